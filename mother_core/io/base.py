@@ -1,0 +1,147 @@
+"""Value types and the reader protocol shared by every checkpoint format.
+
+Everything outside :mod:`mother_core.io` reads weights only through :class:`ModelReader`;
+formats (safetensors, torch pickles, PEFT adapters, ...) are implementation details behind it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Protocol, runtime_checkable
+
+import torch
+
+FLOAT_DTYPES: frozenset[str] = frozenset({"float64", "float32", "float16", "bfloat16"})
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and stored dtype of one tensor, without its data.
+
+    ``name`` is already normalised (task-wrapper prefixes such as ``module.`` removed) so that the
+    same weight in two models has the same name.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name without "torch.", e.g. "bfloat16"
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What identifies a file's content cheaply: path, size and modification time (ns)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> "FileIdentity":
+        st = os.stat(path)
+        return cls(os.path.abspath(os.fspath(path)), st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model found on disk, before any tensor is read.
+
+    Attributes
+    ----------
+    id : str
+        The model's name: the folder name or file stem, or the hub id for a Hugging Face cache entry.
+    path : str
+        The folder or file the model was found at.
+    format : str
+        One of ``"safetensors"``, ``"safetensors-sharded"``, ``"torch"``, ``"torch-sharded"``,
+        ``"peft-lora"``.
+    files : tuple of str
+        The weight files that make up the model (shards in order; for a LoRA adapter, the adapter file).
+    component : str or None
+        The sub-folder used for multi-component repositories (diffusers ``unet``), if any.
+    base_id : str or None
+        For a LoRA adapter: the id (or ``base_model_name_or_path``) of the model it must be merged into.
+    declared_parent : str or None
+        The parent the model *declares* (``base_model:`` in its model card, or its config), if any.
+    """
+
+    id: str
+    path: str
+    format: str
+    files: tuple[str, ...]
+    component: str | None = None
+    base_id: str | None = None
+    declared_parent: str | None = None
+
+    def identity(self) -> tuple[FileIdentity, ...]:
+        """Identity of every file the model's tensors come from (for cache keys)."""
+        return tuple(FileIdentity.of(f) for f in self.files)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(f) for f in self.files)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An input that was skipped, and why (shown to the user; never silently dropped)."""
+
+    path: str
+    message: str
+
+
+@dataclass
+class Discovery:
+    """The result of resolving user paths into models."""
+
+    models: list[ModelRef] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@runtime_checkable
+class ModelReader(Protocol):
+    """Read-only access to one model's tensors, one tensor (or row range) at a time.
+
+    Implementations keep at most one file open at a time where they can, never hold the whole model,
+    and never execute code from the checkpoint.
+    """
+
+    ref: ModelRef
+
+    def tensor_infos(self) -> Mapping[str, TensorInfo]:
+        """All tensors of the model, keyed by normalised name (float and non-float alike)."""
+        ...
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Read one tensor (or rows ``[start, stop)`` of its first dimension) in its stored dtype, on CPU."""
+        ...
+
+    def close(self) -> None:
+        """Release open files."""
+        ...
+
+    def __enter__(self) -> "ModelReader": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def iter_float_tensors(reader: ModelReader) -> Iterator[TensorInfo]:
+    """The floating-point tensors of a model (non-float buffers are not weights)."""
+    for info in reader.tensor_infos().values():
+        if info.is_float and info.numel > 0:
+            yield info

@@ -1,0 +1,1 @@
+"""Recover the Model Graph (a forest of directed trees) from weight statistics."""

@@ -1,0 +1,300 @@
+"""The :class:`Recovery` value object and its stable JSON contract (``result.json``).
+
+Contract (fields may be added, never removed or renamed)::
+
+    {"format": "mother-recovery", "version": 1,
+     "models": [{"id", "path", "tree", "kurtosis", "is_root", "declared_parent", ...}],
+     "edges":  [{"parent", "child", "distance", "confidence", "placement_confidence",
+                 "direction_confidence", "alternatives": [...], ...}],
+     "trees":  [{"id", "members", "root", "regime", "regime_confidence"}],
+     "settings": {...}, "problems": [...],
+     "layers": [{"name", "shape", "kind"}], "layer_kurtosis": [[...] per model],
+     "distance_matrix": [[...]], "cost_matrix": [[...]]}
+
+Roots are the models with no incoming edge.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mother_core.errors import ResultFormatError
+
+FORMAT_NAME = "mother-recovery"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """Knobs of the recovery step (method.md, "Cost and tree").
+
+    Attributes
+    ----------
+    regime : str
+        ``"auto"`` (inferred per tree), ``"specialization"`` (kurtosis falls parent -> child) or
+        ``"generalization"`` (kurtosis rises).
+    lambda_ : float
+        Weight of the direction penalty: M = D + lambda * mean(D) * K (paper: 0.3).
+    layers : str
+        Layer selection: ``"all"`` (every shared float tensor), ``"matrices"`` (2-D and conv weights),
+        ``"square-attention"`` (the paper's choice), or a comma-separated list of layer kinds.
+    name_pattern : str or None
+        Optional regular expression; only tensors whose name matches are used.
+    use_rank : str
+        ``"auto"`` (use the rank of weight differences where they are low rank, i.e. LoRA),
+        ``"never"`` or ``"always"``.
+    n_trees : int or None
+        Number of trees if the user knows it; ``None`` finds it from the data.
+    """
+
+    regime: str = "auto"
+    lambda_: float = 0.3
+    layers: str = "all"
+    name_pattern: str | None = None
+    use_rank: str = "auto"
+    n_trees: int | None = None
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A candidate parent for a model, ranked by cost; ``parent=None`` means "no parent" (a root)."""
+
+    parent: str | None
+    cost: float
+    distance: float
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A recovered edge parent -> child with its evidence."""
+
+    parent: str
+    child: str
+    distance: float
+    confidence: float
+    placement_confidence: float
+    direction_confidence: float
+    kurtosis_parent: float = math.nan
+    kurtosis_child: float = math.nan
+    layers_voting_forward: int = 0
+    layers_voting_backward: int = 0
+    constrained: bool = False
+    alternatives: tuple[Alternative, ...] = ()
+    layer_distance: tuple[float, ...] = ()  # per-layer distance, same order as Recovery.layers
+
+
+@dataclass(frozen=True)
+class ModelNode:
+    """A model in the recovered graph."""
+
+    id: str
+    path: str
+    tree: int
+    kurtosis: float
+    is_root: bool
+    declared_parent: str | None = None
+    format: str = ""
+    n_params: int = 0
+
+
+@dataclass(frozen=True)
+class TreeInfo:
+    """One recovered tree (connected component)."""
+
+    id: int
+    members: tuple[str, ...]
+    root: str
+    regime: str
+    regime_confidence: float
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """User constraints for re-solving: forced and forbidden edges (parent, child), fixed roots."""
+
+    forced: tuple[tuple[str, str], ...] = ()
+    forbidden: tuple[tuple[str, str], ...] = ()
+    roots: tuple[str, ...] = ()
+
+    def flipped(self, parent: str, child: str) -> "Constraints":
+        """Constraints with the edge parent -> child replaced by child -> parent."""
+        return Constraints(
+            forced=tuple(e for e in self.forced if e != (parent, child)) + ((child, parent),),
+            forbidden=tuple(self.forbidden) + ((parent, child),),
+            roots=self.roots,
+        )
+
+
+@dataclass
+class Recovery:
+    """The recovered Model Graph with per-edge evidence, ready for display, evaluation and export."""
+
+    models: list[ModelNode]
+    edges: list[Edge]
+    trees: list[TreeInfo]
+    settings: RecoverySettings = field(default_factory=RecoverySettings)
+    constraints: Constraints = field(default_factory=Constraints)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    layers: list[LayerInfo] = field(default_factory=list)
+    layer_kurtosis: np.ndarray | None = None  # (N, L), NaN where absent
+    distance_matrix: np.ndarray | None = None  # (N, N)
+    cost_matrix: np.ndarray | None = None  # (N, N) what the arborescence minimised; inf = not allowed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # --- lookups -----------------------------------------------------------------------------
+    @property
+    def model_ids(self) -> list[str]:
+        return [m.id for m in self.models]
+
+    @property
+    def roots(self) -> list[str]:
+        children = {e.child for e in self.edges}
+        return [m.id for m in self.models if m.id not in children]
+
+    def parent_of(self, model_id: str) -> str | None:
+        for e in self.edges:
+            if e.child == model_id:
+                return e.parent
+        return None
+
+    def edge(self, parent: str, child: str) -> Edge | None:
+        for e in self.edges:
+            if e.parent == parent and e.child == child:
+                return e
+        return None
+
+    def model(self, model_id: str) -> ModelNode:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        raise ResultFormatError(f"No model with id {model_id!r} in this result.")
+
+    # --- JSON --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        def matrix(a: np.ndarray | None) -> list | None:
+            if a is None:
+                return None
+            return [[_num(x) for x in row] for row in np.asarray(a, dtype=np.float64)]
+
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "models": [_clean(asdict(m)) for m in self.models],
+            "edges": [_clean(asdict(e)) for e in self.edges],
+            "roots": self.roots,
+            "trees": [_clean(asdict(t)) for t in self.trees],
+            "settings": asdict(self.settings),
+            "constraints": asdict(self.constraints),
+            "problems": list(self.problems),
+            "layers": [_clean(asdict(layer)) for layer in self.layers],
+            "layer_kurtosis": matrix(self.layer_kurtosis),
+            "distance_matrix": matrix(self.distance_matrix),
+            "cost_matrix": matrix(self.cost_matrix),
+            "extra": _clean(self.extra),
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recovery":
+        if not isinstance(d, dict) or "models" not in d or "edges" not in d:
+            raise ResultFormatError(
+                "This is not a MoTHer result: expected a JSON object with 'models' and 'edges' "
+                "(as written by `mother recover --out result.json`)."
+            )
+        try:
+            models = [_build(ModelNode, m) for m in d["models"]]
+            edges = []
+            for e in d["edges"]:
+                alts = tuple(_build(Alternative, a) for a in e.get("alternatives", ()))
+                edges.append(_build(Edge, {**e, "alternatives": alts,
+                                           "layer_distance": tuple(_f(x) for x in e.get("layer_distance", ()))}))
+            trees = [_build(TreeInfo, {**t, "members": tuple(t["members"])}) for t in d.get("trees", [])]
+            c = d.get("constraints") or {}
+            constraints = Constraints(
+                forced=tuple(tuple(e) for e in c.get("forced", ())),
+                forbidden=tuple(tuple(e) for e in c.get("forbidden", ())),
+                roots=tuple(c.get("roots", ())),
+            )
+            layers = [LayerInfo(x["name"], tuple(x["shape"]), x["kind"]) for x in d.get("layers") or []]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ResultFormatError(f"Malformed result file: {e!r}. Re-create it with `mother recover`.") from e
+
+        def arr(key: str) -> np.ndarray | None:
+            v = d.get(key)
+            return None if v is None else np.array([[_f(x) for x in row] for row in v], dtype=np.float64)
+
+        return cls(
+            models=models, edges=edges, trees=trees,
+            settings=_build(RecoverySettings, d.get("settings") or {}),
+            constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
+            layer_kurtosis=arr("layer_kurtosis"), distance_matrix=arr("distance_matrix"),
+            cost_matrix=arr("cost_matrix"), extra=dict(d.get("extra") or {}),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recovery":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ResultFormatError(f"Result file {path} does not exist.", path) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ResultFormatError(f"Cannot read result file {path}: {e}. Is it a result.json?", path) from e
+        return cls.from_dict(d)
+
+
+# JSON has no NaN/inf: encode them as null / strings and decode back.
+def _num(x: Any) -> Any:
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        if math.isnan(x):
+            return None
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+    return x
+
+
+def _f(x: Any) -> float:
+    if x is None:
+        return math.nan
+    if isinstance(x, str):
+        return float(x)
+    return float(x)
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return _num(obj)
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for k, v in d.items():
+        if k not in names:
+            continue  # fields added by newer versions are ignored, not fatal
+        if names[k].type in ("float",) and (v is None or isinstance(v, str)):
+            v = _f(v)
+        kwargs[k] = v
+    return cls(**kwargs)

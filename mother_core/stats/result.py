@@ -1,0 +1,147 @@
+"""The value object the streaming pass produces and recovery, plots and exports consume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mother_core.errors import ResultFormatError
+from mother_core.io.base import ModelRef, Problem
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """One tensor slot: a (normalised name, shape) pair that one or more models hold.
+
+    ``kind`` is the inferred layer kind: one of ``"attn_q"``, ``"attn_k"``, ``"attn_v"``,
+    ``"attn_o"``, ``"attn_qkv"``, ``"mlp"``, ``"embedding"``, ``"norm"``, ``"conv"``, ``"head"``,
+    ``"bias"``, ``"other"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def is_matrix(self) -> bool:
+        return len(self.shape) == 2
+
+    @property
+    def is_square_attention(self) -> bool:
+        """The paper's layer choice: square q/k/v/o attention matrices."""
+        return (
+            len(self.shape) == 2
+            and self.shape[0] == self.shape[1]
+            and self.kind in {"attn_q", "attn_k", "attn_v", "attn_o"}
+        )
+
+
+@dataclass
+class WeightStatistics:
+    """Per-model per-tensor statistics and per-pair per-tensor distances.
+
+    N models, T tensor slots. Arrays hold NaN where a model lacks a slot (or a pair does not share it).
+
+    Attributes
+    ----------
+    models : list of ModelRef
+        The models, in index order.
+    tensors : list of TensorMeta
+        The tensor slots, in a stable order (sorted by name, then shape).
+    present : ndarray of bool, shape (N, T)
+    mean, var, kurtosis, norm : ndarray of float64, shape (N, T)
+        Population moments of the flattened tensor; ``kurtosis`` is excess kurtosis m4 / m2**2 - 3
+        (method.md, "Signals" 2); ``norm`` is the Frobenius norm.
+    sq_dist : ndarray of float64, shape (T, N, N)
+        Squared L2 distance ||W_i - W_j||^2 of each shared slot; symmetric, zero diagonal.
+    diff_rank : ndarray of float32, shape (T, N, N), optional
+        Numerical rank of W_i - W_j for 2-D slots where it was computed (LoRA distance), else NaN.
+    problems : list of Problem
+        Inputs that were skipped, with the reason.
+    settings : dict
+        The settings the pass ran with (device, chunking, ...), for provenance.
+    """
+
+    models: list[ModelRef]
+    tensors: list[TensorMeta]
+    present: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    kurtosis: np.ndarray
+    norm: np.ndarray
+    sq_dist: np.ndarray
+    diff_rank: np.ndarray | None = None
+    problems: list[Problem] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [m.id for m in self.models]
+
+    @property
+    def n_models(self) -> int:
+        return len(self.models)
+
+    @property
+    def numel(self) -> np.ndarray:
+        """Element count per slot, shape (T,)."""
+        return np.array([t.numel for t in self.tensors], dtype=np.int64)
+
+    def shared_numel(self) -> np.ndarray:
+        """Number of elements each pair of models shares (same name and shape), shape (N, N)."""
+        p = self.present.astype(np.float64)
+        return (p * self.numel[None, :]) @ p.T
+
+    def coverage(self) -> np.ndarray:
+        """Fraction of model i's float elements that it shares with model j, shape (N, N)."""
+        shared = self.shared_numel()
+        own = np.diag(shared).copy()
+        own[own == 0] = 1
+        return shared / own[:, None]
+
+    def index(self, model_id: str) -> int:
+        try:
+            return self.model_ids.index(model_id)
+        except ValueError:
+            raise ResultFormatError(f"No model with id {model_id!r} in these statistics.") from None
+
+    # --- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write to ``path`` (.npz with a JSON header); no pickles."""
+        header = {
+            "models": [asdict(m) for m in self.models],
+            "tensors": [asdict(t) for t in self.tensors],
+            "problems": [asdict(p) for p in self.problems],
+            "settings": self.settings,
+        }
+        arrays = dict(
+            present=self.present, mean=self.mean, var=self.var, kurtosis=self.kurtosis,
+            norm=self.norm, sq_dist=self.sq_dist,
+        )
+        if self.diff_rank is not None:
+            arrays["diff_rank"] = self.diff_rank
+        np.savez(path, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "WeightStatistics":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                arrays = {k: z[k] for k in z.files if k != "header"}
+        except (OSError, ValueError, KeyError) as e:
+            raise ResultFormatError(
+                f"Cannot read statistics file {path}: {e}. Delete it and run the pass again.", path
+            ) from e
+        models = [ModelRef(**{**m, "files": tuple(m["files"])}) for m in header["models"]]
+        tensors = [TensorMeta(t["name"], tuple(t["shape"]), t["kind"]) for t in header["tensors"]]
+        return cls(
+            models=models, tensors=tensors, problems=[Problem(**p) for p in header["problems"]],
+            settings=header["settings"], diff_rank=arrays.pop("diff_rank", None), **arrays,
+        )
