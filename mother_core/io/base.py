@@ -78,6 +78,8 @@ class ModelRef:
         For a LoRA adapter: the id (or ``base_model_name_or_path``) of the model it must be merged into.
     declared_parent : str or None
         The parent the model *declares* (``base_model:`` in its model card, or its config), if any.
+    architecture : str or None
+        What ``config.json`` says the model is (``architectures[0]`` or ``model_type``), if known.
     """
 
     id: str
@@ -87,6 +89,7 @@ class ModelRef:
     component: str | None = None
     base_id: str | None = None
     declared_parent: str | None = None
+    architecture: str | None = None
 
     def identity(self) -> tuple[FileIdentity, ...]:
         """Identity of every file the model's tensors come from (for cache keys)."""

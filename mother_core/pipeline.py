@@ -1,0 +1,50 @@
+"""One call from paths to a :class:`~mother_core.recovery.result.Recovery`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from mother_core.io.discovery import discover
+from mother_core.recovery.recover import recover
+from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+from mother_core.stats.compute import compute_statistics
+from mother_core.stats.progress import ProgressCallback
+
+
+def recover_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    settings: RecoverySettings = RecoverySettings(),
+    *,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    component: str | None = None,
+    constraints: Constraints = Constraints(),
+) -> Recovery:
+    """Discover models under ``paths``, stream their statistics, and recover the Model Graph.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Models, or folders of models (see :func:`mother_core.io.discovery.discover`).
+    settings : RecoverySettings
+        Recovery knobs (regime, lambda, layer selection, number of trees).
+    device : {"auto", "cpu", "cuda"}
+    cache_dir : path, optional
+        Statistics cache folder; re-runs then read nothing.
+    progress : callable, optional
+        Receives :class:`~mother_core.stats.progress.Progress` updates.
+    component : str, optional
+        Sub-folder of multi-component repositories to use (e.g. ``"unet"``).
+
+    Examples
+    --------
+    >>> from mother_core import recover_paths
+    >>> result = recover_paths(["assets/demo/vit-tree"])  # doctest: +SKIP
+    >>> result.roots  # doctest: +SKIP
+    """
+    found = discover(paths, component=component)
+    stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress)
+    return recover(stats, settings, constraints)

@@ -1,0 +1,72 @@
+"""Per-edge confidence: placement (is this the right parent?) and direction (is it the right way?).
+
+Both are logistic maps of evidence a user can inspect:
+
+- placement: log of the cost ratio between the best alternative parent and the chosen one (1.0 is a
+  tie, i.e. a coin flip), combined with how far the edge is from the "unrelated" threshold;
+- direction: the agreement of per-layer kurtosis votes with the tree's regime, as a z-score
+  (2f - 1) * sqrt(n) over the n shared layers, plus the sign of the summed kurtosis change.
+
+The slopes are calibration constants fitted on zoo trees generated with a *different seed* from
+the ones the benchmark reports on (``benchmarks/calibrate.py``, see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Fitted by benchmarks/calibrate.py (see RESULTS.md); a, b of sigmoid(a * x + b).
+PLACEMENT_SLOPE = 6.0
+PLACEMENT_BIAS = 0.0
+DIRECTION_SLOPE = 0.6
+DIRECTION_BIAS = 0.0
+
+
+@dataclass(frozen=True)
+class ConfidenceParts:
+    placement: float
+    direction: float
+
+    @property
+    def combined(self) -> float:
+        """Probability that the edge is placed *and* directed right (parts treated as independent)."""
+        return self.placement * self.direction
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def placement_confidence(chosen_cost: float, alternative_cost: float, relative: float, threshold: float) -> float:
+    """Confidence that the chosen parent is right.
+
+    Parameters
+    ----------
+    chosen_cost, alternative_cost : float
+        Cost of the chosen edge and of the cheapest alternative parent (inf if none).
+    relative, threshold : float
+        Relative distance of the edge and the tree-split threshold: an edge nearly as far as
+        unrelated models may not exist at all.
+    """
+    if not math.isfinite(alternative_cost):
+        margin_term = 1.0
+    else:
+        ratio = max(alternative_cost, 1e-300) / max(chosen_cost, 1e-300)
+        margin_term = sigmoid(PLACEMENT_SLOPE * math.log(ratio) + PLACEMENT_BIAS)
+    related_term = sigmoid(4.0 * math.log(max(threshold, 1e-12) / max(relative, 1e-12)))
+    return margin_term * related_term
+
+
+def direction_confidence(votes_forward: int, votes_total: int, regime_confidence: float) -> float:
+    """Confidence that the edge points the right way, from per-layer kurtosis votes."""
+    if votes_total == 0:
+        return 0.5
+    f = votes_forward / votes_total
+    z = (2 * f - 1) * math.sqrt(votes_total)
+    p_layers = sigmoid(DIRECTION_SLOPE * z + DIRECTION_BIAS)
+    # If the regime itself is uncertain, the votes may point the wrong way as a whole.
+    return regime_confidence * p_layers + (1 - regime_confidence) * (1 - p_layers)

@@ -1,0 +1,281 @@
+"""From weight statistics to a :class:`Recovery`: trees, regimes, arborescences, confidence.
+
+Method (method.md; Horwitz, Shul & Hoshen 2024, "On the Origin of Llamas", sec. 4):
+
+1. Distances: l_FT(i, j) = mean over shared selected layers of RMS(W_i - W_j) (paper, v2).
+2. Trees: split by the relative distance without being told how many (:mod:`.forest`).
+3. Direction: K[p, c] = 1 when the edge p -> c goes against the tree's regime, judged on the summed
+   excess-kurtosis change over the layers p and c share.
+4. Cost M = D + lambda * mean(D) * K and a minimum spanning arborescence per tree.
+5. Regime ``auto``: solve the tree under both regimes and keep the cheaper; a tree whose kurtosis
+   falls monotonically from some root is cheap under specialization only, and vice versa.
+6. Confidence per edge from its margin and its layer votes (:mod:`.confidence`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from mother_core.errors import ConstraintError, InputError, TooFewModelsError
+from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
+from mother_core.recovery.confidence import ConfidenceParts, direction_confidence, placement_confidence
+from mother_core.recovery.features import PairEvidence, pair_evidence, select_layers
+from mother_core.recovery.forest import split_into_trees
+from mother_core.recovery.result import (
+    Alternative, Constraints, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo,
+)
+from mother_core.stats.result import WeightStatistics
+
+REGIMES = ("auto", "specialization", "generalization")
+MAX_ALTERNATIVES = 5
+
+
+def direction_penalty(kurtosis_delta: np.ndarray, regime: str) -> np.ndarray:
+    """K[p, c] = 1 where p -> c goes against the regime (paper eq. for M), else 0.
+
+    ``kurtosis_delta[p, c]`` is the summed kurtosis change from p to c. Specialization expects it to
+    fall, generalization to rise.
+    """
+    if regime == "specialization":
+        return (kurtosis_delta > 0).astype(np.float64)
+    if regime == "generalization":
+        return (kurtosis_delta < 0).astype(np.float64)
+    raise InputError(f"Unknown regime {regime!r}: use one of {', '.join(REGIMES)}.")
+
+
+def cost_matrix(distance: np.ndarray, penalty: np.ndarray, lambda_: float) -> np.ndarray:
+    """M = D + lambda * mean(D) * K with an infinite diagonal (method.md, "Cost and tree")."""
+    n = distance.shape[0]
+    off = ~np.eye(n, dtype=bool)
+    finite = off & np.isfinite(distance)
+    mean_d = float(distance[finite].mean()) if finite.any() else 0.0
+    m = distance + lambda_ * mean_d * penalty
+    m[~off] = np.inf
+    return m
+
+
+def recover(
+    stats: WeightStatistics,
+    settings: RecoverySettings = RecoverySettings(),
+    constraints: Constraints = Constraints(),
+) -> Recovery:
+    """Recover the Model Graph of the models in ``stats``.
+
+    Parameters
+    ----------
+    stats : WeightStatistics
+        Output of :func:`mother_core.compute_statistics` (or loaded from disk).
+    settings : RecoverySettings
+        Regime, lambda, layer selection, number of trees (None: found from the data).
+    constraints : Constraints
+        Forced/forbidden edges and fixed roots, by model id.
+
+    Returns
+    -------
+    Recovery
+    """
+    if stats.n_models < 2:
+        raise TooFewModelsError("Recovery needs at least two models.")
+    if settings.regime not in REGIMES:
+        raise InputError(f"Unknown regime {settings.regime!r}: use one of {', '.join(REGIMES)}.")
+    if not settings.lambda_ >= 0:
+        raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
+    mask = select_layers(stats, settings.layers, settings.name_pattern)
+    ev = pair_evidence(stats, mask)
+    labels, threshold = split_into_trees(ev.relative, settings.n_trees)
+
+    n = stats.n_models
+    cost = np.full((n, n), np.inf)
+    regimes: dict[int, tuple[str, float]] = {}
+    for t in range(labels.max() + 1):
+        members = np.flatnonzero(labels == t)
+        if len(members) == 1:
+            regimes[t] = ("specialization" if settings.regime == "auto" else settings.regime, 0.5)
+            continue
+        sub = np.ix_(members, members)
+        regime, conf, sub_cost = _choose_regime(ev, members, settings)
+        regimes[t] = (regime, conf)
+        cost[sub] = sub_cost
+    recovery = Recovery(
+        models=[], edges=[], trees=[], settings=settings, constraints=constraints,
+        problems=[{"path": p.path, "message": p.message} for p in stats.problems],
+        layers=[LayerInfo(stats.tensors[i].name, stats.tensors[i].shape, stats.tensors[i].kind)
+                for i in ev.layer_index],
+        layer_kurtosis=stats.kurtosis[:, ev.layer_index].copy(),
+        distance_matrix=ev.distance.copy(),
+        cost_matrix=cost,
+        extra={
+            "threshold": threshold,
+            "relative_distance": ev.relative.tolist(),
+            "tree_of": labels.tolist(),
+            "regimes": {str(k): list(v) for k, v in regimes.items()},
+            "votes_up": ev.votes_up.tolist(),
+            "shared_layers": ev.shared.tolist(),
+            "layer_rms": None,  # filled per edge below; the full (L, N, N) tensor stays in memory only
+            "model_paths": [m.path for m in stats.models],
+            "model_formats": [m.format for m in stats.models],
+            "declared_parents": [m.declared_parent for m in stats.models],
+            "n_params": [int((stats.numel * stats.present[i]).sum()) for i in range(n)],
+        },
+    )
+    recovery.extra.pop("layer_rms")
+    return _solve(recovery, constraints, ids=stats.model_ids, layer_rms=ev.rms)
+
+
+def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
+    """Re-solve ``recovery`` under new constraints from its cached matrices (no weights are read).
+
+    Forcing an edge between two trees joins them. Raises :class:`ConstraintError` if the
+    constraints contradict each other.
+    """
+    if recovery.cost_matrix is None or "tree_of" not in recovery.extra:
+        raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
+    return _solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None)
+
+
+def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings
+                   ) -> tuple[str, float, np.ndarray]:
+    sub = np.ix_(members, members)
+    d = ev.distance[sub]
+    delta = ev.kurtosis_delta[sub]
+    options = ["specialization", "generalization"] if settings.regime == "auto" else [settings.regime]
+    solved = []
+    for regime in options:
+        m = cost_matrix(d, direction_penalty(delta, regime), settings.lambda_)
+        parent = minimum_spanning_arborescence(m)
+        solved.append((tree_cost(m, parent), regime, m))
+    solved.sort(key=lambda s: s[0])
+    best_cost, regime, m = solved[0]
+    if len(solved) == 1:
+        return regime, 1.0, m
+    other_cost = solved[1][0]
+    # Relative cost gap -> confidence in the regime; equal costs (a chain) -> 0.5.
+    gap = (other_cost - best_cost) / max(best_cost, 1e-300)
+    if gap <= 1e-12:
+        regime, m = "specialization", cost_matrix(d, direction_penalty(delta, "specialization"), settings.lambda_)
+    return regime, 0.5 + 0.5 * (1 - math.exp(-10 * gap)), m
+
+
+def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_rms: np.ndarray | None) -> Recovery:
+    index = {m: i for i, m in enumerate(ids)}
+    n = len(ids)
+
+    def idx(model_id: str) -> int:
+        if model_id not in index:
+            raise ConstraintError(f"Constraint names unknown model {model_id!r}.")
+        return index[model_id]
+
+    forced = [(idx(p), idx(c)) for p, c in constraints.forced]
+    forbidden = [(idx(p), idx(c)) for p, c in constraints.forbidden]
+    fixed_roots = [idx(r) for r in constraints.roots]
+    labels = np.array(recovery.extra["tree_of"], dtype=int)
+    cost = recovery.cost_matrix.copy()
+    dist = recovery.distance_matrix
+    # Forcing an edge across trees joins the two trees (union-find over tree labels).
+    for p, c in forced:
+        if labels[p] != labels[c]:
+            old, new = labels[c], labels[p]
+            labels[labels == old] = new
+            if not np.isfinite(cost[p, c]):
+                cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
+    parent = np.full(n, -1)
+    for t in np.unique(labels):
+        members = np.flatnonzero(labels == t)
+        if len(members) == 1:
+            if any(c == members[0] for _, c in forced):
+                raise ConstraintError(f"Cannot force a parent for {ids[members[0]]}: nothing links it.")
+            continue
+        local = {g: k for k, g in enumerate(members)}
+        sub = cost[np.ix_(members, members)]
+        sol = minimum_spanning_arborescence(
+            sub,
+            forced=[(local[p], local[c]) for p, c in forced if p in local and c in local],
+            forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local],
+            roots=[local[r] for r in fixed_roots if r in local] or None,
+        )
+        for k, pk in enumerate(sol):
+            parent[members[k]] = members[pk] if pk >= 0 else -1
+    return _build(recovery, ids, parent, labels, cost, constraints, set(forced), layer_rms)
+
+
+def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.ndarray, cost: np.ndarray,
+           constraints: Constraints, forced: set[tuple[int, int]], layer_rms: np.ndarray | None) -> Recovery:
+    extra = recovery.extra
+    n = len(ids)
+    dist = recovery.distance_matrix
+    rel = np.array(extra["relative_distance"], dtype=np.float64)
+    votes_up = np.array(extra["votes_up"])
+    shared = np.array(extra["shared_layers"])
+    threshold = float(extra["threshold"])
+    regimes = {int(k): (v[0], float(v[1])) for k, v in extra["regimes"].items()}
+    lk = recovery.layer_kurtosis
+    ku_model = np.nansum(lk, axis=1) if lk is not None else np.zeros(n)
+
+    # Descendants, to rule out alternative parents that would create a cycle.
+    children: dict[int, list[int]] = {i: [] for i in range(n)}
+    for c, p in enumerate(parent):
+        if p >= 0:
+            children[int(p)].append(c)
+
+    def descendants(i: int) -> set[int]:
+        out, stack = set(), [i]
+        while stack:
+            for ch in children[stack.pop()]:
+                if ch not in out:
+                    out.add(ch)
+                    stack.append(ch)
+        return out
+
+    old_edges = {(e.parent, e.child): e for e in recovery.edges}
+    edges: list[Edge] = []
+    nodes: list[ModelNode] = []
+    for c in range(n):
+        members = np.flatnonzero(labels == labels[c])
+        banned = descendants(c) | {c}
+        cand = [q for q in members if q not in banned and np.isfinite(cost[q, c])]
+        cand.sort(key=lambda q: cost[q, c])
+        p = int(parent[c])
+        alternatives = tuple(Alternative(ids[q], float(cost[q, c]), float(dist[q, c]))
+                             for q in cand if q != p)[:MAX_ALTERNATIVES]
+        if p >= 0:
+            alt_cost = alternatives[0].cost if alternatives else math.inf
+            regime, regime_conf = regimes.get(int(labels[c]), ("specialization", 0.5))
+            up = int(votes_up[p, c])
+            total = int(shared[p, c])
+            forward = (total - up) if regime == "specialization" else up
+            parts = ConfidenceParts(
+                placement_confidence(float(cost[p, c]), alt_cost, float(rel[p, c]), threshold),
+                direction_confidence(forward, total, regime_conf),
+            )
+            if layer_rms is not None:
+                layer_distance = tuple(float(x) for x in layer_rms[:, p, c])
+            elif (ids[p], ids[c]) in old_edges:
+                layer_distance = old_edges[(ids[p], ids[c])].layer_distance
+            else:
+                layer_distance = ()
+            edges.append(Edge(
+                parent=ids[p], child=ids[c], distance=float(dist[p, c]),
+                confidence=parts.combined, placement_confidence=parts.placement,
+                direction_confidence=parts.direction,
+                kurtosis_parent=float(ku_model[p]), kurtosis_child=float(ku_model[c]),
+                layers_voting_forward=forward, layers_voting_backward=total - forward,
+                constrained=(p, c) in forced, alternatives=alternatives, layer_distance=layer_distance,
+            ))
+        nodes.append(ModelNode(
+            id=ids[c], path=extra["model_paths"][c], tree=int(labels[c]), kurtosis=float(ku_model[c]),
+            is_root=p < 0, declared_parent=extra["declared_parents"][c], format=extra["model_formats"][c],
+            n_params=int(extra["n_params"][c]),
+        ))
+    trees = []
+    for t in np.unique(labels):
+        members = np.flatnonzero(labels == t)
+        roots = [ids[i] for i in members if parent[i] < 0]
+        regime, conf = regimes.get(int(t), ("specialization", 0.5))
+        trees.append(TreeInfo(int(t), tuple(ids[i] for i in members), roots[0] if roots else "", regime, conf))
+    new_extra = dict(extra)
+    new_extra["tree_of"] = labels.tolist()
+    return replace(recovery, models=nodes, edges=edges, trees=trees, constraints=constraints,
+                   cost_matrix=cost, extra=new_extra)

@@ -1,0 +1,110 @@
+"""On-disk cache of the streaming pass, so a re-run reads nothing and a new model costs O(N) reads.
+
+Per-model statistics are keyed by (model identity, tensor slot) and per-pair distances by
+(identity a, identity b, slot). A model's identity is its files' (path, size, mtime) — or their
+content hash when asked — plus everything that changes its tensors (component, LoRA base).
+Stored in SQLite (stdlib, one file, safe against a crash half-way through a write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from mother_core.errors import ResultFormatError
+from mother_core.io.base import ModelRef
+
+# Bump when the meaning of a cached number changes.
+CACHE_VERSION = 1
+
+
+def model_key(ref: ModelRef, base: ModelRef | None = None, content_hash: bool = False) -> str:
+    """A stable key for the tensors a model yields."""
+    parts: list = [CACHE_VERSION, ref.format, ref.component]
+    for f in ref.identity():
+        parts.append(_sha256_file(f.path) if content_hash else [f.path, f.size, f.mtime_ns])
+    if base is not None:
+        parts.append(model_key(base, content_hash=content_hash))
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
+
+
+def slot_key(name: str, shape: Sequence[int]) -> str:
+    return f"{name}|{','.join(map(str, shape))}"
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class StatsCache:
+    """A SQLite file of cached per-model and per-pair statistics."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / f"mother-stats-v{CACHE_VERSION}.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS model_slot (
+                    model TEXT, slot TEXT, n REAL, mean REAL, m2 REAL, m3 REAL, m4 REAL,
+                    PRIMARY KEY (model, slot));
+                CREATE TABLE IF NOT EXISTS pair_slot (
+                    a TEXT, b TEXT, slot TEXT, sq_dist REAL, PRIMARY KEY (a, b, slot));
+                """
+            )
+        except sqlite3.DatabaseError as e:
+            raise ResultFormatError(
+                f"The statistics cache {self.path} is damaged ({e}). Delete it; it will be rebuilt.",
+                self.path,
+            ) from e
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- reads -------------------------------------------------------------------------------
+    def model_stats(self, keys: Iterable[str]) -> dict[tuple[str, str], tuple[float, ...]]:
+        """(model key, slot key) -> (n, mean, m2, m3, m4)."""
+        out: dict[tuple[str, str], tuple[float, ...]] = {}
+        for chunk in _chunks(list(set(keys)), 500):
+            q = f"SELECT * FROM model_slot WHERE model IN ({','.join('?' * len(chunk))})"
+            for row in self._db.execute(q, chunk):
+                out[(row[0], row[1])] = tuple(row[2:])
+        return out
+
+    def pair_dists(self, keys: Iterable[str]) -> dict[tuple[str, str, str], float]:
+        """(key a, key b, slot key) -> squared distance, for pairs within ``keys`` (a < b)."""
+        keys = sorted(set(keys))
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (k TEXT PRIMARY KEY)")
+        self._db.execute("DELETE FROM wanted")
+        self._db.executemany("INSERT INTO wanted VALUES (?)", [(k,) for k in keys])
+        rows = self._db.execute(
+            "SELECT a, b, slot, sq_dist FROM pair_slot "
+            "WHERE a IN (SELECT k FROM wanted) AND b IN (SELECT k FROM wanted)"
+        )
+        return {(a, b, s): d for a, b, s, d in rows}
+
+    # --- writes ------------------------------------------------------------------------------
+    def put(
+        self,
+        model_rows: Iterable[tuple[str, str, float, float, float, float, float]],
+        pair_rows: Iterable[tuple[str, str, str, float]],
+    ) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO model_slot VALUES (?,?,?,?,?,?,?)", model_rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO pair_slot VALUES (?,?,?,?)",
+                ((a, b, s, d) if a < b else (b, a, s, d) for a, b, s, d in pair_rows),
+            )
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,227 @@
+"""``compute_statistics``: open models, consult the cache, plan, execute, assemble.
+
+The only entry point of the streaming pass. Everything a run skips (unreadable files, models with
+no float tensors, a file that breaks half-way) is reported in ``WeightStatistics.problems``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mother_core.device import resolve_device
+from mother_core.errors import MissingBaseModelError, MotherError, TooFewModelsError
+from mother_core.io.base import Discovery, ModelReader, ModelRef, Problem
+from mother_core.io.readers import open_model
+from mother_core.stats.cache import StatsCache, model_key, slot_key
+from mother_core.stats.execute import execute_plan
+from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, build_plan, collect_slots
+from mother_core.stats.progress import Progress, ProgressCallback
+from mother_core.stats.result import WeightStatistics
+
+
+def compute_statistics(
+    models: Discovery | Sequence[ModelRef],
+    *,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    content_hash: bool = False,
+    progress: ProgressCallback | None = None,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> WeightStatistics:
+    """Per-model per-tensor statistics and per-pair per-tensor distances, in one streaming pass.
+
+    Parameters
+    ----------
+    models : Discovery or sequence of ModelRef
+        What :func:`mother_core.io.discovery.discover` found; its problems are carried over.
+    device : {"auto", "cpu", "cuda"}
+        Where the reductions run; results agree across devices to ~1e-6 relative.
+    cache_dir : path, optional
+        Folder of the statistics cache. With it, a re-run of the same set reads nothing and adding a
+        model reads the new model plus each tensor it shares with the others once.
+    content_hash : bool
+        Key the cache on file content (SHA-256) instead of path, size and mtime.
+    progress : callable, optional
+        Called with :class:`~mother_core.stats.progress.Progress` after each tensor.
+    chunk_elements : int
+        Elements per model per chunk; bounds peak memory to about models x chunk x 4 bytes.
+
+    Raises
+    ------
+    TooFewModelsError
+        If fewer than two models could be read.
+    """
+    refs = list(models.models) if isinstance(models, Discovery) else list(models)
+    problems: list[Problem] = list(models.problems) if isinstance(models, Discovery) else []
+    dev = resolve_device(device)
+    started = time.perf_counter()
+
+    def say(stage: str) -> None:
+        if progress is not None:
+            progress(Progress(stage, 0, 0, 0, 0, time.perf_counter() - started, None, str(dev)))
+
+    say("opening models")
+    with contextlib.ExitStack() as stack:
+        readers, base_refs = _open_all(refs, problems, stack)
+        listings = [r.tensor_infos() for r in readers]
+        _drop_models_without_floats(readers, listings, problems)
+        if len(readers) < 2:
+            raise TooFewModelsError(_too_few_message(len(readers), problems))
+        good_refs = [r.ref for r in readers]
+        keys = [model_key(r, base_refs.get(r.id), content_hash) for r in good_refs]
+
+        cache = StatsCache(cache_dir) if cache_dir is not None else None
+        if cache is not None:
+            stack.callback(cache.close)
+        slots, holders, _ = collect_slots(listings)
+        cached_models, cached_pairs = ({}, {}) if cache is None else (
+            cache.model_stats(keys), cache.pair_dists(keys))
+        needs = _what_to_read(slots, holders, keys, cached_models, cached_pairs)
+        plan = build_plan(listings, needs, chunk_elements)
+        out = execute_plan(plan, readers, dev, progress)
+
+        for m, message in sorted(out.failed.items()):
+            problems.append(Problem(good_refs[m].path, message))
+        stats = _assemble(good_refs, plan, out, keys, cached_models, cached_pairs)
+        if cache is not None:
+            _store(cache, plan, out, keys)
+        keep = [m for m in range(len(good_refs)) if m not in out.failed]
+        if len(keep) < 2:
+            raise TooFewModelsError(_too_few_message(len(keep), problems))
+        stats = _subset(stats, keep)
+        stats.problems = problems
+        stats.settings = {
+            "device": str(dev), "chunk_elements": chunk_elements, "bytes_read": out.bytes_read,
+            "seconds": time.perf_counter() - started, "cached": cache is not None,
+        }
+        return stats
+
+
+def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.ExitStack
+              ) -> tuple[list[ModelReader], dict[str, ModelRef]]:
+    """Open every model; LoRA adapters are opened on top of their base's reader."""
+    by_id = {r.id: r for r in refs}
+    readers: list[ModelReader] = []
+    base_refs: dict[str, ModelRef] = {}
+    for ref in refs:
+        try:
+            base_reader = None
+            if ref.format == "peft-lora":
+                base = _find_base(ref, by_id)
+                base_reader = stack.enter_context(open_model(base))
+                base_refs[ref.id] = base
+            readers.append(stack.enter_context(open_model(ref, base=base_reader)))
+        except MotherError as e:
+            problems.append(Problem(ref.path, str(e)))
+    return readers, base_refs
+
+
+def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
+    want = ref.base_id or ""
+    for candidate in (want, want.rstrip("/").split("/")[-1]):
+        if candidate in by_id and by_id[candidate].format != "peft-lora":
+            return by_id[candidate]
+    for rid, r in by_id.items():
+        if rid.split("/")[-1] == want.rstrip("/").split("/")[-1] and r.format != "peft-lora":
+            return r
+    raise MissingBaseModelError(
+        f"LoRA adapter {ref.path} needs its base model {want or '(unnamed)'!r}, which is not in the set. "
+        "Add the base model's folder to the paths you give.", ref.path)
+
+
+def _drop_models_without_floats(readers: list[ModelReader], listings: list, problems: list[Problem]) -> None:
+    for i in reversed(range(len(readers))):
+        if not any(t.is_float and t.numel > 0 for t in listings[i].values()):
+            problems.append(Problem(readers[i].ref.path,
+                                    f"{readers[i].ref.path} holds no floating-point weights; it was skipped."))
+            del readers[i], listings[i]
+
+
+def _too_few_message(n: int, problems: list[Problem]) -> str:
+    msg = f"Recovery needs at least two readable models; {n} could be read."
+    if problems:
+        msg += " Skipped: " + "; ".join(f"{p.path}: {p.message}" for p in problems[:5])
+    return msg + " Add more models (a folder of model folders works)."
+
+
+def _what_to_read(slots, holders, keys, cached_models, cached_pairs) -> dict[int, list[int]]:
+    needs: dict[int, list[int]] = {}
+    for s, (meta, who) in enumerate(zip(slots, holders)):
+        sk = slot_key(meta.name, meta.shape)
+        read = {m for m in who if (keys[m], sk) not in cached_models}
+        for a_i, a in enumerate(who):
+            for b in who[a_i + 1:]:
+                ka, kb = sorted((keys[a], keys[b]))
+                if ka != kb and (ka, kb, sk) not in cached_pairs:
+                    read.update((a, b))
+        if read:
+            needs[s] = sorted(read)
+    return needs
+
+
+def _assemble(refs, plan, out, keys, cached_models, cached_pairs) -> WeightStatistics:
+    n, t = len(refs), len(plan.slots)
+    present = np.zeros((n, t), dtype=bool)
+    mom = np.full((5, n, t), np.nan)
+    sq = np.full((t, n, n), np.nan)
+    for s, (meta, who) in enumerate(zip(plan.slots, plan.holders)):
+        sk = slot_key(meta.name, meta.shape)
+        for m in who:
+            present[m, s] = True
+            v = out.moments.get((s, m)) or cached_models.get((keys[m], sk))
+            if v is not None:
+                mom[:, m, s] = v
+            sq[s, m, m] = 0.0
+        for a_i, a in enumerate(who):
+            for b in who[a_i + 1:]:
+                ka, kb = sorted((keys[a], keys[b]))
+                d = 0.0 if ka == kb else cached_pairs.get((ka, kb, sk))
+                if d is not None:
+                    sq[s, a, b] = sq[s, b, a] = d
+        if s in out.sq_dist:
+            who_read, mat = out.sq_dist[s]
+            idx = np.array(who_read, dtype=int)
+            if len(idx):
+                sq[s][np.ix_(idx, idx)] = mat
+    cnt, mean, m2, m3, m4 = mom
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = m2 / cnt
+        kurt = np.where(m2 > 0, cnt * m4 / m2**2 - 3.0, 0.0)
+        kurt[~present] = np.nan
+        norm = np.sqrt(m2 + cnt * mean**2)
+    return WeightStatistics(models=list(refs), tensors=list(plan.slots), present=present, mean=mean,
+                            var=var, kurtosis=kurt, norm=norm, sq_dist=sq)
+
+
+def _store(cache: StatsCache, plan, out, keys) -> None:
+    model_rows = []
+    for (s, m), v in out.moments.items():
+        meta = plan.slots[s]
+        model_rows.append((keys[m], slot_key(meta.name, meta.shape), *v))
+    pair_rows = []
+    for s, (who, mat) in out.sq_dist.items():
+        sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
+        for a_i, a in enumerate(who):
+            for b_i in range(a_i + 1, len(who)):
+                if keys[a] != keys[who[b_i]]:
+                    pair_rows.append((keys[a], keys[who[b_i]], sk, float(mat[a_i, b_i])))
+    cache.put(model_rows, pair_rows)
+
+
+def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:
+    if len(keep) == stats.n_models:
+        return stats
+    idx = np.array(keep)
+    cols = stats.present[idx].any(axis=0)
+    return WeightStatistics(
+        models=[stats.models[i] for i in keep],
+        tensors=[t for t, c in zip(stats.tensors, cols) if c],
+        present=stats.present[idx][:, cols], mean=stats.mean[idx][:, cols], var=stats.var[idx][:, cols],
+        kurtosis=stats.kurtosis[idx][:, cols], norm=stats.norm[idx][:, cols],
+        sq_dist=stats.sq_dist[cols][:, idx][:, :, idx],
+    )
