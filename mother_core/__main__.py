@@ -1,0 +1,7 @@
+"""``python -m mother_core`` is the ``mother`` command."""
+
+import sys
+
+from mother_core.cli import main
+
+sys.exit(main())

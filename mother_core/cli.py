@@ -1,0 +1,192 @@
+"""The ``mother`` command: scan, recover, evaluate, export, resolve, and generate zoo trees."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from mother_core.device import DEVICE_CHOICES, describe_device
+from mother_core.errors import MotherError
+from mother_core.recovery.recover import REGIMES
+from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+
+
+def _pair(text: str) -> tuple[str, str]:
+    if ":" not in text and ">" not in text:
+        raise argparse.ArgumentTypeError(f"expected PARENT:CHILD, got {text!r}")
+    sep = ">" if ">" in text else ":"
+    parent, child = text.split(sep, 1)
+    return parent, child
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mother",
+        description="Recover the family tree of neural-network models from their weights (MoTHer).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scan = sub.add_parser("scan", help="list the models found under paths (reads no weights)")
+    scan.add_argument("paths", nargs="+")
+    scan.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+
+    rec = sub.add_parser("recover", help="recover the model graph of the models under paths")
+    rec.add_argument("paths", nargs="+", help="models, or folders of models")
+    rec.add_argument("--out", default="result.json", help="where to write the result (default result.json)")
+    rec.add_argument("--regime", choices=REGIMES, default="auto")
+    rec.add_argument("--lambda", dest="lambda_", type=float, default=0.3, help="direction penalty weight (0.3)")
+    rec.add_argument("--layers", default="matrices",
+                     help="layer selection: matrices (default), all, square-attention, or kinds a,b,c")
+    rec.add_argument("--name-pattern", help="regular expression: only tensors whose name matches")
+    rec.add_argument("--n-trees", type=int, help="number of trees, if known (default: found from the data)")
+    rec.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
+    rec.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+    rec.add_argument("--force", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
+    rec.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
+    rec.add_argument("--root", action="append", default=[], help="model that must be a root")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    res = sub.add_parser("resolve", help="re-solve a result under constraints, without reading weights")
+    res.add_argument("result")
+    res.add_argument("--out", required=True)
+    res.add_argument("--force", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
+    res.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
+    res.add_argument("--flip", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
+    res.add_argument("--root", action="append", default=[])
+
+    ev = sub.add_parser("evaluate", help="score a result against a truth file")
+    ev.add_argument("result")
+    ev.add_argument("--truth", required=True, help='JSON {"edges": [[parent, child], ...]}')
+
+    ex = sub.add_parser("export", help="export a result as node-link JSON, GraphML, Newick or base_model lines")
+    ex.add_argument("result")
+    ex.add_argument("--format", choices=["node-link", "graphml", "newick", "base-model"], required=True)
+    ex.add_argument("--out", help="file to write (default: standard output)")
+
+    try:
+        from mother_core.zoo.cli import register_cli
+    except ImportError:  # the zoo is optional at import time
+        register_cli = None
+    if register_cli is not None:
+        register_cli(sub)
+    return parser
+
+
+def _progress_bar(quiet: bool):
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="B", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+
+    def update(p) -> None:
+        if p.bytes_total and bar.total != p.bytes_total:
+            bar.total = p.bytes_total
+        bar.set_description(f"{p.stage} {p.tensors_done}/{p.tensors_total} tensors")
+        bar.n = p.bytes_read
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _cmd_scan(args) -> int:
+    from mother_core.io.discovery import discover
+
+    found = discover(args.paths, component=args.component)
+    for m in found.models:
+        size = f"{m.size_bytes / 1e6:9.1f} MB"
+        print(f"{m.id:40s} {m.format:20s} {size} {m.architecture or ''}")
+    for p in found.problems:
+        print(f"skipped {p.path}: {p.message}", file=sys.stderr)
+    return 0
+
+
+def _cmd_recover(args) -> int:
+    from mother_core.pipeline import recover_paths
+
+    settings = RecoverySettings(regime=args.regime, lambda_=args.lambda_, layers=args.layers,
+                                name_pattern=args.name_pattern, n_trees=args.n_trees)
+    constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
+    if not args.quiet:
+        print(f"device: {describe_device(args.device)}", file=sys.stderr)
+    update, close = _progress_bar(args.quiet)
+    try:
+        result = recover_paths(args.paths, settings, device=args.device, cache_dir=args.cache_dir,
+                               progress=update, component=args.component, constraints=constraints)
+    finally:
+        close()
+    result.save(args.out)
+    for p in result.problems:
+        print(f"skipped {p['path']}: {p['message']}", file=sys.stderr)
+    print(f"{len(result.models)} models, {len(result.edges)} edges, {len(result.trees)} trees -> {args.out}")
+    return 0
+
+
+def _cmd_resolve(args) -> int:
+    from mother_core.recovery.recover import resolve
+
+    rec = Recovery.load(args.result)
+    c = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
+    for parent, child in args.flip:
+        c = c.flipped(parent, child)
+    out = resolve(rec, c)
+    out.save(args.out)
+    before = {(e.parent, e.child) for e in rec.edges}
+    after = {(e.parent, e.child) for e in out.edges}
+    for p, ch in sorted(after - before):
+        print(f"+ {p} -> {ch}")
+    for p, ch in sorted(before - after):
+        print(f"- {p} -> {ch}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from mother_core.evaluate import evaluate, format_evaluation, load_truth
+
+    print(format_evaluation(evaluate(Recovery.load(args.result), load_truth(args.truth))))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from mother_core import export
+
+    rec = Recovery.load(args.result)
+    text = {
+        "node-link": lambda: json.dumps(export.to_node_link(rec), indent=1),
+        "graphml": lambda: export.to_graphml(rec),
+        "newick": lambda: export.to_newick(rec),
+        "base-model": lambda: export.base_model_lines(rec),
+    }[args.format]()
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+COMMANDS = {"scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
+            "evaluate": _cmd_evaluate, "export": _cmd_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mother`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        handler = COMMANDS.get(args.command) or getattr(args, "func", None)
+        if handler is None:
+            raise MotherError(f"Unknown command {args.command!r}.")
+        return int(handler(args) or 0)
+    except MotherError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

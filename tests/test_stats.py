@@ -1,0 +1,170 @@
+"""The streaming pass: statistics and distances against a float64 reference, chunking, cache, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import kurtosis as scipy_kurtosis
+
+from checkpoint_factory import (hf_folder, llama_state, sharded_safetensors, training_checkpoint,
+                                truncate, torch_bin_folder)
+from mother_core import compute_statistics, discover
+from mother_core.errors import TooFewModelsError
+from mother_core.io.names import normalise_name
+from mother_core.stats.result import WeightStatistics
+
+
+def _family(tmp_path, dtype=torch.float32):
+    """A root, a light fine-tune (1e-4 relative), a frozen copy of one layer, and an unrelated model."""
+    root = llama_state(seed=1)
+    g = torch.Generator().manual_seed(7)
+    light = {k: v + 1e-4 * v.abs().mean() * torch.randn(v.shape, generator=g) for k, v in root.items()}
+    heavy = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in root.items()}
+    first = next(iter(root))
+    heavy[first] = root[first].clone()  # a frozen layer: bit-identical to the parent
+    other = llama_state(seed=2)
+    sds = {"root": root, "light": light, "heavy": heavy, "other": other}
+    sds = {k: {n: t.to(dtype) for n, t in sd.items()} for k, sd in sds.items()}
+    for name, sd in sds.items():
+        hf_folder(tmp_path / "set" / name, sd)
+    return sds
+
+
+def _reference(sds, stats: WeightStatistics):
+    ids = stats.model_ids
+    for s, meta in enumerate(stats.tensors):
+        rows = {}
+        for m, mid in enumerate(ids):
+            sd = {normalise_name(k): v for k, v in sds[mid].items()}
+            if meta.name in sd:
+                rows[m] = sd[meta.name].double().numpy().ravel()
+        yield s, meta, rows
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_statistics_match_float64_reference(tmp_path, dtype):
+    sds = _family(tmp_path, dtype)
+    stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    assert sorted(stats.model_ids) == ["heavy", "light", "other", "root"]
+    for s, meta, rows in _reference(sds, stats):
+        for m, x in rows.items():
+            assert stats.present[m, s]
+            np.testing.assert_allclose(stats.mean[m, s], x.mean(), rtol=1e-6, atol=1e-6 * x.std())
+            np.testing.assert_allclose(stats.var[m, s], x.var(), rtol=1e-6)
+            # Constant tensors (fresh LayerNorm weights) have kurtosis 0 by our convention.
+            ref_kurt = scipy_kurtosis(x, fisher=True, bias=True) if x.var() > 0 else 0.0
+            np.testing.assert_allclose(stats.kurtosis[m, s], ref_kurt, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(stats.norm[m, s], np.linalg.norm(x), rtol=1e-6)
+        for a, xa in rows.items():
+            for b, xb in rows.items():
+                ref = float(((xa - xb) ** 2).sum())
+                got = stats.sq_dist[s, a, b]
+                assert got == pytest.approx(ref, rel=1e-5, abs=1e-30), (meta.name, a, b)
+
+
+def test_nearly_identical_and_frozen_layers_keep_precision(tmp_path):
+    sds = _family(tmp_path)
+    stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    r, light, heavy = (stats.index(k) for k in ("root", "light", "heavy"))
+    first = normalise_name(next(iter(sds["root"])))
+    s = [t.name for t in stats.tensors].index(first)
+    assert stats.sq_dist[s, r, heavy] == 0.0  # frozen layer: exactly zero, no cancellation noise
+    ref = float(((sds["root"][next(iter(sds["root"]))].double() - sds["light"][next(iter(sds["light"]))].double()) ** 2).sum())
+    assert stats.sq_dist[s, r, light] == pytest.approx(ref, rel=1e-5)
+
+
+def test_chunked_pass_equals_unchunked(tmp_path):
+    _family(tmp_path)
+    found = discover([tmp_path / "set"])
+    whole = compute_statistics(found, device="cpu")
+    chunked = compute_statistics(found, device="cpu", chunk_elements=50)  # many row chunks per tensor
+    # Means and excess kurtoses near zero are compared on an absolute scale, not relatively.
+    for field, atol in (("mean", 1e-8), ("var", 0), ("kurtosis", 1e-6), ("norm", 0)):
+        np.testing.assert_allclose(getattr(chunked, field), getattr(whole, field), rtol=1e-6, atol=atol)
+    np.testing.assert_allclose(chunked.sq_dist, whole.sq_dist, rtol=1e-6, atol=1e-12)
+
+
+def test_formats_agree(tmp_path):
+    """The same weights saved as sharded safetensors, a .bin folder and a nested training checkpoint."""
+    sd = llama_state(seed=3)
+    g = torch.Generator().manual_seed(1)
+    child = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in sd.items()}
+    sharded_safetensors(tmp_path / "a" / "root", sd)
+    torch_bin_folder(tmp_path / "b" / "root", sd)
+    training_checkpoint(tmp_path / "c" / "root.pth.tar", sd)
+    hf_folder(tmp_path / "child", child)
+    results = [compute_statistics(discover([tmp_path / d / ("root.pth.tar" if d == "c" else "root"),
+                                            tmp_path / "child"]), device="cpu") for d in "abc"]
+    for other in results[1:]:
+        np.testing.assert_allclose(other.sq_dist, results[0].sq_dist, rtol=1e-6)
+        np.testing.assert_allclose(other.kurtosis, results[0].kurtosis, rtol=1e-6)
+
+
+def test_cache_rerun_reads_nothing_and_new_model_reads_linear(tmp_path):
+    _family(tmp_path)
+    cache = tmp_path / "cache"
+    first = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
+    assert first.settings["bytes_read"] > 0
+    again = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
+    assert again.settings["bytes_read"] == 0
+    np.testing.assert_allclose(again.sq_dist, first.sq_dist)
+    np.testing.assert_allclose(again.kurtosis, first.kurtosis)
+
+    g = torch.Generator().manual_seed(9)
+    new = {k: v + 0.02 * torch.randn(v.shape, generator=g) for k, v in llama_state(seed=1).items()}
+    hf_folder(tmp_path / "set" / "newcomer", new)
+    grown = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
+    per_model = first.settings["bytes_read"] / first.n_models
+    # The newcomer plus each shared tensor of the others once: N + 1 models' worth, not N^2.
+    assert grown.settings["bytes_read"] <= per_model * (first.n_models + 1) * 1.01
+    fresh = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    np.testing.assert_allclose(grown.sq_dist, fresh.sq_dist, rtol=1e-9)
+
+
+def test_broken_model_is_skipped_and_the_rest_processed(tmp_path):
+    _family(tmp_path)
+    truncate(tmp_path / "set" / "other" / "model.safetensors")
+    stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    assert sorted(stats.model_ids) == ["heavy", "light", "root"]
+    assert any("other" in p.path for p in stats.problems)
+
+
+def test_set_of_one_is_a_clear_error(tmp_path):
+    hf_folder(tmp_path / "only" / "m", llama_state(seed=1))
+    with pytest.raises(TooFewModelsError, match="at least two"):
+        compute_statistics(discover([tmp_path / "only"]), device="cpu")
+
+
+def test_mismatched_shapes_are_separate_slots(tmp_path):
+    a = llama_state(seed=1)
+    b = dict(a)
+    b["lm_head.weight"] = torch.randn(7, a["lm_head.weight"].shape[1])  # a new head
+    hf_folder(tmp_path / "s" / "a", a)
+    hf_folder(tmp_path / "s" / "b", b)
+    stats = compute_statistics(discover([tmp_path / "s"]), device="cpu")
+    heads = [s for s, t in enumerate(stats.tensors) if t.name == "lm_head.weight"]
+    assert len(heads) == 2
+    for s in heads:
+        assert np.isnan(stats.sq_dist[s, 0, 1])
+    cov = stats.coverage()
+    assert 0.5 < cov[0, 1] < 1.0
+
+
+def test_statistics_round_trip(tmp_path):
+    _family(tmp_path)
+    stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    stats.save(tmp_path / "s.npz")
+    back = WeightStatistics.load(tmp_path / "s.npz")
+    assert back.model_ids == stats.model_ids
+    np.testing.assert_array_equal(back.sq_dist, stats.sq_dist)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_agrees_with_cpu(tmp_path):
+    _family(tmp_path)
+    found = discover([tmp_path / "set"])
+    cpu = compute_statistics(found, device="cpu")
+    gpu = compute_statistics(found, device="cuda")
+    np.testing.assert_allclose(gpu.sq_dist, cpu.sq_dist, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(gpu.kurtosis, cpu.kurtosis, rtol=1e-6, atol=1e-9)
