@@ -1,0 +1,88 @@
+"""Shared helpers of the benchmark scripts: synthetic checkpoints, cache dropping, subprocess timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "_data"
+
+
+def gpt2_shapes(n_layer: int = 12, d: int = 768, vocab: int = 50257, ctx: int = 1024) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of GPT-2 small (124M parameters) as Hugging Face saves it."""
+    shapes: dict[str, tuple[int, ...]] = {"transformer.wte.weight": (vocab, d), "transformer.wpe.weight": (ctx, d)}
+    for i in range(n_layer):
+        p = f"transformer.h.{i}."
+        shapes.update({
+            p + "ln_1.weight": (d,), p + "ln_1.bias": (d,),
+            p + "attn.c_attn.weight": (d, 3 * d), p + "attn.c_attn.bias": (3 * d,),
+            p + "attn.c_proj.weight": (d, d), p + "attn.c_proj.bias": (d,),
+            p + "ln_2.weight": (d,), p + "ln_2.bias": (d,),
+            p + "mlp.c_fc.weight": (d, 4 * d), p + "mlp.c_fc.bias": (4 * d,),
+            p + "mlp.c_proj.weight": (4 * d, d), p + "mlp.c_proj.bias": (d,),
+        })
+    shapes["transformer.ln_f.weight"] = (d,)
+    shapes["transformer.ln_f.bias"] = (d,)
+    return shapes
+
+
+def make_family(folder: Path, n_models: int, shapes: dict[str, tuple[int, ...]], dtype=torch.bfloat16) -> list[Path]:
+    """A root and ``n_models - 1`` descendants (a chain of small perturbations), one folder each.
+
+    These models only exercise throughput and memory; accuracy benchmarks use trained zoo trees.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / "done.json"
+    paths = [folder / f"model-{i}" for i in range(n_models)]
+    if marker.exists() and json.loads(marker.read_text()) == {"n": n_models, "shapes": len(shapes)}:
+        return paths
+    g = torch.Generator().manual_seed(0)
+    root = {k: (torch.ones(s) if k.endswith("ln_1.weight") else torch.randn(*s, generator=g) * 0.02)
+            for k, s in shapes.items()}
+    current = root
+    for i, p in enumerate(paths):
+        if i:
+            current = {k: v + 0.002 * torch.randn(v.shape, generator=g) for k, v in current.items()}
+        p.mkdir(exist_ok=True)
+        save_file({k: v.to(dtype).contiguous() for k, v in current.items()}, str(p / "model.safetensors"))
+    marker.write_text(json.dumps({"n": n_models, "shapes": len(shapes)}))
+    return paths
+
+
+def drop_page_cache(files: list[Path]) -> str:
+    """Evict ``files`` from the page cache: drop_caches where permitted, else posix_fadvise."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        return "drop_caches"
+    except OSError:
+        for f in files:
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        return "fadvise"
+
+
+def run_python(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; it must print one JSON object on its last line."""
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.setdefault("wall_s", time.perf_counter() - t)
+    return result
+
+
+PEAK_RSS = "import resource; peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
