@@ -72,3 +72,7 @@ class ResultFormatError(MotherError):
 
 class ConstraintError(MotherError):
     """User constraints (forced/forbidden edges, fixed roots) cannot all be honoured."""
+
+
+class AdapterMismatchError(CheckpointError):
+    """A LoRA adapter does not fit the base model it was given (missing tensor or wrong shape)."""

@@ -1,0 +1,478 @@
+"""Turn the paths a user gives into models: :func:`discover`.
+
+Each path is a model or a folder of models. Recognised, in this order, for a folder:
+
+1. a Hugging Face cache entry ``models--org--name`` (id ``org/name``; snapshot of ``refs/main`` if
+   present, else the newest), or a hub cache root holding several ``models--*`` (or ``hub/models--*``);
+2. a diffusers repository (``model_index.json`` or component sub-folders): ``component`` picks the
+   sub-folder, else ``unet`` if present, else a problem listing the components;
+3. a PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``/``.bin``);
+4. a model folder: ``*.safetensors.index.json`` / ``*.bin.index.json`` (shards), ``model.safetensors``,
+   ``diffusion_pytorch_model.safetensors``, ``pytorch_model.bin`` (and their variants such as
+   ``model.fp16.safetensors``), or exactly one weight file next to a ``config.json``;
+5. otherwise a folder of models: each child folder (by 1-3 or 4, where a single weight file of any name
+   also counts) or weight file is one model, id = folder name or file stem (``foo.pth.tar`` -> ``foo``).
+
+Discovery reads safetensors headers and zip directories (to report truncated files early), never tensor
+data. ``declared_parent`` comes from the model card's ``base_model:`` or config.json's ``base_model``
+(``_name_or_path`` is where a model was loaded from, not a declaration). A LoRA adapter's ``base_id`` is
+the id in the set matching its ``base_model_name_or_path`` (see :func:`match_model_id`), else that string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
+from mother_core.io.base import Discovery, ModelRef, Problem
+from mother_core.io.sniff import check_torch_file, looks_like_safetensors, safetensors_header
+
+TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors",) + TORCH_SUFFIXES
+#: File stems that name a model's weights, not the model: a file with such a name takes its folder's name.
+GENERIC_STEMS = re.compile(r"^(model|pytorch_model|diffusion_pytorch_model|adapter_model|consolidated|weights)"
+                           r"([.-].*)?$")
+FORMATS_HELP = (
+    "single .safetensors files, Hugging Face folders (model.safetensors, sharded *.index.json, "
+    "pytorch_model.bin), diffusers repositories (unet/ ...), PyTorch pickles (.bin .pt .pth .pth.tar .ckpt), "
+    "PEFT LoRA adapter folders and Hugging Face cache folders (models--org--name)"
+)
+_STANDARD = (  # per format, most preferred first
+    ("model.safetensors", "safetensors"),
+    ("diffusion_pytorch_model.safetensors", "safetensors"),
+    ("pytorch_model.bin", "torch"),
+    ("diffusion_pytorch_model.bin", "torch"),
+)
+#: Files a training run writes beside its weights (HF Trainer, Lightning): never models themselves.
+NOT_MODELS = re.compile(r"^(training_args\.bin|optimizer(\.pt|\.bin)?|scheduler\.pt|scaler\.pt|"
+                        r"rng_state(_\d+)?\.pth|trainer_state\.json)$")
+_SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-(?P<n>\d{5})\.(safetensors|bin)$")
+
+
+def _weight_suffix(name: str) -> str | None:
+    low = name.lower()
+    return next((s for s in WEIGHT_SUFFIXES if low.endswith(s)), None)
+
+
+def file_stem(path: str | os.PathLike[str]) -> str:
+    """A weight file's name without its (possibly double) extension: ``foo.pth.tar`` -> ``foo``."""
+    name = os.path.basename(os.fspath(path))
+    suffix = _weight_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+def match_model_id(name: str, ids: Sequence[str]) -> str | None:
+    """The id in ``ids`` that a declared name (hub id or path) refers to, if any.
+
+    Matches by exact id, then by the last path component (``meta-llama/Llama-2-7b-hf`` matches a model
+    with id ``Llama-2-7b-hf``, and ``/models/llama`` matches ``llama``), case-insensitively last.
+    """
+    if not name:
+        return None
+    if name in ids:
+        return name
+    tail = name.rstrip("/").rsplit("/", 1)[-1]
+    for candidate in (tail, name.lower(), tail.lower()):
+        for i in ids:
+            i_tail = i.rsplit("/", 1)[-1]
+            if candidate in (i, i_tail) or candidate == i.lower() or candidate == i_tail.lower():
+                return i
+    return None
+
+
+# --- metadata ----------------------------------------------------------------------------------------
+
+def _front_matter_base_model(readme: str) -> str | None:
+    """``base_model:`` from a model card's YAML front matter (a string, or the first of a list)."""
+    try:
+        with open(readme, encoding="utf-8", errors="replace") as f:
+            text = f.read(65536)
+    except OSError:
+        return None
+    if not text.startswith("---"):
+        return None
+    end = text.find("\n---", 3)
+    lines = text[3:end if end > 0 else len(text)].splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^base_model\s*:\s*(.*)$", line)
+        if not m:
+            continue
+        value = m.group(1).strip()
+        if value.startswith("["):
+            value = value.strip("[]").split(",")[0]
+        elif not value:  # block list on the next lines
+            for nxt in lines[i + 1:]:
+                item = re.match(r"^\s*-\s*(.+)$", nxt)
+                if item:
+                    value = item.group(1)
+                    break
+                if nxt.strip():
+                    break
+        value = value.strip().strip("'\"")
+        return value or None
+    return None
+
+
+def _read_config(folder: str) -> dict:
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _declared_parent(*folders: str) -> str | None:
+    for folder in folders:
+        found = _front_matter_base_model(os.path.join(folder, "README.md"))
+        if found:
+            return found
+        value = _read_config(folder).get("base_model")
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _architecture(*folders: str) -> str | None:
+    """``architectures[0]``, else ``model_type``, else diffusers' ``_class_name`` of the nearest config."""
+    for folder in reversed(folders):  # the component's own config first
+        config = _read_config(folder)
+        archs = config.get("architectures")
+        if isinstance(archs, list) and archs and isinstance(archs[0], str):
+            return archs[0]
+        for key in ("model_type", "_class_name"):
+            if isinstance(config.get(key), str) and config[key]:
+                return config[key]
+    return None
+
+
+# --- validation (headers only) -----------------------------------------------------------------------
+
+def _check_files(files: Sequence[str], fmt: str) -> str:
+    """Validate headers; return the format (a torch-named file that is really safetensors is read as such)."""
+    for f in files:
+        if not os.path.isfile(f):
+            raise UnreadableCheckpointError(f"{f} is missing (listed in the shard index): re-download the model.", f)
+        if fmt.startswith("safetensors"):
+            safetensors_header(f)
+        elif looks_like_safetensors(f):
+            safetensors_header(f)
+            fmt = fmt.replace("torch", "safetensors")
+        else:
+            check_torch_file(f)
+    return fmt
+
+
+def _from_index(index: str) -> tuple[str, ...]:
+    try:
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        shards = list(dict.fromkeys(weight_map.values()))  # first-appearance order, no duplicates
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UnreadableCheckpointError(f"Cannot read the shard index {index}: {e}. Re-download the model.", index) from e
+    folder = os.path.dirname(index)
+    return tuple(os.path.join(folder, s) for s in sorted(shards))
+
+
+# --- folders -----------------------------------------------------------------------------------------
+
+def _weights_in(folder: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [n for n in names if not n.startswith(".") and _weight_suffix(n) and not NOT_MODELS.match(n)
+            and os.path.isfile(os.path.join(folder, n))]
+
+
+def _model_files(folder: str, loose: bool) -> tuple[str, tuple[str, ...]] | None:
+    """(format, files) of the model stored directly in ``folder``, or None.
+
+    ``loose`` also accepts a single weight file of any name (used for children of a folder of models).
+    """
+    names = set(os.listdir(folder))
+    for index_name in ("model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json",
+                       "pytorch_model.bin.index.json", "diffusion_pytorch_model.bin.index.json"):
+        if index_name in names:
+            fmt = "safetensors-sharded" if ".safetensors." in index_name else "torch-sharded"
+            return fmt, _from_index(os.path.join(folder, index_name))
+    for file_name, fmt in _STANDARD:
+        if file_name in names:
+            return fmt, (os.path.join(folder, file_name),)
+    weights = _weights_in(folder)
+    # Variants (model.fp16.safetensors) and other indexes (consolidated.safetensors.index.json).
+    indexes = sorted(n for n in names if n.endswith((".safetensors.index.json", ".bin.index.json")))
+    if indexes:
+        fmt = "safetensors-sharded" if ".safetensors." in indexes[0] else "torch-sharded"
+        return fmt, _from_index(os.path.join(folder, indexes[0]))
+    shards = [w for w in weights if _SHARD.match(w)]
+    if shards and len({_SHARD.match(w)["stem"] for w in shards}) == 1 and len(shards) == len(weights):
+        fmt = "safetensors-sharded" if shards[0].endswith(".safetensors") else "torch-sharded"
+        return fmt, tuple(os.path.join(folder, s) for s in shards)
+    generic = [w for w in weights if GENERIC_STEMS.match(w)]
+    if len(generic) >= 1 and (len(weights) == 1 or len(generic) == len(weights)):
+        # prefer safetensors, then the shortest name (model.safetensors before model.fp16.safetensors)
+        best = sorted(generic, key=lambda w: (not w.endswith(".safetensors"), len(w), w))[0]
+        return ("safetensors" if best.endswith(".safetensors") else "torch"), (os.path.join(folder, best),)
+    if len(weights) == 1 and (loose or "config.json" in names):
+        w = weights[0]
+        return ("safetensors" if w.endswith(".safetensors") else "torch"), (os.path.join(folder, w),)
+    return None
+
+
+def _components(folder: str) -> list[str]:
+    out = []
+    for name in sorted(os.listdir(folder)):
+        sub = os.path.join(folder, name)
+        if os.path.isdir(sub) and not name.startswith("."):
+            try:
+                if _model_files(sub, loose=False):
+                    out.append(name)
+            except UnreadableCheckpointError:
+                out.append(name)  # a component with a broken index is still a component; reported when used
+    return out
+
+
+class _Finder:
+    def __init__(self, component: str | None) -> None:
+        self.component = component
+        self.models: list[ModelRef] = []
+        self.problems: list[Problem] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def add(self, model_id: str, path: str, fmt: str, files: tuple[str, ...], component: str | None = None,
+            meta_folders: Sequence[str] = (), base_id: str | None = None) -> None:
+        try:
+            fmt = _check_files(files, fmt)
+        except UnreadableCheckpointError as e:
+            self.problem(e.path or path, f"Skipped model {model_id!r}: {e.message}")
+            return
+        declared = _declared_parent(*meta_folders) if meta_folders else None
+        if fmt == "peft-lora" and declared is None:
+            declared = base_id  # an adapter's base is part of its format, so it is declared too
+        arch = _architecture(*meta_folders) if meta_folders and fmt != "peft-lora" else None
+        self.models.append(ModelRef(id=model_id, path=path, format=fmt, files=files, component=component,
+                                    base_id=base_id, declared_parent=declared, architecture=arch))
+
+    def folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
+        """Add the model stored in ``folder`` (or a problem about it); False when it is not one model."""
+        try:
+            return self._folder_model(folder, model_id, loose)
+        except UnreadableCheckpointError as e:  # a broken shard index
+            self.problem(e.path or folder, f"Skipped model {model_id!r}: {e.message}")
+            return True
+
+    def _folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
+        names = set(os.listdir(folder))
+        if "adapter_config.json" in names:
+            return self.adapter(folder, model_id)
+        comps = _components(folder)
+        # Only model_index.json marks a diffusers repository: a folder of model folders looks the same.
+        is_diffusers = "model_index.json" in names
+        if self.component and self.component in comps:
+            return self.component_model(folder, model_id, self.component)
+        found = _model_files(folder, loose)
+        if found and not is_diffusers:
+            self.add(model_id, folder, found[0], found[1], meta_folders=(folder,))
+            return True
+        if is_diffusers:
+            if "unet" in comps and self.component is None:
+                return self.component_model(folder, model_id, "unet")
+            if comps:
+                wanted = f"component {self.component!r} is not there" if self.component else "no component was chosen"
+                self.problem(folder, f"{folder} is a multi-component (diffusers) repository and {wanted}. "
+                                     f"Its components: {', '.join(comps)}. Choose one with component=... "
+                                     "(--component).")
+                return True
+        if found:
+            self.add(model_id, folder, found[0], found[1], meta_folders=(folder,))
+            return True
+        return False
+
+    def component_model(self, folder: str, model_id: str, component: str) -> bool:
+        sub = os.path.join(folder, component)
+        fmt, files = _model_files(sub, loose=False) or ("", ())
+        self.add(model_id, sub, fmt, files, component, meta_folders=(folder, sub))
+        return True
+
+    def adapter(self, folder: str, model_id: str) -> bool:
+        try:
+            with open(os.path.join(folder, "adapter_config.json"), encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            self.problem(folder, f"Cannot read {folder}/adapter_config.json: {e}. Fix or remove the adapter.")
+            return True
+        peft_type = str(config.get("peft_type", "LORA")).upper()
+        if peft_type != "LORA":
+            self.problem(folder, f"{folder} is a PEFT {peft_type} adapter; only LoRA adapters are read.")
+            return True
+        for name in ("adapter_model.safetensors", "adapter_model.bin"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                base = config.get("base_model_name_or_path") or None
+                self.add(model_id, folder, "peft-lora", (path,), meta_folders=(folder,), base_id=base)
+                return True
+        self.problem(folder, f"{folder} has adapter_config.json but no adapter_model.safetensors or .bin.")
+        return True
+
+    def hf_cache_entry(self, entry: str) -> None:
+        parts = os.path.basename(entry).split("--")
+        model_id = parts[1] if len(parts) == 2 else f"{parts[1]}/{'--'.join(parts[2:])}"
+        snapshots = os.path.join(entry, "snapshots")
+        snapshot = None
+        try:
+            with open(os.path.join(entry, "refs", "main"), encoding="utf-8") as f:
+                rev = f.read().strip()
+            if os.path.isdir(os.path.join(snapshots, rev)):
+                snapshot = os.path.join(snapshots, rev)
+        except OSError:
+            pass
+        if snapshot is None:
+            revs = [os.path.join(snapshots, r) for r in os.listdir(snapshots)] if os.path.isdir(snapshots) else []
+            revs = [r for r in revs if os.path.isdir(r)]
+            snapshot = max(revs, key=os.path.getmtime) if revs else None
+        if snapshot is None or not self.folder_model(snapshot, model_id, loose=True):
+            self.problem(entry, f"The cache entry {entry} has no downloaded weights (no complete snapshot). "
+                                "Download the model again or remove the entry.")
+
+    def file(self, path: str, model_id: str | None = None) -> None:
+        name = os.path.basename(path)
+        if name.endswith(".index.json"):
+            fmt = "safetensors-sharded" if ".safetensors." in name else "torch-sharded"
+            try:
+                files = _from_index(path)
+            except UnreadableCheckpointError as e:
+                self.problem(path, e.message)
+                return
+            folder = os.path.dirname(os.path.abspath(path))
+            self.add(model_id or os.path.basename(folder), folder, fmt, files, meta_folders=(folder,))
+            return
+        suffix = _weight_suffix(name)
+        if suffix is None:
+            self.problem(path, f"{path} is not a checkpoint format we read ({FORMATS_HELP}).")
+            return
+        meta: tuple[str, ...] = ()
+        if model_id is None:
+            stem = file_stem(path)
+            folder = os.path.dirname(os.path.abspath(path))
+            if GENERIC_STEMS.match(stem):  # .../llama/model.safetensors: the folder is the model
+                model_id, meta = os.path.basename(folder), (folder,)
+            else:
+                model_id = stem
+        fmt = "safetensors" if suffix == ".safetensors" else "torch"
+        self.add(model_id, os.path.abspath(path), fmt, (os.path.abspath(path),), meta_folders=meta)
+
+    def path(self, path: str) -> None:
+        if os.path.isfile(path):
+            self.file(path)
+            return
+        path = os.path.abspath(path)
+        name = os.path.basename(path.rstrip(os.sep))
+        if name.startswith("models--"):
+            self.hf_cache_entry(path)
+            return
+        hub = os.path.join(path, "hub")  # HF_HOME layout: the cache root is HF_HOME/hub
+        if os.path.isdir(hub) and not any(e.startswith("models--") for e in os.listdir(path)):
+            entries = sorted(e for e in os.listdir(hub) if e.startswith("models--"))
+            if entries:
+                for e in entries:
+                    self.hf_cache_entry(os.path.join(hub, e))
+                return
+        if self.folder_model(path, name, loose=False):
+            return
+        before = len(self.models) + len(self.problems)
+        for child in sorted(os.listdir(path)):
+            if child.startswith("."):
+                continue
+            full = os.path.join(path, child)
+            if os.path.isdir(full):
+                if child.startswith("models--"):
+                    self.hf_cache_entry(full)
+                elif not self.folder_model(full, child, loose=True):
+                    self.problem(full, f"{full} holds no model we can read ({FORMATS_HELP}).")
+            elif _weight_suffix(child) and not NOT_MODELS.match(child):
+                self.file(full, file_stem(child))
+        if len(self.models) + len(self.problems) == before:
+            self.problem(path, f"{path} holds nothing we can read: expected {FORMATS_HELP}.")
+
+
+def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = None) -> Discovery:
+    """Resolve user paths into models, reading at most file headers.
+
+    Parameters
+    ----------
+    paths : sequence of str or PathLike
+        Each a model (file or folder) or a folder of models (see the module docstring for what is
+        recognised).
+    component : str, optional
+        For multi-component (diffusers) repositories: the sub-folder to use (default ``unet``).
+
+    Returns
+    -------
+    Discovery
+        The models found, and a :class:`~mother_core.io.base.Problem` for every input that was skipped
+        (unreadable file, unrecognised folder, missing component).
+
+    Raises
+    ------
+    ModelNotFoundError
+        A path does not exist, or no model at all was found.
+    DuplicateModelIdError
+        Two models resolve to the same id.
+
+    Examples
+    --------
+    >>> found = discover(["zoo/"])  # doctest: +SKIP
+    >>> [m.id for m in found.models]  # doctest: +SKIP
+    ['child-a', 'child-b', 'root']
+    """
+    finder = _Finder(component)
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.exists(p):
+            raise ModelNotFoundError(
+                f"{p} does not exist. Check the path (and that the model was downloaded), or remove it.", p
+            )
+        try:
+            finder.path(p)
+        except OSError as e:  # unreadable folder (permissions, a file vanishing while listed)
+            finder.problem(p, f"Cannot read {p}: {e}. Check its permissions, or remove it from the set.")
+    seen: dict[str, ModelRef] = {}
+    unique: list[ModelRef] = []
+    for m in finder.models:
+        if m.id in seen and seen[m.id].files == m.files:
+            continue  # the same model reached twice (a path given twice, or inside a given folder)
+        if m.id in seen:
+            raise DuplicateModelIdError(
+                f"Two models have the id {m.id!r}: {seen[m.id].path} and {m.path}. Rename one of the folders "
+                "(or files) so every model has its own name.", m.path,
+            )
+        seen[m.id] = m
+        unique.append(m)
+    if not unique:
+        details = "; ".join(p.message for p in finder.problems[:5])
+        raise ModelNotFoundError(
+            f"No model found in {', '.join(os.fspath(p) for p in paths)}. We read {FORMATS_HELP}."
+            + (f" Problems: {details}" if details else ""),
+            os.fspath(paths[0]) if paths else None,
+        )
+    ids = list(seen)
+    models = [
+        m if m.format != "peft-lora" or m.base_id is None
+        else _with_base(m, match_model_id(m.base_id, [i for i in ids if i != m.id]) or m.base_id)
+        for m in unique
+    ]
+    return Discovery(models=models, problems=finder.problems)
+
+
+def _with_base(m: ModelRef, base_id: str) -> ModelRef:
+    return dataclasses.replace(m, base_id=base_id)

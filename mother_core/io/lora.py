@@ -1,0 +1,188 @@
+"""PEFT LoRA adapters, presented as the base model with the adapter merged in.
+
+For a module with adapter matrices A (r, in) and B (out, r), the merged weight is
+``W + scale * B @ A`` with ``scale = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``), where ``r`` and
+``alpha`` come from ``rank_pattern`` / ``alpha_pattern`` when a pattern matches the module, else from
+``r`` / ``lora_alpha``; when the stored A has another rank than the config says, the tensor's rank is
+used. ``fan_in_fan_out`` (GPT-2 ``Conv1D``) transposes the update; embeddings (``lora_embedding_A/B``)
+use ``(B @ A).T``; convolutions use ``B.flatten(1) @ A.flatten(1)`` reshaped. The sum is computed in
+float32 and returned in the base tensor's dtype. ``modules_to_save`` tensors replace (or add to) the
+base's. DoRA adapters are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load_file
+
+from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
+from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+from mother_core.io.names import normalise_name
+
+_LORA_KEY = re.compile(
+    r"^(?P<module>.+?)\.lora_(?:(?P<ab>[AB])|embedding_(?P<emb>[AB]))(?:\.(?P<adapter>[^.]+))?"
+    r"(?:\.(?P<param>weight|bias))?$"
+)
+
+
+@dataclass(frozen=True)
+class _Update:
+    a: torch.Tensor  # (r, in) float32; (r, in, *k) for convolutions; (r, num_embeddings) for embeddings
+    b: torch.Tensor  # (out, r) float32; (out, r, 1, ...) for convolutions; (dim, r) for embeddings
+    scale: float
+    mode: str  # "linear", "linear_t" (fan_in_fan_out), "embedding", "conv"
+
+    def shape(self) -> tuple[int, ...]:
+        if self.mode == "linear":
+            return (self.b.shape[0], self.a.shape[1])
+        if self.mode in ("linear_t", "embedding"):
+            return (self.a.shape[1], self.b.shape[0])
+        return (self.b.shape[0], *self.a.shape[1:])
+
+    def delta(self, rows: tuple[int, int] | None) -> torch.Tensor:
+        r0, r1 = rows if rows is not None else (0, self.shape()[0])
+        if self.mode == "linear":
+            d = self.b[r0:r1] @ self.a  # (rows, in)
+        elif self.mode in ("linear_t", "embedding"):
+            d = self.a[:, r0:r1].T @ self.b.T  # (rows, out): rows of (B @ A).T
+        else:
+            d = (self.b.flatten(1)[r0:r1] @ self.a.flatten(1)).reshape(r1 - r0, *self.a.shape[1:])
+        return d * self.scale
+
+
+def _pattern_value(patterns: Mapping[str, Any] | None, module: str) -> Any:
+    """PEFT's rule: the first pattern key that matches the end of the module name (as a regex)."""
+    for key, value in (patterns or {}).items():
+        try:
+            if re.match(rf"(.*\.)?({key})$", module):
+                return value
+        except re.error:
+            if module == key or module.endswith("." + key):
+                return value
+    return None
+
+
+def _load_adapter(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        try:
+            return load_file(path, device="cpu")  # adapters are small: read whole
+        except Exception as e:
+            raise UnreadableCheckpointError(
+                f"Cannot read {path}: {e}. The file is truncated or corrupt: re-download or remove it.", path
+            ) from e
+    from mother_core.io.readers import load_torch_file
+
+    return load_torch_file(path)
+
+
+class LoraReader:
+    """A :class:`ModelReader` of a base model with a PEFT LoRA adapter merged in."""
+
+    def __init__(self, ref: ModelRef, base: ModelReader) -> None:
+        self.ref = ref
+        self.base = base
+        config_path = os.path.join(ref.path, "adapter_config.json")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UnreadableCheckpointError(f"Cannot read {config_path}: {e}. Fix or remove the adapter.", config_path) from e
+        if config.get("use_dora"):
+            raise UnreadableCheckpointError(
+                f"{ref.path} is a DoRA adapter, which this version does not merge. Merge it with PEFT "
+                "(merge_and_unload) and add the merged model instead.", ref.path,
+            )
+        adapter_file = ref.files[0]
+        tensors = _load_adapter(adapter_file)
+        base_infos = base.tensor_infos()
+        self._infos: dict[str, TensorInfo] = dict(base_infos)
+        self._updates: dict[str, list[_Update]] = {}
+        self._bias: dict[str, torch.Tensor] = {}
+        self._replaced: dict[str, torch.Tensor] = {}
+
+        pairs: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
+        for key, t in tensors.items():
+            m = _LORA_KEY.match(key)
+            if m is None:
+                if "lora_magnitude_vector" in key:
+                    raise UnreadableCheckpointError(f"{adapter_file} holds DoRA magnitudes; not supported.", adapter_file)
+                # modules_to_save: a full tensor, saved with PEFT's wrapper components in its name
+                name = normalise_name(key.replace(".modules_to_save", "").replace(".default", ""))
+                self._replaced[name] = t
+                self._infos[name] = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+                continue
+            if m["param"] == "bias":
+                self._bias[normalise_name(m["module"] + ".bias")] = t.float()
+                continue
+            pairs.setdefault((m["module"], m["emb"] is not None), {})[m["ab"] or m["emb"]] = t.float()
+
+        r_default = config.get("r", 8)
+        alpha_default = config.get("lora_alpha", r_default)
+        fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
+        for (module, is_embedding), ab in sorted(pairs.items()):
+            if set(ab) != {"A", "B"}:
+                raise AdapterMismatchError(f"{adapter_file}: module {module} has lora_{next(iter(ab))} only.", adapter_file)
+            bare = module.removeprefix("base_model.model.")
+            r = _pattern_value(config.get("rank_pattern"), bare) or r_default
+            alpha = _pattern_value(config.get("alpha_pattern"), bare) or alpha_default
+            stored_r = ab["A"].shape[0]
+            if stored_r != r:
+                r = stored_r  # the tensors are the truth when config and file disagree
+            scale = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
+            if is_embedding:
+                mode = "embedding"
+            elif ab["A"].dim() > 2:
+                mode = "conv"
+            else:
+                mode = "linear_t" if fan_in_fan_out else "linear"
+            update = _Update(ab["A"], ab["B"], float(scale), mode)
+            name = normalise_name(module + ".weight")
+            info = self._infos.get(name)
+            if info is None:
+                raise AdapterMismatchError(
+                    f"The adapter {ref.path} updates {name}, which the base model {base.ref.id!r} does not have: "
+                    "is that the right base model?", ref.path,
+                )
+            if tuple(update.shape()) != info.shape:
+                raise AdapterMismatchError(
+                    f"The adapter {ref.path} updates {name} with shape {update.shape()}, but the base model "
+                    f"{base.ref.id!r} has {info.shape}: is that the right base model?", ref.path,
+                )
+            self._updates.setdefault(name, []).append(update)
+
+    def tensor_infos(self) -> Mapping[str, TensorInfo]:
+        return self._infos
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        if name in self._replaced:
+            t = self._replaced[name]
+            return (t if rows is None else t[rows[0]:rows[1]]).clone()
+        w = self.base.read(name, rows)
+        updates = self._updates.get(name)
+        bias = self._bias.get(name)
+        if not updates and bias is None:
+            return w
+        merged = w.to(torch.float32, copy=True)  # never change the base reader's tensor in place
+        for u in updates or ():
+            merged += u.delta(rows)
+        if bias is not None:
+            merged += bias if rows is None else bias[rows[0]:rows[1]]
+        return merged.to(w.dtype)
+
+    def close(self) -> None:
+        """Release the adapter; the base reader belongs to the caller and stays open."""
+        self._updates = {}
+        self._replaced = {}
+
+    def __enter__(self) -> "LoraReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

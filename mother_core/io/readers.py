@@ -1,0 +1,277 @@
+"""Readers: one :class:`~mother_core.io.base.ModelReader` per checkpoint format, behind :func:`open_model`.
+
+* safetensors (single file or shards): tensors are listed from the JSON headers and read lazily with
+  ``safe_open(...).get_slice`` (only the requested rows are read); at most one shard is open at a time.
+* PyTorch pickles (single file or shards): ``torch.load(weights_only=True)`` (memory-mapped for the zip
+  format); when that refuses the file (a training checkpoint with custom classes) the restricted
+  unpickler of :mod:`mother_core.io.unpickler` recovers the tensors without importing anything. Pickles
+  are held whole in memory (mapped for zip files); for shards, one shard at a time.
+* PEFT LoRA adapters: the base model's tensors with the adapter merged in (:mod:`mother_core.io.lora`).
+
+Names are normalised with :func:`~mother_core.io.names.normalise_name`. Reading a name the model does not
+have raises ``KeyError``, and a bad row range ``ValueError``: those are caller bugs, not user errors.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable, Mapping
+
+import torch
+from safetensors import safe_open
+
+from mother_core.errors import MissingBaseModelError, NoTensorsError, UnreadableCheckpointError
+from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+from mother_core.io.names import normalise_name
+from mother_core.io.sniff import check_torch_file, safetensors_header
+from mother_core.io.statedict import find_state_dict
+from mother_core.io.unpickler import load_legacy, load_zip
+
+
+def normalised_names(raw_names: Iterable[str]) -> dict[str, str]:
+    """Map raw names to normalised names without collisions.
+
+    When several raw names of one model normalise to the same name, the one already in normal form (or
+    else the first) gets it and the others keep their raw name, so no tensor is hidden.
+    """
+    raw_list = list(raw_names)
+    wanted = {raw: normalise_name(raw) for raw in raw_list}
+    taken: dict[str, str] = {}
+    order = sorted(range(len(raw_list)), key=lambda i: (raw_list[i] != wanted[raw_list[i]], i))
+    for raw in (raw_list[i] for i in order):
+        norm = wanted[raw]
+        if norm in taken:
+            norm = raw
+        taken[norm] = raw
+    return {raw: norm for norm, raw in taken.items()}
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else "")[:limit]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _unreadable(path: str, e: BaseException | str) -> UnreadableCheckpointError:
+    why = e if isinstance(e, str) else f"{type(e).__name__}: {_first_line(e)}"
+    return UnreadableCheckpointError(
+        f"Cannot read {path}: {why}. The file is truncated or corrupt: re-download or "
+        "remove it.", path,
+    )
+
+
+def _require_floats(ref: ModelRef, infos: Mapping[str, TensorInfo]) -> None:
+    if not any(i.is_float for i in infos.values()):
+        where = ref.files[0] if len(ref.files) == 1 else ref.path
+        raise NoTensorsError(
+            f"{where} holds no floating-point tensors (only {len(infos)} integer/bool buffers): there are no "
+            "weights to compare. Remove it from the set.", where,
+        )
+
+
+class _Reader:
+    """Shared bookkeeping: infos keyed by normalised name, row checks, context manager."""
+
+    ref: ModelRef
+
+    def __init__(self, ref: ModelRef) -> None:
+        self.ref = ref
+        self._infos: dict[str, TensorInfo] = {}
+        self._where: dict[str, tuple[str, str]] = {}  # normalised name -> (file, raw name)
+
+    def _add_file(self, path: str, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
+        for raw, norm in normalised_names(shapes).items():
+            if norm in self._infos:  # the same tensor in two shards: the first wins, as HF does
+                continue
+            shape, dtype = shapes[raw]
+            self._infos[norm] = TensorInfo(norm, tuple(shape), dtype)
+            self._where[norm] = (path, raw)
+
+    def tensor_infos(self) -> Mapping[str, TensorInfo]:
+        return self._infos
+
+    def _locate(self, name: str, rows: tuple[int, int] | None) -> tuple[str, str, TensorInfo]:
+        info = self._infos.get(name)
+        if info is None:
+            raise KeyError(f"Model {self.ref.id!r} has no tensor {name!r}.")
+        if rows is not None:
+            start, stop = rows
+            if not info.shape or not 0 <= start <= stop <= info.shape[0]:
+                raise ValueError(f"Rows {rows} out of range for {name!r} of shape {info.shape}.")
+        path, raw = self._where[name]
+        return path, raw, info
+
+    def __enter__(self) -> "_Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.ref.id!r} ({self.ref.format})>"
+
+
+class SafetensorsReader(_Reader):
+    """Lazy reader of one or more ``.safetensors`` files (shards); at most one file open at a time."""
+
+    def __init__(self, ref: ModelRef) -> None:
+        super().__init__(ref)
+        for path in ref.files:
+            self._add_file(path, safetensors_header(path))  # headers only: no tensor data read
+        _require_floats(ref, self._infos)
+        self._open_path: str | None = None
+        self._handle: Any = None
+
+    def _file(self, path: str) -> Any:
+        if self._open_path != path:
+            self.close()
+            try:
+                self._handle = safe_open(path, framework="pt", device="cpu")
+            except Exception as e:  # the binding raises its own error types
+                raise _unreadable(path, e) from e
+            self._open_path = path
+        return self._handle
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        path, raw, _ = self._locate(name, rows)
+        handle = self._file(path)
+        try:
+            t = handle.get_tensor(raw) if rows is None else handle.get_slice(raw)[rows[0]:rows[1]]
+        except Exception as e:
+            raise _unreadable(path, e) from e
+        # safetensors hands out views of its (private) memory map: an in-place change by a caller would
+        # show up in the next read of the same file, so every read returns its own copy.
+        return t.clone()
+
+    def close(self) -> None:
+        handle, self._handle, self._open_path = self._handle, None, None
+        if handle is not None and hasattr(handle, "__exit__"):
+            handle.__exit__(None, None, None)
+
+
+def load_torch_file(path: str) -> dict[str, torch.Tensor]:
+    """Load the model weights of one PyTorch pickle, never executing code from it.
+
+    Parameters
+    ----------
+    path : str
+        A ``.bin`` / ``.pt`` / ``.pth`` / ``.pth.tar`` / ``.ckpt`` file.
+
+    Returns
+    -------
+    dict of str to Tensor
+        Raw names to tensors (see :func:`mother_core.io.statedict.find_state_dict` for which dict is
+        taken from a training checkpoint).
+
+    Raises
+    ------
+    UnreadableCheckpointError
+        Truncated, corrupt or foreign file.
+    NoTensorsError
+        The file loads but holds no tensors.
+    """
+    kind = check_torch_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except Exception as first:  # weights_only refusal, or corruption: the restricted unpickler tells which
+        try:
+            obj = load_zip(path) if kind == "zip" else load_legacy(path)
+        except Exception as e:
+            why = f"{type(first).__name__}: {_first_line(first)}; restricted loader: {type(e).__name__}: {_first_line(e)}"
+            raise _unreadable(path, why) from e
+    state = find_state_dict(obj)
+    if not state:
+        raise NoTensorsError(
+            f"{path} holds no tensors (found {type(obj).__name__}): it is not a model checkpoint. Remove it "
+            "from the set.", path,
+        )
+    return state
+
+
+class TorchReader(_Reader):
+    """Reader of PyTorch pickles (one file, or shards of which one is held at a time)."""
+
+    def __init__(self, ref: ModelRef) -> None:
+        super().__init__(ref)
+        self._loaded_path: str | None = None
+        self._tensors: dict[str, torch.Tensor] = {}
+        for path in ref.files:
+            state = self._load(path)
+            self._add_file(path, {k: (tuple(t.shape), _dtype_name(t.dtype)) for k, t in state.items()})
+        _require_floats(ref, self._infos)
+
+    def _load(self, path: str) -> dict[str, torch.Tensor]:
+        if self._loaded_path != path:
+            self.close()
+            self._tensors = load_torch_file(path)
+            self._loaded_path = path
+        return self._tensors
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        path, raw, _ = self._locate(name, rows)
+        t = self._load(path)[raw].detach()
+        if rows is not None:
+            t = t[rows[0]:rows[1]]
+        # A copy: callers may work in place, and the cached (possibly memory-mapped) tensor must not change.
+        return t.clone(memory_format=torch.contiguous_format)
+
+    def close(self) -> None:
+        self._tensors = {}
+        self._loaded_path = None
+
+
+def open_model(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
+    """Open a model found by :func:`~mother_core.io.discovery.discover` for reading.
+
+    Parameters
+    ----------
+    ref : ModelRef
+        The model.
+    base : ModelReader, optional
+        For a ``"peft-lora"`` adapter, a reader of its base model (the adapter is merged into it). The
+        caller keeps ownership of ``base``: closing the adapter's reader does not close it.
+
+    Returns
+    -------
+    ModelReader
+        A reader; use it as a context manager or call ``close()``.
+
+    Raises
+    ------
+    MissingBaseModelError
+        A LoRA adapter without ``base``.
+    UnreadableCheckpointError, NoTensorsError
+        The checkpoint cannot be used.
+
+    Examples
+    --------
+    >>> with open_model(ref) as reader:  # doctest: +SKIP
+    ...     infos = reader.tensor_infos()
+    ...     first_rows = reader.read("layers.0.mlp.up_proj.weight", rows=(0, 16))
+    """
+    if ref.format in ("safetensors", "safetensors-sharded"):
+        return SafetensorsReader(ref)
+    if ref.format in ("torch", "torch-sharded"):
+        return TorchReader(ref)
+    if ref.format == "peft-lora":
+        if base is None:
+            wanted = ref.base_id or "named in its adapter_config.json"
+            raise MissingBaseModelError(
+                f"{ref.path} is a LoRA adapter: add the base model {wanted} to the set, or pass --base PATH.",
+                ref.path,
+            )
+        from mother_core.io.lora import LoraReader  # small module, imported only for adapters
+
+        return LoraReader(ref, base)
+    raise UnreadableCheckpointError(f"{ref.path}: unknown checkpoint format {ref.format!r}.", ref.path)
+
+
+__all__ = ["open_model", "load_torch_file", "normalised_names", "SafetensorsReader", "TorchReader"]
