@@ -1,0 +1,399 @@
+"""Score a recovered Model Graph against a known one (method.md, "Task" and "Reported numbers").
+
+- Edge accuracy as in the MoTHer paper (Horwitz, Shul & Hoshen 2024): correctly placed AND directed
+  edges / ground-truth edges; plus the undirected variant (placement only) and root precision/recall.
+- Calibration of the per-edge ``confidence`` (reliability table with equal-width bins and the expected
+  calibration error of Naeini, Cooper & Hauskrecht 2015 / Guo et al. 2017).
+- Forest recovery: the adjusted Rand index (Hubert & Arabie 1985) between recovered and true trees.
+
+Truth file format (``mother evaluate result.json --truth truth.json``)::
+
+    {"edges": [["parent-id", "child-id"], ...]}
+
+(``{"parent": ..., "child": ...}`` objects are accepted as edges too.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import comb
+
+from mother_core.errors import ResultFormatError
+from mother_core.recovery.result import Recovery, TreeInfo
+
+__all__ = [
+    "CalibrationBin",
+    "Evaluation",
+    "adjusted_rand_index",
+    "edge_status",
+    "evaluate",
+    "format_evaluation",
+    "load_truth",
+]
+
+STATUSES = ("correct", "flipped", "wrong", "missing")
+N_BINS = 5
+
+_TRUTH_HELP = 'A truth file is JSON like {"edges": [["parent-id", "child-id"], ...]} using the model ids of the result.'
+
+
+# --------------------------------------------------------------------------------------------------
+# truth
+# --------------------------------------------------------------------------------------------------
+def load_truth(path: str | Path) -> list[tuple[str, str]]:
+    """Read the true edges (parent, child) from a truth JSON file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A JSON file ``{"edges": [[parent, child], ...]}``.
+
+    Returns
+    -------
+    list of (str, str)
+        The edges in file order, duplicates removed.
+
+    Raises
+    ------
+    ResultFormatError
+        The file is missing, not JSON, not of that shape, or not a forest (a model with two parents,
+        a self-loop or a cycle); the message says how to fix it.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultFormatError(f"Truth file {p} does not exist. {_TRUTH_HELP}", p) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultFormatError(f"Cannot read truth file {p}: {e}. {_TRUTH_HELP}", p) from e
+    if not isinstance(data, dict) or not isinstance(data.get("edges"), list):
+        raise ResultFormatError(f"Truth file {p} has no 'edges' list. {_TRUTH_HELP}", p)
+    edges = [_truth_edge(e, i, p) for i, e in enumerate(data["edges"])]
+    edges = list(dict.fromkeys(edges))
+    _check_forest(edges, p)
+    return edges
+
+
+def _truth_edge(e: object, i: int, path: Path) -> tuple[str, str]:
+    if isinstance(e, dict) and "parent" in e and "child" in e:
+        e = [e["parent"], e["child"]]
+    if not (isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(x, str) and x for x in e)):
+        raise ResultFormatError(
+            f"Truth file {path}: edge #{i} is {e!r}; each edge must be a pair of model ids [parent, child]. "
+            + _TRUTH_HELP,
+            path,
+        )
+    return (e[0], e[1])
+
+
+def _check_forest(edges: Sequence[tuple[str, str]], path: Path | None) -> None:
+    parent: dict[str, str] = {}
+    for p, c in edges:
+        if p == c:
+            raise ResultFormatError(f"Truth edge ({p!r}, {c!r}) is a self-loop; fix the truth file.", path)
+        if c in parent:
+            raise ResultFormatError(
+                f"Model {c!r} has two parents in the truth file ({parent[c]!r} and {p!r}); "
+                "MoTHer graphs give each model at most one parent.",
+                path,
+            )
+        parent[c] = p
+    for start in parent:
+        seen = {start}
+        x = parent.get(start)
+        while x is not None:
+            if x in seen:
+                raise ResultFormatError(f"The truth edges contain a cycle through {x!r}; fix the truth file.", path)
+            seen.add(x)
+            x = parent.get(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# per-edge status and the evaluation
+# --------------------------------------------------------------------------------------------------
+def edge_status(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Status of every recovered edge, plus the true edges the result lacks.
+
+    Parameters
+    ----------
+    recovery : Recovery
+    truth_edges : iterable of (str, str)
+        True (parent, child) pairs.
+
+    Returns
+    -------
+    dict
+        Keys are (parent, child). Recovered edges map to ``"correct"`` (the same directed edge is
+        true), ``"flipped"`` (the reverse edge is true) or ``"wrong"``; true edges recovered in
+        neither direction map to ``"missing"``. A true edge found flipped is counted once, under the
+        recovered key.
+    """
+    truth = {tuple(e) for e in truth_edges}
+    out: dict[tuple[str, str], str] = {}
+    for e in recovery.edges:
+        key = (e.parent, e.child)
+        out[key] = "correct" if key in truth else "flipped" if (e.child, e.parent) in truth else "wrong"
+    for p, c in sorted(truth):
+        if (p, c) not in out and (c, p) not in out:
+            out[(p, c)] = "missing"
+    return out
+
+
+class CalibrationBin(NamedTuple):
+    """One row of the reliability table over recovered edges' ``confidence``."""
+
+    lo: float
+    hi: float
+    n_edges: int
+    mean_confidence: float  # NaN for an empty bin
+    fraction_correct: float  # correctly placed and directed; NaN for an empty bin
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores of a recovery against the truth (see :func:`evaluate`).
+
+    Ratios whose denominator is zero are NaN (printed as "n/a").
+    """
+
+    directed_accuracy: float
+    undirected_accuracy: float
+    root_precision: float
+    root_recall: float
+    n_truth_edges: int
+    n_models: int
+    n_recovered_edges: int
+    n_correct: int
+    n_flipped: int
+    n_wrong: int
+    n_missing: int
+    n_undirected_correct: int
+    calibration: tuple[CalibrationBin, ...]
+    expected_calibration_error: float
+    adjusted_rand_index: float
+    models_not_in_result: tuple[str, ...] = ()  # truth models the result does not contain
+    edge_status: dict[tuple[str, str], str] = field(default_factory=dict, compare=False)
+
+
+def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> Evaluation:
+    """Score ``recovery`` against the true edges.
+
+    Accuracy follows the MoTHer paper: ``directed_accuracy`` = correctly placed AND directed edges /
+    true edges; ``undirected_accuracy`` counts placement only. Roots are the models without a parent,
+    counted over the models present in both the result and the truth. Calibration bins the recovered
+    edges by ``confidence`` into 5 equal-width bins (0-0.2, ..., 0.8-1.0) and compares the mean
+    confidence with the fraction of correct edges; the expected calibration error is their
+    edge-weighted mean absolute difference (Naeini et al. 2015; Guo et al. 2017). The forest is scored
+    by :func:`adjusted_rand_index`.
+
+    Parameters
+    ----------
+    recovery : Recovery
+    truth_edges : iterable of (str, str)
+
+    Returns
+    -------
+    Evaluation
+    """
+    truth = list(dict.fromkeys(tuple(e) for e in truth_edges))
+    status = edge_status(recovery, truth)
+    counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
+    n_truth = len(truth)
+    bins, ece = _calibration(recovery, status)
+    precision, recall = _root_scores(recovery, truth)
+    truth_models = {m for e in truth for m in e}
+    return Evaluation(
+        directed_accuracy=_ratio(counts["correct"], n_truth),
+        undirected_accuracy=_ratio(counts["correct"] + counts["flipped"], n_truth),
+        root_precision=precision,
+        root_recall=recall,
+        n_truth_edges=n_truth,
+        n_models=len(recovery.models),
+        n_recovered_edges=len(recovery.edges),
+        n_correct=counts["correct"],
+        n_flipped=counts["flipped"],
+        n_wrong=counts["wrong"],
+        n_missing=counts["missing"],
+        n_undirected_correct=counts["correct"] + counts["flipped"],
+        calibration=bins,
+        expected_calibration_error=ece,
+        adjusted_rand_index=adjusted_rand_index(recovery, truth),
+        models_not_in_result=tuple(sorted(truth_models - set(recovery.model_ids))),
+        edge_status=status,
+    )
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def _root_scores(recovery: Recovery, truth: Sequence[tuple[str, str]]) -> tuple[float, float]:
+    truth_models = {m for e in truth for m in e}
+    common = [m for m in recovery.model_ids if m in truth_models]
+    true_children = {c for _, c in truth}
+    ours = {m for m in recovery.roots if m in truth_models}
+    theirs = {m for m in common if m not in true_children}
+    hits = len(ours & theirs)
+    return _ratio(hits, len(ours)), _ratio(hits, len(theirs))
+
+
+def _calibration(
+    recovery: Recovery, status: Mapping[tuple[str, str], str]
+) -> tuple[tuple[CalibrationBin, ...], float]:
+    conf = np.array([e.confidence for e in recovery.edges], dtype=np.float64)
+    right = np.array([status[(e.parent, e.child)] == "correct" for e in recovery.edges], dtype=bool)
+    keep = np.isfinite(conf)
+    conf, right = np.clip(conf[keep], 0.0, 1.0), right[keep]
+    which = np.minimum((conf * N_BINS).astype(int), N_BINS - 1)  # 1.0 falls in the last bin
+    bins, ece = [], 0.0
+    for b in range(N_BINS):
+        sel = which == b
+        k = int(sel.sum())
+        mean_c = float(conf[sel].mean()) if k else math.nan
+        frac = float(right[sel].mean()) if k else math.nan
+        if k:
+            ece += k / conf.size * abs(mean_c - frac)
+        bins.append(CalibrationBin(b / N_BINS, (b + 1) / N_BINS, k, mean_c, frac))
+    return tuple(bins), (ece if conf.size else math.nan)
+
+
+# --------------------------------------------------------------------------------------------------
+# forest: adjusted Rand index
+# --------------------------------------------------------------------------------------------------
+def adjusted_rand_index(
+    recovered_trees: Recovery | Sequence[TreeInfo] | Sequence[Iterable[str]] | Mapping[str, object],
+    truth_edges: Iterable[tuple[str, str]],
+) -> float:
+    """Adjusted Rand index between the recovered trees and the true trees (Hubert & Arabie 1985).
+
+    The true trees are the connected components of the truth edges; recovered models that no true
+    edge mentions are single-model true trees. The index is computed over the recovered models
+    (true-only models are ignored) from the contingency table, with ``scipy.special.comb``. 1 is a
+    perfect match, about 0 is chance level. When both partitions are trivial and equal (everything
+    in one tree, or every model alone) the index is 1.
+
+    Parameters
+    ----------
+    recovered_trees : Recovery, sequence of TreeInfo, sequence of member lists, or mapping
+        The recovered partition: a :class:`Recovery` (its trees are the connected components of its
+        edges), ``TreeInfo`` objects or member lists (one per tree), or ``{model id: tree label}``.
+    truth_edges : iterable of (str, str)
+
+    Returns
+    -------
+    float
+    """
+    ours = _partition(recovered_trees)
+    theirs = _components(list(ours), truth_edges)
+    models = list(ours)
+    if len(models) < 2:
+        return 1.0
+    a = _codes([ours[m] for m in models])
+    b = _codes([theirs[m] for m in models])
+    table = np.zeros((a.max() + 1, b.max() + 1), dtype=np.int64)
+    np.add.at(table, (a, b), 1)
+    index = comb(table, 2).sum()
+    sum_a = comb(table.sum(1), 2).sum()
+    sum_b = comb(table.sum(0), 2).sum()
+    expected = sum_a * sum_b / comb(len(models), 2)
+    top = (sum_a + sum_b) / 2
+    if top == expected:
+        return 1.0
+    return float((index - expected) / (top - expected))
+
+
+def _codes(labels: list[object]) -> np.ndarray:
+    lookup: dict[object, int] = {}
+    return np.array([lookup.setdefault(x, len(lookup)) for x in labels], dtype=np.int64)
+
+
+def _partition(trees: object) -> dict[str, object]:
+    if isinstance(trees, Recovery):
+        return _components(trees.model_ids, [(e.parent, e.child) for e in trees.edges])
+    if isinstance(trees, Mapping):
+        return dict(trees)
+    out: dict[str, object] = {}
+    for i, t in enumerate(trees):  # type: ignore[attr-defined]
+        members = t.members if isinstance(t, TreeInfo) else t
+        if isinstance(members, str):
+            raise ResultFormatError("Recovered trees must be lists of model ids, not single strings.")
+        for m in members:
+            out[m] = i
+    return out
+
+
+def _components(models: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict[str, object]:
+    """Tree label of every model: union-find over the edges; unmentioned models stay alone."""
+    root: dict[str, str] = {m: m for m in models}
+
+    def find(x: str) -> str:
+        root.setdefault(x, x)
+        while root[x] != x:
+            root[x] = root[root[x]]
+            x = root[x]
+        return x
+
+    for p, c in edges:
+        root[find(p)] = find(c)
+    return {m: find(m) for m in list(root)}
+
+
+# --------------------------------------------------------------------------------------------------
+# text report
+# --------------------------------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _num(x: float, fmt: str = ".3f") -> str:
+    return "n/a" if math.isnan(x) else format(x, fmt)
+
+
+def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
+    """A readable text report of an :class:`Evaluation` (what ``mother evaluate`` prints).
+
+    Parameters
+    ----------
+    ev : Evaluation
+    max_edges : int, optional
+        How many flipped/wrong/missing edges to list.
+
+    Returns
+    -------
+    str
+    """
+    n = ev.n_truth_edges
+    lines = [
+        f"Directed accuracy    {_pct(ev.directed_accuracy):>7}  ({ev.n_correct}/{n} true edges placed and directed)",
+        f"Undirected accuracy  {_pct(ev.undirected_accuracy):>7}  ({ev.n_undirected_correct}/{n} placed)",
+        f"Root precision       {_pct(ev.root_precision):>7}",
+        f"Root recall          {_pct(ev.root_recall):>7}",
+        f"Tree ARI             {_num(ev.adjusted_rand_index):>7}",
+        f"Models               {ev.n_models} in result, {ev.n_recovered_edges} recovered edges",
+        f"Edges                correct {ev.n_correct}, flipped {ev.n_flipped}, wrong {ev.n_wrong}, "
+        f"missing {ev.n_missing}",
+    ]
+    if ev.models_not_in_result:
+        shown = ", ".join(ev.models_not_in_result[:10])
+        more = f" (+{len(ev.models_not_in_result) - 10} more)" if len(ev.models_not_in_result) > 10 else ""
+        lines.append(f"Not in result        {shown}{more}")
+    lines += ["", "Calibration (recovered edges by confidence)",
+              f"  {'confidence':<11} {'edges':>5}  {'mean conf':>9}  {'correct':>7}"]
+    for b in ev.calibration:
+        lines.append(f"  {b.lo:.1f}-{b.hi:.1f}     {b.n_edges:>5}  {_num(b.mean_confidence):>9}  "
+                     f"{_num(b.fraction_correct):>7}")
+    lines.append(f"  expected calibration error: {_num(ev.expected_calibration_error)}")
+    bad = [(k, s) for k, s in ev.edge_status.items() if s != "correct"]
+    if bad:
+        lines += ["", "Edges that are not correct (parent -> child)"]
+        lines += [f"  {s:<8} {p} -> {c}" for (p, c), s in bad[:max_edges]]
+        if len(bad) > max_edges:
+            lines.append(f"  ... and {len(bad) - max_edges} more")
+    return "\n".join(lines)

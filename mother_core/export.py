@@ -1,0 +1,301 @@
+"""Export a :class:`~mother_core.recovery.result.Recovery` to the formats other tools read.
+
+- ``to_networkx``: a ``networkx.DiGraph`` with every model and edge field as attributes;
+- ``to_node_link``: node-link JSON (networkx ``node_link_data``; D3 and many web viewers);
+- ``to_graphml``: GraphML (Gephi, Cytoscape, yEd); only GraphML-legal scalar attributes;
+- ``to_newick``: one Newick tree per recovered tree (phylogenetics tools), with the edge distance as
+  branch length and the edge confidence as NHX branch support (Zmasek's NHX extension of Newick);
+- ``base_model_lines``: suggested model-card front matter (``base_model: <parent>``) for every
+  non-root model, the field a model hub's "model tree" is built from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from typing import Any
+
+import networkx as nx
+import newick
+import numpy as np
+
+from mother_core.errors import ResultFormatError
+from mother_core.recovery.result import FORMAT_NAME, Edge, ModelNode, Recovery
+
+__all__ = ["base_model_lines", "to_graphml", "to_networkx", "to_newick", "to_node_link"]
+
+_FLOAT_FIELDS = {
+    cls: {f.name for f in fields(cls) if f.type in ("float", float)} for cls in (ModelNode, Edge)
+}
+_NEWICK_PLAIN = re.compile(r"[A-Za-z0-9.\-]+")  # anything else is quoted (underscores read as blanks)
+_YAML_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]*")
+
+
+# --------------------------------------------------------------------------------------------------
+# networkx, node-link, GraphML
+# --------------------------------------------------------------------------------------------------
+def to_networkx(recovery: Recovery) -> nx.DiGraph:
+    """The recovered graph as a ``networkx.DiGraph``.
+
+    Nodes are model ids with the :class:`ModelNode` fields (``path``, ``tree``, ``kurtosis``,
+    ``is_root``, ...) as attributes; edges carry the :class:`Edge` fields (``distance``,
+    ``confidence``, ``alternatives`` as a list of dicts, ...). Graph attributes: ``format``,
+    ``settings``, ``roots``.
+
+    Parameters
+    ----------
+    recovery : Recovery
+
+    Returns
+    -------
+    networkx.DiGraph
+
+    Raises
+    ------
+    ResultFormatError
+        An edge names a model that is not in ``recovery.models``.
+    """
+    g = nx.DiGraph(format=FORMAT_NAME, settings=asdict(recovery.settings), roots=recovery.roots)
+    for m in recovery.models:
+        g.add_node(m.id, **_attrs(m, ModelNode, skip={"id"}))
+    for e in recovery.edges:
+        for end in (e.parent, e.child):
+            if end not in g:
+                raise ResultFormatError(f"Edge {e.parent!r} -> {e.child!r} names {end!r}, which is not a model.")
+        g.add_edge(e.parent, e.child, **_attrs(e, Edge, skip={"parent", "child"}))
+    return g
+
+
+def _attrs(obj: Any, cls: type, skip: set[str]) -> dict[str, Any]:
+    # Coerce numpy scalars and declared floats so each attribute has one Python type across the graph.
+    out = {}
+    for k, v in asdict(obj).items():
+        if k in skip:
+            continue
+        v = _plain(v)
+        if k in _FLOAT_FIELDS[cls] and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = float(v)
+        out[k] = v
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _json_safe(v: Any) -> Any:
+    """NaN -> None and +-inf -> "inf"/"-inf", as in result.json, so the output is strict JSON."""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    return _plain(v) if isinstance(v, np.generic) else v
+
+
+def to_node_link(recovery: Recovery) -> dict[str, Any]:
+    """Node-link data (``networkx.node_link_data`` with ``edges="edges"``), strict-JSON-safe.
+
+    NaN becomes ``null`` and infinities ``"inf"``/``"-inf"``, as in ``result.json``. Read it back with
+    ``networkx.node_link_graph(data, edges="edges")``.
+
+    Parameters
+    ----------
+    recovery : Recovery
+
+    Returns
+    -------
+    dict
+        ``{"directed": true, "multigraph": false, "graph": {...}, "nodes": [...], "edges": [...]}``
+    """
+    return _json_safe(nx.node_link_data(to_networkx(recovery), edges="edges"))
+
+
+def to_graphml(recovery: Recovery) -> str:
+    """The recovered graph as a GraphML document (``networkx.generate_graphml``).
+
+    Only GraphML-legal attribute values are written: strings, booleans, integers and finite floats.
+    Missing values (``None``, NaN, infinities) are left out, as GraphML allows; lists and dicts
+    (``alternatives``, ``layer_distance``, ``settings``) are written as JSON strings.
+
+    Parameters
+    ----------
+    recovery : Recovery
+
+    Returns
+    -------
+    str
+        UTF-8 GraphML text; ``networkx.read_graphml`` reads it back.
+    """
+    g = to_networkx(recovery)
+    h = nx.DiGraph(**_graphml_attrs(g.graph))
+    h.add_nodes_from((n, _graphml_attrs(d)) for n, d in g.nodes(data=True))
+    h.add_edges_from((u, v, _graphml_attrs(d)) for u, v, d in g.edges(data=True))
+    return "\n".join(nx.generate_graphml(h, encoding="utf-8", prettyprint=True)) + "\n"
+
+
+def _graphml_attrs(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            continue
+        if isinstance(v, (list, tuple, dict)):
+            v = json.dumps(_json_safe(v), allow_nan=False)
+        out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Newick
+# --------------------------------------------------------------------------------------------------
+def to_newick(recovery: Recovery) -> str:
+    """One Newick tree per recovered tree, one per line, each ``;``-terminated.
+
+    Every model is a node, named by its id (quoted with ``'...'`` and inner quotes doubled whenever
+    it holds anything but letters, digits, ``.`` and ``-``: Newick reserves ``()[]':;,`` and blanks,
+    and reads ``_`` in unquoted names as a blank). The branch to a model has the edge distance as its
+    length and the edge confidence as NHX support, ``child:0.0123[&&NHX:support=0.930]``. Trees come
+    in the order of ``recovery.trees`` (else of the roots), children in model order.
+
+    Parameters
+    ----------
+    recovery : Recovery
+
+    Returns
+    -------
+    str
+        No trailing newline. Parse it with ``newick.loads``; ``Node.unquoted_name`` gives back the
+        model ids (raise ``sys.setrecursionlimit`` first for chains of more than ~400 models: the
+        parser recurses per level).
+
+    Raises
+    ------
+    ResultFormatError
+        The edges do not form a forest over the models (two parents, a cycle, unknown model).
+    """
+    kids, by_child = _forest(recovery)
+    lines = []
+    with _recursion_room(len(recovery.models)):
+        for root in _root_order(recovery):
+            lines.append(newick.dumps([_newick_node(root, kids, by_child)]))
+    return "\n".join(lines)  # no trailing newline: newick.loads would read an extra empty tree
+
+
+def _forest(recovery: Recovery) -> tuple[dict[str, list[str]], dict[str, Edge]]:
+    ids = recovery.model_ids
+    kids: dict[str, list[str]] = {m: [] for m in ids}
+    by_child: dict[str, Edge] = {}
+    for e in recovery.edges:
+        if e.parent not in kids or e.child not in kids:
+            raise ResultFormatError(f"Edge {e.parent!r} -> {e.child!r} names a model that is not in the result.")
+        if e.child in by_child:
+            raise ResultFormatError(f"Model {e.child!r} has two parents in the result; it is not a forest.")
+        by_child[e.child] = e
+    order = {m: i for i, m in enumerate(ids)}
+    for e in sorted(recovery.edges, key=lambda e: order[e.child]):
+        kids[e.parent].append(e.child)
+    reachable = sum(1 for _ in _walk(recovery.roots, kids))
+    if reachable != len(ids):
+        raise ResultFormatError("The edges of the result contain a cycle; it is not a forest. Re-run `mother recover`.")
+    return kids, by_child
+
+
+def _walk(roots: list[str], kids: dict[str, list[str]]) -> Iterator[str]:
+    stack = list(roots)
+    while stack:
+        x = stack.pop()
+        yield x
+        stack.extend(kids[x])
+
+
+def _root_order(recovery: Recovery) -> list[str]:
+    roots = recovery.roots
+    ordered = [t.root for t in recovery.trees if t.root in roots]
+    return list(dict.fromkeys(ordered + roots))
+
+
+def _newick_node(model: str, kids: dict[str, list[str]], by_child: dict[str, Edge]) -> newick.Node:
+    e = by_child.get(model)
+    descendants = [_newick_node(k, kids, by_child) for k in kids[model]]
+    if e is None:
+        return newick.Node(_newick_name(model), descendants=descendants)
+    support = f"&&NHX:support={e.confidence:.3f}" if math.isfinite(e.confidence) else None
+    if not math.isfinite(e.distance):
+        return newick.Node(_newick_name(model), comment=support, descendants=descendants)
+    # newick.Node writes comments before the ':'; NHX readers (e.g. ete) expect them after the length,
+    # so the support goes in through the length formatter hook.
+    tail = f"[{support}]" if support else ""
+    return newick.Node(_newick_name(model), length=float(e.distance), descendants=descendants,
+                       length_formatter=lambda x: f"{x:.10g}{tail}")
+
+
+def _newick_name(model_id: str) -> str:
+    if _NEWICK_PLAIN.fullmatch(model_id):
+        return model_id
+    return "'" + model_id.replace("'", "''") + "'"
+
+
+@contextmanager
+def _recursion_room(depth: int) -> Iterator[None]:
+    # newick.Node.newick recurses once per tree level: a long chain of models needs the room.
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 4 * depth + 200))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+# --------------------------------------------------------------------------------------------------
+# model-card front matter
+# --------------------------------------------------------------------------------------------------
+def base_model_lines(recovery: Recovery) -> str:
+    """Suggested model-card front matter: ``base_model: <parent id>`` for every non-root model.
+
+    Each suggestion is a YAML comment naming the model and the edge confidence, then the line, with a
+    blank line between models, in model order. Ids that are not plain (letters, digits, ``._/-``) are
+    written as YAML double-quoted strings.
+
+    Parameters
+    ----------
+    recovery : Recovery
+
+    Returns
+    -------
+    str
+        For example::
+
+            # org/child-model (recovered parent, confidence 0.93)
+            base_model: org/base-model
+    """
+    by_child = {e.child: e for e in recovery.edges}
+    blocks = []
+    for m in recovery.models:
+        e = by_child.get(m.id)
+        if e is None:
+            continue
+        conf = f"confidence {e.confidence:.2f}" if math.isfinite(e.confidence) else "confidence unknown"
+        comment = m.id.replace("\n", " ").replace("\r", " ")
+        blocks.append(f"# {comment} (recovered parent, {conf})\nbase_model: {_yaml_scalar(e.parent)}\n")
+    return "\n".join(blocks)
+
+
+def _yaml_scalar(s: str) -> str:
+    # A JSON string is a valid YAML double-quoted scalar.
+    return s if _YAML_PLAIN.fullmatch(s) else json.dumps(s, ensure_ascii=False)

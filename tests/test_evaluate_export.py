@@ -1,0 +1,326 @@
+"""Tests of evaluation against a truth file and of the exports (node-link, GraphML, Newick, base_model)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+
+import networkx as nx
+import newick
+import numpy as np
+import pytest
+
+from mother_core.errors import ResultFormatError
+from mother_core.evaluate import (
+    adjusted_rand_index,
+    edge_status,
+    evaluate,
+    format_evaluation,
+    load_truth,
+)
+from mother_core.export import base_model_lines, to_graphml, to_networkx, to_newick, to_node_link
+from mother_core.recovery.result import Alternative, Edge, ModelNode, Recovery, TreeInfo
+
+
+# --- building Recovery values ---------------------------------------------------------------------
+def make_recovery(models: list[str], edges: list[tuple[str, str]], conf: dict | None = None,
+                  dist: dict | None = None) -> Recovery:
+    conf, dist = conf or {}, dist or {}
+    children = {c for _, c in edges}
+    tree_of = nx.DiGraph(edges)
+    tree_of.add_nodes_from(models)
+    comps = [sorted(c, key=models.index) for c in nx.weakly_connected_components(tree_of)]
+    comps.sort(key=lambda c: models.index(c[0]))
+    label = {m: i for i, c in enumerate(comps) for m in c}
+    nodes = [ModelNode(id=m, path=f"/models/{m}", tree=label[m], kurtosis=0.5 * i, is_root=m not in children)
+             for i, m in enumerate(models)]
+    es = [Edge(parent=p, child=c, distance=dist.get((p, c), 0.1 * (i + 1)), confidence=conf.get((p, c), 0.8),
+               placement_confidence=0.9, direction_confidence=0.7,
+               alternatives=(Alternative(parent=None, cost=2.0, distance=3.0), Alternative("x", 1.5, 1.0)),
+               layer_distance=(0.1, math.nan))
+          for i, (p, c) in enumerate(edges)]
+    trees = [TreeInfo(id=i, members=tuple(c), root=next(m for m in c if m not in children),
+                      regime="specialization", regime_confidence=0.6) for i, c in enumerate(comps)]
+    return Recovery(models=nodes, edges=es, trees=trees)
+
+
+SPECIAL = ["org/base model", "org/child:v1", "fork (2)", "it's", "brack[et]", "under_score", "comma,x", "plain-1.0"]
+
+
+@pytest.fixture
+def forest() -> Recovery:
+    """Two trees with awkward ids plus a single-model tree."""
+    s = SPECIAL
+    edges = [(s[0], s[1]), (s[0], s[2]), (s[1], s[3]), (s[4], s[5]), (s[4], s[6]), (s[2], s[7])]
+    conf = {(s[0], s[2]): math.nan}
+    dist = {(s[4], s[6]): math.nan}
+    return make_recovery(s + ["solo"], edges, conf=conf, dist=dist)
+
+
+def write_truth(tmp_path, obj) -> str:
+    p = tmp_path / "truth.json"
+    p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return str(p)
+
+
+# --- load_truth -----------------------------------------------------------------------------------
+def test_load_truth_pairs_and_objects(tmp_path):
+    path = write_truth(tmp_path, {"edges": [["a", "b"], {"parent": "b", "child": "c"}, ["a", "b"]]})
+    assert load_truth(path) == [("a", "b"), ("b", "c")]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "Cannot read truth file"),
+        ({"nodes": []}, "no 'edges' list"),
+        ([["a", "b"]], "no 'edges' list"),
+        ({"edges": [["a"]]}, r"edge #0 .*pair of model ids"),
+        ({"edges": [["a", 3]]}, "pair of model ids"),
+        ({"edges": [["a", "a"]]}, "self-loop"),
+        ({"edges": [["a", "c"], ["b", "c"]]}, "two parents"),
+        ({"edges": [["a", "b"], ["b", "a"]]}, "cycle"),
+    ],
+)
+def test_load_truth_bad_files(tmp_path, content, match):
+    with pytest.raises(ResultFormatError, match=match) as err:
+        load_truth(write_truth(tmp_path, content))
+    assert err.value.path is not None
+
+
+def test_load_truth_missing_file(tmp_path):
+    with pytest.raises(ResultFormatError, match=r"does not exist.*\"edges\""):
+        load_truth(tmp_path / "nope.json")
+
+
+# --- edge_status and evaluate ---------------------------------------------------------------------
+def test_perfect_recovery():
+    r = make_recovery(["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("c", "d")])
+    ev = evaluate(r, [("a", "b"), ("a", "c"), ("c", "d")])
+    assert ev.directed_accuracy == ev.undirected_accuracy == 1.0
+    assert ev.root_precision == ev.root_recall == 1.0
+    assert ev.adjusted_rand_index == 1.0
+    assert set(ev.edge_status.values()) == {"correct"}
+    assert (ev.n_truth_edges, ev.n_models, ev.n_recovered_edges) == (3, 4, 3)
+
+
+def test_statuses_and_accuracies():
+    truth = [("a", "b"), ("b", "c"), ("a", "d"), ("d", "e")]
+    # recovered: a->b and b->c correct, e->d flipped, a->e wrong; a->d then missing
+    r = make_recovery(["a", "b", "c", "d", "e"], [("a", "b"), ("b", "c"), ("e", "d"), ("a", "e")])
+    st = edge_status(r, truth)
+    assert st == {("a", "b"): "correct", ("b", "c"): "correct", ("e", "d"): "flipped", ("a", "e"): "wrong",
+                  ("a", "d"): "missing"}
+    ev = evaluate(r, truth)
+    assert ev.directed_accuracy == 2 / 4
+    assert ev.undirected_accuracy == 3 / 4
+    assert (ev.n_correct, ev.n_flipped, ev.n_wrong, ev.n_missing) == (2, 1, 1, 1)
+    assert ev.root_precision == ev.root_recall == 1.0  # roots {a} on both sides
+
+
+def test_root_scores_only_over_models_in_both():
+    truth = [("a", "b"), ("c", "d")]  # true roots a, c
+    r = make_recovery(["a", "b", "c", "d", "x"], [("a", "b"), ("b", "c"), ("c", "d")])  # roots a, x
+    ev = evaluate(r, truth)
+    assert ev.root_precision == 1.0  # x is not in the truth: not counted
+    assert ev.root_recall == 0.5  # c was given a parent
+
+
+def test_truth_models_missing_from_result():
+    r = make_recovery(["a", "b"], [("a", "b")])
+    ev = evaluate(r, [("a", "b"), ("b", "ghost")])
+    assert ev.models_not_in_result == ("ghost",)
+    assert ev.directed_accuracy == 0.5
+    assert "ghost" in format_evaluation(ev)
+
+
+def test_calibration_bins_and_ece():
+    models = list("rabcdef")
+    edges = [("r", m) for m in "abcdef"]
+    conf = dict(zip(edges, [0.1, 0.3, 0.5, 0.9, 1.0, math.nan]))
+    r = make_recovery(models, edges, conf=conf)
+    truth = [("r", "a"), ("r", "d"), ("r", "e"), ("b", "r")]  # a, d, e correct; b flipped; c wrong
+    ev = evaluate(r, truth)
+    bins = ev.calibration
+    assert [(b.lo, b.hi) for b in bins] == [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)]
+    assert [b.n_edges for b in bins] == [1, 1, 1, 0, 2]  # NaN confidence left out; 1.0 in the last bin
+    assert bins[0].fraction_correct == 1.0 and bins[1].fraction_correct == 0.0
+    assert bins[4].mean_confidence == pytest.approx(0.95) and bins[4].fraction_correct == 1.0
+    assert math.isnan(bins[3].mean_confidence)
+    expected = (abs(0.1 - 1) + abs(0.3 - 0) + abs(0.5 - 0) + 2 * abs(0.95 - 1)) / 5
+    assert ev.expected_calibration_error == pytest.approx(expected)
+
+
+def test_empty_truth_and_empty_result():
+    r = make_recovery(["a"], [])
+    ev = evaluate(r, [])
+    assert math.isnan(ev.directed_accuracy) and math.isnan(ev.expected_calibration_error)
+    text = format_evaluation(ev)
+    assert "n/a" in text and "Directed accuracy" in text
+
+
+def test_format_evaluation_lists_problem_edges_and_truncates():
+    models = [f"m{i}" for i in range(30)]
+    r = make_recovery(models, [(models[i + 1], models[i]) for i in range(29)])  # every edge flipped
+    ev = evaluate(r, [(models[i], models[i + 1]) for i in range(29)])
+    text = format_evaluation(ev, max_edges=5)
+    assert "Directed accuracy" in text and "0.0%" in text and "Undirected accuracy" in text
+    assert "flipped  m1 -> m0" in text and "... and 24 more" in text
+    assert "expected calibration error" in text
+
+
+def test_evaluate_after_json_round_trip(tmp_path, forest):
+    forest.save(tmp_path / "result.json")
+    truth = [(e.parent, e.child) for e in forest.edges]
+    ev = evaluate(Recovery.load(tmp_path / "result.json"), truth)
+    assert ev.directed_accuracy == 1.0
+
+
+# --- adjusted Rand index --------------------------------------------------------------------------
+def test_ari_known_values():
+    # sklearn's documented examples: ([0,0,1,1], [0,0,1,2]) -> 0.5714..., ([0,0,1,1], [0,1,0,1]) -> -0.5
+    truth = [("a", "b"), ("c", "d")]
+    assert adjusted_rand_index({"a": 0, "b": 0, "c": 1, "d": 2}, truth) == pytest.approx(4 / 7)
+    assert adjusted_rand_index({"a": 0, "b": 1, "c": 0, "d": 1}, truth) == pytest.approx(-0.5)
+
+
+def test_ari_input_kinds_and_isolated_models(forest):
+    truth = [(e.parent, e.child) for e in forest.edges]  # "solo" is in no truth edge: a tree by itself
+    assert adjusted_rand_index(forest, truth) == 1.0
+    assert adjusted_rand_index(forest.trees, truth) == 1.0
+    assert adjusted_rand_index([list(t.members) for t in forest.trees], truth) == 1.0
+    merged = [list(forest.trees[0].members) + list(forest.trees[2].members), list(forest.trees[1].members)]
+    assert adjusted_rand_index(merged, truth) < 1.0
+
+
+def test_ari_trivial_partitions():
+    assert adjusted_rand_index({"a": 0, "b": 0}, [("a", "b")]) == 1.0
+    assert adjusted_rand_index({"a": 0, "b": 1}, []) == 1.0
+    assert adjusted_rand_index({"a": 0}, []) == 1.0
+    with pytest.raises(ResultFormatError):
+        adjusted_rand_index(["ab"], [])
+
+
+# --- exports --------------------------------------------------------------------------------------
+def newick_pairs(text: str) -> tuple[list[str], set[tuple[str, str]], dict[str, newick.Node]]:
+    roots, pairs, nodes = [], set(), {}
+    for tree in newick.loads(text):
+        roots.append(tree.unquoted_name)
+        for node in tree.walk():
+            nodes[node.unquoted_name] = node
+            pairs.update((node.unquoted_name, k.unquoted_name) for k in node.descendants)
+    return roots, pairs, nodes
+
+
+def test_newick_round_trip_with_special_ids(forest):
+    text = to_newick(forest)
+    lines = text.splitlines()
+    assert len(lines) == 3 and all(line.endswith(";") for line in lines)
+    roots, pairs, nodes = newick_pairs(text)
+    assert roots == ["org/base model", "brack[et]", "solo"]
+    assert pairs == {(e.parent, e.child) for e in forest.edges}
+    for e in forest.edges:
+        node = nodes[e.child]
+        if math.isfinite(e.distance):
+            assert node.length == pytest.approx(e.distance)
+        if math.isfinite(e.confidence):
+            assert float(node.properties["support"]) == pytest.approx(e.confidence, abs=5e-4)
+        else:
+            assert "support" not in node.properties
+    assert "'it''s'" in text and "'under_score'" in text and "plain-1.0" in text
+
+
+def test_newick_nhx_after_length():
+    r = make_recovery(["p", "c"], [("p", "c")], conf={("p", "c"): 0.93}, dist={("p", "c"): 0.25})
+    assert to_newick(r) == "(c:0.25[&&NHX:support=0.930])p;"
+
+
+def test_newick_single_model_and_deep_chain():
+    assert to_newick(make_recovery(["only one"], [])) == "'only one';"
+    chain = [f"m{i}" for i in range(1200)]
+    text = to_newick(make_recovery(chain, list(zip(chain, chain[1:]))))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # newick's parser recurses per level too
+    try:
+        _, pairs, _ = newick_pairs(text)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert len(pairs) == 1199 and sys.getrecursionlimit() == limit
+
+
+def test_newick_rejects_a_cycle():
+    r = make_recovery(["a", "b", "c"], [("a", "b")])
+    r.edges.append(Edge("c", "a", 1.0, 0.5, 0.5, 0.5))
+    r.edges.append(Edge("b", "c", 1.0, 0.5, 0.5, 0.5))  # a -> b -> c -> a, no root
+    with pytest.raises(ResultFormatError, match="cycle"):
+        to_newick(r)
+    r2 = make_recovery(["a", "b"], [("a", "b")])
+    r2.edges.append(Edge("b", "ghost", 1.0, 0.5, 0.5, 0.5))
+    with pytest.raises(ResultFormatError, match="not"):
+        to_newick(r2)
+    with pytest.raises(ResultFormatError):
+        to_networkx(r2)
+
+
+def test_graphml_round_trip(forest):
+    text = to_graphml(forest)
+    assert "None" not in text and ">nan<" not in text.lower()
+    g = nx.read_graphml(io.BytesIO(text.encode("utf-8")))
+    assert isinstance(g, nx.DiGraph)
+    assert set(g.nodes) == set(forest.model_ids)
+    assert set(g.edges) == {(e.parent, e.child) for e in forest.edges}
+    e0 = forest.edges[0]
+    d = g.edges[e0.parent, e0.child]
+    assert d["distance"] == pytest.approx(e0.distance) and d["confidence"] == pytest.approx(e0.confidence)
+    assert json.loads(d["alternatives"])[0] == {"parent": None, "cost": 2.0, "distance": 3.0}
+    assert json.loads(d["layer_distance"]) == [0.1, None]
+    assert "confidence" not in g.edges[SPECIAL[0], SPECIAL[2]]  # NaN is left out, not written as "nan"
+    assert g.nodes["org/child:v1"]["path"] == "/models/org/child:v1"
+    assert g.nodes["org/base model"]["is_root"] is True
+
+
+def test_graphml_coerces_numpy_scalars():
+    r = make_recovery(["a", "b"], [("a", "b")])
+    r.models[0] = ModelNode(id="a", path="p", tree=np.int64(0), kurtosis=np.float32(1.5), is_root=np.bool_(True),
+                            n_params=np.int64(7))
+    r.edges[0] = Edge("a", "b", np.float32(0.5), 1, 0.5, 0.5)  # int confidence: still written as double
+    g = nx.read_graphml(io.BytesIO(to_graphml(r).encode()))
+    assert g.nodes["a"]["n_params"] == 7 and g.nodes["a"]["kurtosis"] == 1.5
+    assert isinstance(g.edges["a", "b"]["confidence"], float)
+
+
+def test_node_link_round_trip(forest):
+    data = to_node_link(forest)
+    text = json.dumps(data, allow_nan=False)  # strict JSON
+    g = nx.node_link_graph(json.loads(text), edges="edges")
+    assert g.is_directed()
+    assert set(g.edges) == {(e.parent, e.child) for e in forest.edges}
+    assert g.nodes["fork (2)"]["tree"] == 0
+    assert g.graph["roots"] == ["org/base model", "brack[et]", "solo"]
+    assert g.edges[SPECIAL[0], SPECIAL[2]]["confidence"] is None
+
+
+def test_to_networkx_attributes(forest):
+    g = to_networkx(forest)
+    assert g.number_of_nodes() == 9 and g.number_of_edges() == 6
+    assert g.nodes["solo"]["is_root"] and g.nodes["solo"]["path"] == "/models/solo"
+    assert g.edges[SPECIAL[0], SPECIAL[1]]["alternatives"][1]["parent"] == "x"
+    assert g.graph["format"] == "mother-recovery"
+
+
+def test_base_model_lines(forest):
+    text = base_model_lines(forest)
+    blocks = text.strip().split("\n\n")
+    assert len(blocks) == 6  # one per non-root model
+    assert blocks[0] == '# org/child:v1 (recovered parent, confidence 0.80)\nbase_model: "org/base model"'
+    assert "# fork (2) (recovered parent, confidence unknown)" in text
+    assert "base_model: org/child:v1" not in text and 'base_model: "org/child:v1"' in text
+    assert "# solo" not in text and "# org/base model" not in text
+    assert base_model_lines(make_recovery(["a"], [])) == ""
+
+
+def test_base_model_lines_plain_id():
+    r = make_recovery(["org/base", "org/ft"], [("org/base", "org/ft")])
+    assert base_model_lines(r) == "# org/ft (recovered parent, confidence 0.80)\nbase_model: org/base\n"
