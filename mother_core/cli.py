@@ -10,7 +10,7 @@ from typing import Sequence
 
 from mother_core.device import DEVICE_CHOICES, describe_device
 from mother_core.errors import MotherError
-from mother_core.recovery.recover import REGIMES
+from mother_core.recovery.recover import METHODS, REGIMES
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
 
 
@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("paths", nargs="+", help="models, or folders of models")
     rec.add_argument("--out", default="result.json", help="where to write the result (default result.json)")
     rec.add_argument("--regime", choices=REGIMES, default="auto")
-    rec.add_argument("--lambda", dest="lambda_", type=float, default=0.3, help="direction penalty weight (0.3)")
+    rec.add_argument("--method", choices=METHODS, default="mother+",
+                     help="mother+ (default: robust distance places, kurtosis orients) or paper")
+    rec.add_argument("--lambda", dest="lambda_", type=float, default=None,
+                     help="direction penalty weight (default: 0.3 for --method paper, 1e-6 for mother+)")
     rec.add_argument("--layers", default="matrices",
                      help="layer selection: matrices (default), all, square-attention, or kinds a,b,c")
     rec.add_argument("--name-pattern", help="regular expression: only tensors whose name matches")
@@ -108,7 +111,7 @@ def _cmd_scan(args) -> int:
 def _cmd_recover(args) -> int:
     from mother_core.pipeline import recover_paths
 
-    settings = RecoverySettings(regime=args.regime, lambda_=args.lambda_, layers=args.layers,
+    settings = RecoverySettings(regime=args.regime, method=args.method, lambda_=args.lambda_, layers=args.layers,
                                 name_pattern=args.name_pattern, n_trees=args.n_trees)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:

@@ -21,6 +21,7 @@ PLACEMENT_SLOPE = 6.0
 PLACEMENT_BIAS = 0.0
 DIRECTION_SLOPE = 0.6
 DIRECTION_BIAS = 0.0
+EVIDENCE_SLOPE = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,8 @@ def direction_confidence(votes_forward: int, votes_total: int, regime_confidence
     p_layers = sigmoid(DIRECTION_SLOPE * z + DIRECTION_BIAS)
     # If the regime itself is uncertain, the votes may point the wrong way as a whole.
     return regime_confidence * p_layers + (1 - regime_confidence) * (1 - p_layers)
+
+
+def evidence_confidence(evidence: float) -> float:
+    """Confidence in an edge's direction from its summed cue evidence E in [-2, 2] (mother+)."""
+    return sigmoid(EVIDENCE_SLOPE * evidence)

@@ -14,6 +14,9 @@ from mother_core.errors import InputError
 from mother_core.stats.result import WeightStatistics
 
 LAYER_SELECTIONS = ("all", "matrices", "square-attention")
+#: Relative layer difference at which a layer counts as re-initialised rather than fine-tuned
+#: (independent weights of one shape sit at sqrt(2) ~ 1.41; fine-tuning moves a layer by a fraction).
+REINITIALISED = 0.8
 _ALL_KINDS = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "mlp", "embedding", "norm", "conv",
               "head", "bias", "other"}
 
@@ -63,19 +66,27 @@ class PairEvidence:
     Attributes
     ----------
     rms : ndarray (L, N, N)
-        Per-layer RMS of the difference, RMS(W_i - W_j) = ||W_i - W_j||_F / sqrt(numel); NaN if unshared.
+        Per-layer RMS of the difference, RMS(W_i - W_j) = ||W_i - W_j||_F / sqrt(numel); NaN where the
+        pair does not share the layer or it was set aside as re-initialised.
     distance : ndarray (N, N)
         The paper's l_FT: mean over shared selected layers of ``rms`` (inf when nothing is shared).
     relative : ndarray (N, N)
-        Mean over shared selected layers of ||W_i - W_j|| / sqrt((||W_i||^2 + ||W_j||^2) / 2):
+        Median over shared selected layers of ||W_i - W_j|| / sqrt((||W_i||^2 + ||W_j||^2) / 2):
         ~0 for a light fine-tune, ~sqrt(2) for independently initialised models. Scale-free, so it
         separates trees across architectures.
     shared : ndarray (N, N) of int
-        Number of selected layers each pair shares.
+        Number of selected layers each pair shares (and that count as evidence for the pair).
     kurtosis_delta : ndarray (N, N)
         Sum over shared selected layers of ku_j - ku_i (i -> j raises kurtosis when positive).
     votes_up : ndarray (N, N) of int
         Number of shared selected layers whose kurtosis rises from i to j.
+    kurtosis_trend : ndarray (N, N)
+        Magnitude-weighted vote in [-1, 1]: sum(ku_j - ku_i) / sum|ku_j - ku_i| over shared layers;
+        +1 when every layer's kurtosis rises from i to j.
+    norm_growth : ndarray (N, N)
+        In [-1, 1]: clip(sum(||W_j||^2 - ||W_i||^2) / sum ||W_j - W_i||^2). A fine-tune adds an update
+        nearly orthogonal to its parent's weights (exactly so for a merged LoRA B @ A on a frozen base),
+        so ||child||^2 ~ ||parent||^2 + ||update||^2 and the value is ~+1 from parent to child, ~-1 back.
     layer_index : ndarray (L,)
         The slot indices (into ``stats.tensors``) of the selected layers.
     """
@@ -87,30 +98,54 @@ class PairEvidence:
     kurtosis_delta: np.ndarray
     votes_up: np.ndarray
     layer_index: np.ndarray
+    kurtosis_trend: np.ndarray | None = None
+    norm_growth: np.ndarray | None = None
 
 
-def pair_evidence(stats: WeightStatistics, mask: np.ndarray) -> PairEvidence:
-    """Compute :class:`PairEvidence` for the selected slots ``mask``."""
+def pair_evidence(stats: WeightStatistics, mask: np.ndarray, drop_reinitialised: bool = True) -> PairEvidence:
+    """Compute :class:`PairEvidence` for the selected slots ``mask``.
+
+    Parameters
+    ----------
+    drop_reinitialised : bool
+        Per pair, ignore layers whose relative difference is at the level of unrelated weights
+        (>= :data:`REINITIALISED`) while other layers of the pair are close: a classification head
+        re-initialised for a new task says nothing about lineage and would otherwise dominate the
+        mean. When every shared layer is that far (unrelated models), all are kept.
+    """
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
         raise InputError("The layer selection matches no tensor of these models; choose another selection.")
     numel = stats.numel[idx].astype(np.float64)  # (L,)
     sq = stats.sq_dist[idx]  # (L, N, N)
-    with np.errstate(invalid="ignore"):
-        rms = np.sqrt(sq / numel[:, None, None])
-    sharedmask = ~np.isnan(sq)
-    shared = sharedmask.sum(axis=0)
+    shared_any = ~np.isnan(sq)
     with np.errstate(invalid="ignore", divide="ignore"):
-        distance = np.where(shared > 0, np.nansum(rms, axis=0) / shared, np.inf)
+        rms = np.sqrt(sq / numel[:, None, None])
         norm2 = stats.norm[:, idx].T ** 2  # (L, N)
         scale = np.sqrt((norm2[:, :, None] + norm2[:, None, :]) / 2)
-        rel_layer = np.where(scale > 0, np.sqrt(sq) / scale, 0.0)
-        relative = np.where(shared > 0, np.nansum(np.where(sharedmask, rel_layer, 0), axis=0) / shared, np.inf)
+        rel_layer = np.where(scale > 0, np.sqrt(sq) / scale, 0.0)  # (L, N, N)
+    keep = shared_any
+    if drop_reinitialised:
+        close = shared_any & (rel_layer < REINITIALISED)
+        keep = np.where(close.any(axis=0)[None], close, shared_any)
+    shared = keep.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distance = np.where(shared > 0, np.where(keep, rms, 0.0).sum(axis=0) / shared, np.inf)
+        # The median over *all* shared layers: robust both to a re-initialised head in a related
+        # pair and to a few identically initialised layers (zeros, ones) in an unrelated pair.
+        relative = np.nanmedian(np.where(shared_any, rel_layer, np.nan), axis=0)
+        relative = np.where(shared_any.any(axis=0), relative, np.inf)
     ku = stats.kurtosis[:, idx].T  # (L, N)
-    delta = ku[:, None, :] - ku[:, :, None]  # (L, N, N): ku_j - ku_i
-    delta = np.where(sharedmask, delta, np.nan)
-    kurtosis_delta = np.nansum(delta, axis=0)
-    votes_up = np.nansum(delta > 0, axis=0).astype(int)
+    delta = np.where(keep, ku[:, None, :] - ku[:, :, None], 0.0)  # (L, N, N): ku_j - ku_i
+    kurtosis_delta = delta.sum(axis=0)
+    votes_up = (delta > 0).sum(axis=0).astype(int)
+    abs_delta = np.abs(delta).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kurtosis_trend = np.where(abs_delta > 0, kurtosis_delta / abs_delta, 0.0)
+        growth = np.where(keep, norm2[:, None, :] - norm2[:, :, None], 0.0).sum(axis=0)  # ||W_j||^2 - ||W_i||^2
+        moved = np.where(keep, sq, 0.0).sum(axis=0)
+        norm_growth = np.clip(np.where(moved > 0, growth / moved, 0.0), -1.0, 1.0)
     np.fill_diagonal(distance, 0.0)
     np.fill_diagonal(relative, 0.0)
-    return PairEvidence(rms, distance, relative, shared, kurtosis_delta, votes_up, idx)
+    return PairEvidence(np.where(keep, rms, np.nan), distance, relative, shared, kurtosis_delta, votes_up, idx,
+                        kurtosis_trend, norm_growth)

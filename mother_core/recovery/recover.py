@@ -21,7 +21,9 @@ import numpy as np
 
 from mother_core.errors import ConstraintError, InputError, TooFewModelsError
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
-from mother_core.recovery.confidence import ConfidenceParts, direction_confidence, placement_confidence
+from mother_core.recovery.confidence import (
+    ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
+)
 from mother_core.recovery.features import PairEvidence, pair_evidence, select_layers
 from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.result import (
@@ -30,20 +32,55 @@ from mother_core.recovery.result import (
 from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
+METHODS = ("mother+", "paper")
+PAPER_LAMBDA = 0.3
+# The lambda -> 0 limit: kurtosis orients the distance-optimal tree without moving its edges.
+ORIENT_ONLY_LAMBDA = 1e-6
 MAX_ALTERNATIVES = 5
 
 
-def direction_penalty(kurtosis_delta: np.ndarray, regime: str) -> np.ndarray:
-    """K[p, c] = 1 where p -> c goes against the regime (paper eq. for M), else 0.
+def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm") -> np.ndarray:
+    """E[p, c] in [-2, 2]: evidence that p is the parent of c rather than the reverse (antisymmetric).
 
-    ``kurtosis_delta[p, c]`` is the summed kurtosis change from p to c. Specialization expects it to
-    fall, generalization to rise.
+    Sum of the enabled cues, each in [-1, 1]:
+
+    - ``kurtosis``: the magnitude-weighted vote of per-layer kurtosis changes, read under the regime
+      (specialization: falling kurtosis points parent -> child; generalization: rising);
+    - ``norm``: norm growth: a fine-tune adds a nearly orthogonal update, so the child's squared norm
+      exceeds the parent's by about the squared distance (:attr:`PairEvidence.norm_growth`).
     """
-    if regime == "specialization":
-        return (kurtosis_delta > 0).astype(np.float64)
-    if regime == "generalization":
-        return (kurtosis_delta < 0).astype(np.float64)
-    raise InputError(f"Unknown regime {regime!r}: use one of {', '.join(REGIMES)}.")
+    sign = -1.0 if regime == "specialization" else 1.0
+    e = np.zeros_like(ev.distance)
+    if "kurtosis" in cues:
+        e = e + sign * ev.kurtosis_trend
+    if "norm" in cues:
+        e = e + ev.norm_growth
+    return e
+
+
+def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
+                      cues: str = "kurtosis+norm") -> np.ndarray:
+    """K[p, c] in [0, 1]: how much the edge p -> c goes against the direction evidence.
+
+    ``"paper"``: 1 when the summed kurtosis change over shared layers has the wrong sign for the
+    regime (specialization expects kurtosis to fall, generalization to rise), else 0.
+    ``"mother+"``: (1 - E / n_cues) / 2 for the evidence E of :func:`direction_evidence`: 0 when all
+    cues agree with p -> c, 1 when all point back.
+    """
+    if regime not in ("specialization", "generalization"):
+        raise InputError(f"Unknown regime {regime!r}: use one of {', '.join(REGIMES)}.")
+    if method == "paper":
+        rising = regime == "generalization"
+        return (ev.kurtosis_delta < 0 if rising else ev.kurtosis_delta > 0).astype(np.float64)
+    n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm")))
+    return (1.0 - direction_evidence(ev, regime, cues) / n_cues) / 2.0
+
+
+def effective_lambda(settings: RecoverySettings) -> float:
+    """The lambda in use: the setting, or the method's default (paper 0.3, mother+ 1e-6)."""
+    if settings.lambda_ is not None:
+        return float(settings.lambda_)
+    return PAPER_LAMBDA if settings.method == "paper" else ORIENT_ONLY_LAMBDA
 
 
 def cost_matrix(distance: np.ndarray, penalty: np.ndarray, lambda_: float) -> np.ndarray:
@@ -81,14 +118,17 @@ def recover(
         raise TooFewModelsError("Recovery needs at least two models.")
     if settings.regime not in REGIMES:
         raise InputError(f"Unknown regime {settings.regime!r}: use one of {', '.join(REGIMES)}.")
-    if not settings.lambda_ >= 0:
+    if settings.method not in METHODS:
+        raise InputError(f"Unknown method {settings.method!r}: use one of {', '.join(METHODS)}.")
+    if not effective_lambda(settings) >= 0:
         raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
     mask = select_layers(stats, settings.layers, settings.name_pattern)
-    ev = pair_evidence(stats, mask)
+    ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
 
     n = stats.n_models
     cost = np.full((n, n), np.inf)
+    evidence = np.zeros((n, n))
     regimes: dict[int, tuple[str, float]] = {}
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
@@ -99,6 +139,7 @@ def recover(
         regime, conf, sub_cost = _choose_regime(ev, members, settings)
         regimes[t] = (regime, conf)
         cost[sub] = sub_cost
+        evidence[sub] = direction_evidence(ev, regime, settings.direction_cues)[sub]
     recovery = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
         problems=[{"path": p.path, "message": p.message} for p in stats.problems],
@@ -113,6 +154,7 @@ def recover(
             "tree_of": labels.tolist(),
             "regimes": {str(k): list(v) for k, v in regimes.items()},
             "votes_up": ev.votes_up.tolist(),
+            "direction_evidence": evidence.tolist(),
             "shared_layers": ev.shared.tolist(),
             "layer_rms": None,  # filled per edge below; the full (L, N, N) tensor stays in memory only
             "model_paths": [m.path for m in stats.models],
@@ -138,25 +180,34 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
 
 def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings
                    ) -> tuple[str, float, np.ndarray]:
+    """Solve one tree under each candidate regime and keep the cheaper (``auto``).
+
+    A tree whose kurtosis moves monotonically away from some root is cheap under one regime only;
+    a chain is equally cheap under both (reverse it), and then specialization, the common case,
+    is kept with confidence 0.5. Confidence grows with the difference in direction penalty
+    between the two solutions, in units of edges: sigmoid(2 * difference).
+    """
     sub = np.ix_(members, members)
     d = ev.distance[sub]
-    delta = ev.kurtosis_delta[sub]
+    lam = effective_lambda(settings)
     options = ["specialization", "generalization"] if settings.regime == "auto" else [settings.regime]
     solved = []
     for regime in options:
-        m = cost_matrix(d, direction_penalty(delta, regime), settings.lambda_)
+        k = direction_penalty(ev, regime, settings.method, settings.direction_cues)[sub]
+        m = cost_matrix(d, k, lam)
         parent = minimum_spanning_arborescence(m)
-        solved.append((tree_cost(m, parent), regime, m))
-    solved.sort(key=lambda s: s[0])
-    best_cost, regime, m = solved[0]
+        penalty = float(sum(k[parent[c], c] for c in range(len(parent)) if parent[c] >= 0))
+        solved.append((tree_cost(m, parent), penalty, regime, m))
+    solved.sort(key=lambda s: (s[0], s[2] != "specialization"))
+    best_cost, best_penalty, regime, m = solved[0]
     if len(solved) == 1:
         return regime, 1.0, m
-    other_cost = solved[1][0]
-    # Relative cost gap -> confidence in the regime; equal costs (a chain) -> 0.5.
-    gap = (other_cost - best_cost) / max(best_cost, 1e-300)
-    if gap <= 1e-12:
-        regime, m = "specialization", cost_matrix(d, direction_penalty(delta, "specialization"), settings.lambda_)
-    return regime, 0.5 + 0.5 * (1 - math.exp(-10 * gap)), m
+    other_penalty = solved[1][1]
+    margin = other_penalty - best_penalty
+    if abs(solved[1][0] - best_cost) <= 1e-12 * max(abs(best_cost), 1e-300):
+        margin = 0.0  # a tie: keep specialization (sorted first), with no confidence either way
+        regime, m = solved[0][2], solved[0][3]
+    return regime, 1.0 / (1.0 + math.exp(-2.0 * margin)), m
 
 
 def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_rms: np.ndarray | None) -> Recovery:
@@ -211,6 +262,8 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
     shared = np.array(extra["shared_layers"])
     threshold = float(extra["threshold"])
     regimes = {int(k): (v[0], float(v[1])) for k, v in extra["regimes"].items()}
+    evidence = np.array(extra["direction_evidence"], dtype=np.float64)
+    method = recovery.settings.method
     lk = recovery.layer_kurtosis
     ku_model = np.nansum(lk, axis=1) if lk is not None else np.zeros(n)
 
@@ -246,10 +299,12 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
             up = int(votes_up[p, c])
             total = int(shared[p, c])
             forward = (total - up) if regime == "specialization" else up
+            if method == "paper":
+                p_dir = direction_confidence(forward, total, regime_conf)
+            else:
+                p_dir = evidence_confidence(float(evidence[p, c]))
             parts = ConfidenceParts(
-                placement_confidence(float(cost[p, c]), alt_cost, float(rel[p, c]), threshold),
-                direction_confidence(forward, total, regime_conf),
-            )
+                placement_confidence(float(cost[p, c]), alt_cost, float(rel[p, c]), threshold), p_dir)
             if layer_rms is not None:
                 layer_distance = tuple(float(x) for x in layer_rms[:, p, c])
             elif (ids[p], ids[c]) in old_edges:

@@ -39,8 +39,18 @@ class RecoverySettings:
     regime : str
         ``"auto"`` (inferred per tree), ``"specialization"`` (kurtosis falls parent -> child) or
         ``"generalization"`` (kurtosis rises).
-    lambda_ : float
-        Weight of the direction penalty: M = D + lambda * mean(D) * K (paper: 0.3).
+    method : str
+        ``"mother+"`` (default): distances robust to re-initialised layers place the edges and
+        per-layer kurtosis votes only orient them; ``"paper"``: the published cost with the summed
+        kurtosis sign as a hard penalty.
+    direction_cues : str
+        ``"mother+"`` only: which cues orient edges, ``"kurtosis+norm"`` (default), ``"kurtosis"``
+        or ``"norm"`` (see :func:`mother_core.recovery.recover.direction_evidence`).
+    lambda_ : float or None
+        Weight of the direction penalty: M = D + lambda * mean(D) * K. None takes the method's
+        default: 0.3 for ``"paper"`` (as published), 1e-6 for ``"mother+"`` (the lambda -> 0 limit:
+        kurtosis breaks ties between orientations of the distance-optimal tree but never moves an
+        edge; see benchmarks/RESULTS.md for the sweep).
     layers : str
         Layer selection: ``"all"`` (every shared float tensor), ``"matrices"`` (2-D and conv weights),
         ``"square-attention"`` (the paper's choice), or a comma-separated list of layer kinds.
@@ -54,7 +64,9 @@ class RecoverySettings:
     """
 
     regime: str = "auto"
-    lambda_: float = 0.3
+    method: str = "mother+"
+    lambda_: float | None = None
+    direction_cues: str = "kurtosis+norm"
     layers: str = "all"
     name_pattern: str | None = None
     use_rank: str = "auto"
