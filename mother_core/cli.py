@@ -39,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--regime", choices=REGIMES, default="auto")
     rec.add_argument("--method", choices=METHODS, default="mother+",
                      help="mother+ (default: robust distance places, kurtosis orients) or paper")
-    rec.add_argument("--lambda", dest="lambda_", type=float, default=None,
-                     help="direction penalty weight (default: 0.3 for --method paper, 1e-6 for mother+)")
+    rec.add_argument("--lambda", dest="lambda_", type=float, default=0.3, help="direction penalty weight (0.3)")
     rec.add_argument("--layers", default="matrices",
                      help="layer selection: matrices (default), all, square-attention, or kinds a,b,c")
     rec.add_argument("--name-pattern", help="regular expression: only tensors whose name matches")

@@ -1,15 +1,20 @@
 """From weight statistics to a :class:`Recovery`: trees, regimes, arborescences, confidence.
 
-Method (method.md; Horwitz, Shul & Hoshen 2024, "On the Origin of Llamas", sec. 4):
+Method (method.md; Horwitz, Shul & Hoshen 2024, "On the Origin of Llamas", sec. 4), with our changes
+marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for comparison:
 
-1. Distances: l_FT(i, j) = mean over shared selected layers of RMS(W_i - W_j) (paper, v2).
-2. Trees: split by the relative distance without being told how many (:mod:`.forest`).
-3. Direction: K[p, c] = 1 when the edge p -> c goes against the tree's regime, judged on the summed
-   excess-kurtosis change over the layers p and c share.
-4. Cost M = D + lambda * mean(D) * K and a minimum spanning arborescence per tree.
-5. Regime ``auto``: solve the tree under both regimes and keep the cheaper; a tree whose kurtosis
-   falls monotonically from some root is cheap under specialization only, and vice versa.
-6. Confidence per edge from its margin and its layer votes (:mod:`.confidence`).
+1. Distances: l_FT(i, j) = mean over shared selected layers of RMS(W_i - W_j) (paper, v2), over all
+   weight matrices (+), setting aside per pair the layers that were re-initialised (+, a new head).
+2. Trees: split by the median relative distance without being told how many (+, :mod:`.forest`).
+3. Direction: K[p, c] in [0, 1] from the evidence that c descends from p: the magnitude-weighted
+   per-layer kurtosis vote read under the tree's regime, plus norm growth (+): a fine-tune adds a
+   nearly orthogonal update, so ||child||^2 ~ ||parent||^2 + ||child - parent||^2. The paper's K is
+   the sign of the summed kurtosis change alone.
+4. Cost M = D + lambda * mean(D) * K and a minimum spanning arborescence per tree (lambda = 0.3).
+5. Regime ``auto`` (+): solve the tree under both regimes and keep the cheaper; a tree whose kurtosis
+   moves monotonically away from some root is cheap under one regime only.
+6. Confidence per edge (+) from its margin over the best alternative parent and its direction
+   evidence (:mod:`.confidence`).
 """
 
 from __future__ import annotations
@@ -33,9 +38,7 @@ from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
 METHODS = ("mother+", "paper")
-PAPER_LAMBDA = 0.3
-# The lambda -> 0 limit: kurtosis orients the distance-optimal tree without moving its edges.
-ORIENT_ONLY_LAMBDA = 1e-6
+
 MAX_ALTERNATIVES = 5
 
 
@@ -76,13 +79,6 @@ def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
     return (1.0 - direction_evidence(ev, regime, cues) / n_cues) / 2.0
 
 
-def effective_lambda(settings: RecoverySettings) -> float:
-    """The lambda in use: the setting, or the method's default (paper 0.3, mother+ 1e-6)."""
-    if settings.lambda_ is not None:
-        return float(settings.lambda_)
-    return PAPER_LAMBDA if settings.method == "paper" else ORIENT_ONLY_LAMBDA
-
-
 def cost_matrix(distance: np.ndarray, penalty: np.ndarray, lambda_: float) -> np.ndarray:
     """M = D + lambda * mean(D) * K with an infinite diagonal (method.md, "Cost and tree")."""
     n = distance.shape[0]
@@ -120,7 +116,7 @@ def recover(
         raise InputError(f"Unknown regime {settings.regime!r}: use one of {', '.join(REGIMES)}.")
     if settings.method not in METHODS:
         raise InputError(f"Unknown method {settings.method!r}: use one of {', '.join(METHODS)}.")
-    if not effective_lambda(settings) >= 0:
+    if not settings.lambda_ >= 0:
         raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
@@ -189,7 +185,7 @@ def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySett
     """
     sub = np.ix_(members, members)
     d = ev.distance[sub]
-    lam = effective_lambda(settings)
+    lam = settings.lambda_
     options = ["specialization", "generalization"] if settings.regime == "auto" else [settings.regime]
     solved = []
     for regime in options:

@@ -46,11 +46,9 @@ class RecoverySettings:
     direction_cues : str
         ``"mother+"`` only: which cues orient edges, ``"kurtosis+norm"`` (default), ``"kurtosis"``
         or ``"norm"`` (see :func:`mother_core.recovery.recover.direction_evidence`).
-    lambda_ : float or None
-        Weight of the direction penalty: M = D + lambda * mean(D) * K. None takes the method's
-        default: 0.3 for ``"paper"`` (as published), 1e-6 for ``"mother+"`` (the lambda -> 0 limit:
-        kurtosis breaks ties between orientations of the distance-optimal tree but never moves an
-        edge; see benchmarks/RESULTS.md for the sweep).
+    lambda_ : float
+        Weight of the direction penalty: M = D + lambda * mean(D) * K (paper: 0.3, also our default;
+        benchmarks/RESULTS.md has the sweep).
     layers : str
         Layer selection: ``"all"`` (every shared float tensor), ``"matrices"`` (2-D and conv weights),
         ``"square-attention"`` (the paper's choice), or a comma-separated list of layer kinds.
@@ -65,7 +63,7 @@ class RecoverySettings:
 
     regime: str = "auto"
     method: str = "mother+"
-    lambda_: float | None = None
+    lambda_: float = 0.3
     direction_cues: str = "kurtosis+norm"
     layers: str = "all"
     name_pattern: str | None = None

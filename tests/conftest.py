@@ -1,0 +1,22 @@
+"""Shared fixtures. Tests that train zoo models share one session fixture, so they run in one xdist
+group (``pytest -n 2 --dist loadgroup``) and the small zoo is trained once per run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # checkpoint_factory
+
+SMALL_ZOO_SPLITS = ("fft", "lora16", "mixed")
+
+
+@pytest.fixture(scope="session")
+def small_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The zoo's small splits (seed 0), trained once per session: {split name: folder}."""
+    from mother_core.zoo import generate_split
+
+    out = tmp_path_factory.mktemp("zoo")
+    return {name: generate_split(name, out, size="small", seed=0) for name in SMALL_ZOO_SPLITS}
