@@ -1,0 +1,220 @@
+"""Cached wrappers around the engine: each heavy step runs once per input, whatever the widgets do.
+
+Two caches:
+
+* ``st.cache_data`` for cheap-to-pickle, hashable-keyed calls (discovery, truth files, the HF cache
+  scan, every derived table/figure/HTML, keyed on a recovery's ``key`` string).
+* a process-wide LRU store (``st.cache_resource``) for the statistics pass and recoveries: the pass
+  reports live progress into the page, which a ``cache_data`` function may not do (its elements would
+  be replayed on every hit). Stored objects are treated as read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from mother_core.errors import MotherError
+from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+
+from explorer_ui.sources import ModelSet, fingerprint, human_bytes
+
+CACHE_DIR = str(Path(__file__).resolve().parent.parent / ".mother_cache")
+
+
+class _LRU:
+    """A small thread-safe LRU dict."""
+
+    def __init__(self, maxsize: int = 24) -> None:
+        self.maxsize = maxsize
+        self._d: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.maxsize:
+                self._d.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def _store() -> _LRU:
+    return _LRU()
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, default=repr, sort_keys=True).encode()).hexdigest()[:20]
+
+
+# --- small cached calls ----------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def discover_set(paths: tuple[str, ...], component: str | None, fp: str) -> Any:
+    """``mother_core.discover`` on a set of paths (``fp`` makes the key change when files change)."""
+    from mother_core import discover
+
+    return discover(list(paths), component=component)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_truth(path: str, mtime: float) -> tuple[tuple[str, str], ...]:
+    from mother_core.evaluate import load_truth as _load
+
+    return tuple((str(p), str(c)) for p, c in _load(path))
+
+
+def _hf_cache_dir() -> str | None:
+    return os.environ.get("HF_HUB_CACHE") or None
+
+
+def hf_cache_models() -> list:
+    """Models in the local Hugging Face cache (rescanned at most every 30 s)."""
+    return _hf_cache_models(_hf_cache_dir())
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def _hf_cache_models(cache_dir: str | None) -> list:
+    from mother_core.presets import scan_hf_cache
+
+    return scan_hf_cache(cache_dir)
+
+
+def preset_availability(preset_key: str) -> Any:
+    """Which models of a preset are in the local cache."""
+    return _preset_availability(preset_key, _hf_cache_dir())
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def _preset_availability(preset_key: str, cache_dir: str | None) -> Any:
+    from mother_core.presets import find_in_hf_cache, get_preset
+
+    return find_in_hf_cache(get_preset(preset_key), cache_dir)
+
+
+@st.cache_data(show_spinner=False)
+def device_description(device: str) -> str:
+    from mother_core.device import describe_device
+
+    return describe_device(device)
+
+
+# --- progress --------------------------------------------------------------------------------------
+def progress_text(p: Any) -> str:
+    """One line for a :class:`mother_core.Progress`: stage, tensors, bytes, ETA, device."""
+    parts = [str(p.stage).capitalize()]
+    if p.tensors_total:
+        parts.append(f"{p.tensors_done}/{p.tensors_total} tensors")
+    if p.bytes_total:
+        parts.append(f"{human_bytes(p.bytes_read)} of {human_bytes(p.bytes_total)}")
+    parts.append(f"{p.elapsed_s:.1f} s elapsed")
+    if p.eta_s is not None:
+        parts.append(f"about {p.eta_s:.0f} s left")
+    parts.append(f"on {p.device}")
+    return " · ".join(parts)
+
+
+def _progress_callback(bar: Any, line: Any) -> Callable[[Any], None]:
+    last = [0.0]
+
+    def cb(p: Any) -> None:
+        now = time.monotonic()
+        done = p.tensors_total and p.tensors_done >= p.tensors_total
+        if now - last[0] < 0.1 and not done:
+            return
+        last[0] = now
+        frac = (p.bytes_read / p.bytes_total) if p.bytes_total else (
+            p.tensors_done / p.tensors_total if p.tensors_total else 0.0)
+        bar.progress(min(max(float(frac), 0.0), 1.0))
+        line.caption(progress_text(p))
+
+    return cb
+
+
+# --- the heavy steps -------------------------------------------------------------------------------
+def stats_key(ms: ModelSet, device: str) -> str:
+    return _key("stats", ms.paths, ms.component, fingerprint(ms.paths), device)
+
+
+def have_statistics(ms: ModelSet, device: str) -> bool:
+    return _store().get(stats_key(ms, device)) is not None
+
+
+def statistics(ms: ModelSet, device: str) -> tuple[str, Any]:
+    """The statistics pass for a model set, with live progress in the page (once per set/device)."""
+    key = stats_key(ms, device)
+    hit = _store().get(key)
+    if hit is not None:
+        return key, hit
+    from mother_core import compute_statistics
+
+    discovery = discover_set(ms.paths, ms.component, fingerprint(ms.paths))
+    with st.status(f"Reading the weights of {len(discovery.models)} models…", expanded=True) as status:
+        bar, line = st.progress(0.0), st.empty()
+        t0 = time.monotonic()
+        stats = compute_statistics(discovery, device=device, cache_dir=CACHE_DIR,
+                                   progress=_progress_callback(bar, line))
+        status.update(label=f"Read {len(stats.models)} models in {time.monotonic() - t0:.1f} s",
+                      state="complete", expanded=False)
+    _store().put(key, stats)
+    return key, stats
+
+
+def recovery(ms: ModelSet, settings: RecoverySettings, device: str) -> tuple[str, Recovery]:
+    """The unconstrained recovery of a model set (from a saved result, or statistics + recover)."""
+    if ms.kind == "result":
+        path = ms.result or ""
+        key = _key("result", path, Path(path).stat().st_mtime_ns if Path(path).exists() else 0)
+        hit = _store().get(key)
+        if hit is None:
+            hit = Recovery.load(path)
+            _store().put(key, hit)
+        return key, hit
+    skey, stats = statistics(ms, device)
+    key = _key("rec", skey, asdict(settings))
+    hit = _store().get(key)
+    if hit is None:
+        from mother_core import recover
+
+        hit = recover(stats, settings=settings)
+        _store().put(key, hit)
+    return key, hit
+
+
+def constrained(base_key: str, base: Recovery, constraints: Constraints) -> tuple[str, Recovery]:
+    """``resolve`` the base recovery under user constraints (fast; cached per constraint set)."""
+    if constraints == Constraints():
+        return base_key, base
+    key = _key("resolve", base_key, asdict(constraints))
+    hit = _store().get(key)
+    if hit is None:
+        from mother_core import resolve
+
+        hit = resolve(base, constraints)
+        _store().put(key, hit)
+    return key, hit
+
+
+def get(key: str) -> Any:
+    """A stored object by key (``None`` if evicted)."""
+    return _store().get(key)
+
+
+def error_message(e: BaseException) -> str:
+    """What to show for an engine error (``str`` of a :class:`MotherError`)."""
+    return str(e) if isinstance(e, MotherError) else f"Unexpected error: {type(e).__name__}: {e}"

@@ -1,0 +1,117 @@
+"""Plotly figures of a recovery: per-layer evidence for an edge, matrices, kurtosis per model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from mother_core.layout import tree_order
+from mother_core.recovery.result import Edge, Recovery
+
+PARENT, CHILD = "#0072B2", "#D55E00"
+FORWARD, BACKWARD = "#009E73", "#CC79A7"
+
+
+def _layer_names(rec: Recovery, n: int) -> list[str]:
+    names = [layer.name for layer in rec.layers]
+    return names if len(names) == n else [f"layer {i}" for i in range(n)]
+
+
+def _style(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=30),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+                      template="plotly_white")
+    return fig
+
+
+def regime_of(rec: Recovery, model_id: str) -> str:
+    """The regime of the tree holding ``model_id`` (``"specialization"`` if unknown)."""
+    tree = next((m.tree for m in rec.models if m.id == model_id), None)
+    for t in rec.trees:
+        if t.id == tree and t.regime in ("specialization", "generalization"):
+            return t.regime
+    r = rec.settings.regime
+    return r if r in ("specialization", "generalization") else "specialization"
+
+
+def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
+    """Per-layer excess kurtosis of the parent and the child."""
+    fig = go.Figure()
+    if rec.layer_kurtosis is None or not len(rec.layer_kurtosis):
+        return _style(fig, "Per-layer kurtosis (not in this result)")
+    ids = rec.model_ids
+    k = np.asarray(rec.layer_kurtosis, dtype=float)
+    names = np.array(_layer_names(rec, k.shape[1]), dtype=object)
+    pk, ck = k[ids.index(edge.parent)], k[ids.index(edge.child)]
+    cols = np.flatnonzero(np.isfinite(pk) | np.isfinite(ck))  # layers the two models have
+    for y, color, role, mid in ((pk, PARENT, "parent", edge.parent), (ck, CHILD, "child", edge.child)):
+        fig.add_trace(go.Scatter(x=list(range(cols.size)), y=y[cols], mode="lines+markers",
+                                 name=f"{role}: {mid}", line=dict(color=color), marker=dict(size=4),
+                                 customdata=names[cols],
+                                 hovertemplate="%{customdata}<br>kurtosis %{y:.3g}<extra></extra>"))
+    fig.update_xaxes(title="layer (in model order; hover for its name)")
+    fig.update_yaxes(title="excess kurtosis")
+    return _style(fig, f"Kurtosis per layer: {edge.parent} → {edge.child}")
+
+
+def layer_votes(rec: Recovery, edge: Edge) -> go.Figure:
+    """Each layer's kurtosis change child - parent, coloured by the direction it votes for."""
+    fig = go.Figure()
+    if rec.layer_kurtosis is None or not len(rec.layer_kurtosis):
+        return _style(fig, "Layer votes (not in this result)")
+    ids = rec.model_ids
+    k = np.asarray(rec.layer_kurtosis, dtype=float)
+    diff = k[ids.index(edge.child)] - k[ids.index(edge.parent)]
+    cols = np.flatnonzero(np.isfinite(diff))
+    diff = diff[cols]
+    falls = regime_of(rec, edge.child) == "specialization"
+    forward = (diff < 0) if falls else (diff > 0)
+    names = np.array(_layer_names(rec, k.shape[1]), dtype=object)[cols]
+    colors = [FORWARD if f else BACKWARD for f in forward]
+    fig.add_trace(go.Bar(x=list(range(len(diff))), y=diff, marker_color=colors, customdata=names,
+                         hovertemplate="%{customdata}<br>child - parent %{y:.3g}<extra></extra>", showlegend=False))
+    return _style(fig, "Layer votes (kurtosis child − parent; green = for this direction)")
+
+
+def layer_distance(rec: Recovery, edge: Edge) -> go.Figure:
+    """Per-layer distance between parent and child."""
+    fig = go.Figure()
+    d = np.asarray(edge.layer_distance, dtype=float)
+    if not d.size:
+        return _style(fig, "Per-layer distance (not in this result)")
+    cols = np.flatnonzero(np.isfinite(d))
+    names = np.array(_layer_names(rec, d.size), dtype=object)[cols]
+    d = d[cols]
+    fig.add_trace(go.Bar(x=list(range(d.size)), y=d, marker_color=PARENT, customdata=names,
+                         hovertemplate="%{customdata}<br>distance %{y:.3g}<extra></extra>"))
+    fig.update_yaxes(title="distance")
+    return _style(fig, "Distance per layer")
+
+
+def distance_heatmap(rec: Recovery) -> go.Figure:
+    """Pairwise distance matrix, rows and columns in tree order."""
+    fig = go.Figure()
+    if rec.distance_matrix is None:
+        return _style(fig, "Distance matrix (not in this result)")
+    ids = rec.model_ids
+    order = tree_order(rec)
+    idx = [ids.index(i) for i in order]
+    d = np.asarray(rec.distance_matrix, dtype=float)[np.ix_(idx, idx)]
+    fig.add_trace(go.Heatmap(z=d, x=order, y=order, colorscale="Viridis_r",
+                             hovertemplate="%{y} ↔ %{x}<br>distance %{z:.3g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return _style(fig, "Distance between models (ordered by tree)", height=max(420, 18 * len(order) + 120))
+
+
+def kurtosis_models(rec: Recovery) -> go.Figure:
+    """Total kurtosis per model, in tree order, coloured by tree."""
+    order = tree_order(rec)
+    by_id = {m.id: m for m in rec.models}
+    ku = [by_id[i].kurtosis for i in order]
+    fig = go.Figure(go.Bar(x=order, y=[None if math.isnan(v) else v for v in ku],
+                           marker_color=[f"hsl({(by_id[i].tree * 67) % 360},55%,55%)" for i in order],
+                           hovertemplate="%{x}<br>kurtosis %{y:.4g}<extra></extra>"))
+    fig.update_yaxes(title="sum of per-layer excess kurtosis")
+    return _style(fig, "Kurtosis per model (tree order)", height=380)

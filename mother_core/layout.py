@@ -1,0 +1,192 @@
+"""Positions for drawing a recovered forest: a tidy hierarchical layout, roots on top.
+
+The layout is deterministic (children ordered by id, trees by their root's id), so a tree drawn twice
+is drawn the same way: the app turns vis.js physics off and uses these positions as they are.
+
+Each tree is laid out on its own by a classic leaf-slot algorithm: leaves take consecutive columns
+(left to right, in child order), and every parent sits midway between its first and last child. Trees
+are then placed side by side, ``forest_gap`` columns apart, wrapping into rows if ``max_width`` is given
+(:func:`wrap_width` picks it for a target aspect ratio). Depth grows downwards (``y`` = depth).
+
+Examples
+--------
+>>> tree_layout_edges(["a", "b", "c"], [("a", "b"), ("a", "c")])
+{'a': (0.5, 0.0), 'b': (0.0, 1.0), 'c': (1.0, 1.0)}
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mother_core.recovery.result import Recovery
+
+__all__ = ["tree_layout", "tree_layout_edges", "tree_order", "tree_order_edges", "wrap_width"]
+
+
+def _forest(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> tuple[list[str], dict[str, list[str]]]:
+    """Roots (sorted) and children lists (sorted) of a forest; nodes on cycles become extra roots."""
+    node_set = set(nodes)
+    children: dict[str, list[str]] = defaultdict(list)
+    has_parent: set[str] = set()
+    for parent, child in edges:
+        if parent not in node_set or child not in node_set or child in has_parent or parent == child:
+            continue  # unknown node, second parent or self loop: not a forest edge, ignore
+        children[parent].append(child)
+        has_parent.add(child)
+    for kids in children.values():
+        kids.sort()
+    roots = sorted(n for n in node_set if n not in has_parent)
+    # Nodes on a cycle are not reachable from any root: cut the cycle at its smallest id.
+    reached = _reachable(roots, children)
+    for n in sorted(node_set):
+        if n not in reached:
+            roots.append(n)
+            for kids in children.values():
+                if n in kids:
+                    kids.remove(n)
+            reached |= _reachable([n], children)
+    return roots, children
+
+
+def _reachable(roots: Iterable[str], children: dict[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(children.get(n, ()))
+    return seen
+
+
+def _layout_tree(root: str, children: dict[str, list[str]]) -> dict[str, tuple[float, int]]:
+    """One tree from column 0: (column, depth) per node."""
+    pos: dict[str, tuple[float, int]] = {}
+    next_col = 0.0
+    # Iterative post-order: leaves take the next column, parents centre over their children.
+    stack: list[tuple[str, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, expanded = stack.pop()
+        kids = children.get(node, [])
+        if not kids:
+            pos[node] = (next_col, depth)
+            next_col += 1
+        elif not expanded:
+            stack.append((node, depth, True))
+            for kid in reversed(kids):
+                stack.append((kid, depth + 1, False))
+        else:
+            xs = [pos[k][0] for k in kids]
+            pos[node] = ((min(xs) + max(xs)) / 2.0, depth)
+    return pos
+
+
+def tree_layout_edges(
+    nodes: Sequence[str],
+    edges: Iterable[tuple[str, str]],
+    *,
+    x_gap: float = 1.0,
+    y_gap: float = 1.0,
+    forest_gap: float = 1.0,
+    max_width: float | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Tidy top-down layout of a forest given as node ids and (parent, child) edges.
+
+    Parameters
+    ----------
+    nodes : sequence of str
+        Every node id; nodes without edges are drawn as one-node trees.
+    edges : iterable of (str, str)
+        Directed edges parent -> child. Edges to unknown nodes, second parents and cycles are ignored
+        (a node on a cycle becomes a root) so that any input can be drawn.
+    x_gap, y_gap : float
+        Horizontal distance between neighbouring leaves, vertical distance between generations.
+    forest_gap : float
+        Extra empty columns between two trees (and empty generations between two rows of trees).
+    max_width : float, optional
+        Wrap: start a new row of trees below when the next tree would end beyond this many columns
+        (a wide forest then fits a screen). ``None``: one row.
+
+    Returns
+    -------
+    dict of str to (float, float)
+        ``(x, y)`` per node, in the order of ``nodes``; ``y = depth * y_gap`` for the first row (roots
+        at ``y = 0``, i.e. on top when y grows down).
+    """
+    roots, children = _forest(nodes, edges)
+    pos: dict[str, tuple[float, float]] = {}
+    col, row_top, row_depth = 0.0, 0.0, 0
+    for root in roots:
+        tree = _layout_tree(root, children)
+        width = max(c for c, _ in tree.values()) + 1
+        depth = max(d for _, d in tree.values())
+        if max_width is not None and col > 0 and col + width > max_width:
+            row_top += row_depth + 1 + forest_gap
+            col, row_depth = 0.0, 0
+        for n, (c, d) in tree.items():
+            pos[n] = ((col + c) * x_gap, (row_top + d) * y_gap)
+        col += width + forest_gap
+        row_depth = max(row_depth, depth)
+    return {n: pos[n] for n in nodes}  # in the caller's order
+
+
+def wrap_width(nodes: Sequence[str], edges: Iterable[tuple[str, str]], aspect: float,
+               x_gap: float = 1.0, y_gap: float = 1.0) -> float | None:
+    """The ``max_width`` whose wrapped layout's width / height is closest to ``aspect`` (e.g. a canvas'
+    pixel aspect, with ``x_gap``/``y_gap`` in pixels); ``None`` when one row is best."""
+    edges = list(edges)
+    one_row = tree_layout_edges(nodes, edges)
+    if not one_row:
+        return None
+    total = max(x for x, _ in one_row.values()) + 1
+    best, best_err = None, float("inf")
+    for rows in range(1, 6):
+        limit = None if rows == 1 else total / rows + 1
+        pos = tree_layout_edges(nodes, edges, max_width=limit)
+        w = (max(x for x, _ in pos.values()) + 1) * x_gap
+        h = (max(y for _, y in pos.values()) + 1) * y_gap
+        err = abs(math.log(w / h / aspect))
+        if err < best_err - 1e-9:
+            best, best_err = limit, err
+    return best
+
+
+def tree_layout(recovery: "Recovery", **kwargs: float | None) -> dict[str, tuple[float, float]]:
+    """Positions for every model of a :class:`~mother_core.recovery.result.Recovery`.
+
+    Roots on top, each recovered tree drawn as a tidy tree, trees side by side (in the order of their
+    root ids). Keyword arguments are passed to :func:`tree_layout_edges`.
+
+    Parameters
+    ----------
+    recovery : Recovery
+        The recovered forest.
+
+    Returns
+    -------
+    dict of str to (float, float)
+        ``(x, y)`` per model id, ``y`` growing downwards with depth.
+    """
+    return tree_layout_edges(recovery.model_ids, [(e.parent, e.child) for e in recovery.edges], **kwargs)
+
+
+def tree_order_edges(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> list[str]:
+    """Node ids in depth-first pre-order, tree after tree (the order used to sort matrices)."""
+    roots, children = _forest(nodes, edges)
+    order: list[str] = []
+    for root in roots:
+        stack = [root]
+        while stack:
+            n = stack.pop()
+            order.append(n)
+            stack.extend(reversed(children.get(n, [])))
+    return order
+
+
+def tree_order(recovery: "Recovery") -> list[str]:
+    """Model ids of a recovery in depth-first pre-order, tree after tree."""
+    return tree_order_edges(recovery.model_ids, [(e.parent, e.child) for e in recovery.edges])

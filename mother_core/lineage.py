@@ -1,0 +1,162 @@
+"""Declared lineage (``base_model:`` in model cards, configs) checked against the recovered tree.
+
+A model hub's "model tree" is built from what uploaders declare; nothing checks it against the weights
+(method.md, "Related work"). This module compares, for every model, the parent it declares with the
+parent recovered from its weights.
+
+Statuses (one per model)
+------------------------
+``"agree"``
+    The declared parent is the recovered parent (or: nothing declared and the model is a recovered root,
+    or the declared parent is not in this set and the model is a recovered root).
+``"conflict"``
+    The model declares a parent in this set, but the recovered parent differs (``reversed`` when the
+    weights say the declared parent descends from this model).
+``"undocumented"``
+    The weights give the model a parent, but it declares none.
+``"external"``
+    It declares a parent that is not in this set while the weights give it a parent inside the set:
+    possibly consistent (an intermediate model), not checkable here.
+
+Examples
+--------
+>>> from mother_core.recovery.result import Edge, ModelNode, Recovery
+>>> m = lambda i, p=None: ModelNode(i, "", 0, 0.0, p is None, declared_parent=p)
+>>> e = lambda p, c: Edge(p, c, 1.0, 1.0, 1.0, 1.0)
+>>> rec = Recovery([m("base"), m("chat", "base"), m("code")], [e("base", "chat"), e("base", "code")], [])
+>>> [(r.model, r.status) for r in compare_declared(rec)]
+[('base', 'agree'), ('chat', 'agree'), ('code', 'undocumented')]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mother_core.recovery.result import Recovery
+
+__all__ = ["LineageRow", "compare_declared", "declared_edges", "edge_lineage", "findings", "match_model_id"]
+
+STATUSES = ("agree", "conflict", "undocumented", "external")
+
+
+@dataclass(frozen=True)
+class LineageRow:
+    """Declared vs recovered parent of one model.
+
+    Attributes
+    ----------
+    model : str
+        The model id.
+    declared_parent : str or None
+        What the model declares, as written.
+    declared_in_set : str or None
+        The model of this set that the declaration names, if any (hub ids match folder names).
+    recovered_parent : str or None
+        The parent recovered from the weights (``None``: a recovered root).
+    status : str
+        One of ``"agree"``, ``"conflict"``, ``"undocumented"``, ``"external"``.
+    note : str
+        One sentence for people.
+    """
+
+    model: str
+    declared_parent: str | None
+    declared_in_set: str | None
+    recovered_parent: str | None
+    status: str
+    note: str
+
+
+def _norm(name: str) -> str:
+    return name.strip().rstrip("/").lower()
+
+
+def match_model_id(name: str | None, model_ids: list[str]) -> str | None:
+    """The model id in ``model_ids`` that a declared name refers to, or ``None``.
+
+    Exact match first, then case-insensitive, then by the last path component (a hub id
+    ``org/name`` matches a folder called ``name`` and vice versa).
+    """
+    if not name:
+        return None
+    if name in model_ids:
+        return name
+    by_norm = {_norm(m): m for m in model_ids}
+    if _norm(name) in by_norm:
+        return by_norm[_norm(name)]
+    tail = _norm(name).split("/")[-1]
+    tails: dict[str, list[str]] = {}
+    for m in model_ids:
+        tails.setdefault(_norm(m).split("/")[-1], []).append(m)
+    hits = tails.get(tail, [])
+    return hits[0] if len(hits) == 1 else None
+
+
+def compare_declared(recovery: "Recovery") -> list[LineageRow]:
+    """Compare each model's declared parent with its recovered parent.
+
+    Parameters
+    ----------
+    recovery : Recovery
+        A recovery whose models carry ``declared_parent`` (``None`` where nothing is declared).
+
+    Returns
+    -------
+    list of LineageRow
+        One row per model, in the recovery's model order.
+    """
+    ids = recovery.model_ids
+    parent = {e.child: e.parent for e in recovery.edges}
+    rows: list[LineageRow] = []
+    for m in recovery.models:
+        rec_parent = parent.get(m.id)
+        declared = m.declared_parent or None
+        in_set = match_model_id(declared, ids)
+        if in_set == m.id:  # a model declaring itself says nothing
+            in_set = None
+        if declared is None:
+            if rec_parent is None:
+                status, note = "agree", "Declares no parent and was recovered as a root."
+            else:
+                status, note = "undocumented", f"Declares no parent; its weights say it descends from {rec_parent}."
+        elif in_set is None:
+            if rec_parent is None:
+                status, note = "agree", f"Declares {declared} (not in this set) and was recovered as a root here."
+            else:
+                status = "external"
+                note = f"Declares {declared}, which is not in this set; recovered from {rec_parent}."
+        elif in_set == rec_parent:
+            status, note = "agree", f"Declared and recovered parent: {in_set}."
+        elif parent.get(in_set) == m.id:
+            status = "conflict"
+            note = f"Reversed: declares {in_set} as its parent, but the weights say {in_set} descends from it."
+        elif rec_parent is None:
+            status, note = "conflict", f"Declares {in_set} as its parent, but was recovered as a root."
+        else:
+            status, note = "conflict", f"Declares {in_set} as its parent, but the weights point to {rec_parent}."
+        rows.append(LineageRow(m.id, declared, in_set, rec_parent, status, note))
+    return rows
+
+
+def declared_edges(recovery: "Recovery") -> list[tuple[str, str]]:
+    """The declared lineage as (parent, child) edges between models of this set."""
+    return [(r.declared_in_set, r.model) for r in compare_declared(recovery) if r.declared_in_set]
+
+
+def edge_lineage(recovery: "Recovery") -> dict[tuple[str, str], str]:
+    """Status of every recovered edge against the declared lineage.
+
+    Returns
+    -------
+    dict of (parent, child) to str
+        ``"agree"``, ``"conflict"``, ``"undocumented"`` or ``"external"`` (the child's row status).
+    """
+    rows = {r.model: r for r in compare_declared(recovery)}
+    return {(e.parent, e.child): rows[e.child].status for e in recovery.edges if e.child in rows}
+
+
+def findings(rows: list[LineageRow]) -> list[str]:
+    """The conflicts, as sentences (the page's list of findings)."""
+    return [f"{r.model}: {r.note}" for r in rows if r.status == "conflict"]

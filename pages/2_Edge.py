@@ -1,0 +1,23 @@
+"""One edge in depth: all its evidence, and controls to flip, force or forbid it and re-solve."""
+
+import streamlit as st
+
+from explorer_ui import views
+from explorer_ui.sidebar import page
+
+ctx = page("Edge", heading="Edge")
+if ctx is None:
+    views.not_ready()
+    st.stop()
+
+views.what_changed(ctx)
+edge = views.edge_picker(ctx, table=False)
+if edge is None:
+    st.stop()
+
+views.edge_evidence(ctx, edge, full=True)
+st.subheader("Correct the tree")
+st.caption("Constraints re-solve the tree from the cached distance and cost matrices (no weights are re-read).")
+views.constraint_controls(ctx, edge)
+with st.expander("The tree with your constraints", expanded=False):
+    views.tree(ctx, height=420)

@@ -1,0 +1,23 @@
+"""Ambiguous edges: every edge ranked by confidence, lowest first, with its best alternative."""
+
+import streamlit as st
+
+from explorer_ui import views
+from explorer_ui.sidebar import page
+
+ctx = page("Ambiguous edges", heading="Ambiguous edges",
+           caption="Least confident first. *Extra cost* is how much worse the best alternative parent is: "
+           "near zero means the data barely prefers the recovered parent.")
+if ctx is None:
+    views.not_ready()
+    st.stop()
+
+df = views.edge_table(ctx.key, tuple(sorted(ctx.statuses.items())), ctx.rec)
+if df.empty:
+    st.info("No edges to rank.")
+    st.stop()
+st.dataframe(df, hide_index=True, width="stretch",
+             column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0.0,
+                                                                          max_value=1.0, format="%.2f")})
+weak = df[df["confidence"].fillna(0) < 0.5]
+st.markdown(f"**{len(weak)}** of {len(df)} edges have confidence below 0.5.")

@@ -1,0 +1,22 @@
+"""Matrices: distances between all models (ordered by tree), kurtosis per model, and the models."""
+
+import pandas as pd
+import streamlit as st
+
+from explorer_ui import plots, views
+from explorer_ui.sidebar import page
+
+ctx = page("Matrices", heading="Matrices")
+if ctx is None:
+    views.not_ready()
+    st.stop()
+
+rec = ctx.rec
+st.plotly_chart(plots.distance_heatmap(rec), key=f"heat_{ctx.key}")
+st.plotly_chart(plots.kurtosis_models(rec), key=f"kmod_{ctx.key}")
+st.subheader("Models")
+parents = {e.child: e.parent for e in rec.edges}
+st.dataframe(pd.DataFrame([{"model": m.id, "tree": m.tree, "root": m.id in rec.roots,
+                            "recovered parent": parents.get(m.id, ""), "declared parent": m.declared_parent or "",
+                            "kurtosis": m.kurtosis, "format": m.format, "parameters": m.n_params, "path": m.path}
+                           for m in rec.models]), hide_index=True, width="stretch")

@@ -1,0 +1,373 @@
+"""The Streamlit app, run in-process with AppTest against the real engine on real (tiny) checkpoints.
+
+The default demo set is ``assets/demo/`` when it exists; otherwise a stand-in demo (a real 6-model tree
+written with safetensors) is generated so the suite runs on a fresh checkout too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from checkpoint_factory import (  # noqa: E402
+    hf_cache_entry, hf_folder, llama_state, save_safetensors, torch_bin_folder, truncate,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+PAGES = ["pages/1_Tree.py", "pages/2_Edge.py", "pages/3_Lineage.py", "pages/4_Ambiguous.py",
+         "pages/5_Matrices.py", "pages/6_Export.py", "pages/7_Talk_mode.py"]
+TREE = [("base", "chat"), ("base", "code"), ("code", "code-py"), ("code", "code-instr"), ("chat", "chat-v2")]
+
+
+def family_states(edges=TREE, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """State dicts of a real model family: heavy-tailed root weights, child = parent + Gaussian noise."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    base = {k: (torch.distributions.StudentT(3.0).sample(v.shape) * 0.05 if v.ndim == 2 else v)
+            for k, v in llama_state(seed).items()}
+    states = {edges[0][0]: base}
+    for p, c in edges:
+        states[c] = {k: v + 0.02 * torch.randn(v.shape, generator=g) if v.ndim == 2 else v
+                     for k, v in states[p].items()}
+    return states
+
+
+def write_family(folder: Path, edges=TREE, declared: dict | None = None, seed: int = 0) -> Path:
+    """Write :func:`family_states` as HF folders (+ model cards declaring parents, + truth.json)."""
+    states = family_states(edges, seed)
+    declared = {c: p for p, c in edges} if declared is None else declared
+    for name, sd in states.items():
+        hf_folder(folder / name, sd, {"architectures": ["LlamaForCausalLM"], "model_type": "llama"},
+                  readme_base_model=declared.get(name))
+    (folder / "truth.json").write_text(json.dumps({"edges": [list(e) for e in edges]}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> str | None:
+    if os.environ.get("MOTHER_DEMO_ROOT"):
+        return os.environ["MOTHER_DEMO_ROOT"]  # the caller's demo sets
+    real = ROOT / "assets" / "demo"
+    if real.is_dir() and any(p.is_dir() for p in real.iterdir()):
+        return None  # the real demo sets
+    root = tmp_path_factory.mktemp("demo")
+    write_family(root / "tiny-family")
+    return str(root)
+
+
+@pytest.fixture
+def app(demo_root, monkeypatch, tmp_path) -> AppTest:
+    if demo_root:
+        monkeypatch.setenv("MOTHER_DEMO_ROOT", demo_root)
+    else:
+        monkeypatch.delenv("MOTHER_DEMO_ROOT", raising=False)
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return AppTest.from_file(APP, default_timeout=180)
+
+
+def ok(at: AppTest) -> AppTest:
+    """No exception and no error box on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def iframe_html(at: AppTest) -> str:
+    frames = [el for el in at.get("iframe")]
+    assert frames, "no tree iframe on the page"
+    return frames[0].proto.srcdoc
+
+
+def edge_box(at: AppTest):
+    """The "Edge" selectbox (its key follows the selection)."""
+    return next(s for s in at.selectbox if s.label == "Edge")
+
+
+def plot_titles(at: AppTest) -> list[str]:
+    return [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
+
+
+def use_folder(at: AppTest, folder: Path) -> AppTest:
+    at.run()
+    at.sidebar.radio(key="source").set_value("Local folder").run()
+    at.sidebar.selectbox(key="folder").set_value(str(folder)).run()
+    return at
+
+
+# --- the demo, every page --------------------------------------------------------------------------
+def test_home_recovers_the_default_demo_at_once(app):
+    at = ok(app.run())
+    assert at.title[0].value == "MoTHer Explorer"
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Models"]) >= 2 and int(metrics["Edges"]) >= 1
+    assert any(k.startswith("Edges correct vs") for k in metrics)  # the demo has a truth file
+    html = iframe_html(at)
+    assert "vis.Network" in html and '"physics": {"enabled": false}' in html
+    assert not re.search(r"<(script|link)[^>]+(src|href)=[\"']?(https?:)?//", html), "external resource in the tree"
+    assert "Fullscreen" in html and "Find a model" in html
+    assert at.status[0].label.startswith("Read ")  # the statistics pass ran with a progress display
+    assert any("Compute device: **CPU" in c.value or "Compute device: **CUDA" in c.value for c in at.caption)
+    ok(at.run())  # a rerun is served from the cache: no progress display any more
+    assert not at.status
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens(app, page):
+    at = app.run()
+    at.switch_page(page).run()
+    ok(at)
+    assert at.title, f"{page} has no title"
+
+
+# --- an edge: select, evidence, constraints --------------------------------------------------------
+def test_select_edge_shows_its_evidence_and_highlights_it(app):
+    at = app.run()
+    at.switch_page("pages/1_Tree.py").run()
+    box = edge_box(at)
+    target = box.options[-1]
+    box.set_value(target).run()
+    ok(at)
+    assert at.session_state["sel_edge"] == tuple(target.split(" → "))
+    assert f"Kurtosis per layer: {target}" in plot_titles(at)
+    parent, child = target.split(" → ")
+    marker = [h.proto.body for h in at.get("html") if "mother-sel" in h.proto.body][0]
+    assert f'data-edge="{parent}-&gt;{child}"' in marker  # the graph reads this to highlight the edge
+    assert any(f"Edge {target}" == s.value for s in at.subheader)
+
+
+def test_edge_page_flip_force_and_clear(app):
+    at = app.run()
+    at.switch_page("pages/2_Edge.py").run()
+    ok(at)
+    titles = plot_titles(at)
+    assert any(t.startswith("Kurtosis per layer") for t in titles)
+    assert any(t.startswith("Layer votes") for t in titles) and "Distance per layer" in titles
+    edge = edge_box(at).value
+    parent, child = edge.split(" → ")
+
+    at.button(key="flip").click().run()
+    ok(at)
+    added = at.success[0].value.split("Added:")[1].split("Removed:")[0]
+    assert f"{child} → {parent}" in added
+    assert at.session_state["sel_edge"] == (child, parent)
+
+    at.button(key="clear").click().run()
+    ok(at)
+    # force: give `child` another parent
+    ids = at.selectbox(key=f"fp_{edge_box(at).value}").options
+    cur = edge_box(at).value
+    p0, c0 = cur.split(" → ")
+    new_parent = next(i for i in ids if i not in (p0, c0))
+    at.selectbox(key=f"fp_{cur}").set_value(new_parent)
+    at.button(key="FormSubmitter:force-Force this edge").click().run()
+    ok(at)
+    assert at.session_state["sel_edge"] == (new_parent, c0)
+    assert f"{new_parent} → {c0}" in at.success[0].value.split("Removed:")[0]
+    assert "forced" in " ".join(c.value for c in at.caption)
+
+
+# --- export, lineage, matrices ---------------------------------------------------------------------
+def test_export_offers_every_format(app):
+    at = app.run()
+    at.switch_page("pages/6_Export.py").run()
+    ok(at)
+    labels = [b.label for b in at.get("download_button")]
+    for what in ("Result (JSON", "GraphML", "Newick", "base_model", "SVG"):
+        assert any(what in lab for lab in labels), labels
+    assert "base_model" in at.code[0].value
+
+
+def test_lineage_page_compares_declared_parents(app):
+    at = ok(app.run())
+    at.switch_page("pages/3_Lineage.py").run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert any("agree" in lab for lab in labels) and any("conflict" in lab for lab in labels)
+
+
+def test_settings_change_reuses_the_statistics(app, monkeypatch):
+    at = ok(app.run())
+    import mother_core
+
+    def tripwire(*a, **k):
+        raise AssertionError("the statistics pass ran again")
+
+    monkeypatch.setattr(mother_core, "compute_statistics", tripwire)
+    at.sidebar.checkbox(key="own_lambda").check().run()
+    at.sidebar.slider(key="lambda").set_value(0.6).run()
+    ok(at)
+    at.switch_page("pages/5_Matrices.py").run()
+    ok(at)
+    assert "Distance between models (ordered by tree)" in plot_titles(at)
+
+
+# --- other sources and bad input -------------------------------------------------------------------
+def test_folder_lists_models_before_running_then_runs(app, tmp_path):
+    write_family(tmp_path / "fam", declared={"chat": "base", "code": "chat"})
+    at = use_folder(app, tmp_path / "fam")
+    ok(at)
+    listed = at.dataframe[0].value
+    assert sorted(listed["model"]) == sorted({x for e in TREE for x in e})
+    assert {"format", "architecture", "size"} <= set(listed.columns)
+    assert not at.get("iframe")  # nothing is read before the user asks
+    at.sidebar.button[0].click().run()
+    ok(at)
+    assert iframe_html(at)
+    at.switch_page("pages/3_Lineage.py").run()
+    assert any(w.value.startswith("code:") for w in at.warning)  # code declares chat: a conflict finding
+
+
+def test_folder_outside_browse_roots_is_not_offered(app, tmp_path):
+    at = app.run()
+    at.sidebar.radio(key="source").set_value("Local folder").run()
+    assert all(o.startswith(str(tmp_path)) for o in at.sidebar.selectbox(key="folder").options)
+
+
+@pytest.mark.parametrize("case", ["empty", "one-model", "not-a-model"])
+def test_bad_folder_gives_a_clear_message(app, tmp_path, case):
+    folder = tmp_path / case
+    folder.mkdir()
+    if case == "one-model":
+        hf_folder(folder / "only", llama_state(0))
+    elif case == "not-a-model":
+        (folder / "weights.safetensors").write_bytes(b"this is not a checkpoint")
+    at = use_folder(app, folder)
+    if not at.error:
+        at.sidebar.button[0].click().run()
+    assert not at.exception
+    assert at.error and len(at.error[0].value) > 20, "expected a clear message"
+
+
+def test_broken_and_mixed_models_skip_the_broken_one(app, tmp_path):
+    folder = write_family(tmp_path / "mixed")
+    shutil.rmtree(folder / "chat-v2")
+    torch_bin_folder(folder / "chat-v2", llama_state(5))  # another format in the same set
+    truncate(save_safetensors(folder / "broken" / "model.safetensors", llama_state(1)))
+    at = use_folder(app, folder)
+    at.sidebar.button[0].click().run()
+    assert not at.exception
+    skipped = [e for e in at.expander if "skipped" in e.label]
+    problems = " ".join(m.value for m in at.markdown)
+    warned = " ".join(w.value for w in at.warning)
+    assert "broken" in problems + warned, (problems, warned)
+    assert iframe_html(at) and skipped
+
+
+def test_saved_result_is_browsed_without_recomputing(app, tmp_path, monkeypatch):
+    from mother_core import recover_paths
+
+    fam = write_family(tmp_path / "runs" / "fam")
+    recover_paths([str(fam)]).save(tmp_path / "runs" / "result.json")
+    (tmp_path / "runs" / "bad_result.json").write_text("{not json")
+    import mother_core
+
+    monkeypatch.setattr(mother_core, "compute_statistics", lambda *a, **k: pytest.fail("recomputed"))
+    at = app.run()
+    at.sidebar.radio(key="source").set_value("Saved result").run()
+    at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "runs" / "result.json")).run()
+    ok(at)
+    assert iframe_html(at)
+    at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "runs" / "bad_result.json")).run()
+    assert not at.exception and "result" in at.error[0].value.lower()
+
+
+def test_preset_says_what_is_missing(app):
+    at = app.run()
+    at.sidebar.radio(key="source").set_value("Paper presets").run()
+    assert not at.exception
+    assert any("not in the local Hugging Face cache" in w.value for w in at.warning)
+    assert "huggingface-cli download meta-llama/Llama-2-7b-hf" in at.code[0].value
+    assert "Known tree" in " ".join(m.value for m in at.markdown)
+
+
+def test_hf_cache_models_grouped_by_architecture(app, tmp_path):
+    states = family_states([("org/base", "org/chat")])
+    for hub_id, sd in states.items():
+        hf_cache_entry(tmp_path / "hf-cache", hub_id, sd)
+    at = app.run()
+    at.sidebar.radio(key="source").set_value("Hugging Face cache").run()
+    ok(at)
+    assert at.sidebar.selectbox(key="hf_arch").options == ["unknown"]
+    assert sorted(at.sidebar.multiselect[0].value) == ["org/base", "org/chat"]
+    at.sidebar.button[0].click().run()
+    ok(at)
+    assert "org/chat" in iframe_html(at)
+
+
+def test_preset_runs_when_its_weights_are_cached(app, tmp_path):
+    from mother_core.presets import get_preset
+
+    preset = get_preset("llama2")
+    for hub_id, sd in family_states(list(preset.edges)).items():
+        hf_cache_entry(tmp_path / "hf-cache", hub_id, sd, revs=1)
+    at = app.run()
+    at.sidebar.radio(key="source").set_value("Paper presets").run()
+    ok(at)
+    at.sidebar.button[0].click().run()
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Models"] == "5" and "Edges correct vs preset" in metrics
+
+
+def test_graph_html_offline_and_svg_well_formed(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from pyvis.network import Network
+
+    from explorer_ui.graph import external_refs, selection_marker, strip_external, tree_html
+    from explorer_ui.svg import tree_svg
+    from mother_core import recover_paths
+
+    raw = Network(cdn_resources="in_line").generate_html()
+    assert external_refs(raw) and not external_refs(strip_external(raw))  # pyvis links a CDN; we strip it
+    rec = recover_paths([str(write_family(tmp_path / "fam"))])
+    statuses = {(e.parent, e.child): "correct" for e in rec.edges} | {("base", "nowhere"): "missing"}
+    html = tree_html(rec, statuses=statuses, reference="truth file")
+    assert not external_refs(html) and "vs truth file" in html and '"physics": {"enabled": false}' in html
+    svg = ET.fromstring(tree_svg(rec, statuses, "title <&>"))
+    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("rect")]) == 1 + len(rec.models)
+    assert 'data-edge="a-&gt;b&quot;x"' in selection_marker(("a", 'b"x'), None)
+
+
+def test_impossible_constraints_are_undone_with_a_message(app):
+    at = app.run()
+    at.switch_page("pages/2_Edge.py").run()
+    parent, child = edge_box(at).value.split(" → ")
+    at.button(key="flip").click().run()  # forbids parent -> child
+    cur = edge_box(at).value  # now child -> parent
+    at.selectbox(key=f"fp_{cur}").set_value(parent)
+    at.selectbox(key=f"fc_{cur}").set_value(child)
+    at.button(key="FormSubmitter:force-Force this edge").click().run()  # force what is forbidden
+    assert not at.exception and not at.error
+    assert any("cannot all hold" in w.value for w in at.warning)
+    assert at.session_state["_constraints"][next(iter(at.session_state["_constraints"]))].forbidden
+
+
+def test_browse_roots_confine_paths_and_progress_line(tmp_path, monkeypatch):
+    from explorer_ui.engine import progress_text
+    from explorer_ui.sources import browse_roots, within_roots
+    from mother_core import Progress
+    from mother_core.errors import InputError
+
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", os.pathsep.join([str(tmp_path), str(tmp_path / "missing")]))
+    assert browse_roots() == [tmp_path.resolve()]
+    (tmp_path / "ok").mkdir()
+    assert within_roots(tmp_path / "ok") == (tmp_path / "ok").resolve()
+    for bad in ("/etc", tmp_path / ".." / "elsewhere", tmp_path / "ok" / ".." / ".."):
+        with pytest.raises(InputError, match="MOTHER_BROWSE_ROOTS"):
+            within_roots(bad)
+    monkeypatch.delenv("MOTHER_BROWSE_ROOTS")
+    assert browse_roots() == [(ROOT / "assets").resolve()]
+    line = progress_text(Progress("reading", 30, 120, 3 << 20, 12 << 20, 2.5, 7.4, "CPU (2 threads)"))
+    assert line == "Reading · 30/120 tensors · 3.0 MB of 12.0 MB · 2.5 s elapsed · about 7 s left · on CPU (2 threads)"

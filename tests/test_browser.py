@@ -1,0 +1,188 @@
+"""The real app in a real browser: server start -> demo tree drawn -> select an edge -> its kurtosis plot.
+
+Marked ``browser``; skipped (with the reason) when ``/usr/bin/chromium`` or Playwright is missing.
+Install the browser with ``apt-get install -y --no-install-recommends chromium`` (never
+``playwright install``). Screenshots and timings go to ``test-artifacts/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium",
+                allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+if not (ROOT / "assets" / "demo").is_dir() and not os.environ.get("MOTHER_DEMO_ROOT"):
+    pytest.skip("no demo sets in assets/demo/", allow_module_level=True)
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """``streamlit run app.py`` on a free port; yields (url, seconds from spawn to healthy, spawn time)."""
+    port = _free_port()
+    streamlit = Path(sys.executable).with_name("streamlit")
+    cmd = [str(streamlit), "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+           "--server.address", "127.0.0.1"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "server.log", "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start; see {ARTIFACTS / 'server.log'}")
+            time.sleep(0.1)
+        yield url, time.monotonic() - t0, t0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _settled(page) -> None:
+    """Wait until Streamlit has finished the current run."""
+    page.wait_for_timeout(50)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=30_000)
+
+
+def _wait_plot_title(page, text: str) -> None:
+    """Wait (polling every animation frame, not Playwright's coarse back-off) for a plot title."""
+    page.wait_for_function(
+        "t => Array.from(document.querySelectorAll('.gtitle')).some(e => e.textContent.includes(t))",
+        arg=text, polling="raf", timeout=30_000)
+
+
+def _tree_drawn(page, timeout: float = 30_000) -> None:
+    frame = page.frame_locator("iframe").first
+    frame.locator("canvas").first.wait_for(timeout=timeout)
+    frame.locator('body[data-drawn="1"]').wait_for(state="attached", timeout=timeout)
+
+
+def test_demo_tree_edge_and_offline(server):
+    url, t_health, t_spawn = server
+    timings: dict[str, float] = {"server_healthy_s": round(t_health, 2)}
+    requests: list[str] = []
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1500})
+        page.on("request", lambda r: requests.append(r.url))
+
+        t = time.monotonic()
+        page.goto(url)
+        page.get_by_role("heading", name="MoTHer Explorer").wait_for(timeout=60_000)
+        timings["page_to_heading_s"] = round(time.monotonic() - t, 2)
+        _tree_drawn(page, timeout=60_000)
+        timings["page_to_tree_s"] = round(time.monotonic() - t, 2)
+        timings["cold_start_to_tree_s"] = round(time.monotonic() - t_spawn, 2)
+        _settled(page)
+        page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+
+        # Switch page: the Tree page with the ranked edge table.
+        t = time.monotonic()
+        page.get_by_test_id("stSidebarNav").get_by_text("Tree", exact=True).click()
+        page.get_by_role("heading", name="Tree", exact=True).wait_for()
+        _settled(page)
+        _tree_drawn(page)
+        timings["switch_page_s"] = round(time.monotonic() - t, 2)
+        charts = page.get_by_test_id("stPlotlyChart")
+        charts.first.wait_for()
+
+        # Select another edge in the selectbox; its kurtosis plot must follow.
+        box = page.get_by_test_id("stSelectbox").filter(has_text="Edge").first
+        box.click()
+        options = page.get_by_role("option")
+        options.first.wait_for()
+        labels = options.all_inner_texts()
+        assert len(labels) >= 2, labels
+        target = labels[1].strip()
+        t = time.monotonic()
+        page.get_by_role("option", name=target, exact=True).click()
+        _wait_plot_title(page, f"Kurtosis per layer: {target}")
+        timings["select_edge_s"] = round(time.monotonic() - t, 2)
+        edge_id = target.replace(" → ", "->")
+        frame = page.frame_locator("iframe").first
+        frame.locator(f'body[data-selected-edge="{edge_id}"]').wait_for(state="attached")
+        timings["select_edge_highlighted_in_tree_s"] = round(time.monotonic() - t, 2)
+        _settled(page)
+
+        # A second selection (warm: every chunk of the front end already loaded).
+        box.click()
+        options.first.wait_for()
+        target = labels[0].strip()
+        t = time.monotonic()
+        page.get_by_role("option", name=target, exact=True).click()
+        _wait_plot_title(page, f"Kurtosis per layer: {target}")
+        timings["select_edge_again_s"] = round(time.monotonic() - t, 2)
+        _settled(page)
+
+        # Click a row of the ranked edge table (a canvas grid): the plot and the selectbox follow.
+        grid = page.get_by_test_id("stDataFrame").first.bounding_box()
+        page.mouse.click(grid["x"] + 14, grid["y"] + 35 * 3 + 17)  # row 3's selection checkbox
+        page.wait_for_function(
+            "t => Array.from(document.querySelectorAll('.gtitle')).some("
+            "e => e.textContent.startsWith('Kurtosis per layer: ') && !e.textContent.endsWith(t))",
+            arg=target, polling="raf", timeout=30_000)
+        _settled(page)
+        title = [t for t in page.locator(".gtitle").evaluate_all("els => els.map(e => e.textContent)")
+                 if t.startswith("Kurtosis per layer: ")][0]
+        picked = title.removeprefix("Kurtosis per layer: ")
+        assert picked == labels[2].strip(), (picked, labels)
+        assert picked in page.get_by_test_id("stSelectbox").filter(has_text="Edge").first.inner_html()
+        page.screenshot(path=str(ARTIFACTS / "tree_edge.png"), full_page=True)
+
+        # Switch to another page and back to measure the warm path.
+        t = time.monotonic()
+        page.get_by_test_id("stSidebarNav").get_by_text("Ambiguous", exact=False).click()
+        page.get_by_role("heading", name="Ambiguous edges").wait_for()
+        _settled(page)
+        timings["switch_page_warm_s"] = round(time.monotonic() - t, 2)
+        browser.close()
+
+    outside = sorted({u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                      and urlparse(u).hostname not in LOCAL_HOSTS})
+    timings["load_average_1min"] = round(os.getloadavg()[0], 2)  # the CI box is shared: context for the numbers
+    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
+    print("browser timings:", timings)
+    assert not outside, f"requests left localhost: {outside}"
+    shutil.copy(ARTIFACTS / "tree_edge.png", ROOT / "assets" / "screenshot.png")
+    # Targets: cold start < 10 s, interactions < 0.5 s (met on an idle 2-core box). The limits asserted
+    # here are looser because CI shares its cores with other jobs; timings.json keeps the real numbers.
+    assert timings["cold_start_to_tree_s"] < 25, timings
+    assert timings["select_edge_again_s"] < 2.0, timings
