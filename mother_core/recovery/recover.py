@@ -20,6 +20,7 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -237,12 +238,18 @@ def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_r
             continue
         local = {g: k for k, g in enumerate(members)}
         sub = cost[np.ix_(members, members)]
-        sol = minimum_spanning_arborescence(
-            sub,
-            forced=[(local[p], local[c]) for p, c in forced if p in local and c in local],
-            forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local],
-            roots=[local[r] for r in fixed_roots if r in local] or None,
-        )
+        try:
+            sol = minimum_spanning_arborescence(
+                sub,
+                forced=[(local[p], local[c]) for p, c in forced if p in local and c in local],
+                forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local],
+                roots=[local[r] for r in fixed_roots if r in local] or None,
+            )
+        except ConstraintError as e:
+            # The solver speaks in indices of this tree's members; users know models by id.
+            named = re.sub(r"\b\d+\b", lambda m: ids[members[int(m.group())]]
+                           if int(m.group()) < len(members) else m.group(), str(e))
+            raise ConstraintError(named + " Remove or change one of these constraints.") from e
         for k, pk in enumerate(sol):
             parent[members[k]] = members[pk] if pk >= 0 else -1
     return _build(recovery, ids, parent, labels, cost, constraints, set(forced), layer_rms)
