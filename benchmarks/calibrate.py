@@ -61,8 +61,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--size", default="small")
+    ap.add_argument("--also", nargs="*", default=[str(DATA / "full-seed1" / s) for s in ("fft", "lora16")],
+                    help="more held-out split folders to fit on, if they exist")
     args = ap.parse_args()
     rows = []
+    for folder in map(Path, args.also):
+        if (folder / "truth.json").exists():
+            rows += edge_features(folder)
     for seed in args.seeds:
         for split in SPLITS:
             out = DATA / f"seed{seed}"
