@@ -65,7 +65,10 @@ def placement_confidence(chosen_cost: float, alternative_cost: float, relative: 
     else:
         ratio = max(alternative_cost, 1e-300) / max(chosen_cost, 1e-300)
         margin_term = sigmoid(PLACEMENT_SLOPE * math.log(ratio) + PLACEMENT_BIAS)
-    related_term = sigmoid(4.0 * math.log(max(threshold, 1e-12) / max(relative, 1e-12)))
+    if not math.isfinite(relative) or not math.isfinite(threshold):
+        related_term = 0.0 if not math.isfinite(relative) else 1.0  # models sharing nothing: unrelated
+    else:
+        related_term = sigmoid(4.0 * math.log(max(threshold, 1e-12) / max(relative, 1e-12)))
     return margin_term * related_term
 
 
