@@ -6,6 +6,7 @@ All matrices are (N, N) over the models of a :class:`~mother_core.stats.result.W
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +134,9 @@ def pair_evidence(stats: WeightStatistics, mask: np.ndarray, drop_reinitialised:
         distance = np.where(shared > 0, np.where(keep, rms, 0.0).sum(axis=0) / shared, np.inf)
         # The median over *all* shared layers: robust both to a re-initialised head in a related
         # pair and to a few identically initialised layers (zeros, ones) in an unrelated pair.
-        relative = np.nanmedian(np.where(shared_any, rel_layer, np.nan), axis=0)
+        with warnings.catch_warnings():  # pairs sharing nothing: an all-NaN slice, set to inf below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            relative = np.nanmedian(np.where(shared_any, rel_layer, np.nan), axis=0)
         relative = np.where(shared_any.any(axis=0), relative, np.inf)
     ku = stats.kurtosis[:, idx].T  # (L, N)
     delta = np.where(keep, ku[:, None, :] - ku[:, :, None], 0.0)  # (L, N, N): ku_j - ku_i
