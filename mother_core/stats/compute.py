@@ -81,15 +81,17 @@ def compute_statistics(
         slots, holders, _ = collect_slots(listings)
         cached_models, cached_pairs = ({}, {}) if cache is None else (
             cache.model_stats(keys), cache.pair_dists(keys))
-        needs = _what_to_read(slots, holders, keys, cached_models, cached_pairs)
+        known = _known_pairs(slots, keys, cached_pairs)
+        needs = _what_to_read(slots, holders, keys, cached_models, known)
         plan = build_plan(listings, needs, chunk_elements)
         out = execute_plan(plan, readers, dev, progress)
 
         for m, message in sorted(out.failed.items()):
             problems.append(Problem(good_refs[m].path, message))
-        stats = _assemble(good_refs, plan, out, keys, cached_models, cached_pairs)
+        stats = _assemble(good_refs, plan, out, keys, cached_models, known)
         if cache is not None:
-            _store(cache, plan, out, keys)
+            _store(cache, plan, out, keys, cached_models, known)
+        del known  # (T, N, N): as large as the result's distances
         keep = [m for m in range(len(good_refs)) if m not in out.failed]
         if len(keep) < 2:
             raise TooFewModelsError(_too_few_message(len(keep), problems))
@@ -149,22 +151,55 @@ def _too_few_message(n: int, problems: list[Problem]) -> str:
     return msg + " Add more models (a folder of model folders works)."
 
 
-def _what_to_read(slots, holders, keys, cached_models, cached_pairs) -> dict[int, list[int]]:
+def _known_pairs(slots, keys, cached_pairs) -> np.ndarray:
+    """(T, N, N) squared distances known without reading: cached pairs, and 0 between two models with the
+    same key (one file given twice); NaN elsewhere. One sweep over the cache rows, then array work only
+    (per-pair Python loops cost seconds at a few hundred models)."""
+    n, t = len(keys), len(slots)
+    known = np.full((t, n, n), np.nan)
+    by_key: dict[str, list[int]] = {}
+    for m, k in enumerate(keys):
+        by_key.setdefault(k, []).append(m)
+    for members in by_key.values():
+        if len(members) > 1:
+            idx = np.array(members)
+            known[:, idx[:, None], idx[None, :]] = 0.0
+    if cached_pairs:
+        slot_of = {slot_key(meta.name, meta.shape): s for s, meta in enumerate(slots)}
+        unique = all(len(v) == 1 for v in by_key.values())
+        rows = [(slot_of.get(sk), ka, kb, d) for (ka, kb, sk), d in cached_pairs.items()]
+        rows = [r for r in rows if r[0] is not None and r[1] in by_key and r[2] in by_key]
+        if unique and rows:
+            ss = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            aa = np.fromiter((by_key[r[1]][0] for r in rows), dtype=np.int64, count=len(rows))
+            bb = np.fromiter((by_key[r[2]][0] for r in rows), dtype=np.int64, count=len(rows))
+            dd = np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows))
+            known[ss, aa, bb] = dd
+            known[ss, bb, aa] = dd
+        else:
+            for s, ka, kb, d in rows:
+                for a in by_key[ka]:
+                    for b in by_key[kb]:
+                        known[s, a, b] = known[s, b, a] = d
+    return known
+
+
+def _what_to_read(slots, holders, keys, cached_models, known) -> dict[int, list[int]]:
     needs: dict[int, list[int]] = {}
     for s, (meta, who) in enumerate(zip(slots, holders)):
         sk = slot_key(meta.name, meta.shape)
         read = {m for m in who if (keys[m], sk) not in cached_models}
-        for a_i, a in enumerate(who):
-            for b in who[a_i + 1:]:
-                ka, kb = sorted((keys[a], keys[b]))
-                if ka != kb and (ka, kb, sk) not in cached_pairs:
-                    read.update((a, b))
+        if len(read) < len(who):  # some holders are cached: read those in a pair the cache lacks
+            idx = np.array(who)
+            sub = known[s][np.ix_(idx, idx)]
+            np.fill_diagonal(sub, 0.0)
+            read.update(idx[np.isnan(sub).any(axis=1)].tolist())
         if read:
             needs[s] = sorted(read)
     return needs
 
 
-def _assemble(refs, plan, out, keys, cached_models, cached_pairs) -> WeightStatistics:
+def _assemble(refs, plan, out, keys, cached_models, known) -> WeightStatistics:
     n, t = len(refs), len(plan.slots)
     present = np.zeros((n, t), dtype=bool)
     mom = np.full((5, n, t), np.nan)
@@ -176,13 +211,10 @@ def _assemble(refs, plan, out, keys, cached_models, cached_pairs) -> WeightStati
             v = out.moments.get((s, m)) or cached_models.get((keys[m], sk))
             if v is not None:
                 mom[:, m, s] = v
-            sq[s, m, m] = 0.0
-        for a_i, a in enumerate(who):
-            for b in who[a_i + 1:]:
-                ka, kb = sorted((keys[a], keys[b]))
-                d = 0.0 if ka == kb else cached_pairs.get((ka, kb, sk))
-                if d is not None:
-                    sq[s, a, b] = sq[s, b, a] = d
+        idx = np.array(who, dtype=int)
+        block = known[s][np.ix_(idx, idx)]
+        np.fill_diagonal(block, 0.0)
+        sq[s][np.ix_(idx, idx)] = block
         if s in out.sq_dist:
             who_read, mat = out.sq_dist[s]
             idx = np.array(who_read, dtype=int)
@@ -198,18 +230,24 @@ def _assemble(refs, plan, out, keys, cached_models, cached_pairs) -> WeightStati
                             var=var, kurtosis=kurt, norm=norm, sq_dist=sq)
 
 
-def _store(cache: StatsCache, plan, out, keys) -> None:
+def _store(cache: StatsCache, plan, out, keys, cached_models, known) -> None:
+    """Write what this pass computed and the cache lacks (re-writing known rows cost seconds at scale)."""
     model_rows = []
     for (s, m), v in out.moments.items():
         meta = plan.slots[s]
-        model_rows.append((keys[m], slot_key(meta.name, meta.shape), *v))
+        sk = slot_key(meta.name, meta.shape)
+        if (keys[m], sk) not in cached_models:
+            model_rows.append((keys[m], sk, *v))
     pair_rows = []
+    key_arr = np.array(keys, dtype=object)
     for s, (who, mat) in out.sq_dist.items():
+        if len(who) < 2:
+            continue
         sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
-        for a_i, a in enumerate(who):
-            for b_i in range(a_i + 1, len(who)):
-                if keys[a] != keys[who[b_i]]:
-                    pair_rows.append((keys[a], keys[who[b_i]], sk, float(mat[a_i, b_i])))
+        idx = np.array(who, dtype=int)
+        new = np.triu(np.isnan(known[s][np.ix_(idx, idx)]), k=1)  # pairs the cache lacks (same-key pairs are 0)
+        for a_i, b_i in zip(*np.nonzero(new)):
+            pair_rows.append((key_arr[idx[a_i]], key_arr[idx[b_i]], sk, float(mat[a_i, b_i])))
     cache.put(model_rows, pair_rows)
 
 

@@ -2,12 +2,18 @@
 
 Tensor-major: for each slot, the same rows are read from every model that holds it, turned into
 an (M, n) float32 chunk, reduced to moments and pairwise distances, and freed. A reader thread
-fills the next chunk while the current one is reduced (torch and the readers release the GIL),
-into a ring of reused buffers (fresh allocations cost ~0.4 s/GB).
+fills the next chunk while the current one is reduced (``os.preadv``, ``torch`` copies and the
+reductions all release the GIL), into a ring of two reused buffers (fresh allocations cost
+~0.4 s/GB in page faults). Readers with ``read_into`` (safetensors) write straight into the chunk
+buffer: float32 tensors with no copy at all, half precision through a small cache-resident staging
+buffer that is widened to float32 piece by piece. On CUDA the ring is pinned and copied with
+``non_blocking=True``; the copy of chunk k is complete before its buffer is refilled for chunk
+k + 2, because reducing chunk k ends with a device-to-host transfer of its results.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +24,7 @@ import torch
 
 from mother_core.errors import MotherError
 from mother_core.io.base import ModelReader
-from mother_core.stats.moments import Moments, pairwise_sq_dist
+from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
 from mother_core.stats.progress import Progress, ProgressCallback
 
@@ -44,17 +50,39 @@ class _Chunk:
     nbytes: int
 
 
+# Bytes of stored (half-precision) data widened to float32 at a time: stays in L2 between read and copy.
+STAGING_BYTES = 1 << 19
+
+
+class _Staging:
+    """A small reusable byte buffer that half-precision pieces are read into before widening."""
+
+    def __init__(self) -> None:
+        self.buf = torch.empty(STAGING_BYTES, dtype=torch.uint8)
+
+    def get(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        if self.buf.numel() < nbytes:
+            self.buf = torch.empty(nbytes, dtype=torch.uint8)
+        return self.buf[:nbytes].view(dtype)
+
+
 class _BufferRing:
-    """Two reusable host buffers (pinned when feeding a GPU), grown on demand."""
+    """Two reusable host buffers (pinned when feeding a GPU), grown on demand, each with its staging buffer."""
 
     def __init__(self, pin: bool) -> None:
         self.pin = pin
         self.buffers: list[torch.Tensor | None] = [None, None]
+        self.staging = [_Staging(), _Staging()]
+
+    def staging_for(self, slot: int) -> _Staging:
+        return self.staging[slot]
 
     def get(self, slot: int, rows: int, cols: int) -> torch.Tensor:
         need = rows * cols
         buf = self.buffers[slot]
         if buf is None or buf.numel() < need:
+            self.buffers[slot] = None  # let the old one go before the new one is allocated
             buf = torch.empty(need, dtype=torch.float32, pin_memory=self.pin)
             self.buffers[slot] = buf
         return buf[:need].view(rows, cols)
@@ -68,12 +96,21 @@ def execute_plan(
 ) -> PassOutput:
     """Run every task of ``plan``, reading each needed byte once.
 
+    Two workers each take a whole chunk (read it, widen it to float32, reduce it) while the other does
+    the next one, so reading one chunk overlaps reducing the other and both CPU cores (or the CPU and the
+    GPU) stay busy; results are accumulated here, in plan order, so they do not depend on timing. On the
+    CPU, torch runs one intra-op thread per worker during the pass (small cache-blocked ops gain nothing
+    from more, and two workers already fill two cores); the setting is restored afterwards.
+
     A model that fails to read is recorded in ``PassOutput.failed`` and dropped from the rest of the
     pass; the other models carry on (one broken file must not sink a run of fifty).
     """
     out = PassOutput()
     start = time.perf_counter()
     ring = _BufferRing(pin=device.type == "cuda")
+    block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
+    reducers = [ChunkReducer(block), ChunkReducer(block)]
+    locks = [threading.Lock() for _ in readers]  # readers switch shards: one call at a time per reader
     total_bytes = plan.nbytes
     steps = [(task, i) for task in plan.tasks for i in range(len(task.chunks))]
     tasks_done = 0
@@ -89,28 +126,40 @@ def execute_plan(
         progress(Progress(stage, tasks_done, len(plan.tasks), out.bytes_read, total_bytes, elapsed,
                           eta, str(device)))
 
+    def job(k: int, failed: dict[int, str]) -> _Reduced:
+        task, ci = steps[k]
+        for ahead in (k, k + 2):  # this chunk (if not queued yet) and the one this worker takes next
+            if ahead < len(steps):
+                _prefetch(plan, steps[ahead], readers, locks, failed)
+        chunk = _load(task, ci, plan, readers, ring, k % 2, device, failed, locks)
+        return _reduce(chunk, reducers[k % 2])
+
     report("reading")
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mother-reader") as pool:
-        pending: Future | None = None
-        for k, (task, ci) in enumerate(steps):
-            if pending is None:
-                pending = pool.submit(_load, task, ci, plan, readers, ring, k % 2, device, dict(out.failed))
-            chunk: _Chunk = pending.result()
-            pending = None
-            if k + 1 < len(steps):
-                # Read ahead into the other buffer while this chunk is reduced.
-                nt, nci = steps[k + 1]
-                known_failed = {**out.failed, **chunk.errors}
-                pending = pool.submit(_load, nt, nci, plan, readers, ring, (k + 1) % 2, device, known_failed)
-            out.failed.update(chunk.errors)
-            out.bytes_read += chunk.nbytes
-            st = state.setdefault(task.slot, _TaskState())
-            st.add(chunk)
-            if ci == len(task.chunks) - 1:
-                st.finish(task, out)
-                del state[task.slot]
-                tasks_done += 1
-                report("reading")
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mother-pass") as pool:
+            pending: dict[int, Future] = {}
+            for k in range(min(2, len(steps))):
+                pending[k] = pool.submit(job, k, {})
+            for k, (task, ci) in enumerate(steps):
+                done: _Reduced = pending.pop(k).result()
+                for m, message in done.errors.items():
+                    out.failed.setdefault(m, message)
+                if k + 2 < len(steps):
+                    # Chunk k's buffer and reducer are free again: chunk k + 2 may use them.
+                    pending[k + 2] = pool.submit(job, k + 2, dict(out.failed))
+                out.bytes_read += done.nbytes
+                st = state.setdefault(task.slot, _TaskState(task))
+                st.add(done)
+                if ci == len(task.chunks) - 1:
+                    st.finish(task, out)
+                    del state[task.slot]
+                    tasks_done += 1
+                    report("reading")
+    finally:
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out.seconds = time.perf_counter() - start
@@ -118,69 +167,153 @@ def execute_plan(
     return out
 
 
+@dataclass
+class _Reduced:
+    """A chunk reduced to moments and squared distances over ``models``."""
+
+    models: list[int]
+    moments: Moments | None
+    sq_dist: np.ndarray | None
+    errors: dict[int, str]
+    nbytes: int
+
+
+def _reduce(chunk: _Chunk, reducer: ChunkReducer) -> _Reduced:
+    if chunk.data is None:
+        return _Reduced([], None, None, chunk.errors, chunk.nbytes)
+    mom, d = reducer.reduce(chunk.data)
+    return _Reduced(chunk.models, mom, d, chunk.errors, chunk.nbytes)
+
+
+def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],
+              locks: Sequence[threading.Lock], failed: dict[int, str]) -> None:
+    """Queue background reads of one chunk for every model whose reader supports it (a hint)."""
+    task, ci = step
+    name, rows = plan.slots[task.slot].name, task.chunks[ci]
+    for m in task.models:
+        hint = getattr(readers[m], "prefetch", None)
+        if hint is not None and m not in failed:
+            with locks[m]:
+                try:
+                    hint(name, rows)
+                except Exception:  # noqa: BLE001 - a hint must never fail the pass
+                    pass
+
+
 def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader], ring: _BufferRing,
-          slot: int, device: torch.device, failed: dict[int, str]) -> _Chunk:
+          slot: int, device: torch.device, failed: dict[int, str], locks: Sequence[threading.Lock]) -> _Chunk:
     meta = plan.slots[task.slot]
     rows = task.chunks[ci]
     models = [m for m in task.models if m not in failed]
     errors: dict[int, str] = {}
-    parts: list[torch.Tensor] = []
     kept: list[int] = []
     nbytes = 0
+    if not models:
+        return _Chunk(task, ci, [], None, errors, 0)
+    n = _chunk_numel(meta.shape, rows)
+    buf = ring.get(slot, len(models), n)
     for m in models:
+        row = buf[len(kept)]  # rows of models that fail are overwritten by the next model
         try:
-            t = readers[m].read(meta.name, rows)
+            nbytes += _fill_row(readers[m], meta.name, rows, row, ring.staging_for(slot), locks[m])
         except MotherError as e:
             errors[m] = str(e)
             continue
         except Exception as e:  # a reader bug or I/O error must not sink the other models
             errors[m] = f"Could not read tensor {meta.name!r} from {readers[m].ref.path}: {e}"
             continue
-        parts.append(t)
         kept.append(m)
-        nbytes += t.numel() * t.element_size()
-    if not parts:
+    if not kept:
         return _Chunk(task, ci, [], None, errors, nbytes)
-    n = parts[0].numel()
-    buf = ring.get(slot, len(parts), n)
-    for row, t in zip(buf, parts):
-        row.copy_(t.reshape(-1))  # converts bf16/fp16 -> fp32 in the same pass
-    data = buf.to(device, non_blocking=True) if device.type == "cuda" else buf
+    host = buf[: len(kept)]
+    data = host.to(device, non_blocking=True) if device.type == "cuda" else host
     return _Chunk(task, ci, kept, data, errors, nbytes)
 
 
-class _TaskState:
-    """Accumulates one slot's moments and distances over its chunks."""
+def _chunk_numel(shape: tuple[int, ...], rows: tuple[int, int] | None) -> int:
+    n = 1
+    for d in shape[1:] if rows is not None else shape:
+        n *= d
+    return n * (rows[1] - rows[0]) if rows is not None else n
 
-    def __init__(self) -> None:
-        self.moments: dict[int, Moments] = {}
-        self.dist: dict[tuple[int, int], float] = {}
+
+def _fill_row(reader: ModelReader, name: str, rows: tuple[int, int] | None, row: torch.Tensor,
+              staging: "_Staging", lock: threading.Lock) -> int:
+    """Read ``name`` (``rows``) of one model into ``row`` (float32, flat); returns the bytes read."""
+    read_into = getattr(reader, "read_into", None)
+    info = reader.tensor_infos().get(name)
+    if read_into is None or info is None:
+        with lock:
+            t = reader.read(name, rows)
+        row.copy_(t.reshape(-1))  # converts bf16/fp16 -> fp32 in the same pass
+        return t.numel() * t.element_size()
+    dtype = getattr(torch, info.dtype)
+    if dtype == torch.float32:
+        with lock:
+            read_into(name, rows, row)  # straight into the chunk buffer
+        return row.numel() * 4
+    # Half precision (or float64): read pieces of whole rows into the staging buffer, widen each into place.
+    if rows is None:  # a scalar or a tensor read whole: one piece
+        start, stop, per_row = 0, 1, row.numel()
+    else:
+        start, stop = rows
+        per_row = row.numel() // max(stop - start, 1)
+    elsize = torch.empty((), dtype=dtype).element_size()
+    step = max(1, STAGING_BYTES // max(per_row * elsize, 1))
+    for r0 in range(start, stop, step):
+        r1 = min(stop, r0 + step)
+        piece = staging.get(dtype, (r1 - r0) * per_row)
+        with lock:
+            read_into(name, None if rows is None else (r0, r1), piece)
+        row[(r0 - start) * per_row : (r1 - start) * per_row].copy_(piece)
+    return row.numel() * elsize
+
+
+class _TaskState:
+    """Accumulates one slot's moments and distances over its chunks (arrays over ``task.models``)."""
+
+    def __init__(self, task: TensorTask) -> None:
+        self.pos = {m: i for i, m in enumerate(task.models)}
+        k = len(task.models)
+        self.moments: Moments | None = None  # over task.models; n == 0 where nothing was added yet
+        self.dist = np.zeros((k, k))
         self.dropped: set[int] = set()
 
-    def add(self, chunk: _Chunk) -> None:
+    def add(self, chunk: "_Reduced") -> None:
         self.dropped.update(chunk.errors)
-        if chunk.data is None:
+        if chunk.moments is None or chunk.sq_dist is None:
             return
-        mom = Moments.of_chunk(chunk.data)
-        d = pairwise_sq_dist(chunk.data)
-        for a, m in enumerate(chunk.models):
-            one = Moments(mom.n[a : a + 1], mom.mean[a : a + 1], mom.m2[a : a + 1], mom.m3[a : a + 1],
-                          mom.m4[a : a + 1])
-            self.moments[m] = self.moments[m].combine(one) if m in self.moments else one
-            for b in range(a + 1, len(chunk.models)):
-                key = (m, chunk.models[b])
-                self.dist[key] = self.dist.get(key, 0.0) + float(d[a, b])
+        mom, d = chunk.moments, chunk.sq_dist
+        idx = np.array([self.pos[m] for m in chunk.models])
+        self.dist[np.ix_(idx, idx)] += d
+        if self.moments is None:
+            k = len(self.pos)
+            self.moments = Moments(*(np.zeros(k) for _ in range(5)))
+        old = self.moments
+        cur = Moments(old.n[idx], old.mean[idx], old.m2[idx], old.m3[idx], old.m4[idx])
+        new = _combine_or_take(cur, mom)
+        for field_name in ("n", "mean", "m2", "m3", "m4"):
+            getattr(old, field_name)[idx] = getattr(new, field_name)
 
     def finish(self, task: TensorTask, out: PassOutput) -> None:
-        ok = [m for m in task.models if m not in self.dropped and m in self.moments]
+        mo = self.moments
+        ok = [m for m in task.models if m not in self.dropped and mo is not None and mo.n[self.pos[m]] > 0]
         for m in ok:
-            mo = self.moments[m]
-            out.moments[(task.slot, m)] = (float(mo.n[0]), float(mo.mean[0]), float(mo.m2[0]),
-                                           float(mo.m3[0]), float(mo.m4[0]))
-        mat = np.zeros((len(ok), len(ok)))
-        for a in range(len(ok)):
-            for b in range(a + 1, len(ok)):
-                mat[a, b] = mat[b, a] = self.dist[(ok[a], ok[b])]
-        out.sq_dist[task.slot] = (tuple(ok), mat)
+            i = self.pos[m]
+            out.moments[(task.slot, m)] = (float(mo.n[i]), float(mo.mean[i]), float(mo.m2[i]),
+                                           float(mo.m3[i]), float(mo.m4[i]))
+        idx = np.array([self.pos[m] for m in ok], dtype=int)
+        out.sq_dist[task.slot] = (tuple(ok), self.dist[np.ix_(idx, idx)].copy())
 
 
+def _combine_or_take(cur: Moments, new: Moments) -> Moments:
+    """``cur.combine(new)`` where ``cur`` has data, ``new`` where it is still empty (n == 0)."""
+    empty = cur.n == 0
+    if empty.all():
+        return new
+    merged = cur.combine(new)
+    if not empty.any():
+        return merged
+    pick = lambda a, b: np.where(empty, b, a)  # noqa: E731
+    return Moments(pick(merged.n, new.n), pick(merged.mean, new.mean), pick(merged.m2, new.m2),
+                   pick(merged.m3, new.m3), pick(merged.m4, new.m4))

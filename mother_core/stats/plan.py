@@ -15,7 +15,11 @@ from mother_core.stats.result import TensorMeta
 
 # Rows are read in chunks of at most this many elements per model, so peak memory is about
 # (models x chunk) whatever the model size: a 128k x 8k embedding is never held whole.
-DEFAULT_CHUNK_ELEMENTS = 1 << 22  # 4M elements = 16 MiB per model in float32
+DEFAULT_CHUNK_ELEMENTS = 1 << 21  # 2M elements = 8 MiB per model in float32
+# ... and at most this many elements across all the models of a chunk, so that the two float32 chunk
+# buffers of the pass stay near 2 x 128 MiB whether 8 or 500 models are compared. Smaller chunks also
+# start the overlap of reading and reducing sooner; below ~1M elements per chunk, per-chunk overhead shows.
+MAX_CHUNK_TOTAL_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def build_plan(
     needs_reading : mapping slot -> model indices, optional
         What the cache could not supply; by default every holder of every slot is read.
     chunk_elements : int
-        Upper bound on elements per model per chunk.
+        Upper bound on elements per model per chunk (lowered so that a chunk of all the task's models
+        holds at most :data:`MAX_CHUNK_TOTAL_ELEMENTS`).
     """
     slots, holders, slot_infos = collect_slots(tensor_infos)
     tasks = []
@@ -112,5 +117,6 @@ def build_plan(
         if not models:
             continue
         nbytes = sum(slot_infos[(s, m)].nbytes for m in models)
-        tasks.append(TensorTask(s, models, row_chunks(meta.shape, chunk_elements), nbytes))
+        per_model = max(1, min(chunk_elements, MAX_CHUNK_TOTAL_ELEMENTS // len(models)))
+        tasks.append(TensorTask(s, models, row_chunks(meta.shape, per_model), nbytes))
     return Plan(slots, holders, tuple(tasks))
