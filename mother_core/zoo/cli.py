@@ -1,0 +1,95 @@
+"""``mother zoo``: generate model-zoo splits (and the built-in demo sets) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError, MotherError
+from .demo import generate_demo
+from .splits import DEMOS, SIZES, SPLITS, generate_split
+from .writer import DTYPES
+
+
+def register_cli(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add the ``zoo`` subcommand to a ``mother`` argument parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What ``parser.add_subparsers()`` returned.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``zoo`` parser (its ``func`` default runs the command and returns an exit code).
+    """
+    p = subparsers.add_parser(
+        "zoo",
+        help="generate model trees with known lineage (real training on procedural data)",
+        description=_DESCRIPTION,
+    )
+    add_arguments(p)
+    return p
+
+
+_DESCRIPTION = (
+    "Generate splits into OUT/<split>/. Splits: "
+    + "; ".join(f"{k}: {v.description}" for k, v in SPLITS.items())
+    + f". 'demo' writes the built-in demo sets ({', '.join(DEMOS)}) in float16 unless --dtype is given."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``zoo`` options (shared by ``mother zoo`` and ``python -m mother_core.zoo``)."""
+    p.add_argument("splits", nargs="+", metavar="SPLIT", help=f"one or more of: {', '.join(SPLITS)}, demo, all")
+    p.add_argument("--out", type=Path, required=True, help="output folder (each split goes to OUT/<split>)")
+    p.add_argument("--size", choices=list(SIZES), default="full", help="'small' = tiny trees for tests (default: full)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same weights (default: 0)")
+    p.add_argument("--dtype", choices=list(DTYPES), default=None, help="storage dtype (default float32; demo float16)")
+    p.add_argument("--quiet", action="store_true", help="no per-model progress")
+    p.set_defaults(func=run_zoo)
+
+
+def _progress(done: int, total: int, model_id: str) -> None:
+    print(f"\r  {done}/{total} {model_id}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    """Run ``mother zoo`` with parsed arguments; returns the exit code."""
+    names: list[str] = []
+    for s in args.splits:
+        names.extend(SPLITS if s == "all" else [s])
+    progress = None if args.quiet else _progress
+    try:
+        for name in names:  # validate every name before spending minutes on the first one
+            if name != "demo" and name not in SPLITS and name not in DEMOS:
+                raise InputError(f"Unknown split {name!r}: choose from {', '.join(SPLITS)}, demo or all.")
+        for name in names:
+            t0 = time.perf_counter()
+            if name == "demo":
+                paths = generate_demo(args.out, seed=args.seed, dtype=args.dtype or "float16", progress=progress)
+            else:
+                paths = [generate_split(name, args.out, size=args.size, seed=args.seed,
+                                        dtype=args.dtype or "float32", progress=progress)]
+            for path in paths:
+                # Per split (a demo writes several): the time recorded in its truth.json.
+                seconds = json.loads((path / "truth.json").read_text())["meta"]["generation_seconds"]
+                print(f"{path.name}: wrote {path} in {seconds:.1f} s")
+            if len(paths) > 1:
+                print(f"{name}: {time.perf_counter() - t0:.1f} s in all")
+    except MotherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m mother_core.zoo``), the same as ``mother zoo``."""
+    parser = argparse.ArgumentParser(prog="python -m mother_core.zoo", description=_DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
