@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -50,7 +51,10 @@ class StatsCache:
         self.path = Path(directory) / f"mother-stats-v{CACHE_VERSION}.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path)
+            # Several processes (app sessions, parallel test workers) may share one cache: wait for
+            # a writer instead of failing, and let readers run beside it (write-ahead log).
+            self._db = sqlite3.connect(self.path, timeout=120)
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(
                 """
                 CREATE TABLE IF NOT EXISTS model_slot (
@@ -97,12 +101,18 @@ class StatsCache:
         model_rows: Iterable[tuple[str, str, float, float, float, float, float]],
         pair_rows: Iterable[tuple[str, str, str, float]],
     ) -> None:
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO model_slot VALUES (?,?,?,?,?,?,?)", model_rows)
-            self._db.executemany(
-                "INSERT OR REPLACE INTO pair_slot VALUES (?,?,?,?)",
-                ((a, b, s, d) if a < b else (b, a, s, d) for a, b, s, d in pair_rows),
-            )
+        """Store results. A cache that cannot be written (locked too long, disk full) only costs the
+        next run a re-read: it warns and never fails the run whose results are already computed."""
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO model_slot VALUES (?,?,?,?,?,?,?)", model_rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO pair_slot VALUES (?,?,?,?)",
+                    ((a, b, s, d) if a < b else (b, a, s, d) for a, b, s, d in pair_rows),
+                )
+        except sqlite3.Error as e:
+            warnings.warn(f"Could not write the statistics cache {self.path}: {e}. Results are "
+                          "unaffected; the next run reads these models again.", RuntimeWarning, stacklevel=2)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
