@@ -24,10 +24,14 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
 TEST_SPLITS = ("fft", "lora16", "mixed")
 
 
+pytestmark = pytest.mark.xdist_group("zoo")  # shares the session's small zoo with test_recovery
+
+
 @pytest.fixture(scope="session")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("zoo")
-    return {name: generate_split(name, out, size="small", seed=0) for name in TEST_SPLITS}
+def zoo(small_zoo: dict[str, Path]) -> dict[str, Path]:
+    """The small splits, trained once per session (tests/conftest.py)."""
+    assert set(TEST_SPLITS) <= set(small_zoo)
+    return small_zoo
 
 
 def _truth(split_dir: Path) -> dict:
