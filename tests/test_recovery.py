@@ -179,3 +179,12 @@ def test_cli_recover_evaluate_export(small_zoo, tmp_path, capsys):
         assert (tmp_path / f"x.{fmt}").stat().st_size > 0
     assert cli_main(["recover", str(tmp_path / "missing"), "--out", str(out), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_rank_distance_is_used_for_lora_trees_only(zoo_stats):
+    lora = recover(zoo_stats["lora16"]).extra["rank_distance_used"]
+    full = recover(zoo_stats["fft"]).extra["rank_distance_used"]
+    assert lora and all(lora.values())  # merged LoRA: differences are low rank
+    assert full and not any(full.values())  # full fine-tuning: they are not
+    never = recover(zoo_stats["lora16"], RecoverySettings(use_rank="never")).extra["rank_distance_used"]
+    assert not any(never.values())

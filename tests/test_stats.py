@@ -168,3 +168,33 @@ def test_cuda_agrees_with_cpu(tmp_path):
     gpu = compute_statistics(found, device="cuda")
     np.testing.assert_allclose(gpu.sq_dist, cpu.sq_dist, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(gpu.kurtosis, cpu.kurtosis, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_skeleton_rank_of_a_merged_lora_survives_half_precision(tmp_path, dtype):
+    """rank(W + B @ A - W) = r is read from the streamed skeletons, also through fp16/bf16 rounding."""
+    from mother_core.stats.skeleton import numerical_rank
+
+    g = torch.Generator().manual_seed(0)
+    base = {"layers.0.mlp.up_proj.weight": torch.randn(160, 120, generator=g) * 0.05,
+            "layers.0.mlp.down_proj.weight": torch.randn(120, 160, generator=g) * 0.05}
+    lora = dict(base)
+    b, a = torch.randn(160, 4, generator=g) * 0.05, torch.randn(4, 120, generator=g) * 0.05
+    lora["layers.0.mlp.up_proj.weight"] = base["layers.0.mlp.up_proj.weight"] + b @ a
+    other = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in base.items()}
+    for name, sd in {"base": base, "lora": lora, "other": other}.items():
+        hf_folder(tmp_path / "s" / name, {k: v.to(dtype) for k, v in sd.items()})
+    stats = compute_statistics(discover([tmp_path / "s"]), device="cpu", chunk_elements=1000)
+    ib, il, io = (stats.index(k) for k in ("base", "lora", "other"))
+    names = [t.name for t in stats.tensors]
+
+    def rank(name, i, j):
+        sk = stats.skeletons[names.index(name)]
+        assert not np.isnan(sk[[i, j]]).any()  # every skeleton row arrived across the row chunks
+        scale = np.sqrt(np.mean(sk[i].astype(np.float64) ** 2))
+        return int(numerical_rank((sk[i] - sk[j])[None].astype(np.float64), np.array([scale]),
+                                  np.array([max(stats.roundoff[i], stats.roundoff[j])]))[0])
+
+    assert rank("layers.0.mlp.up_proj.weight", ib, il) == 4
+    assert rank("layers.0.mlp.down_proj.weight", ib, il) == 0  # untouched layer
+    assert rank("layers.0.mlp.up_proj.weight", ib, io) == 96  # unrelated: full rank of the skeleton

@@ -152,3 +152,75 @@ def pair_evidence(stats: WeightStatistics, mask: np.ndarray, drop_reinitialised:
     np.fill_diagonal(relative, 0.0)
     return PairEvidence(np.where(keep, rms, np.nan), distance, relative, shared, kurtosis_delta, votes_up, idx,
                         kurtosis_trend, norm_growth)
+
+
+#: Candidate parents per model whose difference rank is measured (the nearest by distance).
+RANK_CANDIDATES = 6
+#: A tree counts as low-rank (merged LoRA) when, for most models, the nearest relative differs at
+#: less than this fraction of full rank.
+LOW_RANK_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class RankEvidence:
+    """Normalised rank of weight differences for candidate pairs of one tree (method.md l_LoRA).
+
+    ``rank[i, j]``: mean over skeleton layers of rank(W_i - W_j) / k in [0, 1], NaN where not measured.
+    ``low_rank``: whether the tree's models differ from their nearest relative at low rank.
+    """
+
+    rank: np.ndarray
+    low_rank: bool
+    nearest_rank: float
+
+
+def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarray, members: np.ndarray,
+                  candidates: int = RANK_CANDIDATES) -> RankEvidence | None:
+    """Measure difference ranks within one tree from the statistics' skeletons.
+
+    First each model's nearest relative only (cheap: N SVDs per layer) to decide whether the tree is
+    low-rank; if it is, every model's ``candidates`` nearest relatives. None when no selected layer has
+    a skeleton.
+    """
+    from mother_core.stats.skeleton import numerical_rank
+
+    slots = [s for s in np.flatnonzero(mask) if s in stats.skeletons]
+    n = len(members)
+    if not slots or n < 2 or stats.roundoff is None:
+        return None
+    d = distance[np.ix_(members, members)].copy()
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1)
+    rank = np.full((n, n), np.nan)
+
+    def measure(pairs: list[tuple[int, int]]) -> None:
+        pairs = [(a, b) for a, b in pairs if np.isnan(rank[a, b])]
+        if not pairs:
+            return
+        totals = np.zeros(len(pairs))
+        counts = np.zeros(len(pairs))
+        for s in slots:
+            sk = stats.skeletons[s]
+            ga, gb = members[[a for a, _ in pairs]], members[[b for _, b in pairs]]
+            ok = ~(np.isnan(sk[ga]).any(axis=(1, 2)) | np.isnan(sk[gb]).any(axis=(1, 2)))
+            if not ok.any():
+                continue
+            diffs = sk[ga[ok]].astype(np.float64) - sk[gb[ok]]
+            scale = np.sqrt(0.5 * (np.mean(sk[ga[ok]].astype(np.float64) ** 2, axis=(1, 2))
+                                   + np.mean(sk[gb[ok]].astype(np.float64) ** 2, axis=(1, 2))))
+            roundoff = np.maximum(stats.roundoff[ga[ok]], stats.roundoff[gb[ok]])
+            r = numerical_rank(diffs, scale, roundoff) / min(sk.shape[1:])
+            totals[ok] += r
+            counts[ok] += 1
+        for (a, b), t, c in zip(pairs, totals, counts):
+            if c:
+                rank[a, b] = rank[b, a] = t / c
+
+    measure([(i, int(order[i, 0])) for i in range(n) if np.isfinite(d[i, order[i, 0]])])
+    nearest = np.array([rank[i, order[i, 0]] for i in range(n)])
+    nearest_rank = float(np.nanmedian(nearest)) if np.isfinite(nearest).any() else 1.0
+    low = nearest_rank < LOW_RANK_FRACTION
+    if low:
+        k = min(candidates, n - 1)
+        measure([(i, int(order[i, c])) for i in range(n) for c in range(k) if np.isfinite(d[i, order[i, c]])])
+    return RankEvidence(rank, low, nearest_rank)

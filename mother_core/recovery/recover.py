@@ -30,7 +30,7 @@ from mother_core.recovery.arborescence import minimum_spanning_arborescence, tre
 from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
 )
-from mother_core.recovery.features import PairEvidence, pair_evidence, select_layers
+from mother_core.recovery.features import PairEvidence, pair_evidence, rank_evidence, select_layers
 from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo,
@@ -127,13 +127,16 @@ def recover(
     cost = np.full((n, n), np.inf)
     evidence = np.zeros((n, n))
     regimes: dict[int, tuple[str, float]] = {}
+    rank_used: dict[int, bool] = {}
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
             regimes[t] = ("specialization" if settings.regime == "auto" else settings.regime, 0.5)
             continue
         sub = np.ix_(members, members)
-        regime, conf, sub_cost = _choose_regime(ev, members, settings)
+        placement = _placement_distance(stats, mask, ev, members, settings)
+        rank_used[t] = placement is not None
+        regime, conf, sub_cost = _choose_regime(ev, members, settings, placement)
         regimes[t] = (regime, conf)
         cost[sub] = sub_cost
         evidence[sub] = direction_evidence(ev, regime, settings.direction_cues)[sub]
@@ -150,6 +153,7 @@ def recover(
             "relative_distance": ev.relative.tolist(),
             "tree_of": labels.tolist(),
             "regimes": {str(k): list(v) for k, v in regimes.items()},
+            "rank_distance_used": {str(k): v for k, v in rank_used.items()},
             "votes_up": ev.votes_up.tolist(),
             "direction_evidence": evidence.tolist(),
             "shared_layers": ev.shared.tolist(),
@@ -175,8 +179,29 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
     return _solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None)
 
 
-def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings
-                   ) -> tuple[str, float, np.ndarray]:
+def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,
+                        settings: RecoverySettings) -> np.ndarray | None:
+    """The rank distance of one tree when its models differ at low rank (merged LoRA), else None.
+
+    method.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
+    grandparents likewise, so the rank of the difference places edges where a Frobenius distance
+    confuses siblings with parents. Candidates are each model's nearest relatives by distance; other
+    pairs cost more than any candidate. Ties are broken by the (normalised) distance.
+    """
+    if settings.use_rank == "never" or settings.method == "paper":
+        return None
+    found = rank_evidence(stats, mask, ev.distance, members)
+    if found is None or not (found.low_rank or settings.use_rank == "always"):
+        return None
+    d = ev.distance[np.ix_(members, members)]
+    finite = np.isfinite(d) & (d > 0)
+    scale = float(d[finite].max()) if finite.any() else 1.0
+    tie_break = 1e-3 * np.where(np.isfinite(d), d, scale) / scale
+    return np.where(np.isnan(found.rank), 2.0, found.rank) + tie_break
+
+
+def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings,
+                   placement: np.ndarray | None = None) -> tuple[str, float, np.ndarray]:
     """Solve one tree under each candidate regime and keep the cheaper (``auto``).
 
     A tree whose kurtosis moves monotonically away from some root is cheap under one regime only;
@@ -185,7 +210,7 @@ def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySett
     between the two solutions, in units of edges: sigmoid(2 * difference).
     """
     sub = np.ix_(members, members)
-    d = ev.distance[sub]
+    d = ev.distance[sub] if placement is None else placement
     lam = settings.lambda_
     options = ["specialization", "generalization"] if settings.regime == "auto" else [settings.regime]
     solved = []

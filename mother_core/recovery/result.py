@@ -55,8 +55,8 @@ class RecoverySettings:
     name_pattern : str or None
         Optional regular expression; only tensors whose name matches are used.
     use_rank : str
-        ``"auto"`` (use the rank of weight differences where they are low rank, i.e. LoRA),
-        ``"never"`` or ``"always"``.
+        ``"auto"`` (place edges by the rank of weight differences in trees whose models differ at
+        low rank, i.e. merged LoRA fine-tunes), ``"never"`` or ``"always"``.
     n_trees : int or None
         Number of trees if the user knows it; ``None`` finds it from the data.
     """

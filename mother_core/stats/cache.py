@@ -15,11 +15,13 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from mother_core.errors import ResultFormatError
 from mother_core.io.base import ModelRef
 
 # Bump when the meaning of a cached number changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def model_key(ref: ModelRef, base: ModelRef | None = None, content_hash: bool = False) -> str:
@@ -62,6 +64,8 @@ class StatsCache:
                     PRIMARY KEY (model, slot));
                 CREATE TABLE IF NOT EXISTS pair_slot (
                     a TEXT, b TEXT, slot TEXT, sq_dist REAL, PRIMARY KEY (a, b, slot));
+                CREATE TABLE IF NOT EXISTS model_skeleton (
+                    model TEXT, slot TEXT, k1 INTEGER, k2 INTEGER, data BLOB, PRIMARY KEY (model, slot));
                 """
             )
         except sqlite3.DatabaseError as e:
@@ -83,6 +87,15 @@ class StatsCache:
                 out[(row[0], row[1])] = tuple(row[2:])
         return out
 
+    def skeletons(self, keys: Iterable[str]) -> dict[tuple[str, str], np.ndarray]:
+        """(model key, slot key) -> the model's skeleton of that slot (float32, k1 x k2)."""
+        out: dict[tuple[str, str], np.ndarray] = {}
+        for chunk in _chunks(list(set(keys)), 500):
+            q = f"SELECT * FROM model_skeleton WHERE model IN ({','.join('?' * len(chunk))})"
+            for model, slot, k1, k2, data in self._db.execute(q, chunk):
+                out[(model, slot)] = np.frombuffer(data, dtype=np.float32).reshape(k1, k2)
+        return out
+
     def pair_dists(self, keys: Iterable[str]) -> dict[tuple[str, str, str], float]:
         """(key a, key b, slot key) -> squared distance, for pairs within ``keys`` (a < b)."""
         keys = sorted(set(keys))
@@ -100,6 +113,7 @@ class StatsCache:
         self,
         model_rows: Iterable[tuple[str, str, float, float, float, float, float]],
         pair_rows: Iterable[tuple[str, str, str, float]],
+        skeleton_rows: Iterable[tuple[str, str, np.ndarray]] = (),
     ) -> None:
         """Store results. A cache that cannot be written (locked too long, disk full) only costs the
         next run a re-read: it warns and never fails the run whose results are already computed."""
@@ -109,6 +123,11 @@ class StatsCache:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO pair_slot VALUES (?,?,?,?)",
                     ((a, b, s, d) if a < b else (b, a, s, d) for a, b, s, d in pair_rows),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO model_skeleton VALUES (?,?,?,?,?)",
+                    ((m, s, a.shape[0], a.shape[1], np.ascontiguousarray(a, dtype=np.float32).tobytes())
+                     for m, s, a in skeleton_rows),
                 )
         except sqlite3.Error as e:
             warnings.warn(f"Could not write the statistics cache {self.path}: {e}. Results are "

@@ -22,6 +22,7 @@ from mother_core.stats.execute import execute_plan
 from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, build_plan, collect_slots
 from mother_core.stats.progress import Progress, ProgressCallback
 from mother_core.stats.result import WeightStatistics
+from mother_core.stats.skeleton import UNIT_ROUNDOFF, skeleton_index
 
 
 def compute_statistics(
@@ -79,18 +80,20 @@ def compute_statistics(
         if cache is not None:
             stack.callback(cache.close)
         slots, holders, _ = collect_slots(listings)
-        cached_models, cached_pairs = ({}, {}) if cache is None else (
-            cache.model_stats(keys), cache.pair_dists(keys))
+        cached_models, cached_pairs, cached_skel = ({}, {}, {}) if cache is None else (
+            cache.model_stats(keys), cache.pair_dists(keys), cache.skeletons(keys))
         known = _known_pairs(slots, keys, cached_pairs)
-        needs = _what_to_read(slots, holders, keys, cached_models, known)
+        needs = _what_to_read(slots, holders, keys, cached_models, known, cached_skel)
         plan = build_plan(listings, needs, chunk_elements)
         out = execute_plan(plan, readers, dev, progress)
 
         for m, message in sorted(out.failed.items()):
             problems.append(Problem(good_refs[m].path, message))
         stats = _assemble(good_refs, plan, out, keys, cached_models, known)
+        stats.skeletons = _assemble_skeletons(plan, out, keys, cached_skel)
+        stats.roundoff = np.array([_roundoff(listing) for listing in listings])
         if cache is not None:
-            _store(cache, plan, out, keys, cached_models, known)
+            _store(cache, plan, out, keys, cached_models, known, cached_skel)
         del known  # (T, N, N): as large as the result's distances
         keep = [m for m in range(len(good_refs)) if m not in out.failed]
         if len(keep) < 2:
@@ -184,11 +187,13 @@ def _known_pairs(slots, keys, cached_pairs) -> np.ndarray:
     return known
 
 
-def _what_to_read(slots, holders, keys, cached_models, known) -> dict[int, list[int]]:
+def _what_to_read(slots, holders, keys, cached_models, known, cached_skel) -> dict[int, list[int]]:
     needs: dict[int, list[int]] = {}
     for s, (meta, who) in enumerate(zip(slots, holders)):
         sk = slot_key(meta.name, meta.shape)
-        read = {m for m in who if (keys[m], sk) not in cached_models}
+        wants_skeleton = skeleton_index(meta.shape) is not None
+        read = {m for m in who if (keys[m], sk) not in cached_models
+                or (wants_skeleton and (keys[m], sk) not in cached_skel)}
         if len(read) < len(who):  # some holders are cached: read those in a pair the cache lacks
             idx = np.array(who)
             sub = known[s][np.ix_(idx, idx)]
@@ -230,7 +235,33 @@ def _assemble(refs, plan, out, keys, cached_models, known) -> WeightStatistics:
                             var=var, kurtosis=kurt, norm=norm, sq_dist=sq)
 
 
-def _store(cache: StatsCache, plan, out, keys, cached_models, known) -> None:
+def _assemble_skeletons(plan, out, keys, cached_skel) -> dict[int, np.ndarray]:
+    skeletons: dict[int, np.ndarray] = {}
+    n = len(keys)
+    for s, (meta, who) in enumerate(zip(plan.slots, plan.holders)):
+        index = skeleton_index(meta.shape)
+        if index is None:
+            continue
+        arr = np.full((n, len(index[0]), len(index[1])), np.nan, dtype=np.float32)
+        sk = slot_key(meta.name, meta.shape)
+        for m in who:
+            cached = cached_skel.get((keys[m], sk))
+            if cached is not None:
+                arr[m] = cached
+        if s in out.skeletons:
+            who_read, values = out.skeletons[s]
+            if len(who_read):
+                arr[np.array(who_read)] = values
+        skeletons[s] = arr
+    return skeletons
+
+
+def _roundoff(listing) -> float:
+    """Unit roundoff of the coarsest float dtype a model stores."""
+    return max((UNIT_ROUNDOFF.get(t.dtype, 2.0**-8) for t in listing.values() if t.is_float), default=2.0**-24)
+
+
+def _store(cache: StatsCache, plan, out, keys, cached_models, known, cached_skel) -> None:
     """Write what this pass computed and the cache lacks (re-writing known rows cost seconds at scale)."""
     model_rows = []
     for (s, m), v in out.moments.items():
@@ -248,7 +279,11 @@ def _store(cache: StatsCache, plan, out, keys, cached_models, known) -> None:
         new = np.triu(np.isnan(known[s][np.ix_(idx, idx)]), k=1)  # pairs the cache lacks (same-key pairs are 0)
         for a_i, b_i in zip(*np.nonzero(new)):
             pair_rows.append((key_arr[idx[a_i]], key_arr[idx[b_i]], sk, float(mat[a_i, b_i])))
-    cache.put(model_rows, pair_rows)
+    skeleton_rows = []
+    for s, (who, values) in out.skeletons.items():
+        sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
+        skeleton_rows += [(keys[m], sk, values[i]) for i, m in enumerate(who) if (keys[m], sk) not in cached_skel]
+    cache.put(model_rows, pair_rows, skeleton_rows)
 
 
 def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:
@@ -262,4 +297,7 @@ def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:
         present=stats.present[idx][:, cols], mean=stats.mean[idx][:, cols], var=stats.var[idx][:, cols],
         kurtosis=stats.kurtosis[idx][:, cols], norm=stats.norm[idx][:, cols],
         sq_dist=stats.sq_dist[cols][:, idx][:, :, idx],
+        skeletons={int(new_s): stats.skeletons[old_s][idx] for new_s, old_s in
+                   enumerate(np.flatnonzero(cols)) if old_s in stats.skeletons},
+        roundoff=None if stats.roundoff is None else stats.roundoff[idx],
     )

@@ -27,6 +27,7 @@ from mother_core.io.base import ModelReader
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
 from mother_core.stats.progress import Progress, ProgressCallback
+from mother_core.stats.skeleton import gather, skeleton_index
 
 
 @dataclass
@@ -35,6 +36,7 @@ class PassOutput:
 
     moments: dict[tuple[int, int], tuple[float, float, float, float, float]] = field(default_factory=dict)
     sq_dist: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
+    skeletons: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     bytes_read: int = 0
     seconds: float = 0.0
@@ -115,6 +117,7 @@ def execute_plan(
     steps = [(task, i) for task in plan.tasks for i in range(len(task.chunks))]
     tasks_done = 0
     state: dict[int, _TaskState] = {}
+    skeletons = {t.slot: ix for t in plan.tasks if (ix := skeleton_index(plan.slots[t.slot].shape)) is not None}
 
     def report(stage: str) -> None:
         if progress is None:
@@ -132,7 +135,7 @@ def execute_plan(
             if ahead < len(steps):
                 _prefetch(plan, steps[ahead], readers, locks, failed)
         chunk = _load(task, ci, plan, readers, ring, k % 2, device, failed, locks)
-        return _reduce(chunk, reducers[k % 2])
+        return _reduce(chunk, reducers[k % 2], plan.slots[task.slot].shape, skeletons.get(task.slot))
 
     report("reading")
     threads = torch.get_num_threads()
@@ -151,7 +154,7 @@ def execute_plan(
                     # Chunk k's buffer and reducer are free again: chunk k + 2 may use them.
                     pending[k + 2] = pool.submit(job, k + 2, dict(out.failed))
                 out.bytes_read += done.nbytes
-                st = state.setdefault(task.slot, _TaskState(task))
+                st = state.setdefault(task.slot, _TaskState(task, skeletons.get(task.slot)))
                 st.add(done)
                 if ci == len(task.chunks) - 1:
                     st.finish(task, out)
@@ -176,13 +179,17 @@ class _Reduced:
     sq_dist: np.ndarray | None
     errors: dict[int, str]
     nbytes: int
+    skeleton: tuple[np.ndarray, np.ndarray] | None = None  # (skeleton rows held, values (M, r, k2))
 
 
-def _reduce(chunk: _Chunk, reducer: ChunkReducer) -> _Reduced:
+def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
+            skeleton: tuple[np.ndarray, np.ndarray] | None) -> _Reduced:
     if chunk.data is None:
         return _Reduced([], None, None, chunk.errors, chunk.nbytes)
     mom, d = reducer.reduce(chunk.data)
-    return _Reduced(chunk.models, mom, d, chunk.errors, chunk.nbytes)
+    rows = chunk.task.chunks[chunk.index]
+    sk = gather(chunk.data, shape, rows, skeleton) if skeleton is not None else None
+    return _Reduced(chunk.models, mom, d, chunk.errors, chunk.nbytes, sk)
 
 
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],
@@ -272,12 +279,14 @@ def _fill_row(reader: ModelReader, name: str, rows: tuple[int, int] | None, row:
 class _TaskState:
     """Accumulates one slot's moments and distances over its chunks (arrays over ``task.models``)."""
 
-    def __init__(self, task: TensorTask) -> None:
+    def __init__(self, task: TensorTask, skeleton: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.pos = {m: i for i, m in enumerate(task.models)}
         k = len(task.models)
         self.moments: Moments | None = None  # over task.models; n == 0 where nothing was added yet
         self.dist = np.zeros((k, k))
         self.dropped: set[int] = set()
+        self.skeleton = (None if skeleton is None else
+                         np.full((k, len(skeleton[0]), len(skeleton[1])), np.nan, dtype=np.float32))
 
     def add(self, chunk: "_Reduced") -> None:
         self.dropped.update(chunk.errors)
@@ -286,6 +295,9 @@ class _TaskState:
         mom, d = chunk.moments, chunk.sq_dist
         idx = np.array([self.pos[m] for m in chunk.models])
         self.dist[np.ix_(idx, idx)] += d
+        if self.skeleton is not None and chunk.skeleton is not None:
+            positions, values = chunk.skeleton
+            self.skeleton[idx[:, None], positions[None, :]] = values
         if self.moments is None:
             k = len(self.pos)
             self.moments = Moments(*(np.zeros(k) for _ in range(5)))
@@ -304,6 +316,8 @@ class _TaskState:
                                            float(mo.m3[i]), float(mo.m4[i]))
         idx = np.array([self.pos[m] for m in ok], dtype=int)
         out.sq_dist[task.slot] = (tuple(ok), self.dist[np.ix_(idx, idx)].copy())
+        if self.skeleton is not None:
+            out.skeletons[task.slot] = (tuple(ok), self.skeleton[idx])
 
 
 def _combine_or_take(cur: Moments, new: Moments) -> Moments:

@@ -63,6 +63,11 @@ class WeightStatistics:
         Squared L2 distance ||W_i - W_j||^2 of each shared slot; symmetric, zero diagonal.
     diff_rank : ndarray of float32, shape (T, N, N), optional
         Numerical rank of W_i - W_j for 2-D slots where it was computed (LoRA distance), else NaN.
+    skeletons : dict of int -> ndarray (N, k1, k2) float32
+        For 2-D slots: each model's fixed random k1 x k2 submatrix (NaN if it lacks the slot), from which
+        recovery reads the rank of weight differences (:mod:`mother_core.stats.skeleton`).
+    roundoff : ndarray (N,)
+        Unit roundoff of each model's coarsest stored float dtype (rank thresholds depend on it).
     problems : list of Problem
         Inputs that were skipped, with the reason.
     settings : dict
@@ -78,6 +83,8 @@ class WeightStatistics:
     norm: np.ndarray
     sq_dist: np.ndarray
     diff_rank: np.ndarray | None = None
+    skeletons: dict[int, np.ndarray] = field(default_factory=dict)
+    roundoff: np.ndarray | None = None
     problems: list[Problem] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
 
@@ -127,6 +134,10 @@ class WeightStatistics:
         )
         if self.diff_rank is not None:
             arrays["diff_rank"] = self.diff_rank
+        if self.roundoff is not None:
+            arrays["roundoff"] = self.roundoff
+        for slot, sk in self.skeletons.items():
+            arrays[f"skeleton_{slot}"] = sk
         np.savez(path, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
 
     @classmethod
@@ -141,7 +152,9 @@ class WeightStatistics:
             ) from e
         models = [ModelRef(**{**m, "files": tuple(m["files"])}) for m in header["models"]]
         tensors = [TensorMeta(t["name"], tuple(t["shape"]), t["kind"]) for t in header["tensors"]]
+        skeletons = {int(k.split("_", 1)[1]): arrays.pop(k) for k in list(arrays) if k.startswith("skeleton_")}
         return cls(
             models=models, tensors=tensors, problems=[Problem(**p) for p in header["problems"]],
-            settings=header["settings"], diff_rank=arrays.pop("diff_rank", None), **arrays,
+            settings=header["settings"], diff_rank=arrays.pop("diff_rank", None),
+            roundoff=arrays.pop("roundoff", None), skeletons=skeletons, **arrays,
         )
