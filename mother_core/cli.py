@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--layers", default="matrices",
                      help="layer selection: matrices (default), all, square-attention, or kinds a,b,c")
     rec.add_argument("--name-pattern", help="regular expression: only tensors whose name matches")
+    rec.add_argument("--use-rank", choices=["auto", "never", "always"], default="auto",
+                     help="place edges by the rank of weight differences (merged LoRA); auto detects it")
+    rec.add_argument("--content-hash", action="store_true",
+                     help="key the statistics cache on file content (SHA-256), not path/size/mtime")
     rec.add_argument("--n-trees", type=int, help="number of trees, if known (default: found from the data)")
     rec.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
@@ -111,14 +115,15 @@ def _cmd_recover(args) -> int:
     from mother_core.pipeline import recover_paths
 
     settings = RecoverySettings(regime=args.regime, method=args.method, lambda_=args.lambda_, layers=args.layers,
-                                name_pattern=args.name_pattern, n_trees=args.n_trees)
+                                name_pattern=args.name_pattern, n_trees=args.n_trees, use_rank=args.use_rank)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)
     update, close = _progress_bar(args.quiet)
     try:
         result = recover_paths(args.paths, settings, device=args.device, cache_dir=args.cache_dir,
-                               progress=update, component=args.component, constraints=constraints)
+                               progress=update, component=args.component, constraints=constraints,
+                               content_hash=args.content_hash)
     finally:
         close()
     result.save(args.out)

@@ -22,6 +22,7 @@ def recover_paths(
     progress: ProgressCallback | None = None,
     component: str | None = None,
     constraints: Constraints = Constraints(),
+    content_hash: bool = False,
 ) -> Recovery:
     """Discover models under ``paths``, stream their statistics, and recover the Model Graph.
 
@@ -38,6 +39,10 @@ def recover_paths(
         Receives :class:`~mother_core.stats.progress.Progress` updates.
     component : str, optional
         Sub-folder of multi-component repositories to use (e.g. ``"unet"``).
+    constraints : Constraints
+        Forced / forbidden edges and fixed roots, by model id.
+    content_hash : bool
+        Key the statistics cache on file content instead of path, size and mtime.
 
     Examples
     --------
@@ -46,5 +51,6 @@ def recover_paths(
     >>> result.roots  # doctest: +SKIP
     """
     found = discover(paths, component=component)
-    stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress)
+    stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress,
+                               content_hash=content_hash)
     return recover(stats, settings, constraints)
