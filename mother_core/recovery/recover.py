@@ -5,6 +5,8 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 
 1. Distances: l_FT(i, j) = mean over shared selected layers of RMS(W_i - W_j) (paper, v2), over all
    weight matrices (+), setting aside per pair the layers that were re-initialised (+, a new head).
+   In a tree whose models differ at low rank (merged LoRA) the paper's l_LoRA places edges instead:
+   the rank of the differences, read from streamed skeletons (+, automatic, ``use_rank``).
 2. Trees: split by the median relative distance without being told how many (+, :mod:`.forest`).
 3. Direction: K[p, c] in [0, 1] from the evidence that c descends from p: the magnitude-weighted
    per-layer kurtosis vote read under the tree's regime, plus norm growth (+): a fine-tune adds a
@@ -157,14 +159,13 @@ def recover(
             "votes_up": ev.votes_up.tolist(),
             "direction_evidence": evidence.tolist(),
             "shared_layers": ev.shared.tolist(),
-            "layer_rms": None,  # filled per edge below; the full (L, N, N) tensor stays in memory only
             "model_paths": [m.path for m in stats.models],
             "model_formats": [m.format for m in stats.models],
             "declared_parents": [m.declared_parent for m in stats.models],
             "n_params": [int((stats.numel * stats.present[i]).sum()) for i in range(n)],
         },
     )
-    recovery.extra.pop("layer_rms")
+    # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     return _solve(recovery, constraints, ids=stats.model_ids, layer_rms=ev.rms)
 
 
