@@ -36,6 +36,7 @@ ABLATIONS: list[tuple[str, RecoverySettings]] = [
      RecoverySettings(method="paper", layers="square-attention")),
     ("paper method on all weight matrices", RecoverySettings(method="paper")),
     ("distance only (lambda 0: no direction)", RecoverySettings(lambda_=0.0)),
+    ("no rank distance for low-rank (LoRA) trees", RecoverySettings(use_rank="never")),
     ("direction: kurtosis only", RecoverySettings(direction_cues="kurtosis")),
     ("direction: norm growth only", RecoverySettings(direction_cues="norm")),
     ("regime fixed: specialization", RecoverySettings(regime="specialization")),

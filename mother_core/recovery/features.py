@@ -165,7 +165,8 @@ LOW_RANK_FRACTION = 0.5
 class RankEvidence:
     """Normalised rank of weight differences for candidate pairs of one tree (method.md l_LoRA).
 
-    ``rank[i, j]``: mean over skeleton layers of rank(W_i - W_j) / k in [0, 1], NaN where not measured.
+    ``rank[i, j]``: mean over the skeleton layers that differ of rank(W_i - W_j) / k in [0, 1] (0 when
+    no layer differs), NaN where not measured.
     ``low_rank``: whether the tree's models differ from their nearest relative at low rank.
     """
 
@@ -210,11 +211,12 @@ def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarra
                                    + np.mean(sk[gb[ok]].astype(np.float64) ** 2, axis=(1, 2))))
             roundoff = np.maximum(stats.roundoff[ga[ok]], stats.roundoff[gb[ok]])
             r = numerical_rank(diffs, scale, roundoff) / min(sk.shape[1:])
+            # Only layers that changed count: frozen layers (rank 0) are shared by a whole family
+            # and would make a partial fine-tune (a few full-rank layers) look low-rank.
             totals[ok] += r
-            counts[ok] += 1
+            counts[ok] += r > 0
         for (a, b), t, c in zip(pairs, totals, counts):
-            if c:
-                rank[a, b] = rank[b, a] = t / c
+            rank[a, b] = rank[b, a] = t / c if c else 0.0
 
     measure([(i, int(order[i, 0])) for i in range(n) if np.isfinite(d[i, order[i, 0]])])
     nearest = np.array([rank[i, order[i, 0]] for i in range(n)])
