@@ -156,8 +156,8 @@ def test_demo_tree_edge_and_offline(server):
         grid = page.get_by_test_id("stDataFrame").first.bounding_box()
         page.mouse.click(grid["x"] + 14, grid["y"] + 35 * 3 + 17)  # row 3's selection checkbox
         page.wait_for_function(
-            "t => Array.from(document.querySelectorAll('.gtitle')).some("
-            "e => e.textContent.startsWith('Kurtosis per layer: ') && !e.textContent.endsWith(t))",
+            "t => { const k = Array.from(document.querySelectorAll('.gtitle')).find("
+            "e => e.textContent.startsWith('Kurtosis per layer: ')); return k && !k.textContent.endsWith(t); }",
             arg=target, polling="raf", timeout=30_000)
         _settled(page)
         title = [t for t in page.locator(".gtitle").evaluate_all("els => els.map(e => e.textContent)")
