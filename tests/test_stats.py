@@ -198,3 +198,22 @@ def test_skeleton_rank_of_a_merged_lora_survives_half_precision(tmp_path, dtype)
     assert rank("layers.0.mlp.up_proj.weight", ib, il) == 4
     assert rank("layers.0.mlp.down_proj.weight", ib, il) == 0  # untouched layer
     assert rank("layers.0.mlp.up_proj.weight", ib, io) == 96  # unrelated: full rank of the skeleton
+
+
+def _cached_run(args):
+    folder, cache = args
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")  # a cache write that gives up would warn
+        return compute_statistics(discover([folder]), device="cpu", cache_dir=cache).settings["bytes_read"]
+
+
+def test_processes_can_share_one_cache(tmp_path):
+    import multiprocessing as mp
+
+    _family(tmp_path)
+    with mp.get_context("spawn").Pool(3) as pool:
+        reads = pool.map(_cached_run, [(tmp_path / "set", tmp_path / "cache")] * 3)
+    assert all(r >= 0 for r in reads)
+    assert _cached_run((tmp_path / "set", tmp_path / "cache")) == 0  # and it holds everything now

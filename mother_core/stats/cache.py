@@ -55,7 +55,9 @@ class StatsCache:
         try:
             # Several processes (app sessions, parallel test workers) may share one cache: wait for
             # a writer instead of failing, and let readers run beside it (write-ahead log).
-            self._db = sqlite3.connect(self.path, timeout=120)
+            # Autocommit: reads never leave a transaction open that a later write would have to
+            # upgrade (SQLite answers such an upgrade "locked" at once instead of waiting).
+            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(
                 """
@@ -118,7 +120,8 @@ class StatsCache:
         """Store results. A cache that cannot be written (locked too long, disk full) only costs the
         next run a re-read: it warns and never fails the run whose results are already computed."""
         try:
-            with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # take the write lock up front (waits up to the timeout)
+            with self._db:  # commits, or rolls back on error
                 self._db.executemany("INSERT OR REPLACE INTO model_slot VALUES (?,?,?,?,?,?,?)", model_rows)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO pair_slot VALUES (?,?,?,?)",
