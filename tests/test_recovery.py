@@ -144,6 +144,10 @@ def test_confidence_and_alternatives_are_reported(zoo_stats):
         assert all(a.cost >= rec.cost_matrix[rec.model_ids.index(e.parent), rec.model_ids.index(e.child)]
                    for a in e.alternatives)
         assert len(e.layer_distance) == len(rec.layers)
+        assert rec.model(e.child).alternatives == e.alternatives
+    tree = next(t for t in rec.trees if len(t.members) > 1)
+    root = rec.model(tree.root)
+    assert root.alternatives and all(a.parent in tree.members for a in root.alternatives)
 
 
 def test_square_attention_selection_needs_square_matrices(zoo_stats):

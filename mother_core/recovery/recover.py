@@ -316,10 +316,12 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
     nodes: list[ModelNode] = []
     for c in range(n):
         members = np.flatnonzero(labels == labels[c])
-        banned = descendants(c) | {c}
+        p = int(parent[c])
+        # A child's alternatives exclude its descendants (a cycle); a root's are every other member
+        # of its tree: re-rooting there is what choosing one would mean.
+        banned = {c} if p < 0 else descendants(c) | {c}
         cand = [q for q in members if q not in banned and np.isfinite(cost[q, c])]
         cand.sort(key=lambda q: cost[q, c])
-        p = int(parent[c])
         alternatives = tuple(Alternative(ids[q], float(cost[q, c]), float(dist[q, c]))
                              for q in cand if q != p)[:MAX_ALTERNATIVES]
         if p >= 0:
@@ -351,7 +353,7 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
         nodes.append(ModelNode(
             id=ids[c], path=extra["model_paths"][c], tree=int(labels[c]), kurtosis=float(ku_model[c]),
             is_root=p < 0, declared_parent=extra["declared_parents"][c], format=extra["model_formats"][c],
-            n_params=int(extra["n_params"][c]),
+            n_params=int(extra["n_params"][c]), alternatives=alternatives,
         ))
     trees = []
     for t in np.unique(labels):

@@ -111,6 +111,8 @@ class ModelNode:
     declared_parent: str | None = None
     format: str = ""
     n_params: int = 0
+    # Ranked candidate parents (the chosen one excluded), for roots too: what else could it descend from.
+    alternatives: tuple[Alternative, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,8 @@ class Recovery:
                 "(as written by `mother recover --out result.json`)."
             )
         try:
-            models = [_build(ModelNode, m) for m in d["models"]]
+            models = [_build(ModelNode, {**m, "alternatives": tuple(
+                _build(Alternative, a) for a in m.get("alternatives", ()))}) for m in d["models"]]
             edges = []
             for e in d["edges"]:
                 alts = tuple(_build(Alternative, a) for a in e.get("alternatives", ()))
