@@ -18,7 +18,7 @@ import streamlit as st
 st.set_page_config(page_title="MoTHer Explorer", page_icon="🌳", layout="wide")
 st.title("MoTHer Explorer")
 st.caption("Which model was fine-tuned from which? Recovered from the weights alone "
-           "(distance places the edges, kurtosis orients them).")
+           "(distance places the edges; kurtosis and norm growth orient them).")
 
 from explorer_ui import views  # noqa: E402
 from explorer_ui.sidebar import page  # noqa: E402

@@ -6,7 +6,6 @@ is recovered yet, after telling the user why). Engine errors are shown in the pa
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -17,16 +16,16 @@ import streamlit as st
 
 from mother_core.errors import MotherError
 from mother_core.lineage import declared_edges, edge_lineage, match_model_id
+from mother_core.recovery.features import LAYER_SELECTIONS as LAYERS
+from mother_core.recovery.recover import METHODS, REGIMES
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
 
 from explorer_ui import engine, sources
 from explorer_ui.sources import ModelSet
 
 SOURCES = ("Demo sets", "Local folder", "Hugging Face cache", "Paper presets", "Saved result")
-REGIMES = ("auto", "specialization", "generalization")
-LAYERS = ("all", "matrices", "square-attention")
 DEVICES = ("auto", "cpu", "cuda")
-METHODS = ("mother+", "paper")
+USE_RANK = ("auto", "never", "always")
 TALK_CSS = """<style>
 html, body, [class*="css"], .stMarkdown p, .stCaption, li {font-size: 1.35rem !important;}
 h1 {font-size: 3rem !important;} h2 {font-size: 2.3rem !important;}
@@ -151,24 +150,24 @@ def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
         regime = _widget(st.selectbox, "Kurtosis regime", "regime", default_regime, options=REGIMES,
                          disabled=disabled, help="specialization: kurtosis falls parent -> child; "
                          "generalization: it rises; auto: inferred per tree.")
-        has_method = "method" in {f.name for f in dataclasses.fields(RecoverySettings)}
-        method = _widget(st.selectbox, "Method", "method", "mother+", options=METHODS,
-                         disabled=disabled or not has_method,
-                         help="mother+: robust distances place edges, kurtosis only orients them; "
-                         "paper: the published cost (lambda 0.3).")
+        method = _widget(st.selectbox, "Method", "method", "mother+", options=METHODS, disabled=disabled,
+                         help="mother+: robust distance (rank of differences for LoRA trees) places edges, "
+                         "kurtosis and norm growth orient them; paper: the published method.")
+        use_rank = _widget(st.selectbox, "Rank distance (LoRA)", "use_rank", "auto", options=USE_RANK,
+                           disabled=disabled, help="auto: used for trees whose models differ at low rank.")
         own = _widget(st.checkbox, "Set lambda myself", "own_lambda", False, disabled=disabled)
         lam = _widget(st.slider, "lambda (direction penalty)", "lambda", 0.3, min_value=0.0,
                       max_value=2.0, step=0.05, disabled=disabled or not own)
-        layers = _widget(st.selectbox, "Layers", "layers", "all", options=LAYERS, disabled=disabled)
+        layers = _widget(st.selectbox, "Layers", "layers", "matrices", options=LAYERS, disabled=disabled)
         n_trees = _widget(st.number_input, "Number of trees (0 = find from data)", "n_trees", 0,
                           min_value=0, max_value=1000, step=1, disabled=disabled)
         device = _widget(st.selectbox, "Device", "device", "auto", options=DEVICES, disabled=disabled)
         st.caption(f"Compute device: **{engine.device_description(device)}**")
-    wanted = {"regime": regime, "method": method, "layers": layers, "n_trees": int(n_trees) or None}
+    wanted = {"regime": regime, "method": method, "use_rank": use_rank, "layers": layers,
+              "n_trees": int(n_trees) or None}
     if own:
         wanted["lambda_"] = float(lam)
-    known = {f.name for f in dataclasses.fields(RecoverySettings)}  # unset knobs keep the engine's default
-    return RecoverySettings(**{k: v for k, v in wanted.items() if k in known}), device
+    return RecoverySettings(**wanted), device
 
 
 def pick_model_set() -> tuple[ModelSet | None, RecoverySettings, str]:
