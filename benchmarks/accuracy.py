@@ -39,6 +39,7 @@ ABLATIONS: list[tuple[str, RecoverySettings]] = [
     ("no rank distance for low-rank (LoRA) trees", RecoverySettings(use_rank="never")),
     ("direction: kurtosis only", RecoverySettings(direction_cues="kurtosis")),
     ("direction: norm growth only", RecoverySettings(direction_cues="norm")),
+    ("norm cue always read as growth (sign not inferred per tree)", RecoverySettings(norm_direction="growth")),
     ("regime fixed: specialization", RecoverySettings(regime="specialization")),
     ("layers: square attention only", RecoverySettings(layers="square-attention")),
     ("layers: all float tensors (norms, biases too)", RecoverySettings(layers="all")),

@@ -45,7 +45,8 @@ METHODS = ("mother+", "paper")
 MAX_ALTERNATIVES = 5
 
 
-def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm") -> np.ndarray:
+def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm",
+                       norm_sign: float = 1.0) -> np.ndarray:
     """E[p, c] in [-2, 2]: evidence that p is the parent of c rather than the reverse (antisymmetric).
 
     Sum of the enabled cues, each in [-1, 1]:
@@ -54,18 +55,20 @@ def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm
       (specialization: falling kurtosis points parent -> child; generalization: rising);
     - ``norm``: norm growth: a fine-tune adds a nearly orthogonal update, so the child's squared norm
       exceeds the parent's by about the squared distance (:attr:`PairEvidence.norm_growth`).
+      ``norm_sign = -1`` reads it the other way, for trees trained with enough weight decay that
+      norms shrink from parent to child.
     """
     sign = -1.0 if regime == "specialization" else 1.0
     e = np.zeros_like(ev.distance)
     if "kurtosis" in cues:
         e = e + sign * ev.kurtosis_trend
     if "norm" in cues:
-        e = e + ev.norm_growth
+        e = e + norm_sign * ev.norm_growth
     return e
 
 
 def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
-                      cues: str = "kurtosis+norm") -> np.ndarray:
+                      cues: str = "kurtosis+norm", norm_sign: float = 1.0) -> np.ndarray:
     """K[p, c] in [0, 1]: how much the edge p -> c goes against the direction evidence.
 
     ``"paper"``: 1 when the summed kurtosis change over shared layers has the wrong sign for the
@@ -79,7 +82,7 @@ def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
         rising = regime == "generalization"
         return (ev.kurtosis_delta < 0 if rising else ev.kurtosis_delta > 0).astype(np.float64)
     n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm")))
-    return (1.0 - direction_evidence(ev, regime, cues) / n_cues) / 2.0
+    return (1.0 - direction_evidence(ev, regime, cues, norm_sign) / n_cues) / 2.0
 
 
 def cost_matrix(distance: np.ndarray, penalty: np.ndarray, lambda_: float) -> np.ndarray:
@@ -130,6 +133,7 @@ def recover(
     evidence = np.zeros((n, n))
     regimes: dict[int, tuple[str, float]] = {}
     rank_used: dict[int, bool] = {}
+    norm_signs: dict[int, float] = {}
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
@@ -138,10 +142,11 @@ def recover(
         sub = np.ix_(members, members)
         placement = _placement_distance(stats, mask, ev, members, settings)
         rank_used[t] = placement is not None
-        regime, conf, sub_cost = _choose_regime(ev, members, settings, placement)
+        regime, conf, sub_cost, norm_sign = _choose_regime(ev, members, settings, placement)
         regimes[t] = (regime, conf)
+        norm_signs[t] = norm_sign
         cost[sub] = sub_cost
-        evidence[sub] = direction_evidence(ev, regime, settings.direction_cues)[sub]
+        evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
     recovery = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
         problems=[{"path": p.path, "message": p.message} for p in stats.problems],
@@ -156,6 +161,7 @@ def recover(
             "tree_of": labels.tolist(),
             "regimes": {str(k): list(v) for k, v in regimes.items()},
             "rank_distance_used": {str(k): v for k, v in rank_used.items()},
+            "norm_sign": {str(k): v for k, v in norm_signs.items()},
             "votes_up": ev.votes_up.tolist(),
             "direction_evidence": evidence.tolist(),
             "shared_layers": ev.shared.tolist(),
@@ -202,35 +208,43 @@ def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvide
 
 
 def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings,
-                   placement: np.ndarray | None = None) -> tuple[str, float, np.ndarray]:
-    """Solve one tree under each candidate regime and keep the cheaper (``auto``).
+                   placement: np.ndarray | None = None) -> tuple[str, float, np.ndarray, float]:
+    """Solve one tree under each reading of its direction cues and keep the cheapest (``auto``).
 
-    A tree whose kurtosis moves monotonically away from some root is cheap under one regime only;
-    a chain is equally cheap under both (reverse it), and then specialization, the common case,
-    is kept with confidence 0.5. Confidence grows with the difference in direction penalty
-    between the two solutions, in units of edges: sigmoid(2 * difference).
+    Readings: the kurtosis regime (specialization or generalization) and, with ``norm_direction``
+    ``"auto"``, the sign of the norm cue (growth, or shrinkage under strong weight decay). A family
+    tree branches: a tree whose cues move monotonically away from one root is cheap under one
+    reading only. A chain reads equally well forwards and backwards; ties keep the prior
+    (specialization, growth) with confidence 0.5. Confidence grows with the difference in direction
+    penalty between the best and the next reading, in units of edges: sigmoid(2 * difference).
+
+    Returns
+    -------
+    regime, confidence, cost matrix, norm sign
     """
     sub = np.ix_(members, members)
     d = ev.distance[sub] if placement is None else placement
     lam = settings.lambda_
-    options = ["specialization", "generalization"] if settings.regime == "auto" else [settings.regime]
+    regimes = ["specialization", "generalization"] if settings.regime == "auto" else [settings.regime]
+    free_norm = (settings.norm_direction == "auto" and "norm" in settings.direction_cues
+                 and settings.method != "paper")
+    signs = [1.0, -1.0] if free_norm else [1.0]
+    options = [(r, sgn) for sgn in signs for r in regimes]  # in order of prior preference
     solved = []
-    for regime in options:
-        k = direction_penalty(ev, regime, settings.method, settings.direction_cues)[sub]
+    for rank_of_prior, (regime, sgn) in enumerate(options):
+        k = direction_penalty(ev, regime, settings.method, settings.direction_cues, sgn)[sub]
         m = cost_matrix(d, k, lam)
         parent = minimum_spanning_arborescence(m)
         penalty = float(sum(k[parent[c], c] for c in range(len(parent)) if parent[c] >= 0))
-        solved.append((tree_cost(m, parent), penalty, regime, m))
-    solved.sort(key=lambda s: (s[0], s[2] != "specialization"))
-    best_cost, best_penalty, regime, m = solved[0]
+        solved.append((tree_cost(m, parent), rank_of_prior, penalty, regime, m, sgn))
+    best = min(solved, key=lambda x: x[0])
+    tied = [x for x in solved if abs(x[0] - best[0]) <= 1e-12 * max(abs(best[0]), 1e-300)]
+    chosen = min(tied, key=lambda x: x[1])  # among equally good readings, the prior's
     if len(solved) == 1:
-        return regime, 1.0, m
-    other_penalty = solved[1][1]
-    margin = other_penalty - best_penalty
-    if abs(solved[1][0] - best_cost) <= 1e-12 * max(abs(best_cost), 1e-300):
-        margin = 0.0  # a tie: keep specialization (sorted first), with no confidence either way
-        regime, m = solved[0][2], solved[0][3]
-    return regime, 1.0 / (1.0 + math.exp(-2.0 * margin)), m
+        return chosen[3], 1.0, chosen[4], chosen[5]
+    others = [x[2] for x in solved if x is not chosen and x not in tied]
+    margin = (min(others) - chosen[2]) if others and len(tied) == 1 else 0.0
+    return chosen[3], 1.0 / (1.0 + math.exp(-2.0 * margin)), chosen[4], chosen[5]
 
 
 def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_rms: np.ndarray | None) -> Recovery:

@@ -46,6 +46,9 @@ class RecoverySettings:
     direction_cues : str
         ``"mother+"`` only: which cues orient edges, ``"kurtosis+norm"`` (default), ``"kurtosis"``
         or ``"norm"`` (see :func:`mother_core.recovery.recover.direction_evidence`).
+    norm_direction : str
+        ``"auto"`` (whether norms grow or, under strong weight decay, shrink from parent to child is
+        read from each tree's shape, like the kurtosis regime) or ``"growth"`` (always growth).
     lambda_ : float
         Weight of the direction penalty: M = D + lambda * mean(D) * K (paper: 0.3, also our default;
         benchmarks/RESULTS.md has the sweep).
@@ -65,6 +68,7 @@ class RecoverySettings:
     method: str = "mother+"
     lambda_: float = 0.3
     direction_cues: str = "kurtosis+norm"
+    norm_direction: str = "auto"
     layers: str = "all"
     name_pattern: str | None = None
     use_rank: str = "auto"
