@@ -192,3 +192,10 @@ def test_rank_distance_is_used_for_lora_trees_only(zoo_stats):
     assert full and not any(full.values())  # full fine-tuning: they are not
     never = recover(zoo_stats["lora16"], RecoverySettings(use_rank="never")).extra["rank_distance_used"]
     assert not any(never.values())
+
+
+def test_norm_cue_reads_growth_for_merged_lora(zoo_stats):
+    # A merged LoRA adds B @ A to a frozen base: norms grow by construction, and the per-tree
+    # reading of the norm cue's sign must find that from the tree's shape.
+    signs = recover(zoo_stats["lora16"]).extra["norm_sign"]
+    assert signs and all(v == 1.0 for v in signs.values())
