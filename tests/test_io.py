@@ -506,3 +506,54 @@ def test_broken_shard_index_is_a_problem(tmp_path):
     cf.save_safetensors(tmp_path / "ok.safetensors", SD)
     found = discover([tmp_path])
     assert [m.id for m in found.models] == ["ok"] and "model.safetensors.index.json" in found.problems[0].message
+
+
+# --- the pass's fast paths of the safetensors reader -------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_read_into_fills_a_buffer_with_the_same_rows_as_read(tmp_path, dtype):
+    from checkpoint_factory import hf_folder, llama_state
+    from mother_core.io.discovery import discover
+    from mother_core.io.readers import open_model
+
+    sd = {k: v.to(dtype) for k, v in llama_state(seed=4).items()}
+    hf_folder(tmp_path / "m", sd)
+    ref = discover([tmp_path / "m"]).models[0]
+    with open_model(ref) as reader:
+        name = "layers.0.mlp.up_proj.weight"
+        whole = reader.read(name)
+        for rows in [(0, 3), (5, whole.shape[0]), None]:
+            expected = whole if rows is None else whole[rows[0]:rows[1]]
+            buf = torch.empty(expected.numel(), dtype=dtype)
+            got = reader.read_into(name, rows, buf)
+            assert torch.equal(got, expected)
+            assert got.data_ptr() == buf.data_ptr()  # no extra copy
+        reader.prefetch(name, (0, 3))  # a hint: must not fail or change anything
+        assert torch.equal(reader.read(name), whole)
+        with pytest.raises(ValueError):
+            reader.read_into(name, (0, 3), torch.empty(7, dtype=dtype))  # wrong size: a caller bug
+
+
+def test_header_offsets_that_do_not_match_the_shape_are_reported(tmp_path):
+    import json as _json
+    import struct
+
+    from checkpoint_factory import hf_folder, llama_state
+    from mother_core.errors import MotherError
+    from mother_core.io.discovery import discover
+    from mother_core.io.readers import open_model
+
+    folder = hf_folder(tmp_path / "m", llama_state(seed=5))
+    path = tmp_path / "m" / "model.safetensors"
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = _json.loads(raw[8:8 + n])
+    key = next(k for k in header if k != "__metadata__")
+    begin, end = header[key]["data_offsets"]
+    header[key]["data_offsets"] = [begin, end - 4]  # one element short of its shape
+    new = _json.dumps(header, separators=(",", ":")).encode()
+    new += b" " * (n - len(new)) if len(new) <= n else b""
+    assert len(new) == n
+    path.write_bytes(raw[:8] + new + raw[8 + n:])
+    with pytest.raises(MotherError, match="model.safetensors"):
+        with open_model(discover([folder]).models[0]) as reader:
+            reader.read(key.removeprefix("model."))
