@@ -21,7 +21,7 @@ from mother_core.errors import ResultFormatError
 from mother_core.io.base import ModelRef
 
 # Bump when the meaning of a cached number changes.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def model_key(ref: ModelRef, base: ModelRef | None = None, content_hash: bool = False) -> str:
@@ -64,8 +64,9 @@ class StatsCache:
                 CREATE TABLE IF NOT EXISTS model_slot (
                     model TEXT, slot TEXT, n REAL, mean REAL, m2 REAL, m3 REAL, m4 REAL,
                     PRIMARY KEY (model, slot));
-                CREATE TABLE IF NOT EXISTS pair_slot (
-                    a TEXT, b TEXT, slot TEXT, sq_dist REAL, PRIMARY KEY (a, b, slot));
+                CREATE TABLE IF NOT EXISTS slot_name (id INTEGER PRIMARY KEY, slot TEXT UNIQUE);
+                CREATE TABLE IF NOT EXISTS pair_blob (
+                    a TEXT, b TEXT, ids BLOB, data BLOB, PRIMARY KEY (a, b));
                 CREATE TABLE IF NOT EXISTS model_skeleton (
                     model TEXT, slot TEXT, k1 INTEGER, k2 INTEGER, data BLOB, PRIMARY KEY (model, slot));
                 """
@@ -98,19 +99,49 @@ class StatsCache:
                 out[(model, slot)] = np.frombuffer(data, dtype=np.float32).reshape(k1, k2)
         return out
 
-    def pair_dists(self, keys: Iterable[str]) -> dict[tuple[str, str, str], float]:
-        """(key a, key b, slot key) -> squared distance, for pairs within ``keys`` (a < b)."""
-        keys = sorted(set(keys))
-        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (k TEXT PRIMARY KEY)")
-        self._db.execute("DELETE FROM wanted")
-        self._db.executemany("INSERT INTO wanted VALUES (?)", [(k,) for k in keys])
+    def pair_dists(self, keys: Iterable[str]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        """(key a, key b) with a < b -> (slot ids, squared distances), for pairs within ``keys``.
+
+        One row per pair holds all its slots (int32 ids + float64 values): a few hundred models
+        make tens of thousands of rows, not millions (one per pair and tensor).
+        """
+        self._want(keys)
         rows = self._db.execute(
-            "SELECT a, b, slot, sq_dist FROM pair_slot "
+            "SELECT a, b, ids, data FROM pair_blob "
             "WHERE a IN (SELECT k FROM wanted) AND b IN (SELECT k FROM wanted)"
         )
-        return {(a, b, s): d for a, b, s, d in rows}
+        return {(a, b): (np.frombuffer(ids, dtype=np.int32), np.frombuffer(data, dtype=np.float64))
+                for a, b, ids, data in rows}
+
+    def slot_names(self) -> dict[int, str]:
+        """Slot id -> slot key (see :func:`slot_key`)."""
+        return dict(self._db.execute("SELECT id, slot FROM slot_name"))
+
+    def _want(self, keys: Iterable[str]) -> None:
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (k TEXT PRIMARY KEY)")
+        self._db.execute("DELETE FROM wanted")
+        self._db.executemany("INSERT INTO wanted VALUES (?)", [(k,) for k in sorted(set(keys))])
 
     # --- writes ------------------------------------------------------------------------------
+    def _put_pairs(self, pair_rows: Iterable[tuple[str, str, str, float]]) -> None:
+        """Merge per-(pair, slot) distances into the pairs' rows (inside the caller's transaction)."""
+        grouped: dict[tuple[str, str], dict[str, float]] = {}
+        for a, b, sk, d in pair_rows:
+            grouped.setdefault((a, b) if a < b else (b, a), {})[sk] = d
+        if not grouped:
+            return
+        names = {sk for v in grouped.values() for sk in v}
+        self._db.executemany("INSERT OR IGNORE INTO slot_name (slot) VALUES (?)", [(n,) for n in names])
+        id_of = {slot: i for i, slot in self.slot_names().items()}
+        merged: dict[tuple[str, str], dict[int, float]] = {}
+        existing = self.pair_dists({k for pair in grouped for k in pair})
+        for pair, values in grouped.items():
+            old = existing.get(pair)
+            row = {} if old is None else dict(zip(old[0].tolist(), old[1].tolist()))
+            row.update({id_of[sk]: d for sk, d in values.items()})
+            merged[pair] = row
+        self._db.executemany("INSERT OR REPLACE INTO pair_blob VALUES (?,?,?,?)", _pair_blobs(merged))
+
     def put(
         self,
         model_rows: Iterable[tuple[str, str, float, float, float, float, float]],
@@ -123,10 +154,7 @@ class StatsCache:
             self._db.execute("BEGIN IMMEDIATE")  # take the write lock up front (waits up to the timeout)
             with self._db:  # commits, or rolls back on error
                 self._db.executemany("INSERT OR REPLACE INTO model_slot VALUES (?,?,?,?,?,?,?)", model_rows)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO pair_slot VALUES (?,?,?,?)",
-                    ((a, b, s, d) if a < b else (b, a, s, d) for a, b, s, d in pair_rows),
-                )
+                self._put_pairs(pair_rows)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO model_skeleton VALUES (?,?,?,?,?)",
                     ((m, s, a.shape[0], a.shape[1], np.ascontiguousarray(a, dtype=np.float32).tobytes())
@@ -135,6 +163,13 @@ class StatsCache:
         except sqlite3.Error as e:
             warnings.warn(f"Could not write the statistics cache {self.path}: {e}. Results are "
                           "unaffected; the next run reads these models again.", RuntimeWarning, stacklevel=2)
+
+
+def _pair_blobs(by_pair: dict[tuple[str, str], dict[int, float]]) -> Iterable[tuple[str, str, bytes, bytes]]:
+    for (a, b), values in by_pair.items():
+        ids = np.fromiter(values.keys(), dtype=np.int32, count=len(values))
+        data = np.fromiter(values.values(), dtype=np.float64, count=len(values))
+        yield a, b, ids.tobytes(), data.tobytes()
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

@@ -80,9 +80,9 @@ def compute_statistics(
         if cache is not None:
             stack.callback(cache.close)
         slots, holders, _ = collect_slots(listings)
-        cached_models, cached_pairs, cached_skel = ({}, {}, {}) if cache is None else (
-            cache.model_stats(keys), cache.pair_dists(keys), cache.skeletons(keys))
-        known = _known_pairs(slots, keys, cached_pairs)
+        cached_models, cached_pairs, cached_skel, slot_names = ({}, {}, {}, {}) if cache is None else (
+            cache.model_stats(keys), cache.pair_dists(keys), cache.skeletons(keys), cache.slot_names())
+        known = _known_pairs(slots, keys, cached_pairs, slot_names)
         needs = _what_to_read(slots, holders, keys, cached_models, known, cached_skel)
         plan = build_plan(listings, needs, chunk_elements)
         out = execute_plan(plan, readers, dev, progress)
@@ -154,10 +154,9 @@ def _too_few_message(n: int, problems: list[Problem]) -> str:
     return msg + " Add more models (a folder of model folders works)."
 
 
-def _known_pairs(slots, keys, cached_pairs) -> np.ndarray:
+def _known_pairs(slots, keys, cached_pairs, slot_names) -> np.ndarray:
     """(T, N, N) squared distances known without reading: cached pairs, and 0 between two models with the
-    same key (one file given twice); NaN elsewhere. One sweep over the cache rows, then array work only
-    (per-pair Python loops cost seconds at a few hundred models)."""
+    same key (one file given twice); NaN elsewhere. One row per cached pair, filled with array writes."""
     n, t = len(keys), len(slots)
     known = np.full((t, n, n), np.nan)
     by_key: dict[str, list[int]] = {}
@@ -167,23 +166,18 @@ def _known_pairs(slots, keys, cached_pairs) -> np.ndarray:
         if len(members) > 1:
             idx = np.array(members)
             known[:, idx[:, None], idx[None, :]] = 0.0
-    if cached_pairs:
+    if cached_pairs and slot_names:
         slot_of = {slot_key(meta.name, meta.shape): s for s, meta in enumerate(slots)}
-        unique = all(len(v) == 1 for v in by_key.values())
-        rows = [(slot_of.get(sk), ka, kb, d) for (ka, kb, sk), d in cached_pairs.items()]
-        rows = [r for r in rows if r[0] is not None and r[1] in by_key and r[2] in by_key]
-        if unique and rows:
-            ss = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            aa = np.fromiter((by_key[r[1]][0] for r in rows), dtype=np.int64, count=len(rows))
-            bb = np.fromiter((by_key[r[2]][0] for r in rows), dtype=np.int64, count=len(rows))
-            dd = np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows))
-            known[ss, aa, bb] = dd
-            known[ss, bb, aa] = dd
-        else:
-            for s, ka, kb, d in rows:
-                for a in by_key[ka]:
-                    for b in by_key[kb]:
-                        known[s, a, b] = known[s, b, a] = d
+        lookup = np.full(max(slot_names) + 1, -1, dtype=np.int64)  # cache slot id -> slot index here
+        for i, sk in slot_names.items():
+            lookup[i] = slot_of.get(sk, -1)
+        for (ka, kb), (ids, values) in cached_pairs.items():
+            s_idx = lookup[ids]
+            ok = s_idx >= 0
+            for a in by_key.get(ka, ()):
+                for b in by_key.get(kb, ()):
+                    known[s_idx[ok], a, b] = values[ok]
+                    known[s_idx[ok], b, a] = values[ok]
     return known
 
 
