@@ -61,8 +61,6 @@ class WeightStatistics:
         (method.md, "Signals" 2); ``norm`` is the Frobenius norm.
     sq_dist : ndarray of float64, shape (T, N, N)
         Squared L2 distance ||W_i - W_j||^2 of each shared slot; symmetric, zero diagonal.
-    diff_rank : ndarray of float32, shape (T, N, N), optional
-        Numerical rank of W_i - W_j for 2-D slots where it was computed (LoRA distance), else NaN.
     skeletons : dict of int -> ndarray (N, k1, k2) float32
         For 2-D slots: each model's fixed random k1 x k2 submatrix (NaN if it lacks the slot), from which
         recovery reads the rank of weight differences (:mod:`mother_core.stats.skeleton`).
@@ -82,7 +80,6 @@ class WeightStatistics:
     kurtosis: np.ndarray
     norm: np.ndarray
     sq_dist: np.ndarray
-    diff_rank: np.ndarray | None = None
     skeletons: dict[int, np.ndarray] = field(default_factory=dict)
     roundoff: np.ndarray | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -132,8 +129,6 @@ class WeightStatistics:
             present=self.present, mean=self.mean, var=self.var, kurtosis=self.kurtosis,
             norm=self.norm, sq_dist=self.sq_dist,
         )
-        if self.diff_rank is not None:
-            arrays["diff_rank"] = self.diff_rank
         if self.roundoff is not None:
             arrays["roundoff"] = self.roundoff
         for slot, sk in self.skeletons.items():
@@ -155,6 +150,6 @@ class WeightStatistics:
         skeletons = {int(k.split("_", 1)[1]): arrays.pop(k) for k in list(arrays) if k.startswith("skeleton_")}
         return cls(
             models=models, tensors=tensors, problems=[Problem(**p) for p in header["problems"]],
-            settings=header["settings"], diff_rank=arrays.pop("diff_rank", None),
+            settings=header["settings"],
             roundoff=arrays.pop("roundoff", None), skeletons=skeletons, **arrays,
         )
