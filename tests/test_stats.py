@@ -217,3 +217,20 @@ def test_processes_can_share_one_cache(tmp_path):
         reads = pool.map(_cached_run, [(tmp_path / "set", tmp_path / "cache")] * 3)
     assert all(r >= 0 for r in reads)
     assert _cached_run((tmp_path / "set", tmp_path / "cache")) == 0  # and it holds everything now
+
+
+def test_fused_reducer_matches_the_reference_formulation():
+    """The pass's cache-blocked reducer against the plain per-chunk formulation kept in moments.py."""
+    from mother_core.stats.moments import ChunkReducer, Moments, pairwise_sq_dist
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(200_003, generator=g) * 0.02
+    x = torch.stack([base, base + 1e-4 * torch.randn(base.shape, generator=g), base.clone(),
+                     torch.randn(base.shape, generator=g)]).float()
+    mom, dist = ChunkReducer(block_elements=1 << 14).reduce(x)
+    ref_mom, ref_dist = Moments.of_chunk(x), pairwise_sq_dist(x)
+    np.testing.assert_allclose(mom.mean, ref_mom.mean, rtol=1e-6, atol=1e-7)  # 1e-7 of the largest std
+    np.testing.assert_allclose(mom.variance, ref_mom.variance, rtol=1e-6)
+    np.testing.assert_allclose(mom.excess_kurtosis, ref_mom.excess_kurtosis, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-6, atol=0)
+    assert dist[0, 2] == 0.0  # identical rows stay exactly zero
