@@ -21,12 +21,8 @@ st.caption("Which model was fine-tuned from which? Recovered from the weights al
            "(distance places the edges; kurtosis and norm growth orient them).")
 
 from explorer_ui import views  # noqa: E402
-from explorer_ui.sidebar import page  # noqa: E402
 
-ctx = page("Home")
-if ctx is None:
-    views.not_ready()
-    st.stop()
+ctx = views.page("Home")
 
 st.subheader(f"{ctx.model_set.label}")
 views.summary(ctx)

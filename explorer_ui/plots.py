@@ -36,13 +36,20 @@ def regime_of(rec: Recovery, model_id: str) -> str:
     return r if r in ("specialization", "generalization") else "specialization"
 
 
+def _layer_kurtosis(rec: Recovery) -> np.ndarray | None:
+    """The (models, layers) kurtosis matrix, or None when the result carries none."""
+    if rec.layer_kurtosis is None or not len(rec.layer_kurtosis):
+        return None
+    return np.asarray(rec.layer_kurtosis, dtype=float)
+
+
 def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
     """Per-layer excess kurtosis of the parent and the child."""
     fig = go.Figure()
-    if rec.layer_kurtosis is None or not len(rec.layer_kurtosis):
+    k = _layer_kurtosis(rec)
+    if k is None:
         return _style(fig, "Per-layer kurtosis (not in this result)")
     ids = rec.model_ids
-    k = np.asarray(rec.layer_kurtosis, dtype=float)
     names = np.array(_layer_names(rec, k.shape[1]), dtype=object)
     pk, ck = k[ids.index(edge.parent)], k[ids.index(edge.child)]
     cols = np.flatnonzero(np.isfinite(pk) | np.isfinite(ck))  # layers the two models have
@@ -59,10 +66,10 @@ def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
 def layer_votes(rec: Recovery, edge: Edge) -> go.Figure:
     """Each layer's kurtosis change child - parent, coloured by the direction it votes for."""
     fig = go.Figure()
-    if rec.layer_kurtosis is None or not len(rec.layer_kurtosis):
+    k = _layer_kurtosis(rec)
+    if k is None:
         return _style(fig, "Layer votes (not in this result)")
     ids = rec.model_ids
-    k = np.asarray(rec.layer_kurtosis, dtype=float)
     diff = k[ids.index(edge.child)] - k[ids.index(edge.parent)]
     cols = np.flatnonzero(np.isfinite(diff))
     diff = diff[cols]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -19,6 +20,9 @@ from mother_core.recovery.result import Constraints, Edge, Recovery
 from explorer_ui import graph
 from explorer_ui.sidebar import Loaded, set_constraints
 from explorer_ui.sources import human_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STATUS_ICON = {"correct": "✓", "agree": "✓", "flipped": "⇄", "wrong": "✗", "conflict": "✗",
                "missing": "–", "undocumented": "?", "external": "↗"}
@@ -296,3 +300,14 @@ def preset_info(preset, avail) -> None:
         st.warning(f"{len(avail.missing)} of {len(preset.hub_ids)} models are not in the local Hugging Face "
                    "cache, so this family cannot run here. On a machine with network access, run:")
         st.code("\n".join(f"huggingface-cli download {h}" for h in avail.missing), language="bash")
+
+
+def page(title: str, **kwargs) -> Loaded:
+    """:func:`explorer_ui.sidebar.page`, and when there is no tree yet, say why and stop the page."""
+    from explorer_ui.sidebar import page as set_up
+
+    ctx = set_up(title, **kwargs)
+    if ctx is None:
+        not_ready()
+        st.stop()
+    return ctx

@@ -3,12 +3,8 @@
 import streamlit as st
 
 from explorer_ui import views
-from explorer_ui.sidebar import page
 
-ctx = page("Tree", heading="Tree")
-if ctx is None:
-    views.not_ready()
-    st.stop()
+ctx = views.page("Tree", heading="Tree")
 
 left, right = st.columns([3, 2])
 with right:

@@ -3,12 +3,8 @@
 import streamlit as st
 
 from explorer_ui import views
-from explorer_ui.sidebar import page
 
-ctx = page("Edge", heading="Edge")
-if ctx is None:
-    views.not_ready()
-    st.stop()
+ctx = views.page("Edge", heading="Edge")
 
 views.what_changed(ctx)
 edge = views.edge_picker(ctx, table=False)

@@ -4,15 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from explorer_ui import views
-from explorer_ui.sidebar import page
 from mother_core.lineage import compare_declared, findings
 
-ctx = page("Lineage", heading="Declared vs recovered",
+ctx = views.page("Lineage", heading="Declared vs recovered",
            caption="Declared parent: `base_model:` in the model card or the config. Recovered parent: from "
            "the weights.")
-if ctx is None:
-    views.not_ready()
-    st.stop()
 
 rows = compare_declared(ctx.rec)
 counts = {s: sum(r.status == s for r in rows) for s in ("agree", "conflict", "undocumented", "external")}

@@ -3,14 +3,10 @@
 import streamlit as st
 
 from explorer_ui import views
-from explorer_ui.sidebar import page
 
-ctx = page("Ambiguous edges", heading="Ambiguous edges",
+ctx = views.page("Ambiguous edges", heading="Ambiguous edges",
            caption="Least confident first. *Extra cost* is how much worse the best alternative parent is: "
            "near zero means the data barely prefers the recovered parent.")
-if ctx is None:
-    views.not_ready()
-    st.stop()
 
 df = views.edge_table(ctx.key, tuple(sorted(ctx.statuses.items())), ctx.rec)
 if df.empty:

@@ -4,12 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from explorer_ui import plots, views
-from explorer_ui.sidebar import page
 
-ctx = page("Matrices", heading="Matrices")
-if ctx is None:
-    views.not_ready()
-    st.stop()
+ctx = views.page("Matrices", heading="Matrices")
 
 rec = ctx.rec
 st.plotly_chart(plots.distance_heatmap(rec), key=f"heat_{ctx.key}")

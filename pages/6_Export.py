@@ -5,13 +5,9 @@ import json
 import streamlit as st
 
 from explorer_ui import svg, views
-from explorer_ui.sidebar import page
 from mother_core import export
 
-ctx = page("Export", heading="Export")
-if ctx is None:
-    views.not_ready()
-    st.stop()
+ctx = views.page("Export", heading="Export")
 
 rec, stem = ctx.rec, ctx.model_set.label.replace(" ", "_")
 files = [

@@ -3,12 +3,8 @@
 import streamlit as st
 
 from explorer_ui import views
-from explorer_ui.sidebar import page
 
-ctx = page("Talk mode", talk=True)
-if ctx is None:
-    views.not_ready()
-    st.stop()
+ctx = views.page("Talk mode", talk=True)
 
 st.title(ctx.model_set.label)
 n_trees = len(ctx.rec.trees) or len(ctx.rec.roots)
