@@ -86,6 +86,7 @@ def split_into_trees(
 
 
 def _gap_threshold(weights: np.ndarray, unrelated: float, min_unrelated: float, min_gap_ratio: float) -> float:
+    """Rule step 3; without a clear gap (or with one MST edge only) the absolute ``unrelated`` cut."""
     w = np.sort(weights[weights < unrelated])
     best_ratio, threshold = min_gap_ratio, unrelated
     for lo, hi in zip(w[:-1], w[1:]):
@@ -94,5 +95,4 @@ def _gap_threshold(weights: np.ndarray, unrelated: float, min_unrelated: float, 
         ratio = hi / max(lo, 1e-12)
         if ratio >= best_ratio:
             best_ratio, threshold = ratio, float(np.sqrt(max(lo, 1e-12) * hi))
-    # A lone large edge with nothing below it (two models only) is judged on the absolute scale.
     return threshold
