@@ -70,6 +70,10 @@ class ResultFormatError(MotherError):
     """A result, truth or cache file does not have the expected structure."""
 
 
+class CacheBusyError(MotherError):
+    """The statistics cache stayed locked by another process longer than we wait."""
+
+
 class ConstraintError(MotherError):
     """User constraints (forced/forbidden edges, fixed roots) cannot all be honoured."""
 

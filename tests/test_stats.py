@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -234,3 +237,30 @@ def test_fused_reducer_matches_the_reference_formulation():
     np.testing.assert_allclose(mom.excess_kurtosis, ref_mom.excess_kurtosis, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-6, atol=0)
     assert dist[0, 2] == 0.0  # identical rows stay exactly zero
+
+
+def _open_fresh_caches(args):
+    root, start_at, count = args
+    from mother_core.stats.cache import StatsCache
+
+    for i in range(count):
+        while time.time() < start_at + 0.05 * i:  # all workers race to create file i, then reopen it
+            time.sleep(0.0005)
+        for _ in range(2):
+            cache = StatsCache(root / f"c{i}")
+            cache.put([(f"model-{os.getpid()}", "slot", 1.0, 0.0, 1.0, 0.0, 3.0)], [])
+            assert cache.model_stats([f"model-{os.getpid()}"])
+            cache.close()
+    return count
+
+
+def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path):
+    """Creating the file (WAL switch, schema) and the last close (WAL checkpoint) take an exclusive
+    lock for which SQLite does not wait: a second app session or test worker opening the cache then
+    must retry, not report the cache as damaged."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(4) as pool:
+        start_at = time.time() + 3.0  # after the workers have imported
+        done = pool.map(_open_fresh_caches, [(tmp_path, start_at, 60)] * 4)
+    assert done == [60] * 4

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from mother_core.errors import ResultFormatError
+from mother_core.errors import CacheBusyError, ResultFormatError
 from mother_core.io.base import ModelRef
 
 # Bump when the meaning of a cached number changes.
@@ -49,7 +50,7 @@ def _sha256_file(path: str) -> str:
 class StatsCache:
     """A SQLite file of cached per-model and per-pair statistics."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, busy_seconds: float = 120.0) -> None:
         self.path = Path(directory) / f"mother-stats-v{CACHE_VERSION}.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -57,8 +58,27 @@ class StatsCache:
             # a writer instead of failing, and let readers run beside it (write-ahead log).
             # Autocommit: reads never leave a transaction open that a later write would have to
             # upgrade (SQLite answers such an upgrade "locked" at once instead of waiting).
-            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=busy_seconds, isolation_level=None)
+            # Switching to WAL and creating the schema need an exclusive lock, and SQLite answers
+            # "locked" at once there (its busy handler is not consulted) when another process is
+            # opening the same new file: retry for a while, and skip both once they are done.
+            _retry_while_locked(self._open_schema, busy_seconds)
+        except sqlite3.OperationalError as e:
+            if _is_lock_contention(e):
+                raise CacheBusyError(
+                    f"The statistics cache {self.path} stayed locked by another process for "
+                    f"{busy_seconds:.0f} s. Wait for that run to finish, or give another cache folder.",
+                    self.path,
+                ) from e
+            raise self._damaged(e) from e
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) from e
+
+    def _open_schema(self) -> None:
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self._db.execute("PRAGMA journal_mode=WAL")
+        have = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"model_slot", "slot_name", "pair_blob", "model_skeleton"} <= have:
             self._db.executescript(
                 """
                 CREATE TABLE IF NOT EXISTS model_slot (
@@ -71,11 +91,10 @@ class StatsCache:
                     model TEXT, slot TEXT, k1 INTEGER, k2 INTEGER, data BLOB, PRIMARY KEY (model, slot));
                 """
             )
-        except sqlite3.DatabaseError as e:
-            raise ResultFormatError(
-                f"The statistics cache {self.path} is damaged ({e}). Delete it; it will be rebuilt.",
-                self.path,
-            ) from e
+
+    def _damaged(self, e: sqlite3.Error) -> ResultFormatError:
+        return ResultFormatError(
+            f"The statistics cache {self.path} is damaged ({e}). Delete it; it will be rebuilt.", self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -175,3 +194,22 @@ def _pair_blobs(by_pair: dict[tuple[str, str], dict[int, float]]) -> Iterable[tu
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _is_lock_contention(e: sqlite3.Error) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+def _retry_while_locked(step, seconds: float) -> None:
+    """Run ``step`` until it does not fail with lock contention, backing off up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    pause = 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as e:
+            if not _is_lock_contention(e) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from mother_core.device import resolve_device
-from mother_core.errors import MissingBaseModelError, MotherError, TooFewModelsError
+from mother_core.errors import CacheBusyError, MissingBaseModelError, MotherError, TooFewModelsError
 from mother_core.io.base import Discovery, ModelReader, ModelRef, Problem
 from mother_core.io.readers import open_model
 from mother_core.stats.cache import StatsCache, model_key, slot_key
@@ -76,7 +77,7 @@ def compute_statistics(
         good_refs = [r.ref for r in readers]
         keys = [model_key(r, base_refs.get(r.id), content_hash) for r in good_refs]
 
-        cache = StatsCache(cache_dir) if cache_dir is not None else None
+        cache = _open_cache(cache_dir)
         if cache is not None:
             stack.callback(cache.close)
         slots, holders, _ = collect_slots(listings)
@@ -152,6 +153,18 @@ def _too_few_message(n: int, problems: list[Problem]) -> str:
     if problems:
         msg += " Skipped: " + "; ".join(f"{p.path}: {p.message}" for p in problems[:5])
     return msg + " Add more models (a folder of model folders works)."
+
+
+def _open_cache(cache_dir: str | Path | None) -> StatsCache | None:
+    """The cache, or None when there is none or another process holds it too long: a busy cache
+    costs this run its reuse of earlier work, never the run itself."""
+    if cache_dir is None:
+        return None
+    try:
+        return StatsCache(cache_dir)
+    except CacheBusyError as e:
+        warnings.warn(f"{e} Running without the cache this time.", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def _known_pairs(slots, keys, cached_pairs, slot_names) -> np.ndarray:
