@@ -34,6 +34,20 @@ def _family(tmp_path, dtype=torch.float32):
     return sds
 
 
+@pytest.fixture(params=["fused", "torch"])
+def kernel(request, monkeypatch):
+    """Run a test through the fused CPU kernel (for every chunk, however small) and the torch path."""
+    from mother_core.stats import fused
+
+    if request.param == "fused":
+        if not fused.enabled():
+            pytest.skip("numba is not installed")
+        monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)
+    else:
+        monkeypatch.setenv("MOTHER_FUSED_KERNEL", "0")
+    return request.param
+
+
 def _reference(sds, stats: WeightStatistics):
     ids = stats.model_ids
     for s, meta in enumerate(stats.tensors):
@@ -46,7 +60,7 @@ def _reference(sds, stats: WeightStatistics):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_statistics_match_float64_reference(tmp_path, dtype):
+def test_statistics_match_float64_reference(tmp_path, dtype, kernel):
     sds = _family(tmp_path, dtype)
     stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
     assert sorted(stats.model_ids) == ["heavy", "light", "other", "root"]
@@ -66,7 +80,7 @@ def test_statistics_match_float64_reference(tmp_path, dtype):
                 assert got == pytest.approx(ref, rel=1e-5, abs=1e-30), (meta.name, a, b)
 
 
-def test_nearly_identical_and_frozen_layers_keep_precision(tmp_path):
+def test_nearly_identical_and_frozen_layers_keep_precision(tmp_path, kernel):
     sds = _family(tmp_path)
     stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
     r, light, heavy = (stats.index(k) for k in ("root", "light", "heavy"))
@@ -77,7 +91,7 @@ def test_nearly_identical_and_frozen_layers_keep_precision(tmp_path):
     assert stats.sq_dist[s, r, light] == pytest.approx(ref, rel=1e-5)
 
 
-def test_chunked_pass_equals_unchunked(tmp_path):
+def test_chunked_pass_equals_unchunked(tmp_path, kernel):
     _family(tmp_path)
     found = discover([tmp_path / "set"])
     whole = compute_statistics(found, device="cpu")
@@ -222,7 +236,7 @@ def test_processes_can_share_one_cache(tmp_path):
     assert _cached_run((tmp_path / "set", tmp_path / "cache")) == 0  # and it holds everything now
 
 
-def test_fused_reducer_matches_the_reference_formulation():
+def test_fused_reducer_matches_the_reference_formulation(kernel):
     """The pass's cache-blocked reducer against the plain per-chunk formulation kept in moments.py."""
     from mother_core.stats.moments import ChunkReducer, Moments, pairwise_sq_dist
 
@@ -230,7 +244,13 @@ def test_fused_reducer_matches_the_reference_formulation():
     base = torch.randn(200_003, generator=g) * 0.02
     x = torch.stack([base, base + 1e-4 * torch.randn(base.shape, generator=g), base.clone(),
                      torch.randn(base.shape, generator=g)]).float()
-    mom, dist = ChunkReducer(block_elements=1 << 14).reduce(x)
+    mom, dist = ChunkReducer(block_elements=1 << 14).reduce(x if kernel == "torch" else x.bfloat16().float())
+    if kernel == "fused":  # the kernel widens bfloat16 itself: same numbers as the widened float32 chunk
+        x = x.bfloat16()
+        mom_bf16, dist_bf16 = ChunkReducer().reduce(x)
+        np.testing.assert_allclose(mom_bf16.m4, mom.m4, rtol=1e-6)
+        np.testing.assert_allclose(dist_bf16, dist, rtol=1e-6)
+        x = x.float()
     ref_mom, ref_dist = Moments.of_chunk(x), pairwise_sq_dist(x)
     np.testing.assert_allclose(mom.mean, ref_mom.mean, rtol=1e-6, atol=1e-7)  # 1e-7 of the largest std
     np.testing.assert_allclose(mom.variance, ref_mom.variance, rtol=1e-6)

@@ -24,6 +24,7 @@ import torch
 
 from mother_core.errors import MotherError
 from mother_core.io.base import ModelReader
+from mother_core.stats import fused
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
 from mother_core.stats.progress import Progress, ProgressCallback
@@ -47,7 +48,7 @@ class _Chunk:
     task: TensorTask
     index: int
     models: list[int]  # models whose rows are in `data`, in order
-    data: torch.Tensor | None  # (len(models), n) float32 on the compute device
+    data: torch.Tensor | None  # (len(models), n) float32 on the compute device, or stored dtype (fused)
     errors: dict[int, str]
     nbytes: int
 
@@ -80,14 +81,14 @@ class _BufferRing:
     def staging_for(self, slot: int) -> _Staging:
         return self.staging[slot]
 
-    def get(self, slot: int, rows: int, cols: int) -> torch.Tensor:
-        need = rows * cols
+    def get(self, slot: int, rows: int, cols: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        need = rows * cols * torch.empty((), dtype=dtype).element_size()
         buf = self.buffers[slot]
         if buf is None or buf.numel() < need:
             self.buffers[slot] = None  # let the old one go before the new one is allocated
-            buf = torch.empty(need, dtype=torch.float32, pin_memory=self.pin)
+            buf = torch.empty(need, dtype=torch.uint8, pin_memory=self.pin)
             self.buffers[slot] = buf
-        return buf[:need].view(rows, cols)
+        return buf[:need].view(dtype).view(rows, cols)
 
 
 def execute_plan(
@@ -218,7 +219,7 @@ def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
     if not models:
         return _Chunk(task, ci, [], None, errors, 0)
     n = _chunk_numel(meta.shape, rows)
-    buf = ring.get(slot, len(models), n)
+    buf = ring.get(slot, len(models), n, _chunk_dtype(meta.name, models, readers, device, n))
     for m in models:
         row = buf[len(kept)]  # rows of models that fail are overwritten by the next model
         try:
@@ -237,6 +238,23 @@ def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
     return _Chunk(task, ci, kept, data, errors, nbytes)
 
 
+def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],
+                 device: torch.device, numel_per_model: int) -> torch.dtype:
+    """The chunk's dtype in memory: the stored one when every model stores the same and the fused
+    kernel reduces it (no widened copy at all), float32 otherwise."""
+    stored = set()
+    for m in models:
+        info = readers[m].tensor_infos().get(name)
+        if info is None or getattr(readers[m], "read_into", None) is None:
+            return torch.float32
+        stored.add(info.dtype)
+    if len(stored) == 1:
+        dtype = getattr(torch, stored.pop(), torch.float32)
+        if fused.accepts(dtype, len(models), device, len(models) * numel_per_model):
+            return dtype
+    return torch.float32
+
+
 def _chunk_numel(shape: tuple[int, ...], rows: tuple[int, int] | None) -> int:
     n = 1
     for d in shape[1:] if rows is not None else shape:
@@ -246,7 +264,8 @@ def _chunk_numel(shape: tuple[int, ...], rows: tuple[int, int] | None) -> int:
 
 def _fill_row(reader: ModelReader, name: str, rows: tuple[int, int] | None, row: torch.Tensor,
               staging: "_Staging", lock: threading.Lock) -> int:
-    """Read ``name`` (``rows``) of one model into ``row`` (float32, flat); returns the bytes read."""
+    """Read ``name`` (``rows``) of one model into ``row`` (flat, float32 or the stored dtype); returns
+    the bytes read."""
     read_into = getattr(reader, "read_into", None)
     info = reader.tensor_infos().get(name)
     if read_into is None or info is None:
@@ -255,10 +274,10 @@ def _fill_row(reader: ModelReader, name: str, rows: tuple[int, int] | None, row:
         row.copy_(t.reshape(-1))  # converts bf16/fp16 -> fp32 in the same pass
         return t.numel() * t.element_size()
     dtype = getattr(torch, info.dtype)
-    if dtype == torch.float32:
+    if dtype == row.dtype:
         with lock:
             read_into(name, rows, row)  # straight into the chunk buffer
-        return row.numel() * 4
+        return row.numel() * row.element_size()
     # Half precision (or float64): read pieces of whole rows into the staging buffer, widen each into place.
     if rows is None:  # a scalar or a tensor read whole: one piece
         start, stop, per_row = 0, 1, row.numel()

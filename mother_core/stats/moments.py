@@ -20,6 +20,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from mother_core.stats import fused
+
 # Dot products over long vectors lose precision when BLAS accumulates a whole row in float32
 # (error ~ sqrt(n) * 6e-8). Splitting the inner dimension into blocks and summing the block
 # results in float64 keeps every fp32 accumulation short.
@@ -209,8 +211,20 @@ class ChunkReducer:
         return min(cols, n)
 
     def reduce(self, x: torch.Tensor, want_dist: bool = True) -> tuple[Moments, np.ndarray]:
-        """Return (moments per row, squared distances (M, M) float64) of ``x`` (M, n) float32."""
+        """Return (moments per row, squared distances (M, M) float64) of ``x`` (M, n).
+
+        ``x`` is float32, or a CPU chunk in its stored dtype that :func:`fused.accepts` (then the fused
+        kernel reduces it without widening it in memory); other dtypes are widened here.
+        """
         m, n = x.shape
+        if fused.accepts(x.dtype, m, x.device, x.numel()):
+            counts, means, sums, gram = fused.block_sums(x, want_dist)
+            moments = _combine_blocks(counts, torch.from_numpy(means).double(), torch.from_numpy(sums).double())
+            if not (want_dist and m > 1):
+                return moments, np.zeros((m, m))
+            return moments, self._distances(x, torch.from_numpy(gram))
+        if x.dtype != torch.float32:
+            x = x.float()
         dev = x.device
         b = self.block_columns(m, n)
         nblocks = (n + b - 1) // b
@@ -254,18 +268,24 @@ class ChunkReducer:
         moments = _combine_blocks(np.asarray(counts, dtype=np.float64), means.double(), sums.double())
         if not do_gram:
             return moments, np.zeros((m, m))
-        gram = grams[:g].sum(dim=0, dtype=torch.float64) + tail_gram
+        return moments, self._distances(x, grams[:g].sum(dim=0, dtype=torch.float64) + tail_gram)
+
+    def _distances(self, x: torch.Tensor, gram: torch.Tensor) -> np.ndarray:
+        """Squared distances from the column-centred Gram (float64), near pairs recomputed explicitly."""
         sq = torch.diagonal(gram)
         dist = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min_(0)
         scale = sq[:, None] + sq[None, :]
         suspect = torch.triu(dist < CANCELLATION_RATIO * scale, diagonal=1).nonzero()
         if len(suspect):
             i, j = suspect[:, 0], suspect[:, 1]
-            exact = self._explicit_sq_dists(x, i, j)
+            if fused.accepts(x.dtype, x.shape[0], x.device, x.numel()):
+                exact = torch.from_numpy(fused.pair_sq_dists(x, i.numpy(), j.numpy()))
+            else:
+                exact = self._explicit_sq_dists(x, i, j)
             dist[i, j] = exact
             dist[j, i] = exact
         dist.fill_diagonal_(0)
-        return moments, dist.cpu().numpy()
+        return dist.cpu().numpy()
 
     def _explicit_sq_dists(self, x: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """sum((x[i] - x[j])**2) for pairs (i[p], j[p]) from explicit differences, in cache-sized pieces.

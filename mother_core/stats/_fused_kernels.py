@@ -1,0 +1,113 @@
+"""The compiled kernels behind :mod:`mother_core.stats.fused` (imported on first use: needs numba).
+
+Each driver widens one block of :data:`~mother_core.stats.fused.KERNEL_BLOCK` columns of the stored
+chunk (given as its raw bits) into a float32 scratch block and hands it to the block routine. Drivers
+take concrete array types only (no function arguments), so numba's on-disk cache serves every later
+process.
+
+``fastmath`` lets LLVM split the fp32 block reductions over SIMD lanes (a cascade of partial sums,
+more accurate than one serial sum). Non-finite weights make that tensor's statistics non-finite
+either way, so the NaN/Inf assumptions it also makes cost nothing.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(nogil=True, fastmath=True, cache=True, boundscheck=False)
+
+
+@_jit
+def _widen(raw, shift, j0, w, xs):  # pragma: no cover - compiled
+    # ``raw`` holds the bits: uint16 for bfloat16 (the top half of a float32: shift 16), uint32 for
+    # float32 (shift 0). One routine, compiled once per bit width.
+    bits = xs.view(np.uint32)
+    for r in range(raw.shape[0]):
+        for c in range(w):
+            bits[r, c] = np.uint32(raw[r, j0 + c]) << shift
+
+
+@_jit
+def _block_stats(xs, w, k, want_gram, y, colmean, means, sums, gram):  # pragma: no cover - compiled
+    """Row means and sums of d..d^4 of block ``k`` (in ``xs[:, :w]``), and its column-centred Gram."""
+    m = xs.shape[0]
+    for c in range(w):
+        colmean[c] = 0
+    for r in range(m):
+        xr = xs[r]
+        total = 0.0  # float64: the block mean is the origin of the sums below
+        for c in range(w):
+            total += xr[c]
+            colmean[c] += xr[c]
+        mu = np.float32(total / w)
+        s1 = np.float32(0)
+        s2 = np.float32(0)
+        s3 = np.float32(0)
+        s4 = np.float32(0)
+        for c in range(w):
+            d = xr[c] - mu
+            d2 = d * d
+            s1 += d
+            s2 += d2
+            s3 += d2 * d
+            s4 += d2 * d2
+        means[k, r] = mu
+        sums[k, 0, r] = s1
+        sums[k, 1, r] = s2
+        sums[k, 2, r] = s3
+        sums[k, 3, r] = s4
+    if not want_gram:
+        return
+    inv_m = np.float32(1.0 / m)
+    for c in range(w):
+        colmean[c] *= inv_m
+    for r in range(m):
+        xr = xs[r]
+        yr = y[r]
+        for c in range(w):
+            yr[c] = xr[c] - colmean[c]
+    for r in range(m):
+        yr = y[r]
+        for s in range(r, m):
+            ys = y[s]
+            g = np.float32(0)
+            for c in range(w):
+                g += yr[c] * ys[c]
+            gram[r, s] += g  # upper triangle; float64 across blocks
+
+
+@_jit
+def _pair_block(xs, w, i, j, out):  # pragma: no cover - compiled
+    for p in range(len(i)):
+        a = xs[i[p]]
+        b = xs[j[p]]
+        acc = np.float32(0)
+        for c in range(w):
+            d = a[c] - b[c]
+            acc += d * d
+        out[p] += acc
+
+
+@_jit
+def reduce_blocks(raw, shift, block, want_gram, means, sums, gram):  # pragma: no cover - compiled
+    """Block statistics of ``raw`` (M, n) float bits; see :func:`fused.block_sums`."""
+    m, n = raw.shape
+    xs = np.empty((m, block), np.float32)
+    y = np.empty((m, block), np.float32)
+    colmean = np.empty(block, np.float32)
+    for k, j0 in enumerate(range(0, n, block)):
+        w = min(n, j0 + block) - j0
+        _widen(raw, shift, j0, w, xs)
+        _block_stats(xs, w, k, want_gram, y, colmean, means, sums, gram)
+
+
+@_jit
+def pair_blocks(raw, shift, block, i, j, out):  # pragma: no cover - compiled
+    """Explicit squared distances of row pairs (i, j) of ``raw`` (float bits); see :func:`fused.pair_sq_dists`."""
+    m, n = raw.shape
+    xs = np.empty((m, block), np.float32)
+    for j0 in range(0, n, block):
+        w = min(n, j0 + block) - j0
+        _widen(raw, shift, j0, w, xs)
+        _pair_block(xs, w, i, j, out)

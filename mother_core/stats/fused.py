@@ -1,0 +1,110 @@
+"""A fused CPU kernel for the streaming pass: moments and the pairwise Gram in one sweep of the stored bytes.
+
+The torch formulation in :mod:`mother_core.stats.moments` runs a dozen separate vector ops per block
+and needs every chunk widened to float32 in memory first (write 4 bytes, read them back); on a 2-core
+machine that costs several times the time to read the files. This kernel (compiled by numba) reads
+each chunk once in its stored dtype (bfloat16 or float32) and, per block of :data:`KERNEL_BLOCK`
+columns held in L1/L2, widens it in registers, takes the block's row means and the sums of
+d, d^2, d^3, d^4 about them, centres the columns on their mean across models and adds the block's
+Gram matrix. The arithmetic is the one of :class:`~mother_core.stats.moments.ChunkReducer` (same
+block-mean origins combined in float64 with the exact shift formulas, same column-centred Gram, same
+explicit recomputation of near pairs), so results agree with it and with a float64 reference to
+~1e-6 relative; a test checks both.
+
+Used for CPU chunks of bfloat16 or float32 with at most :data:`MAX_MODELS` rows, when numba is
+installed; everything else (GPU, float16, very many models, where one GEMM wins) takes the torch path.
+Set ``MOTHER_FUSED_KERNEL=0`` to force the torch path. Compiled code is cached on disk by numba, so
+only the first run on a machine pays the ~1-2 s compilation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import ModuleType
+
+import numpy as np
+import torch
+
+# Columns per block: (M, 2048) float32 rows, their centred copy and the column means stay in L1/L2.
+KERNEL_BLOCK = 2048
+# Smaller chunks take the torch path: not worth importing numba (~0.7 s) for, e.g. in the app's demo.
+MIN_ELEMENTS = 1 << 20
+# Above this many models the Gram's M^2/2 dot products cost more than one blocked GEMM in torch.
+MAX_MODELS = 32
+
+_SUPPORTED = (torch.bfloat16, torch.float32)
+
+
+_HAVE_NUMBA = importlib.util.find_spec("numba") is not None  # an optional accelerator
+
+
+def enabled() -> bool:
+    """Whether the fused kernel can be used (numba installed and not switched off)."""
+    return _HAVE_NUMBA and os.environ.get("MOTHER_FUSED_KERNEL", "1") != "0"
+
+
+def accepts(dtype: torch.dtype, models: int, device: torch.device, numel: int) -> bool:
+    """Whether a chunk of ``numel`` elements in ``models`` rows stored as ``dtype`` on ``device`` is
+    reduced by the kernel."""
+    return (device.type == "cpu" and dtype in _SUPPORTED and 1 <= models <= MAX_MODELS
+            and numel >= MIN_ELEMENTS and enabled())
+
+
+def _kernels() -> ModuleType:
+    # Imported on first use: numba's import and the cached kernels' load cost ~1 s.
+    from mother_core.stats import _fused_kernels
+
+    return _fused_kernels
+
+
+def _as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
+    """A zero-copy numpy view of the raw bits, and the shift that makes them float32 bits: bfloat16 is
+    the top half of a float32 (uint16, shift 16); float32 is itself (uint32, shift 0)."""
+    x = x.contiguous()
+    if x.dtype == torch.bfloat16:
+        return x.view(torch.int16).numpy().view(np.uint16), 16
+    return x.view(torch.int32).numpy().view(np.uint32), 0
+
+
+def block_sums(x: torch.Tensor, want_gram: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-block statistics of a chunk ``x`` (M, n) stored as bfloat16 or float32 on the CPU.
+
+    Returns
+    -------
+    counts : ndarray (B,)
+        Columns per block.
+    means : ndarray (B, M) float32
+        Each row's mean over the block: the origin of that block's sums.
+    sums : ndarray (B, 4, M) float32
+        Sums of d, d^2, d^3, d^4 with d the deviation from the block mean (Pébay's update combines them).
+    gram : ndarray (M, M) float64
+        Sum over blocks of the Gram matrix of the rows centred on their column mean across models
+        (fp32 within a block, float64 across blocks); zeros when ``want_gram`` is False.
+    """
+    m, n = x.shape
+    raw, shift = _as_bits(x)
+    nblocks = (n + KERNEL_BLOCK - 1) // KERNEL_BLOCK
+    counts = np.full(nblocks, KERNEL_BLOCK, dtype=np.float64)
+    if n % KERNEL_BLOCK:
+        counts[-1] = n % KERNEL_BLOCK
+    means = np.empty((nblocks, m), dtype=np.float32)
+    sums = np.empty((nblocks, 4, m), dtype=np.float32)
+    gram = np.zeros((m, m), dtype=np.float64)
+    _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, want_gram and m > 1, means, sums, gram)
+    upper = np.triu(gram)
+    return counts, means, sums, upper + np.triu(upper, 1).T
+
+
+def pair_sq_dists(x: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``sum((x[i[p]] - x[j[p]])**2)`` for each pair p, from explicit differences (float64 results).
+
+    For pairs too close for the Gram identity: the difference of two nearly equal floats is exact
+    (Sterbenz), so nothing cancels; squares are summed per block in fp32 and across blocks in float64.
+    """
+    raw, shift = _as_bits(x)
+    out = np.zeros(len(i), dtype=np.float64)
+    _kernels().pair_blocks(raw, shift, KERNEL_BLOCK, np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), out)
+    return out
+
+
