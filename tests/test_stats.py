@@ -284,3 +284,36 @@ def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path):
         start_at = time.time() + 3.0  # after the workers have imported
         done = pool.map(_open_fresh_caches, [(tmp_path, start_at, 60)] * 4)
     assert done == [60] * 4
+
+
+@pytest.mark.parametrize("models", [1, 2, 5, 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype, monkeypatch):
+    """4 x 4 Gram tiles plus leftover rows, a partial last block, near and identical rows."""
+    from mother_core.stats import fused
+    from mother_core.stats.moments import ChunkReducer, Moments, _combine_blocks, pairwise_sq_dist
+
+    if not fused.enabled():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)
+    g = torch.Generator().manual_seed(models)
+    n = 3 * fused.KERNEL_BLOCK + 77
+    base = torch.randn(n, generator=g) * 0.02 + 0.5  # an offset: centring must not lose digits
+    x = torch.stack([base + 1e-2 * (k % 3) * torch.randn(n, generator=g) * 0.02 for k in range(models)])
+    x = x.to(dtype)  # rows k and k + 3 are identical; the others differ by 1-2% of the spread
+    counts, means, sums, gram = fused.block_sums(x, want_gram=True)
+    assert counts.sum() == n and len(counts) == 4
+    mom = _combine_blocks(counts, torch.from_numpy(means).double(), torch.from_numpy(sums).double())
+    ref = Moments.of_chunk(x.double())
+    np.testing.assert_allclose(mom.mean, ref.mean, rtol=1e-6)
+    np.testing.assert_allclose(mom.m2, ref.m2, rtol=1e-5)
+    np.testing.assert_allclose(mom.excess_kurtosis, ref.excess_kurtosis, rtol=1e-4, atol=1e-5)
+    centred = (x.double() - x.double().mean(0)).numpy()
+    exact_gram = centred @ centred.T
+    np.testing.assert_allclose(np.triu(gram), np.triu(exact_gram), rtol=0,
+                               atol=1e-5 * max(float(np.trace(exact_gram)), 1e-30))
+    exact = pairwise_sq_dist(x.double())
+    _, dist = ChunkReducer().reduce(x)  # the kernel, with near pairs recomputed explicitly
+    np.testing.assert_allclose(dist, exact, rtol=1e-5, atol=0)
+    iu = np.triu_indices(models, 1)
+    np.testing.assert_allclose(fused.pair_sq_dists(x, *iu), exact[iu], rtol=1e-6)

@@ -132,13 +132,20 @@ def execute_plan(
 
     def job(k: int, failed: dict[int, str]) -> _Reduced:
         task, ci = steps[k]
-        for ahead in (k, k + 2):  # this chunk (if not queued yet) and the one this worker takes next
+        # Hint the chunk this worker takes next (k + 2); chunk k itself was hinted by job k - 2, except
+        # for the first two. (Each hint is a syscall per model even when the data is in the page cache.)
+        for ahead in ((k, k + 2) if k < 2 else (k + 2,)):
             if ahead < len(steps):
                 _prefetch(plan, steps[ahead], readers, locks, failed)
         chunk = _load(task, ci, plan, readers, ring, k % 2, device, failed, locks)
         return _reduce(chunk, reducers[k % 2], plan.slots[task.slot].shape, skeletons.get(task.slot))
 
     report("reading")
+    kernel_dtypes = _fused_dtypes(plan, readers, device)
+    if kernel_dtypes:
+        # Load numba and the cached kernels (~1 s) while the first chunks are being read.
+        threading.Thread(target=fused.warm_up, args=(kernel_dtypes,), name="mother-kernel-load",
+                         daemon=True).start()
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)
@@ -236,6 +243,17 @@ def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
     host = buf[: len(kept)]
     data = host.to(device, non_blocking=True) if device.type == "cuda" else host
     return _Chunk(task, ci, kept, data, errors, nbytes)
+
+
+def _fused_dtypes(plan: Plan, readers: Sequence[ModelReader], device: torch.device) -> set[torch.dtype]:
+    """The dtypes of the chunks the fused kernel will reduce (empty: it is not needed at all)."""
+    found = set()
+    for task in plan.tasks:
+        n = _chunk_numel(plan.slots[task.slot].shape, task.chunks[0])
+        dtype = _chunk_dtype(plan.slots[task.slot].name, task.models, readers, device, n)
+        if dtype != torch.float32 or fused.accepts(dtype, len(task.models), device, len(task.models) * n):
+            found.add(dtype)
+    return found
 
 
 def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from types import ModuleType
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -49,6 +50,12 @@ def accepts(dtype: torch.dtype, models: int, device: torch.device, numel: int) -
     reduced by the kernel."""
     return (device.type == "cpu" and dtype in _SUPPORTED and 1 <= models <= MAX_MODELS
             and numel >= MIN_ELEMENTS and enabled())
+
+
+def warm_up(dtypes: Iterable[torch.dtype] = _SUPPORTED) -> None:
+    """Import numba and load (or, on a machine's first run, compile) the reduction kernel for ``dtypes``."""
+    for dtype in dtypes:
+        block_sums(torch.zeros((2, 8), dtype=dtype), want_gram=True)
 
 
 def _kernels() -> ModuleType:
