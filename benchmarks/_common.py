@@ -74,10 +74,12 @@ def drop_page_cache(files: list[Path]) -> str:
         return "fadvise"
 
 
-def run_python(code: str) -> dict:
-    """Run ``code`` in a fresh interpreter; it must print one JSON object on its last line."""
+def run_python(code: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``code`` in a fresh interpreter (``env``: extra environment variables); it must print one
+    JSON object on its last line."""
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=None if env is None else {**os.environ, **env})
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -85,4 +87,8 @@ def run_python(code: str) -> dict:
     return result
 
 
-PEAK_RSS = "import resource; peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
+# Peak resident memory of the measured process. Not getrusage's ru_maxrss: Linux carries it over from
+# the parent through fork and exec, so a benchmark that has just generated 8 GB of models would report
+# its own peak for every child. VmHWM belongs to the process's address space, new at exec.
+PEAK_RSS = ("peak_mb = next(int(line.split()[1]) for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM:')) / 1024")

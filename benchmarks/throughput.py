@@ -7,6 +7,7 @@ baseline (load both models per pair), warm and cold page cache, with ratios and 
     python benchmarks/throughput.py                            # 8 x 124M (about 2 GB on disk)
     python benchmarks/throughput.py --memory                   # adds 8 models of ~1 GB each: peak RSS
     python benchmarks/throughput.py --memory --skip-small --no-naive --repeats 1
+    python benchmarks/throughput.py --kernels                  # adds the pass with the fused kernel off
 
 The machine these numbers come from is shared: every run also reports its CPU seconds (user + system, all
 threads) and the load average, and each state is repeated (``--repeats``).
@@ -82,8 +83,13 @@ print(json.dumps({{"seconds": dt, "peak_rss_mb": peak_mb}}))
 """
 
 
-def measure(folder: Path, n_models: int, shapes: dict, naive: bool, device: str, repeats: int = 1) -> list[dict]:
-    """Read-only vs recover, cold then warm, ``repeats`` times each (interleaved, so drift hits both)."""
+def measure(folder: Path, n_models: int, shapes: dict, naive: bool, device: str, repeats: int = 1,
+            kernels: bool = False) -> list[dict]:
+    """Read-only vs recover, cold then warm, ``repeats`` times each (interleaved, so drift hits both).
+
+    ``kernels``: also run the pass with the fused CPU kernel switched off (``MOTHER_FUSED_KERNEL=0``,
+    the torch path) right after each default run, for the ablation column.
+    """
     paths = make_family(folder, n_models, shapes)
     files = [str(p / "model.safetensors") for p in paths]
     read_code = READ.format(files=files, peak=PEAK_RSS, cpu=CPU)
@@ -98,10 +104,15 @@ def measure(folder: Path, n_models: int, shapes: dict, naive: bool, device: str,
             if cache == "cold":
                 drop_page_cache([Path(f) for f in files])
             full = run_python(pass_code)
+            if kernels:
+                if cache == "cold":
+                    drop_page_cache([Path(f) for f in files])
+                torch_path = run_python(pass_code, env={"MOTHER_FUSED_KERNEL": "0"})
             row = {"cache": cache, "how": how, "gb": read["bytes"] / 1e9, "read_s": read["seconds"],
                    "read_cpu_s": read["cpu_s"], "recover_s": full["seconds"], "pass_s": full["pass_seconds"],
                    "recover_cpu_s": full["cpu_s"], "ratio": full["seconds"] / read["seconds"],
-                   "peak_rss_mb": full["peak_rss_mb"], "load": os.getloadavg()[0]}
+                   "peak_rss_mb": full["peak_rss_mb"], "load": os.getloadavg()[0],
+                   "torch_pass_s": torch_path["pass_seconds"] if kernels else float("nan")}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
         if naive and cache == "warm":
@@ -161,6 +172,8 @@ def main() -> None:
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="runs per page-cache state (the machine is shared)")
     ap.add_argument("--skip-small", action="store_true", help="with --memory: only the ~1 GB models")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also time the pass with the fused CPU kernel off (torch path), same run")
     ap.add_argument("--accuracy", action="store_true",
                     help="only: max relative error vs float64 on a few tensors of the 124M set")
     args = ap.parse_args()
@@ -171,17 +184,20 @@ def main() -> None:
     tables = []
     if not args.skip_small:
         tables.append(("8 x GPT-2 small (124M, bf16)", measure(DATA / "gpt2x8", args.models, gpt2_shapes(),
-                                                                not args.no_naive, args.device, args.repeats)))
+                                                                not args.no_naive, args.device, args.repeats,
+                                                                args.kernels)))
     if args.memory:
         big = gpt2_shapes(n_layer=36, d=1024)  # GPT-2-medium width, 36 layers: ~505M params, ~1.0 GB in bf16
         tables.append(("8 x 505M (bf16, ~1 GB each)", measure(DATA / "gpt2-1GB-x8", args.models, big, False,
-                                                              args.device, args.repeats)))
-    print("| set | page cache | GB read | read only (s) | pass (s) | recover (s) | recover / read | "
-          "recover CPU s (read CPU s) | naive pairwise (s) | speed-up vs naive | peak RSS (MB) | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                                                              args.device, args.repeats, args.kernels)))
+    print("| set | page cache | GB read | read only (s) | pass (s) | pass, kernel off (s) | recover (s) | "
+          "recover / read | recover CPU s (read CPU s) | naive pairwise (s) | speed-up vs naive | peak RSS (MB) | "
+          "load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rows in tables:
         for r in rows:
             print(f"| {name} | {r['cache']} ({r['how']}) | {r['gb']:.2f} | {r['read_s']:.2f} | {r['pass_s']:.2f} | "
+                  f"{r['torch_pass_s']:.2f} | "
                   f"{r['recover_s']:.2f} | {r['ratio']:.2f}x | {r['recover_cpu_s']:.2f} ({r['read_cpu_s']:.2f}) | "
                   f"{r.get('naive_s', float('nan')):.1f} | {r.get('speedup_vs_naive', float('nan')):.1f}x | "
                   f"{r['peak_rss_mb']:.0f} | {r['load']:.1f} |")

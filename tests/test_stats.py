@@ -42,7 +42,7 @@ def kernel(request, monkeypatch):
     if request.param == "fused":
         if not fused.enabled():
             pytest.skip("numba is not installed")
-        monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)
+        monkeypatch.setattr(fused, "WORTH_LOADING_VALUES", 0)
     else:
         monkeypatch.setenv("MOTHER_FUSED_KERNEL", "0")
     return request.param
@@ -244,10 +244,12 @@ def test_fused_reducer_matches_the_reference_formulation(kernel):
     base = torch.randn(200_003, generator=g) * 0.02
     x = torch.stack([base, base + 1e-4 * torch.randn(base.shape, generator=g), base.clone(),
                      torch.randn(base.shape, generator=g)]).float()
-    mom, dist = ChunkReducer(block_elements=1 << 14).reduce(x if kernel == "torch" else x.bfloat16().float())
-    if kernel == "fused":  # the kernel widens bfloat16 itself: same numbers as the widened float32 chunk
+    fused = kernel == "fused"
+    reducer = ChunkReducer(block_elements=1 << 14, use_fused=fused)
+    mom, dist = reducer.reduce(x if not fused else x.bfloat16().float())
+    if fused:  # the kernel widens bfloat16 itself: same numbers as the widened float32 chunk
         x = x.bfloat16()
-        mom_bf16, dist_bf16 = ChunkReducer().reduce(x)
+        mom_bf16, dist_bf16 = reducer.reduce(x)
         np.testing.assert_allclose(mom_bf16.m4, mom.m4, rtol=1e-6)
         np.testing.assert_allclose(dist_bf16, dist, rtol=1e-6)
         x = x.float()
@@ -288,22 +290,20 @@ def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path):
 
 @pytest.mark.parametrize("models", [1, 2, 5, 9])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype, monkeypatch):
+def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
     """4 x 4 Gram tiles plus leftover rows, a partial last block, near and identical rows."""
     from mother_core.stats import fused
-    from mother_core.stats.moments import ChunkReducer, Moments, _combine_blocks, pairwise_sq_dist
+    from mother_core.stats.moments import ChunkReducer, Moments, pairwise_sq_dist
 
     if not fused.enabled():
         pytest.skip("numba is not installed")
-    monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)
     g = torch.Generator().manual_seed(models)
     n = 3 * fused.KERNEL_BLOCK + 77
     base = torch.randn(n, generator=g) * 0.02 + 0.5  # an offset: centring must not lose digits
     x = torch.stack([base + 1e-2 * (k % 3) * torch.randn(n, generator=g) * 0.02 for k in range(models)])
     x = x.to(dtype)  # rows k and k + 3 are identical; the others differ by 1-2% of the spread
-    counts, means, sums, gram = fused.block_sums(x, want_gram=True)
-    assert counts.sum() == n and len(counts) == 4
-    mom = _combine_blocks(counts, torch.from_numpy(means).double(), torch.from_numpy(sums).double())
+    (mean, m2, m3, m4), gram = fused.reduce_chunk(x, want_gram=True)
+    mom = Moments(np.full(models, float(n)), mean, m2, m3, m4)
     ref = Moments.of_chunk(x.double())
     np.testing.assert_allclose(mom.mean, ref.mean, rtol=1e-6)
     np.testing.assert_allclose(mom.m2, ref.m2, rtol=1e-5)
@@ -313,7 +313,7 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype, mo
     np.testing.assert_allclose(np.triu(gram), np.triu(exact_gram), rtol=0,
                                atol=1e-5 * max(float(np.trace(exact_gram)), 1e-30))
     exact = pairwise_sq_dist(x.double())
-    _, dist = ChunkReducer().reduce(x)  # the kernel, with near pairs recomputed explicitly
+    _, dist = ChunkReducer(use_fused=True).reduce(x)  # the kernel, near pairs recomputed explicitly
     np.testing.assert_allclose(dist, exact, rtol=1e-5, atol=0)
     iu = np.triu_indices(models, 1)
     np.testing.assert_allclose(fused.pair_sq_dists(x, *iu), exact[iu], rtol=1e-6)

@@ -24,8 +24,10 @@ def _widen(raw, shift, j0, w, xs):  # pragma: no cover - compiled
     # float32 (shift 0). One routine, compiled once per bit width.
     bits = xs.view(np.uint32)
     for r in range(raw.shape[0]):
+        src = raw[r, j0 : j0 + w]  # index a slice by c >= 0: a computed index (j0 + c) would need
+        dst = bits[r]  # numba's negative-index check, which keeps LLVM from vectorising (7x slower)
         for c in range(w):
-            bits[r, c] = np.uint32(raw[r, j0 + c]) << shift
+            dst[c] = np.uint32(src[c]) << shift
 
 
 @_jit
@@ -134,7 +136,7 @@ def _pair_block(xs, w, i, j, out):  # pragma: no cover - compiled
 
 @_jit
 def reduce_blocks(raw, shift, block, want_gram, means, sums, gram):  # pragma: no cover - compiled
-    """Block statistics of ``raw`` (M, n) float bits; see :func:`fused.block_sums`."""
+    """Block statistics of ``raw`` (M, n) float bits; see :func:`fused.reduce_chunk`."""
     m, n = raw.shape
     xs = np.empty((m, block), np.float32)
     y = np.empty((m, block), np.float32)
@@ -143,6 +145,44 @@ def reduce_blocks(raw, shift, block, want_gram, means, sums, gram):  # pragma: n
         w = min(n, j0 + block) - j0
         _widen(raw, shift, j0, w, xs)
         _block_stats(xs, w, k, want_gram, y, colmean, means, sums, gram)
+
+
+@_jit
+def combine_blocks(n, block, means, sums, out):  # pragma: no cover - compiled
+    """Mean and central sums M2..M4 per row (``out`` (4, M) float64) from the blocks of ``reduce_blocks``.
+
+    Each block's sums are about its fp32 mean; their residual first sum and the shift to the grand mean
+    are folded in exactly, in float64 (Pébay 2008, as ``moments._combine_blocks``).
+    """
+    nblocks, m = means.shape
+    for r in range(m):
+        total = 0.0
+        for k in range(nblocks):
+            cnt = min(block, n - k * block)
+            total += np.float64(means[k, r]) * cnt + sums[k, 0, r]
+        mean = total / n
+        m2 = 0.0
+        m3 = 0.0
+        m4 = 0.0
+        for k in range(nblocks):
+            cnt = min(block, n - k * block)
+            d = np.float64(means[k, r]) - mean
+            s1 = np.float64(sums[k, 0, r])
+            s2 = np.float64(sums[k, 1, r])
+            s3 = np.float64(sums[k, 2, r])
+            s4 = np.float64(sums[k, 3, r])
+            m2 += s2 + 2 * d * s1 + cnt * d * d
+            m3 += s3 + 3 * d * s2 + 3 * d * d * s1 + cnt * d * d * d
+            m4 += s4 + 4 * d * s3 + 6 * d * d * s2 + 4 * d * d * d * s1 + cnt * d * d * d * d
+        # A constant row leaves only rounding residue: see moments._combine_blocks.
+        if m2 <= n * (abs(mean) * 2.0**-24) ** 2 * 1e-3:
+            m2 = 0.0
+            m3 = 0.0
+            m4 = 0.0
+        out[0, r] = mean
+        out[1, r] = m2
+        out[2, r] = m3
+        out[3, r] = m4
 
 
 @_jit

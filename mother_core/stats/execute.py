@@ -112,7 +112,9 @@ def execute_plan(
     start = time.perf_counter()
     ring = _BufferRing(pin=device.type == "cuda")
     block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
-    reducers = [ChunkReducer(block), ChunkReducer(block)]
+    fused_values, fused_dtypes = _fused_work(plan, readers, device)
+    use_fused = bool(fused_dtypes) and (fused.loaded() or fused_values >= fused.WORTH_LOADING_VALUES)
+    reducers = [ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)]
     locks = [threading.Lock() for _ in readers]  # readers switch shards: one call at a time per reader
     total_bytes = plan.nbytes
     steps = [(task, i) for task in plan.tasks for i in range(len(task.chunks))]
@@ -130,21 +132,26 @@ def execute_plan(
         progress(Progress(stage, tasks_done, len(plan.tasks), out.bytes_read, total_bytes, elapsed,
                           eta, str(device)))
 
+    read_rate = _ReadRate()
+
     def job(k: int, failed: dict[int, str]) -> _Reduced:
         task, ci = steps[k]
         # Hint the chunk this worker takes next (k + 2); chunk k itself was hinted by job k - 2, except
-        # for the first two. (Each hint is a syscall per model even when the data is in the page cache.)
-        for ahead in ((k, k + 2) if k < 2 else (k + 2,)):
-            if ahead < len(steps):
-                _prefetch(plan, steps[ahead], readers, locks, failed)
-        chunk = _load(task, ci, plan, readers, ring, k % 2, device, failed, locks)
+        # for the first two. Only while reads look disk-bound: a hint is a syscall per model that walks
+        # the page cache even when everything is already there (~10% of a warm pass).
+        if read_rate.disk_bound():
+            for ahead in ((k, k + 2) if k < 2 else (k + 2,)):
+                if ahead < len(steps):
+                    _prefetch(plan, steps[ahead], readers, locks, failed)
+        began = time.perf_counter()
+        chunk = _load(task, ci, plan, readers, ring, k % 2, device, failed, locks, use_fused)
+        read_rate.add(chunk.nbytes, time.perf_counter() - began)
         return _reduce(chunk, reducers[k % 2], plan.slots[task.slot].shape, skeletons.get(task.slot))
 
     report("reading")
-    kernel_dtypes = _fused_dtypes(plan, readers, device)
-    if kernel_dtypes:
+    if use_fused:
         # Load numba and the cached kernels (~1 s) while the first chunks are being read.
-        threading.Thread(target=fused.warm_up, args=(kernel_dtypes,), name="mother-kernel-load",
+        threading.Thread(target=fused.warm_up, args=(fused_dtypes,), name="mother-kernel-load",
                          daemon=True).start()
     threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -176,6 +183,28 @@ def execute_plan(
     out.seconds = time.perf_counter() - start
     report("done")
     return out
+
+
+class _ReadRate:
+    """A running estimate of how fast chunks are read, to tell page-cache reads from disk reads."""
+
+    # Above this, reads come from memory (page cache: 5+ GB/s here) or from a disk fast enough that
+    # read-ahead hints gain nothing; below it (cold SATA/NVMe reads here: ~1.3-1.5 GB/s), hints help.
+    DISK_BOUND_BELOW = 3e9  # bytes per second
+
+    def __init__(self) -> None:
+        # Decaying sums, so large chunks weigh by their bytes and small ones (a bias: all per-call
+        # overhead) do not drag the rate down. Workers update them unlocked: an estimate either way.
+        self.nbytes = 0.0
+        self.seconds = 0.0
+
+    def add(self, nbytes: int, seconds: float) -> None:
+        self.nbytes = 0.8 * self.nbytes + nbytes
+        self.seconds = 0.8 * self.seconds + seconds
+
+    def disk_bound(self) -> bool:
+        """True until the first chunk is in (hint it) and while reads run below disk-bound speed."""
+        return self.seconds <= 0 or self.nbytes / self.seconds < self.DISK_BOUND_BELOW
 
 
 @dataclass
@@ -216,7 +245,8 @@ def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelR
 
 
 def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader], ring: _BufferRing,
-          slot: int, device: torch.device, failed: dict[int, str], locks: Sequence[threading.Lock]) -> _Chunk:
+          slot: int, device: torch.device, failed: dict[int, str], locks: Sequence[threading.Lock],
+          use_fused: bool) -> _Chunk:
     meta = plan.slots[task.slot]
     rows = task.chunks[ci]
     models = [m for m in task.models if m not in failed]
@@ -226,7 +256,7 @@ def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
     if not models:
         return _Chunk(task, ci, [], None, errors, 0)
     n = _chunk_numel(meta.shape, rows)
-    buf = ring.get(slot, len(models), n, _chunk_dtype(meta.name, models, readers, device, n))
+    buf = ring.get(slot, len(models), n, _chunk_dtype(meta.name, models, readers, device, use_fused))
     for m in models:
         row = buf[len(kept)]  # rows of models that fail are overwritten by the next model
         try:
@@ -245,21 +275,24 @@ def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
     return _Chunk(task, ci, kept, data, errors, nbytes)
 
 
-def _fused_dtypes(plan: Plan, readers: Sequence[ModelReader], device: torch.device) -> set[torch.dtype]:
-    """The dtypes of the chunks the fused kernel will reduce (empty: it is not needed at all)."""
-    found = set()
+def _fused_work(plan: Plan, readers: Sequence[ModelReader], device: torch.device) -> tuple[int, set[torch.dtype]]:
+    """How many values the fused kernel could reduce in this pass, and in which dtypes."""
+    values, dtypes = 0, set()
     for task in plan.tasks:
-        n = _chunk_numel(plan.slots[task.slot].shape, task.chunks[0])
-        dtype = _chunk_dtype(plan.slots[task.slot].name, task.models, readers, device, n)
-        if dtype != torch.float32 or fused.accepts(dtype, len(task.models), device, len(task.models) * n):
-            found.add(dtype)
-    return found
+        m = len(task.models)
+        dtype = _chunk_dtype(plan.slots[task.slot].name, task.models, readers, device, True)
+        if fused.accepts(dtype, m, device):  # bf16 as stored, or float32 (as stored or widened)
+            dtypes.add(dtype)
+            values += m * sum(_chunk_numel(plan.slots[task.slot].shape, rows) for rows in task.chunks)
+    return values, dtypes
 
 
 def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],
-                 device: torch.device, numel_per_model: int) -> torch.dtype:
+                 device: torch.device, use_fused: bool) -> torch.dtype:
     """The chunk's dtype in memory: the stored one when every model stores the same and the fused
     kernel reduces it (no widened copy at all), float32 otherwise."""
+    if not use_fused:
+        return torch.float32
     stored = set()
     for m in models:
         info = readers[m].tensor_infos().get(name)
@@ -268,7 +301,7 @@ def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader
         stored.add(info.dtype)
     if len(stored) == 1:
         dtype = getattr(torch, stored.pop(), torch.float32)
-        if fused.accepts(dtype, len(models), device, len(models) * numel_per_model):
+        if fused.accepts(dtype, len(models), device):
             return dtype
     return torch.float32
 

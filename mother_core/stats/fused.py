@@ -12,7 +12,8 @@ explicit recomputation of near pairs), so results agree with it and with a float
 ~1e-6 relative; a test checks both.
 
 Used for CPU chunks of bfloat16 or float32 with at most :data:`MAX_MODELS` rows, when numba is
-installed; everything else (GPU, float16, very many models, where one GEMM wins) takes the torch path.
+installed and the pass is large enough to repay loading it (:data:`WORTH_LOADING_VALUES`);
+everything else (GPU, float16, very many models, where one GEMM wins) takes the torch path.
 Set ``MOTHER_FUSED_KERNEL=0`` to force the torch path. Compiled code is cached on disk by numba, so
 only the first run on a machine pays the ~1-2 s compilation.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from types import ModuleType
 from typing import Iterable
 
@@ -29,8 +31,12 @@ import torch
 
 # Columns per block: (M, 2048) float32 rows, their centred copy and the column means stay in L1/L2.
 KERNEL_BLOCK = 2048
-# Smaller chunks take the torch path: not worth importing numba (~0.7 s) for, e.g. in the app's demo.
-MIN_ELEMENTS = 1 << 20
+# Loading numba and the cached kernels costs a process ~1.1 s once (2-core machine); the kernel then
+# saves ~1.1-1.4 s per 1e9 values (8 x GPT-2 small in bf16: pass ~0.6 s instead of ~2.0 s). A pass
+# uses it when it has at least this many values for it (about break-even in a fresh process, measured;
+# a long-lived process such as the app gains on every later pass), or when an earlier pass in this
+# process already paid the load.
+WORTH_LOADING_VALUES = 8e8
 # Above this many models the Gram's M^2/2 dot products cost more than one blocked GEMM in torch.
 MAX_MODELS = 32
 
@@ -45,17 +51,20 @@ def enabled() -> bool:
     return _HAVE_NUMBA and os.environ.get("MOTHER_FUSED_KERNEL", "1") != "0"
 
 
-def accepts(dtype: torch.dtype, models: int, device: torch.device, numel: int) -> bool:
-    """Whether a chunk of ``numel`` elements in ``models`` rows stored as ``dtype`` on ``device`` is
-    reduced by the kernel."""
-    return (device.type == "cpu" and dtype in _SUPPORTED and 1 <= models <= MAX_MODELS
-            and numel >= MIN_ELEMENTS and enabled())
+def accepts(dtype: torch.dtype, models: int, device: torch.device) -> bool:
+    """Whether a chunk of ``models`` rows stored as ``dtype`` on ``device`` can be reduced by the kernel."""
+    return device.type == "cpu" and dtype in _SUPPORTED and 1 <= models <= MAX_MODELS and enabled()
 
 
 def warm_up(dtypes: Iterable[torch.dtype] = _SUPPORTED) -> None:
     """Import numba and load (or, on a machine's first run, compile) the reduction kernel for ``dtypes``."""
     for dtype in dtypes:
-        block_sums(torch.zeros((2, 8), dtype=dtype), want_gram=True)
+        reduce_chunk(torch.zeros((2, 8), dtype=dtype), want_gram=True)
+
+
+def loaded() -> bool:
+    """Whether this process has already imported the kernels (using them again costs nothing)."""
+    return "mother_core.stats._fused_kernels" in sys.modules
 
 
 def _kernels() -> ModuleType:
@@ -74,33 +83,33 @@ def _as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
     return x.view(torch.int32).numpy().view(np.uint32), 0
 
 
-def block_sums(x: torch.Tensor, want_gram: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-block statistics of a chunk ``x`` (M, n) stored as bfloat16 or float32 on the CPU.
+def reduce_chunk(x: torch.Tensor, want_gram: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Central moments of each row and the column-centred Gram of a chunk ``x`` (M, n), bf16 or fp32 on the CPU.
+
+    Per block of :data:`KERNEL_BLOCK` columns: each row's mean (fp32, the origin of that block's sums)
+    and the sums of d, d^2, d^3, d^4 about it (fp32); the blocks are then combined in float64 with the
+    exact shift formulas (Pébay 2008), as :func:`~mother_core.stats.moments._combine_blocks` does.
 
     Returns
     -------
-    counts : ndarray (B,)
-        Columns per block.
-    means : ndarray (B, M) float32
-        Each row's mean over the block: the origin of that block's sums.
-    sums : ndarray (B, 4, M) float32
-        Sums of d, d^2, d^3, d^4 with d the deviation from the block mean (Pébay's update combines them).
+    moments : ndarray (4, M) float64
+        Mean and the central sums M2, M3, M4 of each row (0 for a constant row).
     gram : ndarray (M, M) float64
-        Sum over blocks of the Gram matrix of the rows centred on their column mean across models
-        (fp32 within a block, float64 across blocks); zeros when ``want_gram`` is False.
+        Gram matrix of the rows centred on their column mean across models (fp32 within a block,
+        float64 across blocks); zeros when ``want_gram`` is False.
     """
     m, n = x.shape
     raw, shift = _as_bits(x)
     nblocks = (n + KERNEL_BLOCK - 1) // KERNEL_BLOCK
-    counts = np.full(nblocks, KERNEL_BLOCK, dtype=np.float64)
-    if n % KERNEL_BLOCK:
-        counts[-1] = n % KERNEL_BLOCK
     means = np.empty((nblocks, m), dtype=np.float32)
     sums = np.empty((nblocks, 4, m), dtype=np.float32)
     gram = np.zeros((m, m), dtype=np.float64)
-    _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, want_gram and m > 1, means, sums, gram)
+    moments = np.empty((4, m), dtype=np.float64)
+    k = _kernels()
+    k.reduce_blocks(raw, shift, KERNEL_BLOCK, want_gram and m > 1, means, sums, gram)
+    k.combine_blocks(n, KERNEL_BLOCK, means, sums, moments)
     upper = np.triu(gram)
-    return counts, means, sums, upper + np.triu(upper, 1).T
+    return moments, upper + np.triu(upper, 1).T
 
 
 def pair_sq_dists(x: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:

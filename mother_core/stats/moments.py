@@ -191,8 +191,9 @@ class ChunkReducer:
     (fresh allocations fault in pages at ~0.4 s/GB).
     """
 
-    def __init__(self, block_elements: int = BLOCK_ELEMENTS) -> None:
+    def __init__(self, block_elements: int = BLOCK_ELEMENTS, use_fused: bool = False) -> None:
         self.block_elements = block_elements
+        self.use_fused = use_fused  # hand chunks the fused CPU kernel accepts to it
         self._bufs: dict[tuple, torch.Tensor] = {}
 
     def _buf(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -217,9 +218,9 @@ class ChunkReducer:
         kernel reduces it without widening it in memory); other dtypes are widened here.
         """
         m, n = x.shape
-        if fused.accepts(x.dtype, m, x.device, x.numel()):
-            counts, means, sums, gram = fused.block_sums(x, want_dist)
-            moments = _combine_blocks(counts, torch.from_numpy(means).double(), torch.from_numpy(sums).double())
+        if self.use_fused and fused.accepts(x.dtype, m, x.device):
+            (mean, m2, m3, m4), gram = fused.reduce_chunk(x, want_dist)
+            moments = Moments(np.full(m, float(n)), mean, m2, m3, m4)
             if not (want_dist and m > 1):
                 return moments, np.zeros((m, m))
             return moments, self._distances(x, torch.from_numpy(gram))
@@ -278,7 +279,7 @@ class ChunkReducer:
         suspect = torch.triu(dist < CANCELLATION_RATIO * scale, diagonal=1).nonzero()
         if len(suspect):
             i, j = suspect[:, 0], suspect[:, 1]
-            if fused.accepts(x.dtype, x.shape[0], x.device, x.numel()):
+            if self.use_fused and fused.accepts(x.dtype, x.shape[0], x.device):
                 exact = torch.from_numpy(fused.pair_sq_dists(x, i.numpy(), j.numpy()))
             else:
                 exact = self._explicit_sq_dists(x, i, j)
