@@ -8,6 +8,7 @@ baseline (load both models per pair), warm and cold page cache, with ratios and 
     python benchmarks/throughput.py --memory                   # adds 8 models of ~1 GB each: peak RSS
     python benchmarks/throughput.py --memory --skip-small --no-naive --repeats 1
     python benchmarks/throughput.py --kernels                  # adds the pass with the fused kernel off
+    python benchmarks/throughput.py --steady --memory          # one process: first pass vs steady state
 
 The machine these numbers come from is shared: every run also reports its CPU seconds (user + system, all
 threads) and the load average, and each state is repeated (``--repeats``).
@@ -55,6 +56,19 @@ dt = time.perf_counter() - t
 {cpu}
 print(json.dumps({{"seconds": dt, "pass_seconds": t_pass, "edges": len(rec.edges), "peak_rss_mb": peak_mb,
                   "bytes": stats.settings["bytes_read"], "cpu_s": cpu_s - cpu0}}))
+"""
+
+STEADY = """
+import json, time
+from mother_core import discover, compute_statistics
+from mother_core.stats import fused
+found = discover({folder!r})
+times = []
+for _ in range(3):
+    t = time.perf_counter()
+    compute_statistics(found, device="cpu")
+    times.append(time.perf_counter() - t)
+print(json.dumps({{"first_s": times[0], "steady_s": min(times[1:]), "kernel": fused.loaded()}}))
 """
 
 # User + system CPU seconds of this process so far (all threads): contention from other work on a shared
@@ -164,6 +178,18 @@ def accuracy(folder: Path, device: str) -> dict:
     return run_python(ACCURACY.format(folder=str(folder), device=device, names=names))
 
 
+def steady(folder: Path, n_models: int, shapes: dict) -> list[str]:
+    """Warm page cache, one process: the pass's first run (numba's load included) and its steady state
+    (best of the next two), with the fused kernel and with it switched off."""
+    paths = make_family(folder, n_models, shapes)
+    run_python(READ.format(files=[str(p / "model.safetensors") for p in paths], peak=PEAK_RSS, cpu=CPU))
+    code = STEADY.format(folder=[str(folder)])
+    on = run_python(code)
+    off = run_python(code, env={"MOTHER_FUSED_KERNEL": "0"})
+    return [f"| {folder.name} | {on['first_s']:.2f} | {on['steady_s']:.2f} | {off['first_s']:.2f} | "
+            f"{off['steady_s']:.2f} | {off['steady_s'] / on['steady_s']:.2f}x | {os.getloadavg()[0]:.1f} |"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=8)
@@ -172,6 +198,8 @@ def main() -> None:
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="runs per page-cache state (the machine is shared)")
     ap.add_argument("--skip-small", action="store_true", help="with --memory: only the ~1 GB models")
+    ap.add_argument("--steady", action="store_true",
+                    help="only: warm pass in one process, first run vs steady state, kernel on vs off")
     ap.add_argument("--kernels", action="store_true",
                     help="also time the pass with the fused CPU kernel off (torch path), same run")
     ap.add_argument("--accuracy", action="store_true",
@@ -180,6 +208,16 @@ def main() -> None:
     if args.accuracy:
         make_family(DATA / "gpt2x8", args.models, gpt2_shapes())
         print(json.dumps(accuracy(DATA / "gpt2x8", args.device)))
+        return
+    if args.steady:
+        print("| set | kernel: first pass (s) | kernel: steady (s) | torch path: first (s) | torch path: steady (s) "
+              "| steady speed-up | load avg |")
+        print("|---|---|---|---|---|---|---|")
+        for line in steady(DATA / "gpt2x8", args.models, gpt2_shapes()):
+            print(line)
+        if args.memory:
+            for line in steady(DATA / "gpt2-1GB-x8", args.models, gpt2_shapes(n_layer=36, d=1024)):
+                print(line)
         return
     tables = []
     if not args.skip_small:

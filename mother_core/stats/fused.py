@@ -4,9 +4,9 @@ The torch formulation in :mod:`mother_core.stats.moments` runs a dozen separate 
 and needs every chunk widened to float32 in memory first (write 4 bytes, read them back); on a 2-core
 machine that costs several times the time to read the files. This kernel (compiled by numba) reads
 each chunk once in its stored dtype (bfloat16 or float32) and, per block of :data:`KERNEL_BLOCK`
-columns held in L1/L2, widens it in registers, takes the block's row means and the sums of
-d, d^2, d^3, d^4 about them, centres the columns on their mean across models and adds the block's
-Gram matrix. The arithmetic is the one of :class:`~mother_core.stats.moments.ChunkReducer` (same
+columns, widens it into a float32 scratch block that stays in L1/L2, takes the block's row means and
+the sums of d, d^2, d^3, d^4 about them, centres the columns on their mean across models and adds
+the block's Gram matrix (4 x 4 register tiles). The arithmetic is the one of :class:`~mother_core.stats.moments.ChunkReducer` (same
 block-mean origins combined in float64 with the exact shift formulas, same column-centred Gram, same
 explicit recomputation of near pairs), so results agree with it and with a float64 reference to
 ~1e-6 relative; a test checks both.
@@ -14,8 +14,8 @@ explicit recomputation of near pairs), so results agree with it and with a float
 Used for CPU chunks of bfloat16 or float32 with at most :data:`MAX_MODELS` rows, when numba is
 installed and the pass is large enough to repay loading it (:data:`WORTH_LOADING_VALUES`);
 everything else (GPU, float16, very many models, where one GEMM wins) takes the torch path.
-Set ``MOTHER_FUSED_KERNEL=0`` to force the torch path. Compiled code is cached on disk by numba, so
-only the first run on a machine pays the ~1-2 s compilation.
+Set ``MOTHER_FUSED_KERNEL=0`` to force the torch path. Compiled code is cached on disk by numba:
+the first run on a machine compiles (~2-3 s), later processes load it (~1 s with numba's import).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Iterable
 
@@ -69,6 +70,10 @@ def loaded() -> bool:
 
 def _kernels() -> ModuleType:
     # Imported on first use: numba's import and the cached kernels' load cost ~1 s.
+    if "NUMBA_CACHE_DIR" not in os.environ and not os.access(Path(__file__).parent, os.W_OK):
+        # An install numba cannot write its cache beside: keep compiled kernels in the user's cache
+        # rather than compiling them again (~3 s) in every process. Read when numba is imported.
+        os.environ["NUMBA_CACHE_DIR"] = str(Path.home() / ".cache" / "mother-explorer" / "numba")
     from mother_core.stats import _fused_kernels
 
     return _fused_kernels
