@@ -68,7 +68,7 @@ for _ in range(3):
     t = time.perf_counter()
     compute_statistics(found, device="cpu")
     times.append(time.perf_counter() - t)
-print(json.dumps({{"first_s": times[0], "steady_s": min(times[1:]), "kernel": fused.loaded()}}))
+print(json.dumps({{"first_s": times[0], "steady_s": min(times[1:]), "kernel": fused.ready()}}))
 """
 
 # User + system CPU seconds of this process so far (all threads): contention from other work on a shared

@@ -43,6 +43,7 @@ def kernel(request, monkeypatch):
         if not fused.enabled():
             pytest.skip("numba is not installed")
         monkeypatch.setattr(fused, "WORTH_LOADING_VALUES", 0)
+        fused.warm_up()  # loaded before the pass: every chunk takes the kernel, not just those after the load
     else:
         monkeypatch.setenv("MOTHER_FUSED_KERNEL", "0")
     return request.param
@@ -297,6 +298,7 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
 
     if not fused.enabled():
         pytest.skip("numba is not installed")
+    fused.warm_up()
     g = torch.Generator().manual_seed(models)
     n = 3 * fused.KERNEL_BLOCK + 77
     base = torch.randn(n, generator=g) * 0.02 + 0.5  # an offset: centring must not lose digits

@@ -113,7 +113,7 @@ def execute_plan(
     ring = _BufferRing(pin=device.type == "cuda")
     block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
     fused_values, fused_dtypes = _fused_work(plan, readers, device)
-    use_fused = bool(fused_dtypes) and (fused.loaded() or fused_values >= fused.WORTH_LOADING_VALUES)
+    use_fused = bool(fused_dtypes) and (fused.ready() or fused_values >= fused.WORTH_LOADING_VALUES)
     reducers = [ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)]
     locks = [threading.Lock() for _ in readers]  # readers switch shards: one call at a time per reader
     total_bytes = plan.nbytes
@@ -149,8 +149,9 @@ def execute_plan(
         return _reduce(chunk, reducers[k % 2], plan.slots[task.slot].shape, skeletons.get(task.slot))
 
     report("reading")
-    if use_fused:
-        # Load numba and the cached kernels (~1 s) while the first chunks are being read.
+    if use_fused and not fused.ready():
+        # Load numba and the cached kernels (~1 s) in the background; chunks reduced before they are
+        # ready take the torch path (widened on the fly), so the load overlaps useful work.
         threading.Thread(target=fused.warm_up, args=(fused_dtypes,), name="mother-kernel-load",
                          daemon=True).start()
     threads = torch.get_num_threads()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Iterable
@@ -57,15 +58,21 @@ def accepts(dtype: torch.dtype, models: int, device: torch.device) -> bool:
     return device.type == "cpu" and dtype in _SUPPORTED and 1 <= models <= MAX_MODELS and enabled()
 
 
+_READY = threading.Event()  # set once warm_up has loaded the kernels in this process
+
+
 def warm_up(dtypes: Iterable[torch.dtype] = _SUPPORTED) -> None:
-    """Import numba and load (or, on a machine's first run, compile) the reduction kernel for ``dtypes``."""
+    """Import numba and load (or, on a machine's first run, compile) the reduction kernel for ``dtypes``,
+    then mark the kernels :func:`ready`. Blocking; the pass runs it on a background thread."""
     for dtype in dtypes:
         reduce_chunk(torch.zeros((2, 8), dtype=dtype), want_gram=True)
+    _READY.set()
 
 
-def loaded() -> bool:
-    """Whether this process has already imported the kernels (using them again costs nothing)."""
-    return "mother_core.stats._fused_kernels" in sys.modules
+def ready() -> bool:
+    """Whether the kernels are loaded in this process (using them costs nothing more). Until then a
+    pass that wants them reduces its chunks on the torch path instead of waiting ~1 s for the load."""
+    return _READY.is_set()
 
 
 def _kernels() -> ModuleType:
