@@ -37,12 +37,13 @@ def _family(tmp_path, dtype=torch.float32):
 @pytest.fixture(params=["fused", "torch"])
 def kernel(request, monkeypatch):
     """Run a test through the fused CPU kernel (for every chunk, however small) and the torch path."""
-    from mother_core.stats import fused
+    from mother_core.stats import execute, fused
 
     if request.param == "fused":
         if not fused.enabled():
             pytest.skip("numba is not installed")
         monkeypatch.setattr(fused, "WORTH_LOADING_VALUES", 0)
+        monkeypatch.setattr(execute, "PIECE_BYTES", 3000)  # many pieces per chunk, blocks cut mid-way
         fused.warm_up()  # loaded before the pass: every chunk takes the kernel, not just those after the load
     else:
         monkeypatch.setenv("MOTHER_FUSED_KERNEL", "0")
@@ -119,7 +120,7 @@ def test_formats_agree(tmp_path):
         np.testing.assert_allclose(other.kurtosis, results[0].kurtosis, rtol=1e-6)
 
 
-def test_cache_rerun_reads_nothing_and_new_model_reads_linear(tmp_path):
+def test_cache_rerun_reads_nothing_and_new_model_reads_linear(tmp_path, kernel):
     _family(tmp_path)
     cache = tmp_path / "cache"
     first = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
@@ -140,7 +141,7 @@ def test_cache_rerun_reads_nothing_and_new_model_reads_linear(tmp_path):
     np.testing.assert_allclose(grown.sq_dist, fresh.sq_dist, rtol=1e-9)
 
 
-def test_broken_model_is_skipped_and_the_rest_processed(tmp_path):
+def test_broken_model_is_skipped_and_the_rest_processed(tmp_path, kernel):
     _family(tmp_path)
     truncate(tmp_path / "set" / "other" / "model.safetensors")
     stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
@@ -292,7 +293,7 @@ def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path):
 @pytest.mark.parametrize("models", [1, 2, 5, 9])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
-    """4 x 4 Gram tiles plus leftover rows, a partial last block, near and identical rows."""
+    """4 x 4 pair tiles plus leftover rows, a partial last block, near and identical rows, pieces."""
     from mother_core.stats import fused
     from mother_core.stats.moments import ChunkReducer, Moments, pairwise_sq_dist
 
@@ -304,18 +305,41 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
     base = torch.randn(n, generator=g) * 0.02 + 0.5  # an offset: centring must not lose digits
     x = torch.stack([base + 1e-2 * (k % 3) * torch.randn(n, generator=g) * 0.02 for k in range(models)])
     x = x.to(dtype)  # rows k and k + 3 are identical; the others differ by 1-2% of the spread
-    (mean, m2, m3, m4), gram = fused.reduce_chunk(x, want_gram=True)
+    (mean, m2, m3, m4), dist = fused.reduce_chunk(x)
     mom = Moments(np.full(models, float(n)), mean, m2, m3, m4)
     ref = Moments.of_chunk(x.double())
     np.testing.assert_allclose(mom.mean, ref.mean, rtol=1e-6)
     np.testing.assert_allclose(mom.m2, ref.m2, rtol=1e-5)
     np.testing.assert_allclose(mom.excess_kurtosis, ref.excess_kurtosis, rtol=1e-4, atol=1e-5)
-    centred = (x.double() - x.double().mean(0)).numpy()
-    exact_gram = centred @ centred.T
-    np.testing.assert_allclose(np.triu(gram), np.triu(exact_gram), rtol=0,
-                               atol=1e-5 * max(float(np.trace(exact_gram)), 1e-30))
     exact = pairwise_sq_dist(x.double())
-    _, dist = ChunkReducer(use_fused=True).reduce(x)  # the kernel, near pairs recomputed explicitly
-    np.testing.assert_allclose(dist, exact, rtol=1e-5, atol=0)
-    iu = np.triu_indices(models, 1)
-    np.testing.assert_allclose(fused.pair_sq_dists(x, *iu), exact[iu], rtol=1e-6)
+    np.testing.assert_allclose(dist, exact, rtol=1e-6, atol=0)  # identical rows: exactly 0
+    # Fed in uneven pieces (part-filled blocks mid-stream), the same numbers.
+    pieces = fused.StreamReduction(models)
+    for a, b in ((0, 1000), (1000, 1001), (1001, 5000), (5000, n)):
+        pieces.add(x[:, a:b])
+    mom_p, dist_p = pieces.finish()
+    np.testing.assert_allclose(mom_p, np.stack([mean, m2, m3, m4]), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(dist_p, dist, rtol=1e-6, atol=0)
+    _, via_reducer = ChunkReducer(use_fused=True).reduce(x)
+    np.testing.assert_array_equal(via_reducer, dist)
+
+
+def test_a_model_failing_mid_pass_is_dropped_and_the_rest_finish(tmp_path, kernel):
+    """A file cut short while the pass runs (a disk error, a download overwritten): the model is
+    reported and dropped, the others' statistics are those of a clean run."""
+    from checkpoint_factory import truncate
+
+    _family(tmp_path, torch.bfloat16)
+    victim = tmp_path / "set" / "other" / "model.safetensors"
+    clean = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+
+    def cut_after_first_tensor(progress):
+        if progress.tensors_done == 1 and victim.stat().st_size > 0:
+            truncate(victim, keep=0.0)
+
+    stats = compute_statistics(discover([tmp_path / "set"]), device="cpu", progress=cut_after_first_tensor)
+    assert sorted(stats.model_ids) == ["heavy", "light", "root"]
+    assert any("other" in p.path for p in stats.problems)
+    keep = [clean.index(m) for m in stats.model_ids]
+    np.testing.assert_allclose(stats.sq_dist, clean.sq_dist[:, keep][:, :, keep], rtol=1e-6)
+    np.testing.assert_allclose(stats.kurtosis, clean.kurtosis[keep], rtol=1e-5, atol=1e-6)

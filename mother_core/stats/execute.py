@@ -144,6 +144,12 @@ def execute_plan(
                 if ahead < len(steps):
                     _prefetch(plan, steps[ahead], readers, locks, failed)
         began = time.perf_counter()
+        if use_fused and fused.ready() and _streamable(task, ci, plan, readers, failed, device):
+            try:
+                return _stream_reduce(task, ci, plan, readers, ring.staging_for(k % 2), failed, locks,
+                                      skeletons.get(task.slot), read_rate)
+            except _StreamFailed:
+                pass  # a model failed mid-chunk: the chunk path below reports it and carries on
         chunk = _load(task, ci, plan, readers, ring, k % 2, device, failed, locks, use_fused)
         read_rate.add(chunk.nbytes, time.perf_counter() - began)
         return _reduce(chunk, reducers[k % 2], plan.slots[task.slot].shape, skeletons.get(task.slot))
@@ -230,6 +236,91 @@ def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
     return _Reduced(chunk.models, mom, d, chunk.errors, chunk.nbytes, sk)
 
 
+# Bytes of all models' rows read and reduced at a time when streaming a chunk: the two workers' pieces
+# stay in L3 between the read and the kernel instead of a whole chunk going out to memory and back.
+# Measured on the 8 x 505M bf16 set, warm, steady state: 2.0 s at 1 MB (per-piece overhead), 1.3-1.4 s
+# at 4-8 MB, 1.6 s at 16 MB and for whole chunks, 2.2 s on the chunk path.
+PIECE_BYTES = 1 << 22
+
+
+class _StreamFailed(Exception):
+    """A model could not be read while streaming a chunk; the chunk is redone on the chunk path."""
+
+
+def _streamable(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
+                failed: dict[int, str], device: torch.device) -> bool:
+    """Whether chunk ``ci`` can be read in pieces straight into the fused kernel: a row range of a
+    tensor that every model stores in the same kernel dtype and can read into a buffer."""
+    models = [m for m in task.models if m not in failed]
+    return (task.chunks[ci] is not None and bool(models)
+            and _kernel_dtype(plan.slots[task.slot].name, models, readers, device) is not None)
+
+
+def _stream_reduce(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader], staging: _Staging,
+                   failed: dict[int, str], locks: Sequence[threading.Lock],
+                   skeleton: tuple[np.ndarray, np.ndarray] | None, read_rate: "_ReadRate") -> _Reduced:
+    """Read chunk ``ci`` in pieces of whole rows (about :data:`PIECE_BYTES` across models) into a small
+    staging buffer and fold each piece into the fused kernel while it is still in cache."""
+    meta = plan.slots[task.slot]
+    start, stop = task.chunks[ci]
+    models = [m for m in task.models if m not in failed]
+    dtype = getattr(torch, readers[models[0]].tensor_infos()[meta.name].dtype)
+    elsize = torch.empty((), dtype=dtype).element_size()
+    per_row = _chunk_numel(meta.shape, (0, 1))
+    piece_rows = max(1, PIECE_BYTES // max(1, len(models) * per_row * elsize))
+    reduction = fused.StreamReduction(len(models), True, (stop - start) * per_row)
+    picker = None if skeleton is None else _SkeletonPicker(skeleton, meta.shape, start, stop, len(models))
+    nbytes, reading = 0, 0.0
+    for r0 in range(start, stop, piece_rows):
+        r1 = min(stop, r0 + piece_rows)
+        width = (r1 - r0) * per_row
+        piece = staging.get(dtype, len(models) * width).view(len(models), width)
+        began = time.perf_counter()
+        for i, m in enumerate(models):
+            try:
+                with locks[m]:
+                    readers[m].read_into(meta.name, (r0, r1), piece[i])
+            except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
+                raise _StreamFailed(str(e)) from e
+        reading += time.perf_counter() - began
+        nbytes += piece.numel() * elsize
+        reduction.add(piece)
+        if picker is not None:
+            picker.take(piece, r0, r1)
+    read_rate.add(nbytes, reading)
+    (mean, m2, m3, m4), dist = reduction.finish()
+    moments = Moments(np.full(len(models), float((stop - start) * per_row)), mean, m2, m3, m4)
+    return _Reduced(models, moments, dist, {}, nbytes, None if picker is None else picker.result())
+
+
+class _SkeletonPicker:
+    """Collects a chunk's skeleton entries (see :func:`~mother_core.stats.skeleton.gather`) piece by
+    piece, with numpy on the raw bits: a few microseconds per piece instead of several torch calls."""
+
+    def __init__(self, index: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...], start: int, stop: int,
+                 models: int) -> None:
+        r_idx, self.cols = index
+        self.models = models
+        inside = np.flatnonzero((r_idx >= start) & (r_idx < stop))
+        order = np.argsort(r_idx[inside], kind="stable")
+        self.positions = inside[order]  # skeleton rows held by this chunk, by tensor row
+        self.rows = r_idx[self.positions]
+        self.row_len = shape[1]
+        self.values: list[np.ndarray] = []
+
+    def take(self, piece: torch.Tensor, r0: int, r1: int) -> None:
+        lo, hi = np.searchsorted(self.rows, (r0, r1))
+        if hi > lo:
+            raw, shift = fused.as_bits(piece)
+            block = raw.reshape(raw.shape[0], r1 - r0, self.row_len)[:, self.rows[lo:hi] - r0][:, :, self.cols]
+            self.values.append((block.astype(np.uint32) << shift).view(np.float32))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.values:
+            return self.positions[:0], np.zeros((self.models, 0, len(self.cols)), dtype=np.float32)
+        return self.positions, np.concatenate(self.values, axis=1)
+
+
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],
               locks: Sequence[threading.Lock], failed: dict[int, str]) -> None:
     """Queue background reads of one chunk for every model whose reader supports it (a hint)."""
@@ -290,21 +381,26 @@ def _fused_work(plan: Plan, readers: Sequence[ModelReader], device: torch.device
 
 def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],
                  device: torch.device, use_fused: bool) -> torch.dtype:
-    """The chunk's dtype in memory: the stored one when every model stores the same and the fused
-    kernel reduces it (no widened copy at all), float32 otherwise."""
-    if not use_fused:
-        return torch.float32
+    """The chunk's dtype in memory: the stored one when the fused kernel reduces it as stored (no
+    widened copy at all), float32 otherwise."""
+    stored = _kernel_dtype(name, models, readers, device) if use_fused else None
+    return torch.float32 if stored is None else stored
+
+
+def _kernel_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],
+                  device: torch.device) -> torch.dtype | None:
+    """The dtype every model stores ``name`` in, when they all can read it into a buffer and the fused
+    kernel takes that dtype as stored; else None."""
     stored = set()
     for m in models:
         info = readers[m].tensor_infos().get(name)
         if info is None or getattr(readers[m], "read_into", None) is None:
-            return torch.float32
+            return None
         stored.add(info.dtype)
-    if len(stored) == 1:
-        dtype = getattr(torch, stored.pop(), torch.float32)
-        if fused.accepts(dtype, len(models), device):
-            return dtype
-    return torch.float32
+    if len(stored) != 1:
+        return None
+    dtype = getattr(torch, stored.pop(), None)
+    return dtype if dtype is not None and fused.accepts(dtype, len(models), device) else None
 
 
 def _chunk_numel(shape: tuple[int, ...], rows: tuple[int, int] | None) -> int:

@@ -1,15 +1,15 @@
-"""A fused CPU kernel for the streaming pass: moments and the pairwise Gram in one sweep of the stored bytes.
+"""A fused CPU kernel for the streaming pass: moments and pairwise distances in one sweep of the stored bytes.
 
 The torch formulation in :mod:`mother_core.stats.moments` runs a dozen separate vector ops per block
 and needs every chunk widened to float32 in memory first (write 4 bytes, read them back); on a 2-core
 machine that costs several times the time to read the files. This kernel (compiled by numba) reads
 each chunk once in its stored dtype (bfloat16 or float32) and, per block of :data:`KERNEL_BLOCK`
-columns, widens it into a float32 scratch block that stays in L1/L2, takes the block's row means and
-the sums of d, d^2, d^3, d^4 about them, centres the columns on their mean across models and adds
-the block's Gram matrix (4 x 4 register tiles). The arithmetic is the one of :class:`~mother_core.stats.moments.ChunkReducer` (same
-block-mean origins combined in float64 with the exact shift formulas, same column-centred Gram, same
-explicit recomputation of near pairs), so results agree with it and with a float64 reference to
-~1e-6 relative; a test checks both.
+columns, widens it into a float32 scratch block that stays in L1/L2, takes each row's mean and the
+sums of d, d^2, d^3, d^4 about it, and adds every pair's squared differences (4 x 4 register tiles).
+Moments combine across blocks in float64 as :class:`~mother_core.stats.moments.ChunkReducer`'s do.
+Distances come from explicit differences, which are exact for nearly equal floats, so unlike the
+torch path's column-centred Gram nothing cancels and no pair is recomputed; results agree with a
+float64 reference to ~1e-6 relative (tests run every reference check through both paths).
 
 Used for CPU chunks of bfloat16 or float32 with at most :data:`MAX_MODELS` rows, when numba is
 installed and the pass is large enough to repay loading it (:data:`WORTH_LOADING_VALUES`);
@@ -65,7 +65,7 @@ def warm_up(dtypes: Iterable[torch.dtype] = _SUPPORTED) -> None:
     """Import numba and load (or, on a machine's first run, compile) the reduction kernel for ``dtypes``,
     then mark the kernels :func:`ready`. Blocking; the pass runs it on a background thread."""
     for dtype in dtypes:
-        reduce_chunk(torch.zeros((2, 8), dtype=dtype), want_gram=True)
+        reduce_chunk(torch.zeros((2, 8), dtype=dtype))
     _READY.set()
 
 
@@ -86,53 +86,57 @@ def _kernels() -> ModuleType:
     return _fused_kernels
 
 
-def _as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
+def as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
     """A zero-copy numpy view of the raw bits, and the shift that makes them float32 bits: bfloat16 is
     the top half of a float32 (uint16, shift 16); float32 is itself (uint32, shift 0)."""
-    x = x.contiguous()
+    x = x.contiguous()  # a piece of a larger buffer is a contiguous view: no copy
     if x.dtype == torch.bfloat16:
         return x.view(torch.int16).numpy().view(np.uint16), 16
     return x.view(torch.int32).numpy().view(np.uint32), 0
 
 
-def reduce_chunk(x: torch.Tensor, want_gram: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Central moments of each row and the column-centred Gram of a chunk ``x`` (M, n), bf16 or fp32 on the CPU.
+class StreamReduction:
+    """Moments and pairwise squared distances of ``models`` rows fed as consecutive column pieces.
 
-    Per block of :data:`KERNEL_BLOCK` columns: each row's mean (fp32, the origin of that block's sums)
-    and the sums of d, d^2, d^3, d^4 about it (fp32); the blocks are then combined in float64 with the
-    exact shift formulas (Pébay 2008), as :func:`~mother_core.stats.moments._combine_blocks` does.
-
-    Returns
-    -------
-    moments : ndarray (4, M) float64
-        Mean and the central sums M2, M3, M4 of each row (0 for a constant row).
-    gram : ndarray (M, M) float64
-        Gram matrix of the rows centred on their column mean across models (fp32 within a block,
-        float64 across blocks); zeros when ``want_gram`` is False.
+    Each :meth:`add` runs the kernel over one (M, w) piece (bf16 or fp32 on the CPU, any width): per
+    block of :data:`KERNEL_BLOCK` columns, each row's mean and the sums of d..d^4 about it, and the
+    explicit squared differences of every pair. :meth:`finish` combines the blocks in float64 with the
+    exact shift formulas (Pébay 2008, as :func:`~mother_core.stats.moments._combine_blocks`).
     """
-    m, n = x.shape
-    raw, shift = _as_bits(x)
-    nblocks = (n + KERNEL_BLOCK - 1) // KERNEL_BLOCK
-    means = np.empty((nblocks, m), dtype=np.float32)
-    sums = np.empty((nblocks, 4, m), dtype=np.float32)
-    gram = np.zeros((m, m), dtype=np.float64)
-    moments = np.empty((4, m), dtype=np.float64)
-    k = _kernels()
-    k.reduce_blocks(raw, shift, KERNEL_BLOCK, want_gram and m > 1, means, sums, gram)
-    k.combine_blocks(n, KERNEL_BLOCK, means, sums, moments)
-    upper = np.triu(gram)
-    return moments, upper + np.triu(upper, 1).T
+
+    def __init__(self, models: int, want_dist: bool = True, expected_columns: int = 0) -> None:
+        self.models = models
+        self.want_dist = want_dist and models > 1
+        cap = max(1, -(-expected_columns // KERNEL_BLOCK))
+        self.counts = np.zeros(cap, dtype=np.float64)
+        self.means = np.zeros((cap, models), dtype=np.float32)
+        self.sums = np.zeros((cap, 4, models), dtype=np.float32)
+        self.dist = np.zeros((models, models), dtype=np.float64)
+        self.blocks = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        """Fold in the next piece ``x`` (M, w) of the rows."""
+        raw, shift = as_bits(x)
+        need = self.blocks + -(-raw.shape[1] // KERNEL_BLOCK)
+        if need > len(self.counts):  # pieces ending in part-filled blocks: grow
+            grow = max(need, 2 * len(self.counts))
+            self.counts = np.resize(self.counts, grow)
+            self.means = np.resize(self.means, (grow, self.models))
+            self.sums = np.resize(self.sums, (grow, 4, self.models))
+        self.blocks = _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, self.blocks, self.want_dist,
+                                               self.counts, self.means, self.sums, self.dist)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(moments (4, M): mean and central sums M2, M3, M4 per row, 0 for a constant row;
+        squared distances (M, M) float64, symmetric with a zero diagonal)."""
+        moments = np.empty((4, self.models), dtype=np.float64)
+        _kernels().combine_blocks(self.counts, self.blocks, self.means, self.sums, moments)
+        upper = np.triu(self.dist, 1)
+        return moments, upper + upper.T
 
 
-def pair_sq_dists(x: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """``sum((x[i[p]] - x[j[p]])**2)`` for each pair p, from explicit differences (float64 results).
-
-    For pairs too close for the Gram identity: the difference of two nearly equal floats is exact
-    (Sterbenz), so nothing cancels; squares are summed per block in fp32 and across blocks in float64.
-    """
-    raw, shift = _as_bits(x)
-    out = np.zeros(len(i), dtype=np.float64)
-    _kernels().pair_blocks(raw, shift, KERNEL_BLOCK, np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), out)
-    return out
-
-
+def reduce_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Moments and squared distances of the rows of one chunk ``x`` (M, n): see :class:`StreamReduction`."""
+    reduction = StreamReduction(x.shape[0], want_dist, x.shape[1])
+    reduction.add(x)
+    return reduction.finish()

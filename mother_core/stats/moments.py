@@ -219,11 +219,8 @@ class ChunkReducer:
         """
         m, n = x.shape
         if self.use_fused and fused.accepts(x.dtype, m, x.device) and fused.ready():
-            (mean, m2, m3, m4), gram = fused.reduce_chunk(x, want_dist)
-            moments = Moments(np.full(m, float(n)), mean, m2, m3, m4)
-            if not (want_dist and m > 1):
-                return moments, np.zeros((m, m))
-            return moments, self._distances(x, torch.from_numpy(gram), use_kernel=True)
+            (mean, m2, m3, m4), dist = fused.reduce_chunk(x, want_dist)
+            return Moments(np.full(m, float(n)), mean, m2, m3, m4), dist
         if x.dtype != torch.float32:
             x = x.float()
         dev = x.device
@@ -269,9 +266,9 @@ class ChunkReducer:
         moments = _combine_blocks(np.asarray(counts, dtype=np.float64), means.double(), sums.double())
         if not do_gram:
             return moments, np.zeros((m, m))
-        return moments, self._distances(x, grams[:g].sum(dim=0, dtype=torch.float64) + tail_gram, use_kernel=False)
+        return moments, self._distances(x, grams[:g].sum(dim=0, dtype=torch.float64) + tail_gram)
 
-    def _distances(self, x: torch.Tensor, gram: torch.Tensor, use_kernel: bool) -> np.ndarray:
+    def _distances(self, x: torch.Tensor, gram: torch.Tensor) -> np.ndarray:
         """Squared distances from the column-centred Gram (float64), near pairs recomputed explicitly."""
         sq = torch.diagonal(gram)
         dist = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min_(0)
@@ -279,10 +276,7 @@ class ChunkReducer:
         suspect = torch.triu(dist < CANCELLATION_RATIO * scale, diagonal=1).nonzero()
         if len(suspect):
             i, j = suspect[:, 0], suspect[:, 1]
-            if use_kernel:
-                exact = torch.from_numpy(fused.pair_sq_dists(x, i.numpy(), j.numpy()))
-            else:
-                exact = self._explicit_sq_dists(x, i, j)
+            exact = self._explicit_sq_dists(x, i, j)
             dist[i, j] = exact
             dist[j, i] = exact
         dist.fill_diagonal_(0)
