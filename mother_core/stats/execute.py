@@ -1,14 +1,19 @@
 """Running a :class:`~mother_core.stats.plan.Plan`: one read of each byte, statistics on the device.
 
-Tensor-major: for each slot, the same rows are read from every model that holds it, turned into
-an (M, n) float32 chunk, reduced to moments and pairwise distances, and freed. A reader thread
-fills the next chunk while the current one is reduced (``os.preadv``, ``torch`` copies and the
-reductions all release the GIL), into a ring of two reused buffers (fresh allocations cost
-~0.4 s/GB in page faults). Readers with ``read_into`` (safetensors) write straight into the chunk
-buffer: float32 tensors with no copy at all, half precision through a small cache-resident staging
-buffer that is widened to float32 piece by piece. On CUDA the ring is pinned and copied with
-``non_blocking=True``; the copy of chunk k is complete before its buffer is refilled for chunk
-k + 2, because reducing chunk k ends with a device-to-host transfer of its results.
+Tensor-major: for each slot, the same rows are read from every model that holds it and reduced to
+moments and pairwise distances. Two workers take alternate chunks, so one reads while the other
+computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL).
+
+- **Fused CPU path** (bf16/fp32 sets large enough, see :mod:`~mother_core.stats.fused`): a chunk is
+  read in pieces of whole rows (:data:`PIECE_BYTES` across models) into a small staging buffer in its
+  stored dtype, and each piece goes through the kernel while it is still in cache.
+- **Chunk path** (GPU, fp16, readers without ``read_into``, or while numba is still loading): the
+  chunk is read into one of a ring of two reused buffers (fresh allocations cost ~0.4 s/GB in page
+  faults) as float32 (half precision widened piece by piece through a small cache-resident staging
+  buffer) and reduced by :class:`~mother_core.stats.moments.ChunkReducer`. On CUDA the ring is pinned
+  and copied with ``non_blocking=True``; the copy of chunk k is complete before its buffer is refilled
+  for chunk k + 2, because reducing chunk k ends with a device-to-host transfer of its results. (While
+  numba loads, chunks the kernel will take are read in their stored dtype and widened by the reducer.)
 """
 
 from __future__ import annotations
@@ -99,11 +104,11 @@ def execute_plan(
 ) -> PassOutput:
     """Run every task of ``plan``, reading each needed byte once.
 
-    Two workers each take a whole chunk (read it, widen it to float32, reduce it) while the other does
-    the next one, so reading one chunk overlaps reducing the other and both CPU cores (or the CPU and the
-    GPU) stay busy; results are accumulated here, in plan order, so they do not depend on timing. On the
-    CPU, torch runs one intra-op thread per worker during the pass (small cache-blocked ops gain nothing
-    from more, and two workers already fill two cores); the setting is restored afterwards.
+    Two workers each take a whole chunk (read it and reduce it) while the other does the next one, so
+    reading one chunk overlaps reducing the other and both CPU cores (or the CPU and the GPU) stay busy;
+    results are accumulated here, in plan order, so they do not depend on timing. On the CPU, torch runs
+    one intra-op thread per worker during the pass (small cache-blocked ops gain nothing from more, and
+    two workers already fill two cores); the setting is restored afterwards.
 
     A model that fails to read is recorded in ``PassOutput.failed`` and dropped from the rest of the
     pass; the other models carry on (one broken file must not sink a run of fifty).

@@ -33,12 +33,12 @@ import torch
 
 # Columns per block: (M, 2048) float32 rows, their centred copy and the column means stay in L1/L2.
 KERNEL_BLOCK = 2048
-# Loading numba and the cached kernels costs a process ~1.1 s once (2-core machine); the kernel then
-# saves ~1.1-1.4 s per 1e9 values (8 x GPT-2 small in bf16: pass ~0.6 s instead of ~2.0 s). A pass
-# uses it when it has at least this many values for it (about break-even in a fresh process, measured;
-# a long-lived process such as the app gains on every later pass), or when an earlier pass in this
-# process already paid the load.
-WORTH_LOADING_VALUES = 8e8
+# Loading numba and the cached kernels costs a process ~1.1 s once (2-core machine), partly hidden:
+# chunks go through the torch path meanwhile. The kernel then saves ~1.4 s per 1e9 values (8 x GPT-2
+# small in bf16, warm: steady pass 0.50 s against 1.95 s; first pass 1.55 s against 2.04 s). A pass
+# uses it when it has at least this many values for it (estimated break-even ~3e8), or when the
+# kernels are already loaded in this process (the app: every later pass).
+WORTH_LOADING_VALUES = 4e8
 # Above this many models the Gram's M^2/2 dot products cost more than one blocked GEMM in torch.
 MAX_MODELS = 32
 
