@@ -190,7 +190,7 @@ def test_cuda_agrees_with_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_skeleton_rank_of_a_merged_lora_survives_half_precision(tmp_path, dtype):
+def test_skeleton_rank_of_a_merged_lora_survives_half_precision(tmp_path, dtype, kernel):
     """rank(W + B @ A - W) = r is read from the streamed skeletons, also through fp16/bf16 rounding."""
     from mother_core.stats.skeleton import numerical_rank
 
