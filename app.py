@@ -32,3 +32,4 @@ if ctx.model_set.kind == "preset" and "_preset_view" in st.session_state:
 views.tree(ctx, height=520)
 st.markdown("Next: **Tree** to inspect an edge, **Edge** to correct it, **Lineage** for declared vs "
             "recovered parents, **Export** for GraphML / Newick / `base_model:` lines.")
+views.warm_imports()

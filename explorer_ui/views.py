@@ -8,6 +8,7 @@ recovery itself is passed as an unhashed ``_rec``), so switching pages or edges 
 from __future__ import annotations
 
 import math
+import threading
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -300,6 +301,23 @@ def preset_info(preset, avail) -> None:
         st.warning(f"{len(avail.missing)} of {len(preset.hub_ids)} models are not in the local Hugging Face "
                    "cache, so this family cannot run here. On a machine with network access, run:")
         st.code("\n".join(f"huggingface-cli download {h}" for h in avail.missing), language="bash")
+
+
+_WARMING = threading.Lock()
+
+
+def warm_imports() -> None:
+    """Import what the other pages need (pandas, plotly) on a background thread once the home page is
+    drawn, so the first switch to another page does not pay for it. Once per server process."""
+    if _WARMING.acquire(blocking=False):  # never released: the first caller starts the only thread
+
+        def load() -> None:
+            import pandas  # noqa: F401
+            import plotly.graph_objects  # noqa: F401
+
+            from explorer_ui import plots  # noqa: F401
+
+        threading.Thread(target=load, name="mother-warm-imports", daemon=True).start()
 
 
 def page(title: str, **kwargs) -> Loaded:
