@@ -30,6 +30,7 @@ if ctx.model_set.kind == "preset" and "_preset_view" in st.session_state:
     with st.expander("About this family"):
         views.preset_info(*st.session_state["_preset_view"])
 views.tree(ctx, height=520)
+views.least_confident(ctx)
 st.markdown("Next: **Tree** to inspect an edge, **Edge** to correct it, **Lineage** for declared vs "
             "recovered parents, **Export** for GraphML / Newick / `base_model:` lines.")
 views.warm_imports()

@@ -176,6 +176,16 @@ def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420) -> Edge |
     return rec.edge(*sel)
 
 
+def least_confident(ctx: Loaded, rows: int = 3) -> None:
+    """The few edges most worth a second look, with their best alternative parent (the home page's
+    pointer into the Ambiguous and Edge pages)."""
+    if not ctx.rec.edges:
+        return
+    df = edge_table(ctx.key, _st_key(ctx.statuses), ctx.rec).head(rows)
+    st.markdown("**Least confident edges**")
+    st.dataframe(df, hide_index=True, column_order=["edge", "confidence", "status", "best alternative parent"])
+
+
 def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     """Why the edge is there: confidence parts, per-layer kurtosis, votes, distances, alternatives."""
     import pandas as pd

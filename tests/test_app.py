@@ -118,6 +118,9 @@ def test_home_recovers_the_default_demo_at_once(app):
     assert "Fullscreen" in html and "Find a model" in html
     assert at.status[0].label.startswith("Read ")  # the statistics pass ran with a progress display
     assert any("Compute device: **CPU" in c.value or "Compute device: **CUDA" in c.value for c in at.caption)
+    worst = at.dataframe[0].value  # the least confident edges, each with its best alternative parent
+    assert 1 <= len(worst) <= 3 and list(worst["confidence"]) == sorted(worst["confidence"])
+    assert worst["best alternative parent"].notna().all()
     ok(at.run())  # a rerun is served from the cache: no progress display any more
     assert not at.status
 
