@@ -116,15 +116,21 @@ def _split(sd: Mapping[str, torch.Tensor], n: int) -> list[dict[str, torch.Tenso
 
 def sharded_safetensors(folder: str | Path, sd: Mapping[str, torch.Tensor], n: int = 3) -> Path:
     """HF sharded layout: ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``."""
+    folder = _shards(folder, sd, n, "model", ".safetensors", save_safetensors)
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def _shards(folder: str | Path, sd: Mapping[str, torch.Tensor], n: int, stem: str, ext: str, save) -> Path:
+    """``{stem}-0000i-of-0000n{ext}`` shards written by ``save(path, part)``, and their index."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weight_map = {}
     for i, part in enumerate(_split(sd, n), 1):
-        name = f"model-{i:05d}-of-{n:05d}.safetensors"
-        save_safetensors(folder / name, part)
+        name = f"{stem}-{i:05d}-of-{n:05d}{ext}"
+        save(folder / name, part)
         weight_map.update({k: name for k in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (folder / "config.json").write_text("{}")
+    (folder / f"{stem}{ext}.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return folder
 
 
@@ -139,15 +145,7 @@ def torch_bin_folder(folder: str | Path, sd: Mapping[str, torch.Tensor]) -> Path
 
 
 def sharded_bin(folder: str | Path, sd: Mapping[str, torch.Tensor], n: int = 2) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    weight_map = {}
-    for i, part in enumerate(_split(sd, n), 1):
-        name = f"pytorch_model-{i:05d}-of-{n:05d}.bin"
-        torch.save(part, folder / name)
-        weight_map.update({k: name for k in part})
-    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return folder
+    return _shards(folder, sd, n, "pytorch_model", ".bin", lambda path, part: torch.save(part, path))
 
 
 def _unimportable_config() -> object:

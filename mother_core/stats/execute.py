@@ -150,9 +150,12 @@ def execute_plan(
                 if ahead < len(steps):
                     _prefetch(plan, steps[ahead], readers, locks, failed)
         began = time.perf_counter()
-        if use_fused and fused.ready() and _streamable(task, ci, plan, readers, failed, device):
+        models = [m for m in task.models if m not in failed]
+        stored = (_kernel_dtype(plan.slots[task.slot].name, models, readers, device)
+                  if use_fused and fused.ready() and task.chunks[ci] is not None and models else None)
+        if stored is not None:  # the fused path: pieces straight into the kernel
             try:
-                return _stream_reduce(task, ci, plan, readers, ring.staging_for(k % 2), failed, locks,
+                return _stream_reduce(task, ci, plan, readers, models, stored, ring.staging_for(k % 2), locks,
                                       skeletons.get(task.slot), read_rate)
             except _StreamFailed:
                 pass  # a model failed mid-chunk: the chunk path below reports it and carries on
@@ -249,7 +252,7 @@ PREFETCH_AHEAD = 4
 
 # Bytes of all models' rows read and reduced at a time when streaming a chunk: the two workers' pieces
 # stay in L3 between the read and the kernel instead of a whole chunk going out to memory and back.
-# Measured on the 8 x 505M bf16 set, warm, steady state: 2.0 s at 1 MB (per-piece overhead), 1.3-1.4 s
+# Measured on the 8 x 505M bf16 set, warm, steady state: 2.0 s at 1 MB (per-piece overhead), 1.3-1.5 s
 # at 4-8 MB, 1.6 s at 16 MB and for whole chunks, 2.2 s on the chunk path.
 PIECE_BYTES = 1 << 22
 
@@ -258,29 +261,19 @@ class _StreamFailed(Exception):
     """A model could not be read while streaming a chunk; the chunk is redone on the chunk path."""
 
 
-def _streamable(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
-                failed: dict[int, str], device: torch.device) -> bool:
-    """Whether chunk ``ci`` can be read in pieces straight into the fused kernel: a row range of a
-    tensor that every model stores in the same kernel dtype and can read into a buffer."""
-    models = [m for m in task.models if m not in failed]
-    return (task.chunks[ci] is not None and bool(models)
-            and _kernel_dtype(plan.slots[task.slot].name, models, readers, device) is not None)
-
-
-def _stream_reduce(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader], staging: _Staging,
-                   failed: dict[int, str], locks: Sequence[threading.Lock],
+def _stream_reduce(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader], models: list[int],
+                   dtype: torch.dtype, staging: _Staging, locks: Sequence[threading.Lock],
                    skeleton: tuple[np.ndarray, np.ndarray] | None, read_rate: "_ReadRate") -> _Reduced:
-    """Read chunk ``ci`` in pieces of whole rows (about :data:`PIECE_BYTES` across models) into a small
-    staging buffer and fold each piece into the fused kernel while it is still in cache."""
+    """Read chunk ``ci`` of ``models`` (all storing it as ``dtype``) in pieces of whole rows (about
+    :data:`PIECE_BYTES` across models) into a small staging buffer, and fold each piece into the fused
+    kernel while it is still in cache."""
     meta = plan.slots[task.slot]
     start, stop = task.chunks[ci]
-    models = [m for m in task.models if m not in failed]
-    dtype = getattr(torch, readers[models[0]].tensor_infos()[meta.name].dtype)
     elsize = torch.empty((), dtype=dtype).element_size()
     per_row = _chunk_numel(meta.shape, (0, 1))
     piece_rows = max(1, PIECE_BYTES // max(1, len(models) * per_row * elsize))
     reduction = fused.StreamReduction(len(models), True, (stop - start) * per_row)
-    picker = None if skeleton is None else _SkeletonPicker(skeleton, meta.shape, start, stop, len(models))
+    found: list[tuple[np.ndarray, np.ndarray]] = []  # skeleton entries, piece by piece
     nbytes, reading = 0, 0.0
     for r0 in range(start, stop, piece_rows):
         r1 = min(stop, r0 + piece_rows)
@@ -296,40 +289,13 @@ def _stream_reduce(task: TensorTask, ci: int, plan: Plan, readers: Sequence[Mode
         reading += time.perf_counter() - began
         nbytes += piece.numel() * elsize
         reduction.add(piece)
-        if picker is not None:
-            picker.take(piece, r0, r1)
+        if skeleton is not None:
+            found.append(gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
-    (mean, m2, m3, m4), dist = reduction.finish()
-    moments = Moments(np.full(len(models), float((stop - start) * per_row)), mean, m2, m3, m4)
-    return _Reduced(models, moments, dist, {}, nbytes, None if picker is None else picker.result())
-
-
-class _SkeletonPicker:
-    """Collects a chunk's skeleton entries (see :func:`~mother_core.stats.skeleton.gather`) piece by
-    piece, with numpy on the raw bits: a few microseconds per piece instead of several torch calls."""
-
-    def __init__(self, index: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...], start: int, stop: int,
-                 models: int) -> None:
-        r_idx, self.cols = index
-        self.models = models
-        inside = np.flatnonzero((r_idx >= start) & (r_idx < stop))
-        order = np.argsort(r_idx[inside], kind="stable")
-        self.positions = inside[order]  # skeleton rows held by this chunk, by tensor row
-        self.rows = r_idx[self.positions]
-        self.row_len = shape[1]
-        self.values: list[np.ndarray] = []
-
-    def take(self, piece: torch.Tensor, r0: int, r1: int) -> None:
-        lo, hi = np.searchsorted(self.rows, (r0, r1))
-        if hi > lo:
-            raw, shift = fused.as_bits(piece)
-            block = raw.reshape(raw.shape[0], r1 - r0, self.row_len)[:, self.rows[lo:hi] - r0][:, :, self.cols]
-            self.values.append((block.astype(np.uint32) << shift).view(np.float32))
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.values:
-            return self.positions[:0], np.zeros((self.models, 0, len(self.cols)), dtype=np.float32)
-        return self.positions, np.concatenate(self.values, axis=1)
+    moments, dist = reduction.finish()
+    sk = None if skeleton is None else (np.concatenate([p for p, _ in found]),
+                                        np.concatenate([v for _, v in found], axis=1))
+    return _Reduced(models, moments, dist, {}, nbytes, sk)
 
 
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
 
-# Columns per block: (M, 2048) float32 rows, their centred copy and the column means stay in L1/L2.
+if TYPE_CHECKING:
+    from mother_core.stats.moments import Moments
+
+# Columns per block: the (M, 2048) float32 scratch block stays in L1/L2 while it is reduced.
 KERNEL_BLOCK = 2048
 # Loading numba and the cached kernels costs a process ~1.1 s once (2-core machine), partly hidden:
 # chunks go through the torch path meanwhile. The kernel then saves ~1.4 s per 1e9 values (8 x GPT-2
@@ -39,7 +41,7 @@ KERNEL_BLOCK = 2048
 # uses it when it has at least this many values for it (estimated break-even ~3e8), or when the
 # kernels are already loaded in this process (the app: every later pass).
 WORTH_LOADING_VALUES = 4e8
-# Above this many models the Gram's M^2/2 dot products cost more than one blocked GEMM in torch.
+# Above this many models the M^2/2 pair differences per value cost more than one blocked GEMM in torch.
 MAX_MODELS = 32
 
 _SUPPORTED = (torch.bfloat16, torch.float32)
@@ -86,7 +88,7 @@ def _kernels() -> ModuleType:
     return _fused_kernels
 
 
-def as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
+def _as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
     """A zero-copy numpy view of the raw bits, and the shift that makes them float32 bits: bfloat16 is
     the top half of a float32 (uint16, shift 16); float32 is itself (uint32, shift 0)."""
     x = x.contiguous()  # a piece of a larger buffer is a contiguous view: no copy
@@ -116,7 +118,7 @@ class StreamReduction:
 
     def add(self, x: torch.Tensor) -> None:
         """Fold in the next piece ``x`` (M, w) of the rows."""
-        raw, shift = as_bits(x)
+        raw, shift = _as_bits(x)
         need = self.blocks + -(-raw.shape[1] // KERNEL_BLOCK)
         if need > len(self.counts):  # pieces ending in part-filled blocks: grow
             grow = max(need, 2 * len(self.counts))
@@ -126,16 +128,19 @@ class StreamReduction:
         self.blocks = _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, self.blocks, self.want_dist,
                                                self.counts, self.means, self.sums, self.dist)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """(moments (4, M): mean and central sums M2, M3, M4 per row, 0 for a constant row;
-        squared distances (M, M) float64, symmetric with a zero diagonal)."""
-        moments = np.empty((4, self.models), dtype=np.float64)
-        _kernels().combine_blocks(self.counts, self.blocks, self.means, self.sums, moments)
+    def finish(self) -> tuple["Moments", np.ndarray]:
+        """(moments per row, a constant row having zero central moments; squared distances (M, M)
+        float64, symmetric with a zero diagonal)."""
+        from mother_core.stats.moments import Moments  # moments.py imports this module
+
+        out = np.empty((4, self.models), dtype=np.float64)
+        _kernels().combine_blocks(self.counts, self.blocks, self.means, self.sums, out)
         upper = np.triu(self.dist, 1)
-        return moments, upper + upper.T
+        mean, m2, m3, m4 = out
+        return Moments(np.full(self.models, self.counts[: self.blocks].sum()), mean, m2, m3, m4), upper + upper.T
 
 
-def reduce_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def reduce_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple["Moments", np.ndarray]:
     """Moments and squared distances of the rows of one chunk ``x`` (M, n): see :class:`StreamReduction`."""
     reduction = StreamReduction(x.shape[0], want_dist, x.shape[1])
     reduction.add(x)

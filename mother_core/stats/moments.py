@@ -219,8 +219,7 @@ class ChunkReducer:
         """
         m, n = x.shape
         if self.use_fused and fused.accepts(x.dtype, m, x.device) and fused.ready():
-            (mean, m2, m3, m4), dist = fused.reduce_chunk(x, want_dist)
-            return Moments(np.full(m, float(n)), mean, m2, m3, m4), dist
+            return fused.reduce_chunk(x, want_dist)
         if x.dtype != torch.float32:
             x = x.float()
         dev = x.device
@@ -266,10 +265,7 @@ class ChunkReducer:
         moments = _combine_blocks(np.asarray(counts, dtype=np.float64), means.double(), sums.double())
         if not do_gram:
             return moments, np.zeros((m, m))
-        return moments, self._distances(x, grams[:g].sum(dim=0, dtype=torch.float64) + tail_gram)
-
-    def _distances(self, x: torch.Tensor, gram: torch.Tensor) -> np.ndarray:
-        """Squared distances from the column-centred Gram (float64), near pairs recomputed explicitly."""
+        gram = grams[:g].sum(dim=0, dtype=torch.float64) + tail_gram
         sq = torch.diagonal(gram)
         dist = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min_(0)
         scale = sq[:, None] + sq[None, :]
@@ -280,7 +276,7 @@ class ChunkReducer:
             dist[i, j] = exact
             dist[j, i] = exact
         dist.fill_diagonal_(0)
-        return dist.cpu().numpy()
+        return moments, dist.cpu().numpy()
 
     def _explicit_sq_dists(self, x: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """sum((x[i] - x[j])**2) for pairs (i[p], j[p]) from explicit differences, in cache-sized pieces.

@@ -43,9 +43,9 @@ def gather(data: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int] | N
     Parameters
     ----------
     data : Tensor (M, chunk_rows * n)
-        The chunk as the pass holds it (float32, any device).
+        The chunk, or a piece of it, as the pass holds it (float32 or the stored dtype, any device).
     rows : (start, stop) or None
-        The chunk's row range of the slot (None: the whole tensor).
+        Its row range of the slot (None: the whole tensor).
 
     Returns
     -------
@@ -61,7 +61,8 @@ def gather(data: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int] | N
         return positions, np.zeros((data.shape[0], 0, len(c_idx)), dtype=np.float32)
     local = torch.as_tensor(r_idx[inside] - start, device=data.device)
     cols = torch.as_tensor(c_idx, device=data.device)
-    block = data.view(data.shape[0], stop - start, shape[1])[:, local][:, :, cols]
+    # index_select over advanced indexing: the streaming pass calls this once per 4 MB piece
+    block = data.view(data.shape[0], stop - start, shape[1]).index_select(1, local).index_select(2, cols)
     return positions, block.float().cpu().numpy()
 
 
