@@ -33,4 +33,3 @@ views.tree(ctx, height=520)
 views.least_confident(ctx)
 st.markdown("Next: **Tree** to inspect an edge, **Edge** to correct it, **Lineage** for declared vs "
             "recovered parents, **Export** for GraphML / Newick / `base_model:` lines.")
-views.warm_imports()

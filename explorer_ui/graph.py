@@ -1,19 +1,25 @@
 """The interactive tree: pyvis/vis-network HTML with computed positions, fully offline.
 
-pyvis' ``in_line`` mode inlines vis-network from the pyvis package's own files but still links
-Bootstrap from a CDN: every external ``<script src>`` / ``<link href>`` is stripped, so the page makes
-no request beyond the app's own server. Physics is off; positions come from
-:func:`mother_core.layout.tree_layout`, so the tree never jitters and is drawn the same way each time.
+pyvis' templates link vis-network and Bootstrap from CDNs: every external ``<script src>`` /
+``<link href>`` is stripped and vis-network is taken from the pyvis package's own copy instead, either
+inlined (a self-contained page) or linked from a URL the app serves itself (see
+:mod:`explorer_ui.static`), so the page makes no request beyond the app's own server. Physics is off;
+positions come from :func:`mother_core.layout.tree_layout`, so the tree never jitters and is drawn the
+same way each time.
 """
 
 from __future__ import annotations
 
+import functools
 import html as _html
 import json
 import math
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
+import pyvis
 from pyvis.network import Network
 
 from mother_core.layout import tree_layout, wrap_width
@@ -39,6 +45,46 @@ X_SCALE, Y_SCALE = 100.0, 130.0  # px per leaf column / per generation
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.I | re.S)
 _EXTERNAL_LINK = re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*/?>", re.I | re.S)
 _EMPTY_HEADING = re.compile(r"<center>\s*<h1>\s*</h1>\s*</center>", re.I)
+
+
+@dataclass(frozen=True)
+class VisAssets:
+    """The vis-network build that ships inside the installed pyvis package."""
+
+    folder: Path  # .../pyvis/templates/lib/vis-<version>/
+
+    @property
+    def version(self) -> str:
+        return self.folder.name.removeprefix("vis-")
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.folder / "vis-network.min.js", self.folder / "vis-network.css"
+
+
+@functools.cache
+def vis_assets() -> VisAssets:
+    """The vis-network build that pyvis' own offline (``in_line``) template includes."""
+    templates = Path(pyvis.__file__).parent / "templates"
+    found = re.search(r"include\s+'lib/(vis-[\w.]+)/vis-network\.min\.js'",
+                      (templates / "template.html").read_text(encoding="utf-8"))
+    return VisAssets(templates / "lib" / (found.group(1) if found else "vis-9.1.2"))
+
+
+@functools.cache
+def _inline_assets() -> str:
+    js, css = (f.read_text(encoding="utf-8") for f in vis_assets().files)
+    return f"<style>{css}</style>\n<script>{js}</script>"
+
+
+def asset_tags(served_at: str | None) -> str:
+    """The ``<head>`` tags that load vis-network: linked from ``served_at`` (a URL folder ending in
+    ``/``, served by the app) or, when ``None``, inlined so the page stands alone."""
+    if served_at is None:
+        return _inline_assets()
+    src = _html.escape(served_at, quote=True)
+    return (f'<link rel="stylesheet" href="{src}vis-network.css">\n'
+            f'<script src="{src}vis-network.min.js"></script>')
 
 
 def short_name(model_id: str, limit: int = 22) -> str:
@@ -178,6 +224,7 @@ def tree_html(
     height: int = 620,
     font_size: int = 15,
     aspect: float = 1.8,
+    served_at: str | None = None,
 ) -> str:
     """Self-contained HTML of the recovered forest.
 
@@ -201,6 +248,10 @@ def tree_html(
         Label font size (talk mode uses a larger one).
     aspect : float
         Width / height the canvas is expected to have: a wide forest wraps into rows to fit it.
+    served_at : str, optional
+        A URL folder (ending in ``/``) where the app serves :func:`vis_assets` (the browser then caches
+        the 690 kB library instead of receiving it inside every page). ``None`` inlines it: the HTML
+        stands alone, with no request at all.
     """
     statuses = statuses or {}
     pairs = [(e.parent, e.child) for e in rec.edges]
@@ -210,7 +261,9 @@ def tree_html(
     pos = tree_layout(rec, max_width=wrap_width(rec.model_ids, pairs, aspect, x_scale, y_scale))
     tree_of = {m.id: m.tree for m in rec.models}
     roots = set(rec.roots)
-    net = Network(height=f"{height}px", width="100%", directed=True, cdn_resources="in_line")
+    # "remote" keeps pyvis' template small (its "in_line" mode makes Jinja lex the whole library on every
+    # call); the CDN tags it writes are stripped below and replaced by ``asset_tags(served_at)``.
+    net = Network(height=f"{height}px", width="100%", directed=True, cdn_resources="remote")
     for m in rec.models:
         x, y = pos[m.id]
         title = (f"{m.id}\nkurtosis {_fmt(m.kurtosis)}\ntree {m.tree}" + ("\nroot" if m.id in roots else "")
@@ -252,7 +305,7 @@ def tree_html(
     html = html.replace('<div class="card" style="width: 100%">',
                         '<div id="wrap">' + toolbar + _legend(statuses.values(), reference)
                         + '<div class="card" style="width: 100%">', 1)
-    html = html.replace("</head>", _TOOLBAR_CSS + "</head>", 1)
+    html = html.replace("</head>", asset_tags(served_at) + _TOOLBAR_CSS + "</head>", 1)
     if html.count('<div id="wrap">') == 1:
         html = html.replace("</body>", "</div></body>", 1)
     js = _TOOLBAR_JS % {"ids": _js(rec.model_ids), "sel": SELECTED}

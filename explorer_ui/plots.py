@@ -97,6 +97,16 @@ def layer_distance(rec: Recovery, edge: Edge) -> go.Figure:
     return _style(fig, "Distance per layer")
 
 
+def edge_confidence(rec: Recovery) -> go.Figure:
+    """How sure the recovery is of its edges: a histogram of edge confidence (tenths, 0 to 1)."""
+    conf = [e.confidence for e in rec.edges if not math.isnan(e.confidence)]
+    fig = go.Figure(go.Histogram(x=conf, xbins=dict(start=0.0, end=1.0, size=0.1), marker_color=PARENT,
+                                 hovertemplate="confidence %{x}<br>%{y} edge(s)<extra></extra>"))
+    fig.update_xaxes(title="edge confidence", range=[0, 1])
+    fig.update_yaxes(title="edges")
+    return _style(fig, f"Confidence of the {len(conf)} edges", height=260)
+
+
 def distance_heatmap(rec: Recovery) -> go.Figure:
     """Pairwise distance matrix, rows and columns in tree order."""
     fig = go.Figure()

@@ -1,14 +1,13 @@
 """Rendering blocks shared by pages (tables, the tree iframe, edge evidence, constraint controls).
 
-pandas and plotly are imported where they are used, so the home page (the cold-start path) does not
-pay for them. Derived artefacts (HTML, tables) are ``st.cache_data``-cached on the recovery's ``key`` string (the
+pandas and plotly are imported where they are used: the home page (the cold-start path) draws its tree
+before it needs them. Derived artefacts (HTML, tables) are ``st.cache_data``-cached on the recovery's ``key`` string (the
 recovery itself is passed as an unhashed ``_rec``), so switching pages or edges never recomputes them.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ from mother_core.errors import MotherError
 from mother_core.lineage import compare_declared
 from mother_core.recovery.result import Constraints, Edge, Recovery
 
-from explorer_ui import graph
+from explorer_ui import graph, static
 from explorer_ui.sidebar import Loaded, set_constraints
 from explorer_ui.sources import human_bytes
 
@@ -79,9 +78,9 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def tree_html(key: str, statuses: tuple, reference: str, height: int, font_size: int, aspect: float,
-              _rec: Recovery) -> str:
+              served_at: str | None, _rec: Recovery) -> str:
     return graph.tree_html(_rec, statuses=dict(statuses), reference=reference, height=height,
-                           font_size=font_size, aspect=aspect)
+                           font_size=font_size, aspect=aspect, served_at=served_at)
 
 
 def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, highlight: str | None = None,
@@ -90,7 +89,8 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, highlight: str 
     sel = st.session_state.get("sel_edge")
     sel = sel if sel and ctx.rec.edge(*sel) else None
     st.html(graph.selection_marker(sel, highlight))
-    html = tree_html(ctx.key, _st_key(ctx.statuses), ctx.reference, height, font_size, aspect, ctx.rec)
+    html = tree_html(ctx.key, _st_key(ctx.statuses), ctx.reference, height, font_size, aspect, static.vis_url(),
+                     ctx.rec)
     st.iframe(html, height=height + 12)
 
 
@@ -178,12 +178,16 @@ def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420) -> Edge |
 
 def least_confident(ctx: Loaded, rows: int = 3) -> None:
     """The few edges most worth a second look, with their best alternative parent (the home page's
-    pointer into the Ambiguous and Edge pages)."""
+    pointer into the Ambiguous and Edge pages), beside how confident the recovery is overall."""
     if not ctx.rec.edges:
         return
+    from explorer_ui import plots
+
     df = edge_table(ctx.key, _st_key(ctx.statuses), ctx.rec).head(rows)
-    st.markdown("**Least confident edges**")
-    st.dataframe(df, hide_index=True, column_order=["edge", "confidence", "status", "best alternative parent"])
+    left, right = st.columns([3, 2])
+    left.markdown("**Least confident edges**")
+    left.dataframe(df, hide_index=True, column_order=["edge", "confidence", "status", "best alternative parent"])
+    right.plotly_chart(plots.edge_confidence(ctx.rec), key=f"conf_{ctx.key}")
 
 
 def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
@@ -311,23 +315,6 @@ def preset_info(preset, avail) -> None:
         st.warning(f"{len(avail.missing)} of {len(preset.hub_ids)} models are not in the local Hugging Face "
                    "cache, so this family cannot run here. On a machine with network access, run:")
         st.code("\n".join(f"huggingface-cli download {h}" for h in avail.missing), language="bash")
-
-
-_WARMING = threading.Lock()
-
-
-def warm_imports() -> None:
-    """Import what the other pages need (pandas, plotly) on a background thread once the home page is
-    drawn, so the first switch to another page does not pay for it. Once per server process."""
-    if _WARMING.acquire(blocking=False):  # never released: the first caller starts the only thread
-
-        def load() -> None:
-            import pandas  # noqa: F401
-            import plotly.graph_objects  # noqa: F401
-
-            from explorer_ui import plots  # noqa: F401
-
-        threading.Thread(target=load, name="mother-warm-imports", daemon=True).start()
 
 
 def page(title: str, **kwargs) -> Loaded:

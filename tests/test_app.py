@@ -328,7 +328,7 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
 
     from pyvis.network import Network
 
-    from explorer_ui.graph import external_refs, selection_marker, strip_external, tree_html
+    from explorer_ui.graph import external_refs, selection_marker, strip_external, tree_html, vis_assets
     from explorer_ui.svg import tree_svg
     from mother_core import recover_paths
 
@@ -338,9 +338,44 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
     statuses = {(e.parent, e.child): "correct" for e in rec.edges} | {("base", "nowhere"): "missing"}
     html = tree_html(rec, statuses=statuses, reference="truth file")
     assert not external_refs(html) and "vs truth file" in html and '"physics": {"enabled": false}' in html
+    # Standing alone, the page carries the library itself; served, it links the app's copy and is small.
+    library = vis_assets().files[0].read_text(encoding="utf-8")
+    assert library in html
+    assert not re.search(r"<script[^>]+src=", re.sub(r"<!--.*?-->", "", html.replace(library, ""), flags=re.S))
+    served = tree_html(rec, statuses=statuses, served_at="app/static/vis/")
+    assert library not in served and len(served) < 60_000 and not external_refs(served)
+    assert re.findall(r'<script src="([^"]+)"', re.sub(r"<!--.*?-->", "", served, flags=re.S)) == [
+        "app/static/vis/vis-network.min.js"]
+    assert served.index("vis-network.min.js") < served.index("new vis.Network(")  # loaded before use
     svg = ET.fromstring(tree_svg(rec, statuses, "title <&>"))
     assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("rect")]) == 1 + len(rec.models)
     assert 'data-edge="a-&gt;b&quot;x"' in selection_marker(("a", 'b"x'), None)
+
+
+def test_vis_network_is_published_for_the_browser_to_cache(tmp_path):
+    from explorer_ui import static
+    from explorer_ui.graph import vis_assets
+
+    url = static._publish_vis(tmp_path / "static")
+    assert url == f"app/static/vis-network-{vis_assets().version}/"
+    for src in vis_assets().files:
+        copy = tmp_path / "static" / url.removeprefix("app/static/") / src.name
+        assert copy.read_bytes() == src.read_bytes() and copy.stat().st_mtime == src.stat().st_mtime
+    (tmp_path / "a-file").write_text("")
+    assert static._publish_vis(tmp_path / "a-file" / "static") is None  # not writable: the page inlines it
+
+
+def test_home_tree_links_the_served_library(app):
+    """With the project's config (static serving on), the tree links files that exist under static/."""
+    from streamlit import config
+
+    at = ok(app.run())
+    html = iframe_html(at)
+    if not config.get_option("server.enableStaticServing"):
+        pytest.skip("static serving is off in this configuration: the tree inlines vis-network")
+    links = re.findall(r'<(?:script src|link rel="stylesheet" href)="app/static/([^"]+)"', html)
+    assert sorted(Path(x).name for x in links) == ["vis-network.css", "vis-network.min.js"]
+    assert all((ROOT / "static" / x).is_file() for x in links)
 
 
 def test_impossible_constraints_are_undone_with_a_message(app):

@@ -95,6 +95,44 @@ def _tree_drawn(page, timeout: float = 30_000) -> None:
     frame.locator('body[data-drawn="1"]').wait_for(state="attached", timeout=timeout)
 
 
+# In-page latency, as browsers define it for interactions (INP): from the input event's timestamp to the
+# first animation frame that shows the result. Playwright's own wall clock adds its protocol round trips
+# and polling back-off; it is recorded too (the *_wall_s keys), as an upper bound.
+_ARM = """(newTree) => {
+  for (const f of document.querySelectorAll('iframe')) {  // with a new tree, the one drawn before does not count
+    try { if (newTree) f.contentDocument.body.dataset.stale = '1'; else delete f.contentDocument.body.dataset.stale; }
+    catch (e) {}
+  }
+  window.__motherInputAt = null;
+  document.addEventListener('pointerdown', e => { window.__motherInputAt = e.timeStamp; },
+                            {capture: true, once: true});
+}"""
+_SHOWN = """([heading, plot, edge, tree]) => {
+  if (window.__motherInputAt === null) return false;
+  const fresh = !tree || Array.from(document.querySelectorAll('iframe')).some(f => {
+    try { const b = f.contentDocument.body;
+          return b.dataset.drawn === '1' && !b.dataset.stale && (!edge || b.dataset.selectedEdge === edge); }
+    catch (e) { return false; } });
+  const ok = fresh
+    && (!heading || Array.from(document.querySelectorAll('h1')).some(h => h.textContent.trim() === heading))
+    && (!plot || Array.from(document.querySelectorAll('.gtitle')).some(e => e.textContent.includes(plot)));
+  return ok ? (performance.now() - window.__motherInputAt) / 1000 : false;
+}"""
+
+
+def _arm(page, *, new_tree: bool = False) -> float:
+    """Time the next pointer input in the page; with ``new_tree``, only a tree drawn after it counts."""
+    page.evaluate(_ARM, new_tree)
+    return time.monotonic()
+
+
+def _shown(page, *, heading: str = "", plot: str = "", edge: str = "", tree: bool = False) -> float:
+    """Seconds from the armed input to the first frame showing all of: the heading, a drawn tree (with
+    ``edge`` highlighted in it), the plot title. Each part is optional."""
+    return round(page.wait_for_function(_SHOWN, arg=[heading, plot, edge, tree or bool(edge)], polling="raf",
+                                        timeout=30_000).json_value(), 3)
+
+
 def test_demo_tree_edge_and_offline(server):
     url, t_health, t_spawn = server
     timings: dict[str, float] = {"server_healthy_s": round(t_health, 2)}
@@ -111,16 +149,20 @@ def test_demo_tree_edge_and_offline(server):
         _tree_drawn(page, timeout=60_000)
         timings["page_to_tree_s"] = round(time.monotonic() - t, 2)
         timings["cold_start_to_tree_s"] = round(time.monotonic() - t_spawn, 2)
+        # The home page is complete once its confidence histogram is drawn; interactions start there.
+        _wait_plot_title(page, "Confidence of the")
         _settled(page)
+        timings["cold_start_to_complete_s"] = round(time.monotonic() - t_spawn, 2)
         page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
 
-        # Switch page: the Tree page with the ranked edge table.
-        t = time.monotonic()
+        # Switch page: the Tree page with the ranked edge table (its first visit).
+        t = _arm(page, new_tree=True)
         page.get_by_test_id("stSidebarNav").get_by_text("Tree", exact=True).click()
-        page.get_by_role("heading", name="Tree", exact=True).wait_for()
+        timings["switch_page_s"] = _shown(page, heading="Tree", tree=True)
+        timings["switch_page_complete_s"] = _shown(page, heading="Tree", plot="Kurtosis per layer: ", tree=True)
+        timings["switch_page_wall_s"] = round(time.monotonic() - t, 2)
         _settled(page)
         _tree_drawn(page)
-        timings["switch_page_s"] = round(time.monotonic() - t, 2)
         charts = page.get_by_test_id("stPlotlyChart")
         charts.first.wait_for()
 
@@ -132,24 +174,24 @@ def test_demo_tree_edge_and_offline(server):
         labels = options.all_inner_texts()
         assert len(labels) >= 2, labels
         target = labels[1].strip()
-        t = time.monotonic()
+        t = _arm(page)
         page.get_by_role("option", name=target, exact=True).click()
-        _wait_plot_title(page, f"Kurtosis per layer: {target}")
-        timings["select_edge_s"] = round(time.monotonic() - t, 2)
+        timings["select_edge_s"] = _shown(page, plot=f"Kurtosis per layer: {target}")
         edge_id = target.replace(" → ", "->")
         frame = page.frame_locator("iframe").first
         frame.locator(f'body[data-selected-edge="{edge_id}"]').wait_for(state="attached")
-        timings["select_edge_highlighted_in_tree_s"] = round(time.monotonic() - t, 2)
+        timings["select_edge_wall_s"] = round(time.monotonic() - t, 2)
         _settled(page)
 
-        # A second selection (warm: every chunk of the front end already loaded).
+        # A second selection (warm: every chunk of the front end already loaded), highlighted in the tree.
         box.click()
         options.first.wait_for()
         target = labels[0].strip()
-        t = time.monotonic()
+        t = _arm(page)
         page.get_by_role("option", name=target, exact=True).click()
-        _wait_plot_title(page, f"Kurtosis per layer: {target}")
-        timings["select_edge_again_s"] = round(time.monotonic() - t, 2)
+        timings["select_edge_again_s"] = _shown(page, plot=f"Kurtosis per layer: {target}",
+                                                edge=target.replace(" → ", "->"))
+        timings["select_edge_again_wall_s"] = round(time.monotonic() - t, 2)
         _settled(page)
 
         # Click a row of the ranked edge table (a canvas grid): the plot and the selectbox follow.
@@ -169,12 +211,19 @@ def test_demo_tree_edge_and_offline(server):
         assert picked in page.get_by_test_id("stSelectbox").filter(has_text="Edge").first.inner_html()
         page.screenshot(path=str(ARTIFACTS / "tree_edge.png"), full_page=True)
 
-        # Switch to another page and back to measure the warm path.
+        # Switch to another page (no tree there) to measure a page switch without the tree.
         t = time.monotonic()
         page.get_by_test_id("stSidebarNav").get_by_text("Ambiguous", exact=False).click()
         page.get_by_role("heading", name="Ambiguous edges").wait_for()
         _settled(page)
-        timings["switch_page_warm_s"] = round(time.monotonic() - t, 2)
+        timings["switch_page_no_tree_wall_s"] = round(time.monotonic() - t, 2)
+
+        # Back to the Tree page (visited before).
+        t = _arm(page, new_tree=True)
+        page.get_by_test_id("stSidebarNav").get_by_text("Tree", exact=True).click()
+        timings["switch_page_again_s"] = _shown(page, heading="Tree", tree=True)
+        timings["switch_page_again_wall_s"] = round(time.monotonic() - t, 2)
+        _settled(page)
         browser.close()
 
     outside = sorted({u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
@@ -188,4 +237,4 @@ def test_demo_tree_edge_and_offline(server):
     # Targets: cold start < 10 s, interactions < 0.5 s (met on an idle 2-core box). The limits asserted
     # here are looser because CI shares its cores with other jobs; timings.json keeps the real numbers.
     assert timings["cold_start_to_tree_s"] < 25, timings
-    assert timings["select_edge_again_s"] < 2.0, timings
+    assert max(timings["select_edge_again_s"], timings["switch_page_again_s"]) < 2.0, timings
