@@ -29,7 +29,7 @@ views.summary(ctx)
 if ctx.model_set.kind == "preset" and "_preset_view" in st.session_state:
     with st.expander("About this family"):
         views.preset_info(*st.session_state["_preset_view"])
-views.tree(ctx, height=520)
+views.tree(ctx, height=520, inline_library=True)  # the cold path: no second request
 views.least_confident(ctx)
 st.markdown("Next: **Tree** to inspect an edge, **Edge** to correct it, **Lineage** for declared vs "
             "recovered parents, **Export** for GraphML / Newick / `base_model:` lines.")

@@ -84,13 +84,19 @@ def tree_html(key: str, statuses: tuple, reference: str, height: int, font_size:
 
 
 def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, highlight: str | None = None,
-         aspect: float = 1.8) -> None:
-    """The interactive tree (pyvis in an iframe); the selected edge / model are synced into it live."""
+         aspect: float = 1.8, inline_library: bool = False) -> None:
+    """The interactive tree (pyvis in an iframe); the selected edge / model are synced into it live.
+
+    vis-network is linked from the app's static files (fetched once, kept by the browser, compiled off
+    the main thread) unless ``inline_library``: the home page inlines it, because on a cold start its
+    tree would otherwise wait for that request behind the server building the rest of the page, and
+    then behind the browser evaluating the plot bundle.
+    """
     sel = st.session_state.get("sel_edge")
     sel = sel if sel and ctx.rec.edge(*sel) else None
     st.html(graph.selection_marker(sel, highlight))
-    html = tree_html(ctx.key, _st_key(ctx.statuses), ctx.reference, height, font_size, aspect, static.vis_url(),
-                     ctx.rec)
+    served_at = None if inline_library else static.vis_url()
+    html = tree_html(ctx.key, _st_key(ctx.statuses), ctx.reference, height, font_size, aspect, served_at, ctx.rec)
     st.iframe(html, height=height + 12)
 
 

@@ -365,15 +365,19 @@ def test_vis_network_is_published_for_the_browser_to_cache(tmp_path):
     assert static._publish_vis(tmp_path / "a-file" / "static") is None  # not writable: the page inlines it
 
 
-def test_home_tree_links_the_served_library(app):
-    """With the project's config (static serving on), the tree links files that exist under static/."""
+def test_tree_pages_link_the_served_library_and_home_inlines_it(app):
+    """With the project's config (static serving on), the Tree page links files that exist under
+    static/; the home page (the cold start) carries the library itself."""
     from streamlit import config
 
+    from explorer_ui.graph import vis_assets
+
     at = ok(app.run())
-    html = iframe_html(at)
+    assert vis_assets().files[0].read_text(encoding="utf-8") in iframe_html(at)
     if not config.get_option("server.enableStaticServing"):
-        pytest.skip("static serving is off in this configuration: the tree inlines vis-network")
-    links = re.findall(r'<(?:script src|link rel="stylesheet" href)="app/static/([^"]+)"', html)
+        pytest.skip("static serving is off in this configuration: every tree inlines vis-network")
+    at.switch_page("pages/1_Tree.py").run()
+    links = re.findall(r'<(?:script src|link rel="stylesheet" href)="app/static/([^"]+)"', iframe_html(ok(at)))
     assert sorted(Path(x).name for x in links) == ["vis-network.css", "vis-network.min.js"]
     assert all((ROOT / "static" / x).is_file() for x in links)
 

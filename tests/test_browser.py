@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,8 @@ def server():
     streamlit = Path(sys.executable).with_name("streamlit")
     cmd = [str(streamlit), "run", "app.py", "--server.port", str(port), "--server.headless", "true",
            "--server.address", "127.0.0.1"]
+    # Extra server flags, for ablations (e.g. "--runner.postScriptGC true"); see benchmarks/RESULTS.md.
+    cmd += shlex.split(os.environ.get("MOTHER_BROWSER_SERVER_ARGS", ""))
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "server.log", "w")
     t0 = time.monotonic()
@@ -228,7 +231,8 @@ def test_demo_tree_edge_and_offline(server):
 
     outside = sorted({u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
                       and urlparse(u).hostname not in LOCAL_HOSTS})
-    timings["load_average_1min"] = round(os.getloadavg()[0], 2)  # the CI box is shared: context for the numbers
+    timings["load_average_1min"] = round(os.getloadavg()[0], 2)
+    timings["server_args"] = os.environ.get("MOTHER_BROWSER_SERVER_ARGS", "")  # the CI box is shared: context for the numbers
     (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
     print("browser timings:", timings)
     assert not outside, f"requests left localhost: {outside}"
