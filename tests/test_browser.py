@@ -227,6 +227,20 @@ def test_demo_tree_edge_and_offline(server):
         timings["switch_page_again_s"] = _shown(page, heading="Tree", tree=True)
         timings["switch_page_again_wall_s"] = round(time.monotonic() - t, 2)
         _settled(page)
+
+        # First visits to the other pages: each shows its heading, finishes its run and draws every plot,
+        # with no error on the page.
+        for nav, heading in (("Edge", "Edge"), ("Lineage", "Declared vs recovered"), ("Matrices", "Matrices"),
+                             ("Export", "Export")):
+            t = _arm(page)
+            page.get_by_test_id("stSidebarNav").get_by_text(nav, exact=True).click()
+            timings[f"first_visit_{nav.lower()}_s"] = _shown(page, heading=heading)
+            _settled(page)
+            page.wait_for_function("() => Array.from(document.querySelectorAll('[data-testid=stPlotlyChart]'))"
+                                   ".every(c => c.querySelector('.main-svg'))", polling="raf", timeout=30_000)
+            timings[f"first_visit_{nav.lower()}_done_wall_s"] = round(time.monotonic() - t, 2)
+            assert not page.get_by_test_id("stException").count(), nav
+            assert not page.get_by_test_id("stAlertContentError").count(), nav
         browser.close()
 
     outside = sorted({u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
