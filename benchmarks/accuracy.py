@@ -35,6 +35,7 @@ ABLATIONS: list[tuple[str, RecoverySettings]] = [
     ("paper method as published (square attention, kurtosis sign, lambda 0.3)",
      RecoverySettings(method="paper", layers="square-attention")),
     ("paper method on all weight matrices", RecoverySettings(method="paper")),
+    ("no additivity refinement (the arborescence's tree as solved)", RecoverySettings(refine=False)),
     ("distance only (lambda 0: no direction)", RecoverySettings(lambda_=0.0)),
     ("no rank distance for low-rank (LoRA) trees", RecoverySettings(use_rank="never")),
     ("direction: kurtosis only", RecoverySettings(direction_cues="kurtosis")),

@@ -159,12 +159,15 @@ def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
         lam = _widget(st.slider, "lambda (direction penalty)", "lambda", 0.3, min_value=0.0,
                       max_value=2.0, step=0.05, disabled=disabled or not own)
         layers = _widget(st.selectbox, "Layers", "layers", "matrices", options=LAYERS, disabled=disabled)
+        refine = _widget(st.checkbox, "Refine by additivity", "refine", True, disabled=disabled,
+                         help="Move attachments while squared distances add up better along the tree "
+                         "(fine-tuning steps add nearly orthogonal updates). Off: the arborescence as solved.")
         n_trees = _widget(st.number_input, "Number of trees (0 = find from data)", "n_trees", 0,
                           min_value=0, max_value=1000, step=1, disabled=disabled)
         device = _widget(st.selectbox, "Device", "device", "auto", options=DEVICES, disabled=disabled)
         st.caption(f"Compute device: **{engine.device_description(device)}**")
     wanted = {"regime": regime, "method": method, "use_rank": use_rank, "layers": layers,
-              "n_trees": int(n_trees) or None}
+              "n_trees": int(n_trees) or None, "refine": bool(refine)}
     if own:
         wanted["lambda_"] = float(lam)
     return RecoverySettings(**wanted), device

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="place edges by the rank of weight differences (merged LoRA); auto detects it")
     rec.add_argument("--content-hash", action="store_true",
                      help="key the statistics cache on file content (SHA-256), not path/size/mtime")
+    rec.add_argument("--no-refine", dest="refine", action="store_false",
+                     help="keep the arborescence as solved (no refinement by additivity of squared distances)")
     rec.add_argument("--n-trees", type=int, help="number of trees, if known (default: found from the data)")
     rec.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
@@ -115,7 +117,8 @@ def _cmd_recover(args) -> int:
     from mother_core.pipeline import recover_paths
 
     settings = RecoverySettings(regime=args.regime, method=args.method, lambda_=args.lambda_, layers=args.layers,
-                                name_pattern=args.name_pattern, n_trees=args.n_trees, use_rank=args.use_rank)
+                                name_pattern=args.name_pattern, n_trees=args.n_trees, use_rank=args.use_rank,
+                                refine=args.refine)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 # lora16), never on the seed-0 trees the accuracy benchmark reports (see benchmarks/RESULTS.md).
 # a, b of sigmoid(a * x + b). On trained trees the margin over the best alternative parent separates
 # right from wrong placements only moderately (a sibling is often nearly as close as the parent).
-PLACEMENT_SLOPE = 0.795
-PLACEMENT_BIAS = 1.615
+# Refitted with the additivity refinement on (mother_core/recovery/additive.py).
+PLACEMENT_SLOPE = 1.375
+PLACEMENT_BIAS = 2.023
 # The paper method's vote-based direction confidence (not refitted).
 DIRECTION_SLOPE = 0.6
 DIRECTION_BIAS = 0.0
-EVIDENCE_SLOPE = 1.138
-EVIDENCE_BIAS = 1.260
+EVIDENCE_SLOPE = 0.754
+EVIDENCE_BIAS = 1.799
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,12 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 4. Cost M = D + lambda * mean(D) * K and a minimum spanning arborescence per tree (lambda = 0.3).
 5. Regime ``auto`` (+): solve the tree under both regimes and keep the cheaper; a tree whose kurtosis
    moves monotonically away from some root is cheap under one regime only.
-6. Confidence per edge (+) from its margin over the best alternative parent and its direction
-   evidence (:mod:`.confidence`).
+6. Refinement (+): attachments move while squared distances add up better along the tree's paths
+   (fine-tuning steps add nearly orthogonal updates, :mod:`.additive`); the root is then the one the
+   direction cues prefer. Not in trees placed by the rank distance.
+7. Confidence per edge (+) from its margin over the best alternative parent and its direction
+   evidence (:mod:`.confidence`). An edge the refinement chose over a cheaper parent has a negative
+   margin, hence a placement confidence under 0.5: the pairwise evidence contests it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from mother_core.errors import ConstraintError, InputError, TooFewModelsError
+from mother_core.recovery.additive import MAX_TREE, orient, refine_topology, squared_distances
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
 from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
@@ -134,6 +139,7 @@ def recover(
     regimes: dict[int, tuple[str, float]] = {}
     rank_used: dict[int, bool] = {}
     norm_signs: dict[int, float] = {}
+    squared = np.full((n, n), np.nan)  # for the refinement, within trees it applies to
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
@@ -147,6 +153,10 @@ def recover(
         norm_signs[t] = norm_sign
         cost[sub] = sub_cost
         evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
+        if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
+            s = squared_distances(stats, ev.layer_index, members)
+            if s is not None:
+                squared[sub] = s
     recovery = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
         problems=[{"path": p.path, "message": p.message} for p in stats.problems],
@@ -169,6 +179,7 @@ def recover(
             "model_formats": [m.format for m in stats.models],
             "declared_parents": [m.declared_parent for m in stats.models],
             "n_params": [int((stats.numel * stats.present[i]).sum()) for i in range(n)],
+            **({"squared_distance": squared} if np.isfinite(squared).any() else {}),
         },
     )
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
@@ -260,6 +271,8 @@ def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_r
     forbidden = [(idx(p), idx(c)) for p, c in constraints.forbidden]
     fixed_roots = [idx(r) for r in constraints.roots]
     labels = np.array(recovery.extra["tree_of"], dtype=int)
+    squared = recovery.extra.get("squared_distance") if recovery.settings.refine else None
+    squared = None if squared is None else np.asarray(squared, dtype=np.float64)
     cost = recovery.cost_matrix.copy()
     dist = recovery.distance_matrix
     # Forcing an edge across trees joins the two trees (union-find over tree labels).
@@ -290,9 +303,29 @@ def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_r
             named = re.sub(r"\b\d+\b", lambda m: ids[members[int(m.group())]]
                            if int(m.group()) < len(members) else m.group(), str(e))
             raise ConstraintError(named + " Remove or change one of these constraints.") from e
+        if squared is not None:
+            sol = _refined(sol, squared[np.ix_(members, members)], sub, local, forced, forbidden, fixed_roots)
         for k, pk in enumerate(sol):
             parent[members[k]] = members[pk] if pk >= 0 else -1
     return _build(recovery, ids, parent, labels, cost, constraints, set(forced), layer_rms)
+
+
+def _refined(sol: np.ndarray, squared: np.ndarray, cost: np.ndarray, local: dict[int, int],
+             forced: list[tuple[int, int]], forbidden: list[tuple[int, int]], fixed_roots: list[int]) -> np.ndarray:
+    """The arborescence ``sol`` of one tree after :func:`refine_topology`, under the constraints
+    (forced edges stay, forbidden ones are not used, a fixed root stays the root); ``sol`` itself
+    when the tree has no squared distances (a rank-placed tree, one joined by a forced edge) or
+    nothing moved."""
+    m = len(sol)
+    if m < 3 or not np.isfinite(squared[~np.eye(m, dtype=bool)]).all():
+        return sol
+    pin = [(local[p], local[c]) for p, c in forced if p in local and c in local]
+    adj, moves = refine_topology(sol, squared, keep={frozenset(e) for e in pin})
+    if not moves:
+        return sol
+    oriented = orient(adj, cost, roots=[local[r] for r in fixed_roots if r in local] or None, forced=pin,
+                      forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local])
+    return sol if oriented is None else oriented
 
 
 def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.ndarray, cost: np.ndarray,

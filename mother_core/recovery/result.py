@@ -62,6 +62,10 @@ class RecoverySettings:
         low rank, i.e. merged LoRA fine-tunes), ``"never"`` or ``"always"``.
     n_trees : int or None
         Number of trees if the user knows it; ``None`` finds it from the data.
+    refine : bool
+        ``"mother+"`` only: after the arborescence, move attachments while squared distances add up
+        better along the tree's paths (fine-tuning steps add nearly orthogonal updates; see
+        :mod:`mother_core.recovery.additive`). Trees placed by the rank distance are left as solved.
     """
 
     regime: str = "auto"
@@ -73,6 +77,7 @@ class RecoverySettings:
     name_pattern: str | None = None
     use_rank: str = "auto"
     n_trees: int | None = None
+    refine: bool = True
 
 
 @dataclass(frozen=True)
