@@ -9,6 +9,12 @@ Usage::
 
 Prints a Markdown table (time in seconds, median of ``--repeat`` runs for ours, one run for networkx)
 and checks that both solvers reach the same total cost.
+
+``--refine`` times the additivity refinement (``mother_core.recovery.additive``) instead: one tree of N
+models whose every step adds an independent random update (so squared distances form a tree metric),
+started from that tree with a tenth of its models moved to their grandparent::
+
+    .venv/bin/python benchmarks/tree_solver.py --refine [--sizes 50 100 200 400]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import networkx as nx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mother_core.recovery.additive import orient, refine_topology  # noqa: E402
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost  # noqa: E402
 
 
@@ -48,13 +55,43 @@ def time_networkx(cost: np.ndarray) -> tuple[float, float]:
     return elapsed, sum(d["weight"] for _, _, d in tree.edges(data=True))
 
 
+def refinement_table(sizes: list[int], seed: int, dim: int = 2000) -> None:
+    print("| N models | moves | time (s) | edges right before | after |")
+    print("|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        rng = np.random.default_rng(seed + n)
+        truth = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, n)])
+        x = np.zeros((n, dim))
+        x[0] = rng.normal(size=dim)
+        for c in range(1, n):
+            x[c] = x[truth[c]] + rng.normal(scale=rng.uniform(0.05, 0.2), size=dim)
+        gram = x @ x.T
+        sq = np.maximum(np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram, 0.0)
+        start = truth.copy()
+        for c in rng.choice(np.arange(1, n), size=n // 10, replace=False):
+            if start[start[c]] >= 0:
+                start[c] = start[start[c]]
+        t = time.perf_counter()
+        adj, moves = refine_topology(start, sq)
+        elapsed = time.perf_counter() - t
+        edges = lambda parent: {frozenset((c, int(p))) for c, p in enumerate(parent) if p >= 0}  # noqa: E731
+        after = orient(adj, np.zeros((n, n)), roots=[0])
+        print(f"| {n} | {moves} | {elapsed:.2f} | {len(edges(start) & edges(truth))}/{n - 1} | "
+              f"{len(edges(after) & edges(truth))}/{n - 1} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 500, 1000, 2000])
+    ap.add_argument("--sizes", type=int, nargs="+", help="default: 100 200 500 1000 2000 (--refine: 50 100 200 400)")
     ap.add_argument("--nx-max", type=int, default=200, help="largest N to run networkx on")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refine", action="store_true", help="time the additivity refinement instead")
     args = ap.parse_args(argv)
+    if args.refine:
+        refinement_table(args.sizes or [50, 100, 200, 400], args.seed)
+        return
+    args.sizes = args.sizes or [100, 200, 500, 1000, 2000]
 
     print(f"python {platform.python_version()}, numpy {np.__version__}, networkx {nx.__version__}, "
           f"{platform.machine()}")
