@@ -6,7 +6,9 @@ from explorer_ui import views
 
 ctx = views.page("Ambiguous edges", heading="Ambiguous edges",
            caption="Least confident first. *Extra cost* is how much worse the best alternative parent is: "
-           "near zero means the data barely prefers the recovered parent.")
+           "near zero means the data barely prefers the recovered parent; below zero, that parent is "
+           "closer pairwise but the whole tree fits the measured distances better with this one "
+           "(refinement by additivity).")
 
 df = views.edge_table(ctx.key, tuple(sorted(ctx.statuses.items())), ctx.rec)
 if df.empty:
