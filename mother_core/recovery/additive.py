@@ -35,19 +35,28 @@ def squared_distances(stats: WeightStatistics, layer_index: np.ndarray, members:
     """Squared Euclidean distances between ``members`` over the selected layers all of them share.
 
     A layer re-initialised anywhere in the tree (a new head) is left out for every pair: it is not
-    part of any fine-tuning step. ``None`` when no layer is left.
+    part of any fine-tuning step. ``None`` when no layer is left. Works one layer at a time, so it
+    needs (members x members) memory, not a copy of the statistics.
     """
-    sq = stats.sq_dist[layer_index][:, members][:, :, members]  # (L, m, m)
-    n2 = stats.norm[members][:, layer_index].T ** 2  # (L, m)
+    sub = np.ix_(members, members)
     off = ~np.eye(len(members), dtype=bool)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.sqrt(sq) / np.sqrt((n2[:, :, None] + n2[:, None, :]) / 2)
-    usable = np.isfinite(sq[:, off]).all(axis=1) & (np.nan_to_num(rel[:, off], nan=np.inf) < REINITIALISED).all(axis=1)
-    if not usable.any():
+    total = np.zeros((len(members), len(members)))
+    used = 0
+    for layer in layer_index:
+        sq = stats.sq_dist[layer][sub]
+        if not np.isfinite(sq[off]).all():
+            continue
+        n2 = stats.norm[members, layer].astype(np.float64) ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.sqrt(sq) / np.sqrt((n2[:, None] + n2[None, :]) / 2)
+        if not (np.nan_to_num(rel[off], nan=np.inf) < REINITIALISED).all():
+            continue
+        total += sq
+        used += 1
+    if not used:
         return None
-    s = sq[usable].sum(axis=0)
-    np.fill_diagonal(s, 0.0)
-    return s
+    np.fill_diagonal(total, 0.0)
+    return total
 
 
 def _adjacency(parent: np.ndarray) -> list[set[int]]:
