@@ -76,11 +76,16 @@ def main() -> None:
                 generate_split(split, out, size=args.size, seed=seed)
             rows += edge_features(folder)
     r = np.array(rows)
-    a_p, b_p = fit_logistic(r[:, 0], r[:, 3])
+    # Contested edges (another parent is cheaper pairwise: the refinement's choices) get their own rate.
+    contested = r[:, 0] < 0
+    a_p, b_p = fit_logistic(r[~contested, 0], r[~contested, 3])
+    rate = (r[contested, 3].sum() + 1) / (contested.sum() + 2)
     placed = r[:, 3] == 1
     a_d, b_d = fit_logistic(r[placed, 2], r[placed, 4])
-    print(f"edges: {len(r)}  placed right: {placed.mean():.2f}  directed right: {r[:, 4].mean():.2f}")
-    print(f"PLACEMENT_SLOPE = {a_p:.3f}\nPLACEMENT_BIAS = {b_p:.3f}\nEVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}")
+    print(f"edges: {len(r)}  placed right: {placed.mean():.2f}  directed right: {r[:, 4].mean():.2f}  "
+          f"contested: {int(contested.sum())} ({int(r[contested, 3].sum())} placed right)")
+    print(f"PLACEMENT_SLOPE = {a_p:.3f}\nPLACEMENT_BIAS = {b_p:.3f}\nCONTESTED_PLACEMENT = {rate:.2f}\n"
+          f"EVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}")
 
 
 if __name__ == "__main__":

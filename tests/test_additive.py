@@ -93,3 +93,13 @@ def test_cli_can_turn_the_refinement_off(small_zoo, tmp_path):
     cli_main(["recover", str(small_zoo["fft"]), "--no-refine", "--out", str(out)])
     plain = Recovery.load(out)
     assert plain.settings.refine is False and "squared_distance" not in plain.extra
+
+
+def test_an_edge_kept_over_a_cheaper_parent_is_reported_as_contested():
+    from mother_core.recovery.confidence import CONTESTED_PLACEMENT, placement_confidence
+
+    clear = placement_confidence(1.0, 1.5, relative=0.01, threshold=0.5)
+    narrow = placement_confidence(1.0, 1.01, relative=0.01, threshold=0.5)
+    contested = placement_confidence(1.0, 0.99, relative=0.01, threshold=0.5)
+    assert clear > narrow > contested
+    assert contested == pytest.approx(CONTESTED_PLACEMENT, abs=1e-3)  # the related term is ~1 here

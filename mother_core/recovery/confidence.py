@@ -22,8 +22,12 @@ from dataclasses import dataclass
 # a, b of sigmoid(a * x + b). On trained trees the margin over the best alternative parent separates
 # right from wrong placements only moderately (a sibling is often nearly as close as the parent).
 # Refitted with the additivity refinement on (mother_core/recovery/additive.py).
-PLACEMENT_SLOPE = 1.375
-PLACEMENT_BIAS = 2.023
+PLACEMENT_SLOPE = 0.316
+PLACEMENT_BIAS = 2.779
+# An edge kept although another parent is cheaper pairwise (chosen by the additivity refinement, or
+# forced by the user) is contested: its placement confidence is the fraction of such edges placed
+# right on the same held-out trees, (right + 1) / (n + 2).
+CONTESTED_PLACEMENT = 0.68
 # The paper method's vote-based direction confidence (not refitted).
 DIRECTION_SLOPE = 0.6
 DIRECTION_BIAS = 0.0
@@ -62,6 +66,8 @@ def placement_confidence(chosen_cost: float, alternative_cost: float, relative: 
     """
     if not math.isfinite(alternative_cost):
         margin_term = 1.0
+    elif alternative_cost < chosen_cost:
+        margin_term = CONTESTED_PLACEMENT
     else:
         ratio = max(alternative_cost, 1e-300) / max(chosen_cost, 1e-300)
         margin_term = sigmoid(PLACEMENT_SLOPE * math.log(ratio) + PLACEMENT_BIAS)

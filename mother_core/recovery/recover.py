@@ -19,8 +19,8 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
    (fine-tuning steps add nearly orthogonal updates, :mod:`.additive`); the root is then the one the
    direction cues prefer. Not in trees placed by the rank distance.
 7. Confidence per edge (+) from its margin over the best alternative parent and its direction
-   evidence (:mod:`.confidence`). An edge the refinement chose over a cheaper parent has a negative
-   margin, hence a placement confidence under 0.5: the pairwise evidence contests it.
+   evidence (:mod:`.confidence`). An edge the refinement chose over a cheaper parent is contested: its
+   placement confidence is the held-out rate at which such edges are right.
 """
 
 from __future__ import annotations
