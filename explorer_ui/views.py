@@ -59,6 +59,16 @@ def best_alternative(e: Edge, own: float | None) -> tuple[str, float | None]:
     return "—", None
 
 
+def contested_note(e: Edge, own: float | None) -> str:
+    """A sentence for an edge kept although another parent is cheaper pairwise ("" otherwise)."""
+    alt, gap = best_alternative(e, own)
+    if gap is None or gap >= 0:
+        return ""
+    why = ("you set this one" if e.constrained else
+           "the whole tree fits the measured distances better with this one (refinement by additivity)")
+    return f" `{alt}` is closer pairwise (extra cost {gap:.3g}), but {why}."
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
     """All edges, least confident first, with their best alternative parent."""
@@ -214,6 +224,7 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
         note += f" Versus {ctx.reference}: **{s}** ({graph.STATUS_TEXT.get(s, '')})."
     if e.constrained:
         note += " This edge was set by a constraint."
+    note += contested_note(e, own_cost(ctx.rec, e))
     st.markdown(note)
     st.plotly_chart(plots.kurtosis_layers(ctx.rec, e), key=f"ku_{ctx.key}")
     if not full:

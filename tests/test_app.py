@@ -180,6 +180,22 @@ def test_edge_page_flip_force_and_clear(app):
     assert "forced" in " ".join(c.value for c in at.caption)
 
 
+def test_an_edge_kept_over_a_cheaper_parent_says_so(tmp_path):
+    from dataclasses import replace
+
+    from explorer_ui.views import contested_note
+    from mother_core import recover_paths
+    from mother_core.recovery.result import Alternative
+
+    rec = recover_paths([str(write_family(tmp_path / "fam"))])
+    e = rec.edges[0]
+    cheaper = replace(e, alternatives=(Alternative("other", 0.5, 0.4),), constrained=False)
+    assert "`other` is closer pairwise (extra cost -0.5)" in contested_note(cheaper, 1.0)
+    assert "refinement by additivity" in contested_note(cheaper, 1.0)
+    assert "you set this one" in contested_note(replace(cheaper, constrained=True), 1.0)
+    assert contested_note(replace(e, alternatives=(Alternative("other", 1.5, 0.4),)), 1.0) == ""
+
+
 # --- export, lineage, matrices ---------------------------------------------------------------------
 def test_export_offers_every_format(app):
     at = app.run()
