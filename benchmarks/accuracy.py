@@ -11,6 +11,7 @@ number of trees; one table per question:
 
     python benchmarks/accuracy.py --zoo zoo_out            # all splits found there
     python benchmarks/accuracy.py --zoo zoo_out --splits fft lora16
+    python benchmarks/accuracy.py --zoo zoo_out --splits fft mixed --bf16   # stored as bf16, like hub models
 """
 
 from __future__ import annotations
@@ -93,17 +94,42 @@ def run(split_dir: Path, cache: Path, settings_list) -> tuple[list[dict], list]:
     return rows, pooled
 
 
+def as_bf16(split_dir: Path, out: Path) -> Path:
+    """A copy of a split with every floating tensor stored in bf16 (how most hub checkpoints are)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dst = out / split_dir.name
+    if (dst / "truth.json").exists():
+        return dst
+    for model in sorted(split_dir.glob("m-*")):
+        (dst / model.name).mkdir(parents=True, exist_ok=True)
+        for f in model.iterdir():
+            if f.suffix == ".safetensors":
+                tensors = load_file(f)
+                save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()},
+                          dst / model.name / f.name)
+            else:
+                shutil.copy(f, dst / model.name / f.name)
+    shutil.copy(split_dir / "truth.json", dst / "truth.json")  # last: marks the copy complete
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default="zoo_out")
     ap.add_argument("--splits", nargs="*")
     ap.add_argument("--cache", default="benchmarks/_data/stats-cache")
+    ap.add_argument("--bf16", action="store_true", help="run on bf16 copies (written under benchmarks/_data/bf16)")
     args = ap.parse_args()
     zoo = Path(args.zoo)
     splits = args.splits or sorted(p.name for p in zoo.iterdir() if (p / "truth.json").exists())
     results, pooled = {}, []
     for s in splits:
-        results[s], pool = run(zoo / s, Path(args.cache), ABLATIONS)
+        folder = as_bf16(zoo / s, Path(__file__).resolve().parent / "_data" / "bf16") if args.bf16 else zoo / s
+        results[s], pool = run(folder, Path(args.cache), ABLATIONS)
         pooled += pool
         print(f"done {s}", file=sys.stderr)
 
