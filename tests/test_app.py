@@ -226,6 +226,9 @@ def test_settings_change_reuses_the_statistics(app, monkeypatch):
     at.sidebar.checkbox(key="own_lambda").check().run()
     at.sidebar.slider(key="lambda").set_value(0.6).run()
     ok(at)
+    at.sidebar.checkbox(key="refine").uncheck().run()  # the arborescence as solved, same statistics
+    ok(at)
+    assert at.session_state["refine"] is False and at.get("iframe")
     at.switch_page("pages/5_Matrices.py").run()
     ok(at)
     assert "Distance between models (ordered by tree)" in plot_titles(at)
