@@ -19,7 +19,6 @@ import streamlit as st
 
 from explorer_ui.graph import vis_assets
 
-APP_ROOT = Path(__file__).resolve().parent.parent  # where app.py is; Streamlit serves APP_ROOT/static
 STATIC_ROUTE = "app/static/"  # Streamlit's fixed route, relative so a server.baseUrlPath still works
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,17 @@ def vis_url() -> str | None:
     """The URL folder where the app serves vis-network, or ``None`` when the page must inline it."""
     if not st.get_option("server.enableStaticServing"):
         return None
-    return _publish_vis(APP_ROOT / "static")
+    return _publish_vis(app_root() / "static")
+
+
+def app_root() -> Path:
+    """The folder of the app's main script (Streamlit serves ``<it>/static``), also when this package is
+    installed elsewhere; the checkout's root outside a script run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    main = getattr(ctx, "main_script_path", None) if ctx is not None else None
+    return Path(main).resolve().parent if main else Path(__file__).resolve().parent.parent
 
 
 @functools.cache
