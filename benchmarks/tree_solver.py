@@ -55,6 +55,10 @@ def time_networkx(cost: np.ndarray) -> tuple[float, float]:
     return elapsed, sum(d["weight"] for _, _, d in tree.edges(data=True))
 
 
+def _edges(parent: np.ndarray) -> set[frozenset[int]]:
+    return {frozenset((c, int(p))) for c, p in enumerate(parent) if p >= 0}
+
+
 def refinement_table(sizes: list[int], seed: int, dim: int = 2000) -> None:
     print("| N models | moves | time (s) | edges right before | after |")
     print("|---:|---:|---:|---:|---:|")
@@ -74,10 +78,9 @@ def refinement_table(sizes: list[int], seed: int, dim: int = 2000) -> None:
         t = time.perf_counter()
         adj, moves = refine_topology(start, sq)
         elapsed = time.perf_counter() - t
-        edges = lambda parent: {frozenset((c, int(p))) for c, p in enumerate(parent) if p >= 0}  # noqa: E731
         after = orient(adj, np.zeros((n, n)), roots=[0])
-        print(f"| {n} | {moves} | {elapsed:.2f} | {len(edges(start) & edges(truth))}/{n - 1} | "
-              f"{len(edges(after) & edges(truth))}/{n - 1} |", flush=True)
+        print(f"| {n} | {moves} | {elapsed:.2f} | {len(_edges(start) & _edges(truth))}/{n - 1} | "
+              f"{len(_edges(after) & _edges(truth))}/{n - 1} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

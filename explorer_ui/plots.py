@@ -36,22 +36,23 @@ def regime_of(rec: Recovery, model_id: str) -> str:
     return r if r in ("specialization", "generalization") else "specialization"
 
 
-def _layer_kurtosis(rec: Recovery) -> np.ndarray | None:
-    """The (models, layers) kurtosis matrix, or None when the result carries none."""
+def _edge_kurtosis(rec: Recovery, edge: Edge) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per-layer kurtosis of the edge's parent and child and the layer names, or None when the result
+    carries no per-layer kurtosis."""
     if rec.layer_kurtosis is None or not len(rec.layer_kurtosis):
         return None
-    return np.asarray(rec.layer_kurtosis, dtype=float)
+    k = np.asarray(rec.layer_kurtosis, dtype=float)
+    ids = rec.model_ids
+    return k[ids.index(edge.parent)], k[ids.index(edge.child)], np.array(_layer_names(rec, k.shape[1]), dtype=object)
 
 
 def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
     """Per-layer excess kurtosis of the parent and the child."""
     fig = go.Figure()
-    k = _layer_kurtosis(rec)
-    if k is None:
+    found = _edge_kurtosis(rec, edge)
+    if found is None:
         return _style(fig, "Per-layer kurtosis (not in this result)")
-    ids = rec.model_ids
-    names = np.array(_layer_names(rec, k.shape[1]), dtype=object)
-    pk, ck = k[ids.index(edge.parent)], k[ids.index(edge.child)]
+    pk, ck, names = found
     cols = np.flatnonzero(np.isfinite(pk) | np.isfinite(ck))  # layers the two models have
     for y, color, role, mid in ((pk, PARENT, "parent", edge.parent), (ck, CHILD, "child", edge.child)):
         fig.add_trace(go.Scatter(x=list(range(cols.size)), y=y[cols], mode="lines+markers",
@@ -66,16 +67,16 @@ def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
 def layer_votes(rec: Recovery, edge: Edge) -> go.Figure:
     """Each layer's kurtosis change child - parent, coloured by the direction it votes for."""
     fig = go.Figure()
-    k = _layer_kurtosis(rec)
-    if k is None:
+    found = _edge_kurtosis(rec, edge)
+    if found is None:
         return _style(fig, "Layer votes (not in this result)")
-    ids = rec.model_ids
-    diff = k[ids.index(edge.child)] - k[ids.index(edge.parent)]
+    pk, ck, names = found
+    diff = ck - pk
     cols = np.flatnonzero(np.isfinite(diff))
     diff = diff[cols]
     falls = regime_of(rec, edge.child) == "specialization"
     forward = (diff < 0) if falls else (diff > 0)
-    names = np.array(_layer_names(rec, k.shape[1]), dtype=object)[cols]
+    names = names[cols]
     colors = [FORWARD if f else BACKWARD for f in forward]
     fig.add_trace(go.Bar(x=list(range(len(diff))), y=diff, marker_color=colors, customdata=names,
                          hovertemplate="%{customdata}<br>child - parent %{y:.3g}<extra></extra>", showlegend=False))

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mother_core.recovery.features import REINITIALISED
-from mother_core.stats.result import WeightStatistics
 
 #: Candidate new parents per model: its nearest relatives by squared distance.
 CANDIDATES = 6
@@ -31,28 +29,23 @@ CANDIDATES = 6
 MAX_TREE = 400
 
 
-def squared_distances(stats: WeightStatistics, layer_index: np.ndarray, members: np.ndarray) -> np.ndarray | None:
-    """Squared Euclidean distances between ``members`` over the selected layers all of them share.
+def squared_distances(rms: np.ndarray, numel: np.ndarray, members: np.ndarray) -> np.ndarray | None:
+    """Squared Euclidean distances between ``members`` over the layers every pair of them keeps.
 
-    A layer re-initialised anywhere in the tree (a new head) is left out for every pair: it is not
-    part of any fine-tuning step. ``None`` when no layer is left. Works one layer at a time, so it
-    needs (members x members) memory, not a copy of the statistics.
+    ``rms`` is :attr:`PairEvidence.rms` (per selected layer, the RMS difference of each pair, NaN where
+    the layer is set aside for that pair, e.g. a re-initialised head) and ``numel`` the layers' sizes. A
+    layer set aside anywhere in the tree is left out for every pair: it is not part of any fine-tuning
+    step. ``None`` when no layer is left. One layer at a time: (members x members) memory.
     """
     sub = np.ix_(members, members)
     off = ~np.eye(len(members), dtype=bool)
     total = np.zeros((len(members), len(members)))
     used = 0
-    for layer in layer_index:
-        sq = stats.sq_dist[layer][sub]
-        if not np.isfinite(sq[off]).all():
-            continue
-        n2 = stats.norm[members, layer].astype(np.float64) ** 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.sqrt(sq) / np.sqrt((n2[:, None] + n2[None, :]) / 2)
-        if not (np.nan_to_num(rel[off], nan=np.inf) < REINITIALISED).all():
-            continue
-        total += sq
-        used += 1
+    for layer_rms, size in zip(rms, numel):
+        r = layer_rms[sub]
+        if np.isfinite(r[off]).all():
+            total += r ** 2 * float(size)
+            used += 1
     if not used:
         return None
     np.fill_diagonal(total, 0.0)

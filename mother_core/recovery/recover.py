@@ -154,7 +154,7 @@ def recover(
         cost[sub] = sub_cost
         evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
-            s = squared_distances(stats, ev.layer_index, members)
+            s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
             if s is not None:
                 squared[sub] = s
     recovery = Recovery(
@@ -317,7 +317,7 @@ def _refined(sol: np.ndarray, squared: np.ndarray, cost: np.ndarray, local: dict
     when the tree has no squared distances (a rank-placed tree, one joined by a forced edge) or
     nothing moved."""
     m = len(sol)
-    if m < 3 or not np.isfinite(squared[~np.eye(m, dtype=bool)]).all():
+    if not np.isfinite(squared[~np.eye(m, dtype=bool)]).all():
         return sol
     pin = [(local[p], local[c]) for p, c in forced if p in local and c in local]
     adj, moves = refine_topology(sol, squared, keep={frozenset(e) for e in pin})

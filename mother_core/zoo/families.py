@@ -54,7 +54,8 @@ class Family:
         raise NotImplementedError
 
     def hf_config(self, model: nn.Module, dtype: str) -> dict[str, object]:
-        raise NotImplementedError
+        """``config.json`` content for ``model`` (most families' configs need only the dtype)."""
+        return model.config.hf_config(dtype)
 
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -101,9 +102,6 @@ class LlamaFamily(Family):
         target[target == 0] = -100  # no loss on padding
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
-    def hf_config(self, model: nn.Module, dtype: str) -> dict[str, object]:
-        return model.config.hf_config(dtype)
-
 
 class UNetFamily(Family):
     name = "unet"
@@ -117,9 +115,6 @@ class UNetFamily(Family):
     def loss(self, model: nn.Module, task: DenoiseTask, b: Batcher) -> torch.Tensor:
         x, log_sigma, eps = task.sample(self.batch_size, b.torch_gen)
         return F.mse_loss(model(x, log_sigma), eps)
-
-    def hf_config(self, model: nn.Module, dtype: str) -> dict[str, object]:
-        return model.config.hf_config(dtype)
 
 
 class BertFamily(Family):
