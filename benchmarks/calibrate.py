@@ -20,7 +20,7 @@ from scipy.optimize import minimize
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
 from mother_core.evaluate import load_truth  # noqa: E402
-from mother_core.zoo import generate_split  # noqa: E402
+from mother_zoo import generate_split  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "_data" / "calibration"
 SPLITS = ("fft", "lora16", "lora-mixed", "continued", "mixed")

@@ -6,7 +6,7 @@
    then the N-th model added (must read the new model plus each shared tensor of the others once,
    i.e. about N models' worth of bytes, not N^2). Bytes read and time for each.
 
-Models come from the zoo (``python -m mother_core.zoo ... --out zoo_out``: every ``zoo_out/*/m-*``
+Models come from the zoo (``python -m mother_zoo ... --out zoo_out``: every ``zoo_out/*/m-*``
 folder, splits combined, first 200 by name); without enough of them, 200 synthetic models of the zoo's
 ViT shapes (hidden 128, 4 layers, fp32, ~1.1 MB each) are written under ``benchmarks/_data/``.
 

@@ -8,7 +8,7 @@ summed excess kurtosis of 2-D layers for direction, lambda = 0.3, networkx arbor
 
 Usage::
 
-    .venv/bin/python -m mother_core.zoo all --out zoo_out          # generate (minutes)
+    .venv/bin/python -m mother_zoo all --out zoo_out          # generate (minutes)
     .venv/bin/python benchmarks/zoo_generation.py --zoo zoo_out --reference
 """
 

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="file to write (default: standard output)")
 
     try:
-        from mother_core.zoo.cli import register_cli
+        from mother_zoo.cli import register_cli
     except ImportError:  # the zoo is optional at import time
         register_cli = None
     if register_cli is not None:

@@ -16,7 +16,7 @@ SMALL_ZOO_SPLITS = ("fft", "lora16", "mixed")
 @pytest.fixture(scope="session")
 def small_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The zoo's small splits (seed 0), trained once per session: {split name: folder}."""
-    from mother_core.zoo import generate_split
+    from mother_zoo import generate_split
 
     out = tmp_path_factory.mktemp("zoo")
     return {name: generate_split(name, out, size="small", seed=0) for name in SMALL_ZOO_SPLITS}

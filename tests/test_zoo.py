@@ -1,4 +1,4 @@
-"""Tests of the model zoo (mother_core.zoo): real training, truth files, names, determinism, LoRA rank.
+"""Tests of the model zoo (mother_zoo): real training, truth files, names, determinism, LoRA rank.
 
 Small splits are generated once per session (tens of seconds on 2 cores) and shared by the tests.
 The MiniLM split (real 90 MB checkpoint) only runs with ``MOTHER_ZOO_SLOW=1``.
@@ -16,9 +16,9 @@ import torch
 from safetensors import safe_open
 
 from mother_core.errors import InputError, MotherError
-from mother_core.zoo import DEMOS, SPLITS, generate_split, plan_split
-from mother_core.zoo.cli import main as zoo_main
-from mother_core.zoo.writer import cast_state
+from mother_zoo import DEMOS, SPLITS, generate_split, plan_split
+from mother_zoo.cli import main as zoo_main
+from mother_zoo.writer import cast_state
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
 TEST_SPLITS = ("fft", "lora16", "mixed")
@@ -132,7 +132,7 @@ def test_determinism(zoo: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_other_seed_other_ids() -> None:
-    from mother_core.zoo.splits import model_id
+    from mother_zoo.splits import model_id
 
     assert model_id("fft", 0, 0, set()) != model_id("fft", 1, 0, set())
     assert model_id("fft", 0, 0, set()) != model_id("lora16", 0, 0, set())

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import InputError
+from mother_core.errors import InputError
 from . import bert, llama, unet, vit
 from .data import (
     FINETUNE_FACTORS,
@@ -80,7 +80,7 @@ class Node:
     depth : int
         0 for roots.
     family : str
-        Key of :data:`~mother_core.zoo.families.FAMILIES`.
+        Key of :data:`~mother_zoo.families.FAMILIES`.
     task : object
         The node's task (its data and loss).
     method : str

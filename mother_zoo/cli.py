@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError, MotherError
+from mother_core.errors import InputError, MotherError
 from .demo import generate_demo
 from .splits import DEMOS, SIZES, SPLITS, generate_split
 from .writer import DTYPES
@@ -44,7 +44,7 @@ _DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``zoo`` options (shared by ``mother zoo`` and ``python -m mother_core.zoo``)."""
+    """The ``zoo`` options (shared by ``mother zoo`` and ``python -m mother_zoo``)."""
     p.add_argument("splits", nargs="+", metavar="SPLIT", help=f"one or more of: {', '.join(SPLITS)}, demo, all")
     p.add_argument("--out", type=Path, required=True, help="output folder (each split goes to OUT/<split>)")
     p.add_argument("--size", choices=list(SIZES), default="full", help="'small' = tiny trees for tests (default: full)")
@@ -88,8 +88,8 @@ def run_zoo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m mother_core.zoo``), the same as ``mother zoo``."""
-    parser = argparse.ArgumentParser(prog="python -m mother_core.zoo", description=_DESCRIPTION)
+    """Stand-alone entry point (``python -m mother_zoo``), the same as ``mother zoo``."""
+    parser = argparse.ArgumentParser(prog="python -m mother_zoo", description=_DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelNotFoundError
+from mother_core.errors import ModelNotFoundError
 
 
 def minilm_dir() -> Path:

@@ -1,5 +1,0 @@
-"""``python -m mother_core.zoo SPLIT [SPLIT...] --out DIR [--size small|full] [--seed N] [--dtype ...]``."""
-
-from .cli import main
-
-raise SystemExit(main())
