@@ -317,8 +317,12 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
     for a, b in ((0, 1000), (1000, 1001), (1001, 5000), (5000, n)):
         pieces.add(x[:, a:b])
     mom_p, dist_p = pieces.finish()
-    for field in ("n", "mean", "m2", "m3", "m4"):
+    for field in ("n", "mean", "m2", "m4"):
         np.testing.assert_allclose(getattr(mom_p, field), getattr(mom, field), rtol=1e-5, atol=1e-12)
+    # The third central moment of near-symmetric data is a cancellation: compare it on its own
+    # scale (the spread's cube), not relative to its near-zero value.
+    m3_scale = np.sqrt(np.asarray(mom.m2, dtype=np.float64) ** 3 / np.asarray(mom.n, dtype=np.float64))
+    np.testing.assert_allclose(mom_p.m3, mom.m3, rtol=0, atol=float(1e-5 * m3_scale.max()))
     np.testing.assert_allclose(dist_p, dist, rtol=1e-6, atol=0)
     _, via_reducer = ChunkReducer(use_fused=True).reduce(x)
     np.testing.assert_array_equal(via_reducer, dist)
