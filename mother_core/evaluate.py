@@ -116,8 +116,8 @@ def load_truth_edges(path: str | Path) -> list[TruthEdge]:
     if not isinstance(data, dict) or not isinstance(data.get("edges"), list):
         raise ResultFormatError(f"Truth file {p} has no 'edges' list. {_TRUTH_HELP}", p)
     edges: dict[tuple[str, str], TruthEdge] = {}
-    for i, e in enumerate(data["edges"]):
-        t = _truth_edge(e, i, p)
+    for i, raw in enumerate(data["edges"]):
+        t = _truth_edge(raw, i, p)
         edges.setdefault((t.parent, t.child), t)
     out = list(edges.values())
     _check_acyclic(out, p)
