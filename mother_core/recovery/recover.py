@@ -26,17 +26,19 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from mother_core.errors import InputError, TooFewModelsError
 from mother_core.recovery.additive import MAX_TREE, squared_distances
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
+from mother_core.recovery.corrections import is_extension, local_edit
 from mother_core.recovery.features import PairEvidence, pair_evidence, rank_evidence, select_layers
 from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
-from mother_core.recovery.solve import solve
+from mother_core.recovery.solve import assemble, model_indices, solve
 from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
@@ -156,16 +158,17 @@ def recover(
         squared=squared if np.isfinite(squared).any() else None,
         method=settings.method, refine=settings.refine,
     )
-    # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
-    rms = ev.rms
-    return solve(
-        problem, constraints, settings=settings,
+    base = Recovery(
+        models=[], edges=[], trees=[], settings=settings, constraints=constraints,
+        problems=[{"path": p.path, "message": p.message} for p in stats.problems],
         layers=[LayerInfo(stats.tensors[i].name, stats.tensors[i].shape, stats.tensors[i].kind)
                 for i in ev.layer_index],
-        layer_kurtosis=layer_kurtosis,
-        problems=[{"path": p.path, "message": p.message} for p in stats.problems],
-        layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]),
+        layer_kurtosis=layer_kurtosis, problem=problem,
     )
+    # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
+    rms = ev.rms
+    solved = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
+    return _carried(base, solved)
 
 
 def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
@@ -176,13 +179,63 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
     """
     if recovery.problem is None:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
+    edited = _edited_locally(recovery, constraints)
+    if edited is not None:
+        return edited
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
-    return solve(
-        recovery.problem, constraints, settings=recovery.settings, layers=recovery.layers,
-        layer_kurtosis=recovery.layer_kurtosis, problems=recovery.problems,
-        layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()),
-    )
+    solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
+    return _carried(recovery, solved)
+
+
+def _carried(recovery: Recovery, solved: Recovery) -> Recovery:
+    """``solved``'s graph, constraints and problem with what ``recovery`` carries (settings, layers,
+    problems, run time)."""
+    return replace(recovery, models=solved.models, edges=solved.edges, trees=solved.trees,
+                   constraints=solved.constraints, problem=solved.problem)
+
+
+def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
+    """``recovery`` with ``child`` moved under ``parent`` (its subtree with it), everything else kept.
+
+    The engine call behind "use this parent" for a ranked alternative: the edge is forced (replacing
+    any earlier forced parent of ``child``) and re-solved locally (:mod:`.corrections`).
+    """
+    c = recovery.constraints
+    forced = tuple(e for e in c.forced if e[1] != child) + ((parent, child),)
+    return resolve(recovery, Constraints(forced=forced, forbidden=c.forbidden, roots=c.roots))
+
+
+def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | None:
+    """Constraints that only add forced/forbidden edges to the result's own: edit its tree locally
+    (:func:`.corrections.local_edit`); None when that cannot honour them."""
+    before = recovery.constraints
+    replaced = {c for _, c in constraints.forced}
+    kept_forced = tuple(e for e in before.forced if e[1] not in replaced or e in constraints.forced)
+    if not is_extension(replace(before, forced=kept_forced), constraints) or constraints.roots:
+        return None
+    ids = recovery.model_ids
+    index = {m: i for i, m in enumerate(ids)}
+    if any(m not in index for e in constraints.forced + constraints.forbidden for m in e):
+        return None  # the global path names the unknown model
+    problem = recovery.problem
+    assert problem is not None  # resolve checked
+    parent = np.full(len(ids), -1)
+    for e in recovery.edges:
+        parent[index[e.child]] = index[e.parent]
+    forced, forbidden, _ = model_indices(problem, constraints)
+    cost = problem.cost.copy()
+    dist = problem.distance
+    for p, c in forced:
+        if not np.isfinite(cost[p, c]):  # across trees: priced like solve does
+            cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
+    edited = local_edit(parent, problem.tree_of.copy(), cost, forced, forbidden)
+    if edited is None:
+        return None
+    known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
+    solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),
+                      lambda p, c: known.get((ids[p], ids[c]), ()))
+    return _carried(recovery, solved)
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,

@@ -21,7 +21,7 @@ from mother_core.recovery.confidence import (
 )
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.result import (
-    Alternative, Constraints, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo,
+    Alternative, Constraints, Edge, ModelNode, Recovery, RecoverySettings, TreeInfo,
 )
 
 MAX_ALTERNATIVES = 5
@@ -32,16 +32,8 @@ LayerDistance = Callable[[int, int], tuple[float, ...]]
 ADVICE = "Remove or change one of these constraints."
 
 
-def solve(
-    problem: RecoveryProblem,
-    constraints: Constraints = Constraints(),
-    *,
-    settings: RecoverySettings = RecoverySettings(),
-    layers: Sequence[LayerInfo] = (),
-    layer_kurtosis: np.ndarray | None = None,
-    problems: Sequence[dict[str, str]] = (),
-    layer_distance: LayerDistance | None = None,
-) -> Recovery:
+def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
+          layer_distance: LayerDistance | None = None) -> Recovery:
     """The recovered graph of ``problem`` under ``constraints``.
 
     Parameters
@@ -51,15 +43,14 @@ def solve(
     constraints : Constraints
         Forced/forbidden edges and fixed roots, by model id. Forcing an edge between two trees joins
         them.
-    settings, layers, layer_kurtosis, problems
-        Carried into the result as they are.
     layer_distance : callable, optional
         Per-layer distances of an edge, for the result's edges (none when omitted).
 
     Returns
     -------
     Recovery
-        Its ``problem`` is ``problem`` with the trees joined by forced edges.
+        The graph (models, edges, trees), ``constraints``, and ``problem`` with the trees joined by
+        forced edges; the caller adds what it carries (settings, layers, problems).
 
     Raises
     ------
@@ -68,27 +59,9 @@ def solve(
         model indices and its message names the models by id.
     """
     ids = list(problem.ids)
-    index = {m: i for i, m in enumerate(ids)}
-
-    def idx(model_id: str) -> int:
-        if model_id not in index:
-            raise ConstraintError(f"Constraint names unknown model {model_id!r}.")
-        return index[model_id]
-
-    forced = [(idx(p), idx(c)) for p, c in constraints.forced]
-    forbidden = [(idx(p), idx(c)) for p, c in constraints.forbidden]
-    fixed_roots = [idx(r) for r in constraints.roots]
-    labels = problem.tree_of.copy()
+    forced, forbidden, fixed_roots = model_indices(problem, constraints)
     squared = problem.squared if problem.refine else None
-    cost = problem.cost.copy()
-    dist = problem.distance
-    # Forcing an edge across trees joins the two trees (union-find over tree labels).
-    for p, c in forced:
-        if labels[p] != labels[c]:
-            old, new = labels[c], labels[p]
-            labels[labels == old] = new
-            if not np.isfinite(cost[p, c]):
-                cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
+    labels, cost = joined_trees(problem, forced)
     parent = np.full(len(ids), -1)
     for t in np.unique(labels):
         members = np.flatnonzero(labels == t)
@@ -113,10 +86,55 @@ def solve(
             sol = _refined(sol, squared[np.ix_(members, members)], sub, local, forced, forbidden, fixed_roots)
         for k, pk in enumerate(sol):
             parent[members[k]] = members[pk] if pk >= 0 else -1
-    joined = problem.with_trees(labels, cost)
-    models, edges, trees = _graph(joined, parent, set(forced), layer_distance)
-    return Recovery(models=models, edges=edges, trees=trees, settings=settings, constraints=constraints,
-                    problems=list(problems), layers=list(layers), layer_kurtosis=layer_kurtosis, problem=joined)
+    return assemble(problem.with_trees(labels, cost), parent, constraints, set(forced), layer_distance)
+
+
+def model_indices(problem: RecoveryProblem, constraints: Constraints
+                  ) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[int]]:
+    """Forced edges, forbidden edges and fixed roots of ``constraints`` as model indices.
+
+    Raises :class:`ConstraintError` for a model id the problem does not have.
+    """
+    index = {m: i for i, m in enumerate(problem.ids)}
+
+    def idx(model_id: str) -> int:
+        if model_id not in index:
+            raise ConstraintError(f"Constraint names unknown model {model_id!r}.")
+        return index[model_id]
+
+    return ([(idx(p), idx(c)) for p, c in constraints.forced],
+            [(idx(p), idx(c)) for p, c in constraints.forbidden],
+            [idx(r) for r in constraints.roots])
+
+
+def joined_trees(problem: RecoveryProblem, forced: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Tree labels and costs after forced edges across trees joined them (copies).
+
+    A forced edge between two trees makes them one (union-find over labels); its cost, infinite
+    across trees, becomes the pair's distance (1.0 when they share nothing).
+    """
+    labels = problem.tree_of.copy()
+    cost = problem.cost.copy()
+    dist = problem.distance
+    for p, c in forced:
+        if labels[p] != labels[c]:
+            old, new = labels[c], labels[p]
+            labels[labels == old] = new
+            if not np.isfinite(cost[p, c]):
+                cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
+    return labels, cost
+
+
+def assemble(problem: RecoveryProblem, parent: np.ndarray, constraints: Constraints,
+             forced: set[tuple[int, int]], layer_distance: LayerDistance | None = None) -> Recovery:
+    """The :class:`Recovery` of the forest ``parent`` (model indices, ``-1`` for roots) of ``problem``.
+
+    Every edge gets its alternatives and confidence; ``forced`` (index pairs) marks the edges the
+    user set. Settings, layers and problems are the caller's to add.
+    """
+    models, edges, trees = _graph(problem, parent, forced, layer_distance)
+    return Recovery(models=models, edges=edges, trees=trees, constraints=constraints, problem=problem,
+                    settings=RecoverySettings(method=problem.method, refine=problem.refine))
 
 
 def _refined(sol: np.ndarray, squared: np.ndarray, cost: np.ndarray, local: dict[int, int],
