@@ -149,3 +149,115 @@ def gguf_roundtrip(sd: Mapping[str, torch.Tensor], qtype: str) -> dict[str, torc
         else:
             out[k] = v.float()
     return out
+
+
+# --- quantized safetensors ----------------------------------------------------------------------------
+
+def module_of(sd: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """An ``nn.Module`` tree whose ``state_dict()`` is ``sd`` (Linear for 2-D weights, Embedding for
+    embeddings, a bare parameter for 1-D ones), for the quantizers that work on modules."""
+    root = torch.nn.Module()
+    for name, t in sd.items():
+        *path, param = name.split(".")
+        if param != "weight":
+            raise ValueError(name)
+        parent = root
+        for part in path[:-1]:
+            if not hasattr(parent, part):
+                parent.add_module(part, torch.nn.Module())
+            parent = getattr(parent, part)
+        if t.ndim == 2 and "embed" in path[-1]:
+            mod: torch.nn.Module = torch.nn.Embedding(*t.shape)
+        elif t.ndim == 2:
+            mod = torch.nn.Linear(t.shape[1], t.shape[0], bias=False)
+        else:
+            mod = torch.nn.Module()
+            mod.weight = torch.nn.Parameter(torch.empty_like(t))
+        with torch.no_grad():
+            mod.weight.copy_(t)
+        parent.add_module(path[-1], mod)
+    return root
+
+
+def quanto_state(sd: Mapping[str, torch.Tensor], weights: str) -> dict[str, torch.Tensor]:
+    """``sd`` quantized by optimum-quanto (``quantize`` + ``freeze``) and its state dict as saved."""
+    import optimum.quanto as quanto
+
+    model = module_of(sd)
+    quanto.quantize(model, weights=getattr(quanto, weights))
+    quanto.freeze(model)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def bnb_state(sd: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
+    """``sd`` with its Linear weights quantized by bitsandbytes on the CPU (``"int8"``, ``"nf4"``, ``"fp4"``),
+    as ``Linear8bitLt`` / ``Linear4bit`` save them."""
+    import bitsandbytes.nn as bnn
+
+    model = module_of(sd)
+    for name, mod in list(model.named_modules()):
+        if not isinstance(mod, torch.nn.Linear):
+            continue
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        w = mod.weight.detach().clone()
+        if kind == "int8":
+            new = bnn.Linear8bitLt(w.shape[1], w.shape[0], bias=False, has_fp16_weights=False)
+            new.weight = bnn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+            new = new.to("cpu")
+        else:
+            new = bnn.Linear4bit(w.shape[1], w.shape[0], bias=False, quant_type=kind, compress_statistics=True)
+            new.weight = bnn.Params4bit(w, requires_grad=False, quant_type=kind,
+                                        compress_statistics=True)._quantize("cpu")
+        parent.add_module(name.rsplit(".", 1)[-1], new)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def _pack_int32(codes: torch.Tensor, bits: int, dim: int, order: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Pack ``codes`` (non-negative ints < 2**bits) into int32 along ``dim``, lowest bits first."""
+    pack = 32 // bits
+    c = codes.to(torch.int64)
+    if dim == 0:
+        c = c.reshape(c.shape[0] // pack, pack, c.shape[1]).permute(0, 2, 1)  # (rows, cols, pack)
+    else:
+        c = c.reshape(c.shape[0], c.shape[1] // pack, pack)
+    if order is not None:
+        c = c[..., list(order)]
+    shifts = torch.arange(0, 32, bits, dtype=torch.int64)
+    packed = (c << shifts).sum(-1)
+    packed = torch.where(packed >= 2**31, packed - 2**32, packed)
+    return packed.to(torch.int32)
+
+
+def gptq_state(sd: Mapping[str, torch.Tensor], group: int = 32, bits: int = 4, awq: bool = False
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``sd``'s Linear weights quantized with per-group asymmetric ``bits``-bit codes and packed as
+    AutoGPTQ (format v1: zeros stored minus one, ``g_idx``) or AutoAWQ GEMM (interleaved order 0 2 4 6 1
+    3 5 7, packed along the output) pack them. Returns (state dict, what it dequantizes to)."""
+    out: dict[str, torch.Tensor] = {}
+    ref: dict[str, torch.Tensor] = {}
+    top = 2**bits - 1
+    for name, w in sd.items():
+        if w.ndim != 2 or "embed" in name or name.startswith("lm_head"):
+            out[name] = w.half()
+            ref[name] = w.half().float()
+            continue
+        base = name[: -len(".weight")]
+        wt = w.T.float()  # (in, out)
+        n_in, n_out = wt.shape
+        g = wt.reshape(n_in // group, group, n_out)
+        lo, hi = g.amin(1), g.amax(1)
+        scale = ((hi - lo) / top).clamp_min(1e-8).half().float()
+        zero = torch.round(-lo / scale).clamp(0 if awq else 1, top)  # v1 GPTQ cannot store a zero of 0
+        q = torch.round(g / scale[:, None] + zero[:, None]).clamp(0, top).reshape(n_in, n_out)
+        gidx = torch.arange(n_in) // group
+        ref[name] = (scale[gidx] * (q - zero[gidx])).T.contiguous()
+        out[base + ".scales"] = scale.half()
+        if awq:
+            order = (0, 2, 4, 6, 1, 3, 5, 7)
+            out[base + ".qweight"] = _pack_int32(q, bits, dim=1, order=order)
+            out[base + ".qzeros"] = _pack_int32(zero, bits, dim=1, order=order)
+        else:
+            out[base + ".qweight"] = _pack_int32(q, bits, dim=0)
+            out[base + ".qzeros"] = _pack_int32(zero - 1, bits, dim=1)
+            out[base + ".g_idx"] = gidx.to(torch.int32)
+    return out, ref

@@ -118,3 +118,178 @@ def test_damaged_gguf_is_a_problem_not_a_crash(tmp_path):
     assert {m.id for m in result.models} == {"root", "a"}
     messages = str(result.problems)  # (problem records: dicts today, typed soon)
     assert "truncated.gguf" in messages and "garbage.gguf" in messages
+
+
+# --- quantized safetensors -----------------------------------------------------------------------------
+
+def _save(sd, path: Path) -> Path:
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def _check_read(path: Path, source, scheme: str, rel_tol: float, exact=None) -> None:
+    found = discover([path])
+    ref = found.models[0]
+    assert ref.format == f"safetensors:{scheme}"
+    with open_model(ref) as reader:
+        infos = reader.tensor_infos()
+        # exactly the source's names: no scale, zero, absmax or quant-map tensor listed as a weight
+        assert set(infos) == {normalise_name(k) for k in source}
+        for k, v in source.items():
+            got = reader.read(normalise_name(k))
+            assert got.shape == v.shape, k
+            if exact is not None:
+                torch.testing.assert_close(got.float(), exact[k].float(), rtol=1e-5, atol=1e-6)
+            rel = ((got.float() - v.float()).norm() / v.float().norm()).item()
+            assert rel < rel_tol, (k, rel)
+            if v.ndim == 2 and v.shape[0] > 8:
+                torch.testing.assert_close(reader.read(normalise_name(k), (3, 9)).float(), got[3:9].float())
+
+
+@pytest.mark.parametrize("weights,scheme,tol", [("qint8", "quanto-int8", 0.01), ("qint4", "quanto-int4", 0.15),
+                                                ("qfloat8", "quanto-float8", 0.06)])
+def test_quanto(tmp_path, weights, scheme, tol):
+    pytest.importorskip("optimum.quanto")
+    from format_factory import quanto_state
+
+    sd = llama_state(30)
+    path = _save(quanto_state(sd, weights), tmp_path / "q.safetensors")
+    if weights != "qint4":
+        _check_read(path, sd, scheme, tol)
+        return
+    # 4-bit weights with 128 inputs are grouped and do not store their shape: alone, they are reported...
+    with open_model(discover([path]).models[0]) as reader:
+        assert "layers.0.mlp.down_proj.weight" not in reader.tensor_infos()
+        assert any("down_proj" in p for p in reader.problems)
+        # ... and given a same-named weight elsewhere in the set, read under that shape
+        reader.adopt_shapes({normalise_name(k): tuple(v.shape) for k, v in sd.items()})
+        assert not reader.problems
+        for k, v in sd.items():
+            got = reader.read(normalise_name(k))
+            assert ((got - v).norm() / v.norm()).item() < tol, k
+
+
+@pytest.mark.parametrize("kind,tol", [("int8", 0.02), ("nf4", 0.12), ("fp4", 0.2)])
+def test_bitsandbytes(tmp_path, kind, tol):
+    bnb = pytest.importorskip("bitsandbytes")
+    from format_factory import bnb_state
+
+    sd = llama_state(31)
+    try:
+        q = bnb_state(sd, kind)
+    except (RuntimeError, NotImplementedError) as e:  # a bitsandbytes build without its CPU kernels
+        pytest.skip(f"bitsandbytes {bnb.__version__} cannot quantize on this CPU: {e}")
+    path = _save(q, tmp_path / "b.safetensors")
+    _check_read(path, sd, f"bnb-{kind}", tol)
+    if kind != "int8":  # the library's own dequantizer agrees with ours
+        import bitsandbytes.functional as F
+
+        w = sd["model.layers.0.mlp.up_proj.weight"]
+        packed, state = F.quantize_4bit(w, blocksize=64, quant_type=kind, compress_statistics=True)
+        with open_model(discover([path]).models[0]) as reader:
+            torch.testing.assert_close(reader.read("layers.0.mlp.up_proj.weight"), F.dequantize_4bit(packed, state))
+
+
+@pytest.mark.parametrize("awq", [False, True])
+def test_gptq_awq_packed_int4(tmp_path, awq):
+    from format_factory import gptq_state
+
+    sd = llama_state(32)
+    q, exact = gptq_state(sd, group=32, awq=awq)
+    _check_read(_save(q, tmp_path / "g.safetensors"), sd, "awq-int4" if awq else "gptq-int4", 0.1, exact=exact)
+
+
+def test_fp8_with_scales(tmp_path):
+    sd = llama_state(33)
+    q, expected = {}, {}
+    for i, (k, v) in enumerate(sd.items()):
+        if v.ndim != 2:
+            q[k] = v
+            expected[k] = v
+            continue
+        if i % 2:  # per-tensor scale (compressed-tensors / FBGEMM style)
+            scale = v.abs().max() / 448
+            q[k] = (v / scale).to(torch.float8_e4m3fn)
+            q[k + "_scale"] = scale.reshape(())
+            expected[k] = q[k].float() * scale
+        else:  # per-row scale
+            scale = v.abs().amax(1, keepdim=True) / 448
+            q[k] = (v / scale).to(torch.float8_e4m3fn)
+            q[k + "_scale"] = scale
+            expected[k] = q[k].float() * scale
+    q["model.layers.0.self_attn.q_proj.input_scale"] = torch.tensor(0.5)
+    _check_read(_save(q, tmp_path / "f.safetensors"), sd, "fp8", 0.06, exact=expected)
+
+
+def test_quantized_copies_found_next_to_their_sources(tmp_path):
+    """quanto / bnb / GPTQ copies sit at their source's rounding noise: recovery hangs each under it, and
+    their scale tensors no longer join unrelated families."""
+    pytest.importorskip("optimum.quanto")
+    from format_factory import gptq_state, quanto_state
+
+    from mother_core import RecoverySettings, recover_paths
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    root, other = llama_state(40), llama_state(50)
+    a, b = perturbed(root, 41, rel=0.3), perturbed(root, 42, rel=0.3)
+    c = perturbed(other, 51, rel=0.3)
+    for name, sd in (("root", root), ("a", a), ("b", b), ("other", other), ("c", c)):
+        _save(sd, folder / f"{name}.safetensors")
+    _save(quanto_state(a, "qint8"), folder / "a-quanto.safetensors")
+    _save(gptq_state(b)[0], folder / "b-gptq.safetensors")
+    _save(quanto_state(c, "qint8"), folder / "c-quanto.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents.get("a-quanto") == "a" and parents.get("b-gptq") == "b" and parents.get("c-quanto") == "c"
+    family = {m: t for t, members in enumerate(_trees(result)) for m in members}
+    assert family["a-quanto"] == family["root"] != family["c-quanto"] == family["other"]
+
+
+def _trees(result) -> list[set[str]]:
+    children: dict[str, list[str]] = {}
+    for e in result.edges:
+        children.setdefault(e.parent, []).append(e.child)
+    has_parent = {e.child for e in result.edges}
+    out = []
+    for m in (m.id for m in result.models):
+        if m in has_parent:
+            continue
+        seen, todo = set(), [m]
+        while todo:
+            x = todo.pop()
+            seen.add(x)
+            todo.extend(children.get(x, []))
+        out.append(seen)
+    return out
+
+
+def test_unknown_quantization_is_a_problem_for_that_model(tmp_path):
+    from mother_core import RecoverySettings, recover_paths
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    root = llama_state(60)
+    for name, sd in (("root", root), ("a", perturbed(root, 61)), ("b", perturbed(root, 62))):
+        _save(sd, folder / f"{name}.safetensors")
+    # a 3-bit GPTQ layout we do not decode, and a bitsandbytes state that is not JSON
+    from format_factory import gptq_state
+
+    q, _ = gptq_state(root)
+    (folder / "odd-gptq").mkdir()
+    _save(q, folder / "odd-gptq" / "model.safetensors")
+    (folder / "odd-gptq" / "config.json").write_text('{"quantization_config": {"quant_method": "gptq", "bits": 3}}')
+    broken = dict(root)
+    w = broken.pop("model.layers.0.mlp.up_proj.weight")
+    broken["model.layers.0.mlp.up_proj.weight"] = torch.zeros(w.numel() // 2, 1, dtype=torch.uint8)
+    broken["model.layers.0.mlp.up_proj.weight.absmax"] = torch.ones(4)
+    broken["model.layers.0.mlp.up_proj.weight.quant_map"] = torch.ones(16)
+    broken["model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4"] = torch.tensor(list(b"{not json"),
+                                                                                            dtype=torch.uint8)
+    _save(broken, folder / "bad-bnb.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    ids = {m.id for m in result.models}
+    assert {"root", "a", "b"} <= ids
+    messages = str(result.problems)
+    assert "odd-gptq" in messages and "3 bits" in messages
+    assert "bad-bnb" in messages and "quant state" in messages

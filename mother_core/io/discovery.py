@@ -30,6 +30,7 @@ from typing import Sequence
 
 from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
+from mother_core.io.quantized import detect_scheme, quantization_config
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors, safetensors_header
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
@@ -173,7 +174,10 @@ def _check_files(files: Sequence[str], fmt: str) -> str:
 
             return f"gguf:{read_header(f).scheme}"
         if fmt.startswith("safetensors"):
-            safetensors_header(f)
+            header = safetensors_header(f)
+            scheme = detect_scheme(header, quantization_config(f)) if f == files[0] else None
+            if scheme is not None:
+                fmt = f"{fmt}:{scheme}"
         elif looks_like_safetensors(f):
             safetensors_header(f)
             fmt = fmt.replace("torch", "safetensors")

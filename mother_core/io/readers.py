@@ -375,8 +375,15 @@ def open_model(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
 
 
 def open_safetensors(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
-    """A reader of ``.safetensors`` files (single or sharded)."""
-    return SafetensorsReader(ref)
+    """A reader of ``.safetensors`` files (single or sharded): plain, or quantized and dequantized while
+    read (:mod:`mother_core.io.quantized`; the scheme is found from the headers, whatever ``ref.format``
+    says)."""
+    reader = SafetensorsReader(ref)
+    from mother_core.io.quantized import QuantizedReader, detect_scheme  # small; no third-party imports
+
+    if detect_scheme({n: (i.shape, i.dtype) for n, i in reader.tensor_infos().items()}) is None:
+        return reader
+    return QuantizedReader(reader)
 
 
 def open_torch(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
