@@ -9,8 +9,10 @@
 Truth file format (``mother evaluate result.json --truth truth.json``)::
 
     {"edges": [["parent-id", "child-id"], ...]}
+    {"edges": [{"parent": "p", "child": "c", "relation": "merge"}, ...]}
 
-(``{"parent": ..., "child": ...}`` objects are accepted as edges too.)
+(either shape, mixed freely; several parents per child allowed, as a merge has; ``relation`` is a
+word of :class:`mother_core.relations.Relation`.)
 """
 
 from __future__ import annotations
@@ -25,35 +27,49 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import comb
 
-from mother_core.errors import ResultFormatError
+from mother_core.errors import MotherError, ResultFormatError
 from mother_core.recovery.result import Recovery, TreeInfo
+from mother_core.relations.vocabulary import parse_relation
 
 __all__ = [
     "CalibrationBin",
     "Evaluation",
+    "TruthEdge",
     "adjusted_rand_index",
     "edge_status",
     "evaluate",
     "format_evaluation",
     "load_truth",
+    "load_truth_edges",
 ]
 
 STATUSES = ("correct", "flipped", "wrong", "missing")
 N_BINS = 5
 
-_TRUTH_HELP = 'A truth file is JSON like {"edges": [["parent-id", "child-id"], ...]} using the model ids of the result.'
+_TRUTH_HELP = ('A truth file is JSON like {"edges": [["parent-id", "child-id"], ...]} or {"edges": [{"parent": '
+               '"p", "child": "c", "relation": "finetune"}, ...]} using the model ids of the result.')
 
 
 # --------------------------------------------------------------------------------------------------
 # truth
 # --------------------------------------------------------------------------------------------------
+class TruthEdge(NamedTuple):
+    """One true edge; ``relation`` is a :class:`~mother_core.relations.Relation` word, or ``None`` where
+    the truth file does not say."""
+
+    parent: str
+    child: str
+    relation: str | None = None
+
+
 def load_truth(path: str | Path) -> list[tuple[str, str]]:
-    """Read the true edges (parent, child) from a truth JSON file.
+    """Read the true edges (parent, child) from a truth JSON file (relations dropped).
 
     Parameters
     ----------
     path : str or Path
-        A JSON file ``{"edges": [[parent, child], ...]}``.
+        A JSON file ``{"edges": [[parent, child], ...]}`` or
+        ``{"edges": [{"parent": p, "child": c, "relation": r}, ...]}`` (see :func:`load_truth_edges`).
 
     Returns
     -------
@@ -63,8 +79,32 @@ def load_truth(path: str | Path) -> list[tuple[str, str]]:
     Raises
     ------
     ResultFormatError
-        The file is missing, not JSON, not of that shape, or not a forest (a model with two parents,
-        a self-loop or a cycle); the message says how to fix it.
+        As :func:`load_truth_edges`.
+    """
+    return list(dict.fromkeys((e.parent, e.child) for e in load_truth_edges(path)))
+
+
+def load_truth_edges(path: str | Path) -> list[TruthEdge]:
+    """Read the true edges with their relations from a truth JSON file.
+
+    Two shapes are accepted, mixed freely within one list::
+
+        {"edges": [["parent-id", "child-id"], ...]}
+        {"edges": [{"parent": "p", "child": "c", "relation": "quantized"}, ...]}
+
+    A child may have several parents (a merge lists one edge per parent). ``relation`` is optional
+    and must be a word of :class:`~mother_core.relations.Relation` (docs/RELATIONS.md).
+
+    Returns
+    -------
+    list of TruthEdge
+        In file order, duplicates (same parent and child) removed, the first kept.
+
+    Raises
+    ------
+    ResultFormatError
+        The file is missing, not JSON, not of that shape, names an unknown relation, or its edges
+        have a self-loop or a cycle; the message says how to fix it.
     """
     p = Path(path)
     try:
@@ -75,44 +115,63 @@ def load_truth(path: str | Path) -> list[tuple[str, str]]:
         raise ResultFormatError(f"Cannot read truth file {p}: {e}. {_TRUTH_HELP}", p) from e
     if not isinstance(data, dict) or not isinstance(data.get("edges"), list):
         raise ResultFormatError(f"Truth file {p} has no 'edges' list. {_TRUTH_HELP}", p)
-    edges = [_truth_edge(e, i, p) for i, e in enumerate(data["edges"])]
-    edges = list(dict.fromkeys(edges))
-    _check_forest(edges, p)
-    return edges
+    edges: dict[tuple[str, str], TruthEdge] = {}
+    for i, raw in enumerate(data["edges"]):
+        t = _truth_edge(raw, i, p)
+        edges.setdefault((t.parent, t.child), t)
+    out = list(edges.values())
+    _check_acyclic(out, p)
+    return out
 
 
-def _truth_edge(e: object, i: int, path: Path) -> tuple[str, str]:
-    if isinstance(e, dict) and "parent" in e and "child" in e:
-        e = [e["parent"], e["child"]]
+def _truth_edge(raw: object, i: int, path: Path) -> TruthEdge:
+    relation = None
+    e = raw
+    if isinstance(raw, dict) and "parent" in raw and "child" in raw:
+        relation = raw.get("relation")
+        e = [raw["parent"], raw["child"]]
     if not (isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(x, str) and x for x in e)):
         raise ResultFormatError(
             f"Truth file {path}: edge #{i} is {e!r}; each edge must be a pair of model ids [parent, child]. "
             + _TRUTH_HELP,
             path,
         )
-    return (e[0], e[1])
+    if relation is not None:
+        try:
+            relation = parse_relation(relation).value
+        except MotherError as err:
+            raise ResultFormatError(f"Truth file {path}: edge #{i}: {err}", path) from None
+    return TruthEdge(e[0], e[1], relation)
 
 
-def _check_forest(edges: Sequence[tuple[str, str]], path: Path | None) -> None:
-    parent: dict[str, str] = {}
-    for p, c in edges:
-        if p == c:
-            raise ResultFormatError(f"Truth edge ({p!r}, {c!r}) is a self-loop; fix the truth file.", path)
-        if c in parent:
-            raise ResultFormatError(
-                f"Model {c!r} has two parents in the truth file ({parent[c]!r} and {p!r}); "
-                "MoTHer graphs give each model at most one parent.",
-                path,
-            )
-        parent[c] = p
-    for start in parent:
-        seen = {start}
-        x = parent.get(start)
-        while x is not None:
-            if x in seen:
-                raise ResultFormatError(f"The truth edges contain a cycle through {x!r}; fix the truth file.", path)
-            seen.add(x)
-            x = parent.get(x)
+def _check_acyclic(edges: Sequence[TruthEdge], path: Path | None) -> None:
+    parents: dict[str, list[str]] = {}
+    for e in edges:
+        if e.parent == e.child:
+            raise ResultFormatError(f"Truth edge ({e.parent!r}, {e.child!r}) is a self-loop; fix the truth file.", path)
+        parents.setdefault(e.child, []).append(e.parent)
+    done: set[str] = set()
+    for start in parents:  # iterative depth-first search up the parent links
+        if start in done:
+            continue
+        on_path: set[str] = set()
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            node, k = stack.pop()
+            if k == 0:
+                if node in on_path:
+                    raise ResultFormatError(f"The truth edges contain a cycle through {node!r}; fix the truth file.",
+                                            path)
+                if node in done:
+                    continue
+                on_path.add(node)
+            ups = parents.get(node, [])
+            if k < len(ups):
+                stack.append((node, k + 1))
+                stack.append((ups[k], 0))
+            else:
+                on_path.discard(node)
+                done.add(node)
 
 
 # --------------------------------------------------------------------------------------------------

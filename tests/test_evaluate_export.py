@@ -18,7 +18,9 @@ from mother_core.evaluate import (
     edge_status,
     evaluate,
     format_evaluation,
+    TruthEdge,
     load_truth,
+    load_truth_edges,
 )
 from mother_core.export import base_model_lines, to_graphml, to_networkx, to_newick, to_node_link
 from mother_core.recovery.result import Alternative, Edge, ModelNode, Recovery, TreeInfo
@@ -80,14 +82,25 @@ def test_load_truth_pairs_and_objects(tmp_path):
         ({"edges": [["a"]]}, r"edge #0 .*pair of model ids"),
         ({"edges": [["a", 3]]}, "pair of model ids"),
         ({"edges": [["a", "a"]]}, "self-loop"),
-        ({"edges": [["a", "c"], ["b", "c"]]}, "two parents"),
         ({"edges": [["a", "b"], ["b", "a"]]}, "cycle"),
+        ({"edges": [["a", "b"], ["x", "c"], ["b", "c"], ["c", "a"]]}, "cycle"),
+        ({"edges": [{"parent": "a", "child": "b", "relation": "cousin"}]}, "Unknown relation 'cousin'"),
     ],
 )
 def test_load_truth_bad_files(tmp_path, content, match):
     with pytest.raises(ResultFormatError, match=match) as err:
         load_truth(write_truth(tmp_path, content))
     assert err.value.path is not None
+
+
+def test_load_truth_typed_edges_with_several_parents(tmp_path):
+    path = write_truth(tmp_path, {"edges": [
+        {"parent": "a", "child": "m", "relation": "merge"}, {"parent": "b", "child": "m", "relation": "merge"},
+        {"parent": "m", "child": "q", "relation": "Quantized"}, ["a", "b"], {"parent": "a", "child": "m"}]})
+    assert load_truth_edges(path) == [
+        TruthEdge("a", "m", "merge"), TruthEdge("b", "m", "merge"), TruthEdge("m", "q", "quantized"),
+        TruthEdge("a", "b", None)]
+    assert load_truth(path) == [("a", "m"), ("b", "m"), ("m", "q"), ("a", "b")]
 
 
 def test_load_truth_missing_file(tmp_path):

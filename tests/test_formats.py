@@ -160,10 +160,10 @@ def test_quanto(tmp_path, weights, scheme, tol):
     # 4-bit weights with 128 inputs are grouped and do not store their shape: alone, they are reported...
     with open_model(discover([path]).models[0]) as reader:
         assert "layers.0.mlp.down_proj.weight" not in reader.tensor_infos()
-        assert any("down_proj" in p for p in reader.problems)
+        assert any("down_proj" in p for p in reader.notes)
         # ... and given a same-named weight elsewhere in the set, read under that shape
         reader.adopt_shapes({normalise_name(k): tuple(v.shape) for k, v in sd.items()})
-        assert not reader.problems
+        assert not reader.notes
         for k, v in sd.items():
             got = reader.read(normalise_name(k))
             assert ((got - v).norm() / v.norm()).item() < tol, k

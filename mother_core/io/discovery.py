@@ -30,8 +30,10 @@ from typing import Sequence
 
 from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
+from mother_core.io.filekind import not_a_regular_file
 from mother_core.io.quantized import detect_scheme, quantization_config
-from mother_core.io.sniff import check_torch_file, looks_like_safetensors, safetensors_header
+from mother_core.io.safetensors_header import read_header
+from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".gguf") + TORCH_SUFFIXES
@@ -167,19 +169,22 @@ def _check_files(files: Sequence[str], fmt: str) -> str:
     """Validate headers; return the format with its scheme (``gguf:Q4_K_M``; a torch-named file that is
     really safetensors is read as such)."""
     for f in files:
-        if not os.path.isfile(f):
+        why = not_a_regular_file(f)
+        if why == "it does not exist":
             raise UnreadableCheckpointError(f"{f} is missing (listed in the shard index): re-download the model.", f)
+        if why:
+            raise UnreadableCheckpointError(f"Cannot read {f}: {why}. Replace it with the real weight file.", f)
         if fmt == "gguf":
-            from mother_core.io.gguf_reader import read_header  # imports the gguf package
+            from mother_core.io.gguf_reader import read_header as gguf_header  # imports the gguf package
 
-            return f"gguf:{read_header(f).scheme}"
+            return f"gguf:{gguf_header(f).scheme}"
         if fmt.startswith("safetensors"):
-            header = safetensors_header(f)
-            scheme = detect_scheme(header, quantization_config(f)) if f == files[0] else None
+            header = read_header(f)
+            scheme = detect_scheme(header.shapes(), quantization_config(f)) if f == files[0] else None
             if scheme is not None:
                 fmt = f"{fmt}:{scheme}"
         elif looks_like_safetensors(f):
-            safetensors_header(f)
+            read_header(f)
             fmt = fmt.replace("torch", "safetensors")
         else:
             check_torch_file(f)

@@ -197,7 +197,7 @@ class GGUFReader:
             dtype = "float16" if t.qtype_name == "F16" else "float32"
             self._tensors[norm] = t
             self._infos[norm] = TensorInfo(norm, shape, dtype)
-        self.problems = tuple(
+        self.notes = list(
             f"{ref.path}: tensor {name!r} is stored as {q}, which the gguf package cannot dequantize; it is left "
             "out of the comparison." for name, q in sorted(self.header.unsupported.items()))
         if not self._infos:

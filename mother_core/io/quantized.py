@@ -29,7 +29,7 @@ What the quantizers write (one weight ``W`` of shape (out, in) of module ``m``),
 
 Auxiliary tensors (scales, zeros, absmax, quant maps, activation scales) are never compared as weights:
 they are consumed by the weight they belong to or dropped. A quantized weight that cannot be decoded is
-left out with a message in :attr:`QuantizedReader.problems`.
+left out with a message in :attr:`QuantizedReader.notes`.
 """
 
 from __future__ import annotations
@@ -256,9 +256,9 @@ class QuantizedReader:
         return None
 
     @property
-    def problems(self) -> list[str]:
+    def notes(self) -> list[str]:
         """What was left out of this model and why (shown to the user as problems of the model)."""
-        return self._problems + [
+        return list(getattr(self.raw, "notes", ())) + self._problems + [
             f"{self.ref.path}: the grouped quanto weight {w!r} does not store its shape and no other model of the "
             "set has a weight of that name and size; it is left out." for w in sorted(self._pending)]
 

@@ -130,8 +130,9 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
         adopt = getattr(reader, "adopt_shapes", None)
         if adopt is not None:
             adopt(shapes)
-        # Tensors a reader had to leave out (a quantization it cannot decode): said, not hidden.
-        problems.extend(Problem(reader.ref.path, message) for message in getattr(reader, "problems", ()))
+        # Tensors a reader left out (a dtype we do not compare, an impossible stride, a quantization it
+        # cannot decode) are reported.
+        problems.extend(Problem(reader.ref.path, note) for note in getattr(reader, "notes", ()))
     return readers, base_refs
 
 
