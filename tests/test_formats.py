@@ -232,8 +232,8 @@ def test_quantized_copies_found_next_to_their_sources(tmp_path):
     folder = tmp_path / "set"
     folder.mkdir()
     root, other = llama_state(40), llama_state(50)
-    a, b = perturbed(root, 41, rel=0.3), perturbed(root, 42, rel=0.3)
-    c = perturbed(other, 51, rel=0.3)
+    a, b = perturbed(root, 41, rel=0.15), perturbed(root, 42, rel=0.15)
+    c = perturbed(other, 51, rel=0.15)
     for name, sd in (("root", root), ("a", a), ("b", b), ("other", other), ("c", c)):
         _save(sd, folder / f"{name}.safetensors")
     _save(quanto_state(a, "qint8"), folder / "a-quanto.safetensors")
