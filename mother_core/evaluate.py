@@ -239,9 +239,19 @@ class Evaluation:
     adjusted_rand_index: float
     models_not_in_result: tuple[str, ...] = ()  # truth models the result does not contain
     edge_status: dict[tuple[str, str], str] = field(default_factory=dict, compare=False)
+    # Typed-graph scores, as MDGBench reports them (method.md, "Beyond fine-tune trees").
+    edge_precision: float = math.nan  # correct directed edges / recovered edges (type-agnostic)
+    edge_recall: float = math.nan  # correct directed edges / true edges (= directed_accuracy)
+    edge_f1: float = math.nan
+    reachability: float = math.nan  # mean share of each model's true descendants reachable in the result
+    relation_accuracy: float = math.nan  # right relation among correct edges whose true relation is known
+    n_relation_known: int = 0  # correct edges with a known true relation (relation_accuracy's denominator)
+    # relation -> (true edges of that relation, recovered correctly (directed), recovered with that relation)
+    per_relation: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    run_seconds: float = math.nan  # the recovery's own wall time (from the result)
 
 
-def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> Evaluation:
+def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]] | Iterable[TruthEdge]) -> Evaluation:
     """Score ``recovery`` against the true edges.
 
     Accuracy follows the MoTHer paper: ``directed_accuracy`` = correctly placed AND directed edges /
@@ -252,22 +262,35 @@ def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> Eval
     edge-weighted mean absolute difference (Naeini et al. 2015; Guo et al. 2017). The forest is scored
     by :func:`adjusted_rand_index`.
 
+    Typed graphs are scored as MDGBench does: directed-edge precision, recall and F1 over
+    (parent, child) pairs whatever their relation (a merge child's edges count one per parent);
+    reachability, the mean over models with true descendants of the share of those descendants
+    reachable from the model along recovered edges; per-relation recall; and relation-type accuracy,
+    the share of correctly recovered edges whose recovered relation is the true one (over edges whose
+    truth file gives a relation).
+
     Parameters
     ----------
     recovery : Recovery
-    truth_edges : iterable of (str, str)
+    truth_edges : iterable of (str, str) or TruthEdge
+        True edges; :class:`TruthEdge` items (from :func:`load_truth_edges`) also carry relations.
 
     Returns
     -------
     Evaluation
     """
-    truth = list(dict.fromkeys(tuple(e) for e in truth_edges))
+    typed = [e if isinstance(e, TruthEdge) else TruthEdge(str(e[0]), str(e[1])) for e in truth_edges]
+    typed = list({(e.parent, e.child): e for e in reversed(typed)}.values())[::-1]  # first of duplicates
+    truth: list[tuple[str, str]] = [(e.parent, e.child) for e in typed]
     status = edge_status(recovery, truth)
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     n_truth = len(truth)
     bins, ece = _calibration(recovery, status)
     precision, recall = _root_scores(recovery, truth)
     truth_models = {m for e in truth for m in e}
+    precision_e = _ratio(counts["correct"], len(recovery.edges))
+    recall_e = _ratio(counts["correct"], n_truth)
+    rel_known, rel_right, per_relation = _typed_scores(recovery, typed, status)
     return Evaluation(
         directed_accuracy=_ratio(counts["correct"], n_truth),
         undirected_accuracy=_ratio(counts["correct"] + counts["flipped"], n_truth),
@@ -286,7 +309,65 @@ def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> Eval
         adjusted_rand_index=adjusted_rand_index(recovery, truth),
         models_not_in_result=tuple(sorted(truth_models - set(recovery.model_ids))),
         edge_status=status,
+        edge_precision=precision_e,
+        edge_recall=recall_e,
+        edge_f1=_f1(precision_e, recall_e),
+        reachability=_reachability(recovery, truth),
+        relation_accuracy=_ratio(rel_right, rel_known),
+        n_relation_known=rel_known,
+        per_relation=per_relation,
+        run_seconds=recovery.run_seconds,
     )
+
+
+def _f1(precision: float, recall: float) -> float:
+    if math.isnan(precision) or math.isnan(recall):
+        return math.nan
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _typed_scores(recovery: Recovery, typed: Sequence[TruthEdge],
+                  status: Mapping[tuple[str, str], str]) -> tuple[int, int, dict[str, tuple[int, int, int]]]:
+    """(correct edges with a known true relation, of which the relation is right, per-relation counts)."""
+    ours = {(e.parent, e.child): e.relation for e in recovery.edges}
+    known = right = 0
+    per: dict[str, list[int]] = {}
+    for t in typed:
+        found = status.get((t.parent, t.child)) == "correct"
+        rel = t.relation or "(unspecified)"
+        row = per.setdefault(rel, [0, 0, 0])
+        row[0] += 1
+        row[1] += int(found)
+        if found and t.relation is not None:
+            known += 1
+            hit = ours[(t.parent, t.child)] == t.relation
+            right += int(hit)
+            row[2] += int(hit)
+    return known, right, {k: (v[0], v[1], v[2]) for k, v in sorted(per.items())}
+
+
+def _reachability(recovery: Recovery, truth: Sequence[tuple[str, str]]) -> float:
+    """Mean over models with true descendants of the share of them reachable in the recovered graph."""
+    def closure(edges: Iterable[tuple[str, str]]) -> Mapping[str, set[str]]:
+        children: dict[str, list[str]] = {}
+        for p, c in edges:
+            children.setdefault(p, []).append(c)
+        memo: dict[str, set[str]] = {}
+        for start in children:
+            seen: set[str] = set()
+            stack = list(children[start])
+            while stack:
+                x = stack.pop()
+                if x not in seen:
+                    seen.add(x)
+                    stack.extend(children.get(x, ()))
+            memo[start] = seen
+        return memo
+
+    true_desc = closure(truth)
+    ours = closure((e.parent, e.child) for e in recovery.edges)
+    shares = [len(d & ours.get(m, set())) / len(d) for m, d in true_desc.items() if d]
+    return float(np.mean(shares)) if shares else math.nan
 
 
 def _ratio(a: float, b: float) -> float:
@@ -434,7 +515,14 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
         f"Undirected accuracy  {_pct(ev.undirected_accuracy):>7}  ({ev.n_undirected_correct}/{n} placed)",
         f"Root precision       {_pct(ev.root_precision):>7}",
         f"Root recall          {_pct(ev.root_recall):>7}",
-        f"Tree ARI             {_num(ev.adjusted_rand_index):>7}",
+        f"Tree ARI             {_num(ev.adjusted_rand_index):>7}  (family clustering)",
+        f"Edge precision       {_pct(ev.edge_precision):>7}  (recovered edges that are true, any relation)",
+        f"Edge recall          {_pct(ev.edge_recall):>7}",
+        f"Edge F1              {_num(ev.edge_f1):>7}",
+        f"Reachability         {_pct(ev.reachability):>7}  (share of true descendants reachable)",
+        f"Relation accuracy    {_pct(ev.relation_accuracy):>7}  ({ev.n_relation_known} correct edges with a "
+        "known relation)",
+        f"Run time             {_num(ev.run_seconds, '.1f'):>7} s",
         f"Models               {ev.n_models} in result, {ev.n_recovered_edges} recovered edges",
         f"Edges                correct {ev.n_correct}, flipped {ev.n_flipped}, wrong {ev.n_wrong}, "
         f"missing {ev.n_missing}",
@@ -443,6 +531,11 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
         shown = ", ".join(ev.models_not_in_result[:10])
         more = f" (+{len(ev.models_not_in_result) - 10} more)" if len(ev.models_not_in_result) > 10 else ""
         lines.append(f"Not in result        {shown}{more}")
+    if ev.per_relation:
+        lines += ["", "Per relation (true edges)",
+                  f"  {'relation':<14} {'edges':>5}  {'recall':>7}  {'typed right':>11}"]
+        for rel, (k, found, typed_ok) in ev.per_relation.items():
+            lines.append(f"  {rel:<14} {k:>5}  {_pct(_ratio(found, k)):>7}  {typed_ok:>11}")
     lines += ["", "Calibration (recovered edges by confidence)",
               f"  {'confidence':<11} {'edges':>5}  {'mean conf':>9}  {'correct':>7}"]
     for b in ev.calibration:
