@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mother_core.errors import InputError
+from mother_core.settings import LAYER_SELECTIONS
 from mother_core.stats.result import WeightStatistics
 
-LAYER_SELECTIONS = ("all", "matrices", "square-attention")
 #: Relative layer difference at which a layer counts as re-initialised rather than fine-tuned
 #: (independent weights of one shape sit at sqrt(2) ~ 1.41; fine-tuning moves a layer by a fraction).
 REINITIALISED = 0.8

@@ -39,10 +39,8 @@ from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
+from mother_core.settings import METHODS, REGIMES
 from mother_core.stats.result import WeightStatistics
-
-REGIMES = ("auto", "specialization", "generalization")
-METHODS = ("mother+", "paper")
 
 
 def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm",
