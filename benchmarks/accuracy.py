@@ -30,7 +30,7 @@ from mother_core import RecoverySettings, compute_statistics, discover, recover 
 from mother_core.evaluate import evaluate, load_truth  # noqa: E402
 from mother_core.settings import ablation_rows  # noqa: E402
 
-PAPER = {"fft": "89%", "lora16": "~100%", "lora-mixed": "~100%"}  # VTHR figures (method.md)
+PAPER = {"fft": "89%", "lora16": "~100%", "lora-mixed": "~100%"}  # VTHR figures (docs/METHOD.md)
 
 # One row per non-default choice of every setting, made from the settings schema (mother_core/settings.py),
 # then combinations and sweeps the schema cannot name.

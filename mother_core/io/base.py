@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Protocol, runtime_checkable
+from typing import Mapping, Protocol, runtime_checkable
 
 import torch
 
@@ -156,10 +156,3 @@ class ModelReader(Protocol):
     def __enter__(self) -> "ModelReader": ...
 
     def __exit__(self, *exc: object) -> None: ...
-
-
-def iter_float_tensors(reader: ModelReader) -> Iterator[TensorInfo]:
-    """The floating-point tensors of a model (non-float buffers are not weights)."""
-    for info in reader.tensor_infos().values():
-        if info.is_float and info.numel > 0:
-            yield info

@@ -24,6 +24,7 @@ import torch
 from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
+from mother_core.io.readers import load_torch_file
 from mother_core.io.safetensors_header import read_header
 
 _LORA_KEY = re.compile(
@@ -130,8 +131,6 @@ def _load_adapter(path: str) -> dict[str, torch.Tensor]:
                 f"Cannot read {path}: {e}. The file is truncated or corrupt: re-download or remove it.", path
             ) from e
         return out
-    from mother_core.io.readers import load_torch_file
-
     return load_torch_file(path)
 
 

@@ -1,6 +1,6 @@
 """Minimum spanning arborescence (directed minimum spanning tree/forest) on a dense cost matrix.
 
-This is the tree step of MoTHer (method.md, "Cost and tree"): given ``cost[p, c]``, the cost of the edge
+This is the tree step of MoTHer (docs/METHOD.md, "Cost and tree"): given ``cost[p, c]``, the cost of the edge
 p -> c, find the parent of every model so that the edges form a rooted tree (or forest) of least total
 cost.
 

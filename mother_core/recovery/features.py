@@ -163,7 +163,7 @@ LOW_RANK_FRACTION = 0.5
 
 @dataclass(frozen=True)
 class RankEvidence:
-    """Normalised rank of weight differences for candidate pairs of one tree (method.md l_LoRA).
+    """Normalised rank of weight differences for candidate pairs of one tree (docs/METHOD.md l_LoRA).
 
     ``rank[i, j]``: mean over the skeleton layers that differ of rank(W_i - W_j) / k in [0, 1] (0 when
     no layer differs), NaN where not measured.

@@ -1,6 +1,6 @@
 """From weight statistics to a :class:`Recovery`: trees, regimes, arborescences, confidence.
 
-Method (method.md; Horwitz, Shul & Hoshen 2024, "On the Origin of Llamas", sec. 4), with our changes
+Method (docs/METHOD.md; Horwitz, Shul & Hoshen 2024, "On the Origin of Llamas", sec. 4), with our changes
 marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for comparison:
 
 1. Distances: l_FT(i, j) = mean over shared selected layers of RMS(W_i - W_j) (paper, v2), over all
@@ -84,7 +84,7 @@ def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
 
 
 def cost_matrix(distance: np.ndarray, penalty: np.ndarray, lambda_: float) -> np.ndarray:
-    """M = D + lambda * mean(D) * K with an infinite diagonal (method.md, "Cost and tree")."""
+    """M = D + lambda * mean(D) * K with an infinite diagonal (docs/METHOD.md, "Cost and tree")."""
     n = distance.shape[0]
     off = ~np.eye(n, dtype=bool)
     finite = off & np.isfinite(distance)
@@ -240,7 +240,7 @@ def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvide
                         settings: RecoverySettings) -> np.ndarray | None:
     """The rank distance of one tree when its models differ at low rank (merged LoRA), else None.
 
-    method.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
+    docs/METHOD.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
     grandparents likewise, so the rank of the difference places edges where a Frobenius distance
     confuses siblings with parents. Candidates are each model's nearest relatives by distance; other
     pairs cost more than any candidate. Ties are broken by the (normalised) distance.

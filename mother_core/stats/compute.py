@@ -17,6 +17,7 @@ import numpy as np
 from mother_core.device import resolve_device
 from mother_core.errors import CacheBusyError, MissingBaseModelError, MotherError, TooFewModelsError
 from mother_core.io.base import Discovery, ModelReader, ModelRef, Problem
+from mother_core.io.discovery import match_model_id
 from mother_core.io.readers import open_model
 from mother_core.stats.cache import StatsCache, model_key, slot_key
 from mother_core.stats.execute import execute_plan
@@ -139,12 +140,9 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
 
 def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
     want = ref.base_id or ""
-    for candidate in (want, want.rstrip("/").split("/")[-1]):
-        if candidate in by_id and by_id[candidate].format != "peft-lora":
-            return by_id[candidate]
-    for rid, r in by_id.items():
-        if rid.split("/")[-1] == want.rstrip("/").split("/")[-1] and r.format != "peft-lora":
-            return r
+    found = match_model_id(want, [rid for rid, r in by_id.items() if r.format != "peft-lora"])
+    if found is not None:
+        return by_id[found]
     raise MissingBaseModelError(
         f"LoRA adapter {ref.path} needs its base model {want or '(unnamed)'!r}, which is not in the set. "
         "Add the base model's folder to the paths you give.", ref.path)
