@@ -16,6 +16,7 @@ from mother_core.io.discovery import discover
 from mother_core.pipeline import recover_paths
 from mother_core.recovery.recover import recover, resolve
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+from mother_core.relations import RELATIONS, Relation
 from mother_core.stats.compute import compute_statistics
 from mother_core.stats.progress import Progress
 from mother_core.stats.result import WeightStatistics
@@ -23,7 +24,7 @@ from mother_core.stats.result import WeightStatistics
 __version__ = "0.1.0"
 
 __all__ = [
-    "Constraints", "Discovery", "ModelRef", "MotherError", "Problem", "Progress", "Recovery",
-    "RecoverySettings", "WeightStatistics", "compute_statistics", "discover", "recover",
+    "Constraints", "Discovery", "ModelRef", "MotherError", "Problem", "Progress", "RELATIONS", "Recovery",
+    "RecoverySettings", "Relation", "WeightStatistics", "compute_statistics", "discover", "recover",
     "recover_paths", "resolve",
 ]

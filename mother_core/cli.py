@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="score a result against a truth file")
     ev.add_argument("result")
-    ev.add_argument("--truth", required=True, help='JSON {"edges": [[parent, child], ...]}')
+    ev.add_argument("--truth", required=True,
+                    help='JSON {"edges": [[parent, child], ...]} or [{"parent", "child", "relation"}, ...]')
 
     ex = sub.add_parser("export", help="export a result as node-link JSON, GraphML, Newick or base_model lines")
     ex.add_argument("result")
@@ -155,9 +156,9 @@ def _cmd_resolve(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from mother_core.evaluate import evaluate, format_evaluation, load_truth
+    from mother_core.evaluate import evaluate, format_evaluation, load_truth_edges
 
-    print(format_evaluation(evaluate(Recovery.load(args.result), load_truth(args.truth))))
+    print(format_evaluation(evaluate(Recovery.load(args.result), load_truth_edges(args.truth))))
     return 0
 
 

@@ -9,8 +9,10 @@
 Truth file format (``mother evaluate result.json --truth truth.json``)::
 
     {"edges": [["parent-id", "child-id"], ...]}
+    {"edges": [{"parent": "p", "child": "c", "relation": "merge"}, ...]}
 
-(``{"parent": ..., "child": ...}`` objects are accepted as edges too.)
+(either shape, mixed freely; several parents per child allowed, as a merge has; ``relation`` is a
+word of :class:`mother_core.relations.Relation`.)
 """
 
 from __future__ import annotations
@@ -25,35 +27,49 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import comb
 
-from mother_core.errors import ResultFormatError
+from mother_core.errors import MotherError, ResultFormatError
 from mother_core.recovery.result import Recovery, TreeInfo
+from mother_core.relations.vocabulary import parse_relation
 
 __all__ = [
     "CalibrationBin",
     "Evaluation",
+    "TruthEdge",
     "adjusted_rand_index",
     "edge_status",
     "evaluate",
     "format_evaluation",
     "load_truth",
+    "load_truth_edges",
 ]
 
 STATUSES = ("correct", "flipped", "wrong", "missing")
 N_BINS = 5
 
-_TRUTH_HELP = 'A truth file is JSON like {"edges": [["parent-id", "child-id"], ...]} using the model ids of the result.'
+_TRUTH_HELP = ('A truth file is JSON like {"edges": [["parent-id", "child-id"], ...]} or {"edges": [{"parent": '
+               '"p", "child": "c", "relation": "finetune"}, ...]} using the model ids of the result.')
 
 
 # --------------------------------------------------------------------------------------------------
 # truth
 # --------------------------------------------------------------------------------------------------
+class TruthEdge(NamedTuple):
+    """One true edge; ``relation`` is a :class:`~mother_core.relations.Relation` word, or ``None`` where
+    the truth file does not say."""
+
+    parent: str
+    child: str
+    relation: str | None = None
+
+
 def load_truth(path: str | Path) -> list[tuple[str, str]]:
-    """Read the true edges (parent, child) from a truth JSON file.
+    """Read the true edges (parent, child) from a truth JSON file (relations dropped).
 
     Parameters
     ----------
     path : str or Path
-        A JSON file ``{"edges": [[parent, child], ...]}``.
+        A JSON file ``{"edges": [[parent, child], ...]}`` or
+        ``{"edges": [{"parent": p, "child": c, "relation": r}, ...]}`` (see :func:`load_truth_edges`).
 
     Returns
     -------
@@ -63,8 +79,32 @@ def load_truth(path: str | Path) -> list[tuple[str, str]]:
     Raises
     ------
     ResultFormatError
-        The file is missing, not JSON, not of that shape, or not a forest (a model with two parents,
-        a self-loop or a cycle); the message says how to fix it.
+        As :func:`load_truth_edges`.
+    """
+    return list(dict.fromkeys((e.parent, e.child) for e in load_truth_edges(path)))
+
+
+def load_truth_edges(path: str | Path) -> list[TruthEdge]:
+    """Read the true edges with their relations from a truth JSON file.
+
+    Two shapes are accepted, mixed freely within one list::
+
+        {"edges": [["parent-id", "child-id"], ...]}
+        {"edges": [{"parent": "p", "child": "c", "relation": "quantized"}, ...]}
+
+    A child may have several parents (a merge lists one edge per parent). ``relation`` is optional
+    and must be a word of :class:`~mother_core.relations.Relation` (docs/RELATIONS.md).
+
+    Returns
+    -------
+    list of TruthEdge
+        In file order, duplicates (same parent and child) removed, the first kept.
+
+    Raises
+    ------
+    ResultFormatError
+        The file is missing, not JSON, not of that shape, names an unknown relation, or its edges
+        have a self-loop or a cycle; the message says how to fix it.
     """
     p = Path(path)
     try:
@@ -75,44 +115,63 @@ def load_truth(path: str | Path) -> list[tuple[str, str]]:
         raise ResultFormatError(f"Cannot read truth file {p}: {e}. {_TRUTH_HELP}", p) from e
     if not isinstance(data, dict) or not isinstance(data.get("edges"), list):
         raise ResultFormatError(f"Truth file {p} has no 'edges' list. {_TRUTH_HELP}", p)
-    edges = [_truth_edge(e, i, p) for i, e in enumerate(data["edges"])]
-    edges = list(dict.fromkeys(edges))
-    _check_forest(edges, p)
-    return edges
+    edges: dict[tuple[str, str], TruthEdge] = {}
+    for i, raw in enumerate(data["edges"]):
+        t = _truth_edge(raw, i, p)
+        edges.setdefault((t.parent, t.child), t)
+    out = list(edges.values())
+    _check_acyclic(out, p)
+    return out
 
 
-def _truth_edge(e: object, i: int, path: Path) -> tuple[str, str]:
-    if isinstance(e, dict) and "parent" in e and "child" in e:
-        e = [e["parent"], e["child"]]
+def _truth_edge(raw: object, i: int, path: Path) -> TruthEdge:
+    relation = None
+    e = raw
+    if isinstance(raw, dict) and "parent" in raw and "child" in raw:
+        relation = raw.get("relation")
+        e = [raw["parent"], raw["child"]]
     if not (isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(x, str) and x for x in e)):
         raise ResultFormatError(
             f"Truth file {path}: edge #{i} is {e!r}; each edge must be a pair of model ids [parent, child]. "
             + _TRUTH_HELP,
             path,
         )
-    return (e[0], e[1])
+    if relation is not None:
+        try:
+            relation = parse_relation(relation).value
+        except MotherError as err:
+            raise ResultFormatError(f"Truth file {path}: edge #{i}: {err}", path) from None
+    return TruthEdge(e[0], e[1], relation)
 
 
-def _check_forest(edges: Sequence[tuple[str, str]], path: Path | None) -> None:
-    parent: dict[str, str] = {}
-    for p, c in edges:
-        if p == c:
-            raise ResultFormatError(f"Truth edge ({p!r}, {c!r}) is a self-loop; fix the truth file.", path)
-        if c in parent:
-            raise ResultFormatError(
-                f"Model {c!r} has two parents in the truth file ({parent[c]!r} and {p!r}); "
-                "MoTHer graphs give each model at most one parent.",
-                path,
-            )
-        parent[c] = p
-    for start in parent:
-        seen = {start}
-        x = parent.get(start)
-        while x is not None:
-            if x in seen:
-                raise ResultFormatError(f"The truth edges contain a cycle through {x!r}; fix the truth file.", path)
-            seen.add(x)
-            x = parent.get(x)
+def _check_acyclic(edges: Sequence[TruthEdge], path: Path | None) -> None:
+    parents: dict[str, list[str]] = {}
+    for e in edges:
+        if e.parent == e.child:
+            raise ResultFormatError(f"Truth edge ({e.parent!r}, {e.child!r}) is a self-loop; fix the truth file.", path)
+        parents.setdefault(e.child, []).append(e.parent)
+    done: set[str] = set()
+    for start in parents:  # iterative depth-first search up the parent links
+        if start in done:
+            continue
+        on_path: set[str] = set()
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            node, k = stack.pop()
+            if k == 0:
+                if node in on_path:
+                    raise ResultFormatError(f"The truth edges contain a cycle through {node!r}; fix the truth file.",
+                                            path)
+                if node in done:
+                    continue
+                on_path.add(node)
+            ups = parents.get(node, [])
+            if k < len(ups):
+                stack.append((node, k + 1))
+                stack.append((ups[k], 0))
+            else:
+                on_path.discard(node)
+                done.add(node)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,9 +239,19 @@ class Evaluation:
     adjusted_rand_index: float
     models_not_in_result: tuple[str, ...] = ()  # truth models the result does not contain
     edge_status: dict[tuple[str, str], str] = field(default_factory=dict, compare=False)
+    # Typed-graph scores, as MDGBench reports them (method.md, "Beyond fine-tune trees").
+    edge_precision: float = math.nan  # correct directed edges / recovered edges (type-agnostic)
+    edge_recall: float = math.nan  # correct directed edges / true edges (= directed_accuracy)
+    edge_f1: float = math.nan
+    reachability: float = math.nan  # mean share of each model's true descendants reachable in the result
+    relation_accuracy: float = math.nan  # right relation among correct edges whose true relation is known
+    n_relation_known: int = 0  # correct edges with a known true relation (relation_accuracy's denominator)
+    # relation -> (true edges of that relation, recovered correctly (directed), recovered with that relation)
+    per_relation: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    run_seconds: float = math.nan  # the recovery's own wall time (from the result)
 
 
-def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> Evaluation:
+def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]] | Iterable[TruthEdge]) -> Evaluation:
     """Score ``recovery`` against the true edges.
 
     Accuracy follows the MoTHer paper: ``directed_accuracy`` = correctly placed AND directed edges /
@@ -193,22 +262,35 @@ def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> Eval
     edge-weighted mean absolute difference (Naeini et al. 2015; Guo et al. 2017). The forest is scored
     by :func:`adjusted_rand_index`.
 
+    Typed graphs are scored as MDGBench does: directed-edge precision, recall and F1 over
+    (parent, child) pairs whatever their relation (a merge child's edges count one per parent);
+    reachability, the mean over models with true descendants of the share of those descendants
+    reachable from the model along recovered edges; per-relation recall; and relation-type accuracy,
+    the share of correctly recovered edges whose recovered relation is the true one (over edges whose
+    truth file gives a relation).
+
     Parameters
     ----------
     recovery : Recovery
-    truth_edges : iterable of (str, str)
+    truth_edges : iterable of (str, str) or TruthEdge
+        True edges; :class:`TruthEdge` items (from :func:`load_truth_edges`) also carry relations.
 
     Returns
     -------
     Evaluation
     """
-    truth = list(dict.fromkeys(tuple(e) for e in truth_edges))
+    typed = [e if isinstance(e, TruthEdge) else TruthEdge(str(e[0]), str(e[1])) for e in truth_edges]
+    typed = list({(e.parent, e.child): e for e in reversed(typed)}.values())[::-1]  # first of duplicates
+    truth: list[tuple[str, str]] = [(e.parent, e.child) for e in typed]
     status = edge_status(recovery, truth)
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     n_truth = len(truth)
     bins, ece = _calibration(recovery, status)
     precision, recall = _root_scores(recovery, truth)
     truth_models = {m for e in truth for m in e}
+    precision_e = _ratio(counts["correct"], len(recovery.edges))
+    recall_e = _ratio(counts["correct"], n_truth)
+    rel_known, rel_right, per_relation = _typed_scores(recovery, typed, status)
     return Evaluation(
         directed_accuracy=_ratio(counts["correct"], n_truth),
         undirected_accuracy=_ratio(counts["correct"] + counts["flipped"], n_truth),
@@ -227,7 +309,65 @@ def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> Eval
         adjusted_rand_index=adjusted_rand_index(recovery, truth),
         models_not_in_result=tuple(sorted(truth_models - set(recovery.model_ids))),
         edge_status=status,
+        edge_precision=precision_e,
+        edge_recall=recall_e,
+        edge_f1=_f1(precision_e, recall_e),
+        reachability=_reachability(recovery, truth),
+        relation_accuracy=_ratio(rel_right, rel_known),
+        n_relation_known=rel_known,
+        per_relation=per_relation,
+        run_seconds=recovery.run_seconds,
     )
+
+
+def _f1(precision: float, recall: float) -> float:
+    if math.isnan(precision) or math.isnan(recall):
+        return math.nan
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _typed_scores(recovery: Recovery, typed: Sequence[TruthEdge],
+                  status: Mapping[tuple[str, str], str]) -> tuple[int, int, dict[str, tuple[int, int, int]]]:
+    """(correct edges with a known true relation, of which the relation is right, per-relation counts)."""
+    ours = {(e.parent, e.child): e.relation for e in recovery.edges}
+    known = right = 0
+    per: dict[str, list[int]] = {}
+    for t in typed:
+        found = status.get((t.parent, t.child)) == "correct"
+        rel = t.relation or "(unspecified)"
+        row = per.setdefault(rel, [0, 0, 0])
+        row[0] += 1
+        row[1] += int(found)
+        if found and t.relation is not None:
+            known += 1
+            hit = ours[(t.parent, t.child)] == t.relation
+            right += int(hit)
+            row[2] += int(hit)
+    return known, right, {k: (v[0], v[1], v[2]) for k, v in sorted(per.items())}
+
+
+def _reachability(recovery: Recovery, truth: Sequence[tuple[str, str]]) -> float:
+    """Mean over models with true descendants of the share of them reachable in the recovered graph."""
+    def closure(edges: Iterable[tuple[str, str]]) -> Mapping[str, set[str]]:
+        children: dict[str, list[str]] = {}
+        for p, c in edges:
+            children.setdefault(p, []).append(c)
+        memo: dict[str, set[str]] = {}
+        for start in children:
+            seen: set[str] = set()
+            stack = list(children[start])
+            while stack:
+                x = stack.pop()
+                if x not in seen:
+                    seen.add(x)
+                    stack.extend(children.get(x, ()))
+            memo[start] = seen
+        return memo
+
+    true_desc = closure(truth)
+    ours = closure((e.parent, e.child) for e in recovery.edges)
+    shares = [len(d & ours.get(m, set())) / len(d) for m, d in true_desc.items() if d]
+    return float(np.mean(shares)) if shares else math.nan
 
 
 def _ratio(a: float, b: float) -> float:
@@ -375,7 +515,14 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
         f"Undirected accuracy  {_pct(ev.undirected_accuracy):>7}  ({ev.n_undirected_correct}/{n} placed)",
         f"Root precision       {_pct(ev.root_precision):>7}",
         f"Root recall          {_pct(ev.root_recall):>7}",
-        f"Tree ARI             {_num(ev.adjusted_rand_index):>7}",
+        f"Tree ARI             {_num(ev.adjusted_rand_index):>7}  (family clustering)",
+        f"Edge precision       {_pct(ev.edge_precision):>7}  (recovered edges that are true, any relation)",
+        f"Edge recall          {_pct(ev.edge_recall):>7}",
+        f"Edge F1              {_num(ev.edge_f1):>7}",
+        f"Reachability         {_pct(ev.reachability):>7}  (share of true descendants reachable)",
+        f"Relation accuracy    {_pct(ev.relation_accuracy):>7}  ({ev.n_relation_known} correct edges with a "
+        "known relation)",
+        f"Run time             {_num(ev.run_seconds, '.1f'):>7} s",
         f"Models               {ev.n_models} in result, {ev.n_recovered_edges} recovered edges",
         f"Edges                correct {ev.n_correct}, flipped {ev.n_flipped}, wrong {ev.n_wrong}, "
         f"missing {ev.n_missing}",
@@ -384,6 +531,11 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
         shown = ", ".join(ev.models_not_in_result[:10])
         more = f" (+{len(ev.models_not_in_result) - 10} more)" if len(ev.models_not_in_result) > 10 else ""
         lines.append(f"Not in result        {shown}{more}")
+    if ev.per_relation:
+        lines += ["", "Per relation (true edges)",
+                  f"  {'relation':<14} {'edges':>5}  {'recall':>7}  {'typed right':>11}"]
+        for rel, (k, found, typed_ok) in ev.per_relation.items():
+            lines.append(f"  {rel:<14} {k:>5}  {_pct(_ratio(found, k)):>7}  {typed_ok:>11}")
     lines += ["", "Calibration (recovered edges by confidence)",
               f"  {'confidence':<11} {'edges':>5}  {'mean conf':>9}  {'correct':>7}"]
     for b in ev.calibration:

@@ -5,8 +5,14 @@
 - ``to_graphml``: GraphML (Gephi, Cytoscape, yEd); only GraphML-legal scalar attributes;
 - ``to_newick``: one Newick tree per recovered tree (phylogenetics tools), with the edge distance as
   branch length and the edge confidence as NHX branch support (Zmasek's NHX extension of Newick);
-- ``base_model_lines``: suggested model-card front matter (``base_model: <parent>``) for every
-  non-root model, the field a model hub's "model tree" is built from.
+  a merge (a model with several parents) is written in extended Newick (Cardona, Rossello & Valiente
+  2008) as a hybrid node ``name#H1``, listed in full under its first parent and as a leaf under the
+  others;
+- ``base_model_lines``: suggested model-card front matter (``base_model: <parent>`` and
+  ``base_model_relation``, a list of parents for a merge) for every non-root model, the fields a
+  model hub's "model tree" is built from.
+
+Every edge keeps its ``relation`` (docs/RELATIONS.md) in node-link JSON and GraphML, one edge per parent.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 
 from mother_core.errors import ResultFormatError
 from mother_core.recovery.result import FORMAT_NAME, Edge, ModelNode, Recovery
+from mother_core.relations.vocabulary import Relation, parse_relation
 
 __all__ = ["base_model_lines", "to_graphml", "to_networkx", "to_newick", "to_node_link"]
 
@@ -184,36 +191,58 @@ def to_newick(recovery: Recovery) -> str:
         model ids (raise ``sys.setrecursionlimit`` first for chains of more than ~400 models: the
         parser recurses per level).
 
+    A merged model (several ``merge`` edges) makes the graph a network, not a forest: it is written
+    as a hybrid node of extended Newick, ``'m'#H1`` (its subtree) under its first parent and a leaf
+    ``'m'#H1`` under each other parent, with that edge's length and support. Readers of plain Newick
+    see the leaf as an extra tip.
+
     Raises
     ------
     ResultFormatError
-        The edges do not form a forest over the models (two parents, a cycle, unknown model).
+        The edges do not form a forest plus merges (two parents without a merge, a cycle, unknown model).
     """
-    kids, by_child = _forest(recovery)
+    kids, by_child, hybrids = _forest(recovery)
     lines = []
     with _recursion_room(len(recovery.models)):
         for root in _root_order(recovery):
-            lines.append(newick.dumps([_newick_node(root, kids, by_child)]))
+            lines.append(newick.dumps([_newick_node(root, kids, by_child, hybrids, recovery.edges)]))
     return "\n".join(lines)  # no trailing newline: newick.loads would read an extra empty tree
 
 
-def _forest(recovery: Recovery) -> tuple[dict[str, list[str]], dict[str, Edge]]:
+_HYBRID = "\0hybrid:"  # kids entries naming a hybrid leaf (another parent's edge to a merge)
+
+
+def _forest(recovery: Recovery) -> tuple[dict[str, list[str]], dict[str, Edge], dict[str, int]]:
+    """Children lists (first parents; other merge parents get a hybrid leaf), each model's first
+    edge, and the hybrid number of every merged model."""
     ids = recovery.model_ids
     kids: dict[str, list[str]] = {m: [] for m in ids}
     by_child: dict[str, Edge] = {}
+    hybrids: dict[str, int] = {}
+    extra: list[Edge] = []
     for e in recovery.edges:
         if e.parent not in kids or e.child not in kids:
             raise ResultFormatError(f"Edge {e.parent!r} -> {e.child!r} names a model that is not in the result.")
         if e.child in by_child:
-            raise ResultFormatError(f"Model {e.child!r} has two parents in the result; it is not a forest.")
+            first = by_child[e.child]
+            if Relation.MERGE.value not in (e.relation, first.relation):
+                raise ResultFormatError(
+                    f"Model {e.child!r} has two parents in the result ({first.parent!r} and {e.parent!r}) "
+                    "without a merge; it is neither a forest nor a merge network.")
+            hybrids.setdefault(e.child, len(hybrids) + 1)
+            extra.append(e)
+            continue
         by_child[e.child] = e
     order = {m: i for i, m in enumerate(ids)}
     for e in sorted(recovery.edges, key=lambda e: order[e.child]):
-        kids[e.parent].append(e.child)
+        if by_child[e.child] is e:
+            kids[e.parent].append(e.child)
+    for e in extra:
+        kids[e.parent].append(_HYBRID + str(recovery.edges.index(e)))
     reachable = sum(1 for _ in _walk(recovery.roots, kids))
     if reachable != len(ids):
         raise ResultFormatError("The edges of the result contain a cycle; it is not a forest. Re-run `mother recover`.")
-    return kids, by_child
+    return kids, by_child, hybrids
 
 
 def _walk(roots: list[str], kids: dict[str, list[str]]) -> Iterator[str]:
@@ -221,7 +250,7 @@ def _walk(roots: list[str], kids: dict[str, list[str]]) -> Iterator[str]:
     while stack:
         x = stack.pop()
         yield x
-        stack.extend(kids[x])
+        stack.extend(k for k in kids[x] if not k.startswith(_HYBRID))
 
 
 def _root_order(recovery: Recovery) -> list[str]:
@@ -230,18 +259,27 @@ def _root_order(recovery: Recovery) -> list[str]:
     return list(dict.fromkeys(ordered + roots))
 
 
-def _newick_node(model: str, kids: dict[str, list[str]], by_child: dict[str, Edge]) -> newick.Node:
+def _newick_node(model: str, kids: dict[str, list[str]], by_child: dict[str, Edge],
+                 hybrids: dict[str, int], edges: list[Edge]) -> newick.Node:
+    if model.startswith(_HYBRID):  # a leaf standing for a merge child under one of its other parents
+        e = edges[int(model[len(_HYBRID):])]
+        return _branch(f"{_newick_name(e.child)}#H{hybrids[e.child]}", e, [])
     e = by_child.get(model)
-    descendants = [_newick_node(k, kids, by_child) for k in kids[model]]
+    descendants = [_newick_node(k, kids, by_child, hybrids, edges) for k in kids[model]]
+    name = _newick_name(model) + (f"#H{hybrids[model]}" if model in hybrids else "")
     if e is None:
-        return newick.Node(_newick_name(model), descendants=descendants)
+        return newick.Node(name, descendants=descendants)
+    return _branch(name, e, descendants)
+
+
+def _branch(name: str, e: Edge, descendants: list[newick.Node]) -> newick.Node:
     support = f"&&NHX:support={e.confidence:.3f}" if math.isfinite(e.confidence) else None
     if not math.isfinite(e.distance):
-        return newick.Node(_newick_name(model), comment=support, descendants=descendants)
+        return newick.Node(name, comment=support, descendants=descendants)
     # newick.Node writes comments before the ':'; NHX readers (e.g. ete) expect them after the length,
     # so the support goes in through the length formatter hook.
     tail = f"[{support}]" if support else ""
-    return newick.Node(_newick_name(model), length=float(e.distance), descendants=descendants,
+    return newick.Node(name, length=float(e.distance), descendants=descendants,
                        length_formatter=lambda x: f"{x:.10g}{tail}")
 
 
@@ -266,11 +304,15 @@ def _recursion_room(depth: int) -> Iterator[None]:
 # model-card front matter
 # --------------------------------------------------------------------------------------------------
 def base_model_lines(recovery: Recovery) -> str:
-    """Suggested model-card front matter: ``base_model: <parent id>`` for every non-root model.
+    """Suggested model-card front matter: ``base_model`` and ``base_model_relation`` for every
+    non-root model.
 
-    Each suggestion is a YAML comment naming the model and the edge confidence, then the line, with a
-    blank line between models, in model order. Ids that are not plain (letters, digits, ``._/-``) are
-    written as YAML double-quoted strings.
+    Each suggestion is a YAML comment naming the model, the relation (docs/RELATIONS.md, with its
+    detail) and the edge confidence, then the lines, with a blank line between models, in model
+    order. A merge lists every parent (``base_model:`` as a YAML list, largest weight first). The
+    relation is written in the hub's vocabulary (adapter, merge, quantized, finetune, distill); a
+    conversion has no hub word, so its card gets ``base_model`` only. Ids that are not plain
+    (letters, digits, ``._/-``) are written as YAML double-quoted strings.
 
     Parameters
     ----------
@@ -281,18 +323,32 @@ def base_model_lines(recovery: Recovery) -> str:
     str
         For example::
 
-            # org/child-model (recovered parent, confidence 0.93)
+            # org/child-model (recovered parent, quantized Q4_0, confidence 0.93)
             base_model: org/base-model
+            base_model_relation: quantized
     """
-    by_child = {e.child: e for e in recovery.edges}
+    into: dict[str, list[Edge]] = {}
+    for e in recovery.edges:
+        into.setdefault(e.child, []).append(e)
     blocks = []
     for m in recovery.models:
-        e = by_child.get(m.id)
-        if e is None:
+        edges = into.get(m.id)
+        if not edges:
             continue
+        e = edges[0]
+        relation = parse_relation(e.relation)
         conf = f"confidence {e.confidence:.2f}" if math.isfinite(e.confidence) else "confidence unknown"
-        comment = m.id.replace("\n", " ").replace("\r", " ")
-        blocks.append(f"# {comment} (recovered parent, {conf})\nbase_model: {_yaml_scalar(e.parent)}\n")
+        what = relation.info.label + (f" {e.relation_detail}" if e.relation_detail else "")
+        comment = f"{m.id} (recovered {'parents' if len(edges) > 1 else 'parent'}, {what}, {conf})"
+        lines = [f"# {comment.replace(chr(10), ' ').replace(chr(13), ' ')}"]
+        if len(edges) == 1:
+            lines.append(f"base_model: {_yaml_scalar(e.parent)}")
+        else:
+            lines.append("base_model:")
+            lines += [f"- {_yaml_scalar(x.parent)}" for x in edges]
+        if relation.info.hub_relation:
+            lines.append(f"base_model_relation: {relation.info.hub_relation}")
+        blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
 
 

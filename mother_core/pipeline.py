@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -50,7 +51,10 @@ def recover_paths(
     >>> result = recover_paths(["assets/demo/vit-tree"])  # doctest: +SKIP
     >>> result.roots  # doctest: +SKIP
     """
+    start = time.perf_counter()
     found = discover(paths, component=component)
     stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress,
                                content_hash=content_hash)
-    return recover(stats, settings, constraints)
+    result = recover(stats, settings, constraints)
+    result.run_seconds = time.perf_counter() - start
+    return result

@@ -18,7 +18,9 @@ from mother_core.evaluate import (
     edge_status,
     evaluate,
     format_evaluation,
+    TruthEdge,
     load_truth,
+    load_truth_edges,
 )
 from mother_core.export import base_model_lines, to_graphml, to_networkx, to_newick, to_node_link
 from mother_core.recovery.result import Alternative, Edge, ModelNode, Recovery, TreeInfo
@@ -80,14 +82,25 @@ def test_load_truth_pairs_and_objects(tmp_path):
         ({"edges": [["a"]]}, r"edge #0 .*pair of model ids"),
         ({"edges": [["a", 3]]}, "pair of model ids"),
         ({"edges": [["a", "a"]]}, "self-loop"),
-        ({"edges": [["a", "c"], ["b", "c"]]}, "two parents"),
         ({"edges": [["a", "b"], ["b", "a"]]}, "cycle"),
+        ({"edges": [["a", "b"], ["x", "c"], ["b", "c"], ["c", "a"]]}, "cycle"),
+        ({"edges": [{"parent": "a", "child": "b", "relation": "cousin"}]}, "Unknown relation 'cousin'"),
     ],
 )
 def test_load_truth_bad_files(tmp_path, content, match):
     with pytest.raises(ResultFormatError, match=match) as err:
         load_truth(write_truth(tmp_path, content))
     assert err.value.path is not None
+
+
+def test_load_truth_typed_edges_with_several_parents(tmp_path):
+    path = write_truth(tmp_path, {"edges": [
+        {"parent": "a", "child": "m", "relation": "merge"}, {"parent": "b", "child": "m", "relation": "merge"},
+        {"parent": "m", "child": "q", "relation": "Quantized"}, ["a", "b"], {"parent": "a", "child": "m"}]})
+    assert load_truth_edges(path) == [
+        TruthEdge("a", "m", "merge"), TruthEdge("b", "m", "merge"), TruthEdge("m", "q", "quantized"),
+        TruthEdge("a", "b", None)]
+    assert load_truth(path) == [("a", "m"), ("b", "m"), ("m", "q"), ("a", "b")]
 
 
 def test_load_truth_missing_file(tmp_path):
@@ -314,8 +327,9 @@ def test_base_model_lines(forest):
     text = base_model_lines(forest)
     blocks = text.strip().split("\n\n")
     assert len(blocks) == 6  # one per non-root model
-    assert blocks[0] == '# org/child:v1 (recovered parent, confidence 0.80)\nbase_model: "org/base model"'
-    assert "# fork (2) (recovered parent, confidence unknown)" in text
+    assert blocks[0] == ('# org/child:v1 (recovered parent, fine-tune, confidence 0.80)\nbase_model: "org/base model"'
+                         "\nbase_model_relation: finetune")
+    assert "# fork (2) (recovered parent, fine-tune, confidence unknown)" in text
     assert "base_model: org/child:v1" not in text and 'base_model: "org/child:v1"' in text
     assert "# solo" not in text and "# org/base model" not in text
     assert base_model_lines(make_recovery(["a"], [])) == ""
@@ -323,4 +337,75 @@ def test_base_model_lines(forest):
 
 def test_base_model_lines_plain_id():
     r = make_recovery(["org/base", "org/ft"], [("org/base", "org/ft")])
-    assert base_model_lines(r) == "# org/ft (recovered parent, confidence 0.80)\nbase_model: org/base\n"
+    assert base_model_lines(r) == ("# org/ft (recovered parent, fine-tune, confidence 0.80)\nbase_model: org/base\n"
+                                   "base_model_relation: finetune\n")
+
+
+# --- typed graphs: MDGBench scores --------------------------------------------------------------
+def test_typed_scores_with_a_merge_and_relations():
+    # truth: a -> b (finetune), a -> m and x -> m (merge), m -> q (quantized); x a root
+    truth = [TruthEdge("a", "b", "finetune"), TruthEdge("a", "m", "merge"), TruthEdge("x", "m", "merge"),
+             TruthEdge("m", "q", "quantized")]
+    nodes = [ModelNode(m, f"/m/{m}", 0, 0.0, m in ("a", "x")) for m in ("a", "b", "m", "q", "x")]
+    edges = [Edge("a", "b", 1.0, 0.9, 0.9, 0.9, relation="finetune"),
+             Edge("a", "m", 1.0, 0.9, 0.9, 0.9, relation="merge", merge_weight=0.5),
+             Edge("m", "x", 1.0, 0.9, 0.9, 0.9, relation="finetune"),  # the other parent taken for a child
+             Edge("m", "q", 1.0, 0.9, 0.9, 0.9, relation="convert")]  # right pair, wrong relation
+    rec = Recovery(models=nodes, edges=edges, trees=[TreeInfo(0, ("a", "b", "m", "q", "x"), "a", "specialization", 1)])
+    rec.run_seconds = 2.0
+    ev = evaluate(rec, truth)
+    assert ev.n_correct == 3 and ev.edge_precision == 3 / 4 and ev.edge_recall == 3 / 4
+    assert ev.edge_f1 == pytest.approx(0.75)
+    # descendants: a -> {b, m, q} all reachable; x -> {m, q}: none reachable (m -> x instead)
+    assert ev.reachability == pytest.approx((1.0 + 0.0 + 1.0) / 3)  # a, x, m
+    assert ev.relation_accuracy == pytest.approx(2 / 3) and ev.n_relation_known == 3
+    assert ev.per_relation == {"finetune": (1, 1, 1), "merge": (2, 1, 1), "quantized": (1, 1, 0)}
+    text = format_evaluation(ev)
+    assert "Edge F1" in text and "Reachability" in text and "quantized" in text and "2.0 s" in text
+    # plain pairs: no relation known, the type-agnostic scores unchanged
+    plain = evaluate(rec, [(t.parent, t.child) for t in truth])
+    assert plain.edge_f1 == ev.edge_f1 and math.isnan(plain.relation_accuracy)
+
+
+def _typed_network() -> Recovery:
+    nodes = [ModelNode(m, f"/m/{m}", 0, 0.0, m in ("a", "b")) for m in ("a", "b", "m", "q", "c", "f")]
+    edges = [
+        Edge("a", "m", 1.0, 0.9, 0.9, 0.9, relation="merge", relation_detail="linear 0.60/0.40", merge_weight=0.6),
+        Edge("b", "m", 2.0, 0.8, 0.9, 0.9, relation="merge", relation_detail="linear 0.60/0.40", merge_weight=0.4),
+        Edge("m", "q", 0.1, 0.99, 0.99, 0.99, relation="quantized", relation_detail="Q4_0"),
+        Edge("a", "c", 0.0, 0.99, 0.99, 0.99, relation="convert", relation_detail="fp32 -> bf16"),
+        Edge("m", "f", 0.5, 0.7, 0.7, 0.7),
+    ]
+    return Recovery(models=nodes, edges=edges, trees=[TreeInfo(0, tuple(n.id for n in nodes), "a", "specialization", 1)])
+
+
+def test_base_model_lines_typed():
+    blocks = base_model_lines(_typed_network()).strip().split("\n\n")
+    assert blocks[0] == ("# m (recovered parents, merge linear 0.60/0.40, confidence 0.90)\n"
+                         "base_model:\n- a\n- b\nbase_model_relation: merge")
+    assert blocks[1].endswith("base_model: m\nbase_model_relation: quantized") and "quantized Q4_0" in blocks[1]
+    assert blocks[2] == "# c (recovered parent, conversion fp32 -> bf16, confidence 0.99)\nbase_model: a"
+
+
+def test_newick_writes_a_merge_as_a_hybrid_node():
+    text = to_newick(_typed_network())
+    assert text.splitlines() == ["((q:0.1[&&NHX:support=0.990],f:0.5[&&NHX:support=0.700])m#H1:1[&&NHX:support=0.900],"
+                                 "c:0[&&NHX:support=0.990])a;",
+                                 "(m#H1:2[&&NHX:support=0.800])b;"]
+    trees = newick.loads(text)
+    assert [t.name for t in trees] == ["a", "b"]
+    r = _typed_network()
+    r.edges.append(Edge("b", "f", 1.0, 0.5, 0.5, 0.5))  # two parents without a merge
+    with pytest.raises(ResultFormatError, match="two parents.*without a merge"):
+        to_newick(r)
+
+
+def test_graph_exports_keep_relations_and_every_parent():
+    r = _typed_network()
+    g = nx.read_graphml(io.BytesIO(to_graphml(r).encode("utf-8")))
+    assert {(u, v) for u, v in g.edges} == {(e.parent, e.child) for e in r.edges}
+    assert g.edges["a", "m"]["relation"] == "merge" and g.edges["a", "m"]["merge_weight"] == 0.6
+    assert g.edges["m", "q"]["relation_detail"] == "Q4_0" and "merge_weight" not in g.edges["m", "q"]
+    data = json.loads(json.dumps(to_node_link(r), allow_nan=False))
+    rel = {(e["source"], e["target"]): e["relation"] for e in data["edges"]}
+    assert rel[("b", "m")] == "merge" and rel[("m", "f")] == "finetune" and rel[("a", "c")] == "convert"

@@ -107,7 +107,6 @@ def test_discovery_reads_no_tensor_data(zoo, monkeypatch):
 
     monkeypatch.setattr(torch, "load", boom)
     monkeypatch.setattr(safetensors, "safe_open", boom)
-    monkeypatch.setattr("mother_core.io.readers.safe_open", boom)
     assert len(discover([zoo]).models) == 11
 
 

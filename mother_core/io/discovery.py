@@ -30,7 +30,9 @@ from typing import Sequence
 
 from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
-from mother_core.io.sniff import check_torch_file, looks_like_safetensors, safetensors_header
+from mother_core.io.filekind import not_a_regular_file
+from mother_core.io.safetensors_header import read_header
+from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors",) + TORCH_SUFFIXES
@@ -158,12 +160,15 @@ def _architecture(*folders: str) -> str | None:
 def _check_files(files: Sequence[str], fmt: str) -> str:
     """Validate headers; return the format (a torch-named file that is really safetensors is read as such)."""
     for f in files:
-        if not os.path.isfile(f):
+        why = not_a_regular_file(f)
+        if why == "it does not exist":
             raise UnreadableCheckpointError(f"{f} is missing (listed in the shard index): re-download the model.", f)
+        if why:
+            raise UnreadableCheckpointError(f"Cannot read {f}: {why}. Replace it with the real weight file.", f)
         if fmt.startswith("safetensors"):
-            safetensors_header(f)
+            read_header(f)
         elif looks_like_safetensors(f):
-            safetensors_header(f)
+            read_header(f)
             fmt = fmt.replace("torch", "safetensors")
         else:
             check_torch_file(f)

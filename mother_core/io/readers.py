@@ -16,19 +16,17 @@ have raises ``KeyError``, and a bad row range ``ValueError``: those are caller b
 from __future__ import annotations
 
 import io
-import json
 import os
-import struct
 import warnings
 from typing import Iterable, Mapping
 
 import torch
-from safetensors import safe_open
 
 from mother_core.errors import MissingBaseModelError, NoTensorsError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
-from mother_core.io.sniff import check_torch_file, safetensors_header
+from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
+from mother_core.io.sniff import check_torch_file
 from mother_core.io.statedict import find_state_dict
 from mother_core.io.unpickler import load_legacy, load_zip
 
@@ -68,13 +66,33 @@ def _unreadable(path: str, e: BaseException | str) -> UnreadableCheckpointError:
     )
 
 
-def _require_floats(ref: ModelRef, infos: Mapping[str, TensorInfo]) -> None:
+def _require_floats(ref: ModelRef, infos: Mapping[str, TensorInfo], notes: Iterable[str] = ()) -> None:
     if not any(i.is_float for i in infos.values()):
         where = ref.files[0] if len(ref.files) == 1 else ref.path
+        kinds = sorted({_kind_of(i.dtype) for i in infos.values()})
+        found = f"{len(infos)} tensors of {', '.join(kinds)}" if infos else "no tensors we can read"
+        extra = "".join(f" {n}" for n in notes)
         raise NoTensorsError(
-            f"{where} holds no floating-point tensors (only {len(infos)} integer/bool buffers): there are no "
-            "weights to compare. Remove it from the set.", where,
+            f"{where} holds no tensors in a floating-point format we compare (float16/32/64, bfloat16); "
+            f"it has {found}.{extra} There are no weights to compare: remove it from the set.", where,
         )
+
+
+def _kind_of(dtype: str) -> str:
+    """How a dtype is named to users: fp8 formats are "fp8", integer/bool buffers say so."""
+    if dtype.startswith("float8"):
+        return "fp8"
+    if dtype.startswith(("int", "uint", "bool")):
+        return "integer/bool buffers"
+    return dtype
+
+
+def _unsupported_note(path: str, entries: Iterable[TensorEntry]) -> str:
+    entries = list(entries)
+    kinds = sorted({describe_dtype(e.code) for e in entries})
+    names = ", ".join(repr(e.name[:60]) for e in entries[:3]) + (" ..." if len(entries) > 3 else "")
+    return (f"{path}: {len(entries)} tensor(s) ({names}) are stored as {', '.join(kinds)}, which we do not "
+            "compare; they were left out.")
 
 
 class _Reader:
@@ -86,6 +104,8 @@ class _Reader:
         self.ref = ref
         self._infos: dict[str, TensorInfo] = {}
         self._where: dict[str, tuple[str, str]] = {}  # normalised name -> (file, raw name)
+        #: Per-tensor problems the reader worked around (tensors left out); reported as Problems.
+        self.notes: list[str] = []
 
     def _add_file(self, path: str, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
         for raw, norm in normalised_names(shapes).items():
@@ -135,16 +155,15 @@ class SafetensorsReader(_Reader):
         super().__init__(ref)
         self._spans: dict[str, tuple[int, int]] = {}  # normalised name -> absolute (start, stop) bytes
         for path in ref.files:
-            self._add_file(path, safetensors_header(path))  # headers only: no tensor data read
-            spans = _safetensors_spans(path)
+            header = read_header(path)  # validated once per file (memoised: discovery already parsed it)
+            self._add_file(path, header.shapes())
+            entries = {t.name: t for t in header.tensors}
             for norm, (p, raw) in self._where.items():
                 if p == path and norm not in self._spans:
-                    start, stop = spans[raw]
-                    if stop - start != self._infos[norm].nbytes:
-                        raise _unreadable(path, f"its header gives tensor {raw!r} {stop - start} bytes for shape "
-                                                f"{self._infos[norm].shape}")
-                    self._spans[norm] = spans[raw]
-        _require_floats(ref, self._infos)
+                    self._spans[norm] = (entries[raw].start, entries[raw].stop)
+            if header.unsupported:
+                self.notes.append(_unsupported_note(path, header.unsupported))
+        _require_floats(ref, self._infos, self.notes)
         self._open_path: str | None = None
         self._handle: io.FileIO | None = None
 
@@ -187,22 +206,11 @@ class SafetensorsReader(_Reader):
 
     def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
         path, info, shape, start, stop = self._byte_range(name, rows)
-        dtype = getattr(torch, info.dtype, None)
-        if not isinstance(dtype, torch.dtype):  # a dtype torch lacks: let the safetensors binding decide
-            return self._read_with_binding(path, name, rows)
+        dtype = getattr(torch, info.dtype)  # the header parser admits only dtypes torch has
         out = torch.empty(shape, dtype=dtype)
         if stop > start:
             self._pread(path, _bytes_of(out), start)
         return out  # a fresh tensor: the caller may keep it or change it in place
-
-    def _read_with_binding(self, path: str, name: str, rows: tuple[int, int] | None) -> torch.Tensor:
-        raw = self._where[name][1]
-        try:
-            with safe_open(path, framework="pt", device="cpu") as handle:
-                t = handle.get_tensor(raw) if rows is None else handle.get_slice(raw)[rows[0]:rows[1]]
-                return t.clone()  # views of the binding's memory map must not outlive it
-        except Exception as e:  # the binding raises its own error types
-            raise _unreadable(path, e) from e
 
     def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
         """Read ``name`` (rows ``[start, stop)``) into ``out``, a contiguous CPU tensor of the stored dtype
@@ -248,16 +256,6 @@ _HAS_FADVISE = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_WILLNEED
 def _bytes_of(t: torch.Tensor) -> memoryview:
     """A writable byte view of a contiguous CPU tensor's storage (any dtype, bf16 included)."""
     return memoryview(t.reshape(-1).view(torch.uint8).numpy()).cast("B")
-
-
-def _safetensors_spans(path: str) -> dict[str, tuple[int, int]]:
-    """Raw tensor name -> absolute (start, stop) byte offsets in the file (header already validated)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    base = 8 + n
-    return {name: (base + int(meta["data_offsets"][0]), base + int(meta["data_offsets"][1]))
-            for name, meta in header.items() if name != "__metadata__"}
 
 
 def load_torch_file(path: str) -> dict[str, torch.Tensor]:

@@ -6,22 +6,15 @@ readers use :func:`safetensors_header` to list tensors without opening them.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import zipfile
 
 from mother_core.errors import UnreadableCheckpointError
+from mother_core.io.filekind import not_a_regular_file
+from mother_core.io.safetensors_header import DTYPES, read_header
 
-#: safetensors dtype codes -> torch dtype names (``TensorInfo.dtype``).
-SAFETENSORS_DTYPES: dict[str, str] = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-    "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-}
-
-_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+#: safetensors dtype codes -> torch dtype names (``TensorInfo.dtype``); see :mod:`.safetensors_header`.
+SAFETENSORS_DTYPES: dict[str, str] = {code: name for code, (name, _) in DTYPES.items()}
 
 
 def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
@@ -31,52 +24,17 @@ def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
 
 
 def safetensors_header(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Tensor names, shapes and dtypes of a ``.safetensors`` file, from its JSON header only.
+    """Tensor names, shapes and dtypes of a ``.safetensors`` file, from its validated JSON header.
 
-    Parameters
-    ----------
-    path : str
-        A ``.safetensors`` file.
-
-    Returns
-    -------
-    dict
-        Raw tensor name -> (shape, torch dtype name), in header order.
+    A thin view of :func:`mother_core.io.safetensors_header.read_header` (the one parser; memoised, so
+    calling both costs one parse). Tensors of dtypes the engine does not compare are left out.
 
     Raises
     ------
     UnreadableCheckpointError
         If the header is malformed or the file is shorter than the header says (truncated download).
     """
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise _unreadable(path, "the file is shorter than a safetensors header")
-            (n,) = struct.unpack("<Q", head)
-            if n > _MAX_HEADER or 8 + n > size:
-                raise _unreadable(path, "the header length is impossible for this file size")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise _unreadable(path, f"its safetensors header is not valid ({e})") from e
-    if not isinstance(header, dict):
-        raise _unreadable(path, "its safetensors header is not a JSON object")
-    out: dict[str, tuple[tuple[int, ...], str]] = {}
-    end = 0
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            shape = tuple(int(d) for d in meta["shape"])
-            dtype = SAFETENSORS_DTYPES.get(meta["dtype"], str(meta["dtype"]).lower())
-            end = max(end, int(meta["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise _unreadable(path, f"the header entry for {name!r} is malformed") from e
-        out[name] = (shape, dtype)
-    if 8 + n + end > size:
-        raise _unreadable(path, f"it holds {size} bytes but its header describes {8 + n + end}")
-    return out
+    return read_header(path).shapes()
 
 
 def check_torch_file(path: str) -> str:
@@ -93,16 +51,20 @@ def check_torch_file(path: str) -> str:
     UnreadableCheckpointError
         If the file is neither (foreign or corrupt), or a zip whose directory is missing (truncated).
     """
+    why = not_a_regular_file(path)
+    if why:
+        raise _unreadable(path, why)
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
     except OSError as e:
-        raise _unreadable(path, str(e)) from e
+        raise _unreadable(path, e.strerror or str(e)) from e
     if magic[:2] == b"PK":
         try:
             with zipfile.ZipFile(path) as zf:
                 if not any(n.endswith("data.pkl") for n in zf.namelist()):
                     raise _unreadable(path, "it is a zip archive without a torch data.pkl record")
+                check_zip_members(path, zf)
         except zipfile.BadZipFile as e:
             raise _unreadable(path, f"its zip directory is damaged ({e})") from e
         return "zip"
@@ -111,6 +73,31 @@ def check_torch_file(path: str) -> str:
     if len(magic) == 4 and magic[3:4] == b"\x00" and looks_like_safetensors(path):
         raise _unreadable(path, "it is a safetensors file with a PyTorch extension; rename it to .safetensors")
     raise _unreadable(path, "it is not a PyTorch checkpoint (neither zip nor pickle)")
+
+
+#: A member may expand at most this much (torch stores members uncompressed; deflated weights shrink ~10%).
+MAX_ZIP_RATIO = 8
+#: Slack for tiny compressed members (a pickle of names compresses well).
+ZIP_SLACK_BYTES = 16 * 1024 * 1024
+
+
+def check_zip_members(path: str, zf: zipfile.ZipFile) -> None:
+    """Refuse a zip whose directory claims more than the file can hold (a zip bomb), before reading.
+
+    ``torch.save`` stores members uncompressed, so each member's size equals its stored size; a member
+    that would expand more than :data:`MAX_ZIP_RATIO` times (plus :data:`ZIP_SLACK_BYTES`) is not a
+    checkpoint but a bomb.
+    """
+    total = 0
+    for info in zf.infolist():
+        limit = info.compress_size * MAX_ZIP_RATIO + ZIP_SLACK_BYTES
+        if info.file_size > limit:
+            raise _unreadable(path, f"its zip member {info.filename[:80]!r} would expand from "
+                                    f"{info.compress_size} to {info.file_size} bytes (a zip bomb?)")
+        total += info.compress_size
+    size = os.path.getsize(path)
+    if total > size:
+        raise _unreadable(path, f"its zip directory claims {total} bytes of members but the file holds {size}")
 
 
 def looks_like_safetensors(path: str) -> bool:

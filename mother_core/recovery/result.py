@@ -4,14 +4,19 @@ Contract (fields may be added, never removed or renamed)::
 
     {"format": "mother-recovery", "version": 1,
      "models": [{"id", "path", "tree", "kurtosis", "is_root", "declared_parent", ...}],
-     "edges":  [{"parent", "child", "distance", "confidence", "placement_confidence",
+     "edges":  [{"parent", "child", "relation", "relation_detail", "relation_confidence",
+                 "merge_weight", "distance", "confidence", "placement_confidence",
                  "direction_confidence", "alternatives": [...], ...}],
      "trees":  [{"id", "members", "root", "regime", "regime_confidence"}],
      "settings": {...}, "problems": [...],
      "layers": [{"name", "shape", "kind"}], "layer_kurtosis": [[...] per model],
      "distance_matrix": [[...]], "cost_matrix": [[...]]}
 
-Roots are the models with no incoming edge.
+Roots are the models with no incoming edge. Every edge carries a ``relation``, one of the words of
+:class:`mother_core.relations.Relation` (docs/RELATIONS.md). A ``merge`` child has one edge per
+parent; every other model has at most one parent. The edges whose relation is not ``merge`` form the
+fine-tune skeleton: a forest of directed trees (the paper's Model Graph). Results written before
+relations existed load with every edge a ``finetune`` of unassessed confidence (NaN).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mother_core.errors import ResultFormatError
+from mother_core.relations.vocabulary import Relation, parse_relation
 
 FORMAT_NAME = "mother-recovery"
 FORMAT_VERSION = 1
@@ -91,7 +97,14 @@ class Alternative:
 
 @dataclass(frozen=True)
 class Edge:
-    """A recovered edge parent -> child with its evidence."""
+    """A recovered edge parent -> child with its evidence.
+
+    ``relation`` says how the child was made from this parent (a :class:`Relation` word, stored as
+    its string so the JSON and the Python object hold the same value); ``relation_detail`` the
+    specifics a detector estimated ("Q4_0", "bf16 -> fp16", "slerp t=0.40", "linear 0.50/0.50",
+    "ties"); ``relation_confidence`` how sure the detector is of the relation (NaN: not assessed).
+    For a merge, one edge per parent with ``merge_weight`` its estimated coefficient.
+    """
 
     parent: str
     child: str
@@ -106,6 +119,14 @@ class Edge:
     constrained: bool = False
     alternatives: tuple[Alternative, ...] = ()
     layer_distance: tuple[float, ...] = ()  # per-layer distance, same order as Recovery.layers
+    relation: str = Relation.FINETUNE.value
+    relation_detail: str = ""
+    relation_confidence: float = math.nan
+    merge_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        # Validate and normalise the word once, here, so every consumer can trust it.
+        object.__setattr__(self, "relation", parse_relation(self.relation).value)
 
 
 @dataclass(frozen=True)
@@ -174,6 +195,7 @@ class Recovery:
     distance_matrix: np.ndarray | None = None  # (N, N)
     cost_matrix: np.ndarray | None = None  # (N, N) what the arborescence minimised; inf = not allowed
     extra: dict[str, Any] = field(default_factory=dict)
+    run_seconds: float = math.nan  # wall time of the recovery (reading + solving), NaN if unknown
 
     # --- lookups -----------------------------------------------------------------------------
     @property
@@ -186,10 +208,25 @@ class Recovery:
         return [m.id for m in self.models if m.id not in children]
 
     def parent_of(self, model_id: str) -> str | None:
+        """The model's one parent in the fine-tune skeleton; for a merge, its first parent (the
+        edge listed first, which recovery writes with the largest weight); ``None`` for a root."""
         for e in self.edges:
             if e.child == model_id:
                 return e.parent
         return None
+
+    def parents_of(self, model_id: str) -> list[str]:
+        """Every parent of the model, in edge order (several only for a merge)."""
+        return [e.parent for e in self.edges if e.child == model_id]
+
+    def edges_into(self, model_id: str) -> list[Edge]:
+        """The edges whose child is ``model_id`` (several only for a merge)."""
+        return [e for e in self.edges if e.child == model_id]
+
+    def relation_of(self, model_id: str) -> str | None:
+        """How the model was made from its parent(s) (a :class:`Relation` word), ``None`` for a root."""
+        into = self.edges_into(model_id)
+        return into[0].relation if into else None
 
     def edge(self, parent: str, child: str) -> Edge | None:
         for e in self.edges:
@@ -225,6 +262,7 @@ class Recovery:
             "distance_matrix": matrix(self.distance_matrix),
             "cost_matrix": matrix(self.cost_matrix),
             "extra": _clean(self.extra),
+            "run_seconds": _num(self.run_seconds),
         }
 
     def save(self, path: str | Path) -> None:
@@ -266,6 +304,7 @@ class Recovery:
             constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
             layer_kurtosis=arr("layer_kurtosis"), distance_matrix=arr("distance_matrix"),
             cost_matrix=arr("cost_matrix"), extra=dict(d.get("extra") or {}),
+            run_seconds=_f(d.get("run_seconds")),
         )
 
     @classmethod

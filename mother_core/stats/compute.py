@@ -121,7 +121,10 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
                 base = _find_base(ref, by_id)
                 base_reader = stack.enter_context(open_model(base))
                 base_refs[ref.id] = base
-            readers.append(stack.enter_context(open_model(ref, base=base_reader)))
+            reader = stack.enter_context(open_model(ref, base=base_reader))
+            readers.append(reader)
+            # Tensors a reader left out (a dtype we do not compare, an impossible stride) are reported.
+            problems.extend(Problem(ref.path, note) for note in getattr(reader, "notes", ()))
         except MotherError as e:
             problems.append(Problem(ref.path, str(e)))
     return readers, base_refs
