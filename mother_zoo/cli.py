@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 from mother_core.errors import InputError, MotherError
+
 from .demo import generate_demo
 from .splits import DEMOS, SIZES, SPLITS, generate_split
 from .writer import DTYPES
 
 
-def register_cli(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``zoo`` subcommand to a ``mother`` argument parser.
 
     Parameters

@@ -88,11 +88,11 @@ def hf_config(arch: str, size: ArchSize) -> Any:
     """A ``transformers`` config for ``arch`` at ``size`` (no network, no remote code)."""
     import transformers as tf
 
-    common_dec: dict[str, Any] = dict(
-        vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate,
-        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
-        max_position_embeddings=size.max_positions, bos_token_id=1, eos_token_id=3, pad_token_id=PAD,
-    )
+    common_dec: dict[str, Any] = {
+        "vocab_size": size.vocab, "hidden_size": size.hidden, "intermediate_size": size.intermediate,
+        "num_hidden_layers": size.layers, "num_attention_heads": size.heads, "num_key_value_heads": size.kv_heads,
+        "max_position_embeddings": size.max_positions, "bos_token_id": 1, "eos_token_id": 3, "pad_token_id": PAD,
+    }
     if arch == "llama":
         return tf.LlamaConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=False)
     if arch == "qwen2":
@@ -105,7 +105,8 @@ def hf_config(arch: str, size: ArchSize) -> Any:
                              n_layer=size.layers, n_head=size.heads, n_positions=size.max_positions,
                              bos_token_id=1, eos_token_id=3, pad_token_id=PAD)
     if arch == "bert":
-        return tf.BertConfig(vocab_size=size.vocab, num_labels=len(SEQUENCE_TASKS), hidden_size=size.hidden, intermediate_size=size.intermediate,
+        return tf.BertConfig(vocab_size=size.vocab, num_labels=len(SEQUENCE_TASKS),  # type: ignore[call-arg]
+                             hidden_size=size.hidden, intermediate_size=size.intermediate,
                              num_hidden_layers=size.layers, num_attention_heads=size.heads,
                              max_position_embeddings=size.max_positions, pad_token_id=PAD)
     raise KeyError(arch)
@@ -119,7 +120,7 @@ def model_class(arch: str) -> Any:
             "gpt2": tf.GPT2LMHeadModel, "bert": tf.BertForSequenceClassification}[arch]
 
 
-def new_model(arch: str, size: ArchSize) -> torch.nn.Module:
+def new_model(arch: str, size: ArchSize) -> Any:
     """A freshly initialised model (the caller seeds torch first)."""
     return model_class(arch)(hf_config(arch, size))
 

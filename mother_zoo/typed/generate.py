@@ -20,14 +20,17 @@ import platform
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from mother_core.errors import InputError
+from mother_core.relations import Relation
+
 from ..splits import model_id
 from . import ops
 from .plan import TYPED_SIZES, TypedNode, plan_typed, profile_for
@@ -72,8 +75,10 @@ def _quiet_tools() -> Iterator[None]:
 def _card(mid: str, arch: str, base: str | None, relation: str | None) -> str:
     """A hub-style model card; ``base`` (when declared) goes into ``base_model`` with its relation."""
     front = ["---", "library_name: transformers", "tags:", f"- {arch}"]
-    if base is not None:
-        front += [f"base_model: {base}", f"base_model_relation: {relation}"]
+    if base is not None and relation is not None:
+        # Cards speak the hub's vocabulary (a merged LoRA, a pruned child: "finetune").
+        hub = Relation(relation).info.hub_relation or "finetune"
+        front += [f"base_model: {base}", f"base_model_relation: {hub}"]
     return "\n".join(front + ["---", "", f"# {mid}", "", "A small language model.", ""])
 
 
@@ -84,7 +89,7 @@ def _declared_base(node: TypedNode, parent_id: str, rng: np.random.Generator) ->
 
 
 def _run_op(node: TypedNode, folders: dict[int, Path], ids: dict[int, str], out: Path,
-            rng: np.random.Generator, declared: dict[int, list[str]]) -> dict[str, Any]:
+            rng: np.random.Generator, declared_bases: dict[int, list[str]]) -> dict[str, Any]:
     """Make one model into ``out``; returns what its log records."""
     par = [folders[i] for i in node.parents]
     op = node.op
@@ -116,7 +121,7 @@ def _run_op(node: TypedNode, folders: dict[int, Path], ids: dict[int, str], out:
         from . import quant
 
         return quant.make_quantized(node, par[0], out, ids, declare_name=bool(rng.random() < 0.5),
-                                    base_models=declared.get(node.parents[0], []))
+                                    base_models=declared_bases.get(node.parents[0], []))
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -225,7 +230,7 @@ def generate_typed(
         "split": name, "size": size, "seed": seed, "profile": profile_for(seed).name,
         "description": "typed model set made with transformers, peft, mergekit, gguf, optimum-quanto, bitsandbytes",
         "n_models": len(nodes), "n_edges": len(edges),
-        "relations": {r: sum(1 for e in edges if e["relation"] == r) for r in sorted({e["relation"] for e in edges})},
+        "relations": {r: sum(1 for e in edges if e["relation"] == r) for r in sorted({str(e["relation"]) for e in edges})},
         "n_families": len(set(families.values())),
         "architectures": sorted({n.arch for n in nodes}),
         "models": models_meta, "generation_seconds": round(time.perf_counter() - t0, 2), "threads": threads,

@@ -16,11 +16,8 @@ Quantizations (GGUF, quanto, bitsandbytes) live in :mod:`mother_zoo.typed.quant`
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,15 @@ import torch
 from safetensors.torch import load_file
 
 from ..training import train
-from .archs import ARCHS, ArchSize, distill_loss, lm_batch, lm_loss, model_class, new_model
+from .archs import (
+    ARCHS,
+    ArchSize,
+    distill_loss,
+    lm_batch,
+    lm_loss,
+    model_class,
+    new_model,
+)
 from .plan import BATCH, TypedNode
 
 # Per architecture, the prefix of decoder/encoder layer ``i`` in the state dict.
@@ -37,7 +42,7 @@ LAYER_PREFIX = {"llama": "model.layers.{i}.", "qwen2": "model.layers.{i}.", "mis
                 "gpt2": "transformer.h.{i}.", "bert": "bert.encoder.layer.{i}."}
 
 
-def load(arch: str, folder: Path) -> torch.nn.Module:
+def load(arch: str, folder: Path) -> Any:
     """A full-precision model from its folder (local files only, never remote code)."""
     return model_class(arch).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
 
@@ -243,7 +248,7 @@ def _size_of(arch: str, cfg: Any) -> ArchSize:
                     getattr(cfg, "num_key_value_heads", cfg.num_attention_heads), cfg.max_position_embeddings)
 
 
-def _smaller(node: TypedNode, parent: torch.nn.Module, **change: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+def _smaller(node: TypedNode, parent: Any, **change: int) -> tuple[Any, dict[str, torch.Tensor]]:
     from dataclasses import replace
 
     size = replace(_size_of(node.arch, parent.config), **change)
@@ -255,7 +260,7 @@ def make_prune(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     """Structured pruning (as Minitron's width pruning): keep the strongest MLP neurons, then train."""
     teacher = load(node.arch, parent)
     inter = _size_of(node.arch, teacher.config).intermediate
-    keep = max(8, int(round(inter * node.params["keep"] / 8)) * 8)
+    keep = max(8, round(inter * node.params["keep"] / 8) * 8)
     student, state = _smaller(node, teacher, intermediate=keep)
     state = _neuron_slices(node.arch, state, _size_of(node.arch, teacher.config).layers, keep)
     student.load_state_dict(state, strict=True)
@@ -274,16 +279,3 @@ def make_distill(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     log = _train(student, node, teacher=teacher)
     student.save_pretrained(str(out))
     return {**log, "dropped_layer": node.params["drop_layer"]}
-
-
-def scratch_dir() -> Path:
-    """A private temporary folder (mergekit's and the quantizers' intermediate files)."""
-    return Path(tempfile.mkdtemp(prefix="typed-zoo-"))
-
-
-def write_json(path: Path, obj: object) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-__all__ = ["copy", "load", "make_adapter", "make_bin", "make_cast", "make_copy", "make_distill", "make_finetune",
-           "make_merge", "make_prune", "make_root", "merge_adapter", "merge_card"]

@@ -29,10 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from mother_core.relations import Relation
+
 from ..data import SEQUENCE_TASKS, SequenceTask
 from .archs import ArchSize
 
-RELATIONS = ("finetune", "adapter", "lora", "quantized", "convert", "merge", "prune", "distill")
+# The truth file's words are the engine's relation vocabulary (docs/RELATIONS.md).
+RELATIONS = tuple(r.value for r in Relation)
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,8 @@ PROFILES: dict[str, Profile] = {
         name="A",
         archs_full=("llama", "qwen2", "gpt2", "bert"),
         archs_small=("llama", "gpt2", "bert"),
-        size_full=dict(vocab=64, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2),
-        size_small=dict(vocab=64, hidden=32, intermediate=64, layers=2, heads=4, kv_heads=2),
+        size_full={"vocab": 64, "hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2},
+        size_small={"vocab": 64, "hidden": 32, "intermediate": 64, "layers": 2, "heads": 4, "kv_heads": 2},
         ranks=(4, 8),
         two_parent_methods=("linear", "slerp"),
         base_methods=("ties", "task_arithmetic", "dare_ties"),
@@ -109,8 +112,8 @@ PROFILES: dict[str, Profile] = {
         name="B",
         archs_full=("mistral", "qwen2", "gpt2", "bert"),
         archs_small=("mistral", "gpt2", "bert"),
-        size_full=dict(vocab=64, hidden=64, intermediate=192, layers=2, heads=8, kv_heads=2),
-        size_small=dict(vocab=64, hidden=32, intermediate=96, layers=2, heads=4, kv_heads=1),
+        size_full={"vocab": 64, "hidden": 64, "intermediate": 192, "layers": 2, "heads": 8, "kv_heads": 2},
+        size_small={"vocab": 64, "hidden": 32, "intermediate": 96, "layers": 2, "heads": 4, "kv_heads": 1},
         ranks=(2, 16),
         two_parent_methods=("slerp", "linear"),
         base_methods=("dare_linear", "ties", "task_arithmetic"),

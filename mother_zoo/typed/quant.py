@@ -38,7 +38,7 @@ def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any])
 
     gg_arch = ARCHS[arch].gguf_arch
     arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[gg_arch]
-    n_layers = cfg.get("num_hidden_layers", cfg.get("n_layer"))
+    n_layers = int(cfg.get("num_hidden_layers", cfg.get("n_layer")) or 0)
     tmap = gguf.get_tensor_name_map(arch_enum, n_layers)
     out: list[tuple[str, torch.Tensor]] = []
     for name, t in state.items():
@@ -56,7 +56,7 @@ def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any])
         if arch == "bert":
             # convert_hf_to_gguf's BertModel: no "bert." prefix, no pooler (llama.cpp pools itself), and
             # a sequence classifier's projection written as the classification output head.
-            key = name[len("bert."):] if name.startswith("bert.") else name
+            key = name.removeprefix("bert.")
             if key.startswith("pooler."):
                 continue
             key = {"classifier.weight": "classifier.out_proj.weight", "classifier.bias": "classifier.out_proj.bias"}.get(key, key)
