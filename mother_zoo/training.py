@@ -112,6 +112,10 @@ def train(
     weight_decay: float = 0.01,
     warmup_frac: float = 0.1,
     max_grad_norm: float = 1.0,
+    optimizer: str = "adamw",
+    schedule: str = "cosine",
+    fast_prefix: str | None = None,
+    fast_lr_factor: float = 1.0,
 ) -> dict[str, object]:
     """Train the parameters of ``model`` that require grad with AdamW.
 
@@ -127,6 +131,13 @@ def train(
         Number of optimiser steps and peak learning rate (linear warmup, cosine decay to 10%).
     weight_decay : float
         Decoupled weight decay, applied to matrices only (not to norms, biases, embeddings of size 1).
+    optimizer : {"adamw", "adam", "sgd"}
+        AdamW (decoupled decay), Adam (L2 decay in the gradient) or SGD with momentum 0.9.
+    schedule : {"cosine", "linear", "constant"}
+        After the warmup: cosine to 10% of the peak, linear to 0, or constant.
+    fast_prefix, fast_lr_factor : str or None, float
+        Parameters whose name starts with ``fast_prefix`` (a new classifier head) train at
+        ``fast_lr_factor`` times the learning rate, a common transfer-learning recipe.
 
     Returns
     -------
@@ -134,20 +145,34 @@ def train(
         ``steps, lr, loss_start, loss_end, eval_loss_before, eval_loss_after, losses (every step),
         seconds``: the training log written to ``training_log.json``.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.999),
-    )
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    groups = []
+    for fast in (False, True):
+        chosen = [(n, p) for n, p in named if bool(fast_prefix and n.startswith(fast_prefix)) == fast]
+        factor = fast_lr_factor if fast else 1.0
+        for decays in (True, False):
+            ps = [p for _, p in chosen if (p.dim() >= 2) == decays]
+            if ps:
+                groups.append({"params": ps, "weight_decay": weight_decay if decays else 0.0, "factor": factor})
+    if optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999))
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}")
     warm = max(1, int(steps * warmup_frac))
 
     def lr_at(step: int) -> float:
         if step < warm:
             return lr * (step + 1) / warm
         t = (step - warm) / max(1, steps - warm)
+        if schedule == "constant":
+            return lr
+        if schedule == "linear":
+            return lr * (1.0 - t)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
     t0 = time.perf_counter()
@@ -157,7 +182,7 @@ def train(
     losses: list[float] = []
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr_at(step) * g["factor"]
         loss = loss_fn(model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -168,11 +193,13 @@ def train(
         after = float(eval_fn(model))
     k = max(1, min(5, steps // 5))
     return {
-        "optimizer": "AdamW",
+        "optimizer": {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}[optimizer],
         "steps": steps,
         "lr": lr,
         "weight_decay": weight_decay,
-        "schedule": f"linear warmup {warm} steps, cosine to 10%",
+        "schedule": f"linear warmup {warm} steps, " + {"cosine": "cosine to 10%", "linear": "linear to 0",
+                                                         "constant": "constant"}[schedule],
+        **({"head_lr_factor": fast_lr_factor} if fast_prefix and fast_lr_factor != 1.0 else {}),
         "loss_start": round(sum(losses[:k]) / k, 5),
         "loss_end": round(sum(losses[-k:]) / k, 5),
         "eval_loss_before": round(before, 5),

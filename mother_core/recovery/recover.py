@@ -37,6 +37,7 @@ from mother_core.recovery.arborescence import minimum_spanning_arborescence, tre
 from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
 )
+from mother_core.recovery.corrections import is_extension, local_edit
 from mother_core.recovery.features import PairEvidence, pair_evidence, rank_evidence, select_layers
 from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.result import (
@@ -194,7 +195,50 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
     """
     if recovery.cost_matrix is None or "tree_of" not in recovery.extra:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
+    edited = _edited_locally(recovery, constraints)
+    if edited is not None:
+        return edited
     return _solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None)
+
+
+def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
+    """``recovery`` with ``child`` moved under ``parent`` (its subtree with it), everything else kept.
+
+    The engine call behind "use this parent" for a ranked alternative: the edge is forced (replacing
+    any earlier forced parent of ``child``) and re-solved locally (:mod:`.corrections`).
+    """
+    c = recovery.constraints
+    forced = tuple(e for e in c.forced if e[1] != child) + ((parent, child),)
+    return resolve(recovery, Constraints(forced=forced, forbidden=c.forbidden, roots=c.roots))
+
+
+def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | None:
+    """Constraints that only add forced/forbidden edges to the result's own: edit its tree locally
+    (:func:`.corrections.local_edit`); None when that cannot honour them."""
+    before = recovery.constraints
+    replaced = {c for _, c in constraints.forced}
+    kept_forced = tuple(e for e in before.forced if e[1] not in replaced or e in constraints.forced)
+    if not is_extension(replace(before, forced=kept_forced), constraints) or constraints.roots:
+        return None
+    ids = recovery.model_ids
+    index = {m: i for i, m in enumerate(ids)}
+    if any(m not in index for e in constraints.forced + constraints.forbidden for m in e):
+        return None  # the global path names the unknown model
+    parent = np.full(len(ids), -1)
+    for e in recovery.edges:
+        parent[index[e.child]] = index[e.parent]
+    labels = np.array(recovery.extra["tree_of"], dtype=int)
+    forced = [(index[p], index[c]) for p, c in constraints.forced]
+    forbidden = [(index[p], index[c]) for p, c in constraints.forbidden]
+    cost = recovery.cost_matrix.copy()
+    dist = recovery.distance_matrix
+    for p, c in forced:
+        if not np.isfinite(cost[p, c]):  # across trees: priced like _solve does
+            cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
+    edited = local_edit(parent, labels, cost, forced, forbidden)
+    if edited is None:
+        return None
+    return _build(recovery, ids, edited[0], edited[1], cost, constraints, set(forced), None)
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,

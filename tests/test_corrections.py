@@ -1,0 +1,88 @@
+"""Local corrections on the demo sets: forbid, flip and "use this parent" change only what they must."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mother_core import Constraints, RecoverySettings, compute_statistics, discover, recover, resolve
+from mother_core.errors import ConstraintError
+from mother_core.evaluate import evaluate, load_truth
+from mother_core.recovery.recover import use_parent
+
+DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+@pytest.fixture(scope="module", params=["vit-tree", "mixed-forest"])
+def demo(request):
+    folder = DEMO / request.param
+    stats = compute_statistics(discover([folder]), device="cpu")
+    # The app's layer selection, on which the issue measured the re-rooting.
+    rec = recover(stats, RecoverySettings(layers="matrices"))
+    return rec, load_truth(folder / "truth.json")
+
+
+def _edges(rec):
+    return {(e.parent, e.child) for e in rec.edges}
+
+
+def _wrong(rec, truth):
+    t = set(truth)
+    wrong = [e for e in rec.edges if (e.parent, e.child) not in t]
+    assert wrong, "the demo is expected to have a wrong edge to correct"
+    return wrong
+
+
+def test_forbid_moves_only_the_child_and_keeps_roots(demo):
+    rec, truth = demo
+    for e in _wrong(rec, truth):
+        fixed = resolve(rec, Constraints(forbidden=((e.parent, e.child),)))
+        assert fixed.roots == rec.roots
+        changed = _edges(fixed) - _edges(rec)
+        assert len(changed) == 1 and next(iter(changed))[1] == e.child
+        # The child took its best ranked alternative that is allowed (not below itself).
+        assert fixed.parent_of(e.child) == e.alternatives[0].parent
+        assert evaluate(fixed, truth).directed_accuracy >= evaluate(rec, truth).directed_accuracy
+
+
+def test_forbidding_the_one_wrong_edge_fixes_the_demo(demo):
+    rec, truth = demo
+    wrong = _wrong(rec, truth)
+    if len(wrong) == 1:
+        fixed = resolve(rec, Constraints(forbidden=((wrong[0].parent, wrong[0].child),)))
+        assert evaluate(fixed, truth).directed_accuracy == 1.0
+
+
+def test_flip_swaps_two_models_and_reverses_nothing_else(demo):
+    rec, truth = demo
+    for e in rec.edges[:4] + _wrong(rec, truth):
+        flipped = resolve(rec, Constraints().flipped(e.parent, e.child))
+        assert flipped.edge(e.child, e.parent) is not None and flipped.edge(e.parent, e.child) is None
+        before, after = _edges(rec), _edges(flipped)
+        reversed_ = {(p, c) for p, c in after if (c, p) in before}
+        assert reversed_ == {(e.child, e.parent)}
+        # Only the flipped pair's own edges move: the child takes the parent's place.
+        assert all(e.parent in pair or e.child in pair for pair in after ^ before)
+        grand = rec.parent_of(e.parent)
+        assert flipped.parent_of(e.child) == grand
+
+
+def test_use_this_parent_keeps_the_rest(demo):
+    rec, _ = demo
+    e = max(rec.edges, key=lambda x: len(x.alternatives))
+    alt = e.alternatives[0].parent
+    moved = use_parent(rec, e.child, alt)
+    assert moved.parent_of(e.child) == alt
+    assert _edges(moved) - _edges(rec) == {(alt, e.child)}
+    assert moved.edge(alt, e.child).constrained
+    # Choosing again replaces the earlier choice rather than contradicting it.
+    again = use_parent(moved, e.child, e.parent)
+    assert _edges(again) == _edges(rec)
+
+
+def test_contradictions_still_raise(demo):
+    rec, _ = demo
+    e = rec.edges[0]
+    with pytest.raises(ConstraintError):
+        resolve(rec, Constraints(forced=((e.parent, e.child),), forbidden=((e.parent, e.child),)))
