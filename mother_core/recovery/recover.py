@@ -201,6 +201,26 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
     return _solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None)
 
 
+def layer_votes(layer_kurtosis: np.ndarray | None, p: int, c: int, kept_distance: tuple[float, ...],
+                specialization: bool) -> tuple[int, ...]:
+    """Each layer's kurtosis vote on the edge ``p -> c``: +1 for this direction, -1 against, 0 for a
+    layer that does not vote (not shared by the pair, or set aside as re-initialised).
+
+    The engine's own rule (:func:`.features.pair_evidence` counts ``votes_up``, oriented by the tree's
+    regime; docs/ARCHITECTURE.md, "Direction"), exported per layer so that a chart draws the votes
+    the engine counted instead of recomputing them: the +1s sum to ``Edge.layers_voting_forward``.
+    A layer votes where its per-pair distance is finite (``Edge.layer_distance``).
+    """
+    if layer_kurtosis is None or not len(kept_distance) or len(kept_distance) != layer_kurtosis.shape[1]:
+        return ()
+    kept = np.isfinite(np.asarray(kept_distance, dtype=np.float64))
+    layer_kurtosis = np.asarray(layer_kurtosis, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        up = (layer_kurtosis[c] - layer_kurtosis[p]) > 0
+    forward = ~up if specialization else up
+    return tuple(int(v) for v in np.where(kept, np.where(forward, 1, -1), 0))
+
+
 def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
     """``recovery`` with ``child`` moved under ``parent`` (its subtree with it), everything else kept.
 
@@ -433,6 +453,9 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
                 layer_distance = old_edges[(ids[p], ids[c])].layer_distance
             else:
                 layer_distance = ()
+            # A flipped pair keeps its layers: the set-aside rule is symmetric.
+            kept = layer_distance or (old_edges[(ids[c], ids[p])].layer_distance
+                                      if (ids[c], ids[p]) in old_edges else ())
             edges.append(Edge(
                 parent=ids[p], child=ids[c], distance=float(dist[p, c]),
                 confidence=parts.combined, placement_confidence=parts.placement,
@@ -440,6 +463,7 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
                 kurtosis_parent=float(ku_model[p]), kurtosis_child=float(ku_model[c]),
                 layers_voting_forward=forward, layers_voting_backward=total - forward,
                 constrained=(p, c) in forced, alternatives=alternatives, layer_distance=layer_distance,
+                layer_votes=layer_votes(lk, p, c, kept, regime == "specialization"),
             ))
         nodes.append(ModelNode(
             id=ids[c], path=extra["model_paths"][c], tree=int(labels[c]), kurtosis=float(ku_model[c]),
