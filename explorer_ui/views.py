@@ -213,6 +213,72 @@ def talk(ctx: Loaded) -> None:
                 + (f" (extra cost {gap:.3g})" if gap is not None else "") + " · → / ← for the next")
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def declared_graph(key: str, _rec: Recovery) -> tuple[Recovery, dict]:
+    """The declared lineage drawn as a graph of its own (same models; one edge per declared parent in
+    the set), with each declared edge's status against the recovered tree."""
+    from dataclasses import replace
+
+    from mother_core.lineage import declared_edges
+
+    recovered = {(e.parent, e.child) for e in _rec.edges}
+    nan = math.nan
+    edges = [Edge(p, c, nan, nan, nan, nan) for p, c in declared_edges(_rec)]
+    statuses = {(e.parent, e.child): ("agree" if (e.parent, e.child) in recovered else
+                                      "flipped" if (e.child, e.parent) in recovered else "conflict") for e in edges}
+    return replace(_rec, edges=edges, constraints=Constraints()), statuses
+
+
+def lineage_diff(ctx: Loaded) -> None:
+    """Declared and recovered trees side by side (same models, same selection), disagreements listed."""
+    import pandas as pd
+
+    from mother_core.lineage import compare_declared, edge_lineage
+
+    rows = compare_declared(ctx.rec)
+    declared, d_status = declared_graph(ctx.key, ctx.rec)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Declared** (model cards and configs) — green: the weights agree; red: they do not")
+        if declared.edges:
+            _diff_graph(ctx, declared, d_status, "declared", "declared")
+        else:
+            st.info("No model in this set declares a parent.")
+    with right:
+        st.markdown("**Recovered** (from the weights) — coloured by agreement with the declared parent")
+        _diff_graph(ctx, ctx.rec, dict(edge_lineage(ctx.rec)), "declared lineage", "recovered")
+    bad = [r for r in rows if r.status in ("conflict", "external")]
+    st.subheader(f"Disagreements ({len(bad)})")
+    if not bad:
+        st.success("None: every declared parent in the set matches the weights.")
+    else:
+        df = pd.DataFrame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
+                            "declared parent": r.declared_parent or "", "recovered parent": r.recovered_parent
+                            or "(root)", "note": r.note} for r in bad])
+        order = [r.model for r in bad]
+        st.dataframe(df, hide_index=True, width="stretch", key=f"disagree_{ctx.key}", selection_mode="single-row",
+                     on_select=partial(_on_disagreement, f"disagree_{ctx.key}", order))
+        st.caption("Click a row (or a model in either graph) for its card.")
+
+
+def _on_disagreement(key: str, order: list[str]) -> None:
+    rows = st.session_state[key].selection.rows
+    if rows:
+        state.select_node(order[rows[0]])
+
+
+def _diff_graph(ctx: Loaded, rec: Recovery, statuses: dict, reference: str, where: str) -> None:
+    view = state.graph_view()
+    fold = state.collapse(ctx.key)
+    sel = state.selection()
+    data = graph_data(f"{ctx.key}:{where}", _st_key(statuses), reference, GraphView(view.layout, view.branch,
+                      "agreement", view.focus), fold.folded, fold.opened, 13, 1.0, False, rec)
+    selected = ({"edge": list(sel.edge)} if sel.edge and data.edge_id(sel.edge)
+                else {"node": sel.node, "reveal": True} if sel.node else None)
+    graph_widget(data, key=f"graph_{where}", height=460, lib_url=static.vis_url(), selected=selected,
+                 on_event=_on_graph_event(ctx, data))
+
+
 def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
     """What is selected: a model's card, or an edge's evidence (nothing: a hint)."""
     node, edge = selected_model(ctx), selected_edge(ctx)

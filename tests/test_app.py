@@ -267,6 +267,14 @@ def test_folder_lists_models_before_running_then_runs(app, tmp_path):
     assert graph_payload(at)
     at.switch_page("pages/3_Lineage.py").run()
     assert any(w.value.startswith("code:") for w in at.warning)  # code declares chat: a conflict finding
+    # Declared and recovered drawn side by side; the declared graph marks chat -> code as a conflict.
+    graphs = [json.loads(el.proto.json) for el in at.get("bidi_component")]
+    assert len(graphs) == 2
+    declared = {(e["from"], e["to"]): e["color"]["color"] for e in graphs[0]["edges"]}
+    assert set(declared) == {("base", "chat"), ("chat", "code")}
+    assert declared[("chat", "code")] != declared[("base", "chat")]
+    assert any(s.value.startswith("Disagreements (") for s in at.subheader)
+    assert "code" in list(at.dataframe[0].value["model"])
 
 
 def test_folder_outside_browse_roots_is_not_offered(app, tmp_path):
