@@ -293,3 +293,58 @@ def test_unknown_quantization_is_a_problem_for_that_model(tmp_path):
     messages = str(result.problems)
     assert "odd-gptq" in messages and "3 bits" in messages
     assert "bad-bnb" in messages and "quant state" in messages
+
+
+# --- Stable Diffusion single-file checkpoints --------------------------------------------------------------
+
+@pytest.mark.slow  # imports diffusers (~10 s)
+def test_sd_single_file_reads_as_the_diffusers_unet(tmp_path):
+    """A single-file checkpoint's UNet lists and reads exactly as the diffusers UNet, and diffusers' own
+    converter agrees with the renaming (the file is built by inverting our table; if the table were wrong,
+    diffusers would map the file to other names or tensors)."""
+    pytest.importorskip("diffusers")
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from format_factory import ldm_single_file, tiny_sd_unet
+
+    unet = tiny_sd_unet(0)
+    state = {k: v.detach() for k, v in unet.state_dict().items()}
+    single = ldm_single_file(state)
+    converted = convert_ldm_unet_checkpoint(dict(single), dict(unet.config))
+    assert set(converted) == set(state)
+    for k, v in state.items():
+        torch.testing.assert_close(converted[k].reshape(v.shape), v)
+
+    path = _save(single, tmp_path / "sd-v1.safetensors")
+    ref = discover([path]).models[0]
+    assert ref.format == "safetensors:sd-single-file"
+    with open_model(ref) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in state}
+        for k, v in state.items():
+            torch.testing.assert_close(reader.read(normalise_name(k)), v)
+    # the .ckpt form (a torch pickle with a "state_dict") reads the same
+    torch.save({"state_dict": single, "global_step": 10}, tmp_path / "sd-v1.ckpt")
+    with open_model(discover([tmp_path / "sd-v1.ckpt"]).models[0]) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in state}
+
+
+@pytest.mark.slow
+def test_sd_single_file_and_diffusers_folder_compare(tmp_path):
+    pytest.importorskip("diffusers")
+    from format_factory import ldm_single_file, tiny_sd_unet
+
+    from mother_core import RecoverySettings, recover_paths
+
+    base = tiny_sd_unet(1)
+    state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    child = {k: v + 0.1 * v.std() * torch.randn_like(v) if v.ndim > 1 else v for k, v in state.items()}
+    other = {k: v.detach().clone() for k, v in tiny_sd_unet(2).state_dict().items()}
+    folder = tmp_path / "set"
+    for name, sd in (("base", state), ("other", other)):  # diffusers repositories
+        (folder / name / "unet").mkdir(parents=True)
+        (folder / name / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+        _save(sd, folder / name / "unet" / "diffusion_pytorch_model.safetensors")
+    _save(ldm_single_file(child), folder / "child-single-file.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents.get("child-single-file") == "base" or parents.get("base") == "child-single-file"
+    assert "other" not in (parents.get("child-single-file"), parents.get("base"))
