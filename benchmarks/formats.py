@@ -61,8 +61,8 @@ def _write_gguf(path: Path, kind: str, size: float) -> None:
 
 
 def _write_quanto(path: Path, size: float) -> None:
-    import optimum.quanto as quanto
     import torch
+    from optimum import quanto
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -167,8 +167,8 @@ def main() -> None:
                 _write_gguf(path, label.split()[1], args.size_gb)
             else:
                 _write_quanto(path, args.size_gb)
-    print(f"\n| file | size | cache | cat (s) | read() (s) | engine reader (s) | reader / cat | reader / read() "
-          f"| CPU s: cat / read() / reader | dequantized GB/s | reader RSS after imports -> peak (MiB) |")
+    print("\n| file | size | cache | cat (s) | read() (s) | engine reader (s) | reader / cat | reader / read() "
+          "| CPU s: cat / read() / reader | dequantized GB/s | reader RSS after imports -> peak (MiB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, path in files.items():
         size = path.stat().st_size
