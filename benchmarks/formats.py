@@ -61,8 +61,8 @@ def _write_gguf(path: Path, kind: str, size: float) -> None:
 
 
 def _write_quanto(path: Path, size: float) -> None:
-    import optimum.quanto as quanto
     import torch
+    from optimum import quanto
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -86,6 +86,15 @@ def _drop(path: Path) -> None:
         os.close(fd)
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (``VmHWM``: reset by ``exec``, unlike ``ru_maxrss``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _cpu() -> float:
     """CPU seconds of this process and its finished children (cat), user + system."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -105,7 +114,7 @@ def _measure(what: str, path: Path) -> dict:
 
         for kind, nbytes in (("Q8_0", 34), ("Q4_0", 18), ("Q4_K", 144)):
             gguf_fast.dequantize(np.zeros(nbytes, dtype=np.uint8), kind)
-        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        base_rss = _peak_rss_mib()
     start = time.perf_counter()
     cpu0 = _cpu()
     values = 0
@@ -131,7 +140,7 @@ def _measure(what: str, path: Path) -> dict:
                     values += t.numel()
     seconds = time.perf_counter() - start
     cpu = _cpu() - cpu0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+    rss = _peak_rss_mib()
     if what == "cat":
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": seconds, "rss_mib": rss, "values": values, "base_rss_mib": base_rss, "cpu": cpu}
@@ -167,8 +176,8 @@ def main() -> None:
                 _write_gguf(path, label.split()[1], args.size_gb)
             else:
                 _write_quanto(path, args.size_gb)
-    print(f"\n| file | size | cache | cat (s) | read() (s) | engine reader (s) | reader / cat | reader / read() "
-          f"| CPU s: cat / read() / reader | dequantized GB/s | reader RSS after imports -> peak (MiB) |")
+    print("\n| file | size | cache | cat (s) | read() (s) | engine reader (s) | reader / cat | reader / read() "
+          "| CPU s: cat / read() / reader | dequantized GB/s | reader RSS after imports -> peak (MiB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, path in files.items():
         size = path.stat().st_size

@@ -11,7 +11,7 @@ Every other type goes through the package.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

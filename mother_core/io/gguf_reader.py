@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ class GGUFHeader:
         return max(sizes, key=lambda k: sizes[k]) if sizes else "unknown"
 
 
-def _field(reader, key: str):  # noqa: ANN001, ANN202 - gguf's ReaderField
+def _field(reader, key: str):
     f = reader.fields.get(key)
     if f is None:
         return None
@@ -198,9 +198,9 @@ class GGUFReader:
             dtype = "float16" if t.qtype_name == "F16" else "float32"
             self._tensors[norm] = t
             self._infos[norm] = TensorInfo(norm, shape, dtype)
-        self.notes = list(
+        self.notes = [
             f"{ref.path}: tensor {name!r} is stored as {q}, which the gguf package cannot dequantize; it is left "
-            "out of the comparison." for name, q in sorted(self.header.unsupported.items()))
+            "out of the comparison." for name, q in sorted(self.header.unsupported.items())]
         if not self._infos:
             kinds = ", ".join(sorted(set(self.header.unsupported.values()))) or "none"
             raise NoTensorsError(
@@ -247,7 +247,7 @@ class GGUFReader:
             if gguf_fast.supports(t.qtype_name):  # compiled, bit-identical to the package's numpy code
                 return gguf_fast.dequantize(buf, t.qtype_name).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
-        except Exception as e:  # noqa: BLE001 - the package's own errors: a problem of this model
+        except Exception as e:
             raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "
                                          f"({type(e).__name__}: {str(e)[:160]})") from e
         return out.reshape(shape)
@@ -280,7 +280,7 @@ class GGUFReader:
         if handle is not None:
             handle.close()
 
-    def __enter__(self) -> "GGUFReader":
+    def __enter__(self) -> GGUFReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
