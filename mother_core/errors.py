@@ -183,7 +183,7 @@ class _ModelFormatter(string.Formatter):
         refs = value.refs
         if format_spec == "names":
             items = refs if isinstance(refs, (list, tuple)) else [refs]
-            shown = ", ".join(self.render(r) for r in sorted(items)[:8])  # type: ignore[type-var]
+            shown = ", ".join(self.render(r) for r in sorted(items)[:8])
             return shown + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
         if format_spec == "chain":
             items = refs if isinstance(refs, (list, tuple)) else [refs]
