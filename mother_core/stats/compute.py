@@ -16,7 +16,7 @@ import numpy as np
 
 from mother_core.device import resolve_device
 from mother_core.errors import CacheBusyError, MissingBaseModelError, MotherError, TooFewModelsError
-from mother_core.io.base import Discovery, ModelReader, ModelRef, Problem
+from mother_core.io.base import Discovery, ModelReader, ModelRef, NotingReader, Problem, ShapeAdoptingReader
 from mother_core.io.discovery import match_model_id
 from mother_core.io.readers import open_model
 from mother_core.stats.cache import StatsCache, model_key, slot_key
@@ -129,12 +129,12 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
     # Quantized weights that do not store their shape take it from the other models (mother_core/io/quantized.py).
     shapes = {n: i.shape for r in readers for n, i in r.tensor_infos().items() if len(i.shape) == 2}
     for reader in readers:
-        adopt = getattr(reader, "adopt_shapes", None)
-        if adopt is not None:
-            adopt(shapes)
+        if isinstance(reader, ShapeAdoptingReader):
+            reader.adopt_shapes(shapes)
         # Tensors a reader left out (a dtype we do not compare, an impossible stride, a quantization it
         # cannot decode) are reported.
-        problems.extend(Problem(reader.ref.path, note) for note in getattr(reader, "notes", ()))
+        if isinstance(reader, NotingReader):
+            problems.extend(Problem(reader.ref.path, note) for note in reader.notes)
     return readers, base_refs
 
 
