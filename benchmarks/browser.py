@@ -174,7 +174,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             for _ in range(600):
                 try:
-                    page.goto(f"{url}/Tree?source=demo&set=vit-tree")
+                    page.goto(f"{url}/tree?source=demo&set=vit-tree")
                     break
                 except Exception:  # noqa: BLE001 - the server is still starting
                     time.sleep(0.5)
@@ -184,7 +184,7 @@ def main() -> None:
             page.screenshot(path=str(SHOTS / "demo_tree_edge.png"), full_page=True)
 
             t = time.monotonic()
-            page.goto(f"{url}/Tree?source=result&set={quote(str(path))}")
+            page.goto(f"{url}/tree?source=result&set={quote(str(path))}")
             rows.append((f"large ({n_models})", "draw (data -> first frame)", _drawn(page), 2.0))
             rows.append((f"large ({n_models})", "open page -> drawn (wall, incl. loading the result)",
                          round(time.monotonic() - t, 2), float("nan")))
@@ -195,7 +195,7 @@ def main() -> None:
 
             for w, h in ((1280, 720), (1920, 1080)):
                 talk = browser.new_page(viewport={"width": w, "height": h})
-                talk.goto(f"{url}/Talk_mode?source=demo&set=vit-tree")
+                talk.goto(f"{url}/talk?source=demo&set=vit-tree")
                 _drawn(talk)
                 _settled(talk)
                 talk.keyboard.press("ArrowRight")

@@ -197,7 +197,7 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
                    "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
 
 
-SCREENS = {"1280 × 720": 440, "1920 × 1080": 780}  # canvas px so title + tree + edge line fit the screen
+SCREENS = {"1280 × 720": 400, "1920 × 1080": 780}  # canvas px so title + tree + edge line fit the screen
 
 
 def talk(ctx: Loaded) -> None:
@@ -304,7 +304,7 @@ def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
         st.subheader(f"Edge {label(edge)}")
         edge_evidence(ctx, edge, full=full)
         if not full:
-            st.page_link("pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
+            st.page_link("app_pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
     else:
         st.caption("Click a model in the tree for its card, or an edge for its evidence.")
 
