@@ -69,6 +69,16 @@ def file_stem(path: str | os.PathLike[str]) -> str:
     return name[: -len(suffix)] if suffix else Path(name).stem
 
 
+def display_id(name: str) -> str:
+    """A model id that every page, terminal and JSON file can show: a folder name's undecodable bytes
+    (a non-UTF-8 file name reaches Python as lone surrogates) become ``\\xNN`` and control characters
+    their escapes. Names that are already clean are returned unchanged."""
+    if name.isprintable():
+        return name
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def match_model_id(name: str, ids: Sequence[str]) -> str | None:
     """The id in ``ids`` that a declared name (hub id or path) refers to, if any.
 
@@ -310,7 +320,7 @@ class _Finder:
         if fmt == "peft-lora" and declared is None:
             declared = base_id  # an adapter's base is part of its format, so it is declared too
         arch = _architecture(*meta_folders, roots=self.roots) if meta_folders and fmt != "peft-lora" else None
-        self.models.append(ModelRef(id=model_id, path=path, format=fmt, files=files, component=component,
+        self.models.append(ModelRef(id=display_id(model_id), path=path, format=fmt, files=files, component=component,
                                     base_id=base_id, declared_parent=declared, architecture=arch))
 
     def folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
