@@ -32,17 +32,19 @@ from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, Unread
 from mother_core.io.base import Discovery, ModelRef, Problem
 from mother_core.io.confine import Roots
 from mother_core.io.filekind import not_a_regular_file
+from mother_core.io.quantized import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
-WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors",) + TORCH_SUFFIXES
+WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".gguf") + TORCH_SUFFIXES
 #: File stems that name a model's weights, not the model: a file with such a name takes its folder's name.
 GENERIC_STEMS = re.compile(r"^(model|pytorch_model|diffusion_pytorch_model|adapter_model|consolidated|weights)"
                            r"([.-].*)?$")
 FORMATS_HELP = (
     "single .safetensors files, Hugging Face folders (model.safetensors, sharded *.index.json, "
     "pytorch_model.bin), diffusers repositories (unet/ ...), PyTorch pickles (.bin .pt .pth .pth.tar .ckpt), "
+    "GGUF files (.gguf, any quantization the gguf package reads), "
     "PEFT LoRA adapter folders and Hugging Face cache folders (models--org--name)"
 )
 _STANDARD = (  # per format, most preferred first
@@ -60,6 +62,12 @@ _SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-(?P<n>\d{5})\.(safetensors|bin)$")
 def _weight_suffix(name: str) -> str | None:
     low = name.lower()
     return next((s for s in WEIGHT_SUFFIXES if low.endswith(s)), None)
+
+
+def _container(file_name: str) -> str:
+    """The container format of a single weight file, from its suffix."""
+    suffix = _weight_suffix(file_name)
+    return {".safetensors": "safetensors", ".gguf": "gguf"}.get(suffix or "", "torch")
 
 
 def file_stem(path: str | os.PathLike[str]) -> str:
@@ -196,7 +204,8 @@ def _architecture(*folders: str, roots: Roots | None = None) -> str | None:
 # --- validation (headers only) -----------------------------------------------------------------------
 
 def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> str:
-    """Validate headers; return the format (a torch-named file that is really safetensors is read as such)."""
+    """Validate headers; return the format with its scheme (``gguf:Q4_K_M``; a torch-named file that is
+    really safetensors is read as such)."""
     for f in files:
         refusal = roots.refusal(f) if roots is not None else None
         if refusal:
@@ -206,8 +215,15 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
             raise UnreadableCheckpointError(f"{f} is missing (listed in the shard index): re-download the model.", f)
         if why:
             raise UnreadableCheckpointError(f"Cannot read {f}: {why}. Replace it with the real weight file.", f)
+        if fmt == "gguf":
+            from mother_core.io.gguf_reader import read_header as gguf_header  # imports the gguf package
+
+            return f"gguf:{gguf_header(f).scheme}"
         if fmt.startswith("safetensors"):
-            read_header(f)
+            header = read_header(f)
+            scheme = detect_scheme(header.shapes(), quantization_config(f)) if f == files[0] else None
+            if scheme is not None:
+                fmt = f"{fmt}:{scheme}"
         elif looks_like_safetensors(f):
             read_header(f)
             fmt = fmt.replace("torch", "safetensors")
@@ -277,10 +293,10 @@ def _model_files(folder: str, loose: bool) -> tuple[str, tuple[str, ...]] | None
     if len(generic) >= 1 and (len(weights) == 1 or len(generic) == len(weights)):
         # prefer safetensors, then the shortest name (model.safetensors before model.fp16.safetensors)
         best = sorted(generic, key=lambda w: (not w.endswith(".safetensors"), len(w), w))[0]
-        return ("safetensors" if best.endswith(".safetensors") else "torch"), (os.path.join(folder, best),)
+        return _container(best), (os.path.join(folder, best),)
     if len(weights) == 1 and (loose or "config.json" in names):
         w = weights[0]
-        return ("safetensors" if w.endswith(".safetensors") else "torch"), (os.path.join(folder, w),)
+        return _container(w), (os.path.join(folder, w),)
     return None
 
 
@@ -433,7 +449,7 @@ class _Finder:
                 model_id, meta = os.path.basename(folder), (folder,)
             else:
                 model_id = stem
-        fmt = "safetensors" if suffix == ".safetensors" else "torch"
+        fmt = _container(name)
         self.add(model_id, os.path.abspath(path), fmt, (os.path.abspath(path),), meta_folders=meta)
 
     def child(self, full: str, name: str) -> None:

@@ -248,3 +248,9 @@ class LoraReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_lora(ref: ModelRef, base: ModelReader | None) -> ModelReader:
+    """The registry's opener of ``"peft-lora"`` adapters (``base`` is checked by ``open_model``)."""
+    assert base is not None
+    return LoraReader(ref, base)

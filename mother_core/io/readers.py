@@ -359,21 +359,34 @@ def open_model(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
     ...     infos = reader.tensor_infos()
     ...     first_rows = reader.read("layers.0.mlp.up_proj.weight", rows=(0, 16))
     """
-    if ref.format in ("safetensors", "safetensors-sharded"):
-        return SafetensorsReader(ref)
-    if ref.format in ("torch", "torch-sharded"):
-        return TorchReader(ref)
-    if ref.format == "peft-lora":
-        if base is None:
-            wanted = ref.base_id or "named in its adapter_config.json"
-            raise MissingBaseModelError(
-                f"{ref.path} is a LoRA adapter: add the base model {wanted} to the set, or pass --base PATH.",
-                ref.path,
-            )
-        from mother_core.io.lora import LoraReader  # small module, imported only for adapters
+    from mother_core.io.registry import entry_for  # the registry names this module's openers
 
-        return LoraReader(ref, base)
-    raise UnreadableCheckpointError(f"{ref.path}: unknown checkpoint format {ref.format!r}.", ref.path)
+    entry = entry_for(ref)
+    if entry.needs_base and base is None:
+        wanted = ref.base_id or "named in its adapter_config.json"
+        raise MissingBaseModelError(
+            f"{ref.path} is a LoRA adapter: add the base model {wanted} to the set, or pass --base PATH.",
+            ref.path,
+        )
+    return entry.opener()(ref, base)
 
 
-__all__ = ["open_model", "load_torch_file", "normalised_names", "SafetensorsReader", "TorchReader"]
+def open_safetensors(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
+    """A reader of ``.safetensors`` files (single or sharded): plain, or quantized and dequantized while
+    read (:mod:`mother_core.io.quantized`; the scheme is found from the headers, whatever ``ref.format``
+    says)."""
+    reader = SafetensorsReader(ref)
+    from mother_core.io.quantized import QuantizedReader, detect_scheme  # small; no third-party imports
+
+    if detect_scheme({n: (i.shape, i.dtype) for n, i in reader.tensor_infos().items()}) is None:
+        return reader
+    return QuantizedReader(reader)
+
+
+def open_torch(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
+    """A reader of PyTorch pickles (single file or shards)."""
+    return TorchReader(ref)
+
+
+__all__ = ["open_model", "open_safetensors", "open_torch", "load_torch_file", "normalised_names",
+           "SafetensorsReader", "TorchReader"]

@@ -143,12 +143,18 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
                 base = _find_base(ref, by_id)
                 base_reader = stack.enter_context(open_model(base))
                 base_refs[ref.id] = base
-            reader = stack.enter_context(open_model(ref, base=base_reader))
-            readers.append(reader)
-            # Tensors a reader left out (a dtype we do not compare, an impossible stride) are reported.
-            problems.extend(Problem(ref.path, note) for note in getattr(reader, "notes", ()))
+            readers.append(stack.enter_context(open_model(ref, base=base_reader)))
         except MotherError as e:
             problems.append(Problem(ref.path, str(e)))
+    # Quantized weights that do not store their shape take it from the other models (mother_core/io/quantized.py).
+    shapes = {n: i.shape for r in readers for n, i in r.tensor_infos().items() if len(i.shape) == 2}
+    for reader in readers:
+        adopt = getattr(reader, "adopt_shapes", None)
+        if adopt is not None:
+            adopt(shapes)
+        # Tensors a reader left out (a dtype we do not compare, an impossible stride, a quantization it
+        # cannot decode) are reported.
+        problems.extend(Problem(reader.ref.path, note) for note in getattr(reader, "notes", ()))
     return readers, base_refs
 
 
