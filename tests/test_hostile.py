@@ -12,10 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
-import signal
-import time
-import traceback
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,7 +19,7 @@ import hostile_inputs as hi
 import pytest
 import torch
 
-from mother_core.errors import MotherError, UnreadableCheckpointError
+from mother_core.errors import UnreadableCheckpointError
 from mother_core.io.readers import load_torch_file
 from mother_core.pipeline import recover_paths
 
@@ -32,55 +28,7 @@ MEMORY_LIMIT_MB = 1024
 pytestmark = pytest.mark.xdist_group("hostile")
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _vm_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def run_isolated(paths: list[str], wall_s: int = 90) -> dict:
-    """``recover_paths(paths)`` in a forked child with an address-space limit (+2 GB over what is mapped
-    now) and a CPU limit: {"parents", "models", "problems", "seconds", "peak_mb"} or {"error": ...}."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_fd)
-        out: dict = {}
-        try:
-            resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + 2 * 2**30, resource.RLIM_INFINITY))
-            resource.setrlimit(resource.RLIMIT_CPU, (wall_s, wall_s + 5))
-            rss0 = _rss_mb()
-            t0 = time.perf_counter()
-            rec = recover_paths(paths, device="cpu")
-            out = {"parents": {m: rec.parent_of(m) for m in rec.model_ids}, "models": rec.model_ids,
-                   "problems": rec.problems, "seconds": time.perf_counter() - t0,
-                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0}
-        except MotherError as e:
-            out = {"error": f"{type(e).__name__}: {e}"}
-        except BaseException:  # noqa: BLE001 - reported to the parent as a failure
-            out = {"error": "traceback: " + traceback.format_exc()[-3000:]}
-        with os.fdopen(write_fd, "w") as f:
-            json.dump(out, f)
-        os._exit(0)
-    os.close(write_fd)
-    deadline = time.monotonic() + wall_s
-    while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(read_fd)
-        return {"error": f"hung for {wall_s} s"}
-    with os.fdopen(read_fd) as f:
-        text = f.read()
-    return json.loads(text) if text else {"error": "the child died without a result (memory limit?)"}
+run_isolated = hi.run_isolated
 
 
 @pytest.fixture(scope="session")
@@ -439,3 +387,37 @@ def test_non_utf8_and_control_names_become_clean_ids(good, tmp_path):
     ids = sorted(m.id for m in discover([tmp_path]).models)
     assert ids == ["bad\\xff\\x1b[31mname", "m0", "m1"]
     assert all(i.isprintable() for i in ids)
+
+
+# --- the app's text and folders ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["![x](https://example.org/p.png)", "<img src=https://example.org/p.png>",
+                                  "[click](javascript:alert(1))", "**bold** `code` $x^2$", "a\x1b[31mb\nc",
+                                  os.fsdecode(b"caf\xe9")])
+def test_names_from_data_render_literally(name):
+    """Rendered by the same markdown engine family Streamlit uses (CommonMark): no image, link or HTML
+    element comes out of an escaped name, and the text is still all there."""
+    import html as html_lib
+
+    from markdown_it import MarkdownIt
+
+    from explorer_ui.safe_text import md, plain
+
+    out = MarkdownIt("commonmark").enable("table").render(md(name))
+    assert "<img" not in out and "<a " not in out and "<code" not in out and "<strong" not in out
+    assert html_lib.unescape(re.sub(r"<[^>]+>", "", out)).strip() == plain(name).strip()
+    plain(name).encode("utf-8")  # sendable to the browser (no lone surrogates)
+
+
+def test_folder_listing_never_leaves_the_roots(tmp_path):
+    from explorer_ui.sources import list_folders
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "models" / "a").mkdir(parents=True)
+    for i in range(5):
+        (outside / f"private-{i}").mkdir(parents=True)
+    (root / "models" / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "models" / "inner").symlink_to(root / "models" / "a", target_is_directory=True)
+    listed = list_folders(root, roots=[root.resolve()])
+    assert not any("private" in f or f.endswith("escape") for f in listed)
+    assert str(root / "models" / "inner") in listed

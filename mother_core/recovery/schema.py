@@ -90,6 +90,10 @@ def check_result(d: Any) -> None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path) or "the file"
         raise _bad(where.lstrip("."), error.message[:300])
     ids = [m["id"] for m in d["models"]]
+    for k, i in enumerate(ids):
+        if not i.isprintable():  # discovery makes every id printable: this one was written by hand
+            raise _bad(f"models[{k}].id", f"{i.encode('utf-8', 'backslashreplace')[:100]!r} holds control "
+                                          "or undecodable characters")
     known = set(ids)
     if len(known) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
