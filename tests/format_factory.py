@@ -8,8 +8,8 @@ in float32, written by :class:`gguf.GGUFWriter`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -181,7 +181,7 @@ def module_of(sd: Mapping[str, torch.Tensor]) -> torch.nn.Module:
 
 def quanto_state(sd: Mapping[str, torch.Tensor], weights: str) -> dict[str, torch.Tensor]:
     """``sd`` quantized by optimum-quanto (``quantize`` + ``freeze``) and its state dict as saved."""
-    import optimum.quanto as quanto
+    from optimum import quanto
 
     model = module_of(sd)
     quanto.quantize(model, weights=getattr(quanto, weights))
@@ -261,3 +261,53 @@ def gptq_state(sd: Mapping[str, torch.Tensor], group: int = 32, bits: int = 4, a
             out[base + ".qzeros"] = _pack_int32(zero - 1, bits, dim=1)
             out[base + ".g_idx"] = gidx.to(torch.int32)
     return out, ref
+
+
+# --- Stable Diffusion single-file checkpoints ------------------------------------------------------------
+
+def tiny_sd_unet(seed: int):
+    """A tiny UNet2DConditionModel with SD 1.x's block structure (4 levels, cross-attention in the first
+    three down blocks and last three up blocks), made by diffusers."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(8, 16, 16, 16), norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+
+
+def ldm_single_file(unet_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers UNet state dict in the original single-file layout (``model.diffusion_model.*``), plus a
+    stand-in VAE and text-encoder tensor as a real single file carries."""
+    from mother_core.io.sd_single_file import diffusers_name
+
+    # Invert the reader's table by search: every LDM name the table can produce for this UNet.
+    candidates: dict[str, str] = {}
+    for hf in unet_state:
+        for ldm in _ldm_guesses(hf):
+            if diffusers_name(ldm) == hf:
+                candidates[hf] = ldm
+                break
+        else:
+            raise KeyError(hf)
+    out = {"model.diffusion_model." + candidates[k]: v.contiguous() for k, v in unet_state.items()}
+    out["first_stage_model.decoder.conv_in.weight"] = torch.randn(8, 4, 3, 3)
+    out["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.ones(8)
+    return out
+
+
+def _ldm_guesses(hf: str) -> list[str]:
+    """LDM names that may map to diffusers name ``hf`` (brute force over the block prefixes)."""
+    from mother_core.io.sd_single_file import _RESNET, _WHOLE, _block_prefixes
+
+    out = [ldm for ldm, h in _WHOLE if h == hf]
+    for ldm, h in _block_prefixes():
+        if hf.startswith(h):
+            rest = hf[len(h):]
+            for ldm_part, hf_part in _RESNET:
+                rest = rest.replace(f"{hf_part}.", f"{ldm_part}.", 1) if rest.startswith(f"{hf_part}.") else rest
+            out.append(ldm + rest)
+    return out

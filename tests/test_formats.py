@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from format_factory import gguf_roundtrip, llama_state, perturbed, write_gguf
 from safetensors.torch import save_file
 
-from format_factory import gguf_roundtrip, llama_state, perturbed, write_gguf
 from mother_core.io.base import ModelRef
 from mother_core.io.discovery import discover
 from mother_core.io.names import normalise_name
@@ -293,3 +293,123 @@ def test_unknown_quantization_is_a_problem_for_that_model(tmp_path):
     messages = str(result.problems)
     assert "odd-gptq" in messages and "3 bits" in messages
     assert "bad-bnb" in messages and "quant state" in messages
+
+
+# --- Stable Diffusion single-file checkpoints --------------------------------------------------------------
+
+@pytest.mark.slow  # imports diffusers (~10 s)
+def test_sd_single_file_reads_as_the_diffusers_unet(tmp_path):
+    """A single-file checkpoint's UNet lists and reads exactly as the diffusers UNet, and diffusers' own
+    converter agrees with the renaming (the file is built by inverting our table; if the table were wrong,
+    diffusers would map the file to other names or tensors)."""
+    pytest.importorskip("diffusers")
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from format_factory import ldm_single_file, tiny_sd_unet
+
+    unet = tiny_sd_unet(0)
+    state = {k: v.detach() for k, v in unet.state_dict().items()}
+    single = ldm_single_file(state)
+    converted = convert_ldm_unet_checkpoint(dict(single), dict(unet.config))
+    assert set(converted) == set(state)
+    for k, v in state.items():
+        torch.testing.assert_close(converted[k].reshape(v.shape), v)
+
+    path = _save(single, tmp_path / "sd-v1.safetensors")
+    ref = discover([path]).models[0]
+    assert ref.format == "safetensors:sd-single-file"
+    with open_model(ref) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in state}
+        for k, v in state.items():
+            torch.testing.assert_close(reader.read(normalise_name(k)), v)
+    # the .ckpt form (a torch pickle with a "state_dict") reads the same
+    torch.save({"state_dict": single, "global_step": 10}, tmp_path / "sd-v1.ckpt")
+    with open_model(discover([tmp_path / "sd-v1.ckpt"]).models[0]) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in state}
+
+
+@pytest.mark.slow
+def test_sd_single_file_and_diffusers_folder_compare(tmp_path):
+    pytest.importorskip("diffusers")
+    from format_factory import ldm_single_file, tiny_sd_unet
+
+    from mother_core import RecoverySettings, recover_paths
+
+    base = tiny_sd_unet(1)
+    state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    child = {k: v + 0.1 * v.std() * torch.randn_like(v) if v.ndim > 1 else v for k, v in state.items()}
+    other = {k: v.detach().clone() for k, v in tiny_sd_unet(2).state_dict().items()}
+    folder = tmp_path / "set"
+    for name, sd in (("base", state), ("other", other)):  # diffusers repositories
+        (folder / name / "unet").mkdir(parents=True)
+        (folder / name / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+        _save(sd, folder / name / "unet" / "diffusion_pytorch_model.safetensors")
+    _save(ldm_single_file(child), folder / "child-single-file.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents.get("child-single-file") == "base" or parents.get("base") == "child-single-file"
+    assert "other" not in (parents.get("child-single-file"), parents.get("base"))
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K"])
+def test_compiled_gguf_kernels_match_the_package(kind):
+    """The compiled dequantizers agree with gguf.quants bit for bit, on real blocks and on random bytes
+    (every code and scale bit pattern, finite f16 scales)."""
+    import numpy as np
+    from format_factory import quantize
+
+    from mother_core.io import gguf_fast
+
+    q = gguf.GGMLQuantizationType[kind]
+    real = quantize(np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32), kind).reshape(-1)
+    rng = np.random.default_rng(1)
+    nbytes, _ = gguf.GGML_QUANT_SIZES[q][1], None
+    noise = rng.integers(0, 256, size=nbytes * 64, dtype=np.uint8).reshape(64, nbytes)
+    n_scales = 2 if kind == "Q4_K" else 1
+    noise[:, : 2 * n_scales] = rng.uniform(-2, 2, (64, n_scales)).astype(np.float16).view(np.uint8)
+    for data in (real, noise.reshape(-1)):
+        ours = gguf_fast.dequantize(data, kind)
+        theirs = gguf.quants.dequantize(data.reshape(-1, nbytes), q).reshape(-1)
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_gguf_type_the_package_cannot_dequantize(tmp_path):
+    """A tensor in a type gguf cannot dequantize (Q8_1) is left out with a note; a file of only such tensors
+    is a problem for that model; the run goes on."""
+    import numpy as np
+
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(70)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", perturbed(root, 71))):
+        _save(sd, folder / f"{name}.safetensors")
+
+    def write(path: Path, odd: set[str]) -> None:
+        writer = gguf.GGUFWriter(str(path), "llama")
+        writer.add_block_count(2)
+        writer.add_head_count(4)
+        writer.add_head_count_kv(2)
+        names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, 2)
+        for k, v in root.items():
+            name = names.get_name(k, try_suffixes=(".weight",))
+            if k in odd:
+                block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_1]
+                raw = np.zeros((*v.shape[:-1], v.shape[-1] // block * size), dtype=np.uint8)
+                writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_1)
+            else:
+                writer.add_tensor(name, v.numpy().astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    write(folder / "partly.gguf", {"model.layers.0.mlp.up_proj.weight"})
+    write(folder / "only-odd.gguf", set(root))
+    with open_model(_ref(folder / "partly.gguf", "gguf")) as reader:
+        assert "layers.0.mlp.up_proj.weight" not in reader.tensor_infos()
+        assert any("Q8_1" in n and "up_proj" in n for n in reader.notes)
+    result = recover_paths([folder], RecoverySettings())
+    assert {m.id for m in result.models} == {"root", "a", "partly"}
+    messages = str(result.problems)
+    assert "Q8_1" in messages and "only-odd.gguf" in messages

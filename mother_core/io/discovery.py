@@ -33,6 +33,7 @@ from mother_core.io.confine import Roots
 from mother_core.io.filekind import not_a_regular_file, read_json_file, read_text_file
 from mother_core.io.quantized import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
+from mother_core.io.sd_single_file import is_single_file
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
@@ -206,7 +207,11 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
             return f"gguf:{gguf_header(f).scheme}"
         if fmt.startswith("safetensors"):
             header = read_header(f)
-            scheme = detect_scheme(header.shapes(), quantization_config(f)) if f == files[0] else None
+            scheme = None
+            if f == files[0]:
+                shapes = header.shapes()
+                scheme = detect_scheme(shapes, quantization_config(f)) or (
+                    "sd-single-file" if is_single_file(shapes) else None)
             if scheme is not None:
                 fmt = f"{fmt}:{scheme}"
         elif looks_like_safetensors(f):

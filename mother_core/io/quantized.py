@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
@@ -336,7 +336,7 @@ class QuantizedReader:
         self._cached = None
         self.raw.close()
 
-    def __enter__(self) -> "QuantizedReader":
+    def __enter__(self) -> QuantizedReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

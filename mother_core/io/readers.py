@@ -28,6 +28,7 @@ from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
 from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
 from mother_core.io.sniff import check_torch_file
+from mother_core.io.sd_single_file import unet_names
 from mother_core.io.statedict import find_state_dict
 from mother_core.io.unpickler import load_legacy, load_zip
 
@@ -109,12 +110,16 @@ class _Reader:
         self.notes: list[str] = []
 
     def _add_file(self, path: str, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
-        for raw, norm in normalised_names(shapes).items():
+        # A Stable Diffusion single-file checkpoint: its UNet under the diffusers names (sd_single_file.py).
+        renamed = unet_names(shapes)
+        source = {n: n for n in shapes} if renamed is None else renamed  # listed name -> raw name
+        listed = {n: shapes[raw] for n, raw in source.items()}
+        for name, norm in normalised_names(listed).items():
             if norm in self._infos:  # the same tensor in two shards: the first wins, as HF does
                 continue
-            shape, dtype = shapes[raw]
+            shape, dtype = listed[name]
             self._infos[norm] = TensorInfo(norm, tuple(shape), dtype)
-            self._where[norm] = (path, raw)
+            self._where[norm] = (path, source[name])
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
