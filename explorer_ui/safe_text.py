@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 
-# Every character with a meaning in CommonMark / GitHub markdown or HTML, plus ':' (autolinked
-# schemes) and '$' (Streamlit's LaTeX): each is escaped with a backslash.
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&\"'=])")
+# Characters that open markdown structure inline (emphasis, code, links, images, HTML, tables,
+# strikethrough, Streamlit's LaTeX and colour directives): each is escaped with a backslash. '-', '.',
+# '+' and ':' only matter at a line start or in a bare URL (a link, never fetched) and stay as they are,
+# so hyphenated ids read the same in the page source.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#!|~$&])")
 
 
 def plain(text: object) -> str:
