@@ -52,6 +52,9 @@ def test_gguf_row_ranges_match_whole_reads(tmp_path):
             whole = reader.read(name)
             for rows in ((0, 5), (3, 17), (7, whole.shape[0])):
                 torch.testing.assert_close(reader.read(name, rows), whole[rows[0]:rows[1]], rtol=0, atol=0)
+                # and straight into a caller's buffer, as the pass reads it
+                buf = torch.full(((rows[1] - rows[0]) * whole.shape[1],), float("nan"))
+                torch.testing.assert_close(reader.read_into(name, rows, buf), whole[rows[0]:rows[1]], rtol=0, atol=0)
 
 
 def test_gguf_k_quant_and_mixed_types(tmp_path):
