@@ -345,7 +345,8 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
     r0, r1 = rows if rows is not None else (0, w.shape[0])
     p = w.parts
     if w.kind == "bnb-int8":
-        return _f32(raw, p["q"], (r0, r1)) * (_f32(raw, p["scb"], (r0, r1)) / 127.0)[:, None]
+        # int8 times a float32 scale: torch promotes in the one multiplication (no widened copy first).
+        return raw.read(p["q"], (r0, r1)) * (_f32(raw, p["scb"], (r0, r1)) / 127.0)[:, None]
     if w.kind == "bnb-4bit":
         return _bnb_4bit(raw, w, r0, r1)
     if w.kind == "gptq":
@@ -356,7 +357,8 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
         scale = _f32(raw, p["scale"])
         if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
             scale = scale[r0:r1]
-        return _f32(raw, p["q"], (r0, r1)) * scale
+        data = raw.read(p["q"], (r0, r1))
+        return (data if data.dtype == torch.int8 else data.to(torch.float32)) * scale  # one pass for int8
     if w.kind == "quanto-bits":
         return _quanto_bits_decode(raw, w)
     if w.kind == "fp8":
