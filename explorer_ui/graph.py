@@ -271,6 +271,7 @@ class GraphData:
     edge_ids: dict[str, EdgeKey] = field(default_factory=dict)  # vis edge id -> (parent, child)
     folded: dict[str, int] = field(default_factory=dict)  # shown model -> models hidden under it
     hidden: frozenset[str] = frozenset()
+    legend_rows: tuple[tuple[str, str, str], ...] = ()  # (kind, colour or pattern, text): for slides
 
     def edge_id(self, edge: EdgeKey | None) -> str | None:
         if edge is None:
@@ -415,10 +416,11 @@ def build_graph(
     edges = [_clean(e) for e in net.edges]
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
     options = _options(font_size, layout)
+    rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus))
     legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus)
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
-    return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden)
+    return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows)
 
 
 def _clean(item: dict) -> dict:

@@ -29,7 +29,7 @@ STATUS_ICON = {"correct": "✓", "agree": "✓", "flipped": "⇄", "wrong": "✗
                "missing": "–", "undocumented": "?", "external": "↗"}
 
 
-def _st_key(statuses: dict) -> tuple:
+def st_key(statuses: dict) -> tuple:
     return tuple(sorted(statuses.items()))
 
 
@@ -96,6 +96,16 @@ def graph_data(key: str, statuses: tuple, reference: str, view: GraphView, folde
                              opened=opened, font_size=font_size, aspect=aspect, dark=dark)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def slide(key: str, statuses: tuple, reference: str, view: GraphView, fmt: str, title: str,
+          _rec: Recovery) -> bytes:
+    """The tree as a 16:9 slide with its legend (:mod:`explorer_ui.slides`), as the screen shows it."""
+    from explorer_ui import slides
+
+    data = graph_data(key, statuses, reference, view, frozenset(), frozenset(), 15, 16 / 9, False, _rec)
+    return slides.render(slides.tree_figure(data, list(data.legend_rows), title), fmt)
+
+
 def selected_edge(ctx: Loaded) -> Edge | None:
     """The selected edge, when it is an edge of the current tree."""
     sel = state.selection()
@@ -109,7 +119,7 @@ def selected_model(ctx: Loaded) -> str | None:
 
 def ranked_edges(ctx: Loaded) -> list[tuple[str, str]]:
     """Edges least confident first (the order of the tables and of talk mode's arrow keys)."""
-    df = edge_table(ctx.key, _st_key(ctx.statuses), ctx.rec)
+    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec)
     return list(zip(df["parent"], df["child"])) if len(df) else []
 
 
@@ -168,14 +178,14 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
     view = graph_controls(ctx, where) if controls else state.graph_view()
     fold = state.collapse(ctx.key)
     sel = state.selection()
-    data = graph_data(ctx.key, _st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened, font_size,
+    data = graph_data(ctx.key, st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened, font_size,
                       aspect, dark, ctx.rec)
     hidden_sel = [m for m in ((sel.node,) if sel.node else tuple(sel.edge or ())) if m in data.hidden]
     if hidden_sel:  # a model selected elsewhere lies in a folded subtree: open the path to it
         forest = graph.Forest.of(ctx.rec)
         state.open_path(ctx.key, {a for m in hidden_sel for a in forest.ancestors(m)})
         fold = state.collapse(ctx.key)
-        data = graph_data(ctx.key, _st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened,
+        data = graph_data(ctx.key, st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened,
                           font_size, aspect, dark, ctx.rec)
     selected = ({"edge": list(sel.edge), "reveal": True} if sel.edge and data.edge_id(sel.edge)
                 else {"node": sel.node, "reveal": True} if sel.node else None)
@@ -211,6 +221,72 @@ def talk(ctx: Loaded) -> None:
     st.markdown(f"**{edge.parent} → {edge.child}** · confidence **{edge.confidence:.2f}** "
                 f"({rank} of {len(order)}, least confident first) · best alternative parent: {alt}"
                 + (f" (extra cost {gap:.3g})" if gap is not None else "") + " · → / ← for the next")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def declared_graph(key: str, _rec: Recovery) -> tuple[Recovery, dict]:
+    """The declared lineage drawn as a graph of its own (same models; one edge per declared parent in
+    the set), with each declared edge's status against the recovered tree."""
+    from dataclasses import replace
+
+    from mother_core.lineage import declared_edges
+
+    recovered = {(e.parent, e.child) for e in _rec.edges}
+    nan = math.nan
+    edges = [Edge(p, c, nan, nan, nan, nan) for p, c in declared_edges(_rec)]
+    statuses = {(e.parent, e.child): ("agree" if (e.parent, e.child) in recovered else
+                                      "flipped" if (e.child, e.parent) in recovered else "conflict") for e in edges}
+    return replace(_rec, edges=edges, constraints=Constraints()), statuses
+
+
+def lineage_diff(ctx: Loaded) -> None:
+    """Declared and recovered trees side by side (same models, same selection), disagreements listed."""
+    import pandas as pd
+
+    from mother_core.lineage import compare_declared, edge_lineage
+
+    rows = compare_declared(ctx.rec)
+    declared, d_status = declared_graph(ctx.key, ctx.rec)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Declared** (model cards and configs) — green: the weights agree; red: they do not")
+        if declared.edges:
+            _diff_graph(ctx, declared, d_status, "declared", "declared")
+        else:
+            st.info("No model in this set declares a parent.")
+    with right:
+        st.markdown("**Recovered** (from the weights) — coloured by agreement with the declared parent")
+        _diff_graph(ctx, ctx.rec, dict(edge_lineage(ctx.rec)), "declared lineage", "recovered")
+    bad = [r for r in rows if r.status in ("conflict", "external")]
+    st.subheader(f"Disagreements ({len(bad)})")
+    if not bad:
+        st.success("None: every declared parent in the set matches the weights.")
+    else:
+        df = pd.DataFrame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
+                            "declared parent": r.declared_parent or "", "recovered parent": r.recovered_parent
+                            or "(root)", "note": r.note} for r in bad])
+        order = [r.model for r in bad]
+        st.dataframe(df, hide_index=True, width="stretch", key=f"disagree_{ctx.key}", selection_mode="single-row",
+                     on_select=partial(_on_disagreement, f"disagree_{ctx.key}", order))
+        st.caption("Click a row (or a model in either graph) for its card.")
+
+
+def _on_disagreement(key: str, order: list[str]) -> None:
+    rows = st.session_state[key].selection.rows
+    if rows:
+        state.select_node(order[rows[0]])
+
+
+def _diff_graph(ctx: Loaded, rec: Recovery, statuses: dict, reference: str, where: str) -> None:
+    view = state.graph_view()
+    fold = state.collapse(ctx.key)
+    sel = state.selection()
+    data = graph_data(f"{ctx.key}:{where}", st_key(statuses), reference, GraphView(view.layout, view.branch,
+                      "agreement", view.focus), fold.folded, fold.opened, 13, 1.0, False, rec)
+    selected = ({"edge": list(sel.edge)} if sel.edge and data.edge_id(sel.edge)
+                else {"node": sel.node, "reveal": True} if sel.node else None)
+    graph_widget(data, key=f"graph_{where}", height=460, lib_url=static.vis_url(), selected=selected,
+                 on_event=_on_graph_event(ctx, data))
 
 
 def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
@@ -340,7 +416,7 @@ def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420, default_f
     if not rec.edges:
         st.info("No edges: every model was recovered as its own root.")
         return None
-    df = edge_table(ctx.key, _st_key(ctx.statuses), rec)
+    df = edge_table(ctx.key, st_key(ctx.statuses), rec)
     order = list(zip(df["parent"], df["child"]))
     sel = state.selection().edge
     if sel not in order:
@@ -371,7 +447,7 @@ def least_confident(ctx: Loaded, rows: int = 3) -> None:
         return
     from explorer_ui import plots
 
-    df = edge_table(ctx.key, _st_key(ctx.statuses), ctx.rec).head(rows)
+    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec).head(rows)
     left, right = st.columns([3, 2])
     left.markdown("**Least confident edges**")
     left.dataframe(df, hide_index=True, column_order=["edge", "confidence", "status", "best alternative parent"])

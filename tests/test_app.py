@@ -221,8 +221,10 @@ def test_export_offers_every_format(app):
     at.switch_page("pages/6_Export.py").run()
     ok(at)
     labels = [b.label for b in at.get("download_button")]
-    for what in ("Result (JSON", "GraphML", "Newick", "base_model", "SVG"):
+    for what in ("Result (JSON", "GraphML", "Newick", "base_model", "Tree slide (PNG)", "Interactive tree"):
         assert any(what in lab for lab in labels), labels
+    at.radio(key="slide_format").set_value("pdf").run()
+    assert any("Tree slide (PDF)" in b.label for b in ok(at).get("download_button"))
     assert "base_model" in at.code[0].value
 
 
@@ -267,6 +269,14 @@ def test_folder_lists_models_before_running_then_runs(app, tmp_path):
     assert graph_payload(at)
     at.switch_page("pages/3_Lineage.py").run()
     assert any(w.value.startswith("code:") for w in at.warning)  # code declares chat: a conflict finding
+    # Declared and recovered drawn side by side; the declared graph marks chat -> code as a conflict.
+    graphs = [json.loads(el.proto.json) for el in at.get("bidi_component")]
+    assert len(graphs) == 2
+    declared = {(e["from"], e["to"]): e["color"]["color"] for e in graphs[0]["edges"]}
+    assert set(declared) == {("base", "chat"), ("chat", "code")}
+    assert declared[("chat", "code")] != declared[("base", "chat")]
+    assert any(s.value.startswith("Disagreements (") for s in at.subheader)
+    assert "code" in list(at.dataframe[0].value["model"])
 
 
 def test_folder_outside_browse_roots_is_not_offered(app, tmp_path):
@@ -370,8 +380,8 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
 
     from pyvis.network import Network
 
-    from explorer_ui.graph import external_refs, strip_external, tree_html, vis_assets
-    from explorer_ui.svg import tree_svg
+    from explorer_ui import slides
+    from explorer_ui.graph import build_graph, external_refs, strip_external, tree_html, vis_assets
     from mother_core import recover_paths
 
     raw = Network(cdn_resources="in_line").generate_html()
@@ -384,8 +394,14 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
     library = vis_assets().files[0].read_text(encoding="utf-8")
     assert library in html
     assert not re.search(r"<script[^>]+src=", re.sub(r"<!--.*?-->", "", html.replace(library, ""), flags=re.S))
-    svg = ET.fromstring(tree_svg(rec, statuses, "title <&>"))
-    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("rect")]) >= 1 + len(rec.models)
+    # The slide: the same drawing with its legend, in three formats, readable text in the SVG.
+    data = build_graph(rec, statuses=statuses, reference="truth file")
+    fig = lambda: slides.tree_figure(data, list(data.legend_rows), "title <&>")  # noqa: E731
+    svg = slides.render(fig(), "svg").decode()
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg") and "title &lt;&amp;&gt;" in svg and "correct vs truth file" in svg
+    assert all(m in svg for m in rec.model_ids) and "selected" in svg
+    assert slides.render(fig(), "png").startswith(b"\x89PNG") and slides.render(fig(), "pdf").startswith(b"%PDF")
 
 
 def test_vis_network_is_published_for_the_browser_to_cache(tmp_path):

@@ -124,6 +124,9 @@ class Edge:
     constrained: bool = False
     alternatives: tuple[Alternative, ...] = ()
     layer_distance: tuple[float, ...] = ()  # per-layer distance, same order as Recovery.layers
+    # Per-layer kurtosis vote (+1 for this direction, -1 against, 0 not voting), as the engine counted
+    # them (recover.layer_votes); same order as Recovery.layers, () when not computed.
+    layer_votes: tuple[int, ...] = ()
     relation: str = Relation.FINETUNE.value
     relation_detail: str = ""
     relation_confidence: float = math.nan
@@ -296,7 +299,8 @@ class Recovery:
             for e in d["edges"]:
                 alts = tuple(_build(Alternative, a) for a in e.get("alternatives", ()))
                 edges.append(_build(Edge, {**e, "alternatives": alts,
-                                           "layer_distance": tuple(_f(x) for x in e.get("layer_distance", ()))}))
+                                           "layer_distance": tuple(_f(x) for x in e.get("layer_distance", ())),
+                                           "layer_votes": tuple(int(x) for x in e.get("layer_votes", ()))}))
             trees = [_build(TreeInfo, {**t, "members": tuple(t["members"])}) for t in d.get("trees", [])]
             c = d.get("constraints") or {}
             constraints = Constraints(
