@@ -169,6 +169,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gb", type=float, default=1.0)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--only", default="", help="measure only the files whose label contains this")
     ap.add_argument("--measure", nargs=2, metavar=("WHAT", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -189,6 +190,8 @@ def main() -> None:
           "| CPU s: cat / read() / reader | dequantized GB/s | reader RSS after imports -> peak (MiB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, path in files.items():
+        if args.only not in label:
+            continue
         size = path.stat().st_size
         for cold in (False, True):
             best = {w: min((_run(w, path, cold) for _ in range(args.repeat)), key=lambda r: r["seconds"])

@@ -309,6 +309,15 @@ class QuantizedReader:
         """Read into a caller's contiguous buffer of the listed dtype (see ``SafetensorsReader.read_into``)."""
         if name not in self._weights and hasattr(self.raw, "read_into"):
             return self.raw.read_into(name, rows, out)  # type: ignore[attr-defined]
+        w = self._weights.get(name)
+        if w is not None and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
+                and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
+            # Widen the stored rows into the caller's buffer and scale them there: two passes over the
+            # buffer, no temporary as large as the chunk.
+            view = out.view(rows[1] - rows[0], *w.shape[1:])
+            view.copy_(self.raw.read(w.parts["q"], rows))
+            view.mul_(_row_scale(self.raw, w, rows))
+            return view
         t = self.read(name, rows)
         if out.numel() != t.numel() or out.dtype != t.dtype:
             raise ValueError(f"Buffer of {out.numel()} {out.dtype} does not fit {name!r} rows {rows}.")
@@ -340,13 +349,23 @@ def _f32(raw: ModelReader, name: str, rows: tuple[int, int] | None = None) -> to
     return raw.read(name, rows).to(torch.float32)
 
 
+def _row_scale(raw: ModelReader, w: _Weight, rows: tuple[int, int]) -> torch.Tensor:
+    """The per-row (or scalar) scale of an int8 weight's rows, shaped to broadcast over them."""
+    r0, r1 = rows
+    if w.kind == "bnb-int8":
+        return (_f32(raw, w.parts["scb"], rows) / 127.0).reshape(r1 - r0, *([1] * (len(w.shape) - 1)))
+    scale = _f32(raw, w.parts["scale"])
+    if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
+        scale = scale[r0:r1]
+    return scale
+
+
 def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch.Tensor:
     """Weight ``w`` (rows ``[r0, r1)`` of it, or all) as float32."""
     r0, r1 = rows if rows is not None else (0, w.shape[0])
     p = w.parts
     if w.kind == "bnb-int8":
-        # int8 times a float32 scale: torch promotes in the one multiplication (no widened copy first).
-        return raw.read(p["q"], (r0, r1)) * (_f32(raw, p["scb"], (r0, r1)) / 127.0)[:, None]
+        return _f32(raw, p["q"], (r0, r1)) * (_f32(raw, p["scb"], (r0, r1)) / 127.0)[:, None]
     if w.kind == "bnb-4bit":
         return _bnb_4bit(raw, w, r0, r1)
     if w.kind == "gptq":
@@ -357,8 +376,7 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
         scale = _f32(raw, p["scale"])
         if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
             scale = scale[r0:r1]
-        data = raw.read(p["q"], (r0, r1))
-        return (data if data.dtype == torch.int8 else data.to(torch.float32)) * scale  # one pass for int8
+        return _f32(raw, p["q"], (r0, r1)) * scale
     if w.kind == "quanto-bits":
         return _quanto_bits_decode(raw, w)
     if w.kind == "fp8":
