@@ -15,6 +15,7 @@ from typing import Any
 
 import streamlit as st
 
+from explorer_ui.safe_text import md, plain
 from explorer_ui import engine, sources, state
 from explorer_ui.sources import ModelSet
 from explorer_ui.state import NotReady
@@ -78,7 +79,7 @@ def _pick_demo() -> ModelSet | None:
         st.sidebar.info("No demo sets in assets/demo/ yet.")
         return None
     labels = [s.label for s in sets]
-    name = _widget(st.sidebar.selectbox, "Demo set", "demo", labels[0], options=labels)
+    name = _widget(st.sidebar.selectbox, "Demo set", "demo", labels[0], options=labels, format_func=plain)
     return sets[labels.index(name)] if name in labels else sets[0]
 
 
@@ -98,11 +99,11 @@ def _pick_folder() -> ModelSet | None:
     if typed.strip():
         folder = str(sources.within_roots(typed.strip(), roots))
         if not Path(folder).is_dir():
-            st.sidebar.warning(f"{typed} is not a folder.")
+            st.sidebar.warning(f"{md(typed)} is not a folder.")
             return None
     else:
         folder = _widget(st.sidebar.selectbox, "Folder with models", "folder", options[0], options=options,
-                         help="Folders under MOTHER_BROWSE_ROOTS that hold weight files.")
+                         help="Folders under MOTHER_BROWSE_ROOTS that hold weight files.", format_func=plain)
         if folder not in options:
             return None
         sources.within_roots(folder, roots)
@@ -163,7 +164,7 @@ def _pick_result() -> ModelSet | None:
     if not files:
         st.sidebar.info("No result*.json under the browsable folders; upload one.")
         return None
-    path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files)
+    path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files, format_func=plain)
     if path not in files:
         return None
     truth = _truth_file(str(Path(path).parent), [])
@@ -285,17 +286,17 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
         try:
             key, rec = engine.constrained(base_key, base, constraints)
         except MotherError as e:
-            st.warning(f"These constraints cannot all hold: {e} The last change was undone.")
+            st.warning(f"These constraints cannot all hold: {md(e)} The last change was undone.")
             constraints = state.undo_constraints(base_key)
             key, rec = engine.constrained(base_key, base, constraints)
         truth, ref = _truth(ms, rec)
         return Loaded(ms, base_key, base, key, rec, constraints, truth, ref, _statuses(rec, truth, ref), device)
     except MotherError as e:
-        st.error(str(e))
+        st.error(md(e))
         return NotReady("error")
     except Exception as e:  # never a traceback in the page; the log keeps the details
         logging.getLogger(__name__).exception("recovery failed")
-        st.error(engine.error_message(e))
+        st.error(md(engine.error_message(e)))
         return NotReady("error")
 
 

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from explorer_ui.safe_text import md
 from explorer_ui import views
 from mother_core.lineage import compare_declared, findings
 
@@ -18,7 +19,7 @@ for col, (status, n) in zip(cols, counts.items()):
 
 found = findings(rows)
 for f in found:
-    st.warning(f)
+    st.warning(md(f))
 if not found and not any(r.declared_parent for r in rows):
     st.info("No model in this set declares a parent, so there is nothing to check: every recovered "
             "edge is undocumented.")
