@@ -200,13 +200,13 @@ def _crafted(obj: object) -> bytes:
 def list_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     """A 100-byte pickle asking for ``list(range(60_000_000))`` (2.6 GB as Python ints)."""
     _torch_zip(folder / "list-bomb.pt", _crafted({"w": _Call(list, _Call(range, 60_000_000))}))
-    return Case("list-bomb", "refused", ("list",))
+    return Case("list-bomb", "refused", ("list() called",))
 
 
 def bytearray_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     """``bytearray(10**10)``: torch's own weights_only loader calls it (10 GB)."""
     _torch_zip(folder / "bytearray-bomb.pt", _crafted({"w": _Call(bytearray, 10**10)}))
-    return Case("bytearray-bomb", "refused", ("bytearray",))
+    return Case("bytearray-bomb", "refused", ("bytearray() called",))
 
 
 def stride_zero(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
