@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from mother_core.atomic import write_text_atomic
 from mother_core.errors import ResultFormatError
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem
+from mother_core.recovery.schema import check_result
 from mother_core.relations.vocabulary import Relation, parse_relation
 from mother_core.settings import RecoverySettings
 
@@ -237,7 +239,7 @@ class Recovery:
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recovery":
@@ -246,6 +248,7 @@ class Recovery:
                 "This is not a MoTHer result: expected a JSON object with 'models' and 'edges' "
                 "(as written by `mother recover --out result.json`)."
             )
+        check_result(d)  # types, ids, edges to known models, no cycle (recovery/schema.py)
         try:
             models = [_build(ModelNode, {**m, "alternatives": tuple(
                 _build(Alternative, a) for a in m.get("alternatives", ()))}) for m in d["models"]]
@@ -295,9 +298,13 @@ class Recovery:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ResultFormatError(f"Result file {path} does not exist.", path) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ResultFormatError(f"Cannot read result file {path}: {e}. Is it a result.json?", path) from e
-        return cls.from_dict(d)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ResultFormatError(f"Cannot read result file {path}: {str(e)[:200]}. Is it a result.json?",
+                                    path) from None
+        try:
+            return cls.from_dict(d)
+        except ResultFormatError as e:
+            raise ResultFormatError(f"{path}: {e.message}", path) from None
 
 
 # JSON has no NaN/inf: encode them as null / strings and decode back.

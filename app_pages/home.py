@@ -9,10 +9,11 @@ st.caption("Which model was fine-tuned from which? Recovered from the weights al
            "(distance places the edges; kurtosis and norm growth orient them).")
 
 from explorer_ui import views
+from explorer_ui.safe_text import md
 
 ctx = views.page("Home")
 
-st.subheader(f"{ctx.model_set.label}")
+st.subheader(md(ctx.model_set.label))
 views.summary(ctx)
 if ctx.model_set.kind == "preset":
     views.about_preset()
