@@ -38,7 +38,10 @@ from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
 )
 from mother_core.recovery.corrections import is_extension, local_edit
-from mother_core.recovery.features import PairEvidence, pair_evidence, rank_evidence, select_layers
+from mother_core.recovery.direction import Reading, architecture_key, choose_readings
+from mother_core.recovery.features import (
+    PairEvidence, effective_rank_trend, pair_evidence, rank_evidence, select_layers,
+)
 from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo,
@@ -49,6 +52,9 @@ REGIMES = ("auto", "specialization", "generalization")
 METHODS = ("mother+", "paper")
 
 MAX_ALTERNATIVES = 5
+#: The effective-rank cue's vote is computed for display on sets up to this size (N x 24 small SVDs),
+#: and always when the cue is enabled.
+ERANK_SHOWN_UP_TO = 400
 
 
 def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm",
@@ -70,7 +76,19 @@ def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm
         e = e + sign * ev.kurtosis_trend
     if "norm" in cues:
         e = e + norm_sign * ev.norm_growth
+    if "erank" in cues and ev.effective_rank_trend is not None:
+        e = e + ev.effective_rank_trend
     return e
+
+
+def cue_votes(ev: PairEvidence, regime: str, norm_sign: float) -> dict[str, np.ndarray]:
+    """Each cue's vote in [-1, 1] for p -> c (positive: p is the parent), read under the tree's
+    reading, whether or not the cue is enabled: what the Edge page shows beside the fused evidence."""
+    votes = {"kurtosis": (-1.0 if regime == "specialization" else 1.0) * ev.kurtosis_trend,
+             "norm": norm_sign * ev.norm_growth}
+    if ev.effective_rank_trend is not None:
+        votes["effective_rank"] = ev.effective_rank_trend
+    return votes
 
 
 def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
@@ -87,7 +105,7 @@ def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
     if method == "paper":
         rising = regime == "generalization"
         return (ev.kurtosis_delta < 0 if rising else ev.kurtosis_delta > 0).astype(np.float64)
-    n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm")))
+    n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm", "erank")))
     return (1.0 - direction_evidence(ev, regime, cues, norm_sign) / n_cues) / 2.0
 
 
@@ -132,6 +150,8 @@ def recover(
         raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
+    if settings.method != "paper" and ("erank" in settings.direction_cues or stats.n_models <= ERANK_SHOWN_UP_TO):
+        ev = replace(ev, effective_rank_trend=effective_rank_trend(stats, mask))
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
 
     n = stats.n_models
@@ -141,6 +161,10 @@ def recover(
     rank_used: dict[int, bool] = {}
     norm_signs: dict[int, float] = {}
     squared = np.full((n, n), np.nan)  # for the refinement, within trees it applies to
+    solved: dict[int, list[Reading]] = {}
+    matrices: dict[int, dict[tuple[str, float], np.ndarray]] = {}
+    scales: dict[int, float] = {}
+    groups: dict[int, bytes] = {}
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
@@ -149,15 +173,23 @@ def recover(
         sub = np.ix_(members, members)
         placement = _placement_distance(stats, mask, ev, members, settings)
         rank_used[t] = placement is not None
-        regime, conf, sub_cost, norm_sign = _choose_regime(ev, members, settings, placement)
-        regimes[t] = (regime, conf)
-        norm_signs[t] = norm_sign
-        cost[sub] = sub_cost
-        evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
+        solved[t], matrices[t], scales[t] = _solve_readings(ev, members, settings, placement)
+        groups[t] = architecture_key(stats.present[members[0]])
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
             if s is not None:
                 squared[sub] = s
+    chosen = choose_readings(solved, scales, groups)
+    votes: dict[str, np.ndarray] = {}
+    for t, reading in chosen.items():
+        members = np.flatnonzero(labels == t)
+        sub = np.ix_(members, members)
+        regimes[t] = (reading.regime, reading.confidence)
+        norm_signs[t] = reading.norm_sign
+        cost[sub] = matrices[t][(reading.regime, reading.norm_sign)]
+        evidence[sub] = direction_evidence(ev, reading.regime, settings.direction_cues, reading.norm_sign)[sub]
+        for name, vote in cue_votes(ev, reading.regime, reading.norm_sign).items():
+            votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
     recovery = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
         problems=[{"path": p.path, "message": p.message} for p in stats.problems],
@@ -173,6 +205,8 @@ def recover(
             "regimes": {str(k): list(v) for k, v in regimes.items()},
             "rank_distance_used": {str(k): v for k, v in rank_used.items()},
             "norm_sign": {str(k): v for k, v in norm_signs.items()},
+            "direction_basis": {str(k): [v.basis, v.note] for k, v in chosen.items()},
+            "cue_votes": votes,
             "votes_up": ev.votes_up.tolist(),
             "direction_evidence": evidence.tolist(),
             "shared_layers": ev.shared.tolist(),
@@ -262,20 +296,18 @@ def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvide
     return np.where(np.isnan(found.rank), 2.0, found.rank) + tie_break
 
 
-def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings,
-                   placement: np.ndarray | None = None) -> tuple[str, float, np.ndarray, float]:
-    """Solve one tree under each reading of its direction cues and keep the cheapest (``auto``).
+def _solve_readings(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings,
+                    placement: np.ndarray | None = None
+                    ) -> tuple[list[Reading], dict[tuple[str, float], np.ndarray], float]:
+    """Solve one tree under each reading of its direction cues (:mod:`.direction` picks one).
 
-    Readings: the kurtosis regime (specialization or generalization) and, with ``norm_direction``
-    ``"auto"``, the sign of the norm cue (growth, or shrinkage under strong weight decay). A family
-    tree branches: a tree whose cues move monotonically away from one root is cheap under one
-    reading only. A chain reads equally well forwards and backwards; ties keep the prior
-    (specialization, growth) with confidence 0.5. Confidence grows with the difference in direction
-    penalty between the best and the next reading, in units of edges: sigmoid(2 * difference).
+    Readings: the kurtosis regime (specialization or generalization; only the one set unless
+    ``regime="auto"``) and, with ``norm_direction="auto"``, the sign of the norm cue (growth, or
+    shrinkage under strong weight decay), in order of prior preference.
 
     Returns
     -------
-    regime, confidence, cost matrix, norm sign
+    readings, cost matrix per reading, the cost of one unit of direction penalty (lambda * mean(D))
     """
     sub = np.ix_(members, members)
     d = ev.distance[sub] if placement is None else placement
@@ -285,21 +317,17 @@ def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySett
                  and settings.method != "paper")
     signs = [1.0, -1.0] if free_norm else [1.0]
     options = [(r, sgn) for sgn in signs for r in regimes]  # in order of prior preference
-    solved = []
+    readings, matrices = [], {}
     for rank_of_prior, (regime, sgn) in enumerate(options):
         k = direction_penalty(ev, regime, settings.method, settings.direction_cues, sgn)[sub]
         m = cost_matrix(d, k, lam)
         parent = minimum_spanning_arborescence(m)
         penalty = float(sum(k[parent[c], c] for c in range(len(parent)) if parent[c] >= 0))
-        solved.append((tree_cost(m, parent), rank_of_prior, penalty, regime, m, sgn))
-    best = min(solved, key=lambda x: x[0])
-    tied = [x for x in solved if abs(x[0] - best[0]) <= 1e-12 * max(abs(best[0]), 1e-300)]
-    chosen = min(tied, key=lambda x: x[1])  # among equally good readings, the prior's
-    if len(solved) == 1:
-        return chosen[3], 1.0, chosen[4], chosen[5]
-    others = [x[2] for x in solved if x is not chosen and x not in tied]
-    margin = (min(others) - chosen[2]) if others and len(tied) == 1 else 0.0
-    return chosen[3], 1.0 / (1.0 + math.exp(-2.0 * margin)), chosen[4], chosen[5]
+        readings.append(Reading(regime, sgn, tree_cost(m, parent), penalty, rank_of_prior))
+        matrices[(regime, sgn)] = m
+    off = ~np.eye(len(members), dtype=bool) & np.isfinite(d)
+    scale = lam * float(d[off].mean()) if off.any() else 0.0
+    return readings, matrices, scale
 
 
 def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_rms: np.ndarray | None) -> Recovery:
@@ -383,6 +411,8 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
     threshold = float(extra["threshold"])
     regimes = {int(k): (v[0], float(v[1])) for k, v in extra["regimes"].items()}
     evidence = np.array(extra["direction_evidence"], dtype=np.float64)
+    basis_of = extra.get("direction_basis", {})
+    cue_votes_of = {k: np.asarray(v, dtype=np.float64) for k, v in extra.get("cue_votes", {}).items()}
     method = recovery.settings.method
     lk = recovery.layer_kurtosis
     ku_model = np.nansum(lk, axis=1) if lk is not None else np.zeros(n)
@@ -424,7 +454,8 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
             if method == "paper":
                 p_dir = direction_confidence(forward, total, regime_conf)
             else:
-                p_dir = evidence_confidence(float(evidence[p, c]))
+                # A reading that is itself uncertain (a coin-flip regime) makes the direction uncertain.
+                p_dir = evidence_confidence(float(evidence[p, c]), regime_conf)
             parts = ConfidenceParts(
                 placement_confidence(float(cost[p, c]), alt_cost, float(rel[p, c]), threshold), p_dir)
             if layer_rms is not None:
@@ -440,6 +471,7 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
                 kurtosis_parent=float(ku_model[p]), kurtosis_child=float(ku_model[c]),
                 layers_voting_forward=forward, layers_voting_backward=total - forward,
                 constrained=(p, c) in forced, alternatives=alternatives, layer_distance=layer_distance,
+                cues={k: float(v[p, c]) for k, v in cue_votes_of.items()},
             ))
         nodes.append(ModelNode(
             id=ids[c], path=extra["model_paths"][c], tree=int(labels[c]), kurtosis=float(ku_model[c]),
@@ -451,7 +483,9 @@ def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.nd
         members = np.flatnonzero(labels == t)
         roots = [ids[i] for i in members if parent[i] < 0]
         regime, conf = regimes.get(int(t), ("specialization", 0.5))
-        trees.append(TreeInfo(int(t), tuple(ids[i] for i in members), roots[0] if roots else "", regime, conf))
+        basis, note = basis_of.get(str(int(t)), ("", ""))
+        trees.append(TreeInfo(int(t), tuple(ids[i] for i in members), roots[0] if roots else "", regime, conf,
+                              direction_basis=basis, direction_note=note))
     new_extra = dict(extra)
     new_extra["tree_of"] = labels.tolist()
     return replace(recovery, models=nodes, edges=edges, trees=trees, constraints=constraints,
