@@ -67,6 +67,6 @@ def test_edges_carry_each_cues_vote(forest):
         assert {"kurtosis", "norm", "effective_rank"} <= set(e.cues)
         assert all(-1.0 <= v <= 1.0 for v in e.cues.values())
     ids = forest.model_ids
-    ev = np.array(forest.extra["direction_evidence"])
+    ev = forest.problem.evidence
     for e in forest.edges:  # the fused evidence is the sum of the enabled cues' votes
         assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(e.cues["kurtosis"] + e.cues["norm"])

@@ -115,7 +115,7 @@ def choose_readings(solved: dict[int, list[Reading]], scales: dict[int, float], 
         acc = pooled.setdefault(groups[t], {})
         for k, v in ex.items():
             acc[k] = acc.get(k, 0.0) + v
-    for t, rs in solved.items():
+    for t in solved:
         order = orders[t]
         if len(order) == 1:
             out[t] = ChosenReading(order[0][0], order[0][1], 1.0, "fixed")

@@ -25,33 +25,30 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import replace
 
 import numpy as np
 
-from mother_core.errors import ConstraintError, InputError, TooFewModelsError
-from mother_core.recovery.additive import MAX_TREE, orient, refine_topology, squared_distances
+from mother_core.errors import InputError, TooFewModelsError
+from mother_core.recovery.additive import MAX_TREE, squared_distances
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
-from mother_core.recovery.confidence import (
-    ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
-)
 from mother_core.recovery.corrections import is_extension, local_edit
 from mother_core.recovery.direction import Reading, architecture_key, choose_readings
 from mother_core.recovery.features import (
-    PairEvidence, effective_rank_trend, pair_evidence, rank_evidence, select_layers,
+    PairEvidence,
+    effective_rank_trend,
+    pair_evidence,
+    rank_evidence,
+    select_layers,
 )
 from mother_core.recovery.forest import split_into_trees
-from mother_core.recovery.result import (
-    Alternative, Constraints, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo,
-)
+from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
+from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
+from mother_core.recovery.solve import assemble, model_indices, solve
 from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
 METHODS = ("mother+", "paper")
-
-MAX_ALTERNATIVES = 5
 #: The effective-rank cue's vote is computed for display on sets up to this size (N x 24 small SVDs),
 #: and always when the cue is enabled.
 ERANK_SHOWN_UP_TO = 400
@@ -157,18 +154,17 @@ def recover(
     n = stats.n_models
     cost = np.full((n, n), np.inf)
     evidence = np.zeros((n, n))
-    regimes: dict[int, tuple[str, float]] = {}
-    rank_used: dict[int, bool] = {}
-    norm_signs: dict[int, float] = {}
+    readings: dict[int, TreeReading] = {}
     squared = np.full((n, n), np.nan)  # for the refinement, within trees it applies to
     solved: dict[int, list[Reading]] = {}
     matrices: dict[int, dict[tuple[str, float], np.ndarray]] = {}
     scales: dict[int, float] = {}
     groups: dict[int, bytes] = {}
+    rank_used: dict[int, bool] = {}
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
-            regimes[t] = ("specialization" if settings.regime == "auto" else settings.regime, 0.5)
+            readings[t] = TreeReading("specialization" if settings.regime == "auto" else settings.regime, 0.5)
             continue
         sub = np.ix_(members, members)
         placement = _placement_distance(stats, mask, ev, members, settings)
@@ -179,60 +175,62 @@ def recover(
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
             if s is not None:
                 squared[sub] = s
-    chosen = choose_readings(solved, scales, groups)
+    # Each tree's reading: its own evidence, its architecture's pooled evidence, or the prior.
     votes: dict[str, np.ndarray] = {}
-    for t, reading in chosen.items():
+    for t, chosen in choose_readings(solved, scales, groups).items():
         members = np.flatnonzero(labels == t)
         sub = np.ix_(members, members)
-        regimes[t] = (reading.regime, reading.confidence)
-        norm_signs[t] = reading.norm_sign
-        cost[sub] = matrices[t][(reading.regime, reading.norm_sign)]
-        evidence[sub] = direction_evidence(ev, reading.regime, settings.direction_cues, reading.norm_sign)[sub]
-        for name, vote in cue_votes(ev, reading.regime, reading.norm_sign).items():
+        readings[t] = TreeReading(chosen.regime, chosen.confidence, rank_distance_used=rank_used[t],
+                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=chosen.note)
+        cost[sub] = matrices[t][(chosen.regime, chosen.norm_sign)]
+        evidence[sub] = direction_evidence(ev, chosen.regime, settings.direction_cues, chosen.norm_sign)[sub]
+        for name, vote in cue_votes(ev, chosen.regime, chosen.norm_sign).items():
             votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
-    recovery = Recovery(
+    layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
+    problem = RecoveryProblem(
+        ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
+        tree_of=labels, threshold=float(threshold), evidence=evidence, votes_up=ev.votes_up, shared=ev.shared,
+        kurtosis=np.nansum(layer_kurtosis, axis=1), readings=readings,
+        models=tuple(ModelFacts(m.path, m.format, m.declared_parent, int((stats.numel * stats.present[i]).sum()))
+                     for i, m in enumerate(stats.models)),
+        squared=squared if np.isfinite(squared).any() else None,
+        method=settings.method, refine=settings.refine, cue_votes=votes,
+    )
+    base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
         problems=[{"path": p.path, "message": p.message} for p in stats.problems],
         layers=[LayerInfo(stats.tensors[i].name, stats.tensors[i].shape, stats.tensors[i].kind)
                 for i in ev.layer_index],
-        layer_kurtosis=stats.kurtosis[:, ev.layer_index].copy(),
-        distance_matrix=ev.distance.copy(),
-        cost_matrix=cost,
-        extra={
-            "threshold": threshold,
-            "relative_distance": ev.relative.tolist(),
-            "tree_of": labels.tolist(),
-            "regimes": {str(k): list(v) for k, v in regimes.items()},
-            "rank_distance_used": {str(k): v for k, v in rank_used.items()},
-            "norm_sign": {str(k): v for k, v in norm_signs.items()},
-            "direction_basis": {str(k): [v.basis, v.note] for k, v in chosen.items()},
-            "cue_votes": votes,
-            "votes_up": ev.votes_up.tolist(),
-            "direction_evidence": evidence.tolist(),
-            "shared_layers": ev.shared.tolist(),
-            "model_paths": [m.path for m in stats.models],
-            "model_formats": [m.format for m in stats.models],
-            "declared_parents": [m.declared_parent for m in stats.models],
-            "n_params": [int((stats.numel * stats.present[i]).sum()) for i in range(n)],
-            **({"squared_distance": squared} if np.isfinite(squared).any() else {}),
-        },
+        layer_kurtosis=layer_kurtosis, problem=problem,
     )
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
-    return _solve(recovery, constraints, ids=stats.model_ids, layer_rms=ev.rms)
+    rms = ev.rms
+    solved = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
+    return _carried(base, solved)
 
 
 def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
-    """Re-solve ``recovery`` under new constraints from its cached matrices (no weights are read).
+    """Re-solve ``recovery`` under new constraints from its recovery problem (no weights are read).
 
     Forcing an edge between two trees joins them. Raises :class:`ConstraintError` if the
     constraints contradict each other.
     """
-    if recovery.cost_matrix is None or "tree_of" not in recovery.extra:
+    if recovery.problem is None:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
         return edited
-    return _solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None)
+    known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
+    ids = recovery.problem.ids
+    solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
+    return _carried(recovery, solved)
+
+
+def _carried(recovery: Recovery, solved: Recovery) -> Recovery:
+    """``solved``'s graph, constraints and problem with what ``recovery`` carries (settings, layers,
+    problems, run time)."""
+    return replace(recovery, models=solved.models, edges=solved.edges, trees=solved.trees,
+                   constraints=solved.constraints, problem=solved.problem)
 
 
 def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
@@ -258,21 +256,24 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     index = {m: i for i, m in enumerate(ids)}
     if any(m not in index for e in constraints.forced + constraints.forbidden for m in e):
         return None  # the global path names the unknown model
+    problem = recovery.problem
+    assert problem is not None  # resolve checked
     parent = np.full(len(ids), -1)
     for e in recovery.edges:
         parent[index[e.child]] = index[e.parent]
-    labels = np.array(recovery.extra["tree_of"], dtype=int)
-    forced = [(index[p], index[c]) for p, c in constraints.forced]
-    forbidden = [(index[p], index[c]) for p, c in constraints.forbidden]
-    cost = recovery.cost_matrix.copy()
-    dist = recovery.distance_matrix
+    forced, forbidden, _ = model_indices(problem, constraints)
+    cost = problem.cost.copy()
+    dist = problem.distance
     for p, c in forced:
-        if not np.isfinite(cost[p, c]):  # across trees: priced like _solve does
+        if not np.isfinite(cost[p, c]):  # across trees: priced like solve does
             cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
-    edited = local_edit(parent, labels, cost, forced, forbidden)
+    edited = local_edit(parent, problem.tree_of.copy(), cost, forced, forbidden)
     if edited is None:
         return None
-    return _build(recovery, ids, edited[0], edited[1], cost, constraints, set(forced), None)
+    known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
+    solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),
+                      lambda p, c: known.get((ids[p], ids[c]), ()))
+    return _carried(recovery, solved)
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,
@@ -328,165 +329,3 @@ def _solve_readings(ev: PairEvidence, members: np.ndarray, settings: RecoverySet
     off = ~np.eye(len(members), dtype=bool) & np.isfinite(d)
     scale = lam * float(d[off].mean()) if off.any() else 0.0
     return readings, matrices, scale
-
-
-def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_rms: np.ndarray | None) -> Recovery:
-    index = {m: i for i, m in enumerate(ids)}
-    n = len(ids)
-
-    def idx(model_id: str) -> int:
-        if model_id not in index:
-            raise ConstraintError(f"Constraint names unknown model {model_id!r}.")
-        return index[model_id]
-
-    forced = [(idx(p), idx(c)) for p, c in constraints.forced]
-    forbidden = [(idx(p), idx(c)) for p, c in constraints.forbidden]
-    fixed_roots = [idx(r) for r in constraints.roots]
-    labels = np.array(recovery.extra["tree_of"], dtype=int)
-    squared = recovery.extra.get("squared_distance") if recovery.settings.refine else None
-    squared = None if squared is None else np.asarray(squared, dtype=np.float64)
-    cost = recovery.cost_matrix.copy()
-    dist = recovery.distance_matrix
-    # Forcing an edge across trees joins the two trees (union-find over tree labels).
-    for p, c in forced:
-        if labels[p] != labels[c]:
-            old, new = labels[c], labels[p]
-            labels[labels == old] = new
-            if not np.isfinite(cost[p, c]):
-                cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
-    parent = np.full(n, -1)
-    for t in np.unique(labels):
-        members = np.flatnonzero(labels == t)
-        if len(members) == 1:
-            if any(c == members[0] for _, c in forced):
-                raise ConstraintError(f"Cannot force a parent for {ids[members[0]]}: nothing links it.")
-            continue
-        local = {g: k for k, g in enumerate(members)}
-        sub = cost[np.ix_(members, members)]
-        try:
-            sol = minimum_spanning_arborescence(
-                sub,
-                forced=[(local[p], local[c]) for p, c in forced if p in local and c in local],
-                forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local],
-                roots=[local[r] for r in fixed_roots if r in local] or None,
-            )
-        except ConstraintError as e:
-            # The solver speaks in indices of this tree's members; users know models by id.
-            named = re.sub(r"\b\d+\b", lambda m: ids[members[int(m.group())]]
-                           if int(m.group()) < len(members) else m.group(), str(e))
-            raise ConstraintError(named + " Remove or change one of these constraints.") from e
-        if squared is not None:
-            sol = _refined(sol, squared[np.ix_(members, members)], sub, local, forced, forbidden, fixed_roots)
-        for k, pk in enumerate(sol):
-            parent[members[k]] = members[pk] if pk >= 0 else -1
-    return _build(recovery, ids, parent, labels, cost, constraints, set(forced), layer_rms)
-
-
-def _refined(sol: np.ndarray, squared: np.ndarray, cost: np.ndarray, local: dict[int, int],
-             forced: list[tuple[int, int]], forbidden: list[tuple[int, int]], fixed_roots: list[int]) -> np.ndarray:
-    """The arborescence ``sol`` of one tree after :func:`refine_topology`, under the constraints
-    (forced edges stay, forbidden ones are not used, a fixed root stays the root); ``sol`` itself
-    when the tree has no squared distances (a rank-placed tree, one joined by a forced edge) or
-    nothing moved."""
-    m = len(sol)
-    if not np.isfinite(squared[~np.eye(m, dtype=bool)]).all():
-        return sol
-    pin = [(local[p], local[c]) for p, c in forced if p in local and c in local]
-    adj, moves = refine_topology(sol, squared, keep={frozenset(e) for e in pin})
-    if not moves:
-        return sol
-    oriented = orient(adj, cost, roots=[local[r] for r in fixed_roots if r in local] or None, forced=pin,
-                      forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local])
-    return sol if oriented is None else oriented
-
-
-def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.ndarray, cost: np.ndarray,
-           constraints: Constraints, forced: set[tuple[int, int]], layer_rms: np.ndarray | None) -> Recovery:
-    extra = recovery.extra
-    n = len(ids)
-    dist = recovery.distance_matrix
-    rel = np.array(extra["relative_distance"], dtype=np.float64)
-    votes_up = np.array(extra["votes_up"])
-    shared = np.array(extra["shared_layers"])
-    threshold = float(extra["threshold"])
-    regimes = {int(k): (v[0], float(v[1])) for k, v in extra["regimes"].items()}
-    evidence = np.array(extra["direction_evidence"], dtype=np.float64)
-    basis_of = extra.get("direction_basis", {})
-    cue_votes_of = {k: np.asarray(v, dtype=np.float64) for k, v in extra.get("cue_votes", {}).items()}
-    method = recovery.settings.method
-    lk = recovery.layer_kurtosis
-    ku_model = np.nansum(lk, axis=1) if lk is not None else np.zeros(n)
-
-    # Descendants, to rule out alternative parents that would create a cycle.
-    children: dict[int, list[int]] = {i: [] for i in range(n)}
-    for c, p in enumerate(parent):
-        if p >= 0:
-            children[int(p)].append(c)
-
-    def descendants(i: int) -> set[int]:
-        out, stack = set(), [i]
-        while stack:
-            for ch in children[stack.pop()]:
-                if ch not in out:
-                    out.add(ch)
-                    stack.append(ch)
-        return out
-
-    old_edges = {(e.parent, e.child): e for e in recovery.edges}
-    edges: list[Edge] = []
-    nodes: list[ModelNode] = []
-    for c in range(n):
-        members = np.flatnonzero(labels == labels[c])
-        p = int(parent[c])
-        # A child's alternatives exclude its descendants (a cycle); a root's are every other member
-        # of its tree: re-rooting there is what choosing one would mean.
-        banned = {c} if p < 0 else descendants(c) | {c}
-        cand = [q for q in members if q not in banned and np.isfinite(cost[q, c])]
-        cand.sort(key=lambda q: cost[q, c])
-        alternatives = tuple(Alternative(ids[q], float(cost[q, c]), float(dist[q, c]))
-                             for q in cand if q != p)[:MAX_ALTERNATIVES]
-        if p >= 0:
-            alt_cost = alternatives[0].cost if alternatives else math.inf
-            regime, regime_conf = regimes.get(int(labels[c]), ("specialization", 0.5))
-            up = int(votes_up[p, c])
-            total = int(shared[p, c])
-            forward = (total - up) if regime == "specialization" else up
-            if method == "paper":
-                p_dir = direction_confidence(forward, total, regime_conf)
-            else:
-                # A reading that is itself uncertain (a coin-flip regime) makes the direction uncertain.
-                p_dir = evidence_confidence(float(evidence[p, c]), regime_conf)
-            parts = ConfidenceParts(
-                placement_confidence(float(cost[p, c]), alt_cost, float(rel[p, c]), threshold), p_dir)
-            if layer_rms is not None:
-                layer_distance = tuple(float(x) for x in layer_rms[:, p, c])
-            elif (ids[p], ids[c]) in old_edges:
-                layer_distance = old_edges[(ids[p], ids[c])].layer_distance
-            else:
-                layer_distance = ()
-            edges.append(Edge(
-                parent=ids[p], child=ids[c], distance=float(dist[p, c]),
-                confidence=parts.combined, placement_confidence=parts.placement,
-                direction_confidence=parts.direction,
-                kurtosis_parent=float(ku_model[p]), kurtosis_child=float(ku_model[c]),
-                layers_voting_forward=forward, layers_voting_backward=total - forward,
-                constrained=(p, c) in forced, alternatives=alternatives, layer_distance=layer_distance,
-                cues={k: float(v[p, c]) for k, v in cue_votes_of.items()},
-            ))
-        nodes.append(ModelNode(
-            id=ids[c], path=extra["model_paths"][c], tree=int(labels[c]), kurtosis=float(ku_model[c]),
-            is_root=p < 0, declared_parent=extra["declared_parents"][c], format=extra["model_formats"][c],
-            n_params=int(extra["n_params"][c]), alternatives=alternatives,
-        ))
-    trees = []
-    for t in np.unique(labels):
-        members = np.flatnonzero(labels == t)
-        roots = [ids[i] for i in members if parent[i] < 0]
-        regime, conf = regimes.get(int(t), ("specialization", 0.5))
-        basis, note = basis_of.get(str(int(t)), ("", ""))
-        trees.append(TreeInfo(int(t), tuple(ids[i] for i in members), roots[0] if roots else "", regime, conf,
-                              direction_basis=basis, direction_note=note))
-    new_extra = dict(extra)
-    new_extra["tree_of"] = labels.tolist()
-    return replace(recovery, models=nodes, edges=edges, trees=trees, constraints=constraints,
-                   cost_matrix=cost, extra=new_extra)
