@@ -27,11 +27,11 @@ def test_strong_own_evidence_is_kept():
 
 
 def test_a_two_model_tree_borrows_its_architectures_reading():
-    # Tree 0 (large) clearly reads generalization; tree 1 (base + one child) fits any reading of its
-    # single edge, slightly preferring the reverse; tree 2 is alone in its architecture.
+    # Tree 0 (large) clearly reads generalization; tree 1 (base + one child) reads as well reversed:
+    # a reading and its mirror (other regime, other norm sign) tie; tree 2 is alone in its architecture.
     big = _readings({o: 4.0 for o in OPTIONS if o != ("generalization", 1.0)})
-    small = _readings({("generalization", 1.0): 0.2, ("specialization", 1.0): 0.2, ("generalization", -1.0): 0.2})
-    lone = _readings({("generalization", 1.0): 0.3, ("specialization", 1.0): 0.3, ("generalization", -1.0): 0.3})
+    small = _readings({("generalization", 1.0): 0.5, ("specialization", -1.0): 0.5})
+    lone = _readings({("specialization", 1.0): 0.3, ("generalization", -1.0): 0.3})
     chosen = choose_readings({0: big, 1: small, 2: lone}, {0: 1.0, 1: 1.0, 2: 1.0}, {0: "a", 1: "a", 2: "b"})
     assert (chosen[1].regime, chosen[1].norm_sign, chosen[1].basis) == ("generalization", 1.0, "pooled")
     assert (chosen[2].regime, chosen[2].norm_sign, chosen[2].basis) == ("specialization", 1.0, "prior")
