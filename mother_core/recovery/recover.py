@@ -43,6 +43,9 @@ from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo,
 )
+from mother_core.recovery.typed import apply_relations, block_leaves, links_of, solver_constraints
+from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
+from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
@@ -133,6 +136,10 @@ def recover(
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
+    detectors = _detectors(settings)
+    findings = detect_relations(stats, labels, detectors) if detectors else TypedFindings()
+    _, _, leaves = solver_constraints(list(findings.links), set())
+    typed_children = {link.child for link in findings.links}
 
     n = stats.n_models
     cost = np.full((n, n), np.inf)
@@ -147,12 +154,12 @@ def recover(
             regimes[t] = ("specialization" if settings.regime == "auto" else settings.regime, 0.5)
             continue
         sub = np.ix_(members, members)
-        placement = _placement_distance(stats, mask, ev, members, settings)
+        placement = _placement_distance(stats, mask, ev, members, settings, typed_children)
         rank_used[t] = placement is not None
         regime, conf, sub_cost, norm_sign = _choose_regime(ev, members, settings, placement)
         regimes[t] = (regime, conf)
         norm_signs[t] = norm_sign
-        cost[sub] = sub_cost
+        cost[sub] = block_leaves(sub_cost, {k for k, g in enumerate(members) if g in leaves})
         evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
@@ -160,7 +167,8 @@ def recover(
                 squared[sub] = s
     recovery = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
-        problems=[{"path": p.path, "message": p.message} for p in stats.problems],
+        problems=[{"path": p.path, "message": p.message} for p in stats.problems]
+        + [{"path": stats.models[i].path, "message": msg} for i, msg in findings.notes],
         layers=[LayerInfo(stats.tensors[i].name, stats.tensors[i].shape, stats.tensors[i].kind)
                 for i in ev.layer_index],
         layer_kurtosis=stats.kurtosis[:, ev.layer_index].copy(),
@@ -181,10 +189,45 @@ def recover(
             "declared_parents": [m.declared_parent for m in stats.models],
             "n_params": [int((stats.numel * stats.present[i]).sum()) for i in range(n)],
             **({"squared_distance": squared} if np.isfinite(squared).any() else {}),
+            "typed_links": [link.to_dict() for link in findings.links],
         },
     )
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
-    return _solve(recovery, constraints, ids=stats.model_ids, layer_rms=ev.rms)
+    solved = _solve(recovery, constraints, ids=stats.model_ids, layer_rms=ev.rms)
+    return apply_relations(_label_forest_edges(solved, stats, detectors))
+
+
+def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
+    """The relation detectors ``settings.relations`` names (none under the paper's method)."""
+    if settings.method == "paper" or settings.relations == "none":
+        return ()
+    if settings.relations == "all":
+        return DETECTORS
+    chosen = tuple(d.strip() for d in settings.relations.split(",") if d.strip())
+    unknown = [d for d in chosen if d not in DETECTORS]
+    if unknown:
+        raise InputError(f"Unknown relation detector {unknown[0]!r}: use all, none or a list of "
+                         f"{', '.join(DETECTORS)}.")
+    return chosen
+
+
+def _label_forest_edges(recovery: Recovery, stats: WeightStatistics, detectors: tuple[str, ...]) -> Recovery:
+    """Type the forest's own edges (lora, prune, distill, finetune) from the weights; stored so that
+    a re-solve keeps them."""
+    if not detectors:
+        return recovery
+    pl = pair_layers(stats)
+    index = {m: i for i, m in enumerate(stats.model_ids)}
+    linked = {link.child for link in links_of(recovery)}
+    labels = {}
+    for e in recovery.edges:
+        p, c = index[e.parent], index[e.child]
+        if c in linked:
+            continue
+        rel, detail, conf, _ = label_edge(stats, pl, p, c, detectors)
+        labels[f"{e.parent}\t{e.child}"] = [rel.value, detail, None if math.isnan(conf) else conf]
+    recovery.extra["edge_labels"] = labels
+    return recovery
 
 
 def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
@@ -197,8 +240,8 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return edited
-    return _solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None)
+        return apply_relations(edited)
+    return apply_relations(_solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None))
 
 
 def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
@@ -226,7 +269,8 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
         return None  # the global path names the unknown model
     parent = np.full(len(ids), -1)
     for e in recovery.edges:
-        parent[index[e.child]] = index[e.parent]
+        if parent[index[e.child]] < 0:  # a merge's first edge is its forest edge
+            parent[index[e.child]] = index[e.parent]
     labels = np.array(recovery.extra["tree_of"], dtype=int)
     forced = [(index[p], index[c]) for p, c in constraints.forced]
     forbidden = [(index[p], index[c]) for p, c in constraints.forbidden]
@@ -242,16 +286,23 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,
-                        settings: RecoverySettings) -> np.ndarray | None:
+                        settings: RecoverySettings, typed: set[int] = frozenset()) -> np.ndarray | None:
     """The rank distance of one tree when its models differ at low rank (merged LoRA), else None.
 
     method.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
     grandparents likewise, so the rank of the difference places edges where a Frobenius distance
     confuses siblings with parents. Candidates are each model's nearest relatives by distance; other
-    pairs cost more than any candidate. Ties are broken by the (normalised) distance.
+    pairs cost more than any candidate. Ties are broken by the (normalised) distance. Whether the tree
+    is low-rank is judged without its typed children (``typed``: copies differ at rank 0, merges
+    anyhow), which keep the parents their detectors gave them.
     """
     if settings.use_rank == "never" or settings.method == "paper":
         return None
+    core = np.array([g for g in members if g not in typed], dtype=int)
+    if settings.use_rank != "always" and len(core) < len(members):
+        judged = rank_evidence(stats, mask, ev.distance, core) if len(core) >= 2 else None
+        if judged is None or not judged.low_rank:
+            return None
     found = rank_evidence(stats, mask, ev.distance, members)
     if found is None or not (found.low_rank or settings.use_rank == "always"):
         return None
@@ -311,9 +362,14 @@ def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_r
             raise ConstraintError(f"Constraint names unknown model {model_id!r}.")
         return index[model_id]
 
-    forced = [(idx(p), idx(c)) for p, c in constraints.forced]
+    user_forced = [(idx(p), idx(c)) for p, c in constraints.forced]
     forbidden = [(idx(p), idx(c)) for p, c in constraints.forbidden]
     fixed_roots = [idx(r) for r in constraints.roots]
+    # Typed relations (decided before the forest, :mod:`.typed`) yield to the user's constraints.
+    typed_forced, typed_forbidden, leaves = solver_constraints(
+        links_of(recovery), {c for _, c in user_forced} | set(fixed_roots))
+    forced = user_forced + [e for e in typed_forced if e not in forbidden]
+    forbidden = forbidden + [e for e in typed_forbidden if e not in user_forced]
     labels = np.array(recovery.extra["tree_of"], dtype=int)
     squared = recovery.extra.get("squared_distance") if recovery.settings.refine else None
     squared = None if squared is None else np.asarray(squared, dtype=np.float64)
@@ -348,10 +404,31 @@ def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_r
                            if int(m.group()) < len(members) else m.group(), str(e))
             raise ConstraintError(named + " Remove or change one of these constraints.") from e
         if squared is not None:
-            sol = _refined(sol, squared[np.ix_(members, members)], sub, local, forced, forbidden, fixed_roots)
+            sol = _refined_core(sol, members, squared, sub, forced, forbidden, fixed_roots, leaves)
         for k, pk in enumerate(sol):
             parent[members[k]] = members[pk] if pk >= 0 else -1
-    return _build(recovery, ids, parent, labels, cost, constraints, set(forced), layer_rms)
+    return _build(recovery, ids, parent, labels, cost, constraints, set(user_forced), layer_rms)
+
+
+def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub: np.ndarray,
+                  forced: list[tuple[int, int]], forbidden: list[tuple[int, int]], fixed_roots: list[int],
+                  leaves: set[int]) -> np.ndarray:
+    """:func:`_refined` on the tree without its typed leaves (copies, quantized models, adapters keep
+    the parent their detector gave them; the refinement moves the fine-tune forest only)."""
+    core = np.array([k for k, g in enumerate(members) if g not in leaves], dtype=int)
+    if len(core) < 3:
+        return sol
+    pos = {int(k): j for j, k in enumerate(core)}
+    if any(sol[k] >= 0 and int(sol[k]) not in pos for k in core):
+        return sol  # a core model hangs under a leaf (only a user's constraint does that): leave it
+    core_sol = np.array([pos[int(sol[k])] if sol[k] >= 0 else -1 for k in core])
+    g = members[core]
+    local = {int(x): j for j, x in enumerate(g)}
+    new = _refined(core_sol, squared[np.ix_(g, g)], sub[np.ix_(core, core)], local, forced, forbidden, fixed_roots)
+    out = sol.copy()
+    for j, k in enumerate(core):
+        out[k] = core[new[j]] if new[j] >= 0 else -1
+    return out
 
 
 def _refined(sol: np.ndarray, squared: np.ndarray, cost: np.ndarray, local: dict[int, int],
