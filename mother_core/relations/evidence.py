@@ -92,10 +92,21 @@ def split_format(fmt: str) -> tuple[str, str | None]:
     return container, (scheme or None)
 
 
+def float_scheme(scheme: str | None) -> str | None:
+    """The torch dtype name a plain-float scheme names (``F16``, ``MOSTLY_BF16``), else None."""
+    if scheme is None:
+        return None
+    s = scheme.upper()
+    for prefix in ("MOSTLY_", "ALL_"):
+        s = s.removeprefix(prefix)
+    return FLOAT_SCHEMES.get(s)
+
+
 def quantization_scheme(fmt: str) -> str | None:
-    """The quantization scheme a model's format string names, or None for float weights."""
+    """The quantization scheme a model's format string names (``gguf:Q4_0`` -> ``Q4_0``,
+    ``safetensors:bnb-nf4`` -> ``bnb-nf4``), or None for float weights (no scheme, or a float one)."""
     _, scheme = split_format(fmt)
-    if scheme is None or scheme.upper() in FLOAT_SCHEMES:
+    if scheme is None or float_scheme(scheme) is not None:
         return None
     return scheme
 
@@ -105,9 +116,9 @@ def storage_roundoff(stats: WeightStatistics) -> np.ndarray:
     format names (a GGUF F16 file is read as float32 but holds fp16 values)."""
     u = np.full(stats.n_models, UNIT_ROUNDOFF["float32"]) if stats.roundoff is None else stats.roundoff.copy()
     for i, m in enumerate(stats.models):
-        _, scheme = split_format(m.format)
-        if scheme is not None and scheme.upper() in FLOAT_SCHEMES:
-            u[i] = max(u[i], UNIT_ROUNDOFF[FLOAT_SCHEMES[scheme.upper()]])
+        dtype = float_scheme(split_format(m.format)[1])
+        if dtype is not None:
+            u[i] = max(u[i], UNIT_ROUNDOFF[dtype])
     return u
 
 

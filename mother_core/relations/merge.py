@@ -29,12 +29,18 @@ from mother_core.stats.result import WeightStatistics
 CANDIDATES = 6
 #: Largest number of parents of one merge (MDGBench: 2 to 5).
 MAX_PARENTS = 4
-#: A merge's residual, as a share of its squared distance to the nearest parent, is at most this.
-RESIDUAL_MAX = 0.35
-#: Below this share the combination is exact: linear, SLERP or task arithmetic, not TIES/DARE.
-EXACT = 1e-3
+#: A merge's residual, as a share of its squared distance to the nearest parent, is at most this
+#: (TIES / DARE on the typed zoo's fitting collection: 0.31-0.47).
+RESIDUAL_MAX = 0.6
+#: Below this share the combination is exact: linear, task arithmetic, or SLERP (whose arc departs
+#: from the chord by O(theta^2): 6e-4-2e-3 on the fitting collection). A parent sits at 1/k of
+#: its squared distances from the mean of k fine-tuned children (0.25 and more for k <= 4).
+EXACT = 0.02
 #: Every parent but a base enters with at least this weight.
 MIN_WEIGHT = 0.05
+#: A sparse merge's squared norm exceeds its base's by at least this many times their squared distance
+#: (TIES / DARE on the fitting collection: 1.4-3.1; a parent read as the merge of its descendants: 0.1-0.7).
+BASE_GROWTH = 1.0
 #: A base's other parents differ through it: |d(i, j) - d(i, base) - d(base, j)| <= this share of d(i, j).
 BASE_ADDITIVITY = 0.25
 #: A larger set of parents must lower the residual by this factor to be preferred.
@@ -84,6 +90,16 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     already used as another merge's parent with a smaller residual is not itself a merge of that
     merge (its coefficient would be negative anyway).
     """
+    # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
+    # merge sits between its parents, where it fits any combination of them as well as they do).
+    exact = [x for x in _fits(stats, pl, labels, excluded) if x[0] <= EXACT]
+    exact_children = {link.child for _, link in exact}
+    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children) if x[0] > EXACT]
+    return _consistent(exact + sparse)
+
+
+def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
+          excluded: set[int]) -> list[tuple[float, TypedLink]]:
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
     for c in range(n):
@@ -101,7 +117,11 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
             continue
         ratio, parents, coeffs = best
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio)))
-    found.sort(key=lambda x: x[0])
+    return found
+
+
+def _consistent(found: list[tuple[float, TypedLink]]) -> list[TypedLink]:
+    found = sorted(found, key=lambda x: x[0])
     links: list[TypedLink] = []
     used_as_parent: set[int] = set()
     merged: set[int] = set()
@@ -142,11 +162,12 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
     if not layers.any():
         return None
     sq = pl.sq[layers]
+    norm2 = {m: float(np.nansum(pl.scale2[layers, m, m])) for m in [c, *cand]}
 
     def d(a: int, b: int) -> float:
         return float(sq[:, a, b].sum())
 
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray]] = {}
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float]] = {}
     for size in range(2, min(MAX_PARENTS, len(cand)) + 1):
         for subset in itertools.combinations(cand, size):
             dc = np.array([d(c, p) for p in subset])
@@ -154,46 +175,56 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
                 continue  # an identical copy is a conversion, not a merge
             dp = np.array([[d(p, q) for q in subset] for p in subset])
             a, res = affine_fit(dc, dp)
-            small = a < MIN_WEIGHT
-            # A merge's inputs enter with weights in (0, 1]; only a base may go negative (task
-            # arithmetic with weights summing past 1). Solving a parent out of its merge needs a
-            # weight above 1 (1 / its own weight), which tells the two readings apart.
-            if small.sum() > 1 or (small.sum() == 1 and (a[small] < -1.0).any()) or (a > 1.0 + 1e-3).any():
-                continue
-            if small.sum() == 1 and size == 2:
-                continue  # two parents, one of them barely used: an extrapolation, not a merge
             ratio = res / float(dc.min())
-            if ratio > EXACT and not _has_base(subset, dp):
+            # A merge's inputs enter with weights in (0, 1]; only a base may have a small or negative
+            # weight (task arithmetic with weights summing past 1). Solving a parent out of its merge
+            # needs a weight above 1 (1 / its own weight), which tells the two readings apart.
+            if (a > 1.0 + 1e-3).any() or (a < -1.0).any():
                 continue
-            if size not in per_size or ratio < per_size[size][0]:
-                per_size[size] = (ratio, subset, a)
+            small = np.flatnonzero(a < MIN_WEIGHT)
+            # The merged task vectors add to the base: the child's squared norm exceeds its base's
+            # by at least their squared distance (BASE_GROWTH). Read backwards (a base solved out of
+            # its merge and the merge's other parents) the norm shrinks; a parent taken for the
+            # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
+            bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            if len(small) > 1 or (len(small) == 1 and int(small[0]) not in bases):
+                continue
+            if ratio > EXACT and not bases:
+                continue
+            # Among near-equal fits prefer the base through which the others add up best.
+            score = ratio + (min(bases.values()) if ratio > EXACT else 0.0)
+            if size not in per_size or score < per_size[size][3]:
+                per_size[size] = (ratio, subset, a, score)
     if not per_size:
         return None
     best_ratio = min(v[0] for v in per_size.values())
     for size in sorted(per_size):
-        ratio, subset, a = per_size[size]
+        ratio, subset, a, _ = per_size[size]
         if ratio <= max(best_ratio / PARSIMONY, EXACT):
             return (ratio, subset, a) if ratio <= RESIDUAL_MAX else None
     return None
 
 
-def _has_base(subset: tuple[int, ...], dp: np.ndarray) -> bool:
-    """Whether one of three or more parents is the base of the others: their squared distances add up
-    through it (fine-tuning updates are nearly orthogonal), as in a TIES / DARE merge of task vectors.
+def _bases(dp: np.ndarray) -> dict[int, float]:
+    """Parents (of three or more) that are the base of the others, with their additivity error: the
+    others' squared distances add up through the base (fine-tuning updates are nearly orthogonal),
+    as in a TIES / DARE merge of task vectors on a base.
 
     A parent model is close to the mean of its own fine-tuned children (their updates average out,
     leaving 1/k of their size), so a residual that is not near zero only counts as a sparse merge with
     a base: among siblings no member is such a base.
     """
-    k = len(subset)
+    k = len(dp)
+    out: dict[int, float] = {}
     if k < 3:
-        return False
+        return out
     for b in range(k):
         others = [i for i in range(k) if i != b]
-        if all(abs(dp[i, j] - dp[i, b] - dp[b, j]) <= BASE_ADDITIVITY * dp[i, j]
-               for x, i in enumerate(others) for j in others[x + 1:]):
-            return True
-    return False
+        err = max(abs(dp[i, j] - dp[i, b] - dp[b, j]) / max(dp[i, j], 1e-300)
+                  for x, i in enumerate(others) for j in others[x + 1:])
+        if err <= BASE_ADDITIVITY:
+            out[b] = float(err)
+    return out
 
 
 def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], coeffs: np.ndarray,
