@@ -1,7 +1,8 @@
 """MoTHer Explorer: recover a model family tree from weights and explore it.
 
-Run with ``streamlit run app.py``. This is the home page: pick a model set in the sidebar (a demo set is
-picked and recovered at once), see the tree at a glance, then use the pages on the left. Fully offline.
+Run with ``streamlit run app.py`` and open http://localhost:8501 (the server only listens on this
+machine; see ``.streamlit/config.toml``). This file names the pages (``st.navigation``); the home page
+is ``pages/home.py``. Fully offline.
 
 Operator settings (environment variables):
 
@@ -14,22 +15,14 @@ Operator settings (environment variables):
 
 import streamlit as st
 
-# Draw the heading before importing the engine (torch takes seconds on a cold start).
 st.set_page_config(page_title="MoTHer Explorer", page_icon="🌳", layout="wide")
-st.title("MoTHer Explorer")
-st.caption("Which model was fine-tuned from which? Recovered from the weights alone "
-           "(distance places the edges; kurtosis and norm growth orient them).")
-
-from explorer_ui import views  # noqa: E402
-
-ctx = views.page("Home")
-
-st.subheader(f"{ctx.model_set.label}")
-views.summary(ctx)
-if ctx.model_set.kind == "preset" and "_preset_view" in st.session_state:
-    with st.expander("About this family"):
-        views.preset_info(*st.session_state["_preset_view"])
-views.tree(ctx, height=520, inline_library=True)  # the cold path: no second request
-views.least_confident(ctx)
-st.markdown("Next: **Tree** to inspect an edge, **Edge** to correct it, **Lineage** for declared vs "
-            "recovered parents, **Export** for GraphML / Newick / `base_model:` lines.")
+st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/1_Tree.py", title="Tree", icon=":material/account_tree:"),
+    st.Page("pages/2_Edge.py", title="Edge", icon=":material/search:"),
+    st.Page("pages/3_Lineage.py", title="Declared vs recovered", icon=":material/compare_arrows:"),
+    st.Page("pages/4_Ambiguous.py", title="Ambiguous edges", icon=":material/help:"),
+    st.Page("pages/5_Matrices.py", title="Matrices", icon=":material/grid_on:"),
+    st.Page("pages/6_Export.py", title="Export", icon=":material/download:"),
+    st.Page("pages/7_Talk_mode.py", title="Talk mode", icon=":material/slideshow:"),
+]).run()

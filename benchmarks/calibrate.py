@@ -33,9 +33,8 @@ def edge_features(split_dir: Path) -> list[tuple[float, float, float, int, int]]
     truth = set(map(tuple, load_truth(split_dir / "truth.json")))
     ids = rec.model_ids
     ix = {m: i for i, m in enumerate(ids)}
-    rel = np.array(rec.extra["relative_distance"])
-    ev = np.array(rec.extra["direction_evidence"])
-    thr = float(rec.extra["threshold"])
+    problem = rec.problem
+    rel, ev, thr = problem.relative, problem.evidence, problem.threshold
     rows = []
     for e in rec.edges:
         p, c = ix[e.parent], ix[e.child]

@@ -1,29 +1,42 @@
-"""The interactive tree: pyvis/vis-network HTML with computed positions, fully offline.
+"""The tree as a vis-network graph: built with pyvis, positions computed here, physics off.
 
-pyvis' templates link vis-network and Bootstrap from CDNs: every external ``<script src>`` /
-``<link href>`` is stripped and vis-network is taken from the pyvis package's own copy instead, either
-inlined (a self-contained page) or linked from a URL the app serves itself (see
-:mod:`explorer_ui.static`), so the page makes no request beyond the app's own server. Physics is off;
-positions come from :func:`mother_core.layout.tree_layout`, so the tree never jitters and is drawn the
-same way each time.
+pyvis builds the network (nodes, edges, options; the design card's choice); the app draws it through
+its own two-way component (:mod:`explorer_ui.graph_component`), so clicks reach Python. Everything the
+picture shows is decided here, in Python, from the recovery and a :class:`~explorer_ui.state.GraphView`:
+
+* **what is shown**: subtrees beyond a size are folded into their top model ("+k"), so a 1,000-model
+  set opens readable; the user opens or folds any subtree (double-click), and a searched or selected
+  model's ancestors are opened for it;
+* **where**: :func:`mother_core.layout.forest_positions` (top-down, left-right or radial; branch length
+  by edge count or by distance), scaled so labels never overlap their neighbours;
+* **how**: edge colour by confidence, agreement with a reference, family or relation; one dash
+  pattern per relation; width = confidence; a legend that explains every mark.
+
+Nothing is fetched from a CDN: pyvis' templates link vis-network from one, so the standalone HTML
+(:func:`tree_html`) strips those tags and inlines pyvis' own copy of the library.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import html as _html
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import pyvis
 from pyvis.network import Network
 
-from mother_core.layout import tree_layout, wrap_width
-from mother_core.recovery.result import Edge, Recovery
+from mother_core.layout import forest_positions, wrap_width
+from mother_core.recovery.result import Edge, ModelNode, Recovery
+
+EdgeKey = tuple[str, str]
 
 # Colours (colour-blind friendly, Okabe-Ito).
 STATUS_COLORS = {
@@ -38,15 +51,32 @@ STATUS_TEXT = {
     "conflict": "conflicts with the declared parent", "undocumented": "no parent declared",
     "external": "declared parent is outside this set",
 }
+# Relation vocabulary (the typed-graph issue): colour and dash pattern of each; ``False`` = solid.
+RELATIONS: dict[str, tuple[str, Any, str]] = {
+    "finetune": ("#0072B2", False, "fine-tune (all weights trained)"),
+    "adapter": ("#56B4E9", [10, 4], "adapter"),
+    "lora": ("#009E73", [4, 4], "LoRA (merged low-rank update)"),
+    "quantized": ("#E69F00", [2, 4], "quantized copy"),
+    "convert": ("#7F7F7F", [12, 3, 2, 3], "format conversion"),
+    "merge": ("#CC79A7", [14, 5], "merge (several parents)"),
+    "prune": ("#D55E00", [6, 2, 2, 2], "pruned"),
+    "distill": ("#8C564B", [2, 2, 8, 2], "distilled"),
+}
 TREE_COLORS = ["#DCEBFA", "#FDE7D2", "#DFF3E4", "#F3E1F5", "#FFF6CC", "#E3E3E3", "#D6F0F5", "#F9DADA"]
-SELECTED = "#7B2CBF"
-X_SCALE, Y_SCALE = 100.0, 130.0  # px per leaf column / per generation
+FAMILY_EDGE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#B8860B", "#555555", "#56B4E9", "#D55E00"]
+SELECTED = "#7B2CBF"  # purple: the selected edge / model (in the legend too)
+FOCUS = "#FFB000"  # amber border: the searched model; its ancestors and descendants stay opaque
+COLOR_MODES = ("auto", "confidence", "agreement", "family", "relation")
+BRANCHES = ("edges", "distance")
+FOLD_BUDGET = 90  # models shown before subtrees fold (a readable canvas at 12 px labels)
+MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
 
-_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.I | re.S)
-_EXTERNAL_LINK = re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*/?>", re.I | re.S)
-_EMPTY_HEADING = re.compile(r"<center>\s*<h1>\s*</h1>\s*</center>", re.I)
+_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE | re.DOTALL)
+_EXTERNAL_LINK = re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*/?>", re.IGNORECASE | re.DOTALL)
+_EMPTY_HEADING = re.compile(r"<center>\s*<h1>\s*</h1>\s*</center>", re.IGNORECASE)
 
 
+# --- the library ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VisAssets:
     """The vis-network build that ships inside the installed pyvis package."""
@@ -72,30 +102,10 @@ def vis_assets() -> VisAssets:
 
 
 @functools.cache
-def _inline_assets() -> str:
+def vis_source() -> tuple[str, str]:
+    """``(javascript, css)`` of :func:`vis_assets`, for pages that must inline them."""
     js, css = (f.read_text(encoding="utf-8") for f in vis_assets().files)
-    return f"<style>{css}</style>\n<script>{js}</script>"
-
-
-def asset_tags(served_at: str | None) -> str:
-    """The ``<head>`` tags that load vis-network: linked from ``served_at`` (a URL folder ending in
-    ``/``, served by the app) or, when ``None``, inlined so the page stands alone."""
-    if served_at is None:
-        return _inline_assets()
-    src = _html.escape(served_at, quote=True)
-    return (f'<link rel="stylesheet" href="{src}vis-network.css">\n'
-            f'<script src="{src}vis-network.min.js"></script>')
-
-
-def short_name(model_id: str, limit: int = 22) -> str:
-    """A node label: hub ids lose their organisation (``org/name`` -> ``name``), long names are cut."""
-    name = model_id.rsplit("/", 1)[-1] if len(model_id) > limit else model_id
-    return name if len(name) <= limit + 6 else name[: limit + 5] + "…"
-
-
-def _js(value: object) -> str:
-    """JSON for inlining in a <script> (no "</script>" break-out from model names)."""
-    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
+    return js, css
 
 
 def strip_external(html: str) -> str:
@@ -108,10 +118,17 @@ def strip_external(html: str) -> str:
 def external_refs(html: str) -> list[str]:
     """External resources an HTML page would load (should be empty)."""
     return re.findall(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?((?:https?:)?//[^\"'\s>]+)",
-                      html, re.I)
+                      html, re.IGNORECASE)
 
 
-def confidence_color(c: float) -> str:
+# --- small helpers --------------------------------------------------------------------------------
+def short_name(model_id: str, limit: int = 22) -> str:
+    """A node label: hub ids lose their organisation (``org/name`` -> ``name``), long names are cut."""
+    name = model_id.rsplit("/", 1)[-1] if len(model_id) > limit else model_id
+    return name if len(name) <= limit + 6 else name[: limit + 5] + "…"
+
+
+def confidence_color(c: float | None) -> str:
     """Light orange (unsure) to dark blue (sure)."""
     c = 0.0 if c is None or math.isnan(c) else min(max(c, 0.0), 1.0)
     lo, hi = (230, 159, 0), (0, 64, 140)
@@ -119,18 +136,27 @@ def confidence_color(c: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def edge_width(c: float) -> float:
+def edge_width(c: float | None) -> float:
     return 1.0 + 6.0 * (0.0 if c is None or math.isnan(c) else min(max(c, 0.0), 1.0))
 
 
-def _fmt(x: float, nd: int = 3) -> str:
+def _fmt(x: float | None, nd: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}g}"
 
 
+def relation(e: Edge) -> str:
+    """The edge's relation (``finetune`` until the engine types edges)."""
+    r = getattr(e, "relation", None) or "finetune"
+    return r if r in RELATIONS else "finetune"
+
+
 def edge_tooltip(e: Edge, status: str | None) -> str:
-    lines = [f"{e.parent} → {e.child}", f"distance {_fmt(e.distance)}",
+    lines = [f"{e.parent} → {e.child}", f"relation: {relation(e)}", f"distance {_fmt(e.distance)}",
              f"confidence {_fmt(e.confidence, 2)} (placement {_fmt(e.placement_confidence, 2)}, "
              f"direction {_fmt(e.direction_confidence, 2)})"]
+    weight = getattr(e, "merge_weight", None)
+    if weight is not None and not (isinstance(weight, float) and math.isnan(weight)):
+        lines.append(f"merge weight {_fmt(weight, 2)}")
     if status:
         lines.append(f"{status}: {STATUS_TEXT.get(status, '')}")
     if e.constrained:
@@ -138,187 +164,362 @@ def edge_tooltip(e: Edge, status: str | None) -> str:
     return "\n".join(lines)
 
 
-def _legend(statuses: Iterable[str], reference: str) -> str:
-    items = [f'<span class="sw" style="background:{confidence_color(0.1)}"></span>low confidence',
-             f'<span class="sw" style="background:{confidence_color(0.95)}"></span>high confidence',
-             "width = confidence", "■ bold border = root"]
-    shown = [s for s in ("correct", "agree", "flipped", "wrong", "conflict", "undocumented", "external", "missing")
-             if s in set(statuses)]
-    if shown:
-        items = [f'<span class="sw" style="background:{STATUS_COLORS[s]}"></span>{s}' for s in shown]
-        items += ["width = confidence", "dashed = missing", "■ bold border = root"]
-        items.insert(0, f"<b>vs {_html.escape(reference)}:</b>")
-    return '<div id="legend">' + " &nbsp; ".join(items) + "</div>"
+# --- the forest and what is folded ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Forest:
+    """The recovered forest for drawing: one primary parent per model (a merge child's heaviest
+    parent places it), every parent edge kept for drawing."""
+
+    ids: tuple[str, ...]
+    primary: dict[str, str]  # child -> the parent that places it
+    children: dict[str, tuple[str, ...]]
+    roots: tuple[str, ...]
+
+    @classmethod
+    def of(cls, rec: Recovery) -> Forest:
+        best: dict[str, Edge] = {}
+        for e in rec.edges:
+            w = getattr(e, "merge_weight", None)
+            old = best.get(e.child)
+            if old is None or (w is not None and w > (getattr(old, "merge_weight", None) or -1.0)):
+                best[e.child] = e
+        primary = {c: e.parent for c, e in best.items()}
+        kids: dict[str, list[str]] = defaultdict(list)
+        for c, p in primary.items():
+            kids[p].append(c)
+        ids = tuple(rec.model_ids)
+        roots = tuple(i for i in ids if i not in primary)
+        return cls(ids, primary, {p: tuple(sorted(v)) for p, v in kids.items()}, roots)
+
+    def ancestors(self, node: str) -> list[str]:
+        out, seen = [], {node}
+        while node in self.primary and self.primary[node] not in seen:
+            node = self.primary[node]
+            seen.add(node)
+            out.append(node)
+        return out
+
+    def descendants(self, node: str) -> set[str]:
+        out: set[str] = set()
+        stack = [node]
+        while stack:
+            for c in self.children.get(stack.pop(), ()):
+                if c not in out:
+                    out.add(c)
+                    stack.append(c)
+        return out
+
+    def sizes(self) -> dict[str, int]:
+        """Subtree size (the model included) of every model."""
+        order: list[str] = []
+        stack = list(self.roots)
+        while stack:
+            n = stack.pop()
+            order.append(n)
+            stack.extend(self.children.get(n, ()))
+        size: dict[str, int] = {}
+        for n in reversed(order):
+            size[n] = 1 + sum(size.get(c, 0) for c in self.children.get(n, ()))
+        for i in self.ids:  # on a cycle (not reachable from a root): drawn alone
+            size.setdefault(i, 1)
+        return size
 
 
-_TOOLBAR_CSS = """
-<style>
- body {margin:0; font-family: sans-serif;}
- #mynetwork {border:none !important; float:none !important;}
- .card {border:none;}
- #toolbar {position:absolute; top:6px; left:6px; z-index:10; display:flex; gap:6px; font-size:13px;}
- #toolbar input {font-size:13px; padding:2px 6px; width:180px;}
- #toolbar button {font-size:13px; cursor:pointer;}
- #legend {position:absolute; bottom:4px; left:6px; z-index:10; font-size:12px; background:rgba(255,255,255,.85);
-          padding:3px 6px; border-radius:4px;}
- .sw {display:inline-block; width:18px; height:4px; margin:0 4px 2px 0; vertical-align:middle;}
- :fullscreen #mynetwork, :-webkit-full-screen #mynetwork {height:100vh !important;}
- #wrap {position:relative;}
-</style>"""
+def fold(forest: Forest, *, folded: Iterable[str] = (), opened: Iterable[str] = (),
+         budget: int = FOLD_BUDGET) -> tuple[list[str], dict[str, int]]:
+    """Which models to show, and which shown models stand for a folded subtree (with its hidden count).
 
-_TOOLBAR_JS = """
-<script>
-(function(){
-  var ids = %(ids)s, cur = {edge: null, node: null}, saved = {};
-  function find(q){
-    if(!q) {network.unselectAll(); return;}
-    q = q.toLowerCase();
-    var hit = ids.filter(function(i){return i.toLowerCase() === q;})[0] ||
-              ids.filter(function(i){return i.toLowerCase().indexOf(q) >= 0;})[0];
-    if(hit){ network.selectNodes([hit]); network.focus(hit, {scale: 1.1, animation: true}); }
-  }
-  function emphasise(id, on){
-    var e = edges.get(id); if(!e) return;
-    if(on){ saved[id] = {width: e.width, color: e.color};
-            edges.update({id: id, width: (e.width || 1) + 4, color: {color: '%(sel)s', highlight: '%(sel)s'}}); }
-    else if(saved[id]){ edges.update({id: id, width: saved[id].width, color: saved[id].color}); delete saved[id]; }
-  }
-  // The Streamlit page writes the selected edge / model into a hidden marker (class "mother-sel");
-  // reading it here keeps this iframe's HTML constant, so selecting an edge never reloads the graph.
-  function sync(){
-    var el = null;
-    try { el = window.parent.document.querySelector('.mother-sel'); } catch(err) { return; }
-    var edge = el ? (el.getAttribute('data-edge') || null) : null;
-    var node = el ? (el.getAttribute('data-node') || null) : null;
-    if(edge !== cur.edge){ if(cur.edge) emphasise(cur.edge, false); if(edge) emphasise(edge, true); cur.edge = edge;
-                           document.body.setAttribute('data-selected-edge', edge || ''); }
-    if(node !== cur.node){ cur.node = node;
-      if(node && ids.indexOf(node) >= 0){
-        network.selectNodes([node]); network.focus(node, {scale: 1.0, animation: true}); }
-      else { network.unselectAll(); fit(); } }
-  }
-  document.getElementById('search').addEventListener('change', function(e){ find(e.target.value); });
-  document.getElementById('search').addEventListener('keyup', function(e){ if(e.key==='Enter') find(e.target.value); });
-  document.getElementById('fit').onclick = function(){ fit(); };
-  document.getElementById('fs').onclick = function(){
-    var el = document.getElementById('wrap');
-    if(document.fullscreenElement){ document.exitFullscreen(); }
-    else if(el.requestFullscreen){ el.requestFullscreen().then(function(){ setTimeout(fit, 200); }); }
-  };
-  function fit(){ network.fit(); network.moveTo({scale: Math.min(1.4, network.getScale() * 0.9)}); }
-  network.once('afterDrawing', function(){
-    fit(); sync(); setInterval(sync, 100);
-    document.body.setAttribute('data-drawn', '1');
-  });
-  network.redraw();  // the first frame may already be drawn: draw once more so the hook above runs
-})();
-</script>"""
+    Generation by generation from the roots, a model's children are shown while the total stays within
+    ``budget`` (bigger subtrees first, so families stay together); ``opened`` models always show their
+    children, ``folded`` ones never do. Small sets show everything.
+    """
+    folded, opened = set(folded), set(opened)
+    size = forest.sizes()
+    shown: list[str] = list(forest.roots)
+    frontier = sorted(forest.roots, key=lambda r: -size[r])
+    count = len(shown)
+    hidden: dict[str, int] = {}
+    while frontier:
+        nxt: list[str] = []
+        for v in frontier:
+            kids = list(forest.children.get(v, ()))
+            if not kids:
+                continue
+            if v not in folded and (v in opened or count + len(kids) <= budget):
+                shown.extend(kids)
+                count += len(kids)
+                nxt.extend(kids)
+            else:
+                hidden[v] = size[v] - 1
+        frontier = sorted(nxt, key=lambda r: -size[r])
+    under = set().union(*(forest.descendants(h) for h in hidden)) if hidden else set()
+    shown += [i for i in forest.ids if i not in set(shown) and i not in under]  # cycles: drawn alone
+    order = {m: k for k, m in enumerate(forest.ids)}
+    return sorted(set(shown), key=order.__getitem__), hidden
 
 
-def tree_html(
+# --- building the network -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GraphData:
+    """What the graph component draws (JSON-ready), and what the page needs to know about it."""
+
+    key: str  # changes exactly when the drawing changes (the browser keeps its view otherwise)
+    nodes: list[dict]
+    edges: list[dict]
+    options: dict
+    legend: str  # HTML, every model name escaped
+    edge_ids: dict[str, EdgeKey] = field(default_factory=dict)  # vis edge id -> (parent, child)
+    folded: dict[str, int] = field(default_factory=dict)  # shown model -> models hidden under it
+    hidden: frozenset[str] = frozenset()
+
+    def edge_id(self, edge: EdgeKey | None) -> str | None:
+        if edge is None:
+            return None
+        return next((i for i, e in self.edge_ids.items() if e == tuple(edge)), None)
+
+
+def _edge_color(e: Edge, status: str | None, mode: str, family: int) -> str:
+    if mode == "agreement" and status:
+        return STATUS_COLORS.get(status, "#444444")
+    if mode == "family":
+        return FAMILY_EDGE[family % len(FAMILY_EDGE)]
+    if mode == "relation":
+        return RELATIONS[relation(e)][0]
+    return confidence_color(e.confidence)
+
+
+def resolve_mode(mode: str, statuses: dict) -> str:
+    """``auto``: agreement with the reference when there is one, else confidence."""
+    if mode == "auto" or mode not in COLOR_MODES:
+        return "agreement" if statuses else "confidence"
+    return "confidence" if mode == "agreement" and not statuses else mode
+
+
+def build_graph(
     rec: Recovery,
     *,
-    statuses: dict[tuple[str, str], str] | None = None,
+    statuses: dict[EdgeKey, str] | None = None,
     reference: str = "",
-    selected: tuple[str, str] | None = None,
-    height: int = 620,
+    layout: str = "top-down",
+    branch: str = "edges",
+    color_by: str = "auto",
+    focus: str | None = None,
+    folded: Iterable[str] = (),
+    opened: Iterable[str] = (),
+    budget: int = FOLD_BUDGET,
     font_size: int = 15,
     aspect: float = 1.8,
-    served_at: str | None = None,
-) -> str:
-    """Self-contained HTML of the recovered forest.
+    dark: bool = False,
+) -> GraphData:
+    """The drawing of a recovery: folded subtrees, positions, colours and legend (see the module doc).
 
     Parameters
     ----------
     rec : Recovery
-        What to draw.
+        What to draw. Several edges into one child (a merge) are all drawn; the heaviest places it.
     statuses : dict, optional
-        (parent, child) -> ``"correct"|"flipped"|"wrong"|"missing"`` (truth) or
-        ``"agree"|"conflict"|"undocumented"|"external"`` (declared lineage). ``"missing"`` entries that
-        are not recovered edges are drawn dashed.
-    reference : str
-        What the statuses compare against (legend text).
-    selected : (str, str), optional
-        An edge to emphasise in the static HTML. In the app, selection is synced live instead: the page
-        writes a hidden ``<div class="mother-sel" data-edge="p->c" data-node="id">`` (see
-        :func:`selection_marker`) that the graph reads, so the iframe is not rebuilt on every click.
-    height : int
-        Pixel height of the canvas.
+        ``(parent, child) -> status`` against a truth or the declared lineage; ``"missing"`` edges that
+        were not recovered are drawn dotted and curved, above the tree's own edges.
+    layout, branch, color_by : str
+        :data:`mother_core.layout.ORIENTATIONS`, :data:`BRANCHES`, :data:`COLOR_MODES`.
+    focus : str, optional
+        A model shown with its ancestors and descendants; the rest is faded.
+    folded, opened : iterable of str
+        The user's choices of subtrees to fold or open (see :func:`fold`).
     font_size : int
-        Label font size (talk mode uses a larger one).
+        Label size in canvas pixels at zoom 1 (talk mode uses a larger one).
     aspect : float
-        Width / height the canvas is expected to have: a wide forest wraps into rows to fit it.
-    served_at : str, optional
-        A URL folder (ending in ``/``) where the app serves :func:`vis_assets` (the browser then caches
-        the 690 kB library instead of receiving it inside every page). ``None`` inlines it: the HTML
-        stands alone, with no request at all.
+        Width / height of the canvas: a wide forest wraps into rows to fit it.
+    dark : bool
+        Light labels on a dark background (talk mode).
     """
     statuses = statuses or {}
-    pairs = [(e.parent, e.child) for e in rec.edges]
-    longest = max((len(short_name(i)) for i in rec.model_ids), default=8)
-    x_scale = max(X_SCALE, longest * font_size * 0.62 + 26)  # labels never overlap their neighbours
-    y_scale = Y_SCALE * max(1.0, font_size / 15)
-    pos = tree_layout(rec, max_width=wrap_width(rec.model_ids, pairs, aspect, x_scale, y_scale))
-    tree_of = {m.id: m.tree for m in rec.models}
-    roots = set(rec.roots)
-    # "remote" keeps pyvis' template small (its "in_line" mode makes Jinja lex the whole library on every
-    # call); the CDN tags it writes are stripped below and replaced by ``asset_tags(served_at)``.
-    net = Network(height=f"{height}px", width="100%", directed=True, cdn_resources="remote")
-    for m in rec.models:
-        x, y = pos[m.id]
-        title = (f"{m.id}\nkurtosis {_fmt(m.kurtosis)}\ntree {m.tree}" + ("\nroot" if m.id in roots else "")
-                 + (f"\ndeclared parent: {m.declared_parent}" if m.declared_parent else ""))
-        color = TREE_COLORS[tree_of.get(m.id, 0) % len(TREE_COLORS)]
-        net.add_node(m.id, label=f"{short_name(m.id)}\nku {_fmt(m.kurtosis)}", title=title, x=x * x_scale,
-                     y=y * y_scale,
-                     shape="box", physics=False, borderWidth=3 if m.id in roots else 1,
-                     color={"background": color, "border": "#222222" if m.id in roots else "#777777",
-                            "highlight": {"background": "#FFE08A", "border": SELECTED}},
-                     font={"size": font_size, "face": "sans-serif"})
-    recovered = set()
-    for e in rec.edges:
-        st_ = statuses.get((e.parent, e.child))
-        recovered.add((e.parent, e.child))
-        is_sel = selected == (e.parent, e.child)
-        color = SELECTED if is_sel else (STATUS_COLORS.get(st_, "#444") if st_ else confidence_color(e.confidence))
-        net.add_edge(e.parent, e.child, id=edge_id(e.parent, e.child), title=edge_tooltip(e, st_),
-                     width=edge_width(e.confidence) + (4 if is_sel else 0),
-                     color={"color": color, "highlight": SELECTED},
-                     dashes=bool(e.constrained) and not is_sel)
-    ids = set(rec.model_ids)
+    mode = resolve_mode(color_by, statuses)
+    forest = Forest.of(rec)
+    models = {m.id: m for m in rec.models}
+    focus = focus if focus in models else None
+    opened = set(opened) | (set(forest.ancestors(focus)) if focus else set())
+    shown, hidden_under = fold(forest, folded=folded, opened=opened, budget=budget)
+    shown_set = set(shown)
+    lineage = ({focus} | set(forest.ancestors(focus)) | forest.descendants(focus)) if focus else None
+
+    primary_edges = [(forest.primary[c], c) for c in shown if c in forest.primary and forest.primary[c] in shown_set]
+    lengths = ({(e.parent, e.child): e.distance for e in rec.edges} if branch == "distance" else None)
+    longest = max((len(short_name(i)) for i in shown), default=8)
+    label_px = longest * font_size * 0.6 + 24  # label width: neighbours never overlap
+    if layout == "left-right":
+        col, gen = font_size * 2.6, label_px + 50
+        width = wrap_width(shown, primary_edges, 1 / aspect, col, gen)
+        raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths, max_width=width)
+        pos = {n: (x * gen, y * col) for n, (x, y) in raw.items()}
+    elif layout == "radial":
+        unit = font_size * 3.0
+        raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths)
+        pos = {n: (x * unit * 2.2, y * unit * 2.2) for n, (x, y) in raw.items()}
+    else:
+        col, gen = max(70.0, label_px), 110.0 * max(1.0, font_size / 15)
+        width = wrap_width(shown, primary_edges, aspect, col, gen)
+        raw = forest_positions(shown, primary_edges, orientation="top-down", lengths=lengths, max_width=width)
+        pos = {n: (x * col, y * gen) for n, (x, y) in raw.items()}
+
+    text = "#F2F2F2" if dark else "#1A1A1A"
+    net = Network(directed=True, cdn_resources="remote")
+    for mid in shown:
+        m = models[mid]
+        x, y = pos[mid]
+        is_root = mid not in forest.primary
+        fill = TREE_COLORS[m.tree % len(TREE_COLORS)]
+        if mode == "family":
+            fill = FAMILY_EDGE[m.tree % len(FAMILY_EDGE)] + "55"
+        n_hidden = hidden_under.get(mid, 0)
+        label = short_name(mid) + (f"\n▸ +{n_hidden} (double-click)" if n_hidden else "")
+        faded = lineage is not None and mid not in lineage
+        border = FOCUS if mid == focus else ("#222222" if is_root else "#777777")
+        net.add_node(mid, label=label, title=node_tooltip(m, rec, is_root, n_hidden), x=round(x, 1),
+                     y=round(y, 1), shape="box", physics=False,
+                     borderWidth=4 if mid == focus else (3 if is_root else 1),
+                     shapeProperties={"borderDashes": [5, 3] if n_hidden else False},
+                     color={"background": fill, "border": border,
+                            "highlight": {"background": "#E9D8FD", "border": SELECTED}},
+                     opacity=0.25 if faded else 1.0,
+                     font={"size": font_size, "face": "sans-serif", "color": "#1A1A1A"})
+    edge_ids: dict[str, EdgeKey] = {}
+    drawn: set[EdgeKey] = set()
+    for i, e in enumerate(rec.edges):
+        if e.parent not in shown_set or e.child not in shown_set:
+            continue
+        key = (e.parent, e.child)
+        drawn.add(key)
+        s = statuses.get(key)
+        eid = f"e{i}"
+        edge_ids[eid] = key
+        color = _edge_color(e, s, mode, models[e.child].tree)
+        faded = lineage is not None and not (e.parent in lineage and e.child in lineage)
+        extra_parent = forest.primary.get(e.child) != e.parent
+        net.add_edge(e.parent, e.child, id=eid, title=edge_tooltip(e, s), width=round(edge_width(e.confidence), 2),
+                     color={"color": color, "highlight": SELECTED, "hover": color, "opacity": 0.2 if faded else 1.0},
+                     dashes=RELATIONS[relation(e)][1],
+                     label="✎ set by you" if e.constrained else None,
+                     font={"size": max(10, font_size - 3), "color": text, "strokeWidth": 0} if e.constrained else None,
+                     smooth={"enabled": True, "type": "curvedCW", "roundness": 0.25} if extra_parent else None)
+    n_missing = 0
     for (p, c), s in statuses.items():
-        if s == "missing" and (p, c) not in recovered and p in ids and c in ids:
-            net.add_edge(p, c, id=f"{p}->{c} (missing)", title=f"{p} → {c}\nmissing: {STATUS_TEXT['missing']}",
-                         width=1.5, dashes=True, color={"color": STATUS_COLORS["missing"]})
-    net.set_options(json.dumps({
+        if s == "missing" and (p, c) not in drawn and p in shown_set and c in shown_set:
+            n_missing += 1
+            eid = f"m{n_missing}"
+            edge_ids[eid] = (p, c)
+            net.add_edge(p, c, id=eid, title=f"{p} → {c}\nmissing: {STATUS_TEXT['missing']}", width=2.5,
+                         dashes=[2, 5], color={"color": STATUS_COLORS["missing"], "highlight": SELECTED},
+                         smooth={"enabled": True, "type": "curvedCCW", "roundness": 0.35})
+    nodes = [_clean(n) for n in net.nodes]
+    edges = [_clean(e) for e in net.edges]
+    edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
+    options = _options(font_size, layout)
+    legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus)
+    digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
+    hidden = frozenset(set(forest.ids) - shown_set)
+    return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden)
+
+
+def _clean(item: dict) -> dict:
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def _options(font_size: int, layout: str) -> dict:
+    forward = {"top-down": "vertical", "left-right": "horizontal"}.get(layout, "none")
+    smooth = ({"enabled": True, "type": "cubicBezier", "forceDirection": forward, "roundness": 0.4}
+              if forward != "none" else {"enabled": False})
+    return {
         "physics": {"enabled": False},
-        "layout": {"hierarchical": {"enabled": False}},
-        "interaction": {"hover": True, "tooltipDelay": 80, "navigationButtons": False, "multiselect": False},
-        "edges": {"arrows": {"to": {"enabled": True, "scaleFactor": 0.7}},
-                  "smooth": {"enabled": True, "type": "cubicBezier", "forceDirection": "vertical", "roundness": 0.4}},
-        "nodes": {"margin": 8},
-    }))
+        "layout": {"hierarchical": {"enabled": False}, "improvedLayout": False},
+        "interaction": {"hover": True, "tooltipDelay": 120, "multiselect": False, "navigationButtons": False,
+                        "selectConnectedEdges": False, "hideEdgesOnDrag": False, "zoomSpeed": 0.6},
+        "edges": {"arrows": {"to": {"enabled": True, "scaleFactor": 0.7}}, "smooth": smooth,
+                  "selectionWidth": 4, "hoverWidth": 1.5},
+        "nodes": {"margin": 8, "scaling": {"label": {"enabled": False, "drawThreshold": MIN_LABEL_PX,
+                                                     "maxVisible": 2 * font_size + 6}}},
+    }
+
+
+def node_tooltip(m: ModelNode, rec: Recovery, is_root: bool, n_hidden: int = 0) -> str:
+    lines = [m.id, f"format {m.format or '?'} · {m.n_params:,} parameters" if m.n_params else f"format {m.format or '?'}",
+             f"family (tree) {m.tree}" + (" · root" if is_root else ""), f"kurtosis {_fmt(m.kurtosis)}"]
+    if m.declared_parent:
+        lines.append(f"declared parent: {m.declared_parent}")
+    if n_hidden:
+        lines.append(f"{n_hidden} models folded below: double-click to open")
+    return "\n".join(lines)
+
+
+def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, folded_any: bool = False,
+                 focus: str | None = None) -> list[tuple[str, str, str]]:
+    """The legend as ``(kind, colour or pattern, text)`` rows: every mark the graph can show."""
+    items: list[tuple[str, str, str]] = []
+    if mode == "agreement":
+        shown = [s for s in ("correct", "agree", "flipped", "wrong", "conflict", "undocumented", "external")
+                 if s in set(statuses.values())]
+        items += [("line", STATUS_COLORS[s], f"{s} vs {reference}") for s in shown]
+    elif mode == "family":
+        items += [("line", FAMILY_EDGE[t.id % len(FAMILY_EDGE)], f"family {t.id} (root {t.root})")
+                  for t in rec.trees[:8]]
+    elif mode == "relation":
+        present = sorted({relation(e) for e in rec.edges})
+        items += [("line", RELATIONS[r][0], RELATIONS[r][2]) for r in present]
+    else:
+        items += [("line", confidence_color(0.1), "low confidence"), ("line", confidence_color(0.95),
+                                                                       "high confidence")]
+    present = sorted({relation(e) for e in rec.edges} - {"finetune"})
+    items += [("dash", json.dumps(RELATIONS[r][1]), f"dashes: {RELATIONS[r][2]}") for r in present]
+    if "missing" in set(statuses.values()):
+        items.append(("dots", STATUS_COLORS["missing"], f"in the {reference}, not recovered (curved)"))
+    items += [("text", "", "width = confidence"), ("box", "#222222", "bold border = root"),
+              ("line", SELECTED, "selected")]
+    if folded_any:
+        items.append(("fold", "#777777", "dashed box, ▸ +k = folded subtree"))
+    if focus:
+        items.append(("box", FOCUS, "searched model; faded = outside its lineage"))
+    if any(e.constrained for e in rec.edges):
+        items.append(("text", "", "✎ = set by you"))
+    return items
+
+
+def legend_html(statuses: dict, reference: str, mode: str, rec: Recovery, *, folded_any: bool = False,
+                focus: str | None = None) -> str:
+    out = []
+    for kind, what, text in legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus):
+        t = _html.escape(text)
+        if kind == "line":
+            out.append(f'<span class="mg-sw" style="background:{what}"></span>{t}')
+        elif kind == "dots":
+            out.append(f'<span class="mg-sw mg-dots" style="border-color:{what}"></span>{t}')
+        elif kind == "dash":
+            out.append(f'<span class="mg-sw mg-dash"></span>{t}')
+        elif kind in ("box", "fold"):
+            style = "dashed" if kind == "fold" else "solid"
+            out.append(f'<span class="mg-box" style="border:2px {style} {what}"></span>{t}')
+        else:
+            out.append(t)
+    return " &nbsp; ".join(f'<span class="mg-item">{x}</span>' for x in out)
+
+
+def lineage_of(rec: Recovery, model: str) -> tuple[list[str], list[str]]:
+    """A model's ancestors (nearest first) and descendants (sorted)."""
+    f = Forest.of(rec)
+    return f.ancestors(model), sorted(f.descendants(model))
+
+
+# --- a standalone page (download) -----------------------------------------------------------------
+def tree_html(rec: Recovery, *, statuses: dict[EdgeKey, str] | None = None, reference: str = "",
+              height: int = 620, **view: Any) -> str:
+    """A self-contained interactive HTML page of the tree (pyvis' template, CDN tags stripped,
+    vis-network inlined): opens offline in any browser, makes no request."""
+    data = build_graph(rec, statuses=statuses, reference=reference, **view)
+    net = Network(height=f"{height}px", width="100%", directed=True, cdn_resources="remote")
+    net.nodes, net.edges = data.nodes, data.edges
+    net.set_options(json.dumps(data.options))
     html = strip_external(net.generate_html())
-    toolbar = ('<div id="toolbar"><input id="search" list="ids" placeholder="Find a model…">'
-               '<datalist id="ids">' + "".join(f'<option value="{_html.escape(i)}">' for i in rec.model_ids)
-               + '</datalist><button id="fit">Fit</button><button id="fs">Fullscreen</button></div>')
-    html = html.replace('<div class="card" style="width: 100%">',
-                        '<div id="wrap">' + toolbar + _legend(statuses.values(), reference)
-                        + '<div class="card" style="width: 100%">', 1)
-    html = html.replace("</head>", asset_tags(served_at) + _TOOLBAR_CSS + "</head>", 1)
-    if html.count('<div id="wrap">') == 1:
-        html = html.replace("</body>", "</div></body>", 1)
-    js = _TOOLBAR_JS % {"ids": _js(rec.model_ids), "sel": SELECTED}
-    return html.replace("</body>", js + "</body>", 1)
-
-
-def edge_id(parent: str, child: str) -> str:
-    """The vis-network id of a recovered edge."""
-    return f"{parent}->{child}"
-
-
-def selection_marker(selected: tuple[str, str] | None, node: str | None) -> str:
-    """Hidden HTML the graph iframe polls for the current selection."""
-    edge = edge_id(*selected) if selected else ""
-    return (f'<div class="mother-sel" style="display:none" data-edge="{_html.escape(edge, quote=True)}" '
-            f'data-node="{_html.escape(node or "", quote=True)}"></div>')
+    js, css = vis_source()
+    html = html.replace("</head>", f"<style>{css}</style>\n<script>{js}</script>\n</head>", 1)
+    legend = f'<div style="font:12px sans-serif;padding:4px">{data.legend}</div>'
+    html = html.replace("</body>", legend + "</body>", 1)
+    return html

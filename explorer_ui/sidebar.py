@@ -1,7 +1,8 @@
 """The shared sidebar: pick a model set and settings, run (or reuse) the recovery, return a context.
 
-Every page starts with ``ctx = page("Title")``; it returns a :class:`Loaded` (or ``None`` while nothing
-is recovered yet, after telling the user why). Engine errors are shown in the page, never as tracebacks.
+Every page starts with ``ctx = page("Title")``; it returns a :class:`Loaded`, or a
+:class:`~explorer_ui.state.NotReady` saying why there is nothing to draw yet. Engine errors are shown in
+the page, never as tracebacks. Session state is owned by :mod:`explorer_ui.state`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from typing import Any
 
 import streamlit as st
 
+from explorer_ui import engine, sources, state
+from explorer_ui.sources import ModelSet
+from explorer_ui.state import NotReady
 from mother_core.errors import MotherError
 from mother_core.lineage import declared_edges, edge_lineage, match_model_id
 from mother_core.recovery.features import LAYER_SELECTIONS as LAYERS
 from mother_core.recovery.recover import METHODS, REGIMES
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
-
-from explorer_ui import engine, sources
-from explorer_ui.sources import ModelSet
 
 SOURCES = ("Demo sets", "Local folder", "Hugging Face cache", "Paper presets", "Saved result")
 DEVICES = ("auto", "cpu", "cuda")
@@ -86,13 +87,40 @@ def _pick_folder() -> ModelSet | None:
     if not roots:
         st.sidebar.warning("No browsable folders: set MOTHER_BROWSE_ROOTS.")
         return None
+    # Folders holding weights first, so the picker never opens on an empty folder.
     folders = [f for r in roots for f in sources.list_folders(r)]
-    folder = _widget(st.sidebar.selectbox, "Folder with models", "folder", folders[0], options=folders,
-                     help="Only folders under MOTHER_BROWSE_ROOTS are listed.")
-    if folder not in folders:
-        return None
-    sources.within_roots(folder, roots)
-    return ModelSet("folder", Path(folder).name, (folder,), truth=sources.truth_for(folder))
+    with_weights = [f for f in folders if sources.has_weights(f)]
+    options = with_weights or folders
+    typed = _widget(st.sidebar.text_input, "Path to a folder of models", "folder_path", "",
+                    placeholder=str(roots[0]),
+                                  help="Any folder under " + ", ".join(str(r) for r in roots)
+                                  + " (MOTHER_BROWSE_ROOTS).")
+    if typed.strip():
+        folder = str(sources.within_roots(typed.strip(), roots))
+        if not Path(folder).is_dir():
+            st.sidebar.warning(f"{typed} is not a folder.")
+            return None
+    else:
+        folder = _widget(st.sidebar.selectbox, "Folder with models", "folder", options[0], options=options,
+                         help="Folders under MOTHER_BROWSE_ROOTS that hold weight files.")
+        if folder not in options:
+            return None
+        sources.within_roots(folder, roots)
+    return ModelSet("folder", Path(folder).name, (folder,), truth=_truth_file(folder, roots))
+
+
+def _truth_file(folder: str | None, roots: list[Path]) -> str | None:
+    """A truth file: the set's own ``truth.json``, or one the user attaches (any set)."""
+    up = st.sidebar.file_uploader("Attach a truth file (optional)", type=["json"], key="truth_upload",
+                                  help='{"edges": [["parent", "child"], ...]}: the tree is then scored '
+                                  "against it.")
+    if up is not None:
+        data = up.getvalue()
+        dest = Path(engine.CACHE_DIR) / "truth" / f"{hashlib.sha1(data).hexdigest()[:16]}.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return str(dest)
+    return sources.truth_for(folder) if folder else None
 
 
 def _pick_hf() -> ModelSet | None:
@@ -105,7 +133,8 @@ def _pick_hf() -> ModelSet | None:
     group = [m.repo_id for m in models if m.architecture == arch]
     chosen = st.sidebar.multiselect("Models", group, default=group, key=f"hf_models_{arch}")
     paths = tuple(m.path for m in models if m.repo_id in chosen)
-    return ModelSet("hf", f"{arch} ({len(paths)} cached models)", paths) if paths else None
+    truth = _truth_file(None, [])
+    return ModelSet("hf", f"{arch} ({len(paths)} cached models)", paths, truth=truth) if paths else None
 
 
 def _pick_preset() -> ModelSet | None:
@@ -115,8 +144,7 @@ def _pick_preset() -> ModelSet | None:
     key = _widget(st.sidebar.selectbox, "Family", "preset", keys[0], options=keys,
                   format_func=lambda k: next(p.title for p in PRESETS if p.key == k))
     preset = next(p for p in PRESETS if p.key == key)
-    st.session_state["_preset_view"] = (preset, engine.preset_availability(preset.key))
-    avail = st.session_state["_preset_view"][1]
+    avail = state.preset_view((preset, engine.preset_availability(preset.key)))[1]
     if not avail.complete:
         return None
     return ModelSet("preset", preset.title, tuple(avail.found[h] for h in preset.hub_ids),
@@ -138,9 +166,8 @@ def _pick_result() -> ModelSet | None:
     path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files)
     if path not in files:
         return None
-    truth = Path(path).with_name("truth.json")
-    return ModelSet("result", Path(path).name, result=path,
-                    truth=str(truth) if truth.is_file() else None, auto_run=True)
+    truth = _truth_file(str(Path(path).parent), [])
+    return ModelSet("result", Path(path).name, result=path, truth=truth, auto_run=True)
 
 
 def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
@@ -173,9 +200,24 @@ def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
     return RecoverySettings(**wanted), device
 
 
+_SOURCE_IN_URL = {"Demo sets": "demo", "Local folder": "folder", "Saved result": "result"}
+_WIDGET_OF = {"demo": "demo", "folder": "folder", "result": "result_file"}
+
+
+def _apply_link() -> None:
+    """A shared link (``?source=demo&set=vit-tree&parent=…&child=…``) opens that set on that edge."""
+    source, name = state.url_request()
+    label = next((k for k, v in _SOURCE_IN_URL.items() if v == source), None)
+    if label is None or not name:
+        return
+    st.session_state["_keep_source"] = label
+    st.session_state[f"_keep_{_WIDGET_OF[source]}"] = name  # the pickers check it is offered
+
+
 def pick_model_set() -> tuple[ModelSet | None, RecoverySettings, str]:
     """The sidebar model-set picker and settings."""
     st.sidebar.header("Model set")
+    _apply_link()
     src = _widget(st.sidebar.radio, "Source", "source", SOURCES[0], options=SOURCES)
     picker = {"Demo sets": _pick_demo, "Local folder": _pick_folder, "Hugging Face cache": _pick_hf,
               "Paper presets": _pick_preset, "Saved result": _pick_result}[src]
@@ -213,13 +255,11 @@ def _statuses(rec: Recovery, truth: Any, reference: str) -> dict[tuple[str, str]
 
 
 def page(title: str, *, heading: str | None = None, caption: str | None = None, icon: str = "🌳",
-         talk: bool = False) -> Loaded | None:
-    """Set up a page (config, heading, sidebar), recover or reuse the tree, and return what to render.
+         talk: bool = False) -> Loaded | NotReady:
+    """Set up a page (heading, sidebar), recover or reuse the tree, and return what to render.
 
     The heading is drawn first so that a first run's progress display appears under it.
     """
-    st.set_page_config(page_title=f"{title} · MoTHer Explorer", page_icon=icon, layout="wide",
-                       initial_sidebar_state="collapsed" if talk else "auto")
     if talk:
         st.markdown(TALK_CSS, unsafe_allow_html=True)
     if heading:
@@ -227,47 +267,38 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
     if caption:
         st.caption(caption)
     try:
-        st.session_state["_why_none"] = "error"
         ms, settings, device = pick_model_set()
         if ms is None:
             src = st.session_state.get("source")
-            st.session_state["_why_none"] = "preset" if src == "Paper presets" else "empty"
-            return None
-        st.session_state["_model_set"] = ms
-        requested = st.session_state.setdefault("_requested", set())
-        ready = ms.auto_run or ms.key in requested or ms.kind == "result" or engine.have_statistics(ms, device)
+            return NotReady("preset", state.preset_view()) if src == "Paper presets" else NotReady("empty")
+        ready = ms.auto_run or state.requested(ms.key) or ms.kind == "result" or engine.have_statistics(ms, device)
         if not ready:
             if st.sidebar.button("Recover the tree", type="primary", key=f"run_{ms.key}"):
-                requested.add(ms.key)
+                state.request(ms.key)
                 ready = True
         if not ready:
-            st.session_state["_pending"] = ms
-            st.session_state["_why_none"] = "pending"
-            return None
-        st.session_state.pop("_pending", None)
+            return NotReady("pending", ms)
+        if ms.kind in ("demo", "folder", "result"):
+            state.set_in_url(ms.kind, ms.label if ms.kind == "demo" else (ms.result or ms.paths[0]))
         base_key, base = engine.recovery(ms, settings, device)
-        cons_all = st.session_state.setdefault("_constraints", {})
-        constraints = cons_all.get(base_key, Constraints())
+        constraints = state.constraints(base_key)
         try:
             key, rec = engine.constrained(base_key, base, constraints)
         except MotherError as e:
-            previous = st.session_state.setdefault("_constraints_prev", {}).get(base_key, Constraints())
             st.warning(f"These constraints cannot all hold: {e} The last change was undone.")
-            cons_all[base_key] = constraints = previous
+            constraints = state.undo_constraints(base_key)
             key, rec = engine.constrained(base_key, base, constraints)
         truth, ref = _truth(ms, rec)
-        st.session_state["_why_none"] = None
         return Loaded(ms, base_key, base, key, rec, constraints, truth, ref, _statuses(rec, truth, ref), device)
     except MotherError as e:
         st.error(str(e))
-        return None
+        return NotReady("error")
     except Exception as e:  # never a traceback in the page; the log keeps the details
         logging.getLogger(__name__).exception("recovery failed")
         st.error(engine.error_message(e))
-        return None
+        return NotReady("error")
 
 
 def set_constraints(ctx: Loaded, constraints: Constraints) -> None:
     """Store new constraints for this recovery (the next rerun re-solves); keep the old ones to undo."""
-    st.session_state.setdefault("_constraints_prev", {})[ctx.base_key] = ctx.constraints
-    st.session_state.setdefault("_constraints", {})[ctx.base_key] = constraints
+    state.set_constraints(ctx.base_key, ctx.constraints, constraints)

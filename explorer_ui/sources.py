@@ -181,3 +181,28 @@ def fingerprint(paths: tuple[str, ...], limit: int = 5000) -> str:
             st = os.stat(p)
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+
+
+def has_weights(folder: str | Path, max_depth: int = 1) -> bool:
+    """Whether a weight file lies at most ``max_depth`` levels below ``folder`` (names only, nothing is
+    opened): the folder picker offers these first, so it never opens on an empty folder."""
+    frontier = [Path(folder)]
+    for _ in range(max_depth + 1):
+        nxt = []
+        for d in frontier:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                if e.name.startswith(".") or e.name in SKIP_DIRS:
+                    continue
+                if e.is_file() and e.name.endswith(WEIGHT_SUFFIXES):
+                    return True
+                if e.is_dir():
+                    nxt.append(Path(e.path))
+        frontier = nxt
+    return False

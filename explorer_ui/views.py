@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
+from explorer_ui import graph, state, static
+from explorer_ui.graph_component import graph as graph_widget
+from explorer_ui.sidebar import Loaded, set_constraints
+from explorer_ui.sources import human_bytes
+from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
 from mother_core.lineage import compare_declared
 from mother_core.recovery.result import Constraints, Edge, Recovery
-
-from explorer_ui import graph, static
-from explorer_ui.sidebar import Loaded, set_constraints
-from explorer_ui.sources import human_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +80,7 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
     for e in sorted(_rec.edges, key=lambda e: (_num(e.confidence) is None, e.confidence)):
         alt, gap = best_alternative(e, own_cost(_rec, e))
         s = st_map.get((e.parent, e.child), "")
-        rows.append({"edge": label(e), "confidence": _num(e.confidence, 2),
+        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "confidence": _num(e.confidence, 2),
                      "placement": _num(e.placement_confidence, 2), "direction": _num(e.direction_confidence, 2),
                      "distance": _num(e.distance, 4), "status": f"{STATUS_ICON.get(s, '')} {s}".strip(),
                      "best alternative parent": alt, "extra cost": gap, "set by you": e.constrained})
@@ -87,27 +88,192 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def tree_html(key: str, statuses: tuple, reference: str, height: int, font_size: int, aspect: float,
-              served_at: str | None, _rec: Recovery) -> str:
-    return graph.tree_html(_rec, statuses=dict(statuses), reference=reference, height=height,
-                           font_size=font_size, aspect=aspect, served_at=served_at)
+def graph_data(key: str, statuses: tuple, reference: str, view: GraphView, folded: frozenset, opened: frozenset,
+               font_size: int, aspect: float, dark: bool, _rec: Recovery) -> graph.GraphData:
+    """The drawing of a recovery (cached per recovery, view and folding: a click never rebuilds it)."""
+    return graph.build_graph(_rec, statuses=dict(statuses), reference=reference, layout=view.layout,
+                             branch=view.branch, color_by=view.color_by, focus=view.focus, folded=folded,
+                             opened=opened, font_size=font_size, aspect=aspect, dark=dark)
 
 
-def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, highlight: str | None = None,
-         aspect: float = 1.8, inline_library: bool = False) -> None:
-    """The interactive tree (pyvis in an iframe); the selected edge / model are synced into it live.
+def selected_edge(ctx: Loaded) -> Edge | None:
+    """The selected edge, when it is an edge of the current tree."""
+    sel = state.selection()
+    return ctx.rec.edge(*sel.edge) if sel.edge else None
 
-    vis-network is linked from the app's static files (fetched once, kept by the browser, compiled off
-    the main thread) unless ``inline_library``: the home page inlines it, because on a cold start its
-    tree would otherwise wait for that request behind the server building the rest of the page, and
-    then behind the browser evaluating the plot bundle.
+
+def selected_model(ctx: Loaded) -> str | None:
+    sel = state.selection()
+    return sel.node if sel.node in set(ctx.rec.model_ids) else None
+
+
+def ranked_edges(ctx: Loaded) -> list[tuple[str, str]]:
+    """Edges least confident first (the order of the tables and of talk mode's arrow keys)."""
+    df = edge_table(ctx.key, _st_key(ctx.statuses), ctx.rec)
+    return list(zip(df["parent"], df["child"])) if len(df) else []
+
+
+def _on_graph_event(ctx: Loaded, data: graph.GraphData):
+    def handle(event: dict) -> None:
+        kind = event.get("type")
+        if kind == "node" and event.get("id") in set(ctx.rec.model_ids):
+            state.select_node(str(event["id"]))
+        elif kind == "edge":
+            state.select_edge((str(event.get("parent")), str(event.get("child"))))
+        elif kind == "toggle" and event.get("id") in set(ctx.rec.model_ids):
+            node = str(event["id"])
+            if node in data.folded or graph.Forest.of(ctx.rec).children.get(node):
+                state.toggle_collapse(ctx.key, node, node in data.folded)
+        elif kind == "step":
+            order = ranked_edges(ctx)
+            if order:
+                cur = state.selection().edge
+                i = order.index(cur) if cur in order else -1
+                state.select_edge(order[(i + int(event.get("delta", 1))) % len(order)])
+    return handle
+
+
+def graph_controls(ctx: Loaded, where: str) -> GraphView:
+    """The graph's toolbar: find a model (with its lineage), layout, branch length, colour."""
+    view = state.graph_view()
+    ids = sorted(ctx.rec.model_ids)
+    cols = st.columns([3, 2, 2, 2])
+    pick = cols[0].selectbox("Find a model", ["—"] + ids,
+                             index=(ids.index(view.focus) + 1) if view.focus in ids else 0, key=f"find_{where}",
+                             help="Shows the model with its ancestors and descendants (the rest fades), "
+                             "opens folded subtrees above it and its card.")
+    layout = cols[1].selectbox("Layout", ("top-down", "left-right", "radial"),
+                               index=("top-down", "left-right", "radial").index(view.layout), key=f"layout_{where}")
+    branch = cols[2].selectbox("Branch length", graph.BRANCHES, index=graph.BRANCHES.index(view.branch),
+                               key=f"branch_{where}", format_func=lambda b: {"edges": "one per edge",
+                                                                             "distance": "distance"}[b])
+    color = cols[3].selectbox("Colour edges by", graph.COLOR_MODES, index=graph.COLOR_MODES.index(view.color_by),
+                              key=f"color_{where}")
+    focus = None if pick == "—" else pick
+    new = GraphView(layout, branch, color, focus)
+    if new != view:
+        state.set_graph_view(new)
+        if focus and focus != view.focus:
+            state.select_node(focus)
+    return new
+
+
+def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float = 1.8, where: str = "main",
+         controls: bool = True, dark: bool = False, keys: bool = False, inline_library: bool = False) -> None:
+    """The interactive tree: clicks select models and edges, double-clicks fold subtrees.
+
+    vis-network is linked from the app's static files (fetched once per browser session) unless
+    ``inline_library`` or static serving is off.
     """
-    sel = st.session_state.get("sel_edge")
-    sel = sel if sel and ctx.rec.edge(*sel) else None
-    st.html(graph.selection_marker(sel, highlight))
-    served_at = None if inline_library else static.vis_url()
-    html = tree_html(ctx.key, _st_key(ctx.statuses), ctx.reference, height, font_size, aspect, served_at, ctx.rec)
-    st.iframe(html, height=height + 12)
+    view = graph_controls(ctx, where) if controls else state.graph_view()
+    fold = state.collapse(ctx.key)
+    sel = state.selection()
+    data = graph_data(ctx.key, _st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened, font_size,
+                      aspect, dark, ctx.rec)
+    hidden_sel = [m for m in ((sel.node,) if sel.node else tuple(sel.edge or ())) if m in data.hidden]
+    if hidden_sel:  # a model selected elsewhere lies in a folded subtree: open the path to it
+        forest = graph.Forest.of(ctx.rec)
+        state.open_path(ctx.key, {a for m in hidden_sel for a in forest.ancestors(m)})
+        fold = state.collapse(ctx.key)
+        data = graph_data(ctx.key, _st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened,
+                          font_size, aspect, dark, ctx.rec)
+    selected = ({"edge": list(sel.edge), "reveal": True} if sel.edge and data.edge_id(sel.edge)
+                else {"node": sel.node, "reveal": True} if sel.node else None)
+    lib = None if inline_library else static.vis_url()
+    graph_widget(data, key=f"graph_{where}", height=height, lib_url=lib, selected=selected,
+                 on_event=_on_graph_event(ctx, data), dark=dark, big=font_size >= 20, keys=keys)
+    if data.folded:
+        st.caption(f"{len(data.hidden)} of {len(ctx.rec.models)} models are folded into {len(data.folded)} "
+                   "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
+
+
+SCREENS = {"1280 × 720": 430, "1920 × 1080": 760}
+
+
+def talk(ctx: Loaded) -> None:
+    """Talk mode: title line, the tree (dark, large type, arrow keys), one line on the selected edge."""
+    screen = st.sidebar.radio("Projector", list(SCREENS), key="talk_screen", horizontal=True,
+                              help="Sizes the tree so the page fits the screen without scrolling.")
+    rec = ctx.rec
+    n_trees = len(rec.trees) or len(rec.roots)
+    st.title(ctx.model_set.label)
+    st.markdown(f"{len(rec.models)} models · {len(rec.edges)} recovered edges · "
+                f"{n_trees} tree(s)" + (f" · compared with the {ctx.reference}" if ctx.reference else ""))
+    tree(ctx, height=SCREENS[screen], font_size=22, aspect=16 / 7, where="talk", controls=False, dark=True,
+         keys=True)
+    edge = selected_edge(ctx)
+    if edge is None:
+        st.markdown("→ / ← steps through the edges, least confident first.")
+        return
+    order = ranked_edges(ctx)
+    rank = order.index((edge.parent, edge.child)) + 1 if (edge.parent, edge.child) in order else 0
+    alt, gap = best_alternative(edge, own_cost(rec, edge))
+    st.markdown(f"**{edge.parent} → {edge.child}** · confidence **{edge.confidence:.2f}** "
+                f"({rank} of {len(order)}, least confident first) · best alternative parent: {alt}"
+                + (f" (extra cost {gap:.3g})" if gap is not None else "") + " · → / ← for the next")
+
+
+def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
+    """What is selected: a model's card, or an edge's evidence (nothing: a hint)."""
+    node, edge = selected_model(ctx), selected_edge(ctx)
+    if node:
+        node_card(ctx, node)
+    elif edge is not None:
+        st.subheader(f"Edge {label(edge)}")
+        edge_evidence(ctx, edge, full=full)
+        if not full:
+            st.page_link("pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
+    else:
+        st.caption("Click a model in the tree for its card, or an edge for its evidence.")
+
+
+def node_card(ctx: Loaded, model: str) -> None:
+    """A model's card: where it is, its recovered parent(s) and how sure, what else it could descend from."""
+    import pandas as pd
+
+    rec = ctx.rec
+    m = next(x for x in rec.models if x.id == model)
+    parents = [e for e in rec.edges if e.child == model]
+    kids = [e.child for e in rec.edges if e.parent == model]
+    st.subheader(f"Model {model}")
+    c = st.columns(4)
+    c[0].metric("Format", m.format or "?")
+    c[1].metric("Parameters", f"{m.n_params:,}" if m.n_params else "?")
+    c[2].metric("Size on disk", _disk_size(m.path))
+    conf = parents[0].confidence if parents else None
+    c[3].metric("Confidence of its edge", "root" if not parents else f"{conf:.2f}")
+    rows = [("Path", m.path), ("Family (tree)", str(m.tree)),
+            ("Declared parent", m.declared_parent or "(none declared)"),
+            ("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
+                                           + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
+                                              is not None else "") + ")" for e in parents) or "(root)"),
+            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Kurtosis", _fmt_num(m.kurtosis))]
+    st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
+    if parents:
+        if st.button(f"Open the evidence of {parents[0].parent} → {model}", key=f"card_edge_{model}"):
+            state.select_edge((parents[0].parent, model))
+            st.rerun()
+    if m.alternatives:
+        st.markdown("**Alternative parents** (lower cost is better)")
+        st.dataframe(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _num(a.cost, 4),
+                                    "distance": _num(a.distance, 4)} for a in m.alternatives]), hide_index=True)
+
+
+def _fmt_num(x: float | None) -> str:
+    v = _num(x)
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def _disk_size(path: str) -> str:
+    import os
+
+    try:
+        if os.path.isfile(path):
+            return human_bytes(os.path.getsize(path))
+        total = sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+        return human_bytes(total)
+    except OSError:
+        return "?"
 
 
 def summary(ctx: Loaded) -> None:
@@ -156,40 +322,46 @@ def discovery_table(discovery) -> None:
         st.warning(f"Skipped `{p.path}`: {p.message}")
 
 
-def _on_pick(key: str, edges: list[tuple[str, str]]) -> None:
-    lab = st.session_state.get(key)
-    st.session_state["sel_edge"] = next((e for e in edges if label(e) == lab), None)
+def _on_pick(key: str, order: list[tuple[str, str]]) -> None:
+    i = st.session_state.get(key)
+    if isinstance(i, int) and 0 <= i < len(order):
+        state.select_edge(order[i])
 
 
 def _on_table(key: str, order: list[tuple[str, str]]) -> None:
     rows = st.session_state[key].selection.rows
     if rows:
-        st.session_state["sel_edge"] = order[rows[0]]
+        state.select_edge(order[rows[0]])
 
 
-def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420) -> Edge | None:
-    """A selectbox (and optionally the ranked table) choosing the edge; both stay in sync."""
+def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420, default_first: bool = True) -> Edge | None:
+    """A selectbox (and optionally the ranked table) choosing the edge; the graph and both stay in sync."""
     rec = ctx.rec
     if not rec.edges:
         st.info("No edges: every model was recovered as its own root.")
         return None
     df = edge_table(ctx.key, _st_key(ctx.statuses), rec)
-    order = [tuple(x.split(" → ", 1)) for x in df["edge"]]
-    sel = st.session_state.get("sel_edge")
+    order = list(zip(df["parent"], df["child"]))
+    sel = state.selection().edge
     if sel not in order:
-        sel = order[0]
-        st.session_state["sel_edge"] = sel
-    # The selectbox's key follows the selection, so a selection made elsewhere (the table, a flip)
-    # starts a fresh widget at the right index instead of fighting the browser's copy of the value.
-    pkey = f"edge_pick::{label(sel)}"
-    st.selectbox("Edge", [label(e) for e in order], index=order.index(sel), key=pkey, on_change=_on_pick,
-                 args=(pkey, order), help="Least confident first. Selecting one highlights it in the tree.")
+        if not default_first:
+            sel = None
+        else:
+            sel = order[0]
+            if state.selection().node is None:
+                state.select_edge(sel)
+    # The selectbox's key follows the selection, so a selection made elsewhere (the graph, the table, a
+    # flip) starts a fresh widget at the right index instead of fighting the browser's copy of the value.
+    pkey = f"edge_pick::{sel[0]}::{sel[1]}" if sel else "edge_pick::none"
+    st.selectbox("Edge", list(range(len(order))), index=order.index(sel) if sel else None, key=pkey,
+                 format_func=lambda i: label(order[i]), on_change=_on_pick, args=(pkey, order),
+                 help="Least confident first. Selecting one highlights it in the tree.")
     if table:
         tkey = f"edge_table_{ctx.key}"
         st.dataframe(df, hide_index=True, height=height, key=tkey, on_select=partial(_on_table, tkey, order),
                      selection_mode="single-row", column_order=["edge", "confidence", "status",
                                                                 "best alternative parent", "distance"])
-    return rec.edge(*sel)
+    return rec.edge(*sel) if sel else None
 
 
 def least_confident(ctx: Loaded, rows: int = 3) -> None:
@@ -272,16 +444,16 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
                 focus = (parent, child)
     if new is not None:
         set_constraints(ctx, new)
-        st.session_state["_before_edges"] = (ctx.base_key, before)
+        state.remember_edges_before(ctx.base_key, before)
         if focus is not None:
-            st.session_state["sel_edge"] = focus
+            state.select_edge(focus)
         st.rerun()
 
 
 def what_changed(ctx: Loaded) -> None:
     """Edges added and removed by the last re-solve."""
-    base_key, before = st.session_state.get("_before_edges") or (None, None)
-    if before is None or base_key != ctx.base_key:
+    before = state.edges_before(ctx.base_key)
+    if before is None:
         return
     after = {(x.parent, x.child) for x in ctx.rec.edges}
     added, removed = sorted(after - before), sorted(before - after)
@@ -296,11 +468,10 @@ def what_changed(ctx: Loaded) -> None:
                    f"{[label(x) for x in cons.forbidden]}, roots {list(cons.roots)}")
 
 
-def not_ready() -> None:
+def not_ready(why: NotReady) -> None:
     """Explain why there is no tree yet: a set waiting for "Recover", a preset missing weights, ..."""
-    why = st.session_state.get("_why_none")
-    if why == "pending":
-        ms = st.session_state.get("_pending")
+    if why.why == "pending":
+        ms = why.detail
         st.subheader(f"Models in {ms.label}")
         try:
             from explorer_ui.engine import discover_set
@@ -311,11 +482,18 @@ def not_ready() -> None:
             st.error(str(e))
             return
         st.info("Check the list, adjust the settings if needed, then press **Recover the tree** in the sidebar.")
-    elif why == "preset":
-        preset, avail = st.session_state["_preset_view"]
-        preset_info(preset, avail)
-    elif why == "empty":
+    elif why.why == "preset" and why.detail:
+        preset_info(*why.detail)
+    elif why.why == "empty":
         st.info("Pick a model set in the sidebar.")
+
+
+def about_preset() -> None:
+    """The open preset's details in an expander (home page)."""
+    shown = state.preset_view()
+    if shown:
+        with st.expander("About this family"):
+            preset_info(*shown)
 
 
 def preset_info(preset, avail) -> None:
@@ -331,7 +509,9 @@ def preset_info(preset, avail) -> None:
     if avail.missing:
         st.warning(f"{len(avail.missing)} of {len(preset.hub_ids)} models are not in the local Hugging Face "
                    "cache, so this family cannot run here. On a machine with network access, run:")
-        st.code("\n".join(f"huggingface-cli download {h}" for h in avail.missing), language="bash")
+        st.code("\n".join(f"hf download {h}" for h in avail.missing), language="bash")
+        st.caption("`hf` comes with huggingface_hub ≥ 0.34 (`pip install -U huggingface_hub`); the models land "
+                   "in the cache this app scans (HF_HUB_CACHE).")
 
 
 def page(title: str, **kwargs) -> Loaded:
@@ -339,7 +519,7 @@ def page(title: str, **kwargs) -> Loaded:
     from explorer_ui.sidebar import page as set_up
 
     ctx = set_up(title, **kwargs)
-    if ctx is None:
-        not_ready()
+    if isinstance(ctx, NotReady):
+        not_ready(ctx)
         st.stop()
     return ctx

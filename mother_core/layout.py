@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     from mother_core.recovery.result import Recovery
 
-__all__ = ["tree_layout", "tree_layout_edges", "tree_order", "tree_order_edges", "wrap_width"]
+__all__ = ["forest_positions", "tree_layout", "tree_layout_edges", "tree_order", "tree_order_edges", "wrap_width"]
 
 
 def _forest(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> tuple[list[str], dict[str, list[str]]]:
@@ -190,3 +190,82 @@ def tree_order_edges(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> 
 def tree_order(recovery: "Recovery") -> list[str]:
     """Model ids of a recovery in depth-first pre-order, tree after tree."""
     return tree_order_edges(recovery.model_ids, [(e.parent, e.child) for e in recovery.edges])
+
+
+ORIENTATIONS = ("top-down", "left-right", "radial")
+
+
+def forest_positions(
+    nodes: Sequence[str],
+    edges: Sequence[tuple[str, str]],
+    *,
+    orientation: str = "top-down",
+    lengths: dict[tuple[str, str], float] | None = None,
+    max_width: float | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Positions of a forest in one of three layouts, with branch lengths by generation or by distance.
+
+    Built on :func:`tree_layout_edges` (leaf columns, parents centred over their children): the depth
+    axis is either the number of edges from the root, or, with ``lengths``, the summed edge lengths
+    scaled so that a mean edge spans one generation (a phylogram, as in iTOL or Nextstrain).
+
+    Parameters
+    ----------
+    nodes, edges : as for :func:`tree_layout_edges`
+    orientation : {"top-down", "left-right", "radial"}
+        Roots on top, roots on the left, or roots in the centre with leaves on a circle (several trees
+        share the circle, each in its own sector).
+    lengths : dict of (str, str) to float, optional
+        Branch length per edge (e.g. the recovered distance). Missing or non-finite lengths count as
+        the mean.
+    max_width : float, optional
+        Wrap wide forests into rows (top-down / left-right only).
+
+    Returns
+    -------
+    dict of str to (float, float)
+        ``(x, y)`` per node in grid units (one leaf column / one generation apart), y growing downwards.
+
+    Examples
+    --------
+    >>> forest_positions(["a", "b", "c"], [("a", "b"), ("a", "c")], orientation="left-right")
+    {'a': (0.0, 0.5), 'b': (1.0, 0.0), 'c': (1.0, 1.0)}
+    """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, not {orientation!r}")
+    edges = list(edges)
+    wrap = None if orientation == "radial" else max_width
+    pos = tree_layout_edges(nodes, edges, max_width=wrap)
+    if not pos:
+        return pos
+    if lengths:
+        roots, children = _forest(nodes, edges)
+        finite = [v for v in lengths.values() if math.isfinite(v) and v > 0]
+        mean = sum(finite) / len(finite) if finite else 1.0
+        depth: dict[str, float] = {}
+        for r in roots:
+            depth[r] = pos[r][1]
+            stack = [r]
+            while stack:
+                p = stack.pop()
+                for c in children.get(p, ()):
+                    v = lengths.get((p, c), mean)
+                    depth[c] = depth[p] + ((v if math.isfinite(v) and v > 0 else mean) / mean)
+                    stack.append(c)
+        pos = {n: (x, depth.get(n, y)) for n, (x, y) in pos.items()}
+    if orientation == "left-right":
+        return {n: (y, x) for n, (x, y) in pos.items()}
+    if orientation == "radial":
+        xs = [x for x, _ in pos.values()]
+        lo, span = min(xs), max(xs) - min(xs) + 1.0
+        deepest = max((y for _, y in pos.values()), default=0.0) or 1.0
+        # Leaves one unit apart on the outer ring; several roots sit on a small inner ring.
+        ring = max(1.0, span / (2 * math.pi * deepest))
+        several = len({n for n in nodes} - {c for _, c in edges}) > 1
+        out = {}
+        for n, (x, y) in pos.items():
+            angle = 2 * math.pi * (x - lo) / span
+            r = (y + (1.0 if several else 0.0)) * ring
+            out[n] = (round(r * math.cos(angle), 6), round(r * math.sin(angle), 6))
+        return out
+    return pos

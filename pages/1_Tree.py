@@ -1,4 +1,4 @@
-"""The recovered tree beside its ranked edge table; the selected edge's evidence below."""
+"""The recovered tree beside its ranked edge table; the selected model's card or edge's evidence below."""
 
 import streamlit as st
 
@@ -7,14 +7,9 @@ from explorer_ui import views
 ctx = views.page("Tree", heading="Tree")
 
 left, right = st.columns([3, 2])
-with right:
-    st.markdown("**Edges, least confident first** — pick one (or click a row)")
-    edge = views.edge_picker(ctx, height=380)
 with left:
-    find = st.selectbox("Find a model", ["—"] + sorted(ctx.rec.model_ids), key="find_model")
-    views.tree(ctx, height=560, highlight=None if find == "—" else find, aspect=1.2)
-
-if edge is not None:
-    st.subheader(f"Edge {views.label(edge)}")
-    views.edge_evidence(ctx, edge, full=False)
-    st.page_link("pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
+    views.tree(ctx, height=600, where="tree", aspect=1.2)
+with right:
+    st.markdown("**Edges, least confident first** — pick one (or click a row, or an edge in the tree)")
+    views.edge_picker(ctx, height=430, default_first=False)
+views.selection_panel(ctx)

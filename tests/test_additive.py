@@ -72,7 +72,7 @@ def test_refinement_on_trained_trees_and_under_constraints(small_zoo, fft_stats)
     truth = load_truth(small_zoo["fft"] / "truth.json")
     refined = recover(fft_stats)
     plain = recover(fft_stats, RecoverySettings(refine=False))
-    assert "squared_distance" in refined.extra
+    assert refined.problem.squared is not None
     assert evaluate(refined, truth).undirected_accuracy >= evaluate(plain, truth).undirected_accuracy
     # Constraints are honoured on the refined tree: a forced edge, a forbidden edge, a fixed root.
     child = refined.edges[0].child
@@ -92,7 +92,7 @@ def test_cli_can_turn_the_refinement_off(small_zoo, tmp_path):
     out = tmp_path / "plain.json"
     cli_main(["recover", str(small_zoo["fft"]), "--no-refine", "--out", str(out)])
     plain = Recovery.load(out)
-    assert plain.settings.refine is False and "squared_distance" not in plain.extra
+    assert plain.settings.refine is False and plain.problem.squared is None
 
 
 def test_an_edge_kept_over_a_cheaper_parent_is_reported_as_contested():

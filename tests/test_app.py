@@ -83,15 +83,30 @@ def ok(at: AppTest) -> AppTest:
     return at
 
 
-def iframe_html(at: AppTest) -> str:
-    frames = [el for el in at.get("iframe")]
-    assert frames, "no tree iframe on the page"
-    return frames[0].proto.srcdoc
+def graph_payload(at: AppTest) -> dict:
+    """What the page sends the graph component (nodes, edges, options, selection, library URL)."""
+    graphs = [el for el in at.get("bidi_component") if el.proto.component_name == "mother_graph"]
+    assert graphs, "no tree graph on the page"
+    return json.loads(graphs[0].proto.json)
+
+
+def graph_text(at: AppTest) -> str:
+    return json.dumps(graph_payload(at))
 
 
 def edge_box(at: AppTest):
-    """The "Edge" selectbox (its key follows the selection)."""
+    """The "Edge" selectbox (its key follows the selection; its value is the edge's rank)."""
     return next(s for s in at.selectbox if s.label == "Edge")
+
+
+def picked_edge(at: AppTest) -> tuple[str, str]:
+    """The selected edge, from the app's typed state."""
+    return at.session_state["_selection"].edge
+
+
+def edge_label(at: AppTest) -> str:
+    box = edge_box(at)
+    return box.options[box.index]
 
 
 def plot_titles(at: AppTest) -> list[str]:
@@ -99,9 +114,10 @@ def plot_titles(at: AppTest) -> list[str]:
 
 
 def use_folder(at: AppTest, folder: Path) -> AppTest:
+    """Open a folder through the sidebar's path box (limited to the browse roots)."""
     at.run()
     at.sidebar.radio(key="source").set_value("Local folder").run()
-    at.sidebar.selectbox(key="folder").set_value(str(folder)).run()
+    at.sidebar.text_input(key="folder_path").input(str(folder)).run()
     return at
 
 
@@ -112,10 +128,13 @@ def test_home_recovers_the_default_demo_at_once(app):
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Models"]) >= 2 and int(metrics["Edges"]) >= 1
     assert any(k.startswith("Edges correct vs") for k in metrics)  # the demo has a truth file
-    html = iframe_html(at)
-    assert "vis.Network" in html and '"physics": {"enabled": false}' in html
-    assert not re.search(r"<(script|link)[^>]+(src|href)=[\"']?(https?:)?//", html), "external resource in the tree"
-    assert "Fullscreen" in html and "Find a model" in html
+    data = graph_payload(at)
+    assert data["options"]["physics"] == {"enabled": False}
+    assert len({n["id"] for n in data["nodes"]}) == int(metrics["Models"])  # a small set: nothing folded
+    assert all(isinstance(n["x"], (int, float)) and isinstance(n["y"], (int, float)) for n in data["nodes"])
+    assert all(not str(v).startswith(("http:", "https:", "//")) for v in data["lib"].values() if v)
+    assert "width = confidence" in data["legend"] and "selected" in data["legend"]
+    assert [s.label for s in at.selectbox].count("Find a model") == 1
     assert at.status[0].label.startswith("Read ")  # the statistics pass ran with a progress display
     assert any("Compute device: **CPU" in c.value or "Compute device: **CUDA" in c.value for c in at.caption)
     worst = at.dataframe[0].value  # the least confident edges, each with its best alternative parent
@@ -138,15 +157,16 @@ def test_select_edge_shows_its_evidence_and_highlights_it(app):
     at = app.run()
     at.switch_page("pages/1_Tree.py").run()
     box = edge_box(at)
-    target = box.options[-1]
-    box.set_value(target).run()
+    last = len(box.options) - 1
+    target = box.options[last]
+    box.set_value(last).run()
     ok(at)
-    assert at.session_state["sel_edge"] == tuple(target.split(" → "))
+    parent, child = picked_edge(at)
+    assert target == f"{parent} → {child}"
     assert f"Kurtosis per layer: {target}" in plot_titles(at)
-    parent, child = target.split(" → ")
-    marker = [h.proto.body for h in at.get("html") if "mother-sel" in h.proto.body][0]
-    assert f'data-edge="{parent}-&gt;{child}"' in marker  # the graph reads this to highlight the edge
+    assert graph_payload(at)["selected"]["edge"] == [parent, child]  # the graph highlights it
     assert any(f"Edge {target}" == s.value for s in at.subheader)
+    assert at.query_params["parent"] == parent and at.query_params["child"] == child  # a shareable link
 
 
 def test_edge_page_flip_force_and_clear(app):
@@ -156,26 +176,25 @@ def test_edge_page_flip_force_and_clear(app):
     titles = plot_titles(at)
     assert any(t.startswith("Kurtosis per layer") for t in titles)
     assert any(t.startswith("Layer votes") for t in titles) and "Distance per layer" in titles
-    edge = edge_box(at).value
-    parent, child = edge.split(" → ")
+    parent, child = picked_edge(at)
 
     at.button(key="flip").click().run()
     ok(at)
     added = at.success[0].value.split("Added:")[1].split("Removed:")[0]
     assert f"{child} → {parent}" in added
-    assert at.session_state["sel_edge"] == (child, parent)
+    assert picked_edge(at) == (child, parent)
 
     at.button(key="clear").click().run()
     ok(at)
     # force: give `child` another parent
-    ids = at.selectbox(key=f"fp_{edge_box(at).value}").options
-    cur = edge_box(at).value
-    p0, c0 = cur.split(" → ")
+    cur = edge_label(at)
+    ids = at.selectbox(key=f"fp_{cur}").options
+    p0, c0 = picked_edge(at)
     new_parent = next(i for i in ids if i not in (p0, c0))
     at.selectbox(key=f"fp_{cur}").set_value(new_parent)
     at.button(key="FormSubmitter:force-Force this edge").click().run()
     ok(at)
-    assert at.session_state["sel_edge"] == (new_parent, c0)
+    assert picked_edge(at) == (new_parent, c0)
     assert f"{new_parent} → {c0}" in at.success[0].value.split("Removed:")[0]
     assert "forced" in " ".join(c.value for c in at.caption)
 
@@ -228,7 +247,7 @@ def test_settings_change_reuses_the_statistics(app, monkeypatch):
     ok(at)
     at.sidebar.checkbox(key="refine").uncheck().run()  # the arborescence as solved, same statistics
     ok(at)
-    assert at.session_state["refine"] is False and at.get("iframe")
+    assert at.session_state["refine"] is False and graph_payload(at)
     at.switch_page("pages/5_Matrices.py").run()
     ok(at)
     assert "Distance between models (ordered by tree)" in plot_titles(at)
@@ -242,18 +261,22 @@ def test_folder_lists_models_before_running_then_runs(app, tmp_path):
     listed = at.dataframe[0].value
     assert sorted(listed["model"]) == sorted({x for e in TREE for x in e})
     assert {"format", "architecture", "size"} <= set(listed.columns)
-    assert not at.get("iframe")  # nothing is read before the user asks
+    assert not at.get("bidi_component")  # nothing is read before the user asks
     at.sidebar.button[0].click().run()
     ok(at)
-    assert iframe_html(at)
+    assert graph_payload(at)
     at.switch_page("pages/3_Lineage.py").run()
     assert any(w.value.startswith("code:") for w in at.warning)  # code declares chat: a conflict finding
 
 
 def test_folder_outside_browse_roots_is_not_offered(app, tmp_path):
     at = app.run()
+    write_family(tmp_path / "fam")
     at.sidebar.radio(key="source").set_value("Local folder").run()
+    assert not at.error  # it opens on a folder that holds models, not on a red "No model found"
     assert all(o.startswith(str(tmp_path)) for o in at.sidebar.selectbox(key="folder").options)
+    at.sidebar.text_input(key="folder_path").input(str(ROOT / "mother_core")).run()
+    assert not at.exception and "outside the folders this app may browse" in at.error[0].value
 
 
 @pytest.mark.parametrize("case", ["empty", "one-model", "not-a-model"])
@@ -283,7 +306,7 @@ def test_broken_and_mixed_models_skip_the_broken_one(app, tmp_path):
     problems = " ".join(m.value for m in at.markdown)
     warned = " ".join(w.value for w in at.warning)
     assert "broken" in problems + warned, (problems, warned)
-    assert iframe_html(at) and skipped
+    assert graph_payload(at) and skipped
 
 
 def test_saved_result_is_browsed_without_recomputing(app, tmp_path, monkeypatch):
@@ -299,7 +322,7 @@ def test_saved_result_is_browsed_without_recomputing(app, tmp_path, monkeypatch)
     at.sidebar.radio(key="source").set_value("Saved result").run()
     at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "runs" / "result.json")).run()
     ok(at)
-    assert iframe_html(at)
+    assert graph_payload(at)
     at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "runs" / "bad_result.json")).run()
     assert not at.exception and "result" in at.error[0].value.lower()
 
@@ -309,7 +332,7 @@ def test_preset_says_what_is_missing(app):
     at.sidebar.radio(key="source").set_value("Paper presets").run()
     assert not at.exception
     assert any("not in the local Hugging Face cache" in w.value for w in at.warning)
-    assert "huggingface-cli download meta-llama/Llama-2-7b-hf" in at.code[0].value
+    assert "hf download meta-llama/Llama-2-7b-hf" in at.code[0].value
     assert "Known tree" in " ".join(m.value for m in at.markdown)
 
 
@@ -324,7 +347,7 @@ def test_hf_cache_models_grouped_by_architecture(app, tmp_path):
     assert sorted(at.sidebar.multiselect[0].value) == ["org/base", "org/chat"]
     at.sidebar.button[0].click().run()
     ok(at)
-    assert "org/chat" in iframe_html(at)
+    assert "org/chat" in graph_text(at)
 
 
 def test_preset_runs_when_its_weights_are_cached(app, tmp_path):
@@ -347,7 +370,7 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
 
     from pyvis.network import Network
 
-    from explorer_ui.graph import external_refs, selection_marker, strip_external, tree_html, vis_assets
+    from explorer_ui.graph import external_refs, strip_external, tree_html, vis_assets
     from explorer_ui.svg import tree_svg
     from mother_core import recover_paths
 
@@ -357,18 +380,12 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
     statuses = {(e.parent, e.child): "correct" for e in rec.edges} | {("base", "nowhere"): "missing"}
     html = tree_html(rec, statuses=statuses, reference="truth file")
     assert not external_refs(html) and "vs truth file" in html and '"physics": {"enabled": false}' in html
-    # Standing alone, the page carries the library itself; served, it links the app's copy and is small.
+    # The downloadable page carries the library itself: it opens offline and makes no request.
     library = vis_assets().files[0].read_text(encoding="utf-8")
     assert library in html
     assert not re.search(r"<script[^>]+src=", re.sub(r"<!--.*?-->", "", html.replace(library, ""), flags=re.S))
-    served = tree_html(rec, statuses=statuses, served_at="app/static/vis/")
-    assert library not in served and len(served) < 60_000 and not external_refs(served)
-    assert re.findall(r'<script src="([^"]+)"', re.sub(r"<!--.*?-->", "", served, flags=re.S)) == [
-        "app/static/vis/vis-network.min.js"]
-    assert served.index("vis-network.min.js") < served.index("new vis.Network(")  # loaded before use
     svg = ET.fromstring(tree_svg(rec, statuses, "title <&>"))
-    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("rect")]) == 1 + len(rec.models)
-    assert 'data-edge="a-&gt;b&quot;x"' in selection_marker(("a", 'b"x'), None)
+    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("rect")]) >= 1 + len(rec.models)
 
 
 def test_vis_network_is_published_for_the_browser_to_cache(tmp_path):
@@ -384,29 +401,65 @@ def test_vis_network_is_published_for_the_browser_to_cache(tmp_path):
     assert static._publish_vis(tmp_path / "a-file" / "static") is None  # not writable: the page inlines it
 
 
-def test_tree_pages_link_the_served_library_and_home_inlines_it(app):
-    """With the project's config (static serving on), the Tree page links files that exist under
-    static/; the home page (the cold start) carries the library itself."""
+def test_tree_pages_link_the_served_library(app):
+    """With the project's config (static serving on), the graph loads vis-network from files that exist
+    under static/ (fetched once, cached by the browser), never from a CDN."""
     from streamlit import config
 
-    from explorer_ui.graph import vis_assets
-
     at = ok(app.run())
-    assert vis_assets().files[0].read_text(encoding="utf-8") in iframe_html(at)
+    lib = graph_payload(at)["lib"]
     if not config.get_option("server.enableStaticServing"):
-        pytest.skip("static serving is off in this configuration: every tree inlines vis-network")
+        assert lib["url"] is None and "vis.Network" in lib["js"]  # inlined instead
+        return
+    assert lib["url"].startswith("app/static/vis-network-")
+    assert all((ROOT / "static" / lib["url"].removeprefix("app/static/") / f).is_file()
+               for f in ("vis-network.min.js", "vis-network.css"))
+
+
+def test_clicking_a_model_opens_its_card_and_search_shows_its_lineage(app):
+    at = ok(app.run())
     at.switch_page("pages/1_Tree.py").run()
-    links = re.findall(r'<(?:script src|link rel="stylesheet" href)="app/static/([^"]+)"', iframe_html(ok(at)))
-    assert sorted(Path(x).name for x in links) == ["vis-network.css", "vis-network.min.js"]
-    assert all((ROOT / "static" / x).is_file() for x in links)
+    data = graph_payload(at)
+    child = next(n["id"] for n in data["nodes"] if any(e["to"] == n["id"] for e in data["edges"]))
+    at.selectbox(key="find_tree").set_value(child).run()
+    ok(at)
+    assert at.session_state["_selection"].node == child and at.query_params["model"] == child
+    assert any(s.value == f"Model {child}" for s in at.subheader)
+    card = at.table[0].value
+    assert {"Path", "Declared parent", "Recovered parent"} <= set(card.index)
+    data = graph_payload(at)
+    assert data["selected"]["node"] == child
+    faded = {n["id"] for n in data["nodes"] if n.get("opacity", 1) < 1}
+    assert child not in faded and faded != {n["id"] for n in data["nodes"]}
+    parent = card.loc["Recovered parent", "value"].split(" (")[0]
+    assert parent not in faded  # its ancestors stay visible
+    at.button(key=f"card_edge_{child}").click().run()  # from the card to its edge's evidence
+    ok(at)
+    assert picked_edge(at) == (parent, child)
+    assert f"Kurtosis per layer: {parent} → {child}" in plot_titles(at)
+
+
+def test_a_shared_link_opens_the_set_on_the_edge(demo_root, monkeypatch, tmp_path):
+    if demo_root:
+        monkeypatch.setenv("MOTHER_DEMO_ROOT", demo_root)
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    first = AppTest.from_file(APP, default_timeout=180).run()
+    demo = at_demo = first.query_params["set"]
+    edge = next((e["from"], e["to"]) for e in graph_payload(first)["edges"])
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update({"source": "demo", "set": demo, "parent": edge[0], "child": edge[1]})
+    ok(at.run())
+    assert at.session_state["_keep_demo"] == at_demo and picked_edge(at) == edge
+    at.switch_page("pages/2_Edge.py").run()
+    assert f"Kurtosis per layer: {edge[0]} → {edge[1]}" in plot_titles(ok(at))
 
 
 def test_impossible_constraints_are_undone_with_a_message(app):
     at = app.run()
     at.switch_page("pages/2_Edge.py").run()
-    parent, child = edge_box(at).value.split(" → ")
+    parent, child = picked_edge(at)
     at.button(key="flip").click().run()  # forbids parent -> child
-    cur = edge_box(at).value  # now child -> parent
+    cur = edge_label(at)  # now child -> parent
     at.selectbox(key=f"fp_{cur}").set_value(parent)
     at.selectbox(key=f"fc_{cur}").set_value(child)
     at.button(key="FormSubmitter:force-Force this edge").click().run()  # force what is forbidden

@@ -125,6 +125,46 @@ def test_contradictory_constraints_are_a_clear_error(zoo_stats):
         resolve(rec, Constraints(roots=("no-such-model",)))
 
 
+def test_solver_errors_name_models_by_id_and_carry_their_indices(zoo_stats):
+    rec = recover(zoo_stats["fft"])
+    ids = rec.model_ids
+    tree = next(t for t in rec.trees if len(t.members) >= 3)
+    child = next(m for m in tree.members if m != tree.root)
+    others = [m for m in tree.members if m != child]
+    # Two forced parents: the error names both by id and keeps their model indices as data.
+    with pytest.raises(ConstraintError) as info:
+        resolve(rec, Constraints(forced=((others[0], child), (others[1], child))))
+    err = info.value
+    assert {ids[err.models["first"]], ids[err.models["second"]]} == set(others[:2])
+    assert ids[err.models["child"]] == child
+    assert f"Model {child} is forced to have two parents" in str(err)
+    # Forbidding every parent of two models leaves their tree needing two roots: a count stays a count.
+    pair = tree.members[:2]
+    with pytest.raises(ConstraintError) as info:
+        resolve(rec, Constraints(forbidden=tuple((m, c) for c in pair for m in tree.members if m != c)))
+    err = info.value
+    assert "at least 2 roots are needed" in str(err)
+    assert {ids[i] for i in err.models["roots"]} == set(pair)
+    assert all(m in str(err) for m in pair)
+
+
+def test_old_result_files_still_load_and_resolve(zoo_stats, tmp_path):
+    rec = recover(zoo_stats["fft"])
+    data = rec.to_dict()
+    # A file written before the per-tree norm sign, rank use and model facts were recorded.
+    for key in ("norm_sign", "rank_distance_used", "model_paths", "model_formats", "declared_parents",
+                "n_params", "squared_distance"):
+        data["extra"].pop(key, None)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    back = Recovery.load(old)
+    assert [m.path for m in back.models] == [m.path for m in rec.models]
+    e = back.edges[0]
+    again = resolve(back, Constraints().flipped(e.parent, e.child))
+    assert again.edge(e.child, e.parent) is not None
+    assert [m.path for m in again.models] == [m.path for m in rec.models]
+
+
 def test_inputs_are_not_mutated(zoo_stats):
     stats = zoo_stats["fft"]
     before = {k: getattr(stats, k).copy() for k in ("sq_dist", "kurtosis", "norm", "present")}
@@ -186,16 +226,21 @@ def test_cli_recover_evaluate_export(small_zoo, tmp_path, capsys):
 
 
 def test_rank_distance_is_used_for_lora_trees_only(zoo_stats):
-    lora = recover(zoo_stats["lora16"]).extra["rank_distance_used"]
-    full = recover(zoo_stats["fft"]).extra["rank_distance_used"]
+    lora = _readings(recover(zoo_stats["lora16"]), "rank_distance_used")
+    full = _readings(recover(zoo_stats["fft"]), "rank_distance_used")
     assert lora and all(lora.values())  # merged LoRA: differences are low rank
     assert full and not any(full.values())  # full fine-tuning: they are not
-    never = recover(zoo_stats["lora16"], RecoverySettings(use_rank="never")).extra["rank_distance_used"]
+    never = _readings(recover(zoo_stats["lora16"], RecoverySettings(use_rank="never")), "rank_distance_used")
     assert not any(never.values())
+
+
+def _readings(rec, what):
+    """One per-tree reading of the trees with more than one model (the only ones read)."""
+    return {t.id: getattr(rec.problem.reading(t.id), what) for t in rec.trees if len(t.members) > 1}
 
 
 def test_norm_cue_reads_growth_for_merged_lora(zoo_stats):
     # A merged LoRA adds B @ A to a frozen base: norms grow by construction, and the per-tree
     # reading of the norm cue's sign must find that from the tree's shape.
-    signs = recover(zoo_stats["lora16"]).extra["norm_sign"]
+    signs = _readings(recover(zoo_stats["lora16"]), "norm_sign")
     assert signs and all(v == 1.0 for v in signs.values())

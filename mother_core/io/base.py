@@ -68,8 +68,12 @@ class ModelRef:
     path : str
         The folder or file the model was found at.
     format : str
-        One of ``"safetensors"``, ``"safetensors-sharded"``, ``"torch"``, ``"torch-sharded"``,
-        ``"peft-lora"``.
+        ``container[:scheme]``. The container is one of ``"safetensors"``, ``"safetensors-sharded"``,
+        ``"torch"``, ``"torch-sharded"``, ``"peft-lora"``, ``"gguf"`` (see
+        :mod:`mother_core.io.registry`); the scheme, when present, says how the weights are stored inside
+        it: a quantization (``"gguf:Q4_K_M"``, ``"safetensors:bnb-nf4"``, ``"safetensors:gptq-int4"``,
+        ``"safetensors:awq-int4"``, ``"safetensors:quanto-int8"``, ``"safetensors:fp8"``) or a layout
+        (``"safetensors:sd-ldm"``, a Stable Diffusion single-file checkpoint).
     files : tuple of str
         The weight files that make up the model (shards in order; for a LoRA adapter, the adapter file).
     component : str or None
@@ -90,6 +94,17 @@ class ModelRef:
     base_id: str | None = None
     declared_parent: str | None = None
     architecture: str | None = None
+
+    @property
+    def container(self) -> str:
+        """The file format the reader is chosen by (``format`` without its scheme)."""
+        return self.format.split(":", 1)[0]
+
+    @property
+    def scheme(self) -> str | None:
+        """How the weights are stored in the container (quantization or layout), if not plainly."""
+        _, _, scheme = self.format.partition(":")
+        return scheme or None
 
     def identity(self) -> tuple[FileIdentity, ...]:
         """Identity of every file the model's tensors come from (for cache keys)."""

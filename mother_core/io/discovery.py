@@ -30,18 +30,22 @@ from typing import Sequence
 
 from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
+from mother_core.io.confine import Roots
 from mother_core.io.filekind import not_a_regular_file
+from mother_core.io.quantized import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
+from mother_core.io.sd_single_file import is_single_file
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
-WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors",) + TORCH_SUFFIXES
+WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".gguf") + TORCH_SUFFIXES
 #: File stems that name a model's weights, not the model: a file with such a name takes its folder's name.
 GENERIC_STEMS = re.compile(r"^(model|pytorch_model|diffusion_pytorch_model|adapter_model|consolidated|weights)"
                            r"([.-].*)?$")
 FORMATS_HELP = (
     "single .safetensors files, Hugging Face folders (model.safetensors, sharded *.index.json, "
     "pytorch_model.bin), diffusers repositories (unet/ ...), PyTorch pickles (.bin .pt .pth .pth.tar .ckpt), "
+    "GGUF files (.gguf, any quantization the gguf package reads), "
     "PEFT LoRA adapter folders and Hugging Face cache folders (models--org--name)"
 )
 _STANDARD = (  # per format, most preferred first
@@ -59,6 +63,12 @@ _SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-(?P<n>\d{5})\.(safetensors|bin)$")
 def _weight_suffix(name: str) -> str | None:
     low = name.lower()
     return next((s for s in WEIGHT_SUFFIXES if low.endswith(s)), None)
+
+
+def _container(file_name: str) -> str:
+    """The container format of a single weight file, from its suffix."""
+    suffix = _weight_suffix(file_name)
+    return {".safetensors": "safetensors", ".gguf": "gguf"}.get(suffix or "", "torch")
 
 
 def file_stem(path: str | os.PathLike[str]) -> str:
@@ -89,11 +99,36 @@ def match_model_id(name: str, ids: Sequence[str]) -> str | None:
 
 # --- metadata ----------------------------------------------------------------------------------------
 
-def _front_matter_base_model(readme: str) -> str | None:
+#: Largest metadata file read (config.json, an index of shards, adapter_config.json).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def _read_text(path: str, limit: int, roots: Roots | None = None) -> str:
+    """At most ``limit`` bytes of a regular file as text; never opens a FIFO or a device (that could block
+    forever) nor a file outside ``roots``. Raises OSError (with a readable message) otherwise."""
+    why = not_a_regular_file(path)
+    if why:
+        raise OSError(why)
+    if roots is not None and not roots.contains(path):
+        raise OSError(roots.refusal(path))
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(limit)
+
+
+def _read_json(path: str, roots: Roots | None = None) -> object:
+    """A JSON metadata file, parsed; OSError or ValueError (deep nesting included) when it cannot be."""
+    text = _read_text(path, MAX_JSON_BYTES + 1, roots)
+    if len(text) > MAX_JSON_BYTES:
+        raise ValueError(f"it is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("it nests too deeply") from None
+
+def _front_matter_base_model(readme: str, roots: Roots | None = None) -> str | None:
     """``base_model:`` from a model card's YAML front matter (a string, or the first of a list)."""
     try:
-        with open(readme, encoding="utf-8", errors="replace") as f:
-            text = f.read(65536)
+        text = _read_text(readme, 65536, roots)
     except OSError:
         return None
     if not text.startswith("---"):
@@ -120,53 +155,70 @@ def _front_matter_base_model(readme: str) -> str | None:
     return None
 
 
-def _read_config(folder: str) -> dict:
+def _read_config(folder: str, roots: Roots | None = None) -> dict:
+    path = os.path.join(folder, "config.json")
+    if not os.path.lexists(path):
+        return {}
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
+        config = _read_json(path, roots)
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
 
 
-def _declared_parent(*folders: str) -> str | None:
+def _declared_parent(*folders: str, roots: Roots | None = None) -> str | None:
     for folder in folders:
-        found = _front_matter_base_model(os.path.join(folder, "README.md"))
+        found = _front_matter_base_model(os.path.join(folder, "README.md"), roots)
         if found:
-            return found
-        value = _read_config(folder).get("base_model")
+            return found[:500]
+        value = _read_config(folder, roots).get("base_model")
         if isinstance(value, list) and value:
             value = value[0]
         if isinstance(value, str) and value:
-            return value
+            return value[:500]
     return None
 
 
-def _architecture(*folders: str) -> str | None:
+def _architecture(*folders: str, roots: Roots | None = None) -> str | None:
     """``architectures[0]``, else ``model_type``, else diffusers' ``_class_name`` of the nearest config."""
     for folder in reversed(folders):  # the component's own config first
-        config = _read_config(folder)
+        config = _read_config(folder, roots)
         archs = config.get("architectures")
         if isinstance(archs, list) and archs and isinstance(archs[0], str):
-            return archs[0]
+            return archs[0][:200]
         for key in ("model_type", "_class_name"):
             if isinstance(config.get(key), str) and config[key]:
-                return config[key]
+                return config[key][:200]
     return None
 
 
 # --- validation (headers only) -----------------------------------------------------------------------
 
-def _check_files(files: Sequence[str], fmt: str) -> str:
-    """Validate headers; return the format (a torch-named file that is really safetensors is read as such)."""
+def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> str:
+    """Validate headers; return the format with its scheme (``gguf:Q4_K_M``; a torch-named file that is
+    really safetensors is read as such)."""
     for f in files:
+        refusal = roots.refusal(f) if roots is not None else None
+        if refusal:
+            raise UnreadableCheckpointError(refusal, f)
         why = not_a_regular_file(f)
         if why == "it does not exist":
             raise UnreadableCheckpointError(f"{f} is missing (listed in the shard index): re-download the model.", f)
         if why:
             raise UnreadableCheckpointError(f"Cannot read {f}: {why}. Replace it with the real weight file.", f)
+        if fmt == "gguf":
+            from mother_core.io.gguf_reader import read_header as gguf_header  # imports the gguf package
+
+            return f"gguf:{gguf_header(f).scheme}"
         if fmt.startswith("safetensors"):
-            read_header(f)
+            header = read_header(f)
+            scheme = None
+            if f == files[0]:
+                shapes = header.shapes()
+                scheme = detect_scheme(shapes, quantization_config(f)) or (
+                    "sd-single-file" if is_single_file(shapes) else None)
+            if scheme is not None:
+                fmt = f"{fmt}:{scheme}"
         elif looks_like_safetensors(f):
             read_header(f)
             fmt = fmt.replace("torch", "safetensors")
@@ -176,13 +228,24 @@ def _check_files(files: Sequence[str], fmt: str) -> str:
 
 
 def _from_index(index: str) -> tuple[str, ...]:
+    """Shard files an index lists. Each entry must be a file name relative to the index's folder: an
+    absolute path or one climbing out with ``..`` is refused (an index never needs either)."""
     try:
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = _read_json(index)["weight_map"]  # type: ignore[index]
         shards = list(dict.fromkeys(weight_map.values()))  # first-appearance order, no duplicates
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UnreadableCheckpointError(f"Cannot read the shard index {index}: {e}. Re-download the model.", index) from e
+        raise UnreadableCheckpointError(f"Cannot read the shard index {index}: {str(e)[:200]}. Re-download the "
+                                        "model.", index) from None
     folder = os.path.dirname(index)
+    for shard in shards:
+        if not isinstance(shard, str) or not shard:
+            raise UnreadableCheckpointError(f"The shard index {index} lists {str(shard)[:80]!r}, not a file name. "
+                                            "Re-download the model.", index)
+        norm = os.path.normpath(shard)
+        if os.path.isabs(shard) or norm == ".." or norm.startswith(".." + os.sep):
+            raise UnreadableCheckpointError(
+                f"The shard index {index} lists {shard[:200]!r}, outside the model's folder; shards must sit "
+                "next to their index. Re-download the model or fix the index.", index)
     return tuple(os.path.join(folder, s) for s in sorted(shards))
 
 
@@ -225,10 +288,10 @@ def _model_files(folder: str, loose: bool) -> tuple[str, tuple[str, ...]] | None
     if len(generic) >= 1 and (len(weights) == 1 or len(generic) == len(weights)):
         # prefer safetensors, then the shortest name (model.safetensors before model.fp16.safetensors)
         best = sorted(generic, key=lambda w: (not w.endswith(".safetensors"), len(w), w))[0]
-        return ("safetensors" if best.endswith(".safetensors") else "torch"), (os.path.join(folder, best),)
+        return _container(best), (os.path.join(folder, best),)
     if len(weights) == 1 and (loose or "config.json" in names):
         w = weights[0]
-        return ("safetensors" if w.endswith(".safetensors") else "torch"), (os.path.join(folder, w),)
+        return _container(w), (os.path.join(folder, w),)
     return None
 
 
@@ -242,12 +305,15 @@ def _components(folder: str) -> list[str]:
                     out.append(name)
             except UnreadableCheckpointError:
                 out.append(name)  # a component with a broken index is still a component; reported when used
+            except OSError:
+                continue  # an unreadable sub-folder is reported where it is listed as a model, not here
     return out
 
 
 class _Finder:
-    def __init__(self, component: str | None) -> None:
+    def __init__(self, component: str | None, roots: Roots | None = None) -> None:
         self.component = component
+        self.roots = roots
         self.models: list[ModelRef] = []
         self.problems: list[Problem] = []
 
@@ -257,14 +323,14 @@ class _Finder:
     def add(self, model_id: str, path: str, fmt: str, files: tuple[str, ...], component: str | None = None,
             meta_folders: Sequence[str] = (), base_id: str | None = None) -> None:
         try:
-            fmt = _check_files(files, fmt)
+            fmt = _check_files(files, fmt, self.roots)
         except UnreadableCheckpointError as e:
             self.problem(e.path or path, f"Skipped model {model_id!r}: {e.message}")
             return
-        declared = _declared_parent(*meta_folders) if meta_folders else None
+        declared = _declared_parent(*meta_folders, roots=self.roots) if meta_folders else None
         if fmt == "peft-lora" and declared is None:
             declared = base_id  # an adapter's base is part of its format, so it is declared too
-        arch = _architecture(*meta_folders) if meta_folders and fmt != "peft-lora" else None
+        arch = _architecture(*meta_folders, roots=self.roots) if meta_folders and fmt != "peft-lora" else None
         self.models.append(ModelRef(id=model_id, path=path, format=fmt, files=files, component=component,
                                     base_id=base_id, declared_parent=declared, architecture=arch))
 
@@ -311,12 +377,15 @@ class _Finder:
 
     def adapter(self, folder: str, model_id: str) -> bool:
         try:
-            with open(os.path.join(folder, "adapter_config.json"), encoding="utf-8") as f:
-                config = json.load(f)
+            config = _read_json(os.path.join(folder, "adapter_config.json"), self.roots)
         except (OSError, ValueError) as e:
-            self.problem(folder, f"Cannot read {folder}/adapter_config.json: {e}. Fix or remove the adapter.")
+            self.problem(folder, f"Cannot read {folder}/adapter_config.json: {str(e)[:200]}. Fix or remove the "
+                                 "adapter.")
             return True
-        peft_type = str(config.get("peft_type", "LORA")).upper()
+        if not isinstance(config, dict):
+            self.problem(folder, f"{folder}/adapter_config.json is not a JSON object. Fix or remove the adapter.")
+            return True
+        peft_type = str(config.get("peft_type", "LORA"))[:40].upper()
         if peft_type != "LORA":
             self.problem(folder, f"{folder} is a PEFT {peft_type} adapter; only LoRA adapters are read.")
             return True
@@ -324,6 +393,7 @@ class _Finder:
             path = os.path.join(folder, name)
             if os.path.isfile(path):
                 base = config.get("base_model_name_or_path") or None
+                base = base[:500] if isinstance(base, str) else None
                 self.add(model_id, folder, "peft-lora", (path,), meta_folders=(folder,), base_id=base)
                 return True
         self.problem(folder, f"{folder} has adapter_config.json but no adapter_model.safetensors or .bin.")
@@ -335,9 +405,10 @@ class _Finder:
         snapshots = os.path.join(entry, "snapshots")
         snapshot = None
         try:
-            with open(os.path.join(entry, "refs", "main"), encoding="utf-8") as f:
-                rev = f.read().strip()
-            if os.path.isdir(os.path.join(snapshots, rev)):
+            rev = _read_text(os.path.join(entry, "refs", "main"), 1024, self.roots).strip()
+            # A revision is a commit hash: a name with a separator or ".." would point elsewhere.
+            if rev and os.sep not in rev and "/" not in rev and rev not in (".", "..") \
+                    and os.path.isdir(os.path.join(snapshots, rev)):
                 snapshot = os.path.join(snapshots, rev)
         except OSError:
             pass
@@ -373,8 +444,26 @@ class _Finder:
                 model_id, meta = os.path.basename(folder), (folder,)
             else:
                 model_id = stem
-        fmt = "safetensors" if suffix == ".safetensors" else "torch"
+        fmt = _container(name)
         self.add(model_id, os.path.abspath(path), fmt, (os.path.abspath(path),), meta_folders=meta)
+
+    def child(self, full: str, name: str) -> None:
+        """One entry of a folder of models."""
+        if self.roots is not None and not self.roots.contains(full):
+            self.problem(full, self.roots.refusal(full) or "")
+            return
+        if os.path.isdir(full):
+            if name.startswith("models--"):
+                self.hf_cache_entry(full)
+            elif not self.folder_model(full, name, loose=True):
+                self.problem(full, f"{full} holds no model we can read ({FORMATS_HELP}).")
+        elif _weight_suffix(name) and not NOT_MODELS.match(name):
+            if os.path.islink(full) or os.path.lexists(full) and not os.path.exists(full):
+                why = not_a_regular_file(full)
+                if why:
+                    self.problem(full, f"Skipped {full}: {why}.")
+                    return
+            self.file(full, file_stem(name))
 
     def path(self, path: str) -> None:
         if os.path.isfile(path):
@@ -399,18 +488,16 @@ class _Finder:
             if child.startswith("."):
                 continue
             full = os.path.join(path, child)
-            if os.path.isdir(full):
-                if child.startswith("models--"):
-                    self.hf_cache_entry(full)
-                elif not self.folder_model(full, child, loose=True):
-                    self.problem(full, f"{full} holds no model we can read ({FORMATS_HELP}).")
-            elif _weight_suffix(child) and not NOT_MODELS.match(child):
-                self.file(full, file_stem(child))
+            try:
+                self.child(full, child)
+            except OSError as e:  # one unreadable sub-folder costs that sub-folder, not the set
+                self.problem(full, f"Cannot read {full}: {e.strerror or e}. Check its permissions, or remove it.")
         if len(self.models) + len(self.problems) == before:
             self.problem(path, f"{path} holds nothing we can read: expected {FORMATS_HELP}.")
 
 
-def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = None) -> Discovery:
+def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = None,
+             roots: Sequence[str | os.PathLike[str]] | None = None) -> Discovery:
     """Resolve user paths into models, reading at most file headers.
 
     Parameters
@@ -420,6 +507,10 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
         recognised).
     component : str, optional
         For multi-component (diffusers) repositories: the sub-folder to use (default ``unet``).
+    roots : sequence of path, optional
+        Confinement (see :mod:`mother_core.io.confine`): every path, weight file, snapshot, shard and
+        metadata file must resolve (symlinks followed) inside one of these folders; the others are
+        reported as problems and never opened. None (default): no confinement.
 
     Returns
     -------
@@ -440,17 +531,25 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
     >>> [m.id for m in found.models]  # doctest: +SKIP
     ['child-a', 'child-b', 'root']
     """
-    finder = _Finder(component)
+    confined = Roots.of(roots)
+    finder = _Finder(component, confined)
     for p in paths:
         p = os.fspath(p)
+        if confined is not None and not confined.contains(p):
+            finder.problem(p, confined.refusal(p) or "")
+            continue
         if not os.path.exists(p):
+            why = not_a_regular_file(p)
+            if os.path.lexists(p) and why:
+                finder.problem(p, f"Cannot read {p}: {why}.")
+                continue
             raise ModelNotFoundError(
                 f"{p} does not exist. Check the path (and that the model was downloaded), or remove it.", p
             )
         try:
             finder.path(p)
         except OSError as e:  # unreadable folder (permissions, a file vanishing while listed)
-            finder.problem(p, f"Cannot read {p}: {e}. Check its permissions, or remove it from the set.")
+            finder.problem(p, f"Cannot read {p}: {e.strerror or e}. Check its permissions, or remove it from the set.")
     seen: dict[str, ModelRef] = {}
     unique: list[ModelRef] = []
     for m in finder.models:

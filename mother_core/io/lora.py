@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import load_file
 
 from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
+from mother_core.io.safetensors_header import read_header
 
 _LORA_KEY = re.compile(
     r"^(?P<module>.+?)\.lora_(?:(?P<ab>[AB])|embedding_(?P<emb>[AB]))(?:\.(?P<adapter>[^.]+))?"
@@ -57,26 +57,79 @@ class _Update:
         return d * self.scale
 
 
+#: The regular-expression subset a rank/alpha pattern from a config may use: literal name characters,
+#: escaped dots, ``.``, character classes of digits, and at most two unbounded repeats, no groups or
+#: alternation. Matching such a pattern against a module name takes polynomial time; anything else (a
+#: nested quantifier such as ``(a+)+``) could take minutes and is matched literally instead.
+_SAFE_PATTERN = re.compile(r"^(?:[\w\-]|\\\.|\.|\[0-9\]|\\d)(?:[\w\-]|\\\.|\.|\[0-9\]|\\d|[*+?])*$")
+_MAX_PATTERN = 200
+
+
+def _safe_regex(key: str) -> re.Pattern[str] | None:
+    """The compiled pattern when ``key`` stays in the safe subset, else None (match literally)."""
+    if len(key) > _MAX_PATTERN or not _SAFE_PATTERN.match(key) or len(re.findall(r"[*+]", key)) > 2:
+        return None
+    if re.search(r"[*+?]{2,}", key):
+        return None
+    try:
+        return re.compile(rf"(?:.*\.)?(?:{key})$")
+    except re.error:
+        return None
+
+
 def _pattern_value(patterns: Mapping[str, Any] | None, module: str) -> Any:
-    """PEFT's rule: the first pattern key that matches the end of the module name (as a regex)."""
+    """PEFT's rule: the first pattern key that matches the end of the module name (as a regex).
+
+    Keys come from an untrusted config: only a safe regular-expression subset is run as one
+    (:data:`_SAFE_PATTERN`); other keys match the module name or its dotted suffix literally.
+    """
     for key, value in (patterns or {}).items():
-        try:
-            if re.match(rf"(.*\.)?({key})$", module):
-                return value
-        except re.error:
-            if module == key or module.endswith("." + key):
-                return value
+        if not isinstance(key, str):
+            continue
+        if module == key or module.endswith("." + key):
+            return value
+        rx = _safe_regex(key)
+        if rx is not None and len(module) <= 1000 and rx.match(module):
+            return value
     return None
+
+
+def _number(config: Mapping[str, Any], key: str, default: Any, path: str) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UnreadableCheckpointError(
+            f"{path}: {key!r} must be a positive number, not {str(value)[:40]!r}. Fix the adapter config.", path)
+    return value
+
+
+def _patterns(config: Mapping[str, Any], key: str, path: str) -> dict[str, float]:
+    value = config.get(key) or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and not isinstance(v, bool)
+                                              and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                                              for k, v in value.items()):
+        raise UnreadableCheckpointError(
+            f"{path}: {key!r} must map module names to positive numbers. Fix the adapter config.", path)
+    return value
 
 
 def _load_adapter(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
+        header = read_header(path)  # the one validating parser: every range lies inside the file
+        out: dict[str, torch.Tensor] = {}
         try:
-            return load_file(path, device="cpu")  # adapters are small: read whole
-        except Exception as e:
+            with open(path, "rb") as f:  # adapters are small: read whole
+                for t in header.tensors:
+                    f.seek(t.start)
+                    raw = bytearray(f.read(t.nbytes))
+                    if len(raw) != t.nbytes:
+                        raise OSError("the file ends early")
+                    out[t.name] = torch.frombuffer(raw, dtype=getattr(torch, t.dtype)).reshape(t.shape) \
+                        if raw else torch.empty(t.shape, dtype=getattr(torch, t.dtype))
+        except OSError as e:
             raise UnreadableCheckpointError(
                 f"Cannot read {path}: {e}. The file is truncated or corrupt: re-download or remove it.", path
             ) from e
+        return out
     from mother_core.io.readers import load_torch_file
 
     return load_torch_file(path)
@@ -92,8 +145,11 @@ class LoraReader:
         try:
             with open(config_path, encoding="utf-8") as f:
                 config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UnreadableCheckpointError(f"Cannot read {config_path}: {e}. Fix or remove the adapter.", config_path) from e
+        except (OSError, ValueError, RecursionError) as e:
+            raise UnreadableCheckpointError(f"Cannot read {config_path}: {str(e)[:200]}. Fix or remove the adapter.",
+                                            config_path) from None
+        if not isinstance(config, dict):
+            raise UnreadableCheckpointError(f"{config_path} is not a JSON object. Fix or remove the adapter.", config_path)
         if config.get("use_dora"):
             raise UnreadableCheckpointError(
                 f"{ref.path} is a DoRA adapter, which this version does not merge. Merge it with PEFT "
@@ -123,15 +179,21 @@ class LoraReader:
                 continue
             pairs.setdefault((m["module"], m["emb"] is not None), {})[m["ab"] or m["emb"]] = t.float()
 
-        r_default = config.get("r", 8)
-        alpha_default = config.get("lora_alpha", r_default)
+        r_default = _number(config, "r", 8, config_path)
+        alpha_default = _number(config, "lora_alpha", r_default, config_path)
+        rank_pattern = _patterns(config, "rank_pattern", config_path)
+        alpha_pattern = _patterns(config, "alpha_pattern", config_path)
         fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
         for (module, is_embedding), ab in sorted(pairs.items()):
             if set(ab) != {"A", "B"}:
                 raise AdapterMismatchError(f"{adapter_file}: module {module} has lora_{next(iter(ab))} only.", adapter_file)
             bare = module.removeprefix("base_model.model.")
-            r = _pattern_value(config.get("rank_pattern"), bare) or r_default
-            alpha = _pattern_value(config.get("alpha_pattern"), bare) or alpha_default
+            r = _pattern_value(rank_pattern, bare) or r_default
+            alpha = _pattern_value(alpha_pattern, bare) or alpha_default
+            if ab["A"].dim() < 2 or ab["B"].dim() < 2 or ab["B"].shape[1] != ab["A"].shape[0]:
+                raise AdapterMismatchError(
+                    f"{adapter_file}: module {module} has lora_A {tuple(ab['A'].shape)} and lora_B "
+                    f"{tuple(ab['B'].shape)}, which do not multiply. The adapter is damaged.", adapter_file)
             stored_r = ab["A"].shape[0]
             if stored_r != r:
                 r = stored_r  # the tensors are the truth when config and file disagree
@@ -186,3 +248,9 @@ class LoraReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_lora(ref: ModelRef, base: ModelReader | None) -> ModelReader:
+    """The registry's opener of ``"peft-lora"`` adapters (``base`` is checked by ``open_model``)."""
+    assert base is not None
+    return LoraReader(ref, base)

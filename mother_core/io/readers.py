@@ -3,10 +3,10 @@
 * safetensors (single file or shards): tensors are listed from the JSON headers and read lazily with
   ``os.preadv`` of the byte range the header gives (only the requested rows are read, no memory map);
   at most one shard is open at a time.
-* PyTorch pickles (single file or shards): ``torch.load(weights_only=True)`` (memory-mapped for the zip
-  format); when that refuses the file (a training checkpoint with custom classes) the restricted
-  unpickler of :mod:`mother_core.io.unpickler` recovers the tensors without importing anything. Pickles
-  are held whole in memory (mapped for zip files); for shards, one shard at a time.
+* PyTorch pickles (single file or shards): the restricted pickle machine of :mod:`mother_core.io.unpickler`
+  (never ``torch.load`` nor :mod:`pickle`: nothing from the file is imported, called or allowed to change
+  process state; sizes and strides are checked before allocation). Pickles are held whole (mapped for
+  zip files); for shards, one shard at a time.
 * PEFT LoRA adapters: the base model's tensors with the adapter merged in (:mod:`mother_core.io.lora`).
 
 Names are normalised with :func:`~mother_core.io.names.normalise_name`. Reading a name the model does not
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
+import pickle
+import zipfile
 from typing import Iterable, Mapping
 
 import torch
@@ -27,6 +28,7 @@ from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
 from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
 from mother_core.io.sniff import check_torch_file
+from mother_core.io.sd_single_file import unet_names
 from mother_core.io.statedict import find_state_dict
 from mother_core.io.unpickler import load_legacy, load_zip
 
@@ -108,12 +110,16 @@ class _Reader:
         self.notes: list[str] = []
 
     def _add_file(self, path: str, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
-        for raw, norm in normalised_names(shapes).items():
+        # A Stable Diffusion single-file checkpoint: its UNet under the diffusers names (sd_single_file.py).
+        renamed = unet_names(shapes)
+        source = {n: n for n in shapes} if renamed is None else renamed  # listed name -> raw name
+        listed = {n: shapes[raw] for n, raw in source.items()}
+        for name, norm in normalised_names(listed).items():
             if norm in self._infos:  # the same tensor in two shards: the first wins, as HF does
                 continue
-            shape, dtype = shapes[raw]
+            shape, dtype = listed[name]
             self._infos[norm] = TensorInfo(norm, tuple(shape), dtype)
-            self._where[norm] = (path, raw)
+            self._where[norm] = (path, source[name])
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -281,15 +287,13 @@ def load_torch_file(path: str) -> dict[str, torch.Tensor]:
     """
     kind = check_torch_file(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
-    except Exception as first:  # weights_only refusal, or corruption: the restricted unpickler tells which
-        try:
-            obj = load_zip(path) if kind == "zip" else load_legacy(path)
-        except Exception as e:
-            why = f"{type(first).__name__}: {_first_line(first)}; restricted loader: {type(e).__name__}: {_first_line(e)}"
-            raise _unreadable(path, why) from e
+        obj = load_zip(path) if kind == "zip" else load_legacy(path)
+    except pickle.UnpicklingError as e:
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: {_first_line(e)}. The file is damaged or was crafted to misuse the loader "
+            "(nothing in it was run): re-download it or remove it from the set.", path) from None
+    except (OSError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile, MemoryError) as e:
+        raise _unreadable(path, e) from None
     state = find_state_dict(obj)
     if not state:
         raise NoTensorsError(
@@ -360,21 +364,34 @@ def open_model(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
     ...     infos = reader.tensor_infos()
     ...     first_rows = reader.read("layers.0.mlp.up_proj.weight", rows=(0, 16))
     """
-    if ref.format in ("safetensors", "safetensors-sharded"):
-        return SafetensorsReader(ref)
-    if ref.format in ("torch", "torch-sharded"):
-        return TorchReader(ref)
-    if ref.format == "peft-lora":
-        if base is None:
-            wanted = ref.base_id or "named in its adapter_config.json"
-            raise MissingBaseModelError(
-                f"{ref.path} is a LoRA adapter: add the base model {wanted} to the set, or pass --base PATH.",
-                ref.path,
-            )
-        from mother_core.io.lora import LoraReader  # small module, imported only for adapters
+    from mother_core.io.registry import entry_for  # the registry names this module's openers
 
-        return LoraReader(ref, base)
-    raise UnreadableCheckpointError(f"{ref.path}: unknown checkpoint format {ref.format!r}.", ref.path)
+    entry = entry_for(ref)
+    if entry.needs_base and base is None:
+        wanted = ref.base_id or "named in its adapter_config.json"
+        raise MissingBaseModelError(
+            f"{ref.path} is a LoRA adapter: add the base model {wanted} to the set, or pass --base PATH.",
+            ref.path,
+        )
+    return entry.opener()(ref, base)
 
 
-__all__ = ["open_model", "load_torch_file", "normalised_names", "SafetensorsReader", "TorchReader"]
+def open_safetensors(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
+    """A reader of ``.safetensors`` files (single or sharded): plain, or quantized and dequantized while
+    read (:mod:`mother_core.io.quantized`; the scheme is found from the headers, whatever ``ref.format``
+    says)."""
+    reader = SafetensorsReader(ref)
+    from mother_core.io.quantized import QuantizedReader, detect_scheme  # small; no third-party imports
+
+    if detect_scheme({n: (i.shape, i.dtype) for n, i in reader.tensor_infos().items()}) is None:
+        return reader
+    return QuantizedReader(reader)
+
+
+def open_torch(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
+    """A reader of PyTorch pickles (single file or shards)."""
+    return TorchReader(ref)
+
+
+__all__ = ["open_model", "open_safetensors", "open_torch", "load_torch_file", "normalised_names",
+           "SafetensorsReader", "TorchReader"]

@@ -35,26 +35,36 @@ SKIPPED_KEYS: frozenset[str] = frozenset({
 })
 
 _MAX_DEPTH = 5
+#: Most nodes visited in one search, and most entries one candidate may flatten to: a pickle of shared
+#: references (a list holding itself a thousand times, nested) is small on disk but huge to walk.
+_MAX_NODES = 2_000_000
+_MAX_FLAT = 500_000
+_MAX_FLAT_DEPTH = 32
 
 
-def _flatten(obj: Mapping, prefix: str, out: dict[str, torch.Tensor]) -> bool:
-    """Flatten a nested mapping of tensors into ``out``; False when it holds anything else."""
+def _flatten(obj: Mapping, prefix: str, out: dict[str, torch.Tensor], depth: int = 0) -> bool:
+    """Flatten a nested mapping of tensors into ``out``; False when it holds anything else (or nests
+    deeper than a model does, or flattens to more entries than a search may visit)."""
+    if depth > _MAX_FLAT_DEPTH:
+        return False
     for key, value in obj.items():
         if not isinstance(key, str):
             return False
         if isinstance(value, torch.Tensor):
             out[prefix + key] = value
+            if len(out) > _MAX_FLAT:
+                return False
         elif value is None:
             continue
         elif isinstance(value, Mapping) and value:
-            if not _flatten(value, f"{prefix}{key}.", out):
+            if not _flatten(value, f"{prefix}{key}.", out, depth + 1):
                 return False
         else:
             return False
     return True
 
 
-def _module_state(obj: Placeholder) -> dict[str, Any] | None:
+def _module_state(obj: Placeholder, depth: int = 0) -> dict[str, Any] | None:
     """The state dict of a pickled ``nn.Module`` read back as a placeholder, else None."""
     state = obj.state
     if isinstance(state, tuple) and state and isinstance(state[0], dict):  # (dict, slots)
@@ -67,8 +77,8 @@ def _module_state(obj: Placeholder) -> dict[str, Any] | None:
             if isinstance(v, torch.Tensor):
                 out[k] = v
     for k, child in (state.get("_modules") or {}).items():
-        if isinstance(child, Placeholder):
-            sub = _module_state(child)
+        if isinstance(child, Placeholder) and depth < _MAX_FLAT_DEPTH:
+            sub = _module_state(child, depth + 1)
             if sub:
                 out[k] = sub
     return out
@@ -120,9 +130,15 @@ def find_state_dict(obj: Any) -> dict[str, torch.Tensor]:
         if best is None or score > best[0]:
             best = (score, flat)
 
+    seen: set[int] = set()
+
     def walk(node: Any, key: str | None, depth: int) -> None:
         if depth > _MAX_DEPTH or (key is not None and key.lower() in SKIPPED_KEYS):
             return
+        if isinstance(node, (Mapping, list, tuple, Placeholder)):
+            if id(node) in seen or len(seen) > _MAX_NODES:
+                return  # each shared container once: a DAG of references is walked in linear time
+            seen.add(id(node))
         if isinstance(node, Placeholder):
             state = _module_state(node)
             if state:

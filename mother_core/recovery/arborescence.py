@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mother_core.errors import ConstraintError, InputError
+from mother_core.errors import ConstraintError, InputError, ModelRefs
 
 __all__ = ["minimum_spanning_arborescence", "tree_cost"]
 
@@ -192,7 +192,8 @@ def _edge(e: object, n: int, what: str) -> tuple[int, int]:
         raise ConstraintError(f"A {what} edge must be a (parent, child) pair; got {e!r}.") from None
     p, c = _index(p, n, f"{what} edge {tuple(e)}"), _index(c, n, f"{what} edge {tuple(e)}")  # type: ignore[arg-type]
     if p == c:
-        raise ConstraintError(f"The {what} edge ({p}, {c}) is a self-loop; a model cannot be its own parent.")
+        raise ConstraintError.about("The {what} edge {edge} is a self-loop; a model cannot be its own parent.",
+                                    values={"what": what}, edge=(p, c))
     return p, c
 
 
@@ -210,21 +211,26 @@ def _validated_constraints(
     for e in forced:
         p, ch = _edge(e, n, "forced")
         if ch in fmap and fmap[ch] != p:
-            raise ConstraintError(
-                f"Model {ch} is forced to have two parents ({fmap[ch]} and {p}); a model has at most one parent."
+            raise ConstraintError.about(
+                "Model {child} is forced to have two parents ({first} and {second}); a model has at most one parent.",
+                child=ch, first=fmap[ch], second=p,
             )
         if (p, ch) in bad:
-            raise ConstraintError(f"The edge ({p}, {ch}) is both forced and forbidden.")
+            raise ConstraintError.about("The edge {edge} is both forced and forbidden.", edge=(p, ch))
         if ch in root_set:
-            raise ConstraintError(f"Model {ch} is forced to be a root, but the edge ({p}, {ch}) forces it a parent.")
+            raise ConstraintError.about("Model {child} is forced to be a root, but the edge {edge} forces it a parent.",
+                                        child=ch, edge=(p, ch))
         if not np.isfinite(c[p, ch]):
-            raise ConstraintError(f"The forced edge ({p}, {ch}) has infinite cost: the cost model does not allow it.")
+            raise ConstraintError.about("The forced edge {edge} has infinite cost: the cost model does not allow it.",
+                                        edge=(p, ch))
         fmap[ch] = p
     _check_forced_acyclic(fmap)
     if rc is not None:
         for r in sorted(root_set):
             if not np.isfinite(rc[r]):
-                raise ConstraintError(f"Model {r} is forced to be a root, but root_cost[{r}] is +inf (not allowed).")
+                raise ConstraintError.about(
+                    "Model {root} is forced to be a root, but root_cost[{index}] is +inf (not allowed).",
+                    values={"index": r}, root=r)
     return _Constraints(fmap, bad, root_set)
 
 
@@ -242,8 +248,8 @@ def _check_forced_acyclic(fmap: dict[int, int]) -> None:
             cyc = walk[walk.index(x):][::-1]  # in edge direction, parent -> child
             i = cyc.index(min(cyc))
             cyc = cyc[i:] + cyc[:i]
-            chain = " -> ".join(str(v) for v in [*cyc, cyc[0]])
-            raise ConstraintError(f"The forced edges form a cycle ({chain}); a family tree has no cycles.")
+            raise ConstraintError.about("The forced edges form a cycle ({cycle:chain}); a family tree has no cycles.",
+                                        cycle=[*cyc, cyc[0]])
         for v in walk:
             state[v] = 2
 
@@ -418,12 +424,6 @@ def _expand(in_p: list[int], in_c: list[int], cpar: list[int], n: int, root: int
 # --------------------------------------------------------------------------------------------------
 # explaining infeasibility
 # --------------------------------------------------------------------------------------------------
-def _names(nodes: Iterable[int], limit: int = 8) -> str:
-    v = sorted(int(x) for x in nodes)
-    s = ", ".join(str(x) for x in v[:limit])
-    return s + (f", ... ({len(v)} in all)" if len(v) > limit else "")
-
-
 def _infeasible(c: np.ndarray, rc: np.ndarray | None, cons: _Constraints, members: np.ndarray) -> ConstraintError:
     """Say which models cannot be attached, and whether the user's constraints are the reason."""
     group = {int(x) for x in members if x < c.shape[0]}
@@ -431,36 +431,40 @@ def _infeasible(c: np.ndarray, rc: np.ndarray | None, cons: _Constraints, member
     g = sorted(group)
     by_cost = bool(np.isfinite(c[np.ix_(others, g)]).any()) if others.size else False
     may_root = rc is not None and bool(np.isfinite(rc[g]).any())
-    what = f"model {g[0]}" if len(g) == 1 else f"models {_names(g)}"
+    what = "model {group:names}" if len(g) == 1 else "models {group:names}"
+    refs: dict[str, ModelRefs] = {"group": list(g)}
     if by_cost or may_root or (rc is None and cons.roots):
         blame = []
         fb = [e for e in cons.forbidden if e[1] in group and e[0] not in group]
         if fb:
-            blame.append(f"forbidden edges {sorted(fb)[:8]}")
+            blame.append("forbidden edges {forbidden}")
+            refs["forbidden"] = list(sorted(fb)[:8])
         fr = [x for x in g if x in cons.roots]
         if fr:
-            blame.append(f"forced roots {fr}")
+            blame.append("forced roots {roots}")
+            refs["roots"] = fr
         fe = [(p, ch) for ch, p in cons.forced.items() if ch in group]
         if fe:
-            blame.append(f"forced edges {sorted(fe)[:8]}")
+            blame.append("forced edges {forced}")
+            refs["forced"] = list(sorted(fe)[:8])
         if cons.roots and rc is None:
-            blame.append(f"only the forced roots {_names(cons.roots)} may be roots")
+            blame.append("only the forced roots {only:names} may be roots")
+            refs["only"] = sorted(cons.roots)
         why = "; ".join(blame) or "the constraints"
-        return ConstraintError(
+        return ConstraintError.about(
             f"No valid tree: {what} cannot get a parent or be a root because of the constraints ({why}). "
-            "Remove or change one of them."
-        )
-    return ConstraintError(
+            "Remove or change one of them.", **refs)
+    return ConstraintError.about(
         f"No valid tree: every edge into {what} from the other models has infinite cost, and they "
-        "may not be roots. Check the cost matrix (e.g. incompatible architectures), or allow roots with root_cost."
-    )
+        "may not be roots. Check the cost matrix (e.g. incompatible architectures), or allow roots with root_cost.",
+        **refs)
 
 
 def _not_one_tree(parent: np.ndarray, cons: _Constraints) -> ConstraintError:
     roots = np.flatnonzero(parent < 0)
     extra = " given the forced/forbidden edges" if (cons.forced or cons.forbidden) else ""
-    return ConstraintError(
-        f"No single tree spans all models{extra}: at least {len(roots)} roots are needed "
-        f"(e.g. models {_names(roots, 4)}), because no allowed (finite-cost) edge connects their groups. "
-        "Pass root_cost to recover a forest, or relax the constraints."
-    )
+    return ConstraintError.about(
+        f"No single tree spans all models{extra}: at least {{count}} roots are needed "
+        "(e.g. models {roots:names}), because no allowed (finite-cost) edge connects their groups. "
+        "Pass root_cost to recover a forest, or relax the constraints.",
+        values={"count": len(roots)}, roots=[int(r) for r in roots])

@@ -26,23 +26,19 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 
 import numpy as np
 
-from mother_core.errors import ConstraintError, InputError, TooFewModelsError
-from mother_core.recovery.additive import MAX_TREE, orient, refine_topology, squared_distances
+from mother_core.errors import InputError, TooFewModelsError
+from mother_core.recovery.additive import MAX_TREE, squared_distances
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
-from mother_core.recovery.confidence import (
-    ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
-)
 from mother_core.recovery.corrections import is_extension, local_edit
 from mother_core.recovery.features import PairEvidence, pair_evidence, rank_evidence, select_layers
 from mother_core.recovery.forest import split_into_trees
-from mother_core.recovery.result import (
-    Alternative, Constraints, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo,
-)
+from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
+from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
+from mother_core.recovery.solve import assemble, model_indices, solve
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
@@ -50,8 +46,6 @@ from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
 METHODS = ("mother+", "paper")
-
-MAX_ALTERNATIVES = 5
 
 
 def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm",
@@ -136,6 +130,8 @@ def recover(
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
+    # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
+    # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
     detectors = _detectors(settings)
     findings = detect_relations(stats, labels, detectors) if detectors else TypedFindings()
     _, _, leaves = solver_constraints(list(findings.links), set())
@@ -144,57 +140,46 @@ def recover(
     n = stats.n_models
     cost = np.full((n, n), np.inf)
     evidence = np.zeros((n, n))
-    regimes: dict[int, tuple[str, float]] = {}
-    rank_used: dict[int, bool] = {}
-    norm_signs: dict[int, float] = {}
+    readings: dict[int, TreeReading] = {}
     squared = np.full((n, n), np.nan)  # for the refinement, within trees it applies to
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
-            regimes[t] = ("specialization" if settings.regime == "auto" else settings.regime, 0.5)
+            readings[t] = TreeReading("specialization" if settings.regime == "auto" else settings.regime, 0.5)
             continue
         sub = np.ix_(members, members)
         placement = _placement_distance(stats, mask, ev, members, settings, typed_children)
-        rank_used[t] = placement is not None
         regime, conf, sub_cost, norm_sign = _choose_regime(ev, members, settings, placement)
-        regimes[t] = (regime, conf)
-        norm_signs[t] = norm_sign
+        readings[t] = TreeReading(regime, conf, rank_distance_used=placement is not None, norm_sign=norm_sign)
         cost[sub] = block_leaves(sub_cost, {k for k, g in enumerate(members) if g in leaves})
         evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
             if s is not None:
                 squared[sub] = s
-    recovery = Recovery(
+    layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
+    problem = RecoveryProblem(
+        ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
+        tree_of=labels, threshold=float(threshold), evidence=evidence, votes_up=ev.votes_up, shared=ev.shared,
+        kurtosis=np.nansum(layer_kurtosis, axis=1), readings=readings,
+        models=tuple(ModelFacts(m.path, m.format, m.declared_parent, int((stats.numel * stats.present[i]).sum()))
+                     for i, m in enumerate(stats.models)),
+        squared=squared if np.isfinite(squared).any() else None,
+        method=settings.method, refine=settings.refine,
+        links=tuple(link.to_dict() for link in findings.links),
+    )
+    base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
         problems=[{"path": p.path, "message": p.message} for p in stats.problems]
         + [{"path": stats.models[i].path, "message": msg} for i, msg in findings.notes],
         layers=[LayerInfo(stats.tensors[i].name, stats.tensors[i].shape, stats.tensors[i].kind)
                 for i in ev.layer_index],
-        layer_kurtosis=stats.kurtosis[:, ev.layer_index].copy(),
-        distance_matrix=ev.distance.copy(),
-        cost_matrix=cost,
-        extra={
-            "threshold": threshold,
-            "relative_distance": ev.relative.tolist(),
-            "tree_of": labels.tolist(),
-            "regimes": {str(k): list(v) for k, v in regimes.items()},
-            "rank_distance_used": {str(k): v for k, v in rank_used.items()},
-            "norm_sign": {str(k): v for k, v in norm_signs.items()},
-            "votes_up": ev.votes_up.tolist(),
-            "direction_evidence": evidence.tolist(),
-            "shared_layers": ev.shared.tolist(),
-            "model_paths": [m.path for m in stats.models],
-            "model_formats": [m.format for m in stats.models],
-            "declared_parents": [m.declared_parent for m in stats.models],
-            "n_params": [int((stats.numel * stats.present[i]).sum()) for i in range(n)],
-            **({"squared_distance": squared} if np.isfinite(squared).any() else {}),
-            "typed_links": [link.to_dict() for link in findings.links],
-        },
+        layer_kurtosis=layer_kurtosis, problem=problem,
     )
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
-    solved = _solve(recovery, constraints, ids=stats.model_ids, layer_rms=ev.rms)
-    return apply_relations(_label_forest_edges(solved, stats, detectors))
+    rms = ev.rms
+    solved = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
+    return _carried(base, apply_relations(_label_forest_edges(solved, stats, detectors)))
 
 
 def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
@@ -212,13 +197,13 @@ def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
 
 
 def _label_forest_edges(recovery: Recovery, stats: WeightStatistics, detectors: tuple[str, ...]) -> Recovery:
-    """Type the forest's own edges (lora, prune, distill, finetune) from the weights; stored so that
-    a re-solve keeps them."""
-    if not detectors:
+    """Type the forest's own edges (lora, prune, distill, finetune) from the weights; kept in the
+    problem so that a re-solve keeps them."""
+    if not detectors or recovery.problem is None:
         return recovery
     pl = pair_layers(stats)
     index = {m: i for i, m in enumerate(stats.model_ids)}
-    linked = {link.child for link in links_of(recovery)}
+    linked = {link.child for link in links_of(recovery.problem)}
     labels = {}
     for e in recovery.edges:
         p, c = index[e.parent], index[e.child]
@@ -226,22 +211,31 @@ def _label_forest_edges(recovery: Recovery, stats: WeightStatistics, detectors: 
             continue
         rel, detail, conf, _ = label_edge(stats, pl, p, c, detectors)
         labels[f"{e.parent}\t{e.child}"] = [rel.value, detail, None if math.isnan(conf) else conf]
-    recovery.extra["edge_labels"] = labels
-    return recovery
+    return replace(recovery, problem=replace(recovery.problem, edge_labels=labels))
 
 
 def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
-    """Re-solve ``recovery`` under new constraints from its cached matrices (no weights are read).
+    """Re-solve ``recovery`` under new constraints from its recovery problem (no weights are read).
 
     Forcing an edge between two trees joins them. Raises :class:`ConstraintError` if the
     constraints contradict each other.
     """
-    if recovery.cost_matrix is None or "tree_of" not in recovery.extra:
+    if recovery.problem is None:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return apply_relations(edited)
-    return apply_relations(_solve(recovery, constraints, ids=recovery.model_ids, layer_rms=None))
+        return edited
+    known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
+    ids = recovery.problem.ids
+    solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
+    return _carried(recovery, apply_relations(solved))
+
+
+def _carried(recovery: Recovery, solved: Recovery) -> Recovery:
+    """``solved``'s graph, constraints and problem with what ``recovery`` carries (settings, layers,
+    problems, run time)."""
+    return replace(recovery, models=solved.models, edges=solved.edges, trees=solved.trees,
+                   constraints=solved.constraints, problem=solved.problem)
 
 
 def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
@@ -267,22 +261,25 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     index = {m: i for i, m in enumerate(ids)}
     if any(m not in index for e in constraints.forced + constraints.forbidden for m in e):
         return None  # the global path names the unknown model
+    problem = recovery.problem
+    assert problem is not None  # resolve checked
     parent = np.full(len(ids), -1)
     for e in recovery.edges:
         if parent[index[e.child]] < 0:  # a merge's first edge is its forest edge
             parent[index[e.child]] = index[e.parent]
-    labels = np.array(recovery.extra["tree_of"], dtype=int)
-    forced = [(index[p], index[c]) for p, c in constraints.forced]
-    forbidden = [(index[p], index[c]) for p, c in constraints.forbidden]
-    cost = recovery.cost_matrix.copy()
-    dist = recovery.distance_matrix
+    forced, forbidden, _ = model_indices(problem, constraints)
+    cost = problem.cost.copy()
+    dist = problem.distance
     for p, c in forced:
-        if not np.isfinite(cost[p, c]):  # across trees: priced like _solve does
+        if not np.isfinite(cost[p, c]):  # across trees: priced like solve does
             cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
-    edited = local_edit(parent, labels, cost, forced, forbidden)
+    edited = local_edit(parent, problem.tree_of.copy(), cost, forced, forbidden)
     if edited is None:
         return None
-    return _build(recovery, ids, edited[0], edited[1], cost, constraints, set(forced), None)
+    known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
+    solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),
+                      lambda p, c: known.get((ids[p], ids[c]), ()))
+    return _carried(recovery, apply_relations(solved))
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,
@@ -351,185 +348,3 @@ def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySett
     others = [x[2] for x in solved if x is not chosen and x not in tied]
     margin = (min(others) - chosen[2]) if others and len(tied) == 1 else 0.0
     return chosen[3], 1.0 / (1.0 + math.exp(-2.0 * margin)), chosen[4], chosen[5]
-
-
-def _solve(recovery: Recovery, constraints: Constraints, ids: list[str], layer_rms: np.ndarray | None) -> Recovery:
-    index = {m: i for i, m in enumerate(ids)}
-    n = len(ids)
-
-    def idx(model_id: str) -> int:
-        if model_id not in index:
-            raise ConstraintError(f"Constraint names unknown model {model_id!r}.")
-        return index[model_id]
-
-    user_forced = [(idx(p), idx(c)) for p, c in constraints.forced]
-    forbidden = [(idx(p), idx(c)) for p, c in constraints.forbidden]
-    fixed_roots = [idx(r) for r in constraints.roots]
-    # Typed relations (decided before the forest, :mod:`.typed`) yield to the user's constraints.
-    typed_forced, typed_forbidden, leaves = solver_constraints(
-        links_of(recovery), {c for _, c in user_forced} | set(fixed_roots))
-    forced = user_forced + [e for e in typed_forced if e not in forbidden]
-    forbidden = forbidden + [e for e in typed_forbidden if e not in user_forced]
-    labels = np.array(recovery.extra["tree_of"], dtype=int)
-    squared = recovery.extra.get("squared_distance") if recovery.settings.refine else None
-    squared = None if squared is None else np.asarray(squared, dtype=np.float64)
-    cost = recovery.cost_matrix.copy()
-    dist = recovery.distance_matrix
-    # Forcing an edge across trees joins the two trees (union-find over tree labels).
-    for p, c in forced:
-        if labels[p] != labels[c]:
-            old, new = labels[c], labels[p]
-            labels[labels == old] = new
-            if not np.isfinite(cost[p, c]):
-                cost[p, c] = dist[p, c] if np.isfinite(dist[p, c]) else 1.0
-    parent = np.full(n, -1)
-    for t in np.unique(labels):
-        members = np.flatnonzero(labels == t)
-        if len(members) == 1:
-            if any(c == members[0] for _, c in forced):
-                raise ConstraintError(f"Cannot force a parent for {ids[members[0]]}: nothing links it.")
-            continue
-        local = {g: k for k, g in enumerate(members)}
-        sub = cost[np.ix_(members, members)]
-        try:
-            sol = minimum_spanning_arborescence(
-                sub,
-                forced=[(local[p], local[c]) for p, c in forced if p in local and c in local],
-                forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local],
-                roots=[local[r] for r in fixed_roots if r in local] or None,
-            )
-        except ConstraintError as e:
-            # The solver speaks in indices of this tree's members; users know models by id.
-            named = re.sub(r"\b\d+\b", lambda m: ids[members[int(m.group())]]
-                           if int(m.group()) < len(members) else m.group(), str(e))
-            raise ConstraintError(named + " Remove or change one of these constraints.") from e
-        if squared is not None:
-            sol = _refined_core(sol, members, squared, sub, forced, forbidden, fixed_roots, leaves)
-        for k, pk in enumerate(sol):
-            parent[members[k]] = members[pk] if pk >= 0 else -1
-    return _build(recovery, ids, parent, labels, cost, constraints, set(user_forced), layer_rms)
-
-
-def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub: np.ndarray,
-                  forced: list[tuple[int, int]], forbidden: list[tuple[int, int]], fixed_roots: list[int],
-                  leaves: set[int]) -> np.ndarray:
-    """:func:`_refined` on the tree without its typed leaves (copies, quantized models, adapters keep
-    the parent their detector gave them; the refinement moves the fine-tune forest only)."""
-    core = np.array([k for k, g in enumerate(members) if g not in leaves], dtype=int)
-    if len(core) < 3:
-        return sol
-    pos = {int(k): j for j, k in enumerate(core)}
-    if any(sol[k] >= 0 and int(sol[k]) not in pos for k in core):
-        return sol  # a core model hangs under a leaf (only a user's constraint does that): leave it
-    core_sol = np.array([pos[int(sol[k])] if sol[k] >= 0 else -1 for k in core])
-    g = members[core]
-    local = {int(x): j for j, x in enumerate(g)}
-    new = _refined(core_sol, squared[np.ix_(g, g)], sub[np.ix_(core, core)], local, forced, forbidden, fixed_roots)
-    out = sol.copy()
-    for j, k in enumerate(core):
-        out[k] = core[new[j]] if new[j] >= 0 else -1
-    return out
-
-
-def _refined(sol: np.ndarray, squared: np.ndarray, cost: np.ndarray, local: dict[int, int],
-             forced: list[tuple[int, int]], forbidden: list[tuple[int, int]], fixed_roots: list[int]) -> np.ndarray:
-    """The arborescence ``sol`` of one tree after :func:`refine_topology`, under the constraints
-    (forced edges stay, forbidden ones are not used, a fixed root stays the root); ``sol`` itself
-    when the tree has no squared distances (a rank-placed tree, one joined by a forced edge) or
-    nothing moved."""
-    m = len(sol)
-    if not np.isfinite(squared[~np.eye(m, dtype=bool)]).all():
-        return sol
-    pin = [(local[p], local[c]) for p, c in forced if p in local and c in local]
-    adj, moves = refine_topology(sol, squared, keep={frozenset(e) for e in pin})
-    if not moves:
-        return sol
-    oriented = orient(adj, cost, roots=[local[r] for r in fixed_roots if r in local] or None, forced=pin,
-                      forbidden=[(local[p], local[c]) for p, c in forbidden if p in local and c in local])
-    return sol if oriented is None else oriented
-
-
-def _build(recovery: Recovery, ids: list[str], parent: np.ndarray, labels: np.ndarray, cost: np.ndarray,
-           constraints: Constraints, forced: set[tuple[int, int]], layer_rms: np.ndarray | None) -> Recovery:
-    extra = recovery.extra
-    n = len(ids)
-    dist = recovery.distance_matrix
-    rel = np.array(extra["relative_distance"], dtype=np.float64)
-    votes_up = np.array(extra["votes_up"])
-    shared = np.array(extra["shared_layers"])
-    threshold = float(extra["threshold"])
-    regimes = {int(k): (v[0], float(v[1])) for k, v in extra["regimes"].items()}
-    evidence = np.array(extra["direction_evidence"], dtype=np.float64)
-    method = recovery.settings.method
-    lk = recovery.layer_kurtosis
-    ku_model = np.nansum(lk, axis=1) if lk is not None else np.zeros(n)
-
-    # Descendants, to rule out alternative parents that would create a cycle.
-    children: dict[int, list[int]] = {i: [] for i in range(n)}
-    for c, p in enumerate(parent):
-        if p >= 0:
-            children[int(p)].append(c)
-
-    def descendants(i: int) -> set[int]:
-        out, stack = set(), [i]
-        while stack:
-            for ch in children[stack.pop()]:
-                if ch not in out:
-                    out.add(ch)
-                    stack.append(ch)
-        return out
-
-    old_edges = {(e.parent, e.child): e for e in recovery.edges}
-    edges: list[Edge] = []
-    nodes: list[ModelNode] = []
-    for c in range(n):
-        members = np.flatnonzero(labels == labels[c])
-        p = int(parent[c])
-        # A child's alternatives exclude its descendants (a cycle); a root's are every other member
-        # of its tree: re-rooting there is what choosing one would mean.
-        banned = {c} if p < 0 else descendants(c) | {c}
-        cand = [q for q in members if q not in banned and np.isfinite(cost[q, c])]
-        cand.sort(key=lambda q: cost[q, c])
-        alternatives = tuple(Alternative(ids[q], float(cost[q, c]), float(dist[q, c]))
-                             for q in cand if q != p)[:MAX_ALTERNATIVES]
-        if p >= 0:
-            alt_cost = alternatives[0].cost if alternatives else math.inf
-            regime, regime_conf = regimes.get(int(labels[c]), ("specialization", 0.5))
-            up = int(votes_up[p, c])
-            total = int(shared[p, c])
-            forward = (total - up) if regime == "specialization" else up
-            if method == "paper":
-                p_dir = direction_confidence(forward, total, regime_conf)
-            else:
-                p_dir = evidence_confidence(float(evidence[p, c]))
-            parts = ConfidenceParts(
-                placement_confidence(float(cost[p, c]), alt_cost, float(rel[p, c]), threshold), p_dir)
-            if layer_rms is not None:
-                layer_distance = tuple(float(x) for x in layer_rms[:, p, c])
-            elif (ids[p], ids[c]) in old_edges:
-                layer_distance = old_edges[(ids[p], ids[c])].layer_distance
-            else:
-                layer_distance = ()
-            edges.append(Edge(
-                parent=ids[p], child=ids[c], distance=float(dist[p, c]),
-                confidence=parts.combined, placement_confidence=parts.placement,
-                direction_confidence=parts.direction,
-                kurtosis_parent=float(ku_model[p]), kurtosis_child=float(ku_model[c]),
-                layers_voting_forward=forward, layers_voting_backward=total - forward,
-                constrained=(p, c) in forced, alternatives=alternatives, layer_distance=layer_distance,
-            ))
-        nodes.append(ModelNode(
-            id=ids[c], path=extra["model_paths"][c], tree=int(labels[c]), kurtosis=float(ku_model[c]),
-            is_root=p < 0, declared_parent=extra["declared_parents"][c], format=extra["model_formats"][c],
-            n_params=int(extra["n_params"][c]), alternatives=alternatives,
-        ))
-    trees = []
-    for t in np.unique(labels):
-        members = np.flatnonzero(labels == t)
-        roots = [ids[i] for i in members if parent[i] < 0]
-        regime, conf = regimes.get(int(t), ("specialization", 0.5))
-        trees.append(TreeInfo(int(t), tuple(ids[i] for i in members), roots[0] if roots else "", regime, conf))
-    new_extra = dict(extra)
-    new_extra["tree_of"] = labels.tolist()
-    return replace(recovery, models=nodes, edges=edges, trees=trees, constraints=constraints,
-                   cost_matrix=cost, extra=new_extra)

@@ -10,7 +10,11 @@ Contract (fields may be added, never removed or renamed)::
      "trees":  [{"id", "members", "root", "regime", "regime_confidence"}],
      "settings": {...}, "problems": [...],
      "layers": [{"name", "shape", "kind"}], "layer_kurtosis": [[...] per model],
-     "distance_matrix": [[...]], "cost_matrix": [[...]]}
+     "distance_matrix": [[...]], "cost_matrix": [[...]],
+     "extra": {...}}
+
+``extra`` holds the rest of the :class:`~mother_core.recovery.problem.RecoveryProblem` (tree labels,
+direction cues, per-tree readings), what re-solving under new constraints needs.
 
 Roots are the models with no incoming edge. Every edge carries a ``relation``, one of the words of
 :class:`mother_core.relations.Relation` (docs/RELATIONS.md). A ``merge`` child has one edge per
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mother_core.errors import ResultFormatError
+from mother_core.recovery.problem import ModelFacts, RecoveryProblem
 from mother_core.relations.vocabulary import Relation, parse_relation
 
 FORMAT_NAME = "mother-recovery"
@@ -198,12 +203,21 @@ class Recovery:
     problems: list[dict[str, str]] = field(default_factory=list)
     layers: list[LayerInfo] = field(default_factory=list)
     layer_kurtosis: np.ndarray | None = None  # (N, L), NaN where absent
-    distance_matrix: np.ndarray | None = None  # (N, N)
-    cost_matrix: np.ndarray | None = None  # (N, N) what the arborescence minimised; inf = not allowed
-    extra: dict[str, Any] = field(default_factory=dict)
+    # What the solver worked from; re-solving under new constraints reuses it (None: cannot re-solve).
+    problem: RecoveryProblem | None = None
     run_seconds: float = math.nan  # wall time of the recovery (reading + solving), NaN if unknown
 
     # --- lookups -----------------------------------------------------------------------------
+    @property
+    def distance_matrix(self) -> np.ndarray | None:
+        """(N, N) pairwise distances, in the order of :attr:`model_ids`."""
+        return None if self.problem is None else self.problem.distance
+
+    @property
+    def cost_matrix(self) -> np.ndarray | None:
+        """(N, N) what the arborescence minimised; inf = not allowed."""
+        return None if self.problem is None else self.problem.cost
+
     @property
     def model_ids(self) -> list[str]:
         return [m.id for m in self.models]
@@ -267,7 +281,7 @@ class Recovery:
             "layer_kurtosis": matrix(self.layer_kurtosis),
             "distance_matrix": matrix(self.distance_matrix),
             "cost_matrix": matrix(self.cost_matrix),
-            "extra": _clean(self.extra),
+            "extra": {} if self.problem is None else _clean(self.problem.to_json()),
             "run_seconds": _num(self.run_seconds),
         }
 
@@ -304,13 +318,23 @@ class Recovery:
             v = d.get(key)
             return None if v is None else np.array([[_f(x) for x in row] for row in v], dtype=np.float64)
 
+        settings = _build(RecoverySettings, d.get("settings") or {})
+        layer_kurtosis = arr("layer_kurtosis")
+        distance, cost = arr("distance_matrix"), arr("cost_matrix")
+        problem = None
+        if distance is not None and cost is not None:
+            try:
+                problem = RecoveryProblem.from_json(
+                    d.get("extra") or {}, ids=[m.id for m in models], distance=distance, cost=cost,
+                    layer_kurtosis=layer_kurtosis,
+                    models=[ModelFacts(m.path, m.format, m.declared_parent, m.n_params) for m in models],
+                    tree_of=[m.tree for m in models], method=settings.method, refine=settings.refine)
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                raise ResultFormatError(f"Malformed result file: {e!r}. Re-create it with `mother recover`.") from e
         return cls(
-            models=models, edges=edges, trees=trees,
-            settings=_build(RecoverySettings, d.get("settings") or {}),
+            models=models, edges=edges, trees=trees, settings=settings,
             constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
-            layer_kurtosis=arr("layer_kurtosis"), distance_matrix=arr("distance_matrix"),
-            cost_matrix=arr("cost_matrix"), extra=dict(d.get("extra") or {}),
-            run_seconds=_f(d.get("run_seconds")),
+            layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=_f(d.get("run_seconds")),
         )
 
     @classmethod

@@ -9,8 +9,9 @@ turns them into what the forest solver understands and back:
 - :func:`apply_relations`: the solved forest's edges get their relation, detail and confidence; a
   merge gets one more edge per further parent, with its weight.
 
-The links live in ``Recovery.extra["typed_links"]`` and the forest edges' labels in
-``extra["edge_labels"]``, so :func:`~mother_core.recovery.recover.resolve` keeps them without weights.
+The links and the forest edges' labels live in the :class:`~mother_core.recovery.problem.RecoveryProblem`
+(``typed_links`` and ``edge_labels`` in result.json's ``extra``), so
+:func:`~mother_core.recovery.recover.resolve` keeps them without weights.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.result import Edge, Recovery
 from mother_core.relations.evidence import TypedLink
 from mother_core.relations.vocabulary import Relation
@@ -32,8 +34,9 @@ from mother_core.relations.vocabulary import Relation
 LEAF_RELATIONS = (Relation.CONVERT, Relation.QUANTIZED, Relation.ADAPTER, Relation.MERGE)
 
 
-def links_of(recovery: Recovery) -> list[TypedLink]:
-    return [TypedLink.from_dict(d) for d in recovery.extra.get("typed_links", [])]
+def links_of(problem: RecoveryProblem | None) -> list[TypedLink]:
+    """The typed links a recovery problem carries."""
+    return [] if problem is None else [TypedLink.from_dict(dict(d)) for d in problem.links]
 
 
 def solver_constraints(links: list[TypedLink], user_forced_children: set[int]) -> tuple[
@@ -63,8 +66,8 @@ def block_leaves(cost: np.ndarray, leaves: set[int]) -> np.ndarray:
 
 def apply_relations(recovery: Recovery) -> Recovery:
     """Type every edge of a solved forest and add the further parents of merges."""
-    links = {link.child: link for link in links_of(recovery)}
-    labels = recovery.extra.get("edge_labels", {})
+    links = {link.child: link for link in links_of(recovery.problem)}
+    labels = {} if recovery.problem is None else recovery.problem.edge_labels
     ids = recovery.model_ids
     dist = recovery.distance_matrix
     index = {m: i for i, m in enumerate(ids)}

@@ -90,6 +90,7 @@ def compute_statistics(
 
         for m, message in sorted(out.failed.items()):
             problems.append(Problem(good_refs[m].path, message))
+        problems.extend(_nonfinite_problems(good_refs, plan, out.nonfinite, set(out.failed)))
         stats = _assemble(good_refs, plan, out, keys, cached_models, known)
         stats.skeletons = _assemble_skeletons(plan, out, keys, cached_skel)
         stats.roundoff = np.array([_roundoff(listing) for listing in listings])
@@ -121,12 +122,18 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
                 base = _find_base(ref, by_id)
                 base_reader = stack.enter_context(open_model(base))
                 base_refs[ref.id] = base
-            reader = stack.enter_context(open_model(ref, base=base_reader))
-            readers.append(reader)
-            # Tensors a reader left out (a dtype we do not compare, an impossible stride) are reported.
-            problems.extend(Problem(ref.path, note) for note in getattr(reader, "notes", ()))
+            readers.append(stack.enter_context(open_model(ref, base=base_reader)))
         except MotherError as e:
             problems.append(Problem(ref.path, str(e)))
+    # Quantized weights that do not store their shape take it from the other models (mother_core/io/quantized.py).
+    shapes = {n: i.shape for r in readers for n, i in r.tensor_infos().items() if len(i.shape) == 2}
+    for reader in readers:
+        adopt = getattr(reader, "adopt_shapes", None)
+        if adopt is not None:
+            adopt(shapes)
+        # Tensors a reader left out (a dtype we do not compare, an impossible stride, a quantization it
+        # cannot decode) are reported.
+        problems.extend(Problem(reader.ref.path, note) for note in getattr(reader, "notes", ()))
     return readers, base_refs
 
 
@@ -149,6 +156,25 @@ def _drop_models_without_floats(readers: list[ModelReader], listings: list, prob
             problems.append(Problem(readers[i].ref.path,
                                     f"{readers[i].ref.path} holds no floating-point weights; it was skipped."))
             del readers[i], listings[i]
+
+
+def _nonfinite_problems(refs: list[ModelRef], plan, nonfinite: dict[int, set[int]], failed: set[int]) -> list[Problem]:
+    """One Problem per model with NaN/Inf tensors: those tensors were left out of its comparisons (every
+    other tensor, and every other model's comparisons, are computed as if the values were absent)."""
+    by_model: dict[int, list[str]] = {}
+    for s, models in sorted(nonfinite.items()):
+        for m in models:
+            if m not in failed:
+                by_model.setdefault(m, []).append(plan.slots[s].name)
+    out = []
+    for m, names in sorted(by_model.items()):
+        total = sum(m in who for who in plan.holders)
+        shown = ", ".join(repr(n[:80]) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        whole = " (every tensor it shares: the model has no usable weights)" if total == len(names) else ""
+        out.append(Problem(refs[m].path, f"{refs[m].id}: {len(names)} tensor(s) hold NaN or infinite values "
+                                          f"({shown}){whole}; they were set aside for this model only, so its "
+                                          "placement rests on its other tensors. Check how the file was made."))
+    return out
 
 
 def _too_few_message(n: int, problems: list[Problem]) -> str:

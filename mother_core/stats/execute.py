@@ -44,6 +44,8 @@ class PassOutput:
     sq_dist: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
     skeletons: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    #: slot -> models whose tensor in that slot holds NaN/Inf: set aside for that slot only.
+    nonfinite: dict[int, set[int]] = field(default_factory=dict)
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -233,16 +235,35 @@ class _Reduced:
     errors: dict[int, str]
     nbytes: int
     skeleton: tuple[np.ndarray, np.ndarray] | None = None  # (skeleton rows held, values (M, r, k2))
+    nonfinite: tuple[int, ...] = ()  # models whose rows in this chunk hold NaN/Inf (not in `models`)
+
+
+def _nonfinite(mom: Moments) -> np.ndarray:
+    """(M,) True for models whose chunk holds NaN/Inf (or values so large their moments overflow)."""
+    return ~(np.isfinite(mom.mean) & np.isfinite(mom.m2) & np.isfinite(mom.m4))
 
 
 def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
             skeleton: tuple[np.ndarray, np.ndarray] | None) -> _Reduced:
     if chunk.data is None:
         return _Reduced([], None, None, chunk.errors, chunk.nbytes)
-    mom, d = reducer.reduce(chunk.data)
+    models, data = chunk.models, chunk.data
+    mom, d = reducer.reduce(data)
+    bad = _nonfinite(mom)
+    nonfinite: tuple[int, ...] = ()
+    if bad.any():
+        # Distances are centred on the chunk's cross-model mean: one NaN row would poison every pair.
+        # Reduce again without the non-finite rows; those models are set aside for this slot only.
+        keep = np.flatnonzero(~bad)
+        nonfinite = tuple(models[i] for i in np.flatnonzero(bad))
+        models = [models[i] for i in keep]
+        if not models:
+            return _Reduced([], None, None, chunk.errors, chunk.nbytes, None, nonfinite)
+        data = data[torch.as_tensor(keep, device=data.device)]
+        mom, d = reducer.reduce(data)
     rows = chunk.task.chunks[chunk.index]
-    sk = gather(chunk.data, shape, rows, skeleton) if skeleton is not None else None
-    return _Reduced(chunk.models, mom, d, chunk.errors, chunk.nbytes, sk)
+    sk = gather(data, shape, rows, skeleton) if skeleton is not None else None
+    return _Reduced(models, mom, d, chunk.errors, chunk.nbytes, sk, nonfinite)
 
 
 # How many of its next chunks a worker hints to the OS (cold disks serve deep queues of large requests
@@ -293,6 +314,8 @@ def _stream_reduce(task: TensorTask, ci: int, plan: Plan, readers: Sequence[Mode
             found.append(gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
     moments, dist = reduction.finish()
+    if _nonfinite(moments).any():
+        raise _StreamFailed("NaN/Inf values")  # the chunk path reduces it again without those rows
     sk = None if skeleton is None else (np.concatenate([p for p, _ in found]),
                                         np.concatenate([v for _, v in found], axis=1))
     return _Reduced(models, moments, dist, {}, nbytes, sk)
@@ -429,11 +452,13 @@ class _TaskState:
         self.moments: Moments | None = None  # over task.models; n == 0 where nothing was added yet
         self.dist = np.zeros((k, k))
         self.dropped: set[int] = set()
+        self.nonfinite: set[int] = set()
         self.skeleton = (None if skeleton is None else
                          np.full((k, len(skeleton[0]), len(skeleton[1])), np.nan, dtype=np.float32))
 
     def add(self, chunk: "_Reduced") -> None:
         self.dropped.update(chunk.errors)
+        self.nonfinite.update(chunk.nonfinite)
         if chunk.moments is None or chunk.sq_dist is None:
             return
         mom, d = chunk.moments, chunk.sq_dist
@@ -453,7 +478,10 @@ class _TaskState:
 
     def finish(self, task: TensorTask, out: PassOutput) -> None:
         mo = self.moments
-        ok = [m for m in task.models if m not in self.dropped and mo is not None and mo.n[self.pos[m]] > 0]
+        ok = [m for m in task.models if m not in self.dropped and m not in self.nonfinite
+              and mo is not None and mo.n[self.pos[m]] > 0]
+        if self.nonfinite - self.dropped:
+            out.nonfinite[task.slot] = self.nonfinite - self.dropped
         for m in ok:
             i = self.pos[m]
             out.moments[(task.slot, m)] = (float(mo.n[i]), float(mo.mean[i]), float(mo.m2[i]),

@@ -1,0 +1,232 @@
+"""The tree as a two-way Streamlit component (``st.components.v2``): clicks reach Python, no polling.
+
+The component runs in the app's own page (no iframe): it loads vis-network once per page (from the
+app's ``static/`` folder, or inlined when static serving is off; never from a CDN), draws the
+:class:`~explorer_ui.graph.GraphData` built in Python, and sends one trigger, ``event``, per user
+action:
+
+* ``{"type": "node", "id": m}``: a model was clicked (its card opens);
+* ``{"type": "edge", "parent": p, "child": c}``: an edge was clicked (its evidence opens);
+* ``{"type": "toggle", "id": m}``: a model was double-clicked (its subtree folds or opens);
+* ``{"type": "step", "delta": ±1}``: an arrow key in talk mode (the next least confident edge).
+
+Selection flows the other way as data: when Python selects an edge or a model (from a table, a search,
+a link), the browser highlights it without rebuilding the drawing (the network is rebuilt only when
+``GraphData.key`` changes). As pyvis pages do, the vis ``network`` (and its ``nodes``/``edges``
+DataSets) are globals of the page, so browser tests and benchmarks can drive them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from explorer_ui.graph import SELECTED, GraphData, vis_source
+
+_CSS = """
+.mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
+          overflow: hidden; box-sizing: border-box;}
+.mg-wrap.mg-dark {background: #14161A; border-color: #333;}
+.mg-canvas {width: 100%; height: 100%;}
+.mg-tools {position: absolute; top: 6px; right: 6px; z-index: 5; display: flex; gap: 6px;}
+.mg-tools button {font: 13px sans-serif; cursor: pointer; padding: 2px 8px; border-radius: 4px;
+                  border: 1px solid #999; background: rgba(255,255,255,.9); color: #222;}
+.mg-legend {position: absolute; left: 6px; bottom: 6px; right: 90px; z-index: 5; font: 12px/1.6 sans-serif;
+            background: rgba(255,255,255,.9); color: #222; padding: 3px 8px; border-radius: 4px;}
+.mg-dark .mg-legend {background: rgba(20,22,26,.92); color: #EEE;}
+.mg-big .mg-legend {font-size: 18px;}
+.mg-item {white-space: nowrap; display: inline-block;}
+.mg-sw {display: inline-block; width: 22px; height: 4px; margin: 0 5px 3px 0; vertical-align: middle;}
+.mg-sw.mg-dots {height: 0; border-top: 3px dotted; background: none !important;}
+.mg-sw.mg-dash {height: 0; border-top: 3px dashed #666; background: none !important;}
+.mg-box {display: inline-block; width: 14px; height: 10px; margin: 0 5px 0 0; vertical-align: middle;}
+div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;}
+"""
+
+# One module per page: ``VIS`` caches the library load across mounts and reruns.
+_JS = r"""
+let VIS = null;
+function loadVis(lib) {
+  if (window.vis && window.vis.Network) return Promise.resolve(window.vis);
+  if (VIS) return VIS;
+  VIS = new Promise((resolve, reject) => {
+    const css = document.createElement('style');
+    const s = document.createElement('script');
+    if (lib.url) {
+      const link = document.createElement('link');
+      link.rel = 'stylesheet'; link.href = lib.url + 'vis-network.css';
+      document.head.appendChild(link);
+      s.src = lib.url + 'vis-network.min.js';
+      s.onload = () => resolve(window.vis);
+      s.onerror = () => { VIS = null; reject(new Error('vis-network did not load from ' + lib.url)); };
+      document.head.appendChild(s);
+    } else {
+      css.textContent = lib.css; document.head.appendChild(css);
+      s.textContent = lib.js; document.head.appendChild(s);
+      resolve(window.vis);
+    }
+  });
+  return VIS;
+}
+
+function build(root, st, d) {
+  const wrap = root.querySelector('.mg-wrap');
+  wrap.style.height = d.height + 'px';
+  wrap.classList.toggle('mg-dark', !!d.dark);
+  wrap.classList.toggle('mg-big', !!d.big);
+  root.querySelector('.mg-legend').innerHTML = d.legend;  // built and escaped in Python
+  if (st.network) { st.network.destroy(); }
+  const nodes = new vis.DataSet(d.nodes), edges = new vis.DataSet(d.edges);
+  const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
+  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null;
+  window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
+  root.dataset.drawn = '0';
+  net.on('click', p => {
+    if (p.nodes.length) st.send('event', {type: 'node', id: p.nodes[0], t: Date.now()});
+    else if (p.edges.length && st.edgeIds[p.edges[0]]) {
+      const [parent, child] = st.edgeIds[p.edges[0]];
+      st.send('event', {type: 'edge', parent, child, t: Date.now()});
+    }
+  });
+  net.on('doubleClick', p => { if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()}); });
+  net.once('afterDrawing', () => {
+    fit(st, d);
+    root.dataset.drawn = '1';
+    window.__motherDrawnAt = performance.now();
+  });
+}
+
+function fit(st, d) {
+  const net = st.network;
+  net.fit({animation: false});
+  // Never open so far out that labels vanish when a closer view still shows the whole width.
+  const s = net.getScale();
+  if (s > 1.6) net.moveTo({scale: 1.6});
+}
+
+function select(root, st, sel) {
+  const net = st.network;
+  const want = JSON.stringify(sel || null);
+  if (st.sel === want) return;
+  st.sel = want;
+  let edgeId = null;
+  if (sel && sel.edge) {
+    for (const [id, pc] of Object.entries(st.edgeIds)) {
+      if (pc[0] === sel.edge[0] && pc[1] === sel.edge[1]) { edgeId = id; break; }
+    }
+  }
+  if (edgeId) {
+    net.setSelection({nodes: [], edges: [edgeId]}, {unselectAll: true, highlightEdges: false});
+    root.dataset.selectedEdge = JSON.stringify(sel.edge);
+    delete root.dataset.selectedNode;
+  } else if (sel && sel.node && window.nodes.get(sel.node)) {
+    net.setSelection({nodes: [sel.node], edges: []}, {unselectAll: true, highlightEdges: false});
+    root.dataset.selectedNode = sel.node;
+    delete root.dataset.selectedEdge;
+  } else {
+    net.unselectAll();
+    delete root.dataset.selectedEdge; delete root.dataset.selectedNode;
+  }
+  if (sel && sel.reveal) {
+    const id = sel.node || (sel.edge && sel.edge[1]);
+    if (id && window.nodes.get(id)) {  // pan to it only when it is out of sight; never change the zoom
+      const dom = net.canvasToDOM(net.getPositions([id])[id]);
+      const box = root.querySelector('.mg-canvas').getBoundingClientRect();
+      if (dom.x < 20 || dom.y < 20 || dom.x > box.width - 20 || dom.y > box.height - 60)
+        net.focus(id, {scale: net.getScale(), animation: {duration: 250}});
+    }
+  }
+}
+
+export default function (component) {
+  const {data, parentElement, setTriggerValue} = component;
+  let root = parentElement.querySelector('.mg-root');
+  if (!root) {
+    root = document.createElement('div');
+    root.className = 'mg-root';
+    root.innerHTML = '<div class="mg-wrap"><div class="mg-canvas"></div>' +
+      '<div class="mg-tools"><button class="mg-fit" title="Show the whole tree">Fit</button>' +
+      '<button class="mg-fs" title="Full screen">⛶</button></div><div class="mg-legend"></div></div>';
+    parentElement.appendChild(root);
+  }
+  const st = root.__mother || (root.__mother = {});
+  st.send = setTriggerValue;
+  root.querySelector('.mg-fit').onclick = () => st.network && fit(st, data);
+  root.querySelector('.mg-fs').onclick = () => {
+    const w = root.querySelector('.mg-wrap');
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (w.requestFullscreen) w.requestFullscreen().then(() => setTimeout(() => fit(st, data), 200));
+  };
+  if (data.keys && !st.keys) {
+    st.keys = (e) => {
+      const tag = (e.target && e.target.tagName) || '';
+      if (/INPUT|TEXTAREA|SELECT/.test(tag)) return;
+      const delta = {ArrowRight: 1, ArrowDown: 1, PageDown: 1, ' ': 1, ArrowLeft: -1, ArrowUp: -1, PageUp: -1}[e.key];
+      if (delta) { e.preventDefault(); st.send('event', {type: 'step', delta, t: Date.now()}); }
+    };
+    document.addEventListener('keydown', st.keys);
+  } else if (!data.keys && st.keys) {
+    document.removeEventListener('keydown', st.keys); st.keys = null;
+  }
+  if (st.key !== data.key) window.__motherDataAt = performance.now();
+  loadVis(data.lib).then(() => {
+    if (st.key !== data.key) build(root, st, data);
+    select(root, st, data.selected);
+  }).catch(err => { root.textContent = 'The graph library could not load: ' + err.message; });
+  return () => { if (st.keys) document.removeEventListener('keydown', st.keys); st.keys = null;
+                 if (st.network) st.network.destroy(); st.network = null; st.key = null; };
+}
+"""
+
+_component: Callable[..., Any] | None = None
+
+
+def _mount() -> Callable[..., Any]:
+    global _component
+    if _component is None:
+        _component = st.components.v2.component("mother_graph", css=_CSS, js=_JS, isolate_styles=False)
+    return _component
+
+
+def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, selected: dict | None,
+          on_event: Callable[[dict], None], dark: bool = False, big: bool = False, keys: bool = False) -> None:
+    """Draw ``data`` and call ``on_event(event)`` (before the rerun) for each click in it.
+
+    Parameters
+    ----------
+    data : GraphData
+        The drawing (:func:`explorer_ui.graph.build_graph`).
+    key : str
+        Widget key (one per place a page draws a graph).
+    height : int
+        Canvas height in CSS pixels.
+    lib_url : str or None
+        Where the app serves vis-network (:func:`explorer_ui.static.vis_url`); ``None`` inlines it.
+    selected : dict or None
+        ``{"edge": [p, c]}`` or ``{"node": m}`` (plus ``"reveal": True`` to pan to it).
+    on_event : callable
+        Receives the event dict described in the module docstring.
+    dark, big, keys : bool
+        Talk mode: dark canvas, large legend, arrow keys step through edges.
+    """
+    if lib_url is None:
+        js, css = vis_source()
+        lib: dict[str, Any] = {"url": None, "js": js, "css": css}
+    else:
+        lib = {"url": lib_url}
+
+    def _changed() -> None:
+        value = st.session_state.get(key)
+        event = getattr(value, "event", None) if value is not None else None
+        if event is None and isinstance(value, dict):
+            event = value.get("event")
+        if isinstance(event, dict):
+            on_event(event)
+
+    payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
+               "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
+               "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
+               "selected_color": SELECTED}
+    _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)

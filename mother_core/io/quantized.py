@@ -1,0 +1,476 @@
+"""Quantized safetensors checkpoints, dequantized while streaming, under the original weight names.
+
+What the quantizers write (one weight ``W`` of shape (out, in) of module ``m``), and how it is read back:
+
+* **bitsandbytes int8** (``Linear8bitLt``): ``m.weight`` int8 and ``m.SCB`` (out,) float:
+  ``W = weight * SCB[:, None] / 127``.
+* **bitsandbytes nf4 / fp4** (``Linear4bit``): ``m.weight`` uint8, two 4-bit codes a byte (first in the
+  high nibble), ``m.weight.absmax`` one scale per block of ``blocksize`` codes (uint8 when the statistics
+  are compressed, with ``nested_absmax`` / ``nested_quant_map`` and ``nested_offset``), ``m.weight.quant_map``
+  (16 code values), ``m.weight.quant_state.bitsandbytes__nf4`` (the JSON quant state: shape, blocksize):
+  ``W.flat[j] = quant_map[code_j] * absmax[j // blocksize]``.
+* **GPTQ** (AutoGPTQ / GPTQModel / optimum): ``m.qweight`` int32 (in * bits / 32, out), ``m.qzeros`` int32
+  (groups, out * bits / 32), ``m.scales`` (groups, out), ``m.g_idx`` (in,): codes packed along the input
+  dimension, lowest bits first; ``W[o, i] = scales[g, o] * (q[i, o] - (z[g, o] + 1))`` with ``g = g_idx[i]``
+  (the ``+ 1`` of AutoGPTQ's stored zeros, format v1).
+* **AWQ** (AutoAWQ GEMM): ``m.qweight`` int32 (in, out * bits / 32), ``m.qzeros`` (groups, out * bits / 32),
+  ``m.scales`` (groups, out); codes packed along the output dimension in the order 0 2 4 6 1 3 5 7;
+  ``W[o, i] = scales[g, o] * (q[i, o] - z[g, o])`` with ``g = i // group_size``.
+* **optimum-quanto**: ``m.weight._data`` (int8 or float8, the weight's shape) and ``m.weight._scale``
+  (``W = _scale * _data``); 4- and 2-bit weights store ``m.weight._data._data`` (uint8, codes packed along
+  the first dimension of the grouped weight) and ``m.weight._scale`` / ``m.weight._shift`` per group
+  (``W = _scale * codes - _shift``, or ``(codes - _shift) * _scale`` for an integer shift). Grouped 4-bit
+  weights do not store their (out, in) shape: it is taken from the module's bias when there is one, else
+  from a same-named weight of another model in the set (:meth:`QuantizedReader.adopt_shapes`), else the
+  weight is left out and reported.
+* **fp8** (``F8_E4M3`` / ``F8_E5M2`` tensors): ``W = weight * weight_scale`` (a scalar or one per row), or
+  ``weight * weight_scale_inv`` per 128 x 128 block (DeepSeek-V3 style); a float8 weight without a scale is
+  only widened.
+
+Auxiliary tensors (scales, zeros, absmax, quant maps, activation scales) are never compared as weights:
+they are consumed by the weight they belong to or dropped. A quantized weight that cannot be decoded is
+left out with a message in :attr:`QuantizedReader.notes`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from mother_core.errors import UnreadableCheckpointError
+from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+
+#: Tensors that only serve to decode a weight (or to run it): never weights themselves.
+AUX_SUFFIXES: tuple[str, ...] = (
+    ".SCB", ".weight_format", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".qzeros",
+    ".scales", ".g_idx", ".qweight", "._scale", "._shift", "._data", ".input_scale", ".output_scale",
+    ".weight_scale", ".weight_scale_inv", ".weight_zero_point", ".weight_g_idx", ".k_scale", ".v_scale",
+    ".weight_global_scale", ".input_global_scale",
+)
+_FLOAT8 = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+_AWQ_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
+#: optimum-quanto's group size for 4- and 2-bit weights.
+QUANTO_GROUP_SIZE = 128  # position of the k-th packed nibble in AutoAWQ's interleaving
+
+Shapes = Mapping[str, tuple[tuple[int, ...], str]]
+
+
+def _is_aux(name: str) -> bool:
+    return name.endswith(AUX_SUFFIXES) or ".quant_state." in name
+
+
+def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | None:
+    """The quantization scheme of a safetensors checkpoint from its tensor names and dtypes, or None.
+
+    Parameters
+    ----------
+    shapes : mapping
+        Tensor name -> (shape, torch dtype name), as :func:`mother_core.io.sniff.safetensors_header` gives.
+    quant_config : mapping, optional
+        ``quantization_config`` of the model's ``config.json`` (bits of GPTQ / AWQ), if known.
+
+    Returns
+    -------
+    str or None
+        ``"bnb-int8"``, ``"bnb-nf4"``, ``"bnb-fp4"``, ``"gptq-int4"``, ``"awq-int4"`` (other widths as
+        ``-int8``, ``-int3``...), ``"quanto-int8"``, ``"quanto-int4"``, ``"quanto-int2"``, ``"quanto-float8"``,
+        ``"fp8"``; None for a plain checkpoint.
+    """
+    names = list(shapes)
+    for n in names:
+        if ".quant_state.bitsandbytes__" in n:
+            return "bnb-" + n.rsplit("__", 1)[1]
+    if any(n.endswith(".SCB") for n in names):
+        return "bnb-int8"
+    bits = int((quant_config or {}).get("bits", 4) or 4)
+    for n in names:
+        if n.endswith(".qweight") and n[: -len(".qweight")] + ".scales" in shapes:
+            method = str((quant_config or {}).get("quant_method", "")).lower()
+            return f"{'awq' if method == 'awq' or _looks_awq(n, shapes) else 'gptq'}-int{bits}"
+    for n in names:
+        if n.endswith(".weight._data._data"):
+            return f"quanto-int{_quanto_bits(n[: -len('._data._data')], shapes) or 4}"
+        if n.endswith(".weight._data"):
+            return "quanto-float8" if shapes[n][1] in _FLOAT8 else "quanto-int8"
+    if any(dtype in _FLOAT8 for _, dtype in shapes.values()):
+        return "fp8"
+    return None
+
+
+def _looks_awq(qweight: str, shapes: Shapes) -> bool:
+    """AWQ packs along the output dimension: its qweight has fewer columns than scales."""
+    base = qweight[: -len(".qweight")]
+    q, s = shapes[qweight][0], shapes[base + ".scales"][0]
+    return len(q) == 2 and len(s) == 2 and q[1] < s[1]
+
+
+def _quanto_bits(weight: str, shapes: Shapes) -> int | None:
+    packed, scale = shapes.get(weight + "._data._data"), shapes.get(weight + "._scale")
+    if packed is None or scale is None or not packed[0] or not scale[0]:
+        return None
+    ratio = -(-scale[0][0] // packed[0][0])  # values per byte: rows of codes over packed rows
+    return {2: 4, 4: 2}.get(ratio)
+
+
+def quantization_config(path: str) -> dict:
+    """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
+    try:
+        with open(os.path.join(os.path.dirname(path), "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    q = config.get("quantization_config") if isinstance(config, dict) else None
+    return q if isinstance(q, dict) else {}
+
+
+@dataclass(frozen=True)
+class _Weight:
+    """One quantized weight: how to decode it and which stored tensors it needs."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8
+    parts: dict[str, str]  # role -> stored (normalised) tensor name
+    meta: dict = field(default_factory=dict)
+    whole: bool = False  # rows are not contiguous on disk: decoded whole, then sliced
+
+
+class QuantizedReader:
+    """A :class:`~mother_core.io.base.ModelReader` over a quantized safetensors checkpoint.
+
+    Wraps the plain safetensors reader of the same files: dequantized weights appear as ``float32``
+    tensors under their original names, other float tensors pass through unchanged, auxiliary ones are
+    hidden. Weights whose rows are not contiguous on disk (GPTQ / AWQ pack across rows) are decoded whole
+    once and kept until another whole-decoded weight is asked for, so memory stays at one such tensor.
+    """
+
+    def __init__(self, raw: ModelReader, quant_config: Mapping | None = None) -> None:
+        self.raw = raw
+        self.ref: ModelRef = raw.ref
+        shapes = {n: (i.shape, i.dtype) for n, i in raw.tensor_infos().items()}
+        config = dict(quant_config if quant_config is not None else quantization_config(raw.ref.files[0]))
+        self.scheme = detect_scheme(shapes, config)
+        self._problems: list[str] = []
+        self._pending: dict[str, _Weight] = {}  # grouped quanto weights whose (out, in) is not stored
+        self._weights: dict[str, _Weight] = {}
+        used: set[str] = set()
+        for name in shapes:
+            w = self._describe(name, shapes, config)
+            if w is None:
+                continue
+            used.update(w.parts.values())
+            if w.shape and all(d > 0 for d in w.shape):
+                self._weights[w.name] = w
+        self._infos: dict[str, TensorInfo] = {}
+        for name, info in raw.tensor_infos().items():
+            if name in used or _is_aux(name) or name in self._weights:
+                continue
+            self._infos[name] = info
+        for name, w in self._weights.items():
+            self._infos[name] = TensorInfo(name, w.shape, "float32")
+        self._cached: tuple[str, torch.Tensor] | None = None
+
+    # --- what is there -------------------------------------------------------------------------------
+
+    def _describe(self, name: str, shapes: Shapes, config: Mapping) -> _Weight | None:
+        shape, dtype = shapes[name]
+        if name.endswith(".SCB"):
+            weight = name[: -len(".SCB")] + ".weight"
+            if weight in shapes:
+                return _Weight(weight, shapes[weight][0], "bnb-int8", {"q": weight, "scb": name})
+        if ".quant_state.bitsandbytes__" in name:
+            weight = name.split(".quant_state.", 1)[0]
+            try:
+                state = json.loads(bytes(self.raw.read(name).to(torch.uint8).numpy()).decode("utf-8"))
+                out_shape = tuple(int(d) for d in state["shape"])
+                parts = {"q": weight, "absmax": weight + ".absmax", "map": weight + ".quant_map"}
+                if weight + ".nested_absmax" in shapes:
+                    parts.update(nested_absmax=weight + ".nested_absmax", nested_map=weight + ".nested_quant_map")
+                return _Weight(weight, out_shape, "bnb-4bit", parts,
+                               {"blocksize": int(state["blocksize"]),
+                                "nested_blocksize": int(state.get("nested_blocksize", 256)),
+                                "nested_offset": float(state.get("nested_offset", 0.0))})
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+                self._problems.append(f"{self.ref.path}: the bitsandbytes quant state of {weight!r} is not "
+                                     f"readable ({e}); the weight is left out.")
+                return _Weight(weight, (), "bad", {"q": weight, "state": name})
+        if name.endswith(".qweight"):
+            base = name[: -len(".qweight")]
+            if base + ".scales" not in shapes or base + ".qzeros" not in shapes:
+                return None
+            scales = shapes[base + ".scales"][0]
+            bits = int(config.get("bits", 4) or 4)
+            awq = str(config.get("quant_method", "")).lower() == "awq" or _looks_awq(name, shapes)
+            pack = 32 // bits
+            out = scales[1] if len(scales) == 2 else 0
+            rows_in = shape[0] if awq else shape[0] * pack
+            parts = {"q": name, "zeros": base + ".qzeros", "scales": base + ".scales"}
+            if base + ".g_idx" in shapes and not awq:
+                parts["g_idx"] = base + ".g_idx"
+            if bits not in (2, 4, 8) or 32 % bits:
+                self._problems.append(f"{self.ref.path}: {base} is packed with {bits} bits, which we do not decode; "
+                                     "it is left out.")
+                return _Weight(base + ".weight", (), "bad", parts)
+            return _Weight(base + ".weight", (out, rows_in), "awq" if awq else "gptq", parts,
+                           {"bits": bits, "group_size": int(config.get("group_size", 0) or 0)}, whole=True)
+        if name.endswith(".weight._data._data"):
+            weight = name[: -len("._data._data")]
+            parts = {"q": name, "scale": weight + "._scale", "shift": weight + "._shift"}
+            bits = _quanto_bits(weight, shapes)
+            scale_rows = shapes.get(weight + "._scale", ((0,), ""))[0][0]
+            cols = shape[1] if len(shape) > 1 else 1
+            bias = shapes.get(weight[: -len(".weight")] + ".bias")
+            if bits is None or weight + "._shift" not in shapes:
+                self._problems.append(f"{self.ref.path}: the quanto weight {weight!r} is packed in a way we do "
+                                     "not decode; it is left out.")
+                return _Weight(weight, (), "bad", parts)
+            if scale_rows * cols == 0:
+                return _Weight(weight, (), "bad", parts)
+            grouped = (scale_rows, cols)  # rows of codes = one per scale
+            # quanto groups 4/2-bit weights by QUANTO_GROUP_SIZE along the input when it divides it: a
+            # grouped weight is (out * in / 128, 128), an ungrouped one (out, in) with in != 128 then.
+            full: tuple[int, ...] = ()
+            if cols != QUANTO_GROUP_SIZE:
+                full = grouped
+            elif bias is not None and bias[0] and (scale_rows * cols) % bias[0][0] == 0:
+                full = (bias[0][0], scale_rows * cols // bias[0][0])
+            if not full:  # its shape may come from another model of the set (adopt_shapes)
+                self._pending[weight] = _Weight(weight, (), "quanto-bits", parts, {"bits": bits, "grouped": grouped},
+                                                whole=True)
+                return self._pending[weight]
+            return _Weight(weight, full, "quanto-bits", parts, {"bits": bits, "grouped": grouped}, whole=True)
+        if name.endswith(".weight._data"):
+            weight = name[: -len("._data")]
+            if weight + "._scale" in shapes:
+                return _Weight(weight, shape, "quanto-bytes", {"q": name, "scale": weight + "._scale"})
+        if dtype in _FLOAT8 and not name.endswith(AUX_SUFFIXES):
+            parts = {"q": name}
+            for suffix, role in (("_scale", "scale"), ("_scale_inv", "scale_inv")):
+                if name + suffix in shapes:
+                    parts[role] = name + suffix
+            return _Weight(name, shape, "fp8", parts)
+        return None
+
+    @property
+    def notes(self) -> list[str]:
+        """What was left out of this model and why (shown to the user as problems of the model)."""
+        return list(getattr(self.raw, "notes", ())) + self._problems + [
+            f"{self.ref.path}: the grouped quanto weight {w!r} does not store its shape and no other model of the "
+            "set has a weight of that name and size; it is left out." for w in sorted(self._pending)]
+
+    def adopt_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Take the (out, in) shape of grouped quanto weights from other models' tensors of the same name.
+
+        optimum-quanto stores a grouped 4- or 2-bit weight as (out * in / 128, 128) and leaves the shape to
+        the model's code; a same-named 2-D tensor of as many values elsewhere in the set tells it.
+        """
+        for name, w in list(self._pending.items()):
+            shape = shapes.get(name)
+            rows, cols = w.meta["grouped"]
+            if shape is None or len(shape) != 2 or shape[0] * shape[1] != rows * cols or shape[1] % cols:
+                continue
+            del self._pending[name]
+            self._weights[name] = _Weight(name, tuple(shape), w.kind, w.parts, w.meta, whole=True)
+            self._infos[name] = TensorInfo(name, tuple(shape), "float32")
+
+    def tensor_infos(self) -> Mapping[str, TensorInfo]:
+        return self._infos
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        w = self._weights.get(name)
+        if w is None:
+            if name not in self._infos:
+                raise KeyError(f"Model {self.ref.id!r} has no tensor {name!r}.")
+            return self.raw.read(name, rows)
+        if rows is not None and not 0 <= rows[0] <= rows[1] <= w.shape[0]:
+            raise ValueError(f"Rows {rows} out of range for {name!r} of shape {w.shape}.")
+        try:
+            if w.whole:
+                if self._cached is None or self._cached[0] != name:
+                    self._cached = None  # let the previous one go first
+                    self._cached = (name, _decode(self.raw, w, None))
+                t = self._cached[1]
+                return (t if rows is None else t[rows[0]:rows[1]]).clone()
+            return _decode(self.raw, w, rows)
+        except UnreadableCheckpointError:
+            raise
+        except (RuntimeError, ValueError, IndexError, KeyError) as e:
+            raise UnreadableCheckpointError(
+                f"Cannot dequantize {name!r} of {self.ref.path} ({w.kind}): {type(e).__name__}: {str(e)[:200]}. "
+                "The file does not follow the quantizer's layout: re-export or remove it.", self.ref.path) from e
+
+    def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
+        """Read into a caller's contiguous buffer of the listed dtype (see ``SafetensorsReader.read_into``)."""
+        if name not in self._weights and hasattr(self.raw, "read_into"):
+            return self.raw.read_into(name, rows, out)  # type: ignore[attr-defined]
+        t = self.read(name, rows)
+        if out.numel() != t.numel() or out.dtype != t.dtype:
+            raise ValueError(f"Buffer of {out.numel()} {out.dtype} does not fit {name!r} rows {rows}.")
+        out.copy_(t.reshape(-1) if out.dim() == 1 else t.reshape(out.shape))
+        return out.view(t.shape)
+
+    def prefetch(self, name: str, rows: tuple[int, int] | None = None) -> None:
+        hint = getattr(self.raw, "prefetch", None)
+        if hint is not None and name not in self._weights:
+            hint(name, rows)
+
+    def close(self) -> None:
+        self._cached = None
+        self.raw.close()
+
+    def __enter__(self) -> "QuantizedReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<QuantizedReader {self.ref.id!r} ({self.scheme})>"
+
+
+# --- decoders ------------------------------------------------------------------------------------------
+
+def _f32(raw: ModelReader, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    return raw.read(name, rows).to(torch.float32)
+
+
+def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch.Tensor:
+    """Weight ``w`` (rows ``[r0, r1)`` of it, or all) as float32."""
+    r0, r1 = rows if rows is not None else (0, w.shape[0])
+    p = w.parts
+    if w.kind == "bnb-int8":
+        return _f32(raw, p["q"], (r0, r1)) * (_f32(raw, p["scb"], (r0, r1)) / 127.0)[:, None]
+    if w.kind == "bnb-4bit":
+        return _bnb_4bit(raw, w, r0, r1)
+    if w.kind == "gptq":
+        return _gptq(raw, w)
+    if w.kind == "awq":
+        return _awq(raw, w)
+    if w.kind == "quanto-bytes":
+        scale = _f32(raw, p["scale"])
+        if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
+            scale = scale[r0:r1]
+        return _f32(raw, p["q"], (r0, r1)) * scale
+    if w.kind == "quanto-bits":
+        return _quanto_bits_decode(raw, w)
+    if w.kind == "fp8":
+        return _fp8(raw, w, r0, r1)
+    raise ValueError(f"no decoder for {w.kind}")
+
+
+def _bnb_4bit(raw: ModelReader, w: _Weight, r0: int, r1: int) -> torch.Tensor:
+    bs = w.meta["blocksize"]
+    cols = 1
+    for d in w.shape[1:]:
+        cols *= d
+    e0, e1 = r0 * cols, r1 * cols
+    b0, b1 = e0 // bs, -(-e1 // bs)
+    packed_rows = raw.tensor_infos()[w.parts["q"]].shape[0]
+    byte0, byte1 = b0 * bs // 2, min(b1 * bs // 2, packed_rows)
+    packed = raw.read(w.parts["q"], (byte0, byte1)).reshape(-1).to(torch.int64)
+    codes = torch.stack([packed >> 4, packed & 0x0F], dim=1).reshape(-1)  # high nibble first
+    absmax_rows = raw.tensor_infos()[w.parts["absmax"]].shape[0]
+    absmax = raw.read(w.parts["absmax"], (b0, min(b1, absmax_rows)))
+    if "nested_absmax" in w.parts:
+        nested = _f32(raw, w.parts["nested_absmax"])
+        nmap = _f32(raw, w.parts["nested_map"])
+        nbs = w.meta["nested_blocksize"]
+        blocks = torch.arange(b0, b0 + absmax.numel())
+        absmax = nmap[absmax.to(torch.int64)] * nested[blocks // nbs] + w.meta["nested_offset"]
+    else:
+        absmax = absmax.to(torch.float32)
+    values = _f32(raw, w.parts["map"])[codes]
+    n = values.numel() // bs * bs
+    scaled = torch.empty_like(values)
+    scaled[:n] = (values[:n].view(-1, bs) * absmax[: n // bs, None]).reshape(-1)
+    if n < values.numel():
+        scaled[n:] = values[n:] * absmax[-1]
+    start = e0 - b0 * bs
+    return scaled[start:start + (e1 - e0)].reshape(r1 - r0, *w.shape[1:])
+
+
+def _unpack_int32(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
+    """Codes packed lowest bits first in int32 along ``dim`` -> one code per element along ``dim``."""
+    pack = 32 // bits
+    shifts = torch.arange(0, 32, bits, dtype=torch.int32)
+    x = packed.to(torch.int32).unsqueeze(-1) >> shifts  # (..., pack)
+    x = x & ((1 << bits) - 1)
+    if dim == 0:  # (rows, cols, pack) -> (rows * pack, cols)
+        return x.permute(0, 2, 1).reshape(packed.shape[0] * pack, packed.shape[1])
+    return x.reshape(packed.shape[0], packed.shape[1] * pack)
+
+
+def _gptq(raw: ModelReader, w: _Weight) -> torch.Tensor:
+    bits = w.meta["bits"]
+    q = _unpack_int32(raw.read(w.parts["q"]), bits, dim=0)  # (in, out)
+    zeros = _unpack_int32(raw.read(w.parts["zeros"]), bits, dim=1)  # (groups, out)
+    scales = _f32(raw, w.parts["scales"])  # (groups, out)
+    n_in = q.shape[0]
+    if "g_idx" in w.parts:
+        g = raw.read(w.parts["g_idx"]).to(torch.int64)
+    else:
+        group = w.meta["group_size"] or -(-n_in // scales.shape[0])
+        g = torch.arange(n_in) // group
+    weight = scales[g] * (q.to(torch.float32) - (zeros[g] + 1).to(torch.float32))
+    return weight.T.contiguous()  # (out, in)
+
+
+def _awq(raw: ModelReader, w: _Weight) -> torch.Tensor:
+    bits = w.meta["bits"]
+    order = torch.tensor(_AWQ_ORDER if bits == 4 else tuple(range(32 // bits)))
+
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        x = _unpack_int32(t, bits, dim=1).view(t.shape[0], t.shape[1], 32 // bits)
+        return x[:, :, order].reshape(t.shape[0], -1)  # undo the interleaving
+
+    q = unpack(raw.read(w.parts["q"]))  # (in, out)
+    zeros = unpack(raw.read(w.parts["zeros"]))  # (groups, out)
+    scales = _f32(raw, w.parts["scales"])
+    group = w.meta["group_size"] or -(-q.shape[0] // scales.shape[0])
+    g = torch.arange(q.shape[0]) // group
+    return (scales[g] * (q - zeros[g]).to(torch.float32)).T.contiguous()
+
+
+def _quanto_bits_decode(raw: ModelReader, w: _Weight) -> torch.Tensor:
+    bits = w.meta["bits"]
+    rows, cols = w.meta["grouped"]
+    packed = raw.read(w.parts["q"]).to(torch.int32)
+    per = 8 // bits
+    codes = torch.cat([(packed >> (bits * i)) & ((1 << bits) - 1) for i in range(per)], dim=0)[:rows]
+    scale = _f32(raw, w.parts["scale"])
+    shift = raw.read(w.parts["shift"])
+    if shift.is_floating_point():
+        values = scale * codes.to(torch.float32) - shift.to(torch.float32)
+    else:
+        values = (codes - shift.to(torch.int32)).to(torch.float32) * scale
+    if (rows, cols) == w.shape:
+        return values
+    # quanto's ``ungroup`` for axis 0: the groups are consecutive runs of the flattened (out, in) weight.
+    return values.reshape(w.shape)
+
+
+def _fp8(raw: ModelReader, w: _Weight, r0: int, r1: int) -> torch.Tensor:
+    x = _f32(raw, w.parts["q"], (r0, r1))
+    if "scale" in w.parts:
+        s = _f32(raw, w.parts["scale"])
+        if s.numel() == 1:
+            return x * s.reshape(())
+        if s.shape[0] == w.shape[0]:
+            return x * s[r0:r1].reshape(r1 - r0, *([1] * (x.dim() - 1)))
+        raise ValueError(f"scale of shape {tuple(s.shape)} does not fit weight {w.shape}")
+    if "scale_inv" in w.parts:
+        s = _f32(raw, w.parts["scale_inv"])
+        if s.numel() == 1:
+            return x * s.reshape(())
+        if s.dim() == 2 and x.dim() == 2:
+            bo, bi = -(-w.shape[0] // s.shape[0]), -(-w.shape[1] // s.shape[1])
+            rows = torch.arange(r0, r1) // bo
+            return x * s[rows].repeat_interleave(bi, dim=1)[:, : w.shape[1]]
+        raise ValueError(f"block scale of shape {tuple(s.shape)} does not fit weight {w.shape}")
+    return x

@@ -1,0 +1,96 @@
+"""Checkpoint formats -> readers: the one table :func:`~mother_core.io.readers.open_model` consults.
+
+A model's :attr:`~mother_core.io.base.ModelRef.format` is ``container[:scheme]`` (``"gguf:Q4_K_M"``,
+``"safetensors:gptq-int4"``). The *container* picks the reader here; the *scheme* is information for
+people and for the relation detectors (a quantized copy), and the reader finds it again from the file
+itself, so a ref made by hand with a bare container reads the same.
+
+Each reader lives in its own module and is imported only when a model of its format is opened (the
+``gguf`` package, for one, is not loaded by a run without GGUF files). A reader implements
+:class:`~mother_core.io.base.ModelReader`: ``tensor_infos()`` (names already in the transformers /
+diffusers naming, float tensors as the executor should see them: dequantized weights are ``float32``)
+and ``read(name, rows)``; ``read_into`` and ``prefetch`` are optional speed-ups the executor uses when
+present. See docs/ARCHITECTURE.md, "How to add a checkpoint format".
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from mother_core.errors import UnreadableCheckpointError
+from mother_core.io.base import ModelReader, ModelRef
+
+#: ``opener(ref, base)`` -> reader; ``base`` is the base model's reader for adapters, else None.
+Opener = Callable[[ModelRef, "ModelReader | None"], ModelReader]
+
+
+@dataclass(frozen=True)
+class ReaderEntry:
+    """One container format.
+
+    Attributes
+    ----------
+    container : str
+        The ``format`` prefix this entry reads.
+    target : str
+        ``"module:function"`` of the opener, imported on first use.
+    needs_base : bool
+        Whether the model is read on top of another model's reader (PEFT adapters).
+    """
+
+    container: str
+    target: str
+    needs_base: bool = False
+
+    def opener(self) -> Opener:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_REGISTRY: dict[str, ReaderEntry] = {}
+
+
+def register(container: str, target: str, needs_base: bool = False) -> None:
+    """Add (or replace) the reader of a container format.
+
+    Parameters
+    ----------
+    container : str
+        The ``ModelRef.format`` prefix, e.g. ``"gguf"``.
+    target : str
+        ``"package.module:opener"``; the opener takes ``(ref, base)`` and returns a ``ModelReader``.
+    needs_base : bool
+        True when the model must be merged into a base model's reader.
+    """
+    _REGISTRY[container] = ReaderEntry(container, target, needs_base)
+
+
+def entry_for(ref: ModelRef) -> ReaderEntry:
+    """The registry entry that reads ``ref``.
+
+    Raises
+    ------
+    UnreadableCheckpointError
+        No reader for the container.
+    """
+    entry = _REGISTRY.get(ref.container)
+    if entry is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnreadableCheckpointError(
+            f"{ref.path}: unknown checkpoint format {ref.format!r} (readable: {known}).", ref.path)
+    return entry
+
+
+def containers() -> tuple[str, ...]:
+    """Every container format a reader is registered for."""
+    return tuple(sorted(_REGISTRY))
+
+
+register("safetensors", "mother_core.io.readers:open_safetensors")
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors")
+register("torch", "mother_core.io.readers:open_torch")
+register("torch-sharded", "mother_core.io.readers:open_torch")
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True)
+register("gguf", "mother_core.io.gguf_reader:open_gguf")

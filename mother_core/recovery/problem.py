@@ -1,0 +1,211 @@
+"""The recovery problem: everything the tree step needs, computed once from the weight statistics.
+
+:func:`mother_core.recovery.recover.recover` reads the statistics into a :class:`RecoveryProblem`;
+:func:`mother_core.recovery.solve.solve` turns a problem and the user's constraints into a
+:class:`~mother_core.recovery.result.Recovery`, and re-solving under new constraints
+(:func:`~mother_core.recovery.recover.resolve`) is the same call on the problem a result carries. No
+weights are read after the problem is built.
+
+In ``result.json`` the problem is written under the key ``"extra"`` (its historical name; the keys are
+those of :meth:`RecoveryProblem.to_json`), next to ``distance_matrix`` and ``cost_matrix``; results
+written before some of its fields existed load with neutral readings for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+#: The kurtosis regimes a tree can be read under (docs/METHOD.md, "Direction").
+TREE_REGIMES = ("specialization", "generalization")
+
+
+@dataclass(frozen=True)
+class TreeReading:
+    """How one tree's direction cues were read when its cost was built.
+
+    Attributes
+    ----------
+    regime : str
+        ``"specialization"`` (kurtosis falls parent -> child) or ``"generalization"`` (it rises).
+    confidence : float
+        In [0.5, 1]: how much cheaper the chosen reading was than the next (0.5: a tie kept the prior).
+    rank_distance_used : bool
+        Whether edges of this tree are placed by the rank of weight differences (merged LoRA).
+    norm_sign : float
+        ``+1``: norms grow from parent to child; ``-1``: they shrink (strong weight decay).
+    """
+
+    regime: str = "specialization"
+    confidence: float = 0.5
+    rank_distance_used: bool = False
+    norm_sign: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the result says about a model besides its place in the graph."""
+
+    path: str = ""
+    format: str = ""
+    declared_parent: str | None = None
+    n_params: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class RecoveryProblem:
+    """The matrices, labels, direction cues and per-tree readings of one recovery.
+
+    All matrices are (N, N) over ``ids``; ``[p, c]`` is about the edge p -> c where that matters.
+    Arrays are not copied on construction: treat them as read-only (the solver does).
+
+    Attributes
+    ----------
+    ids : tuple of str
+        Model ids, in model-index order.
+    distance : ndarray (N, N)
+        The pairwise distance l_FT (inf where two models share nothing).
+    relative : ndarray (N, N)
+        The scale-free relative distance the forest split uses (docs/METHOD.md, "Trees").
+    cost : ndarray (N, N)
+        What the arborescence minimises, M = D + lambda * mean(D) * K within each tree; inf across
+        trees and on the diagonal.
+    tree_of : ndarray (N,) of int
+        Tree label of each model.
+    threshold : float
+        The relative distance above which two models were put in different trees.
+    evidence : ndarray (N, N)
+        Direction evidence E[p, c] in [-2, 2] under each tree's reading (antisymmetric).
+    votes_up : ndarray (N, N) of int
+        Number of shared layers whose kurtosis rises from p to c.
+    shared : ndarray (N, N) of int
+        Number of layers each pair shares.
+    kurtosis : ndarray (N,)
+        Each model's summed per-layer kurtosis.
+    readings : mapping of int to TreeReading
+        Per tree label.
+    models : tuple of ModelFacts
+        Per model.
+    squared : ndarray (N, N) or None
+        Squared distances for the refinement, NaN outside the trees it applies to; None when no tree
+        is refined.
+    method : str
+        ``"mother+"`` or ``"paper"``: how direction confidence is read.
+    refine : bool
+        Whether the solver refines each tree after the arborescence.
+    links : tuple of dict
+        Typed relations decided before the forest (:class:`mother_core.relations.evidence.TypedLink`
+        as dicts): each child's parents, relation, detail, confidence (:mod:`.typed`).
+    edge_labels : mapping of str to list
+        Relation of the forest's own edges (``"parent\tchild"`` -> [relation, detail, confidence]).
+    """
+
+    ids: tuple[str, ...]
+    distance: np.ndarray
+    relative: np.ndarray
+    cost: np.ndarray
+    tree_of: np.ndarray
+    threshold: float
+    evidence: np.ndarray
+    votes_up: np.ndarray
+    shared: np.ndarray
+    kurtosis: np.ndarray
+    readings: Mapping[int, TreeReading] = field(default_factory=dict)
+    models: tuple[ModelFacts, ...] = ()
+    squared: np.ndarray | None = None
+    method: str = "mother+"
+    refine: bool = True
+    links: tuple[Mapping[str, Any], ...] = ()
+    edge_labels: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.ids)
+
+    def reading(self, tree: int) -> TreeReading:
+        """The reading of tree ``tree`` (the neutral prior when it has none, e.g. a joined tree)."""
+        return self.readings.get(int(tree), TreeReading())
+
+    def with_trees(self, tree_of: np.ndarray, cost: np.ndarray) -> RecoveryProblem:
+        """The same problem after constraints joined trees (new labels, costs across the join)."""
+        return replace(self, tree_of=tree_of, cost=cost)
+
+    # --- JSON (the "extra" object of result.json) ---------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The problem's fields beyond ``distance_matrix`` and ``cost_matrix``, as JSON values."""
+        out: dict[str, Any] = {
+            "threshold": float(self.threshold),
+            "relative_distance": self.relative.tolist(),
+            "tree_of": [int(t) for t in self.tree_of],
+            "regimes": {str(k): [r.regime, float(r.confidence)] for k, r in self.readings.items()},
+            "rank_distance_used": {str(k): bool(r.rank_distance_used) for k, r in self.readings.items()},
+            "norm_sign": {str(k): float(r.norm_sign) for k, r in self.readings.items()},
+            "votes_up": np.asarray(self.votes_up).tolist(),
+            "direction_evidence": self.evidence.tolist(),
+            "shared_layers": np.asarray(self.shared).tolist(),
+            "model_paths": [m.path for m in self.models],
+            "model_formats": [m.format for m in self.models],
+            "declared_parents": [m.declared_parent for m in self.models],
+            "n_params": [int(m.n_params) for m in self.models],
+        }
+        if self.squared is not None:
+            out["squared_distance"] = self.squared.tolist()
+        out["typed_links"] = [dict(link) for link in self.links]
+        out["edge_labels"] = dict(self.edge_labels)
+        return out
+
+    @classmethod
+    def from_json(cls, extra: Mapping[str, Any], *, ids: Sequence[str], distance: np.ndarray, cost: np.ndarray,
+                  layer_kurtosis: np.ndarray | None, models: Sequence[ModelFacts], tree_of: Sequence[int],
+                  method: str, refine: bool) -> RecoveryProblem:
+        """Read the problem back from a result file's ``extra`` and matrices.
+
+        ``models`` and ``tree_of`` (from the result's model list) stand in for fields that older
+        files lack; missing cue matrices read as no evidence.
+        """
+        n = len(ids)
+
+        def matrix(key: str, fill: float, dtype: type = np.float64) -> np.ndarray:
+            v = extra.get(key)
+            if v is None:
+                return np.full((n, n), fill, dtype=dtype)
+            return np.array([[_f(x) for x in row] for row in v], dtype=dtype)
+
+        readings: dict[int, TreeReading] = {}
+        for k, v in (extra.get("regimes") or {}).items():
+            readings[int(k)] = TreeReading(
+                regime=str(v[0]), confidence=_f(v[1]),
+                rank_distance_used=bool((extra.get("rank_distance_used") or {}).get(k, False)),
+                norm_sign=_f((extra.get("norm_sign") or {}).get(k, 1.0)),
+            )
+        facts = tuple(models)
+        if "model_paths" in extra:
+            facts = tuple(ModelFacts(path, fmt, declared, int(size)) for path, fmt, declared, size in zip(
+                extra["model_paths"], extra.get("model_formats") or [m.format for m in facts],
+                extra.get("declared_parents") or [m.declared_parent for m in facts],
+                extra.get("n_params") or [m.n_params for m in facts]))
+        squared = extra.get("squared_distance")
+        lk = layer_kurtosis
+        return cls(
+            ids=tuple(ids), distance=distance, cost=cost,
+            relative=matrix("relative_distance", math.nan),
+            tree_of=np.array(extra.get("tree_of", list(tree_of)), dtype=int),
+            threshold=_f(extra.get("threshold", math.nan)),
+            evidence=matrix("direction_evidence", 0.0),
+            votes_up=matrix("votes_up", 0, np.int64),
+            shared=matrix("shared_layers", 0, np.int64),
+            kurtosis=np.nansum(lk, axis=1) if lk is not None and lk.size else np.zeros(n),
+            readings=readings, models=facts,
+            squared=None if squared is None else np.array([[_f(x) for x in row] for row in squared]),
+            method=method, refine=refine,
+            links=tuple(extra.get("typed_links") or ()), edge_labels=dict(extra.get("edge_labels") or {}),
+        )
+
+
+def _f(x: Any) -> float:
+    # result.json has no NaN/inf: they are written as null / "inf" strings.
+    return math.nan if x is None else float(x)

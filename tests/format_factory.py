@@ -1,0 +1,313 @@
+"""Writers of tiny checkpoints in the quantized and converted formats, with the real tools.
+
+GGUF files are written the way llama.cpp's ``convert_hf_to_gguf.py`` writes them: names through the
+``gguf`` package's :class:`gguf.TensorNameMap`, Llama q/k rows permuted (``LlamaModel.permute``), GPT-2's
+``Conv1D`` weights transposed, 2-D weights quantized with :func:`gguf.quants.quantize` and 1-D ones kept
+in float32, written by :class:`gguf.GGUFWriter`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+
+def llama_state(seed: int, hidden: int = 64, inter: int = 128, vocab: int = 96, layers: int = 2,
+                heads: int = 4, kv_heads: int = 2, scale: float = 0.05) -> dict[str, torch.Tensor]:
+    """A tiny Llama with grouped-query attention, named as ``LlamaForCausalLM`` saves it."""
+    g = torch.Generator().manual_seed(seed)
+    hd = hidden // heads
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    sd = {"model.embed_tokens.weight": r(vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        sd[p + "self_attn.q_proj.weight"] = r(heads * hd, hidden)
+        sd[p + "self_attn.k_proj.weight"] = r(kv_heads * hd, hidden)
+        sd[p + "self_attn.v_proj.weight"] = r(kv_heads * hd, hidden)
+        sd[p + "self_attn.o_proj.weight"] = r(hidden, heads * hd)
+        sd[p + "mlp.gate_proj.weight"] = r(inter, hidden)
+        sd[p + "mlp.up_proj.weight"] = r(inter, hidden)
+        sd[p + "mlp.down_proj.weight"] = r(hidden, inter)
+        sd[p + "input_layernorm.weight"] = 1 + r(hidden)
+        sd[p + "post_attention_layernorm.weight"] = 1 + r(hidden)
+    sd["model.norm.weight"] = 1 + r(hidden)
+    sd["lm_head.weight"] = r(vocab, hidden)
+    return sd
+
+
+def perturbed(sd: Mapping[str, torch.Tensor], seed: int, rel: float = 0.05) -> dict[str, torch.Tensor]:
+    """A stand-in for a fine-tune in unit tests of the readers (not a benchmark model set)."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + torch.randn(v.shape, generator=g) * v.std() * rel if v.ndim == 2 else v.clone()
+            for k, v in sd.items()}
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's ``LlamaModel.permute`` (convert_hf_to_gguf.py)."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def write_gguf(sd: Mapping[str, torch.Tensor], path: Path, qtype: str = "Q8_0", arch: str = "llama",
+               heads: int = 4, kv_heads: int = 2, file_type: str | None = None,
+               force_types: Mapping[str, str] | None = None) -> Path:
+    """Write ``sd`` (transformers names) as a GGUF file the way llama.cpp's converter does.
+
+    ``force_types`` maps transformers names to a type to store them in instead (``"F16"``, ``"Q4_K"``...).
+    """
+    import gguf
+
+    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    n_blocks = 1 + max((int(k.split(".")[2]) for k in sd if k.startswith("model.layers.")), default=0)
+    if arch == "gpt2":
+        n_blocks = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
+    names = gguf.TensorNameMap(arch_enum, n_blocks)
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(n_blocks)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_name(path.stem)
+    if file_type is not None:
+        writer.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{file_type}"]))
+    force = dict(force_types or {})
+    for hf_name, tensor in sd.items():
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        assert name is not None, hf_name
+        data = tensor.float().numpy()
+        if arch == "llama" and hf_name.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif arch == "llama" and hf_name.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        if arch == "gpt2" and hf_name.endswith((".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",
+                                                ".mlp.c_proj.weight")):
+            data = np.ascontiguousarray(data.T)
+        kind = force.get(hf_name, qtype if data.ndim == 2 else "F32")
+        q = gguf.GGMLQuantizationType[kind]
+        if q == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(name, data.astype(np.float32))
+        elif q == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(name, data.astype(np.float16))
+        else:
+            packed = quantize(data.astype(np.float32), kind)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=q)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def quantize_q4_k(data: np.ndarray) -> np.ndarray:
+    """Q4_K blocks laid out as ggml's ``block_q4_K`` (``ggml-common.h``): f16 ``d`` and ``dmin``, 12 bytes of
+    6-bit sub-block scales and mins, 128 bytes of nibbles (the ``gguf`` package dequantizes Q4_K but has no
+    quantizer for it; this is llama.cpp's reference rounding without its iterative search)."""
+    rows = data.reshape(-1, 256).astype(np.float32)
+    sub = rows.reshape(-1, 8, 32)
+    lo = np.minimum(sub.min(axis=2), 0.0)
+    scale = (sub.max(axis=2) - lo) / 15.0
+    d = (scale.max(axis=1) / 63.0).astype(np.float16).astype(np.float32)
+    dmin = ((-lo).max(axis=1) / 63.0).astype(np.float16).astype(np.float32)
+    sc = np.clip(np.round(scale / np.where(d == 0, 1, d)[:, None]), 0, 63).astype(np.uint8)
+    mn = np.clip(np.round(-lo / np.where(dmin == 0, 1, dmin)[:, None]), 0, 63).astype(np.uint8)
+    step = (d[:, None] * sc)[:, :, None]
+    q = np.clip(np.round((sub + (dmin[:, None] * mn)[:, :, None]) / np.where(step == 0, 1, step)), 0, 15)
+    q = q.astype(np.uint8)
+    scales = np.empty((len(rows), 12), dtype=np.uint8)
+    scales[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = mn[:, 0:4] | ((mn[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 0x0F) | ((mn[:, 4:8] & 0x0F) << 4)
+    qs = (q[:, 0::2, :] | (q[:, 1::2, :] << 4)).reshape(len(rows), 128)
+    blocks = np.concatenate([d.astype(np.float16).view(np.uint8).reshape(-1, 2),
+                             dmin.astype(np.float16).view(np.uint8).reshape(-1, 2), scales, qs], axis=1)
+    return blocks.reshape(*data.shape[:-1], data.shape[-1] // 256 * 144)
+
+
+def quantize(data: np.ndarray, kind: str) -> np.ndarray:
+    """``data`` quantized to ``kind`` by the ``gguf`` package (Q4_K by :func:`quantize_q4_k`)."""
+    import gguf
+
+    if kind == "Q4_K":
+        return quantize_q4_k(data)
+    return gguf.quants.quantize(data, gguf.GGMLQuantizationType[kind])
+
+
+def gguf_roundtrip(sd: Mapping[str, torch.Tensor], qtype: str) -> dict[str, torch.Tensor]:
+    """What a GGUF of ``sd`` holds once dequantized by the package (the reference a reader must match)."""
+    import gguf
+
+    q = gguf.GGMLQuantizationType[qtype]
+    out = {}
+    for k, v in sd.items():
+        data = v.float().numpy()
+        if data.ndim == 2:
+            out[k] = torch.from_numpy(gguf.quants.dequantize(quantize(data, qtype), q).copy())
+        else:
+            out[k] = v.float()
+    return out
+
+
+# --- quantized safetensors ----------------------------------------------------------------------------
+
+def module_of(sd: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """An ``nn.Module`` tree whose ``state_dict()`` is ``sd`` (Linear for 2-D weights, Embedding for
+    embeddings, a bare parameter for 1-D ones), for the quantizers that work on modules."""
+    root = torch.nn.Module()
+    for name, t in sd.items():
+        *path, param = name.split(".")
+        if param != "weight":
+            raise ValueError(name)
+        parent = root
+        for part in path[:-1]:
+            if not hasattr(parent, part):
+                parent.add_module(part, torch.nn.Module())
+            parent = getattr(parent, part)
+        if t.ndim == 2 and "embed" in path[-1]:
+            mod: torch.nn.Module = torch.nn.Embedding(*t.shape)
+        elif t.ndim == 2:
+            mod = torch.nn.Linear(t.shape[1], t.shape[0], bias=False)
+        else:
+            mod = torch.nn.Module()
+            mod.weight = torch.nn.Parameter(torch.empty_like(t))
+        with torch.no_grad():
+            mod.weight.copy_(t)
+        parent.add_module(path[-1], mod)
+    return root
+
+
+def quanto_state(sd: Mapping[str, torch.Tensor], weights: str) -> dict[str, torch.Tensor]:
+    """``sd`` quantized by optimum-quanto (``quantize`` + ``freeze``) and its state dict as saved."""
+    import optimum.quanto as quanto
+
+    model = module_of(sd)
+    quanto.quantize(model, weights=getattr(quanto, weights))
+    quanto.freeze(model)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def bnb_state(sd: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
+    """``sd`` with its Linear weights quantized by bitsandbytes on the CPU (``"int8"``, ``"nf4"``, ``"fp4"``),
+    as ``Linear8bitLt`` / ``Linear4bit`` save them."""
+    import bitsandbytes.nn as bnn
+
+    model = module_of(sd)
+    for name, mod in list(model.named_modules()):
+        if not isinstance(mod, torch.nn.Linear):
+            continue
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        w = mod.weight.detach().clone()
+        if kind == "int8":
+            new = bnn.Linear8bitLt(w.shape[1], w.shape[0], bias=False, has_fp16_weights=False)
+            new.weight = bnn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+            new = new.to("cpu")
+        else:
+            new = bnn.Linear4bit(w.shape[1], w.shape[0], bias=False, quant_type=kind, compress_statistics=True)
+            new.weight = bnn.Params4bit(w, requires_grad=False, quant_type=kind,
+                                        compress_statistics=True)._quantize("cpu")
+        parent.add_module(name.rsplit(".", 1)[-1], new)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def _pack_int32(codes: torch.Tensor, bits: int, dim: int, order: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Pack ``codes`` (non-negative ints < 2**bits) into int32 along ``dim``, lowest bits first."""
+    pack = 32 // bits
+    c = codes.to(torch.int64)
+    if dim == 0:
+        c = c.reshape(c.shape[0] // pack, pack, c.shape[1]).permute(0, 2, 1)  # (rows, cols, pack)
+    else:
+        c = c.reshape(c.shape[0], c.shape[1] // pack, pack)
+    if order is not None:
+        c = c[..., list(order)]
+    shifts = torch.arange(0, 32, bits, dtype=torch.int64)
+    packed = (c << shifts).sum(-1)
+    packed = torch.where(packed >= 2**31, packed - 2**32, packed)
+    return packed.to(torch.int32)
+
+
+def gptq_state(sd: Mapping[str, torch.Tensor], group: int = 32, bits: int = 4, awq: bool = False
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``sd``'s Linear weights quantized with per-group asymmetric ``bits``-bit codes and packed as
+    AutoGPTQ (format v1: zeros stored minus one, ``g_idx``) or AutoAWQ GEMM (interleaved order 0 2 4 6 1
+    3 5 7, packed along the output) pack them. Returns (state dict, what it dequantizes to)."""
+    out: dict[str, torch.Tensor] = {}
+    ref: dict[str, torch.Tensor] = {}
+    top = 2**bits - 1
+    for name, w in sd.items():
+        if w.ndim != 2 or "embed" in name or name.startswith("lm_head"):
+            out[name] = w.half()
+            ref[name] = w.half().float()
+            continue
+        base = name[: -len(".weight")]
+        wt = w.T.float()  # (in, out)
+        n_in, n_out = wt.shape
+        g = wt.reshape(n_in // group, group, n_out)
+        lo, hi = g.amin(1), g.amax(1)
+        scale = ((hi - lo) / top).clamp_min(1e-8).half().float()
+        zero = torch.round(-lo / scale).clamp(0 if awq else 1, top)  # v1 GPTQ cannot store a zero of 0
+        q = torch.round(g / scale[:, None] + zero[:, None]).clamp(0, top).reshape(n_in, n_out)
+        gidx = torch.arange(n_in) // group
+        ref[name] = (scale[gidx] * (q - zero[gidx])).T.contiguous()
+        out[base + ".scales"] = scale.half()
+        if awq:
+            order = (0, 2, 4, 6, 1, 3, 5, 7)
+            out[base + ".qweight"] = _pack_int32(q, bits, dim=1, order=order)
+            out[base + ".qzeros"] = _pack_int32(zero, bits, dim=1, order=order)
+        else:
+            out[base + ".qweight"] = _pack_int32(q, bits, dim=0)
+            out[base + ".qzeros"] = _pack_int32(zero - 1, bits, dim=1)
+            out[base + ".g_idx"] = gidx.to(torch.int32)
+    return out, ref
+
+
+# --- Stable Diffusion single-file checkpoints ------------------------------------------------------------
+
+def tiny_sd_unet(seed: int):
+    """A tiny UNet2DConditionModel with SD 1.x's block structure (4 levels, cross-attention in the first
+    three down blocks and last three up blocks), made by diffusers."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(8, 16, 16, 16), norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+
+
+def ldm_single_file(unet_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers UNet state dict in the original single-file layout (``model.diffusion_model.*``), plus a
+    stand-in VAE and text-encoder tensor as a real single file carries."""
+    from mother_core.io.sd_single_file import diffusers_name
+
+    # Invert the reader's table by search: every LDM name the table can produce for this UNet.
+    candidates: dict[str, str] = {}
+    for hf in unet_state:
+        for ldm in _ldm_guesses(hf):
+            if diffusers_name(ldm) == hf:
+                candidates[hf] = ldm
+                break
+        else:
+            raise KeyError(hf)
+    out = {"model.diffusion_model." + candidates[k]: v.contiguous() for k, v in unet_state.items()}
+    out["first_stage_model.decoder.conv_in.weight"] = torch.randn(8, 4, 3, 3)
+    out["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.ones(8)
+    return out
+
+
+def _ldm_guesses(hf: str) -> list[str]:
+    """LDM names that may map to diffusers name ``hf`` (brute force over the block prefixes)."""
+    from mother_core.io.sd_single_file import _RESNET, _WHOLE, _block_prefixes
+
+    out = [ldm for ldm, h in _WHOLE if h == hf]
+    for ldm, h in _block_prefixes():
+        if hf.startswith(h):
+            rest = hf[len(h):]
+            for ldm_part, hf_part in _RESNET:
+                rest = rest.replace(f"{hf_part}.", f"{ldm_part}.", 1) if rest.startswith(f"{hf_part}.") else rest
+            out.append(ldm + rest)
+    return out

@@ -1,0 +1,457 @@
+"""Hostile and broken inputs, each written next to a good set of ten small models with a known tree.
+
+Every generator ``make(folder) -> Case`` writes one bad input (a file or a model folder) into ``folder``
+and says what must happen to it: whether it is refused (and the words its message must contain), or read
+with some of its tensors set aside, or read whole. Used by ``tests/test_hostile.py`` and
+``benchmarks/hostile.py`` (which prints time and memory per case).
+
+The good set: ``m0`` is the root; every other model is its parent plus a fine-tuning step (a low-rank
+update plus small dense noise, as a full fine-tune leaves), in safetensors model folders.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import struct
+import zipfile
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+#: The known tree of the good set: child -> parent.
+PARENTS: dict[str, str | None] = {"m0": None, "m1": "m0", "m2": "m0", "m3": "m1", "m4": "m1", "m5": "m2",
+                                   "m6": "m2", "m7": "m3", "m8": "m5", "m9": "m6"}
+HIDDEN, INTER, LAYERS = 32, 64, 2
+
+
+def _shapes() -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (INTER, HIDDEN)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            out[p + f"self_attn.{proj}.weight"] = (HIDDEN, HIDDEN)
+        out[p + "mlp.up_proj.weight"] = (INTER, HIDDEN)
+        out[p + "mlp.down_proj.weight"] = (HIDDEN, INTER)
+        out[p + "input_layernorm.weight"] = (HIDDEN,)
+    return out
+
+
+def good_states(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """The ten state dicts of the good set (float32), keyed by model id."""
+    g = torch.Generator().manual_seed(seed)
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for mid, parent in PARENTS.items():
+        if parent is None:
+            states[mid] = {k: torch.randn(s, generator=g) * 0.02 for k, s in _shapes().items()}
+            continue
+        child = {}
+        for k, w in states[parent].items():
+            if w.dim() == 2:
+                a = torch.randn(w.shape[0], 4, generator=g)
+                b = torch.randn(4, w.shape[1], generator=g)
+                step = 0.004 * (a @ b) / 2 + 0.001 * torch.randn(w.shape, generator=g)
+            else:
+                step = 0.002 * torch.randn(w.shape, generator=g)
+            child[k] = w + step
+        states[mid] = child
+    return states
+
+
+def write_good_set(folder: Path, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    states = good_states(seed)
+    for mid, sd in states.items():
+        (folder / mid).mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(folder / mid / "model.safetensors"))
+    return states
+
+
+@dataclass(frozen=True)
+class Case:
+    """What a bad input must do.
+
+    Attributes
+    ----------
+    name : str
+        The model id (or file name) of the bad input.
+    outcome : str
+        ``"refused"`` (a Problem, the model is not in the result), ``"partial"`` (a Problem, the model is
+        in the result with some tensors set aside) or ``"read"`` (read, e.g. an adapter whose hostile
+        regex is matched literally).
+    words : tuple of str
+        Words the Problem's message must contain (case-insensitive).
+    """
+
+    name: str
+    outcome: str
+    words: tuple[str, ...] = ()
+
+
+# --- torch pickles ------------------------------------------------------------------------------------
+
+def _torch_zip(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None,
+               compress: dict[str, int] | None = None) -> None:
+    """A zip-format torch file with the given pickle and storage records."""
+    stem = "archive"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{stem}/data.pkl", data_pkl)
+        zf.writestr(f"{stem}/byteorder", "little")
+        for key, raw in (storages or {}).items():
+            kind = (compress or {}).get(key, zipfile.ZIP_STORED)
+            zf.writestr(zipfile.ZipInfo(f"{stem}/data/{key}"), raw, compress_type=kind)
+        zf.writestr(f"{stem}/version", "3\n")
+
+
+def _clean_pickle(sd: dict[str, torch.Tensor]) -> tuple[bytes, dict[str, bytes]]:
+    """data.pkl and storages of ``torch.save(sd)`` (protocol 2)."""
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    with zipfile.ZipFile(buf) as zf:
+        names = zf.namelist()
+        pkl = next(n for n in names if n.endswith("data.pkl"))
+        prefix = pkl[: -len("data.pkl")]
+        storages = {n[len(prefix) + 5:]: zf.read(n) for n in names if n.startswith(prefix + "data/")}
+        return zf.read(pkl), storages
+
+
+def _with_prefix(folder: Path, name: str, sd: dict[str, torch.Tensor], prefix: bytes) -> Path:
+    """A torch file that loads ``sd`` normally after ``prefix`` (opcodes with a net stack effect of 0)."""
+    pkl, storages = _clean_pickle(sd)
+    assert pkl[:2] == b"\x80\x02"
+    path = folder / f"{name}.pt"
+    _torch_zip(path, pkl[:2] + prefix + pkl[2:], storages)
+    return path
+
+
+def _unicode(s: str) -> bytes:
+    raw = s.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def poison_defaults(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """BUILD with slot state on torch's tensor-rebuild function: changes its defaults process-wide in any
+    unpickler that lets BUILD reach a global (62 bytes)."""
+    prefix = (b"ctorch._utils\n_rebuild_tensor_v2\n" + b"N}" + _unicode("__defaults__") + b"\x88\x85s" + b"\x86b0")
+    _with_prefix(folder, "poison-defaults", sd, prefix)
+    return Case("poison-defaults", "refused", ("change",))
+
+
+def poison_storage_class(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """BUILD on a storage class: would replace ``torch.FloatStorage.__init__`` for every later load."""
+    prefix = b"ctorch\nFloatStorage\n" + b"N}" + _unicode("__init__") + b"N" + b"s\x86b0"
+    _with_prefix(folder, "poison-storage", sd, prefix)
+    return Case("poison-storage", "refused", ("change",))
+
+
+def poison_setitems(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """SETITEMS aimed at the OrderedDict class itself."""
+    prefix = b"ccollections\nOrderedDict\n" + b"(" + _unicode("x") + b"Nu0"
+    _with_prefix(folder, "poison-setitems", sd, prefix)
+    return Case("poison-setitems", "refused", ("change",))
+
+
+class _Storage:
+    def __init__(self, pid: tuple) -> None:
+        self.pid = pid
+
+
+class _Rebuild:
+    def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple) -> None:
+        self.args = (storage, offset, size, stride, False, OrderedDict())
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+class _Call:
+    def __init__(self, fn: object, *args: object) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> object:
+        return obj.pid if isinstance(obj, _Storage) else None
+
+
+def _crafted(obj: object) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def list_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A 100-byte pickle asking for ``list(range(60_000_000))`` (2.6 GB as Python ints)."""
+    _torch_zip(folder / "list-bomb.pt", _crafted({"w": _Call(list, _Call(range, 60_000_000))}))
+    return Case("list-bomb", "refused", ("list",))
+
+
+def bytearray_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """``bytearray(10**10)``: torch's own weights_only loader calls it (10 GB)."""
+    _torch_zip(folder / "bytearray-bomb.pt", _crafted({"w": _Call(bytearray, 10**10)}))
+    return Case("bytearray-bomb", "refused", ("bytearray",))
+
+
+def stride_zero(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A 1-element storage viewed as 100000 x 100000 with stride 0 (1e10 elements read, from 1.6 KB)."""
+    st = _Storage(("storage", torch.FloatStorage, "0", "cpu", 1))
+    obj = {"w": _Rebuild(st, 0, (100_000, 100_000), (0, 0))}
+    _torch_zip(folder / "stride-zero.pt", _crafted(obj), {"0": b"\0\0\0\0"})
+    return Case("stride-zero", "refused", ("stride",))
+
+
+def huge_storage_claim(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A storage claiming 10**12 elements in a small zip."""
+    st = _Storage(("storage", torch.FloatStorage, "0", "cpu", 10**12))
+    obj = {"w": _Rebuild(st, 0, (10**6, 10**6), (10**6, 1))}
+    _torch_zip(folder / "huge-claim.pt", _crafted(obj), {"0": b"\0" * 64})
+    return Case("huge-claim", "refused", ("claims",))
+
+
+def legacy_huge_storage(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """The legacy (pre-zip) format with a storage claiming 10**12 elements: allocated before the data."""
+    st = _Storage(("storage", torch.FloatStorage, "0", "cpu", 10**12, None))
+    buf = io.BytesIO()
+    for part in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+        pickle.dump(part, buf, protocol=2)
+    _Pickler(buf, protocol=2).dump({"w": _Rebuild(st, 0, (10,), (1,))})
+    pickle.dump(["0"], buf, protocol=2)
+    buf.write(struct.pack("<q", 10) + b"\0" * 40)
+    (folder / "legacy-huge.pt").write_bytes(buf.getvalue())
+    return Case("legacy-huge", "refused", ("claim",))
+
+
+def zip_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A deflated storage member of 256 MB of zeros in a file of ~250 KB."""
+    n = 256 * 1024 * 1024
+    st = _Storage(("storage", torch.FloatStorage, "0", "cpu", n // 4))
+    pkl = _crafted({"w": _Rebuild(st, 0, (n // 4,), (1,))})
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 20)
+    raw = b"".join(comp.compress(chunk) for _ in range(n >> 20)) + comp.flush()
+    path = folder / "zip-bomb.pt"
+    _torch_zip(path, pkl, {})
+    # Append the member by hand: zipfile would deflate the 256 MB itself (slow); we give it raw deflate.
+    with zipfile.ZipFile(path, "a") as zf:
+        info = zipfile.ZipInfo("archive/data/0")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.file_size, info.compress_size, info.CRC = n, len(raw), zlib.crc32(bytes(0))
+        zf.fp.seek(zf.start_dir)  # type: ignore[union-attr]
+        info.header_offset = zf.start_dir
+        zf.fp.write(info.FileHeader())  # type: ignore[union-attr]
+        zf.fp.write(raw)  # type: ignore[union-attr]
+        zf.start_dir = zf.fp.tell()  # type: ignore[union-attr]
+        zf.filelist.append(info)
+        zf.NameToInfo[info.filename] = info
+        zf._didModify = True
+    return Case("zip-bomb", "refused", ("zip bomb",))
+
+
+def nested_pickle(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """200 000 nested lists (a recursive loader overflows the stack), beside real weights."""
+    depth = 200_000
+    pkl, storages = _clean_pickle(sd)
+    body = b"]" * depth + b"a" * (depth - 1)  # EMPTY_LIST x depth, APPEND x depth-1: one nested list
+    # {"nest": <nested>, "state_dict": <the clean dict>}: the clean pickle's body (without PROTO/STOP)
+    data = b"\x80\x02}(" + _unicode("nest") + body + _unicode("state_dict") + pkl[2:-1] + b"u."
+    _torch_zip(folder / "nested.pt", data, storages)
+    return Case("nested", "read")
+
+
+def shared_reference_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A DAG of shared references: 12 KB on disk, 1000**6 paths to walk naively."""
+    out = bytearray(b"\x80\x02]q\x000")  # level 0: [] memoised as 0, popped
+    for level in range(1, 7):  # level k: a list of 1000 references to level k - 1
+        out += b"(" + (b"h" + bytes([level - 1])) * 1000 + b"lq" + bytes([level]) + (b"0" if level < 6 else b"")
+    out += b"."
+    _torch_zip(folder / "shared-refs.pt", bytes(out))
+    return Case("shared-refs", "refused", ("no tensors",))
+
+
+def foreign_opcode(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """An extension-registry opcode (EXT1), which a checkpoint never uses."""
+    _torch_zip(folder / "ext-opcode.pt", b"\x80\x02\x82\x01.")
+    return Case("ext-opcode", "refused", ("opcode",))
+
+
+def random_bytes(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    (folder / "noise.bin").write_bytes(b"JUNK" + os.urandom(4092))
+    return Case("noise", "refused", ("not a pytorch checkpoint",))
+
+
+def truncated_zip(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    (folder / "cut.pt").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return Case("cut", "refused", ("zip",))
+
+
+# --- safetensors ---------------------------------------------------------------------------------------
+
+def _st(path: Path, header: dict, data: bytes) -> None:
+    raw = json.dumps(header).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+def unknown_dtypes(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    header = {"a": {"dtype": "C64", "shape": [4], "data_offsets": [0, 32]},
+              "b": {"dtype": "F8_E8M0", "shape": [4], "data_offsets": [32, 36]},
+              "c": {"dtype": "Q4_K", "shape": [3], "data_offsets": [36, 40]}}
+    _st(folder / "odd-dtypes" / "model.safetensors", header, b"\0" * 40)
+    return Case("odd-dtypes", "refused", ("complex64", "fp8", "q4_k"))
+
+
+def fp8_only(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    t = {k: v.to(torch.float8_e4m3fn) for k, v in sd.items()}
+    (folder / "fp8").mkdir()
+    save_file(t, str(folder / "fp8" / "model.safetensors"))
+    return Case("fp8", "refused", ("fp8",))
+
+
+def deep_header(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    p = folder / "deep-header" / "model.safetensors"
+    p.parent.mkdir()
+    p.write_bytes(struct.pack("<Q", len(deep)) + deep)
+    return Case("deep-header", "refused", ("nests deeper",))
+
+
+def overlapping(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    header = {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+              "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}
+    _st(folder / "overlap" / "model.safetensors", header, b"\0" * 24)
+    return Case("overlap", "refused", ("overlap",))
+
+
+def negative_dims(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    header = {"a": {"dtype": "F32", "shape": [-4, -1], "data_offsets": [0, 16]}}
+    _st(folder / "negative" / "model.safetensors", header, b"\0" * 16)
+    return Case("negative", "refused", ("invalid shape",))
+
+
+def sparse_claim(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A sparse file whose header claims 4 TB of tensor data (its real size is a few KB)."""
+    header = {"a": {"dtype": "F32", "shape": [2**40], "data_offsets": [0, 2**42]}}
+    p = folder / "sparse" / "model.safetensors"
+    _st(p, header, b"")
+    with open(p, "r+b") as f:
+        f.truncate(4096)
+    return Case("sparse", "refused", ("truncated",))
+
+
+# --- values --------------------------------------------------------------------------------------------
+
+def all_nan(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    (folder / "all-nan").mkdir()
+    save_file({k: torch.full_like(v, float("nan")) for k, v in sd.items()}, str(folder / "all-nan" / "model.safetensors"))
+    return Case("all-nan", "partial", ("nan", "set aside"))
+
+
+def few_nonfinite(folder: Path, sd: dict[str, torch.Tensor], states: dict | None = None) -> Case:
+    """A fine-tune of leaf m7 with a few NaN and Inf values in two tensors."""
+    leaf = (states or good_states())["m7"]
+    g = torch.Generator().manual_seed(7)
+    child = {k: v + 0.001 * torch.randn(v.shape, generator=g) for k, v in leaf.items()}
+    child["model.layers.0.self_attn.q_proj.weight"][3, 5] = float("nan")
+    child["model.layers.1.mlp.up_proj.weight"][0, :4] = float("inf")
+    (folder / "few-nan").mkdir()
+    save_file(child, str(folder / "few-nan" / "model.safetensors"))
+    return Case("few-nan", "partial", ("nan", "2 tensor"))
+
+
+# --- PEFT ----------------------------------------------------------------------------------------------
+
+def _adapter(folder: Path, name: str, config: dict, base_sd: dict[str, torch.Tensor]) -> Path:
+    out = folder / name
+    out.mkdir()
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(3)
+    tensors = {}
+    for k in ("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj"):
+        w = base_sd[k + ".weight"]
+        tensors[f"base_model.model.{k}.lora_A.weight"] = torch.randn(4, w.shape[1], generator=g) * 0.01
+        tensors[f"base_model.model.{k}.lora_B.weight"] = torch.randn(w.shape[0], 4, generator=g) * 0.01
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    return out
+
+
+def peft_wrong_types(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    config = {"peft_type": "LORA", "base_model_name_or_path": "m9", "r": "eight", "lora_alpha": [16],
+              "rank_pattern": ["not", "a", "map"], "target_modules": ["q_proj", "v_proj"]}
+    _adapter(folder, "peft-types", config, good_states()["m9"])
+    return Case("peft-types", "refused", ("positive number",))
+
+
+def peft_redos(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A rank_pattern whose regex backtracks catastrophically on the module names (minutes per match)."""
+    config = {"peft_type": "LORA", "base_model_name_or_path": "m9", "r": 4, "lora_alpha": 8,
+              "rank_pattern": {"(.*a.*)*(.*_)*(.*)*q$": 2, "(a+)+$": 2, "(\\w+\\.?)+!": 2},
+              "target_modules": ["q_proj", "v_proj"]}
+    _adapter(folder, "peft-redos", config, good_states()["m9"])
+    return Case("peft-redos", "read")
+
+
+# --- files and folders ---------------------------------------------------------------------------------
+
+def fifo(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    (folder / "pipe").mkdir()
+    os.mkfifo(folder / "pipe" / "model.safetensors")
+    return Case("pipe", "refused", ("named pipe",))
+
+
+def fifo_config(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A readable model whose config.json is a FIFO (reading it would block discovery forever)."""
+    leaf = good_states()["m8"]
+    (folder / "fifo-config").mkdir()
+    save_file({k: v + 0.001 for k, v in leaf.items()}, str(folder / "fifo-config" / "model.safetensors"))
+    os.mkfifo(folder / "fifo-config" / "config.json")
+    return Case("fifo-config", "read")
+
+
+def symlink_loop(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    os.symlink("loop.safetensors", folder / "loop.safetensors")
+    return Case("loop", "refused", ("loops",))
+
+
+def dangling_link(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    os.symlink("/nonexistent/elsewhere.safetensors", folder / "dangling.safetensors")
+    return Case("dangling", "refused", ("does not exist",))
+
+
+def bad_index(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A shard index naming a file outside the model's folder (an absolute path)."""
+    (folder / "escape").mkdir()
+    (folder / "escape" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "/etc/hostname"}}))
+    return Case("escape", "refused", ("outside",))
+
+
+def deep_config(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A readable model whose config.json nests 100 000 deep (json.loads would overflow the stack)."""
+    leaf = good_states()["m4"]
+    (folder / "deep-config").mkdir()
+    save_file({k: v + 0.001 for k, v in leaf.items()}, str(folder / "deep-config" / "model.safetensors"))
+    (folder / "deep-config" / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    return Case("deep-config", "read")
+
+
+GENERATORS: dict[str, Callable[..., Case]] = {
+    f.__name__: f for f in (
+        poison_defaults, poison_storage_class, poison_setitems, list_bomb, bytearray_bomb, stride_zero,
+        huge_storage_claim, legacy_huge_storage, zip_bomb, nested_pickle, shared_reference_bomb,
+        foreign_opcode, random_bytes, truncated_zip, unknown_dtypes, fp8_only, deep_header, overlapping,
+        negative_dims, sparse_claim, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo, fifo_config,
+        symlink_loop, dangling_link, bad_index, deep_config,
+    )
+}

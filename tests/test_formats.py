@@ -1,0 +1,350 @@
+"""Quantized and converted checkpoint formats, written by the real tools and read in the one pass.
+
+Each test writes tiny files with the library users use (``gguf``'s writer and quantizers, ...), and checks
+that the reader gives the source's weights back within the scheme's rounding error, under the source's
+names, and that recovery places the quantized copy next to its source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from format_factory import gguf_roundtrip, llama_state, perturbed, write_gguf
+from mother_core.io.base import ModelRef
+from mother_core.io.discovery import discover
+from mother_core.io.names import normalise_name
+from mother_core.io.readers import open_model
+
+gguf = pytest.importorskip("gguf")
+
+
+def _ref(path: Path, fmt: str) -> ModelRef:
+    return ModelRef(id=path.stem, path=str(path), format=fmt, files=(str(path),))
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q5_1", "F16", "Q4_K"])
+def test_gguf_dequantized_under_transformers_names(tmp_path, qtype):
+    sd = llama_state(0, hidden=256, inter=256) if qtype == "Q4_K" else llama_state(0)
+    path = write_gguf(sd, tmp_path / f"m-{qtype}.gguf", qtype=qtype)
+    expected = gguf_roundtrip(sd, qtype) if qtype != "F16" else {k: v.half().float() if v.ndim == 2 else v for k, v in sd.items()}
+    with open_model(_ref(path, "gguf")) as reader:
+        infos = reader.tensor_infos()
+        assert set(infos) == {normalise_name(k) for k in sd}
+        for k, v in sd.items():
+            got = reader.read(normalise_name(k)).float()
+            assert got.shape == v.shape, k
+            # exactly what the package's dequantizer gives, q/k rows back in the transformers order
+            torch.testing.assert_close(got, expected[k].reshape(v.shape), rtol=0, atol=1e-6)
+            # and within the scheme's rounding of the source
+            tol = {"Q8_0": 0.01, "Q4_0": 0.15, "Q5_1": 0.08, "F16": 1e-3, "Q4_K": 0.15}[qtype]
+            assert (got - v).abs().max() <= tol * v.abs().max() + 1e-6, k
+
+
+def test_gguf_row_ranges_match_whole_reads(tmp_path):
+    sd = llama_state(1)
+    path = write_gguf(sd, tmp_path / "m.gguf", qtype="Q8_0")
+    with open_model(_ref(path, "gguf")) as reader:
+        for name in ("layers.0.self_attn.q_proj.weight", "layers.1.self_attn.k_proj.weight", "embed_tokens.weight"):
+            whole = reader.read(name)
+            for rows in ((0, 5), (3, 17), (7, whole.shape[0])):
+                torch.testing.assert_close(reader.read(name, rows), whole[rows[0]:rows[1]], rtol=0, atol=0)
+
+
+def test_gguf_k_quant_and_mixed_types(tmp_path):
+    sd = llama_state(2, hidden=256, inter=256, vocab=64, heads=4, kv_heads=4, layers=1)
+    path = write_gguf(sd, tmp_path / "k.gguf", qtype="Q4_K", heads=4, kv_heads=4, file_type="Q4_K_M",
+                      force_types={"lm_head.weight": "Q8_0"})
+    found = discover([path])
+    assert found.models[0].format == "gguf:Q4_K_M"
+    with open_model(found.models[0]) as reader:
+        for k, v in sd.items():
+            got = reader.read(normalise_name(k))
+            rel = ((got - v).norm() / v.norm()).item()
+            assert rel < (0.12 if v.ndim == 2 else 1e-6), (k, rel)
+
+
+def test_gpt2_gguf_transposed_back(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    sd = {"transformer.wte.weight": torch.randn(64, 32, generator=g), "transformer.wpe.weight": torch.randn(16, 32, generator=g),
+          "transformer.h.0.ln_1.weight": torch.ones(32), "transformer.h.0.attn.c_attn.weight": torch.randn(32, 96, generator=g),
+          "transformer.h.0.attn.c_proj.weight": torch.randn(32, 32, generator=g),
+          "transformer.h.0.mlp.c_fc.weight": torch.randn(32, 128, generator=g),
+          "transformer.h.0.mlp.c_proj.weight": torch.randn(128, 32, generator=g), "transformer.ln_f.weight": torch.ones(32)}
+    path = write_gguf(sd, tmp_path / "gpt2.gguf", qtype="Q8_0", arch="gpt2", heads=2, kv_heads=2)
+    with open_model(_ref(path, "gguf")) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in sd}
+        for k, v in sd.items():
+            got = reader.read(normalise_name(k))
+            assert got.shape == v.shape
+            assert (got - v).abs().max() < 0.02 * v.abs().max()
+            torch.testing.assert_close(reader.read(normalise_name(k), (1, 3)) if v.ndim == 2 else got,
+                                       got[1:3] if v.ndim == 2 else got)
+
+
+def test_gguf_recovered_as_child_of_its_source(tmp_path):
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(10)
+    a, b = perturbed(root, 11), perturbed(root, 12)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", a), ("b", b)):
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / f"{name}.safetensors"))
+    write_gguf(a, folder / "a-q8.gguf", qtype="Q8_0", file_type="Q8_0")
+    result = recover_paths([folder], RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents["a-q8"] == "a"
+    assert parents["a"] == "root" or parents.get("root") == "a"
+    assert {m.id: m.format for m in result.models}["a-q8"] == "gguf:Q8_0"
+
+
+def test_damaged_gguf_is_a_problem_not_a_crash(tmp_path):
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(20)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", perturbed(root, 21))):
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / f"{name}.safetensors"))
+    good = write_gguf(root, tmp_path / "good.gguf")
+    data = good.read_bytes()
+    (folder / "truncated.gguf").write_bytes(data[: len(data) // 2])
+    (folder / "garbage.gguf").write_bytes(b"GGUF" + b"\xff" * 64)
+    result = recover_paths([folder], RecoverySettings())
+    assert {m.id for m in result.models} == {"root", "a"}
+    messages = str(result.problems)  # (problem records: dicts today, typed soon)
+    assert "truncated.gguf" in messages and "garbage.gguf" in messages
+
+
+# --- quantized safetensors -----------------------------------------------------------------------------
+
+def _save(sd, path: Path) -> Path:
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def _check_read(path: Path, source, scheme: str, rel_tol: float, exact=None) -> None:
+    found = discover([path])
+    ref = found.models[0]
+    assert ref.format == f"safetensors:{scheme}"
+    with open_model(ref) as reader:
+        infos = reader.tensor_infos()
+        # exactly the source's names: no scale, zero, absmax or quant-map tensor listed as a weight
+        assert set(infos) == {normalise_name(k) for k in source}
+        for k, v in source.items():
+            got = reader.read(normalise_name(k))
+            assert got.shape == v.shape, k
+            if exact is not None:
+                torch.testing.assert_close(got.float(), exact[k].float(), rtol=1e-5, atol=1e-6)
+            rel = ((got.float() - v.float()).norm() / v.float().norm()).item()
+            assert rel < rel_tol, (k, rel)
+            if v.ndim == 2 and v.shape[0] > 8:
+                torch.testing.assert_close(reader.read(normalise_name(k), (3, 9)).float(), got[3:9].float())
+
+
+@pytest.mark.parametrize("weights,scheme,tol", [("qint8", "quanto-int8", 0.01), ("qint4", "quanto-int4", 0.15),
+                                                ("qfloat8", "quanto-float8", 0.06)])
+def test_quanto(tmp_path, weights, scheme, tol):
+    pytest.importorskip("optimum.quanto")
+    from format_factory import quanto_state
+
+    sd = llama_state(30)
+    path = _save(quanto_state(sd, weights), tmp_path / "q.safetensors")
+    if weights != "qint4":
+        _check_read(path, sd, scheme, tol)
+        return
+    # 4-bit weights with 128 inputs are grouped and do not store their shape: alone, they are reported...
+    with open_model(discover([path]).models[0]) as reader:
+        assert "layers.0.mlp.down_proj.weight" not in reader.tensor_infos()
+        assert any("down_proj" in p for p in reader.notes)
+        # ... and given a same-named weight elsewhere in the set, read under that shape
+        reader.adopt_shapes({normalise_name(k): tuple(v.shape) for k, v in sd.items()})
+        assert not reader.notes
+        for k, v in sd.items():
+            got = reader.read(normalise_name(k))
+            assert ((got - v).norm() / v.norm()).item() < tol, k
+
+
+@pytest.mark.parametrize("kind,tol", [("int8", 0.02), ("nf4", 0.12), ("fp4", 0.2)])
+def test_bitsandbytes(tmp_path, kind, tol):
+    bnb = pytest.importorskip("bitsandbytes")
+    from format_factory import bnb_state
+
+    sd = llama_state(31)
+    try:
+        q = bnb_state(sd, kind)
+    except (RuntimeError, NotImplementedError) as e:  # a bitsandbytes build without its CPU kernels
+        pytest.skip(f"bitsandbytes {bnb.__version__} cannot quantize on this CPU: {e}")
+    path = _save(q, tmp_path / "b.safetensors")
+    _check_read(path, sd, f"bnb-{kind}", tol)
+    if kind != "int8":  # the library's own dequantizer agrees with ours
+        import bitsandbytes.functional as F
+
+        w = sd["model.layers.0.mlp.up_proj.weight"]
+        packed, state = F.quantize_4bit(w, blocksize=64, quant_type=kind, compress_statistics=True)
+        with open_model(discover([path]).models[0]) as reader:
+            torch.testing.assert_close(reader.read("layers.0.mlp.up_proj.weight"), F.dequantize_4bit(packed, state))
+
+
+@pytest.mark.parametrize("awq", [False, True])
+def test_gptq_awq_packed_int4(tmp_path, awq):
+    from format_factory import gptq_state
+
+    sd = llama_state(32)
+    q, exact = gptq_state(sd, group=32, awq=awq)
+    _check_read(_save(q, tmp_path / "g.safetensors"), sd, "awq-int4" if awq else "gptq-int4", 0.1, exact=exact)
+
+
+def test_fp8_with_scales(tmp_path):
+    sd = llama_state(33)
+    q, expected = {}, {}
+    for i, (k, v) in enumerate(sd.items()):
+        if v.ndim != 2:
+            q[k] = v
+            expected[k] = v
+            continue
+        if i % 2:  # per-tensor scale (compressed-tensors / FBGEMM style)
+            scale = v.abs().max() / 448
+            q[k] = (v / scale).to(torch.float8_e4m3fn)
+            q[k + "_scale"] = scale.reshape(())
+            expected[k] = q[k].float() * scale
+        else:  # per-row scale
+            scale = v.abs().amax(1, keepdim=True) / 448
+            q[k] = (v / scale).to(torch.float8_e4m3fn)
+            q[k + "_scale"] = scale
+            expected[k] = q[k].float() * scale
+    q["model.layers.0.self_attn.q_proj.input_scale"] = torch.tensor(0.5)
+    _check_read(_save(q, tmp_path / "f.safetensors"), sd, "fp8", 0.06, exact=expected)
+
+
+def test_quantized_copies_found_next_to_their_sources(tmp_path):
+    """quanto / bnb / GPTQ copies sit at their source's rounding noise: recovery hangs each under it, and
+    their scale tensors no longer join unrelated families."""
+    pytest.importorskip("optimum.quanto")
+    from format_factory import gptq_state, quanto_state
+
+    from mother_core import RecoverySettings, recover_paths
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    root, other = llama_state(40), llama_state(50)
+    a, b = perturbed(root, 41, rel=0.15), perturbed(root, 42, rel=0.15)
+    c = perturbed(other, 51, rel=0.15)
+    for name, sd in (("root", root), ("a", a), ("b", b), ("other", other), ("c", c)):
+        _save(sd, folder / f"{name}.safetensors")
+    _save(quanto_state(a, "qint8"), folder / "a-quanto.safetensors")
+    _save(gptq_state(b)[0], folder / "b-gptq.safetensors")
+    _save(quanto_state(c, "qint8"), folder / "c-quanto.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents.get("a-quanto") == "a" and parents.get("b-gptq") == "b" and parents.get("c-quanto") == "c"
+    family = {m: t for t, members in enumerate(_trees(result)) for m in members}
+    assert family["a-quanto"] == family["root"] != family["c-quanto"] == family["other"]
+
+
+def _trees(result) -> list[set[str]]:
+    children: dict[str, list[str]] = {}
+    for e in result.edges:
+        children.setdefault(e.parent, []).append(e.child)
+    has_parent = {e.child for e in result.edges}
+    out = []
+    for m in (m.id for m in result.models):
+        if m in has_parent:
+            continue
+        seen, todo = set(), [m]
+        while todo:
+            x = todo.pop()
+            seen.add(x)
+            todo.extend(children.get(x, []))
+        out.append(seen)
+    return out
+
+
+def test_unknown_quantization_is_a_problem_for_that_model(tmp_path):
+    from mother_core import RecoverySettings, recover_paths
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    root = llama_state(60)
+    for name, sd in (("root", root), ("a", perturbed(root, 61)), ("b", perturbed(root, 62))):
+        _save(sd, folder / f"{name}.safetensors")
+    # a 3-bit GPTQ layout we do not decode, and a bitsandbytes state that is not JSON
+    from format_factory import gptq_state
+
+    q, _ = gptq_state(root)
+    (folder / "odd-gptq").mkdir()
+    _save(q, folder / "odd-gptq" / "model.safetensors")
+    (folder / "odd-gptq" / "config.json").write_text('{"quantization_config": {"quant_method": "gptq", "bits": 3}}')
+    broken = dict(root)
+    w = broken.pop("model.layers.0.mlp.up_proj.weight")
+    broken["model.layers.0.mlp.up_proj.weight"] = torch.zeros(w.numel() // 2, 1, dtype=torch.uint8)
+    broken["model.layers.0.mlp.up_proj.weight.absmax"] = torch.ones(4)
+    broken["model.layers.0.mlp.up_proj.weight.quant_map"] = torch.ones(16)
+    broken["model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4"] = torch.tensor(list(b"{not json"),
+                                                                                            dtype=torch.uint8)
+    _save(broken, folder / "bad-bnb.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    ids = {m.id for m in result.models}
+    assert {"root", "a", "b"} <= ids
+    messages = str(result.problems)
+    assert "odd-gptq" in messages and "3 bits" in messages
+    assert "bad-bnb" in messages and "quant state" in messages
+
+
+# --- Stable Diffusion single-file checkpoints --------------------------------------------------------------
+
+@pytest.mark.slow  # imports diffusers (~10 s)
+def test_sd_single_file_reads_as_the_diffusers_unet(tmp_path):
+    """A single-file checkpoint's UNet lists and reads exactly as the diffusers UNet, and diffusers' own
+    converter agrees with the renaming (the file is built by inverting our table; if the table were wrong,
+    diffusers would map the file to other names or tensors)."""
+    pytest.importorskip("diffusers")
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from format_factory import ldm_single_file, tiny_sd_unet
+
+    unet = tiny_sd_unet(0)
+    state = {k: v.detach() for k, v in unet.state_dict().items()}
+    single = ldm_single_file(state)
+    converted = convert_ldm_unet_checkpoint(dict(single), dict(unet.config))
+    assert set(converted) == set(state)
+    for k, v in state.items():
+        torch.testing.assert_close(converted[k].reshape(v.shape), v)
+
+    path = _save(single, tmp_path / "sd-v1.safetensors")
+    ref = discover([path]).models[0]
+    assert ref.format == "safetensors:sd-single-file"
+    with open_model(ref) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in state}
+        for k, v in state.items():
+            torch.testing.assert_close(reader.read(normalise_name(k)), v)
+    # the .ckpt form (a torch pickle with a "state_dict") reads the same
+    torch.save({"state_dict": single, "global_step": 10}, tmp_path / "sd-v1.ckpt")
+    with open_model(discover([tmp_path / "sd-v1.ckpt"]).models[0]) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in state}
+
+
+@pytest.mark.slow
+def test_sd_single_file_and_diffusers_folder_compare(tmp_path):
+    pytest.importorskip("diffusers")
+    from format_factory import ldm_single_file, tiny_sd_unet
+
+    from mother_core import RecoverySettings, recover_paths
+
+    base = tiny_sd_unet(1)
+    state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    child = {k: v + 0.1 * v.std() * torch.randn_like(v) if v.ndim > 1 else v for k, v in state.items()}
+    other = {k: v.detach().clone() for k, v in tiny_sd_unet(2).state_dict().items()}
+    folder = tmp_path / "set"
+    for name, sd in (("base", state), ("other", other)):  # diffusers repositories
+        (folder / name / "unet").mkdir(parents=True)
+        (folder / name / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+        _save(sd, folder / name / "unet" / "diffusion_pytorch_model.safetensors")
+    _save(ldm_single_file(child), folder / "child-single-file.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents.get("child-single-file") == "base" or parents.get("base") == "child-single-file"
+    assert "other" not in (parents.get("child-single-file"), parents.get("base"))
