@@ -5,7 +5,8 @@ bad magic, an unknown version or a duplicate tensor; this module adds the ones a
 (every tensor inside the file, sizes consistent with its type's block size). The tensor bytes are then
 read with ``os.preadv`` of the rows asked for (a row range of a GGUF tensor is one byte range: blocks run
 along the innermost dimension), never through the package's memory map, so resident memory stays at one
-chunk per model, and dequantized with :func:`gguf.quants.dequantize` to float32.
+chunk per model, and dequantized with :func:`gguf.quants.dequantize` to float32 (Q8_0, Q4_0 and Q4_K with
+the compiled, bit-identical kernels of :mod:`mother_core.io.gguf_fast`).
 
 Names and layouts are those of the transformers checkpoint the file was converted from, so a GGUF file and
 its safetensors source compare tensor by tensor:
@@ -240,7 +241,11 @@ class GGUFReader:
             return buf.view(np.float16).reshape(shape)
         if qtype == gguf.GGMLQuantizationType.F32:
             return buf.view(np.float32).reshape(shape)
+        from mother_core.io import gguf_fast
+
         try:
+            if gguf_fast.supports(t.qtype_name):  # compiled, bit-identical to the package's numpy code
+                return gguf_fast.dequantize(buf, t.qtype_name).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
         except Exception as e:  # noqa: BLE001 - the package's own errors: a problem of this model
             raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "
