@@ -27,13 +27,17 @@ from mother_core.relations.evidence import (
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
-#: Largest per-layer relative difference, in units of the coarser dtype's unit roundoff, for a conversion.
+#: Median per-layer relative difference, in units of the coarser dtype's unit roundoff, for a conversion.
 #: Round-to-nearest leaves ~0.4 u (RMS) per layer; fine-tunes sit at 1e-2 and more.
 CONVERT_TOL = 1.5
+#: Largest per-layer relative difference (in u): layers of tiny values (biases near zero) fall into
+#: fp16's subnormal range, where rounding is coarser than u relative to them.
+CONVERT_MAX = 20.0
 #: Share of each model's elements the two must share to be the same weights in another form.
 SAME_SHAPES = 0.95
-#: A quantized model's source must share this share of its elements.
-QUANT_COVERAGE = 0.5
+#: A quantized model's source must share this share of its elements (a reader may leave a quantized
+#: matrix out, or read it transposed: the unquantized embeddings and norms still tell the source).
+QUANT_COVERAGE = 0.2
 #: Farther than this (relative) from every float model, a quantized model's source is not in the set.
 QUANT_MAX_RELATIVE = 0.8
 
@@ -61,7 +65,7 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
             if r.size == 0:
                 continue
             m = float(r.max())
-            if m <= CONVERT_TOL * max(u[i], u[j]):
+            if float(np.median(r)) <= CONVERT_TOL * max(u[i], u[j]) and m <= CONVERT_MAX * max(u[i], u[j]):
                 worst[(i, j)] = m
                 parent[find(i)] = find(j)
     classes: dict[int, list[int]] = {}

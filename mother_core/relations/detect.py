@@ -28,8 +28,9 @@ from mother_core.stats.result import WeightStatistics
 DETECTORS = ("convert", "quantized", "adapter", "merge", "shape", "lora")
 #: A merged LoRA leaves at least this share of the shared layers untouched (not targeted).
 LORA_UNTOUCHED = 0.15
-#: ... and the layers it changed differ at less than this share of full rank.
-LORA_RANK = 0.5
+#: ... and the layers it changed differ at less than this share of full rank (ranks up to half the
+#: width are LoRAs; a trained layer is full rank).
+LORA_RANK = 0.75
 
 
 def detect_relations(stats: WeightStatistics, labels: np.ndarray,
@@ -100,15 +101,19 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
     tol = CONVERT_TOL * max(u[p], u[c])
     changed = shared & (rel > tol)
     untouched = float((shared & ~changed).sum() / shared.sum())
-    ranks = []
+    by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, float]]] = {}
     for slot in np.flatnonzero(changed):
         sk = stats.skeletons.get(int(slot))
         if sk is None or np.isnan(sk[[p, c]]).any():
             continue
         diff = sk[c].astype(np.float64) - sk[p]
         scale = math.sqrt(0.5 * float(np.mean(sk[p].astype(np.float64) ** 2) + np.mean(sk[c].astype(np.float64) ** 2)))
-        r = numerical_rank(diff[None], np.array([scale]), np.array([max(u[p], u[c])]))[0] / min(sk.shape[1:])
-        ranks.append(r)
+        by_shape.setdefault(diff.shape, []).append((diff, scale))
+    ranks: list[float] = []
+    for shape, items in by_shape.items():  # one batched SVD per skeleton shape
+        r = numerical_rank(np.stack([d for d, _ in items]), np.array([s for _, s in items]),
+                           np.full(len(items), max(u[p], u[c])))
+        ranks += list(r / min(shape))
     low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
     return untouched, low, int(changed.sum())
 
