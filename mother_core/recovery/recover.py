@@ -179,7 +179,7 @@ def recover(
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
     solved = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return _carried(base, apply_relations(_label_forest_edges(solved, stats, detectors)))
+    return _with_votes(_carried(base, apply_relations(_label_forest_edges(solved, stats, detectors))), base)
 
 
 def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
@@ -224,11 +224,29 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return edited
+        return _with_votes(edited, recovery)
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
     solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
-    return _carried(recovery, apply_relations(solved))
+    return _with_votes(_carried(recovery, apply_relations(solved)), recovery)
+
+
+def _with_votes(recovery: Recovery, before: Recovery) -> Recovery:
+    """Every edge with its per-layer votes (:func:`layer_votes`); a flipped pair keeps its layers (the
+    set-aside rule is symmetric), a pair first joined by a correction has none to show."""
+    if recovery.layer_kurtosis is None:
+        return recovery
+    index = {m: i for i, m in enumerate(recovery.model_ids)}
+    known = {(e.parent, e.child): e.layer_distance for e in before.edges}
+    tree_of = {m.id: m.tree for m in recovery.models}
+    regime = {t.id: t.regime for t in recovery.trees}
+    edges = []
+    for e in recovery.edges:
+        kept = e.layer_distance or known.get((e.child, e.parent), ())
+        spec = regime.get(tree_of.get(e.child, -1), "specialization") != "generalization"
+        edges.append(replace(e, layer_votes=layer_votes(recovery.layer_kurtosis, index[e.parent], index[e.child],
+                                                        kept, spec)))
+    return replace(recovery, edges=edges)
 
 
 def _carried(recovery: Recovery, solved: Recovery) -> Recovery:
@@ -236,6 +254,26 @@ def _carried(recovery: Recovery, solved: Recovery) -> Recovery:
     problems, run time)."""
     return replace(recovery, models=solved.models, edges=solved.edges, trees=solved.trees,
                    constraints=solved.constraints, problem=solved.problem)
+
+
+def layer_votes(layer_kurtosis: np.ndarray | None, p: int, c: int, kept_distance: tuple[float, ...],
+                specialization: bool) -> tuple[int, ...]:
+    """Each layer's kurtosis vote on the edge ``p -> c``: +1 for this direction, -1 against, 0 for a
+    layer that does not vote (not shared by the pair, or set aside as re-initialised).
+
+    The engine's own rule (:func:`.features.pair_evidence` counts ``votes_up``, oriented by the tree's
+    regime; docs/ARCHITECTURE.md, "Direction"), exported per layer so that a chart draws the votes
+    the engine counted instead of recomputing them: the +1s sum to ``Edge.layers_voting_forward``.
+    A layer votes where its per-pair distance is finite (``Edge.layer_distance``).
+    """
+    if layer_kurtosis is None or not len(kept_distance) or len(kept_distance) != layer_kurtosis.shape[1]:
+        return ()
+    kept = np.isfinite(np.asarray(kept_distance, dtype=np.float64))
+    layer_kurtosis = np.asarray(layer_kurtosis, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        up = (layer_kurtosis[c] - layer_kurtosis[p]) > 0
+    forward = ~up if specialization else up
+    return tuple(int(v) for v in np.where(kept, np.where(forward, 1, -1), 0))
 
 
 def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
