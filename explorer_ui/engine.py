@@ -66,10 +66,13 @@ def _key(*parts: Any) -> str:
 # --- small cached calls ----------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=64)
 def discover_set(paths: tuple[str, ...], component: str | None, fp: str) -> Any:
-    """``mother_core.discover`` on a set of paths (``fp`` makes the key change when files change)."""
+    """``mother_core.discover`` on a set of paths (``fp`` makes the key change when files change), confined
+    to the folders the app may read (``sources.read_roots``)."""
     from mother_core import discover
 
-    return discover(list(paths), component=component)
+    from explorer_ui.sources import read_roots
+
+    return discover(list(paths), component=component, roots=[str(r) for r in read_roots()])
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -70,6 +70,7 @@ COLOR_MODES = ("auto", "confidence", "agreement", "family", "relation")
 BRANCHES = ("edges", "distance")
 FOLD_BUDGET = 90  # models shown before subtrees fold (a readable canvas at 12 px labels)
 MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
+LABEL_GROWTH = 1.8  # how much labels may grow (in canvas units) to stay readable when zoomed out
 
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE | re.DOTALL)
 _EXTERNAL_LINK = re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*/?>", re.IGNORECASE | re.DOTALL)
@@ -271,6 +272,7 @@ class GraphData:
     edge_ids: dict[str, EdgeKey] = field(default_factory=dict)  # vis edge id -> (parent, child)
     folded: dict[str, int] = field(default_factory=dict)  # shown model -> models hidden under it
     hidden: frozenset[str] = frozenset()
+    legend_rows: tuple[tuple[str, str, str], ...] = ()  # (kind, colour or pattern, text): for slides
 
     def edge_id(self, edge: EdgeKey | None) -> str | None:
         if edge is None:
@@ -382,7 +384,7 @@ def build_graph(
                      color={"background": fill, "border": border,
                             "highlight": {"background": "#E9D8FD", "border": SELECTED}},
                      opacity=0.25 if faded else 1.0,
-                     font={"size": font_size, "face": "sans-serif", "color": "#1A1A1A"})
+                     font={"face": "sans-serif", "color": "#1A1A1A"})
     edge_ids: dict[str, EdgeKey] = {}
     drawn: set[EdgeKey] = set()
     for i, e in enumerate(rec.edges):
@@ -415,10 +417,11 @@ def build_graph(
     edges = [_clean(e) for e in net.edges]
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
     options = _options(font_size, layout)
+    rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus))
     legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus)
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
-    return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden)
+    return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows)
 
 
 def _clean(item: dict) -> dict:
@@ -436,8 +439,11 @@ def _options(font_size: int, layout: str) -> dict:
                         "selectConnectedEdges": False, "hideEdgesOnDrag": False, "zoomSpeed": 0.6},
         "edges": {"arrows": {"to": {"enabled": True, "scaleFactor": 0.7}}, "smooth": smooth,
                   "selectionWidth": 4, "hoverWidth": 1.5},
-        "nodes": {"margin": 8, "scaling": {"label": {"enabled": False, "drawThreshold": MIN_LABEL_PX,
-                                                     "maxVisible": 2 * font_size + 6}}},
+        # Labels keep at least MIN_LABEL_PX on screen: zoomed out, the page enlarges them (up to
+        # LABEL_GROWTH x) and below that hides them rather than draw them unreadable.
+        "nodes": {"margin": 8, "font": {"size": font_size},
+                  "scaling": {"label": {"enabled": False, "drawThreshold": MIN_LABEL_PX,
+                                        "maxVisible": 2 * font_size + 6}}},
     }
 
 

@@ -65,22 +65,22 @@ def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
 
 
 def layer_votes(rec: Recovery, edge: Edge) -> go.Figure:
-    """Each layer's kurtosis change child - parent, coloured by the direction it votes for."""
+    """Each voting layer's kurtosis change child - parent, coloured by the vote the engine counted
+    (``Edge.layer_votes``: the same votes as the sentence above the chart, never recomputed here)."""
     fig = go.Figure()
     found = _edge_kurtosis(rec, edge)
-    if found is None:
-        return _style(fig, "Layer votes (not in this result)")
+    votes = np.asarray(getattr(edge, "layer_votes", ()) or (), dtype=int)
+    if found is None or not votes.size or votes.size != found[0].size:
+        return _style(fig, "Layer votes (not in this result: recover again to see them)")
     pk, ck, names = found
-    diff = ck - pk
-    cols = np.flatnonzero(np.isfinite(diff))
-    diff = diff[cols]
-    falls = regime_of(rec, edge.child) == "specialization"
-    forward = (diff < 0) if falls else (diff > 0)
-    names = names[cols]
-    colors = [FORWARD if f else BACKWARD for f in forward]
-    fig.add_trace(go.Bar(x=list(range(len(diff))), y=diff, marker_color=colors, customdata=names,
-                         hovertemplate="%{customdata}<br>child - parent %{y:.3g}<extra></extra>", showlegend=False))
-    return _style(fig, "Layer votes (kurtosis child − parent; green = for this direction)")
+    cols = np.flatnonzero(votes != 0)
+    diff = (ck - pk)[cols]
+    colors = [FORWARD if v > 0 else BACKWARD for v in votes[cols]]
+    fig.add_trace(go.Bar(x=list(range(len(diff))), y=np.nan_to_num(diff), marker_color=colors,
+                         customdata=names[cols], showlegend=False,
+                         hovertemplate="%{customdata}<br>child - parent %{y:.3g}<extra></extra>"))
+    forward, against = int((votes > 0).sum()), int((votes < 0).sum())
+    return _style(fig, f"Layer votes: {forward} for this direction (green), {against} against")
 
 
 def layer_distance(rec: Recovery, edge: Edge) -> go.Figure:

@@ -15,6 +15,7 @@ from typing import Any
 
 import streamlit as st
 
+from explorer_ui.safe_text import md, plain
 from explorer_ui import engine, sources, state
 from explorer_ui.sources import ModelSet
 from explorer_ui.state import NotReady
@@ -29,8 +30,11 @@ DEVICES = ("auto", "cpu", "cuda")
 USE_RANK = ("auto", "never", "always")
 TALK_CSS = """<style>
 html, body, [class*="css"], .stMarkdown p, .stCaption, li {font-size: 1.35rem !important;}
-h1 {font-size: 3rem !important;} h2 {font-size: 2.3rem !important;}
-[data-testid="stMainBlockContainer"] {max-width: 100% !important; padding: 1rem 2rem !important;}
+h1 {font-size: 2.4rem !important; padding: 0 0 .2rem 0 !important;} h2 {font-size: 2rem !important;}
+[data-testid="stMainBlockContainer"] {max-width: 100% !important; padding: .6rem 2rem 0 2rem !important;}
+header[data-testid="stHeader"] {display: none !important;}
+[data-testid="stMain"], [data-testid="stAppViewContainer"] {background: #0E1013 !important; color: #EEE !important;}
+[data-testid="stMain"] h1, [data-testid="stMain"] p, [data-testid="stMain"] strong {color: #EEE !important;}
 </style>"""
 
 
@@ -78,7 +82,7 @@ def _pick_demo() -> ModelSet | None:
         st.sidebar.info("No demo sets in assets/demo/ yet.")
         return None
     labels = [s.label for s in sets]
-    name = _widget(st.sidebar.selectbox, "Demo set", "demo", labels[0], options=labels)
+    name = _widget(st.sidebar.selectbox, "Demo set", "demo", labels[0], options=labels, format_func=plain)
     return sets[labels.index(name)] if name in labels else sets[0]
 
 
@@ -98,11 +102,11 @@ def _pick_folder() -> ModelSet | None:
     if typed.strip():
         folder = str(sources.within_roots(typed.strip(), roots))
         if not Path(folder).is_dir():
-            st.sidebar.warning(f"{typed} is not a folder.")
+            st.sidebar.warning(f"{md(typed)} is not a folder.")
             return None
     else:
         folder = _widget(st.sidebar.selectbox, "Folder with models", "folder", options[0], options=options,
-                         help="Folders under MOTHER_BROWSE_ROOTS that hold weight files.")
+                         help="Folders under MOTHER_BROWSE_ROOTS that hold weight files.", format_func=plain)
         if folder not in options:
             return None
         sources.within_roots(folder, roots)
@@ -163,7 +167,7 @@ def _pick_result() -> ModelSet | None:
     if not files:
         st.sidebar.info("No result*.json under the browsable folders; upload one.")
         return None
-    path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files)
+    path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files, format_func=plain)
     if path not in files:
         return None
     truth = _truth_file(str(Path(path).parent), [])
@@ -241,6 +245,14 @@ def _truth(ms: ModelSet, rec: Recovery) -> tuple[tuple[tuple[str, str], ...] | N
     return (decl, "declared lineage") if decl else (None, "")
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _reference(key: str, ms: ModelSet, truth_mtime: float, _rec: Recovery) -> tuple[Any, str, tuple]:
+    """What the tree is compared against and each edge's status, once per recovery (matching declared
+    parents to model ids costs seconds at 1,000 models: never on every click)."""
+    truth, ref = _truth(ms, _rec)
+    return truth, ref, tuple(_statuses(_rec, truth, ref).items())
+
+
 def _statuses(rec: Recovery, truth: Any, reference: str) -> dict[tuple[str, str], str]:
     if not truth:
         return {}
@@ -285,17 +297,18 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
         try:
             key, rec = engine.constrained(base_key, base, constraints)
         except MotherError as e:
-            st.warning(f"These constraints cannot all hold: {e} The last change was undone.")
+            st.warning(f"These constraints cannot all hold: {md(e)} The last change was undone.")
             constraints = state.undo_constraints(base_key)
             key, rec = engine.constrained(base_key, base, constraints)
-        truth, ref = _truth(ms, rec)
-        return Loaded(ms, base_key, base, key, rec, constraints, truth, ref, _statuses(rec, truth, ref), device)
+        mtime = Path(ms.truth).stat().st_mtime if ms.truth and Path(ms.truth).is_file() else 0.0
+        truth, ref, statuses = _reference(key, ms, mtime, rec)
+        return Loaded(ms, base_key, base, key, rec, constraints, truth, ref, dict(statuses), device)
     except MotherError as e:
-        st.error(str(e))
+        st.error(md(e))
         return NotReady("error")
     except Exception as e:  # never a traceback in the page; the log keeps the details
         logging.getLogger(__name__).exception("recovery failed")
-        st.error(engine.error_message(e))
+        st.error(md(engine.error_message(e)))
         return NotReady("error")
 
 

@@ -109,8 +109,39 @@ def within_roots(path: str | Path, roots: list[Path] | None = None) -> Path:
                      "The operator can add folders with MOTHER_BROWSE_ROOTS.", path)
 
 
-def list_folders(root: Path, max_depth: int = 3, limit: int = 400) -> list[str]:
-    """Sub-folders of ``root`` (itself first), breadth-first, at most ``max_depth`` levels deep."""
+def read_roots() -> list[Path]:
+    """Every folder the app may read models from: the browse roots, the demo root and the local Hugging
+    Face cache (its own source). Discovery refuses any file a set points to outside them (a symlink, an
+    HF ``refs/main``, a shard index naming another place)."""
+    roots = list(browse_roots())
+    extra = [demo_root(), os.environ.get("HF_HUB_CACHE")]
+    try:
+        from huggingface_hub import constants
+
+        extra.append(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - a dependency of the engine
+        pass
+    for p in extra:
+        if p and Path(p).is_dir() and Path(p).resolve() not in roots:
+            roots.append(Path(p).resolve())
+    return roots
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return any(real == r or r in real.parents for r in roots)
+
+
+def list_folders(root: Path, max_depth: int = 3, limit: int = 400, roots: list[Path] | None = None) -> list[str]:
+    """Sub-folders of ``root`` (itself first), breadth-first, at most ``max_depth`` levels deep.
+
+    A symlinked folder is listed only when it resolves inside ``roots`` (default: the browse roots, and
+    ``root`` itself): the picker never shows folder names from outside what the operator exposed.
+    """
+    allowed = [Path(root).resolve(), *(browse_roots() if roots is None else roots)]
     out = [str(root)]
     frontier = [root]
     for _ in range(max_depth):
@@ -118,7 +149,7 @@ def list_folders(root: Path, max_depth: int = 3, limit: int = 400) -> list[str]:
         for d in frontier:
             try:
                 kids = sorted(k for k in d.iterdir() if k.is_dir() and not k.name.startswith(".")
-                              and k.name not in SKIP_DIRS)
+                              and k.name not in SKIP_DIRS and (not k.is_symlink() or _inside(k, allowed)))
             except OSError:
                 continue
             for k in kids:

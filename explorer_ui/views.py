@@ -15,6 +15,7 @@ import streamlit as st
 
 from explorer_ui import graph, state, static
 from explorer_ui.graph_component import graph as graph_widget
+from explorer_ui.safe_text import md, plain
 from explorer_ui.sidebar import Loaded, set_constraints
 from explorer_ui.sources import human_bytes
 from explorer_ui.state import GraphView, NotReady
@@ -29,7 +30,7 @@ STATUS_ICON = {"correct": "✓", "agree": "✓", "flipped": "⇄", "wrong": "✗
                "missing": "–", "undocumented": "?", "external": "↗"}
 
 
-def _st_key(statuses: dict) -> tuple:
+def st_key(statuses: dict) -> tuple:
     return tuple(sorted(statuses.items()))
 
 
@@ -96,6 +97,16 @@ def graph_data(key: str, statuses: tuple, reference: str, view: GraphView, folde
                              opened=opened, font_size=font_size, aspect=aspect, dark=dark)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def slide(key: str, statuses: tuple, reference: str, view: GraphView, fmt: str, title: str,
+          _rec: Recovery) -> bytes:
+    """The tree as a 16:9 slide with its legend (:mod:`explorer_ui.slides`), as the screen shows it."""
+    from explorer_ui import slides
+
+    data = graph_data(key, statuses, reference, view, frozenset(), frozenset(), 15, 16 / 9, False, _rec)
+    return slides.render(slides.tree_figure(data, list(data.legend_rows), title), fmt)
+
+
 def selected_edge(ctx: Loaded) -> Edge | None:
     """The selected edge, when it is an edge of the current tree."""
     sel = state.selection()
@@ -109,7 +120,7 @@ def selected_model(ctx: Loaded) -> str | None:
 
 def ranked_edges(ctx: Loaded) -> list[tuple[str, str]]:
     """Edges least confident first (the order of the tables and of talk mode's arrow keys)."""
-    df = edge_table(ctx.key, _st_key(ctx.statuses), ctx.rec)
+    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec)
     return list(zip(df["parent"], df["child"])) if len(df) else []
 
 
@@ -168,14 +179,14 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
     view = graph_controls(ctx, where) if controls else state.graph_view()
     fold = state.collapse(ctx.key)
     sel = state.selection()
-    data = graph_data(ctx.key, _st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened, font_size,
+    data = graph_data(ctx.key, st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened, font_size,
                       aspect, dark, ctx.rec)
     hidden_sel = [m for m in ((sel.node,) if sel.node else tuple(sel.edge or ())) if m in data.hidden]
     if hidden_sel:  # a model selected elsewhere lies in a folded subtree: open the path to it
         forest = graph.Forest.of(ctx.rec)
         state.open_path(ctx.key, {a for m in hidden_sel for a in forest.ancestors(m)})
         fold = state.collapse(ctx.key)
-        data = graph_data(ctx.key, _st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened,
+        data = graph_data(ctx.key, st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened,
                           font_size, aspect, dark, ctx.rec)
     selected = ({"edge": list(sel.edge), "reveal": True} if sel.edge and data.edge_id(sel.edge)
                 else {"node": sel.node, "reveal": True} if sel.node else None)
@@ -187,7 +198,7 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
                    "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
 
 
-SCREENS = {"1280 × 720": 430, "1920 × 1080": 760}
+SCREENS = {"1280 × 720": 400, "1920 × 1080": 780}  # canvas px so title + tree + edge line fit the screen
 
 
 def talk(ctx: Loaded) -> None:
@@ -196,7 +207,7 @@ def talk(ctx: Loaded) -> None:
                               help="Sizes the tree so the page fits the screen without scrolling.")
     rec = ctx.rec
     n_trees = len(rec.trees) or len(rec.roots)
-    st.title(ctx.model_set.label)
+    st.title(md(ctx.model_set.label))
     st.markdown(f"{len(rec.models)} models · {len(rec.edges)} recovered edges · "
                 f"{n_trees} tree(s)" + (f" · compared with the {ctx.reference}" if ctx.reference else ""))
     tree(ctx, height=SCREENS[screen], font_size=22, aspect=16 / 7, where="talk", controls=False, dark=True,
@@ -208,9 +219,81 @@ def talk(ctx: Loaded) -> None:
     order = ranked_edges(ctx)
     rank = order.index((edge.parent, edge.child)) + 1 if (edge.parent, edge.child) in order else 0
     alt, gap = best_alternative(edge, own_cost(rec, edge))
-    st.markdown(f"**{edge.parent} → {edge.child}** · confidence **{edge.confidence:.2f}** "
-                f"({rank} of {len(order)}, least confident first) · best alternative parent: {alt}"
+    st.markdown(f"**{md(edge.parent)} → {md(edge.child)}** · confidence **{edge.confidence:.2f}** "
+                f"({rank} of {len(order)}, least confident first) · best alternative parent: {md(alt)}"
                 + (f" (extra cost {gap:.3g})" if gap is not None else "") + " · → / ← for the next")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def declared_graph(key: str, _rec: Recovery) -> tuple[Recovery, dict]:
+    """The declared lineage drawn as a graph of its own (same models; one edge per declared parent in
+    the set), with each declared edge's status against the recovered tree."""
+    from dataclasses import replace
+
+    from mother_core.lineage import declared_edges
+
+    recovered = {(e.parent, e.child) for e in _rec.edges}
+    nan = math.nan
+    edges = [Edge(p, c, nan, nan, nan, nan) for p, c in declared_edges(_rec)]
+    statuses = {(e.parent, e.child): ("agree" if (e.parent, e.child) in recovered else
+                                      "flipped" if (e.child, e.parent) in recovered else "conflict") for e in edges}
+    return replace(_rec, edges=edges, constraints=Constraints()), statuses
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def lineage_rows(key: str, _rec: Recovery) -> tuple[list, dict]:
+    """``compare_declared`` and ``edge_lineage`` of a recovery, once (seconds at 1,000 models)."""
+    from mother_core.lineage import edge_lineage
+
+    return compare_declared(_rec), dict(edge_lineage(_rec))
+
+
+def lineage_diff(ctx: Loaded) -> None:
+    """Declared and recovered trees side by side (same models, same selection), disagreements listed."""
+    import pandas as pd
+
+    rows, recovered_status = lineage_rows(ctx.key, ctx.rec)
+    declared, d_status = declared_graph(ctx.key, ctx.rec)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Declared** (model cards and configs) — green: the weights agree; red: they do not")
+        if declared.edges:
+            _diff_graph(ctx, declared, d_status, "declared", "declared")
+        else:
+            st.info("No model in this set declares a parent.")
+    with right:
+        st.markdown("**Recovered** (from the weights) — coloured by agreement with the declared parent")
+        _diff_graph(ctx, ctx.rec, recovered_status, "declared lineage", "recovered")
+    bad = [r for r in rows if r.status in ("conflict", "external")]
+    st.subheader(f"Disagreements ({len(bad)})")
+    if not bad:
+        st.success("None: every declared parent in the set matches the weights.")
+    else:
+        df = pd.DataFrame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
+                            "declared parent": r.declared_parent or "", "recovered parent": r.recovered_parent
+                            or "(root)", "note": r.note} for r in bad])
+        order = [r.model for r in bad]
+        st.dataframe(df, hide_index=True, width="stretch", key=f"disagree_{ctx.key}", selection_mode="single-row",
+                     on_select=partial(_on_disagreement, f"disagree_{ctx.key}", order))
+        st.caption("Click a row (or a model in either graph) for its card.")
+
+
+def _on_disagreement(key: str, order: list[str]) -> None:
+    rows = st.session_state[key].selection.rows
+    if rows:
+        state.select_node(order[rows[0]])
+
+
+def _diff_graph(ctx: Loaded, rec: Recovery, statuses: dict, reference: str, where: str) -> None:
+    view = state.graph_view()
+    fold = state.collapse(ctx.key)
+    sel = state.selection()
+    data = graph_data(f"{ctx.key}:{where}", st_key(statuses), reference, GraphView(view.layout, view.branch,
+                      "agreement", view.focus), fold.folded, fold.opened, 13, 1.0, False, rec)
+    selected = ({"edge": list(sel.edge)} if sel.edge and data.edge_id(sel.edge)
+                else {"node": sel.node, "reveal": True} if sel.node else None)
+    graph_widget(data, key=f"graph_{where}", height=460, lib_url=static.vis_url(), selected=selected,
+                 on_event=_on_graph_event(ctx, data))
 
 
 def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
@@ -219,10 +302,10 @@ def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
     if node:
         node_card(ctx, node)
     elif edge is not None:
-        st.subheader(f"Edge {label(edge)}")
+        st.subheader(f"Edge {md(label(edge))}")
         edge_evidence(ctx, edge, full=full)
         if not full:
-            st.page_link("pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
+            st.page_link("app_pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
     else:
         st.caption("Click a model in the tree for its card, or an edge for its evidence.")
 
@@ -235,22 +318,22 @@ def node_card(ctx: Loaded, model: str) -> None:
     m = next(x for x in rec.models if x.id == model)
     parents = [e for e in rec.edges if e.child == model]
     kids = [e.child for e in rec.edges if e.parent == model]
-    st.subheader(f"Model {model}")
+    st.subheader(f"Model {md(model)}")
     c = st.columns(4)
-    c[0].metric("Format", m.format or "?")
+    c[0].metric("Format", plain(m.format or "?"))
     c[1].metric("Parameters", f"{m.n_params:,}" if m.n_params else "?")
     c[2].metric("Size on disk", _disk_size(m.path))
     conf = parents[0].confidence if parents else None
     c[3].metric("Confidence of its edge", "root" if not parents else f"{conf:.2f}")
-    rows = [("Path", m.path), ("Family (tree)", str(m.tree)),
-            ("Declared parent", m.declared_parent or "(none declared)"),
+    rows = [("Path", plain(m.path)), ("Family (tree)", str(m.tree)),
+            ("Declared parent", plain(m.declared_parent or "(none declared)")),
             ("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "") + ")" for e in parents) or "(root)"),
             ("Children", ", ".join(sorted(kids)) or "(none)"), ("Kurtosis", _fmt_num(m.kurtosis))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
     if parents:
-        if st.button(f"Open the evidence of {parents[0].parent} → {model}", key=f"card_edge_{model}"):
+        if st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}", key=f"card_edge_{model}"):
             state.select_edge((parents[0].parent, model))
             st.rerun()
     if m.alternatives:
@@ -292,7 +375,7 @@ def summary(ctx: Loaded) -> None:
         c[4].metric(f"Edges correct vs {ctx.reference}", f"{ev.directed_accuracy:.0%}",
                     help=f"Undirected (right pair, any direction): {ev.undirected_accuracy:.0%}")
     elif ctx.reference == "declared lineage":
-        rows = compare_declared(rec)
+        rows = lineage_rows(ctx.key, rec)[0]
         c[4].metric("Agree with declared parents", f"{sum(r.status == 'agree' for r in rows)}/{len(rows)}")
     problems(rec)
 
@@ -302,7 +385,7 @@ def problems(rec: Recovery) -> None:
     if rec.problems:
         with st.expander(f"{len(rec.problems)} input(s) skipped — the rest was used", expanded=True):
             for p in rec.problems:
-                st.markdown(f"- `{p.get('path', '?')}`: {p.get('message', '')}")
+                st.markdown(f"- {md(p.get('path', '?'))}: {md(p.get('message', ''))}")
 
 
 def discovery_table(discovery) -> None:
@@ -315,11 +398,11 @@ def discovery_table(discovery) -> None:
             size = human_bytes(m.size_bytes)
         except OSError:
             size = "?"
-        rows.append({"model": m.id, "format": m.format, "architecture": m.architecture or "unknown",
-                     "size": size, "declared parent": m.declared_parent or "", "path": m.path})
+        rows.append({"model": plain(m.id), "format": m.format, "architecture": plain(m.architecture or "unknown"),
+                     "size": size, "declared parent": plain(m.declared_parent or ""), "path": plain(m.path)})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     for p in discovery.problems:
-        st.warning(f"Skipped `{p.path}`: {p.message}")
+        st.warning(f"Skipped {md(p.path)}: {md(p.message)}")
 
 
 def _on_pick(key: str, order: list[tuple[str, str]]) -> None:
@@ -340,7 +423,7 @@ def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420, default_f
     if not rec.edges:
         st.info("No edges: every model was recovered as its own root.")
         return None
-    df = edge_table(ctx.key, _st_key(ctx.statuses), rec)
+    df = edge_table(ctx.key, st_key(ctx.statuses), rec)
     order = list(zip(df["parent"], df["child"]))
     sel = state.selection().edge
     if sel not in order:
@@ -371,7 +454,7 @@ def least_confident(ctx: Loaded, rows: int = 3) -> None:
         return
     from explorer_ui import plots
 
-    df = edge_table(ctx.key, _st_key(ctx.statuses), ctx.rec).head(rows)
+    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec).head(rows)
     left, right = st.columns([3, 2])
     left.markdown("**Least confident edges**")
     left.dataframe(df, hide_index=True, column_order=["edge", "confidence", "status", "best alternative parent"])
@@ -396,7 +479,7 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
         note += f" Versus {ctx.reference}: **{s}** ({graph.STATUS_TEXT.get(s, '')})."
     if e.constrained:
         note += " This edge was set by a constraint."
-    note += contested_note(e, own_cost(ctx.rec, e))
+    note += md(contested_note(e, own_cost(ctx.rec, e)))
     st.markdown(note)
     st.plotly_chart(plots.kurtosis_layers(ctx.rec, e), key=f"ku_{ctx.key}")
     if not full:
@@ -404,7 +487,7 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     left, right = st.columns(2)
     left.plotly_chart(plots.layer_votes(ctx.rec, e), key=f"votes_{ctx.key}")
     right.plotly_chart(plots.layer_distance(ctx.rec, e), key=f"dist_{ctx.key}")
-    st.markdown("**Ranked alternative parents** for " + f"`{e.child}` (lower cost is better)")
+    st.markdown("**Ranked alternative parents** for " + f"{md(e.child)} (lower cost is better)")
     rows = [{"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4),
              "distance": _num(a.distance, 4), "chosen": "✓" if a.parent == e.parent else ""}
             for a in e.alternatives]
@@ -426,7 +509,7 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
         new, focus = cons.flipped(e.parent, e.child), (e.child, e.parent)
     if c[1].button("Forbid this edge", key="forbid"):
         new = Constraints(cons.forced, tuple(cons.forbidden) + ((e.parent, e.child),), cons.roots)
-    if c[2].button(f"Make {e.child} a root", key="root"):
+    if c[2].button(f"Make {md(e.child)} a root", key="root"):
         new = Constraints(cons.forced, cons.forbidden, tuple(cons.roots) + (e.child,))
     if c[3].button("Clear all constraints", key="clear", disabled=cons == Constraints()):
         new = Constraints()
@@ -460,26 +543,26 @@ def what_changed(ctx: Loaded) -> None:
     if not added and not removed:
         st.info("Re-solved: the tree did not change.")
     else:
-        st.success("Re-solved. Added: " + (", ".join(label(x) for x in added) or "none")
-                   + ". Removed: " + (", ".join(label(x) for x in removed) or "none") + ".")
+        st.success("Re-solved. Added: " + (", ".join(md(label(x)) for x in added) or "none")
+                   + ". Removed: " + (", ".join(md(label(x)) for x in removed) or "none") + ".")
     cons = ctx.constraints
     if cons != Constraints():
-        st.caption(f"Active constraints: forced {[label(x) for x in cons.forced]}, forbidden "
-                   f"{[label(x) for x in cons.forbidden]}, roots {list(cons.roots)}")
+        st.caption(md(f"Active constraints: forced {[label(x) for x in cons.forced]}, forbidden "
+                      f"{[label(x) for x in cons.forbidden]}, roots {list(cons.roots)}"))
 
 
 def not_ready(why: NotReady) -> None:
     """Explain why there is no tree yet: a set waiting for "Recover", a preset missing weights, ..."""
     if why.why == "pending":
         ms = why.detail
-        st.subheader(f"Models in {ms.label}")
+        st.subheader(f"Models in {md(ms.label)}")
         try:
             from explorer_ui.engine import discover_set
             from explorer_ui.sources import fingerprint
 
             discovery_table(discover_set(ms.paths, ms.component, fingerprint(ms.paths)))
         except MotherError as e:
-            st.error(str(e))
+            st.error(md(e))
             return
         st.info("Check the list, adjust the settings if needed, then press **Recover the tree** in the sidebar.")
     elif why.why == "preset" and why.detail:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from mother_core.atomic import write_text_atomic
 from mother_core.device import DEVICE_CHOICES, describe_device
 from mother_core.errors import MotherError
 from mother_core.recovery.recover import METHODS, REGIMES
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+from mother_core.relations.vocabulary import Relation
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -20,6 +23,12 @@ def _pair(text: str) -> tuple[str, str]:
     sep = ">" if ">" in text else ":"
     parent, child = text.split(sep, 1)
     return parent, child
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (ANSI escapes, newlines in file names) and
+    undecodable file-name bytes are shown escaped instead of being interpreted or raising."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="list the models found under paths (reads no weights)")
     scan.add_argument("paths", nargs="+")
     scan.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+    scan.add_argument("--confine", action="append", metavar="DIR",
+                      help="read only files that resolve inside DIR (repeatable; symlinks, HF refs and shard "
+                           "indexes pointing elsewhere are refused)")
 
     rec = sub.add_parser("recover", help="recover the model graph of the models under paths")
     rec.add_argument("paths", nargs="+", help="models, or folders of models")
@@ -49,10 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="key the statistics cache on file content (SHA-256), not path/size/mtime")
     rec.add_argument("--no-refine", dest="refine", action="store_false",
                      help="keep the arborescence as solved (no refinement by additivity of squared distances)")
+    rec.add_argument("--relations", default="all",
+                     help="relation detectors run before the fine-tune forest (docs/RELATIONS.md): all (default), "
+                          "none, or a list of convert,quantized,adapter,merge,shape,lora")
     rec.add_argument("--n-trees", type=int, help="number of trees, if known (default: found from the data)")
     rec.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
     rec.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+    rec.add_argument("--confine", action="append", metavar="DIR",
+                     help="read only files that resolve inside DIR (repeatable)")
     rec.add_argument("--force", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
     rec.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
     rec.add_argument("--root", action="append", default=[], help="model that must be a root")
@@ -75,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("result")
     ex.add_argument("--format", choices=["node-link", "graphml", "newick", "base-model"], required=True)
     ex.add_argument("--out", help="file to write (default: standard output)")
+
+    sub.add_parser("relations", help="list the relation words edges carry (docs/RELATIONS.md)")
 
     try:
         from mother_zoo.cli import register_cli
@@ -105,12 +124,12 @@ def _progress_bar(quiet: bool):
 def _cmd_scan(args) -> int:
     from mother_core.io.discovery import discover
 
-    found = discover(args.paths, component=args.component)
+    found = discover(args.paths, component=args.component, roots=args.confine)
     for m in found.models:
         size = f"{m.size_bytes / 1e6:9.1f} MB"
-        print(f"{m.id:40s} {m.format:20s} {size} {m.architecture or ''}")
+        print(printable(f"{m.id:40s} {m.format:20s} {size} {m.architecture or ''}"))
     for p in found.problems:
-        print(f"skipped {p.path}: {p.message}", file=sys.stderr)
+        print(printable(f"skipped {p.path}: {p.message}"), file=sys.stderr)
     return 0
 
 
@@ -119,7 +138,7 @@ def _cmd_recover(args) -> int:
 
     settings = RecoverySettings(regime=args.regime, method=args.method, lambda_=args.lambda_, layers=args.layers,
                                 name_pattern=args.name_pattern, n_trees=args.n_trees, use_rank=args.use_rank,
-                                refine=args.refine)
+                                refine=args.refine, relations=args.relations)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)
@@ -127,13 +146,16 @@ def _cmd_recover(args) -> int:
     try:
         result = recover_paths(args.paths, settings, device=args.device, cache_dir=args.cache_dir,
                                progress=update, component=args.component, constraints=constraints,
-                               content_hash=args.content_hash)
+                               content_hash=args.content_hash, roots=args.confine)
     finally:
         close()
     result.save(args.out)
     for p in result.problems:
-        print(f"skipped {p['path']}: {p['message']}", file=sys.stderr)
-    print(f"{len(result.models)} models, {len(result.edges)} edges, {len(result.trees)} trees -> {args.out}")
+        print(printable(f"skipped {p['path']}: {p['message']}"), file=sys.stderr)
+    counts = Counter(e.relation for e in result.edges)
+    kinds = ", ".join(f"{counts[r.value]} {r.value}" for r in Relation if counts[r.value])
+    print(f"{len(result.models)} models, {len(result.edges)} edges ({kinds or 'none'}), {len(result.trees)} trees "
+          f"-> {args.out}")
     return 0
 
 
@@ -173,13 +195,21 @@ def _cmd_export(args) -> int:
         "base-model": lambda: export.base_model_lines(rec),
     }[args.format]()
     if args.out:
-        Path(args.out).write_text(text)
+        write_text_atomic(args.out, text)
     else:
         print(text)
     return 0
 
 
-COMMANDS = {"scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
+def _cmd_relations(args) -> int:
+    from mother_core.relations.vocabulary import RELATIONS
+
+    for r, info in RELATIONS.items():
+        print(f"{r.value:<10} {info.label:<12} {info.description}")
+    return 0
+
+
+COMMANDS = {"relations": _cmd_relations, "scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
             "evaluate": _cmd_evaluate, "export": _cmd_export}
 
 
@@ -192,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise MotherError(f"Unknown command {args.command!r}.")
         return int(handler(args) or 0)
     except MotherError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(printable(f"error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

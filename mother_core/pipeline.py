@@ -24,6 +24,7 @@ def recover_paths(
     component: str | None = None,
     constraints: Constraints = Constraints(),
     content_hash: bool = False,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Recovery:
     """Discover models under ``paths``, stream their statistics, and recover the Model Graph.
 
@@ -44,6 +45,8 @@ def recover_paths(
         Forced / forbidden edges and fixed roots, by model id.
     content_hash : bool
         Key the statistics cache on file content instead of path, size and mtime.
+    roots : sequence of path, optional
+        Read only files that resolve inside these folders (see :func:`~mother_core.io.discovery.discover`).
 
     Examples
     --------
@@ -52,7 +55,7 @@ def recover_paths(
     >>> result.roots  # doctest: +SKIP
     """
     start = time.perf_counter()
-    found = discover(paths, component=component)
+    found = discover(paths, component=component, roots=roots)
     stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress,
                                content_hash=content_hash)
     result = recover(stats, settings, constraints)

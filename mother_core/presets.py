@@ -23,7 +23,7 @@ __all__ = [
     "scan_hf_cache",
 ]
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 
 
 @dataclass(frozen=True)
@@ -173,12 +173,35 @@ def _architecture(snapshot: Path) -> str:
     return "unknown"
 
 
+def _is_sd_single_file(path: Path) -> bool:
+    """A Stable Diffusion single-file checkpoint: a ``.ckpt``, or a ``.safetensors`` whose header names
+    ``model.diffusion_model.*`` tensors."""
+    if path.name.endswith(".ckpt"):
+        return True
+    if not path.name.endswith(".safetensors"):
+        return False
+    from mother_core.errors import MotherError
+    from mother_core.io.safetensors_header import read_header
+    from mother_core.io.sd_single_file import is_single_file
+
+    try:
+        return is_single_file(read_header(path).shapes())
+    except MotherError:
+        return False
+
+
 def _has_weights(snapshot: Path, component: str | None = None) -> bool:
+    """Whether the snapshot holds weights for ``component``: in its sub-folder (diffusers layout), or, for
+    the UNet, a single-file checkpoint at the top (read as the diffusers UNet, io/sd_single_file.py)."""
     root = snapshot / component if component else snapshot
     try:
-        return any(f.name.endswith(WEIGHT_SUFFIXES) for f in root.rglob("*") if f.is_file() or f.is_symlink())
+        if any(f.name.endswith(WEIGHT_SUFFIXES) for f in root.rglob("*") if f.is_file() or f.is_symlink()):
+            return True
+        if component == "unet" and not root.exists():
+            return any(_is_sd_single_file(f) for f in snapshot.iterdir())
     except OSError:
         return False
+    return False
 
 
 def scan_hf_cache(cache_dir: str | Path | None = None) -> list[CachedModel]:

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 from mother_core.errors import InputError, MotherError
+
 from .demo import generate_demo
 from .splits import DEMOS, SIZES, SPLITS, generate_split
 from .writer import DTYPES
 
 
-def register_cli(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``zoo`` subcommand to a ``mother`` argument parser.
 
     Parameters
@@ -36,16 +37,21 @@ def register_cli(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser
     return p
 
 
+TYPED = "typed"
 _DESCRIPTION = (
     "Generate splits into OUT/<split>/. Splits: "
     + "; ".join(f"{k}: {v.description}" for k, v in SPLITS.items())
-    + f". 'demo' writes the built-in demo sets ({', '.join(DEMOS)}) in float16 unless --dtype is given."
+    + f"; {TYPED}: a typed set (fine-tunes, PEFT adapters, merged LoRAs, mergekit merges, GGUF / quanto /"
+    " bitsandbytes quantizations, dtype conversions, pruned and distilled children) made with the real tools;"
+    " even seeds and odd seeds use different generator settings (fit on one, report on the other); needs the"
+    " 'zoo' extra"
+    + f". 'demo' writes the built-in demo sets ({', '.join(DEMOS)}, {TYPED}) in float16 unless --dtype is given."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``zoo`` options (shared by ``mother zoo`` and ``python -m mother_zoo``)."""
-    p.add_argument("splits", nargs="+", metavar="SPLIT", help=f"one or more of: {', '.join(SPLITS)}, demo, all")
+    p.add_argument("splits", nargs="+", metavar="SPLIT", help=f"one or more of: {', '.join(SPLITS)}, {TYPED}, demo, all")
     p.add_argument("--out", type=Path, required=True, help="output folder (each split goes to OUT/<split>)")
     p.add_argument("--size", choices=list(SIZES), default="full", help="'small' = tiny trees for tests (default: full)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same weights (default: 0)")
@@ -66,12 +72,14 @@ def run_zoo(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _progress
     try:
         for name in names:  # validate every name before spending minutes on the first one
-            if name != "demo" and name not in SPLITS and name not in DEMOS:
-                raise InputError(f"Unknown split {name!r}: choose from {', '.join(SPLITS)}, demo or all.")
+            if name not in ("demo", TYPED) and name not in SPLITS and name not in DEMOS:
+                raise InputError(f"Unknown split {name!r}: choose from {', '.join(SPLITS)}, {TYPED}, demo or all.")
         for name in names:
             t0 = time.perf_counter()
             if name == "demo":
                 paths = generate_demo(args.out, seed=args.seed, dtype=args.dtype or "float16", progress=progress)
+            elif name == TYPED:
+                paths = [_typed(args, progress)]
             else:
                 paths = [generate_split(name, args.out, size=args.size, seed=args.seed,
                                         dtype=args.dtype or "float32", progress=progress)]
@@ -85,6 +93,18 @@ def run_zoo(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _typed(args: argparse.Namespace, progress: object) -> Path:
+    """``mother zoo typed``: the typed set (its dtypes are part of the set, so --dtype does not apply)."""
+    try:
+        from .typed import generate_typed
+    except ImportError as exc:  # transformers, peft, mergekit, gguf... live in the optional extra
+        raise InputError(f"The typed zoo needs the 'zoo' extra ({exc.name} is missing): "
+                         "pip install 'mother-explorer[zoo]' \"torch==2.13.0\"") from exc
+    if args.dtype is not None:
+        raise InputError("--dtype does not apply to 'typed': its conversions are part of the set.")
+    return generate_typed(args.out, size=args.size, seed=args.seed, progress=progress)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ want_test=0
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 extras="app"
-[ "$want_test" = 1 ] && extras="app,test"
+[ "$want_test" = 1 ] && extras="app,test,zoo"  # the zoo tests build typed sets with the real tools
 
 # uv is ~5x faster than pip; it ignores pip's config, so hand it the local wheel folder if any.
 .venv/bin/python -m pip install -q --disable-pip-version-check uv >/dev/null 2>&1 || true

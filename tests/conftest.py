@@ -20,3 +20,17 @@ def small_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     out = tmp_path_factory.mktemp("zoo")
     return {name: generate_split(name, out, size="small", seed=0) for name in SMALL_ZOO_SPLITS}
+
+
+@pytest.fixture(scope="session")
+def small_typed_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small typed set (seed 0, profile A) made once per session with the real tools (about a minute).
+
+    Tests using it should be in ``pytest.mark.xdist_group("typed-zoo")`` so one worker makes it once.
+    Skips when the ``zoo`` extra (transformers, peft, mergekit, gguf, quanto, bitsandbytes) is missing.
+    """
+    for mod in ("transformers", "peft", "mergekit", "gguf", "optimum.quanto", "bitsandbytes"):
+        pytest.importorskip(mod)
+    from mother_zoo.typed import generate_typed
+
+    return generate_typed(tmp_path_factory.mktemp("typed"), size="small", seed=0)

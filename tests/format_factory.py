@@ -8,8 +8,8 @@ in float32, written by :class:`gguf.GGUFWriter`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -181,7 +181,7 @@ def module_of(sd: Mapping[str, torch.Tensor]) -> torch.nn.Module:
 
 def quanto_state(sd: Mapping[str, torch.Tensor], weights: str) -> dict[str, torch.Tensor]:
     """``sd`` quantized by optimum-quanto (``quantize`` + ``freeze``) and its state dict as saved."""
-    import optimum.quanto as quanto
+    from optimum import quanto
 
     model = module_of(sd)
     quanto.quantize(model, weights=getattr(quanto, weights))

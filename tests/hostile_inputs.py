@@ -15,7 +15,11 @@ import io
 import json
 import os
 import pickle
+import resource
+import signal
 import struct
+import time
+import traceback
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -25,6 +29,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from mother_core.errors import MotherError
+from mother_core.pipeline import recover_paths
 
 #: The known tree of the good set: child -> parent.
 PARENTS: dict[str, str | None] = {"m0": None, "m1": "m0", "m2": "m0", "m3": "m1", "m4": "m1", "m5": "m2",
@@ -193,13 +200,13 @@ def _crafted(obj: object) -> bytes:
 def list_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     """A 100-byte pickle asking for ``list(range(60_000_000))`` (2.6 GB as Python ints)."""
     _torch_zip(folder / "list-bomb.pt", _crafted({"w": _Call(list, _Call(range, 60_000_000))}))
-    return Case("list-bomb", "refused", ("list",))
+    return Case("list-bomb", "refused", ("list() called",))
 
 
 def bytearray_bomb(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     """``bytearray(10**10)``: torch's own weights_only loader calls it (10 GB)."""
     _torch_zip(folder / "bytearray-bomb.pt", _crafted({"w": _Call(bytearray, 10**10)}))
-    return Case("bytearray-bomb", "refused", ("bytearray",))
+    return Case("bytearray-bomb", "refused", ("bytearray() called",))
 
 
 def stride_zero(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
@@ -350,6 +357,19 @@ def sparse_claim(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("sparse", "refused", ("truncated",))
 
 
+def gguf_huge_counts(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GGUF header claiming 2**60 tensors and 2**60 metadata entries in 64 bytes."""
+    (folder / "gguf-counts.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 2**60, 2**60) + b"\0" * 40)
+    return Case("gguf-counts", "refused", ("gguf",))
+
+
+def gguf_huge_string(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GGUF metadata key whose length claims 2**62 bytes."""
+    body = struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**62) + b"general.name"
+    (folder / "gguf-string.gguf").write_bytes(b"GGUF" + body + b"\0" * 64)
+    return Case("gguf-string", "refused", ("gguf",))
+
+
 # --- values --------------------------------------------------------------------------------------------
 
 def all_nan(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
@@ -446,12 +466,65 @@ def deep_config(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("deep-config", "read")
 
 
+# --- running a case -------------------------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _vm_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_isolated(paths: list[str], wall_s: int = 90) -> dict:
+    """``recover_paths(paths)`` in a forked child with an address-space limit (+2 GB over what is mapped
+    now) and a CPU limit: {"parents", "models", "problems", "seconds", "peak_mb"} or {"error": ...}."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        out: dict = {}
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + 2 * 2**30, resource.RLIM_INFINITY))
+            resource.setrlimit(resource.RLIMIT_CPU, (wall_s, wall_s + 5))
+            rss0 = _rss_mb()
+            t0 = time.perf_counter()
+            rec = recover_paths(paths, device="cpu")
+            out = {"parents": {m: rec.parent_of(m) for m in rec.model_ids}, "models": rec.model_ids,
+                   "problems": rec.problems, "seconds": time.perf_counter() - t0,
+                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0}
+        except MotherError as e:
+            out = {"error": f"{type(e).__name__}: {e}"}
+        except BaseException:  # noqa: BLE001 - reported to the parent as a failure
+            out = {"error": "traceback: " + traceback.format_exc()[-3000:]}
+        with os.fdopen(write_fd, "w") as f:
+            json.dump(out, f)
+        os._exit(0)
+    os.close(write_fd)
+    deadline = time.monotonic() + wall_s
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_fd)
+        return {"error": f"hung for {wall_s} s"}
+    with os.fdopen(read_fd) as f:
+        text = f.read()
+    return json.loads(text) if text else {"error": "the child died without a result (memory limit?)"}
+
+
 GENERATORS: dict[str, Callable[..., Case]] = {
     f.__name__: f for f in (
         poison_defaults, poison_storage_class, poison_setitems, list_bomb, bytearray_bomb, stride_zero,
         huge_storage_claim, legacy_huge_storage, zip_bomb, nested_pickle, shared_reference_bomb,
         foreign_opcode, random_bytes, truncated_zip, unknown_dtypes, fp8_only, deep_header, overlapping,
         negative_dims, sparse_claim, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo, fifo_config,
-        symlink_loop, dangling_link, bad_index, deep_config,
+        symlink_loop, dangling_link, bad_index, deep_config, gguf_huge_counts, gguf_huge_string,
     )
 }

@@ -24,8 +24,8 @@ from checkpoint_factory import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-PAGES = ["pages/1_Tree.py", "pages/2_Edge.py", "pages/3_Lineage.py", "pages/4_Ambiguous.py",
-         "pages/5_Matrices.py", "pages/6_Export.py", "pages/7_Talk_mode.py"]
+PAGES = ["app_pages/1_Tree.py", "app_pages/2_Edge.py", "app_pages/3_Lineage.py", "app_pages/4_Ambiguous.py",
+         "app_pages/5_Matrices.py", "app_pages/6_Export.py", "app_pages/7_Talk_mode.py"]
 TREE = [("base", "chat"), ("base", "code"), ("code", "code-py"), ("code", "code-instr"), ("chat", "chat-v2")]
 
 
@@ -155,7 +155,7 @@ def test_every_page_opens(app, page):
 # --- an edge: select, evidence, constraints --------------------------------------------------------
 def test_select_edge_shows_its_evidence_and_highlights_it(app):
     at = app.run()
-    at.switch_page("pages/1_Tree.py").run()
+    at.switch_page("app_pages/1_Tree.py").run()
     box = edge_box(at)
     last = len(box.options) - 1
     target = box.options[last]
@@ -171,7 +171,7 @@ def test_select_edge_shows_its_evidence_and_highlights_it(app):
 
 def test_edge_page_flip_force_and_clear(app):
     at = app.run()
-    at.switch_page("pages/2_Edge.py").run()
+    at.switch_page("app_pages/2_Edge.py").run()
     ok(at)
     titles = plot_titles(at)
     assert any(t.startswith("Kurtosis per layer") for t in titles)
@@ -218,17 +218,19 @@ def test_an_edge_kept_over_a_cheaper_parent_says_so(tmp_path):
 # --- export, lineage, matrices ---------------------------------------------------------------------
 def test_export_offers_every_format(app):
     at = app.run()
-    at.switch_page("pages/6_Export.py").run()
+    at.switch_page("app_pages/6_Export.py").run()
     ok(at)
     labels = [b.label for b in at.get("download_button")]
-    for what in ("Result (JSON", "GraphML", "Newick", "base_model", "SVG"):
+    for what in ("Result (JSON", "GraphML", "Newick", "base_model", "Tree slide (PNG)", "Interactive tree"):
         assert any(what in lab for lab in labels), labels
+    at.radio(key="slide_format").set_value("pdf").run()
+    assert any("Tree slide (PDF)" in b.label for b in ok(at).get("download_button"))
     assert "base_model" in at.code[0].value
 
 
 def test_lineage_page_compares_declared_parents(app):
     at = ok(app.run())
-    at.switch_page("pages/3_Lineage.py").run()
+    at.switch_page("app_pages/3_Lineage.py").run()
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert any("agree" in lab for lab in labels) and any("conflict" in lab for lab in labels)
@@ -248,7 +250,7 @@ def test_settings_change_reuses_the_statistics(app, monkeypatch):
     at.sidebar.checkbox(key="refine").uncheck().run()  # the arborescence as solved, same statistics
     ok(at)
     assert at.session_state["refine"] is False and graph_payload(at)
-    at.switch_page("pages/5_Matrices.py").run()
+    at.switch_page("app_pages/5_Matrices.py").run()
     ok(at)
     assert "Distance between models (ordered by tree)" in plot_titles(at)
 
@@ -265,8 +267,16 @@ def test_folder_lists_models_before_running_then_runs(app, tmp_path):
     at.sidebar.button[0].click().run()
     ok(at)
     assert graph_payload(at)
-    at.switch_page("pages/3_Lineage.py").run()
+    at.switch_page("app_pages/3_Lineage.py").run()
     assert any(w.value.startswith("code:") for w in at.warning)  # code declares chat: a conflict finding
+    # Declared and recovered drawn side by side; the declared graph marks chat -> code as a conflict.
+    graphs = [json.loads(el.proto.json) for el in at.get("bidi_component")]
+    assert len(graphs) == 2
+    declared = {(e["from"], e["to"]): e["color"]["color"] for e in graphs[0]["edges"]}
+    assert set(declared) == {("base", "chat"), ("chat", "code")}
+    assert declared[("chat", "code")] != declared[("base", "chat")]
+    assert any(s.value.startswith("Disagreements (") for s in at.subheader)
+    assert "code" in list(at.dataframe[0].value["model"])
 
 
 def test_folder_outside_browse_roots_is_not_offered(app, tmp_path):
@@ -370,8 +380,8 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
 
     from pyvis.network import Network
 
-    from explorer_ui.graph import external_refs, strip_external, tree_html, vis_assets
-    from explorer_ui.svg import tree_svg
+    from explorer_ui import slides
+    from explorer_ui.graph import build_graph, external_refs, strip_external, tree_html, vis_assets
     from mother_core import recover_paths
 
     raw = Network(cdn_resources="in_line").generate_html()
@@ -384,8 +394,14 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
     library = vis_assets().files[0].read_text(encoding="utf-8")
     assert library in html
     assert not re.search(r"<script[^>]+src=", re.sub(r"<!--.*?-->", "", html.replace(library, ""), flags=re.S))
-    svg = ET.fromstring(tree_svg(rec, statuses, "title <&>"))
-    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("rect")]) >= 1 + len(rec.models)
+    # The slide: the same drawing with its legend, in three formats, readable text in the SVG.
+    data = build_graph(rec, statuses=statuses, reference="truth file")
+    fig = lambda: slides.tree_figure(data, list(data.legend_rows), "title <&>")  # noqa: E731
+    svg = slides.render(fig(), "svg").decode()
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg") and "title &lt;&amp;&gt;" in svg and "correct vs truth file" in svg
+    assert all(m in svg for m in rec.model_ids) and "selected" in svg
+    assert slides.render(fig(), "png").startswith(b"\x89PNG") and slides.render(fig(), "pdf").startswith(b"%PDF")
 
 
 def test_vis_network_is_published_for_the_browser_to_cache(tmp_path):
@@ -418,7 +434,7 @@ def test_tree_pages_link_the_served_library(app):
 
 def test_clicking_a_model_opens_its_card_and_search_shows_its_lineage(app):
     at = ok(app.run())
-    at.switch_page("pages/1_Tree.py").run()
+    at.switch_page("app_pages/1_Tree.py").run()
     data = graph_payload(at)
     child = next(n["id"] for n in data["nodes"] if any(e["to"] == n["id"] for e in data["edges"]))
     at.selectbox(key="find_tree").set_value(child).run()
@@ -450,13 +466,13 @@ def test_a_shared_link_opens_the_set_on_the_edge(demo_root, monkeypatch, tmp_pat
     at.query_params.update({"source": "demo", "set": demo, "parent": edge[0], "child": edge[1]})
     ok(at.run())
     assert at.session_state["_keep_demo"] == at_demo and picked_edge(at) == edge
-    at.switch_page("pages/2_Edge.py").run()
+    at.switch_page("app_pages/2_Edge.py").run()
     assert f"Kurtosis per layer: {edge[0]} → {edge[1]}" in plot_titles(ok(at))
 
 
 def test_impossible_constraints_are_undone_with_a_message(app):
     at = app.run()
-    at.switch_page("pages/2_Edge.py").run()
+    at.switch_page("app_pages/2_Edge.py").run()
     parent, child = picked_edge(at)
     at.button(key="flip").click().run()  # forbids parent -> child
     cur = edge_label(at)  # now child -> parent

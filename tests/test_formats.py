@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from format_factory import gguf_roundtrip, llama_state, perturbed, write_gguf
 from safetensors.torch import save_file
 
-from format_factory import gguf_roundtrip, llama_state, perturbed, write_gguf
 from mother_core.io.base import ModelRef
 from mother_core.io.discovery import discover
 from mother_core.io.names import normalise_name
@@ -52,6 +52,9 @@ def test_gguf_row_ranges_match_whole_reads(tmp_path):
             whole = reader.read(name)
             for rows in ((0, 5), (3, 17), (7, whole.shape[0])):
                 torch.testing.assert_close(reader.read(name, rows), whole[rows[0]:rows[1]], rtol=0, atol=0)
+                # and straight into a caller's buffer, as the pass reads it
+                buf = torch.full(((rows[1] - rows[0]) * whole.shape[1],), float("nan"))
+                torch.testing.assert_close(reader.read_into(name, rows, buf), whole[rows[0]:rows[1]], rtol=0, atol=0)
 
 
 def test_gguf_k_quant_and_mixed_types(tmp_path):
@@ -348,3 +351,87 @@ def test_sd_single_file_and_diffusers_folder_compare(tmp_path):
     parents = {e.child: e.parent for e in result.edges}
     assert parents.get("child-single-file") == "base" or parents.get("base") == "child-single-file"
     assert "other" not in (parents.get("child-single-file"), parents.get("base"))
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K"])
+def test_compiled_gguf_kernels_match_the_package(kind):
+    """The compiled dequantizers agree with gguf.quants bit for bit, on real blocks and on random bytes
+    (every code and scale bit pattern, finite f16 scales)."""
+    import numpy as np
+    from format_factory import quantize
+
+    from mother_core.io import gguf_fast
+
+    q = gguf.GGMLQuantizationType[kind]
+    real = quantize(np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32), kind).reshape(-1)
+    rng = np.random.default_rng(1)
+    nbytes, _ = gguf.GGML_QUANT_SIZES[q][1], None
+    noise = rng.integers(0, 256, size=nbytes * 64, dtype=np.uint8).reshape(64, nbytes)
+    n_scales = 2 if kind == "Q4_K" else 1
+    noise[:, : 2 * n_scales] = rng.uniform(-2, 2, (64, n_scales)).astype(np.float16).view(np.uint8)
+    for data in (real, noise.reshape(-1)):
+        ours = gguf_fast.dequantize(data, kind)
+        theirs = gguf.quants.dequantize(data.reshape(-1, nbytes), q).reshape(-1)
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_gguf_type_the_package_cannot_dequantize(tmp_path):
+    """A tensor in a type gguf cannot dequantize (Q8_1) is left out with a note; a file of only such tensors
+    is a problem for that model; the run goes on."""
+    import numpy as np
+
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(70)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", perturbed(root, 71))):
+        _save(sd, folder / f"{name}.safetensors")
+
+    def write(path: Path, odd: set[str]) -> None:
+        writer = gguf.GGUFWriter(str(path), "llama")
+        writer.add_block_count(2)
+        writer.add_head_count(4)
+        writer.add_head_count_kv(2)
+        names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, 2)
+        for k, v in root.items():
+            name = names.get_name(k, try_suffixes=(".weight",))
+            if k in odd:
+                block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_1]
+                raw = np.zeros((*v.shape[:-1], v.shape[-1] // block * size), dtype=np.uint8)
+                writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_1)
+            else:
+                writer.add_tensor(name, v.numpy().astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    write(folder / "partly.gguf", {"model.layers.0.mlp.up_proj.weight"})
+    write(folder / "only-odd.gguf", set(root))
+    with open_model(_ref(folder / "partly.gguf", "gguf")) as reader:
+        assert "layers.0.mlp.up_proj.weight" not in reader.tensor_infos()
+        assert any("Q8_1" in n and "up_proj" in n for n in reader.notes)
+    result = recover_paths([folder], RecoverySettings())
+    assert {m.id for m in result.models} == {"root", "a", "partly"}
+    messages = str(result.problems)
+    assert "Q8_1" in messages and "only-odd.gguf" in messages
+
+
+def test_int8_read_into_matches_read(tmp_path):
+    pytest.importorskip("optimum.quanto")
+    from format_factory import bnb_state, quanto_state
+
+    sd = llama_state(80)
+    states = {"quanto": quanto_state(sd, "qint8")}
+    try:
+        states["bnb"] = bnb_state(sd, "int8")
+    except (ImportError, RuntimeError, NotImplementedError):
+        pass
+    for label, q in states.items():
+        path = _save(q, tmp_path / f"{label}.safetensors")
+        with open_model(discover([path]).models[0]) as reader:
+            for name in ("layers.0.mlp.up_proj.weight", "layers.1.self_attn.k_proj.weight"):
+                whole = reader.read(name)
+                buf = torch.full(((9 - 2) * whole.shape[1],), float("nan"))
+                torch.testing.assert_close(reader.read_into(name, (2, 9), buf), whole[2:9], rtol=0, atol=0)

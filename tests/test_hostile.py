@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
-import signal
-import time
-import traceback
 from collections import OrderedDict
+from pathlib import Path
 
 import hostile_inputs as hi
 import pytest
 import torch
 
-from mother_core.errors import MotherError, UnreadableCheckpointError
+from mother_core.errors import UnreadableCheckpointError
 from mother_core.io.readers import load_torch_file
 from mother_core.pipeline import recover_paths
 
@@ -31,55 +28,7 @@ MEMORY_LIMIT_MB = 1024
 pytestmark = pytest.mark.xdist_group("hostile")
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _vm_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def run_isolated(paths: list[str], wall_s: int = 90) -> dict:
-    """``recover_paths(paths)`` in a forked child with an address-space limit (+2 GB over what is mapped
-    now) and a CPU limit: {"parents", "models", "problems", "seconds", "peak_mb"} or {"error": ...}."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_fd)
-        out: dict = {}
-        try:
-            resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + 2 * 2**30, resource.RLIM_INFINITY))
-            resource.setrlimit(resource.RLIMIT_CPU, (wall_s, wall_s + 5))
-            rss0 = _rss_mb()
-            t0 = time.perf_counter()
-            rec = recover_paths(paths, device="cpu")
-            out = {"parents": {m: rec.parent_of(m) for m in rec.model_ids}, "models": rec.model_ids,
-                   "problems": rec.problems, "seconds": time.perf_counter() - t0,
-                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0}
-        except MotherError as e:
-            out = {"error": f"{type(e).__name__}: {e}"}
-        except BaseException:  # noqa: BLE001 - reported to the parent as a failure
-            out = {"error": "traceback: " + traceback.format_exc()[-3000:]}
-        with os.fdopen(write_fd, "w") as f:
-            json.dump(out, f)
-        os._exit(0)
-    os.close(write_fd)
-    deadline = time.monotonic() + wall_s
-    while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(read_fd)
-        return {"error": f"hung for {wall_s} s"}
-    with os.fdopen(read_fd) as f:
-        text = f.read()
-    return json.loads(text) if text else {"error": "the child died without a result (memory limit?)"}
+run_isolated = hi.run_isolated
 
 
 @pytest.fixture(scope="session")
@@ -286,3 +235,189 @@ def test_roots_confine_every_path_a_set_points_to(tmp_path):
     assert "org/x" not in [m.id for m in found.models]
     assert {m.id for m in discover([inside]).models} >= {"own", "linked"}  # no roots: no confinement
     assert discover([outside / "secret.safetensors", inside], roots=[inside]).models[0].id == "own"
+
+
+# --- the statistics cache ----------------------------------------------------------------------------
+
+def _damage_pages(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    rng = __import__("random").Random(5)
+    for page in range(1, len(raw) // 4096):  # every page but the first (the header)
+        start = page * 4096 + 100
+        raw[start:start + 200] = bytes(rng.randrange(256) for _ in range(200))
+    path.write_bytes(bytes(raw))
+
+
+def _sql(statement: str) -> callable:
+    def apply(path: Path) -> None:
+        import sqlite3
+
+        db = sqlite3.connect(path)
+        db.executescript(statement)
+        db.commit()
+        db.close()
+    return apply
+
+
+CACHE_DAMAGE = {
+    "random-pages": (_damage_pages, "set aside"),
+    "damaged-header": (lambda p: p.write_bytes(b"\0" * 100 + p.read_bytes()[100:]), "set aside"),
+    "changed-schema": (_sql("ALTER TABLE model_slot ADD COLUMN extra REAL;"), "set aside"),
+    "blob-lengths": (_sql("UPDATE pair_blob SET data = x'0000';"), "invalid"),
+    "null-moments": (_sql("UPDATE model_slot SET m2 = NULL;"), "invalid"),
+    "negative-values": (_sql("UPDATE model_slot SET m4 = -1; UPDATE pair_blob SET data = "
+                             "(SELECT data FROM pair_blob LIMIT 0);"), "invalid"),
+    "text-values": (_sql("UPDATE model_slot SET mean = 'x'; UPDATE model_skeleton SET k1 = 0;"), "invalid"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CACHE_DAMAGE))
+def test_a_damaged_cache_is_set_aside_or_recomputed(good, tmp_path, damage):
+    from mother_core.stats.cache import CACHE_VERSION
+
+    cache = tmp_path / "cache"
+    first = recover_paths([good["folder"]], cache_dir=cache, device="cpu")
+    db = cache / f"mother-stats-v{CACHE_VERSION}.sqlite"
+    import sqlite3
+
+    con = sqlite3.connect(db)  # fold the write-ahead log into the main file, then damage that
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    apply, words = CACHE_DAMAGE[damage]
+    apply(db)
+    again = recover_paths([good["folder"]], cache_dir=cache, device="cpu")
+    assert {m: again.parent_of(m) for m in hi.PARENTS} == {m: first.parent_of(m) for m in hi.PARENTS}
+    notes = " ".join(p["message"] for p in again.problems)
+    assert words in notes and str(cache) in notes
+    assert not _BAD_WORDS.search(notes)
+    third = recover_paths([good["folder"]], cache_dir=cache, device="cpu")  # the cache works again
+    assert third.problems == [] and {m: third.parent_of(m) for m in hi.PARENTS} == good["baseline"]["parents"]
+
+
+# --- result files ------------------------------------------------------------------------------------
+
+def _result_dict() -> dict:
+    from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo
+
+    models = [ModelNode(m, f"/x/{m}", 0, 1.0, m == "a") for m in ("a", "b", "c")]
+    edges = [Edge("a", "b", 0.1, 0.9, 0.9, 0.9), Edge("b", "c", 0.1, 0.8, 0.8, 0.8)]
+    rec = Recovery(models=models, edges=edges, trees=[TreeInfo(0, ("a", "b", "c"), "a", "fft", 0.9)])
+    return rec.to_dict()
+
+
+def _mutate(change) -> dict:
+    d = _result_dict()
+    change(d)
+    return d
+
+
+CRAFTED_RESULTS = {
+    "confidence-list": (lambda d: d["edges"][0].update(confidence=[1, 2]), "edges[0].confidence"),
+    "integer-id": (lambda d: d["models"][1].update(id=7), "models[1].id"),
+    "unknown-parent": (lambda d: d["edges"][0].update(parent="ghost"), "not one of the models"),
+    "cycle": (lambda d: d["edges"].append({**d["edges"][0], "parent": "c", "child": "a"}), "cycle"),
+    "self-loop": (lambda d: d["edges"].append({**d["edges"][0], "parent": "c", "child": "c"}), "own parent"),
+    "duplicate-id": (lambda d: d["models"].append(dict(d["models"][0])), "appears twice"),
+    "models-not-list": (lambda d: d.update(models={"a": 1}), "models"),
+    "edge-missing-field": (lambda d: d["edges"][0].pop("distance"), "distance"),
+    "matrix-size": (lambda d: d.update(distance_matrix=[[0.0]]), "distance_matrix"),
+    "tree-unknown-member": (lambda d: d["trees"][0].update(members=["a", "zz"]), "trees[0]"),
+    "problem-not-text": (lambda d: d.update(problems=[{"path": 1, "message": []}]), "problems[0]"),
+    "bool-tree": (lambda d: d["models"][0].update(tree="zero"), "models[0].tree"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED_RESULTS))
+def test_crafted_result_files_are_refused_clearly(tmp_path, name):
+    from mother_core.errors import ResultFormatError
+    from mother_core.recovery.result import Recovery
+
+    change, where = CRAFTED_RESULTS[name]
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(_mutate(change)))
+    with pytest.raises(ResultFormatError) as err:
+        Recovery.load(path)
+    assert where in str(err.value) and str(path) in str(err.value) and "mother recover" in str(err.value)
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe\x00garbage", b'"a string"', b""])
+def test_unreadable_result_files_are_refused_clearly(tmp_path, raw):
+    from mother_core.errors import ResultFormatError
+    from mother_core.recovery.result import Recovery
+
+    path = tmp_path / "result.json"
+    path.write_bytes(raw)
+    with pytest.raises(ResultFormatError, match="result"):
+        Recovery.load(path)
+
+
+def test_the_real_result_still_loads(tmp_path):
+    from mother_core.recovery.result import Recovery
+
+    (tmp_path / "r.json").write_text(json.dumps(_result_dict()))
+    assert Recovery.load(tmp_path / "r.json").parent_of("c") == "b"
+
+
+def test_out_is_written_atomically(tmp_path, monkeypatch):
+    """A write that dies half-way leaves the previous result whole (and no temporary file)."""
+    from mother_core import atomic
+
+    out = tmp_path / "result.json"
+    out.write_text("previous")
+
+    def boom(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "fsync", boom)
+    with pytest.raises(OSError):
+        atomic.write_text_atomic(out, "new " * 1000)
+    assert out.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    monkeypatch.undo()
+    atomic.write_text_atomic(out, "new")
+    assert out.read_text() == "new"
+
+
+def test_non_utf8_and_control_names_become_clean_ids(good, tmp_path):
+    from mother_core.io.discovery import discover
+
+    for mid in ("m0", "m1"):
+        os.symlink(good["folder"] / mid, tmp_path / mid, target_is_directory=True)
+    odd = os.fsdecode(b"bad\xff\x1b[31mname")
+    os.symlink(good["folder"] / "m2", os.path.join(tmp_path, odd), target_is_directory=True)
+    ids = sorted(m.id for m in discover([tmp_path]).models)
+    assert ids == ["bad\\xff\\x1b[31mname", "m0", "m1"]
+    assert all(i.isprintable() for i in ids)
+
+
+# --- the app's text and folders ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["![x](https://example.org/p.png)", "<img src=https://example.org/p.png>",
+                                  "[click](javascript:alert(1))", "**bold** `code` $x^2$", "a\x1b[31mb\nc",
+                                  os.fsdecode(b"caf\xe9")])
+def test_names_from_data_render_literally(name):
+    """Rendered by the same markdown engine family Streamlit uses (CommonMark): no image, link or HTML
+    element comes out of an escaped name, and the text is still all there."""
+    import html as html_lib
+
+    from markdown_it import MarkdownIt
+
+    from explorer_ui.safe_text import md, plain
+
+    out = MarkdownIt("commonmark").enable("table").render(md(name))
+    assert "<img" not in out and "<a " not in out and "<code" not in out and "<strong" not in out
+    assert html_lib.unescape(re.sub(r"<[^>]+>", "", out)).strip() == plain(name).strip()
+    plain(name).encode("utf-8")  # sendable to the browser (no lone surrogates)
+
+
+def test_folder_listing_never_leaves_the_roots(tmp_path):
+    from explorer_ui.sources import list_folders
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "models" / "a").mkdir(parents=True)
+    for i in range(5):
+        (outside / f"private-{i}").mkdir(parents=True)
+    (root / "models" / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "models" / "inner").symlink_to(root / "models" / "a", target_is_directory=True)
+    listed = list_folders(root, roots=[root.resolve()])
+    assert not any("private" in f or f.endswith("escape") for f in listed)
+    assert str(root / "models" / "inner") in listed

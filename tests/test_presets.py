@@ -47,3 +47,13 @@ def test_component_must_hold_weights(tmp_path):
     hf_cache_entry(tmp_path, "CompVis/stable-diffusion-v1-1", llama_state(0))  # no unet/ folder
     avail = find_in_hf_cache(get_preset("sd1"), cache_dir=tmp_path)
     assert "CompVis/stable-diffusion-v1-1" in avail.missing
+
+
+def test_sd_single_file_counts_as_the_unet(tmp_path):
+    """The sd1 preset works with either layout: a repository holding only a single-file checkpoint."""
+    import torch
+
+    hf_cache_entry(tmp_path, "CompVis/stable-diffusion-v1-2",
+                   {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3)})
+    avail = find_in_hf_cache(get_preset("sd1"), cache_dir=tmp_path)
+    assert "CompVis/stable-diffusion-v1-2" in avail.found

@@ -244,3 +244,26 @@ def test_norm_cue_reads_growth_for_merged_lora(zoo_stats):
     # reading of the norm cue's sign must find that from the tree's shape.
     signs = _readings(recover(zoo_stats["lora16"]), "norm_sign")
     assert signs and all(v == 1.0 for v in signs.values())
+
+
+@pytest.mark.parametrize("method", ["mother+", "paper"])
+def test_layer_votes_are_the_counts_the_engine_used(zoo_stats, method, tmp_path):
+    """The per-layer votes exported on every edge add up to the engine's counts, in both regimes, after a
+    flip (resolve) and after a save/load round trip: the Edge page draws them instead of recomputing.
+    (A pair first joined by a correction has no per-layer data in the result: no votes, not guessed ones.)"""
+    rec = recover(zoo_stats["fft"], RecoverySettings(method=method))
+    e0 = rec.edges[0]
+    flipped = resolve(rec, Constraints(forced=((e0.child, e0.parent),)))
+    loaded = Recovery.load(rec.save(tmp_path / "r.json") or tmp_path / "r.json")
+    assert all(e.layer_votes for e in rec.edges + loaded.edges)
+    assert flipped.edge(e0.child, e0.parent).layer_votes
+    for r in (rec, flipped, loaded):
+        for e in r.edges:
+            votes = np.asarray(e.layer_votes)
+            if not votes.size:
+                assert not e.layer_distance and r is flipped
+                continue
+            assert votes.size == len(r.layers), e
+            assert int((votes == 1).sum()) == e.layers_voting_forward
+            assert int((votes == -1).sum()) == e.layers_voting_backward
+            assert set(np.unique(votes)) <= {-1, 0, 1}

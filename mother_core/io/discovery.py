@@ -22,7 +22,6 @@ the id in the set matching its ``base_model_name_or_path`` (see :func:`match_mod
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Sequence
 from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
 from mother_core.io.confine import Roots
-from mother_core.io.filekind import not_a_regular_file
+from mother_core.io.filekind import not_a_regular_file, read_json_file, read_text_file
 from mother_core.io.quantized import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
 from mother_core.io.sd_single_file import is_single_file
@@ -78,6 +77,16 @@ def file_stem(path: str | os.PathLike[str]) -> str:
     return name[: -len(suffix)] if suffix else Path(name).stem
 
 
+def display_id(name: str) -> str:
+    """A model id that every page, terminal and JSON file can show: a folder name's undecodable bytes
+    (a non-UTF-8 file name reaches Python as lone surrogates) become ``\\xNN`` and control characters
+    their escapes. Names that are already clean are returned unchanged."""
+    if name.isprintable():
+        return name
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def match_model_id(name: str, ids: Sequence[str]) -> str | None:
     """The id in ``ids`` that a declared name (hub id or path) refers to, if any.
 
@@ -99,31 +108,17 @@ def match_model_id(name: str, ids: Sequence[str]) -> str | None:
 
 # --- metadata ----------------------------------------------------------------------------------------
 
-#: Largest metadata file read (config.json, an index of shards, adapter_config.json).
-MAX_JSON_BYTES = 64 * 1024 * 1024
-
-
 def _read_text(path: str, limit: int, roots: Roots | None = None) -> str:
-    """At most ``limit`` bytes of a regular file as text; never opens a FIFO or a device (that could block
-    forever) nor a file outside ``roots``. Raises OSError (with a readable message) otherwise."""
-    why = not_a_regular_file(path)
-    if why:
-        raise OSError(why)
     if roots is not None and not roots.contains(path):
         raise OSError(roots.refusal(path))
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read(limit)
+    return read_text_file(path, limit)
 
 
 def _read_json(path: str, roots: Roots | None = None) -> object:
-    """A JSON metadata file, parsed; OSError or ValueError (deep nesting included) when it cannot be."""
-    text = _read_text(path, MAX_JSON_BYTES + 1, roots)
-    if len(text) > MAX_JSON_BYTES:
-        raise ValueError(f"it is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("it nests too deeply") from None
+    if roots is not None and not roots.contains(path):
+        raise OSError(roots.refusal(path))
+    return read_json_file(path)
+
 
 def _front_matter_base_model(readme: str, roots: Roots | None = None) -> str | None:
     """``base_model:`` from a model card's YAML front matter (a string, or the first of a list)."""
@@ -331,7 +326,7 @@ class _Finder:
         if fmt == "peft-lora" and declared is None:
             declared = base_id  # an adapter's base is part of its format, so it is declared too
         arch = _architecture(*meta_folders, roots=self.roots) if meta_folders and fmt != "peft-lora" else None
-        self.models.append(ModelRef(id=model_id, path=path, format=fmt, files=files, component=component,
+        self.models.append(ModelRef(id=display_id(model_id), path=path, format=fmt, files=files, component=component,
                                     base_id=base_id, declared_parent=declared, architecture=arch))
 
     def folder_model(self, folder: str, model_id: str, loose: bool) -> bool:

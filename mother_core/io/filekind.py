@@ -8,6 +8,7 @@ Used by discovery and every reader so that such a path becomes a clear :class:`~
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 
@@ -43,3 +44,34 @@ def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
         if test(mode):
             return f"it is {what}, not a regular file"
     return "it is not a regular file"
+
+
+#: Largest metadata file read (config.json, an index of shards, adapter_config.json).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def read_text_file(path: str | os.PathLike[str], limit: int) -> str:
+    """At most ``limit`` characters of a regular file as text (undecodable bytes replaced).
+
+    Never opens a FIFO or a device (that could block forever). Raises OSError with a readable message.
+    """
+    why = not_a_regular_file(path)
+    if why:
+        raise OSError(why)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(limit)
+
+
+def read_json_file(path: str | os.PathLike[str]) -> object:
+    """A JSON metadata file (config.json and the like), parsed with the same care as weights: a size
+    limit, no FIFOs, and deep nesting (which overflows ``json``'s recursion) reported as ValueError.
+
+    Raises OSError when it cannot be read, ValueError when it is not (reasonable) JSON.
+    """
+    text = read_text_file(path, MAX_JSON_BYTES + 1)
+    if len(text) > MAX_JSON_BYTES:
+        raise ValueError(f"it is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("it nests too deeply") from None

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
 
 import gguf
 from gguf.tensor_mapping import TensorNameMap
@@ -47,7 +47,7 @@ def _annotations() -> dict[str, frozenset[str]]:
     except (OSError, TypeError):
         return {}
     out: dict[str, frozenset[str]] = {}
-    for name, comment in re.findall(r'^\s*"([^"]+)",\s*#\s*(.*)$', source, re.M):
+    for name, comment in re.findall(r'^\s*"([^"]+)",\s*#\s*(.*)$', source, re.MULTILINE):
         tokens = frozenset(t for t in re.split(r"[\s,/()]+", comment.lower()) if t)
         out[name] = out.get(name, frozenset()) | tokens
     return out

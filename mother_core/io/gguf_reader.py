@@ -5,7 +5,8 @@ bad magic, an unknown version or a duplicate tensor; this module adds the ones a
 (every tensor inside the file, sizes consistent with its type's block size). The tensor bytes are then
 read with ``os.preadv`` of the rows asked for (a row range of a GGUF tensor is one byte range: blocks run
 along the innermost dimension), never through the package's memory map, so resident memory stays at one
-chunk per model, and dequantized with :func:`gguf.quants.dequantize` to float32.
+chunk per model, and dequantized with :func:`gguf.quants.dequantize` to float32 (Q8_0, Q4_0 and Q4_K with
+the compiled, bit-identical kernels of :mod:`mother_core.io.gguf_fast`).
 
 Names and layouts are those of the transformers checkpoint the file was converted from, so a GGUF file and
 its safetensors source compare tensor by tensor:
@@ -24,8 +25,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ class GGUFHeader:
         return max(sizes, key=lambda k: sizes[k]) if sizes else "unknown"
 
 
-def _field(reader, key: str):  # noqa: ANN001, ANN202 - gguf's ReaderField
+def _field(reader, key: str):
     f = reader.fields.get(key)
     if f is None:
         return None
@@ -197,9 +198,9 @@ class GGUFReader:
             dtype = "float16" if t.qtype_name == "F16" else "float32"
             self._tensors[norm] = t
             self._infos[norm] = TensorInfo(norm, shape, dtype)
-        self.notes = list(
+        self.notes = [
             f"{ref.path}: tensor {name!r} is stored as {q}, which the gguf package cannot dequantize; it is left "
-            "out of the comparison." for name, q in sorted(self.header.unsupported.items()))
+            "out of the comparison." for name, q in sorted(self.header.unsupported.items())]
         if not self._infos:
             kinds = ", ".join(sorted(set(self.header.unsupported.values()))) or "none"
             raise NoTensorsError(
@@ -219,8 +220,9 @@ class GGUFReader:
                 raise _unreadable(self.path, str(e)) from e
         return self._handle
 
-    def _read_rows(self, t: GGUFTensor, r0: int, r1: int) -> np.ndarray:
-        """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner)."""
+    def _read_rows(self, t: GGUFTensor, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner); decoded
+        straight into ``out`` (float32, as many values) when given and a compiled kernel takes the type."""
         import gguf
 
         if len(t.shape) <= 1:  # one stored row: read it whole, slice the values
@@ -240,9 +242,13 @@ class GGUFReader:
             return buf.view(np.float16).reshape(shape)
         if qtype == gguf.GGMLQuantizationType.F32:
             return buf.view(np.float32).reshape(shape)
+        from mother_core.io import gguf_fast
+
         try:
+            if gguf_fast.supports(t.qtype_name):  # compiled, bit-identical to the package's numpy code
+                return gguf_fast.dequantize(buf, t.qtype_name, out).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
-        except Exception as e:  # noqa: BLE001 - the package's own errors: a problem of this model
+        except Exception as e:
             raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "
                                          f"({type(e).__name__}: {str(e)[:160]})") from e
         return out.reshape(shape)
@@ -270,12 +276,36 @@ class GGUFReader:
             return torch.from_numpy(np.ascontiguousarray(block[r0 - h0:r1 - h0]))
         return torch.from_numpy(np.ascontiguousarray(self._read_rows(t, r0, r1)))
 
+    def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
+        """Read ``name`` (rows) into a caller's contiguous CPU buffer of the listed dtype (the pass's chunk
+        buffer); Q8_0 / Q4_0 / Q4_K rows in their stored order are decoded straight into it."""
+        info = self._infos.get(name)
+        if info is None:
+            raise KeyError(f"Model {self.ref.id!r} has no tensor {name!r}.")
+        t = self._tensors[name]
+        r0, r1 = rows if rows is not None else (0, info.shape[0] if info.shape else 1)
+        shape = (r1 - r0, *info.shape[1:]) if info.shape else ()
+        if out.dtype != getattr(torch, info.dtype) or not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError(f"read_into needs a contiguous CPU {info.dtype} buffer, got {out.dtype} on {out.device}.")
+        direct = (len(info.shape) >= 2 and not t.permute_heads and not t.transposed and out.dtype == torch.float32
+                  and rows is not None and 0 <= r0 <= r1 <= info.shape[0])
+        from mother_core.io import gguf_fast
+
+        if direct and gguf_fast.supports(t.qtype_name):
+            self._read_rows(t, r0, r1, out.numpy().reshape(-1))
+            return out.view(shape)
+        data = self.read(name, rows)
+        if data.numel() != out.numel():
+            raise ValueError(f"Buffer of {out.numel()} elements does not fit {name!r} rows {rows}.")
+        out.copy_(data.reshape(out.shape))
+        return out.view(shape)
+
     def close(self) -> None:
         handle, self._handle, self._cached = self._handle, None, None
         if handle is not None:
             handle.close()
 
-    def __enter__(self) -> "GGUFReader":
+    def __enter__(self) -> GGUFReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
+from mother_core.io.filekind import read_json_file
 from mother_core.errors import UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 
@@ -86,7 +87,8 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
             return "bnb-" + n.rsplit("__", 1)[1]
     if any(n.endswith(".SCB") for n in names):
         return "bnb-int8"
-    bits = int((quant_config or {}).get("bits", 4) or 4)
+    raw_bits = (quant_config or {}).get("bits", 4) or 4
+    bits = raw_bits if isinstance(raw_bits, int) and not isinstance(raw_bits, bool) and 1 <= raw_bits <= 16 else 4
     for n in names:
         if n.endswith(".qweight") and n[: -len(".qweight")] + ".scales" in shapes:
             method = str((quant_config or {}).get("quant_method", "")).lower()
@@ -118,9 +120,11 @@ def _quanto_bits(weight: str, shapes: Shapes) -> int | None:
 
 def quantization_config(path: str) -> dict:
     """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
+    config_path = os.path.join(os.path.dirname(path), "config.json")
+    if not os.path.lexists(config_path):
+        return {}
     try:
-        with open(os.path.join(os.path.dirname(path), "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_json_file(config_path)  # no FIFO, size and depth limits
     except (OSError, ValueError):
         return {}
     q = config.get("quantization_config") if isinstance(config, dict) else None
@@ -187,6 +191,14 @@ class QuantizedReader:
             try:
                 state = json.loads(bytes(self.raw.read(name).to(torch.uint8).numpy()).decode("utf-8"))
                 out_shape = tuple(int(d) for d in state["shape"])
+                packed = 1
+                for d in shapes[weight][0]:
+                    packed *= d
+                wanted = 1
+                for d in out_shape:
+                    wanted *= d
+                if any(d < 0 for d in out_shape) or wanted > 2 * packed + 2:  # 4-bit: two codes per byte
+                    raise ValueError(f"its shape {out_shape[:8]} holds more values than the packed codes")
                 parts = {"q": weight, "absmax": weight + ".absmax", "map": weight + ".quant_map"}
                 if weight + ".nested_absmax" in shapes:
                     parts.update(nested_absmax=weight + ".nested_absmax", nested_map=weight + ".nested_quant_map")
@@ -194,7 +206,7 @@ class QuantizedReader:
                                {"blocksize": int(state["blocksize"]),
                                 "nested_blocksize": int(state.get("nested_blocksize", 256)),
                                 "nested_offset": float(state.get("nested_offset", 0.0))})
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
                 self._problems.append(f"{self.ref.path}: the bitsandbytes quant state of {weight!r} is not "
                                      f"readable ({e}); the weight is left out.")
                 return _Weight(weight, (), "bad", {"q": weight, "state": name})
@@ -309,6 +321,15 @@ class QuantizedReader:
         """Read into a caller's contiguous buffer of the listed dtype (see ``SafetensorsReader.read_into``)."""
         if name not in self._weights and hasattr(self.raw, "read_into"):
             return self.raw.read_into(name, rows, out)  # type: ignore[attr-defined]
+        w = self._weights.get(name)
+        if w is not None and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
+                and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
+            # Widen the stored rows into the caller's buffer and scale them there: two passes over the
+            # buffer, no temporary as large as the chunk.
+            view = out.view(rows[1] - rows[0], *w.shape[1:])
+            view.copy_(self.raw.read(w.parts["q"], rows))
+            view.mul_(_row_scale(self.raw, w, rows))
+            return view
         t = self.read(name, rows)
         if out.numel() != t.numel() or out.dtype != t.dtype:
             raise ValueError(f"Buffer of {out.numel()} {out.dtype} does not fit {name!r} rows {rows}.")
@@ -324,7 +345,7 @@ class QuantizedReader:
         self._cached = None
         self.raw.close()
 
-    def __enter__(self) -> "QuantizedReader":
+    def __enter__(self) -> QuantizedReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -338,6 +359,17 @@ class QuantizedReader:
 
 def _f32(raw: ModelReader, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
     return raw.read(name, rows).to(torch.float32)
+
+
+def _row_scale(raw: ModelReader, w: _Weight, rows: tuple[int, int]) -> torch.Tensor:
+    """The per-row (or scalar) scale of an int8 weight's rows, shaped to broadcast over them."""
+    r0, r1 = rows
+    if w.kind == "bnb-int8":
+        return (_f32(raw, w.parts["scb"], rows) / 127.0).reshape(r1 - r0, *([1] * (len(w.shape) - 1)))
+    scale = _f32(raw, w.parts["scale"])
+    if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
+        scale = scale[r0:r1]
+    return scale
 
 
 def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch.Tensor:

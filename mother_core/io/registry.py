@@ -16,8 +16,8 @@ present. See docs/ARCHITECTURE.md, "How to add a checkpoint format".
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from mother_core.errors import UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef

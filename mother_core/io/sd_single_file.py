@@ -16,8 +16,8 @@ as diffusers' converter does by default (the published diffusers UNets were conv
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 UNET_PREFIX = "model.diffusion_model."
 _EMA_PREFIX = "model_ema."

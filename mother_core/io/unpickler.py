@@ -24,6 +24,7 @@ Refusals raise :class:`pickle.UnpicklingError` with a message fit for a user.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import mmap
 import os
@@ -534,6 +535,11 @@ def _build(target: Any, state: Any) -> None:
 def _resolve(module: str, qual: str) -> Any:
     if module == "torch.tensor":  # renamed module, as torch.load maps it
         module = "torch._tensor"
+    # Protocol 2 pickles name Python 2 modules (``__builtin__.set``): map them as pickle's fix_imports does.
+    if (module, qual) in _compat_pickle.NAME_MAPPING:
+        module, qual = _compat_pickle.NAME_MAPPING[(module, qual)]
+    else:
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     found = _GLOBALS.get(f"{module}.{qual}")
     return found if found is not None else _Unknown(module[:200], qual[:200])
 

@@ -105,6 +105,11 @@ class RecoveryProblem:
     cue_votes : mapping of str to ndarray (N, N)
         Each direction cue's vote in [-1, 1] for p -> c under the tree's reading
         (:func:`mother_core.recovery.recover.cue_votes`), shown per edge.
+    links : tuple of dict
+        Typed relations decided before the forest (:class:`mother_core.relations.evidence.TypedLink`
+        as dicts): each child's parents, relation, detail, confidence (:mod:`.typed`).
+    edge_labels : mapping of str to list
+        Relation of the forest's own edges (``"parent\tchild"`` -> [relation, detail, confidence]).
     """
 
     ids: tuple[str, ...]
@@ -123,6 +128,8 @@ class RecoveryProblem:
     method: str = "mother+"
     refine: bool = True
     cue_votes: Mapping[str, np.ndarray] = field(default_factory=dict)
+    links: tuple[Mapping[str, Any], ...] = ()
+    edge_labels: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_models(self) -> int:
@@ -158,6 +165,8 @@ class RecoveryProblem:
         }
         if self.squared is not None:
             out["squared_distance"] = self.squared.tolist()
+        out["typed_links"] = [dict(link) for link in self.links]
+        out["edge_labels"] = dict(self.edge_labels)
         return out
 
     @classmethod
@@ -208,6 +217,7 @@ class RecoveryProblem:
             method=method, refine=refine,
             cue_votes={k: np.array([[_f(x) for x in row] for row in v], dtype=np.float64)
                        for k, v in (extra.get("cue_votes") or {}).items()},
+            links=tuple(extra.get("typed_links") or ()), edge_labels=dict(extra.get("edge_labels") or {}),
         )
 
 

@@ -25,6 +25,7 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -45,6 +46,9 @@ from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
+from mother_core.recovery.typed import apply_relations, block_leaves, links_of, solver_constraints
+from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
+from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
@@ -150,6 +154,12 @@ def recover(
     if settings.method != "paper" and ("erank" in settings.direction_cues or stats.n_models <= ERANK_SHOWN_UP_TO):
         ev = replace(ev, effective_rank_trend=effective_rank_trend(stats, mask))
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
+    # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
+    # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
+    detectors = _detectors(settings)
+    findings = detect_relations(stats, labels, detectors) if detectors else TypedFindings()
+    _, _, leaves = solver_constraints(list(findings.links), set())
+    typed_children = {link.child for link in findings.links}
 
     n = stats.n_models
     cost = np.full((n, n), np.inf)
@@ -167,7 +177,7 @@ def recover(
             readings[t] = TreeReading("specialization" if settings.regime == "auto" else settings.regime, 0.5)
             continue
         sub = np.ix_(members, members)
-        placement = _placement_distance(stats, mask, ev, members, settings)
+        placement = _placement_distance(stats, mask, ev, members, settings, typed_children)
         rank_used[t] = placement is not None
         solved[t], matrices[t], scales[t] = _solve_readings(ev, members, settings, placement)
         groups[t] = architecture_key(stats.present[members[0]])
@@ -182,7 +192,8 @@ def recover(
         sub = np.ix_(members, members)
         readings[t] = TreeReading(chosen.regime, chosen.confidence, rank_distance_used=rank_used[t],
                                   norm_sign=chosen.norm_sign, basis=chosen.basis, note=chosen.note)
-        cost[sub] = matrices[t][(chosen.regime, chosen.norm_sign)]
+        cost[sub] = block_leaves(matrices[t][(chosen.regime, chosen.norm_sign)],
+                                 {k for k, g in enumerate(members) if g in leaves})
         evidence[sub] = direction_evidence(ev, chosen.regime, settings.direction_cues, chosen.norm_sign)[sub]
         for name, vote in cue_votes(ev, chosen.regime, chosen.norm_sign).items():
             votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
@@ -195,10 +206,12 @@ def recover(
                      for i, m in enumerate(stats.models)),
         squared=squared if np.isfinite(squared).any() else None,
         method=settings.method, refine=settings.refine, cue_votes=votes,
+        links=tuple(link.to_dict() for link in findings.links),
     )
     base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
-        problems=[{"path": p.path, "message": p.message} for p in stats.problems],
+        problems=[{"path": p.path, "message": p.message} for p in stats.problems]
+        + [{"path": stats.models[i].path, "message": msg} for i, msg in findings.notes],
         layers=[LayerInfo(stats.tensors[i].name, stats.tensors[i].shape, stats.tensors[i].kind)
                 for i in ev.layer_index],
         layer_kurtosis=layer_kurtosis, problem=problem,
@@ -206,7 +219,39 @@ def recover(
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
     solved = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return _carried(base, solved)
+    return _with_votes(_carried(base, apply_relations(_label_forest_edges(solved, stats, detectors))), base)
+
+
+def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
+    """The relation detectors ``settings.relations`` names (none under the paper's method)."""
+    if settings.method == "paper" or settings.relations == "none":
+        return ()
+    if settings.relations == "all":
+        return DETECTORS
+    chosen = tuple(d.strip() for d in settings.relations.split(",") if d.strip())
+    unknown = [d for d in chosen if d not in DETECTORS]
+    if unknown:
+        raise InputError(f"Unknown relation detector {unknown[0]!r}: use all, none or a list of "
+                         f"{', '.join(DETECTORS)}.")
+    return chosen
+
+
+def _label_forest_edges(recovery: Recovery, stats: WeightStatistics, detectors: tuple[str, ...]) -> Recovery:
+    """Type the forest's own edges (lora, prune, distill, finetune) from the weights; kept in the
+    problem so that a re-solve keeps them."""
+    if not detectors or recovery.problem is None:
+        return recovery
+    pl = pair_layers(stats)
+    index = {m: i for i, m in enumerate(stats.model_ids)}
+    linked = {link.child for link in links_of(recovery.problem)}
+    labels = {}
+    for e in recovery.edges:
+        p, c = index[e.parent], index[e.child]
+        if c in linked:
+            continue
+        rel, detail, conf, _ = label_edge(stats, pl, p, c, detectors)
+        labels[f"{e.parent}\t{e.child}"] = [rel.value, detail, None if math.isnan(conf) else conf]
+    return replace(recovery, problem=replace(recovery.problem, edge_labels=labels))
 
 
 def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
@@ -219,11 +264,29 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return edited
+        return _with_votes(edited, recovery)
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
     solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
-    return _carried(recovery, solved)
+    return _with_votes(_carried(recovery, apply_relations(solved)), recovery)
+
+
+def _with_votes(recovery: Recovery, before: Recovery) -> Recovery:
+    """Every edge with its per-layer votes (:func:`layer_votes`); a flipped pair keeps its layers (the
+    set-aside rule is symmetric), a pair first joined by a correction has none to show."""
+    if recovery.layer_kurtosis is None:
+        return recovery
+    index = {m: i for i, m in enumerate(recovery.model_ids)}
+    known = {(e.parent, e.child): e.layer_distance for e in before.edges}
+    tree_of = {m.id: m.tree for m in recovery.models}
+    regime = {t.id: t.regime for t in recovery.trees}
+    edges = []
+    for e in recovery.edges:
+        kept = e.layer_distance or known.get((e.child, e.parent), ())
+        spec = regime.get(tree_of.get(e.child, -1), "specialization") != "generalization"
+        edges.append(replace(e, layer_votes=layer_votes(recovery.layer_kurtosis, index[e.parent], index[e.child],
+                                                        kept, spec)))
+    return replace(recovery, edges=edges)
 
 
 def _carried(recovery: Recovery, solved: Recovery) -> Recovery:
@@ -231,6 +294,26 @@ def _carried(recovery: Recovery, solved: Recovery) -> Recovery:
     problems, run time)."""
     return replace(recovery, models=solved.models, edges=solved.edges, trees=solved.trees,
                    constraints=solved.constraints, problem=solved.problem)
+
+
+def layer_votes(layer_kurtosis: np.ndarray | None, p: int, c: int, kept_distance: tuple[float, ...],
+                specialization: bool) -> tuple[int, ...]:
+    """Each layer's kurtosis vote on the edge ``p -> c``: +1 for this direction, -1 against, 0 for a
+    layer that does not vote (not shared by the pair, or set aside as re-initialised).
+
+    The engine's own rule (:func:`.features.pair_evidence` counts ``votes_up``, oriented by the tree's
+    regime; docs/ARCHITECTURE.md, "Direction"), exported per layer so that a chart draws the votes
+    the engine counted instead of recomputing them: the +1s sum to ``Edge.layers_voting_forward``.
+    A layer votes where its per-pair distance is finite (``Edge.layer_distance``).
+    """
+    if layer_kurtosis is None or not len(kept_distance) or len(kept_distance) != layer_kurtosis.shape[1]:
+        return ()
+    kept = np.isfinite(np.asarray(kept_distance, dtype=np.float64))
+    layer_kurtosis = np.asarray(layer_kurtosis, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        up = (layer_kurtosis[c] - layer_kurtosis[p]) > 0
+    forward = ~up if specialization else up
+    return tuple(int(v) for v in np.where(kept, np.where(forward, 1, -1), 0))
 
 
 def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
@@ -260,7 +343,8 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     assert problem is not None  # resolve checked
     parent = np.full(len(ids), -1)
     for e in recovery.edges:
-        parent[index[e.child]] = index[e.parent]
+        if parent[index[e.child]] < 0:  # a merge's first edge is its forest edge
+            parent[index[e.child]] = index[e.parent]
     forced, forbidden, _ = model_indices(problem, constraints)
     cost = problem.cost.copy()
     dist = problem.distance
@@ -273,20 +357,27 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),
                       lambda p, c: known.get((ids[p], ids[c]), ()))
-    return _carried(recovery, solved)
+    return _carried(recovery, apply_relations(solved))
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,
-                        settings: RecoverySettings) -> np.ndarray | None:
+                        settings: RecoverySettings, typed: set[int] = frozenset()) -> np.ndarray | None:
     """The rank distance of one tree when its models differ at low rank (merged LoRA), else None.
 
     method.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
     grandparents likewise, so the rank of the difference places edges where a Frobenius distance
     confuses siblings with parents. Candidates are each model's nearest relatives by distance; other
-    pairs cost more than any candidate. Ties are broken by the (normalised) distance.
+    pairs cost more than any candidate. Ties are broken by the (normalised) distance. Whether the tree
+    is low-rank is judged without its typed children (``typed``: copies differ at rank 0, merges
+    anyhow), which keep the parents their detectors gave them.
     """
     if settings.use_rank == "never" or settings.method == "paper":
         return None
+    core = np.array([g for g in members if g not in typed], dtype=int)
+    if settings.use_rank != "always" and len(core) < len(members):
+        judged = rank_evidence(stats, mask, ev.distance, core) if len(core) >= 2 else None
+        if judged is None or not judged.low_rank:
+            return None
     found = rank_evidence(stats, mask, ev.distance, members)
     if found is None or not (found.low_rank or settings.use_rank == "always"):
         return None

@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from mother_core.atomic import write_text_atomic
 from mother_core.errors import ResultFormatError
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem
+from mother_core.recovery.schema import check_result
 from mother_core.relations.vocabulary import Relation, parse_relation
 
 FORMAT_NAME = "mother-recovery"
@@ -77,6 +79,11 @@ class RecoverySettings:
         ``"mother+"`` only: after the arborescence, move attachments while squared distances add up
         better along the tree's paths (fine-tuning steps add nearly orthogonal updates; see
         :mod:`mother_core.recovery.additive`). Trees placed by the rank distance are left as solved.
+    relations : str
+        ``"mother+"`` only: which relation detectors run before the fine-tune forest is solved
+        (:mod:`mother_core.relations.detect`): ``"all"`` (default), ``"none"`` (every edge a
+        fine-tune, as in the paper) or a comma-separated list of ``convert, quantized, adapter,
+        merge, shape, lora``.
     """
 
     regime: str = "auto"
@@ -89,6 +96,7 @@ class RecoverySettings:
     use_rank: str = "auto"
     n_trees: int | None = None
     refine: bool = True
+    relations: str = "all"
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,9 @@ class Edge:
     # Each direction cue's vote in [-1, 1] for parent -> child under the tree's reading (positive:
     # supports this direction): "kurtosis", "norm", "effective_rank" (recover.cue_votes).
     cues: dict[str, float] = field(default_factory=dict)
+    # Per-layer kurtosis vote (+1 for this direction, -1 against, 0 not voting), as the engine counted
+    # them (recover.layer_votes); same order as Recovery.layers, () when not computed.
+    layer_votes: tuple[int, ...] = ()
     relation: str = Relation.FINETUNE.value
     relation_detail: str = ""
     relation_confidence: float = math.nan
@@ -287,7 +298,7 @@ class Recovery:
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recovery":
@@ -296,6 +307,7 @@ class Recovery:
                 "This is not a MoTHer result: expected a JSON object with 'models' and 'edges' "
                 "(as written by `mother recover --out result.json`)."
             )
+        check_result(d)  # types, ids, edges to known models, no cycle (recovery/schema.py)
         try:
             models = [_build(ModelNode, {**m, "alternatives": tuple(
                 _build(Alternative, a) for a in m.get("alternatives", ()))}) for m in d["models"]]
@@ -303,7 +315,8 @@ class Recovery:
             for e in d["edges"]:
                 alts = tuple(_build(Alternative, a) for a in e.get("alternatives", ()))
                 edges.append(_build(Edge, {**e, "alternatives": alts,
-                                           "layer_distance": tuple(_f(x) for x in e.get("layer_distance", ()))}))
+                                           "layer_distance": tuple(_f(x) for x in e.get("layer_distance", ())),
+                                           "layer_votes": tuple(int(x) for x in e.get("layer_votes", ()))}))
             trees = [_build(TreeInfo, {**t, "members": tuple(t["members"])}) for t in d.get("trees", [])]
             c = d.get("constraints") or {}
             constraints = Constraints(
@@ -344,9 +357,13 @@ class Recovery:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ResultFormatError(f"Result file {path} does not exist.", path) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ResultFormatError(f"Cannot read result file {path}: {e}. Is it a result.json?", path) from e
-        return cls.from_dict(d)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ResultFormatError(f"Cannot read result file {path}: {str(e)[:200]}. Is it a result.json?",
+                                    path) from None
+        try:
+            return cls.from_dict(d)
+        except ResultFormatError as e:
+            raise ResultFormatError(f"{path}: {e.message}", path) from None
 
 
 # JSON has no NaN/inf: encode them as null / strings and decode back.

@@ -8,13 +8,14 @@ Stored in SQLite (stdlib, one file, safe against a crash half-way through a writ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -23,6 +24,15 @@ from mother_core.io.base import ModelRef
 
 # Bump when the meaning of a cached number changes.
 CACHE_VERSION = 3
+#: Caches up to this size are integrity-checked (``PRAGMA quick_check``) when opened; larger ones rely
+#: on SQLite's own checks as pages are read (a damaged page then raises, and the run goes on without it).
+QUICK_CHECK_BYTES = 512 * 1024 * 1024
+_COLUMNS = {
+    "model_slot": ["model", "slot", "n", "mean", "m2", "m3", "m4"],
+    "slot_name": ["id", "slot"],
+    "pair_blob": ["a", "b", "ids", "data"],
+    "model_skeleton": ["model", "slot", "k1", "k2", "data"],
+}
 
 
 def model_key(ref: ModelRef, base: ModelRef | None = None, content_hash: bool = False) -> str:
@@ -63,6 +73,7 @@ class StatsCache:
             # "locked" at once there (its busy handler is not consulted) when another process is
             # opening the same new file: retry for a while, and skip both once they are done.
             _retry_while_locked(self._open_schema, busy_seconds)
+            self._check()
         except sqlite3.OperationalError as e:
             if _is_lock_contention(e):
                 raise CacheBusyError(
@@ -92,9 +103,36 @@ class StatsCache:
                 """
             )
 
-    def _damaged(self, e: sqlite3.Error) -> ResultFormatError:
+    def _check(self) -> None:
+        """Refuse a cache whose tables are not ours, or (when small enough) whose pages are damaged."""
+        self.rejected = 0  # rows that failed validation on read (recomputed, never used)
+        for table, columns in _COLUMNS.items():
+            have = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+            if have != columns:
+                raise sqlite3.DatabaseError(f"table {table} has columns {have}, expected {columns}")
+        if self.path.stat().st_size <= QUICK_CHECK_BYTES:
+            verdict = self._db.execute("PRAGMA quick_check").fetchone()
+            if not verdict or verdict[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {str(verdict[0] if verdict else None)[:200]}")
+
+    def _damaged(self, e: sqlite3.Error | Exception) -> ResultFormatError:
         return ResultFormatError(
-            f"The statistics cache {self.path} is damaged ({e}). Delete it; it will be rebuilt.", self.path)
+            f"The statistics cache {self.path} is damaged ({str(e)[:200]}). Delete it; it will be rebuilt.",
+            self.path)
+
+    @classmethod
+    def open_or_rebuild(cls, directory: str | Path, busy_seconds: float = 120.0) -> tuple[StatsCache, str | None]:
+        """Open the cache; a damaged one is set aside (renamed ``*.damaged-<time>``) and a new one made.
+
+        Returns the cache and, when one was set aside, a note saying so (for the run's problems).
+        """
+        try:
+            return cls(directory, busy_seconds), None
+        except ResultFormatError as e:
+            aside = set_aside(Path(directory) / f"mother-stats-v{CACHE_VERSION}.sqlite")
+            return cls(directory, busy_seconds), (f"{e.message.split(' Delete it')[0]} It was set aside as "
+                                                  f"{aside} and a new cache was started; this run reads "
+                                                  "every model again.")
 
     def close(self) -> None:
         self._db.close()
@@ -103,19 +141,30 @@ class StatsCache:
     def model_stats(self, keys: Iterable[str]) -> dict[tuple[str, str], tuple[float, ...]]:
         """(model key, slot key) -> (n, mean, m2, m3, m4)."""
         out: dict[tuple[str, str], tuple[float, ...]] = {}
-        for chunk in _chunks(list(set(keys)), 500):
-            q = f"SELECT * FROM model_slot WHERE model IN ({','.join('?' * len(chunk))})"
-            for row in self._db.execute(q, chunk):
-                out[(row[0], row[1])] = tuple(row[2:])
+        with self._reading():
+            for chunk in _chunks(list(set(keys)), 500):
+                q = f"SELECT * FROM model_slot WHERE model IN ({','.join('?' * len(chunk))})"
+                for row in self._db.execute(q, chunk):
+                    if _valid_moments(row):
+                        out[(row[0], row[1])] = tuple(float(v) for v in row[2:])
+                    else:
+                        self.rejected += 1
         return out
 
     def skeletons(self, keys: Iterable[str]) -> dict[tuple[str, str], np.ndarray]:
         """(model key, slot key) -> the model's skeleton of that slot (float32, k1 x k2)."""
         out: dict[tuple[str, str], np.ndarray] = {}
-        for chunk in _chunks(list(set(keys)), 500):
-            q = f"SELECT * FROM model_skeleton WHERE model IN ({','.join('?' * len(chunk))})"
-            for model, slot, k1, k2, data in self._db.execute(q, chunk):
-                out[(model, slot)] = np.frombuffer(data, dtype=np.float32).reshape(k1, k2)
+        with self._reading():
+            for chunk in _chunks(list(set(keys)), 500):
+                q = f"SELECT * FROM model_skeleton WHERE model IN ({','.join('?' * len(chunk))})"
+                for model, slot, k1, k2, data in self._db.execute(q, chunk):
+                    if (isinstance(k1, int) and isinstance(k2, int) and k1 > 0 and k2 > 0
+                            and isinstance(data, bytes) and len(data) == 4 * k1 * k2):
+                        arr = np.frombuffer(data, dtype=np.float32).reshape(k1, k2)
+                        if np.isfinite(arr).all():
+                            out[(model, slot)] = arr
+                            continue
+                    self.rejected += 1
         return out
 
     def pair_dists(self, keys: Iterable[str]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
@@ -124,17 +173,42 @@ class StatsCache:
         One row per pair holds all its slots (int32 ids + float64 values): a few hundred models
         make tens of thousands of rows, not millions (one per pair and tensor).
         """
-        self._want(keys)
-        rows = self._db.execute(
-            "SELECT a, b, ids, data FROM pair_blob "
-            "WHERE a IN (SELECT k FROM wanted) AND b IN (SELECT k FROM wanted)"
-        )
-        return {(a, b): (np.frombuffer(ids, dtype=np.int32), np.frombuffer(data, dtype=np.float64))
-                for a, b, ids, data in rows}
+        out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        with self._reading():
+            self._want(keys)
+            rows = self._db.execute(
+                "SELECT a, b, ids, data FROM pair_blob "
+                "WHERE a IN (SELECT k FROM wanted) AND b IN (SELECT k FROM wanted)"
+            )
+            top = self._max_slot_id()
+            for a, b, ids, data in rows:
+                pair = _valid_pair(ids, data, top)
+                if pair is None:
+                    self.rejected += 1
+                else:
+                    out[(a, b)] = pair
+        return out
 
     def slot_names(self) -> dict[int, str]:
         """Slot id -> slot key (see :func:`slot_key`)."""
-        return dict(self._db.execute("SELECT id, slot FROM slot_name"))
+        with self._reading():
+            return {i: s for i, s in self._db.execute("SELECT id, slot FROM slot_name")
+                    if isinstance(i, int) and i >= 0 and isinstance(s, str)}
+
+    def _max_slot_id(self) -> int:
+        top = self._db.execute("SELECT MAX(id) FROM slot_name").fetchone()[0]
+        return top if isinstance(top, int) else -1
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Damage found while reading (a malformed page) is a :class:`ResultFormatError`, which the
+        pass answers by running without the cache (and setting it aside)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and _is_lock_contention(e):
+                raise
+            raise self._damaged(e) from None
 
     def _want(self, keys: Iterable[str]) -> None:
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (k TEXT PRIMARY KEY)")
@@ -182,6 +256,41 @@ class StatsCache:
         except sqlite3.Error as e:
             warnings.warn(f"Could not write the statistics cache {self.path}: {e}. Results are "
                           "unaffected; the next run reads these models again.", RuntimeWarning, stacklevel=2)
+
+
+def _valid_moments(row: tuple) -> bool:
+    """A cached (model, slot, n, mean, m2, m3, m4) row is usable: real numbers, n > 0, m2 and m4 >= 0."""
+    values = row[2:]
+    if len(values) != 5 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return False
+    if not all(np.isfinite(values)):
+        return False
+    n, _, m2, _, m4 = values
+    return n > 0 and m2 >= 0 and m4 >= 0
+
+
+def _valid_pair(ids: object, data: object, top: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A cached pair row's (slot ids, squared distances), or None when the blobs are not consistent."""
+    if not isinstance(ids, bytes) or not isinstance(data, bytes) or len(ids) % 4 or len(data) % 8:
+        return None
+    slot_ids = np.frombuffer(ids, dtype=np.int32)
+    values = np.frombuffer(data, dtype=np.float64)
+    if len(slot_ids) != len(values) or (len(slot_ids) and (slot_ids.min() < 0 or slot_ids.max() > top)):
+        return None
+    if not (np.isfinite(values) & (values >= 0)).all():
+        return None
+    return slot_ids, values
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged cache file (and its write-ahead log) out of the way; returns the new name."""
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            Path(str(path) + suffix).replace(str(aside) + suffix)
+        except FileNotFoundError:
+            pass
+    return aside
 
 
 def _pair_blobs(by_pair: dict[tuple[str, str], dict[int, float]]) -> Iterable[tuple[str, str, bytes, bytes]]:

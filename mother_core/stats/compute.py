@@ -15,10 +15,16 @@ from typing import Sequence
 import numpy as np
 
 from mother_core.device import resolve_device
-from mother_core.errors import CacheBusyError, MissingBaseModelError, MotherError, TooFewModelsError
+from mother_core.errors import (
+    CacheBusyError,
+    MissingBaseModelError,
+    MotherError,
+    ResultFormatError,
+    TooFewModelsError,
+)
 from mother_core.io.base import Discovery, ModelReader, ModelRef, Problem
 from mother_core.io.readers import open_model
-from mother_core.stats.cache import StatsCache, model_key, slot_key
+from mother_core.stats.cache import StatsCache, model_key, set_aside, slot_key
 from mother_core.stats.execute import execute_plan
 from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, build_plan, collect_slots
 from mother_core.stats.progress import Progress, ProgressCallback
@@ -77,12 +83,27 @@ def compute_statistics(
         good_refs = [r.ref for r in readers]
         keys = [model_key(r, base_refs.get(r.id), content_hash) for r in good_refs]
 
-        cache = _open_cache(cache_dir)
+        cache = _open_cache(cache_dir, problems)
         if cache is not None:
             stack.callback(cache.close)
         slots, holders, _ = collect_slots(listings)
-        cached_models, cached_pairs, cached_skel, slot_names = ({}, {}, {}, {}) if cache is None else (
-            cache.model_stats(keys), cache.pair_dists(keys), cache.skeletons(keys), cache.slot_names())
+        cached_models, cached_pairs, cached_skel, slot_names = {}, {}, {}, {}
+        if cache is not None:
+            try:
+                cached_models, cached_pairs, cached_skel, slot_names = (
+                    cache.model_stats(keys), cache.pair_dists(keys), cache.skeletons(keys), cache.slot_names())
+            except ResultFormatError as e:  # damage found while reading: this run goes on without it
+                cache.close()
+                aside = set_aside(cache.path)
+                problems.append(Problem(str(cache.path), f"{e.message.split(' Delete it')[0]} It was set aside as "
+                                                         f"{aside}; the next run starts a new cache."))
+                cached_models, cached_pairs, cached_skel, slot_names = {}, {}, {}, {}
+                cache = None
+            else:
+                if cache.rejected:
+                    problems.append(Problem(str(cache.path), f"{cache.rejected} cached value(s) in {cache.path} "
+                                                             "were invalid (NULL, negative, non-finite or of the "
+                                                             "wrong size); they were computed again."))
         known = _known_pairs(slots, keys, cached_pairs, slot_names)
         needs = _what_to_read(slots, holders, keys, cached_models, known, cached_skel)
         plan = build_plan(listings, needs, chunk_elements)
@@ -184,16 +205,24 @@ def _too_few_message(n: int, problems: list[Problem]) -> str:
     return msg + " Add more models (a folder of model folders works)."
 
 
-def _open_cache(cache_dir: str | Path | None) -> StatsCache | None:
+def _open_cache(cache_dir: str | Path | None, problems: list[Problem]) -> StatsCache | None:
     """The cache, or None when there is none or another process holds it too long: a busy cache
-    costs this run its reuse of earlier work, never the run itself."""
+    costs this run its reuse of earlier work, never the run itself. A damaged cache is set aside and a
+    new one started (a note in ``problems`` says so); one that cannot be made at all is skipped."""
     if cache_dir is None:
         return None
     try:
-        return StatsCache(cache_dir)
+        cache, note = StatsCache.open_or_rebuild(cache_dir)
     except CacheBusyError as e:
         warnings.warn(f"{e} Running without the cache this time.", RuntimeWarning, stacklevel=3)
         return None
+    except (ResultFormatError, OSError) as e:
+        problems.append(Problem(str(cache_dir), f"The statistics cache in {cache_dir} cannot be used ({e}); "
+                                                "this run goes on without it."))
+        return None
+    if note:
+        problems.append(Problem(str(cache.path), note))
+    return cache
 
 
 def _known_pairs(slots, keys, cached_pairs, slot_names) -> np.ndarray:

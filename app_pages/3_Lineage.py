@@ -1,0 +1,36 @@
+"""Declared vs recovered lineage: the two trees side by side, the disagreements listed and clickable."""
+
+import pandas as pd
+import streamlit as st
+
+from explorer_ui.safe_text import md
+from explorer_ui import views
+from mother_core.lineage import findings
+
+ctx = views.page("Declared vs recovered", heading="Declared vs recovered",
+                 caption="Declared parent: `base_model:` in the model card or the config. Recovered parent: "
+                 "from the weights.")
+
+rows = views.lineage_rows(ctx.key, ctx.rec)[0]
+counts = {s: sum(r.status == s for r in rows) for s in ("agree", "conflict", "undocumented", "external")}
+cols = st.columns(4)
+for col, (status, n) in zip(cols, counts.items()):
+    col.metric(f"{views.STATUS_ICON[status]} {status}", n)
+
+found = findings(rows)
+for f in found:
+    st.warning(md(f))
+if not found and not any(r.declared_parent for r in rows):
+    st.info("No model in this set declares a parent, so there is nothing to check: every recovered "
+            "edge is undocumented.")
+
+views.lineage_diff(ctx)
+views.selection_panel(ctx)
+with st.expander("Every model"):
+    st.dataframe(pd.DataFrame([{"model": r.model, "status": f"{views.STATUS_ICON[r.status]} {r.status}",
+                                "declared parent": r.declared_parent or "", "recovered parent":
+                                r.recovered_parent or "(root)", "note": r.note} for r in rows]), hide_index=True,
+                 width="stretch")
+if ctx.truth and ctx.reference != "declared lineage":
+    st.caption(f"The tree page compares against the {ctx.reference}; with no truth, it compares against "
+               "this declared lineage.")

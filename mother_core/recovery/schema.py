@@ -1,0 +1,142 @@
+"""Validation of ``result.json`` before it is trusted: a JSON Schema for the shape, then graph checks.
+
+A result file may come from anywhere (an upload in the app, a shared folder). :func:`check_result`
+refuses, with a message naming the offending place, anything :class:`~mother_core.recovery.result.Recovery`
+could not represent or the pages could not draw: wrong types (a confidence given as a list, an integer
+id), duplicate ids, an edge to an unknown model, a self-loop, a cycle,
+matrices of the wrong size. The contract itself is documented in :mod:`mother_core.recovery.result`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+
+from mother_core.errors import ResultFormatError
+
+_NUM = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["inf", "-inf", "nan", "NaN"]}]}
+_ID = {"type": "string", "minLength": 1, "maxLength": 2000}
+_OPT_ID = {"anyOf": [_ID, {"type": "null"}]}
+_ALT = {"type": "object", "required": ["parent", "cost", "distance"],
+        "properties": {"parent": _OPT_ID, "cost": _NUM, "distance": _NUM}}
+_MATRIX = {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "array", "items": _NUM}}]}
+_PAIRS = {"type": "array", "items": {"type": "array", "items": _ID, "minItems": 2, "maxItems": 2}}
+
+#: The shape of a result file (fields may be added by newer versions: extra keys are allowed).
+RESULT_SCHEMA: Mapping[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["models", "edges"],
+    "properties": {
+        "format": {"type": "string"},
+        "version": {"type": "integer"},
+        "models": {"type": "array", "items": {
+            "type": "object", "required": ["id", "path", "tree", "kurtosis", "is_root"],
+            "properties": {
+                "id": _ID, "path": {"type": "string"}, "tree": {"type": "integer"}, "kurtosis": _NUM,
+                "is_root": {"type": "boolean"}, "declared_parent": _OPT_ID, "format": {"type": "string"},
+                "n_params": {"type": "integer", "minimum": 0}, "alternatives": {"type": "array", "items": _ALT},
+            }}},
+        "edges": {"type": "array", "items": {
+            "type": "object",
+            "required": ["parent", "child", "distance", "confidence", "placement_confidence",
+                         "direction_confidence"],
+            "properties": {
+                "parent": _ID, "child": _ID, "distance": _NUM, "confidence": _NUM,
+                "placement_confidence": _NUM, "direction_confidence": _NUM, "kurtosis_parent": _NUM,
+                "kurtosis_child": _NUM, "layers_voting_forward": {"type": "integer"},
+                "layers_voting_backward": {"type": "integer"}, "constrained": {"type": "boolean"},
+                "alternatives": {"type": "array", "items": _ALT},
+                "layer_distance": {"type": "array", "items": _NUM},
+                "relation": {"type": "string"}, "relation_detail": {"type": "string"},
+                "relation_confidence": _NUM, "merge_weight": _NUM,
+            }}},
+        "trees": {"type": "array", "items": {
+            "type": "object", "required": ["id", "members", "root", "regime", "regime_confidence"],
+            "properties": {"id": {"type": "integer"}, "members": {"type": "array", "items": _ID},
+                           "root": _ID, "regime": {"type": "string"}, "regime_confidence": _NUM}}},
+        "settings": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        "constraints": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
+            "forced": _PAIRS, "forbidden": _PAIRS, "roots": {"type": "array", "items": _ID}}}]},
+        "problems": {"anyOf": [{"type": "null"}, {"type": "array", "items": {
+            "type": "object", "required": ["path", "message"],
+            "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}]},
+        "layers": {"anyOf": [{"type": "null"}, {"type": "array", "items": {
+            "type": "object", "required": ["name", "shape", "kind"],
+            "properties": {"name": {"type": "string"}, "kind": {"type": "string"},
+                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}}}}}]},
+        "layer_kurtosis": _MATRIX, "distance_matrix": _MATRIX, "cost_matrix": _MATRIX,
+        "extra": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        "run_seconds": _NUM,
+    },
+}
+
+_VALIDATOR = jsonschema.Draft202012Validator(RESULT_SCHEMA)
+
+
+def _bad(where: str, what: str) -> ResultFormatError:
+    return ResultFormatError(f"This is not a valid MoTHer result: {where}: {what}. Re-create it with "
+                             "`mother recover --out result.json`.")
+
+
+def check_result(d: Any) -> None:
+    """Raise :class:`ResultFormatError` unless ``d`` is a well-formed result (see the module docstring)."""
+    if not isinstance(d, dict):
+        raise _bad("the file", f"it holds a JSON {type(d).__name__}, not an object with 'models' and 'edges'")
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(d))
+    if error is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path) or "the file"
+        raise _bad(where.lstrip("."), error.message[:300])
+    ids = [m["id"] for m in d["models"]]
+    for k, i in enumerate(ids):
+        if not i.isprintable():  # discovery makes every id printable: this one was written by hand
+            raise _bad(f"models[{k}].id", f"{i.encode('utf-8', 'backslashreplace')[:100]!r} holds control "
+                                          "or undecodable characters")
+    known = set(ids)
+    if len(known) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise _bad("models", f"the id {dup[:100]!r} appears twice")
+    parents: dict[str, list[tuple[str, str]]] = {}
+    for k, e in enumerate(d["edges"]):
+        for end in ("parent", "child"):
+            if e[end] not in known:
+                raise _bad(f"edges[{k}].{end}", f"{e[end][:100]!r} is not one of the models")
+        if e["parent"] == e["child"]:
+            raise _bad(f"edges[{k}]", f"{e['child'][:100]!r} is its own parent")
+        parents.setdefault(e["child"], []).append((e["parent"], str(e.get("relation", "finetune"))))
+    _check_acyclic({c: [p for p, _ in ps] for c, ps in parents.items()})
+    for k, t in enumerate(d.get("trees") or []):
+        unknown = [m for m in t["members"] + [t["root"]] if m not in known]
+        if unknown:
+            raise _bad(f"trees[{k}]", f"{unknown[0][:100]!r} is not one of the models")
+    n = len(ids)
+    for key in ("distance_matrix", "cost_matrix"):
+        m = d.get(key)
+        if m is not None and (len(m) != n or any(len(row) != n for row in m)):
+            raise _bad(key, f"it is not {n} x {n} (one row and column per model)")
+    lk = d.get("layer_kurtosis")
+    if lk is not None and len(lk) != n:
+        raise _bad("layer_kurtosis", f"it has {len(lk)} rows for {n} models")
+
+
+def _check_acyclic(parents: dict[str, list[str]]) -> None:
+    """Refuse a cycle of edges (iteratively: a long chain must not exhaust the stack)."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in parents:
+        if state.get(start):
+            continue
+        path = [(start, iter(parents.get(start, ())))]
+        state[start] = 1
+        while path:
+            node, it = path[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                path.pop()
+            elif state.get(nxt) == 1:
+                raise _bad("edges", f"they form a cycle through {nxt[:100]!r}")
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append((nxt, iter(parents.get(nxt, ()))))

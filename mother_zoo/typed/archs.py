@@ -1,0 +1,165 @@
+"""The transformers architectures of the typed zoo: configs, objectives, LoRA targets, GGUF names.
+
+Every model is a real ``transformers`` class (``LlamaForCausalLM`` with grouped-query attention,
+``Qwen2ForCausalLM``, ``MistralForCausalLM``, ``GPT2LMHeadModel``, ``BertForSequenceClassification``), so the
+checkpoints carry the tensor names and ``config.json`` that the hub's files have, and the real tools
+(peft, mergekit, gguf, quanto, bitsandbytes) work on them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import PAD, SEQUENCE_TASKS, SequenceTask, _seq_one
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture of the typed zoo.
+
+    Attributes
+    ----------
+    name : str
+        Short key (``llama``, ``qwen2``, ``mistral``, ``gpt2``, ``bert``), the ``model_type`` of its config.
+    objective : str
+        ``causal`` (next-token) or ``classify`` (BERT: which procedural task made the sequence).
+    lora_targets : tuple of str
+        PEFT ``target_modules`` (module-name suffixes) for adapters.
+    mlp_up, mlp_down : tuple of str
+        Name templates (``{i}`` = layer index) of the MLP's input projections (rows = neurons) and output
+        projection (columns = neurons), used to prune MLP neurons.
+    conv1d : bool
+        GPT-2 stores its projections as ``Conv1D`` with weights (in, out): neurons are columns of the
+        input projections and rows of the output one.
+    gguf_arch : str
+        llama.cpp's architecture name (``general.architecture``), as ``convert_hf_to_gguf.py`` writes it.
+    """
+
+    name: str
+    objective: str
+    lora_targets: tuple[str, ...]
+    mlp_up: tuple[str, ...]
+    mlp_down: tuple[str, ...]
+    conv1d: bool
+    gguf_arch: str
+
+
+ARCHS: dict[str, ArchSpec] = {
+    a.name: a
+    for a in (
+        ArchSpec("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "llama"),
+        ArchSpec("qwen2", "causal", ("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "qwen2"),
+        # Mistral converts to GGUF under llama.cpp's "llama" architecture (convert_hf_to_gguf.py).
+        ArchSpec("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "llama"),
+        ArchSpec("gpt2", "causal", ("c_attn", "c_proj"),
+                 ("transformer.h.{i}.mlp.c_fc",), ("transformer.h.{i}.mlp.c_proj",), True, "gpt2"),
+        ArchSpec("bert", "classify", ("query", "key", "value"),
+                 ("bert.encoder.layer.{i}.intermediate.dense",), ("bert.encoder.layer.{i}.output.dense",),
+                 False, "bert"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ArchSize:
+    """Sizes of one architecture instance (a family's root; children inherit them, pruned ones shrink)."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    max_positions: int = 64
+
+
+def hf_config(arch: str, size: ArchSize) -> Any:
+    """A ``transformers`` config for ``arch`` at ``size`` (no network, no remote code)."""
+    import transformers as tf
+
+    common_dec: dict[str, Any] = {
+        "vocab_size": size.vocab, "hidden_size": size.hidden, "intermediate_size": size.intermediate,
+        "num_hidden_layers": size.layers, "num_attention_heads": size.heads, "num_key_value_heads": size.kv_heads,
+        "max_position_embeddings": size.max_positions, "bos_token_id": 1, "eos_token_id": 3, "pad_token_id": PAD,
+    }
+    if arch == "llama":
+        return tf.LlamaConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    if arch == "qwen2":
+        # Small Qwen2 checkpoints tie the LM head to the embeddings (Qwen2-0.5B does).
+        return tf.Qwen2Config(**common_dec, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False)
+    if arch == "mistral":
+        return tf.MistralConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None)
+    if arch == "gpt2":
+        return tf.GPT2Config(vocab_size=size.vocab, n_embd=size.hidden, n_inner=size.intermediate,
+                             n_layer=size.layers, n_head=size.heads, n_positions=size.max_positions,
+                             bos_token_id=1, eos_token_id=3, pad_token_id=PAD)
+    if arch == "bert":
+        return tf.BertConfig(vocab_size=size.vocab, num_labels=len(SEQUENCE_TASKS),  # type: ignore[call-arg]
+                             hidden_size=size.hidden, intermediate_size=size.intermediate,
+                             num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                             max_position_embeddings=size.max_positions, pad_token_id=PAD)
+    raise KeyError(arch)
+
+
+def model_class(arch: str) -> Any:
+    """The ``transformers`` model class (the name written to ``config.json``'s ``architectures``)."""
+    import transformers as tf
+
+    return {"llama": tf.LlamaForCausalLM, "qwen2": tf.Qwen2ForCausalLM, "mistral": tf.MistralForCausalLM,
+            "gpt2": tf.GPT2LMHeadModel, "bert": tf.BertForSequenceClassification}[arch]
+
+
+def new_model(arch: str, size: ArchSize) -> Any:
+    """A freshly initialised model (the caller seeds torch first)."""
+    return model_class(arch)(hf_config(arch, size))
+
+
+def _classify_batch(task: SequenceTask, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Sequences from the task's mixture, labelled with the index of the procedural task that made each."""
+    ids = np.full((n, task.seq_len), PAD, dtype=np.int64)
+    labels = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        kind = task.tasks[int(rng.integers(len(task.tasks)))]
+        seq = _seq_one(kind, rng, task.vocab, task.seq_len, task.task_seed)[: task.seq_len]
+        ids[i, : len(seq)] = seq
+        labels[i] = SEQUENCE_TASKS.index(kind)
+    t = torch.from_numpy(ids)
+    return {"input_ids": t, "attention_mask": (t != PAD).long(), "labels": torch.from_numpy(labels)}
+
+
+def lm_batch(arch: str, task: SequenceTask, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One batch of keyword arguments for the model's forward (inputs and labels)."""
+    if ARCHS[arch].objective == "classify":
+        return _classify_batch(task, n, rng)
+    ids = task.sample(n, rng)  # (n, T)
+    labels = ids.clone()
+    labels[labels == PAD] = -100  # no loss on padding (transformers shifts the labels itself)
+    return {"input_ids": ids, "labels": labels}
+
+
+def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss on ``batch`` (language modelling, or classification for BERT)."""
+    return model(**batch).loss
+
+
+def distill_loss(student: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
+                 temperature: float = 2.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al., 2015): KL to the teacher's softened logits plus half the LM loss."""
+    with torch.no_grad():
+        t_logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    out = student(**batch)
+    s_log = F.log_softmax(out.logits / temperature, -1).reshape(-1, out.logits.shape[-1])
+    t_log = F.log_softmax(t_logits / temperature, -1).reshape(-1, out.logits.shape[-1])
+    kl = F.kl_div(s_log, t_log, log_target=True, reduction="batchmean") * temperature**2
+    return kl + 0.5 * out.loss

@@ -1,0 +1,281 @@
+"""How each model of a typed set is made, one function per op, each with the real tool.
+
+Every op reads its parents from their folders (written by an earlier op) with ``transformers``'
+``from_pretrained`` on a local path, and writes the child's folder the way its tool does:
+
+- training (root, fine-tune, prune, distill): :func:`mother_zoo.training.train` (AdamW), then
+  ``save_pretrained``;
+- adapters: ``peft`` (``get_peft_model`` + training; ``save_pretrained`` unmerged, or
+  ``merge_and_unload`` merged; a shipped adapter is merged back with ``PeftModel.from_pretrained``);
+- merges: ``mergekit``'s Python API (``run_merge``) on local folders, ``trust_remote_code`` off;
+- dtype casts: ``model.to(dtype).save_pretrained``; a ``.bin`` copy with ``torch.save`` of the state
+  dict (what ``save_pretrained(safe_serialization=False)`` wrote); a duplicate with ``shutil.copytree``.
+
+Quantizations (GGUF, quanto, bitsandbytes) live in :mod:`mother_zoo.typed.quant`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ..training import train
+from .archs import (
+    ARCHS,
+    ArchSize,
+    distill_loss,
+    lm_batch,
+    lm_loss,
+    model_class,
+    new_model,
+)
+from .plan import BATCH, TypedNode
+
+# Per architecture, the prefix of decoder/encoder layer ``i`` in the state dict.
+LAYER_PREFIX = {"llama": "model.layers.{i}.", "qwen2": "model.layers.{i}.", "mistral": "model.layers.{i}.",
+                "gpt2": "transformer.h.{i}.", "bert": "bert.encoder.layer.{i}."}
+
+
+def load(arch: str, folder: Path) -> Any:
+    """A full-precision model from its folder (local files only, never remote code)."""
+    return model_class(arch).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+
+
+def _train(model: torch.nn.Module, node: TypedNode, teacher: torch.nn.Module | None = None) -> dict[str, object]:
+    """Train ``model`` on the node's task; returns :func:`~mother_zoo.training.train`'s log."""
+    p = node.params
+    rng = np.random.default_rng(node.seed)
+    eval_batch = lm_batch(node.arch, p["task"], BATCH, np.random.default_rng(node.seed ^ 0x5EED5))
+
+    def loss_fn(m: torch.nn.Module) -> torch.Tensor:
+        batch = lm_batch(node.arch, p["task"], BATCH, rng)
+        return lm_loss(m, batch) if teacher is None else distill_loss(m, teacher, batch)
+
+    log = train(model, loss_fn, lambda m: float(lm_loss(m, eval_batch)), steps=p["steps"], lr=p["lr"],
+                weight_decay=0.1 if node.op == "root" else 0.01)
+    log.pop("losses", None)
+    return log
+
+
+def make_root(node: TypedNode, out: Path) -> dict[str, object]:
+    """A model initialised from scratch (seeded) and pre-trained on the broad task mixture."""
+    torch.manual_seed(node.seed)
+    model = new_model(node.arch, node.params["size"])
+    log = _train(model, node)
+    model.save_pretrained(str(out))
+    return log
+
+
+def make_finetune(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """Full fine-tuning: every parameter trained on a narrower task."""
+    torch.manual_seed(node.seed)
+    model = load(node.arch, parent)
+    log = _train(model, node)
+    model.save_pretrained(str(out))
+    return log
+
+
+def _lora_config(node: TypedNode) -> Any:
+    from peft import LoraConfig
+
+    p = node.params
+    return LoraConfig(r=p["rank"], lora_alpha=p["alpha"], target_modules=list(ARCHS[node.arch].lora_targets),
+                      lora_dropout=0.0, fan_in_fan_out=ARCHS[node.arch].conv1d,
+                      task_type="CAUSAL_LM" if ARCHS[node.arch].objective == "causal" else "SEQ_CLS")
+
+
+def make_adapter(node: TypedNode, parent: Path, out: Path, declared_base: str, merged: bool) -> dict[str, object]:
+    """Train a LoRA adapter with ``peft``; save it unmerged (adapter files only) or merged into the weights.
+
+    Parameters
+    ----------
+    declared_base : str
+        What ``adapter_config.json``'s ``base_model_name_or_path`` says (an id in the set or not).
+    merged : bool
+        ``merge_and_unload`` and save the full model (relation ``lora``) instead of the adapter.
+    """
+    from peft import get_peft_model
+
+    torch.manual_seed(node.seed)  # fixes lora_A's Kaiming init
+    model = get_peft_model(load(node.arch, parent), _lora_config(node))
+    log = _train(model, node)
+    if merged:
+        model.merge_and_unload().save_pretrained(str(out))
+    else:
+        model.peft_config["default"].base_model_name_or_path = declared_base
+        model.save_pretrained(str(out))
+    return log
+
+
+def merge_adapter(node: TypedNode, parent: Path, adapter: Path, out: Path) -> dict[str, object]:
+    """A shipped adapter folded into its base: ``PeftModel.from_pretrained`` then ``merge_and_unload``."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load(node.arch, parent), str(adapter), is_trainable=False)
+    model.merge_and_unload().save_pretrained(str(out))
+    return {"merged_adapter": True}
+
+
+def merge_config(node: TypedNode, paths: dict[int, str]) -> dict[str, Any]:
+    """mergekit's YAML configuration (as a dict) for a merge node; ``paths`` maps indices to model names."""
+    p = node.params
+    method, models, weights = p["method"], [i for i in node.parents if i != p.get("base")], p["weights"]
+    cfg: dict[str, Any] = {"merge_method": method, "dtype": "float32"}
+    if method == "slerp":
+        # SLERP takes two models, the first as base; t = 0 gives the base, t = 1 the other model.
+        cfg["base_model"] = paths[node.parents[0]]
+        cfg["models"] = [{"model": paths[i]} for i in node.parents]
+        cfg["parameters"] = {"t": p["t"]}
+        return cfg
+    entries = []
+    for i, w in zip(models, weights):
+        params: dict[str, Any] = {"weight": w}
+        if "density" in p:
+            params["density"] = p["density"]
+        entries.append({"model": paths[i], "parameters": params})
+    cfg["models"] = entries
+    if p.get("base") is not None:
+        cfg["base_model"] = paths[p["base"]]
+    if method == "linear":
+        cfg["parameters"] = {"normalize": True}
+    return cfg
+
+
+def make_merge(node: TypedNode, folders: dict[int, Path], ids: dict[int, str], out: Path) -> dict[str, object]:
+    """A mergekit merge of local folders (``run_merge``; ``trust_remote_code=False``).
+
+    mergekit's own model card looks its parents up on the hub, so the card is written by
+    :func:`merge_card` instead (same content, offline); ``mergekit_config.yml`` names the parents by id.
+    """
+    import yaml
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    cfg = merge_config(node, {i: str(f) for i, f in folders.items()})
+    options = MergeOptions(trust_remote_code=False, copy_tokenizer=False, quiet=True, random_seed=node.seed % 2**31,
+                           write_model_card=False, lazy_unpickle=False)
+    run_merge(MergeConfiguration.model_validate(cfg), str(out), options)
+    shown = merge_config(node, ids)
+    (out / "mergekit_config.yml").write_text(yaml.safe_dump(shown, sort_keys=False))
+    return {"mergekit_config": shown}
+
+
+def merge_card(node: TypedNode, ids: dict[int, str]) -> str:
+    """The README mergekit writes for a merge (base models listed in the YAML front-matter)."""
+    import yaml
+
+    shown = merge_config(node, ids)
+    bases = "\n".join(f"- {ids[i]}" for i in node.parents)
+    return (f"---\nbase_model:\n{bases}\nlibrary_name: transformers\ntags:\n- mergekit\n- merge\n---\n"
+            "# merged\n\nThis is a merge of pre-trained language models created using "
+            "[mergekit](https://github.com/cg123/mergekit).\n\n## Merge Details\n### Merge Method\n\n"
+            f"This model was merged using the {node.params['method']} merge method.\n\n### Configuration\n\n"
+            f"```yaml\n{yaml.safe_dump(shown, sort_keys=False)}```\n")
+
+
+def make_cast(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """The parent's weights in another floating-point dtype (``config.json``'s ``dtype`` follows)."""
+    dtype = getattr(torch, node.params["dtype"])
+    load(node.arch, parent).to(dtype).save_pretrained(str(out))
+    return {}
+
+
+def make_bin(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """The parent's tensors in a PyTorch ``pytorch_model.bin`` (plain tensors, loads with ``weights_only``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(load_file(str(parent / "model.safetensors")), out / "pytorch_model.bin")
+    for f in ("config.json", "generation_config.json"):
+        if (parent / f).is_file():
+            shutil.copyfile(parent / f, out / f)
+    return {}
+
+
+def make_copy(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """A byte-identical duplicate of the parent's folder (a re-upload)."""
+    shutil.copytree(parent, out)
+    return {}
+
+
+def _neuron_slices(arch: str, state: dict[str, torch.Tensor], layers: int, keep: int) -> dict[str, torch.Tensor]:
+    """The state dict with each MLP narrowed to its ``keep`` largest neurons (by weight norm), in order."""
+    spec = ARCHS[arch]
+    out = dict(state)
+    for i in range(layers):
+        ups = [u.format(i=i) for u in spec.mlp_up]
+        downs = [d.format(i=i) for d in spec.mlp_down]
+        # Conv1D (GPT-2) stores (in, out): neurons are columns of c_fc and rows of c_proj.
+        n_axis_up, n_axis_down = (1, 0) if spec.conv1d else (0, 1)
+        score = sum(state[u + ".weight"].norm(dim=1 - n_axis_up) for u in ups)
+        score = score + sum(state[d + ".weight"].norm(dim=1 - n_axis_down) for d in downs)
+        idx = torch.sort(torch.topk(score, keep).indices).values
+        for u in ups:
+            out[u + ".weight"] = state[u + ".weight"].index_select(n_axis_up, idx).contiguous()
+            if u + ".bias" in state:
+                out[u + ".bias"] = state[u + ".bias"][idx].contiguous()
+        for d in downs:
+            out[d + ".weight"] = state[d + ".weight"].index_select(n_axis_down, idx).contiguous()
+    return out
+
+
+def _drop_layer(arch: str, state: dict[str, torch.Tensor], layers: int, drop: int) -> dict[str, torch.Tensor]:
+    """The state dict without layer ``drop``; later layers renumbered down."""
+    pat = re.compile("^" + re.escape(LAYER_PREFIX[arch]).replace(re.escape("{i}"), r"(\d+)"))
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        m = pat.match(k)
+        if m is None:
+            out[k] = v
+            continue
+        i = int(m.group(1))
+        if i == drop:
+            continue
+        j = i - 1 if i > drop else i
+        out[LAYER_PREFIX[arch].format(i=j) + k[m.end():]] = v
+    return out
+
+
+def _size_of(arch: str, cfg: Any) -> ArchSize:
+    if arch == "gpt2":
+        return ArchSize(cfg.vocab_size, cfg.n_embd, cfg.n_inner, cfg.n_layer, cfg.n_head, cfg.n_head, cfg.n_positions)
+    return ArchSize(cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+                    getattr(cfg, "num_key_value_heads", cfg.num_attention_heads), cfg.max_position_embeddings)
+
+
+def _smaller(node: TypedNode, parent: Any, **change: int) -> tuple[Any, dict[str, torch.Tensor]]:
+    from dataclasses import replace
+
+    size = replace(_size_of(node.arch, parent.config), **change)
+    torch.manual_seed(node.seed)
+    return new_model(node.arch, size), {k: v.detach().clone() for k, v in parent.state_dict().items()}
+
+
+def make_prune(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """Structured pruning (as Minitron's width pruning): keep the strongest MLP neurons, then train."""
+    teacher = load(node.arch, parent)
+    inter = _size_of(node.arch, teacher.config).intermediate
+    keep = max(8, round(inter * node.params["keep"] / 8) * 8)
+    student, state = _smaller(node, teacher, intermediate=keep)
+    state = _neuron_slices(node.arch, state, _size_of(node.arch, teacher.config).layers, keep)
+    student.load_state_dict(state, strict=True)
+    log = _train(student, node)
+    student.save_pretrained(str(out))
+    return {**log, "intermediate_kept": keep, "intermediate_parent": inter}
+
+
+def make_distill(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """Depth pruning plus distillation: drop one layer, then train on the parent's softened logits."""
+    teacher = load(node.arch, parent)
+    teacher.eval()
+    layers = _size_of(node.arch, teacher.config).layers
+    student, state = _smaller(node, teacher, layers=layers - 1)
+    student.load_state_dict(_drop_layer(node.arch, state, layers, node.params["drop_layer"]), strict=True)
+    log = _train(student, node, teacher=teacher)
+    student.save_pretrained(str(out))
+    return {**log, "dropped_layer": node.params["drop_layer"]}

@@ -1,0 +1,285 @@
+"""The plan of a typed model set: which models, made from which, by which tool, with which settings.
+
+Every random choice is drawn here from the set's seed, in a fixed order, before anything is trained.
+Two *profiles* make disjoint collections: even seeds (profile ``A``, for fitting thresholds) and odd
+seeds (profile ``B``, for the held-out report) differ in architectures, widths, LoRA ranks and targets,
+merge methods and weights and quantization types, not only in their random draws.
+
+A family (one root trained from scratch) holds, after MDGBench's mix of relations (method.md):
+
+- full fine-tunes of the root and a fine-tune of a fine-tune (``finetune``);
+- PEFT LoRA adapters saved unmerged (``adapter``), and adapters merged into the weights with
+  ``merge_and_unload`` (``lora``; one of them is the same adapter that is also shipped unmerged);
+- mergekit merges (``merge``): a two-model linear or SLERP merge, and a TIES / DARE / task-arithmetic
+  merge on the root as base (the base counts as a parent: its weights enter the formula);
+- GGUF files (Q8_0 and a 4-bit type), optimum-quanto and bitsandbytes checkpoints (``quantized``);
+- a bf16 or fp16 cast, a PyTorch ``.bin`` copy and a byte-identical duplicate (``convert``);
+- a child with a narrower MLP (``prune``) and one with fewer layers trained on its parent's logits
+  (``distill``), both initialised from the parent and then trained.
+
+Unrelated roots of the same architectures (independently initialised and trained) are distractors,
+some with children of their own.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mother_core.relations import Relation
+
+from ..data import SEQUENCE_TASKS, SequenceTask
+from .archs import ArchSize
+
+# The truth file's words are the engine's relation vocabulary (docs/RELATIONS.md).
+RELATIONS = tuple(r.value for r in Relation)
+
+
+@dataclass(frozen=True)
+class TypedNode:
+    """One model of the plan.
+
+    Attributes
+    ----------
+    index : int
+        Position in the plan (every parent comes first).
+    family : int
+        Index of the family (one root trained from scratch and everything made from it).
+    arch : str
+        Key of :data:`~mother_zoo.typed.archs.ARCHS`.
+    op : str
+        How it is made: ``root``, ``finetune``, ``adapter``, ``lora``, ``merge``, ``gguf``, ``quanto``,
+        ``bnb``, ``cast``, ``bin``, ``copy``, ``prune``, ``distill``.
+    relation : str or None
+        The truth relation to its parents (one of :data:`RELATIONS`); None for a root.
+    parents : tuple of int
+        Parent indices (several only for merges; the merge base first when there is one).
+    seed : int
+        The node's own seed (initialisation, data order, adapter init, DARE's random drops).
+    params : dict
+        Op settings (task, steps, lr, rank, method, weights, quantization type, dtype...).
+    """
+
+    index: int
+    family: int
+    arch: str
+    op: str
+    relation: str | None
+    parents: tuple[int, ...]
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Generator settings that differ between the fitting (A) and held-out (B) collections."""
+
+    name: str
+    archs_full: tuple[str, ...]
+    archs_small: tuple[str, ...]
+    size_full: dict[str, int]
+    size_small: dict[str, int]
+    ranks: tuple[int, ...]
+    two_parent_methods: tuple[str, ...]
+    base_methods: tuple[str, ...]
+    weight_range: tuple[float, float]
+    gguf_4bit: tuple[str, ...]
+    quanto_weights: tuple[str, ...]
+    bnb_types: tuple[str, ...]
+    cast_dtypes: tuple[str, ...]
+
+
+PROFILES: dict[str, Profile] = {
+    "A": Profile(
+        name="A",
+        archs_full=("llama", "qwen2", "gpt2", "bert"),
+        archs_small=("llama", "gpt2", "bert"),
+        size_full={"vocab": 64, "hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2},
+        size_small={"vocab": 64, "hidden": 32, "intermediate": 64, "layers": 2, "heads": 4, "kv_heads": 2},
+        ranks=(4, 8),
+        two_parent_methods=("linear", "slerp"),
+        base_methods=("ties", "task_arithmetic", "dare_ties"),
+        weight_range=(0.25, 0.75),
+        gguf_4bit=("Q4_0",),
+        quanto_weights=("qint8",),
+        bnb_types=("nf4",),
+        cast_dtypes=("bfloat16",),
+    ),
+    "B": Profile(
+        name="B",
+        archs_full=("mistral", "qwen2", "gpt2", "bert"),
+        archs_small=("mistral", "gpt2", "bert"),
+        size_full={"vocab": 64, "hidden": 64, "intermediate": 192, "layers": 2, "heads": 8, "kv_heads": 2},
+        size_small={"vocab": 64, "hidden": 32, "intermediate": 96, "layers": 2, "heads": 4, "kv_heads": 1},
+        ranks=(2, 16),
+        two_parent_methods=("slerp", "linear"),
+        base_methods=("dare_linear", "ties", "task_arithmetic"),
+        weight_range=(0.15, 0.85),
+        gguf_4bit=("Q4_1", "Q5_0"),
+        quanto_weights=("qint4", "qint8"),
+        bnb_types=("fp4", "nf4"),
+        cast_dtypes=("float16", "bfloat16"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TypedSize:
+    """What ``--size`` changes."""
+
+    name: str
+    root_steps: tuple[int, int]
+    child_steps: tuple[int, int]
+    distractors: int
+    distractor_children: int
+    full_recipe: bool
+
+
+TYPED_SIZES: dict[str, TypedSize] = {
+    "full": TypedSize("full", root_steps=(180, 240), child_steps=(30, 50), distractors=4, distractor_children=2,
+                      full_recipe=True),
+    "small": TypedSize("small", root_steps=(50, 60), child_steps=(10, 14), distractors=1, distractor_children=0,
+                       full_recipe=False),
+}
+
+BATCH = 12
+LR = {"root": (1.5e-3, 3e-3), "finetune": (2e-4, 1e-3), "lora": (2e-3, 6e-3), "prune": (3e-4, 1e-3)}
+
+
+def profile_for(seed: int) -> Profile:
+    """Even seeds use profile A (fitting), odd seeds profile B (held-out)."""
+    return PROFILES["A" if seed % 2 == 0 else "B"]
+
+
+class TypedPlanner:
+    """Draws the nodes of one typed set from one seeded NumPy generator, in a fixed order."""
+
+    def __init__(self, seed: int, size: TypedSize) -> None:
+        self.seed, self.size, self.profile = seed, size, profile_for(seed)
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"typed")]))
+        self.nodes: list[TypedNode] = []
+        self.n_families = 0
+
+    # ------------------------------------------------------------------ draws
+    def _seed(self) -> int:
+        return int(self.rng.integers(0, 2**31 - 1))
+
+    def _lr(self, kind: str) -> float:
+        lo, hi = LR[kind]
+        return float(np.exp(self.rng.uniform(np.log(lo), np.log(hi))))
+
+    def _steps(self, r: tuple[int, int]) -> int:
+        return int(self.rng.integers(r[0], r[1] + 1))
+
+    def _pick(self, options: tuple[Any, ...]) -> Any:
+        return options[int(self.rng.integers(len(options)))]
+
+    def _weights(self, n: int) -> list[float]:
+        lo, hi = self.profile.weight_range
+        return [round(float(w), 3) for w in self.rng.uniform(lo, hi, size=n)]
+
+    def _narrow_task(self, vocab: int) -> SequenceTask:
+        k = int(self.rng.integers(2, 4))
+        kinds = tuple(str(t) for t in self.rng.choice(SEQUENCE_TASKS, size=k, replace=False))
+        return SequenceTask(kinds, vocab, task_seed=self._seed())
+
+    # ------------------------------------------------------------------ nodes
+    def add(self, family: int, arch: str, op: str, relation: str | None, parents: tuple[int, ...], **params: Any) -> int:
+        node = TypedNode(len(self.nodes), family, arch, op, relation, parents, self._seed(), params)
+        self.nodes.append(node)
+        return node.index
+
+    def root(self, arch: str, size: ArchSize) -> tuple[int, int]:
+        fam = self.n_families
+        self.n_families += 1
+        task = SequenceTask(SEQUENCE_TASKS, size.vocab, task_seed=self._seed())
+        r = self.add(fam, arch, "root", None, (), size=size, task=task,
+                     steps=self._steps(self.size.root_steps), lr=self._lr("root"))
+        return fam, r
+
+    def finetune(self, fam: int, arch: str, parent: int, vocab: int) -> int:
+        return self.add(fam, arch, "finetune", "finetune", (parent,), task=self._narrow_task(vocab),
+                        steps=self._steps(self.size.child_steps), lr=self._lr("finetune"))
+
+    def adapter(self, fam: int, arch: str, parent: int, vocab: int, op: str, declared: str | None = None,
+                from_adapter: int | None = None) -> int:
+        rank = int(self._pick(self.profile.ranks))
+        return self.add(fam, arch, op, "adapter" if op == "adapter" else "lora", (parent,),
+                        task=self._narrow_task(vocab), steps=self._steps(self.size.child_steps), lr=self._lr("lora"),
+                        rank=rank, alpha=float(2 * rank if self.rng.random() < 0.5 else rank),
+                        declared_base=declared, from_adapter=from_adapter)
+
+    def merge(self, fam: int, arch: str, method: str, models: tuple[int, ...], base: int | None) -> int:
+        weights = self._weights(len(models))
+        params: dict[str, Any] = {"method": method, "weights": weights, "base": base}
+        if method == "slerp":
+            params["t"] = round(float(self.rng.uniform(0.3, 0.7)), 3)
+        if method in ("ties", "dare_ties", "dare_linear"):
+            params["density"] = round(float(self.rng.uniform(0.4, 0.8)), 3)
+        parents = ((base,) if base is not None and base not in models else ()) + models
+        return self.add(fam, arch, "merge", "merge", parents, **params)
+
+    def family(self, arch: str, size: ArchSize) -> None:
+        """One family: see the module docstring for its members."""
+        p, full, V = self.profile, self.size.full_recipe, size.vocab
+        fam, r = self.root(arch, size)
+        f1 = self.finetune(fam, arch, r, V)
+        f2 = self.finetune(fam, arch, r, V)
+        f11 = self.finetune(fam, arch, f1, V)
+        # The adapter's config names its base: the base's id in the set, or a hub-like id not in it.
+        a1 = self.adapter(fam, arch, r, V, "adapter", declared="parent" if self.rng.random() < 0.5 else "external")
+        l1 = self.adapter(fam, arch, r, V, "lora", from_adapter=a1)  # the same adapter, merged
+        if full:
+            self.adapter(fam, arch, f1, V, "adapter", declared="external" if self.rng.random() < 0.5 else "parent")
+            l2 = self.adapter(fam, arch, f2, V, "lora")
+        else:
+            l2 = l1
+        two = self._pick(p.two_parent_methods)
+        self.merge(fam, arch, two, (f1, f2), base=None)
+        self.merge(fam, arch, self._pick(p.base_methods), (f11, l2), base=r)
+        if full:
+            self.merge(fam, arch, "linear", (f1, f2, l1), base=None)
+        self.add(fam, arch, "gguf", "quantized", (r,), qtype="Q8_0")
+        self.add(fam, arch, "gguf", "quantized", (f2,), qtype=self._pick(p.gguf_4bit))
+        if arch == "gpt2":  # quanto quantizes nn.Linear only, GPT-2's Conv1D stays float: bitsandbytes instead
+            self.add(fam, arch, "bnb", "quantized", (f1,), quant_type=self._pick(p.bnb_types))
+        else:
+            self.add(fam, arch, "quanto", "quantized", (f1,), weights=self._pick(p.quanto_weights))
+        if full:
+            self.add(fam, arch, "bnb", "quantized", (f11,), quant_type=self._pick(p.bnb_types))
+        self.add(fam, arch, "cast", "convert", (self._pick((r, f1)),), dtype=self._pick(p.cast_dtypes))
+        self.add(fam, arch, "bin", "convert", (f2,))
+        self.add(fam, arch, "copy", "convert", (f11,))
+        self.add(fam, arch, "prune", "prune", (f1,), keep=round(float(self.rng.uniform(0.5, 0.75)), 3),
+                 task=self._narrow_task(V), steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+        if full:
+            self.add(fam, arch, "distill", "distill", (r,), drop_layer=int(self.rng.integers(size.layers)),
+                     task=SequenceTask(SEQUENCE_TASKS, V, task_seed=self._seed()),
+                     steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+
+    def distractor(self, arch: str, size: ArchSize, children: bool) -> None:
+        """An unrelated root of a family's architecture and size, trained from its own initialisation."""
+        fam, r = self.root(arch, size)
+        if children:
+            f = self.finetune(fam, arch, r, size.vocab)
+            self.add(fam, arch, "gguf", "quantized", (f,), qtype="Q8_0")
+
+    def plan(self) -> list[TypedNode]:
+        p = self.profile
+        full = self.size.full_recipe
+        archs = p.archs_full if full else p.archs_small
+        size = ArchSize(**(p.size_full if full else p.size_small))
+        for arch in archs:
+            self.family(arch, size)
+        for k in range(self.size.distractors):
+            arch = archs[k % len(archs)]
+            self.distractor(arch, size, children=k < self.size.distractor_children)
+        return self.nodes
+
+
+def plan_typed(size: str = "full", seed: int = 0) -> list[TypedNode]:
+    """The nodes of a typed set (no training): see :func:`~mother_zoo.typed.generate.generate_typed`."""
+    return TypedPlanner(seed, TYPED_SIZES[size]).plan()

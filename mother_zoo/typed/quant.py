@@ -1,0 +1,194 @@
+"""Quantized children with the real quantizers: GGUF (``gguf``), optimum-quanto and bitsandbytes.
+
+GGUF files are written as llama.cpp's ``convert_hf_to_gguf.py`` writes them for these architectures:
+tensor names from ``gguf.get_tensor_name_map``, Llama / Mistral ``q_proj`` and ``k_proj`` rows permuted
+(llama.cpp's rotary layout), GPT-2's ``Conv1D`` weights transposed to (out, in) and its tied embedding
+written again as ``output.weight``, BERT's ``bert.`` prefix and pooler dropped and its classifier written as ``cls.output``; 1-D tensors, position and
+token-type embeddings stay F32, matrices whose rows are not a whole number of blocks fall back to F16.
+Blocks are quantized by ``gguf.quants.quantize`` (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1); as ``llama-quantize``
+does, a 4-bit file keeps ``output.weight`` at a higher precision (Q8_0 here: the Python package cannot
+write Q6_K).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .archs import ARCHS, model_class
+from .plan import TypedNode
+
+GGUF_FILE_TYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9}
+TOKENIZER_MODEL = {"llama": "llama", "mistral": "llama", "qwen2": "gpt2", "gpt2": "gpt2", "bert": "bert"}
+
+
+def llama_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """convert_hf_to_gguf's ``LlamaModel.permute``: HF's rotary halves to llama.cpp's interleaved pairs."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:
+    """The (GGUF name, tensor) pairs ``convert_hf_to_gguf.py`` would write for ``state`` (float32)."""
+    import gguf
+
+    gg_arch = ARCHS[arch].gguf_arch
+    arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[gg_arch]
+    n_layers = int(cfg.get("num_hidden_layers", cfg.get("n_layer")) or 0)
+    tmap = gguf.get_tensor_name_map(arch_enum, n_layers)
+    out: list[tuple[str, torch.Tensor]] = []
+    for name, t in state.items():
+        t = t.float()
+        if name.endswith((".attn.bias", ".attn.masked_bias", "position_ids")):
+            continue  # buffers, not weights
+        if arch in ("llama", "mistral"):
+            if name.endswith("q_proj.weight"):
+                t = llama_permute(t, cfg["num_attention_heads"])
+            elif name.endswith("k_proj.weight"):
+                t = llama_permute(t, cfg["num_key_value_heads"])
+        if arch == "gpt2" and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+            t = t.T.contiguous()  # Conv1D (in, out) -> (out, in)
+        key = name
+        if arch == "bert":
+            # convert_hf_to_gguf's BertModel: no "bert." prefix, no pooler (llama.cpp pools itself), and
+            # a sequence classifier's projection written as the classification output head.
+            key = name.removeprefix("bert.")
+            if key.startswith("pooler."):
+                continue
+            key = {"classifier.weight": "classifier.out_proj.weight", "classifier.bias": "classifier.out_proj.bias"}.get(key, key)
+        new = tmap.get_name(key, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            raise ValueError(f"no GGUF name for {name!r} ({gg_arch})")
+        out.append((new, t))
+        if arch == "gpt2" and new == "token_embd.weight":
+            out.append(("output.weight", t))  # GPT-2's LM head is tied to wte
+    return out
+
+
+def _gguf_qtype(name: str, t: torch.Tensor, qtype: Any) -> Any:
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    if t.ndim < 2 or name.startswith(("position_embd", "token_types")):
+        return Q.F32
+    if name == "output.weight" and qtype != Q.Q8_0:
+        qtype = Q.Q8_0
+    block, _ = gguf.GGML_QUANT_SIZES[qtype]
+    return qtype if t.shape[-1] % block == 0 else Q.F16
+
+
+def write_gguf(arch: str, parent: Path, path: Path, qtype_name: str, display_name: str,
+               base_models: list[str]) -> dict[str, Any]:
+    """Write ``path`` (one GGUF file) from the safetensors folder ``parent``; returns per-type tensor counts."""
+    import gguf
+
+    cfg = json.loads((parent / "config.json").read_text())
+    state = load_file(str(parent / "model.safetensors"))
+    qtype = gguf.GGMLQuantizationType[qtype_name]
+    w = gguf.GGUFWriter(str(path), ARCHS[arch].gguf_arch)
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name(display_name)
+    if base_models:
+        w.add_base_model_count(len(base_models))
+        for i, b in enumerate(base_models):
+            w.add_base_model_name(i, b)
+    hidden = cfg.get("hidden_size", cfg.get("n_embd"))
+    layers = cfg.get("num_hidden_layers", cfg.get("n_layer"))
+    heads = cfg.get("num_attention_heads", cfg.get("n_head"))
+    w.add_context_length(cfg.get("max_position_embeddings", cfg.get("n_positions")))
+    w.add_embedding_length(hidden)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden)
+    w.add_head_count(heads)
+    if arch in ("llama", "mistral", "qwen2"):
+        w.add_head_count_kv(cfg["num_key_value_heads"])
+        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+        w.add_rope_freq_base(float(cfg.get("rope_parameters", {}).get("rope_theta", 10000.0)))
+        w.add_rope_dimension_count(hidden // heads)
+    else:
+        w.add_layer_norm_eps(cfg.get("layer_norm_eps", cfg.get("layer_norm_epsilon", 1e-5)))
+    if arch == "bert":
+        w.add_causal_attention(False)
+        w.add_pooling_type(gguf.PoolingType.CLS)
+    w.add_file_type(GGUF_FILE_TYPES[qtype_name])
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    vocab = cfg["vocab_size"]
+    w.add_tokenizer_model(TOKENIZER_MODEL[arch])
+    w.add_token_list([f"<t{i}>" for i in range(vocab)])
+    w.add_token_types([gguf.TokenType.CONTROL if i < 4 else gguf.TokenType.NORMAL for i in range(vocab)])
+    counts: dict[str, int] = {}
+    for name, t in gguf_tensors(arch, state, cfg):
+        qt = _gguf_qtype(name, t, qtype)
+        counts[qt.name] = counts.get(qt.name, 0) + 1
+        arr = t.numpy()
+        if qt == gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, arr.astype(np.float32))
+        elif qt == gguf.GGMLQuantizationType.F16:
+            w.add_tensor(name, arr.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(arr.astype(np.float32), qt), raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return {"tensor_types": counts}
+
+
+def _quanto_class(arch: str) -> Any:
+    from optimum.quanto import QuantizedModelForCausalLM
+    from optimum.quanto.models.transformers_models import QuantizedTransformersModel
+    from transformers import AutoModelForSequenceClassification
+
+    if ARCHS[arch].objective == "causal":
+        return QuantizedModelForCausalLM
+
+    class QuantizedModelForSequenceClassification(QuantizedTransformersModel):  # quanto ships only the LM one
+        auto_class = AutoModelForSequenceClassification
+
+    return QuantizedModelForSequenceClassification
+
+
+def write_quanto(arch: str, parent: Path, out: Path, weights: str) -> dict[str, Any]:
+    """optimum-quanto weight quantization (``quantize`` + ``freeze``), saved with its ``quanto_qmap.json``."""
+    import optimum.quanto as oq
+
+    model = model_class(arch).from_pretrained(str(parent), local_files_only=True)
+    exclude = "lm_head" if ARCHS[arch].objective == "causal" else "classifier"
+    qmodel = _quanto_class(arch).quantize(model, weights=getattr(oq, weights), exclude=exclude)
+    qmodel.save_pretrained(str(out))
+    return {}
+
+
+def write_bnb(arch: str, parent: Path, out: Path, quant_type: str) -> dict[str, Any]:
+    """bitsandbytes 4-bit (NF4 / FP4) through transformers' ``BitsAndBytesConfig``, on the CPU."""
+    from transformers import BitsAndBytesConfig
+
+    qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_compute_dtype=torch.float32)
+    model = model_class(arch).from_pretrained(str(parent), local_files_only=True, quantization_config=qc,
+                                              device_map="cpu")
+    model.save_pretrained(str(out))
+    return {}
+
+
+def make_quantized(node: TypedNode, parent: Path, out: Path, ids: dict[int, str], declare_name: bool,
+                   base_models: list[str]) -> dict[str, Any]:
+    """Dispatch a quantization op (``gguf``, ``quanto``, ``bnb``) to its tool.
+
+    ``declare_name``: a GGUF's ``general.name`` is its source's id (as the converter writes the folder
+    name) or a generic name (renamed by the uploader); ``base_models``: the source's declared bases.
+    """
+    p = node.params
+    out.mkdir(parents=True, exist_ok=True)
+    if node.op == "gguf":
+        name = ids[node.parents[0]] if declare_name else f"{node.arch.capitalize()} Tiny"
+        return {**write_gguf(node.arch, parent, out / f"ggml-model-{p['qtype']}.gguf", p["qtype"], name, base_models),
+                "general_name": name}
+    if node.op == "quanto":
+        return write_quanto(node.arch, parent, out, p["weights"])
+    if node.op == "bnb":
+        return write_bnb(node.arch, parent, out, p["quant_type"])
+    raise ValueError(node.op)
