@@ -2,7 +2,7 @@
 
 Run with ``streamlit run app.py`` and open http://localhost:8501 (the server only listens on this
 machine; see ``.streamlit/config.toml``). This file names the pages (``st.navigation``); the home page
-is ``pages/home.py``. Fully offline.
+is ``app_pages/home.py``. Fully offline.
 
 Operator settings (environment variables):
 
@@ -17,12 +17,12 @@ import streamlit as st
 
 st.set_page_config(page_title="MoTHer Explorer", page_icon="🌳", layout="wide")
 st.navigation([
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/1_Tree.py", title="Tree", icon=":material/account_tree:"),
-    st.Page("pages/2_Edge.py", title="Edge", icon=":material/search:"),
-    st.Page("pages/3_Lineage.py", title="Declared vs recovered", icon=":material/compare_arrows:"),
-    st.Page("pages/4_Ambiguous.py", title="Ambiguous edges", icon=":material/help:"),
-    st.Page("pages/5_Matrices.py", title="Matrices", icon=":material/grid_on:"),
-    st.Page("pages/6_Export.py", title="Export", icon=":material/download:"),
-    st.Page("pages/7_Talk_mode.py", title="Talk mode", icon=":material/slideshow:"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/1_Tree.py", url_path="tree", title="Tree", icon=":material/account_tree:"),
+    st.Page("app_pages/2_Edge.py", url_path="edge", title="Edge", icon=":material/search:"),
+    st.Page("app_pages/3_Lineage.py", url_path="lineage", title="Declared vs recovered", icon=":material/compare_arrows:"),
+    st.Page("app_pages/4_Ambiguous.py", url_path="ambiguous", title="Ambiguous edges", icon=":material/help:"),
+    st.Page("app_pages/5_Matrices.py", url_path="matrices", title="Matrices", icon=":material/grid_on:"),
+    st.Page("app_pages/6_Export.py", url_path="export", title="Export", icon=":material/download:"),
+    st.Page("app_pages/7_Talk_mode.py", url_path="talk", title="Talk mode", icon=":material/slideshow:"),
 ]).run()

@@ -70,6 +70,7 @@ COLOR_MODES = ("auto", "confidence", "agreement", "family", "relation")
 BRANCHES = ("edges", "distance")
 FOLD_BUDGET = 90  # models shown before subtrees fold (a readable canvas at 12 px labels)
 MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
+LABEL_GROWTH = 1.8  # how much labels may grow (in canvas units) to stay readable when zoomed out
 
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE | re.DOTALL)
 _EXTERNAL_LINK = re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*/?>", re.IGNORECASE | re.DOTALL)
@@ -383,7 +384,7 @@ def build_graph(
                      color={"background": fill, "border": border,
                             "highlight": {"background": "#E9D8FD", "border": SELECTED}},
                      opacity=0.25 if faded else 1.0,
-                     font={"size": font_size, "face": "sans-serif", "color": "#1A1A1A"})
+                     font={"face": "sans-serif", "color": "#1A1A1A"})
     edge_ids: dict[str, EdgeKey] = {}
     drawn: set[EdgeKey] = set()
     for i, e in enumerate(rec.edges):
@@ -438,8 +439,11 @@ def _options(font_size: int, layout: str) -> dict:
                         "selectConnectedEdges": False, "hideEdgesOnDrag": False, "zoomSpeed": 0.6},
         "edges": {"arrows": {"to": {"enabled": True, "scaleFactor": 0.7}}, "smooth": smooth,
                   "selectionWidth": 4, "hoverWidth": 1.5},
-        "nodes": {"margin": 8, "scaling": {"label": {"enabled": False, "drawThreshold": MIN_LABEL_PX,
-                                                     "maxVisible": 2 * font_size + 6}}},
+        # Labels keep at least MIN_LABEL_PX on screen: zoomed out, the page enlarges them (up to
+        # LABEL_GROWTH x) and below that hides them rather than draw them unreadable.
+        "nodes": {"margin": 8, "font": {"size": font_size},
+                  "scaling": {"label": {"enabled": False, "drawThreshold": MIN_LABEL_PX,
+                                        "maxVisible": 2 * font_size + 6}}},
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import SELECTED, GraphData, vis_source
+from explorer_ui.graph import LABEL_GROWTH, SELECTED, GraphData, vis_source
 
 _CSS = """
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
@@ -80,7 +80,7 @@ function build(root, st, d) {
   if (st.network) { st.network.destroy(); }
   const nodes = new vis.DataSet(d.nodes), edges = new vis.DataSet(d.edges);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
-  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null;
+  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null;
   window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
   root.dataset.drawn = '0';
   net.on('click', p => {
@@ -90,6 +90,7 @@ function build(root, st, d) {
       st.send('event', {type: 'edge', parent, child, t: Date.now()});
     }
   });
+  net.on('zoom', () => relabel(st, d));
   net.on('doubleClick', p => { if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()}); });
   net.once('afterDrawing', () => {
     fit(st, d);
@@ -98,12 +99,22 @@ function build(root, st, d) {
   });
 }
 
+// Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
+// canvas units (up to d.label_growth x); further out, vis' drawThreshold hides them instead.
+function relabel(st, d) {
+  const net = st.network, s = net.getScale(), base = d.options.nodes.font.size;
+  const min = d.options.nodes.scaling.label.drawThreshold;
+  const size = base * s < min ? Math.min(min / s, base * d.label_growth) : base;
+  if (Math.abs((st.font || base) - size) > 0.25) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
+}
+
 function fit(st, d) {
   const net = st.network;
   net.fit({animation: false});
   // Never open so far out that labels vanish when a closer view still shows the whole width.
   const s = net.getScale();
   if (s > 1.6) net.moveTo({scale: 1.6});
+  relabel(st, d);
 }
 
 function select(root, st, sel) {
@@ -228,5 +239,5 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
     payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
                "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
                "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
-               "selected_color": SELECTED}
+               "selected_color": SELECTED, "label_growth": LABEL_GROWTH}
     _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)

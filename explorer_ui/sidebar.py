@@ -30,8 +30,11 @@ DEVICES = ("auto", "cpu", "cuda")
 USE_RANK = ("auto", "never", "always")
 TALK_CSS = """<style>
 html, body, [class*="css"], .stMarkdown p, .stCaption, li {font-size: 1.35rem !important;}
-h1 {font-size: 3rem !important;} h2 {font-size: 2.3rem !important;}
-[data-testid="stMainBlockContainer"] {max-width: 100% !important; padding: 1rem 2rem !important;}
+h1 {font-size: 2.4rem !important; padding: 0 0 .2rem 0 !important;} h2 {font-size: 2rem !important;}
+[data-testid="stMainBlockContainer"] {max-width: 100% !important; padding: .6rem 2rem 0 2rem !important;}
+header[data-testid="stHeader"] {display: none !important;}
+[data-testid="stMain"], [data-testid="stAppViewContainer"] {background: #0E1013 !important; color: #EEE !important;}
+[data-testid="stMain"] h1, [data-testid="stMain"] p, [data-testid="stMain"] strong {color: #EEE !important;}
 </style>"""
 
 
@@ -242,6 +245,14 @@ def _truth(ms: ModelSet, rec: Recovery) -> tuple[tuple[tuple[str, str], ...] | N
     return (decl, "declared lineage") if decl else (None, "")
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _reference(key: str, ms: ModelSet, truth_mtime: float, _rec: Recovery) -> tuple[Any, str, tuple]:
+    """What the tree is compared against and each edge's status, once per recovery (matching declared
+    parents to model ids costs seconds at 1,000 models: never on every click)."""
+    truth, ref = _truth(ms, _rec)
+    return truth, ref, tuple(_statuses(_rec, truth, ref).items())
+
+
 def _statuses(rec: Recovery, truth: Any, reference: str) -> dict[tuple[str, str], str]:
     if not truth:
         return {}
@@ -289,8 +300,9 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
             st.warning(f"These constraints cannot all hold: {md(e)} The last change was undone.")
             constraints = state.undo_constraints(base_key)
             key, rec = engine.constrained(base_key, base, constraints)
-        truth, ref = _truth(ms, rec)
-        return Loaded(ms, base_key, base, key, rec, constraints, truth, ref, _statuses(rec, truth, ref), device)
+        mtime = Path(ms.truth).stat().st_mtime if ms.truth and Path(ms.truth).is_file() else 0.0
+        truth, ref, statuses = _reference(key, ms, mtime, rec)
+        return Loaded(ms, base_key, base, key, rec, constraints, truth, ref, dict(statuses), device)
     except MotherError as e:
         st.error(md(e))
         return NotReady("error")

@@ -198,7 +198,7 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
                    "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
 
 
-SCREENS = {"1280 × 720": 430, "1920 × 1080": 760}
+SCREENS = {"1280 × 720": 400, "1920 × 1080": 780}  # canvas px so title + tree + edge line fit the screen
 
 
 def talk(ctx: Loaded) -> None:
@@ -240,13 +240,19 @@ def declared_graph(key: str, _rec: Recovery) -> tuple[Recovery, dict]:
     return replace(_rec, edges=edges, constraints=Constraints()), statuses
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def lineage_rows(key: str, _rec: Recovery) -> tuple[list, dict]:
+    """``compare_declared`` and ``edge_lineage`` of a recovery, once (seconds at 1,000 models)."""
+    from mother_core.lineage import edge_lineage
+
+    return compare_declared(_rec), dict(edge_lineage(_rec))
+
+
 def lineage_diff(ctx: Loaded) -> None:
     """Declared and recovered trees side by side (same models, same selection), disagreements listed."""
     import pandas as pd
 
-    from mother_core.lineage import compare_declared, edge_lineage
-
-    rows = compare_declared(ctx.rec)
+    rows, recovered_status = lineage_rows(ctx.key, ctx.rec)
     declared, d_status = declared_graph(ctx.key, ctx.rec)
     left, right = st.columns(2)
     with left:
@@ -257,7 +263,7 @@ def lineage_diff(ctx: Loaded) -> None:
             st.info("No model in this set declares a parent.")
     with right:
         st.markdown("**Recovered** (from the weights) — coloured by agreement with the declared parent")
-        _diff_graph(ctx, ctx.rec, dict(edge_lineage(ctx.rec)), "declared lineage", "recovered")
+        _diff_graph(ctx, ctx.rec, recovered_status, "declared lineage", "recovered")
     bad = [r for r in rows if r.status in ("conflict", "external")]
     st.subheader(f"Disagreements ({len(bad)})")
     if not bad:
@@ -299,7 +305,7 @@ def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
         st.subheader(f"Edge {md(label(edge))}")
         edge_evidence(ctx, edge, full=full)
         if not full:
-            st.page_link("pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
+            st.page_link("app_pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
     else:
         st.caption("Click a model in the tree for its card, or an edge for its evidence.")
 
@@ -369,7 +375,7 @@ def summary(ctx: Loaded) -> None:
         c[4].metric(f"Edges correct vs {ctx.reference}", f"{ev.directed_accuracy:.0%}",
                     help=f"Undirected (right pair, any direction): {ev.undirected_accuracy:.0%}")
     elif ctx.reference == "declared lineage":
-        rows = compare_declared(rec)
+        rows = lineage_rows(ctx.key, rec)[0]
         c[4].metric("Agree with declared parents", f"{sum(r.status == 'agree' for r in rows)}/{len(rows)}")
     problems(rec)
 

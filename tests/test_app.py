@@ -24,8 +24,8 @@ from checkpoint_factory import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-PAGES = ["pages/1_Tree.py", "pages/2_Edge.py", "pages/3_Lineage.py", "pages/4_Ambiguous.py",
-         "pages/5_Matrices.py", "pages/6_Export.py", "pages/7_Talk_mode.py"]
+PAGES = ["app_pages/1_Tree.py", "app_pages/2_Edge.py", "app_pages/3_Lineage.py", "app_pages/4_Ambiguous.py",
+         "app_pages/5_Matrices.py", "app_pages/6_Export.py", "app_pages/7_Talk_mode.py"]
 TREE = [("base", "chat"), ("base", "code"), ("code", "code-py"), ("code", "code-instr"), ("chat", "chat-v2")]
 
 
@@ -155,7 +155,7 @@ def test_every_page_opens(app, page):
 # --- an edge: select, evidence, constraints --------------------------------------------------------
 def test_select_edge_shows_its_evidence_and_highlights_it(app):
     at = app.run()
-    at.switch_page("pages/1_Tree.py").run()
+    at.switch_page("app_pages/1_Tree.py").run()
     box = edge_box(at)
     last = len(box.options) - 1
     target = box.options[last]
@@ -171,7 +171,7 @@ def test_select_edge_shows_its_evidence_and_highlights_it(app):
 
 def test_edge_page_flip_force_and_clear(app):
     at = app.run()
-    at.switch_page("pages/2_Edge.py").run()
+    at.switch_page("app_pages/2_Edge.py").run()
     ok(at)
     titles = plot_titles(at)
     assert any(t.startswith("Kurtosis per layer") for t in titles)
@@ -218,7 +218,7 @@ def test_an_edge_kept_over_a_cheaper_parent_says_so(tmp_path):
 # --- export, lineage, matrices ---------------------------------------------------------------------
 def test_export_offers_every_format(app):
     at = app.run()
-    at.switch_page("pages/6_Export.py").run()
+    at.switch_page("app_pages/6_Export.py").run()
     ok(at)
     labels = [b.label for b in at.get("download_button")]
     for what in ("Result (JSON", "GraphML", "Newick", "base_model", "Tree slide (PNG)", "Interactive tree"):
@@ -230,7 +230,7 @@ def test_export_offers_every_format(app):
 
 def test_lineage_page_compares_declared_parents(app):
     at = ok(app.run())
-    at.switch_page("pages/3_Lineage.py").run()
+    at.switch_page("app_pages/3_Lineage.py").run()
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert any("agree" in lab for lab in labels) and any("conflict" in lab for lab in labels)
@@ -250,7 +250,7 @@ def test_settings_change_reuses_the_statistics(app, monkeypatch):
     at.sidebar.checkbox(key="refine").uncheck().run()  # the arborescence as solved, same statistics
     ok(at)
     assert at.session_state["refine"] is False and graph_payload(at)
-    at.switch_page("pages/5_Matrices.py").run()
+    at.switch_page("app_pages/5_Matrices.py").run()
     ok(at)
     assert "Distance between models (ordered by tree)" in plot_titles(at)
 
@@ -267,7 +267,7 @@ def test_folder_lists_models_before_running_then_runs(app, tmp_path):
     at.sidebar.button[0].click().run()
     ok(at)
     assert graph_payload(at)
-    at.switch_page("pages/3_Lineage.py").run()
+    at.switch_page("app_pages/3_Lineage.py").run()
     assert any(w.value.startswith("code:") for w in at.warning)  # code declares chat: a conflict finding
     # Declared and recovered drawn side by side; the declared graph marks chat -> code as a conflict.
     graphs = [json.loads(el.proto.json) for el in at.get("bidi_component")]
@@ -434,7 +434,7 @@ def test_tree_pages_link_the_served_library(app):
 
 def test_clicking_a_model_opens_its_card_and_search_shows_its_lineage(app):
     at = ok(app.run())
-    at.switch_page("pages/1_Tree.py").run()
+    at.switch_page("app_pages/1_Tree.py").run()
     data = graph_payload(at)
     child = next(n["id"] for n in data["nodes"] if any(e["to"] == n["id"] for e in data["edges"]))
     at.selectbox(key="find_tree").set_value(child).run()
@@ -466,13 +466,13 @@ def test_a_shared_link_opens_the_set_on_the_edge(demo_root, monkeypatch, tmp_pat
     at.query_params.update({"source": "demo", "set": demo, "parent": edge[0], "child": edge[1]})
     ok(at.run())
     assert at.session_state["_keep_demo"] == at_demo and picked_edge(at) == edge
-    at.switch_page("pages/2_Edge.py").run()
+    at.switch_page("app_pages/2_Edge.py").run()
     assert f"Kurtosis per layer: {edge[0]} → {edge[1]}" in plot_titles(ok(at))
 
 
 def test_impossible_constraints_are_undone_with_a_message(app):
     at = app.run()
-    at.switch_page("pages/2_Edge.py").run()
+    at.switch_page("app_pages/2_Edge.py").run()
     parent, child = picked_edge(at)
     at.button(key="flip").click().run()  # forbids parent -> child
     cur = edge_label(at)  # now child -> parent

@@ -52,6 +52,9 @@ def test_gguf_row_ranges_match_whole_reads(tmp_path):
             whole = reader.read(name)
             for rows in ((0, 5), (3, 17), (7, whole.shape[0])):
                 torch.testing.assert_close(reader.read(name, rows), whole[rows[0]:rows[1]], rtol=0, atol=0)
+                # and straight into a caller's buffer, as the pass reads it
+                buf = torch.full(((rows[1] - rows[0]) * whole.shape[1],), float("nan"))
+                torch.testing.assert_close(reader.read_into(name, rows, buf), whole[rows[0]:rows[1]], rtol=0, atol=0)
 
 
 def test_gguf_k_quant_and_mixed_types(tmp_path):
@@ -413,3 +416,22 @@ def test_gguf_type_the_package_cannot_dequantize(tmp_path):
     assert {m.id for m in result.models} == {"root", "a", "partly"}
     messages = str(result.problems)
     assert "Q8_1" in messages and "only-odd.gguf" in messages
+
+
+def test_int8_read_into_matches_read(tmp_path):
+    pytest.importorskip("optimum.quanto")
+    from format_factory import bnb_state, quanto_state
+
+    sd = llama_state(80)
+    states = {"quanto": quanto_state(sd, "qint8")}
+    try:
+        states["bnb"] = bnb_state(sd, "int8")
+    except (ImportError, RuntimeError, NotImplementedError):
+        pass
+    for label, q in states.items():
+        path = _save(q, tmp_path / f"{label}.safetensors")
+        with open_model(discover([path]).models[0]) as reader:
+            for name in ("layers.0.mlp.up_proj.weight", "layers.1.self_attn.k_proj.weight"):
+                whole = reader.read(name)
+                buf = torch.full(((9 - 2) * whole.shape[1],), float("nan"))
+                torch.testing.assert_close(reader.read_into(name, (2, 9), buf), whole[2:9], rtol=0, atol=0)

@@ -85,8 +85,11 @@ def supports(qtype_name: str) -> bool:
     return True
 
 
-def dequantize(data: np.ndarray, qtype_name: str) -> np.ndarray:
+def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None) -> np.ndarray:
     """Decode whole blocks of ``qtype_name`` (``data``: uint8, a multiple of the block size) to float32.
+
+    ``out``, when given, is a contiguous float32 array of exactly that many values, filled in place (the
+    pass's chunk buffer: no intermediate copy).
 
     Returns
     -------
@@ -101,6 +104,10 @@ def dequantize(data: np.ndarray, qtype_name: str) -> np.ndarray:
     blocks = src.reshape(-1, nbytes)
     # The f16 scales at the start of each block, widened once by numpy (1/17 - 1/72 of the bytes).
     scales = np.ascontiguousarray(blocks[:, : 2 * nscales]).view(np.float16).astype(np.float32)
-    out = np.empty(len(blocks) * nvalues, dtype=np.float32)
+    if out is None:
+        out = np.empty(len(blocks) * nvalues, dtype=np.float32)
+    elif out.dtype != np.float32 or out.size != len(blocks) * nvalues or not out.flags.c_contiguous:
+        raise ValueError(f"output buffer of {out.size} {out.dtype} does not fit {len(blocks) * nvalues} values")
+    out = out.reshape(-1)
     _KERNELS[qtype_name](src, scales.reshape(len(blocks), nscales)[:, 0] if nscales == 1 else scales, out)
     return out

@@ -220,8 +220,9 @@ class GGUFReader:
                 raise _unreadable(self.path, str(e)) from e
         return self._handle
 
-    def _read_rows(self, t: GGUFTensor, r0: int, r1: int) -> np.ndarray:
-        """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner)."""
+    def _read_rows(self, t: GGUFTensor, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner); decoded
+        straight into ``out`` (float32, as many values) when given and a compiled kernel takes the type."""
         import gguf
 
         if len(t.shape) <= 1:  # one stored row: read it whole, slice the values
@@ -245,7 +246,7 @@ class GGUFReader:
 
         try:
             if gguf_fast.supports(t.qtype_name):  # compiled, bit-identical to the package's numpy code
-                return gguf_fast.dequantize(buf, t.qtype_name).reshape(shape)
+                return gguf_fast.dequantize(buf, t.qtype_name, out).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
         except Exception as e:
             raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "
@@ -274,6 +275,30 @@ class GGUFReader:
             block = _unpermute_rows(self._read_rows(t, h0, h1), (h1 - h0) // hd)
             return torch.from_numpy(np.ascontiguousarray(block[r0 - h0:r1 - h0]))
         return torch.from_numpy(np.ascontiguousarray(self._read_rows(t, r0, r1)))
+
+    def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
+        """Read ``name`` (rows) into a caller's contiguous CPU buffer of the listed dtype (the pass's chunk
+        buffer); Q8_0 / Q4_0 / Q4_K rows in their stored order are decoded straight into it."""
+        info = self._infos.get(name)
+        if info is None:
+            raise KeyError(f"Model {self.ref.id!r} has no tensor {name!r}.")
+        t = self._tensors[name]
+        r0, r1 = rows if rows is not None else (0, info.shape[0] if info.shape else 1)
+        shape = (r1 - r0, *info.shape[1:]) if info.shape else ()
+        if out.dtype != getattr(torch, info.dtype) or not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError(f"read_into needs a contiguous CPU {info.dtype} buffer, got {out.dtype} on {out.device}.")
+        direct = (len(info.shape) >= 2 and not t.permute_heads and not t.transposed and out.dtype == torch.float32
+                  and rows is not None and 0 <= r0 <= r1 <= info.shape[0])
+        from mother_core.io import gguf_fast
+
+        if direct and gguf_fast.supports(t.qtype_name):
+            self._read_rows(t, r0, r1, out.numpy().reshape(-1))
+            return out.view(shape)
+        data = self.read(name, rows)
+        if data.numel() != out.numel():
+            raise ValueError(f"Buffer of {out.numel()} elements does not fit {name!r} rows {rows}.")
+        out.copy_(data.reshape(out.shape))
+        return out.view(shape)
 
     def close(self) -> None:
         handle, self._handle, self._cached = self._handle, None, None

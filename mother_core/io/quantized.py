@@ -321,6 +321,15 @@ class QuantizedReader:
         """Read into a caller's contiguous buffer of the listed dtype (see ``SafetensorsReader.read_into``)."""
         if name not in self._weights and hasattr(self.raw, "read_into"):
             return self.raw.read_into(name, rows, out)  # type: ignore[attr-defined]
+        w = self._weights.get(name)
+        if w is not None and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
+                and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
+            # Widen the stored rows into the caller's buffer and scale them there: two passes over the
+            # buffer, no temporary as large as the chunk.
+            view = out.view(rows[1] - rows[0], *w.shape[1:])
+            view.copy_(self.raw.read(w.parts["q"], rows))
+            view.mul_(_row_scale(self.raw, w, rows))
+            return view
         t = self.read(name, rows)
         if out.numel() != t.numel() or out.dtype != t.dtype:
             raise ValueError(f"Buffer of {out.numel()} {out.dtype} does not fit {name!r} rows {rows}.")
@@ -350,6 +359,17 @@ class QuantizedReader:
 
 def _f32(raw: ModelReader, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
     return raw.read(name, rows).to(torch.float32)
+
+
+def _row_scale(raw: ModelReader, w: _Weight, rows: tuple[int, int]) -> torch.Tensor:
+    """The per-row (or scalar) scale of an int8 weight's rows, shaped to broadcast over them."""
+    r0, r1 = rows
+    if w.kind == "bnb-int8":
+        return (_f32(raw, w.parts["scb"], rows) / 127.0).reshape(r1 - r0, *([1] * (len(w.shape) - 1)))
+    scale = _f32(raw, w.parts["scale"])
+    if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
+        scale = scale[r0:r1]
+    return scale
 
 
 def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch.Tensor:

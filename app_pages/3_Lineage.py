@@ -5,13 +5,13 @@ import streamlit as st
 
 from explorer_ui.safe_text import md
 from explorer_ui import views
-from mother_core.lineage import compare_declared, findings
+from mother_core.lineage import findings
 
 ctx = views.page("Declared vs recovered", heading="Declared vs recovered",
                  caption="Declared parent: `base_model:` in the model card or the config. Recovered parent: "
                  "from the weights.")
 
-rows = compare_declared(ctx.rec)
+rows = views.lineage_rows(ctx.key, ctx.rec)[0]
 counts = {s: sum(r.status == s for r in rows) for s in ("agree", "conflict", "undocumented", "external")}
 cols = st.columns(4)
 for col, (status, n) in zip(cols, counts.items()):

@@ -1,0 +1,232 @@
+"""The explorer in real Chromium: how fast a 1,000-model set draws and a click shows its evidence.
+
+Prints a table (and writes ``benchmarks/_data/browser.json`` and screenshots to
+``benchmarks/screenshots/``). Usage::
+
+    .venv/bin/python benchmarks/browser.py            # 1,008-model set + the vit-tree demo
+    .venv/bin/python benchmarks/browser.py --copies 20  # a smaller large set
+
+The large set is assembled from a real recovery (the engine on ``assets/demo/vit-tree``: 12 trained
+models, 11 recovered edges with their evidence), copied ``--copies`` times with new ids: half the
+copies are chained into one deep family (each copy's root hung under a model of an earlier copy, with
+that copy's own root edge evidence), the rest stay separate families. The browser sees what it would
+see for a real 1,000-model result: its JSON is loaded through the app's "Saved result" source.
+
+Timings are taken in the page (``performance.now()``): *draw* is from the graph component receiving
+its data to vis-network's first drawn frame; *click* is from the pointer event to the first frame
+showing the result (the evidence heading and plot, or the model card). Targets (issue "The explorer
+for real model sets"): draw <= 2 s, click <= 0.5 s; the ``x target`` column is the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "benchmarks" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def big_result(copies: int, out: Path) -> tuple[Path, int]:
+    """A result file of ``12 * copies`` models assembled from the real vit-tree recovery."""
+    from mother_core import recover_paths
+    from mother_core.recovery.result import Alternative, TreeInfo
+
+    base = recover_paths([str(ROOT / "assets" / "demo" / "vit-tree")])
+    root = base.roots[0]
+    leaves = [m for m in base.model_ids if all(e.parent != m for e in base.edges)]
+    root_edge = base.edges[0]
+    models, edges, trees, ku = [], [], [], []
+    chained = copies // 2
+    for k in range(copies):
+        name = {m: f"{m}-{k:03d}" for m in base.model_ids}
+        tree = 0 if k < chained else k - chained + 1
+        for m in base.models:
+            models.append(replace(m, id=name[m.id], tree=tree, is_root=(m.id == root and (k == 0 or k >= chained)),
+                                  alternatives=tuple(Alternative(name.get(a.parent, a.parent), a.cost, a.distance)
+                                                     for a in m.alternatives)))
+        for e in base.edges:
+            edges.append(replace(e, parent=name[e.parent], child=name[e.child], alternatives=tuple(
+                Alternative(name.get(a.parent, a.parent), a.cost, a.distance) for a in e.alternatives)))
+        if 0 < k < chained:  # hang this copy under a leaf of an earlier copy (a deep, wide family)
+            host = f"{leaves[k % len(leaves)]}-{(k - 1) // 2:03d}"
+            edges.append(replace(root_edge, parent=host, child=name[root], alternatives=()))
+        ku.append(np.asarray(base.layer_kurtosis))
+    ids = [m.id for m in models]
+    for t in sorted({m.tree for m in models}):
+        members = tuple(m.id for m in models if m.tree == t)
+        trees.append(TreeInfo(t, members, next(m.id for m in models if m.tree == t and m.is_root),
+                              base.trees[0].regime, base.trees[0].regime_confidence))
+    rec = replace(base, models=models, edges=edges, trees=trees, layer_kurtosis=np.vstack(ku), problem=None)
+    path = out / "big_result.json"
+    rec.save(path)
+    return path, len(ids)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_ARM = """() => { window.__benchAt = null;
+  document.addEventListener('pointerdown', e => { window.__benchAt = e.timeStamp; }, {capture: true, once: true}); }"""
+_SHOWN = """([heading, plot]) => {
+  if (window.__benchAt === null) return false;
+  const h = Array.from(document.querySelectorAll('h1,h2,h3')).some(x => x.textContent.trim() === heading);
+  const p = !plot || Array.from(document.querySelectorAll('.gtitle')).some(e => e.textContent.includes(plot));
+  return h && p ? (performance.now() - window.__benchAt) / 1000 : false; }"""
+_EDGE_POINT = """() => {
+  const box = document.querySelector('.mg-root .vis-network canvas').getBoundingClientRect();
+  for (const e of window.edges.get()) {
+    if (String(e.id).startsWith('m')) continue;
+    const pos = network.getPositions([e.from, e.to]);
+    const dom = network.canvasToDOM({x: (pos[e.from].x + pos[e.to].x) / 2, y: (pos[e.from].y + pos[e.to].y) / 2});
+    if (network.getNodeAt(dom) === undefined && network.getEdgeAt(dom) === e.id && dom.x > 30 && dom.y > 30
+        && dom.x < box.width - 30 && dom.y < box.height - 80)
+      return {x: box.left + dom.x, y: box.top + dom.y, parent: e.from, child: e.to};
+  }
+  return null; }"""
+_NODE_POINT = """(skip) => {
+  const box = document.querySelector('.mg-root .vis-network canvas').getBoundingClientRect();
+  for (const n of window.nodes.get()) {
+    if (n.id === skip) continue;
+    const dom = network.canvasToDOM(network.getPositions([n.id])[n.id]);
+    if (network.getNodeAt(dom) === n.id && dom.x > 30 && dom.y > 30 && dom.x < box.width - 30 && dom.y < box.height - 80)
+      return {x: box.left + dom.x, y: box.top + dom.y, id: n.id};
+  }
+  return null; }"""
+
+
+def _settled(page) -> None:
+    page.wait_for_timeout(100)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=180_000)
+
+
+def _drawn(page) -> float:
+    """Seconds from the graph's data arriving to its first drawn frame."""
+    page.locator('.mg-root[data-drawn="1"]').first.wait_for(state="attached", timeout=180_000)
+    return round((page.evaluate("() => window.__motherDrawnAt - window.__motherDataAt")) / 1000, 3)
+
+
+def _click(page, point: dict, heading: str, plot: str = "") -> float:
+    page.evaluate(_ARM)
+    page.mouse.click(point["x"], point["y"])
+    return round(page.wait_for_function(_SHOWN, arg=[heading, plot], polling="raf", timeout=180_000).json_value(), 3)
+
+
+def _clicks(page, tag: str, rows: list) -> None:
+    """Click an edge (evidence) and a model (card) in the Tree page's graph, three times each."""
+    for i in range(3):
+        _settled(page)
+        hit = page.evaluate(_EDGE_POINT)
+        label = f"{hit['parent']} → {hit['child']}"
+        rows.append((tag, "click edge -> evidence shown", _click(page, hit, f"Edge {label}",
+                                                                  f"Kurtosis per layer: {label}"), 0.5))
+        _settled(page)
+        node = page.evaluate(_NODE_POINT, hit["child"] if i % 2 else hit["parent"])
+        rows.append((tag, "click model -> card shown", _click(page, node, f"Model {node['id']}"), 0.5))
+    _settled(page)
+
+
+def _fits(page) -> dict:
+    return page.evaluate("""() => {
+      const main = document.querySelector('[data-testid="stMain"]') || document.scrollingElement;
+      const legend = document.querySelector('.mg-legend').getBoundingClientRect();
+      const graph = document.querySelector('.mg-wrap').getBoundingClientRect();
+      return {scroll: main.scrollHeight, view: window.innerHeight, legend_bottom: legend.bottom,
+              graph_bottom: graph.bottom, graph_right: graph.right, width: window.innerWidth,
+              label_px: network.body.nodes[window.nodes.getIds()[0]].options.font.size * network.getScale()}; }""")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--copies", type=int, default=84, help="copies of the 12-model recovery (84 -> 1,008 models)")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="mother-browser-"))
+    path, n_models = big_result(args.copies, tmp)
+    port = _free_port()
+    env = dict(os.environ, MOTHER_BROWSE_ROOTS=f"{tmp}{os.pathsep}{ROOT / 'assets'}")
+    streamlit = Path(sys.executable).with_name("streamlit")
+    proc = subprocess.Popen([str(streamlit), "run", "app.py", "--server.port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    rows: list[tuple[str, str, float, float]] = []
+    fits = {}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            for _ in range(600):
+                try:
+                    page.goto(f"{url}/tree?source=demo&set=vit-tree")
+                    break
+                except Exception:  # noqa: BLE001 - the server is still starting
+                    time.sleep(0.5)
+            rows.append(("vit-tree (12)", "draw (data -> first frame)", _drawn(page), 2.0))
+            _settled(page)
+            _clicks(page, "vit-tree (12)", rows)
+            page.screenshot(path=str(SHOTS / "demo_tree_edge.png"), full_page=True)
+
+            t = time.monotonic()
+            page.goto(f"{url}/tree?source=result&set={quote(str(path))}")
+            rows.append((f"large ({n_models})", "draw (data -> first frame)", _drawn(page), 2.0))
+            rows.append((f"large ({n_models})", "open page -> drawn (wall, incl. loading the result)",
+                         round(time.monotonic() - t, 2), float("nan")))
+            _settled(page)
+            page.screenshot(path=str(SHOTS / "large_tree.png"), full_page=True)
+            _clicks(page, f"large ({n_models})", rows)
+            page.screenshot(path=str(SHOTS / "large_tree_card.png"), full_page=True)
+
+            for w, h in ((1280, 720), (1920, 1080)):
+                talk = browser.new_page(viewport={"width": w, "height": h})
+                talk.goto(f"{url}/talk?source=demo&set=vit-tree")
+                _drawn(talk)
+                _settled(talk)
+                talk.keyboard.press("ArrowRight")
+                talk.wait_for_function("() => document.querySelector('.mg-root').dataset.selectedEdge", timeout=60_000)
+                _settled(talk)
+                fits[f"{w}x{h}"] = _fits(talk)
+                talk.screenshot(path=str(SHOTS / f"talk_{w}x{h}.png"))
+                talk.close()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    print(f"load average (1 min): {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
+    print(f"{'set':<16} {'what':<52} {'median s':>9} {'max s':>7} {'target s':>9} {'x target':>9}")
+    table = {}
+    for key in dict.fromkeys((s, w) for s, w, _, _ in rows):
+        vals = [v for s, w, v, _ in rows if (s, w) == key]
+        target = next(t for s, w, _, t in rows if (s, w) == key)
+        med, mx = float(np.median(vals)), max(vals)
+        table[f"{key[0]} | {key[1]}"] = {"median_s": med, "max_s": mx, "n": len(vals)}
+        ratio = "" if np.isnan(target) else f"{mx / target:.2f}"
+        print(f"{key[0]:<16} {key[1]:<52} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9}")
+    for size, f in fits.items():
+        ok = f["scroll"] <= f["view"] + 2 and f["legend_bottom"] <= f["view"] and f["graph_right"] <= f["width"]
+        print(f"talk mode {size}: page height {f['scroll']} px in a {f['view']} px window, legend bottom "
+              f"{f['legend_bottom']:.0f} px, label {f['label_px']:.1f} px on screen -> {'fits' if ok else 'DOES NOT FIT'}")
+    out = ROOT / "benchmarks" / "_data"
+    out.mkdir(exist_ok=True)
+    (out / "browser.json").write_text(json.dumps({"rows": table, "talk": fits,
+                                                  "load_1min": os.getloadavg()[0]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
