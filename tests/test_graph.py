@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("pyvis")
 
-from explorer_ui.graph import FOLD_BUDGET, RELATIONS, Forest, build_graph, fold  # noqa: E402
-from mother_core.layout import forest_positions  # noqa: E402
-from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo  # noqa: E402
+from explorer_ui.graph import FOLD_BUDGET, RELATIONS, Forest, build_graph, fold
+from mother_core.layout import forest_positions
+from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo
 
 
 def forest(edges: list[tuple[str, str]], relations: dict | None = None, weights: dict | None = None) -> Recovery:
