@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +14,7 @@ from mother_core.device import DEVICE_CHOICES, describe_device
 from mother_core.errors import MotherError
 from mother_core.recovery.recover import METHODS, REGIMES
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+from mother_core.relations.vocabulary import Relation
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="key the statistics cache on file content (SHA-256), not path/size/mtime")
     rec.add_argument("--no-refine", dest="refine", action="store_false",
                      help="keep the arborescence as solved (no refinement by additivity of squared distances)")
+    rec.add_argument("--relations", default="all",
+                     help="relation detectors run before the fine-tune forest (docs/RELATIONS.md): all (default), "
+                          "none, or a list of convert,quantized,adapter,merge,shape,lora")
     rec.add_argument("--n-trees", type=int, help="number of trees, if known (default: found from the data)")
     rec.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
@@ -87,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("result")
     ex.add_argument("--format", choices=["node-link", "graphml", "newick", "base-model"], required=True)
     ex.add_argument("--out", help="file to write (default: standard output)")
+
+    sub.add_parser("relations", help="list the relation words edges carry (docs/RELATIONS.md)")
 
     try:
         from mother_zoo.cli import register_cli
@@ -131,7 +138,7 @@ def _cmd_recover(args) -> int:
 
     settings = RecoverySettings(regime=args.regime, method=args.method, lambda_=args.lambda_, layers=args.layers,
                                 name_pattern=args.name_pattern, n_trees=args.n_trees, use_rank=args.use_rank,
-                                refine=args.refine)
+                                refine=args.refine, relations=args.relations)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)
@@ -145,7 +152,10 @@ def _cmd_recover(args) -> int:
     result.save(args.out)
     for p in result.problems:
         print(printable(f"skipped {p['path']}: {p['message']}"), file=sys.stderr)
-    print(f"{len(result.models)} models, {len(result.edges)} edges, {len(result.trees)} trees -> {args.out}")
+    counts = Counter(e.relation for e in result.edges)
+    kinds = ", ".join(f"{counts[r.value]} {r.value}" for r in Relation if counts[r.value])
+    print(f"{len(result.models)} models, {len(result.edges)} edges ({kinds or 'none'}), {len(result.trees)} trees "
+          f"-> {args.out}")
     return 0
 
 
@@ -191,7 +201,15 @@ def _cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
+def _cmd_relations(args) -> int:
+    from mother_core.relations.vocabulary import RELATIONS
+
+    for r, info in RELATIONS.items():
+        print(f"{r.value:<10} {info.label:<12} {info.description}")
+    return 0
+
+
+COMMANDS = {"relations": _cmd_relations, "scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
             "evaluate": _cmd_evaluate, "export": _cmd_export}
 
 

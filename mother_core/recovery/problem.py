@@ -97,6 +97,11 @@ class RecoveryProblem:
         ``"mother+"`` or ``"paper"``: how direction confidence is read.
     refine : bool
         Whether the solver refines each tree after the arborescence.
+    links : tuple of dict
+        Typed relations decided before the forest (:class:`mother_core.relations.evidence.TypedLink`
+        as dicts): each child's parents, relation, detail, confidence (:mod:`.typed`).
+    edge_labels : mapping of str to list
+        Relation of the forest's own edges (``"parent\tchild"`` -> [relation, detail, confidence]).
     """
 
     ids: tuple[str, ...]
@@ -114,6 +119,8 @@ class RecoveryProblem:
     squared: np.ndarray | None = None
     method: str = "mother+"
     refine: bool = True
+    links: tuple[Mapping[str, Any], ...] = ()
+    edge_labels: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_models(self) -> int:
@@ -147,6 +154,8 @@ class RecoveryProblem:
         }
         if self.squared is not None:
             out["squared_distance"] = self.squared.tolist()
+        out["typed_links"] = [dict(link) for link in self.links]
+        out["edge_labels"] = dict(self.edge_labels)
         return out
 
     @classmethod
@@ -193,6 +202,7 @@ class RecoveryProblem:
             readings=readings, models=facts,
             squared=None if squared is None else np.array([[_f(x) for x in row] for row in squared]),
             method=method, refine=refine,
+            links=tuple(extra.get("typed_links") or ()), edge_labels=dict(extra.get("edge_labels") or {}),
         )
 
 

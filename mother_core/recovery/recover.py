@@ -39,6 +39,9 @@ from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
+from mother_core.recovery.typed import apply_relations, block_leaves, links_of, solver_constraints
+from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
+from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
 
 REGIMES = ("auto", "specialization", "generalization")
@@ -127,6 +130,12 @@ def recover(
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
+    # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
+    # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
+    detectors = _detectors(settings)
+    findings = detect_relations(stats, labels, detectors) if detectors else TypedFindings()
+    _, _, leaves = solver_constraints(list(findings.links), set())
+    typed_children = {link.child for link in findings.links}
 
     n = stats.n_models
     cost = np.full((n, n), np.inf)
@@ -139,10 +148,10 @@ def recover(
             readings[t] = TreeReading("specialization" if settings.regime == "auto" else settings.regime, 0.5)
             continue
         sub = np.ix_(members, members)
-        placement = _placement_distance(stats, mask, ev, members, settings)
+        placement = _placement_distance(stats, mask, ev, members, settings, typed_children)
         regime, conf, sub_cost, norm_sign = _choose_regime(ev, members, settings, placement)
         readings[t] = TreeReading(regime, conf, rank_distance_used=placement is not None, norm_sign=norm_sign)
-        cost[sub] = sub_cost
+        cost[sub] = block_leaves(sub_cost, {k for k, g in enumerate(members) if g in leaves})
         evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
@@ -157,10 +166,12 @@ def recover(
                      for i, m in enumerate(stats.models)),
         squared=squared if np.isfinite(squared).any() else None,
         method=settings.method, refine=settings.refine,
+        links=tuple(link.to_dict() for link in findings.links),
     )
     base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
-        problems=[{"path": p.path, "message": p.message} for p in stats.problems],
+        problems=[{"path": p.path, "message": p.message} for p in stats.problems]
+        + [{"path": stats.models[i].path, "message": msg} for i, msg in findings.notes],
         layers=[LayerInfo(stats.tensors[i].name, stats.tensors[i].shape, stats.tensors[i].kind)
                 for i in ev.layer_index],
         layer_kurtosis=layer_kurtosis, problem=problem,
@@ -168,7 +179,39 @@ def recover(
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
     solved = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return _with_votes(_carried(base, solved), base)
+    return _with_votes(_carried(base, apply_relations(_label_forest_edges(solved, stats, detectors))), base)
+
+
+def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
+    """The relation detectors ``settings.relations`` names (none under the paper's method)."""
+    if settings.method == "paper" or settings.relations == "none":
+        return ()
+    if settings.relations == "all":
+        return DETECTORS
+    chosen = tuple(d.strip() for d in settings.relations.split(",") if d.strip())
+    unknown = [d for d in chosen if d not in DETECTORS]
+    if unknown:
+        raise InputError(f"Unknown relation detector {unknown[0]!r}: use all, none or a list of "
+                         f"{', '.join(DETECTORS)}.")
+    return chosen
+
+
+def _label_forest_edges(recovery: Recovery, stats: WeightStatistics, detectors: tuple[str, ...]) -> Recovery:
+    """Type the forest's own edges (lora, prune, distill, finetune) from the weights; kept in the
+    problem so that a re-solve keeps them."""
+    if not detectors or recovery.problem is None:
+        return recovery
+    pl = pair_layers(stats)
+    index = {m: i for i, m in enumerate(stats.model_ids)}
+    linked = {link.child for link in links_of(recovery.problem)}
+    labels = {}
+    for e in recovery.edges:
+        p, c = index[e.parent], index[e.child]
+        if c in linked:
+            continue
+        rel, detail, conf, _ = label_edge(stats, pl, p, c, detectors)
+        labels[f"{e.parent}\t{e.child}"] = [rel.value, detail, None if math.isnan(conf) else conf]
+    return replace(recovery, problem=replace(recovery.problem, edge_labels=labels))
 
 
 def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
@@ -185,7 +228,7 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
     solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
-    return _with_votes(_carried(recovery, solved), recovery)
+    return _with_votes(_carried(recovery, apply_relations(solved)), recovery)
 
 
 def _with_votes(recovery: Recovery, before: Recovery) -> Recovery:
@@ -260,7 +303,8 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     assert problem is not None  # resolve checked
     parent = np.full(len(ids), -1)
     for e in recovery.edges:
-        parent[index[e.child]] = index[e.parent]
+        if parent[index[e.child]] < 0:  # a merge's first edge is its forest edge
+            parent[index[e.child]] = index[e.parent]
     forced, forbidden, _ = model_indices(problem, constraints)
     cost = problem.cost.copy()
     dist = problem.distance
@@ -273,20 +317,27 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),
                       lambda p, c: known.get((ids[p], ids[c]), ()))
-    return _carried(recovery, solved)
+    return _carried(recovery, apply_relations(solved))
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,
-                        settings: RecoverySettings) -> np.ndarray | None:
+                        settings: RecoverySettings, typed: set[int] = frozenset()) -> np.ndarray | None:
     """The rank distance of one tree when its models differ at low rank (merged LoRA), else None.
 
     method.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
     grandparents likewise, so the rank of the difference places edges where a Frobenius distance
     confuses siblings with parents. Candidates are each model's nearest relatives by distance; other
-    pairs cost more than any candidate. Ties are broken by the (normalised) distance.
+    pairs cost more than any candidate. Ties are broken by the (normalised) distance. Whether the tree
+    is low-rank is judged without its typed children (``typed``: copies differ at rank 0, merges
+    anyhow), which keep the parents their detectors gave them.
     """
     if settings.use_rank == "never" or settings.method == "paper":
         return None
+    core = np.array([g for g in members if g not in typed], dtype=int)
+    if settings.use_rank != "always" and len(core) < len(members):
+        judged = rank_evidence(stats, mask, ev.distance, core) if len(core) >= 2 else None
+        if judged is None or not judged.low_rank:
+            return None
     found = rank_evidence(stats, mask, ev.distance, members)
     if found is None or not (found.low_rank or settings.use_rank == "always"):
         return None

@@ -79,6 +79,11 @@ class RecoverySettings:
         ``"mother+"`` only: after the arborescence, move attachments while squared distances add up
         better along the tree's paths (fine-tuning steps add nearly orthogonal updates; see
         :mod:`mother_core.recovery.additive`). Trees placed by the rank distance are left as solved.
+    relations : str
+        ``"mother+"`` only: which relation detectors run before the fine-tune forest is solved
+        (:mod:`mother_core.relations.detect`): ``"all"`` (default), ``"none"`` (every edge a
+        fine-tune, as in the paper) or a comma-separated list of ``convert, quantized, adapter,
+        merge, shape, lora``.
     """
 
     regime: str = "auto"
@@ -91,6 +96,7 @@ class RecoverySettings:
     use_rank: str = "auto"
     n_trees: int | None = None
     refine: bool = True
+    relations: str = "all"
 
 
 @dataclass(frozen=True)
