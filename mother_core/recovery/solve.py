@@ -68,6 +68,9 @@ def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
     forbidden = forbidden + [e for e in typed_forbidden if e not in user_forced]
     squared = problem.squared if problem.refine else None
     labels, cost = joined_trees(problem, forced)
+    for p, c in typed_forced:  # a typed parent may itself be a typed leaf (a quantized copy of a merge)
+        if not np.isfinite(cost[p, c]):
+            cost[p, c] = problem.distance[p, c] if np.isfinite(problem.distance[p, c]) else 1.0
     parent = np.full(len(ids), -1)
     for t in np.unique(labels):
         members = np.flatnonzero(labels == t)

@@ -35,9 +35,8 @@ CONVERT_TOL = 1.5
 CONVERT_MAX = 20.0
 #: Share of each model's elements the two must share to be the same weights in another form.
 SAME_SHAPES = 0.95
-#: A quantized model's source must share this share of its elements (a reader may leave a quantized
-#: matrix out, or read it transposed: the unquantized embeddings and norms still tell the source).
-QUANT_COVERAGE = 0.2
+#: A quantized model's source must share this share of its elements.
+QUANT_COVERAGE = 0.5
 #: Farther than this (relative) from every float model, a quantized model's source is not in the set.
 QUANT_MAX_RELATIVE = 0.8
 
