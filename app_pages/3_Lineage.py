@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from explorer_ui.safe_text import md
 from explorer_ui import views
+from explorer_ui.safe_text import md
 from mother_core.lineage import findings
 
 ctx = views.page("Declared vs recovered", heading="Declared vs recovered",

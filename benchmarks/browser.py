@@ -148,7 +148,7 @@ def _fits(page) -> dict:
       const graph = document.querySelector('.mg-wrap').getBoundingClientRect();
       return {scroll: main.scrollHeight, view: window.innerHeight, legend_bottom: legend.bottom,
               graph_bottom: graph.bottom, graph_right: graph.right, width: window.innerWidth,
-              label_px: (window.nodes.get()[0].font.size || 14) * network.getScale()}; }""")
+              label_px: network.body.nodes[window.nodes.getIds()[0]].options.font.size * network.getScale()}; }""")
 
 
 def main() -> None:

@@ -154,8 +154,8 @@ def relation(e: Edge) -> str:
 
 def edge_tooltip(e: Edge, status: str | None) -> str:
     lines = [f"{e.parent} → {e.child}", f"relation: {relation(e)}", f"distance {_fmt(e.distance)}",
-             f"confidence {_fmt(e.confidence, 2)} (placement {_fmt(e.placement_confidence, 2)}, "
-             f"direction {_fmt(e.direction_confidence, 2)})"]
+             (f"confidence {_fmt(e.confidence, 2)} (placement {_fmt(e.placement_confidence, 2)}, "
+              f"direction {_fmt(e.direction_confidence, 2)})")]
     weight = getattr(e, "merge_weight", None)
     if weight is not None and not (isinstance(weight, float) and math.isnan(weight)):
         lines.append(f"merge weight {_fmt(weight, 2)}")

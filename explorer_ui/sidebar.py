@@ -15,8 +15,8 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.safe_text import md, plain
 from explorer_ui import engine, sources, state
+from explorer_ui.safe_text import md, plain
 from explorer_ui.settings_widgets import settings_widgets
 from explorer_ui.sources import ModelSet
 from explorer_ui.state import NotReady

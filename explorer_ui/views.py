@@ -333,10 +333,10 @@ def node_card(ctx: Loaded, model: str) -> None:
                                               is not None else "") + ")" for e in parents) or "(root)"),
             ("Children", ", ".join(sorted(kids)) or "(none)"), ("Kurtosis", _fmt_num(m.kurtosis))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
-    if parents:
-        if st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}", key=f"card_edge_{model}"):
-            state.select_edge((parents[0].parent, model))
-            st.rerun()
+    if parents and st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}",
+                             key=f"card_edge_{model}"):
+        state.select_edge((parents[0].parent, model))
+        st.rerun()
     if m.alternatives:
         st.markdown("**Alternative parents** (lower cost is better)")
         st.dataframe(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _num(a.cost, 4),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from typing import Sequence
 
 from mother_core.atomic import write_text_atomic
@@ -12,6 +13,7 @@ from mother_core.device import describe_device
 from mother_core.errors import MotherError
 from mother_core.recovery.result import Constraints, Recovery
 from mother_core.settings import SETTINGS, RecoverySettings, recovery_settings
+from mother_core.relations.vocabulary import Relation
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["node-link", "graphml", "newick", "base-model"], required=True)
     ex.add_argument("--out", help="file to write (default: standard output)")
 
+    sub.add_parser("relations", help="list the relation words edges carry (docs/RELATIONS.md)")
+
     try:
         from mother_zoo.cli import register_cli
     except ImportError:  # the zoo is optional at import time
@@ -150,7 +154,10 @@ def _cmd_recover(args) -> int:
     result.save(args.out)
     for p in result.problems:
         print(printable(f"skipped {p['path']}: {p['message']}"), file=sys.stderr)
-    print(f"{len(result.models)} models, {len(result.edges)} edges, {len(result.trees)} trees -> {args.out}")
+    counts = Counter(e.relation for e in result.edges)
+    kinds = ", ".join(f"{counts[r.value]} {r.value}" for r in Relation if counts[r.value])
+    print(f"{len(result.models)} models, {len(result.edges)} edges ({kinds or 'none'}), {len(result.trees)} trees "
+          f"-> {args.out}")
     return 0
 
 
@@ -196,7 +203,15 @@ def _cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
+def _cmd_relations(args) -> int:
+    from mother_core.relations.vocabulary import RELATIONS
+
+    for r, info in RELATIONS.items():
+        print(f"{r.value:<10} {info.label:<12} {info.description}")
+    return 0
+
+
+COMMANDS = {"relations": _cmd_relations, "scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
             "evaluate": _cmd_evaluate, "export": _cmd_export}
 
 

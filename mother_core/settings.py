@@ -30,6 +30,7 @@ LAYER_SELECTIONS = ("matrices", "all", "square-attention")
 DIRECTION_CUES = ("kurtosis+norm", "kurtosis", "norm")
 NORM_DIRECTIONS = ("auto", "growth")
 USE_RANK = ("auto", "never", "always")
+RELATION_DETECTORS = ("all", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
 Scope = Literal["recovery", "run"]
@@ -93,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lambda_", "lambda (direction penalty)", "Weight of the direction penalty in the cost "
             "M = D + lambda * mean(D) * K.", 0.3, type=float, minimum=0.0, maximum=2.0, step=0.05),
     Setting("direction_cues", "Direction cues", "Which cues orient edges (mother+ only): the per-layer "
-            "kurtosis trend, norm growth, or both.", "kurtosis+norm", choices=DIRECTION_CUES),
+            "kurtosis trend, norm growth, or both.", "kurtosis+norm", choices=DIRECTION_CUES, open_choices=True),
     Setting("norm_direction", "Norm direction", "auto: whether norms grow or (under strong weight decay) shrink "
             "from parent to child is read per tree; growth: always growth.", "auto", choices=NORM_DIRECTIONS),
     Setting("layers", "Layers", "Layer selection: matrices (2-D and conv weights), all (norms and biases too), "
@@ -108,6 +109,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("refine", "Refine by additivity", "Move attachments while squared distances add up better along "
             "the tree (fine-tuning steps add nearly orthogonal updates); off: the arborescence as solved.",
             True, type=bool),
+    Setting("relations", "Relation detectors", "Relation detectors run before the fine-tune forest "
+            "(docs/RELATIONS.md): all, none, or a list of convert,quantized,adapter,merge,shape,lora.", "all",
+            choices=RELATION_DETECTORS, open_choices=True),
     Setting("device", "Device", "Where the statistics pass runs (auto: a GPU when there is one).", "auto",
             choices=DEVICES, scope="run"),
 )
@@ -162,6 +166,11 @@ class RecoverySettings:
         ``"mother+"`` only: after the arborescence, move attachments while squared distances add up
         better along the tree's paths (fine-tuning steps add nearly orthogonal updates; see
         :mod:`mother_core.recovery.additive`). Trees placed by the rank distance are left as solved.
+    relations : str
+        ``"mother+"`` only: which relation detectors run before the fine-tune forest is solved
+        (:mod:`mother_core.relations.detect`): ``"all"`` (default), ``"none"`` (every edge a
+        fine-tune, as in the paper) or a comma-separated list of ``convert, quantized, adapter,
+        merge, shape, lora``.
     """
 
     regime: str = str(_default("regime"))
@@ -174,6 +183,7 @@ class RecoverySettings:
     use_rank: str = str(_default("use_rank"))
     n_trees: int | None = None
     refine: bool = bool(_default("refine"))
+    relations: str = str(_default("relations"))
 
 
 def recovery_settings() -> tuple[Setting, ...]:

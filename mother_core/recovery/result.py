@@ -80,6 +80,9 @@ class Edge:
     constrained: bool = False
     alternatives: tuple[Alternative, ...] = ()
     layer_distance: tuple[float, ...] = ()  # per-layer distance, same order as Recovery.layers
+    # Each direction cue's vote in [-1, 1] for parent -> child under the tree's reading (positive:
+    # supports this direction): "kurtosis", "norm", "effective_rank" (recover.cue_votes).
+    cues: dict[str, float] = field(default_factory=dict)
     # Per-layer kurtosis vote (+1 for this direction, -1 against, 0 not voting), as the engine counted
     # them (recover.layer_votes); same order as Recovery.layers, () when not computed.
     layer_votes: tuple[int, ...] = ()
@@ -118,6 +121,10 @@ class TreeInfo:
     root: str
     regime: str
     regime_confidence: float
+    # What the direction rests on: "own" evidence, "pooled" over the architecture's trees, the "prior",
+    # or "fixed" by the user (mother_core/recovery/direction.py), and a sentence saying so.
+    direction_basis: str = ""
+    direction_note: str = ""
 
 
 @dataclass(frozen=True)

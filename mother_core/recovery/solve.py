@@ -20,6 +20,7 @@ from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
+from mother_core.recovery.typed import links_of, solver_constraints
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, ModelNode, Recovery, RecoverySettings, TreeInfo,
 )
@@ -59,9 +60,17 @@ def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
         model indices and its message names the models by id.
     """
     ids = list(problem.ids)
-    forced, forbidden, fixed_roots = model_indices(problem, constraints)
+    user_forced, forbidden, fixed_roots = model_indices(problem, constraints)
+    # Typed relations (decided before the forest, :mod:`.typed`) yield to the user's constraints.
+    typed_forced, typed_forbidden, leaves = solver_constraints(
+        links_of(problem), {c for _, c in user_forced} | set(fixed_roots))
+    forced = user_forced + [e for e in typed_forced if e not in forbidden]
+    forbidden = forbidden + [e for e in typed_forbidden if e not in user_forced]
     squared = problem.squared if problem.refine else None
     labels, cost = joined_trees(problem, forced)
+    for p, c in typed_forced:  # a typed parent may itself be a typed leaf (a quantized copy of a merge)
+        if not np.isfinite(cost[p, c]):
+            cost[p, c] = problem.distance[p, c] if np.isfinite(problem.distance[p, c]) else 1.0
     parent = np.full(len(ids), -1)
     for t in np.unique(labels):
         members = np.flatnonzero(labels == t)
@@ -83,10 +92,31 @@ def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
             # The solver speaks in indices of this tree's members; users know models by id.
             raise e.named(ids, [int(g) for g in members], advice=ADVICE) from e
         if squared is not None:
-            sol = _refined(sol, squared[np.ix_(members, members)], sub, local, forced, forbidden, fixed_roots)
+            sol = _refined_core(sol, members, squared, sub, forced, forbidden, fixed_roots, leaves)
         for k, pk in enumerate(sol):
             parent[members[k]] = members[pk] if pk >= 0 else -1
-    return assemble(problem.with_trees(labels, cost), parent, constraints, set(forced), layer_distance)
+    return assemble(problem.with_trees(labels, cost), parent, constraints, set(user_forced), layer_distance)
+
+
+def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub: np.ndarray,
+                  forced: list[tuple[int, int]], forbidden: list[tuple[int, int]], fixed_roots: list[int],
+                  leaves: set[int]) -> np.ndarray:
+    """:func:`_refined` on the tree without its typed leaves (copies, quantized models, adapters and
+    merges keep the parents their detectors gave them; the refinement moves the fine-tune forest)."""
+    core = np.array([k for k, g in enumerate(members) if g not in leaves], dtype=int)
+    if len(core) < 3:
+        return sol
+    pos = {int(k): j for j, k in enumerate(core)}
+    if any(sol[k] >= 0 and int(sol[k]) not in pos for k in core):
+        return sol  # a core model hangs under a leaf (only a user's constraint does that): leave it
+    core_sol = np.array([pos[int(sol[k])] if sol[k] >= 0 else -1 for k in core])
+    g = members[core]
+    local = {int(x): j for j, x in enumerate(g)}
+    new = _refined(core_sol, squared[np.ix_(g, g)], sub[np.ix_(core, core)], local, forced, forbidden, fixed_roots)
+    out = sol.copy()
+    for j, k in enumerate(core):
+        out[k] = core[new[j]] if new[j] >= 0 else -1
+    return out
 
 
 def model_indices(problem: RecoveryProblem, constraints: Constraints
@@ -204,7 +234,8 @@ def _graph(problem: RecoveryProblem, parent: np.ndarray, forced: set[tuple[int, 
         roots = [ids[i] for i in members if parent[i] < 0]
         reading = problem.reading(int(t))
         trees.append(TreeInfo(int(t), tuple(ids[i] for i in members), roots[0] if roots else "",
-                              reading.regime, reading.confidence))
+                              reading.regime, reading.confidence, direction_basis=reading.basis,
+                              direction_note=reading.note))
     return nodes, edges, trees
 
 
@@ -220,7 +251,8 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
     if problem.method == "paper":
         p_dir = direction_confidence(forward, total, reading.confidence)
     else:
-        p_dir = evidence_confidence(float(problem.evidence[p, c]))
+        # A reading that is itself uncertain (a coin-flip regime) makes the direction uncertain.
+        p_dir = evidence_confidence(float(problem.evidence[p, c]), reading.confidence)
     parts = ConfidenceParts(placement_confidence(
         float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]), problem.threshold), p_dir)
     return Edge(
@@ -231,4 +263,5 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
         layers_voting_forward=forward, layers_voting_backward=total - forward,
         constrained=constrained, alternatives=alternatives,
         layer_distance=layer_distance(p, c) if layer_distance is not None else (),
+        cues={k: float(v[p, c]) for k, v in problem.cue_votes.items()},
     )

@@ -1,0 +1,99 @@
+"""The typed lineage graph around the fine-tune forest (docs/RELATIONS.md).
+
+The detectors (:mod:`mother_core.relations`) decide the near-exact relations first; this module
+turns them into what the forest solver understands and back:
+
+- :func:`solver_constraints`: every typed child's (first) parent is a forced edge; copies, quantized
+  models and unmerged adapters cannot parent anything in the fine-tune forest (their original, source
+  or base stands for them), nor can merges (merges are not hubs, see :data:`LEAF_RELATIONS`);
+- :func:`apply_relations`: the solved forest's edges get their relation, detail and confidence; a
+  merge gets one more edge per further parent, with its weight.
+
+The links and the forest edges' labels live in the :class:`~mother_core.recovery.problem.RecoveryProblem`
+(``typed_links`` and ``edge_labels`` in result.json's ``extra``), so
+:func:`~mother_core.recovery.recover.resolve` keeps them without weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from mother_core.recovery.problem import RecoveryProblem
+from mother_core.recovery.result import Edge, Recovery
+from mother_core.relations.evidence import TypedLink
+from mother_core.relations.vocabulary import Relation
+
+#: Relations whose child is never a parent in the fine-tune forest. A merge sits between its parents
+#: (closer to each than they are to their own parent, and with a smaller norm), so in the forest it
+#: would parent its parents' relatives; it parents nothing there. Known cost: a model fine-tuned from a
+#: merge is placed under the merge's nearest relative instead (typed children, e.g. a quantized copy
+#: of the merge, still attach to it).
+LEAF_RELATIONS = (Relation.CONVERT, Relation.QUANTIZED, Relation.ADAPTER, Relation.MERGE)
+
+
+def links_of(problem: RecoveryProblem | None) -> list[TypedLink]:
+    """The typed links a recovery problem carries."""
+    return [] if problem is None else [TypedLink.from_dict(dict(d)) for d in problem.links]
+
+
+def solver_constraints(links: list[TypedLink], user_forced_children: set[int]) -> tuple[
+        list[tuple[int, int]], list[tuple[int, int]], set[int]]:
+    """(forced edges, forbidden edges, models that parent nothing) for the forest solver.
+
+    A child the user forced a parent for keeps the user's choice (no typed forced edge).
+    """
+    forced, forbidden, leaves = [], [], set()
+    for link in links:
+        if link.child not in user_forced_children:
+            forced.append((link.parents[0], link.child))
+        if link.relation in LEAF_RELATIONS:
+            leaves.add(link.child)
+        if link.relation is Relation.MERGE:
+            forbidden += [(link.child, p) for p in link.parents]
+    return forced, forbidden, leaves
+
+
+def block_leaves(cost: np.ndarray, leaves: set[int]) -> np.ndarray:
+    """``cost`` with the rows of ``leaves`` infinite: they parent nothing."""
+    out = cost.copy()
+    for i in leaves:
+        out[i, :] = np.inf
+    return out
+
+
+def apply_relations(recovery: Recovery) -> Recovery:
+    """Type every edge of a solved forest and add the further parents of merges."""
+    links = {link.child: link for link in links_of(recovery.problem)}
+    labels = {} if recovery.problem is None else recovery.problem.edge_labels
+    ids = recovery.model_ids
+    dist = recovery.distance_matrix
+    index = {m: i for i, m in enumerate(ids)}
+    edges: list[Edge] = []
+    for e in recovery.edges:
+        c = index[e.child]
+        link = links.get(c)
+        if link is not None and ids[link.parents[0]] == e.parent:
+            weight = link.weights[0] if link.weights else None
+            conf = link.confidence
+            edges.append(replace(e, relation=link.relation.value, relation_detail=link.detail,
+                                 relation_confidence=conf, merge_weight=weight, confidence=conf,
+                                 placement_confidence=conf, direction_confidence=max(conf, e.direction_confidence)
+                                 if link.relation is Relation.MERGE else conf))
+            for k, p in enumerate(link.parents[1:], start=1):
+                d = float(dist[p, c]) if dist is not None else math.nan
+                edges.append(Edge(parent=ids[p], child=e.child, distance=d, confidence=conf,
+                                  placement_confidence=conf, direction_confidence=conf,
+                                  relation=link.relation.value, relation_detail=link.detail,
+                                  relation_confidence=conf, merge_weight=link.weights[k] if link.weights else None))
+            continue
+        label = labels.get(f"{e.parent}\t{e.child}")
+        if label is not None:
+            edges.append(replace(e, relation=label[0], relation_detail=label[1],
+                                 relation_confidence=float(label[2]) if label[2] is not None else math.nan))
+        else:
+            edges.append(replace(e, relation=Relation.FINETUNE.value, relation_detail="",
+                                 relation_confidence=math.nan, merge_weight=None))
+    return replace(recovery, edges=edges)

@@ -1,0 +1,162 @@
+"""``convert`` and ``quantized``: the same weights again, up to a rounding grid (docs/RELATIONS.md).
+
+Conversions (another dtype or file format, byte-identical duplicates included): two float models of
+the same shapes whose every shared layer sits within the rounding noise of the coarser of their two
+storage types, ||W_i - W_j|| <= CONVERT_TOL * u * ||W|| with u its unit roundoff (round-to-nearest
+moves each value by at most u relative; a fine-tune moves a layer by 1-30%). Such models form
+classes; in each, the original is the one of highest precision, then the oldest file (a copy is
+written later; ``cp -p`` keeps the mtime but not the ctime), then the first in model order: the
+others are its ``convert`` children.
+
+Quantized models are the ones whose format names a quantization scheme (the reader's
+``container:scheme``, e.g. ``gguf:Q4_0``). Their rounding error e is fixed by the source and nearly
+orthogonal to any fine-tuning difference, so ||Q - W||^2 = ||e||^2 + ||W_src - W||^2: the source is
+the float model at the smallest squared distance even when e is far larger than the fine-tunes'
+differences (a 4-bit grid). The quantized model is always the child.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mother_core.relations.evidence import (
+    PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
+)
+from mother_core.relations.vocabulary import Relation
+from mother_core.stats.result import WeightStatistics
+
+#: Median per-layer relative difference, in units of the coarser dtype's unit roundoff, for a conversion.
+#: Round-to-nearest leaves ~0.4 u (RMS) per layer; fine-tunes sit at 1e-2 and more.
+CONVERT_TOL = 1.5
+#: Largest per-layer relative difference (in u): layers of tiny values (biases near zero) fall into
+#: fp16's subnormal range, where rounding is coarser than u relative to them.
+CONVERT_MAX = 20.0
+#: Share of each model's elements the two must share to be the same weights in another form.
+SAME_SHAPES = 0.95
+#: A quantized model's source must share this share of its elements.
+QUANT_COVERAGE = 0.5
+#: Farther than this (relative) from every float model, a quantized model's source is not in the set.
+QUANT_MAX_RELATIVE = 0.8
+
+
+def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list[TypedLink]:
+    """Conversion classes among the float models not in ``skip``; one link per non-original member."""
+    n = stats.n_models
+    u = storage_roundoff(stats)
+    eligible = [i for i in range(n) if i not in skip and quantization_scheme(stats.models[i].format) is None]
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    worst: dict[tuple[int, int], float] = {}
+    for a_pos, i in enumerate(eligible):
+        for j in eligible[a_pos + 1:]:
+            if pl.shared[i, j] < SAME_SHAPES * max(pl.own[i], pl.own[j]) or pl.shared[i, j] == 0:
+                continue
+            r = pl.rel[:, i, j]
+            r = r[np.isfinite(r)]
+            if r.size == 0:
+                continue
+            m = float(r.max())
+            if float(np.median(r)) <= CONVERT_TOL * max(u[i], u[j]) and m <= CONVERT_MAX * max(u[i], u[j]):
+                worst[(i, j)] = m
+                parent[find(i)] = find(j)
+    classes: dict[int, list[int]] = {}
+    for i in eligible:
+        classes.setdefault(find(i), []).append(i)
+    times = file_times(stats)
+    links = []
+    for members in classes.values():
+        if len(members) < 2:
+            continue
+        # The original: finest precision, then the oldest file, then model order (documented above).
+        members.sort(key=lambda k: (u[k], times[k][0], times[k][1], k))
+        orig = members[0]
+        for c in members[1:]:
+            m = worst.get((min(orig, c), max(orig, c)), math.nan)
+            links.append(_conversion_link(stats, orig, c, m, u, times))
+    return links
+
+
+def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u: np.ndarray,
+                     times: list[tuple[int, int]]) -> TypedLink:
+    fp, fc = split_format(stats.models[p].format)[0], split_format(stats.models[c].format)[0]
+    tp, tc = dtype_name(u[p]), dtype_name(u[c])
+    if tp != tc:
+        detail, why = f"{tp} -> {tc}", "the lower precision is the child"
+        conf_dir = 0.99
+    elif fp != fc:
+        detail, why = f"{fp} -> {fc}", "same precision: the newer file is the child"
+        conf_dir = 0.75 if times[c] > times[p] else 0.5
+    else:
+        detail, why = "duplicate", "same precision and format: the newer file is the child"
+        conf_dir = 0.75 if times[c] > times[p] else 0.5
+    if max_rel == 0:
+        detail = "byte-identical" if detail == "duplicate" else f"{detail}, identical values"
+    noise = "identical values" if max_rel == 0 else (
+        f"largest per-layer relative difference {max_rel:.2g} <= {CONVERT_TOL} x {tc if u[c] >= u[p] else tp} "
+        "rounding")
+    return TypedLink(c, (p,), Relation.CONVERT, detail, conf_dir,
+                     evidence=f"same weights on every shared layer ({noise}); {why}")
+
+
+def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int]) -> tuple[list[TypedLink],
+                                                                                           list[tuple[int, str]]]:
+    """The source of every model whose format names a quantization scheme.
+
+    Parameters
+    ----------
+    not_parents : set of int
+        Models that cannot be a source (conversion copies: their original stands for them; adapters).
+
+    Returns
+    -------
+    links, notes
+        A note for a quantized model whose source is not in the set (it stays a root).
+    """
+    n = stats.n_models
+    quantized = [i for i in range(n) if quantization_scheme(stats.models[i].format) is not None]
+    links, notes = [], []
+    for q in quantized:
+        scheme = quantization_scheme(stats.models[q].format) or ""
+        scored = []
+        for c in range(n):
+            if c == q or c in quantized or c in not_parents or pl.shared[q, c] < QUANT_COVERAGE * pl.own[q]:
+                continue
+            ok = np.isfinite(pl.sq[:, q, c])
+            num = float(pl.sq[ok, q, c].sum())
+            den = float(pl.scale2[ok, q, c].sum())
+            if den > 0:
+                scored.append((num / den, c, int(ok.sum())))
+        scored.sort()
+        if not scored or math.sqrt(scored[0][0]) > QUANT_MAX_RELATIVE:
+            notes.append((q, f"quantized ({scheme}); its source model is not in the set (no float model of its "
+                             "family within quantization noise)"))
+            continue
+        s1, p, n_layers = scored[0]
+        conf, margin_txt = _source_confidence(scored, stats, q)
+        links.append(TypedLink(q, (p,), Relation.QUANTIZED, scheme, conf, evidence=(
+            f"{scheme} rounding: relative distance {math.sqrt(s1):.3g} to its source over {n_layers} layers"
+            f"{margin_txt}; the quantized model is the child")))
+    return links, notes
+
+
+def _source_confidence(scored: list[tuple[float, int, int]], stats: WeightStatistics, q: int) -> tuple[float, str]:
+    """How sure the nearest float model is the source: the gap to the next candidate against the
+    fluctuation of the cross term 2<e, W_src - W> (rounding noise e is nearly independent of the
+    weights' differences, so that term is ~ 2 |e| |d| / sqrt(n) for n values)."""
+    if len(scored) < 2:
+        return 0.9, " (the only float candidate)"
+    s1, s2 = scored[0][0], scored[1][0]
+    gap = s2 - s1
+    n_values = max(1.0, float(stats.present[q] @ stats.numel))
+    spread = 2.0 * math.sqrt(max(s1, 1e-300)) * math.sqrt(max(gap, 1e-300)) / math.sqrt(n_values)
+    z = gap / max(spread, 1e-300)
+    conf = 0.5 + 0.49 * (1.0 - math.exp(-z / 10.0))
+    return conf, f", next candidate {math.sqrt(s2):.3g}"

@@ -1,0 +1,152 @@
+"""Run the relation detectors on the statistics of one streaming pass (docs/RELATIONS.md).
+
+Order (the near-exact relations first, so the fine-tune forest is solved on the rest):
+
+1. ``convert``: same weights in another dtype / format (:mod:`.copies`);
+2. ``quantized``: the float source of each quantized model (:mod:`.copies`);
+3. ``adapter``: an unmerged PEFT adapter is read merged into the base its config names when that base
+   is in the set; the weights must confirm it (the difference is low-rank on the targeted layers);
+4. ``merge``: combinations of other models with a small residual (:mod:`.merge`).
+
+Edges the forest then chooses are typed by :func:`label_edge`: ``lora`` (low rank on the targeted
+layers only), ``prune`` (narrower layers), ``distill`` (fewer layers), else ``finetune``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mother_core.relations.copies import CONVERT_TOL, find_conversions, find_quantized
+from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
+from mother_core.relations.merge import find_merges
+from mother_core.relations.vocabulary import Relation
+from mother_core.stats.result import WeightStatistics
+
+#: Detectors that can be switched off (benchmarks/typed.py's ablation).
+DETECTORS = ("convert", "quantized", "adapter", "merge", "shape", "lora")
+#: A merged LoRA leaves at least this share of the shared layers untouched (not targeted).
+LORA_UNTOUCHED = 0.15
+#: ... and the layers it changed differ at less than this share of full rank (ranks up to half the
+#: width are LoRAs; a trained layer is full rank).
+LORA_RANK = 0.75
+
+
+def detect_relations(stats: WeightStatistics, labels: np.ndarray,
+                     detectors: tuple[str, ...] = DETECTORS) -> TypedFindings:
+    """Typed links decided before the forest, and labels for the edges the forest may choose.
+
+    Parameters
+    ----------
+    stats : WeightStatistics
+    labels : ndarray (N,)
+        Tree of each model (:func:`mother_core.recovery.forest.split_into_trees`).
+    detectors : tuple of str
+        Which of :data:`DETECTORS` run.
+    """
+    pl = pair_layers(stats)
+    adapters = {i for i, m in enumerate(stats.models) if m.format.startswith("peft")}
+    links: list[TypedLink] = []
+    notes: list[tuple[int, str]] = []
+    if "convert" in detectors:
+        links += find_conversions(stats, pl, skip=adapters)
+    copies = {link.child for link in links}
+    if "quantized" in detectors:
+        q_links, q_notes = find_quantized(stats, pl, not_parents=copies | adapters)
+        links += q_links
+        notes += q_notes
+    if "adapter" in detectors:
+        a_links, a_notes = _adapters(stats, pl, adapters)
+        links += a_links
+        notes += a_notes
+    if "merge" in detectors:
+        excluded = {link.child for link in links} | adapters
+        links += find_merges(stats, pl, labels, excluded)
+    found = TypedFindings(links=tuple(links), notes=tuple(notes))
+    return found
+
+
+def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
+                                                                                  list[tuple[int, str]]]:
+    """An adapter read merged into its declared base: the base is its parent when the weights agree."""
+    ids = {m.id: i for i, m in enumerate(stats.models)}
+    links, notes = [], []
+    u = storage_roundoff(stats)
+    for a in sorted(adapters):
+        ref = stats.models[a]
+        base = ids.get(ref.base_id or "")
+        if base is None:
+            notes.append((a, f"adapter: its declared base {ref.base_id!r} is not in the set"))
+            continue
+        untouched, low, changed = _lowrank_profile(stats, pl, base, a, u)
+        agree = changed > 0 and low >= 0.5
+        conf = 0.95 if agree else 0.6
+        links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {ref.base_id}", conf, evidence=(
+            f"unmerged PEFT adapter; adapter_config.json names {ref.base_id!r}, in the set; merged into it, it "
+            f"changes {changed} layers" + (f", {low:.0%} of them at low rank" if changed else "")
+            + ("" if agree else " (the weights do not confirm a low-rank update)"))))
+    return links, notes
+
+
+def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
+                     u: np.ndarray) -> tuple[float, float, int]:
+    """(share of shared layers unchanged, share of changed 2-D layers at low rank, changed layers)."""
+    from mother_core.stats.skeleton import numerical_rank
+
+    rel = pl.rel[:, p, c]
+    shared = np.isfinite(rel)
+    if not shared.any():
+        return 0.0, 0.0, 0
+    tol = CONVERT_TOL * max(u[p], u[c])
+    changed = shared & (rel > tol)
+    untouched = float((shared & ~changed).sum() / shared.sum())
+    by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, float]]] = {}
+    for slot in np.flatnonzero(changed):
+        sk = stats.skeletons.get(int(slot))
+        if sk is None or np.isnan(sk[[p, c]]).any():
+            continue
+        diff = sk[c].astype(np.float64) - sk[p]
+        scale = math.sqrt(0.5 * float(np.mean(sk[p].astype(np.float64) ** 2) + np.mean(sk[c].astype(np.float64) ** 2)))
+        by_shape.setdefault(diff.shape, []).append((diff, scale))
+    ranks: list[float] = []
+    for shape, items in by_shape.items():  # one batched SVD per skeleton shape
+        r = numerical_rank(np.stack([d for d, _ in items]), np.array([s for _, s in items]),
+                           np.full(len(items), max(u[p], u[c])))
+        ranks += list(r / min(shape))
+    low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
+    return untouched, low, int(changed.sum())
+
+
+def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
+               detectors: tuple[str, ...] = DETECTORS) -> tuple[Relation, str, float, str]:
+    """The relation of a forest edge p -> c: ``prune``/``distill`` by shapes, ``lora`` by rank, else
+    ``finetune``; returns (relation, detail, confidence, evidence)."""
+    if "shape" in detectors and pl.own[c] < 0.97 * pl.own[p]:
+        kind = _shape_change(stats, p, c)
+        if kind is not None:
+            return kind
+    if "lora" in detectors:
+        u = storage_roundoff(stats)
+        untouched, low, changed = _lowrank_profile(stats, pl, p, c, u)
+        if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
+            return (Relation.LORA, f"{changed} layers changed", 0.85,
+                    f"differs from its parent on {changed} layers only ({untouched:.0%} of shared layers "
+                    f"untouched), {low:.0%} of them at low rank")
+    return Relation.FINETUNE, "", math.nan, ""
+
+
+def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, str, float, str] | None:
+    """``prune`` when the child holds narrower versions of the parent's tensors, ``distill`` when it
+    holds fewer of them (fewer layers)."""
+    names_p = {t.name: t.shape for t, ok in zip(stats.tensors, stats.present[p]) if ok}
+    names_c = {t.name: t.shape for t, ok in zip(stats.tensors, stats.present[c]) if ok}
+    narrower = [n for n in names_c if n in names_p and names_c[n] != names_p[n]]
+    missing = [n for n in names_p if n not in names_c]
+    if narrower:
+        return (Relation.PRUNE, f"{len(narrower)} tensors narrower", 0.8,
+                f"{len(narrower)} of its tensors are narrower versions of the parent's; the rest match")
+    if missing and set(names_c) <= set(names_p):
+        return (Relation.DISTILL, f"{len(missing)} fewer tensors", 0.7,
+                f"holds a subset of the parent's tensors ({len(missing)} fewer: fewer layers)")
+    return None

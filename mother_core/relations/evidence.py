@@ -1,0 +1,170 @@
+"""What the detectors hand to recovery: typed links with their evidence, and the pairwise numbers they
+share (per-layer relative distances, element coverage, storage precision) from the one streaming pass.
+
+All detectors read :class:`~mother_core.stats.result.WeightStatistics` only: per-model moments and
+per-pair, per-layer squared distances. Dot products follow from them (<a, b> = (|a|^2 + |b|^2 -
+|a - b|^2) / 2), and an affine combination's residual needs squared distances alone
+(:mod:`mother_core.relations.merge`), so the pass stays single and its memory bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mother_core.relations.vocabulary import Relation
+from mother_core.stats.result import WeightStatistics
+from mother_core.stats.skeleton import UNIT_ROUNDOFF
+
+#: Float schemes a ``format`` string may name that are plain dtypes (a conversion, not a quantization).
+FLOAT_SCHEMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "FP32": "float32",
+                 "FP16": "float16", "FLOAT32": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class TypedLink:
+    """One typed lineage decision: ``child`` was made from ``parents`` by ``relation``.
+
+    Attributes
+    ----------
+    child : int
+        Model index.
+    parents : tuple of int
+        Parent indices, the skeleton parent first (for a merge: largest weight first).
+    relation : Relation
+    detail : str
+        What was estimated ("Q4_0", "bf16 -> fp16", "linear 0.60/0.40").
+    confidence : float
+        Calibrated probability that the relation and its parents are right.
+    weights : tuple of float or None
+        Merge coefficients, one per parent.
+    evidence : str
+        One sentence a person can check.
+    """
+
+    child: int
+    parents: tuple[int, ...]
+    relation: Relation
+    detail: str
+    confidence: float
+    weights: tuple[float, ...] | None = None
+    evidence: str = ""
+
+    def to_dict(self) -> dict:
+        return {"child": self.child, "parents": list(self.parents), "relation": self.relation.value,
+                "detail": self.detail, "confidence": self.confidence,
+                "weights": None if self.weights is None else list(self.weights), "evidence": self.evidence}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TypedLink:
+        w = d.get("weights")
+        return cls(int(d["child"]), tuple(int(p) for p in d["parents"]), Relation(d["relation"]), d.get("detail", ""),
+                   float(d.get("confidence", math.nan)), None if w is None else tuple(float(x) for x in w),
+                   d.get("evidence", ""))
+
+
+@dataclass(frozen=True)
+class TypedFindings:
+    """Everything the detectors decided, before the fine-tune forest is solved.
+
+    ``links`` fix a child's parent(s) (copies, quantizations, merges, adapters); ``labels`` type an
+    edge the forest may choose ((parent, child) -> (relation, detail, confidence)); ``notes`` are
+    per-model messages (an adapter whose base is absent).
+    """
+
+    links: tuple[TypedLink, ...] = ()
+    labels: dict[tuple[int, int], tuple[Relation, str, float]] = field(default_factory=dict)
+    notes: tuple[tuple[int, str], ...] = ()
+
+    def link_of(self, child: int) -> TypedLink | None:
+        for link in self.links:
+            if link.child == child:
+                return link
+        return None
+
+
+def split_format(fmt: str) -> tuple[str, str | None]:
+    """``"gguf:Q4_0"`` -> ``("gguf", "Q4_0")``; ``"safetensors"`` -> ``("safetensors", None)``."""
+    container, _, scheme = (fmt or "").partition(":")
+    return container, (scheme or None)
+
+
+def float_scheme(scheme: str | None) -> str | None:
+    """The torch dtype name a plain-float scheme names (``F16``, ``MOSTLY_BF16``), else None."""
+    if scheme is None:
+        return None
+    s = scheme.upper()
+    for prefix in ("MOSTLY_", "ALL_"):
+        s = s.removeprefix(prefix)
+    return FLOAT_SCHEMES.get(s)
+
+
+def quantization_scheme(fmt: str) -> str | None:
+    """The quantization scheme a model's format string names (``gguf:Q4_0`` -> ``Q4_0``,
+    ``safetensors:bnb-nf4`` -> ``bnb-nf4``), or None for float weights (no scheme, or a float one)."""
+    _, scheme = split_format(fmt)
+    if scheme is None or float_scheme(scheme) is not None:
+        return None
+    return scheme
+
+
+def storage_roundoff(stats: WeightStatistics) -> np.ndarray:
+    """Unit roundoff of each model's values as stored: the pass's coarsest dtype, or the float type a
+    format names (a GGUF F16 file is read as float32 but holds fp16 values)."""
+    u = np.full(stats.n_models, UNIT_ROUNDOFF["float32"]) if stats.roundoff is None else stats.roundoff.copy()
+    for i, m in enumerate(stats.models):
+        dtype = float_scheme(split_format(m.format)[1])
+        if dtype is not None:
+            u[i] = max(u[i], UNIT_ROUNDOFF[dtype])
+    return u
+
+
+def dtype_name(u: float) -> str:
+    """The float type of a unit roundoff ("fp32", "bf16", ...)."""
+    names = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+    best = min(UNIT_ROUNDOFF, key=lambda k: abs(math.log(UNIT_ROUNDOFF[k]) - math.log(max(u, 1e-300))))
+    return names[best]
+
+
+def file_times(stats: WeightStatistics) -> list[tuple[int, int]]:
+    """(latest mtime, latest ctime) in ns of each model's weight files; (0, 0) when unknown.
+
+    A copy made later has a later ctime even when its mtime was preserved (``cp -p``, ``shutil.copy2``).
+    """
+    out = []
+    for m in stats.models:
+        try:
+            st = [os.stat(f) for f in m.files]
+            out.append((max(s.st_mtime_ns for s in st), max(s.st_ctime_ns for s in st)))
+        except (OSError, ValueError):
+            out.append((0, 0))
+    return out
+
+
+@dataclass(frozen=True)
+class PairLayers:
+    """Per-layer pairwise numbers over every float slot (not only the recovery's selection).
+
+    ``rel[l, i, j]``: ||W_i - W_j|| / sqrt((||W_i||^2 + ||W_j||^2) / 2) where both hold slot l, else NaN.
+    ``sq[l, i, j]``: squared distance (NaN where not shared). ``scale2[l, i, j]``: the denominator squared.
+    ``own[i]``: elements model i holds; ``shared[i, j]``: elements both hold.
+    """
+
+    rel: np.ndarray
+    sq: np.ndarray
+    scale2: np.ndarray
+    own: np.ndarray
+    shared: np.ndarray
+
+
+def pair_layers(stats: WeightStatistics) -> PairLayers:
+    sq = stats.sq_dist
+    norm2 = stats.norm.T ** 2  # (T, N)
+    scale2 = (norm2[:, :, None] + norm2[:, None, :]) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(scale2 > 0, np.sqrt(np.maximum(sq, 0)) / np.sqrt(scale2), np.where(np.isnan(sq), np.nan, 0.0))
+    shared = stats.shared_numel()
+    return PairLayers(rel, sq, scale2, np.diag(shared).copy(), shared)

@@ -1,0 +1,269 @@
+"""``merge``: a model explained, layer by layer, as a combination of other models (docs/RELATIONS.md).
+
+mergekit's linear, SLERP and task-arithmetic merges are affine combinations of their inputs
+(coefficients summing to 1; task arithmetic base + sum l_k (M_k - base) gives the base 1 - sum l_k;
+SLERP between close models is a lerp up to O(theta^2)). TIES and DARE trim or drop task-vector
+entries first, which leaves a residual. For an affine combination (sum a_k = 1) the residual needs
+squared distances only::
+
+    ||C - sum_k a_k P_k||^2 = sum_k a_k d(C, P_k) - 1/2 sum_{k,l} a_k a_l d(P_k, P_l)
+
+so the least-squares coefficients come from the pass's per-pair squared distances, over all layers
+(detection) and per layer (the method and its coefficients). A fine-tune is not such a combination
+of other models: its update is new, nearly orthogonal to everything else, so its residual is most of
+its distance to the nearest model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from mother_core.relations.evidence import PairLayers, TypedLink
+from mother_core.relations.vocabulary import Relation
+from mother_core.stats.result import WeightStatistics
+
+#: Candidate parents tried per model (its nearest by relative distance).
+CANDIDATES = 6
+#: Largest number of parents of one merge (MDGBench: 2 to 5).
+MAX_PARENTS = 4
+#: A merge's residual, as a share of its squared distance to the nearest parent, is at most this
+#: (TIES / DARE on the typed zoo's fitting collection: 0.31-0.47).
+RESIDUAL_MAX = 0.6
+#: Below this share the combination is exact: linear, task arithmetic, or SLERP (whose arc departs
+#: from the chord by O(theta^2): 6e-4-2e-3 on the fitting collection). A parent sits at 1/k of
+#: its squared distances from the mean of k fine-tuned children (0.25 and more for k <= 4).
+EXACT = 0.02
+#: Every parent but a base enters with at least this weight.
+MIN_WEIGHT = 0.05
+#: A sparse merge's squared norm exceeds its base's by at least this many times their squared distance
+#: (TIES / DARE on the fitting collection: 1.4-3.1; a parent read as the merge of its descendants: 0.1-0.7).
+BASE_GROWTH = 1.0
+#: A base's other parents differ through it: |d(i, j) - d(i, base) - d(base, j)| <= this share of d(i, j).
+BASE_ADDITIVITY = 0.25
+#: A larger set of parents must lower the residual by this factor to be preferred.
+PARSIMONY = 0.6
+
+
+def affine_fit(dc: np.ndarray, dp: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares affine coefficients of C on parents from squared distances.
+
+    Parameters
+    ----------
+    dc : ndarray (K,)
+        d(C, P_k), squared distances.
+    dp : ndarray (K, K)
+        d(P_k, P_l).
+
+    Returns
+    -------
+    coefficients (K,) summing to 1, residual ||C - sum a_k P_k||^2 (>= 0).
+    """
+    k = len(dc)
+    # minimise f(a) = a.dc - 1/2 a' dp a subject to 1'a = 1: stationarity -dp a + dc = mu 1.
+    kkt = np.zeros((k + 1, k + 1))
+    kkt[:k, :k] = -dp
+    kkt[:k, k] = -1.0
+    kkt[k, :k] = 1.0
+    rhs = np.concatenate([-dc, [1.0]])
+    try:
+        sol = np.linalg.solve(kkt, rhs)
+    except np.linalg.LinAlgError:
+        sol = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+    a = sol[:k]
+    res = float(a @ dc - 0.5 * a @ dp @ a)
+    return a, max(res, 0.0)
+
+
+def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int]) -> list[TypedLink]:
+    """Merged models among those not in ``excluded`` (copies, quantized models, adapters).
+
+    For each model, subsets of its nearest ``CANDIDATES`` relatives in its tree are fitted; the
+    smallest subset whose residual is within ``PARSIMONY`` of the best is kept when its residual is
+    near zero (``EXACT``: linear, SLERP, task arithmetic) or, for trimmed task vectors (TIES, DARE),
+    at most ``RESIDUAL_MAX`` of the squared distance to its nearest parent with one parent the base
+    of the others (:func:`_has_base`); every coefficient is at most
+    1 and every coefficient but at most one (the base of a task-arithmetic, TIES or DARE merge, which
+    may be negative down to -1) is at least ``MIN_WEIGHT``. A model
+    already used as another merge's parent with a smaller residual is not itself a merge of that
+    merge (its coefficient would be negative anyway).
+    """
+    # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
+    # merge sits between its parents, where it fits any combination of them as well as they do).
+    exact = [x for x in _fits(stats, pl, labels, excluded) if x[0] <= EXACT]
+    exact_children = {link.child for _, link in exact}
+    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children) if x[0] > EXACT]
+    return _consistent(exact + sparse)
+
+
+def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
+          excluded: set[int]) -> list[tuple[float, TypedLink]]:
+    n = stats.n_models
+    found: list[tuple[float, TypedLink]] = []
+    for c in range(n):
+        if c in excluded:
+            continue
+        pool = [p for p in range(n) if p != c and p not in excluded and labels[p] == labels[c]
+                and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]]
+        if len(pool) < 2:
+            continue
+        d_all = np.array([_total(pl, c, p) for p in pool])
+        order = np.argsort(d_all)[:CANDIDATES]
+        cand = [pool[k] for k in order]
+        best = _best_subset(pl, c, cand)
+        if best is None:
+            continue
+        ratio, parents, coeffs = best
+        found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio)))
+    return found
+
+
+def _consistent(found: list[tuple[float, TypedLink]]) -> list[TypedLink]:
+    found = sorted(found, key=lambda x: x[0])
+    links: list[TypedLink] = []
+    used_as_parent: set[int] = set()
+    merged: set[int] = set()
+    for _, link in found:
+        # A merge's parents are not merges of that merge: keep the better explanation only.
+        if link.child in used_as_parent or any(p in merged and link.child in _parents_of(links, p)
+                                               for p in link.parents):
+            continue
+        links.append(link)
+        merged.add(link.child)
+        used_as_parent.update(link.parents)
+    return links
+
+
+def _parents_of(links: list[TypedLink], child: int) -> tuple[int, ...]:
+    for link in links:
+        if link.child == child:
+            return link.parents
+    return ()
+
+
+def _common_layers(pl: PairLayers, models: list[int]) -> np.ndarray:
+    ok = np.ones(pl.sq.shape[0], dtype=bool)
+    for a in models:
+        for b in models:
+            if a < b:
+                ok &= np.isfinite(pl.sq[:, a, b])
+    return ok
+
+
+def _total(pl: PairLayers, a: int, b: int) -> float:
+    ok = np.isfinite(pl.sq[:, a, b])
+    return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300))
+
+
+def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[int, ...], np.ndarray] | None:
+    layers = _common_layers(pl, [c] + cand)
+    if not layers.any():
+        return None
+    sq = pl.sq[layers]
+    norm2 = {m: float(np.nansum(pl.scale2[layers, m, m])) for m in [c, *cand]}
+
+    def d(a: int, b: int) -> float:
+        return float(sq[:, a, b].sum())
+
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float]] = {}
+    for size in range(2, min(MAX_PARENTS, len(cand)) + 1):
+        for subset in itertools.combinations(cand, size):
+            dc = np.array([d(c, p) for p in subset])
+            if (dc <= 0).any():
+                continue  # an identical copy is a conversion, not a merge
+            dp = np.array([[d(p, q) for q in subset] for p in subset])
+            a, res = affine_fit(dc, dp)
+            ratio = res / float(dc.min())
+            # A merge's inputs enter with weights in (0, 1]; only a base may have a small or negative
+            # weight (task arithmetic with weights summing past 1). Solving a parent out of its merge
+            # needs a weight above 1 (1 / its own weight), which tells the two readings apart.
+            if (a > 1.0 + 1e-3).any() or (a < -1.0).any():
+                continue
+            small = np.flatnonzero(a < MIN_WEIGHT)
+            # The merged task vectors add to the base: the child's squared norm exceeds its base's
+            # by at least their squared distance (BASE_GROWTH). Read backwards (a base solved out of
+            # its merge and the merge's other parents) the norm shrinks; a parent taken for the
+            # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
+            bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            if len(small) > 1 or (len(small) == 1 and int(small[0]) not in bases):
+                continue
+            if ratio > EXACT and not bases:
+                continue
+            # Among near-equal fits prefer the base through which the others add up best.
+            score = ratio + (min(bases.values()) if ratio > EXACT else 0.0)
+            if size not in per_size or score < per_size[size][3]:
+                per_size[size] = (ratio, subset, a, score)
+    if not per_size:
+        return None
+    best_ratio = min(v[0] for v in per_size.values())
+    for size in sorted(per_size):
+        ratio, subset, a, _ = per_size[size]
+        if ratio <= max(best_ratio / PARSIMONY, EXACT):
+            return (ratio, subset, a) if ratio <= RESIDUAL_MAX else None
+    return None
+
+
+def _bases(dp: np.ndarray) -> dict[int, float]:
+    """Parents (of three or more) that are the base of the others, with their additivity error: the
+    others' squared distances add up through the base (fine-tuning updates are nearly orthogonal),
+    as in a TIES / DARE merge of task vectors on a base.
+
+    A parent model is close to the mean of its own fine-tuned children (their updates average out,
+    leaving 1/k of their size), so a residual that is not near zero only counts as a sparse merge with
+    a base: among siblings no member is such a base.
+    """
+    k = len(dp)
+    out: dict[int, float] = {}
+    if k < 3:
+        return out
+    for b in range(k):
+        others = [i for i in range(k) if i != b]
+        err = max(abs(dp[i, j] - dp[i, b] - dp[b, j]) / max(dp[i, j], 1e-300)
+                  for x, i in enumerate(others) for j in others[x + 1:])
+        if err <= BASE_ADDITIVITY:
+            out[b] = float(err)
+    return out
+
+
+def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], coeffs: np.ndarray,
+                ratio: float) -> TypedLink:
+    order = np.argsort(-coeffs)
+    parents = tuple(parents[k] for k in order)
+    coeffs = coeffs[order]
+    per_layer = _per_layer(pl, c, parents)
+    spread = float(np.nanstd(per_layer[:, 0])) if len(per_layer) else 0.0
+    if ratio > EXACT:
+        method = "ties/dare (trimmed task vectors)" if (coeffs < MIN_WEIGHT).any() or len(parents) > 2 else "ties/dare"
+    elif (coeffs < MIN_WEIGHT).any():
+        method = "task arithmetic"
+    elif len(parents) == 2 and spread > 0.02:
+        method = "slerp (t by layer)"
+    elif len(parents) == 2 and ratio > 1e-7:
+        method = f"slerp t={coeffs[1]:.2f}"
+    else:
+        method = "linear"
+    detail = f"{method} " + "/".join(f"{w:.2f}" for w in coeffs)
+    conf = 0.97 if ratio <= EXACT else float(0.55 + 0.4 * (1.0 - ratio / RESIDUAL_MAX))
+    names = ", ".join(stats.models[p].id for p in parents)
+    return TypedLink(c, parents, Relation.MERGE, detail, conf, tuple(float(w) for w in coeffs), evidence=(
+        f"explained layer by layer as a combination of {names} (weights "
+        + ", ".join(f"{w:.2f}" for w in coeffs) + f"); residual {ratio:.2g} of its squared distance to the "
+        "nearest parent (a fine-tune leaves ~1)"))
+
+
+def _per_layer(pl: PairLayers, c: int, parents: tuple[int, ...]) -> np.ndarray:
+    """Per-layer coefficients (L', K) of the chosen parents, over layers all of them share."""
+    layers = np.flatnonzero(_common_layers(pl, [c, *parents]))
+    rows = []
+    for slot in layers:
+        sq = pl.sq[slot]
+        dc = np.array([sq[c, p] for p in parents])
+        if (dc <= 0).all() or not np.isfinite(dc).all():
+            continue
+        dp = np.array([[sq[p, q] for q in parents] for p in parents])
+        a, _ = affine_fit(dc, dp)
+        if np.isfinite(a).all() and math.isfinite(float(a.sum())):
+            rows.append(a)
+    return np.array(rows) if rows else np.zeros((0, len(parents)))

@@ -1,0 +1,77 @@
+"""The tree drawing (explorer_ui.graph, mother_core.layout.forest_positions): folding, layouts,
+relations, several parents, legend. Recoveries are built from the result dataclasses directly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("pyvis")
+
+from explorer_ui.graph import FOLD_BUDGET, RELATIONS, Forest, build_graph, fold
+from mother_core.layout import forest_positions
+from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo
+
+
+def forest(edges: list[tuple[str, str]], relations: dict | None = None, weights: dict | None = None) -> Recovery:
+    ids = sorted({x for e in edges for x in e})
+    relations, weights = relations or {}, weights or {}
+    es = [Edge(p, c, 0.1 + 0.01 * i, 0.8, 0.9, 0.9, relation=relations.get((p, c), "finetune"),
+               merge_weight=weights.get((p, c))) for i, (p, c) in enumerate(edges)]
+    children = {c for _, c in edges}
+    models = [ModelNode(i, f"/m/{i}", 0, 1.0, i not in children) for i in ids]
+    return Recovery(models, es, [TreeInfo(0, tuple(ids), next(i for i in ids if i not in children), "specialization",
+                                          0.9)])
+
+
+def test_large_families_fold_within_the_budget_and_open_on_request():
+    edges = [("r", f"a{i}") for i in range(30)] + [(f"a{i}", f"b{i}_{j}") for i in range(30) for j in range(5)]
+    f = Forest.of(forest(edges))
+    shown, hidden = fold(f, budget=40)
+    assert len(shown) <= 40 and set(hidden) and sum(hidden.values()) + len(shown) == 181
+    assert all(h in shown for h in hidden)  # a folded subtree is shown by its top model
+    opened = next(iter(hidden))
+    shown2, hidden2 = fold(f, budget=40, opened={opened})
+    assert opened not in hidden2 and set(f.children[opened]) <= set(shown2)
+    assert len(fold(f, budget=FOLD_BUDGET * 10)[0]) == 181 and not fold(f, budget=FOLD_BUDGET * 10)[1]
+
+
+def test_search_focus_opens_the_path_and_fades_the_rest():
+    edges = [("r", f"a{i}") for i in range(30)] + [(f"a{i}", f"b{i}_{j}") for i in range(30) for j in range(5)]
+    data = build_graph(forest(edges), focus="b7_3", budget=40)
+    nodes = {n["id"]: n for n in data.nodes}
+    assert {"r", "a7", "b7_3"} <= set(nodes)  # ancestors opened for it
+    assert nodes["b7_3"]["opacity"] == 1 and nodes["a7"]["opacity"] == 1 and nodes["a8"]["opacity"] < 1
+
+
+@pytest.mark.parametrize("layout", ["top-down", "left-right", "radial"])
+def test_layouts_place_every_model_apart(layout):
+    edges = [("r", "a"), ("r", "b"), ("a", "c"), ("a", "d"), ("x", "y")]
+    pos = forest_positions(sorted({n for e in edges for n in e}), edges, orientation=layout)
+    pts = list(pos.values())
+    assert len(set(pts)) == len(pts)
+    if layout == "left-right":
+        assert pos["r"][0] < pos["a"][0] < pos["c"][0]  # depth grows to the right
+    elif layout == "top-down":
+        assert pos["r"][1] < pos["a"][1] < pos["c"][1]
+
+
+def test_branch_length_by_distance_makes_long_edges_long():
+    pos = forest_positions(["r", "a", "b"], [("r", "a"), ("r", "b")], lengths={("r", "a"): 1.0, ("r", "b"): 3.0})
+    assert math.isclose(pos["a"][1] - pos["r"][1], 0.5) and math.isclose(pos["b"][1] - pos["r"][1], 1.5)
+
+
+def test_relations_styles_several_parents_and_legend():
+    edges = [("base", "ft"), ("base", "q"), ("ft", "m"), ("base", "m")]
+    rec = forest(edges, relations={("base", "q"): "quantized", ("ft", "m"): "merge", ("base", "m"): "merge"},
+                 weights={("ft", "m"): 0.7, ("base", "m"): 0.3})
+    data = build_graph(rec, color_by="relation")
+    drawn = {(e["from"], e["to"]): e for e in data.edges}
+    assert {("ft", "m"), ("base", "m")} <= set(drawn)  # both parents of the merge drawn
+    assert drawn[("base", "q")]["dashes"] == RELATIONS["quantized"][1]
+    assert drawn[("ft", "m")]["color"]["color"] == RELATIONS["merge"][0]
+    assert "smooth" in drawn[("base", "m")] and "smooth" not in drawn[("ft", "m")]  # the heavier parent places it
+    texts = [t for _, _, t in data.legend_rows]
+    assert RELATIONS["quantized"][2] in texts and "selected" in texts and "width = confidence" in texts
+    assert set(data.edge_ids.values()) == set(edges)
