@@ -198,7 +198,9 @@ class _ModelFormatter(string.Formatter):
 
 
 def _order(refs: ModelRefs) -> tuple[int, ...]:
-    return (refs,) if isinstance(refs, int) else tuple(int(r) for r in refs)  # type: ignore[call-overload]
+    if isinstance(refs, int):
+        return (refs,)
+    return tuple(r if isinstance(r, int) else -1 for r in refs)
 
 
 class _Refs:
