@@ -28,23 +28,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
 from mother_core.evaluate import evaluate, load_truth  # noqa: E402
+from mother_core.settings import ablation_rows  # noqa: E402
 
-PAPER = {"fft": "89%", "lora16": "~100%", "lora-mixed": "~100%"}  # VTHR figures (method.md)
+PAPER = {"fft": "89%", "lora16": "~100%", "lora-mixed": "~100%"}  # VTHR figures (docs/METHOD.md)
 
-ABLATIONS: list[tuple[str, RecoverySettings]] = [
-    ("ours (mother+, defaults)", RecoverySettings()),
+# One row per non-default choice of every setting, made from the settings schema (mother_core/settings.py),
+# then combinations and sweeps the schema cannot name.
+ABLATIONS: list[tuple[str, RecoverySettings]] = ablation_rows() + [
     ("paper method as published (square attention, kurtosis sign, lambda 0.3)",
      RecoverySettings(method="paper", layers="square-attention")),
-    ("paper method on all weight matrices", RecoverySettings(method="paper")),
-    ("no additivity refinement (the arborescence's tree as solved)", RecoverySettings(refine=False)),
     ("distance only (lambda 0: no direction)", RecoverySettings(lambda_=0.0)),
-    ("no rank distance for low-rank (LoRA) trees", RecoverySettings(use_rank="never")),
-    ("direction: kurtosis only", RecoverySettings(direction_cues="kurtosis")),
-    ("direction: norm growth only", RecoverySettings(direction_cues="norm")),
-    ("norm cue always read as growth (sign not inferred per tree)", RecoverySettings(norm_direction="growth")),
-    ("regime fixed: specialization", RecoverySettings(regime="specialization")),
-    ("layers: square attention only", RecoverySettings(layers="square-attention")),
-    ("layers: all float tensors (norms, biases too)", RecoverySettings(layers="all")),
 ] + [(f"lambda {lam}", RecoverySettings(lambda_=lam)) for lam in (0.1, 0.3, 0.5, 1.0)]
 
 

@@ -26,9 +26,10 @@ DATA = Path(__file__).resolve().parent / "_data" / "calibration"
 SPLITS = ("fft", "lora16", "lora-mixed", "continued", "mixed")
 
 
-def edge_features(split_dir: Path) -> list[tuple[float, float, float, int, int]]:
-    """Per recovered edge: log margin, relative/threshold, direction evidence, placed right, directed right."""
-    stats = compute_statistics(discover([split_dir]), device="cpu")
+def edge_features(split_dir: Path, cache: Path | None = None) -> list[tuple[float, ...]]:
+    """Per recovered edge: log margin, relative/threshold, direction evidence, placed right, directed right,
+    the confidence of its tree's reading and whether that reading rests on the prior."""
+    stats = compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache)
     rec = recover(stats, RecoverySettings())
     truth = set(map(tuple, load_truth(split_dir / "truth.json")))
     ids = rec.model_ids
@@ -42,8 +43,9 @@ def edge_features(split_dir: Path) -> list[tuple[float, float, float, int, int]]
         chosen = rec.cost_matrix[p, c]
         margin = math.log(max(alt, 1e-300) / max(chosen, 1e-300)) if math.isfinite(alt) else 5.0
         placed = (e.parent, e.child) in truth or (e.child, e.parent) in truth
+        tree = next(t for t in rec.trees if e.child in t.members)
         rows.append((margin, math.log(thr / max(rel[p, c], 1e-12)), float(ev[p, c]), int(placed),
-                     int((e.parent, e.child) in truth)))
+                     int((e.parent, e.child) in truth), tree.regime_confidence, int(tree.direction_basis == "prior")))
     return rows
 
 
@@ -56,14 +58,38 @@ def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.x[0]), float(res.x[1])
 
 
+def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: np.ndarray) -> tuple[float, float, float]:
+    """a, b of sigmoid(a E + b) and the confidence of a prior reading, by maximum likelihood of
+    P(right) = rc sigmoid(a E + b) + (1 - rc)(1 - sigmoid(a E + b)), rc the tree's reading confidence
+    (the prior's own confidence is the third parameter)."""
+    def nll(w: np.ndarray) -> float:
+        rc = np.where(on_prior, 1.0 / (1.0 + math.exp(-w[2])), reading)
+        p = 1.0 / (1.0 + np.exp(-(w[0] * e + w[1])))
+        q = np.clip(rc * p + (1 - rc) * (1 - p), 1e-9, 1 - 1e-9)
+        return float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)) + 1e-3 * (w[:2] ** 2).sum())
+    res = minimize(nll, np.array([1.0, 1.0, 1.0]), method="Nelder-Mead")
+    return float(res.x[0]), float(res.x[1]), float(1.0 / (1.0 + math.exp(-res.x[2])))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--size", default="small")
+    ap.add_argument("--generalise", action="store_true",
+                    help="fit on the FITTING collections of benchmarks/generalise.py instead of zoo seeds")
     ap.add_argument("--also", nargs="*", default=[str(DATA / "full-seed1" / s) for s in ("fft", "lora16")],
                     help="more held-out split folders to fit on, if they exist")
     args = ap.parse_args()
     rows = []
+    if args.generalise:
+        from generalise import COLLECTIONS
+        from generalise import DATA as GDATA
+
+        from mother_zoo.variety import generate_collection
+
+        for c in COLLECTIONS["fitting"]:
+            rows += edge_features(generate_collection(c, GDATA), GDATA / "stats-cache")
+        args.also, args.seeds = [], []
     for folder in map(Path, args.also):
         if (folder / "truth.json").exists():
             rows += edge_features(folder)
@@ -80,11 +106,11 @@ def main() -> None:
     a_p, b_p = fit_logistic(r[~contested, 0], r[~contested, 3])
     rate = (r[contested, 3].sum() + 1) / (contested.sum() + 2)
     placed = r[:, 3] == 1
-    a_d, b_d = fit_logistic(r[placed, 2], r[placed, 4])
+    a_d, b_d, prior = fit_direction(r[placed, 2], r[placed, 4], r[placed, 5], r[placed, 6] == 1)
     print(f"edges: {len(r)}  placed right: {placed.mean():.2f}  directed right: {r[:, 4].mean():.2f}  "
           f"contested: {int(contested.sum())} ({int(r[contested, 3].sum())} placed right)")
     print(f"PLACEMENT_SLOPE = {a_p:.3f}\nPLACEMENT_BIAS = {b_p:.3f}\nCONTESTED_PLACEMENT = {rate:.2f}\n"
-          f"EVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}")
+          f"EVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}\nPRIOR_CONFIDENCE = {prior:.2f}  (direction.py)")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ ABLATIONS: list[tuple[str, RecoverySettings]] = [
     ("no refinement", RecoverySettings(refine=False)),
     ("direction: kurtosis only", RecoverySettings(direction_cues="kurtosis")),
     ("direction: norm only", RecoverySettings(direction_cues="norm")),
+    ("direction: + effective rank (parent lower)", RecoverySettings(direction_cues="kurtosis+norm+erank")),
     ("regime fixed: specialization", RecoverySettings(regime="specialization")),
     ("paper method", RecoverySettings(method="paper", layers="square-attention")),
 ]

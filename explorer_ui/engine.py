@@ -178,6 +178,23 @@ def statistics(ms: ModelSet, device: str) -> tuple[str, Any]:
     return key, stats
 
 
+def displayable(rec: Recovery) -> Recovery:
+    """``rec`` with every path and problem text printable (a non-UTF-8 file name reaches Python as lone
+    surrogates, which no page can send to the browser): shown escaped, e.g. ``caf\\xe9``. Ids are
+    printable already (discovery and the result schema see to it)."""
+    import dataclasses
+
+    from explorer_ui.safe_text import plain
+
+    bad = any(not m.path.isprintable() for m in rec.models) or any(
+        not str(v).isprintable() for p in rec.problems for v in p.values())
+    if not bad:
+        return rec
+    models = [dataclasses.replace(m, path=plain(m.path)) for m in rec.models]
+    problems = [{k: plain(v) for k, v in p.items()} for p in rec.problems]
+    return dataclasses.replace(rec, models=models, problems=problems)
+
+
 def recovery(ms: ModelSet, settings: RecoverySettings, device: str) -> tuple[str, Recovery]:
     """The unconstrained recovery of a model set (from a saved result, or statistics + recover)."""
     if ms.kind == "result":
@@ -185,7 +202,7 @@ def recovery(ms: ModelSet, settings: RecoverySettings, device: str) -> tuple[str
         key = _key("result", path, Path(path).stat().st_mtime_ns if Path(path).exists() else 0)
         hit = _store().get(key)
         if hit is None:
-            hit = Recovery.load(path)
+            hit = displayable(Recovery.load(path))
             _store().put(key, hit)
         return key, hit
     skey, stats = statistics(ms, device)
@@ -194,7 +211,7 @@ def recovery(ms: ModelSet, settings: RecoverySettings, device: str) -> tuple[str
     if hit is None:
         from mother_core import recover
 
-        hit = recover(stats, settings=settings)
+        hit = displayable(recover(stats, settings=settings))
         _store().put(key, hit)
     return key, hit
 

@@ -72,7 +72,8 @@ FOLD_BUDGET = 90  # models shown before subtrees fold (a readable canvas at 12 p
 MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
 LABEL_GROWTH = 1.8  # how much labels may grow (in canvas units) to stay readable when zoomed out
 
-_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE | re.DOTALL)
+_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>",
+                              re.IGNORECASE | re.DOTALL)
 _EXTERNAL_LINK = re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*/?>", re.IGNORECASE | re.DOTALL)
 _EMPTY_HEADING = re.compile(r"<center>\s*<h1>\s*</h1>\s*</center>", re.IGNORECASE)
 
@@ -448,7 +449,8 @@ def _options(font_size: int, layout: str) -> dict:
 
 
 def node_tooltip(m: ModelNode, rec: Recovery, is_root: bool, n_hidden: int = 0) -> str:
-    lines = [m.id, f"format {m.format or '?'} · {m.n_params:,} parameters" if m.n_params else f"format {m.format or '?'}",
+    fmt = f"format {m.format or '?'}"
+    lines = [m.id, f"{fmt} · {m.n_params:,} parameters" if m.n_params else fmt,
              f"family (tree) {m.tree}" + (" · root" if is_root else ""), f"kurtosis {_fmt(m.kurtosis)}"]
     if m.declared_parent:
         lines.append(f"declared parent: {m.declared_parent}")

@@ -91,7 +91,9 @@ function build(root, st, d) {
     }
   });
   net.on('zoom', () => relabel(st, d));
-  net.on('doubleClick', p => { if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()}); });
+  net.on('doubleClick', p => {
+    if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()});
+  });
   net.once('afterDrawing', () => {
     fit(st, d);
     root.dataset.drawn = '1';

@@ -17,17 +17,14 @@ import streamlit as st
 
 from explorer_ui import engine, sources, state
 from explorer_ui.safe_text import md, plain
+from explorer_ui.settings_widgets import settings_widgets
 from explorer_ui.sources import ModelSet
 from explorer_ui.state import NotReady
 from mother_core.errors import MotherError
 from mother_core.lineage import declared_edges, edge_lineage, match_model_id
-from mother_core.recovery.features import LAYER_SELECTIONS as LAYERS
-from mother_core.recovery.recover import METHODS, REGIMES
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
 
 SOURCES = ("Demo sets", "Local folder", "Hugging Face cache", "Paper presets", "Saved result")
-DEVICES = ("auto", "cpu", "cuda")
-USE_RANK = ("auto", "never", "always")
 TALK_CSS = """<style>
 html, body, [class*="css"], .stMarkdown p, .stCaption, li {font-size: 1.35rem !important;}
 h1 {font-size: 2.4rem !important; padding: 0 0 .2rem 0 !important;} h2 {font-size: 2rem !important;}
@@ -177,31 +174,11 @@ def _pick_result() -> ModelSet | None:
 def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
     with st.sidebar.expander("Recovery settings", expanded=False):
         disabled = ms is not None and ms.kind == "result"
-        default_regime = ms.regime if ms is not None and ms.regime else "auto"
-        regime = _widget(st.selectbox, "Kurtosis regime", "regime", default_regime, options=REGIMES,
-                         disabled=disabled, help="specialization: kurtosis falls parent -> child; "
-                         "generalization: it rises; auto: inferred per tree.")
-        method = _widget(st.selectbox, "Method", "method", "mother+", options=METHODS, disabled=disabled,
-                         help="mother+: robust distance (rank of differences for LoRA trees) places edges, "
-                         "kurtosis and norm growth orient them; paper: the published method.")
-        use_rank = _widget(st.selectbox, "Rank distance (LoRA)", "use_rank", "auto", options=USE_RANK,
-                           disabled=disabled, help="auto: used for trees whose models differ at low rank.")
-        own = _widget(st.checkbox, "Set lambda myself", "own_lambda", False, disabled=disabled)
-        lam = _widget(st.slider, "lambda (direction penalty)", "lambda", 0.3, min_value=0.0,
-                      max_value=2.0, step=0.05, disabled=disabled or not own)
-        layers = _widget(st.selectbox, "Layers", "layers", "matrices", options=LAYERS, disabled=disabled)
-        refine = _widget(st.checkbox, "Refine by additivity", "refine", True, disabled=disabled,
-                         help="Move attachments while squared distances add up better along the tree "
-                         "(fine-tuning steps add nearly orthogonal updates). Off: the arborescence as solved.")
-        n_trees = _widget(st.number_input, "Number of trees (0 = find from data)", "n_trees", 0,
-                          min_value=0, max_value=1000, step=1, disabled=disabled)
-        device = _widget(st.selectbox, "Device", "device", "auto", options=DEVICES, disabled=disabled)
+        preset = {"regime": ms.regime} if ms is not None and ms.regime else {}
+        settings, run = settings_widgets(_widget, disabled=disabled, defaults=preset)
+        device = str(run["device"])
         st.caption(f"Compute device: **{engine.device_description(device)}**")
-    wanted = {"regime": regime, "method": method, "use_rank": use_rank, "layers": layers,
-              "n_trees": int(n_trees) or None, "refine": bool(refine)}
-    if own:
-        wanted["lambda_"] = float(lam)
-    return RecoverySettings(**wanted), device
+    return settings, device
 
 
 _SOURCE_IN_URL = {"Demo sets": "demo", "Local folder": "folder", "Saved result": "result"}

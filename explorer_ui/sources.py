@@ -204,13 +204,13 @@ def fingerprint(paths: tuple[str, ...], limit: int = 5000) -> str:
                     st = os.stat(os.path.join(dirpath, f))
                 except OSError:
                     continue
-                h.update(f"{dirpath}/{f}:{st.st_size}:{st.st_mtime_ns};".encode())
+                h.update(f"{dirpath}/{f}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
                 n += 1
                 if n >= limit:
                     return h.hexdigest()
         if os.path.isfile(p):
             st = os.stat(p)
-            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

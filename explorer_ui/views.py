@@ -1,8 +1,9 @@
 """Rendering blocks shared by pages (tables, the tree iframe, edge evidence, constraint controls).
 
 pandas and plotly are imported where they are used: the home page (the cold-start path) draws its tree
-before it needs them. Derived artefacts (HTML, tables) are ``st.cache_data``-cached on the recovery's ``key`` string (the
-recovery itself is passed as an unhashed ``_rec``), so switching pages or edges never recomputes them.
+before it needs them. Derived artefacts (HTML, tables) are ``st.cache_data``-cached on the recovery's ``key``
+string (the recovery itself is passed as an unhashed ``_rec``), so switching pages or edges never recomputes
+them.
 """
 
 from __future__ import annotations

@@ -6,14 +6,13 @@ import argparse
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Sequence
 
 from mother_core.atomic import write_text_atomic
-from mother_core.device import DEVICE_CHOICES, describe_device
+from mother_core.device import describe_device
 from mother_core.errors import MotherError
-from mother_core.recovery.recover import METHODS, REGIMES
-from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+from mother_core.recovery.result import Constraints, Recovery
+from mother_core.settings import SETTINGS, RecoverySettings, recovery_settings
 from mother_core.relations.vocabulary import Relation
 
 
@@ -23,6 +22,26 @@ def _pair(text: str) -> tuple[str, str]:
     sep = ">" if ">" in text else ":"
     parent, child = text.split(sep, 1)
     return parent, child
+
+
+def add_setting_options(parser: argparse.ArgumentParser) -> None:
+    """One option per setting of the schema (:data:`mother_core.settings.SETTINGS`): same name,
+    choices, default and help as the library and the app."""
+    for s in SETTINGS:
+        shown = "none" if s.default is None else s.default
+        if s.type is bool:
+            parser.add_argument(s.flag, dest=s.name, action="store_false" if s.default else "store_true",
+                                help=s.help)
+            continue
+        choices = s.choices if s.choices and not s.open_choices else None
+        metavar = "|".join(s.choices) + "|a,b,c" if s.open_choices else None
+        parser.add_argument(s.flag, dest=s.name, type=s.type, default=s.default, choices=choices,
+                            metavar=metavar, help=f"{s.help} (default: {shown})")
+
+
+def settings_from_args(args: argparse.Namespace) -> RecoverySettings:
+    """The :class:`RecoverySettings` of parsed options (see :func:`add_setting_options`)."""
+    return RecoverySettings(**{s.name: getattr(args, s.name) for s in recovery_settings()})
 
 
 def printable(text: str) -> str:
@@ -48,24 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recover", help="recover the model graph of the models under paths")
     rec.add_argument("paths", nargs="+", help="models, or folders of models")
     rec.add_argument("--out", default="result.json", help="where to write the result (default result.json)")
-    rec.add_argument("--regime", choices=REGIMES, default="auto")
-    rec.add_argument("--method", choices=METHODS, default="mother+",
-                     help="mother+ (default: robust distance places, kurtosis orients) or paper")
-    rec.add_argument("--lambda", dest="lambda_", type=float, default=0.3, help="direction penalty weight (0.3)")
-    rec.add_argument("--layers", default="matrices",
-                     help="layer selection: matrices (default), all, square-attention, or kinds a,b,c")
-    rec.add_argument("--name-pattern", help="regular expression: only tensors whose name matches")
-    rec.add_argument("--use-rank", choices=["auto", "never", "always"], default="auto",
-                     help="place edges by the rank of weight differences (merged LoRA); auto detects it")
+    add_setting_options(rec)
     rec.add_argument("--content-hash", action="store_true",
                      help="key the statistics cache on file content (SHA-256), not path/size/mtime")
-    rec.add_argument("--no-refine", dest="refine", action="store_false",
-                     help="keep the arborescence as solved (no refinement by additivity of squared distances)")
-    rec.add_argument("--relations", default="all",
-                     help="relation detectors run before the fine-tune forest (docs/RELATIONS.md): all (default), "
-                          "none, or a list of convert,quantized,adapter,merge,shape,lora")
-    rec.add_argument("--n-trees", type=int, help="number of trees, if known (default: found from the data)")
-    rec.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
     rec.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
     rec.add_argument("--confine", action="append", metavar="DIR",
@@ -136,9 +140,7 @@ def _cmd_scan(args) -> int:
 def _cmd_recover(args) -> int:
     from mother_core.pipeline import recover_paths
 
-    settings = RecoverySettings(regime=args.regime, method=args.method, lambda_=args.lambda_, layers=args.layers,
-                                name_pattern=args.name_pattern, n_trees=args.n_trees, use_rank=args.use_rank,
-                                refine=args.refine, relations=args.relations)
+    settings = settings_from_args(args)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from mother_core.errors import DeviceError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+from mother_core.settings import DEVICES as DEVICE_CHOICES
 
 
 def resolve_device(device: str = "auto") -> torch.device:

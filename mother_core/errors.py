@@ -14,7 +14,7 @@ from typing import Union
 
 #: What a solver error can say about models: one model index, an edge or other tuple of indices, or a
 #: list of those. Kept as data so that a caller can name the models (:meth:`ConstraintError.named`).
-ModelRefs = Union[int, tuple[int, ...], list["ModelRefs"]]
+ModelRefs = Union[int, tuple[int, ...], Sequence["ModelRefs"]]
 
 
 class MotherError(Exception):
@@ -123,7 +123,7 @@ class ConstraintError(MotherError):
         self.values: dict[str, object] = dict(values or {})
 
     @classmethod
-    def about(cls, template: str, *, values: Mapping[str, object] | None = None,
+    def about(cls, template: str, values: Mapping[str, object] | None = None, /,
               **models: ModelRefs) -> "ConstraintError":
         """An error about the models ``models`` (indices), its message rendered with the indices."""
         text = _compose(template, models, values or {}, str)
@@ -158,10 +158,10 @@ class AdapterMismatchError(CheckpointError):
 
 
 def _map_refs(refs: ModelRefs, f: Callable[[int], int]) -> ModelRefs:
-    if isinstance(refs, list):
-        return [_map_refs(r, f) for r in refs]
     if isinstance(refs, tuple):
-        return tuple(f(r) for r in refs)
+        return tuple(f(int(r)) for r in refs)  # an edge or other tuple of indices
+    if isinstance(refs, Sequence):
+        return [_map_refs(r, f) for r in refs]
     return f(refs)
 
 
@@ -181,21 +181,24 @@ class _ModelFormatter(string.Formatter):
         if not isinstance(value, _Refs):
             return super().format_field(value, format_spec)
         refs = value.refs
+        items: list[ModelRefs] = list(refs) if isinstance(refs, Sequence) else [refs]
         if format_spec == "names":
-            items = refs if isinstance(refs, (list, tuple)) else [refs]
-            shown = ", ".join(self.render(r) for r in sorted(items)[:8])  # type: ignore[type-var]
+            shown = ", ".join(self.render(r) for r in sorted(items, key=_order)[:8])
             return shown + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
         if format_spec == "chain":
-            items = refs if isinstance(refs, (list, tuple)) else [refs]
             return " -> ".join(self.render(r) for r in items)
         return self.render(refs)
 
     def render(self, refs: ModelRefs) -> str:
-        if isinstance(refs, list):
-            return "[" + ", ".join(self.render(r) for r in refs) + "]"
         if isinstance(refs, tuple):
-            return "(" + ", ".join(self.name(int(r)) for r in refs) + ")"
+            return "(" + ", ".join(self.name(int(r)) for r in refs) + ")"  # type: ignore[call-overload]
+        if isinstance(refs, Sequence):
+            return "[" + ", ".join(self.render(r) for r in refs) + "]"
         return self.name(int(refs))
+
+
+def _order(refs: ModelRefs) -> tuple[int, ...]:
+    return (refs,) if isinstance(refs, int) else tuple(int(r) for r in refs)  # type: ignore[call-overload]
 
 
 class _Refs:

@@ -1,4 +1,4 @@
-"""Score a recovered Model Graph against a known one (method.md, "Task" and "Reported numbers").
+"""Score a recovered Model Graph against a known one (docs/METHOD.md, "Task" and "Reported numbers").
 
 - Edge accuracy as in the MoTHer paper (Horwitz, Shul & Hoshen 2024): correctly placed AND directed
   edges / ground-truth edges; plus the undirected variant (placement only) and root precision/recall.
@@ -239,7 +239,7 @@ class Evaluation:
     adjusted_rand_index: float
     models_not_in_result: tuple[str, ...] = ()  # truth models the result does not contain
     edge_status: dict[tuple[str, str], str] = field(default_factory=dict, compare=False)
-    # Typed-graph scores, as MDGBench reports them (method.md, "Beyond fine-tune trees").
+    # Typed-graph scores, as MDGBench reports them (docs/METHOD.md, "Beyond fine-tune trees").
     edge_precision: float = math.nan  # correct directed edges / recovered edges (type-agnostic)
     edge_recall: float = math.nan  # correct directed edges / true edges (= directed_accuracy)
     edge_f1: float = math.nan

@@ -1,7 +1,7 @@
 """Declared lineage (``base_model:`` in model cards, configs) checked against the recovered tree.
 
 A model hub's "model tree" is built from what uploaders declare; nothing checks it against the weights
-(method.md, "Related work"). This module compares, for every model, the parent it declares with the
+(docs/METHOD.md, "Related work"). This module compares, for every model, the parent it declares with the
 parent recovered from its weights.
 
 Statuses (one per model)
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from mother_core.io.discovery import match_model_id  # the one matching rule, re-exported here
 
 if TYPE_CHECKING:  # pragma: no cover
     from mother_core.recovery.result import Recovery
@@ -67,31 +69,6 @@ class LineageRow:
     recovered_parent: str | None
     status: str
     note: str
-
-
-def _norm(name: str) -> str:
-    return name.strip().rstrip("/").lower()
-
-
-def match_model_id(name: str | None, model_ids: list[str]) -> str | None:
-    """The model id in ``model_ids`` that a declared name refers to, or ``None``.
-
-    Exact match first, then case-insensitive, then by the last path component (a hub id
-    ``org/name`` matches a folder called ``name`` and vice versa).
-    """
-    if not name:
-        return None
-    if name in model_ids:
-        return name
-    by_norm = {_norm(m): m for m in model_ids}
-    if _norm(name) in by_norm:
-        return by_norm[_norm(name)]
-    tail = _norm(name).split("/")[-1]
-    tails: dict[str, list[str]] = {}
-    for m in model_ids:
-        tails.setdefault(_norm(m).split("/")[-1], []).append(m)
-    hits = tails.get(tail, [])
-    return hits[0] if len(hits) == 1 else None
 
 
 def compare_declared(recovery: "Recovery") -> list[LineageRow]:

@@ -1,4 +1,4 @@
-"""The paper's in-the-wild model families (method.md, "Data used in the paper"), and finding them locally.
+"""The paper's in-the-wild model families (docs/METHOD.md, "Data used in the paper"), and finding them locally.
 
 A :class:`Preset` lists the hub ids of a family, its known tree and the kurtosis regime the paper used.
 :func:`find_in_hf_cache` looks for those weights in the local Hugging Face cache (no network, ever): the
@@ -41,7 +41,7 @@ class Preset:
     edges : tuple of (str, str)
         The known tree, (parent, child) hub ids.
     regime : str
-        ``"specialization"`` or ``"generalization"`` (method.md, "Signals" 2).
+        ``"specialization"`` or ``"generalization"`` (docs/METHOD.md, "Signals" 2).
     component : str or None
         Sub-folder to compare for multi-component repositories (``"unet"`` for Stable Diffusion).
     aliases : dict of str to tuple of str

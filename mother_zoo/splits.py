@@ -5,7 +5,7 @@ seed, in a fixed order), then trained parent-before-child and written to disk. E
 seed, task, learning rate (log-uniform) and step count. Model ids are hashes of (split, seed, index):
 random-looking, deterministic, and they reveal nothing about the tree.
 
-Splits (after VTHR, see ``method.md``):
+Splits (after VTHR, see ``docs/METHOD.md``):
 
 ``fft``         5 ViT trees 1 -> 4 -> 16, full fine-tuning (specialization)
 ``lora16``      the same shape, LoRA rank 16 merged into the weights

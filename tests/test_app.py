@@ -501,3 +501,30 @@ def test_browse_roots_confine_paths_and_progress_line(tmp_path, monkeypatch):
     assert browse_roots() == [(ROOT / "assets").resolve()]
     line = progress_text(Progress("reading", 30, 120, 3 << 20, 12 << 20, 2.5, 7.4, "CPU (2 threads)"))
     assert line == "Reading · 30/120 tensors · 3.0 MB of 12.0 MB · 2.5 s elapsed · about 7 s left · on CPU (2 threads)"
+
+
+def test_hostile_names_and_files_never_break_a_page(app, tmp_path):
+    """A model folder named like a markdown image, one with a non-UTF-8 name, a FIFO and a junk file: every
+    page opens without a traceback, the bad files are listed as problems, and no page carries markdown
+    that a browser would turn into an image request."""
+    import os
+    import re
+    import shutil
+
+    fam = write_family(tmp_path / "fam")
+    (fam / "code").rename(fam / "![x](x.png)")
+    shutil.copytree(fam / "chat", os.path.join(fam, os.fsdecode(b"caf\xe9")))
+    os.mkfifo(fam / "pipe.safetensors")
+    (fam / "junk.bin").write_bytes(b"JUNK" * 64)
+    at = use_folder(app, fam)
+    at.sidebar.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    image = re.compile(r"(?<!\\)!(?<!\\)\[")  # an unescaped "![": markdown would render an image
+
+    for page in ["app.py", *PAGES]:
+        if page != "app.py":
+            at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        texts = [el.value for kind in ("markdown", "caption", "title", "subheader", "warning", "info", "success",
+                                       "error") for el in getattr(at, kind)]
+        assert not [t for t in texts if isinstance(t, str) and image.search(t)], page

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Protocol, runtime_checkable
+from typing import Mapping, Protocol, runtime_checkable
 
 import torch
 
@@ -158,8 +158,35 @@ class ModelReader(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def iter_float_tensors(reader: ModelReader) -> Iterator[TensorInfo]:
-    """The floating-point tensors of a model (non-float buffers are not weights)."""
-    for info in reader.tensor_infos().values():
-        if info.is_float and info.numel > 0:
-            yield info
+# Optional capabilities of a reader, declared so that their callers are checked (mypy) and found by
+# ``isinstance``: the executor (stats/execute.py) and compute_statistics (stats/compute.py) use them when
+# a reader has them (docs/ARCHITECTURE.md, "How to add a checkpoint format").
+@runtime_checkable
+class BufferReader(Protocol):
+    """A reader that fills a caller's contiguous CPU buffer of the listed dtype (no intermediate copy)."""
+
+    def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
+        """Read ``name`` (rows ``[start, stop)``, or whole) into ``out``; returns ``out``."""
+        ...
+
+
+@runtime_checkable
+class PrefetchingReader(Protocol):
+    """A reader that can be told which rows come next (an OS read-ahead hint; never fails the pass)."""
+
+    def prefetch(self, name: str, rows: tuple[int, int] | None = None) -> None: ...
+
+
+@runtime_checkable
+class NotingReader(Protocol):
+    """A reader that left tensors out and says why (reported as ``Problem``s of its model)."""
+
+    notes: list[str]
+
+
+@runtime_checkable
+class ShapeAdoptingReader(Protocol):
+    """A reader of a format that does not store some shapes; it takes them from the other models."""
+
+    def adopt_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None: ...
+

@@ -87,23 +87,35 @@ def display_id(name: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def match_model_id(name: str, ids: Sequence[str]) -> str | None:
-    """The id in ``ids`` that a declared name (hub id or path) refers to, if any.
+def match_model_id(name: str | None, ids: Sequence[str]) -> str | None:
+    """The id in ``ids`` that a declared name (hub id or path) refers to, or ``None``: the one rule for
+    matching names to models (adapter bases, declared parents, truth files, presets).
 
-    Matches by exact id, then by the last path component (``meta-llama/Llama-2-7b-hf`` matches a model
-    with id ``Llama-2-7b-hf``, and ``/models/llama`` matches ``llama``), case-insensitively last.
+    Exact match first, then case-insensitive, then by the last path component when exactly one model
+    has it (a hub id ``org/name`` matches a folder called ``name`` and vice versa; ``/models/llama``
+    matches ``llama``). An ambiguous name matches nothing.
+
+    Examples
+    --------
+    >>> match_model_id("meta-llama/Llama-2-7b-hf", ["llama-2-7b-hf", "mistral"])
+    'llama-2-7b-hf'
+    >>> match_model_id("org/base", ["a/base", "b/base"]) is None
+    True
     """
     if not name:
         return None
     if name in ids:
         return name
-    tail = name.rstrip("/").rsplit("/", 1)[-1]
-    for candidate in (tail, name.lower(), tail.lower()):
-        for i in ids:
-            i_tail = i.rsplit("/", 1)[-1]
-            if candidate in (i, i_tail) or candidate == i.lower() or candidate == i_tail.lower():
-                return i
-    return None
+    by_norm = {_norm_id(m): m for m in ids}
+    if _norm_id(name) in by_norm:
+        return by_norm[_norm_id(name)]
+    tail = _norm_id(name).split("/")[-1]
+    hits = [m for m in ids if _norm_id(m).split("/")[-1] == tail]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _norm_id(name: str) -> str:
+    return name.strip().rstrip("/").lower()
 
 
 # --- metadata ----------------------------------------------------------------------------------------

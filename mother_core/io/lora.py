@@ -24,6 +24,7 @@ import torch
 from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
+from mother_core.io.readers import load_torch_file
 from mother_core.io.safetensors_header import read_header
 
 _LORA_KEY = re.compile(
@@ -130,8 +131,6 @@ def _load_adapter(path: str) -> dict[str, torch.Tensor]:
                 f"Cannot read {path}: {e}. The file is truncated or corrupt: re-download or remove it.", path
             ) from e
         return out
-    from mother_core.io.readers import load_torch_file
-
     return load_torch_file(path)
 
 
@@ -149,7 +148,8 @@ class LoraReader:
             raise UnreadableCheckpointError(f"Cannot read {config_path}: {str(e)[:200]}. Fix or remove the adapter.",
                                             config_path) from None
         if not isinstance(config, dict):
-            raise UnreadableCheckpointError(f"{config_path} is not a JSON object. Fix or remove the adapter.", config_path)
+            raise UnreadableCheckpointError(f"{config_path} is not a JSON object. Fix or remove the adapter.",
+                                            config_path)
         if config.get("use_dora"):
             raise UnreadableCheckpointError(
                 f"{ref.path} is a DoRA adapter, which this version does not merge. Merge it with PEFT "
@@ -168,7 +168,8 @@ class LoraReader:
             m = _LORA_KEY.match(key)
             if m is None:
                 if "lora_magnitude_vector" in key:
-                    raise UnreadableCheckpointError(f"{adapter_file} holds DoRA magnitudes; not supported.", adapter_file)
+                    raise UnreadableCheckpointError(f"{adapter_file} holds DoRA magnitudes; not supported.",
+                                                    adapter_file)
                 # modules_to_save: a full tensor, saved with PEFT's wrapper components in its name
                 name = normalise_name(key.replace(".modules_to_save", "").replace(".default", ""))
                 self._replaced[name] = t
@@ -186,7 +187,8 @@ class LoraReader:
         fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
         for (module, is_embedding), ab in sorted(pairs.items()):
             if set(ab) != {"A", "B"}:
-                raise AdapterMismatchError(f"{adapter_file}: module {module} has lora_{next(iter(ab))} only.", adapter_file)
+                raise AdapterMismatchError(f"{adapter_file}: module {module} has lora_{next(iter(ab))} only.",
+                                           adapter_file)
             bare = module.removeprefix("base_model.model.")
             r = _pattern_value(rank_pattern, bare) or r_default
             alpha = _pattern_value(alpha_pattern, bare) or alpha_default

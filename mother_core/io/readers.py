@@ -370,7 +370,8 @@ def open_model(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
     if entry.needs_base and base is None:
         wanted = ref.base_id or "named in its adapter_config.json"
         raise MissingBaseModelError(
-            f"{ref.path} is a LoRA adapter: add the base model {wanted} to the set, or pass --base PATH.",
+            f"{ref.path} is a LoRA adapter: add its base model ({wanted}) to the paths you give, "
+            "or open it with open_model(ref, base=reader_of_the_base).",
             ref.path,
         )
     return entry.opener()(ref, base)

@@ -20,6 +20,9 @@ better (least squares on log distances: a tree metric fit, as in phylogenetics' 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from typing import Any
+
 import numpy as np
 
 
@@ -85,7 +88,7 @@ def _side(adj: list[set[int]], start: int, cut: int) -> np.ndarray:
     return np.fromiter(seen, dtype=int)
 
 
-def refine_topology(parent: np.ndarray, s: np.ndarray, keep: set[frozenset[int]] = frozenset(),
+def refine_topology(parent: np.ndarray, s: np.ndarray, keep: Collection[frozenset[int]] = frozenset(),
                     candidates: int = CANDIDATES) -> tuple[list[set[int]], int]:
     """Move attachments while the tree's path sums fit the squared distances ``s`` better.
 
@@ -122,7 +125,7 @@ def refine_topology(parent: np.ndarray, s: np.ndarray, keep: set[frozenset[int]]
     near = np.argsort(np.where(np.eye(m, dtype=bool), np.inf, s), axis=1)[:, :candidates]
     moves = 0
     for _ in range(2 * m):
-        best = (-1e-12, None)
+        best: tuple[float, Any] = (-1e-12, None)
         for c in range(m):
             for cut in adj[c]:
                 if frozenset((c, cut)) in keep:
@@ -154,7 +157,7 @@ def refine_topology(parent: np.ndarray, s: np.ndarray, keep: set[frozenset[int]]
 
 
 def orient(adj: list[set[int]], cost: np.ndarray, *, roots: list[int] | None = None,
-           forced: list[tuple[int, int]] = (), forbidden: list[tuple[int, int]] = ()) -> np.ndarray | None:
+           forced: Sequence[tuple[int, int]] = (), forbidden: Sequence[tuple[int, int]] = ()) -> np.ndarray | None:
     """Root an undirected tree where its directed edges cost least (``cost[p, c]``: the solver's
     cost, whose direction penalty carries the kurtosis and norm-growth cues).
 

@@ -1,6 +1,6 @@
 """Minimum spanning arborescence (directed minimum spanning tree/forest) on a dense cost matrix.
 
-This is the tree step of MoTHer (method.md, "Cost and tree"): given ``cost[p, c]``, the cost of the edge
+This is the tree step of MoTHer (docs/METHOD.md, "Cost and tree"): given ``cost[p, c]``, the cost of the edge
 p -> c, find the parent of every model so that the edges form a rooted tree (or forest) of least total
 cost.
 
@@ -187,13 +187,13 @@ def _index(i: object, n: int, what: str) -> int:
 
 def _edge(e: object, n: int, what: str) -> tuple[int, int]:
     try:
-        p, c = e  # type: ignore[misc]
+        raw_p, raw_c = e  # type: ignore[misc]
     except (TypeError, ValueError):
         raise ConstraintError(f"A {what} edge must be a (parent, child) pair; got {e!r}.") from None
-    p, c = _index(p, n, f"{what} edge {tuple(e)}"), _index(c, n, f"{what} edge {tuple(e)}")  # type: ignore[arg-type]
+    p, c = _index(raw_p, n, f"{what} edge {(raw_p, raw_c)}"), _index(raw_c, n, f"{what} edge {(raw_p, raw_c)}")
     if p == c:
         raise ConstraintError.about("The {what} edge {edge} is a self-loop; a model cannot be its own parent.",
-                                    values={"what": what}, edge=(p, c))
+                                    {"what": what}, edge=(p, c))
     return p, c
 
 
@@ -230,7 +230,7 @@ def _validated_constraints(
             if not np.isfinite(rc[r]):
                 raise ConstraintError.about(
                     "Model {root} is forced to be a root, but root_cost[{index}] is +inf (not allowed).",
-                    values={"index": r}, root=r)
+                    {"index": r}, root=r)
     return _Constraints(fmap, bad, root_set)
 
 
@@ -384,7 +384,7 @@ def _contract(
     rows = win[[row_of[x] for x in cycle]]  # (m, n) reduced entering costs of the members
     pick = rows.argmin(axis=0)  # cheapest member to enter, per source
     new_row = rows[pick, cols]
-    member_heads = np.stack([np.full(len(cols), x) if heads[x] is None else heads[x] for x in cycle])
+    member_heads = np.stack([np.full(len(cols), x) if (h := heads[x]) is None else h for x in cycle])
     inside = np.concatenate([members[x] for x in cycle])
     new_row[inside] = _INF  # edges inside the supernode do not enter it
     win[row_of[cycle[0]]] = new_row
@@ -429,7 +429,7 @@ def _infeasible(c: np.ndarray, rc: np.ndarray | None, cons: _Constraints, member
     group = {int(x) for x in members if x < c.shape[0]}
     others = np.setdiff1d(np.arange(c.shape[0]), list(group))
     g = sorted(group)
-    by_cost = bool(np.isfinite(c[np.ix_(others, g)]).any()) if others.size else False
+    by_cost = bool(np.isfinite(c[np.ix_(others, np.array(g, dtype=np.int64))]).any()) if others.size else False
     may_root = rc is not None and bool(np.isfinite(rc[g]).any())
     what = "model {group:names}" if len(g) == 1 else "models {group:names}"
     refs: dict[str, ModelRefs] = {"group": list(g)}
@@ -467,4 +467,4 @@ def _not_one_tree(parent: np.ndarray, cons: _Constraints) -> ConstraintError:
         f"No single tree spans all models{extra}: at least {{count}} roots are needed "
         "(e.g. models {roots:names}), because no allowed (finite-cost) edge connects their groups. "
         "Pass root_cost to recover a forest, or relax the constraints.",
-        values={"count": len(roots)}, roots=[int(r) for r in roots])
+        {"count": len(roots)}, roots=[int(r) for r in roots])

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mother_core.errors import InputError
+from mother_core.settings import LAYER_SELECTIONS
 from mother_core.stats.result import WeightStatistics
 
-LAYER_SELECTIONS = ("all", "matrices", "square-attention")
 #: Relative layer difference at which a layer counts as re-initialised rather than fine-tuned
 #: (independent weights of one shape sit at sqrt(2) ~ 1.41; fine-tuning moves a layer by a fraction).
 REINITIALISED = 0.8
@@ -101,6 +101,7 @@ class PairEvidence:
     layer_index: np.ndarray
     kurtosis_trend: np.ndarray | None = None
     norm_growth: np.ndarray | None = None
+    effective_rank_trend: np.ndarray | None = None  # see effective_rank_trend(); filled by recover
 
 
 def pair_evidence(stats: WeightStatistics, mask: np.ndarray, drop_reinitialised: bool = True) -> PairEvidence:
@@ -163,7 +164,7 @@ LOW_RANK_FRACTION = 0.5
 
 @dataclass(frozen=True)
 class RankEvidence:
-    """Normalised rank of weight differences for candidate pairs of one tree (method.md l_LoRA).
+    """Normalised rank of weight differences for candidate pairs of one tree (docs/METHOD.md l_LoRA).
 
     ``rank[i, j]``: mean over the skeleton layers that differ of rank(W_i - W_j) / k in [0, 1] (0 when
     no layer differs), NaN where not measured.
@@ -226,3 +227,41 @@ def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarra
         k = min(candidates, n - 1)
         measure([(i, int(order[i, c])) for i in range(n) for c in range(k) if np.isfinite(d[i, order[i, c]])])
     return RankEvidence(rank, low, nearest_rank)
+
+
+#: At most this many skeleton layers (evenly spread) enter the effective-rank cue: N SVDs each.
+ERANK_MAX_LAYERS = 24
+
+
+def effective_rank_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: int = ERANK_MAX_LAYERS) -> np.ndarray:
+    """In [-1, 1]: the magnitude-weighted vote of per-layer changes of effective rank from i to j.
+
+    The effective rank of a matrix is exp of the entropy of its normalised singular values (Roy &
+    Vetterli 2007); 2026 lineage work reports it lower in the parent than in a fine-tuned child
+    (method.md, "What the signals look like"). It is read from the fixed random submatrices the pass
+    already keeps (:mod:`mother_core.stats.skeleton`), so it costs no extra read. +1 when every layer's
+    effective rank rises from i to j; 0 where no layer has a skeleton.
+    """
+    slots = [s for s in np.flatnonzero(mask) if s in stats.skeletons]
+    if len(slots) > max_layers:
+        slots = [slots[i] for i in np.linspace(0, len(slots) - 1, max_layers).round().astype(int)]
+    n = stats.n_models
+    total = np.zeros((n, n))
+    magnitude = np.zeros((n, n))
+    for s in slots:
+        sk = stats.skeletons[s].astype(np.float64)  # (N, k1, k2)
+        ok = ~np.isnan(sk).any(axis=(1, 2))
+        if ok.sum() < 2:
+            continue
+        sv = np.linalg.svd(sk[ok], compute_uv=False)  # (n_ok, k)
+        p = sv / np.maximum(sv.sum(axis=1, keepdims=True), 1e-300)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+        er = np.full(n, np.nan)
+        er[ok] = np.exp(entropy)
+        delta = er[None, :] - er[:, None]  # er_j - er_i
+        delta = np.where(np.isfinite(delta), delta, 0.0)
+        total += delta
+        magnitude += np.abs(delta)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(magnitude > 0, total / magnitude, 0.0)

@@ -38,12 +38,17 @@ class TreeReading:
         Whether edges of this tree are placed by the rank of weight differences (merged LoRA).
     norm_sign : float
         ``+1``: norms grow from parent to child; ``-1``: they shrink (strong weight decay).
+    basis, note : str
+        What the reading rests on (``"own"``, ``"pooled"``, ``"prior"``, ``"fixed"``; see
+        :mod:`mother_core.recovery.direction`) and a sentence saying so for the user.
     """
 
     regime: str = "specialization"
     confidence: float = 0.5
     rank_distance_used: bool = False
     norm_sign: float = 1.0
+    basis: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,9 @@ class RecoveryProblem:
         ``"mother+"`` or ``"paper"``: how direction confidence is read.
     refine : bool
         Whether the solver refines each tree after the arborescence.
+    cue_votes : mapping of str to ndarray (N, N)
+        Each direction cue's vote in [-1, 1] for p -> c under the tree's reading
+        (:func:`mother_core.recovery.recover.cue_votes`), shown per edge.
     links : tuple of dict
         Typed relations decided before the forest (:class:`mother_core.relations.evidence.TypedLink`
         as dicts): each child's parents, relation, detail, confidence (:mod:`.typed`).
@@ -119,6 +127,7 @@ class RecoveryProblem:
     squared: np.ndarray | None = None
     method: str = "mother+"
     refine: bool = True
+    cue_votes: Mapping[str, np.ndarray] = field(default_factory=dict)
     links: tuple[Mapping[str, Any], ...] = ()
     edge_labels: Mapping[str, Any] = field(default_factory=dict)
 
@@ -144,6 +153,8 @@ class RecoveryProblem:
             "regimes": {str(k): [r.regime, float(r.confidence)] for k, r in self.readings.items()},
             "rank_distance_used": {str(k): bool(r.rank_distance_used) for k, r in self.readings.items()},
             "norm_sign": {str(k): float(r.norm_sign) for k, r in self.readings.items()},
+            "direction_basis": {str(k): [r.basis, r.note] for k, r in self.readings.items()},
+            "cue_votes": {k: np.asarray(v).tolist() for k, v in self.cue_votes.items()},
             "votes_up": np.asarray(self.votes_up).tolist(),
             "direction_evidence": self.evidence.tolist(),
             "shared_layers": np.asarray(self.shared).tolist(),
@@ -181,6 +192,8 @@ class RecoveryProblem:
                 regime=str(v[0]), confidence=_f(v[1]),
                 rank_distance_used=bool((extra.get("rank_distance_used") or {}).get(k, False)),
                 norm_sign=_f((extra.get("norm_sign") or {}).get(k, 1.0)),
+                basis=str(((extra.get("direction_basis") or {}).get(k) or ["", ""])[0]),
+                note=str(((extra.get("direction_basis") or {}).get(k) or ["", ""])[1]),
             )
         facts = tuple(models)
         if "model_paths" in extra:
@@ -202,6 +215,8 @@ class RecoveryProblem:
             readings=readings, models=facts,
             squared=None if squared is None else np.array([[_f(x) for x in row] for row in squared]),
             method=method, refine=refine,
+            cue_votes={k: np.array([[_f(x) for x in row] for row in v], dtype=np.float64)
+                       for k, v in (extra.get("cue_votes") or {}).items()},
             links=tuple(extra.get("typed_links") or ()), edge_labels=dict(extra.get("edge_labels") or {}),
         )
 

@@ -1,6 +1,6 @@
 """From weight statistics to a :class:`Recovery`: trees, regimes, arborescences, confidence.
 
-Method (method.md; Horwitz, Shul & Hoshen 2024, "On the Origin of Llamas", sec. 4), with our changes
+Method (docs/METHOD.md; Horwitz, Shul & Hoshen 2024, "On the Origin of Llamas", sec. 4), with our changes
 marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for comparison:
 
 1. Distances: l_FT(i, j) = mean over shared selected layers of RMS(W_i - W_j) (paper, v2), over all
@@ -34,18 +34,27 @@ from mother_core.errors import InputError, TooFewModelsError
 from mother_core.recovery.additive import MAX_TREE, squared_distances
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
 from mother_core.recovery.corrections import is_extension, local_edit
-from mother_core.recovery.features import PairEvidence, pair_evidence, rank_evidence, select_layers
+from mother_core.recovery.direction import Reading, architecture_key, choose_readings
+from mother_core.recovery.features import (
+    PairEvidence,
+    effective_rank_trend,
+    pair_evidence,
+    rank_evidence,
+    select_layers,
+)
 from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
+from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
 
-REGIMES = ("auto", "specialization", "generalization")
-METHODS = ("mother+", "paper")
+#: The effective-rank cue's vote is computed for display on sets up to this size (N x 24 small SVDs),
+#: and always when the cue is enabled.
+ERANK_SHOWN_UP_TO = 400
 
 
 def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm",
@@ -67,7 +76,19 @@ def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm
         e = e + sign * ev.kurtosis_trend
     if "norm" in cues:
         e = e + norm_sign * ev.norm_growth
+    if "erank" in cues and ev.effective_rank_trend is not None:
+        e = e + ev.effective_rank_trend
     return e
+
+
+def cue_votes(ev: PairEvidence, regime: str, norm_sign: float) -> dict[str, np.ndarray]:
+    """Each cue's vote in [-1, 1] for p -> c (positive: p is the parent), read under the tree's
+    reading, whether or not the cue is enabled: what the Edge page shows beside the fused evidence."""
+    votes = {"kurtosis": (-1.0 if regime == "specialization" else 1.0) * ev.kurtosis_trend,
+             "norm": norm_sign * ev.norm_growth}
+    if ev.effective_rank_trend is not None:
+        votes["effective_rank"] = ev.effective_rank_trend
+    return votes
 
 
 def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
@@ -84,12 +105,12 @@ def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
     if method == "paper":
         rising = regime == "generalization"
         return (ev.kurtosis_delta < 0 if rising else ev.kurtosis_delta > 0).astype(np.float64)
-    n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm")))
+    n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm", "erank")))
     return (1.0 - direction_evidence(ev, regime, cues, norm_sign) / n_cues) / 2.0
 
 
 def cost_matrix(distance: np.ndarray, penalty: np.ndarray, lambda_: float) -> np.ndarray:
-    """M = D + lambda * mean(D) * K with an infinite diagonal (method.md, "Cost and tree")."""
+    """M = D + lambda * mean(D) * K with an infinite diagonal (docs/METHOD.md, "Cost and tree")."""
     n = distance.shape[0]
     off = ~np.eye(n, dtype=bool)
     finite = off & np.isfinite(distance)
@@ -129,6 +150,8 @@ def recover(
         raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
+    if settings.method != "paper" and ("erank" in settings.direction_cues or stats.n_models <= ERANK_SHOWN_UP_TO):
+        ev = replace(ev, effective_rank_trend=effective_rank_trend(stats, mask))
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
     # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
     # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
@@ -142,6 +165,11 @@ def recover(
     evidence = np.zeros((n, n))
     readings: dict[int, TreeReading] = {}
     squared = np.full((n, n), np.nan)  # for the refinement, within trees it applies to
+    solved: dict[int, list[Reading]] = {}
+    matrices: dict[int, dict[tuple[str, float], np.ndarray]] = {}
+    scales: dict[int, float] = {}
+    groups: dict[int, bytes] = {}
+    rank_used: dict[int, bool] = {}
     for t in range(labels.max() + 1):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
@@ -149,14 +177,25 @@ def recover(
             continue
         sub = np.ix_(members, members)
         placement = _placement_distance(stats, mask, ev, members, settings, typed_children)
-        regime, conf, sub_cost, norm_sign = _choose_regime(ev, members, settings, placement)
-        readings[t] = TreeReading(regime, conf, rank_distance_used=placement is not None, norm_sign=norm_sign)
-        cost[sub] = block_leaves(sub_cost, {k for k, g in enumerate(members) if g in leaves})
-        evidence[sub] = direction_evidence(ev, regime, settings.direction_cues, norm_sign)[sub]
+        rank_used[t] = placement is not None
+        solved[t], matrices[t], scales[t] = _solve_readings(ev, members, settings, placement)
+        groups[t] = architecture_key(stats.present[members[0]])
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
             if s is not None:
                 squared[sub] = s
+    # Each tree's reading: its own evidence, its architecture's pooled evidence, or the prior.
+    votes: dict[str, np.ndarray] = {}
+    for t, chosen in choose_readings(solved, scales, groups).items():
+        members = np.flatnonzero(labels == t)
+        sub = np.ix_(members, members)
+        readings[t] = TreeReading(chosen.regime, chosen.confidence, rank_distance_used=rank_used[t],
+                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=chosen.note)
+        cost[sub] = block_leaves(matrices[t][(chosen.regime, chosen.norm_sign)],
+                                 {k for k, g in enumerate(members) if g in leaves})
+        evidence[sub] = direction_evidence(ev, chosen.regime, settings.direction_cues, chosen.norm_sign)[sub]
+        for name, vote in cue_votes(ev, chosen.regime, chosen.norm_sign).items():
+            votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     problem = RecoveryProblem(
         ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
@@ -165,7 +204,7 @@ def recover(
         models=tuple(ModelFacts(m.path, m.format, m.declared_parent, int((stats.numel * stats.present[i]).sum()))
                      for i, m in enumerate(stats.models)),
         squared=squared if np.isfinite(squared).any() else None,
-        method=settings.method, refine=settings.refine,
+        method=settings.method, refine=settings.refine, cue_votes=votes,
         links=tuple(link.to_dict() for link in findings.links),
     )
     base = Recovery(
@@ -324,7 +363,7 @@ def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvide
                         settings: RecoverySettings, typed: set[int] = frozenset()) -> np.ndarray | None:
     """The rank distance of one tree when its models differ at low rank (merged LoRA), else None.
 
-    method.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
+    docs/METHOD.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and
     grandparents likewise, so the rank of the difference places edges where a Frobenius distance
     confuses siblings with parents. Candidates are each model's nearest relatives by distance; other
     pairs cost more than any candidate. Ties are broken by the (normalised) distance. Whether the tree
@@ -348,20 +387,18 @@ def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvide
     return np.where(np.isnan(found.rank), 2.0, found.rank) + tie_break
 
 
-def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings,
-                   placement: np.ndarray | None = None) -> tuple[str, float, np.ndarray, float]:
-    """Solve one tree under each reading of its direction cues and keep the cheapest (``auto``).
+def _solve_readings(ev: PairEvidence, members: np.ndarray, settings: RecoverySettings,
+                    placement: np.ndarray | None = None
+                    ) -> tuple[list[Reading], dict[tuple[str, float], np.ndarray], float]:
+    """Solve one tree under each reading of its direction cues (:mod:`.direction` picks one).
 
-    Readings: the kurtosis regime (specialization or generalization) and, with ``norm_direction``
-    ``"auto"``, the sign of the norm cue (growth, or shrinkage under strong weight decay). A family
-    tree branches: a tree whose cues move monotonically away from one root is cheap under one
-    reading only. A chain reads equally well forwards and backwards; ties keep the prior
-    (specialization, growth) with confidence 0.5. Confidence grows with the difference in direction
-    penalty between the best and the next reading, in units of edges: sigmoid(2 * difference).
+    Readings: the kurtosis regime (specialization or generalization; only the one set unless
+    ``regime="auto"``) and, with ``norm_direction="auto"``, the sign of the norm cue (growth, or
+    shrinkage under strong weight decay), in order of prior preference.
 
     Returns
     -------
-    regime, confidence, cost matrix, norm sign
+    readings, cost matrix per reading, the cost of one unit of direction penalty (lambda * mean(D))
     """
     sub = np.ix_(members, members)
     d = ev.distance[sub] if placement is None else placement
@@ -371,18 +408,14 @@ def _choose_regime(ev: PairEvidence, members: np.ndarray, settings: RecoverySett
                  and settings.method != "paper")
     signs = [1.0, -1.0] if free_norm else [1.0]
     options = [(r, sgn) for sgn in signs for r in regimes]  # in order of prior preference
-    solved = []
+    readings, matrices = [], {}
     for rank_of_prior, (regime, sgn) in enumerate(options):
         k = direction_penalty(ev, regime, settings.method, settings.direction_cues, sgn)[sub]
         m = cost_matrix(d, k, lam)
         parent = minimum_spanning_arborescence(m)
         penalty = float(sum(k[parent[c], c] for c in range(len(parent)) if parent[c] >= 0))
-        solved.append((tree_cost(m, parent), rank_of_prior, penalty, regime, m, sgn))
-    best = min(solved, key=lambda x: x[0])
-    tied = [x for x in solved if abs(x[0] - best[0]) <= 1e-12 * max(abs(best[0]), 1e-300)]
-    chosen = min(tied, key=lambda x: x[1])  # among equally good readings, the prior's
-    if len(solved) == 1:
-        return chosen[3], 1.0, chosen[4], chosen[5]
-    others = [x[2] for x in solved if x is not chosen and x not in tied]
-    margin = (min(others) - chosen[2]) if others and len(tied) == 1 else 0.0
-    return chosen[3], 1.0 / (1.0 + math.exp(-2.0 * margin)), chosen[4], chosen[5]
+        readings.append(Reading(regime, sgn, tree_cost(m, parent), penalty, rank_of_prior))
+        matrices[(regime, sgn)] = m
+    off = ~np.eye(len(members), dtype=bool) & np.isfinite(d)
+    scale = lam * float(d[off].mean()) if off.any() else 0.0
+    return readings, matrices, scale

@@ -38,65 +38,13 @@ from mother_core.errors import ResultFormatError
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem
 from mother_core.recovery.schema import check_result
 from mother_core.relations.vocabulary import Relation, parse_relation
+from mother_core.settings import RecoverySettings
+
+__all__ = ["Alternative", "Constraints", "Edge", "LayerInfo", "ModelNode", "Recovery", "RecoverySettings",
+           "TreeInfo"]
 
 FORMAT_NAME = "mother-recovery"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RecoverySettings:
-    """Knobs of the recovery step (method.md, "Cost and tree").
-
-    Attributes
-    ----------
-    regime : str
-        ``"auto"`` (inferred per tree), ``"specialization"`` (kurtosis falls parent -> child) or
-        ``"generalization"`` (kurtosis rises).
-    method : str
-        ``"mother+"`` (default): distances robust to re-initialised layers place the edges and
-        per-layer kurtosis votes only orient them; ``"paper"``: the published cost with the summed
-        kurtosis sign as a hard penalty.
-    direction_cues : str
-        ``"mother+"`` only: which cues orient edges, ``"kurtosis+norm"`` (default), ``"kurtosis"``
-        or ``"norm"`` (see :func:`mother_core.recovery.recover.direction_evidence`).
-    norm_direction : str
-        ``"auto"`` (whether norms grow or, under strong weight decay, shrink from parent to child is
-        read from each tree's shape, like the kurtosis regime) or ``"growth"`` (always growth).
-    lambda_ : float
-        Weight of the direction penalty: M = D + lambda * mean(D) * K (paper: 0.3, also our default;
-        benchmarks/RESULTS.md has the sweep).
-    layers : str
-        Layer selection: ``"all"`` (every shared float tensor), ``"matrices"`` (2-D and conv weights),
-        ``"square-attention"`` (the paper's choice), or a comma-separated list of layer kinds.
-    name_pattern : str or None
-        Optional regular expression; only tensors whose name matches are used.
-    use_rank : str
-        ``"auto"`` (place edges by the rank of weight differences in trees whose models differ at
-        low rank, i.e. merged LoRA fine-tunes), ``"never"`` or ``"always"``.
-    n_trees : int or None
-        Number of trees if the user knows it; ``None`` finds it from the data.
-    refine : bool
-        ``"mother+"`` only: after the arborescence, move attachments while squared distances add up
-        better along the tree's paths (fine-tuning steps add nearly orthogonal updates; see
-        :mod:`mother_core.recovery.additive`). Trees placed by the rank distance are left as solved.
-    relations : str
-        ``"mother+"`` only: which relation detectors run before the fine-tune forest is solved
-        (:mod:`mother_core.relations.detect`): ``"all"`` (default), ``"none"`` (every edge a
-        fine-tune, as in the paper) or a comma-separated list of ``convert, quantized, adapter,
-        merge, shape, lora``.
-    """
-
-    regime: str = "auto"
-    method: str = "mother+"
-    lambda_: float = 0.3
-    direction_cues: str = "kurtosis+norm"
-    norm_direction: str = "auto"
-    layers: str = "all"
-    name_pattern: str | None = None
-    use_rank: str = "auto"
-    n_trees: int | None = None
-    refine: bool = True
-    relations: str = "all"
 
 
 @dataclass(frozen=True)
@@ -132,6 +80,9 @@ class Edge:
     constrained: bool = False
     alternatives: tuple[Alternative, ...] = ()
     layer_distance: tuple[float, ...] = ()  # per-layer distance, same order as Recovery.layers
+    # Each direction cue's vote in [-1, 1] for parent -> child under the tree's reading (positive:
+    # supports this direction): "kurtosis", "norm", "effective_rank" (recover.cue_votes).
+    cues: dict[str, float] = field(default_factory=dict)
     # Per-layer kurtosis vote (+1 for this direction, -1 against, 0 not voting), as the engine counted
     # them (recover.layer_votes); same order as Recovery.layers, () when not computed.
     layer_votes: tuple[int, ...] = ()
@@ -170,6 +121,10 @@ class TreeInfo:
     root: str
     regime: str
     regime_confidence: float
+    # What the direction rests on: "own" evidence, "pooled" over the architecture's trees, the "prior",
+    # or "fixed" by the user (mother_core/recovery/direction.py), and a sentence saying so.
+    direction_basis: str = ""
+    direction_note: str = ""
 
 
 @dataclass(frozen=True)

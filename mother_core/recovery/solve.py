@@ -234,7 +234,8 @@ def _graph(problem: RecoveryProblem, parent: np.ndarray, forced: set[tuple[int, 
         roots = [ids[i] for i in members if parent[i] < 0]
         reading = problem.reading(int(t))
         trees.append(TreeInfo(int(t), tuple(ids[i] for i in members), roots[0] if roots else "",
-                              reading.regime, reading.confidence))
+                              reading.regime, reading.confidence, direction_basis=reading.basis,
+                              direction_note=reading.note))
     return nodes, edges, trees
 
 
@@ -250,7 +251,8 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
     if problem.method == "paper":
         p_dir = direction_confidence(forward, total, reading.confidence)
     else:
-        p_dir = evidence_confidence(float(problem.evidence[p, c]))
+        # A reading that is itself uncertain (a coin-flip regime) makes the direction uncertain.
+        p_dir = evidence_confidence(float(problem.evidence[p, c]), reading.confidence)
     parts = ConfidenceParts(placement_confidence(
         float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]), problem.threshold), p_dir)
     return Edge(
@@ -261,4 +263,5 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
         layers_voting_forward=forward, layers_voting_backward=total - forward,
         constrained=constrained, alternatives=alternatives,
         layer_distance=layer_distance(p, c) if layer_distance is not None else (),
+        cues={k: float(v[p, c]) for k, v in problem.cue_votes.items()},
     )

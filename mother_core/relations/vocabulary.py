@@ -4,7 +4,7 @@ Every edge of a :class:`~mother_core.recovery.result.Recovery` carries one of th
 ``Edge.relation``; the CLI, ``result.json``, the exports (``base_model_relation``) and the app use the
 same words. They follow the model-hub convention for ``base_model_relation`` (finetune, adapter,
 quantized, merge) and add the kinds a set of real checkpoints holds besides (docs/RELATIONS.md;
-method.md, "Beyond fine-tune trees").
+docs/METHOD.md, "Beyond fine-tune trees").
 """
 
 from __future__ import annotations

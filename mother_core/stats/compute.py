@@ -22,7 +22,8 @@ from mother_core.errors import (
     ResultFormatError,
     TooFewModelsError,
 )
-from mother_core.io.base import Discovery, ModelReader, ModelRef, Problem
+from mother_core.io.base import Discovery, ModelReader, ModelRef, NotingReader, Problem, ShapeAdoptingReader
+from mother_core.io.discovery import match_model_id
 from mother_core.io.readers import open_model
 from mother_core.stats.cache import StatsCache, model_key, set_aside, slot_key
 from mother_core.stats.execute import execute_plan
@@ -149,23 +150,20 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
     # Quantized weights that do not store their shape take it from the other models (mother_core/io/quantized.py).
     shapes = {n: i.shape for r in readers for n, i in r.tensor_infos().items() if len(i.shape) == 2}
     for reader in readers:
-        adopt = getattr(reader, "adopt_shapes", None)
-        if adopt is not None:
-            adopt(shapes)
+        if isinstance(reader, ShapeAdoptingReader):
+            reader.adopt_shapes(shapes)
         # Tensors a reader left out (a dtype we do not compare, an impossible stride, a quantization it
         # cannot decode) are reported.
-        problems.extend(Problem(reader.ref.path, note) for note in getattr(reader, "notes", ()))
+        if isinstance(reader, NotingReader):
+            problems.extend(Problem(reader.ref.path, note) for note in reader.notes)
     return readers, base_refs
 
 
 def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
     want = ref.base_id or ""
-    for candidate in (want, want.rstrip("/").split("/")[-1]):
-        if candidate in by_id and by_id[candidate].format != "peft-lora":
-            return by_id[candidate]
-    for rid, r in by_id.items():
-        if rid.split("/")[-1] == want.rstrip("/").split("/")[-1] and r.format != "peft-lora":
-            return r
+    found = match_model_id(want, [rid for rid, r in by_id.items() if r.format != "peft-lora"])
+    if found is not None:
+        return by_id[found]
     raise MissingBaseModelError(
         f"LoRA adapter {ref.path} needs its base model {want or '(unnamed)'!r}, which is not in the set. "
         "Add the base model's folder to the paths you give.", ref.path)

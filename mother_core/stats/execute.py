@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mother_core.errors import MotherError
-from mother_core.io.base import ModelReader
+from mother_core.io.base import BufferReader, ModelReader, PrefetchingReader
 from mother_core.stats import fused
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
@@ -303,8 +303,10 @@ def _stream_reduce(task: TensorTask, ci: int, plan: Plan, readers: Sequence[Mode
         began = time.perf_counter()
         for i, m in enumerate(models):
             try:
+                reader = readers[m]
+                assert isinstance(reader, BufferReader)  # _kernel_dtype chose this path for such readers
                 with locks[m]:
-                    readers[m].read_into(meta.name, (r0, r1), piece[i])
+                    reader.read_into(meta.name, (r0, r1), piece[i])
             except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
                 raise _StreamFailed(str(e)) from e
         reading += time.perf_counter() - began
@@ -327,11 +329,11 @@ def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelR
     task, ci = step
     name, rows = plan.slots[task.slot].name, task.chunks[ci]
     for m in task.models:
-        hint = getattr(readers[m], "prefetch", None)
-        if hint is not None and m not in failed:
+        reader = readers[m]
+        if isinstance(reader, PrefetchingReader) and m not in failed:
             with locks[m]:
                 try:
-                    hint(name, rows)
+                    reader.prefetch(name, rows)
                 except Exception:  # noqa: BLE001 - a hint must never fail the pass
                     pass
 
@@ -394,7 +396,7 @@ def _kernel_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReade
     stored = set()
     for m in models:
         info = readers[m].tensor_infos().get(name)
-        if info is None or getattr(readers[m], "read_into", None) is None:
+        if info is None or not isinstance(readers[m], BufferReader):
             return None
         stored.add(info.dtype)
     if len(stored) != 1:
@@ -414,7 +416,7 @@ def _fill_row(reader: ModelReader, name: str, rows: tuple[int, int] | None, row:
               staging: "_Staging", lock: threading.Lock) -> int:
     """Read ``name`` (``rows``) of one model into ``row`` (flat, float32 or the stored dtype); returns
     the bytes read."""
-    read_into = getattr(reader, "read_into", None)
+    read_into = reader.read_into if isinstance(reader, BufferReader) else None
     info = reader.tensor_infos().get(name)
     if read_into is None or info is None:
         with lock:

@@ -25,13 +25,12 @@ import os
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from mother_core.stats.moments import Moments
+from mother_core.stats.running_moments import Moments
 
 # Columns per block: the (M, 2048) float32 scratch block stays in L1/L2 while it is reduced.
 KERNEL_BLOCK = 2048
@@ -128,11 +127,9 @@ class StreamReduction:
         self.blocks = _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, self.blocks, self.want_dist,
                                                self.counts, self.means, self.sums, self.dist)
 
-    def finish(self) -> tuple["Moments", np.ndarray]:
+    def finish(self) -> tuple[Moments, np.ndarray]:
         """(moments per row, a constant row having zero central moments; squared distances (M, M)
         float64, symmetric with a zero diagonal)."""
-        from mother_core.stats.moments import Moments  # moments.py imports this module
-
         out = np.empty((4, self.models), dtype=np.float64)
         _kernels().combine_blocks(self.counts, self.blocks, self.means, self.sums, out)
         upper = np.triu(self.dist, 1)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from mother_core.stats import fused
+from mother_core.stats.running_moments import Moments
 
 # Dot products over long vectors lose precision when BLAS accumulates a whole row in float32
 # (error ~ sqrt(n) * 6e-8). Splitting the inner dimension into blocks and summing the block
@@ -29,79 +29,6 @@ GRAM_BLOCK = 2048
 # Pairs whose distance is this small compared with their centred norms suffer cancellation in
 # Gii + Gjj - 2Gij; they are recomputed from explicit differences (exact for near-equal floats).
 CANCELLATION_RATIO = 0.25
-
-
-@dataclass
-class Moments:
-    """Running count, mean and central moment sums M2..M4 per model (float64 arrays of shape (M,)).
-
-    Chunks combine with the pairwise update of Chan et al. (1979) extended to third and fourth
-    moments by Pébay (2008), so chunking never loses accuracy.
-    """
-
-    n: np.ndarray
-    mean: np.ndarray
-    m2: np.ndarray
-    m3: np.ndarray
-    m4: np.ndarray
-
-    @classmethod
-    def of_chunk(cls, x: torch.Tensor) -> "Moments":
-        """Moments of each row of ``x`` (M, n)."""
-        n = x.shape[1]
-        mean = x.sum(dim=1, dtype=torch.float64) / n  # (M,)
-        d = x - mean.to(x.dtype)[:, None]
-        # The fp32 mean is off by rounding; correct the central sums with the exact residual mean.
-        d2 = d * d
-        m2 = d2.sum(dim=1, dtype=torch.float64)
-        m3 = (d2 * d).sum(dim=1, dtype=torch.float64)
-        m4 = (d2 * d2).sum(dim=1, dtype=torch.float64)
-        s1 = d.sum(dim=1, dtype=torch.float64)
-        del d, d2
-        r = s1 / n  # residual mean of d (tiny); shift moments from d's origin to its true mean
-        m4 = m4 - 4 * r * m3 + 6 * r**2 * m2 - 3 * n * r**4
-        m3 = m3 - 3 * r * m2 + 2 * n * r**3
-        m2 = m2 - n * r**2
-        mean = mean + r
-        to_np = lambda t: t.detach().cpu().numpy()  # noqa: E731
-        return cls(np.full(x.shape[0], float(n)), to_np(mean), to_np(m2), to_np(m3), to_np(m4))
-
-    def combine(self, other: "Moments") -> "Moments":
-        """Moments of the union of two disjoint chunks (Pébay 2008, eq. 2.1-2.3)."""
-        na, nb = self.n, other.n
-        n = na + nb
-        delta = other.mean - self.mean
-        mean = self.mean + delta * nb / n
-        m2 = self.m2 + other.m2 + delta**2 * na * nb / n
-        m3 = (
-            self.m3 + other.m3
-            + delta**3 * na * nb * (na - nb) / n**2
-            + 3 * delta * (na * other.m2 - nb * self.m2) / n
-        )
-        m4 = (
-            self.m4 + other.m4
-            + delta**4 * na * nb * (na**2 - na * nb + nb**2) / n**3
-            + 6 * delta**2 * (na**2 * other.m2 + nb**2 * self.m2) / n**2
-            + 4 * delta * (na * other.m3 - nb * self.m3) / n
-        )
-        return Moments(n, mean, m2, m3, m4)
-
-    @property
-    def variance(self) -> np.ndarray:
-        """Population variance m2 / n."""
-        return self.m2 / self.n
-
-    @property
-    def excess_kurtosis(self) -> np.ndarray:
-        """Population excess kurtosis n * M4 / M2**2 - 3 (method.md, "Signals" 2); 0 for constant tensors."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = self.n * self.m4 / self.m2**2 - 3.0
-        return np.where(self.m2 > 0, k, 0.0)
-
-    @property
-    def sum_of_squares(self) -> np.ndarray:
-        """sum(x**2) = M2 + n * mean**2, for the Frobenius norm."""
-        return self.m2 + self.n * self.mean**2
 
 
 def pairwise_sq_dist(x: torch.Tensor) -> np.ndarray:

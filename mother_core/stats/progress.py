@@ -19,11 +19,5 @@ class Progress:
     eta_s: float | None
     device: str
 
-    @property
-    def fraction(self) -> float:
-        if self.bytes_total > 0:
-            return min(1.0, self.bytes_read / self.bytes_total)
-        return 1.0 if self.tensors_total == 0 else self.tensors_done / self.tensors_total
-
 
 ProgressCallback = Callable[[Progress], None]

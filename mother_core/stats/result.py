@@ -58,7 +58,7 @@ class WeightStatistics:
     present : ndarray of bool, shape (N, T)
     mean, var, kurtosis, norm : ndarray of float64, shape (N, T)
         Population moments of the flattened tensor; ``kurtosis`` is excess kurtosis m4 / m2**2 - 3
-        (method.md, "Signals" 2); ``norm`` is the Frobenius norm.
+        (docs/METHOD.md, "Signals" 2); ``norm`` is the Frobenius norm.
     sq_dist : ndarray of float64, shape (T, N, N)
         Squared L2 distance ||W_i - W_j||^2 of each shared slot; symmetric, zero diagonal.
     skeletons : dict of int -> ndarray (N, k1, k2) float32

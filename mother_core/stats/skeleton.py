@@ -1,5 +1,5 @@
 """Skeletons: a fixed random k x k submatrix of every 2-D weight, kept per model, for the rank of
-weight differences (the paper's LoRA distance, method.md "Signals" 1).
+weight differences (the paper's LoRA distance, docs/METHOD.md "Signals" 1).
 
 A merged LoRA fine-tune differs from its parent by B @ A of rank r. The rank of a generic rank-r matrix
 survives in a random submatrix of at least r rows and r columns (the rows of B and the columns of A

@@ -1,0 +1,72 @@
+"""How trees read their direction: own evidence, pooled over an architecture, or the prior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mother_core import RecoverySettings, compute_statistics, discover, recover
+from mother_core.recovery.direction import PRIOR_CONFIDENCE, Reading, choose_readings
+
+DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
+OPTIONS = [("specialization", 1.0), ("generalization", 1.0), ("specialization", -1.0), ("generalization", -1.0)]
+
+
+def _readings(excess: dict[tuple[str, float], float]) -> list[Reading]:
+    """Readings of one tree whose costs exceed the best by ``excess`` penalty units (scale 1)."""
+    return [Reading(r, s, 10.0 + excess.get((r, s), 0.0), 0.0, i) for i, (r, s) in enumerate(OPTIONS)]
+
+
+def test_strong_own_evidence_is_kept():
+    chosen = choose_readings({0: _readings({o: 3.0 for o in OPTIONS if o != ("generalization", 1.0)})},
+                             {0: 1.0}, {0: "a"})
+    assert (chosen[0].regime, chosen[0].norm_sign, chosen[0].basis) == ("generalization", 1.0, "own")
+    assert chosen[0].confidence > 0.95
+
+
+def test_a_two_model_tree_borrows_its_architectures_reading():
+    # Tree 0 (large) clearly reads generalization; tree 1 (base + one child) reads as well reversed:
+    # a reading and its mirror (other regime, other norm sign) tie; tree 2 is alone in its architecture.
+    big = _readings({o: 4.0 for o in OPTIONS if o != ("generalization", 1.0)})
+    small = _readings({("generalization", 1.0): 0.5, ("specialization", -1.0): 0.5})
+    lone = _readings({("specialization", 1.0): 0.3, ("generalization", -1.0): 0.3})
+    chosen = choose_readings({0: big, 1: small, 2: lone}, {0: 1.0, 1: 1.0, 2: 1.0}, {0: "a", 1: "a", 2: "b"})
+    assert (chosen[1].regime, chosen[1].norm_sign, chosen[1].basis) == ("generalization", 1.0, "pooled")
+    assert (chosen[2].regime, chosen[2].norm_sign, chosen[2].basis) == ("specialization", 1.0, "prior")
+    assert chosen[2].confidence == PRIOR_CONFIDENCE
+    assert "prior" in chosen[2].note and "borrows" in chosen[1].note
+
+
+def test_a_fixed_regime_is_reported_as_fixed():
+    only = [Reading("specialization", 1.0, 1.0, 0.0, 0)]
+    chosen = choose_readings({0: only}, {0: 1.0}, {0: "a"})
+    assert chosen[0].basis == "fixed" and chosen[0].confidence == 1.0
+
+
+@pytest.fixture(scope="module")
+def forest():
+    stats = compute_statistics(discover([DEMO / "mixed-forest"]), device="cpu")
+    return recover(stats, RecoverySettings())
+
+
+def test_every_tree_says_what_its_direction_rests_on(forest):
+    for t in forest.trees:
+        if len(t.members) > 1:
+            assert t.direction_basis in ("own", "pooled", "prior") and t.direction_note
+    # A tree resting on the prior cannot give an edge more direction confidence than the prior has.
+    for e in forest.edges:
+        tree = next(t for t in forest.trees if e.child in t.members)
+        if tree.direction_basis == "prior":
+            assert e.direction_confidence <= PRIOR_CONFIDENCE + 1e-9
+
+
+def test_edges_carry_each_cues_vote(forest):
+    for e in forest.edges:
+        assert {"kurtosis", "norm", "effective_rank"} <= set(e.cues)
+        assert all(-1.0 <= v <= 1.0 for v in e.cues.values())
+    ids = forest.model_ids
+    ev = forest.problem.evidence
+    for e in forest.edges:  # the fused evidence is the sum of the enabled cues' votes
+        assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(e.cues["kurtosis"] + e.cues["norm"])
