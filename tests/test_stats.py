@@ -228,12 +228,18 @@ def _cached_run(args):
         return compute_statistics(discover([folder]), device="cpu", cache_dir=cache).settings["bytes_read"]
 
 
-def test_processes_can_share_one_cache(tmp_path):
+def test_processes_can_share_one_cache(tmp_path, monkeypatch):
     import multiprocessing as mp
+    import sys
+    import types
 
     _family(tmp_path)
+    # A spawned worker first re-runs the parent's ``__main__`` script. In an xdist worker that may be
+    # whatever an earlier in-process run left there (a Streamlit page), and a worker that dies at start
+    # is replaced forever. The workers need only this module's function: give them an empty __main__.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     with mp.get_context("spawn").Pool(3) as pool:
-        reads = pool.map(_cached_run, [(tmp_path / "set", tmp_path / "cache")] * 3)
+        reads = pool.map_async(_cached_run, [(tmp_path / "set", tmp_path / "cache")] * 3).get(timeout=600)
     assert all(r >= 0 for r in reads)
     assert _cached_run((tmp_path / "set", tmp_path / "cache")) == 0  # and it holds everything now
 
