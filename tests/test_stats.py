@@ -228,17 +228,25 @@ def _cached_run(args):
         return compute_statistics(discover([folder]), device="cpu", cache_dir=cache).settings["bytes_read"]
 
 
-def test_processes_can_share_one_cache(tmp_path, monkeypatch):
+@pytest.fixture
+def spawn_pool(monkeypatch):
+    """A ``spawn`` process pool whose workers start clean.
+
+    A spawned worker first re-runs the parent's ``__main__`` script. In an xdist worker that may be
+    whatever an earlier in-process run left there, and a worker that dies at start is replaced forever.
+    The workers need only this module's functions: they get an empty ``__main__``.
+    """
     import multiprocessing as mp
     import sys
     import types
 
-    _family(tmp_path)
-    # A spawned worker first re-runs the parent's ``__main__`` script. In an xdist worker that may be
-    # whatever an earlier in-process run left there (a Streamlit page), and a worker that dies at start
-    # is replaced forever. The workers need only this module's function: give them an empty __main__.
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
-    with mp.get_context("spawn").Pool(3) as pool:
+    return mp.get_context("spawn").Pool
+
+
+def test_processes_can_share_one_cache(tmp_path, spawn_pool):
+    _family(tmp_path)
+    with spawn_pool(3) as pool:
         reads = pool.map_async(_cached_run, [(tmp_path / "set", tmp_path / "cache")] * 3).get(timeout=600)
     assert all(r >= 0 for r in reads)
     assert _cached_run((tmp_path / "set", tmp_path / "cache")) == 0  # and it holds everything now
@@ -284,15 +292,13 @@ def _open_fresh_caches(args):
     return count
 
 
-def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path):
+def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path, spawn_pool):
     """Creating the file (WAL switch, schema) and the last close (WAL checkpoint) take an exclusive
     lock for which SQLite does not wait: a second app session or test worker opening the cache then
     must retry, not report the cache as damaged."""
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(4) as pool:
+    with spawn_pool(4) as pool:
         start_at = time.time() + 3.0  # after the workers have imported
-        done = pool.map(_open_fresh_caches, [(tmp_path, start_at, 60)] * 4)
+        done = pool.map_async(_open_fresh_caches, [(tmp_path, start_at, 60)] * 4).get(timeout=600)
     assert done == [60] * 4
 
 
