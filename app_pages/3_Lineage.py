@@ -6,13 +6,14 @@ import streamlit as st
 from explorer_ui import views
 from explorer_ui.safe_text import md
 from mother_core.lineage import findings
+from mother_core.statuses import DECLARED_STATUSES
 
 ctx = views.page("Declared vs recovered", heading="Declared vs recovered",
                  caption="Declared parent: `base_model:` in the model card or the config. Recovered parent: "
                  "from the weights.")
 
 rows = views.lineage_rows(ctx.key, ctx.rec)[0]
-counts = {s: sum(r.status == s for r in rows) for s in ("agree", "conflict", "undocumented", "external")}
+counts = {str(s): sum(r.status == s for r in rows) for s in DECLARED_STATUSES}
 cols = st.columns(4)
 for col, (status, n) in zip(cols, counts.items()):
     col.metric(f"{views.STATUS_ICON[status]} {status}", n)

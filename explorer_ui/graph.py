@@ -35,22 +35,18 @@ from pyvis.network import Network
 
 from mother_core.layout import forest_positions, wrap_width
 from mother_core.recovery.result import Edge, ModelNode, Recovery
+from mother_core.statuses import STATUS_INFO, EdgeStatus
 
 EdgeKey = tuple[str, str]
 
-# Colours (colour-blind friendly, Okabe-Ito).
-STATUS_COLORS = {
-    "correct": "#009E73", "agree": "#009E73",
-    "flipped": "#E69F00", "external": "#56B4E9",
-    "wrong": "#D55E00", "conflict": "#D55E00",
-    "missing": "#999999", "undocumented": "#7F7F7F",
-}
-STATUS_TEXT = {
-    "correct": "correct (in the truth)", "flipped": "right pair, wrong direction", "wrong": "not in the truth",
-    "missing": "in the reference, not recovered", "agree": "agrees with the declared parent",
-    "conflict": "conflicts with the declared parent", "undocumented": "no parent declared",
-    "external": "declared parent is outside this set",
-}
+# Colours (colour-blind friendly, Okabe-Ito), one per verdict of the status words (mother_core/statuses.py).
+VERDICT_COLORS = {"right": "#009E73", "direction": "#E69F00", "outside": "#56B4E9", "wrong": "#D55E00",
+                  "absent": "#999999", "unknown": "#7F7F7F"}
+STATUS_COLORS = {str(s): VERDICT_COLORS[info.verdict] for s, info in STATUS_INFO.items()}
+STATUS_TEXT = {str(s): info.meaning for s, info in STATUS_INFO.items()}
+# Legend order: right, then direction, then wrong, then unknown (a missing edge is never drawn).
+LEGEND_STATUSES = (EdgeStatus.CORRECT, EdgeStatus.AGREE, EdgeStatus.FLIPPED, EdgeStatus.WRONG, EdgeStatus.CONFLICT,
+                   EdgeStatus.UNDOCUMENTED, EdgeStatus.EXTERNAL)
 # Relation vocabulary (the typed-graph issue): colour and dash pattern of each; ``False`` = solid.
 RELATIONS: dict[str, tuple[str, Any, str]] = {
     "finetune": ("#0072B2", False, "fine-tune (all weights trained)"),
@@ -407,12 +403,12 @@ def build_graph(
                      smooth={"enabled": True, "type": "curvedCW", "roundness": 0.25} if extra_parent else None)
     n_missing = 0
     for (p, c), s in statuses.items():
-        if s == "missing" and (p, c) not in drawn and p in shown_set and c in shown_set:
+        if s == EdgeStatus.MISSING and (p, c) not in drawn and p in shown_set and c in shown_set:
             n_missing += 1
             eid = f"m{n_missing}"
             edge_ids[eid] = (p, c)
             net.add_edge(p, c, id=eid, title=f"{p} → {c}\nmissing: {STATUS_TEXT['missing']}", width=2.5,
-                         dashes=[2, 5], color={"color": STATUS_COLORS["missing"], "highlight": SELECTED},
+                         dashes=[2, 5], color={"color": STATUS_COLORS[EdgeStatus.MISSING], "highlight": SELECTED},
                          smooth={"enabled": True, "type": "curvedCCW", "roundness": 0.35})
     nodes = [_clean(n) for n in net.nodes]
     edges = [_clean(e) for e in net.edges]
@@ -464,8 +460,7 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
     """The legend as ``(kind, colour or pattern, text)`` rows: every mark the graph can show."""
     items: list[tuple[str, str, str]] = []
     if mode == "agreement":
-        shown = [s for s in ("correct", "agree", "flipped", "wrong", "conflict", "undocumented", "external")
-                 if s in set(statuses.values())]
+        shown = [str(s) for s in LEGEND_STATUSES if s in set(statuses.values())]
         items += [("line", STATUS_COLORS[s], f"{s} vs {reference}") for s in shown]
     elif mode == "family":
         items += [("line", FAMILY_EDGE[t.id % len(FAMILY_EDGE)], f"family {t.id} (root {t.root})")
@@ -478,8 +473,8 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
                                                                        "high confidence")]
     present = sorted({relation(e) for e in rec.edges} - {"finetune"})
     items += [("dash", json.dumps(RELATIONS[r][1]), f"dashes: {RELATIONS[r][2]}") for r in present]
-    if "missing" in set(statuses.values()):
-        items.append(("dots", STATUS_COLORS["missing"], f"in the {reference}, not recovered (curved)"))
+    if EdgeStatus.MISSING in set(statuses.values()):
+        items.append(("dots", STATUS_COLORS[EdgeStatus.MISSING], f"in the {reference}, not recovered (curved)"))
     items += [("text", "", "width = confidence"), ("box", "#222222", "bold border = root"),
               ("line", SELECTED, "selected")]
     if folded_any:

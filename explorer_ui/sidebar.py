@@ -23,6 +23,7 @@ from explorer_ui.state import NotReady
 from mother_core.errors import MotherError
 from mother_core.lineage import declared_edges, edge_lineage, match_model_id
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+from mother_core.statuses import EdgeStatus
 
 SOURCES = ("Demo sets", "Local folder", "Hugging Face cache", "Paper presets", "Saved result")
 TALK_CSS = """<style>
@@ -189,7 +190,7 @@ def _apply_link() -> None:
     """A shared link (``?source=demo&set=vit-tree&parent=…&child=…``) opens that set on that edge."""
     source, name = state.url_request()
     label = next((k for k, v in _SOURCE_IN_URL.items() if v == source), None)
-    if label is None or not name:
+    if label is None or source is None or not name:
         return
     st.session_state["_keep_source"] = label
     st.session_state[f"_keep_{_WIDGET_OF[source]}"] = name  # the pickers check it is offered
@@ -236,7 +237,7 @@ def _statuses(rec: Recovery, truth: Any, reference: str) -> dict[tuple[str, str]
     if reference == "declared lineage":
         out = dict(edge_lineage(rec))
         have = set(out)
-        out.update({e: "missing" for e in truth if e not in have})
+        out.update({e: EdgeStatus.MISSING for e in truth if e not in have})
         return out
     from mother_core.evaluate import edge_status
 

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt
+from matplotlib.artist import Artist
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -66,7 +67,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
         padx, pady = max(60.0, (max(xs) - min(xs)) * 0.04), max(40.0, (max(ys) - min(ys)) * 0.06)
         ax.set_xlim(min(xs) - padx, max(xs) + padx)
         ax.set_ylim(min(ys) - pady, max(ys) + pady)
-    handles = []
+    handles: list[Artist] = []
     for kind, what, text in legend:
         if kind == "line":
             handles.append(Line2D([], [], color=what, lw=3, label=text))

@@ -23,12 +23,12 @@ from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
 from mother_core.lineage import compare_declared
 from mother_core.recovery.result import Constraints, Edge, Recovery
+from mother_core.statuses import STATUS_INFO, EdgeStatus
 
 if TYPE_CHECKING:
     import pandas as pd
 
-STATUS_ICON = {"correct": "✓", "agree": "✓", "flipped": "⇄", "wrong": "✗", "conflict": "✗",
-               "missing": "–", "undocumented": "?", "external": "↗"}
+STATUS_ICON = {str(s): info.icon for s, info in STATUS_INFO.items()}
 
 
 def st_key(statuses: dict) -> tuple:
@@ -36,11 +36,11 @@ def st_key(statuses: dict) -> tuple:
 
 
 def label(e: Edge | tuple[str, str]) -> str:
-    p, c = (e.parent, e.child) if hasattr(e, "child") else e  # duck-typed: survives module reloads
+    p, c = e if isinstance(e, tuple) else (e.parent, e.child)  # not isinstance(Edge): survives module reloads
     return f"{p} → {c}"
 
 
-def _num(x: float, nd: int = 3) -> float | None:
+def _num(x: float | None, nd: int = 3) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
 
 
@@ -162,7 +162,8 @@ def graph_controls(ctx: Loaded, where: str) -> GraphView:
     color = cols[3].selectbox("Colour edges by", graph.COLOR_MODES, index=graph.COLOR_MODES.index(view.color_by),
                               key=f"color_{where}")
     focus = None if pick == "—" else pick
-    new = GraphView(layout, branch, color, focus)
+    # A select box with options always holds one; None only in Streamlit's signature.
+    new = GraphView(layout or view.layout, branch or view.branch, color or view.color_by, focus)
     if new != view:
         state.set_graph_view(new)
         if focus and focus != view.focus:
@@ -211,8 +212,8 @@ def talk(ctx: Loaded) -> None:
     st.title(md(ctx.model_set.label))
     st.markdown(f"{len(rec.models)} models · {len(rec.edges)} recovered edges · "
                 f"{n_trees} tree(s)" + (f" · compared with the {ctx.reference}" if ctx.reference else ""))
-    tree(ctx, height=SCREENS[screen], font_size=22, aspect=16 / 7, where="talk", controls=False, dark=True,
-         keys=True)
+    tree(ctx, height=SCREENS[screen or next(iter(SCREENS))], font_size=22, aspect=16 / 7, where="talk",
+         controls=False, dark=True, keys=True)
     edge = selected_edge(ctx)
     if edge is None:
         st.markdown("→ / ← steps through the edges, least confident first.")
@@ -236,8 +237,9 @@ def declared_graph(key: str, _rec: Recovery) -> tuple[Recovery, dict]:
     recovered = {(e.parent, e.child) for e in _rec.edges}
     nan = math.nan
     edges = [Edge(p, c, nan, nan, nan, nan) for p, c in declared_edges(_rec)]
-    statuses = {(e.parent, e.child): ("agree" if (e.parent, e.child) in recovered else
-                                      "flipped" if (e.child, e.parent) in recovered else "conflict") for e in edges}
+    statuses = {(e.parent, e.child): (EdgeStatus.AGREE if (e.parent, e.child) in recovered else
+                                      EdgeStatus.FLIPPED if (e.child, e.parent) in recovered else EdgeStatus.CONFLICT)
+                for e in edges}
     return replace(_rec, edges=edges, constraints=Constraints()), statuses
 
 
@@ -265,7 +267,7 @@ def lineage_diff(ctx: Loaded) -> None:
     with right:
         st.markdown("**Recovered** (from the weights) — coloured by agreement with the declared parent")
         _diff_graph(ctx, ctx.rec, recovered_status, "declared lineage", "recovered")
-    bad = [r for r in rows if r.status in ("conflict", "external")]
+    bad = [r for r in rows if r.status in (EdgeStatus.CONFLICT, EdgeStatus.EXTERNAL)]
     st.subheader(f"Disagreements ({len(bad)})")
     if not bad:
         st.success("None: every declared parent in the set matches the weights.")

@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from mother_zoo.cli import register_cli
     except ImportError:  # the zoo is optional at import time
-        register_cli = None
-    if register_cli is not None:
+        pass
+    else:
         register_cli(sub)
     return parser
 

@@ -30,6 +30,7 @@ from scipy.special import comb
 from mother_core.errors import MotherError, ResultFormatError
 from mother_core.recovery.result import Recovery, TreeInfo
 from mother_core.relations.vocabulary import parse_relation
+from mother_core.statuses import TRUTH_STATUSES, EdgeStatus
 
 __all__ = [
     "CalibrationBin",
@@ -43,7 +44,7 @@ __all__ = [
     "load_truth_edges",
 ]
 
-STATUSES = ("correct", "flipped", "wrong", "missing")
+STATUSES = TRUTH_STATUSES  # the words: mother_core/statuses.py
 N_BINS = 5
 
 _TRUTH_HELP = ('A truth file is JSON like {"edges": [["parent-id", "child-id"], ...]} or {"edges": [{"parent": '
@@ -198,10 +199,11 @@ def edge_status(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> d
     out: dict[tuple[str, str], str] = {}
     for e in recovery.edges:
         key = (e.parent, e.child)
-        out[key] = "correct" if key in truth else "flipped" if (e.child, e.parent) in truth else "wrong"
+        out[key] = (EdgeStatus.CORRECT if key in truth else EdgeStatus.FLIPPED if (e.child, e.parent) in truth
+                    else EdgeStatus.WRONG)
     for p, c in sorted(truth):
         if (p, c) not in out and (c, p) not in out:
-            out[(p, c)] = "missing"
+            out[(p, c)] = EdgeStatus.MISSING
     return out
 
 
@@ -288,22 +290,22 @@ def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]] | Iterab
     bins, ece = _calibration(recovery, status)
     precision, recall = _root_scores(recovery, truth)
     truth_models = {m for e in truth for m in e}
-    precision_e = _ratio(counts["correct"], len(recovery.edges))
-    recall_e = _ratio(counts["correct"], n_truth)
+    precision_e = _ratio(counts[EdgeStatus.CORRECT], len(recovery.edges))
+    recall_e = _ratio(counts[EdgeStatus.CORRECT], n_truth)
     rel_known, rel_right, per_relation = _typed_scores(recovery, typed, status)
     return Evaluation(
-        directed_accuracy=_ratio(counts["correct"], n_truth),
-        undirected_accuracy=_ratio(counts["correct"] + counts["flipped"], n_truth),
+        directed_accuracy=_ratio(counts[EdgeStatus.CORRECT], n_truth),
+        undirected_accuracy=_ratio(counts[EdgeStatus.CORRECT] + counts[EdgeStatus.FLIPPED], n_truth),
         root_precision=precision,
         root_recall=recall,
         n_truth_edges=n_truth,
         n_models=len(recovery.models),
         n_recovered_edges=len(recovery.edges),
-        n_correct=counts["correct"],
-        n_flipped=counts["flipped"],
-        n_wrong=counts["wrong"],
-        n_missing=counts["missing"],
-        n_undirected_correct=counts["correct"] + counts["flipped"],
+        n_correct=counts[EdgeStatus.CORRECT],
+        n_flipped=counts[EdgeStatus.FLIPPED],
+        n_wrong=counts[EdgeStatus.WRONG],
+        n_missing=counts[EdgeStatus.MISSING],
+        n_undirected_correct=counts[EdgeStatus.CORRECT] + counts[EdgeStatus.FLIPPED],
         calibration=bins,
         expected_calibration_error=ece,
         adjusted_rand_index=adjusted_rand_index(recovery, truth),
@@ -333,7 +335,7 @@ def _typed_scores(recovery: Recovery, typed: Sequence[TruthEdge],
     known = right = 0
     per: dict[str, list[int]] = {}
     for t in typed:
-        found = status.get((t.parent, t.child)) == "correct"
+        found = status.get((t.parent, t.child)) == EdgeStatus.CORRECT
         rel = t.relation or "(unspecified)"
         row = per.setdefault(rel, [0, 0, 0])
         row[0] += 1
@@ -388,7 +390,7 @@ def _calibration(
     recovery: Recovery, status: Mapping[tuple[str, str], str]
 ) -> tuple[tuple[CalibrationBin, ...], float]:
     conf = np.array([e.confidence for e in recovery.edges], dtype=np.float64)
-    right = np.array([status[(e.parent, e.child)] == "correct" for e in recovery.edges], dtype=bool)
+    right = np.array([status[(e.parent, e.child)] == EdgeStatus.CORRECT for e in recovery.edges], dtype=bool)
     keep = np.isfinite(conf)
     conf, right = np.clip(conf[keep], 0.0, 1.0), right[keep]
     which = np.minimum((conf * N_BINS).astype(int), N_BINS - 1)  # 1.0 falls in the last bin
@@ -454,13 +456,13 @@ def _codes(labels: list[object]) -> np.ndarray:
     return np.array([lookup.setdefault(x, len(lookup)) for x in labels], dtype=np.int64)
 
 
-def _partition(trees: object) -> dict[str, object]:
+def _partition(trees: Recovery | Sequence[TreeInfo | Iterable[str]] | Mapping[str, object]) -> dict[str, object]:
     if isinstance(trees, Recovery):
         return _components(trees.model_ids, [(e.parent, e.child) for e in trees.edges])
     if isinstance(trees, Mapping):
         return dict(trees)
     out: dict[str, object] = {}
-    for i, t in enumerate(trees):  # type: ignore[attr-defined]
+    for i, t in enumerate(trees):
         members = t.members if isinstance(t, TreeInfo) else t
         if isinstance(members, str):
             raise ResultFormatError("Recovered trees must be lists of model ids, not single strings.")
@@ -542,7 +544,7 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
         lines.append(f"  {b.lo:.1f}-{b.hi:.1f}     {b.n_edges:>5}  {_num(b.mean_confidence):>9}  "
                      f"{_num(b.fraction_correct):>7}")
     lines.append(f"  expected calibration error: {_num(ev.expected_calibration_error)}")
-    bad = [(k, s) for k, s in ev.edge_status.items() if s != "correct"]
+    bad = [(k, s) for k, s in ev.edge_status.items() if s != EdgeStatus.CORRECT]
     if bad:
         lines += ["", "Edges that are not correct (parent -> child)"]
         lines += [f"  {s:<8} {p} -> {c}" for (p, c), s in bad[:max_edges]]

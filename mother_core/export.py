@@ -78,7 +78,7 @@ def to_networkx(recovery: Recovery) -> nx.DiGraph:
     return g
 
 
-def _attrs(obj: Any, cls: type, skip: set[str]) -> dict[str, Any]:
+def _attrs(obj: ModelNode | Edge, cls: type[ModelNode] | type[Edge], skip: set[str]) -> dict[str, Any]:
     # Coerce numpy scalars and declared floats so each attribute has one Python type across the graph.
     out = {}
     for k, v in asdict(obj).items():
@@ -262,8 +262,8 @@ def _root_order(recovery: Recovery) -> list[str]:
 def _newick_node(model: str, kids: dict[str, list[str]], by_child: dict[str, Edge],
                  hybrids: dict[str, int], edges: list[Edge]) -> newick.Node:
     if model.startswith(_HYBRID):  # a leaf standing for a merge child under one of its other parents
-        e = edges[int(model[len(_HYBRID):])]
-        return _branch(f"{_newick_name(e.child)}#H{hybrids[e.child]}", e, [])
+        other = edges[int(model[len(_HYBRID):])]
+        return _branch(f"{_newick_name(other.child)}#H{hybrids[other.child]}", other, [])
     e = by_child.get(model)
     descendants = [_newick_node(k, kids, by_child, hybrids, edges) for k in kids[model]]
     name = _newick_name(model) + (f"#H{hybrids[model]}" if model in hybrids else "")

@@ -155,11 +155,12 @@ def wrap_width(nodes: Sequence[str], edges: Iterable[tuple[str, str]], aspect: f
     return best
 
 
-def tree_layout(recovery: "Recovery", **kwargs: float | None) -> dict[str, tuple[float, float]]:
+def tree_layout(recovery: "Recovery", *, x_gap: float = 1.0, y_gap: float = 1.0, forest_gap: float = 1.0,
+                max_width: float | None = None) -> dict[str, tuple[float, float]]:
     """Positions for every model of a :class:`~mother_core.recovery.result.Recovery`.
 
     Roots on top, each recovered tree drawn as a tidy tree, trees side by side (in the order of their
-    root ids). Keyword arguments are passed to :func:`tree_layout_edges`.
+    root ids). The keyword arguments are those of :func:`tree_layout_edges`.
 
     Parameters
     ----------
@@ -171,7 +172,8 @@ def tree_layout(recovery: "Recovery", **kwargs: float | None) -> dict[str, tuple
     dict of str to (float, float)
         ``(x, y)`` per model id, ``y`` growing downwards with depth.
     """
-    return tree_layout_edges(recovery.model_ids, [(e.parent, e.child) for e in recovery.edges], **kwargs)
+    return tree_layout_edges(recovery.model_ids, [(e.parent, e.child) for e in recovery.edges], x_gap=x_gap,
+                             y_gap=y_gap, forest_gap=forest_gap, max_width=max_width)
 
 
 def tree_order_edges(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> list[str]:
@@ -262,10 +264,10 @@ def forest_positions(
         # Leaves one unit apart on the outer ring; several roots sit on a small inner ring.
         ring = max(1.0, span / (2 * math.pi * deepest))
         several = len({n for n in nodes} - {c for _, c in edges}) > 1
-        out = {}
+        out: dict[str, tuple[float, float]] = {}
         for n, (x, y) in pos.items():
             angle = 2 * math.pi * (x - lo) / span
-            r = (y + (1.0 if several else 0.0)) * ring
-            out[n] = (round(r * math.cos(angle), 6), round(r * math.sin(angle), 6))
+            radius = (y + (1.0 if several else 0.0)) * ring
+            out[n] = (round(radius * math.cos(angle), 6), round(radius * math.sin(angle), 6))
         return out
     return pos

@@ -34,13 +34,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mother_core.io.discovery import match_model_id  # the one matching rule, re-exported here
+from mother_core.statuses import DECLARED_STATUSES, EdgeStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from mother_core.recovery.result import Recovery
 
 __all__ = ["LineageRow", "compare_declared", "declared_edges", "edge_lineage", "findings", "match_model_id"]
 
-STATUSES = ("agree", "conflict", "undocumented", "external")
+STATUSES = DECLARED_STATUSES  # the words: mother_core/statuses.py
 
 
 @dataclass(frozen=True)
@@ -95,24 +96,27 @@ def compare_declared(recovery: "Recovery") -> list[LineageRow]:
             in_set = None
         if declared is None:
             if rec_parent is None:
-                status, note = "agree", "Declares no parent and was recovered as a root."
+                status, note = EdgeStatus.AGREE, "Declares no parent and was recovered as a root."
             else:
-                status, note = "undocumented", f"Declares no parent; its weights say it descends from {rec_parent}."
+                status = EdgeStatus.UNDOCUMENTED
+                note = f"Declares no parent; its weights say it descends from {rec_parent}."
         elif in_set is None:
             if rec_parent is None:
-                status, note = "agree", f"Declares {declared} (not in this set) and was recovered as a root here."
+                status = EdgeStatus.AGREE
+                note = f"Declares {declared} (not in this set) and was recovered as a root here."
             else:
-                status = "external"
+                status = EdgeStatus.EXTERNAL
                 note = f"Declares {declared}, which is not in this set; recovered from {rec_parent}."
         elif in_set == rec_parent:
-            status, note = "agree", f"Declared and recovered parent: {in_set}."
+            status, note = EdgeStatus.AGREE, f"Declared and recovered parent: {in_set}."
         elif parent.get(in_set) == m.id:
-            status = "conflict"
+            status = EdgeStatus.CONFLICT
             note = f"Reversed: declares {in_set} as its parent, but the weights say {in_set} descends from it."
         elif rec_parent is None:
-            status, note = "conflict", f"Declares {in_set} as its parent, but was recovered as a root."
+            status, note = EdgeStatus.CONFLICT, f"Declares {in_set} as its parent, but was recovered as a root."
         else:
-            status, note = "conflict", f"Declares {in_set} as its parent, but the weights point to {rec_parent}."
+            status = EdgeStatus.CONFLICT
+            note = f"Declares {in_set} as its parent, but the weights point to {rec_parent}."
         rows.append(LineageRow(m.id, declared, in_set, rec_parent, status, note))
     return rows
 
@@ -136,4 +140,4 @@ def edge_lineage(recovery: "Recovery") -> dict[tuple[str, str], str]:
 
 def findings(rows: list[LineageRow]) -> list[str]:
     """The conflicts, as sentences (the page's list of findings)."""
-    return [f"{r.model}: {r.note}" for r in rows if r.status == "conflict"]
+    return [f"{r.model}: {r.note}" for r in rows if r.status == EdgeStatus.CONFLICT]

@@ -287,8 +287,9 @@ def _model_files(folder: str, loose: bool) -> tuple[str, tuple[str, ...]] | None
     if indexes:
         fmt = "safetensors-sharded" if ".safetensors." in indexes[0] else "torch-sharded"
         return fmt, _from_index(os.path.join(folder, indexes[0]))
-    shards = [w for w in weights if _SHARD.match(w)]
-    if shards and len({_SHARD.match(w)["stem"] for w in shards}) == 1 and len(shards) == len(weights):
+    shard_stems = {w: m["stem"] for w in weights if (m := _SHARD.match(w))}
+    shards = list(shard_stems)
+    if shards and len(set(shard_stems.values())) == 1 and len(shards) == len(weights):
         fmt = "safetensors-sharded" if shards[0].endswith(".safetensors") else "torch-sharded"
         return fmt, tuple(os.path.join(folder, s) for s in shards)
     generic = [w for w in weights if GENERIC_STEMS.match(w)]

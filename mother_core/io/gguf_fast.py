@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-_KERNELS: dict[str, Callable[[np.ndarray, np.ndarray], None]] | None = None
+_KERNELS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], None]] | None = None
 
 
-def _build() -> dict[str, Callable[[np.ndarray, np.ndarray], None]]:
+def _build() -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], None]]:
     from numba import njit
 
     @njit(cache=True, nogil=True)

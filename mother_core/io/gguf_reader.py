@@ -232,7 +232,7 @@ class GGUFReader:
         buf = np.empty((r1 - r0) * per_outer, dtype=np.uint8)
         fh, done, start = self._file(), 0, t.offset + r0 * per_outer
         while done < buf.nbytes:
-            n = os.preadv(fh.fileno(), [memoryview(buf)[done:]], start + done)
+            n = os.preadv(fh.fileno(), [buf.data[done:]], start + done)
             if n <= 0:
                 raise _unreadable(self.path, f"the file ends inside tensor {t.gguf_name!r}")
             done += n

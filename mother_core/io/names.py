@@ -25,6 +25,13 @@ from __future__ import annotations
 
 import re
 
+#: Every layer kind :func:`layer_kind` returns: the one list of these words (the statistics'
+#: ``TensorMeta.kind``, recovery's layer selection by kinds, the settings' help all use it).
+LAYER_KINDS: tuple[str, ...] = ("attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "mlp", "embedding", "norm",
+                                "conv", "head", "bias", "other")
+#: The separate attention projections: their square matrices are the paper's layer selection.
+ATTENTION_KINDS: frozenset[str] = frozenset({"attn_q", "attn_k", "attn_v", "attn_o"})
+
 #: Prefixes that wrap a whole model without changing it; stripped repeatedly, in any order.
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.", "base_model.model.", "model.")
 

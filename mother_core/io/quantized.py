@@ -232,11 +232,11 @@ class QuantizedReader:
         if name.endswith(".weight._data._data"):
             weight = name[: -len("._data._data")]
             parts = {"q": name, "scale": weight + "._scale", "shift": weight + "._shift"}
-            bits = _quanto_bits(weight, shapes)
+            qbits = _quanto_bits(weight, shapes)
             scale_rows = shapes.get(weight + "._scale", ((0,), ""))[0][0]
             cols = shape[1] if len(shape) > 1 else 1
             bias = shapes.get(weight[: -len(".weight")] + ".bias")
-            if bits is None or weight + "._shift" not in shapes:
+            if qbits is None or weight + "._shift" not in shapes:
                 self._problems.append(f"{self.ref.path}: the quanto weight {weight!r} is packed in a way we do "
                                      "not decode; it is left out.")
                 return _Weight(weight, (), "bad", parts)
@@ -251,7 +251,7 @@ class QuantizedReader:
             elif bias is not None and bias[0] and (scale_rows * cols) % bias[0][0] == 0:
                 full = (bias[0][0], scale_rows * cols // bias[0][0])
             if not full:  # its shape may come from another model of the set (adopt_shapes)
-                self._pending[weight] = _Weight(weight, (), "quanto-bits", parts, {"bits": bits, "grouped": grouped},
+                self._pending[weight] = _Weight(weight, (), "quanto-bits", parts, {"bits": qbits, "grouped": grouped},
                                                 whole=True)
                 return self._pending[weight]
             return _Weight(weight, full, "quanto-bits", parts, {"bits": bits, "grouped": grouped}, whole=True)

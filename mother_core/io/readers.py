@@ -19,7 +19,7 @@ import io
 import os
 import pickle
 import zipfile
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TypeVar
 
 import torch
 
@@ -97,6 +97,9 @@ def _unsupported_note(path: str, entries: Iterable[TensorEntry]) -> str:
             "compare; they were left out.")
 
 
+_R = TypeVar("_R", bound="_Reader")
+
+
 class _Reader:
     """Shared bookkeeping: infos keyed by normalised name, row checks, context manager."""
 
@@ -135,7 +138,7 @@ class _Reader:
         path, raw = self._where[name]
         return path, raw, info
 
-    def __enter__(self) -> "_Reader":
+    def __enter__(self: _R) -> _R:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -261,7 +264,7 @@ _HAS_FADVISE = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_WILLNEED
 
 def _bytes_of(t: torch.Tensor) -> memoryview:
     """A writable byte view of a contiguous CPU tensor's storage (any dtype, bf16 included)."""
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy()).cast("B")
+    return t.reshape(-1).view(torch.uint8).numpy().data.cast("B")
 
 
 def load_torch_file(path: str) -> dict[str, torch.Tensor]:

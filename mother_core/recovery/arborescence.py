@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import SupportsIndex, SupportsInt
 
 import numpy as np
 
@@ -177,7 +178,9 @@ def _validated_root_cost(root_cost: np.ndarray | None, n: int) -> np.ndarray | N
 
 def _index(i: object, n: int, what: str) -> int:
     try:
-        k = int(i)  # type: ignore[call-overload]
+        if not isinstance(i, (SupportsInt, SupportsIndex, str, bytes)):
+            raise TypeError
+        k = int(i)
     except (TypeError, ValueError):
         raise ConstraintError(f"{what} refers to {i!r}, which is not a model index.") from None
     if not 0 <= k < n:
@@ -186,9 +189,10 @@ def _index(i: object, n: int, what: str) -> int:
 
 
 def _edge(e: object, n: int, what: str) -> tuple[int, int]:
+    pair = tuple(e) if isinstance(e, Iterable) else ()
     try:
-        raw_p, raw_c = e  # type: ignore[misc]
-    except (TypeError, ValueError):
+        raw_p, raw_c = pair
+    except ValueError:
         raise ConstraintError(f"A {what} edge must be a (parent, child) pair; got {e!r}.") from None
     p, c = _index(raw_p, n, f"{what} edge {(raw_p, raw_c)}"), _index(raw_c, n, f"{what} edge {(raw_p, raw_c)}")
     if p == c:

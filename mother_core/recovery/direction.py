@@ -27,6 +27,7 @@ on the cues that reading flips.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,7 @@ def _margin(excess: dict[tuple[str, float], float], order: list[tuple[str, float
     return ranked[0], margin
 
 
-def choose_readings(solved: dict[int, list[Reading]], scales: dict[int, float], groups: dict[int, object],
+def choose_readings(solved: dict[int, list[Reading]], scales: dict[int, float], groups: Mapping[int, Hashable],
                     own_margin: float | None = None, pooled_margin: float | None = None) -> dict[int, ChosenReading]:
     """Pick each tree's reading by the rule of the module docstring.
 

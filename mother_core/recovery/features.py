@@ -12,14 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from mother_core.errors import InputError
+from mother_core.io.names import LAYER_KINDS
 from mother_core.settings import LAYER_SELECTIONS
 from mother_core.stats.result import WeightStatistics
 
 #: Relative layer difference at which a layer counts as re-initialised rather than fine-tuned
 #: (independent weights of one shape sit at sqrt(2) ~ 1.41; fine-tuning moves a layer by a fraction).
 REINITIALISED = 0.8
-_ALL_KINDS = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "mlp", "embedding", "norm", "conv",
-              "head", "bias", "other"}
 
 
 def select_layers(stats: WeightStatistics, layers: str = "matrices", name_pattern: str | None = None) -> np.ndarray:
@@ -44,11 +43,11 @@ def select_layers(stats: WeightStatistics, layers: str = "matrices", name_patter
         mask = np.array([t.is_square_attention for t in metas], dtype=bool)
     else:
         kinds = {k.strip() for k in layers.split(",") if k.strip()}
-        unknown = kinds - _ALL_KINDS
+        unknown = kinds - set(LAYER_KINDS)
         if unknown:
             raise InputError(
                 f"Unknown layer selection {layers!r}: use one of {', '.join(LAYER_SELECTIONS)} or a "
-                f"comma-separated list of kinds from {', '.join(sorted(_ALL_KINDS))}."
+                f"comma-separated list of kinds from {', '.join(sorted(LAYER_KINDS))}."
             )
         mask = np.array([t.kind in kinds for t in metas], dtype=bool)
     if name_pattern:
@@ -99,8 +98,8 @@ class PairEvidence:
     kurtosis_delta: np.ndarray
     votes_up: np.ndarray
     layer_index: np.ndarray
-    kurtosis_trend: np.ndarray | None = None
-    norm_growth: np.ndarray | None = None
+    kurtosis_trend: np.ndarray
+    norm_growth: np.ndarray
     effective_rank_trend: np.ndarray | None = None  # see effective_rank_trend(); filled by recover
 
 
@@ -186,9 +185,10 @@ def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarra
     """
     from mother_core.stats.skeleton import numerical_rank
 
-    slots = [s for s in np.flatnonzero(mask) if s in stats.skeletons]
+    slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
     n = len(members)
-    if not slots or n < 2 or stats.roundoff is None:
+    model_roundoff = stats.roundoff
+    if not slots or n < 2 or model_roundoff is None:
         return None
     d = distance[np.ix_(members, members)].copy()
     np.fill_diagonal(d, np.inf)
@@ -210,7 +210,7 @@ def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarra
             diffs = sk[ga[ok]].astype(np.float64) - sk[gb[ok]]
             scale = np.sqrt(0.5 * (np.mean(sk[ga[ok]].astype(np.float64) ** 2, axis=(1, 2))
                                    + np.mean(sk[gb[ok]].astype(np.float64) ** 2, axis=(1, 2))))
-            roundoff = np.maximum(stats.roundoff[ga[ok]], stats.roundoff[gb[ok]])
+            roundoff = np.maximum(model_roundoff[ga[ok]], model_roundoff[gb[ok]])
             r = numerical_rank(diffs, scale, roundoff) / min(sk.shape[1:])
             # Only layers that changed count: frozen layers (rank 0) are shared by a whole family
             # and would make a partial fine-tune (a few full-rank layers) look low-rank.
@@ -242,7 +242,7 @@ def effective_rank_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: 
     already keeps (:mod:`mother_core.stats.skeleton`), so it costs no extra read. +1 when every layer's
     effective rank rises from i to j; 0 where no layer has a skeleton.
     """
-    slots = [s for s in np.flatnonzero(mask) if s in stats.skeletons]
+    slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
     if len(slots) > max_layers:
         slots = [slots[i] for i in np.linspace(0, len(slots) - 1, max_layers).round().astype(int)]
     n = stats.n_models

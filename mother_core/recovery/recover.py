@@ -26,6 +26,7 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 from __future__ import annotations
 
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 import numpy as np
@@ -217,8 +218,8 @@ def recover(
     )
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
-    solved = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return _with_votes(_carried(base, apply_relations(_label_forest_edges(solved, stats, detectors))), base)
+    recovery = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
+    return _with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats, detectors))), base)
 
 
 def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
@@ -360,7 +361,7 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
 
 
 def _placement_distance(stats: WeightStatistics, mask: np.ndarray, ev: PairEvidence, members: np.ndarray,
-                        settings: RecoverySettings, typed: set[int] = frozenset()) -> np.ndarray | None:
+                        settings: RecoverySettings, typed: AbstractSet[int] = frozenset()) -> np.ndarray | None:
     """The rank distance of one tree when its models differ at low rank (merged LoRA), else None.
 
     docs/METHOD.md's l_LoRA: parent -> child differ by B @ A of rank r, siblings by about r1 + r2 and

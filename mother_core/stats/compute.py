@@ -360,7 +360,7 @@ def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:
         present=stats.present[idx][:, cols], mean=stats.mean[idx][:, cols], var=stats.var[idx][:, cols],
         kurtosis=stats.kurtosis[idx][:, cols], norm=stats.norm[idx][:, cols],
         sq_dist=stats.sq_dist[cols][:, idx][:, :, idx],
-        skeletons={int(new_s): stats.skeletons[old_s][idx] for new_s, old_s in
-                   enumerate(np.flatnonzero(cols)) if old_s in stats.skeletons},
+        skeletons={new_s: stats.skeletons[int(old_s)][idx] for new_s, old_s in
+                   enumerate(np.flatnonzero(cols)) if int(old_s) in stats.skeletons},
         roundoff=None if stats.roundoff is None else stats.roundoff[idx],
     )

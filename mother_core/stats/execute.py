@@ -153,11 +153,12 @@ def execute_plan(
                     _prefetch(plan, steps[ahead], readers, locks, failed)
         began = time.perf_counter()
         models = [m for m in task.models if m not in failed]
+        rows = task.chunks[ci]
         stored = (_kernel_dtype(plan.slots[task.slot].name, models, readers, device)
-                  if use_fused and fused.ready() and task.chunks[ci] is not None and models else None)
-        if stored is not None:  # the fused path: pieces straight into the kernel
+                  if use_fused and fused.ready() and rows is not None and models else None)
+        if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
             try:
-                return _stream_reduce(task, ci, plan, readers, models, stored, ring.staging_for(k % 2), locks,
+                return _stream_reduce(task, rows, plan, readers, models, stored, ring.staging_for(k % 2), locks,
                                       skeletons.get(task.slot), read_rate)
             except _StreamFailed:
                 pass  # a model failed mid-chunk: the chunk path below reports it and carries on
@@ -282,14 +283,14 @@ class _StreamFailed(Exception):
     """A model could not be read while streaming a chunk; the chunk is redone on the chunk path."""
 
 
-def _stream_reduce(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader], models: list[int],
-                   dtype: torch.dtype, staging: _Staging, locks: Sequence[threading.Lock],
+def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers: Sequence[ModelReader],
+                   models: list[int], dtype: torch.dtype, staging: _Staging, locks: Sequence[threading.Lock],
                    skeleton: tuple[np.ndarray, np.ndarray] | None, read_rate: "_ReadRate") -> _Reduced:
-    """Read chunk ``ci`` of ``models`` (all storing it as ``dtype``) in pieces of whole rows (about
-    :data:`PIECE_BYTES` across models) into a small staging buffer, and fold each piece into the fused
-    kernel while it is still in cache."""
+    """Read ``rows`` (one chunk of ``task``) of ``models`` (all storing it as ``dtype``) in pieces of whole
+    rows (about :data:`PIECE_BYTES` across models) into a small staging buffer, and fold each piece into
+    the fused kernel while it is still in cache."""
     meta = plan.slots[task.slot]
-    start, stop = task.chunks[ci]
+    start, stop = rows
     elsize = torch.empty((), dtype=dtype).element_size()
     per_row = _chunk_numel(meta.shape, (0, 1))
     piece_rows = max(1, PIECE_BYTES // max(1, len(models) * per_row * elsize))
@@ -479,15 +480,16 @@ class _TaskState:
             getattr(old, field_name)[idx] = getattr(new, field_name)
 
     def finish(self, task: TensorTask, out: PassOutput) -> None:
-        mo = self.moments
-        ok = [m for m in task.models if m not in self.dropped and m not in self.nonfinite
-              and mo is not None and mo.n[self.pos[m]] > 0]
         if self.nonfinite - self.dropped:
             out.nonfinite[task.slot] = self.nonfinite - self.dropped
-        for m in ok:
-            i = self.pos[m]
-            out.moments[(task.slot, m)] = (float(mo.n[i]), float(mo.mean[i]), float(mo.m2[i]),
-                                           float(mo.m3[i]), float(mo.m4[i]))
+        mo = self.moments
+        ok: list[int] = []
+        if mo is not None:  # None: no chunk of this slot was read
+            ok = [m for m in task.models if m not in self.dropped and m not in self.nonfinite and mo.n[self.pos[m]] > 0]
+            for m in ok:
+                i = self.pos[m]
+                out.moments[(task.slot, m)] = (float(mo.n[i]), float(mo.mean[i]), float(mo.m2[i]),
+                                               float(mo.m3[i]), float(mo.m4[i]))
         idx = np.array([self.pos[m] for m in ok], dtype=int)
         out.sq_dist[task.slot] = (tuple(ok), self.dist[np.ix_(idx, idx)].copy())
         if self.skeleton is not None:
@@ -502,6 +504,9 @@ def _combine_or_take(cur: Moments, new: Moments) -> Moments:
     merged = cur.combine(new)
     if not empty.any():
         return merged
-    pick = lambda a, b: np.where(empty, b, a)  # noqa: E731
+
+    def pick(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(empty, b, a)
+
     return Moments(pick(merged.n, new.n), pick(merged.mean, new.mean), pick(merged.m2, new.m2),
                    pick(merged.m3, new.m3), pick(merged.m4, new.m4))

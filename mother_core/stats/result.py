@@ -10,15 +10,14 @@ import numpy as np
 
 from mother_core.errors import ResultFormatError
 from mother_core.io.base import ModelRef, Problem
+from mother_core.io.names import ATTENTION_KINDS
 
 
 @dataclass(frozen=True)
 class TensorMeta:
     """One tensor slot: a (normalised name, shape) pair that one or more models hold.
 
-    ``kind`` is the inferred layer kind: one of ``"attn_q"``, ``"attn_k"``, ``"attn_v"``,
-    ``"attn_o"``, ``"attn_qkv"``, ``"mlp"``, ``"embedding"``, ``"norm"``, ``"conv"``, ``"head"``,
-    ``"bias"``, ``"other"``.
+    ``kind`` is the inferred layer kind: one of :data:`mother_core.io.names.LAYER_KINDS`.
     """
 
     name: str
@@ -39,7 +38,7 @@ class TensorMeta:
         return (
             len(self.shape) == 2
             and self.shape[0] == self.shape[1]
-            and self.kind in {"attn_q", "attn_k", "attn_v", "attn_o"}
+            and self.kind in ATTENTION_KINDS
         )
 
 
@@ -133,7 +132,8 @@ class WeightStatistics:
             arrays["roundoff"] = self.roundoff
         for slot, sk in self.skeletons.items():
             arrays[f"skeleton_{slot}"] = sk
-        np.savez(path, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        np.savez(path, allow_pickle=False, **arrays)  # plain arrays only: loading never needs pickle
 
     @classmethod
     def load(cls, path: str | Path) -> "WeightStatistics":
