@@ -101,10 +101,16 @@ def read_header(path: str) -> GGUFHeader:
     UnreadableCheckpointError
         Not a GGUF file, a version or layout the package refuses, or tensors beyond the end of the file.
     """
-    import gguf
-    from gguf.quants import _type_traits  # the types the package can dequantize
+    try:
+        import gguf
+        from gguf.quants import _type_traits  # the types the package can dequantize
 
-    from mother_core.io.gguf_names import transformers_names
+        from mother_core.io.gguf_names import transformers_names
+    except ImportError as e:  # an optional dependency: its absence costs the GGUF files only
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: reading GGUF files needs the gguf package, which is not installed or does not "
+            f"import ({type(e).__name__}: {str(e)[:160]}). Install it (pip install gguf) or remove the file "
+            "from the set.", path) from e
 
     try:
         size = os.path.getsize(path)
