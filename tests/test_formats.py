@@ -521,3 +521,60 @@ def test_without_the_gguf_package_gguf_files_are_problems(tmp_path):
     assert {m["id"] for m in result["models"]} == {"root", "a"}
     problems = json.dumps(result["problems"])
     assert "root-q8.gguf" in problems and "gguf package" in problems
+
+
+def _packed_state(sd, keep_float: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """``sd`` with its matrices in compressed-tensors' pack-quantized layout (``weight_packed`` int32, eight
+    4-bit codes each, ``weight_scale`` per group of 32, ``weight_shape``), a scheme the engine does not
+    decode; names in ``keep_float`` stay float16."""
+    g = torch.Generator().manual_seed(0)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if v.ndim != 2 or k.startswith(keep_float):
+            out[k] = v.half()
+            continue
+        base = k[: -len(".weight")]
+        out[base + ".weight_packed"] = torch.randint(-2**31, 2**31 - 1, (v.shape[0], v.shape[1] // 8),
+                                                     dtype=torch.int32, generator=g)
+        out[base + ".weight_scale"] = torch.rand(v.shape[0], v.shape[1] // 32, generator=g).half()
+        out[base + ".weight_shape"] = torch.tensor(list(v.shape), dtype=torch.int64)
+    return out
+
+
+def test_unknown_schemes_are_problems_of_their_model(tmp_path):
+    """Weights packed by a quantizer we do not decode are left out with a note naming it (its scales are not
+    compared as weights); a model with no matrix left, and a GGUF file with a tensor type the package does
+    not know, are problems of that model; the run goes on."""
+    import json
+    import struct
+
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(100)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", perturbed(root, 101))):
+        _save(sd, folder / f"{name}.safetensors")
+    for name, keep in (("partly-packed", ("model.embed_tokens", "lm_head")), ("all-packed", ())):
+        (folder / name).mkdir()
+        _save(_packed_state(root, keep), folder / name / "model.safetensors")
+        (folder / name / "config.json").write_text(json.dumps(
+            {"model_type": "llama", "quantization_config": {"quant_method": "compressed-tensors"}}))
+    with open_model(discover([folder / "partly-packed"]).models[0]) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k, v in root.items()
+                                              if v.ndim == 1 or k.startswith(("model.embed", "lm_head"))}
+        assert any("compressed-tensors" in n and "weight_packed" in n for n in reader.notes)
+    # A GGUF tensor type unknown to the package (a newer llama.cpp): the type field of one tensor patched.
+    path = write_gguf(root, tmp_path / "odd.gguf")
+    field = gguf.GGUFReader(str(path)).tensors[1].field
+    at = field.offset + sum(part.nbytes for part in field.parts[:4])  # name length, name, n_dims, dims
+    data = bytearray(path.read_bytes())
+    assert struct.unpack("<I", data[at:at + 4])[0] == gguf.GGMLQuantizationType.Q8_0
+    data[at:at + 4] = struct.pack("<I", 250)
+    (folder / "newer-type.gguf").write_bytes(bytes(data))
+
+    result = recover_paths([folder], RecoverySettings())
+    assert {m.id for m in result.models} == {"root", "a", "partly-packed"}
+    messages = str(result.problems)
+    assert "all-packed" in messages and "No weight matrix is left" in messages
+    assert "newer-type.gguf" in messages and "pip install -U gguf" in messages

@@ -116,6 +116,11 @@ def read_header(path: str) -> GGUFHeader:
         size = os.path.getsize(path)
         reader = gguf.GGUFReader(path, "r")
     except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
+        if "GGMLQuantizationType" in str(e):  # a type newer than the installed package, not a broken file
+            raise UnreadableCheckpointError(
+                f"Cannot read {path}: a tensor is stored in a GGUF type the installed gguf package does not "
+                f"know ({str(e)[:120]}). Update the "
+                "package (pip install -U gguf) or convert the file to a common type (Q8_0, Q4_K).", path) from e
         raise _unreadable(path, f"its GGUF header is not valid ({type(e).__name__}: {str(e)[:200]})") from e
     try:
         arch = _field(reader, "general.architecture")
