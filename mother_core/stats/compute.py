@@ -10,7 +10,7 @@ import contextlib
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -22,14 +22,22 @@ from mother_core.errors import (
     ResultFormatError,
     TooFewModelsError,
 )
-from mother_core.io.base import Discovery, ModelReader, ModelRef, NotingReader, Problem, ShapeAdoptingReader
+from mother_core.io.base import (
+    Discovery,
+    ModelReader,
+    ModelRef,
+    NotingReader,
+    Problem,
+    ShapeAdoptingReader,
+    TensorInfo,
+)
 from mother_core.io.discovery import match_model_id
 from mother_core.io.readers import open_model
 from mother_core.stats.cache import StatsCache, model_key, set_aside, slot_key
-from mother_core.stats.execute import execute_plan
-from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, build_plan, collect_slots
+from mother_core.stats.execute import PassOutput, execute_plan
+from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, Plan, build_plan, collect_slots
 from mother_core.stats.progress import Progress, ProgressCallback
-from mother_core.stats.result import WeightStatistics
+from mother_core.stats.result import TensorMeta, WeightStatistics
 from mother_core.stats.skeleton import UNIT_ROUNDOFF, skeleton_index
 
 
@@ -43,6 +51,10 @@ def compute_statistics(
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> WeightStatistics:
     """Per-model per-tensor statistics and per-pair per-tensor distances, in one streaming pass.
+
+    The steps, each a function below: open the models (:func:`_open_models`), consult the cache
+    (:class:`CacheSession`), plan what to read (:func:`_plan_pass`), execute the plan
+    (:func:`~mother_core.stats.execute.execute_plan`), assemble the result (:func:`_assemble_result`).
 
     Parameters
     ----------
@@ -69,66 +81,222 @@ def compute_statistics(
     problems: list[Problem] = list(models.problems) if isinstance(models, Discovery) else []
     dev = resolve_device(device)
     started = time.perf_counter()
-
-    def say(stage: str) -> None:
-        if progress is not None:
-            progress(Progress(stage, 0, 0, 0, 0, time.perf_counter() - started, None, str(dev)))
-
-    say("opening models")
+    if progress is not None:
+        progress(Progress("opening models", 0, 0, 0, 0, time.perf_counter() - started, None, str(dev)))
     with contextlib.ExitStack() as stack:
-        readers, base_refs = _open_all(refs, problems, stack)
-        listings = [r.tensor_infos() for r in readers]
-        _drop_models_without_floats(readers, listings, problems)
-        if len(readers) < 2:
-            raise TooFewModelsError(_too_few_message(len(readers), problems))
-        good_refs = [r.ref for r in readers]
-        keys = [model_key(r, base_refs.get(r.id), content_hash) for r in good_refs]
-
-        cache = _open_cache(cache_dir, problems)
-        if cache is not None:
-            stack.callback(cache.close)
-        slots, holders, _ = collect_slots(listings)
-        cached_models, cached_pairs, cached_skel, slot_names = {}, {}, {}, {}
-        if cache is not None:
-            try:
-                cached_models, cached_pairs, cached_skel, slot_names = (
-                    cache.model_stats(keys), cache.pair_dists(keys), cache.skeletons(keys), cache.slot_names())
-            except ResultFormatError as e:  # damage found while reading: this run goes on without it
-                cache.close()
-                aside = set_aside(cache.path)
-                problems.append(Problem(str(cache.path), f"{e.message.split(' Delete it')[0]} It was set aside as "
-                                                         f"{aside}; the next run starts a new cache."))
-                cached_models, cached_pairs, cached_skel, slot_names = {}, {}, {}, {}
-                cache = None
-            else:
-                if cache.rejected:
-                    problems.append(Problem(str(cache.path), f"{cache.rejected} cached value(s) in {cache.path} "
-                                                             "were invalid (NULL, negative, non-finite or of the "
-                                                             "wrong size); they were computed again."))
-        known = _known_pairs(slots, keys, cached_pairs, slot_names)
-        needs = _what_to_read(slots, holders, keys, cached_models, known, cached_skel)
-        plan = build_plan(listings, needs, chunk_elements)
+        readers, listings, keys = _open_models(refs, problems, stack, content_hash)
+        cache = CacheSession.open(cache_dir, keys, problems)
+        stack.callback(cache.close)
+        plan, known = _plan_pass(listings, cache, chunk_elements)
         out = execute_plan(plan, readers, dev, progress)
-
-        for m, message in sorted(out.failed.items()):
-            problems.append(Problem(good_refs[m].path, message))
-        problems.extend(_nonfinite_problems(good_refs, plan, out.nonfinite, set(out.failed)))
-        stats = _assemble(good_refs, plan, out, keys, cached_models, known)
-        stats.skeletons = _assemble_skeletons(plan, out, keys, cached_skel)
-        stats.roundoff = np.array([_roundoff(listing) for listing in listings])
-        if cache is not None:
-            _store(cache, plan, out, keys, cached_models, known, cached_skel)
-        del known  # (T, N, N): as large as the result's distances
-        keep = [m for m in range(len(good_refs)) if m not in out.failed]
-        if len(keep) < 2:
-            raise TooFewModelsError(_too_few_message(len(keep), problems))
-        stats = _subset(stats, keep)
-        stats.problems = problems
+        cache.store(plan, out, known)
+        stats = _assemble_result([r.ref for r in readers], listings, plan, out, cache, known, problems)
         stats.settings = {
             "device": str(dev), "chunk_elements": chunk_elements, "bytes_read": out.bytes_read,
-            "seconds": time.perf_counter() - started, "cached": cache is not None,
+            "seconds": time.perf_counter() - started, "cached": cache.used,
         }
         return stats
+
+
+def _open_models(refs: list[ModelRef], problems: list[Problem], stack: contextlib.ExitStack, content_hash: bool,
+                 ) -> tuple[list[ModelReader], list[Mapping[str, TensorInfo]], list[str]]:
+    """Step 1: open every model, list its tensors and key it for the cache.
+
+    Unreadable models and models without float weights become ``problems``; fewer than two readable
+    models is an error. Returns the readers, their tensor listings and their cache keys (one each).
+    """
+    readers, base_refs = _open_all(refs, problems, stack)
+    listings: list[Mapping[str, TensorInfo]] = [r.tensor_infos() for r in readers]
+    _drop_models_without_floats(readers, listings, problems)
+    if len(readers) < 2:
+        raise TooFewModelsError(_too_few_message(len(readers), problems))
+    keys = [model_key(r.ref, base_refs.get(r.ref.id), content_hash) for r in readers]
+    return readers, listings, keys
+
+
+def _plan_pass(listings: Sequence[Mapping[str, TensorInfo]], cache: CacheSession, chunk_elements: int,
+               ) -> tuple[Plan, np.ndarray]:
+    """Step 2: what to read. Tensors whose statistics and pair distances the cache holds (or that two
+    copies of one file share) are left out of the plan. Returns the plan and the (T, N, N) squared
+    distances known without reading (NaN elsewhere)."""
+    slots, holders, _ = collect_slots(listings)
+    known = cache.known_pairs(slots)
+    plan = build_plan(listings, cache.to_read(slots, holders, known), chunk_elements)
+    return plan, known
+
+
+def _assemble_result(refs: list[ModelRef], listings: Sequence[Mapping[str, TensorInfo]], plan: Plan,
+                     out: PassOutput, cache: CacheSession, known: np.ndarray, problems: list[Problem],
+                     ) -> WeightStatistics:
+    """Step 4: the pass's output and the cached values as one :class:`WeightStatistics` over the models
+    that were read to the end; models that failed mid-pass become ``problems``."""
+    for m, message in sorted(out.failed.items()):
+        problems.append(Problem(refs[m].path, message))
+    problems.extend(_nonfinite_problems(refs, plan, out.nonfinite, set(out.failed)))
+    stats = _assemble(refs, plan, out, cache, known)
+    stats.skeletons = _assemble_skeletons(plan, out, cache)
+    stats.roundoff = np.array([_roundoff(listing) for listing in listings])
+    del known  # (T, N, N): as large as the result's distances
+    keep = [m for m in range(len(refs)) if m not in out.failed]
+    if len(keep) < 2:
+        raise TooFewModelsError(_too_few_message(len(keep), problems))
+    stats = _subset(stats, keep)
+    stats.problems = problems
+    return stats
+
+
+class CacheSession:
+    """One run's use of the statistics cache (:mod:`mother_core.stats.cache`): open and check it, read
+    what it knows about this run's models, say which distances are known without reading, and write back
+    what the pass computed and the cache lacked.
+
+    A run never fails because of its cache: with no ``cache_dir``, a cache another process holds too
+    long, or one that cannot be made, the session is empty (nothing known, nothing stored); a cache
+    found damaged on open or while reading is set aside (a note in the problems says where) and this
+    run goes on without it.
+    """
+
+    def __init__(self, cache: StatsCache | None, keys: Sequence[str]) -> None:
+        self.cache = cache
+        self.keys = list(keys)  # per model of the run
+        self.models: dict[tuple[str, str], tuple[float, ...]] = {}  # (model key, slot key) -> moments
+        self.pairs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # key pair -> (slot ids, values)
+        self.skeletons: dict[tuple[str, str], np.ndarray] = {}
+        self.slot_names: dict[int, str] = {}  # cache slot id -> slot key
+
+    @classmethod
+    def open(cls, cache_dir: str | Path | None, keys: Sequence[str], problems: list[Problem]) -> CacheSession:
+        """Open the cache in ``cache_dir`` (if any) and read what it holds for ``keys``."""
+        session = cls(cls._open_cache(cache_dir, problems), keys)
+        session._read(problems)
+        return session
+
+    @property
+    def used(self) -> bool:
+        return self.cache is not None
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    @staticmethod
+    def _open_cache(cache_dir: str | Path | None, problems: list[Problem]) -> StatsCache | None:
+        """The cache, or None when there is none or another process holds it too long: a busy cache
+        costs this run its reuse of earlier work, never the run itself. A damaged cache is set aside and a
+        new one started (a note in ``problems`` says so); one that cannot be made at all is skipped."""
+        if cache_dir is None:
+            return None
+        try:
+            cache, note = StatsCache.open_or_rebuild(cache_dir)
+        except CacheBusyError as e:
+            # stacklevel 4: the line that called compute_statistics
+            warnings.warn(f"{e} Running without the cache this time.", RuntimeWarning, stacklevel=4)
+            return None
+        except (ResultFormatError, OSError) as e:
+            problems.append(Problem(str(cache_dir), f"The statistics cache in {cache_dir} cannot be used ({e}); "
+                                                    "this run goes on without it."))
+            return None
+        if note:
+            problems.append(Problem(str(cache.path), note))
+        return cache
+
+    def _read(self, problems: list[Problem]) -> None:
+        """Read the cached values of this run's models; damage found while reading sets the cache aside."""
+        cache = self.cache
+        if cache is None:
+            return
+        try:
+            self.models, self.pairs = cache.model_stats(self.keys), cache.pair_dists(self.keys)
+            self.skeletons, self.slot_names = cache.skeletons(self.keys), cache.slot_names()
+        except ResultFormatError as e:  # damage found while reading: this run goes on without it
+            cache.close()
+            aside = set_aside(cache.path)
+            problems.append(Problem(str(cache.path), f"{e.message.split(' Delete it')[0]} It was set aside as "
+                                                     f"{aside}; the next run starts a new cache."))
+            self.models, self.pairs, self.skeletons, self.slot_names = {}, {}, {}, {}
+            self.cache = None
+            return
+        if cache.rejected:
+            problems.append(Problem(str(cache.path), f"{cache.rejected} cached value(s) in {cache.path} "
+                                                     "were invalid (NULL, negative, non-finite or of the "
+                                                     "wrong size); they were computed again."))
+
+    def known_pairs(self, slots: Sequence[TensorMeta]) -> np.ndarray:
+        """(T, N, N) squared distances known without reading: cached pairs, and 0 between two models with
+        the same key (one file given twice); NaN elsewhere. One row per cached pair, filled with array
+        writes."""
+        keys = self.keys
+        n, t = len(keys), len(slots)
+        known = np.full((t, n, n), np.nan)
+        by_key: dict[str, list[int]] = {}
+        for m, k in enumerate(keys):
+            by_key.setdefault(k, []).append(m)
+        for members in by_key.values():
+            if len(members) > 1:
+                idx = np.array(members)
+                known[:, idx[:, None], idx[None, :]] = 0.0
+        if self.pairs and self.slot_names:
+            slot_of = {slot_key(meta.name, meta.shape): s for s, meta in enumerate(slots)}
+            lookup = np.full(max(self.slot_names) + 1, -1, dtype=np.int64)  # cache slot id -> slot index here
+            for i, sk in self.slot_names.items():
+                lookup[i] = slot_of.get(sk, -1)
+            for (ka, kb), (ids, values) in self.pairs.items():
+                s_idx = lookup[ids]
+                ok = s_idx >= 0
+                for a in by_key.get(ka, ()):
+                    for b in by_key.get(kb, ()):
+                        known[s_idx[ok], a, b] = values[ok]
+                        known[s_idx[ok], b, a] = values[ok]
+        return known
+
+    def to_read(self, slots: Sequence[TensorMeta], holders: Sequence[Sequence[int]], known: np.ndarray,
+                ) -> dict[int, list[int]]:
+        """Per slot, the models whose tensor must be read: those the cache lacks (statistics or
+        skeleton), and cached ones in a pair whose distance is not known."""
+        keys = self.keys
+        needs: dict[int, list[int]] = {}
+        for s, (meta, who) in enumerate(zip(slots, holders)):
+            sk = slot_key(meta.name, meta.shape)
+            wants_skeleton = skeleton_index(meta.shape) is not None
+            read = {m for m in who if (keys[m], sk) not in self.models
+                    or (wants_skeleton and (keys[m], sk) not in self.skeletons)}
+            if len(read) < len(who):  # some holders are cached: read those in a pair the cache lacks
+                idx = np.array(who)
+                sub = known[s][np.ix_(idx, idx)]
+                np.fill_diagonal(sub, 0.0)
+                read.update(idx[np.isnan(sub).any(axis=1)].tolist())
+            if read:
+                needs[s] = sorted(read)
+        return needs
+
+    def store(self, plan: Plan, out: PassOutput, known: np.ndarray) -> None:
+        """Write what this pass computed and the cache lacks (re-writing known rows cost seconds at
+        scale). Nothing without a cache."""
+        if self.cache is None:
+            return
+        keys = self.keys
+        model_rows = []
+        for (s, m), v in out.moments.items():
+            meta = plan.slots[s]
+            sk = slot_key(meta.name, meta.shape)
+            if (keys[m], sk) not in self.models:
+                model_rows.append((keys[m], sk, *v))
+        pair_rows = []
+        key_arr = np.array(keys, dtype=object)
+        for s, (who, mat) in out.sq_dist.items():
+            if len(who) < 2:
+                continue
+            sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
+            idx = np.array(who, dtype=int)
+            new = np.triu(np.isnan(known[s][np.ix_(idx, idx)]), k=1)  # pairs the cache lacks (same-key pairs are 0)
+            for a_i, b_i in zip(*np.nonzero(new)):
+                pair_rows.append((key_arr[idx[a_i]], key_arr[idx[b_i]], sk, float(mat[a_i, b_i])))
+        skeleton_rows = []
+        for s, (who, values) in out.skeletons.items():
+            sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
+            skeleton_rows += [(keys[m], sk, values[i]) for i, m in enumerate(who)
+                              if (keys[m], sk) not in self.skeletons]
+        self.cache.put(model_rows, pair_rows, skeleton_rows)
 
 
 def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.ExitStack
@@ -203,71 +371,9 @@ def _too_few_message(n: int, problems: list[Problem]) -> str:
     return msg + " Add more models (a folder of model folders works)."
 
 
-def _open_cache(cache_dir: str | Path | None, problems: list[Problem]) -> StatsCache | None:
-    """The cache, or None when there is none or another process holds it too long: a busy cache
-    costs this run its reuse of earlier work, never the run itself. A damaged cache is set aside and a
-    new one started (a note in ``problems`` says so); one that cannot be made at all is skipped."""
-    if cache_dir is None:
-        return None
-    try:
-        cache, note = StatsCache.open_or_rebuild(cache_dir)
-    except CacheBusyError as e:
-        warnings.warn(f"{e} Running without the cache this time.", RuntimeWarning, stacklevel=3)
-        return None
-    except (ResultFormatError, OSError) as e:
-        problems.append(Problem(str(cache_dir), f"The statistics cache in {cache_dir} cannot be used ({e}); "
-                                                "this run goes on without it."))
-        return None
-    if note:
-        problems.append(Problem(str(cache.path), note))
-    return cache
-
-
-def _known_pairs(slots, keys, cached_pairs, slot_names) -> np.ndarray:
-    """(T, N, N) squared distances known without reading: cached pairs, and 0 between two models with the
-    same key (one file given twice); NaN elsewhere. One row per cached pair, filled with array writes."""
-    n, t = len(keys), len(slots)
-    known = np.full((t, n, n), np.nan)
-    by_key: dict[str, list[int]] = {}
-    for m, k in enumerate(keys):
-        by_key.setdefault(k, []).append(m)
-    for members in by_key.values():
-        if len(members) > 1:
-            idx = np.array(members)
-            known[:, idx[:, None], idx[None, :]] = 0.0
-    if cached_pairs and slot_names:
-        slot_of = {slot_key(meta.name, meta.shape): s for s, meta in enumerate(slots)}
-        lookup = np.full(max(slot_names) + 1, -1, dtype=np.int64)  # cache slot id -> slot index here
-        for i, sk in slot_names.items():
-            lookup[i] = slot_of.get(sk, -1)
-        for (ka, kb), (ids, values) in cached_pairs.items():
-            s_idx = lookup[ids]
-            ok = s_idx >= 0
-            for a in by_key.get(ka, ()):
-                for b in by_key.get(kb, ()):
-                    known[s_idx[ok], a, b] = values[ok]
-                    known[s_idx[ok], b, a] = values[ok]
-    return known
-
-
-def _what_to_read(slots, holders, keys, cached_models, known, cached_skel) -> dict[int, list[int]]:
-    needs: dict[int, list[int]] = {}
-    for s, (meta, who) in enumerate(zip(slots, holders)):
-        sk = slot_key(meta.name, meta.shape)
-        wants_skeleton = skeleton_index(meta.shape) is not None
-        read = {m for m in who if (keys[m], sk) not in cached_models
-                or (wants_skeleton and (keys[m], sk) not in cached_skel)}
-        if len(read) < len(who):  # some holders are cached: read those in a pair the cache lacks
-            idx = np.array(who)
-            sub = known[s][np.ix_(idx, idx)]
-            np.fill_diagonal(sub, 0.0)
-            read.update(idx[np.isnan(sub).any(axis=1)].tolist())
-        if read:
-            needs[s] = sorted(read)
-    return needs
-
-
-def _assemble(refs, plan, out, keys, cached_models, known) -> WeightStatistics:
+def _assemble(refs: list[ModelRef], plan: Plan, out: PassOutput, cache: CacheSession, known: np.ndarray,
+              ) -> WeightStatistics:
+    keys, cached_models = cache.keys, cache.models
     n, t = len(refs), len(plan.slots)
     present = np.zeros((n, t), dtype=bool)
     mom = np.full((5, n, t), np.nan)
@@ -298,7 +404,8 @@ def _assemble(refs, plan, out, keys, cached_models, known) -> WeightStatistics:
                             var=var, kurtosis=kurt, norm=norm, sq_dist=sq)
 
 
-def _assemble_skeletons(plan, out, keys, cached_skel) -> dict[int, np.ndarray]:
+def _assemble_skeletons(plan: Plan, out: PassOutput, cache: CacheSession) -> dict[int, np.ndarray]:
+    keys, cached_skel = cache.keys, cache.skeletons
     skeletons: dict[int, np.ndarray] = {}
     n = len(keys)
     for s, (meta, who) in enumerate(zip(plan.slots, plan.holders)):
@@ -322,31 +429,6 @@ def _assemble_skeletons(plan, out, keys, cached_skel) -> dict[int, np.ndarray]:
 def _roundoff(listing) -> float:
     """Unit roundoff of the coarsest float dtype a model stores."""
     return max((UNIT_ROUNDOFF.get(t.dtype, 2.0**-8) for t in listing.values() if t.is_float), default=2.0**-24)
-
-
-def _store(cache: StatsCache, plan, out, keys, cached_models, known, cached_skel) -> None:
-    """Write what this pass computed and the cache lacks (re-writing known rows cost seconds at scale)."""
-    model_rows = []
-    for (s, m), v in out.moments.items():
-        meta = plan.slots[s]
-        sk = slot_key(meta.name, meta.shape)
-        if (keys[m], sk) not in cached_models:
-            model_rows.append((keys[m], sk, *v))
-    pair_rows = []
-    key_arr = np.array(keys, dtype=object)
-    for s, (who, mat) in out.sq_dist.items():
-        if len(who) < 2:
-            continue
-        sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
-        idx = np.array(who, dtype=int)
-        new = np.triu(np.isnan(known[s][np.ix_(idx, idx)]), k=1)  # pairs the cache lacks (same-key pairs are 0)
-        for a_i, b_i in zip(*np.nonzero(new)):
-            pair_rows.append((key_arr[idx[a_i]], key_arr[idx[b_i]], sk, float(mat[a_i, b_i])))
-    skeleton_rows = []
-    for s, (who, values) in out.skeletons.items():
-        sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
-        skeleton_rows += [(keys[m], sk, values[i]) for i, m in enumerate(who) if (keys[m], sk) not in cached_skel]
-    cache.put(model_rows, pair_rows, skeleton_rows)
 
 
 def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:

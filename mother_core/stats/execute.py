@@ -112,96 +112,143 @@ def execute_plan(
     one intra-op thread per worker during the pass (small cache-blocked ops gain nothing from more, and
     two workers already fill two cores); the setting is restored afterwards.
 
+    The steps: set the pass up (:func:`_set_up`: buffers, reducers, which path reduces), run the chunks
+    two at a time (:func:`_run_chunks`, each chunk by :func:`_read_and_reduce`), and fold each reduced
+    chunk into its slot's results in plan order (:class:`_TaskState`).
+
     A model that fails to read is recorded in ``PassOutput.failed`` and dropped from the rest of the
     pass; the other models carry on (one broken file must not sink a run of fifty).
     """
     out = PassOutput()
-    start = time.perf_counter()
-    ring = _BufferRing(pin=device.type == "cuda")
-    block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
-    fused_values, fused_dtypes = _fused_work(plan, readers, device)
-    use_fused = bool(fused_dtypes) and (fused.ready() or fused_values >= fused.WORTH_LOADING_VALUES)
-    reducers = [ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)]
-    locks = [threading.Lock() for _ in readers]  # readers switch shards: one call at a time per reader
-    total_bytes = plan.nbytes
-    steps = [(task, i) for task in plan.tasks for i in range(len(task.chunks))]
-    tasks_done = 0
-    state: dict[int, _TaskState] = {}
-    skeletons = {t.slot: ix for t in plan.tasks if (ix := skeleton_index(plan.slots[t.slot].shape)) is not None}
-
-    def report(stage: str) -> None:
-        if progress is None:
-            return
-        elapsed = time.perf_counter() - start
-        eta = None
-        if out.bytes_read > 0 and total_bytes > 0:
-            eta = elapsed * (total_bytes - out.bytes_read) / out.bytes_read
-        progress(Progress(stage, tasks_done, len(plan.tasks), out.bytes_read, total_bytes, elapsed,
-                          eta, str(device)))
-
-    read_rate = _ReadRate()
-
-    def job(k: int, failed: dict[int, str]) -> _Reduced:
-        task, ci = steps[k]
-        # Hint the chunk this worker takes PREFETCH_AHEAD turns from now (the first jobs hint all up to
-        # it). Only while reads look disk-bound: a hint is a syscall per model that walks the page cache
-        # even when everything is already there (~10% of a warm pass).
-        if read_rate.disk_bound():
-            first = k if k < 2 else k + 2 * PREFETCH_AHEAD
-            for ahead in range(first, k + 2 * PREFETCH_AHEAD + 1, 2):
-                if ahead < len(steps):
-                    _prefetch(plan, steps[ahead], readers, locks, failed)
-        began = time.perf_counter()
-        models = [m for m in task.models if m not in failed]
-        rows = task.chunks[ci]
-        stored = (_kernel_dtype(plan.slots[task.slot].name, models, readers, device)
-                  if use_fused and fused.ready() and rows is not None and models else None)
-        if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
-            try:
-                return _stream_reduce(task, rows, plan, readers, models, stored, ring.staging_for(k % 2), locks,
-                                      skeletons.get(task.slot), read_rate)
-            except _StreamFailed:
-                pass  # a model failed mid-chunk: the chunk path below reports it and carries on
-        chunk = _load(task, ci, plan, readers, ring, k % 2, device, failed, locks, use_fused)
-        read_rate.add(chunk.nbytes, time.perf_counter() - began)
-        return _reduce(chunk, reducers[k % 2], plan.slots[task.slot].shape, skeletons.get(task.slot))
-
+    report = _Reporter(plan, out, device, progress)
+    run = _set_up(plan, readers, device)
     report("reading")
-    if use_fused and not fused.ready():
+    if run.use_fused and not fused.ready():
         # Load numba and the cached kernels (~1 s) in the background; chunks reduced before they are
         # ready take the torch path (widened on the fly), so the load overlaps useful work.
-        threading.Thread(target=fused.warm_up, args=(fused_dtypes,), name="mother-kernel-load",
+        threading.Thread(target=fused.warm_up, args=(run.fused_dtypes,), name="mother-kernel-load",
                          daemon=True).start()
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mother-pass") as pool:
-            pending: dict[int, Future] = {}
-            for k in range(min(2, len(steps))):
-                pending[k] = pool.submit(job, k, {})
-            for k, (task, ci) in enumerate(steps):
-                done: _Reduced = pending.pop(k).result()
-                for m, message in done.errors.items():
-                    out.failed.setdefault(m, message)
-                if k + 2 < len(steps):
-                    # Chunk k's buffer and reducer are free again: chunk k + 2 may use them.
-                    pending[k + 2] = pool.submit(job, k + 2, dict(out.failed))
-                out.bytes_read += done.nbytes
-                st = state.setdefault(task.slot, _TaskState(task, skeletons.get(task.slot)))
-                st.add(done)
-                if ci == len(task.chunks) - 1:
-                    st.finish(task, out)
-                    del state[task.slot]
-                    tasks_done += 1
-                    report("reading")
+        _run_chunks(run, out, report)
     finally:
         torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    out.seconds = time.perf_counter() - start
+    out.seconds = time.perf_counter() - report.start
     report("done")
     return out
+
+
+class _Reporter:
+    """Progress reports of one pass: tasks done, bytes read, time left at the current read rate."""
+
+    def __init__(self, plan: Plan, out: PassOutput, device: torch.device, progress: ProgressCallback | None) -> None:
+        self.plan, self.out, self.device, self.progress = plan, out, device, progress
+        self.start = time.perf_counter()
+        self.tasks_done = 0
+
+    def __call__(self, stage: str) -> None:
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        total_bytes, done_bytes = self.plan.nbytes, self.out.bytes_read
+        eta = elapsed * (total_bytes - done_bytes) / done_bytes if done_bytes > 0 and total_bytes > 0 else None
+        self.progress(Progress(stage, self.tasks_done, len(self.plan.tasks), done_bytes, total_bytes, elapsed,
+                               eta, str(self.device)))
+
+
+@dataclass
+class _PassRun:
+    """Everything the chunks of one pass share: the plan's chunks in order, per-worker buffers and
+    reducers, one lock per reader, and which reduction path the pass may take."""
+
+    plan: Plan
+    readers: Sequence[ModelReader]
+    device: torch.device
+    steps: list[tuple[TensorTask, int]]  # (task, chunk index) in plan order
+    ring: _BufferRing
+    reducers: list[ChunkReducer]  # one per worker
+    locks: list[threading.Lock]  # readers switch shards: one call at a time per reader
+    use_fused: bool
+    fused_dtypes: set[torch.dtype]
+    skeletons: dict[int, tuple[np.ndarray, np.ndarray]]  # slot -> skeleton rows and columns
+    read_rate: _ReadRate
+
+
+def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) -> _PassRun:
+    """Step 1: the buffers, reducers and locks of a pass, and whether the fused kernel is worth
+    loading for it (enough bf16/fp32 values, :data:`~mother_core.stats.fused.WORTH_LOADING_VALUES`)."""
+    block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
+    fused_values, fused_dtypes = _fused_work(plan, readers, device)
+    use_fused = bool(fused_dtypes) and (fused.ready() or fused_values >= fused.WORTH_LOADING_VALUES)
+    return _PassRun(
+        plan=plan, readers=readers, device=device,
+        steps=[(task, i) for task in plan.tasks for i in range(len(task.chunks))],
+        ring=_BufferRing(pin=device.type == "cuda"),
+        reducers=[ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)],
+        locks=[threading.Lock() for _ in readers],
+        use_fused=use_fused, fused_dtypes=fused_dtypes,
+        skeletons={t.slot: ix for t in plan.tasks if (ix := skeleton_index(plan.slots[t.slot].shape)) is not None},
+        read_rate=_ReadRate(),
+    )
+
+
+def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter) -> None:
+    """Step 2: two workers read and reduce alternate chunks; each reduced chunk is folded into its
+    slot's results here, in plan order, and a slot's results go to ``out`` after its last chunk."""
+    steps = run.steps
+    state: dict[int, _TaskState] = {}
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mother-pass") as pool:
+        pending: dict[int, Future] = {}
+        for k in range(min(2, len(steps))):
+            pending[k] = pool.submit(_read_and_reduce, run, k, {})
+        for k, (task, ci) in enumerate(steps):
+            done: _Reduced = pending.pop(k).result()
+            for m, message in done.errors.items():
+                out.failed.setdefault(m, message)
+            if k + 2 < len(steps):
+                # Chunk k's buffer and reducer are free again: chunk k + 2 may use them.
+                pending[k + 2] = pool.submit(_read_and_reduce, run, k + 2, dict(out.failed))
+            out.bytes_read += done.nbytes
+            st = state.setdefault(task.slot, _TaskState(task, run.skeletons.get(task.slot)))
+            st.add(done)
+            if ci == len(task.chunks) - 1:
+                st.finish(task, out)
+                del state[task.slot]
+                report.tasks_done += 1
+                report("reading")
+
+
+def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
+    """Step 2, one worker's job: read chunk ``k`` of the pass from the models not in ``failed`` and
+    reduce it, through the fused kernel when it takes the chunk, else through the chunk path."""
+    plan, readers, steps, locks, read_rate = run.plan, run.readers, run.steps, run.locks, run.read_rate
+    task, ci = steps[k]
+    # Hint the chunk this worker takes PREFETCH_AHEAD turns from now (the first jobs hint all up to
+    # it). Only while reads look disk-bound: a hint is a syscall per model that walks the page cache
+    # even when everything is already there (~10% of a warm pass).
+    if read_rate.disk_bound():
+        first = k if k < 2 else k + 2 * PREFETCH_AHEAD
+        for ahead in range(first, k + 2 * PREFETCH_AHEAD + 1, 2):
+            if ahead < len(steps):
+                _prefetch(plan, steps[ahead], readers, locks, failed)
+    began = time.perf_counter()
+    models = [m for m in task.models if m not in failed]
+    rows = task.chunks[ci]
+    stored = (_kernel_dtype(plan.slots[task.slot].name, models, readers, run.device)
+              if run.use_fused and fused.ready() and rows is not None and models else None)
+    if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
+        try:
+            return _stream_reduce(task, rows, plan, readers, models, stored, run.ring.staging_for(k % 2), locks,
+                                  run.skeletons.get(task.slot), read_rate)
+        except _StreamFailed:
+            pass  # a model failed mid-chunk: the chunk path below reports it and carries on
+    chunk = _load(task, ci, plan, readers, run.ring, k % 2, run.device, failed, locks, run.use_fused)
+    read_rate.add(chunk.nbytes, time.perf_counter() - began)
+    return _reduce(chunk, run.reducers[k % 2], plan.slots[task.slot].shape, run.skeletons.get(task.slot))
 
 
 class _ReadRate:
