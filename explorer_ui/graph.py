@@ -35,6 +35,7 @@ from pyvis.network import Network
 
 from mother_core.layout import forest_positions, wrap_width
 from mother_core.recovery.result import Edge, ModelNode, Recovery
+from mother_core import walk
 from mother_core.statuses import STATUS_INFO, EdgeStatus
 
 EdgeKey = tuple[str, str]
@@ -189,38 +190,19 @@ class Forest:
         roots = tuple(i for i in ids if i not in primary)
         return cls(ids, primary, {p: tuple(sorted(v)) for p, v in kids.items()}, roots)
 
+    @functools.cached_property
+    def _walk(self) -> walk.Forest[str]:
+        return walk.Forest(self.ids, self.primary)  # the engine's walks (mother_core/walk.py)
+
     def ancestors(self, node: str) -> list[str]:
-        out, seen = [], {node}
-        while node in self.primary and self.primary[node] not in seen:
-            node = self.primary[node]
-            seen.add(node)
-            out.append(node)
-        return out
+        return self._walk.ancestors(node)
 
     def descendants(self, node: str) -> set[str]:
-        out: set[str] = set()
-        stack = [node]
-        while stack:
-            for c in self.children.get(stack.pop(), ()):
-                if c not in out:
-                    out.add(c)
-                    stack.append(c)
-        return out
+        return self._walk.descendants(node)
 
     def sizes(self) -> dict[str, int]:
-        """Subtree size (the model included) of every model."""
-        order: list[str] = []
-        stack = list(self.roots)
-        while stack:
-            n = stack.pop()
-            order.append(n)
-            stack.extend(self.children.get(n, ()))
-        size: dict[str, int] = {}
-        for n in reversed(order):
-            size[n] = 1 + sum(size.get(c, 0) for c in self.children.get(n, ()))
-        for i in self.ids:  # on a cycle (not reachable from a root): drawn alone
-            size.setdefault(i, 1)
-        return size
+        """Subtree size (the model included) of every model; one on a cycle is drawn alone."""
+        return self._walk.subtree_sizes()
 
 
 def fold(forest: Forest, *, folded: Iterable[str] = (), opened: Iterable[str] = (),

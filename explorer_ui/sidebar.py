@@ -237,7 +237,7 @@ def _statuses(rec: Recovery, truth: Any, reference: str) -> dict[tuple[str, str]
     if reference == "declared lineage":
         out = dict(edge_lineage(rec))
         have = set(out)
-        out.update({e: EdgeStatus.MISSING for e in truth if e not in have})
+        out.update({e: EdgeStatus.MISSING.value for e in truth if e not in have})
         return out
     from mother_core.evaluate import edge_status
 

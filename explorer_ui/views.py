@@ -238,8 +238,8 @@ def declared_graph(key: str, _rec: Recovery) -> tuple[Recovery, dict]:
     nan = math.nan
     edges = [Edge(p, c, nan, nan, nan, nan) for p, c in declared_edges(_rec)]
     statuses = {(e.parent, e.child): (EdgeStatus.AGREE if (e.parent, e.child) in recovered else
-                                      EdgeStatus.FLIPPED if (e.child, e.parent) in recovered else EdgeStatus.CONFLICT)
-                for e in edges}
+                                      EdgeStatus.FLIPPED if (e.child, e.parent) in recovered else EdgeStatus.CONFLICT
+                                      ).value for e in edges}
     return replace(_rec, edges=edges, constraints=Constraints()), statuses
 
 

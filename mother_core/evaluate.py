@@ -31,6 +31,7 @@ from mother_core.errors import MotherError, ResultFormatError
 from mother_core.recovery.result import Recovery, TreeInfo
 from mother_core.relations.vocabulary import parse_relation
 from mother_core.statuses import TRUTH_STATUSES, EdgeStatus
+from mother_core.walk import components
 
 __all__ = [
     "CalibrationBin",
@@ -199,11 +200,12 @@ def edge_status(recovery: Recovery, truth_edges: Iterable[tuple[str, str]]) -> d
     out: dict[tuple[str, str], str] = {}
     for e in recovery.edges:
         key = (e.parent, e.child)
-        out[key] = (EdgeStatus.CORRECT if key in truth else EdgeStatus.FLIPPED if (e.child, e.parent) in truth
-                    else EdgeStatus.WRONG)
+        status = (EdgeStatus.CORRECT if key in truth else EdgeStatus.FLIPPED if (e.child, e.parent) in truth
+                  else EdgeStatus.WRONG)
+        out[key] = status.value  # plain words in the result
     for p, c in sorted(truth):
         if (p, c) not in out and (c, p) not in out:
-            out[(p, c)] = EdgeStatus.MISSING
+            out[(p, c)] = EdgeStatus.MISSING.value
     return out
 
 
@@ -472,19 +474,8 @@ def _partition(trees: Recovery | Sequence[TreeInfo | Iterable[str]] | Mapping[st
 
 
 def _components(models: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict[str, object]:
-    """Tree label of every model: union-find over the edges; unmentioned models stay alone."""
-    root: dict[str, str] = {m: m for m in models}
-
-    def find(x: str) -> str:
-        root.setdefault(x, x)
-        while root[x] != x:
-            root[x] = root[root[x]]
-            x = root[x]
-        return x
-
-    for p, c in edges:
-        root[find(p)] = find(c)
-    return {m: find(m) for m in list(root)}
+    """Tree label of every model: the connected components of the edges; unmentioned models stay alone."""
+    return dict(components(models, edges))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import numpy as np
 from mother_core.errors import ResultFormatError
 from mother_core.recovery.result import FORMAT_NAME, Edge, ModelNode, Recovery
 from mother_core.relations.vocabulary import Relation, parse_relation
+from mother_core.walk import Forest
 
 __all__ = ["base_model_lines", "to_graphml", "to_networkx", "to_newick", "to_node_link"]
 
@@ -239,18 +240,10 @@ def _forest(recovery: Recovery) -> tuple[dict[str, list[str]], dict[str, Edge], 
             kids[e.parent].append(e.child)
     for e in extra:
         kids[e.parent].append(_HYBRID + str(recovery.edges.index(e)))
-    reachable = sum(1 for _ in _walk(recovery.roots, kids))
-    if reachable != len(ids):
+    reachable = Forest.from_edges(ids, [(e.parent, e.child) for e in by_child.values()]).reachable(recovery.roots)
+    if len(reachable) != len(ids):
         raise ResultFormatError("The edges of the result contain a cycle; it is not a forest. Re-run `mother recover`.")
     return kids, by_child, hybrids
-
-
-def _walk(roots: list[str], kids: dict[str, list[str]]) -> Iterator[str]:
-    stack = list(roots)
-    while stack:
-        x = stack.pop()
-        yield x
-        stack.extend(k for k in kids[x] if not k.startswith(_HYBRID))
 
 
 def _root_order(recovery: Recovery) -> list[str]:

@@ -17,8 +17,9 @@ Examples
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+from mother_core.walk import Forest
 
 if TYPE_CHECKING:  # pragma: no cover
     from mother_core.recovery.result import Recovery
@@ -26,44 +27,18 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["forest_positions", "tree_layout", "tree_layout_edges", "tree_order", "tree_order_edges", "wrap_width"]
 
 
-def _forest(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> tuple[list[str], dict[str, list[str]]]:
-    """Roots (sorted) and children lists (sorted) of a forest; nodes on cycles become extra roots."""
-    node_set = set(nodes)
-    children: dict[str, list[str]] = defaultdict(list)
-    has_parent: set[str] = set()
-    for parent, child in edges:
-        if parent not in node_set or child not in node_set or child in has_parent or parent == child:
-            continue  # unknown node, second parent or self loop: not a forest edge, ignore
-        children[parent].append(child)
-        has_parent.add(child)
-    for kids in children.values():
-        kids.sort()
-    roots = sorted(n for n in node_set if n not in has_parent)
-    # Nodes on a cycle are not reachable from any root: cut the cycle at its smallest id.
-    reached = _reachable(roots, children)
-    for n in sorted(node_set):
-        if n not in reached:
-            roots.append(n)
-            for kids in children.values():
-                if n in kids:
-                    kids.remove(n)
-            reached |= _reachable([n], children)
-    return roots, children
+def _forest(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> tuple[list[str], Forest[str]]:
+    """Roots (sorted) and the forest, children sorted (:class:`~mother_core.walk.Forest`: unknown nodes,
+    self loops and second parents ignored); nodes on cycles become extra roots, after the others."""
+    edges = list(edges)
+    order = sorted(set(nodes))
+    plain = Forest.from_edges(order, edges)
+    cut = Forest.from_edges(order, edges, cut_cycles=True)
+    roots = list(plain.roots)
+    return roots + [n for n in cut.roots if n not in set(roots)], cut
 
 
-def _reachable(roots: Iterable[str], children: dict[str, list[str]]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(roots)
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(children.get(n, ()))
-    return seen
-
-
-def _layout_tree(root: str, children: dict[str, list[str]]) -> dict[str, tuple[float, int]]:
+def _layout_tree(root: str, children: Mapping[str, Sequence[str]]) -> dict[str, tuple[float, int]]:
     """One tree from column 0: (column, depth) per node."""
     pos: dict[str, tuple[float, int]] = {}
     next_col = 0.0
@@ -117,11 +92,11 @@ def tree_layout_edges(
         ``(x, y)`` per node, in the order of ``nodes``; ``y = depth * y_gap`` for the first row (roots
         at ``y = 0``, i.e. on top when y grows down).
     """
-    roots, children = _forest(nodes, edges)
+    roots, forest = _forest(nodes, edges)
     pos: dict[str, tuple[float, float]] = {}
     col, row_top, row_depth = 0.0, 0.0, 0
     for root in roots:
-        tree = _layout_tree(root, children)
+        tree = _layout_tree(root, forest.children)
         width = max(c for c, _ in tree.values()) + 1
         depth = max(d for _, d in tree.values())
         if max_width is not None and col > 0 and col + width > max_width:
@@ -178,15 +153,8 @@ def tree_layout(recovery: "Recovery", *, x_gap: float = 1.0, y_gap: float = 1.0,
 
 def tree_order_edges(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> list[str]:
     """Node ids in depth-first pre-order, tree after tree (the order used to sort matrices)."""
-    roots, children = _forest(nodes, edges)
-    order: list[str] = []
-    for root in roots:
-        stack = [root]
-        while stack:
-            n = stack.pop()
-            order.append(n)
-            stack.extend(reversed(children.get(n, [])))
-    return order
+    roots, forest = _forest(nodes, edges)
+    return list(forest.preorder(roots))
 
 
 def tree_order(recovery: "Recovery") -> list[str]:
@@ -241,19 +209,17 @@ def forest_positions(
     if not pos:
         return pos
     if lengths:
-        roots, children = _forest(nodes, edges)
+        roots, forest = _forest(nodes, edges)
         finite = [v for v in lengths.values() if math.isfinite(v) and v > 0]
         mean = sum(finite) / len(finite) if finite else 1.0
         depth: dict[str, float] = {}
         for r in roots:
             depth[r] = pos[r][1]
-            stack = [r]
-            while stack:
-                p = stack.pop()
-                for c in children.get(p, ()):
+            for c in forest.preorder([r]):  # a parent before its children
+                if c != r:
+                    p = forest.parent[c]
                     v = lengths.get((p, c), mean)
                     depth[c] = depth[p] + ((v if math.isfinite(v) and v > 0 else mean) / mean)
-                    stack.append(c)
         pos = {n: (x, depth.get(n, y)) for n, (x, y) in pos.items()}
     if orientation == "left-right":
         return {n: (y, x) for n, (x, y) in pos.items()}

@@ -117,7 +117,7 @@ def compare_declared(recovery: "Recovery") -> list[LineageRow]:
         else:
             status = EdgeStatus.CONFLICT
             note = f"Declares {in_set} as its parent, but the weights point to {rec_parent}."
-        rows.append(LineageRow(m.id, declared, in_set, rec_parent, status, note))
+        rows.append(LineageRow(m.id, declared, in_set, rec_parent, status.value, note))  # the plain word
     return rows
 
 

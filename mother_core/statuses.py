@@ -18,12 +18,13 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+
+from mother_core.words import Word
 
 __all__ = ["DECLARED_STATUSES", "STATUS_INFO", "TRUTH_STATUSES", "EdgeStatus", "StatusInfo"]
 
 
-class EdgeStatus(str, Enum):
+class EdgeStatus(Word):
     """How an edge compares with the reference. The value is the word written everywhere."""
 
     # against a truth file
@@ -36,9 +37,6 @@ class EdgeStatus(str, Enum):
     CONFLICT = "conflict"
     UNDOCUMENTED = "undocumented"
     EXTERNAL = "external"
-
-    def __str__(self) -> str:  # so f"{status}" writes the word, not "EdgeStatus.CORRECT"
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -389,22 +389,11 @@ class _Machine:
                 tup = tuple(stack[-n:])
                 del stack[-n:]
                 stack.append(tup)
-            elif name == "TUPLE":
+            elif name in _FROM_MARK:  # a container of everything above the mark
+                per_item, build = _FROM_MARK[name]
                 items = pop_mark()
-                self.charge(8 * len(items))
-                stack.append(tuple(items))
-            elif name == "LIST":
-                items = pop_mark()
-                self.charge(8 * len(items))
-                stack.append(items)
-            elif name == "DICT":
-                items = pop_mark()
-                self.charge(16 * len(items))
-                stack.append(_dict_from(items))
-            elif name == "FROZENSET":
-                items = pop_mark()
-                self.charge(16 * len(items))
-                stack.append(frozenset(_hashable(i) for i in items))
+                self.charge(per_item * len(items))
+                stack.append(build(items))
             elif name in ("APPEND", "APPENDS"):
                 items = [pop()] if name == "APPEND" else pop_mark()
                 self.charge(8 * len(items))
@@ -519,6 +508,20 @@ def _dict_from(items: list[Any]) -> dict[Any, Any]:
     if len(items) % 2:
         raise _refuse("a dict with an odd number of keys and values")
     return {_hashable(items[i]): items[i + 1] for i in range(0, len(items), 2)}
+
+
+def _frozenset_from(items: list[Any]) -> frozenset[Any]:
+    return frozenset(_hashable(i) for i in items)
+
+
+def _list_from(items: list[Any]) -> list[Any]:
+    return items  # pop_mark already made a fresh list
+
+
+#: Opcodes that build a container from the items above the last mark: budget charged per item, builder.
+_FROM_MARK: dict[str, tuple[int, Callable[[list[Any]], Any]]] = {
+    "TUPLE": (8, tuple), "LIST": (8, _list_from), "DICT": (16, _dict_from), "FROZENSET": (16, _frozenset_from),
+}
 
 
 def _build(target: Any, state: Any) -> None:

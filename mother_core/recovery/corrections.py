@@ -22,20 +22,11 @@ from __future__ import annotations
 import numpy as np
 
 from mother_core.recovery.result import Constraints
+from mother_core.walk import Forest
 
 
 def _descendants(parent: np.ndarray, node: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for c, p in enumerate(parent):
-        if p >= 0:
-            children.setdefault(int(p), []).append(c)
-    out, stack = set(), [node]
-    while stack:
-        for ch in children.get(stack.pop(), ()):
-            if ch not in out:
-                out.add(ch)
-                stack.append(ch)
-    return out
+    return Forest.from_parent_array(parent).descendants(node)
 
 
 def is_extension(old: Constraints, new: Constraints) -> bool:

@@ -24,6 +24,7 @@ from mother_core.recovery.typed import links_of, solver_constraints
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, ModelNode, Recovery, RecoverySettings, TreeInfo,
 )
+from mother_core.walk import Forest
 
 MAX_ALTERNATIVES = 5
 
@@ -194,19 +195,7 @@ def _graph(problem: RecoveryProblem, parent: np.ndarray, forced: set[tuple[int, 
     ku_model = problem.kurtosis
 
     # Descendants, to rule out alternative parents that would create a cycle.
-    children: dict[int, list[int]] = {i: [] for i in range(n)}
-    for c, p in enumerate(parent):
-        if p >= 0:
-            children[int(p)].append(c)
-
-    def descendants(i: int) -> set[int]:
-        out, stack = set(), [i]
-        while stack:
-            for ch in children[stack.pop()]:
-                if ch not in out:
-                    out.add(ch)
-                    stack.append(ch)
-        return out
+    descendants = Forest.from_parent_array(parent).descendants
 
     edges: list[Edge] = []
     nodes: list[ModelNode] = []

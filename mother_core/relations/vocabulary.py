@@ -10,14 +10,14 @@ docs/METHOD.md, "Beyond fine-tune trees").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from mother_core.errors import InputError
+from mother_core.words import Word
 
 __all__ = ["RELATIONS", "SINGLE_PARENT", "Relation", "RelationInfo", "parse_relation"]
 
 
-class Relation(str, Enum):
+class Relation(Word):
     """How a child was made from its parent. The value is the word written everywhere."""
 
     FINETUNE = "finetune"
@@ -28,9 +28,6 @@ class Relation(str, Enum):
     MERGE = "merge"
     PRUNE = "prune"
     DISTILL = "distill"
-
-    def __str__(self) -> str:  # so f"{relation}" writes the word, not "Relation.FINETUNE"
-        return self.value
 
     @property
     def info(self) -> RelationInfo:
