@@ -65,7 +65,7 @@ def _init(count: int, gen: torch.Generator) -> list[torch.Tensor]:
 
 
 def _train(params: list[torch.Tensor], gen: torch.Generator, steps: int, lr: float,
-           batch: int = 64) -> list[torch.Tensor]:
+           batch: int = 16) -> list[torch.Tensor]:
     """``steps`` SGD steps of every model of the batch on its own random teacher's outputs."""
     count = params[0].shape[0]
     teacher = torch.randn(count, WIDTHS[-1], WIDTHS[0], generator=gen) / math.sqrt(WIDTHS[0])

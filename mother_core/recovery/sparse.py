@@ -177,8 +177,8 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
     stats : SparseStatistics
         From :func:`mother_core.fingerprinting.sparse_statistics`.
     settings : RecoverySettings
-        ``regime``, ``lambda_``, ``layers``, ``name_pattern``, ``n_trees``, ``direction_cues`` and
-        ``method`` are honoured; ``refine`` and the relation detectors need the dense path.
+        ``regime``, ``lambda_``, ``layers``, ``name_pattern``, ``n_trees``, ``direction_cues``,
+        ``norm_direction`` and ``method`` are honoured; ``refine`` and the relation detectors need the dense path.
 
     Returns
     -------
@@ -213,7 +213,7 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
         options = ("specialization", "generalization") if settings.regime == "auto" else (settings.regime,)
         solved = []
         for regime in options:
-            for norm_sign in (1.0, -1.0):
+            for norm_sign in ((1.0, -1.0) if settings.norm_direction == "auto" else (1.0,)):
                 fwd, back = _edge_costs(tab, rows, regime, settings, mean_d, norm_sign)
                 par, total = _arborescence(members, a_all[rows], b_all[rows], fwd, back)
                 solved.append((total, regime, norm_sign, par, fwd, back))
