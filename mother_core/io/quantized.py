@@ -300,7 +300,7 @@ class QuantizedReader:
                 self._pending[weight] = _Weight(weight, (), "quanto-bits", parts, {"bits": qbits, "grouped": grouped},
                                                 whole=True)
                 return self._pending[weight]
-            return _Weight(weight, full, "quanto-bits", parts, {"bits": bits, "grouped": grouped}, whole=True)
+            return _Weight(weight, full, "quanto-bits", parts, {"bits": qbits, "grouped": grouped}, whole=True)
         if name.endswith(".weight._data"):
             weight = name[: -len("._data")]
             if weight + "._scale" in shapes:
