@@ -119,3 +119,23 @@ def test_without_detectors_every_edge_is_a_finetune(typed_set):
     plain = recover_paths([root], RecoverySettings(relations="none"), device="cpu")
     assert {e.relation for e in plain.edges} == {"finetune"}
     assert all(len(plain.parents_of(m)) <= 1 for m in plain.model_ids)
+
+
+def test_refinement_fits_the_fine_tune_skeleton_only(typed_set):
+    """The additivity refinement fits full fine-tunes only: the merged LoRA (n4, not its parent n0),
+    the pruned child (narrower tensors: it would take its layers out of every pair's distance) and
+    the typed children stay where the forest placed them."""
+    from mother_core import compute_statistics, discover
+    from mother_core.recovery.typed import refinement_core
+    from mother_core.relations.detect import detect_relations
+
+    root, _, rec = typed_set
+    stats = compute_statistics(discover([root]), device="cpu")
+    ids = list(stats.model_ids)
+    labels = rec.problem.tree_of
+    found = detect_relations(stats, labels)
+    assert {ids[i] for i in found.partial} == {"n4"}
+    typed = {link.child for link in found.links}
+    tree = np.flatnonzero(labels == labels[ids.index("n0")])
+    core = {ids[i] for i in refinement_core(stats, tree, typed | found.partial)}
+    assert core == {"n0", "n1", "n2", "n3"}

@@ -63,8 +63,47 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
         links += find_merges(stats, pl, labels, excluded)
-    found = TypedFindings(links=tuple(links), notes=tuple(notes))
-    return found
+    partial = partial_updates(stats, pl, labels, {link.child for link in links} | adapters) \
+        if "lora" in detectors else frozenset()
+    return TypedFindings(links=tuple(links), notes=tuple(notes), partial=partial)
+
+
+def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, skip: set[int]) -> frozenset[int]:
+    """Models that differ from a relative of their tree on part of their layers only, at low rank:
+    merged LoRAs (the same test as :func:`label_edge`'s ``lora``).
+
+    The test is symmetric (a parent also differs from its merged LoRA on part of its layers, at low
+    rank), so of each such pair the one farther from the rest of its tree is taken: a LoRA's update
+    adds to its distance to every other model (nearly orthogonal updates), while its parent sits
+    where the tree's other fine-tunes started from.
+    """
+    n = stats.n_models
+    u = storage_roundoff(stats)
+    out: set[int] = set()
+    for t in np.unique(labels):
+        members = [int(g) for g in np.flatnonzero(labels == t) if int(g) not in skip]
+        if len(members) < 3:
+            continue
+        total = {g: sum(_total_rel(pl, g, h) for h in members if h != g) for g in members}
+        for x, a in enumerate(members):
+            for b in members[x + 1:]:
+                rel = pl.rel[:, a, b]
+                shared = np.isfinite(rel)
+                # Cheap first: a share of layers equal up to rounding (SVDs only for those pairs).
+                if not shared.any() or pl.shared[a, b] < 0.95 * max(pl.own[a], pl.own[b]):
+                    continue
+                same = float((rel[shared] <= CONVERT_TOL * max(u[a], u[b])).mean())
+                if not LORA_UNTOUCHED <= same < 1.0:
+                    continue
+                _, low, changed = _lowrank_profile(stats, pl, a, b, u)
+                if changed and low >= 0.5:
+                    out.add(a if total[a] > total[b] else b)
+    return frozenset(g for g in out if 0 <= g < n)
+
+
+def _total_rel(pl: PairLayers, a: int, b: int) -> float:
+    ok = np.isfinite(pl.sq[:, a, b])
+    return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300)) if ok.any() else 0.0
 
 
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
