@@ -33,6 +33,11 @@ LORA_UNTOUCHED = 0.15
 LORA_RANK = 0.75
 
 
+#: Confidence of an adapter's base by (weights confirm a low-rank update, base named only by the model
+#: card): benchmarks/calibrate_typed.py.
+ADAPTER_CONFIDENCE = {(True, False): 0.95, (False, False): 0.6, (True, True): 0.8, (False, True): 0.5}
+
+
 def detect_relations(stats: WeightStatistics, labels: np.ndarray,
                      detectors: tuple[str, ...] = DETECTORS) -> TypedFindings:
     """Typed links decided before the forest, and labels for the edges the forest may choose.
@@ -109,22 +114,32 @@ def _total_rel(pl: PairLayers, a: int, b: int) -> float:
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
                                                                                   list[tuple[int, str]]]:
     """An adapter read merged into its declared base: the base is its parent when the weights agree."""
+    from mother_core.io.discovery import adapter_base
+
     ids = {m.id: i for i, m in enumerate(stats.models)}
     links, notes = [], []
     u = storage_roundoff(stats)
     for a in sorted(adapters):
         ref = stats.models[a]
-        base = ids.get(ref.base_id or "")
-        if base is None:
-            notes.append((a, f"adapter: its declared base {ref.base_id!r} is not in the set"))
+        found = adapter_base(ref, list(ids))
+        if found is None:
+            notes.append((a, f"adapter: its declared base {ref.base_id!r} is not in the set; only metadata "
+                             "could tell which model it was trained on"))
             continue
+        base_id, source = found
+        base = ids[base_id]
         untouched, low, changed = _lowrank_profile(stats, pl, base, a, u)
         agree = changed > 0 and low >= 0.5
-        conf = 0.95 if agree else 0.6
-        links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {ref.base_id}", conf, evidence=(
-            f"unmerged PEFT adapter; adapter_config.json names {ref.base_id!r}, in the set; merged into it, it "
-            f"changes {changed} layers" + (f", {low:.0%} of them at low rank" if changed else "")
-            + ("" if agree else " (the weights do not confirm a low-rank update)"))))
+        by_card = source != "adapter_config.json"
+        conf = ADAPTER_CONFIDENCE[(agree, by_card)]
+        named = (f"adapter_config.json names {ref.base_id!r}, in the set" if not by_card else
+                 f"adapter_config.json names {ref.base_id!r}, not in the set; its model card names {base_id!r}")
+        links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {base_id}", conf, evidence=(
+            f"unmerged PEFT adapter; {named}; merged into it, it changes {changed} layers"
+            + (f", {low:.0%} of them at low rank" if changed else "")
+            + ("" if agree else " (the weights do not confirm a low-rank update)")
+            + ("; which model of its family it was trained on rests on metadata only (the weights fit every "
+               "model of the same shapes alike)" if by_card else ""))))
     return links, notes
 
 
