@@ -147,10 +147,13 @@ def test_refinement_fits_the_fine_tune_skeleton_only(typed_set):
 
 def test_adapter_base_named_by_its_model_card_only(typed_set):
     """adapter_config.json names a base that is not in the set, the model card names one that is: the
-    adapter is placed there, and its evidence says that only metadata names it."""
+    adapter is placed there, and its evidence says that only metadata names it; its confidence is the
+    calibrated one of its kind."""
+    from mother_core.relations.calibration import CONFIDENCE
+
     _, _, rec = typed_set
     e = rec.edges_into("nc")[0]
     assert (e.parent, e.relation) == ("n2", "adapter")
-    assert e.relation_confidence < rec.edges_into("nb")[0].relation_confidence
+    assert e.relation_confidence == CONFIDENCE["adapter: card base"]
     link = next(link for link in rec.problem.links if rec.model_ids[link["child"]] == "nc")
     assert "model card" in link["evidence"] and "metadata only" in link["evidence"]

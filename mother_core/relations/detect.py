@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.copies import CONVERT_TOL, find_conversions, find_quantized
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
 from mother_core.relations.merge import find_merges
@@ -134,12 +135,13 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
         conf = ADAPTER_CONFIDENCE[(agree, by_card)]
         named = (f"adapter_config.json names {ref.base_id!r}, in the set" if not by_card else
                  f"adapter_config.json names {ref.base_id!r}, not in the set; its model card names {base_id!r}")
-        links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {base_id}", conf, evidence=(
-            f"unmerged PEFT adapter; {named}; merged into it, it changes {changed} layers"
-            + (f", {low:.0%} of them at low rank" if changed else "")
-            + ("" if agree else " (the weights do not confirm a low-rank update)")
-            + ("; which model of its family it was trained on rests on metadata only (the weights fit every "
-               "model of the same shapes alike)" if by_card else ""))))
+        evidence = (f"unmerged PEFT adapter; {named}; merged into it, it changes {changed} layers"
+                    + (f", {low:.0%} of them at low rank" if changed else "")
+                    + ("" if agree else " (the weights do not confirm a low-rank update)")
+                    + ("; which model of its family it was trained on rests on metadata only (the weights fit "
+                       "every model of the same shapes alike)" if by_card else ""))
+        conf = confidence(kind_of(Relation.ADAPTER.value, "", evidence), conf)
+        links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {base_id}", conf, evidence=evidence))
     return links, notes
 
 
@@ -184,7 +186,7 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         u = storage_roundoff(stats)
         untouched, low, changed = _lowrank_profile(stats, pl, p, c, u)
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
-            return (Relation.LORA, f"{changed} layers changed", 0.85,
+            return (Relation.LORA, f"{changed} layers changed", confidence(Relation.LORA.value, 0.85),
                     f"differs from its parent on {changed} layers only ({untouched:.0%} of shared layers "
                     f"untouched), {low:.0%} of them at low rank")
     return Relation.FINETUNE, "", math.nan, ""
@@ -198,9 +200,9 @@ def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, st
     narrower = [n for n in names_c if n in names_p and names_c[n] != names_p[n]]
     missing = [n for n in names_p if n not in names_c]
     if narrower:
-        return (Relation.PRUNE, f"{len(narrower)} tensors narrower", 0.8,
+        return (Relation.PRUNE, f"{len(narrower)} tensors narrower", confidence(Relation.PRUNE.value, 0.8),
                 f"{len(narrower)} of its tensors are narrower versions of the parent's; the rest match")
     if missing and set(names_c) <= set(names_p):
-        return (Relation.DISTILL, f"{len(missing)} fewer tensors", 0.7,
+        return (Relation.DISTILL, f"{len(missing)} fewer tensors", confidence(Relation.DISTILL.value, 0.7),
                 f"holds a subset of the parent's tensors ({len(missing)} fewer: fewer layers)")
     return None

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.evidence import PairLayers, TypedLink
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
@@ -248,7 +249,8 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
     else:
         method = "linear"
     detail = f"{method} " + "/".join(f"{w:.2f}" for w in coeffs)
-    conf = 0.97 if ratio <= EXACT else float(0.55 + 0.4 * (1.0 - ratio / RESIDUAL_MAX))
+    conf = confidence(kind_of(Relation.MERGE.value, detail),
+                      0.97 if ratio <= EXACT else float(0.55 + 0.4 * (1.0 - ratio / RESIDUAL_MAX)))
     names = ", ".join(stats.models[p].id for p in parents)
     return TypedLink(c, parents, Relation.MERGE, detail, conf, tuple(float(w) for w in coeffs), evidence=(
         f"explained layer by layer as a combination of {names} (weights "
