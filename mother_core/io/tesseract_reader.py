@@ -241,8 +241,9 @@ def _directory(fh: io.FileIO, path: str, size: int) -> tuple[int, int, str]:
     if any(o >= size for o in offsets) or any(-1 > o or 0 <= o < 4 + 8 * n for o in offsets):
         raise _unreadable(path, "a component lies outside the file")
     if n <= LSTM_ENTRY or offsets[LSTM_ENTRY] < 0:
-        raise UnreadableCheckpointError(f"{path} holds no LSTM network (a legacy-engine-only model): nothing to compare. "
-                             "Use a Tesseract 4/5 model (tessdata, tessdata_best or tessdata_fast).", path)
+        raise UnreadableCheckpointError(
+            f"{path} holds no LSTM network (a legacy-engine-only model): nothing to compare. Use a Tesseract 4/5 "
+            "model (tessdata, tessdata_best or tessdata_fast).", path)
 
     def end_of(i: int) -> int:
         return min([o for o in offsets if o > offsets[i]] + [size])
