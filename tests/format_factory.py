@@ -102,6 +102,74 @@ def write_gguf(sd: Mapping[str, torch.Tensor], path: Path, qtype: str = "Q8_0", 
     return path
 
 
+#: transformers ``model_type`` -> (GGUF architecture, head-count key of the config, kv-head key).
+_HF_ARCHS = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gpt2": "gpt2", "bert": "bert"}
+
+
+def hf_to_gguf(model_dir: Path, path: Path, qtype: str = "Q8_0") -> Path:
+    """Convert a transformers checkpoint folder (``config.json`` + ``model.safetensors``) to GGUF as
+    ``convert_hf_to_gguf.py`` does for Llama, Qwen2, Qwen3, GPT-2 and BERT: its per-model renames (BERT:
+    no ``bert.`` prefix, no pooler, a sequence classifier's ``classifier`` written as ``classifier.out_proj``),
+    names through :class:`gguf.TensorNameMap`, Llama q/k rows permuted, GPT-2 ``Conv1D`` weights transposed
+    and its tied LM head written as ``output``; 2-D weights in ``qtype`` (F16 where a row is not a whole
+    number of blocks, as llama-quantize falls back), the rest in float32."""
+    import json
+
+    import gguf
+    from safetensors.torch import load_file
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    arch = _HF_ARCHS[cfg["model_type"]]
+    state = load_file(str(model_dir / "model.safetensors"))
+    n_blocks = int(cfg.get("num_hidden_layers") or cfg.get("n_layer"))
+    heads = int(cfg.get("num_attention_heads") or cfg.get("n_head"))
+    kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    names = gguf.TensorNameMap(arch_enum, n_blocks)
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(n_blocks)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{qtype}"]))
+    tensors: list[tuple[str, np.ndarray]] = []
+    for hf_name, tensor in state.items():
+        key = hf_name
+        if arch == "bert":
+            key = key.removeprefix("bert.")
+            if key.startswith("pooler.") or key.endswith("position_ids"):
+                continue
+            key = {"classifier.weight": "classifier.out_proj.weight",
+                   "classifier.bias": "classifier.out_proj.bias"}.get(key, key)
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # GPT-2's causal-mask buffers
+        data = tensor.float().numpy()
+        if arch == "llama" and key.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif arch == "llama" and key.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        if arch == "gpt2" and key.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+            data = np.ascontiguousarray(data.T)
+        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        assert name is not None, (arch, hf_name)
+        tensors.append((name, data))
+        if arch == "gpt2" and name == "token_embd.weight":
+            tensors.append(("output.weight", data))
+    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]][0]
+    for name, data in tensors:
+        if data.ndim < 2 or name.startswith(("position_embd", "token_types")):
+            writer.add_tensor(name, data.astype(np.float32))
+        elif data.shape[-1] % block:
+            writer.add_tensor(name, data.astype(np.float16))
+        else:
+            packed = quantize(data.astype(np.float32), qtype)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType[qtype])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def quantize_q4_k(data: np.ndarray) -> np.ndarray:
     """Q4_K blocks laid out as ggml's ``block_q4_K`` (``ggml-common.h``): f16 ``d`` and ``dmin``, 12 bytes of
     6-bit sub-block scales and mins, 128 bytes of nibbles (the ``gguf`` package dequantizes Q4_K but has no

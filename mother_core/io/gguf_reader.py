@@ -101,15 +101,26 @@ def read_header(path: str) -> GGUFHeader:
     UnreadableCheckpointError
         Not a GGUF file, a version or layout the package refuses, or tensors beyond the end of the file.
     """
-    import gguf
-    from gguf.quants import _type_traits  # the types the package can dequantize
+    try:
+        import gguf
+        from gguf.quants import _type_traits  # the types the package can dequantize
 
-    from mother_core.io.gguf_names import transformers_names
+        from mother_core.io.gguf_names import transformers_names
+    except ImportError as e:  # an optional dependency: its absence costs the GGUF files only
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: reading GGUF files needs the gguf package, which is not installed or does not "
+            f"import ({type(e).__name__}: {str(e)[:160]}). Install it (pip install gguf) or remove the file "
+            "from the set.", path) from e
 
     try:
         size = os.path.getsize(path)
         reader = gguf.GGUFReader(path, "r")
     except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
+        if "GGMLQuantizationType" in str(e):  # a type newer than the installed package, not a broken file
+            raise UnreadableCheckpointError(
+                f"Cannot read {path}: a tensor is stored in a GGUF type the installed gguf package does not "
+                f"know ({str(e)[:120]}). Update the "
+                "package (pip install -U gguf) or convert the file to a common type (Q8_0, Q4_K).", path) from e
         raise _unreadable(path, f"its GGUF header is not valid ({type(e).__name__}: {str(e)[:200]})") from e
     try:
         arch = _field(reader, "general.architecture")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mother_core.io.filekind import read_json_file
-from mother_core.errors import UnreadableCheckpointError
+from mother_core.errors import NoTensorsError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 
 #: Tensors that only serve to decode a weight (or to run it): never weights themselves.
@@ -100,7 +100,31 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
             return "quanto-float8" if shapes[n][1] in _FLOAT8 else "quanto-int8"
     if any(dtype in _FLOAT8 for _, dtype in shapes.values()):
         return "fp8"
+    if packed_weights(shapes):
+        return UNKNOWN_PACKED
     return None
+
+
+#: The scheme of a checkpoint whose weights are packed integers of a quantizer we do not decode
+#: (compressed-tensors ``weight_packed``, HQQ ``W_q``, EXL2, AQLM, ...): read without them, with a note.
+UNKNOWN_PACKED = "unknown-packed"
+_PACKED_DTYPES = frozenset({"int8", "uint8", "int16", "int32"})
+_NOT_PACKED = (".bias", "mask", "_ids", ".masked_bias")  # integer buffers of plain models (causal masks, ids)
+
+
+def packed_weights(shapes: Shapes) -> list[str]:
+    """Tensors that look like packed quantized weights: integer, at least 2-D and 64 values, not a buffer.
+
+    Called where no known scheme matched; a plain checkpoint holds integers only in small or 1-D buffers
+    (``position_ids`` are int64, causal masks are named ``bias`` / ``mask``)."""
+    out = []
+    for name, (shape, dtype) in shapes.items():
+        numel = 1
+        for d in shape:
+            numel *= d
+        if dtype in _PACKED_DTYPES and len(shape) >= 2 and numel >= 64 and not name.endswith(_NOT_PACKED):
+            out.append(name)
+    return out
 
 
 def _looks_awq(qweight: str, shapes: Shapes) -> bool:
@@ -169,16 +193,35 @@ class QuantizedReader:
             used.update(w.parts.values())
             if w.shape and all(d > 0 for d in w.shape):
                 self._weights[w.name] = w
+        if self.scheme == UNKNOWN_PACKED:
+            used.update(self._undecoded(shapes, config))
         self._infos: dict[str, TensorInfo] = {}
         for name, info in raw.tensor_infos().items():
             if name in used or _is_aux(name) or name in self._weights:
                 continue
             self._infos[name] = info
+        if self.scheme == UNKNOWN_PACKED and not any(i.is_float and len(i.shape) >= 2 for i in self._infos.values()):
+            raise NoTensorsError(f"{self.ref.path}: {self._problems[-1]} No weight matrix is left to compare: "
+                                 "the model is left out. Add its unquantized source to the set instead.", self.ref.path)
         for name, w in self._weights.items():
             self._infos[name] = TensorInfo(name, w.shape, "float32")
         self._cached: tuple[str, torch.Tensor] | None = None
 
     # --- what is there -------------------------------------------------------------------------------
+
+    def _undecoded(self, shapes: Shapes, config: Mapping) -> set[str]:
+        """Packed weights of an unknown quantizer and the tensors beside them (their scales, zeros, shapes):
+        all left out, with one note naming the quantizer."""
+        packed = packed_weights(shapes)
+        modules = {n.rsplit(".", 1)[0] for n in packed}
+        siblings = {n for n in shapes if n.rsplit(".", 1)[0] in modules and not n.endswith(_NOT_PACKED)}
+        method = config.get("quant_method")
+        how = f"by {str(method)[:60]!r}" if isinstance(method, str) and method else "by a quantizer"
+        dtypes = ", ".join(sorted({shapes[n][1] for n in packed}))
+        self._problems.append(
+            f"{self.ref.path}: {len(packed)} weights are stored as packed {dtypes} {how} that we do not decode "
+            f"(e.g. {packed[0]!r}); they are left out (we read bitsandbytes, GPTQ, AWQ, optimum-quanto and fp8).")
+        return siblings
 
     def _describe(self, name: str, shapes: Shapes, config: Mapping) -> _Weight | None:
         shape, dtype = shapes[name]
