@@ -14,6 +14,9 @@ Selection flows the other way as data: when Python selects an edge or a model (f
 a link), the browser highlights it without rebuilding the drawing (the network is rebuilt only when
 ``GraphData.key`` changes). As pyvis pages do, the vis ``network`` (and its ``nodes``/``edges``
 DataSets) are globals of the page, so browser tests and benchmarks can drive them.
+
+The legend is a strip under the canvas, never drawn over it: ``fit`` places the whole tree in the canvas,
+so its lowest row stays visible (an overlaid legend hid it in talk mode at 1280x720).
 """
 
 from __future__ import annotations
@@ -27,15 +30,15 @@ from explorer_ui.graph import LABEL_GROWTH, SELECTED, GraphData, vis_source
 
 _CSS = """
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
-          overflow: hidden; box-sizing: border-box;}
+          overflow: hidden; box-sizing: border-box; display: flex; flex-direction: column;}
 .mg-wrap.mg-dark {background: #14161A; border-color: #333;}
-.mg-canvas {width: 100%; height: 100%;}
+.mg-canvas {width: 100%; flex: 1 1 auto; min-height: 0;}
 .mg-tools {position: absolute; top: 6px; right: 6px; z-index: 5; display: flex; gap: 6px;}
 .mg-tools button {font: 13px sans-serif; cursor: pointer; padding: 2px 8px; border-radius: 4px;
                   border: 1px solid #999; background: rgba(255,255,255,.9); color: #222;}
-.mg-legend {position: absolute; left: 6px; bottom: 6px; right: 90px; z-index: 5; font: 12px/1.6 sans-serif;
-            background: rgba(255,255,255,.9); color: #222; padding: 3px 8px; border-radius: 4px;}
-.mg-dark .mg-legend {background: rgba(20,22,26,.92); color: #EEE;}
+.mg-legend {flex: 0 0 auto; font: 12px/1.6 sans-serif; color: #222; padding: 3px 8px;
+            border-top: 1px solid rgba(128,128,128,.25);}
+.mg-dark .mg-legend {color: #EEE; border-top-color: #333;}
 .mg-big .mg-legend {font-size: 18px;}
 .mg-item {white-space: nowrap; display: inline-block;}
 .mg-sw {display: inline-block; width: 22px; height: 4px; margin: 0 5px 3px 0; vertical-align: middle;}
@@ -147,7 +150,7 @@ function select(root, st, sel) {
     if (id && window.nodes.get(id)) {  // pan to it only when it is out of sight; never change the zoom
       const dom = net.canvasToDOM(net.getPositions([id])[id]);
       const box = root.querySelector('.mg-canvas').getBoundingClientRect();
-      if (dom.x < 20 || dom.y < 20 || dom.x > box.width - 20 || dom.y > box.height - 60)
+      if (dom.x < 20 || dom.y < 20 || dom.x > box.width - 20 || dom.y > box.height - 20)
         net.focus(id, {scale: net.getScale(), animation: {duration: 250}});
     }
   }

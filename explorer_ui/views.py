@@ -211,8 +211,14 @@ def talk(ctx: Loaded) -> None:
     st.title(md(ctx.model_set.label))
     st.markdown(f"{len(rec.models)} models · {len(rec.edges)} recovered edges · "
                 f"{n_trees} tree(s)" + (f" · compared with the {ctx.reference}" if ctx.reference else ""))
-    tree(ctx, height=SCREENS[screen], font_size=22, aspect=16 / 7, where="talk", controls=False, dark=True,
-         keys=True)
+    _talk_tree(ctx, SCREENS[screen])
+
+
+@st.fragment
+def _talk_tree(ctx: Loaded, height: int) -> None:
+    """The talk tree and its edge line: an arrow key reruns only this fragment, not the sidebar."""
+    rec = ctx.rec
+    tree(ctx, height=height, font_size=22, aspect=16 / 7, where="talk", controls=False, dark=True, keys=True)
     edge = selected_edge(ctx)
     if edge is None:
         st.markdown("→ / ← steps through the edges, least confident first.")
@@ -333,10 +339,9 @@ def node_card(ctx: Loaded, model: str) -> None:
                                               is not None else "") + ")" for e in parents) or "(root)"),
             ("Children", ", ".join(sorted(kids)) or "(none)"), ("Kurtosis", _fmt_num(m.kurtosis))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
-    if parents and st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}",
-                             key=f"card_edge_{model}"):
-        state.select_edge((parents[0].parent, model))
-        st.rerun()
+    if parents:  # a callback, not st.rerun(): inside a fragment only the fragment reruns
+        st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}", key=f"card_edge_{model}",
+                  on_click=state.select_edge, args=((parents[0].parent, model),))
     if m.alternatives:
         st.markdown("**Alternative parents** (lower cost is better)")
         st.dataframe(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _num(a.cost, 4),

@@ -354,26 +354,40 @@ def test_sd_single_file_and_diffusers_folder_compare(tmp_path):
     assert "other" not in (parents.get("child-single-file"), parents.get("base"))
 
 
-@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K"])
+#: Where each type keeps its f16 scales in a block (byte ranges), so random blocks get finite ones.
+_SCALE_BYTES = {"Q8_0": [(0, 2)], "Q4_0": [(0, 2)], "Q4_1": [(0, 4)], "Q5_0": [(0, 2)], "Q5_1": [(0, 4)],
+                "Q4_K": [(0, 4)], "Q5_K": [(0, 4)], "Q6_K": [(208, 210)], "BF16": []}
+
+
+@pytest.mark.parametrize("kind", sorted(_SCALE_BYTES))
 def test_compiled_gguf_kernels_match_the_package(kind):
-    """The compiled dequantizers agree with gguf.quants bit for bit, on real blocks and on random bytes
-    (every code and scale bit pattern, finite f16 scales)."""
-    import numpy as np
+    """The compiled dequantizers agree with gguf.quants bit for bit, on real blocks (where the package or
+    the factory quantizes the type) and on random bytes (every code and scale bit pattern, finite f16
+    scales)."""
     from format_factory import quantize
 
     from mother_core.io import gguf_fast
 
     q = gguf.GGMLQuantizationType[kind]
-    real = quantize(np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32), kind).reshape(-1)
+    nbytes = gguf.GGML_QUANT_SIZES[q][1]
     rng = np.random.default_rng(1)
-    nbytes, _ = gguf.GGML_QUANT_SIZES[q][1], None
     noise = rng.integers(0, 256, size=nbytes * 64, dtype=np.uint8).reshape(64, nbytes)
-    n_scales = 2 if kind == "Q4_K" else 1
-    noise[:, : 2 * n_scales] = rng.uniform(-2, 2, (64, n_scales)).astype(np.float16).view(np.uint8)
-    for data in (real, noise.reshape(-1)):
+    for a, b in _SCALE_BYTES[kind]:
+        noise[:, a:b] = rng.uniform(-2, 2, (64, (b - a) // 2)).astype(np.float16).view(np.uint8)
+    if kind == "BF16":  # finite values only: the bits of float32 numbers, top halves
+        noise = (rng.standard_normal(64 * nbytes // 2).astype(np.float32).view(np.uint32) >> 16).astype(
+            np.uint16).view(np.uint8).reshape(64, nbytes)
+    samples = [noise.reshape(-1)]
+    if kind not in ("Q5_K", "Q6_K"):  # no quantizer for these two: random blocks only
+        real = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
+        samples.append(quantize(real, kind).reshape(-1))
+    assert gguf_fast.supports(kind)
+    for data in samples:
         ours = gguf_fast.dequantize(data, kind)
         theirs = gguf.quants.dequantize(data.reshape(-1, nbytes), q).reshape(-1)
         np.testing.assert_array_equal(ours, theirs)
+        buf = np.full(ours.size, np.nan, dtype=np.float32)  # straight into a caller's buffer
+        np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, buf), theirs)
 
 
 def test_gguf_type_the_package_cannot_dequantize(tmp_path):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ import torch
 
 from mother_core.io.filekind import read_json_file
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
+from mother_core.io import int8_fast
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 
 #: Tensors that only serve to decode a weight (or to run it): never weights themselves.
@@ -206,6 +208,7 @@ class QuantizedReader:
         for name, w in self._weights.items():
             self._infos[name] = TensorInfo(name, w.shape, "float32")
         self._cached: tuple[str, torch.Tensor] | None = None
+        self._local = threading.local()  # per-thread staging buffer of int8 codes (the pass reads from two)
 
     # --- what is there -------------------------------------------------------------------------------
 
@@ -367,11 +370,18 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is not None and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
                 and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
-            # Widen the stored rows into the caller's buffer and scale them there: two passes over the
-            # buffer, no temporary as large as the chunk.
+            # The int8 rows land in a reused staging buffer (no allocation per chunk), then are widened and
+            # scaled into the caller's buffer in one pass (the same float32 products as ``read``).
             view = out.view(rows[1] - rows[0], *w.shape[1:])
-            view.copy_(self.raw.read(w.parts["q"], rows))
-            view.mul_(_row_scale(self.raw, w, rows))
+            codes, scale = self._codes(w, rows), _row_scale(self.raw, w, rows)
+            n = rows[1] - rows[0]
+            per_row = scale.numel() == 1 or (scale.dim() >= 1 and scale.shape[0] == n and scale.numel() == n)
+            if int8_fast.available() and codes.dtype == torch.int8 and n and per_row:
+                int8_fast.scale_rows(codes.reshape(n, -1).numpy(), scale.reshape(-1).expand(n).contiguous().numpy(),
+                                     view.reshape(n, -1).numpy())
+            else:  # widen, then scale: two passes, no temporary as large as the chunk
+                view.copy_(codes)
+                view.mul_(scale)
             return view
         t = self.read(name, rows)
         if out.numel() != t.numel() or out.dtype != t.dtype:
@@ -379,10 +389,31 @@ class QuantizedReader:
         out.copy_(t.reshape(-1) if out.dim() == 1 else t.reshape(out.shape))
         return out.view(t.shape)
 
+    def _codes(self, w: _Weight, rows: tuple[int, int]) -> torch.Tensor:
+        """The stored int8 rows of ``w``, read into this thread's staging buffer where the reader can."""
+        q = w.parts["q"]
+        read_into = getattr(self.raw, "read_into", None)
+        info = self.raw.tensor_infos()[q]
+        if read_into is None or info.dtype != "int8":
+            return self.raw.read(q, rows)
+        per_row = 1
+        for d in info.shape[1:]:
+            per_row *= d
+        n = (rows[1] - rows[0]) * per_row
+        staging = getattr(self._local, "codes", None)
+        if staging is None or staging.numel() < n:
+            staging = self._local.codes = torch.empty(n, dtype=torch.int8)
+        return read_into(q, rows, staging[:n])
+
     def prefetch(self, name: str, rows: tuple[int, int] | None = None) -> None:
         hint = getattr(self.raw, "prefetch", None)
-        if hint is not None and name not in self._weights:
+        if hint is None:
+            return
+        w = self._weights.get(name)
+        if w is None:
             hint(name, rows)
+        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8"):  # rows stored as rows
+            hint(w.parts["q"], rows)
 
     def close(self) -> None:
         self._cached = None
