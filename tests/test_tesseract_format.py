@@ -72,3 +72,46 @@ def test_damaged_or_legacy_traineddata_is_a_problem(tmp_path):
     for name in ("cut", "legacy", "noise"):
         assert f"{name}.traineddata" in messages
     assert "no LSTM network" in messages
+
+
+def _archive(network: bytes) -> bytes:
+    import struct
+
+    n = 24
+    offsets = [-1] * n
+    offsets[17] = 4 + 8 * n
+    return struct.pack("<i", n) + struct.pack(f"<{n}q", *offsets) + network
+
+
+def _layer(kind: str, name: str = "x", flags: int = 0) -> bytes:
+    import struct
+
+    def s(text: str) -> bytes:
+        return struct.pack("<I", len(text)) + text.encode()
+
+    return b"\x00" + s(kind) + b"\x00\x00" + struct.pack("<iiii", flags, 4, 4, 0) + s(name)
+
+
+@pytest.mark.parametrize("case, message", [("huge-matrix", "claims more bytes"), ("deep-nesting", "nests too deep"),
+                                           ("many-layers", "sub-layers"), ("unknown-type", "'TensorFlow'")])
+def test_hostile_network_refused_without_allocating(tmp_path, case, message):
+    """A corrupt or hostile network is refused with a message, before anything the size of its claims
+    is allocated: matrix sizes are checked against the component, nesting and layer counts are bounded."""
+    import struct
+
+    from mother_core.errors import UnreadableCheckpointError
+    from mother_core.io.tesseract_reader import read_header
+
+    if case == "huge-matrix":
+        net = _layer("Tanh") + bytes([128]) + struct.pack("<II", 2**31, 2**31) + b"\x00" * 64
+    elif case == "deep-nesting":
+        net = (_layer("Series") + struct.pack("<I", 1)) * 40 + _layer("Input") + b"\x00" * 20
+    elif case == "many-layers":
+        net = _layer("Series") + struct.pack("<I", 2**31) + (_layer("Input") + b"\x00" * 20) * 3
+    else:
+        net = _layer("TensorFlow")
+    path = tmp_path / f"{case}.traineddata"
+    path.write_bytes(_archive(net))
+    with pytest.raises(UnreadableCheckpointError) as refused:
+        read_header(str(path))
+    assert message in str(refused.value) and path.name in str(refused.value)
