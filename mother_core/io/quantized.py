@@ -44,6 +44,7 @@ import torch
 
 from mother_core.io.filekind import read_json_file
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
+from mother_core.io import int8_fast
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 
 #: Tensors that only serve to decode a weight (or to run it): never weights themselves.
@@ -369,11 +370,18 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is not None and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
                 and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
-            # The int8 rows land in a reused staging buffer (no allocation per chunk), then one torch
-            # kernel widens and scales them into the caller's buffer (int8 * float32 -> float32: the
-            # same float32 products as ``read``, one pass over the output, no temporary).
+            # The int8 rows land in a reused staging buffer (no allocation per chunk), then are widened and
+            # scaled into the caller's buffer in one pass (the same float32 products as ``read``).
             view = out.view(rows[1] - rows[0], *w.shape[1:])
-            torch.mul(self._codes(w, rows), _row_scale(self.raw, w, rows), out=view)
+            codes, scale = self._codes(w, rows), _row_scale(self.raw, w, rows)
+            n = rows[1] - rows[0]
+            per_row = scale.numel() == 1 or (scale.dim() >= 1 and scale.shape[0] == n and scale.numel() == n)
+            if int8_fast.available() and codes.dtype == torch.int8 and n and per_row:
+                int8_fast.scale_rows(codes.reshape(n, -1).numpy(), scale.reshape(-1).expand(n).contiguous().numpy(),
+                                     view.reshape(n, -1).numpy())
+            else:  # widen, then scale: two passes, no temporary as large as the chunk
+                view.copy_(codes)
+                view.mul_(scale)
             return view
         t = self.read(name, rows)
         if out.numel() != t.numel() or out.dtype != t.dtype:
