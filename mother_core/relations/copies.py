@@ -136,7 +136,10 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
             den = float(pl.scale2[ok, q, c].sum())
             if den > 0:
                 scored.append((num / den, c, int(ok.sum())))
-        scored.sort()
+        # Quantizing keeps every tensor's shape: the source shares at least as much of the model as any
+        # other candidate (a pruned sibling shares less, and on fewer layers may sit closer).
+        most = max((float(pl.shared[q, c]) for _, c, _ in scored), default=0.0)
+        scored = sorted(x for x in scored if pl.shared[q, x[1]] >= SAME_SHAPES * most)
         if not scored or math.sqrt(scored[0][0]) > QUANT_MAX_RELATIVE:
             notes.append((q, f"quantized ({scheme}); its source model is not in the set (no float model of its "
                              "family within quantization noise)"))
