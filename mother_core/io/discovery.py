@@ -114,6 +114,23 @@ def match_model_id(name: str | None, ids: Sequence[str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
+    """The model of ``ids`` an adapter is read on, and which metadata named it: its
+    ``adapter_config.json`` ``base_model_name_or_path`` first, else its model card's ``base_model``
+    (peft writes both; a config may name a local path that is not in the set while the card names
+    the model that is). ``None`` when neither matches a model (:func:`match_model_id`).
+
+    Both are declared metadata: the weights can confirm the architecture (the adapter's shapes fit) and
+    that the update is low-rank, not which model of a family of fine-tunes it was trained on.
+    """
+    others = [i for i in ids if i != ref.id]
+    for name, source in ((ref.base_id, "adapter_config.json"), (ref.declared_parent, "model card")):
+        found = match_model_id(name, others)
+        if found is not None:
+            return found, source
+    return None
+
+
 def _norm_id(name: str) -> str:
     return name.strip().rstrip("/").lower()
 
