@@ -122,10 +122,12 @@ function fit(st, d, all) {
   net.fit({animation: false});
   const s = net.getScale();
   if (s > 1.6) net.moveTo({scale: 1.6});
-  const readable = (d.options.nodes.scaling.label.drawThreshold + 1) / (d.options.nodes.font.size * d.label_growth);
+  // Zoom in only when the whole view would fade or hide the labels; then to full-colour labels.
+  const most = d.options.nodes.font.size * d.label_growth, threshold = d.options.nodes.scaling.label.drawThreshold;
+  const readable = (threshold + 1) / most;
   const note = root.querySelector('.mg-note');
   note.style.display = 'none';
-  if (!all && s < readable) {
+  if (!all && s * most < threshold) {
     let x0 = Infinity, y0 = Infinity;
     for (const id of window.nodes.getIds()) {
       const b = net.getBoundingBox(id);
