@@ -116,7 +116,8 @@ def main() -> None:
     # Contested edges (another parent is cheaper pairwise: the refinement's choices) get their own rate.
     contested = r[:, 0] < 0
     a_p, b_p = fit_logistic(r[~contested, 0], r[~contested, 3])
-    rate = (r[contested, 3].sum() + 1) / (contested.sum() + 2)
+    # capped at a tie's confidence: an edge with a cheaper alternative is never surer than one without
+    rate = min((r[contested, 3].sum() + 1) / (contested.sum() + 2), 1.0 / (1.0 + math.exp(-b_p)))
     placed = r[:, 3] == 1
     a_d, b_d, prior, slope = fit_direction(r[placed, 2], r[placed, 4], r[placed, 5], r[placed, 6] == 1)
     layered = np.isfinite(r[:, 7])

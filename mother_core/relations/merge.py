@@ -190,8 +190,9 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
             # by at least their squared distance (BASE_GROWTH). Read backwards (a base solved out of
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
             # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
-            bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]
-                     and _off_path(dc, dp, b) >= OFF_PATH}
+            bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            if ratio > EXACT:  # a sparse merge sits off the tree's paths; a junction on them (_off_path)
+                bases = {b: e for b, e in bases.items() if _off_path(dc, dp, b) >= OFF_PATH}
             if len(small) > 1 or (len(small) == 1 and int(small[0]) not in bases):
                 continue
             if ratio > EXACT and not bases:
