@@ -1,22 +1,27 @@
 """Reading quantized checkpoints costs about what reading their bytes costs (issue 11, "Done when").
 
-Writes (once, into the git-ignored ``benchmarks/_data/``) a GGUF file in Q8_0, one in Q4_K and a
-quantized safetensors file (optimum-quanto int8) of about ``--size-gb`` each, then, in a fresh process per
-measurement (so each has its own peak RSS):
+Writes (once, into the git-ignored ``benchmarks/_data/``) files of about ``--size-gb`` each: GGUF in Q8_0
+and Q4_K, quantized safetensors from optimum-quanto (int8) and bitsandbytes (int8, ``Linear8bitLt``), and,
+for reference, a plain bf16 safetensors file. Then, in a fresh process per measurement (so each has its
+own peak RSS), with the same file in the same page-cache state:
 
 * ``cat FILE > /dev/null`` and a plain Python ``readinto`` loop over the file (16 MiB at a time): the cost
   of reading the bytes;
-* the engine's reader (``discover`` + ``open_model``) reading every tensor in the row chunks the pass
-  uses (``chunk_elements`` values), dequantized to float32, into a reused buffer with ``read_into`` where
-  the reader has it (as the pass does): the cost of the format. Python's imports and
-  the one-time load of the compiled kernels (a cost per run, not per byte) are done before the clock
-  starts; the peak RSS is shown with the RSS after those imports.
+* **reader**: the engine's reader (``discover`` + ``open_model``) reading every tensor in the row chunks
+  the pass uses (``chunk_elements`` values), dequantized to float32 into a reused buffer with ``read_into``
+  where the reader has it, the next chunks hinted with ``prefetch`` as the pass hints them: the cost of
+  the format;
+* **pass**: the whole streaming pass ``mother recover`` runs on the file (``compute_statistics``: read,
+  dequantize, and every statistic of every tensor: moments, norms, the skeletons), CPU, no cache.
 
-Each is run warm (page cache filled by a previous read) and cold (the file's pages dropped with
-``posix_fadvise(DONTNEED)`` first, which needs no privileges); the best of ``--repeat`` runs is kept. The
-files' tensors are real quantizations (``gguf.quants`` / the Q4_K packer of ``tests/format_factory.py``,
-and ``optimum.quanto``) of random 4096 x 4096 weights, repeated under new names to reach the size (the
-read cost does not depend on the values).
+Python's imports and the one-time load of the compiled kernels (a cost per run, not per byte) are done
+before the clock starts; the peak RSS is shown with the RSS after those imports. Each is run warm (page
+cache filled by a ``cat`` just before) and cold (the file's pages dropped with ``posix_fadvise(DONTNEED)``
+first, which needs no privileges); the best of ``--repeat`` runs is kept, with the CPU seconds (user +
+system, all threads) of that run and the load average when it ran. The files' tensors are real
+quantizations (``gguf.quants`` / the Q4_K packer of ``tests/format_factory.py``, ``optimum.quanto``,
+``bitsandbytes``) of random 4096 x 4096 weights, repeated under new names to reach the size (the read cost
+does not depend on the values).
 
     .venv/bin/python benchmarks/formats.py --size-gb 1.0
 """
@@ -27,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -35,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / "_data"
 CHUNK_ELEMENTS = 1 << 22
+PREFETCH_AHEAD = 4  # chunks hinted ahead, as stats/execute.py does
 
 
 def _write_gguf(path: Path, kind: str, size: float) -> None:
@@ -79,6 +86,33 @@ def _write_quanto(path: Path, size: float) -> None:
     save_file(state, str(path))
 
 
+def _write_bnb(path: Path, size: float) -> None:
+    import bitsandbytes.nn as bnn
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    pool = []
+    for _ in range(2):
+        lin = bnn.Linear8bitLt(4096, 4096, bias=False, has_fp16_weights=False)
+        lin.weight = bnn.Int8Params(torch.randn(4096, 4096) * 0.02, requires_grad=False, has_fp16_weights=False)
+        lin = lin.to("cpu")
+        pool.append({k: v.contiguous() for k, v in lin.state_dict().items()})
+    n = max(2, round(size * 1e9 / (4096 * 4096)))
+    state = {f"model.layers.{i}.mlp.up_proj.{k}": v.clone() for i in range(n) for k, v in pool[i % 2].items()}
+    save_file(state, str(path))
+
+
+def _write_plain(path: Path, size: float) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    pool = [(torch.randn(4096, 4096) * 0.02).bfloat16() for _ in range(2)]
+    n = max(2, round(size * 1e9 / (4096 * 4096 * 2)))
+    save_file({f"model.layers.{i}.mlp.up_proj.weight": pool[i % 2].clone() for i in range(n)}, str(path))
+
+
 def _drop(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -102,38 +136,47 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _measure(what: str, path: Path) -> dict:
-    """Run in this (fresh) process: time ``what`` over ``path``; peak RSS of the process."""
+def _measure(what: str, paths: list[Path]) -> dict:
+    """Run in this (fresh) process: time ``what`` over ``paths``; peak RSS of the process."""
     base_rss = 0.0
-    if what == "reader":  # imports and the one-time kernel load are a cost per run, not per byte: not timed
+    if what in ("reader", "pass"):  # imports and the one-time kernel loads are a cost per run: not timed
         sys.path.insert(0, str(ROOT))
+        import torch
+
         import numpy as np
 
-        from mother_core.io import gguf_fast
+        from mother_core.io import gguf_fast, int8_fast
         from mother_core.io.discovery import discover
         from mother_core.io.readers import open_model
+        from mother_core.stats import fused
+        from mother_core.stats.compute import compute_statistics
 
-        for kind, nbytes in (("Q8_0", 34), ("Q4_0", 18), ("Q4_K", 144)):
-            gguf_fast.dequantize(np.zeros(nbytes, dtype=np.uint8), kind)
+        gguf_fast.warm_up()
+        if what == "pass":
+            fused.warm_up()
+        int8_fast.scale_rows(np.zeros((1, 4), np.int8), np.ones(1, np.float32), np.empty((1, 4), np.float32))
         base_rss = _peak_rss_mib()
     start = time.perf_counter()
     cpu0 = _cpu()
     values = 0
     if what == "cat":
-        subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(["cat", *map(str, paths)], stdout=subprocess.DEVNULL, check=True)
     elif what == "read":
         buf = bytearray(16 << 20)
         view = memoryview(buf)
-        with open(path, "rb", buffering=0) as f:
-            while f.readinto(view):
-                pass
-    else:
-        import torch
-
-        ref = discover([path]).models[0]
+        for path in paths:
+            with open(path, "rb", buffering=0) as f:
+                while f.readinto(view):
+                    pass
+    elif what == "pass":
+        stats = compute_statistics(discover(paths), device="cpu", cache_dir=None, chunk_elements=CHUNK_ELEMENTS)
+        values = int(sum(t.numel for t in stats.tensors)) * len(paths)
+    for ref in discover(paths).models if what == "reader" else ():
         buffer = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)  # the pass reuses its chunk buffers too
         with open_model(ref) as reader:
             read_into = getattr(reader, "read_into", None)
+            prefetch = getattr(reader, "prefetch", None)
+            chunks = []
             for name, info in reader.tensor_infos().items():
                 if not info.is_float:
                     continue
@@ -142,25 +185,35 @@ def _measure(what: str, path: Path) -> dict:
                 step = max(1, CHUNK_ELEMENTS // per_row)
                 for r0 in range(0, rows, step):
                     span = (r0, min(rows, r0 + step)) if info.shape else None
-                    n = (span[1] - span[0]) * per_row if span else info.numel
-                    if read_into is not None and info.dtype == "float32" and n <= CHUNK_ELEMENTS:
-                        values += read_into(name, span, buffer[:n]).numel()  # as the pass reads float32
-                    else:
-                        values += reader.read(name, span).numel()
+                    chunks.append((name, info, span, (span[1] - span[0]) * per_row if span else info.numel))
+            for k, (name, info, span, n) in enumerate(chunks):
+                if prefetch is not None:
+                    if k == 0:
+                        for ahead in chunks[:PREFETCH_AHEAD]:
+                            prefetch(ahead[0], ahead[2])
+                    elif k + PREFETCH_AHEAD - 1 < len(chunks):
+                        ahead = chunks[k + PREFETCH_AHEAD - 1]
+                        prefetch(ahead[0], ahead[2])
+                if read_into is not None and info.dtype == "float32" and n <= CHUNK_ELEMENTS:
+                    values += read_into(name, span, buffer[:n]).numel()  # as the pass reads float32
+                else:
+                    values += reader.read(name, span).numel()
     seconds = time.perf_counter() - start
     cpu = _cpu() - cpu0
     rss = _peak_rss_mib()
     if what == "cat":
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "rss_mib": rss, "values": values, "base_rss_mib": base_rss, "cpu": cpu}
+    return {"seconds": seconds, "rss_mib": rss, "values": values, "base_rss_mib": base_rss, "cpu": cpu,
+            "load": os.getloadavg()[0]}
 
 
-def _run(what: str, path: Path, cold: bool) -> dict:
-    if cold:
-        _drop(path)
-    else:
-        subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # fill the page cache
-    out = subprocess.run([sys.executable, __file__, "--measure", what, str(path)], check=True,
+def _run(what: str, paths: list[Path], cold: bool) -> dict:
+    for path in paths:
+        if cold:
+            _drop(path)
+        else:
+            subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # fill the page cache
+    out = subprocess.run([sys.executable, __file__, "--measure", what, *map(str, paths)], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -170,39 +223,52 @@ def main() -> None:
     ap.add_argument("--size-gb", type=float, default=1.0)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--only", default="", help="measure only the files whose label contains this")
-    ap.add_argument("--measure", nargs=2, metavar=("WHAT", "PATH"), help=argparse.SUPPRESS)
+    ap.add_argument("--measure", nargs="+", metavar="WHAT PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(_measure(args.measure[0], Path(args.measure[1]))))
+        print(json.dumps(_measure(args.measure[0], [Path(p) for p in args.measure[1:]])))
         return
     DATA.mkdir(parents=True, exist_ok=True)
     tag = f"{args.size_gb:g}gb"
     files = {"GGUF Q8_0": DATA / f"q8_0-{tag}.gguf", "GGUF Q4_K": DATA / f"q4_k-{tag}.gguf",
-             "safetensors quanto-int8": DATA / f"quanto-int8-{tag}.safetensors"}
+             "safetensors quanto-int8": DATA / f"quanto-int8-{tag}.safetensors",
+             "safetensors bnb-int8": DATA / f"bnb-int8-{tag}.safetensors",
+             "safetensors bf16 (plain)": DATA / f"plain-bf16-{tag}.safetensors"}
     for label, path in files.items():
-        if not path.exists():
-            print(f"writing {path.name} ...", flush=True)
-            if label.startswith("GGUF"):
-                _write_gguf(path, label.split()[1], args.size_gb)
-            else:
-                _write_quanto(path, args.size_gb)
-    print("\n| file | size | cache | cat (s) | read() (s) | engine reader (s) | reader / cat | reader / read() "
-          "| CPU s: cat / read() / reader | dequantized GB/s | reader RSS after imports -> peak (MiB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        if args.only not in label or path.exists():
+            continue
+        print(f"writing {path.name} ...", flush=True)
+        if label.startswith("GGUF"):
+            _write_gguf(path, label.split()[1], args.size_gb)
+        elif "quanto" in label:
+            _write_quanto(path, args.size_gb)
+        elif "bnb" in label:
+            _write_bnb(path, args.size_gb)
+        else:
+            _write_plain(path, args.size_gb)
+    for path in files.values():  # a set has two models at least: the pass runs on the file and a copy
+        twin = path.with_name(f"copy-{path.name}")
+        if path.exists() and not twin.exists():
+            shutil.copyfile(path, twin)
+    print("\n| file | size | cache | read() (s) | reader (s) | pass (s) | reader / read() | pass / read() "
+          "| reader / cat | CPU s: cat / read() / reader / pass | values (G) | pass RSS after imports -> peak (MiB) "
+          "| load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, path in files.items():
         if args.only not in label:
             continue
-        size = path.stat().st_size
+        pair = [path, path.with_name(f"copy-{path.name}")]
+        size = sum(p.stat().st_size for p in pair)
         for cold in (False, True):
-            best = {w: min((_run(w, path, cold) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-                    for w in ("cat", "read", "reader")}
-            cat, read, rd = best["cat"]["seconds"], best["read"]["seconds"], best["reader"]["seconds"]
-            print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {cat:.2f} | {read:.2f} | "
-                  f"{rd:.2f} | {rd / cat:.1f}x | {rd / read:.1f}x | "
-                  f"{best['cat']['cpu']:.2f} / {best['read']['cpu']:.2f} / {best['reader']['cpu']:.2f} | "
-                  f"{best['reader']['values'] * 4 / rd / 1e9:.2f} | "
-                  f"{best['reader']['base_rss_mib']:.0f} -> {best['reader']['rss_mib']:.0f} |", flush=True)
-
+            best = {w: min((_run(w, pair, cold) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+                    for w in ("cat", "read", "reader", "pass")}
+            cat, read, rd, ps = (best[w]["seconds"] for w in ("cat", "read", "reader", "pass"))
+            cpu = " / ".join(f"{best[w]['cpu']:.2f}" for w in ("cat", "read", "reader", "pass"))
+            load = max(best[w]["load"] for w in best)
+            print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
+                  f"{ps:.2f} | {rd / read:.2f}x | {ps / read:.2f}x | {rd / cat:.1f}x | {cpu} | "
+                  f"{best['reader']['values'] / 1e9:.2f} | "
+                  f"{best['pass']['base_rss_mib']:.0f} -> {best['pass']['rss_mib']:.0f} | {load:.1f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -158,8 +158,12 @@ def have_statistics(ms: ModelSet, device: str) -> bool:
     return _store().get(stats_key(ms, device)) is not None
 
 
-def statistics(ms: ModelSet, device: str) -> tuple[str, Any]:
-    """The statistics pass for a model set, with live progress in the page (once per set/device)."""
+def statistics(ms: ModelSet, device: str, *, transient: bool = False) -> tuple[str, Any]:
+    """The statistics pass for a model set, with live progress in the page (once per set/device).
+
+    ``transient``: the progress display is removed when done and its summary becomes a toast (talk
+    mode: the page must fit the projector, and a click there reruns only the tree, not the page).
+    """
     key = stats_key(ms, device)
     hit = _store().get(key)
     if hit is not None:
@@ -167,13 +171,17 @@ def statistics(ms: ModelSet, device: str) -> tuple[str, Any]:
     from mother_core import compute_statistics
 
     discovery = discover_set(ms.paths, ms.component, fingerprint(ms.paths))
-    with st.status(f"Reading the weights of {len(discovery.models)} models…", expanded=True) as status:
+    holder = st.empty()
+    with holder.status(f"Reading the weights of {len(discovery.models)} models…", expanded=True) as status:
         bar, line = st.progress(0.0), st.empty()
         t0 = time.monotonic()
         stats = compute_statistics(discovery, device=device, cache_dir=CACHE_DIR,
                                    progress=_progress_callback(bar, line))
-        status.update(label=f"Read {len(stats.models)} models in {time.monotonic() - t0:.1f} s",
-                      state="complete", expanded=False)
+        done = f"Read {len(stats.models)} models in {time.monotonic() - t0:.1f} s"
+        status.update(label=done, state="complete", expanded=False)
+    if transient:
+        holder.empty()
+        st.toast(done)
     _store().put(key, stats)
     return key, stats
 
@@ -195,8 +203,10 @@ def displayable(rec: Recovery) -> Recovery:
     return dataclasses.replace(rec, models=models, problems=problems)
 
 
-def recovery(ms: ModelSet, settings: RecoverySettings, device: str) -> tuple[str, Recovery]:
-    """The unconstrained recovery of a model set (from a saved result, or statistics + recover)."""
+def recovery(ms: ModelSet, settings: RecoverySettings, device: str, *,
+             transient: bool = False) -> tuple[str, Recovery]:
+    """The unconstrained recovery of a model set (from a saved result, or statistics + recover);
+    ``transient``: see :func:`statistics`."""
     if ms.kind == "result":
         path = ms.result or ""
         key = _key("result", path, Path(path).stat().st_mtime_ns if Path(path).exists() else 0)
@@ -205,7 +215,7 @@ def recovery(ms: ModelSet, settings: RecoverySettings, device: str) -> tuple[str
             hit = displayable(Recovery.load(path))
             _store().put(key, hit)
         return key, hit
-    skey, stats = statistics(ms, device)
+    skey, stats = statistics(ms, device, transient=transient)
     key = _key("rec", skey, asdict(settings))
     hit = _store().get(key)
     if hit is None:

@@ -14,6 +14,9 @@ Selection flows the other way as data: when Python selects an edge or a model (f
 a link), the browser highlights it without rebuilding the drawing (the network is rebuilt only when
 ``GraphData.key`` changes). As pyvis pages do, the vis ``network`` (and its ``nodes``/``edges``
 DataSets) are globals of the page, so browser tests and benchmarks can drive them.
+
+The legend is a strip under the canvas, never drawn over it: ``fit`` places the whole tree in the canvas,
+so its lowest row stays visible (an overlaid legend hid it in talk mode at 1280x720).
 """
 
 from __future__ import annotations
@@ -23,19 +26,20 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import LABEL_GROWTH, SELECTED, GraphData, vis_source
+from explorer_ui.graph import SELECTED, GraphData, vis_source
 
 _CSS = """
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
-          overflow: hidden; box-sizing: border-box;}
+          overflow: hidden; box-sizing: border-box; display: flex; flex-direction: column;}
 .mg-wrap.mg-dark {background: #14161A; border-color: #333;}
-.mg-canvas {width: 100%; height: 100%;}
+.mg-canvas {width: 100%; flex: 1 1 auto; min-height: 0;}
 .mg-tools {position: absolute; top: 6px; right: 6px; z-index: 5; display: flex; gap: 6px;}
+.mg-note {flex: 0 0 auto; font: 12px/1.6 sans-serif; padding: 2px 8px; color: #222; background: #FFF6CC;}
 .mg-tools button {font: 13px sans-serif; cursor: pointer; padding: 2px 8px; border-radius: 4px;
                   border: 1px solid #999; background: rgba(255,255,255,.9); color: #222;}
-.mg-legend {position: absolute; left: 6px; bottom: 6px; right: 90px; z-index: 5; font: 12px/1.6 sans-serif;
-            background: rgba(255,255,255,.9); color: #222; padding: 3px 8px; border-radius: 4px;}
-.mg-dark .mg-legend {background: rgba(20,22,26,.92); color: #EEE;}
+.mg-legend {flex: 0 0 auto; font: 12px/1.6 sans-serif; color: #222; padding: 3px 8px;
+            border-top: 1px solid rgba(128,128,128,.25);}
+.mg-dark .mg-legend {color: #EEE; border-top-color: #333;}
 .mg-big .mg-legend {font-size: 18px;}
 .mg-item {white-space: nowrap; display: inline-block;}
 .mg-sw {display: inline-block; width: 22px; height: 4px; margin: 0 5px 3px 0; vertical-align: middle;}
@@ -95,14 +99,15 @@ function build(root, st, d) {
     if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()});
   });
   net.once('afterDrawing', () => {
-    fit(st, d);
+    fit(st, d, false);
     root.dataset.drawn = '1';
     window.__motherDrawnAt = performance.now();
   });
 }
 
 // Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
-// canvas units (up to d.label_growth x); further out, vis' drawThreshold hides them instead.
+// canvas units into the free space around them (up to d.label_growth x, computed from the layout so a
+// grown label never reaches its neighbour); further out, vis' drawThreshold hides them instead.
 function relabel(st, d) {
   const net = st.network, s = net.getScale(), base = d.options.nodes.font.size;
   const min = d.options.nodes.scaling.label.drawThreshold;
@@ -110,12 +115,27 @@ function relabel(st, d) {
   if (Math.abs((st.font || base) - size) > 0.25) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
 }
 
-function fit(st, d) {
-  const net = st.network;
+// all: the whole forest (the Fit button). Otherwise (a new drawing), the whole forest when its labels
+// are readable at that zoom, else the readable zoom from the forest's top-left corner, with a note.
+function fit(st, d, all) {
+  const net = st.network, root = net.body.container.closest('.mg-root');
   net.fit({animation: false});
-  // Never open so far out that labels vanish when a closer view still shows the whole width.
   const s = net.getScale();
   if (s > 1.6) net.moveTo({scale: 1.6});
+  const readable = d.options.nodes.scaling.label.drawThreshold / (d.options.nodes.font.size * d.label_growth);
+  const note = root.querySelector('.mg-note');
+  note.style.display = 'none';
+  if (!all && s < readable) {
+    let x0 = Infinity, y0 = Infinity;
+    for (const id of window.nodes.getIds()) {
+      const b = net.getBoundingBox(id);
+      if (b) { x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); }
+    }
+    const w = net.body.container.clientWidth, h = net.body.container.clientHeight, pad = 12 / readable;
+    net.moveTo({position: {x: x0 - pad + w / 2 / readable, y: y0 - pad + h / 2 / readable}, scale: readable,
+                animation: false});
+    note.style.display = '';
+  }
   relabel(st, d);
 }
 
@@ -147,7 +167,7 @@ function select(root, st, sel) {
     if (id && window.nodes.get(id)) {  // pan to it only when it is out of sight; never change the zoom
       const dom = net.canvasToDOM(net.getPositions([id])[id]);
       const box = root.querySelector('.mg-canvas').getBoundingClientRect();
-      if (dom.x < 20 || dom.y < 20 || dom.x > box.width - 20 || dom.y > box.height - 60)
+      if (dom.x < 20 || dom.y < 20 || dom.x > box.width - 20 || dom.y > box.height - 20)
         net.focus(id, {scale: net.getScale(), animation: {duration: 250}});
     }
   }
@@ -161,12 +181,14 @@ export default function (component) {
     root.className = 'mg-root';
     root.innerHTML = '<div class="mg-wrap"><div class="mg-canvas"></div>' +
       '<div class="mg-tools"><button class="mg-fit" title="Show the whole tree">Fit</button>' +
-      '<button class="mg-fs" title="Full screen">⛶</button></div><div class="mg-legend"></div></div>';
+      '<button class="mg-fs" title="Full screen">⛶</button></div>' +
+      '<div class="mg-note" style="display:none">Zoomed in to readable labels (the top-left of the forest): ' +
+      'drag to pan, scroll to zoom, <b>Fit</b> for all of it.</div><div class="mg-legend"></div></div>';
     parentElement.appendChild(root);
   }
   const st = root.__mother || (root.__mother = {});
   st.send = setTriggerValue;
-  root.querySelector('.mg-fit').onclick = () => st.network && fit(st, data);
+  root.querySelector('.mg-fit').onclick = () => st.network && fit(st, data, true);
   root.querySelector('.mg-fs').onclick = () => {
     const w = root.querySelector('.mg-wrap');
     if (document.fullscreenElement) document.exitFullscreen();
@@ -241,5 +263,5 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
     payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
                "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
                "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
-               "selected_color": SELECTED, "label_growth": LABEL_GROWTH}
+               "selected_color": SELECTED, "label_growth": data.label_growth}
     _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)

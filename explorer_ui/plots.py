@@ -20,9 +20,10 @@ def _layer_names(rec: Recovery, n: int) -> list[str]:
 
 
 def _style(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
+    # No ``template=``: ``st.plotly_chart`` styles the figure with the app's theme in the browser, and
+    # validating a named template deep-copies it on every figure (0.1-0.5 s per click under load).
     fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=30),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-                      template="plotly_white")
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return fig
 
 

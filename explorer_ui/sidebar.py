@@ -269,7 +269,7 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
             return NotReady("pending", ms)
         if ms.kind in ("demo", "folder", "result"):
             state.set_in_url(ms.kind, ms.label if ms.kind == "demo" else (ms.result or ms.paths[0]))
-        base_key, base = engine.recovery(ms, settings, device)
+        base_key, base = engine.recovery(ms, settings, device, transient=talk)
         constraints = state.constraints(base_key)
         try:
             key, rec = engine.constrained(base_key, base, constraints)

@@ -78,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
     rec.add_argument("--root", action="append", default=[], help="model that must be a root")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.add_argument("--candidates", type=int, metavar="K",
+                     help="compare each model exactly with its K nearest models by sketch only (linear in the "
+                          "number of models; automatic above 1,500 models, docs/SCALE.md)")
+
+    fp = sub.add_parser("fingerprint", help="read each model once into the sketch store of --cache-dir "
+                                            "(optionally on a Dask cluster); `recover` then reads no weights twice")
+    fp.add_argument("paths", nargs="+", help="models, or folders of models")
+    fp.add_argument("--cache-dir", required=True, help="the store: a folder every worker can reach")
+    fp.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default: in this process")
+    fp.add_argument("--local-workers", type=int, help="start a local Dask cluster of this many processes")
+    fp.add_argument("--content-hash", action="store_true", help="key models on file content (SHA-256)")
+    fp.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+    fp.add_argument("--confine", action="append", metavar="DIR", help="read only files inside DIR (repeatable)")
 
     res = sub.add_parser("resolve", help="re-solve a result under constraints, without reading weights")
     res.add_argument("result")
@@ -148,7 +161,7 @@ def _cmd_recover(args) -> int:
     try:
         result = recover_paths(args.paths, settings, device=args.device, cache_dir=args.cache_dir,
                                progress=update, component=args.component, constraints=constraints,
-                               content_hash=args.content_hash, roots=args.confine)
+                               content_hash=args.content_hash, roots=args.confine, candidates=args.candidates)
     finally:
         close()
     result.save(args.out)
@@ -158,6 +171,30 @@ def _cmd_recover(args) -> int:
     kinds = ", ".join(f"{counts[r.value]} {r.value}" for r in Relation if counts[r.value])
     print(f"{len(result.models)} models, {len(result.edges)} edges ({kinds or 'none'}), {len(result.trees)} trees "
           f"-> {args.out}")
+    return 0
+
+
+def _cmd_fingerprint(args) -> int:
+    from mother_core.fingerprinting import fingerprint_all
+    from mother_core.io.discovery import discover
+
+    found = discover(args.paths, component=args.component, roots=args.confine)
+    client = mapper = None
+    if args.scheduler or args.local_workers:
+        from mother_core.distributed import connect, dask_mapper
+
+        client = connect(args.scheduler, args.local_workers)
+        mapper = dask_mapper(client)
+    try:
+        refs, _, problems, figures = fingerprint_all(found.models, cache_dir=args.cache_dir,
+                                                     content_hash=args.content_hash, mapper=mapper)
+    finally:
+        if client is not None:
+            client.close()
+    for p in list(found.problems) + problems:
+        print(printable(f"skipped {p.path}: {p.message}"), file=sys.stderr)
+    print(f"{len(refs)} models fingerprinted ({figures['models_read']} read, {figures['bytes_read'] / 1e6:.1f} MB) "
+          f"-> {args.cache_dir}")
     return 0
 
 
@@ -212,7 +249,7 @@ def _cmd_relations(args) -> int:
 
 
 COMMANDS = {"relations": _cmd_relations, "scan": _cmd_scan, "recover": _cmd_recover, "resolve": _cmd_resolve,
-            "evaluate": _cmd_evaluate, "export": _cmd_export}
+            "evaluate": _cmd_evaluate, "export": _cmd_export, "fingerprint": _cmd_fingerprint}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,11 +7,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from mother_core.errors import InputError
 from mother_core.io.discovery import discover
 from mother_core.recovery.recover import recover
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
 from mother_core.stats.compute import compute_statistics
 from mother_core.stats.progress import ProgressCallback
+
+#: Above this many models recovery runs on the sparse candidate graph (docs/SCALE.md): the dense
+#: pass holds (tensors x N x N) distances, ~4 GB at 2,000 small models.
+SPARSE_ABOVE = 1500
 
 
 def recover_paths(
@@ -25,6 +30,7 @@ def recover_paths(
     constraints: Constraints = Constraints(),
     content_hash: bool = False,
     roots: Sequence[str | os.PathLike[str]] | None = None,
+    candidates: int | None = None,
 ) -> Recovery:
     """Discover models under ``paths``, stream their statistics, and recover the Model Graph.
 
@@ -47,6 +53,10 @@ def recover_paths(
         Key the statistics cache on file content instead of path, size and mtime.
     roots : sequence of path, optional
         Read only files that resolve inside these folders (see :func:`~mother_core.io.discovery.discover`).
+    candidates : int, optional
+        Compare each model exactly with its ``candidates`` nearest models by sketch only, and recover on
+        that sparse graph (:mod:`mother_core.fingerprinting`); the default does so above
+        :data:`SPARSE_ABOVE` models and compares every pair below.
 
     Examples
     --------
@@ -56,6 +66,18 @@ def recover_paths(
     """
     start = time.perf_counter()
     found = discover(paths, component=component, roots=roots)
+    if candidates is not None or len(found.models) > SPARSE_ABOVE:
+        from mother_core.fingerprinting import sparse_statistics
+        from mother_core.recovery.candidates import DEFAULT_K
+        from mother_core.recovery.sparse import recover_sparse
+
+        if constraints != Constraints():
+            raise InputError("Constraints (forced / forbidden edges, roots) need the dense path: run without "
+                             f"--candidates on at most {SPARSE_ABOVE} models, or apply them to a subset.")
+        sparse = sparse_statistics(found, k=candidates or DEFAULT_K, cache_dir=cache_dir, content_hash=content_hash)
+        result = recover_sparse(sparse, settings)
+        result.run_seconds = time.perf_counter() - start
+        return result
     stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress,
                                content_hash=content_hash)
     result = recover(stats, settings, constraints)

@@ -102,6 +102,74 @@ def write_gguf(sd: Mapping[str, torch.Tensor], path: Path, qtype: str = "Q8_0", 
     return path
 
 
+#: transformers ``model_type`` -> (GGUF architecture, head-count key of the config, kv-head key).
+_HF_ARCHS = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gpt2": "gpt2", "bert": "bert"}
+
+
+def hf_to_gguf(model_dir: Path, path: Path, qtype: str = "Q8_0") -> Path:
+    """Convert a transformers checkpoint folder (``config.json`` + ``model.safetensors``) to GGUF as
+    ``convert_hf_to_gguf.py`` does for Llama, Qwen2, Qwen3, GPT-2 and BERT: its per-model renames (BERT:
+    no ``bert.`` prefix, no pooler, a sequence classifier's ``classifier`` written as ``classifier.out_proj``),
+    names through :class:`gguf.TensorNameMap`, Llama q/k rows permuted, GPT-2 ``Conv1D`` weights transposed
+    and its tied LM head written as ``output``; 2-D weights in ``qtype`` (F16 where a row is not a whole
+    number of blocks, as llama-quantize falls back), the rest in float32."""
+    import json
+
+    import gguf
+    from safetensors.torch import load_file
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    arch = _HF_ARCHS[cfg["model_type"]]
+    state = load_file(str(model_dir / "model.safetensors"))
+    n_blocks = int(cfg.get("num_hidden_layers") or cfg.get("n_layer"))
+    heads = int(cfg.get("num_attention_heads") or cfg.get("n_head"))
+    kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    names = gguf.TensorNameMap(arch_enum, n_blocks)
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(n_blocks)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{qtype}"]))
+    tensors: list[tuple[str, np.ndarray]] = []
+    for hf_name, tensor in state.items():
+        key = hf_name
+        if arch == "bert":
+            key = key.removeprefix("bert.")
+            if key.startswith("pooler.") or key.endswith("position_ids"):
+                continue
+            key = {"classifier.weight": "classifier.out_proj.weight",
+                   "classifier.bias": "classifier.out_proj.bias"}.get(key, key)
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # GPT-2's causal-mask buffers
+        data = tensor.float().numpy()
+        if arch == "llama" and key.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif arch == "llama" and key.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        if arch == "gpt2" and key.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+            data = np.ascontiguousarray(data.T)
+        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        assert name is not None, (arch, hf_name)
+        tensors.append((name, data))
+        if arch == "gpt2" and name == "token_embd.weight":
+            tensors.append(("output.weight", data))
+    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]][0]
+    for name, data in tensors:
+        if data.ndim < 2 or name.startswith(("position_embd", "token_types")):
+            writer.add_tensor(name, data.astype(np.float32))
+        elif data.shape[-1] % block:
+            writer.add_tensor(name, data.astype(np.float16))
+        else:
+            packed = quantize(data.astype(np.float32), qtype)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType[qtype])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def quantize_q4_k(data: np.ndarray) -> np.ndarray:
     """Q4_K blocks laid out as ggml's ``block_q4_K`` (``ggml-common.h``): f16 ``d`` and ``dmin``, 12 bytes of
     6-bit sub-block scales and mins, 128 bytes of nibbles (the ``gguf`` package dequantizes Q4_K but has no
@@ -311,3 +379,67 @@ def _ldm_guesses(hf: str) -> list[str]:
                 rest = rest.replace(f"{hf_part}.", f"{ldm_part}.", 1) if rest.startswith(f"{hf_part}.") else rest
             out.append(ldm + rest)
     return out
+
+
+# --- Tesseract LSTM models (.traineddata) ----------------------------------------------------------------
+
+def tesseract_state(seed: int, ni: int = 12, ns: int = 16, no: int = 10, scale: float = 0.5
+                    ) -> dict[str, torch.Tensor]:
+    """The weight matrices of a tiny Tesseract network ``[1,ni Fs{ns} Lfx{ns} O1c{no}]``, each
+    ``(outputs, inputs + 1)`` with the bias as the last column, named as the reader names them."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * scale).double()
+
+    sd = {"Series.1.Hidden.weight": r(ns, ni + 1)}
+    for gate in ("CI", "GI", "GF1", "GO"):
+        sd[f"Series.2.Lfx{ns}.{gate}.weight"] = r(ns, 2 * ns + 1)  # LSTM inputs: the layer's input + its state
+    sd["Series.3.Output.weight"] = r(no, ns + 1)
+    return sd
+
+
+def write_traineddata(sd: Mapping[str, torch.Tensor], path: Path, int8: bool = False, lstm: bool = True,
+                      version: str = "4.00.00alpha:tiny:test") -> Path:
+    """Write ``sd`` (from :func:`tesseract_state`) as Tesseract serializes a recognizer: the component
+    archive (``TessdataManager``) with the LSTM network at entry 17 (``Network::Serialize`` and each
+    layer's ``Serialize``); ``int8`` as ``ConvertToInt`` stores it (codes and one scale per row)."""
+    import struct
+
+    def s(text: str) -> bytes:
+        return struct.pack("<I", len(text)) + text.encode()
+
+    def common(kind: str, name: str, ni: int, no: int, flags: int = 0) -> bytes:
+        return b"\x00" + s(kind) + b"\x00\x00" + struct.pack("<iiii", flags, ni, no, 0) + s(name)
+
+    def matrix(w: torch.Tensor) -> bytes:
+        w64 = w.double().numpy()
+        d1, d2 = w64.shape
+        if not int8:
+            return bytes([128]) + struct.pack("<II", d1, d2) + struct.pack("<d", 0.0) + w64.astype("<f8").tobytes()
+        scale = np.abs(w64).max(axis=1) / 127.0
+        codes = np.rint(w64 / np.where(scale > 0, scale, 1.0)[:, None]).astype(np.int8)
+        return (bytes([129]) + struct.pack("<II", d1, d2) + b"\x00" + codes.tobytes()
+                + struct.pack("<I", d1) + scale.astype("<f8").tobytes())
+
+    hidden = sd["Series.1.Hidden.weight"]
+    ns, ni = hidden.shape[0], hidden.shape[1] - 1
+    no = sd["Series.3.Output.weight"].shape[0]
+    lstm_name = next(k.split(".")[2] for k in sd if ".CI." in k)
+    layers = [common("Input", "Input", ni, ni) + struct.pack("<5i", 1, 1, 0, ni, 0),
+              common("Tanh", "Hidden", ni, ns) + matrix(hidden),
+              common("LSTM", lstm_name, ns, ns) + struct.pack("<i", 2 * ns)
+              + b"".join(matrix(sd[f"Series.2.{lstm_name}.{g}.weight"]) for g in ("CI", "GI", "GF1", "GO")),
+              common("Softmax", "Output", ns, no) + matrix(sd["Series.3.Output.weight"])]
+    network = (common("Series", "Series", ni, no, flags=64) + struct.pack("<I", len(layers)) + b"".join(layers)
+               + struct.pack("<I", len(layers)) + struct.pack(f"<{len(layers)}f", *([1e-3] * len(layers))))
+    components = {0: b"lang config\n", 23: version.encode()}
+    if lstm:
+        components[17] = network + b"trailing recognizer fields"
+    n = 24
+    offsets, body, at = [-1] * n, b"", 4 + 8 * n
+    for i in sorted(components):
+        offsets[i] = at + len(body)
+        body += components[i]
+    path.write_bytes(struct.pack("<i", n) + struct.pack(f"<{n}q", *offsets) + body)
+    return path

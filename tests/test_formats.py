@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from format_factory import gguf_roundtrip, llama_state, perturbed, write_gguf
@@ -51,6 +52,7 @@ def test_gguf_row_ranges_match_whole_reads(tmp_path):
         for name in ("layers.0.self_attn.q_proj.weight", "layers.1.self_attn.k_proj.weight", "embed_tokens.weight"):
             whole = reader.read(name)
             for rows in ((0, 5), (3, 17), (7, whole.shape[0])):
+                reader.prefetch(name, rows)  # a hint the pass gives ahead of its reads: changes nothing
                 torch.testing.assert_close(reader.read(name, rows), whole[rows[0]:rows[1]], rtol=0, atol=0)
                 # and straight into a caller's buffer, as the pass reads it
                 buf = torch.full(((rows[1] - rows[0]) * whole.shape[1],), float("nan"))
@@ -353,26 +355,40 @@ def test_sd_single_file_and_diffusers_folder_compare(tmp_path):
     assert "other" not in (parents.get("child-single-file"), parents.get("base"))
 
 
-@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K"])
+#: Where each type keeps its f16 scales in a block (byte ranges), so random blocks get finite ones.
+_SCALE_BYTES = {"Q8_0": [(0, 2)], "Q4_0": [(0, 2)], "Q4_1": [(0, 4)], "Q5_0": [(0, 2)], "Q5_1": [(0, 4)],
+                "Q4_K": [(0, 4)], "Q5_K": [(0, 4)], "Q6_K": [(208, 210)], "BF16": []}
+
+
+@pytest.mark.parametrize("kind", sorted(_SCALE_BYTES))
 def test_compiled_gguf_kernels_match_the_package(kind):
-    """The compiled dequantizers agree with gguf.quants bit for bit, on real blocks and on random bytes
-    (every code and scale bit pattern, finite f16 scales)."""
-    import numpy as np
+    """The compiled dequantizers agree with gguf.quants bit for bit, on real blocks (where the package or
+    the factory quantizes the type) and on random bytes (every code and scale bit pattern, finite f16
+    scales)."""
     from format_factory import quantize
 
     from mother_core.io import gguf_fast
 
     q = gguf.GGMLQuantizationType[kind]
-    real = quantize(np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32), kind).reshape(-1)
+    nbytes = gguf.GGML_QUANT_SIZES[q][1]
     rng = np.random.default_rng(1)
-    nbytes, _ = gguf.GGML_QUANT_SIZES[q][1], None
     noise = rng.integers(0, 256, size=nbytes * 64, dtype=np.uint8).reshape(64, nbytes)
-    n_scales = 2 if kind == "Q4_K" else 1
-    noise[:, : 2 * n_scales] = rng.uniform(-2, 2, (64, n_scales)).astype(np.float16).view(np.uint8)
-    for data in (real, noise.reshape(-1)):
+    for a, b in _SCALE_BYTES[kind]:
+        noise[:, a:b] = rng.uniform(-2, 2, (64, (b - a) // 2)).astype(np.float16).view(np.uint8)
+    if kind == "BF16":  # finite values only: the bits of float32 numbers, top halves
+        noise = (rng.standard_normal(64 * nbytes // 2).astype(np.float32).view(np.uint32) >> 16).astype(
+            np.uint16).view(np.uint8).reshape(64, nbytes)
+    samples = [noise.reshape(-1)]
+    if kind not in ("Q5_K", "Q6_K"):  # no quantizer for these two: random blocks only
+        real = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
+        samples.append(quantize(real, kind).reshape(-1))
+    assert gguf_fast.supports(kind)
+    for data in samples:
         ours = gguf_fast.dequantize(data, kind)
         theirs = gguf.quants.dequantize(data.reshape(-1, nbytes), q).reshape(-1)
         np.testing.assert_array_equal(ours, theirs)
+        buf = np.full(ours.size, np.nan, dtype=np.float32)  # straight into a caller's buffer
+        np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, buf), theirs)
 
 
 def test_gguf_type_the_package_cannot_dequantize(tmp_path):
@@ -435,3 +451,145 @@ def test_int8_read_into_matches_read(tmp_path):
                 whole = reader.read(name)
                 buf = torch.full(((9 - 2) * whole.shape[1],), float("nan"))
                 torch.testing.assert_close(reader.read_into(name, (2, 9), buf), whole[2:9], rtol=0, atol=0)
+
+
+# --- GGUF files of real transformers models, compared with their source in the pass ----------------------
+
+def _tiny_transformers(arch: str):
+    """A tiny real transformers model (hidden 32, 2 layers) of ``arch``, the head its users fine-tune."""
+    tf = pytest.importorskip("transformers")
+    common = {"vocab_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16))
+    if arch == "bert":
+        return tf.BertForSequenceClassification(tf.BertConfig(hidden_size=32, max_position_embeddings=16,
+                                                              num_labels=3, **common))
+    decoder = {"hidden_size": 32, "num_key_value_heads": 2, "max_position_embeddings": 16, **common}
+    if arch == "qwen3":
+        return tf.Qwen3ForCausalLM(tf.Qwen3Config(head_dim=8, **decoder))
+    if arch == "qwen2":
+        return tf.Qwen2ForCausalLM(tf.Qwen2Config(**decoder))
+    return tf.LlamaForCausalLM(tf.LlamaConfig(**decoder))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gpt2", "bert"])
+def test_gguf_and_its_transformers_source_compare_tensor_by_tensor(tmp_path, arch):
+    """A GGUF converted from a transformers checkpoint (llama.cpp's renames, permutations and transposes)
+    and the checkpoint itself: every source tensor has its GGUF counterpart under the same name and shape
+    in the pass, at the distance of Q8_0 rounding (exactly 0 for the float32 norms and biases)."""
+    from format_factory import hf_to_gguf
+
+    from mother_core.stats.compute import compute_statistics
+
+    model = _tiny_transformers(arch)
+    with torch.no_grad():  # away from the init's constants (ones, zeros) so that every tensor is compared
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    src = tmp_path / "source"
+    model.save_pretrained(src, safe_serialization=True)
+    hf_to_gguf(src, tmp_path / "converted.gguf", "Q8_0")
+    found = discover([src, tmp_path / "converted.gguf"])
+    assert [m.format for m in found.models] == ["safetensors", "gguf:Q8_0"], found.problems
+    stats = compute_statistics(found, device="cpu", cache_dir=None)
+    dropped = ("pooler.",) if arch == "bert" else ()  # llama.cpp pools itself: the converter drops it
+    compared = 0
+    for t, meta in enumerate(stats.tensors):
+        if not stats.present[0, t] or meta.name.startswith(dropped):
+            continue
+        assert stats.present[1, t], f"{meta.name} {meta.shape}: not in the GGUF under this name and shape"
+        rel = float(np.sqrt(stats.sq_dist[t, 0, 1]) / stats.norm[0, t])
+        exact = len(meta.shape) < 2 or meta.name.endswith(("position_embeddings.weight",
+                                                           "token_type_embeddings.weight"))  # kept float32
+        assert rel <= (1e-6 if exact else 0.02), (meta.name, rel)
+        compared += 1
+    n_source = sum(1 for k in model.state_dict() if not normalise_name(k).startswith(dropped)
+                   and not k.endswith((".attn.bias", ".attn.masked_bias", "position_ids")))
+    assert compared >= n_source - (1 if arch == "gpt2" else 0)  # GPT-2's tied head is not saved
+
+
+def test_without_the_gguf_package_gguf_files_are_problems(tmp_path):
+    """Where the gguf package does not import, each GGUF file is a problem naming the package, and the
+    rest of the run goes on (the package's absence simulated by a ``gguf`` that fails to import, first on
+    the path of a separate ``mother recover`` process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = llama_state(90)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", perturbed(root, 91))):
+        _save(sd, folder / f"{name}.safetensors")
+    write_gguf(root, folder / "root-q8.gguf")
+    shadow = tmp_path / "shadow" / "gguf"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named gguf (simulated)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(Path(__file__).parent.parent)])}
+    out = tmp_path / "result.json"
+    run = subprocess.run([sys.executable, "-m", "mother_core", "recover", str(folder), "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    result = json.loads(out.read_text())
+    assert {m["id"] for m in result["models"]} == {"root", "a"}
+    problems = json.dumps(result["problems"])
+    assert "root-q8.gguf" in problems and "gguf package" in problems
+
+
+def _packed_state(sd, keep_float: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """``sd`` with its matrices in compressed-tensors' pack-quantized layout (``weight_packed`` int32, eight
+    4-bit codes each, ``weight_scale`` per group of 32, ``weight_shape``), a scheme the engine does not
+    decode; names in ``keep_float`` stay float16."""
+    g = torch.Generator().manual_seed(0)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if v.ndim != 2 or k.startswith(keep_float):
+            out[k] = v.half()
+            continue
+        base = k[: -len(".weight")]
+        out[base + ".weight_packed"] = torch.randint(-2**31, 2**31 - 1, (v.shape[0], v.shape[1] // 8),
+                                                     dtype=torch.int32, generator=g)
+        out[base + ".weight_scale"] = torch.rand(v.shape[0], v.shape[1] // 32, generator=g).half()
+        out[base + ".weight_shape"] = torch.tensor(list(v.shape), dtype=torch.int64)
+    return out
+
+
+def test_unknown_schemes_are_problems_of_their_model(tmp_path):
+    """Weights packed by a quantizer we do not decode are left out with a note naming it (its scales are not
+    compared as weights); a model with no matrix left, and a GGUF file with a tensor type the package does
+    not know, are problems of that model; the run goes on."""
+    import json
+    import struct
+
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(100)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", perturbed(root, 101))):
+        _save(sd, folder / f"{name}.safetensors")
+    for name, keep in (("partly-packed", ("model.embed_tokens", "lm_head")), ("all-packed", ())):
+        (folder / name).mkdir()
+        _save(_packed_state(root, keep), folder / name / "model.safetensors")
+        (folder / name / "config.json").write_text(json.dumps(
+            {"model_type": "llama", "quantization_config": {"quant_method": "compressed-tensors"}}))
+    with open_model(discover([folder / "partly-packed"]).models[0]) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k, v in root.items()
+                                              if v.ndim == 1 or k.startswith(("model.embed", "lm_head"))}
+        assert any("compressed-tensors" in n and "weight_packed" in n for n in reader.notes)
+    # A GGUF tensor type unknown to the package (a newer llama.cpp): the type field of one tensor patched.
+    path = write_gguf(root, tmp_path / "odd.gguf")
+    field = gguf.GGUFReader(str(path)).tensors[1].field
+    at = field.offset + sum(part.nbytes for part in field.parts[:4])  # name length, name, n_dims, dims
+    data = bytearray(path.read_bytes())
+    assert struct.unpack("<I", data[at:at + 4])[0] == gguf.GGMLQuantizationType.Q8_0
+    data[at:at + 4] = struct.pack("<I", 250)
+    (folder / "newer-type.gguf").write_bytes(bytes(data))
+
+    result = recover_paths([folder], RecoverySettings())
+    assert {m.id for m in result.models} == {"root", "a", "partly-packed"}
+    messages = str(result.problems)
+    assert "all-packed" in messages and "No weight matrix is left" in messages
+    assert "newer-type.gguf" in messages and "pip install -U gguf" in messages

@@ -1,12 +1,18 @@
-"""Compiled dequantizers for the most common GGUF types (Q8_0, Q4_0, Q4_K), bit-identical to ``gguf``'s.
+"""Compiled dequantizers for the common GGUF types, bit-identical to ``gguf``'s.
 
 :func:`gguf.quants.dequantize` is written with numpy over groups of 16 rows: correct for every type, but
 it makes several full-size temporaries per block and runs at a few hundred million values a second, ten
 times slower than reading the bytes. These numba kernels decode one block at a time straight into the
-output (one pass, no temporaries, the GIL released so both pass workers decode at once). They follow the
-block layouts of ggml (``ggml-common.h``: ``block_q8_0``, ``block_q4_0``, ``block_q4_K``) exactly as the
-package's numpy code reads them, and ``tests/test_formats.py`` checks they agree with it bit for bit.
-Every other type goes through the package.
+output (one pass over the bytes, no temporaries, the GIL released so both pass workers decode at once).
+The f16 block scales are widened inside the kernels through a 65,536-entry table (exact: every f16 bit
+pattern's float32 value, made once by numpy), so no strided copy of the scales precedes a chunk.
+
+They follow the block layouts of ggml (``ggml-common.h``: ``block_q8_0``, ``block_q4_0``, ``block_q4_1``,
+``block_q5_0``, ``block_q5_1``, ``block_q4_K``, ``block_q5_K``, ``block_q6_K``; bf16) exactly as the
+package's numpy code reads them (the same float32 operations in the same order), and
+``tests/test_formats.py`` checks they agree with it bit for bit on real and random blocks. These are the
+types of the files people download (``Q4_K_M`` holds Q4_K and Q6_K tensors, ``Q5_K_M`` Q5_K and Q6_K);
+every other type goes through the package.
 """
 
 from __future__ import annotations
@@ -15,63 +21,162 @@ from collections.abc import Callable
 
 import numpy as np
 
-_KERNELS: dict[str, Callable[[np.ndarray, np.ndarray], None]] | None = None
+Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+_KERNELS: dict[str, Kernel] | None = None
+_F16: np.ndarray | None = None  # f16 bits -> float32
+
+#: bytes and values of one block per type.
+_LAYOUT: dict[str, tuple[int, int]] = {
+    "Q8_0": (34, 32), "Q4_0": (18, 32), "Q4_1": (20, 32), "Q5_0": (22, 32), "Q5_1": (24, 32),
+    "Q4_K": (144, 256), "Q5_K": (176, 256), "Q6_K": (210, 256), "BF16": (2, 1),
+}
 
 
-def _build() -> dict[str, Callable[[np.ndarray, np.ndarray], None]]:
+def _build() -> dict[str, Kernel]:  # noqa: C901 - one small kernel per type
     from numba import njit
 
+    @njit(cache=True, nogil=True, inline="always")
+    def h(src: np.ndarray, f16: np.ndarray, p: int) -> np.float32:  # pragma: no cover - compiled
+        return f16[np.int64(src[p]) | (np.int64(src[p + 1]) << 8)]
+
     @njit(cache=True, nogil=True)
-    def q8_0(src: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-        for b in range(d.shape[0]):
-            s = d[b]
+    def q8_0(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        q = src.view(np.int8)
+        for b in range(out.shape[0] // 32):
+            d = h(src, f16, b * 34)
             base = b * 34 + 2
             o = b * 32
             for i in range(32):
-                v = np.int32(src[base + i])
-                if v > 127:
-                    v -= 256
-                out[o + i] = np.float32(v) * s
+                out[o + i] = np.float32(q[base + i]) * d
 
     @njit(cache=True, nogil=True)
-    def q4_0(src: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-        for b in range(d.shape[0]):
-            s = d[b]
+    def q4_0(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        for b in range(out.shape[0] // 32):
+            d = h(src, f16, b * 18)
             base = b * 18 + 2
             o = b * 32
             for i in range(16):
                 q = src[base + i]
-                out[o + i] = np.float32(np.int32(q & 0x0F) - 8) * s
-                out[o + 16 + i] = np.float32(np.int32(q >> 4) - 8) * s
+                out[o + i] = d * np.float32(np.int32(q & 0x0F) - 8)
+                out[o + 16 + i] = d * np.float32(np.int32(q >> 4) - 8)
 
     @njit(cache=True, nogil=True)
-    def q4_k(src: np.ndarray, dd: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    def q4_1(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        for b in range(out.shape[0] // 32):
+            d = h(src, f16, b * 20)
+            m = h(src, f16, b * 20 + 2)
+            base = b * 20 + 4
+            o = b * 32
+            for i in range(16):
+                q = src[base + i]
+                out[o + i] = d * np.float32(q & 0x0F) + m
+                out[o + 16 + i] = d * np.float32(q >> 4) + m
+
+    @njit(cache=True, nogil=True)
+    def q5_0(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        for b in range(out.shape[0] // 32):
+            p = b * 22
+            d = h(src, f16, p)
+            qh = (np.uint32(src[p + 2]) | (np.uint32(src[p + 3]) << 8) | (np.uint32(src[p + 4]) << 16)
+                  | (np.uint32(src[p + 5]) << 24))
+            o = b * 32
+            for i in range(16):
+                q = src[p + 6 + i]
+                lo = np.int32(q & 0x0F) | (np.int32((qh >> i) & 1) << 4)
+                hi = np.int32(q >> 4) | (np.int32((qh >> (i + 16)) & 1) << 4)
+                out[o + i] = d * np.float32(lo - 16)
+                out[o + 16 + i] = d * np.float32(hi - 16)
+
+    @njit(cache=True, nogil=True)
+    def q5_1(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        for b in range(out.shape[0] // 32):
+            p = b * 24
+            d = h(src, f16, p)
+            m = h(src, f16, p + 2)
+            qh = (np.uint32(src[p + 4]) | (np.uint32(src[p + 5]) << 8) | (np.uint32(src[p + 6]) << 16)
+                  | (np.uint32(src[p + 7]) << 24))
+            o = b * 32
+            for i in range(16):
+                q = src[p + 8 + i]
+                lo = np.int32(q & 0x0F) | (np.int32((qh >> i) & 1) << 4)
+                hi = np.int32(q >> 4) | (np.int32((qh >> (i + 16)) & 1) << 4)
+                out[o + i] = d * np.float32(lo) + m
+                out[o + 16 + i] = d * np.float32(hi) + m
+
+    @njit(cache=True, nogil=True, inline="always")
+    def k_scales(src: np.ndarray, s: int, d: np.float32, dmin: np.float32, sc: np.ndarray,
+                 mn: np.ndarray) -> None:  # pragma: no cover - compiled
+        """The 8 sub-block scales and mins of a Q4_K / Q5_K block (12 bytes of 6-bit values at ``s``)."""
+        for j in range(4):
+            lo = src[s + j]
+            mid = src[s + 4 + j]
+            hi = src[s + 8 + j]
+            sc[j] = d * np.float32(lo & 0x3F)
+            mn[j] = dmin * np.float32(mid & 0x3F)
+            sc[4 + j] = d * np.float32((hi & 0x0F) | ((lo >> 2) & 0x30))
+            mn[4 + j] = dmin * np.float32((hi >> 4) | ((mid >> 2) & 0x30))
+
+    @njit(cache=True, nogil=True)
+    def q4_k(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
         sc = np.empty(8, dtype=np.float32)
         mn = np.empty(8, dtype=np.float32)
-        for b in range(dd.shape[0]):
-            d = dd[b, 0]
-            dmin = dd[b, 1]
-            s = b * 144 + 4  # 12 bytes of 6-bit scales and mins
-            for j in range(4):
-                lo = src[s + j]
-                mid = src[s + 4 + j]
-                hi = src[s + 8 + j]
-                sc[j] = d * np.float32(lo & 0x3F)
-                mn[j] = dmin * np.float32(mid & 0x3F)
-                sc[4 + j] = d * np.float32((hi & 0x0F) | ((lo >> 2) & 0x30))
-                mn[4 + j] = dmin * np.float32((hi >> 4) | ((mid >> 2) & 0x30))
-            qs = b * 144 + 16
+        for b in range(out.shape[0] // 256):
+            p = b * 144
+            k_scales(src, p + 4, h(src, f16, p), h(src, f16, p + 2), sc, mn)
+            qs = p + 16
             o = b * 256
             for c in range(4):
+                s0, m0, s1, m1 = sc[2 * c], mn[2 * c], sc[2 * c + 1], mn[2 * c + 1]
                 for i in range(32):
                     q = src[qs + c * 32 + i]
-                    out[o + (2 * c) * 32 + i] = sc[2 * c] * np.float32(q & 0x0F) - mn[2 * c]
-                    out[o + (2 * c + 1) * 32 + i] = sc[2 * c + 1] * np.float32(q >> 4) - mn[2 * c + 1]
+                    out[o + (2 * c) * 32 + i] = s0 * np.float32(q & 0x0F) - m0
+                    out[o + (2 * c + 1) * 32 + i] = s1 * np.float32(q >> 4) - m1
 
-    return {"Q8_0": q8_0, "Q4_0": q4_0, "Q4_K": q4_k}
+    @njit(cache=True, nogil=True)
+    def q5_k(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        sc = np.empty(8, dtype=np.float32)
+        mn = np.empty(8, dtype=np.float32)
+        for b in range(out.shape[0] // 256):
+            p = b * 176
+            k_scales(src, p + 4, h(src, f16, p), h(src, f16, p + 2), sc, mn)
+            qh = p + 16
+            qs = p + 48
+            o = b * 256
+            for c in range(4):
+                s0, m0, s1, m1 = sc[2 * c], mn[2 * c], sc[2 * c + 1], mn[2 * c + 1]
+                for i in range(32):
+                    q = src[qs + c * 32 + i]
+                    hb = src[qh + i]
+                    lo = np.int32(q & 0x0F) | (np.int32((hb >> (2 * c)) & 1) << 4)
+                    hi = np.int32(q >> 4) | (np.int32((hb >> (2 * c + 1)) & 1) << 4)
+                    out[o + (2 * c) * 32 + i] = s0 * np.float32(lo) - m0
+                    out[o + (2 * c + 1) * 32 + i] = s1 * np.float32(hi) - m1
 
+    @njit(cache=True, nogil=True)
+    def q6_k(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        sc = np.empty(16, dtype=np.float32)
+        signed = src.view(np.int8)
+        for b in range(out.shape[0] // 256):
+            p = b * 210  # ql[128], qh[64], scales[16] (int8), d (f16)
+            d = h(src, f16, p + 208)
+            for j in range(16):
+                sc[j] = d * np.float32(signed[p + 192 + j])
+            o = b * 256
+            for v in range(256):
+                half = v >> 7
+                r = v & 127
+                lo = np.int32((src[p + half * 64 + (r & 63)] >> (4 * (r >> 6))) & 0x0F)
+                hi = np.int32((src[p + 128 + half * 32 + (r & 31)] >> (2 * (r >> 5))) & 0x03)
+                out[o + v] = sc[v >> 4] * np.float32((lo | (hi << 4)) - 32)
 
-_LAYOUT = {"Q8_0": (34, 32, 1), "Q4_0": (18, 32, 1), "Q4_K": (144, 256, 2)}  # bytes, values, f16 scales
+    @njit(cache=True, nogil=True)
+    def bf16(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        bits = out.view(np.uint32)
+        for i in range(out.shape[0]):
+            bits[i] = (np.uint32(src[2 * i]) | (np.uint32(src[2 * i + 1]) << 8)) << 16
+
+    return {"Q8_0": q8_0, "Q4_0": q4_0, "Q4_1": q4_1, "Q5_0": q5_0, "Q5_1": q5_1, "Q4_K": q4_k,
+            "Q5_K": q5_k, "Q6_K": q6_k, "BF16": bf16}
 
 
 def supports(qtype_name: str) -> bool:
@@ -85,6 +190,12 @@ def supports(qtype_name: str) -> bool:
     return True
 
 
+def warm_up() -> None:
+    """Load (or compile, the first time on a machine) every kernel now rather than inside a timed pass."""
+    for name, (nbytes, _) in _LAYOUT.items():
+        dequantize(np.zeros(nbytes, dtype=np.uint8), name)
+
+
 def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None) -> np.ndarray:
     """Decode whole blocks of ``qtype_name`` (``data``: uint8, a multiple of the block size) to float32.
 
@@ -96,18 +207,22 @@ def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None)
     numpy.ndarray
         1-D float32, ``len(data) / block_bytes * block_values`` values, as :func:`gguf.quants.dequantize`.
     """
-    global _KERNELS
+    global _KERNELS, _F16
     if _KERNELS is None:
         _KERNELS = _build()
-    nbytes, nvalues, nscales = _LAYOUT[qtype_name]
+    if _F16 is None:
+        _F16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    nbytes, nvalues = _LAYOUT[qtype_name]
     src = np.ascontiguousarray(data).reshape(-1)
-    blocks = src.reshape(-1, nbytes)
-    # The f16 scales at the start of each block, widened once by numpy (1/17 - 1/72 of the bytes).
-    scales = np.ascontiguousarray(blocks[:, : 2 * nscales]).view(np.float16).astype(np.float32)
+    if src.dtype != np.uint8:
+        src = src.view(np.uint8)
+    if src.size % nbytes:
+        raise ValueError(f"{src.size} bytes are not whole {qtype_name} blocks of {nbytes} bytes")
+    n = src.size // nbytes * nvalues
     if out is None:
-        out = np.empty(len(blocks) * nvalues, dtype=np.float32)
-    elif out.dtype != np.float32 or out.size != len(blocks) * nvalues or not out.flags.c_contiguous:
-        raise ValueError(f"output buffer of {out.size} {out.dtype} does not fit {len(blocks) * nvalues} values")
+        out = np.empty(n, dtype=np.float32)
+    elif out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
+        raise ValueError(f"output buffer of {out.size} {out.dtype} does not fit {n} values")
     out = out.reshape(-1)
-    _KERNELS[qtype_name](src, scales.reshape(len(blocks), nscales)[:, 0] if nscales == 1 else scales, out)
+    _KERNELS[qtype_name](src, _F16, out)
     return out

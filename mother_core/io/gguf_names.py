@@ -10,7 +10,9 @@ checkpoints), so the candidates are chosen per *file*, consistently:
    carries a comment naming the families it comes from: ``# gpt2 gpt-j mpt``, ``# bert``,
    ``# llama-hf``), then those annotated ``llama-hf`` (the layout most transformers decoders share:
    Qwen2, Mistral, ...), then the rest, each group in table order (the architecture's own entries,
-   ``arch_block_mappings_cfg``, first);
+   ``arch_block_mappings_cfg``, first); where the tables leave a family's transformers name unannotated
+   and another family's name comes first, :data:`_PREFERRED` names the right one (Qwen3's and Gemma 3's
+   ``self_attn.q_norm``, listed after Persimmon's ``self_attn.q_layernorm``);
 1. block tensors: every tensor type votes with its best-ranked candidate's block prefix (``model.layers``,
    ``transformer.h``, ``encoder.layer``); the majority prefix wins and each type takes its best-ranked
    candidate under it;
@@ -20,6 +22,12 @@ checkpoints), so the candidates are chosen per *file*, consistently:
 The result then goes through :func:`~mother_core.io.names.normalise_name` like every other checkpoint's
 names, which makes the choice between wrapper variants (``model.embed_tokens`` / ``embed_tokens``) moot.
 Names the tables do not know keep their GGUF name (they compare with other GGUF files only).
+
+3. renames the converter makes *before* the tables (``convert_hf_to_gguf.py``) are undone: its
+   ``BertModel`` writes a ``BertForSequenceClassification``'s single projection ``classifier`` as
+   RoBERTa's ``classifier.out_proj`` (GGUF ``cls.output``), so in a ``bert`` file holding ``cls.output``
+   but no ``cls`` (RoBERTa's ``classifier.dense``) it is ``classifier`` again
+   (:data:`_CONVERTER_RENAMES`).
 """
 
 from __future__ import annotations
@@ -60,6 +68,24 @@ def _tier(candidate: str, arch_name: str) -> int:
     return 1 if _COMMON_FAMILY in families else 2
 
 
+#: Names transformers' modeling code uses that the tables list, unannotated, after another family's (rule
+#: 0): ``Qwen3Attention`` / ``Gemma3Attention`` keep ``self.q_norm`` / ``self.k_norm``.
+_QK_NORM = frozenset({"model.layers.{bid}.self_attn.q_norm", "model.layers.{bid}.self_attn.k_norm"})
+_PREFERRED: dict[str, frozenset[str]] = {"qwen3": _QK_NORM, "qwen3moe": _QK_NORM, "gemma3": _QK_NORM}
+
+
+def _rank(candidate: str, arch_name: str) -> tuple[int, int]:
+    """Rule 0's key (before table order): a preferred name first, then the tier."""
+    return (0 if candidate in _PREFERRED.get(arch_name, ()) else 1), _tier(candidate, arch_name)
+
+
+#: Renames ``convert_hf_to_gguf.py`` applies before its tables, undone per architecture: (GGUF base name,
+#: GGUF base names that must be absent from the file, transformers name).
+_CONVERTER_RENAMES: dict[str, tuple[tuple[str, frozenset[str], str], ...]] = {
+    "bert": (("cls.output", frozenset({"cls"}), "classifier"),),
+}
+
+
 @dataclass(frozen=True)
 class _Template:
     tensor: gguf.MODEL_TENSOR
@@ -90,7 +116,7 @@ def _templates(arch_name: str) -> tuple[_Template, ...]:
         regex = re.escape(gguf_name).replace(re.escape("{bid}"), r"(?P<bid>\d+)")
         unique = list(dict.fromkeys(candidates))
         order = {c: i for i, c in enumerate(unique)}
-        ranked = sorted(unique, key=lambda c: (_tier(c, arch_name), order[c]))
+        ranked = sorted(unique, key=lambda c: (*_rank(c, arch_name), order[c]))
         out.append(_Template(tensor, re.compile(f"^{regex}$"), tuple(ranked)))
     return tuple(out)
 
@@ -125,6 +151,10 @@ def transformers_names(arch_name: str, gguf_names: Iterable[str]) -> dict[str, s
     --------
     >>> transformers_names("llama", ["blk.0.attn_q.weight", "output.weight"])["blk.0.attn_q.weight"]
     'model.layers.0.self_attn.q_proj.weight'
+    >>> transformers_names("qwen3", ["blk.0.attn_q.weight", "blk.0.attn_q_norm.weight"])["blk.0.attn_q_norm.weight"]
+    'model.layers.0.self_attn.q_norm.weight'
+    >>> transformers_names("bert", ["blk.0.attn_q.weight", "cls.output.bias"])["cls.output.bias"]
+    'classifier.bias'
     """
     names = list(gguf_names)
     templates = _templates(arch_name)
@@ -150,8 +180,15 @@ def transformers_names(arch_name: str, gguf_names: Iterable[str]) -> dict[str, s
     prefix = max(votes, key=lambda p: votes[p]) if votes else None  # ties: the first to get a vote
     root = _root(prefix) if prefix else ""
 
+    bases = {n.removesuffix(".weight").removesuffix(".bias") for n in names}
+    renamed = {gguf_base: hf for gguf_base, absent, hf in _CONVERTER_RENAMES.get(arch_name, ())
+               if not absent & bases}
     out: dict[str, str] = {}
     for name in names:
+        base = name.removesuffix(".weight").removesuffix(".bias")
+        if base in renamed:
+            out[name] = renamed[base] + name[len(base):]
+            continue
         hit = matched.get(name)
         if hit is None:
             out[name] = name

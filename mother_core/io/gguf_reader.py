@@ -5,8 +5,8 @@ bad magic, an unknown version or a duplicate tensor; this module adds the ones a
 (every tensor inside the file, sizes consistent with its type's block size). The tensor bytes are then
 read with ``os.preadv`` of the rows asked for (a row range of a GGUF tensor is one byte range: blocks run
 along the innermost dimension), never through the package's memory map, so resident memory stays at one
-chunk per model, and dequantized with :func:`gguf.quants.dequantize` to float32 (Q8_0, Q4_0 and Q4_K with
-the compiled, bit-identical kernels of :mod:`mother_core.io.gguf_fast`).
+chunk per model, and dequantized with :func:`gguf.quants.dequantize` to float32 (Q8_0, Q4_0/1, Q5_0/1, Q4_K,
+Q5_K, Q6_K and BF16 with the compiled, bit-identical kernels of :mod:`mother_core.io.gguf_fast`).
 
 Names and layouts are those of the transformers checkpoint the file was converted from, so a GGUF file and
 its safetensors source compare tensor by tensor:
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -101,15 +102,26 @@ def read_header(path: str) -> GGUFHeader:
     UnreadableCheckpointError
         Not a GGUF file, a version or layout the package refuses, or tensors beyond the end of the file.
     """
-    import gguf
-    from gguf.quants import _type_traits  # the types the package can dequantize
+    try:
+        import gguf
+        from gguf.quants import _type_traits  # the types the package can dequantize
 
-    from mother_core.io.gguf_names import transformers_names
+        from mother_core.io.gguf_names import transformers_names
+    except ImportError as e:  # an optional dependency: its absence costs the GGUF files only
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: reading GGUF files needs the gguf package, which is not installed or does not "
+            f"import ({type(e).__name__}: {str(e)[:160]}). Install it (pip install gguf) or remove the file "
+            "from the set.", path) from e
 
     try:
         size = os.path.getsize(path)
         reader = gguf.GGUFReader(path, "r")
     except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
+        if "GGMLQuantizationType" in str(e):  # a type newer than the installed package, not a broken file
+            raise UnreadableCheckpointError(
+                f"Cannot read {path}: a tensor is stored in a GGUF type the installed gguf package does not "
+                f"know ({str(e)[:120]}). Update the "
+                "package (pip install -U gguf) or convert the file to a common type (Q8_0, Q4_K).", path) from e
         raise _unreadable(path, f"its GGUF header is not valid ({type(e).__name__}: {str(e)[:200]})") from e
     try:
         arch = _field(reader, "general.architecture")
@@ -208,6 +220,7 @@ class GGUFReader:
                 "quantization (e.g. Q8_0, Q4_K) or remove it from the set.", ref.path)
         self._handle: io.FileIO | None = None
         self._cached: tuple[str, torch.Tensor] | None = None  # last whole tensor read (transposed ones)
+        self._local = threading.local()  # per-thread staging buffer of raw blocks (the pass reads from two)
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -229,7 +242,14 @@ class GGUFReader:
             return self._read_rows(_as_row(t), 0, 1).reshape(-1)[r0:r1]
         inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
         per_outer = t.row_bytes * inner
-        buf = np.empty((r1 - r0) * per_outer, dtype=np.uint8)
+        quantized = t.qtype_name not in ("F16", "F32")
+        if quantized and out is not None:  # decoded at once: the bytes go to this thread's reused buffer
+            staging = getattr(self._local, "staging", None)
+            if staging is None or staging.size < (r1 - r0) * per_outer:
+                staging = self._local.staging = np.empty((r1 - r0) * per_outer, dtype=np.uint8)
+            buf = staging[: (r1 - r0) * per_outer]
+        else:  # returned (F16 / F32 views of it) or kept: a buffer of its own
+            buf = np.empty((r1 - r0) * per_outer, dtype=np.uint8)
         fh, done, start = self._file(), 0, t.offset + r0 * per_outer
         while done < buf.nbytes:
             n = os.preadv(fh.fileno(), [memoryview(buf)[done:]], start + done)
@@ -278,7 +298,8 @@ class GGUFReader:
 
     def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
         """Read ``name`` (rows) into a caller's contiguous CPU buffer of the listed dtype (the pass's chunk
-        buffer); Q8_0 / Q4_0 / Q4_K rows in their stored order are decoded straight into it."""
+        buffer); rows of a type with a compiled kernel (:mod:`~mother_core.io.gguf_fast`), in their stored
+        order, are decoded straight into it."""
         info = self._infos.get(name)
         if info is None:
             raise KeyError(f"Model {self.ref.id!r} has no tensor {name!r}.")
@@ -299,6 +320,24 @@ class GGUFReader:
             raise ValueError(f"Buffer of {out.numel()} elements does not fit {name!r} rows {rows}.")
         out.copy_(data.reshape(out.shape))
         return out.view(shape)
+
+    def prefetch(self, name: str, rows: tuple[int, int] | None = None) -> None:
+        """Ask the OS to start reading the bytes of ``name`` (rows) now (``POSIX_FADV_WILLNEED``), so a cold
+        file's next chunk arrives while this one is decoded. A hint only."""
+        t = self._tensors.get(name)
+        if t is None or not hasattr(os, "posix_fadvise") or len(t.shape) < 2 or t.transposed:
+            return
+        inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
+        per_outer = t.row_bytes * inner
+        r0, r1 = rows if rows is not None else (0, t.shape[0])
+        if t.permute_heads:  # whole heads are read around the rows
+            hd = t.shape[0] // t.permute_heads
+            r0, r1 = r0 // hd * hd, min(t.shape[0], -(-r1 // hd) * hd)
+        try:
+            os.posix_fadvise(self._file().fileno(), t.offset + r0 * per_outer, (r1 - r0) * per_outer,
+                             os.POSIX_FADV_WILLNEED)
+        except (OSError, UnreadableCheckpointError):
+            pass  # a hint: the read itself reports real problems
 
     def close(self) -> None:
         handle, self._handle, self._cached = self._handle, None, None

@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from mother_core.io.filekind import read_json_file
-from mother_core.errors import UnreadableCheckpointError
+from mother_core.errors import NoTensorsError, UnreadableCheckpointError
+from mother_core.io import int8_fast
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 
 #: Tensors that only serve to decode a weight (or to run it): never weights themselves.
@@ -100,7 +102,31 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
             return "quanto-float8" if shapes[n][1] in _FLOAT8 else "quanto-int8"
     if any(dtype in _FLOAT8 for _, dtype in shapes.values()):
         return "fp8"
+    if packed_weights(shapes):
+        return UNKNOWN_PACKED
     return None
+
+
+#: The scheme of a checkpoint whose weights are packed integers of a quantizer we do not decode
+#: (compressed-tensors ``weight_packed``, HQQ ``W_q``, EXL2, AQLM, ...): read without them, with a note.
+UNKNOWN_PACKED = "unknown-packed"
+_PACKED_DTYPES = frozenset({"int8", "uint8", "int16", "int32"})
+_NOT_PACKED = (".bias", "mask", "_ids", ".masked_bias")  # integer buffers of plain models (causal masks, ids)
+
+
+def packed_weights(shapes: Shapes) -> list[str]:
+    """Tensors that look like packed quantized weights: integer, at least 2-D and 64 values, not a buffer.
+
+    Called where no known scheme matched; a plain checkpoint holds integers only in small or 1-D buffers
+    (``position_ids`` are int64, causal masks are named ``bias`` / ``mask``)."""
+    out = []
+    for name, (shape, dtype) in shapes.items():
+        numel = 1
+        for d in shape:
+            numel *= d
+        if dtype in _PACKED_DTYPES and len(shape) >= 2 and numel >= 64 and not name.endswith(_NOT_PACKED):
+            out.append(name)
+    return out
 
 
 def _looks_awq(qweight: str, shapes: Shapes) -> bool:
@@ -118,8 +144,8 @@ def _quanto_bits(weight: str, shapes: Shapes) -> int | None:
     return {2: 4, 4: 2}.get(ratio)
 
 
-def quantization_config(path: str) -> dict:
-    """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
+def _config(path: str) -> dict:
+    """The ``config.json`` beside a weight file (empty when absent or unreadable)."""
     config_path = os.path.join(os.path.dirname(path), "config.json")
     if not os.path.lexists(config_path):
         return {}
@@ -127,8 +153,21 @@ def quantization_config(path: str) -> dict:
         config = read_json_file(config_path)  # no FIFO, size and depth limits
     except (OSError, ValueError):
         return {}
-    q = config.get("quantization_config") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def quantization_config(path: str) -> dict:
+    """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
+    q = _config(path).get("quantization_config")
     return q if isinstance(q, dict) else {}
+
+
+#: Models whose linear layers are transformers ``Conv1D`` (weight stored (in, out)). bitsandbytes
+#: replaces them by ``Linear8bitLt`` / ``Linear4bit`` of weight (out, in): read back transposed, so that
+#: they compare with the float checkpoints' (in, out) tensors.
+_CONV1D_MODEL_TYPES = frozenset({"gpt2", "openai-gpt", "imagegpt", "decision_transformer"})
+_CONV1D_SUFFIXES = (".attn.c_attn.weight", ".attn.q_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",
+                    ".mlp.c_proj.weight")
 
 
 @dataclass(frozen=True)
@@ -169,16 +208,41 @@ class QuantizedReader:
             used.update(w.parts.values())
             if w.shape and all(d > 0 for d in w.shape):
                 self._weights[w.name] = w
+        if str(_config(raw.ref.files[0]).get("model_type", "")) in _CONV1D_MODEL_TYPES:
+            for name, w in list(self._weights.items()):
+                if w.kind in ("bnb-int8", "bnb-4bit") and name.endswith(_CONV1D_SUFFIXES) and len(w.shape) == 2:
+                    self._weights[name] = replace(w, shape=(w.shape[1], w.shape[0]), whole=True,
+                                                  meta={**w.meta, "stored_shape": w.shape})
+        if self.scheme == UNKNOWN_PACKED:
+            used.update(self._undecoded(shapes, config))
         self._infos: dict[str, TensorInfo] = {}
         for name, info in raw.tensor_infos().items():
             if name in used or _is_aux(name) or name in self._weights:
                 continue
             self._infos[name] = info
+        if self.scheme == UNKNOWN_PACKED and not any(i.is_float and len(i.shape) >= 2 for i in self._infos.values()):
+            raise NoTensorsError(f"{self.ref.path}: {self._problems[-1]} No weight matrix is left to compare: "
+                                 "the model is left out. Add its unquantized source to the set instead.", self.ref.path)
         for name, w in self._weights.items():
             self._infos[name] = TensorInfo(name, w.shape, "float32")
         self._cached: tuple[str, torch.Tensor] | None = None
+        self._local = threading.local()  # per-thread staging buffer of int8 codes (the pass reads from two)
 
     # --- what is there -------------------------------------------------------------------------------
+
+    def _undecoded(self, shapes: Shapes, config: Mapping) -> set[str]:
+        """Packed weights of an unknown quantizer and the tensors beside them (their scales, zeros, shapes):
+        all left out, with one note naming the quantizer."""
+        packed = packed_weights(shapes)
+        modules = {n.rsplit(".", 1)[0] for n in packed}
+        siblings = {n for n in shapes if n.rsplit(".", 1)[0] in modules and not n.endswith(_NOT_PACKED)}
+        method = config.get("quant_method")
+        how = f"by {str(method)[:60]!r}" if isinstance(method, str) and method else "by a quantizer"
+        dtypes = ", ".join(sorted({shapes[n][1] for n in packed}))
+        self._problems.append(
+            f"{self.ref.path}: {len(packed)} weights are stored as packed {dtypes} {how} that we do not decode "
+            f"(e.g. {packed[0]!r}); they are left out (we read bitsandbytes, GPTQ, AWQ, optimum-quanto and fp8).")
+        return siblings
 
     def _describe(self, name: str, shapes: Shapes, config: Mapping) -> _Weight | None:
         shape, dtype = shapes[name]
@@ -306,7 +370,7 @@ class QuantizedReader:
             if w.whole:
                 if self._cached is None or self._cached[0] != name:
                     self._cached = None  # let the previous one go first
-                    self._cached = (name, _decode(self.raw, w, None))
+                    self._cached = (name, _decode_whole(self.raw, w))
                 t = self._cached[1]
                 return (t if rows is None else t[rows[0]:rows[1]]).clone()
             return _decode(self.raw, w, rows)
@@ -322,13 +386,20 @@ class QuantizedReader:
         if name not in self._weights and hasattr(self.raw, "read_into"):
             return self.raw.read_into(name, rows, out)  # type: ignore[attr-defined]
         w = self._weights.get(name)
-        if w is not None and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
+        if w is not None and not w.whole and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
                 and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
-            # Widen the stored rows into the caller's buffer and scale them there: two passes over the
-            # buffer, no temporary as large as the chunk.
+            # The int8 rows land in a reused staging buffer (no allocation per chunk), then are widened and
+            # scaled into the caller's buffer in one pass (the same float32 products as ``read``).
             view = out.view(rows[1] - rows[0], *w.shape[1:])
-            view.copy_(self.raw.read(w.parts["q"], rows))
-            view.mul_(_row_scale(self.raw, w, rows))
+            codes, scale = self._codes(w, rows), _row_scale(self.raw, w, rows)
+            n = rows[1] - rows[0]
+            per_row = scale.numel() == 1 or (scale.dim() >= 1 and scale.shape[0] == n and scale.numel() == n)
+            if int8_fast.available() and codes.dtype == torch.int8 and n and per_row:
+                int8_fast.scale_rows(codes.reshape(n, -1).numpy(), scale.reshape(-1).expand(n).contiguous().numpy(),
+                                     view.reshape(n, -1).numpy())
+            else:  # widen, then scale: two passes, no temporary as large as the chunk
+                view.copy_(codes)
+                view.mul_(scale)
             return view
         t = self.read(name, rows)
         if out.numel() != t.numel() or out.dtype != t.dtype:
@@ -336,10 +407,31 @@ class QuantizedReader:
         out.copy_(t.reshape(-1) if out.dim() == 1 else t.reshape(out.shape))
         return out.view(t.shape)
 
+    def _codes(self, w: _Weight, rows: tuple[int, int]) -> torch.Tensor:
+        """The stored int8 rows of ``w``, read into this thread's staging buffer where the reader can."""
+        q = w.parts["q"]
+        read_into = getattr(self.raw, "read_into", None)
+        info = self.raw.tensor_infos()[q]
+        if read_into is None or info.dtype != "int8":
+            return self.raw.read(q, rows)
+        per_row = 1
+        for d in info.shape[1:]:
+            per_row *= d
+        n = (rows[1] - rows[0]) * per_row
+        staging = getattr(self._local, "codes", None)
+        if staging is None or staging.numel() < n:
+            staging = self._local.codes = torch.empty(n, dtype=torch.int8)
+        return read_into(q, rows, staging[:n])
+
     def prefetch(self, name: str, rows: tuple[int, int] | None = None) -> None:
         hint = getattr(self.raw, "prefetch", None)
-        if hint is not None and name not in self._weights:
+        if hint is None:
+            return
+        w = self._weights.get(name)
+        if w is None:
             hint(name, rows)
+        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8"):  # rows stored as rows
+            hint(w.parts["q"], rows)
 
     def close(self) -> None:
         self._cached = None
@@ -370,6 +462,14 @@ def _row_scale(raw: ModelReader, w: _Weight, rows: tuple[int, int]) -> torch.Ten
     if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
         scale = scale[r0:r1]
     return scale
+
+
+def _decode_whole(raw: ModelReader, w: _Weight) -> torch.Tensor:
+    """All of weight ``w`` as float32; a transposed one (``stored_shape``) decoded as stored, then turned."""
+    stored = w.meta.get("stored_shape")
+    if stored is None:
+        return _decode(raw, w, None)
+    return _decode(raw, replace(w, shape=tuple(stored)), None).reshape(tuple(stored)).T.contiguous()
 
 
 def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch.Tensor:

@@ -63,7 +63,36 @@ def split_into_trees(
     # csgraph treats 0 as "no edge": shift related-by-identity pairs (R == 0) to a tiny positive value.
     w = np.where(np.isfinite(relative) & (w <= 0), 1e-300, w)
     np.fill_diagonal(w, 0.0)
-    mst = minimum_spanning_tree(csr_matrix(w)).tocoo()
+    return _split_mst(minimum_spanning_tree(csr_matrix(w)).tocoo(), n, n_trees, unrelated, min_unrelated,
+                      min_gap_ratio)
+
+
+def split_graph_into_trees(
+    n: int,
+    pairs: np.ndarray,
+    relative: np.ndarray,
+    n_trees: int | None = None,
+    *,
+    unrelated: float = UNRELATED,
+    min_unrelated: float = MIN_UNRELATED,
+    min_gap_ratio: float = MIN_GAP_RATIO,
+) -> tuple[np.ndarray, float]:
+    """:func:`split_into_trees` on a sparse graph: ``relative[e]`` of the pair ``pairs[e]`` (E, 2).
+
+    Same rule on the minimum spanning forest of the given pairs only (the candidate graph of
+    :mod:`mother_core.recovery.candidates`); pairs not given count as unrelated. When the graph holds
+    every edge of the dense minimum spanning tree, the labels equal :func:`split_into_trees`'s.
+    """
+    if n == 0:
+        return np.zeros(0, dtype=int), unrelated
+    ok = np.isfinite(relative)
+    w = np.where(relative[ok] <= 0, 1e-300, relative[ok])
+    g = csr_matrix((w, (pairs[ok, 0], pairs[ok, 1])), shape=(n, n))
+    return _split_mst(minimum_spanning_tree(g).tocoo(), n, n_trees, unrelated, min_unrelated, min_gap_ratio)
+
+
+def _split_mst(mst, n: int, n_trees: int | None, unrelated: float, min_unrelated: float,
+               min_gap_ratio: float) -> tuple[np.ndarray, float]:
     weights = mst.data
     if n_trees is not None:
         if not 1 <= n_trees <= n:

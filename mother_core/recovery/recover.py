@@ -48,7 +48,7 @@ from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProbl
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
 from mother_core.settings import METHODS, REGIMES
-from mother_core.recovery.typed import apply_relations, block_leaves, links_of, solver_constraints
+from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
@@ -198,9 +198,10 @@ def recover(
         solved[t], matrices[t], scales[t] = _solve_readings(ev, members, settings, placement)
         groups[t] = architecture_key(stats.present[members[0]])
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
-            s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
+            core = refinement_core(stats, members, typed_children | findings.partial)
+            s = squared_distances(ev.rms, stats.numel[ev.layer_index], core) if len(core) >= 3 else None
             if s is not None:
-                squared[sub] = s
+                squared[np.ix_(core, core)] = s
     # Each tree's reading: its own evidence, its architecture's pooled evidence, or the prior.
     votes: dict[str, np.ndarray] = {}
     for t, chosen in choose_readings(solved, scales, groups).items():

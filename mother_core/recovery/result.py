@@ -166,6 +166,9 @@ class Recovery:
     # What the solver worked from; re-solving under new constraints reuses it (None: cannot re-solve).
     problem: RecoveryProblem | None = None
     run_seconds: float = math.nan  # wall time of the recovery (reading + solving), NaN if unknown
+    # Sets recovered on the sparse candidate graph (mother_core/recovery/sparse.py, docs/SCALE.md): the
+    # candidate pairs (model indices) with their distances, instead of N x N matrices; None otherwise.
+    candidate_graph: dict[str, Any] | None = None
 
     # --- lookups -----------------------------------------------------------------------------
     @property
@@ -243,7 +246,7 @@ class Recovery:
             "cost_matrix": matrix(self.cost_matrix),
             "extra": {} if self.problem is None else _clean(self.problem.to_json()),
             "run_seconds": _num(self.run_seconds),
-        }
+        } | ({} if self.candidate_graph is None else {"candidate_graph": self.candidate_graph})
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
@@ -297,6 +300,7 @@ class Recovery:
             models=models, edges=edges, trees=trees, settings=settings,
             constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
             layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=_f(d.get("run_seconds")),
+            candidate_graph=d.get("candidate_graph") if isinstance(d.get("candidate_graph"), dict) else None,
         )
 
     @classmethod

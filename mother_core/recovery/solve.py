@@ -103,7 +103,9 @@ def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub
                   leaves: set[int]) -> np.ndarray:
     """:func:`_refined` on the tree without its typed leaves (copies, quantized models, adapters and
     merges keep the parents their detectors gave them; the refinement moves the fine-tune forest)."""
-    core = np.array([k for k, g in enumerate(members) if g not in leaves], dtype=int)
+    # The refinement's models: those with squared distances (:func:`.typed.refinement_core`).
+    known = np.isfinite(squared[np.ix_(members, members)]).sum(axis=1) > 1
+    core = np.array([k for k, g in enumerate(members) if g not in leaves and known[k]], dtype=int)
     if len(core) < 3:
         return sol
     pos = {int(k): j for j, k in enumerate(core)}

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.evidence import (
     PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
 )
@@ -102,7 +103,8 @@ def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u:
     noise = "identical values" if max_rel == 0 else (
         f"largest per-layer relative difference {max_rel:.2g} <= {CONVERT_TOL} x {tc if u[c] >= u[p] else tp} "
         "rounding")
-    return TypedLink(c, (p,), Relation.CONVERT, detail, conf_dir,
+    conf = confidence(kind_of(Relation.CONVERT.value, detail), conf_dir)
+    return TypedLink(c, (p,), Relation.CONVERT, detail, conf,
                      evidence=f"same weights on every shared layer ({noise}); {why}")
 
 
@@ -141,6 +143,7 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
             continue
         s1, p, n_layers = scored[0]
         conf, margin_txt = _source_confidence(scored, stats, q)
+        conf = confidence(Relation.QUANTIZED.value, conf)
         links.append(TypedLink(q, (p,), Relation.QUANTIZED, scheme, conf, evidence=(
             f"{scheme} rounding: relative distance {math.sqrt(s1):.3g} to its source over {n_layers} layers"
             f"{margin_txt}; the quantized model is the child")))

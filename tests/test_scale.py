@@ -1,0 +1,182 @@
+"""Sketches, candidate parents, the sparse path, the sketch store (incremental runs) and Dask fingerprinting
+(issue "Ten thousand models", docs/SCALE.md). Models: a small forest of real trained MLPs
+(mother_zoo/mlp_forest.py: each child takes SGD steps from its parent)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mother_core.evaluate import evaluate, load_truth
+from mother_core.export import to_newick
+from mother_core.fingerprinting import recover_at_scale, sparse_statistics
+from mother_core.io.discovery import discover
+from mother_core.pipeline import recover_paths
+from mother_core.recovery.candidates import candidate_pairs, embedding, nearest_neighbours, recall
+from mother_core.recovery.result import Recovery
+from mother_core.recovery.sparse import pair_table
+from mother_core.stats.compute import compute_statistics
+from mother_core.stats.fingerprint import fingerprint_model
+from mother_core.stats.sketch import HASH_BLOCK, SketchSpec, sketch, sketch_into
+from mother_zoo.mlp_forest import generate_forest
+
+N_MODELS = 24
+
+
+@pytest.fixture(scope="session")
+def forest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlp-forest")
+    plan = generate_forest(out, N_MODELS, family_size=8, seed=3, batch_models=64)
+    return out, plan
+
+
+def _parents(found, truth_path) -> list[int]:
+    ids = [r.id for r in found.models]
+    ix = {m: i for i, m in enumerate(ids)}
+    parent = [-1] * len(ids)
+    for p, c in load_truth(truth_path):
+        parent[ix[c]] = ix[p]
+    return parent
+
+
+# --- sketches ----------------------------------------------------------------------------------
+def test_sketch_is_linear_and_chunks_add_up():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(3 * HASH_BLOCK + 17).astype(np.float32)
+    whole = sketch(a, "w|x")
+    parts = np.zeros(SketchSpec().dim)
+    for lo, hi in [(HASH_BLOCK + 5, 2 * HASH_BLOCK), (0, HASH_BLOCK + 5), (2 * HASH_BLOCK, a.size)]:
+        sketch_into(parts, a[lo:hi], lo, a.size, "w|x")
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-4)
+    b = rng.standard_normal(a.size).astype(np.float32)
+    np.testing.assert_allclose(sketch(a, "w|x") - sketch(b, "w|x"), sketch(a - b, "w|x"), atol=1e-3)
+    # another slot (or seed) is another projection
+    assert not np.allclose(sketch(a, "w|x"), sketch(a, "v|x"))
+    assert not np.allclose(sketch(a, "w|x"), sketch(a, "w|x", SketchSpec(seed=1)))
+
+
+def test_sketch_distance_error_within_the_documented_bound():
+    """E ||Sx||^2 = ||x||^2 and relative standard error <= sqrt(2 / d) (docs/SCALE.md)."""
+    rng = np.random.default_rng(1)
+    d = 128
+    ratios = []
+    for t in range(300):
+        x = rng.standard_normal(5000)
+        ratios.append(float(np.sum(sketch(x, f"slot{t}|5000", SketchSpec(dim=d)).astype(np.float64) ** 2))
+                      / float(x @ x))
+    ratios = np.array(ratios)
+    assert abs(ratios.mean() - 1) < 3 * np.sqrt(2 / d) / np.sqrt(len(ratios))
+    assert ratios.std() < 1.15 * np.sqrt(2 / d)
+
+
+def test_small_tensors_are_kept_exactly():
+    x = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(sketch(x, "b|10"), x)
+
+
+# --- fingerprints and candidates -------------------------------------------------------------------
+def test_fingerprint_moments_match_the_dense_pass(forest):
+    out, _ = forest
+    found = discover([str(out)])
+    dense = compute_statistics(found.models[:3], device="cpu")
+    fp = fingerprint_model(found.models[0])
+    for s, meta in enumerate(dense.tensors):
+        i = fp.slots.index(f"{meta.name}|{','.join(map(str, meta.shape))}")
+        n, mean, m2, _, m4 = fp.moments[i]
+        assert mean == pytest.approx(dense.mean[0, s], rel=1e-5, abs=1e-7)
+        assert m2 / n == pytest.approx(dense.var[0, s], rel=1e-5)
+        assert n * m4 / m2**2 - 3 == pytest.approx(dense.kurtosis[0, s], rel=1e-4, abs=1e-5)
+
+
+def test_true_parents_are_among_the_candidates(forest):
+    out, _ = forest
+    found = discover([str(out)])
+    fps = [fingerprint_model(r) for r in found.models]
+    slots = sorted({s for fp in fps for s in fp.slots if "," in s.rsplit("|", 1)[1]})
+    nb = nearest_neighbours(embedding(fps, slots), 4)
+    assert nb.shape == (N_MODELS, 4)
+    assert recall(nb, _parents(found, out / "truth.json")) == 1.0
+    pairs = candidate_pairs(nb)
+    assert (pairs[:, 0] < pairs[:, 1]).all() and len(np.unique(pairs, axis=0)) == len(pairs)
+
+
+# --- the sparse path -----------------------------------------------------------------------------
+def test_sparse_distances_equal_the_dense_path_on_candidate_pairs(forest):
+    out, _ = forest
+    dense = recover_paths([str(out)])
+    sparse = sparse_statistics(discover([str(out)]), k=5)
+    tab = pair_table(sparse, np.array([len(t.shape) >= 2 for t in sparse.tensors]))
+    ids = dense.model_ids
+    pos = {m.id: ids.index(m.id) for m in sparse.models}
+    a = [pos[sparse.models[i].id] for i in sparse.pairs[:, 0]]
+    b = [pos[sparse.models[j].id] for j in sparse.pairs[:, 1]]
+    np.testing.assert_allclose(tab.distance, dense.distance_matrix[a, b], rtol=1e-5)
+    np.testing.assert_allclose(tab.relative, dense.problem.relative[a, b], rtol=1e-5)
+
+
+def test_sparse_recovery_finds_the_trees_and_writes_no_dense_matrix(forest, tmp_path):
+    out, _ = forest
+    truth = load_truth(out / "truth.json")
+    result = recover_paths([str(out)], candidates=5)
+    score = evaluate(result, truth)
+    assert score.adjusted_rand_index == 1.0
+    assert score.directed_accuracy >= 0.9
+    assert result.problem is None and result.candidate_graph is not None
+    path = tmp_path / "result.json"
+    result.save(path)
+    raw = json.loads(path.read_text())
+    assert raw["distance_matrix"] is None and len(raw["candidate_graph"]["pairs"]) <= 5 * N_MODELS
+    again = Recovery.load(path)
+    assert [(e.parent, e.child) for e in again.edges] == [(e.parent, e.child) for e in result.edges]
+    assert again.candidate_graph == raw["candidate_graph"]
+    assert to_newick(again).count(";") == len(again.trees)
+
+
+def test_adding_a_model_reads_it_and_its_candidates_only(forest, tmp_path):
+    out, _ = forest
+    found = discover([str(out)])
+    cache = tmp_path / "cache"
+    first = sparse_statistics(found.models[:-1], k=4, cache_dir=cache)
+    assert first.settings["models_fingerprinted"] == N_MODELS - 1
+    again = sparse_statistics(found.models[:-1], k=4, cache_dir=cache)
+    assert again.settings["models_fingerprinted"] == 0 and again.settings["pair_models_read"] == 0
+    grown = sparse_statistics(found.models, k=4, cache_dir=cache)
+    assert grown.settings["models_fingerprinted"] == 1
+    new = len(found.models) - 1
+    partners = {int(x) for row in grown.pairs for x in row if new in row} - {new}
+    assert grown.settings["pair_models_read"] == len(partners) + 1
+    fresh = sparse_statistics(found.models, k=4)
+    np.testing.assert_array_equal(grown.pairs, fresh.pairs)
+    np.testing.assert_allclose(grown.pair_sq, fresh.pair_sq, rtol=1e-12)
+    np.testing.assert_allclose(grown.kurtosis, fresh.kurtosis, rtol=1e-12)
+
+
+def test_a_broken_model_is_a_problem_not_a_failure(forest, tmp_path):
+    out, _ = forest
+    copy = tmp_path / "set"
+    shutil.copytree(out, copy)
+    victim = sorted(p for p in copy.iterdir() if p.is_dir())[0]
+    (victim / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    result = recover_paths([str(copy)], candidates=4)
+    assert victim.name not in result.model_ids and len(result.model_ids) == N_MODELS - 1
+    assert any(victim.name in p["path"] for p in result.problems)
+
+
+# --- Dask ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_single_process_result(forest, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from mother_core.distributed import dask_mapper
+
+    out, _ = forest
+    single = recover_at_scale([str(out)], k=4, cache_dir=tmp_path / "single")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        spread = recover_at_scale([str(out)], k=4, cache_dir=tmp_path / "dask", mapper=dask_mapper(client))
+    a, b = single.to_dict(), spread.to_dict()
+    for d in (a, b):
+        d.pop("run_seconds")
+    assert a == b
