@@ -204,6 +204,9 @@ def main() -> None:
             page.screenshot(path=str(SHOTS / "large_tree.png"), full_page=True)
             _clicks(page, f"large ({n_models})", rows)
             page.screenshot(path=str(SHOTS / "large_tree_card.png"), full_page=True)
+            page.click(".mg-fit")  # the whole forest: structure, labels hidden below 11 px
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(SHOTS / "large_tree_fit.png"), full_page=True)
 
             for w, h in ((1280, 720), (1920, 1080)):
                 talk = browser.new_page(viewport={"width": w, "height": h})

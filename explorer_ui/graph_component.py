@@ -110,7 +110,7 @@ function build(root, st, d) {
 // grown label never reaches its neighbour); further out, vis' drawThreshold hides them instead.
 function relabel(st, d) {
   const net = st.network, s = net.getScale(), base = d.options.nodes.font.size;
-  const min = d.options.nodes.scaling.label.drawThreshold;
+  const min = d.options.nodes.scaling.label.drawThreshold + 1;  // vis fades labels at the threshold itself
   const size = base * s < min ? Math.min(min / s, base * d.label_growth) : base;
   if (Math.abs((st.font || base) - size) > 0.25) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
 }
@@ -122,10 +122,12 @@ function fit(st, d, all) {
   net.fit({animation: false});
   const s = net.getScale();
   if (s > 1.6) net.moveTo({scale: 1.6});
-  const readable = d.options.nodes.scaling.label.drawThreshold / (d.options.nodes.font.size * d.label_growth);
+  // Zoom in only when the whole view would fade or hide the labels; then to full-colour labels.
+  const most = d.options.nodes.font.size * d.label_growth, threshold = d.options.nodes.scaling.label.drawThreshold;
+  const readable = (threshold + 1) / most;
   const note = root.querySelector('.mg-note');
   note.style.display = 'none';
-  if (!all && s < readable) {
+  if (!all && s * most < threshold) {
     let x0 = Infinity, y0 = Infinity;
     for (const id of window.nodes.getIds()) {
       const b = net.getBoundingBox(id);

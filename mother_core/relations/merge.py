@@ -44,6 +44,10 @@ MIN_WEIGHT = 0.05
 #: A sparse merge's squared norm exceeds its base's by at least this many times their squared distance
 #: (TIES / DARE on the fitting collection: 1.4-3.1; a parent read as the merge of its descendants: 0.1-0.7).
 BASE_GROWTH = 1.0
+#: A sparse merge sits off the path from its base to each other parent by at least this share of their
+#: squared distance (:func:`_off_path`): tree junctions read as merges of their descendants on the
+#: generalise fitting collections: 0.01-0.11; the typed zoo's TIES / DARE merges: above 0.6.
+OFF_PATH = 0.3
 #: A base's other parents differ through it: |d(i, j) - d(i, base) - d(base, j)| <= this share of d(i, j).
 BASE_ADDITIVITY = 0.25
 #: A larger set of parents must lower the residual by this factor to be preferred.
@@ -190,6 +194,8 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
             # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
             bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            if ratio > EXACT:  # a sparse merge sits off the tree's paths; a junction on them (_off_path)
+                bases = {b: e for b, e in bases.items() if _off_path(dc, dp, b) >= OFF_PATH}
             if len(small) > 1 or (len(small) == 1 and int(small[0]) not in bases):
                 continue
             if ratio > EXACT and not bases:
@@ -206,6 +212,21 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
         if ratio <= max(best_ratio / PARSIMONY, EXACT):
             return (ratio, subset, a) if ratio <= RESIDUAL_MAX else None
     return None
+
+
+def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
+    """How far the merge sits off the path from its base to its other parents (least over them), as a
+    share of the base's squared distance to each: d(base, C) + d(C, P_k) - d(base, P_k).
+
+    A merge of task vectors on a base carries part of the *other* inputs' updates, which are not on
+    the way from the base to P_k: it sits off that path by about twice their squared size. A tree's
+    junction read backwards as the "merge" of its descendants (a root between its subtrees, one of
+    them taken as the base: issue 12's fine-tune trees, whose norms shrink from parent to child and
+    so pass :data:`BASE_GROWTH`) lies on the path from that base to the parents in its other subtrees
+    (updates add up orthogonally along the tree: ``mother_core/recovery/additive.py``).
+    """
+    others = [k for k in range(len(dc)) if k != base]
+    return min((dc[base] + dc[k] - dp[base, k]) / max(dp[base, k], 1e-300) for k in others)
 
 
 def _bases(dp: np.ndarray) -> dict[int, float]:
