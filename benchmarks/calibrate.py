@@ -28,7 +28,8 @@ SPLITS = ("fft", "lora16", "lora-mixed", "continued", "mixed")
 
 def edge_features(split_dir: Path, cache: Path | None = None) -> list[tuple[float, ...]]:
     """Per recovered edge: log margin, relative/threshold, direction evidence, placed right, directed right,
-    the confidence of its tree's reading and whether that reading rests on the prior."""
+    the confidence of its tree's reading, whether that reading rests on the prior, and the layers'
+    effect size for the chosen parent over the best alternative (NaN where not measured)."""
     stats = compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache)
     rec = recover(stats, RecoverySettings())
     truth = set(map(tuple, load_truth(split_dir / "truth.json")))
@@ -44,8 +45,10 @@ def edge_features(split_dir: Path, cache: Path | None = None) -> list[tuple[floa
         margin = math.log(max(alt, 1e-300) / max(chosen, 1e-300)) if math.isfinite(alt) else 5.0
         placed = (e.parent, e.child) in truth or (e.child, e.parent) in truth
         tree = next(t for t in rec.trees if e.child in t.members)
+        effect = problem.layer_margin(p, ix[e.alternatives[0].parent], c) if e.alternatives else None
         rows.append((margin, math.log(thr / max(rel[p, c], 1e-12)), float(ev[p, c]), int(placed),
-                     int((e.parent, e.child) in truth), tree.regime_confidence, int(tree.direction_basis == "prior")))
+                     int((e.parent, e.child) in truth), tree.regime_confidence, int(tree.direction_basis == "prior"),
+                     math.nan if effect is None else effect))
     return rows
 
 
@@ -58,17 +61,26 @@ def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.x[0]), float(res.x[1])
 
 
-def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: np.ndarray) -> tuple[float, float, float]:
-    """a, b of sigmoid(a E + b) and the confidence of a prior reading, by maximum likelihood of
-    P(right) = rc sigmoid(a E + b) + (1 - rc)(1 - sigmoid(a E + b)), rc the tree's reading confidence
-    (the prior's own confidence is the third parameter)."""
+def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: np.ndarray
+                  ) -> tuple[float, float, float, float]:
+    """a >= 0, b of sigmoid(a E + b), the confidence of a prior reading and the slope s of an own or
+    pooled reading's confidence sigmoid(s * margin), by maximum likelihood of
+    P(right) = rc sigmoid(a E + b) + (1 - rc)(1 - sigmoid(a E + b)), rc the tree's reading confidence.
+    The margin is read back from the confidence the engine gave (sigmoid(READING_SLOPE * margin))."""
+    from mother_core.recovery.direction import READING_SLOPE
+
+    rc0 = np.clip(reading, 1e-9, 1 - 1e-9)
+    margin = np.log(rc0 / (1 - rc0)) / READING_SLOPE
+
     def nll(w: np.ndarray) -> float:
-        rc = np.where(on_prior, 1.0 / (1.0 + math.exp(-w[2])), reading)
+        rc = np.where(on_prior, 1.0 / (1.0 + math.exp(-w[2])), 1.0 / (1.0 + np.exp(-w[3] * margin)))
         p = 1.0 / (1.0 + np.exp(-(w[0] * e + w[1])))
         q = np.clip(rc * p + (1 - rc) * (1 - p), 1e-9, 1 - 1e-9)
         return float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)) + 1e-3 * (w[:2] ** 2).sum())
-    res = minimize(nll, np.array([1.0, 1.0, 1.0]), method="Nelder-Mead")
-    return float(res.x[0]), float(res.x[1]), float(1.0 / (1.0 + math.exp(-res.x[2])))
+    # More evidence never lowers the confidence (a >= 0); a reading's margin never counts against it.
+    res = minimize(nll, np.array([0.5, 1.0, 0.0, 1.0]), method="L-BFGS-B",
+                   bounds=[(0.0, 20.0), (-20.0, 20.0), (-20.0, 20.0), (0.0, 20.0)])
+    return float(res.x[0]), float(res.x[1]), float(1.0 / (1.0 + math.exp(-res.x[2]))), float(res.x[3])
 
 
 def main() -> None:
@@ -104,13 +116,18 @@ def main() -> None:
     # Contested edges (another parent is cheaper pairwise: the refinement's choices) get their own rate.
     contested = r[:, 0] < 0
     a_p, b_p = fit_logistic(r[~contested, 0], r[~contested, 3])
-    rate = (r[contested, 3].sum() + 1) / (contested.sum() + 2)
+    # capped at a tie's confidence: an edge with a cheaper alternative is never surer than one without
+    rate = min((r[contested, 3].sum() + 1) / (contested.sum() + 2), 1.0 / (1.0 + math.exp(-b_p)))
     placed = r[:, 3] == 1
-    a_d, b_d, prior = fit_direction(r[placed, 2], r[placed, 4], r[placed, 5], r[placed, 6] == 1)
+    a_d, b_d, prior, slope = fit_direction(r[placed, 2], r[placed, 4], r[placed, 5], r[placed, 6] == 1)
+    layered = np.isfinite(r[:, 7])
+    a_l, b_l = fit_logistic(r[layered, 7], r[layered, 3])
     print(f"edges: {len(r)}  placed right: {placed.mean():.2f}  directed right: {r[:, 4].mean():.2f}  "
           f"contested: {int(contested.sum())} ({int(r[contested, 3].sum())} placed right)")
+    print(f"LAYER_SLOPE = {a_l:.3f}\nLAYER_BIAS = {b_l:.3f}  ({int(layered.sum())} edges with a layer effect)")
     print(f"PLACEMENT_SLOPE = {a_p:.3f}\nPLACEMENT_BIAS = {b_p:.3f}\nCONTESTED_PLACEMENT = {rate:.2f}\n"
-          f"EVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}\nPRIOR_CONFIDENCE = {prior:.2f}  (direction.py)")
+          f"EVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}\nPRIOR_CONFIDENCE = {prior:.2f}  (direction.py)\n"
+          f"READING_SLOPE = {slope:.3f}  (direction.py)")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--size", default="small")
     ap.add_argument("--out", type=Path, default=Path("typed_zoo"))
     ap.add_argument("--no-ablation", action="store_true")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="statistics cache folder (a warm cache makes 'pass s' a cache read, not a pass)")
     args = ap.parse_args()
     sets = list(args.sets) + make_sets(args.make, args.size, args.out)
     if not sets:
@@ -61,7 +63,7 @@ def main() -> None:
         truth = load_truth_edges(folder / "truth.json")
         t0 = time.perf_counter()
         found = discover([folder])
-        stats = compute_statistics(found, device="cpu")
+        stats = compute_statistics(found, device="cpu", cache_dir=args.cache)
         t_pass = time.perf_counter() - t0
         for name, settings in ABLATIONS if not args.no_ablation else ABLATIONS[:1]:
             t1 = time.perf_counter()

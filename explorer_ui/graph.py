@@ -65,9 +65,10 @@ SELECTED = "#7B2CBF"  # purple: the selected edge / model (in the legend too)
 FOCUS = "#FFB000"  # amber border: the searched model; its ancestors and descendants stay opaque
 COLOR_MODES = ("auto", "confidence", "agreement", "family", "relation")
 BRANCHES = ("edges", "distance")
-FOLD_BUDGET = 90  # models shown before subtrees fold (a readable canvas at 12 px labels)
+FOLD_BUDGET = 90  # models shown before subtrees fold, at most (the canvas may allow fewer)
 MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
-LABEL_GROWTH = 1.8  # how much labels may grow (in canvas units) to stay readable when zoomed out
+LABEL_GROWTH = 1.8  # how much labels may grow (in canvas units, into free space) when zoomed out
+PACKING = 0.5  # share of a canvas a wrapped forest fills (rows of unequal trees leave gaps)
 
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>",
                               re.IGNORECASE | re.DOTALL)
@@ -252,6 +253,7 @@ class GraphData:
     folded: dict[str, int] = field(default_factory=dict)  # shown model -> models hidden under it
     hidden: frozenset[str] = frozenset()
     legend_rows: tuple[tuple[str, str, str], ...] = ()  # (kind, colour or pattern, text): for slides
+    label_growth: float = 1.0  # how much labels may grow when zoomed out without reaching a neighbour
 
     def edge_id(self, edge: EdgeKey | None) -> str | None:
         if edge is None:
@@ -291,6 +293,7 @@ def build_graph(
     font_size: int = 15,
     aspect: float = 1.8,
     dark: bool = False,
+    height: int | None = None,
 ) -> GraphData:
     """The drawing of a recovery: folded subtrees, positions, colours and legend (see the module doc).
 
@@ -313,6 +316,10 @@ def build_graph(
         Width / height of the canvas: a wide forest wraps into rows to fit it.
     dark : bool
         Light labels on a dark background (talk mode).
+    height : int, optional
+        Canvas height in pixels: folding then also keeps the models shown below the roots within what
+        the canvas (``height * aspect`` wide) holds with every label at least :data:`MIN_LABEL_PX` on
+        screen (:func:`readable_capacity`), so a large set opens with few, readable models.
     """
     statuses = statuses or {}
     mode = resolve_mode(color_by, statuses)
@@ -320,6 +327,10 @@ def build_graph(
     models = {m.id: m for m in rec.models}
     focus = focus if focus in models else None
     opened = set(opened) | (set(forest.ancestors(focus)) if focus else set())
+    if height:
+        cell_w = max(70.0, max((len(short_name(i)) for i in forest.ids), default=8) * font_size * 0.6 + 24)
+        room = readable_capacity(height, aspect, font_size, cell_w, 110.0 * max(1.0, font_size / 15))
+        budget = min(budget, len(forest.roots) + room)  # every root is shown; room for that many more
     shown, hidden_under = fold(forest, folded=folded, opened=opened, budget=budget)
     shown_set = set(shown)
     lineage = ({focus} | set(forest.ancestors(focus)) | forest.descendants(focus)) if focus else None
@@ -328,8 +339,10 @@ def build_graph(
     lengths = ({(e.parent, e.child): e.distance for e in rec.edges} if branch == "distance" else None)
     longest = max((len(short_name(i)) for i in shown), default=8)
     label_px = longest * font_size * 0.6 + 24  # label width: neighbours never overlap
+    growth = 1.0  # how far labels may grow before reaching a neighbour (their column or row)
     if layout == "left-right":
         col, gen = font_size * 2.6, label_px + 50
+        growth = col / (font_size * 1.25 + 16)
         width = wrap_width(shown, primary_edges, 1 / aspect, col, gen)
         raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths, max_width=width)
         pos = {n: (x * gen, y * col) for n, (x, y) in raw.items()}
@@ -339,6 +352,7 @@ def build_graph(
         pos = {n: (x * unit * 2.2, y * unit * 2.2) for n, (x, y) in raw.items()}
     else:
         col, gen = max(70.0, label_px), 110.0 * max(1.0, font_size / 15)
+        growth = col / label_px
         width = wrap_width(shown, primary_edges, aspect, col, gen)
         raw = forest_positions(shown, primary_edges, orientation="top-down", lengths=lengths, max_width=width)
         pos = {n: (x * col, y * gen) for n, (x, y) in raw.items()}
@@ -353,7 +367,7 @@ def build_graph(
         if mode == "family":
             fill = FAMILY_EDGE[m.tree % len(FAMILY_EDGE)] + "55"
         n_hidden = hidden_under.get(mid, 0)
-        label = short_name(mid) + (f"\n▸ +{n_hidden} (double-click)" if n_hidden else "")
+        label = short_name(mid) + (f"\n▸ +{n_hidden}" if n_hidden else "")  # the legend explains it
         faded = lineage is not None and mid not in lineage
         border = FOCUS if mid == focus else ("#222222" if is_root else "#777777")
         net.add_node(mid, label=label, title=node_tooltip(m, rec, is_root, n_hidden), x=round(x, 1),
@@ -400,7 +414,19 @@ def build_graph(
     legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus)
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
-    return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows)
+    return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows,
+                     round(min(LABEL_GROWTH, max(1.0, growth)), 3))
+
+
+def readable_capacity(height: int, aspect: float, font_size: int, cell_w: float, cell_h: float) -> int:
+    """How many models a ``height`` x ``height * aspect`` canvas shows with labels still readable.
+
+    Labels of ``font_size`` canvas pixels are :data:`MIN_LABEL_PX` on screen at zoom
+    ``MIN_LABEL_PX / font_size``; at that zoom each model's cell (``cell_w`` x ``cell_h`` canvas pixels)
+    takes its share of the canvas, of which a wrapped forest fills about :data:`PACKING`.
+    """
+    zoom = MIN_LABEL_PX / font_size
+    return max(1, int(PACKING * height * height * aspect / (cell_w * cell_h * zoom * zoom)))
 
 
 def _clean(item: dict) -> dict:
@@ -421,7 +447,9 @@ def _options(font_size: int, layout: str) -> dict:
         # Labels keep at least MIN_LABEL_PX on screen: zoomed out, the page enlarges them (up to
         # LABEL_GROWTH x) and below that hides them rather than draw them unreadable.
         "nodes": {"margin": 8, "font": {"size": font_size},
-                  "scaling": {"label": {"enabled": False, "drawThreshold": MIN_LABEL_PX,
+                  # vis fades a label from drawThreshold down to drawThreshold - 1 px and hides it below:
+                  # full colour from MIN_LABEL_PX + 1, nothing under MIN_LABEL_PX.
+                  "scaling": {"label": {"enabled": False, "drawThreshold": MIN_LABEL_PX + 1,
                                         "maxVisible": 2 * font_size + 6}}},
     }
 
@@ -460,7 +488,7 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
     items += [("text", "", "width = confidence"), ("box", "#222222", "bold border = root"),
               ("line", SELECTED, "selected")]
     if folded_any:
-        items.append(("fold", "#777777", "dashed box, ▸ +k = folded subtree"))
+        items.append(("fold", "#777777", "dashed box, ▸ +k = k models folded below (double-click opens)"))
     if focus:
         items.append(("box", FOCUS, "searched model; faded = outside its lineage"))
     if any(e.constrained for e in rec.edges):

@@ -26,7 +26,7 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import LABEL_GROWTH, SELECTED, GraphData, vis_source
+from explorer_ui.graph import SELECTED, GraphData, vis_source
 
 _CSS = """
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
@@ -34,6 +34,7 @@ _CSS = """
 .mg-wrap.mg-dark {background: #14161A; border-color: #333;}
 .mg-canvas {width: 100%; flex: 1 1 auto; min-height: 0;}
 .mg-tools {position: absolute; top: 6px; right: 6px; z-index: 5; display: flex; gap: 6px;}
+.mg-note {flex: 0 0 auto; font: 12px/1.6 sans-serif; padding: 2px 8px; color: #222; background: #FFF6CC;}
 .mg-tools button {font: 13px sans-serif; cursor: pointer; padding: 2px 8px; border-radius: 4px;
                   border: 1px solid #999; background: rgba(255,255,255,.9); color: #222;}
 .mg-legend {flex: 0 0 auto; font: 12px/1.6 sans-serif; color: #222; padding: 3px 8px;
@@ -98,27 +99,45 @@ function build(root, st, d) {
     if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()});
   });
   net.once('afterDrawing', () => {
-    fit(st, d);
+    fit(st, d, false);
     root.dataset.drawn = '1';
     window.__motherDrawnAt = performance.now();
   });
 }
 
 // Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
-// canvas units (up to d.label_growth x); further out, vis' drawThreshold hides them instead.
+// canvas units into the free space around them (up to d.label_growth x, computed from the layout so a
+// grown label never reaches its neighbour); further out, vis' drawThreshold hides them instead.
 function relabel(st, d) {
   const net = st.network, s = net.getScale(), base = d.options.nodes.font.size;
-  const min = d.options.nodes.scaling.label.drawThreshold;
+  const min = d.options.nodes.scaling.label.drawThreshold + 1;  // vis fades labels at the threshold itself
   const size = base * s < min ? Math.min(min / s, base * d.label_growth) : base;
   if (Math.abs((st.font || base) - size) > 0.25) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
 }
 
-function fit(st, d) {
-  const net = st.network;
+// all: the whole forest (the Fit button). Otherwise (a new drawing), the whole forest when its labels
+// are readable at that zoom, else the readable zoom from the forest's top-left corner, with a note.
+function fit(st, d, all) {
+  const net = st.network, root = net.body.container.closest('.mg-root');
   net.fit({animation: false});
-  // Never open so far out that labels vanish when a closer view still shows the whole width.
   const s = net.getScale();
   if (s > 1.6) net.moveTo({scale: 1.6});
+  // Zoom in only when the whole view would fade or hide the labels; then to full-colour labels.
+  const most = d.options.nodes.font.size * d.label_growth, threshold = d.options.nodes.scaling.label.drawThreshold;
+  const readable = (threshold + 1) / most;
+  const note = root.querySelector('.mg-note');
+  note.style.display = 'none';
+  if (!all && s * most < threshold) {
+    let x0 = Infinity, y0 = Infinity;
+    for (const id of window.nodes.getIds()) {
+      const b = net.getBoundingBox(id);
+      if (b) { x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); }
+    }
+    const w = net.body.container.clientWidth, h = net.body.container.clientHeight, pad = 12 / readable;
+    net.moveTo({position: {x: x0 - pad + w / 2 / readable, y: y0 - pad + h / 2 / readable}, scale: readable,
+                animation: false});
+    note.style.display = '';
+  }
   relabel(st, d);
 }
 
@@ -164,12 +183,14 @@ export default function (component) {
     root.className = 'mg-root';
     root.innerHTML = '<div class="mg-wrap"><div class="mg-canvas"></div>' +
       '<div class="mg-tools"><button class="mg-fit" title="Show the whole tree">Fit</button>' +
-      '<button class="mg-fs" title="Full screen">⛶</button></div><div class="mg-legend"></div></div>';
+      '<button class="mg-fs" title="Full screen">⛶</button></div>' +
+      '<div class="mg-note" style="display:none">Zoomed in to readable labels (the top-left of the forest): ' +
+      'drag to pan, scroll to zoom, <b>Fit</b> for all of it.</div><div class="mg-legend"></div></div>';
     parentElement.appendChild(root);
   }
   const st = root.__mother || (root.__mother = {});
   st.send = setTriggerValue;
-  root.querySelector('.mg-fit').onclick = () => st.network && fit(st, data);
+  root.querySelector('.mg-fit').onclick = () => st.network && fit(st, data, true);
   root.querySelector('.mg-fs').onclick = () => {
     const w = root.querySelector('.mg-wrap');
     if (document.fullscreenElement) document.exitFullscreen();
@@ -244,5 +265,5 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
     payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
                "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
                "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
-               "selected_color": SELECTED, "label_growth": LABEL_GROWTH}
+               "selected_color": SELECTED, "label_growth": data.label_growth}
     _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mother_core.errors import InputError
+from mother_core.io.discovery import WEIGHT_SUFFIXES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_ROOT = PROJECT_ROOT / "assets" / "demo"
@@ -213,8 +214,6 @@ def fingerprint(paths: tuple[str, ...], limit: int = 5000) -> str:
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 
 
 def has_weights(folder: str | Path, max_depth: int = 1) -> bool:

@@ -91,11 +91,11 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def graph_data(key: str, statuses: tuple, reference: str, view: GraphView, folded: frozenset, opened: frozenset,
-               font_size: int, aspect: float, dark: bool, _rec: Recovery) -> graph.GraphData:
+               font_size: int, aspect: float, dark: bool, _rec: Recovery, height: int | None = None) -> graph.GraphData:
     """The drawing of a recovery (cached per recovery, view and folding: a click never rebuilds it)."""
     return graph.build_graph(_rec, statuses=dict(statuses), reference=reference, layout=view.layout,
                              branch=view.branch, color_by=view.color_by, focus=view.focus, folded=folded,
-                             opened=opened, font_size=font_size, aspect=aspect, dark=dark)
+                             opened=opened, font_size=font_size, aspect=aspect, dark=dark, height=height)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -182,14 +182,14 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
     fold = state.collapse(ctx.key)
     sel = state.selection()
     data = graph_data(ctx.key, st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened, font_size,
-                      aspect, dark, ctx.rec)
+                      aspect, dark, ctx.rec, height)
     hidden_sel = [m for m in ((sel.node,) if sel.node else tuple(sel.edge or ())) if m in data.hidden]
     if hidden_sel:  # a model selected elsewhere lies in a folded subtree: open the path to it
         forest = graph.Forest.of(ctx.rec)
         state.open_path(ctx.key, {a for m in hidden_sel for a in forest.ancestors(m)})
         fold = state.collapse(ctx.key)
         data = graph_data(ctx.key, st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened,
-                          font_size, aspect, dark, ctx.rec)
+                          font_size, aspect, dark, ctx.rec, height)
     selected = ({"edge": list(sel.edge), "reveal": True} if sel.edge and data.edge_id(sel.edge)
                 else {"node": sel.node, "reveal": True} if sel.node else None)
     lib = None if inline_library else static.vis_url()
@@ -298,7 +298,7 @@ def _diff_graph(ctx: Loaded, rec: Recovery, statuses: dict, reference: str, wher
     fold = state.collapse(ctx.key)
     sel = state.selection()
     data = graph_data(f"{ctx.key}:{where}", st_key(statuses), reference, GraphView(view.layout, view.branch,
-                      "agreement", view.focus), fold.folded, fold.opened, 13, 1.0, False, rec)
+                      "agreement", view.focus), fold.folded, fold.opened, 13, 1.0, False, rec, 460)
     selected = ({"edge": list(sel.edge)} if sel.edge and data.edge_id(sel.edge)
                 else {"node": sel.node, "reveal": True} if sel.node else None)
     graph_widget(data, key=f"graph_{where}", height=460, lib_url=static.vis_url(), selected=selected,

@@ -379,3 +379,67 @@ def _ldm_guesses(hf: str) -> list[str]:
                 rest = rest.replace(f"{hf_part}.", f"{ldm_part}.", 1) if rest.startswith(f"{hf_part}.") else rest
             out.append(ldm + rest)
     return out
+
+
+# --- Tesseract LSTM models (.traineddata) ----------------------------------------------------------------
+
+def tesseract_state(seed: int, ni: int = 12, ns: int = 16, no: int = 10, scale: float = 0.5
+                    ) -> dict[str, torch.Tensor]:
+    """The weight matrices of a tiny Tesseract network ``[1,ni Fs{ns} Lfx{ns} O1c{no}]``, each
+    ``(outputs, inputs + 1)`` with the bias as the last column, named as the reader names them."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * scale).double()
+
+    sd = {"Series.1.Hidden.weight": r(ns, ni + 1)}
+    for gate in ("CI", "GI", "GF1", "GO"):
+        sd[f"Series.2.Lfx{ns}.{gate}.weight"] = r(ns, 2 * ns + 1)  # LSTM inputs: the layer's input + its state
+    sd["Series.3.Output.weight"] = r(no, ns + 1)
+    return sd
+
+
+def write_traineddata(sd: Mapping[str, torch.Tensor], path: Path, int8: bool = False, lstm: bool = True,
+                      version: str = "4.00.00alpha:tiny:test") -> Path:
+    """Write ``sd`` (from :func:`tesseract_state`) as Tesseract serializes a recognizer: the component
+    archive (``TessdataManager``) with the LSTM network at entry 17 (``Network::Serialize`` and each
+    layer's ``Serialize``); ``int8`` as ``ConvertToInt`` stores it (codes and one scale per row)."""
+    import struct
+
+    def s(text: str) -> bytes:
+        return struct.pack("<I", len(text)) + text.encode()
+
+    def common(kind: str, name: str, ni: int, no: int, flags: int = 0) -> bytes:
+        return b"\x00" + s(kind) + b"\x00\x00" + struct.pack("<iiii", flags, ni, no, 0) + s(name)
+
+    def matrix(w: torch.Tensor) -> bytes:
+        w64 = w.double().numpy()
+        d1, d2 = w64.shape
+        if not int8:
+            return bytes([128]) + struct.pack("<II", d1, d2) + struct.pack("<d", 0.0) + w64.astype("<f8").tobytes()
+        scale = np.abs(w64).max(axis=1) / 127.0
+        codes = np.rint(w64 / np.where(scale > 0, scale, 1.0)[:, None]).astype(np.int8)
+        return (bytes([129]) + struct.pack("<II", d1, d2) + b"\x00" + codes.tobytes()
+                + struct.pack("<I", d1) + scale.astype("<f8").tobytes())
+
+    hidden = sd["Series.1.Hidden.weight"]
+    ns, ni = hidden.shape[0], hidden.shape[1] - 1
+    no = sd["Series.3.Output.weight"].shape[0]
+    lstm_name = next(k.split(".")[2] for k in sd if ".CI." in k)
+    layers = [common("Input", "Input", ni, ni) + struct.pack("<5i", 1, 1, 0, ni, 0),
+              common("Tanh", "Hidden", ni, ns) + matrix(hidden),
+              common("LSTM", lstm_name, ns, ns) + struct.pack("<i", 2 * ns)
+              + b"".join(matrix(sd[f"Series.2.{lstm_name}.{g}.weight"]) for g in ("CI", "GI", "GF1", "GO")),
+              common("Softmax", "Output", ns, no) + matrix(sd["Series.3.Output.weight"])]
+    network = (common("Series", "Series", ni, no, flags=64) + struct.pack("<I", len(layers)) + b"".join(layers)
+               + struct.pack("<I", len(layers)) + struct.pack(f"<{len(layers)}f", *([1e-3] * len(layers))))
+    components = {0: b"lang config\n", 23: version.encode()}
+    if lstm:
+        components[17] = network + b"trailing recognizer fields"
+    n = 24
+    offsets, body, at = [-1] * n, b"", 4 + 8 * n
+    for i in sorted(components):
+        offsets[i] = at + len(body)
+        body += components[i]
+    path.write_bytes(struct.pack("<i", n) + struct.pack(f"<{n}q", *offsets) + body)
+    return path

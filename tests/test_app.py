@@ -528,3 +528,22 @@ def test_hostile_names_and_files_never_break_a_page(app, tmp_path):
         texts = [el.value for kind in ("markdown", "caption", "title", "subheader", "warning", "info", "success",
                                        "error") for el in getattr(at, kind)]
         assert not [t for t in texts if isinstance(t, str) and image.search(t)], page
+
+
+def test_a_sparse_result_opens_on_every_page(app, tmp_path):
+    """A result recovered on the candidate graph (no N x N matrices, docs/SCALE.md) reads like any other."""
+    from mother_core import recover_paths
+    from mother_zoo.mlp_forest import generate_forest
+
+    generate_forest(tmp_path / "forest", 8, family_size=4, seed=5, batch_models=16)
+    result = recover_paths([str(tmp_path / "forest")], candidates=3)
+    assert result.distance_matrix is None and result.candidate_graph
+    result.save(tmp_path / "sparse_result.json")
+    at = app.run()
+    at.sidebar.radio(key="source").set_value("Saved result").run()
+    at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "sparse_result.json")).run()
+    ok(at)
+    assert {n["id"] for n in graph_payload(at)["nodes"]} >= set(result.model_ids[:1])
+    for page in PAGES:
+        at.switch_page(page).run()
+        ok(at)

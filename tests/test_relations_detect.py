@@ -56,11 +56,15 @@ def typed_set(tmp_path_factory):
     torch_bin_folder(root / "n8", f2)  # the same fp32 values as n2, as a PyTorch .bin
     shutil.copytree(root / "n3", root / "na")  # a byte-identical re-upload of n3
     peft_adapter(root / "nb", r, base_name="n0")  # unmerged adapter on n0
+    # An adapter whose config names a local path that is not in the set; its model card names n2.
+    peft_adapter(root / "nc", f2, base_name="/home/user/checkpoints/llama-base", seed=7)
+    (root / "nc" / "README.md").write_text("---\nbase_model: /somewhere/else/n2\nlibrary_name: peft\n---\n")
     truth = [TruthEdge("n0", "n1", "finetune"), TruthEdge("n0", "n2", "finetune"), TruthEdge("n1", "n3", "finetune"),
              TruthEdge("n0", "n4", "lora"), TruthEdge("n1", "n5", "convert"), TruthEdge("n1", "n6", "merge"),
              TruthEdge("n2", "n6", "merge"), TruthEdge("n0", "n7", "merge"), TruthEdge("n3", "n7", "merge"),
              TruthEdge("n2", "n7", "merge"), TruthEdge("n2", "n8", "convert"), TruthEdge("n3", "na", "convert"),
-             TruthEdge("n0", "nb", "adapter"), TruthEdge("n2", "n9", "prune"), TruthEdge("o0", "o1", "finetune")]
+             TruthEdge("n0", "nb", "adapter"), TruthEdge("n2", "nc", "adapter"), TruthEdge("n2", "n9", "prune"),
+             TruthEdge("o0", "o1", "finetune")]
     return root, truth, recover_paths([root], RecoverySettings(), device="cpu")
 
 
@@ -119,3 +123,37 @@ def test_without_detectors_every_edge_is_a_finetune(typed_set):
     plain = recover_paths([root], RecoverySettings(relations="none"), device="cpu")
     assert {e.relation for e in plain.edges} == {"finetune"}
     assert all(len(plain.parents_of(m)) <= 1 for m in plain.model_ids)
+
+
+def test_refinement_fits_the_fine_tune_skeleton_only(typed_set):
+    """The additivity refinement fits full fine-tunes only: the merged LoRA (n4, not its parent n0),
+    the pruned child (narrower tensors: it would take its layers out of every pair's distance) and
+    the typed children stay where the forest placed them."""
+    from mother_core import compute_statistics, discover
+    from mother_core.recovery.typed import refinement_core
+    from mother_core.relations.detect import detect_relations
+
+    root, _, rec = typed_set
+    stats = compute_statistics(discover([root]), device="cpu")
+    ids = list(stats.model_ids)
+    labels = rec.problem.tree_of
+    found = detect_relations(stats, labels)
+    assert {ids[i] for i in found.partial} == {"n4"}
+    typed = {link.child for link in found.links}
+    tree = np.flatnonzero(labels == labels[ids.index("n0")])
+    core = {ids[i] for i in refinement_core(stats, tree, typed | found.partial)}
+    assert core == {"n0", "n1", "n2", "n3"}
+
+
+def test_adapter_base_named_by_its_model_card_only(typed_set):
+    """adapter_config.json names a base that is not in the set, the model card names one that is: the
+    adapter is placed there, and its evidence says that only metadata names it; its confidence is the
+    calibrated one of its kind."""
+    from mother_core.relations.calibration import CONFIDENCE
+
+    _, _, rec = typed_set
+    e = rec.edges_into("nc")[0]
+    assert (e.parent, e.relation) == ("n2", "adapter")
+    assert e.relation_confidence == CONFIDENCE["adapter: card base"]
+    link = next(link for link in rec.problem.links if rec.model_ids[link["child"]] == "nc")
+    assert "model card" in link["evidence"] and "metadata only" in link["evidence"]

@@ -37,14 +37,14 @@ from mother_core.io.sd_single_file import is_single_file
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
-WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".gguf") + TORCH_SUFFIXES
+WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".gguf", ".traineddata") + TORCH_SUFFIXES
 #: File stems that name a model's weights, not the model: a file with such a name takes its folder's name.
 GENERIC_STEMS = re.compile(r"^(model|pytorch_model|diffusion_pytorch_model|adapter_model|consolidated|weights)"
                            r"([.-].*)?$")
 FORMATS_HELP = (
     "single .safetensors files, Hugging Face folders (model.safetensors, sharded *.index.json, "
     "pytorch_model.bin), diffusers repositories (unet/ ...), PyTorch pickles (.bin .pt .pth .pth.tar .ckpt), "
-    "GGUF files (.gguf, any quantization the gguf package reads), "
+    "GGUF files (.gguf, any quantization the gguf package reads), Tesseract LSTM models (.traineddata), "
     "PEFT LoRA adapter folders and Hugging Face cache folders (models--org--name)"
 )
 _STANDARD = (  # per format, most preferred first
@@ -67,7 +67,7 @@ def _weight_suffix(name: str) -> str | None:
 def _container(file_name: str) -> str:
     """The container format of a single weight file, from its suffix."""
     suffix = _weight_suffix(file_name)
-    return {".safetensors": "safetensors", ".gguf": "gguf"}.get(suffix or "", "torch")
+    return {".safetensors": "safetensors", ".gguf": "gguf", ".traineddata": "tesseract"}.get(suffix or "", "torch")
 
 
 def file_stem(path: str | os.PathLike[str]) -> str:
@@ -112,6 +112,23 @@ def match_model_id(name: str | None, ids: Sequence[str]) -> str | None:
     tail = _norm_id(name).split("/")[-1]
     hits = [m for m in ids if _norm_id(m).split("/")[-1] == tail]
     return hits[0] if len(hits) == 1 else None
+
+
+def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
+    """The model of ``ids`` an adapter is read on, and which metadata named it: its
+    ``adapter_config.json`` ``base_model_name_or_path`` first, else its model card's ``base_model``
+    (peft writes both; a config may name a local path that is not in the set while the card names
+    the model that is). ``None`` when neither matches a model (:func:`match_model_id`).
+
+    Both are declared metadata: the weights can confirm the architecture (the adapter's shapes fit) and
+    that the update is low-rank, not which model of a family of fine-tunes it was trained on.
+    """
+    others = [i for i in ids if i != ref.id]
+    for name, source in ((ref.base_id, "adapter_config.json"), (ref.declared_parent, "model card")):
+        found = match_model_id(name, others)
+        if found is not None:
+            return found, source
+    return None
 
 
 def _norm_id(name: str) -> str:
@@ -217,6 +234,11 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
             from mother_core.io.gguf_reader import read_header as gguf_header  # imports the gguf package
 
             return f"gguf:{gguf_header(f).scheme}"
+        if fmt == "tesseract":
+            from mother_core.io.tesseract_reader import read_header as tesseract_header
+
+            scheme = tesseract_header(f).scheme
+            return f"tesseract:{scheme}" if scheme else fmt
         if fmt.startswith("safetensors"):
             header = read_header(f)
             scheme = None

@@ -38,7 +38,7 @@ import json
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -144,8 +144,8 @@ def _quanto_bits(weight: str, shapes: Shapes) -> int | None:
     return {2: 4, 4: 2}.get(ratio)
 
 
-def quantization_config(path: str) -> dict:
-    """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
+def _config(path: str) -> dict:
+    """The ``config.json`` beside a weight file (empty when absent or unreadable)."""
     config_path = os.path.join(os.path.dirname(path), "config.json")
     if not os.path.lexists(config_path):
         return {}
@@ -153,8 +153,21 @@ def quantization_config(path: str) -> dict:
         config = read_json_file(config_path)  # no FIFO, size and depth limits
     except (OSError, ValueError):
         return {}
-    q = config.get("quantization_config") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def quantization_config(path: str) -> dict:
+    """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
+    q = _config(path).get("quantization_config")
     return q if isinstance(q, dict) else {}
+
+
+#: Models whose linear layers are transformers ``Conv1D`` (weight stored (in, out)). bitsandbytes
+#: replaces them by ``Linear8bitLt`` / ``Linear4bit`` of weight (out, in): read back transposed, so that
+#: they compare with the float checkpoints' (in, out) tensors.
+_CONV1D_MODEL_TYPES = frozenset({"gpt2", "openai-gpt", "imagegpt", "decision_transformer"})
+_CONV1D_SUFFIXES = (".attn.c_attn.weight", ".attn.q_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",
+                    ".mlp.c_proj.weight")
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,11 @@ class QuantizedReader:
             used.update(w.parts.values())
             if w.shape and all(d > 0 for d in w.shape):
                 self._weights[w.name] = w
+        if str(_config(raw.ref.files[0]).get("model_type", "")) in _CONV1D_MODEL_TYPES:
+            for name, w in list(self._weights.items()):
+                if w.kind in ("bnb-int8", "bnb-4bit") and name.endswith(_CONV1D_SUFFIXES) and len(w.shape) == 2:
+                    self._weights[name] = replace(w, shape=(w.shape[1], w.shape[0]), whole=True,
+                                                  meta={**w.meta, "stored_shape": w.shape})
         if self.scheme == UNKNOWN_PACKED:
             used.update(self._undecoded(shapes, config))
         self._infos: dict[str, TensorInfo] = {}
@@ -352,7 +370,7 @@ class QuantizedReader:
             if w.whole:
                 if self._cached is None or self._cached[0] != name:
                     self._cached = None  # let the previous one go first
-                    self._cached = (name, _decode(self.raw, w, None))
+                    self._cached = (name, _decode_whole(self.raw, w))
                 t = self._cached[1]
                 return (t if rows is None else t[rows[0]:rows[1]]).clone()
             return _decode(self.raw, w, rows)
@@ -368,7 +386,7 @@ class QuantizedReader:
         if name not in self._weights and hasattr(self.raw, "read_into"):
             return self.raw.read_into(name, rows, out)  # type: ignore[attr-defined]
         w = self._weights.get(name)
-        if w is not None and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
+        if w is not None and not w.whole and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
                 and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
             # The int8 rows land in a reused staging buffer (no allocation per chunk), then are widened and
             # scaled into the caller's buffer in one pass (the same float32 products as ``read``).
@@ -444,6 +462,14 @@ def _row_scale(raw: ModelReader, w: _Weight, rows: tuple[int, int]) -> torch.Ten
     if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
         scale = scale[r0:r1]
     return scale
+
+
+def _decode_whole(raw: ModelReader, w: _Weight) -> torch.Tensor:
+    """All of weight ``w`` as float32; a transposed one (``stored_shape``) decoded as stored, then turned."""
+    stored = w.meta.get("stored_shape")
+    if stored is None:
+        return _decode(raw, w, None)
+    return _decode(raw, replace(w, shape=tuple(stored)), None).reshape(tuple(stored)).T.contiguous()
 
 
 def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch.Tensor:

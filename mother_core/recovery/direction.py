@@ -42,7 +42,7 @@ OWN_MARGIN = 0.05
 POOLED_MARGIN = 0.05
 #: Confidence of a reading that rests on the prior alone: the fraction of the fitting collections'
 #: multi-model trees whose true direction the prior reading gives (benchmarks/generalise.py).
-PRIOR_CONFIDENCE = 0.90
+PRIOR_CONFIDENCE = 0.50
 
 BASES = ("own", "pooled", "prior", "fixed")
 
@@ -141,9 +141,14 @@ def choose_readings(solved: dict[int, list[Reading]], scales: dict[int, float], 
     return out
 
 
+#: Confidence in a tree's own or pooled reading: sigmoid(READING_SLOPE * margin), the margin in
+#: direction-penalty units (fitted with the direction constants by ``calibrate.py --generalise``).
+READING_SLOPE = 3.465
+
+
 def _sure(margin: float) -> float:
-    """Confidence in a reading from its margin in penalty units: sigmoid(2 * margin), as before."""
-    return 1.0 / (1.0 + math.exp(-2.0 * min(margin, 50.0)))
+    """Confidence in a reading from its margin in penalty units: sigmoid(READING_SLOPE * margin)."""
+    return 1.0 / (1.0 + math.exp(-READING_SLOPE * min(margin, 50.0)))
 
 
 def architecture_key(present: np.ndarray) -> bytes:

@@ -62,6 +62,16 @@ class ModelFacts:
 
 
 @dataclass(frozen=True, eq=False)
+class LayerMargins:
+    """One child's cheapest candidate parents (model indices) and ``effect[i, j]``: how consistently its
+    layers put candidate ``i`` nearer than candidate ``j`` (antisymmetric, see
+    :func:`mother_core.recovery.confidence.layer_effect`)."""
+
+    candidates: tuple[int, ...]
+    effect: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class RecoveryProblem:
     """The matrices, labels, direction cues and per-tree readings of one recovery.
 
@@ -110,6 +120,10 @@ class RecoveryProblem:
         as dicts): each child's parents, relation, detail, confidence (:mod:`.typed`).
     edge_labels : mapping of str to list
         Relation of the forest's own edges (``"parent\tchild"`` -> [relation, detail, confidence]).
+    layer_margins : mapping of int to LayerMargins
+        Per child, how consistently its layers prefer each of its cheapest candidate parents over
+        another (:func:`mother_core.recovery.confidence.layer_effect`): the noise between candidate
+        parents that placement confidence reads.
     """
 
     ids: tuple[str, ...]
@@ -130,6 +144,17 @@ class RecoveryProblem:
     cue_votes: Mapping[str, np.ndarray] = field(default_factory=dict)
     links: tuple[Mapping[str, Any], ...] = ()
     edge_labels: Mapping[str, Any] = field(default_factory=dict)
+    layer_margins: Mapping[int, LayerMargins] = field(default_factory=dict)
+
+    def layer_margin(self, parent: int, alternative: int, child: int) -> float | None:
+        """The layers' effect size for ``parent`` over ``alternative`` as the parent of ``child``
+        (positive: the layers prefer ``parent``); None when either is not among the measured
+        candidates."""
+        m = self.layer_margins.get(int(child))
+        if m is None or parent not in m.candidates or alternative not in m.candidates:
+            return None
+        value = float(m.effect[m.candidates.index(parent), m.candidates.index(alternative)])
+        return value if math.isfinite(value) else None
 
     @property
     def n_models(self) -> int:
@@ -167,6 +192,8 @@ class RecoveryProblem:
             out["squared_distance"] = self.squared.tolist()
         out["typed_links"] = [dict(link) for link in self.links]
         out["edge_labels"] = dict(self.edge_labels)
+        out["layer_margins"] = {str(c): [list(m.candidates), np.asarray(m.effect).tolist()]
+                                for c, m in self.layer_margins.items()}
         return out
 
     @classmethod
@@ -218,6 +245,9 @@ class RecoveryProblem:
             cue_votes={k: np.array([[_f(x) for x in row] for row in v], dtype=np.float64)
                        for k, v in (extra.get("cue_votes") or {}).items()},
             links=tuple(extra.get("typed_links") or ()), edge_labels=dict(extra.get("edge_labels") or {}),
+            layer_margins={int(c): LayerMargins(tuple(int(x) for x in v[0]),
+                                                np.array([[_f(x) for x in row] for row in v[1]], dtype=np.float64))
+                           for c, v in (extra.get("layer_margins") or {}).items()},
         )
 
 

@@ -18,9 +18,9 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 6. Refinement (+): attachments move while squared distances add up better along the tree's paths
    (fine-tuning steps add nearly orthogonal updates, :mod:`.additive`); the root is then the one the
    direction cues prefer. Not in trees placed by the rank distance.
-7. Confidence per edge (+) from its margin over the best alternative parent and its direction
-   evidence (:mod:`.confidence`). An edge the refinement chose over a cheaper parent is contested: its
-   placement confidence is the held-out rate at which such edges are right.
+7. Confidence per edge (+): placement from how consistently the layers prefer the chosen parent over
+   the best alternative (:func:`layer_margins`), direction from the tree's reading and the edge's
+   evidence (:mod:`.confidence`; docs/METHOD.md, "Confidence").
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ from mother_core.recovery.features import (
     select_layers,
 )
 from mother_core.recovery.forest import split_into_trees
-from mother_core.recovery.problem import ModelFacts, RecoveryProblem, TreeReading
+from mother_core.recovery.confidence import LAYER_CANDIDATES, layer_effect
+from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
 from mother_core.settings import METHODS, REGIMES
-from mother_core.recovery.typed import apply_relations, block_leaves, links_of, solver_constraints
+from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
@@ -108,6 +109,22 @@ def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
         return (ev.kurtosis_delta < 0 if rising else ev.kurtosis_delta > 0).astype(np.float64)
     n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm", "erank")))
     return (1.0 - direction_evidence(ev, regime, cues, norm_sign) / n_cues) / 2.0
+
+
+#: The cost matrix of a tree read on the prior (:func:`prior_cues`), beside its readings' (regime, sign).
+PRIOR_KEY = ("prior", 1.0)
+
+
+def prior_cues(cues: str) -> str:
+    """The cues a tree uses when nothing tells its reading (``basis="prior"``): without the kurtosis
+    trend, whose sign is the regime nobody could tell (it points the true way on about half of the
+    fitting collections' edges under one global regime, norm growth on 82%: benchmarks/RESULTS.md,
+    "Generalisation"). A base with one child then points the way its norm grows, as when it chose
+    whichever regime agreed with that (issue 12: the prior's kurtosis sign reversed fit-mixed's
+    families). Unchanged when no other cue is left.
+    """
+    kept = "+".join(c for c in cues.split("+") if c and c != "kurtosis")
+    return kept if kept else cues
 
 
 def cost_matrix(distance: np.ndarray, penalty: np.ndarray, lambda_: float) -> np.ndarray:
@@ -182,9 +199,10 @@ def recover(
         solved[t], matrices[t], scales[t] = _solve_readings(ev, members, settings, placement)
         groups[t] = architecture_key(stats.present[members[0]])
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
-            s = squared_distances(ev.rms, stats.numel[ev.layer_index], members)
+            core = refinement_core(stats, members, typed_children | findings.partial)
+            s = squared_distances(ev.rms, stats.numel[ev.layer_index], core) if len(core) >= 3 else None
             if s is not None:
-                squared[sub] = s
+                squared[np.ix_(core, core)] = s
     # Each tree's reading: its own evidence, its architecture's pooled evidence, or the prior.
     votes: dict[str, np.ndarray] = {}
     for t, chosen in choose_readings(solved, scales, groups).items():
@@ -192,9 +210,11 @@ def recover(
         sub = np.ix_(members, members)
         readings[t] = TreeReading(chosen.regime, chosen.confidence, rank_distance_used=rank_used[t],
                                   norm_sign=chosen.norm_sign, basis=chosen.basis, note=chosen.note)
-        cost[sub] = block_leaves(matrices[t][(chosen.regime, chosen.norm_sign)],
+        on_prior = chosen.basis == "prior" and PRIOR_KEY in matrices[t]
+        cost[sub] = block_leaves(matrices[t][PRIOR_KEY if on_prior else (chosen.regime, chosen.norm_sign)],
                                  {k for k, g in enumerate(members) if g in leaves})
-        evidence[sub] = direction_evidence(ev, chosen.regime, settings.direction_cues, chosen.norm_sign)[sub]
+        cues = prior_cues(settings.direction_cues) if on_prior else settings.direction_cues
+        evidence[sub] = direction_evidence(ev, chosen.regime, cues, chosen.norm_sign)[sub]
         for name, vote in cue_votes(ev, chosen.regime, chosen.norm_sign).items():
             votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
@@ -207,6 +227,7 @@ def recover(
         squared=squared if np.isfinite(squared).any() else None,
         method=settings.method, refine=settings.refine, cue_votes=votes,
         links=tuple(link.to_dict() for link in findings.links),
+        layer_margins={} if settings.method == "paper" else layer_margins(ev.rms, cost),
     )
     base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
@@ -220,6 +241,24 @@ def recover(
     rms = ev.rms
     recovery = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
     return _with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats, detectors))), base)
+
+
+def layer_margins(rms: np.ndarray, cost: np.ndarray, k: int = LAYER_CANDIDATES) -> dict[int, LayerMargins]:
+    """Per child, its ``k`` cheapest candidate parents and the layers' effect size for each over each
+    other (:func:`.confidence.layer_effect`; docs/METHOD.md, "Confidence")."""
+    out: dict[int, LayerMargins] = {}
+    for c in range(cost.shape[0]):
+        finite = np.flatnonzero(np.isfinite(cost[:, c]))
+        if len(finite) < 2:
+            continue
+        cand = tuple(int(q) for q in finite[np.argsort(cost[finite, c], kind="stable")][:k])
+        eff = np.zeros((len(cand), len(cand)))
+        for i, a in enumerate(cand):
+            for j in range(i + 1, len(cand)):
+                e = layer_effect(rms[:, a, c], rms[:, cand[j], c])
+                eff[i, j], eff[j, i] = e, -e
+        out[c] = LayerMargins(cand, eff)
+    return out
 
 
 def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
@@ -417,6 +456,10 @@ def _solve_readings(ev: PairEvidence, members: np.ndarray, settings: RecoverySet
         penalty = float(sum(k[parent[c], c] for c in range(len(parent)) if parent[c] >= 0))
         readings.append(Reading(regime, sgn, tree_cost(m, parent), penalty, rank_of_prior))
         matrices[(regime, sgn)] = m
+    cues = prior_cues(settings.direction_cues)
+    if len(options) > 1 and cues != settings.direction_cues:
+        regime, sgn = options[0]
+        matrices[PRIOR_KEY] = cost_matrix(d, direction_penalty(ev, regime, settings.method, cues, sgn)[sub], lam)
     off = ~np.eye(len(members), dtype=bool) & np.isfinite(d)
     scale = lam * float(d[off].mean()) if off.any() else 0.0
     return readings, matrices, scale

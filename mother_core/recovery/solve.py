@@ -17,7 +17,7 @@ from mother_core.errors import ConstraintError
 from mother_core.recovery.additive import orient, refine_topology
 from mother_core.recovery.arborescence import minimum_spanning_arborescence
 from mother_core.recovery.confidence import (
-    ConfidenceParts, direction_confidence, evidence_confidence, placement_confidence,
+    ConfidenceParts, direction_confidence, evidence_confidence, layer_placement_confidence, placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.typed import links_of, solver_constraints
@@ -104,7 +104,9 @@ def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub
                   leaves: set[int]) -> np.ndarray:
     """:func:`_refined` on the tree without its typed leaves (copies, quantized models, adapters and
     merges keep the parents their detectors gave them; the refinement moves the fine-tune forest)."""
-    core = np.array([k for k, g in enumerate(members) if g not in leaves], dtype=int)
+    # The refinement's models: those with squared distances (:func:`.typed.refinement_core`).
+    known = np.isfinite(squared[np.ix_(members, members)]).sum(axis=1) > 1
+    core = np.array([k for k, g in enumerate(members) if g not in leaves and known[k]], dtype=int)
     if len(core) < 3:
         return sol
     pos = {int(k): j for j, k in enumerate(core)}
@@ -242,8 +244,14 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
     else:
         # A reading that is itself uncertain (a coin-flip regime) makes the direction uncertain.
         p_dir = evidence_confidence(float(problem.evidence[p, c]), reading.confidence)
-    parts = ConfidenceParts(placement_confidence(
-        float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]), problem.threshold), p_dir)
+    effect = problem.layer_margin(p, ids.index(alternatives[0].parent), c) if alternatives else None
+    if effect is not None:
+        # The layers as replicates: a margin they disagree on is inside the noise between candidates.
+        p_place = layer_placement_confidence(effect, float(problem.relative[p, c]), problem.threshold)
+    else:
+        p_place = placement_confidence(float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]),
+                                       problem.threshold)
+    parts = ConfidenceParts(p_place, p_dir)
     return Edge(
         parent=ids[p], child=ids[c], distance=float(problem.distance[p, c]),
         confidence=parts.combined, placement_confidence=parts.placement,

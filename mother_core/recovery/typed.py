@@ -21,10 +21,12 @@ from dataclasses import replace
 
 import numpy as np
 
+from mother_core.recovery.direction import architecture_key
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.result import Edge, Recovery
 from mother_core.relations.evidence import TypedLink
 from mother_core.relations.vocabulary import Relation
+from mother_core.stats.result import WeightStatistics
 
 #: Relations whose child is never a parent in the fine-tune forest. A merge sits between its parents
 #: (closer to each than they are to their own parent, and with a smaller norm), so in the forest it
@@ -54,6 +56,24 @@ def solver_constraints(links: list[TypedLink], user_forced_children: set[int]) -
         if link.relation is Relation.MERGE:
             forbidden += [(link.child, p) for p in link.parents]
     return forced, forbidden, leaves
+
+
+def refinement_core(stats: WeightStatistics, members: np.ndarray, typed: set[int]) -> np.ndarray:
+    """The models of one tree whose squared distances the additivity refinement fits
+    (:mod:`mother_core.recovery.additive`): its fine-tune skeleton, without the typed children
+    (copies, quantized models, adapters and merges keep the parents their detectors gave them) and
+    without the models whose tensors differ in shape from the tree's most common layout (a pruned or
+    distilled child). Both would otherwise take layers out of every pair's distance: the refinement
+    uses only the layers every model of the fit holds, and a quantized copy whose reader leaves some
+    matrices out, or a pruned child with narrower ones, would leave it a few norms and biases.
+    They stay where the arborescence placed them.
+    """
+    skeleton = [int(g) for g in members if int(g) not in typed]
+    if not skeleton:
+        return np.zeros(0, dtype=int)
+    keys = [architecture_key(stats.present[g]) for g in skeleton]
+    common = max(set(keys), key=keys.count)
+    return np.array([g for g, k in zip(skeleton, keys) if k == common], dtype=int)
 
 
 def block_leaves(cost: np.ndarray, leaves: set[int]) -> np.ndarray:

@@ -13,6 +13,13 @@ Quantized models are the ones whose format names a quantization scheme (the read
 orthogonal to any fine-tuning difference, so ||Q - W||^2 = ||e||^2 + ||W_src - W||^2: the source is
 the float model at the smallest squared distance even when e is far larger than the fine-tunes'
 differences (a 4-bit grid). The quantized model is always the child.
+
+The same orthogonality checks that the nearest float model P really is the source: for any other
+float model C of the family, ||Q - C||^2 = ||e||^2 + ||P - C||^2 (up to the tiny cross term
+2<e, P - C>). When the true source is *not* in the set and P and C are two of its fine-tunes, Q sits
+between them instead: ||Q - C||^2 = ||e||^2 + ||d_C||^2, short of ||Q - P||^2 + ||P - C||^2 by
+2(||d_P||^2 - <d_P, d_C>), which is large unless the two updates coincide. A quantized model that
+breaks the identity by more than ``SOURCE_INCONSISTENCY`` stays a root, with a note.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import math
 
 import numpy as np
 
+from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.evidence import (
     PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
 )
@@ -39,6 +47,10 @@ SAME_SHAPES = 0.95
 QUANT_COVERAGE = 0.5
 #: Farther than this (relative) from every float model, a quantized model's source is not in the set.
 QUANT_MAX_RELATIVE = 0.8
+#: Largest relative shortfall of ||Q - C||^2 against ||Q - P||^2 + ||P - C||^2 for P to be Q's source.
+#: With P the source the shortfall is the cross term 2<e, P - C>, about 1/sqrt(elements) relative; a
+#: missing source leaves siblings short by tens of percent (module docstring).
+SOURCE_INCONSISTENCY = 0.1
 
 
 def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list[TypedLink]:
@@ -102,7 +114,8 @@ def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u:
     noise = "identical values" if max_rel == 0 else (
         f"largest per-layer relative difference {max_rel:.2g} <= {CONVERT_TOL} x {tc if u[c] >= u[p] else tp} "
         "rounding")
-    return TypedLink(c, (p,), Relation.CONVERT, detail, conf_dir,
+    conf = confidence(kind_of(Relation.CONVERT.value, detail), conf_dir)
+    return TypedLink(c, (p,), Relation.CONVERT, detail, conf,
                      evidence=f"same weights on every shared layer ({noise}); {why}")
 
 
@@ -134,17 +147,47 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
             den = float(pl.scale2[ok, q, c].sum())
             if den > 0:
                 scored.append((num / den, c, int(ok.sum())))
-        scored.sort()
+        # Quantizing keeps every tensor's shape: the source shares at least as much of the model as any
+        # other candidate (a pruned sibling shares less, and on fewer layers may sit closer).
+        most = max((float(pl.shared[q, c]) for _, c, _ in scored), default=0.0)
+        scored = sorted(x for x in scored if pl.shared[q, x[1]] >= SAME_SHAPES * most)
         if not scored or math.sqrt(scored[0][0]) > QUANT_MAX_RELATIVE:
             notes.append((q, f"quantized ({scheme}); its source model is not in the set (no float model of its "
                              "family within quantization noise)"))
             continue
         s1, p, n_layers = scored[0]
+        between = _between(q, p, [c for _, c, _ in scored[1:]], pl)
+        if between is not None:
+            c, shortfall = between
+            notes.append((q, f"quantized ({scheme}); its source model is not in the set: it sits between "
+                             f"{stats.models[p].id} and {stats.models[c].id} ({shortfall:.0%} closer to the "
+                             "second than a copy of the first would be), as a copy of a common ancestor of both "
+                             "does"))
+            continue
         conf, margin_txt = _source_confidence(scored, stats, q)
+        conf = confidence(Relation.QUANTIZED.value, conf)
         links.append(TypedLink(q, (p,), Relation.QUANTIZED, scheme, conf, evidence=(
             f"{scheme} rounding: relative distance {math.sqrt(s1):.3g} to its source over {n_layers} layers"
             f"{margin_txt}; the quantized model is the child")))
     return links, notes
+
+
+def _between(q: int, p: int, others: list[int], pl: PairLayers) -> tuple[int, float] | None:
+    """The float model ``c`` that shows ``p`` is not ``q``'s source, with the relative shortfall of
+    ||Q - C||^2 against ||Q - P||^2 + ||P - C||^2 over the layers all three hold (module docstring);
+    None when every other candidate is consistent with ``p`` as the source."""
+    worst: tuple[int, float] | None = None
+    for c in others:
+        ok = np.isfinite(pl.sq[:, q, c]) & np.isfinite(pl.sq[:, q, p]) & np.isfinite(pl.sq[:, p, c])
+        if not ok.any():
+            continue
+        predicted = float(pl.sq[ok, q, p].sum() + pl.sq[ok, p, c].sum())
+        if predicted <= 0:
+            continue
+        shortfall = 1.0 - float(pl.sq[ok, q, c].sum()) / predicted
+        if shortfall > SOURCE_INCONSISTENCY and (worst is None or shortfall > worst[1]):
+            worst = (c, shortfall)
+    return worst
 
 
 def _source_confidence(scored: list[tuple[float, int, int]], stats: WeightStatistics, q: int) -> tuple[float, str]:

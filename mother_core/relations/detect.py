@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.copies import CONVERT_TOL, find_conversions, find_quantized
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
 from mother_core.relations.merge import find_merges
@@ -31,6 +32,11 @@ LORA_UNTOUCHED = 0.15
 #: ... and the layers it changed differ at less than this share of full rank (ranks up to half the
 #: width are LoRAs; a trained layer is full rank).
 LORA_RANK = 0.75
+
+
+#: Confidence of an adapter's base by (weights confirm a low-rank update, base named only by the model
+#: card): benchmarks/calibrate_typed.py.
+ADAPTER_CONFIDENCE = {(True, False): 0.95, (False, False): 0.6, (True, True): 0.8, (False, True): 0.5}
 
 
 def detect_relations(stats: WeightStatistics, labels: np.ndarray,
@@ -63,29 +69,79 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
         links += find_merges(stats, pl, labels, excluded)
-    found = TypedFindings(links=tuple(links), notes=tuple(notes))
-    return found
+    partial = partial_updates(stats, pl, labels, {link.child for link in links} | adapters) \
+        if "lora" in detectors else frozenset()
+    return TypedFindings(links=tuple(links), notes=tuple(notes), partial=partial)
+
+
+def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, skip: set[int]) -> frozenset[int]:
+    """Models that differ from a relative of their tree on part of their layers only, at low rank:
+    merged LoRAs (the same test as :func:`label_edge`'s ``lora``).
+
+    The test is symmetric (a parent also differs from its merged LoRA on part of its layers, at low
+    rank), so of each such pair the one farther from the rest of its tree is taken: a LoRA's update
+    adds to its distance to every other model (nearly orthogonal updates), while its parent sits
+    where the tree's other fine-tunes started from.
+    """
+    n = stats.n_models
+    u = storage_roundoff(stats)
+    out: set[int] = set()
+    for t in np.unique(labels):
+        members = [int(g) for g in np.flatnonzero(labels == t) if int(g) not in skip]
+        if len(members) < 3:
+            continue
+        total = {g: sum(_total_rel(pl, g, h) for h in members if h != g) for g in members}
+        for x, a in enumerate(members):
+            for b in members[x + 1:]:
+                rel = pl.rel[:, a, b]
+                shared = np.isfinite(rel)
+                # Cheap first: a share of layers equal up to rounding (SVDs only for those pairs).
+                if not shared.any() or pl.shared[a, b] < 0.95 * max(pl.own[a], pl.own[b]):
+                    continue
+                same = float((rel[shared] <= CONVERT_TOL * max(u[a], u[b])).mean())
+                if not LORA_UNTOUCHED <= same < 1.0:
+                    continue
+                _, low, changed = _lowrank_profile(stats, pl, a, b, u)
+                if changed and low >= 0.5:
+                    out.add(a if total[a] > total[b] else b)
+    return frozenset(g for g in out if 0 <= g < n)
+
+
+def _total_rel(pl: PairLayers, a: int, b: int) -> float:
+    ok = np.isfinite(pl.sq[:, a, b])
+    return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300)) if ok.any() else 0.0
 
 
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
                                                                                   list[tuple[int, str]]]:
     """An adapter read merged into its declared base: the base is its parent when the weights agree."""
+    from mother_core.io.discovery import adapter_base
+
     ids = {m.id: i for i, m in enumerate(stats.models)}
     links, notes = [], []
     u = storage_roundoff(stats)
     for a in sorted(adapters):
         ref = stats.models[a]
-        base = ids.get(ref.base_id or "")
-        if base is None:
-            notes.append((a, f"adapter: its declared base {ref.base_id!r} is not in the set"))
+        found = adapter_base(ref, list(ids))
+        if found is None:
+            notes.append((a, f"adapter: its declared base {ref.base_id!r} is not in the set; only metadata "
+                             "could tell which model it was trained on"))
             continue
+        base_id, source = found
+        base = ids[base_id]
         untouched, low, changed = _lowrank_profile(stats, pl, base, a, u)
         agree = changed > 0 and low >= 0.5
-        conf = 0.95 if agree else 0.6
-        links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {ref.base_id}", conf, evidence=(
-            f"unmerged PEFT adapter; adapter_config.json names {ref.base_id!r}, in the set; merged into it, it "
-            f"changes {changed} layers" + (f", {low:.0%} of them at low rank" if changed else "")
-            + ("" if agree else " (the weights do not confirm a low-rank update)"))))
+        by_card = source != "adapter_config.json"
+        conf = ADAPTER_CONFIDENCE[(agree, by_card)]
+        named = (f"adapter_config.json names {ref.base_id!r}, in the set" if not by_card else
+                 f"adapter_config.json names {ref.base_id!r}, not in the set; its model card names {base_id!r}")
+        evidence = (f"unmerged PEFT adapter; {named}; merged into it, it changes {changed} layers"
+                    + (f", {low:.0%} of them at low rank" if changed else "")
+                    + ("" if agree else " (the weights do not confirm a low-rank update)")
+                    + ("; which model of its family it was trained on rests on metadata only (the weights fit "
+                       "every model of the same shapes alike)" if by_card else ""))
+        conf = confidence(kind_of(Relation.ADAPTER.value, "", evidence), conf)
+        links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {base_id}", conf, evidence=evidence))
     return links, notes
 
 
@@ -130,7 +186,7 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         u = storage_roundoff(stats)
         untouched, low, changed = _lowrank_profile(stats, pl, p, c, u)
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
-            return (Relation.LORA, f"{changed} layers changed", 0.85,
+            return (Relation.LORA, f"{changed} layers changed", confidence(Relation.LORA.value, 0.85),
                     f"differs from its parent on {changed} layers only ({untouched:.0%} of shared layers "
                     f"untouched), {low:.0%} of them at low rank")
     return Relation.FINETUNE, "", math.nan, ""
@@ -144,9 +200,9 @@ def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, st
     narrower = [n for n in names_c if n in names_p and names_c[n] != names_p[n]]
     missing = [n for n in names_p if n not in names_c]
     if narrower:
-        return (Relation.PRUNE, f"{len(narrower)} tensors narrower", 0.8,
+        return (Relation.PRUNE, f"{len(narrower)} tensors narrower", confidence(Relation.PRUNE.value, 0.8),
                 f"{len(narrower)} of its tensors are narrower versions of the parent's; the rest match")
     if missing and set(names_c) <= set(names_p):
-        return (Relation.DISTILL, f"{len(missing)} fewer tensors", 0.7,
+        return (Relation.DISTILL, f"{len(missing)} fewer tensors", confidence(Relation.DISTILL.value, 0.7),
                 f"holds a subset of the parent's tensors ({len(missing)} fewer: fewer layers)")
     return None

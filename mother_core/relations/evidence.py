@@ -72,12 +72,15 @@ class TypedFindings:
 
     ``links`` fix a child's parent(s) (copies, quantizations, merges, adapters); ``labels`` type an
     edge the forest may choose ((parent, child) -> (relation, detail, confidence)); ``notes`` are
-    per-model messages (an adapter whose base is absent).
+    per-model messages (an adapter whose base is absent). ``partial`` are the models that differ from
+    a relative on part of their layers only, at low rank (merged LoRAs: the forest places them, the
+    additivity refinement leaves them where it did, :func:`mother_core.recovery.typed.refinement_core`).
     """
 
     links: tuple[TypedLink, ...] = ()
     labels: dict[tuple[int, int], tuple[Relation, str, float]] = field(default_factory=dict)
     notes: tuple[tuple[int, str], ...] = ()
+    partial: frozenset[int] = frozenset()
 
     def link_of(self, child: int) -> TypedLink | None:
         for link in self.links:

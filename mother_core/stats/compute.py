@@ -31,7 +31,7 @@ from mother_core.io.base import (
     ShapeAdoptingReader,
     TensorInfo,
 )
-from mother_core.io.discovery import match_model_id
+from mother_core.io.discovery import adapter_base
 from mother_core.io.readers import open_model
 from mother_core.stats.cache import StatsCache, model_key, set_aside, slot_key
 from mother_core.stats.execute import PassOutput, execute_plan
@@ -329,9 +329,9 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
 
 def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
     want = ref.base_id or ""
-    found = match_model_id(want, [rid for rid, r in by_id.items() if r.format != "peft-lora"])
+    found = adapter_base(ref, [rid for rid, r in by_id.items() if r.format != "peft-lora"])
     if found is not None:
-        return by_id[found]
+        return by_id[found[0]]
     raise MissingBaseModelError(
         f"LoRA adapter {ref.path} needs its base model {want or '(unnamed)'!r}, which is not in the set. "
         "Add the base model's folder to the paths you give.", ref.path)

@@ -1,0 +1,64 @@
+"""Issue 12 rules that are cheap to check directly: the layers' effect size (placement confidence),
+the merge detector's off-path test (a tree junction is not a merge of its descendants), and the cues
+a tree on the prior reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mother_core.recovery.confidence import layer_effect, layer_placement_confidence
+from mother_core.recovery.recover import prior_cues
+from mother_core.relations.merge import OFF_PATH, _off_path
+
+
+def test_layer_effect_reads_agreement_not_size() -> None:
+    rng = np.random.default_rng(0)
+    parent = rng.uniform(1.0, 2.0, 30)
+    # Every layer puts the parent 10% nearer: consistent, however small the summed margin.
+    assert layer_effect(parent, parent * 1.1) > 5
+    # Half the layers prefer one, half the other, by a lot: the margin is noise.
+    other = parent * np.where(np.arange(30) % 2 == 0, 3.0, 1 / 2.5)
+    assert abs(layer_effect(parent, other)) < 0.5
+    assert layer_effect(parent, other) == pytest.approx(-layer_effect(other, parent))
+    # Too few layers to tell: unknown.
+    assert np.isnan(layer_effect(parent[:2], parent[:2] * 2))
+    assert layer_placement_confidence(-3.0, 0.1, 1.0) < 0.1 < 0.9 < layer_placement_confidence(5.0, 0.1, 1.0)
+
+
+def _sq(points: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    return np.array([[float(((points[a] - points[b]) ** 2).sum()) for b in names] for a in names])
+
+
+def test_a_junction_is_not_a_sparse_merge_of_its_descendants() -> None:
+    rng = np.random.default_rng(1)
+    dim = 4000
+    root = rng.normal(size=dim)
+    a = root + 0.3 * rng.normal(size=dim)  # two subtrees under the root, orthogonal updates
+    a1 = a + 0.1 * rng.normal(size=dim)
+    b = root + 0.3 * rng.normal(size=dim)
+    # The root read as a "merge" of a1 (as its base) and b: it lies on the path between them.
+    names = ["a1", "b"]
+    pts = {"root": root, "a1": a1, "b": b}
+    dp = _sq(pts, names)
+    dc = np.array([float(((root - pts[n]) ** 2).sum()) for n in names])
+    assert _off_path(dc, dp, 0) < 0.05 < OFF_PATH
+    # A TIES-like merge on base B of two task vectors, each trimmed to its larger half: off the path.
+    base = rng.normal(size=dim)
+    t1, t2 = 0.3 * rng.normal(size=dim), 0.3 * rng.normal(size=dim)
+
+    def trim(t: np.ndarray) -> np.ndarray:
+        return np.where(np.abs(t) >= np.median(np.abs(t)), t, 0.0)
+
+    merged = base + trim(t1) + trim(t2)
+    pts = {"base": base, "p1": base + t1, "p2": base + t2}
+    names = ["base", "p1", "p2"]
+    dp = _sq(pts, names)
+    dc = np.array([float(((merged - pts[n]) ** 2).sum()) for n in names])
+    assert _off_path(dc, dp, 0) > 2 * OFF_PATH
+
+
+def test_a_tree_on_the_prior_reads_without_the_kurtosis_cue() -> None:
+    assert prior_cues("kurtosis+norm") == "norm"
+    assert prior_cues("kurtosis+norm+erank") == "norm+erank"
+    assert prior_cues("kurtosis") == "kurtosis"  # nothing else to read
