@@ -38,6 +38,7 @@ from mother_core.recovery.result import Alternative, Edge, LayerInfo, ModelNode,
 from mother_core.settings import REGIMES
 from mother_core.stats.fingerprint import Fingerprint
 from mother_core.stats.result import TensorMeta, WeightStatistics
+from mother_core.stats.running_moments import summarise_moments
 from mother_core.stats.sketch_store import shared_slots
 
 #: Trees up to this size are solved with the dense arborescence (their m x m block); larger ones with
@@ -100,11 +101,7 @@ class SparseStatistics:
             mom[:, m, cols] = fp.moments.T
         present = ~np.isnan(mom[0])
         cnt, mean, m2, _, m4 = mom
-        with np.errstate(divide="ignore", invalid="ignore"):
-            var = m2 / cnt
-            kurt = np.where(m2 > 0, cnt * m4 / m2**2 - 3.0, 0.0)
-            kurt[~present] = np.nan
-            norm = np.sqrt(m2 + cnt * mean**2)
+        var, kurt, norm = summarise_moments(cnt, mean, m2, m4, present)
         kept = sorted(values)
         pair_sq = np.full((len(kept), t), np.nan)
         for row, p in enumerate(kept):

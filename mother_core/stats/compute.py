@@ -38,6 +38,7 @@ from mother_core.stats.execute import PassOutput, execute_plan
 from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, Plan, build_plan, collect_slots
 from mother_core.stats.progress import Progress, ProgressCallback
 from mother_core.stats.result import TensorMeta, WeightStatistics
+from mother_core.stats.running_moments import summarise_moments
 from mother_core.stats.skeleton import UNIT_ROUNDOFF, skeleton_index
 
 
@@ -394,12 +395,8 @@ def _assemble(refs: list[ModelRef], plan: Plan, out: PassOutput, cache: CacheSes
             idx = np.array(who_read, dtype=int)
             if len(idx):
                 sq[s][np.ix_(idx, idx)] = mat
-    cnt, mean, m2, m3, m4 = mom
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = m2 / cnt
-        kurt = np.where(m2 > 0, cnt * m4 / m2**2 - 3.0, 0.0)
-        kurt[~present] = np.nan
-        norm = np.sqrt(m2 + cnt * mean**2)
+    cnt, mean, m2, _, m4 = mom
+    var, kurt, norm = summarise_moments(cnt, mean, m2, m4, present)
     return WeightStatistics(models=list(refs), tensors=list(plan.slots), present=present, mean=mean,
                             var=var, kurtosis=kurt, norm=norm, sq_dist=sq)
 

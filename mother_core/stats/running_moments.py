@@ -83,3 +83,19 @@ class Moments:
     def sum_of_squares(self) -> np.ndarray:
         """sum(x**2) = M2 + n * mean**2, for the Frobenius norm."""
         return self.m2 + self.n * self.mean**2
+
+
+def summarise_moments(cnt: np.ndarray, mean: np.ndarray, m2: np.ndarray, m4: np.ndarray,
+                      present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Variance, excess kurtosis and Frobenius norm per (model, slot) from the pooled central moments.
+
+    ``m2`` and ``m4`` are sums of squared and fourth-power deviations over ``cnt`` values; the
+    kurtosis is the paper's moment ratio n * m4 / m2^2 - 3 (docs/METHOD.md), 0 for a constant tensor
+    and NaN where the model lacks the slot; ||W||^2 = m2 + n * mean^2.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = m2 / cnt
+        kurt = np.where(m2 > 0, cnt * m4 / m2**2 - 3.0, 0.0)
+        kurt[~present] = np.nan
+        norm = np.sqrt(m2 + cnt * mean**2)
+    return var, kurt, norm
