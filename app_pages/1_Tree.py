@@ -9,4 +9,4 @@ tree and the selection panel; a control, the edge search or a table row reruns t
 from explorer_ui import views
 
 ctx = views.page("Tree", heading="Tree")
-views.explore(ctx, where="tree", height=600, aspect=1.2, table=True, table_height=430)
+views.explore(ctx, where="tree", height=600, aspect=1.2, table=True, table_height=430, overview=True)

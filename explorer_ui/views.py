@@ -173,7 +173,7 @@ def graph_controls(ctx: Loaded, where: str) -> GraphView:
 
 
 def explore(ctx: Loaded, *, where: str, height: int, aspect: float = 1.8, table: bool = False,
-            table_height: int = 420) -> None:
+            table_height: int = 420, overview: bool = False) -> None:
     """The tree with the selection beside it; graph controls above; optionally an edge search and the ranked
     edge table below.
 
@@ -181,15 +181,18 @@ def explore(ctx: Loaded, *, where: str, height: int, aspect: float = 1.8, table:
     possible (in the browser, re-rendering elements costs more than the script run; see
     ``benchmarks/RESULTS.md``): a click in the graph reruns only :func:`_tree_and_selection` (the graph,
     whose drawing is not rebuilt, and the card or evidence); a control, the edge search or a table row
-    reruns :func:`_explore`, which redraws the graph part too.
+    reruns :func:`_explore`, which redraws the graph part too. ``overview``: with nothing selected, the
+    panel shows the histogram of edge confidence (which also loads the chart library before the first
+    click needs it: seconds under load).
     """
-    _explore(ctx, where, height, aspect, table, table_height)
+    _explore(ctx, where, height, aspect, table, table_height, overview)
 
 
 @st.fragment
-def _explore(ctx: Loaded, where: str, height: int, aspect: float, table: bool, table_height: int) -> None:
+def _explore(ctx: Loaded, where: str, height: int, aspect: float, table: bool, table_height: int,
+             overview: bool) -> None:
     graph_controls(ctx, where)
-    _tree_and_selection(ctx, where, height, aspect)
+    _tree_and_selection(ctx, where, height, aspect, overview)
     if table and ctx.rec.edges:
         st.markdown("**Edges, least confident first**: click a row (or an edge in the tree) for its evidence")
         edge_search(ctx)
@@ -197,12 +200,12 @@ def _explore(ctx: Loaded, where: str, height: int, aspect: float, table: bool, t
 
 
 @st.fragment
-def _tree_and_selection(ctx: Loaded, where: str, height: int, aspect: float) -> None:
+def _tree_and_selection(ctx: Loaded, where: str, height: int, aspect: float, overview: bool) -> None:
     left, right = st.columns([3, 2])
     with left:
         tree(ctx, height=height, where=where, aspect=aspect, controls=False)
     with right:
-        selection_panel(ctx)
+        selection_panel(ctx, overview=overview)
 
 
 def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float = 1.8, where: str = "main",
@@ -342,8 +345,9 @@ def _diff_graph(ctx: Loaded, rec: Recovery, statuses: dict, reference: str, wher
                  on_event=_on_graph_event(ctx, data, gkey))
 
 
-def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
-    """What is selected: a model's card, or an edge's evidence (nothing: a hint)."""
+def selection_panel(ctx: Loaded, *, full: bool = False, overview: bool = False) -> None:
+    """What is selected: a model's card, or an edge's evidence (nothing: a hint, and with ``overview``
+    the histogram of edge confidence)."""
     node, edge = selected_model(ctx), selected_edge(ctx)
     if node:
         node_card(ctx, node)
@@ -354,6 +358,10 @@ def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
             st.page_link("app_pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
     else:
         st.caption("Click a model in the tree for its card, or an edge for its evidence.")
+        if overview and ctx.rec.edges:
+            from explorer_ui import plots
+
+            st.plotly_chart(plots.edge_confidence(ctx.rec), key=f"overview_{ctx.key}")
 
 
 def node_card(ctx: Loaded, model: str) -> None:
@@ -536,13 +544,13 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     from explorer_ui import plots
 
     s = ctx.statuses.get((e.parent, e.child))
-    c = st.columns(4)
+    c = st.columns(3)  # three short numbers fit the panel beside the tree; the distance goes in the text
     c[0].metric("Confidence", f"{e.confidence:.2f}")
     c[1].metric("Placement", f"{e.placement_confidence:.2f}", help="Is the child attached to the right model?")
     c[2].metric("Direction", f"{e.direction_confidence:.2f}", help="Is the parent really the parent?")
-    c[3].metric("Distance", f"{e.distance:.4g}")
-    note = f"Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} (child); layers voting " \
-           f"for this direction: {e.layers_voting_forward}, against: {e.layers_voting_backward}."
+    note = f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
+           f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
+           f"{e.layers_voting_backward}."
     if s:
         note += f" Versus {ctx.reference}: **{s}** ({graph.STATUS_TEXT.get(s, '')})."
     if e.constrained:
