@@ -19,11 +19,20 @@ def _layer_names(rec: Recovery, n: int) -> list[str]:
     return names if len(names) == n else [f"layer {i}" for i in range(n)]
 
 
-def _style(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
-    # No ``template=``: ``st.plotly_chart`` styles the figure with the app's theme in the browser, and
-    # validating a named template deep-copies it on every figure (0.1-0.5 s per click under load).
-    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=30),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+def _style(fig: go.Figure, title: str, height: int = 320, *, legend: bool = False, fixed: bool = True) -> go.Figure:
+    """Title on top, the legend (if any) on its own line under it, fixed margins.
+
+    No ``template=``: ``st.plotly_chart`` styles the figure with the app's theme in the browser, and
+    validating a named template deep-copies it on every figure (0.1-0.5 s per click under load). Fixed
+    margins (``autoexpand`` off, room for the title, legend and axis titles): otherwise plotly.js lays
+    the chart out, measures what sticks out and lays it out again (half of its drawing time per click),
+    and a legend beside the title overlapped it in a narrow column. ``fixed=False`` for charts whose
+    axes are labelled with model ids (the matrices): their margins grow with the ids.
+    """
+    top = 62 if legend else 38
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", xref="paper", y=1 - 8 / height, yanchor="top"),
+                      height=height, margin=dict(l=58, r=10, t=top, b=48, autoexpand=not fixed),
+                      legend=dict(orientation="h", y=1, x=0, xanchor="left", yanchor="bottom"))
     return fig
 
 
@@ -62,7 +71,7 @@ def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
                                  hovertemplate="%{customdata}<br>kurtosis %{y:.3g}<extra></extra>"))
     fig.update_xaxes(title="layer (in model order; hover for its name)")
     fig.update_yaxes(title="excess kurtosis")
-    return _style(fig, f"Kurtosis per layer: {edge.parent} → {edge.child}")
+    return _style(fig, f"Kurtosis per layer: {edge.parent} → {edge.child}", legend=True)
 
 
 def layer_votes(rec: Recovery, edge: Edge) -> go.Figure:
@@ -121,7 +130,8 @@ def distance_heatmap(rec: Recovery) -> go.Figure:
     fig.add_trace(go.Heatmap(z=d, x=order, y=order, colorscale="Viridis_r",
                              hovertemplate="%{y} ↔ %{x}<br>distance %{z:.3g}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    return _style(fig, "Distance between models (ordered by tree)", height=max(420, 18 * len(order) + 120))
+    return _style(fig, "Distance between models (ordered by tree)", height=max(420, 18 * len(order) + 120),
+                  fixed=False)
 
 
 def kurtosis_models(rec: Recovery) -> go.Figure:
@@ -133,4 +143,4 @@ def kurtosis_models(rec: Recovery) -> go.Figure:
                            marker_color=[f"hsl({(by_id[i].tree * 67) % 360},55%,55%)" for i in order],
                            hovertemplate="%{x}<br>kurtosis %{y:.4g}<extra></extra>"))
     fig.update_yaxes(title="sum of per-layer excess kurtosis")
-    return _style(fig, "Kurtosis per model (tree order)", height=380)
+    return _style(fig, "Kurtosis per model (tree order)", height=380, fixed=False)
