@@ -373,18 +373,17 @@ def node_card(ctx: Loaded, model: str) -> None:
     parents = [e for e in rec.edges if e.child == model]
     kids = [e.child for e in rec.edges if e.parent == model]
     st.subheader(f"Model {md(model)}")
-    c = st.columns(4)
-    c[0].metric("Format", plain(m.format or "?"))
-    c[1].metric("Parameters", f"{m.n_params:,}" if m.n_params else "?")
-    c[2].metric("Size on disk", _disk_size(m.path))
+    # One table, not a row of metrics: each metric is a few more elements to render and a label whose
+    # width the browser measures (a forced layout) on every click.
     conf = parents[0].confidence if parents else None
-    c[3].metric("Confidence of its edge", "root" if not parents else f"{conf:.2f}")
-    rows = [("Path", plain(m.path)), ("Family (tree)", str(m.tree)),
-            ("Declared parent", plain(m.declared_parent or "(none declared)")),
-            ("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
+    rows = [("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "") + ")" for e in parents) or "(root)"),
-            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Kurtosis", _fmt_num(m.kurtosis))]
+            ("Confidence of its edge", "(a root)" if conf is None else f"{conf:.2f}"),
+            ("Declared parent", plain(m.declared_parent or "(none declared)")),
+            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Family (tree)", str(m.tree)),
+            ("Format", plain(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
+            ("Size on disk", _disk_size(m.path)), ("Kurtosis", _fmt_num(m.kurtosis)), ("Path", plain(m.path))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
     if parents:  # a callback, not st.rerun(): inside a fragment only the fragment reruns
         st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}", key=f"card_edge_{model}",
