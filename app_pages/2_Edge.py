@@ -7,7 +7,7 @@ from explorer_ui import views
 ctx = views.page("Edge", heading="Edge")
 
 views.what_changed(ctx)
-edge = views.edge_picker(ctx, table=False)
+edge = views.edge_picker(ctx)
 if edge is None:
     st.stop()
 

@@ -18,15 +18,8 @@ views.summary(ctx)
 if ctx.model_set.kind == "preset":
     views.about_preset()
 
-
-@st.fragment
-def clicked(ctx: views.Loaded) -> None:
-    """The tree and what is selected in it: a click reruns only this part of the page."""
-    views.tree(ctx, height=520, where="home")
-    views.selection_panel(ctx)
-
-
-clicked(ctx)
+# A click in the tree reruns only the tree and its selection (nested fragments), not this page.
+views.explore(ctx, where="home", height=520)
 views.least_confident(ctx)
 st.markdown("Next: **Tree** to inspect an edge, **Edge** to correct it, **Declared vs recovered** for "
             "declared parents, **Export** for GraphML / Newick / `base_model:` lines and slides.")

@@ -5,6 +5,7 @@ Prints a table (and writes ``benchmarks/_data/browser.json`` and screenshots to
 
     .venv/bin/python benchmarks/browser.py            # 1,008-model set + the vit-tree demo
     .venv/bin/python benchmarks/browser.py --copies 20  # a smaller large set
+    .venv/bin/python benchmarks/browser.py --baseline /tmp/before  # and an earlier checkout, interleaved
 
 The large set is assembled from a real recovery (the engine on ``assets/demo/vit-tree``: 12 trained
 models, 11 recovered edges with their evidence), copied ``--copies`` times with new ids: half the
@@ -14,8 +15,13 @@ see for a real 1,000-model result: its JSON is loaded through the app's "Saved r
 
 Timings are taken in the page (``performance.now()``): *draw* is from the graph component receiving
 its data to vis-network's first drawn frame; *click* is from the pointer event to the first frame
-showing the result (the evidence heading and plot, or the model card). Targets (issue "The explorer
-for real model sets"): draw <= 2 s, click <= 0.5 s; the ``x target`` column is the ratio.
+showing the result (the evidence heading and plot, or the model card): an edge and a model in the
+graph (both sets), a row of the ranked edge table (demo set). Targets (issue "The explorer for real
+model sets"): draw <= 2 s, click <= 0.5 s; the ``x target`` column is the ratio.
+
+Before / after under the same load: ``--baseline DIR`` serves an earlier checkout (``git archive COMMIT
+| tar -x -C DIR``) beside this one, each round of clicks alternating between the two servers, and prints
+the after / before ratio of the medians with the load average.
 """
 
 from __future__ import annotations
@@ -133,18 +139,49 @@ def _click(page, point: dict, heading: str, plot: str = "") -> float:
     return round(page.wait_for_function(_SHOWN, arg=[heading, plot], polling="raf", timeout=180_000).json_value(), 3)
 
 
-def _clicks(page, tag: str, rows: list) -> None:
-    """Click an edge (evidence) and a model (card) in the Tree page's graph, three times each."""
-    for i in range(3):
-        _settled(page)
-        hit = page.evaluate(_EDGE_POINT)
-        label = f"{hit['parent']} → {hit['child']}"
-        _add(rows, (tag, "click edge -> evidence shown", _click(page, hit, f"Edge {label}",
-                                                                  f"Kurtosis per layer: {label}"), 0.5))
-        _settled(page)
-        node = page.evaluate(_NODE_POINT, hit["child"] if i % 2 else hit["parent"])
-        _add(rows, (tag, "click model -> card shown", _click(page, node, f"Model {node['id']}"), 0.5))
+# The evidence of an edge other than ``before`` (a table row's edge is not known in the page: the grid is a canvas).
+_OTHER_EDGE = """(before) => {
+  if (window.__benchAt === null) return false;
+  const h = Array.from(document.querySelectorAll('h1,h2,h3')).map(x => x.textContent.trim())
+    .find(t => t.startsWith('Edge ') && t !== before);
+  if (!h) return false;
+  const label = h.slice(5);
+  const p = Array.from(document.querySelectorAll('.gtitle'))
+    .some(e => e.textContent.includes('Kurtosis per layer: ' + label));
+  return p ? [(performance.now() - window.__benchAt) / 1000, h] : false; }"""
+_EDGE_HEADING = """() => (Array.from(document.querySelectorAll('h1,h2,h3')).map(x => x.textContent.trim())
+  .find(t => t.startsWith('Edge ')) || '')"""
+
+
+def _row_click(page, row: int) -> float:
+    """Click row ``row`` of the ranked edge table (its selection cell) -> that edge's evidence."""
+    grid = page.locator("[class*='st-key-edge_table_'] [data-testid='stDataFrame']").first
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(200)
+    box = grid.bounding_box()
+    before = page.evaluate(_EDGE_HEADING)
+    page.evaluate(_ARM)
+    page.mouse.click(box["x"] + 14, box["y"] + 35 * (row + 1) + 17)  # header row, then 35 px per row
+    got = page.wait_for_function(_OTHER_EDGE, arg=before, polling="raf", timeout=180_000).json_value()
+    return round(got[0], 3)
+
+
+def _round(page, tag: str, code: str, i: int, rows: list, table: bool) -> None:
+    """One round of clicks in the Tree page's graph: an edge (evidence), a model (card), a table row."""
     _settled(page)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.locator('[data-testid="stMain"]').evaluate("e => e.scrollTo(0, 0)")
+    hit = page.evaluate(_EDGE_POINT)
+    label = f"{hit['parent']} → {hit['child']}"
+    _add(rows, (code, tag, "click edge -> evidence shown", _click(page, hit, f"Edge {label}",
+                                                                    f"Kurtosis per layer: {label}"), 0.5))
+    _settled(page)
+    node = page.evaluate(_NODE_POINT, hit["child"] if i % 2 else hit["parent"])
+    _add(rows, (code, tag, "click model -> card shown", _click(page, node, f"Model {node['id']}"), 0.5))
+    _settled(page)
+    if table:
+        _add(rows, (code, tag, "click table row -> evidence shown", _row_click(page, i + 1), 0.5))
+        _settled(page)
 
 
 def _fits(page) -> dict:
@@ -163,46 +200,93 @@ def _fits(page) -> dict:
               label_px: network.body.nodes[window.nodes.getIds()[0]].options.font.size * network.getScale()}; }""")
 
 
+def _serve(root: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    streamlit = Path(sys.executable).with_name("streamlit")
+    proc = subprocess.Popen([str(streamlit), "run", "app.py", "--server.port", str(port)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return proc, f"http://localhost:{port}"
+
+
+def _open(page, url: str) -> None:
+    for _ in range(600):
+        try:
+            page.goto(url)
+            return
+        except Exception:  # noqa: BLE001 - the server is still starting
+            time.sleep(0.5)
+
+
+def _table(rows: list) -> dict:
+    """Print the timings (median and max per kind of measurement) and return them."""
+    print(f"{'code':<7} {'set':<16} {'what':<52} {'median s':>9} {'max s':>7} {'target s':>9} {'x target':>9} "
+          f"{'load':>6}")
+    table = {}
+    for key in dict.fromkeys((c, s, w) for c, s, w, *_ in rows):
+        sel = [r for r in rows if r[:3] == key]
+        vals, target = [r[3] for r in sel], sel[0][4]
+        load = float(np.median([r[5] for r in sel]))
+        med, mx = float(np.median(vals)), max(vals)
+        table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load}
+        ratio = "" if np.isnan(target) else f"{mx / target:.2f}"
+        print(f"{key[0]:<7} {key[1]:<16} {key[2]:<52} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f}")
+    return table
+
+
+def _compare(rows: list) -> None:
+    """After / before, per kind of click: the medians of clicks interleaved under the same load."""
+    print(f"\n{'set':<16} {'what':<36} {'before s':>9} {'after s':>8} {'after/before':>13} {'load':>6}")
+    for s_, w in dict.fromkeys((s_, w) for c, s_, w, *_ in rows if w.startswith("click")):
+        med = {c: float(np.median([r[3] for r in rows if r[:3] == (c, s_, w)])) for c in ("before", "after")}
+        load = float(np.median([r[5] for r in rows if r[1:3] == (s_, w)]))
+        print(f"{s_:<16} {w:<36} {med['before']:>9.3f} {med['after']:>8.3f} {med['after'] / med['before']:>13.2f} "
+              f"{load:>6.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=84, help="copies of the 12-model recovery (84 -> 1,008 models)")
+    ap.add_argument("--rounds", type=int, default=3, help="clicks of each kind per set")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of earlier code (e.g. `git archive COMMIT | tar -x -C DIR`): served beside "
+                    "this one, every round of clicks alternating between the two, so both see the same load")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="mother-browser-"))
     path, n_models = big_result(args.copies, tmp)
-    port = _free_port()
     env = dict(os.environ, MOTHER_BROWSE_ROOTS=f"{tmp}{os.pathsep}{ROOT / 'assets'}")
-    streamlit = Path(sys.executable).with_name("streamlit")
-    proc = subprocess.Popen([str(streamlit), "run", "app.py", "--server.port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
-    rows: list[tuple[str, str, float, float, float]] = []
+    codes = {"after": ROOT, **({"before": args.baseline.resolve()} if args.baseline else {})}
+    servers = {code: _serve(root, env) for code, root in codes.items()}
+    rows: list[tuple[str, str, str, float, float, float]] = []
     fits = {}
+    large = f"large ({n_models})"
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            for _ in range(600):
-                try:
-                    page.goto(f"{url}/tree?source=demo&set=vit-tree")
-                    break
-                except Exception:  # noqa: BLE001 - the server is still starting
-                    time.sleep(0.5)
-            _add(rows, ("vit-tree (12)", "draw (data -> first frame)", _drawn(page), 2.0))
-            _settled(page)
-            _clicks(page, "vit-tree (12)", rows)
-            page.screenshot(path=str(SHOTS / "demo_tree_edge.png"), full_page=True)
+            pages = {code: browser.new_page(viewport={"width": 1600, "height": 1000}) for code in codes}
+            for code, page in pages.items():
+                _open(page, f"{servers[code][1]}/tree?source=demo&set=vit-tree")
+                _add(rows, (code, "vit-tree (12)", "draw (data -> first frame)", _drawn(page), 2.0))
+                _settled(page)
+            for i in range(args.rounds):  # interleaved: each round on each server in turn
+                for code, page in pages.items():
+                    _round(page, "vit-tree (12)", code, i, rows, table=True)
+            pages["after"].screenshot(path=str(SHOTS / "demo_tree_edge.png"), full_page=True)
 
-            t = time.monotonic()
-            page.goto(f"{url}/tree?source=result&set={quote(str(path))}")
-            _add(rows, (f"large ({n_models})", "draw (data -> first frame)", _drawn(page), 2.0))
-            _add(rows, (f"large ({n_models})", "open page -> drawn (wall, incl. loading the result)",
-                         round(time.monotonic() - t, 2), float("nan")))
-            _settled(page)
-            page.screenshot(path=str(SHOTS / "large_tree.png"), full_page=True)
-            _clicks(page, f"large ({n_models})", rows)
+            for code, page in pages.items():
+                t = time.monotonic()
+                page.goto(f"{servers[code][1]}/tree?source=result&set={quote(str(path))}")
+                _add(rows, (code, large, "draw (data -> first frame)", _drawn(page), 2.0))
+                _add(rows, (code, large, "open page -> drawn (wall, incl. loading the result)",
+                            round(time.monotonic() - t, 2), float("nan")))
+                _settled(page)
+            pages["after"].screenshot(path=str(SHOTS / "large_tree.png"), full_page=True)
+            for i in range(args.rounds):
+                for code, page in pages.items():
+                    _round(page, large, code, i, rows, table=False)
+            page = pages["after"]
             page.screenshot(path=str(SHOTS / "large_tree_card.png"), full_page=True)
             page.click(".mg-fit")  # the whole forest: structure, labels hidden below 11 px
             page.wait_for_timeout(500)
@@ -210,7 +294,7 @@ def main() -> None:
 
             for w, h in ((1280, 720), (1920, 1080)):
                 talk = browser.new_page(viewport={"width": w, "height": h})
-                talk.goto(f"{url}/talk?source=demo&set=vit-tree")
+                talk.goto(f"{servers['after'][1]}/talk?source=demo&set=vit-tree")
                 _drawn(talk)
                 _settled(talk)
                 talk.keyboard.press("ArrowRight")
@@ -221,19 +305,13 @@ def main() -> None:
                 talk.close()
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(20)
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(20)
     print(f"load average (1 min): {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
-    print(f"{'set':<16} {'what':<52} {'median s':>9} {'max s':>7} {'target s':>9} {'x target':>9} {'load':>6}")
-    table = {}
-    for key in dict.fromkeys((s, w) for s, w, *_ in rows):
-        vals = [v for s, w, v, *_ in rows if (s, w) == key]
-        target = next(t for s, w, _, t, _ in rows if (s, w) == key)
-        load = float(np.median([lo for s, w, _, _, lo in rows if (s, w) == key]))
-        med, mx = float(np.median(vals)), max(vals)
-        table[f"{key[0]} | {key[1]}"] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load}
-        ratio = "" if np.isnan(target) else f"{mx / target:.2f}"
-        print(f"{key[0]:<16} {key[1]:<52} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f}")
+    table = _table(rows)
+    if args.baseline:
+        _compare(rows)
     for size, f in fits.items():
         ok = (f["scroll"] <= f["view"] + 2 and f["legend_bottom"] <= f["view"] and f["graph_right"] <= f["width"]
               and not f["covered"])

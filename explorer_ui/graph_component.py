@@ -12,8 +12,11 @@ action:
 
 Selection flows the other way as data: when Python selects an edge or a model (from a table, a search,
 a link), the browser highlights it without rebuilding the drawing (the network is rebuilt only when
-``GraphData.key`` changes). As pyvis pages do, the vis ``network`` (and its ``nodes``/``edges``
-DataSets) are globals of the page, so browser tests and benchmarks can drive them.
+``GraphData.key`` changes). A click in the graph is highlighted by the canvas itself; Python then
+sends that graph the same element as before (:func:`explorer_ui.state.graph_selection`), so a click
+re-sends and redoes nothing in the browser but the card or evidence. As pyvis pages do, the vis
+``network`` (and its ``nodes``/``edges`` DataSets) are globals of the page, so browser tests and
+benchmarks can drive them.
 
 The legend is a strip under the canvas, never drawn over it: ``fit`` places the whole tree in the canvas,
 so its lowest row stays visible (an overlaid legend hid it in talk mode at 1280x720).
@@ -87,10 +90,15 @@ function build(root, st, d) {
   st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null;
   window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
   root.dataset.drawn = '0';
+  // A click selects in the canvas at once (vis highlights it) and tells Python, which does not send the
+  // selection back to this graph (the element stays the same: nothing to re-send or redo).
   net.on('click', p => {
-    if (p.nodes.length) st.send('event', {type: 'node', id: p.nodes[0], t: Date.now()});
-    else if (p.edges.length && st.edgeIds[p.edges[0]]) {
+    if (p.nodes.length) {
+      mark(root, {node: p.nodes[0]});
+      st.send('event', {type: 'node', id: p.nodes[0], t: Date.now()});
+    } else if (p.edges.length && st.edgeIds[p.edges[0]]) {
       const [parent, child] = st.edgeIds[p.edges[0]];
+      mark(root, {edge: [parent, child]});
       st.send('event', {type: 'edge', parent, child, t: Date.now()});
     }
   });
@@ -141,6 +149,13 @@ function fit(st, d, all) {
   relabel(st, d);
 }
 
+// What the canvas shows as selected, for tests and benchmarks (data-selected-edge / data-selected-node).
+function mark(root, sel) {
+  delete root.dataset.selectedEdge; delete root.dataset.selectedNode;
+  if (sel && sel.edge) root.dataset.selectedEdge = JSON.stringify(sel.edge);
+  else if (sel && sel.node) root.dataset.selectedNode = sel.node;
+}
+
 function select(root, st, sel) {
   const net = st.network;
   const want = JSON.stringify(sel || null);
@@ -154,15 +169,13 @@ function select(root, st, sel) {
   }
   if (edgeId) {
     net.setSelection({nodes: [], edges: [edgeId]}, {unselectAll: true, highlightEdges: false});
-    root.dataset.selectedEdge = JSON.stringify(sel.edge);
-    delete root.dataset.selectedNode;
+    mark(root, {edge: sel.edge});
   } else if (sel && sel.node && window.nodes.get(sel.node)) {
     net.setSelection({nodes: [sel.node], edges: []}, {unselectAll: true, highlightEdges: false});
-    root.dataset.selectedNode = sel.node;
-    delete root.dataset.selectedEdge;
+    mark(root, {node: sel.node});
   } else {
     net.unselectAll();
-    delete root.dataset.selectedEdge; delete root.dataset.selectedNode;
+    mark(root, null);
   }
   if (sel && sel.reveal) {
     const id = sel.node || (sel.edge && sel.edge[1]);

@@ -250,6 +250,7 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
 
     The heading is drawn first so that a first run's progress display appears under it.
     """
+    state.full_run()
     if talk:
         st.markdown(TALK_CSS, unsafe_allow_html=True)
     if heading:

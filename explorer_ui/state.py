@@ -33,6 +33,9 @@ _VIEW = "_graph_view"
 _COLLAPSE = "_collapse"
 _PRESET = "_preset_view"
 _URL_APPLIED = "_url_applied"
+_SEL_COUNT = "_selection_count"
+_SEL_ORIGIN = "_selection_origin"
+_GRAPH_SENT = "_graph_sent"
 
 # Query parameters (the shareable part of the state).
 Q_SOURCE, Q_SET, Q_PARENT, Q_CHILD, Q_MODEL = "source", "set", "parent", "child", "model"
@@ -89,16 +92,48 @@ def selection() -> Selection:
     return sel if isinstance(sel, Selection) else Selection()
 
 
-def select_edge(edge: EdgeKey | None) -> None:
-    """Select an edge ``(parent, child)`` (its evidence opens); the URL follows."""
-    st.session_state[_SELECTION] = Selection(edge=tuple(edge) if edge else None)  # type: ignore[arg-type]
+def select_edge(edge: EdgeKey | None, *, origin: str | None = None) -> None:
+    """Select an edge ``(parent, child)`` (its evidence opens); the URL follows.
+
+    ``origin``: the key of the graph widget where the user clicked it (that graph already shows it).
+    """
+    _set_selection(Selection(edge=tuple(edge) if edge else None), origin)  # type: ignore[arg-type]
+
+
+def select_node(node: str | None, *, origin: str | None = None) -> None:
+    """Select a model (its card opens); the URL follows. ``origin`` as in :func:`select_edge`."""
+    _set_selection(Selection(node=node), origin)
+
+
+def _set_selection(sel: Selection, origin: str | None) -> None:
+    st.session_state[_SELECTION] = sel
+    st.session_state[_SEL_COUNT] = st.session_state.get(_SEL_COUNT, 0) + 1
+    st.session_state[_SEL_ORIGIN] = origin
     _write_url()
 
 
-def select_node(node: str | None) -> None:
-    """Select a model (its card opens); the URL follows."""
-    st.session_state[_SELECTION] = Selection(node=node)
-    _write_url()
+def full_run() -> None:
+    """A whole page runs (not a fragment): graph widgets may be mounted afresh (a page switch), so every
+    graph gets the current selection, even the one the last click came from."""
+    st.session_state[_SEL_ORIGIN] = None
+
+
+def graph_selection(graph_key: str, drawing: str, fresh: dict | None) -> dict | None:
+    """The selection to send to the graph widget ``graph_key`` showing ``drawing`` (``GraphData.key``).
+
+    A click in a graph is already shown by that graph: it gets the value it got last, unchanged, so the
+    browser receives the same element (Streamlit sends a repeated element as a hash, and the widget
+    does nothing) instead of the whole drawing again. Any other selection (a table row, a search, a link,
+    the other graph) is sent as ``fresh`` with a counter, so that selecting again what the graph showed
+    before a click in it still moves its highlight back.
+    """
+    sent = st.session_state.setdefault(_GRAPH_SENT, {})
+    last = sent.get(graph_key)
+    if st.session_state.get(_SEL_ORIGIN) == graph_key and last is not None and last[0] == drawing:
+        return last[1]
+    value = None if fresh is None else {**fresh, "n": st.session_state.get(_SEL_COUNT, 0)}
+    sent[graph_key] = (drawing, value)
+    return value
 
 
 # --- the shareable link ---------------------------------------------------------------------------

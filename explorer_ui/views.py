@@ -27,6 +27,7 @@ from mother_core.statuses import STATUS_INFO, EdgeStatus
 
 if TYPE_CHECKING:
     import pandas as pd
+    import plotly.graph_objects as go
 
 STATUS_ICON = {str(s): info.icon for s, info in STATUS_INFO.items()}
 
@@ -125,13 +126,13 @@ def ranked_edges(ctx: Loaded) -> list[tuple[str, str]]:
     return list(zip(df["parent"], df["child"])) if len(df) else []
 
 
-def _on_graph_event(ctx: Loaded, data: graph.GraphData):
+def _on_graph_event(ctx: Loaded, data: graph.GraphData, graph_key: str):
     def handle(event: dict) -> None:
         kind = event.get("type")
         if kind == "node" and event.get("id") in set(ctx.rec.model_ids):
-            state.select_node(str(event["id"]))
+            state.select_node(str(event["id"]), origin=graph_key)
         elif kind == "edge":
-            state.select_edge((str(event.get("parent")), str(event.get("child"))))
+            state.select_edge((str(event.get("parent")), str(event.get("child"))), origin=graph_key)
         elif kind == "toggle" and event.get("id") in set(ctx.rec.model_ids):
             node = str(event["id"])
             if node in data.folded or graph.Forest.of(ctx.rec).children.get(node):
@@ -171,6 +172,42 @@ def graph_controls(ctx: Loaded, where: str) -> GraphView:
     return new
 
 
+def explore(ctx: Loaded, *, where: str, height: int, aspect: float = 1.8, table: bool = False,
+            table_height: int = 420, overview: bool = False) -> None:
+    """The tree with the selection beside it; graph controls above; optionally an edge search and the ranked
+    edge table below.
+
+    Two nested fragments (``st.fragment``), so that each interaction sends and re-renders as little as
+    possible (in the browser, re-rendering elements costs more than the script run; see
+    ``benchmarks/RESULTS.md``): a click in the graph reruns only :func:`_tree_and_selection` (the graph,
+    whose drawing is not rebuilt, and the card or evidence); a control, the edge search or a table row
+    reruns :func:`_explore`, which redraws the graph part too. ``overview``: with nothing selected, the
+    panel shows the histogram of edge confidence (which also loads the chart library before the first
+    click needs it: seconds under load).
+    """
+    _explore(ctx, where, height, aspect, table, table_height, overview)
+
+
+@st.fragment
+def _explore(ctx: Loaded, where: str, height: int, aspect: float, table: bool, table_height: int,
+             overview: bool) -> None:
+    graph_controls(ctx, where)
+    _tree_and_selection(ctx, where, height, aspect, overview)
+    if table and ctx.rec.edges:
+        st.markdown("**Edges, least confident first**: click a row (or an edge in the tree) for its evidence")
+        edge_search(ctx)
+        edge_rank_table(ctx, height=table_height)
+
+
+@st.fragment
+def _tree_and_selection(ctx: Loaded, where: str, height: int, aspect: float, overview: bool) -> None:
+    left, right = st.columns([3, 2])
+    with left:
+        tree(ctx, height=height, where=where, aspect=aspect, controls=False)
+    with right:
+        selection_panel(ctx, overview=overview)
+
+
 def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float = 1.8, where: str = "main",
          controls: bool = True, dark: bool = False, keys: bool = False, inline_library: bool = False) -> None:
     """The interactive tree: clicks select models and edges, double-clicks fold subtrees.
@@ -190,11 +227,13 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
         fold = state.collapse(ctx.key)
         data = graph_data(ctx.key, st_key(ctx.statuses), ctx.reference, view, fold.folded, fold.opened,
                           font_size, aspect, dark, ctx.rec, height)
-    selected = ({"edge": list(sel.edge), "reveal": True} if sel.edge and data.edge_id(sel.edge)
-                else {"node": sel.node, "reveal": True} if sel.node else None)
+    gkey = f"graph_{where}"
+    selected = state.graph_selection(gkey, data.key, {"edge": list(sel.edge), "reveal": True}
+                                     if sel.edge and data.edge_id(sel.edge)
+                                     else {"node": sel.node, "reveal": True} if sel.node else None)
     lib = None if inline_library else static.vis_url()
-    graph_widget(data, key=f"graph_{where}", height=height, lib_url=lib, selected=selected,
-                 on_event=_on_graph_event(ctx, data), dark=dark, big=font_size >= 20, keys=keys)
+    graph_widget(data, key=gkey, height=height, lib_url=lib, selected=selected,
+                 on_event=_on_graph_event(ctx, data, gkey), dark=dark, big=font_size >= 20, keys=keys)
     if data.folded:
         st.caption(f"{len(data.hidden)} of {len(ctx.rec.models)} models are folded into {len(data.folded)} "
                    "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
@@ -299,14 +338,16 @@ def _diff_graph(ctx: Loaded, rec: Recovery, statuses: dict, reference: str, wher
     sel = state.selection()
     data = graph_data(f"{ctx.key}:{where}", st_key(statuses), reference, GraphView(view.layout, view.branch,
                       "agreement", view.focus), fold.folded, fold.opened, 13, 1.0, False, rec, 460)
-    selected = ({"edge": list(sel.edge)} if sel.edge and data.edge_id(sel.edge)
-                else {"node": sel.node, "reveal": True} if sel.node else None)
-    graph_widget(data, key=f"graph_{where}", height=460, lib_url=static.vis_url(), selected=selected,
-                 on_event=_on_graph_event(ctx, data))
+    gkey = f"graph_{where}"
+    selected = state.graph_selection(gkey, data.key, {"edge": list(sel.edge)} if sel.edge and data.edge_id(sel.edge)
+                                     else {"node": sel.node, "reveal": True} if sel.node else None)
+    graph_widget(data, key=gkey, height=460, lib_url=static.vis_url(), selected=selected,
+                 on_event=_on_graph_event(ctx, data, gkey))
 
 
-def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
-    """What is selected: a model's card, or an edge's evidence (nothing: a hint)."""
+def selection_panel(ctx: Loaded, *, full: bool = False, overview: bool = False) -> None:
+    """What is selected: a model's card, or an edge's evidence (nothing: a hint, and with ``overview``
+    the histogram of edge confidence)."""
     node, edge = selected_model(ctx), selected_edge(ctx)
     if node:
         node_card(ctx, node)
@@ -317,6 +358,10 @@ def selection_panel(ctx: Loaded, *, full: bool = False) -> None:
             st.page_link("app_pages/2_Edge.py", label="All evidence, and flip / force / forbid this edge →")
     else:
         st.caption("Click a model in the tree for its card, or an edge for its evidence.")
+        if overview and ctx.rec.edges:
+            from explorer_ui import plots
+
+            st.plotly_chart(plots.edge_confidence(ctx.rec), key=f"overview_{ctx.key}")
 
 
 def node_card(ctx: Loaded, model: str) -> None:
@@ -328,26 +373,26 @@ def node_card(ctx: Loaded, model: str) -> None:
     parents = [e for e in rec.edges if e.child == model]
     kids = [e.child for e in rec.edges if e.parent == model]
     st.subheader(f"Model {md(model)}")
-    c = st.columns(4)
-    c[0].metric("Format", plain(m.format or "?"))
-    c[1].metric("Parameters", f"{m.n_params:,}" if m.n_params else "?")
-    c[2].metric("Size on disk", _disk_size(m.path))
+    # One table, not a row of metrics: each metric is a few more elements to render and a label whose
+    # width the browser measures (a forced layout) on every click.
     conf = parents[0].confidence if parents else None
-    c[3].metric("Confidence of its edge", "root" if not parents else f"{conf:.2f}")
-    rows = [("Path", plain(m.path)), ("Family (tree)", str(m.tree)),
-            ("Declared parent", plain(m.declared_parent or "(none declared)")),
-            ("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
+    rows = [("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "") + ")" for e in parents) or "(root)"),
-            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Kurtosis", _fmt_num(m.kurtosis))]
+            ("Confidence of its edge", "(a root)" if conf is None else f"{conf:.2f}"),
+            ("Declared parent", plain(m.declared_parent or "(none declared)")),
+            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Family (tree)", str(m.tree)),
+            ("Format", plain(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
+            ("Size on disk", _disk_size(m.path)), ("Kurtosis", _fmt_num(m.kurtosis)), ("Path", plain(m.path))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
     if parents:  # a callback, not st.rerun(): inside a fragment only the fragment reruns
         st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}", key=f"card_edge_{model}",
                   on_click=state.select_edge, args=((parents[0].parent, model),))
     if m.alternatives:
         st.markdown("**Alternative parents** (lower cost is better)")
-        st.dataframe(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _num(a.cost, 4),
-                                    "distance": _num(a.distance, 4)} for a in m.alternatives]), hide_index=True)
+        # A static table, not a data grid: a few rows, and mounting a grid costs ~0.1 s per click in the browser.
+        st.table(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _fmt_num(a.cost),
+                                "distance": _fmt_num(a.distance)} for a in m.alternatives]).set_index("parent"))
 
 
 def _fmt_num(x: float | None) -> str:
@@ -419,14 +464,43 @@ def _on_pick(key: str, order: list[tuple[str, str]]) -> None:
         state.select_edge(order[i])
 
 
+def _on_search(key: str, order: list[tuple[str, str]]) -> None:
+    _on_pick(key, order)
+    st.session_state[key] = None  # a search box, not a second copy of the selection: it empties again
+
+
 def _on_table(key: str, order: list[tuple[str, str]]) -> None:
     rows = st.session_state[key].selection.rows
     if rows:
         state.select_edge(order[rows[0]])
 
 
-def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420, default_first: bool = True) -> Edge | None:
-    """A selectbox (and optionally the ranked table) choosing the edge; the graph and both stay in sync."""
+def edge_search(ctx: Loaded) -> None:
+    """Type to find an edge (least confident first); picking one selects it and the box empties again.
+
+    Unlike a selectbox showing the selection, it never goes stale when the graph changes the selection,
+    so it sits outside the graph's fragment and is not re-sent on every click.
+    """
+    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec)
+    order = list(zip(df["parent"], df["child"]))
+    key = f"edge_search_{ctx.key}"
+    st.selectbox("Edge", list(range(len(order))), index=None, key=key, format_func=lambda i: label(order[i]),
+                 placeholder=f"Type to find one of {len(order):,} edges", on_change=_on_search, args=(key, order),
+                 label_visibility="collapsed")
+
+
+def edge_rank_table(ctx: Loaded, *, height: int = 420) -> None:
+    """The ranked edge table; clicking a row selects its edge."""
+    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec)
+    order = list(zip(df["parent"], df["child"]))
+    tkey = f"edge_table_{ctx.key}"
+    st.dataframe(df, hide_index=True, height=height, key=tkey, on_select=partial(_on_table, tkey, order),
+                 selection_mode="single-row", column_order=["edge", "confidence", "status",
+                                                            "best alternative parent", "distance"])
+
+
+def edge_picker(ctx: Loaded) -> Edge | None:
+    """A selectbox showing and choosing the selected edge (the first, least confident one by default)."""
     rec = ctx.rec
     if not rec.edges:
         st.info("No edges: every model was recovered as its own root.")
@@ -435,24 +509,17 @@ def edge_picker(ctx: Loaded, *, table: bool = True, height: int = 420, default_f
     order = list(zip(df["parent"], df["child"]))
     sel = state.selection().edge
     if sel not in order:
-        if not default_first:
-            sel = None
-        else:
-            sel = order[0]
-            if state.selection().node is None:
-                state.select_edge(sel)
-    # The selectbox's key follows the selection, so a selection made elsewhere (the graph, the table, a
-    # flip) starts a fresh widget at the right index instead of fighting the browser's copy of the value.
-    pkey = f"edge_pick::{sel[0]}::{sel[1]}" if sel else "edge_pick::none"
-    st.selectbox("Edge", list(range(len(order))), index=order.index(sel) if sel else None, key=pkey,
-                 format_func=lambda i: label(order[i]), on_change=_on_pick, args=(pkey, order),
+        sel = order[0]
+        if state.selection().node is None:
+            state.select_edge(sel)
+    # One key, its value set from the selection before the widget is drawn: a selection made elsewhere
+    # (the graph, a flip) moves the box without remounting it (a fresh key re-sent every option).
+    pkey = f"edge_pick_{ctx.key}"
+    st.session_state[pkey] = order.index(sel)
+    st.selectbox("Edge", list(range(len(order))), key=pkey, format_func=lambda i: label(order[i]),
+                 on_change=_on_pick, args=(pkey, order),
                  help="Least confident first. Selecting one highlights it in the tree.")
-    if table:
-        tkey = f"edge_table_{ctx.key}"
-        st.dataframe(df, hide_index=True, height=height, key=tkey, on_select=partial(_on_table, tkey, order),
-                     selection_mode="single-row", column_order=["edge", "confidence", "status",
-                                                                "best alternative parent", "distance"])
-    return rec.edge(*sel) if sel else None
+    return rec.edge(*sel)
 
 
 def least_confident(ctx: Loaded, rows: int = 3) -> None:
@@ -476,20 +543,20 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     from explorer_ui import plots
 
     s = ctx.statuses.get((e.parent, e.child))
-    c = st.columns(4)
+    c = st.columns(3)  # three short numbers fit the panel beside the tree; the distance goes in the text
     c[0].metric("Confidence", f"{e.confidence:.2f}")
     c[1].metric("Placement", f"{e.placement_confidence:.2f}", help="Is the child attached to the right model?")
     c[2].metric("Direction", f"{e.direction_confidence:.2f}", help="Is the parent really the parent?")
-    c[3].metric("Distance", f"{e.distance:.4g}")
-    note = f"Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} (child); layers voting " \
-           f"for this direction: {e.layers_voting_forward}, against: {e.layers_voting_backward}."
+    note = f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
+           f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
+           f"{e.layers_voting_backward}."
     if s:
         note += f" Versus {ctx.reference}: **{s}** ({graph.STATUS_TEXT.get(s, '')})."
     if e.constrained:
         note += " This edge was set by a constraint."
     note += md(contested_note(e, own_cost(ctx.rec, e)))
     st.markdown(note)
-    st.plotly_chart(plots.kurtosis_layers(ctx.rec, e), key=f"ku_{ctx.key}")
+    st.plotly_chart(kurtosis_figure(ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")
     if not full:
         return
     left, right = st.columns(2)
@@ -504,6 +571,16 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
                      "chosen": "✓"})
     rows.sort(key=lambda r: (r["cost"] is None, r["cost"] if r["cost"] is not None else 0.0))
     st.dataframe(pd.DataFrame([{"rank": i + 1, **r} for i, r in enumerate(rows)]), hide_index=True)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def kurtosis_figure(key: str, parent: str, child: str, _rec: Recovery, _edge: Edge) -> go.Figure:
+    """The edge's per-layer kurtosis figure, built once per recovery and edge (a click back to an edge
+    reuses it). ``cache_resource``: ``st.plotly_chart`` only reads the figure, and unpickling a copy (as
+    ``cache_data`` would) re-validates every trace."""
+    from explorer_ui import plots
+
+    return plots.kurtosis_layers(_rec, _edge)
 
 
 def constraint_controls(ctx: Loaded, e: Edge) -> None:

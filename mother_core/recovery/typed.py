@@ -21,7 +21,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from mother_core.recovery.direction import architecture_key
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.result import Edge, Recovery
 from mother_core.relations.evidence import TypedLink
@@ -62,18 +61,24 @@ def refinement_core(stats: WeightStatistics, members: np.ndarray, typed: set[int
     """The models of one tree whose squared distances the additivity refinement fits
     (:mod:`mother_core.recovery.additive`): its fine-tune skeleton, without the typed children
     (copies, quantized models, adapters and merges keep the parents their detectors gave them) and
-    without the models whose tensors differ in shape from the tree's most common layout (a pruned or
-    distilled child). Both would otherwise take layers out of every pair's distance: the refinement
-    uses only the layers every model of the fit holds, and a quantized copy whose reader leaves some
-    matrices out, or a pruned child with narrower ones, would leave it a few norms and biases.
-    They stay where the arborescence placed them.
+    without the models that lack a tensor slot (name and shape) most of the skeleton holds (a pruned
+    or distilled child, whose tensors are narrower). Both would otherwise take layers out of every
+    pair's distance: the refinement uses only the layers every model of the fit holds, and a quantized
+    copy whose reader leaves some matrices out, or a pruned child with narrower ones, would leave it a
+    few norms and biases. They stay where the arborescence placed them.
+
+    The test is on the slots most models hold, not on the whole layout: fine-tunes of one backbone
+    for different tasks each carry their own classification head (a slot of another shape, held by a
+    few models), which the refinement leaves out anyway (:func:`.additive.squared_distances`); a
+    whole-layout match would keep only the largest group of same-head models (the demo vit-tree: 5 of
+    its 13).
     """
-    skeleton = [int(g) for g in members if int(g) not in typed]
-    if not skeleton:
-        return np.zeros(0, dtype=int)
-    keys = [architecture_key(stats.present[g]) for g in skeleton]
-    common = max(set(keys), key=keys.count)
-    return np.array([g for g, k in zip(skeleton, keys) if k == common], dtype=int)
+    skeleton = np.array([int(g) for g in members if int(g) not in typed], dtype=int)
+    if not len(skeleton):
+        return skeleton
+    present = stats.present[skeleton].astype(bool)
+    common = 2 * present.sum(axis=0) > len(skeleton)  # the slots most of the skeleton holds
+    return skeleton[present[:, common].all(axis=1)]
 
 
 def block_leaves(cost: np.ndarray, leaves: set[int]) -> np.ndarray:
