@@ -74,12 +74,10 @@ def singular_values(batch: np.ndarray) -> np.ndarray:
     on one, load 7-9 on 2 cores; the 8 x GPT-2-small tree step took 41-71 s instead of about 1 s,
     benchmarks/RESULTS.md, issue 15 "The one pass at disk speed").
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from mother_core.device import one_torch_thread
+
+    with one_torch_thread():
         return torch.linalg.svdvals(torch.as_tensor(batch, dtype=torch.float64)).numpy()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def numerical_rank(diffs: np.ndarray, scale: np.ndarray, roundoff: np.ndarray) -> np.ndarray:
