@@ -543,11 +543,16 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     from explorer_ui import plots
 
     s = ctx.statuses.get((e.parent, e.child))
-    c = st.columns(3)  # three short numbers fit the panel beside the tree; the distance goes in the text
-    c[0].metric("Confidence", f"{e.confidence:.2f}")
-    c[1].metric("Placement", f"{e.placement_confidence:.2f}", help="Is the child attached to the right model?")
-    c[2].metric("Direction", f"{e.direction_confidence:.2f}", help="Is the parent really the parent?")
-    note = f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
+    if full:
+        c = st.columns(3)
+        c[0].metric("Confidence", f"{e.confidence:.2f}")
+        c[1].metric("Placement", f"{e.placement_confidence:.2f}", help="Is the child attached to the right model?")
+        c[2].metric("Direction", f"{e.direction_confidence:.2f}", help="Is the parent really the parent?")
+        note = ""
+    else:  # the panel beside the tree, redrawn on every click: one line, not seven elements to render
+        note = (f"Confidence **{e.confidence:.2f}** (placement {e.placement_confidence:.2f}: is the child attached "
+                f"to the right model? direction {e.direction_confidence:.2f}: is the parent really the parent?). ")
+    note += f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
            f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
            f"{e.layers_voting_backward}."
     if s:
