@@ -251,9 +251,10 @@ def main() -> None:
         if path.exists() and not twin.exists():
             shutil.copyfile(path, twin)
     print("\n| file | size | cache | read() (s) | reader (s) | pass (s) | reader / read() | pass / read() "
-          "| reader / cat | CPU s: cat / read() / reader / pass | values (G) | pass RSS after imports -> peak (MiB) "
+          "| reader / cat | CPU s: cat / read() / reader / pass | reader / read() CPU | values (G) "
+          "| pass RSS after imports -> peak (MiB) "
           "| load avg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, path in files.items():
         if args.only not in label:
             continue
@@ -267,6 +268,7 @@ def main() -> None:
             load = max(best[w]["load"] for w in best)
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
                   f"{ps:.2f} | {rd / read:.2f}x | {ps / read:.2f}x | {rd / cat:.1f}x | {cpu} | "
+                  f"{best['reader']['cpu'] / best['read']['cpu']:.2f}x | "
                   f"{best['reader']['values'] / 1e9:.2f} | "
                   f"{best['pass']['base_rss_mib']:.0f} -> {best['pass']['rss_mib']:.0f} | {load:.1f} |", flush=True)
 

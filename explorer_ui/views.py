@@ -373,18 +373,17 @@ def node_card(ctx: Loaded, model: str) -> None:
     parents = [e for e in rec.edges if e.child == model]
     kids = [e.child for e in rec.edges if e.parent == model]
     st.subheader(f"Model {md(model)}")
-    c = st.columns(4)
-    c[0].metric("Format", plain(m.format or "?"))
-    c[1].metric("Parameters", f"{m.n_params:,}" if m.n_params else "?")
-    c[2].metric("Size on disk", _disk_size(m.path))
+    # One table, not a row of metrics: each metric is a few more elements to render and a label whose
+    # width the browser measures (a forced layout) on every click.
     conf = parents[0].confidence if parents else None
-    c[3].metric("Confidence of its edge", "root" if not parents else f"{conf:.2f}")
-    rows = [("Path", plain(m.path)), ("Family (tree)", str(m.tree)),
-            ("Declared parent", plain(m.declared_parent or "(none declared)")),
-            ("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
+    rows = [("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "") + ")" for e in parents) or "(root)"),
-            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Kurtosis", _fmt_num(m.kurtosis))]
+            ("Confidence of its edge", "(a root)" if conf is None else f"{conf:.2f}"),
+            ("Declared parent", plain(m.declared_parent or "(none declared)")),
+            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Family (tree)", str(m.tree)),
+            ("Format", plain(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
+            ("Size on disk", _disk_size(m.path)), ("Kurtosis", _fmt_num(m.kurtosis)), ("Path", plain(m.path))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
     if parents:  # a callback, not st.rerun(): inside a fragment only the fragment reruns
         st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}", key=f"card_edge_{model}",
@@ -544,11 +543,16 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     from explorer_ui import plots
 
     s = ctx.statuses.get((e.parent, e.child))
-    c = st.columns(3)  # three short numbers fit the panel beside the tree; the distance goes in the text
-    c[0].metric("Confidence", f"{e.confidence:.2f}")
-    c[1].metric("Placement", f"{e.placement_confidence:.2f}", help="Is the child attached to the right model?")
-    c[2].metric("Direction", f"{e.direction_confidence:.2f}", help="Is the parent really the parent?")
-    note = f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
+    if full:
+        c = st.columns(3)
+        c[0].metric("Confidence", f"{e.confidence:.2f}")
+        c[1].metric("Placement", f"{e.placement_confidence:.2f}", help="Is the child attached to the right model?")
+        c[2].metric("Direction", f"{e.direction_confidence:.2f}", help="Is the parent really the parent?")
+        note = ""
+    else:  # the panel beside the tree, redrawn on every click: one line, not seven elements to render
+        note = (f"Confidence **{e.confidence:.2f}** (placement {e.placement_confidence:.2f}: is the child attached "
+                f"to the right model? direction {e.direction_confidence:.2f}: is the parent really the parent?). ")
+    note += f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
            f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
            f"{e.layers_voting_backward}."
     if s:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter
 from typing import Sequence
 
+# Only light modules at the top: each command imports what it needs, so `mother --help`, `scan`,
+# `relations` and `evaluate` start without torch (benchmarks/RESULTS.md, issue 15: `mother --help`
+# took ~4 s on a quiet machine).
 from mother_core.atomic import write_text_atomic
-from mother_core.device import describe_device
 from mother_core.errors import MotherError
-from mother_core.recovery.result import Constraints, Recovery
 from mother_core.settings import SETTINGS, RecoverySettings, recovery_settings
-from mother_core.relations.vocabulary import Relation
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -50,7 +51,9 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``mother`` argument parser; ``argv`` (the arguments it will parse), when given, lets it
+    leave out what those arguments do not use (the zoo's imports)."""
     parser = argparse.ArgumentParser(
         prog="mother",
         description="Recover the family tree of neural-network models from their weights (MoTHer).",
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
     rec.add_argument("--root", action="append", default=[], help="model that must be a root")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.add_argument("--timings", action="store_true",
+                     help="print the wall-clock seconds of each stage (start-up, headers, planning, read + reduce, "
+                          "tree step, writing the result) to standard error")
     rec.add_argument("--candidates", type=int, metavar="K",
                      help="compare each model exactly with its K nearest models by sketch only (linear in the "
                           "number of models; automatic above 1,500 models, docs/SCALE.md)")
@@ -112,13 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("relations", help="list the relation words edges carry (docs/RELATIONS.md)")
 
+    _add_zoo(sub, argv)
+    return parser
+
+
+def _add_zoo(sub: argparse._SubParsersAction, argv: Sequence[str] | None) -> None:
+    """The ``zoo`` command. The zoo imports torch and its model code (~4 s): when ``argv`` is given and
+    does not run ``zoo``, only a placeholder with the same one-line help is listed."""
+    from importlib.util import find_spec
+
+    if find_spec("mother_zoo") is None:  # the zoo is optional
+        return
+    if argv is not None and "zoo" not in [a for a in argv if not a.startswith("-")][:1]:
+        sub.add_parser("zoo", help=ZOO_HELP)
+        return
     try:
         from mother_zoo.cli import register_cli
-    except ImportError:  # the zoo is optional at import time
-        pass
-    else:
-        register_cli(sub)
-    return parser
+    except ImportError:  # a dependency of the zoo is missing
+        return
+    register_cli(sub)
+
+
+#: The ``zoo`` command's one-line help (the same as mother_zoo.cli.register_cli's; tests/test_cli.py).
+ZOO_HELP = "generate model trees with known lineage (real training on procedural data)"
 
 
 def _progress_bar(quiet: bool):
@@ -151,20 +173,30 @@ def _cmd_scan(args) -> int:
 
 
 def _cmd_recover(args) -> int:
+    from mother_core.device import describe_device
     from mother_core.pipeline import recover_paths
+    from mother_core.recovery.result import Constraints
+    from mother_core.relations.vocabulary import Relation
+    from mother_core.timing import StageClock, seconds_since_process_start, stage
 
     settings = settings_from_args(args)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)
     update, close = _progress_bar(args.quiet)
-    try:
-        result = recover_paths(args.paths, settings, device=args.device, cache_dir=args.cache_dir,
-                               progress=update, component=args.component, constraints=constraints,
-                               content_hash=args.content_hash, roots=args.confine, candidates=args.candidates)
-    finally:
-        close()
-    result.save(args.out)
+    with StageClock() as clock:
+        if args.timings and (started := seconds_since_process_start()) is not None:
+            clock.add("start-up (interpreter + imports)", started, time.process_time())
+        try:
+            result = recover_paths(args.paths, settings, device=args.device, cache_dir=args.cache_dir,
+                                   progress=update, component=args.component, constraints=constraints,
+                                   content_hash=args.content_hash, roots=args.confine, candidates=args.candidates)
+        finally:
+            close()
+        with stage("writing the result"):
+            result.save(args.out)
+    if args.timings:
+        print(clock.table(), file=sys.stderr)
     for p in result.problems:
         print(printable(f"skipped {p['path']}: {p['message']}"), file=sys.stderr)
     counts = Counter(e.relation for e in result.edges)
@@ -200,6 +232,7 @@ def _cmd_fingerprint(args) -> int:
 
 def _cmd_resolve(args) -> int:
     from mother_core.recovery.recover import resolve
+    from mother_core.recovery.result import Constraints, Recovery
 
     rec = Recovery.load(args.result)
     c = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
@@ -218,6 +251,7 @@ def _cmd_resolve(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from mother_core.evaluate import evaluate, format_evaluation, load_truth_edges
+    from mother_core.recovery.result import Recovery
 
     print(format_evaluation(evaluate(Recovery.load(args.result), load_truth_edges(args.truth))))
     return 0
@@ -225,6 +259,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_export(args) -> int:
     from mother_core import export
+    from mother_core.recovery.result import Recovery
 
     rec = Recovery.load(args.result)
     text = {
@@ -254,7 +289,8 @@ COMMANDS = {"relations": _cmd_relations, "scan": _cmd_scan, "recover": _cmd_reco
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mother`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         handler = COMMANDS.get(args.command) or getattr(args, "func", None)
         if handler is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from mother_core.errors import DeviceError
@@ -40,3 +43,22 @@ def describe_device(device: str = "auto") -> str:
     if dev.type == "cuda":
         return f"CUDA: {torch.cuda.get_device_name(dev)}"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch's CPU ops in the block on one intra-op thread, then restore the setting.
+
+    For many small ops (a 96 x 96 SVD, a 65k-element conversion): extra threads gain nothing on them, and
+    on a busy machine their spin-waiting made such ops 10-60x slower (benchmarks/RESULTS.md, issue 15,
+    "The one pass at disk speed").
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

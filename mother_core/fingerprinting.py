@@ -79,6 +79,26 @@ def serial_mapper(fn: Callable[[FingerprintJob], JobResult], jobs: Sequence[Fing
     return [fn(j) for j in jobs]
 
 
+#: Fingerprints computed in this process are written to the store this many at a time.
+STORE_BATCH = 256
+
+
+def _run_here(jobs: Sequence[FingerprintJob], store: SketchStore | None) -> list[JobResult]:
+    """Run ``jobs`` in this process, writing their fingerprints to ``store`` every :data:`STORE_BATCH`
+    models (an interrupted run keeps all but the last batch)."""
+    results: list[JobResult] = []
+    pending: list[Fingerprint] = []
+    for job in jobs:
+        res = run_job(job)
+        results.append(res)
+        if res.fingerprint is not None:
+            pending.append(res.fingerprint)
+        if store is not None and (len(pending) >= STORE_BATCH or (job is jobs[-1] and pending)):
+            store.put_fingerprints(pending)
+            pending = []
+    return results
+
+
 def fingerprint_all(refs: Sequence[ModelRef], *, spec: SketchSpec = SketchSpec(), cache_dir: str | Path | None = None,
                     content_hash: bool = False, mapper: Mapper | None = None
                     ) -> tuple[list[ModelRef], list[Fingerprint], list[Problem], dict]:
@@ -107,16 +127,18 @@ def fingerprint_all(refs: Sequence[ModelRef], *, spec: SketchSpec = SketchSpec()
     try:
         have = store.fingerprints(keys, spec) if store is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in have]
-        jobs = [FingerprintJob(usable[i], bases[i], spec, content_hash, None if store is None else str(cache_dir))
-                for i in todo]
-        results = (mapper or serial_mapper)(run_job, jobs)
+        # Workers write to the store themselves; in this process, fingerprints come back and are stored
+        # in batches (one transaction per batch rather than a connection and a commit per model).
+        store_dir = None if store is None or mapper is None else str(cache_dir)
+        jobs = [FingerprintJob(usable[i], bases[i], spec, content_hash, store_dir) for i in todo]
+        results = mapper(run_job, jobs) if mapper is not None else _run_here(jobs, store)
         errors = {}
         for i, res in zip(todo, results):
             if res.error is not None:
                 errors[i] = res.error
             elif res.fingerprint is not None:
                 have[keys[i]] = res.fingerprint
-        if store is not None and len(errors) < len(todo):
+        if store is not None and store_dir is not None and len(errors) < len(todo):
             have.update(store.fingerprints([keys[i] for i in todo if i not in errors], spec))
     finally:
         if store is not None:

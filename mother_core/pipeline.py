@@ -13,6 +13,7 @@ from mother_core.recovery.recover import recover
 from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
 from mother_core.stats.compute import compute_statistics
 from mother_core.stats.progress import ProgressCallback
+from mother_core.timing import stage
 
 #: Above this many models recovery runs on the sparse candidate graph (docs/SCALE.md): the dense
 #: pass holds (tensors x N x N) distances, ~4 GB at 2,000 small models.
@@ -65,7 +66,8 @@ def recover_paths(
     >>> result.roots  # doctest: +SKIP
     """
     start = time.perf_counter()
-    found = discover(paths, component=component, roots=roots)
+    with stage("finding models (headers)"):
+        found = discover(paths, component=component, roots=roots)
     if candidates is not None or len(found.models) > SPARSE_ABOVE:
         from mother_core.fingerprinting import sparse_statistics
         from mother_core.recovery.candidates import DEFAULT_K
@@ -74,12 +76,16 @@ def recover_paths(
         if constraints != Constraints():
             raise InputError("Constraints (forced / forbidden edges, roots) need the dense path: run without "
                              f"--candidates on at most {SPARSE_ABOVE} models, or apply them to a subset.")
-        sparse = sparse_statistics(found, k=candidates or DEFAULT_K, cache_dir=cache_dir, content_hash=content_hash)
-        result = recover_sparse(sparse, settings)
+        with stage("fingerprints + candidate pairs"):
+            sparse = sparse_statistics(found, k=candidates or DEFAULT_K, cache_dir=cache_dir,
+                                       content_hash=content_hash)
+        with stage("tree step"):
+            result = recover_sparse(sparse, settings)
         result.run_seconds = time.perf_counter() - start
         return result
     stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress,
                                content_hash=content_hash)
-    result = recover(stats, settings, constraints)
+    with stage("tree step"):
+        result = recover(stats, settings, constraints)
     result.run_seconds = time.perf_counter() - start
     return result

@@ -547,3 +547,37 @@ def test_a_sparse_result_opens_on_every_page(app, tmp_path):
     for page in PAGES:
         at.switch_page(page).run()
         ok(at)
+
+
+# --- a click in the graph is not sent back to it ----------------------------------------------------
+def _graph_selection_script() -> None:
+    import streamlit as st
+
+    from explorer_ui import state
+
+    state.full_run()
+    table = state.graph_selection("graph_a", "drawing1", {"edge": ["p", "c"]})
+    state.select_node("m", origin="graph_a")  # a click on model m in graph_a
+    clicked = state.graph_selection("graph_a", "drawing1", {"node": "m"})
+    other = state.graph_selection("graph_b", "drawing2", {"node": "m"})  # the other graph on the page
+    state.select_edge(("p", "c"))  # the table again: graph_a must move back although it got p -> c before
+    back = state.graph_selection("graph_a", "drawing1", {"edge": ["p", "c"]})
+    state.select_node("m", origin="graph_a")
+    redrawn = state.graph_selection("graph_a", "drawing9", {"node": "m"})  # a new drawing forgets the click
+    state.select_node("q", origin="graph_a")
+    state.full_run()  # a page switch mounts the graph afresh
+    remounted = state.graph_selection("graph_a", "drawing9", {"node": "q"})
+    st.session_state["got"] = [table, clicked, other, back, redrawn, remounted]
+
+
+def test_a_click_in_a_graph_is_not_sent_back_to_it():
+    """The graph a click came from gets the same element as before (nothing re-sent); every other way of
+    selecting, another graph, a redrawn graph and a page switch get the current selection."""
+    at = AppTest.from_function(_graph_selection_script, default_timeout=60).run()
+    table, clicked, other, back, redrawn, remounted = at.session_state["got"]
+    assert table["edge"] == ["p", "c"]
+    assert clicked == table  # unchanged: the browser already highlights m
+    assert other["node"] == "m"
+    assert back["edge"] == ["p", "c"] and back != table  # a new counter: the highlight moves back from m
+    assert redrawn["node"] == "m"
+    assert remounted["node"] == "q"

@@ -59,6 +59,26 @@ def test_gguf_row_ranges_match_whole_reads(tmp_path):
                 torch.testing.assert_close(reader.read_into(name, rows, buf), whole[rows[0]:rows[1]], rtol=0, atol=0)
 
 
+def test_gguf_file_truncated_while_open_is_an_error_not_a_crash(tmp_path):
+    """Chunks are decoded from a memory map of the file; a file cut short after its header was read must
+    give a clear error (pages past the end of a mapped file would kill the process with SIGBUS)."""
+    from mother_core.errors import UnreadableCheckpointError
+
+    sd = llama_state(2)
+    path = write_gguf(sd, tmp_path / "m.gguf", qtype="Q8_0")
+    name = "embed_tokens.weight"
+    with open_model(_ref(path, "gguf")) as reader:
+        rows = reader.tensor_infos()[name].shape[0]
+        cols = reader.tensor_infos()[name].shape[1]
+        buf = torch.empty(rows * cols)
+        first = reader.read_into(name, (0, rows), buf).clone()  # mapped now
+        assert torch.isfinite(first).all()
+        with open(path, "r+b") as f:
+            f.truncate(reader.header.tensors[next(k for k in reader.header.tensors if "embed" in k)].offset + 1)
+        with pytest.raises(UnreadableCheckpointError, match="ends inside tensor"):
+            reader.read_into(name, (0, rows), buf)
+
+
 def test_gguf_k_quant_and_mixed_types(tmp_path):
     sd = llama_state(2, hidden=256, inter=256, vocab=64, heads=4, kv_heads=4, layers=1)
     path = write_gguf(sd, tmp_path / "k.gguf", qtype="Q4_K", heads=4, kv_heads=4, file_type="Q4_K_M",

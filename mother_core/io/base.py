@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are read, not where models are found (`mother scan`)
+    import torch
 
 FLOAT_DTYPES: frozenset[str] = frozenset({"float64", "float32", "float16", "bfloat16"})
 
@@ -40,7 +41,19 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        size = _ITEM_SIZES.get(self.dtype)
+        if size is None:  # a rarer dtype: ask torch
+            import torch
+
+            size = torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        return self.numel * size
+
+
+#: Bytes per element of the common dtypes, so that listing models needs no torch import.
+_ITEM_SIZES: dict[str, int] = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+    "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+}
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from mother_core.io.filekind import read_json_file
@@ -388,15 +389,25 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is not None and not w.whole and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
                 and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
-            # The int8 rows land in a reused staging buffer (no allocation per chunk), then are widened and
-            # scaled into the caller's buffer in one pass (the same float32 products as ``read``).
+            # The int8 rows are read from a map of the file (or land in a reused staging buffer where it cannot
+            # be mapped), then are widened and scaled into the caller's buffer in one pass (the same float32
+            # products as ``read``).
             view = out.view(rows[1] - rows[0], *w.shape[1:])
-            codes, scale = self._codes(w, rows), _row_scale(self.raw, w, rows)
             n = rows[1] - rows[0]
+            scale = _row_scale(self.raw, w, rows)
             per_row = scale.numel() == 1 or (scale.dim() >= 1 and scale.shape[0] == n and scale.numel() == n)
-            if int8_fast.available() and codes.dtype == torch.int8 and n and per_row:
-                int8_fast.scale_rows(codes.reshape(n, -1).numpy(), scale.reshape(-1).expand(n).contiguous().numpy(),
-                                     view.reshape(n, -1).numpy())
+            fast = int8_fast.available() and n > 0 and per_row
+            scales = scale.reshape(-1).expand(n).contiguous().numpy() if fast else None
+            mapped = getattr(self.raw, "mapped", None)
+            if scales is not None and mapped is not None and self.raw.tensor_infos()[w.parts["q"]].dtype == "int8":
+                # The codes are read where the page cache holds them (mapped.py): no staging copy.
+                with mapped(w.parts["q"], rows) as stored:
+                    if stored is not None:
+                        int8_fast.scale_rows(stored.view(np.int8).reshape(n, -1), scales, view.reshape(n, -1).numpy())
+                        return view
+            codes = self._codes(w, rows)
+            if scales is not None and codes.dtype == torch.int8:
+                int8_fast.scale_rows(codes.reshape(n, -1).numpy(), scales, view.reshape(n, -1).numpy())
             else:  # widen, then scale: two passes, no temporary as large as the chunk
                 view.copy_(codes)
                 view.mul_(scale)

@@ -242,6 +242,8 @@ def effective_rank_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: 
     already keeps (:mod:`mother_core.stats.skeleton`), so it costs no extra read. +1 when every layer's
     effective rank rises from i to j; 0 where no layer has a skeleton.
     """
+    from mother_core.stats.skeleton import singular_values
+
     slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
     if len(slots) > max_layers:
         slots = [slots[i] for i in np.linspace(0, len(slots) - 1, max_layers).round().astype(int)]
@@ -253,7 +255,7 @@ def effective_rank_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: 
         ok = ~np.isnan(sk).any(axis=(1, 2))
         if ok.sum() < 2:
             continue
-        sv = np.linalg.svd(sk[ok], compute_uv=False)  # (n_ok, k)
+        sv = singular_values(sk[ok])  # (n_ok, k); one thread: small SVDs (stats/skeleton.py)
         p = sv / np.maximum(sv.sum(axis=1, keepdims=True), 1e-300)
         with np.errstate(divide="ignore", invalid="ignore"):
             entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)

@@ -40,6 +40,7 @@ from mother_core.stats.progress import Progress, ProgressCallback
 from mother_core.stats.result import TensorMeta, WeightStatistics
 from mother_core.stats.running_moments import summarise_moments
 from mother_core.stats.skeleton import UNIT_ROUNDOFF, skeleton_index
+from mother_core.timing import stage
 
 
 def compute_statistics(
@@ -85,13 +86,17 @@ def compute_statistics(
     if progress is not None:
         progress(Progress("opening models", 0, 0, 0, 0, time.perf_counter() - started, None, str(dev)))
     with contextlib.ExitStack() as stack:
-        readers, listings, keys = _open_models(refs, problems, stack, content_hash)
-        cache = CacheSession.open(cache_dir, keys, problems)
-        stack.callback(cache.close)
-        plan, known = _plan_pass(listings, cache, chunk_elements)
-        out = execute_plan(plan, readers, dev, progress)
-        cache.store(plan, out, known)
-        stats = _assemble_result([r.ref for r in readers], listings, plan, out, cache, known, problems)
+        with stage("opening models"):
+            readers, listings, keys = _open_models(refs, problems, stack, content_hash)
+        with stage("planning"):
+            cache = CacheSession.open(cache_dir, keys, problems)
+            stack.callback(cache.close)
+            plan, known = _plan_pass(listings, cache, chunk_elements)
+        with stage("read + reduce"):
+            out = execute_plan(plan, readers, dev, progress)
+        with stage("assembling statistics"):
+            cache.store(plan, out, known)
+            stats = _assemble_result([r.ref for r in readers], listings, plan, out, cache, known, problems)
         stats.settings = {
             "device": str(dev), "chunk_elements": chunk_elements, "bytes_read": out.bytes_read,
             "seconds": time.perf_counter() - started, "cached": cache.used,

@@ -16,6 +16,7 @@ import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
+from mother_core.device import one_torch_thread
 from mother_core.errors import MotherError
 from mother_core.io.base import ModelRef
 from mother_core.io.readers import open_model
@@ -52,7 +53,8 @@ class _Loaded:
 
 
 def _read_model(ref: ModelRef, base: ModelRef | None, wanted: set[str]) -> dict[str, np.ndarray]:
-    with contextlib.ExitStack() as stack:
+    # One torch thread for the small per-tensor conversions (as in the fingerprint pass, device.py).
+    with contextlib.ExitStack() as stack, one_torch_thread():
         base_reader = stack.enter_context(open_model(base)) if base is not None else None
         reader = stack.enter_context(open_model(ref, base=base_reader))
         out = {}

@@ -66,6 +66,20 @@ def gather(data: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int] | N
     return positions, block.float().cpu().numpy()
 
 
+def singular_values(batch: np.ndarray) -> np.ndarray:
+    """Singular values (descending) of each matrix of a batch ``(P, k1, k2)``, in float64, on one thread.
+
+    Skeletons are small (k <= 96): LAPACK's threads gain nothing on them, and on a busy machine their
+    spin-waiting made the same SVDs 10-60x slower (8 x 96 x 96: 0.2-1.2 s on two threads against 18-25 ms
+    on one, load 7-9 on 2 cores; the 8 x GPT-2-small tree step took 41-71 s instead of about 1 s,
+    benchmarks/RESULTS.md, issue 15 "The one pass at disk speed").
+    """
+    from mother_core.device import one_torch_thread
+
+    with one_torch_thread():
+        return torch.linalg.svdvals(torch.as_tensor(batch, dtype=torch.float64)).numpy()
+
+
 def numerical_rank(diffs: np.ndarray, scale: np.ndarray, roundoff: np.ndarray) -> np.ndarray:
     """Numerical rank of each k1 x k2 difference, with a threshold that survives half precision.
 
@@ -87,7 +101,7 @@ def numerical_rank(diffs: np.ndarray, scale: np.ndarray, roundoff: np.ndarray) -
     """
     if len(diffs) == 0:
         return np.zeros(0, dtype=int)
-    s = torch.linalg.svdvals(torch.as_tensor(diffs, dtype=torch.float64)).numpy()  # (P, k)
+    s = singular_values(diffs)  # (P, k)
     k = max(diffs.shape[1], diffs.shape[2])
     floor = np.maximum(1e-5 * s[:, :1], (4.0 * np.sqrt(k) * roundoff * scale)[:, None])
     return (s > floor).sum(axis=1)
