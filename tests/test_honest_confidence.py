@@ -9,7 +9,8 @@ import pytest
 
 from mother_core.recovery.confidence import layer_effect, layer_placement_confidence
 from mother_core.recovery.recover import prior_cues
-from mother_core.relations.merge import OFF_PATH, _off_path
+from mother_core.relations.calibration import CONFIDENCE
+from mother_core.relations.merge import CALIBRATED_RESIDUAL, OFF_PATH, RESIDUAL_MAX, _off_path, merge_confidence
 
 
 def test_layer_effect_reads_agreement_not_size() -> None:
@@ -62,3 +63,14 @@ def test_a_tree_on_the_prior_reads_without_the_kurtosis_cue() -> None:
     assert prior_cues("kurtosis+norm") == "norm"
     assert prior_cues("kurtosis+norm+erank") == "norm+erank"
     assert prior_cues("kurtosis") == "kurtosis"  # nothing else to read
+
+
+def test_a_sparse_merge_beyond_the_calibrated_residuals_keeps_the_detectors_confidence() -> None:
+    # Within the residuals the calibrated rate was measured on: that rate.
+    assert merge_confidence("merge: sparse", 0.4) == CONFIDENCE["merge: sparse"]
+    # Beyond them (a fine-tune tree's correlated updates read as a sparse merge): the detector's own,
+    # falling with the residual, far from the calibrated 0.99.
+    beyond = [merge_confidence("merge: sparse", r) for r in (CALIBRATED_RESIDUAL + 0.01, 0.55, RESIDUAL_MAX)]
+    assert beyond == sorted(beyond, reverse=True) and beyond[0] < 0.7 and beyond[-1] == pytest.approx(0.55)
+    # Exact merges (linear, SLERP, task arithmetic) are untouched.
+    assert merge_confidence("merge: exact", 1e-6) == CONFIDENCE["merge: exact"]
