@@ -33,6 +33,9 @@ def test_refinement_fits_fine_tunes_with_different_heads(vit_tree):
     assert list(refinement_core(stats, everyone, set())) == list(everyone)
     # A typed child stays out of the fit, whatever its layout.
     assert 3 not in refinement_core(stats, everyone, {3})
+    # One merged LoRA among fine-tunes stays out; a tree of merged LoRAs is fitted whole.
+    assert 3 not in refinement_core(stats, everyone, set(), frozenset({3}))
+    assert list(refinement_core(stats, everyone, set(), frozenset(everyone.tolist()))) == list(everyone)
 
 
 def test_vit_tree_default_accuracy(vit_tree):

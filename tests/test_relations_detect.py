@@ -141,7 +141,7 @@ def test_refinement_fits_the_fine_tune_skeleton_only(typed_set):
     assert {ids[i] for i in found.partial} == {"n4"}
     typed = {link.child for link in found.links}
     tree = np.flatnonzero(labels == labels[ids.index("n0")])
-    core = {ids[i] for i in refinement_core(stats, tree, typed | found.partial)}
+    core = {ids[i] for i in refinement_core(stats, tree, typed, found.partial)}
     assert core == {"n0", "n1", "n2", "n3"}
 
 

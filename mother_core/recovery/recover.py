@@ -199,7 +199,7 @@ def recover(
         solved[t], matrices[t], scales[t] = _solve_readings(ev, members, settings, placement)
         groups[t] = architecture_key(stats.present[members[0]])
         if settings.refine and settings.method != "paper" and placement is None and 3 <= len(members) <= MAX_TREE:
-            core = refinement_core(stats, members, typed_children | findings.partial)
+            core = refinement_core(stats, members, typed_children, findings.partial)
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], core) if len(core) >= 3 else None
             if s is not None:
                 squared[np.ix_(core, core)] = s
