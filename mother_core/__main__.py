@@ -1,7 +1,5 @@
 """``python -m mother_core`` is the ``mother`` command."""
 
-import sys
+from mother_core.cli import run
 
-from mother_core.cli import main
-
-sys.exit(main())
+run()

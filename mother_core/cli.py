@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -304,5 +305,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``mother`` console script and ``python -m mother_core``: :func:`main`, then exit at once.
+
+    Every file is written and closed by the time :func:`main` returns; what is left is the interpreter's
+    finalisation with torch and numba loaded, which took 1.9-3.3 s after a ``recover`` on this machine
+    (benchmarks/RESULTS.md, issue 15 "The one pass at disk speed"). ``os._exit`` skips it.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # whoever read the output went away (`mother relations | head -1`)
+        code = 1
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

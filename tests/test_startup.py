@@ -96,3 +96,12 @@ def test_singular_values_on_one_thread_agree_with_numpy_and_restore_threads():
     assert s.shape == (5, 16) and s.dtype == np.float64
     np.testing.assert_allclose(s, np.linalg.svd(batch, compute_uv=False), rtol=1e-10, atol=1e-10)
     assert (s[0] > 1e-8 * s[0, 0]).sum() == 1
+
+
+def test_the_command_keeps_its_exit_codes_when_it_skips_finalisation(tmp_path):
+    """``python -m mother_core`` (and the ``mother`` script) leave through ``os._exit``: same codes, all output."""
+    ok = subprocess.run([sys.executable, "-m", "mother_core", "relations"], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "finetune" in ok.stdout and ok.stdout.endswith("\n")
+    bad = subprocess.run([sys.executable, "-m", "mother_core", "recover", str(tmp_path / "missing"), "--out",
+                          str(tmp_path / "r.json"), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
