@@ -16,7 +16,12 @@ see for a real 1,000-model result: its JSON is loaded through the app's "Saved r
 Timings are taken in the page (``performance.now()``): *draw* is from the graph component receiving
 its data to vis-network's first drawn frame; *click* is from the pointer event to the first frame
 showing the result (the evidence heading and plot, or the model card): an edge and a model in the
-graph (both sets), a row of the ranked edge table (demo set). Targets (issue "The explorer for real
+graph (both sets), a row of the ranked edge table (demo set). The sidebar's inputs and the constraints
+on the demo sets are timed the same way, from the input to the first frame of its result: switching demo
+set and source (to the new tree's first drawn frame; the first visit to a set recovers it and is its own
+row), switching page Tree -> Edge (evidence shown) and back (tree drawn), forbidding an edge, forcing a
+parent and clearing the constraints on the Edge page (the re-solve's caption of active constraints shown,
+or gone after clearing). Targets (issue "The explorer for real
 model sets"): draw <= 2 s, click <= 0.5 s; the ``x target`` column is the ratio.
 
 Before / after under the same load: ``--baseline DIR`` serves an earlier checkout (``git archive COMMIT
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,30 +51,31 @@ SHOTS = ROOT / "benchmarks" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 
 
-def big_result(copies: int, out: Path) -> tuple[Path, int]:
+def big_result(copies: int, out: Path) -> tuple[Path, int, object]:
     """A result file of ``12 * copies`` models assembled from the real vit-tree recovery."""
     from mother_core import recover_paths
     from mother_core.recovery.result import Alternative, TreeInfo
 
     base = recover_paths([str(ROOT / "assets" / "demo" / "vit-tree")])
+    base.save(out / "a_result.json")  # a small saved result, listed first (the source switch opens it)
     root = base.roots[0]
     leaves = [m for m in base.model_ids if all(e.parent != m for e in base.edges)]
     root_edge = base.edges[0]
     models, edges, trees, ku = [], [], [], []
     chained = copies // 2
     for k in range(copies):
-        name = {m: f"{m}-{k:03d}" for m in base.model_ids}
+        name: dict[str | None, str | None] = {m: f"{m}-{k:03d}" for m in base.model_ids}  # a parent may be None
         tree = 0 if k < chained else k - chained + 1
         for m in base.models:
-            models.append(replace(m, id=name[m.id], tree=tree, is_root=(m.id == root and (k == 0 or k >= chained)),
+            models.append(replace(m, id=str(name[m.id]), tree=tree, is_root=(m.id == root and (k == 0 or k >= chained)),
                                   alternatives=tuple(Alternative(name.get(a.parent, a.parent), a.cost, a.distance)
                                                      for a in m.alternatives)))
         for e in base.edges:
-            edges.append(replace(e, parent=name[e.parent], child=name[e.child], alternatives=tuple(
+            edges.append(replace(e, parent=str(name[e.parent]), child=str(name[e.child]), alternatives=tuple(
                 Alternative(name.get(a.parent, a.parent), a.cost, a.distance) for a in e.alternatives)))
         if 0 < k < chained:  # hang this copy under a leaf of an earlier copy (a deep, wide family)
             host = f"{leaves[k % len(leaves)]}-{(k - 1) // 2:03d}"
-            edges.append(replace(root_edge, parent=host, child=name[root], alternatives=()))
+            edges.append(replace(root_edge, parent=host, child=str(name[root]), alternatives=()))
         ku.append(np.asarray(base.layer_kurtosis))
     ids = [m.id for m in models]
     for t in sorted({m.tree for m in models}):
@@ -78,7 +85,7 @@ def big_result(copies: int, out: Path) -> tuple[Path, int]:
     rec = replace(base, models=models, edges=edges, trees=trees, layer_kurtosis=np.vstack(ku), problem=None)
     path = out / "big_result.json"
     rec.save(path)
-    return path, len(ids)
+    return path, len(ids), base
 
 
 def _free_port() -> int:
@@ -184,6 +191,104 @@ def _round(page, tag: str, code: str, i: int, rows: list, table: bool) -> None:
         _settled(page)
 
 
+# A new graph drawn after the input: new data reached the component (a new set, a new page) and its first
+# frame followed; the time is to that frame.
+_REDRAWN = """() => {
+  if (window.__benchAt === null || !(window.__motherDataAt > window.__benchAt)) return false;
+  const drawn = window.__motherDrawnAt;
+  return drawn > window.__motherDataAt ? (drawn - window.__benchAt) / 1000 : false; }"""
+# The Edge page's caption of active constraints: ``kind`` ("forced" / "forbidden") not empty, or no caption.
+_CONSTRAINED = """(kind) => {
+  if (window.__benchAt === null) return false;
+  const caps = Array.from(document.querySelectorAll('[data-testid="stCaptionContainer"]'))
+    .map(e => e.textContent).filter(t => t.includes('Active constraints'));
+  const ok = kind ? caps.some(t => t.includes(kind + ' [') && !t.includes(kind + ' []')) : caps.length === 0
+    && Array.from(document.querySelectorAll('[data-testid="stAlert"]')).some(e => e.textContent.includes('Re-solved'));
+  return ok ? (performance.now() - window.__benchAt) / 1000 : false; }"""
+
+
+def _wait(page, script: str, arg=None) -> float:
+    return round(page.wait_for_function(script, arg=arg, polling="raf", timeout=180_000).json_value(), 3)
+
+
+def _pick(page, box: str, option: str) -> float:
+    """Choose ``option`` in the sidebar select box labelled ``box`` -> the new set's tree drawn."""
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text=box).click()
+    opt = page.locator('[role="option"]').filter(has_text=re.compile(f"^{re.escape(option)}$")).first
+    opt.wait_for(timeout=60_000)
+    page.evaluate(_ARM)  # armed once the list is open: the input is the click on the option
+    opt.click()
+    return _wait(page, _REDRAWN)
+
+
+def _radio(page, option: str) -> float:
+    """Choose ``option`` in the sidebar's Source radio -> that source's tree drawn."""
+    page.evaluate(_ARM)
+    page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label').filter(has_text=option).click()
+    return _wait(page, _REDRAWN)
+
+
+def _nav(page, title: str) -> None:
+    page.evaluate(_ARM)
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+
+
+def _switches(page, url: str, code: str, i: int, rows: list) -> None:
+    """One round of the sidebar's inputs on the Tree page: demo set there and back, source there and back, and
+    the page switches Tree -> Edge -> Tree."""
+    tag = "demo sets"
+    _settled(page)
+    first = " (first visit: recovers)" if i == 0 else ""
+    _add(rows, (code, tag, f"switch demo set -> new set's tree drawn{first}", _pick(page, "Demo set", "mixed-forest"),
+                0.5))
+    _settled(page)
+    _add(rows, (code, tag, "switch demo set -> new set's tree drawn", _pick(page, "Demo set", "vit-tree"), 0.5))
+    _settled(page)
+    _add(rows, (code, tag, "switch source (demo -> saved result) -> tree drawn", _radio(page, "Saved result"), 0.5))
+    _settled(page)
+    _add(rows, (code, tag, "switch source (saved result -> demo) -> tree drawn", _radio(page, "Demo sets"), 0.5))
+    _settled(page)
+    _nav(page, "Edge")
+    _add(rows, (code, tag, "switch page Tree -> Edge: evidence shown", _wait(page, _SHOWN, ["Correct the tree",
+                                                                                      "Kurtosis per layer"]), 0.5))
+    _settled(page)
+    _nav(page, "Tree")
+    _add(rows, (code, tag, "switch page Edge -> Tree: tree drawn", _wait(page, _REDRAWN), 0.5))
+    _settled(page)
+
+
+def _constraints(page, base: str, edge: tuple[str, str], force: tuple[str, str, str], code: str, rows: list) -> None:
+    """On the Edge page of vit-tree: forbid an edge, clear; force another parent on a child, clear."""
+    tag = "vit-tree (12)"
+    page.goto(f"{base}/edge?source=demo&set=vit-tree&parent={quote(edge[0])}&child={quote(edge[1])}")
+    _settled(page)
+    page.get_by_role("button", name="Forbid this edge").wait_for(timeout=180_000)
+    page.evaluate(_ARM)
+    page.get_by_role("button", name="Forbid this edge").click()
+    _add(rows, (code, tag, "forbid an edge -> re-solved", _wait(page, _CONSTRAINED, "forbidden"), 0.5))
+    _settled(page)
+    page.evaluate(_ARM)
+    page.get_by_role("button", name="Clear all constraints").click()
+    _add(rows, (code, tag, "clear constraints -> re-solved", _wait(page, _CONSTRAINED, ""), 0.5))
+    _settled(page)
+    page.goto(f"{base}/edge?source=demo&set=vit-tree&parent={quote(force[0])}&child={quote(force[1])}")
+    _settled(page)
+    form = page.locator('[data-testid="stForm"]')
+    form.locator('[data-testid="stSelectbox"]').first.click()
+    page.keyboard.type(force[2])  # filters the list (a long list only renders the options near the selected one)
+    new_parent = re.compile(f"^{re.escape(force[2])}$")
+    page.locator('[role="option"]').filter(has_text=new_parent).first.click()
+    page.wait_for_timeout(200)
+    page.evaluate(_ARM)
+    form.get_by_role("button", name="Force this edge").click()
+    _add(rows, (code, tag, "force an edge -> re-solved", _wait(page, _CONSTRAINED, "forced"), 0.5))
+    _settled(page)
+    page.evaluate(_ARM)
+    page.get_by_role("button", name="Clear all constraints").click()
+    _add(rows, (code, tag, "clear constraints -> re-solved", _wait(page, _CONSTRAINED, ""), 0.5))
+    _settled(page)
+
+
 def _fits(page) -> dict:
     return page.evaluate("""() => {
       const main = document.querySelector('[data-testid="stMain"]') || document.scrollingElement;
@@ -219,7 +324,7 @@ def _open(page, url: str) -> None:
 
 def _table(rows: list) -> dict:
     """Print the timings (median and max per kind of measurement) and return them."""
-    print(f"{'code':<7} {'set':<16} {'what':<52} {'median s':>9} {'max s':>7} {'target s':>9} {'x target':>9} "
+    print(f"{'code':<7} {'set':<16} {'what':<66} {'median s':>9} {'max s':>7} {'target s':>9} {'x target':>9} "
           f"{'load':>6}")
     table = {}
     for key in dict.fromkeys((c, s, w) for c, s, w, *_ in rows):
@@ -229,7 +334,7 @@ def _table(rows: list) -> dict:
         med, mx = float(np.median(vals)), max(vals)
         table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load}
         ratio = "" if np.isnan(target) else f"{mx / target:.2f}"
-        print(f"{key[0]:<7} {key[1]:<16} {key[2]:<52} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f}")
+        print(f"{key[0]:<7} {key[1]:<16} {key[2]:<66} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f}")
     return table
 
 
@@ -255,7 +360,11 @@ def main() -> None:
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="mother-browser-"))
-    path, n_models = big_result(args.copies, tmp)
+    path, n_models, base = big_result(args.copies, tmp)
+    # Edges for the constraint inputs: forbid edge i; force the root as the parent of a grandchild of it.
+    edges = [(e.parent, e.child) for e in base.edges]  # type: ignore[attr-defined]
+    root = base.roots[0]  # type: ignore[attr-defined]
+    deep = [(p, c, root) for p, c in edges if p != root] or [(p, c, c) for p, c in edges]
     env = dict(os.environ, MOTHER_BROWSE_ROOTS=f"{tmp}{os.pathsep}{ROOT / 'assets'}")
     codes = {"after": ROOT, **({"before": args.baseline.resolve()} if args.baseline else {})}
     servers = {code: _serve(root, env) for code, root in codes.items()}
@@ -274,6 +383,12 @@ def main() -> None:
                 for code, page in pages.items():
                     _round(page, "vit-tree (12)", code, i, rows, table=True)
             pages["after"].screenshot(path=str(SHOTS / "demo_tree_edge.png"), full_page=True)
+            for i in range(args.rounds):  # the sidebar's inputs, page switches and constraints (issue item 8)
+                for code, page in pages.items():
+                    _switches(page, servers[code][1], code, i, rows)
+                    _constraints(page, servers[code][1], edges[i % len(edges)], deep[i % len(deep)], code, rows)
+                    page.goto(f"{servers[code][1]}/tree?source=demo&set=vit-tree")
+                    _drawn(page)
 
             for code, page in pages.items():
                 t = time.monotonic()
