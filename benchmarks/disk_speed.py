@@ -34,20 +34,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, ROOT, gpt2_shapes, make_family  # noqa: E402
+from _common import DATA, ROOT, evict, gpt2_shapes, make_family  # noqa: E402
 
 MOTHER = [sys.executable, "-m", "mother_core"]
 STAGE_LINE = re.compile(r"^(?P<name>.+?)\s+(?P<s>[0-9.]+) s\s+\((?P<cpu>[0-9.na]+) s cpu\)$")
-
-
-def evict(files: list[Path]) -> None:
-    """Drop these files' pages from the page cache (clean pages go; nothing else is touched)."""
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def timed(cmd: list[str], cwd: Path = ROOT) -> tuple[float, str]:

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
 
+from mother_core.io.safetensors_header import DTYPES
+
 if TYPE_CHECKING:  # torch is imported where tensors are read, not where models are found (`mother scan`)
     import torch
 
@@ -49,11 +51,8 @@ class TensorInfo:
         return self.numel * size
 
 
-#: Bytes per element of the common dtypes, so that listing models needs no torch import.
-_ITEM_SIZES: dict[str, int] = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
-    "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
-}
+#: Bytes per element of the dtypes safetensors stores, so that listing models needs no torch import.
+_ITEM_SIZES: dict[str, int] = dict(DTYPES.values())
 
 
 @dataclass(frozen=True)

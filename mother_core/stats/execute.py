@@ -18,6 +18,7 @@ computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mother_core.device import one_torch_thread
 from mother_core.errors import MotherError
 from mother_core.io.base import BufferReader, ModelReader, PrefetchingReader
 from mother_core.stats import fused
@@ -128,13 +130,9 @@ def execute_plan(
         # ready take the torch path (widened on the fly), so the load overlaps useful work.
         threading.Thread(target=fused.warm_up, args=(run.fused_dtypes,), name="mother-kernel-load",
                          daemon=True).start()
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    # On CPU the chunks are reduced by our own worker threads; torch's intra-op threads would compete.
+    with one_torch_thread() if device.type == "cpu" else contextlib.nullcontext():
         _run_chunks(run, out, report)
-    finally:
-        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out.seconds = time.perf_counter() - report.start
