@@ -557,28 +557,3 @@ def test_header_offsets_that_do_not_match_the_shape_are_reported(tmp_path):
     with pytest.raises(MotherError, match="model.safetensors"):
         with open_model(discover([folder]).models[0]) as reader:
             reader.read(key.removeprefix("model."))
-
-
-def test_readahead_hints_never_raise_block_or_leak_descriptors(tmp_path):
-    """Hints go to one background thread with their own duplicate descriptor: many hints (more than the
-    queue holds), hints on a file closed right after, and on a descriptor that is not open, neither raise
-    nor leave a descriptor open once the thread has issued them; the file reads the same afterwards."""
-    from mother_core.io import readahead
-
-    if not readahead.available():
-        pytest.skip("no posix_fadvise here")
-    path = tmp_path / "blob.bin"
-    data = os.urandom(1 << 20)
-    path.write_bytes(data)
-    readahead.settle()
-    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
-    for _ in range(3):
-        with open(path, "rb") as f:
-            for k in range(2 * readahead.PENDING_MAX):
-                readahead.hint(f.fileno(), (k * 4096) % len(data), 64 << 10)
-        readahead.hint(-1, 0, 4096)  # not a descriptor: dropped
-        readahead.hint(0, 0, 0)  # nothing to read: dropped
-    readahead.settle()
-    if before is not None:
-        assert len(os.listdir("/proc/self/fd")) == before
-    assert path.read_bytes() == data

@@ -36,7 +36,6 @@ import torch
 
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
-from mother_core.io import readahead
 from mother_core.io.mapped import FileMap
 
 #: Architectures whose q/k rows llama.cpp's converter permutes (classes deriving from ``LlamaModel``).
@@ -343,11 +342,10 @@ class GGUFReader:
         return out.view(shape)
 
     def prefetch(self, name: str, rows: tuple[int, int] | None = None) -> None:
-        """Ask the OS to start reading the bytes of ``name`` (rows) now (``POSIX_FADV_WILLNEED``, from the
-        background thread of :mod:`~mother_core.io.readahead`), so a cold file's next chunk arrives while
-        this one is decoded. A hint only."""
+        """Ask the OS to start reading the bytes of ``name`` (rows) now (``POSIX_FADV_WILLNEED``), so a cold
+        file's next chunk arrives while this one is decoded. A hint only."""
         t = self._tensors.get(name)
-        if t is None or not readahead.available() or len(t.shape) < 2 or t.transposed:
+        if t is None or not hasattr(os, "posix_fadvise") or len(t.shape) < 2 or t.transposed:
             return
         inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
         per_outer = t.row_bytes * inner
@@ -356,10 +354,10 @@ class GGUFReader:
             hd = t.shape[0] // t.permute_heads
             r0, r1 = r0 // hd * hd, min(t.shape[0], -(-r1 // hd) * hd)
         try:
-            fileno = self._file().fileno()
-        except UnreadableCheckpointError:
-            return  # a hint: the read itself reports real problems
-        readahead.hint(fileno, t.offset + r0 * per_outer, (r1 - r0) * per_outer)
+            os.posix_fadvise(self._file().fileno(), t.offset + r0 * per_outer, (r1 - r0) * per_outer,
+                             os.POSIX_FADV_WILLNEED)
+        except (OSError, UnreadableCheckpointError):
+            pass  # a hint: the read itself reports real problems
 
     def close(self) -> None:
         handle, self._handle, self._cached = self._handle, None, None

@@ -228,8 +228,8 @@ class QuantizedReader:
             self._infos[name] = TensorInfo(name, w.shape, "float32")
         self._cached: tuple[str, torch.Tensor] | None = None
         # The last int8 weight's whole scale tensor (a few KB): read once per weight, not once per chunk.
-        # On a cold file each of those small reads was a synchronous trip to the disk between the large
-        # hinted reads of the codes (benchmarks/RESULTS.md, "Reading quantized checkpoints").
+        # On a cold file each of those small reads is a synchronous trip to the disk between the large
+        # hinted reads of the codes; the scales are hinted with the weight's first rows (prefetch).
         self._scales: tuple[str, torch.Tensor] | None = None
         self._local = threading.local()  # per-thread staging buffer of int8 codes (the pass reads from two)
 

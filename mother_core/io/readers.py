@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from mother_core.errors import MissingBaseModelError, NoTensorsError, UnreadableCheckpointError
-from mother_core.io import readahead
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.mapped import FileMap
 from mother_core.io.names import normalise_name
@@ -254,10 +253,9 @@ class SafetensorsReader(_Reader):
         if self._open_path not in (None, path) or stop <= start:
             return
         try:
-            fileno = self._file(path).fileno()
-        except UnreadableCheckpointError:
-            return  # a hint: the read itself reports real problems
-        readahead.hint(fileno, start, stop - start)  # from a background thread: never waits here
+            os.posix_fadvise(self._file(path).fileno(), start, stop - start, os.POSIX_FADV_WILLNEED)
+        except (OSError, UnreadableCheckpointError):
+            pass  # a hint: the read itself reports real problems
 
     @contextmanager
     def mapped(self, name: str, rows: tuple[int, int] | None = None) -> Iterator[np.ndarray | None]:
