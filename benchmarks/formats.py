@@ -11,6 +11,9 @@ own peak RSS), with the same file in the same page-cache state:
   the pass uses (``chunk_elements`` values), dequantized to float32 into a reused buffer with ``read_into``
   where the reader has it, the next chunks hinted with ``prefetch`` as the pass hints them: the cost of
   the format;
+* **stores alone**: as many float32 values as the reader decodes written into the same reused chunk
+  buffer (``fill_``, one thread): what any float32 decoder pays for its output, before reading a byte
+  (a Q4_K file decodes to 7.1 bytes of float32 per byte, Q8_0 and int8 to about 4);
 * **pass**: the whole streaming pass ``mother recover`` runs on the file (``compute_statistics``: read,
   dequantize, and every statistic of every tensor: moments, norms, the skeletons), CPU, no cache.
 
