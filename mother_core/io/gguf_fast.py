@@ -241,8 +241,10 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
     possible values. They are computed once per sub-block (the same float32 multiply and subtract as the
     package, so bit for bit its values) into a 16-float register, and each group of 16 codes selects its
     values with one ``vpermps`` (``llvm.x86.avx512.permvar.sf.512``), instead of a convert, a multiply and
-    a subtract per value. About 1.4x faster than the portable kernel on one core writing a 16 MiB chunk
-    (``benchmarks/RESULTS.md``). None where it does not compile: the portable kernel is used.
+    a subtract per value: 1.3x faster where the output stays in cache, and the GGUF reader's Q4_K read
+    took 1.3x fewer CPU seconds at low load; with a 16 MiB output both kernels are bound by the stores
+    (``benchmarks/RESULTS.md``, ``benchmarks/q4k_kernel.py``). None where it does not compile: the
+    portable kernel is used.
     """
     try:
         from llvmlite import ir
