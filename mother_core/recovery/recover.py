@@ -203,7 +203,7 @@ def recover(
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], core) if len(core) >= 3 else None
             if s is not None:
                 squared[np.ix_(core, core)] = s
-    # Each tree's reading: its own evidence, its architecture's pooled evidence, or the prior.
+    # Each tree's reading: its own evidence, its architecture's pooled evidence, norm growth, or the prior.
     votes: dict[str, np.ndarray] = {}
     for t, chosen in choose_readings(solved, scales, groups).items():
         members = np.flatnonzero(labels == t)
