@@ -44,6 +44,8 @@ class PassOutput:
 
     moments: dict[tuple[int, int], tuple[float, float, float, float, float]] = field(default_factory=dict)
     sq_dist: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
+    #: slot -> (models, (M, M) counts of exactly equal entries; the diagonal holds the slot's size).
+    equal: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
     skeletons: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     #: slot -> models whose tensor in that slot holds NaN/Inf: set aside for that slot only.
@@ -125,10 +127,10 @@ def execute_plan(
     report = _Reporter(plan, out, device, progress)
     run = _set_up(plan, readers, device)
     report("reading")
-    if run.use_fused and not fused.ready():
+    if (run.use_fused or run.load_for_equal) and not fused.ready():
         # Load numba and the cached kernels (~1 s) in the background; chunks reduced before they are
         # ready take the torch path (widened on the fly), so the load overlaps useful work.
-        threading.Thread(target=fused.warm_up, args=(run.fused_dtypes,), name="mother-kernel-load",
+        threading.Thread(target=fused.warm_up, args=(run.fused_dtypes or {torch.float32},), name="mother-kernel-load",
                          daemon=True).start()
     # On CPU the chunks are reduced by our own worker threads; torch's intra-op threads would compete.
     with one_torch_thread() if device.type == "cpu" else contextlib.nullcontext():
@@ -172,6 +174,7 @@ class _PassRun:
     locks: list[threading.Lock]  # readers switch shards: one call at a time per reader
     use_fused: bool
     fused_dtypes: set[torch.dtype]
+    load_for_equal: bool  # load the kernels for the chunk path's counts of equal entries alone
     skeletons: dict[int, tuple[np.ndarray, np.ndarray]]  # slot -> skeleton rows and columns
     read_rate: _ReadRate
 
@@ -182,13 +185,18 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
     fused_values, fused_dtypes = _fused_work(plan, readers, device)
     use_fused = bool(fused_dtypes) and (fused.ready() or fused_values >= fused.WORTH_LOADING_VALUES)
+    # Chunks of more models than the fused kernel takes still count their equal entries with it (torch
+    # compares row against rows, several times slower on the CPU): load it for them when they are many.
+    wide = sum(len(t.models) * sum(_chunk_numel(plan.slots[t.slot].shape, rows) for rows in t.chunks)
+               for t in plan.tasks if fused.MAX_MODELS < len(t.models) <= fused.MAX_EQUAL_MODELS)
+    load_for_equal = device.type == "cpu" and fused.enabled() and wide >= fused.WORTH_LOADING_VALUES
     return _PassRun(
         plan=plan, readers=readers, device=device,
         steps=[(task, i) for task in plan.tasks for i in range(len(task.chunks))],
         ring=_BufferRing(pin=device.type == "cuda"),
         reducers=[ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)],
         locks=[threading.Lock() for _ in readers],
-        use_fused=use_fused, fused_dtypes=fused_dtypes,
+        use_fused=use_fused, fused_dtypes=fused_dtypes, load_for_equal=load_for_equal,
         skeletons={t.slot: ix for t in plan.tasks if (ix := skeleton_index(plan.slots[t.slot].shape)) is not None},
         read_rate=_ReadRate(),
     )
@@ -278,6 +286,7 @@ class _Reduced:
     models: list[int]
     moments: Moments | None
     sq_dist: np.ndarray | None
+    equal: np.ndarray | None  # (M, M) counts of exactly equal entries
     errors: dict[int, str]
     nbytes: int
     skeleton: tuple[np.ndarray, np.ndarray] | None = None  # (skeleton rows held, values (M, r, k2))
@@ -292,9 +301,9 @@ def _nonfinite(mom: Moments) -> np.ndarray:
 def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
             skeleton: tuple[np.ndarray, np.ndarray] | None) -> _Reduced:
     if chunk.data is None:
-        return _Reduced([], None, None, chunk.errors, chunk.nbytes)
+        return _Reduced([], None, None, None, chunk.errors, chunk.nbytes)
     models, data = chunk.models, chunk.data
-    mom, d = reducer.reduce(data)
+    mom, d, eq = reducer.reduce(data)
     bad = _nonfinite(mom)
     nonfinite: tuple[int, ...] = ()
     if bad.any():
@@ -304,12 +313,12 @@ def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
         nonfinite = tuple(models[i] for i in np.flatnonzero(bad))
         models = [models[i] for i in keep]
         if not models:
-            return _Reduced([], None, None, chunk.errors, chunk.nbytes, None, nonfinite)
+            return _Reduced([], None, None, None, chunk.errors, chunk.nbytes, None, nonfinite)
         data = data[torch.as_tensor(keep, device=data.device)]
-        mom, d = reducer.reduce(data)
+        mom, d, eq = reducer.reduce(data)
     rows = chunk.task.chunks[chunk.index]
     sk = gather(data, shape, rows, skeleton) if skeleton is not None else None
-    return _Reduced(models, mom, d, chunk.errors, chunk.nbytes, sk, nonfinite)
+    return _Reduced(models, mom, d, eq, chunk.errors, chunk.nbytes, sk, nonfinite)
 
 
 # How many of its next chunks a worker hints to the OS (cold disks serve deep queues of large requests
@@ -361,12 +370,12 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
         if skeleton is not None:
             found.append(gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
-    moments, dist = reduction.finish()
+    moments, dist, equal = reduction.finish()
     if _nonfinite(moments).any():
         raise _StreamFailed("NaN/Inf values")  # the chunk path reduces it again without those rows
     sk = None if skeleton is None else (np.concatenate([p for p, _ in found]),
                                         np.concatenate([v for _, v in found], axis=1))
-    return _Reduced(models, moments, dist, {}, nbytes, sk)
+    return _Reduced(models, moments, dist, equal, {}, nbytes, sk)
 
 
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],
@@ -499,6 +508,7 @@ class _TaskState:
         k = len(task.models)
         self.moments: Moments | None = None  # over task.models; n == 0 where nothing was added yet
         self.dist = np.zeros((k, k))
+        self.equal = np.zeros((k, k))
         self.dropped: set[int] = set()
         self.nonfinite: set[int] = set()
         self.skeleton = (None if skeleton is None else
@@ -507,11 +517,12 @@ class _TaskState:
     def add(self, chunk: "_Reduced") -> None:
         self.dropped.update(chunk.errors)
         self.nonfinite.update(chunk.nonfinite)
-        if chunk.moments is None or chunk.sq_dist is None:
+        if chunk.moments is None or chunk.sq_dist is None or chunk.equal is None:
             return
         mom, d = chunk.moments, chunk.sq_dist
         idx = np.array([self.pos[m] for m in chunk.models])
         self.dist[np.ix_(idx, idx)] += d
+        self.equal[np.ix_(idx, idx)] += chunk.equal
         if self.skeleton is not None and chunk.skeleton is not None:
             positions, values = chunk.skeleton
             self.skeleton[idx[:, None], positions[None, :]] = values
@@ -537,6 +548,7 @@ class _TaskState:
                                                float(mo.m3[i]), float(mo.m4[i]))
         idx = np.array([self.pos[m] for m in ok], dtype=int)
         out.sq_dist[task.slot] = (tuple(ok), self.dist[np.ix_(idx, idx)].copy())
+        out.equal[task.slot] = (tuple(ok), self.equal[np.ix_(idx, idx)].copy())
         if self.skeleton is not None:
             out.skeletons[task.slot] = (tuple(ok), self.skeleton[idx])
 
