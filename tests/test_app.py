@@ -244,12 +244,20 @@ def test_settings_change_reuses_the_statistics(app, monkeypatch):
         raise AssertionError("the statistics pass ran again")
 
     monkeypatch.setattr(mother_core, "compute_statistics", tripwire)
+    assert "own_lambda" not in {c.key for c in at.sidebar.checkbox}  # folded: drawn only when open
+    at.session_state["settings_open"] = True  # open the "Recovery settings" expander
+    at.run()
     at.sidebar.checkbox(key="own_lambda").check().run()
     at.sidebar.slider(key="lambda").set_value(0.6).run()
     ok(at)
     at.sidebar.checkbox(key="refine").uncheck().run()  # the arborescence as solved, same statistics
     ok(at)
     assert at.session_state["refine"] is False and graph_payload(at)
+    at.session_state["settings_open"] = False  # folded again: the settings still hold
+    ok(at.run())
+    at.session_state["settings_open"] = True
+    ok(at.run())
+    assert at.sidebar.checkbox(key="refine").value is False and at.sidebar.slider(key="lambda").value == 0.6
     at.switch_page("app_pages/5_Matrices.py").run()
     ok(at)
     assert "Distance between models (ordered by tree)" in plot_titles(at)
