@@ -66,7 +66,14 @@ def one_run(folder: Path, files: list[Path], out: Path, before: Path | None) -> 
     row: dict = {}
     if before is not None:  # the same commands on another checkout (``python -m`` imports from the cwd)
         evict(files)
-        row["before_recover_s"], _ = timed([*MOTHER, "recover", str(folder), "--out", str(out), "--quiet"], before)
+        row["before_cat_s"], _ = timed(["cat", *map(str, files)])
+        evict(files)
+        row["before_recover_s"], err = timed([*MOTHER, "recover", str(folder), "--out", str(out), "--quiet",
+                                              "--timings"], before)
+        stages, _ = stages_of(err)
+        row["before_startup_s"] = stages.get("start-up (interpreter + imports)", float("nan"))
+        row["before_pass_s"] = stages.get("read + reduce", float("nan"))
+        row["before_ratio"] = (row["before_recover_s"] - row["before_startup_s"]) / row["before_cat_s"]
         row["before_help_s"], _ = timed([*MOTHER, "--help"], before)
     evict(files)
     cat_s, _ = timed(["cat", *map(str, files)])
@@ -118,17 +125,23 @@ def main() -> None:
               f"{r['help_s']:.2f} | {r['import_torch_s']:.2f} | {r['load']:.1f} |")
     if args.before is not None:
         print()
-        print(f"Before (`{args.before.name}`), same runs: cold `mother recover` (s) | `mother --help` (s)")
+        print(f"Before (`{args.before.name}`), same runs (each `recover` right after its own cold `cat`):")
         print()
-        print("| run | before: recover (s) | after: recover (s) | before: `mother --help` (s) | after (s) |")
-        print("|---|---|---|---|---|")
+        print("| run | before: cold cat (s) | before: recover (s) | before: read + reduce (s) | before: ratio "
+              "| after: cold cat (s) | after: recover (s) | after: read + reduce (s) | after: ratio "
+              "| before: `mother --help` (s) | after (s) |")
+        print("|---" * 11 + "|")
         for i, r in enumerate(rows, 1):
-            print(f"| {i} | {r['before_recover_s']:.2f} | {r['recover_s']:.2f} | {r['before_help_s']:.2f} | "
-                  f"{r['help_s']:.2f} |")
-    ratios = [r["ratio"] for r in rows]
+            print(f"| {i} | {r['before_cat_s']:.2f} | {r['before_recover_s']:.2f} | {r['before_pass_s']:.2f} | "
+                  f"**{r['before_ratio']:.2f}x** | {r['cat_s']:.2f} | {r['recover_s']:.2f} | "
+                  f"{r['stages'].get('read + reduce', float('nan')):.2f} | **{r['ratio']:.2f}x** | "
+                  f"{r['before_help_s']:.2f} | {r['help_s']:.2f} |")
     print()
-    print(f"ratio (recover - start-up) / cold cat: median {statistics.median(ratios):.2f}x, "
-          f"range {min(ratios):.2f}-{max(ratios):.2f}x over {len(rows)} runs")
+    for label, key in [("before", "before_ratio"), ("this checkout", "ratio")]:
+        ratios = [r[key] for r in rows if key in r]
+        if ratios:
+            print(f"{label}: ratio (recover - start-up) / cold cat: median {statistics.median(ratios):.2f}x, "
+                  f"range {min(ratios):.2f}-{max(ratios):.2f}x over {len(rows)} runs")
 
 
 if __name__ == "__main__":

@@ -381,3 +381,76 @@ def test_a_model_failing_mid_pass_is_dropped_and_the_rest_finish(tmp_path, kerne
     keep = [clean.index(m) for m in stats.model_ids]
     np.testing.assert_allclose(stats.sq_dist, clean.sq_dist[:, keep][:, :, keep], rtol=1e-6)
     np.testing.assert_allclose(stats.kurtosis, clean.kurtosis[keep], rtol=1e-5, atol=1e-6)
+
+
+def test_read_ahead_hints_the_plan_in_order_and_changes_nothing(tmp_path, kernel, monkeypatch):
+    """While reads look disk-bound, the read-ahead thread hints the plan's chunks to the OS in plan order,
+    each model's rows once, with a window of one byte as with the default one; the statistics are those
+    of a pass that hints nothing (bit for bit: hints change what is in the page cache, not what is read)."""
+    from mother_core.io.readers import SafetensorsReader
+    from mother_core.stats import execute
+
+    _family(tmp_path, torch.bfloat16)
+    found = discover([tmp_path / "set"])
+    monkeypatch.setattr(execute._ReadRate, "DISK_BOUND_BELOW", 0.0)  # never disk-bound after the first read
+    quiet = compute_statistics(found, device="cpu", chunk_elements=5000)
+    hints: list[tuple[str, str, tuple[int, int] | None]] = []
+    original = SafetensorsReader.prefetch
+
+    def recording(self, name, rows=None):
+        hints.append((self.ref.id, name, rows))
+        return original(self, name, rows)
+
+    monkeypatch.setattr(SafetensorsReader, "prefetch", recording)
+    monkeypatch.setattr(execute._ReadRate, "DISK_BOUND_BELOW", float("inf"))  # every read looks disk-bound
+    for window in (1, execute.READ_AHEAD_BYTES):
+        hints.clear()
+        monkeypatch.setattr(execute, "READ_AHEAD_BYTES", window)
+        hinted = compute_statistics(found, device="cpu", chunk_elements=5000)
+        assert hints, "a disk-bound pass hints its chunks"
+        assert len(set(hints)) == len(hints), "each model's rows hinted once"
+        slot_of = {t.name: i for i, t in enumerate(hinted.tensors)}  # the plan's slot order
+        slots = [slot_of[name] for _, name, _ in hints]
+        assert slots == sorted(slots), "hints follow the plan"
+        for field in ("mean", "var", "kurtosis", "norm", "sq_dist"):
+            np.testing.assert_array_equal(getattr(hinted, field), getattr(quiet, field))
+
+
+def test_a_cold_pass_waits_for_the_kernel_and_agrees_with_the_torch_path(tmp_path, monkeypatch):
+    """Chunks read from the disk before numba has loaded wait for the kernel (the disk sets the pace)
+    instead of taking the torch path; the pass finishes and agrees with the torch path."""
+    import threading
+
+    from mother_core.stats import execute, fused, moments
+
+    if not fused.enabled():
+        pytest.skip("numba is not installed")
+    _family(tmp_path, torch.bfloat16)
+    found = discover([tmp_path / "set"])
+    monkeypatch.setenv("MOTHER_FUSED_KERNEL", "0")
+    torch_path = compute_statistics(found, device="cpu", chunk_elements=5000)
+    monkeypatch.delenv("MOTHER_FUSED_KERNEL")
+    monkeypatch.setattr(fused, "WORTH_LOADING_VALUES", 0)
+    monkeypatch.setattr(fused, "_READY", threading.Event())  # as in a new process: the kernels not loaded yet
+    warm_up = fused.warm_up
+
+    def slow_warm_up(dtypes):  # numba's import and the kernels' load take ~1 s in a new process
+        time.sleep(0.5)
+        warm_up(dtypes)
+
+    monkeypatch.setattr(fused, "warm_up", slow_warm_up)
+    monkeypatch.setattr(execute._ReadRate, "DISK_BOUND_BELOW", float("inf"))  # every read looks disk-bound
+    ready_when_reduced: list[bool] = []
+    original = moments.ChunkReducer.reduce
+
+    def reduce(self, x, want_dist=True):
+        ready_when_reduced.append(fused.ready())
+        return original(self, x, want_dist)
+
+    monkeypatch.setattr(moments.ChunkReducer, "reduce", reduce)
+    cold = compute_statistics(found, device="cpu", chunk_elements=5000)
+    assert fused.ready()
+    assert ready_when_reduced and all(ready_when_reduced), "no chunk reduced before the kernel was loaded"
+    for field, atol in (("mean", 1e-8), ("var", 0), ("kurtosis", 1e-6), ("norm", 0)):
+        np.testing.assert_allclose(getattr(cold, field), getattr(torch_path, field), rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(cold.sq_dist, torch_path.sq_dist, rtol=1e-5, atol=1e-12)

@@ -2,7 +2,11 @@
 
 Tensor-major: for each slot, the same rows are read from every model that holds it and reduced to
 moments and pairwise distances. Two workers take alternate chunks, so one reads while the other
-computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL).
+computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL). While reads come
+from the disk, a read-ahead thread (:class:`_ReadAhead`) hints the plan's next chunks to the OS, up to
+:data:`READ_AHEAD_BYTES` ahead, so the disk always has large requests queued whatever the workers do;
+and a chunk read from the disk before the fused kernel has loaded waits for it rather than taking the
+torch path, which would take the CPU the load needs while saving no disk time.
 
 - **Fused CPU path** (bf16/fp32 sets large enough, see :mod:`~mother_core.stats.fused`): a chunk is
   read in pieces of whole rows (:data:`PIECE_BYTES` across models) into a small staging buffer in its
@@ -19,6 +23,7 @@ computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL)
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -128,13 +133,15 @@ def execute_plan(
     run = _set_up(plan, readers, device)
     report("reading")
     if (run.use_fused or run.load_for_equal) and not fused.ready():
-        # Load numba and the cached kernels (~1 s) in the background; chunks reduced before they are
-        # ready take the torch path (widened on the fly), so the load overlaps useful work.
-        threading.Thread(target=fused.warm_up, args=(run.fused_dtypes or {torch.float32},), name="mother-kernel-load",
-                         daemon=True).start()
+        # Load numba and the cached kernels (~1 s) in the background. Meanwhile a chunk read from memory
+        # takes the torch path (widened on the fly), so the load overlaps useful work; a chunk that came
+        # from the disk waits for the kernel instead (see _read_and_reduce).
+        run.kernel_load = threading.Thread(target=fused.warm_up, args=(run.fused_dtypes or {torch.float32},),
+                                           name="mother-kernel-load", daemon=True)
+        run.kernel_load.start()
     # On CPU the chunks are reduced by our own worker threads; torch's intra-op threads would compete.
-    with one_torch_thread() if device.type == "cpu" else contextlib.nullcontext():
-        _run_chunks(run, out, report)
+    with one_torch_thread() if device.type == "cpu" else contextlib.nullcontext(), _ReadAhead(run, out.failed) as ahead:
+        _run_chunks(run, out, report, ahead)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out.seconds = time.perf_counter() - report.start
@@ -177,6 +184,7 @@ class _PassRun:
     load_for_equal: bool  # load the kernels for the chunk path's counts of equal entries alone
     skeletons: dict[int, tuple[np.ndarray, np.ndarray]]  # slot -> skeleton rows and columns
     read_rate: _ReadRate
+    kernel_load: threading.Thread | None = None  # loading numba and the fused kernels, while it runs
 
 
 def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) -> _PassRun:
@@ -202,15 +210,17 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     )
 
 
-def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter) -> None:
+def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter, ahead: "_ReadAhead") -> None:
     """Step 2: two workers read and reduce alternate chunks; each reduced chunk is folded into its
-    slot's results here, in plan order, and a slot's results go to ``out`` after its last chunk."""
+    slot's results here, in plan order, and a slot's results go to ``out`` after its last chunk.
+    ``ahead`` hears which chunk was last handed to a worker (it hints the chunks after it)."""
     steps = run.steps
     state: dict[int, _TaskState] = {}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mother-pass") as pool:
         pending: dict[int, Future] = {}
         for k in range(min(2, len(steps))):
             pending[k] = pool.submit(_read_and_reduce, run, k, {})
+            ahead.started(k)
         for k, (task, ci) in enumerate(steps):
             done: _Reduced = pending.pop(k).result()
             for m, message in done.errors.items():
@@ -218,6 +228,7 @@ def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter) -> None:
             if k + 2 < len(steps):
                 # Chunk k's buffer and reducer are free again: chunk k + 2 may use them.
                 pending[k + 2] = pool.submit(_read_and_reduce, run, k + 2, dict(out.failed))
+                ahead.started(k + 2)
             out.bytes_read += done.nbytes
             st = state.setdefault(task.slot, _TaskState(task, run.skeletons.get(task.slot)))
             st.add(done)
@@ -233,14 +244,6 @@ def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
     reduce it, through the fused kernel when it takes the chunk, else through the chunk path."""
     plan, readers, steps, locks, read_rate = run.plan, run.readers, run.steps, run.locks, run.read_rate
     task, ci = steps[k]
-    # Hint the chunk this worker takes PREFETCH_AHEAD turns from now (the first jobs hint all up to
-    # it). Only while reads look disk-bound: a hint is a syscall per model that walks the page cache
-    # even when everything is already there (~10% of a warm pass).
-    if read_rate.disk_bound():
-        first = k if k < 2 else k + 2 * PREFETCH_AHEAD
-        for ahead in range(first, k + 2 * PREFETCH_AHEAD + 1, 2):
-            if ahead < len(steps):
-                _prefetch(plan, steps[ahead], readers, locks, failed)
     began = time.perf_counter()
     models = [m for m in task.models if m not in failed]
     rows = task.chunks[ci]
@@ -254,6 +257,12 @@ def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
             pass  # a model failed mid-chunk: the chunk path below reports it and carries on
     chunk = _load(task, ci, plan, readers, run.ring, k % 2, run.device, failed, locks, run.use_fused)
     read_rate.add(chunk.nbytes, time.perf_counter() - began)
+    loading = run.kernel_load
+    if loading is not None and not fused.ready() and read_rate.disk_bound():
+        # The disk, not the CPU, sets the pace: reducing this chunk on the torch path (widened, several
+        # times the kernel's CPU) would take the cores numba is loading on, while the read-ahead thread
+        # keeps the disk busy anyway. Wait for the kernel (or for its load to fail: torch path then).
+        loading.join()
     return _reduce(chunk, run.reducers[k % 2], plan.slots[task.slot].shape, run.skeletons.get(task.slot))
 
 
@@ -321,10 +330,78 @@ def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
     return _Reduced(models, mom, d, eq, chunk.errors, chunk.nbytes, sk, nonfinite)
 
 
-# How many of its next chunks a worker hints to the OS (cold disks serve deep queues of large requests
-# faster). 8 x GPT-2 small bf16, cold, three runs each: 2.9-3.8 s hinting 1 chunk ahead, 2.0-2.4 s at
-# 4, 2.2-2.4 s at 8.
-PREFETCH_AHEAD = 4
+
+def _read_ahead_bytes() -> int:
+    """1 GiB, or a sixteenth of the machine's memory where that is less (hinted pages are page cache,
+    not the process's memory, but pages evicted before they are used are read twice)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name
+        memory = 16 << 30
+    return min(1 << 30, memory // 16)
+
+
+# Bytes of the plan's next chunks the read-ahead thread keeps hinted to the OS beyond the chunk last
+# handed to a worker. Cold disks serve deep queues of large requests faster than one read at a time
+# (8 x GPT-2 small bf16, reading the plan's byte ranges in order without reducing: 3.0-5.4 s with no
+# hints, 1.7-3.2 s with 64 MB-1 GB hinted ahead, against 1.7-7.1 s for a cold `cat` in the same minutes),
+# and the disk must keep reading while the workers wait for the kernel's load (~1-2.7 s at the start of
+# a cold pass: ~0.6-1.6 GB at this disk's 0.6 GB/s), hence the large window.
+READ_AHEAD_BYTES = _read_ahead_bytes()
+
+
+class _ReadAhead:
+    """A thread that hints the plan's chunks to the OS (``prefetch``, in plan order) up to
+    :data:`READ_AHEAD_BYTES` beyond the chunk last handed to a worker, while reads look disk-bound.
+
+    The hints are queued reads (``POSIX_FADV_WILLNEED``): the disk fills the page cache in the background
+    with many large requests in flight, whatever the workers are doing meanwhile. When reads come from
+    memory (a warm page cache) hinting stops: a hint walks the page cache even when every page is there.
+    A context manager: the thread starts on entering and is stopped and joined on leaving.
+    """
+
+    def __init__(self, run: _PassRun, failed: dict[int, str]) -> None:
+        self.run, self.failed = run, failed  # ``failed`` is the pass's own dict: models dropped so far
+        ends, total = [], 0
+        for task, ci in run.steps:
+            rows = task.chunks[ci]
+            first_dim = run.plan.slots[task.slot].shape[0] if run.plan.slots[task.slot].shape else 1
+            total += task.nbytes if rows is None else task.nbytes * (rows[1] - rows[0]) // max(first_dim, 1)
+            ends.append(total)
+        self.starts = [0] + ends[:-1]  # bytes of the plan before each chunk
+        self.handed = 0  # the chunk last handed to a worker
+        self.closed = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._hint_all, name="mother-read-ahead", daemon=True)
+
+    def __enter__(self) -> "_ReadAhead":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        self.thread.join()
+
+    def started(self, k: int) -> None:
+        """Chunk ``k`` was handed to a worker: hint up to :data:`READ_AHEAD_BYTES` beyond it."""
+        with self.cond:
+            self.handed = max(self.handed, k)
+            self.cond.notify()
+
+    def _hint_all(self) -> None:
+        run = self.run
+        for j, step in enumerate(run.steps):
+            with self.cond:
+                while not self.closed and self.starts[j] - self.starts[self.handed] > READ_AHEAD_BYTES:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                if j < self.handed - 1:
+                    continue  # both workers are past it: read already
+            if run.read_rate.disk_bound():
+                _prefetch(run.plan, step, run.readers, run.locks, self.failed)
 
 # Bytes of all models' rows read and reduced at a time when streaming a chunk: the two workers' pieces
 # stay in L3 between the read and the kernel instead of a whole chunk going out to memory and back.
