@@ -11,19 +11,24 @@ own peak RSS), with the same file in the same page-cache state:
   the pass uses (``chunk_elements`` values), dequantized to float32 into a reused buffer with ``read_into``
   where the reader has it, the next chunks hinted with ``prefetch`` as the pass hints them: the cost of
   the format;
+* **stores alone**: as many float32 values as the reader decodes written into the same reused chunk
+  buffer (``fill_``, one thread): what any float32 decoder pays for its output, before reading a byte
+  (a Q4_K file decodes to 7.1 bytes of float32 per byte, Q8_0 and int8 to about 4);
 * **pass**: the whole streaming pass ``mother recover`` runs on the file (``compute_statistics``: read,
   dequantize, and every statistic of every tensor: moments, norms, the skeletons), CPU, no cache.
 
 Python's imports and the one-time load of the compiled kernels (a cost per run, not per byte) are done
 before the clock starts; the peak RSS is shown with the RSS after those imports. Each is run warm (page
 cache filled by a ``cat`` just before) and cold (the file's pages dropped with ``posix_fadvise(DONTNEED)``
-first, which needs no privileges); the best of ``--repeat`` runs is kept, with the CPU seconds (user +
-system, all threads) of that run and the load average when it ran. The files' tensors are real
+first, which needs no privileges). Each repeat runs ``cat``, ``read()``, reader and pass one after the
+other (so a baseline and the reader it is compared with run in the same minutes of a shared machine's
+load), ``--repeat`` times; each column is the **median** over the repeats, of the wall time and, apart, of
+the CPU seconds (user + system, all threads), with the highest 1-minute load average seen. The files' tensors are real
 quantizations (``gguf.quants`` / the Q4_K packer of ``tests/format_factory.py``, ``optimum.quanto``,
 ``bitsandbytes``) of random 4096 x 4096 weights, repeated under new names to reach the size (the read cost
 does not depend on the values).
 
-    .venv/bin/python benchmarks/formats.py --size-gb 1.0
+    .venv/bin/python benchmarks/formats.py --size-gb 1.0 --repeat 5 [--no-pass]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -139,7 +145,8 @@ def _cpu() -> float:
 def _measure(what: str, paths: list[Path]) -> dict:
     """Run in this (fresh) process: time ``what`` over ``paths``; peak RSS of the process."""
     base_rss = 0.0
-    if what in ("reader", "pass"):  # imports and the one-time kernel loads are a cost per run: not timed
+    fill_values = 0
+    if what in ("reader", "pass", "fill"):  # imports and the one-time kernel loads are a cost per run: not timed
         sys.path.insert(0, str(ROOT))
         import torch
 
@@ -155,12 +162,22 @@ def _measure(what: str, paths: list[Path]) -> dict:
         if what == "pass":
             fused.warm_up()
         int8_fast.scale_rows(np.zeros((1, 4), np.int8), np.ones(1, np.float32), np.empty((1, 4), np.float32))
+        if what == "fill":  # as many float32 values as the reader decodes, counted before the clock starts
+            for ref in discover(paths).models:
+                with open_model(ref) as reader:
+                    fill_values += sum(i.numel for i in reader.tensor_infos().values() if i.is_float)
         base_rss = _peak_rss_mib()
     start = time.perf_counter()
     cpu0 = _cpu()
     values = 0
     if what == "cat":
         subprocess.run(["cat", *map(str, paths)], stdout=subprocess.DEVNULL, check=True)
+    elif what == "fill":  # the stores alone: every decoded value written once into the reused chunk buffer
+        torch.set_num_threads(1)  # one core, as the decoders run
+        buffer = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
+        for k in range(0, fill_values, CHUNK_ELEMENTS):
+            buffer[: min(CHUNK_ELEMENTS, fill_values - k)].fill_(1.0)
+        values = fill_values
     elif what == "read":
         buf = bytearray(16 << 20)
         view = memoryview(buf)
@@ -221,8 +238,9 @@ def _run(what: str, paths: list[Path], cold: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gb", type=float, default=1.0)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="", help="measure only the files whose label contains this")
+    ap.add_argument("--no-pass", action="store_true", help="leave out the whole-pass column (the slow one)")
     ap.add_argument("--measure", nargs="+", metavar="WHAT PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -250,27 +268,35 @@ def main() -> None:
         twin = path.with_name(f"copy-{path.name}")
         if path.exists() and not twin.exists():
             shutil.copyfile(path, twin)
-    print("\n| file | size | cache | read() (s) | reader (s) | pass (s) | reader / read() | pass / read() "
-          "| reader / cat | CPU s: cat / read() / reader / pass | reader / read() CPU | values (G) "
-          "| pass RSS after imports -> peak (MiB) "
-          "| load avg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| file | size | cache | read() (s) | reader (s) | pass (s) | reader / read() | stores alone / read() "
+          "| pass / read() | reader / cat | CPU s: cat / read() / stores / reader / pass | reader / read() CPU "
+          "| stores / read() CPU | values (G) | RSS after imports -> peak (MiB) | load avg |")
+    print("| --- " * 16 + "|")
     for label, path in files.items():
         if args.only not in label:
             continue
         pair = [path, path.with_name(f"copy-{path.name}")]
         size = sum(p.stat().st_size for p in pair)
         for cold in (False, True):
-            best = {w: min((_run(w, pair, cold) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-                    for w in ("cat", "read", "reader", "pass")}
-            cat, read, rd, ps = (best[w]["seconds"] for w in ("cat", "read", "reader", "pass"))
-            cpu = " / ".join(f"{best[w]['cpu']:.2f}" for w in ("cat", "read", "reader", "pass"))
-            load = max(best[w]["load"] for w in best)
+            kinds = ("cat", "read", "fill", "reader") + (() if args.no_pass else ("pass",))
+            runs: dict[str, list[dict]] = {w: [] for w in kinds}
+            for _ in range(args.repeat):  # interleaved: baseline and reader under the same load
+                for w in kinds:
+                    runs[w].append(_run(w, pair, cold))
+            med = {w: {k: statistics.median(r[k] for r in runs[w]) for k in ("seconds", "cpu", "rss_mib",
+                                                                              "base_rss_mib", "values")}
+                   for w in kinds}
+            load = max(r["load"] for w in kinds for r in runs[w])
+            cat, read, fill, rd = (med[w]["seconds"] for w in ("cat", "read", "fill", "reader"))
+            ps = med["pass"]["seconds"] if "pass" in med else float("nan")
+            cpu = " / ".join(f"{med[w]['cpu']:.2f}" for w in kinds)
+            rss = (f"{med['pass']['base_rss_mib']:.0f} -> {med['pass']['rss_mib']:.0f}" if "pass" in med else
+                   f"{med['reader']['base_rss_mib']:.0f} -> {med['reader']['rss_mib']:.0f} (reader)")
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
-                  f"{ps:.2f} | {rd / read:.2f}x | {ps / read:.2f}x | {rd / cat:.1f}x | {cpu} | "
-                  f"{best['reader']['cpu'] / best['read']['cpu']:.2f}x | "
-                  f"{best['reader']['values'] / 1e9:.2f} | "
-                  f"{best['pass']['base_rss_mib']:.0f} -> {best['pass']['rss_mib']:.0f} | {load:.1f} |", flush=True)
+                  f"{ps:.2f} | **{rd / read:.2f}x** | {fill / read:.2f}x | {ps / read:.2f}x | {rd / cat:.1f}x | "
+                  f"{cpu} | **{med['reader']['cpu'] / med['read']['cpu']:.2f}x** | "
+                  f"{med['fill']['cpu'] / med['read']['cpu']:.2f}x | "
+                  f"{med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
 
 if __name__ == "__main__":
     main()

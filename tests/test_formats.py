@@ -403,12 +403,56 @@ def test_compiled_gguf_kernels_match_the_package(kind):
         real = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
         samples.append(quantize(real, kind).reshape(-1))
     assert gguf_fast.supports(kind)
+    portable = gguf_fast.kernels().get(f"{kind}/portable")  # where a CPU-specific kernel replaced it
     for data in samples:
         ours = gguf_fast.dequantize(data, kind)
         theirs = gguf.quants.dequantize(data.reshape(-1, nbytes), q).reshape(-1)
-        np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))
         buf = np.full(ours.size, np.nan, dtype=np.float32)  # straight into a caller's buffer
-        np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, buf), theirs)
+        np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, buf).view(np.uint32), theirs.view(np.uint32))
+        if portable is not None:
+            buf[:] = np.nan
+            portable(np.ascontiguousarray(data), gguf_fast._F16, buf)
+            np.testing.assert_array_equal(buf.view(np.uint32), theirs.view(np.uint32))
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp_path, arch):
+    """A Q4_K GGUF file read the way the pass reads it (row chunks decoded straight from the mapped file into
+    a reused buffer, the next chunks hinted ahead) and whole, gives exactly ``gguf.quants.dequantize`` of
+    the file's own bytes as ``gguf.GGUFReader`` reads them, bit for bit. The file is written by
+    ``gguf.GGUFWriter``; its Q4_K blocks come from ``format_factory.quantize_q4_k``, since the ``gguf``
+    package dequantizes Q4_K but cannot quantize it. Llama's q/k rows come back in the transformers order."""
+    from mother_core.io.gguf_reader import _unpermute_rows
+
+    sd = llama_state(5, hidden=512, inter=768, vocab=96, heads=4, kv_heads=2, layers=2)
+    path = write_gguf(sd, tmp_path / f"q4k-{arch}.gguf", qtype="Q4_K", arch=arch)
+    package = gguf.GGUFReader(str(path))
+    stored = {t.name: gguf.quants.dequantize(np.array(t.data), t.tensor_type) for t in package.tensors}
+    kinds = {t.name: t.tensor_type.name for t in package.tensors}
+    del package
+    checked = 0
+    with open_model(_ref(path, "gguf")) as reader:
+        for raw, t in reader.header.tensors.items():
+            name = normalise_name(raw)
+            expected = stored[t.gguf_name].reshape(t.shape)
+            if len(t.shape) < 2:
+                continue  # 1-D norms are float32 in the file: no decoding
+            assert kinds[t.gguf_name] == "Q4_K", raw
+            if t.permute_heads:
+                expected = _unpermute_rows(expected, t.permute_heads)
+            expected_bits = np.ascontiguousarray(expected).view(np.uint32)
+            np.testing.assert_array_equal(reader.read(name).numpy().view(np.uint32), expected_bits)
+            rows, cols = expected.shape
+            for step in (5, 64, rows):  # the pass's row chunks, uneven ones too
+                buf = torch.full((step * cols,), float("nan"))
+                for r0 in range(0, rows, step):
+                    r1 = min(rows, r0 + step)
+                    reader.prefetch(name, (min(rows, r1), min(rows, r1 + step)))
+                    got = reader.read_into(name, (r0, r1), buf[: (r1 - r0) * cols])
+                    np.testing.assert_array_equal(got.numpy().view(np.uint32), expected_bits[r0:r1])
+            checked += 1
+    assert checked == 2 * 7 + 2  # every 2-D weight of the two layers, the embedding and the head
 
 
 def test_gguf_type_the_package_cannot_dequantize(tmp_path):
@@ -471,6 +515,15 @@ def test_int8_read_into_matches_read(tmp_path):
                 whole = reader.read(name)
                 buf = torch.full(((9 - 2) * whole.shape[1],), float("nan"))
                 torch.testing.assert_close(reader.read_into(name, (2, 9), buf), whole[2:9], rtol=0, atol=0)
+            # chunk after chunk, weights taking turns (the scales a reader keeps are the right weight's)
+            names = ("layers.0.mlp.up_proj.weight", "layers.1.self_attn.k_proj.weight", "layers.0.mlp.down_proj.weight")
+            wholes = {n: reader.read(n) for n in names}
+            for r0 in range(0, 16, 5):
+                for name in names:
+                    r1 = min(r0 + 5, wholes[name].shape[0])
+                    buf = torch.full(((r1 - r0) * wholes[name].shape[1],), float("nan"))
+                    torch.testing.assert_close(reader.read_into(name, (r0, r1), buf), wholes[name][r0:r1], rtol=0,
+                                               atol=0)
 
 
 # --- GGUF files of real transformers models, compared with their source in the pass ----------------------

@@ -127,6 +127,10 @@ class QuantizedReader:
         for name, w in self._weights.items():
             self._infos[name] = TensorInfo(name, w.shape, "float32")
         self._cached: tuple[str, torch.Tensor] | None = None
+        # The last int8 weight's whole scale tensor (a few KB): read once per weight, not once per chunk.
+        # On a cold file each of those small reads is a synchronous trip to the disk between the large
+        # hinted reads of the codes; the scales are hinted with the weight's first rows (prefetch).
+        self._scales: tuple[str, torch.Tensor] | None = None
         self._local = threading.local()  # per-thread staging buffer of int8 codes (the pass reads from two)
 
     # --- what is there -------------------------------------------------------------------------------
@@ -294,7 +298,7 @@ class QuantizedReader:
             # products as ``read``).
             view = out.view(rows[1] - rows[0], *w.shape[1:])
             n = rows[1] - rows[0]
-            scale = _row_scale(self.raw, w, rows)
+            scale = self._row_scale(name, w, rows)
             per_row = scale.numel() == 1 or (scale.dim() >= 1 and scale.shape[0] == n and scale.numel() == n)
             fast = int8_fast.available() and n > 0 and per_row
             scales = scale.reshape(-1).expand(n).contiguous().numpy() if fast else None
@@ -317,6 +321,23 @@ class QuantizedReader:
             raise ValueError(f"Buffer of {out.numel()} {out.dtype} does not fit {name!r} rows {rows}.")
         out.copy_(t.reshape(-1) if out.dim() == 1 else t.reshape(out.shape))
         return out.view(t.shape)
+
+    def _row_scale(self, name: str, w: _Weight, rows: tuple[int, int]) -> torch.Tensor:
+        """:func:`_row_scale` from the weight's whole scale tensor, kept while its rows are read (the same
+        float32 values: the division by 127 is elementwise)."""
+        if w.kind not in ("bnb-int8", "quanto-bytes"):
+            return _row_scale(self.raw, w, rows)
+        cached = self._scales
+        if cached is None or cached[0] != name:
+            whole = _f32(self.raw, w.parts["scb"]) / 127.0 if w.kind == "bnb-int8" else _f32(self.raw, w.parts["scale"])
+            cached = self._scales = (name, whole)
+        scale = cached[1]
+        r0, r1 = rows
+        if w.kind == "bnb-int8":
+            return scale[r0:r1].reshape(r1 - r0, *([1] * (len(w.shape) - 1)))
+        if scale.dim() >= 1 and scale.shape[0] == w.shape[0] and scale.numel() > 1:
+            return scale[r0:r1]
+        return scale
 
     def _codes(self, w: _Weight, rows: tuple[int, int]) -> torch.Tensor:
         """The stored int8 rows of ``w``, read into this thread's staging buffer where the reader can."""
@@ -343,9 +364,12 @@ class QuantizedReader:
             hint(name, rows)
         elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8"):  # rows stored as rows
             hint(w.parts["q"], rows)
+            side = w.parts.get("scb") or w.parts.get("scale")
+            if side is not None and (rows is None or rows[0] == 0):  # read whole, with the first rows
+                hint(side, None)
 
     def close(self) -> None:
-        self._cached = None
+        self._cached = self._scales = None
         self.raw.close()
 
     def __enter__(self) -> QuantizedReader:
