@@ -454,3 +454,32 @@ def test_a_cold_pass_waits_for_the_kernel_and_agrees_with_the_torch_path(tmp_pat
     for field, atol in (("mean", 1e-8), ("var", 0), ("kurtosis", 1e-6), ("norm", 0)):
         np.testing.assert_allclose(getattr(cold, field), getattr(torch_path, field), rtol=1e-5, atol=atol)
     np.testing.assert_allclose(cold.sq_dist, torch_path.sq_dist, rtol=1e-5, atol=1e-12)
+
+
+def test_remembered_skeleton_differences_are_the_same_bits(monkeypatch):
+    """A pair's difference is measured once inside ``remembered_differences`` (in either order), with the
+    singular values a direct SVD of that difference gives, bit for bit."""
+    from mother_core.stats import skeleton
+
+    rng = np.random.default_rng(0)
+    sk = rng.standard_normal((5, 24, 16)).astype(np.float32)
+    pairs = [(0, 1), (1, 0), (2, 4), (3, 2), (2, 4)]
+    direct = skeleton.singular_values(np.stack([sk[a].astype(np.float64) - sk[b] for a, b in pairs]))
+    calls: list[int] = []
+    singular_values = skeleton.singular_values
+
+    def counting(batch):
+        calls.append(len(batch))
+        return singular_values(batch)
+
+    monkeypatch.setattr(skeleton, "singular_values", counting)
+    np.testing.assert_array_equal(skeleton.difference_singular_values([sk] * 5, pairs), direct)  # no memo
+    assert calls == [3]  # a pair asked twice in one call is measured once even so
+    calls.clear()
+    with skeleton.remembered_differences():
+        np.testing.assert_array_equal(skeleton.difference_singular_values([sk] * 5, pairs), direct)
+        np.testing.assert_array_equal(skeleton.difference_singular_values([sk] * 2, [(4, 2), (1, 0)]),
+                                      direct[[2, 0]])
+        copy = sk.copy()  # another stack (same values): not taken for the remembered one
+        np.testing.assert_array_equal(skeleton.difference_singular_values([copy], [(0, 1)]), direct[:1])
+    assert calls == [3, 1]  # (0, 1), (2, 4), (3, 2) once each; nothing for the second call; the copy

@@ -158,6 +158,15 @@ def recover(
     -------
     Recovery
     """
+    from mother_core.stats.skeleton import remembered_differences  # torch: imported when first needed
+
+    # Skeleton differences are measured for the rank cue and again for the edges' labels: once is enough.
+    with remembered_differences():
+        return _recover(stats, settings, constraints)
+
+
+def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: Constraints) -> Recovery:
+    """:func:`recover`'s body."""
     if stats.n_models < 2:
         raise TooFewModelsError("Recovery needs at least two models.")
     if settings.regime not in REGIMES:
