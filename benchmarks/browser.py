@@ -332,7 +332,7 @@ def _table(rows: list) -> dict:
         vals, target = [r[3] for r in sel], sel[0][4]
         load = float(np.median([r[5] for r in sel]))
         med, mx = float(np.median(vals)), max(vals)
-        table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load}
+        table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load, "samples": vals}
         ratio = "" if np.isnan(target) else f"{mx / target:.2f}"
         print(f"{key[0]:<7} {key[1]:<16} {key[2]:<66} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f}")
     return table

@@ -188,13 +188,13 @@ def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
     box = st.sidebar.expander("Recovery settings", key="settings_open", on_change="rerun")
     disabled = ms is not None and ms.kind == "result"
     preset = {"regime": ms.regime} if ms is not None and ms.regime else {}
-    if not box.open:
+    if box.open:
+        with box:
+            settings, run = settings_widgets(_widget, disabled=disabled, defaults=preset)
+    else:
         settings, run = settings_widgets(_kept, disabled=disabled, defaults=preset)
-        return settings, str(run["device"])
-    with box:
-        settings, run = settings_widgets(_widget, disabled=disabled, defaults=preset)
-        device = str(run["device"])
-        st.caption(f"Compute device: **{engine.device_description(device)}**")
+    device = str(run["device"])
+    st.sidebar.caption(f"Compute device: **{engine.device_description(device)}**")
     return settings, device
 
 
@@ -288,6 +288,8 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
         if ms.kind in ("demo", "folder", "result"):
             state.set_in_url(ms.kind, ms.label if ms.kind == "demo" else (ms.result or ms.paths[0]))
         base_key, base = engine.recovery(ms, settings, device, transient=talk)
+        if ms.kind == "demo":  # the other demo sets, in the background: a first visit finds them ready
+            engine.warm_demo_sets(sources.demo_sets(), settings, device)
         constraints = state.constraints(base_key)
         try:
             key, rec = engine.constrained(base_key, base, constraints)

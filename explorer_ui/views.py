@@ -552,8 +552,6 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     """Why the edge is there: confidence parts, per-layer kurtosis, votes, distances, alternatives."""
     import pandas as pd
 
-    from explorer_ui import plots
-
     s = ctx.statuses.get((e.parent, e.child))
     if full:
         c = st.columns(3)
@@ -573,12 +571,12 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
         note += " This edge was set by a constraint."
     note += md(contested_note(e, own_cost(ctx.rec, e)))
     st.markdown(note)
-    st.plotly_chart(kurtosis_figure(ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")
+    st.plotly_chart(evidence_figure("kurtosis", ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")
     if not full:
         return
     left, right = st.columns(2)
-    left.plotly_chart(plots.layer_votes(ctx.rec, e), key=f"votes_{ctx.key}")
-    right.plotly_chart(plots.layer_distance(ctx.rec, e), key=f"dist_{ctx.key}")
+    left.plotly_chart(evidence_figure("votes", ctx.key, e.parent, e.child, ctx.rec, e), key=f"votes_{ctx.key}")
+    right.plotly_chart(evidence_figure("distance", ctx.key, e.parent, e.child, ctx.rec, e), key=f"dist_{ctx.key}")
     st.markdown("**Ranked alternative parents** for " + f"{md(e.child)} (lower cost is better)")
     rows = [{"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4),
              "distance": _num(a.distance, 4), "chosen": "✓" if a.parent == e.parent else ""}
@@ -590,14 +588,16 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     st.dataframe(pd.DataFrame([{"rank": i + 1, **r} for i, r in enumerate(rows)]), hide_index=True)
 
 
-@st.cache_resource(show_spinner=False, max_entries=256)
-def kurtosis_figure(key: str, parent: str, child: str, _rec: Recovery, _edge: Edge) -> go.Figure:
-    """The edge's per-layer kurtosis figure, built once per recovery and edge (a click back to an edge
-    reuses it). ``cache_resource``: ``st.plotly_chart`` only reads the figure, and unpickling a copy (as
-    ``cache_data`` would) re-validates every trace."""
+@st.cache_resource(show_spinner=False, max_entries=768)
+def evidence_figure(kind: str, key: str, parent: str, child: str, _rec: Recovery, _edge: Edge) -> go.Figure:
+    """One of an edge's evidence figures (``"kurtosis"``, ``"votes"``, ``"distance"``), built once per
+    recovery and edge (a click back to an edge, a page switch or a constraint undone reuses it).
+    ``cache_resource``: ``st.plotly_chart`` only reads the figure, and unpickling a copy (as ``cache_data``
+    would) re-validates every trace."""
     from explorer_ui import plots
 
-    return plots.kurtosis_layers(_rec, _edge)
+    make = {"kurtosis": plots.kurtosis_layers, "votes": plots.layer_votes, "distance": plots.layer_distance}[kind]
+    return make(_rec, _edge)
 
 
 def constraint_controls(ctx: Loaded, e: Edge) -> None:

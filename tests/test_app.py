@@ -73,6 +73,7 @@ def app(demo_root, monkeypatch, tmp_path) -> AppTest:
         monkeypatch.delenv("MOTHER_DEMO_ROOT", raising=False)
     monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("MOTHER_WARM_DEMOS", "0")  # the background warm-up has its own test (below)
     return AppTest.from_file(APP, default_timeout=180)
 
 
@@ -234,6 +235,36 @@ def test_lineage_page_compares_declared_parents(app):
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert any("agree" in lab for lab in labels) and any("conflict" in lab for lab in labels)
+
+
+def test_other_demo_sets_are_recovered_in_the_background(demo_root, monkeypatch, tmp_path):
+    """Once a demo set is shown, the others are recovered in the background: a first visit to one then
+    reads no weights and recovers nothing (issue 13 item 8: every click at most 0.5 s)."""
+    import threading
+
+    import mother_core
+
+    if demo_root:
+        monkeypatch.setenv("MOTHER_DEMO_ROOT", demo_root)
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    monkeypatch.delenv("MOTHER_WARM_DEMOS", raising=False)
+    at = ok(AppTest.from_file(APP, default_timeout=180).run())
+    box = at.sidebar.selectbox(key="demo")
+    others = [o for o in box.options if o != box.value]
+    if not others:
+        pytest.skip("a single demo set")
+    for t in threading.enumerate():
+        if t.name == "mother-warm-demos":
+            t.join(600)
+
+    def tripwire(*a, **k):
+        raise AssertionError("the set was not prepared in the background")
+
+    monkeypatch.setattr(mother_core, "compute_statistics", tripwire)
+    monkeypatch.setattr(mother_core, "recover", tripwire)
+    box.set_value(others[0]).run()
+    ok(at)
+    assert at.sidebar.selectbox(key="demo").value == others[0] and graph_payload(at)["nodes"]
 
 
 def test_settings_change_reuses_the_statistics(app, monkeypatch):
