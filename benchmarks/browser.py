@@ -274,10 +274,18 @@ def _constraints(page, base: str, edge: tuple[str, str], force: tuple[str, str, 
     page.goto(f"{base}/edge?source=demo&set=vit-tree&parent={quote(force[0])}&child={quote(force[1])}")
     _settled(page)
     form = page.locator('[data-testid="stForm"]')
-    form.locator('[data-testid="stSelectbox"]').first.click()
-    page.keyboard.type(force[2])  # filters the list (a long list only renders the options near the selected one)
     new_parent = re.compile(f"^{re.escape(force[2])}$")
-    page.locator('[role="option"]').filter(has_text=new_parent).first.click()
+    for attempt in range(3):  # under load a late rerun may redraw the open list: open it again
+        form.locator('[data-testid="stSelectbox"]').first.click()
+        page.keyboard.type(force[2])  # filters the list (a long list only renders the options near the selected one)
+        try:
+            page.locator('[role="option"]').filter(has_text=new_parent).first.click(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+            _settled(page)
     page.wait_for_timeout(200)
     page.evaluate(_ARM)
     form.get_by_role("button", name="Force this edge").click()

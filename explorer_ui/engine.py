@@ -275,7 +275,8 @@ def warm_demo_sets(sets: list[ModelSet], settings: RecoverySettings, device: str
     """Recover ``sets`` (the demo sets) with these settings in a background thread, once per server process
     and settings, so that a first visit to one finds its tree ready. Off with ``MOTHER_WARM_DEMOS=0``.
 
-    The thread runs at a lower priority than page runs (``nice`` +10 on Linux) and skips what is stored.
+    The thread starts a few seconds later (the browser is still drawing the page that started it), runs at a
+    lower priority than page runs (``nice`` +10 on Linux) and skips what is stored.
     """
     if os.environ.get("MOTHER_WARM_DEMOS", "1") == "0" or not sets:
         return
@@ -288,7 +289,11 @@ def warm_demo_sets(sets: list[ModelSet], settings: RecoverySettings, device: str
                      daemon=True).start()
 
 
+_WARM_DELAY_S = 3.0  # let the browser draw the first page before the warm-up takes CPU
+
+
 def _warm(store: _LRU, sets: list[ModelSet], settings: RecoverySettings, device: str) -> None:
+    time.sleep(_WARM_DELAY_S)
     try:
         tid = threading.get_native_id()  # Linux: the priority of this thread only
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
