@@ -11,6 +11,7 @@ Operator settings (environment variables):
 * ``HF_HUB_CACHE``: the Hugging Face cache to scan (default ``~/.cache/huggingface/hub``); read-only.
 * ``MOTHER_DEMO_ROOT`` / ``MOTHER_DEFAULT_DEMO``: where demo sets live (``assets/demo``) / which is
   picked first.
+* ``MOTHER_WARM_DEMOS=0``: do not recover the other demo sets in the background once one is shown.
 """
 
 import streamlit as st

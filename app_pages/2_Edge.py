@@ -15,5 +15,4 @@ views.edge_evidence(ctx, edge, full=True)
 st.subheader("Correct the tree")
 st.caption("Constraints re-solve the tree from the cached distance and cost matrices (no weights are re-read).")
 views.constraint_controls(ctx, edge)
-with st.expander("The tree with your constraints", expanded=False):
-    views.tree(ctx, height=420, where="edge")
+views.tree_on_demand(ctx, "The tree with your constraints", height=420, where="edge")

@@ -274,10 +274,18 @@ def _constraints(page, base: str, edge: tuple[str, str], force: tuple[str, str, 
     page.goto(f"{base}/edge?source=demo&set=vit-tree&parent={quote(force[0])}&child={quote(force[1])}")
     _settled(page)
     form = page.locator('[data-testid="stForm"]')
-    form.locator('[data-testid="stSelectbox"]').first.click()
-    page.keyboard.type(force[2])  # filters the list (a long list only renders the options near the selected one)
     new_parent = re.compile(f"^{re.escape(force[2])}$")
-    page.locator('[role="option"]').filter(has_text=new_parent).first.click()
+    for attempt in range(3):  # under load a late rerun may redraw the open list: open it again
+        form.locator('[data-testid="stSelectbox"]').first.click()
+        page.keyboard.type(force[2])  # filters the list (a long list only renders the options near the selected one)
+        try:
+            page.locator('[role="option"]').filter(has_text=new_parent).first.click(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+            _settled(page)
     page.wait_for_timeout(200)
     page.evaluate(_ARM)
     form.get_by_role("button", name="Force this edge").click()
@@ -332,20 +340,25 @@ def _table(rows: list) -> dict:
         vals, target = [r[3] for r in sel], sel[0][4]
         load = float(np.median([r[5] for r in sel]))
         med, mx = float(np.median(vals)), max(vals)
-        table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load}
+        table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load, "samples": vals}
         ratio = "" if np.isnan(target) else f"{mx / target:.2f}"
         print(f"{key[0]:<7} {key[1]:<16} {key[2]:<66} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f}")
     return table
 
 
 def _compare(rows: list) -> None:
-    """After / before, per kind of click: the medians of clicks interleaved under the same load."""
-    print(f"\n{'set':<16} {'what':<36} {'before s':>9} {'after s':>8} {'after/before':>13} {'load':>6}")
-    for s_, w in dict.fromkeys((s_, w) for c, s_, w, *_ in rows if w.startswith("click")):
-        med = {c: float(np.median([r[3] for r in rows if r[:3] == (c, s_, w)])) for c in ("before", "after")}
+    """After / before, per input: the medians and maxima of inputs interleaved under the same load."""
+    print(f"\n{'set':<16} {'what':<66} {'before med/max s':>17} {'after med/max s':>16} {'after/before':>13} "
+          f"{'load':>6}")
+    for s_, w in dict.fromkeys((s_, w) for c, s_, w, *_ in rows):
+        vals = {c: [r[3] for r in rows if r[:3] == (c, s_, w)] for c in ("before", "after")}
+        if not all(vals.values()):
+            continue
+        med = {c: float(np.median(v)) for c, v in vals.items()}
+        mx = {c: max(v) for c, v in vals.items()}
         load = float(np.median([r[5] for r in rows if r[1:3] == (s_, w)]))
-        print(f"{s_:<16} {w:<36} {med['before']:>9.3f} {med['after']:>8.3f} {med['after'] / med['before']:>13.2f} "
-              f"{load:>6.1f}")
+        print(f"{s_:<16} {w:<66} {med['before']:>8.3f}/{mx['before']:<8.3f} {med['after']:>7.3f}/{mx['after']:<8.3f} "
+              f"{med['after'] / med['before']:>13.2f} {load:>6.1f}")
 
 
 def main() -> None:
@@ -355,6 +368,9 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None,
                     help="a checkout of earlier code (e.g. `git archive COMMIT | tar -x -C DIR`): served beside "
                     "this one, every round of clicks alternating between the two, so both see the same load")
+    ap.add_argument("--inputs-only", action="store_true",
+                    help="only the sidebar, page and constraint inputs on the demo sets (issue item 8): no graph "
+                    "clicks, no large set, no talk mode")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -379,16 +395,20 @@ def main() -> None:
                 _open(page, f"{servers[code][1]}/tree?source=demo&set=vit-tree")
                 _add(rows, (code, "vit-tree (12)", "draw (data -> first frame)", _drawn(page), 2.0))
                 _settled(page)
-            for i in range(args.rounds):  # interleaved: each round on each server in turn
+            for i in range(0 if args.inputs_only else args.rounds):  # interleaved: each round on each server
                 for code, page in pages.items():
                     _round(page, "vit-tree (12)", code, i, rows, table=True)
-            pages["after"].screenshot(path=str(SHOTS / "demo_tree_edge.png"), full_page=True)
+            if not args.inputs_only:
+                pages["after"].screenshot(path=str(SHOTS / "demo_tree_edge.png"), full_page=True)
             for i in range(args.rounds):  # the sidebar's inputs, page switches and constraints (issue item 8)
                 for code, page in pages.items():
                     _switches(page, servers[code][1], code, i, rows)
                     _constraints(page, servers[code][1], edges[i % len(edges)], deep[i % len(deep)], code, rows)
                     page.goto(f"{servers[code][1]}/tree?source=demo&set=vit-tree")
                     _drawn(page)
+            if args.inputs_only:
+                browser.close()
+                return _report(args, rows, fits)
 
             for code, page in pages.items():
                 t = time.monotonic()
@@ -423,6 +443,10 @@ def main() -> None:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(20)
+    _report(args, rows, fits)
+
+
+def _report(args: argparse.Namespace, rows: list, fits: dict) -> None:
     print(f"load average (1 min): {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
     table = _table(rows)
     if args.baseline:

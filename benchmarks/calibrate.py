@@ -28,8 +28,9 @@ SPLITS = ("fft", "lora16", "lora-mixed", "continued", "mixed")
 
 def edge_features(split_dir: Path, cache: Path | None = None) -> list[tuple[float, ...]]:
     """Per recovered edge: log margin, relative/threshold, direction evidence, placed right, directed right,
-    the confidence of its tree's reading, whether that reading rests on the prior, and the layers'
-    effect size for the chosen parent over the best alternative (NaN where not measured)."""
+    the confidence of its tree's reading, whether that reading rests on the prior, the layers'
+    effect size for the chosen parent over the best alternative (NaN where not measured), and whether
+    the reading rests on norm growth (basis "growth": its confidence is GROWTH_PRIOR, counted, not fitted)."""
     stats = compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache)
     rec = recover(stats, RecoverySettings())
     truth = set(map(tuple, load_truth(split_dir / "truth.json")))
@@ -48,8 +49,29 @@ def edge_features(split_dir: Path, cache: Path | None = None) -> list[tuple[floa
         effect = problem.layer_margin(p, ix[e.alternatives[0].parent], c) if e.alternatives else None
         rows.append((margin, math.log(thr / max(rel[p, c], 1e-12)), float(ev[p, c]), int(placed),
                      int((e.parent, e.child) in truth), tree.regime_confidence, int(tree.direction_basis == "prior"),
-                     math.nan if effect is None else effect))
+                     math.nan if effect is None else effect, int(tree.direction_basis == "growth")))
     return rows
+
+
+def growing_trees(split_dir: Path, cache: Path | None = None) -> tuple[int, int]:
+    """(trees whose norms grow along most of their true edges, multi-model trees) of a collection: the
+    count behind direction.GROWTH_PRIOR."""
+    import json
+
+    from mother_core.recovery.features import pair_evidence, select_layers
+
+    stats = compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache)
+    ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers), drop_reinitialised=True)
+    ix = {m: i for i, m in enumerate(stats.model_ids)}
+    truth = load_truth(split_dir / "truth.json")
+    grow = total = 0
+    for tree in json.loads((split_dir / "truth.json").read_text())["meta"]["trees"]:
+        members = set(tree["models"])
+        growth = [ev.norm_growth[ix[p], ix[c]] for p, c in truth if c in members and p in ix and c in ix]
+        if growth:
+            total += 1
+            grow += int(np.mean(np.array(growth) > 0) > 0.5)
+    return grow, total
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -61,19 +83,22 @@ def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.x[0]), float(res.x[1])
 
 
-def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: np.ndarray
-                  ) -> tuple[float, float, float, float]:
+def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: np.ndarray,
+                  counted: np.ndarray | None = None) -> tuple[float, float, float, float]:
     """a >= 0, b of sigmoid(a E + b), the confidence of a prior reading and the slope s of an own or
     pooled reading's confidence sigmoid(s * margin), by maximum likelihood of
     P(right) = rc sigmoid(a E + b) + (1 - rc)(1 - sigmoid(a E + b)), rc the tree's reading confidence.
-    The margin is read back from the confidence the engine gave (sigmoid(READING_SLOPE * margin))."""
+    The margin is read back from the confidence the engine gave (sigmoid(READING_SLOPE * margin)).
+    ``counted`` rows (basis "growth") keep the reading confidence the engine gave (GROWTH_PRIOR)."""
     from mother_core.recovery.direction import READING_SLOPE
 
     rc0 = np.clip(reading, 1e-9, 1 - 1e-9)
     margin = np.log(rc0 / (1 - rc0)) / READING_SLOPE
+    counted = np.zeros(len(e), dtype=bool) if counted is None else counted
 
     def nll(w: np.ndarray) -> float:
-        rc = np.where(on_prior, 1.0 / (1.0 + math.exp(-w[2])), 1.0 / (1.0 + np.exp(-w[3] * margin)))
+        rc = np.where(on_prior, 1.0 / (1.0 + math.exp(-w[2])),
+                      np.where(counted, rc0, 1.0 / (1.0 + np.exp(-w[3] * margin))))
         p = 1.0 / (1.0 + np.exp(-(w[0] * e + w[1])))
         q = np.clip(rc * p + (1 - rc) * (1 - p), 1e-9, 1 - 1e-9)
         return float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)) + 1e-3 * (w[:2] ** 2).sum())
@@ -93,6 +118,7 @@ def main() -> None:
                     help="more held-out split folders to fit on, if they exist")
     args = ap.parse_args()
     rows = []
+    grown = [0, 0]
     if args.generalise:
         from generalise import COLLECTIONS
         from generalise import DATA as GDATA
@@ -100,7 +126,10 @@ def main() -> None:
         from mother_zoo.variety import generate_collection
 
         for c in COLLECTIONS["fitting"]:
-            rows += edge_features(generate_collection(c, GDATA), GDATA / "stats-cache")
+            folder = generate_collection(c, GDATA)
+            rows += edge_features(folder, GDATA / "stats-cache")
+            g, n = growing_trees(folder, GDATA / "stats-cache")
+            grown = [grown[0] + g, grown[1] + n]
         args.also, args.seeds = [], []
     for folder in map(Path, args.also):
         if (folder / "truth.json").exists():
@@ -119,7 +148,8 @@ def main() -> None:
     # capped at a tie's confidence: an edge with a cheaper alternative is never surer than one without
     rate = min((r[contested, 3].sum() + 1) / (contested.sum() + 2), 1.0 / (1.0 + math.exp(-b_p)))
     placed = r[:, 3] == 1
-    a_d, b_d, prior, slope = fit_direction(r[placed, 2], r[placed, 4], r[placed, 5], r[placed, 6] == 1)
+    a_d, b_d, prior, slope = fit_direction(r[placed, 2], r[placed, 4], r[placed, 5], r[placed, 6] == 1,
+                                           r[placed, 8] == 1)
     layered = np.isfinite(r[:, 7])
     a_l, b_l = fit_logistic(r[layered, 7], r[layered, 3])
     print(f"edges: {len(r)}  placed right: {placed.mean():.2f}  directed right: {r[:, 4].mean():.2f}  "
@@ -128,6 +158,9 @@ def main() -> None:
     print(f"PLACEMENT_SLOPE = {a_p:.3f}\nPLACEMENT_BIAS = {b_p:.3f}\nCONTESTED_PLACEMENT = {rate:.2f}\n"
           f"EVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}\nPRIOR_CONFIDENCE = {prior:.2f}  (direction.py)\n"
           f"READING_SLOPE = {slope:.3f}  (direction.py)")
+    if grown[1]:
+        print(f"GROWTH_PRIOR = {(grown[0] + 1) / (grown[1] + 2):.3f}  (direction.py; {grown[0]} of {grown[1]} "
+              f"multi-model trees grow along most of their true edges, rule of succession)")
 
 
 if __name__ == "__main__":

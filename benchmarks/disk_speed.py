@@ -4,6 +4,8 @@ Eight GPT-2-small-shaped bf16 models (124M parameters each, ~2 GB of safetensors
 ``_common.make_family``). Each run, from a cold page cache for these files:
 
 - ``cat`` of the eight files to ``/dev/null`` (the disk's speed, the baseline);
+- with ``--before CHECKOUT``, first a cold ``cat`` and a cold ``mother recover --timings`` of that checkout (the
+  code before a change, a ``git worktree``), so both ratios come from the same minutes;
 - ``mother recover --timings`` on the folder (the real command, in its own process): its wall time, and the
   seconds of each stage it reports (start-up = interpreter + imports, finding models = header parsing,
   opening models, planning, read + reduce, assembling statistics, tree step, writing the result);
@@ -18,6 +20,7 @@ the load average is printed with every row.
 
     python benchmarks/disk_speed.py                # 5 runs
     python benchmarks/disk_speed.py --repeats 3
+    python benchmarks/disk_speed.py --repeats 5 --before ../before   # ../before: git worktree of the old commit
 """
 
 from __future__ import annotations
@@ -66,7 +69,14 @@ def one_run(folder: Path, files: list[Path], out: Path, before: Path | None) -> 
     row: dict = {}
     if before is not None:  # the same commands on another checkout (``python -m`` imports from the cwd)
         evict(files)
-        row["before_recover_s"], _ = timed([*MOTHER, "recover", str(folder), "--out", str(out), "--quiet"], before)
+        row["before_cat_s"], _ = timed(["cat", *map(str, files)])
+        evict(files)
+        row["before_recover_s"], err = timed([*MOTHER, "recover", str(folder), "--out", str(out), "--quiet",
+                                              "--timings"], before)
+        stages, cpu = stages_of(err)
+        row["before_startup_s"] = stages.get("start-up (interpreter + imports)", float("nan"))
+        row["before_stages"], row["before_cpu"] = stages, cpu
+        row["before_ratio"] = (row["before_recover_s"] - row["before_startup_s"]) / row["before_cat_s"]
         row["before_help_s"], _ = timed([*MOTHER, "--help"], before)
     evict(files)
     cat_s, _ = timed(["cat", *map(str, files)])
@@ -118,17 +128,30 @@ def main() -> None:
               f"{r['help_s']:.2f} | {r['import_torch_s']:.2f} | {r['load']:.1f} |")
     if args.before is not None:
         print()
-        print(f"Before (`{args.before.name}`), same runs: cold `mother recover` (s) | `mother --help` (s)")
+        print(f"Before (`{args.before.name}`) and this checkout in the same runs, each `recover` right after its "
+              "own cold `cat`; read + reduce and tree step as wall (CPU) seconds:")
         print()
-        print("| run | before: recover (s) | after: recover (s) | before: `mother --help` (s) | after (s) |")
-        print("|---|---|---|---|---|")
+        print("| run | code | cold cat (s) | `mother recover` (s) | start-up (s) | read + reduce (s) | tree step (s) "
+              "| **ratio** | `mother --help` (s) | load avg |")
+        print("|---" * 10 + "|")
+
+        def cell(r: dict, stages: str, cpu: str, name: str) -> str:
+            return f"{r[stages].get(name, float('nan')):.2f} ({r[cpu].get(name, float('nan')):.2f})"
+
         for i, r in enumerate(rows, 1):
-            print(f"| {i} | {r['before_recover_s']:.2f} | {r['recover_s']:.2f} | {r['before_help_s']:.2f} | "
-                  f"{r['help_s']:.2f} |")
-    ratios = [r["ratio"] for r in rows]
+            print(f"| {i} | before | {r['before_cat_s']:.2f} | {r['before_recover_s']:.2f} | "
+                  f"{r['before_startup_s']:.2f} | {cell(r, 'before_stages', 'before_cpu', 'read + reduce')} | "
+                  f"{cell(r, 'before_stages', 'before_cpu', 'tree step')} | **{r['before_ratio']:.2f}x** | "
+                  f"{r['before_help_s']:.2f} | {r['load']:.1f} |")
+            print(f"| {i} | this checkout | {r['cat_s']:.2f} | {r['recover_s']:.2f} | {r['startup_s']:.2f} | "
+                  f"{cell(r, 'stages', 'cpu', 'read + reduce')} | {cell(r, 'stages', 'cpu', 'tree step')} | "
+                  f"**{r['ratio']:.2f}x** | {r['help_s']:.2f} | {r['load']:.1f} |")
     print()
-    print(f"ratio (recover - start-up) / cold cat: median {statistics.median(ratios):.2f}x, "
-          f"range {min(ratios):.2f}-{max(ratios):.2f}x over {len(rows)} runs")
+    for label, key in [("before", "before_ratio"), ("this checkout", "ratio")]:
+        ratios = [r[key] for r in rows if key in r]
+        if ratios:
+            print(f"{label}: ratio (recover - start-up) / cold cat: median {statistics.median(ratios):.2f}x, "
+                  f"range {min(ratios):.2f}-{max(ratios):.2f}x over {len(rows)} runs")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / "_data"
 CHUNK_ELEMENTS = 1 << 22
-PREFETCH_AHEAD = 4  # chunks hinted ahead, as stats/execute.py does
+PREFETCH_AHEAD = 4  # chunks hinted ahead (the streaming pass hints a byte window from a thread: stats/execute.py)
 
 
 def _write_gguf(path: Path, kind: str, size: float) -> None:

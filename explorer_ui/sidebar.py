@@ -172,13 +172,29 @@ def _pick_result() -> ModelSet | None:
     return ModelSet("result", Path(path).name, result=path, truth=truth, auto_run=True)
 
 
+def _kept(fn: Any, label: str, key: str, default: Any, **kw: Any) -> Any:
+    """A setting's value without its widget (the settings are folded away): what the user last set in it
+    (:func:`_widget` keeps it), else ``default``."""
+    value = st.session_state.get(f"_keep_{key}", default)
+    options = kw.get("options")
+    if options is not None and value not in list(options):
+        value = default if default in list(options) else list(options)[0]
+    return value
+
+
 def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
-    with st.sidebar.expander("Recovery settings", expanded=False):
-        disabled = ms is not None and ms.kind == "result"
-        preset = {"regime": ms.regime} if ms is not None and ms.regime else {}
-        settings, run = settings_widgets(_widget, disabled=disabled, defaults=preset)
-        device = str(run["device"])
-        st.caption(f"Compute device: **{engine.device_description(device)}**")
+    """The recovery settings. Their widgets are drawn only while the expander is open (opening it reruns):
+    13 widgets on every page run and page switch were a third of what the browser renders per run."""
+    box = st.sidebar.expander("Recovery settings", key="settings_open", on_change="rerun")
+    disabled = ms is not None and ms.kind == "result"
+    preset = {"regime": ms.regime} if ms is not None and ms.regime else {}
+    if box.open:
+        with box:
+            settings, run = settings_widgets(_widget, disabled=disabled, defaults=preset)
+    else:
+        settings, run = settings_widgets(_kept, disabled=disabled, defaults=preset)
+    device = str(run["device"])
+    st.sidebar.caption(f"Compute device: **{engine.device_description(device)}**")
     return settings, device
 
 
@@ -272,6 +288,8 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
         if ms.kind in ("demo", "folder", "result"):
             state.set_in_url(ms.kind, ms.label if ms.kind == "demo" else (ms.result or ms.paths[0]))
         base_key, base = engine.recovery(ms, settings, device, transient=talk)
+        if ms.kind == "demo":  # the other demo sets, in the background: a first visit finds them ready
+            engine.warm_demo_sets(sources.demo_sets(), settings, device)
         constraints = state.constraints(base_key)
         try:
             key, rec = engine.constrained(base_key, base, constraints)
@@ -290,7 +308,3 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
         st.error(md(engine.error_message(e)))
         return NotReady("error")
 
-
-def set_constraints(ctx: Loaded, constraints: Constraints) -> None:
-    """Store new constraints for this recovery (the next rerun re-solves); keep the old ones to undo."""
-    state.set_constraints(ctx.base_key, ctx.constraints, constraints)

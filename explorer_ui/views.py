@@ -17,7 +17,7 @@ import streamlit as st
 from explorer_ui import graph, state, static
 from explorer_ui.graph_component import graph as graph_widget
 from explorer_ui.safe_text import md, plain
-from explorer_ui.sidebar import Loaded, set_constraints
+from explorer_ui.sidebar import Loaded
 from explorer_ui.sources import human_bytes
 from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
@@ -237,6 +237,18 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
     if data.folded:
         st.caption(f"{len(data.hidden)} of {len(ctx.rec.models)} models are folded into {len(data.folded)} "
                    "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
+
+
+def tree_on_demand(ctx: Loaded, title: str, **kw) -> None:
+    """:func:`tree` in an expander, drawn only while it is open (opening it reruns the page).
+
+    A closed expander's content is still sent and mounted: vis-network would lay out and draw a hidden
+    tree on every run of the page (a page switch, each constraint), ~0.1-0.2 s of the browser's time.
+    """
+    box = st.expander(title, key=f"open_{kw.get('where', 'main')}_tree", on_change="rerun")
+    if box.open:
+        with box:
+            tree(ctx, **kw)
 
 
 SCREENS = {"1280 × 720": 400, "1920 × 1080": 780}  # canvas px so title + tree + edge line fit the screen
@@ -540,8 +552,6 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     """Why the edge is there: confidence parts, per-layer kurtosis, votes, distances, alternatives."""
     import pandas as pd
 
-    from explorer_ui import plots
-
     s = ctx.statuses.get((e.parent, e.child))
     if full:
         c = st.columns(3)
@@ -561,12 +571,12 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
         note += " This edge was set by a constraint."
     note += md(contested_note(e, own_cost(ctx.rec, e)))
     st.markdown(note)
-    st.plotly_chart(kurtosis_figure(ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")
+    st.plotly_chart(evidence_figure("kurtosis", ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")
     if not full:
         return
     left, right = st.columns(2)
-    left.plotly_chart(plots.layer_votes(ctx.rec, e), key=f"votes_{ctx.key}")
-    right.plotly_chart(plots.layer_distance(ctx.rec, e), key=f"dist_{ctx.key}")
+    left.plotly_chart(evidence_figure("votes", ctx.key, e.parent, e.child, ctx.rec, e), key=f"votes_{ctx.key}")
+    right.plotly_chart(evidence_figure("distance", ctx.key, e.parent, e.child, ctx.rec, e), key=f"dist_{ctx.key}")
     st.markdown("**Ranked alternative parents** for " + f"{md(e.child)} (lower cost is better)")
     rows = [{"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4),
              "distance": _num(a.distance, 4), "chosen": "✓" if a.parent == e.parent else ""}
@@ -578,49 +588,66 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     st.dataframe(pd.DataFrame([{"rank": i + 1, **r} for i, r in enumerate(rows)]), hide_index=True)
 
 
-@st.cache_resource(show_spinner=False, max_entries=256)
-def kurtosis_figure(key: str, parent: str, child: str, _rec: Recovery, _edge: Edge) -> go.Figure:
-    """The edge's per-layer kurtosis figure, built once per recovery and edge (a click back to an edge
-    reuses it). ``cache_resource``: ``st.plotly_chart`` only reads the figure, and unpickling a copy (as
-    ``cache_data`` would) re-validates every trace."""
+@st.cache_resource(show_spinner=False, max_entries=768)
+def evidence_figure(kind: str, key: str, parent: str, child: str, _rec: Recovery, _edge: Edge) -> go.Figure:
+    """One of an edge's evidence figures (``"kurtosis"``, ``"votes"``, ``"distance"``), built once per
+    recovery and edge (a click back to an edge, a page switch or a constraint undone reuses it).
+    ``cache_resource``: ``st.plotly_chart`` only reads the figure, and unpickling a copy (as ``cache_data``
+    would) re-validates every trace."""
     from explorer_ui import plots
 
-    return plots.kurtosis_layers(_rec, _edge)
+    make = {"kurtosis": plots.kurtosis_layers, "votes": plots.layer_votes, "distance": plots.layer_distance}[kind]
+    return make(_rec, _edge)
 
 
 def constraint_controls(ctx: Loaded, e: Edge) -> None:
-    """Flip / force / forbid / fix a root, then re-solve and report what changed."""
+    """Flip / force / forbid / fix a root, then re-solve and report what changed.
+
+    Every control stores its constraints in a callback (``on_click``), before the page runs: the run that
+    follows re-solves and draws the result. Storing them in the page body and calling ``st.rerun()``
+    ran the whole page twice per click (twice the elements for the browser to render: ~0.3-0.6 s more
+    under load, ``benchmarks/RESULTS.md``).
+    """
     cons = ctx.constraints
-    before = {(x.parent, x.child) for x in ctx.rec.edges}
+    before = frozenset((x.parent, x.child) for x in ctx.rec.edges)
+    apply = partial(_constrain, ctx.base_key, cons, before)
     c = st.columns(4)
-    new = None
-    focus = None
-    if c[0].button("Flip this edge", key="flip"):
-        new, focus = cons.flipped(e.parent, e.child), (e.child, e.parent)
-    if c[1].button("Forbid this edge", key="forbid"):
-        new = Constraints(cons.forced, tuple(cons.forbidden) + ((e.parent, e.child),), cons.roots)
-    if c[2].button(f"Make {md(e.child)} a root", key="root"):
-        new = Constraints(cons.forced, cons.forbidden, tuple(cons.roots) + (e.child,))
-    if c[3].button("Clear all constraints", key="clear", disabled=cons == Constraints()):
-        new = Constraints()
+    c[0].button("Flip this edge", key="flip", on_click=apply, args=(cons.flipped(e.parent, e.child),
+                                                                    (e.child, e.parent)))
+    c[1].button("Forbid this edge", key="forbid", on_click=apply,
+                args=(Constraints(cons.forced, tuple(cons.forbidden) + ((e.parent, e.child),), cons.roots),))
+    c[2].button(f"Make {md(e.child)} a root", key="root", on_click=apply,
+                args=(Constraints(cons.forced, cons.forbidden, tuple(cons.roots) + (e.child,)),))
+    c[3].button("Clear all constraints", key="clear", disabled=cons == Constraints(), on_click=apply,
+                args=(Constraints(),))
     with st.form("force"):
         ids = ctx.rec.model_ids
         fc = st.columns(2)
-        parent = fc[0].selectbox("Force parent", ids, index=ids.index(e.parent), key=f"fp_{label(e)}")
-        child = fc[1].selectbox("of child", ids, index=ids.index(e.child), key=f"fc_{label(e)}")
-        if st.form_submit_button("Force this edge"):
-            if parent == child:
-                st.warning("A model cannot be its own parent.")
-            else:
-                new = Constraints(tuple(x for x in cons.forced if x[1] != child) + ((parent, child),),
-                                  cons.forbidden, tuple(r for r in cons.roots if r != child))
-                focus = (parent, child)
-    if new is not None:
-        set_constraints(ctx, new)
-        state.remember_edges_before(ctx.base_key, before)
-        if focus is not None:
-            state.select_edge(focus)
-        st.rerun()
+        pkey, ckey = f"fp_{label(e)}", f"fc_{label(e)}"
+        parent = fc[0].selectbox("Force parent", ids, index=ids.index(e.parent), key=pkey)
+        child = fc[1].selectbox("of child", ids, index=ids.index(e.child), key=ckey)
+        if st.form_submit_button("Force this edge", on_click=_force, args=(apply, cons, pkey, ckey)) \
+                and parent == child:
+            st.warning("A model cannot be its own parent.")
+
+
+def _constrain(base_key: str, old: Constraints, before: frozenset[tuple[str, str]], new: Constraints,
+               focus: tuple[str, str] | None = None) -> None:
+    """A constraint control's callback: store ``new`` (``old`` kept to undo), the edges before, and
+    select ``focus``; the page run that follows re-solves."""
+    state.set_constraints(base_key, old, new)
+    state.remember_edges_before(base_key, set(before))
+    if focus is not None:
+        state.select_edge(focus)
+
+
+def _force(apply: partial, cons: Constraints, pkey: str, ckey: str) -> None:
+    """The force form's callback: the chosen parent of the chosen child (a model is never its own)."""
+    parent, child = st.session_state.get(pkey), st.session_state.get(ckey)
+    if parent is None or child is None or parent == child:
+        return  # the page says why
+    apply(Constraints(tuple(x for x in cons.forced if x[1] != child) + ((parent, child),), cons.forbidden,
+                      tuple(r for r in cons.roots if r != child)), (parent, child))
 
 
 def what_changed(ctx: Loaded) -> None:

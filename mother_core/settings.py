@@ -96,7 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("direction_cues", "Direction cues", "Which cues orient edges (mother+ only): the per-layer "
             "kurtosis trend, norm growth, or both.", "kurtosis+norm", choices=DIRECTION_CUES, open_choices=True),
     Setting("norm_direction", "Norm direction", "auto: whether norms grow or (under strong weight decay) shrink "
-            "from parent to child is read per tree; growth: always growth.", "auto", choices=NORM_DIRECTIONS),
+            "from parent to child is read per tree, shrinking only on evidence beyond the prior odds of growth; "
+            "growth: always growth.", "auto", choices=NORM_DIRECTIONS),
     Setting("layers", "Layers", "Layer selection: matrices (2-D and conv weights), all (norms and biases too), "
             "square-attention (the paper's), or layer kinds a,b,c.", "matrices", choices=LAYER_SELECTIONS,
             open_choices=True),
@@ -150,7 +151,9 @@ class RecoverySettings:
         or ``"norm"`` (see :func:`mother_core.recovery.recover.direction_evidence`).
     norm_direction : str
         ``"auto"`` (whether norms grow or, under strong weight decay, shrink from parent to child is
-        read from each tree's shape, like the kurtosis regime) or ``"growth"`` (always growth).
+        read from each tree's shape, like the kurtosis regime; shrinking only on evidence that outweighs
+        the prior odds of growth, :data:`mother_core.recovery.direction.SHRINK_MARGIN`) or ``"growth"``
+        (always growth).
     layers : str
         Layer selection: ``"matrices"`` (2-D and conv weights; the default, chosen by benchmark:
         benchmarks/RESULTS.md, "Default settings"), ``"all"`` (every shared float tensor),

@@ -73,6 +73,7 @@ def app(demo_root, monkeypatch, tmp_path) -> AppTest:
         monkeypatch.delenv("MOTHER_DEMO_ROOT", raising=False)
     monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("MOTHER_WARM_DEMOS", "0")  # the background warm-up has its own test (below)
     return AppTest.from_file(APP, default_timeout=180)
 
 
@@ -236,6 +237,36 @@ def test_lineage_page_compares_declared_parents(app):
     assert any("agree" in lab for lab in labels) and any("conflict" in lab for lab in labels)
 
 
+def test_other_demo_sets_are_recovered_in_the_background(demo_root, monkeypatch, tmp_path):
+    """Once a demo set is shown, the others are recovered in the background: a first visit to one then
+    reads no weights and recovers nothing (issue 13 item 8: every click at most 0.5 s)."""
+    import threading
+
+    import mother_core
+
+    if demo_root:
+        monkeypatch.setenv("MOTHER_DEMO_ROOT", demo_root)
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    monkeypatch.delenv("MOTHER_WARM_DEMOS", raising=False)
+    at = ok(AppTest.from_file(APP, default_timeout=180).run())
+    box = at.sidebar.selectbox(key="demo")
+    others = [o for o in box.options if o != box.value]
+    if not others:
+        pytest.skip("a single demo set")
+    for t in threading.enumerate():
+        if t.name == "mother-warm-demos":
+            t.join(600)
+
+    def tripwire(*a, **k):
+        raise AssertionError("the set was not prepared in the background")
+
+    monkeypatch.setattr(mother_core, "compute_statistics", tripwire)
+    monkeypatch.setattr(mother_core, "recover", tripwire)
+    box.set_value(others[0]).run()
+    ok(at)
+    assert at.sidebar.selectbox(key="demo").value == others[0] and graph_payload(at)["nodes"]
+
+
 def test_settings_change_reuses_the_statistics(app, monkeypatch):
     at = ok(app.run())
     import mother_core
@@ -244,12 +275,20 @@ def test_settings_change_reuses_the_statistics(app, monkeypatch):
         raise AssertionError("the statistics pass ran again")
 
     monkeypatch.setattr(mother_core, "compute_statistics", tripwire)
+    assert "own_lambda" not in {c.key for c in at.sidebar.checkbox}  # folded: drawn only when open
+    at.session_state["settings_open"] = True  # open the "Recovery settings" expander
+    at.run()
     at.sidebar.checkbox(key="own_lambda").check().run()
     at.sidebar.slider(key="lambda").set_value(0.6).run()
     ok(at)
     at.sidebar.checkbox(key="refine").uncheck().run()  # the arborescence as solved, same statistics
     ok(at)
     assert at.session_state["refine"] is False and graph_payload(at)
+    at.session_state["settings_open"] = False  # folded again: the settings still hold
+    ok(at.run())
+    at.session_state["settings_open"] = True
+    ok(at.run())
+    assert at.sidebar.checkbox(key="refine").value is False and at.sidebar.slider(key="lambda").value == 0.6
     at.switch_page("app_pages/5_Matrices.py").run()
     ok(at)
     assert "Distance between models (ordered by tree)" in plot_titles(at)

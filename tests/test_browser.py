@@ -256,3 +256,49 @@ def test_talk_mode_fits_the_projector(server, size):
     assert not outside, f"models outside the canvas: {outside}"
     assert got["legend"]["bottom"] <= height and got["legend"]["right"] <= width, got["legend"]
     assert got["scroll"] <= height + 2, f"the page scrolls: {got['scroll']} px in a {height} px window"
+
+
+def _shown_edge(page, other: str) -> str:
+    """The edge whose evidence the page shows (its kurtosis chart's title), once it is not ``other``."""
+    return page.wait_for_function("""(other) => {
+      const t = Array.from(document.querySelectorAll('.gtitle')).map(e => e.textContent)
+        .find(t => t.startsWith('Kurtosis per layer: '));
+      const edge = t && t.slice('Kurtosis per layer: '.length);
+      return edge && edge !== other ? edge : false; }""", arg=other, timeout=60_000).json_value()
+
+
+def test_constraints_and_the_tree_on_demand(server):
+    """The Edge page in a real browser: forbidding an edge re-solves in one click (the caption of active
+    constraints appears and the forbidden edge is gone from the picker), clearing undoes it, and the tree
+    with the constraints is drawn when its expander is opened (not before)."""
+    url, _, _ = server
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1200})
+        demo = Path(os.environ.get("MOTHER_DEMO_ROOT") or ROOT / "assets" / "demo")
+        page.goto(f"{url}/edge" + ("?source=demo&set=vit-tree" if (demo / "vit-tree").is_dir() else ""))
+        page.get_by_role("heading", name="Correct the tree").wait_for(timeout=240_000)
+        settled(page)
+        edge = _shown_edge(page, "")
+        assert " → " in edge, edge
+        assert not page.locator(".mg-root").count()  # the folded tree is not drawn
+
+        page.get_by_role("button", name="Forbid this edge").click()
+        page.get_by_text("Active constraints", exact=False).first.wait_for(timeout=60_000)
+        settled(page)
+        caption = page.get_by_text("Active constraints", exact=False).first.inner_text()
+        assert f"forbidden ['{edge}']" in caption, caption
+        assert _shown_edge(page, edge) != edge  # re-solved: the edge is gone, another one's evidence is shown
+
+        page.get_by_text("The tree with your constraints").click()
+        graph_drawn(page)  # opening the expander draws the tree
+        settled(page)
+        drawn = page.evaluate("() => window.edges.get().filter(e => !String(e.id).startsWith('m'))"  # not missing
+                              ".map(e => [e.from, e.to])")
+        assert drawn and edge.split(" → ") not in drawn
+
+        page.get_by_role("button", name="Clear all constraints").click()
+        page.get_by_text("Active constraints", exact=False).first.wait_for(state="detached", timeout=60_000)
+        settled(page)
+        assert not page.get_by_test_id("stException").count()
+        browser.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mother_core import RecoverySettings, compute_statistics, discover, recover
-from mother_core.recovery.direction import PRIOR_CONFIDENCE, Reading, choose_readings
+from mother_core.recovery.direction import GROWTH_PRIOR, PRIOR_CONFIDENCE, SHRINK_MARGIN, Reading, choose_readings
 
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 OPTIONS = [("specialization", 1.0), ("generalization", 1.0), ("specialization", -1.0), ("generalization", -1.0)]
@@ -28,14 +28,44 @@ def test_strong_own_evidence_is_kept():
 def test_a_two_model_tree_borrows_its_architectures_reading():
     # Tree 0 (large) clearly reads generalization; tree 1 (base + one child) reads as well reversed:
     # a reading and its mirror (other regime, other norm sign) tie; tree 2 is alone in its architecture.
+    # Tree 3 is alone too and reads the same with every reading.
     big = _readings({o: 4.0 for o in OPTIONS if o != ("generalization", 1.0)})
     small = _readings({("generalization", 1.0): 0.5, ("specialization", -1.0): 0.5})
     lone = _readings({("specialization", 1.0): 0.3, ("generalization", -1.0): 0.3})
-    chosen = choose_readings({0: big, 1: small, 2: lone}, {0: 1.0, 1: 1.0, 2: 1.0}, {0: "a", 1: "a", 2: "b"})
+    blank = _readings({})
+    chosen = choose_readings({0: big, 1: small, 2: lone, 3: blank}, {t: 1.0 for t in range(4)},
+                             {0: "a", 1: "a", 2: "b", 3: "c"})
     assert (chosen[1].regime, chosen[1].norm_sign, chosen[1].basis) == ("generalization", 1.0, "pooled")
-    assert (chosen[2].regime, chosen[2].norm_sign, chosen[2].basis) == ("specialization", 1.0, "prior")
-    assert chosen[2].confidence == PRIOR_CONFIDENCE
-    assert "prior" in chosen[2].note and "borrows" in chosen[1].note
+    assert "borrows" in chosen[1].note
+    # Alone, the mirror tie leaves the norm sign to the prior (growth); the tree still tells its regime
+    # given growth (generalization beats specialization by 0.3 there), and is as sure as growth is.
+    assert (chosen[2].regime, chosen[2].norm_sign, chosen[2].basis) == ("generalization", 1.0, "growth")
+    assert chosen[2].confidence == GROWTH_PRIOR and "taken to grow" in chosen[2].note
+    # Nothing told at all: the prior.
+    assert (chosen[3].regime, chosen[3].norm_sign, chosen[3].basis) == ("specialization", 1.0, "prior")
+    assert chosen[3].confidence == PRIOR_CONFIDENCE and "prior" in chosen[3].note
+
+
+def test_shrinking_norms_need_evidence_beyond_the_prior_odds():
+    # The best reading shrinks, by a margin over the best growing reading below SHRINK_MARGIN: the
+    # tree's norms are taken to grow (issue 10: a continued-pre-training tree whose norms grow on
+    # every edge read "shrinking" by 0.21 units and came out reversed whole).
+    weak = SHRINK_MARGIN * 0.6
+    near = _readings({("specialization", 1.0): weak, ("generalization", 1.0): 2 * weak,
+                      ("specialization", -1.0): 1.5 * weak})
+    chosen = choose_readings({0: near}, {0: 1.0}, {0: "a"})
+    assert chosen[0].norm_sign == 1.0 and chosen[0].regime == "specialization"
+    assert chosen[0].basis == "growth"
+    # Beyond it, the tree's own evidence reads shrinking norms.
+    strong = SHRINK_MARGIN * 1.5
+    far = _readings({("specialization", 1.0): strong, ("generalization", 1.0): 2 * strong,
+                     ("specialization", -1.0): 2 * strong})
+    chosen = choose_readings({0: far}, {0: 1.0}, {0: "a"})
+    assert (chosen[0].regime, chosen[0].norm_sign, chosen[0].basis) == ("generalization", -1.0, "own")
+    # A weak shrinking reading is not borrowed either: a two-model tree of the same architecture keeps growth.
+    pair = _readings({("generalization", 1.0): 0.3, ("specialization", -1.0): 0.3})
+    chosen = choose_readings({0: near, 1: pair}, {0: 1.0, 1: 1.0}, {0: "a", 1: "a"})
+    assert chosen[1].norm_sign == 1.0
 
 
 def test_a_fixed_regime_is_reported_as_fixed():
@@ -53,7 +83,7 @@ def forest():
 def test_every_tree_says_what_its_direction_rests_on(forest):
     for t in forest.trees:
         if len(t.members) > 1:
-            assert t.direction_basis in ("own", "pooled", "prior") and t.direction_note
+            assert t.direction_basis in ("own", "pooled", "growth", "prior") and t.direction_note
     # A tree resting on the prior cannot give an edge more direction confidence than the prior has.
     for e in forest.edges:
         tree = next(t for t in forest.trees if e.child in t.members)

@@ -157,3 +157,32 @@ def test_adapter_base_named_by_its_model_card_only(typed_set):
     assert e.relation_confidence == CONFIDENCE["adapter: card base"]
     link = next(link for link in rec.problem.links if rec.model_ids[link["child"]] == "nc")
     assert "model card" in link["evidence"] and "metadata only" in link["evidence"]
+
+
+
+def test_remembered_skeleton_differences_change_no_result(typed_set):
+    """The tree step measures each skeleton difference once (rank cue, then the edges' labels): fewer
+    SVDs, and the recovery is the same, to the bit, as one measuring each difference where it is asked for."""
+    from mother_core import compute_statistics, discover
+    from mother_core.recovery import recover as rec
+    from mother_core.stats import skeleton
+
+    root, _, _ = typed_set
+    stats = compute_statistics(discover([root]), device="cpu")
+    svds: list[int] = []
+    singular_values = skeleton.singular_values
+
+    def counting(batch):
+        svds.append(len(batch))
+        return singular_values(batch)
+
+    results = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(skeleton, "singular_values", counting)
+        for name, run in (("remembered", rec.recover), ("each time", rec._recover)):  # _recover: no memo
+            svds.clear()
+            result = run(stats, RecoverySettings(), Constraints()).to_dict()
+            result.pop("run_seconds", None)
+            results[name] = (result, sum(svds))
+    assert results["remembered"][0] == results["each time"][0]
+    assert 0 < results["remembered"][1] < results["each time"][1], results

@@ -32,6 +32,9 @@ def _loaded_after(code: str) -> set[str]:
     "from mother_core import MotherError",
     "from mother_core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from mother_core.cli import main\nmain(['relations'])",
+    # ``scan`` reads headers only: safetensors, sharded, quantized-scheme detection (the demo sets hold them)
+    "from mother_core.cli import main\nmain(['scan', 'assets/demo/vit-tree'])",
+    "from mother_core.cli import main\nmain(['scan', 'assets/demo/mixed-forest'])",
 ])
 def test_commands_that_read_no_weights_start_without_torch(code):
     loaded = _loaded_after(code)

@@ -80,6 +80,8 @@ def test_statistics_match_float64_reference(tmp_path, dtype, kernel):
                 ref = float(((xa - xb) ** 2).sum())
                 got = stats.sq_dist[s, a, b]
                 assert got == pytest.approx(ref, rel=1e-5, abs=1e-30), (meta.name, a, b)
+                assert stats.equal is not None  # entries equal as stored (every model stores `dtype`)
+                assert stats.equal[s, a, b] == float((xa == xb).sum()), (meta.name, a, b)
 
 
 def test_nearly_identical_and_frozen_layers_keep_precision(tmp_path, kernel):
@@ -102,6 +104,7 @@ def test_chunked_pass_equals_unchunked(tmp_path, kernel):
     for field, atol in (("mean", 1e-8), ("var", 0), ("kurtosis", 1e-6), ("norm", 0)):
         np.testing.assert_allclose(getattr(chunked, field), getattr(whole, field), rtol=1e-6, atol=atol)
     np.testing.assert_allclose(chunked.sq_dist, whole.sq_dist, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(chunked.equal, whole.equal)
 
 
 def test_formats_agree(tmp_path):
@@ -128,6 +131,7 @@ def test_cache_rerun_reads_nothing_and_new_model_reads_linear(tmp_path, kernel):
     again = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
     assert again.settings["bytes_read"] == 0
     np.testing.assert_allclose(again.sq_dist, first.sq_dist)
+    np.testing.assert_array_equal(again.equal, first.equal)  # counts come back from the cache too
     np.testing.assert_allclose(again.kurtosis, first.kurtosis)
 
     g = torch.Generator().manual_seed(9)
@@ -139,6 +143,7 @@ def test_cache_rerun_reads_nothing_and_new_model_reads_linear(tmp_path, kernel):
     assert grown.settings["bytes_read"] <= per_model * (first.n_models + 1) * 1.01
     fresh = compute_statistics(discover([tmp_path / "set"]), device="cpu")
     np.testing.assert_allclose(grown.sq_dist, fresh.sq_dist, rtol=1e-9)
+    np.testing.assert_array_equal(grown.equal, fresh.equal)
 
 
 def test_broken_model_is_skipped_and_the_rest_processed(tmp_path, kernel):
@@ -177,6 +182,7 @@ def test_statistics_round_trip(tmp_path):
     back = WeightStatistics.load(tmp_path / "s.npz")
     assert back.model_ids == stats.model_ids
     np.testing.assert_array_equal(back.sq_dist, stats.sq_dist)
+    np.testing.assert_array_equal(back.equal, stats.equal)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -187,6 +193,7 @@ def test_cuda_agrees_with_cpu(tmp_path):
     gpu = compute_statistics(found, device="cuda")
     np.testing.assert_allclose(gpu.sq_dist, cpu.sq_dist, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(gpu.kurtosis, cpu.kurtosis, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(gpu.equal, cpu.equal)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -262,19 +269,28 @@ def test_fused_reducer_matches_the_reference_formulation(kernel):
                      torch.randn(base.shape, generator=g)]).float()
     fused = kernel == "fused"
     reducer = ChunkReducer(block_elements=1 << 14, use_fused=fused)
-    mom, dist = reducer.reduce(x if not fused else x.bfloat16().float())
+    mom, dist, equal = reducer.reduce(x if not fused else x.bfloat16().float())
     if fused:  # the kernel widens bfloat16 itself: same numbers as the widened float32 chunk
         x = x.bfloat16()
-        mom_bf16, dist_bf16 = reducer.reduce(x)
+        mom_bf16, dist_bf16, equal_bf16 = reducer.reduce(x)
         np.testing.assert_allclose(mom_bf16.m4, mom.m4, rtol=1e-6)
         np.testing.assert_allclose(dist_bf16, dist, rtol=1e-6)
+        np.testing.assert_array_equal(equal_bf16, equal)
         x = x.float()
+    np.testing.assert_array_equal(equal, _equal_reference(x))
+    assert equal[0, 2] == x.shape[1]  # identical rows: every entry
     ref_mom, ref_dist = Moments.of_chunk(x), pairwise_sq_dist(x)
     np.testing.assert_allclose(mom.mean, ref_mom.mean, rtol=1e-6, atol=1e-7)  # 1e-7 of the largest std
     np.testing.assert_allclose(mom.variance, ref_mom.variance, rtol=1e-6)
     np.testing.assert_allclose(mom.excess_kurtosis, ref_mom.excess_kurtosis, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-6, atol=0)
     assert dist[0, 2] == 0.0  # identical rows stay exactly zero
+
+
+def _equal_reference(x: torch.Tensor) -> np.ndarray:
+    """Counts of exactly equal entries per pair of rows, one numpy comparison per pair."""
+    a = x.float().numpy()
+    return np.array([[float((a[i] == a[j]).sum()) for j in range(len(a))] for i in range(len(a))])
 
 
 def _open_fresh_caches(args):
@@ -317,7 +333,8 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
     base = torch.randn(n, generator=g) * 0.02 + 0.5  # an offset: centring must not lose digits
     x = torch.stack([base + 1e-2 * (k % 3) * torch.randn(n, generator=g) * 0.02 for k in range(models)])
     x = x.to(dtype)  # rows k and k + 3 are identical; the others differ by 1-2% of the spread
-    mom, dist = fused.reduce_chunk(x)
+    mom, dist, equal = fused.reduce_chunk(x)
+    np.testing.assert_array_equal(equal, _equal_reference(x))  # rows k, k + 3 all equal; the others by chance
     ref = Moments.of_chunk(x.double())
     np.testing.assert_allclose(mom.mean, ref.mean, rtol=1e-6)
     np.testing.assert_allclose(mom.m2, ref.m2, rtol=1e-5)
@@ -328,7 +345,8 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
     pieces = fused.StreamReduction(models)
     for a, b in ((0, 1000), (1000, 1001), (1001, 5000), (5000, n)):
         pieces.add(x[:, a:b])
-    mom_p, dist_p = pieces.finish()
+    mom_p, dist_p, equal_p = pieces.finish()
+    np.testing.assert_array_equal(equal_p, equal)
     for field in ("n", "mean", "m2", "m4"):
         np.testing.assert_allclose(getattr(mom_p, field), getattr(mom, field), rtol=1e-5, atol=1e-12)
     # The third central moment of near-symmetric data is a cancellation: compare it on its own
@@ -336,8 +354,12 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
     m3_scale = np.sqrt(np.asarray(mom.m2, dtype=np.float64) ** 3 / np.asarray(mom.n, dtype=np.float64))
     np.testing.assert_allclose(mom_p.m3, mom.m3, rtol=0, atol=float(1e-5 * m3_scale.max()))
     np.testing.assert_allclose(dist_p, dist, rtol=1e-6, atol=0)
-    _, via_reducer = ChunkReducer(use_fused=True).reduce(x)
+    _, via_reducer, equal_r = ChunkReducer(use_fused=True).reduce(x)
     np.testing.assert_array_equal(via_reducer, dist)
+    np.testing.assert_array_equal(equal_r, equal)
+    # The chunk path's counts (more models than the kernel takes, or moments reduced by torch): the same.
+    np.testing.assert_array_equal(fused.equal_counts(x.float()), equal)
+    np.testing.assert_array_equal(ChunkReducer(use_fused=False).reduce(x.float())[2], equal)
 
 
 def test_a_model_failing_mid_pass_is_dropped_and_the_rest_finish(tmp_path, kernel):
@@ -359,3 +381,105 @@ def test_a_model_failing_mid_pass_is_dropped_and_the_rest_finish(tmp_path, kerne
     keep = [clean.index(m) for m in stats.model_ids]
     np.testing.assert_allclose(stats.sq_dist, clean.sq_dist[:, keep][:, :, keep], rtol=1e-6)
     np.testing.assert_allclose(stats.kurtosis, clean.kurtosis[keep], rtol=1e-5, atol=1e-6)
+
+
+def test_read_ahead_hints_the_plan_in_order_and_changes_nothing(tmp_path, kernel, monkeypatch):
+    """While reads look disk-bound, the read-ahead thread hints the plan's chunks to the OS in plan order,
+    each model's rows once, with a window of one byte as with the default one; the statistics are those
+    of a pass that hints nothing (bit for bit: hints change what is in the page cache, not what is read)."""
+    from mother_core.io.readers import SafetensorsReader
+    from mother_core.stats import execute
+
+    _family(tmp_path, torch.bfloat16)
+    found = discover([tmp_path / "set"])
+    monkeypatch.setattr(execute._ReadRate, "DISK_BOUND_BELOW", 0.0)  # never disk-bound after the first read
+    quiet = compute_statistics(found, device="cpu", chunk_elements=5000)
+    hints: list[tuple[str, str, tuple[int, int] | None]] = []
+    original = SafetensorsReader.prefetch
+
+    def recording(self, name, rows=None):
+        hints.append((self.ref.id, name, rows))
+        return original(self, name, rows)
+
+    monkeypatch.setattr(SafetensorsReader, "prefetch", recording)
+    monkeypatch.setattr(execute._ReadRate, "DISK_BOUND_BELOW", float("inf"))  # every read looks disk-bound
+    for window in (1, execute.READ_AHEAD_BYTES):
+        hints.clear()
+        monkeypatch.setattr(execute, "READ_AHEAD_BYTES", window)
+        hinted = compute_statistics(found, device="cpu", chunk_elements=5000)
+        assert hints, "a disk-bound pass hints its chunks"
+        assert len(set(hints)) == len(hints), "each model's rows hinted once"
+        slot_of = {t.name: i for i, t in enumerate(hinted.tensors)}  # the plan's slot order
+        slots = [slot_of[name] for _, name, _ in hints]
+        assert slots == sorted(slots), "hints follow the plan"
+        for field in ("mean", "var", "kurtosis", "norm", "sq_dist"):
+            np.testing.assert_array_equal(getattr(hinted, field), getattr(quiet, field))
+
+
+def test_a_cold_pass_waits_for_the_kernel_and_agrees_with_the_torch_path(tmp_path, monkeypatch):
+    """Chunks read from the disk before numba has loaded wait for the kernel (the disk sets the pace)
+    instead of taking the torch path; the pass finishes and agrees with the torch path."""
+    import threading
+
+    from mother_core.stats import execute, fused, moments
+
+    if not fused.enabled():
+        pytest.skip("numba is not installed")
+    _family(tmp_path, torch.bfloat16)
+    found = discover([tmp_path / "set"])
+    monkeypatch.setenv("MOTHER_FUSED_KERNEL", "0")
+    torch_path = compute_statistics(found, device="cpu", chunk_elements=5000)
+    monkeypatch.delenv("MOTHER_FUSED_KERNEL")
+    monkeypatch.setattr(fused, "WORTH_LOADING_VALUES", 0)
+    monkeypatch.setattr(fused, "_READY", threading.Event())  # as in a new process: the kernels not loaded yet
+    warm_up = fused.warm_up
+
+    def slow_warm_up(dtypes):  # numba's import and the kernels' load take ~1 s in a new process
+        time.sleep(0.5)
+        warm_up(dtypes)
+
+    monkeypatch.setattr(fused, "warm_up", slow_warm_up)
+    monkeypatch.setattr(execute._ReadRate, "DISK_BOUND_BELOW", float("inf"))  # every read looks disk-bound
+    ready_when_reduced: list[bool] = []
+    original = moments.ChunkReducer.reduce
+
+    def reduce(self, x, want_dist=True):
+        ready_when_reduced.append(fused.ready())
+        return original(self, x, want_dist)
+
+    monkeypatch.setattr(moments.ChunkReducer, "reduce", reduce)
+    cold = compute_statistics(found, device="cpu", chunk_elements=5000)
+    assert fused.ready()
+    assert ready_when_reduced and all(ready_when_reduced), "no chunk reduced before the kernel was loaded"
+    for field, atol in (("mean", 1e-8), ("var", 0), ("kurtosis", 1e-6), ("norm", 0)):
+        np.testing.assert_allclose(getattr(cold, field), getattr(torch_path, field), rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(cold.sq_dist, torch_path.sq_dist, rtol=1e-5, atol=1e-12)
+
+
+def test_remembered_skeleton_differences_are_the_same_bits(monkeypatch):
+    """A pair's difference is measured once inside ``remembered_differences`` (in either order), with the
+    singular values a direct SVD of that difference gives, bit for bit."""
+    from mother_core.stats import skeleton
+
+    rng = np.random.default_rng(0)
+    sk = rng.standard_normal((5, 24, 16)).astype(np.float32)
+    pairs = [(0, 1), (1, 0), (2, 4), (3, 2), (2, 4)]
+    direct = skeleton.singular_values(np.stack([sk[a].astype(np.float64) - sk[b] for a, b in pairs]))
+    calls: list[int] = []
+    singular_values = skeleton.singular_values
+
+    def counting(batch):
+        calls.append(len(batch))
+        return singular_values(batch)
+
+    monkeypatch.setattr(skeleton, "singular_values", counting)
+    np.testing.assert_array_equal(skeleton.difference_singular_values([sk] * 5, pairs), direct)  # no memo
+    assert calls == [3]  # a pair asked twice in one call is measured once even so
+    calls.clear()
+    with skeleton.remembered_differences():
+        np.testing.assert_array_equal(skeleton.difference_singular_values([sk] * 5, pairs), direct)
+        np.testing.assert_array_equal(skeleton.difference_singular_values([sk] * 2, [(4, 2), (1, 0)]),
+                                      direct[[2, 0]])
+        copy = sk.copy()  # another stack (same values): not taken for the remembered one
+        np.testing.assert_array_equal(skeleton.difference_singular_values([copy], [(0, 1)]), direct[:1])
+    assert calls == [3, 1]  # (0, 1), (2, 4), (3, 2) once each; nothing for the second call; the copy

@@ -31,7 +31,7 @@ from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, Unread
 from mother_core.io.base import Discovery, ModelRef, Problem
 from mother_core.io.confine import Roots
 from mother_core.io.filekind import not_a_regular_file, read_json_file, read_text_file
-from mother_core.io.quantized import detect_scheme, quantization_config
+from mother_core.io.quant_scheme import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
 from mother_core.io.sd_single_file import is_single_file
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors

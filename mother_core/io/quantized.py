@@ -35,7 +35,6 @@ left out with a message in :attr:`QuantizedReader.notes`.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -43,125 +42,26 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from mother_core.io.filekind import read_json_file
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
 from mother_core.io import int8_fast
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
-
-#: Tensors that only serve to decode a weight (or to run it): never weights themselves.
-AUX_SUFFIXES: tuple[str, ...] = (
-    ".SCB", ".weight_format", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".qzeros",
-    ".scales", ".g_idx", ".qweight", "._scale", "._shift", "._data", ".input_scale", ".output_scale",
-    ".weight_scale", ".weight_scale_inv", ".weight_zero_point", ".weight_g_idx", ".k_scale", ".v_scale",
-    ".weight_global_scale", ".input_global_scale",
+from mother_core.io.quant_scheme import (  # re-exported for the readers
+    AUX_SUFFIXES,
+    FLOAT8_DTYPES,
+    NOT_PACKED_SUFFIXES,
+    QUANTO_GROUP_SIZE,
+    UNKNOWN_PACKED,
+    Shapes,
+    detect_scheme,
+    is_aux,
+    looks_awq,
+    model_config,
+    packed_weights,
+    quantization_config,
+    quanto_bits,
 )
-_FLOAT8 = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
-_AWQ_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
-#: optimum-quanto's group size for 4- and 2-bit weights.
-QUANTO_GROUP_SIZE = 128  # position of the k-th packed nibble in AutoAWQ's interleaving
 
-Shapes = Mapping[str, tuple[tuple[int, ...], str]]
-
-
-def _is_aux(name: str) -> bool:
-    return name.endswith(AUX_SUFFIXES) or ".quant_state." in name
-
-
-def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | None:
-    """The quantization scheme of a safetensors checkpoint from its tensor names and dtypes, or None.
-
-    Parameters
-    ----------
-    shapes : mapping
-        Tensor name -> (shape, torch dtype name), as :func:`mother_core.io.sniff.safetensors_header` gives.
-    quant_config : mapping, optional
-        ``quantization_config`` of the model's ``config.json`` (bits of GPTQ / AWQ), if known.
-
-    Returns
-    -------
-    str or None
-        ``"bnb-int8"``, ``"bnb-nf4"``, ``"bnb-fp4"``, ``"gptq-int4"``, ``"awq-int4"`` (other widths as
-        ``-int8``, ``-int3``...), ``"quanto-int8"``, ``"quanto-int4"``, ``"quanto-int2"``, ``"quanto-float8"``,
-        ``"fp8"``; None for a plain checkpoint.
-    """
-    names = list(shapes)
-    for n in names:
-        if ".quant_state.bitsandbytes__" in n:
-            return "bnb-" + n.rsplit("__", 1)[1]
-    if any(n.endswith(".SCB") for n in names):
-        return "bnb-int8"
-    raw_bits = (quant_config or {}).get("bits", 4) or 4
-    bits = raw_bits if isinstance(raw_bits, int) and not isinstance(raw_bits, bool) and 1 <= raw_bits <= 16 else 4
-    for n in names:
-        if n.endswith(".qweight") and n[: -len(".qweight")] + ".scales" in shapes:
-            method = str((quant_config or {}).get("quant_method", "")).lower()
-            return f"{'awq' if method == 'awq' or _looks_awq(n, shapes) else 'gptq'}-int{bits}"
-    for n in names:
-        if n.endswith(".weight._data._data"):
-            return f"quanto-int{_quanto_bits(n[: -len('._data._data')], shapes) or 4}"
-        if n.endswith(".weight._data"):
-            return "quanto-float8" if shapes[n][1] in _FLOAT8 else "quanto-int8"
-    if any(dtype in _FLOAT8 for _, dtype in shapes.values()):
-        return "fp8"
-    if packed_weights(shapes):
-        return UNKNOWN_PACKED
-    return None
-
-
-#: The scheme of a checkpoint whose weights are packed integers of a quantizer we do not decode
-#: (compressed-tensors ``weight_packed``, HQQ ``W_q``, EXL2, AQLM, ...): read without them, with a note.
-UNKNOWN_PACKED = "unknown-packed"
-_PACKED_DTYPES = frozenset({"int8", "uint8", "int16", "int32"})
-_NOT_PACKED = (".bias", "mask", "_ids", ".masked_bias")  # integer buffers of plain models (causal masks, ids)
-
-
-def packed_weights(shapes: Shapes) -> list[str]:
-    """Tensors that look like packed quantized weights: integer, at least 2-D and 64 values, not a buffer.
-
-    Called where no known scheme matched; a plain checkpoint holds integers only in small or 1-D buffers
-    (``position_ids`` are int64, causal masks are named ``bias`` / ``mask``)."""
-    out = []
-    for name, (shape, dtype) in shapes.items():
-        numel = 1
-        for d in shape:
-            numel *= d
-        if dtype in _PACKED_DTYPES and len(shape) >= 2 and numel >= 64 and not name.endswith(_NOT_PACKED):
-            out.append(name)
-    return out
-
-
-def _looks_awq(qweight: str, shapes: Shapes) -> bool:
-    """AWQ packs along the output dimension: its qweight has fewer columns than scales."""
-    base = qweight[: -len(".qweight")]
-    q, s = shapes[qweight][0], shapes[base + ".scales"][0]
-    return len(q) == 2 and len(s) == 2 and q[1] < s[1]
-
-
-def _quanto_bits(weight: str, shapes: Shapes) -> int | None:
-    packed, scale = shapes.get(weight + "._data._data"), shapes.get(weight + "._scale")
-    if packed is None or scale is None or not packed[0] or not scale[0]:
-        return None
-    ratio = -(-scale[0][0] // packed[0][0])  # values per byte: rows of codes over packed rows
-    return {2: 4, 4: 2}.get(ratio)
-
-
-def _config(path: str) -> dict:
-    """The ``config.json`` beside a weight file (empty when absent or unreadable)."""
-    config_path = os.path.join(os.path.dirname(path), "config.json")
-    if not os.path.lexists(config_path):
-        return {}
-    try:
-        config = read_json_file(config_path)  # no FIFO, size and depth limits
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def quantization_config(path: str) -> dict:
-    """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
-    q = _config(path).get("quantization_config")
-    return q if isinstance(q, dict) else {}
-
+_AWQ_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # position of the k-th packed nibble in AutoAWQ's interleaving
 
 #: Models whose linear layers are transformers ``Conv1D`` (weight stored (in, out)). bitsandbytes
 #: replaces them by ``Linear8bitLt`` / ``Linear4bit`` of weight (out, in): read back transposed, so that
@@ -209,7 +109,7 @@ class QuantizedReader:
             used.update(w.parts.values())
             if w.shape and all(d > 0 for d in w.shape):
                 self._weights[w.name] = w
-        if str(_config(raw.ref.files[0]).get("model_type", "")) in _CONV1D_MODEL_TYPES:
+        if str(model_config(raw.ref.files[0]).get("model_type", "")) in _CONV1D_MODEL_TYPES:
             for name, w in list(self._weights.items()):
                 if w.kind in ("bnb-int8", "bnb-4bit") and name.endswith(_CONV1D_SUFFIXES) and len(w.shape) == 2:
                     self._weights[name] = replace(w, shape=(w.shape[1], w.shape[0]), whole=True,
@@ -218,7 +118,7 @@ class QuantizedReader:
             used.update(self._undecoded(shapes, config))
         self._infos: dict[str, TensorInfo] = {}
         for name, info in raw.tensor_infos().items():
-            if name in used or _is_aux(name) or name in self._weights:
+            if name in used or is_aux(name) or name in self._weights:
                 continue
             self._infos[name] = info
         if self.scheme == UNKNOWN_PACKED and not any(i.is_float and len(i.shape) >= 2 for i in self._infos.values()):
@@ -240,7 +140,7 @@ class QuantizedReader:
         all left out, with one note naming the quantizer."""
         packed = packed_weights(shapes)
         modules = {n.rsplit(".", 1)[0] for n in packed}
-        siblings = {n for n in shapes if n.rsplit(".", 1)[0] in modules and not n.endswith(_NOT_PACKED)}
+        siblings = {n for n in shapes if n.rsplit(".", 1)[0] in modules and not n.endswith(NOT_PACKED_SUFFIXES)}
         method = config.get("quant_method")
         how = f"by {str(method)[:60]!r}" if isinstance(method, str) and method else "by a quantizer"
         dtypes = ", ".join(sorted({shapes[n][1] for n in packed}))
@@ -285,7 +185,7 @@ class QuantizedReader:
                 return None
             scales = shapes[base + ".scales"][0]
             bits = int(config.get("bits", 4) or 4)
-            awq = str(config.get("quant_method", "")).lower() == "awq" or _looks_awq(name, shapes)
+            awq = str(config.get("quant_method", "")).lower() == "awq" or looks_awq(name, shapes)
             pack = 32 // bits
             out = scales[1] if len(scales) == 2 else 0
             rows_in = shape[0] if awq else shape[0] * pack
@@ -301,7 +201,7 @@ class QuantizedReader:
         if name.endswith(".weight._data._data"):
             weight = name[: -len("._data._data")]
             parts = {"q": name, "scale": weight + "._scale", "shift": weight + "._shift"}
-            qbits = _quanto_bits(weight, shapes)
+            qbits = quanto_bits(weight, shapes)
             scale_rows = shapes.get(weight + "._scale", ((0,), ""))[0][0]
             cols = shape[1] if len(shape) > 1 else 1
             bias = shapes.get(weight[: -len(".weight")] + ".bias")
@@ -328,7 +228,7 @@ class QuantizedReader:
             weight = name[: -len("._data")]
             if weight + "._scale" in shapes:
                 return _Weight(weight, shape, "quanto-bytes", {"q": name, "scale": weight + "._scale"})
-        if dtype in _FLOAT8 and not name.endswith(AUX_SUFFIXES):
+        if dtype in FLOAT8_DTYPES and not name.endswith(AUX_SUFFIXES):
             parts = {"q": name}
             for suffix, role in (("_scale", "scale"), ("_scale_inv", "scale_inv")):
                 if name + suffix in shapes:

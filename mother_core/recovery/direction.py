@@ -17,7 +17,19 @@ Rule (constants chosen on the fitting collections of ``benchmarks/generalise.py`
 2. **pooled**: otherwise the trees of the same architecture (same tensor names and shapes) pool their
    evidence: each reading's excess penalty over the tree's best, summed over the group; if the best
    pooled reading beats the next by :data:`POOLED_MARGIN`, the tree takes it;
-3. **prior**: otherwise specialization with norm growth, the common case of fine-tuning.
+3. **growth**: otherwise norms are taken to grow, the prior (:data:`GROWTH_PRIOR` of the fitting
+   trees). A tree that reads as well mirrored still tells its regime *given* growth (along a chain
+   its kurtosis moves with or against its norms): it keeps the better of its two growing readings
+   when that beats the other by :data:`OWN_MARGIN`, and is right as often as growth is;
+4. **prior**: otherwise specialization with norm growth, the kurtosis cue left out
+   (:func:`.recover.prior_cues`).
+
+Norms shrinking from parent to child (strong weight decay) is the exception, so in steps 1 and 2 a
+shrinking reading is taken only when it beats the best growing reading by :data:`SHRINK_MARGIN`: the
+margin whose odds outweigh the prior odds of growth. A tree whose siblings lie nearly on a line
+reads almost as well mirrored, and without this a small margin reversed whole trees whose norms grow
+(issue 10: fit-mixed's continued-pre-training tree read "shrinking" by 0.21 units, all its edges
+reversed, and a two-model family of its architecture borrowed the reading).
 
 The reading's confidence (a probability that it is the right one) goes into every edge's direction
 confidence (:mod:`.confidence`): an edge of a tree whose reading is a coin flip is itself a coin flip
@@ -44,7 +56,12 @@ POOLED_MARGIN = 0.05
 #: multi-model trees whose true direction the prior reading gives (benchmarks/generalise.py).
 PRIOR_CONFIDENCE = 0.50
 
-BASES = ("own", "pooled", "prior", "fixed")
+#: Probability that a tree's norms grow from parent to child: of the fitting collections' multi-model
+#: trees, 10 of 12 grow along most of their true edges (``calibrate.py --generalise`` counts them); by
+#: the rule of succession (10 + 1) / (12 + 2). The confidence of a reading on basis "growth".
+GROWTH_PRIOR = 0.786
+
+BASES = ("own", "pooled", "growth", "prior", "fixed")
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,8 @@ class ChosenReading:
     """The reading a tree uses, how sure it is, and what it rests on.
 
     ``basis``: ``"own"`` (the tree's own evidence), ``"pooled"`` (trees of the same architecture),
-    ``"prior"`` (nothing says otherwise: specialization, norm growth) or ``"fixed"`` (set by the user).
+    ``"growth"`` (norms taken to grow; the regime from the tree's own evidence given that), ``"prior"``
+    (nothing says otherwise: specialization, norm growth) or ``"fixed"`` (set by the user).
     """
 
     regime: str
@@ -79,6 +97,9 @@ class ChosenReading:
             "own": f"Direction read from this tree's own evidence ({what}).",
             "pooled": f"This tree's own evidence is too weak to tell its direction; it borrows the reading "
                       f"of the other trees of its architecture ({what}).",
+            "growth": f"Nothing in this tree or its architecture's other trees tells whether its norms grow "
+                      f"or shrink; they are taken to grow, as in most fine-tuning, and its own evidence gives "
+                      f"the regime ({what}). Its edges are as sure as that is.",
             "prior": f"Nothing in this tree or its architecture's other trees tells its direction; it rests "
                      f"on the prior ({what}). Treat its edges' directions as uncertain.",
             "fixed": f"Direction read as set ({what}).",
@@ -99,7 +120,8 @@ def _margin(excess: dict[tuple[str, float], float], order: list[tuple[str, float
 
 
 def choose_readings(solved: dict[int, list[Reading]], scales: dict[int, float], groups: Mapping[int, Hashable],
-                    own_margin: float | None = None, pooled_margin: float | None = None) -> dict[int, ChosenReading]:
+                    own_margin: float | None = None, pooled_margin: float | None = None,
+                    shrink_margin: float | None = None) -> dict[int, ChosenReading]:
     """Pick each tree's reading by the rule of the module docstring.
 
     Parameters
@@ -110,9 +132,12 @@ def choose_readings(solved: dict[int, list[Reading]], scales: dict[int, float], 
         lambda * mean(D) of the tree: the cost of one unit of direction penalty.
     groups : dict tree -> hashable
         Architecture of each tree; trees of one architecture pool their evidence.
+    own_margin, pooled_margin, shrink_margin : float, optional
+        The rule's margins (default :data:`OWN_MARGIN`, :data:`POOLED_MARGIN`, :data:`SHRINK_MARGIN`).
     """
     own_margin = OWN_MARGIN if own_margin is None else own_margin
     pooled_margin = POOLED_MARGIN if pooled_margin is None else pooled_margin
+    shrink_margin = SHRINK_MARGIN if shrink_margin is None else shrink_margin
     out: dict[int, ChosenReading] = {}
     excess = {t: _excess(rs, max(scales[t], 1e-300)) for t, rs in solved.items()}
     orders = {t: [(r.regime, r.norm_sign) for r in sorted(rs, key=lambda r: r.prior_rank)] for t, rs in solved.items()}
@@ -127,23 +152,47 @@ def choose_readings(solved: dict[int, list[Reading]], scales: dict[int, float], 
             out[t] = ChosenReading(order[0][0], order[0][1], 1.0, "fixed")
             continue
         best, margin = _margin(excess[t], order)
-        if margin > own_margin:
+        if margin > own_margin and _sign_read(excess[t], best, shrink_margin):
             out[t] = ChosenReading(best[0], best[1], _sure(margin), "own")
             continue
         group = pooled[groups[t]]
         shared = [k for k in order if k in group]
         p_best, p_margin = _margin(group, shared)
-        if p_margin > pooled_margin and math.isfinite(p_margin):
+        if p_margin > pooled_margin and math.isfinite(p_margin) and _sign_read(group, p_best, shrink_margin):
             out[t] = ChosenReading(p_best[0], p_best[1], _sure(p_margin), "pooled")
             continue
+        growing = [k for k in order if k[1] > 0]
+        if len(growing) > 1 and len(growing) < len(order):  # the norm sign was free, the regime too
+            g_best, g_margin = _margin(excess[t], growing)
+            if g_margin > own_margin:
+                out[t] = ChosenReading(g_best[0], g_best[1], GROWTH_PRIOR, "growth")
+                continue
         prior = order[0]  # the prior among the readings allowed
         out[t] = ChosenReading(prior[0], prior[1], PRIOR_CONFIDENCE, "prior")
     return out
 
 
+def _sign_read(excess: dict[tuple[str, float], float], best: tuple[str, float], shrink_margin: float) -> bool:
+    """Whether the evidence ``excess`` (a tree's, or pooled) may read ``best``'s norm sign: growth always;
+    shrinkage only when the best shrinking reading beats the best growing one by ``shrink_margin``."""
+    if best[1] > 0:
+        return True
+    growing = [v for k, v in excess.items() if k[1] > 0]
+    if not growing:
+        return True  # only shrinking readings were solved
+    shrinking = [v for k, v in excess.items() if k[1] < 0]
+    return min(growing) - min(shrinking) > shrink_margin
+
+
 #: Confidence in a tree's own or pooled reading: sigmoid(READING_SLOPE * margin), the margin in
 #: direction-penalty units (fitted with the direction constants by ``calibrate.py --generalise``).
 READING_SLOPE = 3.465
+#: A shrinking reading needs this margin (penalty units) over the best growing one: the margin whose
+#: odds, as any reading's (sigmoid(READING_SLOPE * margin)), outweigh the prior odds of growth:
+#: logit(GROWTH_PRIOR) / READING_SLOPE = 0.375. The fitting trees that read "shrinking" by a margin
+#: did so by 0.21 (a tree whose norms grow on every edge: all its edges reversed) and 0.37 (a merged-LoRA
+#: tree whose norms grow on 3 of 9 edges: 7 of 9 right under either sign).
+SHRINK_MARGIN = math.log(GROWTH_PRIOR / (1.0 - GROWTH_PRIOR)) / READING_SLOPE
 
 
 def _sure(margin: float) -> float:

@@ -183,7 +183,7 @@ def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarra
     low-rank; if it is, every model's ``candidates`` nearest relatives. None when no selected layer has
     a skeleton.
     """
-    from mother_core.stats.skeleton import numerical_rank
+    from mother_core.stats.skeleton import difference_singular_values, rank_above_floor
 
     slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
     n = len(members)
@@ -207,11 +207,12 @@ def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarra
             ok = ~(np.isnan(sk[ga]).any(axis=(1, 2)) | np.isnan(sk[gb]).any(axis=(1, 2)))
             if not ok.any():
                 continue
-            diffs = sk[ga[ok]].astype(np.float64) - sk[gb[ok]]
             scale = np.sqrt(0.5 * (np.mean(sk[ga[ok]].astype(np.float64) ** 2, axis=(1, 2))
                                    + np.mean(sk[gb[ok]].astype(np.float64) ** 2, axis=(1, 2))))
             roundoff = np.maximum(model_roundoff[ga[ok]], model_roundoff[gb[ok]])
-            r = numerical_rank(diffs, scale, roundoff) / min(sk.shape[1:])
+            # The singular values of sk[a] - sk[b]; remembered for the edges' labels (stats/skeleton.py).
+            sv = difference_singular_values([sk] * int(ok.sum()), list(zip(ga[ok].tolist(), gb[ok].tolist())))
+            r = rank_above_floor(sv, max(sk.shape[1:]), scale, roundoff) / min(sk.shape[1:])
             # Only layers that changed count: frozen layers (rank 0) are shared by a whole family
             # and would make a partial fine-tune (a few full-rank layers) look low-rank.
             totals[ok] += r

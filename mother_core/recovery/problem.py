@@ -39,7 +39,7 @@ class TreeReading:
     norm_sign : float
         ``+1``: norms grow from parent to child; ``-1``: they shrink (strong weight decay).
     basis, note : str
-        What the reading rests on (``"own"``, ``"pooled"``, ``"prior"``, ``"fixed"``; see
+        What the reading rests on (``"own"``, ``"pooled"``, ``"growth"``, ``"prior"``, ``"fixed"``; see
         :mod:`mother_core.recovery.direction`) and a sentence saying so for the user.
     """
 

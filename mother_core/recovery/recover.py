@@ -158,6 +158,15 @@ def recover(
     -------
     Recovery
     """
+    from mother_core.stats.skeleton import remembered_differences  # torch: imported when first needed
+
+    # Skeleton differences are measured for the rank cue and again for the edges' labels: once is enough.
+    with remembered_differences():
+        return _recover(stats, settings, constraints)
+
+
+def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: Constraints) -> Recovery:
+    """:func:`recover`'s body."""
     if stats.n_models < 2:
         raise TooFewModelsError("Recovery needs at least two models.")
     if settings.regime not in REGIMES:
@@ -203,7 +212,7 @@ def recover(
             s = squared_distances(ev.rms, stats.numel[ev.layer_index], core) if len(core) >= 3 else None
             if s is not None:
                 squared[np.ix_(core, core)] = s
-    # Each tree's reading: its own evidence, its architecture's pooled evidence, or the prior.
+    # Each tree's reading: its own evidence, its architecture's pooled evidence, norm growth, or the prior.
     votes: dict[str, np.ndarray] = {}
     for t, chosen in choose_readings(solved, scales, groups).items():
         members = np.flatnonzero(labels == t)

@@ -121,8 +121,9 @@ class TreeInfo:
     root: str
     regime: str
     regime_confidence: float
-    # What the direction rests on: "own" evidence, "pooled" over the architecture's trees, the "prior",
-    # or "fixed" by the user (mother_core/recovery/direction.py), and a sentence saying so.
+    # What the direction rests on: "own" evidence, "pooled" over the architecture's trees, "growth" (norms
+    # taken to grow, the regime read given that), the "prior", or "fixed" by the user
+    # (mother_core/recovery/direction.py), and a sentence saying so.
     direction_basis: str = ""
     direction_note: str = ""
 

@@ -148,7 +148,7 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
 def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
                      u: np.ndarray) -> tuple[float, float, int]:
     """(share of shared layers unchanged, share of changed 2-D layers at low rank, changed layers)."""
-    from mother_core.stats.skeleton import numerical_rank
+    from mother_core.stats.skeleton import difference_singular_values, rank_above_floor
 
     rel = pl.rel[:, p, c]
     shared = np.isfinite(rel)
@@ -162,13 +162,13 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         sk = stats.skeletons.get(int(slot))
         if sk is None or np.isnan(sk[[p, c]]).any():
             continue
-        diff = sk[c].astype(np.float64) - sk[p]
         scale = math.sqrt(0.5 * float(np.mean(sk[p].astype(np.float64) ** 2) + np.mean(sk[c].astype(np.float64) ** 2)))
-        by_shape.setdefault(diff.shape, []).append((diff, scale))
+        by_shape.setdefault(sk.shape[1:], []).append((sk, scale))
     ranks: list[float] = []
-    for shape, items in by_shape.items():  # one batched SVD per skeleton shape
-        r = numerical_rank(np.stack([d for d, _ in items]), np.array([s for _, s in items]),
-                           np.full(len(items), max(u[p], u[c])))
+    for shape, items in by_shape.items():  # one batched SVD per skeleton shape, of the c - p differences
+        # not already taken for the rank cue (a model and its nearest relative: stats/skeleton.py)
+        sv = difference_singular_values([sk for sk, _ in items], [(c, p)] * len(items))
+        r = rank_above_floor(sv, max(shape), np.array([s for _, s in items]), np.full(len(items), max(u[p], u[c])))
         ranks += list(r / min(shape))
     low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
     return untouched, low, int(changed.sum())

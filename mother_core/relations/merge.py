@@ -11,7 +11,9 @@ squared distances only::
 so the least-squares coefficients come from the pass's per-pair squared distances, over all layers
 (detection) and per layer (the method and its coefficients). A fine-tune is not such a combination
 of other models: its update is new, nearly orthogonal to everything else, so its residual is most of
-its distance to the nearest model.
+its distance to the nearest model. A sparse merge is also told by its entries: trimming and dropping
+keep its base's (and sometimes another input's) values exactly, which the pass counts
+(:data:`EQUAL_SHARE`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ MAX_PARENTS = 4
 #: A merge's residual, as a share of its squared distance to the nearest parent, is at most this
 #: (TIES / DARE on the typed zoo's fitting collection: 0.31-0.47; a later set has one at 0.65, missed).
 #: Not higher: on a plain fine-tune tree (the zoo's ``fft`` split at test scale) a child reads as a
-#: sparse merge of three relatives, base test passed, at a residual between 0.6 and 0.8.
+#: sparse merge of three relatives, base test passed, at a residual between 0.6 and 0.8. A merge whose
+#: entries confirm it may leave up to :data:`RESIDUAL_MAX_EQUAL`.
 RESIDUAL_MAX = 0.6
 #: Below this share the combination is exact: linear, task arithmetic, or SLERP (whose arc departs
 #: from the chord by O(theta^2): 6e-4-2e-3 on the fitting collection). A parent sits at 1/k of
@@ -48,6 +51,22 @@ BASE_GROWTH = 1.0
 #: squared distance (:func:`_off_path`): tree junctions read as merges of their descendants on the
 #: generalise fitting collections: 0.01-0.11; the typed zoo's TIES / DARE merges: above 0.6.
 OFF_PATH = 0.3
+#: A sparse merge keeps its base's value wherever every input's task-vector entry was trimmed (TIES,
+#: Yadav et al. 2023) or dropped (DARE, Yu et al. 2023), so a share of its entries equals its base's, and
+#: (TIES, where one input alone kept an entry, or where an input left a layer alone) another parent's,
+#: exactly (:func:`~mother_core.relations.evidence.equal_share`). Fitted on the typed zoo's seed 0: its
+#: TIES / DARE merges share 0.32-0.56 of their entries with their base; no other relation shares more
+#: than 0.031 with any model (quantized copies with their source; fine-tunes, adapters, conversions:
+#: 0). The threshold is the geometric middle of that gap. A candidate base that shares this much with
+#: the child confirms a sparse merge. With this evidence a sparse merge stands without the
+#: off-path test (a merge with a merged LoRA or a small update among its inputs sits near the path:
+#: off-path -0.20 and -0.28 on seeds 0 and 3) and up to :data:`RESIDUAL_MAX_EQUAL`.
+EQUAL_SHARE = 0.1
+#: The residual a sparse merge may leave when its entries confirm it (:data:`EQUAL_SHARE`). The cap
+#: :data:`RESIDUAL_MAX` guards against fine-tunes, which share no entries; a sparse merge's residual
+#: grows with its drop / trim rate and only a fine-tune's own new update leaves ~1. A TIES merge of the
+#: held-out seed 1 leaves 0.65.
+RESIDUAL_MAX_EQUAL = 0.85
 #: A base's other parents differ through it: |d(i, j) - d(i, base) - d(base, j)| <= this share of d(i, j).
 BASE_ADDITIVITY = 0.25
 #: A larger set of parents must lower the residual by this factor to be preferred.
@@ -180,7 +199,7 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
     def d(a: int, b: int) -> float:
         return float(sq[:, a, b].sum())
 
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float]] = {}
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool]] = {}
     for size in range(2, min(MAX_PARENTS, len(cand)) + 1):
         for subset in itertools.combinations(cand, size):
             dc = np.array([d(c, p) for p in subset])
@@ -200,8 +219,9 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
             # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
             bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            kept = _keeps_entries(pl, c, subset, bases) if ratio > EXACT else set()
             if ratio > EXACT:  # a sparse merge sits off the tree's paths; a junction on them (_off_path)
-                bases = {b: e for b, e in bases.items() if _off_path(dc, dp, b) >= OFF_PATH}
+                bases = {b: e for b, e in bases.items() if b in kept or _off_path(dc, dp, b) >= OFF_PATH}
             if len(small) > 1 or (len(small) == 1 and int(small[0]) not in bases):
                 continue
             if ratio > EXACT and not bases:
@@ -209,15 +229,22 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]) -> tuple[float, tuple[
             # Among near-equal fits prefer the base through which the others add up best.
             score = ratio + (min(bases.values()) if ratio > EXACT else 0.0)
             if size not in per_size or score < per_size[size][3]:
-                per_size[size] = (ratio, subset, a, score)
+                per_size[size] = (ratio, subset, a, score, bool(kept & set(bases)))
     if not per_size:
         return None
     best_ratio = min(v[0] for v in per_size.values())
     for size in sorted(per_size):
-        ratio, subset, a, _ = per_size[size]
+        ratio, subset, a, _, confirmed = per_size[size]
         if ratio <= max(best_ratio / PARSIMONY, EXACT):
-            return (ratio, subset, a) if ratio <= RESIDUAL_MAX else None
+            return (ratio, subset, a) if ratio <= (RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX) else None
     return None
+
+
+def _keeps_entries(pl: PairLayers, c: int, subset: tuple[int, ...], bases: dict[int, float]) -> set[int]:
+    """The candidate bases (positions in ``subset``) whose entries ``c`` keeps as a sparse merge does: at
+    least :data:`EQUAL_SHARE` of them exactly. (TIES also keeps an input's value where it alone survived
+    the trim; DARE rescales what it keeps, so only the base's values stay.)"""
+    return {b for b in bases if pl.equal_share[c, subset[b]] >= EQUAL_SHARE}
 
 
 def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
@@ -275,21 +302,29 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
     else:
         method = "linear"
     detail = f"{method} " + "/".join(f"{w:.2f}" for w in coeffs)
-    conf = merge_confidence(kind_of(Relation.MERGE.value, detail), ratio)
+    share = [float(pl.equal_share[c, p]) for p in parents]
+    kept = [(p, v) for p, v in zip(parents, share) if v >= EQUAL_SHARE]
+    confirmed = ratio > EXACT and bool(kept)
+    conf = merge_confidence(kind_of(Relation.MERGE.value, detail), ratio, confirmed)
     names = ", ".join(stats.models[p].id for p in parents)
+    entries = ("; " + " and ".join(f"{v:.0%} of its entries equal {stats.models[p].id}'s exactly" for p, v in kept)
+               + " (median over layers: trimmed or dropped task-vector entries keep the inputs' values; a "
+               "fine-tune changes every entry)") if confirmed else ""
     return TypedLink(c, parents, Relation.MERGE, detail, conf, tuple(float(w) for w in coeffs), evidence=(
         f"explained layer by layer as a combination of {names} (weights "
         + ", ".join(f"{w:.2f}" for w in coeffs) + f"); residual {ratio:.2g} of its squared distance to the "
-        "nearest parent (a fine-tune leaves ~1)"))
+        "nearest parent (a fine-tune leaves ~1)" + entries))
 
 
-def merge_confidence(kind: str, ratio: float) -> float:
+def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
     """Confidence of a merge with residual ``ratio`` (a share of its squared distance to the nearest
     parent): the calibrated rate of its kind (:mod:`.calibration`) within the residuals that rate was
     measured on; beyond :data:`CALIBRATED_RESIDUAL` the detector's own, which falls with the residual
-    from 0.95 to 0.55 at :data:`RESIDUAL_MAX` (issue 12: a set unlike anything the calibration saw
-    must not read 0.99)."""
-    raw = 0.97 if ratio <= EXACT else float(0.55 + 0.4 * (1.0 - ratio / RESIDUAL_MAX))
+    from 0.95 to 0.55 at :data:`RESIDUAL_MAX`, or at :data:`RESIDUAL_MAX_EQUAL` for a sparse merge whose
+    entries confirm it (``confirmed``: :data:`EQUAL_SHARE`) (issue 12: a set unlike anything the
+    calibration saw must not read 0.99)."""
+    cap = RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
+    raw = 0.97 if ratio <= EXACT else float(0.55 + 0.4 * (1.0 - min(ratio, cap) / cap))
     return raw if ratio > CALIBRATED_RESIDUAL else confidence(kind, raw)
 
 

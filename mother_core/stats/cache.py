@@ -1,7 +1,7 @@
 """On-disk cache of the streaming pass, so a re-run reads nothing and a new model costs O(N) reads.
 
-Per-model statistics are keyed by (model identity, tensor slot) and per-pair distances by
-(identity a, identity b, slot). A model's identity is its files' (path, size, mtime) — or their
+Per-model statistics are keyed by (model identity, tensor slot) and per-pair distances and counts of
+exactly equal entries by (identity a, identity b, slot). A model's identity is its files' (path, size, mtime) — or their
 content hash when asked — plus everything that changes its tensors (component, LoRA base).
 Stored in SQLite (stdlib, one file, safe against a crash half-way through a write).
 """
@@ -22,8 +22,8 @@ import numpy as np
 from mother_core.errors import CacheBusyError, ResultFormatError
 from mother_core.io.base import ModelRef
 
-# Bump when the meaning of a cached number changes.
-CACHE_VERSION = 3
+# Bump when the meaning of a cached number changes. 4: pairs hold (squared distance, equal entries).
+CACHE_VERSION = 4
 #: Caches up to this size are integrity-checked (``PRAGMA quick_check``) when opened; larger ones rely
 #: on SQLite's own checks as pages are read (a damaged page then raises, and the run goes on without it).
 QUICK_CHECK_BYTES = 512 * 1024 * 1024
@@ -168,9 +168,10 @@ class StatsCache:
         return out
 
     def pair_dists(self, keys: Iterable[str]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-        """(key a, key b) with a < b -> (slot ids, squared distances), for pairs within ``keys``.
+        """(key a, key b) with a < b -> (slot ids (K,), values (K, 2): squared distance and count of
+        exactly equal entries, NaN where unknown), for pairs within ``keys``.
 
-        One row per pair holds all its slots (int32 ids + float64 values): a few hundred models
+        One row per pair holds all its slots (int32 ids + float64 value pairs): a few hundred models
         make tens of thousands of rows, not millions (one per pair and tensor).
         """
         out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -216,29 +217,30 @@ class StatsCache:
         self._db.executemany("INSERT INTO wanted VALUES (?)", [(k,) for k in sorted(set(keys))])
 
     # --- writes ------------------------------------------------------------------------------
-    def _put_pairs(self, pair_rows: Iterable[tuple[str, str, str, float]]) -> None:
-        """Merge per-(pair, slot) distances into the pairs' rows (inside the caller's transaction)."""
-        grouped: dict[tuple[str, str], dict[str, float]] = {}
-        for a, b, sk, d in pair_rows:
-            grouped.setdefault((a, b) if a < b else (b, a), {})[sk] = d
+    def _put_pairs(self, pair_rows: Iterable[tuple[str, str, str, float, float]]) -> None:
+        """Merge per-(pair, slot) (distance, equal entries) into the pairs' rows (inside the caller's
+        transaction)."""
+        grouped: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+        for a, b, sk, d, e in pair_rows:
+            grouped.setdefault((a, b) if a < b else (b, a), {})[sk] = (d, e)
         if not grouped:
             return
         names = {sk for v in grouped.values() for sk in v}
         self._db.executemany("INSERT OR IGNORE INTO slot_name (slot) VALUES (?)", [(n,) for n in names])
         id_of = {slot: i for i, slot in self.slot_names().items()}
-        merged: dict[tuple[str, str], dict[int, float]] = {}
+        merged: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
         existing = self.pair_dists({k for pair in grouped for k in pair})
         for pair, values in grouped.items():
             old = existing.get(pair)
-            row = {} if old is None else dict(zip(old[0].tolist(), old[1].tolist()))
-            row.update({id_of[sk]: d for sk, d in values.items()})
+            row = {} if old is None else {i: (float(v[0]), float(v[1])) for i, v in zip(old[0].tolist(), old[1])}
+            row.update({id_of[sk]: de for sk, de in values.items()})
             merged[pair] = row
         self._db.executemany("INSERT OR REPLACE INTO pair_blob VALUES (?,?,?,?)", _pair_blobs(merged))
 
     def put(
         self,
         model_rows: Iterable[tuple[str, str, float, float, float, float, float]],
-        pair_rows: Iterable[tuple[str, str, str, float]],
+        pair_rows: Iterable[tuple[str, str, str, float, float]],
         skeleton_rows: Iterable[tuple[str, str, np.ndarray]] = (),
     ) -> None:
         """Store results. A cache that cannot be written (locked too long, disk full) only costs the
@@ -270,14 +272,16 @@ def _valid_moments(row: tuple) -> bool:
 
 
 def _valid_pair(ids: object, data: object, top: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """A cached pair row's (slot ids, squared distances), or None when the blobs are not consistent."""
-    if not isinstance(ids, bytes) or not isinstance(data, bytes) or len(ids) % 4 or len(data) % 8:
+    """A cached pair row's (slot ids, (distance, equal entries) per slot), or None when the blobs are not
+    consistent. Distances are finite and >= 0; a count is >= 0 or NaN (not counted: very many models)."""
+    if not isinstance(ids, bytes) or not isinstance(data, bytes) or len(ids) % 4 or len(data) % 16:
         return None
     slot_ids = np.frombuffer(ids, dtype=np.int32)
-    values = np.frombuffer(data, dtype=np.float64)
+    values = np.frombuffer(data, dtype=np.float64).reshape(-1, 2)
     if len(slot_ids) != len(values) or (len(slot_ids) and (slot_ids.min() < 0 or slot_ids.max() > top)):
         return None
-    if not (np.isfinite(values) & (values >= 0)).all():
+    dist, equal = values[:, 0], values[:, 1]
+    if not (np.isfinite(dist) & (dist >= 0)).all() or not (np.isnan(equal) | (equal >= 0)).all():
         return None
     return slot_ids, values
 
@@ -293,10 +297,11 @@ def set_aside(path: Path) -> Path:
     return aside
 
 
-def _pair_blobs(by_pair: dict[tuple[str, str], dict[int, float]]) -> Iterable[tuple[str, str, bytes, bytes]]:
+def _pair_blobs(by_pair: dict[tuple[str, str], dict[int, tuple[float, float]]],
+                ) -> Iterable[tuple[str, str, bytes, bytes]]:
     for (a, b), values in by_pair.items():
         ids = np.fromiter(values.keys(), dtype=np.int32, count=len(values))
-        data = np.fromiter(values.values(), dtype=np.float64, count=len(values))
+        data = np.array(list(values.values()), dtype=np.float64).reshape(-1, 2)
         yield a, b, ids.tobytes(), data.tobytes()
 
 

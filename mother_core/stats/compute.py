@@ -91,12 +91,13 @@ def compute_statistics(
         with stage("planning"):
             cache = CacheSession.open(cache_dir, keys, problems)
             stack.callback(cache.close)
-            plan, known = _plan_pass(listings, cache, chunk_elements)
+            plan, known, known_equal = _plan_pass(listings, cache, chunk_elements)
         with stage("read + reduce"):
             out = execute_plan(plan, readers, dev, progress)
         with stage("assembling statistics"):
             cache.store(plan, out, known)
-            stats = _assemble_result([r.ref for r in readers], listings, plan, out, cache, known, problems)
+            stats = _assemble_result([r.ref for r in readers], listings, plan, out, cache, known, known_equal,
+                                     problems)
         stats.settings = {
             "device": str(dev), "chunk_elements": chunk_elements, "bytes_read": out.bytes_read,
             "seconds": time.perf_counter() - started, "cached": cache.used,
@@ -121,28 +122,28 @@ def _open_models(refs: list[ModelRef], problems: list[Problem], stack: contextli
 
 
 def _plan_pass(listings: Sequence[Mapping[str, TensorInfo]], cache: CacheSession, chunk_elements: int,
-               ) -> tuple[Plan, np.ndarray]:
+               ) -> tuple[Plan, np.ndarray, np.ndarray]:
     """Step 2: what to read. Tensors whose statistics and pair distances the cache holds (or that two
     copies of one file share) are left out of the plan. Returns the plan and the (T, N, N) squared
-    distances known without reading (NaN elsewhere)."""
+    distances and counts of equal entries known without reading (NaN elsewhere)."""
     slots, holders, _ = collect_slots(listings)
-    known = cache.known_pairs(slots)
+    known, known_equal = cache.known_pairs(slots)
     plan = build_plan(listings, cache.to_read(slots, holders, known), chunk_elements)
-    return plan, known
+    return plan, known, known_equal
 
 
 def _assemble_result(refs: list[ModelRef], listings: Sequence[Mapping[str, TensorInfo]], plan: Plan,
-                     out: PassOutput, cache: CacheSession, known: np.ndarray, problems: list[Problem],
-                     ) -> WeightStatistics:
+                     out: PassOutput, cache: CacheSession, known: np.ndarray, known_equal: np.ndarray,
+                     problems: list[Problem]) -> WeightStatistics:
     """Step 4: the pass's output and the cached values as one :class:`WeightStatistics` over the models
     that were read to the end; models that failed mid-pass become ``problems``."""
     for m, message in sorted(out.failed.items()):
         problems.append(Problem(refs[m].path, message))
     problems.extend(_nonfinite_problems(refs, plan, out.nonfinite, set(out.failed)))
-    stats = _assemble(refs, plan, out, cache, known)
+    stats = _assemble(refs, plan, out, cache, known, known_equal)
     stats.skeletons = _assemble_skeletons(plan, out, cache)
     stats.roundoff = np.array([_roundoff(listing) for listing in listings])
-    del known  # (T, N, N): as large as the result's distances
+    del known, known_equal  # (T, N, N) each: as large as the result's distances
     keep = [m for m in range(len(refs)) if m not in out.failed]
     if len(keep) < 2:
         raise TooFewModelsError(_too_few_message(len(keep), problems))
@@ -227,20 +228,23 @@ class CacheSession:
                                                      "were invalid (NULL, negative, non-finite or of the "
                                                      "wrong size); they were computed again."))
 
-    def known_pairs(self, slots: Sequence[TensorMeta]) -> np.ndarray:
-        """(T, N, N) squared distances known without reading: cached pairs, and 0 between two models with
-        the same key (one file given twice); NaN elsewhere. One row per cached pair, filled with array
-        writes."""
+    def known_pairs(self, slots: Sequence[TensorMeta]) -> tuple[np.ndarray, np.ndarray]:
+        """(T, N, N) squared distances and counts of exactly equal entries known without reading: cached
+        pairs, and (0, every entry) between two models with the same key (one file given twice); NaN
+        elsewhere. One row per cached pair, filled with array writes."""
         keys = self.keys
         n, t = len(keys), len(slots)
         known = np.full((t, n, n), np.nan)
+        known_equal = np.full((t, n, n), np.nan)
         by_key: dict[str, list[int]] = {}
         for m, k in enumerate(keys):
             by_key.setdefault(k, []).append(m)
+        numel = np.array([meta.numel for meta in slots], dtype=np.float64)
         for members in by_key.values():
             if len(members) > 1:
                 idx = np.array(members)
                 known[:, idx[:, None], idx[None, :]] = 0.0
+                known_equal[:, idx[:, None], idx[None, :]] = numel[:, None, None]
         if self.pairs and self.slot_names:
             slot_of = {slot_key(meta.name, meta.shape): s for s, meta in enumerate(slots)}
             lookup = np.full(max(self.slot_names) + 1, -1, dtype=np.int64)  # cache slot id -> slot index here
@@ -251,9 +255,11 @@ class CacheSession:
                 ok = s_idx >= 0
                 for a in by_key.get(ka, ()):
                     for b in by_key.get(kb, ()):
-                        known[s_idx[ok], a, b] = values[ok]
-                        known[s_idx[ok], b, a] = values[ok]
-        return known
+                        known[s_idx[ok], a, b] = values[ok, 0]
+                        known[s_idx[ok], b, a] = values[ok, 0]
+                        known_equal[s_idx[ok], a, b] = values[ok, 1]
+                        known_equal[s_idx[ok], b, a] = values[ok, 1]
+        return known, known_equal
 
     def to_read(self, slots: Sequence[TensorMeta], holders: Sequence[Sequence[int]], known: np.ndarray,
                 ) -> dict[int, list[int]]:
@@ -292,11 +298,13 @@ class CacheSession:
         for s, (who, mat) in out.sq_dist.items():
             if len(who) < 2:
                 continue
+            equal = out.equal[s][1]
             sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
             idx = np.array(who, dtype=int)
             new = np.triu(np.isnan(known[s][np.ix_(idx, idx)]), k=1)  # pairs the cache lacks (same-key pairs are 0)
             for a_i, b_i in zip(*np.nonzero(new)):
-                pair_rows.append((key_arr[idx[a_i]], key_arr[idx[b_i]], sk, float(mat[a_i, b_i])))
+                pair_rows.append((key_arr[idx[a_i]], key_arr[idx[b_i]], sk, float(mat[a_i, b_i]),
+                                  float(equal[a_i, b_i])))
         skeleton_rows = []
         for s, (who, values) in out.skeletons.items():
             sk = slot_key(plan.slots[s].name, plan.slots[s].shape)
@@ -378,12 +386,13 @@ def _too_few_message(n: int, problems: list[Problem]) -> str:
 
 
 def _assemble(refs: list[ModelRef], plan: Plan, out: PassOutput, cache: CacheSession, known: np.ndarray,
-              ) -> WeightStatistics:
+              known_equal: np.ndarray) -> WeightStatistics:
     keys, cached_models = cache.keys, cache.models
     n, t = len(refs), len(plan.slots)
     present = np.zeros((n, t), dtype=bool)
     mom = np.full((5, n, t), np.nan)
     sq = np.full((t, n, n), np.nan)
+    equal = np.full((t, n, n), np.nan)
     for s, (meta, who) in enumerate(zip(plan.slots, plan.holders)):
         sk = slot_key(meta.name, meta.shape)
         for m in who:
@@ -395,15 +404,19 @@ def _assemble(refs: list[ModelRef], plan: Plan, out: PassOutput, cache: CacheSes
         block = known[s][np.ix_(idx, idx)]
         np.fill_diagonal(block, 0.0)
         sq[s][np.ix_(idx, idx)] = block
+        block = known_equal[s][np.ix_(idx, idx)]
+        np.fill_diagonal(block, meta.numel)
+        equal[s][np.ix_(idx, idx)] = block
         if s in out.sq_dist:
             who_read, mat = out.sq_dist[s]
             idx = np.array(who_read, dtype=int)
             if len(idx):
                 sq[s][np.ix_(idx, idx)] = mat
+                equal[s][np.ix_(idx, idx)] = out.equal[s][1]
     cnt, mean, m2, _, m4 = mom
     var, kurt, norm = summarise_moments(cnt, mean, m2, m4, present)
     return WeightStatistics(models=list(refs), tensors=list(plan.slots), present=present, mean=mean,
-                            var=var, kurtosis=kurt, norm=norm, sq_dist=sq)
+                            var=var, kurtosis=kurt, norm=norm, sq_dist=sq, equal=equal)
 
 
 def _assemble_skeletons(plan: Plan, out: PassOutput, cache: CacheSession) -> dict[int, np.ndarray]:
@@ -444,6 +457,7 @@ def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:
         present=stats.present[idx][:, cols], mean=stats.mean[idx][:, cols], var=stats.var[idx][:, cols],
         kurtosis=stats.kurtosis[idx][:, cols], norm=stats.norm[idx][:, cols],
         sq_dist=stats.sq_dist[cols][:, idx][:, :, idx],
+        equal=None if stats.equal is None else stats.equal[cols][:, idx][:, :, idx],
         skeletons={new_s: stats.skeletons[int(old_s)][idx] for new_s, old_s in
                    enumerate(np.flatnonzero(cols)) if int(old_s) in stats.skeletons},
         roundoff=None if stats.roundoff is None else stats.roundoff[idx],

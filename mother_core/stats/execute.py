@@ -2,7 +2,11 @@
 
 Tensor-major: for each slot, the same rows are read from every model that holds it and reduced to
 moments and pairwise distances. Two workers take alternate chunks, so one reads while the other
-computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL).
+computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL). While reads come
+from the disk, a read-ahead thread (:class:`_ReadAhead`) hints the plan's next chunks to the OS, up to
+:data:`READ_AHEAD_BYTES` ahead, so the disk always has large requests queued whatever the workers do;
+and a chunk read from the disk before the fused kernel has loaded waits for it rather than taking the
+torch path, which would take the CPU the load needs while saving no disk time.
 
 - **Fused CPU path** (bf16/fp32 sets large enough, see :mod:`~mother_core.stats.fused`): a chunk is
   read in pieces of whole rows (:data:`PIECE_BYTES` across models) into a small staging buffer in its
@@ -19,6 +23,7 @@ computes (``os.preadv``, ``torch`` ops and the numba kernel all release the GIL)
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +49,8 @@ class PassOutput:
 
     moments: dict[tuple[int, int], tuple[float, float, float, float, float]] = field(default_factory=dict)
     sq_dist: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
+    #: slot -> (models, (M, M) counts of exactly equal entries; the diagonal holds the slot's size).
+    equal: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
     skeletons: dict[int, tuple[tuple[int, ...], np.ndarray]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     #: slot -> models whose tensor in that slot holds NaN/Inf: set aside for that slot only.
@@ -125,14 +132,16 @@ def execute_plan(
     report = _Reporter(plan, out, device, progress)
     run = _set_up(plan, readers, device)
     report("reading")
-    if run.use_fused and not fused.ready():
-        # Load numba and the cached kernels (~1 s) in the background; chunks reduced before they are
-        # ready take the torch path (widened on the fly), so the load overlaps useful work.
-        threading.Thread(target=fused.warm_up, args=(run.fused_dtypes,), name="mother-kernel-load",
-                         daemon=True).start()
+    if (run.use_fused or run.load_for_equal) and not fused.ready():
+        # Load numba and the cached kernels (~1 s) in the background. Meanwhile a chunk read from memory
+        # takes the torch path (widened on the fly), so the load overlaps useful work; a chunk that came
+        # from the disk waits for the kernel instead (see _read_and_reduce).
+        run.kernel_load = threading.Thread(target=fused.warm_up, args=(run.fused_dtypes or {torch.float32},),
+                                           name="mother-kernel-load", daemon=True)
+        run.kernel_load.start()
     # On CPU the chunks are reduced by our own worker threads; torch's intra-op threads would compete.
-    with one_torch_thread() if device.type == "cpu" else contextlib.nullcontext():
-        _run_chunks(run, out, report)
+    with one_torch_thread() if device.type == "cpu" else contextlib.nullcontext(), _ReadAhead(run, out.failed) as ahead:
+        _run_chunks(run, out, report, ahead)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out.seconds = time.perf_counter() - report.start
@@ -172,8 +181,10 @@ class _PassRun:
     locks: list[threading.Lock]  # readers switch shards: one call at a time per reader
     use_fused: bool
     fused_dtypes: set[torch.dtype]
+    load_for_equal: bool  # load the kernels for the chunk path's counts of equal entries alone
     skeletons: dict[int, tuple[np.ndarray, np.ndarray]]  # slot -> skeleton rows and columns
     read_rate: _ReadRate
+    kernel_load: threading.Thread | None = None  # loading numba and the fused kernels, while it runs
 
 
 def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) -> _PassRun:
@@ -182,27 +193,34 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
     fused_values, fused_dtypes = _fused_work(plan, readers, device)
     use_fused = bool(fused_dtypes) and (fused.ready() or fused_values >= fused.WORTH_LOADING_VALUES)
+    # Chunks of more models than the fused kernel takes still count their equal entries with it (torch
+    # compares row against rows, several times slower on the CPU): load it for them when they are many.
+    wide = sum(len(t.models) * sum(_chunk_numel(plan.slots[t.slot].shape, rows) for rows in t.chunks)
+               for t in plan.tasks if fused.MAX_MODELS < len(t.models) <= fused.MAX_EQUAL_MODELS)
+    load_for_equal = device.type == "cpu" and fused.enabled() and wide >= fused.WORTH_LOADING_VALUES
     return _PassRun(
         plan=plan, readers=readers, device=device,
         steps=[(task, i) for task in plan.tasks for i in range(len(task.chunks))],
         ring=_BufferRing(pin=device.type == "cuda"),
         reducers=[ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)],
         locks=[threading.Lock() for _ in readers],
-        use_fused=use_fused, fused_dtypes=fused_dtypes,
+        use_fused=use_fused, fused_dtypes=fused_dtypes, load_for_equal=load_for_equal,
         skeletons={t.slot: ix for t in plan.tasks if (ix := skeleton_index(plan.slots[t.slot].shape)) is not None},
         read_rate=_ReadRate(),
     )
 
 
-def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter) -> None:
+def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter, ahead: "_ReadAhead") -> None:
     """Step 2: two workers read and reduce alternate chunks; each reduced chunk is folded into its
-    slot's results here, in plan order, and a slot's results go to ``out`` after its last chunk."""
+    slot's results here, in plan order, and a slot's results go to ``out`` after its last chunk.
+    ``ahead`` hears which chunk was last handed to a worker (it hints the chunks after it)."""
     steps = run.steps
     state: dict[int, _TaskState] = {}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mother-pass") as pool:
         pending: dict[int, Future] = {}
         for k in range(min(2, len(steps))):
             pending[k] = pool.submit(_read_and_reduce, run, k, {})
+            ahead.started(k)
         for k, (task, ci) in enumerate(steps):
             done: _Reduced = pending.pop(k).result()
             for m, message in done.errors.items():
@@ -210,6 +228,7 @@ def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter) -> None:
             if k + 2 < len(steps):
                 # Chunk k's buffer and reducer are free again: chunk k + 2 may use them.
                 pending[k + 2] = pool.submit(_read_and_reduce, run, k + 2, dict(out.failed))
+                ahead.started(k + 2)
             out.bytes_read += done.nbytes
             st = state.setdefault(task.slot, _TaskState(task, run.skeletons.get(task.slot)))
             st.add(done)
@@ -225,14 +244,6 @@ def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
     reduce it, through the fused kernel when it takes the chunk, else through the chunk path."""
     plan, readers, steps, locks, read_rate = run.plan, run.readers, run.steps, run.locks, run.read_rate
     task, ci = steps[k]
-    # Hint the chunk this worker takes PREFETCH_AHEAD turns from now (the first jobs hint all up to
-    # it). Only while reads look disk-bound: a hint is a syscall per model that walks the page cache
-    # even when everything is already there (~10% of a warm pass).
-    if read_rate.disk_bound():
-        first = k if k < 2 else k + 2 * PREFETCH_AHEAD
-        for ahead in range(first, k + 2 * PREFETCH_AHEAD + 1, 2):
-            if ahead < len(steps):
-                _prefetch(plan, steps[ahead], readers, locks, failed)
     began = time.perf_counter()
     models = [m for m in task.models if m not in failed]
     rows = task.chunks[ci]
@@ -246,6 +257,12 @@ def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
             pass  # a model failed mid-chunk: the chunk path below reports it and carries on
     chunk = _load(task, ci, plan, readers, run.ring, k % 2, run.device, failed, locks, run.use_fused)
     read_rate.add(chunk.nbytes, time.perf_counter() - began)
+    loading = run.kernel_load
+    if loading is not None and not fused.ready() and read_rate.disk_bound():
+        # The disk, not the CPU, sets the pace: reducing this chunk on the torch path (widened, several
+        # times the kernel's CPU) would take the cores numba is loading on, while the read-ahead thread
+        # keeps the disk busy anyway. Wait for the kernel (or for its load to fail: torch path then).
+        loading.join()
     return _reduce(chunk, run.reducers[k % 2], plan.slots[task.slot].shape, run.skeletons.get(task.slot))
 
 
@@ -278,6 +295,7 @@ class _Reduced:
     models: list[int]
     moments: Moments | None
     sq_dist: np.ndarray | None
+    equal: np.ndarray | None  # (M, M) counts of exactly equal entries
     errors: dict[int, str]
     nbytes: int
     skeleton: tuple[np.ndarray, np.ndarray] | None = None  # (skeleton rows held, values (M, r, k2))
@@ -292,9 +310,9 @@ def _nonfinite(mom: Moments) -> np.ndarray:
 def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
             skeleton: tuple[np.ndarray, np.ndarray] | None) -> _Reduced:
     if chunk.data is None:
-        return _Reduced([], None, None, chunk.errors, chunk.nbytes)
+        return _Reduced([], None, None, None, chunk.errors, chunk.nbytes)
     models, data = chunk.models, chunk.data
-    mom, d = reducer.reduce(data)
+    mom, d, eq = reducer.reduce(data)
     bad = _nonfinite(mom)
     nonfinite: tuple[int, ...] = ()
     if bad.any():
@@ -304,18 +322,86 @@ def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
         nonfinite = tuple(models[i] for i in np.flatnonzero(bad))
         models = [models[i] for i in keep]
         if not models:
-            return _Reduced([], None, None, chunk.errors, chunk.nbytes, None, nonfinite)
+            return _Reduced([], None, None, None, chunk.errors, chunk.nbytes, None, nonfinite)
         data = data[torch.as_tensor(keep, device=data.device)]
-        mom, d = reducer.reduce(data)
+        mom, d, eq = reducer.reduce(data)
     rows = chunk.task.chunks[chunk.index]
     sk = gather(data, shape, rows, skeleton) if skeleton is not None else None
-    return _Reduced(models, mom, d, chunk.errors, chunk.nbytes, sk, nonfinite)
+    return _Reduced(models, mom, d, eq, chunk.errors, chunk.nbytes, sk, nonfinite)
 
 
-# How many of its next chunks a worker hints to the OS (cold disks serve deep queues of large requests
-# faster). 8 x GPT-2 small bf16, cold, three runs each: 2.9-3.8 s hinting 1 chunk ahead, 2.0-2.4 s at
-# 4, 2.2-2.4 s at 8.
-PREFETCH_AHEAD = 4
+
+def _read_ahead_bytes() -> int:
+    """1 GiB, or a sixteenth of the machine's memory where that is less (hinted pages are page cache,
+    not the process's memory, but pages evicted before they are used are read twice)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name
+        memory = 16 << 30
+    return min(1 << 30, memory // 16)
+
+
+# Bytes of the plan's next chunks the read-ahead thread keeps hinted to the OS beyond the chunk last
+# handed to a worker. Cold disks serve deep queues of large requests faster than one read at a time
+# (8 x GPT-2 small bf16, reading the plan's byte ranges in order without reducing: 3.0-5.4 s with no
+# hints, 1.7-3.2 s with 64 MB-1 GB hinted ahead, against 1.7-7.1 s for a cold `cat` in the same minutes),
+# and the disk must keep reading while the workers wait for the kernel's load (~1-2.7 s at the start of
+# a cold pass: ~0.6-1.6 GB at this disk's 0.6 GB/s), hence the large window.
+READ_AHEAD_BYTES = _read_ahead_bytes()
+
+
+class _ReadAhead:
+    """A thread that hints the plan's chunks to the OS (``prefetch``, in plan order) up to
+    :data:`READ_AHEAD_BYTES` beyond the chunk last handed to a worker, while reads look disk-bound.
+
+    The hints are queued reads (``POSIX_FADV_WILLNEED``): the disk fills the page cache in the background
+    with many large requests in flight, whatever the workers are doing meanwhile. When reads come from
+    memory (a warm page cache) hinting stops: a hint walks the page cache even when every page is there.
+    A context manager: the thread starts on entering and is stopped and joined on leaving.
+    """
+
+    def __init__(self, run: _PassRun, failed: dict[int, str]) -> None:
+        self.run, self.failed = run, failed  # ``failed`` is the pass's own dict: models dropped so far
+        ends, total = [], 0
+        for task, ci in run.steps:
+            rows = task.chunks[ci]
+            first_dim = run.plan.slots[task.slot].shape[0] if run.plan.slots[task.slot].shape else 1
+            total += task.nbytes if rows is None else task.nbytes * (rows[1] - rows[0]) // max(first_dim, 1)
+            ends.append(total)
+        self.starts = [0] + ends[:-1]  # bytes of the plan before each chunk
+        self.handed = 0  # the chunk last handed to a worker
+        self.closed = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._hint_all, name="mother-read-ahead", daemon=True)
+
+    def __enter__(self) -> "_ReadAhead":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        self.thread.join()
+
+    def started(self, k: int) -> None:
+        """Chunk ``k`` was handed to a worker: hint up to :data:`READ_AHEAD_BYTES` beyond it."""
+        with self.cond:
+            self.handed = max(self.handed, k)
+            self.cond.notify()
+
+    def _hint_all(self) -> None:
+        run = self.run
+        for j, step in enumerate(run.steps):
+            with self.cond:
+                while not self.closed and self.starts[j] - self.starts[self.handed] > READ_AHEAD_BYTES:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                if j < self.handed - 1:
+                    continue  # both workers are past it: read already
+            if run.read_rate.disk_bound():
+                _prefetch(run.plan, step, run.readers, run.locks, self.failed)
 
 # Bytes of all models' rows read and reduced at a time when streaming a chunk: the two workers' pieces
 # stay in L3 between the read and the kernel instead of a whole chunk going out to memory and back.
@@ -361,12 +447,12 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
         if skeleton is not None:
             found.append(gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
-    moments, dist = reduction.finish()
+    moments, dist, equal = reduction.finish()
     if _nonfinite(moments).any():
         raise _StreamFailed("NaN/Inf values")  # the chunk path reduces it again without those rows
     sk = None if skeleton is None else (np.concatenate([p for p, _ in found]),
                                         np.concatenate([v for _, v in found], axis=1))
-    return _Reduced(models, moments, dist, {}, nbytes, sk)
+    return _Reduced(models, moments, dist, equal, {}, nbytes, sk)
 
 
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],
@@ -499,6 +585,7 @@ class _TaskState:
         k = len(task.models)
         self.moments: Moments | None = None  # over task.models; n == 0 where nothing was added yet
         self.dist = np.zeros((k, k))
+        self.equal = np.zeros((k, k))
         self.dropped: set[int] = set()
         self.nonfinite: set[int] = set()
         self.skeleton = (None if skeleton is None else
@@ -507,11 +594,12 @@ class _TaskState:
     def add(self, chunk: "_Reduced") -> None:
         self.dropped.update(chunk.errors)
         self.nonfinite.update(chunk.nonfinite)
-        if chunk.moments is None or chunk.sq_dist is None:
+        if chunk.moments is None or chunk.sq_dist is None or chunk.equal is None:
             return
         mom, d = chunk.moments, chunk.sq_dist
         idx = np.array([self.pos[m] for m in chunk.models])
         self.dist[np.ix_(idx, idx)] += d
+        self.equal[np.ix_(idx, idx)] += chunk.equal
         if self.skeleton is not None and chunk.skeleton is not None:
             positions, values = chunk.skeleton
             self.skeleton[idx[:, None], positions[None, :]] = values
@@ -537,6 +625,7 @@ class _TaskState:
                                                float(mo.m3[i]), float(mo.m4[i]))
         idx = np.array([self.pos[m] for m in ok], dtype=int)
         out.sq_dist[task.slot] = (tuple(ok), self.dist[np.ix_(idx, idx)].copy())
+        out.equal[task.slot] = (tuple(ok), self.equal[np.ix_(idx, idx)].copy())
         if self.skeleton is not None:
             out.skeletons[task.slot] = (tuple(ok), self.skeleton[idx])
 

@@ -42,6 +42,11 @@ KERNEL_BLOCK = 2048
 WORTH_LOADING_VALUES = 4e8
 # Above this many models the M^2/2 pair differences per value cost more than one blocked GEMM in torch.
 MAX_MODELS = 32
+# Exactly equal entries have no GEMM shortcut: every pair is compared, M^2/2 per value. Up to this many
+# models a chunk's counts are taken (on the CPU by :func:`equal_counts`: ~0.7e9 values/s at 100 models,
+# estimated from 0.06 us per pair and 2048-column block at 16 models); above it they are left unknown
+# (NaN: the sparse-merge signal is absent, nothing else changes).
+MAX_EQUAL_MODELS = 64
 
 _SUPPORTED = (torch.bfloat16, torch.float32)
 
@@ -67,6 +72,7 @@ def warm_up(dtypes: Iterable[torch.dtype] = _SUPPORTED) -> None:
     then mark the kernels :func:`ready`. Blocking; the pass runs it on a background thread."""
     for dtype in dtypes:
         reduce_chunk(torch.zeros((2, 8), dtype=dtype))
+    equal_counts(torch.zeros((2, 8)))  # the chunk path's rows are float32
     _READY.set()
 
 
@@ -97,11 +103,13 @@ def _as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
 
 
 class StreamReduction:
-    """Moments and pairwise squared distances of ``models`` rows fed as consecutive column pieces.
+    """Moments, pairwise squared distances and counts of exactly equal entries of ``models`` rows fed as
+    consecutive column pieces.
 
     Each :meth:`add` runs the kernel over one (M, w) piece (bf16 or fp32 on the CPU, any width): per
     block of :data:`KERNEL_BLOCK` columns, each row's mean and the sums of d..d^4 about it, and the
-    explicit squared differences of every pair. :meth:`finish` combines the blocks in float64 with the
+    explicit squared differences of every pair (and how many of them are zero: equal entries).
+    :meth:`finish` combines the blocks in float64 with the
     exact shift formulas (Pébay 2008, as :func:`~mother_core.stats.moments._combine_blocks`).
     """
 
@@ -113,6 +121,7 @@ class StreamReduction:
         self.means = np.zeros((cap, models), dtype=np.float32)
         self.sums = np.zeros((cap, 4, models), dtype=np.float32)
         self.dist = np.zeros((models, models), dtype=np.float64)
+        self.eq = np.zeros((models, models), dtype=np.float64)
         self.blocks = 0
 
     def add(self, x: torch.Tensor) -> None:
@@ -125,20 +134,43 @@ class StreamReduction:
             self.means = np.resize(self.means, (grow, self.models))
             self.sums = np.resize(self.sums, (grow, 4, self.models))
         self.blocks = _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, self.blocks, self.want_dist,
-                                               self.counts, self.means, self.sums, self.dist)
+                                               self.counts, self.means, self.sums, self.dist, self.eq)
 
-    def finish(self) -> tuple[Moments, np.ndarray]:
+    def finish(self) -> tuple[Moments, np.ndarray, np.ndarray]:
         """(moments per row, a constant row having zero central moments; squared distances (M, M)
-        float64, symmetric with a zero diagonal)."""
+        float64, symmetric with a zero diagonal; counts of exactly equal entries (M, M) float64,
+        symmetric, the row length on the diagonal)."""
         out = np.empty((4, self.models), dtype=np.float64)
         _kernels().combine_blocks(self.counts, self.blocks, self.means, self.sums, out)
         upper = np.triu(self.dist, 1)
         mean, m2, m3, m4 = out
-        return Moments(np.full(self.models, self.counts[: self.blocks].sum()), mean, m2, m3, m4), upper + upper.T
+        n = self.counts[: self.blocks].sum()
+        same = np.triu(self.eq, 1)
+        same = same + same.T
+        np.fill_diagonal(same, n)
+        return Moments(np.full(self.models, n), mean, m2, m3, m4), upper + upper.T, same
 
 
-def reduce_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple["Moments", np.ndarray]:
-    """Moments and squared distances of the rows of one chunk ``x`` (M, n): see :class:`StreamReduction`."""
+def equal_counts(x: torch.Tensor) -> np.ndarray:
+    """Counts of exactly equal entries of every pair of rows of a CPU chunk ``x`` (M, n), bfloat16 (compared
+    as stored) or float32: (M, M) float64, symmetric, n on the diagonal. For chunks whose moments and
+    distances went another way (:class:`~mother_core.stats.moments.ChunkReducer`)."""
+    m, n = x.shape
+    eq = np.zeros((m, m), dtype=np.float64)
+    if x.dtype == torch.bfloat16:
+        raw, _ = _as_bits(x)
+        _kernels().equal_counts_bits(raw, KERNEL_BLOCK, eq)
+    else:
+        _kernels().equal_counts_float(x.contiguous().float().numpy(), KERNEL_BLOCK, eq)
+    eq = np.triu(eq, 1)
+    eq = eq + eq.T
+    np.fill_diagonal(eq, n)
+    return eq
+
+
+def reduce_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple["Moments", np.ndarray, np.ndarray]:
+    """Moments, squared distances and equal-entry counts of the rows of one chunk ``x`` (M, n): see
+    :class:`StreamReduction`."""
     reduction = StreamReduction(x.shape[0], want_dist, x.shape[1])
     reduction.add(x)
     return reduction.finish()

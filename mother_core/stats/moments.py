@@ -138,8 +138,9 @@ class ChunkReducer:
         cols = max(GRAM_BLOCK, (self.block_elements // max(m, 1)) // GRAM_BLOCK * GRAM_BLOCK)
         return min(cols, n)
 
-    def reduce(self, x: torch.Tensor, want_dist: bool = True) -> tuple[Moments, np.ndarray]:
-        """Return (moments per row, squared distances (M, M) float64) of ``x`` (M, n).
+    def reduce(self, x: torch.Tensor, want_dist: bool = True) -> tuple[Moments, np.ndarray, np.ndarray]:
+        """Return (moments per row, squared distances (M, M) float64, counts of exactly equal entries
+        (M, M) float64: :func:`equal_counts`) of ``x`` (M, n).
 
         ``x`` is float32, or a CPU chunk in its stored dtype that :func:`fused.accepts` (then the fused
         kernel reduces it without widening it in memory); other dtypes are widened here.
@@ -149,6 +150,12 @@ class ChunkReducer:
             return fused.reduce_chunk(x, want_dist)
         if x.dtype != torch.float32:
             x = x.float()
+        moments, dist = self._moments_and_distances(x, want_dist)
+        eq = equal_counts(x) if want_dist and m > 1 else np.diag(np.full(m, float(n)))
+        return moments, dist, eq
+
+    def _moments_and_distances(self, x: torch.Tensor, want_dist: bool) -> tuple[Moments, np.ndarray]:
+        m, n = x.shape
         dev = x.device
         b = self.block_columns(m, n)
         nblocks = (n + b - 1) // b
@@ -228,6 +235,30 @@ class ChunkReducer:
                 d.mul_(d)
                 total[p0 : p0 + len(ip)] += d.sum(dim=1, dtype=torch.float64)
         return total
+
+
+def equal_counts(x: torch.Tensor) -> np.ndarray:
+    """How many entries of each pair of rows of ``x`` (M, n) are exactly equal: (M, M) float64, symmetric,
+    n on the diagonal; NaN off it above :data:`fused.MAX_EQUAL_MODELS` rows (M^2/2 compares per value).
+
+    Rows widened from one stored dtype are equal exactly where the stored values are. A TIES / DARE
+    merge keeps a share of its inputs' entries as they were; fine-tunes change nearly every entry
+    (docs/RELATIONS.md, "Sparse merges"). On the CPU the compiled kernel counts (when loaded), else
+    torch compares row against rows (on a GPU: M small kernels per chunk).
+    """
+    m, n = x.shape
+    if m > fused.MAX_EQUAL_MODELS:
+        eq = np.full((m, m), np.nan)
+        np.fill_diagonal(eq, n)
+        return eq
+    if x.device.type == "cpu" and fused.enabled() and fused.ready():
+        return fused.equal_counts(x)
+    out = torch.zeros((m, m), dtype=torch.float64, device=x.device)
+    for i in range(m - 1):
+        out[i, i + 1 :] = (x[i + 1 :] == x[i]).sum(dim=1, dtype=torch.float64)
+    out = out + out.T
+    out.fill_diagonal_(float(n))
+    return out.cpu().numpy()
 
 
 def _combine_blocks(counts: np.ndarray, means: torch.Tensor, sums: torch.Tensor) -> Moments:

@@ -60,6 +60,12 @@ class WeightStatistics:
         (docs/METHOD.md, "Signals" 2); ``norm`` is the Frobenius norm.
     sq_dist : ndarray of float64, shape (T, N, N)
         Squared L2 distance ||W_i - W_j||^2 of each shared slot; symmetric, zero diagonal.
+    equal : ndarray of float64, shape (T, N, N), or None
+        How many entries of each shared slot are exactly equal in models i and j (stored values, both
+        read in one dtype); symmetric, the slot's size on the diagonal; NaN where not shared or not
+        counted (more than ``fused.MAX_EQUAL_MODELS`` models in a slot). None: statistics made before
+        the count existed, or by a path that does not take it (the sketch path at scale). A TIES / DARE
+        merge keeps a share of its inputs' entries exactly (docs/RELATIONS.md, "Sparse merges").
     skeletons : dict of int -> ndarray (N, k1, k2) float32
         For 2-D slots: each model's fixed random k1 x k2 submatrix (NaN if it lacks the slot), from which
         recovery reads the rank of weight differences (:mod:`mother_core.stats.skeleton`).
@@ -79,6 +85,7 @@ class WeightStatistics:
     kurtosis: np.ndarray
     norm: np.ndarray
     sq_dist: np.ndarray
+    equal: np.ndarray | None = None
     skeletons: dict[int, np.ndarray] = field(default_factory=dict)
     roundoff: np.ndarray | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -128,6 +135,8 @@ class WeightStatistics:
             present=self.present, mean=self.mean, var=self.var, kurtosis=self.kurtosis,
             norm=self.norm, sq_dist=self.sq_dist,
         )
+        if self.equal is not None:
+            arrays["equal"] = self.equal
         if self.roundoff is not None:
             arrays["roundoff"] = self.roundoff
         for slot, sk in self.skeletons.items():

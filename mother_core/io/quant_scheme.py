@@ -1,0 +1,126 @@
+"""Which quantizer wrote a safetensors checkpoint, from its header and ``config.json`` alone.
+
+Reads no weights and imports no torch, so discovery (``mother scan``) stays light; the decoding itself is
+:mod:`mother_core.io.quantized`, whose docstring describes each scheme's tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from mother_core.io.filekind import read_json_file
+
+#: Tensors that only serve to decode a weight (or to run it): never weights themselves.
+AUX_SUFFIXES: tuple[str, ...] = (
+    ".SCB", ".weight_format", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".qzeros",
+    ".scales", ".g_idx", ".qweight", "._scale", "._shift", "._data", ".input_scale", ".output_scale",
+    ".weight_scale", ".weight_scale_inv", ".weight_zero_point", ".weight_g_idx", ".k_scale", ".v_scale",
+    ".weight_global_scale", ".input_global_scale",
+)
+FLOAT8_DTYPES = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+#: optimum-quanto's group size for 4- and 2-bit weights.
+QUANTO_GROUP_SIZE = 128
+
+Shapes = Mapping[str, tuple[tuple[int, ...], str]]
+
+
+def is_aux(name: str) -> bool:
+    """A tensor that only serves to decode (or run) a weight: never compared as one."""
+    return name.endswith(AUX_SUFFIXES) or ".quant_state." in name
+
+
+def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | None:
+    """The quantization scheme of a safetensors checkpoint from its tensor names and dtypes, or None.
+
+    Parameters
+    ----------
+    shapes : mapping
+        Tensor name -> (shape, torch dtype name), as :func:`mother_core.io.sniff.safetensors_header` gives.
+    quant_config : mapping, optional
+        ``quantization_config`` of the model's ``config.json`` (bits of GPTQ / AWQ), if known.
+
+    Returns
+    -------
+    str or None
+        ``"bnb-int8"``, ``"bnb-nf4"``, ``"bnb-fp4"``, ``"gptq-int4"``, ``"awq-int4"`` (other widths as
+        ``-int8``, ``-int3``...), ``"quanto-int8"``, ``"quanto-int4"``, ``"quanto-int2"``, ``"quanto-float8"``,
+        ``"fp8"``; None for a plain checkpoint.
+    """
+    names = list(shapes)
+    for n in names:
+        if ".quant_state.bitsandbytes__" in n:
+            return "bnb-" + n.rsplit("__", 1)[1]
+    if any(n.endswith(".SCB") for n in names):
+        return "bnb-int8"
+    raw_bits = (quant_config or {}).get("bits", 4) or 4
+    bits = raw_bits if isinstance(raw_bits, int) and not isinstance(raw_bits, bool) and 1 <= raw_bits <= 16 else 4
+    for n in names:
+        if n.endswith(".qweight") and n[: -len(".qweight")] + ".scales" in shapes:
+            method = str((quant_config or {}).get("quant_method", "")).lower()
+            return f"{'awq' if method == 'awq' or looks_awq(n, shapes) else 'gptq'}-int{bits}"
+    for n in names:
+        if n.endswith(".weight._data._data"):
+            return f"quanto-int{quanto_bits(n[: -len('._data._data')], shapes) or 4}"
+        if n.endswith(".weight._data"):
+            return "quanto-float8" if shapes[n][1] in FLOAT8_DTYPES else "quanto-int8"
+    if any(dtype in FLOAT8_DTYPES for _, dtype in shapes.values()):
+        return "fp8"
+    if packed_weights(shapes):
+        return UNKNOWN_PACKED
+    return None
+
+
+#: The scheme of a checkpoint whose weights are packed integers of a quantizer we do not decode
+#: (compressed-tensors ``weight_packed``, HQQ ``W_q``, EXL2, AQLM, ...): read without them, with a note.
+UNKNOWN_PACKED = "unknown-packed"
+_PACKED_DTYPES = frozenset({"int8", "uint8", "int16", "int32"})
+NOT_PACKED_SUFFIXES = (".bias", "mask", "_ids", ".masked_bias")  # integer buffers of plain models (causal masks, ids)
+
+
+def packed_weights(shapes: Shapes) -> list[str]:
+    """Tensors that look like packed quantized weights: integer, at least 2-D and 64 values, not a buffer.
+
+    Called where no known scheme matched; a plain checkpoint holds integers only in small or 1-D buffers
+    (``position_ids`` are int64, causal masks are named ``bias`` / ``mask``)."""
+    out = []
+    for name, (shape, dtype) in shapes.items():
+        numel = 1
+        for d in shape:
+            numel *= d
+        if dtype in _PACKED_DTYPES and len(shape) >= 2 and numel >= 64 and not name.endswith(NOT_PACKED_SUFFIXES):
+            out.append(name)
+    return out
+
+
+def looks_awq(qweight: str, shapes: Shapes) -> bool:
+    """AWQ packs along the output dimension: its qweight has fewer columns than scales."""
+    base = qweight[: -len(".qweight")]
+    q, s = shapes[qweight][0], shapes[base + ".scales"][0]
+    return len(q) == 2 and len(s) == 2 and q[1] < s[1]
+
+
+def quanto_bits(weight: str, shapes: Shapes) -> int | None:
+    packed, scale = shapes.get(weight + "._data._data"), shapes.get(weight + "._scale")
+    if packed is None or scale is None or not packed[0] or not scale[0]:
+        return None
+    ratio = -(-scale[0][0] // packed[0][0])  # values per byte: rows of codes over packed rows
+    return {2: 4, 4: 2}.get(ratio)
+
+
+def model_config(path: str) -> dict:
+    """The ``config.json`` beside a weight file (empty when absent or unreadable)."""
+    config_path = os.path.join(os.path.dirname(path), "config.json")
+    if not os.path.lexists(config_path):
+        return {}
+    try:
+        config = read_json_file(config_path)  # no FIFO, size and depth limits
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def quantization_config(path: str) -> dict:
+    """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
+    q = model_config(path).get("quantization_config")
+    return q if isinstance(q, dict) else {}
