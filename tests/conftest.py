@@ -13,6 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # checkpoint_factory
 SMALL_ZOO_SPLITS = ("fft", "lora16", "mixed")
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Put back the interpreter's ``__main__`` after every test.
+
+    Streamlit's ``AppTest`` runs its script as ``__main__`` and leaves it there. A ``spawn`` process started
+    by a later test in the same xdist worker (Dask's local cluster, a process pool) first re-runs that
+    script from its temporary file and dies at start, so the test failed or not by the order xdist chose.
+    """
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def small_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The zoo's small splits (seed 0), trained once per session: {split name: folder}."""
