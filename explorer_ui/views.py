@@ -574,9 +574,17 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     st.plotly_chart(evidence_figure("kurtosis", ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")
     if not full:
         return
-    left, right = st.columns(2)
-    left.plotly_chart(evidence_figure("votes", ctx.key, e.parent, e.child, ctx.rec, e), key=f"votes_{ctx.key}")
-    right.plotly_chart(evidence_figure("distance", ctx.key, e.parent, e.child, ctx.rec, e), key=f"dist_{ctx.key}")
+    # Drawn only while open (as the trees on demand): two more plotly charts in the page's first frame
+    # cost every page switch and constraint ~0.1 s of the browser's time (issue 13 item 8); the
+    # kurtosis chart above carries the edge's direction evidence. Once opened it stays open.
+    box = st.expander("Layer votes and distance per layer", key="open_layer_charts", on_change="rerun")
+    if box.open:
+        with box:
+            left, right = st.columns(2)
+            left.plotly_chart(evidence_figure("votes", ctx.key, e.parent, e.child, ctx.rec, e),
+                              key=f"votes_{ctx.key}")
+            right.plotly_chart(evidence_figure("distance", ctx.key, e.parent, e.child, ctx.rec, e),
+                               key=f"dist_{ctx.key}")
     st.markdown("**Ranked alternative parents** for " + f"{md(e.child)} (lower cost is better)")
     rows = [{"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4),
              "distance": _num(a.distance, 4), "chosen": "✓" if a.parent == e.parent else ""}

@@ -176,6 +176,10 @@ def test_edge_page_flip_force_and_clear(app):
     ok(at)
     titles = plot_titles(at)
     assert any(t.startswith("Kurtosis per layer") for t in titles)
+    assert not any(t.startswith("Layer votes") for t in titles)  # drawn on demand: the expander is closed
+    at.session_state["open_layer_charts"] = True  # open it
+    at.run()
+    titles = plot_titles(at)
     assert any(t.startswith("Layer votes") for t in titles) and "Distance per layer" in titles
     parent, child = picked_edge(at)
 
