@@ -257,20 +257,25 @@ def _switches(page, url: str, code: str, i: int, rows: list) -> None:
     _settled(page)
 
 
+def _constrain(page, button, what: str, words: str, row: tuple, rows: list) -> None:
+    """Click a constraint ``button`` (a locator) -> the re-solve's caption of active constraints shows
+    ``words`` ("" once cleared); one row ``(*row, what, seconds, 0.5 s target)``, then the page settles."""
+    page.evaluate(_ARM)
+    button.click()
+    _add(rows, (*row, what, _wait(page, _CONSTRAINED, words), 0.5))
+    _settled(page)
+
+
 def _constraints(page, base: str, edge: tuple[str, str], force: tuple[str, str, str], code: str, rows: list) -> None:
     """On the Edge page of vit-tree: forbid an edge, clear; force another parent on a child, clear."""
     tag = "vit-tree (12)"
     page.goto(f"{base}/edge?source=demo&set=vit-tree&parent={quote(edge[0])}&child={quote(edge[1])}")
     _settled(page)
     page.get_by_role("button", name="Forbid this edge").wait_for(timeout=180_000)
-    page.evaluate(_ARM)
-    page.get_by_role("button", name="Forbid this edge").click()
-    _add(rows, (code, tag, "forbid an edge -> re-solved", _wait(page, _CONSTRAINED, "forbidden"), 0.5))
-    _settled(page)
-    page.evaluate(_ARM)
-    page.get_by_role("button", name="Clear all constraints").click()
-    _add(rows, (code, tag, "clear constraints -> re-solved", _wait(page, _CONSTRAINED, ""), 0.5))
-    _settled(page)
+    clear = page.get_by_role("button", name="Clear all constraints")
+    _constrain(page, page.get_by_role("button", name="Forbid this edge"), "forbid an edge -> re-solved", "forbidden",
+               (code, tag), rows)
+    _constrain(page, clear, "clear constraints -> re-solved", "", (code, tag), rows)
     page.goto(f"{base}/edge?source=demo&set=vit-tree&parent={quote(force[0])}&child={quote(force[1])}")
     _settled(page)
     form = page.locator('[data-testid="stForm"]')
@@ -287,14 +292,9 @@ def _constraints(page, base: str, edge: tuple[str, str], force: tuple[str, str, 
             page.keyboard.press("Escape")
             _settled(page)
     page.wait_for_timeout(200)
-    page.evaluate(_ARM)
-    form.get_by_role("button", name="Force this edge").click()
-    _add(rows, (code, tag, "force an edge -> re-solved", _wait(page, _CONSTRAINED, "forced"), 0.5))
-    _settled(page)
-    page.evaluate(_ARM)
-    page.get_by_role("button", name="Clear all constraints").click()
-    _add(rows, (code, tag, "clear constraints -> re-solved", _wait(page, _CONSTRAINED, ""), 0.5))
-    _settled(page)
+    _constrain(page, form.get_by_role("button", name="Force this edge"), "force an edge -> re-solved", "forced",
+               (code, tag), rows)
+    _constrain(page, clear, "clear constraints -> re-solved", "", (code, tag), rows)
 
 
 def _fits(page) -> dict:

@@ -193,19 +193,32 @@ def statistics(ms: ModelSet, device: str, *, transient: bool = False) -> tuple[s
     mode: the page must fit the projector, and a click there reruns only the tree, not the page).
     """
     key = stats_key(ms, device)
-    hit = _store().get(key)
+    return key, _made_once(_store(), key, lambda: _read_statistics(ms, device, transient), in_page=True)
+
+
+def _made_once(store: _LRU, key: str, make: Callable[[], Any], *, in_page: bool) -> Any:
+    """``store``'s value for ``key``, made by ``make()`` when absent, by one thread at a time per key: page
+    runs and the background warm-up share the locks, so a set being read is waited for (``in_page``: with
+    a spinner), then found, never read twice."""
+    hit = store.get(key)
     if hit is not None:
-        return key, hit
+        return hit
     lock = _step_lock(key)
-    _wait_for(lock)
+    if in_page:
+        _wait_for(lock)
+    else:
+        lock.acquire()
     try:
-        hit = _store().get(key)  # the warm-up may have read it meanwhile
-        return (key, hit) if hit is not None else (key, _read_statistics(key, ms, device, transient))
+        hit = store.get(key)  # made by the other side meanwhile?
+        if hit is None:
+            hit = make()
+            store.put(key, hit)
+        return hit
     finally:
         lock.release()
 
 
-def _read_statistics(key: str, ms: ModelSet, device: str, transient: bool) -> Any:
+def _read_statistics(ms: ModelSet, device: str, transient: bool) -> Any:
     from mother_core import compute_statistics
 
     discovery = discover_set(ms.paths, ms.component, fingerprint(ms.paths))
@@ -220,7 +233,6 @@ def _read_statistics(key: str, ms: ModelSet, device: str, transient: bool) -> An
     if transient:
         holder.empty()
         st.toast(done)
-    _store().put(key, stats)
     return stats
 
 
@@ -254,21 +266,18 @@ def recovery(ms: ModelSet, settings: RecoverySettings, device: str, *,
             _store().put(key, hit)
         return key, hit
     skey, stats = statistics(ms, device, transient=transient)
-    key = _key("rec", skey, asdict(settings))
-    hit = _store().get(key)
-    if hit is None:
-        lock = _step_lock(key)
-        _wait_for(lock)
-        try:
-            hit = _store().get(key)
-            if hit is None:
-                from mother_core import recover
+    key = _recovery_key(skey, settings)
+    return key, _made_once(_store(), key, lambda: _recover(stats, settings), in_page=True)
 
-                hit = displayable(recover(stats, settings=settings))
-                _store().put(key, hit)
-        finally:
-            lock.release()
-    return key, hit
+
+def _recovery_key(stats_key: str, settings: RecoverySettings) -> str:
+    return _key("rec", stats_key, asdict(settings))
+
+
+def _recover(stats: Any, settings: RecoverySettings) -> Recovery:
+    from mother_core import recover
+
+    return displayable(recover(stats, settings=settings))
 
 
 def warm_demo_sets(sets: list[ModelSet], settings: RecoverySettings, device: str) -> None:
@@ -299,22 +308,14 @@ def _warm(store: _LRU, sets: list[ModelSet], settings: RecoverySettings, device:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
     except (AttributeError, OSError):
         pass
+    from mother_core import compute_statistics
+
     for ms in sets:
         try:
             skey = stats_key(ms, device)
-            with _step_lock(skey):
-                stats = store.get(skey)
-                if stats is None:
-                    from mother_core import compute_statistics
-
-                    stats = compute_statistics(_discover(ms.paths, ms.component), device=device, cache_dir=CACHE_DIR)
-                    store.put(skey, stats)
-            rkey = _key("rec", skey, asdict(settings))
-            with _step_lock(rkey):
-                if store.get(rkey) is None:
-                    from mother_core import recover
-
-                    store.put(rkey, displayable(recover(stats, settings=settings)))
+            stats = _made_once(store, skey, lambda: compute_statistics(_discover(ms.paths, ms.component), device=device,
+                                                                     cache_dir=CACHE_DIR), in_page=False)
+            _made_once(store, _recovery_key(skey, settings), lambda: _recover(stats, settings), in_page=False)
         except Exception:  # a set that fails here fails again, with its message, when the user opens it
             logging.getLogger(__name__).warning("warming demo set %s failed", ms.label, exc_info=True)
 

@@ -145,10 +145,16 @@ class StreamReduction:
         upper = np.triu(self.dist, 1)
         mean, m2, m3, m4 = out
         n = self.counts[: self.blocks].sum()
-        same = np.triu(self.eq, 1)
-        same = same + same.T
-        np.fill_diagonal(same, n)
-        return Moments(np.full(self.models, n), mean, m2, m3, m4), upper + upper.T, same
+        return Moments(np.full(self.models, n), mean, m2, m3, m4), upper + upper.T, _mirrored(self.eq, n)
+
+
+def _mirrored(counts: np.ndarray, n: float) -> np.ndarray:
+    """Pair counts the kernels add above the diagonal only, made symmetric, with ``n`` (a row's length:
+    every entry equals itself) on the diagonal."""
+    upper = np.triu(counts, 1)
+    same = upper + upper.T
+    np.fill_diagonal(same, n)
+    return same
 
 
 def equal_counts(x: torch.Tensor) -> np.ndarray:
@@ -162,10 +168,7 @@ def equal_counts(x: torch.Tensor) -> np.ndarray:
         _kernels().equal_counts_bits(raw, KERNEL_BLOCK, eq)
     else:
         _kernels().equal_counts_float(x.contiguous().float().numpy(), KERNEL_BLOCK, eq)
-    eq = np.triu(eq, 1)
-    eq = eq + eq.T
-    np.fill_diagonal(eq, n)
-    return eq
+    return _mirrored(eq, n)
 
 
 def reduce_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple["Moments", np.ndarray, np.ndarray]:
