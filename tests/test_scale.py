@@ -165,6 +165,42 @@ def test_a_broken_model_is_a_problem_not_a_failure(forest, tmp_path):
     assert any(victim.name in p["path"] for p in result.problems)
 
 
+def test_compiled_kernels_give_the_numpy_values(forest, monkeypatch):
+    """The numba kernels of the per-model pass and the pairs' second read (stats/_sketch_kernels.py) change
+    only the float64 rounding of sums: moments, sketches and exact pair distances as numpy computes them."""
+    pytest.importorskip("numba")
+    out, _ = forest
+    found = discover([str(out)])
+    compiled = sparse_statistics(found, k=4)
+    fp = fingerprint_model(found.models[0])
+    monkeypatch.setenv("MOTHER_FUSED_KERNEL", "0")
+    plain = sparse_statistics(found, k=4)
+    fp_plain = fingerprint_model(found.models[0])
+    np.testing.assert_array_equal(compiled.pairs, plain.pairs)
+    np.testing.assert_allclose(compiled.pair_sq, plain.pair_sq, rtol=1e-10)
+    np.testing.assert_allclose(compiled.kurtosis, plain.kurtosis, rtol=1e-10)
+    np.testing.assert_allclose(fp.moments, fp_plain.moments, rtol=1e-10, atol=1e-14)
+    for a, b in zip(fp.sketches, fp_plain.sketches):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # stored as float32
+
+
+def test_headers_of_a_large_set_are_parsed_once(tmp_path):
+    """Discovery, the fingerprint pass and the pairs' second read of 10,000 models share one parse per
+    header: the memo is bounded by tensor entries, not by a few hundred files."""
+    import torch
+    from safetensors.torch import save_file
+
+    from mother_core.io.safetensors_header import read_header
+
+    files = []
+    for i in range(1200):
+        f = tmp_path / f"m{i}.safetensors"
+        save_file({"w": torch.zeros(2, 2), "b": torch.zeros(2)}, str(f))
+        files.append(f)
+    first = [read_header(f) for f in files]
+    assert all(read_header(f) is h for f, h in zip(files, first))
+
+
 # --- Dask ------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_dask_local_cluster_gives_the_single_process_result(forest, tmp_path):

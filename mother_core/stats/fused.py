@@ -20,6 +20,7 @@ the first run on a machine compiles (~2-3 s), later processes load it (~1 s with
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import threading
@@ -82,15 +83,18 @@ def ready() -> bool:
     return _READY.is_set()
 
 
-def _kernels() -> ModuleType:
-    # Imported on first use: numba's import and the cached kernels' load cost ~1 s.
+def compiled(module: str) -> ModuleType:
+    """The numba kernel module ``mother_core.stats.<module>`` (``_fused_kernels``, ``_sketch_kernels``),
+    imported on first use: numba's import and the cached kernels' load cost ~1 s."""
     if "NUMBA_CACHE_DIR" not in os.environ and not os.access(Path(__file__).parent, os.W_OK):
         # An install numba cannot write its cache beside: keep compiled kernels in the user's cache
         # rather than compiling them again (~3 s) in every process. Read when numba is imported.
         os.environ["NUMBA_CACHE_DIR"] = str(Path.home() / ".cache" / "mother-explorer" / "numba")
-    from mother_core.stats import _fused_kernels
+    return importlib.import_module(f"mother_core.stats.{module}")
 
-    return _fused_kernels
+
+def _kernels() -> ModuleType:
+    return compiled("_fused_kernels")
 
 
 def _as_bits(x: torch.Tensor) -> tuple[np.ndarray, int]:

@@ -22,47 +22,76 @@ from mother_core.io.base import ModelRef
 from mother_core.io.readers import open_model
 from mother_core.stats.cache import slot_key
 from mother_core.stats.fingerprint import Fingerprint
+from mother_core.stats.sketch import kernels
 from mother_core.stats.sketch_store import shared_slots
 
 #: Bytes of decoded (float32) models kept between pairs.
 LRU_BYTES = 512 << 20
 
 
-class _Loaded:
-    """A bounded LRU of whole models as {slot key: float32 vector}."""
+class _Flat:
+    """One model's wanted tensors as one float32 vector: ``where[slot] = (start, length)``, and for
+    :func:`segment_sq`, the starts and lengths in sorted-slot order (the order of a pair's values when
+    both models hold the same slots, the usual case)."""
 
-    def __init__(self, load: Callable[[int], dict[str, np.ndarray]], limit: int) -> None:
+    __slots__ = ("vector", "where", "slots", "starts", "lengths")
+
+    def __init__(self, vector: np.ndarray, where: dict[str, tuple[int, int]]) -> None:
+        self.vector, self.where = vector, where
+        self.slots = tuple(sorted(where))
+        self.starts = np.array([where[s][0] for s in self.slots], dtype=np.int64)
+        self.lengths = np.array([where[s][1] for s in self.slots], dtype=np.int64)
+
+    def spans(self, slots: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if tuple(slots) == self.slots:
+            return self.starts, self.lengths
+        return (np.array([self.where[s][0] for s in slots], dtype=np.int64),
+                np.array([self.where[s][1] for s in slots], dtype=np.int64))
+
+
+class _Loaded:
+    """A bounded LRU of whole models (:class:`_Flat`)."""
+
+    def __init__(self, load: Callable[[int], _Flat], limit: int) -> None:
         self._load, self._limit = load, limit
-        self._lru: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self._lru: OrderedDict[int, _Flat] = OrderedDict()
         self._bytes = 0
         self.reads = 0
 
-    def get(self, m: int) -> dict[str, np.ndarray]:
+    def get(self, m: int) -> _Flat:
         hit = self._lru.get(m)
         if hit is not None:
             self._lru.move_to_end(m)
             return hit
-        tensors = self._load(m)
+        flat = self._load(m)
         self.reads += 1
-        self._lru[m] = tensors
-        self._bytes += sum(t.nbytes for t in tensors.values())
+        self._lru[m] = flat
+        self._bytes += flat.vector.nbytes
         while self._bytes > self._limit and len(self._lru) > 2:
             _, old = self._lru.popitem(last=False)
-            self._bytes -= sum(t.nbytes for t in old.values())
-        return tensors
+            self._bytes -= old.vector.nbytes
+        return flat
 
 
-def _read_model(ref: ModelRef, base: ModelRef | None, wanted: set[str]) -> dict[str, np.ndarray]:
+def _read_model(ref: ModelRef, base: ModelRef | None, wanted: set[str]) -> _Flat:
     # One torch thread for the small per-tensor conversions (as in the fingerprint pass, device.py).
     with contextlib.ExitStack() as stack, one_torch_thread():
         base_reader = stack.enter_context(open_model(base)) if base is not None else None
         reader = stack.enter_context(open_model(ref, base=base_reader))
-        out = {}
-        for info in reader.tensor_infos().values():
-            sk = slot_key(info.name, tuple(info.shape))
-            if sk in wanted:
-                out[sk] = reader.read(info.name).reshape(-1).to(torch.float32).numpy()
-        return out
+        take = [(slot_key(i.name, tuple(i.shape)), i) for i in reader.tensor_infos().values()]
+        take = [(sk, i) for sk, i in take if sk in wanted]
+        where: dict[str, tuple[int, int]] = {}
+        total = 0
+        for sk, info in take:
+            where[sk] = (total, int(info.numel))
+            total += int(info.numel)
+        vector = np.empty(total, dtype=np.float32)
+        dest = torch.from_numpy(vector)
+        for sk, info in take:
+            start, length = where[sk]
+            # Widened straight into the model's vector (no float32 copy of each tensor first).
+            dest[start:start + length].copy_(reader.read(info.name).reshape(-1))
+        return _Flat(vector, where)
 
 
 def visit_order(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -108,12 +137,23 @@ def exact_pair_distances(refs: Sequence[ModelRef], fps: Sequence[Fingerprint], p
         except MotherError as e:
             failed[b] = str(e)
             continue
-        values[int(p)] = np.array([_sq(ta[s], tb[s]) for s in shared_slots(fps[a], fps[b])])
+        same = fps[a].slots == fps[b].slots  # the usual case: sorted(slots), each model's own spans
+        values[int(p)] = segment_sq(ta, tb, ta.slots if same else shared_slots(fps[a], fps[b]))
     return values, failed, loaded.reads
 
 
-def _sq(a: np.ndarray, b: np.ndarray) -> float:
-    """||a - b||^2 accumulated in float64 (the difference itself is exact to float32 rounding). A plain
-    reduction, not a BLAS dot: a multithreaded BLAS call per pair spins threads on a busy machine (100x)."""
-    d = (a - b).astype(np.float64)
-    return float(np.square(d).sum())
+def segment_sq(a: _Flat, b: _Flat, slots: Sequence[str]) -> np.ndarray:
+    """Per slot of ``slots``, ||a - b||^2 (float64; each difference exact to float32 rounding): one
+    compiled call per pair where numba is available, else numpy per slot. Never a BLAS dot: a
+    multithreaded BLAS call per pair spins threads on a busy machine (100x)."""
+    a_start, length = a.spans(slots)
+    b_start, _ = b.spans(slots)
+    out = np.empty(len(length), dtype=np.float64)
+    k = kernels()
+    if k is not None:
+        k.segment_sq(a.vector, a_start, b.vector, b_start, length, out)
+        return out
+    for s, (i, j, n) in enumerate(zip(a_start, b_start, length)):
+        d = (a.vector[i:i + n] - b.vector[j:j + n]).astype(np.float64)
+        out[s] = float(np.square(d).sum())
+    return out

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -90,6 +91,22 @@ class _Tables:
 
 
 _TABLES = _Tables()
+_KERNELS: ModuleType | None = None
+
+
+def kernels() -> ModuleType | None:
+    """The compiled kernels of the per-model pass and the pairs' second read
+    (:mod:`mother_core.stats._sketch_kernels`), or None where numba is missing or switched off
+    (``MOTHER_FUSED_KERNEL=0``, as for :mod:`mother_core.stats.fused`): then numpy computes the same
+    values (equal up to float64 rounding of the sums)."""
+    global _KERNELS
+    from mother_core.stats import fused
+
+    if not fused.enabled():
+        return None
+    if _KERNELS is None:
+        _KERNELS = fused.compiled("_sketch_kernels")
+    return _KERNELS
 
 
 def sketch_into(out: np.ndarray, values: np.ndarray, start: int, numel: int, slot: str,
@@ -99,18 +116,22 @@ def sketch_into(out: np.ndarray, values: np.ndarray, start: int, numel: int, slo
 
     Chunks of one tensor may come in any order: the sketch of the whole is the sum of its chunks'.
     """
-    v = np.asarray(values, dtype=np.float32).reshape(-1)
+    v = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
     if numel <= spec.dim:  # small tensors are kept exactly
         out[start:start + len(v)] += v
         return
+    k = kernels()
     pos = 0
     while pos < len(v):
         i = start + pos
         b, off = divmod(i, HASH_BLOCK)
         take = min(len(v) - pos, HASH_BLOCK - off)
         buckets, signs = _TABLES.block(spec, slot, b)
-        out += np.bincount(buckets[off:off + take], weights=signs[off:off + take] * v[pos:pos + take],
-                           minlength=spec.dim)
+        if k is not None:
+            k.sketch_add(out, v, pos, buckets, signs, off, take)
+        else:
+            out += np.bincount(buckets[off:off + take], weights=signs[off:off + take] * v[pos:pos + take],
+                               minlength=spec.dim)
         pos += take
 
 
