@@ -280,21 +280,22 @@ def _from_index(index: str) -> tuple[str, ...]:
 
 # --- folders -----------------------------------------------------------------------------------------
 
-def _weights_in(folder: str) -> list[str]:
+def _weights_in(folder: str, listing: set[str] | None = None) -> list[str]:
     try:
-        names = sorted(os.listdir(folder))
+        names = sorted(os.listdir(folder) if listing is None else listing)
     except OSError:
         return []
     return [n for n in names if not n.startswith(".") and _weight_suffix(n) and not NOT_MODELS.match(n)
             and os.path.isfile(os.path.join(folder, n))]
 
 
-def _model_files(folder: str, loose: bool) -> tuple[str, tuple[str, ...]] | None:
+def _model_files(folder: str, loose: bool, listing: set[str] | None = None) -> tuple[str, tuple[str, ...]] | None:
     """(format, files) of the model stored directly in ``folder``, or None.
 
     ``loose`` also accepts a single weight file of any name (used for children of a folder of models).
+    ``listing``: the folder's entries when the caller has listed it already (one listing per folder).
     """
-    names = set(os.listdir(folder))
+    names = set(os.listdir(folder)) if listing is None else listing
     for index_name in ("model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json",
                        "pytorch_model.bin.index.json", "diffusion_pytorch_model.bin.index.json"):
         if index_name in names:
@@ -303,7 +304,7 @@ def _model_files(folder: str, loose: bool) -> tuple[str, tuple[str, ...]] | None
     for file_name, fmt in _STANDARD:
         if file_name in names:
             return fmt, (os.path.join(folder, file_name),)
-    weights = _weights_in(folder)
+    weights = _weights_in(folder, names)
     # Variants (model.fp16.safetensors) and other indexes (consolidated.safetensors.index.json).
     indexes = sorted(n for n in names if n.endswith((".safetensors.index.json", ".bin.index.json")))
     if indexes:
@@ -325,9 +326,9 @@ def _model_files(folder: str, loose: bool) -> tuple[str, tuple[str, ...]] | None
     return None
 
 
-def _components(folder: str) -> list[str]:
+def _components(folder: str, listing: set[str] | None = None) -> list[str]:
     out = []
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(os.listdir(folder) if listing is None else listing):
         sub = os.path.join(folder, name)
         if os.path.isdir(sub) and not name.startswith("."):
             try:
@@ -376,12 +377,15 @@ class _Finder:
         names = set(os.listdir(folder))
         if "adapter_config.json" in names:
             return self.adapter(folder, model_id)
-        comps = _components(folder)
         # Only model_index.json marks a diffusers repository: a folder of model folders looks the same.
         is_diffusers = "model_index.json" in names
+        # Components matter only for a diffusers repository or when one is asked for: a folder of 10,000
+        # model folders was otherwise probed twice (each sub-folder listed as a component, then as a model).
+        # One listing of the folder serves every check below.
+        comps = _components(folder, names) if is_diffusers or self.component else []
         if self.component and self.component in comps:
             return self.component_model(folder, model_id, self.component)
-        found = _model_files(folder, loose)
+        found = _model_files(folder, loose, names)
         if found and not is_diffusers:
             self.add(model_id, folder, found[0], found[1], meta_folders=(folder,))
             return True
