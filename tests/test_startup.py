@@ -41,6 +41,18 @@ def test_commands_that_read_no_weights_start_without_torch(code):
     assert "torch" not in loaded and "numba" not in loaded and "mother_zoo" not in loaded
 
 
+def test_scanning_gguf_files_starts_without_torch(tmp_path):
+    """Issue 15: the GGUF header is read by ``io/gguf_header.py`` (the gguf package and numpy), not by the
+    reader module, which imports torch."""
+    pytest.importorskip("gguf")
+    from format_factory import llama_state as gguf_ready_llama
+    from format_factory import write_gguf
+
+    path = write_gguf(gguf_ready_llama(0), tmp_path / "tiny.gguf", qtype="Q8_0")
+    loaded = _loaded_after(f"from mother_core.cli import main\nmain(['scan', {str(path)!r}])")
+    assert "gguf" in loaded and "torch" not in loaded and "numba" not in loaded
+
+
 def test_public_names_still_import_from_the_package():
     import mother_core
 

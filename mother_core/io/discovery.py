@@ -231,7 +231,7 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
         if why:
             raise UnreadableCheckpointError(f"Cannot read {f}: {why}. Replace it with the real weight file.", f)
         if fmt == "gguf":
-            from mother_core.io.gguf_reader import read_header as gguf_header  # imports the gguf package
+            from mother_core.io.gguf_header import read_header as gguf_header  # the gguf package, not torch
 
             return f"gguf:{gguf_header(f).scheme}"
         if fmt == "tesseract":

@@ -1,8 +1,9 @@
 """GGUF files (llama.cpp), read and dequantized with the ``gguf`` package, under transformers names.
 
 The header (metadata and tensor directory) is parsed by :class:`gguf.GGUFReader`, whose own checks refuse a
-bad magic, an unknown version or a duplicate tensor; this module adds the ones a corrupt download needs
-(every tensor inside the file, sizes consistent with its type's block size). The tensor bytes are then
+bad magic, an unknown version or a duplicate tensor; :mod:`mother_core.io.gguf_header` adds the ones a
+corrupt download needs (every tensor inside the file, sizes consistent with its type's block size) without
+importing torch, so that discovery does not. The tensor bytes are then
 read with ``os.preadv`` of the rows asked for (a row range of a GGUF tensor is one byte range: blocks run
 along the innermost dimension), or, where the pass decodes them into its own buffer, straight from a map
 of the file whose pages are let go of chunk by chunk (:mod:`mother_core.io.mapped`), never through the
@@ -29,157 +30,16 @@ import io
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+
+# The header read needs no torch (discovery imports it alone); re-exported here, where it was defined.
+from mother_core.io.gguf_header import PERMUTED_QK, GGUFHeader, GGUFTensor, _unreadable, read_header  # noqa: F401
 from mother_core.io.mapped import FileMap
-
-#: Architectures whose q/k rows llama.cpp's converter permutes (classes deriving from ``LlamaModel``).
-PERMUTED_QK: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "deci"})
-#: GPT-2 weights the converter transposes (HF ``Conv1D`` stores (in, out)).
-_TRANSPOSED_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
-_TRANSPOSED_ARCHS = frozenset({"gpt2"})
-
-
-def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
-    return UnreadableCheckpointError(
-        f"Cannot read {path}: {why}. The file is truncated, corrupt or not a GGUF file: re-download or "
-        "remove it.", path)
-
-
-@dataclass(frozen=True)
-class GGUFTensor:
-    """Where one tensor lives in the file and how it is stored."""
-
-    gguf_name: str
-    qtype: int  # gguf.GGMLQuantizationType value
-    qtype_name: str
-    shape: tuple[int, ...]  # torch order (outermost first) of the stored tensor
-    offset: int  # absolute byte offset
-    nbytes: int
-    row_bytes: int  # bytes of one stored row (innermost dimension)
-    permute_heads: int = 0  # > 0: rows permuted by llama.cpp for this many heads
-    transposed: bool = False
-
-
-@dataclass(frozen=True)
-class GGUFHeader:
-    """What a GGUF file holds, from its header only."""
-
-    architecture: str
-    file_type: str | None  # e.g. "Q4_K_M" from general.file_type
-    tensors: dict[str, GGUFTensor]  # transformers (raw, not normalised) name -> tensor
-    unsupported: dict[str, str]  # transformers name -> quantization type the package cannot dequantize
-    metadata: dict[str, str]  # a few string keys (general.name, general.base_model.*) for people
-
-    @property
-    def scheme(self) -> str:
-        """The quantization: the declared file type, else the type holding the most weights."""
-        if self.file_type:
-            return self.file_type
-        sizes: dict[str, int] = {}
-        for t in self.tensors.values():
-            sizes[t.qtype_name] = sizes.get(t.qtype_name, 0) + t.nbytes
-        return max(sizes, key=lambda k: sizes[k]) if sizes else "unknown"
-
-
-def _field(reader, key: str):
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    try:
-        return f.contents()
-    except Exception:  # noqa: BLE001 - a malformed value is treated as absent
-        return None
-
-
-def read_header(path: str) -> GGUFHeader:
-    """Parse a GGUF file's header with the ``gguf`` package and check it against the file size.
-
-    Raises
-    ------
-    UnreadableCheckpointError
-        Not a GGUF file, a version or layout the package refuses, or tensors beyond the end of the file.
-    """
-    try:
-        import gguf
-        from gguf.quants import _type_traits  # the types the package can dequantize
-
-        from mother_core.io.gguf_names import transformers_names
-    except ImportError as e:  # an optional dependency: its absence costs the GGUF files only
-        raise UnreadableCheckpointError(
-            f"Cannot read {path}: reading GGUF files needs the gguf package, which is not installed or does not "
-            f"import ({type(e).__name__}: {str(e)[:160]}). Install it (pip install gguf) or remove the file "
-            "from the set.", path) from e
-
-    try:
-        size = os.path.getsize(path)
-        reader = gguf.GGUFReader(path, "r")
-    except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
-        if "GGMLQuantizationType" in str(e):  # a type newer than the installed package, not a broken file
-            raise UnreadableCheckpointError(
-                f"Cannot read {path}: a tensor is stored in a GGUF type the installed gguf package does not "
-                f"know ({str(e)[:120]}). Update the "
-                "package (pip install -U gguf) or convert the file to a common type (Q8_0, Q4_K).", path) from e
-        raise _unreadable(path, f"its GGUF header is not valid ({type(e).__name__}: {str(e)[:200]})") from e
-    try:
-        arch = _field(reader, "general.architecture")
-        arch = arch if isinstance(arch, str) else "unknown"
-        ft = _field(reader, "general.file_type")
-        file_type = None
-        if isinstance(ft, (int, np.integer)):
-            try:
-                file_type = gguf.LlamaFileType(int(ft)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-            except ValueError:
-                file_type = None
-        n_head = _field(reader, f"{arch}.attention.head_count")
-        n_kv = _field(reader, f"{arch}.attention.head_count_kv")
-        metadata = {k: v for k in reader.fields if k.startswith(("general.name", "general.base_model"))
-                    and isinstance(v := _field(reader, k), str)}
-        raw = list(reader.tensors)
-        names = transformers_names(arch, [t.name for t in raw])
-        tensors: dict[str, GGUFTensor] = {}
-        unsupported: dict[str, str] = {}
-        for t in raw:
-            qtype = gguf.GGMLQuantizationType(int(t.tensor_type))
-            ne = [int(d) for d in t.shape]  # innermost first
-            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-            if not ne or ne[0] % block != 0:
-                raise _unreadable(path, f"tensor {t.name!r} has {ne[0] if ne else 0} values per row, not a "
-                                        f"multiple of {qtype.name}'s block of {block}")
-            row_bytes = ne[0] // block * type_size
-            nbytes = row_bytes * int(np.prod(ne[1:], dtype=np.int64))
-            offset = int(t.data_offset)
-            if offset < 0 or offset + nbytes > size:
-                raise _unreadable(path, f"tensor {t.name!r} ends at byte {offset + nbytes} of a {size}-byte file")
-            name = names.get(t.name, t.name)
-            heads = 0
-            if arch in PERMUTED_QK and name.endswith((".q_proj.weight", ".q_proj.bias")) and n_head:
-                heads = int(n_head)
-            elif arch in PERMUTED_QK and name.endswith((".k_proj.weight", ".k_proj.bias")) and (n_kv or n_head):
-                heads = int(n_kv or n_head)
-            transposed = arch in _TRANSPOSED_ARCHS and name.endswith(_TRANSPOSED_SUFFIXES) and len(ne) == 2
-            info = GGUFTensor(t.name, int(qtype), qtype.name, tuple(reversed(ne)), offset, nbytes, row_bytes,
-                              heads, transposed)
-            if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) \
-                    and qtype not in _type_traits:
-                unsupported[name] = qtype.name
-                continue
-            tensors[name] = info
-    finally:
-        mm = getattr(reader, "data", None)
-        del reader
-        if mm is not None and getattr(mm, "_mmap", None) is not None:
-            try:
-                mm._mmap.close()
-            except (BufferError, ValueError):
-                pass  # views still alive: the map goes when they do
-    return GGUFHeader(arch, file_type, tensors, unsupported, metadata)
-
 
 def _as_row(t: GGUFTensor) -> GGUFTensor:
     """A 1-D (or 0-D) tensor seen as one row of a 2-D one."""
