@@ -35,7 +35,7 @@ FITTING = [DATA / "fit-fft", DATA / "fit-lora", DATA / "fit-mixed",
 HELD_OUT = [DATA / "held-fft", DATA / "held-lora", DATA / "held-mixed"]
 
 
-def table(folders: list[Path], rows: list, title: str) -> None:
+def table(folders: list[Path], rows: list, title: str, cache: Path = DATA / "stats-cache") -> None:
     missing = [f.name for f in folders if not (f / "truth.json").is_file()]
     folders = [f for f in folders if (f / "truth.json").is_file()]
     if missing:
@@ -44,7 +44,7 @@ def table(folders: list[Path], rows: list, title: str) -> None:
     means: dict[str, list[float]] = {name: [] for name, _ in rows}
     for f in folders:
         t = time.perf_counter()
-        stats = compute_statistics(discover([f]), device="cpu", cache_dir=DATA / "stats-cache")
+        stats = compute_statistics(discover([f]), device="cpu", cache_dir=cache)
         truth = load_truth(f / "truth.json")
         for name, settings in rows:
             try:
@@ -68,13 +68,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="the rows of one setting (by name, e.g. layers)")
     ap.add_argument("--fitting-only", action="store_true")
+    ap.add_argument("--cache", type=Path, default=DATA / "stats-cache", help="statistics cache (one per helper)")
     args = ap.parse_args()
     rows = ablation_rows()
     if args.only:
         rows = [rows[0]] + [r for r in rows[1:] if r[0].startswith(args.only + "=")]
-    table(FITTING, rows, "Fitting collections and demos (defaults are chosen here)")
+    table(FITTING, rows, "Fitting collections and demos (defaults are chosen here)", args.cache)
     if not args.fitting_only:
-        table(HELD_OUT, rows, "Held-out collections")
+        table(HELD_OUT, rows, "Held-out collections", args.cache)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ sign of the summed kurtosis change (the parent has the higher kurtosis).
     python benchmarks/generalise.py                 # generate (cached under benchmarks/_data/) and print
     python benchmarks/generalise.py --only fitting  # the fitting collections only (while developing)
     python benchmarks/generalise.py --ablations     # ablation rows too
+    python benchmarks/generalise.py --only fitting-more --data /tmp/more   # more FITTING trees (below)
 
 Columns: directed / undirected accuracy; ECE (5 bins, as ``mother evaluate``); AUROC of the edge
 confidence for right-vs-wrong edges; the share of edges given confidence >= 0.8 that are wrong.
@@ -102,6 +103,13 @@ COLLECTIONS: dict[str, list[Collection]] = {
     ],
 }
 
+# More FITTING trees to choose rules on (issue 12, direction): every fitting recipe once per collection,
+# with seeds no other collection uses, plus one stranger. Never part of the held-out result; generated
+# only when asked (``--only fitting-more``, about 2 min per collection on 2 cores).
+MORE_FITTING: dict[str, list[Collection]] = {"fitting-more": [
+    Collection(f"fitx-{k}", tuple((r, 200 + 20 * k + i) for i, r in enumerate(_FIT.values())), strangers=(0,))
+    for k in range(3)
+]}
 
 # ----------------------------------------------------------------------------------------- metrics
 def naive_baseline(stats, n_trees: int) -> list[tuple[str, str]]:
@@ -159,14 +167,18 @@ ABLATIONS: list[tuple[str, RecoverySettings]] = [
     ("no refinement", RecoverySettings(refine=False)),
     ("direction: kurtosis only", RecoverySettings(direction_cues="kurtosis")),
     ("direction: norm only", RecoverySettings(direction_cues="norm")),
-    ("direction: + effective rank (parent lower)", RecoverySettings(direction_cues="kurtosis+norm+erank")),
+    ("direction: kurtosis + norm (no scale: the default before issue 12's scale cue)",
+     RecoverySettings(direction_cues="kurtosis+norm")),
+    ("direction: norm + scale (no kurtosis)", RecoverySettings(direction_cues="norm+scale")),
+    ("direction: + effective rank (parent lower)", RecoverySettings(direction_cues="kurtosis+norm+scale+erank")),
     ("regime fixed: specialization", RecoverySettings(regime="specialization")),
     ("paper method", RecoverySettings(method="paper", layers="square-attention")),
 ]
 
 
-def run_collection(folder: Path, settings: list[tuple[str, RecoverySettings]]) -> dict[str, dict]:
-    stats = compute_statistics(discover([folder]), device="cpu", cache_dir=DATA / "stats-cache")
+def run_collection(folder: Path, settings: list[tuple[str, RecoverySettings]], cache: Path | None = None
+                   ) -> dict[str, dict]:
+    stats = compute_statistics(discover([folder]), device="cpu", cache_dir=cache or DATA / "stats-cache")
     truth = load_truth(folder / "truth.json")
     meta = json.loads((folder / "truth.json").read_text())["meta"]
     rows = {"naive baseline (MST, all tensors, kurtosis sign; told the number of trees)":
@@ -178,23 +190,26 @@ def run_collection(folder: Path, settings: list[tuple[str, RecoverySettings]]) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=list(COLLECTIONS))
+    ap.add_argument("--only", choices=list(COLLECTIONS) + list(MORE_FITTING))
+    ap.add_argument("--data", type=Path, default=DATA, help="where collections are generated and read")
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument("--cache", type=Path, default=DATA / "stats-cache", help="statistics cache (one per helper)")
     args = ap.parse_args()
     groups = [args.only] if args.only else list(COLLECTIONS)
+    every = {**COLLECTIONS, **MORE_FITTING}
     settings = SETTINGS + (ABLATIONS if args.ablations else [])
     folders: dict[str, list[Path]] = {}
     for g in groups:
         folders[g] = []
-        for c in COLLECTIONS[g]:
+        for c in every[g]:
             t = time.perf_counter()
-            folders[g].append(generate_collection(c, DATA))
+            folders[g].append(generate_collection(c, args.data))
             print(f"{c.name}: ready ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
     if args.generate_only:
         return
     for g in groups:
-        results = {f.name: run_collection(f, settings) for f in folders[g]}
+        results = {f.name: run_collection(f, settings, args.cache) for f in folders[g]}
         names = list(next(iter(results.values())))
         print(f"\n## {g} collections\n")
         print("| setting | " + " | ".join(f"{c} dir (und)" for c in results) + " | ECE | AUROC | wrong at >= 0.8 |")

@@ -548,6 +548,18 @@ def least_confident(ctx: Loaded, rows: int = 3) -> None:
     right.plotly_chart(plots.edge_confidence(ctx.rec), key=f"conf_{ctx.key}")
 
 
+#: How the Edge page names each direction cue (``Edge.cues``; mother_core.recovery.recover.cue_votes).
+CUE_NAMES = {"kurtosis": "kurtosis", "norm": "norm growth", "scale": "scale", "effective_rank": "effective rank"}
+
+
+def cue_note(e: Edge) -> str:
+    """One sentence with each direction cue's vote on the edge (issue 12 item 4), empty without votes."""
+    if not e.cues:
+        return ""
+    votes = ", ".join(f"{CUE_NAMES.get(k, k)} {v:+.2f}" for k, v in e.cues.items())
+    return f" Direction cues, from -1 (against) to +1 (for this direction): {votes}."
+
+
 def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     """Why the edge is there: confidence parts, per-layer kurtosis, votes, distances, alternatives."""
     import pandas as pd
@@ -565,6 +577,7 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     note += f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
            f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
            f"{e.layers_voting_backward}."
+    note += cue_note(e)
     if s:
         note += f" Versus {ctx.reference}: **{s}** ({graph.STATUS_TEXT.get(s, '')})."
     if e.constrained:

@@ -93,7 +93,7 @@ def test_every_tree_says_what_its_direction_rests_on(forest):
 
 def test_edges_carry_each_cues_vote(forest):
     for e in forest.edges:
-        assert {"kurtosis", "norm", "effective_rank"} <= set(e.cues)
+        assert {"kurtosis", "norm", "scale", "effective_rank"} <= set(e.cues)
         assert all(-1.0 <= v <= 1.0 for v in e.cues.values())
     ids = forest.model_ids
     ev = forest.problem.evidence
@@ -101,8 +101,56 @@ def test_edges_carry_each_cues_vote(forest):
         tree = next(t for t in forest.trees if e.child in t.members)
         if tree.direction_basis == "prior":
             # Nothing tells the tree's regime, so the kurtosis cue (whose sign it is) does not vote:
-            # the edge points the way the norm grows.
-            assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(e.cues["norm"])
-            assert e.cues["norm"] >= 0
+            # the edge points the way norm growth and scale (which has no sign to read) say.
+            assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(e.cues["norm"] + e.cues["scale"])
+            assert e.cues["norm"] + e.cues["scale"] >= 0
         else:
-            assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(e.cues["kurtosis"] + e.cues["norm"])
+            fused = e.cues["kurtosis"] + e.cues["norm"] + e.cues["scale"]
+            assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(fused)
+
+
+def _fine_tuned(sd: dict, seed: int, factor: float) -> dict:
+    """A child: every matrix rescaled by ``factor`` (decoupled weight decay shrinks every tensor by one
+    factor) plus an update orthogonal to it, of a size that differs from layer to layer."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for i, (k, w) in enumerate(sd.items()):
+        if w.dim() != 2:
+            out[k] = w.clone()
+            continue
+        u = torch.randn(w.shape, generator=g, dtype=torch.float64)
+        w64 = w.double()
+        u -= (u * w64).sum() / (w64 * w64).sum() * w64  # orthogonal to the parent's weights
+        u *= (0.05 + 0.04 * (i % 5)) * w64.norm() / u.norm()
+        out[k] = (factor * w64 + u).float()
+    return out
+
+
+def test_scale_cue_orients_growth_and_weight_decay_alike(tmp_path):
+    """The scale cue (features.scale_fit) points parent -> child whether norms grow or shrink; the
+    norm cue flips with weight decay (why the norm sign is read per tree and scale is not)."""
+    import checkpoint_factory as cf
+
+    from mother_core.recovery.features import pair_evidence, select_layers
+
+    parent = cf.llama_state(0)
+    sets = {"parent": parent, "grown": _fine_tuned(parent, 1, 1.0), "decayed": _fine_tuned(parent, 2, 0.97)}
+    for name, sd in sets.items():
+        cf.save_safetensors(tmp_path / name / "model.safetensors", sd)
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    ev = pair_evidence(stats, select_layers(stats, "matrices"))
+    i = {m: k for k, m in enumerate(stats.model_ids)}
+    p = i["parent"]
+    for child in ("grown", "decayed"):
+        c = i[child]
+        assert ev.scale_fit[p, c] > 0.5 and ev.scale_fit[c, p] == pytest.approx(-ev.scale_fit[p, c])
+    assert ev.norm_growth[p, i["grown"]] > 0.5 > -0.5 > ev.norm_growth[p, i["decayed"]]
+    # A tree whose every child shrinks (one recipe, strong decoupled decay) comes out rooted at its
+    # parent with the defaults.
+    for name, sd in {"decayed-2": _fine_tuned(parent, 3, 0.97), "decayed-3": _fine_tuned(parent, 4, 0.96)}.items():
+        cf.save_safetensors(tmp_path / name / "model.safetensors", sd)
+    (tmp_path / "grown").rename(tmp_path.parent / f"{tmp_path.name}-grown")
+    rec = recover(compute_statistics(discover([tmp_path]), device="cpu"), RecoverySettings())
+    assert {(e.parent, e.child) for e in rec.edges} == {("parent", f"decayed{s}") for s in ("", "-2", "-3")}

@@ -89,6 +89,11 @@ class PairEvidence:
         so ||child||^2 ~ ||parent||^2 + ||update||^2 and the value is ~+1 from parent to child, ~-1 back.
     layer_index : ndarray (L,)
         The slot indices (into ``stats.tensors``) of the selected layers.
+    scale_fit : ndarray (N, N)
+        In [-1, 1]: how much better "j is i rescaled by one factor for every layer, plus an update
+        orthogonal to i" fits than the same with the roles swapped (:func:`scale_fit`). Unlike
+        ``norm_growth`` it holds whether norms grow or shrink (decoupled weight decay shrinks every
+        tensor by one factor), so it has no sign to read per tree.
     """
 
     rms: np.ndarray
@@ -101,6 +106,7 @@ class PairEvidence:
     kurtosis_trend: np.ndarray
     norm_growth: np.ndarray
     effective_rank_trend: np.ndarray | None = None  # see effective_rank_trend(); filled by recover
+    scale_fit: np.ndarray | None = None
 
 
 def pair_evidence(stats: WeightStatistics, mask: np.ndarray, drop_reinitialised: bool = True) -> PairEvidence:
@@ -151,7 +157,46 @@ def pair_evidence(stats: WeightStatistics, mask: np.ndarray, drop_reinitialised:
     np.fill_diagonal(distance, 0.0)
     np.fill_diagonal(relative, 0.0)
     return PairEvidence(np.where(keep, rms, np.nan), distance, relative, shared, kurtosis_delta, votes_up, idx,
-                        kurtosis_trend, norm_growth)
+                        kurtosis_trend, norm_growth, scale_fit=scale_fit(norm2, sq, keep))
+
+
+def scale_fit(norm2: np.ndarray, sq: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """In [-1, 1]: evidence that j descends from i as one rescaling of i plus orthogonal updates.
+
+    Model: W_j = s * W_i + U with one factor s for every layer and each layer's update U orthogonal to
+    W_i. Fine-tuning without weight decay is s = 1 (norm growth, ``PairEvidence.norm_growth``);
+    decoupled weight decay (AdamW) multiplies every tensor by the same (1 - lr * wd) per step, s < 1.
+    Per layer the fitted factor is s_l = <W_i, W_j> / ||W_i||^2 (from the norms and the squared
+    distance the pass keeps); under the model log s_l is one value in every layer, whatever the
+    layer's update size. Read the other way (i from j) the factor is s'_l = <W_i, W_j> / ||W_j||^2,
+    which carries each layer's own norm change. With v = the variance of log s_l over the layers and
+    v' that of log s'_l, the value is (v' - v) / (v' + v): +1 when i -> j fits one factor exactly,
+    -1 when j -> i does, antisymmetric. Layers count as replicates (equal weights). Whether norms
+    grow or shrink does not enter, so the cue has no sign to read per tree.
+
+    Parameters
+    ----------
+    norm2 : ndarray (L, N)
+        Squared norm of each selected layer of each model.
+    sq : ndarray (L, N, N)
+        Squared distance ||W_i - W_j||^2 per layer (NaN where not shared).
+    keep : ndarray (L, N, N) of bool
+        The layers that count for each pair (shared, not re-initialised).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = keep & (norm2[:, :, None] > 0) & (norm2[:, None, :] > 0)
+        dot = (norm2[:, :, None] + norm2[:, None, :] - np.where(ok, sq, 0.0)) / 2  # <W_i, W_j>
+        ok &= dot > 0  # related weights point the same way; unrelated ones say nothing here
+        ls = np.where(ok, np.log(np.where(ok, dot, 1.0) / norm2[:, :, None]), 0.0)  # log s_l, i -> j
+        w = ok.astype(np.float64)
+        count = w.sum(axis=0)
+        mean = np.where(count > 0, ls.sum(axis=0) / np.maximum(count, 1), 0.0)
+        v = np.where(count >= 2, (w * (ls - mean) ** 2).sum(axis=0) / np.maximum(count, 1), 0.0)
+        vr = v.T  # log s'_l of i -> j is log s_l of j -> i
+        total = v + vr
+        out = np.where(total > 0, (vr - v) / np.where(total > 0, total, 1.0), 0.0)
+    np.fill_diagonal(out, 0.0)
+    return out
 
 
 #: Candidate parents per model whose difference rank is measured (the nearest by distance).

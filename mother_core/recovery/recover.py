@@ -10,8 +10,9 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 2. Trees: split by the median relative distance without being told how many (+, :mod:`.forest`).
 3. Direction: K[p, c] in [0, 1] from the evidence that c descends from p: the magnitude-weighted
    per-layer kurtosis vote read under the tree's regime, plus norm growth (+): a fine-tune adds a
-   nearly orthogonal update, so ||child||^2 ~ ||parent||^2 + ||child - parent||^2. The paper's K is
-   the sign of the summed kurtosis change alone.
+   nearly orthogonal update, so ||child||^2 ~ ||parent||^2 + ||child - parent||^2, plus scale (+): the
+   child is the parent rescaled by one factor in every layer (1 without weight decay) plus updates
+   orthogonal to it. The paper's K is the sign of the summed kurtosis change alone.
 4. Cost M = D + lambda * mean(D) * K and a minimum spanning arborescence per tree (lambda = 0.3).
 5. Regime ``auto`` (+): solve the tree under both regimes and keep the cheaper; a tree whose kurtosis
    moves monotonically away from some root is cheap under one regime only.
@@ -59,9 +60,14 @@ from mother_core.stats.result import WeightStatistics
 ERANK_SHOWN_UP_TO = 400
 
 
-def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm",
+#: Every direction cue :func:`direction_evidence` knows.
+CUES = ("kurtosis", "norm", "erank", "scale")
+
+
+def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm+scale",
                        norm_sign: float = 1.0) -> np.ndarray:
-    """E[p, c] in [-2, 2]: evidence that p is the parent of c rather than the reverse (antisymmetric).
+    """E[p, c] in [-n, n] for n enabled cues: evidence that p is the parent of c rather than the reverse
+    (antisymmetric).
 
     Sum of the enabled cues, each in [-1, 1]:
 
@@ -70,7 +76,12 @@ def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm
     - ``norm``: norm growth: a fine-tune adds a nearly orthogonal update, so the child's squared norm
       exceeds the parent's by about the squared distance (:attr:`PairEvidence.norm_growth`).
       ``norm_sign = -1`` reads it the other way, for trees trained with enough weight decay that
-      norms shrink from parent to child.
+      norms shrink from parent to child;
+    - ``scale``: the child is the parent rescaled by one factor in every layer plus updates
+      orthogonal to it (:func:`.features.scale_fit`): growth (factor 1) and decoupled weight decay
+      (factor < 1) alike, so it has no sign to read and is the same under every reading;
+    - ``erank``: the effective rank rises from parent to child (off by default; on the fitting
+      collections it falls along 70% of the true edges: benchmarks/RESULTS.md, issue 12).
     """
     sign = -1.0 if regime == "specialization" else 1.0
     e = np.zeros_like(ev.distance)
@@ -80,6 +91,8 @@ def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm
         e = e + norm_sign * ev.norm_growth
     if "erank" in cues and ev.effective_rank_trend is not None:
         e = e + ev.effective_rank_trend
+    if "scale" in cues and ev.scale_fit is not None:
+        e = e + ev.scale_fit
     return e
 
 
@@ -90,11 +103,13 @@ def cue_votes(ev: PairEvidence, regime: str, norm_sign: float) -> dict[str, np.n
              "norm": norm_sign * ev.norm_growth}
     if ev.effective_rank_trend is not None:
         votes["effective_rank"] = ev.effective_rank_trend
+    if ev.scale_fit is not None:
+        votes["scale"] = ev.scale_fit
     return votes
 
 
 def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
-                      cues: str = "kurtosis+norm", norm_sign: float = 1.0) -> np.ndarray:
+                      cues: str = "kurtosis+norm+scale", norm_sign: float = 1.0) -> np.ndarray:
     """K[p, c] in [0, 1]: how much the edge p -> c goes against the direction evidence.
 
     ``"paper"``: 1 when the summed kurtosis change over shared layers has the wrong sign for the
@@ -107,7 +122,7 @@ def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
     if method == "paper":
         rising = regime == "generalization"
         return (ev.kurtosis_delta < 0 if rising else ev.kurtosis_delta > 0).astype(np.float64)
-    n_cues = max(1, sum(c in cues for c in ("kurtosis", "norm", "erank")))
+    n_cues = max(1, sum(c in cues for c in CUES))
     return (1.0 - direction_evidence(ev, regime, cues, norm_sign) / n_cues) / 2.0
 
 
@@ -124,6 +139,16 @@ def prior_cues(cues: str) -> str:
     families). Unchanged when no other cue is left.
     """
     kept = "+".join(c for c in cues.split("+") if c and c != "kurtosis")
+    return kept if kept else cues
+
+
+def reading_cues(cues: str) -> str:
+    """The cues a tree's reading (regime, norm sign) is chosen on: those with a sign to read. A
+    sign-free cue such as ``scale`` (:func:`.features.scale_fit`) would break the tie between a chain
+    and its mirror by its own vote alone, which a chain of continued pre-training reverses (fitting
+    collections: fit-vit-continued 2/3 -> 0/3 directed); it orients edges under the reading chosen.
+    Unchanged when no cue with a sign is left."""
+    kept = "+".join(c for c in cues.split("+") if c in ("kurtosis", "norm"))
     return kept if kept else cues
 
 
@@ -457,13 +482,18 @@ def _solve_readings(ev: PairEvidence, members: np.ndarray, settings: RecoverySet
                  and settings.method != "paper")
     signs = [1.0, -1.0] if free_norm else [1.0]
     options = [(r, sgn) for sgn in signs for r in regimes]  # in order of prior preference
+    # The readings are told apart by the cues they read (kurtosis, norm); a sign-free cue (scale,
+    # erank) orients edges under the reading chosen but does not choose it (reading_cues).
+    told_by = reading_cues(settings.direction_cues)
     readings, matrices = [], {}
     for rank_of_prior, (regime, sgn) in enumerate(options):
-        k = direction_penalty(ev, regime, settings.method, settings.direction_cues, sgn)[sub]
+        k = direction_penalty(ev, regime, settings.method, told_by, sgn)[sub]
         m = cost_matrix(d, k, lam)
         parent = minimum_spanning_arborescence(m)
         penalty = float(sum(k[parent[c], c] for c in range(len(parent)) if parent[c] >= 0))
         readings.append(Reading(regime, sgn, tree_cost(m, parent), penalty, rank_of_prior))
+        if told_by != settings.direction_cues:
+            m = cost_matrix(d, direction_penalty(ev, regime, settings.method, settings.direction_cues, sgn)[sub], lam)
         matrices[(regime, sgn)] = m
     cues = prior_cues(settings.direction_cues)
     if len(options) > 1 and cues != settings.direction_cues:

@@ -81,7 +81,7 @@ class Edge:
     alternatives: tuple[Alternative, ...] = ()
     layer_distance: tuple[float, ...] = ()  # per-layer distance, same order as Recovery.layers
     # Each direction cue's vote in [-1, 1] for parent -> child under the tree's reading (positive:
-    # supports this direction): "kurtosis", "norm", "effective_rank" (recover.cue_votes).
+    # supports this direction): "kurtosis", "norm", "scale", "effective_rank" (recover.cue_votes).
     cues: dict[str, float] = field(default_factory=dict)
     # Per-layer kurtosis vote (+1 for this direction, -1 against, 0 not voting), as the engine counted
     # them (recover.layer_votes); same order as Recovery.layers, () when not computed.
