@@ -1,4 +1,4 @@
-"""Fit the confidence constants of mother_core/recovery/confidence.py on held-out zoo trees.
+"""Fit the confidence constants of mother_core/recovery/confidence.py on fitting collections.
 
 The trees are generated with seeds (1, 2, 3) that the accuracy benchmark (seed 0) never uses, so
 calibration is checked on data it was not fitted on. Prints the fitted constants and the
@@ -39,8 +39,11 @@ def edge_features(split_dir: Path, cache: Path | None = None) -> list[tuple[floa
     problem = rec.problem
     rel, ev, thr = problem.relative, problem.evidence, problem.threshold
     rows = []
+    typed = {int(link["child"]) for link in problem.links}  # their confidence is the relation's
     for e in rec.edges:
         p, c = ix[e.parent], ix[e.child]
+        if c in typed:
+            continue
         alt = e.alternatives[0].cost if e.alternatives else math.inf
         chosen = rec.cost_matrix[p, c]
         margin = math.log(max(alt, 1e-300) / max(chosen, 1e-300)) if math.isfinite(alt) else 5.0
@@ -74,6 +77,21 @@ def growing_trees(split_dir: Path, cache: Path | None = None) -> tuple[int, int]
     return grow, total
 
 
+def radial_shares(split_dir: Path, cache: Path | None = None) -> list[float]:
+    """The radial share (:func:`mother_core.recovery.confidence.tree_radial_share`) of every recovered
+    tree of two or more models: the domain the constants are fitted on (``RADIAL_SHARE_MAX``)."""
+    from mother_core.recovery.confidence import tree_radial_share
+    from mother_core.recovery.features import pair_evidence, select_layers
+
+    stats = compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache)
+    rec = recover(stats, RecoverySettings())
+    ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers), drop_reinitialised=True)
+    ix = {m: i for i, m in enumerate(stats.model_ids)}
+    out = [tree_radial_share(stats.norm, stats.sq_dist, ev.layer_index, ev.distance,
+                             np.array([ix[m] for m in t.members])) for t in rec.trees if len(t.members) > 1]
+    return [s for s in out if math.isfinite(s)]
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Maximum-likelihood a, b of P(y=1) = sigmoid(a x + b), lightly regularised."""
     def nll(w: np.ndarray) -> float:
@@ -81,6 +99,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return float(np.sum(np.logaddexp(0, z) - y * z) + 1e-3 * (w ** 2).sum())
     res = minimize(nll, np.array([1.0, 0.0]), method="Nelder-Mead")
     return float(res.x[0]), float(res.x[1])
+
+
+def fit_evidence_bias(y: np.ndarray, reading: np.ndarray) -> float:
+    """b of P(right | placed) = rc sigmoid(b) + (1 - rc)(1 - sigmoid(b)), rc each edge's reading
+    confidence as the engine gave it (domain check included): how often an edge points the way a
+    right reading says."""
+    rc = np.clip(reading, 1e-9, 1 - 1e-9)
+
+    def nll(w: np.ndarray) -> float:
+        p = 1.0 / (1.0 + math.exp(-w[0]))
+        q = np.clip(rc * p + (1 - rc) * (1 - p), 1e-9, 1 - 1e-9)
+        return float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return float(minimize(nll, np.array([3.0]), method="Nelder-Mead").x[0])
 
 
 def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: np.ndarray,
@@ -116,20 +147,26 @@ def main() -> None:
                     help="fit on the FITTING collections of benchmarks/generalise.py instead of zoo seeds")
     ap.add_argument("--also", nargs="*", default=[str(DATA / "full-seed1" / s) for s in ("fft", "lora16")],
                     help="more held-out split folders to fit on, if they exist")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="statistics cache (--generalise: default benchmarks/_data/generalise/stats-cache)")
     args = ap.parse_args()
     rows = []
     grown = [0, 0]
+    shares: list[float] = []
     if args.generalise:
+        from confidence_data import folders as second_draw
         from generalise import COLLECTIONS
         from generalise import DATA as GDATA
 
         from mother_zoo.variety import generate_collection
 
-        for c in COLLECTIONS["fitting"]:
-            folder = generate_collection(c, GDATA)
-            rows += edge_features(folder, GDATA / "stats-cache")
-            g, n = growing_trees(folder, GDATA / "stats-cache")
+        cache = args.cache or GDATA / "stats-cache"
+        # The fitting collections and their second draw (same recipes, new seeds): 158 edges, not 78.
+        for folder in [generate_collection(c, GDATA) for c in COLLECTIONS["fitting"]] + second_draw("fitting2"):
+            rows += edge_features(folder, cache)
+            g, n = growing_trees(folder, cache)
             grown = [grown[0] + g, grown[1] + n]
+            shares += radial_shares(folder, cache)
         args.also, args.seeds = [], []
     for folder in map(Path, args.also):
         if (folder / "truth.json").exists():
@@ -152,12 +189,19 @@ def main() -> None:
                                            r[placed, 8] == 1)
     layered = np.isfinite(r[:, 7])
     a_l, b_l = fit_logistic(r[layered, 7], r[layered, 3])
+    b_given = fit_evidence_bias(r[placed, 4], r[placed, 5])
     print(f"edges: {len(r)}  placed right: {placed.mean():.2f}  directed right: {r[:, 4].mean():.2f}  "
           f"contested: {int(contested.sum())} ({int(r[contested, 3].sum())} placed right)")
     print(f"LAYER_SLOPE = {a_l:.3f}\nLAYER_BIAS = {b_l:.3f}  ({int(layered.sum())} edges with a layer effect)")
     print(f"PLACEMENT_SLOPE = {a_p:.3f}\nPLACEMENT_BIAS = {b_p:.3f}\nCONTESTED_PLACEMENT = {rate:.2f}\n"
-          f"EVIDENCE_SLOPE = {a_d:.3f}\nEVIDENCE_BIAS = {b_d:.3f}\nPRIOR_CONFIDENCE = {prior:.2f}  (direction.py)\n"
-          f"READING_SLOPE = {slope:.3f}  (direction.py)")
+          f"EVIDENCE_BIAS = {b_given:.3f}  (EVIDENCE_SLOPE 0, the readings' confidences as direction.py gives them)\n"
+          f"joint refit with the reading's slope (not adopted: its held-out check, benchmarks/RESULTS.md, issue 12):\n"
+          f"  EVIDENCE_SLOPE = {a_d:.3f}\n  EVIDENCE_BIAS = {b_d:.3f}\n"
+          f"  PRIOR_CONFIDENCE = {prior:.2f}  (direction.py)\n"
+          f"  READING_SLOPE = {slope:.3f}  (direction.py)")
+    if shares:
+        print(f"RADIAL_SHARE_MAX = {max(shares):.3f}  (the largest radial share of the {len(shares)} fitting trees; "
+              f"median {np.median(shares):.3f})")
     if grown[1]:
         print(f"GROWTH_PRIOR = {(grown[0] + 1) / (grown[1] + 2):.3f}  (direction.py; {grown[0]} of {grown[1]} "
               f"multi-model trees grow along most of their true edges, rule of succession)")

@@ -45,7 +45,7 @@ from mother_core.recovery.features import (
     select_layers,
 )
 from mother_core.recovery.forest import split_into_trees
-from mother_core.recovery.confidence import LAYER_CANDIDATES, layer_effect
+from mother_core.recovery.confidence import LAYER_CANDIDATES, layer_effect, tree_radial_share, within_calibration
 from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
@@ -242,8 +242,13 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     for t, chosen in choose_readings(solved, scales, groups).items():
         members = np.flatnonzero(labels == t)
         sub = np.ix_(members, members)
-        readings[t] = TreeReading(chosen.regime, chosen.confidence, rank_distance_used=rank_used[t],
-                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=chosen.note)
+        conf, note = chosen.confidence, chosen.note
+        if chosen.basis != "fixed":  # a reading the user set is the user's
+            untyped = np.array([g for g in members if g not in typed_children])
+            share = tree_radial_share(stats.norm, stats.sq_dist, ev.layer_index, ev.distance, untyped)
+            conf, note = within_calibration(conf, note, share)
+        readings[t] = TreeReading(chosen.regime, conf, rank_distance_used=rank_used[t],
+                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=note)
         on_prior = chosen.basis == "prior" and PRIOR_KEY in matrices[t]
         cost[sub] = block_leaves(matrices[t][PRIOR_KEY if on_prior else (chosen.regime, chosen.norm_sign)],
                                  {k for k, g in enumerate(members) if g in leaves})

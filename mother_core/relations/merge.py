@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from mother_core.relations.calibration import confidence, kind_of
+from mother_core.relations.calibration import EQUAL_ENTRIES, confidence, kind_of
 from mother_core.relations.evidence import PairLayers, TypedLink
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
@@ -305,11 +305,11 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
     share = [float(pl.equal_share[c, p]) for p in parents]
     kept = [(p, v) for p, v in zip(parents, share) if v >= EQUAL_SHARE]
     confirmed = ratio > EXACT and bool(kept)
-    conf = merge_confidence(kind_of(Relation.MERGE.value, detail), ratio, confirmed)
     names = ", ".join(stats.models[p].id for p in parents)
-    entries = ("; " + " and ".join(f"{v:.0%} of its entries equal {stats.models[p].id}'s exactly" for p, v in kept)
+    entries = ("; " + " and ".join(f"{v:.0%} {EQUAL_ENTRIES} {stats.models[p].id}'s exactly" for p, v in kept)
                + " (median over layers: trimmed or dropped task-vector entries keep the inputs' values; a "
                "fine-tune changes every entry)") if confirmed else ""
+    conf = merge_confidence(kind_of(Relation.MERGE.value, detail, entries), ratio, confirmed)
     return TypedLink(c, parents, Relation.MERGE, detail, conf, tuple(float(w) for w in coeffs), evidence=(
         f"explained layer by layer as a combination of {names} (weights "
         + ", ".join(f"{w:.2f}" for w in coeffs) + f"); residual {ratio:.2g} of its squared distance to the "
