@@ -161,14 +161,24 @@ _EDGE_HEADING = """() => (Array.from(document.querySelectorAll('h1,h2,h3')).map(
 
 
 def _row_click(page, row: int) -> float:
-    """Click row ``row`` of the ranked edge table (its selection cell) -> that edge's evidence."""
-    grid = page.locator("[class*='st-key-edge_table_'] [data-testid='stDataFrame']").first
-    grid.scroll_into_view_if_needed()
-    page.wait_for_timeout(200)
-    box = grid.bounding_box()
+    """Click row ``row`` of the ranked edge table -> that edge's evidence. The table is the app's HTML table
+    (``.mt-table``); an earlier checkout's data grid (``--baseline``) is clicked in its selection cell."""
+    table = page.locator(".mt-table tbody tr")
+    if table.count():
+        target = table.nth(row)
+        target.scroll_into_view_if_needed()
+        page.wait_for_timeout(200)
+        box = target.bounding_box()
+        x, y = box["x"] + 20, box["y"] + box["height"] / 2
+    else:
+        grid = page.locator("[class*='st-key-edge_table_'] [data-testid='stDataFrame']").first
+        grid.scroll_into_view_if_needed()
+        page.wait_for_timeout(200)
+        box = grid.bounding_box()
+        x, y = box["x"] + 14, box["y"] + 35 * (row + 1) + 17  # header row, then 35 px per row
     before = page.evaluate(_EDGE_HEADING)
     page.evaluate(_ARM)
-    page.mouse.click(box["x"] + 14, box["y"] + 35 * (row + 1) + 17)  # header row, then 35 px per row
+    page.mouse.click(x, y)
     got = page.wait_for_function(_OTHER_EDGE, arg=before, polling="raf", timeout=180_000).json_value()
     return round(got[0], 3)
 

@@ -318,6 +318,9 @@ def _warm(store: _LRU, sets: list[ModelSet], settings: RecoverySettings, device:
             _made_once(store, _recovery_key(skey, settings), lambda: _recover(stats, settings), in_page=False)
         except Exception:  # a set that fails here fails again, with its message, when the user opens it
             logging.getLogger(__name__).warning("warming demo set %s failed", ms.label, exc_info=True)
+    import gc
+
+    gc.freeze()  # the warmed statistics and recoveries are long-lived too (see freeze_heap)
 
 
 def constrained(base_key: str, base: Recovery, constraints: Constraints) -> tuple[str, Recovery]:
@@ -332,6 +335,26 @@ def constrained(base_key: str, base: Recovery, constraints: Constraints) -> tupl
         hit = resolve(base, constraints)
         _store().put(key, hit)
     return key, hit
+
+
+_FROZE = threading.Event()
+
+
+def freeze_heap() -> None:
+    """Once per server process, after the first page's recovery: move every object alive now out of the
+    cyclic garbage collector's reach (``gc.freeze``), and again when the demo warm-up is done.
+
+    torch, plotly, pandas and the recoveries leave a few hundred thousand long-lived objects; Python's
+    full collection walks all of them (0.12-0.66 s seen at load 5-7 on the 2-core machine), stalling
+    whichever page run allocates past the threshold (Streamlit's own collection after every run is off,
+    ``.streamlit/config.toml``). Frozen objects are still freed by reference counting; only garbage
+    cycles among them (none expected in these long-lived modules and caches) would be kept.
+    """
+    if not _FROZE.is_set():
+        _FROZE.set()
+        import gc
+
+        gc.freeze()
 
 
 def get(key: str) -> Any:

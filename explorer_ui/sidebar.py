@@ -299,6 +299,7 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
             key, rec = engine.constrained(base_key, base, constraints)
         mtime = Path(ms.truth).stat().st_mtime if ms.truth and Path(ms.truth).is_file() else 0.0
         truth, ref, statuses = _reference(key, ms, mtime, rec)
+        engine.freeze_heap()
         return Loaded(ms, base_key, base, key, rec, constraints, truth, ref, dict(statuses), device)
     except MotherError as e:
         st.error(md(e))

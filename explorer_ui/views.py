@@ -8,9 +8,10 @@ them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -150,18 +151,20 @@ def graph_controls(ctx: Loaded, where: str) -> GraphView:
     """The graph's toolbar: find a model (with its lineage), layout, branch length, colour."""
     view = state.graph_view()
     ids = sorted(ctx.rec.model_ids)
-    cols = st.columns([3, 2, 2, 2])
-    pick = cols[0].selectbox("Find a model", ["—"] + ids,
-                             index=(ids.index(view.focus) + 1) if view.focus in ids else 0, key=f"find_{where}",
-                             help="Shows the model with its ancestors and descendants (the rest fades), "
-                             "opens folded subtrees above it and its card.")
-    layout = cols[1].selectbox("Layout", ("top-down", "left-right", "radial"),
-                               index=("top-down", "left-right", "radial").index(view.layout), key=f"layout_{where}")
-    branch = cols[2].selectbox("Branch length", graph.BRANCHES, index=graph.BRANCHES.index(view.branch),
-                               key=f"branch_{where}", format_func=lambda b: {"edges": "one per edge",
-                                                                             "distance": "distance"}[b])
-    color = cols[3].selectbox("Colour edges by", graph.COLOR_MODES, index=graph.COLOR_MODES.index(view.color_by),
-                              key=f"color_{where}")
+    # One horizontal row, not columns: a block per row instead of one per cell (fewer elements to mount on
+    # every page switch).
+    row = st.container(horizontal=True)
+    pick = row.selectbox("Find a model", ["—"] + ids,
+                         index=(ids.index(view.focus) + 1) if view.focus in ids else 0, key=f"find_{where}",
+                         help="Shows the model with its ancestors and descendants (the rest fades), "
+                         "opens folded subtrees above it and its card.")
+    layout = row.selectbox("Layout", ("top-down", "left-right", "radial"), width=180,
+                           index=("top-down", "left-right", "radial").index(view.layout), key=f"layout_{where}")
+    branch = row.selectbox("Branch length", graph.BRANCHES, index=graph.BRANCHES.index(view.branch), width=180,
+                           key=f"branch_{where}", format_func=lambda b: {"edges": "one per edge",
+                                                                         "distance": "distance"}[b])
+    color = row.selectbox("Colour edges by", graph.COLOR_MODES, index=graph.COLOR_MODES.index(view.color_by),
+                          width=180, key=f"color_{where}")
     focus = None if pick == "—" else pick
     # A select box with options always holds one; None only in Streamlit's signature.
     new = GraphView(layout or view.layout, branch or view.branch, color or view.color_by, focus)
@@ -481,10 +484,6 @@ def _on_search(key: str, order: list[tuple[str, str]]) -> None:
     st.session_state[key] = None  # a search box, not a second copy of the selection: it empties again
 
 
-def _on_table(key: str, order: list[tuple[str, str]]) -> None:
-    rows = st.session_state[key].selection.rows
-    if rows:
-        state.select_edge(order[rows[0]])
 
 
 def edge_search(ctx: Loaded) -> None:
@@ -501,14 +500,27 @@ def edge_search(ctx: Loaded) -> None:
                  label_visibility="collapsed")
 
 
+RANK_COLUMNS = ("edge", "confidence", "status", "best alternative parent", "distance")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _rank_rows(key: str, statuses: tuple, _rec: Recovery) -> list[list]:
+    """The ranked table's cells (plain values; ``None`` for a missing number), least confident first."""
+    df = edge_table(key, statuses, _rec)
+    return [[(None if math.isnan(v) else float(v)) if isinstance(v, float) else v for v in row]
+            for row in df[list(RANK_COLUMNS)].itertuples(index=False, name=None)]
+
+
 def edge_rank_table(ctx: Loaded, *, height: int = 420) -> None:
-    """The ranked edge table; clicking a row selects its edge."""
-    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec)
-    order = list(zip(df["parent"], df["child"]))
-    tkey = f"edge_table_{ctx.key}"
-    st.dataframe(df, hide_index=True, height=height, key=tkey, on_select=partial(_on_table, tkey, order),
-                 selection_mode="single-row", column_order=["edge", "confidence", "status",
-                                                            "best alternative parent", "distance"])
+    """The ranked edge table; clicking a row selects its edge (a plain HTML table: see
+    :mod:`explorer_ui.table_component` for why not a data grid)."""
+    from explorer_ui.table_component import table
+
+    order = ranked_edges(ctx)
+    rows = _rank_rows(ctx.key, st_key(ctx.statuses), ctx.rec)
+    ident = hashlib.sha1(repr(st_key(ctx.statuses)).encode()).hexdigest()[:12]
+    table(RANK_COLUMNS, rows, key=f"edge_table_{ctx.key}", data_key=f"{ctx.key}:{ident}",
+          height=height, on_row=lambda i: state.select_edge(order[i]), digits=(None, 2, None, None, 4))
 
 
 def edge_picker(ctx: Loaded) -> Edge | None:
@@ -565,15 +577,10 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     import pandas as pd
 
     s = ctx.statuses.get((e.parent, e.child))
-    if full:
-        c = st.columns(3)
-        c[0].metric("Confidence", f"{e.confidence:.2f}")
-        c[1].metric("Placement", f"{e.placement_confidence:.2f}", help="Is the child attached to the right model?")
-        c[2].metric("Direction", f"{e.direction_confidence:.2f}", help="Is the parent really the parent?")
-        note = ""
-    else:  # the panel beside the tree, redrawn on every click: one line, not seven elements to render
-        note = (f"Confidence **{e.confidence:.2f}** (placement {e.placement_confidence:.2f}: is the child attached "
-                f"to the right model? direction {e.direction_confidence:.2f}: is the parent really the parent?). ")
+    # One line, not a row of metrics (seven elements, each label measured by the browser): the panel beside
+    # the tree redraws it on every click, the Edge page on every page switch and constraint.
+    note = (f"Confidence **{e.confidence:.2f}** (placement {e.placement_confidence:.2f}: is the child attached "
+            f"to the right model? direction {e.direction_confidence:.2f}: is the parent really the parent?). ")
     note += f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
            f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
            f"{e.layers_voting_backward}."
@@ -599,14 +606,18 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
             right.plotly_chart(evidence_figure("distance", ctx.key, e.parent, e.child, ctx.rec, e),
                                key=f"dist_{ctx.key}")
     st.markdown("**Ranked alternative parents** for " + f"{md(e.child)} (lower cost is better)")
-    rows = [{"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4),
-             "distance": _num(a.distance, 4), "chosen": "✓" if a.parent == e.parent else ""}
-            for a in e.alternatives]
+    rows: list[dict[str, Any]] = [
+        {"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4), "distance": _num(a.distance, 4),
+         "chosen": "✓" if a.parent == e.parent else ""} for a in e.alternatives]
     if not any(r["chosen"] for r in rows):
         rows.append({"parent": e.parent, "cost": _num(own_cost(ctx.rec, e), 4), "distance": _num(e.distance, 4),
                      "chosen": "✓"})
     rows.sort(key=lambda r: (r["cost"] is None, r["cost"] if r["cost"] is not None else 0.0))
-    st.dataframe(pd.DataFrame([{"rank": i + 1, **r} for i, r in enumerate(rows)]), hide_index=True)
+    # A static table, not a data grid (as the model card's): mounting a grid is ~0.1 s of the browser's time
+    # on every page switch and constraint under load.
+    four = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731 - as the grid showed them (4 decimals)
+    st.table(pd.DataFrame([{"rank": i + 1, **r, "cost": four(r["cost"]), "distance": four(r["distance"])}
+                           for i, r in enumerate(rows)]), hide_index=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=768)
@@ -632,21 +643,23 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
     cons = ctx.constraints
     before = frozenset((x.parent, x.child) for x in ctx.rec.edges)
     apply = partial(_constrain, ctx.base_key, cons, before)
-    c = st.columns(4)
-    c[0].button("Flip this edge", key="flip", on_click=apply, args=(cons.flipped(e.parent, e.child),
-                                                                    (e.child, e.parent)))
-    c[1].button("Forbid this edge", key="forbid", on_click=apply,
-                args=(Constraints(cons.forced, tuple(cons.forbidden) + ((e.parent, e.child),), cons.roots),))
-    c[2].button(f"Make {md(e.child)} a root", key="root", on_click=apply,
-                args=(Constraints(cons.forced, cons.forbidden, tuple(cons.roots) + (e.child,)),))
-    c[3].button("Clear all constraints", key="clear", disabled=cons == Constraints(), on_click=apply,
-                args=(Constraints(),))
+    # Rows as horizontal containers, not columns: one block per row instead of one per cell (fewer
+    # elements for the browser to mount on every page switch and constraint).
+    c = st.container(horizontal=True)
+    c.button("Flip this edge", key="flip", on_click=apply, args=(cons.flipped(e.parent, e.child),
+                                                                 (e.child, e.parent)))
+    c.button("Forbid this edge", key="forbid", on_click=apply,
+             args=(Constraints(cons.forced, tuple(cons.forbidden) + ((e.parent, e.child),), cons.roots),))
+    c.button(f"Make {md(e.child)} a root", key="root", on_click=apply,
+             args=(Constraints(cons.forced, cons.forbidden, tuple(cons.roots) + (e.child,)),))
+    c.button("Clear all constraints", key="clear", disabled=cons == Constraints(), on_click=apply,
+             args=(Constraints(),))
     with st.form("force"):
         ids = ctx.rec.model_ids
-        fc = st.columns(2)
+        fc = st.container(horizontal=True)
         pkey, ckey = f"fp_{label(e)}", f"fc_{label(e)}"
-        parent = fc[0].selectbox("Force parent", ids, index=ids.index(e.parent), key=pkey)
-        child = fc[1].selectbox("of child", ids, index=ids.index(e.child), key=ckey)
+        parent = fc.selectbox("Force parent", ids, index=ids.index(e.parent), key=pkey)
+        child = fc.selectbox("of child", ids, index=ids.index(e.child), key=ckey)
         if st.form_submit_button("Force this edge", on_click=_force, args=(apply, cons, pkey, ckey)) \
                 and parent == child:
             st.warning("A model cannot be its own parent.")
