@@ -224,13 +224,16 @@ def _measure(what: str, paths: list[Path]) -> dict:
             "load": os.getloadavg()[0]}
 
 
-def _run(what: str, paths: list[Path], cold: bool) -> dict:
+def _run(what: str, paths: list[Path], cold: bool, before: Path | None = None) -> dict:
     for path in paths:
         if cold:
             _drop(path)
         else:
             subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # fill the page cache
-    out = subprocess.run([sys.executable, __file__, "--measure", what, *map(str, paths)], check=True,
+    script = __file__
+    if what == "before":  # the reader of another checkout (its own formats.py), in the same minutes
+        script, what = str(before / "benchmarks" / "formats.py"), "reader"
+    out = subprocess.run([sys.executable, script, "--measure", what, *map(str, paths)], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -241,6 +244,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="", help="measure only the files whose label contains this")
     ap.add_argument("--no-pass", action="store_true", help="leave out the whole-pass column (the slow one)")
+    ap.add_argument("--caches", default="warm,cold", help="page-cache states to measure: warm, cold or both")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="another checkout (e.g. `git archive main` unpacked): its reader is measured in every "
+                         "repeat beside this one's, alternating")
     ap.add_argument("--measure", nargs="+", metavar="WHAT PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -268,35 +275,39 @@ def main() -> None:
         twin = path.with_name(f"copy-{path.name}")
         if path.exists() and not twin.exists():
             shutil.copyfile(path, twin)
-    print("\n| file | size | cache | read() (s) | reader (s) | pass (s) | reader / read() | stores alone / read() "
-          "| pass / read() | reader / cat | CPU s: cat / read() / stores / reader / pass | reader / read() CPU "
-          "| stores / read() CPU | values (G) | RSS after imports -> peak (MiB) | load avg |")
-    print("| --- " * 16 + "|")
+    kinds = ("cat", "read", "fill", "reader") + (("before",) if args.before else ())
+    kinds += () if args.no_pass else ("pass",)
+    print("\n| file | size | cache | read() (s) | reader (s) | reader / read() | before / read() | pass / read() "
+          f"| CPU s: {' / '.join(kinds)} | **reader / read() CPU** | before / read() CPU | stores / read() CPU "
+          "| values (G) | RSS after imports -> peak (MiB) | load avg |")
+    print("| --- " * 15 + "|")
     for label, path in files.items():
         if args.only not in label:
             continue
         pair = [path, path.with_name(f"copy-{path.name}")]
         size = sum(p.stat().st_size for p in pair)
-        for cold in (False, True):
-            kinds = ("cat", "read", "fill", "reader") + (() if args.no_pass else ("pass",))
+        for cold in [c == "cold" for c in args.caches.split(",")]:
             runs: dict[str, list[dict]] = {w: [] for w in kinds}
             for _ in range(args.repeat):  # interleaved: baseline and reader under the same load
                 for w in kinds:
-                    runs[w].append(_run(w, pair, cold))
+                    runs[w].append(_run(w, pair, cold, args.before))
             med = {w: {k: statistics.median(r[k] for r in runs[w]) for k in ("seconds", "cpu", "rss_mib",
                                                                               "base_rss_mib", "values")}
                    for w in kinds}
             load = max(r["load"] for w in kinds for r in runs[w])
-            cat, read, fill, rd = (med[w]["seconds"] for w in ("cat", "read", "fill", "reader"))
-            ps = med["pass"]["seconds"] if "pass" in med else float("nan")
+            read, rd = med["read"]["seconds"], med["reader"]["seconds"]
+
+            def ratio(w: str, key: str = "seconds") -> str:
+                return f"{med[w][key] / med['read'][key]:.2f}x" if w in med else "-"
+
             cpu = " / ".join(f"{med[w]['cpu']:.2f}" for w in kinds)
             rss = (f"{med['pass']['base_rss_mib']:.0f} -> {med['pass']['rss_mib']:.0f}" if "pass" in med else
                    f"{med['reader']['base_rss_mib']:.0f} -> {med['reader']['rss_mib']:.0f} (reader)")
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
-                  f"{ps:.2f} | **{rd / read:.2f}x** | {fill / read:.2f}x | {ps / read:.2f}x | {rd / cat:.1f}x | "
-                  f"{cpu} | **{med['reader']['cpu'] / med['read']['cpu']:.2f}x** | "
-                  f"{med['fill']['cpu'] / med['read']['cpu']:.2f}x | "
-                  f"{med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
+                  f"{ratio('reader')} | {ratio('before')} | {ratio('pass')} | {cpu} | **{ratio('reader', 'cpu')}** | "
+                  f"{ratio('before', 'cpu')} | {ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | "
+                  f"{load:.1f} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -60,8 +60,8 @@ def test_gguf_row_ranges_match_whole_reads(tmp_path):
 
 
 def test_gguf_file_truncated_while_open_is_an_error_not_a_crash(tmp_path):
-    """Chunks are decoded from a memory map of the file; a file cut short after its header was read must
-    give a clear error (pages past the end of a mapped file would kill the process with SIGBUS)."""
+    """Chunks are read in pieces and decoded as they arrive; a file cut short after its header was read must
+    give a clear error (a short read), never a crash."""
     from mother_core.errors import UnreadableCheckpointError
 
     sd = llama_state(2)
@@ -71,7 +71,7 @@ def test_gguf_file_truncated_while_open_is_an_error_not_a_crash(tmp_path):
         rows = reader.tensor_infos()[name].shape[0]
         cols = reader.tensor_infos()[name].shape[1]
         buf = torch.empty(rows * cols)
-        first = reader.read_into(name, (0, rows), buf).clone()  # mapped now
+        first = reader.read_into(name, (0, rows), buf).clone()  # the file open now
         assert torch.isfinite(first).all()
         with open(path, "r+b") as f:
             f.truncate(reader.header.tensors[next(k for k in reader.header.tensors if "embed" in k)].offset + 1)
@@ -416,14 +416,19 @@ def test_compiled_gguf_kernels_match_the_package(kind):
             np.testing.assert_array_equal(buf.view(np.uint32), theirs.view(np.uint32))
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp_path, arch):
-    """A Q4_K GGUF file read the way the pass reads it (row chunks decoded straight from the mapped file into
-    a reused buffer, the next chunks hinted ahead) and whole, gives exactly ``gguf.quants.dequantize`` of
-    the file's own bytes as ``gguf.GGUFReader`` reads them, bit for bit. The file is written by
+@pytest.mark.parametrize("arch,piece", [("qwen2", None), ("llama", None), ("llama", 1000)])
+def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp_path, monkeypatch, arch, piece):
+    """A Q4_K GGUF file read the way the pass reads it (row chunks read in pieces, each decoded into a reused
+    buffer as it arrives, the next chunks hinted ahead) and whole, gives exactly ``gguf.quants.dequantize``
+    of the file's own bytes as ``gguf.GGUFReader`` reads them, bit for bit; with pieces of a few blocks too
+    (``piece``: every chunk spans many pieces, cut between blocks). The file is written by
     ``gguf.GGUFWriter``; its Q4_K blocks come from ``format_factory.quantize_q4_k``, since the ``gguf``
     package dequantizes Q4_K but cannot quantize it. Llama's q/k rows come back in the transformers order."""
+    from mother_core.io import staged
     from mother_core.io.gguf_reader import _unpermute_rows
+
+    if piece is not None:
+        monkeypatch.setattr(staged, "PIECE_BYTES", piece)
 
     sd = llama_state(5, hidden=512, inter=768, vocab=96, heads=4, kv_heads=2, layers=2)
     path = write_gguf(sd, tmp_path / f"q4k-{arch}.gguf", qtype="Q4_K", arch=arch)
@@ -498,9 +503,17 @@ def test_gguf_type_the_package_cannot_dequantize(tmp_path):
     assert "Q8_1" in messages and "only-odd.gguf" in messages
 
 
-def test_int8_read_into_matches_read(tmp_path):
+@pytest.mark.parametrize("piece", [None, 300])
+def test_int8_read_into_matches_read(tmp_path, monkeypatch, piece):
+    """int8 rows read into a caller's buffer (in pieces of whole rows, decoded as they arrive; ``piece``:
+    a few rows a piece, so each chunk spans several) are ``read``'s values bit for bit."""
     pytest.importorskip("optimum.quanto")
     from format_factory import bnb_state, quanto_state
+
+    from mother_core.io import staged
+
+    if piece is not None:
+        monkeypatch.setattr(staged, "PIECE_BYTES", piece)
 
     sd = llama_state(80)
     states = {"quanto": quanto_state(sd, "qint8")}

@@ -20,6 +20,7 @@ every other type goes through the package.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -362,6 +363,34 @@ def warm_up() -> None:
     """Load (or compile, the first time on a machine) every kernel now rather than inside a timed pass."""
     for name, (nbytes, _) in _LAYOUT.items():
         dequantize(np.zeros(nbytes, dtype=np.uint8), name)
+
+
+def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray) -> np.ndarray:
+    """Decode the blocks in bytes ``[start, stop)`` of an open file into ``out`` (contiguous float32, exactly
+    as many values), read in cache-sized pieces (:func:`mother_core.io.staged.pieces`), each decoded as
+    soon as it has arrived.
+
+    Raises
+    ------
+    mother_core.io.staged.ShortRead
+        The file ends before ``stop``.
+    ValueError
+        Not whole blocks, or ``out`` does not fit them.
+    """
+    from mother_core.io.staged import pieces
+
+    table = kernels() if _KERNELS is None or _F16 is None else _KERNELS
+    kernel, f16 = table[qtype_name], _F16
+    assert f16 is not None  # made by kernels()
+    nbytes, nvalues = _LAYOUT[qtype_name]
+    n = (stop - start) // nbytes * nvalues
+    if (stop - start) % nbytes or out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
+        raise ValueError(f"{stop - start} bytes of {qtype_name} blocks do not fit an output of {out.size} {out.dtype}")
+    flat = out.reshape(-1)
+    for first, piece in pieces(handle, start, stop, nbytes):
+        v0 = first * nvalues
+        kernel(piece, f16, flat[v0 : v0 + piece.size // nbytes * nvalues])
+    return out
 
 
 def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None) -> np.ndarray:

@@ -5,9 +5,9 @@ bad magic, an unknown version or a duplicate tensor; :mod:`mother_core.io.gguf_h
 corrupt download needs (every tensor inside the file, sizes consistent with its type's block size) without
 importing torch, so that discovery does not. The tensor bytes are then
 read with ``os.preadv`` of the rows asked for (a row range of a GGUF tensor is one byte range: blocks run
-along the innermost dimension), or, where the pass decodes them into its own buffer, straight from a map
-of the file whose pages are let go of chunk by chunk (:mod:`mother_core.io.mapped`), never through the
-package's memory map, so resident memory stays at one chunk per model, and dequantized with
+along the innermost dimension), or, where the pass decodes them into its own buffer, in cache-sized pieces
+each decoded as it arrives (:mod:`mother_core.io.staged`), never through the package's memory map, so
+resident memory stays at one chunk per model, and dequantized with
 :func:`gguf.quants.dequantize` to float32 (Q8_0, Q4_0/1, Q5_0/1, Q4_K, Q5_K, Q6_K and BF16 with the
 compiled, bit-identical kernels of :mod:`mother_core.io.gguf_fast`).
 
@@ -39,7 +39,8 @@ from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 
 # The header read needs no torch (discovery imports it alone); re-exported here, where it was defined.
 from mother_core.io.gguf_header import PERMUTED_QK, GGUFHeader, GGUFTensor, _unreadable, read_header  # noqa: F401
-from mother_core.io.mapped import FileMap
+from mother_core.io.staged import ShortRead
+
 
 def _as_row(t: GGUFTensor) -> GGUFTensor:
     """A 1-D (or 0-D) tensor seen as one row of a 2-D one."""
@@ -82,7 +83,6 @@ class GGUFReader:
                 f"{ref.path} holds no tensor we can dequantize (types: {kinds}). Convert it with a supported "
                 "quantization (e.g. Q8_0, Q4_K) or remove it from the set.", ref.path)
         self._handle: io.FileIO | None = None
-        self._map: FileMap | None = None  # the file's bytes for the compiled decoders (mapped.py)
         self._cached: tuple[str, torch.Tensor] | None = None  # last whole tensor read (transposed ones)
         self._local = threading.local()  # per-thread staging buffer of raw blocks (the pass reads from two)
 
@@ -96,11 +96,6 @@ class GGUFReader:
             except OSError as e:
                 raise _unreadable(self.path, str(e)) from e
         return self._handle
-
-    def _mapped(self) -> FileMap:
-        if self._map is None:
-            self._map = FileMap(self._file().fileno())
-        return self._map
 
     def _read_rows(self, t: GGUFTensor, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner); decoded
@@ -116,15 +111,15 @@ class GGUFReader:
 
         start, stop = t.offset + r0 * per_outer, t.offset + r1 * per_outer
         if quantized and out is not None and gguf_fast.supports(t.qtype_name):
-            # Decoded from the mapped page cache into the caller's buffer: no copy of the bytes.
-            with self._mapped().view(start, stop) as src:
-                if src is not None:
-                    try:
-                        gguf_fast.dequantize(src, t.qtype_name, out)
-                    except ValueError as e:
-                        raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be "
-                                                     f"dequantized ({e})") from e
-                    return out.reshape((r1 - r0, *t.shape[1:]))
+            # Read in cache-sized pieces, each decoded into the caller's buffer as it arrives (staged.py).
+            try:
+                gguf_fast.dequantize_file(self._file(), start, stop, t.qtype_name, out)
+            except ShortRead as e:
+                raise _unreadable(self.path, f"the file ends inside tensor {t.gguf_name!r}") from e
+            except ValueError as e:
+                raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be "
+                                             f"dequantized ({e})") from e
+            return out.reshape((r1 - r0, *t.shape[1:]))
         if quantized and out is not None:  # decoded at once: the bytes go to this thread's reused buffer
             staging = getattr(self._local, "staging", None)
             if staging is None or staging.size < (r1 - r0) * per_outer:
@@ -221,9 +216,6 @@ class GGUFReader:
 
     def close(self) -> None:
         handle, self._handle, self._cached = self._handle, None, None
-        mapped, self._map = self._map, None
-        if mapped is not None:
-            mapped.close()
         if handle is not None:
             handle.close()
 

@@ -39,6 +39,15 @@ def _build() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     return scale_rows
 
 
+def kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """The compiled kernel itself, for a caller that has checked its arguments (int8 (r, c), float32 (r,),
+    float32 (r, c), all contiguous) and calls it once per small piece: no checks per call."""
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _build()
+    return _KERNEL
+
+
 def scale_rows(q: np.ndarray, scale: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[r, :] = float32(q[r, :]) * scale[r]``.
 
@@ -51,12 +60,9 @@ def scale_rows(q: np.ndarray, scale: np.ndarray, out: np.ndarray) -> np.ndarray:
     out : numpy.ndarray
         float32, (rows, cols), contiguous; filled in place and returned.
     """
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _build()
     if q.shape != out.shape or q.ndim != 2 or scale.shape != (q.shape[0],) or out.dtype != np.float32 \
             or q.dtype != np.int8 or scale.dtype != np.float32:
         raise ValueError(f"scale_rows needs int8 (r, c), float32 (r,), float32 (r, c); got {q.dtype}{q.shape}, "
                          f"{scale.dtype}{scale.shape}, {out.dtype}{out.shape}")
-    _KERNEL(np.ascontiguousarray(q), np.ascontiguousarray(scale), out)
+    kernel()(np.ascontiguousarray(q), np.ascontiguousarray(scale), out)
     return out

@@ -293,22 +293,23 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is not None and not w.whole and w.kind in ("bnb-int8", "quanto-bytes") and out.dtype == torch.float32 \
                 and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0]:
-            # The int8 rows are read from a map of the file (or land in a reused staging buffer where it cannot
-            # be mapped), then are widened and scaled into the caller's buffer in one pass (the same float32
-            # products as ``read``).
+            # The int8 rows are read in cache-sized pieces (staged.py), each widened and scaled into the
+            # caller's buffer in one pass as it arrives (the same float32 products as ``read``).
             view = out.view(rows[1] - rows[0], *w.shape[1:])
             n = rows[1] - rows[0]
             scale = self._row_scale(name, w, rows)
             per_row = scale.numel() == 1 or (scale.dim() >= 1 and scale.shape[0] == n and scale.numel() == n)
             fast = int8_fast.available() and n > 0 and per_row
             scales = scale.reshape(-1).expand(n).contiguous().numpy() if fast else None
-            mapped = getattr(self.raw, "mapped", None)
-            if scales is not None and mapped is not None and self.raw.tensor_infos()[w.parts["q"]].dtype == "int8":
-                # The codes are read where the page cache holds them (mapped.py): no staging copy.
-                with mapped(w.parts["q"], rows) as stored:
-                    if stored is not None:
-                        int8_fast.scale_rows(stored.view(np.int8).reshape(n, -1), scales, view.reshape(n, -1).numpy())
-                        return view
+            in_pieces = getattr(self.raw, "pieces", None)
+            if scales is not None and in_pieces is not None and self.raw.tensor_infos()[w.parts["q"]].dtype == "int8":
+                target = view.reshape(n, -1).numpy()
+                cols = target.shape[1]
+                kernel = int8_fast.kernel()
+                for first, piece in in_pieces(w.parts["q"], rows, cols):
+                    k = piece.size // cols
+                    kernel(piece.view(np.int8).reshape(k, cols), scales[first:first + k], target[first:first + k])
+                return view
             codes = self._codes(w, rows)
             if scales is not None and codes.dtype == torch.int8:
                 int8_fast.scale_rows(codes.reshape(n, -1).numpy(), scales, view.reshape(n, -1).numpy())

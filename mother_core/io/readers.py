@@ -20,7 +20,6 @@ import os
 import pickle
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Iterable, Mapping, TypeVar
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 
 from mother_core.errors import MissingBaseModelError, NoTensorsError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
-from mother_core.io.mapped import FileMap
+from mother_core.io.staged import ShortRead, pieces
 from mother_core.io.names import normalise_name
 from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
 from mother_core.io.sniff import check_torch_file
@@ -179,7 +178,6 @@ class SafetensorsReader(_Reader):
         _require_floats(ref, self._infos, self.notes)
         self._open_path: str | None = None
         self._handle: io.FileIO | None = None
-        self._map: FileMap | None = None  # the open file's bytes for the int8 decoders (mapped.py)
 
     def _file(self, path: str) -> io.FileIO:
         if self._open_path != path:
@@ -257,23 +255,18 @@ class SafetensorsReader(_Reader):
         except (OSError, UnreadableCheckpointError):
             pass  # a hint: the read itself reports real problems
 
-    @contextmanager
-    def mapped(self, name: str, rows: tuple[int, int] | None = None) -> Iterator[np.ndarray | None]:
-        """The stored bytes of ``name`` (rows) as a uint8 array straight from a map of its file, for a
-        decoder to read without a copy (:class:`~mother_core.io.mapped.FileMap`); valid inside the
-        ``with`` block only; None where the file cannot be mapped (then read it with :meth:`read_into`)."""
+    def pieces(self, name: str, rows: tuple[int, int] | None, unit: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The stored bytes of ``name`` (rows) in cache-sized pieces of whole ``unit``-byte units, for a
+        decoder to read each while it is cached (:func:`~mother_core.io.staged.pieces`: ``(first unit,
+        bytes)``, the bytes valid until the next piece)."""
         path, _, _, start, stop = self._byte_range(name, rows)
-        fileno = self._file(path).fileno()
-        if self._map is None:
-            self._map = FileMap(fileno)
-        with self._map.view(start, stop) as arr:
-            yield arr
+        try:
+            yield from pieces(self._file(path), start, stop, unit)
+        except ShortRead as e:
+            raise _unreadable(path, e) from e
 
     def close(self) -> None:
         handle, self._handle, self._open_path = self._handle, None, None
-        mapped, self._map = self._map, None
-        if mapped is not None:
-            mapped.close()
         if handle is not None:
             handle.close()
 
