@@ -104,11 +104,22 @@ COLLECTIONS: dict[str, list[Collection]] = {
 }
 
 # More FITTING trees to choose rules on (issue 12, direction): every fitting recipe once per collection,
-# with seeds no other collection uses, plus one stranger. Never part of the held-out result; generated
-# only when asked (``--only fitting-more``, about 2 min per collection on 2 cores).
+# with seeds no other collection uses, plus one stranger; and "fitw", strong weight decay in settings the
+# held-out set does not use (decoupled AdamW 0.1; SGD with L2 0.05, whose norms shrink on every edge;
+# width 32, cosine). Never part of the held-out result; generated only when asked (``--only
+# fitting-more``, about 2 min per collection on 2 cores).
+_FIT_DECAY = (
+    Recipe("fitw-vit-adamw", "vit", method="fft", optimizer="adamw", weight_decay=0.1, lr=(1e-3, 5e-3),
+           child_steps=(60, 100)),
+    Recipe("fitw-llama-adamw", "llama", method="fft", optimizer="adamw", weight_decay=0.1, lr=(1e-3, 5e-3),
+           child_steps=(60, 100)),
+    Recipe("fitw-vit-sgd", "vit", method="fft", optimizer="sgd", weight_decay=0.05, lr=(3e-3, 2e-2),
+           child_steps=(60, 100)),
+)
 MORE_FITTING: dict[str, list[Collection]] = {"fitting-more": [
-    Collection(f"fitx-{k}", tuple((r, 200 + 20 * k + i) for i, r in enumerate(_FIT.values())), strangers=(0,))
-    for k in range(3)
+    *(Collection(f"fitx-{k}", tuple((r, 200 + 20 * k + i) for i, r in enumerate(_FIT.values())), strangers=(0,))
+      for k in range(3)),
+    Collection("fitw", tuple((r, 300 + i) for i, r in enumerate(_FIT_DECAY))),
 ]}
 
 # ----------------------------------------------------------------------------------------- metrics

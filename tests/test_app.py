@@ -165,6 +165,8 @@ def test_select_edge_shows_its_evidence_and_highlights_it(app):
     parent, child = picked_edge(at)
     assert target == f"{parent} → {child}"
     assert f"Kurtosis per layer: {target}" in plot_titles(at)
+    # Each direction cue's vote is said beside the fused evidence (issue 12 item 4).
+    assert any("Direction cues" in m.value and "scale" in m.value and "norm growth" in m.value for m in at.markdown)
     assert graph_payload(at)["selected"]["edge"] == [parent, child]  # the graph highlights it
     assert any(f"Edge {target}" == s.value for s in at.subheader)
     assert at.query_params["parent"] == parent and at.query_params["child"] == child  # a shareable link

@@ -109,6 +109,23 @@ def test_edges_carry_each_cues_vote(forest):
             assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(fused)
 
 
+
+def test_the_scale_cue_orients_edges_but_does_not_choose_readings(forest):
+    """Scale has no sign to read: every tree of the demo forest (its UNet chain of continued
+    pre-training included, which reads as well mirrored on the signed cues) takes the reading it takes
+    without the cue (recover.reading_cues), and the demo stays as right (benchmarks/RESULTS.md)."""
+    from mother_core.evaluate import evaluate, load_truth
+    from mother_core.recovery.recover import reading_cues
+
+    assert reading_cues("kurtosis+norm+scale") == "kurtosis+norm" and reading_cues("scale") == "scale"
+    stats = compute_statistics(discover([DEMO / "mixed-forest"]), device="cpu")
+    without = recover(stats, RecoverySettings(direction_cues="kurtosis+norm"))
+    for t in forest.problem.readings:
+        a, b = forest.problem.reading(t), without.problem.reading(t)
+        assert (a.regime, a.norm_sign, a.basis) == (b.regime, b.norm_sign, b.basis)
+    truth = load_truth(DEMO / "mixed-forest" / "truth.json")
+    assert evaluate(forest, truth).directed_accuracy >= evaluate(without, truth).directed_accuracy
+
 def _fine_tuned(sd: dict, seed: int, factor: float) -> dict:
     """A child: every matrix rescaled by ``factor`` (decoupled weight decay shrinks every tensor by one
     factor) plus an update orthogonal to it, of a size that differs from layer to layer."""

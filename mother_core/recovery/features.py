@@ -183,20 +183,29 @@ def scale_fit(norm2: np.ndarray, sq: np.ndarray, keep: np.ndarray) -> np.ndarray
     keep : ndarray (L, N, N) of bool
         The layers that count for each pair (shared, not re-initialised).
     """
+    n_layers, n = norm2.shape
+    v = np.zeros((n, n))
+    rows = max(1, SCALE_FIT_BLOCK // max(1, n_layers * n))  # rows i per block: bounded temporaries
     with np.errstate(invalid="ignore", divide="ignore"):
-        ok = keep & (norm2[:, :, None] > 0) & (norm2[:, None, :] > 0)
-        dot = (norm2[:, :, None] + norm2[:, None, :] - np.where(ok, sq, 0.0)) / 2  # <W_i, W_j>
-        ok &= dot > 0  # related weights point the same way; unrelated ones say nothing here
-        ls = np.where(ok, np.log(np.where(ok, dot, 1.0) / norm2[:, :, None]), 0.0)  # log s_l, i -> j
-        w = ok.astype(np.float64)
-        count = w.sum(axis=0)
-        mean = np.where(count > 0, ls.sum(axis=0) / np.maximum(count, 1), 0.0)
-        v = np.where(count >= 2, (w * (ls - mean) ** 2).sum(axis=0) / np.maximum(count, 1), 0.0)
+        for a in range(0, n, rows):
+            b = min(n, a + rows)
+            ni, nj = norm2[:, a:b, None], norm2[:, None, :]
+            ok = keep[:, a:b] & (ni > 0) & (nj > 0)
+            dot = (ni + nj - np.where(ok, sq[:, a:b], 0.0)) / 2  # <W_i, W_j>
+            ok &= dot > 0  # related weights point the same way; unrelated ones say nothing here
+            ls = np.where(ok, np.log(np.where(ok, dot, 1.0) / ni), 0.0)  # log s_l, i -> j
+            count = ok.sum(axis=0)
+            mean = ls.sum(axis=0) / np.maximum(count, 1)
+            v[a:b] = np.where(count >= 2, (np.where(ok, ls - mean, 0.0) ** 2).sum(axis=0) / np.maximum(count, 1), 0.0)
         vr = v.T  # log s'_l of i -> j is log s_l of j -> i
         total = v + vr
         out = np.where(total > 0, (vr - v) / np.where(total > 0, total, 1.0), 0.0)
     np.fill_diagonal(out, 0.0)
     return out
+
+
+#: Elements per block of :func:`scale_fit`'s (layers, rows, N) temporaries (~160 MB of float64).
+SCALE_FIT_BLOCK = 20_000_000
 
 
 #: Candidate parents per model whose difference rank is measured (the nearest by distance).
