@@ -230,11 +230,12 @@ def within_calibration(reading_confidence: float, note: str, share: float) -> tu
 SKELETON_RELATIONS = ("finetune", "lora", "prune", "distill")
 #: Confidence cap of an edge from a root to its only child in a tree of three or more skeleton models:
 #: the share of such edges that were right on the fitting collections and their second draw,
-#: (right + 1) / (n + 2) (``calibrate.py --generalise`` counts them). A candidate parent is never one of
+#: (right + 1) / (n + 2) (``calibrate.py --generalise`` counts them: 2 of 5 with the scale cue of
+#: 38ee729; 2 of 8 before it, 0.30). Recount when placement or direction change. A candidate parent is never one of
 #: the child's descendants, so this edge has no alternative and reads placement 1.0, yet reversing it
 #: (re-rooting the tree at the child) is the error it makes: a tree solved with its root on the wrong
 #: side of one edge has exactly this shape.
-SOLE_CHILD_CONFIDENCE = 0.30
+SOLE_CHILD_CONFIDENCE = 0.43
 
 
 def sole_child_edges(edges: list[tuple[str, str, str, bool]]) -> set[tuple[str, str]]:
