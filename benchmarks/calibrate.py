@@ -92,6 +92,17 @@ def radial_shares(split_dir: Path, cache: Path | None = None) -> list[float]:
     return [s for s in out if math.isfinite(s)]
 
 
+def sole_child(split_dir: Path, cache: Path | None = None) -> tuple[int, int]:
+    """(right, total) of the edges :func:`mother_core.recovery.confidence.sole_child_edges` picks: the
+    count behind SOLE_CHILD_CONFIDENCE."""
+    from mother_core.recovery.confidence import sole_child_edges
+
+    rec = recover(compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache), RecoverySettings())
+    truth = set(map(tuple, load_truth(split_dir / "truth.json")))
+    which = sole_child_edges([(e.parent, e.child, e.relation, e.constrained) for e in rec.edges])
+    return sum(e in truth for e in which), len(which)
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Maximum-likelihood a, b of P(y=1) = sigmoid(a x + b), lightly regularised."""
     def nll(w: np.ndarray) -> float:
@@ -153,6 +164,7 @@ def main() -> None:
     rows = []
     grown = [0, 0]
     shares: list[float] = []
+    sole = [0, 0]
     if args.generalise:
         from confidence_data import folders as second_draw
         from generalise import COLLECTIONS
@@ -167,6 +179,8 @@ def main() -> None:
             g, n = growing_trees(folder, cache)
             grown = [grown[0] + g, grown[1] + n]
             shares += radial_shares(folder, cache)
+            k, n = sole_child(folder, cache)
+            sole = [sole[0] + k, sole[1] + n]
         args.also, args.seeds = [], []
     for folder in map(Path, args.also):
         if (folder / "truth.json").exists():
@@ -202,6 +216,9 @@ def main() -> None:
     if shares:
         print(f"RADIAL_SHARE_MAX = {max(shares):.3f}  (the largest radial share of the {len(shares)} fitting trees; "
               f"median {np.median(shares):.3f})")
+    if sole[1]:
+        print(f"SOLE_CHILD_CONFIDENCE = {(sole[0] + 1) / (sole[1] + 2):.2f}  ({sole[0]} of {sole[1]} edges from a "
+              f"root to its only child, in trees of three or more models, right; rule of succession)")
     if grown[1]:
         print(f"GROWTH_PRIOR = {(grown[0] + 1) / (grown[1] + 2):.3f}  (direction.py; {grown[0]} of {grown[1]} "
               f"multi-model trees grow along most of their true edges, rule of succession)")

@@ -74,3 +74,21 @@ def test_a_sparse_merge_beyond_the_calibrated_residuals_keeps_the_detectors_conf
     assert beyond == sorted(beyond, reverse=True) and beyond[0] < 0.7 and beyond[-1] == pytest.approx(0.55)
     # Exact merges (linear, SLERP, task arithmetic) are untouched.
     assert merge_confidence("merge: exact", 1e-6) == CONFIDENCE["merge: exact"]
+
+
+def test_a_roots_only_child_is_capped() -> None:
+    from mother_core.recovery.confidence import SOLE_CHILD_CONFIDENCE, capped, sole_child_edges
+
+    # r -> a -> {b, c}: r's only child a has no alternative parent (the others are its descendants),
+    # yet r and a swapped is the tree's likeliest error.
+    chain = [("r", "a", "finetune", False), ("a", "b", "finetune", False), ("a", "c", "lora", False)]
+    assert sole_child_edges(chain) == {("r", "a")}
+    # Not for a two-model tree, an edge the user set, a root with two children, or typed children.
+    assert sole_child_edges([("r", "a", "finetune", False)]) == set()
+    assert sole_child_edges([("r", "a", "finetune", True), *chain[1:]]) == set()
+    assert sole_child_edges([*chain, ("r", "d", "finetune", False)]) == set()
+    assert sole_child_edges([("r", "a", "finetune", False), ("a", "q", "quantized", False),
+                             ("a", "m", "merge", False)]) == set()
+    conf, place, direction = capped(0.95, 1.0, 0.95)
+    assert conf == pytest.approx(SOLE_CHILD_CONFIDENCE) and place == 1.0 and conf == pytest.approx(place * direction)
+    assert capped(0.2, 0.5, 0.4) == (0.2, 0.5, 0.4)

@@ -223,3 +223,47 @@ def within_calibration(reading_confidence: float, note: str, share: float) -> tu
     return 0.5, (f"{note} Its updates lie along the weights' own direction more than in any tree the "
                  f"confidence was calibrated on (radial share {share:.2f} > {RADIAL_SHARE_MAX:.2f}): its "
                  f"direction is given as a coin flip.").strip()
+
+
+# --- A root's only child ----------------------------------------------------------------------------
+#: Relations of the fine-tune skeleton (the forest's own edges; copies, adapters and merges are typed).
+SKELETON_RELATIONS = ("finetune", "lora", "prune", "distill")
+#: Confidence cap of an edge from a root to its only child in a tree of three or more skeleton models:
+#: the share of such edges that were right on the fitting collections and their second draw,
+#: (right + 1) / (n + 2) (``calibrate.py --generalise`` counts them: 2 of 5 with the scale cue of
+#: 38ee729; 2 of 8 before it, 0.30). Recount when placement or direction change. A candidate parent is never one of
+#: the child's descendants, so this edge has no alternative and reads placement 1.0, yet reversing it
+#: (re-rooting the tree at the child) is the error it makes: a tree solved with its root on the wrong
+#: side of one edge has exactly this shape.
+SOLE_CHILD_CONFIDENCE = 0.43
+
+
+def sole_child_edges(edges: list[tuple[str, str, str, bool]]) -> set[tuple[str, str]]:
+    """The (parent, child) edges that :data:`SOLE_CHILD_CONFIDENCE` caps, from the edges as (parent,
+    child, relation, constrained): a skeleton edge, not set by the user, from a model with no skeleton
+    parent to its only skeleton child, in a connected skeleton of three or more models."""
+    skeleton = [(p, c, k) for p, c, relation, k in edges if relation in SKELETON_RELATIONS]
+    parent = {c: p for p, c, _ in skeleton}
+    children: dict[str, list[str]] = {}
+    for p, c, _ in skeleton:
+        children.setdefault(p, []).append(c)
+
+    def size(root: str) -> int:
+        todo, seen = [root], 0
+        while todo:
+            seen += 1
+            todo.extend(children.get(todo.pop(), []))
+        return seen
+
+    return {(p, c) for p, c, constrained in skeleton
+            if not constrained and p not in parent and len(children[p]) == 1 and size(p) >= 3}
+
+
+def capped(confidence: float, placement: float, direction: float) -> tuple[float, float, float]:
+    """An edge's (confidence, placement, direction) with its confidence capped at
+    :data:`SOLE_CHILD_CONFIDENCE`; the cap goes to the direction part (the re-rooting it guards
+    against reverses the edge)."""
+    if confidence <= SOLE_CHILD_CONFIDENCE:
+        return confidence, placement, direction
+    direction = min(direction, SOLE_CHILD_CONFIDENCE / max(placement, 1e-12))
+    return placement * direction, placement, direction

@@ -45,7 +45,9 @@ from mother_core.recovery.features import (
     select_layers,
 )
 from mother_core.recovery.forest import split_into_trees
-from mother_core.recovery.confidence import LAYER_CANDIDATES, layer_effect, tree_radial_share, within_calibration
+from mother_core.recovery.confidence import (
+    LAYER_CANDIDATES, capped, layer_effect, sole_child_edges, tree_radial_share, within_calibration,
+)
 from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProblem, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
@@ -279,7 +281,8 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
     recovery = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return _with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats, detectors))), base)
+    return _sole_child_capped(_with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats,
+                                                                                           detectors))), base))
 
 
 def layer_margins(rms: np.ndarray, cost: np.ndarray, k: int = LAYER_CANDIDATES) -> dict[int, LayerMargins]:
@@ -342,11 +345,26 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return _with_votes(edited, recovery)
+        return _sole_child_capped(_with_votes(edited, recovery))
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
     solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
-    return _with_votes(_carried(recovery, apply_relations(solved)), recovery)
+    return _sole_child_capped(_with_votes(_carried(recovery, apply_relations(solved)), recovery))
+
+
+def _sole_child_capped(recovery: Recovery) -> Recovery:
+    """Every edge from a root to its only child capped at :data:`.confidence.SOLE_CHILD_CONFIDENCE`
+    (docs/METHOD.md, "Confidence"): read from the solved graph, so any solve or local edit gets it."""
+    which = sole_child_edges([(e.parent, e.child, e.relation, e.constrained) for e in recovery.edges])
+    if not which:
+        return recovery
+    edges = []
+    for e in recovery.edges:
+        if (e.parent, e.child) in which:
+            conf, place, direction = capped(e.confidence, e.placement_confidence, e.direction_confidence)
+            e = replace(e, confidence=conf, placement_confidence=place, direction_confidence=direction)
+        edges.append(e)
+    return replace(recovery, edges=edges)
 
 
 def _with_votes(recovery: Recovery, before: Recovery) -> Recovery:
