@@ -9,7 +9,13 @@ For each N, in a fresh interpreter: discovery, fingerprinting (one read per mode
 exact candidate pairs, sparse recovery, writing ``result.json``; seconds per stage, peak RSS, the
 result's size, accuracy against truth; the recall of the true parent among each model's k nearest
 models by sketch (k = 1..16). At N <= ``--dense-up-to`` the dense path (every pair exact) runs on the
-same set for comparison. Also the cache: a re-run, and one model added to N - 1.
+same set for comparison. Also the cache: a re-run, and one model added to N - 1. ``CPU (s)`` is the
+process's CPU time from discovery to the written result (less swayed by other processes than the wall
+clock), ``load`` the 1-minute load average when the run ended.
+
+Final 10,000-model measurement (issue 15's done-when line), on a quiet machine:
+
+    python benchmarks/scale_sketch.py --sizes 10000
 
     python benchmarks/scale_sketch.py                       # N = 100, 1000, 10000
     python benchmarks/scale_sketch.py --sizes 100 1000 --dense-up-to 1000
@@ -38,7 +44,7 @@ from mother_core.io.discovery import discover
 from mother_core.fingerprinting import sparse_statistics
 from mother_core.recovery.sparse import recover_sparse
 from mother_core.evaluate import evaluate, load_truth
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 found = discover([{path!r}])
 t2 = time.perf_counter()
 timings = {{}}
@@ -48,10 +54,11 @@ t3 = time.perf_counter()
 rec = recover_sparse(stats)
 t4 = time.perf_counter()
 rec.save({out!r})
-t5 = time.perf_counter()
+t5, c5 = time.perf_counter(), time.process_time()
 {peak}
 score = evaluate(rec, load_truth({truth!r}))
 print(json.dumps({{"import_s": t1 - t0, "discover_s": t2 - t1, **{{k + "_s": v for k, v in timings.items()}},
+                  "cpu_s": c5 - c1, "load_1min": os.getloadavg()[0],
                   "tree_s": t4 - t3, "write_s": t5 - t4, "total_s": t5 - t1, "models": stats.n_models,
                   "pairs": int(len(stats.pairs)), "result_mb": os.path.getsize({out!r}) / 1e6,
                   "peak_rss_mb": peak_mb, "directed": score.directed_accuracy,
@@ -65,7 +72,7 @@ import json, os, time
 t0 = time.perf_counter()
 from mother_core import discover, compute_statistics, recover
 from mother_core.evaluate import evaluate, load_truth
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 found = discover([{path!r}])
 t2 = time.perf_counter()
 stats = compute_statistics(found, device="cpu")
@@ -73,10 +80,11 @@ t3 = time.perf_counter()
 rec = recover(stats)
 t4 = time.perf_counter()
 rec.save({out!r})
-t5 = time.perf_counter()
+t5, c5 = time.perf_counter(), time.process_time()
 {peak}
 score = evaluate(rec, load_truth({truth!r}))
 print(json.dumps({{"import_s": t1 - t0, "discover_s": t2 - t1, "pass_s": t3 - t2, "tree_s": t4 - t3,
+                  "cpu_s": c5 - c1, "load_1min": os.getloadavg()[0],
                   "write_s": t5 - t4, "total_s": t5 - t1, "models": stats.n_models,
                   "result_mb": os.path.getsize({out!r}) / 1e6, "peak_rss_mb": peak_mb,
                   "directed": score.directed_accuracy, "undirected": score.undirected_accuracy,
@@ -137,6 +145,7 @@ def main() -> None:
                 rows.append(r)
                 print(json.dumps(r), file=sys.stderr)
             recalls[n] = run_python(RECALL.format(path=str(folder), cache=cache, truth=truth))
+            recalls[n].pop("wall_s", None)  # run_python's own figure, not a k
             print(n, "recall", json.dumps(recalls[n]), file=sys.stderr)
             if n <= args.dense_up_to:
                 r = run_python(DENSE.format(path=str(folder), out=str(tmp / "d.json"), truth=truth, peak=PEAK_RSS))
@@ -159,21 +168,24 @@ def main() -> None:
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nk = {args.k}, sketch d = 256; fresh interpreter per run (imports excluded); `uptime` at the end: {up}\n")
     print("| N | path | discover | fingerprint / pass | candidates | exact pairs | tree | write | end to end (s) "
-          "| peak RSS (MB) | result.json (MB) | pairs | directed acc. | undirected acc. | ARI |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU (s) | load | peak RSS (MB) | result.json (MB) | pairs | directed acc. | undirected acc. | ARI |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fp = r.get("fingerprint_s", r.get("pass_s", float("nan")))
         cand = r.get("candidates_s", float("nan"))
         print(f"| {r['n']:,} | {r['path']} | {r['discover_s']:.1f} | {fp:.1f} | {cand:.1f} "
               f"| {r.get('pairs_s', float('nan')):.1f} | {r['tree_s']:.1f} | {r['write_s']:.1f} | {r['total_s']:.1f} "
-              f"| {r['peak_rss_mb']:.0f} | {r['result_mb']:.1f} | {r.get('pairs', '-')} | {r['directed']:.3f} "
-              f"| {r['undirected']:.3f} | {r['ari']:.3f} |")
+              f"| {r.get('cpu_s', float('nan')):.1f} | {r.get('load_1min', float('nan')):.1f} "
+              f"| {r['peak_rss_mb']:.0f} | {r['result_mb']:.1f} | {r.get('pairs', '-')} | {r['directed']:.4f} "
+              f"| {r['undirected']:.4f} | {r['ari']:.4f} |")
     print("\nRecall of the true parent among the k nearest models by sketch distance (either direction):\n")
     ks = list(next(iter(recalls.values())).keys()) if recalls else []
     print("| N | " + " | ".join(f"k={k}" for k in ks) + " |")
     print("|---|" + "---|" * len(ks))
     for n, rec in recalls.items():
         print(f"| {n:,} | " + " | ".join(f"{rec[k]:.4f}" for k in ks) + " |")
+    if not incremental:
+        return
     print("\n| N | cache step | models fingerprinted | models re-read for pairs | end to end (s) |")
     print("|---|---|---|---|---|")
     for r in incremental:
