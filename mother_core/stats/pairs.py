@@ -137,8 +137,7 @@ def exact_pair_distances(refs: Sequence[ModelRef], fps: Sequence[Fingerprint], p
         except MotherError as e:
             failed[b] = str(e)
             continue
-        same = fps[a].slots == fps[b].slots  # the usual case: sorted(slots), each model's own spans
-        values[int(p)] = segment_sq(ta, tb, ta.slots if same else shared_slots(fps[a], fps[b]))
+        values[int(p)] = segment_sq(ta, tb, shared_slots(fps[a], fps[b]))
     return values, failed, loaded.reads
 
 
