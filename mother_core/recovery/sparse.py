@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import cast
 
 import networkx as nx
@@ -298,8 +299,10 @@ def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTabl
     for c in range(stats.n_models):
         options = sorted(cost_in.get(c, []))
         p = int(parent[c])
-        alts = tuple(Alternative(ids[q], cst, float(tab.distance[r])) for cst, q, r, _ in options if q != p)
-        alternatives[c] = alts[:ALTERNATIVES]
+        # Only the cheapest few are kept: building every option's Alternative was most of this loop.
+        alts = tuple(Alternative(ids[q], cst, float(tab.distance[r]))
+                     for cst, q, r, _ in islice((o for o in options if o[1] != p), ALTERNATIVES))
+        alternatives[c] = alts
         if p < 0:
             continue
         r, forward = edge_of[c]
@@ -318,9 +321,10 @@ def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTabl
             layers_voting_forward=up if forward else down, layers_voting_backward=down if forward else up,
             alternatives=alternatives[c], layer_distance=tuple(float(x) for x in tab.rms[r]),
         ))
+    numel = stats.numel  # a property that builds the array: once, not once per model
     models = [ModelNode(id=ids[m], path=ref.path, tree=int(labels[m]), kurtosis=float(kurt_sum[m]),
                         is_root=bool(parent[m] < 0), declared_parent=ref.declared_parent, format=ref.format,
-                        n_params=int(stats.numel[stats.present[m]].sum()), alternatives=alternatives[m])
+                        n_params=int(numel[stats.present[m]].sum()), alternatives=alternatives[m])
               for m, ref in enumerate(stats.models)]
     trees = []
     for t in range(int(labels.max()) + 1):
