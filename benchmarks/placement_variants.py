@@ -9,6 +9,7 @@ collections given.
     python benchmarks/placement_variants.py --cache /tmp/cache-placement \\
         fit-fft fit-lora fit-mixed /tmp/more/fitx-0 /tmp/more/fitx-1 /tmp/more/fitx-2 /tmp/more/fitw
     python benchmarks/placement_variants.py --objective ...   # refinement objective, true vs recovered tree
+    python benchmarks/placement_variants.py --element-kurtosis ...   # an element-level cue (below)
 
 A bare name is read under ``benchmarks/_data/generalise``; ``--only fitting-more --data DIR`` of
 ``generalise.py`` makes the ``fitx-*`` and ``fitw`` collections.
@@ -27,6 +28,12 @@ Variants (docs/METHOD.md, "Signals", "Refinement"):
   :func:`.confidence.tree_radial_share`; fitting trees without strong decay: 0.02-0.13), placement by
   the symmetric ``rescaled`` distance and no refinement;
 - ``no refinement``: ``RecoverySettings(refine=False)``.
+
+``--element-kurtosis`` (a diagnostic, no recovery): per tree, minimum spanning trees over the distance,
+over the excess kurtosis of the entries of W_i - W_j (the skeletons' random submatrices, mean over
+layers), and over distance x exp(kurtosis). A few Adam steps give sign-like, platykurtic updates (an
+entry moves by about lr per step whatever its gradient's size); the difference of two siblings'
+updates is a mixture (entries where their signs agree cancel), so it is less platykurtic.
 """
 
 from __future__ import annotations
@@ -161,13 +168,88 @@ def _objective(parent: np.ndarray, s: np.ndarray) -> float:
     return float(((np.log(s[off]) - np.log(paths[off])) ** 2).sum())
 
 
+def _mst_right(weights: np.ndarray, members: np.ndarray, truth: set[frozenset[int]]) -> int:
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    m = len(members)
+    w = weights - weights[~np.eye(m, dtype=bool)].min() + 1e-6
+    np.fill_diagonal(w, 0.0)
+    t = minimum_spanning_tree(csr_matrix(w)).tocoo()
+    return sum(frozenset((int(members[a]), int(members[b]))) in truth for a, b in zip(t.row, t.col))
+
+
+def element_kurtosis(stats: Any, folder: Path, meta: dict[str, Any]) -> dict[str, int]:
+    """Per tree of 3+ models: edges right (undirected) by an MST over each weight; prints a row each."""
+    from mother_core.recovery.features import pair_evidence, select_layers
+
+    mask = select_layers(stats, "matrices")
+    ev = pair_evidence(stats, mask)
+    ix = {m: i for i, m in enumerate(stats.model_ids)}
+    slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
+    out = {"distance": 0, "kurtosis": 0, "distance x exp(kurtosis)": 0, "edges": 0}
+    for tree in meta["trees"]:
+        if len(tree["models"]) < 3:
+            continue
+        members = np.array([ix[m] for m in tree["models"]])
+        m = len(members)
+        truth = {
+            frozenset((ix[meta["models"][x]["parent"]], ix[x])) for x in tree["models"] if meta["models"][x]["parent"]
+        }
+        kurt, count = np.zeros((m, m)), np.zeros((m, m))
+        for slot in slots:
+            sk = stats.skeletons[slot][members].reshape(m, -1).astype(np.float64)
+            if not np.isfinite(sk).all() or sk.shape[1] < 16:
+                continue
+            for a in range(m):
+                for b in range(a + 1, m):
+                    u = sk[a] - sk[b]
+                    u = u - u.mean()
+                    v = float((u**2).mean())
+                    if v > 0:
+                        k = float((u**4).mean()) / v**2 - 3.0
+                        kurt[a, b] += k
+                        kurt[b, a] += k
+                        count[a, b] += 1
+                        count[b, a] += 1
+        kurt = kurt / np.maximum(count, 1)
+        dist = ev.distance[np.ix_(members, members)]
+        row = {
+            "distance": _mst_right(dist.copy(), members, truth),
+            "kurtosis": _mst_right(kurt.copy(), members, truth),
+            "distance x exp(kurtosis)": _mst_right(dist * np.exp(kurt), members, truth),
+        }
+        for k2, v2 in row.items():
+            out[k2] += v2
+        out["edges"] += len(truth)
+        all_k = float(kurt[~np.eye(m, dtype=bool)].mean())
+        true_k = np.mean([kurt[list(members).index(a), list(members).index(b)] for a, b in map(tuple, truth)])
+        print(
+            f"  {folder.name} {tree['recipe']:22s} "
+            + " ".join(f"{k2} {v2}" for k2, v2 in row.items())
+            + f" of {len(truth)}; kurtosis on true edges {true_k:.2f}, all pairs {all_k:.2f}"
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("collections", nargs="+")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--cache", type=Path, default=DATA / "stats-cache")
     ap.add_argument("--objective", action="store_true", help="refinement objective of the true vs recovered tree")
+    ap.add_argument("--element-kurtosis", action="store_true", help="element-level diagnostic (docstring)")
     args = ap.parse_args()
+    if args.element_kurtosis:
+        total: dict[str, int] = {}
+        for name in args.collections:
+            folder = Path(name) if "/" in name else DATA / name
+            stats = compute_statistics(discover([folder]), device="cpu", cache_dir=args.cache)
+            meta = json.loads((folder / "truth.json").read_text())["meta"]
+            for key, right in element_kurtosis(stats, folder, meta).items():
+                total[key] = total.get(key, 0) + right
+        print("TOTAL (undirected edges right): " + ", ".join(f"{key} {right}" for key, right in total.items()))
+        return
     names = ["defaults"] if args.objective else args.variants.split(",")
     totals = {v: [0, 0, 0] for v in names}
     for name in args.collections:
