@@ -27,6 +27,9 @@ Variants (docs/METHOD.md, "Signals", "Refinement"):
 - ``ray-rescaled``: only in trees whose updates lie along the weights (radial share above 0.25,
   :func:`.confidence.tree_radial_share`; fitting trees without strong decay: 0.02-0.13), placement by
   the symmetric ``rescaled`` distance and no refinement;
+- ``refine-kurtosis``: the refinement's squared distances times exp(2 k), k the excess kurtosis of the
+  difference's skeleton entries (``--element-kurtosis`` below), in trees whose members' differences to
+  their nearest relatives read platykurtic (median k < 0);
 - ``no refinement``: ``RecoverySettings(refine=False)``.
 
 ``--element-kurtosis`` (a diagnostic, no recovery): per tree, minimum spanning trees over the distance,
@@ -149,6 +152,40 @@ def _ray_placement(
     return _mean_over_layers(np.minimum(res, res.transpose(0, 2, 1)), np.isfinite(ev.rms[:, members][:, :, members]))
 
 
+def _difference_kurtosis(stats: Any, members: np.ndarray) -> np.ndarray:
+    """Mean over tensors with a skeleton of the excess kurtosis of the entries of W_i - W_j (m x m)."""
+    m = len(members)
+    total, count = np.zeros((m, m)), np.zeros((m, m))
+    for sk in stats.skeletons.values():
+        x = sk[members].reshape(m, -1).astype(np.float64)
+        if not np.isfinite(x).all() or x.shape[1] < 16:
+            continue
+        u = x[:, None, :] - x[None, :, :]
+        u = u - u.mean(-1, keepdims=True)
+        v = (u**2).mean(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = (u**4).mean(-1) / v**2 - 3.0
+        total += np.where(v > 0, k, 0.0)
+        count += v > 0
+    return total / np.maximum(count, 1)
+
+
+CURRENT: dict[str, Any] = {}
+
+
+def _refine_with_kurtosis(rms: np.ndarray, numel: np.ndarray, members: np.ndarray) -> np.ndarray | None:
+    s = ORIGINAL["squared_distances"](rms, numel, members)
+    if s is None:
+        return None
+    k = _difference_kurtosis(CURRENT["stats"], members)
+    nearest = np.argsort(np.where(np.eye(len(members), dtype=bool), np.inf, s), axis=1)[:, 0]
+    if not float(np.median(k[np.arange(len(members)), nearest])) < 0.0:
+        return s
+    s = s * np.exp(2.0 * k)
+    np.fill_diagonal(s, 0.0)
+    return s
+
+
 VARIANTS: dict[str, tuple[dict[str, Any], RecoverySettings]] = {
     "defaults": ({}, RecoverySettings()),
     "rescaled": ({"pair_evidence": _distance_variant("rescaled")}, RecoverySettings()),
@@ -157,6 +194,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], RecoverySettings]] = {
     "refine-pc1": ({"squared_distances": _refine_without_pcs(1)}, RecoverySettings()),
     "refine-pc2": ({"squared_distances": _refine_without_pcs(2)}, RecoverySettings()),
     "ray-rescaled": ({"_placement_distance": _ray_placement}, RecoverySettings()),
+    "refine-kurtosis": ({"squared_distances": _refine_with_kurtosis}, RecoverySettings()),
     "no refinement": ({}, RecoverySettings(refine=False)),
 }
 
@@ -255,6 +293,7 @@ def main() -> None:
     for name in args.collections:
         folder = Path(name) if "/" in name else DATA / name
         stats = compute_statistics(discover([folder]), device="cpu", cache_dir=args.cache)
+        CURRENT["stats"] = stats
         meta = json.loads((folder / "truth.json").read_text())["meta"]
         cells: dict[str, list[str]] = {}
         for v in names:
