@@ -28,7 +28,11 @@ quantizations (``gguf.quants`` / the Q4_K packer of ``tests/format_factory.py``,
 ``bitsandbytes``) of random 4096 x 4096 weights, repeated under new names to reach the size (the read cost
 does not depend on the values).
 
-    .venv/bin/python benchmarks/formats.py --size-gb 1.0 --repeat 5 [--no-pass]
+``--before DIR`` adds the reader of another checkout (``git archive main | tar -x -C DIR``), measured by its
+own ``formats.py`` in every repeat between this one's runs, so that a change is judged against the code it
+replaces in the same minutes; ``--caches warm`` / ``cold`` measures one page-cache state only.
+
+    .venv/bin/python benchmarks/formats.py --size-gb 1.0 --repeat 5 [--no-pass] [--before DIR] [--caches warm]
 """
 
 from __future__ import annotations

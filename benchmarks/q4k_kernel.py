@@ -11,6 +11,7 @@ by:
   replaced it;
 * **scales only**: the same loop over blocks doing only the f16 and 6-bit scale and min unpacking;
 * **stores only**: writing every output value once (a constant): what any float32 decoder pays;
+* **stores only, bf16 width**: the same number of 2-byte values (what a decoder to bfloat16 would pay);
 * **copy**: ``numpy.copyto`` of the source bytes into a buffer of their size (a ``read()`` from the page
   cache is a copy like it, plus the kernel's work).
 
@@ -67,7 +68,14 @@ def _extra_kernels():  # noqa: ANN202 - numba dispatchers
             for i in range(out.shape[0]):
                 out[i] = v
 
-    return scales_only, stores_only
+        @njit(sig, nogil=True)
+        def half_stores_only(src, f16, out):  # pragma: no cover - compiled
+            half = out.view(np.uint16)[: out.shape[0]]  # as many 2-byte values (a bfloat16 output)
+            v = np.uint16(src[0])
+            for i in range(half.shape[0]):
+                half[i] = v
+
+    return scales_only, stores_only, half_stores_only
 
 
 def main() -> None:
@@ -83,11 +91,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     blocks = quantize((rng.standard_normal((4096, 4096)) * 0.02).astype(np.float32), "Q4_K").reshape(-1)
     src = np.tile(blocks, 4)  # 37.7 MB: more than the L3, so the source comes from memory as a file's would
-    scales_only, stores_only = _extra_kernels()
+    scales_only, stores_only, half_stores_only = _extra_kernels()
     kernels = {"kernel (" + table["Q4_K"].py_func.__name__ + ")": table["Q4_K"]}
     if "Q4_K/portable" in table:
         kernels["portable"] = table["Q4_K/portable"]
-    kernels |= {"scales only": scales_only, "stores only": stores_only}
+    kernels |= {"scales only": scales_only, "stores only": stores_only, "stores only, bf16 width": half_stores_only}
     print(f"load average {os.getloadavg()[0]:.1f}; seconds per GB of Q4_K file, median of {args.repeat}")
     for values in (1 << 22, 1 << 18):
         out = np.zeros(values, dtype=np.float32)
