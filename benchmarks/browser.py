@@ -24,6 +24,10 @@ parent and clearing the constraints on the Edge page (the re-solve's caption of 
 or gone after clearing). Targets (issue "The explorer for real
 model sets"): draw <= 2 s, click <= 0.5 s; the ``x target`` column is the ratio.
 
+Each row also gives the median CPU an input cost from its event to its result: Chromium's main thread
+(CDP ``ThreadTime``) and the server process (``/proc``). On a shared machine these move much less with the
+load than the timings do, so they show what a change saves even when the timings are noisy.
+
 Before / after under the same load: ``--baseline DIR`` serves an earlier checkout (``git archive COMMIT
 | tar -x -C DIR``) beside this one, each round of clicks alternating between the two servers, and prints
 the after / before ratio of the medians with the load average.
@@ -125,8 +129,48 @@ _NODE_POINT = """(skip) => {
 
 
 def _add(rows: list, row: tuple) -> None:
-    """A measurement, with the machine's 1-minute load average when it was taken."""
-    rows.append((*row, os.getloadavg()[0]))
+    """A measurement, with the machine's 1-minute load average when it was taken and the CPU the input cost
+    (:func:`_arm`): the browser's main thread and the server process."""
+    rows.append((*row, os.getloadavg()[0], *_LAST_CPU))
+    _LAST_CPU[:] = [float("nan"), float("nan")]
+
+
+# CPU seconds an input cost, from its event to its result: Chromium's main thread (CDP ``ThreadTime``) and
+# the server process (``/proc``). Unlike the wall-clock timings they hardly depend on what else the shared
+# machine runs, so before / after ratios of them are steadier than those of the timings.
+_ARMED: dict[int, tuple[float, float]] = {}
+_SESSIONS: dict[int, object] = {}
+_SERVER_PID: dict[int, int] = {}
+_LAST_CPU = [float("nan"), float("nan")]
+
+
+def _thread_time(page) -> float:
+    if id(page) not in _SESSIONS:
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable", {"timeDomain": "threadTicks"})
+        _SESSIONS[id(page)] = cdp
+    metrics = _SESSIONS[id(page)].send("Performance.getMetrics")["metrics"]  # type: ignore[attr-defined]
+    return next(m["value"] for m in metrics if m["name"] == "ThreadTime")
+
+
+def _server_time(page) -> float:
+    pid = _SERVER_PID.get(id(page))
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _arm(page) -> None:
+    """Mark the next pointer event as the input being timed, and take the CPU counters."""
+    _arm(page)
+    _ARMED[id(page)] = (_thread_time(page), _server_time(page))
+
+
+def _took(page) -> None:
+    """The CPU since :func:`_arm`, kept for the next :func:`_add`."""
+    browser, server = _ARMED.pop(id(page), (float("nan"), float("nan")))
+    _LAST_CPU[:] = [round(_thread_time(page) - browser, 3), round(_server_time(page) - server, 3)]
 
 
 def _settled(page) -> None:
@@ -141,9 +185,11 @@ def _drawn(page) -> float:
 
 
 def _click(page, point: dict, heading: str, plot: str = "") -> float:
-    page.evaluate(_ARM)
+    _arm(page)
     page.mouse.click(point["x"], point["y"])
-    return round(page.wait_for_function(_SHOWN, arg=[heading, plot], polling="raf", timeout=180_000).json_value(), 3)
+    got = page.wait_for_function(_SHOWN, arg=[heading, plot], polling="raf", timeout=180_000).json_value()
+    _took(page)
+    return round(got, 3)
 
 
 # The evidence of an edge other than ``before`` (a table row's edge is not known in the page: the grid is a canvas).
@@ -177,9 +223,10 @@ def _row_click(page, row: int) -> float:
         box = grid.bounding_box()
         x, y = box["x"] + 14, box["y"] + 35 * (row + 1) + 17  # header row, then 35 px per row
     before = page.evaluate(_EDGE_HEADING)
-    page.evaluate(_ARM)
+    _arm(page)
     page.mouse.click(x, y)
     got = page.wait_for_function(_OTHER_EDGE, arg=before, polling="raf", timeout=180_000).json_value()
+    _took(page)
     return round(got[0], 3)
 
 
@@ -218,7 +265,9 @@ _CONSTRAINED = """(kind) => {
 
 
 def _wait(page, script: str, arg=None) -> float:
-    return round(page.wait_for_function(script, arg=arg, polling="raf", timeout=180_000).json_value(), 3)
+    got = page.wait_for_function(script, arg=arg, polling="raf", timeout=180_000).json_value()
+    _took(page)
+    return round(got, 3)
 
 
 def _pick(page, box: str, option: str) -> float:
@@ -226,20 +275,20 @@ def _pick(page, box: str, option: str) -> float:
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text=box).click()
     opt = page.locator('[role="option"]').filter(has_text=re.compile(f"^{re.escape(option)}$")).first
     opt.wait_for(timeout=60_000)
-    page.evaluate(_ARM)  # armed once the list is open: the input is the click on the option
+    _arm(page)  # armed once the list is open: the input is the click on the option
     opt.click()
     return _wait(page, _REDRAWN)
 
 
 def _radio(page, option: str) -> float:
     """Choose ``option`` in the sidebar's Source radio -> that source's tree drawn."""
-    page.evaluate(_ARM)
+    _arm(page)
     page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label').filter(has_text=option).click()
     return _wait(page, _REDRAWN)
 
 
 def _nav(page, title: str) -> None:
-    page.evaluate(_ARM)
+    _arm(page)
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
 
 
@@ -270,7 +319,7 @@ def _switches(page, url: str, code: str, i: int, rows: list) -> None:
 def _constrain(page, button, what: str, words: str, row: tuple, rows: list) -> None:
     """Click a constraint ``button`` (a locator) -> the re-solve's caption of active constraints shows
     ``words`` ("" once cleared); one row ``(*row, what, seconds, 0.5 s target)``, then the page settles."""
-    page.evaluate(_ARM)
+    _arm(page)
     button.click()
     _add(rows, (*row, what, _wait(page, _CONSTRAINED, words), 0.5))
     _settled(page)
@@ -340,35 +389,46 @@ def _open(page, url: str) -> None:
             time.sleep(0.5)
 
 
+def _nanmedian(vals: list) -> float:
+    vals = [v for v in vals if not np.isnan(v)]
+    return float(np.median(vals)) if vals else float("nan")
+
+
 def _table(rows: list) -> dict:
-    """Print the timings (median and max per kind of measurement) and return them."""
+    """Print the timings (median and max per kind of measurement, and the median CPU the input cost in the
+    browser's main thread and the server) and return them."""
     print(f"{'code':<7} {'set':<16} {'what':<66} {'median s':>9} {'max s':>7} {'target s':>9} {'x target':>9} "
-          f"{'load':>6}")
+          f"{'load':>6} {'cpu browser s':>14} {'cpu server s':>13}")
     table = {}
     for key in dict.fromkeys((c, s, w) for c, s, w, *_ in rows):
         sel = [r for r in rows if r[:3] == key]
         vals, target = [r[3] for r in sel], sel[0][4]
         load = float(np.median([r[5] for r in sel]))
         med, mx = float(np.median(vals)), max(vals)
-        table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load, "samples": vals}
+        cpu_b, cpu_s = _nanmedian([r[6] for r in sel]), _nanmedian([r[7] for r in sel])
+        table[" | ".join(key)] = {"median_s": med, "max_s": mx, "n": len(vals), "load_1min": load, "samples": vals,
+                                  "cpu_browser_s": [r[6] for r in sel], "cpu_server_s": [r[7] for r in sel]}
         ratio = "" if np.isnan(target) else f"{mx / target:.2f}"
-        print(f"{key[0]:<7} {key[1]:<16} {key[2]:<66} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f}")
+        print(f"{key[0]:<7} {key[1]:<16} {key[2]:<66} {med:>9.3f} {mx:>7.3f} {target:>9} {ratio:>9} {load:>6.1f} "
+              f"{cpu_b:>14.3f} {cpu_s:>13.3f}")
     return table
 
 
 def _compare(rows: list) -> None:
-    """After / before, per input: the medians and maxima of inputs interleaved under the same load."""
+    """After / before, per input: the medians and maxima of inputs interleaved under the same load, and the
+    ratio of the median CPU (browser main thread + server) they cost."""
     print(f"\n{'set':<16} {'what':<66} {'before med/max s':>17} {'after med/max s':>16} {'after/before':>13} "
-          f"{'load':>6}")
+          f"{'load':>6} {'cpu after/before':>17}")
     for s_, w in dict.fromkeys((s_, w) for c, s_, w, *_ in rows):
-        vals = {c: [r[3] for r in rows if r[:3] == (c, s_, w)] for c in ("before", "after")}
-        if not all(vals.values()):
+        sel = {c: [r for r in rows if r[:3] == (c, s_, w)] for c in ("before", "after")}
+        if not all(sel.values()):
             continue
-        med = {c: float(np.median(v)) for c, v in vals.items()}
-        mx = {c: max(v) for c, v in vals.items()}
+        med = {c: float(np.median([r[3] for r in v])) for c, v in sel.items()}
+        mx = {c: max(r[3] for r in v) for c, v in sel.items()}
+        cpu = {c: _nanmedian([r[6] + r[7] for r in v]) for c, v in sel.items()}
         load = float(np.median([r[5] for r in rows if r[1:3] == (s_, w)]))
         print(f"{s_:<16} {w:<66} {med['before']:>8.3f}/{mx['before']:<8.3f} {med['after']:>7.3f}/{mx['after']:<8.3f} "
-              f"{med['after'] / med['before']:>13.2f} {load:>6.1f}")
+              f"{med['after'] / med['before']:>13.2f} {load:>6.1f} {cpu['after'] / cpu['before']:>17.2f}")
 
 
 def main() -> None:
@@ -394,13 +454,14 @@ def main() -> None:
     env = dict(os.environ, MOTHER_BROWSE_ROOTS=f"{tmp}{os.pathsep}{ROOT / 'assets'}")
     codes = {"after": ROOT, **({"before": args.baseline.resolve()} if args.baseline else {})}
     servers = {code: _serve(root, env) for code, root in codes.items()}
-    rows: list[tuple[str, str, str, float, float, float]] = []
+    rows: list[tuple] = []
     fits = {}
     large = f"large ({n_models})"
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             pages = {code: browser.new_page(viewport={"width": 1600, "height": 1000}) for code in codes}
+            _SERVER_PID.update({id(page): servers[code][0].pid for code, page in pages.items()})
             for code, page in pages.items():
                 _open(page, f"{servers[code][1]}/tree?source=demo&set=vit-tree")
                 _add(rows, (code, "vit-tree (12)", "draw (data -> first frame)", _drawn(page), 2.0))

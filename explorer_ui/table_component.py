@@ -32,6 +32,8 @@ _CSS = """
 .mt-table td.mt-num, .mt-table th.mt-num {text-align: right; font-variant-numeric: tabular-nums;}
 .mt-table tbody tr {cursor: pointer;}
 .mt-table tbody tr:hover {background: rgba(255,75,75,.06);}
+.mt-static .mt-table tbody tr {cursor: auto;}
+.mt-static .mt-table tbody tr:hover {background: none;}
 .mt-table tbody tr.mt-sel {background: rgba(255,75,75,.14);}
 """
 
@@ -110,7 +112,9 @@ export default function (component) {
     st.sort = st.sort && st.sort[0] === c ? [c, -st.sort[1]] : [c, 1];
     body(root, st, data);
   };
+  root.classList.toggle('mt-static', !data.clickable);
   root.querySelector('tbody').onclick = e => {
+    if (!data.clickable) return;
     const tr = e.target.closest('tr');
     if (!tr) return;
     const prev = root.querySelector('tr.mt-sel');
@@ -139,7 +143,7 @@ def table(
     key: str,
     data_key: str,
     height: int,
-    on_row: Callable[[int], None],
+    on_row: Callable[[int], None] | None = None,
     digits: Sequence[int | None] | None = None,
 ) -> None:
     """Draw ``rows`` under ``columns`` and call ``on_row(i)`` (before the rerun) when row ``i`` is clicked.
@@ -156,8 +160,9 @@ def table(
         Identity of ``rows``: the browser rebuilds the table (and forgets its sort) only when it changes.
     height : int
         Maximum height of the scrolling box in CSS pixels.
-    on_row : callable
-        Receives the index (in ``rows``) of a clicked row.
+    on_row : callable, optional
+        Receives the index (in ``rows``) of a clicked row; ``None``: rows are not clickable (a static
+        table that still sorts).
     digits : sequence of int or None, optional
         Per column: decimals of a numeric column, ``None`` for text (default: every column is text).
     """
@@ -168,8 +173,9 @@ def table(
         event = getattr(value, "event", None) if value is not None else None
         if event is None and isinstance(value, dict):
             event = value.get("event")
-        if isinstance(event, dict) and isinstance(event.get("row"), int) and 0 <= event["row"] < len(rows):
-            on_row(event["row"])
+        row = event.get("row") if isinstance(event, dict) else None
+        if on_row is not None and isinstance(row, int) and 0 <= row < len(rows):
+            on_row(row)
 
     payload = {
         "key": data_key,
@@ -178,5 +184,6 @@ def table(
         "height": height,
         "numeric": [d is not None for d in digits],
         "digits": [d or 0 for d in digits],
+        "clickable": on_row is not None,
     }
     _mount()(key=key, data=payload, on_event_change=_changed)

@@ -574,7 +574,6 @@ def cue_note(e: Edge) -> str:
 
 def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     """Why the edge is there: confidence parts, per-layer kurtosis, votes, distances, alternatives."""
-    import pandas as pd
 
     s = ctx.statuses.get((e.parent, e.child))
     # One line, not a row of metrics (seven elements, each label measured by the browser): the panel beside
@@ -613,11 +612,14 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
         rows.append({"parent": e.parent, "cost": _num(own_cost(ctx.rec, e), 4), "distance": _num(e.distance, 4),
                      "chosen": "✓"})
     rows.sort(key=lambda r: (r["cost"] is None, r["cost"] if r["cost"] is not None else 0.0))
-    # A static table, not a data grid (as the model card's): mounting a grid is ~0.1 s of the browser's time
-    # on every page switch and constraint under load.
-    four = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731 - as the grid showed them (4 decimals)
-    st.table(pd.DataFrame([{"rank": i + 1, **r, "cost": four(r["cost"]), "distance": four(r["distance"])}
-                           for i, r in enumerate(rows)]), hide_index=True)
+    # The ranked table's component (already loaded on the Tree page), not clickable: neither a data grid (~0.1 s
+    # of the browser's time to mount under load) nor st.table, which renders every cell as markdown (28 here).
+    from explorer_ui.table_component import table
+
+    table(["rank", "parent", "cost", "distance", "chosen"],
+          [[i + 1, r["parent"], r["cost"], r["distance"], r["chosen"]] for i, r in enumerate(rows)],
+          key=f"alternatives_{ctx.key}", data_key=f"{ctx.key}:{e.parent}:{e.child}", height=400,
+          digits=(0, None, 4, 4, None))
 
 
 @st.cache_resource(show_spinner=False, max_entries=768)
