@@ -214,9 +214,10 @@ def _apply_link() -> None:
 
 def pick_model_set() -> tuple[ModelSet | None, RecoverySettings, str]:
     """The sidebar model-set picker and settings."""
-    st.sidebar.header("Model set")
     _apply_link()
-    src = _widget(st.sidebar.radio, "Source", "source", SOURCES[0], options=SOURCES)
+    # The radio's label is the section's heading: a header above it was one more element to send and render
+    # on every page run and switch.
+    src = _widget(st.sidebar.radio, "**Model set**", "source", SOURCES[0], options=SOURCES)
     picker = {"Demo sets": _pick_demo, "Local folder": _pick_folder, "Hugging Face cache": _pick_hf,
               "Paper presets": _pick_preset, "Saved result": _pick_result}[src]
     ms = picker()

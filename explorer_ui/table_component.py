@@ -23,6 +23,7 @@ from typing import Any
 import streamlit as st
 
 _CSS = """
+.mt-cap {font: 16px/1.6 "Source Sans", sans-serif; margin: 0 0 8px 0;}
 .mt-scroll {overflow: auto; border: 1px solid rgba(49,51,63,.15); border-radius: 6px;}
 .mt-table {border-collapse: collapse; width: 100%; font: 14px/1.5 "Source Sans", sans-serif; color: inherit;}
 .mt-table th {position: sticky; top: 0; background: #F6F7F9; text-align: left; font-weight: 600;
@@ -88,12 +89,15 @@ export default function (component) {
   if (!root) {
     root = document.createElement('div');
     root.className = 'mt-root';
-    root.innerHTML = '<div class="mt-scroll"><table class="mt-table"><thead><tr></tr></thead><tbody></tbody>' +
-      '</table></div>';
+    root.innerHTML = '<div class="mt-cap"></div><div class="mt-scroll"><table class="mt-table"><thead><tr></tr>' +
+      '</thead><tbody></tbody></table></div>';
     parentElement.appendChild(root);
   }
   const st = root.__mt || (root.__mt = {});
   root.querySelector('.mt-scroll').style.maxHeight = data.height + 'px';
+  const cap = root.querySelector('.mt-cap');  // [bold, plain]: the table's heading, one element with it
+  cap.style.display = data.caption ? '' : 'none';
+  if (data.caption) cap.innerHTML = '<b>' + esc(data.caption[0]) + '</b>' + esc(data.caption[1]);
   data.text = data.digits.map(n => (x => Number(x).toFixed(n)));
   if (st.key !== data.key) {
     st.key = data.key; st.sort = null; st.picked = null;
@@ -145,6 +149,7 @@ def table(
     height: int,
     on_row: Callable[[int], None] | None = None,
     digits: Sequence[int | None] | None = None,
+    caption: tuple[str, str] | None = None,
 ) -> None:
     """Draw ``rows`` under ``columns`` and call ``on_row(i)`` (before the rerun) when row ``i`` is clicked.
 
@@ -165,6 +170,9 @@ def table(
         table that still sorts).
     digits : sequence of int or None, optional
         Per column: decimals of a numeric column, ``None`` for text (default: every column is text).
+    caption : (str, str), optional
+        A heading above the table, its first part in bold (plain text, escaped): part of the same element
+        rather than a markdown element of its own.
     """
     digits = list(digits) if digits is not None else [None] * len(columns)
 
@@ -185,5 +193,6 @@ def table(
         "numeric": [d is not None for d in digits],
         "digits": [d or 0 for d in digits],
         "clickable": on_row is not None,
+        "caption": list(caption) if caption else None,
     }
     _mount()(key=key, data=payload, on_event_change=_changed)

@@ -604,7 +604,6 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
                               key=f"votes_{ctx.key}")
             right.plotly_chart(evidence_figure("distance", ctx.key, e.parent, e.child, ctx.rec, e),
                                key=f"dist_{ctx.key}")
-    st.markdown("**Ranked alternative parents** for " + f"{md(e.child)} (lower cost is better)")
     rows: list[dict[str, Any]] = [
         {"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4), "distance": _num(a.distance, 4),
          "chosen": "✓" if a.parent == e.parent else ""} for a in e.alternatives]
@@ -619,7 +618,8 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     table(["rank", "parent", "cost", "distance", "chosen"],
           [[i + 1, r["parent"], r["cost"], r["distance"], r["chosen"]] for i, r in enumerate(rows)],
           key=f"alternatives_{ctx.key}", data_key=f"{ctx.key}:{e.parent}:{e.child}", height=400,
-          digits=(0, None, 4, 4, None))
+          digits=(0, None, 4, 4, None),
+          caption=("Ranked alternative parents", f" for {e.child} (lower cost is better)"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=768)
