@@ -163,7 +163,7 @@ def _server_time(page) -> float:
 
 def _arm(page) -> None:
     """Mark the next pointer event as the input being timed, and take the CPU counters."""
-    _arm(page)
+    page.evaluate(_ARM)
     _ARMED[id(page)] = (_thread_time(page), _server_time(page))
 
 
