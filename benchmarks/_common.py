@@ -93,6 +93,22 @@ def run_python(code: str, env: dict[str, str] | None = None) -> dict:
     return result
 
 
+def alternating_runs(code: str, repeats: int, before: Path | None):
+    """Run ``code`` ``repeats`` times in this checkout and, when given, in ``before`` (another checkout),
+    alternating so both see the same minutes of a shared machine's load (performance is reported as a
+    ratio between them). Yields ``(repeat, "before" | "this checkout", result)`` where ``result`` is the
+    JSON object ``code`` prints last."""
+    checkouts = ([before] if before is not None else []) + [ROOT]
+    for i in range(1, repeats + 1):
+        for checkout in checkouts:
+            # ``python -c`` puts the working directory first on sys.path: run in the checkout.
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=checkout,
+                                 check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps(result), file=sys.stderr)
+            yield i, "before" if checkout == before else "this checkout", result
+
+
 # Peak resident memory of the measured process. Not getrusage's ru_maxrss: Linux carries it over from
 # the parent through fork and exec, so a benchmark that has just generated 8 GB of models would report
 # its own peak for every child. VmHWM belongs to the process's address space, new at exec.

@@ -12,14 +12,12 @@ baseline under the same load; the load average is printed with every row.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT  # noqa: E402
+from _common import alternating_runs  # noqa: E402
 from scale_sketch import ensure_forest  # noqa: E402
 
 CODE = """
@@ -44,19 +42,11 @@ def main() -> None:
     args = ap.parse_args()
     folder = ensure_forest(args.models)
     code = CODE.format(folder=str(folder))
-    checkouts = ([args.before] if args.before is not None else []) + [ROOT]
     print("| run | code | models | fingerprint (s) | per model (ms) | CPU (s) | CPU per model (ms) | load avg |")
     print("|---|---|---|---|---|---|---|---|")
-    for i in range(1, args.repeats + 1):
-        for checkout in checkouts:
-            # ``python -c`` puts the working directory first on sys.path: run in the checkout.
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=checkout,
-                                 check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            name = "before" if checkout == args.before else "this checkout"
-            print(f"| {i} | {name} | {r['models']} | {r['wall_s']:.2f} | {1000 * r['wall_s'] / r['models']:.1f} | "
-                  f"{r['cpu_s']:.2f} | {1000 * r['cpu_s'] / r['models']:.1f} | {r['load']:.1f} |", flush=True)
-            print(json.dumps(r), file=sys.stderr)
+    for i, name, r in alternating_runs(code, args.repeats, args.before):
+        print(f"| {i} | {name} | {r['models']} | {r['wall_s']:.2f} | {1000 * r['wall_s'] / r['models']:.1f} | "
+              f"{r['cpu_s']:.2f} | {1000 * r['cpu_s'] / r['models']:.1f} | {r['load']:.1f} |", flush=True)
     print(f"\nload average now: {os.getloadavg()[0]:.1f}")
 
 

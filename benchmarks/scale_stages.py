@@ -14,14 +14,12 @@ checkout), so a change is measured against its baseline under the same load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PEAK_RSS, ROOT  # noqa: E402
+from _common import PEAK_RSS, alternating_runs  # noqa: E402
 from scale_sketch import ensure_forest  # noqa: E402
 
 CODE = """
@@ -70,21 +68,13 @@ def main() -> None:
     args = ap.parse_args()
     folder = ensure_forest(args.models)
     code = CODE.format(folder=str(folder), truth=str(folder / "truth.json"), peak=PEAK_RSS)
-    checkouts = ([args.before] if args.before is not None else []) + [ROOT]
     print("Seconds, wall / CPU (CPU of the sparse stages only where the code records it).\n")
     print("| run | code | " + " | ".join(STAGES) + " | peak RSS (MB) | directed | undirected | load |")
     print("|---|---|" + "---|" * (len(STAGES) + 4))
-    for i in range(1, args.repeats + 1):
-        for checkout in checkouts:
-            # ``python -c`` puts the working directory first on sys.path: run in the checkout.
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=checkout,
-                                 check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            name = "before" if checkout == args.before else "this checkout"
-            cells = " | ".join(_cell(r[s]) for s in STAGES)
-            print(f"| {i} | {name} | {cells} | {r['peak_mb']:.0f} | {r['directed']:.5f} | {r['undirected']:.5f} "
-                  f"| {r['load']:.1f} |", flush=True)
-            print(json.dumps(r), file=sys.stderr)
+    for i, name, r in alternating_runs(code, args.repeats, args.before):
+        cells = " | ".join(_cell(r[s]) for s in STAGES)
+        print(f"| {i} | {name} | {cells} | {r['peak_mb']:.0f} | {r['directed']:.5f} | {r['undirected']:.5f} "
+              f"| {r['load']:.1f} |", flush=True)
     print(f"\nload average now: {os.getloadavg()[0]:.1f}")
 
 
