@@ -266,9 +266,10 @@ def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
     a rescaling, which a merge and a weight-decayed fine-tune both are.
 
     Per layer the Gram matrix of (C, P_1..P_K) follows from the squared norms and squared distances
-    (<a, b> = (|a|^2 + |b|^2 - |a - b|^2) / 2); projecting out the unit vector along C gives
-    G' = G - g g' / |C|^2 with g = G[:, C]; the projected squared distances, summed over the layers
-    every model holds, enter :func:`affine_fit`. Returns NaN where no layer counts.
+    (<a, b> = (|a|^2 + |b|^2 - |a - b|^2) / 2), taken in differences from C so that no term of the size of
+    |C|^2 cancels; projecting out the unit vector along C takes each difference's component along it
+    away, and the projected squared distances, summed over the layers every model holds, enter
+    :func:`affine_fit`. Returns NaN where no layer counts.
     """
     models = [c, *parents]
     layers = _common_layers(pl, models)
@@ -277,13 +278,17 @@ def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
     idx = np.array(models)
     sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, K+1, K+1)
     n2 = pl.scale2[layers][:, idx, idx]  # (L, K+1): the diagonal of scale2 is each model's squared norm
-    gram = (n2[:, :, None] + n2[:, None, :] - sq) / 2
-    g = gram[:, :, 0]
-    own = n2[:, 0]
+    # In differences from C (x_k = P_k - C), so that nothing of the size of |C|^2 cancels: the Gram of the
+    # x_k from squared distances, and each x_k's component along C, (|P_k|^2 - |C|^2 - |x_k|^2) / (2 |C|).
+    dc_l = sq[:, 0, 1:]
+    gram = (dc_l[:, :, None] + dc_l[:, None, :] - sq[:, 1:, 1:]) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        proj = gram - np.where(own > 0, 1.0 / own, 0.0)[:, None, None] * g[:, :, None] * g[:, None, :]
+        radial = np.where(n2[:, :1] > 0, (n2[:, 1:] - n2[:, :1] - dc_l) / (2 * np.sqrt(n2[:, :1])), 0.0)
+    proj = gram - radial[:, :, None] * radial[:, None, :]
     diag = np.einsum("lii->li", proj)
-    d = np.maximum(diag[:, :, None] + diag[:, None, :] - 2 * proj, 0.0).sum(axis=0)
+    d = np.zeros((len(models), len(models)))
+    d[0, 1:] = d[1:, 0] = np.maximum(diag, 0.0).sum(axis=0)
+    d[1:, 1:] = np.maximum(diag[:, :, None] + diag[:, None, :] - 2 * proj, 0.0).sum(axis=0)
     dc = d[0, 1:]
     if not (dc > 0).all():
         return math.nan
