@@ -12,7 +12,7 @@ import torch
 from checkpoint_factory import hf_folder
 from mother_core import compute_statistics, discover, recover
 from mother_core.recovery.result import RecoverySettings
-from mother_core.relations.evidence import pair_layers
+from mother_core.relations.evidence import PairLayers, pair_layers
 from mother_core.relations.merge import EXACT, affine_fit, off_ray_ratio
 
 NAMES = ("model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight",
@@ -70,3 +70,38 @@ def test_ray_chain_has_no_merge(ray_chain):
     # parent to child, and three models give the direction cues little to go on).
     assert {frozenset((e.parent, e.child)) for e in rec.edges} == {
         frozenset(("a-base", "b-child")), frozenset(("b-child", "c-grandchild"))}
+
+
+def _pair_layers(models: list[list[np.ndarray]]) -> PairLayers:
+    """PairLayers of models given as lists of layer vectors (exact squared norms and distances)."""
+    n, n_layers = len(models), len(models[0])
+    sq = np.array([[[float(((models[i][t] - models[j][t]) ** 2).sum()) for j in range(n)] for i in range(n)]
+                   for t in range(n_layers)])
+    norm2 = np.array([[float((m[t] ** 2).sum()) for m in models] for t in range(n_layers)])
+    scale2 = (norm2[:, :, None] + norm2[:, None, :]) / 2
+    rel = np.sqrt(sq / scale2)
+    numel = np.full((n, n), float(sum(len(v) for v in models[0])))
+    return PairLayers(rel, sq, scale2, np.diag(numel).copy(), numel, np.full((n, n), np.nan))
+
+
+def test_off_ray_ratio_keeps_merges_and_drops_rescalings():
+    rng = np.random.default_rng(0)
+    base = [rng.normal(size=400) for _ in range(3)]
+    p = [w + 0.1 * rng.normal(size=400) for w in base]
+    q = [w + 0.1 * rng.normal(size=400) for w in base]
+    linear = [0.3 * a + 0.7 * b for a, b in zip(p, q)]
+
+    def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+        theta = np.arccos(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        return (np.sin((1 - t) * theta) * a + np.sin(t * theta) * b) / np.sin(theta)
+
+    sl = [slerp(a, b, 0.4) for a, b in zip(p, q)]  # off the chord by 0.002 of d(C, P) on all layers
+    # A weight-decayed chain: each model a shrunk copy of the one before plus a small new update.
+    child = [0.85 * w + 0.02 * rng.normal(size=400) for w in p]
+    grandchild = [0.85 * w + 0.02 * rng.normal(size=400) for w in child]
+    pl = _pair_layers([p, q, linear, sl, child, grandchild])
+    assert off_ray_ratio(pl, 2, (0, 1)) < 1e-9
+    # SLERP is a per-layer combination of its two parents: its arc's departure from the chord lies
+    # along the child and goes (a t varying by layer leaves about the same residual here as on all layers).
+    assert off_ray_ratio(pl, 3, (0, 1)) < 1e-6
+    assert off_ray_ratio(pl, 4, (0, 5)) > 0.3  # the chain's middle: only its own update is left

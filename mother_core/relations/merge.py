@@ -252,7 +252,8 @@ def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
     projected out (of the child and of every parent alike), from the pass's statistics only.
 
     A merge is a combination of its parents in every direction: a linear projection keeps C = sum a_k P_k
-    (and SLERP, a per-layer combination of two parents, stays one of them), so its residual ratio off
+    (and SLERP, a per-layer combination of two parents, stays one of them; a t varying by layer
+    leaves about the residual it leaves on all layers), so its residual ratio off
     that direction stays small (the typed zoo's seeds 0, 1, 3: linear and SLERP merges <= 9e-8, a
     SLERP's chord error lying along the child; TIES / DARE 0.26-0.65 against 0.25-0.65 on all layers,
     each under its cap). A fine-tune trained with L2 weight decay is a shrunk copy of its
