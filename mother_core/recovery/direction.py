@@ -59,6 +59,8 @@ PRIOR_CONFIDENCE = 0.50
 #: Probability that a tree's norms grow from parent to child: of the fitting collections' multi-model
 #: trees, 10 of 12 grow along most of their true edges (``calibrate.py --generalise`` counts them); by
 #: the rule of succession (10 + 1) / (12 + 2). The confidence of a reading on basis "growth".
+#: With the second fitting draw ``calibrate.py`` counts 20 of 24 (0.808); that recount was checked and
+#: not adopted: it lost a barely-trained edge and held-out AUROC (benchmarks/RESULTS.md, issue 12).
 GROWTH_PRIOR = 0.786
 
 BASES = ("own", "pooled", "growth", "prior", "fixed")
