@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,34 @@ def test_dask_local_cluster_gives_the_single_process_result(forest, tmp_path):
     for d in (a, b):
         d.pop("run_seconds")
     assert a == b
+
+
+# --- the dense path's honesty rules hold on the sparse path (issue 12 on issue 15's path) -----------
+def test_sparse_and_dense_read_a_radial_tree_as_a_coin_flip(tmp_path):
+    """A barely trained Adam tree (L2 decay moves the weights along themselves: radial share ~0.2, beyond
+    the calibrated 0.13) reads its direction as a coin flip on both paths, and both say why."""
+    from mother_zoo.variety import Collection, Recipe, generate_collection
+
+    adam = Recipe("barely-llama-adam", "llama", hidden=48, method="fft", optimizer="adam", root_steps=100,
+                  child_steps=(1, 5), schedule="linear")
+    out = generate_collection(Collection("held-barely-test", ((adam, 202),)), tmp_path)
+    for result in (recover_paths([str(out)]), recover_at_scale([str(out)], k=5)):
+        assert [t.regime_confidence for t in result.trees] == [0.5]
+        assert "radial share" in result.trees[0].direction_note
+        forest_edges = [e for e in result.edges if e.relation == "finetune"]  # typed ones (a merge) aside
+        assert forest_edges and all(e.direction_confidence == 0.5 for e in forest_edges)
+
+
+def test_sparse_and_dense_cap_a_roots_only_child():
+    """On the mixed-forest demo each path caps every edge from a root to its only child (in a tree of
+    three or more) at the fitted rate, from the same rule (:func:`.confidence.sole_child_edges`)."""
+    from mother_core.recovery.confidence import SOLE_CHILD_CONFIDENCE, sole_child_edges
+
+    demo = str(Path(__file__).resolve().parent.parent / "assets" / "demo" / "mixed-forest")
+    for result in (recover_paths([demo]), recover_at_scale([demo], k=5)):
+        which = sole_child_edges([(e.parent, e.child, e.relation, e.constrained) for e in result.edges])
+        assert which, "the demo has a root with one child on both paths"
+        for e in result.edges:
+            if (e.parent, e.child) in which:
+                assert e.confidence == pytest.approx(SOLE_CHILD_CONFIDENCE)  # above it before the cap
+                assert abs(e.confidence - e.placement_confidence * e.direction_confidence) < 1e-12

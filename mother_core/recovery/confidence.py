@@ -21,6 +21,7 @@ direction as a coin flip (:func:`within_calibration`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,15 +200,22 @@ def tree_radial_share(norm: np.ndarray, sq_dist: np.ndarray, layers: np.ndarray,
         return math.nan
     sub = distance[np.ix_(members, members)].astype(float)
     np.fill_diagonal(sub, np.inf)
-    shares: list[float] = []
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for i in range(len(members)):
         j = int(np.argmin(sub[i]))
         if not np.isfinite(sub[i, j]):
             continue
         pair = np.array([int(members[i]), int(members[j])])
-        share = radial_share(norm[np.ix_(pair, layers)] ** 2, sq_dist[layers, pair[0], pair[1]])
-        if math.isfinite(share):
-            shares.append(share)
+        pairs.append((norm[np.ix_(pair, layers)] ** 2, sq_dist[layers, pair[0], pair[1]]))
+    return median_radial_share(pairs)
+
+
+def median_radial_share(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The median of :func:`radial_share` over a tree's pairs of each model with its nearest other member,
+    given as (``norm2`` (2, L), ``sq`` (L,)): the one reading of a tree's radial share, whether the
+    pairs come from the dense matrices (:func:`tree_radial_share`) or from the candidate pairs of the
+    sparse path (:mod:`.sparse`). NaN when no pair moved."""
+    shares = [s for s in (radial_share(n2, sq) for n2, sq in pairs) if math.isfinite(s)]
     return float(np.median(shares)) if shares else math.nan
 
 

@@ -281,7 +281,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
     recovery = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return _sole_child_capped(_with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats,
+    return sole_child_capped(_with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats,
                                                                                            detectors))), base))
 
 
@@ -345,16 +345,17 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return _sole_child_capped(_with_votes(edited, recovery))
+        return sole_child_capped(_with_votes(edited, recovery))
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
     solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
-    return _sole_child_capped(_with_votes(_carried(recovery, apply_relations(solved)), recovery))
+    return sole_child_capped(_with_votes(_carried(recovery, apply_relations(solved)), recovery))
 
 
-def _sole_child_capped(recovery: Recovery) -> Recovery:
+def sole_child_capped(recovery: Recovery) -> Recovery:
     """Every edge from a root to its only child capped at :data:`.confidence.SOLE_CHILD_CONFIDENCE`
-    (docs/METHOD.md, "Confidence"): read from the solved graph, so any solve or local edit gets it."""
+    (docs/METHOD.md, "Confidence"): read from the solved graph, so any solve or local edit gets it, and
+    the sparse path (:func:`.sparse.recover_sparse`) too."""
     which = sole_child_edges([(e.parent, e.child, e.relation, e.constrained) for e in recovery.edges])
     if not which:
         return recovery

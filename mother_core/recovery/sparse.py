@@ -9,7 +9,11 @@ The same method as :mod:`mother_core.recovery.recover` (docs/METHOD.md), read on
 3. direction evidence E = kurtosis trend (under the tree's regime) + norm growth, K = (1 - E / 2) / 2;
 4. per tree, cost M = D + lambda * mean(D) * K on its candidate edges, a minimum spanning
    arborescence under each regime, the cheaper kept (regime ``auto``);
-5. placement and direction confidence from the same calibrated maps (:mod:`.confidence`).
+5. placement and direction confidence from the same calibrated maps (:mod:`.confidence`), with the
+   same honesty rules: a tree whose radial share (from the norms and the candidate pairs' squared
+   distances) exceeds the calibrated domain reads its direction as a coin flip
+   (:func:`.confidence.within_calibration`), and a root's only child is capped
+   (:func:`mother_core.recovery.recover.sole_child_capped`).
 
 Not done here (they need dense matrices or the skeletons): the additive refinement, pooled readings
 across trees, the rank distance of merged-LoRA trees, typed relations and re-solving under
@@ -32,9 +36,12 @@ from mother_core.errors import InputError, TooFewModelsError
 from mother_core.io.base import ModelRef, Problem
 from mother_core.io.names import layer_kind
 from mother_core.recovery.arborescence import minimum_spanning_arborescence
-from mother_core.recovery.confidence import evidence_confidence, placement_confidence
+from mother_core.recovery.confidence import (
+    evidence_confidence, median_radial_share, placement_confidence, within_calibration,
+)
 from mother_core.recovery.features import REINITIALISED, select_layers
 from mother_core.recovery.forest import split_graph_into_trees
+from mother_core.recovery.recover import sole_child_capped
 from mother_core.recovery.result import Alternative, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo
 from mother_core.settings import REGIMES
 from mother_core.stats.fingerprint import Fingerprint
@@ -47,6 +54,8 @@ from mother_core.stats.sketch_store import shared_slots
 DENSE_TREE_UP_TO = 3000
 #: Alternatives kept per model (the candidate parents it did not take), cheapest first.
 ALTERNATIVES = 3
+#: Every sparse tree's direction note (a tree beyond the calibrated domain adds why it reads a coin flip).
+SPARSE_NOTE = "Read on this tree's candidate pairs (sparse path)."
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,6 +206,7 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
     parent = np.full(n, -1, dtype=np.int64)
     edge_of: dict[int, tuple[int, bool]] = {}  # child -> (pair row, forward a -> b)
     regimes: dict[int, tuple[str, float, float]] = {}
+    notes: dict[int, str] = {}
     cost_in: dict[int, list[tuple[float, int, int, bool]]] = {}  # child -> [(cost, parent, row, fwd)]
     a_all, b_all = stats.pairs[:, 0], stats.pairs[:, 1]
     in_tree = labels[a_all] == labels[b_all]
@@ -219,6 +229,9 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
         total, regime, norm_sign, par, fwd, back = solved[0]
         other = next((s[0] for s in solved[1:] if s[1] != regime or s[2] != norm_sign), math.inf)
         conf = 0.5 if not math.isfinite(other) or other <= 0 else 0.5 + 0.5 * min(1.0, (other - total) / other)
+        if len(solved) > 1:  # a reading the user set is the user's (as on the dense path)
+            share = _tree_radial_share(stats, tab, rows, layer_idx)
+            conf, notes[t] = within_calibration(conf, SPARSE_NOTE, share)
         regimes[t] = (regime, conf, norm_sign)
         parent[members] = par
         for r, cf, cb in zip(rows, fwd, back):
@@ -231,8 +244,27 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
                 for _, q, row, forward in cost_in[int(c)]:
                     if q == p:
                         edge_of[int(c)] = (row, forward)
-    return _assemble(stats, settings, tab, labels, threshold, parent, edge_of, regimes, cost_in, kurt_sum,
-                     layer_idx)
+    return sole_child_capped(_assemble(stats, settings, tab, labels, threshold, parent, edge_of, regimes, cost_in,
+                                       kurt_sum, layer_idx, notes))
+
+
+def _tree_radial_share(stats: SparseStatistics, tab: PairTable, rows: np.ndarray, layer_idx: np.ndarray) -> float:
+    """A tree's radial share (:func:`.confidence.median_radial_share`) on its candidate pairs ``rows``:
+    each member paired with its nearest candidate in the tree. The dense path pairs it with its nearest
+    member of all; the candidates are each model's nearest neighbours, so the two agree unless the
+    nearest member was missed by the sketches (docs/SCALE.md, candidate recall)."""
+    d = tab.distance[rows]
+    ends = np.concatenate([stats.pairs[rows, 0], stats.pairs[rows, 1]])
+    dist = np.concatenate([d, d])
+    row_of = np.concatenate([rows, rows])
+    ok = np.isfinite(dist)
+    ends, dist, row_of = ends[ok], dist[ok], row_of[ok]
+    order = np.lexsort((dist, ends))  # by member, nearest first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = ends[order][1:] != ends[order][:-1]
+    nearest = row_of[order][first]
+    n2 = stats.norm[:, layer_idx] ** 2
+    return median_radial_share((n2[stats.pairs[r]], stats.pair_sq[r, layer_idx]) for r in nearest)
 
 
 def _edge_costs(tab: PairTable, rows: np.ndarray, regime: str, settings: RecoverySettings,
@@ -292,7 +324,7 @@ def _arborescence(members: np.ndarray, a: np.ndarray, b: np.ndarray, fwd: np.nda
 def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTable, labels: np.ndarray,
               threshold: float, parent: np.ndarray, edge_of: dict[int, tuple[int, bool]],
               regimes: dict[int, tuple[str, float, float]], cost_in: dict[int, list[tuple[float, int, int, bool]]],
-              kurt_sum: np.ndarray, layer_idx: np.ndarray) -> Recovery:
+              kurt_sum: np.ndarray, layer_idx: np.ndarray, notes: dict[int, str]) -> Recovery:
     ids = [m.id for m in stats.models]
     edges: list[Edge] = []
     alternatives: dict[int, tuple[Alternative, ...]] = {}
@@ -333,7 +365,7 @@ def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTabl
         regime, conf, _ = regimes[t]
         trees.append(TreeInfo(id=t, members=tuple(ids[m] for m in members), root=ids[root], regime=regime,
                               regime_confidence=conf, direction_basis="own",
-                              direction_note="Read on this tree's candidate pairs (sparse path)."))
+                              direction_note=notes.get(t, SPARSE_NOTE)))
     layers = [LayerInfo(stats.tensors[s].name, stats.tensors[s].shape, stats.tensors[s].kind) for s in layer_idx]
     graph = {
         "pairs": stats.pairs.tolist(),
