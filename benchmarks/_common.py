@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -91,6 +92,16 @@ def run_python(code: str, env: dict[str, str] | None = None) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.setdefault("wall_s", time.perf_counter() - t)
     return result
+
+
+def alternating_arguments(doc: str | None, models: int) -> argparse.Namespace:
+    """The options of a before/after benchmark over a generated forest: ``--models`` (default ``models``),
+    ``--repeats`` and ``--before CHECKOUT`` (see :func:`alternating_runs`)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=int, default=models)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--before", type=Path, metavar="CHECKOUT", help="also run another checkout's code")
+    return ap.parse_args()
 
 
 def alternating_runs(code: str, repeats: int, before: Path | None):

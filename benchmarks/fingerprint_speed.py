@@ -11,13 +11,12 @@ baseline under the same load; the load average is printed with every row.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternating_runs  # noqa: E402
+from _common import alternating_arguments, alternating_runs  # noqa: E402
 from scale_sketch import ensure_forest  # noqa: E402
 
 CODE = """
@@ -35,11 +34,7 @@ with tempfile.TemporaryDirectory() as store:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--before", type=Path, metavar="CHECKOUT", help="also run another checkout's code")
-    args = ap.parse_args()
+    args = alternating_arguments(__doc__, models=200)
     folder = ensure_forest(args.models)
     code = CODE.format(folder=str(folder))
     print("| run | code | models | fingerprint (s) | per model (ms) | CPU (s) | CPU per model (ms) | load avg |")

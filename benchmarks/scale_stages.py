@@ -13,13 +13,12 @@ checkout), so a change is measured against its baseline under the same load.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PEAK_RSS, alternating_runs  # noqa: E402
+from _common import PEAK_RSS, alternating_arguments, alternating_runs  # noqa: E402
 from scale_sketch import ensure_forest  # noqa: E402
 
 CODE = """
@@ -61,11 +60,7 @@ def _cell(pair: list) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--before", type=Path, metavar="CHECKOUT", help="also run another checkout's code")
-    args = ap.parse_args()
+    args = alternating_arguments(__doc__, models=1000)
     folder = ensure_forest(args.models)
     code = CODE.format(folder=str(folder), truth=str(folder / "truth.json"), peak=PEAK_RSS)
     print("Seconds, wall / CPU (CPU of the sparse stages only where the code records it).\n")
