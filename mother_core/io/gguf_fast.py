@@ -365,6 +365,15 @@ def warm_up() -> None:
         dequantize(np.zeros(nbytes, dtype=np.uint8), name)
 
 
+def _decoder(qtype_name: str) -> tuple[Kernel, np.ndarray]:
+    """The compiled kernel of ``qtype_name`` and the f16 table it reads (built on first use; afterwards
+    without taking the build lock)."""
+    table = kernels() if _KERNELS is None or _F16 is None else _KERNELS
+    f16 = _F16
+    assert f16 is not None  # made by kernels()
+    return table[qtype_name], f16
+
+
 def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray) -> np.ndarray:
     """Decode the blocks in bytes ``[start, stop)`` of an open file into ``out`` (contiguous float32, exactly
     as many values), read in cache-sized pieces (:func:`mother_core.io.staged.pieces`), each decoded as
@@ -379,9 +388,7 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     """
     from mother_core.io.staged import pieces
 
-    table = kernels() if _KERNELS is None or _F16 is None else _KERNELS
-    kernel, f16 = table[qtype_name], _F16
-    assert f16 is not None  # made by kernels()
+    kernel, f16 = _decoder(qtype_name)
     nbytes, nvalues = _LAYOUT[qtype_name]
     n = (stop - start) // nbytes * nvalues
     if (stop - start) % nbytes or out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
@@ -404,9 +411,7 @@ def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None)
     numpy.ndarray
         1-D float32, ``len(data) / block_bytes * block_values`` values, as :func:`gguf.quants.dequantize`.
     """
-    table = kernels() if _KERNELS is None or _F16 is None else _KERNELS
-    f16 = _F16
-    assert f16 is not None  # made by kernels()
+    kernel, f16 = _decoder(qtype_name)
     nbytes, nvalues = _LAYOUT[qtype_name]
     src = np.ascontiguousarray(data).reshape(-1)
     if src.dtype != np.uint8:
@@ -419,5 +424,5 @@ def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None)
     elif out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
         raise ValueError(f"output buffer of {out.size} {out.dtype} does not fit {n} values")
     out = out.reshape(-1)
-    table[qtype_name](src, f16, out)
+    kernel(src, f16, out)
     return out

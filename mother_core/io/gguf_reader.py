@@ -141,7 +141,8 @@ class GGUFReader:
             return buf.view(np.float32).reshape(shape)
         try:
             if gguf_fast.supports(t.qtype_name):  # compiled, bit-identical to the package's numpy code
-                return gguf_fast.dequantize(buf, t.qtype_name, out).reshape(shape)
+                # (``out`` is None here: a supported type with ``out`` was decoded in pieces above)
+                return gguf_fast.dequantize(buf, t.qtype_name).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
         except Exception as e:
             raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "

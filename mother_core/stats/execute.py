@@ -195,8 +195,7 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     use_fused = bool(fused_dtypes) and (fused.ready() or fused_values >= fused.WORTH_LOADING_VALUES)
     # Chunks of more models than the fused kernel takes still count their equal entries with it (torch
     # compares row against rows, several times slower on the CPU): load it for them when they are many.
-    wide = sum(len(t.models) * sum(_chunk_numel(plan.slots[t.slot].shape, rows) for rows in t.chunks)
-               for t in plan.tasks if fused.MAX_MODELS < len(t.models) <= fused.MAX_EQUAL_MODELS)
+    wide = sum(_task_values(plan, t) for t in plan.tasks if fused.MAX_MODELS < len(t.models) <= fused.MAX_EQUAL_MODELS)
     load_for_equal = device.type == "cpu" and fused.enabled() and wide >= fused.WORTH_LOADING_VALUES
     return _PassRun(
         plan=plan, readers=readers, device=device,
@@ -509,8 +508,13 @@ def _fused_work(plan: Plan, readers: Sequence[ModelReader], device: torch.device
         dtype = _chunk_dtype(plan.slots[task.slot].name, task.models, readers, device, True)
         if fused.accepts(dtype, m, device):  # bf16 as stored, or float32 (as stored or widened)
             dtypes.add(dtype)
-            values += m * sum(_chunk_numel(plan.slots[task.slot].shape, rows) for rows in task.chunks)
+            values += _task_values(plan, task)
     return values, dtypes
+
+
+def _task_values(plan: Plan, task: TensorTask) -> int:
+    """Values the pass reduces for ``task``: every model's rows of every chunk."""
+    return len(task.models) * sum(_chunk_numel(plan.slots[task.slot].shape, rows) for rows in task.chunks)
 
 
 def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],

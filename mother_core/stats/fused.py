@@ -149,12 +149,13 @@ class StreamReduction:
         upper = np.triu(self.dist, 1)
         mean, m2, m3, m4 = out
         n = self.counts[: self.blocks].sum()
-        return Moments(np.full(self.models, n), mean, m2, m3, m4), upper + upper.T, _mirrored(self.eq, n)
+        return Moments(np.full(self.models, n), mean, m2, m3, m4), upper + upper.T, mirrored(self.eq, n)
 
 
-def _mirrored(counts: np.ndarray, n: float) -> np.ndarray:
-    """Pair counts the kernels add above the diagonal only, made symmetric, with ``n`` (a row's length:
-    every entry equals itself) on the diagonal."""
+def mirrored(counts: np.ndarray, n: float) -> np.ndarray:
+    """Pair counts added above the diagonal only (by the kernels, or by torch in
+    :func:`~mother_core.stats.moments.equal_counts`), made symmetric, with ``n`` (a row's length: every
+    entry equals itself) on the diagonal."""
     upper = np.triu(counts, 1)
     same = upper + upper.T
     np.fill_diagonal(same, n)
@@ -172,7 +173,7 @@ def equal_counts(x: torch.Tensor) -> np.ndarray:
         _kernels().equal_counts_bits(raw, KERNEL_BLOCK, eq)
     else:
         _kernels().equal_counts_float(x.contiguous().float().numpy(), KERNEL_BLOCK, eq)
-    return _mirrored(eq, n)
+    return mirrored(eq, n)
 
 
 def reduce_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple["Moments", np.ndarray, np.ndarray]:

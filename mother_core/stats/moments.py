@@ -256,9 +256,7 @@ def equal_counts(x: torch.Tensor) -> np.ndarray:
     out = torch.zeros((m, m), dtype=torch.float64, device=x.device)
     for i in range(m - 1):
         out[i, i + 1 :] = (x[i + 1 :] == x[i]).sum(dim=1, dtype=torch.float64)
-    out = out + out.T
-    out.fill_diagonal_(float(n))
-    return out.cpu().numpy()
+    return fused.mirrored(out.cpu().numpy(), n)
 
 
 def _combine_blocks(counts: np.ndarray, means: torch.Tensor, sums: torch.Tensor) -> Moments:
