@@ -24,6 +24,7 @@ so its lowest row stays visible (an overlaid legend hid it in talk mode at 1280x
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -230,14 +231,10 @@ export default function (component) {
 }
 """
 
-_component: Callable[..., Any] | None = None
-
-
+@functools.cache
 def _mount() -> Callable[..., Any]:
-    global _component
-    if _component is None:
-        _component = st.components.v2.component("mother_graph", css=_CSS, js=_JS, isolate_styles=False)
-    return _component
+    """The component, declared once per process, on first use (not at import)."""
+    return st.components.v2.component("mother_graph", css=_CSS, js=_JS, isolate_styles=False)
 
 
 def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, selected: dict | None,

@@ -17,6 +17,7 @@ rebuilt in the browser when its ``key`` (the rows' identity) changes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,14 +131,10 @@ export default function (component) {
 }
 """
 
-_component: Callable[..., Any] | None = None
-
-
+@functools.cache
 def _mount() -> Callable[..., Any]:
-    global _component
-    if _component is None:
-        _component = st.components.v2.component("mother_table", css=_CSS, js=_JS, isolate_styles=False)
-    return _component
+    """The component, declared once per process, on first use (not at import)."""
+    return st.components.v2.component("mother_table", css=_CSS, js=_JS, isolate_styles=False)
 
 
 def table(
