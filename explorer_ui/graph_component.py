@@ -231,6 +231,17 @@ export default function (component) {
 }
 """
 
+
+def trigger_event(key: str) -> Any:
+    """The ``event`` trigger last sent by the component with widget ``key`` (``None`` if none); shared with
+    :mod:`explorer_ui.table_component`."""
+    value = st.session_state.get(key)
+    event = getattr(value, "event", None) if value is not None else None
+    if event is None and isinstance(value, dict):
+        event = value.get("event")
+    return event
+
+
 @functools.cache
 def _mount() -> Callable[..., Any]:
     """The component, declared once per process, on first use (not at import)."""
@@ -265,10 +276,7 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
         lib = {"url": lib_url}
 
     def _changed() -> None:
-        value = st.session_state.get(key)
-        event = getattr(value, "event", None) if value is not None else None
-        if event is None and isinstance(value, dict):
-            event = value.get("event")
+        event = trigger_event(key)
         if isinstance(event, dict):
             on_event(event)
 

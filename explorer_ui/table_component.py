@@ -23,6 +23,8 @@ from typing import Any
 
 import streamlit as st
 
+from explorer_ui.graph_component import trigger_event
+
 _CSS = """
 .mt-cap {font: 16px/1.6 "Source Sans", sans-serif; margin: 0 0 8px 0;}
 .mt-scroll {overflow: auto; border: 1px solid rgba(49,51,63,.15); border-radius: 6px;}
@@ -131,6 +133,7 @@ export default function (component) {
 }
 """
 
+
 @functools.cache
 def _mount() -> Callable[..., Any]:
     """The component, declared once per process, on first use (not at import)."""
@@ -174,10 +177,7 @@ def table(
     digits = list(digits) if digits is not None else [None] * len(columns)
 
     def _changed() -> None:
-        value = st.session_state.get(key)
-        event = getattr(value, "event", None) if value is not None else None
-        if event is None and isinstance(value, dict):
-            event = value.get("event")
+        event = trigger_event(key)
         row = event.get("row") if isinstance(event, dict) else None
         if on_row is not None and isinstance(row, int) and 0 <= row < len(rows):
             on_row(row)
