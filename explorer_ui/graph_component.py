@@ -24,6 +24,7 @@ so its lowest row stays visible (an overlaid legend hid it in talk mode at 1280x
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -230,14 +231,21 @@ export default function (component) {
 }
 """
 
-_component: Callable[..., Any] | None = None
+
+def trigger_event(key: str) -> Any:
+    """The ``event`` trigger last sent by the component with widget ``key`` (``None`` if none); shared with
+    :mod:`explorer_ui.table_component`."""
+    value = st.session_state.get(key)
+    event = getattr(value, "event", None) if value is not None else None
+    if event is None and isinstance(value, dict):
+        event = value.get("event")
+    return event
 
 
+@functools.cache
 def _mount() -> Callable[..., Any]:
-    global _component
-    if _component is None:
-        _component = st.components.v2.component("mother_graph", css=_CSS, js=_JS, isolate_styles=False)
-    return _component
+    """The component, declared once per process, on first use (not at import)."""
+    return st.components.v2.component("mother_graph", css=_CSS, js=_JS, isolate_styles=False)
 
 
 def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, selected: dict | None,
@@ -268,10 +276,7 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
         lib = {"url": lib_url}
 
     def _changed() -> None:
-        value = st.session_state.get(key)
-        event = getattr(value, "event", None) if value is not None else None
-        if event is None and isinstance(value, dict):
-            event = value.get("event")
+        event = trigger_event(key)
         if isinstance(event, dict):
             on_event(event)
 

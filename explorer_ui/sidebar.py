@@ -66,11 +66,19 @@ def _remember(key: str) -> None:
     st.session_state[f"_keep_{key}"] = st.session_state[key]
 
 
+def _valid(value: Any, default: Any, options: Any) -> Any:
+    """``value`` if it is one of ``options`` (or there are none), else ``default`` or the first option (e.g.
+    a folder that went away)."""
+    if options is None or value in list(options):
+        return value
+    return default if default in list(options) else list(options)[0]
+
+
 def _widget(fn: Any, label: str, key: str, default: Any, **kw: Any) -> Any:
     _persist(key, default)
-    options = kw.get("options")
-    if options is not None and st.session_state[key] not in list(options):  # e.g. a folder that went away
-        st.session_state[key] = default if default in list(options) else list(options)[0]
+    value = _valid(st.session_state[key], default, kw.get("options"))
+    if value is not st.session_state[key]:  # written only when out of the options
+        st.session_state[key] = value
     return fn(label, key=key, on_change=_remember, args=(key,), **kw)
 
 
@@ -175,11 +183,7 @@ def _pick_result() -> ModelSet | None:
 def _kept(fn: Any, label: str, key: str, default: Any, **kw: Any) -> Any:
     """A setting's value without its widget (the settings are folded away): what the user last set in it
     (:func:`_widget` keeps it), else ``default``."""
-    value = st.session_state.get(f"_keep_{key}", default)
-    options = kw.get("options")
-    if options is not None and value not in list(options):
-        value = default if default in list(options) else list(options)[0]
-    return value
+    return _valid(st.session_state.get(f"_keep_{key}", default), default, kw.get("options"))
 
 
 def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:

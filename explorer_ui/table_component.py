@@ -17,10 +17,13 @@ rebuilt in the browser when its ``key`` (the rows' identity) changes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import streamlit as st
+
+from explorer_ui.graph_component import trigger_event
 
 _CSS = """
 .mt-cap {font: 16px/1.6 "Source Sans", sans-serif; margin: 0 0 8px 0;}
@@ -130,14 +133,11 @@ export default function (component) {
 }
 """
 
-_component: Callable[..., Any] | None = None
 
-
+@functools.cache
 def _mount() -> Callable[..., Any]:
-    global _component
-    if _component is None:
-        _component = st.components.v2.component("mother_table", css=_CSS, js=_JS, isolate_styles=False)
-    return _component
+    """The component, declared once per process, on first use (not at import)."""
+    return st.components.v2.component("mother_table", css=_CSS, js=_JS, isolate_styles=False)
 
 
 def table(
@@ -177,10 +177,7 @@ def table(
     digits = list(digits) if digits is not None else [None] * len(columns)
 
     def _changed() -> None:
-        value = st.session_state.get(key)
-        event = getattr(value, "event", None) if value is not None else None
-        if event is None and isinstance(value, dict):
-            event = value.get("event")
+        event = trigger_event(key)
         row = event.get("row") if isinstance(event, dict) else None
         if on_row is not None and isinstance(row, int) and 0 <= row < len(rows):
             on_row(row)

@@ -17,6 +17,7 @@ import streamlit as st
 
 from explorer_ui import graph, state, static
 from explorer_ui.graph_component import graph as graph_widget
+from explorer_ui.table_component import table
 from explorer_ui.safe_text import md, plain
 from explorer_ui.sidebar import Loaded
 from explorer_ui.sources import human_bytes
@@ -484,8 +485,6 @@ def _on_search(key: str, order: list[tuple[str, str]]) -> None:
     st.session_state[key] = None  # a search box, not a second copy of the selection: it empties again
 
 
-
-
 def edge_search(ctx: Loaded) -> None:
     """Type to find an edge (least confident first); picking one selects it and the box empties again.
 
@@ -514,11 +513,10 @@ def _rank_rows(key: str, statuses: tuple, _rec: Recovery) -> list[list]:
 def edge_rank_table(ctx: Loaded, *, height: int = 420) -> None:
     """The ranked edge table; clicking a row selects its edge (a plain HTML table: see
     :mod:`explorer_ui.table_component` for why not a data grid)."""
-    from explorer_ui.table_component import table
-
     order = ranked_edges(ctx)
-    rows = _rank_rows(ctx.key, st_key(ctx.statuses), ctx.rec)
-    ident = hashlib.sha1(repr(st_key(ctx.statuses)).encode()).hexdigest()[:12]
+    statuses = st_key(ctx.statuses)
+    rows = _rank_rows(ctx.key, statuses, ctx.rec)
+    ident = hashlib.sha1(repr(statuses).encode()).hexdigest()[:12]
     table(RANK_COLUMNS, rows, key=f"edge_table_{ctx.key}", data_key=f"{ctx.key}:{ident}",
           height=height, on_row=lambda i: state.select_edge(order[i]), digits=(None, 2, None, None, 4))
 
@@ -613,8 +611,6 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     rows.sort(key=lambda r: (r["cost"] is None, r["cost"] if r["cost"] is not None else 0.0))
     # The ranked table's component (already loaded on the Tree page), not clickable: neither a data grid (~0.1 s
     # of the browser's time to mount under load) nor st.table, which renders every cell as markdown (28 here).
-    from explorer_ui.table_component import table
-
     table(["rank", "parent", "cost", "distance", "chosen"],
           [[i + 1, r["parent"], r["cost"], r["distance"], r["chosen"]] for i, r in enumerate(rows)],
           key=f"alternatives_{ctx.key}", data_key=f"{ctx.key}:{e.parent}:{e.child}", height=400,
