@@ -56,6 +56,73 @@ def edge_features(split_dir: Path, cache: Path | None = None) -> list[tuple[floa
     return rows
 
 
+def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, object]]:
+    """Every recovered edge of one collection with what its confidence is made of and what else the engine
+    computed about it (issue 12, item 5: which factor is miscalibrated where; ``--pooled`` fits on these).
+
+    Per edge: the engine's confidence and its parts; right / placed right; typed (a relation's child: its
+    confidence is the relation's, not refitted here); the placement inputs (layer effect over the best and
+    second-best alternative, log cost margin, NaN / 5.0 where not measured / no alternative, negative when
+    contested; log(threshold / relative)); the direction inputs (tree reading's confidence and basis,
+    whether the radial-share rule flagged the tree, the tree's radial share, the edge's evidence E); the
+    root-only-child cap; and candidate inputs (tree size, alternatives within a layer effect of 1, the
+    relative distance, whether the parent is a root, the parent's number of children)."""
+    from mother_core.recovery.confidence import sole_child_edges, tree_radial_share
+    from mother_core.recovery.features import pair_evidence, select_layers
+
+    stats = compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache)
+    rec = recover(stats, RecoverySettings())
+    ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers), drop_reinitialised=True)
+    truth = set(map(tuple, load_truth(split_dir / "truth.json")))
+    ix = {m: i for i, m in enumerate(rec.model_ids)}
+    problem = rec.problem
+    typed = {int(link["child"]) for link in problem.links}
+    sole = sole_child_edges([(e.parent, e.child, e.relation, e.constrained) for e in rec.edges])
+    parent_of = {e.child: e.parent for e in rec.edges}
+    n_children: dict[str, int] = {}
+    for e in rec.edges:
+        n_children[e.parent] = n_children.get(e.parent, 0) + 1
+    tree_of = {m: t for t in rec.trees for m in t.members}
+    share = {t.id: tree_radial_share(stats.norm, stats.sq_dist, ev.layer_index, ev.distance,
+                                     np.array([ix[m] for m in t.members if ix[m] not in typed]))
+             for t in rec.trees if len(t.members) > 1}
+    rows: list[dict[str, object]] = []
+    for e in rec.edges:
+        p, c = ix[e.parent], ix[e.child]
+        tree = tree_of[e.child]
+        alts = [ix[a.parent] for a in e.alternatives]
+        eff = [problem.layer_margin(p, q, c) for q in alts[:2]]
+        alt = e.alternatives[0].cost if e.alternatives else math.inf
+        chosen = float(problem.cost[p, c])
+        margin = math.log(max(alt, 1e-300) / max(chosen, 1e-300)) if math.isfinite(alt) else 5.0
+        m = problem.layer_margins.get(c)
+        near = 0
+        if m is not None and p in m.candidates:
+            row = m.effect[m.candidates.index(p)]
+            near = int(sum(1 for j, q in enumerate(m.candidates) if q != p and np.isfinite(row[j]) and row[j] < 1.0))
+        depth, node = 0, e.child
+        while node in parent_of and depth < 100:
+            node, depth = parent_of[node], depth + 1
+        rows.append({
+            "collection": split_dir.name, "tree": tree.id, "tree_size": len(tree.members), "typed": c in typed,
+            "relation": e.relation, "constrained": e.constrained,
+            "confidence": e.confidence, "placement": e.placement_confidence, "direction": e.direction_confidence,
+            "right": (e.parent, e.child) in truth,
+            "placed": (e.parent, e.child) in truth or (e.child, e.parent) in truth,
+            "effect": math.nan if not eff or eff[0] is None else eff[0],
+            "effect2": math.nan if len(eff) < 2 or eff[1] is None else eff[1],
+            "margin": margin, "related": math.log(problem.threshold / max(float(problem.relative[p, c]), 1e-12)),
+            "relative": float(problem.relative[p, c]), "n_alternatives": len(alts), "near_tied": near,
+            "reading": tree.regime_confidence, "basis": tree.direction_basis,
+            "flagged": "radial share" in (tree.direction_note or ""), "share": share.get(tree.id, math.nan),
+            "evidence": float(problem.evidence[p, c]), "sole": (e.parent, e.child) in sole,
+            "parent_is_root": e.parent not in parent_of, "parent_children": n_children[e.parent], "depth": depth,
+            "cues": dict(e.cues),
+            "alt_margins": [math.log(max(a.cost, 1e-300) / max(chosen, 1e-300)) for a in e.alternatives],
+        })
+    return rows
+
+
 def growing_trees(split_dir: Path, cache: Path | None = None) -> tuple[int, int]:
     """(trees whose norms grow along most of their true edges, multi-model trees) of a collection: the
     count behind direction.GROWTH_PRIOR."""
@@ -150,6 +217,146 @@ def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: n
     return float(res.x[0]), float(res.x[1]), float(1.0 / (1.0 + math.exp(-res.x[2]))), float(res.x[3])
 
 
+# --- Pooled fit on every fitting collection (issue 12, item 5; ``--pooled``) -----------------------------
+#: The fitting collections pooled: generalise.py's fit-*, their second draw fit2-* (confidence_data.py) and
+#: the fitting-side collections made for the direction work (generalise.py --only fitting-more).
+POOLED = ("generalise/fit-fft", "generalise/fit-lora", "generalise/fit-mixed", "generalise/fit2-fft",
+          "generalise/fit2-lora", "generalise/fit2-mixed", "more/fitx-0", "more/fitx-1", "more/fitx-2", "more/fitw")
+#: Reading log-odds powers compared out of fold (READING_ODDS_POWER).
+POWERS = (1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 20.0)
+
+
+def _sig(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, signs: tuple[int, ...], l2: float = 1e-2) -> np.ndarray:
+    """Maximum-likelihood bias and slopes of P(y) = sigmoid(b0 + x @ b), each slope's sign fixed by
+    ``signs`` (+1 >= 0, -1 <= 0, 0 free), lightly regularised."""
+    xx = np.column_stack([np.ones(len(x)), x])
+    yy = y.astype(float)
+    bounds = [(None, None)] + [(0.0, None) if s > 0 else (None, 0.0) if s < 0 else (None, None) for s in signs]
+
+    def f(b: np.ndarray) -> tuple[float, np.ndarray]:
+        z = xx @ b
+        grad = xx.T @ (_sig(z) - yy) + 2 * l2 * np.r_[0.0, b[1:]]
+        return float(np.sum(np.logaddexp(0, z) - yy * z) + l2 * np.sum(b[1:] ** 2)), grad
+    return minimize(f, np.zeros(xx.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
+
+
+def _columns(rows: list[dict[str, object]]) -> dict[str, np.ndarray]:
+    def col(k: str) -> np.ndarray:
+        return np.array([r[k] for r in rows], dtype=float)
+    return {"margin": np.clip(col("margin"), -1.0, 1.0), "raw_margin": col("margin"), "near": col("near_tied"),
+            "no_alt": (col("n_alternatives") == 0).astype(float), "related": _sig(4 * col("related")),
+            "reading": col("reading"), "scale": np.array([float(r["cues"].get("scale", 0.0)) for r in rows]),  # type: ignore[attr-defined]
+            "placed": col("placed").astype(bool), "right": col("right").astype(bool), "sole": col("sole").astype(bool),
+            "typed": col("typed").astype(bool), "confidence": col("confidence")}
+
+
+def fit_pooled(rows: list[dict[str, object]], power: float) -> dict[str, float]:
+    """The constants of confidence.py's placement and direction maps, fitted on ``rows`` (edge_table)."""
+    c = _columns(rows)
+    u = ~c["typed"]
+    b = _logistic(np.column_stack([c["margin"], c["near"], c["no_alt"]])[u], c["placed"][u], (1, -1, 0))
+    plain = u & (c["raw_margin"] >= 0)
+    m = _logistic(np.column_stack([c["margin"], c["no_alt"]])[plain], c["placed"][plain], (1, 0))
+    contested = u & (c["raw_margin"] < 0)
+    rate = min((c["placed"][contested].sum() + 1) / (contested.sum() + 2), float(_sig(m[0])))
+    d = u & c["placed"] & ~c["sole"]
+    y, s = c["right"][d].astype(float), c["scale"][d]
+    r = _reading(c["reading"][d], power)
+
+    def nll(w: np.ndarray) -> float:
+        p = _sig(w[0] + w[1] * s)
+        q = np.clip(r * p + (1 - r) * (1 - p), 1e-9, 1 - 1e-9)
+        return float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)) + 1e-2 * w[1] ** 2)
+    w = minimize(nll, np.array([3.0, 0.5]), method="L-BFGS-B", bounds=[(-20.0, 20.0), (0.0, 20.0)]).x
+    sole = u & c["sole"]
+    return {"PLACE_BIAS": b[0], "PLACE_MARGIN_SLOPE": b[1], "PLACE_NEAR_TIED": -b[2], "PLACE_NO_ALTERNATIVE": b[3],
+            "PLACEMENT_BIAS": m[0], "PLACEMENT_SLOPE": m[1], "PLACEMENT_NO_ALTERNATIVE": m[2],
+            "CONTESTED_PLACEMENT": rate, "EVIDENCE_BIAS": w[0], "SCALE_SLOPE": w[1], "READING_ODDS_POWER": power,
+            "SOLE_CHILD_CONFIDENCE": (c["right"][sole].sum() + 1) / (sole.sum() + 2)}
+
+
+def _reading(rc: np.ndarray, power: float) -> np.ndarray:
+    rc = np.clip(rc, 1e-12, 1 - 1e-12)
+    return np.where((rc > 1e-9) & (rc < 1 - 1e-9), _sig(power * np.log(rc / (1 - rc))), rc)
+
+
+def pooled_confidence(rows: list[dict[str, object]], k: dict[str, float]) -> np.ndarray:
+    """Each edge's confidence under constants ``k`` as the engine computes it (dense path, mother+):
+    placement x direction, a root's only child capped; a typed relation's edge keeps the engine's."""
+    c = _columns(rows)
+    place = _sig(k["PLACE_BIAS"] + k["PLACE_MARGIN_SLOPE"] * c["margin"] - k["PLACE_NEAR_TIED"] * c["near"]
+                 + k["PLACE_NO_ALTERNATIVE"] * c["no_alt"]) * c["related"]
+    r = _reading(c["reading"], k["READING_ODDS_POWER"])
+    p = _sig(k["EVIDENCE_BIAS"] + k["SCALE_SLOPE"] * c["scale"])
+    conf = place * (r * p + (1 - r) * (1 - p))
+    conf = np.where(c["sole"], np.minimum(conf, k["SOLE_CHILD_CONFIDENCE"]), conf)
+    return np.where(c["typed"], c["confidence"], conf)
+
+
+def _ece(conf: np.ndarray, right: np.ndarray, bins: int = 5) -> float:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for i in range(bins):
+        m = (conf >= edges[i]) & ((conf < edges[i + 1]) if i < bins - 1 else (conf <= 1.0))
+        if m.any():
+            total += m.mean() * abs(conf[m].mean() - right[m].mean())
+    return float(total)
+
+
+def _cells(conf: np.ndarray, right: np.ndarray) -> str:
+    from generalise import auroc
+
+    high = conf >= 0.8
+    a = auroc(conf, right)
+    return (f"{_ece(conf, right.astype(float)):.3f} / {'n/a' if not np.isfinite(a) else f'{a:.2f}'} / "
+            f"{int((~right[high]).sum())} of {int(high.sum())}")
+
+
+def pooled(cache: Path | None) -> None:
+    """Fit on every fitting collection pooled; report per collection: the engine as it runs, the fitted
+    constants in sample, and out of fold (each collection predicted by constants fitted without it)."""
+    data = Path(__file__).resolve().parent / "_data"
+    tables = {name.split("/")[1]: edge_table(data / name, cache) for name in POOLED}
+    rows = [r for t in tables.values() for r in t]
+    engine = _columns(rows)["confidence"]
+    right = _columns(rows)["right"]
+    print(f"{len(rows)} edges in {len(tables)} fitting collections\n")
+    print("| READING_ODDS_POWER | out of fold, pooled: ECE / AUROC / wrong at >= 0.8 | in sample |")
+    print("|---|---|---|")
+    oof: dict[float, np.ndarray] = {}
+    for power in POWERS:
+        out = []
+        for name, t in tables.items():
+            k = fit_pooled([r for n, tt in tables.items() if n != name for r in tt], power)
+            out.append(pooled_confidence(t, k))
+        oof[power] = np.concatenate(out)
+        in_sample = pooled_confidence(rows, fit_pooled(rows, power))
+        print(f"| {power:g} | {_cells(oof[power], right)} | {_cells(in_sample, right)} |")
+    from mother_core.recovery.confidence import READING_ODDS_POWER
+
+    k = fit_pooled(rows, READING_ODDS_POWER)
+    print("\nconstants (READING_ODDS_POWER as committed):")
+    for name, v in k.items():
+        print(f"{name} = {v:.3f}")
+    fitted = pooled_confidence(rows, k)
+    print(f"\nengine as it runs vs these constants recomputed: max |difference| {np.abs(engine - fitted).max():.2e}\n")
+    print("| collection | edges | directed | engine as it runs: ECE / AUROC / wrong >= 0.8 | fitted, in sample "
+          "| fitted, out of fold |")
+    print("|---|---|---|---|---|---|")
+    at = 0
+    for name, t in tables.items():
+        sl = slice(at, at + len(t))
+        at += len(t)
+        print(f"| {name} | {len(t)} | {right[sl].mean():.0%} | {_cells(engine[sl], right[sl])} | "
+              f"{_cells(fitted[sl], right[sl])} | {_cells(oof[READING_ODDS_POWER][sl], right[sl])} |")
+    print(f"| **pooled** | {len(rows)} | {right.mean():.0%} | {_cells(engine, right)} | {_cells(fitted, right)} | "
+          f"{_cells(oof[READING_ODDS_POWER], right)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -160,7 +367,14 @@ def main() -> None:
                     help="more held-out split folders to fit on, if they exist")
     ap.add_argument("--cache", type=Path, default=None,
                     help="statistics cache (--generalise: default benchmarks/_data/generalise/stats-cache)")
+    ap.add_argument("--pooled", action="store_true",
+                    help="fit on EVERY fitting collection pooled (fit-*, fit2-*, more/fitx-*, more/fitw), per "
+                         "collection report (issue 12, item 5)")
     args = ap.parse_args()
+    if args.pooled:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        pooled(args.cache)
+        return
     rows = []
     grown = [0, 0]
     shares: list[float] = []
