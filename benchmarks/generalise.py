@@ -176,6 +176,7 @@ SETTINGS: list[tuple[str, RecoverySettings]] = [
 ]
 ABLATIONS: list[tuple[str, RecoverySettings]] = [
     ("no refinement", RecoverySettings(refine=False)),
+    ("no near-tie kurtosis (placement by distance alone)", RecoverySettings(kurtosis_ties=False)),
     ("direction: kurtosis only", RecoverySettings(direction_cues="kurtosis")),
     ("direction: norm only", RecoverySettings(direction_cues="norm")),
     ("direction: kurtosis + norm (no scale: the default before issue 12's scale cue)",

@@ -30,7 +30,10 @@ Variants (docs/METHOD.md, "Signals", "Refinement"):
 - ``refine-kurtosis``: the refinement's squared distances times exp(2 k), k the excess kurtosis of the
   difference's skeleton entries (``--element-kurtosis`` below), in trees whose members' differences to
   their nearest relatives read platykurtic (median k < 0);
-- ``no refinement``: ``RecoverySettings(refine=False)``.
+- ``no refinement``: ``RecoverySettings(refine=False)``;
+- ``no kurtosis ties``: ``RecoverySettings(kurtosis_ties=False)``, the engine without its near-tied
+  parents re-chosen by the difference kurtosis (:mod:`mother_core.recovery.ties`; adopted from the
+  ``--element-kurtosis`` lead below, benchmarks/RESULTS.md, issue 12, "Near-tied parents").
 
 ``--element-kurtosis`` (a diagnostic, no recovery): per tree, minimum spanning trees over the distance,
 over the excess kurtosis of the entries of W_i - W_j (the skeletons' random submatrices, mean over
@@ -196,6 +199,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], RecoverySettings]] = {
     "ray-rescaled": ({"_placement_distance": _ray_placement}, RecoverySettings()),
     "refine-kurtosis": ({"squared_distances": _refine_with_kurtosis}, RecoverySettings()),
     "no refinement": ({}, RecoverySettings(refine=False)),
+    "no kurtosis ties": ({}, RecoverySettings(kurtosis_ties=False)),
 }
 
 

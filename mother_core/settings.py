@@ -111,6 +111,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("refine", "Refine by additivity", "Move attachments while squared distances add up better along "
             "the tree (fine-tuning steps add nearly orthogonal updates); off: the arborescence as solved.",
             True, type=bool),
+    Setting("kurtosis_ties", "Near-tied parents by update shape", "In trees whose updates read Adam-like "
+            "(platykurtic), a child whose candidate parents the layers cannot tell apart takes the one whose "
+            "difference to it is the most platykurtic; off: distance alone.", True, type=bool),
     Setting("relations", "Relation detectors", "Relation detectors run before the fine-tune forest "
             "(docs/RELATIONS.md): all, none, or a list of convert,quantized,adapter,merge,shape,lora.", "all",
             choices=RELATION_DETECTORS, open_choices=True),
@@ -172,6 +175,11 @@ class RecoverySettings:
         ``"mother+"`` only: after the arborescence, move attachments while squared distances add up
         better along the tree's paths (fine-tuning steps add nearly orthogonal updates; see
         :mod:`mother_core.recovery.additive`). Trees placed by the rank distance are left as solved.
+    kurtosis_ties : bool
+        ``"mother+"`` only: in trees whose members' differences read platykurtic (Adam-like updates), a
+        child whose chosen parent the layers do not prefer beyond the noise over another candidate takes
+        the candidate whose difference to it has the lowest excess kurtosis (:mod:`mother_core.recovery.ties`;
+        chosen on the fitting collections: benchmarks/RESULTS.md, issue 12, "Near-tied parents").
     relations : str
         ``"mother+"`` only: which relation detectors run before the fine-tune forest is solved
         (:mod:`mother_core.relations.detect`): ``"all"`` (default), ``"none"`` (every edge a
@@ -189,6 +197,7 @@ class RecoverySettings:
     use_rank: str = str(_default("use_rank"))
     n_trees: int | None = None
     refine: bool = bool(_default("refine"))
+    kurtosis_ties: bool = bool(_default("kurtosis_ties"))
     relations: str = str(_default("relations"))
 
 

@@ -72,6 +72,16 @@ class LayerMargins:
 
 
 @dataclass(frozen=True, eq=False)
+class TieKurtosis:
+    """One child's candidate parents (those of its :class:`LayerMargins` in its tree, cheapest first) and
+    the mean over layers of the excess kurtosis of the entries of W_child - W_candidate (NaN where no
+    layer measured it): the cue that re-chooses among near-tied parents (:mod:`.ties`)."""
+
+    candidates: tuple[int, ...]
+    kurtosis: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class RecoveryProblem:
     """The matrices, labels, direction cues and per-tree readings of one recovery.
 
@@ -124,6 +134,10 @@ class RecoveryProblem:
         Per child, how consistently its layers prefer each of its cheapest candidate parents over
         another (:func:`mother_core.recovery.confidence.layer_effect`): the noise between candidate
         parents that placement confidence reads.
+    tie_kurtosis : mapping of int to TieKurtosis
+        Per child of a tree whose updates read platykurtic (Adam-like), the difference kurtosis to each
+        candidate parent; the solver re-chooses near-tied parents by it (:mod:`.ties`). Empty when the
+        ``kurtosis_ties`` setting is off.
     """
 
     ids: tuple[str, ...]
@@ -145,6 +159,7 @@ class RecoveryProblem:
     links: tuple[Mapping[str, Any], ...] = ()
     edge_labels: Mapping[str, Any] = field(default_factory=dict)
     layer_margins: Mapping[int, LayerMargins] = field(default_factory=dict)
+    tie_kurtosis: Mapping[int, TieKurtosis] = field(default_factory=dict)
 
     def layer_margin(self, parent: int, alternative: int, child: int) -> float | None:
         """The layers' effect size for ``parent`` over ``alternative`` as the parent of ``child``
@@ -194,6 +209,9 @@ class RecoveryProblem:
         out["edge_labels"] = dict(self.edge_labels)
         out["layer_margins"] = {str(c): [list(m.candidates), np.asarray(m.effect).tolist()]
                                 for c, m in self.layer_margins.items()}
+        if self.tie_kurtosis:
+            out["tie_kurtosis"] = {str(c): [list(t.candidates), np.asarray(t.kurtosis).tolist()]
+                                   for c, t in self.tie_kurtosis.items()}
         return out
 
     @classmethod
@@ -248,6 +266,8 @@ class RecoveryProblem:
             layer_margins={int(c): LayerMargins(tuple(int(x) for x in v[0]),
                                                 np.array([[_f(x) for x in row] for row in v[1]], dtype=np.float64))
                            for c, v in (extra.get("layer_margins") or {}).items()},
+            tie_kurtosis={int(c): TieKurtosis(tuple(int(x) for x in v[0]), np.array([_f(x) for x in v[1]]))
+                          for c, v in (extra.get("tie_kurtosis") or {}).items()},
         )
 
 

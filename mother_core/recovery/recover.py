@@ -19,6 +19,9 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 6. Refinement (+): attachments move while squared distances add up better along the tree's paths
    (fine-tuning steps add nearly orthogonal updates, :mod:`.additive`); the root is then the one the
    direction cues prefer. Not in trees placed by the rank distance.
+6b. Near-tied parents (+): in trees whose updates read platykurtic (Adam-like), a child whose candidate
+   parents the layers cannot tell apart takes the one whose difference to it is the most platykurtic
+   (:mod:`.ties`): what tells a star of siblings that share a drift from a chain.
 7. Confidence per edge (+): placement from how consistently the layers prefer the chosen parent over
    the best alternative (:func:`layer_margins`), direction from the tree's reading and the edge's
    evidence (:mod:`.confidence`; docs/METHOD.md, "Confidence").
@@ -48,9 +51,10 @@ from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.confidence import (
     LAYER_CANDIDATES, capped, layer_effect, sole_child_edges, tree_radial_share, within_calibration,
 )
-from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProblem, TreeReading
+from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProblem, TieKurtosis, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
+from mother_core.recovery.ties import tree_tie_kurtosis
 from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
@@ -259,6 +263,13 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         for name, vote in cue_votes(ev, chosen.regime, chosen.norm_sign).items():
             votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
+    margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
+    ties: dict[int, TieKurtosis] = {}
+    if settings.kurtosis_ties and settings.method != "paper":
+        for t, used in rank_used.items():
+            members = np.array([g for g in np.flatnonzero(labels == t) if g not in typed_children], dtype=int)
+            if not used and 3 <= len(members) <= MAX_TREE:
+                ties.update(tree_tie_kurtosis(stats, ev.rms, ev.layer_index, members, margins))
     problem = RecoveryProblem(
         ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
         tree_of=labels, threshold=float(threshold), evidence=evidence, votes_up=ev.votes_up, shared=ev.shared,
@@ -268,7 +279,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         squared=squared if np.isfinite(squared).any() else None,
         method=settings.method, refine=settings.refine, cue_votes=votes,
         links=tuple(link.to_dict() for link in findings.links),
-        layer_margins={} if settings.method == "paper" else layer_margins(ev.rms, cost),
+        layer_margins=margins, tie_kurtosis=ties,
     )
     base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,

@@ -1,7 +1,8 @@
 """Solving a :class:`RecoveryProblem` under user constraints into a :class:`Recovery`.
 
 Steps 4, 6 and 7 of :mod:`mother_core.recovery.recover` (docs/METHOD.md, "Cost and tree"): a minimum
-spanning arborescence per tree of the cost M, the additivity refinement, then the evidence and
+spanning arborescence per tree of the cost M, the additivity refinement, near-tied parents re-chosen by
+the difference kurtosis (:mod:`.ties`), then the evidence and
 confidence of every edge. :func:`mother_core.recovery.recover.recover` calls it on a fresh problem and
 :func:`~mother_core.recovery.recover.resolve` on the problem a result carries.
 """
@@ -20,6 +21,7 @@ from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, layer_placement_confidence, placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
+from mother_core.recovery.ties import break_ties
 from mother_core.recovery.typed import links_of, solver_constraints
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, ModelNode, Recovery, RecoverySettings, TreeInfo,
@@ -94,6 +96,8 @@ def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
             raise e.named(ids, [int(g) for g in members], advice=ADVICE) from e
         if squared is not None:
             sol = _refined_core(sol, members, squared, sub, forced, forbidden, fixed_roots, leaves)
+        if problem.tie_kurtosis:
+            sol = _ties_broken(sol, members, problem, forced, forbidden, leaves)
         for k, pk in enumerate(sol):
             parent[members[k]] = members[pk] if pk >= 0 else -1
     return assemble(problem.with_trees(labels, cost), parent, constraints, set(user_forced), layer_distance)
@@ -120,6 +124,21 @@ def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub
     for j, k in enumerate(core):
         out[k] = core[new[j]] if new[j] >= 0 else -1
     return out
+
+
+def _ties_broken(sol: np.ndarray, members: np.ndarray, problem: RecoveryProblem, forced: list[tuple[int, int]],
+                 forbidden: list[tuple[int, int]], leaves: set[int]) -> np.ndarray:
+    """``sol`` (one tree's arborescence, local indices) with near-tied parents re-chosen by the difference
+    kurtosis (:func:`.ties.break_ties`), after the refinement; forced edges and typed relations stay,
+    forbidden edges are not taken."""
+    parent = np.full(problem.n_models, -1)
+    parent[members] = [members[pk] if pk >= 0 else -1 for pk in sol]
+    new = break_ties(parent, members, problem.layer_margins, problem.tie_kurtosis,
+                     pinned={c for _, c in forced} | leaves, banned=set(forbidden), no_children=leaves)
+    if np.array_equal(new[members], parent[members]):
+        return sol
+    local = {int(g): k for k, g in enumerate(members)}
+    return np.array([local[int(new[g])] if new[g] >= 0 else -1 for g in members])
 
 
 def model_indices(problem: RecoveryProblem, constraints: Constraints

@@ -1,0 +1,161 @@
+"""Near-tied parents re-chosen by the kurtosis of the weight difference (issue 12, "Placement").
+
+Where a family's members lie on a line (siblings that keep training on their root's task, barely trained
+trees, continued pre-training) distances cannot tell a star of siblings from a chain: the three-point
+geometry is the same, and the additivity refinement (:mod:`.additive`) prefers the chain. What tells
+them apart is the shape of the difference, not its size. A few Adam steps move every entry by about
+the learning rate whatever its gradient's size, so a true edge's update W_c - W_p is *platykurtic*
+(excess kurtosis below 0); the difference of two siblings is a mixture (entries where their signs agree
+cancel) and reads less so (benchmarks/RESULTS.md, issue 12, "Placement: what was tried").
+
+The cue is wrong where updates are heavy-tailed (SGD, merged LoRA: excess kurtosis +0.2 to +9) and
+weaker than distance on ordinary fine-tunes, so it is used only
+
+- in trees whose own nearest-relative differences read platykurtic (:data:`PLATYKURTIC_GATE`), and
+- for a child whose chosen parent the layers do not prefer over an alternative candidate beyond the
+  noise (the layers' effect size, :func:`.confidence.layer_effect`, below :data:`TIE_EFFECT`): among
+  those near-tied candidates the one whose difference to the child is the most platykurtic is taken,
+  after the refinement, as long as the tree stays a tree.
+
+Both constants were chosen on the FITTING collections of ``benchmarks/generalise.py`` only
+(``benchmarks/placement_variants.py --kurtosis-ties``; benchmarks/RESULTS.md, issue 12, "Near-tied
+parents").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+import numpy as np
+
+from mother_core.recovery.problem import LayerMargins, TieKurtosis
+from mother_core.stats.result import WeightStatistics
+
+#: A tree uses the cue when the median excess kurtosis of its members' differences to their cheapest
+#: candidate parents is below this: Adam-like updates are platykurtic (fitting trees: -0.1 to -1.7),
+#: SGD and merged-LoRA trees are not (+0.2 to +7). Excess kurtosis 0 is the Gaussian's.
+PLATYKURTIC_GATE = 0.0
+#: A candidate parent is near-tied with the chosen one when the layers prefer the chosen one by an
+#: effect size (:func:`.confidence.layer_effect`) below this (fitting: 0.25 gains 10 edges, 0.5 14,
+#: 1.0 13 and loses one on one collection, 2.0 loses up to 3).
+TIE_EFFECT = 0.5
+#: Skeletons smaller than this many entries give no kurtosis (four moments of a handful of numbers).
+MIN_ENTRIES = 16
+
+
+def difference_kurtosis(stats: WeightStatistics, rms: np.ndarray, layer_index: np.ndarray,
+                        pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Mean over selected layers with a skeleton of the excess kurtosis (m4 / m2^2 - 3, float64) of the
+    entries of W_a - W_b, one value per pair ``(a, b)`` (NaN where no layer measured it).
+
+    The entries are those of the skeletons the statistics pass keeps for the rank cue (a random
+    submatrix of each matrix, :mod:`mother_core.stats.skeleton`). A layer counts for a pair where its
+    per-pair distance does (``rms`` of :class:`.features.PairEvidence`: finite, e.g. not a
+    re-initialised head) and the difference is not zero (a frozen layer has no update to read).
+    """
+    out = np.zeros(len(pairs))
+    count = np.zeros(len(pairs))
+    if not pairs:
+        return out
+    a = np.array([p for p, _ in pairs])
+    b = np.array([c for _, c in pairs])
+    for row, slot in enumerate(layer_index):
+        sk = stats.skeletons.get(int(slot))
+        if sk is None or sk[0].size < MIN_ENTRIES:
+            continue
+        counted = np.isfinite(rms[row, a, b])
+        if not counted.any():
+            continue
+        n = int(counted.sum())
+        u = sk[a[counted]].reshape(n, -1).astype(np.float64) - sk[b[counted]].reshape(n, -1).astype(np.float64)
+        u -= u.mean(axis=1, keepdims=True)
+        m2 = (u ** 2).mean(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = (u ** 4).mean(axis=1) / m2 ** 2 - 3.0
+        ok = np.isfinite(k) & (m2 > 0)
+        idx = np.flatnonzero(counted)[ok]
+        out[idx] += k[ok]
+        count[idx] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, out / np.maximum(count, 1), np.nan)
+
+
+def tree_tie_kurtosis(stats: WeightStatistics, rms: np.ndarray, layer_index: np.ndarray, members: np.ndarray,
+                      margins: Mapping[int, LayerMargins]) -> dict[int, TieKurtosis]:
+    """The difference kurtosis of each member to its candidate parents, in a tree that reads
+    platykurtic; empty in any other tree (the gate, :data:`PLATYKURTIC_GATE`).
+
+    The gate reads each member's difference to its cheapest candidate parent (its pairwise favourite,
+    parent or child), so it is known before the tree is solved and costs one pair per member.
+    """
+    inside = {int(g) for g in members}
+    own = {c: tuple(q for q in margins[c].candidates if q in inside) for c in map(int, members) if c in margins}
+    own = {c: cand for c, cand in own.items() if cand}
+    if len(own) < 3:
+        return {}
+    nearest = difference_kurtosis(stats, rms, layer_index, [(cand[0], c) for c, cand in own.items()])
+    if not np.isfinite(nearest).any() or not float(np.nanmedian(nearest)) < PLATYKURTIC_GATE:
+        return {}
+    pairs = [(q, c) for c, cand in own.items() for q in cand]
+    k = difference_kurtosis(stats, rms, layer_index, pairs)
+    out, at = {}, 0
+    for c, cand in own.items():
+        out[c] = TieKurtosis(cand, k[at:at + len(cand)])
+        at += len(cand)
+    return out
+
+
+def break_ties(parent: np.ndarray, members: np.ndarray, margins: Mapping[int, LayerMargins],
+               ties: Mapping[int, TieKurtosis], pinned: Collection[int] = (),
+               banned: Collection[tuple[int, int]] = (), no_children: Collection[int] = ()) -> np.ndarray:
+    """``parent`` (model indices, -1 for roots) with near-tied parents re-chosen by the difference
+    kurtosis, within one tree (``members``).
+
+    For each child with :class:`TieKurtosis`, the candidates the layers do not rank below its parent
+    by :data:`TIE_EFFECT` or more (:attr:`.problem.LayerMargins.effect`) compete with it; the one
+    whose difference to the child has the lowest excess kurtosis becomes its parent unless it is a
+    descendant of the child (a cycle). Children are taken from the most ambiguous (smallest margin)
+    on. ``pinned`` children keep their parents (forced edges, typed relations), ``banned`` edges
+    (forbidden) are not taken, ``no_children`` (typed leaves) are no one's parent. Roots stay roots.
+    """
+    out = parent.copy()
+    pinned, no_children = set(pinned), set(no_children)
+    banned = set(banned)
+    todo: list[tuple[float, int, list[int]]] = []
+    for c in map(int, members):
+        p = int(out[c])
+        if p < 0 or c in pinned or c not in ties or c not in margins:
+            continue
+        m = margins[c]
+        if p not in m.candidates:
+            continue
+        i = m.candidates.index(p)
+        tied = [(float(m.effect[i, j]), q) for j, q in enumerate(m.candidates)
+                if q != p and q in ties[c].candidates and np.isfinite(m.effect[i, j]) and m.effect[i, j] < TIE_EFFECT
+                and q not in no_children and (q, c) not in banned]
+        if tied:
+            todo.append((min(e for e, _ in tied), c, [q for _, q in tied]))
+    for _, c, near in sorted(todo):
+        p = int(out[c])
+        k = dict(zip(ties[c].candidates, ties[c].kurtosis.tolist()))
+        below = _descendants(out, c)
+        best, best_k = p, k.get(p, np.nan)
+        for q in near:
+            if q in below or not np.isfinite(k[q]):
+                continue
+            if not np.isfinite(best_k) or k[q] < best_k:
+                best, best_k = q, k[q]
+        out[c] = best
+    return out
+
+
+def _descendants(parent: np.ndarray, c: int) -> set[int]:
+    """Every model below ``c`` in the forest ``parent``."""
+    out: set[int] = set()
+    stack = [c]
+    while stack:
+        v = stack.pop()
+        for w in np.flatnonzero(parent == v).tolist():
+            if w not in out:
+                out.add(w)
+                stack.append(w)
+    return out
