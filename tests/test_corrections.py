@@ -18,8 +18,10 @@ DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 def demo(request):
     folder = DEMO / request.param
     stats = compute_statistics(discover([folder]), device="cpu")
-    # The app's layer selection, on which the issue measured the re-rooting.
-    rec = recover(stats, RecoverySettings(layers="matrices"))
+    # The app's layer selection, on which the issue measured the re-rooting; without the near-tie
+    # kurtosis rule, which places the vit-tree demo's one wrong edge right (tests/test_ties.py): these
+    # tests need a wrong edge to correct.
+    rec = recover(stats, RecoverySettings(layers="matrices", kurtosis_ties=False))
     return rec, load_truth(folder / "truth.json")
 
 

@@ -1,0 +1,87 @@
+"""Near-tied parents re-chosen by the kurtosis of the weight difference (issue 12, "Placement";
+:mod:`mother_core.recovery.ties`). Real training of tiny models with the fitting recipes of
+``benchmarks/generalise.py`` (:mod:`mother_zoo.variety`), no synthetic weights; the cheap rule itself is
+checked directly below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mother_core import RecoverySettings, compute_statistics, discover, recover
+from mother_core.evaluate import load_truth
+from mother_core.recovery.problem import LayerMargins, TieKurtosis
+from mother_core.recovery.ties import TIE_EFFECT, break_ties
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mother_zoo.variety import Collection, Recipe, generate_collection
+
+    # The fitting recipes (benchmarks/generalise.py, _FIT) with seeds of the fitx collections: a ViT tree
+    # whose descendants keep training on the root's labels, a barely trained Llama tree (AdamW: both
+    # platykurtic), and an SGD Llama tree (heavy-tailed updates: the rule must leave it alone).
+    keep = Recipe("fit-vit-fft-keep", "vit", method="fft", head="keep", weight_decay=0.0, child_steps=(30, 60))
+    barely = Recipe("fit-llama-barely", "llama", method="fft", root_steps=60, child_steps=(2, 5))
+    sgd = Recipe("fit-llama-fft", "llama", method="fft", optimizer="sgd", lr=(3e-3, 2e-2), weight_decay=0.0)
+    return generate_collection(Collection("ties-test", ((keep, 241), (barely, 228), (sgd, 202))),
+                               tmp_path_factory.mktemp("ties"))
+
+
+@pytest.mark.slow
+def test_ties_place_adam_trees_and_leave_sgd_alone(trees: Path) -> None:
+    import json
+
+    stats = compute_statistics(discover([trees]), device="cpu")
+    truth = set(load_truth(trees / "truth.json"))
+    meta = json.loads((trees / "truth.json").read_text())["meta"]
+    on, off = recover(stats), recover(stats, RecoverySettings(kurtosis_ties=False))
+    assert on.problem is not None and off.problem is not None
+    index = {m: i for i, m in enumerate(on.model_ids)}
+    gated = set(on.problem.tie_kurtosis)
+    assert off.problem.tie_kurtosis == {}
+
+    def right(rec: object, models: list[str]) -> int:
+        return sum((e.parent, e.child) in truth for e in rec.edges if e.child in models)  # type: ignore[attr-defined]
+
+    for tree in meta["trees"]:
+        models = tree["models"]
+        if tree["recipe"] == "fit-llama-fft":
+            # Heavy-tailed SGD updates: the gate keeps the cue out, the tree is placed as without it.
+            assert not gated & {index[m] for m in models}
+            assert {(e.parent, e.child) for e in on.edges if e.child in models} == \
+                   {(e.parent, e.child) for e in off.edges if e.child in models}
+        else:
+            assert {index[m] for m in models} & gated, tree["recipe"]
+            assert right(on, models) >= right(off, models), tree["recipe"]
+    adam = [m for t in meta["trees"] if t["recipe"] != "fit-llama-fft" for m in t["models"]]
+    assert right(on, adam) > right(off, adam)
+
+
+def _margins(parent: int, others: dict[int, float]) -> LayerMargins:
+    """One child's candidates (``parent`` first) with the layers' effect of ``parent`` over each other."""
+    cand = (parent, *others)
+    eff = np.zeros((len(cand), len(cand)))
+    for j, q in enumerate(others, start=1):
+        eff[0, j], eff[j, 0] = others[q], -others[q]
+    return LayerMargins(cand, eff)
+
+
+def test_break_ties_takes_the_most_platykurtic_near_tie_and_keeps_a_tree() -> None:
+    # 0 -> 1 -> 2 -> 3 read as a chain; 2's and 3's candidates are near-tied with their parents.
+    parent = np.array([-1, 0, 1, 2])
+    members = np.arange(4)
+    margins = {2: _margins(1, {0: 0.1, 3: 0.2}), 3: _margins(2, {0: 0.3, 1: TIE_EFFECT + 0.5})}
+    ties = {2: TieKurtosis((1, 0, 3), np.array([-0.2, -0.9, -1.5])),
+            3: TieKurtosis((2, 0, 1), np.array([-0.1, -0.8, -2.0]))}
+    out = break_ties(parent, members, margins, ties)
+    # 2 takes the root (3, more platykurtic still, is its own child: a cycle); 3 takes the root too
+    # (1 is beyond the noise however platykurtic).
+    assert out.tolist() == [-1, 0, 0, 0]
+    # A pinned child (forced or typed) keeps its parent; a banned edge (forbidden) is not taken.
+    assert break_ties(parent, members, margins, ties, pinned={2}).tolist() == [-1, 0, 1, 0]
+    assert break_ties(parent, members, margins, ties, banned={(0, 3)}).tolist() == [-1, 0, 0, 2]
+    # Without kurtosis for a tree (the gate said no) nothing moves.
+    assert break_ties(parent, members, margins, {}).tolist() == parent.tolist()
