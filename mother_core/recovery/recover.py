@@ -269,7 +269,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         for t, used in rank_used.items():
             members = np.array([g for g in np.flatnonzero(labels == t) if g not in typed_children], dtype=int)
             if not used and 3 <= len(members) <= MAX_TREE:
-                ties.update(tree_tie_kurtosis(stats, ev.rms, ev.layer_index, members, margins))
+                ties.update(tree_tie_kurtosis(stats, ev, members, margins))
     problem = RecoveryProblem(
         ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
         tree_of=labels, threshold=float(threshold), evidence=evidence, votes_up=ev.votes_up, shared=ev.shared,

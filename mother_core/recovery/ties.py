@@ -27,7 +27,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 import numpy as np
 
+from mother_core.recovery.features import PairEvidence
 from mother_core.recovery.problem import LayerMargins, TieKurtosis
+from mother_core.relations.detect import label_edge
+from mother_core.relations.evidence import pair_layers
+from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
 #: A tree uses the cue when the median excess kurtosis of its members' differences to their cheapest
@@ -40,6 +44,10 @@ PLATYKURTIC_GATE = 0.0
 TIE_EFFECT = 0.5
 #: Skeletons smaller than this many entries give no kurtosis (four moments of a handful of numbers).
 MIN_ENTRIES = 16
+#: The relation detectors that tell a member's update is not a full fine-tune's (shapes, merged LoRA).
+NOT_FINETUNE = ("shape", "lora")
+#: Pairs whose skeleton differences are held at once (256 x 96 x 96 float64: 19 MB).
+PAIRS_PER_BLOCK = 256
 
 
 def difference_kurtosis(stats: WeightStatistics, rms: np.ndarray, layer_index: np.ndarray,
@@ -62,41 +70,52 @@ def difference_kurtosis(stats: WeightStatistics, rms: np.ndarray, layer_index: n
         sk = stats.skeletons.get(int(slot))
         if sk is None or sk[0].size < MIN_ENTRIES:
             continue
-        counted = np.isfinite(rms[row, a, b])
-        if not counted.any():
-            continue
-        n = int(counted.sum())
-        u = sk[a[counted]].reshape(n, -1).astype(np.float64) - sk[b[counted]].reshape(n, -1).astype(np.float64)
-        u -= u.mean(axis=1, keepdims=True)
-        m2 = (u ** 2).mean(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            k = (u ** 4).mean(axis=1) / m2 ** 2 - 3.0
-        ok = np.isfinite(k) & (m2 > 0)
-        idx = np.flatnonzero(counted)[ok]
-        out[idx] += k[ok]
-        count[idx] += 1
+        counted = np.flatnonzero(np.isfinite(rms[row, a, b]))
+        for start in range(0, len(counted), PAIRS_PER_BLOCK):  # (block, k1 * k2) float64 at a time
+            at = counted[start:start + PAIRS_PER_BLOCK]
+            # The difference in the skeletons' own precision (float32: a relative error of 1e-7 of the
+            # weights, far below any update), its moments in float64.
+            u = (sk[a[at]] - sk[b[at]]).reshape(len(at), -1).astype(np.float64)
+            u -= u.mean(axis=1, keepdims=True)
+            u *= u
+            m2 = u.mean(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                k = np.einsum("ij,ij->i", u, u) / u.shape[1] / m2 ** 2 - 3.0
+            ok = np.isfinite(k) & (m2 > 0)
+            out[at[ok]] += k[ok]
+            count[at[ok]] += 1
     with np.errstate(invalid="ignore"):
         return np.where(count > 0, out / np.maximum(count, 1), np.nan)
 
 
-def tree_tie_kurtosis(stats: WeightStatistics, rms: np.ndarray, layer_index: np.ndarray, members: np.ndarray,
+def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.ndarray,
                       margins: Mapping[int, LayerMargins]) -> dict[int, TieKurtosis]:
     """The difference kurtosis of each member to its candidate parents, in a tree that reads
     platykurtic; empty in any other tree (the gate, :data:`PLATYKURTIC_GATE`).
 
     The gate reads each member's difference to its cheapest candidate parent (its pairwise favourite,
-    parent or child), so it is known before the tree is solved and costs one pair per member.
+    parent or child), so it is known before the tree is solved and costs one pair per member. A member
+    whose difference to that candidate is not a full fine-tune's (a merged LoRA that leaves most layers
+    untouched, a pruned or distilled model: :func:`mother_core.relations.detect.label_edge`, the
+    detectors :data:`NOT_FINETUNE`) gets none: a low-rank update's entries are not Adam's, and its
+    siblings' differences to it read more platykurtic than its parent's (the typed zoo: 4 of 9 merged
+    LoRA edges moved to a sibling without this).
     """
     inside = {int(g) for g in members}
     own = {c: tuple(q for q in margins[c].candidates if q in inside) for c in map(int, members) if c in margins}
     own = {c: cand for c, cand in own.items() if cand}
     if len(own) < 3:
         return {}
-    nearest = difference_kurtosis(stats, rms, layer_index, [(cand[0], c) for c, cand in own.items()])
+    nearest = difference_kurtosis(stats, ev.rms, ev.layer_index, [(cand[0], c) for c, cand in own.items()])
     if not np.isfinite(nearest).any() or not float(np.nanmedian(nearest)) < PLATYKURTIC_GATE:
         return {}
+    # A member whose update from its cheapest candidate is not a full fine-tune (a merged LoRA child
+    # leaves most layers untouched, a pruned one is narrower) has no Adam entries to read.
+    layers = pair_layers(stats)
+    own = {c: cand for c, cand in own.items()
+           if label_edge(stats, layers, cand[0], c, NOT_FINETUNE)[0] is Relation.FINETUNE}
     pairs = [(q, c) for c, cand in own.items() for q in cand]
-    k = difference_kurtosis(stats, rms, layer_index, pairs)
+    k = difference_kurtosis(stats, ev.rms, ev.layer_index, pairs)
     out, at = {}, 0
     for c, cand in own.items():
         out[c] = TieKurtosis(cand, k[at:at + len(cand)])
