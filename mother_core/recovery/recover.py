@@ -58,7 +58,7 @@ from mother_core.recovery.ties import tree_tie_kurtosis
 from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
-from mother_core.relations.evidence import TypedFindings, pair_layers
+from mother_core.relations.evidence import PairLayers, TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
 
 #: The effective-rank cue's vote is computed for display on sets up to this size (N x 24 small SVDs),
@@ -266,10 +266,17 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}
     if settings.kurtosis_ties and settings.method != "paper":
+        known: list[PairLayers] = []  # pair_layers once, for the first tree that needs it
+
+        def layers_once() -> PairLayers:
+            if not known:
+                known.append(pair_layers(stats))
+            return known[0]
+
         for t, used in rank_used.items():
             members = np.array([g for g in np.flatnonzero(labels == t) if g not in typed_children], dtype=int)
             if not used and 3 <= len(members) <= MAX_TREE:
-                ties.update(tree_tie_kurtosis(stats, ev, members, margins))
+                ties.update(tree_tie_kurtosis(stats, ev, members, margins, layers_once))
     problem = RecoveryProblem(
         ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
         tree_of=labels, threshold=float(threshold), evidence=evidence, votes_up=ev.votes_up, shared=ev.shared,

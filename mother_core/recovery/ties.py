@@ -24,13 +24,13 @@ parents").
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 import numpy as np
 
 from mother_core.recovery.features import PairEvidence
 from mother_core.recovery.problem import LayerMargins, TieKurtosis
 from mother_core.relations.detect import label_edge
-from mother_core.relations.evidence import pair_layers
+from mother_core.relations.evidence import PairLayers, pair_layers
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -89,7 +89,8 @@ def difference_kurtosis(stats: WeightStatistics, rms: np.ndarray, layer_index: n
 
 
 def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.ndarray,
-                      margins: Mapping[int, LayerMargins]) -> dict[int, TieKurtosis]:
+                      margins: Mapping[int, LayerMargins],
+                      layers: Callable[[], PairLayers] | None = None) -> dict[int, TieKurtosis]:
     """The difference kurtosis of each member to its candidate parents, in a tree that reads
     platykurtic; empty in any other tree (the gate, :data:`PLATYKURTIC_GATE`).
 
@@ -99,7 +100,9 @@ def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.nda
     untouched, a pruned or distilled model: :func:`mother_core.relations.detect.label_edge`, the
     detectors :data:`NOT_FINETUNE`) gets none: a low-rank update's entries are not Adam's, and its
     siblings' differences to it read more platykurtic than its parent's (the typed zoo: 4 of 9 merged
-    LoRA edges moved to a sibling without this).
+    LoRA edges moved to a sibling without this). ``layers`` gives the set's
+    :func:`mother_core.relations.evidence.pair_layers` (computed here when omitted; a caller with many
+    trees computes it once).
     """
     inside = {int(g) for g in members}
     own = {c: tuple(q for q in margins[c].candidates if q in inside) for c in map(int, members) if c in margins}
@@ -111,9 +114,9 @@ def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.nda
         return {}
     # A member whose update from its cheapest candidate is not a full fine-tune (a merged LoRA child
     # leaves most layers untouched, a pruned one is narrower) has no Adam entries to read.
-    layers = pair_layers(stats)
+    pl = layers() if layers is not None else pair_layers(stats)
     own = {c: cand for c, cand in own.items()
-           if label_edge(stats, layers, cand[0], c, NOT_FINETUNE)[0] is Relation.FINETUNE}
+           if label_edge(stats, pl, cand[0], c, NOT_FINETUNE)[0] is Relation.FINETUNE}
     pairs = [(q, c) for c, cand in own.items() for q in cand]
     k = difference_kurtosis(stats, ev.rms, ev.layer_index, pairs)
     out, at = {}, 0
