@@ -18,13 +18,14 @@ weaker than distance on ordinary fine-tunes, so it is used only
   after the refinement, as long as the tree stays a tree.
 
 Both constants were chosen on the FITTING collections of ``benchmarks/generalise.py`` only
-(``benchmarks/placement_variants.py --kurtosis-ties``; benchmarks/RESULTS.md, issue 12, "Near-tied
-parents").
+(``benchmarks/placement_variants.py --variants "no kurtosis ties,defaults"``; benchmarks/RESULTS.md,
+issue 12, "Near-tied parents re-chosen by the kurtosis of the difference").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+
 import numpy as np
 
 from mother_core.recovery.features import PairEvidence
@@ -39,8 +40,8 @@ from mother_core.stats.result import WeightStatistics
 #: SGD and merged-LoRA trees are not (+0.2 to +7). Excess kurtosis 0 is the Gaussian's.
 PLATYKURTIC_GATE = 0.0
 #: A candidate parent is near-tied with the chosen one when the layers prefer the chosen one by an
-#: effect size (:func:`.confidence.layer_effect`) below this (fitting: 0.25 gains 10 edges, 0.5 14,
-#: 1.0 13 and loses one on one collection, 2.0 loses up to 3).
+#: effect size (:func:`.confidence.layer_effect`) below this (fitting, directed: 0.25 / 0.5 / 0.75 / 1.0 /
+#: 2.0 gain 8 / 14 / 14 / 15 / 8 edges; 0.5 is the only one under which no fitting collection loses one).
 TIE_EFFECT = 0.5
 #: Skeletons smaller than this many entries give no kurtosis (four moments of a handful of numbers).
 MIN_ENTRIES = 16
@@ -99,8 +100,8 @@ def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.nda
     whose difference to that candidate is not a full fine-tune's (a merged LoRA that leaves most layers
     untouched, a pruned or distilled model: :func:`mother_core.relations.detect.label_edge`, the
     detectors :data:`NOT_FINETUNE`) gets none: a low-rank update's entries are not Adam's, and its
-    siblings' differences to it read more platykurtic than its parent's (the typed zoo: 4 of 9 merged
-    LoRA edges moved to a sibling without this). ``layers`` gives the set's
+    siblings' differences to it read more platykurtic than its parent's (on the typed zoo's fitting
+    seed 0 both merged-LoRA children of gated trees moved to a sibling without this). ``layers`` gives the set's
     :func:`mother_core.relations.evidence.pair_layers` (computed here when omitted; a caller with many
     trees computes it once).
     """
