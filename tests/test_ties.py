@@ -13,7 +13,7 @@ import pytest
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.evaluate import load_truth
 from mother_core.recovery.problem import LayerMargins, TieKurtosis
-from mother_core.recovery.ties import TIE_EFFECT, break_ties
+from mother_core.recovery.ties import TIE_EFFECT, break_ties, choose_among_ties
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,57 @@ def test_break_ties_takes_the_most_platykurtic_near_tie_and_keeps_a_tree() -> No
     assert break_ties(parent, members, margins, ties, banned={(0, 3)}).tolist() == [-1, 0, 0, 2]
     # Without kurtosis for a tree (the gate said no) nothing moves.
     assert break_ties(parent, members, margins, {}).tolist() == parent.tolist()
+
+
+@pytest.mark.slow
+def test_a_parent_chosen_by_a_near_tie_says_so_through_save_and_load(trees: Path, tmp_path: Path) -> None:
+    import json
+
+    from mother_core.recovery.result import Recovery
+
+    rec = recover(compute_statistics(discover([trees]), device="cpu"))
+    by_tie = [e for e in rec.edges if e.chosen_by_tie]
+    assert by_tie, "the Adam trees of this collection move at least one near-tied parent"
+    for e in by_tie:
+        # The chosen parent first, the most platykurtic of those it was tied with; the parent distance
+        # had chosen is among them and is not the parent.
+        assert next(iter(e.tie_kurtosis)) == e.parent and e.tie_displaced in e.tie_kurtosis
+        assert e.tie_displaced != e.parent and len(e.tie_kurtosis) >= 2
+        assert e.tie_kurtosis[e.parent] == min(e.tie_kurtosis.values())
+    assert all(e.tie_displaced is None for e in rec.edges if not e.chosen_by_tie)
+
+    rec.save(tmp_path / "result.json")
+    back = Recovery.load(tmp_path / "result.json")
+    assert [(e.parent, e.child, e.tie_kurtosis, e.tie_displaced) for e in back.edges] == \
+           [(e.parent, e.child, e.tie_kurtosis, e.tie_displaced) for e in rec.edges]
+    # A local correction elsewhere keeps the note on the edges it leaves in place.
+    other = next(e for e in back.edges if not e.chosen_by_tie and e.child not in {t.parent for t in by_tie})
+    from mother_core import Constraints, resolve
+
+    edited = resolve(back, Constraints(forbidden=((other.parent, other.child),)))
+    kept = {(e.parent, e.child): e.tie_kurtosis for e in edited.edges}
+    assert any(kept.get((e.parent, e.child)) == e.tie_kurtosis for e in by_tie)
+    # Files written before the field load with no near-tie note.
+    d = json.loads((tmp_path / "result.json").read_text())
+    for e in d["edges"]:
+        e.pop("tie_kurtosis", None)
+        e.pop("tie_displaced", None)
+    assert not any(e.chosen_by_tie for e in Recovery.from_dict(d).edges)
+    # A note naming a model the file does not have is refused like any other unknown id.
+    d["edges"][0]["tie_kurtosis"] = {"no-such-model": -1.0}
+    with pytest.raises(Exception, match="no-such-model"):
+        Recovery.from_dict(d)
+
+
+def test_choose_among_ties_records_what_moved_and_from_where() -> None:
+    parent = np.array([-1, 0, 1, 2])
+    margins = {2: _margins(1, {0: 0.1, 3: 0.2}), 3: _margins(2, {0: 0.3, 1: TIE_EFFECT + 0.5})}
+    ties = {2: TieKurtosis((1, 0, 3), np.array([-0.2, -0.9, -1.5])),
+            3: TieKurtosis((2, 0, 1), np.array([-0.1, -0.8, -2.0]))}
+    out, moved = choose_among_ties(parent, np.arange(4), margins, ties)
+    assert out.tolist() == [-1, 0, 0, 0]
+    # 2: the root won over its old parent 1 (3, its own child, did not stand); 3: the root over 2
+    # (1 was beyond the noise, not tied).
+    assert moved[2].displaced == 1 and moved[2].candidates == (0, 1) and moved[2].kurtosis == (-0.9, -0.2)
+    assert moved[3].displaced == 2 and moved[3].candidates == (0, 2) and moved[3].kurtosis == (-0.8, -0.1)
+    assert choose_among_ties(parent, np.arange(4), margins, {})[1] == {}

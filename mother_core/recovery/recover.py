@@ -54,7 +54,7 @@ from mother_core.recovery.confidence import (
 from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProblem, TieKurtosis, TreeReading
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
-from mother_core.recovery.ties import tree_tie_kurtosis
+from mother_core.recovery.ties import TieChoice, tree_tie_kurtosis
 from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
@@ -470,8 +470,13 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     if edited is None:
         return None
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
+    # An edge the edit leaves in place keeps what its parent was chosen by (a near-tie's kurtosis).
+    ties = {index[e.child]: TieChoice(index[e.tie_displaced], tuple(index[m] for m in e.tie_kurtosis),
+                                      tuple(e.tie_kurtosis.values()))
+            for e in recovery.edges if e.tie_kurtosis and e.tie_displaced in index
+            and all(m in index for m in e.tie_kurtosis)}
     solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),
-                      lambda p, c: known.get((ids[p], ids[c]), ()))
+                      lambda p, c: known.get((ids[p], ids[c]), ()), ties)
     return _carried(recovery, apply_relations(solved))
 
 

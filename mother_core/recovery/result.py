@@ -6,7 +6,8 @@ Contract (fields may be added, never removed or renamed)::
      "models": [{"id", "path", "tree", "kurtosis", "is_root", "declared_parent", ...}],
      "edges":  [{"parent", "child", "relation", "relation_detail", "relation_confidence",
                  "merge_weight", "distance", "confidence", "placement_confidence",
-                 "direction_confidence", "alternatives": [...], ...}],
+                 "direction_confidence", "alternatives": [...],
+                 "tie_kurtosis": {candidate: excess kurtosis, ...}, "tie_displaced", ...}],
      "trees":  [{"id", "members", "root", "regime", "regime_confidence"}],
      "settings": {...}, "problems": [...],
      "layers": [{"name", "shape", "kind"}], "layer_kurtosis": [[...] per model],
@@ -20,7 +21,10 @@ Roots are the models with no incoming edge. Every edge carries a ``relation``, o
 :class:`mother_core.relations.Relation` (docs/RELATIONS.md). A ``merge`` child has one edge per
 parent; every other model has at most one parent. The edges whose relation is not ``merge`` form the
 fine-tune skeleton: a forest of directed trees (the paper's Model Graph). Results written before
-relations existed load with every edge a ``finetune`` of unassessed confidence (NaN).
+relations existed load with every edge a ``finetune`` of unassessed confidence (NaN). An edge whose
+parent was re-chosen among near-tied candidates by the kurtosis of the weight difference
+(:mod:`mother_core.recovery.ties`) carries ``tie_kurtosis`` (the chosen parent first) and
+``tie_displaced`` (the parent distance had chosen); files written before them load with neither.
 """
 
 from __future__ import annotations
@@ -90,6 +94,17 @@ class Edge:
     relation_detail: str = ""
     relation_confidence: float = math.nan
     merge_weight: float | None = None
+    # Where the parent was re-chosen among near-tied candidates by the shape of the weight difference
+    # (Adam-like trees; mother_core.recovery.ties), not by distance: the excess kurtosis of
+    # W_child - W_candidate for the chosen parent (first) and each candidate it was tied with, and the
+    # parent distance had chosen. Empty / None where distance chose the parent (and in older files).
+    tie_kurtosis: dict[str, float] = field(default_factory=dict)
+    tie_displaced: str | None = None
+
+    @property
+    def chosen_by_tie(self) -> bool:
+        """Whether the parent was re-chosen among near-ties by the difference kurtosis, not by distance."""
+        return bool(self.tie_kurtosis)
 
     def __post_init__(self) -> None:
         # Validate and normalise the word once, here, so every consumer can trust it.
@@ -268,7 +283,9 @@ class Recovery:
                 alts = tuple(_build(Alternative, a) for a in e.get("alternatives", ()))
                 edges.append(_build(Edge, {**e, "alternatives": alts,
                                            "layer_distance": tuple(_f(x) for x in e.get("layer_distance", ())),
-                                           "layer_votes": tuple(int(x) for x in e.get("layer_votes", ()))}))
+                                           "layer_votes": tuple(int(x) for x in e.get("layer_votes", ())),
+                                           "tie_kurtosis": {str(k): _f(v) for k, v in
+                                                            (e.get("tie_kurtosis") or {}).items()}}))
             trees = [_build(TreeInfo, {**t, "members": tuple(t["members"])}) for t in d.get("trees", [])]
             c = d.get("constraints") or {}
             constraints = Constraints(

@@ -52,6 +52,7 @@ RESULT_SCHEMA: Mapping[str, Any] = {
                 "layer_distance": {"type": "array", "items": _NUM},
                 "relation": {"type": "string"}, "relation_detail": {"type": "string"},
                 "relation_confidence": _NUM, "merge_weight": _NUM,
+                "tie_kurtosis": {"type": "object", "additionalProperties": _NUM}, "tie_displaced": _OPT_ID,
             }}},
         "trees": {"type": "array", "items": {
             "type": "object", "required": ["id", "members", "root", "regime", "regime_confidence"],
@@ -105,6 +106,9 @@ def check_result(d: Any) -> None:
                 raise _bad(f"edges[{k}].{end}", f"{e[end][:100]!r} is not one of the models")
         if e["parent"] == e["child"]:
             raise _bad(f"edges[{k}]", f"{e['child'][:100]!r} is its own parent")
+        for m in [*(e.get("tie_kurtosis") or {}), e.get("tie_displaced")]:
+            if m is not None and m not in known:
+                raise _bad(f"edges[{k}].tie_kurtosis", f"{m[:100]!r} is not one of the models")
         parents.setdefault(e["child"], []).append((e["parent"], str(e.get("relation", "finetune"))))
     _check_acyclic({c: [p for p, _ in ps] for c, ps in parents.items()})
     for k, t in enumerate(d.get("trees") or []):

@@ -10,7 +10,7 @@ confidence of every edge. :func:`mother_core.recovery.recover.recover` calls it 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, layer_placement_confidence, placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
-from mother_core.recovery.ties import break_ties
+from mother_core.recovery.ties import TieChoice, choose_among_ties
 from mother_core.recovery.typed import links_of, solver_constraints
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, ModelNode, Recovery, RecoverySettings, TreeInfo,
@@ -75,6 +75,7 @@ def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
         if not np.isfinite(cost[p, c]):
             cost[p, c] = problem.distance[p, c] if np.isfinite(problem.distance[p, c]) else 1.0
     parent = np.full(len(ids), -1)
+    tie_choices: dict[int, TieChoice] = {}
     for t in np.unique(labels):
         members = np.flatnonzero(labels == t)
         if len(members) == 1:
@@ -97,10 +98,12 @@ def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
         if squared is not None:
             sol = _refined_core(sol, members, squared, sub, forced, forbidden, fixed_roots, leaves)
         if problem.tie_kurtosis:
-            sol = _ties_broken(sol, members, problem, forced, forbidden, leaves)
+            sol, moved = _ties_broken(sol, members, problem, forced, forbidden, leaves)
+            tie_choices.update(moved)
         for k, pk in enumerate(sol):
             parent[members[k]] = members[pk] if pk >= 0 else -1
-    return assemble(problem.with_trees(labels, cost), parent, constraints, set(user_forced), layer_distance)
+    return assemble(problem.with_trees(labels, cost), parent, constraints, set(user_forced), layer_distance,
+                    tie_choices)
 
 
 def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub: np.ndarray,
@@ -127,18 +130,20 @@ def _refined_core(sol: np.ndarray, members: np.ndarray, squared: np.ndarray, sub
 
 
 def _ties_broken(sol: np.ndarray, members: np.ndarray, problem: RecoveryProblem, forced: list[tuple[int, int]],
-                 forbidden: list[tuple[int, int]], leaves: set[int]) -> np.ndarray:
+                 forbidden: list[tuple[int, int]], leaves: set[int]) -> tuple[np.ndarray, dict[int, TieChoice]]:
     """``sol`` (one tree's arborescence, local indices) with near-tied parents re-chosen by the difference
-    kurtosis (:func:`.ties.break_ties`), after the refinement; forced edges and typed relations stay,
-    forbidden edges are not taken."""
+    kurtosis (:func:`.ties.choose_among_ties`), after the refinement; forced edges and typed relations stay,
+    forbidden edges are not taken. Also, per child that moved (model index), how it was chosen: the
+    result tells the user (``Edge.tie_kurtosis``)."""
     parent = np.full(problem.n_models, -1)
     parent[members] = [members[pk] if pk >= 0 else -1 for pk in sol]
-    new = break_ties(parent, members, problem.layer_margins, problem.tie_kurtosis,
-                     pinned={c for _, c in forced} | leaves, banned=set(forbidden), no_children=leaves)
+    new, moved = choose_among_ties(parent, members, problem.layer_margins, problem.tie_kurtosis,
+                                   pinned={c for _, c in forced} | leaves, banned=set(forbidden),
+                                   no_children=leaves)
     if np.array_equal(new[members], parent[members]):
-        return sol
+        return sol, {}
     local = {int(g): k for k, g in enumerate(members)}
-    return np.array([local[int(new[g])] if new[g] >= 0 else -1 for g in members])
+    return np.array([local[int(new[g])] if new[g] >= 0 else -1 for g in members]), moved
 
 
 def model_indices(problem: RecoveryProblem, constraints: Constraints
@@ -178,13 +183,16 @@ def joined_trees(problem: RecoveryProblem, forced: Sequence[tuple[int, int]]) ->
 
 
 def assemble(problem: RecoveryProblem, parent: np.ndarray, constraints: Constraints,
-             forced: set[tuple[int, int]], layer_distance: LayerDistance | None = None) -> Recovery:
+             forced: set[tuple[int, int]], layer_distance: LayerDistance | None = None,
+             tie_choices: Mapping[int, TieChoice] | None = None) -> Recovery:
     """The :class:`Recovery` of the forest ``parent`` (model indices, ``-1`` for roots) of ``problem``.
 
     Every edge gets its alternatives and confidence; ``forced`` (index pairs) marks the edges the
-    user set. Settings, layers and problems are the caller's to add.
+    user set; ``tie_choices`` (by child index) the parents re-chosen among near-ties by the difference
+    kurtosis (:mod:`.ties`), told on their edges (``Edge.tie_kurtosis``). Settings, layers and problems
+    are the caller's to add.
     """
-    models, edges, trees = _graph(problem, parent, forced, layer_distance)
+    models, edges, trees = _graph(problem, parent, forced, layer_distance, tie_choices or {})
     return Recovery(models=models, edges=edges, trees=trees, constraints=constraints, problem=problem,
                     settings=RecoverySettings(method=problem.method, refine=problem.refine))
 
@@ -208,7 +216,8 @@ def _refined(sol: np.ndarray, squared: np.ndarray, cost: np.ndarray, local: dict
 
 
 def _graph(problem: RecoveryProblem, parent: np.ndarray, forced: set[tuple[int, int]],
-           layer_distance: LayerDistance | None) -> tuple[list[ModelNode], list[Edge], list[TreeInfo]]:
+           layer_distance: LayerDistance | None, tie_choices: Mapping[int, TieChoice]
+           ) -> tuple[list[ModelNode], list[Edge], list[TreeInfo]]:
     """Models, edges (with alternatives and confidence) and trees of the parent array ``parent``."""
     ids = list(problem.ids)
     n = len(ids)
@@ -231,7 +240,9 @@ def _graph(problem: RecoveryProblem, parent: np.ndarray, forced: set[tuple[int, 
         alternatives = tuple(Alternative(ids[q], float(cost[q, c]), float(dist[q, c]))
                              for q in cand if q != p)[:MAX_ALTERNATIVES]
         if p >= 0:
-            edges.append(_edge(problem, p, c, alternatives, (p, c) in forced, layer_distance))
+            choice = tie_choices.get(c)
+            edges.append(_edge(problem, p, c, alternatives, (p, c) in forced, layer_distance,
+                               choice if choice is not None and choice.candidates[0] == p else None))
         facts = problem.models[c]
         nodes.append(ModelNode(
             id=ids[c], path=facts.path, tree=int(labels[c]), kurtosis=float(ku_model[c]),
@@ -250,8 +261,9 @@ def _graph(problem: RecoveryProblem, parent: np.ndarray, forced: set[tuple[int, 
 
 
 def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternative, ...], constrained: bool,
-          layer_distance: LayerDistance | None) -> Edge:
-    """The edge p -> c with its confidence (docs/METHOD.md, "Confidence")."""
+          layer_distance: LayerDistance | None, tie: TieChoice | None = None) -> Edge:
+    """The edge p -> c with its confidence (docs/METHOD.md, "Confidence") and, where ``tie`` says its
+    parent was re-chosen among near-ties by the difference kurtosis, the kurtosis of each contender."""
     ids = problem.ids
     alt_cost = alternatives[0].cost if alternatives else math.inf
     reading = problem.reading(int(problem.tree_of[c]))
@@ -280,4 +292,6 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
         constrained=constrained, alternatives=alternatives,
         layer_distance=layer_distance(p, c) if layer_distance is not None else (),
         cues={k: float(v[p, c]) for k, v in problem.cue_votes.items()},
+        tie_kurtosis={} if tie is None else {ids[q]: k for q, k in zip(tie.candidates, tie.kurtosis)},
+        tie_displaced=None if tie is None else ids[tie.displaced],
     )

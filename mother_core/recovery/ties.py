@@ -25,6 +25,7 @@ issue 12, "Near-tied parents re-chosen by the kurtosis of the difference").
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -127,11 +128,41 @@ def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.nda
     return out
 
 
+@dataclass(frozen=True)
+class TieChoice:
+    """How one child's parent was re-chosen among near-tied candidates (:func:`choose_among_ties`).
+
+    Attributes
+    ----------
+    displaced : int
+        The parent distance (the arborescence and the refinement) had given the child.
+    candidates : tuple of int
+        The chosen parent first, then the candidates it was near-tied with (``displaced`` among
+        them), by increasing difference kurtosis.
+    kurtosis : tuple of float
+        The excess kurtosis of W_child - W_candidate of each of ``candidates`` (NaN: not measured).
+    """
+
+    displaced: int
+    candidates: tuple[int, ...]
+    kurtosis: tuple[float, ...]
+
+
 def break_ties(parent: np.ndarray, members: np.ndarray, margins: Mapping[int, LayerMargins],
                ties: Mapping[int, TieKurtosis], pinned: Collection[int] = (),
                banned: Collection[tuple[int, int]] = (), no_children: Collection[int] = ()) -> np.ndarray:
+    """``parent`` with near-tied parents re-chosen by the difference kurtosis
+    (:func:`choose_among_ties` without the record of what moved)."""
+    return choose_among_ties(parent, members, margins, ties, pinned, banned, no_children)[0]
+
+
+def choose_among_ties(parent: np.ndarray, members: np.ndarray, margins: Mapping[int, LayerMargins],
+                      ties: Mapping[int, TieKurtosis], pinned: Collection[int] = (),
+                      banned: Collection[tuple[int, int]] = (), no_children: Collection[int] = ()
+                      ) -> tuple[np.ndarray, dict[int, TieChoice]]:
     """``parent`` (model indices, -1 for roots) with near-tied parents re-chosen by the difference
-    kurtosis, within one tree (``members``).
+    kurtosis, within one tree (``members``), and for each child whose parent moved, a
+    :class:`TieChoice` saying from where and among which candidates (what the result tells the user).
 
     For each child with :class:`TieKurtosis`, the candidates the layers do not rank below its parent
     by :data:`TIE_EFFECT` or more (:attr:`.problem.LayerMargins.effect`) compete with it; the one
@@ -157,6 +188,7 @@ def break_ties(parent: np.ndarray, members: np.ndarray, margins: Mapping[int, La
                 and q not in no_children and (q, c) not in banned]
         if tied:
             todo.append((min(e for e, _ in tied), c, [q for _, q in tied]))
+    choices: dict[int, TieChoice] = {}
     for _, c, near in sorted(todo):
         p = int(out[c])
         k = dict(zip(ties[c].candidates, ties[c].kurtosis.tolist()))
@@ -168,7 +200,14 @@ def break_ties(parent: np.ndarray, members: np.ndarray, margins: Mapping[int, La
             if not np.isfinite(best_k) or k[q] < best_k:
                 best, best_k = q, k[q]
         out[c] = best
-    return out
+        if best != p:
+            # The contest as the child saw it: the winner, then the others that stood (nearest-tied
+            # first by kurtosis; a cycle's candidate did not stand).
+            rest = sorted((q for q in {p, *near} - {best} if q not in below),
+                          key=lambda q: (not np.isfinite(k.get(q, np.nan)), k.get(q, np.nan)))
+            order = (best, *rest)
+            choices[c] = TieChoice(p, order, tuple(float(k.get(q, np.nan)) for q in order))
+    return out, choices
 
 
 def _descendants(parent: np.ndarray, c: int) -> set[int]:
