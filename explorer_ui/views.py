@@ -71,6 +71,7 @@ def contested_note(e: Edge, own: float | None) -> str:
     if gap is None or gap >= 0:
         return ""
     why = ("you set this one" if e.constrained else
+           "the shape of the weight difference chose this one among near-tied candidates" if e.chosen_by_tie else
            "the whole tree fits the measured distances better with this one (refinement by additivity)")
     return f" `{alt}` is closer pairwise (extra cost {gap:.3g}), but {why}."
 
@@ -401,6 +402,9 @@ def node_card(ctx: Loaded, model: str) -> None:
             ("Format", plain(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
             ("Size on disk", _disk_size(m.path)), ("Kurtosis", _fmt_num(m.kurtosis)), ("Path", plain(m.path))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
+    for e in parents:
+        if e.chosen_by_tie:
+            st.markdown(tie_note(e))
     if parents:  # a callback, not st.rerun(): inside a fragment only the fragment reruns
         st.button(f"Open the evidence of {md(parents[0].parent)} → {md(model)}", key=f"card_edge_{model}",
                   on_click=state.select_edge, args=((parents[0].parent, model),))
@@ -450,7 +454,10 @@ def summary(ctx: Loaded) -> None:
 
 
 def problems(rec: Recovery) -> None:
-    """Inputs that were skipped (the rest was used)."""
+    """Notes on how the whole result was made (``Recovery.notes``), and inputs that were skipped (the
+    rest was used)."""
+    for note in rec.notes:
+        st.info(md(note))
     if rec.problems:
         with st.expander(f"{len(rec.problems)} input(s) skipped — the rest was used", expanded=True):
             for p in rec.problems:
@@ -570,6 +577,22 @@ def cue_note(e: Edge) -> str:
     return f" Direction cues, from -1 (against) to +1 (for this direction): {votes}."
 
 
+def tie_note(e: Edge) -> str:
+    """A paragraph (markdown) for an edge whose parent was re-chosen among near-tied candidates by the
+    kurtosis of the weight difference (``Edge.tie_kurtosis``; mother_core/recovery/ties.py), not by
+    distance; empty for every other edge."""
+    if not e.chosen_by_tie:
+        return ""
+    values = "; ".join(f"{md(m)} " + (f"{v:+.2f}" if math.isfinite(v) else "n/a")
+                       + (" (chosen)" if m == e.parent else " (nearest by distance)" if m == e.tie_displaced else "")
+                       for m, v in e.tie_kurtosis.items())
+    return (f"**Parent chosen among {len(e.tie_kurtosis)} near-tied candidates by the shape of the weight "
+            "difference (Adam-like updates), not by distance.** The layers could not tell these candidates "
+            "apart beyond their noise; in a tree whose updates read Adam-like, a true parent's difference to "
+            "its child is the most platykurtic (flat-tailed). Excess kurtosis of the difference child − "
+            f"candidate (lower: more like one fine-tune's update): {values}.")
+
+
 def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     """Why the edge is there: confidence parts, per-layer kurtosis, votes, distances, alternatives."""
 
@@ -588,6 +611,8 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
         note += " This edge was set by a constraint."
     note += md(contested_note(e, own_cost(ctx.rec, e)))
     st.markdown(note)
+    if e.chosen_by_tie:
+        st.markdown(tie_note(e))
     st.plotly_chart(evidence_figure("kurtosis", ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")
     if not full:
         return

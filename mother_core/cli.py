@@ -204,6 +204,16 @@ def _cmd_recover(args) -> int:
     kinds = ", ".join(f"{counts[r.value]} {r.value}" for r in Relation if counts[r.value])
     print(f"{len(result.models)} models, {len(result.edges)} edges ({kinds or 'none'}), {len(result.trees)} trees "
           f"-> {args.out}")
+    for note in result.notes:
+        print(printable(f"note: {note}"))
+    tied = [e for e in result.edges if e.chosen_by_tie]
+    if tied:  # placement by the shape of the update, not by distance (mother_core/recovery/ties.py)
+        print(f"{len(tied)} parent(s) chosen among near-tied candidates by the shape of the weight difference "
+              "(Adam-like updates), not by distance (each edge's tie_kurtosis):")
+        for e in tied:
+            ku = ", ".join(f"{m} {v:+.2f}" for m, v in e.tie_kurtosis.items())
+            print(printable(f"  {e.parent} -> {e.child} (distance gave {e.tie_displaced}; "
+                            f"difference kurtosis {ku})"))
     return 0
 
 
@@ -243,8 +253,10 @@ def _cmd_resolve(args) -> int:
     out.save(args.out)
     before = {(e.parent, e.child) for e in rec.edges}
     after = {(e.parent, e.child) for e in out.edges}
+    tied = {(e.parent, e.child) for e in out.edges if e.chosen_by_tie}
     for p, ch in sorted(after - before):
-        print(f"+ {p} -> {ch}")
+        print(f"+ {p} -> {ch}" + (" (among near-ties, by the shape of the weight difference)"
+                                  if (p, ch) in tied else ""))
     for p, ch in sorted(before - after):
         print(f"- {p} -> {ch}")
     return 0

@@ -222,6 +222,45 @@ def test_an_edge_kept_over_a_cheaper_parent_says_so(tmp_path):
     assert contested_note(replace(e, alternatives=(Alternative("other", 1.5, 0.4),)), 1.0) == ""
 
 
+
+def test_a_parent_chosen_by_a_near_tie_says_so_on_the_edge_page_and_card(app, tmp_path):
+    """An edge whose parent the difference kurtosis re-chose among near-ties (mother_core/recovery/ties.py)
+    says so on the Edge page and the child's card; other edges do not (tests/test_ties.py makes real ones
+    from trained trees; here one edge of a real recovery carries the engine's field)."""
+    from dataclasses import replace
+
+    from mother_core import recover_paths
+
+    rec = recover_paths([str(write_family(tmp_path / "runs" / "fam"))])
+    target = next(e for e in rec.edges if any(a.parent for a in e.alternatives))
+    other = next(a.parent for a in target.alternatives if a.parent)
+    told = replace(target, tie_kurtosis={target.parent: -0.84, other: -0.31}, tie_displaced=other)
+    replace(rec, edges=[told if e is target else e for e in rec.edges]).save(tmp_path / "runs" / "result.json")
+    at = app.run()
+    at.sidebar.radio(key="source").set_value("Saved result").run()
+    at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "runs" / "result.json")).run()
+    at.switch_page("app_pages/2_Edge.py").run()
+
+    def notes() -> list[str]:
+        return [m.value for m in ok(at).markdown if "near-tied candidates" in m.value]
+
+    box = edge_box(at)
+    box.set_value(box.options.index(f"{target.parent} → {target.child}")).run()
+    assert picked_edge(at) == (target.parent, target.child)
+    [note] = notes()
+    assert "Parent chosen among 2 near-tied candidates by the shape of the weight difference" in note
+    assert "not by distance" in note and "-0.84 (chosen)" in note and "-0.31 (nearest by distance)" in note
+    box = edge_box(at)
+    box.set_value(next(i for i, o in enumerate(box.options) if o != f"{target.parent} → {target.child}")).run()
+    assert notes() == []
+    # The child's card says it too; another model's does not.
+    at.switch_page("app_pages/1_Tree.py").run()
+    at.selectbox(key="find_tree").set_value(target.child).run()
+    assert len(notes()) == 1
+    at.selectbox(key="find_tree").set_value(target.parent).run()
+    assert notes() == []
+
+
 # --- export, lineage, matrices ---------------------------------------------------------------------
 def test_export_offers_every_format(app):
     at = app.run()

@@ -17,7 +17,7 @@ from mother_core.fingerprinting import recover_at_scale, sparse_statistics
 from mother_core.io.discovery import discover
 from mother_core.pipeline import recover_paths
 from mother_core.recovery.candidates import candidate_pairs, embedding, nearest_neighbours, recall
-from mother_core.recovery.result import Recovery
+from mother_core.recovery.result import Recovery, RecoverySettings
 from mother_core.recovery.sparse import pair_table
 from mother_core.stats.compute import compute_statistics
 from mother_core.stats.fingerprint import fingerprint_model
@@ -135,6 +135,21 @@ def test_sparse_recovery_finds_the_trees_and_writes_no_dense_matrix(forest, tmp_
     assert again.candidate_graph == raw["candidate_graph"]
     assert to_newick(again).count(";") == len(again.trees)
 
+
+def test_the_sparse_path_says_it_does_not_break_near_ties_by_kurtosis(forest, tmp_path):
+    """The near-tie rule (mother_core/recovery/ties.py) needs the skeletons the sparse path does not keep:
+    the result says so, through save and load, and only when the rule was asked for."""
+    from mother_core.recovery.sparse import SPARSE_TIES_NOTE
+
+    out, _ = forest
+    on = recover_paths([str(out)], candidates=5)
+    assert on.notes == [SPARSE_TIES_NOTE] and "sparse path" in on.notes[0]
+    assert not any(e.chosen_by_tie for e in on.edges)
+    on.save(tmp_path / "result.json")
+    assert Recovery.load(tmp_path / "result.json").notes == on.notes
+    off = recover_paths([str(out)], RecoverySettings(kurtosis_ties=False), candidates=5)
+    assert off.notes == [] and [(e.parent, e.child) for e in off.edges] == [(e.parent, e.child) for e in on.edges]
+    assert recover_paths([str(out)]).notes == []  # the dense path applies it: nothing to say
 
 def test_adding_a_model_reads_it_and_its_candidates_only(forest, tmp_path):
     out, _ = forest

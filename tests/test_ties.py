@@ -88,7 +88,8 @@ def test_break_ties_takes_the_most_platykurtic_near_tie_and_keeps_a_tree() -> No
 
 
 @pytest.mark.slow
-def test_a_parent_chosen_by_a_near_tie_says_so_through_save_and_load(trees: Path, tmp_path: Path) -> None:
+def test_a_parent_chosen_by_a_near_tie_says_so_through_save_and_load(trees: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from mother_core.recovery.result import Recovery
@@ -108,6 +109,14 @@ def test_a_parent_chosen_by_a_near_tie_says_so_through_save_and_load(trees: Path
     back = Recovery.load(tmp_path / "result.json")
     assert [(e.parent, e.child, e.tie_kurtosis, e.tie_displaced) for e in back.edges] == \
            [(e.parent, e.child, e.tie_kurtosis, e.tie_displaced) for e in rec.edges]
+    # The CLI lists them, and writes the same result.
+    from mother_core.cli import main as cli_main
+
+    assert cli_main(["recover", str(trees), "--out", str(tmp_path / "cli.json"), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert f"{len(by_tie)} parent(s) chosen among near-tied candidates by the shape of the weight difference" in said
+    assert all(f"{e.parent} -> {e.child} (distance gave {e.tie_displaced};" in said for e in by_tie)
+    assert [e.tie_kurtosis for e in Recovery.load(tmp_path / "cli.json").edges] == [e.tie_kurtosis for e in rec.edges]
     # A local correction elsewhere keeps the note on the edges it leaves in place.
     other = next(e for e in back.edges if not e.chosen_by_tie and e.child not in {t.parent for t in by_tie})
     from mother_core import Constraints, resolve

@@ -12,7 +12,7 @@ Contract (fields may be added, never removed or renamed)::
      "settings": {...}, "problems": [...],
      "layers": [{"name", "shape", "kind"}], "layer_kurtosis": [[...] per model],
      "distance_matrix": [[...]], "cost_matrix": [[...]],
-     "extra": {...}}
+     "extra": {...}, "notes": ["...", ...]}
 
 ``extra`` holds the rest of the :class:`~mother_core.recovery.problem.RecoveryProblem` (tree labels,
 direction cues, per-tree readings), what re-solving under new constraints needs.
@@ -185,6 +185,9 @@ class Recovery:
     # Sets recovered on the sparse candidate graph (mother_core/recovery/sparse.py, docs/SCALE.md): the
     # candidate pairs (model indices) with their distances, instead of N x N matrices; None otherwise.
     candidate_graph: dict[str, Any] | None = None
+    # What the user should know about how the whole result was made that no edge or tree says (e.g. a
+    # placement rule the path taken could not apply: the sparse path's near-ties, docs/SCALE.md).
+    notes: list[str] = field(default_factory=list)
 
     # --- lookups -----------------------------------------------------------------------------
     @property
@@ -262,7 +265,8 @@ class Recovery:
             "cost_matrix": matrix(self.cost_matrix),
             "extra": {} if self.problem is None else _clean(self.problem.to_json()),
             "run_seconds": _num(self.run_seconds),
-        } | ({} if self.candidate_graph is None else {"candidate_graph": self.candidate_graph})
+        } | ({} if self.candidate_graph is None else {"candidate_graph": self.candidate_graph}) \
+          | ({"notes": list(self.notes)} if self.notes else {})
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
@@ -319,6 +323,7 @@ class Recovery:
             constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
             layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=_f(d.get("run_seconds")),
             candidate_graph=d.get("candidate_graph") if isinstance(d.get("candidate_graph"), dict) else None,
+            notes=[str(x) for x in d.get("notes") or []],
         )
 
     @classmethod

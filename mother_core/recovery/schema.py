@@ -71,6 +71,7 @@ RESULT_SCHEMA: Mapping[str, Any] = {
         "layer_kurtosis": _MATRIX, "distance_matrix": _MATRIX, "cost_matrix": _MATRIX,
         "extra": {"anyOf": [{"type": "object"}, {"type": "null"}]},
         "run_seconds": _NUM,
+        "notes": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "string"}}]},
     },
 }
 

@@ -16,8 +16,13 @@ The same method as :mod:`mother_core.recovery.recover` (docs/METHOD.md), read on
    (:func:`mother_core.recovery.recover.sole_child_capped`).
 
 Not done here (they need dense matrices or the skeletons): the additive refinement, pooled readings
-across trees, the rank distance of merged-LoRA trees, typed relations and re-solving under
-constraints. The dense path (:func:`mother_core.recovery.recover.recover`) keeps them for sets up to
+across trees, the rank distance of merged-LoRA trees, typed relations, re-solving under constraints,
+and near-tied parents re-chosen by the kurtosis of the weight difference (:mod:`.ties`: its cue is the
+entries of W_child - W_candidate, read from the skeletons the dense statistics keep; the fingerprints
+keep moments and random-projection sketches, whose entries are sums of many weights and read Gaussian
+whatever the update's shape). A result that would have used the rule says so in
+:attr:`~mother_core.recovery.result.Recovery.notes` (:data:`SPARSE_TIES_NOTE`). The dense path
+(:func:`mother_core.recovery.recover.recover`) keeps them for sets up to
 :data:`mother_core.pipeline.SPARSE_ABOVE` models.
 """
 
@@ -56,6 +61,11 @@ DENSE_TREE_UP_TO = 3000
 ALTERNATIVES = 3
 #: Every sparse tree's direction note (a tree beyond the calibrated domain adds why it reads a coin flip).
 SPARSE_NOTE = "Read on this tree's candidate pairs (sparse path)."
+#: The result's note when the ``kurtosis_ties`` setting is on: the sparse path cannot apply the rule.
+SPARSE_TIES_NOTE = ("Near-tied parents were not re-chosen by the shape of the weight difference (the "
+                    "kurtosis_ties setting): the sparse path keeps no skeletons of the weights to read it from, "
+                    "so parents are chosen by distance alone and a tree whose updates read Adam-like can be "
+                    "placed differently than on the dense path (docs/SCALE.md).")
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,7 +195,8 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
         From :func:`mother_core.fingerprinting.sparse_statistics`.
     settings : RecoverySettings
         ``regime``, ``lambda_``, ``layers``, ``name_pattern``, ``n_trees``, ``direction_cues``,
-        ``norm_direction`` and ``method`` are honoured; ``refine`` and the relation detectors need the dense path.
+        ``norm_direction`` and ``method`` are honoured; ``refine``, ``kurtosis_ties`` and the relation
+        detectors need the dense path (a result made with ``kurtosis_ties`` on says so in its notes).
 
     Returns
     -------
@@ -374,10 +385,13 @@ def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTabl
         "threshold": _num(threshold),
         **{k: v for k, v in stats.settings.items() if k in ("k", "sketch_dim", "sketch_seed")},
     }
+    # The dense path applies the rule only outside the paper's method and in trees of 3 or more.
+    skipped_ties = settings.kurtosis_ties and settings.method != "paper" and \
+        any(len(t.members) >= 3 for t in trees)
     return Recovery(models=models, edges=edges, trees=trees, settings=settings,
                     problems=[{"path": p.path, "message": p.message} for p in stats.problems],
                     layers=layers, layer_kurtosis=stats.kurtosis[:, layer_idx].copy(), problem=None,
-                    candidate_graph=graph)
+                    candidate_graph=graph, notes=[SPARSE_TIES_NOTE] if skipped_ties else [])
 
 
 def _num(x: float) -> float | str | None:
