@@ -255,6 +255,9 @@ def test_a_parent_chosen_by_a_near_tie_says_so_on_the_edge_page_and_card(app, tm
     assert notes() == []
     # The child's card says it too; another model's does not.
     at.switch_page("app_pages/1_Tree.py").run()
+    tips = {(e["from"], e["to"]): e.get("title", "") for e in graph_payload(ok(at))["edges"]}
+    assert (target.parent, target.child) in tips  # the tree's edge tooltip says it too
+    assert all(("near-tied" in t) == (k == (target.parent, target.child)) for k, t in tips.items())
     at.selectbox(key="find_tree").set_value(target.child).run()
     assert len(notes()) == 1
     at.selectbox(key="find_tree").set_value(target.parent).run()
