@@ -7,7 +7,13 @@ For a module with adapter matrices A (r, in) and B (out, r), the merged weight i
 used. ``fan_in_fan_out`` (GPT-2 ``Conv1D``) transposes the update; embeddings (``lora_embedding_A/B``)
 use ``(B @ A).T``; convolutions use ``B.flatten(1) @ A.flatten(1)`` reshaped. The sum is computed in
 float32 and returned in the base tensor's dtype. ``modules_to_save`` tensors replace (or add to) the
-base's. DoRA adapters are refused.
+base's.
+
+DoRA (``use_dora``; Liu et al. 2024) stores a magnitude per output row, ``lora_magnitude_vector`` (m);
+PEFT merges a linear layer as ``m / ||W + scale * B @ A||_row * (W + scale * B @ A)``, each row rescaled
+to its learned norm (``LoraLayer`` / ``DoraLinearLayer.get_weight_norm``: the norm over the inputs of
+each output row), so rows can be read in pieces as for LoRA. DoRA on a ``Conv1D`` (``fan_in_fan_out``:
+a norm per stored column), an embedding or a convolution is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class _Update:
     b: torch.Tensor  # (out, r) float32; (out, r, 1, ...) for convolutions; (dim, r) for embeddings
     scale: float
     mode: str  # "linear", "linear_t" (fan_in_fan_out), "embedding", "conv"
+    magnitude: torch.Tensor | None = None  # DoRA: (out,) norms of the merged rows
 
     def shape(self) -> tuple[int, ...]:
         if self.mode == "linear":
@@ -150,11 +157,6 @@ class LoraReader:
         if not isinstance(config, dict):
             raise UnreadableCheckpointError(f"{config_path} is not a JSON object. Fix or remove the adapter.",
                                             config_path)
-        if config.get("use_dora"):
-            raise UnreadableCheckpointError(
-                f"{ref.path} is a DoRA adapter, which this version does not merge. Merge it with PEFT "
-                "(merge_and_unload) and add the merged model instead.", ref.path,
-            )
         adapter_file = ref.files[0]
         tensors = _load_adapter(adapter_file)
         base_infos = base.tensor_infos()
@@ -164,12 +166,13 @@ class LoraReader:
         self._replaced: dict[str, torch.Tensor] = {}
 
         pairs: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
+        magnitudes: dict[str, torch.Tensor] = {}
         for key, t in tensors.items():
             m = _LORA_KEY.match(key)
             if m is None:
-                if "lora_magnitude_vector" in key:
-                    raise UnreadableCheckpointError(f"{adapter_file} holds DoRA magnitudes; not supported.",
-                                                    adapter_file)
+                if ".lora_magnitude_vector" in key:  # DoRA: PEFT saves <module>.lora_magnitude_vector[.<adapter>]
+                    magnitudes[key.split(".lora_magnitude_vector")[0]] = t.float().reshape(-1)
+                    continue
                 # modules_to_save: a full tensor, saved with PEFT's wrapper components in its name
                 name = normalise_name(key.replace(".modules_to_save", "").replace(".default", ""))
                 self._replaced[name] = t
@@ -206,7 +209,12 @@ class LoraReader:
                 mode = "conv"
             else:
                 mode = "linear_t" if fan_in_fan_out else "linear"
-            update = _Update(ab["A"], ab["B"], float(scale), mode)
+            magnitude = magnitudes.pop(module, None)
+            if magnitude is not None and (mode != "linear" or magnitude.numel() != ab["B"].shape[0]):
+                raise UnreadableCheckpointError(
+                    f"{ref.path} is a DoRA adapter on {module} ({mode}), which this version merges on linear layers "
+                    "only. Merge it with PEFT (merge_and_unload) and add the merged model instead.", ref.path)
+            update = _Update(ab["A"], ab["B"], float(scale), mode, magnitude)
             name = normalise_name(module + ".weight")
             info = self._infos.get(name)
             if info is None:
@@ -220,6 +228,12 @@ class LoraReader:
                     f"{base.ref.id!r} has {info.shape}: is that the right base model?", ref.path,
                 )
             self._updates.setdefault(name, []).append(update)
+        if magnitudes or (config.get("use_dora") and not any(u.magnitude is not None for us in self._updates.values()
+                                                              for u in us)):
+            raise UnreadableCheckpointError(
+                f"{ref.path} is a DoRA adapter whose magnitudes do not match its LoRA matrices "
+                f"({', '.join(sorted(magnitudes))[:200] or 'none stored'}). Merge it with PEFT (merge_and_unload) "
+                "and add the merged model instead.", ref.path)
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -236,6 +250,9 @@ class LoraReader:
         merged = w.to(torch.float32, copy=True)  # never change the base reader's tensor in place
         for u in updates or ():
             merged += u.delta(rows)
+            if u.magnitude is not None:  # DoRA: each merged row rescaled to its learned norm (module docstring)
+                mag = u.magnitude if rows is None else u.magnitude[rows[0]:rows[1]]
+                merged *= (mag / merged.norm(dim=1).clamp_min(1e-30))[:, None]
         if bias is not None:
             merged += bias if rows is None else bias[rows[0]:rows[1]]
         return merged.to(w.dtype)

@@ -223,7 +223,7 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     def d(a: int, b: int) -> float:
         return float(sq[:, a, b].sum())
 
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool]] = {}
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool]] = {}
     for size in range(2, min(MAX_PARENTS, len(cand)) + 1):
         for subset in itertools.combinations(cand, size):
             dc = np.array([d(c, p) for p in subset])
