@@ -98,7 +98,7 @@ def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                 # Cheap first: a share of layers equal up to rounding (SVDs only for those pairs).
                 if not shared.any() or pl.shared[a, b] < 0.95 * max(pl.own[a], pl.own[b]):
                     continue
-                same = float((rel[shared] <= untouched_tolerance(u, a, b)).mean())
+                same = _untouched_share(stats, rel, untouched_tolerance(u, a, b))
                 if not LORA_UNTOUCHED <= same < 1.0:
                     continue
                 _, low, changed = _lowrank_profile(stats, pl, a, b, u)
@@ -119,6 +119,22 @@ def untouched_tolerance(u: np.ndarray, a: int, b: int) -> float:
     for merged LoRAs (profile C, issue 11: 2 of 18 fine-tunes). Between dtypes the values of an untouched
     layer differ by the coarser one's rounding (:data:`CONVERT_TOL`)."""
     return 0.0 if u[a] == u[b] else CONVERT_TOL * max(u[a], u[b])
+
+
+def _untouched_share(stats: WeightStatistics, rel: np.ndarray, tol: float) -> float:
+    """Share of the shared layers left as they were (within ``tol``); 0 when no weight *matrix* was.
+
+    PEFT adapts chosen linear layers and never, by default, the embeddings or the output head, so a merged
+    LoRA leaves at least one matrix as it was; a fine-tune trains every matrix. Norm weights and biases
+    alone do not count: a fine-tune of a bf16 checkpoint moves its norms (values near 1, bf16 step 2^-7)
+    by less than half a step in a few steps, which leaves them bit for bit as they were (profile C, issue
+    11: a fine-tune of a fine-tune, 7 of 21 layers identical, all of them norms)."""
+    shared = np.isfinite(rel)
+    if not shared.any():
+        return 0.0
+    same = shared & (rel <= tol)
+    matrix = np.array([len(t.shape) >= 2 for t in stats.tensors], dtype=bool)
+    return float(same.sum() / shared.sum()) if (same & matrix).any() else 0.0
 
 
 def _total_rel(pl: PairLayers, a: int, b: int) -> float:
@@ -170,7 +186,7 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         return 0.0, 0.0, 0
     tol = untouched_tolerance(u, p, c)
     changed = shared & (rel > tol)
-    untouched = float((shared & ~changed).sum() / shared.sum())
+    untouched = _untouched_share(stats, rel, tol)
     by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, float]]] = {}
     for slot in np.flatnonzero(changed):
         sk = stats.skeletons.get(int(slot))
