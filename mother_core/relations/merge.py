@@ -46,6 +46,13 @@ RESIDUAL_MAX = 0.6
 #: from the chord by O(theta^2): 6e-4-2e-3 on the fitting collection). A parent sits at 1/k of
 #: its squared distances from the mean of k fine-tuned children (0.25 and more for k <= 4).
 EXACT = 0.02
+#: What an exact merge leaves at most: SLERP's chord error (6e-4-2e-3 on the fitting collection) and
+#: Multi-SLERP's or Karcher's renormalisation (profile C: 5e-3-6e-3) with some room. Fewer parents win over
+#: more when their fit is within :data:`PARSIMONY` of the best or under this; a fit under :data:`EXACT`
+#: but well above this, when more parents explain the child to this level, is not the merge (profile C,
+#: held-out seed 9: a linear merge of three read as a SLERP of one of them and another merge, 0.017
+#: against 3e-4).
+EXACT_NOISE = 8e-3
 #: Every parent but a base enters with at least this weight.
 MIN_WEIGHT = 0.05
 #: A sparse merge's squared norm exceeds its base's by at least this many times their squared distance
@@ -219,12 +226,18 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
         return None
     sq = pl.sq[layers]
     norm2 = {m: float(np.nansum(pl.scale2[layers, m, m])) for m in [c, *cand]}
+    local = np.array([c, *cand])
+    sq_local = sq[:, local[:, None], local[None, :]]  # (L, 1 + K, 1 + K): the child first
+    total = sq_local.sum(axis=0)
+    pos = {m: k for k, m in enumerate(local.tolist())}
 
     def d(a: int, b: int) -> float:
-        return float(sq[:, a, b].sum())
+        return float(total[pos[a], pos[b]])
 
+    sizes = range(2, min(MAX_PARENTS, len(cand)) + 1)
+    by_layer_res = _layerwise_all(sq_local, cand, sizes) if layerwise else {}
     per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool]] = {}
-    for size in range(2, min(MAX_PARENTS, len(cand)) + 1):
+    for size in sizes:
         for subset in itertools.combinations(cand, size):
             dc = np.array([d(c, p) for p in subset])
             if (dc <= 0).any():
@@ -236,7 +249,7 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             if layerwise:
                 if ratio <= EXACT:
                     continue  # found by the whole-model fit, which comes first
-                ratio, by_layer = layerwise_residual(sq, c, subset) / float(dc.min()), True
+                ratio, by_layer = by_layer_res[subset] / float(dc.min()), True
                 if ratio > EXACT:
                     continue
             # A merge's inputs enter with weights in (0, 1]; only a base may have a small or negative
@@ -266,7 +279,7 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     best_ratio = min(v[0] for v in per_size.values())
     for size in sorted(per_size):
         ratio, subset, a, _, confirmed, by_layer = per_size[size]
-        if ratio <= max(best_ratio / PARSIMONY, EXACT):
+        if ratio <= max(best_ratio / PARSIMONY, EXACT_NOISE):
             cap = EXACT if ratio <= EXACT else RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
             return (ratio, subset, a, cap, by_layer) if ratio <= cap else None
     return None
@@ -276,7 +289,8 @@ def _affine_residuals(dc: np.ndarray, dp: np.ndarray) -> np.ndarray:
     """:func:`affine_fit`'s residual for a stack of layers: ``dc`` (L, K), ``dp`` (L, K, K) -> (L,).
 
     A layer where the child equals one of the models (``dc`` 0: a layer a merge, or bf16 rounding, left
-    as it was) is explained exactly and adds 0; a singular system falls back to least squares."""
+    as it was) is explained exactly and adds 0; a singular system (two parents alike on a layer) falls
+    back to the least-squares solution."""
     n_layers, k = dc.shape
     out = np.zeros(n_layers)
     live = np.flatnonzero(dc.min(axis=1) > 0) if k else np.zeros(0, dtype=int)
@@ -289,11 +303,29 @@ def _affine_residuals(dc: np.ndarray, dp: np.ndarray) -> np.ndarray:
     rhs = np.concatenate([-dc[live], np.ones((len(live), 1))], axis=1)
     try:
         sol = np.linalg.solve(kkt, rhs[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        sol = np.stack([np.linalg.lstsq(m, r, rcond=None)[0] for m, r in zip(kkt, rhs)])
+    except np.linalg.LinAlgError:  # a layer two parents hold alike: the least-squares solution, batched
+        sol = (np.linalg.pinv(kkt) @ rhs[..., None])[..., 0]
     a = sol[:, :k]
     res = np.einsum("lk,lk->l", a, dc[live]) - 0.5 * np.einsum("lk,lkj,lj->l", a, dp[live], a)
     out[live] = np.maximum(res, 0.0)
+    return out
+
+
+def _layerwise_all(sq_local: np.ndarray, cand: list[int], sizes: range) -> dict[tuple[int, ...], float]:
+    """:func:`layerwise_residual` of the child (position 0 of ``sq_local``) on every subset of ``cand`` of the
+    given sizes, one batched solve per size."""
+    out: dict[tuple[int, ...], float] = {}
+    n_layers = sq_local.shape[0]
+    for size in sizes:
+        subsets = list(itertools.combinations(range(1, len(cand) + 1), size))
+        if not subsets:
+            continue
+        idx = np.array(subsets)  # (S, K) positions in sq_local
+        dc = sq_local[:, 0, idx].transpose(1, 0, 2)  # (S, L, K)
+        dp = sq_local[:, idx[:, :, None], idx[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
+        res = _affine_residuals(dc.reshape(-1, size), dp.reshape(-1, size, size)).reshape(len(subsets), n_layers)
+        for sub, r in zip(subsets, res.sum(axis=1)):
+            out[tuple(cand[k - 1] for k in sub)] = float(r)
     return out
 
 
