@@ -34,6 +34,10 @@ from mother_core.stats.result import WeightStatistics
 #: its parents, so a merge of four needs room beyond four plus the base (profile C, issue 11: a
 #: Multi-SLERP of four and a linear merge of four had a parent 7th and 8th nearest).
 CANDIDATES = 8
+#: Candidates of the sparse (TIES / DARE) fit, whose residual caps are loose: every added candidate is
+#: another chance for a fine-tune to pass as a sparse merge of its relatives (the generalise fitting
+#: collection fitx-0: a fine-tune read as a TIES merge of three with 8 candidates, not with 6).
+SPARSE_CANDIDATES = 6
 #: Largest number of parents of one merge (MDGBench: 2 to 5).
 MAX_PARENTS = 4
 #: A merge's residual, as a share of its squared distance to the nearest parent, is at most this
@@ -137,7 +141,8 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     # merge sits between its parents, where it fits any combination of them as well as they do).
     exact = [x for x in _fits(stats, pl, labels, excluded) if x[0] <= EXACT]
     exact_children = {link.child for _, link in exact}
-    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children) if x[0] > EXACT]
+    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children, candidates=SPARSE_CANDIDATES)
+              if x[0] > EXACT]
     # Then, for the rest, exact combinations with coefficients per layer (Model Stock; :func:`_best_subset`):
     # the richer reading only where one set of coefficients explains nothing, and, as above, not on the
     # merges already found (a merge of several models sits near their base, where it crowds the
@@ -148,7 +153,7 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
 
 
 def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
-          excluded: set[int], by_layer: bool = False) -> list[tuple[float, TypedLink]]:
+          excluded: set[int], by_layer: bool = False, candidates: int | None = None) -> list[tuple[float, TypedLink]]:
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
     for c in range(n):
@@ -159,7 +164,7 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         if len(pool) < 2:
             continue
         d_all = np.array([_total(pl, c, p) for p in pool])
-        order = np.argsort(d_all)[:CANDIDATES]
+        order = np.argsort(d_all)[:candidates or CANDIDATES]
         cand = [pool[k] for k in order]
         best = _best_subset(pl, c, cand, by_layer)
         if best is None:
