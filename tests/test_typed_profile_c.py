@@ -63,6 +63,15 @@ def test_profile_c_plans_what_sets_made_elsewhere_hold() -> None:
     assert sum(roots.values()) == 4 + 3  # four families, three distractors
 
 
+def test_cli_offers_the_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    """``mother zoo typed --profile`` takes auto, A, B or C, and nothing else."""
+    from mother_zoo.cli import main as zoo_main
+
+    with pytest.raises(SystemExit):
+        zoo_main(["typed", "--out", "/nonexistent", "--profile", "D"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def set_c(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One small profile C set (seed 5) made with the real tools, its statistics and its recovery."""
