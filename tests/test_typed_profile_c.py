@@ -200,3 +200,40 @@ def test_small_bf16_updates_are_neither_copies_nor_merged_loras(set_c: dict[str,
     assert got["m-lora"] == ("m-base", Relation.LORA.value)
     assert got["m-fp16"] == ("m-base", Relation.CONVERT.value)
     assert got["m-ft"] == ("m-base", Relation.FINETUNE.value)
+
+
+def test_dora_on_gpt2_conv1d_reads_as_peft_merges_it(tmp_path: Path) -> None:
+    """A DoRA adapter on GPT-2's ``Conv1D`` layers (``fan_in_fan_out``: an output is a stored column, its
+    norm taken over the whole merged tensor), read merged into its base, equals PEFT's own
+    ``merge_and_unload``, whole and by row ranges."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=32, bos_token_id=1, eos_token_id=3)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "m-base")
+    peft_model = get_peft_model(GPT2LMHeadModel.from_pretrained(tmp_path / "m-base"),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True,
+                                           use_dora=True))
+    with torch.no_grad():  # as after training: B nonzero, magnitudes moved
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+            if "lora_magnitude" in n:
+                p.mul_(1 + 0.1 * torch.randn_like(p))
+    peft_model.save_pretrained(tmp_path / "m-dora")
+    peft_model.merge_and_unload().save_pretrained(tmp_path / "m-merged")
+
+    found = discover([tmp_path])
+    assert not found.problems
+    refs = {m.id: m for m in found.models}
+    merged, base = open_model(refs["m-merged"]), open_model(refs["m-base"])
+    read = open_model(refs["m-dora"], base=base)
+    changed = 0
+    for n in merged.tensor_infos():
+        want = merged.read(n)
+        assert torch.allclose(read.read(n), want, rtol=1e-5, atol=1e-6), n
+        assert torch.allclose(read.read(n, (0, 5)), want[:5], rtol=1e-5, atol=1e-6), n
+        changed += not torch.equal(base.read(n), merged.read(n))
+    assert changed >= 2  # c_attn and c_fc

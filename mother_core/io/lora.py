@@ -12,8 +12,9 @@ base's.
 DoRA (``use_dora``; Liu et al. 2024) stores a magnitude per output row, ``lora_magnitude_vector`` (m);
 PEFT merges a linear layer as ``m / ||W + scale * B @ A||_row * (W + scale * B @ A)``, each row rescaled
 to its learned norm (``LoraLayer`` / ``DoraLinearLayer.get_weight_norm``: the norm over the inputs of
-each output row), so rows can be read in pieces as for LoRA. DoRA on a ``Conv1D`` (``fan_in_fan_out``:
-a norm per stored column), an embedding or a convolution is refused.
+each output row), so rows can be read in pieces as for LoRA. On a ``Conv1D`` (``fan_in_fan_out``, GPT-2)
+an output is a stored *column*: its norms come from the whole merged tensor, computed once per tensor.
+DoRA on an embedding or a convolution is refused.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ class LoraReader:
         self._updates: dict[str, list[_Update]] = {}
         self._bias: dict[str, torch.Tensor] = {}
         self._replaced: dict[str, torch.Tensor] = {}
+        self._column_norms: dict[str, torch.Tensor] = {}  # DoRA on Conv1D: norms of the merged columns
 
         pairs: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
         magnitudes: dict[str, torch.Tensor] = {}
@@ -210,10 +212,11 @@ class LoraReader:
             else:
                 mode = "linear_t" if fan_in_fan_out else "linear"
             magnitude = magnitudes.pop(module, None)
-            if magnitude is not None and (mode != "linear" or magnitude.numel() != ab["B"].shape[0]):
+            if magnitude is not None and (mode not in ("linear", "linear_t") or magnitude.numel() != ab["B"].shape[0]):
                 raise UnreadableCheckpointError(
-                    f"{ref.path} is a DoRA adapter on {module} ({mode}), which this version merges on linear layers "
-                    "only. Merge it with PEFT (merge_and_unload) and add the merged model instead.", ref.path)
+                    f"{ref.path} is a DoRA adapter on {module} ({mode}), which this version merges on linear and "
+                    "Conv1D layers only. Merge it with PEFT (merge_and_unload) and add the merged model instead.",
+                    ref.path)
             update = _Update(ab["A"], ab["B"], float(scale), mode, magnitude)
             name = normalise_name(module + ".weight")
             info = self._infos.get(name)
@@ -250,17 +253,27 @@ class LoraReader:
         merged = w.to(torch.float32, copy=True)  # never change the base reader's tensor in place
         for u in updates or ():
             merged += u.delta(rows)
-            if u.magnitude is not None:  # DoRA: each merged row rescaled to its learned norm (module docstring)
+            if u.magnitude is not None and u.mode == "linear_t":  # DoRA on Conv1D: outputs are columns
+                merged *= (u.magnitude / self._dora_columns(name, u).clamp_min(1e-30))[None, :]
+            elif u.magnitude is not None:  # DoRA: each merged row rescaled to its learned norm (module docstring)
                 mag = u.magnitude if rows is None else u.magnitude[rows[0]:rows[1]]
                 merged *= (mag / merged.norm(dim=1).clamp_min(1e-30))[:, None]
         if bias is not None:
             merged += bias if rows is None else bias[rows[0]:rows[1]]
         return merged.to(w.dtype)
 
+    def _dora_columns(self, name: str, update: _Update) -> torch.Tensor:
+        """Norms of the columns of the whole merged (stored) tensor ``name``, read once."""
+        if name not in self._column_norms:
+            whole = self.base.read(name).to(torch.float32) + update.delta(None)
+            self._column_norms[name] = whole.norm(dim=0)
+        return self._column_norms[name]
+
     def close(self) -> None:
         """Release the adapter; the base reader belongs to the caller and stays open."""
         self._updates = {}
         self._replaced = {}
+        self._column_norms = {}
 
     def __enter__(self) -> "LoraReader":
         return self
