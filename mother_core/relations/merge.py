@@ -221,10 +221,10 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     layer by layer), or None.
 
     With ``layerwise``, only exact fits with coefficients per layer count (:func:`layerwise_residual`):
-    Model Stock sets its interpolation ratio per
-    tensor from the angle between the task vectors (Jang et al. 2024), SLERP's ``t`` may follow a
-    gradient over layers, and both are exact combinations layer by layer. A fine-tune is not: its own
-    update is new in every layer (thousands of values per layer against at most four coefficients).
+    Model Stock sets its interpolation ratio per tensor from the angle between the task vectors (Jang et
+    al. 2024), SLERP's ``t`` may follow a gradient over layers, and both are exact combinations layer by
+    layer. A fine-tune is not: its own update is new in every layer (thousands of values per layer
+    against at most four coefficients).
     """
     layers = _common_layers(pl, [c] + cand)
     if not layers.any():
