@@ -82,7 +82,8 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
             if pl.shared[i, j] < SAME_SHAPES * max(pl.own[i], pl.own[j]) or pl.shared[i, j] == 0:
                 continue
             r = pl.rel[:, i, j]
-            if _partial_update(r, matrix, CONVERT_TOL * min(u[i], u[j])):
+            # (an all-zero matrix, equal in every dtype, tells nothing)
+            if _partial_update(r, matrix & (pl.scale2[:, i, j] > 0), CONVERT_TOL * min(u[i], u[j])):
                 continue
             r = r[np.isfinite(r)]
             if r.size == 0:
