@@ -7,6 +7,8 @@ given. Statistics are computed once per set (one streaming pass); every row re-s
 
     python benchmarks/typed.py --sets typed_a/typed typed_b/typed
     python benchmarks/typed.py --make 0 1 --size small --out /tmp/typed_zoo   # generate, then score
+    python benchmarks/typed.py --make 5 --profile C --out /tmp/typedc --no-ablation   # profile C (sets
+                                                                 # made the way other people's are)
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ ABLATIONS: list[tuple[str, RecoverySettings]] = [
 ] + [(f"without {d}", RecoverySettings(relations=",".join(x for x in DETECTORS if x != d))) for d in DETECTORS]
 
 
-def make_sets(seeds: list[int], size: str, out: Path) -> list[Path]:
+def make_sets(seeds: list[int], size: str, out: Path, profile: str = "auto") -> list[Path]:
     """Generate typed sets with the zoo's own command (real training and tools)."""
     sets = []
     for seed in seeds:
         folder = out / f"seed{seed}"
         if not (folder / "typed" / "truth.json").exists():
             subprocess.run([sys.executable, "-m", "mother_core", "zoo", "typed", "--out", str(folder),
-                            "--size", size, "--seed", str(seed)], check=True)
+                            "--size", size, "--seed", str(seed), "--profile", profile], check=True)
         sets.append(folder / "typed")
     return sets
 
@@ -47,11 +49,13 @@ def main() -> None:
     ap.add_argument("--make", nargs="*", type=int, default=[], help="seeds to generate with `mother zoo typed`")
     ap.add_argument("--size", default="small")
     ap.add_argument("--out", type=Path, default=Path("typed_zoo"))
+    ap.add_argument("--profile", default="auto", choices=["auto", "A", "B", "C"],
+                    help="generator profile of --make (auto: A for even seeds, B for odd ones)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--cache", type=Path, default=None,
                     help="statistics cache folder (a warm cache makes 'pass s' a cache read, not a pass)")
     args = ap.parse_args()
-    sets = list(args.sets) + make_sets(args.make, args.size, args.out)
+    sets = list(args.sets) + make_sets(args.make, args.size, args.out, args.profile)
     if not sets:
         ap.error("give --sets or --make")
     rows: dict[str, list] = defaultdict(list)

@@ -56,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=list(SIZES), default="full", help="'small' = tiny trees for tests (default: full)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same weights (default: 0)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="storage dtype (default float32; demo float16)")
+    p.add_argument("--profile", choices=["auto", "A", "B", "C"], default="auto",
+                   help="typed set's generator profile: auto = A for even seeds (fitting), B for odd ones "
+                   "(held-out); C differs from both as sets made elsewhere do (other architectures, bf16, "
+                   "rsLoRA / DoRA, other merge methods and quantizers)")
     p.add_argument("--quiet", action="store_true", help="no per-model progress")
     p.set_defaults(func=run_zoo)
 
@@ -104,7 +108,8 @@ def _typed(args: argparse.Namespace, progress: object) -> Path:
                          "pip install 'mother-explorer[zoo]' \"torch==2.13.0\"") from exc
     if args.dtype is not None:
         raise InputError("--dtype does not apply to 'typed': its conversions are part of the set.")
-    return generate_typed(args.out, size=args.size, seed=args.seed, progress=progress)  # type: ignore[arg-type]
+    return generate_typed(args.out, size=args.size, seed=args.seed, progress=progress,  # type: ignore[arg-type]
+                          profile=getattr(args, "profile", "auto"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,12 @@ PERMUTED_QK: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "deci
 #: GPT-2 weights the converter transposes (HF ``Conv1D`` stores (in, out)).
 _TRANSPOSED_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 _TRANSPOSED_ARCHS = frozenset({"gpt2"})
+#: Architectures whose converter writes every ``*norm.weight`` as 1 + w (``GemmaModel``, ``Gemma2Model``,
+#: ``Gemma3Model`` in ``convert_hf_to_gguf.py``: HF's Gemma RMSNorm scales by (1 + w), llama.cpp's by w).
+NORM_PLUS_ONE: frozenset[str] = frozenset({"gemma", "gemma2", "gemma3"})
+#: Architectures whose fused ``query_key_value`` rows the converter regroups from per-head (q, k, v) to all
+#: q, all k, all v (``GPTNeoXModel`` and ``BloomModel``: "Map bloom-style qkv_linear to gpt-style").
+REGROUPED_QKV: frozenset[str] = frozenset({"gptneox", "bloom"})
 
 
 def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
@@ -45,6 +51,8 @@ class GGUFTensor:
     row_bytes: int  # bytes of one stored row (innermost dimension)
     permute_heads: int = 0  # > 0: rows permuted by llama.cpp for this many heads
     transposed: bool = False
+    plus_one: bool = False  # stored as 1 + w (NORM_PLUS_ONE)
+    regroup_heads: int = 0  # > 0: fused q/k/v rows regrouped by the converter for this many heads (REGROUPED_QKV)
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,11 @@ def read_header(path: str) -> GGUFHeader:
             elif arch in PERMUTED_QK and name.endswith((".k_proj.weight", ".k_proj.bias")) and (n_kv or n_head):
                 heads = int(n_kv or n_head)
             transposed = arch in _TRANSPOSED_ARCHS and name.endswith(_TRANSPOSED_SUFFIXES) and len(ne) == 2
+            plus_one = arch in NORM_PLUS_ONE and name.endswith("norm.weight")
+            regroup = int(n_head) if arch in REGROUPED_QKV and n_head and name.endswith(
+                (".query_key_value.weight", ".query_key_value.bias")) else 0
             info = GGUFTensor(t.name, int(qtype), qtype.name, tuple(reversed(ne)), offset, nbytes, row_bytes,
-                              heads, transposed)
+                              heads, transposed, plus_one, regroup)
             if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) \
                     and qtype not in _type_traits:
                 unsupported[name] = qtype.name

@@ -18,7 +18,10 @@ its safetensors source compare tensor by tensor:
 * llama.cpp's converter permutes the rows of ``q_proj`` / ``k_proj`` of Llama-family models (rotary
   halves interleaved per head, ``LlamaModel.permute`` in ``convert_hf_to_gguf.py``); the permutation is
   undone here for the architectures in :data:`PERMUTED_QK`, with the head counts of the file's metadata;
-* GPT-2's ``Conv1D`` weights are stored transposed by the converter; they are transposed back.
+* GPT-2's ``Conv1D`` weights are stored transposed by the converter; they are transposed back;
+* the converter's other per-architecture rewrites are undone too (:func:`_undo_converter`): Gemma's norm
+  weights written as 1 + w, GPT-NeoX's and BLOOM's fused ``query_key_value`` rows regrouped from per-head
+  (q, k, v) to all q, all k, all v.
 
 A tensor type the package cannot dequantize is listed with the model's problems (the rest of the model is
 read); a file none of whose weights can be read is refused with a message naming the types.
@@ -55,6 +58,26 @@ def _unpermute_rows(w: np.ndarray, heads: int) -> np.ndarray:
         return w
     hd = rows // heads
     return w.reshape(heads, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _regroup_rows(w: np.ndarray, heads: int) -> np.ndarray:
+    """Undo the converter's ``query_key_value`` regrouping: GGUF rows [all q; all k; all v] (each ``heads``
+    blocks of ``hd`` rows) back to HF's per-head [q_h; k_h; v_h]."""
+    rows = w.shape[0]
+    if heads <= 0 or rows % (3 * heads):
+        return w
+    hd = rows // (3 * heads)
+    return w.reshape(3, heads, hd, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+
+
+def _undo_converter(t: GGUFTensor, data: np.ndarray) -> np.ndarray:
+    """The tensor as the transformers checkpoint held it, from the whole stored tensor (rewrites listed in
+    the module docstring; none of them depends on the quantization)."""
+    if t.regroup_heads:
+        data = _regroup_rows(data, t.regroup_heads)
+    if t.plus_one:
+        data = (data - np.float32(1.0)).astype(data.dtype, copy=False)
+    return data
 
 
 class GGUFReader:
@@ -158,6 +181,15 @@ class GGUFReader:
         if rows is not None and (not info.shape or not 0 <= r0 <= r1 <= n_rows):
             raise ValueError(f"Rows {rows} out of range for {name!r} of shape {info.shape}.")
         t = self._tensors[name]
+        if t.regroup_heads or t.plus_one:  # rewritten by the converter: read whole once, undone, sliced
+            if self._cached is None or self._cached[0] != name:
+                self._cached = None
+                whole = self._read_rows(t, 0, t.shape[0]) if t.shape else self._read_rows(t, 0, 1)
+                whole = _undo_converter(t, np.asarray(whole).reshape(info.shape))
+                self._cached = (name, torch.from_numpy(np.ascontiguousarray(whole)))
+            if not info.shape:
+                return self._cached[1].clone()
+            return self._cached[1][r0:r1].clone()
         if t.transposed:  # rows of the transpose are columns on disk: read whole once, slice per chunk
             if self._cached is None or self._cached[0] != name:
                 self._cached = None
@@ -184,7 +216,8 @@ class GGUFReader:
         shape = (r1 - r0, *info.shape[1:]) if info.shape else ()
         if out.dtype != getattr(torch, info.dtype) or not out.is_contiguous() or out.device.type != "cpu":
             raise ValueError(f"read_into needs a contiguous CPU {info.dtype} buffer, got {out.dtype} on {out.device}.")
-        direct = (len(info.shape) >= 2 and not t.permute_heads and not t.transposed and out.dtype == torch.float32
+        direct = (len(info.shape) >= 2 and not t.permute_heads and not t.transposed and not t.regroup_heads
+                  and not t.plus_one and out.dtype == torch.float32
                   and rows is not None and 0 <= r0 <= r1 <= info.shape[0])
         from mother_core.io import gguf_fast
 

@@ -7,7 +7,14 @@ For a module with adapter matrices A (r, in) and B (out, r), the merged weight i
 used. ``fan_in_fan_out`` (GPT-2 ``Conv1D``) transposes the update; embeddings (``lora_embedding_A/B``)
 use ``(B @ A).T``; convolutions use ``B.flatten(1) @ A.flatten(1)`` reshaped. The sum is computed in
 float32 and returned in the base tensor's dtype. ``modules_to_save`` tensors replace (or add to) the
-base's. DoRA adapters are refused.
+base's.
+
+DoRA (``use_dora``; Liu et al. 2024) stores a magnitude per output row, ``lora_magnitude_vector`` (m);
+PEFT merges a linear layer as ``m / ||W + scale * B @ A||_row * (W + scale * B @ A)``, each row rescaled
+to its learned norm (``LoraLayer`` / ``DoraLinearLayer.get_weight_norm``: the norm over the inputs of
+each output row), so rows can be read in pieces as for LoRA. On a ``Conv1D`` (``fan_in_fan_out``, GPT-2)
+an output is a stored *column*: its norms come from the whole merged tensor, computed once per tensor.
+DoRA on an embedding or a convolution is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class _Update:
     b: torch.Tensor  # (out, r) float32; (out, r, 1, ...) for convolutions; (dim, r) for embeddings
     scale: float
     mode: str  # "linear", "linear_t" (fan_in_fan_out), "embedding", "conv"
+    magnitude: torch.Tensor | None = None  # DoRA: (out,) norms of the merged rows
 
     def shape(self) -> tuple[int, ...]:
         if self.mode == "linear":
@@ -150,11 +158,6 @@ class LoraReader:
         if not isinstance(config, dict):
             raise UnreadableCheckpointError(f"{config_path} is not a JSON object. Fix or remove the adapter.",
                                             config_path)
-        if config.get("use_dora"):
-            raise UnreadableCheckpointError(
-                f"{ref.path} is a DoRA adapter, which this version does not merge. Merge it with PEFT "
-                "(merge_and_unload) and add the merged model instead.", ref.path,
-            )
         adapter_file = ref.files[0]
         tensors = _load_adapter(adapter_file)
         base_infos = base.tensor_infos()
@@ -162,14 +165,16 @@ class LoraReader:
         self._updates: dict[str, list[_Update]] = {}
         self._bias: dict[str, torch.Tensor] = {}
         self._replaced: dict[str, torch.Tensor] = {}
+        self._column_norms: dict[str, torch.Tensor] = {}  # DoRA on Conv1D: norms of the merged columns
 
         pairs: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
+        magnitudes: dict[str, torch.Tensor] = {}
         for key, t in tensors.items():
             m = _LORA_KEY.match(key)
             if m is None:
-                if "lora_magnitude_vector" in key:
-                    raise UnreadableCheckpointError(f"{adapter_file} holds DoRA magnitudes; not supported.",
-                                                    adapter_file)
+                if ".lora_magnitude_vector" in key:  # DoRA: PEFT saves <module>.lora_magnitude_vector[.<adapter>]
+                    magnitudes[key.split(".lora_magnitude_vector")[0]] = t.float().reshape(-1)
+                    continue
                 # modules_to_save: a full tensor, saved with PEFT's wrapper components in its name
                 name = normalise_name(key.replace(".modules_to_save", "").replace(".default", ""))
                 self._replaced[name] = t
@@ -206,7 +211,13 @@ class LoraReader:
                 mode = "conv"
             else:
                 mode = "linear_t" if fan_in_fan_out else "linear"
-            update = _Update(ab["A"], ab["B"], float(scale), mode)
+            magnitude = magnitudes.pop(module, None)
+            if magnitude is not None and (mode not in ("linear", "linear_t") or magnitude.numel() != ab["B"].shape[0]):
+                raise UnreadableCheckpointError(
+                    f"{ref.path} is a DoRA adapter on {module} ({mode}), which this version merges on linear and "
+                    "Conv1D layers only. Merge it with PEFT (merge_and_unload) and add the merged model instead.",
+                    ref.path)
+            update = _Update(ab["A"], ab["B"], float(scale), mode, magnitude)
             name = normalise_name(module + ".weight")
             info = self._infos.get(name)
             if info is None:
@@ -220,6 +231,12 @@ class LoraReader:
                     f"{base.ref.id!r} has {info.shape}: is that the right base model?", ref.path,
                 )
             self._updates.setdefault(name, []).append(update)
+        if magnitudes or (config.get("use_dora") and not any(u.magnitude is not None for us in self._updates.values()
+                                                              for u in us)):
+            raise UnreadableCheckpointError(
+                f"{ref.path} is a DoRA adapter whose magnitudes do not match its LoRA matrices "
+                f"({', '.join(sorted(magnitudes))[:200] or 'none stored'}). Merge it with PEFT (merge_and_unload) "
+                "and add the merged model instead.", ref.path)
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -236,14 +253,27 @@ class LoraReader:
         merged = w.to(torch.float32, copy=True)  # never change the base reader's tensor in place
         for u in updates or ():
             merged += u.delta(rows)
+            if u.magnitude is not None and u.mode == "linear_t":  # DoRA on Conv1D: outputs are columns
+                merged *= (u.magnitude / self._dora_columns(name, u).clamp_min(1e-30))[None, :]
+            elif u.magnitude is not None:  # DoRA: each merged row rescaled to its learned norm (module docstring)
+                mag = u.magnitude if rows is None else u.magnitude[rows[0]:rows[1]]
+                merged *= (mag / merged.norm(dim=1).clamp_min(1e-30))[:, None]
         if bias is not None:
             merged += bias if rows is None else bias[rows[0]:rows[1]]
         return merged.to(w.dtype)
+
+    def _dora_columns(self, name: str, update: _Update) -> torch.Tensor:
+        """Norms of the columns of the whole merged (stored) tensor ``name``, read once."""
+        if name not in self._column_norms:
+            whole = self.base.read(name).to(torch.float32) + update.delta(None)
+            self._column_norms[name] = whole.norm(dim=0)
+        return self._column_norms[name]
 
     def close(self) -> None:
         """Release the adapter; the base reader belongs to the caller and stays open."""
         self._updates = {}
         self._replaced = {}
+        self._column_norms = {}
 
     def __enter__(self) -> "LoraReader":
         return self

@@ -8,6 +8,14 @@ classes; in each, the original is the one of highest precision, then the oldest 
 written later; ``cp -p`` keeps the mtime but not the ctime), then the first in model order: the
 others are its ``convert`` children.
 
+"Highest precision" is that of the values, not of the storage type: a cast *up* (a bf16 checkpoint
+saved again in fp32 or fp16) changes no value, so the finer copy holds the coarser one's values to
+within its own rounding (fp16's subnormals round a few tiny bf16 values), while a cast *down* moves
+every value by about u of the coarser type. Two members within :data:`CONVERT_TOL` units of the
+*finer* type's roundoff hold the same values, and of those the coarser storage is the original
+(:func:`_value_roundoff`): hub checkpoints are trained and saved in bf16, and their fp32 / fp16
+copies are upcasts.
+
 Quantized models are the ones whose format names a quantization scheme (the reader's
 ``container:scheme``, e.g. ``gguf:Q4_0``). Their rounding error e is fixed by the source and nearly
 orthogonal to any fine-tuning difference, so ||Q - W||^2 = ||e||^2 + ||W_src - W||^2: the source is
@@ -67,17 +75,23 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
         return x
 
     worst: dict[tuple[int, int], float] = {}
+    medians: dict[tuple[int, int], float] = {}
+    matrix = np.array([len(t.shape) >= 2 for t in stats.tensors], dtype=bool)
     for a_pos, i in enumerate(eligible):
         for j in eligible[a_pos + 1:]:
             if pl.shared[i, j] < SAME_SHAPES * max(pl.own[i], pl.own[j]) or pl.shared[i, j] == 0:
                 continue
             r = pl.rel[:, i, j]
+            # (an all-zero matrix, equal in every dtype, tells nothing)
+            if _partial_update(r, matrix & (pl.scale2[:, i, j] > 0), CONVERT_TOL * min(u[i], u[j])):
+                continue
             r = r[np.isfinite(r)]
             if r.size == 0:
                 continue
             m = float(r.max())
             if float(np.median(r)) <= CONVERT_TOL * max(u[i], u[j]) and m <= CONVERT_MAX * max(u[i], u[j]):
                 worst[(i, j)] = m
+                medians[(i, j)] = float(np.median(r))
                 parent[find(i)] = find(j)
     classes: dict[int, list[int]] = {}
     for i in eligible:
@@ -87,20 +101,54 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
     for members in classes.values():
         if len(members) < 2:
             continue
-        # The original: finest precision, then the oldest file, then model order (documented above).
-        members.sort(key=lambda k: (u[k], times[k][0], times[k][1], k))
+        # The original: finest precision of the values, then the coarser storage (an upcast copy holds the
+        # same values), then the oldest file, then model order (documented above).
+        vu = _value_roundoff(members, medians, u)
+        members.sort(key=lambda k: (vu[k], -u[k], times[k][0], times[k][1], k))
         orig = members[0]
         for c in members[1:]:
             m = worst.get((min(orig, c), max(orig, c)), math.nan)
-            links.append(_conversion_link(stats, orig, c, m, u, times))
+            lossless = medians.get((min(orig, c), max(orig, c)), math.inf) <= CONVERT_TOL * min(u[orig], u[c])
+            links.append(_conversion_link(stats, orig, c, m, u, times, upcast=lossless and u[c] < u[orig]))
     return links
 
 
+def _partial_update(rel: np.ndarray, matrix: np.ndarray, lossless: float) -> bool:
+    """Some weight matrices hold the same values (within ``lossless``: the finer dtype's rounding) and
+    some do not: a partial update (a merged LoRA, whose untouched layers are written bit for bit as they
+    were), not the same weights again.
+
+    A conversion rounds every matrix alike: a copy, a format change or an upcast changes no value of any
+    of them, a cast down moves every one by about the coarser type's rounding. Profile C (issue 11): a
+    bf16 LoRA of a few steps, its 9 targeted matrices changed by at most 17 bf16 units and 12 of 21 layers
+    identical, had the median and the largest per-layer difference of a duplicate (of its base, and of
+    the base's fp16 copy, whose matrices hold the bf16 values).
+    """
+    ok = np.isfinite(rel) & matrix
+    return bool((rel[ok] <= lossless).any() and (rel[ok] > lossless).any())
+
+
+def _value_roundoff(members: list[int], medians: dict[tuple[int, int], float], u: np.ndarray) -> dict[int, float]:
+    """The precision of each member's *values*: the coarsest storage roundoff among the members whose values
+    it holds to within its own rounding (:data:`CONVERT_TOL` units of the finer of the two; an upcast copy
+    of a bf16 checkpoint has bf16 values), its own where none."""
+    out = {}
+    for k in members:
+        same = [j for j in members if j != k and medians.get((min(j, k), max(j, k)), math.inf)
+                <= CONVERT_TOL * min(u[j], u[k])]
+        out[k] = max([u[k]] + [u[j] for j in same])
+    return out
+
+
 def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u: np.ndarray,
-                     times: list[tuple[int, int]]) -> TypedLink:
+                     times: list[tuple[int, int]], upcast: bool = False) -> TypedLink:
     fp, fc = split_format(stats.models[p].format)[0], split_format(stats.models[c].format)[0]
     tp, tc = dtype_name(u[p]), dtype_name(u[c])
-    if tp != tc:
+    if upcast:
+        detail, why = f"{tp} -> {tc} (upcast)", (f"the {tc} copy holds the {tp} values unchanged (a cast down "
+                                                 f"would round them to the {tp} grid): the {tp} one is the original")
+        conf_dir = 0.9
+    elif tp != tc:
         detail, why = f"{tp} -> {tc}", "the lower precision is the child"
         conf_dir = 0.99
     elif fp != fc:

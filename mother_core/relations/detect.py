@@ -98,13 +98,43 @@ def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                 # Cheap first: a share of layers equal up to rounding (SVDs only for those pairs).
                 if not shared.any() or pl.shared[a, b] < 0.95 * max(pl.own[a], pl.own[b]):
                     continue
-                same = float((rel[shared] <= CONVERT_TOL * max(u[a], u[b])).mean())
+                same = _untouched_share(stats, rel, untouched_tolerance(u, a, b))
                 if not LORA_UNTOUCHED <= same < 1.0:
                     continue
                 _, low, changed = _lowrank_profile(stats, pl, a, b, u)
                 if changed and low >= 0.5:
                     out.add(a if total[a] > total[b] else b)
     return frozenset(g for g in out if 0 <= g < n)
+
+
+def untouched_tolerance(u: np.ndarray, a: int, b: int) -> float:
+    """Largest relative difference of a layer a LoRA left alone: none between two models stored in the same
+    dtype, rounding between two that are not.
+
+    ``merge_and_unload`` writes the layers an adapter does not target bit for bit as they were (a bf16
+    base read into float32 and saved in bf16 again round-trips exactly), so between models of one dtype
+    an untouched layer is *identical*. A layer within rounding but not identical was trained, by an
+    update the storage rounds mostly away: a fine-tune of a bf16 checkpoint moves its norm weights
+    (values near 1, bf16 step 2^-7) by less than a step, and a rounding tolerance took such fine-tunes
+    for merged LoRAs (profile C, issue 11: 2 of 18 fine-tunes). Between dtypes the values of an untouched
+    layer differ by the coarser one's rounding (:data:`CONVERT_TOL`)."""
+    return 0.0 if u[a] == u[b] else CONVERT_TOL * max(u[a], u[b])
+
+
+def _untouched_share(stats: WeightStatistics, rel: np.ndarray, tol: float) -> float:
+    """Share of the shared layers left as they were (within ``tol``); 0 when no weight *matrix* was.
+
+    PEFT adapts chosen linear layers and never, by default, the embeddings or the output head, so a merged
+    LoRA leaves at least one matrix as it was; a fine-tune trains every matrix. Norm weights and biases
+    alone do not count: a fine-tune of a bf16 checkpoint moves its norms (values near 1, bf16 step 2^-7)
+    by less than half a step in a few steps, which leaves them bit for bit as they were (profile C, issue
+    11: a fine-tune of a fine-tune, 7 of 21 layers identical, all of them norms)."""
+    shared = np.isfinite(rel)
+    if not shared.any():
+        return 0.0
+    same = shared & (rel <= tol)
+    matrix = np.array([len(t.shape) >= 2 for t in stats.tensors], dtype=bool)
+    return float(same.sum() / shared.sum()) if (same & matrix).any() else 0.0
 
 
 def _total_rel(pl: PairLayers, a: int, b: int) -> float:
@@ -154,9 +184,9 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
     shared = np.isfinite(rel)
     if not shared.any():
         return 0.0, 0.0, 0
-    tol = CONVERT_TOL * max(u[p], u[c])
+    tol = untouched_tolerance(u, p, c)
     changed = shared & (rel > tol)
-    untouched = float((shared & ~changed).sum() / shared.sum())
+    untouched = _untouched_share(stats, rel, tol)
     by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, float]]] = {}
     for slot in np.flatnonzero(changed):
         sk = stats.skeletons.get(int(slot))

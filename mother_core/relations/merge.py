@@ -28,8 +28,16 @@ from mother_core.relations.evidence import PairLayers, TypedLink
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
-#: Candidate parents tried per model (its nearest by relative distance).
-CANDIDATES = 6
+#: Candidate parents tried per model (its nearest by relative distance). A merge of k fine-tunes of
+#: one base sits nearer that base (its updates average out to ~1/k of their size) and the base's own
+#: copies and near-copies (a Model Stock merge of near-orthogonal updates is ~ the base) than to any of
+#: its parents, so a merge of four needs room beyond four plus the base (profile C, issue 11: a
+#: Multi-SLERP of four and a linear merge of four had a parent 7th and 8th nearest).
+CANDIDATES = 8
+#: Candidates of the sparse (TIES / DARE) fit, whose residual caps are loose: every added candidate is
+#: another chance for a fine-tune to pass as a sparse merge of its relatives (the generalise fitting
+#: collection fitx-0: a fine-tune read as a TIES merge of three with 8 candidates, not with 6).
+SPARSE_CANDIDATES = 6
 #: Largest number of parents of one merge (MDGBench: 2 to 5).
 MAX_PARENTS = 4
 #: A merge's residual, as a share of its squared distance to the nearest parent, is at most this
@@ -42,6 +50,13 @@ RESIDUAL_MAX = 0.6
 #: from the chord by O(theta^2): 6e-4-2e-3 on the fitting collection). A parent sits at 1/k of
 #: its squared distances from the mean of k fine-tuned children (0.25 and more for k <= 4).
 EXACT = 0.02
+#: What an exact merge leaves at most: SLERP's chord error (6e-4-2e-3 on the fitting collection) and
+#: Multi-SLERP's or Karcher's renormalisation (profile C: 5e-3-6e-3) with some room. Fewer parents win over
+#: more when their fit is within :data:`PARSIMONY` of the best or under this; a fit under :data:`EXACT`
+#: but well above this, when more parents explain the child to this level, is not the merge (profile C,
+#: held-out seed 9: a linear merge of three read as a SLERP of one of them and another merge, 0.017
+#: against 3e-4).
+EXACT_NOISE = 8e-3
 #: Every parent but a base enters with at least this weight.
 MIN_WEIGHT = 0.05
 #: A sparse merge's squared norm exceeds its base's by at least this many times their squared distance
@@ -126,12 +141,19 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     # merge sits between its parents, where it fits any combination of them as well as they do).
     exact = [x for x in _fits(stats, pl, labels, excluded) if x[0] <= EXACT]
     exact_children = {link.child for _, link in exact}
-    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children) if x[0] > EXACT]
-    return _consistent(exact + sparse)
+    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children, candidates=SPARSE_CANDIDATES)
+              if x[0] > EXACT]
+    # Then, for the rest, exact combinations with coefficients per layer (Model Stock; :func:`_best_subset`):
+    # the richer reading only where one set of coefficients explains nothing, and, as above, not on the
+    # merges already found (a merge of several models sits near their base, where it crowds the
+    # candidates of every other merge of that base).
+    found = {link.child for _, link in exact + sparse}
+    layered = _fits(stats, pl, labels, excluded | found, by_layer=True)
+    return _consistent(exact + sparse + layered)
 
 
 def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
-          excluded: set[int]) -> list[tuple[float, TypedLink]]:
+          excluded: set[int], by_layer: bool = False, candidates: int | None = None) -> list[tuple[float, TypedLink]]:
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
     for c in range(n):
@@ -142,13 +164,13 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         if len(pool) < 2:
             continue
         d_all = np.array([_total(pl, c, p) for p in pool])
-        order = np.argsort(d_all)[:CANDIDATES]
+        order = np.argsort(d_all)[:candidates or CANDIDATES]
         cand = [pool[k] for k in order]
-        best = _best_subset(pl, c, cand)
+        best = _best_subset(pl, c, cand, by_layer)
         if best is None:
             continue
-        ratio, parents, coeffs, cap = best
-        off_ray = off_ray_ratio(pl, c, parents)
+        ratio, parents, coeffs, cap, by_layer = best
+        off_ray = off_ray_ratio(pl, c, parents, by_layer=by_layer)
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray)))
@@ -192,21 +214,35 @@ def _total(pl: PairLayers, a: int, b: int) -> float:
     return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300))
 
 
-def _best_subset(pl: PairLayers, c: int, cand: list[int]
-                 ) -> tuple[float, tuple[int, ...], np.ndarray, float] | None:
+def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = False
+                 ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """The smallest subset of ``cand`` within :data:`PARSIMONY` of the best fit: (residual ratio, parents,
-    coefficients, the largest residual ratio its kind may leave), or None."""
+    coefficients, the largest residual ratio its kind may leave, whether the coefficients are fitted
+    layer by layer), or None.
+
+    With ``layerwise``, only exact fits with coefficients per layer count (:func:`layerwise_residual`):
+    Model Stock sets its interpolation ratio per tensor from the angle between the task vectors (Jang et
+    al. 2024), SLERP's ``t`` may follow a gradient over layers, and both are exact combinations layer by
+    layer. A fine-tune is not: its own update is new in every layer (thousands of values per layer
+    against at most four coefficients).
+    """
     layers = _common_layers(pl, [c] + cand)
     if not layers.any():
         return None
     sq = pl.sq[layers]
     norm2 = {m: float(np.nansum(pl.scale2[layers, m, m])) for m in [c, *cand]}
+    local = np.array([c, *cand])
+    sq_local = sq[:, local[:, None], local[None, :]]  # (L, 1 + K, 1 + K): the child first
+    total = sq_local.sum(axis=0)
+    pos = {m: k for k, m in enumerate(local.tolist())}
 
     def d(a: int, b: int) -> float:
-        return float(sq[:, a, b].sum())
+        return float(total[pos[a], pos[b]])
 
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool]] = {}
-    for size in range(2, min(MAX_PARENTS, len(cand)) + 1):
+    sizes = range(2, min(MAX_PARENTS, len(cand)) + 1)
+    by_layer_res = _layerwise_all(sq_local, cand, sizes) if layerwise else {}
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool]] = {}
+    for size in sizes:
         for subset in itertools.combinations(cand, size):
             dc = np.array([d(c, p) for p in subset])
             if (dc <= 0).any():
@@ -214,6 +250,13 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]
             dp = np.array([[d(p, q) for q in subset] for p in subset])
             a, res = affine_fit(dc, dp)
             ratio = res / float(dc.min())
+            by_layer = False
+            if layerwise:
+                if ratio <= EXACT:
+                    continue  # found by the whole-model fit, which comes first
+                ratio, by_layer = by_layer_res[subset] / float(dc.min()), True
+                if ratio > EXACT:
+                    continue
             # A merge's inputs enter with weights in (0, 1]; only a base may have a small or negative
             # weight (task arithmetic with weights summing past 1). Solving a parent out of its merge
             # needs a weight above 1 (1 / its own weight), which tells the two readings apart.
@@ -235,19 +278,70 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int]
             # Among near-equal fits prefer the base through which the others add up best.
             score = ratio + (min(bases.values()) if ratio > EXACT else 0.0)
             if size not in per_size or score < per_size[size][3]:
-                per_size[size] = (ratio, subset, a, score, bool(kept & set(bases)))
+                per_size[size] = (ratio, subset, a, score, bool(kept & set(bases)), by_layer)
     if not per_size:
         return None
     best_ratio = min(v[0] for v in per_size.values())
     for size in sorted(per_size):
-        ratio, subset, a, _, confirmed = per_size[size]
-        if ratio <= max(best_ratio / PARSIMONY, EXACT):
+        ratio, subset, a, _, confirmed, by_layer = per_size[size]
+        if ratio <= max(best_ratio / PARSIMONY, EXACT_NOISE):
             cap = EXACT if ratio <= EXACT else RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
-            return (ratio, subset, a, cap) if ratio <= cap else None
+            return (ratio, subset, a, cap, by_layer) if ratio <= cap else None
     return None
 
 
-def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
+def _affine_residuals(dc: np.ndarray, dp: np.ndarray) -> np.ndarray:
+    """:func:`affine_fit`'s residual for a stack of layers: ``dc`` (L, K), ``dp`` (L, K, K) -> (L,).
+
+    A layer where the child equals one of the models (``dc`` 0: a layer a merge, or bf16 rounding, left
+    as it was) is explained exactly and adds 0; a singular system (two parents alike on a layer) falls
+    back to the least-squares solution."""
+    n_layers, k = dc.shape
+    out = np.zeros(n_layers)
+    live = np.flatnonzero(dc.min(axis=1) > 0) if k else np.zeros(0, dtype=int)
+    if not len(live):
+        return out
+    kkt = np.zeros((len(live), k + 1, k + 1))
+    kkt[:, :k, :k] = -dp[live]
+    kkt[:, :k, k] = -1.0
+    kkt[:, k, :k] = 1.0
+    rhs = np.concatenate([-dc[live], np.ones((len(live), 1))], axis=1)
+    try:
+        sol = np.linalg.solve(kkt, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # a layer two parents hold alike: the least-squares solution, batched
+        sol = (np.linalg.pinv(kkt) @ rhs[..., None])[..., 0]
+    a = sol[:, :k]
+    res = np.einsum("lk,lk->l", a, dc[live]) - 0.5 * np.einsum("lk,lkj,lj->l", a, dp[live], a)
+    out[live] = np.maximum(res, 0.0)
+    return out
+
+
+def _layerwise_all(sq_local: np.ndarray, cand: list[int], sizes: range) -> dict[tuple[int, ...], float]:
+    """:func:`layerwise_residual` of the child (position 0 of ``sq_local``) on every subset of ``cand`` of the
+    given sizes, one batched solve per size."""
+    out: dict[tuple[int, ...], float] = {}
+    n_layers = sq_local.shape[0]
+    for size in sizes:
+        subsets = list(itertools.combinations(range(1, len(cand) + 1), size))
+        if not subsets:
+            continue
+        idx = np.array(subsets)  # (S, K) positions in sq_local
+        dc = sq_local[:, 0, idx].transpose(1, 0, 2)  # (S, L, K)
+        dp = sq_local[:, idx[:, :, None], idx[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
+        res = _affine_residuals(dc.reshape(-1, size), dp.reshape(-1, size, size)).reshape(len(subsets), n_layers)
+        for sub, r in zip(subsets, res.sum(axis=1)):
+            out[tuple(cand[k - 1] for k in sub)] = float(r)
+    return out
+
+
+def layerwise_residual(sq: np.ndarray, c: int, subset: tuple[int, ...]) -> float:
+    """Sum over layers of the residual of ``c`` on ``subset`` with coefficients fitted per layer (``sq``:
+    the per-layer squared distances, (L, N, N), over the layers all of them hold)."""
+    idx = np.array(subset)
+    return float(_affine_residuals(sq[:, c, idx], sq[:, idx[:, None], idx[None, :]]).sum())
+
+
+def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...], by_layer: bool = False) -> float:
     """The merge fit's residual ratio once each layer's component along the child's own weights is
     projected out (of the child and of every parent alike), from the pass's statistics only.
 
@@ -293,6 +387,9 @@ def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
     dc = d[0, 1:]
     if not (dc > 0).all():
         return math.nan
+    if by_layer:  # coefficients per layer (:func:`_best_subset`), on the projected per-layer distances
+        dp_l = np.maximum(diag[:, :, None] + diag[:, None, :] - 2 * proj, 0.0)
+        return float(_affine_residuals(np.maximum(diag, 0.0), dp_l).sum()) / float(dc.min())
     _, res = affine_fit(dc, d[1:, 1:])
     return res / float(dc.min())
 
@@ -354,6 +451,8 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
         method = "task arithmetic"
     elif len(parents) == 2 and spread > 0.02:
         method = "slerp (t by layer)"
+    elif spread > 0.02:
+        method = "weights by layer (model stock)"
     elif len(parents) == 2 and ratio > 1e-7:
         method = f"slerp t={coeffs[1]:.2f}"
     else:

@@ -4,8 +4,8 @@ bitsandbytes), never by adding noise to weights. Needs the ``zoo`` extra.
 
 Public API
 ----------
-generate_typed(out_dir, *, size="full", seed=0, progress=None) -> Path
-plan_typed(size="full", seed=0) -> list[TypedNode]
+generate_typed(out_dir, *, size="full", seed=0, progress=None, profile="auto") -> Path
+plan_typed(size="full", seed=0, profile="auto") -> list[TypedNode]
 """
 
 from __future__ import annotations

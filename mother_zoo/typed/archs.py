@@ -36,8 +36,11 @@ class ArchSpec:
     conv1d : bool
         GPT-2 stores its projections as ``Conv1D`` with weights (in, out): neurons are columns of the
         input projections and rows of the output one.
-    gguf_arch : str
-        llama.cpp's architecture name (``general.architecture``), as ``convert_hf_to_gguf.py`` writes it.
+    gguf_arch : str or None
+        llama.cpp's architecture name (``general.architecture``), as ``convert_hf_to_gguf.py`` writes it;
+        None where llama.cpp has no such architecture (OPT).
+    lm_head : str
+        The output projection's module name (left unquantized by quanto, as its examples do).
     """
 
     name: str
@@ -46,7 +49,8 @@ class ArchSpec:
     mlp_up: tuple[str, ...]
     mlp_down: tuple[str, ...]
     conv1d: bool
-    gguf_arch: str
+    gguf_arch: str | None
+    lm_head: str = "lm_head"
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -67,6 +71,23 @@ ARCHS: dict[str, ArchSpec] = {
         ArchSpec("bert", "classify", ("query", "key", "value"),
                  ("bert.encoder.layer.{i}.intermediate.dense",), ("bert.encoder.layer.{i}.output.dense",),
                  False, "bert"),
+        # Profile C's architectures (issue 11, "sets built elsewhere"): fused projections (Phi-3's
+        # qkv_proj and gate_up_proj; GPT-NeoX's per-head query_key_value, which llama.cpp regroups),
+        # Gemma's (1 + w) norms and tied head, StarCoder2's biased LayerNorms, OPT's learned positions
+        # and no GGUF support. Phi-3's fused MLP is not pruned (no mlp_up). mergekit 0.1.5 cannot merge
+        # today's GPT-NeoX checkpoints (its table asks for the attention.bias buffer transformers no
+        # longer saves): GPT-NeoX appears as distractors only.
+        ArchSpec("phi3", "causal", ("qkv_proj", "o_proj", "down_proj"), (), (), False, "phi3"),
+        ArchSpec("gemma", "causal", ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "gemma"),
+        ArchSpec("gpt_neox", "causal", ("query_key_value", "dense"),
+                 ("gpt_neox.layers.{i}.mlp.dense_h_to_4h",), ("gpt_neox.layers.{i}.mlp.dense_4h_to_h",), False,
+                 "gptneox", lm_head="embed_out"),
+        ArchSpec("starcoder2", "causal", ("q_proj", "v_proj", "c_fc"),
+                 ("model.layers.{i}.mlp.c_fc",), ("model.layers.{i}.mlp.c_proj",), False, "starcoder2"),
+        ArchSpec("opt", "causal", ("q_proj", "v_proj", "fc1", "fc2"),
+                 ("model.decoder.layers.{i}.fc1",), ("model.decoder.layers.{i}.fc2",), False, None),
     )
 }
 
@@ -100,6 +121,25 @@ def hf_config(arch: str, size: ArchSize) -> Any:
         return tf.Qwen2Config(**common_dec, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False)
     if arch == "mistral":
         return tf.MistralConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None)
+    if arch == "phi3":
+        return tf.Phi3Config(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    if arch == "gemma":
+        # Gemma ties its head to the embeddings and scales norms by (1 + w).
+        return tf.GemmaConfig(**common_dec, head_dim=size.hidden // size.heads, rms_norm_eps=1e-6,
+                              tie_word_embeddings=True)
+    if arch == "gpt_neox":
+        return tf.GPTNeoXConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate,
+                                num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                                max_position_embeddings=size.max_positions, rotary_pct=0.25,
+                                use_parallel_residual=True, tie_word_embeddings=False,
+                                bos_token_id=1, eos_token_id=3, pad_token_id=PAD)
+    if arch == "starcoder2":
+        return tf.Starcoder2Config(**common_dec, norm_epsilon=1e-5, use_bias=True, tie_word_embeddings=False)
+    if arch == "opt":
+        return tf.OPTConfig(vocab_size=size.vocab, hidden_size=size.hidden, ffn_dim=size.intermediate,
+                            num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                            max_position_embeddings=size.max_positions, word_embed_proj_dim=size.hidden,
+                            bos_token_id=1, eos_token_id=3, pad_token_id=PAD)
     if arch == "gpt2":
         return tf.GPT2Config(vocab_size=size.vocab, n_embd=size.hidden, n_inner=size.intermediate,
                              n_layer=size.layers, n_head=size.heads, n_positions=size.max_positions,
@@ -117,7 +157,9 @@ def model_class(arch: str) -> Any:
     import transformers as tf
 
     return {"llama": tf.LlamaForCausalLM, "qwen2": tf.Qwen2ForCausalLM, "mistral": tf.MistralForCausalLM,
-            "gpt2": tf.GPT2LMHeadModel, "bert": tf.BertForSequenceClassification}[arch]
+            "gpt2": tf.GPT2LMHeadModel, "bert": tf.BertForSequenceClassification, "phi3": tf.Phi3ForCausalLM,
+            "gemma": tf.GemmaForCausalLM, "gpt_neox": tf.GPTNeoXForCausalLM, "opt": tf.OPTForCausalLM,
+            "starcoder2": tf.Starcoder2ForCausalLM}[arch]
 
 
 def new_model(arch: str, size: ArchSize) -> Any:

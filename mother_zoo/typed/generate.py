@@ -33,7 +33,7 @@ from mother_core.relations import Relation
 
 from ..splits import model_id
 from . import ops
-from .plan import TYPED_SIZES, TypedNode, plan_typed, profile_for
+from .plan import PROFILES, TYPED_SIZES, TypedNode, plan_typed, profile_for
 
 ProgressFn = Callable[[int, int, str], None]
 SPLIT_NAME = "typed"
@@ -146,6 +146,7 @@ def generate_typed(
     progress: ProgressFn | None = None,
     threads: int | None = 1,
     name: str = SPLIT_NAME,
+    profile: str = "auto",
 ) -> Path:
     """Make a typed model set with the real tools into ``out_dir / name``.
 
@@ -165,6 +166,10 @@ def generate_typed(
         Torch intra-op threads while generating (restored afterwards).
     name : str
         Folder name of the set.
+    profile : {"auto", "A", "B", "C"}
+        Generator profile; ``auto`` follows the seed's parity (A even, B odd). ``C`` is made to differ
+        from both as sets made elsewhere do (other architectures, bf16 storage, rsLoRA / DoRA, merges of
+        three or four models with other mergekit methods, other quantizers: :mod:`.plan`).
 
     Returns
     -------
@@ -174,11 +179,13 @@ def generate_typed(
     Raises
     ------
     InputError
-        For an unknown size.
+        For an unknown size or profile.
     """
     if size not in TYPED_SIZES:
         raise InputError(f"Unknown size {size!r}: choose from {', '.join(TYPED_SIZES)}.")
-    nodes = plan_typed(size, seed)
+    if profile != "auto" and profile not in PROFILES:
+        raise InputError(f"Unknown profile {profile!r}: choose from auto, {', '.join(PROFILES)}.")
+    nodes = plan_typed(size, seed, profile)
     t0 = time.perf_counter()
     set_dir = Path(out_dir) / name
     if set_dir.exists():
@@ -227,7 +234,7 @@ def generate_typed(
     edges = [{"parent": ids[p], "child": ids[n.index], "relation": n.relation} for n in nodes for p in n.parents]
     families = {ids[n.index]: n.family for n in nodes}
     meta = {
-        "split": name, "size": size, "seed": seed, "profile": profile_for(seed).name,
+        "split": name, "size": size, "seed": seed, "profile": profile_for(seed, profile).name,
         "description": "typed model set made with transformers, peft, mergekit, gguf, optimum-quanto, bitsandbytes",
         "n_models": len(nodes), "n_edges": len(edges),
         "relations": {r: sum(1 for e in edges if e["relation"] == r) for r in sorted({str(e["relation"]) for e in edges})},

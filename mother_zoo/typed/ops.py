@@ -39,12 +39,32 @@ from .plan import BATCH, TypedNode
 
 # Per architecture, the prefix of decoder/encoder layer ``i`` in the state dict.
 LAYER_PREFIX = {"llama": "model.layers.{i}.", "qwen2": "model.layers.{i}.", "mistral": "model.layers.{i}.",
-                "gpt2": "transformer.h.{i}.", "bert": "bert.encoder.layer.{i}."}
+                "gpt2": "transformer.h.{i}.", "bert": "bert.encoder.layer.{i}.", "phi3": "model.layers.{i}.",
+                "gemma": "model.layers.{i}.", "gpt_neox": "gpt_neox.layers.{i}.", "opt": "model.decoder.layers.{i}.",
+                "starcoder2": "model.layers.{i}."}
+#: mergekit methods whose inputs take a ``weight`` (the others weigh them by their own rule: Model Stock by
+#: the angle between task vectors, Karcher equally, SCE by task-vector variance).
+WEIGHTED_METHODS = ("linear", "ties", "dare_ties", "dare_linear", "task_arithmetic", "breadcrumbs",
+                    "breadcrumbs_ties", "della", "della_linear", "multislerp", "nuslerp")
 
 
 def load(arch: str, folder: Path) -> Any:
-    """A full-precision model from its folder (local files only, never remote code)."""
-    return model_class(arch).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    """A full-precision model from its folder (local files only, never remote code).
+
+    Always float32 (``dtype``): transformers 5 loads a bf16 checkpoint in bf16 by default, and training
+    there would lose most of AdamW's small updates to rounding.
+    """
+    return model_class(arch).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
+                                             dtype=torch.float32)
+
+
+def save(model: Any, node: TypedNode, out: Path) -> None:
+    """``save_pretrained`` in the node's storage dtype (``params["store"]``; float32 when absent), as hub
+    checkpoints are usually stored in bf16 after training in float32."""
+    store = node.params.get("store")
+    if store is not None:
+        model = model.to(getattr(torch, store))
+    model.save_pretrained(str(out))
 
 
 def _train(model: torch.nn.Module, node: TypedNode, teacher: torch.nn.Module | None = None) -> dict[str, object]:
@@ -68,7 +88,7 @@ def make_root(node: TypedNode, out: Path) -> dict[str, object]:
     torch.manual_seed(node.seed)
     model = new_model(node.arch, node.params["size"])
     log = _train(model, node)
-    model.save_pretrained(str(out))
+    save(model, node, out)
     return log
 
 
@@ -77,7 +97,7 @@ def make_finetune(node: TypedNode, parent: Path, out: Path) -> dict[str, object]
     torch.manual_seed(node.seed)
     model = load(node.arch, parent)
     log = _train(model, node)
-    model.save_pretrained(str(out))
+    save(model, node, out)
     return log
 
 
@@ -85,8 +105,11 @@ def _lora_config(node: TypedNode) -> Any:
     from peft import LoraConfig
 
     p = node.params
-    return LoraConfig(r=p["rank"], lora_alpha=p["alpha"], target_modules=list(ARCHS[node.arch].lora_targets),
+    variant = p.get("variant")  # rsLoRA scales by alpha / sqrt(r); DoRA adds a per-column magnitude
+    targets = p.get("targets") or ARCHS[node.arch].lora_targets
+    return LoraConfig(r=p["rank"], lora_alpha=p["alpha"], target_modules=list(targets),
                       lora_dropout=0.0, fan_in_fan_out=ARCHS[node.arch].conv1d,
+                      use_rslora=variant == "rslora", use_dora=variant == "dora",
                       task_type="CAUSAL_LM" if ARCHS[node.arch].objective == "causal" else "SEQ_CLS")
 
 
@@ -106,7 +129,7 @@ def make_adapter(node: TypedNode, parent: Path, out: Path, declared_base: str, m
     model = get_peft_model(load(node.arch, parent), _lora_config(node))
     log = _train(model, node)
     if merged:
-        model.merge_and_unload().save_pretrained(str(out))
+        save(model.merge_and_unload(), node, out)
     else:
         model.peft_config["default"].base_model_name_or_path = declared_base
         model.save_pretrained(str(out))
@@ -118,7 +141,7 @@ def merge_adapter(node: TypedNode, parent: Path, adapter: Path, out: Path) -> di
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(load(node.arch, parent), str(adapter), is_trainable=False)
-    model.merge_and_unload().save_pretrained(str(out))
+    save(model.merge_and_unload(), node, out)
     return {"merged_adapter": True}
 
 
@@ -127,6 +150,8 @@ def merge_config(node: TypedNode, paths: dict[int, str]) -> dict[str, Any]:
     p = node.params
     method, models, weights = p["method"], [i for i in node.parents if i != p.get("base")], p["weights"]
     cfg: dict[str, Any] = {"merge_method": method, "dtype": "float32"}
+    if p.get("store"):
+        cfg["out_dtype"] = p["store"]
     if method == "slerp":
         # SLERP takes two models, the first as base; t = 0 gives the base, t = 1 the other model.
         cfg["base_model"] = paths[node.parents[0]]
@@ -135,15 +160,18 @@ def merge_config(node: TypedNode, paths: dict[int, str]) -> dict[str, Any]:
         return cfg
     entries = []
     for i, w in zip(models, weights):
-        params: dict[str, Any] = {"weight": w}
-        if "density" in p:
-            params["density"] = p["density"]
-        entries.append({"model": paths[i], "parameters": params})
+        params: dict[str, Any] = {"weight": w} if method in WEIGHTED_METHODS else {}
+        for key in ("density", "epsilon", "gamma"):
+            if key in p:
+                params[key] = p[key]
+        entries.append({"model": paths[i], **({"parameters": params} if params else {})})
     cfg["models"] = entries
     if p.get("base") is not None:
         cfg["base_model"] = paths[p["base"]]
     if method == "linear":
         cfg["parameters"] = {"normalize": True}
+    if method == "sce":
+        cfg["parameters"] = {"select_topk": p["select_topk"]}
     return cfg
 
 
@@ -183,6 +211,8 @@ def merge_card(node: TypedNode, ids: dict[int, str]) -> str:
 def make_cast(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     """The parent's weights in another floating-point dtype (``config.json``'s ``dtype`` follows)."""
     dtype = getattr(torch, node.params["dtype"])
+    # Loaded at the parent's own precision (a float32 load of a bf16 checkpoint is exact, so an upcast
+    # holds the bf16 values on a float32 grid).
     load(node.arch, parent).to(dtype).save_pretrained(str(out))
     return {}
 
@@ -244,6 +274,9 @@ def _drop_layer(arch: str, state: dict[str, torch.Tensor], layers: int, drop: in
 def _size_of(arch: str, cfg: Any) -> ArchSize:
     if arch == "gpt2":
         return ArchSize(cfg.vocab_size, cfg.n_embd, cfg.n_inner, cfg.n_layer, cfg.n_head, cfg.n_head, cfg.n_positions)
+    if arch == "opt":
+        return ArchSize(cfg.vocab_size, cfg.hidden_size, cfg.ffn_dim, cfg.num_hidden_layers, cfg.num_attention_heads,
+                        cfg.num_attention_heads, cfg.max_position_embeddings)
     return ArchSize(cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads,
                     getattr(cfg, "num_key_value_heads", cfg.num_attention_heads), cfg.max_position_embeddings)
 
@@ -265,7 +298,7 @@ def make_prune(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     state = _neuron_slices(node.arch, state, _size_of(node.arch, teacher.config).layers, keep)
     student.load_state_dict(state, strict=True)
     log = _train(student, node)
-    student.save_pretrained(str(out))
+    save(student, node, out)
     return {**log, "intermediate_kept": keep, "intermediate_parent": inter}
 
 
@@ -277,5 +310,5 @@ def make_distill(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     student, state = _smaller(node, teacher, layers=layers - 1)
     student.load_state_dict(_drop_layer(node.arch, state, layers, node.params["drop_layer"]), strict=True)
     log = _train(student, node, teacher=teacher)
-    student.save_pretrained(str(out))
+    save(student, node, out)
     return {**log, "dropped_layer": node.params["drop_layer"]}

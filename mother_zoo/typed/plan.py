@@ -19,6 +19,17 @@ A family (one root trained from scratch) holds, after MDGBench's mix of relation
 
 Unrelated roots of the same architectures (independently initialised and trained) are distractors,
 some with children of their own.
+
+Profile ``C`` (``--profile C``; issue 11: "scored on typed model sets built with these tools
+elsewhere") is made to differ from both the way other people's sets do, with the same real tools:
+other architectures (Phi-3's fused projections, Gemma's (1 + w) norms and tied head, StarCoder2's
+biased LayerNorms, OPT without llama.cpp support; GPT-NeoX's per-head fused QKV among the
+distractors), wider and deeper models, every trained or merged model stored in bf16 as hub
+checkpoints are, rsLoRA and DoRA adapters with other ranks and targets
+(MLP included), an adapter trained on a fine-tune, merges of three or four parents with the methods
+A and B never use (Model Stock, DELLA, Model Breadcrumbs, SCE, NuSLERP, Multi-SLERP, Karcher), a merge
+quantized afterwards, GGUF Q5_1 / MXFP4, LLM.int8 from bitsandbytes, quanto int4 / int8 of a
+fine-tune of a fine-tune, casts both down (fp16) and up (fp32) from bf16, and more distractors.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import numpy as np
 from mother_core.relations import Relation
 
 from ..data import SEQUENCE_TASKS, SequenceTask
-from .archs import ArchSize
+from .archs import ARCHS, ArchSize
 
 # The truth file's words are the engine's relation vocabulary (docs/RELATIONS.md).
 RELATIONS = tuple(r.value for r in Relation)
@@ -90,6 +101,18 @@ class Profile:
     quanto_weights: tuple[str, ...]
     bnb_types: tuple[str, ...]
     cast_dtypes: tuple[str, ...]
+    #: ``ab``: :meth:`TypedPlanner.family`; ``c``: :meth:`TypedPlanner.family_c`.
+    recipe: str = "ab"
+    #: Storage dtype of trained and merged models (None: float32, as trained).
+    store: str | None = None
+    #: PEFT LoRA variants drawn per adapter (None: plain LoRA).
+    lora_variants: tuple[str | None, ...] = (None,)
+    #: Merges of three or more inputs without a base.
+    multi_methods: tuple[str, ...] = ()
+    #: Distractor roots, and how many of them have children, per size (overrides the size's own).
+    distractors: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Architectures of the distractors, in turn (default: the families').
+    distractor_archs: tuple[str, ...] = ()
 
 
 PROFILES: dict[str, Profile] = {
@@ -123,6 +146,27 @@ PROFILES: dict[str, Profile] = {
         bnb_types=("fp4", "nf4"),
         cast_dtypes=("float16", "bfloat16"),
     ),
+    "C": Profile(
+        name="C",
+        archs_full=("phi3", "gemma", "starcoder2", "opt"),
+        archs_small=("phi3", "gemma", "starcoder2", "opt"),
+        size_full={"vocab": 96, "hidden": 96, "intermediate": 256, "layers": 4, "heads": 6, "kv_heads": 2},
+        size_small={"vocab": 80, "hidden": 64, "intermediate": 160, "layers": 3, "heads": 4, "kv_heads": 2},
+        ranks=(6, 12, 20),
+        two_parent_methods=("nuslerp",),
+        base_methods=("model_stock", "della", "breadcrumbs_ties", "sce", "della_linear", "breadcrumbs"),
+        weight_range=(0.2, 0.6),
+        gguf_4bit=("Q5_1", "MXFP4"),
+        quanto_weights=("qint4", "qint8"),
+        bnb_types=("int8",),
+        cast_dtypes=("float16", "float32"),
+        recipe="c",
+        store="bfloat16",
+        lora_variants=("rslora", "dora", None),
+        multi_methods=("multislerp", "karcher", "linear"),
+        distractors={"small": (3, 2), "full": (6, 3)},
+        distractor_archs=("gpt_neox", "gemma", "opt", "phi3", "starcoder2", "gpt_neox"),
+    ),
 }
 
 
@@ -149,16 +193,18 @@ BATCH = 12
 LR = {"root": (1.5e-3, 3e-3), "finetune": (2e-4, 1e-3), "lora": (2e-3, 6e-3), "prune": (3e-4, 1e-3)}
 
 
-def profile_for(seed: int) -> Profile:
-    """Even seeds use profile A (fitting), odd seeds profile B (held-out)."""
+def profile_for(seed: int, profile: str = "auto") -> Profile:
+    """The named profile; ``auto``: even seeds use profile A (fitting), odd seeds profile B (held-out)."""
+    if profile != "auto":
+        return PROFILES[profile]
     return PROFILES["A" if seed % 2 == 0 else "B"]
 
 
 class TypedPlanner:
     """Draws the nodes of one typed set from one seeded NumPy generator, in a fixed order."""
 
-    def __init__(self, seed: int, size: TypedSize) -> None:
-        self.seed, self.size, self.profile = seed, size, profile_for(seed)
+    def __init__(self, seed: int, size: TypedSize, profile: str = "auto") -> None:
+        self.seed, self.size, self.profile = seed, size, profile_for(seed, profile)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"typed")]))
         self.nodes: list[TypedNode] = []
         self.n_families = 0
@@ -188,6 +234,8 @@ class TypedPlanner:
 
     # ------------------------------------------------------------------ nodes
     def add(self, family: int, arch: str, op: str, relation: str | None, parents: tuple[int, ...], **params: Any) -> int:
+        if self.profile.store is not None and op in ("root", "finetune", "lora", "merge", "prune", "distill"):
+            params["store"] = self.profile.store
         node = TypedNode(len(self.nodes), family, arch, op, relation, parents, self._seed(), params)
         self.nodes.append(node)
         return node.index
@@ -207,18 +255,31 @@ class TypedPlanner:
     def adapter(self, fam: int, arch: str, parent: int, vocab: int, op: str, declared: str | None = None,
                 from_adapter: int | None = None) -> int:
         rank = int(self._pick(self.profile.ranks))
+        extra: dict[str, Any] = {}
+        if self.profile.recipe == "c":
+            # A merged copy of a shipped adapter is that adapter: same variant (drawn for the adapter).
+            variant = self.nodes[from_adapter].params.get("variant") if from_adapter is not None \
+                else self._pick(self.profile.lora_variants)
+            extra = {"variant": variant} if variant else {}
         return self.add(fam, arch, op, "adapter" if op == "adapter" else "lora", (parent,),
                         task=self._narrow_task(vocab), steps=self._steps(self.size.child_steps), lr=self._lr("lora"),
                         rank=rank, alpha=float(2 * rank if self.rng.random() < 0.5 else rank),
-                        declared_base=declared, from_adapter=from_adapter)
+                        declared_base=declared, from_adapter=from_adapter, **extra)
 
     def merge(self, fam: int, arch: str, method: str, models: tuple[int, ...], base: int | None) -> int:
         weights = self._weights(len(models))
         params: dict[str, Any] = {"method": method, "weights": weights, "base": base}
         if method == "slerp":
             params["t"] = round(float(self.rng.uniform(0.3, 0.7)), 3)
-        if method in ("ties", "dare_ties", "dare_linear"):
+        if method in ("ties", "dare_ties", "dare_linear", "della", "della_linear", "breadcrumbs",
+                      "breadcrumbs_ties"):
             params["density"] = round(float(self.rng.uniform(0.4, 0.8)), 3)
+        if method in ("della", "della_linear"):  # DELLA's keep probabilities span density +- epsilon
+            params["epsilon"] = round(float(self.rng.uniform(0.05, min(0.2, 1 - params["density"]))), 3)
+        if method in ("breadcrumbs", "breadcrumbs_ties"):  # the share of largest entries dropped as outliers
+            params["gamma"] = round(float(self.rng.uniform(0.005, 0.05)), 3)
+        if method == "sce":
+            params["select_topk"] = round(float(self.rng.uniform(0.3, 0.9)), 3)
         parents = ((base,) if base is not None and base not in models else ()) + models
         return self.add(fam, arch, "merge", "merge", parents, **params)
 
@@ -260,12 +321,57 @@ class TypedPlanner:
                      task=SequenceTask(SEQUENCE_TASKS, V, task_seed=self._seed()),
                      steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
 
+    def family_c(self, arch: str, size: ArchSize) -> None:
+        """One family of profile C (module docstring): a deeper fine-tune tree, adapters on the root and on
+        a fine-tune, a two-parent NuSLERP, a merge of three or four models without a base, a merge of
+        three task vectors on the root, a quantized merge, and every quantizer and cast."""
+        p, full, V = self.profile, self.size.full_recipe, size.vocab
+        spec_gguf = ARCHS[arch].gguf_arch is not None
+        fam, r = self.root(arch, size)
+        f1 = self.finetune(fam, arch, r, V)
+        f2 = self.finetune(fam, arch, r, V)
+        f11 = self.finetune(fam, arch, f1, V)
+        f21 = self.finetune(fam, arch, f2, V)
+        a1 = self.adapter(fam, arch, r, V, "adapter", declared="parent" if self.rng.random() < 0.5 else "external")
+        l1 = self.adapter(fam, arch, r, V, "lora", from_adapter=a1)
+        self.adapter(fam, arch, f1, V, "adapter", declared="parent")  # an adapter trained on a fine-tune
+        l2 = self.adapter(fam, arch, f2, V, "lora")
+        self.merge(fam, arch, self._pick(p.two_parent_methods), (f11, f21), base=None)
+        multi = (f1, f2, l1, f21) if self.rng.random() < 0.5 else (f1, f2, l1)
+        self.merge(fam, arch, self._pick(p.multi_methods), multi, base=None)
+        based = self.merge(fam, arch, self._pick(p.base_methods), (f11, l2, f21), base=r)
+        if full:
+            self.merge(fam, arch, self._pick(p.base_methods), (f1, f2), base=r)
+        if spec_gguf:
+            self.add(fam, arch, "gguf", "quantized", (r,), qtype="Q8_0")
+            self.add(fam, arch, "gguf", "quantized", (f2,), qtype=self._pick(p.gguf_4bit))
+            self.add(fam, arch, "gguf", "quantized", (based,), qtype="Q8_0")  # a merge quantized afterwards
+        else:  # llama.cpp cannot convert this architecture: quanto and bitsandbytes only
+            self.add(fam, arch, "quanto", "quantized", (r,), weights="qint8")
+            self.add(fam, arch, "bnb", "quantized", (based,), quant_type="nf4")
+        self.add(fam, arch, "bnb", "quantized", (f1,), quant_type=self._pick(p.bnb_types))
+        self.add(fam, arch, "quanto", "quantized", (f11,), weights=self._pick(p.quanto_weights))
+        self.add(fam, arch, "cast", "convert", (r,), dtype="float16")
+        self.add(fam, arch, "cast", "convert", (f21,), dtype="float32")  # an upcast: bf16 values on an fp32 grid
+        self.add(fam, arch, "bin", "convert", (f2,))
+        self.add(fam, arch, "copy", "convert", (l2,))
+        if ARCHS[arch].mlp_up:
+            self.add(fam, arch, "prune", "prune", (f1,), keep=round(float(self.rng.uniform(0.5, 0.75)), 3),
+                     task=self._narrow_task(V), steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+        if full:
+            self.add(fam, arch, "distill", "distill", (f2,), drop_layer=int(self.rng.integers(size.layers)),
+                     task=SequenceTask(SEQUENCE_TASKS, V, task_seed=self._seed()),
+                     steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+
     def distractor(self, arch: str, size: ArchSize, children: bool) -> None:
         """An unrelated root of a family's architecture and size, trained from its own initialisation."""
         fam, r = self.root(arch, size)
         if children:
             f = self.finetune(fam, arch, r, size.vocab)
-            self.add(fam, arch, "gguf", "quantized", (f,), qtype="Q8_0")
+            if ARCHS[arch].gguf_arch is not None:
+                self.add(fam, arch, "gguf", "quantized", (f,), qtype="Q8_0")
+            else:
+                self.add(fam, arch, "bnb", "quantized", (f,), quant_type="int8")
 
     def plan(self) -> list[TypedNode]:
         p = self.profile
@@ -273,13 +379,18 @@ class TypedPlanner:
         archs = p.archs_full if full else p.archs_small
         size = ArchSize(**(p.size_full if full else p.size_small))
         for arch in archs:
-            self.family(arch, size)
-        for k in range(self.size.distractors):
-            arch = archs[k % len(archs)]
-            self.distractor(arch, size, children=k < self.size.distractor_children)
+            (self.family_c if p.recipe == "c" else self.family)(arch, size)
+        n, with_children = p.distractors.get(self.size.name, (self.size.distractors, self.size.distractor_children))
+        d_archs = p.distractor_archs or archs
+        for k in range(n):
+            arch = d_archs[k % len(d_archs)]
+            self.distractor(arch, size, children=k < with_children)
         return self.nodes
 
 
-def plan_typed(size: str = "full", seed: int = 0) -> list[TypedNode]:
-    """The nodes of a typed set (no training): see :func:`~mother_zoo.typed.generate.generate_typed`."""
-    return TypedPlanner(seed, TYPED_SIZES[size]).plan()
+def plan_typed(size: str = "full", seed: int = 0, profile: str = "auto") -> list[TypedNode]:
+    """The nodes of a typed set (no training): see :func:`~mother_zoo.typed.generate.generate_typed`.
+
+    ``profile``: ``auto`` (seed parity: A for even seeds, B for odd ones), or ``A``, ``B``, ``C``.
+    """
+    return TypedPlanner(seed, TYPED_SIZES[size], profile).plan()

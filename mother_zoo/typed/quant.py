@@ -23,13 +23,23 @@ from safetensors.torch import load_file
 from .archs import ARCHS, model_class
 from .plan import TypedNode
 
-GGUF_FILE_TYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9}
-TOKENIZER_MODEL = {"llama": "llama", "mistral": "llama", "qwen2": "gpt2", "gpt2": "gpt2", "bert": "bert"}
+GGUF_FILE_TYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "MXFP4": 38}
+TOKENIZER_MODEL = {"llama": "llama", "mistral": "llama", "qwen2": "gpt2", "gpt2": "gpt2", "bert": "bert",
+                   "phi3": "llama", "gemma": "llama", "gpt_neox": "gpt2", "starcoder2": "gpt2"}
+#: Architectures whose GGUF metadata is llama.cpp's RMS-norm / rotary family.
+_RMS_ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma")
 
 
 def llama_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """convert_hf_to_gguf's ``LlamaModel.permute``: HF's rotary halves to llama.cpp's interleaved pairs."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def neox_qkv(t: torch.Tensor, n_head: int) -> torch.Tensor:
+    """convert_hf_to_gguf's ``GPTNeoXModel.modify_tensors``: rows grouped per head as (q, k, v) become all
+    q heads, then all k, then all v ("Map bloom-style qkv_linear to gpt-style qkv_linear")."""
+    per = t.reshape(n_head, 3, t.shape[0] // (3 * n_head), *t.shape[1:])
+    return torch.cat([per[:, k].reshape(-1, *t.shape[1:]) for k in range(3)], dim=0)
 
 
 def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:
@@ -52,6 +62,13 @@ def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any])
                 t = llama_permute(t, cfg["num_key_value_heads"])
         if arch == "gpt2" and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
             t = t.T.contiguous()  # Conv1D (in, out) -> (out, in)
+        if arch == "gemma":
+            if name == "lm_head.weight":
+                continue  # tied to the embeddings (convert_hf_to_gguf's GemmaModel skips it)
+            if name.endswith("norm.weight"):
+                t = t + 1  # GemmaModel: HF's RMSNorm scales by (1 + w), llama.cpp's by w
+        if arch == "gpt_neox" and ".attention.query_key_value." in name:
+            t = neox_qkv(t, cfg["num_attention_heads"])
         key = name
         if arch == "bert":
             # convert_hf_to_gguf's BertModel: no "bert." prefix, no pooler (llama.cpp pools itself), and
@@ -104,13 +121,15 @@ def write_gguf(arch: str, parent: Path, path: Path, qtype_name: str, display_nam
     w.add_block_count(layers)
     w.add_feed_forward_length(cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden)
     w.add_head_count(heads)
-    if arch in ("llama", "mistral", "qwen2"):
+    if arch in _RMS_ARCHS:
         w.add_head_count_kv(cfg["num_key_value_heads"])
         w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
         w.add_rope_freq_base(float(cfg.get("rope_parameters", {}).get("rope_theta", 10000.0)))
         w.add_rope_dimension_count(hidden // heads)
     else:
-        w.add_layer_norm_eps(cfg.get("layer_norm_eps", cfg.get("layer_norm_epsilon", 1e-5)))
+        w.add_layer_norm_eps(cfg.get("layer_norm_eps", cfg.get("layer_norm_epsilon", cfg.get("norm_epsilon", 1e-5))))
+        if "num_key_value_heads" in cfg:  # StarCoder2: grouped-query attention with LayerNorms
+            w.add_head_count_kv(cfg["num_key_value_heads"])
     if arch == "bert":
         w.add_causal_attention(False)
         w.add_pooling_type(gguf.PoolingType.CLS)
@@ -157,17 +176,22 @@ def write_quanto(arch: str, parent: Path, out: Path, weights: str) -> dict[str, 
     import optimum.quanto as oq
 
     model = model_class(arch).from_pretrained(str(parent), local_files_only=True)
-    exclude = "lm_head" if ARCHS[arch].objective == "causal" else "classifier"
+    exclude = ARCHS[arch].lm_head if ARCHS[arch].objective == "causal" else "classifier"
     qmodel = _quanto_class(arch).quantize(model, weights=getattr(oq, weights), exclude=exclude)
     qmodel.save_pretrained(str(out))
     return {}
 
 
 def write_bnb(arch: str, parent: Path, out: Path, quant_type: str) -> dict[str, Any]:
-    """bitsandbytes 4-bit (NF4 / FP4) through transformers' ``BitsAndBytesConfig``, on the CPU."""
+    """bitsandbytes 4-bit (NF4 / FP4) or LLM.int8 (``int8``) through transformers' ``BitsAndBytesConfig``,
+    on the CPU."""
     from transformers import BitsAndBytesConfig
 
-    qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_compute_dtype=torch.float32)
+    if quant_type == "int8":
+        qc = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                                bnb_4bit_compute_dtype=torch.float32)
     model = model_class(arch).from_pretrained(str(parent), local_files_only=True, quantization_config=qc,
                                               device_map="cpu")
     model.save_pretrained(str(out))
