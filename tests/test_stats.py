@@ -146,6 +146,25 @@ def test_cache_rerun_reads_nothing_and_new_model_reads_linear(tmp_path, kernel):
     np.testing.assert_array_equal(grown.equal, fresh.equal)
 
 
+def test_a_reader_revision_invalidates_what_it_cached(tmp_path):
+    """Statistics cached by an older reader are read again once the reader's output revision changes."""
+    from mother_core.io import registry
+
+    _family(tmp_path)
+    cache = tmp_path / "cache"
+    first = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
+    entry = registry.entry_for(discover([tmp_path / "set"]).models[0])
+    registry.register(entry.container, entry.target, entry.needs_base, entry.revision + 1)
+    try:
+        again = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
+    finally:
+        registry.register(entry.container, entry.target, entry.needs_base, entry.revision)
+    assert again.settings["bytes_read"] == first.settings["bytes_read"]  # every model read again
+    np.testing.assert_allclose(again.sq_dist, first.sq_dist)
+    back = compute_statistics(discover([tmp_path / "set"]), device="cpu", cache_dir=cache)
+    assert back.settings["bytes_read"] == 0  # the first revision's entries are still there
+
+
 def test_broken_model_is_skipped_and_the_rest_processed(tmp_path, kernel):
     _family(tmp_path)
     truncate(tmp_path / "set" / "other" / "model.safetensors")

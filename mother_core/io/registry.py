@@ -38,11 +38,16 @@ class ReaderEntry:
         ``"module:function"`` of the opener, imported on first use.
     needs_base : bool
         Whether the model is read on top of another model's reader (PEFT adapters).
+    revision : int
+        Bumped whenever the reader starts yielding different values for the same file (a fixed name
+        map, a dequantization or merge corrected): it is part of the statistics cache's model key,
+        so results cached by an older reader are read again instead of silently reused.
     """
 
     container: str
     target: str
     needs_base: bool = False
+    revision: int = 1
 
     def opener(self) -> Opener:
         module, _, attr = self.target.partition(":")
@@ -52,7 +57,7 @@ class ReaderEntry:
 _REGISTRY: dict[str, ReaderEntry] = {}
 
 
-def register(container: str, target: str, needs_base: bool = False) -> None:
+def register(container: str, target: str, needs_base: bool = False, revision: int = 1) -> None:
     """Add (or replace) the reader of a container format.
 
     Parameters
@@ -63,8 +68,10 @@ def register(container: str, target: str, needs_base: bool = False) -> None:
         ``"package.module:opener"``; the opener takes ``(ref, base)`` and returns a ``ModelReader``.
     needs_base : bool
         True when the model must be merged into a base model's reader.
+    revision : int
+        The reader's output revision (see :class:`ReaderEntry`).
     """
-    _REGISTRY[container] = ReaderEntry(container, target, needs_base)
+    _REGISTRY[container] = ReaderEntry(container, target, needs_base, revision)
 
 
 def entry_for(ref: ModelRef) -> ReaderEntry:
@@ -83,6 +90,12 @@ def entry_for(ref: ModelRef) -> ReaderEntry:
     return entry
 
 
+def reader_revision(ref: ModelRef) -> int:
+    """The output revision of the reader of ``ref`` (0 for a container no reader is registered for)."""
+    entry = _REGISTRY.get(ref.container)
+    return 0 if entry is None else entry.revision
+
+
 def containers() -> tuple[str, ...]:
     """Every container format a reader is registered for."""
     return tuple(sorted(_REGISTRY))
@@ -92,6 +105,8 @@ register("safetensors", "mother_core.io.readers:open_safetensors")
 register("safetensors-sharded", "mother_core.io.readers:open_safetensors")
 register("torch", "mother_core.io.readers:open_torch")
 register("torch-sharded", "mother_core.io.readers:open_torch")
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True)
-register("gguf", "mother_core.io.gguf_reader:open_gguf")
+# peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
+# regrouped query_key_value rows undone (2026-12-02).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=2)
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

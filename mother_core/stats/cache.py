@@ -21,6 +21,7 @@ import numpy as np
 
 from mother_core.errors import CacheBusyError, ResultFormatError
 from mother_core.io.base import ModelRef
+from mother_core.io.registry import reader_revision
 
 # Bump when the meaning of a cached number changes. 4: pairs hold (squared distance, equal entries).
 CACHE_VERSION = 4
@@ -36,8 +37,13 @@ _COLUMNS = {
 
 
 def model_key(ref: ModelRef, base: ModelRef | None = None, content_hash: bool = False) -> str:
-    """A stable key for the tensors a model yields."""
-    parts: list = [CACHE_VERSION, ref.format, ref.component]
+    """A stable key for the tensors a model yields.
+
+    It changes with the files (path, size, mtime, or their content hash), everything that changes
+    their tensors (format, component, LoRA base) and the revision of the reader that decodes them, so
+    statistics cached by an older reader are never reused after its values changed.
+    """
+    parts: list = [CACHE_VERSION, ref.format, ref.component, reader_revision(ref)]
     for f in ref.identity():
         parts.append(_sha256_file(f.path) if content_hash else [f.path, f.size, f.mtime_ns])
     if base is not None:
