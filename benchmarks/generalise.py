@@ -141,7 +141,7 @@ def _prior_collection(name: str, shape: str, seed0: int) -> Collection:
 
 #: Collections of pairs (fitp-2 is the one collection of chains: 1 of its 12 trees read on the prior, against
 #: 6 of the first 36 pairs, so the rest are pairs); as many as were generated for the count.
-N_PRIOR = 40
+N_PRIOR = 41
 MORE_FITTING["fitting-prior"] = [_prior_collection(f"fitp-{k}", "chain" if k == 2 else "pair", 400 + 20 * k)
                                  for k in range(N_PRIOR)]
 
