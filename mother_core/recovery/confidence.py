@@ -1,21 +1,21 @@
 """Per-edge confidence: placement (is this the right parent?) and direction (is it the right way?).
 
-Both are logistic maps of evidence a user can inspect:
+Both are small monotone logistic maps of evidence a user can inspect (docs/METHOD.md, "Confidence"):
 
-- placement: the layers' effect size for the chosen parent over the best alternative
-  (:func:`layer_effect`: a margin the layers disagree on is inside the noise between candidates), or
-  where that was not measured (a parent beyond the cheapest candidates, a result re-read without it)
-  the log of the cost ratio (1.0 is a tie, i.e. a coin flip); times how far the edge is from the
-  "unrelated" threshold;
-- direction (mother+): the edge's summed direction evidence E in [-2, 2] (kurtosis trend under the
-  tree's regime plus norm growth, see ``recover.direction_evidence``); (paper method) the agreement
-  of per-layer kurtosis votes with the regime, as a z-score (2f - 1) * sqrt(n) over n shared layers.
+- placement: the log cost ratio of the best alternative parent over the chosen one (clipped), less a step
+  per candidate parent the layers do not put clearly behind the chosen one (:func:`layer_effect`,
+  :func:`near_tied`: a margin the layers disagree on is inside the noise between candidates); the margin
+  alone where no layers were compared (the sparse path); times how far the edge is from the "unrelated"
+  threshold;
+- direction (mother+): the scale cue's vote read under the tree's reading, mixed with the probability
+  that the reading is right; a tree on the prior takes the counted share of such edges directed right
+  (``direction.PRIOR_CONFIDENCE``); (paper method) the agreement of per-layer kurtosis votes with the
+  regime, as a z-score (2f - 1) * sqrt(n) over n shared layers.
 
-The slopes are calibration constants fitted on the FITTING collections of ``benchmarks/generalise.py``
-(``benchmarks/calibrate.py --generalise``), never on the held-out ones reported (benchmarks/RESULTS.md).
-They hold within the domain they were fitted on: a tree whose updates lie along its weights more than any
-fitting tree's (:func:`tree_radial_share`, :data:`RADIAL_SHARE_MAX`) reads its
-direction as a coin flip (:func:`within_calibration`).
+The constants are fitted on the FITTING collections only (``benchmarks/calibrate.py --pooled``), never on
+the held-out ones reported (benchmarks/RESULTS.md, issue 12). They hold within the domain they were fitted
+on: a tree whose updates lie along its weights more than any fitting tree's (:func:`tree_radial_share`,
+:data:`RADIAL_SHARE_MAX`) reads its direction as a coin flip (:func:`within_calibration`).
 """
 
 from __future__ import annotations
