@@ -10,14 +10,18 @@ calibration they give on the fitting data; copy them into confidence.py.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generalise import N_PRIOR  # noqa: E402
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
 from mother_core.evaluate import load_truth  # noqa: E402
 from mother_zoo import generate_split  # noqa: E402
@@ -74,6 +78,7 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
     rec = recover(stats, RecoverySettings())
     ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers), drop_reinitialised=True)
     truth = set(map(tuple, load_truth(split_dir / "truth.json")))
+    recipes = json.loads((split_dir / "truth.json").read_text()).get("meta", {}).get("models", {})
     ix = {m: i for i, m in enumerate(rec.model_ids)}
     problem = rec.problem
     typed = {int(link["child"]) for link in problem.links}
@@ -104,7 +109,9 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
         while node in parent_of and depth < 100:
             node, depth = parent_of[node], depth + 1
         rows.append({
-            "collection": split_dir.name, "tree": tree.id, "tree_size": len(tree.members), "typed": c in typed,
+            "collection": split_dir.name, "parent": e.parent, "child": e.child,
+            "recipe": str(recipes.get(e.child, {}).get("recipe", "")),
+            "tree": tree.id, "tree_size": len(tree.members), "typed": c in typed,
             "relation": e.relation, "constrained": e.constrained,
             "confidence": e.confidence, "placement": e.placement_confidence, "direction": e.direction_confidence,
             "right": (e.parent, e.child) in truth,
@@ -126,8 +133,6 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
 def growing_trees(split_dir: Path, cache: Path | None = None) -> tuple[int, int]:
     """(trees whose norms grow along most of their true edges, multi-model trees) of a collection: the
     count behind direction.GROWTH_PRIOR."""
-    import json
-
     from mother_core.recovery.features import pair_evidence, select_layers
 
     stats = compute_statistics(discover([split_dir]), device="cpu", cache_dir=cache)
@@ -220,8 +225,11 @@ def fit_direction(e: np.ndarray, y: np.ndarray, reading: np.ndarray, on_prior: n
 # --- Pooled fit on every fitting collection (issue 12, item 5; ``--pooled``) -----------------------------
 #: The fitting collections pooled: generalise.py's fit-*, their second draw fit2-* (confidence_data.py) and
 #: the fitting-side collections made for the direction work (generalise.py --only fitting-more).
+#: prior/fitp-*: small fitting trees of the shapes that can read on the prior (generalise.py --only fitting-prior).
+PRIOR_FITTING = tuple(f"prior/fitp-{k}" for k in range(N_PRIOR))
 POOLED = ("generalise/fit-fft", "generalise/fit-lora", "generalise/fit-mixed", "generalise/fit2-fft",
-          "generalise/fit2-lora", "generalise/fit2-mixed", "more/fitx-0", "more/fitx-1", "more/fitx-2", "more/fitw")
+          "generalise/fit2-lora", "generalise/fit2-mixed", "more/fitx-0", "more/fitx-1", "more/fitx-2", "more/fitw",
+          *PRIOR_FITTING)
 #: Reading log-odds powers compared out of fold (READING_ODDS_POWER).
 POWERS = (1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 20.0)
 
@@ -245,9 +253,17 @@ def _logistic(x: np.ndarray, y: np.ndarray, signs: tuple[int, ...], l2: float = 
 
 
 def _columns(rows: list[dict[str, object]]) -> dict[str, np.ndarray]:
+    from mother_core.recovery.confidence import RADIAL_SHARE_MAX
+
     def col(k: str) -> np.ndarray:
         return np.array([r[k] for r in rows], dtype=float)
-    return {"margin": np.clip(col("margin"), -1.0, 1.0), "raw_margin": col("margin"), "near": col("near_tied"),
+    # A tree on the prior; "flagged" when beyond the calibrated radial share (a coin flip whatever the prior's
+    # confidence: with a prior at 0.5 the engine leaves such a tree's note unflagged, so the share is read here).
+    prior = np.array([r["basis"] == "prior" for r in rows], dtype=bool) & ~col("typed").astype(bool)
+    share = col("share")
+    return {"prior": prior, "prior_flagged": prior & (col("flagged").astype(bool)
+                                                      | (np.isfinite(share) & (share > RADIAL_SHARE_MAX))),
+            "margin": np.clip(col("margin"), -1.0, 1.0), "raw_margin": col("margin"), "near": col("near_tied"),
             "no_alt": (col("n_alternatives") == 0).astype(float), "related": _sig(4 * col("related")),
             "reading": col("reading"), "scale": np.array([float(r["cues"].get("scale", 0.0)) for r in rows]),  # type: ignore[attr-defined]
             "placed": col("placed").astype(bool), "right": col("right").astype(bool), "sole": col("sole").astype(bool),
@@ -263,7 +279,8 @@ def fit_pooled(rows: list[dict[str, object]], power: float) -> dict[str, float]:
     m = _logistic(np.column_stack([c["margin"], c["no_alt"]])[plain], c["placed"][plain], (1, 0))
     contested = u & (c["raw_margin"] < 0)
     rate = min((c["placed"][contested].sum() + 1) / (contested.sum() + 2), float(_sig(m[0])))
-    d = u & c["placed"] & ~c["sole"]
+    # The prior's edges are counted, not fitted (direction.PRIOR_CONFIDENCE); the rest fit the mixture.
+    d = u & c["placed"] & ~c["sole"] & ~c["prior"]
     y, s = c["right"][d].astype(float), c["scale"][d]
     r = _reading(c["reading"][d], power)
 
@@ -273,10 +290,20 @@ def fit_pooled(rows: list[dict[str, object]], power: float) -> dict[str, float]:
         return float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)) + 1e-2 * w[1] ** 2)
     w = minimize(nll, np.array([3.0, 0.5]), method="L-BFGS-B", bounds=[(-20.0, 20.0), (0.0, 20.0)]).x
     sole = u & c["sole"]
-    return {"PLACE_BIAS": b[0], "PLACE_MARGIN_SLOPE": b[1], "PLACE_NEAR_TIED": -b[2], "PLACE_NO_ALTERNATIVE": b[3],
+    k_right, k_n = prior_count(rows)
+    return {"PRIOR_CONFIDENCE": (k_right + 1) / (k_n + 2),
+            "PLACE_BIAS": b[0], "PLACE_MARGIN_SLOPE": b[1], "PLACE_NEAR_TIED": -b[2], "PLACE_NO_ALTERNATIVE": b[3],
             "PLACEMENT_BIAS": m[0], "PLACEMENT_SLOPE": m[1], "PLACEMENT_NO_ALTERNATIVE": m[2],
             "CONTESTED_PLACEMENT": rate, "EVIDENCE_BIAS": w[0], "SCALE_SLOPE": w[1], "READING_ODDS_POWER": power,
             "SOLE_CHILD_CONFIDENCE": (c["right"][sole].sum() + 1) / (sole.sum() + 2)}
+
+
+def prior_count(rows: list[dict[str, object]]) -> tuple[int, int]:
+    """(directed right, placed) among the edges of trees on the prior (not typed, not a root's only child,
+    the tree within the calibrated radial share): the count behind direction.PRIOR_CONFIDENCE."""
+    c = _columns(rows)
+    k = c["prior"] & ~c["prior_flagged"] & c["placed"] & ~c["sole"]
+    return int(c["right"][k].sum()), int(k.sum())
 
 
 def _reading(rc: np.ndarray, power: float) -> np.ndarray:
@@ -292,7 +319,9 @@ def pooled_confidence(rows: list[dict[str, object]], k: dict[str, float]) -> np.
                  + k["PLACE_NO_ALTERNATIVE"] * c["no_alt"]) * c["related"]
     r = _reading(c["reading"], k["READING_ODDS_POWER"])
     p = _sig(k["EVIDENCE_BIAS"] + k["SCALE_SLOPE"] * c["scale"])
-    conf = place * (r * p + (1 - r) * (1 - p))
+    direction = np.where(c["prior"], np.where(c["prior_flagged"], 0.5, k["PRIOR_CONFIDENCE"]),
+                         r * p + (1 - r) * (1 - p))
+    conf = place * direction
     conf = np.where(c["sole"], np.minimum(conf, k["SOLE_CHILD_CONFIDENCE"]), conf)
     return np.where(c["typed"], c["confidence"], conf)
 
@@ -316,13 +345,19 @@ def _cells(conf: np.ndarray, right: np.ndarray) -> str:
             f"{int((~right[high]).sum())} of {int(high.sum())}")
 
 
-def committed_confidence(rows: list[dict[str, object]]) -> np.ndarray:
-    """Each edge's confidence under confidence.py's committed form and constants, from its edge_table row
-    (layer effect, else cost margin; reading x evidence mixture; a root's only child capped): a check that
-    the table holds what the engine reads (it reproduces the engine's confidences to 1e-16)."""
-    from mother_core.recovery import confidence as k
+#: main's confidence constants before this refit (ce25725: fitted on fit-* only, 78 edges; the prior at 0.5).
+MAIN = SimpleNamespace(PLACEMENT_SLOPE=6.805, PLACEMENT_BIAS=-0.072, LAYER_SLOPE=1.819, LAYER_BIAS=-0.594,
+                       CONTESTED_PLACEMENT=0.48, EVIDENCE_BIAS=3.145, SOLE_CHILD_CONFIDENCE=0.43)
 
+
+def main_confidence(rows: list[dict[str, object]]) -> np.ndarray:
+    """Each edge's confidence under main's form and constants before the pooled refit (:data:`MAIN`), from
+    its edge_table row (layer effect, else cost margin; reading x evidence mixture, a tree on the prior at
+    0.5; a root's only child capped): the "before" column, recomputed (it reproduced main's engine to
+    1e-16 when main ran it)."""
+    k = MAIN
     c = _columns(rows)
+    c["reading"] = np.where(c["prior"], 0.5, c["reading"])
     effect = np.array([float(r["effect"]) for r in rows])  # type: ignore[arg-type]
     raw = c["raw_margin"]
     by_margin = np.where(raw < 0, k.CONTESTED_PLACEMENT, _sig(k.PLACEMENT_SLOPE * raw + k.PLACEMENT_BIAS))
@@ -338,10 +373,36 @@ def committed_confidence(rows: list[dict[str, object]]) -> np.ndarray:
 #: The held-out collections of the one check (generalise.py's held-*, confidence_data.py's held2-*, barely.py).
 HELD_OUT = ("generalise/held-fft", "generalise/held-lora", "generalise/held-mixed", "generalise/held2-fft",
             "generalise/held2-lora", "generalise/held2-mixed", "barely/held-barely")
-#: The reading log-odds power of the pooled refit: of the powers whose out-of-fold ECE meets 0.05, the one
-#: with the fewest wrong edges at >= 0.8 out of fold (1: ECE 0.057; 1.5: 9 of 124; 2: 11 of 133; 20, the
-#: likelihood's own choice: 15 of 158).
-CANDIDATE_POWER = 1.5
+#: The reading log-odds power of the pooled refit, by the rule of :func:`choose_power` (of the powers whose
+#: out-of-fold ECE is <= 0.05, the smallest share of wrong edges at >= 0.8 out of fold). On the 390 edges
+#: before the prior's collections it gave 1.5 (1: ECE 0.057; 1.5: 9 of 124; 2: 11 of 133; 20: 15 of 158).
+#: With them (863 edges) 1.5 misses 0.05 (0.056) and the rule gives 20 (27 of 407, 6.6%; 5: 27 of 402, 6.7%;
+#: 3: 28 of 407; 2: 29 of 397): a reading's confidence no longer ranks its edges (benchmarks/RESULTS.md).
+CANDIDATE_POWER = 20.0
+
+
+def engine_constants() -> dict[str, float]:
+    """The constants the engine runs with (confidence.py, direction.PRIOR_CONFIDENCE), as fit_pooled names them."""
+    from mother_core.recovery import confidence as k
+    from mother_core.recovery.direction import PRIOR_CONFIDENCE
+
+    names = ("PLACE_BIAS", "PLACE_MARGIN_SLOPE", "PLACE_NEAR_TIED", "PLACE_NO_ALTERNATIVE", "PLACEMENT_BIAS",
+             "PLACEMENT_SLOPE", "PLACEMENT_NO_ALTERNATIVE", "CONTESTED_PLACEMENT", "EVIDENCE_BIAS", "SCALE_SLOPE",
+             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE")
+    return {"PRIOR_CONFIDENCE": PRIOR_CONFIDENCE, **{n: float(getattr(k, n)) for n in names}}
+
+
+def choose_power(oof: dict[float, np.ndarray], right: np.ndarray) -> float:
+    """The power rule: of the powers whose out-of-fold ECE is <= 0.05, the one with the smallest share of
+    wrong edges among those at >= 0.8 out of fold (ties: the smaller power); none meeting 0.05: the lowest ECE."""
+    ok = [p for p, c in oof.items() if _ece(c, right.astype(float)) <= 0.05]
+    if not ok:
+        return min(oof, key=lambda p: _ece(oof[p], right.astype(float)))
+
+    def wrong_share(p: float) -> float:
+        high = oof[p] >= 0.8
+        return float((~right[high]).mean()) if high.any() else 0.0
+    return min(ok, key=lambda p: (wrong_share(p), p))
 
 
 def pooled(cache: Path | None, held_out: bool = False) -> None:
@@ -349,12 +410,25 @@ def pooled(cache: Path | None, held_out: bool = False) -> None:
     in sample, and out of fold (each collection predicted by constants fitted without it); with
     ``held_out``, the refit's constants frozen from the fitting fit on the held-out collections too."""
     data = Path(__file__).resolve().parent / "_data"
-    tables = {name.split("/")[1]: edge_table(data / name, cache) for name in POOLED}
+    missing = [name for name in POOLED if not (data / name / "truth.json").exists()]
+    if missing:  # generalise.py --only fitting-prior makes them
+        print(f"not generated, left out: {', '.join(missing)}")
+    tables = {name.split("/")[1]: edge_table(data / name, cache) for name in POOLED if name not in missing}
     rows = [r for t in tables.values() for r in t]
     engine = _columns(rows)["confidence"]
     right = _columns(rows)["right"]
-    print(f"{len(rows)} edges in {len(tables)} fitting collections; the committed form recomputed from the table "
-          f"differs from the engine by at most {np.abs(committed_confidence(rows) - engine).max():.1e}\n")
+    here = pooled_confidence(rows, engine_constants())
+    print(f"{len(rows)} edges in {len(tables)} fitting collections; the engine's form recomputed from the table "
+          f"differs from the engine by at most {np.abs(here - engine).max():.1e}")
+    k_right, k_n = prior_count(rows)
+    print(f"trees on the prior: {k_right} of {k_n} placed edges directed right (not a root's only child, within "
+          f"the radial share); rule of succession {(k_right + 1) / (k_n + 2):.3f}, Wilson 95% lower bound "
+          f"{_wilson_low(k_right, k_n):.3f}")
+    for name, t in tables.items():
+        kr, kn = prior_count(t)
+        if kn:
+            print(f"  {name}: {kr} of {kn}")
+    print()
     print("| READING_ODDS_POWER | out of fold, pooled: ECE / AUROC / wrong at >= 0.8 | in sample |")
     print("|---|---|---|")
     oof: dict[float, np.ndarray] = {}
@@ -366,31 +440,44 @@ def pooled(cache: Path | None, held_out: bool = False) -> None:
         oof[power] = np.concatenate(out)
         in_sample = pooled_confidence(rows, fit_pooled(rows, power))
         print(f"| {power:g} | {_cells(oof[power], right)} | {_cells(in_sample, right)} |")
+    power = choose_power(oof, right)
+    print(f"\nthe power rule picks {power:g} (CANDIDATE_POWER {CANDIDATE_POWER:g})")
     k = fit_pooled(rows, CANDIDATE_POWER)
     print(f"\nrefit constants (READING_ODDS_POWER {CANDIDATE_POWER:g}):")
     for name, v in k.items():
         print(f"{name} = {v:.3f}")
     fitted = pooled_confidence(rows, k)
-    print("\n| collection | edges | directed | committed: ECE / AUROC / wrong >= 0.8 | refit, in sample "
-          "| refit, out of fold |")
-    print("|---|---|---|---|---|---|")
+    before = main_confidence(rows)
+    print("\n| collection | edges | directed | main (before): ECE / AUROC / wrong >= 0.8 | engine (this branch) "
+          "| refit, in sample | refit, out of fold |")
+    print("|---|---|---|---|---|---|---|")
     at = 0
     for name, t in tables.items():
         sl = slice(at, at + len(t))
         at += len(t)
-        print(f"| {name} | {len(t)} | {right[sl].mean():.0%} | {_cells(engine[sl], right[sl])} | "
-              f"{_cells(fitted[sl], right[sl])} | {_cells(oof[CANDIDATE_POWER][sl], right[sl])} |")
-    print(f"| **pooled** | {len(rows)} | {right.mean():.0%} | {_cells(engine, right)} | {_cells(fitted, right)} | "
-          f"{_cells(oof[CANDIDATE_POWER], right)} |")
+        print(f"| {name} | {len(t)} | {right[sl].mean():.0%} | {_cells(before[sl], right[sl])} | "
+              f"{_cells(engine[sl], right[sl])} | {_cells(fitted[sl], right[sl])} | "
+              f"{_cells(oof[CANDIDATE_POWER][sl], right[sl])} |")
+    print(f"| **pooled** | {len(rows)} | {right.mean():.0%} | {_cells(before, right)} | {_cells(engine, right)} | "
+          f"{_cells(fitted, right)} | {_cells(oof[CANDIDATE_POWER], right)} |")
     if not held_out:
         return
-    print("\n| held-out collection | edges | directed | committed: ECE / AUROC / wrong >= 0.8 | refit (frozen) |")
-    print("|---|---|---|---|---|")
+    print("\n| held-out collection | edges | directed | main (before): ECE / AUROC / wrong >= 0.8 "
+          "| engine (this branch) | refit (frozen from the fit above) |")
+    print("|---|---|---|---|---|---|")
     held = {name.split("/")[1]: edge_table(data / name, cache) for name in HELD_OUT}
     for name, t in [*held.items(), ("**all held-out, pooled**", [r for t in held.values() for r in t])]:
         c = _columns(t)
-        print(f"| {name} | {len(t)} | {c['right'].mean():.0%} | {_cells(c['confidence'], c['right'])} | "
-              f"{_cells(pooled_confidence(t, k), c['right'])} |")
+        print(f"| {name} | {len(t)} | {c['right'].mean():.0%} | {_cells(main_confidence(t), c['right'])} | "
+              f"{_cells(c['confidence'], c['right'])} | {_cells(pooled_confidence(t, k), c['right'])} |")
+
+
+def _wilson_low(k: int, n: int, z: float = 1.96) -> float:
+    """Lower end of the Wilson score interval for k successes in n trials."""
+    if n == 0:
+        return 0.0
+    f = k / n
+    return float((f + z * z / (2 * n) - z * math.sqrt(f * (1 - f) / n + z * z / (4 * n * n))) / (1 + z * z / n))
 
 
 def main() -> None:
@@ -404,8 +491,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None,
                     help="statistics cache (--generalise: default benchmarks/_data/generalise/stats-cache)")
     ap.add_argument("--pooled", action="store_true",
-                    help="fit on EVERY fitting collection pooled (fit-*, fit2-*, more/fitx-*, more/fitw), per "
-                         "collection report (issue 12, item 5)")
+                    help="fit on EVERY fitting collection pooled (fit-*, fit2-*, more/fitx-*, more/fitw, "
+                         "prior/fitp-*), per collection report (issue 12, item 5)")
     ap.add_argument("--held-out", action="store_true",
                     help="with --pooled: the refit, frozen, on the held-out collections too (run once)")
     args = ap.parse_args()

@@ -15,6 +15,7 @@ sign of the summed kurtosis change (the parent has the higher kurtosis).
     python benchmarks/generalise.py --only fitting  # the fitting collections only (while developing)
     python benchmarks/generalise.py --ablations     # ablation rows too
     python benchmarks/generalise.py --only fitting-more --data /tmp/more   # more FITTING trees (below)
+    python benchmarks/generalise.py --only fitting-prior --data benchmarks/_data/prior --generate-only
 
 Columns: directed / undirected accuracy; ECE (5 bins, as ``mother evaluate``); AUROC of the edge
 confidence for right-vs-wrong edges; the share of edges given confidence >= 0.8 that are wrong.
@@ -26,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,28 @@ MORE_FITTING: dict[str, list[Collection]] = {"fitting-more": [
       for k in range(3)),
     Collection("fitw", tuple((r, 300 + i) for i, r in enumerate(_FIT_DECAY))),
 ]}
+
+# FITTING trees of the shapes whose direction can rest on the prior (issue 12, item 5: the prior's direction
+# confidence is a count, not 0.5): a base with one child (``-pair``) and two-edge chains (``-chain``), made by
+# every fitting recipe above (generalise.py's and fitw's, each once per collection; only the shape changes),
+# with seeds no other collection uses. Such a tree reads as well mirrored (direction.py); where its kurtosis
+# does not flip its edges either, nothing tells its regime and it reads norm growth alone (basis "prior").
+# Never part of the held-out result; generated only when asked (``--only fitting-prior``).
+_PRIOR_SHAPES = {"pair": (1,), "chain": (1, 1)}
+_FIT_ALL = (*_FIT.values(), *_FIT_DECAY)
+
+
+def _prior_collection(name: str, shape: str, seed0: int) -> Collection:
+    return Collection(name, tuple((replace(r, name=f"{r.name}-{shape}", shape=_PRIOR_SHAPES[shape]), seed0 + i)
+                                  for i, r in enumerate(_FIT_ALL)))
+
+
+#: Collections of pairs (fitp-2 is the one collection of chains: 1 of its 12 trees read on the prior, against
+#: 6 of the first 36 pairs, so the rest are pairs); as many as were generated for the count.
+N_PRIOR = 41
+MORE_FITTING["fitting-prior"] = [_prior_collection(f"fitp-{k}", "chain" if k == 2 else "pair", 400 + 20 * k)
+                                 for k in range(N_PRIOR)]
+
 
 # ----------------------------------------------------------------------------------------- metrics
 def naive_baseline(stats, n_trees: int) -> list[tuple[str, str]]:

@@ -252,14 +252,18 @@ def test_sparse_and_dense_read_a_radial_tree_as_a_coin_flip(tmp_path):
 
 def test_sparse_and_dense_cap_a_roots_only_child():
     """On the mixed-forest demo each path caps every edge from a root to its only child (in a tree of
-    three or more) at the fitted rate, from the same rule (:func:`.confidence.sole_child_edges`)."""
+    three or more) at the fitted rate, from the same rule (:func:`.confidence.sole_child_edges`): never above
+    it (the sparse path's edge reads 0.82 x 0.5 = 0.41 before the cap since the pooled refit with the prior
+    counted, issue 12; the dense path's is above it and sits at it)."""
     from mother_core.recovery.confidence import SOLE_CHILD_CONFIDENCE, sole_child_edges
 
     demo = str(Path(__file__).resolve().parent.parent / "assets" / "demo" / "mixed-forest")
-    for result in (recover_paths([demo]), recover_at_scale([demo], k=5)):
+    for dense, result in ((True, recover_paths([demo])), (False, recover_at_scale([demo], k=5))):
         which = sole_child_edges([(e.parent, e.child, e.relation, e.constrained) for e in result.edges])
         assert which, "the demo has a root with one child on both paths"
         for e in result.edges:
             if (e.parent, e.child) in which:
-                assert e.confidence == pytest.approx(SOLE_CHILD_CONFIDENCE)  # above it before the cap
+                assert e.confidence <= SOLE_CHILD_CONFIDENCE + 1e-12
                 assert abs(e.confidence - e.placement_confidence * e.direction_confidence) < 1e-12
+                if dense:  # above the cap before it: capped to it
+                    assert e.confidence == pytest.approx(SOLE_CHILD_CONFIDENCE)

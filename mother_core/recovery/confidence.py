@@ -1,21 +1,21 @@
 """Per-edge confidence: placement (is this the right parent?) and direction (is it the right way?).
 
-Both are logistic maps of evidence a user can inspect:
+Both are small monotone logistic maps of evidence a user can inspect (docs/METHOD.md, "Confidence"):
 
-- placement: the layers' effect size for the chosen parent over the best alternative
-  (:func:`layer_effect`: a margin the layers disagree on is inside the noise between candidates), or
-  where that was not measured (a parent beyond the cheapest candidates, a result re-read without it)
-  the log of the cost ratio (1.0 is a tie, i.e. a coin flip); times how far the edge is from the
-  "unrelated" threshold;
-- direction (mother+): the edge's summed direction evidence E in [-2, 2] (kurtosis trend under the
-  tree's regime plus norm growth, see ``recover.direction_evidence``); (paper method) the agreement
-  of per-layer kurtosis votes with the regime, as a z-score (2f - 1) * sqrt(n) over n shared layers.
+- placement: the log cost ratio of the best alternative parent over the chosen one (clipped), less a step
+  per candidate parent the layers do not put clearly behind the chosen one (:func:`layer_effect`,
+  :func:`near_tied`: a margin the layers disagree on is inside the noise between candidates); the margin
+  alone where no layers were compared (the sparse path); times how far the edge is from the "unrelated"
+  threshold;
+- direction (mother+): the scale cue's vote read under the tree's reading, mixed with the probability
+  that the reading is right; a tree on the prior takes the counted share of such edges directed right
+  (``direction.PRIOR_CONFIDENCE``); (paper method) the agreement of per-layer kurtosis votes with the
+  regime, as a z-score (2f - 1) * sqrt(n) over n shared layers.
 
-The slopes are calibration constants fitted on the FITTING collections of ``benchmarks/generalise.py``
-(``benchmarks/calibrate.py --generalise``), never on the held-out ones reported (benchmarks/RESULTS.md).
-They hold within the domain they were fitted on: a tree whose updates lie along its weights more than any
-fitting tree's (:func:`tree_radial_share`, :data:`RADIAL_SHARE_MAX`) reads its
-direction as a coin flip (:func:`within_calibration`).
+The constants are fitted on the FITTING collections only (``benchmarks/calibrate.py --pooled``), never on
+the held-out ones reported (benchmarks/RESULTS.md, issue 12). They hold within the domain they were fitted
+on: a tree whose updates lie along its weights more than any fitting tree's (:func:`tree_radial_share`,
+:data:`RADIAL_SHARE_MAX`) reads its direction as a coin flip (:func:`within_calibration`).
 """
 
 from __future__ import annotations
@@ -26,48 +26,60 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Fitted by `python benchmarks/calibrate.py --generalise` on the FITTING collections of
-# benchmarks/generalise.py only (78 edges from generator settings no held-out tree uses), never on the
-# held-out collections the results report (see benchmarks/RESULTS.md, "Generalisation").
-# a, b of sigmoid(a * x + b). There the margin over the best alternative parent separates right from
-# wrong placements sharply: a tie (margin 0) is right about half the time.
-# A refit on twice the data (the fitting collections and their second draw, 155 edges: LAYER 0.865 /
-# 0.245, PLACEMENT 0.040 / 1.635, EVIDENCE_BIAS 3.227, CONTESTED 0.50) was checked on the held-out
-# collections, their second draw and the barely trained set (205 edges) and not adopted: AUROC 0.72 ->
-# 0.70, wrong edges at >= 0.8 7 of 47 -> 7 of 39, ECE unchanged (benchmarks/RESULTS.md, issue 12).
-# A refit on ALL fitting collections pooled (390 edges, ``calibrate.py --pooled``: placement from the cost
-# margin clipped to +-1 less 0.44 per candidate parent the layers do not put clearly behind the chosen one,
-# direction from the scale cue's vote under the reading with its log-odds x1.5; fitting ECE 0.050 -> 0.037,
-# AUROC 0.70 -> 0.79, wrong at >= 0.8 23 of 140 -> 8 of 125) was checked once on the 205 held-out edges and
-# not adopted: AUROC 0.75 -> 0.78 and wrong at >= 0.8 4 of 44 -> 3 of 57, but ECE 0.103 -> 0.117 (both
-# parts under-confident where the honesty rules give 0.5), so the rule "ECE and wrong share both improve"
-# fails (branch confpool, d16ed5e; benchmarks/RESULTS.md, issue 12, "Confidence fitted on every fitting
-# collection").
-PLACEMENT_SLOPE = 6.805
-PLACEMENT_BIAS = -0.072
-# Placement from the layers' effect size (layer_effect) for the chosen parent over the best alternative:
-# sigmoid(LAYER_SLOPE * effect + LAYER_BIAS). Each layer is a replicate of the same comparison; a
-# margin the layers disagree on is inside the noise between the candidates, however large it sums to.
-# Fitted like the constants above (calibrate.py --generalise, FITTING collections only).
-LAYER_SLOPE = 1.819
-LAYER_BIAS = -0.594
+# Fitted by `python benchmarks/calibrate.py --pooled` on ALL the fitting collections pooled (863 edges:
+# benchmarks/generalise.py's fit-*, their second draw fit2-*, fitx-0..2 / fitw made for the direction work,
+# and fitp-0..40, every fitting recipe as a base with one child (fitp-2: two-edge chains) made so that trees
+# on the prior are counted; never the held-out collections the results report). Each is a logistic
+# sigmoid(bias + sum of slope x input) whose slopes have a fixed sign (more margin never lowers the
+# confidence, more near-tied candidates never raise it); benchmarks/RESULTS.md, issue 12, "Confidence
+# fitted on every fitting collection" (the form, 390 edges, not adopted alone) and "Trees on the prior
+# counted" (this refit).
+#
+# Placement: the log cost ratio of the best alternative parent over the chosen one, clipped to
+# +-MARGIN_CLIP (beyond a ratio of e the fitting edges are no surer), less PLACE_NEAR_TIED per candidate
+# parent that the layers do not put clearly behind the chosen one (:func:`near_tied`: layer effect below
+# NEAR_TIED_EFFECT). On the first 390 pooled fitting edges the margin ranked right placements better than
+# the best alternative's layer effect (AUROC 0.78 vs 0.73); the count of near-tied candidates adds what the
+# layers say (91% right with none, 80% with one, 48-54% with three or more); the layer effect adds nothing
+# once both are in. PLACE_NO_ALTERNATIVE: a child with no other candidate parent (its margin clips to +1);
+# with the base + one child trees counted (right whenever the pair is split off as a tree) it is positive.
+MARGIN_CLIP = 1.0
+NEAR_TIED_EFFECT = 1.0
+PLACE_BIAS = 0.953
+PLACE_MARGIN_SLOPE = 3.505
+PLACE_NEAR_TIED = 0.487
+PLACE_NO_ALTERNATIVE = 1.073
+# The same without the layers (the sparse path): margin only, fitted on the same edges, contested ones
+# left to CONTESTED_PLACEMENT.
+PLACEMENT_SLOPE = 4.577
+PLACEMENT_BIAS = 0.017
+PLACEMENT_NO_ALTERNATIVE = 0.880
+# An edge kept although another parent is cheaper pairwise (chosen by the refinement, or forced by the
+# user), on the margin-only path: the fraction of such fitting edges placed right, (right + 1) / (n + 2),
+# capped at a tie's sigmoid(PLACEMENT_BIAS) = 0.504: never surer than an edge without a cheaper
+# alternative. (The layered path reads it through its negative margin.)
+CONTESTED_PLACEMENT = 0.504
 #: Candidate parents per child whose layer effects are kept (the cheapest by cost).
 LAYER_CANDIDATES = 6
-# An edge kept although another parent is cheaper pairwise (chosen by the additivity refinement, or
-# forced by the user) is contested: its placement confidence is the fraction of such edges placed
-# right on the same fitting trees, (right + 1) / (n + 2), capped at a tie's sigmoid(PLACEMENT_BIAS): an
-# edge with a cheaper alternative is never surer than one without (fitting: 4 of 6 right, 0.62, capped).
-CONTESTED_PLACEMENT = 0.48
 # The paper method's vote-based direction confidence (not refitted).
 DIRECTION_SLOPE = 0.6
 DIRECTION_BIAS = 0.0
-# Direction: fitted jointly with direction.PRIOR_CONFIDENCE through the reading's confidence
-# (evidence_confidence): most of the uncertainty is whether the tree's reading is right. Refitting the
-# reading's slope with it (direction.READING_SLOPE 3.465 -> 4.2-5.4) made held-out calibration worse and
-# is not adopted (benchmarks/RESULTS.md, issue 12); the edge's own evidence predicts nothing once its
-# tree's reading is known (AUROC 0.49-0.56 on the fitting edges), so its slope stays 0.
+# Direction: sigmoid(EVIDENCE_BIAS + SCALE_SLOPE * s) that the edge points the way a right reading says,
+# s the scale cue's vote in [-1, 1] (the child is the parent rescaled by one factor plus orthogonal
+# updates, ``features.scale_fit``; sign-free, so it does not depend on the reading), mixed with the
+# tree reading's confidence r as r p + (1 - r)(1 - p). On the pooled fitting edges placed right the
+# scale vote ranks right directions (AUROC 0.86 on the first 390); the fused evidence E less, so E's slope
+# stays 0. READING_ODDS_POWER: the reading's confidence is used with its log-odds times this power (0.5, a
+# coin flip, stays 0.5). Powers 1-20 were compared out of fold (calibrate.py --pooled prints them; the rule:
+# of those whose out-of-fold ECE is <= 0.05, the smallest share of wrong edges at >= 0.8): 20 (27 of 407
+# wrong at >= 0.8, ECE 0.026; 1.5, chosen on the first 390 edges, now misses 0.05). At 20 any reading
+# surer than a coin flip counts as right: readings at 0.57-0.79 direct their edges right about as often as
+# those at >= 0.9, and the scale vote is what ranks them. Trees on the prior are counted, not mixed
+# (``counted``, direction.PRIOR_CONFIDENCE).
 EVIDENCE_SLOPE = 0.0
-EVIDENCE_BIAS = 3.145
+EVIDENCE_BIAS = 1.469
+SCALE_SLOPE = 5.419
+READING_ODDS_POWER = 20.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,8 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def placement_confidence(chosen_cost: float, alternative_cost: float, relative: float, threshold: float) -> float:
+def placement_confidence(chosen_cost: float, alternative_cost: float, relative: float, threshold: float,
+                         near: int | None = None) -> float:
     """Confidence that the chosen parent is right.
 
     Parameters
@@ -98,19 +111,37 @@ def placement_confidence(chosen_cost: float, alternative_cost: float, relative: 
     relative, threshold : float
         Relative distance of the edge and the tree-split threshold: an edge nearly as far as
         unrelated models may not exist at all.
+    near : int, optional
+        Candidate parents the layers do not put clearly behind the chosen one (:func:`near_tied`);
+        None where the layers were not compared (the sparse path): the margin alone then.
     """
-    if not math.isfinite(alternative_cost):
-        margin_term = 1.0
-    elif alternative_cost < chosen_cost:
+    no_alternative = not math.isfinite(alternative_cost)
+    ratio = 0.0 if no_alternative else math.log(max(alternative_cost, 1e-300) / max(chosen_cost, 1e-300))
+    margin = MARGIN_CLIP if no_alternative else max(-MARGIN_CLIP, min(MARGIN_CLIP, ratio))
+    if near is not None:
+        margin_term = sigmoid(PLACE_BIAS + PLACE_MARGIN_SLOPE * margin - PLACE_NEAR_TIED * near
+                              + PLACE_NO_ALTERNATIVE * no_alternative)
+    elif ratio < 0:
         margin_term = CONTESTED_PLACEMENT
     else:
-        ratio = max(alternative_cost, 1e-300) / max(chosen_cost, 1e-300)
-        margin_term = sigmoid(PLACEMENT_SLOPE * math.log(ratio) + PLACEMENT_BIAS)
+        margin_term = sigmoid(PLACEMENT_BIAS + PLACEMENT_SLOPE * margin + PLACEMENT_NO_ALTERNATIVE * no_alternative)
+    return margin_term * related_confidence(relative, threshold)
+
+
+def related_confidence(relative: float, threshold: float) -> float:
+    """How far an edge is from the "unrelated" threshold: sigmoid(4 log(threshold / relative)) (0 for
+    models sharing nothing)."""
     if not math.isfinite(relative) or not math.isfinite(threshold):
-        related_term = 0.0 if not math.isfinite(relative) else 1.0  # models sharing nothing: unrelated
-    else:
-        related_term = sigmoid(4.0 * math.log(max(threshold, 1e-12) / max(relative, 1e-12)))
-    return margin_term * related_term
+        return 0.0 if not math.isfinite(relative) else 1.0
+    return sigmoid(4.0 * math.log(max(threshold, 1e-12) / max(relative, 1e-12)))
+
+
+def near_tied(effects: np.ndarray, own: int) -> int:
+    """How many other candidate parents the layers do not put clearly behind the chosen one: entries of
+    its row of layer effects (:func:`layer_effect` over each other candidate, ``own`` its own index)
+    below :data:`NEAR_TIED_EFFECT`."""
+    row = np.delete(np.asarray(effects, dtype=float), own)
+    return int(np.sum(np.isfinite(row) & (row < NEAR_TIED_EFFECT)))
 
 
 def layer_effect(parent_rms: np.ndarray, other_rms: np.ndarray) -> float:
@@ -134,9 +165,10 @@ def layer_effect(parent_rms: np.ndarray, other_rms: np.ndarray) -> float:
 
 def layer_placement_confidence(effect: float, relative: float, threshold: float) -> float:
     """Confidence that the chosen parent is right from the layers' effect size over the best
-    alternative (:func:`layer_effect`), times the same "related at all" term as
-    :func:`placement_confidence`."""
-    return sigmoid(LAYER_SLOPE * effect + LAYER_BIAS) * placement_confidence(1.0, math.inf, relative, threshold)
+    alternative alone (:func:`layer_effect`), times the same "related at all" term as
+    :func:`placement_confidence`: sigmoid(effect) (a tie is a coin flip). Shown for one comparison; an
+    edge's placement reads all its near-tied candidates (:func:`placement_confidence`)."""
+    return sigmoid(effect) * related_confidence(relative, threshold)
 
 
 def direction_confidence(votes_forward: int, votes_total: int, regime_confidence: float) -> float:
@@ -150,12 +182,25 @@ def direction_confidence(votes_forward: int, votes_total: int, regime_confidence
     return regime_confidence * p_layers + (1 - regime_confidence) * (1 - p_layers)
 
 
-def evidence_confidence(evidence: float, reading_confidence: float = 1.0) -> float:
-    """Confidence in an edge's direction from its summed cue evidence E in [-2, 2] (mother+), read
-    under a reading (regime, norm sign) that is right with probability ``reading_confidence``: a wrong
-    reading turns the evidence around, so the two mix like :func:`direction_confidence`'s votes."""
-    p = sigmoid(EVIDENCE_SLOPE * evidence + EVIDENCE_BIAS)
-    return reading_confidence * p + (1.0 - reading_confidence) * (1.0 - p)
+def evidence_confidence(evidence: float, reading_confidence: float = 1.0, scale: float = 0.0,
+                        counted: bool = False) -> float:
+    """Confidence in an edge's direction from its summed cue evidence E in [-2, 2] (mother+) and the
+    scale cue's vote ``scale`` in [-1, 1], read under a reading (regime, norm sign) that is right with
+    probability ``reading_confidence`` (used with its log-odds times :data:`READING_ODDS_POWER`): a wrong
+    reading turns the edge around, so the two mix like :func:`direction_confidence`'s votes. A reading at
+    0.5 (a coin flip: a tree beyond the calibration's domain) gives 0.5 whatever the cues say.
+
+    ``counted``: the reading's confidence is itself the share of edges it directs right, counted on
+    fitting trees (a tree on the prior, ``direction.PRIOR_CONFIDENCE``: its edges are oriented by norm
+    growth and the scale cue alone, and that count is how often they come out right): it is the edge's
+    direction confidence as it stands."""
+    r = min(max(reading_confidence, 0.0), 1.0)
+    if counted:
+        return r
+    p = sigmoid(EVIDENCE_SLOPE * evidence + SCALE_SLOPE * scale + EVIDENCE_BIAS)
+    if 0.0 < r < 1.0:
+        r = sigmoid(READING_ODDS_POWER * math.log(r / (1.0 - r)))
+    return r * p + (1.0 - r) * (1.0 - p)
 
 
 # --- The domain the constants were calibrated on ---------------------------------------------------
@@ -229,8 +274,8 @@ def median_radial_share(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float
 
 def within_calibration(reading_confidence: float, note: str, share: float) -> tuple[float, str]:
     """A tree reading's confidence and note, checked against the domain the confidence was calibrated
-    on: a tree whose radial share exceeds :data:`RADIAL_SHARE_MAX` reads its direction at the prior's
-    confidence (0.5, a coin flip) and says why (issue 12: a tree unlike anything the calibration saw
+    on: a tree whose radial share exceeds :data:`RADIAL_SHARE_MAX` reads its direction as a coin flip
+    (0.5, whatever its basis, the prior's included) and says why (issue 12: a tree unlike anything the calibration saw
     must not read 0.9). Its updates move along the weights themselves (e.g. Adam with L2 decay pulls
     every weight towards zero), so the norm cue reads the optimiser's pull rather than the orthogonal
     growth of fine-tuning, and no fitted tree says how often its reading is then right."""
@@ -245,13 +290,13 @@ def within_calibration(reading_confidence: float, note: str, share: float) -> tu
 #: Relations of the fine-tune skeleton (the forest's own edges; copies, adapters and merges are typed).
 SKELETON_RELATIONS = ("finetune", "lora", "prune", "distill")
 #: Confidence cap of an edge from a root to its only child in a tree of three or more skeleton models:
-#: the share of such edges that were right on the fitting collections and their second draw,
-#: (right + 1) / (n + 2) (``calibrate.py --generalise`` counts them: 2 of 5 with the scale cue of
-#: 38ee729; 2 of 8 before it, 0.30). Recount when placement or direction change. A candidate parent is never one of
-#: the child's descendants, so this edge has no alternative and reads placement 1.0, yet reversing it
-#: (re-rooting the tree at the child) is the error it makes: a tree solved with its root on the wrong
-#: side of one edge has exactly this shape.
-SOLE_CHILD_CONFIDENCE = 0.43
+#: the share of such edges that were right on all the fitting collections pooled, (right + 1) / (n + 2)
+#: (``calibrate.py --pooled`` counts them: 0.481 with fitp-2's chains; 7 of 15, 0.47, before them; 2 of 5 on
+#: the first two draws, 0.43). Recount when placement or direction change. A candidate parent is never one
+#: of the child's descendants, so this edge has no alternative and reads its placement as such, yet
+#: reversing it (re-rooting the tree at the child) is the error it makes: a tree solved with its root on the
+#: wrong side of one edge has exactly this shape.
+SOLE_CHILD_CONFIDENCE = 0.481
 
 
 def sole_child_edges(edges: list[tuple[str, str, str, bool]]) -> set[tuple[str, str]]:

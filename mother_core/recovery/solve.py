@@ -18,7 +18,7 @@ from mother_core.errors import ConstraintError
 from mother_core.recovery.additive import orient, refine_topology
 from mother_core.recovery.arborescence import minimum_spanning_arborescence
 from mother_core.recovery.confidence import (
-    ConfidenceParts, direction_confidence, evidence_confidence, layer_placement_confidence, placement_confidence,
+    ConfidenceParts, direction_confidence, evidence_confidence, near_tied, placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.ties import TieChoice, choose_among_ties
@@ -274,14 +274,21 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
         p_dir = direction_confidence(forward, total, reading.confidence)
     else:
         # A reading that is itself uncertain (a coin-flip regime) makes the direction uncertain.
-        p_dir = evidence_confidence(float(problem.evidence[p, c]), reading.confidence)
-    effect = problem.layer_margin(p, ids.index(alternatives[0].parent), c) if alternatives else None
-    if effect is not None:
-        # The layers as replicates: a margin they disagree on is inside the noise between candidates.
-        p_place = layer_placement_confidence(effect, float(problem.relative[p, c]), problem.threshold)
-    else:
-        p_place = placement_confidence(float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]),
-                                       problem.threshold)
+        scale = problem.cue_votes.get("scale")
+        # A tree on the prior: its reading's confidence is the counted share of such edges directed right.
+        p_dir = evidence_confidence(float(problem.evidence[p, c]), reading.confidence,
+                                    float(scale[p, c]) if scale is not None else 0.0,
+                                    counted=reading.basis == "prior")
+    # The layers as replicates: candidates whose margin they disagree on are inside the noise.
+    # Not measured at all (the paper method; a result re-read without them): the margin alone.
+    # An edge without an alternative has no candidate to be near-tied with: the layered form, whether or not
+    # any other child of the set had its layers compared (a set of base + one child pairs has none).
+    m = problem.layer_margins.get(c)
+    near: int | None = None if not problem.layer_margins and alternatives else 0
+    if m is not None and p in m.candidates:
+        near = near_tied(m.effect[m.candidates.index(p)], m.candidates.index(p))
+    p_place = placement_confidence(float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]),
+                                   problem.threshold, near)
     parts = ConfidenceParts(p_place, p_dir)
     return Edge(
         parent=ids[p], child=ids[c], distance=float(problem.distance[p, c]),
