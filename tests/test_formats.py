@@ -7,6 +7,7 @@ names, and that recovery places the quantized copy next to its source.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -581,6 +582,40 @@ def test_pieces_decoded_by_several_threads_cover_the_range_once(tmp_path, monkey
     assert staged.decode_threads() == staged.available_cores() >= 1
     with pytest.raises(InputError):
         staged.set_decode_threads(-1)
+
+
+def test_pass_statistics_are_the_same_whatever_the_decode_threads(tmp_path, monkeypatch):
+    """The whole pass over GGUF (Q8_0, Q4_K) and int8 models gives the same statistics, bit for bit, with one
+    decode thread and with several (pieces of a few blocks, so the helpers share every chunk); with the
+    setting at 2 the pass's two workers decode alone (shared_by: no helper beside them)."""
+    pytest.importorskip("optimum.quanto")
+    from format_factory import quanto_state
+
+    from mother_core.io import staged
+    from mother_core.stats.compute import compute_statistics
+
+    root = llama_state(90, hidden=256, inter=256)
+    write_gguf(root, tmp_path / "q8.gguf", qtype="Q8_0")
+    write_gguf(perturbed(root, 91), tmp_path / "q4k.gguf", qtype="Q4_K")
+    _save(quanto_state(perturbed(root, 92), "qint8"), tmp_path / "quanto.safetensors")
+    monkeypatch.setattr(staged, "PIECE_BYTES", 34 * 16)
+    runs = []
+    for threads in (1, 5):
+        monkeypatch.setattr(staged, "_THREADS_ASKED", threads)
+        runs.append(compute_statistics(discover([tmp_path]), device="cpu", cache_dir=None, chunk_elements=5000))
+    one, many = runs
+    assert len(one.models) == 3 and not one.problems
+    for field in ("present", "mean", "var", "kurtosis", "norm", "sq_dist"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(many, field), err_msg=field)
+    assert one.skeletons.keys() == many.skeletons.keys()
+    for slot, values in one.skeletons.items():
+        np.testing.assert_array_equal(values, many.skeletons[slot])
+
+    monkeypatch.setattr(staged, "_THREADS_ASKED", 2)
+    used = set()
+    with open(tmp_path / "q8.gguf", "rb", buffering=0) as f, staged.shared_by(2):
+        staged.decode(f, 0, 34 * 200, 34, lambda first, piece: used.add(threading.current_thread().name))
+    assert used == {threading.current_thread().name}
 
 
 # --- GGUF files of real transformers models, compared with their source in the pass ----------------------

@@ -19,10 +19,11 @@ Decoding is parallel over pieces (:func:`decode`): reading a chunk's bytes is on
 but warm it is a copy out of the page cache, and each piece's copy and decode are independent of the
 others' (the copy into a thread's own staging buffer, the decode into its own slice of the output), so
 up to :func:`decode_threads` threads share a chunk's pieces, taking the next piece as each finishes. The
-threads are a process-wide pool (the pass's two workers draw on the same threads); the calling thread
-decodes too and never waits for a helper that has not started, so a busy pool costs nothing but the
-parallelism. Values are the same bit for bit whatever the number of threads: each value is decoded by
-the same kernel from the same bytes, only by another thread (``tests/test_formats.py``).
+threads are a process-wide pool (the pass's two workers draw on the same threads, and count against the
+setting: :func:`shared_by`); the calling thread decodes too and never waits for a helper that has not
+started, so a busy pool costs nothing but the parallelism. Values are the same bit for bit whatever the
+number of threads: each value is decoded by the same kernel from the same bytes, only by another thread
+(``tests/test_formats.py``).
 
 Resident memory stays at one piece per thread. A file cut short after its header was read gives a short
 read, reported by the caller (:class:`ShortRead`), never a SIGBUS.
@@ -31,10 +32,12 @@ read, reported by the caller (:class:`ShortRead`), never a SIGBUS.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -49,8 +52,9 @@ _HAS_PREADV = hasattr(os, "preadv")
 #: Decode threads asked for (the ``decode_threads`` run setting, :mod:`mother_core.settings`); 0: every
 #: core this process may run on. Set by :func:`set_decode_threads`.
 _THREADS_ASKED = 0
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (helpers, pool): decode_threads() - 1 helpers
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (helpers, pool)
 _POOL_LOCK = threading.Lock()
+_CALLERS = 0  # threads that call decode() at once, each on its own chunk (the pass's workers): shared_by()
 
 
 def available_cores() -> int:
@@ -78,6 +82,27 @@ def decode_threads() -> int:
     if not _HAS_PREADV:
         return 1
     return _THREADS_ASKED or available_cores()
+
+
+@contextmanager
+def shared_by(callers: int) -> Iterator[None]:
+    """While ``callers`` threads each decode their own chunks at once (the pass's two workers), the helpers
+    are the threads left over: ``decode_threads() - callers`` of them, so the threads decoding never
+    outnumber the threads asked for. On two cores the pass's workers then decode alone, as before the
+    setting: one helper beside them made the pass slower (``benchmarks/RESULTS.md``)."""
+    global _CALLERS
+    with _POOL_LOCK:
+        _CALLERS += callers
+    try:
+        yield
+    finally:
+        with _POOL_LOCK:
+            _CALLERS -= callers
+
+
+def _helpers() -> int:
+    """Helper threads one decode() call may use besides its caller."""
+    return decode_threads() - max(1, _CALLERS)
 
 
 def _pool(helpers: int) -> ThreadPoolExecutor:
@@ -151,18 +176,15 @@ class _Shared:
 
     def __init__(self, count: int) -> None:
         self.cond = threading.Condition()
-        self.next = 0
+        self.next = itertools.count()  # next() on it is atomic under the GIL: no lock per piece
         self.count = count
         self.active = 0  # helpers inside run()
         self.closed = False  # the caller is done: helpers that start later return at once
         self.error: BaseException | None = None
 
     def take(self) -> int | None:
-        with self.cond:
-            if self.error is not None or self.next >= self.count:
-                return None
-            k, self.next = self.next, self.next + 1
-            return k
+        k = next(self.next)
+        return None if self.error is not None or k >= self.count else k
 
 
 def decode(
@@ -190,8 +212,8 @@ def decode(
     """
     total, per_piece = _piece_bytes(start, stop, unit)
     count = -(-total // per_piece)
-    most = decode_threads() if threads is None else max(1, threads)
-    wanted = min(most, count)
+    helpers = _helpers() if threads is None else max(1, threads) - 1
+    wanted = min(helpers + 1, count)
     if wanted <= 1 or not _HAS_PREADV:
         for first, piece in pieces(handle, start, stop, unit):
             fn(first, piece)
@@ -216,7 +238,7 @@ def decode(
                 shared.active -= helper
                 shared.cond.notify_all()
 
-    pool = _pool(most - 1)  # sized by the setting, not by this range: made once
+    pool = _pool(helpers)  # sized by the setting, not by this range: made once per setting
     for _ in range(wanted - 1):
         pool.submit(run, True)
     run(False)
