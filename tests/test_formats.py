@@ -553,14 +553,17 @@ def test_int8_read_into_matches_read(tmp_path, monkeypatch, piece, threads):
                                                atol=0)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 5])
-def test_pieces_decoded_by_several_threads_cover_the_range_once(tmp_path, monkeypatch, threads):
+@pytest.mark.parametrize("threads,cached", [(1, True), (2, True), (5, True), (5, False)])
+def test_pieces_decoded_by_several_threads_cover_the_range_once(tmp_path, monkeypatch, threads, cached):
     """``staged.decode`` hands every piece of a byte range to the decoder exactly once, whole units at the
-    right offsets, whichever thread takes it; a file that ends early is a ShortRead in the caller."""
+    right offsets, whichever thread takes it (``cached=False``: helpers find no piece in memory and hand
+    each back to the caller, as on a cold file); a file that ends early is a ShortRead in the caller."""
     from mother_core.errors import InputError
     from mother_core.io import staged
 
     monkeypatch.setattr(staged, "PIECE_BYTES", 7 * 10)  # 10 units of 7 bytes a piece
+    if not cached:
+        monkeypatch.setattr(staged, "_read_cached", lambda *args: None)
     data = np.random.default_rng(threads).integers(0, 256, 7 * 1003 + 5, dtype=np.uint8)
     path = tmp_path / "bytes.bin"
     path.write_bytes(b"ab" + data.tobytes())

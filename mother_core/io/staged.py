@@ -47,6 +47,8 @@ PIECE_BYTES = 256 << 10
 
 _LOCAL = threading.local()  # one staging buffer per thread (the pass reads from two workers)
 _HAS_PREADV = hasattr(os, "preadv")
+#: A read that returns at once with what the page cache holds, never waiting for the disk (Linux 4.14+).
+_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 
 
 #: Decode threads asked for (the ``decode_threads`` run setting, :mod:`mother_core.settings`); 0: every
@@ -171,6 +173,17 @@ def _read_piece(handle: io.FileIO, buf: np.ndarray, start: int, off: int, n: int
     return piece
 
 
+def _read_cached(handle: io.FileIO, buf: np.ndarray, start: int, off: int, n: int) -> np.ndarray | None:
+    """Bytes ``[start + off, start + off + n)`` into ``buf[:n]`` if the page cache holds them all now,
+    else None, without waiting for the disk (``RWF_NOWAIT``; None too where the file system refuses it)."""
+    piece = buf[:n]
+    try:
+        got = os.preadv(handle.fileno(), [memoryview(piece)], start + off, _NOWAIT)  # type: ignore[arg-type]
+    except OSError:  # EAGAIN: not all in memory; EOPNOTSUPP: no such reads here
+        return None
+    return piece if got == n else None
+
+
 class _Shared:
     """The pieces of one :func:`decode` call, taken one at a time by whichever thread is free."""
 
@@ -181,6 +194,7 @@ class _Shared:
         self.active = 0  # helpers inside run()
         self.closed = False  # the caller is done: helpers that start later return at once
         self.error: BaseException | None = None
+        self.left: list[int] = []  # pieces a helper found not in memory: read by the caller, in order
 
     def take(self) -> int | None:
         k = next(self.next)
@@ -202,6 +216,8 @@ def decode(
     bytes are a view of the calling thread's staging buffer, valid during the call. ``threads`` defaults
     to :func:`decode_threads`; the calling thread takes pieces too, and the helpers of the process-wide
     pool join while they are free, so with one thread (or one piece) this is :func:`pieces` in a loop.
+    Helpers take only pieces the page cache already holds (a cold file is read by the caller alone, in
+    order); a piece a helper finds missing is handed back to the caller.
 
     Raises
     ------
@@ -229,7 +245,18 @@ def decode(
             buf = _staging(per_piece)
             while (k := shared.take()) is not None:
                 off = k * per_piece
-                fn(off // unit, _read_piece(handle, buf, start, off, min(per_piece, total - off), total))
+                n = min(per_piece, total - off)
+                if helper and _NOWAIT:
+                    # Helpers take only pieces already in memory: a cold file stays one sequential stream
+                    # of the caller's reads (two threads' interleaved reads of a cold file defeat the
+                    # kernel's read-ahead: the cold Q4_K pair took 2.4x longer so, benchmarks/RESULTS.md).
+                    piece = _read_cached(handle, buf, start, off, n)
+                    if piece is None:
+                        shared.left.append(k)
+                        return
+                else:
+                    piece = _read_piece(handle, buf, start, off, n, total)
+                fn(off // unit, piece)
         except BaseException as e:  # noqa: BLE001 - handed to the caller, which raises it
             with shared.cond:
                 shared.error = shared.error or e
@@ -248,3 +275,7 @@ def decode(
             shared.cond.wait()
     if shared.error is not None:
         raise shared.error
+    buf = _staging(per_piece)
+    for k in sorted(shared.left):  # handed back by helpers: not in memory when they tried
+        off = k * per_piece
+        fn(off // unit, _read_piece(handle, buf, start, off, min(per_piece, total - off), total))
