@@ -30,9 +30,12 @@ does not depend on the values).
 
 ``--before DIR`` adds the reader of another checkout (``git archive main | tar -x -C DIR``), measured by its
 own ``formats.py`` in every repeat between this one's runs, so that a change is judged against the code it
-replaces in the same minutes; ``--caches warm`` / ``cold`` measures one page-cache state only.
+replaces in the same minutes; ``--caches warm`` / ``cold`` measures one page-cache state only;
+``--threads-ab`` adds the reader (and the pass) with one decode thread (``decode_threads=1``, columns
+``reader@1`` / ``pass@1``) beside the default (every core available), in every repeat.
 
     .venv/bin/python benchmarks/formats.py --size-gb 1.0 --repeat 5 [--no-pass] [--before DIR] [--caches warm]
+        [--threads-ab]
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ _NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 #: Decode threads asked for (the ``decode_threads`` run setting, :mod:`mother_core.settings`); 0: every
 #: core this process may run on. Set by :func:`set_decode_threads`.
 _THREADS_ASKED = 0
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (helpers, pool)
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (helpers, process id, pool)
 _POOL_LOCK = threading.Lock()
 _CALLERS = 0  # threads that call decode() at once, each on its own chunk (the pass's workers): shared_by()
 
@@ -111,11 +111,13 @@ def _pool(helpers: int) -> ThreadPoolExecutor:
     """The process-wide helper threads, made (again) when the number asked for changes."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != helpers:
-            old, _POOL = _POOL, (helpers, ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="mother-decode"))
-            if old is not None:
-                old[1].shutdown(wait=False)  # its queued helpers still run, find the work done and return
-        return _POOL[1]
+        # A forked child has the parent's pool object but not its threads: it makes its own.
+        if _POOL is None or _POOL[:2] != (helpers, os.getpid()):
+            old = _POOL
+            _POOL = (helpers, os.getpid(), ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="mother-decode"))
+            if old is not None and old[1] == os.getpid():
+                old[2].shutdown(wait=False)  # its queued helpers still run, find the work done and return
+        return _POOL[2]
 
 
 class ShortRead(OSError):
