@@ -30,9 +30,12 @@ does not depend on the values).
 
 ``--before DIR`` adds the reader of another checkout (``git archive main | tar -x -C DIR``), measured by its
 own ``formats.py`` in every repeat between this one's runs, so that a change is judged against the code it
-replaces in the same minutes; ``--caches warm`` / ``cold`` measures one page-cache state only.
+replaces in the same minutes; ``--caches warm`` / ``cold`` measures one page-cache state only;
+``--threads-ab`` adds the reader (and the pass) with one decode thread (``decode_threads=1``, columns
+``reader@1`` / ``pass@1``) beside the default (every core available), in every repeat.
 
     .venv/bin/python benchmarks/formats.py --size-gb 1.0 --repeat 5 [--no-pass] [--before DIR] [--caches warm]
+        [--threads-ab]
 """
 
 from __future__ import annotations
@@ -123,6 +126,13 @@ def _write_plain(path: Path, size: float) -> None:
     save_file({f"model.layers.{i}.mlp.up_proj.weight": pool[i % 2].clone() for i in range(n)}, str(path))
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _drop(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -147,15 +157,21 @@ def _cpu() -> float:
 
 
 def _measure(what: str, paths: list[Path]) -> dict:
-    """Run in this (fresh) process: time ``what`` over ``paths``; peak RSS of the process."""
+    """Run in this (fresh) process: time ``what`` over ``paths``; peak RSS of the process. ``what@N``:
+    with the ``decode_threads`` setting at N (``reader@1``: one thread decodes, as before the setting)."""
     base_rss = 0.0
     fill_values = 0
+    what, _, threads = what.partition("@")
     if what in ("reader", "pass", "fill"):  # imports and the one-time kernel loads are a cost per run: not timed
         sys.path.insert(0, str(ROOT))
         import torch
 
         import numpy as np
 
+        if threads:
+            from mother_core.io.staged import set_decode_threads
+
+            set_decode_threads(int(threads))
         from mother_core.io import gguf_fast, int8_fast
         from mother_core.io.discovery import discover
         from mother_core.io.readers import open_model
@@ -252,6 +268,9 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None,
                     help="another checkout (e.g. `git archive main` unpacked): its reader is measured in every "
                          "repeat beside this one's, alternating")
+    ap.add_argument("--threads-ab", action="store_true",
+                    help="also measure the reader (and the pass) with one decode thread (decode_threads=1), "
+                         "alternating with the default (every core available)")
     ap.add_argument("--measure", nargs="+", metavar="WHAT PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -279,12 +298,15 @@ def main() -> None:
         twin = path.with_name(f"copy-{path.name}")
         if path.exists() and not twin.exists():
             shutil.copyfile(path, twin)
-    kinds = ("cat", "read", "fill", "reader") + (("before",) if args.before else ())
-    kinds += () if args.no_pass else ("pass",)
-    print("\n| file | size | cache | read() (s) | reader (s) | reader / read() | before / read() | pass / read() "
-          f"| CPU s: {' / '.join(kinds)} | **reader / read() CPU** | before / read() CPU | stores / read() CPU "
-          "| values (G) | RSS after imports -> peak (MiB) | load avg |")
-    print("| --- " * 15 + "|")
+    kinds = ("cat", "read", "fill", "reader") + (("reader@1",) if args.threads_ab else ())
+    kinds += (("before",) if args.before else ())
+    kinds += () if args.no_pass else ("pass",) + (("pass@1",) if args.threads_ab else ())
+    print(f"\ndecode threads (default): {_cores()}; columns `@1`: decode_threads=1")
+    print("\n| file | size | cache | read() (s) | reader (s) | **reader / read()** | reader@1 / read() "
+          "| before / read() | pass / read() | pass@1 / read() "
+          f"| CPU s: {' / '.join(kinds)} | reader / read() CPU | reader@1 / read() CPU | before / read() CPU "
+          "| stores / read() CPU | values (G) | RSS after imports -> peak (MiB) | load avg |")
+    print("| --- " * 18 + "|")
     for label, path in files.items():
         if args.only not in label:
             continue
@@ -308,7 +330,8 @@ def main() -> None:
             rss = (f"{med['pass']['base_rss_mib']:.0f} -> {med['pass']['rss_mib']:.0f}" if "pass" in med else
                    f"{med['reader']['base_rss_mib']:.0f} -> {med['reader']['rss_mib']:.0f} (reader)")
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
-                  f"{ratio('reader')} | {ratio('before')} | {ratio('pass')} | {cpu} | **{ratio('reader', 'cpu')}** | "
+                  f"**{ratio('reader')}** | {ratio('reader@1')} | {ratio('before')} | {ratio('pass')} | "
+                  f"{ratio('pass@1')} | {cpu} | {ratio('reader', 'cpu')} | {ratio('reader@1', 'cpu')} | "
                   f"{ratio('before', 'cpu')} | {ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | "
                   f"{load:.1f} |", flush=True)
 

@@ -198,6 +198,9 @@ def _settings(ms: ModelSet | None) -> tuple[RecoverySettings, str]:
     else:
         settings, run = settings_widgets(_kept, disabled=disabled, defaults=preset)
     device = str(run["device"])
+    from mother_core.io.staged import set_decode_threads  # a process-wide limit: the machine's cores
+
+    set_decode_threads(int(run["decode_threads"]))
     st.sidebar.caption(f"Compute device: **{engine.device_description(device)}**")
     return settings, device
 

@@ -180,7 +180,10 @@ def _cmd_recover(args) -> int:
     from mother_core.relations.vocabulary import Relation
     from mother_core.timing import StageClock, seconds_since_process_start, stage
 
+    from mother_core.io.staged import set_decode_threads
+
     settings = settings_from_args(args)
+    set_decode_threads(args.decode_threads)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)

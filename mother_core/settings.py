@@ -119,6 +119,9 @@ SETTINGS: tuple[Setting, ...] = (
             choices=RELATION_DETECTORS, open_choices=True),
     Setting("device", "Device", "Where the statistics pass runs (auto: a GPU when there is one).", "auto",
             choices=DEVICES, scope="run"),
+    Setting("decode_threads", "Decode threads", "Threads that decode each chunk of a quantized file (GGUF "
+            "blocks, int8 codes); 0: every core available to the process, 1: one. The values are the same "
+            "either way.", 0, type=int, minimum=0, maximum=1024, step=1, scope="run"),
 )
 
 

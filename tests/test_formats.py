@@ -7,6 +7,7 @@ names, and that recovery places the quantized copy next to its source.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,17 @@ def test_gguf_row_ranges_match_whole_reads(tmp_path):
                 torch.testing.assert_close(reader.read_into(name, rows, buf), whole[rows[0]:rows[1]], rtol=0, atol=0)
 
 
-def test_gguf_file_truncated_while_open_is_an_error_not_a_crash(tmp_path):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_gguf_file_truncated_while_open_is_an_error_not_a_crash(tmp_path, monkeypatch, threads):
     """Chunks are read in pieces and decoded as they arrive; a file cut short after its header was read must
-    give a clear error (a short read), never a crash."""
+    give a clear error (a short read), never a crash; with several decode threads too (pieces of a few
+    blocks, so the short read may happen in a helper thread: the caller raises it)."""
     from mother_core.errors import UnreadableCheckpointError
+    from mother_core.io import staged
+
+    monkeypatch.setattr(staged, "_THREADS_ASKED", threads)
+    if threads > 1:
+        monkeypatch.setattr(staged, "PIECE_BYTES", 34 * 8)
 
     sd = llama_state(2)
     path = write_gguf(sd, tmp_path / "m.gguf", qtype="Q8_0")
@@ -416,12 +424,15 @@ def test_compiled_gguf_kernels_match_the_package(kind):
             np.testing.assert_array_equal(buf.view(np.uint32), theirs.view(np.uint32))
 
 
-@pytest.mark.parametrize("arch,piece", [("qwen2", None), ("llama", None), ("llama", 1000)])
-def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp_path, monkeypatch, arch, piece):
+@pytest.mark.parametrize("arch,piece,threads", [("qwen2", None, 0), ("llama", None, 1), ("llama", 1000, 1),
+                                                ("llama", 1000, 3)])
+def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp_path, monkeypatch, arch, piece,
+                                                                             threads):
     """A Q4_K GGUF file read the way the pass reads it (row chunks read in pieces, each decoded into a reused
     buffer as it arrives, the next chunks hinted ahead) and whole, gives exactly ``gguf.quants.dequantize``
     of the file's own bytes as ``gguf.GGUFReader`` reads them, bit for bit; with pieces of a few blocks too
-    (``piece``: every chunk spans many pieces, cut between blocks). The file is written by
+    (``piece``: every chunk spans many pieces, cut between blocks), decoded by one thread or shared by
+    several (``threads``: the ``decode_threads`` setting; 0 every core). The file is written by
     ``gguf.GGUFWriter``; its Q4_K blocks come from ``format_factory.quantize_q4_k``, since the ``gguf``
     package dequantizes Q4_K but cannot quantize it. Llama's q/k rows come back in the transformers order."""
     from mother_core.io import staged
@@ -429,6 +440,7 @@ def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp
 
     if piece is not None:
         monkeypatch.setattr(staged, "PIECE_BYTES", piece)
+    monkeypatch.setattr(staged, "_THREADS_ASKED", threads)
 
     sd = llama_state(5, hidden=512, inter=768, vocab=96, heads=4, kv_heads=2, layers=2)
     path = write_gguf(sd, tmp_path / f"q4k-{arch}.gguf", qtype="Q4_K", arch=arch)
@@ -503,10 +515,11 @@ def test_gguf_type_the_package_cannot_dequantize(tmp_path):
     assert "Q8_1" in messages and "only-odd.gguf" in messages
 
 
-@pytest.mark.parametrize("piece", [None, 300])
-def test_int8_read_into_matches_read(tmp_path, monkeypatch, piece):
+@pytest.mark.parametrize("piece,threads", [(None, 1), (300, 1), (300, 3)])
+def test_int8_read_into_matches_read(tmp_path, monkeypatch, piece, threads):
     """int8 rows read into a caller's buffer (in pieces of whole rows, decoded as they arrive; ``piece``:
-    a few rows a piece, so each chunk spans several) are ``read``'s values bit for bit."""
+    a few rows a piece, so each chunk spans several; ``threads``: pieces shared by that many threads) are
+    ``read``'s values bit for bit."""
     pytest.importorskip("optimum.quanto")
     from format_factory import bnb_state, quanto_state
 
@@ -514,6 +527,7 @@ def test_int8_read_into_matches_read(tmp_path, monkeypatch, piece):
 
     if piece is not None:
         monkeypatch.setattr(staged, "PIECE_BYTES", piece)
+    monkeypatch.setattr(staged, "_THREADS_ASKED", threads)
 
     sd = llama_state(80)
     states = {"quanto": quanto_state(sd, "qint8")}
@@ -537,6 +551,74 @@ def test_int8_read_into_matches_read(tmp_path, monkeypatch, piece):
                     buf = torch.full(((r1 - r0) * wholes[name].shape[1],), float("nan"))
                     torch.testing.assert_close(reader.read_into(name, (r0, r1), buf), wholes[name][r0:r1], rtol=0,
                                                atol=0)
+
+
+@pytest.mark.parametrize("threads,cached", [(1, True), (2, True), (5, True), (5, False)])
+def test_pieces_decoded_by_several_threads_cover_the_range_once(tmp_path, monkeypatch, threads, cached):
+    """``staged.decode`` hands every piece of a byte range to the decoder exactly once, whole units at the
+    right offsets, whichever thread takes it (``cached=False``: helpers find no piece in memory and hand
+    each back to the caller, as on a cold file); a file that ends early is a ShortRead in the caller."""
+    from mother_core.errors import InputError
+    from mother_core.io import staged
+
+    monkeypatch.setattr(staged, "PIECE_BYTES", 7 * 10)  # 10 units of 7 bytes a piece
+    if not cached:
+        monkeypatch.setattr(staged, "_read_cached", lambda *args: None)
+    data = np.random.default_rng(threads).integers(0, 256, 7 * 1003 + 5, dtype=np.uint8)
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(b"ab" + data.tobytes())
+    out = np.zeros(7 * 1003, dtype=np.uint8)
+    seen = np.zeros(1003, dtype=np.int64)
+
+    def copy(first: int, piece: np.ndarray) -> None:
+        assert piece.size % 7 == 0
+        out[first * 7 : first * 7 + piece.size] = piece
+        np.add.at(seen, np.arange(first, first + piece.size // 7), 1)
+
+    with open(path, "rb", buffering=0) as f:
+        staged.decode(f, 2, 2 + 7 * 1003, 7, copy, threads)
+        np.testing.assert_array_equal(out, data[: 7 * 1003])
+        assert (seen == 1).all()
+        with pytest.raises(staged.ShortRead):
+            staged.decode(f, 2, 2 + 7 * 1100, 7, lambda first, piece: None, threads)
+    monkeypatch.setattr(staged, "_THREADS_ASKED", 0)
+    assert staged.decode_threads() == staged.available_cores() >= 1
+    with pytest.raises(InputError):
+        staged.set_decode_threads(-1)
+
+
+def test_pass_statistics_are_the_same_whatever_the_decode_threads(tmp_path, monkeypatch):
+    """The whole pass over GGUF (Q8_0, Q4_K) and int8 models gives the same statistics, bit for bit, with one
+    decode thread and with several (pieces of a few blocks, so the helpers share every chunk); with the
+    setting at 2 the pass's two workers decode alone (shared_by: no helper beside them)."""
+    pytest.importorskip("optimum.quanto")
+    from format_factory import quanto_state
+
+    from mother_core.io import staged
+    from mother_core.stats.compute import compute_statistics
+
+    root = llama_state(90, hidden=256, inter=256)
+    write_gguf(root, tmp_path / "q8.gguf", qtype="Q8_0")
+    write_gguf(perturbed(root, 91), tmp_path / "q4k.gguf", qtype="Q4_K")
+    _save(quanto_state(perturbed(root, 92), "qint8"), tmp_path / "quanto.safetensors")
+    monkeypatch.setattr(staged, "PIECE_BYTES", 34 * 16)
+    runs = []
+    for threads in (1, 5):
+        monkeypatch.setattr(staged, "_THREADS_ASKED", threads)
+        runs.append(compute_statistics(discover([tmp_path]), device="cpu", cache_dir=None, chunk_elements=5000))
+    one, many = runs
+    assert len(one.models) == 3 and not one.problems
+    for field in ("present", "mean", "var", "kurtosis", "norm", "sq_dist"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(many, field), err_msg=field)
+    assert one.skeletons.keys() == many.skeletons.keys()
+    for slot, values in one.skeletons.items():
+        np.testing.assert_array_equal(values, many.skeletons[slot])
+
+    monkeypatch.setattr(staged, "_THREADS_ASKED", 2)
+    used = set()
+    with open(tmp_path / "q8.gguf", "rb", buffering=0) as f, staged.shared_by(2):
+        staged.decode(f, 0, 34 * 200, 34, lambda first, piece: used.add(threading.current_thread().name))
+    assert used == {threading.current_thread().name}
 
 
 # --- GGUF files of real transformers models, compared with their source in the pass ----------------------

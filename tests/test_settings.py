@@ -79,7 +79,8 @@ def test_app_widgets_start_at_the_schema_defaults():
     assert not at.exception
     chosen, run = at.session_state["out"]
     assert chosen == RecoverySettings()
-    assert run == {"device": setting("device").default}
+    assert run == {s.name: s.default for s in SETTINGS if s.scope == "run"}
+    assert set(run) == {"device", "decode_threads"}
     labels = {w.label for w in at.selectbox} | {w.label for w in at.checkbox} | {w.label for w in at.slider}
     assert {s.label for s in SETTINGS if s.choices or s.type in (bool, float)} <= labels
     at.selectbox(key="layers").set_value("all").run()

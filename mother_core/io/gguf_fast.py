@@ -374,10 +374,12 @@ def _decoder(qtype_name: str) -> tuple[Kernel, np.ndarray]:
     return table[qtype_name], f16
 
 
-def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray) -> np.ndarray:
+def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray,
+                    threads: int | None = None) -> np.ndarray:
     """Decode the blocks in bytes ``[start, stop)`` of an open file into ``out`` (contiguous float32, exactly
-    as many values), read in cache-sized pieces (:func:`mother_core.io.staged.pieces`), each decoded as
-    soon as it has arrived.
+    as many values), read in cache-sized pieces, each decoded as soon as it has arrived, by up to
+    ``threads`` threads (default: :func:`mother_core.io.staged.decode_threads`; see
+    :func:`mother_core.io.staged.decode`).
 
     Raises
     ------
@@ -386,7 +388,7 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     ValueError
         Not whole blocks, or ``out`` does not fit them.
     """
-    from mother_core.io.staged import pieces
+    from mother_core.io.staged import decode
 
     kernel, f16 = _decoder(qtype_name)
     nbytes, nvalues = _LAYOUT[qtype_name]
@@ -394,9 +396,12 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     if (stop - start) % nbytes or out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
         raise ValueError(f"{stop - start} bytes of {qtype_name} blocks do not fit an output of {out.size} {out.dtype}")
     flat = out.reshape(-1)
-    for first, piece in pieces(handle, start, stop, nbytes):
+
+    def piece_into(first: int, piece: np.ndarray) -> None:
         v0 = first * nvalues
         kernel(piece, f16, flat[v0 : v0 + piece.size // nbytes * nvalues])
+
+    decode(handle, start, stop, nbytes, piece_into, threads)
     return out
 
 

@@ -301,14 +301,17 @@ class QuantizedReader:
             per_row = scale.numel() == 1 or (scale.dim() >= 1 and scale.shape[0] == n and scale.numel() == n)
             fast = int8_fast.available() and n > 0 and per_row
             scales = scale.reshape(-1).expand(n).contiguous().numpy() if fast else None
-            in_pieces = getattr(self.raw, "pieces", None)
+            in_pieces = getattr(self.raw, "decode_pieces", None)
             if scales is not None and in_pieces is not None and self.raw.tensor_infos()[w.parts["q"]].dtype == "int8":
                 target = view.reshape(n, -1).numpy()
                 cols = target.shape[1]
-                kernel = int8_fast.kernel()
-                for first, piece in in_pieces(w.parts["q"], rows, cols):
+                kernel, s = int8_fast.kernel(), scales
+
+                def rows_into(first: int, piece: np.ndarray) -> None:  # by several threads (staged.decode)
                     k = piece.size // cols
-                    kernel(piece.view(np.int8).reshape(k, cols), scales[first:first + k], target[first:first + k])
+                    kernel(piece.view(np.int8).reshape(k, cols), s[first:first + k], target[first:first + k])
+
+                in_pieces(w.parts["q"], rows, cols, rows_into)
                 return view
             codes = self._codes(w, rows)
             if scales is not None and codes.dtype == torch.int8:

@@ -19,7 +19,7 @@ import io
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Iterable, Mapping, TypeVar
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 
 from mother_core.errors import MissingBaseModelError, NoTensorsError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
-from mother_core.io.staged import ShortRead, pieces
+from mother_core.io.staged import ShortRead, decode, pieces
 from mother_core.io.names import normalise_name
 from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
 from mother_core.io.sniff import check_torch_file
@@ -262,6 +262,17 @@ class SafetensorsReader(_Reader):
         path, _, _, start, stop = self._byte_range(name, rows)
         try:
             yield from pieces(self._file(path), start, stop, unit)
+        except ShortRead as e:
+            raise _unreadable(path, e) from e
+
+    def decode_pieces(self, name: str, rows: tuple[int, int] | None, unit: int,
+                      fn: Callable[[int, np.ndarray], None], threads: int | None = None) -> None:
+        """The stored bytes of ``name`` (rows) in cache-sized pieces of whole ``unit``-byte units, each
+        passed to ``fn(first unit, bytes)`` as it arrives, by up to ``threads`` threads at once
+        (:func:`~mother_core.io.staged.decode`; ``fn`` writes each piece's own part of its output)."""
+        path, _, _, start, stop = self._byte_range(name, rows)
+        try:
+            decode(self._file(path), start, stop, unit, fn, threads)
         except ShortRead as e:
             raise _unreadable(path, e) from e
 

@@ -35,12 +35,17 @@ import torch
 
 from mother_core.device import one_torch_thread
 from mother_core.errors import MotherError
+from mother_core.io import staged
 from mother_core.io.base import BufferReader, ModelReader, PrefetchingReader
 from mother_core.stats import fused
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
 from mother_core.stats.progress import Progress, ProgressCallback
 from mother_core.stats.skeleton import gather, skeleton_index
+
+
+#: Workers of the pass, each reading and reducing its own chunk (chunk k's buffer and reducer are k % 2's).
+_WORKERS = 2
 
 
 @dataclass
@@ -140,7 +145,9 @@ def execute_plan(
                                            name="mother-kernel-load", daemon=True)
         run.kernel_load.start()
     # On CPU the chunks are reduced by our own worker threads; torch's intra-op threads would compete.
-    with one_torch_thread() if device.type == "cpu" else contextlib.nullcontext(), _ReadAhead(run, out.failed) as ahead:
+    # The two workers decode quantized chunks themselves: decode helpers only take the cores left over.
+    torch_threads = one_torch_thread() if device.type == "cpu" else contextlib.nullcontext()
+    with torch_threads, _ReadAhead(run, out.failed) as ahead, staged.shared_by(_WORKERS):
         _run_chunks(run, out, report, ahead)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -215,7 +222,7 @@ def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter, ahead: "_Read
     ``ahead`` hears which chunk was last handed to a worker (it hints the chunks after it)."""
     steps = run.steps
     state: dict[int, _TaskState] = {}
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mother-pass") as pool:
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="mother-pass") as pool:
         pending: dict[int, Future] = {}
         for k in range(min(2, len(steps))):
             pending[k] = pool.submit(_read_and_reduce, run, k, {})
