@@ -180,10 +180,7 @@ def _cmd_recover(args) -> int:
     from mother_core.relations.vocabulary import Relation
     from mother_core.timing import StageClock, seconds_since_process_start, stage
 
-    from mother_core.io.staged import set_decode_threads
-
     settings = settings_from_args(args)
-    set_decode_threads(args.decode_threads)
     constraints = Constraints(forced=tuple(args.force), forbidden=tuple(args.forbid), roots=tuple(args.root))
     if not args.quiet:
         print(f"device: {describe_device(args.device)}", file=sys.stderr)
@@ -194,7 +191,8 @@ def _cmd_recover(args) -> int:
         try:
             result = recover_paths(args.paths, settings, device=args.device, cache_dir=args.cache_dir,
                                    progress=update, component=args.component, constraints=constraints,
-                                   content_hash=args.content_hash, roots=args.confine, candidates=args.candidates)
+                                   content_hash=args.content_hash, roots=args.confine, candidates=args.candidates,
+                                   decode_threads=args.decode_threads)
         finally:
             close()
         with stage("writing the result"):

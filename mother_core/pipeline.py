@@ -32,6 +32,7 @@ def recover_paths(
     content_hash: bool = False,
     roots: Sequence[str | os.PathLike[str]] | None = None,
     candidates: int | None = None,
+    decode_threads: int | None = None,
 ) -> Recovery:
     """Discover models under ``paths``, stream their statistics, and recover the Model Graph.
 
@@ -58,6 +59,9 @@ def recover_paths(
         Compare each model exactly with its ``candidates`` nearest models by sketch only, and recover on
         that sparse graph (:mod:`mother_core.fingerprinting`); the default does so above
         :data:`SPARSE_ABOVE` models and compares every pair below.
+    decode_threads : int, optional
+        The ``decode_threads`` run setting (threads that decode a chunk of a quantized file; 0: every
+        core available). Process-wide, like the CLI's option; None leaves it as it is.
 
     Examples
     --------
@@ -84,7 +88,7 @@ def recover_paths(
         result.run_seconds = time.perf_counter() - start
         return result
     stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress,
-                               content_hash=content_hash)
+                               content_hash=content_hash, decode_threads=decode_threads)
     with stage("tree step"):
         result = recover(stats, settings, constraints)
     result.run_seconds = time.perf_counter() - start

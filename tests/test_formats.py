@@ -603,9 +603,11 @@ def test_pass_statistics_are_the_same_whatever_the_decode_threads(tmp_path, monk
     _save(quanto_state(perturbed(root, 92), "qint8"), tmp_path / "quanto.safetensors")
     monkeypatch.setattr(staged, "PIECE_BYTES", 34 * 16)
     runs = []
-    for threads in (1, 5):
-        monkeypatch.setattr(staged, "_THREADS_ASKED", threads)
-        runs.append(compute_statistics(discover([tmp_path]), device="cpu", cache_dir=None, chunk_elements=5000))
+    monkeypatch.setattr(staged, "_THREADS_ASKED", staged._THREADS_ASKED)  # restored after the test
+    for threads in (1, 5):  # through the library's run setting, as recover_paths passes it
+        runs.append(compute_statistics(discover([tmp_path]), device="cpu", cache_dir=None, chunk_elements=5000,
+                                       decode_threads=threads))
+        assert staged._THREADS_ASKED == threads
     one, many = runs
     assert len(one.models) == 3 and not one.problems
     for field in ("present", "mean", "var", "kurtosis", "norm", "sq_dist"):

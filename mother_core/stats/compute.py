@@ -51,6 +51,7 @@ def compute_statistics(
     content_hash: bool = False,
     progress: ProgressCallback | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    decode_threads: int | None = None,
 ) -> WeightStatistics:
     """Per-model per-tensor statistics and per-pair per-tensor distances, in one streaming pass.
 
@@ -73,12 +74,20 @@ def compute_statistics(
         Called with :class:`~mother_core.stats.progress.Progress` after each tensor.
     chunk_elements : int
         Elements per model per chunk; bounds peak memory to about models x chunk x 4 bytes.
+    decode_threads : int, optional
+        Threads that decode a chunk of a quantized file (0: every core available; the values are the
+        same either way). Process-wide (:func:`mother_core.io.staged.set_decode_threads`); None leaves
+        it as it is.
 
     Raises
     ------
     TooFewModelsError
         If fewer than two models could be read.
     """
+    if decode_threads is not None:
+        from mother_core.io.staged import set_decode_threads
+
+        set_decode_threads(decode_threads)
     refs = list(models.models) if isinstance(models, Discovery) else list(models)
     problems: list[Problem] = list(models.problems) if isinstance(models, Discovery) else []
     dev = resolve_device(device)
