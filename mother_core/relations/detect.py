@@ -32,6 +32,9 @@ LORA_UNTOUCHED = 0.15
 #: ... and the layers it changed differ at less than this share of full rank (ranks up to half the
 #: width are LoRAs; a trained layer is full rank).
 LORA_RANK = 0.75
+#: Refits of a merged DoRA's per-row scales outside the residual's leading subspace
+#: (:func:`rescaled_rank`); the rank stops falling after 2-3 on profile C (seed 5).
+RESCALE_STEPS = 4
 
 
 #: Confidence of an adapter's base by (weights confirm a low-rank update, base named only by the model
@@ -101,7 +104,7 @@ def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                 same = _untouched_share(stats, rel, untouched_tolerance(u, a, b))
                 if not LORA_UNTOUCHED <= same < 1.0:
                     continue
-                _, low, changed = _lowrank_profile(stats, pl, a, b, u)
+                _, low, changed, _ = _lowrank_profile(stats, pl, a, b, u)
                 if changed and low >= 0.5:
                     out.add(a if total[a] > total[b] else b)
     return frozenset(g for g in out if 0 <= g < n)
@@ -159,7 +162,7 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
             continue
         base_id, source = found
         base = ids[base_id]
-        untouched, low, changed = _lowrank_profile(stats, pl, base, a, u)
+        untouched, low, changed, rescaled = _lowrank_profile(stats, pl, base, a, u)
         agree = changed > 0 and low >= 0.5
         by_card = source != "adapter_config.json"
         conf = ADAPTER_CONFIDENCE[(agree, by_card)]
@@ -167,6 +170,7 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
                  f"adapter_config.json names {ref.base_id!r}, not in the set; its model card names {base_id!r}")
         evidence = (f"unmerged PEFT adapter; {named}; merged into it, it changes {changed} layers"
                     + (f", {low:.0%} of them at low rank" if changed else "")
+                    + (f" ({rescaled} after a DoRA-style row rescaling)" if agree and rescaled else "")
                     + ("" if agree else " (the weights do not confirm a low-rank update)")
                     + ("; which model of its family it was trained on rests on metadata only (the weights fit "
                        "every model of the same shapes alike)" if by_card else ""))
@@ -176,14 +180,18 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
 
 
 def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
-                     u: np.ndarray) -> tuple[float, float, int]:
-    """(share of shared layers unchanged, share of changed 2-D layers at low rank, changed layers)."""
+                     u: np.ndarray) -> tuple[float, float, int, int]:
+    """(share of shared layers unchanged, share of changed 2-D layers at low rank, changed layers, changed
+    layers at low rank only after a per-row rescale (:func:`rescaled_rank`)).
+
+    The rescale is tried only on pairs with untouched weight matrices (:data:`LORA_UNTOUCHED`), the
+    only ones whose rank decides anything: a fine-tune trains every matrix."""
     from mother_core.stats.skeleton import difference_singular_values, rank_above_floor
 
     rel = pl.rel[:, p, c]
     shared = np.isfinite(rel)
     if not shared.any():
-        return 0.0, 0.0, 0
+        return 0.0, 0.0, 0, 0
     tol = untouched_tolerance(u, p, c)
     changed = shared & (rel > tol)
     untouched = _untouched_share(stats, rel, tol)
@@ -195,13 +203,55 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         scale = math.sqrt(0.5 * float(np.mean(sk[p].astype(np.float64) ** 2) + np.mean(sk[c].astype(np.float64) ** 2)))
         by_shape.setdefault(sk.shape[1:], []).append((sk, scale))
     ranks: list[float] = []
+    rescaled = 0
+    roundoff = max(u[p], u[c])
     for shape, items in by_shape.items():  # one batched SVD per skeleton shape, of the c - p differences
         # not already taken for the rank cue (a model and its nearest relative: stats/skeleton.py)
         sv = difference_singular_values([sk for sk, _ in items], [(c, p)] * len(items))
-        r = rank_above_floor(sv, max(shape), np.array([s for _, s in items]), np.full(len(items), max(u[p], u[c])))
-        ranks += list(r / min(shape))
+        r = rank_above_floor(sv, max(shape), np.array([s for _, s in items]), np.full(len(items), roundoff))
+        for (sk, scale), rank in zip(items, r / min(shape)):
+            if rank >= LORA_RANK and untouched >= LORA_UNTOUCHED:
+                low_after = rescaled_rank(sk[p], sk[c], scale, roundoff) / min(shape)
+                if low_after < LORA_RANK:
+                    rescaled += 1
+                    rank = low_after
+            ranks.append(float(rank))
     low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
-    return untouched, low, int(changed.sum())
+    return untouched, low, int(changed.sum()), rescaled
+
+
+def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) -> int:
+    """Numerical rank of ``w2 - diag(s) w`` (rows, or columns for a transposed layout, whichever is
+    lower) with the per-row scales s that best explain ``w2`` from ``w``: a merged DoRA's difference.
+
+    DoRA (Liu et al. 2024; PEFT's ``DoraLinearLayer``) merges as ``W' = diag(m / ||W + B A||_row) (W + B A)``:
+    every output row is rescaled to a learned magnitude, so ``W' - W`` is full rank although
+    ``W' - diag(s) W`` is ``diag(s) B A``, of rank r. The scales are found in closed form, row by row
+    (least squares of ``W'_i`` on ``W_i``), first on the whole row, then on the part of the row outside
+    the span of the residual's leading right singular vectors (the span of A, which otherwise biases the
+    fit by ``<(BA)_i, W_i> / ||W_i||^2`` and leaves a full-rank ``diag(bias) W`` term), until the rank
+    stops falling (at most :data:`RESCALE_STEPS` refits). Skeleton rows are whole output rows on a
+    column subset, so the scales are those of the full matrix. GPT-2's Conv1D stores outputs as
+    columns: the same fit on the transposes."""
+    from mother_core.stats.skeleton import rank_above_floor, singular_values
+
+    def one_side(a: np.ndarray, b: np.ndarray) -> int:
+        basis = np.zeros((0, a.shape[1]))
+        best = a.shape[0] + a.shape[1]
+        for _ in range(RESCALE_STEPS + 1):
+            pa, pb = a - (a @ basis.T) @ basis, b - (b @ basis.T) @ basis
+            s = (pa * pb).sum(axis=1) / np.maximum((pa * pa).sum(axis=1), 1e-300)
+            resid = b - s[:, None] * a
+            sv = singular_values(resid[None])
+            r = int(rank_above_floor(sv, max(resid.shape), np.array([scale]), np.array([roundoff]))[0])
+            if r >= best:
+                break
+            best = r
+            basis = np.linalg.svd(resid, full_matrices=False)[2][:r]
+        return best
+
+    a, b = w.astype(np.float64), w2.astype(np.float64)
+    return min(one_side(a, b), one_side(a.T, b.T))
 
 
 def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
@@ -214,11 +264,15 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
             return kind
     if "lora" in detectors:
         u = storage_roundoff(stats)
-        untouched, low, changed = _lowrank_profile(stats, pl, p, c, u)
+        untouched, low, changed, rescaled = _lowrank_profile(stats, pl, p, c, u)
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
-            return (Relation.LORA, f"{changed} layers changed", confidence(Relation.LORA.value, 0.85),
+            dora = rescaled > 0.5 * changed
+            return (Relation.LORA, f"{changed} layers changed" + (", DoRA-style row rescaling" if dora else ""),
+                    confidence(Relation.LORA.value, 0.85),
                     f"differs from its parent on {changed} layers only ({untouched:.0%} of shared layers "
-                    f"untouched), {low:.0%} of them at low rank")
+                    f"untouched), {low:.0%} of them at low rank"
+                    + (f" ({rescaled} of them after a DoRA-style row rescaling: each output row scaled to "
+                       "its own magnitude, as a merged DoRA does)" if rescaled else ""))
     return Relation.FINETUNE, "", math.nan, ""
 
 
