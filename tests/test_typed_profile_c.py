@@ -13,7 +13,8 @@ never use, other quantizers. The engine rules it exposed:
   (mother_core/relations/merge.py);
 - a bf16 fine-tune, whose norm updates round mostly away, is not a merged LoRA: an untouched layer is
   identical between models of one dtype (mother_core/relations/detect.py);
-- DoRA adapters are merged as PEFT merges them (mother_core/io/lora.py).
+- DoRA adapters are merged as PEFT merges them (mother_core/io/lora.py);
+- a merged DoRA is a merged LoRA once each row is rescaled (mother_core/relations/detect.py).
 """
 
 from __future__ import annotations
@@ -149,6 +150,19 @@ def test_bf16_fine_tunes_are_fine_tunes(set_c: dict[str, Any]) -> None:
     truth = {(e["parent"], e["child"]): e["relation"] for e in set_c["truth"]["edges"]}
     labels = [e.relation for e in set_c["rec"].edges if truth.get((e.parent, e.child)) == Relation.FINETUNE.value]
     assert len(labels) >= 12 and set(labels) == {Relation.FINETUNE.value}
+
+
+def test_merged_doras_are_merged_loras(set_c: dict[str, Any]) -> None:
+    """A merged DoRA rescales every output row to a learned magnitude, so it differs from its base at full
+    rank, but at low rank once each row is rescaled: every merged DoRA edge recovered is a ``lora``, read
+    so after a DoRA-style row rescaling (before: 2 of the 3 recovered were ``finetune``)."""
+    models = set_c["truth"]["meta"]["models"]
+    doras = {(e["parent"], e["child"]) for e in set_c["truth"]["edges"]
+             if e["relation"] == Relation.LORA.value and models[e["child"]]["params"].get("variant") == "dora"}
+    got = {(e.parent, e.child): e for e in set_c["rec"].edges if (e.parent, e.child) in doras}
+    assert len(doras) >= 2 and len(got) >= 2
+    assert {e.relation for e in got.values()} == {Relation.LORA.value}
+    assert any("DoRA-style row rescaling" in e.relation_detail for e in got.values())
 
 
 def test_dora_adapter_reads_as_peft_merges_it(set_c: dict[str, Any]) -> None:

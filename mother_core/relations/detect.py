@@ -266,8 +266,8 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         u = storage_roundoff(stats)
         untouched, low, changed, rescaled = _lowrank_profile(stats, pl, p, c, u)
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
-            dora = rescaled > 0.5 * changed
-            return (Relation.LORA, f"{changed} layers changed" + (", DoRA-style row rescaling" if dora else ""),
+            return (Relation.LORA, f"{changed} layers changed"
+                    + (f", {rescaled} low rank after a DoRA-style row rescaling" if rescaled else ""),
                     confidence(Relation.LORA.value, 0.85),
                     f"differs from its parent on {changed} layers only ({untouched:.0%} of shared layers "
                     f"untouched), {low:.0%} of them at low rank"
