@@ -72,24 +72,14 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
         links += find_merges(stats, pl, labels, excluded)
-    partial: frozenset[int] = frozenset()
-    if "lora" in detectors:
-        pairs = _partial_pairs(stats, pl, labels, {link.child for link in links} | adapters)
-        partial = frozenset(pairs)
-        links += lora_links(stats, pl, pairs)
+    partial = partial_updates(stats, pl, labels, {link.child for link in links} | adapters) \
+        if "lora" in detectors else frozenset()
     return TypedFindings(links=tuple(links), notes=tuple(notes), partial=partial)
 
 
 def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, skip: set[int]) -> frozenset[int]:
     """Models that differ from a relative of their tree on part of their layers only, at low rank:
-    merged LoRAs (the same test as :func:`label_edge`'s ``lora``; :func:`_partial_pairs`)."""
-    return frozenset(_partial_pairs(stats, pl, labels, skip))
-
-
-def _partial_pairs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
-                   skip: set[int]) -> dict[int, set[int]]:
-    """Each merged LoRA (:func:`partial_updates`) with the relatives it differs from on part of its layers
-    at low rank.
+    merged LoRAs (the same test as :func:`label_edge`'s ``lora``).
 
     The test is symmetric (a parent also differs from its merged LoRA on part of its layers, at low
     rank), so of each such pair the one farther from the rest of its tree is taken: a LoRA's update
@@ -98,7 +88,7 @@ def _partial_pairs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     """
     n = stats.n_models
     u = storage_roundoff(stats)
-    out: dict[int, set[int]] = {}
+    out: set[int] = set()
     for t in np.unique(labels):
         members = [int(g) for g in np.flatnonzero(labels == t) if int(g) not in skip]
         if len(members) < 3:
@@ -116,37 +106,8 @@ def _partial_pairs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                     continue
                 _, low, changed, _ = _lowrank_profile(stats, pl, a, b, u)
                 if changed and low >= 0.5:
-                    lora, other = (a, b) if total[a] > total[b] else (b, a)
-                    out.setdefault(lora, set()).add(other)
-    return {g: v for g, v in out.items() if 0 <= g < n}
-
-
-def lora_links(stats: WeightStatistics, pl: PairLayers, pairs: dict[int, set[int]]) -> list[TypedLink]:
-    """A merged LoRA's parent is the relative it differs from on part of its layers only, at low rank.
-
-    ``merge_and_unload`` writes the layers an adapter does not target bit for bit, so the model it was
-    merged into is the one holding them; the forest, which reads distances only, can instead hang a
-    LoRA whose update is large (a merged DoRA moves its rows' magnitudes far) above its own family's
-    root (profile C, issue 11). Of the partners, those that are themselves merged LoRAs are left out
-    (two LoRAs of one base also share its untouched layers), and of the rest the nearest is taken; a
-    LoRA with no such partner is left to the forest.
-    """
-    u = storage_roundoff(stats)
-    links = []
-    for g, partners in sorted(pairs.items()):
-        bases = sorted(h for h in partners if h not in pairs)
-        if not bases:
-            continue
-        p = min(bases, key=lambda h: _total_rel(pl, h, g))
-        untouched, low, changed, rescaled = _lowrank_profile(stats, pl, p, g, u)
-        detail = f"{changed} layers changed" + (f", {rescaled} low rank after a DoRA-style row rescaling"
-                                                if rescaled else "")
-        evidence = (f"differs from {stats.models[p].id} on {changed} layers only ({untouched:.0%} of shared layers "
-                    f"identical), {low:.0%} of them at low rank"
-                    + (f" ({rescaled} after a DoRA-style row rescaling)" if rescaled else ""))
-        links.append(TypedLink(g, (p,), Relation.LORA, detail, confidence(Relation.LORA.value, 0.85),
-                               evidence=evidence))
-    return links
+                    out.add(a if total[a] > total[b] else b)
+    return frozenset(g for g in out if 0 <= g < n)
 
 
 def untouched_tolerance(u: np.ndarray, a: int, b: int) -> float:
