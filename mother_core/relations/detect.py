@@ -33,7 +33,7 @@ LORA_UNTOUCHED = 0.15
 #: width are LoRAs; a trained layer is full rank).
 LORA_RANK = 0.75
 #: Refits of a merged DoRA's per-row scales outside the residual's leading subspace
-#: (:func:`rescaled_rank`); the rank stops falling after 2-3 on profile C (seed 5).
+#: (:func:`rescaled_rank`); converged, the rank stops falling after 2-3 on profile C (seed 5).
 RESCALE_STEPS = 4
 
 
@@ -230,11 +230,15 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) 
     (least squares of ``W'_i`` on ``W_i``), first on the whole row, then on the part of the row outside
     the span of the residual's leading right singular vectors (the span of A, which otherwise biases the
     fit by ``<(BA)_i, W_i> / ||W_i||^2`` and leaves a full-rank ``diag(bias) W`` term), until the rank
-    stops falling (at most :data:`RESCALE_STEPS` refits). Skeleton rows are whole output rows on a
-    column subset, so the scales are those of the full matrix. GPT-2's Conv1D stores outputs as
-    columns: the same fit on the transposes. The relation is symmetric (``W - diag(1/s) W' = -B A``)
-    but the fit is not, so both ways are tried: the pair test does not know which model is the child."""
-    from mother_core.stats.skeleton import rank_above_floor, singular_values
+    stops falling or is below :data:`LORA_RANK` (at most :data:`RESCALE_STEPS` refits). Skeleton rows
+    are whole output rows on a column subset, so the scales are those of the full matrix. GPT-2's
+    Conv1D stores outputs as columns: the same fit on the transposes. The relation is symmetric
+    (``W - diag(1/s) W' = -B A``) but the fit is not, so both ways are tried: the pair test does not
+    know which model is the child."""
+    import torch
+
+    from mother_core.device import one_torch_thread
+    from mother_core.stats.skeleton import rank_above_floor
 
     def one_side(a: np.ndarray, b: np.ndarray) -> int:
         basis = np.zeros((0, a.shape[1]))
@@ -243,18 +247,25 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) 
             pa, pb = a - (a @ basis.T) @ basis, b - (b @ basis.T) @ basis
             s = (pa * pb).sum(axis=1) / np.maximum((pa * pa).sum(axis=1), 1e-300)
             resid = b - s[:, None] * a
-            sv = singular_values(resid[None])
+            with one_torch_thread():  # small matrices: LAPACK's threads only spin (stats/skeleton.py)
+                _, sv_t, vh_t = torch.linalg.svd(torch.as_tensor(resid), full_matrices=False)
+            sv, vh = sv_t.numpy()[None], vh_t.numpy()
             r = int(rank_above_floor(sv, max(resid.shape), np.array([scale]), np.array([roundoff]))[0])
-            if r >= best:
-                break
+            if r >= best or r < LORA_RANK * min(a.shape):  # no longer falling, or already a LoRA's
+                return min(r, best)
             best = r
             # at most the rank a LoRA may have: a residual still of nearly full rank leaves the row no
             # room outside its span to fit the scale in
-            basis = np.linalg.svd(resid, full_matrices=False)[2][:min(r, int(LORA_RANK * min(a.shape)))]
+            basis = vh[:min(r, int(LORA_RANK * min(a.shape)))]
         return best
 
     a, b = w.astype(np.float64), w2.astype(np.float64)
-    return min(one_side(a, b), one_side(a.T, b.T), one_side(b, a), one_side(b.T, a.T))
+    best = a.shape[0] + a.shape[1]
+    for x, y in ((a, b), (b, a), (a.T, b.T), (b.T, a.T)):  # the first that reads as a LoRA decides
+        best = min(best, one_side(x, y))
+        if best < LORA_RANK * min(a.shape):
+            break
+    return best
 
 
 def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
