@@ -251,3 +251,52 @@ def test_dora_on_gpt2_conv1d_reads_as_peft_merges_it(tmp_path: Path) -> None:
         assert torch.allclose(read.read(n, (0, 5)), want[:5], rtol=1e-5, atol=1e-6), n
         changed += not torch.equal(base.read(n), merged.read(n))
     assert changed >= 2  # c_attn and c_fc
+
+
+def _merged_dora(tmp_path: Path, model: Any, targets: list[str], **lora: Any) -> tuple[Relation, str]:
+    """``model`` saved as m-base, a PEFT DoRA adapter on ``targets`` set as after training (B nonzero,
+    magnitudes moved) merged by PEFT and saved (fp32) as m-merged; the label of the edge between them."""
+    from peft import LoraConfig, get_peft_model
+
+    from mother_core.relations.detect import label_edge
+    from mother_core.relations.evidence import pair_layers
+
+    model.save_pretrained(tmp_path / "m-base")
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, use_dora=True, **lora))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+            if "lora_magnitude" in n:
+                p.mul_(1 + 0.2 * torch.randn_like(p))
+    peft_model.merge_and_unload().save_pretrained(tmp_path / "m-merged")
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    ids = list(stats.model_ids)
+    relation, detail, _, _ = label_edge(stats, pair_layers(stats), ids.index("m-base"), ids.index("m-merged"))
+    return relation, detail
+
+
+def test_merged_fp32_dora_is_a_merged_lora(tmp_path: Path) -> None:
+    """PEFT's own merge of a DoRA adapter on a Llama's attention and MLP projections, stored in fp32
+    (float32's tight rank floor, not bf16's): a ``lora`` edge from its base, read after a DoRA-style row
+    rescaling (before: ``finetune``, the difference being full rank)."""
+    pytest.importorskip("peft")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=32)
+    relation, detail = _merged_dora(tmp_path, LlamaForCausalLM(cfg), ["q_proj", "v_proj", "up_proj"])
+    assert relation is Relation.LORA and "DoRA-style row rescaling" in detail
+
+
+def test_merged_dora_on_gpt2_conv1d_is_a_merged_lora(tmp_path: Path) -> None:
+    """The same on GPT-2's ``Conv1D`` (``fan_in_fan_out``: an output is a stored column, so the rescale is
+    per column)."""
+    pytest.importorskip("peft")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    cfg = GPT2Config(vocab_size=64, n_embd=48, n_layer=2, n_head=2, n_positions=32, bos_token_id=1, eos_token_id=3)
+    relation, detail = _merged_dora(tmp_path, GPT2LMHeadModel(cfg), ["c_attn", "c_fc"], fan_in_fan_out=True)
+    assert relation is Relation.LORA and "DoRA-style row rescaling" in detail
