@@ -29,6 +29,7 @@ marked (+); ``RecoverySettings(method="paper")`` turns every (+) off for compari
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
@@ -58,7 +59,7 @@ from mother_core.recovery.ties import TieChoice, tree_tie_kurtosis
 from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
-from mother_core.relations.evidence import PairLayers, TypedFindings, pair_layers
+from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.stats.result import WeightStatistics
 
 #: The effective-rank cue's vote is computed for display on sets up to this size (N x 24 small SVDs),
@@ -266,13 +267,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}
     if settings.kurtosis_ties and settings.method != "paper":
-        known: list[PairLayers] = []  # pair_layers once, for the first tree that needs it
-
-        def layers_once() -> PairLayers:
-            if not known:
-                known.append(pair_layers(stats))
-            return known[0]
-
+        layers_once = functools.cache(functools.partial(pair_layers, stats))  # for the first tree that needs it
         for t, used in rank_used.items():
             members = np.array([g for g in np.flatnonzero(labels == t) if g not in typed_children], dtype=int)
             if not used and 3 <= len(members) <= MAX_TREE:

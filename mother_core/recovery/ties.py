@@ -148,14 +148,6 @@ class TieChoice:
     kurtosis: tuple[float, ...]
 
 
-def break_ties(parent: np.ndarray, members: np.ndarray, margins: Mapping[int, LayerMargins],
-               ties: Mapping[int, TieKurtosis], pinned: Collection[int] = (),
-               banned: Collection[tuple[int, int]] = (), no_children: Collection[int] = ()) -> np.ndarray:
-    """``parent`` with near-tied parents re-chosen by the difference kurtosis
-    (:func:`choose_among_ties` without the record of what moved)."""
-    return choose_among_ties(parent, members, margins, ties, pinned, banned, no_children)[0]
-
-
 def choose_among_ties(parent: np.ndarray, members: np.ndarray, margins: Mapping[int, LayerMargins],
                       ties: Mapping[int, TieKurtosis], pinned: Collection[int] = (),
                       banned: Collection[tuple[int, int]] = (), no_children: Collection[int] = ()
