@@ -164,9 +164,22 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         if len(pool) < 2:
             continue
         d_all = np.array([_total(pl, c, p) for p in pool])
-        order = np.argsort(d_all)[:candidates or CANDIDATES]
-        cand = [pool[k] for k in order]
-        best = _best_subset(pl, c, cand, by_layer)
+        order = np.argsort(d_all)
+        cand = [pool[k] for k in order[:candidates or CANDIDATES]]
+        best = None
+        if candidates is not None and not by_layer:
+            # A sparse merge's base is named by the entries the child keeps (EQUAL_SHARE), whatever its
+            # distance: weights summing past 1 (DELLA rescales its survivors) move the merge far from
+            # its base, beyond the nearest few (profile C: a DELLA merge's base 8th-9th nearest), and a
+            # merge of four sits among its inputs' other relatives. With such a base the loose caps
+            # have the entries behind them, so these fits may take CANDIDATES nearest relatives and
+            # every base the entries name; without one the nearest SPARSE_CANDIDATES only.
+            named = [p for p in pool if pl.equal_share[c, p] >= EQUAL_SHARE]
+            if named:
+                wide = [pool[k] for k in order[:CANDIDATES]]
+                best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named))
+        if best is None:
+            best = _best_subset(pl, c, cand, by_layer)
         if best is None:
             continue
         ratio, parents, coeffs, cap, by_layer = best
@@ -214,11 +227,14 @@ def _total(pl: PairLayers, a: int, b: int) -> float:
     return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300))
 
 
-def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = False
+def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = False, named: set[int] | None = None
                  ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """The smallest subset of ``cand`` within :data:`PARSIMONY` of the best fit: (residual ratio, parents,
     coefficients, the largest residual ratio its kind may leave, whether the coefficients are fitted
     layer by layer), or None.
+
+    With ``named`` (models whose entries the child keeps: :data:`EQUAL_SHARE`), only sparse fits whose base
+    is one of them count (:func:`_fits`' wider search).
 
     With ``layerwise``, only exact fits with coefficients per layer count (:func:`layerwise_residual`):
     Model Stock sets its interpolation ratio per tensor from the angle between the task vectors (Jang et
@@ -244,6 +260,8 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool]] = {}
     for size in sizes:
         for subset in itertools.combinations(cand, size):
+            if named is not None and named.isdisjoint(subset):
+                continue
             dc = np.array([d(c, p) for p in subset])
             if (dc <= 0).any():
                 continue  # an identical copy is a conversion, not a merge
@@ -268,12 +286,20 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
             # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
             bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            if ratio > EXACT:
+                bases.update(_entry_bases(pl, c, subset, dp, {m: norm2[m] for m in subset}, norm2[c], bases))
             kept = _keeps_entries(pl, c, subset, bases) if ratio > EXACT else set()
             if ratio > EXACT:  # a sparse merge sits off the tree's paths; a junction on them (_off_path)
                 bases = {b: e for b, e in bases.items() if b in kept or _off_path(dc, dp, b) >= OFF_PATH}
             if len(small) > 1 or (len(small) == 1 and int(small[0]) not in bases):
                 continue
             if ratio > EXACT and not bases:
+                continue
+            if named is not None and (ratio <= EXACT or ratio > RESIDUAL_MAX_EQUAL or not kept & set(bases)):
+                # The wider search is for sparse merges whose entries confirm their base, and only fits
+                # that could be one compete: fewer inputs than the merge took leave their trimmed task
+                # vectors unexplained, so a subset beyond the cap is not the merge while a larger one may be
+                # (profile C: a DELLA merge of four at 0.77, any three of its inputs 0.86-0.92).
                 continue
             # Among near-equal fits prefer the base through which the others add up best.
             score = ratio + (min(bases.values()) if ratio > EXACT else 0.0)
@@ -284,6 +310,14 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     best_ratio = min(v[0] for v in per_size.values())
     for size in sorted(per_size):
         ratio, subset, a, _, confirmed, by_layer = per_size[size]
+        if named is not None:
+            # A sparse merge's residual is mostly its trimmed or dropped entries, which no input explains
+            # (a fine-tune leaves ~1): what a set of inputs adds is the share it explains, 1 - ratio. Fewer
+            # inputs win when they explain within PARSIMONY of what the best explains (profile C: a DELLA
+            # merge of four explains 0.32 of its distance, its base and two of its inputs 0.16).
+            if 1.0 - ratio >= PARSIMONY * (1.0 - best_ratio):
+                return ratio, subset, a, RESIDUAL_MAX_EQUAL, by_layer
+            continue
         if ratio <= max(best_ratio / PARSIMONY, EXACT_NOISE):
             cap = EXACT if ratio <= EXACT else RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
             return (ratio, subset, a, cap, by_layer) if ratio <= cap else None
@@ -401,6 +435,31 @@ def _keeps_entries(pl: PairLayers, c: int, subset: tuple[int, ...], bases: dict[
     return {b for b in bases if pl.equal_share[c, subset[b]] >= EQUAL_SHARE}
 
 
+def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], dp: np.ndarray, norm2: dict[int, float],
+                 norm2_c: float, bases: dict[int, float]) -> dict[int, float]:
+    """Parents (positions in ``subset``, three or more) that are a sparse merge's base by its entries alone:
+    ``c`` keeps at least :data:`EQUAL_SHARE` of their values exactly and its squared norm exceeds theirs.
+
+    The additivity test (:func:`_bases`) and the norm growth (:data:`BASE_GROWTH`) find a base among
+    fine-tunes from distances only, which holds when the other inputs' updates are orthogonal to each
+    other through the base. Merges built elsewhere take inputs that share a subtree (a fine-tune and its
+    own child or merged LoRA, both below one model): their distances then do not add up through the base
+    (profile C, issue 11: Breadcrumbs, DELLA, SCE merges at additivity errors 0.32-1.5), and DELLA's and
+    Breadcrumbs' trimmed, rescaled task vectors grow the norm by less than their squared distance
+    (0.5-0.9). The entries the merge keeps name its base directly (TIES, DARE, DELLA, Breadcrumbs and
+    SCE all leave an entry at the base's value where every input's was trimmed or dropped; Yadav et al.
+    2023, Yu et al. 2023, Deep et al. 2024, Davari and Belilovsky 2023), which a fine-tune never does;
+    the norm must still grow (read backwards, a base solved out of its merge and the merge's other
+    inputs, it shrinks). Returns the base's score for :func:`_best_subset`: its additivity error, at most
+    :data:`BASE_ADDITIVITY`.
+    """
+    if len(subset) < 3:
+        return {}
+    additive = _additivity(dp)
+    return {b: min(additive[b], BASE_ADDITIVITY) for b in range(len(subset))
+            if b not in bases and pl.equal_share[c, subset[b]] >= EQUAL_SHARE and norm2_c > norm2[subset[b]]}
+
+
 def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
     """How far the merge sits off the path from its base to its other parents (least over them), as a
     share of the base's squared distance to each: d(base, C) + d(C, P_k) - d(base, P_k).
@@ -425,16 +484,20 @@ def _bases(dp: np.ndarray) -> dict[int, float]:
     leaving 1/k of their size), so a residual that is not near zero only counts as a sparse merge with
     a base: among siblings no member is such a base.
     """
+    return {b: e for b, e in _additivity(dp).items() if e <= BASE_ADDITIVITY}
+
+
+def _additivity(dp: np.ndarray) -> dict[int, float]:
+    """Each parent's additivity error as the base of the others (three or more parents): the largest
+    |d(i, j) - d(i, b) - d(b, j)| / d(i, j) over pairs of the others."""
     k = len(dp)
     out: dict[int, float] = {}
     if k < 3:
         return out
     for b in range(k):
         others = [i for i in range(k) if i != b]
-        err = max(abs(dp[i, j] - dp[i, b] - dp[b, j]) / max(dp[i, j], 1e-300)
-                  for x, i in enumerate(others) for j in others[x + 1:])
-        if err <= BASE_ADDITIVITY:
-            out[b] = float(err)
+        out[b] = float(max(abs(dp[i, j] - dp[i, b] - dp[b, j]) / max(dp[i, j], 1e-300)
+                           for x, i in enumerate(others) for j in others[x + 1:]))
     return out
 
 
