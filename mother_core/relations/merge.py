@@ -180,6 +180,8 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                 best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named))
         if best is None:
             best = _best_subset(pl, c, cand, by_layer)
+        if candidates is None and not by_layer and (best is None or best[0] > EXACT) and len(pool) > len(cand):
+            best = _completed(pl, c, cand, [pool[k] for k in order[len(cand):]], by_layer) or best
         if best is None:
             continue
         ratio, parents, coeffs, cap, by_layer = best
@@ -188,6 +190,61 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray)))
     return found
+
+
+def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwise: bool
+               ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
+    """An exact merge of :data:`MAX_PARENTS` whose farthest input is not among the nearest ``cand``.
+
+    A merge of k fine-tunes sits nearer their base and the base's near-copies (merged LoRAs, other
+    merges of that base) than to any of its inputs (its updates average to ~1/k), so one input of a
+    merge of four may rank beyond :data:`CANDIDATES` (profile C: a Multi-SLERP, a linear merge and a Model
+    Stock merge of four with an input 9th-10th nearest). Trying every subset of more candidates costs
+    C(n, 4) fits per model, each with its checks (10 candidates: +18% recover time); instead every fit
+    of three of ``cand`` is completed by each relative in ``rest``, in one batched solve of the
+    whole-model fits: the missing input, and only it, explains the share the three leave (a quarter of
+    the update, 0.5-0.7 of the distance, which three of the nearest leave as well, so no ranking of the
+    threes finds the right ones). A completed fit under :data:`EXACT` is then judged as any other
+    (:func:`_best_subset` on its four models: parsimony, coefficients) and must hold off the ray (its
+    caller). Fits with coefficients per layer (Model Stock) are not completed: per layer that batch
+    costs the layers' count more.
+    """
+    if len(cand) < MAX_PARENTS - 1 or not rest or layerwise:
+        return None
+    local = [c, *cand, *rest]
+    layers = _common_layers(pl, local)
+    if not layers.any():
+        return None
+    idx = np.array(local)
+    sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, 1 + K + R, 1 + K + R): the child first
+    k = MAX_PARENTS - 1
+    threes = np.array(list(itertools.combinations(range(1, len(cand) + 1), k)))
+    fours = np.array([[*s, x] for s in threes for x in range(len(cand) + 1, len(local))])
+    ratios = _subset_ratios(sq, fours, layerwise)
+    best = None
+    for j in np.argsort(ratios):
+        if not ratios[j] <= EXACT:
+            break
+        fit = _best_subset(pl, c, [local[m] for m in fours[j]], layerwise)
+        if fit is not None and fit[0] <= EXACT and len(fit[1]) == MAX_PARENTS:
+            best = fit
+            break
+    return best
+
+
+def _subset_ratios(sq: np.ndarray, subsets: np.ndarray, layerwise: bool) -> np.ndarray:
+    """Residual ratios (to the nearest parent) of the child, position 0 of ``sq`` (L, M, M), on each row of
+    ``subsets`` (S, K) (positions in ``sq``), with one set of coefficients or one per layer."""
+    n_sub, size = subsets.shape
+    dc_l = sq[:, 0, subsets].transpose(1, 0, 2)  # (S, L, K)
+    dp_l = sq[:, subsets[:, :, None], subsets[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
+    dc_min = dc_l.sum(axis=1).min(axis=1)
+    if layerwise:
+        res = _affine_residuals(dc_l.reshape(-1, size), dp_l.reshape(-1, size, size)).reshape(n_sub, -1).sum(axis=1)
+    else:
+        res = _affine_residuals(dc_l.sum(axis=1), dp_l.sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(dc_min > 0, res / dc_min, np.inf)
 
 
 def _consistent(found: list[tuple[float, TypedLink]]) -> list[TypedLink]:
@@ -318,10 +375,30 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             if 1.0 - ratio >= PARSIMONY * (1.0 - best_ratio):
                 return ratio, subset, a, RESIDUAL_MAX_EQUAL, by_layer
             continue
-        if ratio <= max(best_ratio / PARSIMONY, EXACT_NOISE):
+        if ratio <= best_ratio / PARSIMONY or (ratio <= EXACT_NOISE and _noise_only(pl, c, per_size[size], per_size)):
             cap = EXACT if ratio <= EXACT else RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
             return (ratio, subset, a, cap, by_layer) if ratio <= cap else None
     return None
+
+
+def _noise_only(pl: PairLayers, c: int, fit: tuple, per_size: dict) -> bool:
+    """Whether the best fit, where it has more parents than ``fit`` (an entry of :func:`_best_subset`'s
+    ``per_size``, under :data:`EXACT_NOISE`), gains only along the child's own direction.
+
+    SLERP, Multi-SLERP and Karcher means renormalise their result onto an arc (Shoemake 1985; Karcher
+    1977): their chord error lies along the child's weights, which any further relative of a different
+    norm can partly explain, so a smaller set of parents under :data:`EXACT_NOISE` wins. A linear merge
+    whose smallest input was left out leaves that input's update instead, off the child's direction
+    (profile C: a linear merge of four read as three of them at 6.9e-3, off the ray 7.0e-3; the four
+    6e-4 and 6e-4): there the fit with more parents must win. Compared off the ray
+    (:func:`off_ray_ratio`) the smaller fit must be within :data:`PARSIMONY` of the best.
+    """
+    _, subset, _, _, _, by_layer = fit
+    best = min(per_size.values(), key=lambda v: v[0])
+    if len(best[1]) <= len(subset):
+        return True
+    off_best = off_ray_ratio(pl, c, best[1], by_layer=best[5])
+    return off_ray_ratio(pl, c, subset, by_layer=by_layer) * PARSIMONY <= off_best
 
 
 def _affine_residuals(dc: np.ndarray, dp: np.ndarray) -> np.ndarray:
