@@ -136,13 +136,16 @@ def test_sparse_merges_of_the_typed_zoo_are_recovered_with_their_parents(small_t
             assert "entries equal" in link.evidence
 
 
-def _mergekit_weighted(out: Path, method: str, base: Path, models: list[tuple[Path, float]], **params) -> None:
+def _mergekit_weighted(out: Path, method: str, base: Path | None, models: list[tuple[Path, float]],
+                       **params) -> None:
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    cfg = {"merge_method": method, "dtype": "float32", "base_model": str(base),
-           "models": [{"model": str(m), "parameters": {"weight": w, **params}} for m, w in models]}
+    cfg: dict = {"merge_method": method, "dtype": "float32",
+                 "models": [{"model": str(m), "parameters": {"weight": w, **params}} for m, w in models]}
+    if base is not None:
+        cfg["base_model"] = str(base)
     options = MergeOptions(trust_remote_code=False, copy_tokenizer=False, quiet=True, random_seed=0,
                            write_model_card=False, lazy_unpickle=False)
     run_merge(MergeConfiguration.model_validate(cfg), str(out), options)

@@ -1,0 +1,65 @@
+"""Exact merges of four whose inputs a plain nearest-candidates search misses (issue 11, profile C).
+
+Real mergekit linear merges (``run_merge``) of four models written by ``transformers`` (a small Llama
+base, fine-tunes whose synthetic updates change every entry, merged LoRAs of the base), recovered from
+the weights: (1) a merge of four sits nearer its base and the base's near-copies than to its inputs, so
+its farthest input ranks beyond ``merge.CANDIDATES``; (2) an input with a small weight leaves, when left
+out, a residual under ``merge.EXACT_NOISE``, which fewer parents used to win with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mother_core import compute_statistics, discover, recover
+from mother_core.relations import Relation
+from mother_core.relations.evidence import pair_layers
+from mother_core.relations.merge import CANDIDATES, EXACT_NOISE, _total, affine_fit
+from tests.test_sparse_merge import _fine_tune, _llama, _merged_lora, _mergekit_weighted
+
+
+def _family(root: Path, loras: int, weights: tuple[float, float, float, float], far: float) -> None:
+    base = _llama(0)
+    family = {"base": base, "ft_a": _fine_tune(base, 1), "ft_b": _fine_tune(base, 2), "ft_c": _fine_tune(base, 3),
+              "ft_d": _fine_tune(base, 4, scale=far)}
+    for k in range(loras):
+        family[f"lora{k}"] = _merged_lora(base, 10 + k)
+    for name, model in family.items():
+        model.save_pretrained(root / name, safe_serialization=True)
+    _mergekit_weighted(root / "merged", "linear", None,
+                       [(root / m, w) for m, w in zip(("ft_a", "ft_b", "ft_c", "ft_d"), weights)])
+
+
+@pytest.mark.xdist_group("merge-candidates")
+def test_a_linear_merge_of_four_with_its_farthest_input_beyond_the_candidates(tmp_path):
+    pytest.importorskip("mergekit")
+    pytest.importorskip("transformers")
+    _family(tmp_path, loras=4, weights=(0.3, 0.3, 0.3, 0.1), far=0.12)
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    pl, ids = pair_layers(stats), stats.model_ids
+    c = ids.index("merged")
+    order = sorted((p for p in range(len(ids)) if p != c), key=lambda p: _total(pl, c, p))
+    assert order.index(ids.index("ft_d")) >= CANDIDATES  # the base and its four merged LoRAs crowd it out
+    rec = recover(stats)
+    assert rec.relation_of("merged") == Relation.MERGE.value
+    assert set(rec.parents_of("merged")) == {"ft_a", "ft_b", "ft_c", "ft_d"}
+    assert {m for m in rec.model_ids if rec.relation_of(m) == Relation.MERGE.value} == {"merged"}
+
+
+@pytest.mark.xdist_group("merge-candidates")
+def test_a_small_weight_input_is_kept_when_it_explains_more_than_noise(tmp_path):
+    pytest.importorskip("mergekit")
+    pytest.importorskip("transformers")
+    _family(tmp_path, loras=0, weights=(0.32, 0.32, 0.30, 0.06), far=0.05)
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    pl, ids = pair_layers(stats), stats.model_ids
+    c = ids.index("merged")
+    three = [ids.index(m) for m in ("ft_a", "ft_b", "ft_c")]
+    dc = [_total(pl, c, p) for p in three]
+    _, res = affine_fit(np.array(dc), np.array([[_total(pl, p, q) for q in three] for p in three]))
+    assert res / min(dc) <= EXACT_NOISE  # three of the four already fit under the noise an exact merge leaves
+    rec = recover(stats)
+    assert set(rec.parents_of("merged")) == {"ft_a", "ft_b", "ft_c", "ft_d"}
