@@ -530,11 +530,12 @@ def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], dp: np.ndarray
     inputs, it shrinks). Returns the base's score for :func:`_best_subset`: its additivity error, at most
     :data:`BASE_ADDITIVITY`.
     """
-    if len(subset) < 3:
+    named = [b for b in range(len(subset)) if b not in bases and pl.equal_share[c, subset[b]] >= EQUAL_SHARE
+             and norm2_c > norm2[subset[b]]] if len(subset) >= 3 else []
+    if not named:
         return {}
     additive = _additivity(dp)
-    return {b: min(additive[b], BASE_ADDITIVITY) for b in range(len(subset))
-            if b not in bases and pl.equal_share[c, subset[b]] >= EQUAL_SHARE and norm2_c > norm2[subset[b]]}
+    return {b: min(additive[b], BASE_ADDITIVITY) for b in named}
 
 
 def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
