@@ -6,7 +6,9 @@ Order (the near-exact relations first, so the fine-tune forest is solved on the 
 2. ``quantized``: the float source of each quantized model (:mod:`.copies`);
 3. ``adapter``: an unmerged PEFT adapter is read merged into the base its config names when that base
    is in the set; the weights must confirm it (the difference is low-rank on the targeted layers);
-4. ``merge``: combinations of other models with a small residual (:mod:`.merge`).
+4. ``merge``: combinations of other models with a small residual (:mod:`.merge`);
+5. ``lora``: a merged LoRA is linked to the relative holding the layers it left untouched, at the
+   lowest summed rank (:func:`lora_links`); it stays a member of the forest for placing the others.
 
 Edges the forest then chooses are typed by :func:`label_edge`: ``lora`` (low rank on the targeted
 layers only), ``prune`` (narrower layers), ``distill`` (fewer layers), else ``finetune``.
@@ -15,6 +17,7 @@ layers only), ``prune`` (narrower layers), ``distill`` (fewer layers), else ``fi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,14 +76,25 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
         links += find_merges(stats, pl, labels, excluded)
-    partial = partial_updates(stats, pl, labels, {link.child for link in links} | adapters) \
-        if "lora" in detectors else frozenset()
+    partial: frozenset[int] = frozenset()
+    if "lora" in detectors:
+        skip = {link.child for link in links} | adapters
+        pairs = _partial_pairs(stats, pl, labels, skip)
+        partial = frozenset(pairs)
+        links += lora_links(stats, pl, pairs, _lora_minority(labels, skip, partial))
     return TypedFindings(links=tuple(links), notes=tuple(notes), partial=partial)
 
 
 def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, skip: set[int]) -> frozenset[int]:
     """Models that differ from a relative of their tree on part of their layers only, at low rank:
-    merged LoRAs (the same test as :func:`label_edge`'s ``lora``).
+    merged LoRAs (the same test as :func:`label_edge`'s ``lora``; :func:`_partial_pairs`)."""
+    return frozenset(_partial_pairs(stats, pl, labels, skip))
+
+
+def _partial_pairs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
+                   skip: set[int]) -> dict[int, set[int]]:
+    """Each merged LoRA (:func:`partial_updates`) with the relatives it differs from on part of its layers
+    at low rank.
 
     The test is symmetric (a parent also differs from its merged LoRA on part of its layers, at low
     rank), so of each such pair the one farther from the rest of its tree is taken: a LoRA's update
@@ -89,7 +103,7 @@ def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     """
     n = stats.n_models
     u = storage_roundoff(stats)
-    out: set[int] = set()
+    out: dict[int, set[int]] = {}
     for t in np.unique(labels):
         members = [int(g) for g in np.flatnonzero(labels == t) if int(g) not in skip]
         if len(members) < 3:
@@ -105,10 +119,76 @@ def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                 same = _untouched_share(stats, rel, untouched_tolerance(u, a, b))
                 if not LORA_UNTOUCHED <= same < 1.0:
                     continue
-                _, low, changed, _ = _lowrank_profile(stats, pl, a, b, u)
-                if changed and low >= 0.5:
-                    out.add(a if total[a] > total[b] else b)
-    return frozenset(g for g in out if 0 <= g < n)
+                prof = _lowrank_profile(stats, pl, a, b, u)
+                if prof.changed and prof.low >= 0.5:
+                    lora, other = (a, b) if total[a] > total[b] else (b, a)
+                    out.setdefault(lora, set()).add(other)
+    return {g: v for g, v in out.items() if 0 <= g < n}
+
+
+def _lora_minority(labels: np.ndarray, skip: set[int], partial: frozenset[int]) -> set[int]:
+    """The merged LoRAs of trees whose fine-tune skeleton (the models no detector typed) holds fewer merged
+    LoRAs than other models: the trees where :func:`lora_links` applies (the same split as
+    :func:`mother_core.recovery.typed.refinement_core`).
+
+    Among full fine-tunes a merged LoRA and its base are the only models holding its untouched layers
+    (with its sibling LoRAs), and the LoRA is the one farther from the rest (its update adds to every
+    distance). In a tree of merged LoRAs every model holds most of them, a LoRA's update is as far from
+    the rest as its parent's or its child's, and a parent and its child differ at the same rank (one
+    adapter each way): neither the pair's direction nor the lowest summed rank names the parent (on the
+    generalise collection fit-lora, trees of 9 merged LoRAs on a root, the links moved edges to a
+    sibling, a child or a grandparent: directed accuracy 89% -> 81%). There the forest places them, as
+    it places the paper's LoRA trees.
+    """
+    out: set[int] = set()
+    for t in np.unique(labels):
+        members = [int(g) for g in np.flatnonzero(labels == t) if int(g) not in skip]
+        low_rank = [g for g in members if g in partial]
+        if 2 * len(low_rank) < len(members):
+            out.update(low_rank)
+    return out
+
+
+def lora_links(stats: WeightStatistics, pl: PairLayers, pairs: dict[int, set[int]],
+               minority: set[int] | None = None) -> list[TypedLink]:
+    """A merged LoRA's parent: of the relatives it differs from on part of its layers only, at low rank
+    (:func:`_partial_pairs`), the one it differs from at the lowest summed rank.
+
+    ``merge_and_unload`` writes the layers an adapter does not target bit for bit, so the model it was
+    merged into holds them; the forest, which reads distances only, can instead hang a LoRA whose update
+    is large (a merged DoRA moves its rows' magnitudes far) above its own family's root, or under a
+    sibling LoRA trained on a similar task (profile C, issue 11). Every relative that a LoRA left
+    untouched also holds those layers: its base, the base's own ancestors through untouched layers (a
+    LoRA trained on a merged LoRA shares the grandparent's untouched layers too) and its sibling LoRAs.
+    Of these the parent is the one at the lowest LoRA distance of the MoTHer paper (docs/method.md: the
+    sum over layers of rank(W_i - W_j)): the difference from the parent is B A alone (rank r per
+    targeted layer, after the DoRA row rescaling for a merged DoRA), from a sibling ``B A - B' A'`` (rank
+    r + r'), from a grandparent ``B A + B' A'`` (r + r' again). Ranks add for independent low-rank updates
+    even where the updates are correlated (similar tasks), which is where squared distances stop adding up.
+    Ties go to the nearer relative. Of each pair the LoRA is the one farther from the rest of its tree
+    (:func:`_partial_pairs`), an order without cycles, so the links form a forest. Only the LoRAs in
+    ``minority`` (default: all) are linked: in a tree made mostly of merged LoRAs neither the direction
+    nor the rank names the parent (:func:`_lora_minority`).
+    """
+    u = storage_roundoff(stats)
+    links = []
+    for g, partners in sorted(pairs.items()):
+        if minority is not None and g not in minority:
+            continue
+        profiles = {h: _lowrank_profile(stats, pl, h, g, u) for h in sorted(partners)}
+        p = min(profiles, key=lambda h: (profiles[h].rank_sum, _total_rel(pl, h, g)))
+        prof = profiles[p]
+        detail = f"{prof.changed} layers changed" + (f", {prof.rescaled} low rank after a DoRA-style row rescaling"
+                                                     if prof.rescaled else "")
+        evidence = (f"differs from {stats.models[p].id} on {prof.changed} layers only ({prof.untouched:.0%} of shared "
+                    f"layers identical, as merge_and_unload writes the layers an adapter does not target), "
+                    f"{prof.low:.0%} of them at low rank (summed rank {prof.rank_sum}"
+                    + (f"; {prof.rescaled} after a DoRA-style row rescaling" if prof.rescaled else "") + ")"
+                    + (f"; of {len(profiles)} relatives holding those layers, the lowest summed rank"
+                       if len(profiles) > 1 else ""))
+        links.append(TypedLink(g, (p,), Relation.LORA, detail, confidence(Relation.LORA.value, 0.85),
+                               evidence=evidence))
+    return links
 
 
 def untouched_tolerance(u: np.ndarray, a: int, b: int) -> float:
@@ -163,7 +243,8 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
             continue
         base_id, source = found
         base = ids[base_id]
-        untouched, low, changed, rescaled = _lowrank_profile(stats, pl, base, a, u)
+        prof = _lowrank_profile(stats, pl, base, a, u)
+        low, changed, rescaled = prof.low, prof.changed, prof.rescaled
         agree = changed > 0 and low >= 0.5
         by_card = source != "adapter_config.json"
         conf = ADAPTER_CONFIDENCE[(agree, by_card)]
@@ -180,10 +261,36 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
     return links, notes
 
 
+@dataclass(frozen=True)
+class LowRankProfile:
+    """How a model ``c`` differs from a relative ``p`` layer by layer (:func:`_lowrank_profile`).
+
+    Attributes
+    ----------
+    untouched : float
+        Share of the shared layers left as they were (:func:`_untouched_share`).
+    low : float
+        Share of the changed 2-D layers (skeletons) that differ at low rank (:data:`LORA_RANK`).
+    changed : int
+        Shared layers that differ.
+    rescaled : int
+        Changed layers at low rank only after a per-row rescale (:func:`rescaled_rank`).
+    rank_sum : int
+        Summed numerical rank of the changed 2-D layers' differences (the rescaled rank where it is the
+        lower): the MoTHer paper's LoRA distance (docs/method.md), untouched layers adding 0.
+    """
+
+    untouched: float = 0.0
+    low: float = 0.0
+    changed: int = 0
+    rescaled: int = 0
+    rank_sum: int = 0
+
+
 def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
-                     u: np.ndarray) -> tuple[float, float, int, int]:
-    """(share of shared layers unchanged, share of changed 2-D layers at low rank, changed layers, changed
-    layers at low rank only after a per-row rescale (:func:`rescaled_rank`)).
+                     u: np.ndarray) -> LowRankProfile:
+    """How ``c`` differs from ``p``: untouched share, low-rank share, changed layers, layers at low rank
+    only after a per-row rescale (:func:`rescaled_rank`), summed rank (:class:`LowRankProfile`).
 
     The rescale is tried only on pairs with untouched weight matrices (:data:`LORA_UNTOUCHED`), the
     only ones whose rank decides anything: a fine-tune trains every matrix."""
@@ -192,7 +299,7 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
     rel = pl.rel[:, p, c]
     shared = np.isfinite(rel)
     if not shared.any():
-        return 0.0, 0.0, 0, 0
+        return LowRankProfile()
     tol = untouched_tolerance(u, p, c)
     changed = shared & (rel > tol)
     untouched = _untouched_share(stats, rel, tol)
@@ -204,21 +311,24 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         scale = math.sqrt(0.5 * float(np.mean(sk[p].astype(np.float64) ** 2) + np.mean(sk[c].astype(np.float64) ** 2)))
         by_shape.setdefault(sk.shape[1:], []).append((sk, scale))
     ranks: list[float] = []
+    rank_sum = 0
     rescaled = 0
     roundoff = max(u[p], u[c])
     for shape, items in by_shape.items():  # one batched SVD per skeleton shape, of the c - p differences
         # not already taken for the rank cue (a model and its nearest relative: stats/skeleton.py)
         sv = difference_singular_values([sk for sk, _ in items], [(c, p)] * len(items))
         r = rank_above_floor(sv, max(shape), np.array([s for _, s in items]), np.full(len(items), roundoff))
-        for (sk, scale), rank in zip(items, r / min(shape)):
-            if rank >= LORA_RANK and untouched >= LORA_UNTOUCHED:
-                low_after = rescaled_rank(sk[p], sk[c], scale, roundoff) / min(shape)
-                if low_after < LORA_RANK:
+        for (sk, scale), whole in zip(items, r):
+            rank = int(whole)
+            if rank >= LORA_RANK * min(shape) and untouched >= LORA_UNTOUCHED:
+                after = rescaled_rank(sk[p], sk[c], scale, roundoff)
+                if after < LORA_RANK * min(shape):
                     rescaled += 1
-                    rank = low_after
-            ranks.append(float(rank))
+                    rank = after
+            ranks.append(rank / min(shape))
+            rank_sum += rank
     low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
-    return untouched, low, int(changed.sum()), rescaled
+    return LowRankProfile(untouched, low, int(changed.sum()), rescaled, rank_sum)
 
 
 def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) -> int:
@@ -246,6 +356,7 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) 
         cap = int(LORA_RANK * min(a.shape))
         basis = np.zeros((0, a.shape[1]))
         best = a.shape[0] + a.shape[1]
+        k, last = 0, best
         for _ in range(RESCALE_STEPS + 1):
             pa, pb = a - (a @ basis.T) @ basis, b - (b @ basis.T) @ basis
             s = (pa * pb).sum(axis=1) / np.maximum((pa * pa).sum(axis=1), 1e-300)
@@ -259,9 +370,15 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) 
                 break
             # the next fit leaves out the span of A: the residual's leading singular vectors up to its
             # largest spectral gap (diag(s) B A above, the full-rank diag(bias) W below), at most the
-            # rank a LoRA may have
+            # rank a LoRA may have. The basis never shrinks, and doubles when the rank stopped falling:
+            # a gap inside the span of A (a few of its directions much larger than the rest: a DoRA
+            # whose magnitudes moved far, profile C seed 5, r = 20 of 64) leaves the rest of A in the
+            # fit, whose bias then holds the rank still (55 of 64 through 8 refits; doubling: 20-45)
             top = sv[0, :cap + 1]
-            basis = vh[:int(np.argmax(top[:-1] / np.maximum(top[1:], 1e-300))) + 1]
+            gap = int(np.argmax(top[:-1] / np.maximum(top[1:], 1e-300))) + 1
+            k = min(cap, max(gap, 2 * k if r >= last else k))
+            last = r
+            basis = vh[:k]
         return best
 
     a, b = w.astype(np.float64), w2.astype(np.float64)
@@ -283,7 +400,8 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
             return kind
     if "lora" in detectors:
         u = storage_roundoff(stats)
-        untouched, low, changed, rescaled = _lowrank_profile(stats, pl, p, c, u)
+        prof = _lowrank_profile(stats, pl, p, c, u)
+        untouched, low, changed, rescaled = prof.untouched, prof.low, prof.changed, prof.rescaled
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
             return (Relation.LORA, f"{changed} layers changed"
                     + (f", {rescaled} low rank after a DoRA-style row rescaling" if rescaled else ""),

@@ -1,0 +1,171 @@
+"""Merged LoRAs placed by the layers they left untouched (issue 11, profile C: a merged LoRA's typed link).
+
+``merge_and_unload`` (PEFT) writes every layer an adapter did not target bit for bit, so the model a
+LoRA was merged into holds those layers; of the relatives that hold them (its base, the base's
+ancestors through the same layers, sibling LoRAs), the base is the one it differs from at the lowest
+summed rank (the MoTHer paper's LoRA distance). The models below are tiny Llamas trained for a few
+steps with AdamW (fine-tunes) and with real PEFT adapters (LoRA, DoRA) merged by PEFT, stored in bf16
+as profile C stores them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mother_core import RecoverySettings, compute_statistics, discover, recover
+from mother_core.relations import Relation
+
+pytestmark = pytest.mark.xdist_group("lora-links")
+
+ATTN_MLP = ["q_proj", "v_proj", "o_proj", "up_proj"]
+
+
+def _train(model: Any, seed: int, steps: int, lr: float) -> Any:
+    """A few AdamW steps of next-token prediction on one fixed random batch (the task of ``seed``)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 64, (16, 16), generator=g)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def _load(folder: Path) -> Any:
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+
+
+def _save(model: Any, folder: Path) -> None:
+    model.to(torch.bfloat16).save_pretrained(folder)
+
+
+def _lora(parent: Path, out: Path, seed: int, targets: list[str], **extra: Any) -> None:
+    """A PEFT LoRA (or DoRA) trained on ``parent``, merged by PEFT and saved in bf16."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(_load(parent), LoraConfig(r=4, lora_alpha=8, target_modules=targets, **extra))
+    _train(model, seed, 8, 3e-3)
+    _save(model.merge_and_unload(), out)
+
+
+def _finetune(parent: Path, out: Path, seed: int) -> None:
+    _save(_train(_load(parent), seed, 3, 1e-3), out)
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One family of mostly full fine-tunes (the root, three fine-tunes of it, one of a fine-tune, one of a
+    merged LoRA) with five merged LoRAs: a LoRA on the root, a LoRA merged into that LoRA (a chain), a
+    sibling LoRA on partly other layers, a LoRA on a fine-tune and a merged DoRA; its statistics, typed
+    findings and recovery."""
+    pytest.importorskip("peft")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mother_core.recovery.forest import split_into_trees
+    from mother_core.recovery.features import pair_evidence, select_layers
+    from mother_core.relations.detect import detect_relations
+
+    d = tmp_path_factory.mktemp("lora-links")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=32)
+    _save(LlamaForCausalLM(cfg), d / "m-root")
+    _finetune(d / "m-root", d / "m-ft1", 1)
+    _finetune(d / "m-root", d / "m-ft2", 2)
+    _finetune(d / "m-root", d / "m-ft3", 9)
+    _finetune(d / "m-ft1", d / "m-ft-of-ft", 10)
+    _lora(d / "m-root", d / "m-lora", 3, ATTN_MLP)
+    _lora(d / "m-lora", d / "m-lora-of-lora", 4, ATTN_MLP)
+    _lora(d / "m-root", d / "m-lora-sib", 5, ["q_proj", "k_proj", "gate_proj"])
+    _lora(d / "m-ft1", d / "m-lora-of-ft", 6, ATTN_MLP)
+    _lora(d / "m-root", d / "m-dora", 7, ATTN_MLP, use_dora=True)
+    _finetune(d / "m-lora", d / "m-ft-of-lora", 8)
+    stats = compute_statistics(discover([d]), device="cpu")
+    ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers, None))
+    labels, _ = split_into_trees(ev.relative, None)
+    ids = list(stats.model_ids)
+    findings = detect_relations(stats, labels)
+    links = {ids[x.child]: (ids[x.parents[0]], x.relation) for x in findings.links}
+    return {"stats": stats, "links": links, "labels": labels, "ids": ids, "rec": recover(stats)}
+
+
+TRUE_LORA_PARENTS = {"m-lora": "m-root", "m-lora-of-lora": "m-lora", "m-lora-sib": "m-root",
+                     "m-lora-of-ft": "m-ft1", "m-dora": "m-root"}
+
+
+def test_one_family(family: dict[str, Any]) -> None:
+    """Every model is read and the family is one tree."""
+    assert not family["stats"].problems
+    assert len(set(np.asarray(family["labels"]).tolist())) == 1
+
+
+def test_each_merged_lora_is_linked_to_its_base(family: dict[str, Any]) -> None:
+    """Each merged LoRA (and the merged DoRA) gets a typed ``lora`` link, decided before the forest, to the
+    model it was merged into: the relative holding its untouched layers at the lowest summed rank. A LoRA
+    merged into a merged LoRA goes to that LoRA, not to the root which holds the same untouched layers;
+    sibling LoRAs go to their base, not to each other. (Before: no link; the forest alone placed them.)"""
+    got = {c: p for c, (p, r) in family["links"].items() if r is Relation.LORA}
+    assert got == TRUE_LORA_PARENTS
+
+
+def test_full_fine_tunes_get_no_lora_link(family: dict[str, Any]) -> None:
+    """A full fine-tune trains every matrix: no link, and its forest edge is a ``finetune``."""
+    assert not {"m-ft1", "m-ft2", "m-ft3", "m-ft-of-ft", "m-ft-of-lora"} & set(family["links"])
+    edges = {e.child: (e.parent, e.relation) for e in family["rec"].edges}
+    assert edges["m-ft1"] == ("m-root", Relation.FINETUNE.value)
+    assert edges["m-ft2"] == ("m-root", Relation.FINETUNE.value)
+
+
+def test_recovered_graph_places_every_merged_lora(family: dict[str, Any]) -> None:
+    """In the recovered graph each merged LoRA hangs under its base as a ``lora`` edge, and a linked LoRA
+    still parents what was trained from it (a fine-tune of a merged LoRA, a LoRA merged into it)."""
+    edges = {e.child: (e.parent, e.relation) for e in family["rec"].edges}
+    for child, parent in TRUE_LORA_PARENTS.items():
+        assert edges[child] == (parent, Relation.LORA.value), child
+    assert edges["m-ft-of-lora"][0] == "m-lora"
+
+
+def test_every_layer_of_a_far_moved_dora_reads_low_rank(tmp_path: Path) -> None:
+    """PEFT's merge of a DoRA of rank 20 on every linear layer of a 64-wide Llama (bf16), whose update has a
+    few dominant directions (A's rows scaled over e^2 .. e^-2) and whose magnitudes moved far (x e^(0.5 N)):
+    every changed layer reads low rank after the DoRA row rescaling. (Before: the refits' basis stopped at
+    the spectral gap inside the span of A and 3 of the 14 layers stayed full rank, as the Gemma DoRA of
+    profile C seed 5, whose low-rank share fell to 0.48 and which was not found before the forest.)"""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mother_core.relations.detect import label_edge
+    from mother_core.relations.evidence import pair_layers
+
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=32)
+    _save(LlamaForCausalLM(cfg), tmp_path / "m-base")
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(_load(tmp_path / "m-base"), LoraConfig(r=20, lora_alpha=20, target_modules=targets,
+                                                                  use_dora=True))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+            if "lora_A" in n:
+                p.mul_(torch.exp(torch.linspace(2, -2, p.shape[0]))[:, None])
+            if "lora_magnitude" in n:
+                p.mul_(torch.exp(0.5 * torch.randn_like(p)))
+    _save(model.merge_and_unload(), tmp_path / "m-merged")
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    ids = list(stats.model_ids)
+    relation, detail, _, _ = label_edge(stats, pair_layers(stats), ids.index("m-base"), ids.index("m-merged"))
+    assert relation is Relation.LORA
+    assert detail == "14 layers changed, 14 low rank after a DoRA-style row rescaling"
