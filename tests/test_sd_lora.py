@@ -125,6 +125,7 @@ def test_sniff_reads_names_only(made, tmp_path):
     assert sniff(names["kohya"]) == "kohya"
     assert sniff(names["diffusers"]) == "diffusers" and sniff(names["old"]) == "diffusers"
     assert sniff(made["base"]) is None
+    assert sniff(names["kohya"] + ["bundle_emb.style.string_to_param.*"]) == "kohya"  # a bundled embedding
     # LyCORIS LoHa names (lycoris/modules/loha.py: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, alpha)
     loha = {f"lora_unet_mid_block_attentions_0_proj_in.{p}": torch.ones(2, 2)
             for p in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")}

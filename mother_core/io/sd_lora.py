@@ -25,7 +25,8 @@ A kohya name is ambiguous (``down_blocks_0_attentions_0_proj_in`` could split at
 resolved against the base model's own tensor names, every ``<module>.weight`` of the base with its dots made
 underscores; a name that matches no module or several is an :class:`AdapterMismatchError` naming it. Only
 the UNet is read (what a diffusers folder's ``unet`` component and a single-file checkpoint present);
-text-encoder layers are left out as :mod:`.sd_single_file` leaves out the text encoder.
+text-encoder layers are left out as :mod:`.sd_single_file` leaves out the text encoder, and so are
+textual-inversion embeddings some kohya files bundle (``bundle_emb.*``).
 
 Refused with a message: LyCORIS LoHa / LoKr / OFT / full-difference files, kohya DoRA (``dora_scale``) and
 Tucker-decomposed LoCon (``lora_mid``).
@@ -96,8 +97,11 @@ def sniff(names: Iterable[str]) -> str | None:
     names = list(names)
     if not names:
         return None
-    if all(_KOHYA_PREFIX.match(n) for n in names):
-        parts = {n.split(".", 1)[1] if "." in n else "" for n in names}
+    kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
+    # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
+    # which are not LoRA layers and are left out.
+    if kohya and 2 * len(kohya) > len(names):
+        parts = {n.split(".", 1)[1] if "." in n else "" for n in kohya}
         for part in sorted(parts - _KOHYA_LORA_PARTS):
             for word, what in _LYCORIS:
                 if part.startswith(word):
@@ -259,7 +263,10 @@ def fits(path: str, layout: str, base: ModelReader) -> str | None:
     try:
         header = read_header(path)
         shapes = {t.name: t.shape for t in (*header.tensors, *header.unsupported)}
-        resolve(path, layout, lora_modules(path, layout, list(shapes)), shapes, base.tensor_infos(), base.ref.id)
+        modules = lora_modules(path, layout, list(shapes))
+        if not modules:
+            return f"{path} holds text-encoder LoRA layers only"
+        resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
     except (AdapterMismatchError, UnreadableCheckpointError) as e:
         return e.message
     return None
