@@ -153,6 +153,15 @@ def test_kohya_names_are_resolved_against_the_base_never_guessed():
         resolve("x", KOHYA, modules, shapes, two, "base")
     with pytest.raises(AdapterMismatchError, match="does not have"):
         resolve("x", KOHYA, modules, shapes, {"a.b.weight": TensorInfo("a.b.weight", (3, 4), "float32")}, "base")
+    # an up factor that is not (out, r[, 1, 1]) is a damaged file, refused before any tensor is read
+    bad = {**shapes, "lora_unet_a_b_c.lora_up.weight": (3, 2, 3, 3)}
+    with pytest.raises(AdapterMismatchError, match="is that the right base model"):
+        resolve("x", KOHYA, modules, bad, one, "base")
+    # kohya-ss SDXL files name modules in the original (LDM) layout: said so, not guessed onto diffusers names
+    ldm = {"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": (2, 4),
+           "lora_unet_input_blocks_4_1_proj_in.lora_up.weight": (3, 2)}
+    with pytest.raises(AdapterMismatchError, match="original .LDM. UNet layout"):
+        resolve("x", KOHYA, lora_modules("x", KOHYA, list(ldm)), ldm, one, "base")
 
 
 def test_recover_types_both_layouts_as_adapters(made, tmp_path):

@@ -28,8 +28,9 @@ the UNet is read (what a diffusers folder's ``unet`` component and a single-file
 text-encoder layers are left out as :mod:`.sd_single_file` leaves out the text encoder, and so are
 textual-inversion embeddings some kohya files bundle (``bundle_emb.*``).
 
-Refused with a message: LyCORIS LoHa / LoKr / OFT / full-difference files, kohya DoRA (``dora_scale``) and
-Tucker-decomposed LoCon (``lora_mid``).
+Refused with a message: LyCORIS LoHa / LoKr / OFT / full-difference files, kohya DoRA (``dora_scale``),
+Tucker-decomposed LoCon (``lora_mid``), and kohya-ss SDXL files, which name modules in the original (LDM)
+UNet layout (``lora_unet_input_blocks_4_1_...``) rather than the diffusers one.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ _DIFFUSERS_RENAMES: tuple[tuple[str, str], ...] = (
     (".lora_linear_layer.up", ".lora_B"), (".lora_linear_layer.down", ".lora_A"),
     (".lora.up", ".lora_B"), (".lora.down", ".lora_A"),
 )
+#: The first words of a UNet module in the original (LDM) layout, as kohya-ss names SDXL modules.
+_LDM_WORDS = ("input_blocks_", "middle_block_", "output_blocks_")
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 
 
@@ -235,6 +238,11 @@ def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[
     table = _base_modules(base_infos, layout)
     out: dict[str, str] = {}
     for m in modules:
+        if m.key not in table and layout == KOHYA and m.key.startswith(_LDM_WORDS):
+            raise AdapterMismatchError(
+                f"The Stable Diffusion LoRA {path} names its modules in the original (LDM) UNet layout "
+                f"({m.key!r}), as kohya-ss SDXL files do; this version maps kohya names onto the diffusers UNet's "
+                "module names only (SD 1.x / 2.x files).", path)
         if m.key not in table:
             raise AdapterMismatchError(
                 f"The Stable Diffusion LoRA {path} updates {m.key!r}, which the base model {base_id!r} does not "
@@ -245,8 +253,8 @@ def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[
                 f"The Stable Diffusion LoRA {path} updates {m.key!r}, which names several modules of the base "
                 f"model {base_id!r} (its underscores could stand for several paths); it cannot be merged.", path)
         down, up = shapes[m.down], shapes[m.up]
-        if len(down) < 2 or len(up) < 2 or up[1] != down[0] or not _fits(_update_shape(down, up),
-                                                                           base_infos[name].shape):
+        if len(down) < 2 or len(up) < 2 or up[1] != down[0] or math.prod(up[2:]) != 1 \
+                or not _fits(_update_shape(down, up), base_infos[name].shape):
             raise AdapterMismatchError(
                 f"The Stable Diffusion LoRA {path} updates {name} with down {down} and up {up}, but the base "
                 f"model {base_id!r} has {base_infos[name].shape}: is that the right base model?", path)
