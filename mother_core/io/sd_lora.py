@@ -322,7 +322,7 @@ def missing_base_message(ref: ModelRef, candidates: Sequence[ModelRef]) -> str:
             "its base model to the paths you give.")
 
 
-def _adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
+def adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
     """diffusers' ``lora_adapter_metadata`` header entry for the UNet (its ``unet.`` keys, prefix removed)."""
     raw = metadata.get("lora_adapter_metadata")
     if not raw:
@@ -336,68 +336,5 @@ def _adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
     return {k.removeprefix("unet."): v for k, v in parsed.items() if isinstance(k, str) and k.startswith("unet.")}
 
 
-def _scalar(t: object, path: str, key: str) -> float:
-    import torch
-
-    assert isinstance(t, torch.Tensor)
-    value = float(t.float().reshape(-1)[0]) if t.numel() == 1 else math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise UnreadableCheckpointError(f"{path}: {key} must hold one positive number; the file is damaged.", path)
-    return value
-
-
-def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
-    from mother_core.io.lora import LoraReader, _load_adapter, _number, _pattern_value, _patterns, _Update
-    from mother_core.io.safetensors_header import read_header
-
-    path = ref.files[0]
-    header = read_header(path)
-    layout = sniff(t.name for t in (*header.tensors, *header.unsupported)) or ""
-    if layout.startswith("unsupported:"):
-        raise UnreadableCheckpointError(refusal(path, layout), path)
-    if layout not in (KOHYA, DIFFUSERS):
-        raise UnreadableCheckpointError(f"{path} is not a Stable Diffusion LoRA file (kohya-ss or diffusers).", path)
-    shapes = {t.name: t.shape for t in header.tensors}
-    modules = lora_modules(path, layout, list(shapes))
-    if not modules:
-        raise UnreadableCheckpointError(
-            f"{path} holds text-encoder LoRA layers only; the engine compares UNets, so there is nothing to "
-            "compare it by.", path)
-    targets = resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
-    tensors = _load_adapter(path)
-    config = _adapter_metadata(header.metadata) if layout == DIFFUSERS else {}
-    alpha_default = _number(config, "lora_alpha", 1, path) if "lora_alpha" in config else None
-    alpha_pattern = _patterns(config, "alpha_pattern", path)
-
-    reader = LoraReader.__new__(LoraReader)
-    reader.ref, reader.base = ref, base
-    reader._infos = dict(base.tensor_infos())
-    reader._updates, reader._bias, reader._replaced, reader._column_norms = {}, {}, {}, {}
-    for m in modules:
-        name = targets[m.key]
-        a, b = tensors[m.down].float(), tensors[m.up].float()
-        r = a.shape[0]  # the tensors are the truth (as lora.LoraReader)
-        if m.alpha is not None:
-            alpha = _scalar(tensors[m.alpha], path, m.alpha)
-        else:  # diffusers: the saved LoraConfig, else alpha = r (get_peft_kwargs without network alphas)
-            alpha = _pattern_value(alpha_pattern, m.key) or alpha_default or r
-        scale = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
-        target = base.tensor_infos()[name].shape
-        # Laid out as the base tensor (resolve() checked the sizes): a convolution (LoCon 3x3, or a 1x1 layer
-        # given a linear or a conv LoRA) as B (out, r, 1, 1) and A (r, in, kh, kw), whose product _Update
-        # reshapes to the kernel; a linear layer as B (out, r) and A (r, in).
-        a = a.reshape(r, *target[1:])
-        b = b.reshape(b.shape[0], r, *([1] * (len(target) - 2)))
-        mode = "conv" if len(target) > 2 else "linear"
-        reader._updates.setdefault(name, []).append(_Update(a, b, float(scale), mode))
-    return reader
-
-
-def open_sd_lora(ref: ModelRef, base: ModelReader | None) -> ModelReader:
-    """The registry's opener of ``"sd-lora"`` files (``base`` is checked by ``open_model``)."""
-    assert base is not None
-    return _open_impl(ref, base)
-
-
-__all__ = ["DIFFUSERS", "KOHYA", "LAYOUT_NAMES", "fits", "legacy_hash", "lora_modules", "open_sd_lora", "refusal",
-           "resolve", "sniff"]
+__all__ = ["DIFFUSERS", "KOHYA", "LAYOUT_NAMES", "adapter_metadata", "fits", "legacy_hash", "lora_modules",
+           "missing_base_message", "refusal", "resolve", "sniff"]
