@@ -6,7 +6,7 @@ converted by diffusers' ``convert_state_dict_to_kohya`` (attention, feed-forward
 the ResNets' 3x3 convolutions too; fp16), then times, warm, every tensor read through the base's reader
 and through the LoRA's reader (base + alpha/r up @ down), each in the row chunks the pass reads.
 
-    PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/sd_lora_read.py --rank 32 [--locon] --repeat 3
+    PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/sd_lora_read.py --rank 32 [--locon] --repeat 3 --threads 1
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ def main() -> None:
     ap.add_argument("--locon", action="store_true", help="also the ResNets' 3x3 convolutions (LoCon)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=1 << 22, help="elements per read, as the pass's chunks")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared machine, spinning intra-op threads blur the figures
     lora_path = make(args.out, args.rank, args.locon)
 
     from mother_core.io.discovery import discover
