@@ -148,6 +148,17 @@ def _total_rel(pl: PairLayers, a: int, b: int) -> float:
     return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300)) if ok.any() else 0.0
 
 
+def _adapter_words(ref: ModelRef) -> tuple[str, str]:
+    """(what the adapter is, where its base is named) for the evidence line."""
+    if ref.container == "sd-lora":
+        from mother_core.io.sd_lora import LAYOUT_NAMES
+
+        layout = LAYOUT_NAMES.get(ref.scheme or "", ref.scheme or "")
+        source = "its header metadata (ss_sd_model_name)" if ref.base_source else "its metadata"
+        return f"unmerged Stable Diffusion LoRA file ({layout} layout)", source
+    return "unmerged PEFT adapter", "adapter_config.json"
+
+
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
                                                                                   list[tuple[int, str]]]:
     """An adapter read merged into its declared base: the base is its parent when the weights agree."""
@@ -186,17 +197,6 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
         conf = confidence(kind_of(Relation.ADAPTER.value, "", evidence), conf)
         links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {base_id}", conf, evidence=evidence))
     return links, notes
-
-
-def _adapter_words(ref: ModelRef) -> tuple[str, str]:
-    """(what the adapter is, where its base is named) for the evidence line."""
-    if ref.container == "sd-lora":
-        from mother_core.io.sd_lora import LAYOUT_NAMES
-
-        layout = LAYOUT_NAMES.get(ref.scheme or "", ref.scheme or "")
-        source = "its header metadata (ss_sd_model_name)" if ref.base_source else "its metadata"
-        return f"unmerged Stable Diffusion LoRA file ({layout} layout)", source
-    return "unmerged PEFT adapter", "adapter_config.json"
 
 
 def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
