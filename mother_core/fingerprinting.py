@@ -27,7 +27,8 @@ import numpy as np
 
 from mother_core.errors import MotherError, TooFewModelsError
 from mother_core.io.base import Discovery, ModelRef, Problem
-from mother_core.io.discovery import discover, match_model_id
+from mother_core.io.discovery import adapter_base, discover
+from mother_core.io.registry import needs_base
 from mother_core.recovery.candidates import DEFAULT_K, candidate_pairs, embedding, nearest_neighbours
 from mother_core.recovery.result import Recovery, RecoverySettings
 from mother_core.recovery.sparse import SparseStatistics, recover_sparse
@@ -140,13 +141,13 @@ def fingerprint_all(refs: Sequence[ModelRef], *, spec: SketchSpec = SketchSpec()
     usable: list[ModelRef] = []
     for r in refs:
         base = None
-        if r.format == "peft-lora":
-            found = match_model_id(r.base_id or "", [i for i, x in by_id.items() if x.format != "peft-lora"])
+        if needs_base(r):
+            found = adapter_base(r, [i for i, x in by_id.items() if not needs_base(x)])
             if found is None:
                 problems.append(Problem(r.path, f"LoRA adapter {r.path} needs its base model {r.base_id!r}, which is "
                                                 "not in the set. Add the base model's folder to the paths you give."))
                 continue
-            base = by_id[found]
+            base = by_id[found[0]]
         usable.append(r)
         bases.append(base)
     keys = [model_key(r, b, content_hash) for r, b in zip(usable, bases)]
@@ -234,7 +235,7 @@ def sparse_statistics(models: Discovery | Sequence[ModelRef], *, k: int = DEFAUL
         missing = np.array([p for p in range(len(pairs)) if p not in values], dtype=np.int64)
         if len(missing):
             by_id = {r.id: r for r in good}
-            bases = [by_id.get(r.base_id or "") if r.format == "peft-lora" else None for r in good]
+            bases = [_base_ref(r, by_id) for r in good]
             new, failed, pair_reads = exact_pair_distances(good, fps, pairs[missing], bases)
             for m, message in sorted(failed.items()):
                 problems.append(Problem(good[m].path, f"{good[m].id} could not be read again for its candidate "
@@ -281,3 +282,11 @@ def recover_at_scale(paths: Sequence[str | os.PathLike[str]], settings: Recovery
     result = recover_sparse(stats, settings)
     result.run_seconds = time.perf_counter() - start
     return result
+
+
+def _base_ref(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef | None:
+    """The base an adapter is read on (:func:`~mother_core.io.discovery.adapter_base`); None for other models."""
+    if not needs_base(ref):
+        return None
+    found = adapter_base(ref, [i for i, x in by_id.items() if not needs_base(x)])
+    return by_id[found[0]] if found is not None else None

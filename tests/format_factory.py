@@ -443,3 +443,117 @@ def write_traineddata(sd: Mapping[str, torch.Tensor], path: Path, int8: bool = F
         body += components[i]
     path.write_bytes(struct.pack("<i", n) + struct.pack(f"<{n}q", *offsets) + body)
     return path
+
+
+# --- Stable Diffusion LoRA files (kohya-ss and diffusers layouts) --------------------------------------------
+
+def sd_lora_unet(seed: int, base_seed: int = 1, rank: int = 4, alpha: float = 8.0, conv: bool = True):
+    """A tiny SD UNet (:func:`tiny_sd_unet`) with a peft LoRA added the way diffusers' training scripts add
+    one (``LoraConfig`` + ``add_adapter``) on the attention projections and, with ``conv``, the 1x1
+    ``proj_in`` and the ResNets' 3x3 convolutions (LoCon); its B factors drawn (an untrained LoRA is zero)."""
+    from peft import LoraConfig
+
+    unet = tiny_sd_unet(base_seed)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"] + (["proj_in", "conv1", "conv2"] if conv else [])
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return unet
+
+
+def tiny_text_encoder_lora(seed: int) -> dict[str, torch.Tensor]:
+    """peft LoRA factors of a tiny CLIP text encoder (what a LoRA file's text-encoder half holds)."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    te = CLIPTextModel(CLIPTextConfig(hidden_size=8, intermediate_size=16, num_attention_heads=2,
+                                      num_hidden_layers=1, vocab_size=32, max_position_embeddings=8))
+    te = get_peft_model(te, LoraConfig(r=2, lora_alpha=2, init_lora_weights="gaussian",
+                                       target_modules=["q_proj", "v_proj"]))
+    return {k.removeprefix("base_model.model."): v for k, v in get_peft_model_state_dict(te).items()}
+
+
+def save_diffusers_lora(unet, folder: Path, with_metadata: bool = True, text_encoder: bool = False) -> Path:
+    """``pytorch_lora_weights.safetensors`` as diffusers writes it (``save_lora_weights``, peft keys
+    ``unet.<path>.lora_A.weight``), with the LoraConfig as ``lora_adapter_metadata`` when asked."""
+    from diffusers import StableDiffusionPipeline
+    from peft import get_peft_model_state_dict
+
+    meta = unet.peft_config["default"].to_dict() if with_metadata else None
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True,
+        unet_lora_adapter_metadata=meta,
+        text_encoder_lora_layers=tiny_text_encoder_lora(3) if text_encoder else None)
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def save_old_diffusers_lora(unet, path: Path) -> Path:
+    """The pre-peft diffusers layout (``unet.<path>.lora.down.weight`` / ``.lora.up.weight``), converted by
+    diffusers' own ``convert_state_dict_to_diffusers``; attention layers only, as that layout had."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import get_peft_model_state_dict
+
+    old = convert_state_dict_to_diffusers({"unet." + k: v for k, v in get_peft_model_state_dict(unet).items()})
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in old.items()}, str(path))
+    return path
+
+
+def save_kohya_lora(unet, path: Path, metadata: Mapping[str, str] | None = None, text_encoder: bool = True) -> Path:
+    """A kohya-ss LoRA file (``lora_unet_*.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``, LoCon for
+    convolutions) made by diffusers' ``convert_state_dict_to_kohya``; its ``.alpha`` set to the LoRA's
+    ``lora_alpha`` (the converter writes the rank, which is only right when alpha = r), and the header
+    metadata sd-scripts writes (``ss_network_dim``, ``ss_network_alpha``, plus ``metadata``)."""
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    config = unet.peft_config["default"]
+    state = {"unet." + k: v for k, v in get_peft_model_state_dict(unet).items()}
+    if text_encoder:
+        state.update({"text_encoder." + k: v for k, v in tiny_text_encoder_lora(3).items()})
+    kohya = convert_state_dict_to_kohya(state)
+    for k in kohya:
+        if k.endswith(".alpha") and k.startswith("lora_unet_"):
+            kohya[k] = torch.tensor(float(config.lora_alpha), dtype=torch.float16)  # sd-scripts stores fp16/fp32
+    meta = {"ss_network_dim": str(config.r), "ss_network_alpha": str(config.lora_alpha),
+            "ss_network_module": "networks.lora", "ss_base_model_version": "sd_v1", **(metadata or {})}
+    save_file({k: v.contiguous() for k, v in kohya.items()}, str(path), metadata=meta)
+    return path
+
+
+def fused_unet_state(unet) -> dict[str, torch.Tensor]:
+    """The UNet's weights with its LoRA merged by diffusers / peft themselves (``fuse_lora``), under the
+    plain UNet names."""
+    unet.fuse_lora()
+    out = {}
+    for k, v in unet.state_dict().items():
+        if ".lora_" in k:
+            continue
+        out[k.replace(".base_layer.", ".")] = v.detach().clone()
+    return out
+
+
+def diffusers_fused(path: Path, base_seed: int = 1) -> dict[str, torch.Tensor]:
+    """A LoRA file as diffusers reads it (``lora_state_dict``: every layout it knows, kohya included, with
+    its network alphas) loaded into a fresh base UNet and fused: the tool's own interpretation of the file."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin as Loader
+
+    state, alphas = Loader.lora_state_dict(str(path))
+    metadata = None
+    if isinstance(state, tuple):  # (state, alphas, metadata) when asked; keep the pair form
+        state, alphas = state[0], state[1]
+    unet = tiny_sd_unet(base_seed)
+    try:
+        from diffusers.loaders.lora_base import _load_sft_state_dict_metadata
+
+        metadata = _load_sft_state_dict_metadata(str(path))
+    except (ImportError, OSError):
+        metadata = None
+    Loader.load_lora_into_unet(state, alphas, unet, metadata=metadata if not alphas else None)
+    return fused_unet_state(unet)

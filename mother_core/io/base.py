@@ -81,17 +81,21 @@ class ModelRef:
         The folder or file the model was found at.
     format : str
         ``container[:scheme]``. The container is one of ``"safetensors"``, ``"safetensors-sharded"``,
-        ``"torch"``, ``"torch-sharded"``, ``"peft-lora"``, ``"gguf"`` (see
+        ``"torch"``, ``"torch-sharded"``, ``"peft-lora"``, ``"sd-lora"``, ``"gguf"`` (see
         :mod:`mother_core.io.registry`); the scheme, when present, says how the weights are stored inside
         it: a quantization (``"gguf:Q4_K_M"``, ``"safetensors:bnb-nf4"``, ``"safetensors:gptq-int4"``,
         ``"safetensors:awq-int4"``, ``"safetensors:quanto-int8"``, ``"safetensors:fp8"``) or a layout
-        (``"safetensors:sd-ldm"``, a Stable Diffusion single-file checkpoint).
+        (``"safetensors:sd-single-file"``, a Stable Diffusion single-file checkpoint; ``"sd-lora:kohya"`` and
+        ``"sd-lora:diffusers"``, a Stable Diffusion LoRA file).
     files : tuple of str
         The weight files that make up the model (shards in order; for a LoRA adapter, the adapter file).
     component : str or None
         The sub-folder used for multi-component repositories (diffusers ``unet``), if any.
     base_id : str or None
         For a LoRA adapter: the id (or ``base_model_name_or_path``) of the model it must be merged into.
+    base_source : str or None
+        Which metadata named ``base_id``: None for ``adapter_config.json`` (PEFT); for a Stable Diffusion
+        LoRA file ``"ss_sd_model_name"`` or ``"ss_sd_model_hash"`` (kohya-ss header metadata).
     declared_parent : str or None
         The parent the model *declares* (``base_model:`` in its model card, or its config), if any.
     architecture : str or None
@@ -106,6 +110,7 @@ class ModelRef:
     base_id: str | None = None
     declared_parent: str | None = None
     architecture: str | None = None
+    base_source: str | None = None
 
     @property
     def container(self) -> str:

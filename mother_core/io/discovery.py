@@ -6,7 +6,10 @@ Each path is a model or a folder of models. Recognised, in this order, for a fol
    present, else the newest), or a hub cache root holding several ``models--*`` (or ``hub/models--*``);
 2. a diffusers repository (``model_index.json`` or component sub-folders): ``component`` picks the
    sub-folder, else ``unet`` if present, else a problem listing the components;
-3. a PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``/``.bin``);
+3. a PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``/``.bin``); a Stable Diffusion
+   LoRA file (kohya-ss or diffusers layout, :mod:`.sd_lora`) is found by its tensor names wherever a weight
+   file is, and its base named by its header metadata (``ss_sd_model_name``, else the base file whose
+   legacy hash is its ``ss_sd_model_hash``) or by the model card beside it;
 4. a model folder: ``*.safetensors.index.json`` / ``*.bin.index.json`` (shards), ``model.safetensors``,
    ``diffusion_pytorch_model.safetensors``, ``pytorch_model.bin`` (and their variants such as
    ``model.fp16.safetensors``), or exactly one weight file next to a ``config.json``;
@@ -33,19 +36,23 @@ from mother_core.io.confine import Roots
 from mother_core.io.filekind import not_a_regular_file, read_json_file, read_text_file
 from mother_core.io.quant_scheme import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
+from mother_core.io import sd_lora
+from mother_core.io.registry import needs_base
 from mother_core.io.sd_single_file import is_single_file
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
 TORCH_SUFFIXES: tuple[str, ...] = (".pth.tar", ".bin", ".pt", ".pth", ".ckpt")
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".gguf", ".traineddata") + TORCH_SUFFIXES
 #: File stems that name a model's weights, not the model: a file with such a name takes its folder's name.
-GENERIC_STEMS = re.compile(r"^(model|pytorch_model|diffusion_pytorch_model|adapter_model|consolidated|weights)"
+GENERIC_STEMS = re.compile(r"^(model|pytorch_model|diffusion_pytorch_model|adapter_model|pytorch_lora_weights|"
+                           r"consolidated|weights)"
                            r"([.-].*)?$")
 FORMATS_HELP = (
     "single .safetensors files, Hugging Face folders (model.safetensors, sharded *.index.json, "
     "pytorch_model.bin), diffusers repositories (unet/ ...), PyTorch pickles (.bin .pt .pth .pth.tar .ckpt), "
     "GGUF files (.gguf, any quantization the gguf package reads), Tesseract LSTM models (.traineddata), "
-    "PEFT LoRA adapter folders and Hugging Face cache folders (models--org--name)"
+    "PEFT LoRA adapter folders, Stable Diffusion LoRA files (kohya-ss or diffusers .safetensors) and Hugging Face "
+    "cache folders (models--org--name)"
 )
 _STANDARD = (  # per format, most preferred first
     ("model.safetensors", "safetensors"),
@@ -111,7 +118,13 @@ def match_model_id(name: str | None, ids: Sequence[str]) -> str | None:
         return by_norm[_norm_id(name)]
     tail = _norm_id(name).split("/")[-1]
     hits = [m for m in ids if _norm_id(m).split("/")[-1] == tail]
-    return hits[0] if len(hits) == 1 else None
+    if len(hits) == 1:
+        return hits[0]
+    # A weight file's name ("v1-5-pruned-emaonly.safetensors", what kohya-ss records as the base): its
+    # model's id is the file stem.
+    suffix = _weight_suffix(tail)
+    return match_model_id(name.strip().rstrip("/")[:-len(suffix)], ids) if suffix and len(tail) > len(suffix) \
+        else None
 
 
 def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
@@ -120,11 +133,14 @@ def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
     (peft writes both; a config may name a local path that is not in the set while the card names
     the model that is). ``None`` when neither matches a model (:func:`match_model_id`).
 
+    A Stable Diffusion LoRA file's ``base_id`` comes from its header metadata instead
+    (``ref.base_source``: ``ss_sd_model_name``, or ``ss_sd_model_hash`` when discovery matched the hash).
+
     Both are declared metadata: the weights can confirm the architecture (the adapter's shapes fit) and
     that the update is low-rank, not which model of a family of fine-tunes it was trained on.
     """
     others = [i for i in ids if i != ref.id]
-    for name, source in ((ref.base_id, "adapter_config.json"), (ref.declared_parent, "model card")):
+    for name, source in ((ref.base_id, ref.base_source or "adapter_config.json"), (ref.declared_parent, "model card")):
         found = match_model_id(name, others)
         if found is not None:
             return found, source
@@ -242,6 +258,12 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
         if fmt.startswith("safetensors"):
             header = read_header(f)
             scheme = None
+            if f == files[0] and fmt == "safetensors":
+                lora = sd_lora.sniff(t.name for t in (*header.tensors, *header.unsupported))
+                if lora is not None and lora.startswith("unsupported:"):
+                    raise UnreadableCheckpointError(sd_lora.refusal(f, lora), f)
+                if lora is not None:
+                    return f"sd-lora:{lora}"
             if f == files[0]:
                 shapes = header.shapes()
                 scheme = detect_scheme(shapes, quantization_config(f)) or (
@@ -347,6 +369,8 @@ class _Finder:
         self.roots = roots
         self.models: list[ModelRef] = []
         self.problems: list[Problem] = []
+        #: Stable Diffusion LoRA file -> the legacy hash of its base (kohya-ss ``ss_sd_model_hash``).
+        self.legacy_hashes: dict[str, str] = {}
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -358,12 +382,21 @@ class _Finder:
         except UnreadableCheckpointError as e:
             self.problem(e.path or path, f"Skipped model {model_id!r}: {e.message}")
             return
+        base_source = None
+        if fmt.startswith("sd-lora"):  # the base kohya-ss recorded in the header (names only, no tensor data)
+            meta = read_header(files[0]).metadata
+            name, legacy = meta.get("ss_sd_model_name"), meta.get("ss_sd_model_hash")
+            base_id, base_source = (name[:500], "ss_sd_model_name") if name else (None, None)
+            if legacy and re.fullmatch(r"[0-9a-fA-F]{8}", legacy):
+                self.legacy_hashes[files[0]] = legacy.lower()
         declared = _declared_parent(*meta_folders, roots=self.roots) if meta_folders else None
-        if fmt == "peft-lora" and declared is None:
+        adapter = fmt.startswith(("peft-lora", "sd-lora"))
+        if adapter and declared is None:
             declared = base_id  # an adapter's base is part of its format, so it is declared too
-        arch = _architecture(*meta_folders, roots=self.roots) if meta_folders and fmt != "peft-lora" else None
+        arch = _architecture(*meta_folders, roots=self.roots) if meta_folders and not adapter else None
         self.models.append(ModelRef(id=display_id(model_id), path=path, format=fmt, files=files, component=component,
-                                    base_id=base_id, declared_parent=declared, architecture=arch))
+                                    base_id=base_id, declared_parent=declared, architecture=arch,
+                                    base_source=base_source))
 
     def folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
         """Add the model stored in ``folder`` (or a problem about it); False when it is not one model."""
@@ -605,12 +638,36 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
         )
     ids = list(seen)
     models = [
-        m if m.format != "peft-lora" or m.base_id is None
+        m if not needs_base(m) or m.base_id is None
         else _with_base(m, match_model_id(m.base_id, [i for i in ids if i != m.id]) or m.base_id)
         for m in unique
     ]
+    models = _bases_by_hash(models, finder.legacy_hashes)
     return Discovery(models=models, problems=finder.problems)
 
 
 def _with_base(m: ModelRef, base_id: str) -> ModelRef:
     return dataclasses.replace(m, base_id=base_id)
+
+
+def _bases_by_hash(models: list[ModelRef], legacy: dict[str, str]) -> list[ModelRef]:
+    """Stable Diffusion LoRA files whose ``ss_sd_model_name`` names no model of the set, given the
+    single-file model whose legacy hash (:func:`.sd_lora.legacy_hash`: 64 KiB of the file, the only tensor
+    bytes discovery reads) equals their ``ss_sd_model_hash``. A hash shared by several files matches none."""
+    ids = [m.id for m in models]
+    todo = [i for i, m in enumerate(models) if m.files and m.files[0] in legacy
+            and match_model_id(m.base_id, [x for x in ids if x != m.id]) is None]
+    if not todo:
+        return models
+    hashes: dict[str, list[str]] = {}
+    for m in models:
+        if len(m.files) == 1 and not needs_base(m):
+            h = sd_lora.legacy_hash(m.files[0])
+            if h is not None:
+                hashes.setdefault(h, []).append(m.id)
+    out = list(models)
+    for i in todo:
+        hits = hashes.get(legacy[models[i].files[0]], [])
+        if len(hits) == 1:
+            out[i] = dataclasses.replace(models[i], base_id=hits[0], base_source="ss_sd_model_hash")
+    return out

@@ -96,6 +96,12 @@ def reader_revision(ref: ModelRef) -> int:
     return 0 if entry is None else entry.revision
 
 
+def needs_base(ref: ModelRef) -> bool:
+    """Whether ``ref`` is an adapter, read merged into another model of the set (its base)."""
+    entry = _REGISTRY.get(ref.container)
+    return entry is not None and entry.needs_base
+
+
 def containers() -> tuple[str, ...]:
     """Every container format a reader is registered for."""
     return tuple(sorted(_REGISTRY))
@@ -108,5 +114,6 @@ register("torch-sharded", "mother_core.io.readers:open_torch")
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
 # regrouped query_key_value rows undone (2026-12-02).
 register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=2)
+register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True)
 register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mother_core.io.base import ModelRef
+from mother_core.io.registry import needs_base
 from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.copies import CONVERT_TOL, find_conversions, find_quantized
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
@@ -59,7 +61,7 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         Which of :data:`DETECTORS` run.
     """
     pl = pair_layers(stats)
-    adapters = {i for i, m in enumerate(stats.models) if m.format.startswith("peft")}
+    adapters = {i for i, m in enumerate(stats.models) if needs_base(m)}
     links: list[TypedLink] = []
     notes: list[tuple[int, str]] = []
     if "convert" in detectors:
@@ -226,6 +228,17 @@ def _total_rel(pl: PairLayers, a: int, b: int) -> float:
     return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300)) if ok.any() else 0.0
 
 
+def _adapter_words(ref: ModelRef) -> tuple[str, str]:
+    """(what the adapter is, where its base is named) for the evidence line."""
+    if ref.container == "sd-lora":
+        from mother_core.io.sd_lora import LAYOUT_NAMES
+
+        layout = LAYOUT_NAMES.get(ref.scheme or "", ref.scheme or "")
+        source = "its header metadata (ss_sd_model_name)" if ref.base_source else "its metadata"
+        return f"unmerged Stable Diffusion LoRA file ({layout} layout)", source
+    return "unmerged PEFT adapter", "adapter_config.json"
+
+
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
                                                                                   list[tuple[int, str]]]:
     """An adapter read merged into its declared base: the base is its parent when the weights agree."""
@@ -246,11 +259,17 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
         prof = _lowrank_profile(stats, pl, base, a, u)
         low, changed, rescaled = prof.low, prof.changed, prof.rescaled
         agree = changed > 0 and low >= 0.5
-        by_card = source != "adapter_config.json"
+        by_card = source == "model card"
         conf = ADAPTER_CONFIDENCE[(agree, by_card)]
-        named = (f"adapter_config.json names {ref.base_id!r}, in the set" if not by_card else
-                 f"adapter_config.json names {ref.base_id!r}, not in the set; its model card names {base_id!r}")
-        evidence = (f"unmerged PEFT adapter; {named}; merged into it, it changes {changed} layers"
+        what, config = _adapter_words(ref)
+        if by_card:
+            named = (f"{config} names {ref.base_id!r}, not in the set" if ref.base_id else f"{config} names no base")
+            named += f"; its model card names {base_id!r}"
+        elif ref.base_source == "ss_sd_model_hash":
+            named = f"its header's ss_sd_model_hash is the legacy hash of the file of {base_id!r}"
+        else:
+            named = f"{config} names {ref.base_id!r}, in the set"
+        evidence = (f"{what}; {named}; merged into it, it changes {changed} layers"
                     + (f", {low:.0%} of them at low rank" if changed else "")
                     + (f" ({rescaled} after a DoRA-style row rescaling)" if agree and rescaled else "")
                     + ("" if agree else " (the weights do not confirm a low-rank update)")

@@ -105,11 +105,19 @@ def float_scheme(scheme: str | None) -> str | None:
     return FLOAT_SCHEMES.get(s)
 
 
+#: Schemes that name a layout of float weights, not a quantization (a Stable Diffusion single-file
+#: checkpoint), and containers whose scheme is the file's layout (Stable Diffusion LoRA files).
+LAYOUT_SCHEMES = frozenset({"sd-single-file"})
+LAYOUT_CONTAINERS = frozenset({"sd-lora"})
+
+
 def quantization_scheme(fmt: str) -> str | None:
     """The quantization scheme a model's format string names (``gguf:Q4_0`` -> ``Q4_0``,
-    ``safetensors:bnb-nf4`` -> ``bnb-nf4``), or None for float weights (no scheme, or a float one)."""
-    _, scheme = split_format(fmt)
-    if scheme is None or float_scheme(scheme) is not None:
+    ``safetensors:bnb-nf4`` -> ``bnb-nf4``), or None for float weights (no scheme, a float one, or a layout:
+    ``safetensors:sd-single-file``, ``sd-lora:kohya``)."""
+    container, scheme = split_format(fmt)
+    if scheme is None or float_scheme(scheme) is not None or scheme in LAYOUT_SCHEMES \
+            or container in LAYOUT_CONTAINERS:
         return None
     return scheme
 

@@ -33,6 +33,7 @@ from mother_core.io.base import (
 )
 from mother_core.io.discovery import adapter_base
 from mother_core.io.readers import open_model
+from mother_core.io.registry import needs_base
 from mother_core.stats.cache import StatsCache, model_key, set_aside, slot_key
 from mother_core.stats.execute import PassOutput, execute_plan
 from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, Plan, build_plan, collect_slots
@@ -331,7 +332,7 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
     for ref in refs:
         try:
             base_reader = None
-            if ref.format == "peft-lora":
+            if needs_base(ref):
                 base = _find_base(ref, by_id)
                 base_reader = stack.enter_context(open_model(base))
                 base_refs[ref.id] = base
@@ -352,9 +353,14 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
 
 def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
     want = ref.base_id or ""
-    found = adapter_base(ref, [rid for rid, r in by_id.items() if r.format != "peft-lora"])
+    found = adapter_base(ref, [rid for rid, r in by_id.items() if not needs_base(r)])
     if found is not None:
         return by_id[found[0]]
+    if ref.container == "sd-lora":
+        from mother_core.io.sd_lora import missing_base_message
+
+        raise MissingBaseModelError(missing_base_message(ref, [r for r in by_id.values() if not needs_base(r)]),
+                                    ref.path)
     raise MissingBaseModelError(
         f"LoRA adapter {ref.path} needs its base model {want or '(unnamed)'!r}, which is not in the set. "
         "Add the base model's folder to the paths you give.", ref.path)

@@ -1,0 +1,340 @@
+"""Stable Diffusion LoRA files (kohya-ss and diffusers layouts), presented as their base UNet with the LoRA
+merged in.
+
+Stable Diffusion LoRAs are shared as single ``.safetensors`` files, not as PEFT adapter folders:
+
+- **kohya-ss** (sd-scripts; what AUTOMATIC1111, ComfyUI and most hubs use): ``lora_unet_<module>.lora_down.weight``
+  (A, ``(r, in)`` or ``(r, in, kh, kw)`` for a LoCon convolution), ``.lora_up.weight`` (B, ``(out, r)`` or
+  ``(out, r, 1, 1)``) and ``.alpha`` (a scalar), where ``<module>`` is the module's dotted path with every
+  dot replaced by an underscore; ``lora_te_`` / ``lora_te1_`` / ``lora_te2_`` for the text encoder(s). The
+  header's ``__metadata__`` says what it was trained on: ``ss_sd_model_name`` (the base's file name or hub
+  id), ``ss_sd_model_hash`` (the webui's legacy hash of the base file), ``ss_network_dim``, ``ss_network_alpha``.
+- **diffusers** (``pytorch_lora_weights.safetensors``, written by ``save_lora_weights``): ``unet.<path>.lora_A.weight``
+  / ``.lora_B.weight`` (peft backend) or, in older files, ``unet.<path>.lora.down.weight`` / ``.lora.up.weight``
+  and attention processors' ``unet.<block>.processor.to_q_lora.down.weight``; ``text_encoder.*`` for the text
+  encoder. diffusers renames the old keys with ``KEYS_TO_ALWAYS_REPLACE`` and ``UNET_TO_DIFFUSERS``
+  (``diffusers/utils/state_dict_utils.py``); :func:`_peft_module` applies the same rules.
+
+The merged weight is the one diffusers' ``fuse_lora`` and sd-scripts' ``merge_lora.py`` compute:
+``W + (alpha / r) * B @ A`` (convolutions: ``B.flatten(1) @ A.flatten(1)`` reshaped to the kernel), with
+``alpha`` the module's ``.alpha`` tensor, else the diffusers ``lora_adapter_metadata`` header entry
+(``unet.lora_alpha``, ``unet.alpha_pattern``, ``unet.use_rslora``), else ``r`` (scale 1: diffusers'
+``get_peft_kwargs`` without alphas).
+
+A kohya name is ambiguous (``down_blocks_0_attentions_0_proj_in`` could split at any underscore): it is
+resolved against the base model's own tensor names, every ``<module>.weight`` of the base with its dots made
+underscores; a name that matches no module or several is an :class:`AdapterMismatchError` naming it. Only
+the UNet is read (what a diffusers folder's ``unet`` component and a single-file checkpoint present);
+text-encoder layers are left out as :mod:`.sd_single_file` leaves out the text encoder, and so are
+textual-inversion embeddings some kohya files bundle (``bundle_emb.*``).
+
+Refused with a message: LyCORIS LoHa / LoKr / OFT / full-difference files, kohya DoRA (``dora_scale``),
+Tucker-decomposed LoCon (``lora_mid``), and kohya-ss SDXL files, which name modules in the original (LDM)
+UNet layout (``lora_unet_input_blocks_4_1_...``) rather than the diffusers one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from mother_core.errors import AdapterMismatchError, MotherError, UnreadableCheckpointError
+from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+
+KOHYA = "kohya"
+DIFFUSERS = "diffusers"
+#: Scheme -> what people call it (in messages and evidence).
+LAYOUT_NAMES: Mapping[str, str] = {KOHYA: "kohya-ss", DIFFUSERS: "diffusers"}
+
+_KOHYA_PREFIX = re.compile(r"^lora_(unet|te\d?)_")
+_KOHYA_LORA_PARTS = frozenset({"lora_down.weight", "lora_up.weight", "alpha"})
+#: LyCORIS parameter names (KohakuBlueleaf/LyCORIS, ``lycoris/modules``) -> the algorithm, for the refusal.
+_LYCORIS: tuple[tuple[str, str], ...] = (
+    ("hada_", "LoHa (LyCORIS)"), ("lokr_", "LoKr (LyCORIS)"), ("oft_", "OFT (LyCORIS)"),
+    ("diff", "full-difference (LyCORIS)"), ("w_norm", "norm (LyCORIS)"), ("b_norm", "norm (LyCORIS)"),
+    ("on_input", "IA3 (LyCORIS)"), ("dora_scale", "DoRA (kohya)"), ("lora_mid", "Tucker LoCon (LyCORIS)"),
+)
+_COMPONENTS = ("unet.", "text_encoder.", "text_encoder_2.")
+#: The first word of a diffusers UNet module path (keys of unprefixed files saved by ``save_attn_procs``).
+_UNET_WORDS = ("down_blocks.", "up_blocks.", "mid_block.", "conv_in.", "conv_out.", "time_embedding.",
+               "conv_norm_out.", "add_embedding.")
+_DIFFUSERS_PIECES = (".lora_A.", ".lora_B.", ".lora.down.", ".lora.up.", "_lora.down.", "_lora.up.",
+                     ".lora_linear_layer.")
+#: diffusers' ``KEYS_TO_ALWAYS_REPLACE`` + ``UNET_TO_DIFFUSERS`` (state_dict_utils.py), longest first.
+_DIFFUSERS_RENAMES: tuple[tuple[str, str], ...] = (
+    (".processor.", "."),
+    (".to_out_lora.up", ".to_out.0.lora_B"), (".to_out_lora.down", ".to_out.0.lora_A"),
+    (".to_q_lora.up", ".to_q.lora_B"), (".to_q_lora.down", ".to_q.lora_A"),
+    (".to_k_lora.up", ".to_k.lora_B"), (".to_k_lora.down", ".to_k.lora_A"),
+    (".to_v_lora.up", ".to_v.lora_B"), (".to_v_lora.down", ".to_v.lora_A"),
+    (".lora_linear_layer.up", ".lora_B"), (".lora_linear_layer.down", ".lora_A"),
+    (".lora.up", ".lora_B"), (".lora.down", ".lora_A"),
+)
+#: The first words of a UNet module in the original (LDM) layout, as kohya-ss names SDXL modules.
+_LDM_WORDS = ("input_blocks_", "middle_block_", "output_blocks_")
+_PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+
+
+def sniff(names: Iterable[str]) -> str | None:
+    """The layout of a Stable Diffusion LoRA file from its tensor names, or None for any other file.
+
+    Returns ``"kohya"``, ``"diffusers"``, or ``"unsupported:<what>"`` for an adapter family this module
+    does not merge (LyCORIS LoHa, LoKr, ...). Reads names only (the safetensors header).
+
+    Examples
+    --------
+    >>> sniff(["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight",
+    ...        "lora_unet_mid_block_attentions_0_proj_in.alpha"])
+    'kohya'
+    >>> sniff(["unet.mid_block.attentions.0.proj_in.lora_A.weight"])
+    'diffusers'
+    >>> sniff(["lora_unet_mid_block_attentions_0_proj_in.hada_w1_a"])
+    'unsupported:LoHa (LyCORIS)'
+    >>> sniff(["model.layers.0.mlp.up_proj.weight"]) is None
+    True
+    """
+    names = list(names)
+    if not names:
+        return None
+    kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
+    # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
+    # which are not LoRA layers and are left out.
+    if kohya and 2 * len(kohya) > len(names):
+        parts = {n.split(".", 1)[1] if "." in n else "" for n in kohya}
+        for part in sorted(parts - _KOHYA_LORA_PARTS):
+            for word, what in _LYCORIS:
+                if part.startswith(word):
+                    return f"unsupported:{what}"
+        if parts <= _KOHYA_LORA_PARTS and "lora_down.weight" in parts:
+            return KOHYA
+        return "unsupported:an unknown kohya-style network (" + ", ".join(sorted(parts - _KOHYA_LORA_PARTS))[:80] + ")"
+    prefixed = all(n.startswith(_COMPONENTS) for n in names)
+    unet_only = all(n.startswith(_UNET_WORDS) for n in names)
+    if not (prefixed or unet_only):
+        return None
+    if any(".lokr_" in n for n in names):
+        return "unsupported:LoKr (LyCORIS)"
+    if any(p in n for n in names for p in _DIFFUSERS_PIECES):
+        return DIFFUSERS
+    return None
+
+
+def refusal(path: str, scheme: str) -> str:
+    """The message for a file :func:`sniff` found to be an adapter family this module does not merge."""
+    what = scheme.removeprefix("unsupported:")
+    return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (only LoRA: "
+            "kohya-ss lora_down/lora_up with LoCon convolutions, and diffusers lora_A/lora_B files). Merge it "
+            "into its base model with the tool that made it and add the merged checkpoint instead.")
+
+
+def legacy_hash(path: str) -> str | None:
+    """The webui's legacy model hash that kohya-ss writes as ``ss_sd_model_hash``: the first 8 hex digits
+    of the SHA-256 of the 64 KiB at offset 1 MiB (sd-scripts ``train_util.model_hash``). None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0x100000)
+            return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Module:
+    """One LoRA module of the file: its raw keys, and the name it has in the file (kohya: flat)."""
+
+    key: str  # the module's name in the file: kohya "down_blocks_0_..._to_q", diffusers "down_blocks.0....to_q"
+    down: str  # raw tensor keys
+    up: str
+    alpha: str | None
+
+
+def _peft_module(key: str) -> tuple[str, str] | None:
+    """(module, "A" | "B") of a diffusers LoRA key, after diffusers' own renames; None for other keys."""
+    for old, new in _DIFFUSERS_RENAMES:
+        key = key.replace(old, new)
+    m = _PEFT_KEY.match(key)
+    return (m["module"], m["ab"]) if m else None
+
+
+def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
+    """The UNet LoRA modules of a file (text-encoder ones left out), from its tensor names only.
+
+    Raises
+    ------
+    AdapterMismatchError
+        A module with only one of its two factors.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for n in names:
+        if layout == KOHYA:
+            if not n.startswith("lora_unet_"):
+                continue
+            flat, _, part = n[len("lora_unet_"):].partition(".")
+            role = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}.get(part)
+        else:
+            comp = next((c for c in _COMPONENTS if n.startswith(c)), "unet.")
+            if comp != "unet.":
+                continue
+            # Network alphas of an old diffusers file sit beside the factors as "<module>.alpha".
+            parsed = _peft_module(n[:-len(".alpha")] + ".lora.down.weight" if n.endswith(".alpha") else n)
+            if parsed is None:
+                continue
+            flat = parsed[0].removeprefix(comp)
+            role = "alpha" if n.endswith(".alpha") else "down" if parsed[1] == "A" else "up"
+        if role is not None:
+            found.setdefault(flat, {})[role] = n
+    out = []
+    for flat, keys in sorted(found.items()):
+        if "down" not in keys or "up" not in keys:
+            have = ", ".join(sorted(keys))
+            raise AdapterMismatchError(f"{path}: the LoRA module {flat!r} has only {have}; the file is damaged.", path)
+        out.append(_Module(flat, keys["down"], keys["up"], keys.get("alpha")))
+    return out
+
+
+def _base_modules(base_infos: Mapping[str, TensorInfo], layout: str) -> dict[str, str | None]:
+    """The LoRA module names a base's tensors answer to -> the base tensor (None when ambiguous)."""
+    out: dict[str, str | None] = {}
+    for name, info in base_infos.items():
+        if not name.endswith(".weight") or len(info.shape) < 2:
+            continue
+        module = name[:-len(".weight")]
+        key = module.replace(".", "_") if layout == KOHYA else module
+        out[key] = name if key not in out or out[key] == name else None
+    return out
+
+
+def _update_shape(down: tuple[int, ...], up: tuple[int, ...]) -> tuple[int, ...]:
+    return (up[0], *down[1:])
+
+
+def _fits(update: tuple[int, ...], base: tuple[int, ...]) -> bool:
+    """The update's shape is the base tensor's, or the same matrix as a 1x1 convolution (kohya and peft
+    give a 1x1 ``proj_in`` a linear LoRA or a conv one)."""
+    if update == base:
+        return True
+    squeeze = tuple(d for i, d in enumerate(base) if i < 2 or d != 1)
+    return squeeze == tuple(d for i, d in enumerate(update) if i < 2 or d != 1)
+
+
+def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[str, tuple[int, ...]],
+            base_infos: Mapping[str, TensorInfo], base_id: str) -> dict[str, str]:
+    """LoRA module key -> base tensor name, every module's shape checked against the base.
+
+    Parameters
+    ----------
+    shapes : Mapping
+        Raw tensor key -> shape (from the file's header).
+
+    Raises
+    ------
+    AdapterMismatchError
+        A module the base lacks, one whose kohya name matches several of its modules, or a wrong shape.
+    """
+    table = _base_modules(base_infos, layout)
+    out: dict[str, str] = {}
+    for m in modules:
+        if m.key not in table and layout == KOHYA and m.key.startswith(_LDM_WORDS):
+            raise AdapterMismatchError(
+                f"The Stable Diffusion LoRA {path} names its modules in the original (LDM) UNet layout "
+                f"({m.key!r}), as kohya-ss SDXL files do; this version maps kohya names onto the diffusers UNet's "
+                "module names only (SD 1.x / 2.x files).", path)
+        if m.key not in table:
+            raise AdapterMismatchError(
+                f"The Stable Diffusion LoRA {path} updates {m.key!r}, which the base model {base_id!r} does not "
+                "have: is that the right base model?", path)
+        name = table[m.key]
+        if name is None:
+            raise AdapterMismatchError(
+                f"The Stable Diffusion LoRA {path} updates {m.key!r}, which names several modules of the base "
+                f"model {base_id!r} (its underscores could stand for several paths); it cannot be merged.", path)
+        down, up = shapes[m.down], shapes[m.up]
+        if len(down) < 2 or len(up) < 2 or up[1] != down[0] or math.prod(up[2:]) != 1 \
+                or not _fits(_update_shape(down, up), base_infos[name].shape):
+            raise AdapterMismatchError(
+                f"The Stable Diffusion LoRA {path} updates {name} with down {down} and up {up}, but the base "
+                f"model {base_id!r} has {base_infos[name].shape}: is that the right base model?", path)
+        out[m.key] = name
+    return out
+
+
+def fits(path: str, layout: str, base: ModelReader) -> str | None:
+    """None when the LoRA file fits ``base`` (every module found, every shape right), else why not.
+
+    Reads the LoRA's header and the base's tensor list only."""
+    from mother_core.io.safetensors_header import read_header
+
+    try:
+        header = read_header(path)
+        shapes = {t.name: t.shape for t in (*header.tensors, *header.unsupported)}
+        modules = lora_modules(path, layout, list(shapes))
+        if not modules:
+            return f"{path} holds text-encoder LoRA layers only"
+        resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
+    except (AdapterMismatchError, UnreadableCheckpointError) as e:
+        return e.message
+    return None
+
+
+#: At most this many models of the set are checked for fitting shapes when a LoRA's base is missing.
+MAX_FIT_CHECKS = 64
+
+
+def missing_base_message(ref: ModelRef, candidates: Sequence[ModelRef]) -> str:
+    """The problem of a Stable Diffusion LoRA whose metadata names no model of the set.
+
+    Says what the metadata named, and which models of the set the file would fit (checked from headers
+    only, safetensors models): the weights fit every model of the same shapes alike, so only metadata
+    could tell which one it was trained on (docs/RELATIONS.md, "An adapter's base comes from metadata")."""
+    from mother_core.io.readers import open_model
+
+    layout = LAYOUT_NAMES.get(ref.scheme or "", ref.scheme or "?")
+    if ref.base_id:
+        where = "its header metadata (ss_sd_model_name)" if ref.base_source else "its model card"
+        head = f"names its base {ref.base_id!r} in {where}, which is not in the set"
+    else:
+        head = "names no base model (no ss_sd_model_name or matching ss_sd_model_hash, no model card base_model)"
+    fitting: list[str] = []
+    checked = 0
+    for cand in candidates:
+        if checked >= MAX_FIT_CHECKS or not cand.container.startswith("safetensors"):
+            continue
+        checked += 1
+        try:
+            with open_model(cand) as reader:
+                if fits(ref.files[0], ref.scheme or "", reader) is None:
+                    fitting.append(cand.id)
+        except (MotherError, OSError):  # a candidate that cannot be opened is reported where it is read
+            continue
+    if fitting:
+        shown = ", ".join(repr(i) for i in fitting[:5]) + (f" and {len(fitting) - 5} more" if len(fitting) > 5 else "")
+        tail = (f"; it fits {shown} (the weights fit every model of the same shapes alike: only metadata could "
+                "tell which one it was trained on)")
+    elif checked:
+        tail = "; no model in the set has the shapes it updates (a LoRA made for another architecture?)"
+    else:
+        tail = ""
+    return (f"The Stable Diffusion LoRA {ref.path} ({layout} layout) {head}{tail}. It is left out of this run: add "
+            "its base model to the paths you give.")
+
+
+def adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
+    """diffusers' ``lora_adapter_metadata`` header entry for the UNet (its ``unet.`` keys, prefix removed)."""
+    raw = metadata.get("lora_adapter_metadata")
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw[:1_000_000])
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {k.removeprefix("unet."): v for k, v in parsed.items() if isinstance(k, str) and k.startswith("unet.")}
+
+
+__all__ = ["DIFFUSERS", "KOHYA", "LAYOUT_NAMES", "adapter_metadata", "fits", "legacy_hash", "lora_modules",
+           "missing_base_message", "refusal", "resolve", "sniff"]
