@@ -162,7 +162,8 @@ class PairLayers:
     ``rel[l, i, j]``: ||W_i - W_j|| / sqrt((||W_i||^2 + ||W_j||^2) / 2) where both hold slot l, else NaN.
     ``sq[l, i, j]``: squared distance (NaN where not shared). ``scale2[l, i, j]``: the denominator squared.
     ``own[i]``: elements model i holds; ``shared[i, j]``: elements both hold.
-    ``equal_share[i, j]``: :func:`equal_share` (NaN where not known).
+    ``equal_share[i, j]``: :func:`equal_share` (NaN where not known); ``equal_counted``: the shares as
+    counted where ``equal_share`` was rescaled to a bar (:func:`mother_core.relations.merge.find_merges`).
     """
 
     rel: np.ndarray
@@ -171,6 +172,7 @@ class PairLayers:
     own: np.ndarray
     shared: np.ndarray
     equal_share: np.ndarray
+    equal_counted: np.ndarray | None = None
 
 
 def pair_layers(stats: WeightStatistics) -> PairLayers:

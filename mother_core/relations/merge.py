@@ -18,6 +18,7 @@ keep its base's (and sometimes another input's) values exactly, which the pass c
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -77,6 +78,15 @@ OFF_PATH = 0.3
 #: off-path test (a merge with a merged LoRA or a small update among its inputs sits near the path:
 #: off-path -0.20 and -0.28 on seeds 0 and 3) and up to :data:`RESIDUAL_MAX_EQUAL`.
 EQUAL_SHARE = 0.1
+#: Equal entries name a base only where they stand out from the coincidences of the child's tree: at
+#: least this many times the tree's chance level (:func:`chance_equal_share`). A few Adam steps move
+#: every entry by about +-lr each (Kingma and Ba 2015: the first step is exactly lr times the sign of the
+#: gradient), so in bf16 entries whose steps net to nothing round back to the parent's value, and
+#: siblings land on the same value: a family of 3-6 step bf16 fine-tunes shares 0.10-0.15 of its entries
+#: pair by pair, and read its root and a chain's middle model as TIES merges of their descendants at
+#: confidence 0.72-0.99 (tests/test_lora_links.py). Trees of the typed sets' fine-tunes: chance level
+#: 0-0.04, so the bar stays :data:`EQUAL_SHARE` there.
+CHANCE_FACTOR = 2.0
 #: The residual a sparse merge may leave when its entries confirm it (:data:`EQUAL_SHARE`). The cap
 #: :data:`RESIDUAL_MAX` guards against fine-tunes, which share no entries; a sparse merge's residual
 #: grows with its drop / trim rate and only a fine-tune's own new update leaves ~1. A TIES merge of the
@@ -137,6 +147,7 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     already used as another merge's parent with a smaller residual is not itself a merge of that
     merge (its coefficient would be negative anyway).
     """
+    pl = _entries_above_chance(pl, labels)
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
     # merge sits between its parents, where it fits any combination of them as well as they do).
     exact = [x for x in _fits(stats, pl, labels, excluded) if x[0] <= EXACT]
@@ -150,6 +161,36 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     found = {link.child for _, link in exact + sparse}
     layered = _fits(stats, pl, labels, excluded | found, by_layer=True)
     return _consistent(exact + sparse + layered)
+
+
+def chance_equal_share(share: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,): the share of exactly equal entries that models of each model's tree reach by chance: the
+    median over the tree's members of each member's largest share with another member (NaN-free; 0 for
+    a tree of one).
+
+    A sparse merge keeps its base's entries, and its base keeps them with nobody else; a median over the
+    members is not moved by the few merges and bases of a tree, but it is by a tree whose members all
+    share entries with a relative, which no merge explains (few-step bf16 fine-tunes: :data:`CHANCE_FACTOR`).
+    """
+    chance = np.zeros(len(labels))
+    for tree in np.unique(labels):
+        members = np.flatnonzero(labels == tree)
+        if len(members) < 3:
+            continue
+        sub = share[np.ix_(members, members)].copy()
+        np.fill_diagonal(sub, np.nan)
+        sub = np.where(np.isfinite(sub), sub, 0.0)
+        chance[members] = float(np.median(sub.max(axis=1)))
+    return chance
+
+
+def _entries_above_chance(pl: PairLayers, labels: np.ndarray) -> PairLayers:
+    """``pl`` with each child's equal shares scaled so that :data:`EQUAL_SHARE` stands for its bar:
+    ``max(EQUAL_SHARE, CHANCE_FACTOR x`` the tree's chance level ``)`` (:func:`chance_equal_share`); the
+    shares as counted stay in ``equal_counted`` for the evidence text."""
+    bar = np.maximum(EQUAL_SHARE, CHANCE_FACTOR * chance_equal_share(pl.equal_share, labels))
+    return dataclasses.replace(pl, equal_share=pl.equal_share * (EQUAL_SHARE / bar)[:, None],
+                               equal_counted=pl.equal_share)
 
 
 def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
@@ -599,8 +640,8 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
     else:
         method = "linear"
     detail = f"{method} " + "/".join(f"{w:.2f}" for w in coeffs)
-    share = [float(pl.equal_share[c, p]) for p in parents]
-    kept = [(p, v) for p, v in zip(parents, share) if v >= EQUAL_SHARE]
+    counted = pl.equal_counted if pl.equal_counted is not None else pl.equal_share
+    kept = [(p, float(counted[c, p])) for p in parents if pl.equal_share[c, p] >= EQUAL_SHARE]
     confirmed = ratio > EXACT and bool(kept)
     names = ", ".join(stats.models[p].id for p in parents)
     entries = ("; " + " and ".join(f"{v:.0%} {EQUAL_ENTRIES} {stats.models[p].id}'s exactly" for p, v in kept)
