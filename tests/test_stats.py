@@ -100,8 +100,10 @@ def test_chunked_pass_equals_unchunked(tmp_path, kernel):
     found = discover([tmp_path / "set"])
     whole = compute_statistics(found, device="cpu")
     chunked = compute_statistics(found, device="cpu", chunk_elements=50)  # many row chunks per tensor
-    # Means and excess kurtoses near zero are compared on an absolute scale, not relatively.
-    for field, atol in (("mean", 1e-8), ("var", 0), ("kurtosis", 1e-6), ("norm", 0)):
+    # Means and excess kurtoses near zero are compared on an absolute scale, not relatively. Chunks change
+    # the order of the fused kernel's float32 partial sums: an excess kurtosis moves by up to ~1e-6
+    # (-0.0123827 against -0.0123838 on one CPU), a few float32 roundings of its fourth moment.
+    for field, atol in (("mean", 1e-8), ("var", 0), ("kurtosis", 5e-6), ("norm", 0)):
         np.testing.assert_allclose(getattr(chunked, field), getattr(whole, field), rtol=1e-6, atol=atol)
     np.testing.assert_allclose(chunked.sq_dist, whole.sq_dist, rtol=1e-6, atol=1e-12)
     np.testing.assert_array_equal(chunked.equal, whole.equal)
