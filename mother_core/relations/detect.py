@@ -183,7 +183,9 @@ def lora_links(stats: WeightStatistics, pl: PairLayers, pairs: dict[int, set[int
     for g, partners in sorted(pairs.items()):
         if minority is not None and g not in minority:
             continue
-        profiles = {h: _lowrank_profile(stats, pl, h, g, u, settle=True) for h in sorted(partners)}
+        # the settled rank costs refits on every changed layer: only where it has relatives to choose from
+        settle = len(partners) > 1
+        profiles = {h: _lowrank_profile(stats, pl, h, g, u, settle=settle) for h in sorted(partners)}
         ranked = sorted(profiles, key=lambda h: (profiles[h].rank_sum, _total_rel(pl, h, g)))
         p, prof = ranked[0], profiles[ranked[0]]
         margin = lora_margin(prof.rank_sum, profiles[ranked[1]].rank_sum) if len(ranked) > 1 else 1.0
