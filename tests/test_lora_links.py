@@ -169,3 +169,75 @@ def test_every_layer_of_a_far_moved_dora_reads_low_rank(tmp_path: Path) -> None:
     relation, detail, _, _ = label_edge(stats, pair_layers(stats), ids.index("m-base"), ids.index("m-merged"))
     assert relation is Relation.LORA
     assert detail == "14 layers changed, 14 low rank after a DoRA-style row rescaling"
+
+
+@pytest.fixture(scope="module")
+def trained_root_families(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two families in one folder, each on a root trained 30 AdamW steps (its weights then hold Adam's
+    structured updates, not an isotropic init). ``m-``: the family of :func:`family` (five merged LoRAs
+    among full fine-tunes, a merged DoRA on the root). ``b-``: a LoRA of rank 8 on the root and a sibling
+    of rank 1 on three of its four target modules, among three fine-tunes; the sibling differs from the
+    LoRA at rank 8 + 1 where the base differs at 8, a close runner-up. Returns the typed links."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mother_core.recovery.features import pair_evidence, select_layers
+    from mother_core.recovery.forest import split_into_trees
+    from mother_core.relations.detect import detect_relations
+
+    d = tmp_path_factory.mktemp("lora-links-trained")
+    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    _save(_train(LlamaForCausalLM(cfg), 0, 30, 3e-3), d / "m-root")
+    for name, seed in (("m-ft1", 1), ("m-ft2", 2), ("m-ft3", 9)):
+        _finetune(d / "m-root", d / name, seed)
+    _finetune(d / "m-ft1", d / "m-ft-of-ft", 10)
+    _lora(d / "m-root", d / "m-lora", 3, ATTN_MLP)
+    _lora(d / "m-lora", d / "m-lora-of-lora", 4, ATTN_MLP)
+    _lora(d / "m-root", d / "m-lora-sib", 5, ["q_proj", "k_proj", "gate_proj"])
+    _lora(d / "m-ft1", d / "m-lora-of-ft", 6, ATTN_MLP)
+    _lora(d / "m-root", d / "m-dora", 7, ATTN_MLP, use_dora=True)
+    _finetune(d / "m-lora", d / "m-ft-of-lora", 8)
+
+    torch.manual_seed(1)
+    _save(_train(LlamaForCausalLM(cfg), 101, 30, 3e-3), d / "b-root")
+    for name, seed in (("b-ft1", 11), ("b-ft2", 12), ("b-ft3", 13)):
+        _finetune(d / "b-root", d / name, seed)
+    for name, seed, r, targets in (("b-lora8", 14, 8, ATTN_MLP), ("b-lora1", 15, 1, ["q_proj", "v_proj", "up_proj"])):
+        torch.manual_seed(seed)
+        model = get_peft_model(_load(d / "b-root"), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
+        _train(model, seed, 8, 3e-3)
+        _save(model.merge_and_unload(), d / name)
+
+    stats = compute_statistics(discover([d]), device="cpu")
+    ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers, None))
+    labels, _ = split_into_trees(ev.relative, None)
+    ids = list(stats.model_ids)
+    return {ids[x.child]: (ids[x.parents[0]], x.confidence) for x in detect_relations(stats, labels).links
+            if x.relation is Relation.LORA}
+
+
+def test_merged_dora_on_a_trained_root_goes_to_its_base(trained_root_families: dict[str, Any]) -> None:
+    """PEFT merges a DoRA as ``diag(m / ||W + B A||_row) (W + B A)``, so the DoRA differs from its base at
+    rank r only after each output row is rescaled. The summed rank that chooses the base must be the
+    *settled* rescaled rank: the first least-squares scale fit leaves ``diag(bias) W``, which on a trained
+    root read 20-33 of 48 per layer (under the low-rank threshold, where the refits stopped), so the
+    DoRA differed from its base at 200 and from the sibling LoRA ``m-lora`` at 152 and was linked to
+    the sibling at 0.98. Settled: 32 (4 x 8 layers) against 56 and 65. Every other LoRA keeps its base."""
+    got = {c: p for c, (p, _) in trained_root_families.items() if c.startswith("m-")}
+    assert got == TRUE_LORA_PARENTS
+    assert trained_root_families["m-dora"][1] >= 0.9  # 32 against 56: a clear margin
+
+
+def test_a_link_with_a_close_runner_up_reads_under_0_9(trained_root_families: dict[str, Any]) -> None:
+    """A LoRA of rank 8 whose sibling of rank 1 also holds its untouched layers: the base differs at 8 per
+    layer, the sibling at 9 on the three modules it targeted (64 against 70). The base is chosen, but
+    the summed ranks are within a tenth of each other, so the link's confidence falls under 0.9 (a link
+    with one such relative, or a clear margin, keeps the calibrated rate)."""
+    parent, conf = trained_root_families["b-lora8"]
+    assert parent == "b-root"
+    assert conf < 0.9
+    assert trained_root_families["b-lora1"] == ("b-root", pytest.approx(trained_root_families["m-lora"][1]))
+    assert trained_root_families["m-lora"][1] >= 0.9

@@ -37,6 +37,12 @@ LORA_UNTOUCHED = 0.15
 #: ... and the layers it changed differ at less than this share of full rank (ranks up to half the
 #: width are LoRAs; a trained layer is full rank).
 LORA_RANK = 0.75
+#: Relative margin of summed rank (:func:`lora_links`) from which a merged LoRA's parent keeps its full
+#: confidence: the margin of a base over a sibling LoRA (or its own parent) of half the LoRA's rank, whose
+#: difference from the LoRA has rank r + r / 2. Below it the confidence falls linearly to half (a tie:
+#: either of two relatives). Constant of reasoning, not fitted: profile C has no merged LoRA with two
+#: relatives holding its untouched layers.
+LORA_MARGIN = 1 / 3
 #: Refits of a merged DoRA's per-row scales outside the residual's leading subspace
 #: (:func:`rescaled_rank`): each cuts the scale error about tenfold (a PEFT DoRA merged in fp32: tail /
 #: top singular value 0.008, 1e-3, 2e-5 after 2, 3, 5 refits); fp32's floor is 1e-5 of the top.
@@ -177,20 +183,34 @@ def lora_links(stats: WeightStatistics, pl: PairLayers, pairs: dict[int, set[int
     for g, partners in sorted(pairs.items()):
         if minority is not None and g not in minority:
             continue
-        profiles = {h: _lowrank_profile(stats, pl, h, g, u) for h in sorted(partners)}
-        p = min(profiles, key=lambda h: (profiles[h].rank_sum, _total_rel(pl, h, g)))
-        prof = profiles[p]
+        # the settled rank costs refits on every changed layer: only where it has relatives to choose from
+        settle = len(partners) > 1
+        profiles = {h: _lowrank_profile(stats, pl, h, g, u, settle=settle) for h in sorted(partners)}
+        ranked = sorted(profiles, key=lambda h: (profiles[h].rank_sum, _total_rel(pl, h, g)))
+        p, prof = ranked[0], profiles[ranked[0]]
+        margin = lora_margin(prof.rank_sum, profiles[ranked[1]].rank_sum) if len(ranked) > 1 else 1.0
         detail = f"{prof.changed} layers changed" + (f", {prof.rescaled} low rank after a DoRA-style row rescaling"
                                                      if prof.rescaled else "")
         evidence = (f"differs from {stats.models[p].id} on {prof.changed} layers only ({prof.untouched:.0%} of shared "
                     f"layers identical, as merge_and_unload writes the layers an adapter does not target), "
                     f"{prof.low:.0%} of them at low rank (summed rank {prof.rank_sum}"
                     + (f"; {prof.rescaled} after a DoRA-style row rescaling" if prof.rescaled else "") + ")"
-                    + (f"; of {len(profiles)} relatives holding those layers, the lowest summed rank"
+                    + (f"; of {len(profiles)} relatives holding those layers, the lowest summed rank "
+                       f"(next: {stats.models[ranked[1]].id} at {profiles[ranked[1]].rank_sum}, margin {margin:.0%})"
                        if len(profiles) > 1 else ""))
-        links.append(TypedLink(g, (p,), Relation.LORA, detail, confidence(Relation.LORA.value, 0.85),
-                               evidence=evidence))
+        # a close runner-up is a link the ranks barely decide (a sibling LoRA of much lower rank, or rank
+        # figures off by a refit): the calibrated rate was measured on LoRAs with a single such relative
+        conf = confidence(Relation.LORA.value, 0.85) * 0.5 * (1.0 + min(1.0, margin / LORA_MARGIN))
+        links.append(TypedLink(g, (p,), Relation.LORA, detail, conf, evidence=evidence))
     return links
+
+
+def lora_margin(best: int, second: int) -> float:
+    """Relative margin of the lowest summed rank over the next relative's, in [0, 1]: 0 for a tie, 1 when
+    the best differs at rank 0. A base differs from its LoRA at r per targeted layer and a sibling or
+    grandparent at r + r', so a sibling of equal rank leaves 1/2 and one of half the rank 1/3
+    (:data:`LORA_MARGIN`)."""
+    return (second - best) / second if second > 0 else 0.0
 
 
 def untouched_tolerance(u: np.ndarray, a: int, b: int) -> float:
@@ -307,12 +327,19 @@ class LowRankProfile:
 
 
 def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
-                     u: np.ndarray) -> LowRankProfile:
+                     u: np.ndarray, settle: bool = False) -> LowRankProfile:
     """How ``c`` differs from ``p``: untouched share, low-rank share, changed layers, layers at low rank
     only after a per-row rescale (:func:`rescaled_rank`), summed rank (:class:`LowRankProfile`).
 
     The rescale is tried only on pairs with untouched weight matrices (:data:`LORA_UNTOUCHED`), the
-    only ones whose rank decides anything: a fine-tune trains every matrix."""
+    only ones whose rank decides anything: a fine-tune trains every matrix. For the low-rank *share*
+    (the pair test, :func:`label_edge`) only layers at or above :data:`LORA_RANK` need it, and a refit
+    that brings a layer under it decides. With ``settle`` (the summed rank that chooses a merged LoRA's
+    parent, :func:`lora_links`) it is tried on every changed layer and refitted until the rank stops
+    falling: a merged DoRA's layer reads 20-33 of 48 after the first, plain least-squares scale fit
+    (under the threshold, so the pair test stops there) and its adapter's rank 4 two refits later, and
+    summed over layers the unsettled figures made a sibling LoRA look nearer than the DoRA's base (the
+    trained-root family of tests/test_lora_links.py: 152 against 200, settled 64 against 32)."""
     from mother_core.stats.skeleton import difference_singular_values, rank_above_floor
 
     rel = pl.rel[:, p, c]
@@ -339,10 +366,10 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
         r = rank_above_floor(sv, max(shape), np.array([s for _, s in items]), np.full(len(items), roundoff))
         for (sk, scale), whole in zip(items, r):
             rank = int(whole)
-            if rank >= LORA_RANK * min(shape) and untouched >= LORA_UNTOUCHED:
-                after = rescaled_rank(sk[p], sk[c], scale, roundoff)
-                if after < LORA_RANK * min(shape):
-                    rescaled += 1
+            if untouched >= LORA_UNTOUCHED and (settle or rank >= LORA_RANK * min(shape)):
+                after = rescaled_rank(sk[p], sk[c], scale, roundoff, settle=settle)
+                if after < min(rank, LORA_RANK * min(shape)):
+                    rescaled += rank >= LORA_RANK * min(shape)
                     rank = after
             ranks.append(rank / min(shape))
             rank_sum += rank
@@ -350,7 +377,7 @@ def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
     return LowRankProfile(untouched, low, int(changed.sum()), rescaled, rank_sum)
 
 
-def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) -> int:
+def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float, settle: bool = False) -> int:
     """Numerical rank of ``w2 - diag(s) w`` (rows, or columns for a transposed layout, whichever is
     lower) with the per-row scales s that best explain ``w2`` from ``w``: a merged DoRA's difference.
 
@@ -365,7 +392,9 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) 
     are whole output rows on a column subset, so the scales are those of the full matrix. GPT-2's
     Conv1D stores outputs as columns: the same fit on the transposes. The relation is symmetric
     (``W - diag(1/s) W' = -B A``) but the fit is not, so both ways are tried: the pair test does not
-    know which model is the child."""
+    know which model is the child. Without ``settle`` the first fit under :data:`LORA_RANK` decides
+    (enough to call the layer low rank); with it the refits go on until the rank stops falling, which
+    gives the adapter's own rank (the summed rank of :func:`lora_links` compares relatives by it)."""
     import torch
 
     from mother_core.device import one_torch_thread
@@ -385,7 +414,7 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) 
             sv, vh = sv_t.numpy()[None], vh_t.numpy()
             r = int(rank_above_floor(sv, max(resid.shape), np.array([scale]), np.array([roundoff]))[0])
             best = min(best, r)
-            if r < LORA_RANK * min(a.shape):  # already a LoRA's rank: decided
+            if r < LORA_RANK * min(a.shape) and (not settle or r >= last):  # a LoRA's rank: decided (settled)
                 break
             # the next fit leaves out the span of A: the residual's leading singular vectors up to its
             # largest spectral gap (diag(s) B A above, the full-rank diag(bias) W below), at most the
@@ -395,7 +424,7 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float) 
             # fit, whose bias then holds the rank still (55 of 64 through 8 refits; doubling: 20-45)
             top = sv[0, :cap + 1]
             gap = int(np.argmax(top[:-1] / np.maximum(top[1:], 1e-300))) + 1
-            k = min(cap, max(gap, 2 * k if r >= last else k))
+            k = min(cap, max(gap, 2 * k if r >= last else k))  # (settling: r fell, so k is kept)
             last = r
             basis = vh[:k]
         return best
