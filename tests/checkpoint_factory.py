@@ -299,3 +299,17 @@ def peft_adapter(folder: str | Path, base_sd: Mapping[str, torch.Tensor], base_n
     }
     (folder / "adapter_config.json").write_text(json.dumps(config))
     return pairs
+
+
+def adam_steps(model, seed: int, steps: int, lr: float, vocab: int = 64):
+    """``steps`` AdamW steps (no decay) of next-token prediction on one fixed random batch of 16 x 16 tokens
+    below ``vocab`` (the task of ``seed``), on the parameters that require gradients; returns ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (16, 16), generator=g)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model

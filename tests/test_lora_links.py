@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoint_factory import adam_steps
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.relations import Relation
 
@@ -27,15 +28,7 @@ ATTN_MLP = ["q_proj", "v_proj", "o_proj", "up_proj"]
 
 def _train(model: Any, seed: int, steps: int, lr: float) -> Any:
     """A few AdamW steps of next-token prediction on one fixed random batch (the task of ``seed``)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 64, (16, 16), generator=g)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    for _ in range(steps):
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model
+    return adam_steps(model, seed, steps, lr)
 
 
 def _load(folder: Path) -> Any:
@@ -62,6 +55,22 @@ def _finetune(parent: Path, out: Path, seed: int) -> None:
     _save(_train(_load(parent), seed, 3, 1e-3), out)
 
 
+def _m_family(d: Path, root: Any) -> None:
+    """The ``m-`` family under ``d`` from ``root``: three fine-tunes of it, one of a fine-tune, a LoRA on the
+    root, a LoRA merged into that LoRA, a sibling LoRA on partly other layers, a LoRA on a fine-tune, a
+    merged DoRA on the root, and a fine-tune of the first LoRA."""
+    _save(root, d / "m-root")
+    for name, seed in (("m-ft1", 1), ("m-ft2", 2), ("m-ft3", 9)):
+        _finetune(d / "m-root", d / name, seed)
+    _finetune(d / "m-ft1", d / "m-ft-of-ft", 10)
+    _lora(d / "m-root", d / "m-lora", 3, ATTN_MLP)
+    _lora(d / "m-lora", d / "m-lora-of-lora", 4, ATTN_MLP)
+    _lora(d / "m-root", d / "m-lora-sib", 5, ["q_proj", "k_proj", "gate_proj"])
+    _lora(d / "m-ft1", d / "m-lora-of-ft", 6, ATTN_MLP)
+    _lora(d / "m-root", d / "m-dora", 7, ATTN_MLP, use_dora=True)
+    _finetune(d / "m-lora", d / "m-ft-of-lora", 8)
+
+
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One family of mostly full fine-tunes (the root, three fine-tunes of it, one of a fine-tune, one of a
@@ -79,17 +88,7 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=32)
-    _save(LlamaForCausalLM(cfg), d / "m-root")
-    _finetune(d / "m-root", d / "m-ft1", 1)
-    _finetune(d / "m-root", d / "m-ft2", 2)
-    _finetune(d / "m-root", d / "m-ft3", 9)
-    _finetune(d / "m-ft1", d / "m-ft-of-ft", 10)
-    _lora(d / "m-root", d / "m-lora", 3, ATTN_MLP)
-    _lora(d / "m-lora", d / "m-lora-of-lora", 4, ATTN_MLP)
-    _lora(d / "m-root", d / "m-lora-sib", 5, ["q_proj", "k_proj", "gate_proj"])
-    _lora(d / "m-ft1", d / "m-lora-of-ft", 6, ATTN_MLP)
-    _lora(d / "m-root", d / "m-dora", 7, ATTN_MLP, use_dora=True)
-    _finetune(d / "m-lora", d / "m-ft-of-lora", 8)
+    _m_family(d, LlamaForCausalLM(cfg))
     stats = compute_statistics(discover([d]), device="cpu")
     ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers, None))
     labels, _ = split_into_trees(ev.relative, None)
@@ -190,16 +189,7 @@ def trained_root_families(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=32)
     torch.manual_seed(0)
-    _save(_train(LlamaForCausalLM(cfg), 0, 30, 3e-3), d / "m-root")
-    for name, seed in (("m-ft1", 1), ("m-ft2", 2), ("m-ft3", 9)):
-        _finetune(d / "m-root", d / name, seed)
-    _finetune(d / "m-ft1", d / "m-ft-of-ft", 10)
-    _lora(d / "m-root", d / "m-lora", 3, ATTN_MLP)
-    _lora(d / "m-lora", d / "m-lora-of-lora", 4, ATTN_MLP)
-    _lora(d / "m-root", d / "m-lora-sib", 5, ["q_proj", "k_proj", "gate_proj"])
-    _lora(d / "m-ft1", d / "m-lora-of-ft", 6, ATTN_MLP)
-    _lora(d / "m-root", d / "m-dora", 7, ATTN_MLP, use_dora=True)
-    _finetune(d / "m-lora", d / "m-ft-of-lora", 8)
+    _m_family(d, _train(LlamaForCausalLM(cfg), 0, 30, 3e-3))
 
     torch.manual_seed(1)
     _save(_train(LlamaForCausalLM(cfg), 101, 30, 3e-3), d / "b-root")

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from checkpoint_factory import adam_steps
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
 from mother_core.relations.detect import detect_relations
@@ -178,19 +179,6 @@ def test_a_della_merge_of_inputs_sharing_a_subtree_is_found_by_its_base_entries(
 
 
 
-def _adam_steps(model, seed: int, steps: int, lr: float):
-    """``steps`` AdamW steps of next-token prediction on one random batch (the task of ``seed``)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 64, (16, 16), generator=g)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    for _ in range(steps):
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model
-
-
 @pytest.mark.xdist_group("sparse-merge")
 def test_few_step_bf16_fine_tunes_are_not_sparse_merges(tmp_path):
     """A few Adam steps move every entry by about +-lr each, so in bf16 entries whose steps cancel round back
@@ -209,11 +197,11 @@ def test_few_step_bf16_fine_tunes_are_not_sparse_merges(tmp_path):
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=32)
-    _adam_steps(LlamaForCausalLM(cfg), 0, 30, 3e-3).to(torch.bfloat16).save_pretrained(tmp_path / "m-root")
+    adam_steps(LlamaForCausalLM(cfg), 0, 30, 3e-3).to(torch.bfloat16).save_pretrained(tmp_path / "m-root")
     for name, parent, seed in (("m-a", "m-root", 1), ("m-b", "m-root", 2), ("m-c", "m-root", 9), ("m-a1", "m-a", 10)):
         # each fine-tune starts from its parent as stored (bf16), as a user's training run loads it
         model = LlamaForCausalLM.from_pretrained(tmp_path / parent, torch_dtype=torch.float32)
-        _adam_steps(model, seed, 3, 1e-3).to(torch.bfloat16).save_pretrained(tmp_path / name)
+        adam_steps(model, seed, 3, 1e-3).to(torch.bfloat16).save_pretrained(tmp_path / name)
     stats = compute_statistics(discover([tmp_path]), device="cpu")
     ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers, None))
     labels, _ = split_into_trees(ev.relative, None)
