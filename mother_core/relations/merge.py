@@ -135,7 +135,10 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     1 and every coefficient but at most one (the base of a task-arithmetic, TIES or DARE merge, which
     may be negative down to -1) is at least ``MIN_WEIGHT``. A model
     already used as another merge's parent with a smaller residual is not itself a merge of that
-    merge (its coefficient would be negative anyway).
+    merge (its coefficient would be negative anyway). Where no fit is exact on all layers, exact
+    fits are also sought off the child's own direction (:func:`_on_sphere`: SLERP, NuSLERP,
+    Multi-SLERP and Karcher renormalise onto the sphere, which leaves their chord error along the
+    child).
     """
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
     # merge sits between its parents, where it fits any combination of them as well as they do).
@@ -319,13 +322,16 @@ def _subset_ratios(sq: np.ndarray, subsets: np.ndarray, layerwise: bool) -> np.n
     """Residual ratios (to the nearest parent) of the child, position 0 of ``sq`` (L, M, M), on each row of
     ``subsets`` (S, K) (positions in ``sq``), with one set of coefficients or one per layer."""
     n_sub, size = subsets.shape
-    dc_l = sq[:, 0, subsets].transpose(1, 0, 2)  # (S, L, K)
-    dp_l = sq[:, subsets[:, :, None], subsets[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
-    dc_min = dc_l.sum(axis=1).min(axis=1)
     if layerwise:
+        dc_l = sq[:, 0, subsets].transpose(1, 0, 2)  # (S, L, K)
+        dp_l = sq[:, subsets[:, :, None], subsets[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
+        dc_min = dc_l.sum(axis=1).min(axis=1)
         res = _affine_residuals(dc_l.reshape(-1, size), dp_l.reshape(-1, size, size)).reshape(n_sub, -1).sum(axis=1)
-    else:
-        res = _affine_residuals(dc_l.sum(axis=1), dp_l.sum(axis=1))
+    else:  # one set of coefficients: the layers' sums first (memory S K^2, not S L K^2, for many completions)
+        total = sq.sum(axis=0)
+        dc = total[0, subsets]  # (S, K)
+        dc_min = dc.min(axis=1)
+        res = _affine_residuals(dc, total[subsets[:, :, None], subsets[:, None, :]])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(dc_min > 0, res / dc_min, np.inf)
 
