@@ -213,9 +213,13 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwi
     it, explains the share the others leave (a quarter of the update, 0.5-0.7 of the distance, which
     three of the nearest leave as well, so no ranking of the threes finds the right ones). A completed
     fit under :data:`EXACT` is then judged as any other (:func:`_best_subset` on its models: parsimony,
-    coefficients; the farther relative must stay in it) and must hold off the ray (its caller); fewer
-    parents are tried first. Fits with coefficients per layer (Model Stock) are not completed: per
-    layer that batch costs the layers' count more.
+    coefficients; the farther relative must stay in it) and must hold off the ray (its caller). Fewer
+    parents are tried first, but, as fewer parents win over more in :func:`_best_subset` only under
+    :data:`EXACT_NOISE` (the most an exact merge leaves) or within :data:`PARSIMONY`, a completed three
+    must leave at most :data:`EXACT_NOISE` to pre-empt the completed fours (profile C, seed 11: a Model
+    Stock merge, exact per layer only, fits two of its inputs and a near-copy of its base completed by
+    its farthest input at 0.018, its four parents at 0.012). Fits with coefficients per layer (Model
+    Stock) are not completed: per layer that batch costs the layers' count more.
     """
     if len(cand) < 2 or not rest or layerwise:
         return None
@@ -229,11 +233,12 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwi
         near = itertools.combinations(range(1, len(cand) + 1), size - 1)
         completed = np.array([[*s, x] for s in near for x in range(len(cand) + 1, len(local))])
         ratios = _subset_ratios(sq, completed, layerwise)
+        tol = EXACT_NOISE if size < MAX_PARENTS else EXACT
         for j in np.argsort(ratios):
-            if not ratios[j] <= EXACT:
+            if not ratios[j] <= tol:
                 break
             fit = _best_subset(pl, c, [local[m] for m in completed[j]], layerwise)
-            if fit is not None and fit[0] <= EXACT and len(fit[1]) == size:
+            if fit is not None and fit[0] <= tol and len(fit[1]) == size:
                 return fit
     return None
 
@@ -263,7 +268,8 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     opposite, a shrunk copy of its parent plus an update of its own (W = s W_p + u, s < 1): inward, and
     off the ray its update u is explained by nothing (:func:`off_ray_ratio`). Candidates are the nearest
     ``cand`` and, as in :func:`_completed`, their subsets of two and three completed by each farther
-    relative in ``rest`` (an input of a Multi-SLERP of three ranked 9th). The smallest number of
+    relative in ``rest`` (an input of a Multi-SLERP of three ranked 9th), held to :data:`EXACT_NOISE`
+    there. The smallest number of
     parents within :data:`PARSIMONY` of the best off-ray fit wins; its caller checks the ray as for any
     exact fit. Only used where no fit is exact on all layers.
     """
@@ -283,6 +289,8 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray]] = {}
     for subsets in subsets_by_size:
         ratios = _subset_ratios(sq_perp, subsets, False)
+        # completed fits (a relative beyond ``cand``) are held to EXACT_NOISE, as in :func:`_completed`
+        ratios = np.where((subsets > n_cand).any(axis=1) & (ratios > EXACT_NOISE), np.inf, ratios)
         size = subsets.shape[1]
         for j in np.argsort(ratios):
             if not ratios[j] <= EXACT:
