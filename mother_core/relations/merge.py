@@ -274,10 +274,17 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     exact fit. Only used where no fit is exact on all layers.
     """
     local = [c, *cand, *rest]
-    layers = _common_layers(pl, local)
+    near, idx = np.array([c, *cand]), np.array(local)
+    # Only the child's and the nearest's rows are used (a subset holds at most one farther relative): the
+    # layers all of those pairs hold, and their off-ray distances summed over them, (1 + K, M).
+    layers = np.isfinite(pl.sq[:, near[:, None], idx[None, :]]).all(axis=(1, 2))
     if not layers.any():
         return None
-    sq_perp = _off_ray_sq(pl, local, layers)
+    block = _off_ray_block(pl, near, idx, layers).sum(axis=0)
+    sq_perp = np.full((1, len(local), len(local)), np.inf)
+    sq_perp[0, :len(near), :] = block
+    sq_perp[0, :, :len(near)] = block.T
+    np.fill_diagonal(sq_perp[0], 0.0)
     n_cand = len(cand)
     subsets_by_size: list[np.ndarray] = []
     for size in range(2, min(MAX_PARENTS, n_cand) + 1):
@@ -296,9 +303,7 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
             if not ratios[j] <= EXACT:
                 break
             pos = subsets[j]
-            total = sq_perp[:, pos[:, None], pos[None, :]].sum(axis=0)
-            dc = sq_perp[:, 0, pos].sum(axis=0)
-            a, _ = affine_fit(dc, total)
+            a, _ = affine_fit(sq_perp[0, 0, pos], sq_perp[0][pos[:, None], pos[None, :]])
             if (a < MIN_WEIGHT).any() or (a > 1.0 + 1e-3).any():
                 continue  # a SLERP-family merge weighs every input in (0, 1] and has no base
             if not _outward(pl, c, [local[m] for m in pos], a, layers):
@@ -321,8 +326,8 @@ def _outward(pl: PairLayers, c: int, parents: list[int], a: np.ndarray, layers: 
     (<P_k, C> = (|P_k|^2 + |C|^2 - d(C, P_k)) / 2). See :func:`_on_sphere`."""
     idx = np.array(parents)
     n2_c = pl.scale2[layers, c, c]
-    n2_p = pl.scale2[layers][:, idx, idx]
-    inner = 0.5 * (n2_p + n2_c[:, None] - pl.sq[layers][:, c, idx]) @ a
+    n2_p = pl.scale2[:, idx, idx][layers]
+    inner = 0.5 * (n2_p + n2_c[:, None] - pl.sq[:, c, idx][layers]) @ a
     return float((n2_c - inner).sum()) > 0.0
 
 
@@ -591,26 +596,29 @@ def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...], by_layer: bo
 
 def _off_ray_sq(pl: PairLayers, models: list[int], layers: np.ndarray) -> np.ndarray:
     """Per-layer squared distances (L', M, M) between ``models`` (the child first) once each layer's component
-    along the child's own weights is projected out of every one of them (:func:`off_ray_ratio`), over ``layers``.
-
-    Per layer the Gram matrix of the differences x_k = P_k - C follows from the squared distances
-    (<x_k, x_l> = (d(C, P_k) + d(C, P_l) - d(P_k, P_l)) / 2), and each x_k's component along C from the
-    squared norms, (|P_k|^2 - |C|^2 - |x_k|^2) / (2 |C|): in differences from C nothing of the size of |C|^2
-    cancels. Projecting the unit vector along C out takes that component away.
-    """
+    along the child's own weights is projected out of every one of them (:func:`off_ray_ratio`), over ``layers``."""
     idx = np.array(models)
-    sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, M, M)
-    n2 = pl.scale2[layers][:, idx, idx]  # (L, M): the diagonal of scale2 is each model's squared norm
-    dc_l = sq[:, 0, 1:]
-    gram = (dc_l[:, :, None] + dc_l[:, None, :] - sq[:, 1:, 1:]) / 2
+    return _off_ray_block(pl, idx, idx, layers)
+
+
+def _off_ray_block(pl: PairLayers, rows: np.ndarray, cols: np.ndarray, layers: np.ndarray) -> np.ndarray:
+    """:func:`_off_ray_sq` between ``rows`` and ``cols`` (model indices, each led by the child), (L', R, S).
+
+    Per layer each model's component along the unit vector of the child C is, taken from C,
+    r_x = <x - C, C> / |C| = (|x|^2 - |C|^2 - d(C, x)) / (2 |C|) (0 for C itself): differences from C, so that
+    nothing of the size of |C|^2 cancels. Projecting that direction out leaves d(x, y) - (r_x - r_y)^2.
+    """
+    c = int(rows[0])
+    sq = pl.sq[:, rows[:, None], cols[None, :]][layers]  # (L', R, S)
+    n2_c = pl.scale2[layers, c, c][:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        radial = np.where(n2[:, :1] > 0, (n2[:, 1:] - n2[:, :1] - dc_l) / (2 * np.sqrt(n2[:, :1])), 0.0)
-    proj = gram - radial[:, :, None] * radial[:, None, :]
-    diag = np.einsum("lii->li", proj)
-    out = np.zeros(sq.shape)
-    out[:, 0, 1:] = out[:, 1:, 0] = np.maximum(diag, 0.0)
-    out[:, 1:, 1:] = np.maximum(diag[:, :, None] + diag[:, None, :] - 2 * proj, 0.0)
-    return out
+        def radial(m: np.ndarray) -> np.ndarray:
+            n2 = pl.scale2[:, m, m][layers]
+            return np.where(n2_c > 0, (n2 - n2_c - pl.sq[:, c, m][layers]) / (2 * np.sqrt(n2_c)), 0.0)
+        r_rows, r_cols = radial(rows), radial(cols)
+    r_rows[:, rows == c] = 0.0
+    r_cols[:, cols == c] = 0.0
+    return np.maximum(sq - (r_rows[:, :, None] - r_cols[:, None, :]) ** 2, 0.0)
 
 
 def _keeps_entries(pl: PairLayers, c: int, subset: tuple[int, ...], bases: dict[int, float]) -> set[int]:
