@@ -145,7 +145,10 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     1 and every coefficient but at most one (the base of a task-arithmetic, TIES or DARE merge, which
     may be negative down to -1) is at least ``MIN_WEIGHT``. A model
     already used as another merge's parent with a smaller residual is not itself a merge of that
-    merge (its coefficient would be negative anyway).
+    merge (its coefficient would be negative anyway). Where no fit is exact on all layers, exact
+    fits are also sought off the child's own direction (:func:`_on_sphere`: SLERP, NuSLERP,
+    Multi-SLERP and Karcher renormalise onto the sphere, which leaves their chord error along the
+    child).
     """
     pl = _entries_above_chance(pl, labels)
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
@@ -223,34 +226,43 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             best = _best_subset(pl, c, cand, by_layer)
         if candidates is None and not by_layer and (best is None or best[0] > EXACT) and len(pool) > len(cand):
             best = _completed(pl, c, cand, [pool[k] for k in order[len(cand):]], by_layer) or best
+        sphere = None
+        if candidates is None and not by_layer and (best is None or best[0] > EXACT):
+            sphere = _on_sphere(pl, c, cand, [pool[k] for k in order[len(cand):]])
+            best = sphere or best
         if best is None:
             continue
         ratio, parents, coeffs, cap, by_layer = best
         off_ray = off_ray_ratio(pl, c, parents, by_layer=by_layer)
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
-        found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray)))
+        found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere)))
     return found
 
 
 def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwise: bool
                ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
-    """An exact merge of :data:`MAX_PARENTS` whose farthest input is not among the nearest ``cand``.
+    """An exact merge of three or :data:`MAX_PARENTS` whose farthest input is not among the nearest ``cand``.
 
     A merge of k fine-tunes sits nearer their base and the base's near-copies (merged LoRAs, other
     merges of that base) than to any of its inputs (its updates average to ~1/k), so one input of a
-    merge of four may rank beyond :data:`CANDIDATES` (profile C: a Multi-SLERP, a linear merge and a Model
-    Stock merge of four with an input 9th-10th nearest). Trying every subset of more candidates costs
-    C(n, 4) fits per model, each with its checks (10 candidates: +18% recover time); instead every fit
-    of three of ``cand`` is completed by each relative in ``rest``, in one batched solve of the
-    whole-model fits: the missing input, and only it, explains the share the three leave (a quarter of
-    the update, 0.5-0.7 of the distance, which three of the nearest leave as well, so no ranking of the
-    threes finds the right ones). A completed fit under :data:`EXACT` is then judged as any other
-    (:func:`_best_subset` on its four models: parsimony, coefficients) and must hold off the ray (its
-    caller). Fits with coefficients per layer (Model Stock) are not completed: per layer that batch
-    costs the layers' count more.
+    merge of three or four may rank beyond :data:`CANDIDATES` (profile C: a Multi-SLERP, a linear merge and
+    a Model Stock merge of four with an input 9th-10th nearest; a linear merge of three with one 9th).
+    Trying every subset of more candidates costs C(n, 4) fits per model, each with its checks (10
+    candidates: +18% recover time); instead every fit of two and of three of ``cand`` is completed by
+    each relative in ``rest``, in one batched solve of the whole-model fits: the missing input, and only
+    it, explains the share the others leave (a quarter of the update, 0.5-0.7 of the distance, which
+    three of the nearest leave as well, so no ranking of the threes finds the right ones). A completed
+    fit under :data:`EXACT` is then judged as any other (:func:`_best_subset` on its models: parsimony,
+    coefficients; the farther relative must stay in it) and must hold off the ray (its caller). Fewer
+    parents are tried first, but, as fewer parents win over more in :func:`_best_subset` only under
+    :data:`EXACT_NOISE` (the most an exact merge leaves) or within :data:`PARSIMONY`, a completed three
+    must leave at most :data:`EXACT_NOISE` to pre-empt the completed fours (profile C, seed 11: a Model
+    Stock merge, exact per layer only, fits two of its inputs and a near-copy of its base completed by
+    its farthest input at 0.018, its four parents at 0.012). Fits with coefficients per layer (Model
+    Stock) are not completed: per layer that batch costs the layers' count more.
     """
-    if len(cand) < MAX_PARENTS - 1 or not rest or layerwise:
+    if len(cand) < 2 or not rest or layerwise:
         return None
     local = [c, *cand, *rest]
     layers = _common_layers(pl, local)
@@ -258,32 +270,122 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwi
         return None
     idx = np.array(local)
     sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, 1 + K + R, 1 + K + R): the child first
-    k = MAX_PARENTS - 1
-    threes = np.array(list(itertools.combinations(range(1, len(cand) + 1), k)))
-    fours = np.array([[*s, x] for s in threes for x in range(len(cand) + 1, len(local))])
-    ratios = _subset_ratios(sq, fours, layerwise)
-    best = None
-    for j in np.argsort(ratios):
-        if not ratios[j] <= EXACT:
+    for size in range(3, min(MAX_PARENTS - 1, len(cand)) + 2):
+        near = itertools.combinations(range(1, len(cand) + 1), size - 1)
+        completed = np.array([[*s, x] for s in near for x in range(len(cand) + 1, len(local))])
+        ratios = _subset_ratios(sq, completed, layerwise)
+        tol = EXACT_NOISE if size < MAX_PARENTS else EXACT
+        for j in np.argsort(ratios):
+            if not ratios[j] <= tol:
+                break
+            fit = _best_subset(pl, c, [local[m] for m in completed[j]], layerwise)
+            if fit is not None and fit[0] <= tol and len(fit[1]) == size:
+                return fit
+    return None
+
+
+def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
+               ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
+    """An exact merge renormalised onto the sphere: SLERP, NuSLERP, Multi-SLERP, Karcher mean.
+
+    mergekit computes these per tensor, without a base, as a point of the inputs' *linear* span whose
+    coefficients sum to more than 1: NuSLERP (sin((1-t) theta) P_0 + sin(t theta) P_1) / sin(theta), whose
+    coefficients sum to >= 1 by the concavity of sin; Multi-SLERP the weighted mean of the unit
+    tensors, renormalised and scaled to the weights' mean of the input norms; Karcher the weighted
+    Riemannian mean of the unit tensors (an iterate of exponential maps that never leaves their span),
+    scaled alike (``mergekit/merge_methods/{nuslerp,multislerp,karcher}.py``; Shoemake 1985; Karcher
+    1977). Each tensor is then lambda_t M_t, M_t an affine combination of the inputs and lambda_t >= 1:
+    (sum_k w_k |P_k|) (sum_k w_k / |P_k|) >= 1 and |sum_k w_k u_k| <= 1 for unit u_k. The chord M_t misses
+    the child by (lambda_t - 1) M_t, along the child itself: for inputs of one norm, 1 - |m| of the norm
+    with |m|^2 = 1 - 1/2 sum_kl w_k w_l |u_k - u_l|^2, about a quarter of the squared distance to the
+    nearest input in relative terms (profile C, issue 11: a Karcher mean of four and a Multi-SLERP of
+    three whose inputs sit 0.016 and 0.002 apart leave 0.034 and 0.027 of it on all layers, above
+    :data:`EXACT`, and 0.002 off the ray).
+
+    So the fit is made off the ray (:func:`_off_ray_sq`: each layer's component along the child projected
+    out of the child and of every candidate), where such a merge is exact, and held to :data:`EXACT`
+    there; the radial part the projection forgives must lie *outward*, |C_t|^2 > <M_t, C_t> summed over
+    layers (lambda_t > 1: the arc lies outside the chord). A fine-tune trained with weight decay is the
+    opposite, a shrunk copy of its parent plus an update of its own (W = s W_p + u, s < 1): inward, and
+    off the ray its update u is explained by nothing (:func:`off_ray_ratio`). Candidates are the nearest
+    ``cand`` and, as in :func:`_completed`, their subsets of two and three completed by each farther
+    relative in ``rest`` (an input of a Multi-SLERP of three ranked 9th), held to :data:`EXACT_NOISE`
+    there. The smallest number of
+    parents within :data:`PARSIMONY` of the best off-ray fit wins; its caller checks the ray as for any
+    exact fit. Only used where no fit is exact on all layers.
+    """
+    local = [c, *cand, *rest]
+    near, idx = np.array([c, *cand]), np.array(local)
+    # Only the child's and the nearest's rows are used (a subset holds at most one farther relative): the
+    # layers all of those pairs hold, and their off-ray distances summed over them, (1 + K, M).
+    layers = np.isfinite(pl.sq[:, near[:, None], idx[None, :]]).all(axis=(1, 2))
+    if not layers.any():
+        return None
+    block = _off_ray_block(pl, near, idx, layers).sum(axis=0)
+    sq_perp = np.full((1, len(local), len(local)), np.inf)
+    sq_perp[0, :len(near), :] = block
+    sq_perp[0, :, :len(near)] = block.T
+    np.fill_diagonal(sq_perp[0], 0.0)
+    n_cand = len(cand)
+    subsets_by_size: list[np.ndarray] = []
+    for size in range(2, min(MAX_PARENTS, n_cand) + 1):
+        inner = list(itertools.combinations(range(1, n_cand + 1), size))
+        # completions: size - 1 of the nearest and one farther relative
+        inner += [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1)
+                  for x in range(n_cand + 1, len(local))]
+        subsets_by_size.append(np.array(inner))
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray]] = {}
+    for subsets in subsets_by_size:
+        ratios = _subset_ratios(sq_perp, subsets, False)
+        # completed fits (a relative beyond ``cand``) are held to EXACT_NOISE, as in :func:`_completed`
+        ratios = np.where((subsets > n_cand).any(axis=1) & (ratios > EXACT_NOISE), np.inf, ratios)
+        size = subsets.shape[1]
+        for j in np.argsort(ratios):
+            if not ratios[j] <= EXACT:
+                break
+            pos = subsets[j]
+            a, _ = affine_fit(sq_perp[0, 0, pos], sq_perp[0][pos[:, None], pos[None, :]])
+            if (a < MIN_WEIGHT).any() or (a > 1.0 + 1e-3).any():
+                continue  # a SLERP-family merge weighs every input in (0, 1] and has no base
+            if not _outward(pl, c, [local[m] for m in pos], a, layers):
+                continue
+            per_size[size] = (float(ratios[j]), tuple(local[m] for m in pos), a)
             break
-        fit = _best_subset(pl, c, [local[m] for m in fours[j]], layerwise)
-        if fit is not None and fit[0] <= EXACT and len(fit[1]) == MAX_PARENTS:
-            best = fit
-            break
-    return best
+    if not per_size:
+        return None
+    best = min(v[0] for v in per_size.values())
+    for size in sorted(per_size):
+        ratio, parents, a = per_size[size]
+        if ratio <= best / PARSIMONY:
+            return ratio, parents, a, EXACT, False
+    return None
+
+
+def _outward(pl: PairLayers, c: int, parents: list[int], a: np.ndarray, layers: np.ndarray) -> bool:
+    """Whether the child lies outside the chord of ``parents`` with coefficients ``a``: |C|^2 > <M, C> summed
+    over ``layers``, M = sum_k a_k P_k per layer, from the pass's squared norms and distances
+    (<P_k, C> = (|P_k|^2 + |C|^2 - d(C, P_k)) / 2). See :func:`_on_sphere`."""
+    idx = np.array(parents)
+    n2_c = pl.scale2[layers, c, c]
+    n2_p = pl.scale2[:, idx, idx][layers]
+    inner = 0.5 * (n2_p + n2_c[:, None] - pl.sq[:, c, idx][layers]) @ a
+    return float((n2_c - inner).sum()) > 0.0
 
 
 def _subset_ratios(sq: np.ndarray, subsets: np.ndarray, layerwise: bool) -> np.ndarray:
     """Residual ratios (to the nearest parent) of the child, position 0 of ``sq`` (L, M, M), on each row of
     ``subsets`` (S, K) (positions in ``sq``), with one set of coefficients or one per layer."""
     n_sub, size = subsets.shape
-    dc_l = sq[:, 0, subsets].transpose(1, 0, 2)  # (S, L, K)
-    dp_l = sq[:, subsets[:, :, None], subsets[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
-    dc_min = dc_l.sum(axis=1).min(axis=1)
     if layerwise:
+        dc_l = sq[:, 0, subsets].transpose(1, 0, 2)  # (S, L, K)
+        dp_l = sq[:, subsets[:, :, None], subsets[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
+        dc_min = dc_l.sum(axis=1).min(axis=1)
         res = _affine_residuals(dc_l.reshape(-1, size), dp_l.reshape(-1, size, size)).reshape(n_sub, -1).sum(axis=1)
-    else:
-        res = _affine_residuals(dc_l.sum(axis=1), dp_l.sum(axis=1))
+    else:  # one set of coefficients: the layers' sums first (memory S K^2, not S L K^2, for many completions)
+        total = sq.sum(axis=0)
+        dc = total[0, subsets]  # (S, K)
+        dc_min = dc.min(axis=1)
+        res = _affine_residuals(dc, total[subsets[:, :, None], subsets[:, None, :]])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(dc_min > 0, res / dc_min, np.inf)
 
@@ -522,28 +624,42 @@ def off_ray_ratio(pl: PairLayers, c: int, parents: tuple[int, ...], by_layer: bo
     layers = _common_layers(pl, models)
     if not layers.any():
         return math.nan
-    idx = np.array(models)
-    sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, K+1, K+1)
-    n2 = pl.scale2[layers][:, idx, idx]  # (L, K+1): the diagonal of scale2 is each model's squared norm
-    # In differences from C (x_k = P_k - C), so that nothing of the size of |C|^2 cancels: the Gram of the
-    # x_k from squared distances, and each x_k's component along C, (|P_k|^2 - |C|^2 - |x_k|^2) / (2 |C|).
-    dc_l = sq[:, 0, 1:]
-    gram = (dc_l[:, :, None] + dc_l[:, None, :] - sq[:, 1:, 1:]) / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        radial = np.where(n2[:, :1] > 0, (n2[:, 1:] - n2[:, :1] - dc_l) / (2 * np.sqrt(n2[:, :1])), 0.0)
-    proj = gram - radial[:, :, None] * radial[:, None, :]
-    diag = np.einsum("lii->li", proj)
-    d = np.zeros((len(models), len(models)))
-    d[0, 1:] = d[1:, 0] = np.maximum(diag, 0.0).sum(axis=0)
-    d[1:, 1:] = np.maximum(diag[:, :, None] + diag[:, None, :] - 2 * proj, 0.0).sum(axis=0)
+    sq_perp = _off_ray_sq(pl, models, layers)
+    d = sq_perp.sum(axis=0)
     dc = d[0, 1:]
     if not (dc > 0).all():
         return math.nan
     if by_layer:  # coefficients per layer (:func:`_best_subset`), on the projected per-layer distances
-        dp_l = np.maximum(diag[:, :, None] + diag[:, None, :] - 2 * proj, 0.0)
-        return float(_affine_residuals(np.maximum(diag, 0.0), dp_l).sum()) / float(dc.min())
+        return float(_affine_residuals(sq_perp[:, 0, 1:], sq_perp[:, 1:, 1:]).sum()) / float(dc.min())
     _, res = affine_fit(dc, d[1:, 1:])
     return res / float(dc.min())
+
+
+def _off_ray_sq(pl: PairLayers, models: list[int], layers: np.ndarray) -> np.ndarray:
+    """Per-layer squared distances (L', M, M) between ``models`` (the child first) once each layer's component
+    along the child's own weights is projected out of every one of them (:func:`off_ray_ratio`), over ``layers``."""
+    idx = np.array(models)
+    return _off_ray_block(pl, idx, idx, layers)
+
+
+def _off_ray_block(pl: PairLayers, rows: np.ndarray, cols: np.ndarray, layers: np.ndarray) -> np.ndarray:
+    """:func:`_off_ray_sq` between ``rows`` and ``cols`` (model indices, each led by the child), (L', R, S).
+
+    Per layer each model's component along the unit vector of the child C is, taken from C,
+    r_x = <x - C, C> / |C| = (|x|^2 - |C|^2 - d(C, x)) / (2 |C|) (0 for C itself): differences from C, so that
+    nothing of the size of |C|^2 cancels. Projecting that direction out leaves d(x, y) - (r_x - r_y)^2.
+    """
+    c = int(rows[0])
+    sq = pl.sq[:, rows[:, None], cols[None, :]][layers]  # (L', R, S)
+    n2_c = pl.scale2[layers, c, c][:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        def radial(m: np.ndarray) -> np.ndarray:
+            n2 = pl.scale2[:, m, m][layers]
+            return np.where(n2_c > 0, (n2 - n2_c - pl.sq[:, c, m][layers]) / (2 * np.sqrt(n2_c)), 0.0)
+        r_rows, r_cols = radial(rows), radial(cols)
+    r_rows[:, rows == c] = 0.0
+    r_cols[:, cols == c] = 0.0
+    return np.maximum(sq - (r_rows[:, :, None] - r_cols[:, None, :]) ** 2, 0.0)
 
 
 def _keeps_entries(pl: PairLayers, c: int, subset: tuple[int, ...], bases: dict[int, float]) -> set[int]:
@@ -621,13 +737,19 @@ def _additivity(dp: np.ndarray) -> dict[int, float]:
 
 
 def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], coeffs: np.ndarray,
-                ratio: float, off_ray: float) -> TypedLink:
+                ratio: float, off_ray: float, sphere: bool = False) -> TypedLink:
+    """The typed link of a merge fit; ``sphere``: found off the ray (:func:`_on_sphere`), where ``ratio`` is the
+    off-ray residual and the evidence gives the residual on all layers beside it."""
     order = np.argsort(-coeffs)
     parents = tuple(parents[k] for k in order)
     coeffs = coeffs[order]
     per_layer = _per_layer(pl, c, parents)
     spread = float(np.nanstd(per_layer[:, 0])) if len(per_layer) else 0.0
-    if ratio > EXACT:
+    shown = ratio
+    if sphere:
+        method = f"slerp t={coeffs[1]:.2f}" if len(parents) == 2 else "multi-slerp / karcher"
+        shown = _whole_ratio(pl, c, parents)
+    elif ratio > EXACT:
         method = "ties/dare (trimmed task vectors)" if (coeffs < MIN_WEIGHT).any() or len(parents) > 2 else "ties/dare"
     elif (coeffs < MIN_WEIGHT).any():
         method = "task arithmetic"
@@ -650,8 +772,10 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
     conf = merge_confidence(kind_of(Relation.MERGE.value, detail, entries), ratio, confirmed)
     return TypedLink(c, parents, Relation.MERGE, detail, conf, tuple(float(w) for w in coeffs), evidence=(
         f"explained layer by layer as a combination of {names} (weights "
-        + ", ".join(f"{w:.2f}" for w in coeffs) + f"); residual {ratio:.2g} of its squared distance to the "
-        "nearest parent (a fine-tune leaves ~1); " + f"{off_ray:.2g} off its own direction" + entries))
+        + ", ".join(f"{w:.2f}" for w in coeffs) + f"); residual {shown:.2g} of its squared distance to the "
+        "nearest parent (a fine-tune leaves ~1); " + f"{off_ray:.2g} off its own direction"
+        + (" (renormalised onto the sphere: the rest lies along the child, outside the chord)" if sphere else "")
+        + entries))
 
 
 def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
@@ -664,6 +788,16 @@ def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
     cap = RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
     raw = 0.97 if ratio <= EXACT else float(0.55 + 0.4 * (1.0 - min(ratio, cap) / cap))
     return raw if ratio > CALIBRATED_RESIDUAL else confidence(kind, raw)
+
+
+def _whole_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
+    """The affine fit's residual ratio of ``c`` on ``parents``, one set of coefficients over the layers all hold."""
+    layers = _common_layers(pl, [c, *parents])
+    idx = np.array(parents)
+    total = pl.sq[layers].sum(axis=0)
+    dc = total[c, idx]
+    _, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
+    return res / float(dc.min()) if dc.min() > 0 else math.nan
 
 
 def _per_layer(pl: PairLayers, c: int, parents: tuple[int, ...]) -> np.ndarray:
