@@ -43,8 +43,13 @@ def numbers(pl, c: int, parents: list[int]) -> str:
                    for x, i in enumerate(others) for j in others[x + 1:]), default=float("nan"))
         growth = (norm2[c] - norm2[parents[b]]) / dc[b]
         offp = mg._off_path(dc, dp, b) if k > 1 else float("nan")
-        out.append(f"   as base {b}: additivity {err:.3f} growth {growth:.2f} offpath {offp:.2f} "
-                   f"eq {pl.equal_share[c, parents[b]]:.3f}")
+        # per other parent (the minimum is mg._off_path), and the other parents' additivity through the child
+        # instead of the base: a junction read as a merge of its descendants branches them (issue 11, mergec3)
+        shares = "/".join(f"{(dc[b] + dc[i] - dp[b, i]) / dp[b, i]:+.2f}" for i in others)
+        child = max((abs(dp[i, j] - dc[i] - dc[j]) / dp[i, j]
+                     for x, i in enumerate(others) for j in others[x + 1:]), default=float("nan"))
+        out.append(f"   as base {b}: additivity {err:.3f} (through the child {child:.3f}) growth {growth:.2f} "
+                   f"offpath {offp:.2f} ({shares}) eq {pl.equal_share[c, parents[b]]:.3f}")
     return "\n".join(out)
 
 
@@ -88,6 +93,7 @@ def main() -> None:
             if rec.relation_of(child) == "merge" and meta[child]["relation"] != "merge":
                 print(f"FALSE {child} ({meta[child]['relation']}) got {rec.parents_of(child)} "
                       f"true {meta[child]['parents']}")
+                print("   " + numbers(pl, pos[child], [pos[p] for p in rec.parents_of(child)]))
 
 
 if __name__ == "__main__":
