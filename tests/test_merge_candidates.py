@@ -10,14 +10,16 @@ out, a residual under ``merge.EXACT_NOISE``, which fewer parents used to win wit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
-from mother_core.relations.evidence import pair_layers
+from mother_core.relations.evidence import PairLayers, pair_layers
 from mother_core.relations.merge import CANDIDATES, EXACT_NOISE, _total, affine_fit
+from mother_core.stats.result import WeightStatistics
 from tests.test_sparse_merge import _fine_tune, _llama, _merged_lora, _mergekit_weighted
 
 
@@ -33,14 +35,19 @@ def _family(root: Path, loras: int, weights: tuple[float, float, float, float], 
                        [(root / m, w) for m, w in zip(("ft_a", "ft_b", "ft_c", "ft_d"), weights)])
 
 
-@pytest.mark.xdist_group("merge-candidates")
-def test_a_linear_merge_of_four_with_its_farthest_input_beyond_the_candidates(tmp_path):
+def _merged_family(root: Path, **family: Any) -> tuple[WeightStatistics, PairLayers, list[str], int]:
+    """:func:`_family` under ``root`` read in one pass: (statistics, pair layers, model ids, the merge's index)."""
     pytest.importorskip("mergekit")
     pytest.importorskip("transformers")
-    _family(tmp_path, loras=4, weights=(0.3, 0.3, 0.3, 0.1), far=0.12)
-    stats = compute_statistics(discover([tmp_path]), device="cpu")
-    pl, ids = pair_layers(stats), stats.model_ids
-    c = ids.index("merged")
+    _family(root, **family)
+    stats = compute_statistics(discover([root]), device="cpu")
+    ids = list(stats.model_ids)
+    return stats, pair_layers(stats), ids, ids.index("merged")
+
+
+@pytest.mark.xdist_group("merge-candidates")
+def test_a_linear_merge_of_four_with_its_farthest_input_beyond_the_candidates(tmp_path):
+    stats, pl, ids, c = _merged_family(tmp_path, loras=4, weights=(0.3, 0.3, 0.3, 0.1), far=0.12)
     order = sorted((p for p in range(len(ids)) if p != c), key=lambda p: _total(pl, c, p))
     assert order.index(ids.index("ft_d")) >= CANDIDATES  # the base and its four merged LoRAs crowd it out
     rec = recover(stats)
@@ -51,12 +58,7 @@ def test_a_linear_merge_of_four_with_its_farthest_input_beyond_the_candidates(tm
 
 @pytest.mark.xdist_group("merge-candidates")
 def test_a_small_weight_input_is_kept_when_it_explains_more_than_noise(tmp_path):
-    pytest.importorskip("mergekit")
-    pytest.importorskip("transformers")
-    _family(tmp_path, loras=0, weights=(0.32, 0.32, 0.30, 0.06), far=0.05)
-    stats = compute_statistics(discover([tmp_path]), device="cpu")
-    pl, ids = pair_layers(stats), stats.model_ids
-    c = ids.index("merged")
+    stats, pl, ids, c = _merged_family(tmp_path, loras=0, weights=(0.32, 0.32, 0.30, 0.06), far=0.05)
     three = [ids.index(m) for m in ("ft_a", "ft_b", "ft_c")]
     dc = [_total(pl, c, p) for p in three]
     _, res = affine_fit(np.array(dc), np.array([[_total(pl, p, q) for q in three] for p in three]))
