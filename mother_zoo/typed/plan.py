@@ -283,6 +283,17 @@ class TypedPlanner:
         parents = ((base,) if base is not None and base not in models else ()) + models
         return self.add(fam, arch, "merge", "merge", parents, **params)
 
+    def pruned(self, fam: int, arch: str, parent: int, vocab: int) -> int:
+        """A child with a narrower MLP (a random share of its units kept), trained after pruning."""
+        return self.add(fam, arch, "prune", "prune", (parent,), keep=round(float(self.rng.uniform(0.5, 0.75)), 3),
+                        task=self._narrow_task(vocab), steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+
+    def distilled(self, fam: int, arch: str, parent: int, size: ArchSize) -> int:
+        """A child with one layer dropped, trained on a sequence task."""
+        return self.add(fam, arch, "distill", "distill", (parent,), drop_layer=int(self.rng.integers(size.layers)),
+                        task=SequenceTask(SEQUENCE_TASKS, size.vocab, task_seed=self._seed()),
+                        steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+
     def family(self, arch: str, size: ArchSize) -> None:
         """One family: see the module docstring for its members."""
         p, full, V = self.profile, self.size.full_recipe, size.vocab
@@ -314,12 +325,9 @@ class TypedPlanner:
         self.add(fam, arch, "cast", "convert", (self._pick((r, f1)),), dtype=self._pick(p.cast_dtypes))
         self.add(fam, arch, "bin", "convert", (f2,))
         self.add(fam, arch, "copy", "convert", (f11,))
-        self.add(fam, arch, "prune", "prune", (f1,), keep=round(float(self.rng.uniform(0.5, 0.75)), 3),
-                 task=self._narrow_task(V), steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+        self.pruned(fam, arch, f1, V)
         if full:
-            self.add(fam, arch, "distill", "distill", (r,), drop_layer=int(self.rng.integers(size.layers)),
-                     task=SequenceTask(SEQUENCE_TASKS, V, task_seed=self._seed()),
-                     steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+            self.distilled(fam, arch, r, size)
 
     def family_c(self, arch: str, size: ArchSize) -> None:
         """One family of profile C (module docstring): a deeper fine-tune tree, adapters on the root and on
@@ -356,12 +364,9 @@ class TypedPlanner:
         self.add(fam, arch, "bin", "convert", (f2,))
         self.add(fam, arch, "copy", "convert", (l2,))
         if ARCHS[arch].mlp_up:
-            self.add(fam, arch, "prune", "prune", (f1,), keep=round(float(self.rng.uniform(0.5, 0.75)), 3),
-                     task=self._narrow_task(V), steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+            self.pruned(fam, arch, f1, V)
         if full:
-            self.add(fam, arch, "distill", "distill", (f2,), drop_layer=int(self.rng.integers(size.layers)),
-                     task=SequenceTask(SEQUENCE_TASKS, V, task_seed=self._seed()),
-                     steps=self._steps(self.size.child_steps), lr=self._lr("prune"))
+            self.distilled(fam, arch, f2, size)
 
     def distractor(self, arch: str, size: ArchSize, children: bool) -> None:
         """An unrelated root of a family's architecture and size, trained from its own initialisation."""
