@@ -27,7 +27,7 @@ import numpy as np
 
 from mother_core.errors import MotherError, TooFewModelsError
 from mother_core.io.base import Discovery, ModelRef, Problem
-from mother_core.io.discovery import adapter_base, discover
+from mother_core.io.discovery import base_model, discover
 from mother_core.io.registry import needs_base
 from mother_core.recovery.candidates import DEFAULT_K, candidate_pairs, embedding, nearest_neighbours
 from mother_core.recovery.result import Recovery, RecoverySettings
@@ -140,14 +140,11 @@ def fingerprint_all(refs: Sequence[ModelRef], *, spec: SketchSpec = SketchSpec()
     bases: list[ModelRef | None] = []
     usable: list[ModelRef] = []
     for r in refs:
-        base = None
-        if needs_base(r):
-            found = adapter_base(r, [i for i, x in by_id.items() if not needs_base(x)])
-            if found is None:
-                problems.append(Problem(r.path, f"LoRA adapter {r.path} needs its base model {r.base_id!r}, which is "
-                                                "not in the set. Add the base model's folder to the paths you give."))
-                continue
-            base = by_id[found[0]]
+        base = _base_ref(r, by_id)
+        if base is None and needs_base(r):
+            problems.append(Problem(r.path, f"LoRA adapter {r.path} needs its base model {r.base_id!r}, which is "
+                                            "not in the set. Add the base model's folder to the paths you give."))
+            continue
         usable.append(r)
         bases.append(base)
     keys = [model_key(r, b, content_hash) for r, b in zip(usable, bases)]
@@ -285,8 +282,5 @@ def recover_at_scale(paths: Sequence[str | os.PathLike[str]], settings: Recovery
 
 
 def _base_ref(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef | None:
-    """The base an adapter is read on (:func:`~mother_core.io.discovery.adapter_base`); None for other models."""
-    if not needs_base(ref):
-        return None
-    found = adapter_base(ref, [i for i, x in by_id.items() if not needs_base(x)])
-    return by_id[found[0]] if found is not None else None
+    """The base an adapter is read on (:func:`~mother_core.io.discovery.base_model`); None for other models."""
+    return base_model(ref, by_id) if needs_base(ref) else None

@@ -28,7 +28,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
@@ -145,6 +145,14 @@ def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
         if found is not None:
             return found, source
     return None
+
+
+def base_model(ref: ModelRef, models: Mapping[str, ModelRef]) -> ModelRef | None:
+    """The model of ``models`` (id -> model) the adapter ``ref`` is read on: :func:`adapter_base` among the
+    models that are not adapters themselves (:func:`~mother_core.io.registry.needs_base`); None when none
+    matches."""
+    found = adapter_base(ref, [i for i, m in models.items() if not needs_base(m)])
+    return models[found[0]] if found is not None else None
 
 
 def _norm_id(name: str) -> str:

@@ -73,6 +73,8 @@ def _regroup_rows(w: np.ndarray, heads: int) -> np.ndarray:
 def _undo_converter(t: GGUFTensor, data: np.ndarray) -> np.ndarray:
     """The tensor as the transformers checkpoint held it, from the whole stored tensor (rewrites listed in
     the module docstring; none of them depends on the quantization)."""
+    if t.transposed:
+        data = data.T
     if t.regroup_heads:
         data = _regroup_rows(data, t.regroup_heads)
     if t.plus_one:
@@ -106,7 +108,7 @@ class GGUFReader:
                 f"{ref.path} holds no tensor we can dequantize (types: {kinds}). Convert it with a supported "
                 "quantization (e.g. Q8_0, Q4_K) or remove it from the set.", ref.path)
         self._handle: io.FileIO | None = None
-        self._cached: tuple[str, torch.Tensor] | None = None  # last whole tensor read (transposed ones)
+        self._cached: tuple[str, torch.Tensor] | None = None  # last whole tensor read (rewritten ones)
         self._local = threading.local()  # per-thread staging buffer of raw blocks (the pass reads from two)
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
@@ -181,20 +183,14 @@ class GGUFReader:
         if rows is not None and (not info.shape or not 0 <= r0 <= r1 <= n_rows):
             raise ValueError(f"Rows {rows} out of range for {name!r} of shape {info.shape}.")
         t = self._tensors[name]
-        if t.regroup_heads or t.plus_one:  # rewritten by the converter: read whole once, undone, sliced
+        if t.transposed or t.regroup_heads or t.plus_one:
+            # Rewritten by the converter (a transpose: rows of the transpose are columns on disk): read whole
+            # once, undone, sliced per chunk.
             if self._cached is None or self._cached[0] != name:
                 self._cached = None
-                whole = self._read_rows(t, 0, t.shape[0]) if t.shape else self._read_rows(t, 0, 1)
-                whole = _undo_converter(t, np.asarray(whole).reshape(info.shape))
-                self._cached = (name, torch.from_numpy(np.ascontiguousarray(whole)))
-            if not info.shape:
-                return self._cached[1].clone()
-            return self._cached[1][r0:r1].clone()
-        if t.transposed:  # rows of the transpose are columns on disk: read whole once, slice per chunk
-            if self._cached is None or self._cached[0] != name:
-                self._cached = None
-                self._cached = (name, torch.from_numpy(np.ascontiguousarray(self._read_rows(t, 0, t.shape[0]).T)))
-            return self._cached[1][r0:r1].clone()
+                whole = np.asarray(self._read_rows(t, 0, t.shape[0] if t.shape else 1)).reshape(t.shape)
+                self._cached = (name, torch.from_numpy(np.ascontiguousarray(_undo_converter(t, whole))))
+            return self._cached[1][r0:r1].clone() if info.shape else self._cached[1].clone()
         if not info.shape:
             return torch.from_numpy(np.array(self._read_rows(t, 0, 1).reshape(())))
         if t.permute_heads:

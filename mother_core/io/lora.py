@@ -145,9 +145,18 @@ def _load_adapter(path: str) -> dict[str, torch.Tensor]:
 class LoraReader:
     """A :class:`ModelReader` of a base model with a PEFT LoRA adapter merged in."""
 
-    def __init__(self, ref: ModelRef, base: ModelReader) -> None:
+    def _start(self, ref: ModelRef, base: ModelReader) -> None:
+        """The reader's state before any update is added: the base's tensors, unchanged (subclasses that
+        parse another adapter format start from it too)."""
         self.ref = ref
         self.base = base
+        self._infos: dict[str, TensorInfo] = dict(base.tensor_infos())
+        self._updates: dict[str, list[_Update]] = {}
+        self._bias: dict[str, torch.Tensor] = {}
+        self._replaced: dict[str, torch.Tensor] = {}
+        self._column_norms: dict[str, torch.Tensor] = {}  # DoRA on Conv1D: norms of the merged columns
+
+    def __init__(self, ref: ModelRef, base: ModelReader) -> None:
         config_path = os.path.join(ref.path, "adapter_config.json")
         try:
             with open(config_path, encoding="utf-8") as f:
@@ -160,12 +169,7 @@ class LoraReader:
                                             config_path)
         adapter_file = ref.files[0]
         tensors = _load_adapter(adapter_file)
-        base_infos = base.tensor_infos()
-        self._infos: dict[str, TensorInfo] = dict(base_infos)
-        self._updates: dict[str, list[_Update]] = {}
-        self._bias: dict[str, torch.Tensor] = {}
-        self._replaced: dict[str, torch.Tensor] = {}
-        self._column_norms: dict[str, torch.Tensor] = {}  # DoRA on Conv1D: norms of the merged columns
+        self._start(ref, base)
 
         pairs: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
         magnitudes: dict[str, torch.Tensor] = {}

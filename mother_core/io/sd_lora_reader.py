@@ -64,10 +64,8 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
     alpha_default = _number(config, "lora_alpha", 1, path) if "lora_alpha" in config else None
     alpha_pattern = _patterns(config, "alpha_pattern", path)
 
-    reader = SDLoraReader.__new__(SDLoraReader)
-    reader.ref, reader.base = ref, base
-    reader._infos = dict(base.tensor_infos())
-    reader._updates, reader._bias, reader._replaced, reader._column_norms = {}, {}, {}, {}
+    reader = SDLoraReader.__new__(SDLoraReader)  # LoraReader.__init__ parses a PEFT folder: not this file
+    reader._start(ref, base)
     for m in modules:
         name = targets[m.key]
         a, b = tensors[m.down].float(), tensors[m.up].float()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import warnings
@@ -55,12 +56,28 @@ def slot_key(name: str, shape: Sequence[int]) -> str:
     return f"{name}|{','.join(map(str, shape))}"
 
 
+#: Most digests :func:`_sha256_file` keeps.
+_HASHED_MAX = 4096
+_hashed: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
 def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The file's SHA-256, hashed once per process while its (device, inode, size, mtime, ctime) stay the
+    same: an adapter's key holds its base's key, so a base with many LoRAs (a Stable Diffusion UNet) was
+    read whole once per adapter. Every write to a file changes its ctime, which no tool sets back."""
+    st = os.stat(path)
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    digest = _hashed.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+        digest = h.hexdigest()
+        if len(_hashed) >= _HASHED_MAX:
+            _hashed.clear()
+        _hashed[key] = digest
+    return digest
 
 
 class StatsCache:

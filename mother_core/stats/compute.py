@@ -31,7 +31,7 @@ from mother_core.io.base import (
     ShapeAdoptingReader,
     TensorInfo,
 )
-from mother_core.io.discovery import adapter_base
+from mother_core.io.discovery import base_model
 from mother_core.io.readers import open_model
 from mother_core.io.registry import needs_base
 from mother_core.stats.cache import StatsCache, model_key, set_aside, slot_key
@@ -353,9 +353,9 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
 
 def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
     want = ref.base_id or ""
-    found = adapter_base(ref, [rid for rid, r in by_id.items() if not needs_base(r)])
+    found = base_model(ref, by_id)
     if found is not None:
-        return by_id[found[0]]
+        return found
     if ref.container == "sd-lora":
         from mother_core.io.sd_lora import missing_base_message
 
