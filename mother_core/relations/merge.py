@@ -224,23 +224,25 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                 best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named))
         if best is None:
             best = _best_subset(pl, c, cand, by_layer)
-        if candidates is None and not by_layer and (best is None or best[0] > EXACT) and len(pool) > len(cand):
-            best = _completed(pl, c, cand, [pool[k] for k in order[len(cand):]], by_layer) or best
         sphere = None
         if candidates is None and not by_layer and (best is None or best[0] > EXACT):
-            sphere = _on_sphere(pl, c, cand, [pool[k] for k in order[len(cand):]])
-            best = sphere or best
+            rest = [pool[k] for k in order[len(cand):]]
+            best = _completed(pl, c, cand, rest) or best
+            if best is None or best[0] > EXACT:
+                sphere = _on_sphere(pl, c, cand, rest)
+                best = sphere or best
         if best is None:
             continue
-        ratio, parents, coeffs, cap, by_layer = best
-        off_ray = off_ray_ratio(pl, c, parents, by_layer=by_layer)
+        # (the fit's own flag: the whole-model pass may not rebind the loop's ``by_layer``)
+        ratio, parents, coeffs, cap, fit_by_layer = best
+        off_ray = off_ray_ratio(pl, c, parents, by_layer=fit_by_layer)
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere)))
     return found
 
 
-def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwise: bool
+def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int]
                ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """An exact merge of three or :data:`MAX_PARENTS` whose farthest input is not among the nearest ``cand``.
 
@@ -262,7 +264,7 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwi
     its farthest input at 0.018, its four parents at 0.012). Fits with coefficients per layer (Model
     Stock) are not completed: per layer that batch costs the layers' count more.
     """
-    if len(cand) < 2 or not rest or layerwise:
+    if len(cand) < 2 or not rest:
         return None
     local = [c, *cand, *rest]
     layers = _common_layers(pl, local)
@@ -273,12 +275,12 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwi
     for size in range(3, min(MAX_PARENTS - 1, len(cand)) + 2):
         near = itertools.combinations(range(1, len(cand) + 1), size - 1)
         completed = np.array([[*s, x] for s in near for x in range(len(cand) + 1, len(local))])
-        ratios = _subset_ratios(sq, completed, layerwise)
+        ratios = _subset_ratios(sq, completed)
         tol = EXACT_NOISE if size < MAX_PARENTS else EXACT
         for j in np.argsort(ratios):
             if not ratios[j] <= tol:
                 break
-            fit = _best_subset(pl, c, [local[m] for m in completed[j]], layerwise)
+            fit = _best_subset(pl, c, [local[m] for m in completed[j]])
             if fit is not None and fit[0] <= tol and len(fit[1]) == size:
                 return fit
     return None
@@ -336,7 +338,7 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
         subsets_by_size.append(np.array(inner))
     per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray]] = {}
     for subsets in subsets_by_size:
-        ratios = _subset_ratios(sq_perp, subsets, False)
+        ratios = _subset_ratios(sq_perp, subsets)
         # completed fits (a relative beyond ``cand``) are held to EXACT_NOISE, as in :func:`_completed`
         ratios = np.where((subsets > n_cand).any(axis=1) & (ratios > EXACT_NOISE), np.inf, ratios)
         size = subsets.shape[1]
@@ -372,20 +374,14 @@ def _outward(pl: PairLayers, c: int, parents: list[int], a: np.ndarray, layers: 
     return float((n2_c - inner).sum()) > 0.0
 
 
-def _subset_ratios(sq: np.ndarray, subsets: np.ndarray, layerwise: bool) -> np.ndarray:
+def _subset_ratios(sq: np.ndarray, subsets: np.ndarray) -> np.ndarray:
     """Residual ratios (to the nearest parent) of the child, position 0 of ``sq`` (L, M, M), on each row of
-    ``subsets`` (S, K) (positions in ``sq``), with one set of coefficients or one per layer."""
-    n_sub, size = subsets.shape
-    if layerwise:
-        dc_l = sq[:, 0, subsets].transpose(1, 0, 2)  # (S, L, K)
-        dp_l = sq[:, subsets[:, :, None], subsets[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
-        dc_min = dc_l.sum(axis=1).min(axis=1)
-        res = _affine_residuals(dc_l.reshape(-1, size), dp_l.reshape(-1, size, size)).reshape(n_sub, -1).sum(axis=1)
-    else:  # one set of coefficients: the layers' sums first (memory S K^2, not S L K^2, for many completions)
-        total = sq.sum(axis=0)
-        dc = total[0, subsets]  # (S, K)
-        dc_min = dc.min(axis=1)
-        res = _affine_residuals(dc, total[subsets[:, :, None], subsets[:, None, :]])
+    ``subsets`` (S, K) (positions in ``sq``), with one set of coefficients (per-layer fits:
+    :func:`_layerwise_all`). The layers' sums come first: memory S K^2, not S L K^2, for many completions."""
+    total = sq.sum(axis=0)
+    dc = total[0, subsets]  # (S, K)
+    dc_min = dc.min(axis=1)
+    res = _affine_residuals(dc, total[subsets[:, :, None], subsets[:, None, :]])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(dc_min > 0, res / dc_min, np.inf)
 
