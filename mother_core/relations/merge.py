@@ -481,9 +481,10 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # by at least their squared distance (BASE_GROWTH). Read backwards (a base solved out of
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
             # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
-            bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            additive = _additivity(dp)  # once per subset: both base tests read it
+            bases = {b: e for b, e in _bases(additive).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
             if ratio > EXACT:
-                bases.update(_entry_bases(pl, c, subset, dp, {m: norm2[m] for m in subset}, norm2[c], bases))
+                bases.update(_entry_bases(pl, c, subset, additive, norm2, bases))
             kept = _keeps_entries(pl, c, subset, bases) if ratio > EXACT else set()
             if ratio > EXACT:  # a sparse merge sits off the tree's paths; a junction on them (_off_path)
                 bases = {b: e for b, e in bases.items() if b in kept or _off_path(dc, dp, b) >= OFF_PATH}
@@ -665,8 +666,8 @@ def _keeps_entries(pl: PairLayers, c: int, subset: tuple[int, ...], bases: dict[
     return {b for b in bases if pl.equal_share[c, subset[b]] >= EQUAL_SHARE}
 
 
-def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], dp: np.ndarray, norm2: dict[int, float],
-                 norm2_c: float, bases: dict[int, float]) -> dict[int, float]:
+def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], additive: dict[int, float],
+                 norm2: dict[int, float], bases: dict[int, float]) -> dict[int, float]:
     """Parents (positions in ``subset``, three or more) that are a sparse merge's base by its entries alone:
     ``c`` keeps at least :data:`EQUAL_SHARE` of their values exactly and its squared norm exceeds theirs.
 
@@ -680,14 +681,12 @@ def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], dp: np.ndarray
     SCE all leave an entry at the base's value where every input's was trimmed or dropped; Yadav et al.
     2023, Yu et al. 2023, Deep et al. 2024, Davari and Belilovsky 2023), which a fine-tune never does;
     the norm must still grow (read backwards, a base solved out of its merge and the merge's other
-    inputs, it shrinks). Returns the base's score for :func:`_best_subset`: its additivity error, at most
-    :data:`BASE_ADDITIVITY`.
+    inputs, it shrinks). Returns the base's score for :func:`_best_subset`: its additivity error
+    (``additive``: :func:`_additivity` of the subset), at most :data:`BASE_ADDITIVITY`; ``norm2``: squared
+    norms of ``c`` and of the subset's models.
     """
     named = [b for b in range(len(subset)) if b not in bases and pl.equal_share[c, subset[b]] >= EQUAL_SHARE
-             and norm2_c > norm2[subset[b]]] if len(subset) >= 3 else []
-    if not named:
-        return {}
-    additive = _additivity(dp)
+             and norm2[c] > norm2[subset[b]]] if len(subset) >= 3 else []
     return {b: min(additive[b], BASE_ADDITIVITY) for b in named}
 
 
@@ -706,8 +705,9 @@ def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
     return min((dc[base] + dc[k] - dp[base, k]) / max(dp[base, k], 1e-300) for k in others)
 
 
-def _bases(dp: np.ndarray) -> dict[int, float]:
-    """Parents (of three or more) that are the base of the others, with their additivity error: the
+def _bases(additive: dict[int, float]) -> dict[int, float]:
+    """Parents (of three or more; ``additive``: :func:`_additivity`) that are the base of the others, with
+    their additivity error: the
     others' squared distances add up through the base (fine-tuning updates are nearly orthogonal),
     as in a TIES / DARE merge of task vectors on a base.
 
@@ -715,7 +715,7 @@ def _bases(dp: np.ndarray) -> dict[int, float]:
     leaving 1/k of their size), so a residual that is not near zero only counts as a sparse merge with
     a base: among siblings no member is such a base.
     """
-    return {b: e for b, e in _additivity(dp).items() if e <= BASE_ADDITIVITY}
+    return {b: e for b, e in additive.items() if e <= BASE_ADDITIVITY}
 
 
 def _additivity(dp: np.ndarray) -> dict[int, float]:
