@@ -218,7 +218,7 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             # merge of four sits among its inputs' other relatives. With such a base the loose caps
             # have the entries behind them, so these fits may take CANDIDATES nearest relatives and
             # every base the entries name; without one the nearest SPARSE_CANDIDATES only.
-            named = [p for p in pool if pl.equal_share[c, p] >= EQUAL_SHARE]
+            named = [p for p in pool if _kept_by(pl, c, p)]
             if named:
                 wide = [pool[k] for k in order[:CANDIDATES]]
                 best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named))
@@ -663,7 +663,13 @@ def _keeps_entries(pl: PairLayers, c: int, subset: tuple[int, ...], bases: dict[
     """The candidate bases (positions in ``subset``) whose entries ``c`` keeps as a sparse merge does: at
     least :data:`EQUAL_SHARE` of them exactly. (TIES also keeps an input's value where it alone survived
     the trim; DARE rescales what it keeps, so only the base's values stay.)"""
-    return {b for b in bases if pl.equal_share[c, subset[b]] >= EQUAL_SHARE}
+    return {b for b in bases if _kept_by(pl, c, subset[b])}
+
+
+def _kept_by(pl: PairLayers, c: int, p: int) -> bool:
+    """Whether ``c`` keeps enough of ``p``'s entries exactly to name it a sparse merge's base: the shared
+    bar :data:`EQUAL_SHARE` (on shares already scaled to the tree's chance level, :func:`_entries_above_chance`)."""
+    return bool(pl.equal_share[c, p] >= EQUAL_SHARE)
 
 
 def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], additive: dict[int, float],
@@ -685,7 +691,7 @@ def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], additive: dict
     (``additive``: :func:`_additivity` of the subset), at most :data:`BASE_ADDITIVITY`; ``norm2``: squared
     norms of ``c`` and of the subset's models.
     """
-    named = [b for b in range(len(subset)) if b not in bases and pl.equal_share[c, subset[b]] >= EQUAL_SHARE
+    named = [b for b in range(len(subset)) if b not in bases and _kept_by(pl, c, subset[b])
              and norm2[c] > norm2[subset[b]]] if len(subset) >= 3 else []
     return {b: min(additive[b], BASE_ADDITIVITY) for b in named}
 
@@ -759,7 +765,7 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
         method = "linear"
     detail = f"{method} " + "/".join(f"{w:.2f}" for w in coeffs)
     counted = pl.equal_counted if pl.equal_counted is not None else pl.equal_share
-    kept = [(p, float(counted[c, p])) for p in parents if pl.equal_share[c, p] >= EQUAL_SHARE]
+    kept = [(p, float(counted[c, p])) for p in parents if _kept_by(pl, c, p)]
     confirmed = ratio > EXACT and bool(kept)
     names = ", ".join(stats.models[p].id for p in parents)
     entries = ("; " + " and ".join(f"{v:.0%} {EQUAL_ENTRIES} {stats.models[p].id}'s exactly" for p, v in kept)
