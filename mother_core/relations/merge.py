@@ -273,8 +273,7 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     idx = np.array(local)
     sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, 1 + K + R, 1 + K + R): the child first
     for size in range(3, min(MAX_PARENTS - 1, len(cand)) + 2):
-        near = itertools.combinations(range(1, len(cand) + 1), size - 1)
-        completed = np.array([[*s, x] for s in near for x in range(len(cand) + 1, len(local))])
+        completed = np.array(_completions(len(cand), len(rest), size))
         ratios = _subset_ratios(sq, completed)
         tol = EXACT_NOISE if size < MAX_PARENTS else EXACT
         for j in np.argsort(ratios):
@@ -284,6 +283,13 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int]
             if fit is not None and fit[0] <= tol and len(fit[1]) == size:
                 return fit
     return None
+
+
+def _completions(n_cand: int, n_rest: int, size: int) -> list[tuple[int, ...]]:
+    """Subsets of ``size`` positions in ``[child, *cand, *rest]`` (:func:`_completed`, :func:`_on_sphere`):
+    ``size - 1`` of the nearest ``cand`` completed by one farther relative of ``rest``."""
+    return [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1)
+            for x in range(n_cand + 1, n_cand + 1 + n_rest)]
 
 
 def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
@@ -332,10 +338,7 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     subsets_by_size: list[np.ndarray] = []
     for size in range(2, min(MAX_PARENTS, n_cand) + 1):
         inner = list(itertools.combinations(range(1, n_cand + 1), size))
-        # completions: size - 1 of the nearest and one farther relative
-        inner += [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1)
-                  for x in range(n_cand + 1, len(local))]
-        subsets_by_size.append(np.array(inner))
+        subsets_by_size.append(np.array(inner + _completions(n_cand, len(rest), size)))
     per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray]] = {}
     for subsets in subsets_by_size:
         ratios = _subset_ratios(sq_perp, subsets)
