@@ -74,7 +74,7 @@ def refinement_core(stats: WeightStatistics, members: np.ndarray, typed: set[int
     whole-layout match would keep only the largest group of same-head models (the demo vit-tree: 5 of
     its 13).
 
-    ``partial`` (merged LoRAs, :func:`mother_core.relations.detect.partial_updates`) leave the fit
+    ``partial`` (merged LoRAs, :func:`mother_core.relations.detect._partial_pairs`) leave the fit
     only where they are fewer than half of the skeleton: one merged LoRA among full fine-tunes stays
     where the arborescence placed it, but a tree whose models are all merged LoRAs is a fine-tune tree
     of low-rank updates, which add up as full ones do (excluding them left the generalise collection

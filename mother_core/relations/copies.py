@@ -88,10 +88,10 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
             r = r[np.isfinite(r)]
             if r.size == 0:
                 continue
-            m = float(r.max())
-            if float(np.median(r)) <= CONVERT_TOL * max(u[i], u[j]) and m <= CONVERT_MAX * max(u[i], u[j]):
+            m, med = float(r.max()), float(np.median(r))
+            if med <= CONVERT_TOL * max(u[i], u[j]) and m <= CONVERT_MAX * max(u[i], u[j]):
                 worst[(i, j)] = m
-                medians[(i, j)] = float(np.median(r))
+                medians[(i, j)] = med
                 parent[find(i)] = find(j)
     classes: dict[int, list[int]] = {}
     for i in eligible:
@@ -108,8 +108,8 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
         orig = members[0]
         for c in members[1:]:
             m = worst.get((min(orig, c), max(orig, c)), math.nan)
-            lossless = medians.get((min(orig, c), max(orig, c)), math.inf) <= CONVERT_TOL * min(u[orig], u[c])
-            links.append(_conversion_link(stats, orig, c, m, u, times, upcast=lossless and u[c] < u[orig]))
+            upcast = _same_values(medians, u, orig, c) and u[c] < u[orig]
+            links.append(_conversion_link(stats, orig, c, m, u, times, upcast=upcast))
     return links
 
 
@@ -134,10 +134,15 @@ def _value_roundoff(members: list[int], medians: dict[tuple[int, int], float], u
     of a bf16 checkpoint has bf16 values), its own where none."""
     out = {}
     for k in members:
-        same = [j for j in members if j != k and medians.get((min(j, k), max(j, k)), math.inf)
-                <= CONVERT_TOL * min(u[j], u[k])]
+        same = [j for j in members if j != k and _same_values(medians, u, j, k)]
         out[k] = max([u[k]] + [u[j] for j in same])
     return out
+
+
+def _same_values(medians: dict[tuple[int, int], float], u: np.ndarray, j: int, k: int) -> bool:
+    """Whether ``j`` and ``k`` hold the same values: their median per-layer difference (``medians``, keyed by
+    the ordered pair) within :data:`CONVERT_TOL` units of the finer storage's roundoff."""
+    return medians.get((min(j, k), max(j, k)), math.inf) <= CONVERT_TOL * min(u[j], u[k])
 
 
 def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u: np.ndarray,

@@ -93,16 +93,11 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     return TypedFindings(links=tuple(links), notes=tuple(notes), partial=partial)
 
 
-def partial_updates(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, skip: set[int]) -> frozenset[int]:
-    """Models that differ from a relative of their tree on part of their layers only, at low rank:
-    merged LoRAs (the same test as :func:`label_edge`'s ``lora``; :func:`_partial_pairs`)."""
-    return frozenset(_partial_pairs(stats, pl, labels, skip))
-
-
 def _partial_pairs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                    skip: set[int]) -> dict[int, set[int]]:
-    """Each merged LoRA (:func:`partial_updates`) with the relatives it differs from on part of its layers
-    at low rank.
+    """Each merged LoRA with the relatives it differs from on part of its layers at low rank: the models
+    that differ from a relative of their tree on part of their layers only, at low rank (the same test as
+    :func:`label_edge`'s ``lora``; their set is :attr:`TypedFindings.partial`).
 
     The test is symmetric (a parent also differs from its merged LoRA on part of its layers, at low
     rank), so of each such pair the one farther from the rest of its tree is taken: a LoRA's update

@@ -218,29 +218,31 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             # merge of four sits among its inputs' other relatives. With such a base the loose caps
             # have the entries behind them, so these fits may take CANDIDATES nearest relatives and
             # every base the entries name; without one the nearest SPARSE_CANDIDATES only.
-            named = [p for p in pool if pl.equal_share[c, p] >= EQUAL_SHARE]
+            named = [p for p in pool if _kept_by(pl, c, p)]
             if named:
                 wide = [pool[k] for k in order[:CANDIDATES]]
                 best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named))
         if best is None:
             best = _best_subset(pl, c, cand, by_layer)
-        if candidates is None and not by_layer and (best is None or best[0] > EXACT) and len(pool) > len(cand):
-            best = _completed(pl, c, cand, [pool[k] for k in order[len(cand):]], by_layer) or best
         sphere = None
         if candidates is None and not by_layer and (best is None or best[0] > EXACT):
-            sphere = _on_sphere(pl, c, cand, [pool[k] for k in order[len(cand):]])
-            best = sphere or best
+            rest = [pool[k] for k in order[len(cand):]]
+            best = _completed(pl, c, cand, rest) or best
+            if best is None or best[0] > EXACT:
+                sphere = _on_sphere(pl, c, cand, rest)
+                best = sphere or best
         if best is None:
             continue
-        ratio, parents, coeffs, cap, by_layer = best
-        off_ray = off_ray_ratio(pl, c, parents, by_layer=by_layer)
+        # (the fit's own flag: the whole-model pass may not rebind the loop's ``by_layer``)
+        ratio, parents, coeffs, cap, fit_by_layer = best
+        off_ray = off_ray_ratio(pl, c, parents, by_layer=fit_by_layer)
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere)))
     return found
 
 
-def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwise: bool
+def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int]
                ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """An exact merge of three or :data:`MAX_PARENTS` whose farthest input is not among the nearest ``cand``.
 
@@ -262,7 +264,7 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwi
     its farthest input at 0.018, its four parents at 0.012). Fits with coefficients per layer (Model
     Stock) are not completed: per layer that batch costs the layers' count more.
     """
-    if len(cand) < 2 or not rest or layerwise:
+    if len(cand) < 2 or not rest:
         return None
     local = [c, *cand, *rest]
     layers = _common_layers(pl, local)
@@ -271,17 +273,23 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int], layerwi
     idx = np.array(local)
     sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, 1 + K + R, 1 + K + R): the child first
     for size in range(3, min(MAX_PARENTS - 1, len(cand)) + 2):
-        near = itertools.combinations(range(1, len(cand) + 1), size - 1)
-        completed = np.array([[*s, x] for s in near for x in range(len(cand) + 1, len(local))])
-        ratios = _subset_ratios(sq, completed, layerwise)
+        completed = np.array(_completions(len(cand), len(rest), size))
+        ratios = _subset_ratios(sq, completed)
         tol = EXACT_NOISE if size < MAX_PARENTS else EXACT
         for j in np.argsort(ratios):
             if not ratios[j] <= tol:
                 break
-            fit = _best_subset(pl, c, [local[m] for m in completed[j]], layerwise)
+            fit = _best_subset(pl, c, [local[m] for m in completed[j]])
             if fit is not None and fit[0] <= tol and len(fit[1]) == size:
                 return fit
     return None
+
+
+def _completions(n_cand: int, n_rest: int, size: int) -> list[tuple[int, ...]]:
+    """Subsets of ``size`` positions in ``[child, *cand, *rest]`` (:func:`_completed`, :func:`_on_sphere`):
+    ``size - 1`` of the nearest ``cand`` completed by one farther relative of ``rest``."""
+    return [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1)
+            for x in range(n_cand + 1, n_cand + 1 + n_rest)]
 
 
 def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
@@ -330,13 +338,10 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     subsets_by_size: list[np.ndarray] = []
     for size in range(2, min(MAX_PARENTS, n_cand) + 1):
         inner = list(itertools.combinations(range(1, n_cand + 1), size))
-        # completions: size - 1 of the nearest and one farther relative
-        inner += [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1)
-                  for x in range(n_cand + 1, len(local))]
-        subsets_by_size.append(np.array(inner))
+        subsets_by_size.append(np.array(inner + _completions(n_cand, len(rest), size)))
     per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray]] = {}
     for subsets in subsets_by_size:
-        ratios = _subset_ratios(sq_perp, subsets, False)
+        ratios = _subset_ratios(sq_perp, subsets)
         # completed fits (a relative beyond ``cand``) are held to EXACT_NOISE, as in :func:`_completed`
         ratios = np.where((subsets > n_cand).any(axis=1) & (ratios > EXACT_NOISE), np.inf, ratios)
         size = subsets.shape[1]
@@ -372,20 +377,14 @@ def _outward(pl: PairLayers, c: int, parents: list[int], a: np.ndarray, layers: 
     return float((n2_c - inner).sum()) > 0.0
 
 
-def _subset_ratios(sq: np.ndarray, subsets: np.ndarray, layerwise: bool) -> np.ndarray:
+def _subset_ratios(sq: np.ndarray, subsets: np.ndarray) -> np.ndarray:
     """Residual ratios (to the nearest parent) of the child, position 0 of ``sq`` (L, M, M), on each row of
-    ``subsets`` (S, K) (positions in ``sq``), with one set of coefficients or one per layer."""
-    n_sub, size = subsets.shape
-    if layerwise:
-        dc_l = sq[:, 0, subsets].transpose(1, 0, 2)  # (S, L, K)
-        dp_l = sq[:, subsets[:, :, None], subsets[:, None, :]].transpose(1, 0, 2, 3)  # (S, L, K, K)
-        dc_min = dc_l.sum(axis=1).min(axis=1)
-        res = _affine_residuals(dc_l.reshape(-1, size), dp_l.reshape(-1, size, size)).reshape(n_sub, -1).sum(axis=1)
-    else:  # one set of coefficients: the layers' sums first (memory S K^2, not S L K^2, for many completions)
-        total = sq.sum(axis=0)
-        dc = total[0, subsets]  # (S, K)
-        dc_min = dc.min(axis=1)
-        res = _affine_residuals(dc, total[subsets[:, :, None], subsets[:, None, :]])
+    ``subsets`` (S, K) (positions in ``sq``), with one set of coefficients (per-layer fits:
+    :func:`_layerwise_all`). The layers' sums come first: memory S K^2, not S L K^2, for many completions."""
+    total = sq.sum(axis=0)
+    dc = total[0, subsets]  # (S, K)
+    dc_min = dc.min(axis=1)
+    res = _affine_residuals(dc, total[subsets[:, :, None], subsets[:, None, :]])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(dc_min > 0, res / dc_min, np.inf)
 
@@ -485,9 +484,10 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # by at least their squared distance (BASE_GROWTH). Read backwards (a base solved out of
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
             # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
-            bases = {b: e for b, e in _bases(dp).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            additive = _additivity(dp)  # once per subset: both base tests read it
+            bases = {b: e for b, e in _bases(additive).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
             if ratio > EXACT:
-                bases.update(_entry_bases(pl, c, subset, dp, {m: norm2[m] for m in subset}, norm2[c], bases))
+                bases.update(_entry_bases(pl, c, subset, additive, norm2, bases))
             kept = _keeps_entries(pl, c, subset, bases) if ratio > EXACT else set()
             if ratio > EXACT:  # a sparse merge sits off the tree's paths; a junction on them (_off_path)
                 bases = {b: e for b, e in bases.items() if b in kept or _off_path(dc, dp, b) >= OFF_PATH}
@@ -666,11 +666,17 @@ def _keeps_entries(pl: PairLayers, c: int, subset: tuple[int, ...], bases: dict[
     """The candidate bases (positions in ``subset``) whose entries ``c`` keeps as a sparse merge does: at
     least :data:`EQUAL_SHARE` of them exactly. (TIES also keeps an input's value where it alone survived
     the trim; DARE rescales what it keeps, so only the base's values stay.)"""
-    return {b for b in bases if pl.equal_share[c, subset[b]] >= EQUAL_SHARE}
+    return {b for b in bases if _kept_by(pl, c, subset[b])}
 
 
-def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], dp: np.ndarray, norm2: dict[int, float],
-                 norm2_c: float, bases: dict[int, float]) -> dict[int, float]:
+def _kept_by(pl: PairLayers, c: int, p: int) -> bool:
+    """Whether ``c`` keeps enough of ``p``'s entries exactly to name it a sparse merge's base: the shared
+    bar :data:`EQUAL_SHARE` (on shares already scaled to the tree's chance level, :func:`_entries_above_chance`)."""
+    return bool(pl.equal_share[c, p] >= EQUAL_SHARE)
+
+
+def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], additive: dict[int, float],
+                 norm2: dict[int, float], bases: dict[int, float]) -> dict[int, float]:
     """Parents (positions in ``subset``, three or more) that are a sparse merge's base by its entries alone:
     ``c`` keeps at least :data:`EQUAL_SHARE` of their values exactly and its squared norm exceeds theirs.
 
@@ -684,14 +690,12 @@ def _entry_bases(pl: PairLayers, c: int, subset: tuple[int, ...], dp: np.ndarray
     SCE all leave an entry at the base's value where every input's was trimmed or dropped; Yadav et al.
     2023, Yu et al. 2023, Deep et al. 2024, Davari and Belilovsky 2023), which a fine-tune never does;
     the norm must still grow (read backwards, a base solved out of its merge and the merge's other
-    inputs, it shrinks). Returns the base's score for :func:`_best_subset`: its additivity error, at most
-    :data:`BASE_ADDITIVITY`.
+    inputs, it shrinks). Returns the base's score for :func:`_best_subset`: its additivity error
+    (``additive``: :func:`_additivity` of the subset), at most :data:`BASE_ADDITIVITY`; ``norm2``: squared
+    norms of ``c`` and of the subset's models.
     """
-    named = [b for b in range(len(subset)) if b not in bases and pl.equal_share[c, subset[b]] >= EQUAL_SHARE
-             and norm2_c > norm2[subset[b]]] if len(subset) >= 3 else []
-    if not named:
-        return {}
-    additive = _additivity(dp)
+    named = [b for b in range(len(subset)) if b not in bases and _kept_by(pl, c, subset[b])
+             and norm2[c] > norm2[subset[b]]] if len(subset) >= 3 else []
     return {b: min(additive[b], BASE_ADDITIVITY) for b in named}
 
 
@@ -710,8 +714,9 @@ def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
     return min((dc[base] + dc[k] - dp[base, k]) / max(dp[base, k], 1e-300) for k in others)
 
 
-def _bases(dp: np.ndarray) -> dict[int, float]:
-    """Parents (of three or more) that are the base of the others, with their additivity error: the
+def _bases(additive: dict[int, float]) -> dict[int, float]:
+    """Parents (of three or more; ``additive``: :func:`_additivity`) that are the base of the others, with
+    their additivity error: the
     others' squared distances add up through the base (fine-tuning updates are nearly orthogonal),
     as in a TIES / DARE merge of task vectors on a base.
 
@@ -719,7 +724,7 @@ def _bases(dp: np.ndarray) -> dict[int, float]:
     leaving 1/k of their size), so a residual that is not near zero only counts as a sparse merge with
     a base: among siblings no member is such a base.
     """
-    return {b: e for b, e in _additivity(dp).items() if e <= BASE_ADDITIVITY}
+    return {b: e for b, e in additive.items() if e <= BASE_ADDITIVITY}
 
 
 def _additivity(dp: np.ndarray) -> dict[int, float]:
@@ -763,7 +768,7 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
         method = "linear"
     detail = f"{method} " + "/".join(f"{w:.2f}" for w in coeffs)
     counted = pl.equal_counted if pl.equal_counted is not None else pl.equal_share
-    kept = [(p, float(counted[c, p])) for p in parents if pl.equal_share[c, p] >= EQUAL_SHARE]
+    kept = [(p, float(counted[c, p])) for p in parents if _kept_by(pl, c, p)]
     confirmed = ratio > EXACT and bool(kept)
     names = ", ".join(stats.models[p].id for p in parents)
     entries = ("; " + " and ".join(f"{v:.0%} {EQUAL_ENTRIES} {stats.models[p].id}'s exactly" for p, v in kept)
