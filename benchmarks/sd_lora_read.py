@@ -7,6 +7,10 @@ the ResNets' 3x3 convolutions too; fp16), then times, warm, every tensor read th
 and through the LoRA's reader (base + alpha/r up @ down), each in the row chunks the pass reads.
 
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/sd_lora_read.py --rank 32 [--locon] --repeat 3 --threads 1
+
+With ``--peft`` the same is timed for a PEFT adapter folder instead: a Llama-architecture model (bf16,
+8 layers of width 1024, 170M parameters) and a LoRA of every linear layer made by peft
+(``get_peft_model`` then ``save_pretrained``), read through :mod:`mother_core.io.lora`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,31 @@ def make(out: Path, rank: int, locon: bool) -> Path:
     return path
 
 
+def make_peft(out: Path, rank: int) -> tuple[Path, Path]:
+    """A Llama base folder and a PEFT LoRA adapter of all its linear layers (made once under ``out``)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base, adapter = out / "llama-base", out / f"llama-lora-r{rank}"
+    if adapter.exists():
+        return base, adapter
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
+                         num_key_value_heads=4, vocab_size=32000)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(base)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)  # an untrained adapter's B is zero: give the timing a real product to add
+    peft_model.save_pretrained(adapter)
+    (adapter / "adapter_config.json").write_text(
+        (adapter / "adapter_config.json").read_text().replace('"base_model_name_or_path": null', '"base_model_name_or_path": "llama-base"'))
+    return base, adapter
+
+
 def read_all(reader, chunk: int) -> tuple[int, float, float]:
     """Bytes read (as listed), wall and CPU seconds to read every float tensor in row chunks."""
     t0, c0, nbytes = time.perf_counter(), time.process_time(), 0
@@ -70,16 +99,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=1 << 22, help="elements per read, as the pass's chunks")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--peft", action="store_true", help="a PEFT adapter of a Llama model instead of an SD LoRA")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared machine, spinning intra-op threads blur the figures
-    lora_path = make(args.out, args.rank, args.locon)
 
     from mother_core.io.discovery import discover
     from mother_core.io.readers import open_model
 
-    refs = {m.id: m for m in discover([args.out / "base", lora_path]).models}
-    base_ref, lora_ref = refs["base"], refs[lora_path.stem]
+    if args.peft:
+        base_path, lora_path = make_peft(args.out, args.rank)
+    else:
+        base_path, lora_path = args.out / "base", make(args.out, args.rank, args.locon)
+    refs = {m.id: m for m in discover([base_path, lora_path]).models}
+    base_ref, lora_ref = refs[base_path.name], refs[lora_path.stem if not args.peft else lora_path.name]
     print(f"base {base_ref.size_bytes / 1e9:.2f} GB ({base_ref.format}), LoRA {lora_ref.size_bytes / 1e6:.1f} MB "
           f"({lora_ref.format}, rank {args.rank})")
     print("| repeat | base read (s) | LoRA open (s) | LoRA read (s) | LoRA / base | CPU s base / LoRA |")

@@ -112,8 +112,9 @@ register("safetensors-sharded", "mother_core.io.readers:open_safetensors")
 register("torch", "mother_core.io.readers:open_torch")
 register("torch-sharded", "mother_core.io.readers:open_torch")
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
-# regrouped query_key_value rows undone (2026-12-02).
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=2)
+# regrouped query_key_value rows undone (2026-12-02); peft-lora 3: updates added in place by addmm_,
+# whose float32 rounding differs from a product then a sum in the last bit (2026-12-03).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=3)
 register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True)
 register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

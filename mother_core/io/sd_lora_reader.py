@@ -17,25 +17,6 @@ from mother_core.io.sd_lora import (
 )
 
 
-class SDLoraReader(LoraReader):
-    """A base UNet's reader with a Stable Diffusion LoRA merged in (plain LoRA: no DoRA, bias or replaced
-    tensors), each chunk merged in place: ``W.float().addmm_(B[rows], A, alpha=scale)``, one pass over the
-    chunk instead of a product, a scaled copy and a sum (2-3.5x less CPU on SD 1.5's 3x3 convolutions;
-    benchmarks/RESULTS.md, "Reading a Stable Diffusion LoRA")."""
-
-    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        w = self.base.read(name, rows)
-        updates = self._updates.get(name)
-        if not updates:
-            return w
-        merged = w.to(torch.float32, copy=True)  # never change the base reader's tensor in place
-        r0, r1 = rows if rows is not None else (0, merged.shape[0])
-        flat = merged.view(merged.shape[0], -1)
-        for u in updates:  # laid out by _open_impl: b (out, r[, 1, 1]), a (r, in[, kh, kw])
-            flat.addmm_(u.b.flatten(1)[r0:r1], u.a.flatten(1), alpha=u.scale)
-        return merged.to(w.dtype)
-
-
 def _positive_scalar(t: torch.Tensor, path: str, key: str) -> float:
     """A kohya ``.alpha`` tensor's value (one positive number)."""
     value = float(t.float().reshape(-1)[0]) if t.numel() == 1 else math.nan
@@ -64,7 +45,7 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
     alpha_default = _number(config, "lora_alpha", 1, path) if "lora_alpha" in config else None
     alpha_pattern = _patterns(config, "alpha_pattern", path)
 
-    reader = SDLoraReader.__new__(SDLoraReader)  # LoraReader.__init__ parses a PEFT folder: not this file
+    reader = LoraReader.__new__(LoraReader)  # LoraReader.__init__ parses a PEFT folder: not this file
     reader._start(ref, base)
     for m in modules:
         name = targets[m.key]
@@ -92,4 +73,4 @@ def open_sd_lora(ref: ModelRef, base: ModelReader | None) -> ModelReader:
     return _open_impl(ref, base)
 
 
-__all__ = ["SDLoraReader", "open_sd_lora"]
+__all__ = ["open_sd_lora"]
