@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mother_core.recovery.confidence import layer_effect, layer_placement_confidence
+from mother_core.recovery.confidence import layer_effect
 from mother_core.recovery.recover import prior_cues
 from mother_core.relations.calibration import CONFIDENCE
 from mother_core.relations.merge import CALIBRATED_RESIDUAL, OFF_PATH, RESIDUAL_MAX, _off_path, merge_confidence
@@ -24,7 +24,6 @@ def test_layer_effect_reads_agreement_not_size() -> None:
     assert layer_effect(parent, other) == pytest.approx(-layer_effect(other, parent))
     # Too few layers to tell: unknown.
     assert np.isnan(layer_effect(parent[:2], parent[:2] * 2))
-    assert layer_placement_confidence(-3.0, 0.1, 1.0) < 0.1 < 0.9 < layer_placement_confidence(5.0, 0.1, 1.0)
 
 
 def _sq(points: dict[str, np.ndarray], names: list[str]) -> np.ndarray:

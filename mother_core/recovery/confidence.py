@@ -163,14 +163,6 @@ def layer_effect(parent_rms: np.ndarray, other_rms: np.ndarray) -> float:
     return max(-50.0, min(50.0, mean / sd))
 
 
-def layer_placement_confidence(effect: float, relative: float, threshold: float) -> float:
-    """Confidence that the chosen parent is right from the layers' effect size over the best
-    alternative alone (:func:`layer_effect`), times the same "related at all" term as
-    :func:`placement_confidence`: sigmoid(effect) (a tie is a coin flip). Shown for one comparison; an
-    edge's placement reads all its near-tied candidates (:func:`placement_confidence`)."""
-    return sigmoid(effect) * related_confidence(relative, threshold)
-
-
 def direction_confidence(votes_forward: int, votes_total: int, regime_confidence: float) -> float:
     """Confidence that the edge points the right way, from per-layer kurtosis votes."""
     if votes_total == 0:
