@@ -80,6 +80,10 @@ def recover_paths(
         if constraints != Constraints():
             raise InputError("Constraints (forced / forbidden edges, roots) need the dense path: run without "
                              f"--candidates on at most {SPARSE_ABOVE} models, or apply them to a subset.")
+        if decode_threads is not None:  # as compute_statistics does on the dense path (process-wide)
+            from mother_core.io.staged import set_decode_threads
+
+            set_decode_threads(decode_threads)
         with stage("fingerprints + candidate pairs"):
             sparse = sparse_statistics(found, k=candidates or DEFAULT_K, cache_dir=cache_dir,
                                        content_hash=content_hash)

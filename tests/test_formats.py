@@ -763,3 +763,19 @@ def test_unknown_schemes_are_problems_of_their_model(tmp_path):
     messages = str(result.problems)
     assert "all-packed" in messages and "No weight matrix is left" in messages
     assert "newer-type.gguf" in messages and "pip install -U gguf" in messages
+
+
+def test_sparse_path_takes_the_decode_threads_setting(tmp_path, monkeypatch):
+    """recover_paths on the sparse candidate path (``candidates``) applies ``decode_threads`` as the dense
+    path does, and still reads the GGUF models it decodes."""
+    from mother_core import recover_paths
+    from mother_core.io import staged
+
+    root = llama_state(93, hidden=256, inter=256)
+    write_gguf(root, tmp_path / "a.gguf", qtype="Q8_0")
+    write_gguf(perturbed(root, 94), tmp_path / "b.gguf", qtype="Q4_K")
+    write_gguf(perturbed(root, 95), tmp_path / "c.gguf", qtype="Q8_0")
+    monkeypatch.setattr(staged, "_THREADS_ASKED", 0)  # restored after the test
+    result = recover_paths([tmp_path], candidates=2, decode_threads=1)
+    assert staged._THREADS_ASKED == 1
+    assert len(result.model_ids) == 3 and not result.problems
