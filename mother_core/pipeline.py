@@ -70,6 +70,10 @@ def recover_paths(
     >>> result.roots  # doctest: +SKIP
     """
     start = time.perf_counter()
+    if decode_threads is not None:  # process-wide, for the dense and the sparse path alike
+        from mother_core.io.staged import set_decode_threads
+
+        set_decode_threads(decode_threads)
     with stage("finding models (headers)"):
         found = discover(paths, component=component, roots=roots)
     if candidates is not None or len(found.models) > SPARSE_ABOVE:
@@ -80,10 +84,6 @@ def recover_paths(
         if constraints != Constraints():
             raise InputError("Constraints (forced / forbidden edges, roots) need the dense path: run without "
                              f"--candidates on at most {SPARSE_ABOVE} models, or apply them to a subset.")
-        if decode_threads is not None:  # as compute_statistics does on the dense path (process-wide)
-            from mother_core.io.staged import set_decode_threads
-
-            set_decode_threads(decode_threads)
         with stage("fingerprints + candidate pairs"):
             sparse = sparse_statistics(found, k=candidates or DEFAULT_K, cache_dir=cache_dir,
                                        content_hash=content_hash)
@@ -92,7 +92,7 @@ def recover_paths(
         result.run_seconds = time.perf_counter() - start
         return result
     stats = compute_statistics(found, device=device, cache_dir=cache_dir, progress=progress,
-                               content_hash=content_hash, decode_threads=decode_threads)
+                               content_hash=content_hash)
     with stage("tree step"):
         result = recover(stats, settings, constraints)
     result.run_seconds = time.perf_counter() - start
