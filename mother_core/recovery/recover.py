@@ -60,6 +60,7 @@ from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
+from mother_core.relations.prune import narrow_to_wide
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -222,8 +223,10 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # of the fine-tune skeleton for placing the others (placement distance, near ties, radial share), as
     # it can be a fine-tune's parent or a merge's input. Left out as other typed children are, it moved
     # undetected merges with a LoRA among their inputs from the LoRA to another input (profile C seed 13,
-    # reachability 0.843 -> 0.829). The refinement leaves it out through ``findings.partial``.
-    typed_children = {link.child for link in findings.links if link.relation is not Relation.LORA}
+    # reachability 0.843 -> 0.829). The refinement leaves it out through ``findings.partial``. A pruned
+    # child's link (relations/prune.py) likewise: it can parent its own fine-tunes (the refinement leaves it
+    # out by its narrower layout, :func:`.typed.refinement_core`).
+    typed_children = {link.child for link in findings.links if link.relation not in (Relation.LORA, Relation.PRUNE)}
 
     n = stats.n_models
     cost = np.full((n, n), np.inf)
@@ -269,6 +272,9 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         evidence[sub] = direction_evidence(ev, chosen.regime, cues, chosen.norm_sign)[sub]
         for name, vote in cue_votes(ev, chosen.regime, chosen.norm_sign).items():
             votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
+    if "shape" in detectors:  # a pruned model never parents one holding the neurons it lost (relations/prune.py)
+        for a, b in narrow_to_wide(stats):
+            cost[a, b] = np.inf
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}

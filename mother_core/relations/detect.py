@@ -7,7 +7,9 @@ Order (the near-exact relations first, so the fine-tune forest is solved on the 
 3. ``adapter``: an unmerged PEFT adapter is read merged into the base its config names when that base
    is in the set; the weights must confirm it (the difference is low-rank on the targeted layers);
 4. ``merge``: combinations of other models with a small residual (:mod:`.merge`);
-5. ``lora``: a merged LoRA is linked to the relative holding the layers it left untouched, at the
+5. ``prune`` (the ``shape`` detector): a width-pruned child is linked to the relative whose weights
+   make exactly its cut (:mod:`.prune`);
+6. ``lora``: a merged LoRA is linked to the relative holding the layers it left untouched, at the
    lowest summed rank (:func:`lora_links`); it stays a member of the forest for placing the others.
 
 Edges the forest then chooses are typed by :func:`label_edge`: ``lora`` (low rank on the targeted
@@ -27,6 +29,7 @@ from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.copies import CONVERT_TOL, find_conversions, find_quantized
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
 from mother_core.relations.merge import find_merges
+from mother_core.relations.prune import find_pruned
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -84,6 +87,8 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
         links += find_merges(stats, pl, labels, excluded)
+    if "shape" in detectors:
+        links += find_pruned(stats, pl, labels, {link.child for link in links} | adapters)
     partial: frozenset[int] = frozenset()
     if "lora" in detectors:
         skip = {link.child for link in links} | adapters
