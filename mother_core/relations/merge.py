@@ -294,24 +294,13 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
         reverse = _reversed(pl, c, parents, ratio, pool) if ratio > EXACT else None
-        if reverse is not None and reverse[2] < BASE_GROWTH and reverse[1] <= PARSIMONY * ratio:
-            # The norm does not orient the pair and the other direction fits better by the factor more
-            # parents must gain (PARSIMONY): the child is that merge's base, not its merge (profile C,
-            # seed 23: a root read as a Breadcrumbs merge of its own merge, 0.455 against 0.228). The
-            # other direction is the reading then, held to the sparse cap and off the ray as any fit.
-            r_ratio, r_parents, r_coeffs = reverse[3]
-            r_off = off_ray_ratio(pl, reverse[0], r_parents)
-            if r_ratio <= RESIDUAL_MAX_EQUAL and r_off <= RESIDUAL_MAX_EQUAL:
-                found.append((r_ratio, _merge_link(stats, pl, reverse[0], r_parents, r_coeffs, r_ratio, r_off,
-                                                   reverse=(c, ratio, -reverse[2], reverse[3]))))
-            continue
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere,
                                          reverse=reverse)))
     return found
 
 
 def _reversed(pl: PairLayers, c: int, parents: tuple[int, ...], ratio: float, pool: list[int]
-              ) -> tuple[int, float, float, tuple[float, tuple[int, ...], np.ndarray]] | None:
+              ) -> tuple[int, float] | None:
     """The reading of a sparse merge the other way round: its base named by entries read as a sparse merge
     with ``c`` as *its* base, (that base, its best residual ratio), or None (no base named by entries).
 
@@ -323,9 +312,7 @@ def _reversed(pl: PairLayers, c: int, parents: tuple[int, ...], ratio: float, po
     made as the forward one is (three or :data:`MAX_PARENTS` inputs, ``c`` among them, from the base's
     :data:`CANDIDATES` nearest relatives of ``pool``, weights in [-1, 1], only ``c`` under
     :data:`MIN_WEIGHT`), without the tests that orient (norm growth, additivity, off-path): they are what
-    is in doubt. Its residual ratio is compared with the forward one in :func:`reversal_factor`. The third
-    value is the growth of ``c``'s squared norm over the base's, as a share of their squared distance: at
-    :data:`BASE_GROWTH` or more the norm orients the pair (merged task vectors add to the base's norm).
+    is in doubt. Its residual ratio is compared with the forward one in :func:`reversal_factor`.
     """
     named = [p for p in parents if _kept_by(pl, c, p)]
     if not named:
@@ -337,10 +324,7 @@ def _reversed(pl: PairLayers, c: int, parents: tuple[int, ...], ratio: float, po
     if not layers.any():
         return None
     total = pl.sq[layers][:, local[:, None], local[None, :]].sum(axis=0)
-    pair = _common_layers(pl, [c, base])
-    growth = float((np.nansum(pl.scale2[pair, c, c]) - np.nansum(pl.scale2[pair, base, base]))
-                   / max(float(pl.sq[pair, c, base].sum()), 1e-300))
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray]] = {}
+    best = math.inf
     for size in range(2, min(MAX_PARENTS, len(others) + 1)):
         for sub in itertools.combinations(range(2, len(local)), size):
             idx = np.array((1, *sub))
@@ -350,16 +334,8 @@ def _reversed(pl: PairLayers, c: int, parents: tuple[int, ...], ratio: float, po
             a, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
             if (a > 1.0 + 1e-3).any() or (a < -1.0).any() or (a[1:] < MIN_WEIGHT).any():
                 continue
-            r = res / float(dc.min())
-            if size not in per_size or r < per_size[size][0]:
-                per_size[size] = (r, tuple(int(local[k]) for k in idx), a)
-    if not per_size:
-        return None
-    best = min(v[0] for v in per_size.values())
-    # as for sparse fits named by entries (:func:`_best_subset`): fewer inputs win when they explain within
-    # PARSIMONY of what the best explains
-    fit = next(per_size[k] for k in sorted(per_size) if 1.0 - per_size[k][0] >= PARSIMONY * (1.0 - best))
-    return base, best, growth, fit
+            best = min(best, res / float(dc.min()))
+    return (base, best) if math.isfinite(best) else None
 
 
 def reversal_factor(ratio: float, reversed_ratio: float) -> float:
@@ -875,7 +851,7 @@ def _additivity(dp: np.ndarray) -> dict[int, float]:
 
 def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], coeffs: np.ndarray,
                 ratio: float, off_ray: float, sphere: bool = False,
-                reverse: tuple[int, float, float, tuple] | None = None) -> TypedLink:
+                reverse: tuple[int, float] | None = None) -> TypedLink:
     """The typed link of a merge fit; ``sphere``: found off the ray (:func:`_on_sphere`), where ``ratio`` is the
     off-ray residual and the evidence gives the residual on all layers beside it; ``reverse``: the reading
     the other way round (:func:`_reversed`), which pulls a confirmed sparse merge's confidence toward a
