@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from mother_core.relations.calibration import EQUAL_ENTRIES, confidence, kind_of
-from mother_core.relations.evidence import PairLayers, TypedLink
+from mother_core.relations.evidence import PairLayers, TypedLink, storage_roundoff
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -150,7 +150,7 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     Multi-SLERP and Karcher renormalise onto the sphere, which leaves their chord error along the
     child).
     """
-    pl = _entries_above_chance(pl, labels)
+    pl = _entries_above_chance(pl, labels, rounding_ratio(stats))
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
     # merge sits between its parents, where it fits any combination of them as well as they do).
     exact = [x for x in _fits(stats, pl, labels, excluded) if x[0] <= EXACT]
@@ -187,13 +187,68 @@ def chance_equal_share(share: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return chance
 
 
-def _entries_above_chance(pl: PairLayers, labels: np.ndarray) -> PairLayers:
+def _entries_above_chance(pl: PairLayers, labels: np.ndarray, rounded: np.ndarray | None = None) -> PairLayers:
     """``pl`` with each child's equal shares scaled so that :data:`EQUAL_SHARE` stands for its bar:
     ``max(EQUAL_SHARE, CHANCE_FACTOR x`` the tree's chance level ``)`` (:func:`chance_equal_share`); the
-    shares as counted stay in ``equal_counted`` for the evidence text."""
-    bar = np.maximum(EQUAL_SHARE, CHANCE_FACTOR * chance_equal_share(pl.equal_share, labels))
-    return dataclasses.replace(pl, equal_share=pl.equal_share * (EQUAL_SHARE / bar)[:, None],
-                               equal_counted=pl.equal_share)
+    shares as counted stay in ``equal_counted`` for the evidence text.
+
+    ``rounded`` (:func:`rounding_ratio`): a pair whose share is at least :data:`CHANCE_FACTOR` times what
+    storage rounding alone keeps, and at least that many times the tree's chance level, reaches the bar
+    too. :data:`EQUAL_SHARE` was set on float32 sets, where nothing but trimming keeps an entry; in bf16
+    every change under half a unit of the base's last place rounds back to it, so a dense change keeps
+    a share of its own (0.01-0.06 on profile C) and a sparse merge of high density (Breadcrumbs at
+    0.6-0.8: it drops its inputs' smallest entries, those that round back anyway) keeps only a few
+    times that (0.03-0.07), under :data:`EQUAL_SHARE` but well above what rounding explains.
+    """
+    chance = chance_equal_share(pl.equal_share, labels)
+    bar = np.maximum(EQUAL_SHARE, CHANCE_FACTOR * chance)
+    scaled = pl.equal_share * (EQUAL_SHARE / bar)[:, None]
+    if rounded is not None:
+        # A merge has one base, and the entries it keeps are that base's: a relative holding the base's
+        # values on part of its own (its merged LoRA, a near-copy) shares fewer of them, and by rounding
+        # alone would pass too, so only the child's largest share counts here.
+        own = np.where(np.isfinite(pl.equal_share), pl.equal_share, -np.inf)
+        np.fill_diagonal(own, -np.inf)
+        with np.errstate(invalid="ignore"):
+            beyond = ((rounded >= CHANCE_FACTOR) & (pl.equal_share >= CHANCE_FACTOR * chance[:, None])
+                      & (own >= own.max(axis=1, keepdims=True)))
+        scaled = np.where(beyond, np.maximum(scaled, EQUAL_SHARE), scaled)
+    return dataclasses.replace(pl, equal_share=scaled, equal_counted=pl.equal_share)
+
+
+def rounding_ratio(stats: WeightStatistics) -> np.ndarray:
+    """(N, N): per pair (child ``i``, candidate base ``j``), the median over the tensors both hold of the share
+    of entries equal as stored over the share that rounding alone keeps equal; NaN where no tensor counts
+    or where rounding keeps less than one entry of a tensor (float32: no measure to compare with).
+
+    A child made from ``j`` by a dense change d and stored on a grid of unit roundoff u holds ``j``'s value
+    exactly where |d| is under half a unit of the last place of that value, u |w| / m for a mantissa m in
+    [1, 2). With d and w independent and centred, d / w is Cauchy-like with scale sigma_d / sigma_w (the
+    tensor's root-mean-square difference over the base's), and m spread as the leading digits of floating
+    point values are (log-uniform: E[1/m] = 1 / (2 ln 2)), so the share kept is about
+    (2 / pi) arctan(u / (2 ln 2) x ||W_j|| / ||W_i - W_j||), per tensor, from the pass's norms and squared
+    distances alone. On profile C (bf16, issue 11) fine-tunes, merged LoRAs, pruned children and exact
+    merges keep 0.9-1.3 times that with their parent and their relatives; sparse merges keep 1.6-17 times
+    it of their base's entries.
+    """
+    n = stats.n_models
+    out = np.full((n, n), np.nan)
+    if stats.equal is None or not len(stats.tensors):
+        return out
+    numel = stats.numel.astype(np.float64)
+    norm2 = stats.norm.T ** 2  # (T, N)
+    u = storage_roundoff(stats) / (2.0 * math.log(2.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = stats.equal / numel[:, None, None]
+        rounding = (2.0 / np.pi) * np.arctan(u[None, :, None] * np.sqrt(norm2[:, None, :] / stats.sq_dist))
+        ok = (np.isfinite(kept) & (kept < 1.0) & np.isfinite(stats.sq_dist) & (stats.sq_dist > 0)
+              & (rounding * numel[:, None, None] >= 1.0))
+        ratio = np.where(ok, kept / rounding, np.nan)
+    counted = ok.any(axis=0)
+    if counted.any():
+        i, j = np.nonzero(counted)
+        out[i, j] = np.nanmedian(ratio[:, i, j], axis=0)
+    return out
 
 
 def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
@@ -238,8 +293,61 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         off_ray = off_ray_ratio(pl, c, parents, by_layer=fit_by_layer)
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
-        found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere)))
+        reverse = _reversed(pl, c, parents, ratio, pool) if ratio > EXACT else None
+        found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere,
+                                         reverse=reverse)))
     return found
+
+
+def _reversed(pl: PairLayers, c: int, parents: tuple[int, ...], ratio: float, pool: list[int]
+              ) -> tuple[int, float] | None:
+    """The reading of a sparse merge the other way round: its base named by entries read as a sparse merge
+    with ``c`` as *its* base, (that base, its best residual ratio), or None (no base named by entries).
+
+    Equal entries are symmetric: they say that ``c`` and a parent are a sparse merge and its base, not
+    which is which. :func:`_entry_bases` takes the direction from the norm (a merge of task vectors grows),
+    which holds for merges whose weights sum to about one or more, not for trimmed merges that shrink
+    (profile C, issue 11: seed 23's root read as a Breadcrumbs merge of its own Breadcrumbs-TIES merge,
+    whose norm is the smaller; the true reading leaves 0.23, the backwards one 0.46). The reversed fit is
+    made as the forward one is (three or :data:`MAX_PARENTS` inputs, ``c`` among them, from the base's
+    :data:`CANDIDATES` nearest relatives of ``pool``, weights in [-1, 1], only ``c`` under
+    :data:`MIN_WEIGHT`), without the tests that orient (norm growth, additivity, off-path): they are what
+    is in doubt. Its residual ratio is compared with the forward one in :func:`reversal_factor`.
+    """
+    named = [p for p in parents if _kept_by(pl, c, p)]
+    if not named:
+        return None
+    base = max(named, key=lambda p: float(pl.equal_share[c, p]))
+    others = sorted((p for p in pool if p not in (base, c)), key=lambda p: _total(pl, base, p))[:CANDIDATES]
+    local = np.array([base, c, *others])
+    layers = _common_layers(pl, local.tolist())
+    if not layers.any():
+        return None
+    total = pl.sq[layers][:, local[:, None], local[None, :]].sum(axis=0)
+    best = math.inf
+    for size in range(2, min(MAX_PARENTS, len(others) + 1)):
+        for sub in itertools.combinations(range(2, len(local)), size):
+            idx = np.array((1, *sub))
+            dc = total[0, idx]
+            if (dc <= 0).any():
+                continue
+            a, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
+            if (a > 1.0 + 1e-3).any() or (a < -1.0).any() or (a[1:] < MIN_WEIGHT).any():
+                continue
+            best = min(best, res / float(dc.min()))
+    return (base, best) if math.isfinite(best) else None
+
+
+def reversal_factor(ratio: float, reversed_ratio: float) -> float:
+    """How far a sparse merge's confidence keeps its value, in [0, 1] (0: a coin flip), given the residual
+    ratio of its reading (``ratio``) and of the reading the other way round (``reversed_ratio``:
+    :func:`_reversed`). A reading counts as better than another when it lowers the residual by the factor
+    :data:`PARSIMONY`, the bar more parents must pass in :func:`_best_subset`: at or beyond it the reading
+    keeps its confidence; where the reversed one fits as well or better, either direction is as likely."""
+    if not reversed_ratio > 0:
+        return 0.0
+    q = ratio / reversed_ratio
+    return float(min(1.0, max(0.0, (1.0 - q) / (1.0 - PARSIMONY))))
 
 
 def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int]
@@ -742,9 +850,12 @@ def _additivity(dp: np.ndarray) -> dict[int, float]:
 
 
 def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], coeffs: np.ndarray,
-                ratio: float, off_ray: float, sphere: bool = False) -> TypedLink:
+                ratio: float, off_ray: float, sphere: bool = False,
+                reverse: tuple[int, float] | None = None) -> TypedLink:
     """The typed link of a merge fit; ``sphere``: found off the ray (:func:`_on_sphere`), where ``ratio`` is the
-    off-ray residual and the evidence gives the residual on all layers beside it."""
+    off-ray residual and the evidence gives the residual on all layers beside it; ``reverse``: the reading
+    the other way round (:func:`_reversed`), which pulls a confirmed sparse merge's confidence toward a
+    coin flip where it fits about as well (:func:`reversal_factor`)."""
     order = np.argsort(-coeffs)
     parents = tuple(parents[k] for k in order)
     coeffs = coeffs[order]
@@ -775,12 +886,24 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
                + " (median over layers: trimmed or dropped task-vector entries keep the inputs' values; a "
                "fine-tune changes every entry)") if confirmed else ""
     conf = merge_confidence(kind_of(Relation.MERGE.value, detail, entries), ratio, confirmed)
+    backwards = ""
+    if confirmed and reverse is not None:
+        # The residuals do not tell the two readings apart; nor, always, does the norm: fine-tunes trained
+        # with weight decay shrink, and so does their merge, whose base then reads as the merge grown by
+        # more than BASE_GROWTH (a real Breadcrumbs-TIES family: 1.23; tests/test_merge_rounding.py), as
+        # true DELLA merges grow by 1.2-1.6 (profile C).
+        keep = reversal_factor(ratio, reverse[1])
+        conf = 0.5 + (conf - 0.5) * keep
+        if keep < 1.0:
+            backwards = (f"; read the other way round, {stats.models[reverse[0]].id} as a sparse merge on this "
+                         f"model, it leaves {reverse[1]:.2g}: the entries tell the pair, not its "
+                         "direction")
     return TypedLink(c, parents, Relation.MERGE, detail, conf, tuple(float(w) for w in coeffs), evidence=(
         f"explained layer by layer as a combination of {names} (weights "
         + ", ".join(f"{w:.2f}" for w in coeffs) + f"); residual {shown:.2g} of its squared distance to the "
         "nearest parent (a fine-tune leaves ~1); " + f"{off_ray:.2g} off its own direction"
         + (" (renormalised onto the sphere: the rest lies along the child, outside the chord)" if sphere else "")
-        + entries))
+        + entries + backwards))
 
 
 def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
