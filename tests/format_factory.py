@@ -257,6 +257,62 @@ def quanto_state(sd: Mapping[str, torch.Tensor], weights: str) -> dict[str, torc
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
+def compressed_tensors_state(sd: Mapping[str, torch.Tensor], weights: dict, fmt: str,
+                             dtype: torch.dtype = torch.bfloat16) -> tuple[dict, dict, dict]:
+    """``sd``'s Linear weights quantized and compressed by compressed-tensors (llm-compressor's saving path:
+    ``apply_quantization_config``, min-max scales by the library's ``calculate_qparams``, then
+    ``ModelCompressor.compress_model``), ``lm_head`` left in float as llm-compressor's recipes do.
+
+    Returns the state dict as saved, the ``quantization_config`` for ``config.json``, and the weights the
+    library itself decodes from that state (``decompress_model``), by their saved names.
+    """
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (
+        QuantizationArgs,
+        QuantizationConfig,
+        QuantizationScheme,
+        apply_quantization_config,
+    )
+    from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+
+    model = module_of(sd).to(dtype)
+    args = QuantizationArgs(**weights)
+    config = QuantizationConfig(config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=args)},
+                                ignore=["lm_head"])
+    apply_quantization_config(model, config)
+    for module in model.modules():
+        if getattr(module, "quantization_scheme", None) is None:
+            continue
+        w = module.weight.data.float()
+        if args.strategy == "tensor":
+            lo, hi = w.min().reshape(1), w.max().reshape(1)
+        elif args.strategy == "channel":
+            lo, hi = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+        elif args.strategy == "block":
+            bh, bw = args.block_structure
+            blocks = w.unflatten(0, (-1, bh)).unflatten(2, (-1, bw))
+            lo, hi = blocks.amin((1, 3)), blocks.amax((1, 3))
+        else:  # group, tensor_group
+            groups = w.unflatten(1, (-1, args.group_size))
+            lo, hi = groups.amin(2), groups.amax(2)
+        global_scale = None
+        if args.strategy == "tensor_group":
+            global_scale = generate_gparam(w.min(), w.max())
+            module.weight_global_scale.data.copy_(global_scale)
+        scale, zero = calculate_qparams(lo, hi, args, global_scale=global_scale)
+        module.weight_scale.data = scale if args.strategy == "tensor_group" else scale.to(module.weight_scale.dtype)
+        if hasattr(module, "weight_zero_point"):
+            module.weight_zero_point.data = zero.to(module.weight_zero_point.dtype)
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format=fmt)
+    compressor.compress_model(model)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    quant_config = {"quant_method": "compressed-tensors",
+                    **compressor.quantization_config.model_dump(exclude=["quant_method"])}
+    compressor.decompress_model(model)
+    decoded = {k: v.detach().float() for k, v in model.state_dict().items() if k.endswith(".weight")}
+    return state, quant_config, decoded
+
+
 def bnb_state(sd: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     """``sd`` with its Linear weights quantized by bitsandbytes on the CPU (``"int8"``, ``"nf4"``, ``"fp4"``),
     as ``Linear8bitLt`` / ``Linear4bit`` save them."""

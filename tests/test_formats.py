@@ -709,9 +709,9 @@ def test_without_the_gguf_package_gguf_files_are_problems(tmp_path):
 
 
 def _packed_state(sd, keep_float: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """``sd`` with its matrices in compressed-tensors' pack-quantized layout (``weight_packed`` int32, eight
-    4-bit codes each, ``weight_scale`` per group of 32, ``weight_shape``), a scheme the engine does not
-    decode; names in ``keep_float`` stay float16."""
+    """``sd`` with its matrices in an ExLlamaV2-like packed layout (``q_weight`` int32, eight 4-bit codes
+    each, ``q_scale`` packed, ``q_scale_max`` float16), a scheme the engine does not decode; names in
+    ``keep_float`` stay float16."""
     g = torch.Generator().manual_seed(0)
     out: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
@@ -719,10 +719,11 @@ def _packed_state(sd, keep_float: tuple[str, ...]) -> dict[str, torch.Tensor]:
             out[k] = v.half()
             continue
         base = k[: -len(".weight")]
-        out[base + ".weight_packed"] = torch.randint(-2**31, 2**31 - 1, (v.shape[0], v.shape[1] // 8),
-                                                     dtype=torch.int32, generator=g)
-        out[base + ".weight_scale"] = torch.rand(v.shape[0], v.shape[1] // 32, generator=g).half()
-        out[base + ".weight_shape"] = torch.tensor(list(v.shape), dtype=torch.int64)
+        out[base + ".q_weight"] = torch.randint(-2**31, 2**31 - 1, (v.shape[1] // 8, v.shape[0]),
+                                                dtype=torch.int32, generator=g)
+        out[base + ".q_scale"] = torch.randint(-2**31, 2**31 - 1, (v.shape[1] // 32, v.shape[0] // 8),
+                                               dtype=torch.int32, generator=g)
+        out[base + ".q_scale_max"] = torch.rand(v.shape[1] // 32, generator=g).half()
     return out
 
 
@@ -744,11 +745,11 @@ def test_unknown_schemes_are_problems_of_their_model(tmp_path):
         (folder / name).mkdir()
         _save(_packed_state(root, keep), folder / name / "model.safetensors")
         (folder / name / "config.json").write_text(json.dumps(
-            {"model_type": "llama", "quantization_config": {"quant_method": "compressed-tensors"}}))
+            {"model_type": "llama", "quantization_config": {"quant_method": "exl2"}}))
     with open_model(discover([folder / "partly-packed"]).models[0]) as reader:
         assert set(reader.tensor_infos()) == {normalise_name(k) for k, v in root.items()
                                               if v.ndim == 1 or k.startswith(("model.embed", "lm_head"))}
-        assert any("compressed-tensors" in n and "weight_packed" in n for n in reader.notes)
+        assert any("'exl2'" in n and "q_weight" in n for n in reader.notes)
     # A GGUF tensor type unknown to the package (a newer llama.cpp): the type field of one tensor patched.
     path = write_gguf(root, tmp_path / "odd.gguf")
     field = gguf.GGUFReader(str(path)).tensors[1].field

@@ -16,7 +16,7 @@ AUX_SUFFIXES: tuple[str, ...] = (
     ".SCB", ".weight_format", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".qzeros",
     ".scales", ".g_idx", ".qweight", "._scale", "._shift", "._data", ".input_scale", ".output_scale",
     ".weight_scale", ".weight_scale_inv", ".weight_zero_point", ".weight_g_idx", ".k_scale", ".v_scale",
-    ".weight_global_scale", ".input_global_scale",
+    ".weight_global_scale", ".input_global_scale", ".weight_shape",
 )
 FLOAT8_DTYPES = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
 #: optimum-quanto's group size for 4- and 2-bit weights.
@@ -45,7 +45,9 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
     str or None
         ``"bnb-int8"``, ``"bnb-nf4"``, ``"bnb-fp4"``, ``"gptq-int4"``, ``"awq-int4"`` (other widths as
         ``-int8``, ``-int3``...), ``"quanto-int8"``, ``"quanto-int4"``, ``"quanto-int2"``, ``"quanto-float8"``,
-        ``"fp8"``; None for a plain checkpoint.
+        ``"fp8"``, ``"compressed-int4"`` (compressed-tensors pack-quantized; ``-int8``... by the config's
+        ``num_bits``, ``"compressed-packed"`` when the config does not say), ``"compressed-int8"``
+        (int-quantized), ``"compressed-nvfp4"``; None for a plain checkpoint.
     """
     names = list(shapes)
     for n in names:
@@ -64,6 +66,9 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
             return f"quanto-int{quanto_bits(n[: -len('._data._data')], shapes) or 4}"
         if n.endswith(".weight._data"):
             return "quanto-float8" if shapes[n][1] in FLOAT8_DTYPES else "quanto-int8"
+    compressed = compressed_tensors_scheme(shapes, quant_config)
+    if compressed is not None:  # before fp8: NVFP4 stores float8 scales
+        return compressed
     if any(dtype in FLOAT8_DTYPES for _, dtype in shapes.values()):
         return "fp8"
     if packed_weights(shapes):
@@ -71,8 +76,23 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
     return None
 
 
+def compressed_tensors_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | None:
+    """The compressed-tensors layout of a checkpoint's integer weights (see
+    :mod:`mother_core.io.compressed_tensors`), or None."""
+    for name, (_, dtype) in shapes.items():
+        if name.endswith(".weight_packed"):
+            if dtype == "uint8":
+                return "compressed-nvfp4"
+            bits = config_bits(quant_config)
+            return f"compressed-int{bits}" if bits else "compressed-packed"
+    for name, (_, dtype) in shapes.items():
+        if name.endswith(".weight") and dtype == "int8" and name + "_scale" in shapes:
+            return "compressed-int8"
+    return None
+
+
 #: The scheme of a checkpoint whose weights are packed integers of a quantizer we do not decode
-#: (compressed-tensors ``weight_packed``, HQQ ``W_q``, EXL2, AQLM, ...): read without them, with a note.
+#: (HQQ ``W_q``, EXL2, AQLM, ...): read without them, with a note.
 UNKNOWN_PACKED = "unknown-packed"
 _PACKED_DTYPES = frozenset({"int8", "uint8", "int16", "int32"})
 NOT_PACKED_SUFFIXES = (".bias", "mask", "_ids", ".masked_bias")  # integer buffers of plain models (causal masks, ids)
@@ -124,3 +144,17 @@ def quantization_config(path: str) -> dict:
     """``quantization_config`` of the ``config.json`` beside a weight file (empty when absent)."""
     q = model_config(path).get("quantization_config")
     return q if isinstance(q, dict) else {}
+
+
+def config_bits(quant_config: Mapping | None) -> int | None:
+    """``num_bits`` of the weights when every weight scheme of a compressed-tensors config agrees."""
+    groups = (quant_config or {}).get("config_groups")
+    if not isinstance(groups, dict):
+        return None
+    bits: set[int] = set()
+    for group in groups.values():
+        weights = group.get("weights") if isinstance(group, dict) else None
+        nb = weights.get("num_bits") if isinstance(weights, dict) else None
+        if isinstance(nb, int) and not isinstance(nb, bool):
+            bits.add(nb)
+    return bits.pop() if len(bits) == 1 else None

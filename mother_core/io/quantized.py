@@ -23,9 +23,12 @@ What the quantizers write (one weight ``W`` of shape (out, in) of module ``m``),
   weights do not store their (out, in) shape: it is taken from the module's bias when there is one, else
   from a same-named weight of another model in the set (:meth:`QuantizedReader.adopt_shapes`), else the
   weight is left out and reported.
+* **compressed-tensors** (llm-compressor: pack-quantized int4 / int8, int-quantized int8, NVFP4):
+  :mod:`mother_core.io.compressed_tensors`.
 * **fp8** (``F8_E4M3`` / ``F8_E5M2`` tensors): ``W = weight * weight_scale`` (a scalar or one per row), or
-  ``weight * weight_scale_inv`` per 128 x 128 block (DeepSeek-V3 style); a float8 weight without a scale is
-  only widened.
+  ``weight * weight_scale_inv`` per 128 x 128 block (DeepSeek-V3 style); a ``weight_scale`` may also be
+  one per group of columns or per block (compressed-tensors' float-quantized); a float8 weight without a
+  scale is only widened.
 
 Auxiliary tensors (scales, zeros, absmax, quant maps, activation scales) are never compared as weights:
 they are consumed by the weight they belong to or dropped. A quantized weight that cannot be decoded is
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
-from mother_core.io import int8_fast
+from mother_core.io import compressed_tensors, int8_fast
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.quant_scheme import (  # re-exported for the readers
     AUX_SUFFIXES,
@@ -52,6 +55,7 @@ from mother_core.io.quant_scheme import (  # re-exported for the readers
     QUANTO_GROUP_SIZE,
     UNKNOWN_PACKED,
     Shapes,
+    config_bits,
     detect_scheme,
     is_aux,
     looks_awq,
@@ -77,7 +81,7 @@ class _Weight:
 
     name: str
     shape: tuple[int, ...]
-    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8
+    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8 | ct-int | ct-nvfp4
     parts: dict[str, str]  # role -> stored (normalised) tensor name
     meta: dict = field(default_factory=dict)
     whole: bool = False  # rows are not contiguous on disk: decoded whole, then sliced
@@ -146,11 +150,19 @@ class QuantizedReader:
         dtypes = ", ".join(sorted({shapes[n][1] for n in packed}))
         self._problems.append(
             f"{self.ref.path}: {len(packed)} weights are stored as packed {dtypes} {how} that we do not decode "
-            f"(e.g. {packed[0]!r}); they are left out (we read bitsandbytes, GPTQ, AWQ, optimum-quanto and fp8).")
+            f"(e.g. {packed[0]!r}); they are left out (we read bitsandbytes, GPTQ, AWQ, optimum-quanto, "
+            "compressed-tensors and fp8).")
         return siblings
 
     def _describe(self, name: str, shapes: Shapes, config: Mapping) -> _Weight | None:
         shape, dtype = shapes[name]
+        ct = compressed_tensors.describe(name, shapes, self.raw.read, config_bits(config))
+        if isinstance(ct, str):
+            self._problems.append(f"{self.ref.path}: the compressed-tensors weight {ct}; it is left out.")
+            base = name[: -len("_packed")] if name.endswith("_packed") else name
+            return _Weight(base, (), "bad", {"q": name})
+        if ct is not None:
+            return _Weight(ct.name, ct.shape, ct.kind, dict(ct.parts), {"ct": ct})
         if name.endswith(".SCB"):
             weight = name[: -len(".SCB")] + ".weight"
             if weight in shapes:
@@ -282,9 +294,12 @@ class QuantizedReader:
         except UnreadableCheckpointError:
             raise
         except (RuntimeError, ValueError, IndexError, KeyError) as e:
-            raise UnreadableCheckpointError(
-                f"Cannot dequantize {name!r} of {self.ref.path} ({w.kind}): {type(e).__name__}: {str(e)[:200]}. "
-                "The file does not follow the quantizer's layout: re-export or remove it.", self.ref.path) from e
+            raise self._undecodable(name, w, e) from e
+
+    def _undecodable(self, name: str, w: _Weight, e: Exception) -> UnreadableCheckpointError:
+        return UnreadableCheckpointError(
+            f"Cannot dequantize {name!r} of {self.ref.path} ({w.kind}): {type(e).__name__}: {str(e)[:200]}. "
+            "The file does not follow the quantizer's layout: re-export or remove it.", self.ref.path)
 
     def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
         """Read into a caller's contiguous buffer of the listed dtype (see ``SafetensorsReader.read_into``)."""
@@ -320,6 +335,16 @@ class QuantizedReader:
                 view.copy_(codes)
                 view.mul_(scale)
             return view
+        if w is not None and w.kind in ("ct-int", "ct-nvfp4") and out.dtype == torch.float32 and out.is_contiguous() \
+                and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0] \
+                and out.numel() == (rows[1] - rows[0]) * w.shape[1]:
+            view = out.view(rows[1] - rows[0], w.shape[1])
+            try:  # decoded straight into the caller's buffer (one compiled pass for 2/4/8-bit codes)
+                return compressed_tensors.decode_into(w.meta["ct"], self.raw.read, rows, view)
+            except UnreadableCheckpointError:
+                raise
+            except (RuntimeError, ValueError, IndexError, KeyError) as e:
+                raise self._undecodable(name, w, e) from e
         t = self.read(name, rows)
         if out.numel() != t.numel() or out.dtype != t.dtype:
             raise ValueError(f"Buffer of {out.numel()} {out.dtype} does not fit {name!r} rows {rows}.")
@@ -366,7 +391,7 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is None:
             hint(name, rows)
-        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8"):  # rows stored as rows
+        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8", "ct-int", "ct-nvfp4"):  # rows as rows
             hint(w.parts["q"], rows)
             side = w.parts.get("scb") or w.parts.get("scale")
             if side is not None and (rows is None or rows[0] == 0):  # read whole, with the first rows
@@ -432,6 +457,8 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
         return _quanto_bits_decode(raw, w)
     if w.kind == "fp8":
         return _fp8(raw, w, r0, r1)
+    if w.kind in ("ct-int", "ct-nvfp4"):
+        return compressed_tensors.decode(w.meta["ct"], raw.read, (r0, r1))
     raise ValueError(f"no decoder for {w.kind}")
 
 
@@ -528,20 +555,19 @@ def _quanto_bits_decode(raw: ModelReader, w: _Weight) -> torch.Tensor:
 
 def _fp8(raw: ModelReader, w: _Weight, r0: int, r1: int) -> torch.Tensor:
     x = _f32(raw, w.parts["q"], (r0, r1))
-    if "scale" in w.parts:
-        s = _f32(raw, w.parts["scale"])
-        if s.numel() == 1:
-            return x * s.reshape(())
-        if s.shape[0] == w.shape[0]:
-            return x * s[r0:r1].reshape(r1 - r0, *([1] * (x.dim() - 1)))
+    role = "scale" if "scale" in w.parts else "scale_inv" if "scale_inv" in w.parts else None
+    if role is None:
+        return x
+    stored = raw.read(w.parts[role])
+    s = stored.to(torch.float32)
+    if s.numel() == 1:
+        values = x * s.reshape(())
+    elif x.dim() == 2:  # per row, per group of columns or per block (compressed_tensors.per_column)
+        values = x * compressed_tensors.per_column(s, w.shape[0], w.shape[1], None, r0, r1)
+    elif s.shape[0] == w.shape[0] and s.numel() == w.shape[0]:
+        values = x * s[r0:r1].reshape(r1 - r0, *([1] * (x.dim() - 1)))
+    else:
         raise ValueError(f"scale of shape {tuple(s.shape)} does not fit weight {w.shape}")
-    if "scale_inv" in w.parts:
-        s = _f32(raw, w.parts["scale_inv"])
-        if s.numel() == 1:
-            return x * s.reshape(())
-        if s.dim() == 2 and x.dim() == 2:
-            bo, bi = -(-w.shape[0] // s.shape[0]), -(-w.shape[1] // s.shape[1])
-            rows = torch.arange(r0, r1) // bo
-            return x * s[rows].repeat_interleave(bi, dim=1)[:, : w.shape[1]]
-        raise ValueError(f"block scale of shape {tuple(s.shape)} does not fit weight {w.shape}")
-    return x
+    if stored.dtype in (torch.float16, torch.bfloat16):  # dequantized in the scale's dtype, as the tools do
+        values = values.to(stored.dtype).to(torch.float32)
+    return values

@@ -1,0 +1,113 @@
+"""A compiled decoder for compressed-tensors integer codes (2, 4 or 8 bits a code, or int8 as stored).
+
+In torch, ``(q - zero) * scale`` rounded to the scale's dtype is five or six passes over a float32 chunk
+(unpack, widen, subtract, multiply, round, widen again) and costs tens of times the read of the packed
+bytes. This numba kernel makes one: a group of codes takes only ``2 ** bits`` values, computed once per group
+into a small table, and each code then reads its value from the table (one byte read, one float write),
+with the GIL released so both pass workers decode at once. The arithmetic is the torch path's, value for value:
+the difference ``q - zero`` is a small integer (exact in float32), its product with a bfloat16 or float32
+scale is exact in float32, and the bfloat16 rounding is round-to-nearest-even on the float32 bits, as
+torch's conversion does. So the values are bit-identical (``tests/test_compressed_tensors.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+_KERNEL: Callable[..., None] | None = None
+
+
+def available() -> bool:
+    """Whether numba is there to compile the kernel."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _build() -> Callable[..., None]:
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, zero: np.ndarray,
+                     round_bf16: bool, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        rows, cols = out.shape
+        groups = scale.shape[1]
+        size = cols // groups
+        levels = 1 << bits
+        offset = 0 if signed else levels >> 1
+        # A group has only 2 ** bits distinct values: computed (and rounded) once, then each code looks
+        # its value up, so the loop over the codes is a byte read and a float write.
+        lut = np.empty(levels, np.float32)
+        lut_bits = lut.view(np.uint32)
+        for r in range(rows):
+            for g in range(groups):
+                s = scale[r, g]
+                z = np.float32(offset) + zero[r, g]
+                for k in range(levels):
+                    q = k - 256 if signed and k >= 128 else k
+                    lut[k] = (np.float32(q) - z) * s
+                    if round_bf16:  # round-to-nearest-even to the top 16 bits, as torch's .to(bfloat16)
+                        u = lut_bits[k]
+                        lut_bits[k] = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) \
+                            & np.uint32(0xFFFF0000)
+                c0 = g * size
+                if bits == 8:
+                    for c in range(c0, c0 + size):
+                        out[r, c] = lut[codes[r, c]]
+                elif bits == 4:
+                    for j in range(c0 // 2, (c0 + size) // 2):
+                        b = codes[r, j]
+                        out[r, 2 * j] = lut[b & 15]
+                        out[r, 2 * j + 1] = lut[b >> 4]
+                else:
+                    for j in range(c0 // 4, (c0 + size) // 4):
+                        b = codes[r, j]
+                        out[r, 4 * j] = lut[b & 3]
+                        out[r, 4 * j + 1] = lut[(b >> 2) & 3]
+                        out[r, 4 * j + 2] = lut[(b >> 4) & 3]
+                        out[r, 4 * j + 3] = lut[b >> 6]
+
+    return decode_codes
+
+
+def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, zero: np.ndarray | None,
+                 round_bf16: bool, out: np.ndarray) -> np.ndarray:
+    """``out[r, c] = (code(r, c) - zero[r, g]) * scale[r, g]`` with ``g`` the column's group, in one pass.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        uint8 (rows, bytes): the packed words' bytes (little-endian), ``8 // bits`` codes a byte, lowest
+        bits first, each stored with an offset of ``2 ** (bits - 1)``; or, with ``signed``, int8 codes
+        viewed as uint8 (``bits`` 8, no offset).
+    bits : int
+        2, 4 or 8.
+    signed : bool
+        The bytes are two's-complement int8 codes (int-quantized) rather than offset codes.
+    scale : numpy.ndarray
+        float32 (rows, groups); the groups split the columns evenly, in whole bytes of codes.
+    zero : numpy.ndarray, optional
+        float32 (rows, groups) signed zero points; None for symmetric schemes.
+    round_bf16 : bool
+        Round each value to bfloat16 (the library computes in a bfloat16 scale's dtype).
+    out : numpy.ndarray
+        float32 (rows, cols), contiguous; filled in place and returned.
+    """
+    rows, cols = out.shape
+    if bits not in (2, 4, 8) or codes.dtype != np.uint8 or codes.shape[0] != rows \
+            or codes.shape[1] * (8 // bits) < cols or scale.dtype != np.float32 or scale.shape[0] != rows \
+            or cols % scale.shape[1] or (cols // scale.shape[1]) % (8 // bits) \
+            or out.dtype != np.float32 or not out.flags.c_contiguous \
+            or (zero is not None and zero.shape != scale.shape):
+        raise ValueError(f"decode_codes: codes {codes.dtype}{codes.shape}, scale {scale.dtype}{scale.shape}, "
+                         f"out {out.dtype}{out.shape} do not fit {bits}-bit codes")
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _build()
+    zeros = np.zeros_like(scale) if zero is None else np.ascontiguousarray(zero, dtype=np.float32)
+    _KERNEL(np.ascontiguousarray(codes), bits, signed, np.ascontiguousarray(scale), zeros, round_bf16, out)
+    return out

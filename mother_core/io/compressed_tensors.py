@@ -1,0 +1,282 @@
+"""compressed-tensors checkpoints (what llm-compressor and vLLM write), decoded under the original names.
+
+compressed-tensors stores each quantized ``nn.Linear`` of module ``m`` in one of these layouts (its
+``quantization_config.format`` in ``config.json``; the layout is read from the tensors themselves, so a
+``mixed-precision`` model or a missing config reads the same):
+
+* **pack-quantized** (W4A16, W8A16, GPTQ / AWQ through llm-compressor): ``m.weight_packed`` int32 (out,
+  words), the integer codes of each row packed lowest bits first with an offset of ``2 ** (bits - 1)``;
+  ``m.weight_shape`` (the (out, in) shape), ``m.weight_scale`` (per tensor, per row or per group of
+  columns), optionally ``m.weight_zero_point`` (asymmetric schemes; packed the same way down the rows) and
+  ``m.weight_g_idx`` (activation ordering: the group of each column). From compressed-tensors 0.20 the
+  codes are dense across words (32 codes in exactly ``bits`` words); earlier versions put ``32 // bits``
+  codes in each word: the same bytes for 2, 4 and 8 bits, and told apart by the number of words for others.
+* **int-quantized / naive-quantized** (W8A8): ``m.weight`` int8 codes and ``m.weight_scale`` (and
+  ``m.weight_zero_point``, int8, when asymmetric).
+* **nvfp4-pack-quantized**: ``m.weight_packed`` uint8, two FP4 (E2M1) codes a byte, low nibble first;
+  ``m.weight_scale`` float8 per group of 16 columns; ``m.weight_global_scale`` (1,) float32.
+* **float-quantized** (FP8) is an fp8 ``m.weight`` with ``m.weight_scale``: read by the fp8 decoder of
+  :mod:`mother_core.io.quantized`.
+
+Values: ``W = (q - zero_point) * scale`` for the integer layouts and ``W = fp4(q) * scale / global_scale``
+for NVFP4, computed the way compressed-tensors' ``dequantize`` does and rounded to the scale's float
+dtype as it does (so the weights are those the library decodes, bit for bit), then widened to float32.
+Reference: compressed-tensors ``compressors/pack_quantized``, ``compressors/nvfp4`` and
+``quantization/lifecycle/forward.py`` (the library's docs: https://github.com/vllm-project/compressed-tensors).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mother_core.io import compressed_fast
+from mother_core.io.quant_scheme import FLOAT8_DTYPES, Shapes
+
+#: The eight magnitudes of an FP4 E2M1 code (its low three bits); the fourth bit is the sign.
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """How one weight's integer codes are stored: ``bits`` per code, and whether codes run dense across
+    32-bit words (compressed-tensors >= 0.20) or ``32 // bits`` to a word (earlier)."""
+
+    bits: int
+    dense: bool
+
+
+def packed_layout(in_features: int, words: int, preferred_bits: int | None = None) -> PackedLayout | None:
+    """The code width that packs ``in_features`` codes into ``words`` int32 words, or None.
+
+    Dense packing takes ``ceil(in * bits / 32)`` words, the earlier layout ``ceil(in / (32 // bits))``.
+    Different widths give different counts for ``in >= 32``; the two packings of one odd width can tie on
+    short rows (70 3-bit codes take 7 words either way), and then the current library's dense packing is
+    read. Where two widths fit (tiny rows), ``preferred_bits`` (the config's ``num_bits``) decides.
+    """
+    fits = [PackedLayout(b, True) for b in range(1, 9) if -(-in_features * b // 32) == words]
+    fits += [PackedLayout(b, False) for b in (3, 5, 6, 7) if -(-in_features // (32 // b)) == words]
+    if preferred_bits is not None:
+        preferred = [f for f in fits if f.bits == preferred_bits]
+        fits = preferred or fits
+    return fits[0] if fits else None
+
+
+def unpack_codes(packed: torch.Tensor, count: int, layout: PackedLayout) -> torch.Tensor:
+    """Signed integer codes (int32) from int32 words packed lowest bits first along the last dimension.
+
+    Parameters
+    ----------
+    packed : torch.Tensor
+        (rows, words) int32, as ``pack_to_int32`` of compressed-tensors writes them.
+    count : int
+        Codes per row (the weight's input features).
+    layout : PackedLayout
+        Bits per code and the packing (dense across words or ``32 // bits`` a word).
+
+    Returns
+    -------
+    torch.Tensor
+        (rows, count) int32, the stored unsigned codes minus ``2 ** (bits - 1)``.
+    """
+    bits = layout.bits
+    words = packed.to(torch.int64) & 0xFFFFFFFF  # the words as unsigned
+    index = torch.arange(count, dtype=torch.int64)
+    if layout.dense:
+        start = index * bits
+        word, offset = start // 32, start % 32
+    else:
+        per_word = 32 // bits
+        word, offset = index // per_word, (index % per_word) * bits
+    low = words[:, word] >> offset
+    if layout.dense and 32 % bits:  # a code may straddle two words: its high bits start the next one
+        spill = torch.cat([words, torch.zeros_like(words[:, :1])], dim=1)[:, word + 1] << (32 - offset)
+        low = low | torch.where(offset + bits > 32, spill, torch.zeros_like(spill))
+    codes = (low & ((1 << bits) - 1)).to(torch.int32)
+    return codes - (1 << (bits - 1))
+
+
+@dataclass(frozen=True)
+class CompressedWeight:
+    """One compressed-tensors weight: its (out, in) shape, layout and the stored tensors it is made of."""
+
+    name: str
+    shape: tuple[int, int]
+    kind: str  # "ct-int" (packed or int8 codes) | "ct-nvfp4"
+    parts: dict[str, str]  # role -> stored tensor name: q, scale, zero, g_idx, global
+    layout: PackedLayout | None  # None: int8 codes stored as they are (int-quantized), or NVFP4
+
+
+def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor],
+             preferred_bits: int | None) -> CompressedWeight | str | None:
+    """The compressed-tensors weight stored under ``name``, a reason it cannot be decoded, or None.
+
+    Parameters
+    ----------
+    name : str
+        A stored tensor name (``m.weight_packed`` or an int8 ``m.weight`` are the ones that start a weight).
+    shapes : mapping
+        Every stored tensor's (shape, dtype name).
+    read_small : callable
+        Reads a small stored tensor whole (``m.weight_shape``).
+    preferred_bits : int, optional
+        ``num_bits`` of the config's only weight scheme, if it has one.
+    """
+    shape, dtype = shapes[name]
+    if name.endswith(".weight_packed"):
+        base = name[: -len("_packed")]  # "m.weight"
+    elif name.endswith(".weight") and dtype == "int8" and name + "_scale" in shapes:
+        base = name
+    else:
+        return None
+    parts = {"q": name, "scale": base + "_scale"}
+    for suffix, role in (("_zero_point", "zero"), ("_g_idx", "g_idx"), ("_global_scale", "global")):
+        if base + suffix in shapes:
+            parts[role] = base + suffix
+    if parts["scale"] not in shapes:
+        return f"{base!r} has packed codes but no {parts['scale']!r}"
+    if len(shape) != 2:
+        return f"{base!r} is stored with {len(shape)} dimensions (only matrices are decoded)"
+    if name == base:  # int8 codes stored as the weight
+        return CompressedWeight(base, (shape[0], shape[1]), "ct-int", parts, None)
+    scale_shape, scale_dtype = shapes[parts["scale"]]
+    if dtype == "uint8":
+        if "global" not in parts and scale_dtype not in FLOAT8_DTYPES:
+            return f"{base!r} is packed in bytes without the global scale of NVFP4"
+        return CompressedWeight(base, (shape[0], 2 * shape[1]), "ct-nvfp4", parts, None)
+    if dtype != "int32":
+        return f"{base!r} is packed as {dtype}, a layout we do not decode"
+    out_in = _stored_shape(base + "_shape", shapes, read_small)
+    if out_in is None or out_in[0] != shape[0]:
+        return f"{base!r} does not store a (rows, columns) shape that matches its {shape[0]} packed rows"
+    layout = packed_layout(out_in[1], shape[1], preferred_bits)
+    if layout is None:
+        return f"{base!r} packs {out_in[1]} columns into {shape[1]} words, which no code width from 1 to 8 bits does"
+    return CompressedWeight(base, out_in, "ct-int", parts, layout)
+
+
+def _stored_shape(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor]) -> tuple[int, int] | None:
+    if name not in shapes or shapes[name][0] != (2,):
+        return None
+    values = [int(v) for v in read_small(name).reshape(-1).tolist()]
+    return (values[0], values[1]) if all(v > 0 for v in values) else None
+
+
+def decode(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
+           rows: tuple[int, int]) -> torch.Tensor:
+    """Rows ``[r0, r1)`` of weight ``w`` as float32 (see the module docstring for the formula).
+
+    ``read(name, rows)`` reads stored rows (None: the whole tensor). Codes are stored row by row, so a
+    chunk of rows reads only its own codes and scales.
+    """
+    return decode_into(w, read, rows, torch.empty(rows[1] - rows[0], w.shape[1], dtype=torch.float32))
+
+
+def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
+                rows: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
+    """:func:`decode` into ``out`` (float32, (r1 - r0, in), contiguous), in one compiled pass where the
+    codes are 2, 4 or 8 bits with even groups (:mod:`mother_core.io.compressed_fast`), else in torch."""
+    r0, r1 = rows
+    n_out, cols = w.shape
+    scale = read(w.parts["scale"], None)
+    if w.kind == "ct-nvfp4":
+        return out.copy_(_nvfp4(w, read, rows, scale))
+    stored = read(w.parts["q"], rows)
+    zero = None
+    if "zero" in w.parts:
+        zero = read(w.parts["zero"], None)
+        if w.layout is not None and zero.dtype == torch.int32 and zero.dim() == 2:
+            # asymmetric zero points are packed down the rows (packed_dim=0): unpack along the columns
+            zero = unpack_codes(zero.T.contiguous(), n_out, w.layout).T  # (out, groups)
+    if _decode_fast(w, stored, scale, zero, rows, out):
+        return out
+    codes = stored.to(torch.int32) if w.layout is None else unpack_codes(stored, cols, w.layout)
+    g_idx = read(w.parts["g_idx"], None).to(torch.int64) if "g_idx" in w.parts else None
+    x = codes.to(torch.float32)
+    if zero is not None:
+        x = x - per_column(zero.to(torch.float32), n_out, cols, g_idx, r0, r1)
+    values = x * per_column(scale.to(torch.float32), n_out, cols, g_idx, r0, r1)
+    if scale.dtype in _HALF_DTYPES:  # the library computes in the scale's dtype
+        values = values.to(scale.dtype).to(torch.float32)
+    return out.copy_(values)
+
+
+def _row_groups(t: torch.Tensor, n_out: int, cols: int, r0: int, r1: int) -> torch.Tensor | None:
+    """A per-tensor, per-row or per-group (even groups) scale or zero as float32 (r1 - r0, groups); None for
+    layouts the compiled decoder does not take (blocks, uneven groups)."""
+    if t.numel() == 1:
+        return t.to(torch.float32).reshape(1, 1).expand(r1 - r0, 1)
+    if t.dim() == 1 and t.shape[0] == n_out:
+        return t[r0:r1].to(torch.float32).reshape(r1 - r0, 1)
+    if t.dim() == 2 and t.shape[0] == n_out and cols % t.shape[1] == 0:
+        return t[r0:r1].to(torch.float32)
+    return None
+
+
+def _decode_fast(w: CompressedWeight, stored: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
+                 rows: tuple[int, int], out: torch.Tensor) -> bool:
+    bits = 8 if w.layout is None else w.layout.bits
+    if bits not in (2, 4, 8) or "g_idx" in w.parts or scale.dtype not in (torch.float32, torch.bfloat16) \
+            or sys.byteorder != "little" or not out.is_contiguous() or not compressed_fast.available():
+        return False
+    r0, r1 = rows
+    n_out, cols = w.shape
+    scales = _row_groups(scale, n_out, cols, r0, r1)
+    zeros = _row_groups(zero, n_out, cols, r0, r1) if zero is not None else None
+    if scales is None or (zero is not None and zeros is None):
+        return False
+    groups = scales.shape[1] if zeros is None else max(scales.shape[1], zeros.shape[1])
+    if (zeros is not None and {scales.shape[1], zeros.shape[1]} - {1, groups}) or (cols // groups) % (8 // bits):
+        return False  # groups that do not line up, or that split a byte of codes
+    scales = scales.expand(-1, groups)  # one per row beside one per group: the narrower widened
+    zeros = zeros.expand(-1, groups) if zeros is not None else None
+    codes = stored.contiguous().numpy().view(np.uint8)  # little-endian words: lowest bits first
+    compressed_fast.decode_codes(codes.reshape(r1 - r0, -1), bits, w.layout is None, scales.contiguous().numpy(),
+                                 None if zeros is None else zeros.contiguous().numpy(),
+                                 scale.dtype == torch.bfloat16, out.view(r1 - r0, cols).numpy())
+    return True
+
+
+def _nvfp4(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor], rows: tuple[int, int],
+           scale: torch.Tensor) -> torch.Tensor:
+    r0, r1 = rows
+    packed = read(w.parts["q"], rows).to(torch.int64)
+    codes = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(r1 - r0, -1)  # low nibble first
+    magnitude = torch.tensor(E2M1_VALUES, dtype=torch.float32)[codes & 0x07]
+    values = torch.where((codes & 0x08) != 0, -magnitude, magnitude)
+    # the library widens the float8 scales to bfloat16 and divides by the float32 global scale
+    local = scale.to(torch.bfloat16).to(torch.float32)
+    if "global" in w.parts:
+        local = local / read(w.parts["global"], None).to(torch.float32).reshape(-1)[0]
+    columns = per_column(local, w.shape[0], w.shape[1], None, r0, r1)
+    return (values * columns).to(torch.bfloat16).to(torch.float32)
+
+
+def per_column(t: torch.Tensor, out: int, cols: int, g_idx: torch.Tensor | None, r0: int,
+                r1: int) -> torch.Tensor:
+    """A scale or zero point broadcast over rows ``[r0, r1)`` of an (out, cols) weight.
+
+    One value (per tensor), one per row (per channel), one per group of columns (``g_idx`` gives each
+    column's group where the columns were reordered), or one per block of rows and columns.
+    """
+    if t.numel() == 1:
+        return t.reshape(1, 1)
+    if t.dim() == 1 and t.shape[0] == out:
+        return t[r0:r1, None]
+    if t.dim() != 2:
+        raise ValueError(f"a scale of shape {tuple(t.shape)} does not fit a weight of shape ({out}, {cols})")
+    rows, groups = t.shape
+    if rows == out:
+        if groups == 1:
+            return t[r0:r1]
+        group_of = g_idx if g_idx is not None else torch.arange(cols) // -(-cols // groups)
+        return t[r0:r1][:, group_of]
+    # blocks of (ceil(out / rows), ceil(cols / groups))
+    block_rows, block_cols = -(-out // rows), -(-cols // groups)
+    return t[torch.arange(r0, r1) // block_rows][:, torch.arange(cols) // block_cols]
+

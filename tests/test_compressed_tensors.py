@@ -1,0 +1,135 @@
+"""compressed-tensors checkpoints (llm-compressor's format), written by the library and read in the one pass.
+
+Each checkpoint is made by compressed-tensors itself (``format_factory.compressed_tensors_state``); the
+reader must give back, bit for bit, the weights the library decodes from the same state, under the
+source's names, row range by row range, and recovery must hang the compressed copy under its source.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from format_factory import compressed_tensors_state, llama_state, perturbed
+from safetensors.torch import save_file
+
+from mother_core.io.compressed_tensors import PackedLayout, packed_layout, unpack_codes
+from mother_core.io.discovery import discover
+from mother_core.io.names import normalise_name
+from mother_core.io.readers import open_model
+
+pytest.importorskip("compressed_tensors")
+
+#: (weights of the scheme, compression format, scheme the engine names, relative error bound vs the float source)
+CASES = [
+    (dict(num_bits=4, type="int", strategy="group", group_size=32, symmetric=True), "pack-quantized",
+     "compressed-int4", 0.12),
+    (dict(num_bits=4, type="int", strategy="group", group_size=32, symmetric=False), "pack-quantized",
+     "compressed-int4", 0.12),
+    (dict(num_bits=8, type="int", strategy="channel", symmetric=False), "pack-quantized", "compressed-int8", 0.01),
+    (dict(num_bits=3, type="int", strategy="channel", symmetric=True), "pack-quantized", "compressed-int3", 0.3),
+    (dict(num_bits=8, type="int", strategy="channel", symmetric=True), "int-quantized", "compressed-int8", 0.01),
+    (dict(num_bits=8, type="int", strategy="tensor", symmetric=True), "naive-quantized", "compressed-int8", 0.02),
+    (dict(num_bits=4, type="float", strategy="tensor_group", group_size=16, symmetric=True),
+     "nvfp4-pack-quantized", "compressed-nvfp4", 0.12),
+    (dict(num_bits=8, type="float", strategy="block", block_structure=[32, 32], symmetric=True), "float-quantized",
+     "fp8", 0.04),
+]
+
+
+def _write(folder: Path, state: dict, quant_config: dict) -> Path:
+    folder.mkdir(parents=True)
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": quant_config}))
+    return folder
+
+
+@pytest.mark.parametrize("weights,fmt,scheme,tol", CASES, ids=[f"{c[1]}-{c[0]['num_bits']}-{c[0]['strategy']}"
+                                                               f"{'' if c[0]['symmetric'] else '-asym'}" for c in CASES])
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "torch"])
+def test_reader_gives_the_weights_the_library_decodes(tmp_path, monkeypatch, weights, fmt, scheme, tol, compiled):
+    """Bit for bit the library's weights, with the compiled decoder and without it (numba missing), by
+    ``read`` and by ``read_into`` a reused buffer in row chunks as the pass reads."""
+    from mother_core.io import compressed_fast
+
+    if not compiled:
+        monkeypatch.setattr(compressed_fast, "available", lambda: False)
+    source = llama_state(140)
+    state, quant_config, decoded = compressed_tensors_state(source, weights, fmt)
+    folder = _write(tmp_path / "q", state, quant_config)
+    ref = discover([folder]).models[0]
+    assert ref.format == f"safetensors:{scheme}"
+    with open_model(ref) as reader:
+        assert set(reader.tensor_infos()) == {normalise_name(k) for k in source}  # no scale listed as a weight
+        assert not reader.notes
+        for name, library in decoded.items():
+            got = reader.read(normalise_name(name))
+            assert torch.equal(got, library), name  # bit for bit, in float32
+            assert torch.equal(reader.read(normalise_name(name), (3, 17)), got[3:17]), name
+            rel = ((got.float() - source[name]).norm() / source[name].norm()).item()
+            assert rel < tol, (name, rel)
+            if got.dim() != 2:
+                continue
+            listed = getattr(torch, reader.tensor_infos()[normalise_name(name)].dtype)  # float32 when decoded
+            buffer = torch.full(((got.shape[0] // 2 + 1) * got.shape[1],), float("nan"), dtype=listed)
+            for r0 in range(0, got.shape[0], got.shape[0] // 2 + 1):
+                r1 = min(got.shape[0], r0 + got.shape[0] // 2 + 1)
+                piece = reader.read_into(normalise_name(name), (r0, r1), buffer[: (r1 - r0) * got.shape[1]])
+                assert torch.equal(piece.reshape(r1 - r0, -1).float(), got[r0:r1].float()), (name, r0)
+
+
+def test_compressed_copy_is_recovered_under_its_source(tmp_path):
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(141)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    members = {"root": root, "a": perturbed(root, 142, rel=0.15), "b": perturbed(root, 143, rel=0.15)}
+    for name, sd in members.items():
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / f"{name}.safetensors"))
+    w4 = dict(num_bits=4, type="int", strategy="group", group_size=32, symmetric=True)
+    _write(folder / "a-w4a16", *compressed_tensors_state(members["a"], w4, "pack-quantized")[:2])
+    w8 = dict(num_bits=8, type="int", strategy="channel", symmetric=True)
+    _write(folder / "b-w8a8", *compressed_tensors_state(members["b"], w8, "int-quantized")[:2])
+    result = recover_paths([folder], RecoverySettings())
+    assert not result.problems
+    edges = {(e.parent, e.child): e for e in result.edges}
+    assert ("a", "a-w4a16") in edges and ("b", "b-w8a8") in edges
+    assert edges[("a", "a-w4a16")].relation == "quantized"
+    assert edges[("b", "b-w8a8")].relation == "quantized"
+
+
+def test_codes_packed_a_word_at_a_time_by_earlier_versions():
+    """Before compressed-tensors 0.20, ``32 // bits`` codes went into each word (a 3-bit code never straddles
+    two words); the stored width tells the layouts apart and both unpack to the same codes."""
+    g = torch.Generator().manual_seed(0)
+    cols, bits = 200, 3  # 20 words a row this way, 19 when dense
+    codes = torch.randint(-4, 4, (5, cols), generator=g, dtype=torch.int32)
+    per_word = 32 // bits
+    words = -(-cols // per_word)
+    packed = torch.zeros(5, words, dtype=torch.int64)
+    for j in range(cols):
+        packed[:, j // per_word] |= (codes[:, j].to(torch.int64) + 4) << ((j % per_word) * bits)
+    packed = packed.to(torch.int32)
+    layout = packed_layout(cols, words)
+    assert layout == PackedLayout(3, dense=False)
+    assert torch.equal(unpack_codes(packed, cols, layout), codes)
+    assert packed_layout(cols, -(-cols * 3 // 32)) == PackedLayout(3, dense=True)
+    assert packed_layout(cols, 1) is None  # no width packs 200 codes into one word
+    assert packed_layout(70, 7) == PackedLayout(3, dense=True)  # a tie on a short row: the current packing
+
+
+def test_damaged_compressed_weight_is_a_note_not_a_crash(tmp_path):
+    """A packed weight whose stored shape does not match its codes is left out with a note naming it; the
+    rest of the model is read."""
+    source = llama_state(144)
+    w4 = dict(num_bits=4, type="int", strategy="group", group_size=32, symmetric=True)
+    state, quant_config, _ = compressed_tensors_state(source, w4, "pack-quantized")
+    state["model.layers.0.mlp.up_proj.weight_shape"] = torch.tensor([128, 9999])
+    folder = _write(tmp_path / "q", state, quant_config)
+    with open_model(discover([folder]).models[0]) as reader:
+        assert "layers.0.mlp.up_proj.weight" not in reader.tensor_infos()
+        assert "layers.0.mlp.down_proj.weight" in reader.tensor_infos()
+        assert any("up_proj" in n and "9999 columns" in n for n in reader.notes)
