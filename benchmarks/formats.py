@@ -1,7 +1,8 @@
 """Reading quantized checkpoints costs about what reading their bytes costs (issue 11, "Done when").
 
 Writes (once, into the git-ignored ``benchmarks/_data/``) files of about ``--size-gb`` each: GGUF in Q8_0
-and Q4_K, quantized safetensors from optimum-quanto (int8) and bitsandbytes (int8, ``Linear8bitLt``), and,
+and Q4_K, quantized safetensors from optimum-quanto (int8), bitsandbytes (int8, ``Linear8bitLt``) and
+compressed-tensors (W4A16 pack-quantized, as llm-compressor saves it), and,
 for reference, a plain bf16 safetensors file. Then, in a fresh process per measurement (so each has its
 own peak RSS), with the same file in the same page-cache state:
 
@@ -116,6 +117,38 @@ def _write_bnb(path: Path, size: float) -> None:
     save_file(state, str(path))
 
 
+def _write_compressed(path: Path, size: float) -> None:
+    """W4A16 as llm-compressor saves it: compressed-tensors pack-quantized int4, a bfloat16 scale per group
+    of 128 inputs (min-max scales by the library's ``calculate_qparams``, packed by its compressor)."""
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (
+        QuantizationArgs,
+        QuantizationConfig,
+        QuantizationScheme,
+        apply_quantization_config,
+    )
+    from compressed_tensors.quantization.utils import calculate_qparams
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    args = QuantizationArgs(num_bits=4, type="int", strategy="group", group_size=128, symmetric=True)
+    pool = []
+    for _ in range(2):
+        lin = torch.nn.Sequential(torch.nn.Linear(4096, 4096, bias=False)).to(torch.bfloat16)
+        apply_quantization_config(lin, QuantizationConfig(
+            config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=args)}))
+        groups = lin[0].weight.data.float().unflatten(1, (-1, 128))
+        scale, _ = calculate_qparams(groups.amin(2), groups.amax(2), args)
+        lin[0].weight_scale.data = scale.to(torch.bfloat16)
+        ModelCompressor.from_pretrained_model(lin, quantization_format="pack-quantized").compress_model(lin)
+        pool.append({k.split(".", 1)[1]: v.detach().contiguous() for k, v in lin.state_dict().items()
+                     if k.startswith("0.weight")})
+    n = max(2, round(size * 1e9 / (4096 * 4096 // 2)))
+    state = {f"model.layers.{i}.mlp.up_proj.{k}": v.clone() for i in range(n) for k, v in pool[i % 2].items()}
+    save_file(state, str(path))
+
+
 def _write_plain(path: Path, size: float) -> None:
     import torch
     from safetensors.torch import save_file
@@ -172,7 +205,7 @@ def _measure(what: str, paths: list[Path]) -> dict:
             from mother_core.io.staged import set_decode_threads
 
             set_decode_threads(int(threads))
-        from mother_core.io import gguf_fast, int8_fast
+        from mother_core.io import compressed_fast, gguf_fast, int8_fast
         from mother_core.io.discovery import discover
         from mother_core.io.readers import open_model
         from mother_core.stats import fused
@@ -182,6 +215,8 @@ def _measure(what: str, paths: list[Path]) -> dict:
         if what == "pass":
             fused.warm_up()
         int8_fast.scale_rows(np.zeros((1, 4), np.int8), np.ones(1, np.float32), np.empty((1, 4), np.float32))
+        compressed_fast.decode_codes(np.zeros((1, 1), np.uint8), 4, False, np.ones((1, 1), np.float32), None, False,
+                                     np.empty((1, 2), np.float32))
         if what == "fill":  # as many float32 values as the reader decodes, counted before the clock starts
             for ref in discover(paths).models:
                 with open_model(ref) as reader:
@@ -281,6 +316,7 @@ def main() -> None:
     files = {"GGUF Q8_0": DATA / f"q8_0-{tag}.gguf", "GGUF Q4_K": DATA / f"q4_k-{tag}.gguf",
              "safetensors quanto-int8": DATA / f"quanto-int8-{tag}.safetensors",
              "safetensors bnb-int8": DATA / f"bnb-int8-{tag}.safetensors",
+             "safetensors compressed-int4": DATA / f"compressed-int4-{tag}.safetensors",
              "safetensors bf16 (plain)": DATA / f"plain-bf16-{tag}.safetensors"}
     for label, path in files.items():
         if args.only not in label or path.exists():
@@ -292,6 +328,8 @@ def main() -> None:
             _write_quanto(path, args.size_gb)
         elif "bnb" in label:
             _write_bnb(path, args.size_gb)
+        elif "compressed" in label:
+            _write_compressed(path, args.size_gb)
         else:
             _write_plain(path, args.size_gb)
     for path in files.values():  # a set has two models at least: the pass runs on the file and a copy

@@ -110,6 +110,7 @@ class CompressedWeight:
     kind: str  # "ct-int" (packed or int8 codes) | "ct-nvfp4"
     parts: dict[str, str]  # role -> stored tensor name: q, scale, zero, g_idx, global
     layout: PackedLayout | None  # None: int8 codes stored as they are (int-quantized), or NVFP4
+    layout_words: int = 0  # int32 words a row of packed codes takes
 
 
 def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor],
@@ -157,7 +158,7 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
     layout = packed_layout(out_in[1], shape[1], preferred_bits)
     if layout is None:
         return f"{base!r} packs {out_in[1]} columns into {shape[1]} words, which no code width from 1 to 8 bits does"
-    return CompressedWeight(base, out_in, "ct-int", parts, layout)
+    return CompressedWeight(base, out_in, "ct-int", parts, layout, shape[1])
 
 
 def _stored_shape(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor]) -> tuple[int, int] | None:
@@ -177,24 +178,51 @@ def decode(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], to
     return decode_into(w, read, rows, torch.empty(rows[1] - rows[0], w.shape[1], dtype=torch.float32))
 
 
+#: ``decode_pieces(name, rows, unit, fn)`` of a reader: the stored bytes of rows in pieces of whole rows,
+#: each passed to ``fn(first row, bytes)`` as it arrives, by several threads (SafetensorsReader's).
+Pieces = Callable[[str, tuple[int, int], int, Callable[[int, np.ndarray], None]], None]
+
+
 def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
-                rows: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
+                rows: tuple[int, int], out: torch.Tensor, pieces: Pieces | None = None) -> torch.Tensor:
     """:func:`decode` into ``out`` (float32, (r1 - r0, in), contiguous), in one compiled pass where the
-    codes are 2, 4 or 8 bits with even groups (:mod:`mother_core.io.compressed_fast`), else in torch."""
+    codes are 2, 4 or 8 bits with even groups (:mod:`mother_core.io.compressed_fast`), else in torch.
+
+    With ``pieces`` the compiled decoder takes the codes piece by piece as they are read, on several
+    threads (as the int8 readers do); without, it decodes the rows read whole.
+    """
     r0, r1 = rows
     n_out, cols = w.shape
     scale = read(w.parts["scale"], None)
     if w.kind == "ct-nvfp4":
         return out.copy_(_nvfp4(w, read, rows, scale))
-    stored = read(w.parts["q"], rows)
     zero = None
     if "zero" in w.parts:
         zero = read(w.parts["zero"], None)
         if w.layout is not None and zero.dtype == torch.int32 and zero.dim() == 2:
             # asymmetric zero points are packed down the rows (packed_dim=0): unpack along the columns
             zero = unpack_codes(zero.T.contiguous(), n_out, w.layout).T  # (out, groups)
-    if _decode_fast(w, stored, scale, zero, rows, out):
+    fast = _fast_arguments(w, scale, zero, rows, out)
+    if fast is not None:
+        bits, scales, zeros = fast
+        target = out.view(r1 - r0, cols).numpy()
+        signed, round_bf16 = w.layout is None, scale.dtype == torch.bfloat16
+
+        def rows_into(first: int, codes: np.ndarray) -> None:
+            k = codes.shape[0]
+            compressed_fast.decode_codes(codes, bits, signed, scales[first:first + k],
+                                         None if zeros is None else zeros[first:first + k], round_bf16,
+                                         target[first:first + k])
+
+        if pieces is not None:
+            unit = -(-cols * bits // 8) if w.layout is None else w.layout_words * 4
+            pieces(w.parts["q"], rows, unit, lambda first, piece: rows_into(first, piece.view(np.uint8).reshape(
+                -1, unit)))
+        else:
+            whole = read(w.parts["q"], rows).contiguous().numpy().view(np.uint8)  # little-endian words
+            rows_into(0, whole.reshape(r1 - r0, -1))
         return out
+    stored = read(w.parts["q"], rows)
     codes = stored.to(torch.int32) if w.layout is None else unpack_codes(stored, cols, w.layout)
     g_idx = read(w.parts["g_idx"], None).to(torch.int64) if "g_idx" in w.parts else None
     x = codes.to(torch.float32)
@@ -218,28 +246,26 @@ def _row_groups(t: torch.Tensor, n_out: int, cols: int, r0: int, r1: int) -> tor
     return None
 
 
-def _decode_fast(w: CompressedWeight, stored: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
-                 rows: tuple[int, int], out: torch.Tensor) -> bool:
+def _fast_arguments(w: CompressedWeight, scale: torch.Tensor, zero: torch.Tensor | None, rows: tuple[int, int],
+                    out: torch.Tensor) -> tuple[int, np.ndarray, np.ndarray | None] | None:
+    """Bits, scales and zeros (float32 (r1 - r0, groups)) for the compiled decoder, or None where it does
+    not apply (other widths, reordered columns, blocks, groups that split a byte, a half-float16 scale)."""
     bits = 8 if w.layout is None else w.layout.bits
     if bits not in (2, 4, 8) or "g_idx" in w.parts or scale.dtype not in (torch.float32, torch.bfloat16) \
             or sys.byteorder != "little" or not out.is_contiguous() or not compressed_fast.available():
-        return False
+        return None
     r0, r1 = rows
     n_out, cols = w.shape
     scales = _row_groups(scale, n_out, cols, r0, r1)
     zeros = _row_groups(zero, n_out, cols, r0, r1) if zero is not None else None
     if scales is None or (zero is not None and zeros is None):
-        return False
+        return None
     groups = scales.shape[1] if zeros is None else max(scales.shape[1], zeros.shape[1])
     if (zeros is not None and {scales.shape[1], zeros.shape[1]} - {1, groups}) or (cols // groups) % (8 // bits):
-        return False  # groups that do not line up, or that split a byte of codes
-    scales = scales.expand(-1, groups)  # one per row beside one per group: the narrower widened
-    zeros = zeros.expand(-1, groups) if zeros is not None else None
-    codes = stored.contiguous().numpy().view(np.uint8)  # little-endian words: lowest bits first
-    compressed_fast.decode_codes(codes.reshape(r1 - r0, -1), bits, w.layout is None, scales.contiguous().numpy(),
-                                 None if zeros is None else zeros.contiguous().numpy(),
-                                 scale.dtype == torch.bfloat16, out.view(r1 - r0, cols).numpy())
-    return True
+        return None  # groups that do not line up, or that split a byte of codes
+    # one per row beside one per group: the narrower widened
+    return (bits, scales.expand(-1, groups).contiguous().numpy(),
+            None if zeros is None else zeros.expand(-1, groups).contiguous().numpy())
 
 
 def _nvfp4(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor], rows: tuple[int, int],

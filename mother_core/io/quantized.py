@@ -340,7 +340,8 @@ class QuantizedReader:
                 and out.numel() == (rows[1] - rows[0]) * w.shape[1]:
             view = out.view(rows[1] - rows[0], w.shape[1])
             try:  # decoded straight into the caller's buffer (one compiled pass for 2/4/8-bit codes)
-                return compressed_tensors.decode_into(w.meta["ct"], self.raw.read, rows, view)
+                return compressed_tensors.decode_into(w.meta["ct"], self.raw.read, rows, view,
+                                                      getattr(self.raw, "decode_pieces", None))
             except UnreadableCheckpointError:
                 raise
             except (RuntimeError, ValueError, IndexError, KeyError) as e:
