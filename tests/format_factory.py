@@ -313,6 +313,37 @@ def compressed_tensors_state(sd: Mapping[str, torch.Tensor], weights: dict, fmt:
     return state, quant_config, decoded
 
 
+def mlx_quantized(folder: Path, out: Path, bits: int, group_size: int,
+                  mixed: str | None = None) -> dict[str, torch.Tensor]:
+    """The transformers model in ``folder`` quantized by MLX as ``mlx_lm.convert -q`` does it
+    (``load_model``, ``quantize_model``, ``save_model``, ``save_config``: every Linear and the embeddings),
+    written to ``out``; returns the weights MLX itself decodes from the saved file (``mx.dequantize`` of
+    each module's stored codes, scales and biases), by saved name, as float32 tensors. ``mixed``: modules
+    whose path contains it get 8 bits in groups of 32 (a mixed recipe, written per module in the config)."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model, quantize_model, save_config, save_model
+
+    def predicate(path: str, module) -> bool | dict:
+        return {"bits": 8, "group_size": 32} if mixed is not None and mixed in path else True
+
+    model, config = load_model(folder)
+    model, config = quantize_model(model, config, group_size=group_size, bits=bits, quant_predicate=predicate)
+    save_model(out, model)
+    save_config(config, out / "config.json")
+    stored: dict = {}
+    for f in sorted(out.glob("*.safetensors")):
+        stored.update(mx.load(str(f)))
+    decoded = {}
+    for name, codes in stored.items():
+        module = name[: -len(".weight")]
+        if name.endswith(".weight") and module + ".scales" in stored:
+            own = config["quantization"].get(module)
+            b, g = (own["bits"], own["group_size"]) if isinstance(own, dict) else (bits, group_size)
+            w = mx.dequantize(codes, stored[module + ".scales"], stored[module + ".biases"], group_size=g, bits=b)
+            decoded[name] = torch.from_numpy(np.array(w.astype(mx.float32)))
+    return decoded
+
+
 def bnb_state(sd: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     """``sd`` with its Linear weights quantized by bitsandbytes on the CPU (``"int8"``, ``"nf4"``, ``"fp4"``),
     as ``Linear8bitLt`` / ``Linear4bit`` save them."""

@@ -31,9 +31,14 @@ def available() -> bool:
 def _build() -> Callable[..., None]:
     from numba import njit
 
+    @njit(cache=True, nogil=True, inline="always")
+    def _round_bf16(u: np.uint32) -> np.uint32:  # pragma: no cover - compiled
+        """Round-to-nearest-even of float32 bits to their top 16 (bfloat16), as torch's ``.to(bfloat16)``."""
+        return (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+
     @njit(cache=True, nogil=True)
     def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, zero: np.ndarray,
-                     round_bf16: bool, out: np.ndarray) -> None:  # pragma: no cover - compiled
+                     round_bf16: bool, affine: bool, out: np.ndarray) -> None:  # pragma: no cover - compiled
         rows, cols = out.shape
         groups = scale.shape[1]
         size = cols // groups
@@ -49,11 +54,15 @@ def _build() -> Callable[..., None]:
                 z = np.float32(offset) + zero[r, g]
                 for k in range(levels):
                     q = k - 256 if signed and k >= 128 else k
-                    lut[k] = (np.float32(q) - z) * s
-                    if round_bf16:  # round-to-nearest-even to the top 16 bits, as torch's .to(bfloat16)
-                        u = lut_bits[k]
-                        lut_bits[k] = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) \
-                            & np.uint32(0xFFFF0000)
+                    if affine:  # MLX: q * scale + bias, each operation rounded to the scale's dtype
+                        lut[k] = np.float32(q) * s
+                        if round_bf16:
+                            lut_bits[k] = _round_bf16(lut_bits[k])
+                        lut[k] += zero[r, g]
+                    else:
+                        lut[k] = (np.float32(q) - z) * s
+                    if round_bf16:
+                        lut_bits[k] = _round_bf16(lut_bits[k])
                 c0 = g * size
                 if bits == 8:
                     for c in range(c0, c0 + size):
@@ -75,15 +84,16 @@ def _build() -> Callable[..., None]:
 
 
 def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, zero: np.ndarray | None,
-                 round_bf16: bool, out: np.ndarray) -> np.ndarray:
-    """``out[r, c] = (code(r, c) - zero[r, g]) * scale[r, g]`` with ``g`` the column's group, in one pass.
+                 round_bf16: bool, out: np.ndarray, affine: bool = False) -> np.ndarray:
+    """``out[r, c] = (code(r, c) - zero[r, g]) * scale[r, g]`` with ``g`` the column's group, in one pass
+    (with ``affine``: ``code(r, c) * scale[r, g] + zero[r, g]``, MLX's form, ``zero`` its biases).
 
     Parameters
     ----------
     codes : numpy.ndarray
         uint8 (rows, bytes): the packed words' bytes (little-endian), ``8 // bits`` codes a byte, lowest
-        bits first, each stored with an offset of ``2 ** (bits - 1)``; or, with ``signed``, int8 codes
-        viewed as uint8 (``bits`` 8, no offset).
+        bits first, each stored with an offset of ``2 ** (bits - 1)`` (with ``affine``, none: MLX's codes are
+        the unsigned values); or, with ``signed``, int8 codes viewed as uint8 (``bits`` 8, no offset).
     bits : int
         2, 4 or 8.
     signed : bool
@@ -93,7 +103,8 @@ def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, 
     zero : numpy.ndarray, optional
         float32 (rows, groups) signed zero points; None for symmetric schemes.
     round_bf16 : bool
-        Round each value to bfloat16 (the library computes in a bfloat16 scale's dtype).
+        Round each value to bfloat16 (the library computes in a bfloat16 scale's dtype); with ``affine``,
+        the product and the sum each, as bfloat16 arithmetic does.
     out : numpy.ndarray
         float32 (rows, cols), contiguous; filled in place and returned.
     """
@@ -109,5 +120,5 @@ def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, 
     if _KERNEL is None:
         _KERNEL = _build()
     zeros = np.zeros_like(scale) if zero is None else np.ascontiguousarray(zero, dtype=np.float32)
-    _KERNEL(np.ascontiguousarray(codes), bits, signed, np.ascontiguousarray(scale), zeros, round_bf16, out)
+    _KERNEL(np.ascontiguousarray(codes), bits, signed, np.ascontiguousarray(scale), zeros, round_bf16, affine, out)
     return out

@@ -67,7 +67,7 @@ def packed_layout(in_features: int, words: int, preferred_bits: int | None = Non
     return fits[0] if fits else None
 
 
-def unpack_codes(packed: torch.Tensor, count: int, layout: PackedLayout) -> torch.Tensor:
+def unpack_codes(packed: torch.Tensor, count: int, layout: PackedLayout, offset_binary: bool = True) -> torch.Tensor:
     """Signed integer codes (int32) from int32 words packed lowest bits first along the last dimension.
 
     Parameters
@@ -78,11 +78,14 @@ def unpack_codes(packed: torch.Tensor, count: int, layout: PackedLayout) -> torc
         Codes per row (the weight's input features).
     layout : PackedLayout
         Bits per code and the packing (dense across words or ``32 // bits`` a word).
+    offset_binary : bool
+        The codes are stored with an offset of ``2 ** (bits - 1)`` (compressed-tensors), taken off here;
+        False: the stored unsigned codes (MLX).
 
     Returns
     -------
     torch.Tensor
-        (rows, count) int32, the stored unsigned codes minus ``2 ** (bits - 1)``.
+        (rows, count) int32, the stored codes, less the offset where there is one.
     """
     bits = layout.bits
     words = packed.to(torch.int64) & 0xFFFFFFFF  # the words as unsigned
@@ -98,7 +101,7 @@ def unpack_codes(packed: torch.Tensor, count: int, layout: PackedLayout) -> torc
         spill = torch.cat([words, torch.zeros_like(words[:, :1])], dim=1)[:, word + 1] << (32 - offset)
         low = low | torch.where(offset + bits > 32, spill, torch.zeros_like(spill))
     codes = (low & ((1 << bits) - 1)).to(torch.int32)
-    return codes - (1 << (bits - 1))
+    return codes - (1 << (bits - 1)) if offset_binary else codes
 
 
 @dataclass(frozen=True)

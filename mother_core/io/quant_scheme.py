@@ -16,7 +16,7 @@ AUX_SUFFIXES: tuple[str, ...] = (
     ".SCB", ".weight_format", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".qzeros",
     ".scales", ".g_idx", ".qweight", "._scale", "._shift", "._data", ".input_scale", ".output_scale",
     ".weight_scale", ".weight_scale_inv", ".weight_zero_point", ".weight_g_idx", ".k_scale", ".v_scale",
-    ".weight_global_scale", ".input_global_scale", ".weight_shape",
+    ".weight_global_scale", ".input_global_scale", ".weight_shape", ".biases",
 )
 FLOAT8_DTYPES = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
 #: optimum-quanto's group size for 4- and 2-bit weights.
@@ -47,7 +47,8 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
         ``-int8``, ``-int3``...), ``"quanto-int8"``, ``"quanto-int4"``, ``"quanto-int2"``, ``"quanto-float8"``,
         ``"fp8"``, ``"compressed-int4"`` (compressed-tensors pack-quantized; ``-int8``... by the config's
         ``num_bits``, ``"compressed-packed"`` when the config does not say), ``"compressed-int8"``
-        (int-quantized), ``"compressed-nvfp4"``; None for a plain checkpoint.
+        (int-quantized), ``"compressed-nvfp4"``, ``"mlx-int4"`` (MLX; ``"mlx"`` when the config does not
+        give the width); None for a plain checkpoint.
     """
     names = list(shapes)
     for n in names:
@@ -66,6 +67,12 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
             return f"quanto-int{quanto_bits(n[: -len('._data._data')], shapes) or 4}"
         if n.endswith(".weight._data"):
             return "quanto-float8" if shapes[n][1] in FLOAT8_DTYPES else "quanto-int8"
+    for name, (_, dtype) in shapes.items():  # MLX: uint32 codes beside .scales and .biases
+        module = name[: -len(".weight")]
+        if dtype == "uint32" and name.endswith(".weight") and module + ".scales" in shapes \
+                and module + ".biases" in shapes:
+            width = (quant_config or {}).get("bits")
+            return f"mlx-int{width}" if isinstance(width, int) and not isinstance(width, bool) else "mlx"
     compressed = compressed_tensors_scheme(shapes, quant_config)
     if compressed is not None:  # before fp8: NVFP4 stores float8 scales
         return compressed

@@ -23,6 +23,8 @@ What the quantizers write (one weight ``W`` of shape (out, in) of module ``m``),
   weights do not store their (out, in) shape: it is taken from the module's bias when there is one, else
   from a same-named weight of another model in the set (:meth:`QuantizedReader.adopt_shapes`), else the
   weight is left out and reported.
+* **MLX** (``mlx_lm.convert -q``): ``m.weight`` uint32 codes, ``m.scales`` and ``m.biases``:
+  :mod:`mother_core.io.mlx_quantized`.
 * **compressed-tensors** (llm-compressor: pack-quantized int4 / int8, int-quantized int8, NVFP4):
   :mod:`mother_core.io.compressed_tensors`.
 * **fp8** (``F8_E4M3`` / ``F8_E5M2`` tensors): ``W = weight * weight_scale`` (a scalar or one per row), or
@@ -46,7 +48,7 @@ import numpy as np
 import torch
 
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
-from mother_core.io import compressed_tensors, int8_fast
+from mother_core.io import compressed_tensors, int8_fast, mlx_quantized
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.quant_scheme import (  # re-exported for the readers
     AUX_SUFFIXES,
@@ -81,7 +83,7 @@ class _Weight:
 
     name: str
     shape: tuple[int, ...]
-    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8 | ct-int | ct-nvfp4
+    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8 | ct-int | ct-nvfp4 | mlx
     parts: dict[str, str]  # role -> stored (normalised) tensor name
     meta: dict = field(default_factory=dict)
     whole: bool = False  # rows are not contiguous on disk: decoded whole, then sliced
@@ -106,6 +108,7 @@ class QuantizedReader:
         self._pending: dict[str, _Weight] = {}  # grouped quanto weights whose (out, in) is not stored
         self._weights: dict[str, _Weight] = {}
         used: set[str] = set()
+        self._mlx_config = mlx_quantized.normalised_config(config)
         for name in shapes:
             w = self._describe(name, shapes, config)
             if w is None:
@@ -163,6 +166,12 @@ class QuantizedReader:
             return _Weight(base, (), "bad", {"q": name})
         if ct is not None:
             return _Weight(ct.name, ct.shape, ct.kind, dict(ct.parts), {"ct": ct})
+        mlx = mlx_quantized.describe(name, shapes, self._mlx_config)
+        if isinstance(mlx, str):
+            self._problems.append(f"{self.ref.path}: the MLX weight {mlx}; it is left out.")
+            return _Weight(name, (), "bad", {"q": name})
+        if mlx is not None:
+            return _Weight(mlx.name, mlx.shape, "mlx", dict(mlx.parts), {"mlx": mlx})
         if name.endswith(".SCB"):
             weight = name[: -len(".SCB")] + ".weight"
             if weight in shapes:
@@ -335,13 +344,15 @@ class QuantizedReader:
                 view.copy_(codes)
                 view.mul_(scale)
             return view
-        if w is not None and w.kind in ("ct-int", "ct-nvfp4") and out.dtype == torch.float32 and out.is_contiguous() \
-                and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0] \
+        if w is not None and w.kind in ("ct-int", "ct-nvfp4", "mlx") and out.dtype == torch.float32 \
+                and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0] \
                 and out.numel() == (rows[1] - rows[0]) * w.shape[1]:
             view = out.view(rows[1] - rows[0], w.shape[1])
+            pieces = getattr(self.raw, "decode_pieces", None)
             try:  # decoded straight into the caller's buffer (one compiled pass for 2/4/8-bit codes)
-                return compressed_tensors.decode_into(w.meta["ct"], self.raw.read, rows, view,
-                                                      getattr(self.raw, "decode_pieces", None))
+                if w.kind == "mlx":
+                    return mlx_quantized.decode_into(w.meta["mlx"], self.raw.read, rows, view, pieces)
+                return compressed_tensors.decode_into(w.meta["ct"], self.raw.read, rows, view, pieces)
             except UnreadableCheckpointError:
                 raise
             except (RuntimeError, ValueError, IndexError, KeyError) as e:
@@ -392,7 +403,7 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is None:
             hint(name, rows)
-        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8", "ct-int", "ct-nvfp4"):  # rows as rows
+        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8", "ct-int", "ct-nvfp4", "mlx"):  # rows as rows
             hint(w.parts["q"], rows)
             side = w.parts.get("scb") or w.parts.get("scale")
             if side is not None and (rows is None or rows[0] == 0):  # read whole, with the first rows
@@ -460,6 +471,9 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
         return _fp8(raw, w, r0, r1)
     if w.kind in ("ct-int", "ct-nvfp4"):
         return compressed_tensors.decode(w.meta["ct"], raw.read, (r0, r1))
+    if w.kind == "mlx":
+        return mlx_quantized.decode_into(w.meta["mlx"], raw.read, (r0, r1),
+                                         torch.empty(r1 - r0, w.shape[1], dtype=torch.float32))
     raise ValueError(f"no decoder for {w.kind}")
 
 
