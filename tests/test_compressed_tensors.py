@@ -128,8 +128,11 @@ def test_damaged_compressed_weight_is_a_note_not_a_crash(tmp_path):
     w4 = dict(num_bits=4, type="int", strategy="group", group_size=32, symmetric=True)
     state, quant_config, _ = compressed_tensors_state(source, w4, "pack-quantized")
     state["model.layers.0.mlp.up_proj.weight_shape"] = torch.tensor([128, 9999])
+    state["model.layers.0.mlp.gate_proj.weight_shape"] = torch.tensor([float("nan"), 64.0])
     folder = _write(tmp_path / "q", state, quant_config)
     with open_model(discover([folder]).models[0]) as reader:
         assert "layers.0.mlp.up_proj.weight" not in reader.tensor_infos()
+        assert "layers.0.mlp.gate_proj.weight" not in reader.tensor_infos()
         assert "layers.0.mlp.down_proj.weight" in reader.tensor_infos()
         assert any("up_proj" in n and "9999 columns" in n for n in reader.notes)
+        assert any("gate_proj" in n and "shape" in n for n in reader.notes)

@@ -167,7 +167,10 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
 def _stored_shape(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor]) -> tuple[int, int] | None:
     if name not in shapes or shapes[name][0] != (2,):
         return None
-    values = [int(v) for v in read_small(name).reshape(-1).tolist()]
+    try:
+        values = [int(v) for v in read_small(name).reshape(-1).tolist()]
+    except (ValueError, OverflowError):  # a float shape holding NaN or infinity
+        return None
     return (values[0], values[1]) if all(v > 0 for v in values) else None
 
 
