@@ -383,11 +383,12 @@ def _pack_int32(codes: torch.Tensor, bits: int, dim: int, order: tuple[int, ...]
     return packed.to(torch.int32)
 
 
-def gptq_state(sd: Mapping[str, torch.Tensor], group: int = 32, bits: int = 4, awq: bool = False
-               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def gptq_state(sd: Mapping[str, torch.Tensor], group: int = 32, bits: int = 4, awq: bool = False,
+               v2: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``sd``'s Linear weights quantized with per-group asymmetric ``bits``-bit codes and packed as
-    AutoGPTQ (format v1: zeros stored minus one, ``g_idx``) or AutoAWQ GEMM (interleaved order 0 2 4 6 1
-    3 5 7, packed along the output) pack them. Returns (state dict, what it dequantizes to)."""
+    AutoGPTQ (format v1: zeros stored minus one, ``g_idx``; ``v2``: GPTQModel's format v2, zeros as they
+    are) or AutoAWQ GEMM (interleaved order 0 2 4 6 1 3 5 7, packed along the output) pack them. Returns
+    (state dict, what it dequantizes to)."""
     out: dict[str, torch.Tensor] = {}
     ref: dict[str, torch.Tensor] = {}
     top = 2**bits - 1
@@ -413,7 +414,7 @@ def gptq_state(sd: Mapping[str, torch.Tensor], group: int = 32, bits: int = 4, a
             out[base + ".qzeros"] = _pack_int32(zero, bits, dim=1, order=order)
         else:
             out[base + ".qweight"] = _pack_int32(q, bits, dim=0)
-            out[base + ".qzeros"] = _pack_int32(zero - 1, bits, dim=1)
+            out[base + ".qzeros"] = _pack_int32(zero if v2 else zero - 1, bits, dim=1)
             out[base + ".g_idx"] = gidx.to(torch.int32)
     return out, ref
 

@@ -232,6 +232,24 @@ def test_gptq_awq_packed_int4(tmp_path, awq):
     _check_read(_save(q, tmp_path / "g.safetensors"), sd, "awq-int4" if awq else "gptq-int4", 0.1, exact=exact)
 
 
+def test_gptq_v2_zeros_read_as_stored(tmp_path):
+    """GPTQModel's ``checkpoint_format: gptq_v2`` stores the zero points themselves (v1 stores them minus
+    one): read with the config's format, the weights are the quantizer's."""
+    import json
+
+    from format_factory import gptq_state
+
+    sd = llama_state(34)
+    q, exact = gptq_state(sd, group=32, v2=True)
+    (tmp_path / "m").mkdir()
+    _save(q, tmp_path / "m" / "model.safetensors")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"quantization_config": {
+        "quant_method": "gptq", "bits": 4, "group_size": 32, "checkpoint_format": "gptq_v2"}}))
+    with open_model(discover([tmp_path / "m"]).models[0]) as reader:
+        for k, v in exact.items():
+            torch.testing.assert_close(reader.read(normalise_name(k)).float(), v.float(), rtol=1e-5, atol=1e-6)
+
+
 def test_fp8_with_scales(tmp_path):
     sd = llama_state(33)
     q, expected = {}, {}

@@ -12,7 +12,8 @@ What the quantizers write (one weight ``W`` of shape (out, in) of module ``m``),
 * **GPTQ** (AutoGPTQ / GPTQModel / optimum): ``m.qweight`` int32 (in * bits / 32, out), ``m.qzeros`` int32
   (groups, out * bits / 32), ``m.scales`` (groups, out), ``m.g_idx`` (in,): codes packed along the input
   dimension, lowest bits first; ``W[o, i] = scales[g, o] * (q[i, o] - (z[g, o] + 1))`` with ``g = g_idx[i]``
-  (the ``+ 1`` of AutoGPTQ's stored zeros, format v1).
+  (the ``+ 1`` of AutoGPTQ's stored zeros, format v1; GPTQModel's ``checkpoint_format: gptq_v2`` stores
+  the zeros themselves).
 * **AWQ** (AutoAWQ GEMM): ``m.qweight`` int32 (in, out * bits / 32), ``m.qzeros`` (groups, out * bits / 32),
   ``m.scales`` (groups, out); codes packed along the output dimension in the order 0 2 4 6 1 3 5 7;
   ``W[o, i] = scales[g, o] * (q[i, o] - z[g, o])`` with ``g = i // group_size``.
@@ -218,7 +219,10 @@ class QuantizedReader:
                                      "it is left out.")
                 return _Weight(base + ".weight", (), "bad", parts)
             return _Weight(base + ".weight", (out, rows_in), "awq" if awq else "gptq", parts,
-                           {"bits": bits, "group_size": int(config.get("group_size", 0) or 0)}, whole=True)
+                           {"bits": bits, "group_size": int(config.get("group_size", 0) or 0),
+                            # GPTQModel's format v2 stores the zeros themselves; v1 (AutoGPTQ) stores them minus one
+                            "zero_offset": 0 if str(config.get("checkpoint_format", "")).lower() == "gptq_v2" else 1},
+                           whole=True)
         if name.endswith(".weight._data._data"):
             weight = name[: -len("._data._data")]
             parts = {"q": name, "scale": weight + "._scale", "shift": weight + "._shift"}
@@ -530,7 +534,7 @@ def _gptq(raw: ModelReader, w: _Weight) -> torch.Tensor:
     else:
         group = w.meta["group_size"] or -(-n_in // scales.shape[0])
         g = torch.arange(n_in) // group
-    weight = scales[g] * (q.to(torch.float32) - (zeros[g] + 1).to(torch.float32))
+    weight = scales[g] * (q.to(torch.float32) - (zeros[g] + w.meta.get("zero_offset", 1)).to(torch.float32))
     return weight.T.contiguous()  # (out, in)
 
 
