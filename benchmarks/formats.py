@@ -2,7 +2,7 @@
 
 Writes (once, into the git-ignored ``benchmarks/_data/``) files of about ``--size-gb`` each: GGUF in Q8_0
 and Q4_K, quantized safetensors from optimum-quanto (int8), bitsandbytes (int8, ``Linear8bitLt``) and
-compressed-tensors (W4A16 pack-quantized, as llm-compressor saves it), and,
+compressed-tensors (W4A16 pack-quantized, as llm-compressor saves it) and MLX (4-bit, ``mx.quantize``), and,
 for reference, a plain bf16 safetensors file. Then, in a fresh process per measurement (so each has its
 own peak RSS), with the same file in the same page-cache state:
 
@@ -144,6 +144,26 @@ def _write_compressed(path: Path, size: float) -> None:
         ModelCompressor.from_pretrained_model(lin, quantization_format="pack-quantized").compress_model(lin)
         pool.append({k.split(".", 1)[1]: v.detach().contiguous() for k, v in lin.state_dict().items()
                      if k.startswith("0.weight")})
+    n = max(2, round(size * 1e9 / (4096 * 4096 // 2)))
+    state = {f"model.layers.{i}.mlp.up_proj.{k}": v.clone() for i in range(n) for k, v in pool[i % 2].items()}
+    save_file(state, str(path))
+
+
+def _write_mlx(path: Path, size: float) -> None:
+    """4-bit MLX as ``mlx_lm.convert -q`` saves it (``mx.quantize``, groups of 64, bfloat16 scales and biases)."""
+    import mlx.core as mx
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    mx.random.seed(0)
+    pool = []
+    for _ in range(2):
+        codes, scales, biases = mx.quantize((mx.random.normal((4096, 4096)) * 0.02).astype(mx.bfloat16),
+                                            group_size=64, bits=4)
+        pool.append({"weight": torch.from_numpy(np.array(codes)),
+                     "scales": torch.from_numpy(np.array(scales.astype(mx.float32))).bfloat16(),
+                     "biases": torch.from_numpy(np.array(biases.astype(mx.float32))).bfloat16()})
     n = max(2, round(size * 1e9 / (4096 * 4096 // 2)))
     state = {f"model.layers.{i}.mlp.up_proj.{k}": v.clone() for i in range(n) for k, v in pool[i % 2].items()}
     save_file(state, str(path))
@@ -317,6 +337,7 @@ def main() -> None:
              "safetensors quanto-int8": DATA / f"quanto-int8-{tag}.safetensors",
              "safetensors bnb-int8": DATA / f"bnb-int8-{tag}.safetensors",
              "safetensors compressed-int4": DATA / f"compressed-int4-{tag}.safetensors",
+             "safetensors mlx-int4": DATA / f"mlx-int4-{tag}.safetensors",
              "safetensors bf16 (plain)": DATA / f"plain-bf16-{tag}.safetensors"}
     for label, path in files.items():
         if args.only not in label or path.exists():
@@ -330,6 +351,8 @@ def main() -> None:
             _write_bnb(path, args.size_gb)
         elif "compressed" in label:
             _write_compressed(path, args.size_gb)
+        elif "mlx" in label:
+            _write_mlx(path, args.size_gb)
         else:
             _write_plain(path, args.size_gb)
     for path in files.values():  # a set has two models at least: the pass runs on the file and a copy
