@@ -55,10 +55,12 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def write_gguf(sd: Mapping[str, torch.Tensor], path: Path, qtype: str = "Q8_0", arch: str = "llama",
                heads: int = 4, kv_heads: int = 2, file_type: str | None = None,
-               force_types: Mapping[str, str] | None = None) -> Path:
+               force_types: Mapping[str, str] | None = None, split_max_tensors: int = 0) -> Path:
     """Write ``sd`` (transformers names) as a GGUF file the way llama.cpp's converter does.
 
     ``force_types`` maps transformers names to a type to store them in instead (``"F16"``, ``"Q4_K"``...).
+    ``split_max_tensors``: split the model into files of at most this many tensors as ``gguf-split`` does
+    (the package's writer names them ``<stem>-00001-of-0000n.gguf``).
     """
     import gguf
 
@@ -67,7 +69,7 @@ def write_gguf(sd: Mapping[str, torch.Tensor], path: Path, qtype: str = "Q8_0", 
     if arch == "gpt2":
         n_blocks = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
     names = gguf.TensorNameMap(arch_enum, n_blocks)
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     writer.add_block_count(n_blocks)
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)

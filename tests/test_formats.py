@@ -87,6 +87,36 @@ def test_gguf_file_truncated_while_open_is_an_error_not_a_crash(tmp_path, monkey
             reader.read_into(name, (0, rows), buf)
 
 
+def test_split_gguf_is_one_model(tmp_path):
+    """A GGUF model split by gguf-split (``-00001-of-00003.gguf``) beside other models is one model, read
+    tensor for tensor as the unsplit file, and recovered under its source; a missing part is a problem of
+    that model with what to do, the rest of the run intact."""
+    from mother_core import RecoverySettings, recover_paths
+
+    root = llama_state(35)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, sd in (("root", root), ("a", perturbed(root, 36, rel=0.15))):
+        _save(sd, folder / f"{name}.safetensors")
+    write_gguf(root, folder / "root-q8.gguf", split_max_tensors=8)
+    parts = sorted(p.name for p in folder.glob("root-q8-*.gguf"))
+    assert len(parts) > 2 and parts[0] == f"root-q8-00001-of-{len(parts):05d}.gguf"
+    whole = write_gguf(root, tmp_path / "whole.gguf")
+    found = {m.id: m for m in discover([folder]).models}
+    assert set(found) == {"root", "a", "root-q8"} and len(found["root-q8"].files) == len(parts)
+    with open_model(found["root-q8"]) as split, open_model(discover([whole]).models[0]) as single:
+        assert set(split.tensor_infos()) == set(single.tensor_infos())
+        for name in single.tensor_infos():
+            assert torch.equal(split.read(name), single.read(name)), name
+    result = recover_paths([folder], RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents.get("root-q8") == "root" and not result.problems
+    (folder / parts[1]).unlink()
+    result = recover_paths([folder], RecoverySettings())
+    assert {m.id for m in result.models} == {"root", "a"}
+    assert "root-q8" in str(result.problems) and "missing parts" in str(result.problems)
+
+
 def test_gguf_k_quant_and_mixed_types(tmp_path):
     sd = llama_state(2, hidden=256, inter=256, vocab=64, heads=4, kv_heads=4, layers=1)
     path = write_gguf(sd, tmp_path / "k.gguf", qtype="Q4_K", heads=4, kv_heads=4, file_type="Q4_K_M",

@@ -63,7 +63,7 @@ _STANDARD = (  # per format, most preferred first
 #: Files a training run writes beside its weights (HF Trainer, Lightning): never models themselves.
 NOT_MODELS = re.compile(r"^(training_args\.bin|optimizer(\.pt|\.bin)?|scheduler\.pt|scaler\.pt|"
                         r"rng_state(_\d+)?\.pth|trainer_state\.json)$")
-_SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-(?P<n>\d{5})\.(safetensors|bin)$")
+_SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-(?P<n>\d{5})\.(safetensors|bin|gguf)$")
 
 
 def _weight_suffix(name: str) -> str | None:
@@ -254,10 +254,12 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
             raise UnreadableCheckpointError(f"{f} is missing (listed in the shard index): re-download the model.", f)
         if why:
             raise UnreadableCheckpointError(f"Cannot read {f}: {why}. Replace it with the real weight file.", f)
-        if fmt == "gguf":
+        if fmt == "gguf" and f == files[-1]:  # every file of a split model checked above; the first's header
             from mother_core.io.gguf_header import read_header as gguf_header  # the gguf package, not torch
 
-            return f"gguf:{gguf_header(f).scheme}"
+            return f"gguf:{gguf_header(files[0]).scheme}"
+        if fmt == "gguf":
+            continue
         if fmt == "tesseract":
             from mother_core.io.tesseract_reader import read_header as tesseract_header
 
@@ -343,8 +345,8 @@ def _model_files(folder: str, loose: bool, listing: set[str] | None = None) -> t
     shard_stems = {w: m["stem"] for w in weights if (m := _SHARD.match(w))}
     shards = list(shard_stems)
     if shards and len(set(shard_stems.values())) == 1 and len(shards) == len(weights):
-        fmt = "safetensors-sharded" if shards[0].endswith(".safetensors") else "torch-sharded"
-        return fmt, tuple(os.path.join(folder, s) for s in shards)
+        fmt = _sharded_format(shards[0])
+        return fmt, tuple(os.path.join(folder, s) for s in sorted(shards))
     generic = [w for w in weights if GENERIC_STEMS.match(w)]
     if len(generic) >= 1 and (len(weights) == 1 or len(generic) == len(weights)):
         # prefer safetensors, then the shortest name (model.safetensors before model.fp16.safetensors)
@@ -354,6 +356,14 @@ def _model_files(folder: str, loose: bool, listing: set[str] | None = None) -> t
         w = weights[0]
         return _container(w), (os.path.join(folder, w),)
     return None
+
+
+def _sharded_format(shard: str) -> str:
+    """The format of a model stored in numbered shards (``-00001-of-00003``): GGUF files split by llama.cpp's
+    ``gguf-split`` are read by the GGUF reader, which takes every file of the model."""
+    if shard.endswith(".gguf"):
+        return "gguf"
+    return "safetensors-sharded" if shard.endswith(".safetensors") else "torch-sharded"
 
 
 def _components(folder: str, listing: set[str] | None = None) -> list[str]:
@@ -559,8 +569,23 @@ class _Finder:
         if self.folder_model(path, name, loose=False):
             return
         before = len(self.models) + len(self.problems)
-        for child in sorted(os.listdir(path)):
-            if child.startswith("."):
+        children = sorted(os.listdir(path))
+        # GGUF files split by gguf-split sit beside other models' files: each split model is one model,
+        # named by the shards' common stem (safetensors / bin shards only come inside a model's folder).
+        split: dict[str, list[str]] = {}
+        for child in children:
+            m = _SHARD.match(child)
+            if m and child.endswith(".gguf") and os.path.isfile(os.path.join(path, child)):
+                split.setdefault(m["stem"], []).append(child)
+        for stem, shards in split.items():
+            files = tuple(os.path.join(path, s) for s in sorted(shards))
+            if self.roots is not None and not all(self.roots.contains(f) for f in files):
+                self.problem(files[0], self.roots.refusal(files[0]) or "")
+            else:
+                self.add(stem, files[0], "gguf", files)
+        in_split = {s for shards in split.values() for s in shards}
+        for child in children:
+            if child.startswith(".") or child in in_split:
                 continue
             full = os.path.join(path, child)
             try:

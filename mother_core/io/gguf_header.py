@@ -64,6 +64,10 @@ class GGUFHeader:
     tensors: dict[str, GGUFTensor]  # transformers (raw, not normalised) name -> tensor
     unsupported: dict[str, str]  # transformers name -> quantization type the package cannot dequantize
     metadata: dict[str, str]  # a few string keys (general.name, general.base_model.*) for people
+    head_count: int | None = None  # {arch}.attention.head_count
+    head_count_kv: int | None = None
+    split_count: int = 1  # split.count: files of a model split by gguf-split / GGUFWriter(split_max_*)
+    split_no: int = 0  # split.no: this file's place among them
 
     @property
     def scheme(self) -> str:
@@ -86,8 +90,11 @@ def _field(reader, key: str):
         return None
 
 
-def read_header(path: str) -> GGUFHeader:
+def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
     """Parse a GGUF file's header with the ``gguf`` package and check it against the file size.
+
+    ``first``: the header of the first file of a split model (``split.no`` 0), whose architecture, file type
+    and head counts the later files do not repeat (llama.cpp's ``gguf-split`` writes them once).
 
     Raises
     ------
@@ -117,16 +124,20 @@ def read_header(path: str) -> GGUFHeader:
         raise _unreadable(path, f"its GGUF header is not valid ({type(e).__name__}: {str(e)[:200]})") from e
     try:
         arch = _field(reader, "general.architecture")
-        arch = arch if isinstance(arch, str) else "unknown"
+        arch = arch if isinstance(arch, str) else first.architecture if first is not None else "unknown"
         ft = _field(reader, "general.file_type")
-        file_type = None
+        file_type = first.file_type if first is not None else None
         if isinstance(ft, (int, np.integer)):
             try:
                 file_type = gguf.LlamaFileType(int(ft)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
             except ValueError:
                 file_type = None
-        n_head = _field(reader, f"{arch}.attention.head_count")
-        n_kv = _field(reader, f"{arch}.attention.head_count_kv")
+        n_head = _int_field(reader, f"{arch}.attention.head_count")
+        n_kv = _int_field(reader, f"{arch}.attention.head_count_kv")
+        if first is not None:
+            n_head, n_kv = n_head or first.head_count, n_kv or first.head_count_kv
+        split_count = _int_field(reader, "split.count") or 1
+        split_no = _int_field(reader, "split.no") or 0
         metadata = {k: v for k in reader.fields if k.startswith(("general.name", "general.base_model"))
                     and isinstance(v := _field(reader, k), str)}
         raw = list(reader.tensors)
@@ -148,12 +159,12 @@ def read_header(path: str) -> GGUFHeader:
             name = names.get(t.name, t.name)
             heads = 0
             if arch in PERMUTED_QK and name.endswith((".q_proj.weight", ".q_proj.bias")) and n_head:
-                heads = int(n_head)
+                heads = n_head
             elif arch in PERMUTED_QK and name.endswith((".k_proj.weight", ".k_proj.bias")) and (n_kv or n_head):
-                heads = int(n_kv or n_head)
+                heads = n_kv or n_head or 0
             transposed = arch in _TRANSPOSED_ARCHS and name.endswith(_TRANSPOSED_SUFFIXES) and len(ne) == 2
             plus_one = arch in NORM_PLUS_ONE and name.endswith("norm.weight")
-            regroup = int(n_head) if arch in REGROUPED_QKV and n_head and name.endswith(
+            regroup = n_head if arch in REGROUPED_QKV and n_head and name.endswith(
                 (".query_key_value.weight", ".query_key_value.bias")) else 0
             info = GGUFTensor(t.name, int(qtype), qtype.name, tuple(reversed(ne)), offset, nbytes, row_bytes,
                               heads, transposed, plus_one, regroup)
@@ -170,4 +181,9 @@ def read_header(path: str) -> GGUFHeader:
                 mm._mmap.close()
             except (BufferError, ValueError):
                 pass  # views still alive: the map goes when they do
-    return GGUFHeader(arch, file_type, tensors, unsupported, metadata)
+    return GGUFHeader(arch, file_type, tensors, unsupported, metadata, n_head, n_kv, split_count, split_no)
+
+
+def _int_field(reader, key: str) -> int | None:
+    value = _field(reader, key)
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None

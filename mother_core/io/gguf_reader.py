@@ -83,7 +83,9 @@ def _undo_converter(t: GGUFTensor, data: np.ndarray) -> np.ndarray:
 
 
 class GGUFReader:
-    """A :class:`~mother_core.io.base.ModelReader` of one ``.gguf`` file (weights dequantized to float32)."""
+    """A :class:`~mother_core.io.base.ModelReader` of one ``.gguf`` model (weights dequantized to float32):
+    one file, or the files of a model split by llama.cpp's ``gguf-split`` (``-00001-of-00003.gguf``; the
+    first holds the metadata, each its share of the tensors)."""
 
     def __init__(self, ref: ModelRef) -> None:
         from mother_core.io.readers import normalised_names
@@ -91,36 +93,50 @@ class GGUFReader:
         self.ref = ref
         self.path = ref.files[0]
         self.header = read_header(self.path)
+        headers = [(self.path, self.header)] + [(f, read_header(f, self.header)) for f in ref.files[1:]]
+        if self.header.split_count != len(ref.files):
+            raise UnreadableCheckpointError(
+                f"{ref.path}: the GGUF file says the model is split in {self.header.split_count} files and "
+                f"{len(ref.files)} are there. Download the missing parts (same name, -0000k-of-0000n.gguf).",
+                ref.path)
         self._tensors: dict[str, GGUFTensor] = {}
         self._infos: dict[str, TensorInfo] = {}
-        for raw, norm in normalised_names(self.header.tensors).items():
-            t = self.header.tensors[raw]
-            shape = (t.shape[1], t.shape[0]) if t.transposed else t.shape
-            dtype = "float16" if t.qtype_name == "F16" else "float32"
-            self._tensors[norm] = t
-            self._infos[norm] = TensorInfo(norm, shape, dtype)
+        self._file_of: dict[str, str] = {}  # GGUF tensor name -> the file holding it
+        unsupported: dict[str, str] = {}
+        for path, header in headers:
+            unsupported.update(header.unsupported)
+            for raw, norm in normalised_names(header.tensors).items():
+                t = header.tensors[raw]
+                shape = (t.shape[1], t.shape[0]) if t.transposed else t.shape
+                dtype = "float16" if t.qtype_name == "F16" else "float32"
+                self._tensors[norm] = t
+                self._infos[norm] = TensorInfo(norm, shape, dtype)
+                self._file_of[t.gguf_name] = path
         self.notes = [
             f"{ref.path}: tensor {name!r} is stored as {q}, which the gguf package cannot dequantize; it is left "
-            "out of the comparison." for name, q in sorted(self.header.unsupported.items())]
+            "out of the comparison." for name, q in sorted(unsupported.items())]
         if not self._infos:
-            kinds = ", ".join(sorted(set(self.header.unsupported.values()))) or "none"
+            kinds = ", ".join(sorted(set(unsupported.values()))) or "none"
             raise NoTensorsError(
                 f"{ref.path} holds no tensor we can dequantize (types: {kinds}). Convert it with a supported "
                 "quantization (e.g. Q8_0, Q4_K) or remove it from the set.", ref.path)
-        self._handle: io.FileIO | None = None
+        self._handles: dict[str, io.FileIO] = {}
         self._cached: tuple[str, torch.Tensor] | None = None  # last whole tensor read (rewritten ones)
         self._local = threading.local()  # per-thread staging buffer of raw blocks (the pass reads from two)
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
 
-    def _file(self) -> io.FileIO:
-        if self._handle is None:
+    def _file(self, t: GGUFTensor) -> io.FileIO:
+        """The open file holding tensor ``t`` (opened on first use, kept until :meth:`close`)."""
+        path = self._file_of.get(t.gguf_name, self.path)
+        handle = self._handles.get(path)
+        if handle is None:
             try:
-                self._handle = io.FileIO(self.path, "rb")
+                handle = self._handles[path] = io.FileIO(path, "rb")
             except OSError as e:
-                raise _unreadable(self.path, str(e)) from e
-        return self._handle
+                raise _unreadable(path, str(e)) from e
+        return handle
 
     def _read_rows(self, t: GGUFTensor, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner); decoded
@@ -138,11 +154,11 @@ class GGUFReader:
         if quantized and out is not None and gguf_fast.supports(t.qtype_name):
             # Read in cache-sized pieces, each decoded into the caller's buffer as it arrives (staged.py).
             try:
-                gguf_fast.dequantize_file(self._file(), start, stop, t.qtype_name, out)
+                gguf_fast.dequantize_file(self._file(t), start, stop, t.qtype_name, out)
             except ShortRead as e:
-                raise _unreadable(self.path, f"the file ends inside tensor {t.gguf_name!r}") from e
+                raise _unreadable(self._path(t), f"the file ends inside tensor {t.gguf_name!r}") from e
             except ValueError as e:
-                raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be "
+                raise _unreadable(self._path(t), f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be "
                                              f"dequantized ({e})") from e
             return out.reshape((r1 - r0, *t.shape[1:]))
         if quantized and out is not None:  # decoded at once: the bytes go to this thread's reused buffer
@@ -152,11 +168,11 @@ class GGUFReader:
             buf = staging[: (r1 - r0) * per_outer]
         else:  # returned (F16 / F32 views of it) or kept: a buffer of its own
             buf = np.empty((r1 - r0) * per_outer, dtype=np.uint8)
-        fh, done = self._file(), 0
+        fh, done = self._file(t), 0
         while done < buf.nbytes:
             n = os.preadv(fh.fileno(), [buf.data[done:]], start + done)
             if n <= 0:
-                raise _unreadable(self.path, f"the file ends inside tensor {t.gguf_name!r}")
+                raise _unreadable(self._path(t), f"the file ends inside tensor {t.gguf_name!r}")
             done += n
         shape = (r1 - r0, *t.shape[1:]) if len(t.shape) > 1 else (r1 - r0,)
         qtype = gguf.GGMLQuantizationType(t.qtype)
@@ -170,7 +186,7 @@ class GGUFReader:
                 return gguf_fast.dequantize(buf, t.qtype_name).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
         except Exception as e:
-            raise _unreadable(self.path, f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "
+            raise _unreadable(self._path(t), f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "
                                          f"({type(e).__name__}: {str(e)[:160]})") from e
         return out.reshape(shape)
 
@@ -239,14 +255,17 @@ class GGUFReader:
             hd = t.shape[0] // t.permute_heads
             r0, r1 = r0 // hd * hd, min(t.shape[0], -(-r1 // hd) * hd)
         try:
-            os.posix_fadvise(self._file().fileno(), t.offset + r0 * per_outer, (r1 - r0) * per_outer,
+            os.posix_fadvise(self._file(t).fileno(), t.offset + r0 * per_outer, (r1 - r0) * per_outer,
                              os.POSIX_FADV_WILLNEED)
         except (OSError, UnreadableCheckpointError):
             pass  # a hint: the read itself reports real problems
 
+    def _path(self, t: GGUFTensor) -> str:
+        return self._file_of.get(t.gguf_name, self.path)
+
     def close(self) -> None:
-        handle, self._handle, self._cached = self._handle, None, None
-        if handle is not None:
+        handles, self._handles, self._cached = self._handles, {}, None
+        for handle in handles.values():
             handle.close()
 
     def __enter__(self) -> GGUFReader:
