@@ -107,8 +107,10 @@ def containers() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-register("safetensors", "mother_core.io.readers:open_safetensors")
-register("safetensors-sharded", "mother_core.io.readers:open_safetensors")
+# safetensors 2: compressed-tensors and MLX weights decoded (were left out, MLX biases compared as weights),
+# fp8 group / block scales, GPTQ format v2 zeros (2026-12-03).
+register("safetensors", "mother_core.io.readers:open_safetensors", revision=2)
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=2)
 register("torch", "mother_core.io.readers:open_torch")
 register("torch-sharded", "mother_core.io.readers:open_torch")
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
