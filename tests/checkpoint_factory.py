@@ -301,12 +301,13 @@ def peft_adapter(folder: str | Path, base_sd: Mapping[str, torch.Tensor], base_n
     return pairs
 
 
-def adam_steps(model, seed: int, steps: int, lr: float, vocab: int = 64):
-    """``steps`` AdamW steps (no decay) of next-token prediction on one fixed random batch of 16 x 16 tokens
-    below ``vocab`` (the task of ``seed``), on the parameters that require gradients; returns ``model``."""
+def adam_steps(model, seed: int, steps: int, lr: float, vocab: int = 64, decay: float = 0.0):
+    """``steps`` AdamW steps (decoupled weight decay ``decay``, none by default) of next-token prediction on
+    one fixed random batch of 16 x 16 tokens below ``vocab`` (the task of ``seed``), on the parameters that
+    require gradients; returns ``model``."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, vocab, (16, 16), generator=g)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=decay)
     for _ in range(steps):
         loss = model(input_ids=x, labels=x).loss
         opt.zero_grad()

@@ -21,12 +21,20 @@ from mother_core.relations.evidence import pair_layers
 from mother_core.relations.merge import CHANCE_FACTOR, EQUAL_SHARE, PARSIMONY, reversal_factor, rounding_ratio
 
 
-@pytest.mark.xdist_group("sparse-merge")
-def test_a_dense_breadcrumbs_merge_in_bf16_is_named_by_entries_beyond_rounding(tmp_path):
-    pytest.importorskip("mergekit")
+def _run_mergekit(merge: dict, out) -> None:
+    """Run mergekit on ``merge`` (a configuration dict) into ``out``, CPU, no remote code, seed 0."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
+
+    run_merge(MergeConfiguration.model_validate(merge), str(out),
+              MergeOptions(trust_remote_code=False, copy_tokenizer=False, quiet=True, random_seed=0,
+                           write_model_card=False, lazy_unpickle=False))
+
+
+@pytest.mark.xdist_group("sparse-merge")
+def test_a_dense_breadcrumbs_merge_in_bf16_is_named_by_entries_beyond_rounding(tmp_path):
+    pytest.importorskip("mergekit")
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -41,9 +49,7 @@ def test_a_dense_breadcrumbs_merge_in_bf16_is_named_by_entries_beyond_rounding(t
              "base_model": str(tmp_path / "m-root"),
              "models": [{"model": str(tmp_path / m), "parameters": {"weight": w, "density": 0.75, "gamma": 0.02}}
                         for m, w in (("m-a", 0.4), ("m-b", 0.35), ("m-c", 0.45))]}
-    run_merge(MergeConfiguration.model_validate(merge), str(tmp_path / "m-merge"),
-              MergeOptions(trust_remote_code=False, copy_tokenizer=False, quiet=True, random_seed=0,
-                           write_model_card=False, lazy_unpickle=False))
+    _run_mergekit(merge, tmp_path / "m-merge")
 
     stats = compute_statistics(discover([tmp_path]), device="cpu")
     ids = [m.id for m in stats.models]
@@ -65,19 +71,6 @@ def test_a_dense_breadcrumbs_merge_in_bf16_is_named_by_entries_beyond_rounding(t
         assert rec.parents_of(m) == ["m-root"]
 
 
-def _weight_decay_steps(model, seed: int, steps: int, lr: float, decay: float):
-    """``steps`` AdamW steps with decoupled weight decay ``decay`` (the task of ``seed``, as ``adam_steps``)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 64, (16, 16), generator=g)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
-    for _ in range(steps):
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model
-
-
 @pytest.mark.xdist_group("sparse-merge")
 def test_a_base_read_as_the_merge_of_its_own_shrunk_merge_is_a_coin_flip(tmp_path):
     """Fine-tunes trained with weight decay shrink, and so does a Breadcrumbs-TIES merge of them (weights
@@ -87,9 +80,6 @@ def test_a_base_read_as_the_merge_of_its_own_shrunk_merge_is_a_coin_flip(tmp_pat
     but not its direction, and the edges must read as a coin flip (main: 0.56; on profile C seed 23 such
     a reading read 0.99)."""
     pytest.importorskip("mergekit")
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -98,14 +88,12 @@ def test_a_base_read_as_the_merge_of_its_own_shrunk_merge_is_a_coin_flip(tmp_pat
     adam_steps(LlamaForCausalLM(cfg), 0, 20, 3e-3).to(torch.bfloat16).save_pretrained(tmp_path / "m-root")
     for name, parent, seed in (("m-a", "m-root", 1), ("m-b", "m-root", 2), ("m-c", "m-root", 3), ("m-a1", "m-a", 4)):
         model = LlamaForCausalLM.from_pretrained(tmp_path / parent, dtype=torch.float32)
-        _weight_decay_steps(model, seed, 8, 2e-3, 1.0).to(torch.bfloat16).save_pretrained(tmp_path / name)
+        adam_steps(model, seed, 8, 2e-3, decay=1.0).to(torch.bfloat16).save_pretrained(tmp_path / name)
     merge = {"merge_method": "breadcrumbs_ties", "dtype": "float32", "out_dtype": "bfloat16",
              "base_model": str(tmp_path / "m-root"),
              "models": [{"model": str(tmp_path / m), "parameters": {"weight": w, "density": 0.41, "gamma": 0.02}}
                         for m, w in (("m-a1", 0.315), ("m-b", 0.27), ("m-c", 0.315))]}
-    run_merge(MergeConfiguration.model_validate(merge), str(tmp_path / "m-merge"),
-              MergeOptions(trust_remote_code=False, copy_tokenizer=False, quiet=True, random_seed=0,
-                           write_model_card=False, lazy_unpickle=False))
+    _run_mergekit(merge, tmp_path / "m-merge")
     rec = recover(compute_statistics(discover([tmp_path]), device="cpu"))
     merges = [e for e in rec.edges if e.relation == Relation.MERGE.value]
     assert merges  # the backwards reading is there (the engine does not orient this pair)
