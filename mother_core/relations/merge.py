@@ -90,7 +90,8 @@ CHANCE_FACTOR = 2.0
 #: The residual a sparse merge may leave when its entries confirm it (:data:`EQUAL_SHARE`). The cap
 #: :data:`RESIDUAL_MAX` guards against fine-tunes, which share no entries; a sparse merge's residual
 #: grows with its drop / trim rate and only a fine-tune's own new update leaves ~1. A TIES merge of the
-#: held-out seed 1 leaves 0.65.
+#: held-out seed 1 leaves 0.65. Where no fit of a child whose entries name a base is within it, it is read
+#: on the merge's own update instead (:func:`_own_update_ratio`: DELLA merges that outrun their heaviest input).
 RESIDUAL_MAX_EQUAL = 0.85
 #: A base's other parents differ through it: |d(i, j) - d(i, base) - d(base, j)| <= this share of d(i, j).
 BASE_ADDITIVITY = 0.25
@@ -564,7 +565,8 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
 
     sizes = range(2, min(MAX_PARENTS, len(cand)) + 1)
     by_layer_res = _layerwise_all(sq_local, cand, sizes) if layerwise else {}
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool]] = {}
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float]] = {}
+    beyond: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float]] = {}
     for size in sizes:
         for subset in itertools.combinations(cand, size):
             if named is not None and named.isdisjoint(subset):
@@ -603,7 +605,10 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
                 continue
             if ratio > EXACT and not bases:
                 continue
-            if named is not None and (ratio <= EXACT or ratio > RESIDUAL_MAX_EQUAL or not kept & set(bases)):
+            # A confirmed sparse merge's residual on its own update (the squared distance to the base its
+            # entries name: :func:`_own_update_ratio`), at most its ratio on the nearest parent.
+            own = _own_update_ratio(res, dc, kept & set(bases)) if ratio > EXACT else math.inf
+            if named is not None and (ratio <= EXACT or own > RESIDUAL_MAX_EQUAL or not kept & set(bases)):
                 # The wider search is for sparse merges whose entries confirm their base, and only fits
                 # that could be one compete: fewer inputs than the merge took leave their trimmed task
                 # vectors unexplained, so a subset beyond the cap is not the merge while a larger one may be
@@ -611,25 +616,67 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
                 continue
             # Among near-equal fits prefer the base through which the others add up best.
             score = ratio + (min(bases.values()) if ratio > EXACT else 0.0)
-            if size not in per_size or score < per_size[size][3]:
-                per_size[size] = (ratio, subset, a, score, bool(kept & set(bases)), by_layer)
+            # With a base named by entries, fits beyond the cap on the nearest parent's scale (within it on the
+            # merge's own update) compete only where none is within it: there, as above, a subset beyond it
+            # leaves inputs out; where none is, the merge has moved past its heaviest input (DELLA), and the
+            # own update is the only scale left (:func:`_own_update_ratio`).
+            into = beyond if named is not None and ratio > RESIDUAL_MAX_EQUAL else per_size
+            if size not in into or score < into[size][3]:
+                into[size] = (ratio, subset, a, score, bool(kept & set(bases)), by_layer, own)
+    per_size = per_size or beyond
     if not per_size:
         return None
     best_ratio = min(v[0] for v in per_size.values())
     for size in sorted(per_size):
-        ratio, subset, a, _, confirmed, by_layer = per_size[size]
+        ratio, subset, a, _, confirmed, by_layer, own = per_size[size]
         if named is not None:
             # A sparse merge's residual is mostly its trimmed or dropped entries, which no input explains
             # (a fine-tune leaves ~1): what a set of inputs adds is the share it explains, 1 - ratio. Fewer
             # inputs win when they explain within PARSIMONY of what the best explains (profile C: a DELLA
             # merge of four explains 0.32 of its distance, its base and two of its inputs 0.16).
             if 1.0 - ratio >= PARSIMONY * (1.0 - best_ratio):
-                return ratio, subset, a, RESIDUAL_MAX_EQUAL, by_layer
+                return ratio, subset, a, _equal_cap(ratio, own), by_layer
             continue
         if ratio <= best_ratio / PARSIMONY or (ratio <= EXACT_NOISE and _noise_only(pl, c, per_size[size], per_size)):
             cap = EXACT if ratio <= EXACT else RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
             return (ratio, subset, a, cap, by_layer) if ratio <= cap else None
     return None
+
+
+def _own_update_ratio(res: float, dc: np.ndarray, kept: set[int]) -> float:
+    """A confirmed sparse merge's residual ``res`` as a share of its own update: its squared distance to the
+    base its entries name (``kept``: positions in ``dc``, the child's squared distances to the subset), the
+    farthest of them where more than one; ``inf`` where none.
+
+    Drop-and-rescale merges (DARE, Yu et al. 2023; DELLA, Deep et al. 2024) keep each task-vector entry with
+    probability p and divide it by p: what no combination of the inputs explains is the dropped part of
+    the merge's own update, (1 - p) of it for a linear combination (DELLA-linear) and up to about 1.5 x
+    that where DELLA's sign election and normalisation divide a lone survivor by its own weight (simulated:
+    1.2-1.5 x), and the base's entries survive where every input dropped theirs, (1 - p)^k of them for k
+    inputs (profile C, issue 11: the base shares of the diagnosis sets' six DELLA merges give their 1 - p to
+    within 0.011, and their residuals are 0.8-1.1 x that of their own update). A fine-tune's update is new:
+    it leaves ~1 of it where the named base is its parent. Measured on the nearest parent instead, the same
+    residuals read 0.68-0.90: the rescaling carries the merge away from its base, towards and past its
+    heaviest input. Only a fallback (:func:`_best_subset`, :func:`_equal_cap`): the guards were set on the
+    nearest parent's scale, and on this one they lose fine-tunes that share entries with their tree (SGD
+    leaves entries without gradient untouched): a fine-tune two steps below the named base leaves about half
+    of its distance to it, and the off-ray guard against weight-decayed fine-tunes, read on this scale, let
+    three SGD + weight-decay fine-tunes of the generalise collection ``fitw`` through as merges at 0.99.
+    """
+    if not kept:
+        return math.inf
+    own = max(float(dc[b]) for b in kept)
+    return res / own if own > 0 else math.inf
+
+
+def _equal_cap(ratio: float, own: float) -> float:
+    """The cap a confirmed sparse merge's fit (residual ``ratio`` of its nearest parent's squared distance,
+    ``own`` of its own update) is held to in :func:`_fits`' off-ray test: :data:`RESIDUAL_MAX_EQUAL`, or where
+    the fit is beyond it (the fallback of :func:`_best_subset`) the same cap on the own update, in the units
+    of ``ratio``."""
+    if ratio <= RESIDUAL_MAX_EQUAL or not 0 < own < math.inf:
+        return RESIDUAL_MAX_EQUAL
+    return RESIDUAL_MAX_EQUAL * ratio / own
 
 
 def _noise_only(pl: PairLayers, c: int, fit: tuple, per_size: dict) -> bool:
@@ -644,7 +691,7 @@ def _noise_only(pl: PairLayers, c: int, fit: tuple, per_size: dict) -> bool:
     6e-4 and 6e-4): there the fit with more parents must win. Compared off the ray
     (:func:`off_ray_ratio`) the smaller fit must be within :data:`PARSIMONY` of the best.
     """
-    _, subset, _, _, _, by_layer = fit
+    _, subset, _, _, _, by_layer, _ = fit
     best = min(per_size.values(), key=lambda v: v[0])
     if len(best[1]) <= len(subset):
         return True
