@@ -1,4 +1,4 @@
-"""A compiled decoder for compressed-tensors integer codes (2, 4 or 8 bits a code, or int8 as stored).
+"""A compiled decoder of 2-, 4- and 8-bit codes with a scale per group (compressed-tensors, MLX, NVFP4).
 
 In torch, ``(q - zero) * scale`` rounded to the scale's dtype is five or six passes over a float32 chunk
 (unpack, widen, subtract, multiply, round, widen again) and costs tens of times the read of the packed
@@ -37,30 +37,27 @@ def _build() -> Callable[..., None]:
         return (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
 
     @njit(cache=True, nogil=True)
-    def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, zero: np.ndarray,
+    def decode_codes(codes: np.ndarray, bits: int, levels: np.ndarray, scale: np.ndarray, zero: np.ndarray,
                      round_bf16: bool, affine: bool, out: np.ndarray) -> None:  # pragma: no cover - compiled
         rows, cols = out.shape
         groups = scale.shape[1]
         size = cols // groups
-        levels = 1 << bits
-        offset = 0 if signed else levels >> 1
         # A group has only 2 ** bits distinct values: computed (and rounded) once, then each code looks
         # its value up, so the loop over the codes is a byte read and a float write.
-        lut = np.empty(levels, np.float32)
+        lut = np.empty(levels.shape[0], np.float32)
         lut_bits = lut.view(np.uint32)
         for r in range(rows):
             for g in range(groups):
                 s = scale[r, g]
-                z = np.float32(offset) + zero[r, g]
-                for k in range(levels):
-                    q = k - 256 if signed and k >= 128 else k
+                z = zero[r, g]
+                for k in range(levels.shape[0]):
                     if affine:  # MLX: q * scale + bias, each operation rounded to the scale's dtype
-                        lut[k] = np.float32(q) * s
+                        lut[k] = levels[k] * s
                         if round_bf16:
                             lut_bits[k] = _round_bf16(lut_bits[k])
-                        lut[k] += zero[r, g]
+                        lut[k] += z
                     else:
-                        lut[k] = (np.float32(q) - z) * s
+                        lut[k] = (levels[k] - z) * s
                     if round_bf16:
                         lut_bits[k] = _round_bf16(lut_bits[k])
                 c0 = g * size
@@ -83,25 +80,35 @@ def _build() -> Callable[..., None]:
     return decode_codes
 
 
-def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, zero: np.ndarray | None,
+def integer_levels(bits: int, signed: bool = False, offset: bool = True) -> np.ndarray:
+    """The value of each ``bits``-bit code as float32: ``code - 2 ** (bits - 1)`` for offset codes
+    (compressed-tensors' packing), two's complement for ``signed`` int8, the code itself otherwise (MLX)."""
+    codes = np.arange(1 << bits, dtype=np.int64)
+    if signed:
+        codes = np.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes)
+    elif offset:
+        codes = codes - (1 << (bits - 1))
+    return codes.astype(np.float32)
+
+
+def decode_codes(codes: np.ndarray, bits: int, levels: np.ndarray, scale: np.ndarray, zero: np.ndarray | None,
                  round_bf16: bool, out: np.ndarray, affine: bool = False) -> np.ndarray:
-    """``out[r, c] = (code(r, c) - zero[r, g]) * scale[r, g]`` with ``g`` the column's group, in one pass
-    (with ``affine``: ``code(r, c) * scale[r, g] + zero[r, g]``, MLX's form, ``zero`` its biases).
+    """``out[r, c] = (levels[code(r, c)] - zero[r, g]) * scale[r, g]`` with ``g`` the column's group, in one
+    pass (with ``affine``: ``levels[code] * scale + zero``, MLX's form, ``zero`` its biases).
 
     Parameters
     ----------
     codes : numpy.ndarray
-        uint8 (rows, bytes): the packed words' bytes (little-endian), ``8 // bits`` codes a byte, lowest
-        bits first, each stored with an offset of ``2 ** (bits - 1)`` (with ``affine``, none: MLX's codes are
-        the unsigned values); or, with ``signed``, int8 codes viewed as uint8 (``bits`` 8, no offset).
+        uint8 (rows, bytes): ``8 // bits`` codes a byte, lowest bits first (the little-endian bytes of
+        int32 words packed that way, or int8 codes viewed as uint8).
     bits : int
         2, 4 or 8.
-    signed : bool
-        The bytes are two's-complement int8 codes (int-quantized) rather than offset codes.
+    levels : numpy.ndarray
+        float32 (2 ** bits,): the value each code stands for (:func:`integer_levels`, or FP4's E2M1 values).
     scale : numpy.ndarray
         float32 (rows, groups); the groups split the columns evenly, in whole bytes of codes.
     zero : numpy.ndarray, optional
-        float32 (rows, groups) signed zero points; None for symmetric schemes.
+        float32 (rows, groups) zero points (MLX: biases); None for none.
     round_bf16 : bool
         Round each value to bfloat16 (the library computes in a bfloat16 scale's dtype); with ``affine``,
         the product and the sum each, as bfloat16 arithmetic does.
@@ -112,7 +119,7 @@ def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, 
     if bits not in (2, 4, 8) or codes.dtype != np.uint8 or codes.shape[0] != rows \
             or codes.shape[1] * (8 // bits) < cols or scale.dtype != np.float32 or scale.shape[0] != rows \
             or cols % scale.shape[1] or (cols // scale.shape[1]) % (8 // bits) \
-            or out.dtype != np.float32 or not out.flags.c_contiguous \
+            or out.dtype != np.float32 or not out.flags.c_contiguous or levels.shape != (1 << bits,) \
             or (zero is not None and zero.shape != scale.shape):
         raise ValueError(f"decode_codes: codes {codes.dtype}{codes.shape}, scale {scale.dtype}{scale.shape}, "
                          f"out {out.dtype}{out.shape} do not fit {bits}-bit codes")
@@ -120,5 +127,6 @@ def decode_codes(codes: np.ndarray, bits: int, signed: bool, scale: np.ndarray, 
     if _KERNEL is None:
         _KERNEL = _build()
     zeros = np.zeros_like(scale) if zero is None else np.ascontiguousarray(zero, dtype=np.float32)
-    _KERNEL(np.ascontiguousarray(codes), bits, signed, np.ascontiguousarray(scale), zeros, round_bf16, affine, out)
+    _KERNEL(np.ascontiguousarray(codes), bits, np.ascontiguousarray(levels, dtype=np.float32),
+            np.ascontiguousarray(scale), zeros, round_bf16, affine, out)
     return out

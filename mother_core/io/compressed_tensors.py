@@ -201,7 +201,11 @@ def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None
     n_out, cols = w.shape
     scale = read(w.parts["scale"], None)
     if w.kind == "ct-nvfp4":
-        return out.copy_(_nvfp4(w, read, rows, scale))
+        local = _nvfp4_scales(w, read, scale)
+        if _compiled(out) and cols % 16 == 0 and local.dim() == 2 and local.shape == (n_out, cols // 16):
+            return _decode_compiled(w, read, rows, out, pieces, 4, _E2M1_LEVELS, local[r0:r1].contiguous().numpy(),
+                                    None, True, cols // 2)
+        return out.copy_(_nvfp4(w, read, rows, local))
     zero = None
     if "zero" in w.parts:
         zero = read(w.parts["zero"], None)
@@ -211,23 +215,10 @@ def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None
     fast = _fast_arguments(w, scale, zero, rows, out)
     if fast is not None:
         bits, scales, zeros = fast
-        target = out.view(r1 - r0, cols).numpy()
-        signed, round_bf16 = w.layout is None, scale.dtype == torch.bfloat16
-
-        def rows_into(first: int, codes: np.ndarray) -> None:
-            k = codes.shape[0]
-            compressed_fast.decode_codes(codes, bits, signed, scales[first:first + k],
-                                         None if zeros is None else zeros[first:first + k], round_bf16,
-                                         target[first:first + k])
-
-        if pieces is not None:
-            unit = -(-cols * bits // 8) if w.layout is None else w.layout_words * 4
-            pieces(w.parts["q"], rows, unit, lambda first, piece: rows_into(first, piece.view(np.uint8).reshape(
-                -1, unit)))
-        else:
-            whole = read(w.parts["q"], rows).contiguous().numpy().view(np.uint8)  # little-endian words
-            rows_into(0, whole.reshape(r1 - r0, -1))
-        return out
+        unit = -(-cols * bits // 8) if w.layout is None else w.layout_words * 4
+        return _decode_compiled(w, read, rows, out, pieces, bits,
+                                compressed_fast.integer_levels(bits, signed=w.layout is None), scales, zeros,
+                                scale.dtype == torch.bfloat16, unit)
     stored = read(w.parts["q"], rows)
     codes = stored.to(torch.int32) if w.layout is None else unpack_codes(stored, cols, w.layout)
     g_idx = read(w.parts["g_idx"], None).to(torch.int64) if "g_idx" in w.parts else None
@@ -238,6 +229,36 @@ def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None
     if scale.dtype in _HALF_DTYPES:  # the library computes in the scale's dtype
         values = values.to(scale.dtype).to(torch.float32)
     return out.copy_(values)
+
+
+#: The value of each NVFP4 code: E2M1 magnitude by the low three bits, the fourth the sign.
+_E2M1_LEVELS = np.array([(-1.0 if k & 8 else 1.0) * E2M1_VALUES[k & 7] for k in range(16)], dtype=np.float32)
+
+
+def _compiled(out: torch.Tensor) -> bool:
+    return sys.byteorder == "little" and out.is_contiguous() and compressed_fast.available()
+
+
+def _decode_compiled(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
+                     rows: tuple[int, int], out: torch.Tensor, pieces: Pieces | None, bits: int, levels: np.ndarray,
+                     scales: np.ndarray, zeros: np.ndarray | None, round_bf16: bool, unit: int) -> torch.Tensor:
+    """Rows of ``w`` decoded by :func:`compressed_fast.decode_codes` into ``out``: piece by piece as they are
+    read with ``pieces``, else from the rows read whole. ``unit``: stored bytes a row."""
+    r0, r1 = rows
+    target = out.view(r1 - r0, w.shape[1]).numpy()
+
+    def rows_into(first: int, codes: np.ndarray) -> None:
+        k = codes.shape[0]
+        compressed_fast.decode_codes(codes, bits, levels, scales[first:first + k],
+                                     None if zeros is None else zeros[first:first + k], round_bf16,
+                                     target[first:first + k])
+
+    if pieces is not None:
+        pieces(w.parts["q"], rows, unit, lambda first, piece: rows_into(first, piece.view(np.uint8).reshape(-1, unit)))
+    else:
+        whole = read(w.parts["q"], rows).contiguous().numpy().view(np.uint8)  # little-endian words
+        rows_into(0, whole.reshape(r1 - r0, -1))
+    return out
 
 
 def _row_groups(t: torch.Tensor, n_out: int, cols: int, r0: int, r1: int) -> torch.Tensor | None:
@@ -258,7 +279,7 @@ def _fast_arguments(w: CompressedWeight, scale: torch.Tensor, zero: torch.Tensor
     not apply (other widths, reordered columns, blocks, groups that split a byte, a half-float16 scale)."""
     bits = 8 if w.layout is None else w.layout.bits
     if bits not in (2, 4, 8) or "g_idx" in w.parts or scale.dtype not in (torch.float32, torch.bfloat16) \
-            or sys.byteorder != "little" or not out.is_contiguous() or not compressed_fast.available():
+            or not _compiled(out):
         return None
     r0, r1 = rows
     n_out, cols = w.shape
@@ -274,17 +295,22 @@ def _fast_arguments(w: CompressedWeight, scale: torch.Tensor, zero: torch.Tensor
             None if zeros is None else zeros.expand(-1, groups).contiguous().numpy())
 
 
-def _nvfp4(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor], rows: tuple[int, int],
-           scale: torch.Tensor) -> torch.Tensor:
-    r0, r1 = rows
-    packed = read(w.parts["q"], rows).to(torch.int64)
-    codes = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(r1 - r0, -1)  # low nibble first
-    magnitude = torch.tensor(E2M1_VALUES, dtype=torch.float32)[codes & 0x07]
-    values = torch.where((codes & 0x08) != 0, -magnitude, magnitude)
-    # the library widens the float8 scales to bfloat16 and divides by the float32 global scale
+def _nvfp4_scales(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
+                  scale: torch.Tensor) -> torch.Tensor:
+    """NVFP4's float32 scale per group of 16: the library widens the float8 scales to bfloat16 and divides
+    them by the float32 global scale."""
     local = scale.to(torch.bfloat16).to(torch.float32)
     if "global" in w.parts:
         local = local / read(w.parts["global"], None).to(torch.float32).reshape(-1)[0]
+    return local
+
+
+def _nvfp4(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor], rows: tuple[int, int],
+           local: torch.Tensor) -> torch.Tensor:
+    r0, r1 = rows
+    packed = read(w.parts["q"], rows).to(torch.int64)
+    codes = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(r1 - r0, -1)  # low nibble first
+    values = torch.from_numpy(_E2M1_LEVELS)[codes]
     columns = per_column(local, w.shape[0], w.shape[1], None, r0, r1)
     return (values * columns).to(torch.bfloat16).to(torch.float32)
 

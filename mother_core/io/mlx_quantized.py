@@ -116,10 +116,11 @@ def decode_into(w: MlxWeight, read: Callable[[str, tuple[int, int] | None], torc
         biases = bias.to(torch.float32).contiguous().numpy()
         target = out.view(r1 - r0, cols).numpy()
         round_bf16 = scale.dtype == torch.bfloat16
+        levels = compressed_fast.integer_levels(w.bits, offset=False)  # MLX's codes are the values
 
         def rows_into(first: int, codes: np.ndarray) -> None:
             k = codes.shape[0]
-            compressed_fast.decode_codes(codes, w.bits, False, scales[first:first + k], biases[first:first + k],
+            compressed_fast.decode_codes(codes, w.bits, levels, scales[first:first + k], biases[first:first + k],
                                          round_bf16, target[first:first + k], affine=True)
 
         unit = cols * w.bits // 8
