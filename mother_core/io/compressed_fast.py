@@ -4,10 +4,10 @@ In torch, ``(q - zero) * scale`` rounded to the scale's dtype is five or six pas
 (unpack, widen, subtract, multiply, round, widen again) and costs tens of times the read of the packed
 bytes. This numba kernel makes one: a group of codes takes only ``2 ** bits`` values, computed once per group
 into a small table, and each code then reads its value from the table (one byte read, one float write),
-with the GIL released so both pass workers decode at once. The arithmetic is the torch path's, value for value:
-the difference ``q - zero`` is a small integer (exact in float32), its product with a bfloat16 or float32
-scale is exact in float32, and the bfloat16 rounding is round-to-nearest-even on the float32 bits, as
-torch's conversion does. So the values are bit-identical (``tests/test_compressed_tensors.py``).
+with the GIL released so both pass workers decode at once. Each table entry is the torch path's float32
+operations on the same operands (for integer codes ``q - zero`` is a small integer, exact in float32), and
+the bfloat16 rounding is round-to-nearest-even on the float32 bits, as torch's conversion does. So the
+values are bit-identical (``tests/test_compressed_tensors.py``, ``tests/test_mlx_quantized.py``).
 """
 
 from __future__ import annotations
