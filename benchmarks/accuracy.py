@@ -157,14 +157,12 @@ def main() -> None:
     conf = np.array([c for c, _ in pooled])
     ok = np.array([k for _, k in pooled], dtype=float)
     edges = np.linspace(0, 1, 6)
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf >= lo) & ((conf < hi) | (hi == 1.0))
+    bins = [(lo, hi, (conf >= lo) & ((conf < hi) | (hi == 1.0))) for lo, hi in zip(edges[:-1], edges[1:])]
+    for lo, hi, m in bins:
         if m.any():
             print(f"| {lo:.1f}-{hi:.1f} | {m.sum()} | {conf[m].mean():.2f} | {ok[m].mean():.2f} |")
     if len(conf):
-        ece = sum(abs(conf[(conf >= lo) & ((conf < hi) | (hi == 1.0))].mean() - ok[(conf >= lo) & ((conf < hi) | (hi == 1.0))].mean())
-                  * ((conf >= lo) & ((conf < hi) | (hi == 1.0))).sum()
-                  for lo, hi in zip(edges[:-1], edges[1:]) if ((conf >= lo) & ((conf < hi) | (hi == 1.0))).any()) / len(conf)
+        ece = sum(abs(conf[m].mean() - ok[m].mean()) * m.sum() for _, _, m in bins if m.any()) / len(conf)
         print(f"\nExpected calibration error: {ece:.3f} over {len(conf)} edges.")
 
 

@@ -255,7 +255,8 @@ def main() -> None:
             if "ece" in results[next(iter(results))][name]:
                 cal = " / ".join(f"{results[c][name]['ece']:.3f}" for c in results)
                 au = " / ".join(f"{results[c][name]['auroc']:.2f}" for c in results)
-                hi = " / ".join(f"{results[c][name]['wrong_high']:.0%} of {results[c][name]['n_high']}" for c in results)
+                hi = " / ".join(f"{results[c][name]['wrong_high']:.0%} of {results[c][name]['n_high']}"
+                                for c in results)
             else:
                 cal = au = hi = "-"
             print(f"| {name} | " + " | ".join(cells) + f" | {cal} | {au} | {hi} |")

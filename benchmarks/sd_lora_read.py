@@ -74,7 +74,8 @@ def make_peft(out: Path, rank: int) -> tuple[Path, Path]:
                 p.normal_(0, 0.01)  # an untrained adapter's B is zero: give the timing a real product to add
     peft_model.save_pretrained(adapter)
     (adapter / "adapter_config.json").write_text(
-        (adapter / "adapter_config.json").read_text().replace('"base_model_name_or_path": null', '"base_model_name_or_path": "llama-base"'))
+        (adapter / "adapter_config.json").read_text().replace('"base_model_name_or_path": null',
+                                                              '"base_model_name_or_path": "llama-base"'))
     return base, adapter
 
 

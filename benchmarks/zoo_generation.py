@@ -95,7 +95,8 @@ def main() -> None:
         roots = [m for m in ms if m["parent"] is None and m["eval_loss_before"] is not None]
         kids = [m for m in ms if m["parent"] is not None]
         mean = lambda xs: statistics.mean(xs) if xs else float("nan")  # noqa: E731
-        root_cell = (f"{mean([m['eval_loss_before'] for m in roots]):.2f} -> {mean([m['eval_loss_after'] for m in roots]):.2f}"
+        root_cell = (f"{mean([m['eval_loss_before'] for m in roots]):.2f} -> "
+                     f"{mean([m['eval_loss_after'] for m in roots]):.2f}"
                      if roots else "n/a (real root)")
         row = (f"| {meta['split']} | {meta['n_models']} | {meta['n_edges']} | {meta['generation_seconds']:.0f} | "
                f"{root_cell} | "

@@ -374,7 +374,8 @@ def gguf_huge_string(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
 
 def all_nan(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     (folder / "all-nan").mkdir()
-    save_file({k: torch.full_like(v, float("nan")) for k, v in sd.items()}, str(folder / "all-nan" / "model.safetensors"))
+    save_file({k: torch.full_like(v, float("nan")) for k, v in sd.items()},
+              str(folder / "all-nan" / "model.safetensors"))
     return Case("all-nan", "partial", ("nan", "set aside"))
 
 

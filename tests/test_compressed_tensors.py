@@ -46,8 +46,10 @@ def _write(folder: Path, state: dict, quant_config: dict) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("weights,fmt,scheme,tol", CASES, ids=[f"{c[1]}-{c[0]['num_bits']}-{c[0]['strategy']}"
-                                                               f"{'' if c[0]['symmetric'] else '-asym'}" for c in CASES])
+_IDS = [f"{c[1]}-{c[0]['num_bits']}-{c[0]['strategy']}{'' if c[0]['symmetric'] else '-asym'}" for c in CASES]
+
+
+@pytest.mark.parametrize("weights,fmt,scheme,tol", CASES, ids=_IDS)
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "torch"])
 def test_reader_gives_the_weights_the_library_decodes(tmp_path, monkeypatch, weights, fmt, scheme, tol, compiled):
     """Bit for bit the library's weights, with the compiled decoder and without it (numba missing), by

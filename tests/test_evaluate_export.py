@@ -376,7 +376,8 @@ def _typed_network() -> Recovery:
         Edge("a", "c", 0.0, 0.99, 0.99, 0.99, relation="convert", relation_detail="fp32 -> bf16"),
         Edge("m", "f", 0.5, 0.7, 0.7, 0.7),
     ]
-    return Recovery(models=nodes, edges=edges, trees=[TreeInfo(0, tuple(n.id for n in nodes), "a", "specialization", 1)])
+    return Recovery(models=nodes, edges=edges,
+                    trees=[TreeInfo(0, tuple(n.id for n in nodes), "a", "specialization", 1)])
 
 
 def test_base_model_lines_typed():

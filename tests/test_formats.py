@@ -32,7 +32,8 @@ def _ref(path: Path, fmt: str) -> ModelRef:
 def test_gguf_dequantized_under_transformers_names(tmp_path, qtype):
     sd = llama_state(0, hidden=256, inter=256) if qtype == "Q4_K" else llama_state(0)
     path = write_gguf(sd, tmp_path / f"m-{qtype}.gguf", qtype=qtype)
-    expected = gguf_roundtrip(sd, qtype) if qtype != "F16" else {k: v.half().float() if v.ndim == 2 else v for k, v in sd.items()}
+    expected = gguf_roundtrip(sd, qtype) if qtype != "F16" else {
+        k: v.half().float() if v.ndim == 2 else v for k, v in sd.items()}
     with open_model(_ref(path, "gguf")) as reader:
         infos = reader.tensor_infos()
         assert set(infos) == {normalise_name(k) for k in sd}
@@ -132,11 +133,14 @@ def test_gguf_k_quant_and_mixed_types(tmp_path):
 
 def test_gpt2_gguf_transposed_back(tmp_path):
     g = torch.Generator().manual_seed(3)
-    sd = {"transformer.wte.weight": torch.randn(64, 32, generator=g), "transformer.wpe.weight": torch.randn(16, 32, generator=g),
-          "transformer.h.0.ln_1.weight": torch.ones(32), "transformer.h.0.attn.c_attn.weight": torch.randn(32, 96, generator=g),
+    sd = {"transformer.wte.weight": torch.randn(64, 32, generator=g),
+          "transformer.wpe.weight": torch.randn(16, 32, generator=g),
+          "transformer.h.0.ln_1.weight": torch.ones(32),
+          "transformer.h.0.attn.c_attn.weight": torch.randn(32, 96, generator=g),
           "transformer.h.0.attn.c_proj.weight": torch.randn(32, 32, generator=g),
           "transformer.h.0.mlp.c_fc.weight": torch.randn(32, 128, generator=g),
-          "transformer.h.0.mlp.c_proj.weight": torch.randn(128, 32, generator=g), "transformer.ln_f.weight": torch.ones(32)}
+          "transformer.h.0.mlp.c_proj.weight": torch.randn(128, 32, generator=g),
+          "transformer.ln_f.weight": torch.ones(32)}
     path = write_gguf(sd, tmp_path / "gpt2.gguf", qtype="Q8_0", arch="gpt2", heads=2, kv_heads=2)
     with open_model(_ref(path, "gguf")) as reader:
         assert set(reader.tensor_infos()) == {normalise_name(k) for k in sd}

@@ -129,7 +129,8 @@ def test_a_poisoned_file_then_a_clean_one_changes_nothing(tmp_path):
     assert after == before
     got = load_torch_file(str(clean))
     assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
-    assert torch.equal(torch.load(clean, weights_only=True)["model.embed_tokens.weight"], sd["model.embed_tokens.weight"])
+    reloaded = torch.load(clean, weights_only=True)
+    assert torch.equal(reloaded["model.embed_tokens.weight"], sd["model.embed_tokens.weight"])
 
 
 def test_the_poison_is_real_for_a_plain_unpickler(tmp_path):

@@ -55,7 +55,8 @@ def zoo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("zoo")
     cf.save_safetensors(root / "single.safetensors", SD)
     cf.hf_folder(root / "hf-bf16", cf.llama_state(1, torch.bfloat16), readme_base_model="org/single")
-    cf.hf_folder(root / "hf-fp16", cf.llama_state(2, torch.float16), config={"base_model": ["cfg-parent", "x"], "architectures": ["LlamaForCausalLM"]})
+    cf.hf_folder(root / "hf-fp16", cf.llama_state(2, torch.float16),
+                 config={"base_model": ["cfg-parent", "x"], "architectures": ["LlamaForCausalLM"]})
     cf.sharded_safetensors(root / "sharded", SD, n=3)
     cf.torch_bin_folder(root / "bin", cf.with_buffers(SD))
     cf.sharded_bin(root / "sharded-bin", SD)
@@ -470,7 +471,8 @@ def test_missing_shard_and_same_path_twice(tmp_path):
 
 def test_peft_embedding_and_conv_updates(tmp_path):
     emb, conv = torch.randn(10, 6), torch.randn(5, 3, 3, 3)
-    cf.save_safetensors(tmp_path / "base" / "model.safetensors", {"model.embed_tokens.weight": emb, "stem.conv.weight": conv})
+    cf.save_safetensors(tmp_path / "base" / "model.safetensors",
+                        {"model.embed_tokens.weight": emb, "stem.conv.weight": conv})
     ea, eb = torch.randn(2, 10), torch.randn(6, 2)  # PEFT Embedding: A (r, vocab), B (dim, r)
     ca, cb = torch.randn(2, 3, 3, 3), torch.randn(5, 2, 1, 1)
     ad = tmp_path / "ad"

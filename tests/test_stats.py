@@ -91,7 +91,8 @@ def test_nearly_identical_and_frozen_layers_keep_precision(tmp_path, kernel):
     first = normalise_name(next(iter(sds["root"])))
     s = [t.name for t in stats.tensors].index(first)
     assert stats.sq_dist[s, r, heavy] == 0.0  # frozen layer: exactly zero, no cancellation noise
-    ref = float(((sds["root"][next(iter(sds["root"]))].double() - sds["light"][next(iter(sds["light"]))].double()) ** 2).sum())
+    first_root, first_light = sds["root"][next(iter(sds["root"]))], sds["light"][next(iter(sds["light"]))]
+    ref = float(((first_root.double() - first_light.double()) ** 2).sum())
     assert stats.sq_dist[s, r, light] == pytest.approx(ref, rel=1e-5)
 
 

@@ -158,7 +158,8 @@ def test_merges_follow_mergekit_formulas(small_typed_zoo: Path) -> None:
         assert cfg["merge_method"] == m["params"]["method"]
         parents = {p: _st(d / p) for p in m["parents"]}
         child = _st(d / mid)
-        name = next(k for k in child if k.endswith(("layers.0.self_attn.q_proj.weight", "h.0.attn.c_attn.weight", "layer.0.attention.self.query.weight")))
+        name = next(k for k in child if k.endswith(("layers.0.self_attn.q_proj.weight", "h.0.attn.c_attn.weight",
+                                                      "layer.0.attention.self.query.weight")))
         expected = _merge_formula(cfg, {p: s[name] for p, s in parents.items()})
         if expected is not None:
             assert _rel(child[name], expected) < 1e-4, (mid, cfg["merge_method"])
@@ -188,7 +189,8 @@ def test_unmerged_adapter_merges_into_its_base(small_typed_zoo: Path) -> None:
         files = {p.name for p in (d / adapter).iterdir()}
         assert {"adapter_config.json", "adapter_model.safetensors"} <= files and "model.safetensors" not in files
         acfg = json.loads((d / adapter / "adapter_config.json").read_text())
-        assert acfg["peft_type"] == "LORA" and acfg["r"] == plan[node.params["from_adapter"]].params["rank"] and acfg["base_model_name_or_path"]
+        assert acfg["peft_type"] == "LORA" and acfg["base_model_name_or_path"]
+        assert acfg["r"] == plan[node.params["from_adapter"]].params["rank"]
         model = PeftModel.from_pretrained(load(node.arch, d / base), str(d / adapter)).merge_and_unload()
         ours = {k: v for k, v in model.state_dict().items()}
         theirs = _st(d / merged)

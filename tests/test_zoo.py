@@ -224,7 +224,8 @@ def test_lora_difference_has_rank_at_most_r(zoo: dict[str, Path]) -> None:
             rank = _num_rank(tc[n] - tp[n])
             assert 0 < rank <= r, (p, c, n, rank)
         # Frozen parts (norms, embeddings) are untouched by LoRA.
-        assert torch.equal(tp["vit.encoder.layer.0.layernorm_before.weight"], tc["vit.encoder.layer.0.layernorm_before.weight"])
+        norm = "vit.encoder.layer.0.layernorm_before.weight"
+        assert torch.equal(tp[norm], tc[norm])
 
 
 def test_full_fine_tuning_difference_is_full_rank(zoo: dict[str, Path]) -> None:
