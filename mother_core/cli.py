@@ -165,9 +165,11 @@ def _cmd_scan(args) -> int:
     from mother_core.io.discovery import discover
 
     found = discover(args.paths, component=args.component, roots=args.confine)
+    id_width = min(60, max([40, *(len(m.id) for m in found.models)]))
+    format_width = min(40, max([20, *(len(m.format) for m in found.models)]))  # columns line up
     for m in found.models:
         size = f"{m.size_bytes / 1e6:9.1f} MB"
-        print(printable(f"{m.id:40s} {m.format:20s} {size} {m.architecture or ''}"))
+        print(printable(f"{m.id:{id_width}s} {m.format:{format_width}s} {size} {m.architecture or ''}"))
     for p in found.problems:
         print(printable(f"skipped {p.path}: {p.message}"), file=sys.stderr)
     return 0

@@ -96,9 +96,9 @@ def test_split_gguf_is_one_model(tmp_path):
 
     root = llama_state(35)
     folder = tmp_path / "set"
-    folder.mkdir()
-    for name, sd in (("root", root), ("a", perturbed(root, 36, rel=0.15))):
-        _save(sd, folder / f"{name}.safetensors")
+    for name, sd in (("root", root), ("a", perturbed(root, 36, rel=0.15))):  # model folders beside the parts
+        (folder / name).mkdir(parents=True)
+        _save(sd, folder / name / "model.safetensors")
     write_gguf(root, folder / "root-q8.gguf", split_max_tensors=8)
     parts = sorted(p.name for p in folder.glob("root-q8-*.gguf"))
     assert len(parts) > 2 and parts[0] == f"root-q8-00001-of-{len(parts):05d}.gguf"

@@ -344,7 +344,9 @@ def _model_files(folder: str, loose: bool, listing: set[str] | None = None) -> t
         return fmt, _from_index(os.path.join(folder, indexes[0]))
     shard_stems = {w: m["stem"] for w in weights if (m := _SHARD.match(w))}
     shards = list(shard_stems)
-    if shards and len(set(shard_stems.values())) == 1 and len(shards) == len(weights):
+    if shards and len(set(shard_stems.values())) == 1 and len(shards) == len(weights) and not (
+            shards[0].endswith(".gguf") and any(os.path.isdir(os.path.join(folder, n)) for n in names)):
+        # (the parts of a split GGUF beside model folders are one model of that folder of models: path())
         fmt = _sharded_format(shards[0])
         return fmt, tuple(os.path.join(folder, s) for s in sorted(shards))
     generic = [w for w in weights if GENERIC_STEMS.match(w)]
