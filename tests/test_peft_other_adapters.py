@@ -55,13 +55,15 @@ def _configs() -> dict[str, Any]:
     from peft import IA3Config, LoHaConfig, LoKrConfig
 
     return {
-        # rank and alpha patterns: q_proj at another rank, v_proj at another alpha
-        "loha": LoHaConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+        # rank and alpha patterns: q_proj at another rank, v_proj at another alpha; at r=8 the Hadamard
+        # product of v_proj and down_proj is full rank (up to r^2 = 64 > 16, 32), q_proj's (r=2) is not
+        "loha": LoHaConfig(r=8, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                            rank_pattern={"q_proj": 2}, alpha_pattern={"v_proj": 3}),
-        # decompose_both at r=2: both Kronecker factors stored as low-rank products; q_proj at r=4 stores
-        # both factors whole, so its scale alpha / r comes from the rank pattern alone
+        # decompose_both at r=2: down_proj's Kronecker factors stored as low-rank products; q_proj and k_proj
+        # at r=4 store both factors whole (a full-rank update), so their scale alpha / r comes from the rank
+        # pattern alone
         "lokr": LoKrConfig(r=2, alpha=6, decompose_both=True, target_modules=["q_proj", "k_proj", "down_proj"],
-                           rank_pattern={"q_proj": 4}),
+                           rank_pattern={"q_proj": 4, "k_proj": 4}),
         # down_proj feedforward: scaled by input (1, in); k/v by output (out, 1), biases too
         "ia3": IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]),
     }
@@ -152,7 +154,8 @@ def test_adapters_linked_to_their_base(made):
     words = {"loha": "LoHa", "lokr": "LoKr", "ia3": "IA3"}
     for kind in ("loha", "lokr", "ia3"):
         assert edges[kind].parent == "base" and edges[kind].relation == "adapter", edges[kind]
-        # not low rank by design: the evidence says so rather than doubting the adapter
+        # LoHa and LoKr change most of their layers at full rank here (IA3 reads low rank only after a
+        # row rescaling): by design, so the evidence says so rather than doubting the adapter
         assert edges[kind].relation_confidence == CONFIDENCE["adapter: config base"], edges[kind]
         link = next(link for link in result.problem.links if result.model_ids[link["child"]] == kind)
         assert f"PEFT {words[kind]} adapter" in link["evidence"] and "not low rank" in link["evidence"]

@@ -302,7 +302,7 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
             named = f"{config} names {ref.base_id!r}, in the set"
         evidence = (f"{what}; {named}; merged into it, it changes {changed} layers"
                     + (f", {low:.0%} of them at low rank" if changed and form is None else "")
-                    + (f" (a {form} update is not low rank: its form is checked by the reader, not by rank)"
+                    + (f" ({form} updates are not low rank: their form is checked by the reader, not by rank)"
                        if form else "")
                     + (f" ({rescaled} after a DoRA-style row rescaling)" if agree and rescaled else "")
                     + ("" if agree else " (the weights do not confirm a low-rank update)")
