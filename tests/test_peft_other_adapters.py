@@ -94,7 +94,7 @@ def _read_equals(root: Path, kind: str, want: dict[str, torch.Tensor]) -> int:
     """Check the engine's reading of adapter ``kind`` under ``root`` against PEFT's merged weights ``want``;
     the number of tensors the adapter changed."""
     refs = _refs(root)
-    assert refs[kind].format == f"peft-lora:{kind}" and refs[kind].base_id == "base"
+    assert refs[kind].format == f"peft-lora:{kind.split('-')[0]}" and refs[kind].base_id == "base"
     changed = 0
     with open_model(refs["base"]) as base, open_model(refs[kind], base) as reader:
         assert set(reader.tensor_infos()) == set(base.tensor_infos())
@@ -176,31 +176,66 @@ def test_other_peft_types_refused_by_name(made, tmp_path):
     assert "merge_and_unload" in problem.message
 
 
-def test_loha_on_a_convolution_refused_clearly(tmp_path):
-    """LoHa on a Conv2d (PEFT's flattened or Tucker kernel forms) is refused when the adapter is opened,
-    with the module named and the way out said, not merged wrongly."""
-    from peft import LoHaConfig, get_peft_model
+class _Net(torch.nn.Module):
+    """A convolution and a linear layer: PEFT's LoHa and LoKr take both."""
 
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3)
-            self.proj = torch.nn.Linear(8, 4)
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 8, 3)
+        self.proj = torch.nn.Linear(8, 6)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.proj(self.conv(x).mean((2, 3)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x).mean((2, 3)))
+
+
+def _conv_set(folder: Path, kind: str, config: Any) -> dict[str, torch.Tensor]:
+    """A base ``_Net`` and an adapter trained on it (AdamW steps on a fixed regression batch) under
+    ``folder``; PEFT's merged weights."""
+    from peft import get_peft_model
 
     torch.manual_seed(0)
-    net = Net()
-    (tmp_path / "base").mkdir()
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "base" / "model.safetensors"))
-    (tmp_path / "base" / "config.json").write_text("{}")
-    model = get_peft_model(net, LoHaConfig(r=2, alpha=4, target_modules=["conv", "proj"]))
-    model.save_pretrained(tmp_path / "loha")
-    config = json.loads((tmp_path / "loha" / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "base"  # a custom module has no hub name; say which folder
-    (tmp_path / "loha" / "adapter_config.json").write_text(json.dumps(config))
+    net = _Net()
+    (folder / "base").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "base" / "model.safetensors"))
+    (folder / "base" / "config.json").write_text("{}")
+    model = get_peft_model(net, config)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 4, 7, 7, generator=g), torch.randn(16, 6, generator=g)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(4):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(folder / kind)
+    config_path = folder / kind / "adapter_config.json"
+    saved = json.loads(config_path.read_text())
+    saved["base_model_name_or_path"] = "base"  # a custom module has no hub name; say which folder
+    config_path.write_text(json.dumps(saved))
+    return {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr", "lokr-whole"])
+def test_loha_lokr_on_a_convolution(tmp_path, kind):
+    """On a Conv2d PEFT factors the kernel flattened (out, in * 3 * 3): LoHa's products, LoKr's low-rank
+    second factor and its whole (b, d, 3, 3) one merge as ``merge_and_unload`` does, whole and by rows."""
+    from peft import LoHaConfig, LoKrConfig
+
+    config = {"loha": LoHaConfig(r=2, alpha=4, target_modules=["conv", "proj"]),
+              "lokr": LoKrConfig(r=1, alpha=3, target_modules=["conv", "proj"]),
+              "lokr-whole": LoKrConfig(r=8, alpha=3, target_modules=["conv", "proj"])}[kind]
+    want = _conv_set(tmp_path, kind, config)
+    assert _read_equals(tmp_path, kind, want) == 2
+
+
+def test_tucker_convolution_refused_clearly(tmp_path):
+    """LoHa with ``use_effective_conv2d`` (a Tucker kernel, ``hada_t1`` / ``hada_t2``) is refused when the
+    adapter is opened, with the module named and the way out said, not merged wrongly."""
+    from peft import LoHaConfig
+
+    _conv_set(tmp_path, "loha", LoHaConfig(r=2, alpha=4, target_modules=["conv"], use_effective_conv2d=True))
     refs = _refs(tmp_path)
     with open_model(refs["base"]) as base, pytest.raises(UnreadableCheckpointError,
-                                                         match="LOHA adapter on the convolution .*conv.*merge_and"):
+                                                         match="LOHA adapter with a Tucker .* kernel on the "
+                                                               "convolution .*conv.*merge_and"):
         open_model(refs["loha"], base)

@@ -25,12 +25,14 @@ The other PEFT types this reader merges, each as PEFT 0.21's ``merge`` does (``p
   ``W + kron(w1, w2) * alpha / r``; row ``i`` of the Kronecker product is ``w1[i // b] (x) w2[i % b]`` for
   ``w2`` of ``b`` rows, so a row range needs only those rows' factors.
 - LoHa and LoKr take ``r`` / ``alpha`` (with ``rank_pattern`` / ``alpha_pattern``) from the config as
-  LoRA does, the stored rank winning where the tensors show one; there is no rsLoRA for them. Their
-  convolution forms (a flattened or a Tucker ``hada_t*`` / ``lokr_t2`` kernel) are refused.
+  LoRA does, the stored rank winning where the tensors show one; there is no rsLoRA for them. On a
+  convolution PEFT factors the kernel flattened, (out, in * kh * kw), and so is it merged here; the
+  Tucker forms (``use_effective_conv2d``: ``hada_t1`` / ``hada_t2`` / ``lokr_t2``) are refused.
 - IA3 (``ia3_l``) is multiplicative: ``W * l``, with ``l`` of shape (out, 1) scaling output rows (and the
   module's bias, as PEFT does) or, on a ``feedforward_modules`` layer, (1, in) scaling input columns;
   the stored shape says which. ``fan_in_fan_out`` (GPT-2 ``Conv1D``) transposes ``l``. IA3 on a
-  convolution is refused.
+  convolution is refused (its vector is saved (1, C, 1, 1) either way; only ``feedforward_modules`` would
+  say whether C counts outputs or inputs).
 
 Other PEFT types (OFT, BOFT, VeRA, ...) are refused at discovery (:data:`.registry.PEFT_TYPES`).
 """
@@ -101,6 +103,8 @@ class _Update:
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Whether the update applies to a stored tensor of ``shape`` (IA3's vector broadcasts)."""
+        if self.mode in ("hadamard", "kron"):  # a convolution's kernel as PEFT flattens it: (out, in * kh * kw)
+            return len(shape) >= 2 and tuple(self.shape()) == (shape[0], math.prod(shape[1:]))
         if self.mode != "scale":
             return tuple(self.shape()) == tuple(shape)
         rows, cols = self.a.shape
@@ -116,6 +120,8 @@ class _Update:
         Diffusion LoRA"). LoHa and LoKr compute the rows of the update in PEFT's order (the product, times
         the scale, then added) so that the merge rounds as ``merge_and_unload`` does; IA3 multiplies.
         """
+        if merged.numel() == 0:  # an empty row range: nothing to change (and no shape to view it by)
+            return
         r0, r1 = rows if rows is not None else (0, merged.shape[0])
         flat = merged.view(merged.shape[0], -1)
         if self.mode in ("linear_t", "embedding"):  # rows of (B @ A).T
@@ -126,7 +132,7 @@ class _Update:
         elif self.mode == "kron":  # row i of kron(w1, w2) is w1[i // n2] (x) w2[i % n2]
             idx = torch.arange(r0, r1)
             n2 = self.b.shape[0]
-            flat.add_((self.a[idx // n2][:, :, None] * self.b[idx % n2][:, None, :]).reshape(r1 - r0, -1)
+            flat.add_((self.a[idx // n2][:, :, None] * self.b[idx % n2][:, None, :]).reshape(r1 - r0, flat.shape[1])
                       * self.scale)
         elif self.mode == "scale":  # IA3: a per-row vector is cut to the rows, a per-column one broadcasts
             flat.mul_(self.a[r0:r1] if self.a.shape[0] > 1 or self.a.shape[1] == 1 else self.a)
@@ -339,11 +345,14 @@ class LoraReader:
             name = normalise_name(module + ".weight")
             info = self._infos.get(name)
             stored = info.shape if info is not None else ()
-            if any(k in got for k in ("hada_t1", "hada_t2", "lokr_t2")) or len(stored) > 2 \
+            if "lokr_w2" in got and got["lokr_w2"].dim() > 2:  # a whole conv factor (b, d, *k): kron of the
+                got["lokr_w2"] = got["lokr_w2"].flatten(1)  # flattened kernels is the flattened kron
+            if any(k in got for k in ("hada_t1", "hada_t2", "lokr_t2")) or (peft_type == "IA3" and len(stored) > 2) \
                     or any(t.dim() != 2 for t in got.values()):
+                form = "IA3 vector" if peft_type == "IA3" else "Tucker (use_effective_conv2d) kernel"
                 raise UnreadableCheckpointError(
-                    f"{path} is a PEFT {peft_type} adapter on the convolution {module}, which this version merges "
-                    "on linear layers only. Merge it with PEFT (merge_and_unload) and add the merged model instead.",
+                    f"{path} is a PEFT {peft_type} adapter with a {form} on the convolution {module}, which this "
+                    "version does not merge. Merge it with PEFT (merge_and_unload) and add the merged model instead.",
                     path)
             bare = module.removeprefix("base_model.model.")
             r = _pattern_value(rank_pattern, bare) or r_default
