@@ -6,10 +6,11 @@ Each path is a model or a folder of models. Recognised, in this order, for a fol
    present, else the newest), or a hub cache root holding several ``models--*`` (or ``hub/models--*``);
 2. a diffusers repository (``model_index.json`` or component sub-folders): ``component`` picks the
    sub-folder, else ``unet`` if present, else a problem listing the components;
-3. a PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``/``.bin``); a Stable Diffusion
-   LoRA file (kohya-ss or diffusers layout, :mod:`.sd_lora`) is found by its tensor names wherever a weight
-   file is, and its base named by its header metadata (``ss_sd_model_name``, else the base file whose
-   legacy hash is its ``ss_sd_model_hash``) or by the model card beside it;
+3. a PEFT adapter, LoRA / DoRA / LoHa / LoKr / IA3 (``adapter_config.json`` +
+   ``adapter_model.safetensors``/``.bin``; other PEFT types are a problem); a Stable Diffusion LoRA file
+   (kohya-ss or diffusers layout, :mod:`.sd_lora`) is found by its tensor names wherever a weight file is,
+   and its base named by its header metadata (``ss_sd_model_name``, else the base file whose legacy hash
+   is its ``ss_sd_model_hash``) or by the model card beside it;
 4. a model folder: ``*.safetensors.index.json`` / ``*.bin.index.json`` (shards), ``model.safetensors``,
    ``diffusion_pytorch_model.safetensors``, ``pytorch_model.bin`` (and their variants such as
    ``model.fp16.safetensors``), or exactly one weight file next to a ``config.json``;
@@ -37,7 +38,7 @@ from mother_core.io.filekind import not_a_regular_file, read_json_file, read_tex
 from mother_core.io.quant_scheme import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
 from mother_core.io import sd_lora
-from mother_core.io.registry import needs_base
+from mother_core.io.registry import PEFT_TYPES, needs_base, peft_refusal
 from mother_core.io.sd_single_file import is_single_file
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
@@ -51,8 +52,8 @@ FORMATS_HELP = (
     "single .safetensors files, Hugging Face folders (model.safetensors, sharded *.index.json, "
     "pytorch_model.bin), diffusers repositories (unet/ ...), PyTorch pickles (.bin .pt .pth .pth.tar .ckpt), "
     "GGUF files (.gguf, any quantization the gguf package reads), Tesseract LSTM models (.traineddata), "
-    "PEFT LoRA adapter folders, Stable Diffusion LoRA files (kohya-ss or diffusers .safetensors) and Hugging Face "
-    "cache folders (models--org--name)"
+    "PEFT adapter folders (LoRA, DoRA, LoHa, LoKr, IA3), Stable Diffusion LoRA files (kohya-ss or diffusers "
+    ".safetensors) and Hugging Face cache folders (models--org--name)"
 )
 _STANDARD = (  # per format, most preferred first
     ("model.safetensors", "safetensors"),
@@ -473,15 +474,17 @@ class _Finder:
             self.problem(folder, f"{folder}/adapter_config.json is not a JSON object. Fix or remove the adapter.")
             return True
         peft_type = str(config.get("peft_type", "LORA"))[:40].upper()
-        if peft_type != "LORA":
-            self.problem(folder, f"{folder} is a PEFT {peft_type} adapter; only LoRA adapters are read.")
+        if peft_type not in PEFT_TYPES:
+            self.problem(folder, peft_refusal(folder, peft_type))
             return True
         for name in ("adapter_model.safetensors", "adapter_model.bin"):
             path = os.path.join(folder, name)
             if os.path.isfile(path):
                 base = config.get("base_model_name_or_path") or None
                 base = base[:500] if isinstance(base, str) else None
-                self.add(model_id, folder, "peft-lora", (path,), meta_folders=(folder,), base_id=base)
+                # the scheme names a non-LoRA type for people and for the adapter detector (not low rank)
+                fmt = "peft-lora" if peft_type == "LORA" else f"peft-lora:{peft_type.lower()}"
+                self.add(model_id, folder, fmt, (path,), meta_folders=(folder,), base_id=base)
                 return True
         self.problem(folder, f"{folder} has adapter_config.json but no adapter_model.safetensors or .bin.")
         return True

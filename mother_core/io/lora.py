@@ -1,4 +1,4 @@
-"""PEFT LoRA adapters, presented as the base model with the adapter merged in.
+"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3), presented as the base model with the adapter merged in.
 
 For a module with adapter matrices A (r, in) and B (out, r), the merged weight is
 ``W + scale * B @ A`` with ``scale = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``), where ``r`` and
@@ -15,6 +15,26 @@ to its learned norm (``LoraLayer`` / ``DoraLinearLayer.get_weight_norm``: the no
 each output row), so rows can be read in pieces as for LoRA. On a ``Conv1D`` (``fan_in_fan_out``, GPT-2)
 an output is a stored *column*: its norms come from the whole merged tensor, computed once per tensor.
 DoRA on an embedding or a convolution is refused.
+
+The other PEFT types this reader merges, each as PEFT 0.21's ``merge`` does (``peft/tuners/loha``, ``lokr``,
+``ia3``), all row-separable so rows are still read in pieces:
+
+- LoHa (``hada_w1_a`` (out, r), ``hada_w1_b`` (r, in), ``hada_w2_a``, ``hada_w2_b``):
+  ``W + ((w1a @ w1b) * (w2a @ w2b)) * alpha / r``, the Hadamard product of two low-rank products.
+- LoKr (``lokr_w1`` or ``lokr_w1_a @ lokr_w1_b``; ``lokr_w2`` or ``lokr_w2_a @ lokr_w2_b``):
+  ``W + kron(w1, w2) * alpha / r``; row ``i`` of the Kronecker product is ``w1[i // b] (x) w2[i % b]`` for
+  ``w2`` of ``b`` rows, so a row range needs only those rows' factors.
+- LoHa and LoKr take ``r`` / ``alpha`` (with ``rank_pattern`` / ``alpha_pattern``) from the config as
+  LoRA does, the stored rank winning where the tensors show one; there is no rsLoRA for them. On a
+  convolution PEFT factors the kernel flattened, (out, in * kh * kw), and so is it merged here; the
+  Tucker forms (``use_effective_conv2d``: ``hada_t1`` / ``hada_t2`` / ``lokr_t2``) are refused.
+- IA3 (``ia3_l``) is multiplicative: ``W * l``, with ``l`` of shape (out, 1) scaling output rows (and the
+  module's bias, as PEFT does) or, on a ``feedforward_modules`` layer, (1, in) scaling input columns;
+  the stored shape says which. ``fan_in_fan_out`` (GPT-2 ``Conv1D``) transposes ``l``. IA3 on a
+  convolution is refused (its vector is saved (1, C, 1, 1) either way; only ``feedforward_modules`` would
+  say whether C counts outputs or inputs).
+
+Other PEFT types (OFT, BOFT, VeRA, ...) are refused at discovery (:data:`.registry.PEFT_TYPES`).
 """
 
 from __future__ import annotations
@@ -32,7 +52,14 @@ from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
 from mother_core.io.readers import load_torch_file
+from mother_core.io.registry import PEFT_TYPES, peft_refusal
 from mother_core.io.safetensors_header import read_header
+
+#: LoHa, LoKr and IA3 tensor names: ``<module>.<part>[.<adapter>]`` (PEFT saves them without ``.weight``).
+_OTHER_KEY = re.compile(
+    r"^(?P<module>.+?)\.(?P<part>hada_w[12]_[ab]|hada_t[12]|lokr_w[12]_[ab]|lokr_w[12]|lokr_t2|ia3_l)"
+    r"(?:\.(?P<adapter>[^.]+))?$"
+)
 
 _LORA_KEY = re.compile(
     r"^(?P<module>.+?)\.lora_(?:(?P<ab>[AB])|embedding_(?P<emb>[AB]))(?:\.(?P<adapter>[^.]+))?"
@@ -42,30 +69,73 @@ _LORA_KEY = re.compile(
 
 @dataclass(frozen=True)
 class _Update:
+    """One adapter module's change to one stored tensor, applied to row ranges of it in place.
+
+    ``mode`` says what ``a`` / ``b`` (and ``c`` / ``d``) are; every mode but ``"scale"`` adds ``scale`` times
+    a product to the rows, ``"scale"`` (IA3) multiplies them.
+    """
+
     a: torch.Tensor  # (r, in) float32; (r, in, *k) for convolutions; (r, num_embeddings) for embeddings
     b: torch.Tensor  # (out, r) float32; (out, r, 1, ...) for convolutions; (dim, r) for embeddings
     scale: float
-    mode: str  # "linear", "linear_t" (fan_in_fan_out), "embedding", "conv"
+    # "linear", "linear_t" (fan_in_fan_out), "embedding", "conv" (LoRA: scale * B @ A);
+    # "hadamard" (LoHa: a = w1a (out, r), b = w1b (r, in), c = w2a, d = w2b);
+    # "kron" (LoKr: a = w1 (out1, in1), b = w2 (out2, in2), whole factors);
+    # "scale" (IA3: a = l in the stored layout, (rows, 1) or (1, columns); b unused)
+    mode: str
     magnitude: torch.Tensor | None = None  # DoRA: (out,) norms of the merged rows
+    c: torch.Tensor | None = None
+    d: torch.Tensor | None = None
 
     def shape(self) -> tuple[int, ...]:
+        """The stored shape of the tensor the update changes (for ``"scale"``, 1 where ``l`` broadcasts)."""
         if self.mode == "linear":
             return (self.b.shape[0], self.a.shape[1])
         if self.mode in ("linear_t", "embedding"):
             return (self.a.shape[1], self.b.shape[0])
+        if self.mode == "hadamard":
+            return (self.a.shape[0], self.b.shape[1])
+        if self.mode == "kron":
+            return (self.a.shape[0] * self.b.shape[0], self.a.shape[1] * self.b.shape[1])
+        if self.mode == "scale":
+            return tuple(self.a.shape)
         return (self.b.shape[0], *self.a.shape[1:])
 
-    def add_into(self, merged: torch.Tensor, rows: tuple[int, int] | None) -> None:
-        """Add ``scale * B @ A`` (rows ``[r0, r1)`` of it) to ``merged``, a contiguous float32 tensor, in place.
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether the update applies to a stored tensor of ``shape`` (IA3's vector broadcasts)."""
+        if self.mode in ("hadamard", "kron"):  # a convolution's kernel as PEFT flattens it: (out, in * kh * kw)
+            return len(shape) >= 2 and tuple(self.shape()) == (shape[0], math.prod(shape[1:]))
+        if self.mode != "scale":
+            return tuple(self.shape()) == tuple(shape)
+        rows, cols = self.a.shape
+        if len(shape) == 1:  # a bias: scaled by the per-output vector only
+            return cols == 1 and rows == shape[0]
+        return len(shape) == 2 and ((rows == shape[0] and cols == 1) or (rows == 1 and cols == shape[1]))
 
-        One ``addmm_`` per update: one pass over the chunk instead of a product, a scaled copy and a sum
-        (2-3.5x less CPU on SD 1.5's 3x3 convolutions; benchmarks/RESULTS.md, "Reading a Stable Diffusion
-        LoRA").
+    def add_into(self, merged: torch.Tensor, rows: tuple[int, int] | None) -> None:
+        """Apply the update to ``merged`` (rows ``[r0, r1)`` of the tensor), a contiguous float32 tensor, in place.
+
+        LoRA: one ``addmm_`` per update: one pass over the chunk instead of a product, a scaled copy and a
+        sum (2-3.5x less CPU on SD 1.5's 3x3 convolutions; benchmarks/RESULTS.md, "Reading a Stable
+        Diffusion LoRA"). LoHa and LoKr compute the rows of the update in PEFT's order (the product, times
+        the scale, then added) so that the merge rounds as ``merge_and_unload`` does; IA3 multiplies.
         """
-        r0, r1 = rows if rows is not None else (0, self.shape()[0])
+        if merged.numel() == 0:  # an empty row range: nothing to change (and no shape to view it by)
+            return
+        r0, r1 = rows if rows is not None else (0, merged.shape[0])
         flat = merged.view(merged.shape[0], -1)
         if self.mode in ("linear_t", "embedding"):  # rows of (B @ A).T
             flat.addmm_(self.a[:, r0:r1].T, self.b.T, alpha=self.scale)
+        elif self.mode == "hadamard":
+            assert self.c is not None and self.d is not None
+            flat.add_(((self.a[r0:r1] @ self.b) * (self.c[r0:r1] @ self.d)) * self.scale)
+        elif self.mode == "kron":  # row i of kron(w1, w2) is w1[i // n2] (x) w2[i % n2]
+            idx = torch.arange(r0, r1)
+            n2 = self.b.shape[0]
+            flat.add_((self.a[idx // n2][:, :, None] * self.b[idx % n2][:, None, :]).reshape(r1 - r0, flat.shape[1])
+                      * self.scale)
+        elif self.mode == "scale":  # IA3: a per-row vector is cut to the rows, a per-column one broadcasts
+            flat.mul_(self.a[r0:r1] if self.a.shape[0] > 1 or self.a.shape[1] == 1 else self.a)
         else:  # "linear" (rows, in); "conv" (rows, in * kh * kw), B (out, r, 1, 1) flattened to (out, r)
             flat.addmm_(self.b.flatten(1)[r0:r1], self.a.flatten(1), alpha=self.scale)
 
@@ -147,7 +217,7 @@ def _load_adapter(path: str) -> dict[str, torch.Tensor]:
 
 
 class LoraReader:
-    """A :class:`ModelReader` of a base model with a PEFT LoRA adapter merged in."""
+    """A :class:`ModelReader` of a base model with a PEFT adapter (LoRA, DoRA, LoHa, LoKr, IA3) merged in."""
 
     def _start(self, ref: ModelRef, base: ModelReader) -> None:
         """The reader's state before any update is added: the base's tensors, unchanged (subclasses that
@@ -174,6 +244,12 @@ class LoraReader:
         adapter_file = ref.files[0]
         tensors = _load_adapter(adapter_file)
         self._start(ref, base)
+        peft_type = str(config.get("peft_type", "LORA"))[:40].upper()
+        if peft_type not in PEFT_TYPES:  # discovery refuses these first; a caller may open a ref directly
+            raise UnreadableCheckpointError(peft_refusal(ref.path, peft_type), ref.path)
+        if peft_type != "LORA":
+            self._read_other(peft_type, config, config_path, tensors)
+            return
 
         pairs: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
         magnitudes: dict[str, torch.Tensor] = {}
@@ -225,26 +301,105 @@ class LoraReader:
                     f"{ref.path} is a DoRA adapter on {module} ({mode}), which this version merges on linear and "
                     "Conv1D layers only. Merge it with PEFT (merge_and_unload) and add the merged model instead.",
                     ref.path)
-            update = _Update(ab["A"], ab["B"], float(scale), mode, magnitude)
-            name = normalise_name(module + ".weight")
-            info = self._infos.get(name)
-            if info is None:
-                raise AdapterMismatchError(
-                    f"The adapter {ref.path} updates {name}, which the base model {base.ref.id!r} does not have: "
-                    "is that the right base model?", ref.path,
-                )
-            if tuple(update.shape()) != info.shape:
-                raise AdapterMismatchError(
-                    f"The adapter {ref.path} updates {name} with shape {update.shape()}, but the base model "
-                    f"{base.ref.id!r} has {info.shape}: is that the right base model?", ref.path,
-                )
-            self._updates.setdefault(name, []).append(update)
+            self._add(normalise_name(module + ".weight"), _Update(ab["A"], ab["B"], float(scale), mode, magnitude))
         if magnitudes or (config.get("use_dora") and not any(u.magnitude is not None for us in self._updates.values()
                                                               for u in us)):
             raise UnreadableCheckpointError(
                 f"{ref.path} is a DoRA adapter whose magnitudes do not match its LoRA matrices "
                 f"({', '.join(sorted(magnitudes))[:200] or 'none stored'}). Merge it with PEFT (merge_and_unload) "
                 "and add the merged model instead.", ref.path)
+
+    def _add(self, name: str, update: _Update) -> None:
+        """Queue ``update`` of the base's tensor ``name``, once its shape is checked against the base's."""
+        info = self._infos.get(name)
+        if info is None:
+            raise AdapterMismatchError(
+                f"The adapter {self.ref.path} updates {name}, which the base model {self.base.ref.id!r} does not "
+                "have: is that the right base model?", self.ref.path,
+            )
+        if not update.fits(info.shape):
+            raise AdapterMismatchError(
+                f"The adapter {self.ref.path} updates {name} with shape {update.shape()}, but the base model "
+                f"{self.base.ref.id!r} has {info.shape}: is that the right base model?", self.ref.path,
+            )
+        self._updates.setdefault(name, []).append(update)
+
+    def _read_other(self, peft_type: str, config: Mapping[str, Any], config_path: str,
+                    tensors: Mapping[str, torch.Tensor]) -> None:
+        """The updates of a LoHa, LoKr or IA3 adapter (module docstring), and its ``modules_to_save``."""
+        path = self.ref.path
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        for key, t in tensors.items():
+            m = _OTHER_KEY.match(key)
+            if m is None:  # modules_to_save, as for LoRA
+                name = normalise_name(key.replace(".modules_to_save", "").replace(".default", ""))
+                self._replaced[name] = t
+                self._infos[name] = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+                continue
+            parts.setdefault(m["module"], {})[m["part"]] = t.float()
+        r_default = _number(config, "r", 8, config_path) if peft_type != "IA3" else 1.0
+        alpha_default = _number(config, "alpha", r_default, config_path) if peft_type != "IA3" else 1.0
+        rank_pattern = _patterns(config, "rank_pattern", config_path)
+        alpha_pattern = _patterns(config, "alpha_pattern", config_path)
+        for module, got in sorted(parts.items()):
+            name = normalise_name(module + ".weight")
+            info = self._infos.get(name)
+            stored = info.shape if info is not None else ()
+            if "lokr_w2" in got and got["lokr_w2"].dim() > 2:  # a whole conv factor (b, d, *k): kron of the
+                got["lokr_w2"] = got["lokr_w2"].flatten(1)  # flattened kernels is the flattened kron
+            if any(k in got for k in ("hada_t1", "hada_t2", "lokr_t2")) or (peft_type == "IA3" and len(stored) > 2) \
+                    or any(t.dim() != 2 for t in got.values()):
+                form = "IA3 vector" if peft_type == "IA3" else "Tucker (use_effective_conv2d) kernel"
+                raise UnreadableCheckpointError(
+                    f"{path} is a PEFT {peft_type} adapter with a {form} on the convolution {module}, which this "
+                    "version does not merge. Merge it with PEFT (merge_and_unload) and add the merged model instead.",
+                    path)
+            bare = module.removeprefix("base_model.model.")
+            r = _pattern_value(rank_pattern, bare) or r_default
+            alpha = _pattern_value(alpha_pattern, bare) or alpha_default
+            update = self._other_update(peft_type, module, got, float(r), float(alpha), config)
+            self._add(name, update)
+            bias = normalise_name(module + ".bias")
+            # IA3 scales the bias of a layer it scales by output (PEFT: not ``is_feedforward``), which its
+            # vector says as saved: (out, 1), whatever the weight's layout
+            if peft_type == "IA3" and got["ia3_l"].shape[1] == 1 and bias in self._infos:
+                self._add(bias, _Update(got["ia3_l"], got["ia3_l"], 1.0, "scale"))
+
+    def _other_update(self, peft_type: str, module: str, got: Mapping[str, torch.Tensor], r: float, alpha: float,
+                      config: Mapping[str, Any]) -> _Update:
+        """The update of one module of a LoHa, LoKr or IA3 adapter from its stored parts ``got``."""
+        path = self.ref.files[0]
+
+        def need(*keys: str) -> list[torch.Tensor]:
+            missing = [k for k in keys if k not in got]
+            if missing:
+                raise AdapterMismatchError(f"{path}: module {module} lacks {', '.join(missing)}. The adapter is "
+                                           "damaged.", path)
+            return [got[k] for k in keys]
+
+        def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] != y.shape[0]:
+                raise AdapterMismatchError(f"{path}: module {module} has factors {tuple(x.shape)} and "
+                                           f"{tuple(y.shape)}, which do not multiply. The adapter is damaged.", path)
+            return x @ y
+
+        if peft_type == "IA3":
+            (vector,) = need("ia3_l")
+            return _Update(vector.T if config.get("fan_in_fan_out") else vector, vector, 1.0, "scale")
+        if peft_type == "LOHA":
+            w1a, w1b, w2a, w2b = need("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+            product(w1a, w1b), product(w2a, w2b)  # shape checks only (the update is made per row range)
+            if w1a.shape != w2a.shape or w1b.shape != w2b.shape:
+                raise AdapterMismatchError(f"{path}: module {module}'s two LoHa products differ in shape. The "
+                                           "adapter is damaged.", path)
+            # PEFT's scale is alpha / r with the config's r; the tensors are the truth where they disagree
+            return _Update(w1a, w1b, alpha / w1a.shape[1], "hadamard", c=w2a, d=w2b)
+        # LoKr: a factor is stored whole or as a low-rank product, whose rank then shows in the tensors
+        w1 = got["lokr_w1"] if "lokr_w1" in got else product(*need("lokr_w1_a", "lokr_w1_b"))
+        w2 = got["lokr_w2"] if "lokr_w2" in got else product(*need("lokr_w2_a", "lokr_w2_b"))
+        stored_r = got["lokr_w2_a"].shape[1] if "lokr_w2_a" in got else \
+            got["lokr_w1_a"].shape[1] if "lokr_w1_a" in got else r
+        return _Update(w1, w2, alpha / stored_r, "kron")
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -292,6 +447,7 @@ class LoraReader:
 
 
 def open_lora(ref: ModelRef, base: ModelReader | None) -> ModelReader:
-    """The registry's opener of ``"peft-lora"`` adapters (``base`` is checked by ``open_model``)."""
+    """The registry's opener of ``"peft-lora"`` adapters, every type of :data:`.registry.PEFT_TYPES` (``base``
+    is checked by ``open_model``)."""
     assert base is not None
     return LoraReader(ref, base)

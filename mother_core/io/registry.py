@@ -115,8 +115,21 @@ register("torch", "mother_core.io.readers:open_torch")
 register("torch-sharded", "mother_core.io.readers:open_torch")
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
 # regrouped query_key_value rows undone (2026-12-02); peft-lora 3: updates added in place by addmm_,
-# whose float32 rounding differs from a product then a sum in the last bit (2026-12-03).
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=3)
+# whose float32 rounding differs from a product then a sum in the last bit (2026-12-03); peft-lora 4: PEFT
+# LoHa, LoKr and IA3 adapters merged (were refused at discovery; 2026-12-03).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=4)
+#: The PEFT ``peft_type`` values the ``peft-lora`` reader merges (:mod:`.lora`); discovery refuses the
+#: others (OFT, BOFT, VeRA, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`, because discovery
+#: imports no torch.
+PEFT_TYPES = ("LORA", "LOHA", "LOKR", "IA3")
+
+
+def peft_refusal(path: str, peft_type: str) -> str:
+    """The message refusing a PEFT adapter of a type not in :data:`PEFT_TYPES`."""
+    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), LoHa, LoKr and IA3 "
+            "adapters only. Merge it with PEFT (merge_and_unload) and add the merged model instead.")
+
+
 register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True)
 register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

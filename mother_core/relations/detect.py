@@ -5,7 +5,8 @@ Order (the near-exact relations first, so the fine-tune forest is solved on the 
 1. ``convert``: same weights in another dtype / format (:mod:`.copies`);
 2. ``quantized``: the float source of each quantized model (:mod:`.copies`);
 3. ``adapter``: an unmerged PEFT adapter is read merged into the base its config names when that base
-   is in the set; the weights must confirm it (the difference is low-rank on the targeted layers);
+   is in the set; the weights must confirm it (the difference is low-rank on the targeted layers; for
+   LoHa, LoKr and IA3, whose updates are not low rank, that it differs at all);
 4. ``merge``: combinations of other models with a small residual (:mod:`.merge`);
 5. ``prune`` (the ``shape`` detector): a width-pruned child is linked to the relative whose weights
    make exactly its cut (:mod:`.prune`);
@@ -256,7 +257,16 @@ def _adapter_words(ref: ModelRef) -> tuple[str, str]:
         layout = LAYOUT_NAMES.get(ref.scheme or "", ref.scheme or "")
         source = "its header metadata (ss_sd_model_name)" if ref.base_source else "its metadata"
         return f"unmerged Stable Diffusion LoRA file ({layout} layout)", source
+    if ref.scheme in _NOT_LOW_RANK:
+        return f"unmerged PEFT {_NOT_LOW_RANK[ref.scheme]} adapter", "adapter_config.json"
     return "unmerged PEFT adapter", "adapter_config.json"
+
+
+#: PEFT adapter types (``peft-lora:<type>``, :mod:`mother_core.io.lora`) whose update is not low rank:
+#: LoHa's Hadamard product of two rank-r products reaches rank r^2, LoKr's Kronecker product the
+#: product of its factors' ranks, IA3 rescales whole rows or columns. Rank cannot confirm them; that
+#: the merged adapter changes its base at all is what the weights can say.
+_NOT_LOW_RANK = {"loha": "LoHa", "lokr": "LoKr", "ia3": "IA3"}
 
 
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
@@ -278,7 +288,8 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
         base = ids[base_id]
         prof = _lowrank_profile(stats, pl, base, a, u)
         low, changed, rescaled = prof.low, prof.changed, prof.rescaled
-        agree = changed > 0 and low >= 0.5
+        form = _NOT_LOW_RANK.get(ref.scheme or "") if ref.container == "peft-lora" else None
+        agree = changed > 0 and (low >= 0.5 or form is not None)
         by_card = source == "model card"
         conf = ADAPTER_CONFIDENCE[(agree, by_card)]
         what, config = _adapter_words(ref)
@@ -290,7 +301,9 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
         else:
             named = f"{config} names {ref.base_id!r}, in the set"
         evidence = (f"{what}; {named}; merged into it, it changes {changed} layers"
-                    + (f", {low:.0%} of them at low rank" if changed else "")
+                    + (f", {low:.0%} of them at low rank" if changed and form is None else "")
+                    + (f" ({form} updates are not low rank: their form is checked by the reader, not by rank)"
+                       if form else "")
                     + (f" ({rescaled} after a DoRA-style row rescaling)" if agree and rescaled else "")
                     + ("" if agree else " (the weights do not confirm a low-rank update)")
                     + ("; which model of its family it was trained on rests on metadata only (the weights fit "

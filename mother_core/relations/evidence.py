@@ -106,15 +106,16 @@ def float_scheme(scheme: str | None) -> str | None:
 
 
 #: Schemes that name a layout of float weights, not a quantization (a Stable Diffusion single-file
-#: checkpoint), and containers whose scheme is the file's layout (Stable Diffusion LoRA files).
+#: checkpoint), and containers whose scheme is the file's layout (Stable Diffusion LoRA files) or the
+#: adapter's type (PEFT LoHa, LoKr, IA3: ``peft-lora:loha``).
 LAYOUT_SCHEMES = frozenset({"sd-single-file"})
-LAYOUT_CONTAINERS = frozenset({"sd-lora"})
+LAYOUT_CONTAINERS = frozenset({"sd-lora", "peft-lora"})
 
 
 def quantization_scheme(fmt: str) -> str | None:
     """The quantization scheme a model's format string names (``gguf:Q4_0`` -> ``Q4_0``,
     ``safetensors:bnb-nf4`` -> ``bnb-nf4``), or None for float weights (no scheme, a float one, or a layout:
-    ``safetensors:sd-single-file``, ``sd-lora:kohya``)."""
+    ``safetensors:sd-single-file``, ``sd-lora:kohya``, ``peft-lora:loha``)."""
     container, scheme = split_format(fmt)
     if scheme is None or float_scheme(scheme) is not None or scheme in LAYOUT_SCHEMES \
             or container in LAYOUT_CONTAINERS:
