@@ -95,7 +95,8 @@ def hf_folder(folder: str | Path, sd: Mapping[str, torch.Tensor], config: dict |
     """``folder/model.safetensors`` + ``config.json`` (+ a model card declaring ``base_model``)."""
     folder = Path(folder)
     save_safetensors(folder / "model.safetensors", sd)
-    (folder / "config.json").write_text(json.dumps(config or {"model_type": "llama", "_name_or_path": "somewhere/else"}))
+    config = config or {"model_type": "llama", "_name_or_path": "somewhere/else"}
+    (folder / "config.json").write_text(json.dumps(config))
     if readme_base_model is not None:
         write_readme(folder, readme_base_model)
     return folder
@@ -254,8 +255,10 @@ def diffusers_repo(folder: str | Path, seed: int = 0) -> Path:
     }
     save_safetensors(folder / "unet" / "diffusion_pytorch_model.safetensors", unet)
     (folder / "unet" / "config.json").write_text("{}")
-    save_safetensors(folder / "vae" / "diffusion_pytorch_model.safetensors", {"encoder.conv_in.weight": torch.randn(4, 3, 3, 3, generator=g)})
-    save_safetensors(folder / "text_encoder" / "model.safetensors", {"embeddings.token_embedding.weight": torch.randn(10, 8, generator=g)})
+    save_safetensors(folder / "vae" / "diffusion_pytorch_model.safetensors",
+                     {"encoder.conv_in.weight": torch.randn(4, 3, 3, 3, generator=g)})
+    save_safetensors(folder / "text_encoder" / "model.safetensors",
+                     {"embeddings.token_embedding.weight": torch.randn(10, 8, generator=g)})
     return folder
 
 
