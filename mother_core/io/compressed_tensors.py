@@ -114,6 +114,7 @@ class CompressedWeight:
     parts: dict[str, str]  # role -> stored tensor name: q, scale, zero, g_idx, global
     layout: PackedLayout | None  # None: int8 codes stored as they are (int-quantized), or NVFP4
     layout_words: int = 0  # int32 words a row of packed codes takes
+    scale_by_row: bool = False  # one scale row per weight row: a chunk of rows reads only its own scales
 
 
 def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor],
@@ -146,13 +147,14 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
         return f"{base!r} has packed codes but no {parts['scale']!r}"
     if len(shape) != 2:
         return f"{base!r} is stored with {len(shape)} dimensions (only matrices are decoded)"
-    if name == base:  # int8 codes stored as the weight
-        return CompressedWeight(base, (shape[0], shape[1]), "ct-int", parts, None)
     scale_shape, scale_dtype = shapes[parts["scale"]]
+    by_row = len(scale_shape) in (1, 2) and scale_shape[0] == shape[0] > 1
+    if name == base:  # int8 codes stored as the weight
+        return CompressedWeight(base, (shape[0], shape[1]), "ct-int", parts, None, scale_by_row=by_row)
     if dtype == "uint8":
         if "global" not in parts and scale_dtype not in FLOAT8_DTYPES:
             return f"{base!r} is packed in bytes without the global scale of NVFP4"
-        return CompressedWeight(base, (shape[0], 2 * shape[1]), "ct-nvfp4", parts, None)
+        return CompressedWeight(base, (shape[0], 2 * shape[1]), "ct-nvfp4", parts, None, scale_by_row=by_row)
     if dtype != "int32":
         return f"{base!r} is packed as {dtype}, a layout we do not decode"
     out_in = _stored_shape(base + "_shape", shapes, read_small)
@@ -161,7 +163,7 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
     layout = packed_layout(out_in[1], shape[1], preferred_bits)
     if layout is None:
         return f"{base!r} packs {out_in[1]} columns into {shape[1]} words, which no code width from 1 to 8 bits does"
-    return CompressedWeight(base, out_in, "ct-int", parts, layout, shape[1])
+    return CompressedWeight(base, out_in, "ct-int", parts, layout, shape[1], by_row)
 
 
 def _stored_shape(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor]) -> tuple[int, int] | None:
@@ -174,16 +176,6 @@ def _stored_shape(name: str, shapes: Shapes, read_small: Callable[[str], torch.T
     return (values[0], values[1]) if all(v > 0 for v in values) else None
 
 
-def decode(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
-           rows: tuple[int, int]) -> torch.Tensor:
-    """Rows ``[r0, r1)`` of weight ``w`` as float32 (see the module docstring for the formula).
-
-    ``read(name, rows)`` reads stored rows (None: the whole tensor). Codes are stored row by row, so a
-    chunk of rows reads only its own codes and scales.
-    """
-    return decode_into(w, read, rows, torch.empty(rows[1] - rows[0], w.shape[1], dtype=torch.float32))
-
-
 #: ``decode_pieces(name, rows, unit, fn)`` of a reader: the stored bytes of rows in pieces of whole rows,
 #: each passed to ``fn(first row, bytes)`` as it arrives, by several threads (SafetensorsReader's).
 Pieces = Callable[[str, tuple[int, int], int, Callable[[int, np.ndarray], None]], None]
@@ -191,41 +183,47 @@ Pieces = Callable[[str, tuple[int, int], int, Callable[[int, np.ndarray], None]]
 
 def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
                 rows: tuple[int, int], out: torch.Tensor, pieces: Pieces | None = None) -> torch.Tensor:
-    """:func:`decode` into ``out`` (float32, (r1 - r0, in), contiguous), in one compiled pass where the
-    codes are 2, 4 or 8 bits with even groups (:mod:`mother_core.io.compressed_fast`), else in torch.
+    """Rows ``[r0, r1)`` of weight ``w`` as float32 into ``out`` ((r1 - r0, in), contiguous; see the module
+    docstring for the formula), in one compiled pass where the codes are 2, 4 or 8 bits with even groups
+    (:func:`decode_compiled`), else in torch.
 
-    With ``pieces`` the compiled decoder takes the codes piece by piece as they are read, on several
-    threads (as the int8 readers do); without, it decodes the rows read whole.
+    ``read(name, rows)`` reads stored rows (None: the whole tensor). Codes are stored row by row, so a chunk
+    of rows reads only its own codes, and its own scales where there is a scale row per weight row.
     """
     r0, r1 = rows
     n_out, cols = w.shape
-    scale = read(w.parts["scale"], None)
+    scale = read(w.parts["scale"], rows if w.scale_by_row else None)
+    # the frame the scales are indexed in: the chunk's own rows, or the whole weight's
+    frame = (r1 - r0, 0, r1 - r0) if w.scale_by_row else (n_out, r0, r1)
     if w.kind == "ct-nvfp4":
         local = _nvfp4_scales(w, read, scale)
-        if _compiled(out) and cols % 16 == 0 and local.dim() == 2 and local.shape == (n_out, cols // 16):
-            return _decode_compiled(w, read, rows, out, pieces, 4, _E2M1_LEVELS, local[r0:r1].contiguous().numpy(),
-                                    None, True, cols // 2)
-        return out.copy_(_nvfp4(w, read, rows, local))
+        groups = _row_groups(local, *frame, cols) if local.dim() == 2 and local.shape[1] == cols // 16 else None
+        if compiled_applies(out) and cols % 16 == 0 and groups is not None:
+            return decode_compiled(w.parts["q"], cols, read, rows, out, pieces, 4, _E2M1_LEVELS,
+                                   groups.contiguous().numpy(), None, True, cols // 2)
+        return out.copy_(_nvfp4(w, read, rows, local, frame))
     zero = None
     if "zero" in w.parts:
         zero = read(w.parts["zero"], None)
         if w.layout is not None and zero.dtype == torch.int32 and zero.dim() == 2:
             # asymmetric zero points are packed down the rows (packed_dim=0): unpack along the columns
             zero = unpack_codes(zero.T.contiguous(), n_out, w.layout).T  # (out, groups)
-    fast = _fast_arguments(w, scale, zero, rows, out)
+        if w.scale_by_row and zero.dim() >= 1 and zero.shape[0] == n_out:
+            zero = zero[r0:r1]  # in the scales' frame
+    fast = _fast_arguments(w, scale, zero, frame, out)
     if fast is not None:
         bits, scales, zeros = fast
         unit = -(-cols * bits // 8) if w.layout is None else w.layout_words * 4
-        return _decode_compiled(w, read, rows, out, pieces, bits,
-                                compressed_fast.integer_levels(bits, signed=w.layout is None), scales, zeros,
-                                scale.dtype == torch.bfloat16, unit)
+        return decode_compiled(w.parts["q"], cols, read, rows, out, pieces, bits,
+                               compressed_fast.integer_levels(bits, signed=w.layout is None), scales, zeros,
+                               scale.dtype == torch.bfloat16, unit)
     stored = read(w.parts["q"], rows)
     codes = stored.to(torch.int32) if w.layout is None else unpack_codes(stored, cols, w.layout)
     g_idx = read(w.parts["g_idx"], None).to(torch.int64) if "g_idx" in w.parts else None
     x = codes.to(torch.float32)
     if zero is not None:
-        x = x - per_column(zero.to(torch.float32), n_out, cols, g_idx, r0, r1)
-    values = x * per_column(scale.to(torch.float32), n_out, cols, g_idx, r0, r1)
+        x = x - per_column(zero.to(torch.float32), frame[0], cols, g_idx, frame[1], frame[2])
+    values = x * per_column(scale.to(torch.float32), frame[0], cols, g_idx, frame[1], frame[2])
     if scale.dtype in _HALF_DTYPES:  # the library computes in the scale's dtype
         values = values.to(scale.dtype).to(torch.float32)
     return out.copy_(values)
@@ -235,35 +233,40 @@ def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None
 _E2M1_LEVELS = np.array([(-1.0 if k & 8 else 1.0) * E2M1_VALUES[k & 7] for k in range(16)], dtype=np.float32)
 
 
-def _compiled(out: torch.Tensor) -> bool:
+def compiled_applies(out: torch.Tensor) -> bool:
+    """Whether :func:`decode_compiled` can write ``out`` (numba there, a little-endian machine, a
+    contiguous buffer)."""
     return sys.byteorder == "little" and out.is_contiguous() and compressed_fast.available()
 
 
-def _decode_compiled(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
-                     rows: tuple[int, int], out: torch.Tensor, pieces: Pieces | None, bits: int, levels: np.ndarray,
-                     scales: np.ndarray, zeros: np.ndarray | None, round_bf16: bool, unit: int) -> torch.Tensor:
-    """Rows of ``w`` decoded by :func:`compressed_fast.decode_codes` into ``out``: piece by piece as they are
-    read with ``pieces``, else from the rows read whole. ``unit``: stored bytes a row."""
+def decode_compiled(codes_name: str, cols: int, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
+                    rows: tuple[int, int], out: torch.Tensor, pieces: Pieces | None, bits: int, levels: np.ndarray,
+                    scales: np.ndarray, zeros: np.ndarray | None, round_bf16: bool, unit: int,
+                    affine: bool = False) -> torch.Tensor:
+    """Rows ``[r0, r1)`` of the codes stored as ``codes_name`` decoded by
+    :func:`compressed_fast.decode_codes` into ``out``: piece by piece as they are read with ``pieces``
+    (several threads), else from the rows read whole. ``unit``: stored bytes a row; ``scales`` / ``zeros``:
+    float32 (r1 - r0, groups); the rest as :func:`compressed_fast.decode_codes` takes them."""
     r0, r1 = rows
-    target = out.view(r1 - r0, w.shape[1]).numpy()
+    target = out.view(r1 - r0, cols).numpy()
 
     def rows_into(first: int, codes: np.ndarray) -> None:
         k = codes.shape[0]
         compressed_fast.decode_codes(codes, bits, levels, scales[first:first + k],
                                      None if zeros is None else zeros[first:first + k], round_bf16,
-                                     target[first:first + k])
+                                     target[first:first + k], affine=affine)
 
     if pieces is not None:
-        pieces(w.parts["q"], rows, unit, lambda first, piece: rows_into(first, piece.view(np.uint8).reshape(-1, unit)))
+        pieces(codes_name, rows, unit, lambda first, piece: rows_into(first, piece.view(np.uint8).reshape(-1, unit)))
     else:
-        whole = read(w.parts["q"], rows).contiguous().numpy().view(np.uint8)  # little-endian words
+        whole = read(codes_name, rows).contiguous().numpy().view(np.uint8)  # little-endian words
         rows_into(0, whole.reshape(r1 - r0, -1))
     return out
 
 
-def _row_groups(t: torch.Tensor, n_out: int, cols: int, r0: int, r1: int) -> torch.Tensor | None:
-    """A per-tensor, per-row or per-group (even groups) scale or zero as float32 (r1 - r0, groups); None for
-    layouts the compiled decoder does not take (blocks, uneven groups)."""
+def _row_groups(t: torch.Tensor, n_out: int, r0: int, r1: int, cols: int) -> torch.Tensor | None:
+    """A per-tensor, per-row or per-group (even groups) scale or zero of an (n_out, cols) frame as float32
+    (r1 - r0, groups); None for layouts the compiled decoder does not take (blocks, uneven groups)."""
     if t.numel() == 1:
         return t.to(torch.float32).reshape(1, 1).expand(r1 - r0, 1)
     if t.dim() == 1 and t.shape[0] == n_out:
@@ -273,18 +276,17 @@ def _row_groups(t: torch.Tensor, n_out: int, cols: int, r0: int, r1: int) -> tor
     return None
 
 
-def _fast_arguments(w: CompressedWeight, scale: torch.Tensor, zero: torch.Tensor | None, rows: tuple[int, int],
-                    out: torch.Tensor) -> tuple[int, np.ndarray, np.ndarray | None] | None:
+def _fast_arguments(w: CompressedWeight, scale: torch.Tensor, zero: torch.Tensor | None,
+                    frame: tuple[int, int, int], out: torch.Tensor) -> tuple[int, np.ndarray, np.ndarray | None] | None:
     """Bits, scales and zeros (float32 (r1 - r0, groups)) for the compiled decoder, or None where it does
     not apply (other widths, reordered columns, blocks, groups that split a byte, a half-float16 scale)."""
     bits = 8 if w.layout is None else w.layout.bits
     if bits not in (2, 4, 8) or "g_idx" in w.parts or scale.dtype not in (torch.float32, torch.bfloat16) \
-            or not _compiled(out):
+            or not compiled_applies(out):
         return None
-    r0, r1 = rows
-    n_out, cols = w.shape
-    scales = _row_groups(scale, n_out, cols, r0, r1)
-    zeros = _row_groups(zero, n_out, cols, r0, r1) if zero is not None else None
+    cols = w.shape[1]
+    scales = _row_groups(scale, *frame, cols)
+    zeros = _row_groups(zero, *frame, cols) if zero is not None else None
     if scales is None or (zero is not None and zeros is None):
         return None
     groups = scales.shape[1] if zeros is None else max(scales.shape[1], zeros.shape[1])
@@ -306,12 +308,12 @@ def _nvfp4_scales(w: CompressedWeight, read: Callable[[str, tuple[int, int] | No
 
 
 def _nvfp4(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor], rows: tuple[int, int],
-           local: torch.Tensor) -> torch.Tensor:
+           local: torch.Tensor, frame: tuple[int, int, int]) -> torch.Tensor:
     r0, r1 = rows
     packed = read(w.parts["q"], rows).to(torch.int64)
     codes = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(r1 - r0, -1)  # low nibble first
     values = torch.from_numpy(_E2M1_LEVELS)[codes]
-    columns = per_column(local, w.shape[0], w.shape[1], None, r0, r1)
+    columns = per_column(local, frame[0], w.shape[1], None, frame[1], frame[2])
     return (values * columns).to(torch.bfloat16).to(torch.float32)
 
 

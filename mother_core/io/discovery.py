@@ -255,11 +255,7 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
             raise UnreadableCheckpointError(f"{f} is missing (listed in the shard index): re-download the model.", f)
         if why:
             raise UnreadableCheckpointError(f"Cannot read {f}: {why}. Replace it with the real weight file.", f)
-        if fmt == "gguf" and f == files[-1]:  # every file of a split model checked above; the first's header
-            from mother_core.io.gguf_header import read_header as gguf_header  # the gguf package, not torch
-
-            return f"gguf:{gguf_header(files[0]).scheme}"
-        if fmt == "gguf":
+        if fmt == "gguf":  # every part of a split model is checked; the first one's header names the scheme
             continue
         if fmt == "tesseract":
             from mother_core.io.tesseract_reader import read_header as tesseract_header
@@ -286,6 +282,10 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
             fmt = fmt.replace("torch", "safetensors")
         else:
             check_torch_file(f)
+    if fmt == "gguf":
+        from mother_core.io.gguf_header import read_header as gguf_header  # the gguf package, not torch
+
+        return f"gguf:{gguf_header(files[0]).scheme}"
     return fmt
 
 
@@ -582,12 +582,9 @@ class _Finder:
             m = _SHARD.match(child)
             if m and child.endswith(".gguf") and os.path.isfile(os.path.join(path, child)):
                 split.setdefault(m["stem"], []).append(child)
-        for stem, shards in split.items():
+        for stem, shards in split.items():  # (add() checks every part against the roots)
             files = tuple(os.path.join(path, s) for s in sorted(shards))
-            if self.roots is not None and not all(self.roots.contains(f) for f in files):
-                self.problem(files[0], self.roots.refusal(files[0]) or "")
-            else:
-                self.add(stem, files[0], "gguf", files)
+            self.add(stem, files[0], "gguf", files)
         in_split = {s for shards in split.values() for s in shards}
         for child in children:
             if child.startswith(".") or child in in_split:

@@ -12,15 +12,13 @@ not guessed. Reference: MLX ``mlx.core.quantize`` / ``dequantize`` (https://ml-e
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from mother_core.io import compressed_fast
-from mother_core.io.compressed_tensors import PackedLayout, Pieces, unpack_codes
+from mother_core.io.compressed_tensors import PackedLayout, Pieces, compiled_applies, decode_compiled, unpack_codes
 from mother_core.io.names import normalise_name
 from mother_core.io.quant_scheme import Shapes
 
@@ -108,28 +106,14 @@ def decode_into(w: MlxWeight, read: Callable[[str, tuple[int, int] | None], torc
     decoder takes 2-, 4- and 8-bit codes piece by piece as they are read, on several threads.
     """
     r0, r1 = rows
-    n_out, cols = w.shape
+    cols = w.shape[1]
     scale, bias = read(w.parts["scale"], rows), read(w.parts["bias"], rows)
     if w.bits in (2, 4, 8) and scale.dtype in (torch.float32, torch.bfloat16) and bias.dtype == scale.dtype \
-            and sys.byteorder == "little" and out.is_contiguous() and compressed_fast.available():
-        scales = scale.to(torch.float32).contiguous().numpy()
-        biases = bias.to(torch.float32).contiguous().numpy()
-        target = out.view(r1 - r0, cols).numpy()
-        round_bf16 = scale.dtype == torch.bfloat16
+            and compiled_applies(out):
         levels = compressed_fast.integer_levels(w.bits, offset=False)  # MLX's codes are the values
-
-        def rows_into(first: int, codes: np.ndarray) -> None:
-            k = codes.shape[0]
-            compressed_fast.decode_codes(codes, w.bits, levels, scales[first:first + k], biases[first:first + k],
-                                         round_bf16, target[first:first + k], affine=True)
-
-        unit = cols * w.bits // 8
-        if pieces is not None:
-            pieces(w.parts["q"], rows, unit, lambda first, piece: rows_into(first, piece.view(np.uint8).reshape(
-                -1, unit)))
-        else:
-            rows_into(0, read(w.parts["q"], rows).contiguous().numpy().view(np.uint8).reshape(r1 - r0, -1))
-        return out
+        scales, biases = (t.to(torch.float32).contiguous().numpy() for t in (scale, bias))
+        return decode_compiled(w.parts["q"], cols, read, rows, out, pieces, w.bits, levels, scales, biases,
+                               scale.dtype == torch.bfloat16, cols * w.bits // 8, affine=True)
     # torch: the same arithmetic in the scale's dtype (uint32 codes are read as their int32 bits)
     packed = read(w.parts["q"], rows)
     codes = unpack_codes(packed.view(torch.int32) if packed.dtype != torch.int32 else packed, cols,

@@ -110,6 +110,7 @@ class QuantizedReader:
         self._weights: dict[str, _Weight] = {}
         used: set[str] = set()
         self._mlx_config = mlx_quantized.normalised_config(config)
+        self._ct_bits = config_bits(config)
         for name in shapes:
             w = self._describe(name, shapes, config)
             if w is None:
@@ -160,7 +161,7 @@ class QuantizedReader:
 
     def _describe(self, name: str, shapes: Shapes, config: Mapping) -> _Weight | None:
         shape, dtype = shapes[name]
-        ct = compressed_tensors.describe(name, shapes, self.raw.read, config_bits(config))
+        ct = compressed_tensors.describe(name, shapes, self.raw.read, self._ct_bits)
         if isinstance(ct, str):
             self._problems.append(f"{self.ref.path}: the compressed-tensors weight {ct}; it is left out.")
             base = name[: -len("_packed")] if name.endswith("_packed") else name
@@ -348,15 +349,12 @@ class QuantizedReader:
                 view.copy_(codes)
                 view.mul_(scale)
             return view
-        if w is not None and w.kind in ("ct-int", "ct-nvfp4", "mlx") and out.dtype == torch.float32 \
+        if w is not None and w.kind in _INTO_BUFFER and out.dtype == torch.float32 \
                 and out.is_contiguous() and rows is not None and 0 <= rows[0] <= rows[1] <= w.shape[0] \
                 and out.numel() == (rows[1] - rows[0]) * w.shape[1]:
             view = out.view(rows[1] - rows[0], w.shape[1])
-            pieces = getattr(self.raw, "decode_pieces", None)
             try:  # decoded straight into the caller's buffer (one compiled pass for 2/4/8-bit codes)
-                if w.kind == "mlx":
-                    return mlx_quantized.decode_into(w.meta["mlx"], self.raw.read, rows, view, pieces)
-                return compressed_tensors.decode_into(w.meta["ct"], self.raw.read, rows, view, pieces)
+                return _decode_into(self.raw, w, rows, view, getattr(self.raw, "decode_pieces", None))
             except UnreadableCheckpointError:
                 raise
             except (RuntimeError, ValueError, IndexError, KeyError) as e:
@@ -407,7 +405,7 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is None:
             hint(name, rows)
-        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8", "ct-int", "ct-nvfp4", "mlx"):  # rows as rows
+        elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8", *_INTO_BUFFER):  # rows stored as rows
             hint(w.parts["q"], rows)
             side = w.parts.get("scb") or w.parts.get("scale")
             if side is not None and (rows is None or rows[0] == 0):  # read whole, with the first rows
@@ -473,12 +471,20 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
         return _quanto_bits_decode(raw, w)
     if w.kind == "fp8":
         return _fp8(raw, w, r0, r1)
-    if w.kind in ("ct-int", "ct-nvfp4"):
-        return compressed_tensors.decode(w.meta["ct"], raw.read, (r0, r1))
-    if w.kind == "mlx":
-        return mlx_quantized.decode_into(w.meta["mlx"], raw.read, (r0, r1),
-                                         torch.empty(r1 - r0, w.shape[1], dtype=torch.float32))
+    if w.kind in _INTO_BUFFER:
+        return _decode_into(raw, w, (r0, r1), torch.empty(r1 - r0, w.shape[1], dtype=torch.float32))
     raise ValueError(f"no decoder for {w.kind}")
+
+
+#: Kinds whose decoders write into a caller's buffer (compressed-tensors, MLX).
+_INTO_BUFFER = ("ct-int", "ct-nvfp4", "mlx")
+
+
+def _decode_into(raw: ModelReader, w: _Weight, rows: tuple[int, int], out: torch.Tensor,
+                 pieces: compressed_tensors.Pieces | None = None) -> torch.Tensor:
+    if w.kind == "mlx":
+        return mlx_quantized.decode_into(w.meta["mlx"], raw.read, rows, out, pieces)
+    return compressed_tensors.decode_into(w.meta["ct"], raw.read, rows, out, pieces)
 
 
 def _bnb_4bit(raw: ModelReader, w: _Weight, r0: int, r1: int) -> torch.Tensor:
