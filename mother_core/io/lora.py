@@ -377,10 +377,13 @@ class LoraReader:
                                            "damaged.", path)
             return [got[k] for k in keys]
 
-        def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def multiplies(x: torch.Tensor, y: torch.Tensor) -> None:
             if x.shape[1] != y.shape[0]:
                 raise AdapterMismatchError(f"{path}: module {module} has factors {tuple(x.shape)} and "
                                            f"{tuple(y.shape)}, which do not multiply. The adapter is damaged.", path)
+
+        def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            multiplies(x, y)
             return x @ y
 
         if peft_type == "IA3":
@@ -388,7 +391,7 @@ class LoraReader:
             return _Update(vector.T if config.get("fan_in_fan_out") else vector, vector, 1.0, "scale")
         if peft_type == "LOHA":
             w1a, w1b, w2a, w2b = need("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
-            product(w1a, w1b), product(w2a, w2b)  # shape checks only (the update is made per row range)
+            multiplies(w1a, w1b), multiplies(w2a, w2b)  # the products are made per row range, when read
             if w1a.shape != w2a.shape or w1b.shape != w2b.shape:
                 raise AdapterMismatchError(f"{path}: module {module}'s two LoHa products differ in shape. The "
                                            "adapter is damaged.", path)
