@@ -391,7 +391,8 @@ class LoraReader:
             return _Update(vector.T if config.get("fan_in_fan_out") else vector, vector, 1.0, "scale")
         if peft_type == "LOHA":
             w1a, w1b, w2a, w2b = need("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
-            multiplies(w1a, w1b), multiplies(w2a, w2b)  # the products are made per row range, when read
+            multiplies(w1a, w1b)  # the products are made per row range, when read
+            multiplies(w2a, w2b)
             if w1a.shape != w2a.shape or w1b.shape != w2b.shape:
                 raise AdapterMismatchError(f"{path}: module {module}'s two LoHa products differ in shape. The "
                                            "adapter is damaged.", path)
