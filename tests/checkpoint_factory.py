@@ -317,3 +317,32 @@ def adam_steps(model, seed: int, steps: int, lr: float, vocab: int = 64, decay: 
         loss.backward()
         opt.step()
     return model
+
+
+def tiny_llama(seed: int | None = None, hidden: int = 48, intermediate: int = 96):
+    """A freshly initialised two-layer Llama with grouped-query attention (4 heads, 2 key/value heads,
+    vocabulary 64), seeded with ``torch.manual_seed(seed)`` first when ``seed`` is given."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=intermediate,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=32))
+
+
+def llama_tree(folder: str | Path, tree: tuple[tuple[str, str, int], ...], root_steps: int, root_lr: float,
+               child_steps: int, child_lr: float, decay: float = 0.0,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """A trained family of :func:`tiny_llama` models in ``folder``: ``m-root`` (seed 0, ``root_steps`` Adam
+    steps on task 0), then each ``(name, parent, seed)`` of ``tree`` in order, loaded from its parent as
+    stored and trained ``child_steps`` steps on task ``seed`` (decoupled weight decay ``decay``); every
+    model saved in ``dtype``, as a user's training run loads and saves it."""
+    from transformers import LlamaForCausalLM
+
+    folder = Path(folder)
+    adam_steps(tiny_llama(seed=0), 0, root_steps, root_lr).to(dtype).save_pretrained(folder / "m-root")
+    for name, parent, seed in tree:
+        model = LlamaForCausalLM.from_pretrained(folder / parent, dtype=torch.float32)
+        adam_steps(model, seed, child_steps, child_lr, decay=decay).to(dtype).save_pretrained(folder / name)
+    return folder

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from checkpoint_factory import adam_steps
+from checkpoint_factory import llama_tree
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
 from mother_core.relations.evidence import pair_layers
@@ -33,15 +32,8 @@ def _family(d: Path, method: str, density: float, inputs: tuple[tuple[str, float
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=32)
-    adam_steps(LlamaForCausalLM(cfg), 0, 20, 3e-3).save_pretrained(d / "m-root")
-    for name, parent, seed in TREE:
-        model = LlamaForCausalLM.from_pretrained(d / parent, dtype=torch.float32)
-        adam_steps(model, seed, 8, 2e-3).save_pretrained(d / name)
+    llama_tree(d, TREE, 20, 3e-3, 8, 2e-3)
     merge = {"merge_method": method, "dtype": "float32", "base_model": str(d / "m-root"),
              "models": [{"model": str(d / m), "parameters": {"weight": w, "density": density, "epsilon": 0.085}}
                         for m, w in inputs]}

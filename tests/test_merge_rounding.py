@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint_factory import adam_steps
+from checkpoint_factory import llama_tree
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
 from mother_core.relations.evidence import pair_layers
@@ -35,16 +35,9 @@ def _run_mergekit(merge: dict, out) -> None:
 @pytest.mark.xdist_group("sparse-merge")
 def test_a_dense_breadcrumbs_merge_in_bf16_is_named_by_entries_beyond_rounding(tmp_path):
     pytest.importorskip("mergekit")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=32)
-    adam_steps(LlamaForCausalLM(cfg), 0, 20, 3e-3).to(torch.bfloat16).save_pretrained(tmp_path / "m-root")
-    for name, seed in (("m-a", 1), ("m-b", 2), ("m-c", 3), ("m-d", 4)):
-        # each fine-tune starts from the root as stored (bf16), as a user's training run loads it
-        model = LlamaForCausalLM.from_pretrained(tmp_path / "m-root", dtype=torch.float32)
-        adam_steps(model, seed, 8, 2e-3).to(torch.bfloat16).save_pretrained(tmp_path / name)
+    # each fine-tune starts from the root as stored (bf16), as a user's training run loads it
+    tree = (("m-a", "m-root", 1), ("m-b", "m-root", 2), ("m-c", "m-root", 3), ("m-d", "m-root", 4))
+    llama_tree(tmp_path, tree, 20, 3e-3, 8, 2e-3, dtype=torch.bfloat16)
     merge = {"merge_method": "breadcrumbs", "dtype": "float32", "out_dtype": "bfloat16",
              "base_model": str(tmp_path / "m-root"),
              "models": [{"model": str(tmp_path / m), "parameters": {"weight": w, "density": 0.75, "gamma": 0.02}}
@@ -80,15 +73,8 @@ def test_a_base_read_as_the_merge_of_its_own_shrunk_merge_is_a_coin_flip(tmp_pat
     but not its direction, and the edges must read as a coin flip (main: 0.56; on profile C seed 23 such
     a reading read 0.99)."""
     pytest.importorskip("mergekit")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=32)
-    adam_steps(LlamaForCausalLM(cfg), 0, 20, 3e-3).to(torch.bfloat16).save_pretrained(tmp_path / "m-root")
-    for name, parent, seed in (("m-a", "m-root", 1), ("m-b", "m-root", 2), ("m-c", "m-root", 3), ("m-a1", "m-a", 4)):
-        model = LlamaForCausalLM.from_pretrained(tmp_path / parent, dtype=torch.float32)
-        adam_steps(model, seed, 8, 2e-3, decay=1.0).to(torch.bfloat16).save_pretrained(tmp_path / name)
+    tree = (("m-a", "m-root", 1), ("m-b", "m-root", 2), ("m-c", "m-root", 3), ("m-a1", "m-a", 4))
+    llama_tree(tmp_path, tree, 20, 3e-3, 8, 2e-3, decay=1.0, dtype=torch.bfloat16)
     merge = {"merge_method": "breadcrumbs_ties", "dtype": "float32", "out_dtype": "bfloat16",
              "base_model": str(tmp_path / "m-root"),
              "models": [{"model": str(tmp_path / m), "parameters": {"weight": w, "density": 0.41, "gamma": 0.02}}

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from checkpoint_factory import adam_steps
+from checkpoint_factory import llama_tree
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
 from mother_core.relations.detect import detect_relations
@@ -186,7 +186,6 @@ def test_few_step_bf16_fine_tunes_are_not_sparse_merges(tmp_path):
     entries pair by pair by chance. Those coincidences must not name a sparse merge's base (before: the
     root read as a TIES merge of three descendants at confidence 0.99, a chain's middle model as one of
     its parent and child at 0.72)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from mother_core import RecoverySettings
     from mother_core.recovery.features import pair_evidence, select_layers
@@ -194,14 +193,9 @@ def test_few_step_bf16_fine_tunes_are_not_sparse_merges(tmp_path):
     from mother_core.relations.evidence import pair_layers
     from mother_core.relations.merge import chance_equal_share
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=32)
-    adam_steps(LlamaForCausalLM(cfg), 0, 30, 3e-3).to(torch.bfloat16).save_pretrained(tmp_path / "m-root")
-    for name, parent, seed in (("m-a", "m-root", 1), ("m-b", "m-root", 2), ("m-c", "m-root", 9), ("m-a1", "m-a", 10)):
-        # each fine-tune starts from its parent as stored (bf16), as a user's training run loads it
-        model = LlamaForCausalLM.from_pretrained(tmp_path / parent, torch_dtype=torch.float32)
-        adam_steps(model, seed, 3, 1e-3).to(torch.bfloat16).save_pretrained(tmp_path / name)
+    # each fine-tune starts from its parent as stored (bf16), as a user's training run loads it
+    tree = (("m-a", "m-root", 1), ("m-b", "m-root", 2), ("m-c", "m-root", 9), ("m-a1", "m-a", 10))
+    llama_tree(tmp_path, tree, 30, 3e-3, 3, 1e-3, dtype=torch.bfloat16)
     stats = compute_statistics(discover([tmp_path]), device="cpu")
     ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers, None))
     labels, _ = split_into_trees(ev.relative, None)
