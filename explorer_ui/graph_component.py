@@ -197,7 +197,10 @@ export default function (component) {
     root.className = 'mg-root';
     root.innerHTML = '<div class="mg-wrap"><div class="mg-canvas"></div>' +
       '<div class="mg-tools"><button class="mg-fit" title="Show the whole tree">Fit</button>' +
-      '<button class="mg-fs" title="Full screen">⛶</button></div>' +
+      '<button class="mg-fs" title="Full screen" aria-label="Full screen">' +
+      // an inline icon: the "square four corners" glyph (U+26F6) is missing from common Linux fonts
+      '<svg width="12" height="12" viewBox="0 0 12 12" fill="none" stroke="currentColor" stroke-width="1.6">' +
+      '<path d="M1 4V1h3M8 1h3v3M11 8v3H8M4 11H1V8"/></svg></button></div>' +
       '<div class="mg-note" style="display:none">Zoomed in to readable labels (the top-left of the forest): ' +
       'drag to pan, scroll to zoom, <b>Fit</b> for all of it.</div><div class="mg-legend"></div></div>';
     parentElement.appendChild(root);
