@@ -51,7 +51,9 @@ _DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``zoo`` options (shared by ``mother zoo`` and ``python -m mother_zoo``)."""
-    p.add_argument("splits", nargs="+", metavar="SPLIT", help=f"one or more of: {', '.join(SPLITS)}, {TYPED}, demo, all")
+    p.add_argument(
+        "splits", nargs="+", metavar="SPLIT", help=f"one or more of: {', '.join(SPLITS)}, {TYPED}, demo, all"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (each split goes to OUT/<split>)")
     p.add_argument("--size", choices=list(SIZES), default="full", help="'small' = tiny trees for tests (default: full)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same weights (default: 0)")

@@ -143,7 +143,9 @@ def render_images(
         for j in range(N_COUNT - 1):
             active = (count > j).float()[:, None, None]
             px, py = pos[:, j, 0][:, None, None], pos[:, j, 1][:, None, None]
-            dot = ((xs[None] - px).ge(0) & (xs[None] - px).le(1) & (ys[None] - py).ge(0) & (ys[None] - py).le(1)).float()
+            dot = (
+                (xs[None] - px).ge(0) & (xs[None] - px).le(1) & (ys[None] - py).ge(0) & (ys[None] - py).le(1)
+            ).float()
             dot = (dot * active)[:, None]
             img = img * (1 - dot) + 1.2 * dot
     img = img + domain.noise * torch.randn(img.shape, generator=gen)
@@ -194,7 +196,12 @@ class ImageTask:
         return x, y
 
     def describe(self) -> dict[str, object]:
-        return {"kind": "image-classification", "label": self.name, "classes": self.num_classes, "domain": self.domain.describe()}
+        return {
+            "kind": "image-classification",
+            "label": self.name,
+            "classes": self.num_classes,
+            "domain": self.domain.describe(),
+        }
 
 
 # Broad joint tasks for roots ("pre-training"), one per tree so roots differ like VTHR's backbones.
@@ -378,7 +385,9 @@ class KeywordTextTask:
 
     def _keywords(self) -> np.ndarray:
         trng = np.random.default_rng(self.task_seed)
-        ids = trng.choice(np.arange(self.vocab_lo, self.vocab_hi), size=self.num_classes * self.keywords_per_class, replace=False)
+        ids = trng.choice(
+            np.arange(self.vocab_lo, self.vocab_hi), size=self.num_classes * self.keywords_per_class, replace=False
+        )
         return ids.reshape(self.num_classes, self.keywords_per_class)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -162,7 +162,9 @@ SIZES: dict[str, Sizes] = {
     ),
     "small": Sizes(
         vit=vit.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
-        llama=llama.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
+        llama=llama.LlamaConfig(
+            vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+        ),
         unet=unet.UNetConfig(block_out_channels=(16, 32), attention_head_dim=16, norm_num_groups=8),
         trees=2,
         children=2,
@@ -213,9 +215,13 @@ class Planner:
     def _steps(self, rng_range: tuple[int, int]) -> int:
         return int(self.rng.integers(rng_range[0], rng_range[1] + 1))
 
-    def add(self, tree: Tree, parent: int | None, family: str, task: Any, method: str, steps: int, lr: float, **kw: Any) -> int:
+    def add(
+        self, tree: Tree, parent: int | None, family: str, task: Any, method: str, steps: int, lr: float, **kw: Any
+    ) -> int:
         depth = 0 if parent is None else self.nodes[parent].depth + 1
-        node = Node(len(self.nodes), parent, tree.index, depth, family, task, method, self._node_seed(), lr, steps, **kw)
+        node = Node(
+            len(self.nodes), parent, tree.index, depth, family, task, method, self._node_seed(), lr, steps, **kw
+        )
         self.nodes.append(node)
         tree.nodes.append(node.index)
         return node.index
@@ -229,23 +235,42 @@ class Planner:
     def _rank(self, ranks: tuple[int, ...] | None) -> int | None:
         return None if ranks is None else int(self.rng.choice(ranks))
 
-    def vit_tree(self, n_children: int, n_grand: int, method: str, ranks: tuple[int, ...] | None, root_task_i: int) -> None:
+    def vit_tree(
+        self, n_children: int, n_grand: int, method: str, ranks: tuple[int, ...] | None, root_task_i: int
+    ) -> None:
         """A VTHR-style ViT tree: a pre-trained root, fine-tuned children, fine-tuned grandchildren."""
         s = self.sizes
-        tree = self.new_tree("vit", "specialization", method if ranks is None or method == "fft" else f"{method}-r{'/'.join(map(str, ranks))}")
+        tree = self.new_tree(
+            "vit",
+            "specialization",
+            method if ranks is None or method == "fft" else f"{method}-r{'/'.join(map(str, ranks))}",
+        )
         root_task = ImageTask(PRETRAIN_IMAGE_TASKS[root_task_i % len(PRETRAIN_IMAGE_TASKS)])
-        root = self.add(tree, None, "vit", root_task, "pretrain", self._steps(s.root_steps), self._lr("pretrain"), arch_cfg=s.vit)
+        root = self.add(
+            tree, None, "vit", root_task, "pretrain", self._steps(s.root_steps), self._lr("pretrain"), arch_cfg=s.vit
+        )
         factors = list(FINETUNE_FACTORS)
         child_factors = self.rng.choice(len(factors), size=n_children, replace=n_children > len(factors))
         lr_kind = "lora" if method == "lora" else "fft"
         for fi in child_factors:
             dom = narrowed(root_task.domain, self.rng) if self.rng.random() < 0.5 else root_task.domain
             task = ImageTask((factors[int(fi)],), dom)
-            c = self.add(tree, root, "vit", task, method, self._steps(s.child_steps), self._lr(lr_kind), rank=self._rank(ranks))
+            c = self.add(
+                tree, root, "vit", task, method, self._steps(s.child_steps), self._lr(lr_kind), rank=self._rank(ranks)
+            )
             for _ in range(n_grand):
                 g_factor = factors[int(self.rng.integers(len(factors)))]
                 g_dom = narrowed(dom, self.rng) if self.rng.random() < 0.5 else dom
-                self.add(tree, c, "vit", ImageTask((g_factor,), g_dom), method, self._steps(s.child_steps), self._lr(lr_kind), rank=self._rank(ranks))
+                self.add(
+                    tree,
+                    c,
+                    "vit",
+                    ImageTask((g_factor,), g_dom),
+                    method,
+                    self._steps(s.child_steps),
+                    self._lr(lr_kind),
+                    rank=self._rank(ranks),
+                )
 
     def llama_tree(self, n_children: int, n_grand: int, method: str, ranks: tuple[int, ...] | None) -> None:
         """A Llama tree: root pre-trained on the broad mixture, descendants on narrow sequence tasks."""
@@ -253,18 +278,38 @@ class Planner:
         tree = self.new_tree("llama", "specialization", method)
         V = s.llama.vocab_size
         root_task = SequenceTask(SEQUENCE_TASKS, V, task_seed=self._node_seed())
-        root = self.add(tree, None, "llama", root_task, "pretrain", self._steps(s.root_steps), self._lr("pretrain"), arch_cfg=s.llama)
+        root = self.add(
+            tree,
+            None,
+            "llama",
+            root_task,
+            "pretrain",
+            self._steps(s.root_steps),
+            self._lr("pretrain"),
+            arch_cfg=s.llama,
+        )
         kinds = list(SEQUENCE_TASKS)
         picks = self.rng.choice(len(kinds), size=n_children, replace=n_children > len(kinds))
         lr_kind = "lora" if method == "lora" else "fft"
         for ki in picks:
             task = SequenceTask((kinds[int(ki)],), V, task_seed=self._node_seed())
-            c = self.add(tree, root, "llama", task, method, self._steps(s.child_steps), self._lr(lr_kind), rank=self._rank(ranks))
+            c = self.add(
+                tree, root, "llama", task, method, self._steps(s.child_steps), self._lr(lr_kind), rank=self._rank(ranks)
+            )
             for _ in range(n_grand):
                 # Narrower still: one task, or the parent's task paired with a fresh grammar.
                 k2 = kinds[int(self.rng.integers(len(kinds)))]
                 g_task = SequenceTask((k2,), V, task_seed=self._node_seed())
-                self.add(tree, c, "llama", g_task, method, self._steps(s.child_steps), self._lr(lr_kind), rank=self._rank(ranks))
+                self.add(
+                    tree,
+                    c,
+                    "llama",
+                    g_task,
+                    method,
+                    self._steps(s.child_steps),
+                    self._lr(lr_kind),
+                    rank=self._rank(ranks),
+                )
 
     def unet_chain(self, shape: str = "sd") -> None:
         """A continued-pre-training tree, each model on broader data than its parent.
@@ -274,11 +319,28 @@ class Planner:
         s = self.sizes
         tree = self.new_tree("unet", "generalization", "continued")
         dom = NARROW_IMAGE_DOMAIN
-        v1 = self.add(tree, None, "unet", DenoiseTask(dom), "pretrain", self._steps(s.unet_root_steps), self._lr("pretrain-unet"), arch_cfg=s.unet)
+        v1 = self.add(
+            tree,
+            None,
+            "unet",
+            DenoiseTask(dom),
+            "pretrain",
+            self._steps(s.unet_root_steps),
+            self._lr("pretrain-unet"),
+            arch_cfg=s.unet,
+        )
 
         def cont(parent: int) -> int:
             d = widened(self.nodes[parent].task.domain, self.rng)
-            return self.add(tree, parent, "unet", DenoiseTask(d), "continued", self._steps(s.unet_child_steps), self._lr("continued"))
+            return self.add(
+                tree,
+                parent,
+                "unet",
+                DenoiseTask(d),
+                "continued",
+                self._steps(s.unet_child_steps),
+                self._lr("continued"),
+            )
 
         v2 = cont(v1)
         cont(v2)  # v3
@@ -297,7 +359,16 @@ class Planner:
         else:
             task, cfg = DenoiseTask(), s.unet
         steps = self._steps(s.unet_root_steps if family == "unet" else s.root_steps)
-        self.add(tree, None, family, task, "pretrain", steps, self._lr("pretrain-unet" if family == "unet" else "pretrain"), arch_cfg=cfg)
+        self.add(
+            tree,
+            None,
+            family,
+            task,
+            "pretrain",
+            steps,
+            self._lr("pretrain-unet" if family == "unet" else "pretrain"),
+            arch_cfg=cfg,
+        )
 
     def minilm_tree(self) -> None:
         """The real all-MiniLM-L6-v2 as root; children and grandchildren fine-tuned on keyword tasks."""
@@ -361,8 +432,14 @@ SPLITS: dict[str, SplitSpec] = {
     for s in (
         SplitSpec("fft", "5 ViT trees 1->4->16 (105 models), full fine-tuning", _plan_vthr("fft", lambda z: None)),
         SplitSpec("lora16", "5 ViT trees 1->4->16, LoRA rank 16 merged", _plan_vthr("lora", lambda z: (16,))),
-        SplitSpec("lora-mixed", "5 ViT trees 1->4->16, LoRA ranks 8/16/32/64 merged", _plan_vthr("lora", lambda z: z.lora_ranks)),
-        SplitSpec("continued", "UNet continued-pre-training trees v1->v2->{v3,v4}, v4->v5 (generalization)", _plan_continued),
+        SplitSpec(
+            "lora-mixed",
+            "5 ViT trees 1->4->16, LoRA ranks 8/16/32/64 merged",
+            _plan_vthr("lora", lambda z: z.lora_ranks),
+        ),
+        SplitSpec(
+            "continued", "UNet continued-pre-training trees v1->v2->{v3,v4}, v4->v5 (generalization)", _plan_continued
+        ),
         SplitSpec("mixed", "forest: ViT + Llama trees (fft, LoRA), a UNet chain, unrelated singletons", _plan_mixed),
         SplitSpec("minilm", "real all-MiniLM-L6-v2 root with fine-tuned descendants", _plan_minilm),
     )
@@ -394,7 +471,9 @@ DEMOS: dict[str, SplitSpec] = {
     s.name: s
     for s in (
         SplitSpec("vit-tree", "one ViT tree 1->3->9, full fine-tuning (demo)", _plan_demo_vit),
-        SplitSpec("mixed-forest", "ViT tree, Llama tree, UNet chain and two unrelated singletons (demo)", _plan_demo_mixed),
+        SplitSpec(
+            "mixed-forest", "ViT tree, Llama tree, UNet chain and two unrelated singletons (demo)", _plan_demo_mixed
+        ),
     )
 }
 
@@ -439,7 +518,9 @@ def _task_name(node: Node) -> str:
     return getattr(node.task, "name", type(node.task).__name__)
 
 
-def _train_node(node: Node, nodes: list[Node], models: dict[int, torch.nn.Module]) -> tuple[torch.nn.Module, dict[str, object]]:
+def _train_node(
+    node: Node, nodes: list[Node], models: dict[int, torch.nn.Module]
+) -> tuple[torch.nn.Module, dict[str, object]]:
     """Build (or copy) and train one node; returns the model (LoRA merged) and its training log."""
     fam = FAMILIES[node.family]
     torch.manual_seed(node.seed)  # fixes every init drawn below (fresh roots, new heads, LoRA A)

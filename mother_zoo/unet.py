@@ -82,7 +82,9 @@ class _Attn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
         B, T, D = x.shape
-        q, k, v = (m(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for m in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (
+            m(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for m in (self.to_q, self.to_k, self.to_v)
+        )
         return self.to_out[0](F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D))
 
 

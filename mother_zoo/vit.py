@@ -66,7 +66,9 @@ class _SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
         B, T, D = x.shape
-        q, k, v = (m(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for m in (self.query, self.key, self.value))
+        q, k, v = (
+            m(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for m in (self.query, self.key, self.value)
+        )
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D)
 
 
@@ -113,7 +115,9 @@ class _Embeddings(nn.Module):
     def __init__(self, c: ViTConfig) -> None:
         super().__init__()
         n_patches = (c.image_size // c.patch_size) ** 2
-        self.cls_token = nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(1, 1, c.hidden_size), std=c.initializer_range))
+        self.cls_token = nn.Parameter(
+            torch.nn.init.trunc_normal_(torch.empty(1, 1, c.hidden_size), std=c.initializer_range)
+        )
         self.position_embeddings = nn.Parameter(
             torch.nn.init.trunc_normal_(torch.empty(1, n_patches + 1, c.hidden_size), std=c.initializer_range)
         )
@@ -164,5 +168,12 @@ class ViTForImageClassification(nn.Module):
 
 
 # LoRA targets: every linear layer inside the encoder (attention + MLP), as in common ViT LoRA recipes.
-LORA_TARGETS: tuple[str, ...] = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+LORA_TARGETS: tuple[str, ...] = (
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
 HEAD_PREFIX = "classifier."

@@ -237,7 +237,9 @@ def generate_typed(
         "split": name, "size": size, "seed": seed, "profile": profile_for(seed, profile).name,
         "description": "typed model set made with transformers, peft, mergekit, gguf, optimum-quanto, bitsandbytes",
         "n_models": len(nodes), "n_edges": len(edges),
-        "relations": {r: sum(1 for e in edges if e["relation"] == r) for r in sorted({str(e["relation"]) for e in edges})},
+        "relations": {
+            r: sum(1 for e in edges if e["relation"] == r) for r in sorted({str(e["relation"]) for e in edges})
+        },
         "n_families": len(set(families.values())),
         "architectures": sorted({n.arch for n in nodes}),
         "models": models_meta, "generation_seconds": round(time.perf_counter() - t0, 2), "threads": threads,
@@ -245,7 +247,9 @@ def generate_typed(
     }
     import json
 
-    (set_dir / "truth.json").write_text(json.dumps({"edges": edges, "families": families, "meta": meta}, indent=1) + "\n")
+    (set_dir / "truth.json").write_text(
+        json.dumps({"edges": edges, "families": families, "meta": meta}, indent=1) + "\n"
+    )
     return set_dir
 
 

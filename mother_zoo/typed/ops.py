@@ -277,7 +277,8 @@ def _size_of(arch: str, cfg: Any) -> ArchSize:
     if arch == "opt":
         return ArchSize(cfg.vocab_size, cfg.hidden_size, cfg.ffn_dim, cfg.num_hidden_layers, cfg.num_attention_heads,
                         cfg.num_attention_heads, cfg.max_position_embeddings)
-    return ArchSize(cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+    return ArchSize(cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers,
+                    cfg.num_attention_heads,
                     getattr(cfg, "num_key_value_heads", cfg.num_attention_heads), cfg.max_position_embeddings)
 
 

@@ -233,7 +233,9 @@ class TypedPlanner:
         return SequenceTask(kinds, vocab, task_seed=self._seed())
 
     # ------------------------------------------------------------------ nodes
-    def add(self, family: int, arch: str, op: str, relation: str | None, parents: tuple[int, ...], **params: Any) -> int:
+    def add(
+        self, family: int, arch: str, op: str, relation: str | None, parents: tuple[int, ...], **params: Any
+    ) -> int:
         if self.profile.store is not None and op in ("root", "finetune", "lora", "merge", "prune", "distill"):
             params["store"] = self.profile.store
         node = TypedNode(len(self.nodes), family, arch, op, relation, parents, self._seed(), params)

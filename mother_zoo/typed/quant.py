@@ -3,7 +3,8 @@
 GGUF files are written as llama.cpp's ``convert_hf_to_gguf.py`` writes them for these architectures:
 tensor names from ``gguf.get_tensor_name_map``, Llama / Mistral ``q_proj`` and ``k_proj`` rows permuted
 (llama.cpp's rotary layout), GPT-2's ``Conv1D`` weights transposed to (out, in) and its tied embedding
-written again as ``output.weight``, BERT's ``bert.`` prefix and pooler dropped and its classifier written as ``cls.output``; 1-D tensors, position and
+written again as ``output.weight``, BERT's ``bert.`` prefix and pooler dropped and its classifier written as
+``cls.output``; 1-D tensors, position and
 token-type embeddings stay F32, matrices whose rows are not a whole number of blocks fall back to F16.
 Blocks are quantized by ``gguf.quants.quantize`` (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1); as ``llama-quantize``
 does, a 4-bit file keeps ``output.weight`` at a higher precision (Q8_0 here: the Python package cannot
@@ -76,7 +77,10 @@ def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any])
             key = name.removeprefix("bert.")
             if key.startswith("pooler."):
                 continue
-            key = {"classifier.weight": "classifier.out_proj.weight", "classifier.bias": "classifier.out_proj.bias"}.get(key, key)
+            key = {
+                "classifier.weight": "classifier.out_proj.weight",
+                "classifier.bias": "classifier.out_proj.bias",
+            }.get(key, key)
         new = tmap.get_name(key, try_suffixes=(".weight", ".bias"))
         if new is None:
             raise ValueError(f"no GGUF name for {name!r} ({gg_arch})")
