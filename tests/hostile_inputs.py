@@ -370,6 +370,15 @@ def gguf_huge_string(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("gguf-string", "refused", ("gguf",))
 
 
+def gguf_parts_of_two(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """Two whole GGUF files renamed as the two parts of one split model (two downloads mixed up)."""
+    from format_factory import write_gguf
+
+    for k, shift in ((1, 0.0), (2, 0.01)):
+        write_gguf({n: v + shift for n, v in sd.items()}, folder / f"gguf-parts-{k:05d}-of-00002.gguf")
+    return Case("gguf-parts", "refused", ("different downloads",))
+
+
 # --- values --------------------------------------------------------------------------------------------
 
 def all_nan(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
@@ -421,6 +430,53 @@ def peft_redos(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
               "target_modules": ["q_proj", "v_proj"]}
     _adapter(folder, "peft-redos", config, good_states()["m9"])
     return Case("peft-redos", "read")
+
+
+def loha_shapes(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT LoHa adapter whose second product has another shape than the first (w1_b one column short)."""
+    out = folder / "loha-shapes"
+    out.mkdir()
+    g = torch.Generator().manual_seed(5)
+    base = good_states()["m9"]
+    tensors = {}
+    for k in ("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj"):
+        rows, cols = base[k + ".weight"].shape
+        for part, shape in (("hada_w1_a", (rows, 4)), ("hada_w1_b", (4, cols - 1)), ("hada_w2_a", (rows, 4)),
+                            ("hada_w2_b", (4, cols))):
+            tensors[f"base_model.model.{k}.{part}"] = torch.randn(*shape, generator=g) * 0.1
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    (out / "adapter_config.json").write_text(json.dumps({"peft_type": "LOHA", "base_model_name_or_path": "m9",
+                                                         "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}))
+    return Case("loha-shapes", "refused", ("loha", "shape"))
+
+
+# --- quantized safetensors -----------------------------------------------------------------------------
+
+def _gptq_folder(folder: Path, name: str, state: dict[str, torch.Tensor], bits: object = 4) -> None:
+    (folder / name).mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / name / "model.safetensors"))
+    (folder / name / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "quantization_config": {"quant_method": "gptq", "bits": bits, "group_size": 32}}))
+
+
+def gptq_bits_word(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GPTQ model whose config gives ``"bits": "four"`` (before: a ValueError that sank the whole run)."""
+    from format_factory import gptq_state
+
+    _gptq_folder(folder, "gptq-bits", gptq_state(sd)[0], bits="four")
+    return Case("gptq-bits", "refused", ("'bits'", "whole number"))
+
+
+def gptq_scales_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GPTQ model whose ``scales`` keep one column (before: broadcast as one scale for every output and
+    read without a word)."""
+    from format_factory import gptq_state
+
+    state = gptq_state(sd)[0]
+    for k in [k for k in state if k.endswith(".scales")]:
+        state[k] = state[k][:, :1]
+    _gptq_folder(folder, "gptq-scales", state)
+    return Case("gptq-scales", "partial", ("gptq", "layout", "left out"))
 
 
 # --- files and folders ---------------------------------------------------------------------------------
@@ -527,5 +583,6 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         foreign_opcode, random_bytes, truncated_zip, unknown_dtypes, fp8_only, deep_header, overlapping,
         negative_dims, sparse_claim, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo, fifo_config,
         symlink_loop, dangling_link, bad_index, deep_config, gguf_huge_counts, gguf_huge_string,
+        loha_shapes, gptq_bits_word, gptq_scales_cut, gguf_parts_of_two,
     )
 }

@@ -94,7 +94,13 @@ class GGUFReader:
         self.path = ref.files[0]
         self.header = read_header(self.path)
         headers = [(self.path, self.header)] + [(f, read_header(f, self.header)) for f in ref.files[1:]]
-        if self.header.split_count != len(ref.files):
+        if self.header.split_count < len(ref.files):
+            raise UnreadableCheckpointError(
+                f"{ref.path}: {len(ref.files)} files are named as parts of one split GGUF model, but its first "
+                f"part says the model is {self.header.split_count} file(s): the parts come from different "
+                "downloads or were renamed. Keep only the parts of one model (gguf-split names them "
+                "-0000k-of-0000n.gguf).", ref.path)
+        if self.header.split_count > len(ref.files):
             raise UnreadableCheckpointError(
                 f"{ref.path}: the GGUF file says the model is split in {self.header.split_count} files and "
                 f"{len(ref.files)} are there. Download the missing parts (same name, -0000k-of-0000n.gguf).",

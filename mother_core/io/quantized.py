@@ -207,11 +207,8 @@ class QuantizedReader:
             if base + ".scales" not in shapes or base + ".qzeros" not in shapes:
                 return None
             scales = shapes[base + ".scales"][0]
-            bits = int(config.get("bits", 4) or 4)
+            bits = _config_int(config, "bits", 4, self.ref.path)
             awq = str(config.get("quant_method", "")).lower() == "awq" or looks_awq(name, shapes)
-            pack = 32 // bits
-            out = scales[1] if len(scales) == 2 else 0
-            rows_in = shape[0] if awq else shape[0] * pack
             parts = {"q": name, "zeros": base + ".qzeros", "scales": base + ".scales"}
             if base + ".g_idx" in shapes and not awq:
                 parts["g_idx"] = base + ".g_idx"
@@ -219,8 +216,18 @@ class QuantizedReader:
                 self._problems.append(f"{self.ref.path}: {base} is packed with {bits} bits, which we do not decode; "
                                      "it is left out.")
                 return _Weight(base + ".weight", (), "bad", parts)
+            pack = 32 // bits
+            out = scales[1] if len(scales) == 2 else 0
+            rows_in = shape[0] if awq else shape[0] * pack
+            mismatch = _packed_mismatch(shape, scales, shapes[base + ".qzeros"][0], shapes.get(parts.get("g_idx", "")),
+                                        pack, awq)
+            if mismatch:
+                self._problems.append(f"{self.ref.path}: the {'AWQ' if awq else 'GPTQ'} weight {base!r} is not "
+                                     f"stored in the quantizer's layout ({mismatch}); it is left out. Re-export "
+                                     "the model, or remove it from the set.")
+                return _Weight(base + ".weight", (), "bad", parts)
             return _Weight(base + ".weight", (out, rows_in), "awq" if awq else "gptq", parts,
-                           {"bits": bits, "group_size": int(config.get("group_size", 0) or 0),
+                           {"bits": bits, "group_size": _config_int(config, "group_size", 0, self.ref.path),
                             # GPTQModel's format v2 stores the zeros themselves; v1 (AutoGPTQ) stores them minus one
                             "zero_offset": 0 if str(config.get("checkpoint_format", "")).lower() == "gptq_v2" else 1},
                            whole=True)
@@ -527,6 +534,48 @@ def _unpack_int32(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     if dim == 0:  # (rows, cols, pack) -> (rows * pack, cols)
         return x.permute(0, 2, 1).reshape(packed.shape[0] * pack, packed.shape[1])
     return x.reshape(packed.shape[0], packed.shape[1] * pack)
+
+
+def _config_int(config: Mapping, key: str, default: int, path: str) -> int:
+    """An integer of a ``quantization_config`` (absent, null or 0: ``default``, as the quantizers read it).
+
+    Raises
+    ------
+    UnreadableCheckpointError
+        When the value is not a whole number (``"four"``, ``4.5``, a list): the config was not written by the
+        quantizer, and guessing would decode garbage.
+    """
+    value = config.get(key)
+    if not value:
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise UnreadableCheckpointError(
+            f"{path}: its config.json gives the quantization {key!r} as {str(value)[:40]!r}, not a whole number. "
+            "Fix the quantization_config, re-export the model, or remove it from the set.", path)
+    return int(value)
+
+
+def _packed_mismatch(q: tuple[int, ...], scales: tuple[int, ...], zeros: tuple[int, ...],
+                     g_idx: tuple[tuple[int, ...], str] | None, pack: int, awq: bool) -> str:
+    """What in a GPTQ / AWQ weight's stored shapes contradicts the layout (module docstring), or ``""``.
+
+    GPTQ: ``qweight`` (in / pack, out), ``scales`` (groups, out), ``qzeros`` (groups, out / pack), ``g_idx``
+    (in,). AWQ: ``qweight`` (in, out / pack), the same ``scales`` and ``qzeros``. Checked here because
+    the decoder's broadcasting would otherwise read a cut ``scales`` (groups, 1) as one scale for every
+    output, silently.
+    """
+    if len(q) != 2 or len(scales) != 2 or len(zeros) != 2:
+        return f"qweight {q}, scales {scales} and qzeros {zeros} must each have two dimensions"
+    out = q[1] * pack if awq else q[1]
+    if scales[1] != out:
+        return f"scales {scales} for {out} outputs"
+    if zeros != (scales[0], -(-out // pack)):
+        return f"qzeros {zeros} for scales {scales}"
+    if g_idx is not None and g_idx[0] != (q[0] * pack,):
+        return f"g_idx {g_idx[0]} for {q[0] * pack} inputs"
+    return ""
 
 
 def _gptq(raw: ModelReader, w: _Weight) -> torch.Tensor:

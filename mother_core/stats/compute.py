@@ -339,6 +339,10 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
             readers.append(stack.enter_context(open_model(ref, base=base_reader)))
         except MotherError as e:
             problems.append(Problem(ref.path, str(e)))
+        except Exception as e:  # noqa: BLE001 - a file no reader foresaw must not sink the other models
+            problems.append(Problem(ref.path, f"{ref.path} could not be opened ({type(e).__name__}: {str(e)[:200]}): "
+                                              "its files do not follow their format's layout. Re-export the model, "
+                                              "or remove it from the set; the other models are read."))
     # Quantized weights that do not store their shape take it from the other models (mother_core/io/quantized.py).
     shapes = {n: i.shape for r in readers for n, i in r.tensor_infos().items() if len(i.shape) == 2}
     for reader in readers:
