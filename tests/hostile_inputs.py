@@ -479,6 +479,31 @@ def gptq_scales_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("gptq-scales", "partial", ("gptq", "layout", "left out"))
 
 
+def bnb4_absmax_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A bitsandbytes nf4 model whose block scales were cut to one (before: broadcast over every block and
+    read without a word)."""
+    from format_factory import bnb_state
+
+    state = bnb_state(sd, "nf4")
+    for k in [k for k in state if k.endswith(".weight.absmax")]:
+        state[k] = state[k][:1].contiguous()
+    (folder / "bnb4-absmax").mkdir()
+    save_file(state, str(folder / "bnb4-absmax" / "model.safetensors"))
+    return Case("bnb4-absmax", "partial", ("bitsandbytes", "absmax", "left out"))
+
+
+def quanto4_shift_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """An optimum-quanto int4 model whose per-group shifts were cut to one row (before: broadcast)."""
+    from format_factory import quanto_state
+
+    state = quanto_state(sd, "qint4")
+    for k in [k for k in state if k.endswith("._shift")]:
+        state[k] = state[k][:1].contiguous()
+    (folder / "quanto4-shift").mkdir()
+    save_file(state, str(folder / "quanto4-shift" / "model.safetensors"))
+    return Case("quanto4-shift", "partial", ("quanto", "left out"))
+
+
 # --- files and folders ---------------------------------------------------------------------------------
 
 def fifo(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
@@ -583,6 +608,6 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         foreign_opcode, random_bytes, truncated_zip, unknown_dtypes, fp8_only, deep_header, overlapping,
         negative_dims, sparse_claim, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo, fifo_config,
         symlink_loop, dangling_link, bad_index, deep_config, gguf_huge_counts, gguf_huge_string,
-        loha_shapes, gptq_bits_word, gptq_scales_cut, gguf_parts_of_two,
+        loha_shapes, gptq_bits_word, gptq_scales_cut, gguf_parts_of_two, bnb4_absmax_cut, quanto4_shift_cut,
     )
 }

@@ -194,10 +194,20 @@ class QuantizedReader:
                 parts = {"q": weight, "absmax": weight + ".absmax", "map": weight + ".quant_map"}
                 if weight + ".nested_absmax" in shapes:
                     parts.update(nested_absmax=weight + ".nested_absmax", nested_map=weight + ".nested_quant_map")
-                return _Weight(weight, out_shape, "bnb-4bit", parts,
-                               {"blocksize": int(state["blocksize"]),
-                                "nested_blocksize": int(state.get("nested_blocksize", 256)),
-                                "nested_offset": float(state.get("nested_offset", 0.0))})
+                blocksize, nested_blocksize = int(state["blocksize"]), int(state.get("nested_blocksize", 256))
+                meta = {"blocksize": blocksize, "nested_blocksize": nested_blocksize,
+                        "nested_offset": float(state.get("nested_offset", 0.0))}
+                # The decoder broadcasts the block scales over the blocks: a short absmax would be read as one
+                # scale for every block without a word, so its length is checked here.
+                blocks = _bnb_blocks(wanted, blocksize)
+                sizes = {part: _numel(shapes[parts[part]][0]) if parts[part] in shapes else -1 for part in parts}
+                if sizes["absmax"] != blocks or sizes["map"] != 16:
+                    raise ValueError(f"its absmax holds {sizes['absmax']} block scales for {blocks} blocks and its "
+                                     f"quant_map {sizes['map']} values for 16 codes")
+                if "nested_absmax" in parts and (sizes["nested_absmax"] != _bnb_blocks(blocks, nested_blocksize)
+                                                 or sizes["nested_map"] != 256):
+                    raise ValueError("its nested statistics do not match its block scales")
+                return _Weight(weight, out_shape, "bnb-4bit", parts, meta)
             except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
                 self._problems.append(f"{self.ref.path}: the bitsandbytes quant state of {weight!r} is not "
                                      f"readable ({e}); the weight is left out.")
@@ -238,7 +248,9 @@ class QuantizedReader:
             scale_rows = shapes.get(weight + "._scale", ((0,), ""))[0][0]
             cols = shape[1] if len(shape) > 1 else 1
             bias = shapes.get(weight[: -len(".weight")] + ".bias")
-            if qbits is None or weight + "._shift" not in shapes:
+            # one scale and one shift per row of codes: a shorter shift would be broadcast without a word
+            if (qbits is None or weight + "._shift" not in shapes
+                    or _numel(shapes[weight + "._shift"][0]) != _numel(shapes[weight + "._scale"][0])):
                 self._problems.append(f"{self.ref.path}: the quanto weight {weight!r} is packed in a way we do "
                                      "not decode; it is left out.")
                 return _Weight(weight, (), "bad", parts)
@@ -534,6 +546,20 @@ def _unpack_int32(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     if dim == 0:  # (rows, cols, pack) -> (rows * pack, cols)
         return x.permute(0, 2, 1).reshape(packed.shape[0] * pack, packed.shape[1])
     return x.reshape(packed.shape[0], packed.shape[1] * pack)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _bnb_blocks(values: int, blocksize: int) -> int:
+    """How many blocks of ``blocksize`` bitsandbytes cuts ``values`` codes into (the last may be short)."""
+    if blocksize <= 0:
+        raise ValueError(f"its block size is {blocksize}")
+    return -(-values // blocksize)
 
 
 def _config_int(config: Mapping, key: str, default: int, path: str) -> int:

@@ -497,7 +497,9 @@ def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
             errors[m] = str(e)
             continue
         except Exception as e:  # a reader bug or I/O error must not sink the other models
-            errors[m] = f"Could not read tensor {meta.name!r} from {readers[m].ref.path}: {e}"
+            errors[m] = (f"Could not read tensor {meta.name!r} from {readers[m].ref.path} ({type(e).__name__}: "
+                         f"{str(e)[:200]}): the file does not follow its format's layout. Re-export the model, "
+                         "or remove it from the set; the other models are read.")
             continue
         kept.append(m)
     if not kept:
