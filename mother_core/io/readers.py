@@ -31,7 +31,7 @@ from mother_core.io.staged import ShortRead, decode, pieces
 from mother_core.io.names import normalise_name
 from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
 from mother_core.io.sniff import check_torch_file
-from mother_core.io.sd_single_file import unet_names
+from mother_core.io.sd_single_file import read_unet
 from mother_core.io.statedict import find_state_dict
 from mother_core.io.unpickler import load_legacy, load_zip
 
@@ -117,8 +117,10 @@ class _Reader:
 
     def _add_file(self, path: str, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
         # A Stable Diffusion single-file checkpoint: its UNet under the diffusers names (sd_single_file.py).
-        renamed = unet_names(shapes)
-        source = {n: n for n in shapes} if renamed is None else renamed  # listed name -> raw name
+        unet = read_unet(shapes)
+        if unet is not None and unet.note:
+            self.notes.append(f"{path}: {unet.note}")
+        source = {n: n for n in shapes} if unet is None else unet.names  # listed name -> raw name
         listed = {n: shapes[raw] for n, raw in source.items()}
         for name, norm in normalised_names(listed).items():
             if norm in self._infos:  # the same tensor in two shards: the first wins, as HF does
