@@ -97,6 +97,23 @@ def test_single_file_reads_as_diffusers_converts_it(tmp_path, layout):
     assert sd_single_file.ldm_unet_names(state) == ldm_unet_names(state)
 
 
+def test_sharded_single_file_reads_whole(tmp_path):
+    """An SDXL single file split in three shards (the HF sharded layout) reads as the whole file does: the
+    structure is the whole UNet's, read from every shard's names, not from the part one shard holds."""
+    from checkpoint_factory import sharded_safetensors
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    unet = tiny_sdxl_unet(0)
+    single = ldm_single_file(_state(unet))
+    converted = convert_ldm_unet_checkpoint(dict(single), dict(unet.config))
+    ref = discover([sharded_safetensors(tmp_path / "sharded", single, n=3)]).models[0]
+    assert ref.format == "safetensors-sharded:sd-single-file" and len(ref.files) == 3
+    with open_model(ref) as reader:
+        assert not reader.notes and set(reader.tensor_infos()) == set(converted)
+        for name, want in converted.items():
+            assert torch.equal(reader.read(name), want), name
+
+
 def test_diffusers_from_single_file_agrees(tmp_path):
     """diffusers' loader proper (``from_single_file`` with the diffusers folder's config) loads the SDXL
     file into the same tensors under the same names as our reader lists."""

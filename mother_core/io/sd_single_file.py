@@ -337,24 +337,34 @@ class SingleFileUnet:
     note: str | None = None
 
 
-def read_unet(raw_names: Iterable[str]) -> SingleFileUnet | None:
+def read_unet(raw_names: Iterable[str], model_names: Iterable[str] | None = None) -> SingleFileUnet | None:
     """The UNet of an SD single-file checkpoint under the diffusers names; None for other files.
 
     Names the structure does not cover keep their LDM name (they compare with other single-file
     checkpoints only); EMA weights are taken where the file has them.
+
+    Parameters
+    ----------
+    raw_names : Iterable of str
+        The tensor names of one file.
+    model_names : Iterable of str, optional
+        Every tensor name of the model, when the file is one shard of several: the structure is the
+        whole UNet's, which one shard may hold only part of.
     """
     names = list(raw_names)
     if not is_single_file(names):
         return None
     present = set(names)
+    everything = names if model_names is None else list(model_names)
     has_ema = any(n.startswith(_EMA_PREFIX + "diffusion_model") for n in names)
     ldm = [n[len(UNET_PREFIX):] for n in names if n.startswith(UNET_PREFIX)]
-    label = "class_embedding" if any(n.startswith(_UNCLIP_MARK) for n in names) else "add_embedding"
+    whole = [n[len(UNET_PREFIX):] for n in everything if n.startswith(UNET_PREFIX)]
+    label = "class_embedding" if any(n.startswith(_UNCLIP_MARK) for n in everything) else "add_embedding"
     blocks: UnetBlocks | None = None
     note = None
-    if any(_BLOCK.match(n) or _MIDDLE.match(n) for n in ldm):
+    if any(_BLOCK.match(n) or _MIDDLE.match(n) for n in whole):
         try:
-            blocks = blocks_from_ldm(ldm, label)
+            blocks = blocks_from_ldm(whole, label)
         except _Unmapped as e:
             note = (f"its UNet (model.diffusion_model.*) does not have the block structure of an SD 1.x / 2.x / "
                     f"XL UNet ({e}), so its tensors keep their original names and compare only with other "
