@@ -9,6 +9,7 @@ in float32, written by :class:`gguf.GGUFWriter`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import re
 from pathlib import Path
 
 import numpy as np
@@ -437,37 +438,105 @@ def tiny_sd_unet(seed: int):
     )
 
 
-def ldm_single_file(unet_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A diffusers UNet state dict in the original single-file layout (``model.diffusion_model.*``), plus a
-    stand-in VAE and text-encoder tensor as a real single file carries."""
-    from mother_core.io.sd_single_file import diffusers_name
+def tiny_sdxl_unet(seed: int, layers_per_block: int = 2):
+    """A tiny UNet2DConditionModel with SDXL's block structure, made by diffusers: 3 levels, no attention at
+    the first, transformer depths (1, 2, 2) (SDXL: 0, 2, 10), linear projections, and the "text_time"
+    added-conditioning embedding (``add_embedding``, LDM ``label_emb.0``) fed pooled text and size ids."""
+    from diffusers import UNet2DConditionModel
 
-    # Invert the reader's table by search: every LDM name the table can produce for this UNet.
-    candidates: dict[str, str] = {}
-    for hf in unet_state:
-        for ldm in _ldm_guesses(hf):
-            if diffusers_name(ldm) == hf:
-                candidates[hf] = ldm
-                break
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=layers_per_block,
+        block_out_channels=(8, 16, 16), norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 2), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 6 * 4,
+    )
+
+
+#: diffusers ResNet part -> LDM ``ResBlock`` part (``ldm/modules/diffusionmodules/openaimodel.py``).
+_LDM_RESNET_PARTS = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
+                     "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_LDM_WHOLE = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+              "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+              "class_embedding.linear_1": "label_emb.0.0", "class_embedding.linear_2": "label_emb.0.2"}
+
+
+def ldm_unet_names(diffusers_names) -> dict[str, str]:
+    """diffusers UNet name -> the name the original (LDM / sgm) ``UNetModel`` gives the same tensor, written
+    here from the LDM model's construction (``input_blocks``: conv_in, then per level its ResBlocks, each
+    with its SpatialTransformer if the level has attention, then a Downsample; ``output_blocks`` per level
+    one more ResBlock, the last followed by an Upsample), independently of the reader; the tests check it
+    against diffusers' own ``convert_ldm_unet_checkpoint``."""
+    names = list(diffusers_names)
+    block = re.compile(r"^(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.*)$")
+    resnets: dict[tuple[str, int], int] = {}
+    attention: set[tuple[str, int]] = set()
+    sampler: set[tuple[str, int]] = set()
+    for n in names:
+        m = block.match(n)
+        if m:
+            key = (m[1], int(m[2]))
+            if m[3] == "resnets":
+                resnets[key] = max(resnets.get(key, 0), int(m[4]) + 1)
+            elif m[3] == "attentions":
+                attention.add(key)
+            else:
+                sampler.add(key)
+    levels = {d: sorted(i for (w, i) in resnets if w == d) for d in ("down", "up")}
+    first_in: dict[int, int] = {}
+    at = 1
+    for i in levels["down"]:
+        first_in[i] = at
+        at += resnets[("down", i)] + (("down", i) in sampler)
+    first_out: dict[int, int] = {}
+    at = 0
+    for i in levels["up"]:
+        first_out[i] = at
+        at += resnets[("up", i)]
+
+    def resnet_rest(rest: str) -> str:
+        part, _, tail = rest.partition(".")
+        return f"{_LDM_RESNET_PARTS[part]}.{tail}"
+
+    out: dict[str, str] = {}
+    for n in names:
+        module, _, leaf = n.rpartition(".")
+        if module in _LDM_WHOLE:
+            out[n] = f"{_LDM_WHOLE[module]}.{leaf}"
+            continue
+        m = block.match(n)
+        mid = re.match(r"^mid_block\.(resnets|attentions)\.(\d+)\.(.*)$", n)
+        if m:
+            where, i, kind, j, rest = m[1], int(m[2]), m[3], int(m[4]), m[5]
+            if where == "down":
+                k = first_in[i] + (resnets[("down", i)] if kind == "downsamplers" else j)
+                out[n] = {"resnets": f"input_blocks.{k}.0.{resnet_rest(rest) if kind == 'resnets' else rest}",
+                          "attentions": f"input_blocks.{k}.1.{rest}",
+                          "downsamplers": f"input_blocks.{k}.0.op.{rest.removeprefix('conv.')}"}[kind]
+            else:
+                k = first_out[i] + (resnets[("up", i)] - 1 if kind == "upsamplers" else j)
+                out[n] = {"resnets": f"output_blocks.{k}.0.{resnet_rest(rest) if kind == 'resnets' else rest}",
+                          "attentions": f"output_blocks.{k}.1.{rest}",
+                          "upsamplers": f"output_blocks.{k}.{2 if ('up', i) in attention else 1}.{rest}"}[kind]
+        elif mid:
+            j = int(mid[2])
+            out[n] = (f"middle_block.{2 * j}.{resnet_rest(mid[3])}" if mid[1] == "resnets"
+                      else f"middle_block.{2 * j + 1}.{mid[3]}")
         else:
-            raise KeyError(hf)
-    out = {"model.diffusion_model." + candidates[k]: v.contiguous() for k, v in unet_state.items()}
-    out["first_stage_model.decoder.conv_in.weight"] = torch.randn(8, 4, 3, 3)
-    out["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.ones(8)
+            raise KeyError(n)
     return out
 
 
-def _ldm_guesses(hf: str) -> list[str]:
-    """LDM names that may map to diffusers name ``hf`` (brute force over the block prefixes)."""
-    from mother_core.io.sd_single_file import _RESNET, _WHOLE, _block_prefixes
-
-    out = [ldm for ldm, h in _WHOLE if h == hf]
-    for ldm, h in _block_prefixes():
-        if hf.startswith(h):
-            rest = hf[len(h):]
-            for ldm_part, hf_part in _RESNET:
-                rest = rest.replace(f"{hf_part}.", f"{ldm_part}.", 1) if rest.startswith(f"{hf_part}.") else rest
-            out.append(ldm + rest)
+def ldm_single_file(unet_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers UNet state dict in the original single-file layout (``model.diffusion_model.*``, names
+    from :func:`ldm_unet_names`), plus a stand-in VAE and text-encoder tensor as a real single file carries."""
+    names = ldm_unet_names(unet_state)
+    out = {"model.diffusion_model." + names[k]: v.contiguous() for k, v in unet_state.items()}
+    out["first_stage_model.decoder.conv_in.weight"] = torch.randn(8, 4, 3, 3)
+    out["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.ones(8)
     return out
 
 

@@ -31,7 +31,7 @@ from mother_core.io.staged import ShortRead, decode, pieces
 from mother_core.io.names import normalise_name
 from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
 from mother_core.io.sniff import check_torch_file
-from mother_core.io.sd_single_file import unet_names
+from mother_core.io.sd_single_file import read_unet
 from mother_core.io.statedict import find_state_dict
 from mother_core.io.unpickler import load_legacy, load_zip
 
@@ -115,10 +115,14 @@ class _Reader:
         #: Per-tensor problems the reader worked around (tensors left out); reported as Problems.
         self.notes: list[str] = []
 
-    def _add_file(self, path: str, shapes: Mapping[str, tuple[tuple[int, ...], str]]) -> None:
-        # A Stable Diffusion single-file checkpoint: its UNet under the diffusers names (sd_single_file.py).
-        renamed = unet_names(shapes)
-        source = {n: n for n in shapes} if renamed is None else renamed  # listed name -> raw name
+    def _add_file(self, path: str, shapes: Mapping[str, tuple[tuple[int, ...], str]],
+                  model_names: Iterable[str] | None = None) -> None:
+        # A Stable Diffusion single-file checkpoint: its UNet under the diffusers names (sd_single_file.py),
+        # the block structure read from every shard's names (``model_names``) where the model has several.
+        unet = read_unet(shapes, model_names)
+        if unet is not None and unet.note:
+            self.notes.append(f"{path}: {unet.note}")
+        source = {n: n for n in shapes} if unet is None else unet.names  # listed name -> raw name
         listed = {n: shapes[raw] for n, raw in source.items()}
         for name, norm in normalised_names(listed).items():
             if norm in self._infos:  # the same tensor in two shards: the first wins, as HF does
@@ -166,9 +170,10 @@ class SafetensorsReader(_Reader):
     def __init__(self, ref: ModelRef) -> None:
         super().__init__(ref)
         self._spans: dict[str, tuple[int, int]] = {}  # normalised name -> absolute (start, stop) bytes
+        every = [n for path in ref.files for n in read_header(path).shapes()] if len(ref.files) > 1 else None
         for path in ref.files:
             header = read_header(path)  # validated once per file (memoised: discovery already parsed it)
-            self._add_file(path, header.shapes())
+            self._add_file(path, header.shapes(), every)
             entries = {t.name: t for t in header.tensors}
             for norm, (p, raw) in self._where.items():
                 if p == path and norm not in self._spans:

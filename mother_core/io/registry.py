@@ -108,11 +108,12 @@ def containers() -> tuple[str, ...]:
 
 
 # safetensors 2: compressed-tensors and MLX weights decoded (were left out, MLX biases compared as weights),
-# fp8 group / block scales, GPTQ format v2 zeros (2026-12-03).
-register("safetensors", "mother_core.io.readers:open_safetensors", revision=2)
-register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=2)
-register("torch", "mother_core.io.readers:open_torch")
-register("torch-sharded", "mother_core.io.readers:open_torch")
+# fp8 group / block scales, GPTQ format v2 zeros (2026-12-03). safetensors 3, torch 2: SD single-file UNets
+# renamed by the block structure read from the file (SDXL's were renamed by SD 1.x's table; 2026-12-03).
+register("safetensors", "mother_core.io.readers:open_safetensors", revision=3)
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=3)
+register("torch", "mother_core.io.readers:open_torch", revision=2)
+register("torch-sharded", "mother_core.io.readers:open_torch", revision=2)
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
 # regrouped query_key_value rows undone (2026-12-02); peft-lora 3: updates added in place by addmm_,
 # whose float32 rounding differs from a product then a sum in the last bit (2026-12-03); peft-lora 4: PEFT
@@ -130,6 +131,8 @@ def peft_refusal(path: str, peft_type: str) -> str:
             "adapters only. Merge it with PEFT (merge_and_unload) and add the merged model instead.")
 
 
-register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True)
+# sd-lora 2: kohya-ss SDXL files (LDM module names) merged (were refused), SDXL single-file bases renamed by
+# their own block structure (2026-12-03).
+register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=2)
 register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

@@ -23,14 +23,18 @@ The merged weight is the one diffusers' ``fuse_lora`` and sd-scripts' ``merge_lo
 
 A kohya name is ambiguous (``down_blocks_0_attentions_0_proj_in`` could split at any underscore): it is
 resolved against the base model's own tensor names, every ``<module>.weight`` of the base with its dots made
-underscores; a name that matches no module or several is an :class:`AdapterMismatchError` naming it. Only
-the UNet is read (what a diffusers folder's ``unet`` component and a single-file checkpoint present);
-text-encoder layers are left out as :mod:`.sd_single_file` leaves out the text encoder, and so are
+underscores; a name that matches no module or several is an :class:`AdapterMismatchError` naming it. kohya-ss
+SDXL files name modules in the original (LDM) UNet layout (``lora_unet_input_blocks_4_1_proj_in``,
+``lora_unet_output_blocks_...``, ``lora_unet_middle_block_...``), as sd-scripts trains SDXL on that UNet:
+each base tensor also answers to its LDM name, derived from the base UNet's own block structure
+(:func:`.sd_single_file.ldm_unet_names`, the mapping that reads single-file checkpoints), whichever layout
+the base is stored in (a diffusers folder or a single file). Only the UNet is read (what a diffusers
+folder's ``unet`` component and a single-file checkpoint present); text-encoder layers (``lora_te1_``,
+``lora_te2_``) are left out as :mod:`.sd_single_file` leaves out the text encoders, and so are
 textual-inversion embeddings some kohya files bundle (``bundle_emb.*``).
 
 Refused with a message: LyCORIS LoHa / LoKr / OFT / full-difference files, kohya DoRA (``dora_scale``),
-Tucker-decomposed LoCon (``lora_mid``), and kohya-ss SDXL files, which name modules in the original (LDM)
-UNet layout (``lora_unet_input_blocks_4_1_...``) rather than the diffusers one.
+and Tucker-decomposed LoCon (``lora_mid``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from dataclasses import dataclass
 
 from mother_core.errors import AdapterMismatchError, MotherError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+from mother_core.io.sd_single_file import ldm_unet_names
 
 KOHYA = "kohya"
 DIFFUSERS = "diffusers"
@@ -74,7 +79,8 @@ _DIFFUSERS_RENAMES: tuple[tuple[str, str], ...] = (
     (".lora_linear_layer.up", ".lora_B"), (".lora_linear_layer.down", ".lora_A"),
     (".lora.up", ".lora_B"), (".lora.down", ".lora_A"),
 )
-#: The first words of a UNet module in the original (LDM) layout, as kohya-ss names SDXL modules.
+#: The first words of a UNet module in the original (LDM) layout, as kohya-ss names SDXL modules (for the
+#: message when such a name matches no module of the base).
 _LDM_WORDS = ("input_blocks_", "middle_block_", "output_blocks_")
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 
@@ -197,14 +203,22 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
 
 
 def _base_modules(base_infos: Mapping[str, TensorInfo], layout: str) -> dict[str, str | None]:
-    """The LoRA module names a base's tensors answer to -> the base tensor (None when ambiguous)."""
+    """The LoRA module names a base's tensors answer to -> the base tensor (None when ambiguous).
+
+    A kohya name answers for a base tensor under its diffusers name and under its LDM name (kohya-ss
+    trains SDXL on the original UNet, whose modules it names ``input_blocks_4_1_...``), the LDM names
+    derived from the base's own block structure (:func:`.sd_single_file.ldm_unet_names`)."""
+    ldm = ldm_unet_names(base_infos) if layout == KOHYA else {}
     out: dict[str, str | None] = {}
     for name, info in base_infos.items():
         if not name.endswith(".weight") or len(info.shape) < 2:
             continue
-        module = name[:-len(".weight")]
-        key = module.replace(".", "_") if layout == KOHYA else module
-        out[key] = name if key not in out or out[key] == name else None
+        modules = [name[:-len(".weight")]]
+        if name in ldm:
+            modules.append(ldm[name][:-len(".weight")])
+        for module in modules:
+            key = module.replace(".", "_") if layout == KOHYA else module
+            out[key] = name if key not in out or out[key] == name else None
     return out
 
 
@@ -241,8 +255,9 @@ def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[
         if m.key not in table and layout == KOHYA and m.key.startswith(_LDM_WORDS):
             raise AdapterMismatchError(
                 f"The Stable Diffusion LoRA {path} names its modules in the original (LDM) UNet layout "
-                f"({m.key!r}), as kohya-ss SDXL files do; this version maps kohya names onto the diffusers UNet's "
-                "module names only (SD 1.x / 2.x files).", path)
+                f"({m.key!r}), as kohya-ss SDXL files do, but the base model {base_id!r} has no such module in "
+                "that layout (its UNet's blocks, read from its tensor names, differ): is that the right base "
+                "model?", path)
         if m.key not in table:
             raise AdapterMismatchError(
                 f"The Stable Diffusion LoRA {path} updates {m.key!r}, which the base model {base_id!r} does not "
