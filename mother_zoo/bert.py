@@ -176,12 +176,6 @@ def load_minilm_backbone_state() -> dict[str, torch.Tensor]:
     return load_file(str(minilm_dir() / "model.safetensors"))
 
 
-LORA_TARGETS: tuple[str, ...] = (
-    "query",
-    "key",
-    "value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-)
+LORA_TARGETS: tuple[str, ...] = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
+                                 "output.dense")
 HEAD_PREFIX = "classifier."

@@ -168,12 +168,6 @@ class ViTForImageClassification(nn.Module):
 
 
 # LoRA targets: every linear layer inside the encoder (attention + MLP), as in common ViT LoRA recipes.
-LORA_TARGETS: tuple[str, ...] = (
-    "query",
-    "key",
-    "value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-)
+LORA_TARGETS: tuple[str, ...] = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
+                                 "output.dense")
 HEAD_PREFIX = "classifier."
