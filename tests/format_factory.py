@@ -716,3 +716,76 @@ def diffusers_fused(path: Path, base_seed: int = 1) -> dict[str, torch.Tensor]:
         metadata = None
     Loader.load_lora_into_unet(state, alphas, unet, metadata=metadata if not alphas else None)
     return fused_unet_state(unet)
+
+
+# --- LyCORIS networks on a Stable Diffusion UNet (lycoris-lora, kohya layout) ---------------------------------
+
+#: The SD 1.x targets of LyCORIS's kohya network (its "full" preset before it listed newer architectures'
+#: blocks): 4.1.3's "full" also names TimestepEmbedding, which wraps time_embedding.linear_1 a second time on a
+#: diffusers UNet and trips the library's own duplicate-name check.
+LYCORIS_SD_PRESET = """enable_conv = true
+unet_target_module = ["Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D"]
+unet_target_name = ["conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2"]
+text_encoder_target_module = []
+text_encoder_target_name = []
+"""
+
+
+def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, **kwargs):
+    """A tiny SD UNet (:func:`tiny_sd_unet`, base seed 1) with a LyCORIS network made by the library's kohya
+    entry point (``lycoris.kohya.create_network``, as sd-scripts' ``--network_module lycoris.kohya`` makes it),
+    applied and trained ``steps`` real AdamW steps on the denoising loss. Returns ``(unet, network)``; the
+    network saves with ``network.save_weights`` (kohya names ``lora_unet_<module>.<part>``)."""
+    from lycoris.kohya import create_network
+
+    preset = folder / "sd-preset.toml"
+    preset.write_text(LYCORIS_SD_PRESET)
+    unet = tiny_sd_unet(1)
+    torch.manual_seed(seed)
+    kwargs = {"conv_dim": 4, "conv_alpha": 1.0, **kwargs}
+    dim, alpha = kwargs.pop("dim", 4), kwargs.pop("alpha", 2.0)
+    network = create_network(1.0, dim, alpha, None, None, unet, algo=algo, preset=str(preset), **kwargs)
+    network.apply_to(None, unet, apply_text_encoder=False, apply_unet=True)
+    params, _ = network.prepare_optimizer_params(unet_lr=1e-2)  # as sd-scripts asks the network
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    unet.train()
+    for _ in range(steps):
+        x = torch.randn(2, 4, 8, 8, generator=g)
+        cond = torch.randn(2, 3, 8, generator=g)
+        loss = (unet(x, torch.tensor([10, 500]), cond).sample - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    unet.eval()
+    network.eval()
+    return unet, network
+
+
+def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch.Tensor | None]]:
+    """What each LyCORIS module's own forward applies, by module: lora name -> ("delta" | "weight", weight, bias).
+
+    The module's forward (its default, non-bypass mode) builds the weight it applies and hands it to the layer's
+    op (``F.linear`` / ``F.conv2d``): a LoCon / LoHa / LoKr module the difference ``new - base``, a full module
+    the whole weight and bias. The op is wrapped to record them while the forward runs on a probe input."""
+    out: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
+    for lora in network.unet_loras:
+        seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        op = lora.op
+
+        def record(x, weight=None, bias=None, *args, _op=op, _seen=seen, **kw):
+            _seen.append((weight.detach().clone(), None if bias is None else bias.detach().clone()))
+            return _op(x, weight, bias, *args, **kw)
+
+        layer = lora.org_module[0]
+        probe = torch.randn(1, layer.in_features) if isinstance(layer, torch.nn.Linear) else \
+            torch.randn(1, layer.in_channels, 8, 8)
+        lora.op = record
+        try:
+            with torch.no_grad():
+                lora.forward(probe)
+        finally:
+            lora.op = op
+        kind = "weight" if type(lora).__name__ == "FullModule" else "delta"
+        out[lora.lora_name] = (kind, *seen[-1])
+    return out

@@ -2,7 +2,7 @@
 by diffusers + peft on a tiny SD UNet: sniffed from the header, read as base + (alpha / r) up @ down exactly
 as diffusers' own ``fuse_lora`` merges them (LoCon convolutions included), on a diffusers folder and on a
 single-file checkpoint base, typed ``adapter`` by recovery, and refused with a message where they cannot be
-read (no base in the set, LyCORIS)."""
+read (no base in the set, LyCORIS OFT); LyCORIS's other types: tests/test_sd_lycoris.py."""
 
 from __future__ import annotations
 
@@ -128,17 +128,20 @@ def test_sniff_reads_names_only(made, tmp_path):
     assert sniff(names["diffusers"]) == "diffusers" and sniff(names["old"]) == "diffusers"
     assert sniff(made["base"]) is None
     assert sniff(names["kohya"] + ["bundle_emb.style.string_to_param.*"]) == "kohya"  # a bundled embedding
-    # LyCORIS LoHa names (lycoris/modules/loha.py: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, alpha)
+    # LyCORIS LoHa names (lycoris/modules/loha.py: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, alpha) are
+    # merged (tests/test_sd_lycoris.py); its OFT names (modules/diag_oft.py: oft_blocks, rescale, alpha) are not
     loha = {f"lora_unet_mid_block_attentions_0_proj_in.{p}": torch.ones(2, 2)
-            for p in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")}
-    loha["lora_unet_mid_block_attentions_0_proj_in.alpha"] = torch.tensor(2.0)
-    assert sniff(loha) == "unsupported:LoHa (LyCORIS)"
-    save_file(loha, str(tmp_path / "loha.safetensors"))
+            for p in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha")}
+    assert sniff(loha) == "kohya"
+    oft = {"lora_unet_mid_block_attentions_0_proj_in.oft_blocks": torch.ones(2, 2, 2),
+           "lora_unet_mid_block_attentions_0_proj_in.alpha": torch.tensor(2.0)}
+    assert sniff(oft) == "unsupported:OFT / BOFT (LyCORIS)"
+    save_file(oft, str(tmp_path / "oft.safetensors"))
     _diffusers_folder(made["base"], tmp_path / "base")
     found = discover([tmp_path])
     assert [m.id for m in found.models] == ["base"]
     (problem,) = found.problems
-    assert "LoHa (LyCORIS) Stable Diffusion network, which this version does not merge" in problem.message
+    assert "OFT / BOFT (LyCORIS) Stable Diffusion network, which this version does not merge" in problem.message
 
 
 def test_kohya_names_are_resolved_against_the_base_never_guessed():

@@ -226,7 +226,7 @@ class LoraReader:
         self.base = base
         self._infos: dict[str, TensorInfo] = dict(base.tensor_infos())
         self._updates: dict[str, list[_Update]] = {}
-        self._bias: dict[str, torch.Tensor] = {}
+        self._bias: dict[str, torch.Tensor] = {}  # added whole to that tensor (a LoRA bias, a LyCORIS difference)
         self._replaced: dict[str, torch.Tensor] = {}
         self._column_norms: dict[str, torch.Tensor] = {}  # DoRA on Conv1D: norms of the merged columns
 
@@ -418,16 +418,22 @@ class LoraReader:
         if not updates and bias is None:
             return w
         merged = w.to(torch.float32, copy=True)  # never change the base reader's tensor in place
-        for u in updates or ():
+        self._apply(name, merged, rows)
+        return merged.to(w.dtype)
+
+    def _apply(self, name: str, merged: torch.Tensor, rows: tuple[int, int] | None) -> None:
+        """Apply the queued updates of tensor ``name`` to ``merged`` (its rows ``rows``, float32) in place: the
+        one step of :meth:`read` a subclass extends (the Stable Diffusion reader adds LyCORIS's rescaling)."""
+        for u in self._updates.get(name) or ():
             u.add_into(merged, rows)
             if u.magnitude is not None and u.mode == "linear_t":  # DoRA on Conv1D: outputs are columns
                 merged *= (u.magnitude / self._dora_columns(name, u).clamp_min(1e-30))[None, :]
             elif u.magnitude is not None:  # DoRA: each merged row rescaled to its learned norm (module docstring)
                 mag = u.magnitude if rows is None else u.magnitude[rows[0]:rows[1]]
                 merged *= (mag / merged.norm(dim=1).clamp_min(1e-30))[:, None]
+        bias = self._bias.get(name)
         if bias is not None:
             merged += bias if rows is None else bias[rows[0]:rows[1]]
-        return merged.to(w.dtype)
 
     def _dora_columns(self, name: str, update: _Update) -> torch.Tensor:
         """Norms of the columns of the whole merged (stored) tensor ``name``, read once."""

@@ -133,6 +133,8 @@ def peft_refusal(path: str, peft_type: str) -> str:
 
 # sd-lora 2: kohya-ss SDXL files (LDM module names) merged (were refused), SDXL single-file bases renamed by
 # their own block structure (2026-12-03).
-register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=2)
+# sd-lora 3: LyCORIS LoHa, LoKr, full-difference, Tucker LoCon and DoRA modules merged (were refused at
+# discovery; 2026-12-03).
+register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=3)
 register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

@@ -33,8 +33,36 @@ folder's ``unet`` component and a single-file checkpoint present); text-encoder 
 ``lora_te2_``) are left out as :mod:`.sd_single_file` leaves out the text encoders, and so are
 textual-inversion embeddings some kohya files bundle (``bundle_emb.*``).
 
-Refused with a message: LyCORIS LoHa / LoKr / OFT / full-difference files, kohya DoRA (``dora_scale``),
-and Tucker-decomposed LoCon (``lora_mid``).
+LyCORIS (KohakuBlueleaf/LyCORIS, ``lycoris-lora`` on PyPI) saves its networks in the kohya layout,
+``lora_unet_<module>.<part>``, each module of one type, told apart by its parts (``lycoris/modules/*.py``, each
+type's ``weight_list``). They are merged as the library's own forward applies them (a module in its default,
+non-bypass mode: the base weight plus ``get_weight`` / ``make_weight``, then ``apply_weight_decompose``), with
+``scale = alpha / r`` (``alpha`` the stored tensor, which already folds in rs-LoRA's square root; 1 without one):
+
+- LoCon with a Tucker kernel (``use_tucker``): ``lora_down`` (r, in, 1, 1), ``lora_mid`` (r, r, kh, kw) and
+  ``lora_up`` (out, r, 1, 1) give ``W + scale * einsum(mid, up, down)`` (``functional/locon.py`` ``diff_weight``).
+- LoHa: ``hada_w1_a`` (out, r), ``hada_w1_b`` (r, in * kh * kw) and ``hada_w2_*`` alike give
+  ``W + ((w1a @ w1b) * (w2a @ w2b)) * scale``; with Tucker kernels ``hada_t1`` / ``hada_t2`` (r, r, kh, kw) the
+  factors are (r, out) and (r, in) and each product is ``einsum(t, w_a, w_b)`` (``functional/loha.py``).
+- LoKr: ``W + kron(w1, w2) * scale`` with ``w1`` = ``lokr_w1`` or ``lokr_w1_a @ lokr_w1_b`` and ``w2`` =
+  ``lokr_w2``, ``lokr_w2_a @ lokr_w2_b`` or, with a Tucker kernel, ``einsum(lokr_t2, w2a, w2b)``
+  (``functional/lokr.py``); r is the rank of the factored half (the rows of ``lokr_w1_b`` or ``lokr_w2_b``), and
+  the scale is 1 when both halves are whole (``LokrModule`` sets alpha = r then). A convolution's kernel rides on
+  ``w2``, so the product flattened is the Kronecker product of the flattened factors.
+- full difference: ``W + diff`` and the bias ``+ diff_b`` (``modules/full.py``; ``diff_b`` is dropped where the
+  base layer has no bias, as the library's merge drops it).
+- weight decomposition (DoRA: ``dora_scale`` beside a LoCon, LoHa or LoKr module): the merged ``W'`` becomes
+  ``W' * dora_scale / (||W'|| + eps)``, eps float32's machine epsilon, the norm taken over each output row when
+  ``dora_scale`` is (out, 1, ...) (``wd_on_output``, the default) or each input channel when it is (1, in, ...)
+  (``functional/general.py`` ``weight_decompose``).
+
+Rank and module dropout (``rank_dropout``, ``rank_dropout_scale``, ``module_dropout``) act only while training,
+and ``use_scalar``'s scalar is folded into the saved factors, so neither changes the merge. LyCORIS 4.1.3's
+``merge_to`` (and its ``utils.merge``) scales a LoHa's or LoKr's update twice (its ``get_diff_weight`` multiplies
+``get_weight``, already scaled, by the scale again), unlike its own forward and ComfyUI's loader: the forward's
+single scale, the one the network was trained with, is used here.
+
+Refused with a message: the LyCORIS OFT / BOFT, norm, IA3, GLoRA and T-LoRA module types.
 """
 
 from __future__ import annotations
@@ -56,12 +84,30 @@ DIFFUSERS = "diffusers"
 LAYOUT_NAMES: Mapping[str, str] = {KOHYA: "kohya-ss", DIFFUSERS: "diffusers"}
 
 _KOHYA_PREFIX = re.compile(r"^lora_(unet|te\d?)_")
-_KOHYA_LORA_PARTS = frozenset({"lora_down.weight", "lora_up.weight", "alpha"})
-#: LyCORIS parameter names (KohakuBlueleaf/LyCORIS, ``lycoris/modules``) -> the algorithm, for the refusal.
+#: The module types merged here -> the parts a module of that type may hold (LyCORIS 4.1.3 ``lycoris/modules``:
+#: each type's ``weight_list``; ``lora`` is kohya-ss's LoRA / LoCon and LyCORIS's LoConModule).
+_KINDS: Mapping[str, frozenset[str]] = {
+    "lora": frozenset({"lora_down.weight", "lora_up.weight", "lora_mid.weight", "alpha", "dora_scale"}),
+    "loha": frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2", "alpha",
+                       "dora_scale"}),
+    "lokr": frozenset({"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2", "alpha",
+                       "dora_scale"}),
+    "full": frozenset({"diff", "diff_b"}),
+}
+#: The part that says a module's type, in the library's order (``modules.get_module``: ``weight_list_det``).
+_KIND_OF: tuple[tuple[str, str], ...] = (
+    ("lora_up.weight", "lora"), ("lora_down.weight", "lora"), ("hada_w1_a", "loha"), ("lokr_w1", "lokr"),
+    ("lokr_w1_a", "lokr"), ("diff", "full"),
+)
+_MERGED_PARTS = frozenset().union(*_KINDS.values())
+#: What people call each merged type (in messages).
+KIND_NAMES: Mapping[str, str] = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full difference"}
+#: Parameter names of the LyCORIS types this module does not merge -> the type, for the refusal.
 _LYCORIS: tuple[tuple[str, str], ...] = (
-    ("hada_", "LoHa (LyCORIS)"), ("lokr_", "LoKr (LyCORIS)"), ("oft_", "OFT (LyCORIS)"),
-    ("diff", "full-difference (LyCORIS)"), ("w_norm", "norm (LyCORIS)"), ("b_norm", "norm (LyCORIS)"),
-    ("on_input", "IA3 (LyCORIS)"), ("dora_scale", "DoRA (kohya)"), ("lora_mid", "Tucker LoCon (LyCORIS)"),
+    ("oft_", "OFT / BOFT (LyCORIS)"), ("rescale", "OFT / BOFT (LyCORIS)"), ("w_norm", "norm (LyCORIS)"),
+    ("b_norm", "norm (LyCORIS)"), ("on_input", "IA3 (LyCORIS)"), ("a1.weight", "GLoRA (LyCORIS)"),
+    ("b1.weight", "GLoRA (LyCORIS)"), ("lambda_layer", "T-LoRA (LyCORIS)"),
+    ("lokr_t1", "LoKr with a Tucker w1 (LyCORIS lokr_t1)"),
 )
 _COMPONENTS = ("unet.", "text_encoder.", "text_encoder_2.")
 #: The first word of a diffusers UNet module path (keys of unprefixed files saved by ``save_attn_procs``).
@@ -88,8 +134,8 @@ _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 def sniff(names: Iterable[str]) -> str | None:
     """The layout of a Stable Diffusion LoRA file from its tensor names, or None for any other file.
 
-    Returns ``"kohya"``, ``"diffusers"``, or ``"unsupported:<what>"`` for an adapter family this module
-    does not merge (LyCORIS LoHa, LoKr, ...). Reads names only (the safetensors header).
+    Returns ``"kohya"`` (LyCORIS networks included), ``"diffusers"``, or ``"unsupported:<what>"`` for an adapter
+    family this module does not merge (LyCORIS OFT, IA3, ...). Reads names only (the safetensors header).
 
     Examples
     --------
@@ -99,7 +145,9 @@ def sniff(names: Iterable[str]) -> str | None:
     >>> sniff(["unet.mid_block.attentions.0.proj_in.lora_A.weight"])
     'diffusers'
     >>> sniff(["lora_unet_mid_block_attentions_0_proj_in.hada_w1_a"])
-    'unsupported:LoHa (LyCORIS)'
+    'kohya'
+    >>> sniff(["lora_unet_mid_block_attentions_0_proj_in.oft_blocks"])
+    'unsupported:OFT / BOFT (LyCORIS)'
     >>> sniff(["model.layers.0.mlp.up_proj.weight"]) is None
     True
     """
@@ -111,13 +159,13 @@ def sniff(names: Iterable[str]) -> str | None:
     # which are not LoRA layers and are left out.
     if kohya and 2 * len(kohya) > len(names):
         parts = {n.split(".", 1)[1] if "." in n else "" for n in kohya}
-        for part in sorted(parts - _KOHYA_LORA_PARTS):
+        for part in sorted(parts - _MERGED_PARTS):
             for word, what in _LYCORIS:
                 if part.startswith(word):
                     return f"unsupported:{what}"
-        if parts <= _KOHYA_LORA_PARTS and "lora_down.weight" in parts:
+        if parts <= _MERGED_PARTS and any(part in parts for part, _ in _KIND_OF):
             return KOHYA
-        return "unsupported:an unknown kohya-style network (" + ", ".join(sorted(parts - _KOHYA_LORA_PARTS))[:80] + ")"
+        return "unsupported:an unknown kohya-style network (" + ", ".join(sorted(parts - _MERGED_PARTS))[:80] + ")"
     prefixed = all(n.startswith(_COMPONENTS) for n in names)
     unet_only = all(n.startswith(_UNET_WORDS) for n in names)
     if not (prefixed or unet_only):
@@ -132,9 +180,10 @@ def sniff(names: Iterable[str]) -> str | None:
 def refusal(path: str, scheme: str) -> str:
     """The message for a file :func:`sniff` found to be an adapter family this module does not merge."""
     what = scheme.removeprefix("unsupported:")
-    return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (only LoRA: "
-            "kohya-ss lora_down/lora_up with LoCon convolutions, and diffusers lora_A/lora_B files). Merge it "
-            "into its base model with the tool that made it and add the merged checkpoint instead.")
+    return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
+            "LoCon, with Tucker kernels and DoRA, LoHa, LoKr and full-difference modules in the kohya-ss layout, and "
+            "diffusers lora_A/lora_B files). Merge it into its base model with the tool that made it (LyCORIS: its "
+            "tools/merge.py) and add the merged checkpoint instead.")
 
 
 def legacy_hash(path: str) -> str | None:
@@ -153,9 +202,20 @@ class _Module:
     """One LoRA module of the file: its raw keys, and the name it has in the file (kohya: flat)."""
 
     key: str  # the module's name in the file: kohya "down_blocks_0_..._to_q", diffusers "down_blocks.0....to_q"
-    down: str  # raw tensor keys
-    up: str
-    alpha: str | None
+    parts: Mapping[str, str]  # kohya part name ("lora_down.weight", "hada_w1_a", "alpha", ...) -> raw tensor key
+    kind: str = "lora"  # a key of _KINDS
+
+    @property
+    def down(self) -> str:
+        return self.parts["lora_down.weight"]
+
+    @property
+    def up(self) -> str:
+        return self.parts["lora_up.weight"]
+
+    @property
+    def alpha(self) -> str | None:
+        return self.parts.get("alpha")
 
 
 def _peft_module(key: str) -> tuple[str, str] | None:
@@ -172,7 +232,7 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
     Raises
     ------
     AdapterMismatchError
-        A module with only one of its two factors.
+        A module lacking a part its type needs (a LoRA with one factor), or holding parts of two types.
     """
     found: dict[str, dict[str, str]] = {}
     for n in names:
@@ -180,7 +240,7 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
             if not n.startswith("lora_unet_"):
                 continue
             flat, _, part = n[len("lora_unet_"):].partition(".")
-            role = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}.get(part)
+            role = part if part in _MERGED_PARTS else None
         else:
             comp = next((c for c in _COMPONENTS if n.startswith(c)), "unet.")
             if comp != "unet.":
@@ -190,16 +250,38 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
             if parsed is None:
                 continue
             flat = parsed[0].removeprefix(comp)
-            role = "alpha" if n.endswith(".alpha") else "down" if parsed[1] == "A" else "up"
+            role = "alpha" if n.endswith(".alpha") else "lora_down.weight" if parsed[1] == "A" else "lora_up.weight"
         if role is not None:
             found.setdefault(flat, {})[role] = n
     out = []
     for flat, keys in sorted(found.items()):
-        if "down" not in keys or "up" not in keys:
-            have = ", ".join(sorted(keys))
-            raise AdapterMismatchError(f"{path}: the LoRA module {flat!r} has only {have}; the file is damaged.", path)
-        out.append(_Module(flat, keys["down"], keys["up"], keys.get("alpha")))
+        kind = next((k for part, k in _KIND_OF if part in keys), "lora")
+        missing = _missing_parts(kind, keys)
+        have = ", ".join(sorted(keys))
+        if missing:
+            raise AdapterMismatchError(f"{path}: the {KIND_NAMES[kind]} module {flat!r} has {have} but no "
+                                       f"{missing}; the file is damaged.", path)
+        if not keys.keys() <= _KINDS[kind]:
+            raise AdapterMismatchError(f"{path}: the module {flat!r} holds {have}, parts of several network types; "
+                                       "the file is damaged.", path)
+        out.append(_Module(flat, keys, kind))
     return out
+
+
+def _missing_parts(kind: str, parts: Mapping[str, str]) -> str:
+    """The parts a module of type ``kind`` needs and ``parts`` lacks, said in words ("" when none)."""
+    needs: tuple[tuple[str, ...], ...] = {
+        "lora": (("lora_down.weight",), ("lora_up.weight",)),
+        "loha": (("hada_w1_a",), ("hada_w1_b",), ("hada_w2_a",), ("hada_w2_b",)),
+        # a LoKr half is whole or a product of two factors
+        "lokr": (("lokr_w1", "lokr_w1_a"), ("lokr_w1", "lokr_w1_b"), ("lokr_w2", "lokr_w2_a"),
+                 ("lokr_w2", "lokr_w2_b")),
+        "full": (("diff",),),
+    }[kind]
+    lacking = [" or ".join(alts) for alts in needs if not any(a in parts for a in alts)]
+    if kind == "loha" and ("hada_t1" in parts) != ("hada_t2" in parts):  # both halves Tucker, or neither
+        lacking.append("hada_t2" if "hada_t1" in parts else "hada_t1")
+    return ", ".join(dict.fromkeys(lacking))
 
 
 def _base_modules(base_infos: Mapping[str, TensorInfo], layout: str) -> dict[str, str | None]:
@@ -235,6 +317,63 @@ def _fits(update: tuple[int, ...], base: tuple[int, ...]) -> bool:
     return squeeze == tuple(d for i, d in enumerate(update) if i < 2 or d != 1)
 
 
+def _flat(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A weight's shape as a matrix, (out, in * kh * kw): how LoHa and LoKr factor a convolution."""
+    return (shape[0], math.prod(shape[1:])) if shape else ()
+
+
+def _shapes_fit(m: _Module, shapes: Mapping[str, tuple[int, ...]], base: tuple[int, ...]) -> bool:
+    """Whether module ``m``'s factors (their shapes, from the header) multiply out to the base tensor's shape.
+
+    The shapes each type's module gives its factors (LyCORIS ``lycoris/modules/*.py``, module docstring); a Tucker
+    form rebuilds the whole kernel, the plain LoHa and LoKr forms the kernel flattened."""
+    p = {part: shapes[key] for part, key in m.parts.items()}
+    if len(base) < 2 or any(len(v) < 2 for k, v in p.items() if k not in ("alpha", "diff_b")):
+        return False
+    dora = p.get("dora_scale")  # (out, 1, ...) on the outputs, (1, in, ...) on the inputs
+    if dora is not None and not (dora[0] == base[0] and math.prod(dora) == base[0]
+                                 or dora[0] == 1 and dora[1] == base[1] and math.prod(dora) == base[1]):
+        return False
+    if m.kind == "lora":
+        down, up, mid = p["lora_down.weight"], p["lora_up.weight"], p.get("lora_mid.weight")
+        if up[1] != down[0] or math.prod(up[2:]) != 1:
+            return False
+        if mid is None:
+            return _fits(_update_shape(down, up), base)
+        return mid[:2] == (down[0], down[0]) and math.prod(down[2:]) == 1 and (up[0], down[1], *mid[2:]) == base
+    if m.kind == "full":
+        bias = p.get("diff_b")
+        return _fits(p["diff"], base) and (bias is None or bias == (base[0],))
+    if m.kind == "loha":
+        w1a, w1b, w2a, w2b = p["hada_w1_a"], p["hada_w1_b"], p["hada_w2_a"], p["hada_w2_b"]
+        if (w1a, w1b) != (w2a, w2b) or w1b[0] != (w1a[0] if "hada_t1" in p else w1a[1]):
+            return False
+        if "hada_t1" in p:  # factors (r, out) and (r, in), kernels (r, r, kh, kw)
+            r = w1a[0]
+            return p["hada_t1"] == p["hada_t2"] and p["hada_t1"][:2] == (r, r) \
+                and (w1a[1], w1b[1], *p["hada_t1"][2:]) == base
+        return (w1a[0], math.prod(w1b[1:])) == _flat(base)
+    # LoKr: w1 (a, c), w2 (b, d * kh * kw); the product is (a * b, c * d * kh * kw)
+    if "lokr_w1" in p:
+        w1 = p["lokr_w1"]
+    elif p["lokr_w1_a"][1] == p["lokr_w1_b"][0]:
+        w1 = (p["lokr_w1_a"][0], p["lokr_w1_b"][1])
+    else:
+        return False
+    if "lokr_w2" in p:
+        w2 = _flat(p["lokr_w2"])
+    elif "lokr_t2" in p:  # w2a (r, b), w2b (r, d), t2 (r, r, kh, kw)
+        w2a, w2b, t2 = p["lokr_w2_a"], p["lokr_w2_b"], p["lokr_t2"]
+        if t2[:2] != (w2a[0], w2b[0]):
+            return False
+        w2 = (w2a[1], w2b[1] * math.prod(t2[2:]))
+    elif p["lokr_w2_a"][1] == p["lokr_w2_b"][0]:
+        w2 = (p["lokr_w2_a"][0], math.prod(p["lokr_w2_b"][1:]))
+    else:
+        return False
+    return (w1[0] * w2[0], w1[1] * w2[1]) == _flat(base)
+
+
 def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[str, tuple[int, ...]],
             base_infos: Mapping[str, TensorInfo], base_id: str) -> dict[str, str]:
     """LoRA module key -> base tensor name, every module's shape checked against the base.
@@ -267,11 +406,10 @@ def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[
             raise AdapterMismatchError(
                 f"The Stable Diffusion LoRA {path} updates {m.key!r}, which names several modules of the base "
                 f"model {base_id!r} (its underscores could stand for several paths); it cannot be merged.", path)
-        down, up = shapes[m.down], shapes[m.up]
-        if len(down) < 2 or len(up) < 2 or up[1] != down[0] or math.prod(up[2:]) != 1 \
-                or not _fits(_update_shape(down, up), base_infos[name].shape):
+        if not _shapes_fit(m, shapes, base_infos[name].shape):
+            held = ", ".join(f"{part} {shapes[key]}" for part, key in sorted(m.parts.items()) if part != "alpha")
             raise AdapterMismatchError(
-                f"The Stable Diffusion LoRA {path} updates {name} with down {down} and up {up}, but the base "
+                f"The Stable Diffusion LoRA {path} updates {name} with {held}, but the base "
                 f"model {base_id!r} has {base_infos[name].shape}: is that the right base model?", path)
         out[m.key] = name
     return out

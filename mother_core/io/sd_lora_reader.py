@@ -1,6 +1,7 @@
-"""The reader of Stable Diffusion LoRA files (:mod:`.sd_lora`: layouts, names, base): the base UNet's reader
-with the LoRA merged in, as diffusers' ``fuse_lora`` merges it. Kept apart from :mod:`.sd_lora` so that
-discovery, which sniffs files, never imports torch."""
+"""The reader of Stable Diffusion LoRA files (:mod:`.sd_lora`: layouts, names, base, the formulas): the base
+UNet's reader with the LoRA merged in, as diffusers' ``fuse_lora`` merges a LoRA and LyCORIS's forward applies
+its other module types. Kept apart from :mod:`.sd_lora` so that discovery, which sniffs files, never imports
+torch."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mother_core.io.base import ModelReader, ModelRef
 from mother_core.io.lora import LoraReader, _load_adapter, _number, _pattern_value, _patterns, _Update
 from mother_core.io.safetensors_header import read_header
 from mother_core.io.sd_lora import (
-    DIFFUSERS, KOHYA, adapter_metadata, lora_modules, refusal, resolve, sniff,
+    DIFFUSERS, KOHYA, _Module, adapter_metadata, lora_modules, refusal, resolve, sniff,
 )
 
 
@@ -45,26 +46,107 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
     alpha_default = _number(config, "lora_alpha", 1, path) if "lora_alpha" in config else None
     alpha_pattern = _patterns(config, "alpha_pattern", path)
 
-    reader = LoraReader.__new__(LoraReader)  # LoraReader.__init__ parses a PEFT folder: not this file
+    reader = SDLoraReader.__new__(SDLoraReader)  # LoraReader.__init__ parses a PEFT folder: not this file
     reader._start(ref, base)
     for m in modules:
         name = targets[m.key]
-        a, b = tensors[m.down].float(), tensors[m.up].float()
-        r = a.shape[0]  # the tensors are the truth (as lora.LoraReader)
-        if m.alpha is not None:
-            alpha = _positive_scalar(tensors[m.alpha], path, m.alpha)
-        else:  # diffusers: the saved LoraConfig, else alpha = r (get_peft_kwargs without network alphas)
-            alpha = _pattern_value(alpha_pattern, m.key) or alpha_default or r
-        scale = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
         target = base.tensor_infos()[name].shape
-        # Laid out as the base tensor (resolve() checked the sizes): a convolution (LoCon 3x3, or a 1x1 layer
-        # given a linear or a conv LoRA) as B (out, r, 1, 1) and A (r, in, kh, kw), whose product _Update
-        # reshapes to the kernel; a linear layer as B (out, r) and A (r, in).
-        a = a.reshape(r, *target[1:])
-        b = b.reshape(b.shape[0], r, *([1] * (len(target) - 2)))
-        mode = "conv" if len(target) > 2 else "linear"
-        reader._updates.setdefault(name, []).append(_Update(a, b, float(scale), mode))
+        got = {part: tensors[key].float() for part, key in m.parts.items() if part != "alpha"}
+        if m.kind == "full":  # added whole, as LoraReader adds a LoRA's bias (sd_lora: the full difference)
+            reader._bias[name] = got["diff"].reshape(target)
+            bias = name.removesuffix(".weight") + ".bias"
+            if "diff_b" in got and bias in reader._infos:
+                reader._bias[bias] = got["diff_b"]
+            continue
+        if m.kind != "lora":
+            alpha = _positive_scalar(tensors[m.alpha], path, m.alpha) if m.alpha is not None else None
+            update = _lycoris_update(m, got, alpha)
+        else:
+            a, b = got["lora_down.weight"], got["lora_up.weight"]
+            r = a.shape[0]  # the tensors are the truth (as lora.LoraReader)
+            if m.alpha is not None:
+                alpha = _positive_scalar(tensors[m.alpha], path, m.alpha)
+            else:  # diffusers: the saved LoraConfig, else alpha = r (get_peft_kwargs without network alphas)
+                alpha = _pattern_value(alpha_pattern, m.key) or alpha_default or r
+            scale = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
+            if "lora_mid.weight" in got:  # Tucker LoCon: the kernel joins the down factor, (r, in, kh, kw)
+                a = torch.einsum("ij...,jr->ir...", got["lora_mid.weight"], a.reshape(r, -1))
+            # Laid out as the base tensor (resolve() checked the sizes): a convolution (LoCon 3x3, or a 1x1 layer
+            # given a linear or a conv LoRA) as B (out, r, 1, 1) and A (r, in, kh, kw), whose product _Update
+            # reshapes to the kernel; a linear layer as B (out, r) and A (r, in).
+            a = a.reshape(r, *target[1:])
+            b = b.reshape(b.shape[0], r, *([1] * (len(target) - 2)))
+            mode = "conv" if len(target) > 2 else "linear"
+            update = _Update(a, b, float(scale), mode)
+        reader._updates.setdefault(name, []).append(update)
+        if "dora_scale" in got:  # resolve() checked it is (out, 1, ...) or (1, in, ...)
+            dora = got["dora_scale"]
+            reader._decompose[name] = (dora, dora.shape[0] == target[0] and dora.numel() == target[0])
     return reader
+
+
+def _lycoris_update(m: _Module, got: dict[str, torch.Tensor], alpha: float | None) -> _Update:
+    """The update of a LyCORIS LoHa or LoKr module from its parts ``got`` (float32), in :class:`_Update`'s
+    hadamard and kron modes, which add it row range by row range (formulas: :mod:`.sd_lora`)."""
+    if m.kind == "loha":
+        w1a, w1b, w2a, w2b = got["hada_w1_a"], got["hada_w1_b"], got["hada_w2_a"], got["hada_w2_b"]
+        r = w1b.shape[0]
+        if "hada_t1" in got:
+            # einsum(t, w_a, w_b)[o, i, k] = sum_pq t[p, q, k] w_a[p, o] w_b[q, i] = (w_a.T @ (t x_q w_b))[o, (i, k)]:
+            # a product of an (out, r) and an (r, in * kh * kw) matrix, as the plain form
+            w1a, w1b = w1a.T, torch.einsum("pq...,qi->pi...", got["hada_t1"], w1b)
+            w2a, w2b = w2a.T, torch.einsum("pq...,qi->pi...", got["hada_t2"], w2b)
+        scale = 1.0 if alpha is None else alpha / r
+        return _Update(w1a, w1b.flatten(1), scale, "hadamard", c=w2a, d=w2b.flatten(1))
+    w1 = got["lokr_w1"] if "lokr_w1" in got else got["lokr_w1_a"] @ got["lokr_w1_b"]
+    if "lokr_w2" in got:
+        w2 = got["lokr_w2"]
+    elif "lokr_t2" in got:  # einsum(t2, w2a, w2b)[o, i, k] = sum_pq t2[p, q, k] w2a[p, o] w2b[q, i]
+        w2 = torch.einsum("pq...,po,qi->oi...", got["lokr_t2"], got["lokr_w2_a"], got["lokr_w2_b"])
+    else:
+        w2 = got["lokr_w2_a"] @ got["lokr_w2_b"].flatten(1)
+    # the rank of the factored half; both halves whole: scale 1 (LokrModule sets alpha = r then)
+    factored = got.get("lokr_w1_b", got.get("lokr_w2_b"))
+    scale = 1.0 if factored is None or alpha is None else alpha / factored.shape[0]
+    # kron of the flattened factors is the flattened kron of the kernels (the kernel rides on w2)
+    return _Update(w1, w2.flatten(1), scale, "kron")
+
+
+class SDLoraReader(LoraReader):
+    """A base UNet with a Stable Diffusion LoRA file merged in: :class:`LoraReader`'s updates, then LyCORIS's
+    weight decomposition (DoRA, ``dora_scale``) on the tensors that have one (:mod:`.sd_lora`)."""
+
+    def _start(self, ref: ModelRef, base: ModelReader) -> None:
+        super()._start(ref, base)
+        # tensor name -> (dora_scale, whether it is per output (out, 1, ...) rather than per input (1, in, ...))
+        self._decompose: dict[str, tuple[torch.Tensor, bool]] = {}
+        self._input_norms: dict[str, torch.Tensor] = {}  # per-input decomposition: the whole tensor's norms
+
+    def _apply(self, name: str, merged: torch.Tensor, rows: tuple[int, int] | None) -> None:
+        super()._apply(name, merged, rows)
+        decompose = self._decompose.get(name)
+        if decompose is None or merged.numel() == 0:
+            return
+        # LyCORIS weight_decompose: W' * dora_scale / (||W'|| + eps), the norm over each output row (so rows are
+        # read apart) or each input channel (the whole merged tensor's norms, computed once)
+        scale, on_output = decompose
+        eps = torch.finfo(torch.float32).eps
+        if on_output:
+            flat = merged.view(merged.shape[0], -1)
+            per_row = scale.reshape(-1, 1) if rows is None else scale.reshape(-1, 1)[rows[0]:rows[1]]
+            flat.mul_(per_row / (flat.norm(dim=1, keepdim=True) + eps))
+            return
+        if name not in self._input_norms:
+            whole = self.base.read(name).to(torch.float32, copy=True)
+            super()._apply(name, whole, None)
+            self._input_norms[name] = whole.transpose(0, 1).reshape(whole.shape[1], -1).norm(dim=1)
+        shape = (1, -1, *([1] * (merged.dim() - 2)))
+        merged.mul_(scale.reshape(shape) / (self._input_norms[name].reshape(shape) + eps))
+
+    def close(self) -> None:
+        super().close()
+        self._decompose = {}
+        self._input_norms = {}
 
 
 def open_sd_lora(ref: ModelRef, base: ModelReader | None) -> ModelReader:

@@ -1,0 +1,159 @@
+"""LyCORIS Stable Diffusion files (LoHa, LoKr, full difference, Tucker LoCon, DoRA), made by the library itself
+(``lycoris-lora``: its kohya network on a tiny diffusers UNet, one real AdamW step, saved by its own
+``save_weights`` in kohya naming): read as the base UNet with the network merged, equal tensor by tensor to
+the weight the library's own forward applies; typed ``adapter`` of their base by recovery; a type still not
+merged (OFT) is a problem of its own, the rest of the run intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+pytest.importorskip("lycoris")
+
+from format_factory import lycoris_applied_weights, lycoris_unet, tiny_sd_unet  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from test_sd_lora import _finetuned, _single_file, _unet_state  # noqa: E402
+
+from mother_core import RecoverySettings, recover_paths  # noqa: E402
+from mother_core.errors import AdapterMismatchError  # noqa: E402
+from mother_core.io.base import TensorInfo  # noqa: E402
+from mother_core.io.discovery import discover  # noqa: E402
+from mother_core.io.readers import open_model  # noqa: E402
+from mother_core.io.sd_lora import KOHYA, lora_modules, resolve, sniff  # noqa: E402
+
+#: name -> (algo, create_network arguments, parts the saved file must hold). Alphas differ from the ranks
+#: (scale alpha / r = 0.5 on linear layers, 0.25 on convolutions) so that a scale applied wrongly shows.
+CASES = {
+    # rank dropout and its rescaling act while training only (lycoris/modules/loha.py get_weight)
+    "loha": ("loha", {"rank_dropout": 0.1, "rank_dropout_scale": True},
+             {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"}),
+    "loha-tucker-dora": ("loha", {"use_tucker": True, "dora_wd": True}, {"hada_t1", "hada_t2", "dora_scale"}),
+    "lokr": ("lokr", {}, {"lokr_w1", "lokr_w2", "lokr_w2_a", "lokr_w2_b"}),
+    # rank 1: both halves factored on 16-wide layers, a Tucker w2 on 3x3 convolutions, DoRA on top
+    "lokr-factored-tucker-dora": ("lokr", {"dim": 1, "alpha": 0.5, "conv_dim": 1, "conv_alpha": 0.5,
+                                           "decompose_both": True, "use_tucker": True, "dora_wd": True},
+                                  {"lokr_w1_a", "lokr_w1_b", "lokr_t2", "dora_scale"}),
+    "full": ("full", {}, {"diff", "diff_b"}),
+    "locon-tucker": ("locon", {"use_tucker": True}, {"lora_down.weight", "lora_up.weight", "lora_mid.weight"}),
+    "dora": ("locon", {"dora_wd": True}, {"dora_scale"}),
+    "dora-on-inputs": ("locon", {"dora_wd": True, "wd_on_output": False}, {"dora_scale"}),
+}
+
+
+def _diffusers_folder(state, folder: Path) -> Path:
+    (folder / "unet").mkdir(parents=True)
+    save_file(state, str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    return folder
+
+
+def _save(network, path: Path, base_name: str = "base.safetensors") -> Path:
+    """The network saved by the library, with the header metadata sd-scripts writes."""
+    network.save_weights(str(path), torch.float32,
+                         {"ss_sd_model_name": base_name, "ss_network_module": "lycoris.kohya"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_state():
+    return _unet_state(tiny_sd_unet(1))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_lycoris_file_reads_as_the_library_applies_it(case, base_state, tmp_path):
+    """Every updated tensor equals the base plus the difference the library's forward applies (the whole weight
+    for a full module, its bias too), to float32 rounding; every other tensor is the base's; row ranges are
+    slices of the whole tensor."""
+    algo, kwargs, parts = CASES[case]
+    unet, network = lycoris_unet(algo, tmp_path, **kwargs)
+    applied = lycoris_applied_weights(network)
+    _diffusers_folder(base_state, tmp_path / "set" / "base")
+    path = _save(network, tmp_path / "set" / f"{case}.safetensors")
+    names = list(safe_open(str(path), "pt").keys())
+    assert parts <= {n.split(".", 1)[1] for n in names}  # the file holds the forms this case is about
+    if case == "dora-on-inputs":  # dora_scale (1, in, ...): one norm per input channel
+        assert all(safe_open(str(path), "pt").get_slice(n).get_shape()[0] == 1 for n in names if "dora_scale" in n)
+    assert sniff(names) == KOHYA
+    found = {m.id: m for m in discover([tmp_path / "set"]).models}
+    assert found[case].format == "sd-lora:kohya"
+    flat = {name[:-len(".weight")].replace(".", "_"): name for name in base_state if name.endswith(".weight")}
+    want: dict[str, torch.Tensor] = {}
+    for lora_name, (kind, weight, bias) in applied.items():
+        name = flat[lora_name.removeprefix("lora_unet_")]
+        shape = base_state[name].shape
+        want[name] = weight.reshape(shape) if kind == "weight" else base_state[name] + weight.reshape(shape)
+        if kind == "weight" and bias is not None:
+            want[name[:-len(".weight")] + ".bias"] = bias
+    assert len(applied) == 281  # every layer the network wraps (attention, ResNet, up/down-sampling, in/out)
+    with open_model(found["base"]) as base, open_model(found[case], base=base) as reader:
+        assert set(reader.tensor_infos()) == set(base_state)
+        worst, moved = 0.0, 0
+        for name, base_tensor in base_state.items():
+            got = reader.read(name)
+            if name not in want:
+                assert torch.equal(got, base_tensor), name
+                continue
+            delta = (want[name] - base_tensor).abs().max()
+            moved += bool(delta > 1e-5)
+            err = (got - want[name]).abs().max()
+            worst = max(worst, float(err))
+            assert err <= 1e-6 + 1e-4 * delta, (name, float(err), float(delta))
+            if got.shape[0] > 3:
+                assert torch.allclose(reader.read(name, rows=(1, 3)), got[1:3], atol=1e-7, rtol=0), name
+    assert worst < 1e-6
+    # one real step moved nearly every layer (a wrong scale would show); the mid block's self-attention sees one
+    # token (1x1 latents), so its query and key get no gradient
+    assert moved >= 0.9 * len(want), (moved, len(want))
+
+
+def test_lycoris_files_are_adapters_of_their_base_and_oft_is_a_problem(tmp_path):
+    """A set of a base (single file), a fine-tune of it, an unrelated UNet, LoHa and LoKr files naming the base
+    in their header, and a LyCORIS OFT file: the LoHa and LoKr are ``adapter`` children of the base, the OFT
+    file is a problem naming its type and what to do, and the rest of the run is intact."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    _single_file(_unet_state(tiny_sd_unet(1)), folder / "base.safetensors")
+    _single_file(_finetuned(7), folder / "finetuned.safetensors")
+    _single_file(_unet_state(tiny_sd_unet(2)), folder / "unrelated.safetensors")
+    for algo in ("loha", "lokr"):
+        _save(lycoris_unet(algo, tmp_path, seed=3)[1], folder / f"{algo}.safetensors")
+    _save(lycoris_unet("diag-oft", tmp_path)[1], folder / "oft.safetensors")
+    result = recover_paths([folder], RecoverySettings())
+    (problem,) = result.problems
+    assert Path(problem["path"]).name == "oft.safetensors"
+    assert "OFT / BOFT (LyCORIS) Stable Diffusion network, which this version does not merge" in problem["message"]
+    assert "Merge it into its base model with the tool that made it" in problem["message"]
+    edges = {e.child: e for e in result.edges}
+    for lora in ("loha", "lokr"):
+        assert edges[lora].parent == "base" and edges[lora].relation == "adapter", edges[lora]
+    assert edges["finetuned"].parent == "base" and edges["finetuned"].relation == "finetune"
+    assert "unrelated" not in edges
+
+
+def test_damaged_or_misfitting_lycoris_modules_are_refused_by_name():
+    """From names and header shapes only: a LoHa module lacking a factor, a module mixing two types' parts, and
+    factors that do not multiply out to the base tensor each raise with the module named."""
+    m = "lora_unet_a_b"
+    loha = {f"{m}.hada_w1_a": (3, 2), f"{m}.hada_w1_b": (2, 4), f"{m}.hada_w2_a": (3, 2), f"{m}.alpha": ()}
+    with pytest.raises(AdapterMismatchError, match="LoHa module 'a_b' has .* but no hada_w2_b"):
+        lora_modules("x", KOHYA, list(loha))
+    with pytest.raises(AdapterMismatchError, match="parts of several network types"):
+        lora_modules("x", KOHYA, [*loha, f"{m}.hada_w2_b", f"{m}.lokr_w1"])
+    loha[f"{m}.hada_w2_b"] = (2, 4)
+    base = {"a.b.weight": TensorInfo("a.b.weight", (3, 4), "float32")}
+    assert resolve("x", KOHYA, lora_modules("x", KOHYA, list(loha)), loha, base, "base") == {"a_b": "a.b.weight"}
+    wrong = {"a.b.weight": TensorInfo("a.b.weight", (3, 5), "float32")}
+    with pytest.raises(AdapterMismatchError, match="hada_w1_b .2, 4.*is that the right base model"):
+        resolve("x", KOHYA, lora_modules("x", KOHYA, list(loha)), loha, wrong, "base")
+    # LoKr: kron((1, 2), (3, 2)) is (3, 4)
+    lokr = {f"{m}.lokr_w1": (1, 2), f"{m}.lokr_w2_a": (3, 1), f"{m}.lokr_w2_b": (1, 2), f"{m}.alpha": ()}
+    assert resolve("x", KOHYA, lora_modules("x", KOHYA, list(lokr)), lokr, base, "base") == {"a_b": "a.b.weight"}
+    with pytest.raises(AdapterMismatchError, match="is that the right base model"):
+        resolve("x", KOHYA, lora_modules("x", KOHYA, list(lokr)), lokr, wrong, "base")
+
