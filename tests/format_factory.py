@@ -767,7 +767,8 @@ def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch
 
     The module's forward (its default, non-bypass mode) builds the weight it applies and hands it to the layer's
     op (``F.linear`` / ``F.conv2d``): a LoCon / LoHa / LoKr module the difference ``new - base``, a full module
-    the whole weight and bias. The op is wrapped to record them while the forward runs on a probe input."""
+    the whole weight and bias (or, loaded from a file, their differences). The op is wrapped to record them while
+    the forward runs on a probe input."""
     out: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
     for lora in network.unet_loras:
         seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
@@ -786,6 +787,7 @@ def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch
                 lora.forward(probe)
         finally:
             lora.op = op
-        kind = "weight" if type(lora).__name__ == "FullModule" else "delta"
+        # a full module given the layer's weight (apply_to) applies it whole; one loaded from a file, the difference
+        kind = "weight" if type(lora).__name__ == "FullModule" and not lora.is_diff else "delta"
         out[lora.lora_name] = (kind, *seen[-1])
     return out

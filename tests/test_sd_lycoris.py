@@ -65,31 +65,58 @@ def base_state():
     return _unet_state(tiny_sd_unet(1))
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_lycoris_file_reads_as_the_library_applies_it(case, base_state, tmp_path):
-    """Every updated tensor equals the base plus the difference the library's forward applies (the whole weight
-    for a full module, its bias too), to float32 rounding; every other tensor is the base's; row ranges are
-    slices of the whole tensor."""
-    algo, kwargs, parts = CASES[case]
-    unet, network = lycoris_unet(algo, tmp_path, **kwargs)
-    applied = lycoris_applied_weights(network)
-    _diffusers_folder(base_state, tmp_path / "set" / "base")
-    path = _save(network, tmp_path / "set" / f"{case}.safetensors")
-    names = list(safe_open(str(path), "pt").keys())
-    assert parts <= {n.split(".", 1)[1] for n in names}  # the file holds the forms this case is about
-    if case == "dora-on-inputs":  # dora_scale (1, in, ...): one norm per input channel
-        assert all(safe_open(str(path), "pt").get_slice(n).get_shape()[0] == 1 for n in names if "dora_scale" in n)
-    assert sniff(names) == KOHYA
-    found = {m.id: m for m in discover([tmp_path / "set"]).models}
-    assert found[case].format == "sd-lora:kohya"
+def _expected(applied, base_state) -> dict[str, torch.Tensor]:
+    """Base tensor name -> the weight (or bias) the library's modules apply (:func:`lycoris_applied_weights`)."""
     flat = {name[:-len(".weight")].replace(".", "_"): name for name in base_state if name.endswith(".weight")}
     want: dict[str, torch.Tensor] = {}
     for lora_name, (kind, weight, bias) in applied.items():
         name = flat[lora_name.removeprefix("lora_unet_")]
         shape = base_state[name].shape
         want[name] = weight.reshape(shape) if kind == "weight" else base_state[name] + weight.reshape(shape)
-        if kind == "weight" and bias is not None:
-            want[name[:-len(".weight")] + ".bias"] = bias
+        if bias is not None:
+            bias_name = name[:-len(".weight")] + ".bias"
+            want[bias_name] = bias if kind == "weight" else base_state[bias_name] + bias
+    return want
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_lycoris_file_reads_as_the_library_applies_it(case, base_state, tmp_path):
+    """Every updated tensor equals the base plus the difference the library's forward applies (the whole weight
+    for a full module, its bias too), to float32 rounding; every other tensor is the base's; row ranges are
+    slices of the whole tensor."""
+    algo, kwargs, parts = CASES[case]
+    network = lycoris_unet(algo, tmp_path, **kwargs)[1]
+    applied = lycoris_applied_weights(network)
+    _diffusers_folder(base_state, tmp_path / "set" / "base")
+    _save(network, tmp_path / "set" / f"{case}.safetensors")
+    _check_read(tmp_path / "set", case, applied, base_state, parts)
+
+
+@pytest.mark.parametrize("case", ["loha-tucker-dora", "lokr", "dora", "full"])
+def test_half_precision_files_read_as_the_library_loads_them(case, base_state, tmp_path):
+    """Files saved in fp16 (as most shared files are): read as the library's own loader
+    (``create_network_from_weights``, sd-scripts' path to a saved network) applies them to a fresh base."""
+    from lycoris.kohya import create_network_from_weights
+
+    algo, kwargs, parts = CASES[case]
+    network = lycoris_unet(algo, tmp_path, **kwargs)[1]
+    _diffusers_folder(base_state, tmp_path / "set" / "base")
+    path = tmp_path / "set" / f"{case}.safetensors"
+    network.save_weights(str(path), torch.float16, {"ss_sd_model_name": "base.safetensors"})
+    loaded = create_network_from_weights(1.0, str(path), None, None, tiny_sd_unet(1))[0]
+    _check_read(tmp_path / "set", case, lycoris_applied_weights(loaded), base_state, parts)
+
+
+def _check_read(folder: Path, case: str, applied, base_state, parts: set[str]) -> None:
+    path = folder / f"{case}.safetensors"
+    names = list(safe_open(str(path), "pt").keys())
+    assert parts <= {n.split(".", 1)[1] for n in names}  # the file holds the forms this case is about
+    if case == "dora-on-inputs":  # dora_scale (1, in, ...): one norm per input channel
+        assert all(safe_open(str(path), "pt").get_slice(n).get_shape()[0] == 1 for n in names if "dora_scale" in n)
+    assert sniff(names) == KOHYA
+    found = {m.id: m for m in discover([folder]).models}
+    assert found[case].format == "sd-lora:kohya"
+    want = _expected(applied, base_state)
     assert len(applied) == 281  # every layer the network wraps (attention, ResNet, up/down-sampling, in/out)
     with open_model(found["base"]) as base, open_model(found[case], base=base) as reader:
         assert set(reader.tensor_infos()) == set(base_state)

@@ -51,13 +51,14 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
     for m in modules:
         name = targets[m.key]
         target = base.tensor_infos()[name].shape
-        got = {part: tensors[key].float() for part, key in m.parts.items() if part != "alpha"}
         if m.kind == "full":  # added whole, as LoraReader adds a LoRA's bias (sd_lora: the full difference)
-            reader._bias[name] = got["diff"].reshape(target)
+            # kept as stored: a difference is the size of the layer, and float32 += fp16 rounds as upcasting first
+            reader._bias[name] = tensors[m.parts["diff"]].reshape(target)
             bias = name.removesuffix(".weight") + ".bias"
-            if "diff_b" in got and bias in reader._infos:
-                reader._bias[bias] = got["diff_b"]
+            if "diff_b" in m.parts and bias in reader._infos:
+                reader._bias[bias] = tensors[m.parts["diff_b"]]
             continue
+        got = {part: tensors[key].float() for part, key in m.parts.items() if part != "alpha"}
         if m.kind != "lora":
             alpha = _positive_scalar(tensors[m.alpha], path, m.alpha) if m.alpha is not None else None
             update = _lycoris_update(m, got, alpha)
