@@ -731,16 +731,17 @@ text_encoder_target_name = []
 """
 
 
-def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, **kwargs):
-    """A tiny SD UNet (:func:`tiny_sd_unet`, base seed 1) with a LyCORIS network made by the library's kohya
-    entry point (``lycoris.kohya.create_network``, as sd-scripts' ``--network_module lycoris.kohya`` makes it),
-    applied and trained ``steps`` real AdamW steps on the denoising loss. Returns ``(unet, network)``; the
-    network saves with ``network.save_weights`` (kohya names ``lora_unet_<module>.<part>``)."""
+def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, sdxl: bool = False, **kwargs):
+    """A tiny SD UNet (:func:`tiny_sd_unet`, or with ``sdxl`` :func:`tiny_sdxl_unet`; base seed 1) with a LyCORIS
+    network made by the library's kohya entry point (``lycoris.kohya.create_network``, as sd-scripts'
+    ``--network_module lycoris.kohya`` makes it), applied and trained ``steps`` real AdamW steps on the denoising
+    loss. Returns ``(unet, network)``; the network saves with ``network.save_weights`` (kohya names
+    ``lora_unet_<module>.<part>``, the module's diffusers path)."""
     from lycoris.kohya import create_network
 
     preset = folder / "sd-preset.toml"
     preset.write_text(LYCORIS_SD_PRESET)
-    unet = tiny_sd_unet(1)
+    unet = tiny_sdxl_unet(1) if sdxl else tiny_sd_unet(1)
     torch.manual_seed(seed)
     kwargs = {"conv_dim": 4, "conv_alpha": 1.0, **kwargs}
     dim, alpha = kwargs.pop("dim", 4), kwargs.pop("alpha", 2.0)
@@ -753,7 +754,9 @@ def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, **kwarg
     for _ in range(steps):
         x = torch.randn(2, 4, 8, 8, generator=g)
         cond = torch.randn(2, 3, 8, generator=g)
-        loss = (unet(x, torch.tensor([10, 500]), cond).sample - x).pow(2).mean()
+        added = {"added_cond_kwargs": {"text_embeds": torch.randn(2, 8, generator=g),
+                                       "time_ids": torch.randn(2, 6, generator=g)}} if sdxl else {}
+        loss = (unet(x, torch.tensor([10, 500]), cond, **added).sample - x).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,8 +1,9 @@
 """LyCORIS Stable Diffusion files (LoHa, LoKr, full difference, Tucker LoCon, DoRA), made by the library itself
 (``lycoris-lora``: its kohya network on a tiny diffusers UNet, one real AdamW step, saved by its own
 ``save_weights`` in kohya naming): read as the base UNet with the network merged, equal tensor by tensor to
-the weight the library's own forward applies; typed ``adapter`` of their base by recovery; a type still not
-merged (OFT) is a problem of its own, the rest of the run intact."""
+the weight the library's own forward applies (an SDXL file under sd-scripts' LDM module names too); typed
+``adapter`` of their base by recovery; a type still not merged (OFT) is a problem of its own, the rest of the
+run intact."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("lycoris")
 
-from format_factory import lycoris_applied_weights, lycoris_unet, tiny_sd_unet  # noqa: E402
+from format_factory import lycoris_applied_weights, lycoris_unet, tiny_sd_unet, tiny_sdxl_unet  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from test_sd_lora import _finetuned, _single_file, _unet_state  # noqa: E402
@@ -107,7 +108,7 @@ def test_half_precision_files_read_as_the_library_loads_them(case, base_state, t
     _check_read(tmp_path / "set", case, lycoris_applied_weights(loaded), base_state, parts)
 
 
-def _check_read(folder: Path, case: str, applied, base_state, parts: set[str]) -> None:
+def _check_read(folder: Path, case: str, applied, base_state, parts: set[str], wrapped: int = 281) -> None:
     path = folder / f"{case}.safetensors"
     names = list(safe_open(str(path), "pt").keys())
     assert parts <= {n.split(".", 1)[1] for n in names}  # the file holds the forms this case is about
@@ -117,7 +118,7 @@ def _check_read(folder: Path, case: str, applied, base_state, parts: set[str]) -
     found = {m.id: m for m in discover([folder]).models}
     assert found[case].format == "sd-lora:kohya"
     want = _expected(applied, base_state)
-    assert len(applied) == 281  # every layer the network wraps (attention, ResNet, up/down-sampling, in/out)
+    assert len(applied) == wrapped  # every layer the network wraps (attention, ResNet, up/down-sampling, in/out)
     with open_model(found["base"]) as base, open_model(found[case], base=base) as reader:
         assert set(reader.tensor_infos()) == set(base_state)
         worst, moved = 0.0, 0
@@ -137,6 +138,28 @@ def _check_read(folder: Path, case: str, applied, base_state, parts: set[str]) -
     # one real step moved nearly every layer (a wrong scale would show); the mid block's self-attention sees one
     # token (1x1 latents), so its query and key get no gradient
     assert moved >= 0.9 * len(want), (moved, len(want))
+
+
+def test_sdxl_lycoris_file_with_ldm_names(tmp_path):
+    """A LyCORIS LoHa (Tucker kernels, DoRA) of the tiny SDXL UNet, its modules named as sd-scripts names an SDXL
+    network (the LDM layout, ``lora_unet_input_blocks_4_1_...``, from the base's own structure): read as the
+    library's forward applies it, on the SDXL base's diffusers folder."""
+    from mother_core.io.sd_single_file import ldm_unet_names
+
+    network = lycoris_unet("loha", tmp_path, sdxl=True, use_tucker=True, dora_wd=True)[1]
+    applied = lycoris_applied_weights(network)
+    base_state = _unet_state(tiny_sdxl_unet(1))
+    ldm = ldm_unet_names(base_state)
+    flat = {name[:-len(".weight")].replace(".", "_"): name for name in base_state if name.endswith(".weight")}
+    renamed = {}
+    for key, value in network.state_dict().items():  # what save_weights writes, under the LDM module names
+        module, part = key.split(".", 1)
+        ldm_module = ldm[flat[module.removeprefix("lora_unet_")]].removesuffix(".weight").replace(".", "_")
+        renamed[f"lora_unet_{ldm_module}.{part}"] = value.detach().contiguous()
+    assert any(k.startswith("lora_unet_input_blocks_") for k in renamed)
+    _diffusers_folder(base_state, tmp_path / "set" / "base")
+    save_file(renamed, str(tmp_path / "set" / "sdxl-loha.safetensors"), {"ss_sd_model_name": "base.safetensors"})
+    _check_read(tmp_path / "set", "sdxl-loha", applied, base_state, {"hada_t1", "dora_scale"}, len(applied))
 
 
 def test_lycoris_files_are_adapters_of_their_base_and_oft_is_a_problem(tmp_path):
