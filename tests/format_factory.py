@@ -769,7 +769,8 @@ def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch
     """What each LyCORIS module's own forward applies, by module: lora name -> ("delta" | "weight", weight, bias).
 
     The module's forward (its default, non-bypass mode) builds the weight it applies and hands it to the layer's
-    op (``F.linear`` / ``F.conv2d``): a LoCon / LoHa / LoKr module the difference ``new - base``, a full module
+    op (``F.linear`` / ``F.conv2d`` / ``F.group_norm`` / ``F.layer_norm``): a LoCon / LoHa / LoKr / norm module the
+    difference ``new - base`` (a norm module its bias's too), a full module
     the whole weight and bias (or, loaded from a file, their differences). The op is wrapped to record them while
     the forward runs on a probe input."""
     out: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
@@ -779,11 +780,17 @@ def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch
 
         def record(x, weight=None, bias=None, *args, _op=op, _seen=seen, **kw):
             _seen.append((weight.detach().clone(), None if bias is None else bias.detach().clone()))
-            return _op(x, weight, bias, *args, **kw)
+            return _op(x, *args, weight=weight, bias=bias, **kw)
 
         layer = lora.org_module[0]
-        probe = torch.randn(1, layer.in_features) if isinstance(layer, torch.nn.Linear) else \
-            torch.randn(1, layer.in_channels, 8, 8)
+        if isinstance(layer, torch.nn.Linear):
+            probe = torch.randn(1, layer.in_features)
+        elif isinstance(layer, torch.nn.GroupNorm):
+            probe = torch.randn(1, layer.num_channels, 8, 8)
+        elif isinstance(layer, torch.nn.LayerNorm):
+            probe = torch.randn(1, 3, *layer.normalized_shape)
+        else:
+            probe = torch.randn(1, layer.in_channels, 8, 8)
         lora.op = record
         try:
             with torch.no_grad():

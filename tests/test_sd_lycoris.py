@@ -44,7 +44,11 @@ CASES = {
     "locon-tucker": ("locon", {"use_tucker": True}, {"lora_down.weight", "lora_up.weight", "lora_mid.weight"}),
     "dora": ("locon", {"dora_wd": True}, {"dora_scale"}),
     "dora-on-inputs": ("locon", {"dora_wd": True, "wd_on_output": False}, {"dora_scale"}),
+    # train_norm: the blocks' GroupNorm / LayerNorm layers get norm modules beside the LoHa ones
+    "loha-norm": ("loha", {"train_norm": True}, {"hada_w1_a", "w_norm", "b_norm"}),
 }
+#: The layers each case's network wraps (attention, ResNet, up/down-sampling, in/out; with train_norm, norms).
+WRAPPED = {"loha-norm": 389}
 
 
 def _diffusers_folder(state, folder: Path) -> Path:
@@ -90,7 +94,7 @@ def test_lycoris_file_reads_as_the_library_applies_it(case, base_state, tmp_path
     applied = lycoris_applied_weights(network)
     _diffusers_folder(base_state, tmp_path / "set" / "base")
     _save(network, tmp_path / "set" / f"{case}.safetensors")
-    _check_read(tmp_path / "set", case, applied, base_state, parts)
+    _check_read(tmp_path / "set", case, applied, base_state, parts, WRAPPED.get(case, 281))
 
 
 @pytest.mark.parametrize("case", ["loha-tucker-dora", "lokr", "dora", "full"])

@@ -51,6 +51,9 @@ non-bypass mode: the base weight plus ``get_weight`` / ``make_weight``, then ``a
   ``w2``, so the product flattened is the Kronecker product of the flattened factors.
 - full difference: ``W + diff`` and the bias ``+ diff_b`` (``modules/full.py``; ``diff_b`` is dropped where the
   base layer has no bias, as the library's merge drops it).
+- norm (``train_norm``: a GroupNorm's or LayerNorm's ``w_norm`` / ``b_norm``, one value per channel):
+  weight ``+ w_norm``, bias ``+ b_norm`` (``modules/norms.py``); these modules are looked up among the base's
+  weight vectors, every other type among its matrices.
 - weight decomposition (DoRA: ``dora_scale`` beside a LoCon, LoHa or LoKr module): the merged ``W'`` becomes
   ``W' * dora_scale / (||W'|| + eps)``, eps float32's machine epsilon, the norm taken over each output row when
   ``dora_scale`` is (out, 1, ...) (``wd_on_output``, the default) or each input channel when it is (1, in, ...)
@@ -62,7 +65,7 @@ and ``use_scalar``'s scalar is folded into the saved factors, so neither changes
 ``get_weight``, already scaled, by the scale again), unlike its own forward and ComfyUI's loader: the forward's
 single scale, the one the network was trained with, is used here.
 
-Refused with a message: the LyCORIS OFT / BOFT, norm, IA3, GLoRA and T-LoRA module types.
+Refused with a message: the LyCORIS OFT / BOFT, IA3, GLoRA and T-LoRA module types.
 """
 
 from __future__ import annotations
@@ -93,19 +96,21 @@ _KINDS: Mapping[str, frozenset[str]] = {
     "lokr": frozenset({"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2", "alpha",
                        "dora_scale"}),
     "full": frozenset({"diff", "diff_b"}),
+    "norm": frozenset({"w_norm", "b_norm"}),
 }
 #: The part that says a module's type, in the library's order (``modules.get_module``: ``weight_list_det``).
 _KIND_OF: tuple[tuple[str, str], ...] = (
     ("lora_up.weight", "lora"), ("lora_down.weight", "lora"), ("hada_w1_a", "loha"), ("lokr_w1", "lokr"),
-    ("lokr_w1_a", "lokr"), ("diff", "full"),
+    ("lokr_w1_a", "lokr"), ("diff", "full"), ("w_norm", "norm"),
 )
 _MERGED_PARTS = frozenset().union(*_KINDS.values())
 #: What people call each merged type (in messages).
-KIND_NAMES: Mapping[str, str] = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full difference"}
+KIND_NAMES: Mapping[str, str] = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full difference",
+                                 "norm": "norm"}
 #: Parameter names of the LyCORIS types this module does not merge -> the type, for the refusal.
 _LYCORIS: tuple[tuple[str, str], ...] = (
-    ("oft_", "OFT / BOFT (LyCORIS)"), ("rescale", "OFT / BOFT (LyCORIS)"), ("w_norm", "norm (LyCORIS)"),
-    ("b_norm", "norm (LyCORIS)"), ("on_input", "IA3 (LyCORIS)"), ("a1.weight", "GLoRA (LyCORIS)"),
+    ("oft_", "OFT / BOFT (LyCORIS)"), ("rescale", "OFT / BOFT (LyCORIS)"), ("on_input", "IA3 (LyCORIS)"),
+    ("a1.weight", "GLoRA (LyCORIS)"),
     ("b1.weight", "GLoRA (LyCORIS)"), ("lambda_layer", "T-LoRA (LyCORIS)"),
     ("lokr_t1", "LoKr with a Tucker w1 (LyCORIS lokr_t1)"),
 )
@@ -181,9 +186,9 @@ def refusal(path: str, scheme: str) -> str:
     """The message for a file :func:`sniff` found to be an adapter family this module does not merge."""
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
-            "LoCon, with Tucker kernels and DoRA, LoHa, LoKr and full-difference modules in the kohya-ss layout, and "
-            "diffusers lora_A/lora_B files). Merge it into its base model with the tool that made it (LyCORIS: its "
-            "tools/merge.py) and add the merged checkpoint instead.")
+            "LoCon, with Tucker kernels and DoRA, LoHa, LoKr, full-difference and norm modules in the kohya-ss "
+            "layout, and diffusers lora_A/lora_B files). Merge it into its base model with the tool that made it "
+            "(LyCORIS: its tools/merge.py) and add the merged checkpoint instead.")
 
 
 def legacy_hash(path: str) -> str | None:
@@ -277,6 +282,7 @@ def _missing_parts(kind: str, parts: Mapping[str, str]) -> str:
         "lokr": (("lokr_w1", "lokr_w1_a"), ("lokr_w1", "lokr_w1_b"), ("lokr_w2", "lokr_w2_a"),
                  ("lokr_w2", "lokr_w2_b")),
         "full": (("diff",),),
+        "norm": (("w_norm",),),
     }[kind]
     lacking = [" or ".join(alts) for alts in needs if not any(a in parts for a in alts)]
     if kind == "loha" and ("hada_t1" in parts) != ("hada_t2" in parts):  # both halves Tucker, or neither
@@ -284,7 +290,8 @@ def _missing_parts(kind: str, parts: Mapping[str, str]) -> str:
     return ", ".join(dict.fromkeys(lacking))
 
 
-def _base_modules(base_infos: Mapping[str, TensorInfo], layout: str) -> dict[str, str | None]:
+def _base_modules(base_infos: Mapping[str, TensorInfo], layout: str, vectors: bool = False
+                  ) -> dict[str, str | None]:
     """The LoRA module names a base's tensors answer to -> the base tensor (None when ambiguous).
 
     A kohya name answers for a base tensor under its diffusers name and under its LDM name (kohya-ss
@@ -293,7 +300,9 @@ def _base_modules(base_infos: Mapping[str, TensorInfo], layout: str) -> dict[str
     ldm = ldm_unet_names(base_infos) if layout == KOHYA else {}
     out: dict[str, str | None] = {}
     for name, info in base_infos.items():
-        if not name.endswith(".weight") or len(info.shape) < 2:
+        # a LyCORIS norm module updates a norm layer's weight vector: looked up among those only, so that
+        # they never make a matrix's name ambiguous
+        if not name.endswith(".weight") or not (len(info.shape) == 1 if vectors else len(info.shape) >= 2):
             continue
         modules = [name[:-len(".weight")]]
         if name in ldm:
@@ -328,6 +337,8 @@ def _shapes_fit(m: _Module, shapes: Mapping[str, tuple[int, ...]], base: tuple[i
     The shapes each type's module gives its factors (LyCORIS ``lycoris/modules/*.py``, module docstring); a Tucker
     form rebuilds the whole kernel, the plain LoHa and LoKr forms the kernel flattened."""
     p = {part: shapes[key] for part, key in m.parts.items()}
+    if m.kind == "norm":  # w_norm and b_norm: one value per channel, as the weight and bias
+        return p["w_norm"] == base and p.get("b_norm", base) == base
     if len(base) < 2 or any(len(v) < 2 for k, v in p.items() if k not in ("alpha", "diff_b")):
         return False
     dora = p.get("dora_scale")  # (out, 1, ...) on the outputs, (1, in, ...) on the inputs
@@ -388,9 +399,10 @@ def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[
     AdapterMismatchError
         A module the base lacks, one whose kohya name matches several of its modules, or a wrong shape.
     """
-    table = _base_modules(base_infos, layout)
+    tables = {False: _base_modules(base_infos, layout), True: _base_modules(base_infos, layout, vectors=True)}
     out: dict[str, str] = {}
     for m in modules:
+        table = tables[m.kind == "norm"]
         if m.key not in table and layout == KOHYA and m.key.startswith(_LDM_WORDS):
             raise AdapterMismatchError(
                 f"The Stable Diffusion LoRA {path} names its modules in the original (LDM) UNet layout "

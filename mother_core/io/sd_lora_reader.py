@@ -51,12 +51,13 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
     for m in modules:
         name = targets[m.key]
         target = base.tensor_infos()[name].shape
-        if m.kind == "full":  # added whole, as LoraReader adds a LoRA's bias (sd_lora: the full difference)
+        if m.kind in ("full", "norm"):  # added whole, as LoraReader adds a LoRA's bias (sd_lora: the formulas)
             # kept as stored: a difference is the size of the layer, and float32 += fp16 rounds as upcasting first
-            reader._bias[name] = tensors[m.parts["diff"]].reshape(target)
+            weight_part, bias_part = ("diff", "diff_b") if m.kind == "full" else ("w_norm", "b_norm")
+            reader._bias[name] = tensors[m.parts[weight_part]].reshape(target)
             bias = name.removesuffix(".weight") + ".bias"
-            if "diff_b" in m.parts and bias in reader._infos:
-                reader._bias[bias] = tensors[m.parts["diff_b"]]
+            if bias_part in m.parts and bias in reader._infos:
+                reader._bias[bias] = tensors[m.parts[bias_part]]
             continue
         got = {part: tensors[key].float() for part, key in m.parts.items() if part != "alpha"}
         if m.kind != "lora":
