@@ -610,16 +610,39 @@ def sd_lora_unet(seed: int, base_seed: int = 1, rank: int = 4, alpha: float = 8.
     """A tiny SD UNet (:func:`tiny_sd_unet`) with a peft LoRA added the way diffusers' training scripts add
     one (``LoraConfig`` + ``add_adapter``) on the attention projections and, with ``conv``, the 1x1
     ``proj_in`` and the ResNets' 3x3 convolutions (LoCon); its B factors drawn (an untrained LoRA is zero)."""
+    targets = ["to_q", "to_k", "to_v", "to_out.0"] + (["proj_in", "conv1", "conv2"] if conv else [])
+    return with_drawn_lora(tiny_sd_unet(base_seed), targets, seed, rank, alpha)
+
+
+def with_drawn_lora(unet, targets: list[str], seed: int, rank: int = 4, alpha: float = 8.0):
+    """``unet`` with a peft LoRA on ``targets`` added as diffusers' training scripts add one (``LoraConfig``
+    + ``add_adapter``), its B factors drawn from ``seed`` (an untrained LoRA is zero); returns ``unet``."""
     from peft import LoraConfig
 
-    unet = tiny_sd_unet(base_seed)
-    targets = ["to_q", "to_k", "to_v", "to_out.0"] + (["proj_in", "conv1", "conv2"] if conv else [])
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in unet.named_parameters():
             if "lora_B" in name:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return unet
+
+
+def denoising_steps(unet, seed: int, steps: int = 2, sdxl: bool = False):
+    """``steps`` AdamW steps (lr 1e-3) of a denoising loss on random latents and conditions from ``seed``
+    (with ``sdxl``, SDXL's added text and time conditions too); returns ``unet``."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    for _ in range(steps):
+        x = torch.randn(2, 4, 8, 8, generator=g)
+        added = ({"text_embeds": torch.randn(2, 8, generator=g), "time_ids": torch.randn(2, 6, generator=g)}
+                 if sdxl else None)
+        cond = torch.randn(2, 3, 8, generator=g)
+        out = unet(x, torch.tensor([10, 500]), cond, added_cond_kwargs=added).sample
+        loss = (out - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return unet
 
 

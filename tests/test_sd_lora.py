@@ -16,7 +16,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from format_factory import (  # noqa: E402
-    diffusers_fused, fused_unet_state, ldm_single_file, save_diffusers_lora, save_kohya_lora,
+    denoising_steps, diffusers_fused, fused_unet_state, ldm_single_file, save_diffusers_lora, save_kohya_lora,
     save_old_diffusers_lora, sd_lora_unet, tiny_sd_unet,
 )
 from safetensors import safe_open  # noqa: E402
@@ -53,17 +53,7 @@ def _single_file(state, path: Path) -> Path:
 
 def _finetuned(seed: int) -> dict[str, torch.Tensor]:
     """A tiny UNet fine-tuned from the base for two AdamW steps (denoising loss on random latents)."""
-    unet = tiny_sd_unet(1)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
-    for _ in range(2):
-        x = torch.randn(2, 4, 8, 8, generator=g)
-        cond = torch.randn(2, 3, 8, generator=g)
-        loss = (unet(x, torch.tensor([10, 500]), cond).sample - x).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return _unet_state(unet)
+    return _unet_state(denoising_steps(tiny_sd_unet(1), seed))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from format_factory import (  # noqa: E402
-    fused_unet_state, ldm_single_file, ldm_unet_names, tiny_sd_unet, tiny_sdxl_unet, tiny_text_encoder_lora,
+    denoising_steps, fused_unet_state, ldm_single_file, ldm_unet_names, tiny_sd_unet, tiny_sdxl_unet,
+    tiny_text_encoder_lora, with_drawn_lora,
 )
 from safetensors.torch import save_file  # noqa: E402
 
@@ -161,18 +162,7 @@ def test_unknown_layout_keeps_ldm_names_with_a_note(tmp_path):
 
 def _finetuned(seed: int) -> dict[str, torch.Tensor]:
     """The tiny SDXL UNet trained two AdamW steps (denoising loss, SDXL's added conditions)."""
-    unet = tiny_sdxl_unet(1)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
-    for _ in range(2):
-        x = torch.randn(2, 4, 8, 8, generator=g)
-        added = {"text_embeds": torch.randn(2, 8, generator=g), "time_ids": torch.randn(2, 6, generator=g)}
-        out = unet(x, torch.tensor([10, 500]), torch.randn(2, 3, 8, generator=g), added_cond_kwargs=added).sample
-        loss = (out - x).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return _state(unet)
+    return _state(denoising_steps(tiny_sdxl_unet(1), seed, sdxl=True))
 
 
 @pytest.fixture(scope="module")
@@ -202,17 +192,8 @@ def test_sdxl_single_file_and_its_diffusers_folder_are_one_model(tmp_path, finet
 def _sdxl_lora(seed: int, rank: int = 4, alpha: float = 8.0):
     """The tiny SDXL UNet with a peft LoRA on the attention projections, the transformers' proj_in /
     proj_out and feed-forward, and the ResNets' 3x3 convolutions (LoCon); its B factors drawn."""
-    from peft import LoraConfig
-
-    unet = tiny_sdxl_unet(1)
     targets = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2", "conv1", "conv2"]
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    return unet
+    return with_drawn_lora(tiny_sdxl_unet(1), targets, seed, rank, alpha)
 
 
 def _save_kohya_sdxl(unet, path: Path, metadata: dict[str, str]) -> Path:
