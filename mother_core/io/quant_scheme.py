@@ -49,6 +49,8 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
         ``num_bits``, ``"compressed-packed"`` when the config does not say), ``"compressed-int8"``
         (int-quantized), ``"compressed-nvfp4"``, ``"mlx-int4"`` (MLX; ``"mlx"`` when the config does not
         give the width); None for a plain checkpoint.
+        ``"torchao-int8"`` (torchao through transformers; ``-int4``, ``-float8``... by the config's weight
+        dtype, else the codes': :func:`torchao_scheme`).
     """
     names = list(shapes)
     for n in names:
@@ -73,6 +75,9 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
                 and module + ".biases" in shapes:
             width = (quant_config or {}).get("bits")
             return f"mlx-int{width}" if isinstance(width, int) and not isinstance(width, bool) else "mlx"
+    torchao = torchao_scheme(shapes, quant_config)
+    if torchao is not None:  # before fp8 and packed: its codes are float8 or int8 tensors
+        return torchao
     compressed = compressed_tensors_scheme(shapes, quant_config)
     if compressed is not None:  # before fp8: NVFP4 stores float8 scales
         return compressed
@@ -96,6 +101,30 @@ def compressed_tensors_scheme(shapes: Shapes, quant_config: Mapping | None = Non
         if name.endswith(".weight") and dtype == "int8" and name + "_scale" in shapes:
             return "compressed-int8"
     return None
+
+
+def torchao_qdata(name: str) -> tuple[str, str] | None:
+    """``(module, attribute)`` of a torchao weight's codes as transformers flattens them (``m._w_qdata``
+    for weight ``m.w``; :mod:`mother_core.io.torchao_quantized`), else None."""
+    module, _, last = name.rpartition(".")
+    if not module or not last.startswith("_") or not last.endswith("_qdata") or len(last) <= len("__qdata"):
+        return None
+    return module, last[1:-len("_qdata")]
+
+
+def torchao_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | None:
+    """``"torchao-<dtype>"`` for a checkpoint of flattened torchao weights, else None: the weight dtype its
+    ``TorchAoConfig`` names (``quant_type.default._data.weight_dtype``), else the codes' dtype."""
+    codes = [dtype for name, (_, dtype) in shapes.items() if torchao_qdata(name) is not None]
+    if not codes:
+        return None
+    quant_type = (quant_config or {}).get("quant_type")
+    default = quant_type.get("default") if isinstance(quant_type, dict) else None
+    data = default.get("_data") if isinstance(default, dict) else None
+    named = data.get("weight_dtype") if isinstance(data, dict) else None
+    word = named.get("_data") if isinstance(named, dict) else None
+    word = word if isinstance(word, str) and word.isidentifier() and len(word) <= 24 else codes[0]
+    return "torchao-" + ("float8" if word.startswith("float8") else word)
 
 
 #: The scheme of a checkpoint whose weights are packed integers of a quantizer we do not decode

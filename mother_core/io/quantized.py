@@ -28,6 +28,8 @@ What the quantizers write (one weight ``W`` of shape (out, in) of module ``m``),
   :mod:`mother_core.io.mlx_quantized`.
 * **compressed-tensors** (llm-compressor: pack-quantized int4 / int8, int-quantized int8, NVFP4):
   :mod:`mother_core.io.compressed_tensors`.
+* **torchao** (transformers' ``TorchAoConfig``: ``m._weight_qdata``, ``m._weight_scale``... described by
+  JSON in the header's metadata): :mod:`mother_core.io.torchao_quantized`.
 * **fp8** (``F8_E4M3`` / ``F8_E5M2`` tensors): ``W = weight * weight_scale`` (a scalar or one per row), or
   ``weight * weight_scale_inv`` per 128 x 128 block (DeepSeek-V3 style); a ``weight_scale`` may also be
   one per group of columns or per block (compressed-tensors' float-quantized); a float8 weight without a
@@ -49,7 +51,7 @@ import numpy as np
 import torch
 
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
-from mother_core.io import compressed_tensors, int8_fast, mlx_quantized
+from mother_core.io import compressed_tensors, int8_fast, mlx_quantized, torchao_quantized
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.quant_scheme import (  # re-exported for the readers
     AUX_SUFFIXES,
@@ -84,7 +86,7 @@ class _Weight:
 
     name: str
     shape: tuple[int, ...]
-    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8 | ct-int | ct-nvfp4 | mlx
+    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8 | ct-int | ct-nvfp4 | mlx | torchao
     parts: dict[str, str]  # role -> stored (normalised) tensor name
     meta: dict = field(default_factory=dict)
     whole: bool = False  # rows are not contiguous on disk: decoded whole, then sliced
@@ -111,6 +113,8 @@ class QuantizedReader:
         used: set[str] = set()
         self._mlx_config = mlx_quantized.normalised_config(config)
         self._ct_bits = config_bits(config)
+        self._torchao = torchao_quantized.describe_all(shapes, torchao_quantized.header_metadata(
+            raw.ref.files)) if torchao_quantized.stored_by_torchao(shapes) else {}
         for name in shapes:
             w = self._describe(name, shapes, config)
             if w is None:
@@ -156,11 +160,17 @@ class QuantizedReader:
         self._problems.append(
             f"{self.ref.path}: {len(packed)} weights are stored as packed {dtypes} {how} that we do not decode "
             f"(e.g. {packed[0]!r}); they are left out (we read bitsandbytes, GPTQ, AWQ, optimum-quanto, "
-            "compressed-tensors and fp8).")
+            "compressed-tensors, torchao and fp8).")
         return siblings
 
     def _describe(self, name: str, shapes: Shapes, config: Mapping) -> _Weight | None:
         shape, dtype = shapes[name]
+        tao = self._torchao.get(name)
+        if isinstance(tao, torchao_quantized.Undecoded):  # all its stored tensors hidden, the weight left out
+            self._problems.append(f"{self.ref.path}: the torchao weight {tao.name!r}: {tao.why}; it is left out.")
+            return _Weight(tao.name, (), "bad", dict(tao.parts))
+        if tao is not None:
+            return _Weight(tao.name, tao.shape, "torchao", dict(tao.parts), {"torchao": tao})
         ct = compressed_tensors.describe(name, shapes, self.raw.read, self._ct_bits)
         if isinstance(ct, str):
             self._problems.append(f"{self.ref.path}: the compressed-tensors weight {ct}; it is left out.")
@@ -495,14 +505,16 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
     raise ValueError(f"no decoder for {w.kind}")
 
 
-#: Kinds whose decoders write into a caller's buffer (compressed-tensors, MLX).
-_INTO_BUFFER = ("ct-int", "ct-nvfp4", "mlx")
+#: Kinds whose decoders write into a caller's buffer (compressed-tensors, MLX, torchao).
+_INTO_BUFFER = ("ct-int", "ct-nvfp4", "mlx", "torchao")
 
 
 def _decode_into(raw: ModelReader, w: _Weight, rows: tuple[int, int], out: torch.Tensor,
                  pieces: compressed_tensors.Pieces | None = None) -> torch.Tensor:
     if w.kind == "mlx":
         return mlx_quantized.decode_into(w.meta["mlx"], raw.read, rows, out, pieces)
+    if w.kind == "torchao":
+        return torchao_quantized.decode_into(w.meta["torchao"], raw.read, rows, out)
     return compressed_tensors.decode_into(w.meta["ct"], raw.read, rows, out, pieces)
 
 
