@@ -162,7 +162,7 @@ _DEPTH_STEP[[0x5B, 0x7B]] = 1
 _DEPTH_STEP[[0x5D, 0x7D]] = -1
 
 
-def _depth_ok(text: str, limit: int) -> bool:
+def json_depth_ok(text: str, limit: int) -> bool:
     """True when the JSON text nests at most ``limit`` deep, checked (vectorised, linear) before
     ``json.loads`` could recurse: brackets inside strings are removed first, then the running depth of
     the remaining brackets is a cumulative sum."""
@@ -207,7 +207,7 @@ def parse_header(data: bytes, file_size: int, path: str = "<bytes>") -> Safetens
         text = bytes(data[8:8 + n]).decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(path, "its header is not UTF-8 text") from None
-    if not _depth_ok(text, MAX_JSON_DEPTH):
+    if not json_depth_ok(text, MAX_JSON_DEPTH):
         raise _bad(path, f"its header nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         header = json.loads(text)

@@ -38,7 +38,7 @@ import torch
 
 from mother_core.io.names import normalise_name
 from mother_core.io.quant_scheme import FLOAT8_DTYPES, Shapes, torchao_qdata
-from mother_core.io.safetensors_header import MAX_JSON_DEPTH, _depth_ok, read_header
+from mother_core.io.safetensors_header import MAX_JSON_DEPTH, json_depth_ok, read_header
 
 #: The subclasses decoded -> which formula of the module docstring decodes them.
 DECODED = {"Int8Tensor": "affine", "IntxUnpackedToInt8Tensor": "affine", "Float8Tensor": "float8"}
@@ -114,7 +114,7 @@ def entry(text: str) -> dict:
     """
     if len(text) > MAX_ENTRY_CHARS:
         raise ValueError(f"its description is longer than {MAX_ENTRY_CHARS} characters")
-    if not _depth_ok(text, MAX_JSON_DEPTH):
+    if not json_depth_ok(text, MAX_JSON_DEPTH):
         raise ValueError(f"its description nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(text)
