@@ -1,0 +1,152 @@
+"""HQQ checkpoints (Half-Quadratic Quantization), written by hqq and read in the one pass.
+
+Each checkpoint is quantized by hqq on the CPU from a transformers model saved here and written by hqq's
+``save_to_safetensors`` (the tensor names transformers' ``HqqConfig`` integration writes too); the reader
+must give back, bit for bit, the weights ``HQQLinear.dequantize`` gives, under the float model's names, and
+recovery must hang the HQQ copy under its source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mother_core.io.discovery import discover
+from mother_core.io.names import normalise_name
+from mother_core.io.readers import open_model
+
+pytest.importorskip("hqq")
+transformers = pytest.importorskip("transformers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+
+def _llama(folder: Path, seed: int, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """A tiny Llama saved by transformers; returns its state."""
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=96, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    model = transformers.LlamaForCausalLM(config).to(dtype)
+    model.save_pretrained(folder)
+    return {k: v.float() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("bits,group,axis,dtype,view_as_float", [
+    (4, 64, 1, torch.bfloat16, False), (8, 64, 1, torch.bfloat16, False), (3, 64, 1, torch.bfloat16, False),
+    (2, 32, 1, torch.float16, False), (1, 64, 1, torch.bfloat16, False), (4, 64, 0, torch.bfloat16, False),
+    (3, 32, 0, torch.float16, False), (4, 64, 1, torch.float16, True), (3, 64, 1, torch.bfloat16, True)])
+def test_reader_gives_the_weights_hqq_decodes(tmp_path, monkeypatch, bits, group, axis, dtype, view_as_float):
+    """Bit for bit ``HQQLinear.dequantize``'s weights for each packing, both axes, float16 and bfloat16
+    compute dtypes and codes stored viewed as floats, with the compiled decoder and without, by ``read``
+    and by ``read_into`` in chunks of rows that cut the grouped rows and the packed rows anywhere."""
+    from format_factory import hqq_quantized
+
+    from mother_core.io import compressed_fast
+
+    source = _llama(tmp_path / "src", 160, dtype)
+    decoded = hqq_quantized(tmp_path / "src", tmp_path / "q", bits, group, axis, dtype, view_as_float)
+    assert len(decoded) == 14  # seven Linear layers a block
+    ref = discover([tmp_path / "q"]).models[0]
+    width = bits if axis == 1 or bits == 3 else None  # axis 0's group size is not in the header
+    assert ref.format == (f"safetensors:hqq-int{width}" if width else "safetensors:hqq")
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(compressed_fast, "available", lambda: False)
+        with open_model(ref) as reader:
+            assert not reader.notes
+            assert set(reader.tensor_infos()) == {normalise_name(k) for k in source}  # no W_q, scale, zero, meta
+            for name, library in decoded.items():
+                got = reader.read(normalise_name(name))
+                assert got.dtype == torch.float32 and torch.equal(got, library), (name, compiled)
+                n = 7  # rows a chunk: not a divisor of the rows, the groups or the packed rows
+                buffer = torch.full((n * got.shape[1],), float("nan"))
+                for r0 in range(0, got.shape[0], n):
+                    r1 = min(got.shape[0], r0 + n)
+                    piece = reader.read_into(normalise_name(name), (r0, r1), buffer[: (r1 - r0) * got.shape[1]])
+                    assert torch.equal(piece.reshape(r1 - r0, -1), got[r0:r1]), (name, r0, compiled)
+                rel = ((got - source[name]).norm() / source[name].norm()).item()
+                assert rel < {8: 0.01, 4: 0.15, 3: 0.3, 2: 0.6, 1: 1.5}[bits], (name, rel)
+
+
+def test_layer_loaded_from_the_file_decodes_the_same(tmp_path):
+    """The file's layer loaded back by hqq (``HQQLinear.load_state_dict``) decodes what the reader reads:
+    the comparison does not rest on the quantizing process's in-memory layers."""
+    from format_factory import hqq_quantized
+    from hqq.core.quantize import HQQLinear
+
+    _llama(tmp_path / "src", 161)
+    hqq_quantized(tmp_path / "src", tmp_path / "q", 4, 64)
+    stored = safetensors_torch.load_file(str(tmp_path / "q" / "model.safetensors"))
+    module = "model.layers.1.mlp.down_proj."
+    layer = HQQLinear(None, None, compute_dtype=torch.bfloat16, device="cpu", initialize=False)
+    layer.load_state_dict({k[len(module):]: v for k, v in stored.items() if k.startswith(module)})
+    with open_model(discover([tmp_path / "q"]).models[0]) as reader:
+        assert torch.equal(reader.read("layers.1.mlp.down_proj.weight"), layer.dequantize().float())
+
+
+def test_hqq_copy_is_recovered_under_its_source(tmp_path):
+    """A 4-bit and an 8-bit HQQ copy of two fine-tunes (real AdamW steps) of one root hang under their
+    float sources as quantized copies."""
+    from checkpoint_factory import adam_steps
+    from format_factory import hqq_quantized
+
+    from mother_core import RecoverySettings, recover_paths
+
+    folder = tmp_path / "set"
+    _llama(folder / "root", 162, torch.float32)
+    for name, seed in (("a", 1), ("b", 2)):
+        model = transformers.LlamaForCausalLM.from_pretrained(folder / "root", dtype=torch.float32)
+        adam_steps(model, seed, 10, 2e-3, vocab=96).to(torch.bfloat16).save_pretrained(folder / name)
+    hqq_quantized(folder / "a", folder / "a-hqq-4bit", 4, 64)
+    hqq_quantized(folder / "b", folder / "b-hqq-8bit", 8, 64)
+    result = recover_paths([folder], RecoverySettings())
+    assert not result.problems
+    edges = {(e.parent, e.child): e for e in result.edges}
+    assert ("a", "a-hqq-4bit") in edges and ("b", "b-hqq-8bit") in edges, sorted(edges)
+    assert edges[("a", "a-hqq-4bit")].relation == "quantized"
+    assert edges[("b", "b-hqq-8bit")].relation == "quantized"
+
+
+def test_packing_we_do_not_decode_is_a_note(tmp_path):
+    """A layer whose stored packing is not one of hqq's, or that says its scales are quantized (hqq's
+    deprecated ``quant_scale``), is left out with a note; the rest is read."""
+    from format_factory import hqq_quantized
+
+    _llama(tmp_path / "src", 163)
+    hqq_quantized(tmp_path / "src", tmp_path / "q", 4, 64)
+    path = str(tmp_path / "q" / "model.safetensors")
+    stored = safetensors_torch.load_file(path)
+    stored["model.layers.0.mlp.up_proj.packing"] = torch.tensor(list(b"5bit_u8"), dtype=torch.uint8)
+    stored["model.layers.1.mlp.up_proj.quant_scale"] = torch.tensor(1, dtype=torch.uint8)
+    safetensors_torch.save_file(stored, path)
+    with open_model(discover([tmp_path / "q"]).models[0]) as reader:
+        infos = reader.tensor_infos()
+        for layer in (0, 1):
+            assert f"layers.{layer}.mlp.up_proj.weight" not in infos
+            assert not any(n.startswith(f"layers.{layer}.mlp.up_proj.") for n in infos)
+            assert f"layers.{layer}.mlp.down_proj.weight" in infos
+        assert any("layers.0.mlp.up_proj" in n and "5bit_u8" in n for n in reader.notes)
+        assert any("layers.1.mlp.up_proj" in n and "quant_scale" in n for n in reader.notes)
+        assert len(reader.notes) == 2
+
+
+def test_zero_and_scale_stacked_decode_as_the_library_does(tmp_path):
+    """hqq's deprecated ``offload_meta`` stores a layer's zero and scale stacked as ``zero_scale``: the
+    layer, so stored, loaded back by hqq decodes what the reader reads. (hqq writes it only on a GPU, as
+    pinned memory; the file is the CPU-made one with the two tensors stacked as hqq stacks them.)"""
+    from format_factory import hqq_quantized
+    from hqq.core.quantize import HQQLinear
+
+    _llama(tmp_path / "src", 164)
+    hqq_quantized(tmp_path / "src", tmp_path / "q", 4, 64)
+    path = str(tmp_path / "q" / "model.safetensors")
+    stored = safetensors_torch.load_file(path)
+    module = "model.layers.0.self_attn.o_proj."
+    stored[module + "zero_scale"] = torch.stack((stored.pop(module + "zero"), stored.pop(module + "scale")))
+    safetensors_torch.save_file(stored, path)
+    layer = HQQLinear(None, None, compute_dtype=torch.bfloat16, device="cpu", initialize=False)
+    layer.load_state_dict({k[len(module):]: v for k, v in stored.items() if k.startswith(module)})
+    with open_model(discover([tmp_path / "q"]).models[0]) as reader:
+        assert not reader.notes
+        assert torch.equal(reader.read("layers.0.self_attn.o_proj.weight"), layer.dequantize().float())
