@@ -26,8 +26,8 @@ with HQQ yet):
 A weight is ``W = ((R - zero) * scale).reshape(out, in)`` with the codes, the zero and the scale in the
 compute dtype and each operation rounded to it, as ``HQQLinear.dequantize`` (``Quantizer.dequantize``)
 computes it; the decoder here runs the same torch operations on the same operands, so the weights are the
-library's bit for bit (``tests/test_hqq_quantized.py``; with one scale and zero a grouped row, HQQ's
-default ``axis`` 1, through the compiled table decoder of :mod:`.hqq_fast`). Rows of the weight are decoded
+library's bit for bit (``tests/test_hqq_quantized.py``), and so does the compiled decoder
+(:mod:`.hqq_fast`) that reads them where numba is there. Rows of the weight are decoded
 from the rows of ``R`` that hold them, so a chunk reads only its own slice of ``W_q`` (bounded memory).
 The compute dtype is the one stored with the layer (the library's loader takes it from its caller,
 normally the dtype the model was quantized in). Quantized scales and zeros (``quant_scale`` /
@@ -42,10 +42,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mother_core.io import hqq_fast
-from mother_core.io.compressed_tensors import compiled_applies
+from mother_core.io.compressed_tensors import Pieces, compiled_applies
 from mother_core.io.quant_scheme import Shapes
 
 #: The tensors an ``HQQLinear`` writes beside ``W_q`` (``HQQLinear.state_dict_keys`` less ``bias``).
@@ -206,6 +207,8 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
     return HqqWeight(module + ".weight", (shape[0], shape[1]), packing, grouped, rows_p, compute_dtype, parts, by_row)
 
 
+#: How :func:`hqq_fast.decode` rounds each operation, by compute dtype.
+_ROUNDING = {torch.float32: hqq_fast.ROUND_NONE, torch.bfloat16: hqq_fast.ROUND_BF16, torch.float16: hqq_fast.ROUND_F16}
 _ITEM_BYTES = {"uint8": 1, "int8": 1, "int32": 4, "float16": 2, "bfloat16": 2, "float32": 4}
 
 
@@ -252,25 +255,28 @@ def _grouped_slice(t: torch.Tensor, grouped: tuple[int, int], i0: int, i1: int) 
     return t[i0:i1] if tuple(t.shape) == (grouped[0], 1) else t
 
 
-def decode_into(w: HqqWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
-                rows: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
-    """Rows ``[r0, r1)`` of ``w`` into ``out`` (float32 (r1 - r0, in), contiguous), as the library computes
-    them (see the module docstring): through the compiled decoder (:mod:`.hqq_fast`) where each grouped row
-    has one scale and zero, in torch otherwise.
+def _float32(t: torch.Tensor) -> np.ndarray:
+    """A small float tensor's values as float32 numpy (exact widening), without torch's thread pool: the
+    chunk's zeros and scales, a few thousand values, where a pool's wake-up costs more than the work on
+    a busy machine."""
+    if t.dtype == torch.bfloat16:  # bfloat16 is float32's top half
+        return (t.view(torch.int16).numpy().view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return t.numpy().astype(np.float32)
 
-    ``read(name, rows)`` reads stored rows (None: the whole tensor).
+
+def decode_into(w: HqqWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
+                rows: tuple[int, int], out: torch.Tensor, pieces: Pieces | None = None) -> torch.Tensor:
+    """Rows ``[r0, r1)`` of ``w`` into ``out`` (float32 (r1 - r0, in), contiguous), as the library computes
+    them (see the module docstring): through the compiled decoder (:mod:`.hqq_fast`) where numba is there,
+    in torch otherwise.
+
+    ``read(name, rows)`` reads stored rows (None: the whole tensor); with ``pieces`` (a reader's
+    ``decode_pieces``) the compiled decoder takes the packed rows piece by piece as they are read, on
+    several threads.
     """
     r0, r1 = rows
     i0, i1 = grouped_rows(w, rows)
     cols = w.grouped[1]
-    stored: list[torch.Tensor] = []
-    slots: list[tuple[int, int]] = []  # (slot, rows) of each stored piece
-    for slot, first, end in packed_ranges(w, rows):
-        piece = read(w.parts["W_q"], (first, end))
-        if piece.dtype != w.packing.word:  # view_as_float: the packed words stored as the compute dtype
-            piece = piece.contiguous().view(w.packing.word)
-        stored.append(piece)
-        slots.append((slot, end - first))
     cd = w.compute_dtype
     if w.by_row:  # the chunk's own rows of them, in the frame of rows [i0, i1)
         scale, zero = read(w.parts["scale"], (i0, i1)), read(w.parts["zero"], (i0, i1))
@@ -285,25 +291,53 @@ def decode_into(w: HqqWeight, read: Callable[[str, tuple[int, int] | None], torc
         zero = _grouped_slice(zero.to(cd), w.grouped, i0, i1)
         scale = _grouped_slice(scale.to(cd), w.grouped, i0, i1)
     zero, scale = zero.to(cd), scale.to(cd)
-    offset = r0 * w.shape[1] - i0 * cols
-    levels = 1 << w.packing.bits
-    if zero.shape[1] == scale.shape[1] == 1 and 2 * levels <= cols and compiled_applies(out):
-        # one scale and zero a grouped row: its 2 ** bits values computed by the same torch operations, then
-        # looked up by each code in one compiled pass
-        table = ((torch.arange(levels).to(cd)[None, :] - zero) * scale).to(torch.float32)
-        table = table.expand(i1 - i0, levels).contiguous()
-        source = torch.arange(i1 - i0, dtype=torch.int64)  # the pieces are concatenated in grouped-row order
-        shift = torch.cat([torch.full((n,), w.packing.shift(slot), dtype=torch.int64) for slot, n in slots])
-        words = torch.cat(stored).contiguous() if len(stored) > 1 else stored[0].contiguous()
-        hqq_fast.gather(words.numpy(), source.numpy(), shift.numpy(), w.packing.bits, table.numpy(), offset,
-                        out.view(-1).numpy())
+    offset = r0 * w.shape[1] - i0 * cols  # flat position of out[0] from grouped row i0's first code
+    ranges = packed_ranges(w, rows)
+    if compiled_applies(out):
+        _decode_compiled(w, read, ranges, i0, zero, scale, offset, out.view(-1).numpy(), pieces)
         return out.view(r1 - r0, w.shape[1])
     codes = torch.empty(i1 - i0, cols, dtype=torch.int32)
-    mask = levels - 1
+    mask = (1 << w.packing.bits) - 1
     start = 0
-    for piece, (slot, n) in zip(stored, slots):
-        codes[start:start + n] = (piece.to(torch.int32) >> w.packing.shift(slot)) & mask
-        start += n
+    for slot, first, end in ranges:
+        piece = read(w.parts["W_q"], (first, end))
+        if piece.dtype != w.packing.word:  # view_as_float: the packed words stored as the compute dtype
+            piece = piece.contiguous().view(w.packing.word)
+        codes[start:start + end - first] = (piece.to(torch.int32) >> w.packing.shift(slot)) & mask
+        start += end - first
     values = (codes.to(cd) - zero) * scale
     flat = values.reshape(-1)[offset:offset + (r1 - r0) * w.shape[1]]
     return out.view(r1 - r0, w.shape[1]).copy_(flat.view(r1 - r0, w.shape[1]))
+
+
+def _decode_compiled(w: HqqWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
+                     ranges: list[tuple[int, int, int]], i0: int, zero: torch.Tensor, scale: torch.Tensor,
+                     offset: int, out: np.ndarray, pieces: Pieces | None) -> None:
+    """The chunk's packed ``ranges`` decoded by :func:`hqq_fast.decode` into ``out`` (flat float32, from
+    ``offset`` codes past grouped row ``i0``'s first): piece by piece as read with ``pieces``, else whole."""
+    cols = w.grouped[1]
+    per_column = zero.shape[1] > 1 or scale.shape[1] > 1
+    frame = (1, cols) if per_column else (sum(end - first for _, first, end in ranges), 1)  # rows i0...
+    zeros, scales = (_float32(t.expand(*frame).contiguous()).reshape(-1) for t in (zero, scale))
+    mode = _ROUNDING[w.compute_dtype]
+    word = np.uint8 if w.packing.word == torch.uint8 else np.int32
+    unit = cols * (4 if word == np.int32 else 1)  # bytes a packed row
+
+    def rows_into(local: int, words: np.ndarray, shift: int) -> None:
+        """Packed rows ``words`` holding grouped rows ``i0 + local``...: into their part of ``out``."""
+        k = words.shape[0]
+        z, s = (zeros, scales) if per_column else (zeros[local:local + k], scales[local:local + k])
+        hqq_fast.decode(words, np.arange(k, dtype=np.int64), np.full(k, shift, dtype=np.int64), w.packing.bits,
+                        z, s, per_column, mode, offset - local * cols, out)
+
+    for slot, first, end in ranges:
+        local = slot * w.packed_rows + first - i0  # the range's first grouped row, from i0
+        shift = w.packing.shift(slot)
+        if pieces is not None:  # several threads, each on its own rows of out
+            pieces(w.parts["W_q"], (first, end), unit,
+                   lambda unit_first, piece, local=local, shift=shift:  # type: ignore[misc]
+                   rows_into(local + unit_first, piece.view(word).reshape(-1, cols), shift))
+        else:
+            stored = read(w.parts["W_q"], (first, end)).contiguous()
+            rows_into(local, stored.view(w.packing.word).numpy() if stored.dtype != w.packing.word
+                      else stored.numpy(), shift)

@@ -498,7 +498,7 @@ def _decode_into(raw: ModelReader, w: _Weight, rows: tuple[int, int], out: torch
     if w.kind == "mlx":
         return mlx_quantized.decode_into(w.meta["mlx"], raw.read, rows, out, pieces)
     if w.kind == "hqq":
-        return hqq_quantized.decode_into(w.meta["hqq"], raw.read, rows, out)
+        return hqq_quantized.decode_into(w.meta["hqq"], raw.read, rows, out, pieces)
     return compressed_tensors.decode_into(w.meta["ct"], raw.read, rows, out, pieces)
 
 
