@@ -108,10 +108,10 @@ def containers() -> tuple[str, ...]:
 
 
 # safetensors 2: compressed-tensors and MLX weights decoded (were left out, MLX biases compared as weights),
-# fp8 group / block scales, GPTQ format v2 zeros (2026-12-03); safetensors 3: HQQ weights decoded (were left
-# out as an unknown packing; 2026-12-03).
-register("safetensors", "mother_core.io.readers:open_safetensors", revision=3)
-register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=3)
+# fp8 group / block scales, GPTQ format v2 zeros (2026-12-03); safetensors 4: HQQ weights decoded (were left
+# out as an unknown packing; 2026-12-03; 4, not 3: main's 3 is the SD single-file rename of branch sdxl).
+register("safetensors", "mother_core.io.readers:open_safetensors", revision=4)
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=4)
 register("torch", "mother_core.io.readers:open_torch")
 register("torch-sharded", "mother_core.io.readers:open_torch")
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
