@@ -113,8 +113,9 @@ def test_hqq_copy_is_recovered_under_its_source(tmp_path):
 
 
 def test_packing_we_do_not_decode_is_a_note(tmp_path):
-    """A layer whose stored packing is not one of hqq's, or that says its scales are quantized (hqq's
-    deprecated ``quant_scale``), is left out with a note; the rest is read."""
+    """A layer whose stored packing is not one of hqq's, that says its scales are quantized (hqq's
+    deprecated ``quant_scale``), whose codes were cut short or whose scales do not fit its groups is left out
+    with a note naming it; the rest is read."""
     from format_factory import hqq_quantized
 
     _llama(tmp_path / "src", 163)
@@ -123,16 +124,21 @@ def test_packing_we_do_not_decode_is_a_note(tmp_path):
     stored = safetensors_torch.load_file(path)
     stored["model.layers.0.mlp.up_proj.packing"] = torch.tensor(list(b"5bit_u8"), dtype=torch.uint8)
     stored["model.layers.1.mlp.up_proj.quant_scale"] = torch.tensor(1, dtype=torch.uint8)
+    stored["model.layers.0.self_attn.k_proj.W_q"] = stored["model.layers.0.self_attn.k_proj.W_q"][:-1].clone()
+    stored["model.layers.1.self_attn.v_proj.scale"] = stored["model.layers.1.self_attn.v_proj.scale"][:-2].clone()
     safetensors_torch.save_file(stored, path)
+    damaged = {"layers.0.mlp.up_proj": "5bit_u8", "layers.1.mlp.up_proj": "quant_scale",
+               "layers.0.self_attn.k_proj": "packed rows", "layers.1.self_attn.v_proj": "scale of shape"}
     with open_model(discover([tmp_path / "q"]).models[0]) as reader:
         infos = reader.tensor_infos()
-        for layer in (0, 1):
-            assert f"layers.{layer}.mlp.up_proj.weight" not in infos
-            assert not any(n.startswith(f"layers.{layer}.mlp.up_proj.") for n in infos)
-            assert f"layers.{layer}.mlp.down_proj.weight" in infos
-        assert any("layers.0.mlp.up_proj" in n and "5bit_u8" in n for n in reader.notes)
-        assert any("layers.1.mlp.up_proj" in n and "quant_scale" in n for n in reader.notes)
-        assert len(reader.notes) == 2
+        for module, why in damaged.items():
+            assert module + ".weight" not in infos
+            assert not any(n.startswith(module + ".") for n in infos)
+            assert any(module in n and why in n for n in reader.notes), (module, reader.notes)
+        assert "layers.0.mlp.down_proj.weight" in infos and "layers.1.self_attn.q_proj.weight" in infos
+        assert len(reader.notes) == len(damaged)
+        for name in infos:
+            reader.read(name)  # the rest reads
 
 
 def test_zero_and_scale_stacked_decode_as_the_library_does(tmp_path):
