@@ -2,7 +2,8 @@
 
 Writes (once, into the git-ignored ``benchmarks/_data/``) files of about ``--size-gb`` each: GGUF in Q8_0
 and Q4_K, quantized safetensors from optimum-quanto (int8), bitsandbytes (int8, ``Linear8bitLt``) and
-compressed-tensors (W4A16 pack-quantized, as llm-compressor saves it) and MLX (4-bit, ``mx.quantize``), and,
+compressed-tensors (W4A16 pack-quantized, as llm-compressor saves it), MLX (4-bit, ``mx.quantize``) and HQQ
+(4-bit, ``HQQLinear``), and,
 for reference, a plain bf16 safetensors file. Then, in a fresh process per measurement (so each has its
 own peak RSS), with the same file in the same page-cache state:
 
@@ -169,6 +170,25 @@ def _write_mlx(path: Path, size: float) -> None:
     save_file(state, str(path))
 
 
+def _write_hqq(path: Path, size: float) -> None:
+    """4-bit HQQ as hqq's ``save_to_safetensors`` (and transformers' ``HqqConfig``) saves it: ``HQQLinear``
+    with hqq's default settings (groups of 64 along the input, ``axis`` 1, optimized zeros and scales),
+    bfloat16 compute dtype, on the CPU."""
+    import torch
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    pool = []
+    for _ in range(2):
+        lin = torch.nn.Linear(4096, 4096, bias=False).to(torch.bfloat16)
+        layer = HQQLinear(lin, BaseQuantizeConfig(nbits=4, group_size=64), compute_dtype=torch.bfloat16, device="cpu")
+        pool.append({k: v.contiguous() for k, v in layer.state_dict().items()})
+    n = max(2, round(size * 1e9 / (4096 * 4096 // 2)))
+    state = {f"model.layers.{i}.mlp.up_proj.{k}": v.clone() for i in range(n) for k, v in pool[i % 2].items()}
+    save_file(state, str(path))
+
+
 def _write_plain(path: Path, size: float) -> None:
     import torch
     from safetensors.torch import save_file
@@ -225,7 +245,7 @@ def _measure(what: str, paths: list[Path]) -> dict:
             from mother_core.io.staged import set_decode_threads
 
             set_decode_threads(int(threads))
-        from mother_core.io import compressed_fast, gguf_fast, int8_fast
+        from mother_core.io import compressed_fast, gguf_fast, hqq_fast, int8_fast
         from mother_core.io.discovery import discover
         from mother_core.io.readers import open_model
         from mother_core.stats import fused
@@ -237,6 +257,9 @@ def _measure(what: str, paths: list[Path]) -> dict:
         int8_fast.scale_rows(np.zeros((1, 4), np.int8), np.ones(1, np.float32), np.empty((1, 4), np.float32))
         compressed_fast.decode_codes(np.zeros((1, 1), np.uint8), 4, compressed_fast.integer_levels(4),
                                      np.ones((1, 1), np.float32), None, False, np.empty((1, 2), np.float32))
+        hqq_fast.decode(np.zeros((1, 2), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64), 4,
+                        np.zeros(1, np.float32), np.ones(1, np.float32), False, hqq_fast.ROUND_BF16, 0,
+                        np.empty(2, np.float32))
         if what == "fill":  # as many float32 values as the reader decodes, counted before the clock starts
             for ref in discover(paths).models:
                 with open_model(ref) as reader:
@@ -338,6 +361,7 @@ def main() -> None:
              "safetensors bnb-int8": DATA / f"bnb-int8-{tag}.safetensors",
              "safetensors compressed-int4": DATA / f"compressed-int4-{tag}.safetensors",
              "safetensors mlx-int4": DATA / f"mlx-int4-{tag}.safetensors",
+             "safetensors hqq-int4": DATA / f"hqq-int4-{tag}.safetensors",
              "safetensors bf16 (plain)": DATA / f"plain-bf16-{tag}.safetensors"}
     for label, path in files.items():
         if args.only not in label or path.exists():
@@ -353,6 +377,8 @@ def main() -> None:
             _write_compressed(path, args.size_gb)
         elif "mlx" in label:
             _write_mlx(path, args.size_gb)
+        elif "hqq" in label:
+            _write_hqq(path, args.size_gb)
         else:
             _write_plain(path, args.size_gb)
     for path in files.values():  # a set has two models at least: the pass runs on the file and a copy

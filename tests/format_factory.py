@@ -347,6 +347,24 @@ def mlx_quantized(folder: Path, out: Path, bits: int, group_size: int,
     return decoded
 
 
+def hqq_quantized(folder: Path, out: Path, bits: int, group_size: int, axis: int = 1,
+                  compute_dtype: torch.dtype = torch.bfloat16, view_as_float: bool = False) -> dict[str, torch.Tensor]:
+    """The transformers model in ``folder`` quantized by hqq on the CPU (``AutoHQQHFModel.quantize_model``:
+    every Linear of the decoder blocks becomes an ``HQQLinear``) and written by hqq's own
+    ``AutoHQQHFModel.save_to_safetensors`` to ``out``; returns what the library decodes
+    (``HQQLinear.dequantize``) of each quantized layer, by its float weight's saved name, as float32."""
+    import transformers
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+    from hqq.models.hf.base import AutoHQQHFModel
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=compute_dtype)
+    config = BaseQuantizeConfig(nbits=bits, group_size=group_size, axis=axis, view_as_float=view_as_float)
+    AutoHQQHFModel.quantize_model(model, quant_config=config, compute_dtype=compute_dtype, device="cpu")
+    AutoHQQHFModel.save_to_safetensors(model, str(out))
+    return {name + ".weight": module.dequantize().float() for name, module in model.named_modules()
+            if isinstance(module, HQQLinear)}
+
+
 def bnb_state(sd: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     """``sd`` with its Linear weights quantized by bitsandbytes on the CPU (``"int8"``, ``"nf4"``, ``"fp4"``),
     as ``Linear8bitLt`` / ``Linear4bit`` save them."""

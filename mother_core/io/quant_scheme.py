@@ -48,9 +48,10 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
         ``"fp8"``, ``"compressed-int4"`` (compressed-tensors pack-quantized; ``-int8``... by the config's
         ``num_bits``, ``"compressed-packed"`` when the config does not say), ``"compressed-int8"``
         (int-quantized), ``"compressed-nvfp4"``, ``"mlx-int4"`` (MLX; ``"mlx"`` when the config does not
-        give the width); None for a plain checkpoint.
-        ``"torchao-int8"`` (torchao through transformers; ``-int4``, ``-float8``... by the config's weight
-        dtype, else the codes': :func:`torchao_scheme`).
+        give the width), ``"hqq-int4"`` (HQQ; ``-int8``, ``-int3``... by the packing, ``"hqq"`` when
+        neither the header nor the config gives the width), ``"torchao-int8"`` (torchao through transformers;
+        ``-int4``, ``-float8``... by the config's weight dtype, else the codes': :func:`torchao_scheme`); None
+        for a plain checkpoint.
     """
     names = list(shapes)
     for n in names:
@@ -75,6 +76,9 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
                 and module + ".biases" in shapes:
             width = (quant_config or {}).get("bits")
             return f"mlx-int{width}" if isinstance(width, int) and not isinstance(width, bool) else "mlx"
+    hqq = hqq_scheme(shapes, quant_config)
+    if hqq is not None:
+        return hqq
     torchao = torchao_scheme(shapes, quant_config)
     if torchao is not None:  # before fp8 and packed: its codes are float8 or int8 tensors
         return torchao
@@ -86,6 +90,49 @@ def detect_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | 
     if packed_weights(shapes):
         return UNKNOWN_PACKED
     return None
+
+
+#: The code width of each of HQQ's packings by codes a stored row holds: rows of the grouped weight per
+#: row of ``W_q`` (see :mod:`mother_core.io.hqq_quantized`).
+_HQQ_BITS_BY_SLOTS = {1: 8, 2: 4, 4: 2, 8: 1}
+
+
+def hqq_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | None:
+    """``"hqq-int<bits>"`` for a checkpoint of HQQ layers (``m.W_q`` beside ``m.scale`` and ``m.zero``, or
+    ``m.zero_scale``), ``"hqq"`` when the width is not known from the header; None for others.
+
+    The width is the config's ``nbits`` (transformers' ``HqqConfig`` writes ``quant_config`` /
+    ``weight_quant_params``), else what the shapes tell: ``8 / bits`` rows of the grouped weight to a row
+    of ``W_q`` in bytes, ten 3-bit codes to an int32 word (one scale per row for ``axis`` 1; for ``axis`` 0
+    the rows are the group size, which the header does not give).
+    """
+    for name, (shape, dtype) in shapes.items():
+        if not name.endswith(".W_q"):
+            continue
+        module = name[: -len(".W_q")]
+        if module + ".zero_scale" not in shapes and (module + ".scale" not in shapes or module + ".zero" not in shapes):
+            continue
+        bits = _hqq_config_bits(quant_config)
+        scale = shapes.get(module + ".scale")
+        if bits is None and dtype == "int32":
+            bits = 3
+        if bits is None and scale is not None and len(scale[0]) == 2 and scale[0][1] == 1 and len(shape) == 2 \
+                and shape[0]:  # also codes stored viewed as floats (view_as_float): the rows are the same
+            rows = scale[0][0]
+            bits = _HQQ_BITS_BY_SLOTS.get(rows // shape[0]) if rows % shape[0] == 0 else None
+            if bits is None and shape[0] == -(-rows // 10):  # ten 3-bit codes a word, rows padded
+                bits = 3
+        return f"hqq-int{bits}" if bits is not None else "hqq"
+    return None
+
+
+def _hqq_config_bits(quant_config: Mapping | None) -> int | None:
+    """``nbits`` of an HQQ ``quantization_config`` (transformers' integration), when it is one whole width."""
+    config = quant_config or {}
+    inner = config.get("quant_config")
+    params = inner.get("weight_quant_params") if isinstance(inner, dict) else None
+    nbits = params.get("nbits") if isinstance(params, dict) else config.get("nbits")
+    return nbits if isinstance(nbits, int) and not isinstance(nbits, bool) and 1 <= nbits <= 8 else None
 
 
 def compressed_tensors_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str | None:
@@ -128,7 +175,7 @@ def torchao_scheme(shapes: Shapes, quant_config: Mapping | None = None) -> str |
 
 
 #: The scheme of a checkpoint whose weights are packed integers of a quantizer we do not decode
-#: (HQQ ``W_q``, EXL2, AQLM, ...): read without them, with a note.
+#: (EXL2, AQLM, ...): read without them, with a note.
 UNKNOWN_PACKED = "unknown-packed"
 _PACKED_DTYPES = frozenset({"int8", "uint8", "int16", "int32"})
 NOT_PACKED_SUFFIXES = (".bias", "mask", "_ids", ".masked_bias")  # integer buffers of plain models (causal masks, ids)

@@ -26,6 +26,9 @@ What the quantizers write (one weight ``W`` of shape (out, in) of module ``m``),
   weight is left out and reported.
 * **MLX** (``mlx_lm.convert -q``): ``m.weight`` uint32 codes, ``m.scales`` and ``m.biases``:
   :mod:`mother_core.io.mlx_quantized`.
+* **HQQ** (``hqq``'s ``HQQLinear``, also through transformers' ``HqqConfig``): ``m.W_q`` codes packed down
+  the rows of the grouped weight, ``m.scale``, ``m.zero`` and the layer's metadata:
+  :mod:`mother_core.io.hqq_quantized`.
 * **compressed-tensors** (llm-compressor: pack-quantized int4 / int8, int-quantized int8, NVFP4):
   :mod:`mother_core.io.compressed_tensors`.
 * **torchao** (transformers' ``TorchAoConfig``: ``m._weight_qdata``, ``m._weight_scale``... described by
@@ -51,7 +54,7 @@ import numpy as np
 import torch
 
 from mother_core.errors import NoTensorsError, UnreadableCheckpointError
-from mother_core.io import compressed_tensors, int8_fast, mlx_quantized, torchao_quantized
+from mother_core.io import compressed_tensors, hqq_quantized, int8_fast, mlx_quantized, torchao_quantized
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.quant_scheme import (  # re-exported for the readers
     AUX_SUFFIXES,
@@ -86,7 +89,8 @@ class _Weight:
 
     name: str
     shape: tuple[int, ...]
-    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8 | ct-int | ct-nvfp4 | mlx | torchao
+    kind: str  # bnb-int8 | bnb-4bit | gptq | awq | quanto-bytes | quanto-bits | fp8 | ct-int | ct-nvfp4 | mlx | hqq
+    #            | torchao
     parts: dict[str, str]  # role -> stored (normalised) tensor name
     meta: dict = field(default_factory=dict)
     whole: bool = False  # rows are not contiguous on disk: decoded whole, then sliced
@@ -160,7 +164,7 @@ class QuantizedReader:
         self._problems.append(
             f"{self.ref.path}: {len(packed)} weights are stored as packed {dtypes} {how} that we do not decode "
             f"(e.g. {packed[0]!r}); they are left out (we read bitsandbytes, GPTQ, AWQ, optimum-quanto, "
-            "compressed-tensors, torchao and fp8).")
+            "compressed-tensors, MLX, HQQ, torchao and fp8).")
         return siblings
 
     def _describe(self, name: str, shapes: Shapes, config: Mapping) -> _Weight | None:
@@ -178,6 +182,13 @@ class QuantizedReader:
             return _Weight(base, (), "bad", {"q": name})
         if ct is not None:
             return _Weight(ct.name, ct.shape, ct.kind, dict(ct.parts), {"ct": ct})
+        hqq = hqq_quantized.describe(name, shapes, self.raw.read)
+        if isinstance(hqq, str):
+            self._problems.append(f"{self.ref.path}: the HQQ layer {hqq}; it is left out.")
+            module = name[: -len(".W_q")]
+            return _Weight(module + ".weight", (), "bad", hqq_quantized.hqq_parts(module, shapes))
+        if hqq is not None:
+            return _Weight(hqq.name, hqq.shape, "hqq", dict(hqq.parts), {"hqq": hqq})
         mlx = mlx_quantized.describe(name, shapes, self._mlx_config)
         if isinstance(mlx, str):
             self._problems.append(f"{self.ref.path}: the MLX weight {mlx}; it is left out.")
@@ -434,6 +445,9 @@ class QuantizedReader:
         w = self._weights.get(name)
         if w is None:
             hint(name, rows)
+        elif w.kind == "hqq":  # a weight's rows sit in a few row ranges of the packed codes
+            for stored, stored_rows in hqq_quantized.stored_ranges(w.meta["hqq"], rows or (0, w.shape[0])):
+                hint(stored, stored_rows)
         elif not w.whole and w.kind in ("bnb-int8", "quanto-bytes", "fp8", *_INTO_BUFFER):  # rows stored as rows
             hint(w.parts["q"], rows)
             side = w.parts.get("scb") or w.parts.get("scale")
@@ -505,14 +519,16 @@ def _decode(raw: ModelReader, w: _Weight, rows: tuple[int, int] | None) -> torch
     raise ValueError(f"no decoder for {w.kind}")
 
 
-#: Kinds whose decoders write into a caller's buffer (compressed-tensors, MLX, torchao).
-_INTO_BUFFER = ("ct-int", "ct-nvfp4", "mlx", "torchao")
+#: Kinds whose decoders write into a caller's buffer (compressed-tensors, MLX, HQQ, torchao).
+_INTO_BUFFER = ("ct-int", "ct-nvfp4", "mlx", "hqq", "torchao")
 
 
 def _decode_into(raw: ModelReader, w: _Weight, rows: tuple[int, int], out: torch.Tensor,
                  pieces: compressed_tensors.Pieces | None = None) -> torch.Tensor:
     if w.kind == "mlx":
         return mlx_quantized.decode_into(w.meta["mlx"], raw.read, rows, out, pieces)
+    if w.kind == "hqq":
+        return hqq_quantized.decode_into(w.meta["hqq"], raw.read, rows, out, pieces)
     if w.kind == "torchao":
         return torchao_quantized.decode_into(w.meta["torchao"], raw.read, rows, out)
     return compressed_tensors.decode_into(w.meta["ct"], raw.read, rows, out, pieces)

@@ -111,9 +111,10 @@ def containers() -> tuple[str, ...]:
 # fp8 group / block scales, GPTQ format v2 zeros (2026-12-03). safetensors 3, torch 2: SD single-file UNets
 # renamed by the block structure read from the file (SDXL's were renamed by SD 1.x's table; 2026-12-03).
 # safetensors 4: torchao checkpoints decoded (int8 / intx codes were left out, float8 codes compared unscaled
-# under their ``_weight_qdata`` names and their scales as weights; 2026-12-03).
-register("safetensors", "mother_core.io.readers:open_safetensors", revision=4)
-register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=4)
+# under their ``_weight_qdata`` names and their scales as weights; 2026-12-03). safetensors 5: HQQ weights
+# decoded (were left out as an unknown packing; 2026-12-03).
+register("safetensors", "mother_core.io.readers:open_safetensors", revision=5)
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=5)
 register("torch", "mother_core.io.readers:open_torch", revision=2)
 register("torch-sharded", "mother_core.io.readers:open_torch", revision=2)
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
