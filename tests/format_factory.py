@@ -842,3 +842,29 @@ def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch
         kind = "weight" if type(lora).__name__ == "FullModule" and not lora.is_diff else "delta"
         out[lora.lora_name] = (kind, *seen[-1])
     return out
+
+
+def saved_llama(folder: Path, seed: int, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """A freshly initialised tiny Llama (hidden 128, 2 layers, grouped-query attention) saved by transformers
+    in ``dtype`` into ``folder``; returns its state in float32."""
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=96, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    model = transformers.LlamaForCausalLM(config).to(dtype)
+    model.save_pretrained(folder)
+    return {k: v.float() for k, v in model.state_dict().items()}
+
+
+def read_in_pieces(reader, name: str, rows: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A 2-D weight read through ``reader.read_into`` ``rows`` rows at a time into one reused buffer of
+    ``dtype`` (the pass's way), as one float32 tensor: equal to ``reader.read(name)`` for a correct reader."""
+    rows_total, cols = reader.tensor_infos()[name].shape
+    buffer = torch.full((rows * cols,), float("nan"), dtype=dtype)
+    pieces = []
+    for r0 in range(0, rows_total, rows):
+        r1 = min(rows_total, r0 + rows)
+        piece = reader.read_into(name, (r0, r1), buffer[: (r1 - r0) * cols])
+        pieces.append(piece.reshape(r1 - r0, cols).to(torch.float32, copy=True))  # the buffer is reused
+    return torch.cat(pieces)

@@ -8,11 +8,11 @@ recovery must hang the HQQ copy under its source.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
+from format_factory import read_in_pieces, saved_llama
 from mother_core.io.discovery import discover
 from mother_core.io.names import normalise_name
 from mother_core.io.readers import open_model
@@ -20,16 +20,6 @@ from mother_core.io.readers import open_model
 pytest.importorskip("hqq")
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
-
-
-def _llama(folder: Path, seed: int, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
-    """A tiny Llama saved by transformers; returns its state."""
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(vocab_size=96, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2)
-    model = transformers.LlamaForCausalLM(config).to(dtype)
-    model.save_pretrained(folder)
-    return {k: v.float() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("bits,group,axis,dtype,view_as_float", [
@@ -46,7 +36,7 @@ def test_reader_gives_the_weights_hqq_decodes(tmp_path, monkeypatch, bits, group
 
     from mother_core.io import compressed_fast, staged
 
-    source = _llama(tmp_path / "src", 160, dtype)
+    source = saved_llama(tmp_path / "src", 160, dtype)
     decoded = hqq_quantized(tmp_path / "src", tmp_path / "q", bits, group, axis, dtype, view_as_float)
     assert len(decoded) == 14  # seven Linear layers a block
     ref = discover([tmp_path / "q"]).models[0]
@@ -63,12 +53,8 @@ def test_reader_gives_the_weights_hqq_decodes(tmp_path, monkeypatch, bits, group
             for name, library in decoded.items():
                 got = reader.read(normalise_name(name))
                 assert got.dtype == torch.float32 and torch.equal(got, library), (name, decoder)
-                n = 7  # rows a chunk: not a divisor of the rows, the groups or the packed rows
-                buffer = torch.full((n * got.shape[1],), float("nan"))
-                for r0 in range(0, got.shape[0], n):
-                    r1 = min(got.shape[0], r0 + n)
-                    piece = reader.read_into(normalise_name(name), (r0, r1), buffer[: (r1 - r0) * got.shape[1]])
-                    assert torch.equal(piece.reshape(r1 - r0, -1), got[r0:r1]), (name, r0, decoder)
+                # 7 rows a chunk: not a divisor of the rows, the groups or the packed rows
+                assert torch.equal(read_in_pieces(reader, normalise_name(name), 7), got), (name, decoder)
                 rel = ((got - source[name]).norm() / source[name].norm()).item()
                 assert rel < {8: 0.01, 4: 0.15, 3: 0.3, 2: 0.6, 1: 1.5}[bits], (name, rel)
 
@@ -79,7 +65,7 @@ def test_layer_loaded_from_the_file_decodes_the_same(tmp_path):
     from format_factory import hqq_quantized
     from hqq.core.quantize import HQQLinear
 
-    _llama(tmp_path / "src", 161)
+    saved_llama(tmp_path / "src", 161)
     hqq_quantized(tmp_path / "src", tmp_path / "q", 4, 64)
     stored = safetensors_torch.load_file(str(tmp_path / "q" / "model.safetensors"))
     module = "model.layers.1.mlp.down_proj."
@@ -98,7 +84,7 @@ def test_hqq_copy_is_recovered_under_its_source(tmp_path):
     from mother_core import RecoverySettings, recover_paths
 
     folder = tmp_path / "set"
-    _llama(folder / "root", 162, torch.float32)
+    saved_llama(folder / "root", 162, torch.float32)
     for name, seed in (("a", 1), ("b", 2)):
         model = transformers.LlamaForCausalLM.from_pretrained(folder / "root", dtype=torch.float32)
         adam_steps(model, seed, 10, 2e-3, vocab=96).to(torch.bfloat16).save_pretrained(folder / name)
@@ -118,7 +104,7 @@ def test_packing_we_do_not_decode_is_a_note(tmp_path):
     with a note naming it; the rest is read."""
     from format_factory import hqq_quantized
 
-    _llama(tmp_path / "src", 163)
+    saved_llama(tmp_path / "src", 163)
     hqq_quantized(tmp_path / "src", tmp_path / "q", 4, 64)
     path = str(tmp_path / "q" / "model.safetensors")
     stored = safetensors_torch.load_file(path)
@@ -148,7 +134,7 @@ def test_zero_and_scale_stacked_decode_as_the_library_does(tmp_path):
     from format_factory import hqq_quantized
     from hqq.core.quantize import HQQLinear
 
-    _llama(tmp_path / "src", 164)
+    saved_llama(tmp_path / "src", 164)
     hqq_quantized(tmp_path / "src", tmp_path / "q", 4, 64)
     path = str(tmp_path / "q" / "model.safetensors")
     stored = safetensors_torch.load_file(path)
@@ -170,7 +156,7 @@ def test_width_from_the_config_where_the_header_does_not_tell(tmp_path):
     from mother_core.io.quant_scheme import detect_scheme
     from mother_core.io.sniff import safetensors_header
 
-    _llama(tmp_path / "src", 165)
+    saved_llama(tmp_path / "src", 165)
     hqq_quantized(tmp_path / "src", tmp_path / "q", 4, 64, axis=0)
     shapes = safetensors_header(str(tmp_path / "q" / "model.safetensors"))
     config = {"quant_method": "hqq", "skip_modules": ["lm_head"],

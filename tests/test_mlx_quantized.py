@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from format_factory import read_in_pieces
 from mother_core.io.discovery import discover
 from mother_core.io.names import normalise_name
 from mother_core.io.readers import open_model
@@ -65,12 +66,7 @@ def test_reader_gives_the_weights_mlx_decodes(tmp_path, monkeypatch, bits, group
         for name, library in decoded.items():
             got = reader.read(normalise_name(name))
             assert torch.equal(got, library), name
-            n = got.shape[0] // 2 + 1
-            buffer = torch.full((n * got.shape[1],), float("nan"))
-            for r0 in range(0, got.shape[0], n):
-                r1 = min(got.shape[0], r0 + n)
-                piece = reader.read_into(normalise_name(name), (r0, r1), buffer[: (r1 - r0) * got.shape[1]])
-                assert torch.equal(piece.reshape(r1 - r0, -1), got[r0:r1]), (name, r0)
+            assert torch.equal(read_in_pieces(reader, normalise_name(name), got.shape[0] // 2 + 1), got), name
             rel = ((got - source[name]).norm() / source[name].norm()).item()
             assert rel < {8: 0.02, 4: 0.15, 3: 0.3}[8 if mixed and mixed in name else bits], (name, rel)
 

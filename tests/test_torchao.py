@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from format_factory import read_in_pieces, saved_llama
 from mother_core.io.discovery import discover
 from mother_core.io.names import normalise_name
 from mother_core.io.readers import open_model
@@ -30,16 +31,6 @@ def _quantization():
         warnings.simplefilter("ignore")
         import torchao.quantization as quantization
     return quantization
-
-
-def _source(folder: Path, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """A freshly initialised tiny Llama saved by transformers in ``dtype``; returns its state (float32)."""
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(vocab_size=96, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2)
-    model = transformers.LlamaForCausalLM(config).to(dtype)
-    model.save_pretrained(folder)
-    return {k: v.float() for k, v in model.state_dict().items()}
 
 
 def _torchao(source: Path, out: Path, config, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -75,7 +66,7 @@ def test_reader_gives_the_weights_torchao_decodes(tmp_path, make, dtype, scheme,
     """Bit for bit torchao's ``dequantize()``, by ``read`` and by ``read_into`` a reused buffer in row
     chunks as the pass reads; the scales and codes are not listed as weights."""
     config = make(_quantization())
-    source = _source(tmp_path / "src", 160, dtype)
+    source = saved_llama(tmp_path / "src", 160, dtype)
     decoded = _torchao(tmp_path / "src", tmp_path / "q", config, dtype)
     assert len(decoded) == 14  # every Linear of the two layers
     ref = discover([tmp_path / "q"]).models[0]
@@ -86,12 +77,7 @@ def test_reader_gives_the_weights_torchao_decodes(tmp_path, make, dtype, scheme,
         for name, library in decoded.items():
             got = reader.read(normalise_name(name))
             assert got.dtype == torch.float32 and torch.equal(got, library), name
-            n = got.shape[0] // 3 + 1
-            buffer = torch.full((n * got.shape[1],), float("nan"))
-            for r0 in range(0, got.shape[0], n):
-                r1 = min(got.shape[0], r0 + n)
-                piece = reader.read_into(normalise_name(name), (r0, r1), buffer[: (r1 - r0) * got.shape[1]])
-                assert torch.equal(piece.reshape(r1 - r0, -1), got[r0:r1]), (name, r0)
+            assert torch.equal(read_in_pieces(reader, normalise_name(name), got.shape[0] // 3 + 1), got), name
             rel = ((got - source[name]).norm() / source[name].norm()).item()
             assert rel < tol, (name, rel)
 
@@ -134,7 +120,7 @@ def test_torchao_weight_we_do_not_decode_is_a_note(tmp_path, damage):
     whose metadata was stripped: those weights are left out with a note naming them, never read as raw
     codes; the rest of the model is read."""
     q = _quantization()
-    _source(tmp_path / "src", 161, torch.bfloat16)
+    saved_llama(tmp_path / "src", 161, torch.bfloat16)
     _torchao(tmp_path / "src", tmp_path / "q", q.Int8WeightOnlyConfig(), torch.bfloat16)
     key = "model.layers.0.mlp.up_proj.weight"
 
