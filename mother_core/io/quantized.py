@@ -46,6 +46,7 @@ left out with a message in :attr:`QuantizedReader.notes`.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -175,26 +176,23 @@ class QuantizedReader:
             return _Weight(tao.name, (), "bad", dict(tao.parts))
         if tao is not None:
             return _Weight(tao.name, tao.shape, "torchao", dict(tao.parts), {"torchao": tao})
-        ct = compressed_tensors.describe(name, shapes, self.raw.read, self._ct_bits)
-        if isinstance(ct, str):
-            self._problems.append(f"{self.ref.path}: the compressed-tensors weight {ct}; it is left out.")
-            base = name[: -len("_packed")] if name.endswith("_packed") else name
-            return _Weight(base, (), "bad", {"q": name})
-        if ct is not None:
-            return _Weight(ct.name, ct.shape, ct.kind, dict(ct.parts), {"ct": ct})
-        hqq = hqq_quantized.describe(name, shapes, self.raw.read)
-        if isinstance(hqq, str):
-            self._problems.append(f"{self.ref.path}: the HQQ layer {hqq}; it is left out.")
-            module = name[: -len(".W_q")]
-            return _Weight(module + ".weight", (), "bad", hqq_quantized.hqq_parts(module, shapes))
-        if hqq is not None:
-            return _Weight(hqq.name, hqq.shape, "hqq", dict(hqq.parts), {"hqq": hqq})
-        mlx = mlx_quantized.describe(name, shapes, self._mlx_config)
-        if isinstance(mlx, str):
-            self._problems.append(f"{self.ref.path}: the MLX weight {mlx}; it is left out.")
-            return _Weight(name, (), "bad", {"q": name})
-        if mlx is not None:
-            return _Weight(mlx.name, mlx.shape, "mlx", dict(mlx.parts), {"mlx": mlx})
+        # The schemes with a module of their own: each describes the weight a stored name starts, or says why
+        # it cannot be decoded (a str), or passes (None); the first that answers decides.
+        for what, key, describe, unreadable in (
+                ("compressed-tensors weight", "ct",
+                 lambda: compressed_tensors.describe(name, shapes, self.raw.read, self._ct_bits),
+                 lambda: (name[: -len("_packed")] if name.endswith("_packed") else name, {"q": name})),
+                ("HQQ layer", "hqq", lambda: hqq_quantized.describe(name, shapes, self.raw.read),
+                 lambda: (name[: -len(".W_q")] + ".weight", hqq_quantized.hqq_parts(name[: -len(".W_q")], shapes))),
+                ("MLX weight", "mlx", lambda: mlx_quantized.describe(name, shapes, self._mlx_config),
+                 lambda: (name, {"q": name}))):
+            found = describe()
+            if isinstance(found, str):
+                self._problems.append(f"{self.ref.path}: the {what} {found}; it is left out.")
+                weight, parts = unreadable()
+                return _Weight(weight, (), "bad", parts)
+            if found is not None:
+                return _Weight(found.name, found.shape, getattr(found, "kind", key), dict(found.parts), {key: found})
         if name.endswith(".SCB"):
             weight = name[: -len(".SCB")] + ".weight"
             if weight in shapes:
@@ -204,12 +202,7 @@ class QuantizedReader:
             try:
                 state = json.loads(bytes(self.raw.read(name).to(torch.uint8).numpy()).decode("utf-8"))
                 out_shape = tuple(int(d) for d in state["shape"])
-                packed = 1
-                for d in shapes[weight][0]:
-                    packed *= d
-                wanted = 1
-                for d in out_shape:
-                    wanted *= d
+                packed, wanted = math.prod(shapes[weight][0]), math.prod(out_shape)
                 if any(d < 0 for d in out_shape) or wanted > 2 * packed + 2:  # 4-bit: two codes per byte
                     raise ValueError(f"its shape {out_shape[:8]} holds more values than the packed codes")
                 parts = {"q": weight, "absmax": weight + ".absmax", "map": weight + ".quant_map"}
@@ -221,7 +214,7 @@ class QuantizedReader:
                 # The decoder broadcasts the block scales over the blocks: a short absmax would be read as one
                 # scale for every block without a word, so its length is checked here.
                 blocks = _bnb_blocks(wanted, blocksize)
-                sizes = {part: _numel(shapes[parts[part]][0]) if parts[part] in shapes else -1 for part in parts}
+                sizes = {part: math.prod(shapes[parts[part]][0]) if parts[part] in shapes else -1 for part in parts}
                 if sizes["absmax"] != blocks or sizes["map"] != 16:
                     raise ValueError(f"its absmax holds {sizes['absmax']} block scales for {blocks} blocks and its "
                                      f"quant_map {sizes['map']} values for 16 codes")
@@ -271,7 +264,7 @@ class QuantizedReader:
             bias = shapes.get(weight[: -len(".weight")] + ".bias")
             # one scale and one shift per row of codes: a shorter shift would be broadcast without a word
             if (qbits is None or weight + "._shift" not in shapes
-                    or _numel(shapes[weight + "._shift"][0]) != _numel(shapes[weight + "._scale"][0])):
+                    or math.prod(shapes[weight + "._shift"][0]) != math.prod(shapes[weight + "._scale"][0])):
                 self._problems.append(f"{self.ref.path}: the quanto weight {weight!r} is packed in a way we do "
                                      "not decode; it is left out.")
                 return _Weight(weight, (), "bad", parts)
@@ -536,9 +529,7 @@ def _decode_into(raw: ModelReader, w: _Weight, rows: tuple[int, int], out: torch
 
 def _bnb_4bit(raw: ModelReader, w: _Weight, r0: int, r1: int) -> torch.Tensor:
     bs = w.meta["blocksize"]
-    cols = 1
-    for d in w.shape[1:]:
-        cols *= d
+    cols = math.prod(w.shape[1:])
     e0, e1 = r0 * cols, r1 * cols
     b0, b1 = e0 // bs, -(-e1 // bs)
     packed_rows = raw.tensor_infos()[w.parts["q"]].shape[0]
@@ -574,13 +565,6 @@ def _unpack_int32(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     if dim == 0:  # (rows, cols, pack) -> (rows * pack, cols)
         return x.permute(0, 2, 1).reshape(packed.shape[0] * pack, packed.shape[1])
     return x.reshape(packed.shape[0], packed.shape[1] * pack)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _bnb_blocks(values: int, blocksize: int) -> int:

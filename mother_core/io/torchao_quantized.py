@@ -31,6 +31,7 @@ layer's weight is then the dequantized one times that scale, which ``dequantize(
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -189,8 +190,8 @@ def _describe(name: str, parts: dict[str, str], shapes: Shapes, text: str | None
         block = _block(data.get("block_size"), rows, cols)
     groups = (rows // block[0]) * (cols // block[1])
     for role in ("scale", "zero_point"):
-        if role in names and _numel(shapes[parts[role]][0]) != groups:
-            raise ValueError(f"its {role} holds {_numel(shapes[parts[role]][0])} values for {groups} blocks")
+        if role in names and math.prod(shapes[parts[role]][0]) != groups:
+            raise ValueError(f"its {role} holds {math.prod(shapes[parts[role]][0])} values for {groups} blocks")
     roles = {"q": parts["qdata"], "scale": parts["scale"]}
     if "zero_point" in names:
         roles["zero_point"] = parts["zero_point"]
@@ -220,18 +221,11 @@ def _block(value: object, rows: int, cols: int) -> tuple[int, int]:
 def _float8_block(scale: tuple[int, ...], rows: int, cols: int) -> tuple[int, int]:
     """A Float8Tensor's blocks from its scale's shape, as ``_maybe_expand_scale_to_tensor_shape`` finds them:
     one scale for all, or a 2-D scale whose dimensions divide the weight's."""
-    if _numel(scale) == 1:
+    if math.prod(scale) == 1:
         return rows, cols
     if len(scale) == 2 and scale[0] and scale[1] and rows % scale[0] == 0 and cols % scale[1] == 0:
         return rows // scale[0], cols // scale[1]
     raise ValueError(f"its scale of shape {scale} does not divide its shape ({rows}, {cols})")
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def decode_into(w: TorchaoWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
