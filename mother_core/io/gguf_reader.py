@@ -135,7 +135,7 @@ class GGUFReader:
 
     def _file(self, t: GGUFTensor) -> io.FileIO:
         """The open file holding tensor ``t`` (opened on first use, kept until :meth:`close`)."""
-        path = self._file_of.get(t.gguf_name, self.path)
+        path = self._path(t)
         handle = self._handles.get(path)
         if handle is None:
             try:
@@ -267,6 +267,7 @@ class GGUFReader:
             pass  # a hint: the read itself reports real problems
 
     def _path(self, t: GGUFTensor) -> str:
+        """The file of the model holding tensor ``t`` (a split model's part)."""
         return self._file_of.get(t.gguf_name, self.path)
 
     def close(self) -> None:
