@@ -326,6 +326,15 @@ def fp8_only(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("fp8", "refused", ("fp8",))
 
 
+def tensor_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """300,000 one-value float tensors in an 18 MB header (within safetensors' own limits). Before: read,
+    each tensor at a fixed ~0.2-0.8 ms (84 s for a third of this beside the good ten) and each of its slots
+    added to every pair's statistics; now refused as soon as its header is decoded."""
+    header = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(300_000)}
+    _st(folder / "tensor-flood" / "model.safetensors", header, b"\0" * (4 * 300_000))
+    return Case("tensor-flood", "refused", ("300,000 entries", "limit is 250,000"))
+
+
 def deep_header(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     deep = b"[" * 100_000 + b"]" * 100_000
     p = folder / "deep-header" / "model.safetensors"
@@ -606,7 +615,8 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         poison_defaults, poison_storage_class, poison_setitems, list_bomb, bytearray_bomb, stride_zero,
         huge_storage_claim, legacy_huge_storage, zip_bomb, nested_pickle, shared_reference_bomb,
         foreign_opcode, random_bytes, truncated_zip, unknown_dtypes, fp8_only, deep_header, overlapping,
-        negative_dims, sparse_claim, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo, fifo_config,
+        negative_dims, sparse_claim, tensor_flood, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo,
+        fifo_config,
         symlink_loop, dangling_link, bad_index, deep_config, gguf_huge_counts, gguf_huge_string,
         loha_shapes, gptq_bits_word, gptq_scales_cut, gguf_parts_of_two, bnb4_absmax_cut, quanto4_shift_cut,
     )

@@ -384,11 +384,16 @@ def test_fused_kernel_matches_float64_for_any_number_of_models(models, dtype):
     np.testing.assert_array_equal(ChunkReducer(use_fused=False).reduce(x.float())[2], equal)
 
 
-def test_a_model_failing_mid_pass_is_dropped_and_the_rest_finish(tmp_path, kernel):
+def test_a_model_failing_mid_pass_is_dropped_and_the_rest_finish(tmp_path, kernel, monkeypatch):
     """A file cut short while the pass runs (a disk error, a download overwritten): the model is
     reported and dropped, the others' statistics are those of a clean run."""
     from checkpoint_factory import truncate
 
+    from mother_core.stats import execute
+
+    # One chunk per worker job, so the cut falls between two reads of this small family (batched, its
+    # chunks would all be read before the first progress report).
+    monkeypatch.setattr(execute, "BATCH_BYTES", 1)
     _family(tmp_path, torch.bfloat16)
     victim = tmp_path / "set" / "other" / "model.safetensors"
     clean = compute_statistics(discover([tmp_path / "set"]), device="cpu")
@@ -505,3 +510,85 @@ def test_remembered_skeleton_differences_are_the_same_bits(monkeypatch):
         copy = sk.copy()  # another stack (same values): not taken for the remembered one
         np.testing.assert_array_equal(skeleton.difference_singular_values([copy], [(0, 1)]), direct[:1])
     assert calls == [3, 1]  # (0, 1), (2, 4), (3, 2) once each; nothing for the second call; the copy
+
+
+@pytest.mark.parametrize("shape", [(2, 1), (3, 7), (5, 300), (9, 800)])
+def test_small_chunks_agree_with_the_blocked_reducer(shape):
+    """Small chunks are reduced in float64 numpy at once (``small_chunk``); the numbers are the blocked
+    reducer's (itself checked against float64 above), equal entries counted alike, a frozen copy exactly
+    zero apart and a constant row of zero spread."""
+    from mother_core.stats.moments import SMALL_CHUNK_DIFFERENCES, ChunkReducer, small_chunk
+
+    m, n = shape
+    assert m * m * n <= SMALL_CHUNK_DIFFERENCES  # these shapes take the small path in the pass
+    g = torch.Generator().manual_seed(m * n)
+    x = 0.02 * torch.randn(shape, generator=g)
+    if m > 2:
+        x[1] = x[0] + 1e-4 * x[0].abs().mean() * torch.randn(n, generator=g)  # a light fine-tune
+        x[2] = x[0]  # a frozen copy
+    if m > 3:
+        x[3] = 0.5  # a constant row (a fresh norm scale)
+    mom, dist, equal = small_chunk(x)
+    ref_mom, ref_dist = ChunkReducer(use_fused=False)._moments_and_distances(x, True)
+    np.testing.assert_allclose(mom.mean, ref_mom.mean, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mom.m2, ref_mom.m2, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(mom.m4, ref_mom.m4, rtol=1e-5, atol=1e-18)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-5, atol=1e-12)
+    np.testing.assert_array_equal(equal, _equal_reference(x))
+    if m > 3:
+        assert dist[0, 2] == 0.0 and mom.m2[3] == 0.0
+
+
+def test_batched_small_tensors_read_as_one_by_one(tmp_path):
+    """Chunks under ``BATCH_BYTES`` go to a worker together (a file of thousands of small tensors pays
+    the hand-off once per batch): the statistics are those of a pass that hands over one chunk at a time."""
+    from mother_core.stats import execute
+
+    sds = _family(tmp_path)
+    for name, sd in sds.items():  # many small tensors beside the real ones, shared by every model
+        g = torch.Generator().manual_seed(len(name))
+        extra = {f"model.extra.{i}.weight": torch.randn(3, generator=g) for i in range(300)}
+        hf_folder(tmp_path / "set" / name, {**sd, **extra})
+    batched = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    assert len(execute._batches([100] * 300)) == 1  # such tensors do go to a worker together
+    execute_batch = execute.BATCH_BYTES
+    try:
+        execute.BATCH_BYTES = 1
+        single = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    finally:
+        execute.BATCH_BYTES = execute_batch
+    assert len(batched.tensors) > 300
+    np.testing.assert_array_equal(batched.sq_dist, single.sq_dist)
+    np.testing.assert_array_equal(batched.equal, single.equal)
+    np.testing.assert_array_equal(batched.kurtosis, single.kurtosis)
+
+
+def test_models_the_statistics_cannot_hold_are_left_out_and_the_rest_compared(tmp_path, monkeypatch):
+    """Statistics are dense over (slot, model, model): a model whose tensors no other model holds adds its
+    slots to every pair. Over the budget, that model is left out with a message and the others are
+    compared as before; a model of more tensors than any real checkpoint is left out at any budget."""
+    from mother_core.stats import bounds
+
+    sds = _family(tmp_path)
+    g = torch.Generator().manual_seed(5)
+    private = {f"model.private.{i}.weight": torch.randn(2, generator=g) for i in range(2000)}
+    hf_folder(tmp_path / "set" / "wide", {**sds["root"], **private})
+    found = discover([tmp_path / "set"])
+    assert "wide" in compute_statistics(found, device="cpu").model_ids  # the default budget holds it
+
+    shared = len(sds["root"])  # every model of the family holds the same slots
+    monkeypatch.setattr(bounds, "statistics_budget", lambda: bounds.DENSE_COPIES * 8 * shared * 4 * 4)
+    stats = compute_statistics(found, device="cpu")
+    assert sorted(stats.model_ids) == ["heavy", "light", "other", "root"]
+    message = " ".join(p.message for p in stats.problems if "wide" in p.path)
+    assert "2,000 tensors that no other model in the set has" in message and "GB" in message
+    clean = compute_statistics(discover([tmp_path / "set" / m for m in ("heavy", "light", "other", "root")]),
+                               device="cpu")
+    keep = [clean.index(m) for m in stats.model_ids]
+    np.testing.assert_array_equal(stats.sq_dist, clean.sq_dist[:, keep][:, :, keep])
+
+    monkeypatch.setattr(bounds, "MAX_MODEL_TENSORS", 1000)
+    monkeypatch.setattr(bounds, "statistics_budget", lambda: 1 << 40)
+    stats = compute_statistics(found, device="cpu")
+    assert "wide" not in stats.model_ids
+    assert any("limit is 1,000" in p.message for p in stats.problems if "wide" in p.path)

@@ -34,6 +34,7 @@ from mother_core.io.base import (
 from mother_core.io.discovery import base_model
 from mother_core.io.readers import open_model
 from mother_core.io.registry import needs_base
+from mother_core.stats.bounds import drop_oversized_models
 from mother_core.stats.cache import StatsCache, model_key, set_aside, slot_key
 from mother_core.stats.execute import PassOutput, execute_plan
 from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, Plan, build_plan, collect_slots
@@ -125,6 +126,7 @@ def _open_models(refs: list[ModelRef], problems: list[Problem], stack: contextli
     readers, base_refs = _open_all(refs, problems, stack)
     listings: list[Mapping[str, TensorInfo]] = [r.tensor_infos() for r in readers]
     _drop_models_without_floats(readers, listings, problems)
+    drop_oversized_models(readers, listings, problems)
     if len(readers) < 2:
         raise TooFewModelsError(_too_few_message(len(readers), problems))
     keys = [model_key(r.ref, base_refs.get(r.ref.id), content_hash) for r in readers]
@@ -419,19 +421,19 @@ def _assemble(refs: list[ModelRef], plan: Plan, out: PassOutput, cache: CacheSes
             v = out.moments.get((s, m)) or cached_models.get((keys[m], sk))
             if v is not None:
                 mom[:, m, s] = v
-        idx = np.array(who, dtype=int)
-        block = known[s][np.ix_(idx, idx)]
-        np.fill_diagonal(block, 0.0)
-        sq[s][np.ix_(idx, idx)] = block
-        block = known_equal[s][np.ix_(idx, idx)]
-        np.fill_diagonal(block, meta.numel)
-        equal[s][np.ix_(idx, idx)] = block
-        if s in out.sq_dist:
-            who_read, mat = out.sq_dist[s]
-            idx = np.array(who_read, dtype=int)
-            if len(idx):
-                sq[s][np.ix_(idx, idx)] = mat
-                equal[s][np.ix_(idx, idx)] = out.equal[s][1]
+        read = out.sq_dist.get(s)
+        if read is None or len(read[0]) < len(who):  # some pairs come from the cache (or are unread)
+            idx = np.array(who, dtype=int)
+            block = known[s][np.ix_(idx, idx)]
+            np.fill_diagonal(block, 0.0)
+            sq[s][np.ix_(idx, idx)] = block
+            block = known_equal[s][np.ix_(idx, idx)]
+            np.fill_diagonal(block, meta.numel)
+            equal[s][np.ix_(idx, idx)] = block
+        if read is not None and len(read[0]):
+            idx = np.array(read[0], dtype=int)
+            sq[s][np.ix_(idx, idx)] = read[1]
+            equal[s][np.ix_(idx, idx)] = out.equal[s][1]
     cnt, mean, m2, _, m4 = mom
     var, kurt, norm = summarise_moments(cnt, mean, m2, m4, present)
     return WeightStatistics(models=list(refs), tensors=list(plan.slots), present=present, mean=mean,

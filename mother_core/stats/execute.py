@@ -23,7 +23,6 @@ torch path, which would take the CPU the load needs while saving no disk time.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,14 +37,22 @@ from mother_core.errors import MotherError
 from mother_core.io import staged
 from mother_core.io.base import BufferReader, ModelReader, PrefetchingReader
 from mother_core.stats import fused
+from mother_core.stats.bounds import physical_memory
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
 from mother_core.stats.progress import Progress, ProgressCallback
 from mother_core.stats.skeleton import gather, skeleton_index
 
 
-#: Workers of the pass, each reading and reducing its own chunk (chunk k's buffer and reducer are k % 2's).
+#: Workers of the pass, each reading and reducing its own batch of chunks (batch b's buffer and reducer
+#: are b % 2's).
 _WORKERS = 2
+
+#: Consecutive chunks smaller than this go to a worker together, up to this many bytes in all. Handing a
+#: chunk to a worker and folding its result costs ~0.5-0.8 ms whatever its size: a file of 100,000 tiny
+#: tensors (mixture-of-experts checkpoints hold tens of thousands; a hostile one can hold millions in a
+#: small header) spent 84 s of a 0.3 s run on it, one future per tensor.
+BATCH_BYTES = 1 << 20
 
 
 @dataclass
@@ -183,6 +190,7 @@ class _PassRun:
     readers: Sequence[ModelReader]
     device: torch.device
     steps: list[tuple[TensorTask, int]]  # (task, chunk index) in plan order
+    batches: list[range]  # consecutive steps handed to a worker together (see BATCH_BYTES)
     ring: _BufferRing
     reducers: list[ChunkReducer]  # one per worker
     locks: list[threading.Lock]  # readers switch shards: one call at a time per reader
@@ -198,6 +206,7 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     """Step 1: the buffers, reducers and locks of a pass, and whether the fused kernel is worth
     loading for it (enough bf16/fp32 values, :data:`~mother_core.stats.fused.WORTH_LOADING_VALUES`)."""
     block = BLOCK_ELEMENTS if device.type == "cpu" else 1 << 26  # GPUs want few, large kernels
+    steps = [(task, i) for task in plan.tasks for i in range(len(task.chunks))]
     fused_values, fused_dtypes = _fused_work(plan, readers, device)
     use_fused = bool(fused_dtypes) and (fused.ready() or fused_values >= fused.WORTH_LOADING_VALUES)
     # Chunks of more models than the fused kernel takes still count their equal entries with it (torch
@@ -206,7 +215,7 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     load_for_equal = device.type == "cpu" and fused.enabled() and wide >= fused.WORTH_LOADING_VALUES
     return _PassRun(
         plan=plan, readers=readers, device=device,
-        steps=[(task, i) for task in plan.tasks for i in range(len(task.chunks))],
+        steps=steps, batches=_batches([_step_bytes(plan, step) for step in steps]),
         ring=_BufferRing(pin=device.type == "cuda"),
         reducers=[ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)],
         locks=[threading.Lock() for _ in readers],
@@ -217,36 +226,76 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
 
 
 def _run_chunks(run: _PassRun, out: PassOutput, report: _Reporter, ahead: "_ReadAhead") -> None:
-    """Step 2: two workers read and reduce alternate chunks; each reduced chunk is folded into its
-    slot's results here, in plan order, and a slot's results go to ``out`` after its last chunk.
+    """Step 2: two workers read and reduce alternate batches of chunks; each reduced chunk is folded into
+    its slot's results here, in plan order, and a slot's results go to ``out`` after its last chunk.
     ``ahead`` hears which chunk was last handed to a worker (it hints the chunks after it)."""
-    steps = run.steps
+    steps, batches = run.steps, run.batches
     state: dict[int, _TaskState] = {}
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="mother-pass") as pool:
         pending: dict[int, Future] = {}
-        for k in range(min(2, len(steps))):
-            pending[k] = pool.submit(_read_and_reduce, run, k, {})
-            ahead.started(k)
-        for k, (task, ci) in enumerate(steps):
-            done: _Reduced = pending.pop(k).result()
-            for m, message in done.errors.items():
-                out.failed.setdefault(m, message)
-            if k + 2 < len(steps):
-                # Chunk k's buffer and reducer are free again: chunk k + 2 may use them.
-                pending[k + 2] = pool.submit(_read_and_reduce, run, k + 2, dict(out.failed))
-                ahead.started(k + 2)
-            out.bytes_read += done.nbytes
-            st = state.setdefault(task.slot, _TaskState(task, run.skeletons.get(task.slot)))
-            st.add(done)
-            if ci == len(task.chunks) - 1:
-                st.finish(task, out)
-                del state[task.slot]
-                report.tasks_done += 1
-                report("reading")
+        for b in range(min(2, len(batches))):
+            pending[b] = pool.submit(_read_and_reduce_batch, run, b, {})
+            ahead.started(batches[b][-1])
+        for b, batch in enumerate(batches):
+            reduced: list[_Reduced] = pending.pop(b).result()
+            for done in reduced:
+                for m, message in done.errors.items():
+                    out.failed.setdefault(m, message)
+            if b + 2 < len(batches):
+                # Batch b's buffer and reducer are free again: batch b + 2 may use them.
+                pending[b + 2] = pool.submit(_read_and_reduce_batch, run, b + 2, dict(out.failed))
+                ahead.started(batches[b + 2][-1])
+            for k, done in zip(batch, reduced):
+                task, ci = steps[k]
+                out.bytes_read += done.nbytes
+                st = state.setdefault(task.slot, _TaskState(task, run.skeletons.get(task.slot)))
+                st.add(done)
+                if ci == len(task.chunks) - 1:
+                    st.finish(task, out)
+                    del state[task.slot]
+                    report.tasks_done += 1
+                    report("reading")
 
 
-def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
-    """Step 2, one worker's job: read chunk ``k`` of the pass from the models not in ``failed`` and
+def _batches(step_bytes: Sequence[int]) -> list[range]:
+    """Consecutive steps grouped so that each group holds one step of :data:`BATCH_BYTES` or more, or
+    small steps up to that many bytes in all (plan order kept)."""
+    batches: list[range] = []
+    start, total = 0, 0
+    for k, nbytes in enumerate(step_bytes):
+        if k > start and total + nbytes > BATCH_BYTES:
+            batches.append(range(start, k))
+            start, total = k, 0
+        total += nbytes
+    if start < len(step_bytes):
+        batches.append(range(start, len(step_bytes)))
+    return batches
+
+
+def _step_bytes(plan: Plan, step: tuple[TensorTask, int]) -> int:
+    """Bytes one chunk reads, over all its models (the task's bytes, shared out by rows)."""
+    task, ci = step
+    rows = task.chunks[ci]
+    shape = plan.slots[task.slot].shape
+    first_dim = shape[0] if shape else 1
+    return task.nbytes if rows is None else task.nbytes * (rows[1] - rows[0]) // max(first_dim, 1)
+
+
+def _read_and_reduce_batch(run: _PassRun, b: int, failed: dict[int, str]) -> list[_Reduced]:
+    """One worker's job: read and reduce the chunks of batch ``b`` in order, with batch ``b``'s buffer
+    and reducer; a model that fails in one chunk is not read again in the batch's later chunks."""
+    failed = dict(failed)
+    reduced = []
+    for k in run.batches[b]:
+        done = _read_and_reduce(run, k, b % 2, failed)
+        for m, message in done.errors.items():
+            failed.setdefault(m, message)
+        reduced.append(done)
+    return reduced
+
+
+def _read_and_reduce(run: _PassRun, k: int, slot: int, failed: dict[int, str]) -> _Reduced:
+    """Read chunk ``k`` of the pass from the models not in ``failed`` into worker ``slot``'s buffer and
     reduce it, through the fused kernel when it takes the chunk, else through the chunk path."""
     plan, readers, steps, locks, read_rate = run.plan, run.readers, run.steps, run.locks, run.read_rate
     task, ci = steps[k]
@@ -257,11 +306,11 @@ def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
               if run.use_fused and fused.ready() and rows is not None and models else None)
     if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
         try:
-            return _stream_reduce(task, rows, plan, readers, models, stored, run.ring.staging_for(k % 2), locks,
+            return _stream_reduce(task, rows, plan, readers, models, stored, run.ring.staging_for(slot), locks,
                                   run.skeletons.get(task.slot), read_rate)
         except _StreamFailed:
             pass  # a model failed mid-chunk: the chunk path below reports it and carries on
-    chunk = _load(task, ci, plan, readers, run.ring, k % 2, run.device, failed, locks, run.use_fused)
+    chunk = _load(task, ci, plan, readers, run.ring, slot, run.device, failed, locks, run.use_fused)
     read_rate.add(chunk.nbytes, time.perf_counter() - began)
     loading = run.kernel_load
     if loading is not None and not fused.ready() and read_rate.disk_bound():
@@ -269,7 +318,7 @@ def _read_and_reduce(run: _PassRun, k: int, failed: dict[int, str]) -> _Reduced:
         # times the kernel's CPU) would take the cores numba is loading on, while the read-ahead thread
         # keeps the disk busy anyway. Wait for the kernel (or for its load to fail: torch path then).
         loading.join()
-    return _reduce(chunk, run.reducers[k % 2], plan.slots[task.slot].shape, run.skeletons.get(task.slot))
+    return _reduce(chunk, run.reducers[slot], plan.slots[task.slot].shape, run.skeletons.get(task.slot))
 
 
 class _ReadRate:
@@ -340,11 +389,7 @@ def _reduce(chunk: _Chunk, reducer: ChunkReducer, shape: tuple[int, ...],
 def _read_ahead_bytes() -> int:
     """1 GiB, or a sixteenth of the machine's memory where that is less (hinted pages are page cache,
     not the process's memory, but pages evicted before they are used are read twice)."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name
-        memory = 16 << 30
-    return min(1 << 30, memory // 16)
+    return min(1 << 30, physical_memory() // 16)
 
 
 # Bytes of the plan's next chunks the read-ahead thread keeps hinted to the OS beyond the chunk last
@@ -369,10 +414,8 @@ class _ReadAhead:
     def __init__(self, run: _PassRun, failed: dict[int, str]) -> None:
         self.run, self.failed = run, failed  # ``failed`` is the pass's own dict: models dropped so far
         ends, total = [], 0
-        for task, ci in run.steps:
-            rows = task.chunks[ci]
-            first_dim = run.plan.slots[task.slot].shape[0] if run.plan.slots[task.slot].shape else 1
-            total += task.nbytes if rows is None else task.nbytes * (rows[1] - rows[0]) // max(first_dim, 1)
+        for step in run.steps:
+            total += _step_bytes(run.plan, step)
             ends.append(total)
         self.starts = [0] + ends[:-1]  # bytes of the plan before each chunk
         self.handed = 0  # the chunk last handed to a worker
@@ -611,6 +654,15 @@ class _TaskState:
             return
         mom, d = chunk.moments, chunk.sq_dist
         idx = np.array([self.pos[m] for m in chunk.models])
+        if self.moments is None and len(idx) == len(self.pos):
+            # The usual first (often only) chunk: every model read, in task order. Take its results as
+            # they are (a slot's fixed cost, paid per tensor: many files hold thousands of small ones).
+            self.dist, self.equal = np.array(d, dtype=np.float64), np.array(chunk.equal, dtype=np.float64)
+            self.moments = Moments(*(np.array(a, dtype=np.float64) for a in (mom.n, mom.mean, mom.m2, mom.m3, mom.m4)))
+            if self.skeleton is not None and chunk.skeleton is not None:
+                positions, values = chunk.skeleton
+                self.skeleton[:, positions] = values
+            return
         self.dist[np.ix_(idx, idx)] += d
         self.equal[np.ix_(idx, idx)] += chunk.equal
         if self.skeleton is not None and chunk.skeleton is not None:

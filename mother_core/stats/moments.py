@@ -29,6 +29,11 @@ GRAM_BLOCK = 2048
 # Pairs whose distance is this small compared with their centred norms suffer cancellation in
 # Gii + Gjj - 2Gij; they are recomputed from explicit differences (exact for near-equal floats).
 CANCELLATION_RATIO = 0.25
+# Chunks with at most this many pairwise differences (M * M * n) are reduced in float64 numpy at once
+# (:func:`small_chunk`): the blocked sweep's ~30 small torch calls cost ~0.4 ms a chunk whatever its size,
+# which a file of many tiny tensors (norm scales, biases, or a hostile header of a million scalars) pays
+# once per tensor.
+SMALL_CHUNK_DIFFERENCES = 1 << 16
 
 
 def pairwise_sq_dist(x: torch.Tensor) -> np.ndarray:
@@ -148,6 +153,8 @@ class ChunkReducer:
         m, n = x.shape
         if self.use_fused and fused.accepts(x.dtype, m, x.device) and fused.ready():
             return fused.reduce_chunk(x, want_dist)
+        if x.device.type == "cpu" and m <= fused.MAX_EQUAL_MODELS and m * m * n <= SMALL_CHUNK_DIFFERENCES:
+            return small_chunk(x, want_dist)
         if x.dtype != torch.float32:
             x = x.float()
         moments, dist = self._moments_and_distances(x, want_dist)
@@ -235,6 +242,25 @@ class ChunkReducer:
                 d.mul_(d)
                 total[p0 : p0 + len(ip)] += d.sum(dim=1, dtype=torch.float64)
         return total
+
+
+def small_chunk(x: torch.Tensor, want_dist: bool = True) -> tuple[Moments, np.ndarray, np.ndarray]:
+    """What :meth:`ChunkReducer.reduce` returns, for a small CPU chunk ``x`` (M, n): every value widened
+    to float64 (exact for the stored floats) and every pairwise difference formed explicitly, so no
+    cancellation needs guarding and a constant row has exactly zero spread."""
+    a = x.double().numpy()
+    m, n = a.shape
+    mean = a.mean(axis=1)
+    d = a - mean[:, None]
+    d2 = d * d
+    moments = Moments(np.full(m, float(n)), mean, d2.sum(axis=1), (d2 * d).sum(axis=1), (d2 * d2).sum(axis=1))
+    if not want_dist or m < 2:
+        return moments, np.zeros((m, m)), np.diag(np.full(m, float(n)))
+    diff = a[:, None, :] - a[None, :, :]  # (M, M, n)
+    dist = np.einsum("ijk,ijk->ij", diff, diff)
+    equal = (diff == 0).sum(axis=2).astype(np.float64)
+    np.fill_diagonal(equal, n)  # every entry equals itself (NaN rows are reduced again without them)
+    return moments, dist, equal
 
 
 def equal_counts(x: torch.Tensor) -> np.ndarray:
