@@ -139,7 +139,7 @@ class SDLoraReader(LoraReader):
             flat.mul_(per_row / (flat.norm(dim=1, keepdim=True) + eps))
             return
         if name not in self._input_norms:
-            whole = self.base.read(name).to(torch.float32, copy=True)
+            whole = self._base_read(name).to(torch.float32, copy=True)
             super()._apply(name, whole, None)
             self._input_norms[name] = whole.transpose(0, 1).reshape(whole.shape[1], -1).norm(dim=1)
         shape = (1, -1, *([1] * (merged.dim() - 2)))
