@@ -772,21 +772,23 @@ text_encoder_target_name = []
 """
 
 
-def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, sdxl: bool = False, **kwargs):
+def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, sdxl: bool = False, preset: str | None = None,
+                 **kwargs):
     """A tiny SD UNet (:func:`tiny_sd_unet`, or with ``sdxl`` :func:`tiny_sdxl_unet`; base seed 1) with a LyCORIS
     network made by the library's kohya entry point (``lycoris.kohya.create_network``, as sd-scripts'
     ``--network_module lycoris.kohya`` makes it), applied and trained ``steps`` real AdamW steps on the denoising
     loss. Returns ``(unet, network)``; the network saves with ``network.save_weights`` (kohya names
-    ``lora_unet_<module>.<part>``, the module's diffusers path)."""
+    ``lora_unet_<module>.<part>``, the module's diffusers path). ``preset`` is a LyCORIS preset (TOML) to use
+    instead of :data:`LYCORIS_SD_PRESET`."""
     from lycoris.kohya import create_network
 
-    preset = folder / "sd-preset.toml"
-    preset.write_text(LYCORIS_SD_PRESET)
+    (folder / "sd-preset.toml").write_text(LYCORIS_SD_PRESET if preset is None else preset)
     unet = tiny_sdxl_unet(1) if sdxl else tiny_sd_unet(1)
     torch.manual_seed(seed)
     kwargs = {"conv_dim": 4, "conv_alpha": 1.0, **kwargs}
     dim, alpha = kwargs.pop("dim", 4), kwargs.pop("alpha", 2.0)
-    network = create_network(1.0, dim, alpha, None, None, unet, algo=algo, preset=str(preset), **kwargs)
+    network = create_network(1.0, dim, alpha, None, None, unet, algo=algo, preset=str(folder / "sd-preset.toml"),
+                             **kwargs)
     network.apply_to(None, unet, apply_text_encoder=False, apply_unet=True)
     params, _ = network.prepare_optimizer_params(unet_lr=1e-2)  # as sd-scripts asks the network
     opt = torch.optim.AdamW(params, lr=1e-2)

@@ -1,4 +1,5 @@
-"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3), presented as the base model with the adapter merged in.
+"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning), presented as the base model with the
+adapter merged in.
 
 For a module with adapter matrices A (r, in) and B (out, r), the merged weight is
 ``W + scale * B @ A`` with ``scale = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``), where ``r`` and
@@ -34,7 +35,32 @@ The other PEFT types this reader merges, each as PEFT 0.21's ``merge`` does (``p
   convolution is refused (its vector is saved (1, C, 1, 1) either way; only ``feedforward_modules`` would
   say whether C counts outputs or inputs).
 
-Other PEFT types (OFT, BOFT, VeRA, ...) are refused at discovery (:data:`.registry.PEFT_TYPES`).
+The rotations and the shared-projection type, as PEFT 0.21 merges them (``peft/tuners/oft``, ``boft``, ``vera``),
+row-separable too:
+
+- OFT (``oft_R.weight`` (k, s * (s - 1) / 2), the strict upper triangles of k skew-symmetric blocks of size s;
+  PEFT 0.16's parametrisation): ``W @ blockdiag(R).T``, each block ``R`` made from its skew matrix by the
+  Cayley-Neumann series (or, without ``use_cayley_neumann``, the exact Cayley transform), after ``coft``'s
+  projection where set, ``block_share`` repeating one block along the input (:func:`oft_rotation`). On an
+  embedding (``oft_embedding_R``) ``W @ blockdiag(R)``; on a convolution the kernel flattened, as PEFT views it.
+  The layout of PEFT 0.15 and older (``oft_r`` / ``oft_s``, which PEFT 0.21 no longer loads) is refused, and so
+  is ``fan_in_fan_out``.
+- BOFT (``boft_R`` (factors, k, s, s), ``boft_s`` (out, 1); (1, out) on a convolution):
+  ``(W @ blockdiag(R).T) * boft_s`` with ``R`` the Cayley transform of each block (:func:`boft_rotation`). Only
+  one butterfly factor (PEFT's default, and all its CPU build trains) is merged: with more, PEFT interleaves
+  butterfly permutations, and such a file is refused.
+- VeRA (``vera_lambda_b`` (out,), ``vera_lambda_d`` (r,), and ``base_model.vera_A`` (r, max in) / ``vera_B``
+  (max out, r) shared by every module): ``W + (lambda_b * B[:out]) @ (lambda_d * A[:, :in])``, transposed with
+  ``fan_in_fan_out``. Saved without its projections (``save_projection=False``) it is refused, saying how to
+  save it again.
+- LN tuning (``<norm>.ln_tuning_layers.weight``): the norm layer's tensors replaced whole, as
+  ``modules_to_save``.
+
+An adapter on an embedding makes PEFT save the embedding's ``base_layer.weight`` beside it: the update is applied
+to that copy (a resized vocabulary is then the adapter's own).
+
+Other PEFT types (HRA, FourierFT, AdaLoRA, prompt tuning, ...) are refused at discovery
+(:data:`.registry.PEFT_TYPES`).
 """
 
 from __future__ import annotations
@@ -324,7 +350,7 @@ def _check_rotation_config(peft_type: str, config: Mapping[str, Any], path: str)
 
 
 class LoraReader:
-    """A :class:`ModelReader` of a base model with a PEFT adapter (LoRA, DoRA, LoHa, LoKr, IA3) merged in."""
+    """A :class:`ModelReader` of a base model with a PEFT adapter (:data:`.registry.PEFT_TYPES`) merged in."""
 
     def _start(self, ref: ModelRef, base: ModelReader) -> None:
         """The reader's state before any update is added: the base's tensors, unchanged (subclasses that
@@ -515,6 +541,8 @@ class LoraReader:
             if "boft_R" not in got or "boft_s" not in got:
                 raise self._damaged(module, "lacks boft_R or boft_s")
             blocks, scale = got["boft_R"], got["boft_s"]
+            if len(stored) > 2 and scale.dim() == 2 and scale.shape[0] == 1:  # PEFT's Conv2d keeps it (1, out)
+                scale = scale.T  # and transposes it in get_delta_weight
             if blocks.dim() != 4 or blocks.shape[2] != blocks.shape[3] or scale.dim() != 2 or scale.shape[1] != 1:
                 raise self._damaged(module, f"has boft_R {tuple(blocks.shape)} and boft_s {tuple(scale.shape)}, "
                                             "not (factors, blocks, size, size) and (out, 1)")
