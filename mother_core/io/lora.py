@@ -74,6 +74,7 @@ from typing import Any, Mapping
 
 import torch
 
+from mother_core.device import one_torch_thread
 from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
@@ -552,7 +553,9 @@ class LoraReader:
                     "(boft_n_butterfly_factor > 1), which this version does not merge (it merges one factor, "
                     "PEFT's default). Merge it with PEFT (merge_and_unload) and add the merged model instead.",
                     self.ref.path)
-            return _Update(boft_rotation(blocks[0]), scale, 1.0, "rotate", c=scale)
+            with one_torch_thread():  # many tiny solves, as for OFT
+                rotation = boft_rotation(blocks[0])
+            return _Update(rotation, scale, 1.0, "rotate", c=scale)
         key = "oft_embedding_R" if "oft_embedding_R" in got else "oft_R"
         if key not in got:
             raise self._damaged(module, "lacks oft_R")
@@ -562,9 +565,10 @@ class LoraReader:
             raise self._damaged(module, f"has oft_R {tuple(weight.shape)}, not (blocks, size * (size - 1) / 2)")
         if bool(config.get("block_share")) and weight.shape[0] == 1 and columns % size == 0:
             weight = weight.expand(columns // size, -1)  # one block shared along the input (``block_share``)
-        blocks = oft_rotation(weight, size, bool(config.get("coft")), float(config.get("eps", 6e-5)),
-                              bool(config.get("use_cayley_neumann", True)),
-                              int(config.get("num_cayley_neumann_terms", 5)))
+        with one_torch_thread():  # many tiny products: threads gain nothing (and a forked reader must not wait)
+            blocks = oft_rotation(weight, size, bool(config.get("coft")), float(config.get("eps", 6e-5)),
+                                  bool(config.get("use_cayley_neumann", True)),
+                                  int(config.get("num_cayley_neumann_terms", 5)))
         if key == "oft_embedding_R":  # an embedding's rows are rotated as W @ R, not W @ R.T
             blocks = blocks.transpose(1, 2).contiguous()
         return _Update(blocks, torch.ones(stored[0] if stored else 0, 1), 1.0, "rotate")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mother_core.device import one_torch_thread
 from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef
 from mother_core.io.lora import LoraReader, _load_adapter, _number, _pattern_value, _patterns, _Update
@@ -221,7 +222,8 @@ class SDLoraReader(LoraReader):
         if self._mixed is None or self._mixed[0] != (name, a0, a1):
             w = self._base_read(name, (a0, a1))
             if name not in self._rotations:
-                self._rotations[name] = mix.rotations()
+                with one_torch_thread():  # many tiny inverses: threads gain nothing (as lora.py's rotations)
+                    self._rotations[name] = mix.rotations()
             merged = mix.apply(w.to(torch.float32), self._rotations[name], (a0, a1)).to(w.dtype)
             self._mixed = ((name, a0, a1), merged)
         return self._mixed[1][r0 - a0:r1 - a0].clone()
