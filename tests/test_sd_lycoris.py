@@ -16,7 +16,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("lycoris")
 
-from format_factory import lycoris_applied_weights, lycoris_unet, tiny_sd_unet, tiny_sdxl_unet  # noqa: E402
+from format_factory import (  # noqa: E402
+    lycoris_applied_weights, lycoris_unet, lycoris_wrapped_unet, tiny_sd_unet, tiny_sdxl_unet,
+)
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from test_sd_lora import _finetuned, _single_file, _unet_state  # noqa: E402
@@ -171,6 +173,22 @@ def test_sdxl_lycoris_file_with_ldm_names(tmp_path):
     _diffusers_folder(base_state, tmp_path / "set" / "base")
     save_file(renamed, str(tmp_path / "set" / "sdxl-loha.safetensors"), {"ss_sd_model_name": "base.safetensors"})
     _check_read(tmp_path / "set", "sdxl-loha", applied, base_state, {"hada_t1", "dora_scale"}, len(applied))
+
+
+@pytest.mark.parametrize("algo", ["lokr", "diag-oft"])
+def test_lycoris_wrapper_network_file(algo, base_state, tmp_path):
+    """A network made by LyCORIS's own wrapper (``create_lycoris`` on the diffusers UNet; modules named
+    ``lycoris_<path>``) and saved by its ``save_weights``: read in the kohya layout, as the library's forward
+    applies it."""
+    network = lycoris_wrapped_unet(algo)[1]
+    applied = lycoris_applied_weights(network)
+    assert all(name.startswith("lycoris_") for name in applied)
+    _diffusers_folder(base_state, tmp_path / "set" / "base")
+    path = tmp_path / "set" / f"wrapped-{algo}.safetensors"
+    network.save_weights(str(path), torch.float32, {"ss_sd_model_name": "base.safetensors"})
+    renamed = {name.replace("lycoris_", "lora_unet_", 1): v for name, v in applied.items()}
+    parts = {"lokr_w1", "alpha"} if algo == "lokr" else {"oft_blocks", "alpha"}
+    _check_read(tmp_path / "set", f"wrapped-{algo}", renamed, base_state, parts, len(applied))
 
 
 _IA3_PRESET = """enable_conv = false

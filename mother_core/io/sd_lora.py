@@ -34,10 +34,12 @@ folder's ``unet`` component and a single-file checkpoint present); text-encoder 
 textual-inversion embeddings some kohya files bundle (``bundle_emb.*``).
 
 LyCORIS (KohakuBlueleaf/LyCORIS, ``lycoris-lora`` on PyPI) saves its networks in the kohya layout,
-``lora_unet_<module>.<part>``, each module of one type, told apart by its parts (``lycoris/modules/*.py``, each
-type's ``weight_list``). They are merged as the library's own forward applies them (a module in its default,
-non-bypass mode: the base weight plus ``get_weight`` / ``make_weight``, then ``apply_weight_decompose``), with
-``scale = alpha / r`` (``alpha`` the stored tensor, which already folds in rs-LoRA's square root; 1 without one):
+``lora_unet_<module>.<part>`` (or, made by its own wrapper ``create_lycoris`` around a UNet,
+``lycoris_<module>.<part>``, read the same way), each module of one type, told apart by its parts
+(``lycoris/modules/*.py``, each type's ``weight_list``). They are merged as the library's own forward applies them
+(a module in its default, non-bypass mode: the base weight plus ``get_weight`` / ``make_weight``, then
+``apply_weight_decompose``), with ``scale = alpha / r`` (``alpha`` the stored tensor, which already folds in
+rs-LoRA's square root; 1 without one):
 
 - LoCon with a Tucker kernel (``use_tucker``): ``lora_down`` (r, in, 1, 1), ``lora_mid`` (r, r, kh, kw) and
   ``lora_up`` (out, r, 1, 1) give ``W + scale * einsum(mid, up, down)`` (``functional/locon.py`` ``diff_weight``).
@@ -97,7 +99,11 @@ DIFFUSERS = "diffusers"
 #: Scheme -> what people call it (in messages and evidence).
 LAYOUT_NAMES: Mapping[str, str] = {KOHYA: "kohya-ss", DIFFUSERS: "diffusers"}
 
-_KOHYA_PREFIX = re.compile(r"^lora_(unet|te\d?)_")
+#: kohya-ss module names; LyCORIS's own ``LycorisNetwork`` (``create_lycoris``, as trainers that wrap a diffusers UNet
+#: directly use it) names them the same way under its ``lycoris_`` prefix (``wrapper.py``, ``LORA_PREFIX``).
+_KOHYA_PREFIX = re.compile(r"^(?:lora_(unet|te\d?)_|lycoris_)")
+#: The prefixes of UNet modules in that layout (``lycoris_``: the module the network wrapped, a UNet here).
+_UNET_PREFIXES = ("lora_unet_", "lycoris_")
 #: The module types merged here -> the parts a module of that type may hold (LyCORIS 4.1.3 ``lycoris/modules``:
 #: each type's ``weight_list``; ``lora`` is kohya-ss's LoRA / LoCon and LyCORIS's LoConModule).
 _KINDS: Mapping[str, frozenset[str]] = {
@@ -255,9 +261,10 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
     found: dict[str, dict[str, str]] = {}
     for n in names:
         if layout == KOHYA:
-            if not n.startswith("lora_unet_"):
+            prefix = next((p for p in _UNET_PREFIXES if n.startswith(p)), None)
+            if prefix is None:
                 continue
-            flat, _, part = n[len("lora_unet_"):].partition(".")
+            flat, _, part = n[len(prefix):].partition(".")
             role = part if part in _MERGED_PARTS else None
         else:
             comp = next((c for c in _COMPONENTS if n.startswith(c)), "unet.")
