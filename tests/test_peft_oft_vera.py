@@ -47,7 +47,7 @@ def _load(folder: Path) -> Any:
 
 
 def _configs() -> dict[str, Any]:
-    from peft import BOFTConfig, LNTuningConfig, OFTConfig, VeraConfig
+    from peft import BOFTConfig, HRAConfig, LNTuningConfig, OFTConfig, VeraConfig
 
     return {
         # OFT as PEFT 0.21 makes it by default (Cayley-Neumann, 5 terms), blocks of 8 (q_proj: 4 blocks; down_proj,
@@ -64,11 +64,15 @@ def _configs() -> dict[str, Any]:
         # VeRA: shared random projections saved with the adapter (save_projection, the default)
         "vera": VeraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]),
         "ln_tuning": LNTuningConfig(target_modules=["input_layernorm", "post_attention_layernorm"]),
+        # HRA: 4 Householder reflections (PEFT's symmetric init: pairs that cancel until trained), and with
+        # Gram-Schmidt (apply_GS) on an odd count
+        "hra": HRAConfig(r=4, target_modules=["q_proj", "down_proj"]),
+        "hra-gs": HRAConfig(r=3, apply_GS=True, target_modules=["v_proj", "up_proj"]),
     }
 
 
 #: Tensors each adapter changes: its modules x 2 layers (OFT also the embedding; LN tuning two norms a layer).
-_CHANGED = {"oft": 5, "oft-coft": 4, "oft-shared": 4, "boft": 4, "vera": 6, "ln_tuning": 4}
+_CHANGED = {"oft": 5, "oft-coft": 4, "oft-shared": 4, "boft": 4, "vera": 6, "ln_tuning": 4, "hra": 4, "hra-gs": 4}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +121,8 @@ def _compare(root: Path, kind: str, want: dict[str, torch.Tensor]) -> tuple[int,
 def test_merged_reading_equals_peft_merge_and_unload(made, kind):
     """Every tensor, whole and in row ranges, equals PEFT's merge: VeRA and LN tuning bit for bit (PEFT's
     operations in its order); OFT and BOFT within 1e-7 (measured 7.5e-9 at most): PEFT multiplies by the whole
-    block-diagonal rotation, the reader block by block, so the sums run in another order."""
+    block-diagonal rotation, the reader block by block, so the sums run in another order; HRA too (measured
+    1.9e-8): PEFT multiplies by the (in, in) product of the reflections, the reader adds its rank-r part."""
     changed, worst = _compare(made["root"], kind, made["merged"][kind])
     assert changed == _CHANGED[kind]
     assert worst <= (0.0 if kind in ("vera", "ln_tuning") else 1e-7), worst
@@ -154,7 +159,7 @@ def test_adapters_linked_to_their_base(made):
         link = next(link for link in result.problem.links if result.model_ids[link["child"]] == kind)
         if kind in words:  # rotations and norm vectors are not low-rank updates: the evidence says so
             assert f"PEFT {words[kind]} adapter" in link["evidence"] and "not low rank" in link["evidence"]
-        else:  # VeRA's update is B @ A at rank r, confirmed by rank like a LoRA's
+        else:  # VeRA's update is B @ A at rank r, HRA's W (H - I) too: confirmed by rank like a LoRA's
             assert "at low rank" in link["evidence"], link["evidence"]
 
 
@@ -197,13 +202,15 @@ def _conv_set(folder: Path, kind: str, config: Any) -> dict[str, torch.Tensor]:
     return {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
 
 
-@pytest.mark.parametrize("kind", ["oft", "boft"])
-def test_oft_boft_on_a_convolution(tmp_path, kind):
-    """On a Conv2d PEFT rotates the kernel flattened (out, in * 3 * 3: 9 blocks of 4); merged as PEFT does."""
-    from peft import BOFTConfig, OFTConfig
+@pytest.mark.parametrize("kind", ["oft", "boft", "hra"])
+def test_oft_boft_hra_on_a_convolution(tmp_path, kind):
+    """On a Conv2d PEFT rotates (or reflects) the kernel flattened (out, in * 3 * 3: 9 blocks of 4); merged as PEFT
+    does."""
+    from peft import BOFTConfig, HRAConfig, OFTConfig
 
     config = {"oft": OFTConfig(r=0, oft_block_size=4, target_modules=["conv", "proj"]),
-              "boft": BOFTConfig(boft_block_size=4, target_modules=["conv", "proj"])}[kind]
+              "boft": BOFTConfig(boft_block_size=4, target_modules=["conv", "proj"]),
+              "hra": HRAConfig(r=2, target_modules=["conv", "proj"])}[kind]
     want = _conv_set(tmp_path, kind, config)
     changed, worst = _compare(tmp_path, kind, want)
     assert changed == 2 and worst <= 1e-7, (changed, worst)

@@ -162,19 +162,19 @@ def test_adapters_linked_to_their_base(made):
 
 
 def test_other_peft_types_refused_by_name(made, tmp_path):
-    """An HRA adapter (Householder reflections, which this version does not merge) is a problem naming its type
-    and the types that are read; the rest of the folder is still found. (OFT, refused here before, is read now:
+    """A FourierFT adapter (which this version does not merge) is a problem naming its type and the types that
+    are read; the rest of the folder is still found. (OFT and HRA, refused here before, are read now:
     tests/test_peft_oft_vera.py.)"""
-    from peft import HRAConfig, get_peft_model
+    from peft import FourierFTConfig, get_peft_model
 
-    model = get_peft_model(_load(made["root"] / "base"), HRAConfig(r=4, target_modules=["q_proj"]))
-    model.save_pretrained(tmp_path / "hra")
+    model = get_peft_model(_load(made["root"] / "base"), FourierFTConfig(n_frequency=10, target_modules=["q_proj"]))
+    model.save_pretrained(tmp_path / "fourierft")
     shutil.copytree(made["root"] / "base", tmp_path / "base")
     found = discover([tmp_path])
     assert [m.id for m in found.models] == ["base"]
     (problem,) = found.problems
-    assert "PEFT HRA adapter" in problem.message and "LoHa, LoKr, IA3, OFT, BOFT, VeRA and LN-tuning" in \
-        problem.message
+    assert "PEFT FOURIERFT adapter" in problem.message and "LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN-tuning and HRA" \
+        in problem.message
     assert "merge_and_unload" in problem.message
 
 

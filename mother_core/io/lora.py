@@ -1,4 +1,4 @@
-"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning), presented as the base model with the
+"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning, HRA), presented as the base model with the
 adapter merged in.
 
 For a module with adapter matrices A (r, in) and B (out, r), the merged weight is
@@ -55,11 +55,14 @@ row-separable too:
   save it again.
 - LN tuning (``<norm>.ln_tuning_layers.weight``): the norm layer's tensors replaced whole, as
   ``modules_to_save``.
+- HRA (``hra_u`` (in, r)): ``W @ H`` with ``H`` the product of r Householder reflections (or, with ``apply_GS``,
+  one reflection through their Gram-Schmidt span), read as ``W + (W @ U) @ (C @ U.T)`` (:func:`hra_reflection`);
+  convolutions on the flattened kernel.
 
 An adapter on an embedding makes PEFT save the embedding's ``base_layer.weight`` beside it: the update is applied
 to that copy (a resized vocabulary is then the adapter's own).
 
-Other PEFT types (HRA, FourierFT, AdaLoRA, prompt tuning, ...) are refused at discovery
+Other PEFT types (FourierFT, AdaLoRA, prompt tuning, ...) are refused at discovery
 (:data:`.registry.PEFT_TYPES`).
 """
 
@@ -85,7 +88,7 @@ from mother_core.io.safetensors_header import read_header
 #: LoHa, LoKr and IA3 tensor names: ``<module>.<part>[.<adapter>]`` (PEFT saves them without ``.weight``).
 _OTHER_KEY = re.compile(
     r"^(?P<module>.+?)\.(?P<part>hada_w[12]_[ab]|hada_t[12]|lokr_w[12]_[ab]|lokr_w[12]|lokr_t2|ia3_l"
-    r"|oft_R|oft_embedding_R|oft_r|oft_s|boft_R|boft_s|vera_lambda_[bd])"
+    r"|oft_R|oft_embedding_R|oft_r|oft_s|boft_R|boft_s|vera_lambda_[bd]|hra_u)"
     r"(?:\.(?P<adapter>[^.]+))?$"
 )
 #: VeRA's shared random projections, saved once for the whole model (``base_model.vera_A[.<adapter>]``).
@@ -115,7 +118,9 @@ class _Update:
     # "rotate" (OFT, BOFT: a = the k blocks (k, s, s) of a block-diagonal R, each row becomes row @ R.T; b (out, 1)
     # gives the rows; c, when set, scales them after: BOFT's boft_s);
     # "product", "product_t" (VeRA: a = lambda_d * A (r, in), b = lambda_b * B (out, r); + B @ A, or its
-    # transpose with fan_in_fan_out)
+    # transpose with fan_in_fan_out);
+    # "reflect" (HRA: each row x becomes x + (x @ a) @ b, a = U (in, r), b = C @ U.T (r, in); c (out, 1) gives
+    # the rows)
     mode: str
     magnitude: torch.Tensor | None = None  # DoRA: (out,) norms of the merged rows
     c: torch.Tensor | None = None
@@ -137,6 +142,9 @@ class _Update:
             return (self.b.shape[0], self.a.shape[0] * self.a.shape[1])
         if self.mode == "product":
             return (self.b.shape[0], self.a.shape[1])
+        if self.mode == "reflect":
+            assert self.c is not None
+            return (self.c.shape[0], self.a.shape[0])
         if self.mode == "product_t":
             return (self.a.shape[1], self.b.shape[0])
         return (self.b.shape[0], *self.a.shape[1:])
@@ -144,7 +152,7 @@ class _Update:
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Whether the update applies to a stored tensor of ``shape`` (IA3's vector broadcasts)."""
         # a convolution's kernel as PEFT flattens it: (out, in * kh * kw)
-        if self.mode in ("hadamard", "kron", "rotate"):
+        if self.mode in ("hadamard", "kron", "rotate", "reflect"):
             return len(shape) >= 2 and tuple(self.shape()) == (shape[0], math.prod(shape[1:]))
         if self.mode != "scale":
             return tuple(self.shape()) == tuple(shape)
@@ -182,6 +190,8 @@ class _Update:
             flat.copy_(torch.einsum("rkj,kcj->rkc", flat.view(-1, k, s), self.a).reshape(flat.shape))
             if self.c is not None:  # BOFT: each output row scaled after the rotation, as PEFT's merge does
                 flat.mul_(self.c[r0:r1])
+        elif self.mode == "reflect":  # HRA: row @ H = row + (row @ U) @ (C @ U.T), H - I of rank r
+            flat.add_((flat @ self.a) @ self.b)
         elif self.mode == "product":  # VeRA: PEFT adds the product, computed first
             flat.add_(self.b[r0:r1] @ self.a)
         elif self.mode == "product_t":  # rows r0:r1 of (B @ A).T: columns r0:r1 of A
@@ -327,6 +337,37 @@ def boft_rotation(blocks: torch.Tensor) -> torch.Tensor:
     q = 0.5 * (blocks - blocks.transpose(1, 2))
     eye = torch.eye(r).unsqueeze(0).expand(b, r, c)
     return torch.linalg.solve(eye + q, eye - q, left=False)
+
+
+def hra_reflection(u: torch.Tensor, gram_schmidt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """HRA's product of Householder reflections ``H`` (in, in) as ``I + a @ b``, ``a`` (in, r), ``b`` (r, in).
+
+    PEFT 0.21 ``HRALayer.get_delta_weight`` (``peft/tuners/hra/layer.py``; Yuan et al. 2024, "Bridging The Gap
+    between Low-rank and Orthogonal Adaptation via Householder Reflection Adaptation") merges ``W @ H`` with, by
+    default, ``H = (I - 2 u_0 u_0.T) ... (I - 2 u_(r-1) u_(r-1).T)`` over the columns of ``hra_u`` scaled to unit
+    norm, or, with ``apply_GS``, ``H = I - 2 Q Q.T`` for ``Q`` the Gram-Schmidt orthonormalisation of them. Every
+    factor changes only the span of ``U``, so ``H = I + U C U.T`` with C (r, r) built factor by factor:
+    ``H_k = H_(k-1) - 2 (H_(k-1) u_k) u_k.T`` and ``H_(k-1) u_k = U (e_k + C G[:, k])``, ``G = U.T U``; a row is
+    then read as ``x + (x @ U) @ (C @ U.T)``, never forming the (in, in) matrix.
+    """
+    r = u.shape[1]
+    if gram_schmidt:  # PEFT's loop: each column less its projections on the ones before, normalised
+        cols = [u[:, 0:1] / u[:, 0].norm()]
+        for i in range(1, r):
+            ui = u[:, i:i + 1]
+            for j in range(i):
+                ui = ui - (cols[j].t() @ ui) * cols[j]
+            cols.append(ui / ui.norm())
+        q = torch.cat(cols, dim=1)
+        return q, -2 * q.t()
+    unit = u / u.norm(dim=0)
+    gram = unit.t() @ unit
+    c = torch.zeros(r, r, dtype=unit.dtype)
+    for k in range(r):
+        hu = c @ gram[:, k]  # H_(k-1) u_k = U (e_k + c @ gram[:, k])
+        hu[k] += 1
+        c[:, k] -= 2 * hu
+    return unit, c @ unit.t()
 
 
 def _check_rotation_config(peft_type: str, config: Mapping[str, Any], path: str) -> None:
@@ -518,6 +559,8 @@ class LoraReader:
             alpha = _pattern_value(alpha_pattern, bare) or alpha_default
             if peft_type in ("OFT", "BOFT"):
                 update = self._rotation_update(peft_type, module, got, stored, config)
+            elif peft_type == "HRA":
+                update = self._hra_update(module, got, stored, bool(config.get("apply_GS")))
             elif peft_type == "VERA":
                 update = self._vera_update(module, got, shared, stored, bool(config.get("fan_in_fan_out")))
             else:
@@ -572,6 +615,17 @@ class LoraReader:
         if key == "oft_embedding_R":  # an embedding's rows are rotated as W @ R, not W @ R.T
             blocks = blocks.transpose(1, 2).contiguous()
         return _Update(blocks, torch.ones(stored[0] if stored else 0, 1), 1.0, "rotate")
+
+    def _hra_update(self, module: str, got: Mapping[str, torch.Tensor], stored: tuple[int, ...],
+                    gram_schmidt: bool) -> _Update:
+        """The update of one HRA module (:func:`hra_reflection`), checked against the flattened columns of the
+        base tensor."""
+        u = got.get("hra_u")
+        if u is None or u.dim() != 2 or u.shape[1] < 1 or len(stored) < 2:
+            raise self._damaged(module, f"has hra_u {None if u is None else tuple(u.shape)}, not (in, r)")
+        with one_torch_thread():  # r x r products: threads gain nothing
+            a, b = hra_reflection(u, gram_schmidt)
+        return _Update(a, b, 1.0, "reflect", c=torch.ones(stored[0], 1))
 
     def _vera_update(self, module: str, got: Mapping[str, torch.Tensor], shared: Mapping[str, torch.Tensor],
                      stored: tuple[int, ...], fan_in_fan_out: bool) -> _Update:
