@@ -280,3 +280,21 @@ def test_old_oft_and_unfollowed_config_flags_refused_by_name(made, tmp_path):
     with open_model(refs["base"]) as base, pytest.raises(UnreadableCheckpointError,
                                                          match="2 butterfly factors.*merge_and_unload"):
         open_model(refs["boft"], base)
+
+
+def test_vera_fan_in_fan_out_on_gpt2(tmp_path):
+    """VeRA on GPT-2's ``Conv1D`` (stored (in, out), ``fan_in_fan_out``): the update is transposed to the stored
+    layout, bit for bit PEFT's merge."""
+    from peft import VeraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=4)).save_pretrained(
+        tmp_path / "base")
+    model = get_peft_model(GPT2LMHeadModel.from_pretrained(tmp_path / "base"),
+                           VeraConfig(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True))
+    adam_steps(model, 3, 4, 1e-2)
+    model.save_pretrained(tmp_path / "vera")
+    want = {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
+    changed, worst = _compare(tmp_path, "vera", want)
+    assert changed == 2 and worst == 0.0, (changed, worst)
