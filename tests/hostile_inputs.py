@@ -485,6 +485,14 @@ def vera_lambda_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("vera-cut", "refused", ("lambda_b", "damaged"))
 
 
+def hra_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT HRA adapter whose reflection vectors are one entry short of the layer's inputs."""
+    g = torch.Generator().manual_seed(9)
+    tensors = {"base_model.model.model.layers.0.self_attn.k_proj.hra_u": torch.randn(HIDDEN - 1, 4, generator=g)}
+    _other_adapter(folder, "hra-cut", {"peft_type": "HRA", "r": 4}, tensors)
+    return Case("hra-cut", "refused", ("hra-cut", "shape"))
+
+
 # --- quantized safetensors -----------------------------------------------------------------------------
 
 def _gptq_folder(folder: Path, name: str, state: dict[str, torch.Tensor], bits: object = 4) -> None:
@@ -643,7 +651,8 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         foreign_opcode, random_bytes, truncated_zip, unknown_dtypes, fp8_only, deep_header, overlapping,
         negative_dims, sparse_claim, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo, fifo_config,
         symlink_loop, dangling_link, bad_index, deep_config, gguf_huge_counts, gguf_huge_string,
-        loha_shapes, oft_cut, boft_wrong_blocks, vera_lambda_cut, gptq_bits_word, gptq_scales_cut, gguf_parts_of_two,
+        loha_shapes, oft_cut, boft_wrong_blocks, vera_lambda_cut, hra_cut, gptq_bits_word, gptq_scales_cut,
+        gguf_parts_of_two,
         bnb4_absmax_cut, quanto4_shift_cut,
     )
 }
