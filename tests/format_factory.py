@@ -772,21 +772,23 @@ text_encoder_target_name = []
 """
 
 
-def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, sdxl: bool = False, **kwargs):
+def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, sdxl: bool = False, preset: str | None = None,
+                 **kwargs):
     """A tiny SD UNet (:func:`tiny_sd_unet`, or with ``sdxl`` :func:`tiny_sdxl_unet`; base seed 1) with a LyCORIS
     network made by the library's kohya entry point (``lycoris.kohya.create_network``, as sd-scripts'
     ``--network_module lycoris.kohya`` makes it), applied and trained ``steps`` real AdamW steps on the denoising
     loss. Returns ``(unet, network)``; the network saves with ``network.save_weights`` (kohya names
-    ``lora_unet_<module>.<part>``, the module's diffusers path)."""
+    ``lora_unet_<module>.<part>``, the module's diffusers path). ``preset`` is a LyCORIS preset (TOML) to use
+    instead of :data:`LYCORIS_SD_PRESET`."""
     from lycoris.kohya import create_network
 
-    preset = folder / "sd-preset.toml"
-    preset.write_text(LYCORIS_SD_PRESET)
+    (folder / "sd-preset.toml").write_text(LYCORIS_SD_PRESET if preset is None else preset)
     unet = tiny_sdxl_unet(1) if sdxl else tiny_sd_unet(1)
     torch.manual_seed(seed)
     kwargs = {"conv_dim": 4, "conv_alpha": 1.0, **kwargs}
     dim, alpha = kwargs.pop("dim", 4), kwargs.pop("alpha", 2.0)
-    network = create_network(1.0, dim, alpha, None, None, unet, algo=algo, preset=str(preset), **kwargs)
+    network = create_network(1.0, dim, alpha, None, None, unet, algo=algo, preset=str(folder / "sd-preset.toml"),
+                             **kwargs)
     network.apply_to(None, unet, apply_text_encoder=False, apply_unet=True)
     params, _ = network.prepare_optimizer_params(unet_lr=1e-2)  # as sd-scripts asks the network
     opt = torch.optim.AdamW(params, lr=1e-2)
@@ -806,6 +808,41 @@ def lycoris_unet(algo: str, folder: Path, seed: int = 0, steps: int = 1, sdxl: b
     return unet, network
 
 
+def lycoris_wrapped_unet(algo: str, seed: int = 0, **kwargs):
+    """A tiny SD UNet (base seed 1) with a network made by LyCORIS's own wrapper (``lycoris.create_lycoris``, the
+    ``LycorisNetwork`` that trainers wrapping a diffusers UNet directly use; it names modules
+    ``lycoris_<module path with _>``) on the same layers as :func:`lycoris_unet`, applied and trained one real
+    AdamW step on the denoising loss. Returns ``(unet, network)``."""
+    from lycoris import LycorisNetwork, create_lycoris
+
+    unet = tiny_sd_unet(1)
+    saved = {k: v for k, v in vars(LycorisNetwork).items() if k.isupper()}  # apply_preset sets class attributes
+    try:
+        LycorisNetwork.apply_preset({"enable_conv": True, "target_module": ["Transformer2DModel", "ResnetBlock2D",
+                                                                            "Downsample2D", "Upsample2D"],
+                                     "target_name": ["conv_in", "conv_out", "time_embedding.linear_1",
+                                                     "time_embedding.linear_2"]})
+        torch.manual_seed(seed)
+        kwargs = {"conv_dim": 4, "conv_alpha": 1.0, **kwargs}
+        network = create_lycoris(unet, 1.0, linear_dim=kwargs.pop("dim", 4), linear_alpha=kwargs.pop("alpha", 2.0),
+                                 algo=algo, **kwargs)
+    finally:
+        for k, v in saved.items():
+            setattr(LycorisNetwork, k, v)
+    network.apply_to()
+    opt = torch.optim.AdamW(network.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    unet.train()
+    x, cond = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    loss = (unet(x, torch.tensor([10, 500]), cond).sample - x).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    unet.eval()
+    network.eval()
+    return unet, network
+
+
 def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch.Tensor | None]]:
     """What each LyCORIS module's own forward applies, by module: lora name -> ("delta" | "weight", weight, bias).
 
@@ -815,7 +852,7 @@ def lycoris_applied_weights(network) -> dict[str, tuple[str, torch.Tensor, torch
     the whole weight and bias (or, loaded from a file, their differences). The op is wrapped to record them while
     the forward runs on a probe input."""
     out: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
-    for lora in network.unet_loras:
+    for lora in getattr(network, "unet_loras", None) or network.loras:  # kohya network, or LycorisNetwork
         seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         op = lora.op
 

@@ -459,6 +459,49 @@ def loha_shapes(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("loha-shapes", "refused", ("loha", "shape"))
 
 
+def _other_adapter(folder: Path, name: str, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    out = folder / name
+    out.mkdir()
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "m9", **config}))
+
+
+def oft_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT OFT adapter whose second block parameters are cut (27 entries: no block size has that many)."""
+    g = torch.Generator().manual_seed(6)
+    tensors = {"base_model.model.model.layers.0.self_attn.q_proj.oft_R.weight": torch.randn(4, 28, generator=g) * 0.1,
+               "base_model.model.model.layers.1.self_attn.q_proj.oft_R.weight": torch.randn(4, 27, generator=g) * 0.1}
+    _other_adapter(folder, "oft-cut", {"peft_type": "OFT", "r": 0, "oft_block_size": 8}, tensors)
+    return Case("oft-cut", "refused", ("oft_r", "damaged"))
+
+
+def boft_wrong_blocks(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT BOFT adapter whose blocks cover 36 inputs of a 32-input layer."""
+    g = torch.Generator().manual_seed(7)
+    k = "base_model.model.model.layers.0.self_attn.q_proj"
+    tensors = {f"{k}.boft_R": torch.randn(1, 9, 4, 4, generator=g) * 0.1, f"{k}.boft_s": torch.ones(HIDDEN, 1)}
+    _other_adapter(folder, "boft-blocks", {"peft_type": "BOFT", "boft_block_size": 4}, tensors)
+    return Case("boft-blocks", "refused", ("boft-blocks", "shape"))
+
+
+def vera_lambda_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT VeRA adapter whose ``vera_lambda_b`` is one entry short of the layer's outputs."""
+    g = torch.Generator().manual_seed(8)
+    k = "base_model.model.model.layers.0.self_attn.v_proj"
+    tensors = {f"{k}.vera_lambda_b": torch.randn(HIDDEN - 1, generator=g), f"{k}.vera_lambda_d": torch.ones(4),
+               "base_model.vera_A": torch.randn(4, INTER, generator=g), "base_model.vera_B": torch.randn(INTER, 4)}
+    _other_adapter(folder, "vera-cut", {"peft_type": "VERA", "r": 4}, tensors)
+    return Case("vera-cut", "refused", ("lambda_b", "damaged"))
+
+
+def hra_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT HRA adapter whose reflection vectors are one entry short of the layer's inputs."""
+    g = torch.Generator().manual_seed(9)
+    tensors = {"base_model.model.model.layers.0.self_attn.k_proj.hra_u": torch.randn(HIDDEN - 1, 4, generator=g)}
+    _other_adapter(folder, "hra-cut", {"peft_type": "HRA", "r": 4}, tensors)
+    return Case("hra-cut", "refused", ("hra-cut", "shape"))
+
+
 # --- quantized safetensors -----------------------------------------------------------------------------
 
 def _gptq_folder(folder: Path, name: str, state: dict[str, torch.Tensor], bits: object = 4) -> None:
@@ -618,6 +661,8 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         negative_dims, sparse_claim, tensor_flood, all_nan, few_nonfinite, peft_wrong_types, peft_redos, fifo,
         fifo_config,
         symlink_loop, dangling_link, bad_index, deep_config, gguf_huge_counts, gguf_huge_string,
-        loha_shapes, gptq_bits_word, gptq_scales_cut, gguf_parts_of_two, bnb4_absmax_cut, quanto4_shift_cut,
+        loha_shapes, oft_cut, boft_wrong_blocks, vera_lambda_cut, hra_cut, gptq_bits_word, gptq_scales_cut,
+        gguf_parts_of_two,
+        bnb4_absmax_cut, quanto4_shift_cut,
     )
 }

@@ -162,17 +162,19 @@ def test_adapters_linked_to_their_base(made):
 
 
 def test_other_peft_types_refused_by_name(made, tmp_path):
-    """An OFT adapter (a rotation PEFT saves as its own parameters) is a problem naming its type and the
-    types that are read; the rest of the folder is still found."""
-    from peft import OFTConfig, get_peft_model
+    """A FourierFT adapter (which this version does not merge) is a problem naming its type and the types that
+    are read; the rest of the folder is still found. (OFT and HRA, refused here before, are read now:
+    tests/test_peft_oft_vera.py.)"""
+    from peft import FourierFTConfig, get_peft_model
 
-    model = get_peft_model(_load(made["root"] / "base"), OFTConfig(r=0, oft_block_size=4, target_modules=["q_proj"]))
-    model.save_pretrained(tmp_path / "oft")
+    model = get_peft_model(_load(made["root"] / "base"), FourierFTConfig(n_frequency=10, target_modules=["q_proj"]))
+    model.save_pretrained(tmp_path / "fourierft")
     shutil.copytree(made["root"] / "base", tmp_path / "base")
     found = discover([tmp_path])
     assert [m.id for m in found.models] == ["base"]
     (problem,) = found.problems
-    assert "PEFT OFT adapter" in problem.message and "LoHa, LoKr and IA3" in problem.message
+    assert "PEFT FOURIERFT adapter" in problem.message and "LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN-tuning and HRA" \
+        in problem.message
     assert "merge_and_unload" in problem.message
 
 

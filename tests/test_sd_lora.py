@@ -119,19 +119,22 @@ def test_sniff_reads_names_only(made, tmp_path):
     assert sniff(made["base"]) is None
     assert sniff(names["kohya"] + ["bundle_emb.style.string_to_param.*"]) == "kohya"  # a bundled embedding
     # LyCORIS LoHa names (lycoris/modules/loha.py: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, alpha) are
-    # merged (tests/test_sd_lycoris.py); its OFT names (modules/diag_oft.py: oft_blocks, rescale, alpha) are not
+    # merged (tests/test_sd_lycoris.py), and so are its OFT names (modules/diag_oft.py: oft_blocks, rescale, alpha);
+    # its GLoRA names (modules/glora.py: a1, a2, b1, b2) are not
     loha = {f"lora_unet_mid_block_attentions_0_proj_in.{p}": torch.ones(2, 2)
             for p in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha")}
     assert sniff(loha) == "kohya"
     oft = {"lora_unet_mid_block_attentions_0_proj_in.oft_blocks": torch.ones(2, 2, 2),
            "lora_unet_mid_block_attentions_0_proj_in.alpha": torch.tensor(2.0)}
-    assert sniff(oft) == "unsupported:OFT / BOFT (LyCORIS)"
-    save_file(oft, str(tmp_path / "oft.safetensors"))
+    assert sniff(oft) == "kohya"
+    glora = {f"lora_unet_mid_block_attentions_0_proj_in.{p}.weight": torch.ones(2, 2) for p in ("a1", "a2", "b1", "b2")}
+    assert sniff(glora) == "unsupported:GLoRA (LyCORIS)"
+    save_file(glora, str(tmp_path / "glora.safetensors"))
     _diffusers_folder(made["base"], tmp_path / "base")
     found = discover([tmp_path])
     assert [m.id for m in found.models] == ["base"]
     (problem,) = found.problems
-    assert "OFT / BOFT (LyCORIS) Stable Diffusion network, which this version does not merge" in problem.message
+    assert "GLoRA (LyCORIS) Stable Diffusion network, which this version does not merge" in problem.message
 
 
 def test_kohya_names_are_resolved_against_the_base_never_guessed():

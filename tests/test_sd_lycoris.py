@@ -2,8 +2,8 @@
 (``lycoris-lora``: its kohya network on a tiny diffusers UNet, one real AdamW step, saved by its own
 ``save_weights`` in kohya naming): read as the base UNet with the network merged, equal tensor by tensor to
 the weight the library's own forward applies (an SDXL file under sd-scripts' LDM module names too); typed
-``adapter`` of their base by recovery; a type still not merged (OFT) is a problem of its own, the rest of the
-run intact."""
+``adapter`` of their base by recovery; a type still not merged (GLoRA) is a problem of its own, the rest of the
+run intact. OFT, BOFT and IA3 modules too."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("lycoris")
 
-from format_factory import lycoris_applied_weights, lycoris_unet, tiny_sd_unet, tiny_sdxl_unet  # noqa: E402
+from format_factory import (  # noqa: E402
+    lycoris_applied_weights, lycoris_unet, lycoris_wrapped_unet, tiny_sd_unet, tiny_sdxl_unet,
+)
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from test_sd_lora import _finetuned, _single_file, _unet_state  # noqa: E402
@@ -46,6 +48,13 @@ CASES = {
     "dora-on-inputs": ("locon", {"dora_wd": True, "wd_on_output": False}, {"dora_scale"}),
     # train_norm: the blocks' GroupNorm / LayerNorm layers get norm modules beside the LoHa ones
     "loha-norm": ("loha", {"train_norm": True}, {"hada_w1_a", "w_norm", "b_norm"}),
+    # Diag-OFT with its per-row rescale, and a constraint (alpha * out) small enough that the trained blocks are
+    # scaled down to it on the wider layers
+    "diag-oft": ("diag-oft", {"rescaled": True, "constraint": 1e-4}, {"oft_blocks", "rescale", "alpha"}),
+    # BOFT: up to 4 butterfly stages on 32-row layers (groups of 2^(m-1) * b rows: whole tensors)
+    "boft": ("boft", {"rescaled": True}, {"oft_blocks", "rescale", "alpha"}),
+    # IA3 on every layer, scaling outputs (on_input 0); by inputs in test_lycoris_ia3_on_inputs
+    "ia3": ("ia3", {}, {"weight", "on_input"}),
 }
 #: The layers each case's network wraps (attention, ResNet, up/down-sampling, in/out; with train_norm, norms).
 WRAPPED = {"loha-norm": 389}
@@ -166,25 +175,65 @@ def test_sdxl_lycoris_file_with_ldm_names(tmp_path):
     _check_read(tmp_path / "set", "sdxl-loha", applied, base_state, {"hada_t1", "dora_scale"}, len(applied))
 
 
-def test_lycoris_files_are_adapters_of_their_base_and_oft_is_a_problem(tmp_path):
-    """A set of a base (single file), a fine-tune of it, an unrelated UNet, LoHa and LoKr files naming the base
-    in their header, and a LyCORIS OFT file: the LoHa and LoKr are ``adapter`` children of the base, the OFT
-    file is a problem naming its type and what to do, and the rest of the run is intact."""
+@pytest.mark.parametrize("algo", ["lokr", "diag-oft"])
+def test_lycoris_wrapper_network_file(algo, base_state, tmp_path):
+    """A network made by LyCORIS's own wrapper (``create_lycoris`` on the diffusers UNet; modules named
+    ``lycoris_<path>``) and saved by its ``save_weights``: read in the kohya layout, as the library's forward
+    applies it."""
+    network = lycoris_wrapped_unet(algo)[1]
+    applied = lycoris_applied_weights(network)
+    assert all(name.startswith("lycoris_") for name in applied)
+    _diffusers_folder(base_state, tmp_path / "set" / "base")
+    path = tmp_path / "set" / f"wrapped-{algo}.safetensors"
+    network.save_weights(str(path), torch.float32, {"ss_sd_model_name": "base.safetensors"})
+    renamed = {name.replace("lycoris_", "lora_unet_", 1): v for name, v in applied.items()}
+    parts = {"lokr_w1", "alpha"} if algo == "lokr" else {"oft_blocks", "alpha"}
+    _check_read(tmp_path / "set", f"wrapped-{algo}", renamed, base_state, parts, len(applied))
+
+
+_IA3_PRESET = """enable_conv = false
+unet_target_module = []
+unet_target_name = ['.*\\.to_k$', '.*\\.to_v$', '.*\\.ff\\.net\\.2$']
+text_encoder_target_module = []
+text_encoder_target_name = []
+[name_algo_map.'.*\\.ff\\.net\\.2$']
+train_on_input = true
+"""
+
+
+def test_lycoris_ia3_on_inputs(base_state, tmp_path):
+    """IA3 as LyCORIS's own ``ia3`` preset places it (``lycoris/config.py``), written for the UNet's module paths:
+    attention keys and values scaled by output, the feed-forward output layer (``ff.net.2``) by input
+    (``on_input`` 1): read as the library's forward applies it."""
+    network = lycoris_unet("ia3", tmp_path, preset=_IA3_PRESET)[1]
+    applied = lycoris_applied_weights(network)
+    on_input = [k for k, v in network.state_dict().items() if k.endswith(".on_input") and float(v) == 1]
+    assert on_input and all("ff_net_2" in k for k in on_input)
+    _diffusers_folder(base_state, tmp_path / "set" / "base")
+    _save(network, tmp_path / "set" / "ia3-preset.safetensors")
+    _check_read(tmp_path / "set", "ia3-preset", applied, base_state, {"weight", "on_input"}, len(applied))
+
+
+def test_lycoris_files_are_adapters_of_their_base_and_glora_is_a_problem(tmp_path):
+    """A set of a base (single file), a fine-tune of it, an unrelated UNet, LoHa, LoKr, OFT, BOFT and IA3 files
+    naming the base in their header, and a LyCORIS GLoRA file: the others are ``adapter`` children of the base,
+    the GLoRA file is a problem naming its type and what to do, and the rest of the run is intact."""
     folder = tmp_path / "set"
     folder.mkdir()
     _single_file(_unet_state(tiny_sd_unet(1)), folder / "base.safetensors")
     _single_file(_finetuned(7), folder / "finetuned.safetensors")
     _single_file(_unet_state(tiny_sd_unet(2)), folder / "unrelated.safetensors")
-    for algo in ("loha", "lokr"):
-        _save(lycoris_unet(algo, tmp_path, seed=3)[1], folder / f"{algo}.safetensors")
-    _save(lycoris_unet("diag-oft", tmp_path)[1], folder / "oft.safetensors")
+    algos = {"loha": "loha", "lokr": "lokr", "oft": "diag-oft", "boft": "boft", "ia3": "ia3"}
+    for name, algo in algos.items():
+        _save(lycoris_unet(algo, tmp_path, seed=3)[1], folder / f"{name}.safetensors")
+    _save(lycoris_unet("glora", tmp_path)[1], folder / "glora.safetensors")
     result = recover_paths([folder], RecoverySettings())
     (problem,) = result.problems
-    assert Path(problem["path"]).name == "oft.safetensors"
-    assert "OFT / BOFT (LyCORIS) Stable Diffusion network, which this version does not merge" in problem["message"]
+    assert Path(problem["path"]).name == "glora.safetensors"
+    assert "GLoRA (LyCORIS) Stable Diffusion network, which this version does not merge" in problem["message"]
     assert "Merge it into its base model with the tool that made it" in problem["message"]
     edges = {e.child: e for e in result.edges}
-    for lora in ("loha", "lokr"):
+    for lora in algos:
         assert edges[lora].parent == "base" and edges[lora].relation == "adapter", edges[lora]
     assert edges["finetuned"].parent == "base" and edges["finetuned"].relation == "finetune"
     assert "unrelated" not in edges
@@ -211,3 +260,29 @@ def test_damaged_or_misfitting_lycoris_modules_are_refused_by_name():
     with pytest.raises(AdapterMismatchError, match="is that the right base model"):
         resolve("x", KOHYA, lora_modules("x", KOHYA, list(lokr)), lokr, wrong, "base")
 
+
+
+def test_misfitting_lycoris_oft_boft_ia3_modules_are_refused_by_name():
+    """From header shapes: OFT blocks that do not tile the layer's rows, a BOFT whose butterfly groups do not
+    divide them (or whose stage count is absurd), and an IA3 vector of another length each raise with the
+    module named; fitting ones resolve."""
+    m = "lora_unet_a_b"
+    base = {"a.b.weight": TensorInfo("a.b.weight", (8, 4), "float32")}
+
+    def resolves(shapes: dict[str, tuple[int, ...]]) -> bool:
+        try:
+            return resolve("x", KOHYA, lora_modules("x", KOHYA, list(shapes)), shapes, base, "base") == \
+                {"a_b": "a.b.weight"}
+        except AdapterMismatchError as e:
+            assert "'a_b'" in e.message or "a.b.weight" in e.message
+            return False
+
+    assert resolves({f"{m}.oft_blocks": (2, 4, 4), f"{m}.rescale": (8, 1), f"{m}.alpha": ()})
+    assert not resolves({f"{m}.oft_blocks": (3, 2, 2), f"{m}.alpha": ()})  # 6 rows of 8
+    assert not resolves({f"{m}.oft_blocks": (2, 4, 4), f"{m}.rescale": (7, 1), f"{m}.alpha": ()})
+    assert resolves({f"{m}.oft_blocks": (2, 2, 4, 4), f"{m}.alpha": ()})  # 2 stages: groups of 8 rows
+    assert not resolves({f"{m}.oft_blocks": (3, 2, 4, 4), f"{m}.alpha": ()})  # groups of 16 in 8 rows
+    assert not resolves({f"{m}.oft_blocks": (10**6, 2, 4, 4), f"{m}.alpha": ()})
+    assert resolves({f"{m}.weight": (8,), f"{m}.on_input": ()})
+    assert resolves({f"{m}.weight": (4,), f"{m}.on_input": ()})
+    assert not resolves({f"{m}.weight": (5,), f"{m}.on_input": ()})

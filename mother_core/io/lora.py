@@ -1,4 +1,5 @@
-"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3), presented as the base model with the adapter merged in.
+"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning, HRA), presented as the base model with the
+adapter merged in.
 
 For a module with adapter matrices A (r, in) and B (out, r), the merged weight is
 ``W + scale * B @ A`` with ``scale = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``), where ``r`` and
@@ -34,7 +35,35 @@ The other PEFT types this reader merges, each as PEFT 0.21's ``merge`` does (``p
   convolution is refused (its vector is saved (1, C, 1, 1) either way; only ``feedforward_modules`` would
   say whether C counts outputs or inputs).
 
-Other PEFT types (OFT, BOFT, VeRA, ...) are refused at discovery (:data:`.registry.PEFT_TYPES`).
+The rotations and the shared-projection type, as PEFT 0.21 merges them (``peft/tuners/oft``, ``boft``, ``vera``),
+row-separable too:
+
+- OFT (``oft_R.weight`` (k, s * (s - 1) / 2), the strict upper triangles of k skew-symmetric blocks of size s;
+  PEFT 0.16's parametrisation): ``W @ blockdiag(R).T``, each block ``R`` made from its skew matrix by the
+  Cayley-Neumann series (or, without ``use_cayley_neumann``, the exact Cayley transform), after ``coft``'s
+  projection where set, ``block_share`` repeating one block along the input (:func:`oft_rotation`). On an
+  embedding (``oft_embedding_R``) ``W @ blockdiag(R)``; on a convolution the kernel flattened, as PEFT views it.
+  The layout of PEFT 0.15 and older (``oft_r`` / ``oft_s``, which PEFT 0.21 no longer loads) is refused, and so
+  is ``fan_in_fan_out``.
+- BOFT (``boft_R`` (factors, k, s, s), ``boft_s`` (out, 1); (1, out) on a convolution):
+  ``(W @ blockdiag(R).T) * boft_s`` with ``R`` the Cayley transform of each block (:func:`boft_rotation`). Only
+  one butterfly factor (PEFT's default, and all its CPU build trains) is merged: with more, PEFT interleaves
+  butterfly permutations, and such a file is refused.
+- VeRA (``vera_lambda_b`` (out,), ``vera_lambda_d`` (r,), and ``base_model.vera_A`` (r, max in) / ``vera_B``
+  (max out, r) shared by every module): ``W + (lambda_b * B[:out]) @ (lambda_d * A[:, :in])``, transposed with
+  ``fan_in_fan_out``. Saved without its projections (``save_projection=False``) it is refused, saying how to
+  save it again.
+- LN tuning (``<norm>.ln_tuning_layers.weight``): the norm layer's tensors replaced whole, as
+  ``modules_to_save``.
+- HRA (``hra_u`` (in, r)): ``W @ H`` with ``H`` the product of r Householder reflections (or, with ``apply_GS``,
+  one reflection through their Gram-Schmidt span), read as ``W + (W @ U) @ (C @ U.T)`` (:func:`hra_reflection`);
+  convolutions on the flattened kernel.
+
+An adapter on an embedding makes PEFT save the embedding's ``base_layer.weight`` beside it: the update is applied
+to that copy (a resized vocabulary is then the adapter's own).
+
+Other PEFT types (FourierFT, AdaLoRA, prompt tuning, ...) are refused at discovery
+(:data:`.registry.PEFT_TYPES`).
 """
 
 from __future__ import annotations
@@ -48,6 +77,7 @@ from typing import Any, Mapping
 
 import torch
 
+from mother_core.device import one_torch_thread
 from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.names import normalise_name
@@ -57,9 +87,12 @@ from mother_core.io.safetensors_header import read_header
 
 #: LoHa, LoKr and IA3 tensor names: ``<module>.<part>[.<adapter>]`` (PEFT saves them without ``.weight``).
 _OTHER_KEY = re.compile(
-    r"^(?P<module>.+?)\.(?P<part>hada_w[12]_[ab]|hada_t[12]|lokr_w[12]_[ab]|lokr_w[12]|lokr_t2|ia3_l)"
+    r"^(?P<module>.+?)\.(?P<part>hada_w[12]_[ab]|hada_t[12]|lokr_w[12]_[ab]|lokr_w[12]|lokr_t2|ia3_l"
+    r"|oft_R|oft_embedding_R|oft_r|oft_s|boft_R|boft_s|vera_lambda_[bd]|hra_u)"
     r"(?:\.(?P<adapter>[^.]+))?$"
 )
+#: VeRA's shared random projections, saved once for the whole model (``base_model.vera_A[.<adapter>]``).
+_VERA_SHARED = re.compile(r"^base_model\.(?P<part>vera_[AB])(?:\.(?P<adapter>[^.]+))?$")
 
 _LORA_KEY = re.compile(
     r"^(?P<module>.+?)\.lora_(?:(?P<ab>[AB])|embedding_(?P<emb>[AB]))(?:\.(?P<adapter>[^.]+))?"
@@ -81,7 +114,13 @@ class _Update:
     # "linear", "linear_t" (fan_in_fan_out), "embedding", "conv" (LoRA: scale * B @ A);
     # "hadamard" (LoHa: a = w1a (out, r), b = w1b (r, in), c = w2a, d = w2b);
     # "kron" (LoKr: a = w1 (out1, in1), b = w2 (out2, in2), whole factors);
-    # "scale" (IA3: a = l in the stored layout, (rows, 1) or (1, columns); b unused)
+    # "scale" (IA3: a = l in the stored layout, (rows, 1) or (1, columns); b unused);
+    # "rotate" (OFT, BOFT: a = the k blocks (k, s, s) of a block-diagonal R, each row becomes row @ R.T; b (out, 1)
+    # gives the rows; c, when set, scales them after: BOFT's boft_s);
+    # "product", "product_t" (VeRA: a = lambda_d * A (r, in), b = lambda_b * B (out, r); + B @ A, or its
+    # transpose with fan_in_fan_out);
+    # "reflect" (HRA: each row x becomes x + (x @ a) @ b, a = U (in, r), b = C @ U.T (r, in); c (out, 1) gives
+    # the rows)
     mode: str
     magnitude: torch.Tensor | None = None  # DoRA: (out,) norms of the merged rows
     c: torch.Tensor | None = None
@@ -99,11 +138,21 @@ class _Update:
             return (self.a.shape[0] * self.b.shape[0], self.a.shape[1] * self.b.shape[1])
         if self.mode == "scale":
             return tuple(self.a.shape)
+        if self.mode == "rotate":
+            return (self.b.shape[0], self.a.shape[0] * self.a.shape[1])
+        if self.mode == "product":
+            return (self.b.shape[0], self.a.shape[1])
+        if self.mode == "reflect":
+            assert self.c is not None
+            return (self.c.shape[0], self.a.shape[0])
+        if self.mode == "product_t":
+            return (self.a.shape[1], self.b.shape[0])
         return (self.b.shape[0], *self.a.shape[1:])
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Whether the update applies to a stored tensor of ``shape`` (IA3's vector broadcasts)."""
-        if self.mode in ("hadamard", "kron"):  # a convolution's kernel as PEFT flattens it: (out, in * kh * kw)
+        # a convolution's kernel as PEFT flattens it: (out, in * kh * kw)
+        if self.mode in ("hadamard", "kron", "rotate", "reflect"):
             return len(shape) >= 2 and tuple(self.shape()) == (shape[0], math.prod(shape[1:]))
         if self.mode != "scale":
             return tuple(self.shape()) == tuple(shape)
@@ -136,6 +185,17 @@ class _Update:
                       * self.scale)
         elif self.mode == "scale":  # IA3: a per-row vector is cut to the rows, a per-column one broadcasts
             flat.mul_(self.a[r0:r1] if self.a.shape[0] > 1 or self.a.shape[1] == 1 else self.a)
+        elif self.mode == "rotate":  # OFT / BOFT: row @ R.T, block by block (R is block-diagonal)
+            k, s, _ = self.a.shape
+            flat.copy_(torch.einsum("rkj,kcj->rkc", flat.view(-1, k, s), self.a).reshape(flat.shape))
+            if self.c is not None:  # BOFT: each output row scaled after the rotation, as PEFT's merge does
+                flat.mul_(self.c[r0:r1])
+        elif self.mode == "reflect":  # HRA: row @ H = row + (row @ U) @ (C @ U.T), H - I of rank r
+            flat.add_((flat @ self.a) @ self.b)
+        elif self.mode == "product":  # VeRA: PEFT adds the product, computed first
+            flat.add_(self.b[r0:r1] @ self.a)
+        elif self.mode == "product_t":  # rows r0:r1 of (B @ A).T: columns r0:r1 of A
+            flat.add_((self.b @ self.a[:, r0:r1]).T)
         else:  # "linear" (rows, in); "conv" (rows, in * kh * kw), B (out, r, 1, 1) flattened to (out, r)
             flat.addmm_(self.b.flatten(1)[r0:r1], self.a.flatten(1), alpha=self.scale)
 
@@ -216,8 +276,123 @@ def _load_adapter(path: str) -> dict[str, torch.Tensor]:
     return load_torch_file(path)
 
 
+def _block_size(n: int) -> int | None:
+    """The block size s of an OFT block stored as its s * (s - 1) / 2 upper-triangle entries, or None."""
+    s = (1 + math.isqrt(1 + 8 * n)) // 2
+    return s if s >= 2 and s * (s - 1) // 2 == n else None
+
+
+def oft_rotation(weight: torch.Tensor, size: int, coft: bool, eps: float, neumann: bool, terms: int) -> torch.Tensor:
+    """The blocks (k, s, s) of PEFT's OFT rotation from its stored parameter ``weight`` (k, s * (s - 1) / 2).
+
+    As PEFT 0.21's ``OFTRotationModule.get_weight`` (``peft/tuners/oft/layer.py``; Qiu et al. 2023, "Controlling
+    Text-to-Image Diffusion by Orthogonal Finetuning", with the Cayley-Neumann form of Qiu et al. 2025,
+    "Orthogonal Finetuning Made Scalable"), operation for operation so that the bits agree: the entries fill
+    the strict upper triangle of ``Q`` and ``Q <- Q - Q.T`` (skew-symmetric); with ``coft`` each block is first
+    projected to within ``eps / sqrt(k)`` of zero (``_project_batch``); then ``R = I + 2Q + 2Q^2 + ... + 2Q^(n-2)
+    + Q^(n-1)`` for ``n`` Neumann terms (``_cayley_batch``), or the exact Cayley transform ``(I - Q)(I + Q)^-1``
+    without ``use_cayley_neumann``. The merged weight is ``W @ blockdiag(R).T`` (``Linear.merge``:
+    ``mm(R, W.T).T``).
+    """
+    rows, cols = torch.triu_indices(size, size, 1)
+
+    def skew(vec: torch.Tensor) -> torch.Tensor:
+        m = torch.zeros(vec.shape[0], size, size, dtype=vec.dtype)
+        m[:, rows, cols] = vec
+        return m - m.transpose(-2, -1)
+
+    if coft:  # PEFT's _project_batch: the norm is of the block itself (its "I" is zeros)
+        q = skew(weight)
+        bound = eps * 1 / torch.sqrt(torch.tensor(q.shape[0]))
+        zero = torch.zeros((size, size), dtype=q.dtype).unsqueeze(0).expand_as(q)
+        norm = torch.norm(q - zero, dim=(1, 2), keepdim=True)
+        weight = torch.where((norm <= bound).bool(), q, zero + bound * ((q - zero) / norm))[:, rows, cols]
+    q = skew(weight)
+    b = q.shape[0]
+    if not neumann:
+        eye = torch.eye(size).unsqueeze(0).expand(b, size, size)
+        return torch.linalg.solve(eye + q, eye - q, left=False)
+    r = torch.eye(size, dtype=q.dtype).repeat(b, 1, 1)
+    if terms > 1:
+        r.add_(q, alpha=2.0)
+        if terms > 2:
+            power = torch.bmm(q, q)
+            r.add_(power, alpha=2.0)
+            for _ in range(3, terms - 1):
+                power = torch.bmm(power, q)
+                r.add_(power, alpha=2.0)
+            r.add_(torch.bmm(power, q))
+    return r
+
+
+def boft_rotation(blocks: torch.Tensor) -> torch.Tensor:
+    """The blocks (k, s, s) of a one-factor BOFT rotation from its stored ``boft_R`` blocks (k, s, s).
+
+    As PEFT 0.21's ``BOFTLayer.cayley_batch`` (``peft/tuners/boft/layer.py``; Liu et al. 2024, "Parameter-Efficient
+    Orthogonal Finetuning via Butterfly Factorization"): ``Q = (B - B.T) / 2``, ``R = (I - Q)(I + Q)^-1``. With one
+    butterfly factor the permutation around it is the identity, so the rotation is ``blockdiag(R)`` and the merged
+    weight ``(W @ blockdiag(R).T) * boft_s``, ``boft_s`` (out, 1) scaling each output row (``Linear.merge``).
+    """
+    b, r, c = blocks.shape
+    q = 0.5 * (blocks - blocks.transpose(1, 2))
+    eye = torch.eye(r).unsqueeze(0).expand(b, r, c)
+    return torch.linalg.solve(eye + q, eye - q, left=False)
+
+
+def hra_reflection(u: torch.Tensor, gram_schmidt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """HRA's product of Householder reflections ``H`` (in, in) as ``I + a @ b``, ``a`` (in, r), ``b`` (r, in).
+
+    PEFT 0.21 ``HRALayer.get_delta_weight`` (``peft/tuners/hra/layer.py``; Yuan et al. 2024, "Bridging The Gap
+    between Low-rank and Orthogonal Adaptation via Householder Reflection Adaptation") merges ``W @ H`` with, by
+    default, ``H = (I - 2 u_0 u_0.T) ... (I - 2 u_(r-1) u_(r-1).T)`` over the columns of ``hra_u`` scaled to unit
+    norm, or, with ``apply_GS``, ``H = I - 2 Q Q.T`` for ``Q`` the Gram-Schmidt orthonormalisation of them. Every
+    factor changes only the span of ``U``, so ``H = I + U C U.T`` with C (r, r) built factor by factor:
+    ``H_k = H_(k-1) - 2 (H_(k-1) u_k) u_k.T`` and ``H_(k-1) u_k = U (e_k + C G[:, k])``, ``G = U.T U``; a row is
+    then read as ``x + (x @ U) @ (C @ U.T)``, never forming the (in, in) matrix.
+    """
+    r = u.shape[1]
+    if gram_schmidt:  # PEFT's loop: each column less its projections on the ones before, normalised
+        cols = [u[:, 0:1] / u[:, 0].norm()]
+        for i in range(1, r):
+            ui = u[:, i:i + 1]
+            for j in range(i):
+                ui = ui - (cols[j].t() @ ui) * cols[j]
+            cols.append(ui / ui.norm())
+        q = torch.cat(cols, dim=1)
+        return q, -2 * q.t()
+    unit = u / u.norm(dim=0)
+    gram = unit.t() @ unit
+    c = torch.zeros(r, r, dtype=unit.dtype)
+    for k in range(r):
+        hu = c @ gram[:, k]  # H_(k-1) u_k = U (e_k + c @ gram[:, k])
+        hu[k] += 1
+        c[:, k] -= 2 * hu
+    return unit, c @ unit.t()
+
+
+def _check_rotation_config(peft_type: str, config: Mapping[str, Any], path: str) -> None:
+    """Refuse the OFT / BOFT / VeRA config values this reader does not follow, each by name."""
+    def refuse(what: str) -> UnreadableCheckpointError:
+        return UnreadableCheckpointError(
+            f"{path}: a PEFT {peft_type} adapter with {what}, which this version does not merge. Merge it with PEFT "
+            "(merge_and_unload) and add the merged model instead.", path)
+
+    if peft_type in ("OFT", "BOFT") and config.get("fan_in_fan_out"):
+        raise refuse("fan_in_fan_out (a Conv1D base, stored (in, out))")
+    if peft_type != "OFT":
+        return
+    for key in ("coft", "block_share", "use_cayley_neumann"):
+        if not isinstance(config.get(key, False), bool):
+            raise refuse(f"{key} = {str(config.get(key))[:40]!r} (not true or false)")
+    eps, terms = config.get("eps", 6e-5), config.get("num_cayley_neumann_terms", 5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise refuse(f"eps = {str(eps)[:40]!r} (not a positive number)")
+    if isinstance(terms, bool) or not isinstance(terms, int) or not 0 <= terms <= 64:
+        raise refuse(f"num_cayley_neumann_terms = {str(terms)[:40]!r} (not a whole number from 0 to 64)")
+
+
 class LoraReader:
-    """A :class:`ModelReader` of a base model with a PEFT adapter (LoRA, DoRA, LoHa, LoKr, IA3) merged in."""
+    """A :class:`ModelReader` of a base model with a PEFT adapter (:data:`.registry.PEFT_TYPES`) merged in."""
 
     def _start(self, ref: ModelRef, base: ModelReader) -> None:
         """The reader's state before any update is added: the base's tensors, unchanged (subclasses that
@@ -326,29 +501,54 @@ class LoraReader:
 
     def _read_other(self, peft_type: str, config: Mapping[str, Any], config_path: str,
                     tensors: Mapping[str, torch.Tensor]) -> None:
-        """The updates of a LoHa, LoKr or IA3 adapter (module docstring), and its ``modules_to_save``."""
+        """The updates of a LoHa, LoKr, IA3, OFT, BOFT, VeRA or LN-tuning adapter (module docstring), and its
+        ``modules_to_save``."""
         path = self.ref.path
         parts: dict[str, dict[str, torch.Tensor]] = {}
+        shared: dict[str, torch.Tensor] = {}  # VeRA's vera_A / vera_B
         for key, t in tensors.items():
+            v = _VERA_SHARED.match(key)
+            if v is not None:
+                shared[v["part"]] = t.float()
+                continue
             m = _OTHER_KEY.match(key)
-            if m is None:  # modules_to_save, as for LoRA
-                name = normalise_name(key.replace(".modules_to_save", "").replace(".default", ""))
+            if m is None:  # modules_to_save, as for LoRA; LN tuning's whole norm layer (``ln_tuning_layers``)
+                name = normalise_name(key.replace(".modules_to_save", "").replace(".ln_tuning_layers", "")
+                                      .replace(".default", ""))
                 self._replaced[name] = t
                 self._infos[name] = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
                 continue
             parts.setdefault(m["module"], {})[m["part"]] = t.float()
-        r_default = _number(config, "r", 8, config_path) if peft_type != "IA3" else 1.0
-        alpha_default = _number(config, "alpha", r_default, config_path) if peft_type != "IA3" else 1.0
+        factored = peft_type in ("LOHA", "LOKR")
+        r_default = _number(config, "r", 8, config_path) if factored else 1.0
+        alpha_default = _number(config, "alpha", r_default, config_path) if factored else 1.0
         rank_pattern = _patterns(config, "rank_pattern", config_path)
         alpha_pattern = _patterns(config, "alpha_pattern", config_path)
+        if any(k in got for got in parts.values() for k in ("oft_r", "oft_s")):
+            raise UnreadableCheckpointError(
+                f"{path} is a PEFT OFT adapter saved by PEFT 0.15 or older (oft_r / oft_s), whose parametrisation "
+                "PEFT itself no longer loads; this version merges the OFT of PEFT 0.16 and later. Merge it with the "
+                "PEFT that made it (merge_and_unload) and add the merged model instead.", path)
+        if peft_type == "VERA" and parts and set(shared) != {"vera_A", "vera_B"}:
+            raise UnreadableCheckpointError(
+                f"{path} is a PEFT VeRA adapter saved without its shared random projections (vera_A / vera_B: "
+                "save_projection=False), which only PEFT regenerates from projection_prng_key. Load it with PEFT and "
+                "save it again with save_projection=True (VeraConfig's default), or merge it with PEFT "
+                "(merge_and_unload) and add the merged model instead.", path)
+        if peft_type in ("OFT", "BOFT", "VERA"):
+            _check_rotation_config(peft_type, config, config_path)
         for module, got in sorted(parts.items()):
             name = normalise_name(module + ".weight")
             info = self._infos.get(name)
-            stored = info.shape if info is not None else ()
+            if info is None:
+                raise AdapterMismatchError(
+                    f"The adapter {self.ref.path} updates {name}, which the base model {self.base.ref.id!r} does "
+                    "not have: is that the right base model?", self.ref.path)
+            stored = info.shape
             if "lokr_w2" in got and got["lokr_w2"].dim() > 2:  # a whole conv factor (b, d, *k): kron of the
                 got["lokr_w2"] = got["lokr_w2"].flatten(1)  # flattened kernels is the flattened kron
             if any(k in got for k in ("hada_t1", "hada_t2", "lokr_t2")) or (peft_type == "IA3" and len(stored) > 2) \
-                    or any(t.dim() != 2 for t in got.values()):
+                    or (peft_type in ("LOHA", "LOKR", "IA3") and any(t.dim() != 2 for t in got.values())):
                 form = "IA3 vector" if peft_type == "IA3" else "Tucker (use_effective_conv2d) kernel"
                 raise UnreadableCheckpointError(
                     f"{path} is a PEFT {peft_type} adapter with a {form} on the convolution {module}, which this "
@@ -357,13 +557,96 @@ class LoraReader:
             bare = module.removeprefix("base_model.model.")
             r = _pattern_value(rank_pattern, bare) or r_default
             alpha = _pattern_value(alpha_pattern, bare) or alpha_default
-            update = self._other_update(peft_type, module, got, float(r), float(alpha), config)
+            if peft_type in ("OFT", "BOFT"):
+                update = self._rotation_update(peft_type, module, got, stored, config)
+            elif peft_type == "HRA":
+                update = self._hra_update(module, got, stored, bool(config.get("apply_GS")))
+            elif peft_type == "VERA":
+                update = self._vera_update(module, got, shared, stored, bool(config.get("fan_in_fan_out")))
+            else:
+                update = self._other_update(peft_type, module, got, float(r), float(alpha), config)
             self._add(name, update)
             bias = normalise_name(module + ".bias")
             # IA3 scales the bias of a layer it scales by output (PEFT: not ``is_feedforward``), which its
             # vector says as saved: (out, 1), whatever the weight's layout
             if peft_type == "IA3" and got["ia3_l"].shape[1] == 1 and bias in self._infos:
                 self._add(bias, _Update(got["ia3_l"], got["ia3_l"], 1.0, "scale"))
+
+    def _damaged(self, module: str, what: str) -> AdapterMismatchError:
+        path = self.ref.files[0]
+        return AdapterMismatchError(f"{path}: module {module} {what}. The adapter is damaged.", path)
+
+    def _rotation_update(self, peft_type: str, module: str, got: Mapping[str, torch.Tensor],
+                         stored: tuple[int, ...], config: Mapping[str, Any]) -> _Update:
+        """The update of one OFT or BOFT module: the blocks of its rotation (:func:`oft_rotation`,
+        :func:`boft_rotation`), checked against the flattened columns of the base tensor (``stored``)."""
+        columns = math.prod(stored[1:]) if len(stored) >= 2 else 0
+        if peft_type == "BOFT":
+            if "boft_R" not in got or "boft_s" not in got:
+                raise self._damaged(module, "lacks boft_R or boft_s")
+            blocks, scale = got["boft_R"], got["boft_s"]
+            if len(stored) > 2 and scale.dim() == 2 and scale.shape[0] == 1:  # PEFT's Conv2d keeps it (1, out)
+                scale = scale.T  # and transposes it in get_delta_weight
+            if blocks.dim() != 4 or blocks.shape[2] != blocks.shape[3] or scale.dim() != 2 or scale.shape[1] != 1:
+                raise self._damaged(module, f"has boft_R {tuple(blocks.shape)} and boft_s {tuple(scale.shape)}, "
+                                            "not (factors, blocks, size, size) and (out, 1)")
+            if blocks.shape[0] != 1:
+                raise UnreadableCheckpointError(
+                    f"{self.ref.path} is a PEFT BOFT adapter with {blocks.shape[0]} butterfly factors on {module} "
+                    "(boft_n_butterfly_factor > 1), which this version does not merge (it merges one factor, "
+                    "PEFT's default). Merge it with PEFT (merge_and_unload) and add the merged model instead.",
+                    self.ref.path)
+            with one_torch_thread():  # many tiny solves, as for OFT
+                rotation = boft_rotation(blocks[0])
+            return _Update(rotation, scale, 1.0, "rotate", c=scale)
+        key = "oft_embedding_R" if "oft_embedding_R" in got else "oft_R"
+        if key not in got:
+            raise self._damaged(module, "lacks oft_R")
+        weight = got[key]
+        size = _block_size(weight.shape[-1]) if weight.dim() == 2 else None
+        if size is None:
+            raise self._damaged(module, f"has oft_R {tuple(weight.shape)}, not (blocks, size * (size - 1) / 2)")
+        if bool(config.get("block_share")) and weight.shape[0] == 1 and columns % size == 0:
+            weight = weight.expand(columns // size, -1)  # one block shared along the input (``block_share``)
+        with one_torch_thread():  # many tiny products: threads gain nothing (and a forked reader must not wait)
+            blocks = oft_rotation(weight, size, bool(config.get("coft")), float(config.get("eps", 6e-5)),
+                                  bool(config.get("use_cayley_neumann", True)),
+                                  int(config.get("num_cayley_neumann_terms", 5)))
+        if key == "oft_embedding_R":  # an embedding's rows are rotated as W @ R, not W @ R.T
+            blocks = blocks.transpose(1, 2).contiguous()
+        return _Update(blocks, torch.ones(stored[0] if stored else 0, 1), 1.0, "rotate")
+
+    def _hra_update(self, module: str, got: Mapping[str, torch.Tensor], stored: tuple[int, ...],
+                    gram_schmidt: bool) -> _Update:
+        """The update of one HRA module (:func:`hra_reflection`), checked against the flattened columns of the
+        base tensor."""
+        u = got.get("hra_u")
+        if u is None or u.dim() != 2 or u.shape[1] < 1 or len(stored) < 2:
+            raise self._damaged(module, f"has hra_u {None if u is None else tuple(u.shape)}, not (in, r)")
+        with one_torch_thread():  # r x r products: threads gain nothing
+            a, b = hra_reflection(u, gram_schmidt)
+        return _Update(a, b, 1.0, "reflect", c=torch.ones(stored[0], 1))
+
+    def _vera_update(self, module: str, got: Mapping[str, torch.Tensor], shared: Mapping[str, torch.Tensor],
+                     stored: tuple[int, ...], fan_in_fan_out: bool) -> _Update:
+        """The update of one VeRA module: ``(lambda_b * B[:out]) @ (lambda_d * A[:, :in])`` (PEFT
+        ``vera/layer.py`` ``get_delta_weight``; Kopiczko et al. 2024, eq. 1), its transpose with
+        ``fan_in_fan_out``; A (r, max in) and B (max out, r) are the projections every module shares."""
+        if "vera_lambda_b" not in got or "vera_lambda_d" not in got:
+            raise self._damaged(module, "lacks vera_lambda_b or vera_lambda_d")
+        lb, ld = got["vera_lambda_b"].reshape(-1), got["vera_lambda_d"].reshape(-1)
+        A, B = shared["vera_A"], shared["vera_B"]  # noqa: N806 - the paper's names
+        if len(stored) != 2:
+            raise self._damaged(module, f"is a VeRA update of a {len(stored)}-D tensor {stored}")
+        out_f, in_f = (stored[1], stored[0]) if fan_in_fan_out else stored
+        if A.dim() != 2 or B.dim() != 2 or not (ld.numel() == A.shape[0] == B.shape[1]) or A.shape[1] < in_f \
+                or B.shape[0] < out_f or lb.numel() != out_f:
+            raise self._damaged(module, f"has lambda_b {tuple(lb.shape)} and lambda_d {tuple(ld.shape)} against "
+                                        f"projections {tuple(A.shape)} and {tuple(B.shape)} and a base tensor {stored}")
+        # PEFT's operations in its order (the vectors broadcast over rows, then the product), so the bits agree
+        a = ld.unsqueeze(-1) * A[:, :in_f]
+        b = lb.unsqueeze(-1) * B[:out_f, :]
+        return _Update(a, b, 1.0, "product_t" if fan_in_fan_out else "product")
 
     def _other_update(self, peft_type: str, module: str, got: Mapping[str, torch.Tensor], r: float, alpha: float,
                       config: Mapping[str, Any]) -> _Update:
@@ -408,11 +691,17 @@ class LoraReader:
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
 
+    def _base_read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The tensor the updates apply to: the base's, or the adapter's own copy where it saved one (a
+        ``modules_to_save`` layer; an adapted embedding's ``base_layer.weight``, which PEFT saves with the
+        adapter when it targets an embedding and merges the adapter into)."""
+        t = self._replaced.get(name)
+        if t is None:
+            return self.base.read(name, rows)
+        return (t if rows is None else t[rows[0]:rows[1]]).clone()
+
     def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        if name in self._replaced:
-            t = self._replaced[name]
-            return (t if rows is None else t[rows[0]:rows[1]]).clone()
-        w = self.base.read(name, rows)
+        w = self._base_read(name, rows)
         updates = self._updates.get(name)
         bias = self._bias.get(name)
         if not updates and bias is None:
@@ -438,7 +727,7 @@ class LoraReader:
     def _dora_columns(self, name: str, update: _Update) -> torch.Tensor:
         """Norms of the columns of the whole merged (stored) tensor ``name``, read once."""
         if name not in self._column_norms:
-            whole = self.base.read(name).to(torch.float32, copy=True)
+            whole = self._base_read(name).to(torch.float32, copy=True)
             update.add_into(whole, None)
             self._column_norms[name] = whole.norm(dim=0)
         return self._column_norms[name]

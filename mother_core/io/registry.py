@@ -120,18 +120,21 @@ register("torch-sharded", "mother_core.io.readers:open_torch", revision=2)
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
 # regrouped query_key_value rows undone (2026-12-02); peft-lora 3: updates added in place by addmm_,
 # whose float32 rounding differs from a product then a sum in the last bit (2026-12-03); peft-lora 4: PEFT
-# LoHa, LoKr and IA3 adapters merged (were refused at discovery; 2026-12-03).
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=4)
+# LoHa, LoKr and IA3 adapters merged (were refused at discovery; 2026-12-03); peft-lora 5: an adapter on an
+# embedding (PEFT saves its ``base_layer.weight`` beside it) merged into that copy (the copy was returned
+# unmerged), and OFT, BOFT, VeRA, LN-tuning and HRA adapters merged (were refused at discovery; 2026-12-03).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=5)
 #: The PEFT ``peft_type`` values the ``peft-lora`` reader merges (:mod:`.lora`); discovery refuses the
-#: others (OFT, BOFT, VeRA, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`, because discovery
-#: imports no torch.
-PEFT_TYPES = ("LORA", "LOHA", "LOKR", "IA3")
+#: others (FourierFT, AdaLoRA, prompt tuning, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`,
+#: because discovery imports no torch.
+PEFT_TYPES = ("LORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "LN_TUNING", "HRA")
 
 
 def peft_refusal(path: str, peft_type: str) -> str:
     """The message refusing a PEFT adapter of a type not in :data:`PEFT_TYPES`."""
-    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), LoHa, LoKr and IA3 "
-            "adapters only. Merge it with PEFT (merge_and_unload) and add the merged model instead.")
+    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), LoHa, LoKr, IA3, "
+            "OFT, BOFT, VeRA, LN-tuning and HRA adapters only. Merge it with PEFT (merge_and_unload) and add the "
+            "merged model instead.")
 
 
 # sd-lora 2: kohya-ss SDXL files (LDM module names) merged (were refused), SDXL single-file bases renamed by

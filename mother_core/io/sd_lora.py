@@ -34,10 +34,12 @@ folder's ``unet`` component and a single-file checkpoint present); text-encoder 
 textual-inversion embeddings some kohya files bundle (``bundle_emb.*``).
 
 LyCORIS (KohakuBlueleaf/LyCORIS, ``lycoris-lora`` on PyPI) saves its networks in the kohya layout,
-``lora_unet_<module>.<part>``, each module of one type, told apart by its parts (``lycoris/modules/*.py``, each
-type's ``weight_list``). They are merged as the library's own forward applies them (a module in its default,
-non-bypass mode: the base weight plus ``get_weight`` / ``make_weight``, then ``apply_weight_decompose``), with
-``scale = alpha / r`` (``alpha`` the stored tensor, which already folds in rs-LoRA's square root; 1 without one):
+``lora_unet_<module>.<part>`` (or, made by its own wrapper ``create_lycoris`` around a UNet,
+``lycoris_<module>.<part>``, read the same way), each module of one type, told apart by its parts
+(``lycoris/modules/*.py``, each type's ``weight_list``). They are merged as the library's own forward applies them
+(a module in its default, non-bypass mode: the base weight plus ``get_weight`` / ``make_weight``, then
+``apply_weight_decompose``), with ``scale = alpha / r`` (``alpha`` the stored tensor, which already folds in
+rs-LoRA's square root; 1 without one):
 
 - LoCon with a Tucker kernel (``use_tucker``): ``lora_down`` (r, in, 1, 1), ``lora_mid`` (r, r, kh, kw) and
   ``lora_up`` (out, r, 1, 1) give ``W + scale * einsum(mid, up, down)`` (``functional/locon.py`` ``diff_weight``).
@@ -65,7 +67,18 @@ and ``use_scalar``'s scalar is folded into the saved factors, so neither changes
 ``get_weight``, already scaled, by the scale again), unlike its own forward and ComfyUI's loader: the forward's
 single scale, the one the network was trained with, is used here.
 
-Refused with a message: the LyCORIS OFT / BOFT, IA3, GLoRA and T-LoRA module types.
+- Diag-OFT (``oft_blocks`` (k, s, s), ``rescale`` (out, 1, ...), ``alpha`` the constraint c): the output rows in
+  blocks of s, block j becoming ``R_j.T @ W_j`` with ``R = (I + Q)(I - Q)^-1``, ``Q = B - B.T`` scaled down to
+  Frobenius norm ``c * out`` (over all blocks) when ``c > 0`` and it is larger (``functional/diag_oft.py``
+  ``get_r``, ``_diff_weight``: ``W + (R - I).T W``); then ``W' * rescale`` (``+ (rescale - 1) W`` there).
+- BOFT (``oft_blocks`` (m, k, b, b)): m butterfly stages, stage i mixing rows in groups of ``2^i * b`` (a
+  permutation, ``R @`` each block of b, the permutation undone; ``functional/boft.py`` ``_diff_weight``), then
+  ``* rescale``. Both mix rows, so a row range is read as the whole blocks (BOFT: groups of ``2^(m-1) * b``) that
+  hold it.
+- IA3 (``weight``, ``on_input``): ``W * (1 + weight)``, along the outputs, or the inputs when ``on_input`` is 1
+  (``modules/ia3.py`` ``_ia3_weight``); the bias is left as it is.
+
+Refused with a message: the LyCORIS GLoRA and T-LoRA module types, and LyCORIS 1.x's OFT (``oft_diag``).
 """
 
 from __future__ import annotations
@@ -86,7 +99,11 @@ DIFFUSERS = "diffusers"
 #: Scheme -> what people call it (in messages and evidence).
 LAYOUT_NAMES: Mapping[str, str] = {KOHYA: "kohya-ss", DIFFUSERS: "diffusers"}
 
-_KOHYA_PREFIX = re.compile(r"^lora_(unet|te\d?)_")
+#: kohya-ss module names; LyCORIS's own ``LycorisNetwork`` (``create_lycoris``, as trainers that wrap a diffusers UNet
+#: directly use it) names them the same way under its ``lycoris_`` prefix (``wrapper.py``, ``LORA_PREFIX``).
+_KOHYA_PREFIX = re.compile(r"^(?:lora_(unet|te\d?)_|lycoris_)")
+#: The prefixes of UNet modules in that layout (``lycoris_``: the module the network wrapped, a UNet here).
+_UNET_PREFIXES = ("lora_unet_", "lycoris_")
 #: The module types merged here -> the parts a module of that type may hold (LyCORIS 4.1.3 ``lycoris/modules``:
 #: each type's ``weight_list``; ``lora`` is kohya-ss's LoRA / LoCon and LyCORIS's LoConModule).
 _KINDS: Mapping[str, frozenset[str]] = {
@@ -97,20 +114,22 @@ _KINDS: Mapping[str, frozenset[str]] = {
                        "dora_scale"}),
     "full": frozenset({"diff", "diff_b"}),
     "norm": frozenset({"w_norm", "b_norm"}),
+    # Diag-OFT (oft_blocks (k, s, s)) and BOFT (oft_blocks (m, k, b, b)): the same parts, told apart by ndim
+    "oft": frozenset({"oft_blocks", "rescale", "alpha"}),
+    "ia3": frozenset({"weight", "on_input"}),
 }
 #: The part that says a module's type, in the library's order (``modules.get_module``: ``weight_list_det``).
 _KIND_OF: tuple[tuple[str, str], ...] = (
     ("lora_up.weight", "lora"), ("lora_down.weight", "lora"), ("hada_w1_a", "loha"), ("lokr_w1", "lokr"),
-    ("lokr_w1_a", "lokr"), ("diff", "full"), ("w_norm", "norm"),
+    ("lokr_w1_a", "lokr"), ("diff", "full"), ("w_norm", "norm"), ("oft_blocks", "oft"), ("on_input", "ia3"),
 )
 _MERGED_PARTS = frozenset().union(*_KINDS.values())
 #: What people call each merged type (in messages).
 KIND_NAMES: Mapping[str, str] = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full difference",
-                                 "norm": "norm"}
+                                 "norm": "norm", "oft": "OFT / BOFT", "ia3": "IA3"}
 #: Parameter names of the LyCORIS types this module does not merge -> the type, for the refusal.
 _LYCORIS: tuple[tuple[str, str], ...] = (
-    ("oft_", "OFT / BOFT (LyCORIS)"), ("rescale", "OFT / BOFT (LyCORIS)"), ("on_input", "IA3 (LyCORIS)"),
-    ("a1.weight", "GLoRA (LyCORIS)"),
+    ("oft_diag", "OFT (LyCORIS 1.x, oft_diag)"), ("a1.weight", "GLoRA (LyCORIS)"),
     ("b1.weight", "GLoRA (LyCORIS)"), ("lambda_layer", "T-LoRA (LyCORIS)"),
     ("lokr_t1", "LoKr with a Tucker w1 (LyCORIS lokr_t1)"),
 )
@@ -140,7 +159,7 @@ def sniff(names: Iterable[str]) -> str | None:
     """The layout of a Stable Diffusion LoRA file from its tensor names, or None for any other file.
 
     Returns ``"kohya"`` (LyCORIS networks included), ``"diffusers"``, or ``"unsupported:<what>"`` for an adapter
-    family this module does not merge (LyCORIS OFT, IA3, ...). Reads names only (the safetensors header).
+    family this module does not merge (LyCORIS GLoRA, T-LoRA, ...). Reads names only (the safetensors header).
 
     Examples
     --------
@@ -151,8 +170,8 @@ def sniff(names: Iterable[str]) -> str | None:
     'diffusers'
     >>> sniff(["lora_unet_mid_block_attentions_0_proj_in.hada_w1_a"])
     'kohya'
-    >>> sniff(["lora_unet_mid_block_attentions_0_proj_in.oft_blocks"])
-    'unsupported:OFT / BOFT (LyCORIS)'
+    >>> sniff(["lora_unet_mid_block_attentions_0_proj_in.oft_diag"])
+    'unsupported:OFT (LyCORIS 1.x, oft_diag)'
     >>> sniff(["model.layers.0.mlp.up_proj.weight"]) is None
     True
     """
@@ -186,9 +205,9 @@ def refusal(path: str, scheme: str) -> str:
     """The message for a file :func:`sniff` found to be an adapter family this module does not merge."""
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
-            "LoCon, with Tucker kernels and DoRA, LoHa, LoKr, full-difference and norm modules in the kohya-ss "
-            "layout, and diffusers lora_A/lora_B files). Merge it into its base model with the tool that made it "
-            "(LyCORIS: its tools/merge.py) and add the merged checkpoint instead.")
+            "LoCon, with Tucker kernels and DoRA, LoHa, LoKr, full-difference, norm, OFT, BOFT and IA3 modules in "
+            "the kohya-ss layout, and diffusers lora_A/lora_B files). Merge it into its base model with the tool that "
+            "made it (LyCORIS: its tools/merge.py) and add the merged checkpoint instead.")
 
 
 def legacy_hash(path: str) -> str | None:
@@ -242,9 +261,10 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
     found: dict[str, dict[str, str]] = {}
     for n in names:
         if layout == KOHYA:
-            if not n.startswith("lora_unet_"):
+            prefix = next((p for p in _UNET_PREFIXES if n.startswith(p)), None)
+            if prefix is None:
                 continue
-            flat, _, part = n[len("lora_unet_"):].partition(".")
+            flat, _, part = n[len(prefix):].partition(".")
             role = part if part in _MERGED_PARTS else None
         else:
             comp = next((c for c in _COMPONENTS if n.startswith(c)), "unet.")
@@ -283,6 +303,8 @@ def _missing_parts(kind: str, parts: Mapping[str, str]) -> str:
                  ("lokr_w2", "lokr_w2_b")),
         "full": (("diff",),),
         "norm": (("w_norm",),),
+        "oft": (("oft_blocks",),),
+        "ia3": (("weight",), ("on_input",)),
     }[kind]
     lacking = [" or ".join(alts) for alts in needs if not any(a in parts for a in alts)]
     if kind == "loha" and ("hada_t1" in parts) != ("hada_t2" in parts):  # both halves Tucker, or neither
@@ -331,6 +353,24 @@ def _flat(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (shape[0], math.prod(shape[1:])) if shape else ()
 
 
+#: At most this many BOFT butterfly stages (LyCORIS makes at most 1 + log2 of the block count; a file claiming more
+#: is damaged, and 2 ** (stages - 1) must stay a small number).
+MAX_BOFT_STAGES = 24
+
+
+def _oft_fits(blocks: tuple[int, ...], rescale: tuple[int, ...] | None, base: tuple[int, ...]) -> bool:
+    """Whether LyCORIS OFT blocks fit a base tensor's output rows: Diag-OFT (k, s, s) with k * s rows, BOFT
+    (m, k, b, b) with k * b rows, b even and the rows in whole groups of 2^(m-1) * b (each stage mixes rows in
+    groups of 2^i * b; ``functional/boft.py``); ``rescale`` one value per row, (out, 1, ...)."""
+    if rescale is not None and (rescale[0] != base[0] or math.prod(rescale) != base[0]):
+        return False
+    if len(blocks) == 3:
+        return blocks[1] == blocks[2] and blocks[0] * blocks[1] == base[0]
+    if len(blocks) != 4 or blocks[2] != blocks[3] or blocks[2] % 2 or not 1 <= blocks[0] <= MAX_BOFT_STAGES:
+        return False
+    return blocks[1] * blocks[2] == base[0] and base[0] % (2 ** (blocks[0] - 1) * blocks[2]) == 0
+
+
 def _shapes_fit(m: _Module, shapes: Mapping[str, tuple[int, ...]], base: tuple[int, ...]) -> bool:
     """Whether module ``m``'s factors (their shapes, from the header) multiply out to the base tensor's shape.
 
@@ -339,6 +379,9 @@ def _shapes_fit(m: _Module, shapes: Mapping[str, tuple[int, ...]], base: tuple[i
     p = {part: shapes[key] for part, key in m.parts.items()}
     if m.kind == "norm":  # w_norm and b_norm: one value per channel, as the weight and bias
         return p["w_norm"] == base and p.get("b_norm", base) == base
+    if m.kind == "ia3":  # (1, C, 1, ...) on a convolution, (C,) on a linear layer; C outputs or inputs (on_input)
+        return len(base) >= 2 and math.prod(p["weight"]) in (base[0], base[1]) \
+            and p["weight"][0] in (1, math.prod(p["weight"])) and math.prod(p["on_input"]) == 1
     if len(base) < 2 or any(len(v) < 2 for k, v in p.items() if k not in ("alpha", "diff_b")):
         return False
     dora = p.get("dora_scale")  # (out, 1, ...) on the outputs, (1, in, ...) on the inputs
@@ -352,6 +395,8 @@ def _shapes_fit(m: _Module, shapes: Mapping[str, tuple[int, ...]], base: tuple[i
         if mid is None:
             return _fits(_update_shape(down, up), base)
         return mid[:2] == (down[0], down[0]) and math.prod(down[2:]) == 1 and (up[0], down[1], *mid[2:]) == base
+    if m.kind == "oft":
+        return _oft_fits(p["oft_blocks"], p.get("rescale"), base)
     if m.kind == "full":
         bias = p.get("diff_b")
         return _fits(p["diff"], base) and (bias is None or bias == (base[0],))

@@ -6,10 +6,12 @@ torch."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from mother_core.errors import UnreadableCheckpointError
+from mother_core.device import one_torch_thread
+from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef
 from mother_core.io.lora import LoraReader, _load_adapter, _number, _pattern_value, _patterns, _Update
 from mother_core.io.safetensors_header import read_header
@@ -60,6 +62,27 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
                 reader._bias[bias] = tensors[m.parts[bias_part]]
             continue
         got = {part: tensors[key].float() for part, key in m.parts.items() if part != "alpha"}
+        if m.kind == "oft":  # rotations of the output rows, applied to whole blocks of rows when read
+            constraint = float(tensors[m.alpha].float().reshape(-1)[0]) if m.alpha is not None else 0.0
+            if not math.isfinite(constraint) or constraint < 0:
+                raise UnreadableCheckpointError(f"{path}: {m.alpha} must be a number >= 0; the file is damaged.", path)
+            reader._mixes[name] = _RowMix(got["oft_blocks"], got.get("rescale"), constraint * target[0])
+            continue
+        if m.kind == "ia3":  # W * (1 + weight) along the outputs, or the inputs with on_input
+            gain = got["weight"].reshape(-1) + 1
+            if float(got["on_input"].reshape(-1)[0]) != 0:
+                if gain.numel() != target[1]:
+                    raise AdapterMismatchError(f"{path}: the IA3 module {m.key!r} scales {gain.numel()} inputs of a "
+                                               f"layer of {target[1]}; the file is damaged.", path)
+                # one value per input channel, repeated over the kernel as the flattened rows lay it out
+                vector = gain.repeat_interleave(math.prod(target[2:])).reshape(1, -1)
+            elif gain.numel() != target[0]:
+                raise AdapterMismatchError(f"{path}: the IA3 module {m.key!r} scales {gain.numel()} outputs of a "
+                                           f"layer of {target[0]}; the file is damaged.", path)
+            else:
+                vector = gain.reshape(-1, 1)
+            reader._updates.setdefault(name, []).append(_Update(vector, vector, 1.0, "scale"))
+            continue
         if m.kind != "lora":
             alpha = _positive_scalar(tensors[m.alpha], path, m.alpha) if m.alpha is not None else None
             update = _lycoris_update(m, got, alpha)
@@ -114,6 +137,63 @@ def _lycoris_update(m: _Module, got: dict[str, torch.Tensor], alpha: float | Non
     return _Update(w1, w2.flatten(1), scale, "kron")
 
 
+@dataclass(frozen=True)
+class _RowMix:
+    """A LyCORIS OFT or BOFT module: a rotation mixing the output rows of its layer within blocks (Diag-OFT,
+    ``oft_blocks`` (k, s, s)) or butterfly groups (BOFT, (m, k, b, b)), then ``rescale`` per row (formulas:
+    :mod:`.sd_lora`). ``constraint`` is the module's, ``alpha * out`` (``DiagOFTModule`` / ``BOFTModule``)."""
+
+    blocks: torch.Tensor
+    rescale: torch.Tensor | None
+    constraint: float
+
+    @property
+    def span(self) -> int:
+        """The rows that mix together: a block (Diag-OFT), or a butterfly group of the last stage (BOFT)."""
+        if self.blocks.dim() == 3:
+            return int(self.blocks.shape[1])
+        return int(2 ** (self.blocks.shape[0] - 1) * self.blocks.shape[2])
+
+    def rotations(self) -> torch.Tensor:
+        """LyCORIS ``functional/diag_oft.py`` ``get_r``: ``Q = B - B.T``, scaled to Frobenius norm ``constraint``
+        (over every block at once) when that is set and exceeded, ``R = (I + Q) @ (I - Q)^-1``."""
+        eye = torch.eye(self.blocks.shape[-1])
+        while eye.dim() < self.blocks.dim():
+            eye = eye.unsqueeze(0)
+        q = self.blocks - self.blocks.transpose(-1, -2)
+        if self.constraint > 0:
+            norm = torch.norm(q) + 1e-8
+            if norm > self.constraint:
+                q = q * self.constraint / norm
+        return (eye + q) @ (eye - q).float().inverse()
+
+    def apply(self, w: torch.Tensor, r: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+        """The merged rows ``rows`` (whole spans) of the layer from its base rows ``w`` (float32) and the
+        rotations ``r``, in the library's operations (``_diff_weight``: the difference, then added)."""
+        shape = w.shape[1:]
+        scale = None if self.rescale is None else self.rescale[rows[0]:rows[1]].reshape(-1, *([1] * len(shape)))
+        if self.blocks.dim() == 3:  # Diag-OFT: block j of rows becomes (R_j - I).T @ W_j, added to W
+            k0, k1 = rows[0] // self.span, rows[1] // self.span
+            eye = torch.eye(self.blocks.shape[1])
+            diff = torch.einsum("k n m, k n ... -> k m ...", r[k0:k1] - eye, w.reshape(k1 - k0, self.span, *shape))
+            diff = diff.reshape(w.shape)
+            if scale is not None:  # rescale * (R.T W) = W + (rescale * diff + (rescale - 1) * W)
+                diff = scale * diff + (scale - 1) * w
+            return w + diff
+        # BOFT: the library's stages on these rows (whole groups of the last stage, so the same pairs of blocks)
+        m, _, b, _ = self.blocks.shape
+        first = rows[0] // b
+        inp = w
+        for i in range(m):
+            k = 2 ** i * (b // 2)
+            inp = inp.unflatten(0, (-1, 2, k)).transpose(1, 2).flatten(0, 2).unflatten(0, (-1, b))
+            inp = torch.einsum("b i j, b j ...-> b i ...", r[i, first:first + inp.shape[0]], inp)
+            inp = inp.flatten(0, 1).unflatten(0, (-1, k, 2)).transpose(1, 2).flatten(0, 2)
+        if scale is not None:
+            inp = inp * scale
+        return w + (inp - w)
+
+
 class SDLoraReader(LoraReader):
     """A base UNet with a Stable Diffusion LoRA file merged in: :class:`LoraReader`'s updates, then LyCORIS's
     weight decomposition (DoRA, ``dora_scale``) on the tensors that have one (:mod:`.sd_lora`)."""
@@ -123,6 +203,30 @@ class SDLoraReader(LoraReader):
         # tensor name -> (dora_scale, whether it is per output (out, 1, ...) rather than per input (1, in, ...))
         self._decompose: dict[str, tuple[torch.Tensor, bool]] = {}
         self._input_norms: dict[str, torch.Tensor] = {}  # per-input decomposition: the whole tensor's norms
+        self._mixes: dict[str, _RowMix] = {}  # LyCORIS OFT / BOFT: tensor name -> its row rotation
+        self._rotations: dict[str, torch.Tensor] = {}  # their rotation blocks, made on first read
+        # the last rows merged by a row rotation: (name, first, end) -> rows; a BOFT group can be the whole
+        # tensor, which the executor reads in row chunks
+        self._mixed: tuple[tuple[str, int, int], torch.Tensor] | None = None
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        mix = self._mixes.get(name)
+        if mix is None:
+            return super().read(name, rows)
+        n = self._infos[name].shape[0]
+        r0, r1 = rows if rows is not None else (0, n)
+        if r1 <= r0:
+            return self._base_read(name, (r0, r1))
+        # the whole blocks / butterfly groups that hold the rows asked for
+        a0, a1 = r0 // mix.span * mix.span, min(n, -(-r1 // mix.span) * mix.span)
+        if self._mixed is None or self._mixed[0] != (name, a0, a1):
+            w = self._base_read(name, (a0, a1))
+            if name not in self._rotations:
+                with one_torch_thread():  # many tiny inverses: threads gain nothing (as lora.py's rotations)
+                    self._rotations[name] = mix.rotations()
+            merged = mix.apply(w.to(torch.float32), self._rotations[name], (a0, a1)).to(w.dtype)
+            self._mixed = ((name, a0, a1), merged)
+        return self._mixed[1][r0 - a0:r1 - a0].clone()
 
     def _apply(self, name: str, merged: torch.Tensor, rows: tuple[int, int] | None) -> None:
         super()._apply(name, merged, rows)
@@ -139,7 +243,7 @@ class SDLoraReader(LoraReader):
             flat.mul_(per_row / (flat.norm(dim=1, keepdim=True) + eps))
             return
         if name not in self._input_norms:
-            whole = self.base.read(name).to(torch.float32, copy=True)
+            whole = self._base_read(name).to(torch.float32, copy=True)
             super()._apply(name, whole, None)
             self._input_norms[name] = whole.transpose(0, 1).reshape(whole.shape[1], -1).norm(dim=1)
         shape = (1, -1, *([1] * (merged.dim() - 2)))
@@ -149,6 +253,9 @@ class SDLoraReader(LoraReader):
         super().close()
         self._decompose = {}
         self._input_norms = {}
+        self._mixes = {}
+        self._rotations = {}
+        self._mixed = None
 
 
 def open_sd_lora(ref: ModelRef, base: ModelReader | None) -> ModelReader:

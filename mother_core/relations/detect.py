@@ -264,9 +264,11 @@ def _adapter_words(ref: ModelRef) -> tuple[str, str]:
 
 #: PEFT adapter types (``peft-lora:<type>``, :mod:`mother_core.io.lora`) whose update is not low rank:
 #: LoHa's Hadamard product of two rank-r products reaches rank r^2, LoKr's Kronecker product the
-#: product of its factors' ranks, IA3 rescales whole rows or columns. Rank cannot confirm them; that
+#: product of its factors' ranks, IA3 rescales whole rows or columns, OFT and BOFT rotate every row
+#: (``W @ R.T``: ``W (R - I).T`` is full rank), LN tuning replaces norm vectors. Rank cannot confirm them; that
 #: the merged adapter changes its base at all is what the weights can say.
-_NOT_LOW_RANK = {"loha": "LoHa", "lokr": "LoKr", "ia3": "IA3"}
+_NOT_LOW_RANK = {"loha": "LoHa", "lokr": "LoKr", "ia3": "IA3", "oft": "OFT", "boft": "BOFT",
+                 "ln_tuning": "LN-tuning"}
 
 
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
