@@ -902,9 +902,11 @@ def _negation(a: np.ndarray, dp: np.ndarray) -> int | None:
 
     Task arithmetic (Ilharco et al. 2023) subtracts a task vector to remove a behaviour ("forgetting by
     negation"): base + l_1 (M_1 - base) - l_2 (M_2 - base), exact like any task arithmetic. Read backwards,
-    a parent solved out of a merge also takes a negative weight, but then the coefficient above 1 falls on
-    the merge, which the other parents do not differ through, or a parent takes a weight below -1
-    (1 / its own weight); a weight near 0 (a superfluous parent) is not a negation. One exchange stays
+    a parent solved out of a merge also takes negative weights, but on every other parent (-w_j / w_k; the
+    base's too unless the weights summed past 1), so a negation must also add a task vector; or a parent
+    takes a weight below -1 (1 / its own weight); a weight near 0 (a superfluous parent) is not a negation.
+    A pure subtraction (base - l (M - base), two parents) is not read: it is the interpolation that puts the
+    base between M and the merge, the other way round. One exchange stays
     exact: the base read as a negation of the merge (the four models lie in one plane, and the base's
     coefficient a becomes 1 / a). The merge's update, new to every other model, adds to its distance to
     the rest of its tree, while its base sits where the tree's other updates start from (the argument
@@ -919,7 +921,12 @@ def _negation(a: np.ndarray, dp: np.ndarray) -> int | None:
     bases = [b for b, e in additive.items() if e <= BASE_ADDITIVITY and b not in negated and a[b] >= MIN_WEIGHT]
     if not bases:
         return None
-    return max(bases, key=lambda b: float(a[b]))
+    base = max(bases, key=lambda b: float(a[b]))
+    # It adds a task vector too: a parent solved out of a merge takes negative weights on all its other
+    # parents (-w_j / w_k), the base included unless the weights summed past 1.
+    if not any(a[i] >= MIN_WEIGHT for i in range(k) if i != base and i not in negated):
+        return None
+    return base
 
 
 def _bases(additive: dict[int, float]) -> dict[int, float]:
