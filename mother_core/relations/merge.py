@@ -516,10 +516,13 @@ def _consistent(found: list[tuple[float, TypedLink]]) -> list[TypedLink]:
     links: list[TypedLink] = []
     used_as_parent: set[int] = set()
     merged: set[int] = set()
-    for _, link in found:
-        # A merge's parents are not merges of that merge: keep the better explanation only.
-        if link.child in used_as_parent or any(p in merged and link.child in _parents_of(links, p)
-                                               for p in link.parents):
+    for ratio, link in found:
+        # A merge's parents are not merges of that merge: keep the better explanation only. Nor, read
+        # loosely (a sparse fit), merges of others: a merge's input sits among the merge's relatives, where
+        # trimmed task vectors fit it. An exact combination is itself a merge, and may be merged again
+        # (a merge of a merge, common on the hub: profile D's SLERP of a SLERP and a fine-tune).
+        if (link.child in used_as_parent and ratio > EXACT) or any(
+                p in merged and link.child in _parents_of(links, p) for p in link.parents):
             continue
         links.append(link)
         merged.add(link.child)
