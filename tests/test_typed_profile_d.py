@@ -11,7 +11,8 @@ task vector, a merge of a merge, a GGUF of a merged LoRA, QLoRA on an NF4 checkp
 - a model holding a 4-bit model's values plus a low-rank update is that model's merged adapter (QLoRA),
   neither its source nor a sign that the source is missing (mother_core/relations/copies.py);
 - exact task arithmetic may subtract a task vector, read where the child lies farther from the rest of
-  its tree than its base (mother_core/relations/merge.py: ``_negation``).
+  its tree than its base and where it also adds one (mother_core/relations/merge.py: ``_negation``);
+- an exact merge may be merged again (``_consistent``).
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def _node(index: int, op: str, relation: str | None, parents: tuple[int, ...], s
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Qwen3 family made with the zoo's ops: a root, four fine-tunes (one of them a fine-tune of
     another), an NF4 checkpoint of one (bitsandbytes) with a QLoRA merged into the dequantized weights (peft),
-    a mergekit task arithmetic that adds one task vector and subtracts another, a merged LoRA, and a task
-    arithmetic that adds a fine-tune's and the LoRA's task vectors."""
+    a mergekit task arithmetic that adds one task vector and subtracts another, a merged LoRA, a task
+    arithmetic that adds a fine-tune's and the LoRA's task vectors, and a SLERP merged again by SLERP."""
     for mod in ("transformers", "peft", "mergekit", "bitsandbytes"):
         pytest.importorskip(mod)
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
@@ -114,6 +115,11 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  store="bfloat16")
     ops.make_merge(plus, {0: out / "m-root", 1: out / "m-f1", 9: out / "m-lora"},
                    {0: "m-root", 1: "m-f1", 9: "m-lora"}, out / "m-plus")
+    # a SLERP of two fine-tunes, merged again (SLERP) with a third
+    m1 = _node(11, "merge", "merge", (2, 3), 25, method="slerp", t=0.45, weights=[], base=None, store="bfloat16")
+    ops.make_merge(m1, {2: out / "m-f2", 3: out / "m-f3"}, {2: "m-f2", 3: "m-f3"}, out / "m-slerp")
+    m2 = _node(12, "merge", "merge", (11, 4), 26, method="slerp", t=0.4, weights=[], base=None, store="bfloat16")
+    ops.make_merge(m2, {11: out / "m-slerp", 4: out / "m-f11"}, {11: "m-slerp", 4: "m-f11"}, out / "m-slerp2")
     return out
 
 
@@ -153,3 +159,11 @@ def test_a_merge_input_is_not_read_as_a_negation(recovered: dict[str, list[tuple
     with weights 2.28 / -0.54 / -0.73.)"""
     assert sorted(recovered["m-plus"]) == sorted((p, Relation.MERGE.value) for p in ("m-root", "m-f1", "m-lora"))
     assert recovered["m-lora"] == [("m-root", Relation.LORA.value)]
+
+
+@pytest.mark.slow
+def test_a_merge_of_a_merge(recovered: dict[str, list[tuple[str, str]]]) -> None:
+    """A SLERP of two fine-tunes is found with its parents though it is itself a parent of a SLERP (before:
+    a merge's input was never read as a merge)."""
+    assert sorted(recovered["m-slerp"]) == [("m-f2", Relation.MERGE.value), ("m-f3", Relation.MERGE.value)]
+    assert sorted(recovered["m-slerp2"]) == [("m-f11", Relation.MERGE.value), ("m-slerp", Relation.MERGE.value)]
