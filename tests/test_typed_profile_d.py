@@ -12,7 +12,9 @@ task vector, a merge of a merge, a GGUF of a merged LoRA, QLoRA on an NF4 checkp
   neither its source nor a sign that the source is missing (mother_core/relations/copies.py);
 - exact task arithmetic may subtract a task vector, read where the child lies farther from the rest of
   its tree than its base and where it also adds one (mother_core/relations/merge.py: ``_negation``);
-- an exact merge may be merged again (``_consistent``).
+- an exact merge may be merged again (``_consistent``);
+- a model with added tokens never parents one without them (mother_core/relations/prune.py:
+  ``grown_vocabulary``).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Qwen3 family made with the zoo's ops: a root, four fine-tunes (one of them a fine-tune of
     another), an NF4 checkpoint of one (bitsandbytes) with a QLoRA merged into the dequantized weights (peft),
     a mergekit task arithmetic that adds one task vector and subtracts another, a merged LoRA, a task
-    arithmetic that adds a fine-tune's and the LoRA's task vectors, and a SLERP merged again by SLERP."""
+    arithmetic that adds a fine-tune's and the LoRA's task vectors, a SLERP merged again by SLERP, and a
+    fine-tune with added tokens."""
     for mod in ("transformers", "peft", "mergekit", "bitsandbytes"):
         pytest.importorskip(mod)
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
@@ -115,6 +118,9 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  store="bfloat16")
     ops.make_merge(plus, {0: out / "m-root", 1: out / "m-f1", 9: out / "m-lora"},
                    {0: "m-root", 1: "m-f1", 9: "m-lora"}, out / "m-plus")
+    # a fine-tune that added 12 tokens and trained little (resize_token_embeddings, then AdamW)
+    ops.make_vocab(_node(13, "vocab", "finetune", (0,), 27, task=narrow[1], steps=12, lr=7e-5, new_tokens=12,
+                         store="bfloat16"), out / "m-root", out / "m-vocab")
     # a SLERP of two fine-tunes, merged again (SLERP) with a third
     m1 = _node(11, "merge", "merge", (2, 3), 25, method="slerp", t=0.45, weights=[], base=None, store="bfloat16")
     ops.make_merge(m1, {2: out / "m-f2", 3: out / "m-f3"}, {2: "m-f2", 3: "m-f3"}, out / "m-slerp")
@@ -167,3 +173,11 @@ def test_a_merge_of_a_merge(recovered: dict[str, list[tuple[str, str]]]) -> None
     a merge's input was never read as a merge)."""
     assert sorted(recovered["m-slerp"]) == [("m-f2", Relation.MERGE.value), ("m-f3", Relation.MERGE.value)]
     assert sorted(recovered["m-slerp2"]) == [("m-f11", Relation.MERGE.value), ("m-slerp", Relation.MERGE.value)]
+
+
+@pytest.mark.slow
+def test_added_tokens_are_a_child(recovered: dict[str, list[tuple[str, str]]]) -> None:
+    """A fine-tune with 12 added tokens, trained a few small steps, hangs under its base and parents no model
+    of the base's vocabulary."""
+    assert recovered["m-vocab"] == [("m-root", Relation.FINETUNE.value)]
+    assert not [c for c, ps in recovered.items() for p, _ in ps if p == "m-vocab"]
