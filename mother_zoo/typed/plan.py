@@ -294,13 +294,14 @@ class TypedPlanner:
 
     def finetune(self, fam: int, arch: str, parent: int, vocab: int, op: str = "finetune", **extra: Any) -> int:
         p = self.profile
-        if p.finetune_lr is None:
+        if p.finetune_lr is None:  # (draw order as it always was: task, steps, lr; same seed, same set)
+            task = self._narrow_task(vocab)
             steps, lr = self._steps(self.size.child_steps), self._lr("finetune")
         else:  # profile D: learning rates and step counts an order of magnitude apart
             steps = self._steps(p.finetune_steps or self.size.child_steps)
             lr = float(np.exp(self.rng.uniform(np.log(p.finetune_lr[0]), np.log(p.finetune_lr[1]))))
-        return self.add(fam, arch, op, "finetune", (parent,), task=self._narrow_task(vocab), steps=steps, lr=lr,
-                        **extra)
+            task = self._narrow_task(vocab)
+        return self.add(fam, arch, op, "finetune", (parent,), task=task, steps=steps, lr=lr, **extra)
 
     def adapter(self, fam: int, arch: str, parent: int, vocab: int, op: str, declared: str | None = None,
                 from_adapter: int | None = None) -> int:
