@@ -60,7 +60,7 @@ from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
-from mother_core.relations.prune import narrow_to_wide
+from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -274,6 +274,8 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
     if "shape" in detectors:  # a pruned model never parents one holding the neurons it lost (relations/prune.py)
         for a, b in narrow_to_wide(stats):
+            cost[a, b] = np.inf
+        for a, b in grown_vocabulary(stats):  # nor does a model with added tokens parent one without them
             cost[a, b] = np.inf
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)

@@ -28,11 +28,21 @@ float model C of the family, ||Q - C||^2 = ||e||^2 + ||P - C||^2 (up to the tiny
 between them instead: ||Q - C||^2 = ||e||^2 + ||d_C||^2, short of ||Q - P||^2 + ||P - C||^2 by
 2(||d_P||^2 - <d_P, d_C>), which is large unless the two updates coincide. A quantized model that
 breaks the identity by more than ``SOURCE_INCONSISTENCY`` stays a root, with a note.
+
+A float model can also be made *from* a quantized one: QLoRA (Dettmers et al. 2023) trains a LoRA on a
+4-bit model and merges it into the dequantized weights, so the merged model holds Q's values plus a
+low-rank update (its untargeted layers Q's values to within float rounding) and sits nearer Q than Q's
+source does. A quantizer's rounding is full rank on every matrix it rounds; a difference from Q that is
+low rank on every changed weight matrix is a merged adapter on Q's values (:func:`_made_from`). Such a
+model is neither Q's source nor evidence that Q's source is missing; it is left to the adapter
+detectors as Q's child.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,6 +69,12 @@ QUANT_MAX_RELATIVE = 0.8
 #: With P the source the shortfall is the cross term 2<e, P - C>, about 1/sqrt(elements) relative; a
 #: missing source leaves siblings short by tens of percent (module docstring).
 SOURCE_INCONSISTENCY = 0.1
+#: Nearest float candidates of a quantized model tested as made from it (:func:`_made_from`): a model made
+#: from ``q``'s values lacks the rounding, so it sits among ``q``'s nearest.
+MADE_FROM_CANDIDATES = 3
+#: A quantizer's rounding (about 2^-bits relative) is told from float rounding by the rank test only when it
+#: is at least this many float roundoffs: 4-bit against bf16 (2^-4 against 2^-8), not 8-bit against bf16.
+ROUNDING_VISIBLE = 4.0
 
 
 def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list[TypedLink]:
@@ -189,6 +205,14 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
     n = stats.n_models
     quantized = [i for i in range(n) if quantization_scheme(stats.models[i].format) is not None]
     links, notes = [], []
+    u = storage_roundoff(stats)
+    tested: dict[tuple[int, int], bool] = {}
+
+    def made_from(q: int, c: int) -> bool:
+        if (q, c) not in tested:
+            tested[q, c] = _made_from(stats, pl, q, c, u)
+        return tested[q, c]
+
     for q in quantized:
         scheme = quantization_scheme(stats.models[q].format) or ""
         scored = []
@@ -204,12 +228,17 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
         # other candidate (a pruned sibling shares less, and on fewer layers may sit closer).
         most = max((float(pl.shared[q, c]) for _, c, _ in scored), default=0.0)
         scored = sorted(x for x in scored if pl.shared[q, x[1]] >= SAME_SHAPES * most)
+        # A model made from q's values sits nearer q than q's source: the nearest are tested, and any other
+        # model that would show the source missing (_between).
+        made = {c for _, c, _ in scored[:MADE_FROM_CANDIDATES] if made_from(q, c)}
+        scored = [x for x in scored if x[1] not in made]
         if not scored or math.sqrt(scored[0][0]) > QUANT_MAX_RELATIVE:
             notes.append((q, f"quantized ({scheme}); its source model is not in the set (no float model of its "
                              "family within quantization noise)"))
             continue
         s1, p, n_layers = scored[0]
-        between = _between(q, p, [c for _, c, _ in scored[1:]], pl)
+        between = _between(q, p, [c for _, c, _ in scored[1:]], pl,
+                           made_from=lambda c: made_from(q, c))
         if between is not None:
             c, shortfall = between
             notes.append((q, f"quantized ({scheme}); its source model is not in the set: it sits between "
@@ -222,10 +251,48 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
         links.append(TypedLink(q, (p,), Relation.QUANTIZED, scheme, conf, evidence=(
             f"{scheme} rounding: relative distance {math.sqrt(s1):.3g} to its source over {n_layers} layers"
             f"{margin_txt}; the quantized model is the child")))
+    # Each model made from a quantized one's values is that model's merged adapter (module docstring).
+    adapted: set[int] = set()
+    for (q, c), holds in sorted(tested.items()):
+        if holds and c not in adapted:
+            adapted.add(c)
+            links.append(TypedLink(c, (q,), Relation.LORA, "on dequantized weights",
+                                   confidence(Relation.LORA.value, 0.85), evidence=(
+                f"holds the values of {stats.models[q].id} ({quantization_scheme(stats.models[q].format)}) "
+                "plus a low-rank update on the weight matrices where they differ (a quantizer's rounding is "
+                "full rank): an adapter trained on its dequantized weights and merged into them (QLoRA)")))
     return links, notes
 
 
-def _between(q: int, p: int, others: list[int], pl: PairLayers) -> tuple[int, float] | None:
+def _made_from(stats: WeightStatistics, pl: PairLayers, q: int, c: int, u: np.ndarray) -> bool:
+    """Whether float model ``c`` holds quantized model ``q``'s values plus a low-rank update on every weight
+    matrix where they differ (a LoRA merged into ``q``'s dequantized weights: module docstring).
+
+    The test is :func:`~mother_core.relations.detect.label_edge`'s low-rank profile of the pair (the rank of
+    the skeleton differences above the float floor) with its bar, at least half the changed weight matrices
+    at low rank (a rank-r update of a matrix with fewer than r / LORA_RANK rows, grouped-query k / v, is full
+    rank there): a quantizer's rounding is full rank on each matrix it rounds, so its source never passes,
+    nor does a LoRA merged into the source (its difference from ``q`` carries the rounding too)."""
+    from mother_core.relations.detect import _lowrank_profile  # detect imports this module
+
+    bits = scheme_bits(quantization_scheme(stats.models[q].format) or "")
+    if bits is None or 2.0 ** -bits < ROUNDING_VISIBLE * max(u[q], u[c]):
+        # A grid of 2^b levels per block rounds by about 2^-b relative; near the float floor (8 bits against
+        # bf16's 2^-8) the rank test cannot see it, and the source itself would read as low rank.
+        return False
+    prof = _lowrank_profile(stats, pl, q, c, u)
+    return prof.changed > 0 and prof.low >= 0.5
+
+
+def scheme_bits(scheme: str) -> int | None:
+    """Bits per weight a quantization scheme names (``Q4_0``, ``bnb-nf4``, ``quanto-int8``, ``MXFP4``: the
+    first number in its name), or None where the name gives none (``hqq``, ``compressed-packed``)."""
+    m = re.search(r"\d+", scheme)
+    return int(m.group()) if m else None
+
+
+def _between(q: int, p: int, others: list[int], pl: PairLayers,
+             made_from: Callable[[int], bool] = lambda c: False) -> tuple[int, float] | None:
     """The float model ``c`` that shows ``p`` is not ``q``'s source, with the relative shortfall of
     ||Q - C||^2 against ||Q - P||^2 + ||P - C||^2 over the layers all three hold (module docstring);
     None when every other candidate is consistent with ``p`` as the source."""
@@ -238,7 +305,7 @@ def _between(q: int, p: int, others: list[int], pl: PairLayers) -> tuple[int, fl
         if predicted <= 0:
             continue
         shortfall = 1.0 - float(pl.sq[ok, q, c].sum()) / predicted
-        if shortfall > SOURCE_INCONSISTENCY and (worst is None or shortfall > worst[1]):
+        if shortfall > SOURCE_INCONSISTENCY and (worst is None or shortfall > worst[1]) and not made_from(c):
             worst = (c, shortfall)
     return worst
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -256,6 +257,15 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
           excluded: set[int], by_layer: bool = False, candidates: int | None = None) -> list[tuple[float, TypedLink]]:
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
+    memo: dict[int, float] = {}
+
+    def spread(g: int) -> float:
+        """Mean relative squared distance of ``g`` to the other members of its tree (:func:`_negation`)."""
+        if g not in memo:
+            tree = [h for h in range(n) if h != g and labels[h] == labels[g]]
+            memo[g] = float(np.mean([_total(pl, g, h) for h in tree])) if tree else 0.0
+        return memo[g]
+
     for c in range(n):
         if c in excluded:
             continue
@@ -277,13 +287,15 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             named = [p for p in pool if _kept_by(pl, c, p)]
             if named:
                 wide = [pool[k] for k in order[:CANDIDATES]]
-                best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named))
+                best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named),
+                                    spread=spread)
         if best is None:
-            best = _best_subset(pl, c, cand, by_layer)
+            best = _best_subset(pl, c, cand, by_layer, spread=spread)
         sphere = None
         if candidates is None and not by_layer and (best is None or best[0] > EXACT):
             rest = [pool[k] for k in order[len(cand):]]
-            best = _completed(pl, c, cand, rest) or best
+            # (a subtracted task vector moves the merge away from that input: beyond the nearest, too)
+            best = _completed(pl, c, cand, rest, spread) or best
             if best is None or best[0] > EXACT:
                 sphere = _on_sphere(pl, c, cand, rest)
                 best = sphere or best
@@ -351,7 +363,8 @@ def reversal_factor(ratio: float, reversed_ratio: float) -> float:
     return float(min(1.0, max(0.0, (1.0 - q) / (1.0 - PARSIMONY))))
 
 
-def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int]
+def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
+               spread: Callable[[int], float] | None = None
                ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """An exact merge of three or :data:`MAX_PARENTS` whose farthest input is not among the nearest ``cand``.
 
@@ -388,7 +401,7 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int]
         for j in np.argsort(ratios):
             if not ratios[j] <= tol:
                 break
-            fit = _best_subset(pl, c, [local[m] for m in completed[j]])
+            fit = _best_subset(pl, c, [local[m] for m in completed[j]], spread=spread)
             if fit is not None and fit[0] <= tol and len(fit[1]) == size:
                 return fit
     return None
@@ -503,10 +516,13 @@ def _consistent(found: list[tuple[float, TypedLink]]) -> list[TypedLink]:
     links: list[TypedLink] = []
     used_as_parent: set[int] = set()
     merged: set[int] = set()
-    for _, link in found:
-        # A merge's parents are not merges of that merge: keep the better explanation only.
-        if link.child in used_as_parent or any(p in merged and link.child in _parents_of(links, p)
-                                               for p in link.parents):
+    for ratio, link in found:
+        # A merge's parents are not merges of that merge: keep the better explanation only. Nor, read
+        # loosely (a sparse fit), merges of others: a merge's input sits among the merge's relatives, where
+        # trimmed task vectors fit it. An exact combination is itself a merge, and may be merged again
+        # (a merge of a merge, common on the hub: profile D's SLERP of a SLERP and a fine-tune).
+        if (link.child in used_as_parent and ratio > EXACT) or any(
+                p in merged and link.child in _parents_of(links, p) for p in link.parents):
             continue
         links.append(link)
         merged.add(link.child)
@@ -535,7 +551,8 @@ def _total(pl: PairLayers, a: int, b: int) -> float:
     return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300))
 
 
-def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = False, named: set[int] | None = None
+def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = False, named: set[int] | None = None,
+                 spread: Callable[[int], float] | None = None
                  ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """The smallest subset of ``cand`` within :data:`PARSIMONY` of the best fit: (residual ratio, parents,
     coefficients, the largest residual ratio its kind may leave, whether the coefficients are fitted
@@ -543,6 +560,9 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
 
     With ``named`` (models whose entries the child keeps: :data:`EQUAL_SHARE`), only sparse fits whose base
     is one of them count (:func:`_fits`' wider search).
+
+    ``spread`` (a model's mean distance to the rest of its tree) admits task arithmetic with a subtracted
+    task vector (:func:`_negation`) where the child lies farther from its tree than the fit's base.
 
     With ``layerwise``, only exact fits with coefficients per layer count (:func:`layerwise_residual`):
     Model Stock sets its interpolation ratio per tensor from the angle between the task vectors (Jang et
@@ -586,10 +606,18 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
                     continue
             # A merge's inputs enter with weights in (0, 1]; only a base may have a small or negative
             # weight (task arithmetic with weights summing past 1). Solving a parent out of its merge
-            # needs a weight above 1 (1 / its own weight), which tells the two readings apart.
-            if (a > 1.0 + 1e-3).any() or (a < -1.0).any():
+            # needs a weight above 1 (1 / its own weight), which tells the two readings apart. The one
+            # exception is an exact task arithmetic that subtracts a task vector (_negation).
+            negation = _negation(a, dp) if ratio <= EXACT and spread is not None else None
+            if negation is not None and spread is not None and not spread(c) > spread(subset[negation]):
+                negation = None  # the base's side of the exchange (_negation): the child is the tree's junction
+            if negation is None and ((a > 1.0 + 1e-3).any() or (a < -1.0).any()):
+                continue
+            if negation is not None and ((a < -1.0).any() or (np.delete(a, negation) > 1.0 + 1e-3).any()):
                 continue
             small = np.flatnonzero(a < MIN_WEIGHT)
+            if negation is not None:
+                small = np.array([k for k in small if k != negation and a[k] >= -MIN_WEIGHT], dtype=int)
             # The merged task vectors add to the base: the child's squared norm exceeds its base's
             # by at least their squared distance (BASE_GROWTH). Read backwards (a base solved out of
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
@@ -867,6 +895,41 @@ def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
     """
     others = [k for k in range(len(dc)) if k != base]
     return min((dc[base] + dc[k] - dp[base, k]) / max(dp[base, k], 1e-300) for k in others)
+
+
+def _negation(a: np.ndarray, dp: np.ndarray) -> int | None:
+    """The base of a task arithmetic that subtracts a task vector, or None: three or more parents, one input
+    at a clearly negative weight (below ``-MIN_WEIGHT``), and a parent, not negated, through which the others
+    differ (:func:`_additivity` within :data:`BASE_ADDITIVITY`), whose coefficient (1 minus the inputs'
+    weights, which may pass 1) takes up the rest.
+
+    Task arithmetic (Ilharco et al. 2023) subtracts a task vector to remove a behaviour ("forgetting by
+    negation"): base + l_1 (M_1 - base) - l_2 (M_2 - base), exact like any task arithmetic. Read backwards,
+    a parent solved out of a merge also takes negative weights, but on every other parent (-w_j / w_k; the
+    base's too unless the weights summed past 1), so a negation must also add a task vector; or a parent
+    takes a weight below -1 (1 / its own weight); a weight near 0 (a superfluous parent) is not a negation.
+    A pure subtraction (base - l (M - base), two parents) is not read: it is the interpolation that puts the
+    base between M and the merge, the other way round. One exchange stays
+    exact: the base read as a negation of the merge (the four models lie in one plane, and the base's
+    coefficient a becomes 1 / a). The merge's update, new to every other model, adds to its distance to
+    the rest of its tree, while its base sits where the tree's other updates start from (the argument
+    that orients a merged LoRA against its parent, :mod:`.detect`): a negation is read only where the
+    child lies farther from its tree than its base (:func:`_best_subset`'s ``spread``)."""
+    k = len(a)
+    negated = [i for i in range(k) if a[i] < -MIN_WEIGHT]
+    # (the base contributes: a parent at weight ~0 is superfluous, not a base)
+    if k < 3 or not negated:
+        return None
+    additive = _additivity(dp)
+    bases = [b for b, e in additive.items() if e <= BASE_ADDITIVITY and b not in negated and a[b] >= MIN_WEIGHT]
+    if not bases:
+        return None
+    base = max(bases, key=lambda b: float(a[b]))
+    # It adds a task vector too: a parent solved out of a merge takes negative weights on all its other
+    # parents (-w_j / w_k), the base included unless the weights summed past 1.
+    if not any(a[i] >= MIN_WEIGHT for i in range(k) if i != base and i not in negated):
+        return None
+    return base
 
 
 def _bases(additive: dict[int, float]) -> dict[int, float]:

@@ -293,3 +293,34 @@ def narrow_to_wide(stats: WeightStatistics) -> list[tuple[int, int]]:
         if wide:
             out += [(c, int(g)) for g in np.flatnonzero(stats.present[:, wide].any(axis=1)) if g != c]
     return out
+
+
+def grown_vocabulary(stats: WeightStatistics) -> list[tuple[int, int]]:
+    """(larger, smaller) model pairs: ``larger`` holds a token embedding (or an untied output head) with more
+    rows than ``smaller``'s of the same name and width, and every tensor both hold by name in one shape
+    is otherwise the same shape (no cut).
+
+    Vocabularies grow: a fine-tune that adds tokens (``resize_token_embeddings``, chat or domain tokens)
+    appends rows and trains on, while nothing in fine-tuning removes a token. A grown model trained
+    little stays near its parent on every shared tensor, where the fine-tune forest, reading distances
+    only, can hang the parent's other children under it (profile D: an added-token fine-tune at lr 7e-5
+    read as the parent of its parent's children). So ``larger`` is never ``smaller``'s parent. Positions
+    (a learned position table) grow the same way, with context extension."""
+    by_name = _shapes_by_name(stats)
+    if not by_name:
+        return []
+    out: set[tuple[int, int]] = set()
+    for slots in by_name.values():
+        kinds = {stats.tensors[s].kind for s in slots}
+        if not kinds <= {"embedding", "head"}:
+            continue
+        for a in slots:
+            for b in slots:
+                sa, sb = stats.tensors[a].shape, stats.tensors[b].shape
+                if len(sa) != 2 or len(sb) != 2 or sa[1] != sb[1] or sa[0] <= sb[0]:
+                    continue
+                for x in np.flatnonzero(stats.present[:, a]):
+                    for y in np.flatnonzero(stats.present[:, b]):
+                        if x != y and not narrowed_groups(stats, int(y), by_name):
+                            out.add((int(x), int(y)))
+    return sorted(out)

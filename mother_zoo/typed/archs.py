@@ -25,7 +25,8 @@ class ArchSpec:
     Attributes
     ----------
     name : str
-        Short key (``llama``, ``qwen2``, ``mistral``, ``gpt2``, ``bert``), the ``model_type`` of its config.
+        Short key (``llama``, ``qwen2``, ``mistral``, ``gpt2``, ``bert``...), the ``model_type`` of its config
+        (``llama_tied``: a Llama with a tied head; ``qwen3_cls``: Qwen3 with a classification head).
     objective : str
         ``causal`` (next-token) or ``classify`` (BERT: which procedural task made the sequence).
     lora_targets : tuple of str
@@ -41,6 +42,8 @@ class ArchSpec:
         None where llama.cpp has no such architecture (OPT).
     lm_head : str
         The output projection's module name (left unquantized by quanto, as its examples do).
+    tied : bool
+        The head is tied to the embeddings (one stored tensor).
     """
 
     name: str
@@ -51,6 +54,7 @@ class ArchSpec:
     conv1d: bool
     gguf_arch: str | None
     lm_head: str = "lm_head"
+    tied: bool = False
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -88,6 +92,33 @@ ARCHS: dict[str, ArchSpec] = {
                  ("model.layers.{i}.mlp.c_fc",), ("model.layers.{i}.mlp.c_proj",), False, "starcoder2"),
         ArchSpec("opt", "causal", ("q_proj", "v_proj", "fc1", "fc2"),
                  ("model.decoder.layers.{i}.fc1",), ("model.decoder.layers.{i}.fc2",), False, None),
+        # Profile D's architectures (issue 11, sets built elsewhere, second round): Qwen3 (per-head
+        # q_norm / k_norm, tied head), Granite (embedding, residual, attention and logit multipliers in the
+        # config, q/k rows permuted by llama.cpp as Llama's), OLMo2 (norms after attention and MLP, q_norm /
+        # k_norm over the whole projection), Gemma 2 (four norms per layer stored as 1 + w by llama.cpp,
+        # logit soft-capping, tied head), a Llama 3.2-style Llama with a tied head among the distractors,
+        # and a Qwen3 sequence classifier (a new ``score`` head) fine-tuned from a causal-LM parent.
+        ArchSpec("qwen3", "causal", ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "qwen3", tied=True),
+        ArchSpec("granite", "causal", ("q_proj", "v_proj", "o_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "granite", tied=True),
+        ArchSpec("olmo2", "causal", ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "olmo2"),
+        ArchSpec("gemma2", "causal", ("q_proj", "o_proj", "gate_proj", "down_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "gemma2", tied=True),
+        ArchSpec("llama_tied", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, "llama", tied=True),
+        ArchSpec("qwen3_cls", "classify", ("q_proj", "v_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, None, lm_head="score"),
+        ArchSpec("gemma2_cls", "classify", ("q_proj", "v_proj"),
+                 ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
+                 ("model.layers.{i}.mlp.down_proj",), False, None, lm_head="score"),
     )
 }
 
@@ -127,6 +158,25 @@ def hf_config(arch: str, size: ArchSize) -> Any:
         # Gemma ties its head to the embeddings and scales norms by (1 + w).
         return tf.GemmaConfig(**common_dec, head_dim=size.hidden // size.heads, rms_norm_eps=1e-6,
                               tie_word_embeddings=True)
+    if arch in ("qwen3", "qwen3_cls"):
+        extra: dict[str, Any] = {"num_labels": len(SEQUENCE_TASKS)} if arch == "qwen3_cls" else {}
+        return tf.Qwen3Config(**common_dec, head_dim=size.hidden // size.heads, rms_norm_eps=1e-6,
+                              tie_word_embeddings=True, **extra)
+    if arch == "granite":
+        # Granite 3's scalings (embedding x12, residual x0.22, logits / 8), here at this width's scale.
+        return tf.GraniteConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=True, embedding_multiplier=4.0,
+                                residual_multiplier=0.5, attention_multiplier=1.0 / (size.hidden // size.heads),
+                                logits_scaling=2.0)
+    if arch == "olmo2":
+        return tf.Olmo2Config(**common_dec, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    if arch in ("gemma2", "gemma2_cls"):
+        hd = size.hidden // size.heads
+        return tf.Gemma2Config(**common_dec, head_dim=hd, query_pre_attn_scalar=hd, rms_norm_eps=1e-6,
+                               sliding_window=16, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+                               tie_word_embeddings=True,
+                               **({"num_labels": len(SEQUENCE_TASKS)} if arch == "gemma2_cls" else {}))
+    if arch == "llama_tied":  # Llama 3.2 1B / 3B tie the head to the embeddings
+        return tf.LlamaConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=True)
     if arch == "gpt_neox":
         return tf.GPTNeoXConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate,
                                 num_hidden_layers=size.layers, num_attention_heads=size.heads,
@@ -159,7 +209,9 @@ def model_class(arch: str) -> Any:
     return {"llama": tf.LlamaForCausalLM, "qwen2": tf.Qwen2ForCausalLM, "mistral": tf.MistralForCausalLM,
             "gpt2": tf.GPT2LMHeadModel, "bert": tf.BertForSequenceClassification, "phi3": tf.Phi3ForCausalLM,
             "gemma": tf.GemmaForCausalLM, "gpt_neox": tf.GPTNeoXForCausalLM, "opt": tf.OPTForCausalLM,
-            "starcoder2": tf.Starcoder2ForCausalLM}[arch]
+            "starcoder2": tf.Starcoder2ForCausalLM, "qwen3": tf.Qwen3ForCausalLM, "granite": tf.GraniteForCausalLM,
+            "olmo2": tf.Olmo2ForCausalLM, "gemma2": tf.Gemma2ForCausalLM, "llama_tied": tf.LlamaForCausalLM,
+            "qwen3_cls": tf.Qwen3ForSequenceClassification, "gemma2_cls": tf.Gemma2ForSequenceClassification}[arch]
 
 
 def new_model(arch: str, size: ArchSize) -> Any:

@@ -115,9 +115,15 @@ def _run_op(node: TypedNode, folders: dict[int, Path], ids: dict[int, str], out:
         return ops.make_copy(node, par[0], out)
     if op == "prune":
         return ops.make_prune(node, par[0], out)
+    if op == "vocab":
+        return ops.make_vocab(node, par[0], out)
+    if op == "classify":
+        return ops.make_classifier(node, par[0], out)
+    if op == "qlora":
+        return ops.make_qlora(node, par[0], out)
     if op == "distill":
         return ops.make_distill(node, par[0], out)
-    if op in ("gguf", "quanto", "bnb"):
+    if op in ("gguf", "quanto", "bnb", "hqq"):
         from . import quant
 
         return quant.make_quantized(node, par[0], out, ids, declare_name=bool(rng.random() < 0.5),
@@ -166,10 +172,12 @@ def generate_typed(
         Torch intra-op threads while generating (restored afterwards).
     name : str
         Folder name of the set.
-    profile : {"auto", "A", "B", "C"}
+    profile : {"auto", "A", "B", "C", "D"}
         Generator profile; ``auto`` follows the seed's parity (A even, B odd). ``C`` is made to differ
         from both as sets made elsewhere do (other architectures, bf16 storage, rsLoRA / DoRA, merges of
-        three or four models with other mergekit methods, other quantizers: :mod:`.plan`).
+        three or four models with other mergekit methods, other quantizers: :mod:`.plan`); ``D`` differs
+        from all three (other architectures, per-model storage dtypes, sharding, vocabulary growth, a
+        classifier head, negative task arithmetic, merges of merges, QLoRA, hqq: :mod:`.plan`).
 
     Returns
     -------
@@ -210,7 +218,8 @@ def generate_typed(
                 log = _run_op(n, folders, ids, folders[n.index], rng, declared_bases)
                 mid = ids[n.index]
                 declared = None
-                if n.op in ("finetune", "lora", "prune", "distill", "cast") and rng.random() < 0.5:
+                if n.op in ("finetune", "lora", "prune", "distill", "cast", "vocab", "classify", "qlora") \
+                        and rng.random() < 0.5:
                     declared = [ids[n.parents[0]]]
                     (folders[n.index] / "README.md").write_text(_card(mid, n.arch, declared[0], n.relation))
                 elif n.op == "merge" and rng.random() < 0.6:  # mergekit writes its card; some uploads drop it
@@ -257,7 +266,7 @@ def _tool_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("transformers", "peft", "mergekit", "gguf", "optimum-quanto", "bitsandbytes"):
+    for pkg in ("transformers", "peft", "mergekit", "gguf", "optimum-quanto", "bitsandbytes", "hqq"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -16,6 +16,7 @@ Quantizations (GGUF, quanto, bitsandbytes) live in :mod:`mother_zoo.typed.quant`
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -41,7 +42,9 @@ from .plan import BATCH, TypedNode
 LAYER_PREFIX = {"llama": "model.layers.{i}.", "qwen2": "model.layers.{i}.", "mistral": "model.layers.{i}.",
                 "gpt2": "transformer.h.{i}.", "bert": "bert.encoder.layer.{i}.", "phi3": "model.layers.{i}.",
                 "gemma": "model.layers.{i}.", "gpt_neox": "gpt_neox.layers.{i}.", "opt": "model.decoder.layers.{i}.",
-                "starcoder2": "model.layers.{i}."}
+                "starcoder2": "model.layers.{i}.", "qwen3": "model.layers.{i}.", "granite": "model.layers.{i}.",
+                "olmo2": "model.layers.{i}.", "gemma2": "model.layers.{i}.", "llama_tied": "model.layers.{i}.",
+                "qwen3_cls": "model.layers.{i}.", "gemma2_cls": "model.layers.{i}."}
 #: mergekit methods whose inputs take a ``weight`` (the others weigh them by their own rule: Model Stock by
 #: the angle between task vectors, Karcher equally, SCE by task-vector variance).
 WEIGHTED_METHODS = ("linear", "ties", "dare_ties", "dare_linear", "task_arithmetic", "breadcrumbs",
@@ -60,11 +63,27 @@ def load(arch: str, folder: Path) -> Any:
 
 def save(model: Any, node: TypedNode, out: Path) -> None:
     """``save_pretrained`` in the node's storage dtype (``params["store"]``; float32 when absent), as hub
-    checkpoints are usually stored in bf16 after training in float32."""
+    checkpoints are usually stored in bf16 after training in float32; ``params["shard"]``: in several
+    ``model-0000k-of-0000n.safetensors`` files with their index (``max_shard_size``), as large uploads are."""
     store = node.params.get("store")
     if store is not None:
         model = model.to(getattr(torch, store))
-    model.save_pretrained(str(out))
+    model.save_pretrained(str(out), **({"max_shard_size": SHARD_SIZE} if node.params.get("shard") else {}))
+
+
+#: Shard size of sharded checkpoints: a few shards for the tiny models of a typed set.
+SHARD_SIZE = "200KB"
+
+
+def load_state(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors checkpoint folder, one file or sharded (``model.safetensors.index.json``)."""
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return load_file(str(single))
+    state: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("model-*.safetensors")):
+        state.update(load_file(str(f)))
+    return state
 
 
 def _train(model: torch.nn.Module, node: TypedNode, teacher: torch.nn.Module | None = None) -> dict[str, object]:
@@ -133,6 +152,70 @@ def make_adapter(node: TypedNode, parent: Path, out: Path, declared_base: str, m
     else:
         model.peft_config["default"].base_model_name_or_path = declared_base
         model.save_pretrained(str(out))
+    return log
+
+
+def make_qlora(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """QLoRA, merged: a LoRA trained on a bitsandbytes 4-bit checkpoint's dequantized weights (transformers'
+    ``dequantize``), then ``merge_and_unload`` into those weights: the child of the quantized model."""
+    from peft import get_peft_model
+
+    import copy
+
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnbf
+
+    quantized = model_class(node.arch).from_pretrained(str(parent), local_files_only=True, device_map="cpu")
+    # bitsandbytes 0.50's CPU dequantize_4bit misplaces blocks of a 2-D weight whose rows are not a whole
+    # number of blocks (relative error 0.22-0.25 instead of NF4's 0.09 at width 96); the same call on the
+    # flat view (the codes are stored flat) decodes right, so each weight is decoded that way.
+    decoded = {}
+    for name, module in quantized.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            state = copy.copy(module.weight.quant_state)
+            shape, state.shape = state.shape, torch.Size([math.prod(state.shape)])
+            decoded[name + ".weight"] = bnbf.dequantize_4bit(module.weight.data, state).reshape(shape)
+    base = quantized.dequantize()  # transformers: every Linear4bit back to a Linear (bf16)
+    with torch.no_grad():
+        params = dict(base.named_parameters())
+        for name, w in decoded.items():
+            params[name].copy_(w.to(params[name].dtype))
+    base = base.float()
+    torch.manual_seed(node.seed)
+    model = get_peft_model(base, _lora_config(node))
+    log = _train(model, node)
+    save(model.merge_and_unload(), node, out)
+    return log
+
+
+def make_vocab(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """A fine-tune with an extended vocabulary: ``resize_token_embeddings`` adds ``new_tokens`` rows (the
+    embeddings and an untied head grow; transformers draws them around the old rows' mean), then every
+    weight is trained on a task whose sequences use the new tokens."""
+    from dataclasses import replace
+
+    torch.manual_seed(node.seed)
+    model = load(node.arch, parent)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(old + node.params["new_tokens"])
+    task = node.params["task"]
+    grown = replace(node, params={**node.params, "task": replace(task, vocab=old + node.params["new_tokens"])})
+    log = _train(model, grown)
+    save(model, node, out)
+    return {**log, "vocab_parent": old}
+
+
+def make_classifier(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """A sequence classifier (``*ForSequenceClassification``: the LM head dropped, a new ``score`` head drawn)
+    loaded from a causal-LM checkpoint and fine-tuned, every weight trained."""
+    from ..data import SEQUENCE_TASKS
+
+    torch.manual_seed(node.seed)  # the new head's draw
+    # node.arch is the classifier's class; the backbone's tensor names match the causal LM's.
+    model = model_class(node.arch).from_pretrained(str(parent), local_files_only=True, trust_remote_code=False,
+                                                   dtype=torch.float32, num_labels=len(SEQUENCE_TASKS))
+    log = _train(model, node)
+    save(model, node, out)
     return log
 
 
@@ -220,7 +303,7 @@ def make_cast(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
 def make_bin(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     """The parent's tensors in a PyTorch ``pytorch_model.bin`` (plain tensors, loads with ``weights_only``)."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(load_file(str(parent / "model.safetensors")), out / "pytorch_model.bin")
+    torch.save(load_state(parent), out / "pytorch_model.bin")
     for f in ("config.json", "generation_config.json"):
         if (parent / f).is_file():
             shutil.copyfile(parent / f, out / f)

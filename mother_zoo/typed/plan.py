@@ -30,6 +30,18 @@ checkpoints are, rsLoRA and DoRA adapters with other ranks and targets
 A and B never use (Model Stock, DELLA, Model Breadcrumbs, SCE, NuSLERP, Multi-SLERP, Karcher), a merge
 quantized afterwards, GGUF Q5_1 / MXFP4, LLM.int8 from bitsandbytes, quanto int4 / int8 of a
 fine-tune of a fine-tune, casts both down (fp16) and up (fp32) from bf16, and more distractors.
+
+Profile ``D`` (``--profile D``; issue 11, second round) differs from A, B and C the way hub collections
+do, again with the real tools only: architectures none of them uses (Qwen3 with per-head q/k norms and a
+tied head, Granite with its multipliers, OLMo2 with norms after attention and MLP, Gemma 2 with four norms
+per layer, a Llama 3.2-style tied-head Llama among the distractors); storage dtype drawn per model
+(bf16, fp16 or fp32, as uploads differ); some checkpoints sharded (``max_shard_size``); fine-tunes at
+learning rates and step counts an order of magnitude apart; a chain of three fine-tunes; a fine-tune
+whose vocabulary was extended (``resize_token_embeddings`` plus new tokens, then trained); a sequence
+classifier (new ``score`` head) fine-tuned from a causal-LM parent; task arithmetic with a negative
+weight (a task vector subtracted); a merge of a merge; a GGUF of a merged LoRA; a QLoRA (an adapter
+trained on the dequantized weights of a bitsandbytes NF4 checkpoint, merged: its parent is the quantized
+model); hqq 4-bit; GGUF Q4_0 / Q5_0 / Q8_0.
 """
 
 from __future__ import annotations
@@ -101,7 +113,7 @@ class Profile:
     quanto_weights: tuple[str, ...]
     bnb_types: tuple[str, ...]
     cast_dtypes: tuple[str, ...]
-    #: ``ab``: :meth:`TypedPlanner.family`; ``c``: :meth:`TypedPlanner.family_c`.
+    #: ``ab``: :meth:`TypedPlanner.family`; ``c``: :meth:`TypedPlanner.family_c`; ``d``: ``family_d``.
     recipe: str = "ab"
     #: Storage dtype of trained and merged models (None: float32, as trained).
     store: str | None = None
@@ -113,6 +125,11 @@ class Profile:
     distractors: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Architectures of the distractors, in turn (default: the families').
     distractor_archs: tuple[str, ...] = ()
+    #: Storage dtypes drawn per trained or merged model (profile D; overrides ``store`` when set).
+    store_choices: tuple[str, ...] = ()
+    #: Fine-tune learning-rate and step ranges (None: :data:`LR` and the size's ``child_steps``).
+    finetune_lr: tuple[float, float] | None = None
+    finetune_steps: tuple[int, int] | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -166,6 +183,29 @@ PROFILES: dict[str, Profile] = {
         multi_methods=("multislerp", "karcher", "linear"),
         distractors={"small": (3, 2), "full": (6, 3)},
         distractor_archs=("gpt_neox", "gemma", "opt", "phi3", "starcoder2", "gpt_neox"),
+    ),
+    "D": Profile(
+        name="D",
+        archs_full=("qwen3", "granite", "olmo2", "gemma2"),
+        archs_small=("qwen3", "granite", "olmo2", "gemma2"),
+        size_full={"vocab": 96, "hidden": 128, "intermediate": 320, "layers": 3, "heads": 8, "kv_heads": 2},
+        size_small={"vocab": 96, "hidden": 96, "intermediate": 224, "layers": 2, "heads": 6, "kv_heads": 2},
+        ranks=(4, 8, 32),
+        two_parent_methods=("slerp", "linear"),
+        base_methods=("ties", "dare_ties", "task_arithmetic"),
+        weight_range=(0.3, 0.7),
+        gguf_4bit=("Q4_0", "Q5_0"),
+        quanto_weights=("qint8",),
+        bnb_types=("nf4",),
+        cast_dtypes=("bfloat16", "float16"),
+        recipe="d",
+        store="bfloat16",
+        lora_variants=(None, None, "rslora"),
+        distractors={"small": (4, 2), "full": (6, 3)},
+        distractor_archs=("llama_tied", "qwen3", "olmo2", "granite", "gemma2", "llama_tied"),
+        store_choices=("bfloat16", "bfloat16", "float16", "float32"),
+        finetune_lr=(5e-5, 4e-3),
+        finetune_steps=(4, 40),
     ),
 }
 
@@ -236,8 +276,10 @@ class TypedPlanner:
     def add(
         self, family: int, arch: str, op: str, relation: str | None, parents: tuple[int, ...], **params: Any
     ) -> int:
-        if self.profile.store is not None and op in ("root", "finetune", "lora", "merge", "prune", "distill"):
-            params["store"] = self.profile.store
+        if self.profile.store is not None and op in ("root", "finetune", "lora", "merge", "prune", "distill",
+                                                     "vocab", "classify", "qlora"):
+            params["store"] = self._pick(self.profile.store_choices) if self.profile.store_choices and op != "root" \
+                else self.profile.store
         node = TypedNode(len(self.nodes), family, arch, op, relation, parents, self._seed(), params)
         self.nodes.append(node)
         return node.index
@@ -250,15 +292,22 @@ class TypedPlanner:
                      steps=self._steps(self.size.root_steps), lr=self._lr("root"))
         return fam, r
 
-    def finetune(self, fam: int, arch: str, parent: int, vocab: int) -> int:
-        return self.add(fam, arch, "finetune", "finetune", (parent,), task=self._narrow_task(vocab),
-                        steps=self._steps(self.size.child_steps), lr=self._lr("finetune"))
+    def finetune(self, fam: int, arch: str, parent: int, vocab: int, op: str = "finetune", **extra: Any) -> int:
+        p = self.profile
+        if p.finetune_lr is None:  # (draw order as it always was: task, steps, lr; same seed, same set)
+            task = self._narrow_task(vocab)
+            steps, lr = self._steps(self.size.child_steps), self._lr("finetune")
+        else:  # profile D: learning rates and step counts an order of magnitude apart
+            steps = self._steps(p.finetune_steps or self.size.child_steps)
+            lr = float(np.exp(self.rng.uniform(np.log(p.finetune_lr[0]), np.log(p.finetune_lr[1]))))
+            task = self._narrow_task(vocab)
+        return self.add(fam, arch, op, "finetune", (parent,), task=task, steps=steps, lr=lr, **extra)
 
     def adapter(self, fam: int, arch: str, parent: int, vocab: int, op: str, declared: str | None = None,
                 from_adapter: int | None = None) -> int:
         rank = int(self._pick(self.profile.ranks))
         extra: dict[str, Any] = {}
-        if self.profile.recipe == "c":
+        if self.profile.recipe in ("c", "d"):
             # A merged copy of a shipped adapter is that adapter: same variant (drawn for the adapter).
             variant = self.nodes[from_adapter].params.get("variant") if from_adapter is not None \
                 else self._pick(self.profile.lora_variants)
@@ -370,6 +419,51 @@ class TypedPlanner:
         if full:
             self.distilled(fam, arch, f2, size)
 
+    def family_d(self, arch: str, size: ArchSize) -> None:
+        """One family of profile D (module docstring): a chain of three fine-tunes, a vocabulary-extended
+        fine-tune, a sequence classifier, adapters and merged LoRAs, a QLoRA on an NF4 checkpoint, a
+        two-parent merge, a task arithmetic with a subtracted task vector, a merge of a merge, GGUF (one of
+        a merged LoRA), hqq, casts and copies; some checkpoints sharded."""
+        p, full, V = self.profile, self.size.full_recipe, size.vocab
+        fam, r = self.root(arch, size)
+        f1 = self.finetune(fam, arch, r, V, shard=bool(self.rng.random() < 0.5))
+        f2 = self.finetune(fam, arch, r, V)
+        f11 = self.finetune(fam, arch, f1, V)
+        f111 = self.finetune(fam, arch, f11, V, shard=bool(self.rng.random() < 0.5))  # a chain of three
+        f21 = self.finetune(fam, arch, f2, V)
+        # New tokens added (resize_token_embeddings), then every weight trained on a task that uses them.
+        self.finetune(fam, arch, self._pick((r, f2)), V, op="vocab", new_tokens=int(self.rng.integers(4, 17)))
+        if f"{arch}_cls" in ARCHS:  # a classifier with a new head, fine-tuned from the causal LM
+            self.finetune(fam, f"{arch}_cls", self._pick((r, f1)), V, op="classify")
+        self.adapter(fam, arch, r, V, "adapter", declared="parent" if self.rng.random() < 0.5 else "external")
+        l1 = self.adapter(fam, arch, f1, V, "lora")
+        if full:
+            self.adapter(fam, arch, f11, V, "adapter", declared="parent")
+        nf4 = self.add(fam, arch, "bnb", "quantized", (f2,), quant_type="nf4")
+        self.adapter(fam, arch, nf4, V, "qlora")  # QLoRA: trained on the dequantized NF4 weights, merged
+        m1 = self.merge(fam, arch, self._pick(p.two_parent_methods), (f11, f2), base=None)
+        ta = self.merge(fam, arch, "task_arithmetic", (f111, f21), base=r)
+        w = self.nodes[ta].params["weights"]
+        w[int(self.rng.integers(2))] *= -1  # one task vector subtracted ("forgetting by negation")
+        self.merge(fam, arch, self._pick(p.two_parent_methods), (m1, f21), base=None)  # a merge of a merge
+        if full:
+            self.merge(fam, arch, self._pick(p.base_methods), (f1, f21), base=r)
+        self.add(fam, arch, "gguf", "quantized", (r,), qtype="Q8_0")
+        self.add(fam, arch, "gguf", "quantized", (l1,), qtype=self._pick(p.gguf_4bit))  # a merged LoRA, as GGUF
+        self.add(fam, arch, "gguf", "quantized", (m1,), qtype="Q8_0")
+        if not ARCHS[arch].tied:  # hqq's writer cannot save a tied head (shared tensors)
+            self.add(fam, arch, "hqq", "quantized", (f11,), bits=4, group=32)
+        else:
+            self.add(fam, arch, "quanto", "quantized", (f11,), weights="qint8")
+        src = self._pick((f1, f21))
+        # A cast changes the storage dtype: to one the source is not stored in.
+        dtypes = tuple(d for d in p.cast_dtypes + ("float32",) if d != self.nodes[src].params["store"])
+        self.add(fam, arch, "cast", "convert", (src,), dtype=self._pick(dtypes))
+        self.add(fam, arch, "copy", "convert", (f111,))
+        self.pruned(fam, arch, f21, V)
+        if full:
+            self.distilled(fam, arch, f2, size)
+
     def distractor(self, arch: str, size: ArchSize, children: bool) -> None:
         """An unrelated root of a family's architecture and size, trained from its own initialisation."""
         fam, r = self.root(arch, size)
@@ -386,7 +480,7 @@ class TypedPlanner:
         archs = p.archs_full if full else p.archs_small
         size = ArchSize(**(p.size_full if full else p.size_small))
         for arch in archs:
-            (self.family_c if p.recipe == "c" else self.family)(arch, size)
+            {"c": self.family_c, "d": self.family_d}.get(p.recipe, self.family)(arch, size)
         n, with_children = p.distractors.get(self.size.name, (self.size.distractors, self.size.distractor_children))
         d_archs = p.distractor_archs or archs
         for k in range(n):
@@ -398,6 +492,6 @@ class TypedPlanner:
 def plan_typed(size: str = "full", seed: int = 0, profile: str = "auto") -> list[TypedNode]:
     """The nodes of a typed set (no training): see :func:`~mother_zoo.typed.generate.generate_typed`.
 
-    ``profile``: ``auto`` (seed parity: A for even seeds, B for odd ones), or ``A``, ``B``, ``C``.
+    ``profile``: ``auto`` (seed parity: A for even seeds, B for odd ones), or ``A``, ``B``, ``C``, ``D``.
     """
     return TypedPlanner(seed, TYPED_SIZES[size], profile).plan()

@@ -19,16 +19,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-
 from .archs import ARCHS, model_class
 from .plan import TypedNode
 
 GGUF_FILE_TYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "MXFP4": 38}
 TOKENIZER_MODEL = {"llama": "llama", "mistral": "llama", "qwen2": "gpt2", "gpt2": "gpt2", "bert": "bert",
-                   "phi3": "llama", "gemma": "llama", "gpt_neox": "gpt2", "starcoder2": "gpt2"}
+                   "phi3": "llama", "gemma": "llama", "gpt_neox": "gpt2", "starcoder2": "gpt2",
+                   "qwen3": "gpt2", "granite": "gpt2", "olmo2": "gpt2", "gemma2": "llama", "llama_tied": "gpt2"}
 #: Architectures whose GGUF metadata is llama.cpp's RMS-norm / rotary family.
-_RMS_ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma")
+_RMS_ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma", "qwen3", "granite", "olmo2", "gemma2", "llama_tied")
+#: Architectures whose q/k rows ``convert_hf_to_gguf.py`` permutes (its ``LlamaModel`` and subclasses).
+_PERMUTED = ("llama", "mistral", "granite", "llama_tied")
+#: Architectures whose converter writes every ``*norm.weight`` as 1 + w (Gemma's RMSNorm scales by 1 + w).
+_NORM_PLUS_ONE = ("gemma", "gemma2")
 
 
 def llama_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -56,18 +59,17 @@ def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any])
         t = t.float()
         if name.endswith((".attn.bias", ".attn.masked_bias", "position_ids")):
             continue  # buffers, not weights
-        if arch in ("llama", "mistral"):
+        if arch in _PERMUTED:
             if name.endswith("q_proj.weight"):
                 t = llama_permute(t, cfg["num_attention_heads"])
             elif name.endswith("k_proj.weight"):
                 t = llama_permute(t, cfg["num_key_value_heads"])
         if arch == "gpt2" and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
             t = t.T.contiguous()  # Conv1D (in, out) -> (out, in)
-        if arch == "gemma":
-            if name == "lm_head.weight":
-                continue  # tied to the embeddings (convert_hf_to_gguf's GemmaModel skips it)
-            if name.endswith("norm.weight"):
-                t = t + 1  # GemmaModel: HF's RMSNorm scales by (1 + w), llama.cpp's by w
+        if name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+            continue  # tied to the embeddings (the converter writes token_embd only)
+        if arch in _NORM_PLUS_ONE and name.endswith("norm.weight"):
+            t = t + 1  # GemmaModel / Gemma2Model: HF's RMSNorm scales by (1 + w), llama.cpp's by w
         if arch == "gpt_neox" and ".attention.query_key_value." in name:
             t = neox_qkv(t, cfg["num_attention_heads"])
         key = name
@@ -108,7 +110,9 @@ def write_gguf(arch: str, parent: Path, path: Path, qtype_name: str, display_nam
     import gguf
 
     cfg = json.loads((parent / "config.json").read_text())
-    state = load_file(str(parent / "model.safetensors"))
+    from .ops import load_state
+
+    state = load_state(parent)
     qtype = gguf.GGMLQuantizationType[qtype_name]
     w = gguf.GGUFWriter(str(path), ARCHS[arch].gguf_arch)
     w.add_type(gguf.GGUFType.MODEL)
@@ -202,6 +206,19 @@ def write_bnb(arch: str, parent: Path, out: Path, quant_type: str) -> dict[str, 
     return {}
 
 
+def write_hqq(arch: str, parent: Path, out: Path, bits: int, group: int) -> dict[str, Any]:
+    """hqq on the CPU (``AutoHQQHFModel.quantize_model``: every Linear of the decoder blocks an ``HQQLinear``),
+    written by hqq's own ``save_to_safetensors`` (``model.safetensors`` and ``config.json``)."""
+    from hqq.core.quantize import BaseQuantizeConfig
+    from hqq.models.hf.base import AutoHQQHFModel
+
+    model = model_class(arch).from_pretrained(str(parent), local_files_only=True, dtype=torch.bfloat16)
+    AutoHQQHFModel.quantize_model(model, quant_config=BaseQuantizeConfig(nbits=bits, group_size=group),
+                                  compute_dtype=torch.bfloat16, device="cpu")
+    AutoHQQHFModel.save_to_safetensors(model, str(out))
+    return {}
+
+
 def make_quantized(node: TypedNode, parent: Path, out: Path, ids: dict[int, str], declare_name: bool,
                    base_models: list[str]) -> dict[str, Any]:
     """Dispatch a quantization op (``gguf``, ``quanto``, ``bnb``) to its tool.
@@ -219,4 +236,6 @@ def make_quantized(node: TypedNode, parent: Path, out: Path, ids: dict[int, str]
         return write_quanto(node.arch, parent, out, p["weights"])
     if node.op == "bnb":
         return write_bnb(node.arch, parent, out, p["quant_type"])
+    if node.op == "hqq":
+        return write_hqq(node.arch, parent, out, p["bits"], p["group"])
     raise ValueError(node.op)
