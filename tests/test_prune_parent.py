@@ -131,3 +131,28 @@ def _links(rec: Any) -> list[Any]:
     from mother_core.recovery.typed import links_of
 
     return links_of(rec.problem)
+
+
+def test_a_classification_head_of_fewer_labels_may_be_a_childs(tmp_path):
+    """Added tokens fix a direction (``grown_vocabulary``: the model with more embedding rows is never the
+    parent), but a classification head is replaced freely: a 10-class parent's child may hold 3 classes.
+    Only embedding tables are read for the rule; the grown embedding still is."""
+    from checkpoint_factory import hf_folder, llama_state
+
+    from mother_core.relations.prune import grown_vocabulary
+
+    parent = llama_state(seed=3)
+    hidden = parent["model.embed_tokens.weight"].shape[1]
+    g = torch.Generator().manual_seed(4)
+    parent["score.weight"] = 0.1 * torch.randn(10, hidden, generator=g)
+    child = {k: v + 0.01 * v.std() * torch.randn(v.shape, generator=g) for k, v in parent.items()}
+    child["score.weight"] = 0.1 * torch.randn(3, hidden, generator=g)  # a new head for a 3-class task
+    grown = dict(child)
+    grown["model.embed_tokens.weight"] = torch.cat([child["model.embed_tokens.weight"],
+                                                    0.1 * torch.randn(4, hidden, generator=g)])
+    for name, sd in (("parent", parent), ("child", child), ("grown", grown)):
+        hf_folder(tmp_path / name, sd)
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    pairs = {(stats.model_ids[a], stats.model_ids[b]) for a, b in grown_vocabulary(stats)}
+    assert ("parent", "child") not in pairs  # the head's rows say nothing about direction
+    assert pairs == {("grown", "parent"), ("grown", "child")}

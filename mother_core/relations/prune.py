@@ -296,23 +296,24 @@ def narrow_to_wide(stats: WeightStatistics) -> list[tuple[int, int]]:
 
 
 def grown_vocabulary(stats: WeightStatistics) -> list[tuple[int, int]]:
-    """(larger, smaller) model pairs: ``larger`` holds a token embedding (or an untied output head) with more
-    rows than ``smaller``'s of the same name and width, and every tensor both hold by name in one shape
-    is otherwise the same shape (no cut).
+    """(larger, smaller) model pairs: ``larger`` holds an embedding table (tokens, or learned positions)
+    with more rows than ``smaller``'s of the same name and width, and every tensor both hold by name in
+    one shape is otherwise the same shape (no cut).
 
     Vocabularies grow: a fine-tune that adds tokens (``resize_token_embeddings``, chat or domain tokens)
     appends rows and trains on, while nothing in fine-tuning removes a token. A grown model trained
     little stays near its parent on every shared tensor, where the fine-tune forest, reading distances
     only, can hang the parent's other children under it (profile D: an added-token fine-tune at lr 7e-5
     read as the parent of its parent's children). So ``larger`` is never ``smaller``'s parent. Positions
-    (a learned position table) grow the same way, with context extension."""
+    (a learned position table) grow the same way, with context extension. Output heads are not read:
+    an untied LM head grows with its embedding anyway, and a classification head is replaced freely in
+    either direction (a 1000-class parent, a 10-class child)."""
     by_name = _shapes_by_name(stats)
     if not by_name:
         return []
     out: set[tuple[int, int]] = set()
     for slots in by_name.values():
-        kinds = {stats.tensors[s].kind for s in slots}
-        if not kinds <= {"embedding", "head"}:
+        if any(stats.tensors[s].kind != "embedding" for s in slots):
             continue
         for a in slots:
             for b in slots:
