@@ -141,7 +141,7 @@ def _build(permuted: bool = True) -> Callable[..., None]:
                 _table(table, zero[i], scale[i], mode)
                 j = j0
                 while j + 16 <= j1:
-                    pick(out, base + j, table, w, j, s, m)  # type: ignore[misc]
+                    pick(out, base + j, table, 0, w, j, s, m)  # type: ignore[misc]
                     j += 16
                 for k in range(j, j1):  # the row's last codes (fewer than 16)
                     out[base + k] = table[np.int32(np.int32(w[k]) >> s) & m]

@@ -43,14 +43,17 @@ def intrinsics() -> dict[str, Callable[..., Any]]:
 
     * ``bits(x)`` / ``single(u)``: a float32's bits as a uint32 and back (one ``bitcast``, portable: for
       roundings written on the bits that the compiler can still vectorise);
-    * ``pick(out, o, table, src, p, shift, mask)``: ``out[o + k] = table[(src[p + k] >> shift) & mask]``
+    * ``pick(out, o, table, t, src, p, shift, mask)``: ``out[o + k] = table[t + (src[p + k] >> shift) & mask]``
       for ``k < 16`` (``src`` uint8 or int32, one code a stored element, as HQQ packs down the rows);
-    * ``pick_packed4(out, o, table, src, p)``: 16 values from the 8 bytes ``src[p:p + 8]``, two 4-bit codes
-      a byte, the low one first (compressed-tensors' and MLX's packing along a row);
-    * ``pick_packed2(out, o, table, src, p)``: 16 values from 4 bytes, four 2-bit codes a byte, lowest first.
+    * ``pick_packed4(out, o, table, t, src, p)``: 16 values from the 8 bytes ``src[p:p + 8]``, two 4-bit
+      codes a byte, the low one first (compressed-tensors' and MLX's packing along a row);
+    * ``pick_packed2(out, o, table, t, src, p)``: 16 values from 4 bytes, four 2-bit codes a byte, lowest
+      first.
 
-    ``table`` is a float32 array whose first 16 values are the table (entries no code can reach are never
-    read into ``out``); ``out`` is float32.
+    ``table[t:t + 16]`` (float32) is the table (entries no code can reach are never read into ``out``);
+    ``out`` is float32. The tables should be written well before they are picked from (a row's or a
+    piece's tables first, then its codes): a 16-float load right after the scalar stores that wrote it
+    waits for them (measured: 0.45 against 0.24 ns a value).
     """
     global _BUILT
     with _LOCK:
@@ -95,7 +98,7 @@ def _build(lookups: bool) -> dict[str, Any]:
     def store_picked(context, builder, signature, args, idx):  # type: ignore[no-untyped-def]
         """``out[o:o + 16] = permute(table[0:16], idx)``."""
         out_p = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
-        table_p = context.make_array(signature.args[2])(context, builder, args[2]).data
+        table_p = builder.gep(context.make_array(signature.args[2])(context, builder, args[2]).data, [args[3]])
         table = builder.load(builder.bitcast(table_p, v16f.as_pointer()), align=4)
         permute = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(v16f, [v16f, v16i32]), "llvm.x86.avx512.permvar.sf.512")
@@ -108,16 +111,16 @@ def _build(lookups: bool) -> dict[str, Any]:
         return builder.shuffle_vector(v, ir.Constant(v16i32, ir.Undefined), ir.Constant(v16i32, [0] * 16))
 
     @intrinsic
-    def pick(typingctx, out, o, table, src, p, shift, mask):  # type: ignore[no-untyped-def]
-        sig = types.void(out, o, table, src, p, shift, mask)
+    def pick(typingctx, out, o, table, t, src, p, shift, mask):  # type: ignore[no-untyped-def]
+        sig = types.void(out, o, table, t, src, p, shift, mask)
 
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            src_p = builder.gep(context.make_array(signature.args[3])(context, builder, args[3]).data, [args[4]])
-            width = signature.args[3].dtype.bitwidth
+            src_p = builder.gep(context.make_array(signature.args[4])(context, builder, args[4]).data, [args[5]])
+            width = signature.args[4].dtype.bitwidth
             stored = builder.load(builder.bitcast(src_p, ir.VectorType(ir.IntType(width), 16).as_pointer()),
                                   align=width // 8)
             codes = builder.zext(stored, v16i32) if width < 32 else stored
-            idx = builder.and_(builder.lshr(codes, splat(builder, args[5])), splat(builder, args[6]))
+            idx = builder.and_(builder.lshr(codes, splat(builder, args[6])), splat(builder, args[7]))
             return store_picked(context, builder, signature, args, idx)
 
         return sig, codegen
@@ -127,11 +130,11 @@ def _build(lookups: bool) -> dict[str, Any]:
         nbytes = 16 // per_byte
 
         @intrinsic
-        def pick_packed(typingctx, out, o, table, src, p):  # type: ignore[no-untyped-def]
-            sig = types.void(out, o, table, src, p)
+        def pick_packed(typingctx, out, o, table, t, src, p):  # type: ignore[no-untyped-def]
+            sig = types.void(out, o, table, t, src, p)
 
             def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-                src_p = builder.gep(context.make_array(signature.args[3])(context, builder, args[3]).data, [args[4]])
+                src_p = builder.gep(context.make_array(signature.args[4])(context, builder, args[4]).data, [args[5]])
                 v8 = ir.VectorType(ir.IntType(8), nbytes)
                 stored = builder.zext(builder.load(builder.bitcast(src_p, v8.as_pointer()), align=1),
                                       ir.VectorType(i32, nbytes))
