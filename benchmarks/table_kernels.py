@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import os
 import statistics
 import sys
@@ -70,15 +71,18 @@ def _hqq(path: Path, decoders: dict[str, ModuleType]) -> Layer:
     rows_chunk, rows_piece = CHUNK // cols, (256 << 10) // cols
 
     def run(module: ModuleType) -> Callable[[np.ndarray], None]:
+        old = "source_row" in inspect.signature(module.decode).parameters
+
         def decode_layer(out: np.ndarray) -> None:
             for slot in (0, 1):  # the reader takes a chunk's rows from one slot (4 bits: two a byte)
                 for c0 in range(0, packed, rows_chunk):
                     for p0 in range(c0, c0 + rows_chunk, rows_piece):
                         piece = words[p0:p0 + rows_piece]
                         k, g = piece.shape[0], slot * packed + p0
-                        module.decode(piece, np.arange(k, dtype=np.int64), np.full(k, 4 * (1 - slot), np.int64), 4,
-                                      zero[g:g + k], scale[g:g + k], False, module.ROUND_BF16, -(p0 - c0) * cols,
-                                      out)
+                        rows = (np.arange(k, dtype=np.int64), np.full(k, 4 * (1 - slot), np.int64)) if old \
+                            else (4 * (1 - slot),)  # main's decoder took a row map and a shift a row
+                        module.decode(piece, *rows, 4, zero[g:g + k], scale[g:g + k], False, module.ROUND_BF16,
+                                      -(p0 - c0) * cols, out)
         return decode_layer
 
     return 2 * packed * cols, {name: run(m) for name, m in decoders.items()}, 2 * words.nbytes

@@ -196,13 +196,13 @@ def test_compiled_rounding_is_torchs_everywhere(dtype, permuted, monkeypatch):
             want = expected if bits == 8 else ((words.to(dtype) - zero.reshape(frame))
                                                * scale.reshape(frame)).to(torch.float32)
             out = np.empty(rows * cols, np.float32)
-            hqq_fast.decode(words.numpy(), np.arange(rows), np.zeros(rows, np.int64), bits,
+            hqq_fast.decode(words.numpy(), 0, bits,
                             zero.to(torch.float32).numpy(), scale.to(torch.float32).numpy(), per_column,
                             {torch.float16: hqq_fast.ROUND_F16, torch.bfloat16: hqq_fast.ROUND_BF16,
                              torch.float32: hqq_fast.ROUND_NONE}[dtype], 0, out)
             assert torch.equal(torch.from_numpy(out).view(rows, cols), want), (bits, per_column)
             cut = np.full(rows * cols - 37 - 50, np.nan, np.float32)  # from inside the first row to inside the last
-            hqq_fast.decode(words.numpy(), np.arange(rows), np.zeros(rows, np.int64), bits,
+            hqq_fast.decode(words.numpy(), 0, bits,
                             zero.to(torch.float32).numpy(), scale.to(torch.float32).numpy(), per_column,
                             {torch.float16: hqq_fast.ROUND_F16, torch.bfloat16: hqq_fast.ROUND_BF16,
                              torch.float32: hqq_fast.ROUND_NONE}[dtype], 37, cut)

@@ -118,13 +118,13 @@ def _build(permuted: bool = True) -> Callable[..., None]:
     use_pick = pick is not None
 
     @njit(cache=True, nogil=True)
-    def decode(words: np.ndarray, source_row: np.ndarray, shift: np.ndarray, mask: int, zero: np.ndarray,
-               scale: np.ndarray, per_column: bool, mode: int, offset: int,
-               out: np.ndarray) -> None:  # pragma: no cover - compiled
-        rows = source_row.shape[0]
+    def decode(words: np.ndarray, shift: int, mask: int, zero: np.ndarray, scale: np.ndarray, per_column: bool,
+               mode: int, offset: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        rows = words.shape[0]
         cols = words.shape[1]
         n = out.shape[0]
         m = np.int32(mask)
+        s = np.int32(shift)
         table = np.zeros(16, np.float32)
         # with one zero and scale a grouped row and at most 16 codes (4 bits or fewer), each row's values
         # are made once (16 lanes) and 16 codes at a time pick theirs with one vpermps (AVX-512)
@@ -135,8 +135,7 @@ def _build(permuted: bool = True) -> Callable[..., None]:
             j1 = min(cols, n - base)
             if j1 <= j0:
                 continue
-            w = words[source_row[i]]
-            s = np.int32(shift[i])
+            w = words[i]
             if permuted:
                 _table(table, zero[i], scale[i], mode)
                 j = j0
@@ -153,18 +152,18 @@ def _build(permuted: bool = True) -> Callable[..., None]:
     return decode
 
 
-def decode(words: np.ndarray, source_row: np.ndarray, shift: np.ndarray, bits: int, zero: np.ndarray,
-           scale: np.ndarray, per_column: bool, mode: int, offset: int, out: np.ndarray) -> np.ndarray:
+def decode(words: np.ndarray, shift: int, bits: int, zero: np.ndarray, scale: np.ndarray, per_column: bool,
+           mode: int, offset: int, out: np.ndarray) -> np.ndarray:
     """``out[i * C + j - offset] = round(round(code(i, j) - zero) * scale)`` for the positions that fall in
     ``out`` (threads may fill disjoint rows of one ``out`` at once), with
-    ``code(i, j) = (words[source_row[i], j] >> shift[i]) & (2 ** bits - 1)``.
+    ``code(i, j) = (words[i, j] >> shift) & (2 ** bits - 1)``.
 
     Parameters
     ----------
     words : numpy.ndarray
-        uint8 or int32 (stored rows, C): the packed rows a chunk needs.
-    source_row, shift : numpy.ndarray
-        int64 (rows,): for each grouped row of the chunk, its row in ``words`` and the shift of its slot.
+        uint8 or int32 (rows, C): packed rows of one slot, one grouped row each (a piece of ``W_q``).
+    shift : int
+        The right shift of the slot's codes in their words.
     bits : int
         Bits a code.
     zero, scale : numpy.ndarray
@@ -180,19 +179,18 @@ def decode(words: np.ndarray, source_row: np.ndarray, shift: np.ndarray, bits: i
     out : numpy.ndarray
         float32, 1-D, contiguous: the positions that the rows cover are written, the others left.
     """
-    rows = source_row.shape[0]
-    groups = words.shape[1] if per_column else rows
-    if words.ndim != 2 or words.dtype not in (np.uint8, np.int32) or shift.shape != (rows,) \
+    # checked here, not in the kernel, which trusts its shapes; a few cheap tests (this runs a piece)
+    groups = words.shape[1] if per_column else words.shape[0]
+    rows = words.shape[0]
+    if words.ndim != 2 or words.dtype not in (np.uint8, np.int32) or not 0 <= shift <= 31 - bits \
             or zero.shape != (groups,) or scale.shape != (groups,) or zero.dtype != np.float32 \
             or scale.dtype != np.float32 or out.dtype != np.float32 or out.ndim != 1 \
-            or not out.flags.c_contiguous or mode not in (ROUND_NONE, ROUND_BF16, ROUND_F16) \
-            or (rows and (source_row.min() < 0 or source_row.max() >= words.shape[0])) or not 1 <= bits <= 8:
+            or not out.flags.c_contiguous or mode not in (ROUND_NONE, ROUND_BF16, ROUND_F16) or not 1 <= bits <= 8:
         raise ValueError(f"hqq decode: words {words.dtype}{words.shape}, zero {zero.dtype}{zero.shape}, "
                          f"out {out.dtype}{out.shape} do not fit {rows} rows of {bits}-bit codes")
     global _KERNEL
     if _KERNEL is None:
         _KERNEL = _build()
-    _KERNEL(np.ascontiguousarray(words), np.ascontiguousarray(source_row, dtype=np.int64),
-            np.ascontiguousarray(shift, dtype=np.int64), (1 << bits) - 1, np.ascontiguousarray(zero),
+    _KERNEL(np.ascontiguousarray(words), int(shift), (1 << bits) - 1, np.ascontiguousarray(zero),
             np.ascontiguousarray(scale), per_column, mode, offset, out)
     return out

@@ -327,8 +327,7 @@ def _decode_compiled(w: HqqWeight, read: Callable[[str, tuple[int, int] | None],
         """Packed rows ``words`` holding grouped rows ``i0 + local``...: into their part of ``out``."""
         k = words.shape[0]
         z, s = (zeros, scales) if per_column else (zeros[local:local + k], scales[local:local + k])
-        hqq_fast.decode(words, np.arange(k, dtype=np.int64), np.full(k, shift, dtype=np.int64), w.packing.bits,
-                        z, s, per_column, mode, offset - local * cols, out)
+        hqq_fast.decode(words, shift, w.packing.bits, z, s, per_column, mode, offset - local * cols, out)
 
     for slot, first, end in ranges:
         local = slot * w.packed_rows + first - i0  # the range's first grouped row, from i0
