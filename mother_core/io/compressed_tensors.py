@@ -200,7 +200,7 @@ def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None
         groups = _row_groups(local, *frame, cols) if local.dim() == 2 and local.shape[1] == cols // 16 else None
         if compiled_applies(out) and cols % 16 == 0 and groups is not None:
             return decode_compiled(w.parts["q"], cols, read, rows, out, pieces, 4, _E2M1_LEVELS,
-                                   np.ascontiguousarray(groups), None, True, cols // 2)
+                                   np.require(groups, np.float32, ["C", "W"]), None, True, cols // 2)
         return out.copy_(_nvfp4(w, read, rows, local, frame))
     zero = None
     if "zero" in w.parts:
@@ -303,10 +303,11 @@ def _fast_arguments(w: CompressedWeight, scale: torch.Tensor, zero: torch.Tensor
     groups = scales.shape[1] if zeros is None else max(scales.shape[1], zeros.shape[1])
     if (zeros is not None and {scales.shape[1], zeros.shape[1]} - {1, groups}) or (cols // groups) % (8 // bits):
         return None  # groups that do not line up, or that split a byte of codes
-    # one per row beside one per group: the narrower widened
+    # one per row beside one per group: the narrower widened; writable copies where they are broadcast
+    # views (numba compiles a read-only array as another type: a second compilation inside the read)
     rows = scales.shape[0]
-    return (bits, np.ascontiguousarray(np.broadcast_to(scales, (rows, groups))),
-            None if zeros is None else np.ascontiguousarray(np.broadcast_to(zeros, (rows, groups))))
+    return (bits, np.require(np.broadcast_to(scales, (rows, groups)), np.float32, ["C", "W"]),
+            None if zeros is None else np.require(np.broadcast_to(zeros, (rows, groups)), np.float32, ["C", "W"]))
 
 
 def _nvfp4_scales(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
