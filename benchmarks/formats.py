@@ -257,9 +257,8 @@ def _measure(what: str, paths: list[Path]) -> dict:
         int8_fast.scale_rows(np.zeros((1, 4), np.int8), np.ones(1, np.float32), np.empty((1, 4), np.float32))
         compressed_fast.decode_codes(np.zeros((1, 1), np.uint8), 4, compressed_fast.integer_levels(4),
                                      np.ones((1, 1), np.float32), None, False, np.empty((1, 2), np.float32))
-        hqq_fast.decode(np.zeros((1, 2), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64), 4,
-                        np.zeros(1, np.float32), np.ones(1, np.float32), False, hqq_fast.ROUND_BF16, 0,
-                        np.empty(2, np.float32))
+        hqq_fast.decode(np.zeros((1, 2), np.uint8), 0, 4, np.zeros(1, np.float32), np.ones(1, np.float32), False,
+                        hqq_fast.ROUND_BF16, 0, np.empty(2, np.float32))
         if what == "fill":  # as many float32 values as the reader decodes, counted before the clock starts
             for ref in discover(paths).models:
                 with open_model(ref) as reader:

@@ -120,6 +120,47 @@ def test_codes_packed_a_word_at_a_time_by_earlier_versions():
     assert packed_layout(70, 7) == PackedLayout(3, dense=True)  # a tie on a short row: the current packing
 
 
+@pytest.mark.parametrize("permuted", [True, False])
+def test_table_kernel_equals_the_scales_dtype_arithmetic(permuted, monkeypatch):
+    """The compiled table decoder (compressed-tensors, MLX, NVFP4) gives torch's values of
+    ``(level - zero) * scale`` and MLX's ``level * scale + bias`` in the scale's dtype, for 2-, 4- and
+    8-bit codes, groups of 16, 32 and 8 codes (the last too short for the 16-code lookups), with the
+    AVX-512 lookups of 16 codes (where the CPU has them) and without (the portable loops)."""
+    import numpy as np
+
+    from mother_core.io import compressed_fast, permute16
+
+    if not compressed_fast.available():
+        pytest.skip("numba is not installed")
+    if permuted and not permute16.available():
+        pytest.skip("no AVX-512 here: the portable loops only")
+    monkeypatch.setattr(compressed_fast, "_KERNEL", compressed_fast._build(permuted))
+    g = torch.Generator().manual_seed(3)
+    rows, cols = 6, 96
+    for bits in (2, 4, 8):
+        stored = torch.randint(0, 256, (rows, cols * bits // 8), generator=g, dtype=torch.uint8)
+        codes = torch.stack([(stored.to(torch.int64) >> s) & ((1 << bits) - 1) for s in range(0, 8, bits)],
+                            dim=-1).reshape(rows, cols)  # lowest bits first
+        levels = compressed_fast.integer_levels(bits)
+        for size in (16, 32, 8):
+            groups = cols // size
+            for dtype in (torch.bfloat16, torch.float32):
+                scale = (torch.rand(rows, groups, generator=g) * 0.1).to(dtype)
+                # integer zero points (compressed-tensors'), exact in either dtype; MLX's biases any value
+                zero = torch.randint(-8, 9, (rows, groups), generator=g).to(dtype)
+                bias = (torch.randn(rows, groups, generator=g) * 0.1).to(dtype)
+                wide = (torch.from_numpy(levels)[codes]).to(dtype)
+                for affine in (False, True):
+                    shift = bias if affine else zero
+                    s_, z_ = scale.repeat_interleave(size, 1), shift.repeat_interleave(size, 1)
+                    want = (wide * s_ + z_ if affine else (wide - z_) * s_).to(torch.float32)
+                    out = np.full((rows, cols), np.nan, np.float32)
+                    compressed_fast.decode_codes(stored.numpy(), bits, levels, scale.to(torch.float32).numpy(),
+                                                 shift.to(torch.float32).numpy(), dtype == torch.bfloat16, out,
+                                                 affine=affine)
+                    assert torch.equal(torch.from_numpy(out), want), (bits, size, dtype, affine)
+
+
 def test_damaged_compressed_weight_is_a_note_not_a_crash(tmp_path):
     """A packed weight whose stored shape does not match its codes is left out with a note naming it; the
     rest of the model is read."""

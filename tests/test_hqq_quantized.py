@@ -165,19 +165,25 @@ def test_width_from_the_config_where_the_header_does_not_tell(tmp_path):
     assert detect_scheme(shapes, config) == "hqq-int4"
 
 
+@pytest.mark.parametrize("permuted", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-def test_compiled_rounding_is_torchs_everywhere(dtype):
+def test_compiled_rounding_is_torchs_everywhere(dtype, permuted, monkeypatch):
     """The compiled decoder's rounding equals torch's ``(codes - zero) * scale`` in the compute dtype over
     scales from 1e-9 to 1e4 (float16 subnormals, overflow to infinity, ties) and zeros of every sign and
-    size, per row (the table) and per column."""
+    size, per row (the table) and per column; with the AVX-512 lookups of 16 codes (where the CPU has
+    them) and without (the portable loops), on rows that are not a multiple of 16 codes and on a range
+    cut inside rows."""
     import numpy as np
 
-    from mother_core.io import compressed_fast, hqq_fast
+    from mother_core.io import compressed_fast, hqq_fast, permute16
 
     if not compressed_fast.available():
         pytest.skip("numba is not installed")
+    if permuted and not permute16.available():
+        pytest.skip("no AVX-512 here: the portable loops only")
+    monkeypatch.setattr(hqq_fast, "_KERNEL", hqq_fast._build(permuted))
     g = torch.Generator().manual_seed(0)
-    rows, cols = 512, 256
+    rows, cols = 512, 248
     codes = torch.randint(0, 256, (rows, cols), generator=g, dtype=torch.uint8)
     for per_column in (False, True):
         n = cols if per_column else rows
@@ -190,11 +196,17 @@ def test_compiled_rounding_is_torchs_everywhere(dtype):
             want = expected if bits == 8 else ((words.to(dtype) - zero.reshape(frame))
                                                * scale.reshape(frame)).to(torch.float32)
             out = np.empty(rows * cols, np.float32)
-            hqq_fast.decode(words.numpy(), np.arange(rows), np.zeros(rows, np.int64), bits,
+            hqq_fast.decode(words.numpy(), 0, bits,
                             zero.to(torch.float32).numpy(), scale.to(torch.float32).numpy(), per_column,
                             {torch.float16: hqq_fast.ROUND_F16, torch.bfloat16: hqq_fast.ROUND_BF16,
                              torch.float32: hqq_fast.ROUND_NONE}[dtype], 0, out)
             assert torch.equal(torch.from_numpy(out).view(rows, cols), want), (bits, per_column)
+            cut = np.full(rows * cols - 37 - 50, np.nan, np.float32)  # from inside the first row to inside the last
+            hqq_fast.decode(words.numpy(), 0, bits,
+                            zero.to(torch.float32).numpy(), scale.to(torch.float32).numpy(), per_column,
+                            {torch.float16: hqq_fast.ROUND_F16, torch.bfloat16: hqq_fast.ROUND_BF16,
+                             torch.float32: hqq_fast.ROUND_NONE}[dtype], 37, cut)
+            assert torch.equal(torch.from_numpy(cut), want.reshape(-1)[37:-50]), (bits, per_column)
 
 
 @pytest.mark.parametrize("bits", [4, 8])

@@ -200,7 +200,7 @@ def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None
         groups = _row_groups(local, *frame, cols) if local.dim() == 2 and local.shape[1] == cols // 16 else None
         if compiled_applies(out) and cols % 16 == 0 and groups is not None:
             return decode_compiled(w.parts["q"], cols, read, rows, out, pieces, 4, _E2M1_LEVELS,
-                                   groups.contiguous().numpy(), None, True, cols // 2)
+                                   np.require(groups, np.float32, ["C", "W"]), None, True, cols // 2)
         return out.copy_(_nvfp4(w, read, rows, local, frame))
     zero = None
     if "zero" in w.parts:
@@ -231,6 +231,16 @@ def decode_into(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None
 
 #: The value of each NVFP4 code: E2M1 magnitude by the low three bits, the fourth the sign.
 _E2M1_LEVELS = np.array([(-1.0 if k & 8 else 1.0) * E2M1_VALUES[k & 7] for k in range(16)], dtype=np.float32)
+
+
+def float32_numpy(t: torch.Tensor) -> np.ndarray:
+    """A small tensor's values as float32 numpy (an exact widening for bfloat16, float16 and float32),
+    without torch's thread pool: a chunk's scales and zeros, tens of thousands of values, are enough for
+    torch to split the widening over its threads, whose wake-up and spinning cost more than the work on a
+    busy machine (an MLX read took 7.6 CPU s instead of 1.2 at load 9, ``benchmarks/RESULTS.md``)."""
+    if t.dtype == torch.bfloat16:  # bfloat16 is float32's top half
+        return (t.contiguous().view(torch.int16).numpy().view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return t.contiguous().numpy().astype(np.float32)
 
 
 def compiled_applies(out: torch.Tensor) -> bool:
@@ -264,15 +274,16 @@ def decode_compiled(codes_name: str, cols: int, read: Callable[[str, tuple[int, 
     return out
 
 
-def _row_groups(t: torch.Tensor, n_out: int, r0: int, r1: int, cols: int) -> torch.Tensor | None:
+def _row_groups(t: torch.Tensor, n_out: int, r0: int, r1: int, cols: int) -> np.ndarray | None:
     """A per-tensor, per-row or per-group (even groups) scale or zero of an (n_out, cols) frame as float32
-    (r1 - r0, groups); None for layouts the compiled decoder does not take (blocks, uneven groups)."""
+    (r1 - r0, groups) (a read-only view where it is broadcast); None for layouts the compiled decoder does
+    not take (blocks, uneven groups)."""
     if t.numel() == 1:
-        return t.to(torch.float32).reshape(1, 1).expand(r1 - r0, 1)
+        return np.broadcast_to(float32_numpy(t).reshape(1, 1), (r1 - r0, 1))
     if t.dim() == 1 and t.shape[0] == n_out:
-        return t[r0:r1].to(torch.float32).reshape(r1 - r0, 1)
+        return float32_numpy(t[r0:r1]).reshape(r1 - r0, 1)
     if t.dim() == 2 and t.shape[0] == n_out and cols % t.shape[1] == 0:
-        return t[r0:r1].to(torch.float32)
+        return float32_numpy(t[r0:r1])
     return None
 
 
@@ -292,9 +303,11 @@ def _fast_arguments(w: CompressedWeight, scale: torch.Tensor, zero: torch.Tensor
     groups = scales.shape[1] if zeros is None else max(scales.shape[1], zeros.shape[1])
     if (zeros is not None and {scales.shape[1], zeros.shape[1]} - {1, groups}) or (cols // groups) % (8 // bits):
         return None  # groups that do not line up, or that split a byte of codes
-    # one per row beside one per group: the narrower widened
-    return (bits, scales.expand(-1, groups).contiguous().numpy(),
-            None if zeros is None else zeros.expand(-1, groups).contiguous().numpy())
+    # one per row beside one per group: the narrower widened; writable copies where they are broadcast
+    # views (numba compiles a read-only array as another type: a second compilation inside the read)
+    rows = scales.shape[0]
+    return (bits, np.require(np.broadcast_to(scales, (rows, groups)), np.float32, ["C", "W"]),
+            None if zeros is None else np.require(np.broadcast_to(zeros, (rows, groups)), np.float32, ["C", "W"]))
 
 
 def _nvfp4_scales(w: CompressedWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],

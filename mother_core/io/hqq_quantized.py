@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from mother_core.io import hqq_fast
-from mother_core.io.compressed_tensors import Pieces, compiled_applies
+from mother_core.io.compressed_tensors import Pieces, compiled_applies, float32_numpy
 from mother_core.io.quant_scheme import Shapes
 
 #: The tensors an ``HQQLinear`` writes beside ``W_q`` (``HQQLinear.state_dict_keys`` less ``bias``).
@@ -255,15 +255,6 @@ def _grouped_slice(t: torch.Tensor, grouped: tuple[int, int], i0: int, i1: int) 
     return t[i0:i1] if tuple(t.shape) == (grouped[0], 1) else t
 
 
-def _float32(t: torch.Tensor) -> np.ndarray:
-    """A small float tensor's values as float32 numpy (exact widening), without torch's thread pool: the
-    chunk's zeros and scales, a few thousand values, where a pool's wake-up costs more than the work on
-    a busy machine."""
-    if t.dtype == torch.bfloat16:  # bfloat16 is float32's top half
-        return (t.view(torch.int16).numpy().view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return t.numpy().astype(np.float32)
-
-
 def decode_into(w: HqqWeight, read: Callable[[str, tuple[int, int] | None], torch.Tensor],
                 rows: tuple[int, int], out: torch.Tensor, pieces: Pieces | None = None) -> torch.Tensor:
     """Rows ``[r0, r1)`` of ``w`` into ``out`` (float32 (r1 - r0, in), contiguous), as the library computes
@@ -318,7 +309,7 @@ def _decode_compiled(w: HqqWeight, read: Callable[[str, tuple[int, int] | None],
     cols = w.grouped[1]
     per_column = zero.shape[1] > 1 or scale.shape[1] > 1
     frame = (1, cols) if per_column else (sum(end - first for _, first, end in ranges), 1)  # rows i0...
-    zeros, scales = (_float32(t.expand(*frame).contiguous()).reshape(-1) for t in (zero, scale))
+    zeros, scales = (float32_numpy(t.expand(*frame)).reshape(-1) for t in (zero, scale))
     mode = _ROUNDING[w.compute_dtype]
     word = np.uint8 if w.packing.word == torch.uint8 else np.int32
     unit = cols * (4 if word == np.int32 else 1)  # bytes a packed row
@@ -327,8 +318,7 @@ def _decode_compiled(w: HqqWeight, read: Callable[[str, tuple[int, int] | None],
         """Packed rows ``words`` holding grouped rows ``i0 + local``...: into their part of ``out``."""
         k = words.shape[0]
         z, s = (zeros, scales) if per_column else (zeros[local:local + k], scales[local:local + k])
-        hqq_fast.decode(words, np.arange(k, dtype=np.int64), np.full(k, shift, dtype=np.int64), w.packing.bits,
-                        z, s, per_column, mode, offset - local * cols, out)
+        hqq_fast.decode(words, shift, w.packing.bits, z, s, per_column, mode, offset - local * cols, out)
 
     for slot, first, end in ranges:
         local = slot * w.packed_rows + first - i0  # the range's first grouped row, from i0

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import torch
 
 from mother_core.io import compressed_fast
-from mother_core.io.compressed_tensors import PackedLayout, Pieces, compiled_applies, decode_compiled, unpack_codes
+from mother_core.io.compressed_tensors import (
+    PackedLayout,
+    Pieces,
+    compiled_applies,
+    decode_compiled,
+    float32_numpy,
+    unpack_codes,
+)
 from mother_core.io.names import normalise_name
 from mother_core.io.quant_scheme import Shapes
 
@@ -111,7 +118,7 @@ def decode_into(w: MlxWeight, read: Callable[[str, tuple[int, int] | None], torc
     if w.bits in (2, 4, 8) and scale.dtype in (torch.float32, torch.bfloat16) and bias.dtype == scale.dtype \
             and compiled_applies(out):
         levels = compressed_fast.integer_levels(w.bits, offset=False)  # MLX's codes are the values
-        scales, biases = (t.to(torch.float32).contiguous().numpy() for t in (scale, bias))
+        scales, biases = (float32_numpy(t) for t in (scale, bias))  # not in torch's pool: see float32_numpy
         return decode_compiled(w.parts["q"], cols, read, rows, out, pieces, w.bits, levels, scales, biases,
                                scale.dtype == torch.bfloat16, cols * w.bits // 8, affine=True)
     # torch: the same arithmetic in the scale's dtype (uint32 codes are read as their int32 bits)
