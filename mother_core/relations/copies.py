@@ -48,14 +48,12 @@ import numpy as np
 
 from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.evidence import (
-    PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
+    CONVERT_TOL, PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
 )
+from mother_core.relations.lowrank import lowrank_profile
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
-#: Median per-layer relative difference, in units of the coarser dtype's unit roundoff, for a conversion.
-#: Round-to-nearest leaves ~0.4 u (RMS) per layer; fine-tunes sit at 1e-2 and more.
-CONVERT_TOL = 1.5
 #: Largest per-layer relative difference (in u): layers of tiny values (biases near zero) fall into
 #: fp16's subnormal range, where rounding is coarser than u relative to them.
 CONVERT_MAX = 20.0
@@ -268,19 +266,18 @@ def _made_from(stats: WeightStatistics, pl: PairLayers, q: int, c: int, u: np.nd
     """Whether float model ``c`` holds quantized model ``q``'s values plus a low-rank update on every weight
     matrix where they differ (a LoRA merged into ``q``'s dequantized weights: module docstring).
 
-    The test is :func:`~mother_core.relations.detect.label_edge`'s low-rank profile of the pair (the rank of
+    The test is :func:`~mother_core.relations.detect.label_edge`'s low-rank profile
+    (:func:`.lowrank.lowrank_profile`) of the pair (the rank of
     the skeleton differences above the float floor) with its bar, at least half the changed weight matrices
     at low rank (a rank-r update of a matrix with fewer than r / LORA_RANK rows, grouped-query k / v, is full
     rank there): a quantizer's rounding is full rank on each matrix it rounds, so its source never passes,
     nor does a LoRA merged into the source (its difference from ``q`` carries the rounding too)."""
-    from mother_core.relations.detect import _lowrank_profile  # detect imports this module
-
     bits = scheme_bits(quantization_scheme(stats.models[q].format) or "")
     if bits is None or 2.0 ** -bits < ROUNDING_VISIBLE * max(u[q], u[c]):
         # A grid of 2^b levels per block rounds by about 2^-b relative; near the float floor (8 bits against
         # bf16's 2^-8) the rank test cannot see it, and the source itself would read as low rank.
         return False
-    prof = _lowrank_profile(stats, pl, q, c, u)
+    prof = lowrank_profile(stats, pl, q, c, u)
     return prof.changed > 0 and prof.low >= 0.5
 
 

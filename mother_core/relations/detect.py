@@ -20,15 +20,17 @@ layers only), ``prune`` (narrower layers), ``distill`` (fewer layers), else ``fi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from mother_core.io.base import ModelRef
 from mother_core.io.registry import needs_base
 from mother_core.relations.calibration import confidence, kind_of
-from mother_core.relations.copies import CONVERT_TOL, find_conversions, find_quantized
+from mother_core.relations.copies import find_conversions, find_quantized
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
+from mother_core.relations.lowrank import (
+    LORA_UNTOUCHED, lowrank_profile, untouched_share, untouched_tolerance,
+)
 from mother_core.relations.merge import find_merges
 from mother_core.relations.prune import find_pruned
 from mother_core.relations.vocabulary import Relation
@@ -36,21 +38,12 @@ from mother_core.stats.result import WeightStatistics
 
 #: Detectors that can be switched off (benchmarks/typed.py's ablation).
 DETECTORS = ("convert", "quantized", "adapter", "merge", "shape", "lora")
-#: A merged LoRA leaves at least this share of the shared layers untouched (not targeted).
-LORA_UNTOUCHED = 0.15
-#: ... and the layers it changed differ at less than this share of full rank (ranks up to half the
-#: width are LoRAs; a trained layer is full rank).
-LORA_RANK = 0.75
 #: Relative margin of summed rank (:func:`lora_links`) from which a merged LoRA's parent keeps its full
 #: confidence: the margin of a base over a sibling LoRA (or its own parent) of half the LoRA's rank, whose
 #: difference from the LoRA has rank r + r / 2. Below it the confidence falls linearly to half (a tie:
 #: either of two relatives). Constant of reasoning, not fitted: profile C has no merged LoRA with two
 #: relatives holding its untouched layers.
 LORA_MARGIN = 1 / 3
-#: Refits of a merged DoRA's per-row scales outside the residual's leading subspace
-#: (:func:`rescaled_rank`): each cuts the scale error about tenfold (a PEFT DoRA merged in fp32: tail /
-#: top singular value 0.008, 1e-3, 2e-5 after 2, 3, 5 refits); fp32's floor is 1e-5 of the top.
-RESCALE_STEPS = 8
 
 
 #: Confidence of an adapter's base by (weights confirm a low-rank update, base named only by the model
@@ -125,10 +118,10 @@ def _partial_pairs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                 # Cheap first: a share of layers equal up to rounding (SVDs only for those pairs).
                 if not shared.any() or pl.shared[a, b] < 0.95 * max(pl.own[a], pl.own[b]):
                     continue
-                same = _untouched_share(stats, rel, untouched_tolerance(u, a, b))
+                same = untouched_share(stats, rel, untouched_tolerance(u, a, b))
                 if not LORA_UNTOUCHED <= same < 1.0:
                     continue
-                prof = _lowrank_profile(stats, pl, a, b, u)
+                prof = lowrank_profile(stats, pl, a, b, u)
                 if prof.changed and prof.low >= 0.5:
                     lora, other = (a, b) if total[a] > total[b] else (b, a)
                     out.setdefault(lora, set()).add(other)
@@ -186,7 +179,7 @@ def lora_links(stats: WeightStatistics, pl: PairLayers, pairs: dict[int, set[int
             continue
         # the settled rank costs refits on every changed layer: only where it has relatives to choose from
         settle = len(partners) > 1
-        profiles = {h: _lowrank_profile(stats, pl, h, g, u, settle=settle) for h in sorted(partners)}
+        profiles = {h: lowrank_profile(stats, pl, h, g, u, settle=settle) for h in sorted(partners)}
         ranked = sorted(profiles, key=lambda h: (profiles[h].rank_sum, _total_rel(pl, h, g)))
         p, prof = ranked[0], profiles[ranked[0]]
         margin = lora_margin(prof.rank_sum, profiles[ranked[1]].rank_sum) if len(ranked) > 1 else 1.0
@@ -212,36 +205,6 @@ def lora_margin(best: int, second: int) -> float:
     grandparent at r + r', so a sibling of equal rank leaves 1/2 and one of half the rank 1/3
     (:data:`LORA_MARGIN`)."""
     return (second - best) / second if second > 0 else 0.0
-
-
-def untouched_tolerance(u: np.ndarray, a: int, b: int) -> float:
-    """Largest relative difference of a layer a LoRA left alone: none between two models stored in the same
-    dtype, rounding between two that are not.
-
-    ``merge_and_unload`` writes the layers an adapter does not target bit for bit as they were (a bf16
-    base read into float32 and saved in bf16 again round-trips exactly), so between models of one dtype
-    an untouched layer is *identical*. A layer within rounding but not identical was trained, by an
-    update the storage rounds mostly away: a fine-tune of a bf16 checkpoint moves its norm weights
-    (values near 1, bf16 step 2^-7) by less than a step, and a rounding tolerance took such fine-tunes
-    for merged LoRAs (profile C, issue 11: 2 of 18 fine-tunes). Between dtypes the values of an untouched
-    layer differ by the coarser one's rounding (:data:`CONVERT_TOL`)."""
-    return 0.0 if u[a] == u[b] else CONVERT_TOL * max(u[a], u[b])
-
-
-def _untouched_share(stats: WeightStatistics, rel: np.ndarray, tol: float) -> float:
-    """Share of the shared layers left as they were (within ``tol``); 0 when no weight *matrix* was.
-
-    PEFT adapts chosen linear layers and never, by default, the embeddings or the output head, so a merged
-    LoRA leaves at least one matrix as it was; a fine-tune trains every matrix. Norm weights and biases
-    alone do not count: a fine-tune of a bf16 checkpoint moves its norms (values near 1, bf16 step 2^-7)
-    by less than half a step in a few steps, which leaves them bit for bit as they were (profile C, issue
-    11: a fine-tune of a fine-tune, 7 of 21 layers identical, all of them norms)."""
-    shared = np.isfinite(rel)
-    if not shared.any():
-        return 0.0
-    same = shared & (rel <= tol)
-    matrix = np.array([len(t.shape) >= 2 for t in stats.tensors], dtype=bool)
-    return float(same.sum() / shared.sum()) if (same & matrix).any() else 0.0
 
 
 def _total_rel(pl: PairLayers, a: int, b: int) -> float:
@@ -288,7 +251,7 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
             continue
         base_id, source = found
         base = ids[base_id]
-        prof = _lowrank_profile(stats, pl, base, a, u)
+        prof = lowrank_profile(stats, pl, base, a, u)
         low, changed, rescaled = prof.low, prof.changed, prof.rescaled
         form = _NOT_LOW_RANK.get(ref.scheme or "") if ref.container == "peft-lora" else None
         agree = changed > 0 and (low >= 0.5 or form is not None)
@@ -315,144 +278,6 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
     return links, notes
 
 
-@dataclass(frozen=True)
-class LowRankProfile:
-    """How a model ``c`` differs from a relative ``p`` layer by layer (:func:`_lowrank_profile`).
-
-    Attributes
-    ----------
-    untouched : float
-        Share of the shared layers left as they were (:func:`_untouched_share`).
-    low : float
-        Share of the changed 2-D layers (skeletons) that differ at low rank (:data:`LORA_RANK`).
-    changed : int
-        Shared layers that differ.
-    rescaled : int
-        Changed layers at low rank only after a per-row rescale (:func:`rescaled_rank`).
-    rank_sum : int
-        Summed numerical rank of the changed 2-D layers' differences (the rescaled rank where it is the
-        lower): the MoTHer paper's LoRA distance (docs/method.md), untouched layers adding 0.
-    """
-
-    untouched: float = 0.0
-    low: float = 0.0
-    changed: int = 0
-    rescaled: int = 0
-    rank_sum: int = 0
-
-
-def _lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
-                     u: np.ndarray, settle: bool = False) -> LowRankProfile:
-    """How ``c`` differs from ``p``: untouched share, low-rank share, changed layers, layers at low rank
-    only after a per-row rescale (:func:`rescaled_rank`), summed rank (:class:`LowRankProfile`).
-
-    The rescale is tried only on pairs with untouched weight matrices (:data:`LORA_UNTOUCHED`), the
-    only ones whose rank decides anything: a fine-tune trains every matrix. For the low-rank *share*
-    (the pair test, :func:`label_edge`) only layers at or above :data:`LORA_RANK` need it, and a refit
-    that brings a layer under it decides. With ``settle`` (the summed rank that chooses a merged LoRA's
-    parent, :func:`lora_links`) it is tried on every changed layer and refitted until the rank stops
-    falling: a merged DoRA's layer reads 20-33 of 48 after the first, plain least-squares scale fit
-    (under the threshold, so the pair test stops there) and its adapter's rank 4 two refits later, and
-    summed over layers the unsettled figures made a sibling LoRA look nearer than the DoRA's base (the
-    trained-root family of tests/test_lora_links.py: 152 against 200, settled 64 against 32)."""
-    from mother_core.stats.skeleton import difference_singular_values, rank_above_floor
-
-    rel = pl.rel[:, p, c]
-    shared = np.isfinite(rel)
-    if not shared.any():
-        return LowRankProfile()
-    tol = untouched_tolerance(u, p, c)
-    changed = shared & (rel > tol)
-    untouched = _untouched_share(stats, rel, tol)
-    by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, float]]] = {}
-    for slot in np.flatnonzero(changed):
-        sk = stats.skeletons.get(int(slot))
-        if sk is None or np.isnan(sk[[p, c]]).any():
-            continue
-        scale = math.sqrt(0.5 * float(np.mean(sk[p].astype(np.float64) ** 2) + np.mean(sk[c].astype(np.float64) ** 2)))
-        by_shape.setdefault(sk.shape[1:], []).append((sk, scale))
-    ranks: list[float] = []
-    rank_sum = 0
-    rescaled = 0
-    roundoff = max(u[p], u[c])
-    for shape, items in by_shape.items():  # one batched SVD per skeleton shape, of the c - p differences
-        # not already taken for the rank cue (a model and its nearest relative: stats/skeleton.py)
-        sv = difference_singular_values([sk for sk, _ in items], [(c, p)] * len(items))
-        r = rank_above_floor(sv, max(shape), np.array([s for _, s in items]), np.full(len(items), roundoff))
-        for (sk, scale), whole in zip(items, r):
-            rank = int(whole)
-            if untouched >= LORA_UNTOUCHED and (settle or rank >= LORA_RANK * min(shape)):
-                after = rescaled_rank(sk[p], sk[c], scale, roundoff, settle=settle)
-                if after < min(rank, LORA_RANK * min(shape)):
-                    rescaled += rank >= LORA_RANK * min(shape)
-                    rank = after
-            ranks.append(rank / min(shape))
-            rank_sum += rank
-    low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
-    return LowRankProfile(untouched, low, int(changed.sum()), rescaled, rank_sum)
-
-
-def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float, settle: bool = False) -> int:
-    """Numerical rank of ``w2 - diag(s) w`` (rows, or columns for a transposed layout, whichever is
-    lower) with the per-row scales s that best explain ``w2`` from ``w``: a merged DoRA's difference.
-
-    DoRA (Liu et al. 2024; PEFT's ``DoraLinearLayer``) merges as ``W' = diag(m / ||W + B A||_row) (W + B A)``:
-    every output row is rescaled to a learned magnitude, so ``W' - W`` is full rank although
-    ``W' - diag(s) W`` is ``diag(s) B A``, of rank r. The scales are found in closed form, row by row
-    (least squares of ``W'_i`` on ``W_i``), first on the whole row, then on the part of the row outside
-    the span of the residual's leading right singular vectors up to its largest spectral gap (the span
-    of A, which otherwise biases the fit by ``<(BA)_i, W_i> / ||W_i||^2`` and leaves a full-rank
-    ``diag(bias) W`` term), until the rank is below :data:`LORA_RANK` (at most :data:`RESCALE_STEPS`
-    refits; each cuts the bias term about tenfold, so float32's tight floor needs 5-8). Skeleton rows
-    are whole output rows on a column subset, so the scales are those of the full matrix. GPT-2's
-    Conv1D stores outputs as columns: the same fit on the transposes. The relation is symmetric
-    (``W - diag(1/s) W' = -B A``) but the fit is not, so both ways are tried: the pair test does not
-    know which model is the child. Without ``settle`` the first fit under :data:`LORA_RANK` decides
-    (enough to call the layer low rank); with it the refits go on until the rank stops falling, which
-    gives the adapter's own rank (the summed rank of :func:`lora_links` compares relatives by it)."""
-    import torch
-
-    from mother_core.device import one_torch_thread
-    from mother_core.stats.skeleton import rank_above_floor
-
-    def one_side(a: np.ndarray, b: np.ndarray) -> int:
-        cap = int(LORA_RANK * min(a.shape))
-        basis = np.zeros((0, a.shape[1]))
-        best = a.shape[0] + a.shape[1]
-        k, last = 0, best
-        for _ in range(RESCALE_STEPS + 1):
-            pa, pb = a - (a @ basis.T) @ basis, b - (b @ basis.T) @ basis
-            s = (pa * pb).sum(axis=1) / np.maximum((pa * pa).sum(axis=1), 1e-300)
-            resid = b - s[:, None] * a
-            with one_torch_thread():  # small matrices: LAPACK's threads only spin (stats/skeleton.py)
-                _, sv_t, vh_t = torch.linalg.svd(torch.as_tensor(resid), full_matrices=False)
-            sv, vh = sv_t.numpy()[None], vh_t.numpy()
-            r = int(rank_above_floor(sv, max(resid.shape), np.array([scale]), np.array([roundoff]))[0])
-            best = min(best, r)
-            if r < LORA_RANK * min(a.shape) and (not settle or r >= last):  # a LoRA's rank: decided (settled)
-                break
-            # the next fit leaves out the span of A: the residual's leading singular vectors up to its
-            # largest spectral gap (diag(s) B A above, the full-rank diag(bias) W below), at most the
-            # rank a LoRA may have. The basis never shrinks, and doubles when the rank stopped falling:
-            # a gap inside the span of A (a few of its directions much larger than the rest: a DoRA
-            # whose magnitudes moved far, profile C seed 5, r = 20 of 64) leaves the rest of A in the
-            # fit, whose bias then holds the rank still (55 of 64 through 8 refits; doubling: 20-45)
-            top = sv[0, :cap + 1]
-            gap = int(np.argmax(top[:-1] / np.maximum(top[1:], 1e-300))) + 1
-            k = min(cap, max(gap, 2 * k if r >= last else k))  # (settling: r fell, so k is kept)
-            last = r
-            basis = vh[:k]
-        return best
-
-    a, b = w.astype(np.float64), w2.astype(np.float64)
-    best = a.shape[0] + a.shape[1]
-    for x, y in ((a, b), (b, a), (a.T, b.T), (b.T, a.T)):  # the first that reads as a LoRA decides
-        best = min(best, one_side(x, y))
-        if best < LORA_RANK * min(a.shape):
-            break
-    return best
-
-
 def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
                detectors: tuple[str, ...] = DETECTORS) -> tuple[Relation, str, float, str]:
     """The relation of a forest edge p -> c: ``prune``/``distill`` by shapes, ``lora`` by rank, else
@@ -463,7 +288,7 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
             return kind
     if "lora" in detectors:
         u = storage_roundoff(stats)
-        prof = _lowrank_profile(stats, pl, p, c, u)
+        prof = lowrank_profile(stats, pl, p, c, u)
         untouched, low, changed, rescaled = prof.untouched, prof.low, prof.changed, prof.rescaled
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
             return (Relation.LORA, f"{changed} layers changed"

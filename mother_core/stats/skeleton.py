@@ -95,7 +95,7 @@ def remembered_differences() -> Iterator[None]:
 
     The tree step asks for the same skeleton differences twice: a model and its nearest relative for the
     rank cue (``recovery.features.rank_evidence``), then the same pair as a tree edge for its relation
-    label (``relations.detect._lowrank_profile``); on 8 x GPT-2 small that was a third of the tree step.
+    label (``relations.lowrank.lowrank_profile``); on 8 x GPT-2 small that was a third of the tree step.
     The stacks must not change inside the block (the memo holds them, keyed by identity).
     """
     token = _DIFFERENCES.set({})
