@@ -9,6 +9,7 @@ in float32, written by :class:`gguf.GGUFWriter`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 import re
 from pathlib import Path
 
@@ -905,3 +906,87 @@ def read_in_pieces(reader, name: str, rows: int, dtype: torch.dtype = torch.floa
         piece = reader.read_into(name, (r0, r1), buffer[: (r1 - r0) * cols])
         pieces.append(piece.reshape(r1 - r0, cols).to(torch.float32, copy=True))  # the buffer is reused
     return torch.cat(pieces)
+
+
+class ConvNet(torch.nn.Module):
+    """A convolution and a linear layer: PEFT's LoHa, LoKr, OFT, BOFT and HRA take both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 8, 3)
+        self.proj = torch.nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x).mean((2, 3)))
+
+
+def peft_conv_set(folder: Path, kind: str, config: Any) -> dict[str, torch.Tensor]:
+    """A base :class:`ConvNet` and an adapter trained on it (AdamW steps on a fixed regression batch) under
+    ``folder``; PEFT's merged weights."""
+    import json
+
+    from peft import get_peft_model
+    from safetensors.torch import save_file
+
+    from mother_core.io.names import normalise_name
+
+    torch.manual_seed(0)
+    net = ConvNet()
+    (folder / "base").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "base" / "model.safetensors"))
+    (folder / "base" / "config.json").write_text("{}")
+    model = get_peft_model(net, config)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 4, 7, 7, generator=g), torch.randn(16, 6, generator=g)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(4):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(folder / kind)
+    config_path = folder / kind / "adapter_config.json"
+    saved = json.loads(config_path.read_text())
+    saved["base_model_name_or_path"] = "base"  # a custom module has no hub name; say which folder
+    config_path.write_text(json.dumps(saved))
+    return {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
+
+
+def load_llama(folder: Path) -> Any:
+    """A transformers Llama saved under ``folder``, in float32."""
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+
+
+def peft_llama_set(root: Path, configs: Mapping[str, Any], seed: int, biases: bool = False,
+                   ) -> dict[str, dict[str, torch.Tensor]]:
+    """A tiny Llama (attention biases on; with ``biases`` drawn, not zero) saved under ``root / "base"``, and
+    one adapter per ``configs`` entry trained on it (4 AdamW steps, seeds from ``seed``) and saved by PEFT
+    under ``root / kind``; PEFT's ``merge_and_unload`` weights per kind."""
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from checkpoint_factory import adam_steps
+    from mother_core.io.names import normalise_name
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+                         max_position_embeddings=64)
+    model = LlamaForCausalLM(config)
+    if biases:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(".bias"):
+                    p.normal_(0, 0.1)
+    model.save_pretrained(root / "base")
+    merged: dict[str, dict[str, torch.Tensor]] = {}
+    for i, (kind, adapter) in enumerate(configs.items()):
+        torch.manual_seed(seed + i)
+        peft_model = get_peft_model(load_llama(root / "base"), adapter)
+        adam_steps(peft_model, seed + i, 4, 1e-2)
+        peft_model.save_pretrained(root / kind)
+        merged[kind] = {normalise_name(k): v.detach().clone()
+                        for k, v in peft_model.merge_and_unload().state_dict().items()}
+    return merged

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from checkpoint_factory import adam_steps
+from format_factory import load_llama, peft_conv_set, peft_llama_set
 from mother_core import RecoverySettings, discover, recover_paths
 from mother_core.errors import UnreadableCheckpointError
 from mother_core.io.names import normalise_name
@@ -28,22 +29,6 @@ from mother_core.relations.calibration import CONFIDENCE
 pytestmark = pytest.mark.xdist_group("peft-oft-vera")
 
 peft = pytest.importorskip("peft")
-
-
-def _base(folder: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
-                         max_position_embeddings=64)
-    LlamaForCausalLM(config).save_pretrained(folder)
-
-
-def _load(folder: Path) -> Any:
-    from transformers import LlamaForCausalLM
-
-    return LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
 
 
 def _configs() -> dict[str, Any]:
@@ -78,18 +63,9 @@ _CHANGED = {"oft": 5, "oft-coft": 4, "oft-shared": 4, "boft": 4, "vera": 6, "ln_
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The set folder (a base and one trained adapter of each type) and PEFT's merged weights per adapter."""
-    from peft import get_peft_model
 
     root = tmp_path_factory.mktemp("peft-oft-vera")
-    _base(root / "base")
-    merged: dict[str, dict[str, torch.Tensor]] = {}
-    for i, (kind, config) in enumerate(_configs().items()):
-        torch.manual_seed(20 + i)
-        model = get_peft_model(_load(root / "base"), config)
-        adam_steps(model, 20 + i, 4, 1e-2)
-        model.save_pretrained(root / kind)
-        merged[kind] = {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
-    return {"root": root, "merged": merged}
+    return {"root": root, "merged": peft_llama_set(root, _configs(), seed=20)}
 
 
 def _refs(root: Path) -> dict[str, Any]:
@@ -163,45 +139,6 @@ def test_adapters_linked_to_their_base(made):
             assert "at low rank" in link["evidence"], link["evidence"]
 
 
-class _Net(torch.nn.Module):
-    """A convolution and a linear layer: PEFT's OFT and BOFT take both."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(4, 8, 3)
-        self.proj = torch.nn.Linear(8, 6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.conv(x).mean((2, 3)))
-
-
-def _conv_set(folder: Path, kind: str, config: Any) -> dict[str, torch.Tensor]:
-    """A base ``_Net`` and an adapter trained on it (AdamW steps on a fixed regression batch) under ``folder``;
-    PEFT's merged weights."""
-    from peft import get_peft_model
-
-    torch.manual_seed(0)
-    net = _Net()
-    (folder / "base").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "base" / "model.safetensors"))
-    (folder / "base" / "config.json").write_text("{}")
-    model = get_peft_model(net, config)
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(16, 4, 7, 7, generator=g), torch.randn(16, 6, generator=g)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(4):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(folder / kind)
-    config_path = folder / kind / "adapter_config.json"
-    saved = json.loads(config_path.read_text())
-    saved["base_model_name_or_path"] = "base"  # a custom module has no hub name; say which folder
-    config_path.write_text(json.dumps(saved))
-    return {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
-
-
 @pytest.mark.parametrize("kind", ["oft", "boft", "hra"])
 def test_oft_boft_hra_on_a_convolution(tmp_path, kind):
     """On a Conv2d PEFT rotates (or reflects) the kernel flattened (out, in * 3 * 3: 9 blocks of 4); merged as PEFT
@@ -211,7 +148,7 @@ def test_oft_boft_hra_on_a_convolution(tmp_path, kind):
     config = {"oft": OFTConfig(r=0, oft_block_size=4, target_modules=["conv", "proj"]),
               "boft": BOFTConfig(boft_block_size=4, target_modules=["conv", "proj"]),
               "hra": HRAConfig(r=2, target_modules=["conv", "proj"])}[kind]
-    want = _conv_set(tmp_path, kind, config)
+    want = peft_conv_set(tmp_path, kind, config)
     changed, worst = _compare(tmp_path, kind, want)
     assert changed == 2 and worst <= 1e-7, (changed, worst)
 
@@ -222,7 +159,7 @@ def test_lora_on_an_embedding_merges_into_the_saved_base_layer(made, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     shutil.copytree(made["root"] / "base", tmp_path / "base")
-    model = get_peft_model(_load(tmp_path / "base"), LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
+    model = get_peft_model(load_llama(tmp_path / "base"), LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
     adam_steps(model, 3, 4, 1e-2)
     model.save_pretrained(tmp_path / "lora")
     want = {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
@@ -239,7 +176,8 @@ def test_vera_without_its_projections_is_refused_saying_how_to_resave(made, tmp_
     from peft import VeraConfig, get_peft_model
 
     shutil.copytree(made["root"] / "base", tmp_path / "base")
-    model = get_peft_model(_load(tmp_path / "base"), VeraConfig(r=4, target_modules=["q_proj"], save_projection=False))
+    model = get_peft_model(load_llama(tmp_path / "base"),
+                           VeraConfig(r=4, target_modules=["q_proj"], save_projection=False))
     model.save_pretrained(tmp_path / "vera")
     refs = _refs(tmp_path)
     with open_model(refs["base"]) as base, pytest.raises(UnreadableCheckpointError,

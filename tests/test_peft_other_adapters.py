@@ -9,16 +9,15 @@ whole and by row ranges, is compared with PEFT's own ``merge_and_unload()`` weig
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from checkpoint_factory import adam_steps
+from format_factory import load_llama, peft_conv_set, peft_llama_set
 from mother_core import RecoverySettings, discover, recover_paths
 from mother_core.errors import UnreadableCheckpointError
 from mother_core.io.names import normalise_name
@@ -28,27 +27,6 @@ from mother_core.relations.calibration import CONFIDENCE
 pytestmark = pytest.mark.xdist_group("peft-other-adapters")
 
 peft = pytest.importorskip("peft")
-
-
-def _base(folder: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
-                         max_position_embeddings=64)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # biases start at zero; IA3 scales them, so make them show
-        for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.normal_(0, 0.1)
-    model.save_pretrained(folder)
-
-
-def _load(folder: Path) -> Any:
-    from transformers import LlamaForCausalLM
-
-    return LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
 
 
 def _configs() -> dict[str, Any]:
@@ -72,18 +50,10 @@ def _configs() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The set folder (a base and one trained adapter of each type) and PEFT's merged weights per adapter."""
-    from peft import get_peft_model
 
     root = tmp_path_factory.mktemp("peft-other")
-    _base(root / "base")
-    merged: dict[str, dict[str, torch.Tensor]] = {}
-    for i, (kind, config) in enumerate(_configs().items()):
-        torch.manual_seed(10 + i)
-        model = get_peft_model(_load(root / "base"), config)
-        adam_steps(model, 10 + i, 4, 1e-2)
-        model.save_pretrained(root / kind)
-        merged[kind] = {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
-    return {"root": root, "merged": merged}
+    # biases start at zero; IA3 scales them, so make them show
+    return {"root": root, "merged": peft_llama_set(root, _configs(), seed=10, biases=True)}
 
 
 def _refs(root: Path) -> dict[str, Any]:
@@ -167,7 +137,8 @@ def test_other_peft_types_refused_by_name(made, tmp_path):
     tests/test_peft_oft_vera.py.)"""
     from peft import FourierFTConfig, get_peft_model
 
-    model = get_peft_model(_load(made["root"] / "base"), FourierFTConfig(n_frequency=10, target_modules=["q_proj"]))
+    model = get_peft_model(load_llama(made["root"] / "base"),
+                           FourierFTConfig(n_frequency=10, target_modules=["q_proj"]))
     model.save_pretrained(tmp_path / "fourierft")
     shutil.copytree(made["root"] / "base", tmp_path / "base")
     found = discover([tmp_path])
@@ -176,45 +147,6 @@ def test_other_peft_types_refused_by_name(made, tmp_path):
     assert "PEFT FOURIERFT adapter" in problem.message and "LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN-tuning and HRA" \
         in problem.message
     assert "merge_and_unload" in problem.message
-
-
-class _Net(torch.nn.Module):
-    """A convolution and a linear layer: PEFT's LoHa and LoKr take both."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(4, 8, 3)
-        self.proj = torch.nn.Linear(8, 6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.conv(x).mean((2, 3)))
-
-
-def _conv_set(folder: Path, kind: str, config: Any) -> dict[str, torch.Tensor]:
-    """A base ``_Net`` and an adapter trained on it (AdamW steps on a fixed regression batch) under
-    ``folder``; PEFT's merged weights."""
-    from peft import get_peft_model
-
-    torch.manual_seed(0)
-    net = _Net()
-    (folder / "base").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "base" / "model.safetensors"))
-    (folder / "base" / "config.json").write_text("{}")
-    model = get_peft_model(net, config)
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(16, 4, 7, 7, generator=g), torch.randn(16, 6, generator=g)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(4):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(folder / kind)
-    config_path = folder / kind / "adapter_config.json"
-    saved = json.loads(config_path.read_text())
-    saved["base_model_name_or_path"] = "base"  # a custom module has no hub name; say which folder
-    config_path.write_text(json.dumps(saved))
-    return {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
 
 
 @pytest.mark.parametrize("kind", ["loha", "lokr", "lokr-whole"])
@@ -226,7 +158,7 @@ def test_loha_lokr_on_a_convolution(tmp_path, kind):
     config = {"loha": LoHaConfig(r=2, alpha=4, target_modules=["conv", "proj"]),
               "lokr": LoKrConfig(r=1, alpha=3, target_modules=["conv", "proj"]),
               "lokr-whole": LoKrConfig(r=8, alpha=3, target_modules=["conv", "proj"])}[kind]
-    want = _conv_set(tmp_path, kind, config)
+    want = peft_conv_set(tmp_path, kind, config)
     assert _read_equals(tmp_path, kind, want) == 2
 
 
@@ -235,7 +167,7 @@ def test_tucker_convolution_refused_clearly(tmp_path):
     adapter is opened, with the module named and the way out said, not merged wrongly."""
     from peft import LoHaConfig
 
-    _conv_set(tmp_path, "loha", LoHaConfig(r=2, alpha=4, target_modules=["conv"], use_effective_conv2d=True))
+    peft_conv_set(tmp_path, "loha", LoHaConfig(r=2, alpha=4, target_modules=["conv"], use_effective_conv2d=True))
     refs = _refs(tmp_path)
     with open_model(refs["base"]) as base, pytest.raises(UnreadableCheckpointError,
                                                          match="LOHA adapter with a Tucker .* kernel on the "

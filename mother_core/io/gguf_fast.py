@@ -27,6 +27,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from mother_core.io import permute16
+
 Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 _KERNELS: dict[str, Kernel] | None = None
 _BUILD_LOCK = threading.Lock()  # the pass's two workers may ask for the kernels at once
@@ -214,25 +216,10 @@ def _build() -> dict[str, Kernel]:  # noqa: C901 - one small kernel per type
 
     table: dict[str, Kernel] = {"Q8_0": q8_0, "Q4_0": q4_0, "Q4_1": q4_1, "Q5_0": q5_0, "Q5_1": q5_1, "Q4_K": q4_k,
                                "Q5_K": q5_k, "Q6_K": q6_k, "BF16": bf16}
-    permuted = _q4_k_permuted(njit, sig, h) if _has_avx512() else None
+    permuted = _q4_k_permuted(njit, sig, h) if permute16.available() else None
     if permuted is not None:  # the portable one stays, under another name, for the tests
         table["Q4_K"], table["Q4_K/portable"] = permuted, q4_k
     return table
-
-
-def _has_avx512() -> bool:
-    """Whether numba compiles for this machine's own CPU and that CPU has AVX-512F (``vpermps`` on 16
-    floats). A CPU name or feature list forced through numba's environment (portable caches) keeps the
-    portable kernels: the intrinsic would not compile for another target."""
-    try:
-        from llvmlite import binding
-        from numba.core import config
-
-        if getattr(config, "CPU_NAME", None) or getattr(config, "CPU_FEATURES", None):
-            return False
-        return bool(binding.get_host_cpu_features().get("avx512f", False))
-    except Exception:  # noqa: BLE001 - no feature list: the portable kernels
-        return False
 
 
 def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
