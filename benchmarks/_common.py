@@ -125,3 +125,25 @@ def alternating_runs(code: str, repeats: int, before: Path | None):
 # its own peak for every child. VmHWM belongs to the process's address space, new at exec.
 PEAK_RSS = ("peak_mb = next(int(line.split()[1]) for line in open('/proc/self/status') "
             "if line.startswith('VmHWM:')) / 1024")
+
+
+def check_script_main(doc: str | None, make, folder_of_set) -> None:
+    """The command line of a format check (``lycoris_check.py``, ``peft_other_check.py``): ``--out DIR`` makes
+    the files with the real library and measures the reader against it (``make(out)``); with
+    ``--discover-only`` it only says how discovery takes the folder ``folder_of_set(out)`` (run it with another
+    checkout's code for the "before")."""
+    from mother_core.io.discovery import discover
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--discover-only", action="store_true", help="only say how discovery takes the files made")
+    args = ap.parse_args()
+    if args.discover_only:
+        found = discover([folder_of_set(args.out)])
+        for m in found.models:
+            print(m.id, m.format)
+        for p in found.problems:
+            print(Path(p.path).name, "PROBLEM:", p.message[:160])
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        make(args.out)

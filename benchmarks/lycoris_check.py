@@ -13,13 +13,15 @@ writes into the layers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import check_script_main  # noqa: E402
 
 
 def make(out: Path) -> dict[str, dict[str, float]]:
@@ -61,27 +63,5 @@ def make(out: Path) -> dict[str, dict[str, float]]:
     return figures
 
 
-def discover_only(out: Path) -> None:
-    from mother_core.io.discovery import discover
-
-    found = discover([out / "set"])
-    for m in found.models:
-        print(m.id, m.format)
-    for p in found.problems:
-        print(Path(p.path).name, "PROBLEM:", p.message[:160])
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--discover-only", action="store_true", help="only say how discovery takes the files made")
-    args = ap.parse_args()
-    if args.discover_only:
-        discover_only(args.out)
-    else:
-        args.out.mkdir(parents=True, exist_ok=True)
-        make(args.out)
-
-
 if __name__ == "__main__":
-    main()
+    check_script_main(__doc__, make, lambda out: out / "set")

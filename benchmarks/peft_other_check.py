@@ -12,31 +12,26 @@ and, where it is read, the largest difference between the reader's tensors (whol
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import check_script_main  # noqa: E402
+
 
 def make(out: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from checkpoint_factory import adam_steps
-    from peft import get_peft_model
-    from test_peft_oft_vera import _base, _configs, _load
+    from format_factory import peft_llama_set
+    from test_peft_oft_vera import _configs
 
     from mother_core.io.discovery import discover
-    from mother_core.io.names import normalise_name
     from mother_core.io.readers import open_model
 
-    _base(out / "base")
-    for i, (kind, config) in enumerate(_configs().items()):  # the test's seeds: the same files
-        torch.manual_seed(20 + i)
-        model = get_peft_model(_load(out / "base"), config)
-        adam_steps(model, 20 + i, 4, 1e-2)
-        model.save_pretrained(out / kind)
-        want = {normalise_name(k): v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
+    merged = peft_llama_set(out, _configs(), seed=20)  # the test's seeds: the same files
+    for kind, want in merged.items():
         refs = {m.id: m for m in discover([out]).models}
         whole = rows = moved = 0.0
         with open_model(refs["base"]) as base, open_model(refs[kind], base) as reader:
@@ -54,27 +49,5 @@ def make(out: Path) -> None:
                                 "largest_change": moved}), flush=True)
 
 
-def discover_only(out: Path) -> None:
-    from mother_core.io.discovery import discover
-
-    found = discover([out])
-    for m in found.models:
-        print(m.id, m.format)
-    for p in found.problems:
-        print(Path(p.path).name, "PROBLEM:", p.message[:160])
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--discover-only", action="store_true", help="only say how discovery takes the folders made")
-    args = ap.parse_args()
-    if args.discover_only:
-        discover_only(args.out)
-    else:
-        args.out.mkdir(parents=True, exist_ok=True)
-        make(args.out)
-
-
 if __name__ == "__main__":
-    main()
+    check_script_main(__doc__, make, lambda out: out)
