@@ -235,6 +235,9 @@ def test_lycoris_files_are_adapters_of_their_base_and_glora_is_a_problem(tmp_pat
     edges = {e.child: e for e in result.edges}
     for lora in algos:
         assert edges[lora].parent == "base" and edges[lora].relation == "adapter", edges[lora]
+        # LyCORIS updates are not low rank: that the merged file differs from its base is what the weights
+        # confirm, so the link keeps the confidence of a confirmed adapter (before: 0.6, "not confirmed")
+        assert edges[lora].relation_confidence >= 0.9, (lora, edges[lora].relation_confidence)
     assert edges["finetuned"].parent == "base" and edges["finetuned"].relation == "finetune"
     assert "unrelated" not in edges
 

@@ -100,6 +100,10 @@ class ModelRef:
         The parent the model *declares* (``base_model:`` in its model card, or its config), if any.
     architecture : str or None
         What ``config.json`` says the model is (``architectures[0]`` or ``model_type``), if known.
+    adapter_kinds : tuple of str
+        For a Stable Diffusion LoRA file in the kohya layout: the module types it holds (``lora``, and the
+        LyCORIS ``loha``, ``lokr``, ``full``, ``norm``, ``oft``, ``ia3``: :data:`.sd_lora.KIND_NAMES`), read
+        from its tensor names; empty otherwise.
     """
 
     id: str
@@ -111,6 +115,7 @@ class ModelRef:
     declared_parent: str | None = None
     architecture: str | None = None
     base_source: str | None = None
+    adapter_kinds: tuple[str, ...] = ()
 
     @property
     def container(self) -> str:

@@ -404,8 +404,11 @@ class _Finder:
             self.problem(e.path or path, f"Skipped model {model_id!r}: {e.message}")
             return
         base_source = None
+        kinds: tuple[str, ...] = ()
         if fmt.startswith("sd-lora"):  # the base kohya-ss recorded in the header (names only, no tensor data)
-            meta = read_header(files[0]).metadata
+            header = read_header(files[0])
+            meta = header.metadata
+            kinds = sd_lora.module_kinds(t.name for t in header.tensors)
             name, legacy = meta.get("ss_sd_model_name"), meta.get("ss_sd_model_hash")
             base_id, base_source = (name[:500], "ss_sd_model_name") if name else (None, None)
             if legacy and re.fullmatch(r"[0-9a-fA-F]{8}", legacy):
@@ -417,7 +420,7 @@ class _Finder:
         arch = _architecture(*meta_folders, roots=self.roots) if meta_folders and not adapter else None
         self.models.append(ModelRef(id=display_id(model_id), path=path, format=fmt, files=files, component=component,
                                     base_id=base_id, declared_parent=declared, architecture=arch,
-                                    base_source=base_source))
+                                    base_source=base_source, adapter_kinds=kinds))
 
     def folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
         """Add the model stored in ``folder`` (or a problem about it); False when it is not one model."""

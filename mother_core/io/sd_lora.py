@@ -155,6 +155,20 @@ _LDM_WORDS = ("input_blocks_", "middle_block_", "output_blocks_")
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 
 
+def module_kinds(names: Iterable[str]) -> tuple[str, ...]:
+    """The module types (keys of :data:`KIND_NAMES`) a kohya-layout file holds, from its tensor names, sorted.
+
+    >>> module_kinds(["lora_unet_a.hada_w1_a", "lora_unet_a.hada_w1_b", "lora_unet_b.lora_up.weight"])
+    ('loha', 'lora')
+    """
+    kinds: set[str] = set()
+    for name in names:
+        if _KOHYA_PREFIX.match(name) and "." in name:
+            part = name.split(".", 1)[1]
+            kinds.update(kind for marker, kind in _KIND_OF if part == marker)
+    return tuple(sorted(kinds))
+
+
 def sniff(names: Iterable[str]) -> str | None:
     """The layout of a Stable Diffusion LoRA file from its tensor names, or None for any other file.
 

@@ -6,7 +6,8 @@ Order (the near-exact relations first, so the fine-tune forest is solved on the 
 2. ``quantized``: the float source of each quantized model (:mod:`.copies`);
 3. ``adapter``: an unmerged PEFT adapter is read merged into the base its config names when that base
    is in the set; the weights must confirm it (the difference is low-rank on the targeted layers; for
-   LoHa, LoKr and IA3, whose updates are not low rank, that it differs at all);
+   adapters whose updates are not low rank, PEFT's LoHa, LoKr, IA3, OFT, BOFT and LN tuning and the
+   LyCORIS module types of a Stable Diffusion file, that it differs at all);
 4. ``merge``: combinations of other models with a small residual (:mod:`.merge`);
 5. ``prune`` (the ``shape`` detector): a width-pruned child is linked to the relative whose weights
    make exactly its cut (:mod:`.prune`);
@@ -234,6 +235,20 @@ _NOT_LOW_RANK = {"loha": "LoHa", "lokr": "LoKr", "ia3": "IA3", "oft": "OFT", "bo
                  "ln_tuning": "LN-tuning"}
 
 
+def _not_low_rank_form(ref: ModelRef) -> str | None:
+    """What an adapter whose update is not low rank is (for the evidence line), or None for a LoRA: a PEFT
+    type of :data:`_NOT_LOW_RANK`, or the LyCORIS module types of a Stable Diffusion file (LoHa, LoKr, full
+    difference, norm, OFT / BOFT, IA3: every type but LoRA / LoCon, :func:`mother_core.io.sd_lora.module_kinds`)."""
+    if ref.container == "peft-lora":
+        return _NOT_LOW_RANK.get(ref.scheme or "")
+    if ref.container == "sd-lora":
+        from mother_core.io.sd_lora import KIND_NAMES
+
+        others = [KIND_NAMES[k] for k in ref.adapter_kinds if k != "lora"]
+        return " and ".join(others) if others else None
+    return None
+
+
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
                                                                                   list[tuple[int, str]]]:
     """An adapter read merged into its declared base: the base is its parent when the weights agree."""
@@ -253,7 +268,7 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
         base = ids[base_id]
         prof = lowrank_profile(stats, pl, base, a, u)
         low, changed, rescaled = prof.low, prof.changed, prof.rescaled
-        form = _NOT_LOW_RANK.get(ref.scheme or "") if ref.container == "peft-lora" else None
+        form = _not_low_rank_form(ref)
         agree = changed > 0 and (low >= 0.5 or form is not None)
         by_card = source == "model card"
         conf = ADAPTER_CONFIDENCE[(agree, by_card)]

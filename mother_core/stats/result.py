@@ -155,7 +155,8 @@ class WeightStatistics:
             raise ResultFormatError(
                 f"Cannot read statistics file {path}: {e}. Delete it and run the pass again.", path
             ) from e
-        models = [ModelRef(**{**m, "files": tuple(m["files"])}) for m in header["models"]]
+        models = [ModelRef(**{**m, "files": tuple(m["files"]), "adapter_kinds": tuple(m.get("adapter_kinds", ()))})
+                  for m in header["models"]]
         tensors = [TensorMeta(t["name"], tuple(t["shape"]), t["kind"]) for t in header["tensors"]]
         skeletons = {int(k.split("_", 1)[1]): arrays.pop(k) for k in list(arrays) if k.startswith("skeleton_")}
         return cls(
