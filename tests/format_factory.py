@@ -990,3 +990,18 @@ def peft_llama_set(root: Path, configs: Mapping[str, Any], seed: int, biases: bo
         merged[kind] = {normalise_name(k): v.detach().clone()
                         for k, v in peft_model.merge_and_unload().state_dict().items()}
     return merged
+
+
+def use_table_kernel(module, permuted: bool, monkeypatch) -> None:
+    """Install ``module``'s compiled decoder (:mod:`mother_core.io.compressed_fast`, :mod:`~mother_core.io.hqq_fast`)
+    with the AVX-512 lookups of 16 codes (``permuted``) or with the portable loops; skips the test where numba
+    is missing, or where the lookups are asked for on a CPU without AVX-512."""
+    import pytest
+
+    from mother_core.io import compressed_fast, permute16
+
+    if not compressed_fast.available():
+        pytest.skip("numba is not installed")
+    if permuted and not permute16.available():
+        pytest.skip("no AVX-512 here: the portable loops only")
+    monkeypatch.setattr(module, "_KERNEL", module._build(permuted))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from format_factory import compressed_tensors_state, llama_state, perturbed, read_in_pieces
+from format_factory import compressed_tensors_state, llama_state, perturbed, read_in_pieces, use_table_kernel
 from safetensors.torch import save_file
 
 from mother_core.io.compressed_tensors import PackedLayout, packed_layout, unpack_codes
@@ -128,13 +128,9 @@ def test_table_kernel_equals_the_scales_dtype_arithmetic(permuted, monkeypatch):
     AVX-512 lookups of 16 codes (where the CPU has them) and without (the portable loops)."""
     import numpy as np
 
-    from mother_core.io import compressed_fast, permute16
+    from mother_core.io import compressed_fast
 
-    if not compressed_fast.available():
-        pytest.skip("numba is not installed")
-    if permuted and not permute16.available():
-        pytest.skip("no AVX-512 here: the portable loops only")
-    monkeypatch.setattr(compressed_fast, "_KERNEL", compressed_fast._build(permuted))
+    use_table_kernel(compressed_fast, permuted, monkeypatch)
     g = torch.Generator().manual_seed(3)
     rows, cols = 6, 96
     for bits in (2, 4, 8):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from format_factory import read_in_pieces, saved_llama
+from format_factory import read_in_pieces, saved_llama, use_table_kernel
 from mother_core.io.discovery import discover
 from mother_core.io.names import normalise_name
 from mother_core.io.readers import open_model
@@ -175,13 +175,9 @@ def test_compiled_rounding_is_torchs_everywhere(dtype, permuted, monkeypatch):
     cut inside rows."""
     import numpy as np
 
-    from mother_core.io import compressed_fast, hqq_fast, permute16
+    from mother_core.io import hqq_fast
 
-    if not compressed_fast.available():
-        pytest.skip("numba is not installed")
-    if permuted and not permute16.available():
-        pytest.skip("no AVX-512 here: the portable loops only")
-    monkeypatch.setattr(hqq_fast, "_KERNEL", hqq_fast._build(permuted))
+    use_table_kernel(hqq_fast, permuted, monkeypatch)
     g = torch.Generator().manual_seed(0)
     rows, cols = 512, 248
     codes = torch.randint(0, 256, (rows, cols), generator=g, dtype=torch.uint8)
