@@ -333,7 +333,7 @@ def _ece(conf: np.ndarray, right: np.ndarray, bins: int = 5) -> float:
 
 
 def _cells(conf: np.ndarray, right: np.ndarray) -> str:
-    from generalise import auroc
+    from mother_core.evaluate import confidence_auroc as auroc
 
     high = conf >= 0.8
     a = auroc(conf, right)

@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import barely  # noqa: E402
 from confidence_data import folders as second_draw  # noqa: E402
-from generalise import COLLECTIONS, DATA, auroc  # noqa: E402
+from generalise import COLLECTIONS, DATA  # noqa: E402
 
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
+from mother_core.evaluate import confidence_auroc as auroc  # noqa: E402
 from mother_core.evaluate import load_truth  # noqa: E402
 from mother_zoo.variety import generate_collection  # noqa: E402
 

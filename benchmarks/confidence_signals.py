@@ -31,9 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generalise import COLLECTIONS, DATA, auroc  # noqa: E402
+from generalise import COLLECTIONS, DATA  # noqa: E402
 
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
+from mother_core.evaluate import confidence_auroc as auroc  # noqa: E402
 from mother_core.evaluate import load_truth  # noqa: E402
 from mother_core.recovery.features import select_layers  # noqa: E402
 from mother_core.stats.result import WeightStatistics  # noqa: E402

@@ -36,7 +36,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
-from mother_core.evaluate import evaluate, load_truth  # noqa: E402
+from mother_core.evaluate import confidence_auroc, evaluate, load_truth  # noqa: E402
 from mother_core.recovery.features import pair_evidence, select_layers  # noqa: E402
 from mother_zoo.variety import Collection, Recipe, generate_collection  # noqa: E402
 
@@ -167,15 +167,6 @@ def naive_baseline(stats, n_trees: int) -> list[tuple[str, str]]:
     return edges
 
 
-def auroc(conf: np.ndarray, right: np.ndarray) -> float:
-    """Probability that a right edge has higher confidence than a wrong one (ties count half)."""
-    pos, neg = conf[right], conf[~right]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
-
-
 def score(rec, truth: list[tuple[str, str]]) -> dict[str, float]:
     ev = evaluate(rec, truth)
     t = set(truth)
@@ -183,7 +174,7 @@ def score(rec, truth: list[tuple[str, str]]) -> dict[str, float]:
     right = np.array([(e.parent, e.child) in t for e in rec.edges], dtype=bool)
     high = conf >= 0.8
     return {"dir": ev.directed_accuracy, "und": ev.undirected_accuracy, "ece": ev.expected_calibration_error,
-            "auroc": auroc(conf, right), "wrong_high": float((~right[high]).mean()) if high.any() else 0.0,
+            "auroc": confidence_auroc(conf, right), "wrong_high": float((~right[high]).mean()) if high.any() else 0.0,
             "n_high": int(high.sum()), "edges": len(truth), "conf": conf.tolist(), "right": right.tolist()}
 
 

@@ -60,6 +60,7 @@ def main() -> None:
         ap.error("give --sets or --make")
     rows: dict[str, list] = defaultdict(list)
     per_relation: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    confidence_rows: list[str] = []
     print("| set | models | true edges | edge P | edge R | edge F1 | family ARI | reachability | relation acc. "
           "| pass s | solve s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -80,6 +81,10 @@ def main() -> None:
                       f"{ev.edge_precision:.3f} | {ev.edge_recall:.3f} | {ev.edge_f1:.3f} | "
                       f"{ev.adjusted_rand_index:.3f} | {ev.reachability:.3f} | {ev.relation_accuracy:.3f} | "
                       f"{t_pass:.1f} | {t_solve:.2f} |")
+                confidence_rows.append(
+                    f"| {folder.parent.name}/{folder.name} | {ev.n_recovered_edges} | {ev.n_correct} | "
+                    f"{ev.expected_calibration_error:.3f} | {ev.confidence_auroc:.2f} | "
+                    f"{ev.n_confident_wrong} of {ev.n_confident} |")
                 for rel, (k, hit, typed) in ev.per_relation.items():
                     per_relation[rel][0] += k
                     per_relation[rel][1] += hit
@@ -92,6 +97,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for rel, (k, hit, typed) in sorted(per_relation.items()):
         print(f"| {rel} | {k} | {hit} | {hit / k:.2f} | {typed} |")
+    print("\nEdge confidence (default settings): is a recovered edge as likely right as it says?\n")
+    print("| set | recovered edges | right | ECE | AUROC right vs wrong | wrong among edges at >= 0.8 |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(confidence_rows))
     if args.no_ablation:
         return
     print("\nAblation (mean over sets)\n")

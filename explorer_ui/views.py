@@ -446,7 +446,9 @@ def summary(ctx: Loaded) -> None:
 
         ev = evaluate(rec, list(ctx.truth))
         c[4].metric(f"Edges correct vs {ctx.reference}", f"{ev.directed_accuracy:.0%}",
-                    help=f"Undirected (right pair, any direction): {ev.undirected_accuracy:.0%}")
+                    help=f"Undirected (right pair, any direction): {ev.undirected_accuracy:.0%}. "
+                         f"Wrong among edges shown at confidence >= 0.8: {ev.n_confident_wrong} of "
+                         f"{ev.n_confident}.")
     elif ctx.reference == "declared lineage":
         rows = lineage_rows(ctx.key, rec)[0]
         c[4].metric("Agree with declared parents", f"{sum(r.status == 'agree' for r in rows)}/{len(rows)}")

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.special import comb
+from scipy.stats import mannwhitneyu
 
 from mother_core.errors import MotherError, ResultFormatError
 from mother_core.recovery.result import Recovery, TreeInfo
@@ -47,6 +48,8 @@ __all__ = [
 
 STATUSES = TRUTH_STATUSES  # the words: mother_core/statuses.py
 N_BINS = 5
+#: The confidence a user reads as "sure": the issue's "share of wrong edges at >= 0.8".
+CONFIDENT = 0.8
 
 _TRUTH_HELP = ('A truth file is JSON like {"edges": [["parent-id", "child-id"], ...]} or {"edges": [{"parent": '
                '"p", "child": "c", "relation": "finetune"}, ...]} using the model ids of the result.')
@@ -253,6 +256,11 @@ class Evaluation:
     # relation -> (true edges of that relation, recovered correctly (directed), recovered with that relation)
     per_relation: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     run_seconds: float = math.nan  # the recovery's own wall time (from the result)
+    # Whether confidence tells right from wrong (issue 12): the AUROC of confidence for right-vs-wrong
+    # recovered edges, and how many edges are given at least CONFIDENT and how many of those are wrong.
+    confidence_auroc: float = math.nan
+    n_confident: int = 0
+    n_confident_wrong: int = 0
 
 
 def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]] | Iterable[TruthEdge]) -> Evaluation:
@@ -290,6 +298,8 @@ def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]] | Iterab
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     n_truth = len(truth)
     bins, ece = _calibration(recovery, status)
+    conf, right = _confidence_and_rightness(recovery, status)
+    confident = conf >= CONFIDENT
     precision, recall = _root_scores(recovery, truth)
     truth_models = {m for e in truth for m in e}
     precision_e = _ratio(counts[EdgeStatus.CORRECT], len(recovery.edges))
@@ -321,6 +331,9 @@ def evaluate(recovery: Recovery, truth_edges: Iterable[tuple[str, str]] | Iterab
         n_relation_known=rel_known,
         per_relation=per_relation,
         run_seconds=recovery.run_seconds,
+        confidence_auroc=confidence_auroc(conf, right),
+        n_confident=int(confident.sum()),
+        n_confident_wrong=int((confident & ~right).sum()),
     )
 
 
@@ -388,13 +401,47 @@ def _root_scores(recovery: Recovery, truth: Sequence[tuple[str, str]]) -> tuple[
     return _ratio(hits, len(ours)), _ratio(hits, len(theirs))
 
 
-def _calibration(
+def _confidence_and_rightness(
     recovery: Recovery, status: Mapping[tuple[str, str], str]
-) -> tuple[tuple[CalibrationBin, ...], float]:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each recovered edge's confidence (clipped to [0, 1]) and whether it is correct; unscored edges left out."""
     conf = np.array([e.confidence for e in recovery.edges], dtype=np.float64)
     right = np.array([status[(e.parent, e.child)] == EdgeStatus.CORRECT for e in recovery.edges], dtype=bool)
     keep = np.isfinite(conf)
-    conf, right = np.clip(conf[keep], 0.0, 1.0), right[keep]
+    return np.clip(conf[keep], 0.0, 1.0), right[keep]
+
+
+def confidence_auroc(confidence: np.ndarray, right: np.ndarray) -> float:
+    """The AUROC of confidence for right-vs-wrong edges (issue 12, "Confidence that knows what it doesn't know").
+
+    The probability that a right edge, drawn at random, is given a higher confidence than a wrong one
+    (ties count half): the Mann-Whitney U statistic over the number of pairs (Hanley and McNeil 1982).
+    0.5 means confidence does not separate right from wrong at all.
+
+    Parameters
+    ----------
+    confidence : numpy.ndarray
+        One confidence per edge.
+    right : numpy.ndarray of bool
+        Whether each edge is right.
+
+    Returns
+    -------
+    float
+        NaN when every edge is right or every edge is wrong (nothing to separate).
+    """
+    right = np.asarray(right, dtype=bool)
+    pos, neg = np.asarray(confidence, dtype=np.float64)[right], np.asarray(confidence, dtype=np.float64)[~right]
+    if not len(pos) or not len(neg):
+        return math.nan
+    u = float(mannwhitneyu(pos, neg, alternative="two-sided", method="asymptotic").statistic)
+    return u / (len(pos) * len(neg))
+
+
+def _calibration(
+    recovery: Recovery, status: Mapping[tuple[str, str], str]
+) -> tuple[tuple[CalibrationBin, ...], float]:
+    conf, right = _confidence_and_rightness(recovery, status)
     which = np.minimum((conf * N_BINS).astype(int), N_BINS - 1)  # 1.0 falls in the last bin
     bins, ece = [], 0.0
     for b in range(N_BINS):
@@ -535,6 +582,8 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
         lines.append(f"  {b.lo:.1f}-{b.hi:.1f}     {b.n_edges:>5}  {_num(b.mean_confidence):>9}  "
                      f"{_num(b.fraction_correct):>7}")
     lines.append(f"  expected calibration error: {_num(ev.expected_calibration_error)}")
+    lines.append(f"  AUROC of confidence, right vs wrong: {_num(ev.confidence_auroc, '.2f')}")
+    lines.append(f"  wrong among edges at >= {CONFIDENT}: {ev.n_confident_wrong} of {ev.n_confident}")
     bad = [(k, s) for k, s in ev.edge_status.items() if s != EdgeStatus.CORRECT]
     if bad:
         lines += ["", "Edges that are not correct (parent -> child)"]

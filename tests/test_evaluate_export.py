@@ -15,6 +15,7 @@ import pytest
 from mother_core.errors import ResultFormatError
 from mother_core.evaluate import (
     adjusted_rand_index,
+    confidence_auroc,
     edge_status,
     evaluate,
     format_evaluation,
@@ -164,6 +165,24 @@ def test_calibration_bins_and_ece():
     assert math.isnan(bins[3].mean_confidence)
     expected = (abs(0.1 - 1) + abs(0.3 - 0) + abs(0.5 - 0) + 2 * abs(0.95 - 1)) / 5
     assert ev.expected_calibration_error == pytest.approx(expected)
+
+
+def test_confidence_auroc_and_confident_wrong_edges():
+    models = list("rabcdef")
+    edges = [("r", m) for m in "abcdef"]
+    conf = dict(zip(edges, [0.1, 0.3, 0.5, 0.9, 1.0, math.nan]))
+    r = make_recovery(models, edges, conf=conf)
+    truth = [("r", "a"), ("r", "d"), ("r", "e"), ("b", "r")]  # a, d, e correct; b flipped; c wrong
+    ev = evaluate(r, truth)
+    # right edges at 0.1, 0.9, 1.0 against wrong ones at 0.3, 0.5: 4 of the 6 pairs ordered right
+    assert ev.confidence_auroc == pytest.approx(4 / 6)
+    assert (ev.n_confident, ev.n_confident_wrong) == (2, 0)
+    conf[("r", "b")] = 0.85  # a flipped edge said with confidence
+    ev = evaluate(make_recovery(models, edges, conf=conf), truth)
+    assert (ev.n_confident, ev.n_confident_wrong) == (3, 1)
+    assert "wrong among edges at >= 0.8: 1 of 3" in format_evaluation(ev)
+    assert math.isnan(confidence_auroc(np.array([0.2, 0.9]), np.array([True, True])))  # nothing to separate
+    assert confidence_auroc(np.array([0.2, 0.2]), np.array([True, False])) == 0.5  # a tie counts half
 
 
 def test_empty_truth_and_empty_result():
