@@ -41,10 +41,11 @@ def remembered_rescales() -> Iterator[None]:
     """Within the block, :func:`lowrank_profile` refits each layer's row scales once per pair and orientation.
 
     The refits are nine SVDs a side and four sides a layer (most pairs tried never read as a LoRA, so every
-    refit runs), and one recovery asks for the same pairs again: a quantized model's nearest floats for a
-    QLoRA (``copies._made_from``), then its tree edge for a label (``detect.label_edge``), again for the
-    tie gate (``recovery.ties``), and pairs in both orders (``detect._partial_pairs`` and the QLoRA test);
-    on a profile D set 15 of 97 profiles repeated one (benchmarks/RESULTS.md, "Solving profile D sets").
+    refit runs), and one recovery may ask for a pair again: the pair test of a tree edge and then the whole
+    profile of a ``lora`` edge for its evidence (``detect.label_edge``), the same edge for the tie gate
+    (``recovery.ties``), pairs in both orders (``detect._partial_pairs``, the QLoRA test
+    ``copies._made_from``); on a profile D set 15 of 97 profiles repeated one (benchmarks/RESULTS.md,
+    "Solving profile D sets").
     A side's rank depends only on its two skeletons, its scale, floor and ``settle``, all in the key, so
     results do not depend on what was remembered. The stacks must not change inside the block (the memo
     holds them, keyed by identity).
