@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -62,3 +63,28 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@functools.cache
+def _blas_threads() -> Any:
+    """threadpoolctl's view of the BLAS libraries loaded (numpy's OpenBLAS), made once: finding them walks
+    every loaded library (about 2 ms), a limit on a known controller costs 10 us."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run numpy's BLAS (OpenBLAS) calls in the block on one thread, then restore the setting.
+
+    The numpy twin of :func:`one_torch_thread`, for loops of small products (a 96 x 96 skeleton projected
+    off a few singular vectors): OpenBLAS splits such a product over its threads, and on a busy machine
+    the call then waits for a second core. The low-rank profile's row-scale refits
+    (:func:`mother_core.relations.lowrank.rescaled_rank`, about 9,000 such products on a profile D set)
+    spent 33 of a 52 s solve there at load 5 on 2 cores, and 0.9 s on one thread. A product's entries are
+    the same sums in the same order on one thread or several (OpenBLAS splits the output, not the inner
+    dimension), so the figures do not change (benchmarks/RESULTS.md, "Solving profile D sets").
+    """
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        yield

@@ -231,3 +231,56 @@ def test_a_link_with_a_close_runner_up_reads_under_0_9(trained_root_families: di
     assert conf < 0.9
     assert trained_root_families["b-lora1"] == ("b-root", pytest.approx(trained_root_families["m-lora"][1]))
     assert trained_root_families["m-lora"][1] >= 0.9
+
+
+def test_pair_test_and_remembered_refits_give_the_profile(family: dict[str, Any]) -> None:
+    """The shortcuts of the low-rank profile change no answer: on every ordered pair of the family (merged
+    LoRAs, a merged DoRA, full fine-tunes), :func:`reads_low_rank`, which refits only until the answer is
+    known, answers as the whole profile does (alone and with the untouched-share bar of ``label_edge``),
+    and profiles inside :func:`remembered_rescales` (each pair asked twice and in both orders, settled and
+    not) equal those computed without it."""
+    from mother_core.relations.evidence import pair_layers, storage_roundoff
+    from mother_core.relations.lowrank import (
+        LORA_UNTOUCHED, lowrank_profile, reads_low_rank, remembered_rescales,
+    )
+
+    stats = family["stats"]
+    pl, u = pair_layers(stats), storage_roundoff(stats)
+    pairs = [(p, c) for p in range(stats.n_models) for c in range(stats.n_models) if p != c]
+    plain = {(p, c, s): lowrank_profile(stats, pl, p, c, u, settle=s) for p, c in pairs for s in (False, True)}
+    answers = {True: 0, False: 0}
+    for p, c in pairs:
+        prof = plain[(p, c, False)]
+        assert reads_low_rank(stats, pl, p, c, u) == bool(prof.changed and prof.low >= 0.5), (p, c)
+        bar = bool(prof.changed and prof.untouched >= LORA_UNTOUCHED and prof.low >= 0.5)
+        assert reads_low_rank(stats, pl, p, c, u, untouched=LORA_UNTOUCHED) == bar, (p, c)
+        answers[bar] += 1
+    assert answers[True] >= 10 and answers[False] >= 10  # both answers are exercised (LoRAs both ways)
+    assert sum(prof.rescaled > 0 for prof in plain.values()) > 0  # and the refits (the merged DoRA)
+    with remembered_rescales():
+        for _ in range(2):
+            for (p, c, s), prof in plain.items():
+                assert reads_low_rank(stats, pl, p, c, u) == bool(prof.changed and prof.low >= 0.5)
+                assert lowrank_profile(stats, pl, p, c, u, settle=s) == prof, (p, c, s)
+
+
+def test_one_blas_thread_limits_and_restores() -> None:
+    """numpy's BLAS runs on one thread inside :func:`one_blas_thread` and on as many as before after it, and
+    a product's entries are the same bits either way (the refits' projections: a 96 x 96 skeleton off 40
+    of its singular directions)."""
+    from threadpoolctl import threadpool_info
+
+    from mother_core.device import one_blas_thread
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    a, basis = rng.standard_normal((96, 96)), np.linalg.qr(rng.standard_normal((96, 40)))[0].T.copy()
+    threaded = a - (a @ basis.T) @ basis
+    with one_blas_thread():
+        assert set(blas_threads()) <= {1}
+        single = a - (a @ basis.T) @ basis
+    assert blas_threads() == before
+    assert np.array_equal(single, threaded)

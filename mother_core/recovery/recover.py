@@ -192,10 +192,12 @@ def recover(
     -------
     Recovery
     """
+    from mother_core.relations.lowrank import remembered_rescales
     from mother_core.stats.skeleton import remembered_differences  # torch: imported when first needed
 
-    # Skeleton differences are measured for the rank cue and again for the edges' labels: once is enough.
-    with remembered_differences():
+    # Skeleton differences are measured for the rank cue and again for the edges' labels, and a pair's
+    # row-scale refits for a QLoRA, an edge label and the tie gate: once is enough.
+    with remembered_differences(), remembered_rescales():
         return _recover(stats, settings, constraints)
 
 

@@ -50,7 +50,7 @@ from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.evidence import (
     CONVERT_TOL, PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
 )
-from mother_core.relations.lowrank import lowrank_profile
+from mother_core.relations.lowrank import reads_low_rank
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -277,8 +277,7 @@ def _made_from(stats: WeightStatistics, pl: PairLayers, q: int, c: int, u: np.nd
         # A grid of 2^b levels per block rounds by about 2^-b relative; near the float floor (8 bits against
         # bf16's 2^-8) the rank test cannot see it, and the source itself would read as low rank.
         return False
-    prof = lowrank_profile(stats, pl, q, c, u)
-    return prof.changed > 0 and prof.low >= 0.5
+    return reads_low_rank(stats, pl, q, c, u)  # the profile's test, refitting only until it is decided
 
 
 def scheme_bits(scheme: str) -> int | None:

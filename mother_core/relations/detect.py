@@ -30,7 +30,7 @@ from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.copies import find_conversions, find_quantized
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
 from mother_core.relations.lowrank import (
-    LORA_UNTOUCHED, lowrank_profile, untouched_share, untouched_tolerance,
+    LORA_UNTOUCHED, LowRankProfile, lowrank_profile, reads_low_rank, untouched_share, untouched_tolerance,
 )
 from mother_core.relations.merge import find_merges
 from mother_core.relations.prune import find_pruned
@@ -303,7 +303,10 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
             return kind
     if "lora" in detectors:
         u = storage_roundoff(stats)
-        prof = lowrank_profile(stats, pl, p, c, u)
+        # Most edges are fine-tunes, known as such before every layer is refitted (the pair test alone); a
+        # LoRA's whole profile, for its evidence, reuses the refits done (lowrank.remembered_rescales).
+        prof = (lowrank_profile(stats, pl, p, c, u) if reads_low_rank(stats, pl, p, c, u, untouched=LORA_UNTOUCHED)
+                else LowRankProfile())
         untouched, low, changed, rescaled = prof.untouched, prof.low, prof.changed, prof.rescaled
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
             return (Relation.LORA, f"{changed} layers changed"

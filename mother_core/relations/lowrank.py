@@ -10,7 +10,10 @@ rounding is full rank on every matrix it rounds. Ranks are read on the skeletons
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -26,6 +29,32 @@ LORA_RANK = 0.75
 #: (:func:`rescaled_rank`): each cuts the scale error about tenfold (a PEFT DoRA merged in fp32: tail /
 #: top singular value 0.008, 1e-3, 2e-5 after 2, 3, 5 refits); fp32's floor is 1e-5 of the top.
 RESCALE_STEPS = 8
+
+# (id of a skeleton stack, model x, model y, transposed, settle, scale, roundoff) -> (the stack, the rank
+# of one orientation's refits of y on x: :func:`rescaled_rank`'s ``one_side``)
+_RESCALED: ContextVar[dict[tuple[int, int, int, bool, bool, float, float], tuple[np.ndarray, int]] | None] = \
+    ContextVar("mother_rescaled_ranks", default=None)
+
+
+@contextmanager
+def remembered_rescales() -> Iterator[None]:
+    """Within the block, :func:`lowrank_profile` refits each layer's row scales once per pair and orientation.
+
+    The refits are nine SVDs a side and four sides a layer (most pairs tried never read as a LoRA, so every
+    refit runs), and one recovery may ask for a pair again: the pair test of a tree edge and then the whole
+    profile of a ``lora`` edge for its evidence (``detect.label_edge``), the same edge for the tie gate
+    (``recovery.ties``), pairs in both orders (``detect._partial_pairs``, the QLoRA test
+    ``copies._made_from``); on a profile D set 15 of 97 profiles repeated one (benchmarks/RESULTS.md,
+    "Solving profile D sets").
+    A side's rank depends only on its two skeletons, its scale, floor and ``settle``, all in the key, so
+    results do not depend on what was remembered. The stacks must not change inside the block (the memo
+    holds them, keyed by identity).
+    """
+    token = _RESCALED.set({})
+    try:
+        yield
+    finally:
+        _RESCALED.reset(token)
 
 
 def untouched_tolerance(u: np.ndarray, a: int, b: int) -> float:
@@ -98,12 +127,71 @@ def lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
     (under the threshold, so the pair test stops there) and its adapter's rank 4 two refits later, and
     summed over layers the unsettled figures made a sibling LoRA look nearer than the DoRA's base (the
     trained-root family of tests/test_lora_links.py: 152 against 200, settled 64 against 32)."""
+    found = _changed_layers(stats, pl, p, c, u)
+    if found is None:
+        return LowRankProfile()
+    untouched, changed, roundoff, layers = found
+    ranks: list[float] = []
+    rank_sum = 0
+    rescaled = 0
+    for sk, scale, rank, shape in layers:
+        if untouched >= LORA_UNTOUCHED and (settle or rank >= LORA_RANK * min(shape)):
+            after = rescaled_rank(sk[p], sk[c], scale, roundoff, settle=settle, key=(sk, p, c))
+            if after < min(rank, LORA_RANK * min(shape)):
+                rescaled += rank >= LORA_RANK * min(shape)
+                rank = after
+        ranks.append(rank / min(shape))
+        rank_sum += rank
+    low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
+    return LowRankProfile(untouched, low, changed, rescaled, rank_sum)
+
+
+def reads_low_rank(stats: WeightStatistics, pl: PairLayers, p: int, c: int, u: np.ndarray,
+                   untouched: float = 0.0) -> bool:
+    """The pair test of a merged LoRA: whether ``c`` differs from ``p`` on some layers, with at least
+    ``untouched`` of the shared layers left as they were, and at low rank on at least half the changed
+    2-D layers; exactly ``prof.changed and prof.untouched >= untouched and prof.low >= 0.5`` for
+    ``prof = lowrank_profile(stats, pl, p, c, u)``, with the row-scale refits (:func:`rescaled_rank`)
+    only until the answer is known.
+
+    The refits are nearly all of a profile's cost, and a refit that leaves a layer at full rank runs all
+    :data:`RESCALE_STEPS` of them on each of four sides; most pairs tested are not LoRAs (a quantized
+    model's nearest floats for a QLoRA, ``copies._made_from``; every tree edge, ``detect.label_edge``), and
+    their answer is known once more than half the layers stay at full rank. Layers already at low rank
+    count first (they need no refit); which layers are refitted before the answer is known does not
+    change it.
+    """
+    found = _changed_layers(stats, pl, p, c, u)
+    if found is None:
+        return False
+    share, changed, roundoff, layers = found
+    if not changed or share < untouched or not layers:
+        return False
+    n = len(layers)
+    low = sum(rank / min(shape) < LORA_RANK for _, _, rank, shape in layers)
+    # lowrank_profile refits layers at or above LORA_RANK, on pairs with untouched matrices only
+    todo = [layer for layer in layers if not layer[2] / min(layer[3]) < LORA_RANK] if share >= LORA_UNTOUCHED else []
+    todo.sort(key=lambda layer: math.prod(layer[3]))  # smaller skeletons first: cheaper SVDs, the same answer
+    for at, (sk, scale, rank, shape) in enumerate(todo):
+        if low / n >= 0.5 or (low + len(todo) - at) / n < 0.5:  # decided either way
+            break
+        after = rescaled_rank(sk[p], sk[c], scale, roundoff, key=(sk, p, c))
+        low += after < min(rank, LORA_RANK * min(shape))
+    return low / n >= 0.5
+
+
+def _changed_layers(stats: WeightStatistics, pl: PairLayers, p: int, c: int, u: np.ndarray
+                    ) -> tuple[float, int, float, list[tuple[np.ndarray, float, int, tuple[int, ...]]]] | None:
+    """What :func:`lowrank_profile` reads before any refit: the untouched share, the number of changed
+    shared layers, the pair's roundoff, and for each changed 2-D layer with a skeleton (its skeleton
+    stack, the weights' RMS, the numerical rank of the ``c - p`` skeleton difference, the skeleton's
+    shape); None when the two share no layer."""
     from mother_core.stats.skeleton import difference_singular_values, rank_above_floor
 
     rel = pl.rel[:, p, c]
     shared = np.isfinite(rel)
     if not shared.any():
-        return LowRankProfile()
+        return None
     tol = untouched_tolerance(u, p, c)
     changed = shared & (rel > tol)
     untouched = untouched_share(stats, rel, tol)
@@ -114,28 +202,18 @@ def lowrank_profile(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
             continue
         scale = math.sqrt(0.5 * float(np.mean(sk[p].astype(np.float64) ** 2) + np.mean(sk[c].astype(np.float64) ** 2)))
         by_shape.setdefault(sk.shape[1:], []).append((sk, scale))
-    ranks: list[float] = []
-    rank_sum = 0
-    rescaled = 0
     roundoff = max(u[p], u[c])
+    layers = []
     for shape, items in by_shape.items():  # one batched SVD per skeleton shape, of the c - p differences
         # not already taken for the rank cue (a model and its nearest relative: stats/skeleton.py)
         sv = difference_singular_values([sk for sk, _ in items], [(c, p)] * len(items))
         r = rank_above_floor(sv, max(shape), np.array([s for _, s in items]), np.full(len(items), roundoff))
-        for (sk, scale), whole in zip(items, r):
-            rank = int(whole)
-            if untouched >= LORA_UNTOUCHED and (settle or rank >= LORA_RANK * min(shape)):
-                after = rescaled_rank(sk[p], sk[c], scale, roundoff, settle=settle)
-                if after < min(rank, LORA_RANK * min(shape)):
-                    rescaled += rank >= LORA_RANK * min(shape)
-                    rank = after
-            ranks.append(rank / min(shape))
-            rank_sum += rank
-    low = float(np.mean(np.array(ranks) < LORA_RANK)) if ranks else 0.0
-    return LowRankProfile(untouched, low, int(changed.sum()), rescaled, rank_sum)
+        layers += [(sk, scale, int(whole), shape) for (sk, scale), whole in zip(items, r)]
+    return untouched, int(changed.sum()), roundoff, layers
 
 
-def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float, settle: bool = False) -> int:
+def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float, settle: bool = False,
+                  key: tuple[np.ndarray, int, int] | None = None) -> int:
     """Numerical rank of ``w2 - diag(s) w`` (rows, or columns for a transposed layout, whichever is
     lower) with the per-row scales s that best explain ``w2`` from ``w``: a merged DoRA's difference.
 
@@ -152,10 +230,17 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float, 
     (``W - diag(1/s) W' = -B A``) but the fit is not, so both ways are tried: the pair test does not
     know which model is the child. Without ``settle`` the first fit under :data:`LORA_RANK` decides
     (enough to call the layer low rank); with it the refits go on until the rank stops falling, which
-    gives the adapter's own rank (the summed rank of :func:`lora_links` compares relatives by it)."""
+    gives the adapter's own rank (the summed rank of :func:`lora_links` compares relatives by it).
+
+    ``key`` (the skeleton stack and the rows ``w`` and ``w2`` are of) lets a :func:`remembered_rescales`
+    block reuse each side's refits, for this pair in either order.
+
+    The refits run on one thread for torch and for numpy's BLAS: their matrices are small, and extra
+    threads only wait for a core on a busy machine (:func:`mother_core.device.one_blas_thread`).
+    """
     import torch
 
-    from mother_core.device import one_torch_thread
+    from mother_core.device import one_blas_thread, one_torch_thread
     from mother_core.stats.skeleton import rank_above_floor
 
     def one_side(a: np.ndarray, b: np.ndarray) -> int:
@@ -167,8 +252,7 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float, 
             pa, pb = a - (a @ basis.T) @ basis, b - (b @ basis.T) @ basis
             s = (pa * pb).sum(axis=1) / np.maximum((pa * pa).sum(axis=1), 1e-300)
             resid = b - s[:, None] * a
-            with one_torch_thread():  # small matrices: LAPACK's threads only spin (stats/skeleton.py)
-                _, sv_t, vh_t = torch.linalg.svd(torch.as_tensor(resid), full_matrices=False)
+            _, sv_t, vh_t = torch.linalg.svd(torch.as_tensor(resid), full_matrices=False)
             sv, vh = sv_t.numpy()[None], vh_t.numpy()
             r = int(rank_above_floor(sv, max(resid.shape), np.array([scale]), np.array([roundoff]))[0])
             best = min(best, r)
@@ -187,10 +271,27 @@ def rescaled_rank(w: np.ndarray, w2: np.ndarray, scale: float, roundoff: float, 
             basis = vh[:k]
         return best
 
+    memo = _RESCALED.get() if key is not None else None
     a, b = w.astype(np.float64), w2.astype(np.float64)
     best = a.shape[0] + a.shape[1]
-    for x, y in ((a, b), (b, a), (a.T, b.T), (b.T, a.T)):  # the first that reads as a LoRA decides
-        best = min(best, one_side(x, y))
-        if best < LORA_RANK * min(a.shape):
-            break
+    # small matrices: LAPACK's and OpenBLAS's threads only spin (stats/skeleton.py, device.one_blas_thread)
+    with one_torch_thread(), one_blas_thread():
+        # the sides (a, b), (b, a), (a.T, b.T), (b.T, a.T): the first that reads as a LoRA decides
+        for swap, transpose in ((False, False), (True, False), (False, True), (True, True)):
+            x, y = (b, a) if swap else (a, b)
+            x, y = (x.T, y.T) if transpose else (x, y)
+            if memo is None or key is None:
+                side = one_side(x, y)
+            else:
+                stack, p, c = key
+                mk = (id(stack), *((c, p) if swap else (p, c)), transpose, settle, scale, roundoff)
+                hit = memo.get(mk)
+                if hit is not None and hit[0] is stack:
+                    side = hit[1]
+                else:
+                    side = one_side(x, y)
+                    memo[mk] = (stack, side)
+            best = min(best, side)
+            if best < LORA_RANK * min(a.shape):
+                break
     return best
