@@ -124,6 +124,17 @@ _KIND_OF: tuple[tuple[str, str], ...] = (
     ("lokr_w1_a", "lokr"), ("diff", "full"), ("w_norm", "norm"), ("oft_blocks", "oft"), ("on_input", "ia3"),
 )
 _MERGED_PARTS = frozenset().union(*_KINDS.values())
+#: A LoRA of a DiT denoiser (Flux, SD3): its module paths start with the transformer's blocks, in the original
+#: single-file layout (kohya-ss Flux ``lora_unet_double_blocks_0_img_attn_qkv``, BFL / ComfyUI
+#: ``diffusion_model.single_blocks.0.linear1``, SD3 ``joint_blocks``) or diffusers' (``transformer.transformer_blocks.0
+#: .attn.to_q``, ``single_transformer_blocks``), after the prefix naming the component. An SD UNet's modules
+#: start with ``down_blocks`` / ``input_blocks`` / ...; its ``transformer_blocks`` come after ``attentions_N``.
+_DIT_MODULE = re.compile(r"^(?:lora_unet_|lora_transformer_|lycoris_|transformer\.|base_model\.model\.|"
+                         r"(?:model\.)?diffusion_model\.)?(?P<block>double_blocks|single_blocks|joint_blocks|"
+                         r"single_transformer_blocks|transformer_blocks)[._]\d")
+_LORA_PARTS = ("lora_down", "lora_up", "lora_A", "lora_B", ".lora.down", ".lora.up", ".alpha", "hada_", "lokr_")
+#: The scheme of such a file: refused at discovery with :func:`refusal`'s own message.
+DIT_LORA = "unsupported-dit"
 #: What people call each merged type (in messages).
 KIND_NAMES: Mapping[str, str] = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full difference",
                                  "norm": "norm", "oft": "OFT / BOFT", "ia3": "IA3"}
@@ -192,6 +203,9 @@ def sniff(names: Iterable[str]) -> str | None:
     names = list(names)
     if not names:
         return None
+    dit = dit_lora(names)
+    if dit is not None:
+        return f"{DIT_LORA}:{dit}"
     kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
     # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
     # which are not LoRA layers and are left out.
@@ -215,8 +229,38 @@ def sniff(names: Iterable[str]) -> str | None:
     return None
 
 
+def dit_lora(names: Iterable[str]) -> str | None:
+    """What a LoRA file of a DiT denoiser is (``"Flux LoRA (kohya-ss layout)"``, ...), from its tensor names;
+    None when most of its tensors are not LoRA parts of a Flux / SD3 transformer's blocks.
+
+    >>> dit_lora(["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
+    ...           "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"])
+    'Flux LoRA (kohya-ss layout)'
+    >>> dit_lora(["transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight"])
+    'Flux LoRA (diffusers / PEFT layout)'
+    >>> dit_lora(["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"]) is None
+    True
+    """
+    names = list(names)
+    blocks = [m["block"] for n in names if any(p in n for p in _LORA_PARTS) and (m := _DIT_MODULE.match(n))]
+    if not blocks or 2 * len(blocks) <= len(names):
+        return None
+    found = set(blocks)
+    family = ("Flux" if found & {"double_blocks", "single_blocks", "single_transformer_blocks"}
+              else "SD3" if "joint_blocks" in found else "Flux / SD3")
+    layout = ("diffusers / PEFT" if found & {"transformer_blocks", "single_transformer_blocks"}
+              else "kohya-ss" if any(n.startswith(("lora_unet_", "lora_transformer_")) for n in names)
+              else "original single-file")
+    return f"{family} LoRA ({layout} layout)"
+
+
 def refusal(path: str, scheme: str) -> str:
     """The message for a file :func:`sniff` found to be an adapter family this module does not merge."""
+    if scheme.startswith(DIT_LORA + ":"):
+        what = scheme.removeprefix(DIT_LORA + ":")
+        return (f"{path} is a {what} file: an adapter of a DiT transformer (Flux / SD3), which this version does "
+                "not read yet (Stable Diffusion UNet LoRAs and PEFT adapter folders are). Fuse it into its base "
+                "with diffusers (pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
             "LoCon, with Tucker kernels and DoRA, LoHa, LoKr, full-difference, norm, OFT, BOFT and IA3 modules in "

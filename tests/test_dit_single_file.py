@@ -1,0 +1,248 @@
+"""The DiT image pipelines as people hold them (issue 11): diffusers repositories whose denoiser is
+``transformer/`` (Flux, SD3), and Flux / SD3 single-file checkpoints (BFL, Stability, ComfyUI), read under the
+diffusers transformer's names with their fused tensors split. Built on tiny transformers made by diffusers 0.42;
+diffusers' own single-file converters are the oracle (the files are written by inverting them, and the tests
+check the converters map each file back to the model exactly); fine-tunes are real AdamW steps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from dit_factory import (  # noqa: E402
+    flux_converter, flux_single_file, flux_steps, sd3_converter, sd3_single_file, sd3_steps, state_of, tiny_flux,
+    tiny_sd3,
+)
+from safetensors.torch import save_file  # noqa: E402
+
+from mother_core import RecoverySettings, recover_paths  # noqa: E402
+from mother_core.io import dit_single_file  # noqa: E402
+from mother_core.io.discovery import discover  # noqa: E402
+from mother_core.io.readers import open_model  # noqa: E402
+from mother_core.relations.evidence import quantization_scheme  # noqa: E402
+
+FLUX_PREFIXES = {"bfl": "", "comfyui": "model.diffusion_model."}
+#: What an all-in-one ComfyUI / Stability file holds beside the denoiser (left out by the reader).
+EXTRAS = {"vae.decoder.conv_in.weight": torch.ones(4, 4, 3, 3),
+          "first_stage_model.decoder.conv_in.weight": torch.ones(4, 4, 3, 3),
+          "text_encoders.clip_l.transformer.text_model.final_layer_norm.weight": torch.ones(8)}
+
+
+@pytest.fixture(scope="module")
+def flux() -> dict[str, torch.Tensor]:
+    return state_of(tiny_flux(0))
+
+
+@pytest.fixture(scope="module")
+def sd3() -> dict[str, torch.Tensor]:
+    return state_of(tiny_sd3(0))
+
+
+def _reads(path: Path) -> dict[str, torch.Tensor]:
+    [ref] = discover([path]).models
+    with open_model(ref) as reader:
+        return {n: reader.read(n) for n in reader.tensor_infos()}
+
+
+def _assert_exact(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert set(got) == set(want), sorted(set(got) ^ set(want))[:10]
+    for name, value in want.items():
+        assert got[name].shape == value.shape and got[name].dtype == value.dtype, name
+        assert (got[name] - value).abs().max().item() == 0, name
+
+
+@pytest.mark.parametrize("where", sorted(FLUX_PREFIXES))
+def test_flux_single_file_reads_as_diffusers_converts_it(tmp_path, flux, where):
+    """A Flux single file (bare as BFL ships it, or under model.diffusion_model. beside the VAE and text encoder
+    as ComfyUI does) reads as exactly the diffusers transformer: the same names, the same values (max abs
+    difference 0), and what diffusers' own converter makes of the file."""
+    single = flux_single_file(flux, FLUX_PREFIXES[where])
+    assert flux_converter(16)(single).keys() == flux.keys()
+    _assert_exact(flux_converter(16)(single), flux)  # the file is what diffusers reads as this model
+    path = tmp_path / "flux.safetensors"
+    save_file({**single, **(EXTRAS if where == "comfyui" else {})}, str(path))
+    [ref] = discover([path]).models
+    assert ref.format == "safetensors:flux-single-file"
+    _assert_exact(_reads(path), flux)
+
+
+def test_sd3_single_file_reads_as_diffusers_converts_it(tmp_path, sd3):
+    """An SD3.5-shaped single file (dual attention, RMS q/k norms, the last block's context modulation and the
+    final one stored as (shift, scale)) reads as exactly the diffusers transformer, and diffusers' converter
+    agrees."""
+    single = sd3_single_file(sd3)
+    _assert_exact(sd3_converter()(single), sd3)
+    path = tmp_path / "sd3.safetensors"
+    save_file({**single, **EXTRAS}, str(path))
+    [ref] = discover([path]).models
+    assert ref.format == "safetensors:sd3-single-file"
+    _assert_exact(_reads(path), sd3)
+
+
+def test_plain_sd3_single_file(tmp_path):
+    """SD3 medium's shape: no dual attention, no q/k norms, bare names."""
+    state = state_of(tiny_sd3(1, dual=(), qk_norm=None))
+    path = tmp_path / "sd3-medium.safetensors"
+    save_file(sd3_single_file(state, prefix=""), str(path))
+    _assert_exact(_reads(path), state)
+
+
+def test_row_ranges_and_buffers_are_slices_of_whole_reads(tmp_path, flux):
+    """Rows of a split tensor (a third of qkv, a part of linear1, the swapped halves of a modulation, across
+    the swap) are the rows of the whole tensor, by ``read`` and by ``read_into``; no stored tensor is read whole."""
+    path = tmp_path / "flux.safetensors"
+    save_file(flux_single_file(flux, "model.diffusion_model."), str(path))
+    [ref] = discover([path]).models
+    with open_model(ref) as reader:
+        asked: list[tuple[str, tuple[int, int] | None]] = []
+        raw_read = reader.raw.read
+        reader.raw.read = lambda n, rows=None: (asked.append((n, rows)), raw_read(n, rows))[1]
+        for name in ("transformer_blocks.0.attn.to_k.weight", "single_transformer_blocks.1.proj_mlp.weight",
+                     "single_transformer_blocks.1.attn.to_v.bias", "norm_out.linear.weight", "norm_out.linear.bias"):
+            whole = flux[name]
+            n = whole.shape[0]
+            for rows in ((0, n), (1, n - 1), (n // 2 - 1, n // 2 + 1), (n - 1, n), (3, 3)):
+                assert torch.equal(reader.read(name, rows), whole[rows[0]:rows[1]]), (name, rows)
+                out = torch.empty(rows[1] - rows[0], *whole.shape[1:], dtype=whole.dtype)
+                assert torch.equal(reader.read_into(name, rows, out), whole[rows[0]:rows[1]]), (name, rows)
+        assert all(r is not None for _, r in asked)
+        assert ("double_blocks.0.img_attn.qkv.weight", (16 + 1, 16 + 15)) in asked  # to_k rows 1..15 only
+
+
+def test_torch_pickle_single_file(tmp_path, flux):
+    """A Flux single file saved by torch.save (.ckpt / .pt) is renamed the same way."""
+    path = tmp_path / "flux.ckpt"
+    torch.save(flux_single_file(flux), path)
+    [ref] = discover([path]).models
+    assert ref.format == "torch"
+    _assert_exact(_reads(path), flux)
+
+
+def _repo(folder: Path, state: dict[str, torch.Tensor], pipeline: str, extra: tuple[str, ...] = ()) -> Path:
+    """A diffusers repository as save_pretrained lays it out: model_index.json, transformer/, other components."""
+    (folder / "transformer").mkdir(parents=True)
+    save_file(state, str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    (folder / "transformer" / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    for comp in extra:
+        (folder / comp).mkdir()
+        save_file({"encoder.weight": torch.ones(4, 4)}, str(folder / comp / "model.safetensors"))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+    return folder
+
+
+def test_transformer_is_the_default_component(tmp_path, flux):
+    """A diffusers repository with transformer/ and no unet/ (Flux, SD3, PixArt, Sana) is read as its
+    transformer, and ``mother scan`` says so; an explicit component still wins."""
+    repo = _repo(tmp_path / "flux-dev", flux, "FluxPipeline", extra=("text_encoder", "vae"))
+    found = discover([repo])
+    assert not found.problems
+    [ref] = found.models
+    assert ref.component == "transformer" and ref.path.endswith("transformer")
+    [vae] = discover([repo], component="vae").models
+    assert vae.component == "vae"
+    scan = subprocess.run([sys.executable, "-m", "mother_core", "scan", str(repo)], capture_output=True, text=True,
+                          check=True)
+    assert "[transformer/]" in scan.stdout, scan.stdout
+
+
+def test_repository_without_a_denoiser_is_still_a_problem(tmp_path):
+    """Without unet/ or transformer/ nothing is chosen for the user: the problem lists the components."""
+    repo = tmp_path / "encoders"
+    for comp in ("text_encoder", "vae"):
+        (repo / comp).mkdir(parents=True)
+        save_file({"w": torch.ones(2, 2)}, str(repo / comp / "model.safetensors"))
+    (repo / "model_index.json").write_text("{}")
+    found = discover([repo, tmp_path / "encoders" / "vae"])
+    assert any("no component was chosen" in p.message and "text_encoder, vae" in p.message for p in found.problems)
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_single_files_and_diffusers_folder_are_one_lineage(tmp_path, family):
+    """{diffusers-layout base, single-file fine-tune, single-file copy, unrelated model}: the copy is a
+    ``convert`` of the base (same values, another layout) and the fine-tune (real AdamW steps) its child."""
+    make, steps, single = ((tiny_flux, flux_steps, flux_single_file) if family == "flux"
+                           else (tiny_sd3, sd3_steps, sd3_single_file))
+    base_model = make(0)
+    base = state_of(base_model)
+    tuned = state_of(steps(base_model, seed=5))
+    folder = tmp_path / "set"
+    _repo(folder / "base", base, "FluxPipeline" if family == "flux" else "StableDiffusion3Pipeline")
+    save_file(single(base), str(folder / "base-single.safetensors"))
+    save_file(single(tuned), str(folder / "finetune.safetensors"))
+    save_file(single(state_of(make(7))), str(folder / "unrelated.safetensors"))
+    result = recover_paths([folder], RecoverySettings())
+    assert not result.problems, result.problems
+    edges = {frozenset((e.parent, e.child)): e for e in result.edges}
+    assert edges[frozenset(("base", "base-single"))].relation == "convert", result.edges
+    tune = next(e for e in result.edges if e.child == "finetune")
+    assert tune.parent in ("base", "base-single") and tune.relation == "finetune", tune
+    assert all("unrelated" not in k for k in edges)
+
+
+def test_unknown_and_partial_files_are_notes_not_crashes(tmp_path, flux):
+    """A Flux variant's extra tensors keep their names with a note; a fused tensor that does not split as the
+    layout says (qkv rows not a multiple of 3) is kept whole with a note; a file of only some blocks reads what
+    it has; a truncated file is a problem of its model."""
+    single = flux_single_file(flux)
+    single["distilled_guidance_layer.in_proj.weight"] = torch.ones(4, 4)
+    single["double_blocks.1.img_attn.qkv.weight"] = torch.ones(47, 16)
+    path = tmp_path / "variant.safetensors"
+    save_file(single, str(path))
+    [ref] = discover([path]).models
+    with open_model(ref) as reader:
+        names = set(reader.tensor_infos())
+        assert "distilled_guidance_layer.in_proj.weight" in names
+        assert "double_blocks.1.img_attn.qkv.weight" in names and "transformer_blocks.1.attn.to_q.weight" not in names
+        q = "transformer_blocks.0.attn.to_q.weight"
+        assert torch.equal(reader.read(q), flux[q])
+        assert any("2 tensor(s) of this Flux single-file" in n for n in reader.notes), reader.notes
+    partial = {k: v for k, v in flux_single_file(flux).items() if k.startswith("single_blocks.0.")}
+    save_file(partial, str(tmp_path / "partial.safetensors"))
+    got = _reads(tmp_path / "partial.safetensors")
+    assert set(got) == {k for k in flux if k.startswith("single_transformer_blocks.0.")}
+    good = tmp_path / "set"
+    good.mkdir()
+    save_file(flux_single_file(flux), str(good / "a.safetensors"))
+    data = (tmp_path / "variant.safetensors").read_bytes()
+    (good / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    found = discover([good])
+    assert [m.id for m in found.models] == ["a"]
+    assert any("truncated" in p.path for p in found.problems)
+
+
+@pytest.mark.parametrize("names, what", [
+    (["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
+      "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight", "lora_unet_double_blocks_0_img_attn_qkv.alpha"],
+     "Flux LoRA (kohya-ss layout)"),
+    (["transformer.transformer_blocks.0.attn.to_q.lora_A.weight",
+      "transformer.transformer_blocks.0.attn.to_q.lora_B.weight",
+      "transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight"], "Flux LoRA (diffusers / PEFT layout)"),
+    (["diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"], "Flux LoRA (original single-file layout)"),
+    (["lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight"], "SD3 LoRA (kohya-ss layout)"),
+])
+def test_dit_lora_files_are_a_clear_problem(tmp_path, flux, names, what):
+    """Flux / SD3 LoRA files are not read yet: a problem saying what the file is, never a model of LoRA factors."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    save_file(flux_single_file(flux), str(folder / "flux.safetensors"))
+    save_file({n: torch.ones(2, 16) for n in names}, str(folder / "my-lora.safetensors"))
+    found = discover([folder])
+    assert [m.id for m in found.models] == ["flux"]
+    [problem] = found.problems
+    assert what in problem.message and "not read yet" in problem.message, problem.message
+
+
+def test_sniff_and_layout_need_the_marks():
+    """Only the layouts' own fused tensors mark a file: an SD UNet or a diffusers transformer is not one."""
+    assert dit_single_file.sniff(["model.diffusion_model.input_blocks.1.1.proj_in.weight"]) is None
+    assert dit_single_file.layout({"transformer_blocks.0.attn.to_q.weight": ((4, 4), "float32")}) is None
+    # the relation detectors read these schemes as layouts of float weights, not quantizations
+    assert quantization_scheme(f"safetensors:{dit_single_file.FLUX}") is None
+    assert quantization_scheme(f"safetensors:{dit_single_file.SD3}") is None
