@@ -221,14 +221,15 @@ def test_unknown_and_partial_files_are_notes_not_crashes(tmp_path, flux):
     (["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
       "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight", "lora_unet_double_blocks_0_img_attn_qkv.alpha"],
      "Flux LoRA (kohya-ss layout)"),
-    (["transformer.transformer_blocks.0.attn.to_q.lora_A.weight",
-      "transformer.transformer_blocks.0.attn.to_q.lora_B.weight",
-      "transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight"], "Flux LoRA (diffusers / PEFT layout)"),
+    # diffusers module names without the pipeline's transformer. prefix (a bare PEFT state dict)
+    (["transformer_blocks.0.attn.to_q.lora_A.weight", "transformer_blocks.0.attn.to_q.lora_B.weight",
+      "single_transformer_blocks.0.proj_mlp.lora_A.weight"], "Flux LoRA (diffusers / PEFT layout)"),
     (["diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"], "Flux LoRA (original single-file layout)"),
     (["lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight"], "SD3 LoRA (kohya-ss layout)"),
 ])
 def test_dit_lora_files_are_a_clear_problem(tmp_path, flux, names, what):
-    """Flux / SD3 LoRA files are not read yet: a problem saying what the file is, never a model of LoRA factors."""
+    """Flux / SD3 LoRA files in the layouts not read yet: a problem saying what the file is, never a model of its
+    LoRA factors."""
     folder = tmp_path / "set"
     folder.mkdir()
     save_file(flux_single_file(flux), str(folder / "flux.safetensors"))
@@ -246,3 +247,74 @@ def test_sniff_and_layout_need_the_marks():
     # the relation detectors read these schemes as layouts of float weights, not quantizations
     assert quantization_scheme(f"safetensors:{dit_single_file.FLUX}") is None
     assert quantization_scheme(f"safetensors:{dit_single_file.SD3}") is None
+
+
+@pytest.fixture(scope="module")
+def flux_lora(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A Flux LoRA as diffusers saves it (peft on the transformer, 3 real AdamW steps of the LoRA factors,
+    ``FluxPipeline.save_lora_weights`` with its adapter metadata), and the transformer diffusers' own
+    ``load_lora_weights`` + ``fuse_lora`` make of it on the tiny base."""
+    pytest.importorskip("peft")
+    from diffusers import FluxPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    model = tiny_flux(0)
+    model.add_adapter(LoraConfig(r=2, lora_alpha=4, init_lora_weights="gaussian",
+                                 target_modules=["to_q", "to_k", "to_v", "proj_mlp", "add_q_proj", "to_out.0",
+                                                 "ff.net.2"]))
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+    flux_steps(model, seed=3)
+    folder = tmp_path_factory.mktemp("flux-lora")
+    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(model),
+                                   transformer_lora_adapter_metadata=model.peft_config["default"].to_dict(),
+                                   safe_serialization=True)
+    pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=tiny_flux(0))
+    pipe.load_lora_weights(folder)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    return folder / "pytorch_lora_weights.safetensors", state_of(pipe.transformer)
+
+
+@pytest.mark.parametrize("base_layout", ["single-file", "diffusers"])
+def test_flux_lora_merges_as_diffusers_fuses_it(tmp_path, flux, flux_lora, base_layout):
+    """A diffusers-layout Flux LoRA is read on its base (a single file or a transformer/ folder) as exactly the
+    transformer diffusers' load_lora_weights + fuse_lora make (max abs difference 0), and recovered as an
+    adapter of its base."""
+    path, fused = flux_lora
+    folder = tmp_path / "set"
+    (folder / "my-lora").mkdir(parents=True)
+    (folder / "my-lora" / path.name).write_bytes(path.read_bytes())
+    (folder / "my-lora" / "README.md").write_text("---\nbase_model: flux-base\n---\n")
+    if base_layout == "single-file":
+        save_file(flux_single_file(flux, "model.diffusion_model."), str(folder / "flux-base.safetensors"))
+    else:
+        _repo(folder / "flux-base", flux, "FluxPipeline")
+    save_file(flux_single_file(state_of(tiny_flux(7))), str(folder / "unrelated.safetensors"))
+    found = discover([folder])
+    assert not found.problems
+    models = {m.id: m for m in found.models}
+    assert models["my-lora"].format == "sd-lora:diffusers"
+    with open_model(models["flux-base"]) as base, open_model(models["my-lora"], base) as lora:
+        _assert_exact({n: lora.read(n) for n in lora.tensor_infos()}, fused)
+    assert sum(not torch.equal(fused[k], flux[k]) for k in flux) == 20  # the LoRA changed every layer it targets
+    result = recover_paths([folder], RecoverySettings())
+    assert not result.problems, result.problems
+    edge = next(e for e in result.edges if e.child == "my-lora")
+    assert edge.parent == "flux-base" and edge.relation == "adapter", edge
+
+
+def test_fp8_flux_single_file_is_split_after_dequantizing(tmp_path, flux):
+    """Flux is often shared as an fp8 cast of the single file (``flux1-dev-fp8``): its scheme stays ``fp8`` (a
+    quantized copy for the relation detectors) and its weights, widened as the fp8 reader does, are split the
+    same way: exactly the diffusers tensors cast to fp8 and back."""
+    single = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v
+              for k, v in flux_single_file(flux, "model.diffusion_model.").items()}
+    path = tmp_path / "flux-fp8.safetensors"
+    save_file(single, str(path))
+    [ref] = discover([path]).models
+    assert ref.format == "safetensors:fp8"
+    got = _reads(path)
+    _assert_exact({k: v.float() for k, v in got.items()},
+                  {k: (v.to(torch.float8_e4m3fn) if v.ndim == 2 else v).float() for k, v in flux.items()})

@@ -13,7 +13,12 @@ Stable Diffusion LoRAs are shared as single ``.safetensors`` files, not as PEFT 
   / ``.lora_B.weight`` (peft backend) or, in older files, ``unet.<path>.lora.down.weight`` / ``.lora.up.weight``
   and attention processors' ``unet.<block>.processor.to_q_lora.down.weight``; ``text_encoder.*`` for the text
   encoder. diffusers renames the old keys with ``KEYS_TO_ALWAYS_REPLACE`` and ``UNET_TO_DIFFUSERS``
-  (``diffusers/utils/state_dict_utils.py``); :func:`_peft_module` applies the same rules.
+  (``diffusers/utils/state_dict_utils.py``); :func:`_peft_module` applies the same rules. A Flux / SD3 pipeline
+  saves its transformer's LoRA the same way under ``transformer.`` (``FluxPipeline.save_lora_weights``): read
+  on a base transformer (a diffusers ``transformer/`` folder, or a single file read under the same names by
+  :mod:`.dit_single_file`). Flux / SD3 LoRAs that name the original fused modules (kohya-ss
+  ``lora_unet_double_blocks_0_img_attn_qkv``, BFL ``diffusion_model.double_blocks.0...``) are refused with a
+  message (:func:`dit_lora`).
 
 The merged weight is the one diffusers' ``fuse_lora`` and sd-scripts' ``merge_lora.py`` compute:
 ``W + (alpha / r) * B @ A`` (convolutions: ``B.flatten(1) @ A.flatten(1)`` reshaped to the kernel), with
@@ -144,7 +149,10 @@ _LYCORIS: tuple[tuple[str, str], ...] = (
     ("b1.weight", "GLoRA (LyCORIS)"), ("lambda_layer", "T-LoRA (LyCORIS)"),
     ("lokr_t1", "LoKr with a Tucker w1 (LyCORIS lokr_t1)"),
 )
-_COMPONENTS = ("unet.", "text_encoder.", "text_encoder_2.")
+_COMPONENTS = ("unet.", "transformer.", "text_encoder.", "text_encoder_2.")
+#: The components of a diffusers-layout file that are the pipeline's denoiser, the model compared: an SD UNet, or
+#: the transformer of a Flux / SD3 pipeline (``FluxPipeline.save_lora_weights``: ``transformer.<module>.lora_A``).
+_DENOISERS = ("unet.", "transformer.")
 #: The first word of a diffusers UNet module path (keys of unprefixed files saved by ``save_attn_procs``).
 _UNET_WORDS = ("down_blocks.", "up_blocks.", "mid_block.", "conv_in.", "conv_out.", "time_embedding.",
                "conv_norm_out.", "add_embedding.")
@@ -204,7 +212,11 @@ def sniff(names: Iterable[str]) -> str | None:
     if not names:
         return None
     dit = dit_lora(names)
-    if dit is not None:
+    # A DiT LoRA as diffusers saves it (``transformer.<diffusers module>.lora_A``) names the transformer's own
+    # modules: read like an SD UNet's diffusers file, on a base read under those names (a diffusers folder or a
+    # single file, :mod:`.dit_single_file`). The other layouts name the original fused modules: not read yet.
+    if dit is not None and not (dit.endswith("(diffusers / PEFT layout)")
+                                and all(n.startswith(_COMPONENTS) for n in names)):
         return f"{DIT_LORA}:{dit}"
     kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
     # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
@@ -218,7 +230,9 @@ def sniff(names: Iterable[str]) -> str | None:
         if parts <= _MERGED_PARTS and any(part in parts for part, _ in _KIND_OF):
             return KOHYA
         return "unsupported:an unknown kohya-style network (" + ", ".join(sorted(parts - _MERGED_PARTS))[:80] + ")"
-    prefixed = all(n.startswith(_COMPONENTS) for n in names)
+    # (``transformer.`` prefixes a DiT's modules only: GPT-2-style ``transformer.h.0`` factors are no SD LoRA)
+    prefixed = all(n.startswith(_COMPONENTS) for n in names) and (
+        dit is not None or not any(n.startswith("transformer.") for n in names))
     unet_only = all(n.startswith(_UNET_WORDS) for n in names)
     if not (prefixed or unet_only):
         return None
@@ -258,9 +272,10 @@ def refusal(path: str, scheme: str) -> str:
     """The message for a file :func:`sniff` found to be an adapter family this module does not merge."""
     if scheme.startswith(DIT_LORA + ":"):
         what = scheme.removeprefix(DIT_LORA + ":")
-        return (f"{path} is a {what} file: an adapter of a DiT transformer (Flux / SD3), which this version does "
-                "not read yet (Stable Diffusion UNet LoRAs and PEFT adapter folders are). Fuse it into its base "
-                "with diffusers (pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
+        return (f"{path} is a {what} file: an adapter of a DiT transformer (Flux / SD3) in a layout this version "
+                "does not read yet (it reads Flux / SD3 LoRAs as diffusers' save_lora_weights writes them, "
+                "transformer.<module>.lora_A / lora_B). Fuse it into its base with diffusers "
+                "(pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
             "LoCon, with Tucker kernels and DoRA, LoHa, LoKr, full-difference, norm, OFT, BOFT and IA3 modules in "
@@ -326,7 +341,7 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
             role = part if part in _MERGED_PARTS else None
         else:
             comp = next((c for c in _COMPONENTS if n.startswith(c)), "unet.")
-            if comp != "unet.":
+            if comp not in _DENOISERS:
                 continue
             # Network alphas of an old diffusers file sit beside the factors as "<module>.alpha".
             parsed = _peft_module(n[:-len(".alpha")] + ".lora.down.weight" if n.endswith(".alpha") else n)
@@ -591,7 +606,8 @@ def missing_base_message(ref: ModelRef, candidates: Sequence[ModelRef]) -> str:
 
 
 def adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
-    """diffusers' ``lora_adapter_metadata`` header entry for the UNet (its ``unet.`` keys, prefix removed)."""
+    """diffusers' ``lora_adapter_metadata`` header entry for the denoiser (its ``unet.`` or ``transformer.`` keys,
+    prefix removed)."""
     raw = metadata.get("lora_adapter_metadata")
     if not raw:
         return {}
@@ -601,7 +617,7 @@ def adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
         return {}
     if not isinstance(parsed, dict):
         return {}
-    return {k.removeprefix("unet."): v for k, v in parsed.items() if isinstance(k, str) and k.startswith("unet.")}
+    return {k.split(".", 1)[1]: v for k, v in parsed.items() if isinstance(k, str) and k.startswith(_DENOISERS)}
 
 
 __all__ = ["DIFFUSERS", "KOHYA", "LAYOUT_NAMES", "adapter_metadata", "fits", "legacy_hash", "lora_modules",
