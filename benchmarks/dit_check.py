@@ -3,7 +3,8 @@
 For each family, makes (under ``--out``) with diffusers 0.42 on CPU: a tiny transformer as a diffusers
 repository (``model_index.json`` + ``transformer/``, no ``unet/``), the same weights as a single file (the
 inverse of diffusers' converter, ``tests/dit_factory.py``), a fine-tune (3 real AdamW steps) as a single file,
-and an unrelated one. Prints, per family: the format discovery gives each model, the largest difference
+and an unrelated one (and, for Flux, a LoRA saved by ``FluxPipeline.save_lora_weights`` whose model card names
+the single file). Prints, per family: the format discovery gives each model, the largest difference
 between diffusers' own converter applied to the single file and the diffusers weights, the largest difference
 between our reader's tensors and the diffusers weights, and the recovered edges with their relation and
 confidence.
@@ -19,6 +20,41 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+def _flux_lora(folder: Path, base: dict) -> float:
+    """A LoRA of the tiny Flux (peft, 3 AdamW steps of its factors) saved by ``FluxPipeline.save_lora_weights``
+    into ``folder`` with a model card naming ``base-single``; returns the largest difference between our reader
+    (on the single file) and diffusers' ``load_lora_weights`` + ``fuse_lora``."""
+    from diffusers import FluxPipeline
+    from dit_factory import flux_single_file, flux_steps, state_of, tiny_flux
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from mother_core.io.discovery import discover
+    from mother_core.io.readers import open_model
+
+    model = tiny_flux(0)
+    model.add_adapter(LoraConfig(r=2, lora_alpha=4, init_lora_weights="gaussian",
+                                 target_modules=["to_q", "to_k", "to_v", "proj_mlp", "add_q_proj", "to_out.0",
+                                                 "ff.net.2"]))
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+    flux_steps(model, seed=3)
+    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(model),
+                                   transformer_lora_adapter_metadata=model.peft_config["default"].to_dict(),
+                                   safe_serialization=True)
+    (folder / "README.md").write_text("---\nbase_model: base-single\n---\n")
+    pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=tiny_flux(0))
+    pipe.load_lora_weights(folder)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    fused = state_of(pipe.transformer)
+    save_file(flux_single_file(base), str(folder.parent / "base-single.safetensors"))
+    models = {m.id: m for m in discover([folder.parent]).models}
+    with open_model(models["base-single"]) as b, open_model(models["lora"], b) as lora:
+        return max((lora.read(n) - fused[n]).abs().max().item() for n in fused)
 
 
 def main() -> None:
@@ -47,6 +83,8 @@ def main() -> None:
         save_file(single(base), str(folder / "base-single.safetensors"))
         save_file(single(tuned), str(folder / "finetune.safetensors"))
         save_file(single(state_of(make(7))), str(folder / "unrelated.safetensors"))
+        if family == "flux":
+            lora_diff = _flux_lora(folder / "lora", base)
         converted = convert(single(base))
         diff_converter = max((converted[k] - v).abs().max().item() for k, v in base.items())
         found = discover([folder])
@@ -57,6 +95,9 @@ def main() -> None:
         diff_reader = max((got[k] - v).abs().max().item() for k, v in base.items())
         print(f"== {family}: {len(base)} tensors; diffusers converter vs diffusers weights: max |diff| "
               f"{diff_converter}; our reader vs diffusers weights: max |diff| {diff_reader}")
+        if family == "flux":
+            print(f"   Flux LoRA (diffusers layout) on base-single vs diffusers load_lora_weights + fuse_lora: "
+                  f"max |diff| {lora_diff}")
         for m in found.models:
             print(f"   {m.id:14s} {m.format:32s} {m.component or ''}")
         result = recover_paths([folder], RecoverySettings())
