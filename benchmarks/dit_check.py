@@ -22,12 +22,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
-def _flux_lora(folder: Path, base: dict) -> float:
+def _flux_lora(folder: Path, base: dict) -> tuple[float, float]:
     """A LoRA of the tiny Flux (peft, 3 AdamW steps of its factors) saved by ``FluxPipeline.save_lora_weights``
-    into ``folder`` with a model card naming ``base-single``; returns the largest difference between our reader
-    (on the single file) and diffusers' ``load_lora_weights`` + ``fuse_lora``."""
+    into ``folder`` with a model card naming ``base-single``, and the same factors in the kohya-ss layout; returns,
+    for each, the largest difference between our reader (on the single file) and diffusers' ``load_lora_weights`` +
+    ``fuse_lora`` (for kohya, diffusers' kohya Flux converter with its Flux.1 split sizes set to the tiny model's)."""
+    from unittest import mock
+
     from diffusers import FluxPipeline
-    from dit_factory import flux_single_file, flux_steps, state_of, tiny_flux
+    from diffusers.loaders import lora_pipeline
+    from dit_factory import (flux_single_file, flux_steps, kohya_flux_lora, patched_kohya_flux_converter, state_of,
+                             tiny_flux)
     from peft import LoraConfig, get_peft_model_state_dict
     from safetensors.torch import save_file
 
@@ -35,9 +40,10 @@ def _flux_lora(folder: Path, base: dict) -> float:
     from mother_core.io.readers import open_model
 
     model = tiny_flux(0)
-    model.add_adapter(LoraConfig(r=2, lora_alpha=4, init_lora_weights="gaussian",
-                                 target_modules=["to_q", "to_k", "to_v", "proj_mlp", "add_q_proj", "to_out.0",
-                                                 "ff.net.2"]))
+    model.add_adapter(LoraConfig(
+        r=2, lora_alpha=4, init_lora_weights="gaussian",
+        target_modules=r".*blocks\.\d+\..*(to_q|to_k|to_v|proj_mlp|add_q_proj|add_k_proj|add_v_proj|to_out\.0|"
+                       r"ff\.net\.2|proj_out)"))
     for name, p in model.named_parameters():
         p.requires_grad = "lora_" in name
     flux_steps(model, seed=3)
@@ -51,10 +57,23 @@ def _flux_lora(folder: Path, base: dict) -> float:
     pipe.fuse_lora()
     pipe.unload_lora_weights()
     fused = state_of(pipe.transformer)
+    # the same factors in the kohya-ss layout (fused qkv / linear1 modules), read by diffusers' kohya converter
+    kohya = kohya_flux_lora({"transformer." + k: v for k, v in get_peft_model_state_dict(model).items()}, 4.0)
+    save_file(kohya, str(folder.parent / "kohya-lora.safetensors"), metadata={"ss_sd_model_name": "base-single"})
+    pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=tiny_flux(0))
+    with mock.patch.object(lora_pipeline, "_convert_kohya_flux_lora_to_diffusers",
+                           patched_kohya_flux_converter(16, 64)):
+        pipe.load_lora_weights(str(folder.parent / "kohya-lora.safetensors"))
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    fused_kohya = state_of(pipe.transformer)
     save_file(flux_single_file(base), str(folder.parent / "base-single.safetensors"))
     models = {m.id: m for m in discover([folder.parent]).models}
-    with open_model(models["base-single"]) as b, open_model(models["lora"], b) as lora:
-        return max((lora.read(n) - fused[n]).abs().max().item() for n in fused)
+    with open_model(models["base-single"]) as b, open_model(models["lora"], b) as lora, \
+            open_model(models["kohya-lora"], b) as lora_kohya:
+        return (max((lora.read(n) - fused[n]).abs().max().item() for n in fused),
+                max((lora_kohya.read(n) - fused_kohya[n]).abs().max().item() for n in fused))
 
 
 def main() -> None:
@@ -96,8 +115,8 @@ def main() -> None:
         print(f"== {family}: {len(base)} tensors; diffusers converter vs diffusers weights: max |diff| "
               f"{diff_converter}; our reader vs diffusers weights: max |diff| {diff_reader}")
         if family == "flux":
-            print(f"   Flux LoRA (diffusers layout) on base-single vs diffusers load_lora_weights + fuse_lora: "
-                  f"max |diff| {lora_diff}")
+            print(f"   Flux LoRA on base-single vs diffusers load_lora_weights + fuse_lora: max |diff| "
+                  f"{lora_diff[0]} (diffusers layout), {lora_diff[1]} (kohya-ss layout)")
         for m in found.models:
             print(f"   {m.id:14s} {m.format:32s} {m.component or ''}")
         result = recover_paths([folder], RecoverySettings())

@@ -200,3 +200,63 @@ def sd3_converter() -> Callable[[State], State]:
     from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
 
     return lambda single: convert_sd3_transformer_checkpoint_to_diffusers(dict(single))
+
+
+#: kohya-ss Flux module -> the diffusers modules it fuses (rows in this order), as sd-scripts names them.
+_KOHYA_FLUX_FUSED = {
+    "double_blocks_{i}_img_attn_qkv": ("transformer_blocks.{i}.attn.to_q", "transformer_blocks.{i}.attn.to_k",
+                                       "transformer_blocks.{i}.attn.to_v"),
+    "double_blocks_{i}_txt_attn_qkv": ("transformer_blocks.{i}.attn.add_q_proj",
+                                       "transformer_blocks.{i}.attn.add_k_proj",
+                                       "transformer_blocks.{i}.attn.add_v_proj"),
+    "single_blocks_{i}_linear1": ("single_transformer_blocks.{i}.attn.to_q", "single_transformer_blocks.{i}.attn.to_k",
+                                  "single_transformer_blocks.{i}.attn.to_v", "single_transformer_blocks.{i}.proj_mlp"),
+}
+_KOHYA_FLUX_WHOLE = {
+    "double_blocks_{i}_img_attn_proj": "transformer_blocks.{i}.attn.to_out.0",
+    "double_blocks_{i}_img_mlp_0": "transformer_blocks.{i}.ff.net.0.proj",
+    "double_blocks_{i}_img_mlp_2": "transformer_blocks.{i}.ff.net.2",
+    "double_blocks_{i}_txt_attn_proj": "transformer_blocks.{i}.attn.to_add_out",
+    "single_blocks_{i}_linear2": "single_transformer_blocks.{i}.proj_out",
+}
+
+
+def kohya_flux_lora(lora: State, alpha: float, blocks: int = 2) -> State:
+    """A diffusers-layout Flux LoRA (``transformer.<module>.lora_A/B``, rank r, ``lora_alpha`` alpha) in the
+    kohya-ss layout: a fused module (``img_attn_qkv``, ``linear1``) whose parts all carry a LoRA becomes one
+    module of rank ``k * r``, ``lora_down`` the parts' A stacked and ``lora_up`` their B on the block diagonal
+    (what diffusers' converter reads as a "sparse" kohya module), ``alpha`` scaled by k so alpha / rank holds."""
+    src = {k.removeprefix("transformer."): v for k, v in lora.items()}
+    out: State = {}
+    for i in range(blocks):
+        for flat, parts in _KOHYA_FLUX_FUSED.items():
+            names = [p.format(i=i) for p in parts]
+            if not all(f"{n}.lora_A.weight" in src for n in names):
+                continue
+            a = [src.pop(f"{n}.lora_A.weight") for n in names]
+            b = [src.pop(f"{n}.lora_B.weight") for n in names]
+            out[f"lora_unet_{flat.format(i=i)}.lora_down.weight"] = torch.cat(a)
+            out[f"lora_unet_{flat.format(i=i)}.lora_up.weight"] = torch.block_diag(*b)
+            out[f"lora_unet_{flat.format(i=i)}.alpha"] = torch.tensor(alpha * len(names))
+        for flat, name in _KOHYA_FLUX_WHOLE.items():
+            n = name.format(i=i)
+            if f"{n}.lora_A.weight" in src:
+                out[f"lora_unet_{flat.format(i=i)}.lora_down.weight"] = src.pop(f"{n}.lora_A.weight")
+                out[f"lora_unet_{flat.format(i=i)}.lora_up.weight"] = src.pop(f"{n}.lora_B.weight")
+                out[f"lora_unet_{flat.format(i=i)}.alpha"] = torch.tensor(float(alpha))
+    assert not src, f"not in the kohya layout: {sorted(src)}"
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def patched_kohya_flux_converter(inner_dim: int, mlp_dim: int):
+    """diffusers' kohya Flux LoRA converter for a transformer of width ``inner_dim`` and MLP ``mlp_dim``: its own
+    source with the one constant that assumes Flux.1's sizes (``dims=[3072, 3072, 3072, 12288]``) set to ours.
+    Install it with ``unittest.mock.patch.object(diffusers.loaders.lora_pipeline, NAME, ...)``."""
+    from diffusers.loaders import lora_conversion_utils as lcu
+
+    source = inspect.getsource(lcu._convert_kohya_flux_lora_to_diffusers)
+    assert source.count("dims=[3072, 3072, 3072, 12288]") == 1
+    namespace = dict(vars(lcu))
+    exec(source.replace("dims=[3072, 3072, 3072, 12288]", f"dims=[{inner_dim}] * 3 + [{mlp_dim}]"),  # noqa: S102
+         namespace)
+    return namespace["_convert_kohya_flux_lora_to_diffusers"]

@@ -218,14 +218,15 @@ def test_unknown_and_partial_files_are_notes_not_crashes(tmp_path, flux):
 
 
 @pytest.mark.parametrize("names, what", [
-    (["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
-      "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight", "lora_unet_double_blocks_0_img_attn_qkv.alpha"],
-     "Flux LoRA (kohya-ss layout)"),
+    # LyCORIS LoHa modules on Flux (kohya-ss layout; plain LoRA modules are read)
+    (["lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a", "lora_unet_double_blocks_0_img_attn_qkv.hada_w1_b",
+      "lora_unet_double_blocks_0_img_attn_qkv.alpha"], "Flux LoRA (kohya-ss layout)"),
     # diffusers module names without the pipeline's transformer. prefix (a bare PEFT state dict)
     (["transformer_blocks.0.attn.to_q.lora_A.weight", "transformer_blocks.0.attn.to_q.lora_B.weight",
       "single_transformer_blocks.0.proj_mlp.lora_A.weight"], "Flux LoRA (diffusers / PEFT layout)"),
     (["diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"], "Flux LoRA (original single-file layout)"),
-    (["lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight"], "SD3 LoRA (kohya-ss layout)"),
+    (["lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight",
+      "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight"], "SD3 LoRA (kohya-ss layout)"),
 ])
 def test_dit_lora_files_are_a_clear_problem(tmp_path, flux, names, what):
     """Flux / SD3 LoRA files in the layouts not read yet: a problem saying what the file is, never a model of its
@@ -303,6 +304,91 @@ def test_flux_lora_merges_as_diffusers_fuses_it(tmp_path, flux, flux_lora, base_
     assert not result.problems, result.problems
     edge = next(e for e in result.edges if e.child == "my-lora")
     assert edge.parent == "flux-base" and edge.relation == "adapter", edge
+
+
+@pytest.fixture(scope="module")
+def kohya_flux_lora(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A kohya-ss Flux LoRA (fused ``img_attn_qkv`` / ``txt_attn_qkv`` / ``linear1`` modules, and whole ones), made
+    from a diffusers-layout LoRA trained 3 real AdamW steps (``dit_factory.kohya_flux_lora``: the parts' factors
+    stacked, what diffusers reads as a "sparse" kohya module), and what diffusers' ``load_lora_weights`` (its kohya
+    Flux converter, with its Flux.1 split sizes set to the tiny model's) + ``fuse_lora`` make of it."""
+    pytest.importorskip("peft")
+    from unittest import mock
+
+    from diffusers import FluxPipeline
+    from diffusers.loaders import lora_pipeline
+    from dit_factory import kohya_flux_lora, patched_kohya_flux_converter
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    model = tiny_flux(0)
+    model.add_adapter(LoraConfig(
+        r=2, lora_alpha=4, init_lora_weights="gaussian",
+        target_modules=r".*blocks\.\d+\..*(to_q|to_k|to_v|proj_mlp|add_q_proj|add_k_proj|add_v_proj|to_out\.0|"
+                       r"ff\.net\.2|proj_out)"))
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+    flux_steps(model, seed=4)
+    lora = {"transformer." + k: v for k, v in get_peft_model_state_dict(model).items()}
+    path = tmp_path_factory.mktemp("kohya") / "my-lora.safetensors"
+    save_file(kohya_flux_lora(lora, alpha=4.0), str(path), metadata={"ss_sd_model_name": "flux-base.safetensors"})
+    pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=tiny_flux(0))
+    with mock.patch.object(lora_pipeline, "_convert_kohya_flux_lora_to_diffusers",
+                           patched_kohya_flux_converter(16, 64)):
+        pipe.load_lora_weights(str(path))
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    return path, state_of(pipe.transformer)
+
+
+@pytest.mark.parametrize("base_layout", ["single-file", "diffusers"])
+def test_kohya_flux_lora_merges_as_diffusers_fuses_it(tmp_path, flux, kohya_flux_lora, base_layout):
+    """A kohya-ss Flux LoRA, whose fused modules' updates are split by rows onto the diffusers modules, reads as
+    exactly the transformer diffusers' kohya converter + fuse_lora make (max abs difference 0), on either base,
+    and is recovered as an adapter of the base its metadata names."""
+    path, fused = kohya_flux_lora
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / path.name).write_bytes(path.read_bytes())
+    if base_layout == "single-file":
+        save_file(flux_single_file(flux, "model.diffusion_model."), str(folder / "flux-base.safetensors"))
+    else:
+        _repo(folder / "flux-base", flux, "FluxPipeline")
+    found = discover([folder])
+    assert not found.problems
+    models = {m.id: m for m in found.models}
+    assert models["my-lora"].format == "sd-lora:kohya"
+    with open_model(models["flux-base"]) as base, open_model(models["my-lora"], base) as lora:
+        _assert_exact({n: lora.read(n) for n in lora.tensor_infos()}, fused)
+    assert sum(not torch.equal(fused[k], flux[k]) for k in flux) == 26
+    result = recover_paths([folder], RecoverySettings())
+    assert not result.problems, result.problems
+    [edge] = result.edges
+    assert (edge.parent, edge.child, edge.relation) == ("flux-base", "my-lora", "adapter"), edge
+
+
+def test_kohya_flux_lora_on_the_wrong_base_says_so(tmp_path, kohya_flux_lora):
+    """A kohya-ss Flux LoRA on a Flux of another width: an error naming the module and the shapes, not a crash."""
+    from mother_core.io.sd_lora import KOHYA, fits
+
+    path, _ = kohya_flux_lora
+    wide = _flux_of_width(32)
+    save_file(flux_single_file(wide), str(tmp_path / "wide.safetensors"))
+    [ref] = discover([tmp_path / "wide.safetensors"]).models
+    with open_model(ref) as base:
+        why = fits(str(path), KOHYA, base)
+    assert why is not None and "double_blocks_0_img_attn_" in why and "(32, 32)" in why and "right base model" in why
+
+
+def _flux_of_width(width: int) -> dict[str, torch.Tensor]:
+    """A tiny Flux of another width (heads of 8)."""
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    return state_of(FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=2, num_single_layers=2,
+                                           attention_head_dim=8, num_attention_heads=width // 8,
+                                           joint_attention_dim=12, pooled_projection_dim=6, guidance_embeds=True,
+                                           axes_dims_rope=(2, 2, 4)))
 
 
 def test_fp8_flux_single_file_is_split_after_dequantizing(tmp_path, flux):

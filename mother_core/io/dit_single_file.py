@@ -248,3 +248,47 @@ def layout(shapes: Shapes) -> Layout | None:
         shape = shapes[name][0]
         out.setdefault(name, (Segment(name, 0, shape[0] if shape else 0),))
     return Layout(scheme, out, tuple(unmapped))
+
+
+#: The rules in kohya-ss's flat naming (the module path with every dot an underscore, ``lora_unet_`` removed).
+_KOHYA_RULES = tuple((re.compile(p.replace(r"\.", "_")), s, t) for p, s, t in (*_FLUX_RULES, *_SD3_RULES))
+_HF_JOINT = re.compile(r"^transformer_blocks\.(\d+)\.")
+
+
+def kohya_targets(flat: str, rows: int, inner: int, base_names: Iterable[str]
+                  ) -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...] | None:
+    """The diffusers modules a kohya-ss module of a Flux / SD3 LoRA updates, with the rows of its update
+    (``lora_up``'s rows) each takes, in the base's row order; None when ``flat`` is not such a module.
+
+    A fused module (``double_blocks_0_img_attn_qkv``, ``single_blocks_0_linear1``) updates several diffusers
+    modules, each the rows of the update its weight has in the fused one (:func:`layout`'s segments); that is
+    what diffusers' kohya converter computes by splitting ``lora_up`` (its rows, or the diagonal blocks of a
+    "sparse" up).
+
+    Parameters
+    ----------
+    flat : str
+        The module's kohya name without ``lora_unet_`` (``double_blocks_0_img_attn_qkv``).
+    rows, inner : int
+        The update's rows (``lora_up``'s first dimension) and columns (``lora_down``'s second): Flux's
+        ``linear1`` splits by its input width.
+    base_names : Iterable of str
+        The base's tensor names: SD3's last joint block (whose context modulation is swapped) is its last.
+
+    Examples
+    --------
+    >>> kohya_targets("double_blocks_3_img_attn_qkv", 48, 16, [])
+    (('transformer_blocks.3.attn.to_q', ((0, 16),)), ('transformer_blocks.3.attn.to_k', ((16, 32),)), \
+('transformer_blocks.3.attn.to_v', ((32, 48),)))
+    """
+    hit = next(((m, split, targets) for rule, split, targets in _KOHYA_RULES if (m := rule.fullmatch(flat))), None)
+    if hit is None:
+        return None
+    m, split, targets = hit
+    if split == "{last}":
+        last = max((int(j[1]) for n in base_names if (j := _HF_JOINT.match(n))), default=-1)
+        split = _SWAP if int(m[1]) == last else _WHOLE
+    parts = _segments(split, flat, (rows,), inner, len(targets))
+    if parts is None:
+        return None
+    return tuple((t.format(*m.groups()), tuple((s.start, s.stop) for s in segs)) for t, segs in zip(targets, parts))

@@ -143,8 +143,8 @@ def peft_refusal(path: str, peft_type: str) -> str:
 # their own block structure (2026-12-03).
 # sd-lora 3: LyCORIS LoHa, LoKr, full-difference, Tucker LoCon and DoRA modules merged (were refused at
 # discovery; 2026-12-03).
-# sd-lora 4: Flux / SD3 LoRAs as diffusers saves them (transformer.<module>.lora_A/B) merged into their base
-# transformer (were read as models of their factors; 2026-12-03).
+# sd-lora 4: Flux / SD3 LoRAs as diffusers saves them (transformer.<module>.lora_A/B; were read as models of their
+# factors) and kohya-ss Flux LoRAs (were refused or mismatched) merged into their base transformer (2026-12-03).
 register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=4)
 register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

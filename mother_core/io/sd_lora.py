@@ -16,9 +16,11 @@ Stable Diffusion LoRAs are shared as single ``.safetensors`` files, not as PEFT 
   (``diffusers/utils/state_dict_utils.py``); :func:`_peft_module` applies the same rules. A Flux / SD3 pipeline
   saves its transformer's LoRA the same way under ``transformer.`` (``FluxPipeline.save_lora_weights``): read
   on a base transformer (a diffusers ``transformer/`` folder, or a single file read under the same names by
-  :mod:`.dit_single_file`). Flux / SD3 LoRAs that name the original fused modules (kohya-ss
-  ``lora_unet_double_blocks_0_img_attn_qkv``, BFL ``diffusion_model.double_blocks.0...``) are refused with a
-  message (:func:`dit_lora`).
+  :mod:`.dit_single_file`). kohya-ss Flux LoRAs name the original fused modules
+  (``lora_unet_double_blocks_0_img_attn_qkv``, ``lora_unet_single_blocks_0_linear1``): each module's update is
+  split by rows onto the diffusers modules it fuses (:func:`dit_resolve`), as diffusers' kohya Flux converter
+  splits ``lora_up``. Other DiT LoRA layouts (BFL ``diffusion_model.double_blocks.0...``, SD3 kohya files,
+  LyCORIS modules on Flux) are refused with a message (:func:`dit_lora`).
 
 The merged weight is the one diffusers' ``fuse_lora`` and sd-scripts' ``merge_lora.py`` compute:
 ``W + (alpha / r) * B @ A`` (convolutions: ``B.flatten(1) @ A.flatten(1)`` reshaped to the kernel), with
@@ -97,6 +99,7 @@ from dataclasses import dataclass
 
 from mother_core.errors import AdapterMismatchError, MotherError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+from mother_core.io.dit_single_file import kohya_targets
 from mother_core.io.sd_single_file import ldm_unet_names
 
 KOHYA = "kohya"
@@ -215,8 +218,12 @@ def sniff(names: Iterable[str]) -> str | None:
     # A DiT LoRA as diffusers saves it (``transformer.<diffusers module>.lora_A``) names the transformer's own
     # modules: read like an SD UNet's diffusers file, on a base read under those names (a diffusers folder or a
     # single file, :mod:`.dit_single_file`). The other layouts name the original fused modules: not read yet.
+    # kohya-ss Flux files of plain LoRA modules name the original (fused) modules: read, each module's update
+    # split by rows onto the diffusers modules it fuses (:func:`dit_resolve`; checked against diffusers' kohya
+    # Flux converter; SD3's kohya files are not, and stay refused).
     if dit is not None and not (dit.endswith("(diffusers / PEFT layout)")
-                                and all(n.startswith(_COMPONENTS) for n in names)):
+                                and all(n.startswith(_COMPONENTS) for n in names)) \
+            and not (dit == "Flux LoRA (kohya-ss layout)" and _plain_kohya(names)):
         return f"{DIT_LORA}:{dit}"
     kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
     # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
@@ -241,6 +248,12 @@ def sniff(names: Iterable[str]) -> str | None:
     if any(p in n for n in names for p in _DIFFUSERS_PIECES):
         return DIFFUSERS
     return None
+
+
+def _plain_kohya(names: Sequence[str]) -> bool:
+    """Every name a kohya-ss LoRA / text-encoder part (no LyCORIS module, nothing else)."""
+    return all(_KOHYA_PREFIX.match(n) and n.split(".", 1)[-1] in ("lora_down.weight", "lora_up.weight", "alpha")
+               for n in names)
 
 
 def dit_lora(names: Iterable[str]) -> str | None:
@@ -274,7 +287,8 @@ def refusal(path: str, scheme: str) -> str:
         what = scheme.removeprefix(DIT_LORA + ":")
         return (f"{path} is a {what} file: an adapter of a DiT transformer (Flux / SD3) in a layout this version "
                 "does not read yet (it reads Flux / SD3 LoRAs as diffusers' save_lora_weights writes them, "
-                "transformer.<module>.lora_A / lora_B). Fuse it into its base with diffusers "
+                "transformer.<module>.lora_A / lora_B, and Flux LoRAs of plain lora_down / lora_up modules in the "
+                "kohya-ss layout). Fuse it into its base with diffusers "
                 "(pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
@@ -545,6 +559,46 @@ def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[
     return out
 
 
+#: A module's targets in the base: (base tensor, the rows of the module's update it takes), in order.
+DitTargets = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+
+
+def dit_resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[str, tuple[int, ...]],
+                base_infos: Mapping[str, TensorInfo], base_id: str) -> dict[str, DitTargets] | None:
+    """For a kohya-ss Flux / SD3 LoRA: module key -> the base tensors it updates, with their rows of its update
+    (:func:`.dit_single_file.kohya_targets`), every shape checked against the base; None for other files.
+
+    Raises
+    ------
+    AdapterMismatchError
+        A module the base lacks, or whose update does not fit the base tensors it splits onto.
+    """
+    if layout != KOHYA or not modules:
+        return None
+    out: dict[str, DitTargets] = {}
+    for m in modules:
+        down, up = shapes[m.down], shapes[m.up]
+        if m.kind != "lora" or len(down) != 2 or len(up) != 2:
+            return None
+        targets = kohya_targets(m.key, up[0], down[1], base_infos)
+        if targets is None:
+            return None
+        found = []
+        for module, ranges in targets:
+            name = module + ".weight"
+            info = base_infos.get(name)
+            rows = sum(b - a for a, b in ranges)
+            if info is None or tuple(info.shape) != (rows, down[1]):
+                have = "has no such tensor" if info is None else f"has it as {tuple(info.shape)}"
+                raise AdapterMismatchError(
+                    f"The Flux / SD3 LoRA {path} updates {m.key!r}, whose rows {ranges} are {name!r} of the "
+                    f"diffusers transformer, {(rows, down[1])}; the base model {base_id!r} {have}: is that the right "
+                    "base model?", path)
+            found.append((name, ranges))
+        out[m.key] = tuple(found)
+    return out
+
+
 def fits(path: str, layout: str, base: ModelReader) -> str | None:
     """None when the LoRA file fits ``base`` (every module found, every shape right), else why not.
 
@@ -557,7 +611,8 @@ def fits(path: str, layout: str, base: ModelReader) -> str | None:
         modules = lora_modules(path, layout, list(shapes))
         if not modules:
             return f"{path} holds text-encoder LoRA layers only"
-        resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
+        if dit_resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id) is None:
+            resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
     except (AdapterMismatchError, UnreadableCheckpointError) as e:
         return e.message
     return None
