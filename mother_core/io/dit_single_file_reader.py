@@ -42,15 +42,20 @@ class DitSingleFileReader:
             shape = (rows, *source.shape[1:]) if source.shape else source.shape
             self._infos[norm] = TensorInfo(norm, shape, source.dtype)
             self._segments[norm] = segs
-        self.notes: list[str] = list(getattr(raw, "notes", []))
+        self._notes: list[str] = []
         if found.unmapped:
             shown = ", ".join(repr(bare_name(n)[:60]) for n in found.unmapped[:4]) + (
                 " ..." if len(found.unmapped) > 4 else "")
             what = "Flux" if found.scheme == FLUX else "SD3"
-            self.notes.append(
+            self._notes.append(
                 f"{raw.ref.path}: {len(found.unmapped)} tensor(s) of this {what} single-file checkpoint ({shown}) "
                 "have no counterpart in the diffusers transformer, so they keep their original names and compare "
                 "only with single files of the same layout.")
+
+    @property
+    def notes(self) -> list[str]:
+        """The wrapped reader's notes (read now: a quantized reader's change as it learns shapes), then ours."""
+        return list(getattr(self.raw, "notes", ())) + self._notes
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos

@@ -577,8 +577,10 @@ def dit_resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapp
         return None
     out: dict[str, DitTargets] = {}
     for m in modules:
+        if m.kind != "lora":  # LyCORIS modules (LoHa, ...) on a DiT are refused at discovery
+            return None
         down, up = shapes[m.down], shapes[m.up]
-        if m.kind != "lora" or len(down) != 2 or len(up) != 2:
+        if len(down) != 2 or len(up) != 2:
             return None
         targets = kohya_targets(m.key, up[0], down[1], base_infos)
         if targets is None:
