@@ -63,7 +63,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     scan = sub.add_parser("scan", help="list the models found under paths (reads no weights)")
     scan.add_argument("paths", nargs="+")
-    scan.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+    scan.add_argument("--component", help="sub-folder of multi-component (diffusers) repos; default: the denoiser, "
+                      "unet/ if present, else transformer/")
     scan.add_argument("--confine", action="append", metavar="DIR",
                       help="read only files that resolve inside DIR (repeatable; symlinks, HF refs and shard "
                            "indexes pointing elsewhere are refused)")
@@ -75,7 +76,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     rec.add_argument("--content-hash", action="store_true",
                      help="key the statistics cache on file content (SHA-256), not path/size/mtime")
     rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
-    rec.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+    rec.add_argument("--component", help="sub-folder of multi-component (diffusers) repos; default: the denoiser, "
+                      "unet/ if present, else transformer/")
     rec.add_argument("--confine", action="append", metavar="DIR",
                      help="read only files that resolve inside DIR (repeatable)")
     rec.add_argument("--force", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
@@ -96,7 +98,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     fp.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default: in this process")
     fp.add_argument("--local-workers", type=int, help="start a local Dask cluster of this many processes")
     fp.add_argument("--content-hash", action="store_true", help="key models on file content (SHA-256)")
-    fp.add_argument("--component", help="sub-folder of multi-component repos, e.g. unet")
+    fp.add_argument("--component", help="sub-folder of multi-component (diffusers) repos; default: the denoiser, "
+                      "unet/ if present, else transformer/")
     fp.add_argument("--confine", action="append", metavar="DIR", help="read only files inside DIR (repeatable)")
 
     res = sub.add_parser("resolve", help="re-solve a result under constraints, without reading weights")
@@ -166,10 +169,13 @@ def _cmd_scan(args) -> int:
 
     found = discover(args.paths, component=args.component, roots=args.confine)
     id_width = min(60, max([40, *(len(m.id) for m in found.models)]))
-    format_width = min(40, max([20, *(len(m.format) for m in found.models)]))  # columns line up
+    # A diffusers repository's model is one component (the denoiser unless --component says otherwise):
+    # the column says which, so a Flux folder read as its transformer/ says so.
+    shown = {m.id: m.format + (f" [{m.component}/]" if m.component else "") for m in found.models}
+    format_width = min(40, max([20, *(len(s) for s in shown.values())]))  # columns line up
     for m in found.models:
         size = f"{m.size_bytes / 1e6:9.1f} MB"
-        print(printable(f"{m.id:{id_width}s} {m.format:{format_width}s} {size} {m.architecture or ''}"))
+        print(printable(f"{m.id:{id_width}s} {shown[m.id]:{format_width}s} {size} {m.architecture or ''}"))
     for p in found.problems:
         print(printable(f"skipped {p.path}: {p.message}"), file=sys.stderr)
     return 0

@@ -48,7 +48,8 @@ def recover_paths(
     progress : callable, optional
         Receives :class:`~mother_core.stats.progress.Progress` updates.
     component : str, optional
-        Sub-folder of multi-component repositories to use (e.g. ``"unet"``).
+        Sub-folder of multi-component repositories to use (default: the denoiser, ``"unet"`` if present, else
+        ``"transformer"``).
     constraints : Constraints
         Forced / forbidden edges and fixed roots, by model id.
     content_hash : bool

@@ -85,12 +85,13 @@ class ModelRef:
         :mod:`mother_core.io.registry`); the scheme, when present, says how the weights are stored inside
         it: a quantization (``"gguf:Q4_K_M"``, ``"safetensors:bnb-nf4"``, ``"safetensors:gptq-int4"``,
         ``"safetensors:awq-int4"``, ``"safetensors:quanto-int8"``, ``"safetensors:fp8"``) or a layout
-        (``"safetensors:sd-single-file"``, a Stable Diffusion single-file checkpoint; ``"sd-lora:kohya"`` and
+        (``"safetensors:sd-single-file"``, a Stable Diffusion single-file checkpoint;
+        ``"safetensors:flux-single-file"`` / ``"sd3-single-file"``, a Flux / SD3 one; ``"sd-lora:kohya"`` and
         ``"sd-lora:diffusers"``, a Stable Diffusion LoRA file).
     files : tuple of str
         The weight files that make up the model (shards in order; for a LoRA adapter, the adapter file).
     component : str or None
-        The sub-folder used for multi-component repositories (diffusers ``unet``), if any.
+        The sub-folder used for multi-component repositories (diffusers ``unet`` or ``transformer``), if any.
     base_id : str or None
         For a LoRA adapter: the id (or ``base_model_name_or_path``) of the model it must be merged into.
     base_source : str or None

@@ -5,7 +5,8 @@ Each path is a model or a folder of models. Recognised, in this order, for a fol
 1. a Hugging Face cache entry ``models--org--name`` (id ``org/name``; snapshot of ``refs/main`` if
    present, else the newest), or a hub cache root holding several ``models--*`` (or ``hub/models--*``);
 2. a diffusers repository (``model_index.json`` or component sub-folders): ``component`` picks the
-   sub-folder, else ``unet`` if present, else a problem listing the components;
+   sub-folder, else the pipeline's denoiser (``unet`` if present, else ``transformer``: Flux, SD3, PixArt,
+   Sana), else a problem listing the components;
 3. a PEFT adapter, LoRA / DoRA / LoHa / LoKr / IA3 (``adapter_config.json`` +
    ``adapter_model.safetensors``/``.bin``; other PEFT types are a problem); a Stable Diffusion LoRA file
    (kohya-ss or diffusers layout, :mod:`.sd_lora`) is found by its tensor names wherever a weight file is,
@@ -39,6 +40,7 @@ from mother_core.io.quant_scheme import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
 from mother_core.io import sd_lora
 from mother_core.io.registry import PEFT_TYPES, needs_base, peft_refusal
+from mother_core.io.dit_single_file import sniff as dit_sniff
 from mother_core.io.sd_single_file import is_single_file
 from mother_core.io.sniff import check_torch_file, looks_like_safetensors
 
@@ -50,11 +52,16 @@ GENERIC_STEMS = re.compile(r"^(model|pytorch_model|diffusion_pytorch_model|adapt
                            r"([.-].*)?$")
 FORMATS_HELP = (
     "single .safetensors files, Hugging Face folders (model.safetensors, sharded *.index.json, "
-    "pytorch_model.bin), diffusers repositories (unet/ ...), PyTorch pickles (.bin .pt .pth .pth.tar .ckpt), "
+    "pytorch_model.bin), diffusers repositories (unet/ or transformer/), PyTorch pickles "
+    "(.bin .pt .pth .pth.tar .ckpt), Flux / SD3 single files, "
     "GGUF files (.gguf, any quantization the gguf package reads), Tesseract LSTM models (.traineddata), "
     "PEFT adapter folders (LoRA, DoRA, LoHa, LoKr, IA3), Stable Diffusion LoRA files (kohya-ss or diffusers "
     ".safetensors) and Hugging Face cache folders (models--org--name)"
 )
+#: The components that are a diffusers pipeline's denoiser, the one compared by default, most preferred
+#: first: the UNet of Stable Diffusion 1.x / 2.x / XL, else the transformer of the DiT pipelines (Flux, SD3 /
+#: 3.5, PixArt, Sana), which have no ``unet/``. A pipeline has one or the other.
+DENOISERS: tuple[str, ...] = ("unet", "transformer")
 _STANDARD = (  # per format, most preferred first
     ("model.safetensors", "safetensors"),
     ("diffusion_pytorch_model.safetensors", "safetensors"),
@@ -267,13 +274,15 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
             scheme = None
             if f == files[0] and fmt == "safetensors":
                 lora = sd_lora.sniff(t.name for t in (*header.tensors, *header.unsupported))
-                if lora is not None and lora.startswith("unsupported:"):
+                if lora is not None and lora.startswith(("unsupported:", sd_lora.DIT_LORA)):
                     raise UnreadableCheckpointError(sd_lora.refusal(f, lora), f)
                 if lora is not None:
                     return f"sd-lora:{lora}"
             if f == files[0]:
                 shapes = header.shapes()
-                scheme = detect_scheme(shapes, quantization_config(f)) or (
+                # A quantization first (an fp8 Flux file is an fp8 copy; its reader still renames it), then a
+                # layout: Flux / SD3 single files also put their denoiser under model.diffusion_model.
+                scheme = detect_scheme(shapes, quantization_config(f)) or dit_sniff(shapes) or (
                     "sd-single-file" if is_single_file(shapes) else None)
             if scheme is not None:
                 fmt = f"{fmt}:{scheme}"
@@ -447,8 +456,9 @@ class _Finder:
             self.add(model_id, folder, found[0], found[1], meta_folders=(folder,))
             return True
         if is_diffusers:
-            if "unet" in comps and self.component is None:
-                return self.component_model(folder, model_id, "unet")
+            denoiser = next((c for c in DENOISERS if c in comps), None) if self.component is None else None
+            if denoiser is not None:
+                return self.component_model(folder, model_id, denoiser)
             if comps:
                 wanted = f"component {self.component!r} is not there" if self.component else "no component was chosen"
                 self.problem(folder, f"{folder} is a multi-component (diffusers) repository and {wanted}. "
@@ -611,7 +621,8 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
         Each a model (file or folder) or a folder of models (see the module docstring for what is
         recognised).
     component : str, optional
-        For multi-component (diffusers) repositories: the sub-folder to use (default ``unet``).
+        For multi-component (diffusers) repositories: the sub-folder to use (default: the denoiser,
+        ``unet`` if present, else ``transformer``).
     roots : sequence of path, optional
         Confinement (see :mod:`mother_core.io.confine`): every path, weight file, snapshot, shard and
         metadata file must resolve (symlinks followed) inside one of these folders; the others are

@@ -416,14 +416,18 @@ def open_safetensors(ref: ModelRef, base: ModelReader | None = None) -> ModelRea
     reader = SafetensorsReader(ref)
     from mother_core.io.quantized import QuantizedReader, detect_scheme  # small; no third-party imports
 
+    from mother_core.io.dit_single_file_reader import wrap  # Flux / SD3 single files under diffusers' names
+
     if detect_scheme({n: (i.shape, i.dtype) for n, i in reader.tensor_infos().items()}) is None:
-        return reader
-    return QuantizedReader(reader)
+        return wrap(reader)
+    return wrap(QuantizedReader(reader))
 
 
 def open_torch(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
-    """A reader of PyTorch pickles (single file or shards)."""
-    return TorchReader(ref)
+    """A reader of PyTorch pickles (single file or shards); Flux / SD3 single files under diffusers' names."""
+    from mother_core.io.dit_single_file_reader import wrap
+
+    return wrap(TorchReader(ref))
 
 
 __all__ = ["open_model", "open_safetensors", "open_torch", "load_torch_file", "normalised_names",

@@ -13,7 +13,14 @@ Stable Diffusion LoRAs are shared as single ``.safetensors`` files, not as PEFT 
   / ``.lora_B.weight`` (peft backend) or, in older files, ``unet.<path>.lora.down.weight`` / ``.lora.up.weight``
   and attention processors' ``unet.<block>.processor.to_q_lora.down.weight``; ``text_encoder.*`` for the text
   encoder. diffusers renames the old keys with ``KEYS_TO_ALWAYS_REPLACE`` and ``UNET_TO_DIFFUSERS``
-  (``diffusers/utils/state_dict_utils.py``); :func:`_peft_module` applies the same rules.
+  (``diffusers/utils/state_dict_utils.py``); :func:`_peft_module` applies the same rules. A Flux / SD3 pipeline
+  saves its transformer's LoRA the same way under ``transformer.`` (``FluxPipeline.save_lora_weights``): read
+  on a base transformer (a diffusers ``transformer/`` folder, or a single file read under the same names by
+  :mod:`.dit_single_file`). kohya-ss Flux LoRAs name the original fused modules
+  (``lora_unet_double_blocks_0_img_attn_qkv``, ``lora_unet_single_blocks_0_linear1``): each module's update is
+  split by rows onto the diffusers modules it fuses (:func:`dit_resolve`), as diffusers' kohya Flux converter
+  splits ``lora_up``. Other DiT LoRA layouts (BFL ``diffusion_model.double_blocks.0...``, SD3 kohya files,
+  LyCORIS modules on Flux) are refused with a message (:func:`dit_lora`).
 
 The merged weight is the one diffusers' ``fuse_lora`` and sd-scripts' ``merge_lora.py`` compute:
 ``W + (alpha / r) * B @ A`` (convolutions: ``B.flatten(1) @ A.flatten(1)`` reshaped to the kernel), with
@@ -92,6 +99,7 @@ from dataclasses import dataclass
 
 from mother_core.errors import AdapterMismatchError, MotherError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+from mother_core.io.dit_single_file import kohya_targets
 from mother_core.io.sd_single_file import ldm_unet_names
 
 KOHYA = "kohya"
@@ -124,6 +132,17 @@ _KIND_OF: tuple[tuple[str, str], ...] = (
     ("lokr_w1_a", "lokr"), ("diff", "full"), ("w_norm", "norm"), ("oft_blocks", "oft"), ("on_input", "ia3"),
 )
 _MERGED_PARTS = frozenset().union(*_KINDS.values())
+#: A LoRA of a DiT denoiser (Flux, SD3): its module paths start with the transformer's blocks, in the original
+#: single-file layout (kohya-ss Flux ``lora_unet_double_blocks_0_img_attn_qkv``, BFL / ComfyUI
+#: ``diffusion_model.single_blocks.0.linear1``, SD3 ``joint_blocks``) or diffusers' (``transformer.transformer_blocks.0
+#: .attn.to_q``, ``single_transformer_blocks``), after the prefix naming the component. An SD UNet's modules
+#: start with ``down_blocks`` / ``input_blocks`` / ...; its ``transformer_blocks`` come after ``attentions_N``.
+_DIT_MODULE = re.compile(r"^(?:lora_unet_|lora_transformer_|lycoris_|transformer\.|base_model\.model\.|"
+                         r"(?:model\.)?diffusion_model\.)?(?P<block>double_blocks|single_blocks|joint_blocks|"
+                         r"single_transformer_blocks|transformer_blocks)[._]\d")
+_LORA_PARTS = ("lora_down", "lora_up", "lora_A", "lora_B", ".lora.down", ".lora.up", ".alpha", "hada_", "lokr_")
+#: The scheme of such a file: refused at discovery with :func:`refusal`'s own message.
+DIT_LORA = "unsupported-dit"
 #: What people call each merged type (in messages).
 KIND_NAMES: Mapping[str, str] = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr", "full": "full difference",
                                  "norm": "norm", "oft": "OFT / BOFT", "ia3": "IA3"}
@@ -133,7 +152,10 @@ _LYCORIS: tuple[tuple[str, str], ...] = (
     ("b1.weight", "GLoRA (LyCORIS)"), ("lambda_layer", "T-LoRA (LyCORIS)"),
     ("lokr_t1", "LoKr with a Tucker w1 (LyCORIS lokr_t1)"),
 )
-_COMPONENTS = ("unet.", "text_encoder.", "text_encoder_2.")
+_COMPONENTS = ("unet.", "transformer.", "text_encoder.", "text_encoder_2.")
+#: The components of a diffusers-layout file that are the pipeline's denoiser, the model compared: an SD UNet, or
+#: the transformer of a Flux / SD3 pipeline (``FluxPipeline.save_lora_weights``: ``transformer.<module>.lora_A``).
+_DENOISERS = ("unet.", "transformer.")
 #: The first word of a diffusers UNet module path (keys of unprefixed files saved by ``save_attn_procs``).
 _UNET_WORDS = ("down_blocks.", "up_blocks.", "mid_block.", "conv_in.", "conv_out.", "time_embedding.",
                "conv_norm_out.", "add_embedding.")
@@ -192,6 +214,17 @@ def sniff(names: Iterable[str]) -> str | None:
     names = list(names)
     if not names:
         return None
+    dit = dit_lora(names)
+    # A DiT LoRA as diffusers saves it (``transformer.<diffusers module>.lora_A``) names the transformer's own
+    # modules: read like an SD UNet's diffusers file, on a base read under those names (a diffusers folder or a
+    # single file, :mod:`.dit_single_file`). The other layouts name the original fused modules: not read yet.
+    # kohya-ss Flux files of plain LoRA modules name the original (fused) modules: read, each module's update
+    # split by rows onto the diffusers modules it fuses (:func:`dit_resolve`; checked against diffusers' kohya
+    # Flux converter; SD3's kohya files are not, and stay refused).
+    if dit is not None and not (dit.endswith("(diffusers / PEFT layout)")
+                                and all(n.startswith(_COMPONENTS) for n in names)) \
+            and not (dit == "Flux LoRA (kohya-ss layout)" and _plain_kohya(names)):
+        return f"{DIT_LORA}:{dit}"
     kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
     # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
     # which are not LoRA layers and are left out.
@@ -204,7 +237,9 @@ def sniff(names: Iterable[str]) -> str | None:
         if parts <= _MERGED_PARTS and any(part in parts for part, _ in _KIND_OF):
             return KOHYA
         return "unsupported:an unknown kohya-style network (" + ", ".join(sorted(parts - _MERGED_PARTS))[:80] + ")"
-    prefixed = all(n.startswith(_COMPONENTS) for n in names)
+    # (``transformer.`` prefixes a DiT's modules only: GPT-2-style ``transformer.h.0`` factors are no SD LoRA)
+    prefixed = all(n.startswith(_COMPONENTS) for n in names) and (
+        dit is not None or not any(n.startswith("transformer.") for n in names))
     unet_only = all(n.startswith(_UNET_WORDS) for n in names)
     if not (prefixed or unet_only):
         return None
@@ -215,8 +250,46 @@ def sniff(names: Iterable[str]) -> str | None:
     return None
 
 
+def _plain_kohya(names: Sequence[str]) -> bool:
+    """Every name a kohya-ss LoRA / text-encoder part (no LyCORIS module, nothing else)."""
+    return all(_KOHYA_PREFIX.match(n) and n.split(".", 1)[-1] in ("lora_down.weight", "lora_up.weight", "alpha")
+               for n in names)
+
+
+def dit_lora(names: Iterable[str]) -> str | None:
+    """What a LoRA file of a DiT denoiser is (``"Flux LoRA (kohya-ss layout)"``, ...), from its tensor names;
+    None when most of its tensors are not LoRA parts of a Flux / SD3 transformer's blocks.
+
+    >>> dit_lora(["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
+    ...           "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"])
+    'Flux LoRA (kohya-ss layout)'
+    >>> dit_lora(["transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight"])
+    'Flux LoRA (diffusers / PEFT layout)'
+    >>> dit_lora(["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"]) is None
+    True
+    """
+    names = list(names)
+    blocks = [m["block"] for n in names if any(p in n for p in _LORA_PARTS) and (m := _DIT_MODULE.match(n))]
+    if not blocks or 2 * len(blocks) <= len(names):
+        return None
+    found = set(blocks)
+    family = ("Flux" if found & {"double_blocks", "single_blocks", "single_transformer_blocks"}
+              else "SD3" if "joint_blocks" in found else "Flux / SD3")
+    layout = ("diffusers / PEFT" if found & {"transformer_blocks", "single_transformer_blocks"}
+              else "kohya-ss" if any(n.startswith(("lora_unet_", "lora_transformer_")) for n in names)
+              else "original single-file")
+    return f"{family} LoRA ({layout} layout)"
+
+
 def refusal(path: str, scheme: str) -> str:
     """The message for a file :func:`sniff` found to be an adapter family this module does not merge."""
+    if scheme.startswith(DIT_LORA + ":"):
+        what = scheme.removeprefix(DIT_LORA + ":")
+        return (f"{path} is a {what} file: an adapter of a DiT transformer (Flux / SD3) in a layout this version "
+                "does not read yet (it reads Flux / SD3 LoRAs as diffusers' save_lora_weights writes them, "
+                "transformer.<module>.lora_A / lora_B, and Flux LoRAs of plain lora_down / lora_up modules in the "
+                "kohya-ss layout). Fuse it into its base with diffusers "
+                "(pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
             "LoCon, with Tucker kernels and DoRA, LoHa, LoKr, full-difference, norm, OFT, BOFT and IA3 modules in "
@@ -282,7 +355,7 @@ def lora_modules(path: str, layout: str, names: Sequence[str]) -> list[_Module]:
             role = part if part in _MERGED_PARTS else None
         else:
             comp = next((c for c in _COMPONENTS if n.startswith(c)), "unet.")
-            if comp != "unet.":
+            if comp not in _DENOISERS:
                 continue
             # Network alphas of an old diffusers file sit beside the factors as "<module>.alpha".
             parsed = _peft_module(n[:-len(".alpha")] + ".lora.down.weight" if n.endswith(".alpha") else n)
@@ -486,6 +559,48 @@ def resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[
     return out
 
 
+#: A module's targets in the base: (base tensor, the rows of the module's update it takes), in order.
+DitTargets = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+
+
+def dit_resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[str, tuple[int, ...]],
+                base_infos: Mapping[str, TensorInfo], base_id: str) -> dict[str, DitTargets] | None:
+    """For a kohya-ss Flux / SD3 LoRA: module key -> the base tensors it updates, with their rows of its update
+    (:func:`.dit_single_file.kohya_targets`), every shape checked against the base; None for other files.
+
+    Raises
+    ------
+    AdapterMismatchError
+        A module the base lacks, or whose update does not fit the base tensors it splits onto.
+    """
+    if layout != KOHYA or not modules:
+        return None
+    out: dict[str, DitTargets] = {}
+    for m in modules:
+        if m.kind != "lora":  # LyCORIS modules (LoHa, ...) on a DiT are refused at discovery
+            return None
+        down, up = shapes[m.down], shapes[m.up]
+        if len(down) != 2 or len(up) != 2:
+            return None
+        targets = kohya_targets(m.key, up[0], down[1], base_infos)
+        if targets is None:
+            return None
+        found = []
+        for module, ranges in targets:
+            name = module + ".weight"
+            info = base_infos.get(name)
+            rows = sum(b - a for a, b in ranges)
+            if info is None or tuple(info.shape) != (rows, down[1]):
+                have = "has no such tensor" if info is None else f"has it as {tuple(info.shape)}"
+                raise AdapterMismatchError(
+                    f"The Flux / SD3 LoRA {path} updates {m.key!r}, whose rows {ranges} are {name!r} of the "
+                    f"diffusers transformer, {(rows, down[1])}; the base model {base_id!r} {have}: is that the right "
+                    "base model?", path)
+            found.append((name, ranges))
+        out[m.key] = tuple(found)
+    return out
+
+
 def fits(path: str, layout: str, base: ModelReader) -> str | None:
     """None when the LoRA file fits ``base`` (every module found, every shape right), else why not.
 
@@ -498,7 +613,8 @@ def fits(path: str, layout: str, base: ModelReader) -> str | None:
         modules = lora_modules(path, layout, list(shapes))
         if not modules:
             return f"{path} holds text-encoder LoRA layers only"
-        resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
+        if dit_resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id) is None:
+            resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
     except (AdapterMismatchError, UnreadableCheckpointError) as e:
         return e.message
     return None
@@ -547,7 +663,8 @@ def missing_base_message(ref: ModelRef, candidates: Sequence[ModelRef]) -> str:
 
 
 def adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
-    """diffusers' ``lora_adapter_metadata`` header entry for the UNet (its ``unet.`` keys, prefix removed)."""
+    """diffusers' ``lora_adapter_metadata`` header entry for the denoiser (its ``unet.`` or ``transformer.`` keys,
+    prefix removed)."""
     raw = metadata.get("lora_adapter_metadata")
     if not raw:
         return {}
@@ -557,7 +674,7 @@ def adapter_metadata(metadata: Mapping[str, str]) -> dict[str, object]:
         return {}
     if not isinstance(parsed, dict):
         return {}
-    return {k.removeprefix("unet."): v for k, v in parsed.items() if isinstance(k, str) and k.startswith("unet.")}
+    return {k.split(".", 1)[1]: v for k, v in parsed.items() if isinstance(k, str) and k.startswith(_DENOISERS)}
 
 
 __all__ = ["DIFFUSERS", "KOHYA", "LAYOUT_NAMES", "adapter_metadata", "fits", "legacy_hash", "lora_modules",

@@ -16,7 +16,7 @@ from mother_core.io.base import ModelReader, ModelRef
 from mother_core.io.lora import LoraReader, _load_adapter, _number, _pattern_value, _patterns, _Update
 from mother_core.io.safetensors_header import read_header
 from mother_core.io.sd_lora import (
-    DIFFUSERS, KOHYA, _Module, adapter_metadata, lora_modules, refusal, resolve, sniff,
+    DIFFUSERS, KOHYA, _Module, adapter_metadata, dit_resolve, lora_modules, refusal, resolve, sniff,
 )
 
 
@@ -42,7 +42,8 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
         raise UnreadableCheckpointError(
             f"{path} holds text-encoder LoRA layers only; the engine compares UNets, so there is nothing to "
             "compare it by.", path)
-    targets = resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
+    dit = dit_resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id)
+    targets = resolve(path, layout, modules, shapes, base.tensor_infos(), base.ref.id) if dit is None else {}
     tensors = _load_adapter(path)
     config = adapter_metadata(header.metadata) if layout == DIFFUSERS else {}
     alpha_default = _number(config, "lora_alpha", 1, path) if "lora_alpha" in config else None
@@ -50,6 +51,15 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
 
     reader = SDLoraReader.__new__(SDLoraReader)  # LoraReader.__init__ parses a PEFT folder: not this file
     reader._start(ref, base)
+    if dit is not None:  # a kohya-ss Flux / SD3 LoRA: each update's rows split onto the modules it fuses
+        for m in modules:
+            a, b = tensors[m.down].float(), tensors[m.up].float()
+            network = _positive_scalar(tensors[m.alpha], path, m.alpha) if m.alpha is not None else a.shape[0]
+            for name, ranges in dit[m.key]:
+                # the rows of B @ A are B's rows @ A: diffusers' converter splits lora_up the same way
+                rows = torch.cat([b[start:stop] for start, stop in ranges])
+                reader._updates.setdefault(name, []).append(_Update(a, rows, float(network / a.shape[0]), "linear"))
+        return reader
     for m in modules:
         name = targets[m.key]
         target = base.tensor_infos()[name].shape

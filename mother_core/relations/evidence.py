@@ -110,10 +110,10 @@ def float_scheme(scheme: str | None) -> str | None:
     return FLOAT_SCHEMES.get(s)
 
 
-#: Schemes that name a layout of float weights, not a quantization (a Stable Diffusion single-file
+#: Schemes that name a layout of float weights, not a quantization (a Stable Diffusion, Flux or SD3 single-file
 #: checkpoint), and containers whose scheme is the file's layout (Stable Diffusion LoRA files) or the
 #: adapter's type (PEFT LoHa, LoKr, IA3: ``peft-lora:loha``).
-LAYOUT_SCHEMES = frozenset({"sd-single-file"})
+LAYOUT_SCHEMES = frozenset({"sd-single-file", "flux-single-file", "sd3-single-file"})
 LAYOUT_CONTAINERS = frozenset({"sd-lora", "peft-lora"})
 
 
