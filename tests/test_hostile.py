@@ -3,7 +3,7 @@
 Each input of :mod:`hostile_inputs` is mixed into a good set of ten small models with a known tree and
 the whole pipeline runs on it in a forked child under resource limits (address space, CPU time, a wall
 clock). Asserted per case: the ten good models recover exactly as without the bad input, the bad input is
-named in a clear Problem (no traceback, no torch advice, no ANSI codes), in under 30 s and 1 GB of extra
+named in a clear Problem (no traceback, no torch advice, no ANSI codes), in under 30 CPU seconds and 1 GB of extra
 peak memory. Plus: loading a poisoned file and then a clean one changes no global state.
 """
 
