@@ -691,7 +691,16 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # inputs win when they explain within PARSIMONY of what the best explains (profile C: a DELLA
             # merge of four explains 0.32 of its distance, its base and two of its inputs 0.16).
             if 1.0 - ratio >= PARSIMONY * (1.0 - best_ratio):
-                ratio, subset, a, _, confirmed, by_layer, own = _distinct_input(per_size[size], rivals)
+                chosen = per_size[size]
+                wider = _distinct_input(chosen, rivals)
+                # More inputs only for a merge the smaller reading already makes: it must hold off the child's
+                # own direction (the guard :func:`_fits` applies). The larger fit always leaves less there, and
+                # on weight-decayed fine-tunes that share untouched entries (SGD; generalise ``fitw``) it let
+                # fine-tunes the smaller fits leave as such through as merges of four.
+                if wider is not chosen and not off_ray_ratio(pl, c, chosen[1], by_layer=chosen[5]) <= _equal_cap(
+                        chosen[0], chosen[6]):
+                    wider = chosen
+                ratio, subset, a, _, confirmed, by_layer, own = wider
                 return ratio, subset, a, _equal_cap(ratio, own), by_layer
             continue
         if ratio <= best_ratio / PARSIMONY or (ratio <= EXACT_NOISE and _noise_only(pl, c, per_size[size], per_size)):
