@@ -696,7 +696,7 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
                 # More inputs only for a merge the smaller reading already makes: it must hold off the child's
                 # own direction (the guard :func:`_fits` applies). The larger fit always leaves less there, and
                 # on weight-decayed fine-tunes that share untouched entries (SGD; generalise ``fitw``) it let
-                # fine-tunes the smaller fits leave as such through as merges of four.
+                # fine-tunes the smaller fits leave as such through as merges.
                 if wider is not chosen and not off_ray_ratio(pl, c, chosen[1], by_layer=chosen[5]) <= _equal_cap(
                         chosen[0], chosen[6]):
                     wider = chosen
