@@ -165,6 +165,20 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     # candidates of every other merge of that base).
     found = {link.child for _, link in exact + sparse}
     layered = _fits(stats, pl, labels, excluded | found, by_layer=True)
+    # A sparse fit does not pre-empt an exact one per layer. TIES, DARE, DELLA, Breadcrumbs and SCE trim or
+    # drop task-vector entries one by one, so what no input explains is spread over the entries of every
+    # tensor, and coefficients fitted per layer leave it as one set does (profile C, issue 11: 0.08-0.89 on
+    # all layers, within 0.03 of it per layer, on every sparse merge of ten sets). Model Stock sets its ratio
+    # per tensor from the task vectors' angle (mergekit ``model_stock.py``), exact per layer (0.002-0.007),
+    # and in bf16 it keeps its base's value wherever its small update rounds back to it, which can name the
+    # base as a sparse merge's entries do (seed 13: 0.126 of its entries; read as a TIES merge of three).
+    sparse_children = {link.child for _, link in sparse}
+    if sparse_children:
+        per_layer = _fits(stats, pl, labels, excluded | exact_children | sparse_children, by_layer=True,
+                          children=sparse_children)
+        exact_by_layer = {link.child for _, link in per_layer}
+        sparse = [x for x in sparse if x[1].child not in exact_by_layer]
+        layered += per_layer
     return _consistent(exact + sparse + layered)
 
 
@@ -253,8 +267,10 @@ def rounding_ratio(stats: WeightStatistics) -> np.ndarray:
     return out
 
 
-def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
-          excluded: set[int], by_layer: bool = False, candidates: int | None = None) -> list[tuple[float, TypedLink]]:
+def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int], by_layer: bool = False,
+          candidates: int | None = None, children: set[int] | None = None) -> list[tuple[float, TypedLink]]:
+    """Merge fits of every model not in ``excluded`` (or of ``children`` only, which may be in ``excluded``: those
+    are then children but never candidates), on relatives of its tree that are not in ``excluded``."""
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
     memo: dict[int, float] = {}
@@ -267,7 +283,7 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         return memo[g]
 
     for c in range(n):
-        if c in excluded:
+        if (c not in children) if children is not None else (c in excluded):
             continue
         pool = [p for p in range(n) if p != c and p not in excluded and labels[p] == labels[c]
                 and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]]
@@ -308,7 +324,7 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
         reverse = _reversed(pl, c, parents, ratio, pool) if ratio > EXACT else None
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere,
-                                         reverse=reverse)))
+                                         reverse=reverse, by_layer=fit_by_layer)))
     return found
 
 
@@ -587,6 +603,9 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     by_layer_res = _layerwise_all(sq_local, cand, sizes) if layerwise else {}
     per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float]] = {}
     beyond: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float]] = {}
+    # (with ``named``) every fit that competes, by size, with its residual: :func:`_distinct_input`
+    rivals: dict[int, list[tuple[float, tuple]]] = {}
+    rivals_beyond: dict[int, list[tuple[float, tuple]]] = {}
     for size in sizes:
         for subset in itertools.combinations(cand, size):
             if named is not None and named.isdisjoint(subset):
@@ -615,7 +634,12 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
                 continue
             if negation is not None and ((a < -1.0).any() or (np.delete(a, negation) > 1.0 + 1e-3).any()):
                 continue
-            small = np.flatnonzero(a < MIN_WEIGHT)
+            # Model Stock gives each of its k inputs t / k per tensor, t = k cos / ((k - 1) cos + 1) from the angle
+            # between their task vectors (Jang et al. 2024; mergekit ``model_stock.py``), so near-orthogonal
+            # fine-tunes enter with weights near 0 (profile C seed 13: 0.04-0.07 on all layers, and the merge is
+            # exact per layer with all four parents only: 0.007 against 0.12-0.53 for any three). Per layer a
+            # parent must only weigh positively; one that explains nothing loses to the smaller fit (parsimony).
+            small = np.flatnonzero(a < (0.0 if by_layer else MIN_WEIGHT))
             if negation is not None:
                 small = np.array([k for k in small if k != negation and a[k] >= -MIN_WEIGHT], dtype=int)
             # The merged task vectors add to the base: the child's squared norm exceeds its base's
@@ -649,9 +673,13 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # leaves inputs out; where none is, the merge has moved past its heaviest input (DELLA), and the
             # own update is the only scale left (:func:`_own_update_ratio`).
             into = beyond if named is not None and ratio > RESIDUAL_MAX_EQUAL else per_size
+            entry = (ratio, subset, a, score, bool(kept & set(bases)), by_layer, own)
             if size not in into or score < into[size][3]:
-                into[size] = (ratio, subset, a, score, bool(kept & set(bases)), by_layer, own)
-    per_size = per_size or beyond
+                into[size] = entry
+            if named is not None:
+                (rivals_beyond if into is beyond else rivals).setdefault(size, []).append((res, entry))
+    if not per_size:
+        per_size, rivals = beyond, rivals_beyond
     if not per_size:
         return None
     best_ratio = min(v[0] for v in per_size.values())
@@ -663,12 +691,55 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # inputs win when they explain within PARSIMONY of what the best explains (profile C: a DELLA
             # merge of four explains 0.32 of its distance, its base and two of its inputs 0.16).
             if 1.0 - ratio >= PARSIMONY * (1.0 - best_ratio):
+                chosen = per_size[size]
+                wider = _distinct_input(chosen, rivals)
+                # More inputs only for a merge the smaller reading already makes: it must hold off the child's
+                # own direction (the guard :func:`_fits` applies). The larger fit always leaves less there, and
+                # on weight-decayed fine-tunes that share untouched entries (SGD; generalise ``fitw``) it let
+                # fine-tunes the smaller fits leave as such through as merges.
+                if wider is not chosen and not off_ray_ratio(pl, c, chosen[1], by_layer=chosen[5]) <= _equal_cap(
+                        chosen[0], chosen[6]):
+                    wider = chosen
+                ratio, subset, a, _, confirmed, by_layer, own = wider
                 return ratio, subset, a, _equal_cap(ratio, own), by_layer
             continue
         if ratio <= best_ratio / PARSIMONY or (ratio <= EXACT_NOISE and _noise_only(pl, c, per_size[size], per_size)):
             cap = EXACT if ratio <= EXACT else RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
             return (ratio, subset, a, cap, by_layer) if ratio <= cap else None
     return None
+
+
+def _distinct_input(chosen: tuple, rivals: dict[int, list[tuple[float, tuple]]]) -> tuple:
+    """The fit of a sparse merge whose base its entries name: ``chosen`` (an entry of :func:`_best_subset`'s
+    ``per_size``, chosen by explained share), or a fit with more parents where its added parent gains what no
+    other relative could (``rivals``: every fit that competes, by size, with its residual).
+
+    A sparse merge's residual is mostly the entries it trimmed or dropped, which no input explains, so an input
+    whose own update is small beside another's (a fine-tune merged with a merged LoRA, whose low-rank update is
+    many times a few fine-tuning steps: profile C, issue 11) lowers it little, and fewer inputs explain within
+    :data:`PARSIMONY` of what the merge's inputs explain (13 merges of ten profile C sets read with one input
+    fewer). The share explained cannot tell that input from a relative that is not one; what can is how it
+    compares with the relatives that could take its place: fitted with the other inputs, a true input lowers the
+    residual by its own update (times its weight and the share kept), while a relative that is not an input only
+    picks up the part of the dropped entries it happens to share, about what any other relative picks up. So the
+    best fit with one more parent wins where its gain over the chosen one is at least 1 / :data:`PARSIMONY` times
+    the gain of the best fit of its size that holds none of its added parents; a fit with no such rival wins
+    where it gains at all. Each fit has passed :func:`_best_subset`'s tests (weights in range, a base named by
+    entries): a relative that is not an input mostly fails them, taking a weight under :data:`MIN_WEIGHT` or
+    solving another parent out.
+    """
+    residual = {id(entry): r for fits in rivals.values() for r, entry in fits}
+    while len(chosen[1]) + 1 in rivals:
+        fits = rivals[len(chosen[1]) + 1]
+        r_big, big = min(fits, key=lambda x: x[0])
+        added = set(big[1]) - set(chosen[1])
+        r_small = residual[id(chosen)]
+        rival = min((r for r, entry in fits if added.isdisjoint(entry[1])), default=r_small)
+        gain = r_small - r_big
+        if not (gain > 0 and gain * PARSIMONY >= r_small - rival):
+            break
+        chosen = big
+    return chosen
 
 
 def _own_update_ratio(res: float, dc: np.ndarray, kept: set[int]) -> float:
@@ -961,7 +1032,7 @@ def _additivity(dp: np.ndarray) -> dict[int, float]:
 
 def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], coeffs: np.ndarray,
                 ratio: float, off_ray: float, sphere: bool = False,
-                reverse: tuple[int, float] | None = None) -> TypedLink:
+                reverse: tuple[int, float] | None = None, by_layer: bool = False) -> TypedLink:
     """The typed link of a merge fit; ``sphere``: found off the ray (:func:`_on_sphere`), where ``ratio`` is the
     off-ray residual and the evidence gives the residual on all layers beside it; ``reverse``: the reading
     the other way round (:func:`_reversed`), which pulls a confirmed sparse merge's confidence toward a
@@ -977,8 +1048,10 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
         shown = _whole_ratio(pl, c, parents)
     elif ratio > EXACT:
         method = "ties/dare (trimmed task vectors)" if (coeffs < MIN_WEIGHT).any() or len(parents) > 2 else "ties/dare"
-    elif (coeffs < MIN_WEIGHT).any():
+    elif (coeffs < MIN_WEIGHT).any() and not by_layer:
         method = "task arithmetic"
+    elif by_layer and spread <= 0.02:  # exact per layer only, with inputs of small weight (Model Stock)
+        method = "slerp (t by layer)" if len(parents) == 2 else "weights by layer (model stock)"
     elif len(parents) == 2 and spread > 0.02:
         method = "slerp (t by layer)"
     elif spread > 0.02:
