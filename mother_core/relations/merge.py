@@ -948,10 +948,13 @@ def _negation(a: np.ndarray, dp: np.ndarray, dc: np.ndarray | None = None) -> in
     model on related data start along the same gradient signs (Adam's first steps are lr times the sign), and
     a shared share rho of two equal updates leaves an additivity error rho / (1 - rho): 0.29-0.34 for three
     of profile D's 20 diagnosis negations (two OLMo2, one Qwen3). Beyond :data:`BASE_ADDITIVITY`, up to twice it, a base
-    still passes where the others add up worse through the child in its place: an exchanged reading (the
-    base read as the merge, or the added input solved out of it with the child for its base) puts the child
-    there, where the subtracted weight l alone leaves an error of at least 2 l (1 + l) in the second (0.5 at
-    l = 0.21; the diagnosis sets' subtracted weights are 0.31-0.70)."""
+    still passes where its others fall short of adding up through it (a shared drift brings them nearer each
+    other, never farther: :func:`_drifted`; the three: -0.29 to -0.34) and add up worse through the child in
+    its place: an exchanged reading (the base read as the merge, or the added input solved out of it with
+    the child for its base) puts the child there, where the subtracted weight l alone leaves an error of at
+    least 2 l (1 + l) in the second (0.5 at l = 0.21; the diagnosis sets' subtracted weights are 0.31-0.70).
+    Without the sign, a SLERP input solved out of the SLERP of it and a third model, with its own other
+    input added back, passed at +0.39 (seed 204)."""
     k = len(a)
     negated = [i for i in range(k) if a[i] < -MIN_WEIGHT]
     # (the base contributes: a parent at weight ~0 is superfluous, not a base)
@@ -961,7 +964,8 @@ def _negation(a: np.ndarray, dp: np.ndarray, dc: np.ndarray | None = None) -> in
     # (the child in each parent's place: how well the others differ through it instead)
     through_child = _additivity_through(dc, dp) if dc is not None else {}
     bases = [b for b, e in additive.items() if b not in negated and a[b] >= MIN_WEIGHT
-             and (e <= BASE_ADDITIVITY or (e <= 2.0 * BASE_ADDITIVITY and e < through_child.get(b, 0.0)))]
+             and (e <= BASE_ADDITIVITY or (e <= 2.0 * BASE_ADDITIVITY and _drifted(dp, b)
+                                           and e < through_child.get(b, 0.0)))]
     if not bases:
         return None
     base = max(bases, key=lambda b: float(a[b]))
@@ -985,6 +989,13 @@ def _additivity_through(dc: np.ndarray, dp: np.ndarray) -> dict[int, float]:
         out[b] = float(max(abs(dp[i, j] - dc[i] - dc[j]) / max(dp[i, j], 1e-300)
                            for x, i in enumerate(others) for j in others[x + 1:]))
     return out
+
+
+def _drifted(dp: np.ndarray, b: int) -> bool:
+    """Whether the parents other than ``b`` all lie nearer each other than their squared distances through ``b``
+    add up to: d(i, j) < d(i, b) + d(b, j), the shortfall a drift their updates share leaves (:func:`_negation`)."""
+    others = [i for i in range(len(dp)) if i != b]
+    return all(dp[i, j] < dp[i, b] + dp[b, j] for x, i in enumerate(others) for j in others[x + 1:])
 
 
 def _bases(additive: dict[int, float]) -> dict[int, float]:
