@@ -273,14 +273,16 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded:
     are then children but never candidates), on relatives of its tree that are not in ``excluded``."""
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
-    memo: dict[int, float] = {}
+    memo: dict[tuple[int, int], bool] = {}
 
-    def spread(g: int) -> float:
-        """Mean relative squared distance of ``g`` to the other members of its tree (:func:`_negation`)."""
-        if g not in memo:
-            tree = [h for h in range(n) if h != g and labels[h] == labels[g]]
-            memo[g] = float(np.mean([_total(pl, g, h) for h in tree])) if tree else 0.0
-        return memo[g]
+    def farther(g: int, b: int) -> bool:
+        """Whether the other members of their tree reach ``g`` through ``b`` rather than ``b`` through ``g``
+        (:func:`_negation`, :func:`_through`). Copies, quantized models and adapters (``excluded``) sit where
+        their source does: one vote per position."""
+        if (g, b) not in memo:
+            tree = [h for h in range(n) if h not in (g, b) and h not in excluded and labels[h] == labels[g]]
+            memo[(g, b)] = _through(pl, g, b, tree)
+        return memo[(g, b)]
 
     for c in range(n):
         if (c not in children) if children is not None else (c in excluded):
@@ -304,14 +306,14 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded:
             if named:
                 wide = [pool[k] for k in order[:CANDIDATES]]
                 best = _best_subset(pl, c, wide + [p for p in named if p not in wide], by_layer, named=set(named),
-                                    spread=spread)
+                                    farther=farther)
         if best is None:
-            best = _best_subset(pl, c, cand, by_layer, spread=spread)
+            best = _best_subset(pl, c, cand, by_layer, farther=farther)
         sphere = None
         if candidates is None and not by_layer and (best is None or best[0] > EXACT):
             rest = [pool[k] for k in order[len(cand):]]
             # (a subtracted task vector moves the merge away from that input: beyond the nearest, too)
-            best = _completed(pl, c, cand, rest, spread) or best
+            best = _completed(pl, c, cand, rest, farther) or best
             if best is None or best[0] > EXACT:
                 sphere = _on_sphere(pl, c, cand, rest)
                 best = sphere or best
@@ -380,7 +382,7 @@ def reversal_factor(ratio: float, reversed_ratio: float) -> float:
 
 
 def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
-               spread: Callable[[int], float] | None = None
+               farther: Callable[[int, int], bool] | None = None
                ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """An exact merge of three or :data:`MAX_PARENTS` whose farthest input is not among the nearest ``cand``.
 
@@ -417,7 +419,7 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
         for j in np.argsort(ratios):
             if not ratios[j] <= tol:
                 break
-            fit = _best_subset(pl, c, [local[m] for m in completed[j]], spread=spread)
+            fit = _best_subset(pl, c, [local[m] for m in completed[j]], farther=farther)
             if fit is not None and fit[0] <= tol and len(fit[1]) == size:
                 return fit
     return None
@@ -568,7 +570,7 @@ def _total(pl: PairLayers, a: int, b: int) -> float:
 
 
 def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = False, named: set[int] | None = None,
-                 spread: Callable[[int], float] | None = None
+                 farther: Callable[[int, int], bool] | None = None
                  ) -> tuple[float, tuple[int, ...], np.ndarray, float, bool] | None:
     """The smallest subset of ``cand`` within :data:`PARSIMONY` of the best fit: (residual ratio, parents,
     coefficients, the largest residual ratio its kind may leave, whether the coefficients are fitted
@@ -577,8 +579,9 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     With ``named`` (models whose entries the child keeps: :data:`EQUAL_SHARE`), only sparse fits whose base
     is one of them count (:func:`_fits`' wider search).
 
-    ``spread`` (a model's mean distance to the rest of its tree) admits task arithmetic with a subtracted
-    task vector (:func:`_negation`) where the child lies farther from its tree than the fit's base.
+    ``farther`` (whether the tree's members reach a model through another: :func:`_through`) admits task
+    arithmetic with a subtracted task vector (:func:`_negation`) where they reach the child through the
+    fit's base.
 
     With ``layerwise``, only exact fits with coefficients per layer count (:func:`layerwise_residual`):
     Model Stock sets its interpolation ratio per tensor from the angle between the task vectors (Jang et
@@ -627,8 +630,8 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # weight (task arithmetic with weights summing past 1). Solving a parent out of its merge
             # needs a weight above 1 (1 / its own weight), which tells the two readings apart. The one
             # exception is an exact task arithmetic that subtracts a task vector (_negation).
-            negation = _negation(a, dp) if ratio <= EXACT and spread is not None else None
-            if negation is not None and spread is not None and not spread(c) > spread(subset[negation]):
+            negation = _negation(a, dp, dc) if ratio <= EXACT and farther is not None else None
+            if negation is not None and farther is not None and not farther(c, subset[negation]):
                 negation = None  # the base's side of the exchange (_negation): the child is the tree's junction
             if negation is None and ((a > 1.0 + 1e-3).any() or (a < -1.0).any()):
                 continue
@@ -968,10 +971,29 @@ def _off_path(dc: np.ndarray, dp: np.ndarray, base: int) -> float:
     return min((dc[base] + dc[k] - dp[base, k]) / max(dp[base, k], 1e-300) for k in others)
 
 
-def _negation(a: np.ndarray, dp: np.ndarray) -> int | None:
+def _through(pl: PairLayers, c: int, b: int, tree: list[int]) -> bool:
+    """Whether the members of ``tree`` reach ``c`` through ``b`` (a negation's child and its base,
+    :func:`_negation`) rather than ``b`` through ``c``.
+
+    Each member h reads s(h) = (d(h, c) - d(h, b)) / d(b, c) in relative squared distances. A member that shares
+    none of the merge's task vectors is +1 exactly (its update, the base's and the merge's add up
+    orthogonally: ``mother_core/recovery/additive.py``), and -1 where the roles are exchanged; the inputs'
+    own relatives land anywhere (nearer the child by twice the share of the added input's update they hold,
+    farther by that of the subtracted one). So the members within :data:`BASE_ADDITIVITY` of +1 are counted
+    against those within it of -1; a tie (none either way) is read on the median member's side.
+    """
+    dbc = _total(pl, b, c)
+    if not tree or not dbc > 0:
+        return False
+    s = np.array([(_total(pl, h, c) - _total(pl, h, b)) / dbc for h in tree])
+    votes = int((np.abs(s - 1.0) <= BASE_ADDITIVITY).sum()) - int((np.abs(s + 1.0) <= BASE_ADDITIVITY).sum())
+    return votes > 0 if votes else float(np.median(s)) > 0.0
+
+
+def _negation(a: np.ndarray, dp: np.ndarray, dc: np.ndarray | None = None) -> int | None:
     """The base of a task arithmetic that subtracts a task vector, or None: three or more parents, one input
     at a clearly negative weight (below ``-MIN_WEIGHT``), and a parent, not negated, through which the others
-    differ (:func:`_additivity` within :data:`BASE_ADDITIVITY`), whose coefficient (1 minus the inputs'
+    differ (:func:`_additivity` within :data:`BASE_ADDITIVITY`, or as below), whose coefficient (1 minus the inputs'
     weights, which may pass 1) takes up the rest.
 
     Task arithmetic (Ilharco et al. 2023) subtracts a task vector to remove a behaviour ("forgetting by
@@ -985,14 +1007,36 @@ def _negation(a: np.ndarray, dp: np.ndarray) -> int | None:
     coefficient a becomes 1 / a). The merge's update, new to every other model, adds to its distance to
     the rest of its tree, while its base sits where the tree's other updates start from (the argument
     that orients a merged LoRA against its parent, :mod:`.detect`): a negation is read only where the
-    child lies farther from its tree than its base (:func:`_best_subset`'s ``spread``)."""
+    tree's members reach the child through its base (:func:`_through`, :func:`_best_subset`'s ``farther``).
+    Not on their mean distance: a member that shares none of the inputs' updates is farther from the child
+    by exactly d(base, child), but the added input's own relatives (its ancestors below the base, their
+    merges, adapters and copies) lie nearer the child, and the subtracted input's farther, by amounts that
+    grow with those updates; a well-populated added lineage carried the mean to the child's side (profile D
+    seeds 206 / 208: a Granite and a Gemma 2 negation lost, the Granite's base read as the merge), and the
+    median member too where the lineage holds half the tree (seed 208's Gemma 2).
+
+    The base's others differ through it up to the drift their updates share: few-step fine-tunes of one
+    model on related data start along the same gradient signs (Adam's first steps are lr times the sign), and
+    a shared share rho of two equal updates leaves an additivity error rho / (1 - rho): 0.29-0.34 for three
+    of profile D's 20 diagnosis negations (two OLMo2, one Qwen3). Beyond :data:`BASE_ADDITIVITY`, up to twice it, a base
+    still passes where its others fall short of adding up through it (a shared drift brings them nearer each
+    other, never farther: :func:`_drifted`; the three: -0.29 to -0.34) and add up worse through the child in
+    its place: an exchanged reading (the base read as the merge, or the added input solved out of it with
+    the child for its base) puts the child there, where the subtracted weight l alone leaves an error of at
+    least 2 l (1 + l) in the second (0.5 at l = 0.21; the diagnosis sets' subtracted weights are 0.31-0.70).
+    Without the sign, a SLERP input solved out of the SLERP of it and a third model, with its own other
+    input added back, passed at +0.39 (seed 204)."""
     k = len(a)
     negated = [i for i in range(k) if a[i] < -MIN_WEIGHT]
     # (the base contributes: a parent at weight ~0 is superfluous, not a base)
     if k < 3 or not negated:
         return None
     additive = _additivity(dp)
-    bases = [b for b, e in additive.items() if e <= BASE_ADDITIVITY and b not in negated and a[b] >= MIN_WEIGHT]
+    # (the child in each parent's place: how well the others differ through it instead)
+    through_child = _additivity_through(dc, dp) if dc is not None else {}
+    bases = [b for b, e in additive.items() if b not in negated and a[b] >= MIN_WEIGHT
+             and (e <= BASE_ADDITIVITY or (e <= 2.0 * BASE_ADDITIVITY and _drifted(dp, b)
+                                           and e < through_child.get(b, 0.0)))]
     if not bases:
         return None
     base = max(bases, key=lambda b: float(a[b]))
@@ -1001,6 +1045,28 @@ def _negation(a: np.ndarray, dp: np.ndarray) -> int | None:
     if not any(a[i] >= MIN_WEIGHT for i in range(k) if i != base and i not in negated):
         return None
     return base
+
+
+def _additivity_through(dc: np.ndarray, dp: np.ndarray) -> dict[int, float]:
+    """For each parent (of three or more), the additivity error of the other parents through the child
+    in its place: the largest |d(i, j) - d(i, c) - d(c, j)| / d(i, j) over pairs of the others
+    (:func:`_additivity` with the child for the base)."""
+    k = len(dp)
+    out: dict[int, float] = {}
+    if k < 3:
+        return out
+    for b in range(k):
+        others = [i for i in range(k) if i != b]
+        out[b] = float(max(abs(dp[i, j] - dc[i] - dc[j]) / max(dp[i, j], 1e-300)
+                           for x, i in enumerate(others) for j in others[x + 1:]))
+    return out
+
+
+def _drifted(dp: np.ndarray, b: int) -> bool:
+    """Whether the parents other than ``b`` all lie nearer each other than their squared distances through ``b``
+    add up to: d(i, j) < d(i, b) + d(b, j), the shortfall a drift their updates share leaves (:func:`_negation`)."""
+    others = [i for i in range(len(dp)) if i != b]
+    return all(dp[i, j] < dp[i, b] + dp[b, j] for x, i in enumerate(others) for j in others[x + 1:])
 
 
 def _bases(additive: dict[int, float]) -> dict[int, float]:
