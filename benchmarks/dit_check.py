@@ -31,22 +31,15 @@ def _flux_lora(folder: Path, base: dict) -> tuple[float, float]:
 
     from diffusers import FluxPipeline
     from diffusers.loaders import lora_pipeline
-    from dit_factory import (flux_single_file, flux_steps, kohya_flux_lora, patched_kohya_flux_converter, state_of,
-                             tiny_flux)
-    from peft import LoraConfig, get_peft_model_state_dict
+    from dit_factory import (flux_single_file, kohya_flux_lora, patched_kohya_flux_converter, state_of,
+                             tiny_flux, trained_flux_lora)
+    from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     from mother_core.io.discovery import discover
     from mother_core.io.readers import open_model
 
-    model = tiny_flux(0)
-    model.add_adapter(LoraConfig(
-        r=2, lora_alpha=4, init_lora_weights="gaussian",
-        target_modules=r".*blocks\.\d+\..*(to_q|to_k|to_v|proj_mlp|add_q_proj|add_k_proj|add_v_proj|to_out\.0|"
-                       r"ff\.net\.2|proj_out)"))
-    for name, p in model.named_parameters():
-        p.requires_grad = "lora_" in name
-    flux_steps(model, seed=3)
+    model = trained_flux_lora(3)
     FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(model),
                                    transformer_lora_adapter_metadata=model.peft_config["default"].to_dict(),
                                    safe_serialization=True)

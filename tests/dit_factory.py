@@ -82,6 +82,23 @@ def sd3_steps(model, seed: int, steps: int = 3):
     return model
 
 
+#: Every LoRA target of a Flux block (kohya's fused modules are split onto these by their rows).
+FLUX_LORA_TARGETS = (r".*blocks\.\d+\..*(to_q|to_k|to_v|proj_mlp|add_q_proj|add_k_proj|add_v_proj|to_out\.0|"
+                     r"ff\.net\.2|proj_out)")
+
+
+def trained_flux_lora(seed: int, targets: str | list[str] = FLUX_LORA_TARGETS):
+    """The tiny Flux (:func:`tiny_flux` 0) with a peft LoRA (rank 2, alpha 4, Gaussian init) on ``targets``,
+    its factors trained :func:`flux_steps` with ``seed``; the base weights stay frozen."""
+    from peft import LoraConfig
+
+    model = tiny_flux(0)
+    model.add_adapter(LoraConfig(r=2, lora_alpha=4, init_lora_weights="gaussian", target_modules=targets))
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+    return flux_steps(model, seed=seed)
+
+
 def _swap(t: torch.Tensor) -> torch.Tensor:
     """diffusers' ``swap_scale_shift`` is its own inverse: the two row halves exchanged."""
     a, b = t.chunk(2, dim=0)

@@ -18,7 +18,7 @@ pytest.importorskip("diffusers")
 
 from dit_factory import (  # noqa: E402
     flux_converter, flux_single_file, flux_steps, sd3_converter, sd3_single_file, sd3_steps, state_of, tiny_flux,
-    tiny_sd3,
+    tiny_sd3, trained_flux_lora,
 )
 from safetensors.torch import save_file  # noqa: E402
 
@@ -257,15 +257,9 @@ def flux_lora(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     ``load_lora_weights`` + ``fuse_lora`` make of it on the tiny base."""
     pytest.importorskip("peft")
     from diffusers import FluxPipeline
-    from peft import LoraConfig, get_peft_model_state_dict
+    from peft import get_peft_model_state_dict
 
-    model = tiny_flux(0)
-    model.add_adapter(LoraConfig(r=2, lora_alpha=4, init_lora_weights="gaussian",
-                                 target_modules=["to_q", "to_k", "to_v", "proj_mlp", "add_q_proj", "to_out.0",
-                                                 "ff.net.2"]))
-    for name, p in model.named_parameters():
-        p.requires_grad = "lora_" in name
-    flux_steps(model, seed=3)
+    model = trained_flux_lora(3, ["to_q", "to_k", "to_v", "proj_mlp", "add_q_proj", "to_out.0", "ff.net.2"])
     folder = tmp_path_factory.mktemp("flux-lora")
     FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(model),
                                    transformer_lora_adapter_metadata=model.peft_config["default"].to_dict(),
@@ -318,16 +312,9 @@ def kohya_flux_lora(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     from diffusers import FluxPipeline
     from diffusers.loaders import lora_pipeline
     from dit_factory import kohya_flux_lora, patched_kohya_flux_converter
-    from peft import LoraConfig, get_peft_model_state_dict
+    from peft import get_peft_model_state_dict
 
-    model = tiny_flux(0)
-    model.add_adapter(LoraConfig(
-        r=2, lora_alpha=4, init_lora_weights="gaussian",
-        target_modules=r".*blocks\.\d+\..*(to_q|to_k|to_v|proj_mlp|add_q_proj|add_k_proj|add_v_proj|to_out\.0|"
-                       r"ff\.net\.2|proj_out)"))
-    for name, p in model.named_parameters():
-        p.requires_grad = "lora_" in name
-    flux_steps(model, seed=4)
+    model = trained_flux_lora(4)
     lora = {"transformer." + k: v for k, v in get_peft_model_state_dict(model).items()}
     path = tmp_path_factory.mktemp("kohya") / "my-lora.safetensors"
     save_file(kohya_flux_lora(lora, alpha=4.0), str(path), metadata={"ss_sd_model_name": "flux-base.safetensors"})

@@ -150,13 +150,16 @@ def test_truth_models_missing_from_result():
     assert "ghost" in format_evaluation(ev)
 
 
-def test_calibration_bins_and_ece():
-    models = list("rabcdef")
+def _calibration_case() -> tuple[list[str], list[tuple[str, str]], dict, list[tuple[str, str]]]:
+    """Six edges at confidences 0.1 ... 1.0 and NaN; against the truth a, d, e are correct, b flipped, c wrong."""
     edges = [("r", m) for m in "abcdef"]
     conf = dict(zip(edges, [0.1, 0.3, 0.5, 0.9, 1.0, math.nan]))
-    r = make_recovery(models, edges, conf=conf)
-    truth = [("r", "a"), ("r", "d"), ("r", "e"), ("b", "r")]  # a, d, e correct; b flipped; c wrong
-    ev = evaluate(r, truth)
+    return list("rabcdef"), edges, conf, [("r", "a"), ("r", "d"), ("r", "e"), ("b", "r")]
+
+
+def test_calibration_bins_and_ece():
+    models, edges, conf, truth = _calibration_case()
+    ev = evaluate(make_recovery(models, edges, conf=conf), truth)
     bins = ev.calibration
     assert [(b.lo, b.hi) for b in bins] == [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)]
     assert [b.n_edges for b in bins] == [1, 1, 1, 0, 2]  # NaN confidence left out; 1.0 in the last bin
@@ -168,12 +171,8 @@ def test_calibration_bins_and_ece():
 
 
 def test_confidence_auroc_and_confident_wrong_edges():
-    models = list("rabcdef")
-    edges = [("r", m) for m in "abcdef"]
-    conf = dict(zip(edges, [0.1, 0.3, 0.5, 0.9, 1.0, math.nan]))
-    r = make_recovery(models, edges, conf=conf)
-    truth = [("r", "a"), ("r", "d"), ("r", "e"), ("b", "r")]  # a, d, e correct; b flipped; c wrong
-    ev = evaluate(r, truth)
+    models, edges, conf, truth = _calibration_case()
+    ev = evaluate(make_recovery(models, edges, conf=conf), truth)
     # right edges at 0.1, 0.9, 1.0 against wrong ones at 0.3, 0.5: 4 of the 6 pairs ordered right
     assert ev.confidence_auroc == pytest.approx(4 / 6)
     assert (ev.n_confident, ev.n_confident_wrong) == (2, 0)

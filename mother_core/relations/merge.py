@@ -1051,15 +1051,15 @@ def _additivity_through(dc: np.ndarray, dp: np.ndarray) -> dict[int, float]:
     """For each parent (of three or more), the additivity error of the other parents through the child
     in its place: the largest |d(i, j) - d(i, c) - d(c, j)| / d(i, j) over pairs of the others
     (:func:`_additivity` with the child for the base)."""
-    k = len(dp)
-    out: dict[int, float] = {}
-    if k < 3:
-        return out
-    for b in range(k):
-        others = [i for i in range(k) if i != b]
-        out[b] = float(max(abs(dp[i, j] - dc[i] - dc[j]) / max(dp[i, j], 1e-300)
-                           for x, i in enumerate(others) for j in others[x + 1:]))
-    return out
+    return {b: _worst_detour(dp, b, dc) for b in range(len(dp))} if len(dp) >= 3 else {}
+
+
+def _worst_detour(dp: np.ndarray, b: int, to_mid: np.ndarray) -> float:
+    """The largest |d(i, j) - m(i) - m(j)| / d(i, j) over pairs of parents other than ``b``, where ``m`` holds
+    each parent's squared distance to the model they should reach each other through (``to_mid``)."""
+    others = [i for i in range(len(dp)) if i != b]
+    return float(max(abs(dp[i, j] - to_mid[i] - to_mid[j]) / max(dp[i, j], 1e-300)
+                     for x, i in enumerate(others) for j in others[x + 1:]))
 
 
 def _drifted(dp: np.ndarray, b: int) -> bool:
@@ -1085,15 +1085,7 @@ def _bases(additive: dict[int, float]) -> dict[int, float]:
 def _additivity(dp: np.ndarray) -> dict[int, float]:
     """Each parent's additivity error as the base of the others (three or more parents): the largest
     |d(i, j) - d(i, b) - d(b, j)| / d(i, j) over pairs of the others."""
-    k = len(dp)
-    out: dict[int, float] = {}
-    if k < 3:
-        return out
-    for b in range(k):
-        others = [i for i in range(k) if i != b]
-        out[b] = float(max(abs(dp[i, j] - dp[i, b] - dp[b, j]) / max(dp[i, j], 1e-300)
-                           for x, i in enumerate(others) for j in others[x + 1:]))
-    return out
+    return {b: _worst_detour(dp, b, dp[b]) for b in range(len(dp))} if len(dp) >= 3 else {}
 
 
 def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], coeffs: np.ndarray,
