@@ -18,20 +18,14 @@ Built with the zoo's own ops (transformers, mergekit; real AdamW steps), two fam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
+from typed_family import qwen3_node, qwen3_root
 
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
 
 pytestmark = pytest.mark.xdist_group("typed-zoo-d")
-
-
-def _node(index: int, op: str, relation: str | None, parents: tuple[int, ...], seed: int, **params: Any) -> Any:
-    from mother_zoo.typed.plan import TypedNode
-
-    return TypedNode(index, 0, "qwen3", op, relation, parents, seed, params)
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +34,20 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.importorskip(mod)
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
     from mother_zoo.typed import ops
-    from mother_zoo.typed.archs import ArchSize
 
     out = tmp_path_factory.mktemp("negation")
-    size = ArchSize(vocab=64, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)
-    task = SequenceTask(SEQUENCE_TASKS, 64, task_seed=1)
     narrow = [SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + k) for k in range(6)]
-    ops.make_root(_node(0, "root", None, (), 1, size=size, task=task, steps=40, lr=3e-3), out / "m-root")
+    qwen3_root(out)
     made = [("m-f1", "m-root", 0, 12, 1e-3), ("m-m1", "m-f1", 1, 10, 1e-3), ("m-m2", "m-root", 2, 6, 3e-4),
             ("m-u1", "m-root", 3, 10, 8e-4), ("m-u2", "m-root", 4, 10, 8e-4), ("m-u3", "m-root", 5, 10, 8e-4)]
     for i, (name, parent, t, steps, lr) in enumerate(made):
-        ops.make_finetune(_node(i + 1, "finetune", "finetune", (0,), 10 + i, task=narrow[t], steps=steps, lr=lr,
-                                store="float32"), out / parent, out / name)
+        ops.make_finetune(qwen3_node(i + 1, "finetune", "finetune", (0,), 10 + i, task=narrow[t], steps=steps, lr=lr,
+                                     store="float32"), out / parent, out / name)
     for i, (name, parent, dtype) in enumerate([("m-m1-fp16", "m-m1", "float16"), ("m-m1-bf16", "m-m1", "bfloat16"),
                                                 ("m-f1-fp16", "m-f1", "float16")]):
-        ops.make_cast(_node(20 + i, "cast", "convert", (0,), 20 + i, dtype=dtype), out / parent, out / name)
-    ta = _node(30, "merge", "merge", (0, 2, 3), 30, method="task_arithmetic", weights=[0.6, -0.4], base=0,
-               store="float32")
+        ops.make_cast(qwen3_node(20 + i, "cast", "convert", (0,), 20 + i, dtype=dtype), out / parent, out / name)
+    ta = qwen3_node(30, "merge", "merge", (0, 2, 3), 30, method="task_arithmetic", weights=[0.6, -0.4], base=0,
+                    store="float32")
     ops.make_merge(ta, {0: out / "m-root", 2: out / "m-m1", 3: out / "m-m2"},
                    {0: "m-root", 2: "m-m1", 3: "m-m2"}, out / "m-neg")
     return out
@@ -82,20 +73,17 @@ def drifted(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.importorskip(mod)
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
     from mother_zoo.typed import ops
-    from mother_zoo.typed.archs import ArchSize
 
     out = tmp_path_factory.mktemp("negation-drift")
-    size = ArchSize(vocab=64, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)
-    task = SequenceTask(SEQUENCE_TASKS, 64, task_seed=1)
-    ops.make_root(_node(0, "root", None, (), 1, size=size, task=task, steps=40, lr=3e-3), out / "m-root")
+    qwen3_root(out)
     # M1 and M2 share a task (overlapping pairs); the others train on pairs of their own
     made = [("m-m1", 0, 6, 1e-3), ("m-m2", 1, 6, 1e-3), ("m-u1", 3, 10, 8e-4), ("m-u2", 5, 10, 8e-4)]
     for i, (name, k, steps, lr) in enumerate(made):
-        ops.make_finetune(_node(i + 1, "finetune", "finetune", (0,), 40 + i,
-                                task=SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + i), steps=steps, lr=lr,
-                                store="bfloat16"), out / "m-root", out / name)
-    ta = _node(10, "merge", "merge", (0, 1, 2), 50, method="task_arithmetic", weights=[0.6, -0.4], base=0,
-               store="float32")
+        ops.make_finetune(qwen3_node(i + 1, "finetune", "finetune", (0,), 40 + i,
+                                     task=SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + i), steps=steps,
+                                     lr=lr, store="bfloat16"), out / "m-root", out / name)
+    ta = qwen3_node(10, "merge", "merge", (0, 1, 2), 50, method="task_arithmetic", weights=[0.6, -0.4], base=0,
+                    store="float32")
     ops.make_merge(ta, {0: out / "m-root", 1: out / "m-m1", 2: out / "m-m2"},
                    {0: "m-root", 1: "m-m1", 2: "m-m2"}, out / "m-neg")
     return out

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
+from typed_family import qwen3_node, qwen3_root
 
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
@@ -74,12 +74,6 @@ def test_cli_offers_profile_d() -> None:
     assert p.parse_args(["typed", "--out", "x", "--profile", "D"]).profile == "D"
 
 
-def _node(index: int, op: str, relation: str | None, parents: tuple[int, ...], seed: int, **params: Any) -> Any:
-    from mother_zoo.typed.plan import TypedNode
-
-    return TypedNode(index, 0, "qwen3", op, relation, parents, seed, params)
-
-
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Qwen3 family made with the zoo's ops: a root, four fine-tunes (one of them a fine-tune of
@@ -91,40 +85,37 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.importorskip(mod)
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
     from mother_zoo.typed import ops, quant
-    from mother_zoo.typed.archs import ArchSize
 
     out = tmp_path_factory.mktemp("typed-d")
-    size = ArchSize(vocab=64, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)
-    task = SequenceTask(SEQUENCE_TASKS, 64, task_seed=1)
     narrow = [SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + k) for k in range(4)]
-    ops.make_root(_node(0, "root", None, (), 1, size=size, task=task, steps=40, lr=3e-3), out / "m-root")
+    qwen3_root(out)
     for i, (name, parent, steps, lr) in enumerate([("m-f1", "m-root", 12, 1e-3), ("m-f2", "m-root", 10, 8e-4),
                                                    ("m-f3", "m-root", 8, 1e-3), ("m-f11", "m-f1", 10, 1e-3)]):
-        ops.make_finetune(_node(i + 1, "finetune", "finetune", (0,), 10 + i, task=narrow[i], steps=steps, lr=lr,
-                          store="bfloat16"), out / parent, out / name)
-    nf4 = _node(6, "bnb", "quantized", (2,), 20, quant_type="nf4")
+        ops.make_finetune(qwen3_node(i + 1, "finetune", "finetune", (0,), 10 + i, task=narrow[i], steps=steps, lr=lr,
+                               store="bfloat16"), out / parent, out / name)
+    nf4 = qwen3_node(6, "bnb", "quantized", (2,), 20, quant_type="nf4")
     (out / "m-nf4").mkdir()
     quant.write_bnb(nf4.arch, out / "m-f2", out / "m-nf4", "nf4")
-    ops.make_qlora(_node(7, "qlora", "lora", (6,), 21, task=narrow[2], steps=6, lr=3e-3, rank=8, alpha=16.0,
-                         store="bfloat16"), out / "m-nf4", out / "m-qlora")
-    ta = _node(8, "merge", "merge", (0, 4, 3), 22, method="task_arithmetic", weights=[0.6, -0.5], base=0,
-               store="bfloat16")
+    ops.make_qlora(qwen3_node(7, "qlora", "lora", (6,), 21, task=narrow[2], steps=6, lr=3e-3, rank=8, alpha=16.0,
+                              store="bfloat16"), out / "m-nf4", out / "m-qlora")
+    ta = qwen3_node(8, "merge", "merge", (0, 4, 3), 22, method="task_arithmetic", weights=[0.6, -0.5], base=0,
+                    store="bfloat16")
     ops.make_merge(ta, {0: out / "m-root", 4: out / "m-f11", 3: out / "m-f3"},
                    {0: "m-root", 4: "m-f11", 3: "m-f3"}, out / "m-ta")
     # and a task arithmetic that only adds, one of its inputs a merged LoRA (as the typed zoo's seed 1 has)
-    ops.make_adapter(_node(9, "lora", "lora", (0,), 23, task=narrow[3], steps=14, lr=5e-3, rank=16, alpha=32.0,
-                           store="bfloat16"), out / "m-root", out / "m-lora", "", merged=True)
-    plus = _node(10, "merge", "merge", (0, 1, 9), 24, method="task_arithmetic", weights=[0.24, 0.44], base=0,
-                 store="bfloat16")
+    ops.make_adapter(qwen3_node(9, "lora", "lora", (0,), 23, task=narrow[3], steps=14, lr=5e-3, rank=16, alpha=32.0,
+                                store="bfloat16"), out / "m-root", out / "m-lora", "", merged=True)
+    plus = qwen3_node(10, "merge", "merge", (0, 1, 9), 24, method="task_arithmetic", weights=[0.24, 0.44], base=0,
+                      store="bfloat16")
     ops.make_merge(plus, {0: out / "m-root", 1: out / "m-f1", 9: out / "m-lora"},
                    {0: "m-root", 1: "m-f1", 9: "m-lora"}, out / "m-plus")
     # a fine-tune that added 12 tokens and trained little (resize_token_embeddings, then AdamW)
-    ops.make_vocab(_node(13, "vocab", "finetune", (0,), 27, task=narrow[1], steps=12, lr=7e-5, new_tokens=12,
-                         store="bfloat16"), out / "m-root", out / "m-vocab")
+    ops.make_vocab(qwen3_node(13, "vocab", "finetune", (0,), 27, task=narrow[1], steps=12, lr=7e-5, new_tokens=12,
+                              store="bfloat16"), out / "m-root", out / "m-vocab")
     # a SLERP of two fine-tunes, merged again (SLERP) with a third
-    m1 = _node(11, "merge", "merge", (2, 3), 25, method="slerp", t=0.45, weights=[], base=None, store="bfloat16")
+    m1 = qwen3_node(11, "merge", "merge", (2, 3), 25, method="slerp", t=0.45, weights=[], base=None, store="bfloat16")
     ops.make_merge(m1, {2: out / "m-f2", 3: out / "m-f3"}, {2: "m-f2", 3: "m-f3"}, out / "m-slerp")
-    m2 = _node(12, "merge", "merge", (11, 4), 26, method="slerp", t=0.4, weights=[], base=None, store="bfloat16")
+    m2 = qwen3_node(12, "merge", "merge", (11, 4), 26, method="slerp", t=0.4, weights=[], base=None, store="bfloat16")
     ops.make_merge(m2, {11: out / "m-slerp", 4: out / "m-f11"}, {11: "m-slerp", 4: "m-f11"}, out / "m-slerp2")
     return out
 
