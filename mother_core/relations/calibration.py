@@ -27,6 +27,17 @@ CONFIDENCE: dict[str, float] = {
 }
 
 
+#: The kind of a merge parent another relative can take the place of (:func:`.merge.contest_parents`).
+CONTESTED = "merge: contested parent"
+#: Its confidence where none is fitted: either of two readings.
+CONTESTED_FALLBACK = 0.5
+
+
+def contested_confidence() -> float:
+    """The confidence of a contested merge parent (:data:`CONTESTED`): the rate of right ones where fitted."""
+    return CONFIDENCE.get(CONTESTED, CONTESTED_FALLBACK)
+
+
 def kind_of(relation: str, detail: str, evidence: str = "") -> str:
     """The calibration kind of a typed edge from its relation, detail and evidence."""
     if relation == "convert":
