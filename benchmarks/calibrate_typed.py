@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
 from mother_core.evaluate import load_truth_edges  # noqa: E402
-from mother_core.relations.calibration import CONFIDENCE, CONTESTED, kind_of  # noqa: E402
+from mother_core.relations.calibration import CONFIDENCE, CONTESTED, CONTESTED_FALLBACK, kind_of  # noqa: E402
 from mother_core.relations.vocabulary import parse_relation  # noqa: E402
 
 N_BINS = 10
@@ -98,7 +98,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for kind in sorted(set(counts) | set(CONFIDENCE)):
         n, k = counts.get(kind, [0, 0])
-        fitted = (k + PRIOR_EDGES * pooled_rate) / (n + PRIOR_EDGES)
+        # A contested merge parent is one of two readings the residual cannot order: its prior is a coin flip
+        # (CONTESTED_FALLBACK), not the pooled rate of edges no rival contests.
+        prior = CONTESTED_FALLBACK if kind == CONTESTED else pooled_rate
+        fitted = (k + PRIOR_EDGES * prior) / (n + PRIOR_EDGES)
         print(f"| {kind} | {n} | {k} | {fitted if n else math.nan:.3f} | {CONFIDENCE.get(kind, math.nan):.3f} |")
     if not args.held_out:
         return

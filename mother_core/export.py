@@ -330,7 +330,11 @@ def base_model_lines(recovery: Recovery) -> str:
             continue
         e = edges[0]
         relation = parse_relation(e.relation)
-        conf = f"confidence {e.confidence:.2f}" if math.isfinite(e.confidence) else "confidence unknown"
+        # A merge's line says the merge's confidence; a parent whose own is lower (another relative could take
+        # its place: docs/RELATIONS.md) says its own beside it.
+        shown = e.relation_confidence if relation is Relation.MERGE and math.isfinite(e.relation_confidence) \
+            else e.confidence
+        conf = f"confidence {shown:.2f}" if math.isfinite(shown) else "confidence unknown"
         what = relation.info.label + (f" {e.relation_detail}" if e.relation_detail else "")
         comment = f"{m.id} (recovered {'parents' if len(edges) > 1 else 'parent'}, {what}, {conf})"
         lines = [f"# {comment.replace(chr(10), ' ').replace(chr(13), ' ')}"]
@@ -338,7 +342,8 @@ def base_model_lines(recovery: Recovery) -> str:
             lines.append(f"base_model: {_yaml_scalar(e.parent)}")
         else:
             lines.append("base_model:")
-            lines += [f"- {_yaml_scalar(x.parent)}" for x in edges]
+            lines += [f"- {_yaml_scalar(x.parent)}" + (f"  # this parent: confidence {x.confidence:.2f}"
+                                                        if x.confidence < shown else "") for x in edges]
         if relation.info.hub_relation:
             lines.append(f"base_model_relation: {relation.info.hub_relation}")
         blocks.append("\n".join(lines) + "\n")
