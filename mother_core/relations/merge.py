@@ -1244,11 +1244,23 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     of_parents = {x.child: x.parents for x in links if x.child in rivals and set(x.parents) <= set(parents)}
     sparse = link.detail.startswith("ties/dare")
     notes = ["" for _ in parents]
+    shared = _common_layers(pl, [c, *parents])
+    own_on: dict[bytes, float] = {}  # the merge's own residual, once per set of layers
+
+    def layers_with(r: int) -> np.ndarray:
+        return shared & np.isfinite(pl.sq[:, r, [c, *parents]]).all(axis=1)
+
+    def own_residual(layers: np.ndarray) -> float:
+        key = layers.tobytes()
+        if key not in own_on:
+            own_on[key] = _subset_residual(pl, c, parents, layers, sphere, by_layer)
+        return own_on[key]
+
     for r, inner in of_parents.items():
-        layers = _common_layers(pl, [c, *parents, r])
+        layers = layers_with(r)
         if not layers.any():
             continue
-        own = _subset_residual(pl, c, parents, layers, sphere, by_layer)
+        own = own_residual(layers)
         fewer = _subset_residual(pl, c, tuple(q for q in parents if q not in inner) + (r,), layers, sphere, by_layer)
         if fewer <= own * (1.0 + SAME_READING):
             for k, p in enumerate(parents):
@@ -1266,10 +1278,10 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             continue
         best: tuple[float, float, int] | None = None
         for r in plain:
-            layers = _common_layers(pl, [c, *parents, r])
+            layers = layers_with(r)
             if not layers.any():
                 continue
-            own = _subset_residual(pl, c, parents, layers, sphere, by_layer)
+            own = own_residual(layers)
             swapped = _subset_residual(pl, c, tuple(r if q == p else q for q in parents), layers, sphere, by_layer)
             if best is None or swapped - own < best[0] - best[1]:
                 best = (swapped, own, r)
