@@ -121,6 +121,22 @@ def test_a_near_relative_in_an_inputs_place_reads_low(tmp_path):
         assert e.relation == Relation.MERGE.value and e.confidence >= 0.9 and e.parent_note == ""
         assert e.confidence == e.relation_confidence
 
+    # A contested parent's own number and note travel through result.json, the model-card lines and the app.
+    from explorer_ui.graph import edge_tooltip
+    from mother_core.export import base_model_lines
+    from mother_core.recovery.result import Recovery
+
+    doubted = dataclasses.replace(edges["m-b"], confidence=0.42, placement_confidence=0.42,
+                                  parent_note="m-b1 in its place explains the child better")
+    rec = dataclasses.replace(rec, edges=[doubted if e is edges["m-b"] else e for e in rec.edges])
+    rec.save(tmp_path / "result.json")
+    back = {e.parent: e for e in Recovery.load(tmp_path / "result.json").edges if e.child == "m-merge"}
+    assert back["m-b"].confidence == 0.42 and back["m-b"].parent_note == doubted.parent_note
+    assert back["m-a"].parent_note == "" and back["m-b"].relation_confidence == edges["m-b"].relation_confidence
+    tip = edge_tooltip(back["m-b"], None)
+    assert "this parent 0.42" in tip and doubted.parent_note in tip
+    assert "- m-b  # this parent: confidence 0.42" in base_model_lines(rec)
+
 
 @pytest.mark.xdist_group("sparse-merge")
 def test_a_merged_lora_of_the_base_read_as_the_base_reads_low(tmp_path):
