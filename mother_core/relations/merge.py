@@ -1214,18 +1214,20 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     child's own direction for a SLERP-family fit, coefficients per layer where it had them), over the layers the
     child, its parents and that relative all hold:
 
-    - an exact merge's parent is contested where a relative in its place leaves at most 1 / :data:`PARSIMONY`
-      times the residual: another exact reading, as good by the bar fewer parents must pass (a fine-tune read as
-      the SLERP of a merge and one of that merge's inputs: its own parent in either place leaves 1.05-1.3 times
-      the residual);
-    - a sparse merge's residual is mostly the entries it trimmed or dropped, which no input explains, so a
-      relative that is not an input still leaves about as much in an input's place (:func:`_distinct_input`): its
-      parent is contested only where a relative in its place leaves *less* than it does;
+    - a parent is contested where a relative in its place leaves a *smaller* residual: the fit is then not the
+      best reading by its own measure (its tests or its candidates kept the relative out). Not where it leaves
+      a little more: a sparse merge's residual is mostly the entries it trimmed or dropped, which no input
+      explains, so a relative that is not an input leaves about as much in an input's place
+      (:func:`_distinct_input`), and a Model Stock input (t / k per tensor, near 0) is replaced by its own
+      fine-tune or parent at 1.05-1.6 times the residual (profile C; within 1 / :data:`PARSIMONY` that contested
+      31 right parents of the diagnosis sets);
     - a sparse merge's base (a parent whose entries the child keeps, :func:`_kept_by`) may weigh anything, down to
       0 (TIES' weights summing to 1), so the residual cannot tell it from its own relatives; its entries can: it
       is contested where the relative sharing most entries with the child shares more than it on more tensors
       than the other way round (its merged LoRA holds the base's values wherever the low-rank update rounds away
-      in bf16, and is read as the base on a tie of the median share).
+      in bf16, and is read as the base on a tie of the median share);
+    - a found merge of some of the parents lies in their span and ties the first test by construction; it
+      contests them only where, in their place, it leaves at most :data:`SAME_READING` more with fewer parents.
 
     ``links``: every merge found (a merge made from the child is no rival); ``excluded``: copies, quantized
     models and adapters; ``sphere``, ``by_layer``: how the fit was made (:func:`_fits`).
