@@ -286,5 +286,8 @@ class GGUFReader:
 
 
 def open_gguf(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
-    """The registry's opener of ``"gguf"`` files."""
-    return GGUFReader(ref)
+    """The registry's opener of ``"gguf"`` files (experts fused as ``gate_up`` split like a transformers file's,
+    :mod:`.experts`)."""
+    from mother_core.io import experts
+
+    return experts.wrap(GGUFReader(ref))

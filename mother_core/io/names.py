@@ -15,6 +15,12 @@ of a set so that one weight gets one name:
    ``h.0...`` (``GPT2Model``).
 3. Drop PEFT's ``.base_layer`` component (a full state dict of a PEFT-wrapped model) so that
    ``q_proj.base_layer.weight`` aligns with ``q_proj.weight``.
+4. Mixture-of-experts blocks get the names transformers 5 gives them in memory, whatever the file says:
+   Mixtral's, PhiMoE's and Granite-MoE's ``block_sparse_moe`` is ``mlp``, and Mixtral's expert projections
+   ``experts.N.w1`` / ``w2`` / ``w3`` are ``gate_proj`` / ``down_proj`` / ``up_proj`` (the hub's files, mergekit
+   and llama.cpp's converter keep the old names; ``transformers.conversion_mapping`` renames them on load).
+   The experts of one block are then stacked into one tensor per projection by
+   :mod:`mother_core.io.experts`, so a per-expert, a fused and a GGUF file compare tensor by tensor.
 
 Heads stay as they are (``lm_head.weight``, ``classifier.weight``): they are not shared by a backbone
 and a task model, and that is right. When two stored names of one model normalise to the same name, the
@@ -83,7 +89,16 @@ def normalise_name(name: str) -> str:
         out = rest
     if ".base_layer." in out:
         out = out.replace(".base_layer.", ".")
+    if "block_sparse_moe." in out:
+        out = out.replace("block_sparse_moe.", "mlp.")
+    if ".experts." in out:
+        out = _MIXTRAL_EXPERT.sub(lambda m: m[1] + _MIXTRAL_PROJ[m[2]] + m[3], out)
     return out
+
+
+#: Mixtral's expert projections (``convert_hf_to_gguf.py``: "w1: gate, w2: down, w3: up"), rule 4.
+_MIXTRAL_PROJ = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
+_MIXTRAL_EXPERT = re.compile(r"(\.experts\.(?:\d+\.)?)(w[123])(\.|$)")
 
 
 # --- layer kinds -------------------------------------------------------------------------------------
@@ -175,6 +190,8 @@ def layer_kind(name: str, shape: tuple[int, ...]) -> str:
     if ndim >= 3:
         if param not in {"weight", "bias"} and _is_embedding(param):
             return "embedding"  # timm pos_embed (1, N, D), cls_token (1, 1, D)
+        if "experts" in body and ndim == 3:
+            return "mlp"  # a mixture-of-experts projection, experts stacked (experts, out, in)
         return "conv"
 
     if segs[0] in _HEAD_TOP and (segs[0] not in {"fc", "output"} or len(segs) == 2):

@@ -416,18 +416,23 @@ def open_safetensors(ref: ModelRef, base: ModelReader | None = None) -> ModelRea
     reader = SafetensorsReader(ref)
     from mother_core.io.quantized import QuantizedReader, detect_scheme  # small; no third-party imports
 
-    from mother_core.io.dit_single_file_reader import wrap  # Flux / SD3 single files under diffusers' names
-
     if detect_scheme({n: (i.shape, i.dtype) for n, i in reader.tensor_infos().items()}) is None:
-        return wrap(reader)
-    return wrap(QuantizedReader(reader))
+        return _wrap(reader)
+    return _wrap(QuantizedReader(reader))
 
 
 def open_torch(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
-    """A reader of PyTorch pickles (single file or shards); Flux / SD3 single files under diffusers' names."""
-    from mother_core.io.dit_single_file_reader import wrap
+    """A reader of PyTorch pickles (single file or shards); Flux / SD3 single files under diffusers' names,
+    mixture-of-experts blocks with their experts stacked."""
+    return _wrap(TorchReader(ref))
 
-    return wrap(TorchReader(ref))
+
+def _wrap(reader: ModelReader) -> ModelReader:
+    """``reader`` under the names every format shares: Flux / SD3 single files under diffusers' names
+    (:mod:`.dit_single_file_reader`), mixture-of-experts blocks one tensor per projection (:mod:`.experts`)."""
+    from mother_core.io import dit_single_file_reader, experts
+
+    return experts.wrap(dit_single_file_reader.wrap(reader))
 
 
 __all__ = ["open_model", "open_safetensors", "open_torch", "load_torch_file", "normalised_names",

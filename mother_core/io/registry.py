@@ -115,10 +115,13 @@ def containers() -> tuple[str, ...]:
 # decoded (were left out as an unknown packing; 2026-12-03).
 # safetensors 6, torch 3: Flux and SD3 single files under the diffusers transformer's names, fused qkv / linear1
 # split (were read under their original names; 2026-12-03).
-register("safetensors", "mother_core.io.readers:open_safetensors", revision=6)
-register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=6)
-register("torch", "mother_core.io.readers:open_torch", revision=3)
-register("torch-sharded", "mother_core.io.readers:open_torch", revision=3)
+# safetensors 7, torch 4, gguf 3: mixture-of-experts blocks listed one tensor per projection, experts stacked
+# (experts, out, in), Mixtral's block_sparse_moe / w1-w3 under transformers 5's names (were per expert, or fused
+# and GGUF-stacked under three other names; 2026-12-03).
+register("safetensors", "mother_core.io.readers:open_safetensors", revision=7)
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=7)
+register("torch", "mother_core.io.readers:open_torch", revision=4)
+register("torch-sharded", "mother_core.io.readers:open_torch", revision=4)
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
 # regrouped query_key_value rows undone (2026-12-02); peft-lora 3: updates added in place by addmm_,
 # whose float32 rounding differs from a product then a sum in the last bit (2026-12-03); peft-lora 4: PEFT
@@ -146,5 +149,5 @@ def peft_refusal(path: str, peft_type: str) -> str:
 # sd-lora 4: Flux / SD3 LoRAs as diffusers saves them (transformer.<module>.lora_A/B; were read as models of their
 # factors) and kohya-ss Flux LoRAs (were refused or mismatched) merged into their base transformer (2026-12-03).
 register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=4)
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=2)
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=3)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

@@ -119,8 +119,21 @@ ARCHS: dict[str, ArchSpec] = {
         ArchSpec("gemma2_cls", "classify", ("q_proj", "v_proj"),
                  ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.up_proj"),
                  ("model.layers.{i}.mlp.down_proj",), False, None, lm_head="score"),
+        # Mixture-of-experts architectures (issue 11, "the formats users have"): Mixtral (llama.cpp's "llama"
+        # architecture with stacked experts, q/k rows permuted), Qwen3-MoE (per-head q_norm / k_norm) and
+        # OLMoE (q_norm / k_norm over the whole projection). transformers 5 fuses their experts in memory
+        # (``mlp.experts.gate_up_proj``, a 3-D parameter, which peft adapts only through
+        # ``target_parameters``) and writes them back per expert; adapters here target the attention
+        # projections and the router (``mlp.gate``), as LoRA on MoE models usually does. Experts are not
+        # pruned (no mlp_up).
+        ArchSpec("mixtral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), (), (), False, "llama"),
+        ArchSpec("qwen3_moe", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), (), (), False, "qwen3moe"),
+        ArchSpec("olmoe", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), (), (), False, "olmoe"),
     )
 }
+
+#: The mixture-of-experts architectures (their sizes' ``experts`` is the number of experts per layer).
+MOE_ARCHS = ("mixtral", "qwen3_moe", "olmoe")
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,7 @@ class ArchSize:
     heads: int
     kv_heads: int
     max_positions: int = 64
+    experts: int = 4  # mixture-of-experts architectures only (MOE_ARCHS): experts per layer, 2 routed per token
 
 
 def hf_config(arch: str, size: ArchSize) -> Any:
@@ -175,6 +189,16 @@ def hf_config(arch: str, size: ArchSize) -> Any:
                                sliding_window=16, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
                                tie_word_embeddings=True,
                                **({"num_labels": len(SEQUENCE_TASKS)} if arch == "gemma2_cls" else {}))
+    if arch == "mixtral":
+        return tf.MixtralConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None,
+                                num_local_experts=size.experts, num_experts_per_tok=2)
+    if arch == "qwen3_moe":
+        return tf.Qwen3MoeConfig(**common_dec, head_dim=size.hidden // size.heads, rms_norm_eps=1e-6,
+                                 tie_word_embeddings=False, num_experts=size.experts, num_experts_per_tok=2,
+                                 moe_intermediate_size=size.intermediate, decoder_sparse_step=1, norm_topk_prob=True)
+    if arch == "olmoe":
+        return tf.OlmoeConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=False, num_experts=size.experts,
+                              num_experts_per_tok=2)
     if arch == "llama_tied":  # Llama 3.2 1B / 3B tie the head to the embeddings
         return tf.LlamaConfig(**common_dec, rms_norm_eps=1e-5, tie_word_embeddings=True)
     if arch == "gpt_neox":
@@ -211,7 +235,8 @@ def model_class(arch: str) -> Any:
             "gemma": tf.GemmaForCausalLM, "gpt_neox": tf.GPTNeoXForCausalLM, "opt": tf.OPTForCausalLM,
             "starcoder2": tf.Starcoder2ForCausalLM, "qwen3": tf.Qwen3ForCausalLM, "granite": tf.GraniteForCausalLM,
             "olmo2": tf.Olmo2ForCausalLM, "gemma2": tf.Gemma2ForCausalLM, "llama_tied": tf.LlamaForCausalLM,
-            "qwen3_cls": tf.Qwen3ForSequenceClassification, "gemma2_cls": tf.Gemma2ForSequenceClassification}[arch]
+            "qwen3_cls": tf.Qwen3ForSequenceClassification, "gemma2_cls": tf.Gemma2ForSequenceClassification,
+            "mixtral": tf.MixtralForCausalLM, "qwen3_moe": tf.Qwen3MoeForCausalLM, "olmoe": tf.OlmoeForCausalLM}[arch]
 
 
 def new_model(arch: str, size: ArchSize) -> Any:

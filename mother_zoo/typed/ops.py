@@ -44,7 +44,8 @@ LAYER_PREFIX = {"llama": "model.layers.{i}.", "qwen2": "model.layers.{i}.", "mis
                 "gemma": "model.layers.{i}.", "gpt_neox": "gpt_neox.layers.{i}.", "opt": "model.decoder.layers.{i}.",
                 "starcoder2": "model.layers.{i}.", "qwen3": "model.layers.{i}.", "granite": "model.layers.{i}.",
                 "olmo2": "model.layers.{i}.", "gemma2": "model.layers.{i}.", "llama_tied": "model.layers.{i}.",
-                "qwen3_cls": "model.layers.{i}.", "gemma2_cls": "model.layers.{i}."}
+                "qwen3_cls": "model.layers.{i}.", "gemma2_cls": "model.layers.{i}.", "mixtral": "model.layers.{i}.",
+                "qwen3_moe": "model.layers.{i}.", "olmoe": "model.layers.{i}."}
 #: mergekit methods whose inputs take a ``weight`` (the others weigh them by their own rule: Model Stock by
 #: the angle between task vectors, Karcher equally, SCE by task-vector variance).
 WEIGHTED_METHODS = ("linear", "ties", "dare_ties", "dare_linear", "task_arithmetic", "breadcrumbs",

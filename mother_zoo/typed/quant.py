@@ -4,7 +4,9 @@ GGUF files are written as llama.cpp's ``convert_hf_to_gguf.py`` writes them for 
 tensor names from ``gguf.get_tensor_name_map``, Llama / Mistral ``q_proj`` and ``k_proj`` rows permuted
 (llama.cpp's rotary layout), GPT-2's ``Conv1D`` weights transposed to (out, in) and its tied embedding
 written again as ``output.weight``, BERT's ``bert.`` prefix and pooler dropped and its classifier written as
-``cls.output``; 1-D tensors, position and
+``cls.output``; mixture-of-experts blocks with each projection's experts stacked into one (experts, out, in)
+tensor under the merged name the converter maps (``blk.N.ffn_gate_exps`` / ``ffn_up_exps`` / ``ffn_down_exps``,
+Mixtral under the ``llama`` architecture, with ``expert_count`` / ``expert_used_count``); 1-D tensors, position and
 token-type embeddings stay F32, matrices whose rows are not a whole number of blocks fall back to F16.
 Blocks are quantized by ``gguf.quants.quantize`` (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1); as ``llama-quantize``
 does, a 4-bit file keeps ``output.weight`` at a higher precision (Q8_0 here: the Python package cannot
@@ -14,6 +16,7 @@ write Q6_K).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +28,35 @@ from .plan import TypedNode
 GGUF_FILE_TYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "MXFP4": 38}
 TOKENIZER_MODEL = {"llama": "llama", "mistral": "llama", "qwen2": "gpt2", "gpt2": "gpt2", "bert": "bert",
                    "phi3": "llama", "gemma": "llama", "gpt_neox": "gpt2", "starcoder2": "gpt2",
-                   "qwen3": "gpt2", "granite": "gpt2", "olmo2": "gpt2", "gemma2": "llama", "llama_tied": "gpt2"}
+                   "qwen3": "gpt2", "granite": "gpt2", "olmo2": "gpt2", "gemma2": "llama", "llama_tied": "gpt2",
+                   "mixtral": "llama", "qwen3_moe": "gpt2", "olmoe": "gpt2"}
 #: Architectures whose GGUF metadata is llama.cpp's RMS-norm / rotary family.
-_RMS_ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma", "qwen3", "granite", "olmo2", "gemma2", "llama_tied")
+_RMS_ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma", "qwen3", "granite", "olmo2", "gemma2", "llama_tied",
+              "mixtral", "qwen3_moe", "olmoe")
 #: Architectures whose q/k rows ``convert_hf_to_gguf.py`` permutes (its ``LlamaModel`` and subclasses).
-_PERMUTED = ("llama", "mistral", "granite", "llama_tied")
+_PERMUTED = ("llama", "mistral", "granite", "llama_tied", "mixtral")
+#: One expert's tensor as ``save_pretrained`` writes it (``...experts.<E>.w1.weight``,
+#: ``...experts.<E>.gate_proj.weight``).
+_EXPERT = re.compile(r"^(?P<block>.+\.experts)\.(?P<index>\d+)\.(?P<rest>.+)$")
+
+
+def _stack_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each projection's experts stacked (experts, out, in) under the merged name the converter
+    gives them (``model.layers.N.mlp.experts.gate_proj.weight``; Mixtral's ``block_sparse_moe.experts.w1.weight``),
+    in the converter's order: the stacked tensor where its block's last expert was."""
+    groups: dict[str, dict[int, torch.Tensor]] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        m = _EXPERT.match(name)
+        if m is None:
+            out[name] = t
+            continue
+        merged = f"{m['block']}.{m['rest']}"
+        groups.setdefault(merged, {})[int(m["index"])] = t
+        out[merged] = t  # placeholder, replaced below (keeps the order)
+    for merged, members in groups.items():
+        out[merged] = torch.stack([members[e] for e in range(len(members))])
+    return out
 #: Architectures whose converter writes every ``*norm.weight`` as 1 + w (Gemma's RMSNorm scales by 1 + w).
 _NORM_PLUS_ONE = ("gemma", "gemma2")
 
@@ -55,7 +82,7 @@ def gguf_tensors(arch: str, state: dict[str, torch.Tensor], cfg: dict[str, Any])
     n_layers = int(cfg.get("num_hidden_layers", cfg.get("n_layer")) or 0)
     tmap = gguf.get_tensor_name_map(arch_enum, n_layers)
     out: list[tuple[str, torch.Tensor]] = []
-    for name, t in state.items():
+    for name, t in _stack_experts(state).items():
         t = t.float()
         if name.endswith((".attn.bias", ".attn.masked_bias", "position_ids")):
             continue  # buffers, not weights
@@ -96,7 +123,9 @@ def _gguf_qtype(name: str, t: torch.Tensor, qtype: Any) -> Any:
     import gguf
 
     Q = gguf.GGMLQuantizationType
-    if t.ndim < 2 or name.startswith(("position_embd", "token_types")):
+    # convert_hf_to_gguf keeps these in float32 whatever the file type (its prepare_tensors: position and
+    # token-type embeddings, the MoE router ``ffn_gate_inp``)
+    if t.ndim < 2 or name.startswith(("position_embd", "token_types")) or ".ffn_gate_inp." in name:
         return Q.F32
     if name == "output.weight" and qtype != Q.Q8_0:
         qtype = Q.Q8_0
@@ -138,6 +167,12 @@ def write_gguf(arch: str, parent: Path, path: Path, qtype_name: str, display_nam
         w.add_layer_norm_eps(cfg.get("layer_norm_eps", cfg.get("layer_norm_epsilon", cfg.get("norm_epsilon", 1e-5))))
         if "num_key_value_heads" in cfg:  # StarCoder2: grouped-query attention with LayerNorms
             w.add_head_count_kv(cfg["num_key_value_heads"])
+    experts = cfg.get("num_local_experts") or cfg.get("num_experts")
+    if experts:  # convert_hf_to_gguf: add_expert_count / add_expert_used_count (Qwen3-MoE: the expert width too)
+        w.add_expert_count(experts)
+        w.add_expert_used_count(cfg["num_experts_per_tok"])
+        if cfg.get("moe_intermediate_size"):
+            w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
     if arch == "bert":
         w.add_causal_attention(False)
         w.add_pooling_type(gguf.PoolingType.CLS)
