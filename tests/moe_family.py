@@ -71,10 +71,13 @@ def moe_family(arch: str, out: Path, steps: int = 30) -> Path:
     quant.write_gguf(arch, out / "m-f1", out / "m-f1-q8" / "ggml-model-Q8_0.gguf", "Q8_0", "m-f1", [])
     ops.make_cast(moe_node(5, arch, "cast", "convert", (2,), 20, dtype="bfloat16"), out / "m-f2", out / "m-f2-bf16")
     fused_copy(arch, out / "m-f11", out / "m-f11-fused")
+    # LoRA on the attention projections and, through peft's target_parameters, on the fused expert parameters
+    experts = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
     ops.make_adapter(moe_node(7, arch, "adapter", "adapter", (0,), 22, task=narrow[3], steps=10, lr=5e-3, rank=4,
-                              alpha=8.0), out / "m-root", out / "m-adapter", "m-root", merged=False)
+                              alpha=8.0, target_parameters=experts), out / "m-root", out / "m-adapter", "m-root",
+                     merged=False)
     ops.make_adapter(moe_node(8, arch, "lora", "lora", (2,), 23, task=narrow[3], steps=10, lr=5e-3, rank=4,
-                              alpha=8.0), out / "m-f2", out / "m-lora", "", merged=True)
+                              alpha=8.0, target_parameters=experts), out / "m-f2", out / "m-lora", "", merged=True)
     merge = moe_node(9, arch, "merge", "merge", (1, 2), 24, method="linear", weights=[0.6, 0.4])
     ops.make_merge(merge, {1: out / "m-f1", 2: out / "m-f2"}, {1: "m-f1", 2: "m-f2"}, out / "m-merge")
     return out

@@ -120,7 +120,9 @@ class _Update:
     # "product", "product_t" (VeRA: a = lambda_d * A (r, in), b = lambda_b * B (out, r); + B @ A, or its
     # transpose with fan_in_fan_out);
     # "reflect" (HRA: each row x becomes x + (x @ a) @ b, a = U (in, r), b = C @ U.T (r, in); c (out, 1) gives
-    # the rows)
+    # the rows);
+    # "experts" (LoRA on a 3-D expert parameter, PEFT's ``target_parameters``: a = A per expert (E, r, in),
+    # b = B per expert (E, out, r); rows are experts, each gets scale * b[e] @ a[e])
     mode: str
     magnitude: torch.Tensor | None = None  # DoRA: (out,) norms of the merged rows
     c: torch.Tensor | None = None
@@ -147,6 +149,8 @@ class _Update:
             return (self.c.shape[0], self.a.shape[0])
         if self.mode == "product_t":
             return (self.a.shape[1], self.b.shape[0])
+        if self.mode == "experts":
+            return (self.a.shape[0], self.b.shape[1], self.a.shape[2])
         return (self.b.shape[0], *self.a.shape[1:])
 
     def fits(self, shape: tuple[int, ...]) -> bool:
@@ -196,6 +200,9 @@ class _Update:
             flat.add_(self.b[r0:r1] @ self.a)
         elif self.mode == "product_t":  # rows r0:r1 of (B @ A).T: columns r0:r1 of A
             flat.add_((self.b @ self.a[:, r0:r1]).T)
+        elif self.mode == "experts":  # experts r0:r1, each (out, in) + scale * B_e @ A_e
+            merged.view(r1 - r0, self.b.shape[1], self.a.shape[2]).baddbmm_(self.b[r0:r1], self.a[r0:r1],
+                                                                          alpha=self.scale)
         else:  # "linear" (rows, in); "conv" (rows, in * kh * kw), B (out, r, 1, 1) flattened to (out, r)
             flat.addmm_(self.b.flatten(1)[r0:r1], self.a.flatten(1), alpha=self.scale)
 
@@ -476,13 +483,63 @@ class LoraReader:
                     f"{ref.path} is a DoRA adapter on {module} ({mode}), which this version merges on linear and "
                     "Conv1D layers only. Merge it with PEFT (merge_and_unload) and add the merged model instead.",
                     ref.path)
-            self._add(normalise_name(module + ".weight"), _Update(ab["A"], ab["B"], float(scale), mode, magnitude))
+            name = normalise_name(module + ".weight")
+            if name not in self._infos and config.get("target_parameters") and mode == "linear" \
+                    and magnitude is None:
+                for target, update in self._expert_updates(module, ab["A"], ab["B"], float(alpha), config):
+                    self._add(target, update)
+                continue
+            self._add(name, _Update(ab["A"], ab["B"], float(scale), mode, magnitude))
         if magnitudes or (config.get("use_dora") and not any(u.magnitude is not None for us in self._updates.values()
                                                               for u in us)):
             raise UnreadableCheckpointError(
                 f"{ref.path} is a DoRA adapter whose magnitudes do not match its LoRA matrices "
                 f"({', '.join(sorted(magnitudes))[:200] or 'none stored'}). Merge it with PEFT (merge_and_unload) "
                 "and add the merged model instead.", ref.path)
+
+    def _expert_updates(self, module: str, a: torch.Tensor, b: torch.Tensor, alpha: float,
+                        config: Mapping[str, Any]) -> list[tuple[str, _Update]]:
+        """The updates of a LoRA on a 3-D expert parameter (PEFT's ``target_parameters``, ``ParamWrapper``), on
+        the base's stacked expert tensors (:mod:`.experts`).
+
+        PEFT stores one ``lora_A`` (experts x r, in) and ``lora_B`` (out, r x experts) per wrapped parameter and
+        merges ``einsum("o r e, e r i -> e o i")``: expert ``e`` gets ``B[:, :, e] @ A[e]`` (``ParamWrapper
+        .get_delta_weight``, parameters stored (experts, out, in) as transformers 5's are). Several parameters
+        of one module wrap each other (``experts.base_layer.lora_A`` is the inner one): which parameter a pair
+        updates is told by its shapes, since the config lists them sorted. A fused ``gate_up_proj`` update is
+        split by rows onto ``gate_proj`` and ``up_proj`` as the base's tensors are. The scale is ``alpha / r`` with
+        ``r`` the rank per expert (the stored ``lora_A`` holds experts x r rows).
+        """
+        bare = normalise_name(module + ".weight").removesuffix(".weight")  # ``.base_layer`` dropped
+        params = [str(t).rpartition(".")[2] for t in config.get("target_parameters") or ()
+                  if isinstance(t, str) and bare.endswith(str(t).rpartition(".")[0])]
+        r_experts, n_in = a.shape
+        n_out = b.shape[0]
+        for param in params:
+            pieces = ([(f"{bare}.gate_proj.weight", 0), (f"{bare}.up_proj.weight", 1)] if param == "gate_up_proj"
+                      else [(f"{bare}.{param}.weight", 0)])
+            infos = [self._infos.get(t) for t, _ in pieces]
+            if any(i is None or len(i.shape) != 3 for i in infos):
+                continue
+            shapes = [i.shape for i in infos if i is not None]
+            experts, rows, cols = shapes[0][0], sum(sh[1] for sh in shapes), shapes[0][2]
+            if cols != n_in or rows != n_out or r_experts % experts or b.shape[1] != r_experts:
+                continue
+            r = r_experts // experts
+            scale = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
+            per_a = a.reshape(experts, r, n_in)
+            per_b = b.reshape(n_out, r, experts).permute(2, 0, 1)
+            out, start = [], 0
+            for (target, _), sh in zip(pieces, shapes):
+                out.append((target, _Update(per_a, per_b[:, start:start + sh[1]].contiguous(), scale, "experts")))
+                start += sh[1]
+            return out
+        raise AdapterMismatchError(
+            f"The adapter {self.ref.path} updates the expert parameters of {bare} ({', '.join(params) or 'none named'}"
+            f" in target_parameters) with lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, which fit none of "
+            f"the base model {self.base.ref.id!r}'s stacked expert tensors (experts, out, in): is that the right "
+            "base model? Experts stored (experts, in, out), as gpt-oss's, are not merged by this version.",
+            self.ref.path)
 
     def _add(self, name: str, update: _Update) -> None:
         """Queue ``update`` of the base's tensor ``name``, once its shape is checked against the base's."""

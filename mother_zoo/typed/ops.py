@@ -127,7 +127,9 @@ def _lora_config(node: TypedNode) -> Any:
     p = node.params
     variant = p.get("variant")  # rsLoRA scales by alpha / sqrt(r); DoRA adds a per-column magnitude
     targets = p.get("targets") or ARCHS[node.arch].lora_targets
-    return LoraConfig(r=p["rank"], lora_alpha=p["alpha"], target_modules=list(targets),
+    # ``target_parameters``: 3-D parameters (transformers 5's fused MoE experts, ``mlp.experts.gate_up_proj``)
+    extra = {"target_parameters": list(p["target_parameters"])} if p.get("target_parameters") else {}
+    return LoraConfig(r=p["rank"], lora_alpha=p["alpha"], target_modules=list(targets), **extra,
                       lora_dropout=0.0, fan_in_fan_out=ARCHS[node.arch].conv1d,
                       use_rslora=variant == "rslora", use_dora=variant == "dora",
                       task_type="CAUSAL_LM" if ARCHS[node.arch].objective == "causal" else "SEQ_CLS")
