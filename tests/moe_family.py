@@ -56,8 +56,9 @@ def fused_copy(arch: str, parent: Path, out: Path) -> Path:
     return out
 
 
-def moe_family(arch: str, out: Path, steps: int = 30) -> Path:
-    """The family of :data:`EDGES` and a stranger (``m-stranger``: another root of the same architecture)."""
+def moe_family(arch: str, out: Path, steps: int = 30, child_steps: int = 12) -> Path:
+    """The family of :data:`EDGES` and a stranger (``m-stranger``: another root of the same architecture); roots
+    trained ``steps`` AdamW steps, fine-tunes ``child_steps``, adapters a few less."""
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
     from mother_zoo.typed import ops, quant
 
@@ -65,19 +66,20 @@ def moe_family(arch: str, out: Path, steps: int = 30) -> Path:
     moe_root(arch, out / "m-root", steps=steps)
     moe_root(arch, out / "m-stranger", seed=7, steps=steps)
     for i, (name, parent, task) in enumerate([("m-f1", "m-root", 0), ("m-f2", "m-root", 1), ("m-f11", "m-f1", 2)]):
-        ops.make_finetune(moe_node(i + 1, arch, "finetune", "finetune", (0,), 10 + i, task=narrow[task], steps=12,
-                                   lr=1e-3), out / parent, out / name)
+        ops.make_finetune(moe_node(i + 1, arch, "finetune", "finetune", (0,), 10 + i, task=narrow[task],
+                                   steps=child_steps, lr=1e-3), out / parent, out / name)
     (out / "m-f1-q8").mkdir()
     quant.write_gguf(arch, out / "m-f1", out / "m-f1-q8" / "ggml-model-Q8_0.gguf", "Q8_0", "m-f1", [])
     ops.make_cast(moe_node(5, arch, "cast", "convert", (2,), 20, dtype="bfloat16"), out / "m-f2", out / "m-f2-bf16")
     fused_copy(arch, out / "m-f11", out / "m-f11-fused")
     # LoRA on the attention projections and, through peft's target_parameters, on the fused expert parameters
     experts = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
-    ops.make_adapter(moe_node(7, arch, "adapter", "adapter", (0,), 22, task=narrow[3], steps=10, lr=5e-3, rank=4,
-                              alpha=8.0, target_parameters=experts), out / "m-root", out / "m-adapter", "m-root",
-                     merged=False)
-    ops.make_adapter(moe_node(8, arch, "lora", "lora", (2,), 23, task=narrow[3], steps=10, lr=5e-3, rank=4,
-                              alpha=8.0, target_parameters=experts), out / "m-f2", out / "m-lora", "", merged=True)
+    adapter = moe_node(7, arch, "adapter", "adapter", (0,), 22, task=narrow[3], steps=child_steps - 2, lr=5e-3,
+                       rank=4, alpha=8.0, target_parameters=experts)
+    ops.make_adapter(adapter, out / "m-root", out / "m-adapter", "m-root", merged=False)
+    lora = moe_node(8, arch, "lora", "lora", (2,), 23, task=narrow[3], steps=child_steps - 2, lr=5e-3, rank=4,
+                    alpha=8.0, target_parameters=experts)
+    ops.make_adapter(lora, out / "m-f2", out / "m-lora", "", merged=True)
     merge = moe_node(9, arch, "merge", "merge", (1, 2), 24, method="linear", weights=[0.6, 0.4])
     ops.make_merge(merge, {1: out / "m-f1", 2: out / "m-f2"}, {1: "m-f1", 2: "m-f2"}, out / "m-merge")
     return out

@@ -1,0 +1,158 @@
+"""Mixture-of-experts families read in every layout and recovered (issue 11, "the formats users have").
+
+A tiny Mixtral family is trained (AdamW) and made with the real tools (tests/moe_family.py): per-expert
+``save_pretrained`` files, ``torch.save`` of transformers 5's fused ``state_dict``, a GGUF file with the experts
+stacked as llama.cpp's converter writes them, a bf16 cast, a mergekit merge (written fused), and LoRAs on the
+attention and, through peft's ``target_parameters``, on the expert parameters (one unmerged, one merged).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mother_core.io.discovery import discover
+from mother_core.io.names import layer_kind, normalise_name
+from mother_core.io.readers import open_model
+from mother_core.recovery.recover import recover
+from mother_core.stats.compute import compute_statistics
+
+from moe_family import EDGES, moe_family, moe_node, moe_root
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+EXPERTS = ("gate_proj", "up_proj", "down_proj")
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    for mod in ("transformers", "peft", "mergekit", "gguf"):
+        pytest.importorskip(mod)
+    return moe_family("mixtral", tmp_path_factory.mktemp("moe"), steps=12, child_steps=8)
+
+
+def _readers(folder: Path, *ids: str):
+    refs = {m.id: m for m in discover([folder]).models}
+    return [open_model(refs[i]) for i in ids]
+
+
+def test_mixtral_names_are_transformers_5s() -> None:
+    """Mixtral's hub names (block_sparse_moe, w1 / w2 / w3) read under the names transformers 5 gives the modules."""
+    hub = "model.layers.3.block_sparse_moe.experts.7"
+    assert normalise_name(f"{hub}.w1.weight") == "layers.3.mlp.experts.7.gate_proj.weight"
+    assert normalise_name(f"{hub}.w2.weight") == "layers.3.mlp.experts.7.down_proj.weight"
+    assert normalise_name(f"{hub}.w3.weight") == "layers.3.mlp.experts.7.up_proj.weight"
+    assert normalise_name("model.layers.3.block_sparse_moe.gate.weight") == "layers.3.mlp.gate.weight"
+    assert normalise_name("layers.0.feed_forward.w1.weight") == "layers.0.feed_forward.w1.weight"  # not an expert
+    assert layer_kind("layers.0.mlp.experts.gate_proj.weight", (4, 32, 16)) == "mlp"
+    assert layer_kind("layers.0.mlp.experts.gate_up_proj", (4, 64, 16)) == "mlp"
+    assert layer_kind("conv.weight", (4, 3, 3, 3)) == "conv"
+
+
+def test_per_expert_and_fused_read_identically(family: Path) -> None:
+    """The hub's per-expert files and transformers 5's fused state dict list the same stacked tensors, bit for bit,
+    row ranges (experts) included, and through the pass's buffer path."""
+    per, fused = _readers(family, "m-f11", "m-f11-fused")
+    infos_p, infos_f = per.tensor_infos(), fused.tensor_infos()
+    assert set(infos_p) == set(infos_f)
+    stacked = [n for n in infos_p if ".experts." in n]
+    assert sorted(stacked) == sorted(f"layers.{i}.mlp.experts.{p}.weight" for i in range(2) for p in EXPERTS)
+    for name in infos_p:
+        assert infos_p[name].shape == infos_f[name].shape, name
+        assert torch.equal(per.read(name), fused.read(name)), name
+    name = "layers.1.mlp.experts.up_proj.weight"
+    assert infos_p[name].shape == (4, 32, 32)
+    whole = per.read(name)
+    for reader in (per, fused):
+        assert torch.equal(reader.read(name, (1, 3)), whole[1:3])
+        buf = torch.empty((2, 32, 32), dtype=whole.dtype)
+        assert torch.equal(reader.read_into(name, (2, 4), buf), whole[2:4])
+    for r in (per, fused):
+        r.close()
+
+
+def test_gguf_of_moe_reads_its_source(family: Path) -> None:
+    """The GGUF file (experts stacked as ``blk.N.ffn_*_exps``, Q8_0) lists every tensor of its safetensors source
+    under the same name and shape, equal within Q8_0's rounding (a weight's 8-bit step: ~0.5% of its RMS)."""
+    src, gg = _readers(family, "m-f1", "m-f1-q8")
+    assert set(src.tensor_infos()) == set(gg.tensor_infos())
+    for name, info in src.tensor_infos().items():
+        assert gg.tensor_infos()[name].shape == info.shape, name
+        a, b = src.read(name).float(), gg.read(name).float()
+        assert float((a - b).norm() / a.norm()) < 0.01, name
+    # row ranges of a stacked tensor are experts
+    name = "layers.0.mlp.experts.down_proj.weight"
+    assert torch.equal(gg.read(name, (1, 2))[0], gg.read(name)[1])
+
+
+def test_expert_lora_adapter_reads_as_peft_merges_it(family: Path, tmp_path: Path) -> None:
+    """An unmerged adapter on the expert parameters (peft ``target_parameters``), read onto its base, equals
+    what peft's own ``merge_and_unload`` writes (``PeftModel.from_pretrained`` of the same folder)."""
+    from mother_zoo.typed import ops
+
+    ops.merge_adapter(moe_node(7, "mixtral", "lora", "lora", (0,), 22), family / "m-root", family / "m-adapter",
+                      tmp_path / "merged")
+    refs = {m.id: m for m in discover([family / "m-root", family / "m-adapter", tmp_path / "merged"]).models}
+    base = open_model(refs["m-root"])
+    adapter, merged = open_model(refs["m-adapter"], base=base), open_model(refs["merged"])
+    changed = 0
+    for name in merged.tensor_infos():
+        a, m = adapter.read(name).float(), merged.read(name).float()
+        assert torch.allclose(a, m, rtol=0, atol=1e-6), name
+        changed += ".experts." in name and not torch.equal(m, base.read(name).float())
+    assert changed == 6  # every stacked expert tensor of both layers moved
+
+
+def test_unknown_expert_layout_is_a_note(tmp_path: Path) -> None:
+    """gpt-oss stores its fused experts (experts, in, out), gate and up interleaved: kept under their stored
+    names with a note (compared with the same layout only), never a crash."""
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = tf.GptOssConfig(vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                          head_dim=8, max_position_embeddings=64, layer_types=["full_attention"] * 2)
+    for name in ("gpt-oss", "gpt-oss-2"):
+        tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(tmp_path / name))
+    (reader,) = _readers(tmp_path, "gpt-oss")
+    infos = reader.tensor_infos()
+    assert infos["layers.0.mlp.experts.gate_up_proj"].shape == (4, 32, 64)
+    assert any("gate_up_proj" in note and "same layout" in note for note in reader.notes)
+    assert reader.read("layers.0.mlp.experts.gate_up_proj", (0, 1)).shape == (1, 32, 64)
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    assert stats.n_models == 2 and any("gate_up_proj" in p.message for p in stats.problems)
+    assert any(t.name == "layers.0.mlp.experts.gate_up_proj" and t.kind == "mlp" for t in stats.tensors)
+
+
+def test_qwen3_moe_gguf_router_and_experts(tmp_path: Path) -> None:
+    """Qwen3-MoE's GGUF (llama.cpp's ``qwen3moe``: per-head q/k norms, router ``ffn_gate_inp`` in float32) lists
+    its source's names, the router as ``mlp.gate``."""
+    pytest.importorskip("gguf")
+    from mother_zoo.typed import quant
+
+    moe_root("qwen3_moe", tmp_path / "root", steps=4)
+    (tmp_path / "q").mkdir()
+    quant.write_gguf("qwen3_moe", tmp_path / "root", tmp_path / "q" / "m.gguf", "Q8_0", "root", [])
+    src, gg = _readers(tmp_path, "root", "q")
+    assert set(src.tensor_infos()) == set(gg.tensor_infos())
+    assert torch.equal(src.read("layers.1.mlp.gate.weight"), gg.read("layers.1.mlp.gate.weight"))
+    a, b = src.read("layers.1.mlp.experts.gate_proj.weight"), gg.read("layers.1.mlp.experts.gate_proj.weight")
+    assert float((a - b).norm() / a.norm()) < 0.01
+
+
+def test_moe_family_recovered(family: Path) -> None:
+    """Every edge of the family, with its relation: fine-tunes, the GGUF's source, the cast and the fused copy
+    (``convert``), the expert adapter's base, the merged LoRA's parent and both inputs of the merge; the stranger
+    stays alone."""
+    stats = compute_statistics(discover([family]), device="cpu")
+    assert not stats.problems
+    slots = [t for t in stats.tensors if ".experts." in t.name]
+    assert len(slots) == 6 and all(len(t.shape) == 3 and t.kind == "mlp" for t in slots)
+    rec = recover(stats)
+    got = {(e.child, e.parent, e.relation) for e in rec.edges}
+    assert got == set(EDGES)
+    assert rec.parent_of("m-stranger") is None
+    typed = [e.relation_confidence for e in rec.edges if e.relation != "finetune"]
+    assert np.isfinite(typed).all() and min(typed) > 0.5
