@@ -56,15 +56,17 @@ def fused_copy(arch: str, parent: Path, out: Path) -> Path:
     return out
 
 
-def moe_family(arch: str, out: Path, steps: int = 30, child_steps: int = 12) -> Path:
+def moe_family(arch: str, out: Path, steps: int = 30, child_steps: int = 12, seed: int = 1) -> Path:
     """The family of :data:`EDGES` and a stranger (``m-stranger``: another root of the same architecture); roots
-    trained ``steps`` AdamW steps, fine-tunes ``child_steps``, adapters a few less."""
+    trained ``steps`` AdamW steps, fine-tunes ``child_steps``, adapters a few less; the root drawn with ``seed``
+    (families of several architectures need seeds of their own: two architectures of the same shapes drawn from
+    one seed start from the same weights), the stranger with ``seed + 6``."""
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
     from mother_zoo.typed import ops, quant
 
     narrow = [SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + k) for k in range(4)]
-    moe_root(arch, out / "m-root", steps=steps)
-    moe_root(arch, out / "m-stranger", seed=7, steps=steps)
+    moe_root(arch, out / "m-root", seed=seed, steps=steps)
+    moe_root(arch, out / "m-stranger", seed=seed + 6, steps=steps)
     for i, (name, parent, task) in enumerate([("m-f1", "m-root", 0), ("m-f2", "m-root", 1), ("m-f11", "m-f1", 2)]):
         ops.make_finetune(moe_node(i + 1, arch, "finetune", "finetune", (0,), 10 + i, task=narrow[task],
                                    steps=child_steps, lr=1e-3), out / parent, out / name)

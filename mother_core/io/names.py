@@ -75,6 +75,8 @@ def normalise_name(name: str) -> str:
     'layers.0.self_attn.q_proj.weight'
     >>> normalise_name("bert.encoder.layer.0.attention.self.query.weight")
     'encoder.layer.0.attention.self.query.weight'
+    >>> normalise_name("model.layers.0.block_sparse_moe.experts.3.w1.weight")
+    'layers.0.mlp.experts.3.gate_proj.weight'
     """
     out = name
     changed = True
@@ -161,7 +163,8 @@ def layer_kind(name: str, shape: tuple[int, ...]) -> str:
     -----
     1-D (and 0-D) tensors are ``norm`` when any component names a norm, else ``bias`` for ``*bias``,
     ``embedding`` for token/position parameters, else ``other``. Tensors of 3 or more dimensions are
-    ``conv`` (a ViT patch projection too) unless the parameter itself is a position/class embedding.
+    ``conv`` (a ViT patch projection too) unless the parameter itself is a position/class embedding, or, 3-D
+    under an ``experts`` component, a mixture-of-experts projection with its experts stacked (``mlp``).
     2-D tensors: a top-level head component wins; otherwise components are read from the leaf upwards
     and the first one recognised decides (so ``attn.c_proj`` is ``attn_o`` and ``mlp.c_proj`` is
     ``mlp``).
