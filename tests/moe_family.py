@@ -9,7 +9,6 @@ writes MoE models (experts stacked).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,6 @@ def moe_root(arch: str, out: Path, seed: int = 1, steps: int = 30) -> Path:
     return out
 
 
-def fused_copy(arch: str, parent: Path, out: Path) -> Path:
-    """``out/pytorch_model.bin``: the model's ``state_dict()`` as transformers 5 holds it in memory (experts fused
-    into ``mlp.experts.gate_up_proj`` / ``down_proj``), saved with ``torch.save`` as training scripts do."""
-    import torch
-
-    from mother_zoo.typed import ops
-
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(ops.load(arch, parent).state_dict(), out / "pytorch_model.bin")
-    shutil.copyfile(parent / "config.json", out / "config.json")
-    return out
-
-
 def moe_family(arch: str, out: Path, steps: int = 30, child_steps: int = 12, seed: int = 1) -> Path:
     """The family of :data:`EDGES` and a stranger (``m-stranger``: another root of the same architecture); roots
     trained ``steps`` AdamW steps, fine-tunes ``child_steps``, adapters a few less; the root drawn with ``seed``
@@ -73,9 +59,9 @@ def moe_family(arch: str, out: Path, steps: int = 30, child_steps: int = 12, see
     (out / "m-f1-q8").mkdir()
     quant.write_gguf(arch, out / "m-f1", out / "m-f1-q8" / "ggml-model-Q8_0.gguf", "Q8_0", "m-f1", [])
     ops.make_cast(moe_node(5, arch, "cast", "convert", (2,), 20, dtype="bfloat16"), out / "m-f2", out / "m-f2-bf16")
-    fused_copy(arch, out / "m-f11", out / "m-f11-fused")
+    ops.make_fused(moe_node(6, arch, "fused", "convert", (3,), 21), out / "m-f11", out / "m-f11-fused")
     # LoRA on the attention projections and, through peft's target_parameters, on the fused expert parameters
-    experts = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+    from mother_zoo.typed.plan import EXPERT_PARAMETERS as experts
     adapter = moe_node(7, arch, "adapter", "adapter", (0,), 22, task=narrow[3], steps=child_steps - 2, lr=5e-3,
                        rank=4, alpha=8.0, target_parameters=experts)
     ops.make_adapter(adapter, out / "m-root", out / "m-adapter", "m-root", merged=False)

@@ -8,7 +8,7 @@ checkpoints carry the tensor names and ``config.json`` that the hub's files have
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -147,7 +147,9 @@ class ArchSize:
     heads: int
     kv_heads: int
     max_positions: int = 64
-    experts: int = 4  # mixture-of-experts architectures only (MOE_ARCHS): experts per layer, 2 routed per token
+    #: Mixture-of-experts architectures only (MOE_ARCHS): experts per layer, 2 routed per token (0: dense; not
+    #: shown, so the dense profiles' sizes read as they always have).
+    experts: int = field(default=0, repr=False)
 
 
 def hf_config(arch: str, size: ArchSize) -> Any:

@@ -113,6 +113,8 @@ def _run_op(node: TypedNode, folders: dict[int, Path], ids: dict[int, str], out:
         return ops.make_bin(node, par[0], out)
     if op == "copy":
         return ops.make_copy(node, par[0], out)
+    if op == "fused":
+        return ops.make_fused(node, par[0], out)
     if op == "prune":
         return ops.make_prune(node, par[0], out)
     if op == "vocab":
@@ -137,8 +139,8 @@ def _public(params: dict[str, Any]) -> dict[str, Any]:
     for k, v in params.items():
         if k == "task":
             out[k] = v.describe()
-        elif k == "size":
-            out[k] = dict(v.__dict__)
+        elif k == "size":  # (a dense model's zero experts left out: the A-D sets' truth files as they were)
+            out[k] = {f: x for f, x in v.__dict__.items() if f != "experts" or x}
         elif v is not None:
             out[k] = v
     return out
@@ -172,12 +174,13 @@ def generate_typed(
         Torch intra-op threads while generating (restored afterwards).
     name : str
         Folder name of the set.
-    profile : {"auto", "A", "B", "C", "D"}
+    profile : {"auto", "A", "B", "C", "D", "E"}
         Generator profile; ``auto`` follows the seed's parity (A even, B odd). ``C`` is made to differ
         from both as sets made elsewhere do (other architectures, bf16 storage, rsLoRA / DoRA, merges of
         three or four models with other mergekit methods, other quantizers: :mod:`.plan`); ``D`` differs
         from all three (other architectures, per-model storage dtypes, sharding, vocabulary growth, a
-        classifier head, negative task arithmetic, merges of merges, QLoRA, hqq: :mod:`.plan`).
+        classifier head, negative task arithmetic, merges of merges, QLoRA, hqq: :mod:`.plan`); ``E`` is made of
+        mixture-of-experts families (Mixtral, Qwen3-MoE, OLMoE; :mod:`.plan`).
 
     Returns
     -------

@@ -313,6 +313,16 @@ def make_bin(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     return {}
 
 
+def make_fused(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
+    """The parent's ``state_dict()`` as transformers 5 holds it in memory, saved with ``torch.save`` as training
+    scripts do (``pytorch_model.bin``): a mixture-of-experts model's experts fused (``mlp.experts.gate_up_proj``
+    (experts, 2 x inter, hidden), ``mlp.experts.down_proj``), where ``save_pretrained`` writes them per expert."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(load(node.arch, parent).state_dict(), out / "pytorch_model.bin")
+    shutil.copyfile(parent / "config.json", out / "config.json")
+    return {}
+
+
 def make_copy(node: TypedNode, parent: Path, out: Path) -> dict[str, object]:
     """A byte-identical duplicate of the parent's folder (a re-upload)."""
     shutil.copytree(parent, out)

@@ -42,6 +42,15 @@ classifier (new ``score`` head) fine-tuned from a causal-LM parent; task arithme
 weight (a task vector subtracted); a merge of a merge; a GGUF of a merged LoRA; a QLoRA (an adapter
 trained on the dequantized weights of a bitsandbytes NF4 checkpoint, merged: its parent is the quantized
 model); hqq 4-bit; GGUF Q4_0 / Q5_0 / Q8_0.
+
+Profile ``E`` (``--profile E``; issue 11, "the formats users have") is made of mixture-of-experts families
+(Mixtral, Qwen3-MoE, OLMoE: 4 experts, 8 in the full size, two routed per token), in the layouts their
+files come in: ``save_pretrained``'s per-expert tensors, transformers 5's fused ``state_dict`` saved with
+``torch.save`` (``fused``), mergekit's output, GGUF with the experts stacked (Q8_0 and a 4-bit type);
+adapters on the attention and, through peft's ``target_parameters``, on the fused expert parameters
+(shipped unmerged and merged), a two-parent merge, a task arithmetic on the root, a bf16 cast and a
+byte-identical copy; distractors of the same architectures, one with children. No pruned or distilled
+child (removing experts is another operation).
 """
 
 from __future__ import annotations
@@ -113,7 +122,8 @@ class Profile:
     quanto_weights: tuple[str, ...]
     bnb_types: tuple[str, ...]
     cast_dtypes: tuple[str, ...]
-    #: ``ab``: :meth:`TypedPlanner.family`; ``c``: :meth:`TypedPlanner.family_c`; ``d``: ``family_d``.
+    #: ``ab``: :meth:`TypedPlanner.family`; ``c``: :meth:`TypedPlanner.family_c`; ``d``: ``family_d``; ``e``:
+    #: ``family_e``.
     recipe: str = "ab"
     #: Storage dtype of trained and merged models (None: float32, as trained).
     store: str | None = None
@@ -207,6 +217,26 @@ PROFILES: dict[str, Profile] = {
         finetune_lr=(5e-5, 4e-3),
         finetune_steps=(4, 40),
     ),
+    "E": Profile(
+        name="E",
+        archs_full=("mixtral", "qwen3_moe", "olmoe"),
+        archs_small=("mixtral", "qwen3_moe", "olmoe"),
+        # ``intermediate`` is each expert's width; hidden sizes are whole GGUF blocks (32)
+        size_full={"vocab": 64, "hidden": 64, "intermediate": 64, "layers": 3, "heads": 4, "kv_heads": 2,
+                   "experts": 8},
+        size_small={"vocab": 64, "hidden": 64, "intermediate": 32, "layers": 2, "heads": 4, "kv_heads": 2,
+                    "experts": 4},
+        ranks=(4, 8),
+        two_parent_methods=("linear", "slerp"),
+        base_methods=("task_arithmetic",),
+        weight_range=(0.3, 0.7),
+        gguf_4bit=("Q4_0", "Q5_0"),
+        quanto_weights=("qint8",),
+        bnb_types=("nf4",),
+        cast_dtypes=("bfloat16",),
+        recipe="e",
+        distractors={"small": (3, 1), "full": (3, 2)},
+    ),
 }
 
 
@@ -230,6 +260,8 @@ TYPED_SIZES: dict[str, TypedSize] = {
 }
 
 BATCH = 12
+#: The fused expert parameters of transformers 5's mixture-of-experts blocks, as peft's ``target_parameters``.
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 LR = {"root": (1.5e-3, 3e-3), "finetune": (2e-4, 1e-3), "lora": (2e-3, 6e-3), "prune": (3e-4, 1e-3)}
 
 
@@ -304,14 +336,16 @@ class TypedPlanner:
         return self.add(fam, arch, op, "finetune", (parent,), task=task, steps=steps, lr=lr, **extra)
 
     def adapter(self, fam: int, arch: str, parent: int, vocab: int, op: str, declared: str | None = None,
-                from_adapter: int | None = None) -> int:
+                from_adapter: int | None = None, experts: bool = False) -> int:
+        """``experts``: the adapter also targets a mixture-of-experts model's fused expert parameters (peft's
+        ``target_parameters``)."""
         rank = int(self._pick(self.profile.ranks))
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"target_parameters": EXPERT_PARAMETERS} if experts else {}
         if self.profile.recipe in ("c", "d"):
             # A merged copy of a shipped adapter is that adapter: same variant (drawn for the adapter).
             variant = self.nodes[from_adapter].params.get("variant") if from_adapter is not None \
                 else self._pick(self.profile.lora_variants)
-            extra = {"variant": variant} if variant else {}
+            extra = {**extra, "variant": variant} if variant else extra
         return self.add(fam, arch, op, "adapter" if op == "adapter" else "lora", (parent,),
                         task=self._narrow_task(vocab), steps=self._steps(self.size.child_steps), lr=self._lr("lora"),
                         rank=rank, alpha=float(2 * rank if self.rng.random() < 0.5 else rank),
@@ -464,6 +498,29 @@ class TypedPlanner:
         if full:
             self.distilled(fam, arch, f2, size)
 
+    def family_e(self, arch: str, size: ArchSize) -> None:
+        """One family of profile E (module docstring): mixture-of-experts models in every layout their files
+        come in."""
+        p, full, V = self.profile, self.size.full_recipe, size.vocab
+        fam, r = self.root(arch, size)
+        f1 = self.finetune(fam, arch, r, V)
+        f2 = self.finetune(fam, arch, r, V)
+        f11 = self.finetune(fam, arch, f1, V)
+        a1 = self.adapter(fam, arch, r, V, "adapter", declared="parent" if self.rng.random() < 0.5 else "external",
+                          experts=True)
+        self.adapter(fam, arch, r, V, "lora", from_adapter=a1, experts=True)  # the same adapter, merged
+        l2 = self.adapter(fam, arch, f2, V, "lora", experts=bool(self.rng.random() < 0.5))
+        self.merge(fam, arch, self._pick(p.two_parent_methods), (f11, f2), base=None)
+        self.merge(fam, arch, self._pick(p.base_methods), (f1, l2), base=r)
+        self.add(fam, arch, "gguf", "quantized", (r,), qtype="Q8_0")
+        self.add(fam, arch, "gguf", "quantized", (f2,), qtype=self._pick(p.gguf_4bit))
+        self.add(fam, arch, "cast", "convert", (f1,), dtype=self._pick(p.cast_dtypes))
+        self.add(fam, arch, "fused", "convert", (f11,))  # transformers 5's in-memory layout, torch.save
+        self.add(fam, arch, "copy", "convert", (f2,))
+        if full:
+            f21 = self.finetune(fam, arch, f2, V)
+            self.add(fam, arch, "gguf", "quantized", (f21,), qtype="Q8_0")
+
     def distractor(self, arch: str, size: ArchSize, children: bool) -> None:
         """An unrelated root of a family's architecture and size, trained from its own initialisation."""
         fam, r = self.root(arch, size)
@@ -480,7 +537,7 @@ class TypedPlanner:
         archs = p.archs_full if full else p.archs_small
         size = ArchSize(**(p.size_full if full else p.size_small))
         for arch in archs:
-            {"c": self.family_c, "d": self.family_d}.get(p.recipe, self.family)(arch, size)
+            {"c": self.family_c, "d": self.family_d, "e": self.family_e}.get(p.recipe, self.family)(arch, size)
         n, with_children = p.distractors.get(self.size.name, (self.size.distractors, self.size.distractor_children))
         d_archs = p.distractor_archs or archs
         for k in range(n):
@@ -492,6 +549,6 @@ class TypedPlanner:
 def plan_typed(size: str = "full", seed: int = 0, profile: str = "auto") -> list[TypedNode]:
     """The nodes of a typed set (no training): see :func:`~mother_zoo.typed.generate.generate_typed`.
 
-    ``profile``: ``auto`` (seed parity: A for even seeds, B for odd ones), or ``A``, ``B``, ``C``, ``D``.
+    ``profile``: ``auto`` (seed parity: A for even seeds, B for odd ones), or ``A``, ``B``, ``C``, ``D``, ``E``.
     """
     return TypedPlanner(seed, TYPED_SIZES[size], profile).plan()
