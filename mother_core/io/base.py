@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, TypeVar, runtime_checkable
 
 from mother_core.io.safetensors_header import DTYPES
 
@@ -212,4 +212,29 @@ class ShapeAdoptingReader(Protocol):
     """A reader of a format that does not store some shapes; it takes them from the other models."""
 
     def adopt_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None: ...
+
+
+_W = TypeVar("_W", bound="WrappingReader")
+
+
+class WrappingReader:
+    """The shared part of readers that list another reader's tensors under other names or layouts (Flux / SD3
+    single files, stacked experts): they own the wrapped reader (``raw``), and report its notes, read when
+    asked (a quantized reader's change as it learns shapes), then their own (``_notes``)."""
+
+    raw: ModelReader
+    _notes: list[str]
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.raw.notes if isinstance(self.raw, NotingReader) else ()) + self._notes
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 

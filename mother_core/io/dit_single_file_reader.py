@@ -12,12 +12,12 @@ from collections.abc import Mapping
 
 import torch
 
-from mother_core.io.base import BufferReader, ModelReader, ModelRef, PrefetchingReader, TensorInfo
+from mother_core.io.base import BufferReader, ModelReader, ModelRef, PrefetchingReader, TensorInfo, WrappingReader
 from mother_core.io.dit_single_file import FLUX, Layout, Segment, bare_name, layout
 from mother_core.io.names import normalise_name
 
 
-class DitSingleFileReader:
+class DitSingleFileReader(WrappingReader):
     """A :class:`~mother_core.io.base.ModelReader` listing a Flux / SD3 single file under diffusers' names.
 
     Wraps the file's own reader (plain safetensors or torch, or a quantized reader over them): each diffusers
@@ -51,11 +51,6 @@ class DitSingleFileReader:
                 f"{raw.ref.path}: {len(found.unmapped)} tensor(s) of this {what} single-file checkpoint ({shown}) "
                 "have no counterpart in the diffusers transformer, so they keep their original names and compare "
                 "only with single files of the same layout.")
-
-    @property
-    def notes(self) -> list[str]:
-        """The wrapped reader's notes (read now: a quantized reader's change as it learns shapes), then ours."""
-        return list(getattr(self.raw, "notes", ())) + self._notes
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -116,15 +111,6 @@ class DitSingleFileReader:
         if isinstance(self.raw, PrefetchingReader):
             for source, r in self._pieces(name, rows):
                 self.raw.prefetch(source, r)
-
-    def close(self) -> None:
-        self.raw.close()
-
-    def __enter__(self) -> "DitSingleFileReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<DitSingleFileReader {self.ref.id!r} ({self.scheme})>"

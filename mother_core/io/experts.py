@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mother_core.io.base import BufferReader, ModelReader, ModelRef, NotingReader, PrefetchingReader, TensorInfo
+from mother_core.io.base import BufferReader, ModelReader, ModelRef, PrefetchingReader, TensorInfo, WrappingReader
 
 #: ``<block>.experts.<E>.<rest>``: one expert's tensor, after :func:`~.names.normalise_name`.
 _PER_EXPERT = re.compile(r"^(?P<block>.+\.experts)\.(?P<index>\d+)\.(?P<rest>.+)$")
@@ -153,7 +153,7 @@ def layout(infos: Mapping[str, TensorInfo]) -> ExpertLayout | None:
     return ExpertLayout(sources, frozenset(replaced | per_expert), tuple(notes))
 
 
-class ExpertReader:
+class ExpertReader(WrappingReader):
     """A :class:`~mother_core.io.base.ModelReader` listing a model's experts stacked (module docstring).
 
     Wraps the model's own reader: a stacked tensor's rows ``[a, b)`` are experts ``a`` to ``b - 1``, read one
@@ -169,11 +169,6 @@ class ExpertReader:
         infos.update({name: info for name, (_, info) in found.sources.items()})
         self._infos = infos
         self._notes = [f"{raw.ref.path}: {note}." for note in found.notes]
-
-    @property
-    def notes(self) -> list[str]:
-        """The wrapped reader's notes (read now: a quantized reader's change as it learns shapes), then ours."""
-        return list(self.raw.notes if isinstance(self.raw, NotingReader) else ()) + self._notes
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -232,15 +227,6 @@ class ExpertReader:
                 self.raw.prefetch(source.names[e])
         else:
             self.raw.prefetch(source.names[0], (r0, r1))
-
-    def close(self) -> None:
-        self.raw.close()
-
-    def __enter__(self) -> "ExpertReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<ExpertReader {self.ref.id!r} over {self.raw!r}>"
