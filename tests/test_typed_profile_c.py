@@ -65,11 +65,11 @@ def test_profile_c_plans_what_sets_made_elsewhere_hold() -> None:
 
 
 def test_cli_offers_the_profiles(capsys: pytest.CaptureFixture[str]) -> None:
-    """``mother zoo typed --profile`` takes auto, A, B, C or D, and nothing else."""
+    """``mother zoo typed --profile`` takes auto, A, B, C, D or E, and nothing else."""
     from mother_zoo.cli import main as zoo_main
 
     with pytest.raises(SystemExit):
-        zoo_main(["typed", "--out", "/nonexistent", "--profile", "E"])
+        zoo_main(["typed", "--out", "/nonexistent", "--profile", "F"])
     assert "invalid choice" in capsys.readouterr().err
 
 
