@@ -78,3 +78,18 @@ def write_truth(out: Path) -> Path:
     path = out / "truth.json"
     path.write_text(json.dumps({"edges": [{"parent": p, "child": c, "relation": r} for c, p, r in EDGES]}, indent=1))
     return path
+
+
+if __name__ == "__main__":  # python tests/moe_family.py ARCH OUT [--seed S]: a family and its truth.json
+    import argparse
+    import shutil
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("arch", choices=("mixtral", "qwen3_moe", "olmoe"))
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    moe_family(args.arch, args.out, seed=args.seed)
+    print(write_truth(args.out))
