@@ -16,7 +16,7 @@ from typing import Any
 EDGES: tuple[tuple[str, str, str], ...] = (
     ("m-f1", "m-root", "finetune"), ("m-f2", "m-root", "finetune"), ("m-f11", "m-f1", "finetune"),
     ("m-f1-q8", "m-f1", "quantized"), ("m-f2-bf16", "m-f2", "convert"), ("m-f11-fused", "m-f11", "convert"),
-    ("m-adapter", "m-root", "adapter"), ("m-lora", "m-f2", "lora"),
+    ("m-adapter", "m-root", "adapter"), ("m-lora", "m-f2", "lora"), ("m-lora-experts", "m-f1", "lora"),
     ("m-merge", "m-f1", "merge"), ("m-merge", "m-f2", "merge"),
 )
 
@@ -68,6 +68,10 @@ def moe_family(arch: str, out: Path, steps: int = 30, child_steps: int = 12, see
     lora = moe_node(8, arch, "lora", "lora", (2,), 23, task=narrow[3], steps=child_steps - 2, lr=5e-3, rank=4,
                     alpha=8.0, target_parameters=experts)
     ops.make_adapter(lora, out / "m-f2", out / "m-lora", "", merged=True)
+    # a merged LoRA on the experts and the router only: every attention matrix left as it was
+    experts_only = moe_node(10, arch, "lora", "lora", (1,), 25, task=narrow[2], steps=child_steps - 2, lr=5e-3,
+                            rank=4, alpha=8.0, targets=("mlp.gate",), target_parameters=experts)
+    ops.make_adapter(experts_only, out / "m-f1", out / "m-lora-experts", "", merged=True)
     merge = moe_node(9, arch, "merge", "merge", (1, 2), 24, method="linear", weights=[0.6, 0.4])
     ops.make_merge(merge, {1: out / "m-f1", 2: out / "m-f2"}, {1: "m-f1", 2: "m-f2"}, out / "m-merge")
     return out

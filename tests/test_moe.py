@@ -3,7 +3,7 @@
 A tiny Mixtral family is trained (AdamW) and made with the real tools (tests/moe_family.py): per-expert
 ``save_pretrained`` files, ``torch.save`` of transformers 5's fused ``state_dict``, a GGUF file with the experts
 stacked as llama.cpp's converter writes them, a bf16 cast, a mergekit merge (written fused), and LoRAs on the
-attention and, through peft's ``target_parameters``, on the expert parameters (one unmerged, one merged).
+attention and, through peft's ``target_parameters``, on the expert parameters (one unmerged, two merged).
 """
 
 from __future__ import annotations
@@ -144,12 +144,14 @@ def test_qwen3_moe_gguf_router_and_experts(tmp_path: Path) -> None:
 
 def test_moe_family_recovered(family: Path) -> None:
     """Every edge of the family, with its relation: fine-tunes, the GGUF's source, the cast and the fused copy
-    (``convert``), the expert adapter's base, the merged LoRA's parent and both inputs of the merge; the stranger
-    stays alone."""
+    (``convert``), the expert adapter's base, both merged LoRAs' parents (one on the experts and router only: read
+    at low rank from one expert's skeleton, :func:`~mother_core.stats.skeleton.skeleton_index`) and both inputs of
+    the merge; the stranger stays alone."""
     stats = compute_statistics(discover([family]), device="cpu")
     assert not stats.problems
     slots = [t for t in stats.tensors if ".experts." in t.name]
     assert len(slots) == 6 and all(len(t.shape) == 3 and t.kind == "mlp" for t in slots)
+    assert all(stats.tensors.index(t) in stats.skeletons for t in slots)  # one expert's submatrix each
     rec = recover(stats)
     got = {(e.child, e.parent, e.relation) for e in rec.edges}
     assert got == set(EDGES)

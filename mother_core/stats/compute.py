@@ -41,7 +41,7 @@ from mother_core.stats.plan import DEFAULT_CHUNK_ELEMENTS, Plan, build_plan, col
 from mother_core.stats.progress import Progress, ProgressCallback
 from mother_core.stats.result import TensorMeta, WeightStatistics
 from mother_core.stats.running_moments import summarise_moments
-from mother_core.stats.skeleton import UNIT_ROUNDOFF, skeleton_index
+from mother_core.stats.skeleton import UNIT_ROUNDOFF, slot_skeleton
 from mother_core.timing import stage
 
 
@@ -281,7 +281,7 @@ class CacheSession:
         needs: dict[int, list[int]] = {}
         for s, (meta, who) in enumerate(zip(slots, holders)):
             sk = slot_key(meta.name, meta.shape)
-            wants_skeleton = skeleton_index(meta.shape) is not None
+            wants_skeleton = slot_skeleton(meta) is not None
             read = {m for m in who if (keys[m], sk) not in self.models
                     or (wants_skeleton and (keys[m], sk) not in self.skeletons)}
             if len(read) < len(who):  # some holders are cached: read those in a pair the cache lacks
@@ -445,7 +445,7 @@ def _assemble_skeletons(plan: Plan, out: PassOutput, cache: CacheSession) -> dic
     skeletons: dict[int, np.ndarray] = {}
     n = len(keys)
     for s, (meta, who) in enumerate(zip(plan.slots, plan.holders)):
-        index = skeleton_index(meta.shape)
+        index = slot_skeleton(meta)
         if index is None:
             continue
         arr = np.full((n, len(index[0]), len(index[1])), np.nan, dtype=np.float32)

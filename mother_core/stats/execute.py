@@ -41,7 +41,7 @@ from mother_core.stats.bounds import physical_memory
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
 from mother_core.stats.progress import Progress, ProgressCallback
-from mother_core.stats.skeleton import gather, skeleton_index
+from mother_core.stats.skeleton import gather, slot_skeleton
 
 
 #: Workers of the pass, each reading and reducing its own batch of chunks (batch b's buffer and reducer
@@ -220,7 +220,7 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
         reducers=[ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)],
         locks=[threading.Lock() for _ in readers],
         use_fused=use_fused, fused_dtypes=fused_dtypes, load_for_equal=load_for_equal,
-        skeletons={t.slot: ix for t in plan.tasks if (ix := skeleton_index(plan.slots[t.slot].shape)) is not None},
+        skeletons={t.slot: ix for t in plan.tasks if (ix := slot_skeleton(plan.slots[t.slot])) is not None},
         read_rate=_ReadRate(),
     )
 

@@ -14,23 +14,38 @@ noise floor set by the storage precision (:func:`numerical_rank`).
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from mother_core.stats.result import TensorMeta
 
 SKELETON_SIZE = 96
 # Unit roundoff of the storage dtypes: the size of rounding noise relative to a weight.
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
 
 
-def skeleton_index(shape: tuple[int, ...], size: int = SKELETON_SIZE) -> tuple[np.ndarray, np.ndarray] | None:
+def skeleton_index(shape: tuple[int, ...], size: int = SKELETON_SIZE,
+                   experts: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows and columns of the skeleton of a 2-D slot of this shape (None for other tensors).
 
-    The choice depends only on the shape, so every model, run and cache agrees on it.
+    The choice depends only on the shape, so every model, run and cache agrees on it. With ``experts``, a 3-D
+    slot (experts, out, in) of stacked mixture-of-experts projections (:mod:`mother_core.io.experts`) gets the
+    skeleton of one of its experts (drawn from the shape), its rows numbered in the (experts x out, in) view
+    the pass streams: a LoRA on the experts changes each expert at rank r (peft's ``target_parameters``), so one
+    expert's submatrix shows the rank as a 2-D layer's does, where the stacked matrix would read r per expert.
     """
+    if experts and len(shape) == 3 and min(shape[1:]) >= 8:
+        e, m, n = shape
+        rng = np.random.default_rng(1_000_003 * m + n + 7_919 * e)
+        expert = int(rng.integers(e))
+        rows = expert * m + np.sort(rng.choice(m, min(size, m), replace=False))
+        return rows, np.sort(rng.choice(n, min(size, n), replace=False))
     if len(shape) != 2 or min(shape) < 8:
         return None
     m, n = shape
@@ -38,6 +53,12 @@ def skeleton_index(shape: tuple[int, ...], size: int = SKELETON_SIZE) -> tuple[n
     rows = np.sort(rng.choice(m, min(size, m), replace=False))
     cols = np.sort(rng.choice(n, min(size, n), replace=False))
     return rows, cols
+
+
+def slot_skeleton(meta: TensorMeta) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`skeleton_index` of a slot: 2-D weights, and stacked experts (3-D ``mlp`` slots: layer_kind calls a
+    3-D tensor ``mlp`` only under an ``experts`` component)."""
+    return skeleton_index(meta.shape, experts=len(meta.shape) == 3 and meta.kind == "mlp")
 
 
 def gather(data: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int] | None,
@@ -59,6 +80,8 @@ def gather(data: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int] | N
     """
     r_idx, c_idx = index
     start, stop = rows if rows is not None else (0, shape[0])
+    per = math.prod(shape[1:-1])  # 1 for a 2-D slot; a stacked experts' slot: each expert's rows (its index rows)
+    start, stop = start * per, stop * per
     inside = (r_idx >= start) & (r_idx < stop)
     positions = np.flatnonzero(inside)
     if len(positions) == 0:
@@ -66,7 +89,7 @@ def gather(data: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int] | N
     local = torch.as_tensor(r_idx[inside] - start, device=data.device)
     cols = torch.as_tensor(c_idx, device=data.device)
     # index_select over advanced indexing: the streaming pass calls this once per 4 MB piece
-    block = data.view(data.shape[0], stop - start, shape[1]).index_select(1, local).index_select(2, cols)
+    block = data.view(data.shape[0], stop - start, shape[-1]).index_select(1, local).index_select(2, cols)
     return positions, block.float().cpu().numpy()
 
 
