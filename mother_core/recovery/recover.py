@@ -61,6 +61,7 @@ from mother_core.recovery.typed import apply_relations, block_leaves, links_of, 
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
+from mother_core.relations.stack import shallower_than
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -279,6 +280,8 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             cost[a, b] = np.inf
         for a, b in grown_vocabulary(stats):  # nor does a model with added tokens parent one without them
             cost[a, b] = np.inf
+    for a, b in shallower_than(stats, list(findings.links)):  # a stack parents only models of its layout
+        cost[a, b] = np.inf
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}
