@@ -270,6 +270,12 @@ def _nearest_outside(stats: WeightStatistics, pl: PairLayers, c: int, slots: lis
     return [(h, names, worst) for h, (names, worst) in groups.items()]
 
 
+def _layout_pairs(stats: WeightStatistics, link: TypedLink) -> tuple[list[int], list[int]]:
+    """(models holding every tensor of the stack ``link.child``, the stack included; the models lacking one)."""
+    full = stats.present[:, stats.present[link.child]].all(axis=1)
+    return [int(g) for g in np.flatnonzero(full)], [int(g) for g in np.flatnonzero(~full)]
+
+
 def shallower_than(stats: WeightStatistics, links: list[TypedLink]) -> list[tuple[int, int]]:
     """(parent, child) pairs the fine-tune forest may not take around stacking merges.
 
@@ -280,8 +286,24 @@ def shallower_than(stats: WeightStatistics, links: list[TypedLink]) -> list[tupl
     out: list[tuple[int, int]] = []
     for link in links:
         if stacked(link):
-            full = stats.present[:, stats.present[link.child]].all(axis=1)
-            lacking = [int(g) for g in np.flatnonzero(~full)]
+            full, lacking = _layout_pairs(stats, link)
             out += [(link.child, g) for g in lacking]
-            out += [(h, int(g)) for g in np.flatnonzero(full) if g != link.child for h in lacking]
+            out += [(h, g) for g in full if g != link.child for h in lacking]
+    return out
+
+
+def unrelated_by_name(stats: WeightStatistics, links: list[TypedLink], relative: np.ndarray) -> np.ndarray:
+    """``relative`` (the pass's relative distances, tensors compared by name) with the pairs of a stack's
+    layout and the models lacking it set to ``inf`` (nothing shared), for splitting the set into trees.
+
+    A stack's layer ``k`` is some parent's layer ``j``: compared by name, it is compared with the wrong layer,
+    at the distance of unrelated weights on some layers and of copies on others, a distance between its
+    family's fine-tunes and strangers that can move the gap the split is cut at (a GPT-2 stack split its
+    root, parents and the stack into three trees). Its link joins it to its parents' tree instead."""
+    out = relative.copy()
+    for link in links:
+        if stacked(link):
+            full, lacking = _layout_pairs(stats, link)
+            out[np.ix_(full, lacking)] = np.inf
+            out[np.ix_(lacking, full)] = np.inf
     return out
