@@ -122,6 +122,7 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list
     usable = [m for m in range(stats.n_models) if m not in skip and not needs_base(stats.models[m])]
     layout = {m: blocks(stats, m) for m in usable}
     fits: dict[int, _Fit] = {}
+    read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}  # a model's sampled layers, read once
     for c in usable:
         for name, block in layout[c].items():
             kinds = _layouts(stats, block)
@@ -131,7 +132,7 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list
             if not shallower:
                 continue
             held = {h: layout[h][name] for h in shallower}
-            fit = _fit(stats, c, block, {h: held[h] for h in _likeliest(stats, c, block, held)})
+            fit = _fit(stats, c, block, {h: held[h] for h in _likeliest(stats, c, block, held)}, read)
             if fit is not None and (c not in fits or max(fit.residual) < max(fits[c].residual)):
                 fits[c] = fit
     # of the models fitted by the same layers (a stack and its fine-tunes), the nearest to them is the stack
@@ -154,8 +155,8 @@ def _likeliest(stats: WeightStatistics, c: int, block: Block, held: dict[int, Bl
         for layer in block.layers.values():
             mine = norm[c, list(layer.values())]
             scale = max(float(np.sum(mine ** 2)), 1e-300)
-            total += min(float(np.sum((mine - norm[h, [theirs[r] for r in layer]]) ** 2)) / scale
-                         for theirs in held[h].layers.values() if set(layer) <= set(theirs))
+            total += min((float(np.sum((mine - norm[h, [theirs[r] for r in layer]]) ** 2)) / scale
+                          for theirs in held[h].layers.values() if set(layer) <= set(theirs)), default=np.inf)
         return total
 
     return sorted(held, key=lambda h: (bound(h), h))[:CANDIDATES]
@@ -166,11 +167,14 @@ def _sample(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(SAMPLE, n)).round().astype(np.int64))
 
 
-def _read_layers(stats: WeightStatistics, m: int, block: Block) -> dict[int, dict[str, np.ndarray]]:
+def _read_layers(stats: WeightStatistics, m: int, block: Block,
+                 read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> dict[int, dict[str, np.ndarray]]:
     """Model ``m``'s layers of ``block``, each matrix sampled (:func:`_sample`), float64; one tensor held at a
-    time."""
+    time; kept in ``read`` (a candidate of several deep models is read once)."""
     from mother_core.io.readers import open_model
 
+    if (m, block.name) in read:
+        return read[(m, block.name)]
     out: dict[int, dict[str, np.ndarray]] = {}
     with open_model(stats.models[m]) as reader:
         for k, layer in block.layers.items():
@@ -178,16 +182,18 @@ def _read_layers(stats: WeightStatistics, m: int, block: Block) -> dict[int, dic
             for r, slot in layer.items():
                 flat = reader.read(stats.tensors[slot].name).float().numpy().reshape(-1)
                 out[k][r] = flat[_sample(flat.size)].astype(np.float64)
+    read[(m, block.name)] = out
     return out
 
 
-def _fit(stats: WeightStatistics, c: int, block: Block, held: dict[int, Block]) -> _Fit | None:
+def _fit(stats: WeightStatistics, c: int, block: Block, held: dict[int, Block],
+         read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> _Fit | None:
     """Each of ``c``'s layers matched to the nearest layer (same tensors within the layer) of the relatives
     in ``held``; None when a layer has no match within :data:`UNRELATED` (a layer of its own: trained from
     scratch, or the teacher's layer a distilled student dropped) or when the weights are no longer readable."""
     try:
-        mine = _read_layers(stats, c, block)
-        theirs = {h: _read_layers(stats, h, b) for h, b in held.items()}
+        mine = _read_layers(stats, c, block, read)
+        theirs = {h: _read_layers(stats, h, b, read) for h, b in held.items()}
     except (MotherError, OSError, KeyError, ValueError):
         return None  # statistics loaded without their files: nothing to read again
     source, residual, runner_up = [], [], []
