@@ -9,8 +9,9 @@ a root, two fine-tunes ``m-a`` and ``m-b``, and
 - ``m-stack-ft-bf16``: a bfloat16 copy of ``m-stack-ft``;
 - ``m-a-3``: ``m-a`` with its layer 2 dropped (the later ones renumbered) and trained a few steps (a
   depth-pruned student, shallower than its teacher: the teacher is no stack of it);
-- ``m-stranger``: an unrelated model of the parents' architecture, and ``m-deep-stranger`` one as deep as
-  the stacks (deeper than the parents, its layers its own).
+- ``m-stranger``: an unrelated model of the parents' architecture, ``m-deep-stranger`` one as deep as the
+  stacks (deeper than the parents, its layers its own), and ``m-deep-stranger-4`` its depth-pruned student
+  (layers 2 and 3 dropped, 4 left: the stacks' layout without their last layers).
 """
 
 from __future__ import annotations
@@ -76,7 +77,12 @@ def build(d: Path, root_steps: int = 30, ft_steps: int = 8, lr: float = 2e-3, ex
         adam_steps(student, 4, ft_steps, lr).save_pretrained(d / "m-a-3")
         adam_steps(tiny_llama4(7), 7, ft_steps, 3e-3).save_pretrained(d / "m-stranger")
         adam_steps(tiny_llama4(8, layers=6), 8, ft_steps, 3e-3).save_pretrained(d / "m-deep-stranger")
-        truth |= {"m-stack-ft": ["m-stack"], "m-stack-ft-bf16": ["m-stack-ft"], "m-a-3": ["m-a"]}
+        student = tiny_llama4(10)
+        teacher = LlamaForCausalLM.from_pretrained(d / "m-deep-stranger").state_dict()
+        student.load_state_dict(dropped_layer(dropped_layer(teacher, 2), 2))
+        adam_steps(student, 5, ft_steps, lr).save_pretrained(d / "m-deep-stranger-4")
+        truth |= {"m-stack-ft": ["m-stack"], "m-stack-ft-bf16": ["m-stack-ft"], "m-a-3": ["m-a"],
+                  "m-deep-stranger-4": ["m-deep-stranger"]}
     return truth
 
 
@@ -97,5 +103,5 @@ def dropped_layer(state: dict[str, torch.Tensor], drop: int) -> dict[str, torch.
 def truth_json(truth: dict[str, list[str]]) -> str:
     """``truth`` as a typed truth file (docs/RELATIONS.md, "Truth files")."""
     rel = {"m-a": "finetune", "m-b": "finetune", "m-stack": "merge", "m-upscale": "merge",
-           "m-stack-ft": "finetune", "m-stack-ft-bf16": "convert", "m-a-3": "distill"}
+           "m-stack-ft": "finetune", "m-stack-ft-bf16": "convert", "m-a-3": "distill", "m-deep-stranger-4": "distill"}
     return json.dumps({"edges": [{"parent": p, "child": c, "relation": rel[c]} for c, ps in truth.items() for p in ps]})

@@ -67,6 +67,8 @@ def test_a_stack_parents_its_fine_tune_and_nothing_else_is_a_stack(recovered):
     assert recovered.parents_of("m-a") == recovered.parents_of("m-b") == ["m-root"]
     assert recovered.parents_of("m-a-3") == ["m-a"]  # a depth-pruned student: its teacher is no stack of it
     assert recovered.relation_of("m-a-3") == Relation.DISTILL.value
+    # a model of the stacks' layout unrelated to them keeps its distances to its shallower student
+    assert recovered.parents_of("m-deep-stranger-4") == ["m-deep-stranger"]
     assert {m for m in recovered.model_ids if recovered.relation_of(m) == MERGE} == {"m-stack", "m-upscale"}
 
 

@@ -284,7 +284,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             cost[a, b] = np.inf
         for a, b in grown_vocabulary(stats):  # nor does a model with added tokens parent one without them
             cost[a, b] = np.inf
-    for a, b in shallower_than(stats, list(findings.links)):  # a stack parents only models of its layout
+    for a, b in shallower_than(stats, list(findings.links), ev.relative):  # a stack parents only models of its layout
         cost[a, b] = np.inf
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)

@@ -276,31 +276,36 @@ def _nearest_outside(stats: WeightStatistics, pl: PairLayers, c: int, slots: lis
     return [(h, names, worst) for h, (names, worst) in groups.items()]
 
 
-def _layout_pairs(stats: WeightStatistics, link: TypedLink) -> tuple[list[int], list[int]]:
-    """(models holding every tensor of the stack ``link.child``, the stack included; the models lacking one)."""
+def _layout_pairs(stats: WeightStatistics, link: TypedLink, relative: np.ndarray) -> tuple[list[int], list[int]]:
+    """(the stack ``link.child`` and the models of its layout related to it by name: its fine-tunes and
+    copies; the models lacking a tensor it holds). A model of the same layout unrelated to it (another
+    family as deep, a teacher of its own students) keeps its own distances."""
     full = stats.present[:, stats.present[link.child]].all(axis=1)
-    return [int(g) for g in np.flatnonzero(full)], [int(g) for g in np.flatnonzero(~full)]
+    mine = [int(g) for g in np.flatnonzero(full) if g == link.child or relative[link.child, g] < UNRELATED]
+    return mine, [int(g) for g in np.flatnonzero(~full)]
 
 
-def shallower_than(stats: WeightStatistics, links: list[TypedLink]) -> list[tuple[int, int]]:
-    """(parent, child) pairs the fine-tune forest may not take around stacking merges.
+def shallower_than(stats: WeightStatistics, links: list[TypedLink], relative: np.ndarray) -> list[tuple[int, int]]:
+    """(parent, child) pairs the fine-tune forest may not take around stacking merges (``relative``: the pass's
+    relative distances, tensors compared by name).
 
     A stack may parent its own fine-tunes (they keep its layout), but it never parents a model lacking a
     tensor it holds: on the tensors it shares by name with its parents' relatives it is a copy of some of
-    them, so the forest would hang them under it. And fine-tuning adds no layers: a model holding a stack's
-    whole layout (the stack's fine-tunes) never has a forest parent lacking part of it."""
+    them, so the forest would hang them under it. And fine-tuning adds no layers: a model of the stack's
+    layout related to it (its fine-tunes) never has a forest parent lacking part of it."""
     out: list[tuple[int, int]] = []
     for link in links:
         if stacked(link):
-            full, lacking = _layout_pairs(stats, link)
+            mine, lacking = _layout_pairs(stats, link, relative)
             out += [(link.child, g) for g in lacking]
-            out += [(h, g) for g in full if g != link.child for h in lacking]
+            out += [(h, g) for g in mine if g != link.child for h in lacking]
     return out
 
 
 def unrelated_by_name(stats: WeightStatistics, links: list[TypedLink], relative: np.ndarray) -> np.ndarray:
-    """``relative`` (the pass's relative distances, tensors compared by name) with the pairs of a stack's
-    layout and the models lacking it set to ``inf`` (nothing shared), for splitting the set into trees.
+    """``relative`` (the pass's relative distances, tensors compared by name) with the pairs of a stack (and
+    the models of its layout related to it) and the models lacking its layout set to ``inf`` (nothing
+    shared), for splitting the set into trees.
 
     A stack's layer ``k`` is some parent's layer ``j``: compared by name, it is compared with the wrong layer,
     at the distance of unrelated weights on some layers and of copies on others, a distance between its
@@ -309,7 +314,7 @@ def unrelated_by_name(stats: WeightStatistics, links: list[TypedLink], relative:
     out = relative.copy()
     for link in links:
         if stacked(link):
-            full, lacking = _layout_pairs(stats, link)
-            out[np.ix_(full, lacking)] = np.inf
-            out[np.ix_(lacking, full)] = np.inf
+            mine, lacking = _layout_pairs(stats, link, relative)
+            out[np.ix_(mine, lacking)] = np.inf
+            out[np.ix_(lacking, mine)] = np.inf
     return out
