@@ -13,7 +13,13 @@ reports (run it before copying the table in for the hand-set ones' error).
 
     python benchmarks/calibrate_typed.py --fit typed_zoo/seed0/typed --held-out typed_zoo/seed3/typed
 
-Copy the printed table into ``mother_core/relations/calibration.py`` (``CONFIDENCE``).
+Copy the printed table into ``mother_core/relations/calibration.py`` (``CONFIDENCE``). A merge parent's
+edge is scored with its own confidence (the merge's, or lower where another relative could take its place:
+kind ``merge: contested parent``, fitted on the typed profile C and D diagnosis sets, see
+benchmarks/RESULTS.md "Merge parents, each with its own confidence"; the other kinds on the typed zoo's seed 0):
+
+    python benchmarks/calibrate_typed.py --fit /tmp/typedc/seed{5,13,15,17,19,21,23,53,55,57}/typed \
+        /tmp/typedd/seed{200,202,204,206,208}/typed --cache CACHE      # copy the contested row only
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
 from mother_core.evaluate import load_truth_edges  # noqa: E402
-from mother_core.relations.calibration import CONFIDENCE, kind_of  # noqa: E402
+from mother_core.relations.calibration import CONFIDENCE, CONTESTED, CONTESTED_FALLBACK, kind_of  # noqa: E402
 from mother_core.relations.vocabulary import parse_relation  # noqa: E402
 
 N_BINS = 10
@@ -51,9 +57,16 @@ def typed_edges(folder: Path, cache: Path | None) -> list[tuple[str, float, bool
         if not math.isfinite(e.relation_confidence):
             continue  # a plain fine-tune: its confidence is the placement's (benchmarks/calibrate.py)
         kind = kind_of(e.relation, e.relation_detail, evidence.get(e.child, ""))
+        conf = float(e.relation_confidence)
+        if e.relation == "merge":
+            # A merge parent's edge is right when this parent is one of the child's: its own confidence, and its
+            # own kind where another relative could take its place (merge.contest_parents).
+            conf = float(e.confidence)
+            if e.parent_note:
+                kind = CONTESTED
         want = truth.get((e.parent, e.child))
         right = (e.parent, e.child) in truth and (want is None or parse_relation(want).value == e.relation)
-        rows.append((kind, float(e.relation_confidence), bool(right)))
+        rows.append((kind, conf, bool(right)))
     return rows
 
 
@@ -85,7 +98,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for kind in sorted(set(counts) | set(CONFIDENCE)):
         n, k = counts.get(kind, [0, 0])
-        fitted = (k + PRIOR_EDGES * pooled_rate) / (n + PRIOR_EDGES)
+        # A contested merge parent is one of two readings the residual cannot order: its prior is a coin flip
+        # (CONTESTED_FALLBACK), not the pooled rate of edges no rival contests.
+        prior = CONTESTED_FALLBACK if kind == CONTESTED else pooled_rate
+        fitted = (k + PRIOR_EDGES * prior) / (n + PRIOR_EDGES)
         print(f"| {kind} | {n} | {k} | {fitted if n else math.nan:.3f} | {CONFIDENCE.get(kind, math.nan):.3f} |")
     if not args.held_out:
         return

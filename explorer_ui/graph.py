@@ -150,6 +150,19 @@ def relation(e: Edge) -> str:
     return r if r in RELATIONS else "finetune"
 
 
+def merge_parent_lines(e: Edge) -> list[str]:
+    """For a merge parent's edge: the merge's own confidence beside this parent's (the edge's), and what puts the
+    parent in doubt (``parent_note``); nothing for other edges."""
+    if relation(e) != "merge":
+        return []
+    out = [f"merge confidence {_fmt(getattr(e, 'relation_confidence', math.nan), 2)} (that the child is a merge); "
+           f"this parent {_fmt(e.confidence, 2)}"]
+    note = getattr(e, "parent_note", "")  # getattr: survives module reloads, as relation() does
+    if note:
+        out.append(f"this parent is in doubt: {note}")
+    return out
+
+
 def edge_tooltip(e: Edge, status: str | None) -> str:
     lines = [f"{e.parent} → {e.child}", f"relation: {relation(e)}", f"distance {_fmt(e.distance)}",
              (f"confidence {_fmt(e.confidence, 2)} (placement {_fmt(e.placement_confidence, 2)}, "
@@ -157,6 +170,7 @@ def edge_tooltip(e: Edge, status: str | None) -> str:
     weight = getattr(e, "merge_weight", None)
     if weight is not None and not (isinstance(weight, float) and math.isnan(weight)):
         lines.append(f"merge weight {_fmt(weight, 2)}")
+    lines += merge_parent_lines(e)
     if status:
         lines.append(f"{status}: {STATUS_TEXT.get(status, '')}")
     if e.constrained:

@@ -395,8 +395,12 @@ def node_card(ctx: Loaded, model: str) -> None:
     conf = parents[0].confidence if parents else None
     rows = [("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
-                                              is not None else "") + ")" for e in parents) or "(root)"),
-            ("Confidence of its edge", "(a root)" if conf is None else f"{conf:.2f}"),
+                                              is not None else "")
+                                           + (f", confidence {e.confidence:.2f}" if len(parents) > 1 else "") + ")"
+                                           for e in parents) or "(root)"),
+            ("Confidence of its edge", "(a root)" if conf is None else f"{conf:.2f}") if len(parents) < 2 else
+            # a merge: each parent's own is above; this is the merge's (that the model is a merge at all)
+            ("Confidence that it is a merge", f"{parents[0].relation_confidence:.2f}"),
             ("Declared parent", plain(m.declared_parent or "(none declared)")),
             ("Children", ", ".join(sorted(kids)) or "(none)"), ("Family (tree)", str(m.tree)),
             ("Format", plain(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
@@ -607,6 +611,9 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
            f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
            f"{e.layers_voting_backward}."
     note += cue_note(e)
+    parent_lines = graph.merge_parent_lines(e)  # a merge parent: its own confidence beside the merge's
+    if parent_lines:
+        note += " " + md(". ".join(line[0].upper() + line[1:] for line in parent_lines)) + "."
     if s:
         note += f" Versus {ctx.reference}: **{s}** ({graph.STATUS_TEXT.get(s, '')})."
     if e.constrained:

@@ -215,6 +215,13 @@ def _cmd_recover(args) -> int:
           f"-> {args.out}")
     for note in result.notes:
         print(printable(f"note: {note}"))
+    doubted = [e for e in result.edges if e.relation == Relation.MERGE.value and e.parent_note]
+    if doubted:  # each merge parent has its own confidence (mother_core/relations/merge.py, contest_parents)
+        print(f"{len(doubted)} merge parent(s) another relative could take the place of, each at its own "
+              "confidence (the merge's is its relation_confidence):")
+        for e in doubted:
+            print(printable(f"  {e.parent} -> {e.child} (confidence {e.confidence:.2f}, merge "
+                            f"{e.relation_confidence:.2f}): {e.parent_note}"))
     tied = [e for e in result.edges if e.chosen_by_tie]
     if tied:  # placement by the shape of the update, not by distance (mother_core/recovery/ties.py)
         print(f"{len(tied)} parent(s) chosen among near-tied candidates by the shape of the weight difference "

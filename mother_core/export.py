@@ -302,7 +302,9 @@ def base_model_lines(recovery: Recovery) -> str:
 
     Each suggestion is a YAML comment naming the model, the relation (docs/RELATIONS.md, with its
     detail) and the edge confidence, then the lines, with a blank line between models, in model
-    order. A merge lists every parent (``base_model:`` as a YAML list, largest weight first). The
+    order. A merge lists every parent (``base_model:`` as a YAML list, largest weight first); its comment
+    gives the merge's confidence, and a parent another relative could take the place of (``parent_note``)
+    gets its own as a comment on its line. The
     relation is written in the hub's vocabulary (adapter, merge, quantized, finetune, distill); a
     conversion has no hub word, so its card gets ``base_model`` only. Ids that are not plain
     (letters, digits, ``._/-``) are written as YAML double-quoted strings.
@@ -330,7 +332,11 @@ def base_model_lines(recovery: Recovery) -> str:
             continue
         e = edges[0]
         relation = parse_relation(e.relation)
-        conf = f"confidence {e.confidence:.2f}" if math.isfinite(e.confidence) else "confidence unknown"
+        # A merge's line says the merge's confidence; a parent another relative could take the place of
+        # (``parent_note``, docs/RELATIONS.md) says its own beside it.
+        shown = e.relation_confidence if relation is Relation.MERGE and math.isfinite(e.relation_confidence) \
+            else e.confidence
+        conf = f"confidence {shown:.2f}" if math.isfinite(shown) else "confidence unknown"
         what = relation.info.label + (f" {e.relation_detail}" if e.relation_detail else "")
         comment = f"{m.id} (recovered {'parents' if len(edges) > 1 else 'parent'}, {what}, {conf})"
         lines = [f"# {comment.replace(chr(10), ' ').replace(chr(13), ' ')}"]
@@ -338,7 +344,8 @@ def base_model_lines(recovery: Recovery) -> str:
             lines.append(f"base_model: {_yaml_scalar(e.parent)}")
         else:
             lines.append("base_model:")
-            lines += [f"- {_yaml_scalar(x.parent)}" for x in edges]
+            lines += [f"- {_yaml_scalar(x.parent)}" + (f"  # this parent: confidence {x.confidence:.2f}"
+                                                        if x.parent_note else "") for x in edges]
         if relation.info.hub_relation:
             lines.append(f"base_model_relation: {relation.info.hub_relation}")
         blocks.append("\n".join(lines) + "\n")

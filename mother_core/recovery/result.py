@@ -5,7 +5,7 @@ Contract (fields may be added, never removed or renamed)::
     {"format": "mother-recovery", "version": 1,
      "models": [{"id", "path", "tree", "kurtosis", "is_root", "declared_parent", ...}],
      "edges":  [{"parent", "child", "relation", "relation_detail", "relation_confidence",
-                 "merge_weight", "distance", "confidence", "placement_confidence",
+                 "merge_weight", "parent_note", "distance", "confidence", "placement_confidence",
                  "direction_confidence", "alternatives": [...],
                  "tie_kurtosis": {candidate: excess kurtosis, ...}, "tie_displaced", ...}],
      "trees":  [{"id", "members", "root", "regime", "regime_confidence"}],
@@ -25,6 +25,10 @@ relations existed load with every edge a ``finetune`` of unassessed confidence (
 parent was re-chosen among near-tied candidates by the kurtosis of the weight difference
 (:mod:`mother_core.recovery.ties`) carries ``tie_kurtosis`` (the chosen parent first) and
 ``tie_displaced`` (the parent distance had chosen); files written before them load with neither.
+A ``merge`` edge's ``confidence`` is its parent's own (that this parent is one of the child's), its
+``relation_confidence`` the merge's (that the child is a merge); ``parent_note`` says what puts the parent
+in doubt (a relative that explains the child as well in its place), ``""`` where nothing does. Files
+written before it carry the merge's confidence on every parent edge and load with ``parent_note`` empty.
 """
 
 from __future__ import annotations
@@ -68,7 +72,9 @@ class Edge:
     its string so the JSON and the Python object hold the same value); ``relation_detail`` the
     specifics a detector estimated ("Q4_0", "bf16 -> fp16", "slerp t=0.40", "linear 0.50/0.50",
     "ties"); ``relation_confidence`` how sure the detector is of the relation (NaN: not assessed).
-    For a merge, one edge per parent with ``merge_weight`` its estimated coefficient.
+    For a merge, one edge per parent with ``merge_weight`` its estimated coefficient; its ``confidence``
+    (and ``placement_confidence``) is that parent's own, lower than ``relation_confidence`` (that the child
+    is a merge) where another relative could take its place, which ``parent_note`` names.
     """
 
     parent: str
@@ -94,6 +100,7 @@ class Edge:
     relation_detail: str = ""
     relation_confidence: float = math.nan
     merge_weight: float | None = None
+    parent_note: str = ""
     # Where the parent was re-chosen among near-tied candidates by the shape of the weight difference
     # (Adam-like trees; mother_core.recovery.ties), not by distance: the excess kurtosis of
     # W_child - W_candidate for the chosen parent (first) and each candidate it was tied with, and the

@@ -51,7 +51,7 @@ RESULT_SCHEMA: Mapping[str, Any] = {
                 "alternatives": {"type": "array", "items": _ALT},
                 "layer_distance": {"type": "array", "items": _NUM},
                 "relation": {"type": "string"}, "relation_detail": {"type": "string"},
-                "relation_confidence": _NUM, "merge_weight": _NUM,
+                "relation_confidence": _NUM, "merge_weight": _NUM, "parent_note": {"type": "string"},
                 "tie_kurtosis": {"type": "object", "additionalProperties": _NUM}, "tie_displaced": _OPT_ID,
             }}},
         "trees": {"type": "array", "items": {

@@ -115,17 +115,21 @@ def apply_relations(recovery: Recovery) -> Recovery:
         link = links.get(c)
         if link is not None and ids[link.parents[0]] == e.parent:
             weight = link.weights[0] if link.weights else None
-            conf = link.confidence
+            # The relation's confidence is the link's (for a merge: that the child is one); each edge's own is its
+            # parent's (a merge parent another relative can take the place of reads lower: merge.contest_parents).
+            rel_conf, conf = link.confidence, link.confidence_of(0)
             edges.append(replace(e, relation=link.relation.value, relation_detail=link.detail,
-                                 relation_confidence=conf, merge_weight=weight, confidence=conf,
+                                 relation_confidence=rel_conf, merge_weight=weight, confidence=conf,
                                  placement_confidence=conf, direction_confidence=max(conf, e.direction_confidence)
-                                 if link.relation is Relation.MERGE else conf))
+                                 if link.relation is Relation.MERGE else conf, parent_note=link.note_of(0)))
             for k, p in enumerate(link.parents[1:], start=1):
                 d = float(dist[p, c]) if dist is not None else math.nan
+                conf = link.confidence_of(k)
                 edges.append(Edge(parent=ids[p], child=e.child, distance=d, confidence=conf,
                                   placement_confidence=conf, direction_confidence=conf,
                                   relation=link.relation.value, relation_detail=link.detail,
-                                  relation_confidence=conf, merge_weight=link.weights[k] if link.weights else None))
+                                  relation_confidence=rel_conf, merge_weight=link.weights[k] if link.weights else None,
+                                  parent_note=link.note_of(k)))
             continue
         label = labels.get(f"{e.parent}\t{e.child}")
         if label is not None:

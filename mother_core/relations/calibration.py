@@ -24,7 +24,24 @@ CONFIDENCE: dict[str, float] = {
     "adapter: card base": 0.981, "adapter: config base": 0.979, "convert: cast": 0.983,
     "convert: same precision": 0.986, "lora": 0.983, "merge: exact": 0.986, "merge: sparse": 0.988,
     "prune": 0.983, "quantized": 0.988,
+    # A merge parent another relative can take the place of (:func:`.merge.contest_parents`), fitted on the typed
+    # profile C seeds 5, 13, 15, 17, 19, 21, 23, 53, 55, 57 and D seeds 200-208 (even): 6 of 16 right, shrunk
+    # towards a coin flip (:data:`CONTESTED_FALLBACK`), not the pooled rate (benchmarks/RESULTS.md, "Merge parents,
+    # each with its own confidence").
+    "merge: contested parent": 0.423,
 }
+
+
+#: The kind of a merge parent another relative can take the place of (:func:`.merge.contest_parents`); its
+#: confidence is never more than the merge's own.
+CONTESTED = "merge: contested parent"
+#: Its confidence where none is fitted, and the prior its fitted rate is shrunk towards: either of two readings.
+CONTESTED_FALLBACK = 0.5
+
+
+def contested_confidence() -> float:
+    """The confidence of a contested merge parent (:data:`CONTESTED`): the rate of right ones where fitted."""
+    return CONFIDENCE.get(CONTESTED, CONTESTED_FALLBACK)
 
 
 def kind_of(relation: str, detail: str, evidence: str = "") -> str:

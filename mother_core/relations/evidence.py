@@ -48,6 +48,14 @@ class TypedLink:
         Merge coefficients, one per parent.
     evidence : str
         One sentence a person can check.
+    parent_confidence : tuple of float or None
+        For a merge, each parent's own confidence, in the order of ``parents``: that this parent is one of
+        the child's (:func:`mother_core.relations.merge.contest_parents`); ``confidence`` stays the merge's
+        own (that the child is a merge at all). None: ``confidence`` for every parent (links written
+        before it, and every other relation).
+    parent_notes : tuple of str
+        For a merge, per parent, what puts it in doubt (a relative that explains the child as well in its
+        place); ``""`` where nothing does; ``()`` where not assessed.
     """
 
     child: int
@@ -57,18 +65,34 @@ class TypedLink:
     confidence: float
     weights: tuple[float, ...] | None = None
     evidence: str = ""
+    parent_confidence: tuple[float, ...] | None = None
+    parent_notes: tuple[str, ...] = ()
+
+    def confidence_of(self, k: int) -> float:
+        """The confidence of the edge from ``parents[k]``: its own where assessed, else the link's."""
+        if self.parent_confidence is not None and k < len(self.parent_confidence):
+            return self.parent_confidence[k]
+        return self.confidence
+
+    def note_of(self, k: int) -> str:
+        """What puts ``parents[k]`` in doubt (:attr:`parent_notes`); ``""`` where nothing does or not assessed."""
+        return self.parent_notes[k] if k < len(self.parent_notes) else ""
 
     def to_dict(self) -> dict:
         return {"child": self.child, "parents": list(self.parents), "relation": self.relation.value,
                 "detail": self.detail, "confidence": self.confidence,
-                "weights": None if self.weights is None else list(self.weights), "evidence": self.evidence}
+                "weights": None if self.weights is None else list(self.weights), "evidence": self.evidence,
+                "parent_confidence": None if self.parent_confidence is None else list(self.parent_confidence),
+                "parent_notes": list(self.parent_notes)}
 
     @classmethod
     def from_dict(cls, d: dict) -> TypedLink:
         w = d.get("weights")
+        pc = d.get("parent_confidence")
         return cls(int(d["child"]), tuple(int(p) for p in d["parents"]), Relation(d["relation"]), d.get("detail", ""),
                    float(d.get("confidence", math.nan)), None if w is None else tuple(float(x) for x in w),
-                   d.get("evidence", ""))
+                   d.get("evidence", ""), None if pc is None else tuple(float(x) for x in pc),
+                   tuple(str(x) for x in d.get("parent_notes") or ()))
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,13 @@ PARSIMONY = 0.6
 #: (issue 12: 0.49 on held-fft, siblings repeating a task; 0.59 in a barely trained tree, whose few-step
 #: updates are correlated; 0.53 for a fine-tune of the typed zoo's seed 3), each at confidence 0.99.
 CALIBRATED_RESIDUAL = 0.475
+#: A merge read on a found merge of some of its parents, in their place, leaves at most this share more than on
+#: them where it is the same reading: the child holds those parents in that merge's own proportion, so it may
+#: have been made from it (:func:`contest_parents`). Profile C and D diagnosis sets: a linear merge of a merge
+#: and a third model, read as the merge's inputs (profile D seed 208), 2e-6; merges whose inputs a sibling merge
+#: also took (profile C: 26 pairs) 5e-4 and more (sparse merges, whose trimmed entries dominate the residual), 5e-2
+#: and more (Model Stock, per layer). The bar sits between, nearer the first.
+SAME_READING = 1e-4
 
 
 def affine_fit(dc: np.ndarray, dp: np.ndarray) -> tuple[np.ndarray, float]:
@@ -155,16 +162,17 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     pl = _entries_above_chance(pl, labels, rounding_ratio(stats))
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
     # merge sits between its parents, where it fits any combination of them as well as they do).
-    exact = [x for x in _fits(stats, pl, labels, excluded) if x[0] <= EXACT]
+    modes: dict[int, tuple[bool, bool]] = {}  # each child's fit: (off the ray, coefficients per layer)
+    exact = [x for x in _fits(stats, pl, labels, excluded, modes=modes) if x[0] <= EXACT]
     exact_children = {link.child for _, link in exact}
-    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children, candidates=SPARSE_CANDIDATES)
-              if x[0] > EXACT]
+    sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children, candidates=SPARSE_CANDIDATES,
+                               modes=modes) if x[0] > EXACT]
     # Then, for the rest, exact combinations with coefficients per layer (Model Stock; :func:`_best_subset`):
     # the richer reading only where one set of coefficients explains nothing, and, as above, not on the
     # merges already found (a merge of several models sits near their base, where it crowds the
     # candidates of every other merge of that base).
     found = {link.child for _, link in exact + sparse}
-    layered = _fits(stats, pl, labels, excluded | found, by_layer=True)
+    layered = _fits(stats, pl, labels, excluded | found, by_layer=True, modes=modes)
     # A sparse fit does not pre-empt an exact one per layer. TIES, DARE, DELLA, Breadcrumbs and SCE trim or
     # drop task-vector entries one by one, so what no input explains is spread over the entries of every
     # tensor, and coefficients fitted per layer leave it as one set does (profile C, issue 11: 0.08-0.89 on
@@ -175,11 +183,13 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     sparse_children = {link.child for _, link in sparse}
     if sparse_children:
         per_layer = _fits(stats, pl, labels, excluded | exact_children | sparse_children, by_layer=True,
-                          children=sparse_children)
+                          children=sparse_children, modes=modes)
         exact_by_layer = {link.child for _, link in per_layer}
         sparse = [x for x in sparse if x[1].child not in exact_by_layer]
         layered += per_layer
-    return _consistent(exact + sparse + layered)
+    links = _consistent(exact + sparse + layered)
+    return [contest_parents(stats, pl, labels, excluded, link, links, *modes.get(link.child, (False, False)))
+            for link in links]
 
 
 def chance_equal_share(share: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -268,9 +278,11 @@ def rounding_ratio(stats: WeightStatistics) -> np.ndarray:
 
 
 def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int], by_layer: bool = False,
-          candidates: int | None = None, children: set[int] | None = None) -> list[tuple[float, TypedLink]]:
+          candidates: int | None = None, children: set[int] | None = None,
+          modes: dict[int, tuple[bool, bool]] | None = None) -> list[tuple[float, TypedLink]]:
     """Merge fits of every model not in ``excluded`` (or of ``children`` only, which may be in ``excluded``: those
-    are then children but never candidates), on relatives of its tree that are not in ``excluded``."""
+    are then children but never candidates), on relatives of its tree that are not in ``excluded``; ``modes``
+    receives each fitted child's (found off the ray, coefficients per layer) for :func:`contest_parents`."""
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
     memo: dict[tuple[int, int], bool] = {}
@@ -325,6 +337,8 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded:
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
         reverse = _reversed(pl, c, parents, ratio, pool) if ratio > EXACT else None
+        if modes is not None:
+            modes[c] = (best is sphere, fit_by_layer)
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere,
                                          reverse=reverse, by_layer=fit_by_layer)))
     return found
@@ -1183,3 +1197,137 @@ def _per_layer(pl: PairLayers, c: int, parents: tuple[int, ...]) -> np.ndarray:
         if np.isfinite(a).all() and math.isfinite(float(a.sum())):
             rows.append(a)
     return np.array(rows) if rows else np.zeros((0, len(parents)))
+
+
+def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int], link: TypedLink,
+                    links: list[TypedLink], sphere: bool = False, by_layer: bool = False) -> TypedLink:
+    """``link`` (a merge) with each parent's own confidence: the merge's, or for a parent another relative can
+    take the place of, at most the calibrated rate of such contested parents (:data:`.calibration.CONTESTED`).
+
+    A merge's confidence says that the child is a merge; the fit chose its parents among the child's relatives,
+    and one of them may stand in for a relative that is the true input: an input's own fine-tune or parent,
+    which carries most of its update (profile C: a Breadcrumbs merge read with the parent of one input in that
+    input's place), a merge of two inputs in place of both (profile D: a linear merge of a merge and a third
+    model read as the merge's own inputs), or, for a negation, the subtracted input's parent. Each parent is
+    replaced in turn by every other relative of the tree that could be a merge input (not a copy, quantized
+    model or adapter, not a merge made from the child), and the fit is redone the way it was found (off the
+    child's own direction for a SLERP-family fit, coefficients per layer where it had them), over the layers the
+    child, its parents and that relative all hold:
+
+    - a parent is contested where a relative in its place leaves a *smaller* residual: the fit is then not the
+      best reading by its own measure (its tests or its candidates kept the relative out). Not where it leaves
+      a little more: a sparse merge's residual is mostly the entries it trimmed or dropped, which no input
+      explains, so a relative that is not an input leaves about as much in an input's place
+      (:func:`_distinct_input`), and a Model Stock input (t / k per tensor, near 0) is replaced by its own
+      fine-tune or parent at 1.05-1.6 times the residual (profile C; within 1 / :data:`PARSIMONY` that contested
+      31 right parents of the diagnosis sets);
+    - a sparse merge's base (a parent whose entries the child keeps, :func:`_kept_by`) may weigh anything, down to
+      0 (TIES' weights summing to 1), so the residual cannot tell it from its own relatives; its entries can: it
+      is contested where the relative sharing most entries with the child shares more than it on more tensors
+      than the other way round (its merged LoRA holds the base's values wherever the low-rank update rounds away
+      in bf16, and is read as the base on a tie of the median share);
+    - a found merge of some of the parents lies in their span and ties the first test by construction; it
+      contests them only where, in their place, it leaves at most :data:`SAME_READING` more with fewer parents.
+
+    ``links``: every merge found (a merge made from the child is no rival); ``excluded``: copies, quantized
+    models and adapters; ``sphere``, ``by_layer``: how the fit was made (:func:`_fits`).
+    """
+    from mother_core.relations.calibration import contested_confidence
+
+    c, parents = link.child, link.parents
+    made_from_c = {x.child for x in links if c in x.parents}
+    rivals = [r for r in range(stats.n_models) if r != c and r not in parents and r not in excluded
+              and r not in made_from_c and labels[r] == labels[c] and pl.shared[c, r] >= 0.95 * pl.own[c]
+              and pl.own[r] <= 1.05 * pl.own[c]]
+    # A rival that is itself a merge of some of the parents lies in their span: in the place of one of them it
+    # leaves the same residual by construction (up to its storage rounding). It contests those parents only
+    # where the reading with it in the place of all of them, with fewer parents, is the same reading
+    # (:data:`SAME_READING`): the child holds its inputs in its own proportion, as a merge of it does.
+    of_parents = {x.child: x.parents for x in links if x.child in rivals and set(x.parents) <= set(parents)}
+    sparse = link.detail.startswith("ties/dare")
+    notes = ["" for _ in parents]
+    shared = _common_layers(pl, [c, *parents])
+    own_on: dict[bytes, float] = {}  # the merge's own residual, once per set of layers
+
+    def layers_with(r: int) -> np.ndarray:
+        return shared & np.isfinite(pl.sq[:, r, [c, *parents]]).all(axis=1)
+
+    def own_residual(layers: np.ndarray) -> float:
+        key = layers.tobytes()
+        if key not in own_on:
+            own_on[key] = _subset_residual(pl, c, parents, layers, sphere, by_layer)
+        return own_on[key]
+
+    for r, inner in of_parents.items():
+        layers = layers_with(r)
+        if not layers.any():
+            continue
+        own = own_residual(layers)
+        fewer = _subset_residual(pl, c, tuple(q for q in parents if q not in inner) + (r,), layers, sphere, by_layer)
+        if fewer <= own * (1.0 + SAME_READING):
+            for k, p in enumerate(parents):
+                if p in inner:
+                    notes[k] = (f"{stats.models[r].id}, a merge of "
+                                + " and ".join(stats.models[q].id for q in inner)
+                                + f", explains the child as well in their place, with fewer parents (residual "
+                                f"{fewer:.3g} against {own:.3g})")
+    plain = [r for r in rivals if r not in of_parents]
+    for k, p in enumerate(parents):
+        if notes[k]:
+            continue
+        if sparse and _kept_by(pl, c, p):
+            notes[k] = _entries_contest(stats, pl, c, p, rivals)
+            continue
+        best: tuple[float, float, int] | None = None
+        for r in plain:
+            layers = layers_with(r)
+            if not layers.any():
+                continue
+            own = own_residual(layers)
+            swapped = _subset_residual(pl, c, tuple(r if q == p else q for q in parents), layers, sphere, by_layer)
+            if best is None or swapped - own < best[0] - best[1]:
+                best = (swapped, own, r)
+        if best is not None and best[0] < best[1]:
+            swapped, own, r = best
+            notes[k] = (f"{stats.models[r].id} in its place explains the child better (residual {swapped:.3g} "
+                        f"against {own:.3g})")
+    if not any(notes):
+        return dataclasses.replace(link, parent_confidence=(link.confidence,) * len(parents),
+                                   parent_notes=("",) * len(parents))
+    own_conf = tuple(min(link.confidence, contested_confidence()) if note else link.confidence for note in notes)
+    return dataclasses.replace(link, parent_confidence=own_conf, parent_notes=tuple(notes))
+
+
+def _subset_residual(pl: PairLayers, c: int, subset: tuple[int, ...], layers: np.ndarray, sphere: bool,
+                     by_layer: bool) -> float:
+    """The residual (a squared distance, summed over ``layers``) of ``c`` on ``subset``, fitted as the merge was:
+    off the child's own direction (``sphere``: :func:`_on_sphere`), with coefficients per layer (``by_layer``), or
+    one set of coefficients over the layers."""
+    models = [c, *subset]
+    if sphere:
+        sq = _off_ray_sq(pl, models, layers)
+    else:
+        idx = np.array(models)
+        sq = pl.sq[layers][:, idx[:, None], idx[None, :]]
+    dc, dp = sq[:, 0, 1:], sq[:, 1:, 1:]
+    if by_layer:
+        return float(_affine_residuals(dc, dp).sum())
+    return affine_fit(dc.sum(axis=0), dp.sum(axis=0))[1]
+
+
+def _entries_contest(stats: WeightStatistics, pl: PairLayers, c: int, base: int, rivals: list[int]) -> str:
+    """What contests a sparse merge's base (:func:`contest_parents`): the relative of ``rivals`` sharing most exactly
+    equal entries with ``c`` where it keeps more of them than ``base`` on more tensors than the other way round
+    (tensors equal in full, not shared or not counted left out); ``""`` where none does."""
+    counted = pl.equal_counted if pl.equal_counted is not None else pl.equal_share
+    shares = [(float(counted[c, r]), r) for r in rivals if math.isfinite(float(counted[c, r]))]
+    if stats.equal is None or not shares:
+        return ""
+    r = max(shares)[1]
+    a, b = stats.equal[:, c, base], stats.equal[:, c, r]
+    ok = np.isfinite(a) & np.isfinite(b) & (a < stats.numel) & (b < stats.numel)
+    more, fewer = int((b[ok] > a[ok]).sum()), int((b[ok] < a[ok]).sum())
+    if more <= fewer:
+        return ""
+    return (f"{stats.models[r].id} keeps more of the child's entries than it on {more} of {more + fewer} tensors "
+            "(a sparse merge keeps its base's values exactly)")
