@@ -103,3 +103,23 @@ def test_a_gpt2_stack_is_found_under_its_own_layer_names(tmp_path):
     assert rec.parents_of("g-stack") == ["g-b", "g-a"]  # three layers of g-b, three of g-a: the first slice's first
     assert _detail(rec, "g-stack") == "passthrough g-b[0:2] + g-a[1:4] + g-b[3:4]"
     assert rec.parents_of("g-a") == rec.parents_of("g-b") == ["g-root"]
+
+
+@pytest.mark.xdist_group("passthrough")
+def test_a_stack_parent_whose_own_fine_tune_is_nearly_as_near_reads_lower(family, tmp_path):
+    """The fine-tuned stack alone beside ``m-a1``, ``m-a`` trained two more steps at a small rate: the stack's
+    layers from ``m-a`` are nearly as near ``m-a1``'s (the stack could have been cut from either), so that
+    parent's own confidence falls towards half; ``m-b``'s, uncontested, stays the merge's."""
+    from transformers import LlamaForCausalLM
+
+    from checkpoint_factory import adam_steps
+
+    a1 = LlamaForCausalLM.from_pretrained(family / "m-a", dtype=torch.float32)
+    adam_steps(a1, 11, 2, 5e-4).save_pretrained(tmp_path / "m-a1")
+    models = [family / m for m in ("m-root", "m-a", "m-b", "m-stack-ft", "m-stranger")] + [tmp_path / "m-a1"]
+    rec = recover(compute_statistics(discover(models), device="cpu"))
+    assert rec.parents_of("m-stack-ft") == ["m-a", "m-b"]
+    edges = {e.parent: e for e in rec.edges if e.child == "m-stack-ft"}
+    assert edges["m-b"].confidence == edges["m-b"].relation_confidence  # the merge's own
+    assert edges["m-a"].confidence < 0.6 < edges["m-b"].confidence  # main: one number for both parents
+    assert "another model's layer" in edges["m-a"].parent_note

@@ -241,10 +241,14 @@ def _link(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit) -> TypedLi
     slices = _slices(fit)
     detail = f"{DETAIL} " + " + ".join(f"{ids[h]}[{a}:{b}]" for h, a, b in slices)
     margins = [1.0 - (r * r) / u if np.isfinite(u) and u > 0 else 1.0 for r, u in zip(fit.residual, fit.runner_up)]
-    margin = max(0.0, min(margins))
-    # the calibrated rate where one exists (no fitting set holds a stack: the detector's own value), lower
-    # where another model's layer comes nearly as near as the chosen source
-    conf = confidence("merge: passthrough", 0.9) * 0.5 * (1.0 + min(1.0, margin / STACK_MARGIN))
+    # the merge's own confidence (every layer is a shallower model's): the calibrated rate where one exists (no
+    # fitting set holds a stack: the detector's own value); each parent's lower where another model's layer
+    # comes nearly as near as the layers it gave (.merge.contest_parents gives affine merges' parents theirs)
+    conf = confidence("merge: passthrough", 0.9)
+    own = [max(0.0, min(m for m, (g, _) in zip(margins, fit.source) if g == h)) for h in parents]
+    parent_conf = tuple(conf * 0.5 * (1.0 + min(1.0, m / STACK_MARGIN)) for m in own)
+    notes = tuple("" if m >= STACK_MARGIN else
+                  f"another model's layer comes within {m:.0%} (squared distance) of a layer it gave" for m in own)
     rest = [int(s) for s in np.flatnonzero(stats.present[c]) if not _LAYER.match(stats.tensors[int(s)].name)]
     outside = _nearest_outside(stats, pl, c, rest, parents)
     n_layers = len(fit.source)
@@ -257,7 +261,8 @@ def _link(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit) -> TypedLi
                 f"another model's nearest layer is at least {np.sqrt(min(fit.runner_up)):.3f} away"
                 + ("; outside the layers " + ", ".join(f"{', '.join(names)} nearest {ids[h]} ({rel:.3f})"
                                                        for h, names, rel in outside) if outside else ""))
-    return TypedLink(c, tuple(parents), Relation.MERGE, detail, conf, weights=weights, evidence=evidence)
+    return TypedLink(c, tuple(parents), Relation.MERGE, detail, conf, weights=weights, evidence=evidence,
+                     parent_confidence=parent_conf, parent_notes=notes)
 
 
 def _nearest_outside(stats: WeightStatistics, pl: PairLayers, c: int, slots: list[int],
