@@ -61,6 +61,7 @@ from mother_core.recovery.typed import apply_relations, block_leaves, links_of, 
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
+from mother_core.relations.stack import shallower_than, stacked, unrelated_by_name
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -220,6 +221,10 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
     detectors = _detectors(settings)
     findings = detect_relations(stats, labels, detectors) if detectors else TypedFindings()
+    if any(stacked(link) for link in findings.links):  # split again without a stack's by-name distances
+        labels, threshold = split_into_trees(unrelated_by_name(stats, list(findings.links), ev.relative),
+                                             settings.n_trees)
+        findings = detect_relations(stats, labels, detectors)
     _, _, leaves = solver_constraints(list(findings.links), set())
     # A merged LoRA's link (relations/detect.lora_links) decides its own parent only: it stays a member
     # of the fine-tune skeleton for placing the others (placement distance, near ties, radial share), as
@@ -279,6 +284,8 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             cost[a, b] = np.inf
         for a, b in grown_vocabulary(stats):  # nor does a model with added tokens parent one without them
             cost[a, b] = np.inf
+    for a, b in shallower_than(stats, list(findings.links), ev.relative):  # a stack parents only models of its layout
+        cost[a, b] = np.inf
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}

@@ -24,6 +24,7 @@ import numpy as np
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.result import Edge, Recovery
 from mother_core.relations.evidence import TypedLink
+from mother_core.relations.stack import stacked
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -31,7 +32,9 @@ from mother_core.stats.result import WeightStatistics
 #: (closer to each than they are to their own parent, and with a smaller norm), so in the forest it
 #: would parent its parents' relatives; it parents nothing there. Known cost: a model fine-tuned from a
 #: merge is placed under the merge's nearest relative instead (typed children, e.g. a quantized copy
-#: of the merge, still attach to it).
+#: of the merge, still attach to it). A layer-stacking merge (:func:`.stack.stacked`) is deeper than its
+#: parents and sits between nothing: it may parent models of its own layout (its fine-tunes), and never
+#: one lacking a tensor it holds (:func:`mother_core.relations.stack.shallower_than`).
 LEAF_RELATIONS = (Relation.CONVERT, Relation.QUANTIZED, Relation.ADAPTER, Relation.MERGE)
 
 
@@ -50,7 +53,7 @@ def solver_constraints(links: list[TypedLink], user_forced_children: set[int]) -
     for link in links:
         if link.child not in user_forced_children:
             forced.append((link.parents[0], link.child))
-        if link.relation in LEAF_RELATIONS:
+        if link.relation in LEAF_RELATIONS and not stacked(link):
             leaves.add(link.child)
         if link.relation is Relation.MERGE:
             forbidden += [(link.child, p) for p in link.parents]

@@ -50,6 +50,8 @@ def kind_of(relation: str, detail: str, evidence: str = "") -> str:
         sides = [s.strip() for s in detail.split(",")[0].split("->")]
         return "convert: cast" if len(sides) == 2 and all(s in DTYPES for s in sides) else "convert: same precision"
     if relation == "merge":
+        if detail.startswith("passthrough"):  # layers stacked (relations/stack.py): no fitting set holds one
+            return "merge: passthrough"
         if not detail.startswith("ties/dare"):
             return "merge: exact"
         # A sparse merge whose entries do not confirm it is another kind: every sparse merge of the

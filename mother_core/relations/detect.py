@@ -9,6 +9,8 @@ Order (the near-exact relations first, so the fine-tune forest is solved on the 
    adapters whose updates are not low rank, PEFT's LoHa, LoKr, IA3, OFT, BOFT and LN tuning and the
    LyCORIS module types of a Stable Diffusion file, that it differs at all);
 4. ``merge``: combinations of other models with a small residual (:mod:`.merge`);
+   and layer-stacking merges (mergekit ``passthrough``): a deeper model whose every layer is a layer of
+   shallower relatives (:mod:`.stack`);
 5. ``prune`` (the ``shape`` detector): a width-pruned child is linked to the relative whose weights
    make exactly its cut (:mod:`.prune`);
 6. ``lora``: a merged LoRA is linked to the relative holding the layers it left untouched, at the
@@ -34,6 +36,7 @@ from mother_core.relations.lowrank import (
 )
 from mother_core.relations.merge import find_merges
 from mother_core.relations.prune import find_pruned
+from mother_core.relations.stack import find_stacks
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -82,6 +85,9 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
         links += find_merges(stats, pl, labels, excluded)
+        merged = {link.child for link in links} - excluded
+        # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters
+        links += [s for s in find_stacks(stats, pl, excluded) if s.child not in merged]
     if "shape" in detectors:
         links += find_pruned(stats, pl, labels, {link.child for link in links} | adapters)
     partial: frozenset[int] = frozenset()
