@@ -158,6 +158,25 @@ def test_the_poison_is_real_for_a_plain_unpickler(tmp_path):
     assert torch._utils._rebuild_tensor_v2.__defaults__ != (True,)  # and not here
 
 
+def test_a_pickle_calling_os_system_runs_nothing(tmp_path):
+    """GLOBAL os.system + REDUCE: resolved to an inert record, never called (the marker file is not made)."""
+    from mother_core.errors import NoTensorsError
+
+    hi.pickle_os_system(tmp_path, {})
+    with pytest.raises(NoTensorsError, match="no tensors"):
+        load_torch_file(str(tmp_path / "os-system.pt"))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_numbers_in_tensor_names_that_int_refuses_sort_as_text():
+    """A name is data from the file: a superscript digit (str.isdigit but not int()) or a 5,000-digit number
+    (over int()'s 4,300-digit limit) must not end a run where layers are sorted by depth."""
+    from mother_core.relations.prune import _depth_key
+
+    names = ["model.layers.10.mlp", "model.layers.2.mlp", "model.layers.\u00b2.mlp", "model.layers." + "9" * 5000]
+    assert sorted(names, key=_depth_key)[:2] == ["model.layers.2.mlp", "model.layers.10.mlp"]
+
+
 # --- partial reads -----------------------------------------------------------------------------------
 
 def test_a_model_with_some_odd_dtypes_keeps_its_float_tensors(tmp_path):
