@@ -1048,7 +1048,7 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         gguf_shape_overflow, gguf_alignment_zero, gguf_alignment_odd, gguf_long_metadata, gguf_count_lie,
         gguf_zero_dims, gguf_q4k_nan, index_dotdot, index_self, index_flood, st_shape_overflow, bnb4_state_lie,
         nvfp4_scales, ct_int4_scale_cut, hqq_lies, sd3_huge_block, flux_bad_splits, lokr_shapes, ia3_length,
-        oft_neumann_terms, oft_eps_word, peft_absurd_config, pickle_os_system, pickle_tensor_flood, deep_folders, odd_tensor_names,
-        sd_lora_rank, sd_lora_alphas, flux_kohya_lies, duplicate_id,
+        oft_neumann_terms, oft_eps_word, peft_absurd_config, pickle_os_system, pickle_tensor_flood, deep_folders,
+        odd_tensor_names, sd_lora_rank, sd_lora_alphas, flux_kohya_lies, duplicate_id,
     )
 }
