@@ -257,6 +257,30 @@ def test_roots_confine_every_path_a_set_points_to(tmp_path):
     assert discover([outside / "secret.safetensors", inside], roots=[inside]).models[0].id == "own"
 
 
+def test_a_config_json_outside_the_roots_is_never_read(tmp_path):
+    """A GPTQ model inside the roots whose config.json is a symlink to a file outside them: the readers take the
+    quantization from that file (before: read, and its 'bits' value quoted in the model's problem), so with
+    roots set the model is refused at discovery, naming the link, and nothing of the file reaches a message."""
+    from format_factory import gptq_state
+
+    from mother_core.io.discovery import discover
+
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    outside.mkdir()
+    hi.write_good_set(inside)
+    hi._gptq_folder(inside, "gptq", gptq_state(hi.good_states()["m9"])[0])
+    (outside / "secret.json").write_text(json.dumps(
+        {"quantization_config": {"quant_method": "gptq", "bits": "SECRET-TOKEN", "group_size": 32}}))
+    (inside / "gptq" / "config.json").unlink()
+    (inside / "gptq" / "config.json").symlink_to(outside / "secret.json")
+    found = discover([inside], roots=[inside])
+    assert "gptq" not in [m.id for m in found.models] and len(found.models) == len(hi.PARENTS)
+    [problem] = found.problems
+    assert "config.json" in problem.message and "outside" in problem.message
+    got = run_isolated([str(inside)])  # no roots (the CLI): read, and the link's target is the config
+    assert "SECRET-TOKEN" in " ".join(p["message"] for p in got["problems"])
+
+
 # --- the statistics cache ----------------------------------------------------------------------------
 
 def _damage_pages(path: Path) -> None:

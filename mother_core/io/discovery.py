@@ -255,6 +255,11 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
     really safetensors is read as such)."""
     for f in files:
         refusal = roots.refusal(f) if roots is not None else None
+        # The readers take a quantization from the config.json beside a weight file (quant_scheme.model_config),
+        # read without the roots: one that resolves outside them (a symlink) is refused here, before any read.
+        config = os.path.join(os.path.dirname(f), "config.json")
+        if not refusal and roots is not None and os.path.lexists(config):
+            refusal = roots.refusal(config)
         if refusal:
             raise UnreadableCheckpointError(refusal, f)
         why = not_a_regular_file(f)
