@@ -782,7 +782,7 @@ def hqq_lies(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     state: dict[str, torch.Tensor] = {}
     for i, (shape, codes, scale_rows, packing) in enumerate((
             ([2**62, 32], (16, 64), 32, "4bit_u8"), ([32, 32], (16, 2, 32), 32, "4bit_u8"),
-            ([32, 32], (16, 64), 32, "x" * 10_000), ([32, 32], (16, 64), 31, "4bit_u8"))):
+            ([32, 32], (16, 64), 32, "x" * 10_000), ([32, 32], (8, 64), 15, "4bit_u8"))):
         m = f"model.layers.{i}.self_attn.q_proj."
         state[m + "W_q"] = torch.zeros(codes, dtype=torch.uint8)
         state[m + "scale"] = torch.ones(scale_rows, 1, dtype=torch.float16)
@@ -795,7 +795,8 @@ def hqq_lies(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
         state[m + "axis"] = torch.tensor([1])
     (folder / "hqq-lies").mkdir()
     save_file(state, str(folder / "hqq-lies" / "model.safetensors"))
-    return Case("hqq-lies", "refused", ("hqq layer", "packed rows", "not metadata", "not a matrix"))
+    return Case("hqq-lies", "refused",
+                ("hqq layer", "packed rows", "not metadata", "3 dimensions", "does not fit groups"))
 
 
 def sd3_huge_block(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
@@ -922,16 +923,16 @@ def odd_tensor_names(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
 
 
 def _sd_base_and_kohya(folder: Path, name: str) -> tuple[Path, dict[str, torch.Tensor]]:
-    """A tiny SD UNet saved as a diffusers folder ``sd-base`` and a kohya-ss LoRA of it (``name``.safetensors)."""
+    """A tiny SD UNet saved as a diffusers folder ``name``-base and a kohya-ss LoRA of it (``name``.safetensors)."""
     from format_factory import save_kohya_lora, sd_lora_unet
     from safetensors.torch import load_file
 
     unet = sd_lora_unet(1)
     base = {k.replace(".base_layer", ""): v.detach().clone().contiguous()
             for k, v in unet.state_dict().items() if "lora_" not in k}
-    (folder / "sd-base" / "unet").mkdir(parents=True)
-    save_file(base, str(folder / "sd-base" / "unet" / "diffusion_pytorch_model.safetensors"))
-    (folder / "sd-base" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+    (folder / f"{name}-base" / "unet").mkdir(parents=True)
+    save_file(base, str(folder / f"{name}-base" / "unet" / "diffusion_pytorch_model.safetensors"))
+    (folder / f"{name}-base" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
                                                                      "unet": ["diffusers", "UNet2DConditionModel"]}))
     path = save_kohya_lora(unet, folder / f"{name}.safetensors", text_encoder=False)
     return path, load_file(str(path))
@@ -942,7 +943,7 @@ def sd_lora_rank(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     path, lora = _sd_base_and_kohya(folder, "sd-lora-rank")
     downs = sorted(k for k in lora if k.endswith(".lora_down.weight"))
     lora[downs[-1]] = torch.ones(3, *lora[downs[-1]].shape[1:])
-    save_file(lora, str(path), metadata={"ss_network_dim": "4", "ss_sd_model_name": "sd-base"})
+    save_file(lora, str(path), metadata={"ss_network_dim": "4", "ss_sd_model_name": f"{path.stem}-base"})
     return Case("sd-lora-rank", "refused", ("lora_down",))
 
 
@@ -952,7 +953,7 @@ def sd_lora_alphas(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     alphas = sorted(k for k in lora if k.endswith(".alpha"))
     for k, value in zip(alphas, (torch.tensor(float("nan")), torch.tensor(1e30), torch.ones(1000))):
         lora[k] = value
-    save_file(lora, str(path), metadata={"ss_network_dim": "4", "ss_sd_model_name": "sd-base"})
+    save_file(lora, str(path), metadata={"ss_network_dim": "4", "ss_sd_model_name": f"{path.stem}-base"})
     return Case("sd-lora-alpha", "refused", ("alpha",))
 
 
