@@ -738,38 +738,38 @@ def bnb4_state_lie(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("bnb4-state", "partial", ("bitsandbytes", "block size is 0", "left out"))
 
 
+def _ct_scale_cut(folder: Path, name: str, sd: dict[str, torch.Tensor], args: dict, fmt: str,
+                  damage: Callable[[dict[str, torch.Tensor]], None] = lambda state: None) -> None:
+    """``sd`` compressed by compressed-tensors (``args``, ``fmt``), ``damage`` done, and the first weight's
+    scales cut to one row, saved with its config as model folder ``name``."""
+    from format_factory import compressed_tensors_state
+
+    state, qconfig, _ = compressed_tensors_state(sd, args, fmt)
+    damage(state)
+    cut = next(k for k in sorted(state) if k.endswith(".weight_scale"))
+    state[cut] = state[cut][:1].contiguous()
+    (folder / name).mkdir()
+    save_file(state, str(folder / name / "model.safetensors"))
+    (folder / name / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": qconfig}))
+
+
 def nvfp4_scales(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     """An NVFP4 (compressed-tensors) model whose global scales are 0 and NaN and one weight's scales cut to one
     row (before: that row's scales broadcast over every row, read without a word)."""
-    from format_factory import compressed_tensors_state
+    def bad_globals(state: dict[str, torch.Tensor]) -> None:
+        for i, k in enumerate(sorted(k for k in state if k.endswith("weight_global_scale"))):
+            state[k] = torch.full_like(state[k], float("nan") if i % 2 else 0.0)
 
-    args = dict(num_bits=4, type="float", strategy="tensor_group", group_size=16, symmetric=True)
-    state, qconfig, _ = compressed_tensors_state(sd, args, "nvfp4-pack-quantized")
-    globals_ = sorted(k for k in state if k.endswith("weight_global_scale"))
-    for i, k in enumerate(globals_):
-        state[k] = torch.full_like(state[k], float("nan") if i % 2 else 0.0)
-    cut = next(k for k in sorted(state) if k.endswith(".weight_scale"))
-    state[cut] = state[cut][:1].contiguous()
-    (folder / "nvfp4-bad").mkdir()
-    save_file(state, str(folder / "nvfp4-bad" / "model.safetensors"))
-    (folder / "nvfp4-bad" / "config.json").write_text(json.dumps({"model_type": "llama",
-                                                                   "quantization_config": qconfig}))
+    _ct_scale_cut(folder, "nvfp4-bad", sd, dict(num_bits=4, type="float", strategy="tensor_group", group_size=16,
+                                                symmetric=True), "nvfp4-pack-quantized", bad_globals)
     return Case("nvfp4-bad", "partial", ("nan", "weight_scale of shape (1, 4)", "left out"))
 
 
 def ct_int4_scale_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     """A compressed-tensors W4A16 (group 32) model with one weight's scales cut to one row (before: read as
     block scales, that row broadcast over every row of the weight, without a word)."""
-    from format_factory import compressed_tensors_state
-
-    args = dict(num_bits=4, type="int", strategy="group", group_size=32, symmetric=True)
-    state, qconfig, _ = compressed_tensors_state(sd, args, "pack-quantized")
-    cut = next(k for k in sorted(state) if k.endswith(".weight_scale"))
-    state[cut] = state[cut][:1].contiguous()
-    (folder / "ct-int4-cut").mkdir()
-    save_file(state, str(folder / "ct-int4-cut" / "model.safetensors"))
-    (folder / "ct-int4-cut" / "config.json").write_text(json.dumps({"model_type": "llama",
-                                                                     "quantization_config": qconfig}))
+    _ct_scale_cut(folder, "ct-int4-cut", sd, dict(num_bits=4, type="int", strategy="group", group_size=32,
+                                                  symmetric=True), "pack-quantized")
     return Case("ct-int4-cut", "partial", ("weight_scale of shape (1, 2)", "'group'", "left out"))
 
 
