@@ -46,7 +46,10 @@ class ModelNotFoundError(InputError):
 
 
 class DuplicateModelIdError(InputError):
-    """Two models resolve to the same id (folder name or file stem)."""
+    """Two models resolve to the same id (folder name or file stem).
+
+    Discovery no longer raises it: it reads the first and reports the second as a problem, so that a stray
+    copy does not end a run of many models. Kept for callers that compose their own sets."""
 
 
 class TooFewModelsError(InputError):

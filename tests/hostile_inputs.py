@@ -600,6 +600,381 @@ def deep_config(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("deep-config", "read")
 
 
+# --- the newer readers (branch hostile2) ----------------------------------------------------------------
+# GGUF written byte by byte (the gguf package's writer refuses what a hostile file holds): header, metadata,
+# tensor directory, padding to the alignment, data.
+
+def _gguf_str(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+def _gguf_raw(path: Path, kv: list[tuple[str, int, bytes]], tensors: list[tuple[str, list[int], int, int]],
+              data: bytes, alignment: int = 32, n_tensors: int | None = None) -> None:
+    """A GGUF v3 file: ``kv`` (key, value type, packed value), ``tensors`` (name, dims innermost first, type,
+    offset), ``data`` after padding to ``alignment``; ``n_tensors`` overrides the count in the header."""
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors) if n_tensors is None else n_tensors, len(kv))
+    for key, vtype, value in kv:
+        out += _gguf_str(key.encode()) + struct.pack("<I", vtype) + value
+    for name, dims, qtype, offset in tensors:
+        out += _gguf_str(name.encode()) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
+        out += struct.pack("<IQ", qtype, offset)
+    pad = (-len(out)) % alignment if alignment > 0 else 0
+    path.write_bytes(out + b"\0" * pad + data)
+
+
+_ARCH = ("general.architecture", 8, _gguf_str(b"llama"))
+
+
+def gguf_shape_overflow(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A float32 GGUF tensor of 32 x 2**32 x 2**32 values: the element count wraps to 0 in int64, so its byte
+    size reads as 0 and every bound on its size passes, while the planner sizes a chunk row of 512 GB."""
+    _gguf_raw(folder / "gguf-overflow.gguf", [_ARCH], [("token_embd.weight", [32, 2**32, 2**32], 0, 0)], b"\0" * 128)
+    return Case("gguf-overflow", "refused", ("gguf",))
+
+
+def gguf_alignment_zero(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """``general.alignment`` 0 (the data offset is computed modulo it)."""
+    _gguf_raw(folder / "gguf-align0.gguf", [_ARCH, ("general.alignment", 4, struct.pack("<I", 0))],
+              [("token_embd.weight", [32, 2], 0, 0)], b"\0" * 256)
+    return Case("gguf-align0", "refused", ("alignment",))
+
+
+def gguf_alignment_odd(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """``general.alignment`` 2**31 + 1 (not a power of two: a padding of up to 2 GB before the data)."""
+    _gguf_raw(folder / "gguf-align-odd.gguf", [_ARCH, ("general.alignment", 4, struct.pack("<I", 2**31 + 1))],
+              [("token_embd.weight", [32, 2], 0, 0)], b"\0" * 256)
+    return Case("gguf-align-odd", "refused", ("alignment",))
+
+
+def gguf_long_metadata(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GGUF file whose ``general.name`` is a real 32 MB string and which holds one tensor of 2**40 rows."""
+    big = b"N" * (32 * 2**20)
+    _gguf_raw(folder / "gguf-long-name.gguf", [_ARCH, ("general.name", 8, _gguf_str(big))],
+              [("token_embd.weight", [32, 2**40], 0, 0)], b"\0" * 256)
+    return Case("gguf-long-name", "refused", ("gguf",))
+
+
+def gguf_count_lie(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GGUF header announcing three tensors and holding one."""
+    _gguf_raw(folder / "gguf-count.gguf", [_ARCH], [("token_embd.weight", [32, 2], 0, 0)], b"\0" * 256, n_tensors=3)
+    return Case("gguf-count", "refused", ("gguf",))
+
+
+def gguf_zero_dims(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """Tensors of no dimension and of a 0-long one (no values), beside nothing else."""
+    _gguf_raw(folder / "gguf-empty.gguf", [_ARCH], [("token_embd.weight", [32, 0], 0, 0), ("output.weight", [], 0, 0)],
+              b"\0" * 64)
+    return Case("gguf-empty", "refused", ("0 values per row",))
+
+
+def gguf_q4k_nan(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A real Q4_K GGUF (the compiled kernels) of a fine-tune of m9 whose every block scale is NaN."""
+    from format_factory import write_gguf
+
+    wide = {k: v.repeat(1, 8) if v.dim() == 2 and v.shape[1] == HIDDEN else v for k, v in sd.items()}
+    path = write_gguf(wide, folder / "gguf-nan.gguf", qtype="Q8_0",
+                      force_types={k: "Q4_K" for k, v in wide.items() if v.dim() == 2 and v.shape[1] % 256 == 0})
+    import gguf
+
+    # Every block's scale d (an f16, first in Q8_0's 34-byte and Q4_K's 144-byte blocks) set to NaN.
+    blocks = {gguf.GGMLQuantizationType.Q8_0: 34, gguf.GGMLQuantizationType.Q4_K: 144}
+    reader = gguf.GGUFReader(str(path))
+    raw = bytearray(path.read_bytes())
+    for t in reader.tensors:
+        size = blocks.get(gguf.GGMLQuantizationType(int(t.tensor_type)))
+        for b in range(t.data_offset, t.data_offset + t.n_bytes, size) if size else ():
+            raw[b:b + 2] = b"\x00\x7e"
+    del reader
+    path.write_bytes(bytes(raw))
+    return Case("gguf-nan", "partial", ("nan",))
+
+
+def index_dotdot(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A shard index naming a sibling model's file through ``..`` (relative, so not caught as absolute)."""
+    (folder / "dotdot").mkdir()
+    (folder / "dotdot" / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: "../m0/model.safetensors" for k in sd}}))
+    return Case("dotdot", "refused", ("outside",))
+
+
+def index_self(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A shard index whose shard is the index itself."""
+    (folder / "self-index").mkdir()
+    (folder / "self-index" / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: "model.safetensors.index.json" for k in sd}}))
+    return Case("self-index", "refused", ("not a weight file",))
+
+
+def index_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A shard index of 400,000 entries over 400,000 shard names, none of which exists."""
+    (folder / "index-flood").mkdir()
+    (folder / "index-flood" / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {f"t{i}": f"model-{i:06d}-of-400000.safetensors" for i in range(400_000)}}))
+    return Case("index-flood", "refused", ("missing",))
+
+
+def st_shape_overflow(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A safetensors entry of 2**32 x 2**32 x 2**4 float32 values over 4 bytes (the product wraps in 64 bits)."""
+    header = {"a": {"dtype": "F32", "shape": [2**32, 2**32, 2**4], "data_offsets": [0, 4]}}
+    _st(folder / "st-overflow" / "model.safetensors", header, b"\0" * 4)
+    return Case("st-overflow", "refused", ("4 bytes",))
+
+
+def bnb4_state_lie(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A bitsandbytes nf4 model whose JSON quant states claim a block size of 0 and a 2**40 x 2**40 weight."""
+    from format_factory import bnb_state
+
+    state = bnb_state(sd, "nf4")
+    for k in [k for k in state if ".quant_state.bitsandbytes__" in k]:
+        meta = json.loads(bytes(state[k].numpy()).decode())
+        meta["blocksize"] = 0
+        state[k] = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
+    first = next(k for k in state if ".quant_state.bitsandbytes__" in k)
+    meta = json.loads(bytes(state[first].numpy()).decode())
+    meta["shape"] = [2**40, 2**40]
+    state[first] = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
+    (folder / "bnb4-state").mkdir()
+    save_file(state, str(folder / "bnb4-state" / "model.safetensors"))
+    return Case("bnb4-state", "partial", ("bitsandbytes", "block size is 0", "left out"))
+
+
+def _ct_scale_cut(folder: Path, name: str, sd: dict[str, torch.Tensor], args: dict, fmt: str,
+                  damage: Callable[[dict[str, torch.Tensor]], None] = lambda state: None) -> None:
+    """``sd`` compressed by compressed-tensors (``args``, ``fmt``), ``damage`` done, and the first weight's
+    scales cut to one row, saved with its config as model folder ``name``."""
+    from format_factory import compressed_tensors_state
+
+    state, qconfig, _ = compressed_tensors_state(sd, args, fmt)
+    damage(state)
+    cut = next(k for k in sorted(state) if k.endswith(".weight_scale"))
+    state[cut] = state[cut][:1].contiguous()
+    (folder / name).mkdir()
+    save_file(state, str(folder / name / "model.safetensors"))
+    (folder / name / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": qconfig}))
+
+
+def nvfp4_scales(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """An NVFP4 (compressed-tensors) model whose global scales are 0 and NaN and one weight's scales cut to one
+    row (before: that row's scales broadcast over every row, read without a word)."""
+    def bad_globals(state: dict[str, torch.Tensor]) -> None:
+        for i, k in enumerate(sorted(k for k in state if k.endswith("weight_global_scale"))):
+            state[k] = torch.full_like(state[k], float("nan") if i % 2 else 0.0)
+
+    _ct_scale_cut(folder, "nvfp4-bad", sd, dict(num_bits=4, type="float", strategy="tensor_group", group_size=16,
+                                                symmetric=True), "nvfp4-pack-quantized", bad_globals)
+    return Case("nvfp4-bad", "partial", ("nan", "weight_scale of shape (1, 4)", "left out"))
+
+
+def ct_int4_scale_cut(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A compressed-tensors W4A16 (group 32) model with one weight's scales cut to one row (before: read as
+    block scales, that row broadcast over every row of the weight, without a word)."""
+    _ct_scale_cut(folder, "ct-int4-cut", sd, dict(num_bits=4, type="int", strategy="group", group_size=32,
+                                                  symmetric=True), "pack-quantized")
+    return Case("ct-int4-cut", "partial", ("weight_scale of shape (1, 2)", "'group'", "left out"))
+
+
+def hqq_lies(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """HQQ layers whose metadata lie: a 2**62-row shape, a 3-D codes tensor, a packing of 10 KB, scales of
+    another group count (hand-written in hqq's saved layout: W_q, scale, zero, shape, packing...)."""
+    def text(s: str) -> torch.Tensor:
+        return torch.tensor(list(s.encode()), dtype=torch.uint8)
+
+    state: dict[str, torch.Tensor] = {}
+    for i, (shape, codes, scale_rows, packing) in enumerate((
+            ([2**62, 32], (16, 64), 32, "4bit_u8"), ([32, 32], (16, 2, 32), 32, "4bit_u8"),
+            ([32, 32], (16, 64), 32, "x" * 10_000), ([32, 32], (8, 64), 15, "4bit_u8"))):
+        m = f"model.layers.{i}.self_attn.q_proj."
+        state[m + "W_q"] = torch.zeros(codes, dtype=torch.uint8)
+        state[m + "scale"] = torch.ones(scale_rows, 1, dtype=torch.float16)
+        state[m + "zero"] = torch.ones(scale_rows, 1, dtype=torch.float16)
+        state[m + "shape"] = torch.tensor(shape, dtype=torch.int64)
+        state[m + "packing"] = text(packing)
+        state[m + "compute_dtype"] = text("torch.float16")
+        state[m + "nbits"] = torch.tensor([4])
+        state[m + "group_size"] = torch.tensor([64])
+        state[m + "axis"] = torch.tensor([1])
+    (folder / "hqq-lies").mkdir()
+    save_file(state, str(folder / "hqq-lies" / "model.safetensors"))
+    return Case("hqq-lies", "refused",
+                ("hqq layer", "packed rows", "not metadata", "3 dimensions", "does not fit groups"))
+
+
+def sd3_huge_block(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """An SD3-shaped single file whose block number has 5,000 digits (Python's int() refuses more than 4,300)."""
+    n = "9" * 5000
+    tensors = {f"joint_blocks.{n}.x_block.attn.qkv.weight": torch.ones(6, 2),
+               f"joint_blocks.{n}.context_block.adaLN_modulation.1.weight": torch.ones(4, 2),
+               "joint_blocks.0.x_block.attn.qkv.weight": torch.ones(6, 2)}
+    (folder / "sd3-digits").mkdir()
+    save_file(tensors, str(folder / "sd3-digits" / "model.safetensors"))
+    return Case("sd3-digits", "partial", ("sd3", "original names"))
+
+
+def flux_bad_splits(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A Flux-marked single file whose fused qkv rows do not split in three, whose linear1 is narrower than
+    three times its input, and whose modulation is one row (odd)."""
+    tensors = {"double_blocks.0.img_attn.qkv.weight": torch.randn(31, 8),
+               "double_blocks.0.img_attn.qkv.bias": torch.randn(30),
+               "single_blocks.0.linear1.weight": torch.randn(20, 8), "single_blocks.0.linear1.bias": torch.randn(7),
+               "final_layer.adaLN_modulation.1.weight": torch.randn(1, 8)}
+    (folder / "flux-splits").mkdir()
+    save_file(tensors, str(folder / "flux-splits" / "model.safetensors"))
+    return Case("flux-splits", "partial", ("flux", "original names"))
+
+
+def lokr_shapes(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT LoKr adapter whose Kronecker product is (32, 36) on a (32, 32) layer."""
+    g = torch.Generator().manual_seed(10)
+    k = "base_model.model.model.layers.0.self_attn.q_proj"
+    tensors = {f"{k}.lokr_w1": torch.randn(4, 4, generator=g), f"{k}.lokr_w2": torch.randn(8, 9, generator=g)}
+    _other_adapter(folder, "lokr-shapes", {"peft_type": "LOKR", "r": 4, "alpha": 4,
+                                           "target_modules": ["q_proj"]}, tensors)
+    return Case("lokr-shapes", "refused", ("(32, 36)",))
+
+
+def ia3_length(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A PEFT IA3 adapter whose scaling vector is one entry short of the layer's outputs, another 2-D."""
+    k = "base_model.model.model.layers.0.self_attn."
+    tensors = {k + "q_proj.ia3_l": torch.ones(HIDDEN - 1, 1), k + "k_proj.ia3_l": torch.ones(4, 4, 4)}
+    _other_adapter(folder, "ia3-length", {"peft_type": "IA3", "target_modules": ["q_proj", "k_proj"],
+                                          "feedforward_modules": []}, tensors)
+    return Case("ia3-length", "refused", ("ia3",))
+
+
+def oft_neumann_terms(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A valid PEFT OFT adapter whose config asks for 10**12 Neumann terms (a loop of 10**12 products)."""
+    g = torch.Generator().manual_seed(6)
+    tensors = {"base_model.model.model.layers.0.self_attn.q_proj.oft_R.weight": torch.randn(4, 28, generator=g) * 0.1}
+    _other_adapter(folder, "oft-terms", {"peft_type": "OFT", "r": 0, "oft_block_size": 8,
+                                         "use_cayley_neumann": True, "num_cayley_neumann_terms": 10**12}, tensors)
+    return Case("oft-terms", "refused", ("num_cayley_neumann_terms",))
+
+
+def oft_eps_word(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A constrained PEFT OFT adapter whose ``eps`` is a word."""
+    g = torch.Generator().manual_seed(6)
+    tensors = {"base_model.model.model.layers.0.self_attn.q_proj.oft_R.weight": torch.randn(4, 28, generator=g) * 0.1}
+    _other_adapter(folder, "oft-eps", {"peft_type": "OFT", "r": 0, "oft_block_size": 8, "coft": True,
+                                       "eps": "tiny"}, tensors)
+    return Case("oft-eps", "refused", ("eps",))
+
+
+def peft_absurd_config(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """An adapter config with r 1e308, lora_alpha NaN (Python's json writes it), a 1 MB regex of nested
+    groups as target_modules, layers_to_transform a string and use_dora "yes"."""
+    config = {"peft_type": "LORA", "base_model_name_or_path": "m9", "r": 1e308, "lora_alpha": float("nan"),
+              "target_modules": "(" * 100_000 + "q_proj" + ")" * 100_000, "layers_to_transform": "all",
+              "use_dora": "yes", "use_rslora": [1]}
+    _adapter(folder, "peft-absurd", config, good_states()["m9"])
+    return Case("peft-absurd", "refused", ("positive number",))
+
+
+def pickle_os_system(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A torch file whose pickle calls ``os.system`` (GLOBAL + REDUCE); a marker file shows whether it ran."""
+    marker = folder / "PWNED"
+    _torch_zip(folder / "os-system.pt", _crafted({"w": _Call(os.system, f"touch {marker}")}))
+    return Case("os-system", "refused", ("no tensors",))
+
+
+def pickle_tensor_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A torch file of 300,000 one-value views of one storage (a 13 MB pickle)."""
+    base = torch.zeros(300_000)
+    torch.save({f"t{i}": base[i:i + 1] for i in range(300_000)}, folder / "pickle-flood.pt")
+    return Case("pickle-flood", "refused", ("cannot read", "more than 250,000 tensors"))
+
+
+def deep_folders(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A folder holding a model 60 folders down, and a chain of 900 nested folders whose path passes PATH_MAX
+    (a set's models are its direct entries: the folder is reported, nothing below it walked)."""
+    leaf = good_states()["m8"]
+    deep = folder / "deep-tree" / Path(*["d"] * 60) / "deep-model"
+    deep.mkdir(parents=True)
+    save_file({k: v + 0.001 for k, v in leaf.items()}, str(deep / "model.safetensors"))
+    fd = os.open(folder / "deep-tree", os.O_RDONLY)
+    try:
+        for _ in range(900):  # 5 characters a level: 4,500 > PATH_MAX, fewer levels than the recursion limit
+            os.mkdir("eeee", dir_fd=fd)
+            nxt = os.open("eeee", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    finally:
+        os.close(fd)
+    return Case("deep-tree", "refused", ("holds no model",))
+
+
+def duplicate_id(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A model folder ``dup`` and a stray ``dup.safetensors`` beside it: two models of one id (before: the
+    whole run ended with DuplicateModelIdError)."""
+    (folder / "dup").mkdir()
+    save_file(sd, str(folder / "dup" / "model.safetensors"))
+    save_file({k: v + 0.01 for k, v in sd.items()}, str(folder / "dup.safetensors"))
+    return Case("dup", "partial", ("same id", "rename"))
+
+
+def odd_tensor_names(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A fine-tune of m9 with an extra tensor whose name is a path, a newline, markup and 10,000 characters."""
+    leaf = good_states()["m9"]
+    tensors = {k: v + 0.001 for k, v in leaf.items()}
+    tensors["../../etc/passwd\n<b>x</b>|" + "y" * 10_000] = torch.ones(3)
+    tensors["model.layers.\u00b2.mlp.up_proj.weight"] = torch.ones(INTER, HIDDEN)
+    (folder / "odd-names").mkdir()
+    save_file(tensors, str(folder / "odd-names" / "model.safetensors"))
+    return Case("odd-names", "read")
+
+
+def _sd_base_and_kohya(folder: Path, name: str) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A tiny SD UNet saved as a diffusers folder ``name``-base and a kohya-ss LoRA of it (``name``.safetensors)."""
+    from format_factory import save_kohya_lora, sd_lora_unet
+    from safetensors.torch import load_file
+
+    unet = sd_lora_unet(1)
+    base = {k.replace(".base_layer", ""): v.detach().clone().contiguous()
+            for k, v in unet.state_dict().items() if "lora_" not in k}
+    (folder / f"{name}-base" / "unet").mkdir(parents=True)
+    save_file(base, str(folder / f"{name}-base" / "unet" / "diffusion_pytorch_model.safetensors"))
+    (folder / f"{name}-base" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                                     "unet": ["diffusers", "UNet2DConditionModel"]}))
+    path = save_kohya_lora(unet, folder / f"{name}.safetensors", text_encoder=False)
+    return path, load_file(str(path))
+
+
+def sd_lora_rank(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A kohya-ss LoRA beside its base SD UNet, one module's down factor of rank 3 against its up's 4."""
+    path, lora = _sd_base_and_kohya(folder, "sd-lora-rank")
+    downs = sorted(k for k in lora if k.endswith(".lora_down.weight"))
+    lora[downs[-1]] = torch.ones(3, *lora[downs[-1]].shape[1:])
+    save_file(lora, str(path), metadata={"ss_network_dim": "4", "ss_sd_model_name": f"{path.stem}-base"})
+    return Case("sd-lora-rank", "refused", ("lora_down",))
+
+
+def sd_lora_alphas(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A kohya-ss LoRA beside its base SD UNet whose alphas are NaN, 1e30 and a 1000-vector."""
+    path, lora = _sd_base_and_kohya(folder, "sd-lora-alpha")
+    alphas = sorted(k for k in lora if k.endswith(".alpha"))
+    for k, value in zip(alphas, (torch.tensor(float("nan")), torch.tensor(1e30), torch.ones(1000))):
+        lora[k] = value
+    save_file(lora, str(path), metadata={"ss_network_dim": "4", "ss_sd_model_name": f"{path.stem}-base"})
+    return Case("sd-lora-alpha", "refused", ("alpha",))
+
+
+def flux_kohya_lies(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A kohya-ss Flux LoRA beside its base (a Flux single file) whose fused qkv update has 47 rows (not three
+    equal parts) and one of whose alphas is infinite."""
+    from dit_factory import flux_single_file, kohya_flux_lora, state_of, tiny_flux, trained_flux_lora
+    from peft import get_peft_model_state_dict
+
+    save_file(flux_single_file(state_of(tiny_flux(0))), str(folder / "flux-base.safetensors"))
+    model = trained_flux_lora(4)
+    lora = kohya_flux_lora({"transformer." + k: v for k, v in get_peft_model_state_dict(model).items()}, alpha=4.0)
+    up = next(k for k in sorted(lora) if "img_attn_qkv" in k and k.endswith("lora_up.weight"))
+    lora[up] = lora[up][:-1].contiguous()
+    alpha = next(k for k in sorted(lora) if k.endswith(".alpha"))
+    lora[alpha] = torch.tensor(float("inf"))
+    save_file(lora, str(folder / "flux-kohya-lies.safetensors"),
+              metadata={"ss_sd_model_name": "flux-base.safetensors"})
+    return Case("flux-kohya-lies", "refused", ("img_attn_qkv", "47 rows", "damaged"))
+
+
 # --- running a case -------------------------------------------------------------------------------------
 
 def _rss_mb() -> float:
@@ -671,5 +1046,10 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         loha_shapes, oft_cut, boft_wrong_blocks, vera_lambda_cut, hra_cut, gptq_bits_word, gptq_scales_cut,
         gguf_parts_of_two,
         bnb4_absmax_cut, quanto4_shift_cut,
+        gguf_shape_overflow, gguf_alignment_zero, gguf_alignment_odd, gguf_long_metadata, gguf_count_lie,
+        gguf_zero_dims, gguf_q4k_nan, index_dotdot, index_self, index_flood, st_shape_overflow, bnb4_state_lie,
+        nvfp4_scales, ct_int4_scale_cut, hqq_lies, sd3_huge_block, flux_bad_splits, lokr_shapes, ia3_length,
+        oft_neumann_terms, oft_eps_word, peft_absurd_config, pickle_os_system, pickle_tensor_flood, deep_folders,
+        odd_tensor_names, sd_lora_rank, sd_lora_alphas, flux_kohya_lies, duplicate_id,
     )
 }

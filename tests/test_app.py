@@ -668,3 +668,42 @@ def test_a_click_in_a_graph_is_not_sent_back_to_it():
     assert back["edge"] == ["p", "c"] and back != table  # a new counter: the highlight moves back from m
     assert redrawn["node"] == "m"
     assert remounted["node"] == "q"
+
+
+def test_hostile_files_of_the_newer_readers_and_links_out_of_the_roots(app, tmp_path, tmp_path_factory):
+    """Through the app's own loading path (browse roots = tmp_path): hostile files of the newer readers beside
+    a good family, a model folder and a config.json symlinked to outside the roots, and paths that climb or
+    link out. The family is recovered, every bad input is a problem on the page (no traceback), nothing
+    outside the roots is read or named, and the typed paths that leave the roots are refused."""
+    import hostile_inputs as hi
+    from format_factory import gptq_state
+
+    outside = tmp_path_factory.mktemp("outside-the-roots")
+    hf_folder(outside / "private-model", llama_state(3))
+    (outside / "secret.json").write_text(json.dumps(
+        {"quantization_config": {"quant_method": "gptq", "bits": "SECRET-TOKEN", "group_size": 32}}))
+    fam = write_family(tmp_path / "fam")
+    sd = hi.good_states()["m9"]
+    cases = [make(fam, sd) for make in (hi.gguf_shape_overflow, hi.index_dotdot, hi.sd3_huge_block, hi.hqq_lies,
+                                        hi.pickle_os_system, hi.pickle_tensor_flood)]
+    (fam / "linked-out").symlink_to(outside / "private-model", target_is_directory=True)
+    hi._gptq_folder(fam, "gptq-linked-config", gptq_state(sd)[0])
+    (fam / "gptq-linked-config" / "config.json").unlink()
+    (fam / "gptq-linked-config" / "config.json").symlink_to(outside / "secret.json")
+    at = use_folder(app, fam)
+    at.sidebar.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    texts = " ".join(str(el.value) for kind in ("markdown", "caption", "warning", "info", "error", "success")
+                     for el in getattr(at, kind))
+    for name in [c.name for c in cases] + ["linked-out", "gptq-linked-config"]:
+        assert name in texts, name
+    assert "outside the folders this run may read" in texts
+    assert "Traceback" not in texts and "SECRET-TOKEN" not in texts and "private-model" not in texts.replace(
+        str(outside / "private-model"), "")  # named only as the link's target, in its refusal
+    ids = {n["id"] for n in graph_payload(at)["nodes"]}
+    assert {"base", "chat", "code"} <= ids and "linked-out" not in ids and "gptq-linked-config" not in ids
+    assert not (fam / "PWNED").exists()
+    (tmp_path / "door").symlink_to(outside, target_is_directory=True)
+    for typed in (tmp_path / "door", tmp_path / "fam" / ".." / ".." / outside.name):
+        at.sidebar.text_input(key="folder_path").input(str(typed)).run()
+        assert not at.exception and "outside the folders this app may browse" in at.error[0].value, typed

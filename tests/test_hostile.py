@@ -90,7 +90,8 @@ def test_every_bad_input_at_once(good, tmp_path):
         os.symlink(good["folder"] / mid, tmp_path / mid, target_is_directory=True)
     names = []
     for name, make in sorted(hi.GENERATORS.items()):
-        if name in ("few_nonfinite", "all_nan", "fifo_config", "deep_config", "nested_pickle", "peft_redos"):
+        if name in ("few_nonfinite", "all_nan", "fifo_config", "deep_config", "nested_pickle", "peft_redos",
+                    "odd_tensor_names"):
             continue  # inputs that are (partly) read attach to the tree; each is checked on its own above
         names.append(make(tmp_path, _leaf_child(good["states"])).name)
     got = run_isolated([str(tmp_path)])
@@ -156,6 +157,25 @@ def test_the_poison_is_real_for_a_plain_unpickler(tmp_path):
     os.waitpid(pid, 0)
     assert os.read(read_fd, 1) == b"1"
     assert torch._utils._rebuild_tensor_v2.__defaults__ != (True,)  # and not here
+
+
+def test_a_pickle_calling_os_system_runs_nothing(tmp_path):
+    """GLOBAL os.system + REDUCE: resolved to an inert record, never called (the marker file is not made)."""
+    from mother_core.errors import NoTensorsError
+
+    hi.pickle_os_system(tmp_path, {})
+    with pytest.raises(NoTensorsError, match="no tensors"):
+        load_torch_file(str(tmp_path / "os-system.pt"))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_numbers_in_tensor_names_that_int_refuses_sort_as_text():
+    """A name is data from the file: a superscript digit (str.isdigit but not int()) or a 5,000-digit number
+    (over int()'s 4,300-digit limit) must not end a run where layers are sorted by depth."""
+    from mother_core.relations.prune import _depth_key
+
+    names = ["model.layers.10.mlp", "model.layers.2.mlp", "model.layers.\u00b2.mlp", "model.layers." + "9" * 5000]
+    assert sorted(names, key=_depth_key)[:2] == ["model.layers.2.mlp", "model.layers.10.mlp"]
 
 
 # --- partial reads -----------------------------------------------------------------------------------
@@ -236,6 +256,30 @@ def test_roots_confine_every_path_a_set_points_to(tmp_path):
     assert "org/x" not in [m.id for m in found.models]
     assert {m.id for m in discover([inside]).models} >= {"own", "linked"}  # no roots: no confinement
     assert discover([outside / "secret.safetensors", inside], roots=[inside]).models[0].id == "own"
+
+
+def test_a_config_json_outside_the_roots_is_never_read(tmp_path):
+    """A GPTQ model inside the roots whose config.json is a symlink to a file outside them: the readers take the
+    quantization from that file (before: read, and its 'bits' value quoted in the model's problem), so with
+    roots set the model is refused at discovery, naming the link, and nothing of the file reaches a message."""
+    from format_factory import gptq_state
+
+    from mother_core.io.discovery import discover
+
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    outside.mkdir()
+    hi.write_good_set(inside)
+    hi._gptq_folder(inside, "gptq", gptq_state(hi.good_states()["m9"])[0])
+    (outside / "secret.json").write_text(json.dumps(
+        {"quantization_config": {"quant_method": "gptq", "bits": "SECRET-TOKEN", "group_size": 32}}))
+    (inside / "gptq" / "config.json").unlink()
+    (inside / "gptq" / "config.json").symlink_to(outside / "secret.json")
+    found = discover([inside], roots=[inside])
+    assert "gptq" not in [m.id for m in found.models] and len(found.models) == len(hi.PARENTS)
+    [problem] = found.problems
+    assert "config.json" in problem.message and "outside" in problem.message
+    got = run_isolated([str(inside)])  # no roots (the CLI): read, and the link's target is the config
+    assert "SECRET-TOKEN" in " ".join(p["message"] for p in got["problems"])
 
 
 # --- the statistics cache ----------------------------------------------------------------------------

@@ -118,7 +118,7 @@ class CompressedWeight:
 
 
 def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor],
-             preferred_bits: int | None) -> CompressedWeight | str | None:
+             preferred_bits: int | None, strategy: str | None = None) -> CompressedWeight | str | None:
     """The compressed-tensors weight stored under ``name``, a reason it cannot be decoded, or None.
 
     Parameters
@@ -131,6 +131,9 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
         Reads a small stored tensor whole (``m.weight_shape``).
     preferred_bits : int, optional
         ``num_bits`` of the config's only weight scheme, if it has one.
+    strategy : str, optional
+        ``strategy`` of the config's only weight scheme (``"group"``, ``"channel"``, ``"block"``...), if it
+        has one: a scale with fewer rows than the weight is read as block scales only where it may be blocks.
     """
     shape, dtype = shapes[name]
     if name.endswith(".weight_packed"):
@@ -150,11 +153,19 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
     scale_shape, scale_dtype = shapes[parts["scale"]]
     by_row = len(scale_shape) in (1, 2) and scale_shape[0] == shape[0] > 1
     if name == base:  # int8 codes stored as the weight
-        return CompressedWeight(base, (shape[0], shape[1]), "ct-int", parts, None, scale_by_row=by_row)
+        why = _scale_mismatch(base, (shape[0], shape[1]), tuple(scale_shape), strategy)
+        return why or CompressedWeight(base, (shape[0], shape[1]), "ct-int", parts, None, scale_by_row=by_row)
     if dtype == "uint8":
         if "global" not in parts and scale_dtype not in FLOAT8_DTYPES:
             return f"{base!r} is packed in bytes without the global scale of NVFP4"
-        return CompressedWeight(base, (shape[0], 2 * shape[1]), "ct-nvfp4", parts, None, scale_by_row=by_row)
+        out, cols = shape[0], 2 * shape[1]
+        # NVFP4 has one layout: a scale per 16 columns of every row, one global scale.
+        if tuple(scale_shape) != (out, -(-cols // 16)):
+            return (f"{base!r} has a weight_scale of shape {tuple(scale_shape)[:4]} for a ({out}, {cols}) NVFP4 "
+                    f"weight, not one per 16 columns of each row ({out}, {-(-cols // 16)})")
+        if "global" in parts and _numel(shapes[parts["global"]][0]) != 1:
+            return f"{base!r} has {_numel(shapes[parts['global']][0])} global scales, not one"
+        return CompressedWeight(base, (out, cols), "ct-nvfp4", parts, None, scale_by_row=by_row)
     if dtype != "int32":
         return f"{base!r} is packed as {dtype}, a layout we do not decode"
     out_in = _stored_shape(base + "_shape", shapes, read_small)
@@ -163,7 +174,36 @@ def describe(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor
     layout = packed_layout(out_in[1], shape[1], preferred_bits)
     if layout is None:
         return f"{base!r} packs {out_in[1]} columns into {shape[1]} words, which no code width from 1 to 8 bits does"
-    return CompressedWeight(base, out_in, "ct-int", parts, layout, shape[1], by_row)
+    why = _scale_mismatch(base, out_in, tuple(scale_shape), strategy)
+    return why or CompressedWeight(base, out_in, "ct-int", parts, layout, shape[1], by_row)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _scale_mismatch(base: str, weight: tuple[int, int], scale: tuple[int, ...], strategy: str | None) -> str:
+    """Why an integer weight's ``weight_scale`` shape fits none of the library's strategies, or ``""``.
+
+    One value (tensor), one per row ((out,) or (out, 1): channel), one per group of columns of each row
+    ((out, groups): group), or one per block ((ceil(out / bh), ceil(in / bw)): block). A scale with fewer
+    rows than the weight is read as block scales, which broadcast each scale row over many weight rows: a
+    scale cut short by a damaged download would be read so without a word, so it is taken as blocks only
+    where the config's scheme is ``block`` or unknown, and its blocks must cover the weight.
+    """
+    out, cols = weight
+    if _numel(scale) == 1 or scale in ((out,), (out, 1)):
+        return ""
+    if len(scale) == 2 and scale[0] == out and 1 <= scale[1] <= cols:
+        return ""
+    if len(scale) == 2 and 1 <= scale[0] < out and 1 <= scale[1] <= cols and strategy in (None, "block"):
+        return ""
+    return (f"{base!r} has a weight_scale of shape {scale[:4]} for a {weight} weight"
+            + (f" quantized by {strategy[:20]!r}" if strategy else "") + ", which no scale layout of "
+            "compressed-tensors gives (a damaged or cut download)")
 
 
 def _stored_shape(name: str, shapes: Shapes, read_small: Callable[[str], torch.Tensor]) -> tuple[int, int] | None:

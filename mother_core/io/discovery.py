@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from mother_core.errors import DuplicateModelIdError, ModelNotFoundError, UnreadableCheckpointError
+from mother_core.errors import ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
 from mother_core.io.confine import Roots
 from mother_core.io.filekind import not_a_regular_file, read_json_file, read_text_file
@@ -255,6 +255,11 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
     really safetensors is read as such)."""
     for f in files:
         refusal = roots.refusal(f) if roots is not None else None
+        # The readers take a quantization from the config.json beside a weight file (quant_scheme.model_config),
+        # read without the roots: one that resolves outside them (a symlink) is refused here, before any read.
+        config = os.path.join(os.path.dirname(f), "config.json")
+        if not refusal and roots is not None and os.path.lexists(config):
+            refusal = roots.refusal(config)
         if refusal:
             raise UnreadableCheckpointError(refusal, f)
         why = not_a_regular_file(f)
@@ -317,6 +322,10 @@ def _from_index(index: str) -> tuple[str, ...]:
             raise UnreadableCheckpointError(
                 f"The shard index {index} lists {shard[:200]!r}, outside the model's folder; shards must sit "
                 "next to their index. Re-download the model or fix the index.", index)
+        if _weight_suffix(os.path.basename(norm)) is None:  # e.g. the index itself: read as weights, it is noise
+            raise UnreadableCheckpointError(
+                f"The shard index {index} lists {shard[:200]!r}, which is not a weight file (.safetensors, .bin). "
+                "Re-download the model or fix the index.", index)
     return tuple(os.path.join(folder, s) for s in sorted(shards))
 
 
@@ -638,8 +647,6 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
     ------
     ModelNotFoundError
         A path does not exist, or no model at all was found.
-    DuplicateModelIdError
-        Two models resolve to the same id.
 
     Examples
     --------
@@ -672,10 +679,11 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
         if m.id in seen and seen[m.id].files == m.files:
             continue  # the same model reached twice (a path given twice, or inside a given folder)
         if m.id in seen:
-            raise DuplicateModelIdError(
-                f"Two models have the id {m.id!r}: {seen[m.id].path} and {m.path}. Rename one of the folders "
-                "(or files) so every model has its own name.", m.path,
-            )
+            # One model reported, not the run ended: a stray copy ("x.safetensors" beside folder "x") must
+            # not cost the other models of the set. The first found (sorted order) is read.
+            finder.problem(m.path, f"Skipped {m.path}: another model of the set, {seen[m.id].path}, has the same id "
+                                   f"{m.id!r}. Rename one of the folders (or files) so every model has its own name.")
+            continue
         seen[m.id] = m
         unique.append(m)
     if not unique:

@@ -61,30 +61,30 @@ _FLUX_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (r"guidance_in\.out_layer", _WHOLE, ("time_text_embed.guidance_embedder.linear_2",)),
     (r"txt_in", _WHOLE, ("context_embedder",)),
     (r"img_in", _WHOLE, ("x_embedder",)),
-    (r"double_blocks\.(\d+)\.img_mod\.lin", _WHOLE, ("transformer_blocks.{0}.norm1.linear",)),
-    (r"double_blocks\.(\d+)\.txt_mod\.lin", _WHOLE, ("transformer_blocks.{0}.norm1_context.linear",)),
-    (r"double_blocks\.(\d+)\.img_attn\.qkv", _THIRDS,
+    (r"double_blocks\.([0-9]{1,9})\.img_mod\.lin", _WHOLE, ("transformer_blocks.{0}.norm1.linear",)),
+    (r"double_blocks\.([0-9]{1,9})\.txt_mod\.lin", _WHOLE, ("transformer_blocks.{0}.norm1_context.linear",)),
+    (r"double_blocks\.([0-9]{1,9})\.img_attn\.qkv", _THIRDS,
      ("transformer_blocks.{0}.attn.to_q", "transformer_blocks.{0}.attn.to_k", "transformer_blocks.{0}.attn.to_v")),
-    (r"double_blocks\.(\d+)\.txt_attn\.qkv", _THIRDS,
+    (r"double_blocks\.([0-9]{1,9})\.txt_attn\.qkv", _THIRDS,
      ("transformer_blocks.{0}.attn.add_q_proj", "transformer_blocks.{0}.attn.add_k_proj",
       "transformer_blocks.{0}.attn.add_v_proj")),
-    (r"double_blocks\.(\d+)\.img_attn\.norm\.query_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_q",)),
-    (r"double_blocks\.(\d+)\.img_attn\.norm\.key_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_k",)),
-    (r"double_blocks\.(\d+)\.txt_attn\.norm\.query_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_q",)),
-    (r"double_blocks\.(\d+)\.txt_attn\.norm\.key_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_k",)),
-    (r"double_blocks\.(\d+)\.img_mlp\.0", _WHOLE, ("transformer_blocks.{0}.ff.net.0.proj",)),
-    (r"double_blocks\.(\d+)\.img_mlp\.2", _WHOLE, ("transformer_blocks.{0}.ff.net.2",)),
-    (r"double_blocks\.(\d+)\.txt_mlp\.0", _WHOLE, ("transformer_blocks.{0}.ff_context.net.0.proj",)),
-    (r"double_blocks\.(\d+)\.txt_mlp\.2", _WHOLE, ("transformer_blocks.{0}.ff_context.net.2",)),
-    (r"double_blocks\.(\d+)\.img_attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_out.0",)),
-    (r"double_blocks\.(\d+)\.txt_attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_add_out",)),
-    (r"single_blocks\.(\d+)\.modulation\.lin", _WHOLE, ("single_transformer_blocks.{0}.norm.linear",)),
-    (r"single_blocks\.(\d+)\.linear1", _LINEAR1,
+    (r"double_blocks\.([0-9]{1,9})\.img_attn\.norm\.query_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_q",)),
+    (r"double_blocks\.([0-9]{1,9})\.img_attn\.norm\.key_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_k",)),
+    (r"double_blocks\.([0-9]{1,9})\.txt_attn\.norm\.query_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_q",)),
+    (r"double_blocks\.([0-9]{1,9})\.txt_attn\.norm\.key_norm", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_k",)),
+    (r"double_blocks\.([0-9]{1,9})\.img_mlp\.0", _WHOLE, ("transformer_blocks.{0}.ff.net.0.proj",)),
+    (r"double_blocks\.([0-9]{1,9})\.img_mlp\.2", _WHOLE, ("transformer_blocks.{0}.ff.net.2",)),
+    (r"double_blocks\.([0-9]{1,9})\.txt_mlp\.0", _WHOLE, ("transformer_blocks.{0}.ff_context.net.0.proj",)),
+    (r"double_blocks\.([0-9]{1,9})\.txt_mlp\.2", _WHOLE, ("transformer_blocks.{0}.ff_context.net.2",)),
+    (r"double_blocks\.([0-9]{1,9})\.img_attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_out.0",)),
+    (r"double_blocks\.([0-9]{1,9})\.txt_attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_add_out",)),
+    (r"single_blocks\.([0-9]{1,9})\.modulation\.lin", _WHOLE, ("single_transformer_blocks.{0}.norm.linear",)),
+    (r"single_blocks\.([0-9]{1,9})\.linear1", _LINEAR1,
      ("single_transformer_blocks.{0}.attn.to_q", "single_transformer_blocks.{0}.attn.to_k",
       "single_transformer_blocks.{0}.attn.to_v", "single_transformer_blocks.{0}.proj_mlp")),
-    (r"single_blocks\.(\d+)\.norm\.query_norm", _WHOLE, ("single_transformer_blocks.{0}.attn.norm_q",)),
-    (r"single_blocks\.(\d+)\.norm\.key_norm", _WHOLE, ("single_transformer_blocks.{0}.attn.norm_k",)),
-    (r"single_blocks\.(\d+)\.linear2", _WHOLE, ("single_transformer_blocks.{0}.proj_out",)),
+    (r"single_blocks\.([0-9]{1,9})\.norm\.query_norm", _WHOLE, ("single_transformer_blocks.{0}.attn.norm_q",)),
+    (r"single_blocks\.([0-9]{1,9})\.norm\.key_norm", _WHOLE, ("single_transformer_blocks.{0}.attn.norm_k",)),
+    (r"single_blocks\.([0-9]{1,9})\.linear2", _WHOLE, ("single_transformer_blocks.{0}.proj_out",)),
     (r"final_layer\.linear", _WHOLE, ("proj_out",)),
     (r"final_layer\.adaLN_modulation\.1", _SWAP, ("norm_out.linear",)),
 )
@@ -96,31 +96,31 @@ _SD3_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (r"y_embedder\.mlp\.0", _WHOLE, ("time_text_embed.text_embedder.linear_1",)),
     (r"y_embedder\.mlp\.2", _WHOLE, ("time_text_embed.text_embedder.linear_2",)),
     (r"context_embedder", _WHOLE, ("context_embedder",)),
-    (r"joint_blocks\.(\d+)\.x_block\.attn\.qkv", _THIRDS,
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn\.qkv", _THIRDS,
      ("transformer_blocks.{0}.attn.to_q", "transformer_blocks.{0}.attn.to_k", "transformer_blocks.{0}.attn.to_v")),
-    (r"joint_blocks\.(\d+)\.context_block\.attn\.qkv", _THIRDS,
+    (r"joint_blocks\.([0-9]{1,9})\.context_block\.attn\.qkv", _THIRDS,
      ("transformer_blocks.{0}.attn.add_q_proj", "transformer_blocks.{0}.attn.add_k_proj",
       "transformer_blocks.{0}.attn.add_v_proj")),
-    (r"joint_blocks\.(\d+)\.x_block\.attn\.ln_q", _WHOLE, ("transformer_blocks.{0}.attn.norm_q",)),
-    (r"joint_blocks\.(\d+)\.x_block\.attn\.ln_k", _WHOLE, ("transformer_blocks.{0}.attn.norm_k",)),
-    (r"joint_blocks\.(\d+)\.context_block\.attn\.ln_q", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_q",)),
-    (r"joint_blocks\.(\d+)\.context_block\.attn\.ln_k", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_k",)),
-    (r"joint_blocks\.(\d+)\.x_block\.attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_out.0",)),
-    (r"joint_blocks\.(\d+)\.context_block\.attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_add_out",)),
-    (r"joint_blocks\.(\d+)\.x_block\.attn2\.qkv", _THIRDS,
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn\.ln_q", _WHOLE, ("transformer_blocks.{0}.attn.norm_q",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn\.ln_k", _WHOLE, ("transformer_blocks.{0}.attn.norm_k",)),
+    (r"joint_blocks\.([0-9]{1,9})\.context_block\.attn\.ln_q", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_q",)),
+    (r"joint_blocks\.([0-9]{1,9})\.context_block\.attn\.ln_k", _WHOLE, ("transformer_blocks.{0}.attn.norm_added_k",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_out.0",)),
+    (r"joint_blocks\.([0-9]{1,9})\.context_block\.attn\.proj", _WHOLE, ("transformer_blocks.{0}.attn.to_add_out",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn2\.qkv", _THIRDS,
      ("transformer_blocks.{0}.attn2.to_q", "transformer_blocks.{0}.attn2.to_k", "transformer_blocks.{0}.attn2.to_v")),
-    (r"joint_blocks\.(\d+)\.x_block\.attn2\.ln_q", _WHOLE, ("transformer_blocks.{0}.attn2.norm_q",)),
-    (r"joint_blocks\.(\d+)\.x_block\.attn2\.ln_k", _WHOLE, ("transformer_blocks.{0}.attn2.norm_k",)),
-    (r"joint_blocks\.(\d+)\.x_block\.attn2\.proj", _WHOLE, ("transformer_blocks.{0}.attn2.to_out.0",)),
-    (r"joint_blocks\.(\d+)\.x_block\.adaLN_modulation\.1", _WHOLE, ("transformer_blocks.{0}.norm1.linear",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn2\.ln_q", _WHOLE, ("transformer_blocks.{0}.attn2.norm_q",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn2\.ln_k", _WHOLE, ("transformer_blocks.{0}.attn2.norm_k",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.attn2\.proj", _WHOLE, ("transformer_blocks.{0}.attn2.to_out.0",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.adaLN_modulation\.1", _WHOLE, ("transformer_blocks.{0}.norm1.linear",)),
     # The last block's context stream only feeds attention (diffusers' context_pre_only): its modulation is
     # an AdaLayerNormContinuous, whose (scale, shift) rows the original stores as (shift, scale).
-    (r"joint_blocks\.(\d+)\.context_block\.adaLN_modulation\.1", "{last}",
+    (r"joint_blocks\.([0-9]{1,9})\.context_block\.adaLN_modulation\.1", "{last}",
      ("transformer_blocks.{0}.norm1_context.linear",)),
-    (r"joint_blocks\.(\d+)\.x_block\.mlp\.fc1", _WHOLE, ("transformer_blocks.{0}.ff.net.0.proj",)),
-    (r"joint_blocks\.(\d+)\.x_block\.mlp\.fc2", _WHOLE, ("transformer_blocks.{0}.ff.net.2",)),
-    (r"joint_blocks\.(\d+)\.context_block\.mlp\.fc1", _WHOLE, ("transformer_blocks.{0}.ff_context.net.0.proj",)),
-    (r"joint_blocks\.(\d+)\.context_block\.mlp\.fc2", _WHOLE, ("transformer_blocks.{0}.ff_context.net.2",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.mlp\.fc1", _WHOLE, ("transformer_blocks.{0}.ff.net.0.proj",)),
+    (r"joint_blocks\.([0-9]{1,9})\.x_block\.mlp\.fc2", _WHOLE, ("transformer_blocks.{0}.ff.net.2",)),
+    (r"joint_blocks\.([0-9]{1,9})\.context_block\.mlp\.fc1", _WHOLE, ("transformer_blocks.{0}.ff_context.net.0.proj",)),
+    (r"joint_blocks\.([0-9]{1,9})\.context_block\.mlp\.fc2", _WHOLE, ("transformer_blocks.{0}.ff_context.net.2",)),
     (r"final_layer\.linear", _WHOLE, ("proj_out",)),
     (r"final_layer\.adaLN_modulation\.1", _SWAP, ("norm_out.linear",)),
 )
@@ -130,7 +130,9 @@ _RULES = {FLUX: tuple((re.compile(p), s, t) for p, s, t in _FLUX_RULES),
 _PARAMS = {"weight": "weight", "bias": "bias", "scale": "weight"}
 #: SD3's whole-name tensors (no module): the positional embedding table.
 _SD3_WHOLE_NAMES = {"pos_embed": "pos_embed.pos_embed"}
-_JOINT = re.compile(r"^joint_blocks\.(\d+)\.")
+# Block numbers in every rule are at most nine ASCII digits: a real DiT has tens of blocks, and int() refuses a
+# hostile name's 5,000-digit number (the file would be refused with a bare ValueError instead of read).
+_JOINT = re.compile(r"^joint_blocks\.([0-9]{1,9})\.")
 
 Shapes = Mapping[str, tuple[tuple[int, ...], str]]
 
@@ -252,7 +254,7 @@ def layout(shapes: Shapes) -> Layout | None:
 
 #: The rules in kohya-ss's flat naming (the module path with every dot an underscore, ``lora_unet_`` removed).
 _KOHYA_RULES = tuple((re.compile(p.replace(r"\.", "_")), s, t) for p, s, t in (*_FLUX_RULES, *_SD3_RULES))
-_HF_JOINT = re.compile(r"^transformer_blocks\.(\d+)\.")
+_HF_JOINT = re.compile(r"^transformer_blocks\.([0-9]{1,9})\.")
 
 
 def kohya_targets(flat: str, rows: int, inner: int, base_names: Iterable[str]
@@ -281,7 +283,7 @@ def kohya_targets(flat: str, rows: int, inner: int, base_names: Iterable[str]
     (('transformer_blocks.3.attn.to_q', ((0, 16),)), ('transformer_blocks.3.attn.to_k', ((16, 32),)), \
 ('transformer_blocks.3.attn.to_v', ((32, 48),)))
     """
-    hit = next(((m, split, targets) for rule, split, targets in _KOHYA_RULES if (m := rule.fullmatch(flat))), None)
+    hit = kohya_rule(flat)
     if hit is None:
         return None
     m, split, targets = hit
@@ -292,3 +294,9 @@ def kohya_targets(flat: str, rows: int, inner: int, base_names: Iterable[str]
     if parts is None:
         return None
     return tuple((t.format(*m.groups()), tuple((s.start, s.stop) for s in segs)) for t, segs in zip(targets, parts))
+
+
+def kohya_rule(flat: str) -> tuple[re.Match[str], str, tuple[str, ...]] | None:
+    """The rule a kohya-ss Flux / SD3 module name (``lora_unet_`` removed) falls under: (its match, the split,
+    the diffusers modules), or None when it names no DiT module."""
+    return next(((m, split, targets) for rule, split, targets in _KOHYA_RULES if (m := rule.fullmatch(flat))), None)

@@ -231,13 +231,20 @@ def quantization_config(path: str) -> dict:
 
 def config_bits(quant_config: Mapping | None) -> int | None:
     """``num_bits`` of the weights when every weight scheme of a compressed-tensors config agrees."""
+    bits = config_weights_value(quant_config, "num_bits")
+    return bits if isinstance(bits, int) and not isinstance(bits, bool) else None
+
+
+def config_weights_value(quant_config: Mapping | None, key: str) -> object:
+    """``key`` of the weights' scheme (``num_bits``, ``strategy``) when every weight scheme of a
+    compressed-tensors config gives the same value (None otherwise, or when the config has none)."""
     groups = (quant_config or {}).get("config_groups")
     if not isinstance(groups, dict):
         return None
-    bits: set[int] = set()
+    values: set = set()
     for group in groups.values():
         weights = group.get("weights") if isinstance(group, dict) else None
-        nb = weights.get("num_bits") if isinstance(weights, dict) else None
-        if isinstance(nb, int) and not isinstance(nb, bool):
-            bits.add(nb)
-    return bits.pop() if len(bits) == 1 else None
+        value = weights.get(key) if isinstance(weights, dict) else None
+        if isinstance(value, (int, str)):
+            values.add(value)
+    return values.pop() if len(values) == 1 else None

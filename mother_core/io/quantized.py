@@ -65,6 +65,7 @@ from mother_core.io.quant_scheme import (  # re-exported for the readers
     UNKNOWN_PACKED,
     Shapes,
     config_bits,
+    config_weights_value,
     detect_scheme,
     is_aux,
     looks_awq,
@@ -118,6 +119,8 @@ class QuantizedReader:
         used: set[str] = set()
         self._mlx_config = mlx_quantized.normalised_config(config)
         self._ct_bits = config_bits(config)
+        strategy = config_weights_value(config, "strategy")
+        self._ct_strategy = strategy if isinstance(strategy, str) else None
         self._torchao = torchao_quantized.describe_all(shapes, torchao_quantized.header_metadata(
             raw.ref.files)) if torchao_quantized.stored_by_torchao(shapes) else {}
         for name in shapes:
@@ -180,7 +183,8 @@ class QuantizedReader:
         # it cannot be decoded (a str), or passes (None); the first that answers decides.
         for what, key, describe, unreadable in (
                 ("compressed-tensors weight", "ct",
-                 lambda: compressed_tensors.describe(name, shapes, self.raw.read, self._ct_bits),
+                 lambda: compressed_tensors.describe(name, shapes, self.raw.read, self._ct_bits,
+                                                            self._ct_strategy),
                  lambda: (name[: -len("_packed")] if name.endswith("_packed") else name, {"q": name})),
                 ("HQQ layer", "hqq", lambda: hqq_quantized.describe(name, shapes, self.raw.read),
                  lambda: (name[: -len(".W_q")] + ".weight", hqq_quantized.hqq_parts(name[: -len(".W_q")], shapes))),

@@ -99,7 +99,7 @@ from dataclasses import dataclass
 
 from mother_core.errors import AdapterMismatchError, MotherError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
-from mother_core.io.dit_single_file import kohya_targets
+from mother_core.io.dit_single_file import kohya_rule, kohya_targets
 from mother_core.io.sd_single_file import ldm_unet_names
 
 KOHYA = "kohya"
@@ -583,6 +583,13 @@ def dit_resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapp
         if len(down) != 2 or len(up) != 2:
             return None
         targets = kohya_targets(m.key, up[0], down[1], base_infos)
+        if targets is None and kohya_rule(m.key) is not None:
+            # a DiT module whose update does not split as its fused module does: read on as a Stable Diffusion
+            # LoRA, the file would be refused for another module, with a wrong reason
+            raise AdapterMismatchError(
+                f"The Flux / SD3 LoRA {path} updates {m.key!r} with {up[0]} rows, which do not split into the parts "
+                "of that module of the transformer (a fused qkv is three equal parts): the file is damaged. "
+                "Re-download it, or remove it from the set.", path)
         if targets is None:
             return None
         found = []

@@ -62,10 +62,10 @@ _RESNET: tuple[tuple[str, str], ...] = (
 )
 
 _RES, _ATTN, _DOWN, _UP = "resnet", "attention", "downsampler", "upsampler"
-_BLOCK = re.compile(r"^(input_blocks|output_blocks)\.(\d+)\.(\d+)\.([^.]+)")
-_MIDDLE = re.compile(r"^middle_block\.(\d+)\.([^.]+)")
-_HF_BLOCK = re.compile(r"^(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.")
-_HF_MIDDLE = re.compile(r"^mid_block\.(resnets|attentions)\.(\d+)\.")
+_BLOCK = re.compile(r"^(input_blocks|output_blocks)\.([0-9]{1,9})\.([0-9]{1,9})\.([^.]+)")
+_MIDDLE = re.compile(r"^middle_block\.([0-9]{1,9})\.([^.]+)")
+_HF_BLOCK = re.compile(r"^(down|up)_blocks\.([0-9]{1,9})\.(resnets|attentions|downsamplers|upsamplers)\.([0-9]{1,9})\.")
+_HF_MIDDLE = re.compile(r"^mid_block\.(resnets|attentions)\.([0-9]{1,9})\.")
 
 
 class _Unmapped(ValueError):

@@ -40,6 +40,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from mother_core.io.safetensors_header import MAX_TENSORS
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 #: Objects a pickle may build: this many bytes per byte of pickle, plus a fixed allowance.
 BUDGET_PER_PICKLE_BYTE = 64
@@ -234,7 +236,11 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: An
         if numel > available:
             raise _refuse(f"a tensor of shape {size} claims {numel} elements from a storage of {available} "
                           "(stride-0 or overlapping view)")
-    _Machine.current().charge_view(numel * st.dtype.itemsize)
+    machine = _Machine.current()
+    machine.charge_view(numel * st.dtype.itemsize)
+    machine.tensors += 1
+    if machine.tensors > MAX_TENSORS:  # stop here: rebuilding the rest costs seconds and is refused after
+        raise _refuse(f"it holds more than {MAX_TENSORS:,} tensors, more than any real checkpoint (a tensor flood?)")
     t = torch.empty((0,), dtype=st.dtype)
     if numel:
         t.set_(st._untyped_storage, offset, size, stride)
@@ -296,6 +302,7 @@ class _Machine:
         self.persistent_load = persistent_load
         self.budget = BUDGET_PER_PICKLE_BYTE * pickle_bytes + BUDGET_FIXED
         self.view_budget = view_budget
+        self.tensors = 0  # tensors rebuilt so far
 
     @classmethod
     def current(cls) -> _Machine:

@@ -173,7 +173,9 @@ def _rel(pl: PairLayers, a: int, b: int) -> float:
 
 def _depth_key(name: str) -> tuple[tuple[int, int, str], ...]:
     """Sort key reading the numbers in a name as numbers (``layers.10`` after ``layers.2``)."""
-    return tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in name.split("."))
+    # isdecimal, not isdigit: a superscript two is a digit that int() refuses; and at most 9 digits, as int() refuses
+    # more than 4,300 (a tensor name is data from the file).
+    return tuple((0, int(x), "") if x.isdecimal() and len(x) <= 9 else (1, 0, x) for x in name.split("."))
 
 
 def _spread(layers: list[str]) -> list[str]:
