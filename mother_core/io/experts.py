@@ -38,7 +38,8 @@ import torch
 from mother_core.io.base import BufferReader, ModelReader, ModelRef, PrefetchingReader, TensorInfo, WrappingReader
 
 #: ``<block>.experts.<E>.<rest>``: one expert's tensor, after :func:`~.names.normalise_name`.
-_PER_EXPERT = re.compile(r"^(?P<block>.+\.experts)\.(?P<index>\d+)\.(?P<rest>.+)$")
+# At most 9 ASCII digits: a name is data from the file, and int() refuses more than 4,300 digits.
+_PER_EXPERT = re.compile(r"^(?P<block>.+\.experts)\.(?P<index>[0-9]{1,9})\.(?P<rest>.+)$")
 #: Fused (experts, 2 x inter, hidden) gate and up projections: transformers 5, Granite-MoE.
 _FUSED_GATE_UP = re.compile(r"^(?P<block>.+?)\.(?:experts\.gate_up_proj|input_linear)(?:\.weight)?$")
 #: Fused (experts, hidden, inter) down projections: transformers 5 (no ``.weight``), Granite-MoE.

@@ -283,7 +283,7 @@ def _made_from(stats: WeightStatistics, pl: PairLayers, q: int, c: int, u: np.nd
 def scheme_bits(scheme: str) -> int | None:
     """Bits per weight a quantization scheme names (``Q4_0``, ``bnb-nf4``, ``quanto-int8``, ``MXFP4``: the
     first number in its name), or None where the name gives none (``hqq``, ``compressed-packed``)."""
-    m = re.search(r"\d+", scheme)
+    m = re.search(r"[0-9]{1,9}", scheme)
     return int(m.group()) if m else None
 
 

@@ -47,7 +47,8 @@ STACK_MARGIN = 1 / 3
 #: The detail of a stacking merge starts with mergekit's name of the method (:func:`stacked`).
 DETAIL = "passthrough"
 
-_LAYER = re.compile(r"^(?P<block>.+?)\.(?P<index>\d+)\.(?P<rest>.+)$")
+# At most 9 ASCII digits: a name is data from the file, and int() refuses more than 4,300 digits.
+_LAYER = re.compile(r"^(?P<block>.+?)\.(?P<index>[0-9]{1,9})\.(?P<rest>.+)$")
 
 
 @dataclass(frozen=True)
