@@ -28,6 +28,16 @@ from mother_core.relations import Relation
 pytestmark = pytest.mark.xdist_group("typed-zoo-d")
 
 
+def write_negation(out: Path, index: int, slots: dict[int, str], seed: int | None = None) -> None:
+    """mergekit task arithmetic base + 0.6 (M1 - base) - 0.4 (M2 - base) into ``out / "m-neg"``; ``slots``:
+    the plan's node index -> model name of the base, M1 and M2, in that order."""
+    from mother_zoo.typed import ops
+
+    ta = qwen3_node(index, "merge", "merge", tuple(slots), index if seed is None else seed,
+                    method="task_arithmetic", weights=[0.6, -0.4], base=0, store="float32")
+    ops.make_merge(ta, {k: out / name for k, name in slots.items()}, dict(slots), out / "m-neg")
+
+
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for mod in ("transformers", "mergekit"):
@@ -46,10 +56,7 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, (name, parent, dtype) in enumerate([("m-m1-fp16", "m-m1", "float16"), ("m-m1-bf16", "m-m1", "bfloat16"),
                                                 ("m-f1-fp16", "m-f1", "float16")]):
         ops.make_cast(qwen3_node(20 + i, "cast", "convert", (0,), 20 + i, dtype=dtype), out / parent, out / name)
-    ta = qwen3_node(30, "merge", "merge", (0, 2, 3), 30, method="task_arithmetic", weights=[0.6, -0.4], base=0,
-                    store="float32")
-    ops.make_merge(ta, {0: out / "m-root", 2: out / "m-m1", 3: out / "m-m2"},
-                   {0: "m-root", 2: "m-m1", 3: "m-m2"}, out / "m-neg")
+    write_negation(out, 30, {0: "m-root", 2: "m-m1", 3: "m-m2"})
     return out
 
 
@@ -82,10 +89,7 @@ def drifted(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ops.make_finetune(qwen3_node(i + 1, "finetune", "finetune", (0,), 40 + i,
                                      task=SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + i), steps=steps,
                                      lr=lr, store="bfloat16"), out / "m-root", out / name)
-    ta = qwen3_node(10, "merge", "merge", (0, 1, 2), 50, method="task_arithmetic", weights=[0.6, -0.4], base=0,
-                    store="float32")
-    ops.make_merge(ta, {0: out / "m-root", 1: out / "m-m1", 2: out / "m-m2"},
-                   {0: "m-root", 1: "m-m1", 2: "m-m2"}, out / "m-neg")
+    write_negation(out, 10, {0: "m-root", 1: "m-m1", 2: "m-m2"}, seed=50)
     return out
 
 
