@@ -45,13 +45,6 @@ class ModelNotFoundError(InputError):
     """A path does not exist, or holds nothing that looks like a model."""
 
 
-class DuplicateModelIdError(InputError):
-    """Two models resolve to the same id (folder name or file stem).
-
-    Discovery no longer raises it: it reads the first and reports the second as a problem, so that a stray
-    copy does not end a run of many models. Kept for callers that compose their own sets."""
-
-
 class TooFewModelsError(InputError):
     """Recovery needs at least two readable models."""
 
