@@ -142,6 +142,45 @@ def test_qwen3_moe_gguf_router_and_experts(tmp_path: Path) -> None:
     assert float((a - b).norm() / a.norm()) < 0.01
 
 
+def test_fused_gate_up_gguf_reads_its_source(tmp_path: Path) -> None:
+    """A GGUF file of the architectures llama.cpp writes with one fused ``blk.N.ffn_gate_up_exps`` tensor
+    (experts, 2 x inter, hidden; gate rows first, as transformers 5's ``gate_up_proj``: Qwen3-Next / Qwen3.5-MoE)
+    lists every tensor of its per-expert safetensors source under the same name, bit for bit (float32), the q / k
+    norms as transformers names them (``self_attn.q_norm``, not Persimmon's ``q_layernorm``)."""
+    gguf = pytest.importorskip("gguf")
+    import json
+
+    from mother_zoo.typed import quant
+    from mother_zoo.typed.ops import load_state
+
+    moe_root("qwen3_moe", tmp_path / "root", steps=2)
+    cfg = json.loads((tmp_path / "root" / "config.json").read_text())
+    tensors = dict(quant.gguf_tensors("qwen3_moe", load_state(tmp_path / "root"), cfg))
+    for b in range(cfg["num_hidden_layers"]):
+        gate, up = tensors.pop(f"blk.{b}.ffn_gate_exps.weight"), tensors.pop(f"blk.{b}.ffn_up_exps.weight")
+        tensors[f"blk.{b}.ffn_gate_up_exps.weight"] = torch.cat([gate, up], dim=1)
+        tensors[f"blk.{b}.post_attention_norm.weight"] = tensors.pop(f"blk.{b}.ffn_norm.weight")
+    (tmp_path / "q").mkdir()
+    writer = gguf.GGUFWriter(str(tmp_path / "q" / "m.gguf"), "qwen35moe")
+    writer.add_block_count(cfg["num_hidden_layers"])
+    writer.add_expert_count(4)
+    for name, t in tensors.items():
+        writer.add_tensor(name, t.numpy().astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    src, gg = _readers(tmp_path, "root", "q")
+    assert not gg.notes
+    assert set(src.tensor_infos()) == set(gg.tensor_infos())
+    assert "layers.0.self_attn.q_norm.weight" in gg.tensor_infos()
+    for name in src.tensor_infos():
+        assert torch.equal(src.read(name).float(), gg.read(name).float()), name
+    name = "layers.1.mlp.experts.up_proj.weight"
+    assert torch.equal(gg.read(name, (2, 4)), src.read(name)[2:4])
+
+
 def test_moe_family_recovered(family: Path) -> None:
     """Every edge of the family, with its relation: fine-tunes, the GGUF's source, the cast and the fused copy
     (``convert``), the expert adapter's base, both merged LoRAs' parents (one on the experts and router only: read

@@ -69,9 +69,13 @@ def _tier(candidate: str, arch_name: str) -> int:
 
 
 #: Names transformers' modeling code uses that the tables list, unannotated, after another family's (rule
-#: 0): ``Qwen3Attention`` / ``Gemma3Attention`` keep ``self.q_norm`` / ``self.k_norm``.
+#: 0): the attention of Qwen3 and its successors (MoE, Next, VL, 3.5) and of Gemma 3 / 3n / 4 keeps
+#: ``self.q_norm`` / ``self.k_norm``.
 _QK_NORM = frozenset({"model.layers.{bid}.self_attn.q_norm", "model.layers.{bid}.self_attn.k_norm"})
-_PREFERRED: dict[str, frozenset[str]] = {"qwen3": _QK_NORM, "qwen3moe": _QK_NORM, "gemma3": _QK_NORM}
+_PREFERRED: dict[str, frozenset[str]] = {
+    arch: _QK_NORM for arch in ("qwen3", "qwen3moe", "qwen3next", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe",
+                                "gemma3", "gemma3n", "gemma4")
+}
 
 
 def _rank(candidate: str, arch_name: str) -> tuple[int, int]:

@@ -149,5 +149,7 @@ def peft_refusal(path: str, peft_type: str) -> str:
 # sd-lora 4: Flux / SD3 LoRAs as diffusers saves them (transformer.<module>.lora_A/B; were read as models of their
 # factors) and kohya-ss Flux LoRAs (were refused or mismatched) merged into their base transformer (2026-12-03).
 register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=4)
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=3)
+# gguf 4: Qwen3-Next / Qwen3-VL / Qwen3.5 and Gemma 3n / 4 files name their q / k norms as transformers does
+# (``self_attn.q_norm``; were ``q_layernorm``, so they compared with no safetensors source) (2026-12-03).
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=4)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")
