@@ -169,6 +169,30 @@ def test_a_pickle_calling_os_system_runs_nothing(tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_a_pickle_of_junk_operations_is_refused_early_and_real_pickles_are_not(tmp_path, monkeypatch):
+    """The unpickler is pure Python, so a file costs its pickle operations: junk that rebuilds no tensor is
+    refused after the allowance (scaled down here: a test need not run millions), while a whole ``nn.Module``
+    pickle (~160 operations a tensor) and a checkpoint with a log beside its weights read as before."""
+    import pickle
+
+    from mother_core.io import unpickler
+
+    monkeypatch.setattr(unpickler, "OPS_ALLOWANCE", 20_000)
+    hi._torch_zip(tmp_path / "junk.pt", pickle.dumps({"log": list(range(30_000))}, protocol=2), {})
+    with pytest.raises(UnreadableCheckpointError, match="pickle operations than its 0 tensors explain"):
+        load_torch_file(tmp_path / "junk.pt")
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.LayerNorm(8))
+                                   for _ in range(40)])
+    torch.save(module, tmp_path / "module.pt")
+    torch.save({"model": module.state_dict(), "log": [float(i) for i in range(5_000)]}, tmp_path / "ckpt.pt")
+    for name in ("module.pt", "ckpt.pt"):
+        state = load_torch_file(tmp_path / name)
+        assert len(state) == 160 and torch.equal(state["39.0.weight"] if "39.0.weight" in state
+                                                 else state["model.39.0.weight"], module[39][0].weight.detach())
+
+
 def test_numbers_in_tensor_names_that_int_refuses_sort_as_text():
     """A name is data from the file: a superscript digit (str.isdigit but not int()) or a 5,000-digit number
     (over int()'s 4,300-digit limit) must not end a run where layers are sorted by depth."""

@@ -52,6 +52,14 @@ MAX_VIEW_FACTOR = 4
 MAX_RANK = 16
 #: Largest data.pkl we read (a state dict's pickle holds names and shapes: a few MB for the largest LLMs).
 MAX_PICKLE_BYTES = 512 * 1024 * 1024
+#: Pickle operations a load may run: an allowance, plus this many for each tensor it has rebuilt. The machine is
+#: pure Python (a few microseconds an operation), so the operations, not the bytes, are what a file costs; a
+#: ``torch.save`` of a state dict runs ~40 operations a tensor, of a whole ``nn.Module`` ~160, of a checkpoint
+#: with its AdamW state ~130 (GPT-2, measured); the allowance holds the non-tensor rest of a real checkpoint
+#: (hyper-parameters, a vocabulary of 100,000 entries) many times over. Junk that rebuilds no tensors is refused
+#: after the allowance (seconds) instead of running to the byte limit (minutes).
+OPS_ALLOWANCE = 1_000_000
+OPS_PER_TENSOR = 400
 
 
 class Placeholder:
@@ -239,6 +247,7 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: An
     machine = _Machine.current()
     machine.charge_view(numel * st.dtype.itemsize)
     machine.tensors += 1
+    machine.ops_left += OPS_PER_TENSOR
     if machine.tensors > MAX_TENSORS:  # stop here: rebuilding the rest costs seconds and is refused after
         raise _refuse(f"it holds more than {MAX_TENSORS:,} tensors, more than any real checkpoint (a tensor flood?)")
     t = torch.empty((0,), dtype=st.dtype)
@@ -303,6 +312,7 @@ class _Machine:
         self.budget = BUDGET_PER_PICKLE_BYTE * pickle_bytes + BUDGET_FIXED
         self.view_budget = view_budget
         self.tensors = 0  # tensors rebuilt so far
+        self.ops_left = OPS_ALLOWANCE
 
     @classmethod
     def current(cls) -> _Machine:
@@ -359,6 +369,11 @@ class _Machine:
         for op, arg, _pos in _ops(file):
             name = op.name
             self.charge(8)
+            self.ops_left -= 1
+            if self.ops_left < 0:
+                raise _refuse(f"it runs far more pickle operations than its {self.tensors:,} tensors explain "
+                              "(junk? A real checkpoint holding a log or a dataset beside its weights: save the "
+                              "state dict alone, e.g. as safetensors)")
             if name in ("PROTO", "FRAME"):
                 continue
             if name == "STOP":
