@@ -106,6 +106,54 @@ def test_expert_lora_adapter_reads_as_peft_merges_it(family: Path, tmp_path: Pat
     assert changed == 6  # every stacked expert tensor of both layers moved
 
 
+def test_lora_on_single_expert_modules_reads_as_peft_merges_it(family: Path, tmp_path: Path) -> None:
+    """An adapter made where each expert is a module of its own (transformers 4's Mixtral: ``target_modules`` w1 /
+    w2 / w3, one ``lora_A`` / ``lora_B`` pair per expert), read onto a base whose experts are listed stacked,
+    equals PEFT's own ``merge_and_unload`` expert by expert, one expert's alpha set apart (``alpha_pattern``)."""
+    peft = pytest.importorskip("peft")
+    from safetensors.torch import load_file
+    from torch import nn
+
+    state = load_file(str(next((family / "m-root").glob("*.safetensors"))))
+    experts = {k: v for k, v in state.items() if ".block_sparse_moe.experts." in k}
+    inter, hidden = experts["model.layers.0.block_sparse_moe.experts.0.w1.weight"].shape
+
+    def expert() -> nn.Module:
+        module = nn.Module()
+        module.w1, module.w3 = nn.Linear(hidden, inter, bias=False), nn.Linear(hidden, inter, bias=False)
+        module.w2 = nn.Linear(inter, hidden, bias=False)
+        return module
+
+    model = nn.Module()
+    model.model = nn.Module()
+    model.model.layers = nn.ModuleList()
+    for _ in range(2):
+        block = nn.Module()
+        block.block_sparse_moe = nn.Module()
+        block.block_sparse_moe.experts = nn.ModuleList(expert() for _ in range(4))
+        model.model.layers.append(block)
+    model.load_state_dict(experts, strict=True)
+    torch.manual_seed(3)
+    config = peft.LoraConfig(target_modules=["w1", "w2", "w3"], r=4, lora_alpha=8, init_lora_weights=False,
+                             alpha_pattern={"layers.1.block_sparse_moe.experts.2.w1": 2})
+    wrapped = peft.get_peft_model(model, config)
+    wrapped.save_pretrained(str(tmp_path / "m-adapter"))
+    merged = wrapped.merge_and_unload().state_dict()
+
+    refs = {m.id: m for m in discover([family / "m-root", tmp_path / "m-adapter"]).models}
+    base = open_model(refs["m-root"])
+    adapter = open_model(refs["m-adapter"], base=base)
+    hub = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
+    for layer in range(2):
+        for proj, short in hub.items():
+            name = f"layers.{layer}.mlp.experts.{proj}.weight"
+            want = torch.stack([merged[f"model.layers.{layer}.block_sparse_moe.experts.{e}.{short}.weight"]
+                                for e in range(4)])
+            assert not torch.equal(want, base.read(name).float()), name
+            assert torch.allclose(adapter.read(name).float(), want, rtol=0, atol=1e-6), name
+            assert torch.allclose(adapter.read(name, (1, 3)).float(), want[1:3], rtol=0, atol=1e-6), name
+
+
 def test_unknown_expert_layout_is_a_note(tmp_path: Path) -> None:
     """gpt-oss stores its fused experts (experts, in, out), gate and up interleaved: kept under their stored
     names with a note (compared with the same layout only), never a crash."""

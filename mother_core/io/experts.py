@@ -89,6 +89,21 @@ def _stacked_name(block: str, rest: str) -> str:
     return f"{block}.{rest}" if rest.endswith((".weight", ".bias")) else f"{block}.{rest}.weight"
 
 
+def stacked_slot(name: str) -> tuple[str, int] | None:
+    """The stacked tensor and the expert a per-expert tensor's name (normalised) is listed under; None for a
+    name that is not one expert's.
+
+    Examples
+    --------
+    >>> stacked_slot("layers.3.mlp.experts.7.gate_proj.weight")
+    ('layers.3.mlp.experts.gate_proj.weight', 7)
+    >>> stacked_slot("layers.3.mlp.gate_proj.weight") is None
+    True
+    """
+    m = _PER_EXPERT.match(name)
+    return None if m is None else (_stacked_name(m["block"], m["rest"]), int(m["index"]))
+
+
 def layout(infos: Mapping[str, TensorInfo]) -> ExpertLayout | None:
     """The stacked expert tensors of a model whose (normalised) tensors are ``infos``; None without experts
     in another layout than the stacked one.

@@ -80,6 +80,7 @@ import torch
 from mother_core.device import one_torch_thread
 from mother_core.errors import AdapterMismatchError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
+from mother_core.io.experts import stacked_slot
 from mother_core.io.names import normalise_name
 from mother_core.io.readers import load_torch_file
 from mother_core.io.registry import PEFT_TYPES, peft_refusal
@@ -205,6 +206,28 @@ class _Update:
                                                                           alpha=self.scale)
         else:  # "linear" (rows, in); "conv" (rows, in * kh * kw), B (out, r, 1, 1) flattened to (out, r)
             flat.addmm_(self.b.flatten(1)[r0:r1], self.a.flatten(1), alpha=self.scale)
+
+
+def _stacked_update(experts: Mapping[int, tuple[torch.Tensor, torch.Tensor, float]], n_experts: int) -> _Update:
+    """One ``"experts"`` update of a stacked (experts, out, in) tensor from LoRAs on single experts' modules.
+
+    Adapters made on a model whose experts are modules of their own (transformers 4's Mixtral ``w1`` / ``w2`` /
+    ``w3``, Qwen2-MoE's ``experts.E.gate_proj``: ``target_modules`` names them) hold one ``lora_A`` (r, in) /
+    ``lora_B`` (out, r) pair per expert; the base lists its experts stacked (:mod:`.experts`). Each expert's
+    pair goes in its row of the stacked factors, padded to the largest rank with zeros (a zero rank-row adds
+    nothing), each scale folded into its ``B`` where the experts' scales differ (``rank_pattern`` /
+    ``alpha_pattern``); experts without an adapter get zero factors. The caller checks the pairs' shapes.
+    """
+    rank = max(a.shape[0] for a, _, _ in experts.values())
+    a0, b0, _ = next(iter(experts.values()))
+    scales = {scale for _, _, scale in experts.values()}
+    shared = next(iter(scales)) if len(scales) == 1 else None
+    per_a = torch.zeros((n_experts, rank, a0.shape[1]), dtype=torch.float32)
+    per_b = torch.zeros((n_experts, b0.shape[0], rank), dtype=torch.float32)
+    for e, (a, b, scale) in experts.items():
+        per_a[e, : a.shape[0]] = a
+        per_b[e, :, : b.shape[1]] = b if shared is not None else b * scale
+    return _Update(per_a, per_b, shared if shared is not None else 1.0, "experts")
 
 
 #: The regular-expression subset a rank/alpha pattern from a config may use: literal name characters,
@@ -456,6 +479,7 @@ class LoraReader:
         rank_pattern = _patterns(config, "rank_pattern", config_path)
         alpha_pattern = _patterns(config, "alpha_pattern", config_path)
         fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
+        per_expert: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor, float]]] = {}
         for (module, is_embedding), ab in sorted(pairs.items()):
             if set(ab) != {"A", "B"}:
                 raise AdapterMismatchError(f"{adapter_file}: module {module} has lora_{next(iter(ab))} only.",
@@ -489,7 +513,21 @@ class LoraReader:
                 for target, update in self._expert_updates(module, ab["A"], ab["B"], float(alpha), config):
                     self._add(target, update)
                 continue
+            slot = stacked_slot(name) if name not in self._infos and mode == "linear" and magnitude is None else None
+            if slot is not None and slot[0] in self._infos:  # one expert's module, the base's experts stacked
+                per_expert.setdefault(slot[0], {})[slot[1]] = (ab["A"], ab["B"], float(scale))
+                continue
             self._add(name, _Update(ab["A"], ab["B"], float(scale), mode, magnitude))
+        for target, experts in sorted(per_expert.items()):
+            n_experts, n_out, n_in = self._infos[target].shape
+            wrong = [e for e, (a, b, _) in experts.items()
+                     if e >= n_experts or a.shape[1] != n_in or b.shape[0] != n_out]
+            if wrong:
+                raise AdapterMismatchError(
+                    f"The adapter {self.ref.path} updates expert {wrong[0]} of {target} with a shape that the "
+                    f"base model {self.base.ref.id!r}'s ({n_experts} experts of {n_out} x {n_in}) does not have: is "
+                    "that the right base model?", self.ref.path)
+            self._add(target, _stacked_update(experts, n_experts))
         if magnitudes or (config.get("use_dora") and not any(u.magnitude is not None for us in self._updates.values()
                                                               for u in us)):
             raise UnreadableCheckpointError(
