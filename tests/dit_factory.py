@@ -277,3 +277,86 @@ def patched_kohya_flux_converter(inner_dim: int, mlp_dim: int):
     exec(source.replace("dims=[3072, 3072, 3072, 12288]", f"dims=[{inner_dim}] * 3 + [{mlp_dim}]"),  # noqa: S102
          namespace)
     return namespace["_convert_kohya_flux_lora_to_diffusers"]
+
+
+#: Every LoRA target of an SD3 joint block (kohya's fused qkv modules are split onto these by their rows).
+SD3_LORA_TARGETS = (r".*transformer_blocks\.\d+\.(attn\.(to_q|to_k|to_v|add_q_proj|add_k_proj|add_v_proj|to_out\.0|"
+                    r"to_add_out)|ff\.net\.(0\.proj|2)|ff_context\.net\.2|norm1\.linear|norm1_context\.linear)")
+
+
+def trained_sd3_lora(seed: int, targets: str | list[str] = SD3_LORA_TARGETS):
+    """The tiny SD3 (:func:`tiny_sd3` 0) with a peft LoRA (rank 2, alpha 4, Gaussian init) on ``targets``, its
+    factors trained :func:`sd3_steps` with ``seed``; the base weights stay frozen."""
+    from peft import LoraConfig
+
+    model = tiny_sd3(0)
+    model.add_adapter(LoraConfig(r=2, lora_alpha=4, init_lora_weights="gaussian", target_modules=targets))
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+    return sd3_steps(model, seed=seed)
+
+
+#: The MMDiT module (Stability's names, as sd-scripts' SD3 LoRA names its modules) -> the diffusers modules it
+#: fuses, rows in this order.
+_KOHYA_SD3_FUSED = {
+    "joint_blocks.{i}.x_block.attn.qkv": ("transformer_blocks.{i}.attn.to_q", "transformer_blocks.{i}.attn.to_k",
+                                          "transformer_blocks.{i}.attn.to_v"),
+    "joint_blocks.{i}.context_block.attn.qkv": ("transformer_blocks.{i}.attn.add_q_proj",
+                                                "transformer_blocks.{i}.attn.add_k_proj",
+                                                "transformer_blocks.{i}.attn.add_v_proj"),
+}
+_KOHYA_SD3_WHOLE = {
+    "joint_blocks.{i}.x_block.attn.proj": "transformer_blocks.{i}.attn.to_out.0",
+    "joint_blocks.{i}.context_block.attn.proj": "transformer_blocks.{i}.attn.to_add_out",
+    "joint_blocks.{i}.x_block.mlp.fc1": "transformer_blocks.{i}.ff.net.0.proj",
+    "joint_blocks.{i}.x_block.mlp.fc2": "transformer_blocks.{i}.ff.net.2",
+    "joint_blocks.{i}.context_block.mlp.fc2": "transformer_blocks.{i}.ff_context.net.2",
+    "joint_blocks.{i}.x_block.adaLN_modulation.1": "transformer_blocks.{i}.norm1.linear",
+    "joint_blocks.{i}.context_block.adaLN_modulation.1": "transformer_blocks.{i}.norm1_context.linear",
+}
+
+
+def kohya_sd3_lora(lora: State, alpha: float, blocks: int) -> tuple[State, dict[str, str]]:
+    """A diffusers-layout SD3 LoRA (``transformer.<module>.lora_A/B``, rank r, ``lora_alpha`` alpha) in the
+    kohya-ss layout (``lora_unet_`` + the MMDiT module's name, dots as underscores): a fused ``qkv`` whose
+    parts all carry a LoRA becomes one module of rank ``3 r``, ``lora_down`` the parts' A stacked and
+    ``lora_up`` their B on the block diagonal, ``alpha`` scaled by 3 so alpha / rank holds; the last block's
+    context modulation has its (scale, shift) rows stored as the original's (shift, scale). Returns the file's
+    tensors and kohya module -> MMDiT module (dotted), to merge it in the original layout."""
+    src = {k.removeprefix("transformer."): v for k, v in lora.items()}
+    out: State = {}
+    modules: dict[str, str] = {}
+    for i in range(blocks):
+        for original, parts in _KOHYA_SD3_FUSED.items():
+            names = [p.format(i=i) for p in parts]
+            if not all(f"{n}.lora_A.weight" in src for n in names):
+                continue
+            flat = "lora_unet_" + original.format(i=i).replace(".", "_")
+            out[f"{flat}.lora_down.weight"] = torch.cat([src.pop(f"{n}.lora_A.weight") for n in names])
+            out[f"{flat}.lora_up.weight"] = torch.block_diag(*[src.pop(f"{n}.lora_B.weight") for n in names])
+            out[f"{flat}.alpha"] = torch.tensor(alpha * len(names))
+            modules[flat] = original.format(i=i)
+        for original, name in _KOHYA_SD3_WHOLE.items():
+            n = name.format(i=i)
+            if f"{n}.lora_A.weight" not in src:
+                continue
+            flat = "lora_unet_" + original.format(i=i).replace(".", "_")
+            up = src.pop(f"{n}.lora_B.weight")
+            out[f"{flat}.lora_down.weight"] = src.pop(f"{n}.lora_A.weight")
+            out[f"{flat}.lora_up.weight"] = _swap(up) if "context_block.adaLN" in original and i == blocks - 1 else up
+            out[f"{flat}.alpha"] = torch.tensor(float(alpha))
+            modules[flat] = original.format(i=i)
+    assert not src, f"not in the kohya layout: {sorted(src)}"
+    return {k: v.contiguous() for k, v in out.items()}, modules
+
+
+def merge_kohya_in_original_layout(single: State, kohya: State, modules: dict[str, str],
+                                   prefix: str = "model.diffusion_model.") -> State:
+    """``single`` (a Stability single-file state) with each kohya module's ``alpha / rank * up @ down`` added to
+    its MMDiT weight, as a loader of the original layout (ComfyUI, sd-scripts) applies it."""
+    out = dict(single)
+    for flat, original in modules.items():
+        down, up = kohya[f"{flat}.lora_down.weight"], kohya[f"{flat}.lora_up.weight"]
+        key = f"{prefix}{original}.weight"
+        out[key] = out[key] + float(kohya[f"{flat}.alpha"]) / down.shape[0] * (up @ down)
+    return out

@@ -17,8 +17,8 @@ import torch
 pytest.importorskip("diffusers")
 
 from dit_factory import (  # noqa: E402
-    flux_converter, flux_single_file, flux_steps, sd3_converter, sd3_single_file, sd3_steps, state_of, tiny_flux,
-    tiny_sd3, trained_flux_lora,
+    flux_converter, flux_single_file, flux_steps, kohya_sd3_lora, merge_kohya_in_original_layout, sd3_converter,
+    sd3_single_file, sd3_steps, state_of, tiny_flux, tiny_sd3, trained_flux_lora, trained_sd3_lora,
 )
 from safetensors.torch import save_file  # noqa: E402
 
@@ -225,8 +225,9 @@ def test_unknown_and_partial_files_are_notes_not_crashes(tmp_path, flux):
     (["transformer_blocks.0.attn.to_q.lora_A.weight", "transformer_blocks.0.attn.to_q.lora_B.weight",
       "single_transformer_blocks.0.proj_mlp.lora_A.weight"], "Flux LoRA (diffusers / PEFT layout)"),
     (["diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"], "Flux LoRA (original single-file layout)"),
-    (["lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight",
-      "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight"], "SD3 LoRA (kohya-ss layout)"),
+    # LyCORIS LoKr modules on SD3 (kohya-ss layout; plain LoRA modules are read)
+    (["lora_unet_joint_blocks_0_x_block_attn_qkv.lokr_w1", "lora_unet_joint_blocks_0_x_block_attn_qkv.lokr_w2",
+      "lora_unet_joint_blocks_0_x_block_attn_qkv.alpha"], "SD3 LoRA (kohya-ss layout)"),
 ])
 def test_dit_lora_files_are_a_clear_problem(tmp_path, flux, names, what):
     """Flux / SD3 LoRA files in the layouts not read yet: a problem saying what the file is, never a model of its
@@ -352,6 +353,63 @@ def test_kohya_flux_lora_merges_as_diffusers_fuses_it(tmp_path, flux, kohya_flux
     assert not result.problems, result.problems
     [edge] = result.edges
     assert (edge.parent, edge.child, edge.relation) == ("flux-base", "my-lora", "adapter"), edge
+
+
+@pytest.fixture(scope="module")
+def kohya_sd3_lora_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A kohya-ss SD3 LoRA (fused ``x_block`` / ``context_block`` ``attn_qkv`` modules, whole ones, the last
+    block's context modulation in the original's (shift, scale) order), made from a diffusers-layout LoRA
+    trained 3 real AdamW steps (``dit_factory.kohya_sd3_lora``), and what diffusers' ``load_lora_weights`` +
+    ``fuse_lora`` make of that diffusers-layout LoRA. diffusers has no SD3 kohya converter: the oracle is
+    checked against its SD3 single-file converter applied to the kohya LoRA merged in the original layout."""
+    pytest.importorskip("peft")
+    from diffusers import StableDiffusion3Pipeline
+    from peft import get_peft_model_state_dict
+
+    model = trained_sd3_lora(5)
+    layers = get_peft_model_state_dict(model)
+    folder = tmp_path_factory.mktemp("sd3-lora")
+    StableDiffusion3Pipeline.save_lora_weights(folder, transformer_lora_layers=layers, safe_serialization=True,
+                                               transformer_lora_adapter_metadata=model.peft_config["default"].to_dict())
+    pipe = StableDiffusion3Pipeline(transformer=tiny_sd3(0), scheduler=None, vae=None, text_encoder=None,
+                                    tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
+                                    tokenizer_3=None)
+    pipe.load_lora_weights(folder)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    fused = state_of(pipe.transformer)
+    kohya, modules = kohya_sd3_lora({"transformer." + k: v for k, v in layers.items()}, alpha=4.0, blocks=3)
+    in_original = merge_kohya_in_original_layout(sd3_single_file(state_of(tiny_sd3(0))), kohya, modules)
+    _assert_exact(sd3_converter()(in_original), fused)
+    path = folder / "my-lora.safetensors"
+    save_file(kohya, str(path), metadata={"ss_sd_model_name": "sd3-base.safetensors"})
+    return path, fused
+
+
+@pytest.mark.parametrize("base_layout", ["single-file", "diffusers"])
+def test_kohya_sd3_lora_merges_as_diffusers_fuses_it(tmp_path, sd3, kohya_sd3_lora_file, base_layout):
+    """A kohya-ss SD3 LoRA, its fused qkv updates split by rows onto the diffusers modules and the last block's
+    context modulation swapped back, reads as exactly the transformer diffusers' fuse_lora makes (max abs
+    difference 0), on either base, and is recovered as an adapter of the base its metadata names."""
+    path, fused = kohya_sd3_lora_file
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / path.name).write_bytes(path.read_bytes())
+    if base_layout == "single-file":
+        save_file(sd3_single_file(sd3), str(folder / "sd3-base.safetensors"))
+    else:
+        _repo(folder / "sd3-base", sd3, "StableDiffusion3Pipeline")
+    found = discover([folder])
+    assert not found.problems, found.problems
+    models = {m.id: m for m in found.models}
+    assert models["my-lora"].format == "sd-lora:kohya"
+    with open_model(models["sd3-base"]) as base, open_model(models["my-lora"], base) as lora:
+        _assert_exact({n: lora.read(n) for n in lora.tensor_infos()}, fused)
+    assert sum(not torch.equal(fused[k], sd3[k]) for k in sd3) == 36
+    result = recover_paths([folder], RecoverySettings())
+    assert not result.problems, result.problems
+    [edge] = result.edges
+    assert (edge.parent, edge.child, edge.relation) == ("sd3-base", "my-lora", "adapter"), edge
 
 
 def test_kohya_flux_lora_on_the_wrong_base_says_so(tmp_path, kohya_flux_lora):

@@ -16,11 +16,14 @@ Stable Diffusion LoRAs are shared as single ``.safetensors`` files, not as PEFT 
   (``diffusers/utils/state_dict_utils.py``); :func:`_peft_module` applies the same rules. A Flux / SD3 pipeline
   saves its transformer's LoRA the same way under ``transformer.`` (``FluxPipeline.save_lora_weights``): read
   on a base transformer (a diffusers ``transformer/`` folder, or a single file read under the same names by
-  :mod:`.dit_single_file`). kohya-ss Flux LoRAs name the original fused modules
-  (``lora_unet_double_blocks_0_img_attn_qkv``, ``lora_unet_single_blocks_0_linear1``): each module's update is
-  split by rows onto the diffusers modules it fuses (:func:`dit_resolve`), as diffusers' kohya Flux converter
-  splits ``lora_up``. Other DiT LoRA layouts (BFL ``diffusion_model.double_blocks.0...``, SD3 kohya files,
-  LyCORIS modules on Flux) are refused with a message (:func:`dit_lora`).
+  :mod:`.dit_single_file`). kohya-ss Flux and SD3 LoRAs name the original fused modules
+  (``lora_unet_double_blocks_0_img_attn_qkv``, ``lora_unet_single_blocks_0_linear1``,
+  ``lora_unet_joint_blocks_0_x_block_attn_qkv``): each module's update is split by rows onto the diffusers
+  modules it fuses (:func:`dit_resolve`), as diffusers' kohya Flux converter splits ``lora_up``, and as
+  diffusers' SD3 single-file converter splits a fused weight (SD3 has no kohya converter in diffusers; a loader
+  of the original layout adds the update to the fused weight, which that converter then splits the same way).
+  Other DiT LoRA layouts (BFL ``diffusion_model.double_blocks.0...``, LyCORIS modules on Flux / SD3) are refused
+  with a message (:func:`dit_lora`).
 
 The merged weight is the one diffusers' ``fuse_lora`` and sd-scripts' ``merge_lora.py`` compute:
 ``W + (alpha / r) * B @ A`` (convolutions: ``B.flatten(1) @ A.flatten(1)`` reshaped to the kernel), with
@@ -218,12 +221,12 @@ def sniff(names: Iterable[str]) -> str | None:
     # A DiT LoRA as diffusers saves it (``transformer.<diffusers module>.lora_A``) names the transformer's own
     # modules: read like an SD UNet's diffusers file, on a base read under those names (a diffusers folder or a
     # single file, :mod:`.dit_single_file`). The other layouts name the original fused modules: not read yet.
-    # kohya-ss Flux files of plain LoRA modules name the original (fused) modules: read, each module's update
-    # split by rows onto the diffusers modules it fuses (:func:`dit_resolve`; checked against diffusers' kohya
-    # Flux converter; SD3's kohya files are not, and stay refused).
+    # kohya-ss Flux / SD3 files of plain LoRA modules name the original (fused) modules: read, each module's
+    # update split by rows onto the diffusers modules it fuses (:func:`dit_resolve`; checked against diffusers'
+    # kohya Flux converter, and for SD3 against its single-file converter applied to the merged original).
     if dit is not None and not (dit.endswith("(diffusers / PEFT layout)")
                                 and all(n.startswith(_COMPONENTS) for n in names)) \
-            and not (dit == "Flux LoRA (kohya-ss layout)" and _plain_kohya(names)):
+            and not (dit in ("Flux LoRA (kohya-ss layout)", "SD3 LoRA (kohya-ss layout)") and _plain_kohya(names)):
         return f"{DIT_LORA}:{dit}"
     kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
     # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
@@ -287,8 +290,8 @@ def refusal(path: str, scheme: str) -> str:
         what = scheme.removeprefix(DIT_LORA + ":")
         return (f"{path} is a {what} file: an adapter of a DiT transformer (Flux / SD3) in a layout this version "
                 "does not read yet (it reads Flux / SD3 LoRAs as diffusers' save_lora_weights writes them, "
-                "transformer.<module>.lora_A / lora_B, and Flux LoRAs of plain lora_down / lora_up modules in the "
-                "kohya-ss layout). Fuse it into its base with diffusers "
+                "transformer.<module>.lora_A / lora_B, and Flux / SD3 LoRAs of plain lora_down / lora_up modules in "
+                "the kohya-ss layout). Fuse it into its base with diffusers "
                 "(pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
