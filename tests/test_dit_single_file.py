@@ -329,6 +329,23 @@ def kohya_flux_lora(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     return path, state_of(pipe.transformer)
 
 
+def _assert_kohya_adapter(folder: Path, base_id: str, base_state: dict[str, torch.Tensor],
+                          fused: dict[str, torch.Tensor], changed: int) -> None:
+    """``my-lora`` (a kohya-ss file) in ``folder`` reads on ``base_id`` as exactly ``fused``, having changed
+    ``changed`` of the base's tensors, and is recovered as that base's adapter."""
+    found = discover([folder])
+    assert not found.problems, found.problems
+    models = {m.id: m for m in found.models}
+    assert models["my-lora"].format == "sd-lora:kohya"
+    with open_model(models[base_id]) as base, open_model(models["my-lora"], base) as lora:
+        _assert_exact({n: lora.read(n) for n in lora.tensor_infos()}, fused)
+    assert sum(not torch.equal(fused[k], base_state[k]) for k in base_state) == changed
+    result = recover_paths([folder], RecoverySettings())
+    assert not result.problems, result.problems
+    [edge] = result.edges
+    assert (edge.parent, edge.child, edge.relation) == (base_id, "my-lora", "adapter"), edge
+
+
 @pytest.mark.parametrize("base_layout", ["single-file", "diffusers"])
 def test_kohya_flux_lora_merges_as_diffusers_fuses_it(tmp_path, flux, kohya_flux_lora, base_layout):
     """A kohya-ss Flux LoRA, whose fused modules' updates are split by rows onto the diffusers modules, reads as
@@ -342,17 +359,7 @@ def test_kohya_flux_lora_merges_as_diffusers_fuses_it(tmp_path, flux, kohya_flux
         save_file(flux_single_file(flux, "model.diffusion_model."), str(folder / "flux-base.safetensors"))
     else:
         _repo(folder / "flux-base", flux, "FluxPipeline")
-    found = discover([folder])
-    assert not found.problems
-    models = {m.id: m for m in found.models}
-    assert models["my-lora"].format == "sd-lora:kohya"
-    with open_model(models["flux-base"]) as base, open_model(models["my-lora"], base) as lora:
-        _assert_exact({n: lora.read(n) for n in lora.tensor_infos()}, fused)
-    assert sum(not torch.equal(fused[k], flux[k]) for k in flux) == 26
-    result = recover_paths([folder], RecoverySettings())
-    assert not result.problems, result.problems
-    [edge] = result.edges
-    assert (edge.parent, edge.child, edge.relation) == ("flux-base", "my-lora", "adapter"), edge
+    _assert_kohya_adapter(folder, "flux-base", flux, fused, changed=26)
 
 
 @pytest.fixture(scope="module")
@@ -399,17 +406,7 @@ def test_kohya_sd3_lora_merges_as_diffusers_fuses_it(tmp_path, sd3, kohya_sd3_lo
         save_file(sd3_single_file(sd3), str(folder / "sd3-base.safetensors"))
     else:
         _repo(folder / "sd3-base", sd3, "StableDiffusion3Pipeline")
-    found = discover([folder])
-    assert not found.problems, found.problems
-    models = {m.id: m for m in found.models}
-    assert models["my-lora"].format == "sd-lora:kohya"
-    with open_model(models["sd3-base"]) as base, open_model(models["my-lora"], base) as lora:
-        _assert_exact({n: lora.read(n) for n in lora.tensor_infos()}, fused)
-    assert sum(not torch.equal(fused[k], sd3[k]) for k in sd3) == 36
-    result = recover_paths([folder], RecoverySettings())
-    assert not result.problems, result.problems
-    [edge] = result.edges
-    assert (edge.parent, edge.child, edge.relation) == ("sd3-base", "my-lora", "adapter"), edge
+    _assert_kohya_adapter(folder, "sd3-base", sd3, fused, changed=36)
 
 
 def test_kohya_flux_lora_on_the_wrong_base_says_so(tmp_path, kohya_flux_lora):
