@@ -157,7 +157,9 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     merge (its coefficient would be negative anyway). Where no fit is exact on all layers, exact
     fits are also sought off the child's own direction (:func:`_on_sphere`: SLERP, NuSLERP,
     Multi-SLERP and Karcher renormalise onto the sphere, which leaves their chord error along the
-    child).
+    child). An exact fit must also explain the child better, by :data:`PARSIMONY`, than any single
+    relative alone (:func:`_one_parent_share`): a near-copy fine-tune of a model lying between two others
+    is exact on them with its own update for residual.
     """
     pl = _entries_above_chance(pl, labels, rounding_ratio(stats))
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
@@ -333,6 +335,8 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded:
             continue
         # (the fit's own flag: the whole-model pass may not rebind the loop's ``by_layer``)
         ratio, parents, coeffs, cap, fit_by_layer = best
+        if ratio <= EXACT and _one_parent_share(pl, c, parents, pool, best is sphere, fit_by_layer)[0] > PARSIMONY:
+            continue  # one relative alone explains it about as well: a fine-tune of that relative (_one_parent_share)
         off_ray = off_ray_ratio(pl, c, parents, by_layer=fit_by_layer)
         if not off_ray <= cap:
             continue  # explained along its own direction only: a rescaled fine-tune (weight decay)
@@ -342,6 +346,39 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded:
         found.append((ratio, _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray, sphere=best is sphere,
                                          reverse=reverse, by_layer=fit_by_layer)))
     return found
+
+
+def _one_parent_share(pl: PairLayers, c: int, parents: tuple[int, ...], pool: list[int], sphere: bool,
+                      by_layer: bool) -> tuple[float, int]:
+    """The merge fit's residual as a share of what the single relative of ``pool`` (not a parent) that explains the
+    child best leaves alone (its squared distance), and that relative (-1 where none); each fitted as the merge was
+    (``sphere``, ``by_layer``: :func:`_subset_residual`) over the layers the child, its parents and that relative hold.
+
+    A fine-tune of a model is that model plus an update new to every other model, so the one-parent reading leaves
+    the update. A merge with k parents must explain the child better than that by the factor more parents must
+    gain (:data:`PARSIMONY`), as it must against fewer parents of its own (:func:`_best_subset`). Measured on the
+    nearest parent alone, the residual says nothing of this: a near-copy fine-tune of a model T that lies on a
+    line between two of T's relatives is an exact "merge" of those two (a negation's base lies between the negation
+    and its subtracted input: base - l (M - base)), with its own small update for residual. Profile D seeds 204 and
+    206: two such fine-tunes read as SLERPs of a negation and its subtracted input at residual 0.006-0.009 of
+    the nearest parent, 0.77 of T's distance; on the profile C, D and E diagnosis sets the exact fits of every merge
+    read (160 on the fifteen other sets, and D 204's and 206's) leave at most 0.022 of what any single relative
+    leaves."""
+    shared = _common_layers(pl, [c, *parents])
+    best, who = 0.0, -1
+    for r in pool:
+        if r in parents:
+            continue
+        layers = shared & np.isfinite(pl.sq[:, c, r])
+        if not layers.any():
+            continue
+        single = _subset_residual(pl, c, (r,), layers, sphere, by_layer)
+        if not single > 0:
+            continue
+        share = _subset_residual(pl, c, parents, layers, sphere, by_layer) / single
+        if share > best or who < 0:
+            best, who = share, r
+    return best, who
 
 
 def _reversed(pl: PairLayers, c: int, parents: tuple[int, ...], ratio: float, pool: list[int]
