@@ -17,7 +17,9 @@ collections) it recovers with the defaults and reads every true fine-tune edge a
 - the chain table: each true chain p -> a -> b of fine-tunes whose second step is at most half the first
   (r = d(a, b) / d(p, a) < 1/2), with g = (D(p, b) + D(a, b) - D(p, a)) / (2 D(a, b)) (g < 1/2: b nearer p
   than a, distance reads p -> b -> a) and the kurtosis contrast k(W_b - W_p) - k(W_a - W_p) on the skeleton
-  entries (mean over layers): which of the two differences to p is the single run.
+  entries (mean over layers): which of the two differences to p is the single run;
+- last line: a rule gated to that tie zone simulated on the recovered tree (see ``read_set``): how many
+  recovered chains it would swap, how many swaps would be right and how many would break a right chain.
 
     python benchmarks/nearcopy_diag.py --cache /tmp/cache-x /tmp/typedd/seed200/typed ...
 """
@@ -37,6 +39,9 @@ from mother_core import compute_statistics, discover, recover  # noqa: E402
 from siblings_diag import _kurtosis, truth_edges  # noqa: E402
 
 
+SIMULATED: list[dict] = []
+
+
 def _recipe(folder: Path) -> dict[str, dict]:
     return json.loads((folder / "truth.json").read_text()).get("meta", {}).get("models", {})
 
@@ -50,8 +55,11 @@ def read_set(folder: Path, cache: Path | None, misses: bool) -> tuple[list[dict]
     sq_t = np.asarray(stats.sq_dist, dtype=np.float64)
     present = np.asarray(stats.present, dtype=bool)
     pred: dict[str, set[str]] = {}
+    rec_ft: list[tuple[str, str]] = []
     for e in recover(stats).edges:
         pred.setdefault(e.child, set()).add(e.parent)
+        if e.relation == "finetune":
+            rec_ft.append((e.parent, e.child))
     ft = [(a, c) for a, c, r in truth if r == "finetune" and a in ix and c in ix]
     kids: dict[str, list[str]] = {}
     par: dict[str, str] = {}
@@ -93,6 +101,27 @@ def read_set(folder: Path, cache: Path | None, misses: bool) -> tuple[list[dict]
         if misses and a not in pred.get(c, set()):
             print(f"  miss {a} -> {c} (lr {lr:.2g}, {steps} steps, d(a,c)/d(p,a) {r:.3f}): c under "
                   f"{sorted(pred.get(c, set())) or 'root'}, a under {sorted(pred.get(a, set())) or 'root'}")
+    # The gated rule simulated on the recovered tree: each recovered chain p -> x -> y of single-parent
+    # fine-tunes with d(x, y) < d(p, x) / 2 and h = (D(p, y) - D(p, x)) / D(x, y) < 1 (the reading's second step
+    # partly undoes its first) would be swapped to p -> y -> x where k(W_y - W_p) < k(W_x - W_p).
+    one = {c for c, ps in pred.items() if len(ps) == 1}
+    rpar = {c: p for p, c in rec_ft if c in one}
+    tset = {(a, c) for a, c in ft}
+    for x, y in rec_ft:
+        p = rpar.get(x)
+        if p is None or y not in one:
+            continue
+        dpx, dpy, dxy = trio(p, x, y)
+        if not dxy or dxy >= dpx / 4 or (dpy - dpx) / dxy >= 1:
+            continue
+        ks = []
+        for sk in stats.skeletons.values():
+            w = sk[[ix[p], ix[x], ix[y]]].astype(np.float64).reshape(3, -1)
+            if np.isfinite(w).all() and w.shape[1] >= 16 and (w[1] - w[0]).any() and (w[2] - w[0]).any():
+                ks.append(_kurtosis(w[2] - w[0]) - _kurtosis(w[1] - w[0]))
+        if ks:
+            SIMULATED.append({"swap": float(np.mean(ks)) < 0, "now_right": (p, x) in tset and (x, y) in tset,
+                              "swap_right": (p, y) in tset and (y, x) in tset})
     return hub, chains
 
 
@@ -124,6 +153,11 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, sel in (("all", chains), ("g < 1/2 (b nearer p)", [r for r in chains if r["g"] < 0.5])):
         print(f"| {name} | {len(sel)} | {sum(r['right'] for r in sel)} | {sum(r['k'] > 0 for r in sel)} |")
+    sw = [r for r in SIMULATED if r["swap"]]
+    print(f"\ngated swap on the recovered tree: {len(SIMULATED)} candidate chains, {len(sw)} swapped; of those "
+          f"{sum(r['swap_right'] for r in sw)} become right, {sum(r['now_right'] for r in sw)} were right (lost); "
+          f"not swapped: {sum(r['now_right'] for r in SIMULATED if not r['swap'])} right, "
+          f"{sum(r['swap_right'] for r in SIMULATED if not r['swap'])} left reversed")
 
 
 if __name__ == "__main__":
