@@ -25,8 +25,7 @@ runs agree (a mixture, heavy-tailed in the trees where distance fails). So a rec
 difference reads heavy-tailed while the grandparent's reads platykurtic, in most layers, is lifted.
 Reading only which of the two differences is the more platykurtic is not enough: where a strongly
 platykurtic step s - p is followed by a near-Gaussian one (the vit-tree demo, the zoo's recipe: children on
-new tasks),
-W_c - W_p inherits the first step's shape and reads the more platykurtic on a true chain (the vit-tree
+new tasks), W_c - W_p inherits the first step's shape and reads the more platykurtic on a true chain (the vit-tree
 demo lost 3 of 12 edges that way; benchmarks/RESULTS.md, issue 12, "Siblings read as chains"). And the
 lift is trusted only in a tree whose recovered edges read clearly platykurtic on the median
 (:func:`lift_trusted`): where single runs read near-Gaussian (our zoo), one run's difference reads as
@@ -34,8 +33,9 @@ heavy-tailed as two runs' and the zoo lost 3 edges to the lift.
 
 The constants were chosen on the FITTING collections of ``benchmarks/generalise.py`` only
 (``benchmarks/placement_variants.py --variants "no kurtosis ties,defaults"``; benchmarks/RESULTS.md,
-issue 12, "Near-tied parents re-chosen by the kurtosis of the difference"); the lift adds no fitted
-constant (its section there: "Siblings read as chains").
+issue 12, "Near-tied parents re-chosen by the kurtosis of the difference"); the lift's sign test adds none
+("Siblings read as chains"), its tree check one, placed with our zoo and the demos as guard rails
+(:data:`LIFT_TREE_KURTOSIS`; "Siblings lifted where a tree's runs read alike").
 """
 
 from __future__ import annotations
