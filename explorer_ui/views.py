@@ -589,6 +589,16 @@ def tie_note(e: Edge) -> str:
     distance; empty for every other edge."""
     if not e.chosen_by_tie:
         return ""
+    if e.tie_lifted:
+        values = "; ".join(f"{md(m)} " + (f"{v:+.2f}" if math.isfinite(v) else "n/a")
+                           + (" (chosen)" if m == e.parent else " (parent by distance)" if m == e.tie_displaced else "")
+                           for m, v in e.tie_kurtosis.items())
+        return ("**Moved from a chain to a sibling of its parent by the shape of the weight difference "
+                "(Adam-like updates), not by distance.** Distance placed this model under "
+                f"{md(e.tie_displaced or '')}; in most layers its difference to {md(e.parent)} reads the more "
+                "platykurtic (flat-tailed, like one fine-tune's update), and its difference to "
+                f"{md(e.tie_displaced or '')} like two runs' difference: siblings on a line, not a chain. "
+                f"Mean excess kurtosis over the layers of child − candidate: {values}.")
     values = "; ".join(f"{md(m)} " + (f"{v:+.2f}" if math.isfinite(v) else "n/a")
                        + (" (chosen)" if m == e.parent else " (nearest by distance)" if m == e.tie_displaced else "")
                        for m, v in e.tie_kurtosis.items())

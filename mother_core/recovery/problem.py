@@ -75,10 +75,14 @@ class LayerMargins:
 class TieKurtosis:
     """One child's candidate parents (those of its :class:`LayerMargins` in its tree, cheapest first) and
     the mean over layers of the excess kurtosis of the entries of W_child - W_candidate (NaN where no
-    layer measured it): the cue that re-chooses among near-tied parents (:mod:`.ties`)."""
+    layer measured it): the cue that re-chooses among near-tied parents (:mod:`.ties`). ``layers``
+    (candidates x layers, NaN where a layer did not measure a pair) is the same per layer: the sign test
+    that tells a chain from siblings reads it (:func:`.ties.lift_siblings`); None in problems saved
+    before it existed (no child is lifted then)."""
 
     candidates: tuple[int, ...]
     kurtosis: np.ndarray
+    layers: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,7 +214,8 @@ class RecoveryProblem:
         out["layer_margins"] = {str(c): [list(m.candidates), np.asarray(m.effect).tolist()]
                                 for c, m in self.layer_margins.items()}
         if self.tie_kurtosis:
-            out["tie_kurtosis"] = {str(c): [list(t.candidates), np.asarray(t.kurtosis).tolist()]
+            out["tie_kurtosis"] = {str(c): [list(t.candidates), np.asarray(t.kurtosis).tolist(),
+                                            *([] if t.layers is None else [np.asarray(t.layers).tolist()])]
                                    for c, t in self.tie_kurtosis.items()}
         return out
 
@@ -266,7 +271,9 @@ class RecoveryProblem:
             layer_margins={int(c): LayerMargins(tuple(int(x) for x in v[0]),
                                                 np.array([[_f(x) for x in row] for row in v[1]], dtype=np.float64))
                            for c, v in (extra.get("layer_margins") or {}).items()},
-            tie_kurtosis={int(c): TieKurtosis(tuple(int(x) for x in v[0]), np.array([_f(x) for x in v[1]]))
+            tie_kurtosis={int(c): TieKurtosis(tuple(int(x) for x in v[0]), np.array([_f(x) for x in v[1]]),
+                                              np.array([[_f(x) for x in row] for row in v[2]], dtype=np.float64)
+                                              .reshape(len(v[0]), -1) if len(v) > 2 else None)
                           for c, v in (extra.get("tie_kurtosis") or {}).items()},
         )
 

@@ -490,7 +490,7 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     # An edge the edit leaves in place keeps what its parent was chosen by (a near-tie's kurtosis).
     ties = {index[e.child]: TieChoice(index[e.tie_displaced], tuple(index[m] for m in e.tie_kurtosis),
-                                      tuple(e.tie_kurtosis.values()))
+                                      tuple(e.tie_kurtosis.values()), e.tie_lifted)
             for e in recovery.edges if e.tie_kurtosis and e.tie_displaced in index
             and all(m in index for m in e.tie_kurtosis)}
     solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),

@@ -24,7 +24,9 @@ fine-tune skeleton: a forest of directed trees (the paper's Model Graph). Result
 relations existed load with every edge a ``finetune`` of unassessed confidence (NaN). An edge whose
 parent was re-chosen among near-tied candidates by the kurtosis of the weight difference
 (:mod:`mother_core.recovery.ties`) carries ``tie_kurtosis`` (the chosen parent first) and
-``tie_displaced`` (the parent distance had chosen); files written before them load with neither.
+``tie_displaced`` (the parent distance had chosen); files written before them load with neither. Where
+the parent was instead lifted from a chain to siblings (``ties.lift_siblings``: the child's recovered
+parent's parent, by the layers' sign test, not a near tie) ``tie_lifted`` is true.
 A ``merge`` edge's ``confidence`` is its parent's own (that this parent is one of the child's), its
 ``relation_confidence`` the merge's (that the child is a merge); ``parent_note`` says what puts the parent
 in doubt (a relative that explains the child as well in its place), ``""`` where nothing does. Files
@@ -107,6 +109,9 @@ class Edge:
     # parent distance had chosen. Empty / None where distance chose the parent (and in older files).
     tie_kurtosis: dict[str, float] = field(default_factory=dict)
     tie_displaced: str | None = None
+    # True where the parent is not a near tie's winner but the child was lifted from a chain p -> s -> c to
+    # a sibling of s (the layers' sign test on the same kurtosis; mother_core.recovery.ties.lift_siblings).
+    tie_lifted: bool = False
 
     @property
     def chosen_by_tie(self) -> bool:

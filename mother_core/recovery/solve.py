@@ -21,7 +21,7 @@ from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, near_tied, placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
-from mother_core.recovery.ties import TieChoice, choose_among_ties
+from mother_core.recovery.ties import TieChoice, choose_among_ties, lift_siblings
 from mother_core.recovery.typed import links_of, solver_constraints
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, ModelNode, Recovery, RecoverySettings, TreeInfo,
@@ -137,9 +137,13 @@ def _ties_broken(sol: np.ndarray, members: np.ndarray, problem: RecoveryProblem,
     result tells the user (``Edge.tie_kurtosis``)."""
     parent = np.full(problem.n_models, -1)
     parent[members] = [members[pk] if pk >= 0 else -1 for pk in sol]
+    pinned, banned = {c for _, c in forced} | leaves, set(forbidden)
     new, moved = choose_among_ties(parent, members, problem.layer_margins, problem.tie_kurtosis,
-                                   pinned={c for _, c in forced} | leaves, banned=set(forbidden),
-                                   no_children=leaves)
+                                   pinned=pinned, banned=banned, no_children=leaves)
+    # Then children read as a chain whose difference kurtosis says siblings (:func:`.ties.lift_siblings`).
+    new, lifted = lift_siblings(new, members, problem.tie_kurtosis, pinned=pinned, banned=banned,
+                                no_children=leaves, choices=moved)
+    moved.update(lifted)
     if np.array_equal(new[members], parent[members]):
         return sol, {}
     local = {int(g): k for k, g in enumerate(members)}
@@ -301,4 +305,5 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
         cues={k: float(v[p, c]) for k, v in problem.cue_votes.items()},
         tie_kurtosis={} if tie is None else {ids[q]: k for q, k in zip(tie.candidates, tie.kurtosis)},
         tie_displaced=None if tie is None else ids[tie.displaced],
+        tie_lifted=tie is not None and tie.lifted,
     )
