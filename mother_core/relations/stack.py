@@ -104,7 +104,8 @@ class _Fit:
     runner_up: tuple[float, ...]  # per child layer: squared relative distance to another model's nearest layer
 
 
-def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list[TypedLink]:
+def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
+                quantized: dict[int, float] | None = None) -> list[TypedLink]:
     """A ``merge`` link (mergekit ``passthrough``) for each model whose every layer of a block is a layer of
     shallower relatives of the same layer layout.
 
@@ -120,12 +121,18 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list
     skip : set of int
         Models already typed as copies, quantized models or adapters: neither child nor candidate (their
         original stands for them).
+    quantized : dict of int -> float, optional
+        Quantized models (:func:`quantized_sources`) fitted as children too, never as candidates: a quantized
+        copy of a stack the set lacks. Each is linked as a stack only where its fit is nearer than the
+        relative distance to its source (by name) by the margin :data:`STACK_MARGIN` (a quantized copy of a
+        stack that is in the set fits that stack's sources at its own rounding, as near as its source).
     """
+    quantized = quantized or {}
     usable = [m for m in range(stats.n_models) if m not in skip and not needs_base(stats.models[m])]
-    layout = {m: blocks(stats, m) for m in usable}
+    layout = {m: blocks(stats, m) for m in sorted(set(usable) | set(quantized))}
     fits: dict[int, _Fit] = {}
     read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}  # a model's sampled layers, read once
-    for c in usable:
+    for c in usable + sorted(set(quantized) - set(usable)):
         for name, block in layout[c].items():
             kinds = _layouts(stats, block)
             shallower = [h for h in usable if h != c and name in layout[h]
@@ -135,6 +142,8 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list
                 continue
             held = {h: layout[h][name] for h in shallower}
             fit = _fit(stats, c, block, {h: held[h] for h in _likeliest(stats, c, block, held)}, read)
+            if fit is not None and c in quantized and max(fit.residual) ** 2 >= (1 - STACK_MARGIN) * quantized[c] ** 2:
+                continue  # its source (by name) explains it as well: the quantized copy of that model
             if fit is not None and (c not in fits or max(fit.residual) < max(fits[c].residual)):
                 fits[c] = fit
     # of the models fitted by the same layers (a stack and its fine-tunes), the nearest to them is the stack
@@ -331,21 +340,29 @@ def _link(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit) -> TypedLi
                      parent_confidence=parent_conf, parent_notes=notes)
 
 
-def deeper_than_source(stats: WeightStatistics, links: list[TypedLink]) -> set[int]:
-    """The quantized children (``quantized`` links) holding more layers of a block than their source.
+def quantized_sources(stats: WeightStatistics, pl: PairLayers, links: list[TypedLink]) -> dict[int, float]:
+    """The quantized children (``quantized`` links) with the relative distance to their source over the tensors
+    they share by name; ``inf`` where the source holds fewer layers of a block than the child.
 
-    A quantizer keeps every tensor, so a source lacking layers of its child is no source: the nearest float
-    model over the tensors they share by name, read while the stack itself is not in the set (only its
-    quantized copy is), a shallower model whose layers sit under other indices in the child. These children
-    are fitted as stacks too (:func:`find_stacks`); where one fits, its stack link replaces the quantized one.
+    Where a stack is in the set only as a quantized copy, the quantized detector takes the nearest float model
+    by name as its source, within its bound (0.8 relative for any scheme): a shallower model whose layers sit
+    under other indices in it, or a stack as deep made of siblings' layers, at the distance of fine-tunes. A
+    quantizer keeps every tensor, so a source lacking layers of its child is no source at all. These children
+    are fitted as stacks too (:func:`find_stacks`); where one fits nearer, its stack link replaces the quantized
+    one.
     """
-    out: set[int] = set()
+    out: dict[int, float] = {}
     for link in links:
         if link.relation is not Relation.QUANTIZED or len(link.parents) != 1:
             continue
-        mine, theirs = blocks(stats, link.child), blocks(stats, link.parents[0])
+        q, p = link.child, link.parents[0]
+        mine, theirs = blocks(stats, q), blocks(stats, p)
         if any(name in theirs and len(theirs[name].layers) < len(b.layers) for name, b in mine.items()):
-            out.add(link.child)
+            out[q] = np.inf
+            continue
+        ok = np.isfinite(pl.sq[:, q, p]) & np.isfinite(pl.scale2[:, q, p])
+        den = float(pl.scale2[ok, q, p].sum())
+        out[q] = float(np.sqrt(pl.sq[ok, q, p].sum() / den)) if den > 0 else np.inf
     return out
 
 
