@@ -169,3 +169,13 @@ def test_stacks_of_stacked_layers_their_fine_tune_and_a_stack_held_only_quantize
     assert rec.problem is not None
     link = next(lk for lk in rec.problem.links if rec.model_ids[int(lk["child"])] == quantized)
     assert "its weights are quantized (Q8_0)" in str(link["evidence"])
+
+    # m-stack (m-a[0:3] + m-b[1:4]) held only as a GGUF, beside m-upscale (m-a[0:3] + m-a[1:4]): as deep, and by
+    # name half its layers the same, the up-scaling is the quantized detector's source (main, and a hand-over for
+    # shallower sources only); the stack reading is nearer by far: the merge of m-a and m-b
+    (tmp_path / "m-stack-gguf").mkdir()
+    write_gguf("llama", family / "m-stack", tmp_path / "m-stack-gguf" / "m-stack-Q8_0.gguf", "Q8_0", "stack", [])
+    models = [family / m for m in ("m-root", "m-a", "m-b", "m-upscale")] + [tmp_path / "m-stack-gguf"]
+    rec = recover(compute_statistics(discover(models), device="cpu"))
+    quantized = next(m for m in rec.model_ids if m.startswith("m-stack"))
+    assert rec.relation_of(quantized) == MERGE and rec.parents_of(quantized) == ["m-a", "m-b"]  # main: quantized
