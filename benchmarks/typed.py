@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--make", nargs="*", type=int, default=[], help="seeds to generate with `mother zoo typed`")
     ap.add_argument("--size", default="small")
     ap.add_argument("--out", type=Path, default=Path("typed_zoo"))
-    ap.add_argument("--profile", default="auto", choices=["auto", "A", "B", "C", "D", "E"],
+    ap.add_argument("--profile", default="auto", choices=["auto", "A", "B", "C", "D", "E", "S"],
                     help="generator profile of --make (auto: A for even seeds, B for odd ones)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--cache", type=Path, default=None,

@@ -58,11 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=list(SIZES), default="full", help="'small' = tiny trees for tests (default: full)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same weights (default: 0)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="storage dtype (default float32; demo float16)")
-    p.add_argument("--profile", choices=["auto", "A", "B", "C", "D", "E"], default="auto",
+    p.add_argument("--profile", choices=["auto", "A", "B", "C", "D", "E", "S"], default="auto",
                    help="typed set's generator profile: auto = A for even seeds (fitting), B for odd ones "
                    "(held-out); C differs from both as sets made elsewhere do (other architectures, bf16, "
                    "rsLoRA / DoRA, other merge methods and quantizers); D differs from A, B and C (other "
-                   "architectures, storage dtypes per model, shards, vocabulary growth, classifier heads, QLoRA, hqq)")
+                   "architectures, storage dtypes per model, shards, vocabulary growth, classifier heads, QLoRA, hqq); "
+                   "E mixture-of-experts families; S layer stacks (mergekit passthrough) among the other relations")
     p.add_argument("--quiet", action="store_true", help="no per-model progress")
     p.set_defaults(func=run_zoo)
 

@@ -123,3 +123,59 @@ def test_a_stack_parent_whose_own_fine_tune_is_nearly_as_near_reads_lower(family
     assert edges["m-b"].confidence == edges["m-b"].relation_confidence  # the merge's own
     assert edges["m-a"].confidence < 0.6 < edges["m-b"].confidence  # main: one number for both parents
     assert "another model's layer" in edges["m-a"].parent_note
+
+
+@pytest.mark.xdist_group("passthrough")
+def test_stacks_of_stacked_layers_their_fine_tune_and_a_stack_held_only_quantized(family, tmp_path):
+    """Beside ``m-ab5`` (``m-a[0:2] + m-b[1:4]``, 5 layers: its last three are ``m-b``'s, unchanged, and it comes
+    first in the set), a depth up-scaling of ``m-b`` (6 layers) is fitted to ``m-b``, the original, not to the
+    stack holding copies of its layers (main: ``m-b[0:1] + m-ab5[2:4] + m-ab5[2:5]``, the tie broken by the
+    set's order). Held only as a GGUF Q8_0 it is the same merge (main: a ``quantized`` child of ``m-ab5``, the
+    nearest float model by name), with its parent's own confidence (the copies in ``m-ab5`` at the rounding's
+    distance are no rival) and a note that its weights are quantized. ``m-ab5-ft`` (``m-ab5`` fine-tuned) beside
+    ``m-b1`` (``m-b`` one AdamW step further on the same data) has ``m-b``'s layers nearer ``m-b1``'s: its fit
+    names other sources than ``m-ab5``'s (main: a stack of its own, a merge of ``m-a`` and ``m-b1``); its stack
+    holds every layer as near, so it is ``m-ab5``'s fine-tune. Real mergekit passthrough merges, real AdamW
+    steps, the zoo's GGUF writer."""
+    from transformers import LlamaForCausalLM
+
+    from checkpoint_factory import adam_steps
+    from mother_zoo.typed.quant import write_gguf
+    from passthrough_family import passthrough
+
+    b1 = LlamaForCausalLM.from_pretrained(family / "m-b", dtype=torch.float32)
+    adam_steps(b1, 13, 1, 5e-4).save_pretrained(tmp_path / "m-b1")
+    passthrough([(family / "m-a", 0, 2), (family / "m-b", 1, 4)], tmp_path / "m-ab5")
+    ft = LlamaForCausalLM.from_pretrained(tmp_path / "m-ab5", dtype=torch.float32)
+    adam_steps(ft, 13, 6, 2e-3).save_pretrained(tmp_path / "m-ab5-ft")
+    passthrough([(family / "m-b", 0, 3), (family / "m-b", 1, 4)], tmp_path / "m-b-up")
+    (tmp_path / "m-b-up-gguf").mkdir()
+    write_gguf("llama", tmp_path / "m-b-up", tmp_path / "m-b-up-gguf" / "m-b-up-Q8_0.gguf", "Q8_0", "stack", [])
+    base = [tmp_path / "m-ab5"] + [family / m for m in ("m-root", "m-a", "m-b")] + [tmp_path / "m-b1"]
+
+    rec = recover(compute_statistics(discover(base + [tmp_path / "m-b-up"]), device="cpu"))
+    assert _detail(rec, "m-b-up") == "passthrough m-b[0:3] + m-b[1:4]"  # main: m-ab5's copies of m-b's layers
+    assert rec.parents_of("m-ab5") == ["m-b", "m-a"]
+
+    rec = recover(compute_statistics(discover(base + [tmp_path / "m-ab5-ft"]), device="cpu"))
+    assert rec.parents_of("m-ab5-ft") == ["m-ab5"]  # main: a merge of m-a and m-b1
+    assert rec.relation_of("m-ab5-ft") == Relation.FINETUNE.value
+
+    rec = recover(compute_statistics(discover(base + [tmp_path / "m-b-up-gguf"]), device="cpu"))
+    quantized = next(m for m in rec.model_ids if m.startswith("m-b-up"))
+    assert rec.relation_of(quantized) == MERGE and rec.parents_of(quantized) == ["m-b"]  # main: quantized, m-ab5
+    edge = next(e for e in rec.edges if e.child == quantized)
+    assert edge.confidence == edge.relation_confidence and not edge.parent_note
+    assert rec.problem is not None
+    link = next(lk for lk in rec.problem.links if rec.model_ids[int(lk["child"])] == quantized)
+    assert "its weights are quantized (Q8_0)" in str(link["evidence"])
+
+    # m-stack (m-a[0:3] + m-b[1:4]) held only as a GGUF, beside m-upscale (m-a[0:3] + m-a[1:4]): as deep, and by
+    # name half its layers the same, the up-scaling is the quantized detector's source (main, and a hand-over for
+    # shallower sources only); the stack reading is nearer by far: the merge of m-a and m-b
+    (tmp_path / "m-stack-gguf").mkdir()
+    write_gguf("llama", family / "m-stack", tmp_path / "m-stack-gguf" / "m-stack-Q8_0.gguf", "Q8_0", "stack", [])
+    models = [family / m for m in ("m-root", "m-a", "m-b", "m-upscale")] + [tmp_path / "m-stack-gguf"]
+    rec = recover(compute_statistics(discover(models), device="cpu"))
+    quantized = next(m for m in rec.model_ids if m.startswith("m-stack"))
+    assert rec.relation_of(quantized) == MERGE and rec.parents_of(quantized) == ["m-a", "m-b"]  # main: quantized

@@ -52,6 +52,25 @@ def test_plan_is_deterministic_and_profiles_differ() -> None:
     assert {n.relation for n in full if n.relation} == {r.value for r in Relation}
 
 
+def test_profile_s_plans_layer_stacks_among_the_other_relations() -> None:
+    """Profile S (layer stacks): per family a two-parent stack with slices of different lengths, a stack of a
+    fine-tune and its parent, a depth up-scaling of one model, a stack's fine-tune with its cast, quantized
+    copies of stacks; a distractor as deep as the stacks. The other profiles' plans do not change."""
+    nodes = plan_typed("small", 400, "S")
+    stacks = [n for n in nodes if n.params.get("method") == "passthrough"]
+    assert len(stacks) == 6 and {n.arch for n in stacks} == {"llama", "mistral"}
+    for n in stacks:
+        layers = sum(b - a for _, a, b in n.params["slices"])
+        assert n.relation == "merge" and layers > 4  # deeper than every parent (4 layers)
+        assert set(n.parents) == {m for m, _, _ in n.params["slices"]}
+    assert sum(len(n.parents) == 1 for n in stacks) == 2  # the depth up-scalings
+    assert any(len({b - a for _, a, b in n.params["slices"]}) > 1 for n in stacks)  # slices of different lengths
+    ids = {n.index for n in stacks}
+    assert {n.op for n in nodes if set(n.parents) & ids} >= {"finetune", "gguf"}
+    assert max(n.params["size"].layers for n in nodes if n.op == "root") == 6  # the deep distractor
+    assert not any(n.params.get("method") == "passthrough" for p in "ABCDE" for n in plan_typed("small", 7, p))
+
+
 def test_truth_matches_folders(small_typed_zoo: Path) -> None:
     d = small_typed_zoo
     truth = _truth(d)

@@ -36,7 +36,7 @@ from mother_core.relations.lowrank import (
 )
 from mother_core.relations.merge import find_merges
 from mother_core.relations.prune import find_pruned
-from mother_core.relations.stack import find_stacks
+from mother_core.relations.stack import find_stacks, quantized_sources
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -86,8 +86,12 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         excluded = {link.child for link in links} | adapters
         links += find_merges(stats, pl, labels, excluded)
         merged = {link.child for link in links} - excluded
-        # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters
-        links += [s for s in find_stacks(stats, pl, excluded) if s.child not in merged]
+        # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters; a
+        # quantized model deeper than its source may be the quantized copy of a stack the set lacks
+        quantized = quantized_sources(stats, pl, links)
+        found = [s for s in find_stacks(stats, pl, excluded, quantized) if s.child not in merged]
+        restacked = {s.child for s in found} & set(quantized)
+        links = [link for link in links if link.child not in restacked] + found
     if "shape" in detectors:
         links += find_pruned(stats, pl, labels, {link.child for link in links} | adapters)
     partial: frozenset[int] = frozenset()

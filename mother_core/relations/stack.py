@@ -28,7 +28,7 @@ from mother_core.errors import MotherError
 from mother_core.io.registry import needs_base
 from mother_core.recovery.forest import UNRELATED
 from mother_core.relations.calibration import confidence
-from mother_core.relations.evidence import PairLayers, TypedLink
+from mother_core.relations.evidence import PairLayers, TypedLink, quantization_scheme
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -42,7 +42,8 @@ SAMPLE = 4096
 #: Relative margin of squared distance from which a layer's source keeps the full confidence: the next
 #: model's nearest layer at 1.5 times the squared distance of the chosen one (it differs by the child's
 #: own update plus one half as large). Below it the confidence falls linearly to half (a tie). Constant of
-#: reasoning, as :data:`.detect.LORA_MARGIN`; no fitting set holds a stack.
+#: reasoning, as :data:`.detect.LORA_MARGIN` (not fitted: the typed profile S sets fit the merge's own rate). It also
+#: tells a stack's fine-tune from a stack (:func:`_fine_tunes_of_stacks`): its stack contests every layer of it.
 STACK_MARGIN = 1 / 3
 #: The detail of a stacking merge starts with mergekit's name of the method (:func:`stacked`).
 DETAIL = "passthrough"
@@ -103,7 +104,8 @@ class _Fit:
     runner_up: tuple[float, ...]  # per child layer: squared relative distance to another model's nearest layer
 
 
-def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list[TypedLink]:
+def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
+                quantized: dict[int, float] | None = None) -> list[TypedLink]:
     """A ``merge`` link (mergekit ``passthrough``) for each model whose every layer of a block is a layer of
     shallower relatives of the same layer layout.
 
@@ -119,12 +121,18 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list
     skip : set of int
         Models already typed as copies, quantized models or adapters: neither child nor candidate (their
         original stands for them).
+    quantized : dict of int -> float, optional
+        Quantized models (:func:`quantized_sources`) fitted as children too, never as candidates: a quantized
+        copy of a stack the set lacks. Each is linked as a stack only where its fit is nearer than the
+        relative distance to its source (by name) by the margin :data:`STACK_MARGIN` (a quantized copy of a
+        stack that is in the set fits that stack's sources at its own rounding, as near as its source).
     """
+    quantized = quantized or {}
     usable = [m for m in range(stats.n_models) if m not in skip and not needs_base(stats.models[m])]
-    layout = {m: blocks(stats, m) for m in usable}
+    layout = {m: blocks(stats, m) for m in sorted(set(usable) | set(quantized))}
     fits: dict[int, _Fit] = {}
     read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}  # a model's sampled layers, read once
-    for c in usable:
+    for c in usable + sorted(set(quantized) - set(usable)):
         for name, block in layout[c].items():
             kinds = _layouts(stats, block)
             shallower = [h for h in usable if h != c and name in layout[h]
@@ -134,6 +142,8 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list
                 continue
             held = {h: layout[h][name] for h in shallower}
             fit = _fit(stats, c, block, {h: held[h] for h in _likeliest(stats, c, block, held)}, read)
+            if fit is not None and c in quantized and max(fit.residual) ** 2 >= (1 - STACK_MARGIN) * quantized[c] ** 2:
+                continue  # its source (by name) explains it as well: the quantized copy of that model
             if fit is not None and (c not in fits or max(fit.residual) < max(fits[c].residual)):
                 fits[c] = fit
     # of the models fitted by the same layers (a stack and its fine-tunes), the nearest to them is the stack
@@ -142,7 +152,56 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list
         key = (fit.block, fit.source)
         if key not in best or sum(np.square(fit.residual)) < sum(np.square(fits[best[key]].residual)):
             best[key] = c
-    return [_link(stats, pl, c, fits[c]) for c in sorted(best.values())]
+    stacks = set(best.values())
+    stacks -= _fine_tunes_of_stacks(stats, layout, fits, stacks, read)
+    return [_link(stats, pl, c, fits[c]) for c in sorted(stacks)]
+
+
+def _fine_tunes_of_stacks(stats: WeightStatistics, layout: dict[int, dict[str, Block]], fits: dict[int, _Fit],
+                          stacks: set[int], read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> set[int]:
+    """The fitted models that are a fine-tune of another fitted stack of their layout, not stacks themselves.
+
+    A stack's fine-tune moves every layer by its own update, as large in a small model as the distance
+    between its parents' siblings: some of its layers may then come nearer a sibling or a merge of the
+    stack's parents than to the layer the stack copied, and its fit names other sources than the stack's
+    (the grouping by sources misses it). Its stack, of the same layout, holds each of its layers under the
+    same index, as near as the source it was fitted to: within :data:`STACK_MARGIN`, the margin from which a
+    stack parent's layer stands uncontested. A model every layer of which another fitted model of its layout
+    contests so, with a smaller residual (the stack copied its layers: residual near 0; its fine-tune's is its
+    update), is that model's fine-tune; the forest places it under its stack.
+    """
+    out: set[int] = set()
+    for c in stacks:
+        fit = fits[c]
+        mine = read[(c, fit.block)]
+        for s in stacks - {c}:
+            other = fits[s]
+            if other.block != fit.block or sum(np.square(other.residual)) >= sum(np.square(fit.residual)):
+                continue
+            block = layout[s][fit.block]
+            if sorted(block.layers) != sorted(mine) or _layouts(stats, block) != _layouts(stats, layout[c][fit.block]):
+                continue
+            theirs = _read_layers(stats, s, block, read)  # read when fitted: no second read
+            contested = True
+            for k, r in zip(sorted(mine), fit.residual):
+                if set(theirs[k]) != set(mine[k]):
+                    contested = False
+                    break
+                d2 = _relative2(mine[k], theirs[k])
+                if d2 * (1.0 - STACK_MARGIN) > r * r:
+                    contested = False
+                    break
+            if contested:
+                out.add(c)
+                break
+    return out
+
+
+def _relative2(layer: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> float:
+    """Squared relative distance of two layers' sampled matrices (as :func:`_fit` scores them)."""
+    d2 = sum(float(np.sum((layer[r] - other[r]) ** 2)) for r in layer)
+    s2 = sum(float(np.sum(layer[r] ** 2) + np.sum(other[r] ** 2)) / 2 for r in layer)
+    return d2 / max(s2, 1e-300)
 
 
 def _likeliest(stats: WeightStatistics, c: int, block: Block, held: dict[int, Block]) -> list[int]:
@@ -200,24 +259,38 @@ def _fit(stats: WeightStatistics, c: int, block: Block, held: dict[int, Block],
     source, residual, runner_up = [], [], []
     for k in sorted(mine):
         layer = mine[k]
-        scores: list[tuple[float, int, int]] = []  # (squared relative distance, model, layer)
+        # (squared relative distance, depth, model, layer): of layers at the same distance (a shallower stack
+        # holds its sources' layers unchanged) the shallower model's, the original the copies came from
+        scores: list[tuple[float, int, int, int]] = []
         for h, layers in theirs.items():
             for j, other in layers.items():
                 if set(other) != set(layer):
                     continue
-                d2 = sum(float(np.sum((layer[r] - other[r]) ** 2)) for r in layer)
-                s2 = sum(float(np.sum(layer[r] ** 2) + np.sum(other[r] ** 2)) / 2 for r in layer)
-                scores.append((d2 / max(s2, 1e-300), h, j))
+                scores.append((_relative2(layer, other), len(layers), h, j))
         if not scores:
             return None
-        d2, h, j = min(scores)
+        d2, depth, h, j = min(scores)
         if np.sqrt(d2) > UNRELATED:
             return None
-        others = [s for s, g, _ in scores if g != h]
         source.append((h, j))
         residual.append(float(np.sqrt(d2)))
-        runner_up.append(min(others) if others else np.inf)
+        runner_up.append(_rival(scores, theirs, d2, depth, h, j))
     return _Fit(block.name, tuple(source), tuple(residual), tuple(runner_up))
+
+
+def _rival(scores: list[tuple[float, int, int, int]], theirs: dict[int, dict[int, dict[str, np.ndarray]]],
+           d2: float, depth: int, h: int, j: int) -> float:
+    """The squared relative distance of the nearest layer of a model other than the source ``h`` (layer ``j``,
+    at ``d2``), a copy of the source's layer left out: a deeper model (a stack of the source) holding a layer
+    nearer the source's than the child's is. Where the child is a quantized copy of a stack, such a copy sits
+    at the child's distance from the source (its rounding), and would read as a tie."""
+    for s2, deep, g, i in sorted(scores):
+        if g == h:
+            continue
+        if deep > depth and _relative2(theirs[g][i], theirs[h][j]) < d2:
+            continue  # the source's layer copied into a stack of it
+        return s2
+    return np.inf
 
 
 def _slices(fit: _Fit) -> list[tuple[int, int, int]]:
@@ -242,8 +315,8 @@ def _link(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit) -> TypedLi
     slices = _slices(fit)
     detail = f"{DETAIL} " + " + ".join(f"{ids[h]}[{a}:{b}]" for h, a, b in slices)
     margins = [1.0 - (r * r) / u if np.isfinite(u) and u > 0 else 1.0 for r, u in zip(fit.residual, fit.runner_up)]
-    # the merge's own confidence (every layer is a shallower model's): the calibrated rate where one exists (no
-    # fitting set holds a stack: the detector's own value); each parent's lower where another model's layer
+    # the merge's own confidence (every layer is a shallower model's): the calibrated rate (typed profile S's
+    # fitting seeds; the detector's own value where none is fitted); each parent's lower where another model's layer
     # comes nearly as near as the layers it gave (.merge.contest_parents gives affine merges' parents theirs)
     conf = confidence("merge: passthrough", 0.9)
     own = [max(0.0, min(m for m, (g, _) in zip(margins, fit.source) if g == h)) for h in parents]
@@ -261,9 +334,46 @@ def _link(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit) -> TypedLi
                 f"(median {float(np.median(fit.residual)):.3f}, on up to {SAMPLE} entries per matrix); "
                 f"another model's nearest layer is at least {np.sqrt(min(fit.runner_up)):.3f} away"
                 + ("; outside the layers " + ", ".join(f"{', '.join(names)} nearest {ids[h]} ({rel:.3f})"
-                                                       for h, names, rel in outside) if outside else ""))
+                                                       for h, names, rel in outside) if outside else "")
+                + _quantized_note(stats, c))
     return TypedLink(c, tuple(parents), Relation.MERGE, detail, conf, weights=weights, evidence=evidence,
                      parent_confidence=parent_conf, parent_notes=notes)
+
+
+def quantized_sources(stats: WeightStatistics, pl: PairLayers, links: list[TypedLink]) -> dict[int, float]:
+    """The quantized children (``quantized`` links) with the relative distance to their source over the tensors
+    they share by name; ``inf`` where the source holds fewer layers of a block than the child.
+
+    Where a stack is in the set only as a quantized copy, the quantized detector takes the nearest float model
+    by name as its source, within its bound (0.8 relative for any scheme): a shallower model whose layers sit
+    under other indices in it, or a stack as deep made of siblings' layers, at the distance of fine-tunes. A
+    quantizer keeps every tensor, so a source lacking layers of its child is no source at all. These children
+    are fitted as stacks too (:func:`find_stacks`); where one fits nearer, its stack link replaces the quantized
+    one.
+    """
+    out: dict[int, float] = {}
+    for link in links:
+        if link.relation is not Relation.QUANTIZED or len(link.parents) != 1:
+            continue
+        q, p = link.child, link.parents[0]
+        mine, theirs = blocks(stats, q), blocks(stats, p)
+        if any(name in theirs and len(theirs[name].layers) < len(b.layers) for name, b in mine.items()):
+            out[q] = np.inf
+            continue
+        ok = np.isfinite(pl.sq[:, q, p]) & np.isfinite(pl.scale2[:, q, p])
+        den = float(pl.scale2[ok, q, p].sum())
+        out[q] = float(np.sqrt(pl.sq[ok, q, p].sum() / den)) if den > 0 else np.inf
+    return out
+
+
+def _quantized_note(stats: WeightStatistics, c: int) -> str:
+    """Where the stack's own weights are quantized: it is a quantized copy of a stack the set does not hold in
+    full precision (were it there, the quantized file would be its ``quantized`` child, decided first)."""
+    scheme = quantization_scheme(stats.models[c].format)
+    if scheme is None:
+        return ""
+    return (f"; its weights are quantized ({scheme}): a quantized copy of a stack whose full-precision "
+            "original is not in the set (the layers read through the rounding)")
 
 
 def _nearest_outside(stats: WeightStatistics, pl: PairLayers, c: int, slots: list[int],

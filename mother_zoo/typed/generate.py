@@ -174,13 +174,14 @@ def generate_typed(
         Torch intra-op threads while generating (restored afterwards).
     name : str
         Folder name of the set.
-    profile : {"auto", "A", "B", "C", "D", "E"}
+    profile : {"auto", "A", "B", "C", "D", "E", "S"}
         Generator profile; ``auto`` follows the seed's parity (A even, B odd). ``C`` is made to differ
         from both as sets made elsewhere do (other architectures, bf16 storage, rsLoRA / DoRA, merges of
         three or four models with other mergekit methods, other quantizers: :mod:`.plan`); ``D`` differs
         from all three (other architectures, per-model storage dtypes, sharding, vocabulary growth, a
         classifier head, negative task arithmetic, merges of merges, QLoRA, hqq: :mod:`.plan`); ``E`` is made of
-        mixture-of-experts families (Mixtral, Qwen3-MoE, OLMoE; :mod:`.plan`).
+        mixture-of-experts families (Mixtral, Qwen3-MoE, OLMoE; :mod:`.plan`); ``S`` holds layer stacks (mergekit
+        passthrough) among the other relations (:mod:`.plan`).
 
     Returns
     -------

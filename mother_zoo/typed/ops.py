@@ -234,10 +234,13 @@ def merge_adapter(node: TypedNode, parent: Path, adapter: Path, out: Path) -> di
 def merge_config(node: TypedNode, paths: dict[int, str]) -> dict[str, Any]:
     """mergekit's YAML configuration (as a dict) for a merge node; ``paths`` maps indices to model names."""
     p = node.params
-    method, models, weights = p["method"], [i for i in node.parents if i != p.get("base")], p["weights"]
+    method, models, weights = p["method"], [i for i in node.parents if i != p.get("base")], p.get("weights", [])
     cfg: dict[str, Any] = {"merge_method": method, "dtype": "float32"}
     if p.get("store"):
         cfg["out_dtype"] = p["store"]
+    if method == "passthrough":  # layer stacking: each slice one model's layer range, in order
+        cfg["slices"] = [{"sources": [{"model": paths[m], "layer_range": [a, b]}]} for m, a, b in p["slices"]]
+        return cfg
     if method == "slerp":
         # SLERP takes two models, the first as base; t = 0 gives the base, t = 1 the other model.
         cfg["base_model"] = paths[node.parents[0]]

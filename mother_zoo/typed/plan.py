@@ -51,6 +51,17 @@ adapters on the attention and, through peft's ``target_parameters``, on the fuse
 (shipped unmerged and merged), a two-parent merge, a task arithmetic on the root, a bf16 cast and a
 byte-identical copy; distractors of the same architectures, one with children. No pruned or distilled
 child (removing experts is another operation).
+
+Profile ``S`` (``--profile S``; issue 11, layer stacks) holds layer-stacking merges made with mergekit's
+``passthrough`` method (``slices`` of layer ranges, relation ``merge``) among the other typed relations:
+per family (Llama and Mistral, 4 layers; mergekit 0.1.5 cannot write a Qwen2 stack's config under the
+installed transformers, whose ``layer_types`` keep the parents' length) a two-parent frankenmerge of two
+fine-tunes with slices of different lengths drawn per family, a stack of a fine-tune of a fine-tune and its
+parent, a SOLAR-style depth up-scaling of one model (overlapping ranges of it), a fine-tune of a stack and
+a bf16 cast of that fine-tune, a GGUF Q8_0 of a stack and a quanto copy of another, beside a fine-tune
+tree, an adapter and the same adapter merged, a two-parent linear merge (same depth: not a stack), GGUF of
+the root and a depth-pruned student (one layer dropped, trained: shallower than its teacher). Distractors:
+roots of the families' depth and one as deep as the stacks (its layers its own), each with a fine-tune.
 """
 
 from __future__ import annotations
@@ -137,6 +148,8 @@ class Profile:
     distractor_archs: tuple[str, ...] = ()
     #: Storage dtypes drawn per trained or merged model (profile D; overrides ``store`` when set).
     store_choices: tuple[str, ...] = ()
+    #: Extra layers of the deep distractor (profile S: as deep as the stacks, its own layers; 0: none).
+    deep_distractor: int = 0
     #: Fine-tune learning-rate and step ranges (None: :data:`LR` and the size's ``child_steps``).
     finetune_lr: tuple[float, float] | None = None
     finetune_steps: tuple[int, int] | None = None
@@ -236,6 +249,24 @@ PROFILES: dict[str, Profile] = {
         cast_dtypes=("bfloat16",),
         recipe="e",
         distractors={"small": (3, 1), "full": (3, 2)},
+    ),
+    "S": Profile(
+        name="S",
+        archs_full=("llama", "mistral", "llama"),
+        archs_small=("llama", "mistral"),
+        size_full={"vocab": 64, "hidden": 64, "intermediate": 128, "layers": 6, "heads": 4, "kv_heads": 2},
+        size_small={"vocab": 64, "hidden": 32, "intermediate": 64, "layers": 4, "heads": 4, "kv_heads": 2},
+        ranks=(4, 8),
+        two_parent_methods=("linear",),
+        base_methods=("task_arithmetic",),
+        weight_range=(0.3, 0.7),
+        gguf_4bit=("Q4_0",),
+        quanto_weights=("qint8",),
+        bnb_types=("nf4",),
+        cast_dtypes=("bfloat16",),
+        recipe="s",
+        distractors={"small": (2, 2), "full": (3, 3)},
+        deep_distractor=2,
     ),
 }
 
@@ -521,6 +552,43 @@ class TypedPlanner:
             f21 = self.finetune(fam, arch, f2, V)
             self.add(fam, arch, "gguf", "quantized", (f21,), qtype="Q8_0")
 
+    def stack(self, fam: int, arch: str, slices: tuple[tuple[int, int, int], ...]) -> int:
+        """A mergekit ``passthrough`` merge stacking each ``(model, start, end)`` layer range in order; its
+        parents are the models whose layers it holds, in order of first use (relation ``merge``)."""
+        parents = tuple(dict.fromkeys(m for m, _, _ in slices))
+        return self.add(fam, arch, "merge", "merge", parents, method="passthrough",
+                        slices=[[int(m), int(a), int(b)] for m, a, b in slices])
+
+    def family_s(self, arch: str, size: ArchSize) -> None:
+        """One family of profile S (module docstring): layer stacks among the other typed relations."""
+        p, L, V = self.profile, size.layers, size.vocab
+        fam, r = self.root(arch, size)
+        f1 = self.finetune(fam, arch, r, V)
+        f2 = self.finetune(fam, arch, r, V)
+        f11 = self.finetune(fam, arch, f1, V)
+        a1 = self.adapter(fam, arch, r, V, "adapter", declared="parent" if self.rng.random() < 0.5 else "external")
+        self.adapter(fam, arch, r, V, "lora", from_adapter=a1)
+        # Two fine-tunes' slices, overlapping, of different lengths: f1 [0, cut) then f2 [start, L).
+        cut = int(self.rng.integers(2, L))
+        start = int(self.rng.integers(1, cut))
+        s1 = self.stack(fam, arch, ((f1, 0, cut), (f2, start, L)))
+        # A fine-tune of a fine-tune and its parent: f11 [0, k) then f1 [j, L) (or the other way round).
+        k = int(self.rng.integers(2, L))
+        j = int(self.rng.integers(1, k))
+        first, second = (f11, f1) if self.rng.random() < 0.5 else (f1, f11)
+        s2 = self.stack(fam, arch, ((first, 0, k), (second, j, L)))
+        # SOLAR-style depth up-scaling: one model's [0, L - d) then its [d, L), overlapping (d < L / 2).
+        d = int(self.rng.integers(1, (L + 1) // 2))
+        src = self._pick((r, f2))
+        up = self.stack(fam, arch, ((src, 0, L - d), (src, d, L)))
+        s1ft = self.finetune(fam, arch, s1, V)
+        self.add(fam, arch, "cast", "convert", (s1ft,), dtype=self._pick(p.cast_dtypes))
+        self.add(fam, arch, "gguf", "quantized", (self._pick((s2, up)),), qtype="Q8_0")
+        self.add(fam, arch, "quanto", "quantized", (self._pick((s1, s1ft)),), weights=self._pick(p.quanto_weights))
+        self.merge(fam, arch, self._pick(p.two_parent_methods), (f11, f2), base=None)  # same depth: not a stack
+        self.add(fam, arch, "gguf", "quantized", (r,), qtype="Q8_0")
+        self.distilled(fam, arch, f2, size)  # a depth-pruned student: its teacher is deeper, no stack of it
+
     def distractor(self, arch: str, size: ArchSize, children: bool) -> None:
         """An unrelated root of a family's architecture and size, trained from its own initialisation."""
         fam, r = self.root(arch, size)
@@ -537,18 +605,22 @@ class TypedPlanner:
         archs = p.archs_full if full else p.archs_small
         size = ArchSize(**(p.size_full if full else p.size_small))
         for arch in archs:
-            {"c": self.family_c, "d": self.family_d, "e": self.family_e}.get(p.recipe, self.family)(arch, size)
+            {"c": self.family_c, "d": self.family_d, "e": self.family_e,
+             "s": self.family_s}.get(p.recipe, self.family)(arch, size)
         n, with_children = p.distractors.get(self.size.name, (self.size.distractors, self.size.distractor_children))
         d_archs = p.distractor_archs or archs
         for k in range(n):
             arch = d_archs[k % len(d_archs)]
             self.distractor(arch, size, children=k < with_children)
+        if p.deep_distractor:  # as deep as the stacks, its layers its own
+            deep = ArchSize(**{**(p.size_full if full else p.size_small), "layers": size.layers + p.deep_distractor})
+            self.distractor(archs[0], deep, children=True)
         return self.nodes
 
 
 def plan_typed(size: str = "full", seed: int = 0, profile: str = "auto") -> list[TypedNode]:
     """The nodes of a typed set (no training): see :func:`~mother_zoo.typed.generate.generate_typed`.
 
-    ``profile``: ``auto`` (seed parity: A for even seeds, B for odd ones), or ``A``, ``B``, ``C``, ``D``, ``E``.
+    ``profile``: ``auto`` (seed parity: A for even seeds, B for odd ones), or ``A``, ``B``, ``C``, ``D``, ``E``, ``S``.
     """
     return TypedPlanner(seed, TYPED_SIZES[size], profile).plan()
