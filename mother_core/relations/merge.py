@@ -204,7 +204,7 @@ def _one_reading(pl: PairLayers, labels: np.ndarray, excluded: set[int],
     m (B - C), in range like the merge itself (a subtraction of B's task vector, :func:`_negation`, or C's on
     B as the base), and at m = 1 (its common recipe) the four models are a parallelogram whose every corner is
     its neighbours minus its opposite corner, at one residual: the residual cannot choose, and the tie went to
-    whichever model came first (a Stable Diffusion add difference of two fine-tunes read its first input as
+    float noise (a Stable Diffusion add difference of two fine-tunes read its first input as
     the merge of it, its base and the other input). The tree can: its other members reach these models
     through their lineage, and a merge adds its inputs' updates on top of where they start, so it is the
     corner farthest from them (a negation with its added input at weight 1 too: the input lacks the
