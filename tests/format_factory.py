@@ -665,6 +665,53 @@ def denoising_steps(unet, seed: int, steps: int = 2, sdxl: bool = False):
     return unet
 
 
+class Style:
+    """A synthetic image style: smooth latents (a few 2-D cosines of style-drawn frequencies, a style mean per
+    channel) and the prompt embedding that conditions them."""
+
+    def __init__(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.freqs = torch.rand(6, 2, generator=g) * 1.5
+        self.mean = 0.5 * torch.randn(4, generator=g)
+        self.prompt = torch.randn(3, 8, generator=g)
+
+    def batch(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+        amp = torch.randn(n, 6, 4, generator=g)
+        phase = torch.rand(n, 6, generator=g) * 6.283
+        waves = torch.cos(self.freqs[None, :, 0, None, None] * xx + self.freqs[None, :, 1, None, None] * yy
+                          + phase[:, :, None, None])  # (n, 6, 8, 8)
+        x0 = torch.einsum("nkc,nkhw->nchw", amp, waves) / 6 ** 0.5 + self.mean[None, :, None, None]
+        cond = self.prompt[None].expand(n, -1, -1) + 0.1 * torch.randn(n, 3, 8, generator=g)
+        return x0, cond
+
+
+def denoise_train(unet, styles: list[Style], steps: int, lr: float, seed: int, batch: int = 16) -> dict[str, float]:
+    """diffusers' text-to-image loop: noise a clean latent at a random timestep, predict the noise, AdamW.
+    Only parameters with ``requires_grad`` train (a peft LoRA leaves the base frozen)."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    g = torch.Generator().manual_seed(seed)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    unet.train()
+    first = last = 0.0
+    for step in range(steps):
+        style = styles[int(torch.randint(len(styles), (1,), generator=g))]
+        x0, cond = style.batch(batch, g)
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        pred = unet(sched.add_noise(x0, noise, t), t, cond).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = loss.item() if step == 0 else first
+        last = 0.9 * last + 0.1 * loss.item() if step else loss.item()
+    return {"steps": steps, "lr": lr, "loss_start": round(first, 5), "loss_end": round(last, 5)}
+
+
 def tiny_text_encoder_lora(seed: int) -> dict[str, torch.Tensor]:
     """peft LoRA factors of a tiny CLIP text encoder (what a LoRA file's text-encoder half holds)."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict

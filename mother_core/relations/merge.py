@@ -165,7 +165,8 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
     # merge sits between its parents, where it fits any combination of them as well as they do).
     modes: dict[int, tuple[bool, bool]] = {}  # each child's fit: (off the ray, coefficients per layer)
-    exact = [x for x in _fits(stats, pl, labels, excluded, modes=modes) if x[0] <= EXACT]
+    exact = _one_reading(pl, labels, excluded, [x for x in _fits(stats, pl, labels, excluded, modes=modes)
+                                                if x[0] <= EXACT])
     exact_children = {link.child for _, link in exact}
     sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children, candidates=SPARSE_CANDIDATES,
                                modes=modes) if x[0] > EXACT]
@@ -192,6 +193,44 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     links = _consistent(exact + sparse + layered)
     return [contest_parents(stats, pl, labels, excluded, link, links, *modes.get(link.child, (False, False)))
             for link in links]
+
+
+def _one_reading(pl: PairLayers, labels: np.ndarray, excluded: set[int],
+                 exact: list[tuple[float, TypedLink]]) -> list[tuple[float, TypedLink]]:
+    """Of exact fits that read the same models each as the combination of the others, the one whose child lies
+    farthest from the rest of its tree (the median relative squared distance to its members outside the fit).
+
+    The checkpoint mergers' add difference A + m (B - C) enters A at weight 1, so A is exactly the merge minus
+    m (B - C), in range like the merge itself (a subtraction of B's task vector, :func:`_negation`, or C's on
+    B as the base), and at m = 1 (its common recipe) the four models are a parallelogram whose every corner is
+    its neighbours minus its opposite corner, at one residual: the residual cannot choose, and the tie went to
+    float noise (a Stable Diffusion add difference of two fine-tunes read its first input as
+    the merge of it, its base and the other input). The tree can: its other members reach these models
+    through their lineage, and a merge adds its inputs' updates on top of where they start, so it is the
+    corner farthest from them (a negation with its added input at weight 1 too: the input lacks the
+    subtracted update the negation moved away by). Fits of different model sets are untouched."""
+    groups: dict[frozenset[int], list[tuple[float, TypedLink]]] = {}
+    for fit in exact:
+        groups.setdefault(frozenset((fit[1].child, *fit[1].parents)), []).append(fit)
+    out = []
+    for fit in exact:
+        group = groups[frozenset((fit[1].child, *fit[1].parents))]
+        if len(group) == 1:
+            out.append(fit)
+            continue
+        members = set().union(*(set((g[1].child, *g[1].parents)) for g in group))
+        c = fit[1].child
+        rest = [h for h in range(len(labels)) if labels[h] == labels[c] and h not in members and h not in excluded]
+        if not rest:
+            out.append(fit)  # nothing to tell them apart by: every reading stays, as before
+            continue
+
+        def spread(child: int) -> float:
+            return float(np.median([_total(pl, h, child) for h in rest]))
+
+        if max(group, key=lambda g: spread(g[1].child)) is fit:
+            out.append(fit)
+    return out
 
 
 def chance_equal_share(share: np.ndarray, labels: np.ndarray) -> np.ndarray:
