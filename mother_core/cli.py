@@ -222,19 +222,16 @@ def _cmd_recover(args) -> int:
         for e in doubted:
             print(printable(f"  {e.parent} -> {e.child} (confidence {e.confidence:.2f}, merge "
                             f"{e.relation_confidence:.2f}): {e.parent_note}"))
-    tied = [e for e in result.edges if e.chosen_by_tie and not e.tie_lifted]
-    lifted = [e for e in result.edges if e.chosen_by_tie and e.tie_lifted]
-    if lifted:  # a chain read as siblings by the same cue, layer by layer (mother_core/recovery/ties.py)
-        print(f"{len(lifted)} child(ren) moved from a chain to a sibling of their parent by the shape of the "
-              "weight difference in most layers (Adam-like updates), not by distance:")
-        for e in lifted:
-            ku = ", ".join(f"{m} {v:+.2f}" for m, v in e.tie_kurtosis.items())
-            print(printable(f"  {e.parent} -> {e.child} (distance gave {e.tie_displaced}; "
-                            f"difference kurtosis {ku})"))
-    if tied:  # placement by the shape of the update, not by distance (mother_core/recovery/ties.py)
-        print(f"{len(tied)} parent(s) chosen among near-tied candidates by the shape of the weight difference "
-              "(Adam-like updates), not by distance (each edge's tie_kurtosis):")
-        for e in tied:
+    # Placement by the shape of the update, not by distance (mother_core/recovery/ties.py): a chain read as
+    # siblings layer by layer, then parents chosen among near-tied candidates.
+    for lifted, what in ((True, "child(ren) moved from a chain to a sibling of their parent by the shape of the "
+                                "weight difference in most layers (Adam-like updates), not by distance:"),
+                         (False, "parent(s) chosen among near-tied candidates by the shape of the weight difference "
+                                 "(Adam-like updates), not by distance (each edge's tie_kurtosis):")):
+        chosen = [e for e in result.edges if e.chosen_by_tie and e.tie_lifted == lifted]
+        if chosen:
+            print(f"{len(chosen)} {what}")
+        for e in chosen:
             ku = ", ".join(f"{m} {v:+.2f}" for m, v in e.tie_kurtosis.items())
             print(printable(f"  {e.parent} -> {e.child} (distance gave {e.tie_displaced}; "
                             f"difference kurtosis {ku})"))

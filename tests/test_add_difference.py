@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typed_family import qwen3_node, qwen3_root
+from typed_family import qwen3_family, qwen3_finetunes, qwen3_task_arithmetic
 
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
@@ -25,22 +25,10 @@ pytestmark = pytest.mark.xdist_group("typed-zoo-d")
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for mod in ("transformers", "mergekit"):
-        pytest.importorskip(mod)
-    from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
-    from mother_zoo.typed import ops
-
-    out = tmp_path_factory.mktemp("add-difference")
-    qwen3_root(out)
-    made = [("m-a", 0), ("m-z", 2), ("m-u1", 3), ("m-u2", 4), ("m-u3", 5)]
-    for i, (name, k) in enumerate(made):
-        ops.make_finetune(qwen3_node(i + 1, "finetune", "finetune", (0,), 10 + i,
-                                     task=SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + k), steps=10,
-                                     lr=1e-3, store="float32"), out / "m-root", out / name)
-    slots = {0: "m-root", 1: "m-a", 2: "m-z"}
-    ta = qwen3_node(20, "merge", "merge", tuple(slots), 20, method="task_arithmetic", weights=[1.0, 1.0], base=0,
-                    store="float32")
-    ops.make_merge(ta, {k: out / name for k, name in slots.items()}, dict(slots), out / "m-merge")
+    out = qwen3_family(tmp_path_factory, "add-difference")
+    qwen3_finetunes(out, [(name, "m-root", k, 10, 1e-3)
+                          for name, k in [("m-a", 0), ("m-z", 2), ("m-u1", 3), ("m-u2", 4), ("m-u3", 5)]])
+    qwen3_task_arithmetic(out, 20, {0: "m-root", 1: "m-a", 2: "m-z"}, [1.0, 1.0], "m-merge")
     return out
 
 

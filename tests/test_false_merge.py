@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typed_family import qwen3_node, qwen3_root
+from typed_family import qwen3_family, qwen3_finetunes, qwen3_task_arithmetic
 
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
@@ -25,23 +25,11 @@ pytestmark = pytest.mark.xdist_group("typed-zoo-d")
 
 @pytest.fixture(scope="module")
 def near_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for mod in ("transformers", "mergekit"):
-        pytest.importorskip(mod)
-    from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
-    from mother_zoo.typed import ops
-
-    out = tmp_path_factory.mktemp("false-merge")
-    narrow = [SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + k) for k in range(6)]
-    qwen3_root(out)
-    made = [("m-b0", "m-root", 0, 12, 5e-3), ("m-big", "m-b0", 1, 20, 1e-4), ("m-small", "m-root", 2, 10, 2e-4),
-            ("m-near", "m-root", 3, 8, 5e-5), ("m-u1", "m-root", 4, 10, 8e-4), ("m-u2", "m-root", 5, 10, 8e-4)]
-    for i, (name, parent, t, steps, lr) in enumerate(made):
-        ops.make_finetune(qwen3_node(i + 1, "finetune", "finetune", (0,), 10 + i, task=narrow[t], steps=steps, lr=lr,
-                                     store="float32"), out / parent, out / name)
-    slots = {0: "m-root", 3: "m-small", 2: "m-big"}
-    ta = qwen3_node(30, "merge", "merge", tuple(slots), 30, method="task_arithmetic", weights=[0.6, -0.4], base=0,
-                    store="float32")
-    ops.make_merge(ta, {k: out / name for k, name in slots.items()}, dict(slots), out / "m-neg")
+    out = qwen3_family(tmp_path_factory, "false-merge")
+    qwen3_finetunes(out, [("m-b0", "m-root", 0, 12, 5e-3), ("m-big", "m-b0", 1, 20, 1e-4),
+                          ("m-small", "m-root", 2, 10, 2e-4), ("m-near", "m-root", 3, 8, 5e-5),
+                          ("m-u1", "m-root", 4, 10, 8e-4), ("m-u2", "m-root", 5, 10, 8e-4)])
+    qwen3_task_arithmetic(out, 30, {0: "m-root", 3: "m-small", 2: "m-big"}, [0.6, -0.4], "m-neg")
     return out
 
 

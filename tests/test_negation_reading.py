@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typed_family import qwen3_node, qwen3_root
+from typed_family import qwen3_family, qwen3_finetunes, qwen3_node, qwen3_task_arithmetic
 
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
@@ -31,28 +31,17 @@ pytestmark = pytest.mark.xdist_group("typed-zoo-d")
 def write_negation(out: Path, index: int, slots: dict[int, str], seed: int | None = None) -> None:
     """mergekit task arithmetic base + 0.6 (M1 - base) - 0.4 (M2 - base) into ``out / "m-neg"``; ``slots``:
     the plan's node index -> model name of the base, M1 and M2, in that order."""
-    from mother_zoo.typed import ops
-
-    ta = qwen3_node(index, "merge", "merge", tuple(slots), index if seed is None else seed,
-                    method="task_arithmetic", weights=[0.6, -0.4], base=0, store="float32")
-    ops.make_merge(ta, {k: out / name for k, name in slots.items()}, dict(slots), out / "m-neg")
+    qwen3_task_arithmetic(out, index, slots, [0.6, -0.4], "m-neg", seed=seed)
 
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for mod in ("transformers", "mergekit"):
-        pytest.importorskip(mod)
-    from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
     from mother_zoo.typed import ops
 
-    out = tmp_path_factory.mktemp("negation")
-    narrow = [SequenceTask(SEQUENCE_TASKS[k:k + 2], 64, task_seed=2 + k) for k in range(6)]
-    qwen3_root(out)
-    made = [("m-f1", "m-root", 0, 12, 1e-3), ("m-m1", "m-f1", 1, 10, 1e-3), ("m-m2", "m-root", 2, 6, 3e-4),
-            ("m-u1", "m-root", 3, 10, 8e-4), ("m-u2", "m-root", 4, 10, 8e-4), ("m-u3", "m-root", 5, 10, 8e-4)]
-    for i, (name, parent, t, steps, lr) in enumerate(made):
-        ops.make_finetune(qwen3_node(i + 1, "finetune", "finetune", (0,), 10 + i, task=narrow[t], steps=steps, lr=lr,
-                                     store="float32"), out / parent, out / name)
+    out = qwen3_family(tmp_path_factory, "negation")
+    qwen3_finetunes(out, [("m-f1", "m-root", 0, 12, 1e-3), ("m-m1", "m-f1", 1, 10, 1e-3),
+                          ("m-m2", "m-root", 2, 6, 3e-4), ("m-u1", "m-root", 3, 10, 8e-4),
+                          ("m-u2", "m-root", 4, 10, 8e-4), ("m-u3", "m-root", 5, 10, 8e-4)])
     for i, (name, parent, dtype) in enumerate([("m-m1-fp16", "m-m1", "float16"), ("m-m1-bf16", "m-m1", "bfloat16"),
                                                 ("m-f1-fp16", "m-f1", "float16")]):
         ops.make_cast(qwen3_node(20 + i, "cast", "convert", (0,), 20 + i, dtype=dtype), out / parent, out / name)
@@ -76,13 +65,10 @@ def test_negation_with_a_populated_added_lineage(family: Path) -> None:
 
 @pytest.fixture(scope="module")
 def drifted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for mod in ("transformers", "mergekit"):
-        pytest.importorskip(mod)
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask
     from mother_zoo.typed import ops
 
-    out = tmp_path_factory.mktemp("negation-drift")
-    qwen3_root(out)
+    out = qwen3_family(tmp_path_factory, "negation-drift")
     # M1 and M2 share a task (overlapping pairs); the others train on pairs of their own
     made = [("m-m1", 0, 6, 1e-3), ("m-m2", 1, 6, 1e-3), ("m-u1", 3, 10, 8e-4), ("m-u2", 5, 10, 8e-4)]
     for i, (name, k, steps, lr) in enumerate(made):
