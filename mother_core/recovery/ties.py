@@ -45,6 +45,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binomtest
 
 from mother_core.recovery.features import PairEvidence
 from mother_core.recovery.problem import LayerMargins, TieKurtosis
@@ -335,7 +336,7 @@ def sign_test(tie: TieKurtosis, s: int, p: int) -> float:
     kp = tie.layers[tie.candidates.index(p)]
     both = np.isfinite(ks) & np.isfinite(kp)
     n, wins = int(both.sum()), int((ks[both] > kp[both]).sum())
-    return math.fsum(math.comb(n, j) for j in range(wins, n + 1)) / 2.0 ** n
+    return float(binomtest(wins, n, 0.5, alternative="greater").pvalue) if n else 1.0
 
 
 def _descendants(parent: np.ndarray, c: int) -> set[int]:

@@ -212,25 +212,15 @@ def _one_reading(pl: PairLayers, labels: np.ndarray, excluded: set[int],
     groups: dict[frozenset[int], list[tuple[float, TypedLink]]] = {}
     for fit in exact:
         groups.setdefault(frozenset((fit[1].child, *fit[1].parents)), []).append(fit)
-    out = []
-    for fit in exact:
-        group = groups[frozenset((fit[1].child, *fit[1].parents))]
-        if len(group) == 1:
-            out.append(fit)
-            continue
-        members = set().union(*(set((g[1].child, *g[1].parents)) for g in group))
-        c = fit[1].child
-        rest = [h for h in range(len(labels)) if labels[h] == labels[c] and h not in members and h not in excluded]
-        if not rest:
-            out.append(fit)  # nothing to tell them apart by: every reading stays, as before
-            continue
-
-        def spread(child: int) -> float:
-            return float(np.median([_total(pl, h, child) for h in rest]))
-
-        if max(group, key=lambda g: spread(g[1].child)) is fit:
-            out.append(fit)
-    return out
+    dropped: set[int] = set()  # ids of the fits another reading of the same models wins over
+    for models, group in groups.items():
+        c = group[0][1].child
+        rest = [h for h in range(len(labels)) if labels[h] == labels[c] and h not in models and h not in excluded]
+        if len(group) == 1 or not rest:
+            continue  # one reading, or nothing to tell the readings apart by: every reading stays
+        winner = max(group, key=lambda g: float(np.median([_total(pl, h, g[1].child) for h in rest])))
+        dropped.update(id(g) for g in group if g is not winner)
+    return [fit for fit in exact if id(fit) not in dropped]
 
 
 def chance_equal_share(share: np.ndarray, labels: np.ndarray) -> np.ndarray:

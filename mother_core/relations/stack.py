@@ -182,16 +182,8 @@ def _fine_tunes_of_stacks(stats: WeightStatistics, layout: dict[int, dict[str, B
             if sorted(block.layers) != sorted(mine) or _layouts(stats, block) != _layouts(stats, layout[c][fit.block]):
                 continue
             theirs = _read_layers(stats, s, block, read)  # read when fitted: no second read
-            contested = True
-            for k, r in zip(sorted(mine), fit.residual):
-                if set(theirs[k]) != set(mine[k]):
-                    contested = False
-                    break
-                d2 = _relative2(mine[k], theirs[k])
-                if d2 * (1.0 - STACK_MARGIN) > r * r:
-                    contested = False
-                    break
-            if contested:
+            if all(set(theirs[k]) == set(mine[k]) and _relative2(mine[k], theirs[k]) * (1.0 - STACK_MARGIN) <= r * r
+                   for k, r in zip(sorted(mine), fit.residual)):
                 out.add(c)
                 break
     return out
