@@ -39,6 +39,7 @@ import numpy as np
 from mother_core.errors import InputError, TooFewModelsError
 from mother_core.recovery.additive import MAX_TREE, squared_distances
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
+from mother_core.recovery.chain_ties import chain_ties_capped
 from mother_core.recovery.corrections import is_extension, local_edit
 from mother_core.recovery.direction import Reading, architecture_key, choose_readings
 from mother_core.recovery.features import (
@@ -317,8 +318,8 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
     recovery = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return sole_child_capped(_with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats,
-                                                                                           detectors))), base))
+    return chain_ties_capped(sole_child_capped(_with_votes(_carried(base, apply_relations(
+        _label_forest_edges(recovery, stats, detectors))), base)))
 
 
 def layer_margins(rms: np.ndarray, cost: np.ndarray, k: int = LAYER_CANDIDATES) -> dict[int, LayerMargins]:
@@ -381,11 +382,11 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return sole_child_capped(_with_votes(edited, recovery))
+        return chain_ties_capped(sole_child_capped(_with_votes(edited, recovery)))
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
     solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
-    return sole_child_capped(_with_votes(_carried(recovery, apply_relations(solved)), recovery))
+    return chain_ties_capped(sole_child_capped(_with_votes(_carried(recovery, apply_relations(solved)), recovery)))
 
 
 def sole_child_capped(recovery: Recovery) -> Recovery:
