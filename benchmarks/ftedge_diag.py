@@ -133,21 +133,12 @@ def chain_rows(folder: Path, cache: Path | None) -> list[dict]:
         chain_ties.CHAIN_TIE_ZONE = zone
     ix = {m: i for i, m in enumerate(rec.model_ids)}
     dist = np.asarray(rec.distance_matrix)
-    n_par: dict[str, int] = {}
-    for e in rec.edges:
-        n_par[e.child] = n_par.get(e.child, 0) + 1
-    chain = {e.child: e for e in rec.edges if e.relation == "finetune" and not e.constrained and n_par[e.child] == 1}
     rows = []
-    for y, e in chain.items():
-        up = chain.get(e.parent)
-        if up is None:
-            continue
-        p, x, c = ix[up.parent], ix[e.parent], ix[y]
-        if not dist[x, c] > 0:
-            continue
-        rows.append({"h": (dist[p, c] ** 2 - dist[p, x] ** 2) / dist[x, c] ** 2,
-                     "first": (up.parent, up.child) in truth, "second": (e.parent, y) in truth,
-                     "c_first": up.confidence, "c_second": e.confidence, "set": folder.name})
+    for up, e in chain_ties.fine_tune_chains(list(rec.edges)):
+        h = chain_ties.chain_h(dist, ix[up.parent], ix[e.parent], ix[e.child])
+        if np.isfinite(h):
+            rows.append({"h": h, "first": (up.parent, up.child) in truth, "second": (e.parent, e.child) in truth,
+                         "c_first": up.confidence, "c_second": e.confidence, "set": folder.name})
     return rows
 
 

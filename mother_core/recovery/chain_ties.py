@@ -41,29 +41,35 @@ CHAIN_TIE_SECOND = 0.606
 CHAIN_TIE_FIRST = 0.394
 
 
-def chain_tie_edges(edges: list[Edge], distance: np.ndarray, ids: list[str]
-                    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(first edges, second edges) of the recovered fine-tune chains p -> x -> y in the tie zone
-    (:data:`CHAIN_TIE_ZONE`): each of x and y with one parent, both edges fine-tunes the user did not set.
-
-    ``distance``: the recovery's pairwise distance (l_FT), ``ids`` its models' order.
-    """
-    index = {m: i for i, m in enumerate(ids)}
+def fine_tune_chains(edges: list[Edge]) -> list[tuple[Edge, Edge]]:
+    """(first edge p -> x, second edge x -> y) of every recovered chain of fine-tunes p -> x -> y: each of x
+    and y with one parent, both edges fine-tunes the user did not set."""
     parents: dict[str, int] = {}
     for e in edges:
         parents[e.child] = parents.get(e.child, 0) + 1
     chain = {e.child: e for e in edges
              if e.relation == Relation.FINETUNE.value and not e.constrained and parents[e.child] == 1}
+    return [(chain[e.parent], e) for e in chain.values() if e.parent in chain]
+
+
+def chain_h(distance: np.ndarray, p: int, x: int, y: int) -> float:
+    """h = (D(p, y)^2 - D(p, x)^2) / D(x, y)^2 of the chain p -> x -> y (module docstring); NaN where a
+    distance is not finite or x and y do not differ."""
+    d_px, d_py, d_xy = float(distance[p, x]), float(distance[p, y]), float(distance[x, y])
+    if not (np.isfinite([d_px, d_py, d_xy]).all() and d_xy > 0):
+        return float("nan")
+    return (d_py ** 2 - d_px ** 2) / d_xy ** 2
+
+
+def chain_tie_edges(edges: list[Edge], distance: np.ndarray, ids: list[str]
+                    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(first edges, second edges) of the recovered fine-tune chains (:func:`fine_tune_chains`) in the tie
+    zone (:data:`CHAIN_TIE_ZONE`). ``distance``: the recovery's pairwise distance (l_FT), ``ids`` its models'
+    order."""
+    index = {m: i for i, m in enumerate(ids)}
     first, second = set(), set()
-    for y, e in chain.items():
-        up = chain.get(e.parent)
-        if up is None:
-            continue
-        p, x = index[up.parent], index[e.parent]
-        d_px, d_py, d_xy = float(distance[p, x]), float(distance[p, index[y]]), float(distance[x, index[y]])
-        if not (np.isfinite([d_px, d_py, d_xy]).all() and d_xy > 0):
-            continue
-        if (d_py ** 2 - d_px ** 2) / d_xy ** 2 < CHAIN_TIE_ZONE:
+    for up, e in fine_tune_chains(edges):
+        if chain_h(distance, index[up.parent], index[e.parent], index[e.child]) < CHAIN_TIE_ZONE:
             first.add((up.parent, up.child))
             second.add((e.parent, e.child))
     return first, second
