@@ -124,7 +124,7 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
             "flagged": "radial share" in (tree.direction_note or ""), "share": share.get(tree.id, math.nan),
             "evidence": float(problem.evidence[p, c]), "sole": (e.parent, e.child) in sole,
             "parent_is_root": e.parent not in parent_of, "parent_children": n_children[e.parent], "depth": depth,
-            "cues": dict(e.cues),
+            "cues": dict(e.cues), "tie_chosen": bool(e.tie_kurtosis), "tie_lifted": e.tie_lifted,
             "alt_margins": [math.log(max(a.cost, 1e-300) / max(chosen, 1e-300)) for a in e.alternatives],
         })
     return rows
