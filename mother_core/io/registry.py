@@ -130,7 +130,9 @@ register("torch-sharded", "mother_core.io.readers:open_torch", revision=4)
 # unmerged), and OFT, BOFT, VeRA, LN-tuning and HRA adapters merged (were refused at discovery; 2026-12-03).
 # peft-lora 6: LoRAs on single experts' modules (transformers 4's Mixtral w1 / w2 / w3) merged into the base's
 # stacked experts (were refused as a base mismatch; 2026-12-03).
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=6)
+# peft-lora 7: every other PEFT type (LoHa, LoKr, IA3, OFT, BOFT, VeRA, HRA) on single experts' modules merged into
+# the base's stacked experts likewise (were refused as a base mismatch; 2026-12-04).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=7)
 #: The PEFT ``peft_type`` values the ``peft-lora`` reader merges (:mod:`.lora`); discovery refuses the
 #: others (FourierFT, AdaLoRA, prompt tuning, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`,
 #: because discovery imports no torch.

@@ -224,8 +224,14 @@ def sniff(names: Iterable[str]) -> str | None:
     # kohya-ss Flux / SD3 files of plain LoRA modules name the original (fused) modules: read, each module's
     # update split by rows onto the diffusers modules it fuses (:func:`dit_resolve`; checked against diffusers'
     # kohya Flux converter, and for SD3 against its single-file converter applied to the merged original).
-    if dit is not None and not (dit.endswith("(diffusers / PEFT layout)")
-                                and all(n.startswith(_COMPONENTS) for n in names)) \
+    # A kohya-style network made on the diffusers transformer itself (LyCORIS's kohya network or its own wrapper
+    # around a FluxTransformer2DModel / SD3Transformer2DModel, as SimpleTuner trains them:
+    # ``lycoris_transformer_blocks_0_attn_to_q.lokr_w1``) names the diffusers modules, dots made underscores:
+    # resolved against the base's own names like an SD UNet's network, every module type alike.
+    diffusers_named = dit is not None and dit.endswith("(diffusers / PEFT layout)") \
+        and 2 * sum(1 for n in names if _KOHYA_PREFIX.match(n)) > len(names)
+    if dit is not None and not diffusers_named and not (dit.endswith("(diffusers / PEFT layout)")
+                                                        and all(n.startswith(_COMPONENTS) for n in names)) \
             and not (dit in ("Flux LoRA (kohya-ss layout)", "SD3 LoRA (kohya-ss layout)") and _plain_kohya(names)):
         return f"{DIT_LORA}:{dit}"
     kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
