@@ -78,6 +78,25 @@ def _assert_reads(folder: Path, network: str, base: str, want: dict[str, torch.T
     return moved
 
 
+def original_network(arch: str, case: str, folder: Path) -> tuple[Path, dict[str, torch.Tensor], int]:
+    """A LyCORIS network of :data:`CASES` made as sd-scripts makes one (the library's kohya network on the original
+    modules of the tiny ``arch``, :func:`dit_factory.original_modules`, 3 real AdamW steps), saved into
+    ``folder / "set"`` beside its base (a single file, ``base.safetensors``). Returns the file, what the read must
+    give (the network's forward merged into the original layout, mapped by diffusers' own single-file converter)
+    and the number of modules it wraps."""
+    algo, kwargs, _ = CASES[case]
+    (folder / "set").mkdir(parents=True, exist_ok=True)
+    single = _original(arch, _base(arch))
+    network = lycoris_network(original_modules(single), algo, folder, **kwargs)
+    applied = lycoris_applied_weights(network)
+    convert = flux_converter(16) if arch == "flux" else sd3_converter()
+    want = convert({PREFIX + k: v for k, v in lycoris_merged(single, applied).items()})
+    save_file({PREFIX + k: v for k, v in single.items()}, str(folder / "set" / "base.safetensors"))
+    path = folder / "set" / f"{case}.safetensors"
+    network.save_weights(str(path), torch.float32, {"ss_sd_model_name": "base.safetensors"})
+    return path, want, len(applied)
+
+
 @pytest.mark.parametrize("arch", ["flux", "sd3"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_lycoris_on_original_modules_reads_as_its_forward(arch, case, tmp_path):
@@ -85,22 +104,11 @@ def test_lycoris_on_original_modules_reads_as_its_forward(arch, case, tmp_path):
     fused qkv and ``linear1`` among them), read on a single-file base (under diffusers' names), equals the network's
     forward merged into the original layout and mapped by diffusers' own single-file converter, tensor by tensor;
     each fused module's update is split by rows onto the diffusers modules it fuses."""
-    algo, kwargs, parts = CASES[case]
-    base = _base(arch)
-    single = _original(arch, base)
-    network = lycoris_network(original_modules(single), algo, tmp_path, **kwargs)
-    applied = lycoris_applied_weights(network)
-    assert len(applied) == WRAPPED[arch]
-    assert any("qkv" in name for name in applied)  # fused modules among them
-    convert = flux_converter(16) if arch == "flux" else sd3_converter()
-    want = convert({PREFIX + k: v for k, v in lycoris_merged(single, applied).items()})
-    folder = tmp_path / "set"
-    folder.mkdir()
-    save_file({PREFIX + k: v for k, v in single.items()}, str(folder / "base.safetensors"))
-    path = folder / f"{case}.safetensors"
-    network.save_weights(str(path), torch.float32, {"ss_sd_model_name": "base.safetensors"})
-    assert parts <= {n.split(".", 1)[1] for n in safe_open(str(path), "pt").keys()}
-    moved = _assert_reads(folder, case, "base", want, base)
+    path, want, wrapped = original_network(arch, case, tmp_path)
+    assert wrapped == WRAPPED[arch]
+    assert CASES[case][2] <= {n.split(".", 1)[1] for n in safe_open(str(path), "pt").keys()}
+    assert any("qkv" in n for n in safe_open(str(path), "pt").keys())  # fused modules among them
+    moved = _assert_reads(path.parent, case, "base", want, _base(arch))
     # every diffusers part of every wrapped module moved (a full difference moves the biases too)
     assert moved >= {"flux": 40, "sd3": 43}[arch], moved
 

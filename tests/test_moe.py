@@ -192,15 +192,13 @@ EXPERT_ADAPTERS = {
 }
 
 
-@pytest.mark.parametrize("kind", list(EXPERT_ADAPTERS))
-def test_other_adapters_on_single_expert_modules_read_as_peft_merges_them(family: Path, tmp_path: Path,
-                                                                          kind: str) -> None:
-    """LoHa, LoKr, IA3 and OFT adapters made by PEFT on single experts' modules (transformers 4's Mixtral ``w1`` /
-    ``w2`` / ``w3``), with their real initialisation and 4 real AdamW steps through the experts' forward, saved
-    unmerged: read onto the base whose experts are listed stacked, every expert equals PEFT's own
-    ``merge_and_unload`` (to float32 summation order), row ranges too, and the adapter is recovered as the root's
-    ``adapter``. Before, each was refused as a base mismatch (no tensor named for one expert)."""
-    peft = pytest.importorskip("peft")
+def trained_expert_adapter(family: Path, kind: str, folder: Path) -> dict[str, torch.Tensor]:
+    """A PEFT adapter of type ``kind`` (:data:`EXPERT_ADAPTERS`) on the root's single experts' modules
+    (:func:`_per_expert_model`), with its real initialisation and 4 real AdamW steps (lr 1e-2) through the experts'
+    forward, saved unmerged into ``folder`` naming ``m-root`` its base; returns PEFT's own ``merge_and_unload``
+    state."""
+    import peft
+
     model, hidden = _per_expert_model(family)
     torch.manual_seed(5)
     config_class, kwargs = EXPERT_ADAPTERS[kind]
@@ -212,12 +210,25 @@ def test_other_adapters_on_single_expert_modules_read_as_peft_merges_them(family
         opt.zero_grad()
         loss.backward()
         opt.step()
-    folder = tmp_path / f"m-{kind}"
     wrapped.save_pretrained(str(folder))
     config = json.loads((folder / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "m-root"  # the base as the set names it (peft writes None for a bare module)
     (folder / "adapter_config.json").write_text(json.dumps(config))
-    _assert_reads_as_merged(family, folder, wrapped.merge_and_unload().state_dict(), 1e-6)
+    return wrapped.merge_and_unload().state_dict()
+
+
+@pytest.mark.parametrize("kind", list(EXPERT_ADAPTERS))
+def test_other_adapters_on_single_expert_modules_read_as_peft_merges_them(family: Path, tmp_path: Path,
+                                                                          kind: str) -> None:
+    """LoHa, LoKr, IA3 and OFT adapters made by PEFT on single experts' modules (transformers 4's Mixtral ``w1`` /
+    ``w2`` / ``w3``), with their real initialisation and 4 real AdamW steps through the experts' forward, saved
+    unmerged: read onto the base whose experts are listed stacked, every expert equals PEFT's own
+    ``merge_and_unload`` (to float32 summation order), row ranges too, and the adapter is recovered as the root's
+    ``adapter``. Before, each was refused as a base mismatch (no tensor named for one expert)."""
+    pytest.importorskip("peft")
+    folder = tmp_path / f"m-{kind}"
+    merged = trained_expert_adapter(family, kind, folder)
+    _assert_reads_as_merged(family, folder, merged, 1e-6)
     stats = compute_statistics(discover([family / "m-root", family / "m-stranger", folder]), device="cpu")
     assert not stats.problems, stats.problems
     edge = next(e for e in recover(stats).edges if e.child == folder.name)
