@@ -25,7 +25,7 @@ from dit_factory import (  # noqa: E402
     flux_converter, flux_single_file, lycoris_network, lycoris_merged, original_modules, sd3_converter,
     sd3_single_file, state_of, tiny_flux, tiny_sd3,
 )
-from format_factory import lycoris_applied_weights  # noqa: E402
+from format_factory import assert_adapters_beside_one_problem, lycoris_applied_weights  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -152,15 +152,10 @@ def test_lycoris_dit_files_are_adapters_and_a_fused_rotation_is_a_problem(tmp_pa
     lokr.save_weights(str(folder / "lokr.safetensors"), torch.float32, meta)
     oft = lycoris_network(original_modules(single), "diag-oft", tmp_path, seed=5)
     oft.save_weights(str(folder / "oft.safetensors"), torch.float32, meta)
-    result = recover_paths([folder], RecoverySettings())
-    (problem,) = result.problems
-    assert Path(problem["path"]).name == "oft.safetensors"
-    assert "OFT / BOFT module on the fused module double_blocks_0_img_attn_qkv" in problem["message"]
-    assert "not read yet" in problem["message"]
-    edges = {e.child: e for e in result.edges}
-    for name in ("loha", "lokr"):
-        assert (edges[name].parent, edges[name].relation) == ("flux-base", "adapter"), edges[name]
-        assert edges[name].relation_confidence >= 0.9, (name, edges[name].relation_confidence)
+    edges = assert_adapters_beside_one_problem(
+        recover_paths([folder], RecoverySettings()), "oft.safetensors",
+        ("OFT / BOFT module on the fused module double_blocks_0_img_attn_qkv", "not read yet"), ("loha", "lokr"),
+        "flux-base")
     assert "unrelated" not in edges
 
     from test_dit_single_file import _flux_of_width
@@ -170,3 +165,26 @@ def test_lycoris_dit_files_are_adapters_and_a_fused_rotation_is_a_problem(tmp_pa
     with open_model(ref) as wide:
         why = fits(str(folder / "loha.safetensors"), KOHYA, wide)
     assert why is not None and "right base model" in why and "double_blocks_0_" in why, why
+
+
+def test_dora_per_input_on_a_fused_module_is_a_problem_of_its_file(tmp_path):
+    """A LoCon with its weight decomposed per input channel (``wd_on_output`` false) on the original Flux modules: the
+    norms of a fused qkv's columns span its three parts, which this version does not merge. Opening it says so, and
+    the statistics pass reports it as that file's problem, the other models read."""
+    from mother_core.errors import UnreadableCheckpointError
+    from mother_core.stats.compute import compute_statistics
+
+    single = flux_single_file(_base("flux"))
+    folder = tmp_path / "set"
+    folder.mkdir()
+    save_file({PREFIX + k: v for k, v in single.items()}, str(folder / "base.safetensors"))
+    save_file(flux_single_file(state_of(tiny_flux(7))), str(folder / "unrelated.safetensors"))
+    network = lycoris_network(original_modules(single), "locon", tmp_path, dora_wd=True, wd_on_output=False)
+    network.save_weights(str(folder / "dora-in.safetensors"), torch.float32, {"ss_sd_model_name": "base.safetensors"})
+    found = discover([folder])
+    models = {m.id: m for m in found.models}
+    with open_model(models["base"]) as base, pytest.raises(UnreadableCheckpointError, match="per input channel"):
+        open_model(models["dora-in"], base=base)
+    stats = compute_statistics(found, device="cpu")
+    assert sorted(m.id for m in stats.models) == ["base", "unrelated"]
+    assert any("per input channel" in p.message for p in stats.problems), stats.problems
