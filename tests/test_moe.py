@@ -183,12 +183,16 @@ def test_lora_on_single_expert_modules_reads_as_peft_merges_it(family: Path, tmp
 
 
 #: PEFT type -> its config on single experts' modules (ranks and alphas apart so that a wrong scale shows; IA3 with
-#: ``w2`` feed-forward, so scaling its inputs, and w1 / w3 their outputs; OFT in blocks of 8).
+#: ``w2`` feed-forward, so scaling its inputs, and w1 / w3 their outputs; OFT and BOFT in blocks of 8; VeRA's
+#: projections shared by experts of two shapes).
 EXPERT_ADAPTERS = {
     "loha": ("LoHaConfig", {"r": 4, "alpha": 6, "alpha_pattern": {"layers.1.block_sparse_moe.experts.2.w1": 3}}),
     "lokr": ("LoKrConfig", {"r": 2, "alpha": 3, "decompose_both": True}),
     "ia3": ("IA3Config", {"feedforward_modules": ["w2"]}),
     "oft": ("OFTConfig", {"r": 0, "oft_block_size": 8}),
+    "boft": ("BOFTConfig", {"boft_block_size": 8}),
+    "vera": ("VeraConfig", {"r": 4}),
+    "hra": ("HRAConfig", {"r": 4}),
 }
 
 
@@ -220,9 +224,9 @@ def trained_expert_adapter(family: Path, kind: str, folder: Path) -> dict[str, t
 @pytest.mark.parametrize("kind", list(EXPERT_ADAPTERS))
 def test_other_adapters_on_single_expert_modules_read_as_peft_merges_them(family: Path, tmp_path: Path,
                                                                           kind: str) -> None:
-    """LoHa, LoKr, IA3 and OFT adapters made by PEFT on single experts' modules (transformers 4's Mixtral ``w1`` /
-    ``w2`` / ``w3``), with their real initialisation and 4 real AdamW steps through the experts' forward, saved
-    unmerged: read onto the base whose experts are listed stacked, every expert equals PEFT's own
+    """LoHa, LoKr, IA3, OFT, BOFT, VeRA and HRA adapters made by PEFT on single experts' modules (transformers 4's
+    Mixtral ``w1`` / ``w2`` / ``w3``), with their real initialisation and 4 real AdamW steps through the experts'
+    forward, saved unmerged: read onto the base whose experts are listed stacked, every expert equals PEFT's own
     ``merge_and_unload`` (to float32 summation order), row ranges too, and the adapter is recovered as the root's
     ``adapter``. Before, each was refused as a base mismatch (no tensor named for one expert)."""
     pytest.importorskip("peft")
