@@ -425,26 +425,29 @@ def lycoris_network(model, algo: str, folder, kind: str = "kohya", **kwargs):
     output, through the network's forward, against a random target (a layer-wise loss: the original-layout trees of
     :func:`original_modules` have no model forward). Returns the network."""
     from lycoris import LycorisNetwork, create_lycoris
-    from lycoris.kohya import create_network
+    from lycoris.kohya import LycorisNetworkKohya, create_network
 
     torch.manual_seed(kwargs.pop("seed", 0))
     dim, alpha = kwargs.pop("dim", 4), kwargs.pop("alpha", 2.0)
+    cls = LycorisNetworkKohya if kind == "kohya" else LycorisNetwork
+    saved = {k: v for k, v in vars(cls).items() if k.isupper()}  # presets set class attributes: put them back after
+    try:
+        if kind == "kohya":
+            (folder / "dit-preset.toml").write_text(LYCORIS_DIT_PRESET)
+            network = create_network(1.0, dim, alpha, None, None, model, algo=algo,
+                                     preset=str(folder / "dit-preset.toml"), **kwargs)
+        else:
+            LycorisNetwork.apply_preset({"target_module": ["FluxTransformerBlock", "FluxSingleTransformerBlock",
+                                                           "JointTransformerBlock"]})
+            network = create_lycoris(model, 1.0, linear_dim=dim, linear_alpha=alpha, algo=algo, **kwargs)
+    finally:
+        for k, v in saved.items():
+            setattr(cls, k, v)
     if kind == "kohya":
-        (folder / "dit-preset.toml").write_text(LYCORIS_DIT_PRESET)
-        network = create_network(1.0, dim, alpha, None, None, model, algo=algo,
-                                 preset=str(folder / "dit-preset.toml"), **kwargs)
         network.apply_to(None, model, apply_text_encoder=False, apply_unet=True)
         params, _ = network.prepare_optimizer_params(unet_lr=1e-2)
         loras = network.unet_loras
     else:
-        saved = {k: v for k, v in vars(LycorisNetwork).items() if k.isupper()}  # apply_preset sets class attributes
-        try:
-            LycorisNetwork.apply_preset({"target_module": ["FluxTransformerBlock", "FluxSingleTransformerBlock",
-                                                           "JointTransformerBlock"]})
-            network = create_lycoris(model, 1.0, linear_dim=dim, linear_alpha=alpha, algo=algo, **kwargs)
-        finally:
-            for k, v in saved.items():
-                setattr(LycorisNetwork, k, v)
         network.apply_to()
         params, loras = list(network.parameters()), network.loras
     opt = torch.optim.AdamW(params, lr=1e-2)
