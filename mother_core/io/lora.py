@@ -59,10 +59,11 @@ row-separable too:
   one reflection through their Gram-Schmidt span), read as ``W + (W @ U) @ (C @ U.T)`` (:func:`hra_reflection`);
   convolutions on the flattened kernel.
 
-Every type above on single experts' modules of a mixture-of-experts model (transformers 4's Mixtral ``block_sparse_moe
-.experts.E.w1`` / ``w2`` / ``w3``, one adapter module per expert), on a base whose experts are listed stacked
-(:mod:`.experts`): each expert's update is made for its (out, in) matrix as on a dense module and applied to that
-expert's row of the stacked tensor (``_Update`` mode ``each_expert``; LoRA stacks its factors, ``_stacked_update``).
+LoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA and HRA on single experts' modules of a mixture-of-experts model
+(transformers 4's Mixtral ``block_sparse_moe.experts.E.w1`` / ``w2`` / ``w3``, one adapter module per expert), on a
+base whose experts are listed stacked (:mod:`.experts`): each expert's update is made for its (out, in) matrix as on
+a dense module and applied to that expert's row of the stacked tensor (``_Update`` mode ``each_expert``; LoRA stacks
+its factors, ``_stacked_update``).
 
 An adapter on an embedding makes PEFT save the embedding's ``base_layer.weight`` beside it: the update is applied
 to that copy (a resized vocabulary is then the adapter's own).

@@ -227,7 +227,8 @@ def sniff(names: Iterable[str]) -> str | None:
     dit = dit_lora(names)
     # A DiT LoRA as diffusers saves it (``transformer.<diffusers module>.lora_A``) names the transformer's own
     # modules: read like an SD UNet's diffusers file, on a base read under those names (a diffusers folder or a
-    # single file, :mod:`.dit_single_file`). The other layouts name the original fused modules: not read yet.
+    # single file, :mod:`.dit_single_file`). BFL / ComfyUI's ``diffusion_model.double_blocks.0...lora_A`` and a bare
+    # PEFT state dict (no ``transformer.``): not read yet.
     # kohya-ss Flux / SD3 files of plain LoRA modules name the original (fused) modules: read, each module's
     # update split by rows onto the diffusers modules it fuses (:func:`dit_resolve`; checked against diffusers'
     # kohya Flux converter, and for SD3 against its single-file converter applied to the merged original).
