@@ -239,6 +239,30 @@ def test_other_adapters_on_single_expert_modules_read_as_peft_merges_them(family
     assert (edge.parent, edge.relation) == ("m-root", "adapter"), edge
 
 
+def test_misfitting_expert_adapter_names_the_expert(family: Path, tmp_path: Path) -> None:
+    """A LoHa on single experts' modules whose factors for one expert do not fit that expert (its ``hada_w1_a`` and
+    ``hada_w2_a`` a row short: an update of another width) is refused naming the expert and the shapes, and the
+    statistics pass reports it as that adapter's problem, the other models read."""
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file, save_file
+
+    from mother_core.errors import AdapterMismatchError
+
+    folder = tmp_path / "m-loha"
+    trained_expert_adapter(family, "loha", folder)
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    for part in ("hada_w1_a", "hada_w2_a"):
+        key = next(k for k in tensors if f"layers.1.block_sparse_moe.experts.3.w1.{part}" in k)
+        tensors[key] = tensors[key][:-1].contiguous()
+    save_file(tensors, str(path))
+    refs = {m.id: m for m in discover([family / "m-root", family / "m-stranger", folder]).models}
+    with open_model(refs["m-root"]) as base, pytest.raises(AdapterMismatchError, match="expert 3 of layers.1"):
+        open_model(refs["m-loha"], base=base)
+    stats = compute_statistics(discover([family / "m-root", family / "m-stranger", folder]), device="cpu")
+    assert stats.n_models == 2 and any("expert 3" in p.message for p in stats.problems), stats.problems
+
+
 def test_unknown_expert_layout_is_a_note(tmp_path: Path) -> None:
     """gpt-oss stores its fused experts (experts, in, out), gate and up interleaved: kept under their stored
     names with a note (compared with the same layout only), never a crash."""
