@@ -2,7 +2,7 @@
 
 Really trained tiny Llamas of four layers (AdamW steps, :func:`checkpoint_factory.adam_steps`): a root
 ``m-root``, its fine-tunes ``m-a`` and ``m-b``, ``m-a-a`` a fine-tune of ``m-a``, and ``m-a-q4`` a GGUF
-Q4_0 of ``m-a`` (the ``gguf`` package, as llama.cpp writes it). Each student is a Llama built with fewer
+Q4_0 of ``m-a`` (the ``gguf`` package, as llama.cpp writes it), ``m-b-bf16`` a bfloat16 cast of ``m-b``. Each student is a Llama built with fewer
 ``num_hidden_layers``, loaded (``load_state_dict(strict=True)``) with a subset of its parent's layers
 renumbered in order, then trained a few AdamW steps on a task of its own:
 
@@ -13,6 +13,9 @@ renumbered in order, then trained a few AdamW steps on a task of its own:
 - ``s-wide``: ``m-b``'s layers 0, 1, 3 and each MLP narrowed to its largest neurons (depth and width);
 - ``s-long``: ``m-a-a``'s layers 1, 3, trained ten times longer (its layers drift);
 - ``s-q``: the dequantized GGUF ``m-a-q4``'s layers 0, 1, 3 (a student of a quantized parent);
+- ``s-cast``: ``m-b-bf16``'s layers 0, 2, 3, trained two steps (a student of a cast parent, trained little
+  enough for the bf16 rounding to tell it from ``m-b``);
+- ``s-mid-sib``: ``m-a``'s layers 0, 2, 3 as ``s-mid``'s, trained on another task (students pruned alike);
 - ``s-mid-ft``: a fine-tune of ``s-mid`` (same layout: the student's own child).
 
 Distractors: ``m-x3`` (three layers, its own initialisation) with a fine-tune ``m-x3-ft``, and ``m-x5``
@@ -34,12 +37,12 @@ HIDDEN, INTER, LAYERS = 64, 128, 4
 STUDENTS: dict[str, tuple[str, tuple[int, ...], int]] = {
     "s-mid": ("m-a", (0, 2, 3), 8), "s-first": ("m-b", (1, 2, 3), 8), "s-two": ("m-root", (0, 3), 8),
     "s-last": ("m-a-a", (0, 1, 2), 8), "s-wide": ("m-b", (0, 1, 3), 8), "s-long": ("m-a-a", (1, 3), 80),
-    "s-q": ("m-a-q4", (0, 1, 3), 3),
+    "s-q": ("m-a-q4", (0, 1, 3), 3), "s-cast": ("m-b-bf16", (0, 2, 3), 2), "s-mid-sib": ("m-a", (0, 2, 3), 8),
 }
 #: Every true edge: child -> (parent, relation).
 TRUTH: dict[str, tuple[str, str]] = {
     "m-a": ("m-root", "finetune"), "m-b": ("m-root", "finetune"), "m-a-a": ("m-a", "finetune"),
-    "m-a-q4": ("m-a", "quantized"), "s-mid-ft": ("s-mid", "finetune"), "m-x3-ft": ("m-x3", "finetune"),
+    "m-a-q4": ("m-a", "quantized"), "m-b-bf16": ("m-b", "convert"), "s-mid-ft": ("s-mid", "finetune"), "m-x3-ft": ("m-x3", "finetune"),
     **{s: (p, "distill") for s, (p, _, _) in STUDENTS.items()},
 }
 
@@ -112,6 +115,7 @@ def build(d: Path) -> None:
     adam_steps(load("m-root"), 2, 8, 1e-3).save_pretrained(d / "m-b")
     adam_steps(load("m-a"), 3, 8, 1e-3).save_pretrained(d / "m-a-a")
     _gguf(d / "m-a", d / "m-a-q4")
+    load("m-b").to(torch.bfloat16).save_pretrained(d / "m-b-bf16")
     for seed, (name, (parent, keep, steps)) in enumerate(STUDENTS.items(), start=10):
         inter = 96 if name == "s-wide" else INTER
         adam_steps(student(_state(d / parent), keep, seed, inter), seed, steps, 1e-3).save_pretrained(d / name)

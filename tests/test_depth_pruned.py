@@ -3,8 +3,8 @@ subset of its parent's"; typed profile S seeds 400 and 402, a student with layer
 
 The family (:mod:`depth_family`) is really trained: students built with fewer ``num_hidden_layers`` and
 loaded with a subset of their parent's layers (first, middle, last, several dropped; one pruned in width too,
-one trained ten times longer, one from a GGUF Q4_0 parent), then trained; a student's own fine-tune, and
-unrelated distractors of three and five layers.
+one trained ten times longer, one from a GGUF Q4_0 parent, one from a bf16 cast, two pruned alike), then
+trained; a student's own fine-tune, and unrelated distractors of three and five layers.
 """
 
 from __future__ import annotations

@@ -58,6 +58,9 @@ CANDIDATES = 8
 #: siblings' layers at about its siblings' distance (ratio ~1), a pruned child's by-name relatives of its
 #: depth are its own fine-tunes (left out, see the module docstring) or unrelated models (ratio ~0.1).
 MARGIN = STACK_MARGIN
+#: Standard errors by which a copy or quantized model must fit a student better than its original to be its
+#: parent (:func:`_original_first`): a one-sided test at ~0.1% false choices of the copy. Constant of reasoning.
+Z_COPY = 3.0
 
 
 @dataclass(frozen=True)
@@ -107,34 +110,69 @@ def find_depth_pruned(stats: WeightStatistics, pl: PairLayers, skip: set[int],
     layout = {m: blocks(stats, m, min_layers=1) for m in usable}
     barred = _stack_layouts(stats, pl, links)
     read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}
+    copies = {link.child: link.parents[0] for link in links
+              if link.relation in (Relation.CONVERT, Relation.QUANTIZED) and len(link.parents) == 1}
     fits: dict[int, DepthFit] = {}
     for c in usable:
         if c in skip:
             continue
+        tried: dict[int, DepthFit] = {}
         for name, block in layout[c].items():
             deeper = {h: layout[h][name] for h in usable if h != c and h not in barred and name in layout[h]
                       and len(layout[h][name].layers) > len(block.layers) and _same_kinds(block, layout[h][name])}
-            if not deeper:
-                continue
-            for h in _likeliest(stats, c, block, deeper):
+            for h in _likeliest(stats, pl, c, block, deeper) if deeper else []:
                 fit = _fit(stats, c, block, h, deeper[h], read)
-                if fit is None:
-                    continue
-                best = fits.get(c)
-                if best is None or (fit.total2, h in skip, h) < (best.total2, best.parent in skip, best.parent):
-                    fits[c] = fit
-    # a pruned child and its own fine-tunes share a parent and a layer map: the nearest is the pruned one
+                if fit is not None and (h not in tried or fit.total2 < tried[h].total2):
+                    tried[h] = fit
+        if tried:
+            fits[c] = _original_first(c, tried, copies, read)
+    # Models fitted to one parent (or its copies) by one layer map: students pruned alike, or a student and its
+    # own fine-tunes (which keep its layers). A fine-tune sits nearer its student (by name) than to the parent,
+    # by the student's own training; a sibling student nearer the parent than to the other student.
     groups: dict[tuple[str, int, tuple[int, ...]], list[int]] = {}
     for c, fit in fits.items():
-        groups.setdefault((fit.block, fit.parent, fit.kept), []).append(c)
+        groups.setdefault((fit.block, copies.get(fit.parent, fit.parent), fit.kept), []).append(c)
     out = []
     for members in groups.values():
-        c = min(members, key=lambda m: (fits[m].total2, m))
-        fit = fits[c]
-        rival = _nearest_of_depth(stats, pl, c, layout, fit.block, set(members))
-        if fit.total2 < (1.0 - MARGIN) * rival:
-            out.append(_link(stats, c, fit, rival))
+        members.sort(key=lambda m: (fits[m].total2, m))
+        for k, c in enumerate(members):
+            fit = fits[c]
+            slots = [s for layer in layout[c][fit.block].layers.values() for s in layer.values()]
+            if any(_rel2(pl, c, m, slots) < fit.total2 for m in members[:k]):
+                continue  # a fine-tune of a student nearer its parent: the forest places it under the student
+            rival = _nearest_of_depth(stats, pl, c, layout, fit.block, set(members))
+            if fit.total2 < (1.0 - MARGIN) * rival:
+                out.append(_link(stats, c, fit, rival))
     return out
+
+
+def _original_first(c: int, tried: dict[int, DepthFit], copies: dict[int, int],
+                    read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> DepthFit:
+    """The nearest of ``tried`` (candidate -> fit), unless it is a copy or quantized model whose original fits
+    by the same layers and the weights do not tell the two apart.
+
+    A student pruned from a quantized model sits nearer it than its original by the rounding, a student of
+    the original nearer the original by as much: in expectation the nearest is right, but a student's own
+    training, spread over the same entries, makes the difference noisy where the rounding is small (a cast:
+    bf16 rounds at ~0.3% relative). The copy is kept only where it is nearer by :data:`Z_COPY` standard errors
+    of the per-entry difference of squared distances; else its original stands for it, as the forest does
+    (:data:`mother_core.recovery.typed.LEAF_RELATIONS`)."""
+    best = min(tried.values(), key=lambda f: (f.total2, f.parent))
+    q = best.parent
+    p = copies.get(q)
+    if p is None or p not in tried or tried[p].kept != best.kept or tried[p].block != best.block:
+        return best
+    mine, copy, original = (read[(m, best.block)] for m in (c, q, p))
+    diffs = []
+    for k, j in zip(sorted(mine), best.kept):
+        for r, x in mine[k].items():
+            if r in copy[j] and r in original[j] and x.shape == copy[j][r].shape == original[j][r].shape:
+                diffs.append((x - original[j][r]) ** 2 - (x - copy[j][r]) ** 2)
+    d = np.concatenate(diffs) if diffs else np.zeros(0)
+    if d.size < 2:
+        return tried[p]
+    z = float(d.sum()) / max(float(np.sqrt(d.size * d.var())), 1e-300)
+    return best if z > Z_COPY else tried[p]
 
 
 def _same_kinds(block: Block, deeper: Block) -> bool:
@@ -165,11 +203,15 @@ def _rel2(pl: PairLayers, a: int, b: int, slots: list[int] | None) -> float:
     return float(sq[ok].sum() / max(float(sc[ok].sum()), 1e-300)) if ok.any() else np.inf
 
 
-def _likeliest(stats: WeightStatistics, c: int, block: Block, deeper: dict[int, Block]) -> list[int]:
-    """The :data:`CANDIDATES` deeper relatives whose layers' norms come nearest the child's (per child layer
-    the nearest layer's, matrices of equal shape): the norms' difference bounds the relative distance from
-    below, and a kept layer keeps its norms up to its training."""
+def _likeliest(stats: WeightStatistics, pl: PairLayers, c: int, block: Block, deeper: dict[int, Block]) -> list[int]:
+    """The :data:`CANDIDATES` deeper relatives likeliest to be the parent: nearest by name on the tensors outside
+    the block (embeddings, head, final norm: a student keeps its parent's and trains them), then by how closely
+    their layers' norms can match the child's (per child layer the nearest layer's, matrices of equal shape: the
+    norms' difference bounds the relative distance from below, and a kept layer keeps its norms up to its
+    training). Relatives with a layer no matrix of which matches a shape of the child's are left out."""
     norm = np.asarray(stats.norm, dtype=np.float64)
+    prefix = block.name + "."
+    outside = [int(s) for s in np.flatnonzero(stats.present[c]) if not stats.tensors[int(s)].name.startswith(prefix)]
 
     def bound(h: int) -> float:
         total = 0.0
@@ -185,9 +227,8 @@ def _likeliest(stats: WeightStatistics, c: int, block: Block, deeper: dict[int, 
             total += best
         return total
 
-    bounds = {h: bound(h) for h in deeper}
-    # a layer with no matrix of the same shape in any of a relative's layers: another size, no subset of it
-    return sorted((h for h in deeper if np.isfinite(bounds[h])), key=lambda h: (bounds[h], h))[:CANDIDATES]
+    keys = {h: (_rel2(pl, c, h, outside) if outside else np.inf, bound(h), h) for h in deeper}
+    return sorted((h for h in deeper if np.isfinite(keys[h][1])), key=lambda h: keys[h])[:CANDIDATES]
 
 
 def _fit(stats: WeightStatistics, c: int, block: Block, h: int, deeper: Block,

@@ -152,7 +152,7 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
                 continue  # its source (by name) explains it as well: the quantized copy of that model
             if fit is not None and (c not in fits or max(fit.residual) < max(fits[c].residual)):
                 fits[c] = fit
-    fits = {c: fit for c, fit in fits.items() if c in quantized or not _teacher(stats, pl, c, fit, fits, layout)}
+    fits = {c: fit for c, fit in fits.items() if c in quantized or not _teacher(stats, pl, c, fit, layout)}
     # of the models fitted by the same layers (a stack and its fine-tunes), the nearest to them is the stack
     best: dict[tuple[str, tuple[tuple[int, int], ...]], int] = {}
     for c, fit in fits.items():
@@ -164,26 +164,25 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
     return [_link(stats, pl, c, fits[c]) for c in sorted(stacks)]
 
 
-def _teacher(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit, fits: dict[int, _Fit],
-             layout: dict[int, dict[str, Block]]) -> bool:
+def _teacher(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit, layout: dict[int, dict[str, Block]]) -> bool:
     """Whether ``c``'s fit is better read the other way round: ``c`` is the teacher of depth-pruned students
     (:mod:`.depth`) that hold its layers between them, not a stack of them.
 
-    mergekit copies a stack's layers: at least one of them sits at a copy's distance (:data:`COPY`) from its
-    source, unless the stack was trained after stacking. A teacher's layers are each its students' own
-    training away. And a stack is deeper than its sources' family: the models of its depth related to it by
-    name are its own fine-tunes and copies, fitted by the same sources, where a teacher has relatives of its
-    depth (its parent, siblings, fine-tunes) fitted by other layers or none. So a fit with no copied layer is
-    dropped where a model of ``c``'s depth in the block, related to it by name (within
-    :data:`~mother_core.recovery.forest.UNRELATED`), has another fit or none."""
-    if min(fit.residual) <= COPY:
+    The two readings have one geometry (a deeper model whose layers are, in order, near layers of shallower
+    ones) but for training: mergekit copies a stack's layers, each at a copy's distance (:data:`COPY`) from
+    its source, while a teacher's layers are each a student's own training away. A stack trained after
+    stacking moves every layer as well, but it has no relative of its own depth but its own fine-tunes and
+    copies, where a teacher sits in a family of its depth (its parent, siblings, fine-tunes), all of them
+    near the students' layers too (so fitted by them as well). So a fit with a layer that is no copy is
+    dropped where a model of ``c``'s depth in the block is related to it by name (within
+    :data:`~mother_core.recovery.forest.UNRELATED`). Known cost: a stack in the set only through a fine-tune
+    and that fine-tune's own fine-tunes (no exact copy of it) is left to the forest."""
+    if max(fit.residual) <= COPY:
         return False
     depth = sorted(layout[c][fit.block].layers)
     for g, theirs in layout.items():
         if g == c or fit.block not in theirs or sorted(theirs[fit.block].layers) != depth:
             continue
-        if g in fits and fits[g].source == fit.source:
-            continue  # fitted by the same layers: a stack's fine-tune (or the stack of this fine-tune)
         ok = np.isfinite(pl.sq[:, c, g]) & np.isfinite(pl.scale2[:, c, g])
         den = float(pl.scale2[ok, c, g].sum())
         if ok.any() and den > 0 and float(pl.sq[ok, c, g].sum()) / den < UNRELATED ** 2:
