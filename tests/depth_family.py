@@ -1,10 +1,11 @@
 """A family of depth-pruned students made as people make them (branch ``prune``, issue 11 items 1 and 2).
 
 Really trained tiny Llamas of four layers (AdamW steps, :func:`checkpoint_factory.adam_steps`): a root
-``m-root``, its fine-tunes ``m-a`` and ``m-b``, ``m-a-a`` a fine-tune of ``m-a``, and ``m-a-q4`` a GGUF
-Q4_0 of ``m-a`` (the ``gguf`` package, as llama.cpp writes it), ``m-b-bf16`` a bfloat16 cast of ``m-b``. Each student is a Llama built with fewer
-``num_hidden_layers``, loaded (``load_state_dict(strict=True)``) with a subset of its parent's layers
-renumbered in order, then trained a few AdamW steps on a task of its own:
+``m-root``, its fine-tunes ``m-a`` and ``m-b``, ``m-a-a`` a fine-tune of ``m-a``, ``m-a-q4`` a GGUF Q4_0
+of ``m-a`` (the ``gguf`` package, as llama.cpp writes it) and ``m-b-bf16`` a bfloat16 cast of ``m-b``.
+Each student is a Llama built with fewer ``num_hidden_layers``, loaded (``load_state_dict(strict=True)``)
+with a subset of its parent's layers renumbered in order, then trained a few AdamW steps on a task of its
+own:
 
 - ``s-mid``: ``m-a``'s layers 0, 2, 3 (layer 1 dropped, as typed profile S seeds 400 and 402);
 - ``s-first``: ``m-b``'s layers 1, 2, 3 (the first dropped);
@@ -42,7 +43,8 @@ STUDENTS: dict[str, tuple[str, tuple[int, ...], int]] = {
 #: Every true edge: child -> (parent, relation).
 TRUTH: dict[str, tuple[str, str]] = {
     "m-a": ("m-root", "finetune"), "m-b": ("m-root", "finetune"), "m-a-a": ("m-a", "finetune"),
-    "m-a-q4": ("m-a", "quantized"), "m-b-bf16": ("m-b", "convert"), "s-mid-ft": ("s-mid", "finetune"), "m-x3-ft": ("m-x3", "finetune"),
+    "m-a-q4": ("m-a", "quantized"), "m-b-bf16": ("m-b", "convert"), "s-mid-ft": ("s-mid", "finetune"),
+    "m-x3-ft": ("m-x3", "finetune"),
     **{s: (p, "distill") for s, (p, _, _) in STUDENTS.items()},
 }
 
