@@ -24,14 +24,14 @@ order) is the candidate's fit. The child is that candidate's ``distill`` child w
   of its own depth by name (a model with fewer layers than a stack of its relatives' layers, such as the
   root of a frankenmerge's parents, fits the stack about as well as it fits its own siblings: it is no
   pruned child; a pruned child has no relative of its depth but its own fine-tunes);
-- of the models fitted to the same parent by the same layer map (a pruned child and its own fine-tunes,
-  which keep its layers), it is the nearest; the forest places the others among their own layout.
+- it is no fine-tune of another model fitted to the same parent (or its copies) by the same layer map: a
+  student's own fine-tunes keep its layers and sit nearer it, by name, than to the parent; students pruned
+  alike are each linked (:func:`find_depth_pruned`).
 
 Layer-stacking merges (:mod:`.stack`) and the models of their layout related to them are never
 candidates: their layers are their parents' copies, so every parent of a stack fits it exactly. The
-parent chosen is the candidate with the nearest fit, copies and quantized models included (a student
-pruned from a quantized or cast model sits nearer it than its source by the rounding; exact ties go to
-the original).
+parent chosen is the candidate with the nearest fit, copies and quantized models included, a copy only
+where the weights tell it from its original (:func:`_original_first`).
 """
 
 from __future__ import annotations
