@@ -126,3 +126,31 @@ def build(d: Path) -> None:
     adam_steps(LlamaForCausalLM.from_pretrained(d / "m-x3", dtype=torch.float32), 32, 8, 1e-3).save_pretrained(
         d / "m-x3-ft")
     adam_steps(tiny_llama(33, 5), 33, 40, 3e-3).save_pretrained(d / "m-x5")
+
+
+def build_gpt2(d: Path) -> None:
+    """A GPT-2 family (``transformer.h.N``, Conv1D layers): ``g-root``, its fine-tunes ``g-a`` and ``g-b``,
+    the students ``g-s1`` (``g-a``'s layers 0, 2, 3) and ``g-s2`` (``g-b``'s layers 1, 3), each built with
+    fewer ``n_layer`` and trained, and an unrelated three-layer ``g-x3``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def gpt2(seed: int, layers: int) -> Any:
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=HIDDEN, n_layer=layers, n_head=4, n_positions=32))
+
+    adam_steps(gpt2(0, LAYERS), 0, 40, 3e-3).save_pretrained(d / "g-root")
+    for name, seed in (("g-a", 1), ("g-b", 2)):
+        adam_steps(GPT2LMHeadModel.from_pretrained(d / "g-root"), seed, 8, 1e-3).save_pretrained(d / name)
+    for seed, (name, parent, keep) in enumerate((("g-s1", "g-a", (0, 2, 3)), ("g-s2", "g-b", (1, 3))), start=5):
+        state = {}
+        for k, v in GPT2LMHeadModel.from_pretrained(d / parent).state_dict().items():
+            parts = k.split(".")
+            if parts[:2] == ["transformer", "h"]:
+                if int(parts[2]) not in keep:
+                    continue
+                parts[2] = str(keep.index(int(parts[2])))
+            state[".".join(parts)] = v
+        model = gpt2(seed, len(keep))
+        model.load_state_dict(state, strict=True)
+        adam_steps(model, seed, 8, 1e-3).save_pretrained(d / name)
+    adam_steps(gpt2(7, 3), 7, 40, 3e-3).save_pretrained(d / "g-x3")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from depth_family import STUDENTS, TRUTH, build
+from depth_family import STUDENTS, TRUTH, build, build_gpt2
 from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
 
@@ -81,3 +81,13 @@ def test_no_prune_edge_to_or_from_unrelated_models_of_other_depths(family: dict[
 def test_every_edge_right(family: dict[str, Any]) -> None:
     assert _parents(family["rec"]) == TRUTH
 
+
+
+def test_gpt2_teachers_are_no_stacks_of_their_students(tmp_path: Path) -> None:
+    """Another layout (``transformer.h.N``, Conv1D): each teacher's students hold all its layers between them
+    (``g-s1`` 0, 2, 3 of ``g-a``, ``g-s2`` 1, 3 of ``g-b``: every layer index of the family), which read
+    as passthrough stacks of the students; they are the teachers' students."""
+    build_gpt2(tmp_path)
+    got = _parents(recover(compute_statistics(discover([tmp_path]), device="cpu")))
+    assert got == {"g-a": ("g-root", Relation.FINETUNE.value), "g-b": ("g-root", Relation.FINETUNE.value),
+                   "g-s1": ("g-a", Relation.DISTILL.value), "g-s2": ("g-b", Relation.DISTILL.value)}
