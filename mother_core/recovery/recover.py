@@ -243,9 +243,10 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # it can be a fine-tune's parent or a merge's input. Left out as other typed children are, it moved
     # undetected merges with a LoRA among their inputs from the LoRA to another input (profile C seed 13,
     # reachability 0.843 -> 0.829). The refinement leaves it out through ``findings.partial``. A pruned
-    # child's link (relations/prune.py) likewise: it can parent its own fine-tunes (the refinement leaves it
-    # out by its narrower layout, :func:`.typed.refinement_core`).
-    typed_children = {link.child for link in findings.links if link.relation not in (Relation.LORA, Relation.PRUNE)}
+    # child's link (relations/prune.py, relations/depth.py) likewise: it can parent its own fine-tunes (the
+    # refinement leaves it out by its narrower or shallower layout, :func:`.typed.refinement_core`).
+    typed_children = {link.child for link in findings.links
+                      if link.relation not in (Relation.LORA, Relation.PRUNE, Relation.DISTILL)}
 
     n = stats.n_models
     cost = np.full((n, n), np.inf)
