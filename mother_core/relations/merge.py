@@ -520,12 +520,13 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
 def _completions(n_cand: int, n_rest: int, size: int) -> list[tuple[int, ...]]:
     """Subsets of ``size`` positions in ``[child, *cand, *rest]`` (:func:`_completed`, :func:`_on_sphere`):
     ``size - 1`` of the nearest ``cand`` completed by one farther relative of ``rest``, and, for a merge of
-    :data:`MAX_PARENTS`, ``size - 2`` of them completed by two (:data:`FAR_INPUTS`)."""
+    :data:`MAX_PARENTS`, ``size - 2`` of them completed by two of the next :data:`CANDIDATES` (:data:`FAR_INPUTS`)."""
     rest = range(n_cand + 1, n_cand + 1 + n_rest)
     out = [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1) for x in rest]
     if size >= MAX_PARENTS and size > FAR_INPUTS:
+        # (pairs among the next CANDIDATES only: a bounded count, in large families too)
         out += [(*s, *xs) for s in itertools.combinations(range(1, n_cand + 1), size - FAR_INPUTS)
-                for xs in itertools.combinations(rest, FAR_INPUTS)]
+                for xs in itertools.combinations(rest[:CANDIDATES], FAR_INPUTS)]
     return out
 
 
@@ -561,14 +562,19 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     """
     local = [c, *cand, *rest]
     idx = np.array(local)
-    # A subset may hold two farther relatives (:data:`FAR_INPUTS`): every pair's off-ray distance, summed over
-    # the layers the child and its nearest hold with everyone (a farther pair missing a layer stays out).
+    # Rows: the child, the nearest and the next CANDIDATES farther relatives (a subset holds one farther relative,
+    # or two of those: :func:`_completions`); their off-ray distances to everyone, summed over the layers the child
+    # and its nearest hold with everyone (a pair missing one of those layers stays out: inf), (M, M).
     near = np.array([c, *cand])
+    rows = idx[:len(near) + CANDIDATES]
     layers = np.isfinite(pl.sq[:, near[:, None], idx[None, :]]).all(axis=(1, 2))
     if not layers.any():
         return None
-    sq_perp = _off_ray_block(pl, idx, idx, layers)
-    sq_perp = np.where(np.isfinite(sq_perp).all(axis=0), sq_perp.sum(axis=0), np.inf)[None]
+    block = _off_ray_block(pl, rows, idx, layers)
+    block = np.where(np.isfinite(block).all(axis=0), block.sum(axis=0), np.inf)
+    sq_perp = np.full((1, len(local), len(local)), np.inf)
+    sq_perp[0, :len(rows), :] = block
+    sq_perp[0, :, :len(rows)] = block.T
     np.fill_diagonal(sq_perp[0], 0.0)
     n_cand = len(cand)
     subsets_by_size: list[np.ndarray] = []
