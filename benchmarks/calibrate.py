@@ -124,7 +124,7 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
             "flagged": "radial share" in (tree.direction_note or ""), "share": share.get(tree.id, math.nan),
             "evidence": float(problem.evidence[p, c]), "sole": (e.parent, e.child) in sole,
             "parent_is_root": e.parent not in parent_of, "parent_children": n_children[e.parent], "depth": depth,
-            "cues": dict(e.cues),
+            "cues": dict(e.cues), "tie_chosen": bool(e.tie_kurtosis), "tie_lifted": e.tie_lifted,
             "alt_margins": [math.log(max(a.cost, 1e-300) / max(chosen, 1e-300)) for a in e.alternatives],
         })
     return rows
@@ -267,13 +267,15 @@ def _columns(rows: list[dict[str, object]]) -> dict[str, np.ndarray]:
             "no_alt": (col("n_alternatives") == 0).astype(float), "related": _sig(4 * col("related")),
             "reading": col("reading"), "scale": np.array([float(r["cues"].get("scale", 0.0)) for r in rows]),  # type: ignore[attr-defined]
             "placed": col("placed").astype(bool), "right": col("right").astype(bool), "sole": col("sole").astype(bool),
-            "typed": col("typed").astype(bool), "confidence": col("confidence")}
+            "typed": col("typed").astype(bool), "confidence": col("confidence"),
+            # A parent the near-tie rule chose (rows dumped before the field was kept read as none).
+            "tie": np.array([bool(r.get("tie_chosen", False)) for r in rows], dtype=bool) & ~col("typed").astype(bool)}
 
 
 def fit_pooled(rows: list[dict[str, object]], power: float) -> dict[str, float]:
     """The constants of confidence.py's placement and direction maps, fitted on ``rows`` (edge_table)."""
     c = _columns(rows)
-    u = ~c["typed"]
+    u = ~c["typed"] & ~c["tie"]  # a parent the near-tie rule chose is counted (tie_count), not fitted
     b = _logistic(np.column_stack([c["margin"], c["near"], c["no_alt"]])[u], c["placed"][u], (1, -1, 0))
     plain = u & (c["raw_margin"] >= 0)
     m = _logistic(np.column_stack([c["margin"], c["no_alt"]])[plain], c["placed"][plain], (1, 0))
@@ -291,7 +293,8 @@ def fit_pooled(rows: list[dict[str, object]], power: float) -> dict[str, float]:
     w = minimize(nll, np.array([3.0, 0.5]), method="L-BFGS-B", bounds=[(-20.0, 20.0), (0.0, 20.0)]).x
     sole = u & c["sole"]
     k_right, k_n = prior_count(rows)
-    return {"PRIOR_CONFIDENCE": (k_right + 1) / (k_n + 2),
+    t_right, t_n = tie_count(rows)
+    return {"PRIOR_CONFIDENCE": (k_right + 1) / (k_n + 2), "TIE_PLACEMENT": (t_right + 1) / (t_n + 2),
             "PLACE_BIAS": b[0], "PLACE_MARGIN_SLOPE": b[1], "PLACE_NEAR_TIED": -b[2], "PLACE_NO_ALTERNATIVE": b[3],
             "PLACEMENT_BIAS": m[0], "PLACEMENT_SLOPE": m[1], "PLACEMENT_NO_ALTERNATIVE": m[2],
             "CONTESTED_PLACEMENT": rate, "EVIDENCE_BIAS": w[0], "SCALE_SLOPE": w[1], "READING_ODDS_POWER": power,
@@ -306,6 +309,13 @@ def prior_count(rows: list[dict[str, object]]) -> tuple[int, int]:
     return int(c["right"][k].sum()), int(k.sum())
 
 
+def tie_count(rows: list[dict[str, object]]) -> tuple[int, int]:
+    """(placed right, n) among the edges whose parent the near-tie rule chose (ties.py; not typed): the count
+    behind confidence.TIE_PLACEMENT."""
+    c = _columns(rows)
+    return int(c["placed"][c["tie"]].sum()), int(c["tie"].sum())
+
+
 def _reading(rc: np.ndarray, power: float) -> np.ndarray:
     rc = np.clip(rc, 1e-12, 1 - 1e-12)
     return np.where((rc > 1e-9) & (rc < 1 - 1e-9), _sig(power * np.log(rc / (1 - rc))), rc)
@@ -317,6 +327,7 @@ def pooled_confidence(rows: list[dict[str, object]], k: dict[str, float]) -> np.
     c = _columns(rows)
     place = _sig(k["PLACE_BIAS"] + k["PLACE_MARGIN_SLOPE"] * c["margin"] - k["PLACE_NEAR_TIED"] * c["near"]
                  + k["PLACE_NO_ALTERNATIVE"] * c["no_alt"]) * c["related"]
+    place = np.where(c["tie"], k["TIE_PLACEMENT"] * c["related"], place)
     r = _reading(c["reading"], k["READING_ODDS_POWER"])
     p = _sig(k["EVIDENCE_BIAS"] + k["SCALE_SLOPE"] * c["scale"])
     direction = np.where(c["prior"], np.where(c["prior_flagged"], 0.5, k["PRIOR_CONFIDENCE"]),
@@ -384,7 +395,7 @@ def engine_constants() -> dict[str, float]:
 
     names = ("PLACE_BIAS", "PLACE_MARGIN_SLOPE", "PLACE_NEAR_TIED", "PLACE_NO_ALTERNATIVE", "PLACEMENT_BIAS",
              "PLACEMENT_SLOPE", "PLACEMENT_NO_ALTERNATIVE", "CONTESTED_PLACEMENT", "EVIDENCE_BIAS", "SCALE_SLOPE",
-             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE")
+             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE", "TIE_PLACEMENT")
     return {"PRIOR_CONFIDENCE": PRIOR_CONFIDENCE, **{n: float(getattr(k, n)) for n in names}}
 
 
@@ -420,6 +431,9 @@ def pooled(cache: Path | None, held_out: bool = False) -> None:
     print(f"trees on the prior: {k_right} of {k_n} placed edges directed right (not a root's only child, within "
           f"the radial share); rule of succession {(k_right + 1) / (k_n + 2):.3f}, Wilson 95% lower bound "
           f"{_wilson_low(k_right, k_n):.3f}")
+    t_right, t_n = tie_count(rows)
+    print(f"parents the near-tie rule chose: {t_right} of {t_n} placed right; rule of succession "
+          f"{(t_right + 1) / (t_n + 2):.3f} (confidence.TIE_PLACEMENT)")
     for name, t in tables.items():
         kr, kn = prior_count(t)
         if kn:

@@ -9,6 +9,7 @@ baseline (load both models per pair), warm and cold page cache, with ratios and 
     python benchmarks/throughput.py --memory --skip-small --no-naive --repeats 1
     python benchmarks/throughput.py --kernels                  # adds the pass with the fused kernel off
     python benchmarks/throughput.py --steady --memory          # one process: first pass vs steady state
+    python benchmarks/throughput.py --device cpu,cuda --no-naive  # the pass on each device, alternating
 
 The machine these numbers come from is shared: every run also reports its CPU seconds (user + system, all
 threads) and the load average, and each state is repeated (``--repeats``).
@@ -17,6 +18,7 @@ threads) and the load average, and each state is repeated (``--repeats``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -107,10 +109,11 @@ def measure(folder: Path, n_models: int, shapes: dict, naive: bool, device: str,
     paths = make_family(folder, n_models, shapes)
     files = [str(p / "model.safetensors") for p in paths]
     read_code = READ.format(files=files, peak=PEAK_RSS, cpu=CPU)
-    pass_code = PASS.format(folder=[str(folder)], device=device, peak=PEAK_RSS, cpu=CPU)
+    # Several devices ("cpu,cuda") alternate within each repeat, on the same files and page-cache state.
+    pass_codes = {d: PASS.format(folder=[str(folder)], device=d, peak=PEAK_RSS, cpu=CPU) for d in device.split(",")}
     rows = []
     for cache in ("cold", "warm"):
-        for _ in range(repeats):
+        for _, (dev, pass_code) in itertools.product(range(repeats), pass_codes.items()):
             if cache == "warm":
                 run_python(read_code)  # fill the page cache
             how = drop_page_cache([Path(f) for f in files]) if cache == "cold" else "-"
@@ -122,7 +125,7 @@ def measure(folder: Path, n_models: int, shapes: dict, naive: bool, device: str,
                 if cache == "cold":
                     drop_page_cache([Path(f) for f in files])
                 torch_path = run_python(pass_code, env={"MOTHER_FUSED_KERNEL": "0"})
-            row = {"cache": cache, "how": how, "gb": read["bytes"] / 1e9, "read_s": read["seconds"],
+            row = {"device": dev, "cache": cache, "how": how, "gb": read["bytes"] / 1e9, "read_s": read["seconds"],
                    "read_cpu_s": read["cpu_s"], "recover_s": full["seconds"], "pass_s": full["pass_seconds"],
                    "recover_cpu_s": full["cpu_s"], "ratio": full["seconds"] / read["seconds"],
                    "peak_rss_mb": full["peak_rss_mb"], "load": os.getloadavg()[0],
@@ -193,7 +196,8 @@ def steady(folder: Path, n_models: int, shapes: dict) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=8)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto",
+                    help="auto | cpu | cuda | a comma list (cpu,cuda) measured alternately in one run")
     ap.add_argument("--memory", action="store_true", help="also 8 models of ~1 GB each (peak RSS)")
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="runs per page-cache state (the machine is shared)")
@@ -228,13 +232,14 @@ def main() -> None:
         big = gpt2_shapes(n_layer=36, d=1024)  # GPT-2-medium width, 36 layers: ~505M params, ~1.0 GB in bf16
         tables.append(("8 x 505M (bf16, ~1 GB each)", measure(DATA / "gpt2-1GB-x8", args.models, big, False,
                                                               args.device, args.repeats, args.kernels)))
-    print("| set | page cache | GB read | read only (s) | pass (s) | pass, kernel off (s) | recover (s) | "
+    print("| set | device | page cache | GB read | read only (s) | pass (s) | pass, kernel off (s) | recover (s) | "
           "recover / read | recover CPU s (read CPU s) | naive pairwise (s) | speed-up vs naive | peak RSS (MB) | "
           "load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rows in tables:
         for r in rows:
-            print(f"| {name} | {r['cache']} ({r['how']}) | {r['gb']:.2f} | {r['read_s']:.2f} | {r['pass_s']:.2f} | "
+            print(f"| {name} | {r['device']} | {r['cache']} ({r['how']}) | {r['gb']:.2f} | {r['read_s']:.2f} | "
+                  f"{r['pass_s']:.2f} | "
                   f"{r['torch_pass_s']:.2f} | "
                   f"{r['recover_s']:.2f} | {r['ratio']:.2f}x | {r['recover_cpu_s']:.2f} ({r['read_cpu_s']:.2f}) | "
                   f"{r.get('naive_s', float('nan')):.1f} | {r.get('speedup_vs_naive', float('nan')):.1f}x | "

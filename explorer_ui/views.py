@@ -24,6 +24,7 @@ from explorer_ui.sources import human_bytes
 from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
 from mother_core.lineage import compare_declared
+from mother_core.recovery.confidence import TIE_PLACEMENT
 from mother_core.recovery.result import Constraints, Edge, Recovery
 from mother_core.statuses import STATUS_INFO, EdgeStatus
 
@@ -583,6 +584,12 @@ def cue_note(e: Edge) -> str:
     return f" Direction cues, from -1 (against) to +1 (for this direction): {votes}."
 
 
+#: Why such an edge's placement confidence is not its distance margin (confidence.TIE_PLACEMENT).
+_TIE_COUNTED = (f" Its placement confidence ({TIE_PLACEMENT:.2f}, times its distance from the unrelated threshold) "
+                "is the share of parents chosen this way that were right on the fitting collections, not the "
+                "distance margin, which favours another candidate by construction.")
+
+
 def tie_note(e: Edge) -> str:
     """A paragraph (markdown) for an edge whose parent was re-chosen among near-tied candidates by the
     kurtosis of the weight difference (``Edge.tie_kurtosis``; mother_core/recovery/ties.py), not by
@@ -598,7 +605,7 @@ def tie_note(e: Edge) -> str:
                 f"{md(e.tie_displaced or '')}; in most layers its difference to {md(e.parent)} reads the more "
                 "platykurtic (flat-tailed, like one fine-tune's update), and its difference to "
                 f"{md(e.tie_displaced or '')} like two runs' difference: siblings on a line, not a chain. "
-                f"Mean excess kurtosis over the layers of child − candidate: {values}.")
+                f"Mean excess kurtosis over the layers of child − candidate: {values}." + _TIE_COUNTED)
     values = "; ".join(f"{md(m)} " + (f"{v:+.2f}" if math.isfinite(v) else "n/a")
                        + (" (chosen)" if m == e.parent else " (nearest by distance)" if m == e.tie_displaced else "")
                        for m, v in e.tie_kurtosis.items())
@@ -606,7 +613,7 @@ def tie_note(e: Edge) -> str:
             "difference (Adam-like updates), not by distance.** The layers could not tell these candidates "
             "apart beyond their noise; in a tree whose updates read Adam-like, a true parent's difference to "
             "its child is the most platykurtic (flat-tailed). Excess kurtosis of the difference child − "
-            f"candidate (lower: more like one fine-tune's update): {values}.")
+            f"candidate (lower: more like one fine-tune's update): {values}." + _TIE_COUNTED)
 
 
 def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:

@@ -360,3 +360,121 @@ def merge_kohya_in_original_layout(single: State, kohya: State, modules: dict[st
         key = f"{prefix}{original}.weight"
         out[key] = out[key] + float(kohya[f"{flat}.alpha"]) / down.shape[0] * (up @ down)
     return out
+
+
+#: LyCORIS preset (TOML) for a kohya network on a Flux / SD3 transformer: the blocks, by the class names of
+#: diffusers' transformers and of sd-scripts' ports of the original models (BFL's ``DoubleStreamBlock`` /
+#: ``SingleStreamBlock``, Stability's ``SingleDiTBlock``), as the library's own presets list them.
+LYCORIS_DIT_PRESET = """enable_conv = false
+unet_target_module = ["FluxTransformerBlock", "FluxSingleTransformerBlock", "JointTransformerBlock",
+                      "DoubleStreamBlock", "SingleStreamBlock", "SingleDiTBlock"]
+unet_target_name = []
+text_encoder_target_module = []
+text_encoder_target_name = []
+"""
+
+#: The block classes of sd-scripts' ports of the original models, by the blocks' paths in the single-file layout.
+ORIGINAL_BLOCKS = ((r"double_blocks\.\d+", "DoubleStreamBlock"), (r"single_blocks\.\d+", "SingleStreamBlock"),
+                   (r"joint_blocks\.\d+\.(x_block|context_block)", "SingleDiTBlock"))
+
+
+def original_modules(single: State):
+    """A module tree holding a single-file Flux / SD3 state (no prefix) under its original names: every 2-D weight
+    an ``nn.Linear`` (with its bias), the blocks of the classes sd-scripts' ports of the original models give them
+    (:data:`ORIGINAL_BLOCKS`), which LyCORIS's kohya network wraps; other tensors plain parameters. What sd-scripts
+    hands LyCORIS when it trains a Flux / SD3 network (its model, not a diffusers one)."""
+    import re
+
+    from torch import nn
+
+    classes = {name: type(name, (nn.Module,), {}) for _, name in ORIGINAL_BLOCKS}
+    root = nn.Module()
+
+    def module(path: str) -> nn.Module:
+        node = root
+        for depth, part in enumerate(path.split(".")):
+            if part not in node._modules:
+                here = ".".join(path.split(".")[:depth + 1])
+                kind = next((classes[c] for p, c in ORIGINAL_BLOCKS if re.fullmatch(p, here)), nn.Module)
+                node.add_module(part, kind())
+            node = node._modules[part]
+        return node
+
+    for name, value in single.items():
+        path, _, param = name.rpartition(".")
+        if param == "weight" and value.dim() == 2:
+            parent, _, leaf = path.rpartition(".")
+            layer = nn.Linear(value.shape[1], value.shape[0], bias=f"{path}.bias" in single)
+            layer.weight.data.copy_(value)
+            if layer.bias is not None:
+                layer.bias.data.copy_(single[f"{path}.bias"])
+            (module(parent) if parent else root).add_module(leaf, layer)
+    for name, value in single.items():
+        path, _, param = name.rpartition(".")
+        holder = module(path) if path else root
+        if not isinstance(holder, nn.Linear):
+            holder.register_parameter(param, nn.Parameter(value.clone()))
+    return root
+
+
+def lycoris_network(model, algo: str, folder, kind: str = "kohya", **kwargs):
+    """A LyCORIS network (``algo``) on ``model``, made by the library and trained 3 real AdamW steps (lr 1e-2):
+    ``kind`` "kohya" its kohya entry point (``lycoris.kohya.create_network``, sd-scripts' ``--network_module
+    lycoris.kohya``; modules ``lora_unet_<path>``) with :data:`LYCORIS_DIT_PRESET`, "wrapper" its own
+    ``create_lycoris`` (as SimpleTuner trains Flux / SD3: modules ``lycoris_<path>``). The loss: each wrapped layer's
+    output, through the network's forward, against a random target (a layer-wise loss: the original-layout trees of
+    :func:`original_modules` have no model forward). Returns the network."""
+    from lycoris import LycorisNetwork, create_lycoris
+    from lycoris.kohya import LycorisNetworkKohya, create_network
+
+    torch.manual_seed(kwargs.pop("seed", 0))
+    dim, alpha = kwargs.pop("dim", 4), kwargs.pop("alpha", 2.0)
+    cls = LycorisNetworkKohya if kind == "kohya" else LycorisNetwork
+    saved = {k: v for k, v in vars(cls).items() if k.isupper()}  # presets set class attributes: put them back after
+    try:
+        if kind == "kohya":
+            (folder / "dit-preset.toml").write_text(LYCORIS_DIT_PRESET)
+            network = create_network(1.0, dim, alpha, None, None, model, algo=algo,
+                                     preset=str(folder / "dit-preset.toml"), **kwargs)
+        else:
+            LycorisNetwork.apply_preset({"target_module": ["FluxTransformerBlock", "FluxSingleTransformerBlock",
+                                                           "JointTransformerBlock"]})
+            network = create_lycoris(model, 1.0, linear_dim=dim, linear_alpha=alpha, algo=algo, **kwargs)
+    finally:
+        for k, v in saved.items():
+            setattr(cls, k, v)
+    if kind == "kohya":
+        network.apply_to(None, model, apply_text_encoder=False, apply_unet=True)
+        params, _ = network.prepare_optimizer_params(unet_lr=1e-2)
+        loras = network.unet_loras
+    else:
+        network.apply_to()
+        params, loras = list(network.parameters()), network.loras
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    probes = [(torch.randn(3, lora.org_module[0].in_features, generator=g),
+               torch.randn(3, lora.org_module[0].out_features, generator=g)) for lora in loras]
+    network.train()
+    for _ in range(3):
+        loss = sum((lora(x) - y).pow(2).mean() for lora, (x, y) in zip(loras, probes))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    network.eval()
+    return network
+
+
+def lycoris_merged(state: State, applied) -> State:
+    """``state`` (a transformer's, in the original layout or diffusers') with what each LyCORIS module's forward
+    applies (``format_factory.lycoris_applied_weights``: lora name -> ("delta" | "weight", weight, bias)) merged into
+    the module it wraps, found by its kohya name (``lora_unet_`` or ``lycoris_`` + the module path, dots as
+    underscores)."""
+    flat = {k[:-len(".weight")].replace(".", "_"): k[:-len(".weight")] for k in state if k.endswith(".weight")}
+    out = dict(state)
+    for lora_name, (kind, weight, bias) in applied.items():
+        path = flat[lora_name.removeprefix("lora_unet_").removeprefix("lycoris_")]
+        w = state[f"{path}.weight"]
+        out[f"{path}.weight"] = weight.reshape(w.shape) if kind == "weight" else w + weight.reshape(w.shape)
+        if bias is not None:
+            out[f"{path}.bias"] = bias if kind == "weight" else state[f"{path}.bias"] + bias
+    return out

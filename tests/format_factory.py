@@ -1052,3 +1052,19 @@ def use_table_kernel(module, permuted: bool, monkeypatch) -> None:
     if permuted and not permute16.available():
         pytest.skip("no AVX-512 here: the portable loops only")
     monkeypatch.setattr(module, "_KERNEL", module._build(permuted))
+
+
+def assert_adapters_beside_one_problem(result, problem_file: str, phrases: tuple[str, ...], adapters, base: str):
+    """``result`` (a recovery) has one problem, of ``problem_file``, whose message holds every phrase, and each of
+    ``adapters`` is an ``adapter`` child of ``base`` at a confirmed adapter's confidence: LyCORIS updates are not low
+    rank, so that the merged file differs from its base is what the weights confirm (before: 0.6, "not
+    confirmed"). Returns the edges by child."""
+    (problem,) = result.problems
+    assert Path(problem["path"]).name == problem_file
+    for phrase in phrases:
+        assert phrase in problem["message"], (phrase, problem["message"])
+    edges = {e.child: e for e in result.edges}
+    for name in adapters:
+        assert (edges[name].parent, edges[name].relation) == (base, "adapter"), edges[name]
+        assert edges[name].relation_confidence >= 0.9, (name, edges[name].relation_confidence)
+    return edges

@@ -218,16 +218,18 @@ def test_unknown_and_partial_files_are_notes_not_crashes(tmp_path, flux):
 
 
 @pytest.mark.parametrize("names, what", [
-    # LyCORIS LoHa modules on Flux (kohya-ss layout; plain LoRA modules are read)
-    (["lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a", "lora_unet_double_blocks_0_img_attn_qkv.hada_w1_b",
-      "lora_unet_double_blocks_0_img_attn_qkv.alpha"], "Flux LoRA (kohya-ss layout)"),
+    # a LyCORIS Diag-OFT module on Flux's fused qkv (kohya-ss layout; LoRA, LoHa, LoKr, full and IA3 modules there
+    # are read, tests/test_dit_lycoris.py): its rotation mixes the rows of the three parts
+    (["lora_unet_double_blocks_0_img_attn_qkv.oft_blocks", "lora_unet_double_blocks_0_img_attn_qkv.alpha"],
+     "a LyCORIS OFT / BOFT module on the fused module double_blocks_0_img_attn_qkv"),
     # diffusers module names without the pipeline's transformer. prefix (a bare PEFT state dict)
     (["transformer_blocks.0.attn.to_q.lora_A.weight", "transformer_blocks.0.attn.to_q.lora_B.weight",
       "single_transformer_blocks.0.proj_mlp.lora_A.weight"], "Flux LoRA (diffusers / PEFT layout)"),
     (["diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"], "Flux LoRA (original single-file layout)"),
-    # LyCORIS LoKr modules on SD3 (kohya-ss layout; plain LoRA modules are read)
-    (["lora_unet_joint_blocks_0_x_block_attn_qkv.lokr_w1", "lora_unet_joint_blocks_0_x_block_attn_qkv.lokr_w2",
-      "lora_unet_joint_blocks_0_x_block_attn_qkv.alpha"], "SD3 LoRA (kohya-ss layout)"),
+    # a LyCORIS BOFT module on SD3's fused qkv likewise
+    (["lora_unet_joint_blocks_0_x_block_attn_qkv.oft_blocks", "lora_unet_joint_blocks_0_x_block_attn_qkv.rescale",
+      "lora_unet_joint_blocks_0_x_block_attn_qkv.alpha"],
+     "a LyCORIS OFT / BOFT module on the fused module joint_blocks_0_x_block_attn_qkv"),
 ])
 def test_dit_lora_files_are_a_clear_problem(tmp_path, flux, names, what):
     """Flux / SD3 LoRA files in the layouts not read yet: a problem saying what the file is, never a model of its

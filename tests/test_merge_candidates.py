@@ -65,3 +65,36 @@ def test_a_small_weight_input_is_kept_when_it_explains_more_than_noise(tmp_path)
     assert res / min(dc) <= EXACT_NOISE  # three of the four already fit under the noise an exact merge leaves
     rec = recover(stats)
     assert set(rec.parents_of("merged")) == {"ft_a", "ft_b", "ft_c", "ft_d"}
+
+
+def _two_far_family(root: Path, method: str) -> None:
+    """A base, two fine-tunes of small updates, two of updates three times theirs, five merged LoRAs of the base, and
+    ``method`` (mergekit, no base) of the four fine-tunes, the two far ones weighted most."""
+    base = _llama(0)
+    family = {"base": base, "ft_a": _fine_tune(base, 1), "ft_b": _fine_tune(base, 2),
+              "ft_c": _fine_tune(base, 3, scale=0.15), "ft_d": _fine_tune(base, 4, scale=0.15)}
+    for k in range(5):
+        family[f"lora{k}"] = _merged_lora(base, 10 + k)
+    for name, model in family.items():
+        model.save_pretrained(root / name, safe_serialization=True)
+    _mergekit_weighted(root / "merged", method, None,
+                       [(root / m, w) for m, w in zip(("ft_a", "ft_b", "ft_c", "ft_d"), (0.2, 0.2, 0.3, 0.3))])
+
+
+@pytest.mark.xdist_group("merge-candidates")
+@pytest.mark.parametrize("method", ["multislerp", "linear"])
+def test_a_merge_of_four_with_two_inputs_beyond_the_candidates(tmp_path, method):
+    """Both heavy inputs of a merge of four without a base rank behind the base and its near-copies
+    (``merge.FAR_INPUTS``); the merge is read with its four parents, and nothing else is read as a merge."""
+    pytest.importorskip("mergekit")
+    pytest.importorskip("transformers")
+    _two_far_family(tmp_path, method)
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    ids = list(stats.model_ids)
+    pl, c = pair_layers(stats), ids.index("merged")
+    order = sorted((p for p in range(len(ids)) if p != c), key=lambda p: _total(pl, c, p))
+    assert min(order.index(ids.index("ft_c")), order.index(ids.index("ft_d"))) >= CANDIDATES
+    rec = recover(stats)
+    assert rec.relation_of("merged") == Relation.MERGE.value
+    assert set(rec.parents_of("merged")) == {"ft_a", "ft_b", "ft_c", "ft_d"}
+    assert {m for m in rec.model_ids if rec.relation_of(m) == Relation.MERGE.value} == {"merged"}

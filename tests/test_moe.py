@@ -8,6 +8,7 @@ attention and, through peft's ``target_parameters``, on the expert parameters (o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +107,10 @@ def test_expert_lora_adapter_reads_as_peft_merges_it(family: Path, tmp_path: Pat
     assert changed == 6  # every stacked expert tensor of both layers moved
 
 
-def test_lora_on_single_expert_modules_reads_as_peft_merges_it(family: Path, tmp_path: Path) -> None:
-    """An adapter made where each expert is a module of its own (transformers 4's Mixtral: ``target_modules`` w1 /
-    w2 / w3, one ``lora_A`` / ``lora_B`` pair per expert), read onto a base whose experts are listed stacked,
-    equals PEFT's own ``merge_and_unload`` expert by expert, one expert's alpha set apart (``alpha_pattern``)."""
-    peft = pytest.importorskip("peft")
+def _per_expert_model(family: Path):
+    """The root's experts as transformers 4's Mixtral held them, one module per expert (``block_sparse_moe.experts.E``
+    with ``w1`` / ``w2`` / ``w3``), loaded with the root's weights; its forward sums the experts' SwiGLU outputs (what
+    each expert computes; the router is left out), so that adapters on them train through it."""
     from safetensors.torch import load_file
     from torch import nn
 
@@ -118,31 +118,42 @@ def test_lora_on_single_expert_modules_reads_as_peft_merges_it(family: Path, tmp
     experts = {k: v for k, v in state.items() if ".block_sparse_moe.experts." in k}
     inter, hidden = experts["model.layers.0.block_sparse_moe.experts.0.w1.weight"].shape
 
-    def expert() -> nn.Module:
-        module = nn.Module()
-        module.w1, module.w3 = nn.Linear(hidden, inter, bias=False), nn.Linear(hidden, inter, bias=False)
-        module.w2 = nn.Linear(inter, hidden, bias=False)
-        return module
+    class Expert(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w1, self.w3 = nn.Linear(hidden, inter, bias=False), nn.Linear(hidden, inter, bias=False)
+            self.w2 = nn.Linear(inter, hidden, bias=False)
 
-    model = nn.Module()
-    model.model = nn.Module()
-    model.model.layers = nn.ModuleList()
-    for _ in range(2):
-        block = nn.Module()
-        block.block_sparse_moe = nn.Module()
-        block.block_sparse_moe.experts = nn.ModuleList(expert() for _ in range(4))
-        model.model.layers.append(block)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
+
+    class Experts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Module()
+            self.model.layers = nn.ModuleList()
+            for _ in range(2):
+                block = nn.Module()
+                block.block_sparse_moe = nn.Module()
+                block.block_sparse_moe.experts = nn.ModuleList(Expert() for _ in range(4))
+                self.model.layers.append(block)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block in self.model.layers:
+                x = x + sum(expert(x) for expert in block.block_sparse_moe.experts)
+            return x
+
+    model = Experts()
     model.load_state_dict(experts, strict=True)
-    torch.manual_seed(3)
-    config = peft.LoraConfig(target_modules=["w1", "w2", "w3"], r=4, lora_alpha=8, init_lora_weights=False,
-                             alpha_pattern={"layers.1.block_sparse_moe.experts.2.w1": 2})
-    wrapped = peft.get_peft_model(model, config)
-    wrapped.save_pretrained(str(tmp_path / "m-adapter"))
-    merged = wrapped.merge_and_unload().state_dict()
+    return model, hidden
 
-    refs = {m.id: m for m in discover([family / "m-root", tmp_path / "m-adapter"]).models}
+
+def _assert_reads_as_merged(family: Path, adapter_dir: Path, merged: dict[str, torch.Tensor], atol: float) -> None:
+    """The adapter in ``adapter_dir``, read onto the root (experts listed stacked), equals ``merged`` (peft's own
+    ``merge_and_unload`` state, one module per expert) expert by expert, whole and in row ranges (experts)."""
+    refs = {m.id: m for m in discover([family / "m-root", adapter_dir]).models}
     base = open_model(refs["m-root"])
-    adapter = open_model(refs["m-adapter"], base=base)
+    adapter = open_model(refs[adapter_dir.name], base=base)
     hub = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
     for layer in range(2):
         for proj, short in hub.items():
@@ -150,8 +161,106 @@ def test_lora_on_single_expert_modules_reads_as_peft_merges_it(family: Path, tmp
             want = torch.stack([merged[f"model.layers.{layer}.block_sparse_moe.experts.{e}.{short}.weight"]
                                 for e in range(4)])
             assert not torch.equal(want, base.read(name).float()), name
-            assert torch.allclose(adapter.read(name).float(), want, rtol=0, atol=1e-6), name
-            assert torch.allclose(adapter.read(name, (1, 3)).float(), want[1:3], rtol=0, atol=1e-6), name
+            assert torch.allclose(adapter.read(name).float(), want, rtol=0, atol=atol), name
+            assert torch.allclose(adapter.read(name, (1, 3)).float(), want[1:3], rtol=0, atol=atol), name
+    for name in base.tensor_infos():  # every other tensor is the base's
+        if ".experts." not in name:
+            assert torch.equal(adapter.read(name), base.read(name)), name
+
+
+def test_lora_on_single_expert_modules_reads_as_peft_merges_it(family: Path, tmp_path: Path) -> None:
+    """An adapter made where each expert is a module of its own (transformers 4's Mixtral: ``target_modules`` w1 /
+    w2 / w3, one ``lora_A`` / ``lora_B`` pair per expert), read onto a base whose experts are listed stacked,
+    equals PEFT's own ``merge_and_unload`` expert by expert, one expert's alpha set apart (``alpha_pattern``)."""
+    peft = pytest.importorskip("peft")
+    model, _ = _per_expert_model(family)
+    torch.manual_seed(3)
+    config = peft.LoraConfig(target_modules=["w1", "w2", "w3"], r=4, lora_alpha=8, init_lora_weights=False,
+                             alpha_pattern={"layers.1.block_sparse_moe.experts.2.w1": 2})
+    wrapped = peft.get_peft_model(model, config)
+    wrapped.save_pretrained(str(tmp_path / "m-adapter"))
+    _assert_reads_as_merged(family, tmp_path / "m-adapter", wrapped.merge_and_unload().state_dict(), 1e-6)
+
+
+#: PEFT type -> its config on single experts' modules (ranks and alphas apart so that a wrong scale shows; IA3 with
+#: ``w2`` feed-forward, so scaling its inputs, and w1 / w3 their outputs; OFT and BOFT in blocks of 8; VeRA's
+#: projections shared by experts of two shapes).
+EXPERT_ADAPTERS = {
+    "loha": ("LoHaConfig", {"r": 4, "alpha": 6, "alpha_pattern": {"layers.1.block_sparse_moe.experts.2.w1": 3}}),
+    "lokr": ("LoKrConfig", {"r": 2, "alpha": 3, "decompose_both": True}),
+    "ia3": ("IA3Config", {"feedforward_modules": ["w2"]}),
+    "oft": ("OFTConfig", {"r": 0, "oft_block_size": 8}),
+    "boft": ("BOFTConfig", {"boft_block_size": 8}),
+    "vera": ("VeraConfig", {"r": 4}),
+    "hra": ("HRAConfig", {"r": 4}),
+}
+
+
+def trained_expert_adapter(family: Path, kind: str, folder: Path) -> dict[str, torch.Tensor]:
+    """A PEFT adapter of type ``kind`` (:data:`EXPERT_ADAPTERS`) on the root's single experts' modules
+    (:func:`_per_expert_model`), with its real initialisation and 4 real AdamW steps (lr 1e-2) through the experts'
+    forward, saved unmerged into ``folder`` naming ``m-root`` its base; returns PEFT's own ``merge_and_unload``
+    state."""
+    import peft
+
+    model, hidden = _per_expert_model(family)
+    torch.manual_seed(5)
+    config_class, kwargs = EXPERT_ADAPTERS[kind]
+    wrapped = peft.get_peft_model(model, getattr(peft, config_class)(target_modules=["w1", "w2", "w3"], **kwargs))
+    opt = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=1e-2)
+    x, y = torch.randn(16, hidden), torch.randn(16, hidden)
+    for _ in range(4):
+        loss = (wrapped(x) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    wrapped.save_pretrained(str(folder))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "m-root"  # the base as the set names it (peft writes None for a bare module)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return wrapped.merge_and_unload().state_dict()
+
+
+@pytest.mark.parametrize("kind", list(EXPERT_ADAPTERS))
+def test_other_adapters_on_single_expert_modules_read_as_peft_merges_them(family: Path, tmp_path: Path,
+                                                                          kind: str) -> None:
+    """LoHa, LoKr, IA3, OFT, BOFT, VeRA and HRA adapters made by PEFT on single experts' modules (transformers 4's
+    Mixtral ``w1`` / ``w2`` / ``w3``), with their real initialisation and 4 real AdamW steps through the experts'
+    forward, saved unmerged: read onto the base whose experts are listed stacked, every expert equals PEFT's own
+    ``merge_and_unload`` (to float32 summation order), row ranges too, and the adapter is recovered as the root's
+    ``adapter``. Before, each was refused as a base mismatch (no tensor named for one expert)."""
+    pytest.importorskip("peft")
+    folder = tmp_path / f"m-{kind}"
+    merged = trained_expert_adapter(family, kind, folder)
+    _assert_reads_as_merged(family, folder, merged, 1e-6)
+    stats = compute_statistics(discover([family / "m-root", family / "m-stranger", folder]), device="cpu")
+    assert not stats.problems, stats.problems
+    edge = next(e for e in recover(stats).edges if e.child == folder.name)
+    assert (edge.parent, edge.relation) == ("m-root", "adapter"), edge
+
+
+def test_misfitting_expert_adapter_names_the_expert(family: Path, tmp_path: Path) -> None:
+    """A LoHa on single experts' modules whose factors for one expert do not fit that expert (its ``hada_w1_a`` and
+    ``hada_w2_a`` a row short: an update of another width) is refused naming the expert and the shapes, and the
+    statistics pass reports it as that adapter's problem, the other models read."""
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file, save_file
+
+    from mother_core.errors import AdapterMismatchError
+
+    folder = tmp_path / "m-loha"
+    trained_expert_adapter(family, "loha", folder)
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    for part in ("hada_w1_a", "hada_w2_a"):
+        key = next(k for k in tensors if f"layers.1.block_sparse_moe.experts.3.w1.{part}" in k)
+        tensors[key] = tensors[key][:-1].contiguous()
+    save_file(tensors, str(path))
+    refs = {m.id: m for m in discover([family / "m-root", family / "m-stranger", folder]).models}
+    with open_model(refs["m-root"]) as base, pytest.raises(AdapterMismatchError, match="expert 3 of layers.1"):
+        open_model(refs["m-loha"], base=base)
+    stats = compute_statistics(discover([family / "m-root", family / "m-stranger", folder]), device="cpu")
+    assert stats.n_models == 2 and any("expert 3" in p.message for p in stats.problems), stats.problems
 
 
 def test_unknown_expert_layout_is_a_note(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ pytest.importorskip("peft")
 pytest.importorskip("lycoris")
 
 from format_factory import (  # noqa: E402
-    lycoris_applied_weights, lycoris_unet, lycoris_wrapped_unet, tiny_sd_unet, tiny_sdxl_unet,
+    assert_adapters_beside_one_problem, lycoris_applied_weights, lycoris_unet, lycoris_wrapped_unet, tiny_sd_unet,
+    tiny_sdxl_unet,
 )
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -227,17 +228,10 @@ def test_lycoris_files_are_adapters_of_their_base_and_glora_is_a_problem(tmp_pat
     for name, algo in algos.items():
         _save(lycoris_unet(algo, tmp_path, seed=3)[1], folder / f"{name}.safetensors")
     _save(lycoris_unet("glora", tmp_path)[1], folder / "glora.safetensors")
-    result = recover_paths([folder], RecoverySettings())
-    (problem,) = result.problems
-    assert Path(problem["path"]).name == "glora.safetensors"
-    assert "GLoRA (LyCORIS) Stable Diffusion network, which this version does not merge" in problem["message"]
-    assert "Merge it into its base model with the tool that made it" in problem["message"]
-    edges = {e.child: e for e in result.edges}
-    for lora in algos:
-        assert edges[lora].parent == "base" and edges[lora].relation == "adapter", edges[lora]
-        # LyCORIS updates are not low rank: that the merged file differs from its base is what the weights
-        # confirm, so the link keeps the confidence of a confirmed adapter (before: 0.6, "not confirmed")
-        assert edges[lora].relation_confidence >= 0.9, (lora, edges[lora].relation_confidence)
+    edges = assert_adapters_beside_one_problem(
+        recover_paths([folder], RecoverySettings()), "glora.safetensors",
+        ("GLoRA (LyCORIS) Stable Diffusion network, which this version does not merge",
+         "Merge it into its base model with the tool that made it"), algos, "base")
     assert edges["finetuned"].parent == "base" and edges["finetuned"].relation == "finetune"
     assert "unrelated" not in edges
 

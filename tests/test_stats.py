@@ -61,10 +61,16 @@ def _reference(sds, stats: WeightStatistics):
         yield s, meta, rows
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_statistics_match_float64_reference(tmp_path, dtype, kernel):
+def test_statistics_match_float64_reference(tmp_path, dtype, kernel, device):
+    if device == "cuda" and kernel == "fused":
+        pytest.skip("the fused kernel is the CPU's; the GPU runs the torch path")
     sds = _family(tmp_path, dtype)
-    stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    stats = compute_statistics(discover([tmp_path / "set"]), device=device)
     assert sorted(stats.model_ids) == ["heavy", "light", "other", "root"]
     for s, meta, rows in _reference(sds, stats):
         for m, x in rows.items():
@@ -207,14 +213,17 @@ def test_statistics_round_trip(tmp_path):
     np.testing.assert_array_equal(back.equal, stats.equal)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@CUDA
 def test_cuda_agrees_with_cpu(tmp_path):
     _family(tmp_path)
     found = discover([tmp_path / "set"])
     cpu = compute_statistics(found, device="cpu")
     gpu = compute_statistics(found, device="cuda")
     np.testing.assert_allclose(gpu.sq_dist, cpu.sq_dist, rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(gpu.kurtosis, cpu.kurtosis, rtol=1e-6, atol=1e-9)
+    # Each path is within ~1e-6 of float64 in excess kurtosis (the contract of the float64 test above; on an
+    # H200, benchmarks/throughput.py --accuracy: 7.4e-7 on the CPU, 6.1e-7 on the GPU), in float32 sums of
+    # different orders, so the two differ by up to about that much, not by 1e-6 relative.
+    np.testing.assert_allclose(gpu.kurtosis, cpu.kurtosis, rtol=1e-5, atol=2e-6)
     np.testing.assert_array_equal(gpu.equal, cpu.equal)
 
 

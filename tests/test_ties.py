@@ -150,3 +150,35 @@ def test_choose_among_ties_records_what_moved_and_from_where() -> None:
     assert moved[2].displaced == 1 and moved[2].candidates == (0, 1) and moved[2].kurtosis == (-0.9, -0.2)
     assert moved[3].displaced == 2 and moved[3].candidates == (0, 2) and moved[3].kurtosis == (-0.8, -0.1)
     assert choose_among_ties(parent, np.arange(4), margins, {})[1] == {}
+
+
+def test_a_parent_chosen_by_a_near_tie_reads_the_counted_placement(trees: Path) -> None:
+    """Issue 12, item 5: the rule's negative margin is its premise, not evidence against the parent; such
+    parents are right about 0.71 of the time on the fitting collections, which the margin map read as
+    0.13-0.63. Their placement is the count (``confidence.TIE_PLACEMENT``), through a re-solve too."""
+    from mother_core import Constraints, resolve
+    from mother_core.recovery.confidence import (
+        TIE_PLACEMENT, near_tied, placement_confidence, related_confidence,
+    )
+
+    rec = recover(compute_statistics(discover([trees]), device="cpu"))
+    assert rec.problem is not None
+    problem, index = rec.problem, {m: i for i, m in enumerate(rec.model_ids)}
+    by_tie = [e for e in rec.edges if e.chosen_by_tie]
+    assert by_tie
+    for e in by_tie:
+        p, c = index[e.parent], index[e.child]
+        related = related_confidence(float(problem.relative[p, c]), problem.threshold)
+        assert e.placement_confidence == pytest.approx(TIE_PLACEMENT * related)
+        # What the margin map alone would say: the distance prefers another candidate, so it reads lower.
+        m = problem.layer_margins[c]
+        near = near_tied(m.effect[m.candidates.index(p)], m.candidates.index(p)) if p in m.candidates else 0
+        alt = e.alternatives[0].cost if e.alternatives else float("inf")
+        assert placement_confidence(float(problem.cost[p, c]), alt, float(problem.relative[p, c]),
+                                    problem.threshold, near) < e.placement_confidence
+    # A local correction elsewhere re-solves the tree: the chosen parents keep the counted placement.
+    other = next(e for e in rec.edges if not e.chosen_by_tie and e.child not in {t.parent for t in by_tie})
+    edited = {(e.parent, e.child): e for e in resolve(rec, Constraints(forbidden=((other.parent, other.child),))).edges}
+    kept = [edited[(e.parent, e.child)] for e in by_tie if (e.parent, e.child) in edited]
+    assert kept and all(k.placement_confidence == pytest.approx(e.placement_confidence)
+                        for k, e in zip(kept, [e for e in by_tie if (e.parent, e.child) in edited]))

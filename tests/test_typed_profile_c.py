@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -300,3 +301,33 @@ def test_merged_dora_on_gpt2_conv1d_is_a_merged_lora(tmp_path: Path) -> None:
     cfg = GPT2Config(vocab_size=64, n_embd=48, n_layer=2, n_head=2, n_positions=32, bos_token_id=1, eos_token_id=3)
     relation, detail = _merged_dora(tmp_path, GPT2LMHeadModel(cfg), ["c_attn", "c_fc"], fan_in_fan_out=True)
     assert relation is Relation.LORA and "DoRA-style row rescaling" in detail
+
+
+def test_join_linked_trees_merges_only_the_trees_a_link_crosses() -> None:
+    """A link whose child and parent the distance cut put in different trees makes those trees one; the
+    others keep their labels (and nothing moves when no link crosses)."""
+    from mother_core.recovery.typed import join_linked_trees
+    from mother_core.relations.evidence import TypedLink
+
+    labels = np.array([0, 0, 1, 1, 2, 3])
+    inside = TypedLink(child=1, parents=(0,), relation=Relation.QUANTIZED, detail="Q8_0", confidence=0.99)
+    assert join_linked_trees(labels, [inside]) is labels
+    across = TypedLink(child=3, parents=(0,), relation=Relation.ADAPTER, detail="r 8", confidence=0.98)
+    merge = TypedLink(child=5, parents=(4,), relation=Relation.MERGE, detail="linear", confidence=0.98)
+    assert join_linked_trees(labels, [inside, across, merge]).tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_a_source_found_in_another_tree_joins_its_tree(tmp_path: Path) -> None:
+    """Profile C seed 65 (real training, PEFT, mergekit, gguf): the distance cut put an unmerged adapter
+    and a merged LoRA of the same base in a tree of their own, away from the base the adapter detector
+    found. The solver forced the adapter's edge across trees and raised a ConstraintError, so the whole
+    set failed. Now every typed child is in its parents' tree and the set is recovered."""
+    from mother_zoo.typed import generate_typed
+
+    folder = generate_typed(tmp_path, size="small", seed=65, profile="C")
+    rec = recover(compute_statistics(discover([folder]), device="cpu"))
+    tree = {m.id: m.tree for m in rec.models}
+    adapters = [e for e in rec.edges if e.relation == Relation.ADAPTER.value]
+    assert adapters and all(tree[e.parent] == tree[e.child] for e in rec.edges)
+    truth = {(e["parent"], e["child"]) for e in json.loads((folder / "truth.json").read_text())["edges"]}
+    assert all((e.parent, e.child) in truth for e in adapters)

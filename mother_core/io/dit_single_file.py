@@ -300,3 +300,14 @@ def kohya_rule(flat: str) -> tuple[re.Match[str], str, tuple[str, ...]] | None:
     """The rule a kohya-ss Flux / SD3 module name (``lora_unet_`` removed) falls under: (its match, the split,
     the diffusers modules), or None when it names no DiT module."""
     return next(((m, split, targets) for rule, split, targets in _KOHYA_RULES if (m := rule.fullmatch(flat))), None)
+
+
+def splits_rows(flat: str) -> bool:
+    """Whether a kohya-ss Flux / SD3 module (``lora_unet_`` removed) is a fused module whose rows several diffusers
+    modules share, or reorders (a qkv, Flux's ``linear1``, a swapped modulation), rather than one module whole.
+
+    >>> splits_rows("double_blocks_0_img_attn_qkv"), splits_rows("double_blocks_0_img_attn_proj")
+    (True, False)
+    """
+    hit = kohya_rule(flat)
+    return hit is not None and hit[1] != _WHOLE

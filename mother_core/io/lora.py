@@ -59,6 +59,12 @@ row-separable too:
   one reflection through their Gram-Schmidt span), read as ``W + (W @ U) @ (C @ U.T)`` (:func:`hra_reflection`);
   convolutions on the flattened kernel.
 
+LoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA and HRA on single experts' modules of a mixture-of-experts model
+(transformers 4's Mixtral ``block_sparse_moe.experts.E.w1`` / ``w2`` / ``w3``, one adapter module per expert), on a
+base whose experts are listed stacked (:mod:`.experts`): each expert's update is made for its (out, in) matrix as on
+a dense module and applied to that expert's row of the stacked tensor (``_Update`` mode ``each_expert``; LoRA stacks
+its factors, ``_stacked_update``).
+
 An adapter on an embedding makes PEFT save the embedding's ``base_layer.weight`` beside it: the update is applied
 to that copy (a resized vocabulary is then the adapter's own).
 
@@ -72,7 +78,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import torch
@@ -123,11 +129,18 @@ class _Update:
     # "reflect" (HRA: each row x becomes x + (x @ a) @ b, a = U (in, r), b = C @ U.T (r, in); c (out, 1) gives
     # the rows);
     # "experts" (LoRA on a 3-D expert parameter, PEFT's ``target_parameters``: a = A per expert (E, r, in),
-    # b = B per expert (E, out, r); rows are experts, each gets scale * b[e] @ a[e])
+    # b = B per expert (E, out, r); rows are experts, each gets scale * b[e] @ a[e]);
+    # "each_expert" (any other type on single experts' modules: ``experts`` holds expert e's own update of its
+    # (out, in) matrix, None where it has none; rows are experts; a and b unused)
     mode: str
     magnitude: torch.Tensor | None = None  # DoRA: (out,) norms of the merged rows
     c: torch.Tensor | None = None
     d: torch.Tensor | None = None
+    experts: tuple[_Update | None, ...] | None = None
+    # The rows of this update the tensor takes, in order, where it is a part of a fused module's update (a
+    # kohya-style Flux / SD3 network on ``img_attn.qkv``, split onto to_q / to_k / to_v): row t of the tensor is
+    # row rows_of[...] of the update. None: the update is the tensor's, row for row.
+    rows_of: tuple[tuple[int, int], ...] | None = None
 
     def shape(self) -> tuple[int, ...]:
         """The stored shape of the tensor the update changes (for ``"scale"``, 1 where ``l`` broadcasts)."""
@@ -152,11 +165,19 @@ class _Update:
             return (self.a.shape[1], self.b.shape[0])
         if self.mode == "experts":
             return (self.a.shape[0], self.b.shape[1], self.a.shape[2])
+        if self.mode == "each_expert":
+            assert self.experts is not None
+            one = next(u for u in self.experts if u is not None)
+            return (len(self.experts), *one.shape())
         return (self.b.shape[0], *self.a.shape[1:])
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Whether the update applies to a stored tensor of ``shape`` (IA3's vector broadcasts)."""
         # a convolution's kernel as PEFT flattens it: (out, in * kh * kw)
+        if self.mode == "each_expert":
+            assert self.experts is not None
+            return len(shape) >= 2 and len(self.experts) == shape[0] \
+                and all(u is None or u.fits(tuple(shape[1:])) for u in self.experts)
         if self.mode in ("hadamard", "kron", "rotate", "reflect"):
             return len(shape) >= 2 and tuple(self.shape()) == (shape[0], math.prod(shape[1:]))
         if self.mode != "scale":
@@ -177,6 +198,21 @@ class _Update:
         if merged.numel() == 0:  # an empty row range: nothing to change (and no shape to view it by)
             return
         r0, r1 = rows if rows is not None else (0, merged.shape[0])
+        if self.rows_of is not None:  # a part of a fused update: each stretch of its rows, as the update's rows
+            whole, at = replace(self, rows_of=None), 0
+            for a, b in self.rows_of:
+                lo, hi = max(r0, at), min(r1, at + b - a)
+                if lo < hi:
+                    whole.add_into(merged[lo - r0:hi - r0], (a + lo - at, a + hi - at))
+                at += b - a
+            return
+        if self.mode == "each_expert":  # experts r0:r1, each (out, in) changed by its own update
+            assert self.experts is not None
+            for k, e in enumerate(range(r0, r1)):
+                update = self.experts[e]
+                if update is not None:
+                    update.add_into(merged[k], None)
+            return
         flat = merged.view(merged.shape[0], -1)
         if self.mode in ("linear_t", "embedding"):  # rows of (B @ A).T
             flat.addmm_(self.a[:, r0:r1].T, self.b.T, alpha=self.scale)
@@ -632,9 +668,18 @@ class LoraReader:
                 "(merge_and_unload) and add the merged model instead.", path)
         if peft_type in ("OFT", "BOFT", "VERA"):
             _check_rotation_config(peft_type, config, config_path)
+        per_expert: dict[str, dict[int, _Update]] = {}
         for module, got in sorted(parts.items()):
             name = normalise_name(module + ".weight")
             info = self._infos.get(name)
+            # one expert's module (transformers 4's Mixtral w1 / w2 / w3), the base's experts listed stacked
+            # (:mod:`.experts`): its update is made for that expert's (out, in) matrix, as on a dense module
+            slot = stacked_slot(name) if info is None else None
+            stacked = self._infos.get(slot[0]) if slot is not None else None
+            if slot is not None and stacked is not None and len(stacked.shape) == 3 and slot[1] < stacked.shape[0]:
+                info = TensorInfo(name, tuple(stacked.shape[1:]), stacked.dtype)
+            else:
+                slot = None
             if info is None:
                 raise AdapterMismatchError(
                     f"The adapter {self.ref.path} updates {name}, which the base model {self.base.ref.id!r} does "
@@ -660,12 +705,29 @@ class LoraReader:
                 update = self._vera_update(module, got, shared, stored, bool(config.get("fan_in_fan_out")))
             else:
                 update = self._other_update(peft_type, module, got, float(r), float(alpha), config)
+            if slot is not None:
+                if not update.fits(stored):
+                    raise AdapterMismatchError(
+                        f"The adapter {self.ref.path} updates expert {slot[1]} of {slot[0]} with shape "
+                        f"{update.shape()}, but the base model {self.base.ref.id!r}'s experts are {stored}: is that "
+                        "the right base model?", self.ref.path)
+                per_expert.setdefault(slot[0], {})[slot[1]] = update
+                bias_slot = stacked_slot(normalise_name(module + ".bias"))
+                # IA3 by output scales each expert's bias too, where the experts have one (stacked (experts, out))
+                if peft_type == "IA3" and got["ia3_l"].shape[1] == 1 and bias_slot is not None \
+                        and bias_slot[0] in self._infos:
+                    per_expert.setdefault(bias_slot[0], {})[slot[1]] = _Update(got["ia3_l"], got["ia3_l"], 1.0, "scale")
+                continue
             self._add(name, update)
             bias = normalise_name(module + ".bias")
             # IA3 scales the bias of a layer it scales by output (PEFT: not ``is_feedforward``), which its
             # vector says as saved: (out, 1), whatever the weight's layout
             if peft_type == "IA3" and got["ia3_l"].shape[1] == 1 and bias in self._infos:
                 self._add(bias, _Update(got["ia3_l"], got["ia3_l"], 1.0, "scale"))
+        for target, experts in sorted(per_expert.items()):  # one update per stacked tensor, expert by expert
+            empty = torch.empty(0)
+            self._add(target, _Update(empty, empty, 1.0, "each_expert",
+                                      experts=tuple(experts.get(e) for e in range(self._infos[target].shape[0]))))
 
     def _damaged(self, module: str, what: str) -> AdapterMismatchError:
         path = self.ref.files[0]

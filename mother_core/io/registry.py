@@ -130,7 +130,9 @@ register("torch-sharded", "mother_core.io.readers:open_torch", revision=4)
 # unmerged), and OFT, BOFT, VeRA, LN-tuning and HRA adapters merged (were refused at discovery; 2026-12-03).
 # peft-lora 6: LoRAs on single experts' modules (transformers 4's Mixtral w1 / w2 / w3) merged into the base's
 # stacked experts (were refused as a base mismatch; 2026-12-03).
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=6)
+# peft-lora 7: every other PEFT type (LoHa, LoKr, IA3, OFT, BOFT, VeRA, HRA) on single experts' modules merged into
+# the base's stacked experts likewise (were refused as a base mismatch; 2026-12-04).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=7)
 #: The PEFT ``peft_type`` values the ``peft-lora`` reader merges (:mod:`.lora`); discovery refuses the
 #: others (FourierFT, AdaLoRA, prompt tuning, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`,
 #: because discovery imports no torch.
@@ -152,7 +154,9 @@ def peft_refusal(path: str, peft_type: str) -> str:
 # factors) and kohya-ss Flux LoRAs (were refused or mismatched) merged into their base transformer (2026-12-03).
 # sd-lora 5: kohya-ss SD3 LoRAs of plain LoRA modules merged into their base transformer (were refused;
 # 2026-12-03).
-register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=5)
+# sd-lora 6: LyCORIS networks on Flux / SD3 merged, on the original fused modules (split by rows) and on the
+# diffusers module names (were refused at discovery; 2026-12-04).
+register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=6)
 # gguf 4: Qwen3-Next / Qwen3-VL / Qwen3.5 and Gemma 3n / 4 files name their q / k norms as transformers does
 # (``self_attn.q_norm``; were ``q_layernorm``, so they compared with no safetensors source) (2026-12-03).
 register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=4)

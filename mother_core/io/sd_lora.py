@@ -22,8 +22,15 @@ Stable Diffusion LoRAs are shared as single ``.safetensors`` files, not as PEFT 
   modules it fuses (:func:`dit_resolve`), as diffusers' kohya Flux converter splits ``lora_up``, and as
   diffusers' SD3 single-file converter splits a fused weight (SD3 has no kohya converter in diffusers; a loader
   of the original layout adds the update to the fused weight, which that converter then splits the same way).
-  Other DiT LoRA layouts (BFL ``diffusion_model.double_blocks.0...``, LyCORIS modules on Flux / SD3) are refused
-  with a message (:func:`dit_lora`).
+  LyCORIS networks on Flux / SD3 are read in both namings their tools write: made by sd-scripts on the original
+  modules (``lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a``), each module's update is made on the fused module,
+  as its forward applies it there, and split by rows onto the diffusers modules (``_Update.rows_of``; LoHa, LoKr,
+  LoCon, full differences, IA3 and DoRA per output row are row-separable; an OFT / BOFT or norm module on a fused
+  module, whose rotation mixes the parts' rows, is refused at discovery, and DoRA per input channel there when
+  opened); made on the diffusers transformer itself (LyCORIS's kohya network, or its wrapper ``create_lycoris`` as
+  SimpleTuner trains Flux / SD3: ``lycoris_transformer_blocks_0_attn_to_q.lokr_w1``), the modules are the diffusers
+  ones, resolved like an SD UNet's. Other DiT LoRA layouts (BFL ``diffusion_model.double_blocks.0...`` with
+  ``lora_A``, a bare PEFT state dict) are refused with a message (:func:`dit_lora`).
 
 The merged weight is the one diffusers' ``fuse_lora`` and sd-scripts' ``merge_lora.py`` compute:
 ``W + (alpha / r) * B @ A`` (convolutions: ``B.flatten(1) @ A.flatten(1)`` reshaped to the kernel), with
@@ -102,7 +109,7 @@ from dataclasses import dataclass
 
 from mother_core.errors import AdapterMismatchError, MotherError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
-from mother_core.io.dit_single_file import kohya_rule, kohya_targets
+from mother_core.io.dit_single_file import kohya_rule, kohya_targets, splits_rows
 from mother_core.io.sd_single_file import ldm_unet_names
 
 KOHYA = "kohya"
@@ -220,13 +227,21 @@ def sniff(names: Iterable[str]) -> str | None:
     dit = dit_lora(names)
     # A DiT LoRA as diffusers saves it (``transformer.<diffusers module>.lora_A``) names the transformer's own
     # modules: read like an SD UNet's diffusers file, on a base read under those names (a diffusers folder or a
-    # single file, :mod:`.dit_single_file`). The other layouts name the original fused modules: not read yet.
+    # single file, :mod:`.dit_single_file`). BFL / ComfyUI's ``diffusion_model.double_blocks.0...lora_A`` and a bare
+    # PEFT state dict (no ``transformer.``): not read yet.
     # kohya-ss Flux / SD3 files of plain LoRA modules name the original (fused) modules: read, each module's
     # update split by rows onto the diffusers modules it fuses (:func:`dit_resolve`; checked against diffusers'
     # kohya Flux converter, and for SD3 against its single-file converter applied to the merged original).
-    if dit is not None and not (dit.endswith("(diffusers / PEFT layout)")
-                                and all(n.startswith(_COMPONENTS) for n in names)) \
-            and not (dit in ("Flux LoRA (kohya-ss layout)", "SD3 LoRA (kohya-ss layout)") and _plain_kohya(names)):
+    # A kohya-style network made on the diffusers transformer itself (LyCORIS's kohya network or its own wrapper
+    # around a FluxTransformer2DModel / SD3Transformer2DModel, as SimpleTuner trains them:
+    # ``lycoris_transformer_blocks_0_attn_to_q.lokr_w1``) names the diffusers modules, dots made underscores:
+    # resolved against the base's own names like an SD UNet's network, every module type alike.
+    # And a kohya-ss / LyCORIS network made by sd-scripts on the original Flux / SD3 modules
+    # (``lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a``): each module's update is made on the fused module and
+    # split by rows onto the diffusers modules it fuses (:func:`dit_resolve`), or read whole where it maps to one.
+    kohya_named = 2 * sum(1 for n in names if _KOHYA_PREFIX.match(n)) > len(names)
+    if dit is not None and not kohya_named and not (dit.endswith("(diffusers / PEFT layout)")
+                                                    and all(n.startswith(_COMPONENTS) for n in names)):
         return f"{DIT_LORA}:{dit}"
     kohya = [n for n in names if _KOHYA_PREFIX.match(n)]
     # Every name, or most: some files bundle other tensors (textual-inversion embeddings, "bundle_emb.*"),
@@ -238,7 +253,8 @@ def sniff(names: Iterable[str]) -> str | None:
                 if part.startswith(word):
                     return f"unsupported:{what}"
         if parts <= _MERGED_PARTS and any(part in parts for part, _ in _KIND_OF):
-            return KOHYA
+            fused = _fused_rotation(kohya)
+            return KOHYA if fused is None else f"{DIT_LORA}:{fused}"
         return "unsupported:an unknown kohya-style network (" + ", ".join(sorted(parts - _MERGED_PARTS))[:80] + ")"
     # (``transformer.`` prefixes a DiT's modules only: GPT-2-style ``transformer.h.0`` factors are no SD LoRA)
     prefixed = all(n.startswith(_COMPONENTS) for n in names) and (
@@ -253,10 +269,22 @@ def sniff(names: Iterable[str]) -> str | None:
     return None
 
 
-def _plain_kohya(names: Sequence[str]) -> bool:
-    """Every name a kohya-ss LoRA / text-encoder part (no LyCORIS module, nothing else)."""
-    return all(_KOHYA_PREFIX.match(n) and n.split(".", 1)[-1] in ("lora_down.weight", "lora_up.weight", "alpha")
-               for n in names)
+def _fused_rotation(names: Iterable[str]) -> str | None:
+    """What a kohya-layout network is, when it holds a module this version cannot split by rows: a LyCORIS OFT /
+    BOFT module (it mixes rows across the parts) or a norm module on a fused Flux / SD3 module; None otherwise."""
+    kinds = dict(_KIND_OF)
+    for name in names:
+        flat, _, part = _KOHYA_PREFIX.sub("", name).partition(".")
+        kind = kinds.get(part)
+        if kind in ("oft", "norm") and splits_rows(flat):
+            return (f"Flux / SD3 network (kohya-ss layout; a LyCORIS {KIND_NAMES[kind]} module on the fused "
+                    f"module {flat[:80]})")
+    return None
+
+
+def plain_lora(m: _Module) -> bool:
+    """A kohya-ss LoRA module of ``lora_down`` / ``lora_up`` (and ``alpha``) only: no LoCon kernel, no DoRA."""
+    return m.kind == "lora" and set(m.parts) <= {"lora_down.weight", "lora_up.weight", "alpha"}
 
 
 def dit_lora(names: Iterable[str]) -> str | None:
@@ -290,9 +318,10 @@ def refusal(path: str, scheme: str) -> str:
         what = scheme.removeprefix(DIT_LORA + ":")
         return (f"{path} is a {what} file: an adapter of a DiT transformer (Flux / SD3) in a layout this version "
                 "does not read yet (it reads Flux / SD3 LoRAs as diffusers' save_lora_weights writes them, "
-                "transformer.<module>.lora_A / lora_B, and Flux / SD3 LoRAs of plain lora_down / lora_up modules in "
-                "the kohya-ss layout). Fuse it into its base with diffusers "
-                "(pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
+                "transformer.<module>.lora_A / lora_B, and kohya-ss / LyCORIS networks: every module type on the "
+                "diffusers module names, and LoRA, LoCon, LoHa, LoKr, full-difference and IA3 modules, with DoRA per "
+                "output row, on the original fused modules). Fuse it into its base with the tool that made it "
+                "(diffusers: pipeline.load_lora_weights, then fuse_lora) and add the fused transformer instead.")
     what = scheme.removeprefix("unsupported:")
     return (f"{path} is a {what} Stable Diffusion network, which this version does not merge (it merges LoRA and "
             "LoCon, with Tucker kernels and DoRA, LoHa, LoKr, full-difference, norm, OFT, BOFT and IA3 modules in "
@@ -568,8 +597,10 @@ DitTargets = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
 
 def dit_resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapping[str, tuple[int, ...]],
                 base_infos: Mapping[str, TensorInfo], base_id: str) -> dict[str, DitTargets] | None:
-    """For a kohya-ss Flux / SD3 LoRA: module key -> the base tensors it updates, with their rows of its update
-    (:func:`.dit_single_file.kohya_targets`), every shape checked against the base; None for other files.
+    """For a kohya-ss Flux / SD3 LoRA or LyCORIS network on the original modules: module key -> the base tensors it
+    updates, with their rows of its update (:func:`.dit_single_file.kohya_targets`), every shape checked against the
+    base (a LyCORIS module against the fused module rebuilt from the base's parts, :func:`_dit_module_targets`);
+    None for other files (an SD UNet's, or a network on the diffusers module names).
 
     Raises
     ------
@@ -580,8 +611,12 @@ def dit_resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapp
         return None
     out: dict[str, DitTargets] = {}
     for m in modules:
-        if m.kind != "lora":  # LyCORIS modules (LoHa, ...) on a DiT are refused at discovery
-            return None
+        if not plain_lora(m):  # a LyCORIS module (LoHa, LoKr, full, IA3, DoRA, ...): made on the original module
+            hit = kohya_rule(m.key)
+            if hit is None:
+                return None
+            out[m.key] = _dit_module_targets(path, m, shapes, base_infos, base_id, hit[0], hit[2])
+            continue
         down, up = shapes[m.down], shapes[m.up]
         if len(down) != 2 or len(up) != 2:
             return None
@@ -609,6 +644,35 @@ def dit_resolve(path: str, layout: str, modules: Sequence[_Module], shapes: Mapp
             found.append((name, ranges))
         out[m.key] = tuple(found)
     return out
+
+
+def _dit_module_targets(path: str, m: _Module, shapes: Mapping[str, tuple[int, ...]],
+                        base_infos: Mapping[str, TensorInfo], base_id: str, match: re.Match[str],
+                        parts: tuple[str, ...]) -> DitTargets:
+    """The base tensors a LyCORIS module on an original Flux / SD3 module updates, with their rows of its update.
+
+    The module was made on the original module (a fused qkv: the diffusers parts' rows stacked, in order), so its
+    factors are checked against that shape, rebuilt from the base's parts (:func:`_shapes_fit`); a module that maps
+    to one diffusers module whole is checked against that tensor as it is (a convolution, a norm vector)."""
+    wanted = [t.format(*match.groups()) + ".weight" for t in parts]
+    infos = [base_infos.get(w) for w in wanted]
+    found = [i for i in infos if i is not None]
+    if len(found) < len(wanted) or (len(found) > 1 and any(len(i.shape) != 2 or i.shape[1] != found[0].shape[1]
+                                                           for i in found)):
+        raise AdapterMismatchError(
+            f"The Flux / SD3 network {path} updates {m.key!r}, whose parts are {', '.join(wanted)} of the diffusers "
+            f"transformer; the base model {base_id!r} lacks them or holds them in other shapes: is that the right "
+            "base model?", path)
+    rows, inner = sum(i.shape[0] for i in found), found[0].shape[1] if len(found[0].shape) > 1 else 0
+    targets = kohya_targets(m.key, rows, inner, base_infos)
+    fused = tuple(found[0].shape) if len(found) == 1 else (rows, inner)
+    if targets is None or not _shapes_fit(m, shapes, fused):
+        held = ", ".join(f"{part} {shapes[key]}" for part, key in sorted(m.parts.items()) if part != "alpha")
+        raise AdapterMismatchError(
+            f"The Flux / SD3 network {path} updates {m.key!r} with {held}, but that module of the base model "
+            f"{base_id!r} is {fused} (its diffusers parts {', '.join(wanted)} stacked): is that the right base "
+            "model?", path)
+    return tuple((module + ".weight", ranges) for module, ranges in targets)
 
 
 def fits(path: str, layout: str, base: ModelReader) -> str | None:

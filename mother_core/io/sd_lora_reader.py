@@ -6,7 +6,7 @@ torch."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -16,7 +16,8 @@ from mother_core.io.base import ModelReader, ModelRef
 from mother_core.io.lora import LoraReader, _load_adapter, _number, _pattern_value, _patterns, _Update
 from mother_core.io.safetensors_header import read_header
 from mother_core.io.sd_lora import (
-    DIFFUSERS, KOHYA, _Module, adapter_metadata, dit_resolve, lora_modules, refusal, resolve, sniff,
+    DIFFUSERS, KIND_NAMES, KOHYA, DitTargets, _Module, adapter_metadata, dit_resolve, lora_modules, plain_lora, refusal,
+    resolve, sniff,
 )
 
 
@@ -51,16 +52,27 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
 
     reader = SDLoraReader.__new__(SDLoraReader)  # LoraReader.__init__ parses a PEFT folder: not this file
     reader._start(ref, base)
-    if dit is not None:  # a kohya-ss Flux / SD3 LoRA: each update's rows split onto the modules it fuses
+    splits: dict[str, DitTargets] = {}
+    if dit is not None:  # a kohya-ss Flux / SD3 network: each update's rows split onto the modules it fuses
         for m in modules:
+            if not plain_lora(m):
+                pieces = dit[m.key]
+                if len(pieces) == 1 and pieces[0][1] == ((0, base.tensor_infos()[pieces[0][0]].shape[0]),):
+                    targets[m.key] = pieces[0][0]  # one diffusers module, whole: read as on an SD UNet
+                else:
+                    splits[m.key] = pieces
+                continue
             a, b = tensors[m.down].float(), tensors[m.up].float()
             network = _positive_scalar(tensors[m.alpha], path, m.alpha) if m.alpha is not None else a.shape[0]
             for name, ranges in dit[m.key]:
                 # the rows of B @ A are B's rows @ A: diffusers' converter splits lora_up the same way
                 rows = torch.cat([b[start:stop] for start, stop in ranges])
                 reader._updates.setdefault(name, []).append(_Update(a, rows, float(network / a.shape[0]), "linear"))
-        return reader
+        modules = [m for m in modules if not plain_lora(m)]
     for m in modules:
+        if m.key in splits:
+            _add_split(reader, m, tensors, splits[m.key], path)
+            continue
         name = targets[m.key]
         target = base.tensor_infos()[name].shape
         if m.kind in ("full", "norm"):  # added whole, as LoraReader adds a LoRA's bias (sd_lora: the formulas)
@@ -118,6 +130,56 @@ def _open_impl(ref: ModelRef, base: ModelReader) -> ModelReader:
             dora = got["dora_scale"]
             reader._decompose[name] = (dora, dora.shape[0] == target[0] and dora.numel() == target[0])
     return reader
+
+
+def _add_split(reader: SDLoraReader, m: _Module, tensors: dict[str, torch.Tensor], pieces: DitTargets,
+               path: str) -> None:
+    """Queue a LyCORIS module made on a fused Flux / SD3 module (a qkv, Flux's ``linear1``, a swapped modulation) as
+    its updates of the diffusers tensors it fuses, each taking its rows of the module's update (``rows_of``).
+
+    The update is the one the module's forward applies to the fused weight (the formulas of :mod:`.sd_lora`); LoHa,
+    LoKr, LoRA / LoCon and IA3 updates are row-separable, so each part's rows are the fused update's rows; a full
+    difference is cut by rows; a DoRA scale per output row is cut with them. A DoRA scale per input channel needs
+    the norms of the whole fused weight, and is refused."""
+    rows = sum(b - a for _, ranges in pieces for a, b in ranges)
+    inner = reader._infos[pieces[0][0]].shape[1]
+    got = {part: tensors[key].float() for part, key in m.parts.items() if part != "alpha"}
+    alpha = _positive_scalar(tensors[m.alpha], path, m.alpha) if m.alpha is not None else None
+    if m.kind == "full":  # as stored, cut by rows (the difference is the fused weight's)
+        diff = tensors[m.parts["diff"]].reshape(rows, inner)
+        for name, ranges in pieces:
+            reader._bias[name] = torch.cat([diff[a:b] for a, b in ranges])
+            bias = name.removesuffix(".weight") + ".bias"
+            if "diff_b" in m.parts and bias in reader._infos:
+                reader._bias[bias] = torch.cat([tensors[m.parts["diff_b"]][a:b] for a, b in ranges])
+        return
+    if m.kind == "ia3":  # W * (1 + weight): one gain per fused output row, or per input (on_input)
+        gain = got["weight"].reshape(-1) + 1
+        vector = gain.reshape(1, -1) if float(got["on_input"].reshape(-1)[0]) != 0 else gain.reshape(-1, 1)
+        if vector.shape[0] not in (1, rows) or vector.shape[1] not in (1, inner):
+            raise AdapterMismatchError(f"{path}: the IA3 module {m.key!r} scales {gain.numel()} rows or inputs of a "
+                                       f"module of {(rows, inner)}; the file is damaged.", path)
+        update = _Update(vector, vector, 1.0, "scale")
+    elif m.kind in ("loha", "lokr"):
+        update = _lycoris_update(m, got, alpha)
+    elif m.kind == "lora" and "lora_mid.weight" not in got:  # LoCon with DoRA on a linear layer
+        a, b = got["lora_down.weight"], got["lora_up.weight"]
+        update = _Update(a, b.reshape(b.shape[0], -1), float((alpha or a.shape[0]) / a.shape[0]), "linear")
+    else:  # discovery refuses OFT / BOFT / norm modules on fused modules; a Tucker kernel is a convolution's
+        raise UnreadableCheckpointError(
+            f"{path}: the {KIND_NAMES[m.kind]} module {m.key!r} is on a fused module of the transformer, whose rows "
+            "this version cannot split for that type. Merge it with the tool that made it and add the merged "
+            "checkpoint instead.", path)
+    dora = got.get("dora_scale")
+    if dora is not None and not (dora.shape[0] == rows and dora.numel() == rows):
+        raise UnreadableCheckpointError(
+            f"{path}: the module {m.key!r} decomposes its weight per input channel (DoRA, wd_on_output false) on a "
+            "fused module of the transformer, whose norms span every part; this version does not merge that. Merge "
+            "it with the tool that made it and add the merged checkpoint instead.", path)
+    for name, ranges in pieces:
+        reader._updates.setdefault(name, []).append(replace(update, rows_of=ranges))
+        if dora is not None:  # one scale per output row: each part's rows
+            reader._decompose[name] = (torch.cat([dora.reshape(-1, 1)[a:b] for a, b in ranges]), True)
 
 
 def _lycoris_update(m: _Module, got: dict[str, torch.Tensor], alpha: float | None) -> _Update:

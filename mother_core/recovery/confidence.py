@@ -59,6 +59,14 @@ PLACEMENT_NO_ALTERNATIVE = 0.880
 # capped at a tie's sigmoid(PLACEMENT_BIAS) = 0.504: never surer than an edge without a cheaper
 # alternative. (The layered path reads it through its negative margin.)
 CONTESTED_PLACEMENT = 0.504
+# A parent the near-tie rule chose (ties.py: re-chosen among candidates the layers do not separate, by the
+# difference kurtosis, against the distance's choice; or a sibling lifted off a chain) has a negative margin
+# and near-tied candidates by construction, so the map above reads it as a coin flip lost (0.13-0.63 on the
+# fitting edges, mean 0.39), yet such parents are right more often than not: counted, not fitted, as
+# (placed right + 1) / (n + 2) over every such fitting edge (``calibrate.py --pooled`` counts it; 19 of 26
+# on the fitting collections fit-*, fit2-*, fitx-0..2 and fitw, regenerated 2026-12-04: 11 of 16 on fitx-*
+# alone, 8 of 10 on the rest). Times the related term as any placement. Recount when ties.py changes.
+TIE_PLACEMENT = 0.714
 #: Candidate parents per child whose layer effects are kept (the cheapest by cost).
 LAYER_CANDIDATES = 6
 # The paper method's vote-based direction confidence (not refitted).
@@ -126,6 +134,12 @@ def placement_confidence(chosen_cost: float, alternative_cost: float, relative: 
     else:
         margin_term = sigmoid(PLACEMENT_BIAS + PLACEMENT_SLOPE * margin + PLACEMENT_NO_ALTERNATIVE * no_alternative)
     return margin_term * related_confidence(relative, threshold)
+
+
+def tie_placement_confidence(relative: float, threshold: float) -> float:
+    """Confidence that a parent the near-tie rule chose (:mod:`.ties`) is right: the counted share of such
+    parents placed right (:data:`TIE_PLACEMENT`), times how far the edge is from the "unrelated" threshold."""
+    return TIE_PLACEMENT * related_confidence(relative, threshold)
 
 
 def related_confidence(relative: float, threshold: float) -> float:

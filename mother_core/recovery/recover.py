@@ -58,7 +58,14 @@ from mother_core.recovery.result import Constraints, LayerInfo, Recovery, Recove
 from mother_core.recovery.solve import assemble, model_indices, solve
 from mother_core.recovery.ties import TieChoice, tree_tie_kurtosis
 from mother_core.settings import METHODS, REGIMES
-from mother_core.recovery.typed import apply_relations, block_leaves, links_of, refinement_core, solver_constraints
+from mother_core.recovery.typed import (
+    apply_relations,
+    block_leaves,
+    join_linked_trees,
+    links_of,
+    refinement_core,
+    solver_constraints,
+)
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
@@ -226,15 +233,21 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         labels, threshold = split_into_trees(unrelated_by_name(stats, list(findings.links), ev.relative),
                                              settings.n_trees)
         findings = detect_relations(stats, labels, detectors)
+    joined = join_linked_trees(labels, findings.links)
+    if not np.array_equal(joined, labels):  # a source found in another tree: one tree (merges are found per tree)
+        labels = joined
+        findings = detect_relations(stats, labels, detectors)
+        labels = join_linked_trees(labels, findings.links)
     _, _, leaves = solver_constraints(list(findings.links), set())
     # A merged LoRA's link (relations/detect.lora_links) decides its own parent only: it stays a member
     # of the fine-tune skeleton for placing the others (placement distance, near ties, radial share), as
     # it can be a fine-tune's parent or a merge's input. Left out as other typed children are, it moved
     # undetected merges with a LoRA among their inputs from the LoRA to another input (profile C seed 13,
     # reachability 0.843 -> 0.829). The refinement leaves it out through ``findings.partial``. A pruned
-    # child's link (relations/prune.py) likewise: it can parent its own fine-tunes (the refinement leaves it
-    # out by its narrower layout, :func:`.typed.refinement_core`).
-    typed_children = {link.child for link in findings.links if link.relation not in (Relation.LORA, Relation.PRUNE)}
+    # child's link (relations/prune.py, relations/depth.py) likewise: it can parent its own fine-tunes (the
+    # refinement leaves it out by its narrower or shallower layout, :func:`.typed.refinement_core`).
+    typed_children = {link.child for link in findings.links
+                      if link.relation not in (Relation.LORA, Relation.PRUNE, Relation.DISTILL)}
 
     n = stats.n_models
     cost = np.full((n, n), np.inf)

@@ -19,6 +19,7 @@ from mother_core.recovery.additive import orient, refine_topology
 from mother_core.recovery.arborescence import minimum_spanning_arborescence
 from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, near_tied, placement_confidence,
+    tie_placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.ties import TieChoice, choose_among_ties, lift_siblings
@@ -291,8 +292,13 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
     near: int | None = None if not problem.layer_margins and alternatives else 0
     if m is not None and p in m.candidates:
         near = near_tied(m.effect[m.candidates.index(p)], m.candidates.index(p))
-    p_place = placement_confidence(float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]),
-                                   problem.threshold, near)
+    if tie is not None:
+        # Chosen by the near-tie rule against the distance: its negative margin is the rule's premise, not
+        # evidence against it; such parents are counted (confidence.TIE_PLACEMENT).
+        p_place = tie_placement_confidence(float(problem.relative[p, c]), problem.threshold)
+    else:
+        p_place = placement_confidence(float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]),
+                                       problem.threshold, near)
     parts = ConfidenceParts(p_place, p_dir)
     return Edge(
         parent=ids[p], child=ids[c], distance=float(problem.distance[p, c]),

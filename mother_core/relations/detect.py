@@ -11,8 +11,9 @@ Order (the near-exact relations first, so the fine-tune forest is solved on the 
 4. ``merge``: combinations of other models with a small residual (:mod:`.merge`);
    and layer-stacking merges (mergekit ``passthrough``): a deeper model whose every layer is a layer of
    shallower relatives (:mod:`.stack`);
-5. ``prune`` (the ``shape`` detector): a width-pruned child is linked to the relative whose weights
-   make exactly its cut (:mod:`.prune`);
+5. ``distill`` and ``prune`` (the ``shape`` detector): a depth-pruned child is linked to the deeper
+   relative whose layers it holds, in order (:mod:`.depth`); a width-pruned child to the relative whose
+   weights make exactly its cut (:mod:`.prune`);
 6. ``lora``: a merged LoRA is linked to the relative holding the layers it left untouched, at the
    lowest summed rank (:func:`lora_links`); it stays a member of the forest for placing the others.
 
@@ -30,6 +31,7 @@ from mother_core.io.base import ModelRef
 from mother_core.io.registry import needs_base
 from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.copies import find_conversions, find_quantized
+from mother_core.relations.depth import find_depth_pruned
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
 from mother_core.relations.lowrank import (
     LORA_UNTOUCHED, LowRankProfile, lowrank_profile, reads_low_rank, untouched_share, untouched_tolerance,
@@ -93,6 +95,7 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         restacked = {s.child for s in found} & set(quantized)
         links = [link for link in links if link.child not in restacked] + found
     if "shape" in detectors:
+        links += find_depth_pruned(stats, pl, {link.child for link in links} | adapters, links)
         links += find_pruned(stats, pl, labels, {link.child for link in links} | adapters)
     partial: frozenset[int] = frozenset()
     if "lora" in detectors:

@@ -36,6 +36,16 @@ from mother_core.stats.result import WeightStatistics
 #: its parents, so a merge of four needs room beyond four plus the base (profile C, issue 11: a
 #: Multi-SLERP of four and a linear merge of four had a parent 7th and 8th nearest).
 CANDIDATES = 8
+#: Inputs of an exact merge of :data:`MAX_PARENTS` that may lie beyond the nearest :data:`CANDIDATES` together
+#: (:func:`_completions`). A merge without a base (linear with ``normalize``, Multi-SLERP, Karcher: mergekit
+#: ``linear.py``, ``multislerp.py``, ``karcher.py``) is its inputs' weighted mean, renormalised for the last two:
+#: its distance to an input k is about sum_{j != k} w_j^2 |u_j|^2 + (1 - w_k)^2 |u_k|^2 over their updates u from
+#: their common ancestor, while that ancestor and every near-copy of it (merged LoRAs, other merges of its
+#: children) sit at sum_j w_j^2 |u_j|^2 plus their own small update. Every input whose own update is the larger
+#: ranks behind all of those; on profile C one of four does (8th-10th nearest, :func:`_completed`), and a
+#: merge of four whose two heaviest inputs are deeper fine-tunes has two there. Not more: each further one
+#: multiplies the fits tried by the farther relatives' count.
+FAR_INPUTS = 2
 #: Candidates of the sparse (TIES / DARE) fit, whose residual caps are loose: every added candidate is
 #: another chance for a fine-tune to pass as a sparse merge of its relatives (the generalise fitting
 #: collection fitx-0: a fine-tune read as a TIES merge of three with 8 candidates, not with 6).
@@ -496,6 +506,8 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
         completed = np.array(_completions(len(cand), len(rest), size))
         ratios = _subset_ratios(sq, completed)
         tol = EXACT_NOISE if size < MAX_PARENTS else EXACT
+        # (two farther relatives widen the search by their pairs' count: held to what an exact merge leaves)
+        ratios = np.where(((completed > len(cand)).sum(axis=1) > 1) & (ratios > EXACT_NOISE), np.inf, ratios)
         for j in np.argsort(ratios):
             if not ratios[j] <= tol:
                 break
@@ -507,9 +519,15 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
 
 def _completions(n_cand: int, n_rest: int, size: int) -> list[tuple[int, ...]]:
     """Subsets of ``size`` positions in ``[child, *cand, *rest]`` (:func:`_completed`, :func:`_on_sphere`):
-    ``size - 1`` of the nearest ``cand`` completed by one farther relative of ``rest``."""
-    return [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1)
-            for x in range(n_cand + 1, n_cand + 1 + n_rest)]
+    ``size - 1`` of the nearest ``cand`` completed by one farther relative of ``rest``, and, for a merge of
+    :data:`MAX_PARENTS`, ``size - 2`` of them completed by two of the next :data:`CANDIDATES` (:data:`FAR_INPUTS`)."""
+    rest = range(n_cand + 1, n_cand + 1 + n_rest)
+    out = [(*s, x) for s in itertools.combinations(range(1, n_cand + 1), size - 1) for x in rest]
+    if size >= MAX_PARENTS and size > FAR_INPUTS:
+        # (pairs among the next CANDIDATES only: a bounded count, in large families too)
+        out += [(*s, *xs) for s in itertools.combinations(range(1, n_cand + 1), size - FAR_INPUTS)
+                for xs in itertools.combinations(rest[:CANDIDATES], FAR_INPUTS)]
+    return out
 
 
 def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
@@ -543,16 +561,20 @@ def _on_sphere(pl: PairLayers, c: int, cand: list[int], rest: list[int]
     exact fit. Only used where no fit is exact on all layers.
     """
     local = [c, *cand, *rest]
-    near, idx = np.array([c, *cand]), np.array(local)
-    # Only the child's and the nearest's rows are used (a subset holds at most one farther relative): the
-    # layers all of those pairs hold, and their off-ray distances summed over them, (1 + K, M).
+    idx = np.array(local)
+    # Rows: the child, the nearest and the next CANDIDATES farther relatives (a subset holds one farther relative,
+    # or two of those: :func:`_completions`); their off-ray distances to everyone, summed over the layers the child
+    # and its nearest hold with everyone (a pair missing one of those layers stays out: inf), (M, M).
+    near = np.array([c, *cand])
+    rows = idx[:len(near) + CANDIDATES]
     layers = np.isfinite(pl.sq[:, near[:, None], idx[None, :]]).all(axis=(1, 2))
     if not layers.any():
         return None
-    block = _off_ray_block(pl, near, idx, layers).sum(axis=0)
+    block = _off_ray_block(pl, rows, idx, layers)
+    block = np.where(np.isfinite(block).all(axis=0), block.sum(axis=0), np.inf)
     sq_perp = np.full((1, len(local), len(local)), np.inf)
-    sq_perp[0, :len(near), :] = block
-    sq_perp[0, :, :len(near)] = block.T
+    sq_perp[0, :len(rows), :] = block
+    sq_perp[0, :, :len(rows)] = block.T
     np.fill_diagonal(sq_perp[0], 0.0)
     n_cand = len(cand)
     subsets_by_size: list[np.ndarray] = []

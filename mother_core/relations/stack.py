@@ -45,6 +45,11 @@ SAMPLE = 4096
 #: reasoning, as :data:`.detect.LORA_MARGIN` (not fitted: the typed profile S sets fit the merge's own rate). It also
 #: tells a stack's fine-tune from a stack (:func:`_fine_tunes_of_stacks`): its stack contests every layer of it.
 STACK_MARGIN = 1 / 3
+#: Relative distance within which a stack's layer is a copy of its source's: mergekit copies layers (exactly, or
+#: through a cast: bf16 rounding is ~0.003 relative, fp8's ~0.03), while a layer trained after the copy moves by a
+#: fine-tuning update (a few AdamW steps at 1e-4 to 1e-3: 0.05 and more on the typed zoo's models). Constant of
+#: reasoning (:func:`_teacher`), not fitted.
+COPY = 0.05
 #: The detail of a stacking merge starts with mergekit's name of the method (:func:`stacked`).
 DETAIL = "passthrough"
 
@@ -78,8 +83,9 @@ def stacked(link: TypedLink) -> bool:
     return link.relation is Relation.MERGE and link.detail.startswith(DETAIL)
 
 
-def blocks(stats: WeightStatistics, m: int) -> dict[str, Block]:
-    """Model ``m``'s blocks of numbered layers (matrices only), by block name."""
+def blocks(stats: WeightStatistics, m: int, min_layers: int = 2) -> dict[str, Block]:
+    """Model ``m``'s blocks of at least ``min_layers`` numbered layers (matrices only), by block name (a depth-pruned
+    child may keep one layer, :mod:`.depth`)."""
     out: dict[str, dict[int, dict[str, int]]] = {}
     for slot in np.flatnonzero(stats.present[m]):
         t = stats.tensors[int(slot)]
@@ -87,7 +93,7 @@ def blocks(stats: WeightStatistics, m: int) -> dict[str, Block]:
         if hit is None or len(t.shape) < 2:
             continue
         out.setdefault(hit["block"], {}).setdefault(int(hit["index"]), {})[hit["rest"]] = int(slot)
-    return {b: Block(b, layers) for b, layers in out.items() if len(layers) > 1}
+    return {b: Block(b, layers) for b, layers in out.items() if len(layers) >= min_layers}
 
 
 def _layouts(stats: WeightStatistics, block: Block) -> set[frozenset[tuple[str, tuple[int, ...]]]]:
@@ -146,6 +152,7 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
                 continue  # its source (by name) explains it as well: the quantized copy of that model
             if fit is not None and (c not in fits or max(fit.residual) < max(fits[c].residual)):
                 fits[c] = fit
+    fits = {c: fit for c, fit in fits.items() if c in quantized or not _teacher(stats, pl, c, fit, layout)}
     # of the models fitted by the same layers (a stack and its fine-tunes), the nearest to them is the stack
     best: dict[tuple[str, tuple[tuple[int, int], ...]], int] = {}
     for c, fit in fits.items():
@@ -155,6 +162,32 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
     stacks = set(best.values())
     stacks -= _fine_tunes_of_stacks(stats, layout, fits, stacks, read)
     return [_link(stats, pl, c, fits[c]) for c in sorted(stacks)]
+
+
+def _teacher(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit, layout: dict[int, dict[str, Block]]) -> bool:
+    """Whether ``c``'s fit is better read the other way round: ``c`` is the teacher of depth-pruned students
+    (:mod:`.depth`) that hold its layers between them, not a stack of them.
+
+    The two readings have one geometry (a deeper model whose layers are, in order, near layers of shallower
+    ones) but for training: mergekit copies a stack's layers, each at a copy's distance (:data:`COPY`) from
+    its source, while a teacher's layers are each a student's own training away. A stack trained after
+    stacking moves every layer as well, but it has no relative of its own depth but its own fine-tunes and
+    copies, where a teacher sits in a family of its depth (its parent, siblings, fine-tunes), all of them
+    near the students' layers too (so fitted by them as well). So a fit with a layer that is no copy is
+    dropped where a model of ``c``'s depth in the block is related to it by name (within
+    :data:`~mother_core.recovery.forest.UNRELATED`). Known cost: a stack in the set only through a fine-tune
+    and that fine-tune's own fine-tunes (no exact copy of it) is left to the forest."""
+    if max(fit.residual) <= COPY:
+        return False
+    depth = sorted(layout[c][fit.block].layers)
+    for g, theirs in layout.items():
+        if g == c or fit.block not in theirs or sorted(theirs[fit.block].layers) != depth:
+            continue
+        ok = np.isfinite(pl.sq[:, c, g]) & np.isfinite(pl.scale2[:, c, g])
+        den = float(pl.scale2[ok, c, g].sum())
+        if ok.any() and den > 0 and float(pl.sq[ok, c, g].sum()) / den < UNRELATED ** 2:
+            return True
+    return False
 
 
 def _fine_tunes_of_stacks(stats: WeightStatistics, layout: dict[int, dict[str, Block]], fits: dict[int, _Fit],

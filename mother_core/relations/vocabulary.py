@@ -106,14 +106,17 @@ RELATIONS: dict[Relation, RelationInfo] = {
         ),
         RelationInfo(
             Relation.PRUNE, "pruned",
-            "Fewer or narrower layers taken from the parent, then trained.",
-            "Its layers match a subset of the parent's (per-layer statistics profiles); shapes differ.",
+            "Narrower layers taken from the parent (the neurons of largest weight), then trained.",
+            "Its kept neurons are exactly the parent's largest (the cut its weights make); narrower tensors "
+            "under the parent's names.",
             "finetune",
         ),
         RelationInfo(
             Relation.DISTILL, "distilled",
-            "A smaller student initialised from the parent's layers and trained to imitate it.",
-            "Like prune: a subset of the parent's layers, further from it than a pruned copy.",
+            "Fewer layers: a student initialised from a subset of the parent's layers, then trained (to imitate "
+            "it, or plainly).",
+            "Its layers are, in order, a subset of the parent's (layer-to-layer distance, renumbered layers "
+            "matched).",
             "distill",
         ),
     )

@@ -302,8 +302,10 @@ def _read_and_reduce(run: _PassRun, k: int, slot: int, failed: dict[int, str]) -
     began = time.perf_counter()
     models = [m for m in task.models if m not in failed]
     rows = task.chunks[ci]
-    stored = (_kernel_dtype(plan.slots[task.slot].name, models, readers, run.device)
+    stored = (_stored_dtype(plan.slots[task.slot].name, models, readers)
               if run.use_fused and fused.ready() and rows is not None and models else None)
+    if stored is not None and not fused.accepts(stored, len(models), run.device):
+        stored = None
     if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
         try:
             return _stream_reduce(task, rows, plan, readers, models, stored, run.ring.staging_for(slot), locks,
@@ -485,7 +487,7 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
         for i, m in enumerate(models):
             try:
                 reader = readers[m]
-                assert isinstance(reader, BufferReader)  # _kernel_dtype chose this path for such readers
+                assert isinstance(reader, BufferReader)  # _stored_dtype chose this path for such readers
                 with locks[m]:
                     reader.read_into(meta.name, (r0, r1), piece[i])
             except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
@@ -548,7 +550,8 @@ def _load(task: TensorTask, ci: int, plan: Plan, readers: Sequence[ModelReader],
     if not kept:
         return _Chunk(task, ci, [], None, errors, nbytes)
     host = buf[: len(kept)]
-    data = host.to(device, non_blocking=True) if device.type == "cuda" else host
+    # On a GPU, half precision crosses the bus as stored (half the bytes of float32) and is widened there.
+    data = host.to(device, non_blocking=True).float() if device.type == "cuda" else host
     return _Chunk(task, ci, kept, data, errors, nbytes)
 
 
@@ -571,26 +574,24 @@ def _task_values(plan: Plan, task: TensorTask) -> int:
 
 def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],
                  device: torch.device, use_fused: bool) -> torch.dtype:
-    """The chunk's dtype in memory: the stored one when the fused kernel reduces it as stored (no
-    widened copy at all), float32 otherwise."""
-    stored = _kernel_dtype(name, models, readers, device) if use_fused else None
-    return torch.float32 if stored is None else stored
+    """The chunk's dtype in host memory: the stored one when the fused kernel reduces it as stored (no
+    widened copy at all) or when a GPU widens it (:func:`_load`), float32 otherwise."""
+    stored = _stored_dtype(name, models, readers)
+    if device.type == "cuda":
+        return stored if stored in (torch.bfloat16, torch.float16) else torch.float32
+    keep = use_fused and stored is not None and fused.accepts(stored, len(models), device)
+    return stored if keep and stored is not None else torch.float32
 
 
-def _kernel_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],
-                  device: torch.device) -> torch.dtype | None:
-    """The dtype every model stores ``name`` in, when they all can read it into a buffer and the fused
-    kernel takes that dtype as stored; else None."""
+def _stored_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader]) -> torch.dtype | None:
+    """The dtype every model stores ``name`` in, when they all can read it straight into a buffer; else None."""
     stored = set()
     for m in models:
         info = readers[m].tensor_infos().get(name)
         if info is None or not isinstance(readers[m], BufferReader):
             return None
         stored.add(info.dtype)
-    if len(stored) != 1:
-        return None
-    dtype = getattr(torch, stored.pop(), None)
-    return dtype if dtype is not None and fused.accepts(dtype, len(models), device) else None
+    return getattr(torch, stored.pop(), None) if len(stored) == 1 else None
 
 
 def _chunk_numel(shape: tuple[int, ...], rows: tuple[int, int] | None) -> int:
