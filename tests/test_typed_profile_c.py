@@ -317,7 +317,7 @@ def test_join_linked_trees_merges_only_the_trees_a_link_crosses() -> None:
     assert join_linked_trees(labels, [inside, across, merge]).tolist() == [0, 0, 0, 0, 1, 1]
 
 
-def test_a_source_found_in_another_tree_joins_its_tree(tmp_path: Path) -> None:
+def test_a_source_found_in_another_tree_joins_its_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Profile C seed 65 (real training, PEFT, mergekit, gguf): the distance cut put an unmerged adapter
     and a merged LoRA of the same base in a tree of their own, away from the base the adapter detector
     found. The solver forced the adapter's edge across trees and raised a ConstraintError, so the whole
@@ -331,3 +331,13 @@ def test_a_source_found_in_another_tree_joins_its_tree(tmp_path: Path) -> None:
     assert adapters and all(tree[e.parent] == tree[e.child] for e in rec.edges)
     truth = {(e["parent"], e["child"]) for e in json.loads((folder / "truth.json").read_text())["edges"]}
     assert all((e.parent, e.child) in truth for e in adapters)
+    # Without the join (the start code's behaviour on this set) the relations cannot form a forest: the set
+    # is still recovered, without them, and the run says so instead of failing as a whole.
+    import mother_core.recovery.recover as recover_module
+
+    monkeypatch.setattr(recover_module, "join_linked_trees", lambda labels, links: labels)
+    stats = compute_statistics(discover([folder]), device="cpu")
+    unjoined = recover(stats)
+    assert unjoined.settings.relations == "none"
+    assert len(unjoined.edges) == len(unjoined.models) - len(unjoined.roots) > 0
+    assert any("could not be joined into one forest" in p["message"] for p in unjoined.problems)
