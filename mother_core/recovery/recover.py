@@ -344,8 +344,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # Per-layer distances go into each edge; the full (L, N, N) tensor stays out of the result.
     rms = ev.rms
     recovery = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
-    return chain_ties_capped(sole_child_capped(_with_votes(_carried(base, apply_relations(
-        _label_forest_edges(recovery, stats, detectors))), base)))
+    return _capped(_with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats, detectors))), base))
 
 
 def layer_margins(rms: np.ndarray, cost: np.ndarray, k: int = LAYER_CANDIDATES) -> dict[int, LayerMargins]:
@@ -408,11 +407,17 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
         raise InputError("This result has no cost matrix to re-solve from; run recovery again.")
     edited = _edited_locally(recovery, constraints)
     if edited is not None:
-        return chain_ties_capped(sole_child_capped(_with_votes(edited, recovery)))
+        return _capped(_with_votes(edited, recovery))
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     ids = recovery.problem.ids
     solved = solve(recovery.problem, constraints, layer_distance=lambda p, c: known.get((ids[p], ids[c]), ()))
-    return chain_ties_capped(sole_child_capped(_with_votes(_carried(recovery, apply_relations(solved)), recovery)))
+    return _capped(_with_votes(_carried(recovery, apply_relations(solved)), recovery))
+
+
+def _capped(recovery: Recovery) -> Recovery:
+    """The confidence caps no single edge's evidence sees, applied to every result: a root's only child
+    (:func:`sole_child_capped`) and fine-tune chains whose two orders tie (:func:`.chain_ties.chain_ties_capped`)."""
+    return chain_ties_capped(sole_child_capped(recovery))
 
 
 def sole_child_capped(recovery: Recovery) -> Recovery:

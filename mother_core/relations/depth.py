@@ -138,7 +138,7 @@ def find_depth_pruned(stats: WeightStatistics, pl: PairLayers, skip: set[int],
         for k, c in enumerate(members):
             fit = fits[c]
             slots = [s for layer in layout[c][fit.block].layers.values() for s in layer.values()]
-            if any(_rel2(pl, c, m, slots) < fit.total2 for m in members[:k]):
+            if any(pl.relative_sq(c, m, slots) < fit.total2 for m in members[:k]):
                 continue  # a fine-tune of a student nearer its parent: the forest places it under the student
             rival = _nearest_of_depth(stats, pl, c, layout, fit.block, set(members))
             if fit.total2 < (1.0 - MARGIN) * rival:
@@ -190,17 +190,9 @@ def _stack_layouts(stats: WeightStatistics, pl: PairLayers, links: list[TypedLin
     for link in links:
         if stacked(link):
             full = stats.present[:, stats.present[link.child]].all(axis=1)
-            out |= {int(g) for g in np.flatnonzero(full) if g == link.child or _rel2(pl, link.child, int(g), None)
+            out |= {int(g) for g in np.flatnonzero(full) if g == link.child or pl.relative_sq(link.child, int(g), None)
                     < UNRELATED ** 2}
     return out
-
-
-def _rel2(pl: PairLayers, a: int, b: int, slots: list[int] | None) -> float:
-    """Squared relative distance of ``a`` and ``b`` on the tensors (of ``slots``, or all) they share."""
-    sq = pl.sq[:, a, b] if slots is None else pl.sq[slots, a, b]
-    sc = pl.scale2[:, a, b] if slots is None else pl.scale2[slots, a, b]
-    ok = np.isfinite(sq) & np.isfinite(sc)
-    return float(sq[ok].sum() / max(float(sc[ok].sum()), 1e-300)) if ok.any() else np.inf
 
 
 def _likeliest(stats: WeightStatistics, pl: PairLayers, c: int, block: Block, deeper: dict[int, Block]) -> list[int]:
@@ -227,7 +219,7 @@ def _likeliest(stats: WeightStatistics, pl: PairLayers, c: int, block: Block, de
             total += best
         return total
 
-    keys = {h: (_rel2(pl, c, h, outside) if outside else np.inf, bound(h), h) for h in deeper}
+    keys = {h: (pl.relative_sq(c, h, outside) if outside else np.inf, bound(h), h) for h in deeper}
     return sorted((h for h in deeper if np.isfinite(keys[h][1])), key=lambda h: keys[h])[:CANDIDATES]
 
 
@@ -293,7 +285,7 @@ def _nearest_of_depth(stats: WeightStatistics, pl: PairLayers, c: int, layout: d
     for g, theirs in layout.items():
         if g in group or name not in theirs or sorted(theirs[name].layers) != sorted(block.layers):
             continue
-        out = min(out, _rel2(pl, c, g, slots))
+        out = min(out, pl.relative_sq(c, g, slots))
     return out
 
 

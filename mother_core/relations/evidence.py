@@ -204,6 +204,14 @@ class PairLayers:
     equal_share: np.ndarray
     equal_counted: np.ndarray | None = None
 
+    def relative_sq(self, a: int, b: int, slots: list[int] | None = None) -> float:
+        """Squared relative distance of models ``a`` and ``b`` over the tensors (of ``slots``, or all) both
+        hold: summed squared distance over summed ``scale2``; inf where they share none."""
+        sq = self.sq[:, a, b] if slots is None else self.sq[slots, a, b]
+        sc = self.scale2[:, a, b] if slots is None else self.scale2[slots, a, b]
+        ok = np.isfinite(sq) & np.isfinite(sc)
+        return float(sq[ok].sum() / max(float(sc[ok].sum()), 1e-300)) if ok.any() else np.inf
+
 
 def pair_layers(stats: WeightStatistics) -> PairLayers:
     sq = stats.sq_dist

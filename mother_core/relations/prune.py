@@ -154,21 +154,16 @@ def find_pruned(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, ski
             mine = [g for g in groups if g.prefix in layers and stats.present[h, list(g.wide_slots)].all()]
             if len({g.prefix for g in mine}) == len(layers) == len(mine):
                 held[h] = mine
-        cands = sorted(held, key=lambda h: _rel(pl, c, h))[:CANDIDATES]
+        cands = sorted(held, key=lambda h: pl.relative_sq(c, h))[:CANDIDATES]
         link = _cut_maker(stats, c, {h: held[h] for h in cands}) if cands else None
         if link is None:
             continue
         p = link.parents[0]
         narrow = [h for h in tree if h not in held and stats.present[h, stats.present[c]].all()]
-        if not any(_rel(pl, c, h) < _rel(pl, c, p) and _rel(pl, h, p) < _rel(pl, c, p) for h in narrow):
+        to_parent = pl.relative_sq(c, p)
+        if not any(pl.relative_sq(c, h) < to_parent and pl.relative_sq(h, p) < to_parent for h in narrow):
             links.append(link)
     return links
-
-
-def _rel(pl: PairLayers, a: int, b: int) -> float:
-    """Relative squared distance of ``a`` and ``b`` on the tensors they share."""
-    ok = np.isfinite(pl.sq[:, a, b])
-    return float(pl.sq[ok, a, b].sum() / max(pl.scale2[ok, a, b].sum(), 1e-300)) if ok.any() else np.inf
 
 
 def _depth_key(name: str) -> tuple[tuple[int, int, str], ...]:

@@ -183,9 +183,7 @@ def _teacher(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit, layout:
     for g, theirs in layout.items():
         if g == c or fit.block not in theirs or sorted(theirs[fit.block].layers) != depth:
             continue
-        ok = np.isfinite(pl.sq[:, c, g]) & np.isfinite(pl.scale2[:, c, g])
-        den = float(pl.scale2[ok, c, g].sum())
-        if ok.any() and den > 0 and float(pl.sq[ok, c, g].sum()) / den < UNRELATED ** 2:
+        if pl.relative_sq(c, g) < UNRELATED ** 2:
             return True
     return False
 

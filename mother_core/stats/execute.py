@@ -302,10 +302,8 @@ def _read_and_reduce(run: _PassRun, k: int, slot: int, failed: dict[int, str]) -
     began = time.perf_counter()
     models = [m for m in task.models if m not in failed]
     rows = task.chunks[ci]
-    stored = (_stored_dtype(plan.slots[task.slot].name, models, readers)
+    stored = (_kernel_dtype(plan.slots[task.slot].name, models, readers, run.device)
               if run.use_fused and fused.ready() and rows is not None and models else None)
-    if stored is not None and not fused.accepts(stored, len(models), run.device):
-        stored = None
     if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
         try:
             return _stream_reduce(task, rows, plan, readers, models, stored, run.ring.staging_for(slot), locks,
@@ -487,7 +485,7 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
         for i, m in enumerate(models):
             try:
                 reader = readers[m]
-                assert isinstance(reader, BufferReader)  # _stored_dtype chose this path for such readers
+                assert isinstance(reader, BufferReader)  # _kernel_dtype chose this path for such readers
                 with locks[m]:
                     reader.read_into(meta.name, (r0, r1), piece[i])
             except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
@@ -576,11 +574,18 @@ def _chunk_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader
                  device: torch.device, use_fused: bool) -> torch.dtype:
     """The chunk's dtype in host memory: the stored one when the fused kernel reduces it as stored (no
     widened copy at all) or when a GPU widens it (:func:`_load`), float32 otherwise."""
-    stored = _stored_dtype(name, models, readers)
     if device.type == "cuda":
+        stored = _stored_dtype(name, models, readers)
         return stored if stored in (torch.bfloat16, torch.float16) else torch.float32
-    keep = use_fused and stored is not None and fused.accepts(stored, len(models), device)
-    return stored if keep and stored is not None else torch.float32
+    kernel = _kernel_dtype(name, models, readers, device) if use_fused else None
+    return torch.float32 if kernel is None else kernel
+
+
+def _kernel_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader],
+                  device: torch.device) -> torch.dtype | None:
+    """The dtype every model stores ``name`` in, when the fused kernel takes it as stored; else None."""
+    stored = _stored_dtype(name, models, readers)
+    return stored if stored is not None and fused.accepts(stored, len(models), device) else None
 
 
 def _stored_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader]) -> torch.dtype | None:
