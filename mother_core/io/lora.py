@@ -62,8 +62,8 @@ row-separable too:
 LoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA and HRA on single experts' modules of a mixture-of-experts model
 (transformers 4's Mixtral ``block_sparse_moe.experts.E.w1`` / ``w2`` / ``w3``, one adapter module per expert), on a
 base whose experts are listed stacked (:mod:`.experts`): each expert's update is made for its (out, in) matrix as on
-a dense module and applied to that expert's row of the stacked tensor (``_Update`` mode ``each_expert``; LoRA stacks
-its factors, ``_stacked_update``).
+a dense module and applied to that expert's row of the stacked tensor (``_Update`` mode ``each_expert``,
+:func:`_expert_rows`).
 
 An adapter on an embedding makes PEFT save the embedding's ``base_layer.weight`` beside it: the update is applied
 to that copy (a resized vocabulary is then the adapter's own).
@@ -244,26 +244,16 @@ class _Update:
             flat.addmm_(self.b.flatten(1)[r0:r1], self.a.flatten(1), alpha=self.scale)
 
 
-def _stacked_update(experts: Mapping[int, tuple[torch.Tensor, torch.Tensor, float]], n_experts: int) -> _Update:
-    """One ``"experts"`` update of a stacked (experts, out, in) tensor from LoRAs on single experts' modules.
+def _expert_rows(experts: Mapping[int, _Update], n_experts: int) -> _Update:
+    """One ``"each_expert"`` update of a stacked (experts, out, in) tensor from adapters on single experts' modules.
 
     Adapters made on a model whose experts are modules of their own (transformers 4's Mixtral ``w1`` / ``w2`` /
-    ``w3``, Qwen2-MoE's ``experts.E.gate_proj``: ``target_modules`` names them) hold one ``lora_A`` (r, in) /
-    ``lora_B`` (out, r) pair per expert; the base lists its experts stacked (:mod:`.experts`). Each expert's
-    pair goes in its row of the stacked factors, padded to the largest rank with zeros (a zero rank-row adds
-    nothing), each scale folded into its ``B`` where the experts' scales differ (``rank_pattern`` /
-    ``alpha_pattern``); experts without an adapter get zero factors. The caller checks the pairs' shapes.
+    ``w3``, Qwen2-MoE's ``experts.E.gate_proj``: ``target_modules`` names them) hold one update per expert, made
+    for its (out, in) matrix as on a dense module; the base lists its experts stacked (:mod:`.experts`). Expert
+    ``e``'s update changes row ``e``; experts without an adapter are unchanged. The caller checks the shapes.
     """
-    rank = max(a.shape[0] for a, _, _ in experts.values())
-    a0, b0, _ = next(iter(experts.values()))
-    scales = {scale for _, _, scale in experts.values()}
-    shared = next(iter(scales)) if len(scales) == 1 else None
-    per_a = torch.zeros((n_experts, rank, a0.shape[1]), dtype=torch.float32)
-    per_b = torch.zeros((n_experts, b0.shape[0], rank), dtype=torch.float32)
-    for e, (a, b, scale) in experts.items():
-        per_a[e, : a.shape[0]] = a
-        per_b[e, :, : b.shape[1]] = b if shared is not None else b * scale
-    return _Update(per_a, per_b, shared if shared is not None else 1.0, "experts")
+    empty = torch.empty(0)
+    return _Update(empty, empty, 1.0, "each_expert", experts=tuple(experts.get(e) for e in range(n_experts)))
 
 
 #: The regular-expression subset a rank/alpha pattern from a config may use: literal name characters,
@@ -515,7 +505,7 @@ class LoraReader:
         rank_pattern = _patterns(config, "rank_pattern", config_path)
         alpha_pattern = _patterns(config, "alpha_pattern", config_path)
         fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
-        per_expert: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor, float]]] = {}
+        per_expert: dict[str, dict[int, _Update]] = {}
         for (module, is_embedding), ab in sorted(pairs.items()):
             if set(ab) != {"A", "B"}:
                 raise AdapterMismatchError(f"{adapter_file}: module {module} has lora_{next(iter(ab))} only.",
@@ -551,19 +541,18 @@ class LoraReader:
                 continue
             slot = stacked_slot(name) if name not in self._infos and mode == "linear" and magnitude is None else None
             if slot is not None and slot[0] in self._infos:  # one expert's module, the base's experts stacked
-                per_expert.setdefault(slot[0], {})[slot[1]] = (ab["A"], ab["B"], float(scale))
+                per_expert.setdefault(slot[0], {})[slot[1]] = _Update(ab["A"], ab["B"], float(scale), mode)
                 continue
             self._add(name, _Update(ab["A"], ab["B"], float(scale), mode, magnitude))
         for target, experts in sorted(per_expert.items()):
             n_experts, n_out, n_in = self._infos[target].shape
-            wrong = [e for e, (a, b, _) in experts.items()
-                     if e >= n_experts or a.shape[1] != n_in or b.shape[0] != n_out]
+            wrong = [e for e, u in experts.items() if e >= n_experts or not u.fits((n_out, n_in))]
             if wrong:
                 raise AdapterMismatchError(
                     f"The adapter {self.ref.path} updates expert {wrong[0]} of {target} with a shape that the "
                     f"base model {self.base.ref.id!r}'s ({n_experts} experts of {n_out} x {n_in}) does not have: is "
                     "that the right base model?", self.ref.path)
-            self._add(target, _stacked_update(experts, n_experts))
+            self._add(target, _expert_rows(experts, n_experts))
         if magnitudes or (config.get("use_dora") and not any(u.magnitude is not None for us in self._updates.values()
                                                               for u in us)):
             raise UnreadableCheckpointError(
@@ -725,9 +714,7 @@ class LoraReader:
             if peft_type == "IA3" and got["ia3_l"].shape[1] == 1 and bias in self._infos:
                 self._add(bias, _Update(got["ia3_l"], got["ia3_l"], 1.0, "scale"))
         for target, experts in sorted(per_expert.items()):  # one update per stacked tensor, expert by expert
-            empty = torch.empty(0)
-            self._add(target, _Update(empty, empty, 1.0, "each_expert",
-                                      experts=tuple(experts.get(e) for e in range(self._infos[target].shape[0]))))
+            self._add(target, _expert_rows(experts, self._infos[target].shape[0]))
 
     def _damaged(self, module: str, what: str) -> AdapterMismatchError:
         path = self.ref.files[0]
