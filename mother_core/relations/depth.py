@@ -176,8 +176,8 @@ def _original_first(c: int, tried: dict[int, DepthFit], copies: dict[int, int],
 
 
 def _same_kinds(block: Block, deeper: Block) -> bool:
-    """Whether every layer of ``block`` holds only matrices the layers of ``deeper`` hold (by name within
-    the layer), at least one of them of the same shape."""
+    """Whether every layer of ``deeper`` holds every matrix (by name within the layer) the layers of ``block``
+    hold; shapes may differ (a student pruned in width too), :func:`_fit` compares the equal ones."""
     mine = {r for layer in block.layers.values() for r in layer}
     theirs = [set(layer) for layer in deeper.layers.values()]
     return bool(theirs) and all(mine <= t for t in theirs)
@@ -190,7 +190,7 @@ def _stack_layouts(stats: WeightStatistics, pl: PairLayers, links: list[TypedLin
     for link in links:
         if stacked(link):
             full = stats.present[:, stats.present[link.child]].all(axis=1)
-            out |= {int(g) for g in np.flatnonzero(full) if g == link.child or pl.relative_sq(link.child, int(g), None)
+            out |= {int(g) for g in np.flatnonzero(full) if g == link.child or pl.relative_sq(link.child, int(g))
                     < UNRELATED ** 2}
     return out
 
