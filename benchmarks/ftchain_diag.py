@@ -1,15 +1,24 @@
 """Fine-tune edges placed or directed wrong: the engine's inputs dumped per set, placement variants simulated
-on them (issues 11 and 12; benchmarks/RESULTS.md, "(branch ftchain)").
+on them, the engine compared with a variant (issues 11 and 12; benchmarks/RESULTS.md, "(branch ftchain)").
 
-A diagnostic, no engine change. ``dump`` recovers each set with the defaults and keeps what a re-solve needs
-(the :class:`RecoveryProblem`), the true edges and recipes, and the excess kurtosis of W_i - W_j for every pair
-of models in one recovered tree (mean over layers and per layer, from the skeletons, as :mod:`.ties` reads
-it). ``show`` re-solves each problem under variants (installed by replacing a step of
-:mod:`mother_core.recovery.ties` or :mod:`mother_core.recovery.solve` for the run) and prints fine-tune edges
-right, directed (undirected), per set and per tree recipe.
+``dump`` recovers each set with the defaults and keeps what a re-solve needs (the :class:`RecoveryProblem`),
+the true edges and recipes, and the excess kurtosis of W_i - W_j for every pair of models in one recovered
+tree (mean over layers and per layer, from the skeletons, as :mod:`.ties` reads it). ``show`` re-solves each
+problem under variants (installed by replacing a step of :mod:`mother_core.recovery.ties` or
+:mod:`mother_core.recovery.solve` for the run) and prints fine-tune edges right, directed (undirected), per
+set and per tree recipe; ``--moves`` lists each child that moves. ``compare`` recovers each set twice from the
+same statistics, as the engine is and with one variant (default ``ties-by-mean``: near ties read on the
+mean kurtosis over layers, the rule before this branch), with confidence figures.
+
+Variants: ``ties-by-mean``; ``wide<G:E`` (near ties up to effect size E in trees whose recovered edges' median
+difference kurtosis is below G); ``triple<G`` / ``swap<G`` / ``liftarg<G`` / ``swapleaf<G`` (in such trees,
+each recovered chain p -> x -> y re-read from its three differences: the most heavy-tailed pair is the one
+that is not an edge); ``+full`` reads every in-tree pair's kurtosis from the dump, not only the candidates the
+problem keeps.
 
     python benchmarks/ftchain_diag.py dump --cache CACHE --out /tmp/x/fit.pkl SET ...
-    python benchmarks/ftchain_diag.py show /tmp/x/fit.pkl ... [--variants a,b] [--trees]
+    python benchmarks/ftchain_diag.py show /tmp/x/fit.pkl ... [--variants a,b] [--trees] [--moves]
+    python benchmarks/ftchain_diag.py compare --cache CACHE SET ...
 """
 
 from __future__ import annotations
@@ -232,57 +241,6 @@ for _g in (-1.0, -0.6, -0.3):
         VARIANTS[f"wide<{_g}:{_e}"] = _wide_ties(_g, _e)
 
 
-def _ties_by_layers(share: float = 0.5) -> Callable[[], Callable[[], None]]:
-    """The near-tie step choosing among the tied candidates by the layers as replicates: a candidate beats the
-    one standing when more than ``share`` of the layers that measured both read its difference to the child
-    the more platykurtic (the mean over layers decides in :func:`.ties.choose_among_ties`)."""
-    def install() -> Callable[[], None]:
-        original = S.choose_among_ties
-
-        def patched(parent, members, margins, ties, pinned=(), banned=(), no_children=()):  # type: ignore[no-untyped-def]
-            out = parent.copy()
-            pinned, no_children, banned = set(pinned), set(no_children), set(banned)
-            todo = []
-            for c in map(int, members):
-                p = int(out[c])
-                if p < 0 or c in pinned or c not in ties or c not in margins or p not in margins[c].candidates:
-                    continue
-                m = margins[c]
-                i = m.candidates.index(p)
-                tied = [(float(m.effect[i, j]), q) for j, q in enumerate(m.candidates)
-                        if q != p and q in ties[c].candidates and np.isfinite(m.effect[i, j])
-                        and m.effect[i, j] < T.TIE_EFFECT and q not in no_children and (q, c) not in banned]
-                if tied:
-                    todo.append((min(e for e, _ in tied), c, [q for _, q in tied]))
-            choices = {}
-            for _, c, near in sorted(todo):
-                p = int(out[c])
-                t = ties[c]
-                if t.layers is None or p not in t.candidates:
-                    continue
-                below = T._descendants(out, c)
-                best = p
-                for q in near:
-                    if q in below:
-                        continue
-                    a, b = t.layers[t.candidates.index(q)], t.layers[t.candidates.index(best)]
-                    both = np.isfinite(a) & np.isfinite(b)
-                    if both.sum() and (a[both] < b[both]).mean() > share:
-                        best = q
-                out[c] = best
-                if best != p:
-                    k = dict(zip(t.candidates, t.kurtosis.tolist()))
-                    choices[c] = T.TieChoice(p, (best, p), (k[best], k[p]))
-            return out, choices
-
-        S.choose_among_ties = patched  # type: ignore[assignment]
-
-        def undo() -> None:
-            S.choose_among_ties = original  # type: ignore[assignment]
-        return undo
-    return install
-
-
 def _ties_by_mean() -> Callable[[], None]:
     """The near-tie step as it was before branch ftchain: the lowest mean kurtosis over layers wins."""
     original = T.more_platykurtic
@@ -298,8 +256,6 @@ def _ties_by_mean() -> Callable[[], None]:
 
 
 VARIANTS["ties-by-mean"] = _ties_by_mean
-VARIANTS["ties-by-layers"] = _ties_by_layers()
-VARIANTS["ties-by-layers-2/3"] = _ties_by_layers(2 / 3)
 
 
 def _full(name: str) -> Callable[[], Callable[[], None]]:
