@@ -70,6 +70,7 @@ from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
 from mother_core.relations.stack import shallower_than, stacked, unrelated_by_name
+from mother_core.relations.untrained import trained_to_untrained
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -313,6 +314,9 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             cost[a, b] = np.inf
     for a, b in shallower_than(stats, list(findings.links), ev.relative):  # a stack parents only models of its layout
         cost[a, b] = np.inf
+    if settings.method != "paper":  # a model at its initialisation is no trained model's child (relations/untrained)
+        for a, b in trained_to_untrained(stats):
+            cost[a, b] = np.inf
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}
