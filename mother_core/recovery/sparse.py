@@ -11,8 +11,8 @@ The same method as :mod:`mother_core.recovery.recover` (docs/METHOD.md), read on
    arborescence under each regime, the cheaper kept (regime ``auto``);
 5. placement and direction confidence from the same calibrated maps (:mod:`.confidence`), with the
    same honesty rules: a tree whose radial share (from the norms and the candidate pairs' squared
-   distances) exceeds the calibrated domain reads its direction as a coin flip
-   (:func:`.confidence.within_calibration`), and a root's only child is capped
+   distances) exceeds the calibrated domain reads its direction at the counted share of such fitting
+   trees read right (:func:`.confidence.within_calibration`), and a root's only child is capped
    (:func:`mother_core.recovery.recover.sole_child_capped`).
 
 Not done here (they need dense matrices or the skeletons): the additive refinement, pooled readings
@@ -59,7 +59,7 @@ from mother_core.stats.sketch_store import shared_slots
 DENSE_TREE_UP_TO = 3000
 #: Alternatives kept per model (the candidate parents it did not take), cheapest first.
 ALTERNATIVES = 3
-#: Every sparse tree's direction note (a tree beyond the calibrated domain adds why it reads a coin flip).
+#: Every sparse tree's direction note (a tree beyond the calibrated domain adds why it reads its count).
 SPARSE_NOTE = "Read on this tree's candidate pairs (sparse path)."
 #: The result's note when the ``kurtosis_ties`` setting is on: the sparse path cannot apply the rule.
 SPARSE_TIES_NOTE = ("Near-tied parents were not re-chosen by the shape of the weight difference (the "
