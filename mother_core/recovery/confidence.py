@@ -221,7 +221,7 @@ RADIAL_SHARE_MAX = 0.130
 #: on the fitting collections whose reading directed most of their placed edges right, (right + 1) / (n + 2),
 #: counted per tree, since a reading is right or wrong for the whole tree and its edges are not independent
 #: draws (``calibrate.py --pooled`` counts it: ``flagged_count``). On two draws of the generalise fitting
-#: collections (fit-*, fit2-*, fitx-0..2, fitw; the typed profile C seeds 5, 13, 15 have no such tree):
+#: collections (fit-*, fit2-*, fitx-0..2, fitw; typed C seeds 5, 13, 15 and D 200 have no such tree):
 #: 3 trees of 4 (fit-llama-fft in fitx-2, 8 of 8 placed edges directed right, on both draws; an AdamW ViT
 #: piece of fitw, 2 of 2; fitw's SGD + L2 ViT tree, 0 of 2), (3 + 1) / (4 + 2) = 0.667; by edge 18 of 20.
 #: Before, such a tree read 0.5, a coin flip, which was no count (benchmarks/RESULTS.md, "Confidence sources
