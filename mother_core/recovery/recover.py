@@ -293,13 +293,13 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     for t, chosen in choose_readings(solved, scales, groups).items():
         members = np.flatnonzero(labels == t)
         sub = np.ix_(members, members)
-        conf, note = chosen.confidence, chosen.note
+        conf, note, beyond = chosen.confidence, chosen.note, False
         if chosen.basis != "fixed":  # a reading the user set is the user's
             untyped = np.array([g for g in members if g not in typed_children])
             share = tree_radial_share(stats.norm, stats.sq_dist, ev.layer_index, ev.distance, untyped)
-            conf, note = within_calibration(conf, note, share)
+            conf, note, beyond = within_calibration(conf, note, share)
         readings[t] = TreeReading(chosen.regime, conf, rank_distance_used=rank_used[t],
-                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=note)
+                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=note, beyond_domain=beyond)
         on_prior = chosen.basis == "prior" and PRIOR_KEY in matrices[t]
         cost[sub] = block_leaves(matrices[t][PRIOR_KEY if on_prior else (chosen.regime, chosen.norm_sign)],
                                  {k for k, g in enumerate(members) if g in leaves})
