@@ -276,9 +276,15 @@ def _entries_above_chance(pl: PairLayers, labels: np.ndarray, rounded: np.ndarra
         # alone would pass too, so only the child's largest share counts here.
         own = np.where(np.isfinite(pl.equal_share), pl.equal_share, -np.inf)
         np.fill_diagonal(own, -np.inf)
+        # The share must be there at all: ``rounded`` is a median over the tensors where rounding keeps an entry,
+        # the share a median over every layer. In float32 rounding keeps one only in tensors near zero (the
+        # generalise collection fitw: two attention key biases, which get no gradient and only decay), so a share
+        # of 0 (most layers keep none of the candidate's entries, which no sparse merge leaves: it trims every
+        # tensor) passed on those alone against a tree's chance level of 0, and a fine-tune of that SGD tree read
+        # as a confirmed TIES merge of its own children at 0.988.
         with np.errstate(invalid="ignore"):
             beyond = ((rounded >= CHANCE_FACTOR) & (pl.equal_share >= CHANCE_FACTOR * chance[:, None])
-                      & (own >= own.max(axis=1, keepdims=True)))
+                      & (pl.equal_share > 0) & (own >= own.max(axis=1, keepdims=True)))
         scaled = np.where(beyond, np.maximum(scaled, EQUAL_SHARE), scaled)
     return dataclasses.replace(pl, equal_share=scaled, equal_counted=pl.equal_share)
 
