@@ -1408,7 +1408,7 @@ def _inner_input_contest(stats: WeightStatistics, pl: PairLayers, c: int, parent
     A merge lies in its inputs' span, so a child read on it and on some of those inputs is read on their span too,
     and one of its other inputs in its place spans nearly the same: the two readings differ by what that input
     adds. A true merge of a merge explains the child markedly better with the merge than with any one of its inputs
-    (profile D seeds 204 and 206: 2.5 to 1e10 times less residual, over 16 such pairs). Where an input of the merge
+    (profile D seeds 200-208: 2.5 to 1e9 times less residual, 18 such parents). Where an input of the merge
     explains it about as well, the merge parent is one reading of two, an input taken in the place of its own near
     copy (D 204: a task-arithmetic merge read on a SLERP that weighs the true input 0.65, that input leaving 0.7
     times its residual). The bar is the detector's own: more parents (a merge parent brings its inputs with it) must
