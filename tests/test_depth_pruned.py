@@ -126,3 +126,17 @@ def test_a_rerun_of_the_detectors_reads_no_layer_again(family: dict[str, Any], m
     with pytest.raises(ValueError, match="another statistics"):
         detect_relations(compute_statistics(discover([family["dir"] / "m-root", family["dir"] / "m-a"]),
                                             device="cpu"), np.zeros(2, dtype=int), reads=reads)
+
+
+def test_a_students_link_reads_the_calibrated_rate_of_layer_maps(family: dict[str, Any]) -> None:
+    """``distill`` links of the depth detector read the rate fitted on typed profile S (12 of 12 right); a forest
+    edge read ``distill`` by its shapes alone is another kind (0 of 7 right there before stacks' fine-tunes were
+    barred from parenting shallower models) and keeps the detector's own value."""
+    from mother_core.recovery.typed import links_of
+    from mother_core.relations.calibration import CONFIDENCE, kind_of
+
+    stats = family["stats"]
+    links = {stats.model_ids[x.child]: x for x in links_of(family["rec"].problem)}
+    assert links["s-mid"].confidence == CONFIDENCE["distill"] > 0.85
+    assert kind_of("distill", links["s-mid"].detail) == "distill"
+    assert kind_of("distill", "9 fewer tensors") == "distill: shapes only" not in CONFIDENCE

@@ -43,7 +43,7 @@ import numpy as np
 from mother_core.errors import MotherError
 from mother_core.io.registry import needs_base
 from mother_core.recovery.forest import UNRELATED
-from mother_core.relations.calibration import confidence
+from mother_core.relations.calibration import LAYERS_KEPT, confidence, kind_of
 from mother_core.relations.evidence import PairLayers, TypedLink
 from mother_core.relations.stack import SAMPLE, STACK_MARGIN, Block, LayerReads, _read_layers, blocks, stacked
 from mother_core.relations.vocabulary import Relation
@@ -295,12 +295,12 @@ def _link(stats: WeightStatistics, c: int, fit: DepthFit, rival: float) -> Typed
     ids = [m.id for m in stats.models]
     n = len(fit.kept)
     dropped = sorted(set(range(fit.parent_layers)) - set(fit.kept))
-    detail = f"{n} of {fit.parent_layers} layers kept (dropped {', '.join(map(str, dropped))})"
+    detail = f"{n} of {fit.parent_layers} {LAYERS_KEPT} (dropped {', '.join(map(str, dropped))})"
     evidence = (f"its {n} layers ({fit.block}.N) are, in order, layers {', '.join(map(str, fit.kept))} of "
                 f"{ids[fit.parent]} ({fit.parent_layers} layers), at relative distance {max(fit.residual):.3f} at "
                 f"most (median {float(np.median(fit.residual)):.3f}, on up to {SAMPLE} entries per matrix): a "
                 "subset of its layers, kept and trained (depth pruning)"
                 + (f"; the nearest model of its own depth is {np.sqrt(rival):.3f} away by name" if np.isfinite(rival)
                    else "; no other model of its depth is related to it"))
-    return TypedLink(c, (fit.parent,), Relation.DISTILL, detail, confidence(Relation.DISTILL.value, 0.85),
-                     evidence=evidence)
+    conf = confidence(kind_of(Relation.DISTILL.value, detail), 0.85)
+    return TypedLink(c, (fit.parent,), Relation.DISTILL, detail, conf, evidence=evidence)

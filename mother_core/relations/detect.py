@@ -348,6 +348,7 @@ def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, st
         return (Relation.PRUNE, f"{len(narrower)} tensors narrower", confidence(Relation.PRUNE.value, 0.8),
                 f"{len(narrower)} of its tensors are narrower versions of the parent's; the rest match")
     if missing and set(names_c) <= set(names_p):
-        return (Relation.DISTILL, f"{len(missing)} fewer tensors", confidence(Relation.DISTILL.value, 0.7),
+        detail = f"{len(missing)} fewer tensors"
+        return (Relation.DISTILL, detail, confidence(kind_of(Relation.DISTILL.value, detail), 0.7),
                 f"holds a subset of the parent's tensors ({len(missing)} fewer: fewer layers)")
     return None
