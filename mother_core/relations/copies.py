@@ -35,7 +35,9 @@ low-rank update (its untargeted layers Q's values to within float rounding) and 
 source does. A quantizer's rounding is full rank on every matrix it rounds; a difference from Q that is
 low rank on every changed weight matrix is a merged adapter on Q's values (:func:`_made_from`). Such a
 model is neither Q's source nor evidence that Q's source is missing; it is left to the adapter
-detectors as Q's child.
+detectors as Q's child. Near the float floor (a 5- or 6-bit grid against bf16) the rounding reads as low
+rank too; there Q's grid tells (:mod:`.grid`): Q's source rounds onto it, a model made from Q's values
+sits on its points plus an update.
 """
 
 from __future__ import annotations
@@ -276,8 +278,10 @@ def _made_from(stats: WeightStatistics, pl: PairLayers, q: int, c: int, u: np.nd
     (:func:`.lowrank.lowrank_profile`) of the pair (the rank of
     the skeleton differences above the float floor) with its bar, at least half the changed weight matrices
     at low rank (a rank-r update of a matrix with fewer than r / LORA_RANK rows, grouped-query k / v, is full
-    rank there): a quantizer's rounding is full rank on each matrix it rounds, so its source never passes,
-    nor does a LoRA merged into the source (its difference from ``q`` carries the rounding too)."""
+    rank there): a quantizer's rounding is full rank on each matrix it rounds, so its source does not pass,
+    nor does a LoRA merged into the source (its difference from ``q`` carries the rounding too), except near the
+    float floor, where a pair that passes is read on ``q``'s grid (:func:`.grid.read_grid`): the source's values
+    rounded onto it are ``q``'s."""
     bits = scheme_bits(quantization_scheme(stats.models[q].format) or "")
     if bits is None or 2.0 ** -bits < ROUNDING_VISIBLE * max(u[q], u[c]):
         # A grid of 2^b levels per block rounds by about 2^-b relative; near the float floor (8 bits against
