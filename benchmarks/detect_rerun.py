@@ -15,19 +15,16 @@ The statistics cache must be warm (one ``benchmarks/typed.py --cache CACHE`` run
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from solve_speed import run_one, timed_recover, two_codes  # noqa: E402
 
 
 def worker(code: Path, folder: Path, cache: Path) -> None:
@@ -73,21 +70,8 @@ def worker(code: Path, folder: Path, cache: Path) -> None:
     detect.find_stacks = timed("stack", detect.find_stacks)
     import mother_core.recovery.recover as rmod
     rmod.detect_relations = counting_detect
-    load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    rec = recover(stats, RecoverySettings())
-    seconds = time.perf_counter() - t0
-    d = rec.to_dict()
-    d.pop("run_seconds", None)
-    digest = hashlib.sha256(json.dumps(d, sort_keys=True, allow_nan=True).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": seconds, "hash": digest, "load": load, "calls": calls}))
-
-
-def run_one(code: Path, folder: Path, cache: Path) -> dict:
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(code), "--sets",
-                          str(folder), "--cache", str(cache)], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(code)})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    _, out = timed_recover(stats, recover, RecoverySettings())
+    print(json.dumps({**out, "calls": calls}))
 
 
 def _summary(runs: list[dict]) -> dict[str, float]:
@@ -109,14 +93,7 @@ def _summary(runs: list[dict]) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", type=Path, required=True, help="typed set folders")
-    ap.add_argument("--cache", type=Path, required=True, help="a warm statistics cache folder")
-    ap.add_argument("--other", type=Path, help="the other code's checkout (with mother_core/)")
-    ap.add_argument("--this", type=Path, default=HERE, help="this code's checkout (default: this one)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = two_codes(__doc__).parse_args()
     if args.worker is not None:
         worker(args.worker, args.sets[0], args.cache)
         return
@@ -125,7 +102,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {name: [] for name, _ in codes}
         for _ in range(args.repeats):
             for name, code in codes:
-                runs[name].append(run_one(code, folder, args.cache))
+                runs[name].append(run_one(code, folder, args.cache, __file__))
         sums = {name: _summary(r) for name, r in runs.items()}
         hashes = {name: {r["hash"] for r in rs} for name, rs in runs.items()}
         loads = [r["load"] for rs in runs.values() for r in rs]

@@ -5,7 +5,8 @@ the GGUF file, both at >= 0.98; mother_core/relations/copies.py, ``ROUNDING_VISI
 Real training and real tools (the typed zoo's ops, peft, the gguf package), in the shapes of that family: an
 OLMo2 root (hidden 96, 2 layers), a float32 fine-tune of it, a LoRA (rank 8) trained on that, merged and stored
 in bf16, a near-copy fine-tune of the same base (float32, 17 steps at 1.2e-4), and a GGUF Q5_0 of the merged
-LoRA; and a QLoRA on 5 bits: a GGUF Q5_0 of the base with a LoRA trained on its dequantized weights, merged, bf16. Before the change the Q5_0 rounding of the bf16 LoRA (8 bf16 roundoffs) read as a low-rank update, so
+LoRA; and a QLoRA on 5 bits: a GGUF Q5_0 of the base with a LoRA trained on its dequantized weights, merged,
+stored in bf16. Before the change the Q5_0 rounding of the bf16 LoRA (8 bf16 roundoffs) read as a low-rank update, so
 the LoRA was taken for a QLoRA made from its own GGUF copy and the GGUF for a quantized copy of the base.
 """
 
