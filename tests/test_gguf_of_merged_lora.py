@@ -97,7 +97,6 @@ def test_a_qlora_on_a_5_bit_model_is_made_from_it_and_the_gguf_is_its_sources_co
     the GGUF's grid points plus the update, where the source's fill the cells). With the rank test barred from 5
     bits (``ROUNDING_VISIBLE`` 16) the GGUF of the base read as a fine-tune of the base."""
     from mother_core import compute_statistics, discover, recover
-    from mother_core.relations.grid import read_grid
 
     stats = compute_statistics(discover([family]), device="cpu")
     rec = recover(stats)
@@ -105,6 +104,8 @@ def test_a_qlora_on_a_5_bit_model_is_made_from_it_and_the_gguf_is_its_sources_co
     assert edges["m-base-q5"][:2] == ("m-base", "quantized")
     assert edges["m-qlora"] == ("m-base-q5", "lora", "on dequantized weights")
     assert edges["m-q5"][:2] == ("m-lora", "quantized") and edges["m-lora"][:2] == ("m-base", "lora")
+    from mother_core.relations.grid import read_grid
+
     i = stats.model_ids.index
     made_from, source = read_grid(stats, i("m-base-q5"), i("m-qlora")), read_grid(stats, i("m-q5"), i("m-lora"))
     assert source.rounding and 0.2 < source.mean_steps < 0.3  # uniform over the cell: a quarter step
