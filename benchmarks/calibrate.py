@@ -261,8 +261,10 @@ def _columns(rows: list[dict[str, object]]) -> dict[str, np.ndarray]:
     # confidence: with a prior at 0.5 the engine leaves such a tree's note unflagged, so the share is read here).
     prior = np.array([r["basis"] == "prior" for r in rows], dtype=bool) & ~col("typed").astype(bool)
     share = col("share")
-    return {"prior": prior, "prior_flagged": prior & (col("flagged").astype(bool)
-                                                      | (np.isfinite(share) & (share > RADIAL_SHARE_MAX))),
+    prior_flagged = prior & (col("flagged").astype(bool) | (np.isfinite(share) & (share > RADIAL_SHARE_MAX)))
+    return {"prior": prior, "prior_flagged": prior_flagged,
+            # beyond the calibrated radial share: the engine's flag (its note), or a tree on the prior beyond it
+            "flagged": (col("flagged").astype(bool) | prior_flagged) & ~col("typed").astype(bool),
             "margin": np.clip(col("margin"), -1.0, 1.0), "raw_margin": col("margin"), "near": col("near_tied"),
             "no_alt": (col("n_alternatives") == 0).astype(float), "related": _sig(4 * col("related")),
             "reading": col("reading"), "scale": np.array([float(r["cues"].get("scale", 0.0)) for r in rows]),  # type: ignore[attr-defined]
@@ -281,8 +283,9 @@ def fit_pooled(rows: list[dict[str, object]], power: float) -> dict[str, float]:
     m = _logistic(np.column_stack([c["margin"], c["no_alt"]])[plain], c["placed"][plain], (1, 0))
     contested = u & (c["raw_margin"] < 0)
     rate = min((c["placed"][contested].sum() + 1) / (contested.sum() + 2), float(_sig(m[0])))
-    # The prior's edges are counted, not fitted (direction.PRIOR_CONFIDENCE); the rest fit the mixture.
-    d = u & c["placed"] & ~c["sole"] & ~c["prior"]
+    # The prior's edges and those beyond the radial share are counted, not fitted (direction.PRIOR_CONFIDENCE,
+    # confidence.RADIAL_FLAG_CONFIDENCE); the rest fit the mixture.
+    d = u & c["placed"] & ~c["sole"] & ~c["prior"] & ~c["flagged"]
     y, s = c["right"][d].astype(float), c["scale"][d]
     r = _reading(c["reading"][d], power)
 
@@ -294,7 +297,9 @@ def fit_pooled(rows: list[dict[str, object]], power: float) -> dict[str, float]:
     sole = u & c["sole"]
     k_right, k_n = prior_count(rows)
     t_right, t_n = tie_count(rows)
+    f_right, f_n = flagged_count(rows)
     return {"PRIOR_CONFIDENCE": (k_right + 1) / (k_n + 2), "TIE_PLACEMENT": (t_right + 1) / (t_n + 2),
+            "RADIAL_FLAG_CONFIDENCE": (f_right + 1) / (f_n + 2),
             "PLACE_BIAS": b[0], "PLACE_MARGIN_SLOPE": b[1], "PLACE_NEAR_TIED": -b[2], "PLACE_NO_ALTERNATIVE": b[3],
             "PLACEMENT_BIAS": m[0], "PLACEMENT_SLOPE": m[1], "PLACEMENT_NO_ALTERNATIVE": m[2],
             "CONTESTED_PLACEMENT": rate, "EVIDENCE_BIAS": w[0], "SCALE_SLOPE": w[1], "READING_ODDS_POWER": power,
@@ -307,6 +312,30 @@ def prior_count(rows: list[dict[str, object]]) -> tuple[int, int]:
     c = _columns(rows)
     k = c["prior"] & ~c["prior_flagged"] & c["placed"] & ~c["sole"]
     return int(c["right"][k].sum()), int(k.sum())
+
+
+def flagged_trees(rows: list[dict[str, object]]) -> list[tuple[str, int, int, int]]:
+    """(collection/tree, placed edges, directed right, read right) of every tree beyond the calibrated radial
+    share with a placed edge (not typed, not a root's only child): read right when most of its placed edges
+    are directed right."""
+    c = _columns(rows)
+    trees: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if c["flagged"][i] and c["placed"][i] and not c["sole"][i]:
+            trees.setdefault(f"{r['collection']}/{r['tree']}", []).append(i)
+    out = []
+    for name, ix in trees.items():
+        k = int(c["right"][ix].sum())
+        out.append((name, len(ix), k, int(k > len(ix) / 2)))
+    return out
+
+
+def flagged_count(rows: list[dict[str, object]]) -> tuple[int, int]:
+    """(trees read right, trees) among the trees beyond the calibrated radial share (:func:`flagged_trees`):
+    the count behind confidence.RADIAL_FLAG_CONFIDENCE, per tree because a reading is right or wrong for the
+    whole tree."""
+    t = flagged_trees(rows)
+    return sum(x[3] for x in t), len(t)
 
 
 def tie_count(rows: list[dict[str, object]]) -> tuple[int, int]:
@@ -330,8 +359,8 @@ def pooled_confidence(rows: list[dict[str, object]], k: dict[str, float]) -> np.
     place = np.where(c["tie"], k["TIE_PLACEMENT"] * c["related"], place)
     r = _reading(c["reading"], k["READING_ODDS_POWER"])
     p = _sig(k["EVIDENCE_BIAS"] + k["SCALE_SLOPE"] * c["scale"])
-    direction = np.where(c["prior"], np.where(c["prior_flagged"], 0.5, k["PRIOR_CONFIDENCE"]),
-                         r * p + (1 - r) * (1 - p))
+    direction = np.where(c["flagged"], k.get("RADIAL_FLAG_CONFIDENCE", 0.5),
+                         np.where(c["prior"], k["PRIOR_CONFIDENCE"], r * p + (1 - r) * (1 - p)))
     conf = place * direction
     conf = np.where(c["sole"], np.minimum(conf, k["SOLE_CHILD_CONFIDENCE"]), conf)
     return np.where(c["typed"], c["confidence"], conf)
@@ -395,7 +424,7 @@ def engine_constants() -> dict[str, float]:
 
     names = ("PLACE_BIAS", "PLACE_MARGIN_SLOPE", "PLACE_NEAR_TIED", "PLACE_NO_ALTERNATIVE", "PLACEMENT_BIAS",
              "PLACEMENT_SLOPE", "PLACEMENT_NO_ALTERNATIVE", "CONTESTED_PLACEMENT", "EVIDENCE_BIAS", "SCALE_SLOPE",
-             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE", "TIE_PLACEMENT")
+             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE", "TIE_PLACEMENT", "RADIAL_FLAG_CONFIDENCE")
     return {"PRIOR_CONFIDENCE": PRIOR_CONFIDENCE, **{n: float(getattr(k, n)) for n in names}}
 
 
@@ -434,6 +463,11 @@ def pooled(cache: Path | None, held_out: bool = False) -> None:
     t_right, t_n = tie_count(rows)
     print(f"parents the near-tie rule chose: {t_right} of {t_n} placed right; rule of succession "
           f"{(t_right + 1) / (t_n + 2):.3f} (confidence.TIE_PLACEMENT)")
+    f_right, f_n = flagged_count(rows)
+    print(f"trees beyond the radial share: {f_right} of {f_n} read right (most placed edges directed right); "
+          f"rule of succession {(f_right + 1) / (f_n + 2):.3f} (confidence.RADIAL_FLAG_CONFIDENCE)")
+    for name, n, k, ok in flagged_trees(rows):
+        print(f"  {name}: {k} of {n} placed edges directed right")
     for name, t in tables.items():
         kr, kn = prior_count(t)
         if kn:

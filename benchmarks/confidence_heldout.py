@@ -12,6 +12,7 @@ collections and their second draw. Nothing is fitted here.
 
     python benchmarks/confidence_heldout.py --cache /tmp/cache          # held-out, held2, barely
     python benchmarks/confidence_heldout.py --fitting --cache /tmp/cache
+    python benchmarks/confidence_heldout.py --fitting-only --cache /tmp/cache   # while choosing: no held-out read
 """
 
 from __future__ import annotations
@@ -66,17 +67,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="statistics cache (default: none)")
     ap.add_argument("--fitting", action="store_true", help="also the fitting collections and their second draw")
+    ap.add_argument("--fitting-only", action="store_true",
+                    help="the fitting collections, their second draw and, where generated, generalise.py's "
+                         "fitting-more ones (under _data/more) only: nothing held-out is generated or read")
     args = ap.parse_args()
     groups: dict[str, list[Path]] = {}
-    if args.fitting:
+    if args.fitting or args.fitting_only:
         groups["fitting"] = [generate_collection(c, DATA) for c in COLLECTIONS["fitting"]]
         groups["fitting, second draw"] = second_draw("fitting2")
-    groups["held-out (seen while choosing)"] = [generate_collection(c, DATA) for c in COLLECTIONS["held-out"]]
-    groups["held-out, second draw (clean)"] = second_draw("held2")
-    groups["barely trained (clean)"] = [generate_collection(barely.BARELY, barely.DATA)]
+    if args.fitting_only:
+        more = [f for f in sorted((DATA.parent / "more").glob("fit*")) if (f / "truth.json").exists()]
+        if more:
+            groups["fitting, more"] = more
+    else:
+        groups["held-out (seen while choosing)"] = [generate_collection(c, DATA) for c in COLLECTIONS["held-out"]]
+        groups["held-out, second draw (clean)"] = second_draw("held2")
+        groups["barely trained (clean)"] = [generate_collection(barely.BARELY, barely.DATA)]
     print("| collection | edges | directed | mean confidence | ECE | ECE if calibrated | AUROC | wrong at >= 0.8 |")
     print("|---|---|---|---|---|---|---|---|")
     held: list[tuple[np.ndarray, np.ndarray]] = []
+    fitting: list[tuple[np.ndarray, np.ndarray]] = []
     for g, folders in groups.items():
         parts = [edges_of(f, args.cache) for f in folders]
         for f, (c, r) in zip(folders, parts):
@@ -85,8 +95,11 @@ def main() -> None:
         print(row(f"**{g}, pooled**", c, r))
         if not g.startswith("fitting"):
             held += parts
-    c, r = np.concatenate([p[0] for p in held]), np.concatenate([p[1] for p in held])
-    print(row("**all held-out, pooled**", c, r))
+        else:
+            fitting += parts
+    pooled = held or fitting
+    c, r = np.concatenate([p[0] for p in pooled]), np.concatenate([p[1] for p in pooled])
+    print(row("**all held-out, pooled**" if held else "**all fitting, pooled**", c, r))
 
 
 if __name__ == "__main__":

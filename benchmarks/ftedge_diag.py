@@ -32,8 +32,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
+from mother_core.recovery.chain_ties import CHAIN_TIE_ZONE  # noqa: E402
 
 
 def _truth(folder: Path) -> tuple[list[tuple[str, str, str]], dict[str, dict]]:
@@ -119,8 +122,6 @@ def read_set(folder: Path, cache: Path | None, settings: RecoverySettings, verbo
 
 def chain_rows(folder: Path, cache: Path | None) -> list[dict]:
     """Every recovered fine-tune chain p -> x -> y of one set, uncapped, with h and whether each edge is right."""
-    import numpy as np
-
     from mother_core.recovery import chain_ties
 
     d = json.loads((folder / "truth.json").read_text())
@@ -158,6 +159,27 @@ def chains(sets: list[Path], cache: Path | None) -> None:
         ok = sum(r["second"] and r["c_second"] >= 0.8 for r in z) + sum(r["first"] and r["c_first"] >= 0.8 for r in z)
         print(f"| h < {zone} | {n} | {s2} | {s1} | {w2} / {w1} | {ok} | {(s2 + 1) / (n + 2):.3f} / "
               f"{(s1 + 1) / (n + 2):.3f} |")
+    z = [r for r in rows if r["h"] < CHAIN_TIE_ZONE]
+    for key in ("second", "first"):
+        cap, right, n = lowered_share([r["c_" + key] for r in z], [r[key] for r in z])
+        print(f"\n{key} edges of the tie zone: the cap that is the share right among the edges it lowers: "
+              f"{cap:.3f} ({right} of {n} above it right; chain_ties.CHAIN_TIE_{key.upper()})")
+
+
+def lowered_share(confidence: list[float], right: list[bool]) -> tuple[float, int, int]:
+    """(cap, right, n): the cap equal to (right + 1) / (n + 2) over the edges whose own ``confidence`` is above
+    it, those it lowers (a fixed point, iterated from the share over every edge); edges below a cap keep their
+    own confidence, so they are not what the cap is counted on."""
+    c, y = np.asarray(confidence, dtype=float), np.asarray(right, dtype=bool)
+    cap = (y.sum() + 1) / (len(y) + 2)
+    for _ in range(100):
+        above = c > cap
+        new = (y[above].sum() + 1) / (above.sum() + 2)
+        if abs(new - cap) < 1e-12:
+            break
+        cap = new
+    above = c > cap
+    return float(cap), int(y[above].sum()), int(above.sum())
 
 
 def main() -> None:

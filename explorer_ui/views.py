@@ -612,7 +612,8 @@ def tie_note(e: Edge) -> str:
     return (f"**Parent chosen among {len(e.tie_kurtosis)} near-tied candidates by the shape of the weight "
             "difference (Adam-like updates), not by distance.** The layers could not tell these candidates "
             "apart beyond their noise; in a tree whose updates read Adam-like, a true parent's difference to "
-            "its child is the most platykurtic (flat-tailed). Excess kurtosis of the difference child − "
+            "its child is the most platykurtic (flat-tailed), and the chosen one's reads so against each other "
+            "candidate in most layers. Mean excess kurtosis over the layers of the difference child − "
             f"candidate (lower: more like one fine-tune's update): {values}." + _TIE_COUNTED)
 
 

@@ -181,8 +181,9 @@ class RecoverySettings:
     kurtosis_ties : bool
         ``"mother+"`` only: in trees whose members' differences read platykurtic (Adam-like updates), a
         child whose chosen parent the layers do not prefer beyond the noise over another candidate takes
-        the candidate whose difference to it has the lowest excess kurtosis (:mod:`mother_core.recovery.ties`;
-        chosen on the fitting collections: benchmarks/RESULTS.md, issue 12, "Near-tied parents").
+        the candidate whose difference to it reads the most platykurtic, layer by layer
+        (:mod:`mother_core.recovery.ties`; chosen on the fitting collections: benchmarks/RESULTS.md, issue 12,
+        "Near-tied parents", "Near-tied parents read layer by layer").
     relations : str
         ``"mother+"`` only: which relation detectors run before the fine-tune forest is solved
         (:mod:`mother_core.relations.detect`): ``"all"`` (default), ``"none"`` (every edge a

@@ -32,13 +32,18 @@ from mother_core.relations.vocabulary import Relation
 #: recovered chains): of 0, 1/4 and 1/2, the zone whose caps take the most wrong edges at >= 0.8 below 0.8
 #: (4, 7, 7), the smaller of two that tie (it lowers 5 right edges at >= 0.8 against 1/2's 10).
 CHAIN_TIE_ZONE = 0.25
-#: Confidence caps of the two edges of a chain in the tie zone: the share right, (right + 1) / (n + 2), of
-#: such edges on the fitting collections (typed profile C seeds 5-23 and 53-57, D 200-208, and the
-#: generalise fitting collections fit-*, fit2-*, fitw, fitx-0..2; ``benchmarks/ftedge_diag.py --chains``).
-#: The second edge (x -> y: the swap reverses it) is right 19 times of 31, the first (p -> x: the swap
-#: gives x another parent) 12 of 31.
-CHAIN_TIE_SECOND = 0.606
-CHAIN_TIE_FIRST = 0.394
+#: Confidence caps of the two edges of a chain in the tie zone: the share right, (right + 1) / (n + 2), among
+#: the zone's edges the cap lowers (those whose own confidence is above it; a cap is a fixed point of that
+#: count, iterated from the share over every zone edge), on the fitting collections: typed profile C seeds
+#: 5-23 and 53-57, D 200-208, and the generalise fitting collections fit-*, fit2-*, fitw, fitx-0..2, counted
+#: on two draws of them (``benchmarks/ftedge_diag.py --chains``; 37 zone chains). The second edge (x -> y:
+#: the swap reverses it) is right 20 times of the 28 above 0.640, the first (p -> x: the swap gives x another
+#: parent) 11 of the 24 above 0.409. The zone's edges below a cap keep their own, lower confidence and were
+#: right less often, so the share over every zone edge (19 of 31, 12 of 31 on the first draw: 0.606 / 0.394,
+#: the caps before) read the edges the caps lower low (benchmarks/RESULTS.md, "Confidence sources counted",
+#: branch confcal).
+CHAIN_TIE_SECOND = 0.640
+CHAIN_TIE_FIRST = 0.409
 
 
 def fine_tune_chains(edges: list[Edge]) -> list[tuple[Edge, Edge]]:

@@ -15,7 +15,8 @@ Both are small monotone logistic maps of evidence a user can inspect (docs/METHO
 The constants are fitted on the FITTING collections only (``benchmarks/calibrate.py --pooled``), never on
 the held-out ones reported (benchmarks/RESULTS.md, issue 12). They hold within the domain they were fitted
 on: a tree whose updates lie along its weights more than any fitting tree's (:func:`tree_radial_share`,
-:data:`RADIAL_SHARE_MAX`) reads its direction as a coin flip (:func:`within_calibration`).
+:data:`RADIAL_SHARE_MAX`) reads its direction at the counted share of such fitting trees read right
+(:func:`within_calibration`, :data:`RADIAL_FLAG_CONFIDENCE`).
 """
 
 from __future__ import annotations
@@ -194,12 +195,13 @@ def evidence_confidence(evidence: float, reading_confidence: float = 1.0, scale:
     scale cue's vote ``scale`` in [-1, 1], read under a reading (regime, norm sign) that is right with
     probability ``reading_confidence`` (used with its log-odds times :data:`READING_ODDS_POWER`): a wrong
     reading turns the edge around, so the two mix like :func:`direction_confidence`'s votes. A reading at
-    0.5 (a coin flip: a tree beyond the calibration's domain) gives 0.5 whatever the cues say.
+    0.5 (a coin flip) gives 0.5 whatever the cues say.
 
     ``counted``: the reading's confidence is itself the share of edges it directs right, counted on
     fitting trees (a tree on the prior, ``direction.PRIOR_CONFIDENCE``: its edges are oriented by norm
-    growth and the scale cue alone, and that count is how often they come out right): it is the edge's
-    direction confidence as it stands."""
+    growth and the scale cue alone, and that count is how often they come out right; a tree beyond the
+    calibrated radial share, :data:`RADIAL_FLAG_CONFIDENCE`): it is the edge's direction confidence as it
+    stands."""
     r = min(max(reading_confidence, 0.0), 1.0)
     if counted:
         return r
@@ -215,6 +217,17 @@ def evidence_confidence(evidence: float, reading_confidence: float = 1.0, scale:
 #: (``benchmarks/confidence_data.py``), 0.021-0.130 (``calibrate.py --generalise`` prints it). A tree
 #: beyond it is unlike anything the calibration saw.
 RADIAL_SHARE_MAX = 0.130
+#: The direction confidence of every edge of a tree beyond :data:`RADIAL_SHARE_MAX`: the share of such trees
+#: on the fitting collections whose reading directed most of their placed edges right, (right + 1) / (n + 2),
+#: counted per tree, since a reading is right or wrong for the whole tree and its edges are not independent
+#: draws (``calibrate.py --pooled`` counts it: ``flagged_count``). On two draws of the generalise fitting
+#: collections (fit-*, fit2-*, fitx-0..2, fitw; typed C seeds 5, 13, 15 and D 200 have no such tree):
+#: 3 trees of 4 (fit-llama-fft in fitx-2, 8 of 8 placed edges directed right, on both draws; an AdamW ViT
+#: piece of fitw, 2 of 2; fitw's SGD + L2 ViT tree, 0 of 2), (3 + 1) / (4 + 2) = 0.667; by edge 18 of 20.
+#: Before, such a tree read 0.5, a coin flip, which was no count (benchmarks/RESULTS.md, "Confidence sources
+#: counted", branch confcal). Below 0.8, so no such edge reads as sure. Recount when the fitting collections
+#: or the direction readings change.
+RADIAL_FLAG_CONFIDENCE = 0.667
 
 
 def radial_share(norm2: np.ndarray, sq: np.ndarray) -> float:
@@ -278,18 +291,22 @@ def median_radial_share(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float
     return float(np.median(shares)) if shares else math.nan
 
 
-def within_calibration(reading_confidence: float, note: str, share: float) -> tuple[float, str]:
+def within_calibration(reading_confidence: float, note: str, share: float) -> tuple[float, str, bool]:
     """A tree reading's confidence and note, checked against the domain the confidence was calibrated
-    on: a tree whose radial share exceeds :data:`RADIAL_SHARE_MAX` reads its direction as a coin flip
-    (0.5, whatever its basis, the prior's included) and says why (issue 12: a tree unlike anything the calibration saw
-    must not read 0.9). Its updates move along the weights themselves (e.g. Adam with L2 decay pulls
-    every weight towards zero), so the norm cue reads the optimiser's pull rather than the orthogonal
-    growth of fine-tuning, and no fitted tree says how often its reading is then right."""
+    on, and whether the tree lies beyond it: a tree whose radial share exceeds :data:`RADIAL_SHARE_MAX`
+    is unlike the trees the constants were fitted on (issue 12: such a tree must not read 0.9 by a fit
+    that never saw it). Its updates move along the weights themselves (e.g. Adam with L2 decay pulls every
+    weight towards zero), so the norm cue may read the optimiser's pull rather than the orthogonal growth of
+    fine-tuning. Its reading's confidence becomes the share of such fitting trees whose reading directed
+    their edges right (:data:`RADIAL_FLAG_CONFIDENCE`, counted, whatever its basis), and each of its edges
+    takes that share as its direction confidence (``evidence_confidence(..., counted=True)``), since the
+    fitted maps do not hold there."""
     if not math.isfinite(share) or share <= RADIAL_SHARE_MAX or reading_confidence <= 0.5:
-        return reading_confidence, note
-    return 0.5, (f"{note} Its updates lie along the weights' own direction more than in any tree the "
-                 f"confidence was calibrated on (radial share {share:.2f} > {RADIAL_SHARE_MAX:.2f}): its "
-                 f"direction is given as a coin flip.").strip()
+        return reading_confidence, note, False
+    return RADIAL_FLAG_CONFIDENCE, (
+        f"{note} Its updates lie along the weights' own direction more than in any tree the confidence was "
+        f"calibrated on (radial share {share:.2f} > {RADIAL_SHARE_MAX:.2f}): its direction is given the share "
+        f"of such fitting trees read right ({RADIAL_FLAG_CONFIDENCE:.0%}).").strip(), True
 
 
 # --- A root's only child ----------------------------------------------------------------------------

@@ -41,6 +41,10 @@ class TreeReading:
     basis, note : str
         What the reading rests on (``"own"``, ``"pooled"``, ``"growth"``, ``"prior"``, ``"fixed"``; see
         :mod:`mother_core.recovery.direction`) and a sentence saying so for the user.
+    beyond_domain : bool
+        The tree lies beyond the radial share the confidence was calibrated on
+        (:func:`mother_core.recovery.confidence.within_calibration`): ``confidence`` is then the counted
+        share of such fitting trees read right, and its edges take it as their direction confidence.
     """
 
     regime: str = "specialization"
@@ -49,6 +53,13 @@ class TreeReading:
     norm_sign: float = 1.0
     basis: str = ""
     note: str = ""
+    beyond_domain: bool = False
+
+    @property
+    def counted(self) -> bool:
+        """Whether the reading's confidence is a counted share of edges directed right that each edge takes
+        as it stands (a tree on the prior, or beyond the calibrated radial share), not mixed with its cues."""
+        return self.basis == "prior" or self.beyond_domain
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,7 @@ class RecoveryProblem:
             "rank_distance_used": {str(k): bool(r.rank_distance_used) for k, r in self.readings.items()},
             "norm_sign": {str(k): float(r.norm_sign) for k, r in self.readings.items()},
             "direction_basis": {str(k): [r.basis, r.note] for k, r in self.readings.items()},
+            "beyond_domain": {str(k): bool(r.beyond_domain) for k, r in self.readings.items()},
             "cue_votes": {k: np.asarray(v).tolist() for k, v in self.cue_votes.items()},
             "votes_up": np.asarray(self.votes_up).tolist(),
             "direction_evidence": self.evidence.tolist(),
@@ -244,6 +256,7 @@ class RecoveryProblem:
                 norm_sign=_f((extra.get("norm_sign") or {}).get(k, 1.0)),
                 basis=str(((extra.get("direction_basis") or {}).get(k) or ["", ""])[0]),
                 note=str(((extra.get("direction_basis") or {}).get(k) or ["", ""])[1]),
+                beyond_domain=bool((extra.get("beyond_domain") or {}).get(k, False)),
             )
         facts = tuple(models)
         if "model_paths" in extra:

@@ -70,6 +70,7 @@ from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
 from mother_core.relations.stack import LayerReads, shallower_than, stacked, unrelated_by_name
+from mother_core.relations.untrained import trained_to_untrained
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -294,13 +295,13 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     for t, chosen in choose_readings(solved, scales, groups).items():
         members = np.flatnonzero(labels == t)
         sub = np.ix_(members, members)
-        conf, note = chosen.confidence, chosen.note
+        conf, note, beyond = chosen.confidence, chosen.note, False
         if chosen.basis != "fixed":  # a reading the user set is the user's
             untyped = np.array([g for g in members if g not in typed_children])
             share = tree_radial_share(stats.norm, stats.sq_dist, ev.layer_index, ev.distance, untyped)
-            conf, note = within_calibration(conf, note, share)
+            conf, note, beyond = within_calibration(conf, note, share)
         readings[t] = TreeReading(chosen.regime, conf, rank_distance_used=rank_used[t],
-                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=note)
+                                  norm_sign=chosen.norm_sign, basis=chosen.basis, note=note, beyond_domain=beyond)
         on_prior = chosen.basis == "prior" and PRIOR_KEY in matrices[t]
         cost[sub] = block_leaves(matrices[t][PRIOR_KEY if on_prior else (chosen.regime, chosen.norm_sign)],
                                  {k for k, g in enumerate(members) if g in leaves})
@@ -315,6 +316,9 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             cost[a, b] = np.inf
     for a, b in shallower_than(stats, list(findings.links), ev.relative):  # a stack parents only models of its layout
         cost[a, b] = np.inf
+    if settings.method != "paper":  # a model at its initialisation is no trained model's child (relations/untrained)
+        for a, b in trained_to_untrained(stats):
+            cost[a, b] = np.inf
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}

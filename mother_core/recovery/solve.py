@@ -280,10 +280,11 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
     else:
         # A reading that is itself uncertain (a coin-flip regime) makes the direction uncertain.
         scale = problem.cue_votes.get("scale")
-        # A tree on the prior: its reading's confidence is the counted share of such edges directed right.
+        # A tree on the prior or beyond the calibrated radial share: its reading's confidence is a counted
+        # share of such edges (trees) directed right.
         p_dir = evidence_confidence(float(problem.evidence[p, c]), reading.confidence,
                                     float(scale[p, c]) if scale is not None else 0.0,
-                                    counted=reading.basis == "prior")
+                                    counted=reading.counted)
     # The layers as replicates: candidates whose margin they disagree on are inside the noise.
     # Not measured at all (the paper method; a result re-read without them): the margin alone.
     # An edge without an alternative has no candidate to be near-tied with: the layered form, whether or not

@@ -11,8 +11,8 @@ The same method as :mod:`mother_core.recovery.recover` (docs/METHOD.md), read on
    arborescence under each regime, the cheaper kept (regime ``auto``);
 5. placement and direction confidence from the same calibrated maps (:mod:`.confidence`), with the
    same honesty rules: a tree whose radial share (from the norms and the candidate pairs' squared
-   distances) exceeds the calibrated domain reads its direction as a coin flip
-   (:func:`.confidence.within_calibration`), and a root's only child is capped
+   distances) exceeds the calibrated domain reads its direction at the counted share of such fitting
+   trees read right (:func:`.confidence.within_calibration`), and a root's only child is capped
    (:func:`mother_core.recovery.recover.sole_child_capped`).
 
 Not done here (they need dense matrices or the skeletons): the additive refinement, pooled readings
@@ -59,7 +59,7 @@ from mother_core.stats.sketch_store import shared_slots
 DENSE_TREE_UP_TO = 3000
 #: Alternatives kept per model (the candidate parents it did not take), cheapest first.
 ALTERNATIVES = 3
-#: Every sparse tree's direction note (a tree beyond the calibrated domain adds why it reads a coin flip).
+#: Every sparse tree's direction note (a tree beyond the calibrated domain adds why it reads its count).
 SPARSE_NOTE = "Read on this tree's candidate pairs (sparse path)."
 #: The result's note when the ``kurtosis_ties`` setting is on: the sparse path cannot apply the rule.
 SPARSE_TIES_NOTE = ("Near-tied parents were not re-chosen by the shape of the weight difference (the "
@@ -218,6 +218,7 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
     edge_of: dict[int, tuple[int, bool]] = {}  # child -> (pair row, forward a -> b)
     regimes: dict[int, tuple[str, float, float]] = {}
     notes: dict[int, str] = {}
+    beyond: dict[int, bool] = {}  # trees beyond the calibrated radial share (their reading is counted)
     cost_in: dict[int, list[tuple[float, int, int, bool]]] = {}  # child -> [(cost, parent, row, fwd)]
     a_all, b_all = stats.pairs[:, 0], stats.pairs[:, 1]
     in_tree = labels[a_all] == labels[b_all]
@@ -242,7 +243,7 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
         conf = 0.5 if not math.isfinite(other) or other <= 0 else 0.5 + 0.5 * min(1.0, (other - total) / other)
         if len(solved) > 1:  # a reading the user set is the user's (as on the dense path)
             share = _tree_radial_share(stats, tab, rows, layer_idx)
-            conf, notes[t] = within_calibration(conf, SPARSE_NOTE, share)
+            conf, notes[t], beyond[t] = within_calibration(conf, SPARSE_NOTE, share)
         regimes[t] = (regime, conf, norm_sign)
         parent[members] = par
         for r, cf, cb in zip(rows, fwd, back):
@@ -256,7 +257,7 @@ def recover_sparse(stats: SparseStatistics, settings: RecoverySettings = Recover
                     if q == p:
                         edge_of[int(c)] = (row, forward)
     return sole_child_capped(_assemble(stats, settings, tab, labels, threshold, parent, edge_of, regimes, cost_in,
-                                       kurt_sum, layer_idx, notes))
+                                       kurt_sum, layer_idx, notes, beyond))
 
 
 def _tree_radial_share(stats: SparseStatistics, tab: PairTable, rows: np.ndarray, layer_idx: np.ndarray) -> float:
@@ -335,7 +336,8 @@ def _arborescence(members: np.ndarray, a: np.ndarray, b: np.ndarray, fwd: np.nda
 def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTable, labels: np.ndarray,
               threshold: float, parent: np.ndarray, edge_of: dict[int, tuple[int, bool]],
               regimes: dict[int, tuple[str, float, float]], cost_in: dict[int, list[tuple[float, int, int, bool]]],
-              kurt_sum: np.ndarray, layer_idx: np.ndarray, notes: dict[int, str]) -> Recovery:
+              kurt_sum: np.ndarray, layer_idx: np.ndarray, notes: dict[int, str],
+              beyond: dict[int, bool]) -> Recovery:
     ids = [m.id for m in stats.models]
     edges: list[Edge] = []
     alternatives: dict[int, tuple[Alternative, ...]] = {}
@@ -355,7 +357,7 @@ def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTabl
         ev = float(_evidence(tab, np.array([r]), regime, settings.direction_cues, norm_sign)[0])
         ev = ev if forward else -ev
         place = placement_confidence(chosen, best_alt, float(tab.relative[r]), threshold)
-        direction = evidence_confidence(ev, reading_conf)
+        direction = evidence_confidence(ev, reading_conf, counted=beyond.get(int(labels[c]), False))
         up, down = int(tab.votes_up[r]), int(tab.votes_down[r])
         edges.append(Edge(
             parent=ids[p], child=ids[c], distance=float(tab.distance[r]), confidence=place * direction,

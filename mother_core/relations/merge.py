@@ -71,6 +71,14 @@ EXACT = 0.02
 EXACT_NOISE = 8e-3
 #: Every parent but a base enters with at least this weight.
 MIN_WEIGHT = 0.05
+#: A merge fit whose child equals one parent exactly on this share of its elements, where another parent differs,
+#: is refused (:func:`_copied_parent`). Well above a merge's t = 0 on some of its layers (SLERP gradients set
+#: whole filters to one input: 0.12 of the elements in benchmarks/elsewhere_set.py), under a BitFit child's
+#: untouched matrices (0.99).
+COPIED_SHARE = 0.9
+#: A linear merge whose weights miss 1 by more than this on some layer is read by :func:`_scaled_fits` (the affine
+#: fits cannot read it); nearer 1, the affine fits' residual is (1 - sum w)^2 |base|^2, within their exactness.
+SCALED_SUM = 0.02
 #: A sparse merge's squared norm exceeds its base's by at least this many times their squared distance
 #: (TIES / DARE on the fitting collection: 1.4-3.1; a parent read as the merge of its descendants: 0.1-0.7).
 BASE_GROWTH = 1.0
@@ -200,9 +208,105 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
         exact_by_layer = {link.child for _, link in per_layer}
         sparse = [x for x in sparse if x[1].child not in exact_by_layer]
         layered += per_layer
-    links = _consistent(exact + sparse + layered)
-    return [contest_parents(stats, pl, labels, excluded, link, links, *modes.get(link.child, (False, False)))
+    # Last, linear merges whose weights do not sum to 1 (mergekit ``linear`` with ``normalize: false``), which no
+    # affine fit explains: only for the children nothing else read.
+    scaled = _scaled_fits(stats, pl, labels, excluded | {link.child for _, link in exact + sparse + layered})
+    links = _consistent([fit for fit in exact + sparse + layered + scaled
+                         if _copied_parent(stats, pl, fit[1].child, fit[1].parents) is None])
+    scaled_children = {link.child for _, link in scaled}
+    # (a scaled merge's parents are not contested: the contest refits affinely, which no relative satisfies)
+    return [link if link.child in scaled_children else
+            contest_parents(stats, pl, labels, excluded, link, links, *modes.get(link.child, (False, False)))
             for link in links]
+
+
+def _copied_parent(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...]) -> int | None:
+    """The parent ``c`` equals exactly on tensors holding at least :data:`COPIED_SHARE` of its elements where
+    another parent differs from it there, or None.
+
+    There the other parents entered with weight 0, which no merge of them does on nearly the whole model: the
+    two are one model and a fine-tune of it that changed the rest only (BitFit trains biases and norms alone, a
+    partial fine-tune some blocks). Read as a merge, the root of such a pair became the merge of its BitFit
+    child and a sibling fitted on the biases (benchmarks/elsewhere_set.py, at confidence 0.99), and the
+    tree hung from that child."""
+    numel = stats.numel.astype(float)
+    for p in parents:
+        others = [q for q in parents if q != p]
+        same = (pl.sq[:, c, p] == 0) & np.any(np.nan_to_num(pl.sq[:, c, others], nan=0.0) > 0, axis=1)
+        if pl.own[c] > 0 and float(numel[same].sum()) >= COPIED_SHARE * float(pl.own[c]):
+            return p
+    return None
+
+
+def free_fit(c: int, parents: tuple[int, ...], pl: PairLayers, slot: int) -> tuple[np.ndarray, float]:
+    """Least-squares coefficients of ``c`` on ``parents`` in one slot, free (not summing to 1), and the residual
+    ||C - sum a_k P_k||^2, from the pass's norms and squared distances: <P_i, P_j> = (|P_i|^2 + |P_j|^2 -
+    d(P_i, P_j)) / 2, and ``scale2`` holds (|P_i|^2 + |P_j|^2) / 2."""
+    idx = np.array((c, *parents))
+    gram = pl.scale2[slot][np.ix_(idx, idx)] - pl.sq[slot][np.ix_(idx, idx)] / 2
+    g, h = gram[0, 1:], gram[1:, 1:]
+    try:
+        a = np.linalg.solve(h, g)
+    except np.linalg.LinAlgError:
+        a = np.linalg.lstsq(h, g, rcond=None)[0]
+    return a, max(float(gram[0, 0] - 2 * a @ g + a @ h @ a), 0.0)
+
+
+def _scaled_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
+                 excluded: set[int]) -> list[tuple[float, TypedLink]]:
+    """Linear merges whose weights do not sum to 1: mergekit's ``linear`` with ``normalize: false`` writes
+    sum_k w_k P_k as given (weights per layer where a gradient sets them), which sits off every affine
+    combination of its inputs by (1 - sum w) times their common base, so the affine fits leave most of its
+    distance (benchmarks/elsewhere_set.py: 0.32-0.93 per layer) while coefficients per layer with no constraint
+    leave ~1e-7 of it. A fine-tune's own update is not in its relatives' span, so it leaves ~1 either way; a
+    model fitted by its descendants needs a negative coefficient. Subsets of 2 to 3 of the nearest
+    :data:`CANDIDATES` relatives; the fit must be :data:`EXACT` over the layers all hold, every coefficient at
+    least :data:`MIN_WEIGHT` on every layer, and the weights must miss 1 (by :data:`SCALED_SUM` on some layer):
+    otherwise an affine fit would have read it, and one that did not has a reason."""
+    n = stats.n_models
+    found: list[tuple[float, TypedLink]] = []
+    for c in range(n):
+        if c in excluded:
+            continue
+        pool = [p for p in range(n) if p != c and p not in excluded and labels[p] == labels[c]
+                and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]]
+        if len(pool) < 2:
+            continue
+        cand = [pool[k] for k in np.argsort([_total(pl, c, p) for p in pool])[:CANDIDATES]]
+        best: tuple[float, tuple[int, ...], np.ndarray] | None = None
+        for size in (2, 3):
+            for parents in itertools.combinations(cand, size):
+                layers = np.flatnonzero(_common_layers(pl, [c, *parents]) & (pl.scale2[:, c, c] > 0))
+                if not len(layers):
+                    continue
+                fits = [free_fit(c, parents, pl, int(slot)) for slot in layers]
+                coeffs = np.array([a for a, _ in fits])
+                if not (coeffs >= MIN_WEIGHT).all() or not (np.abs(coeffs.sum(axis=1) - 1) > SCALED_SUM).any():
+                    continue
+                nearest = min(float(pl.sq[layers, c, p].sum()) for p in parents)
+                ratio = sum(r for _, r in fits) / nearest if nearest > 0 else math.inf
+                if ratio <= EXACT and (best is None or ratio < best[0] / PARSIMONY):
+                    best = (ratio, parents, coeffs)
+            if best is not None:
+                break  # fewer parents first
+        if best is None:
+            continue
+        ratio, parents, coeffs = best
+        mean = coeffs.mean(axis=0)
+        order = np.argsort(-mean)
+        parents, mean = tuple(parents[k] for k in order), mean[order]
+        sums = coeffs.sum(axis=1)
+        detail = ("linear (weights not normalised) " + "/".join(f"{w:.2f}" for w in mean)
+                  + ("" if np.ptp(sums) <= 0.02 else " by layer"))
+        names = ", ".join(stats.models[p].id for p in parents)
+        found.append((ratio, TypedLink(c, parents, Relation.MERGE, detail,
+                                       merge_confidence(kind_of(Relation.MERGE.value, detail, ""), ratio),
+                                       tuple(float(w) for w in mean), evidence=(
+            f"explained layer by layer as a weighted sum of {names} (mean weights "
+            + ", ".join(f"{w:.2f}" for w in mean) + f"; their sum {sums.min():.2f}-{sums.max():.2f} over layers, "
+            f"not 1: no affine combination fits); residual {ratio:.2g} of its squared distance to the nearest "
+            "parent (a fine-tune leaves ~1)"))))
+    return found
 
 
 def _one_reading(pl: PairLayers, labels: np.ndarray, excluded: set[int],
