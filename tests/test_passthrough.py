@@ -41,7 +41,7 @@ def _detail(rec, child: str) -> str:
 def test_a_stacks_fine_tune_parents_no_model_lacking_its_layers(recovered):
     """A stack's fine-tune holds the stack's copies of its parents' layers, moved by its own update only: as the
     stack itself, it never parents a shallower model in the forest (typed profile S seeds 400-410, fitting: each
-    hung the stack's first parent under the stack's fine-tune, an edge read ``distill`` by its shapes, 0 of 7
+    hung a parent of a stack under the stack's fine-tune, an edge read ``distill`` by its shapes, 0 of 7
     right). It still parents its own copies, and the depth-pruned student keeps its teacher."""
     import numpy as np
 

@@ -473,8 +473,8 @@ def shallower_than(stats: WeightStatistics, links: list[TypedLink], relative: np
     A stack may parent its own fine-tunes (they keep its layout), but it never parents a model lacking a
     tensor it holds: on the tensors it shares by name with its parents' relatives it is a copy of some of
     them, so the forest would hang them under it. Its fine-tunes and copies hold the same copies, moved by
-    their own update only, so neither do they (typed profile S seeds 400-410, fitting: in each, a stack's
-    first parent was hung under the stack's fine-tune, an edge read ``distill`` by its shapes, 0 of 7 right).
+    their own update only, so neither do they (typed profile S seeds 400-410, fitting: in each, a parent of
+    a stack was hung under the stack's fine-tune, an edge read ``distill`` by its shapes, 0 of 7 right).
     And fine-tuning adds no layers: a model of the stack's layout related to it (its fine-tunes) never has a
     forest parent lacking part of it."""
     out: list[tuple[int, int]] = []
