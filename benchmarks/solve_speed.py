@@ -23,7 +23,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -34,32 +36,44 @@ def worker(code: Path, folder: Path, cache: Path) -> None:
     from mother_core import RecoverySettings, compute_statistics, discover, recover
 
     stats = compute_statistics(discover([folder]), device="cpu", cache_dir=cache)
+    rec, out = timed_recover(stats, recover, RecoverySettings())
+    print(json.dumps({**out, "models": len(rec.models), "edges": len(rec.edges)}))
+
+
+def timed_recover(stats: Any, recover: Callable[..., Any], settings: Any) -> tuple[Any, dict[str, float | str]]:
+    """``recover(stats, settings)`` with its seconds, the load average before it and the hash of its result."""
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    rec = recover(stats, RecoverySettings())
+    rec = recover(stats, settings)
     seconds = time.perf_counter() - t0
     d = rec.to_dict()
     d.pop("run_seconds", None)
     digest = hashlib.sha256(json.dumps(d, sort_keys=True, allow_nan=True).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": seconds, "hash": digest, "models": len(rec.models), "load": load,
-                      "edges": len(rec.edges)}))
+    return rec, {"seconds": seconds, "hash": digest, "load": load}
 
 
-def run_one(code: Path, folder: Path, cache: Path) -> dict:
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(code), "--sets",
+def run_one(code: Path, folder: Path, cache: Path, script: str = __file__) -> dict:
+    """One worker run of ``script`` (this one, or another script built on :func:`two_codes`) as a fresh process."""
+    out = subprocess.run([sys.executable, str(Path(script).resolve()), "--worker", str(code), "--sets",
                           str(folder), "--cache", str(cache)], check=True, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(code)})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def two_codes(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of a script running two codes' workers on the same sets (this one, benchmarks/detect_rerun.py)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", type=Path, required=True, help="typed set folders")
     ap.add_argument("--cache", type=Path, required=True, help="a warm statistics cache folder")
     ap.add_argument("--other", type=Path, help="the other code's checkout (with mother_core/)")
     ap.add_argument("--this", type=Path, default=HERE, help="this code's checkout (default: this one)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    return ap
+
+
+def main() -> None:
+    ap = two_codes(__doc__)
     args = ap.parse_args()
     if args.worker is not None:
         worker(args.worker, args.sets[0], args.cache)

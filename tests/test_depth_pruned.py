@@ -91,3 +91,52 @@ def test_gpt2_teachers_are_no_stacks_of_their_students(tmp_path: Path) -> None:
     got = _parents(recover(compute_statistics(discover([tmp_path]), device="cpu")))
     assert got == {"g-a": ("g-root", Relation.FINETUNE.value), "g-b": ("g-root", Relation.FINETUNE.value),
                    "g-s1": ("g-a", Relation.DISTILL.value), "g-s2": ("g-b", Relation.DISTILL.value)}
+
+
+def test_a_rerun_of_the_detectors_reads_no_layer_again(family: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recover`` reruns the detectors after a stack's split and after joining trees; the stack and depth
+    detectors' layer reads do not depend on the trees, so a rerun on the same statistics reuses them
+    (:class:`mother_core.relations.stack.LayerReads`): the same links, no model file opened again."""
+    import numpy as np
+
+    import mother_core.io.readers as readers
+    from mother_core.relations.detect import detect_relations
+    from mother_core.relations.stack import LayerReads
+
+    stats = family["stats"]
+    opened: list[str] = []
+    real_open = readers.open_model
+
+    def counting_open(ref: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(ref.id)
+        return real_open(ref, *args, **kwargs)
+
+    monkeypatch.setattr(readers, "open_model", counting_open)
+    one_tree = np.zeros(stats.n_models, dtype=int)
+    alone = detect_relations(stats, one_tree)  # its own reads, as before
+    read_alone = len(opened)
+    reads = LayerReads(stats)
+    first = detect_relations(stats, one_tree, reads=reads)
+    read_first = len(opened) - read_alone
+    again = detect_relations(stats, one_tree, reads=reads)
+    assert read_alone > 0 and read_first == read_alone == reads.opened  # the students' and teachers' layers
+    assert len(opened) - read_alone - read_first == 0  # the rerun opened no file
+    assert again == first == alone  # and found the same links
+    assert any(x.relation is Relation.DISTILL for x in again.links)
+    with pytest.raises(ValueError, match="another statistics"):
+        detect_relations(compute_statistics(discover([family["dir"] / "m-root", family["dir"] / "m-a"]),
+                                            device="cpu"), np.zeros(2, dtype=int), reads=reads)
+
+
+def test_a_students_link_reads_the_calibrated_rate_of_layer_maps(family: dict[str, Any]) -> None:
+    """``distill`` links of the depth detector read the rate fitted on typed profile S (12 of 12 right); a forest
+    edge read ``distill`` by its shapes alone is another kind (0 of 7 right there before stacks' fine-tunes were
+    barred from parenting shallower models) and keeps the detector's own value."""
+    from mother_core.recovery.typed import links_of
+    from mother_core.relations.calibration import CONFIDENCE, kind_of
+
+    stats = family["stats"]
+    links = {stats.model_ids[x.child]: x for x in links_of(family["rec"].problem)}
+    assert links["s-mid"].confidence == CONFIDENCE["distill"] > 0.85
+    assert kind_of("distill", links["s-mid"].detail) == "distill"
+    assert kind_of("distill", "9 fewer tensors") == "distill: shapes only" not in CONFIDENCE

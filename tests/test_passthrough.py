@@ -38,6 +38,22 @@ def _detail(rec, child: str) -> str:
     return next(e.relation_detail for e in rec.edges if e.child == child)
 
 
+def test_a_stacks_fine_tune_parents_no_model_lacking_its_layers(recovered):
+    """A stack's fine-tune holds the stack's copies of its parents' layers, moved by its own update only: as the
+    stack itself, it never parents a shallower model in the forest (typed profile S seeds 400-410, fitting: each
+    hung a parent of a stack under the stack's fine-tune, an edge read ``distill`` by its shapes, 0 of 7
+    right). It still parents its own copies, and the depth-pruned student keeps its teacher."""
+    import numpy as np
+
+    ids, cost = recovered.model_ids, recovered.problem.cost
+    i = ids.index
+    for parent in ("m-stack-ft", "m-stack-ft-bf16"):
+        for child in ("m-a", "m-b", "m-root", "m-a-3"):
+            assert np.isinf(cost[i(parent), i(child)]), (parent, child)  # main: finite
+    assert recovered.parents_of("m-stack-ft-bf16") == ["m-stack-ft"]
+    assert recovered.parents_of("m-a-3") == ["m-a"]
+
+
 @pytest.mark.xdist_group("passthrough")
 def test_a_two_parent_stack_is_a_merge_of_both(recovered):
     assert recovered.relation_of("m-stack") == MERGE  # main: finetune of m-a, m-b missing

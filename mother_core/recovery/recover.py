@@ -69,7 +69,7 @@ from mother_core.recovery.typed import (
 from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
-from mother_core.relations.stack import shallower_than, stacked, unrelated_by_name
+from mother_core.relations.stack import LayerReads, shallower_than, stacked, unrelated_by_name
 from mother_core.relations.untrained import trained_to_untrained
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
@@ -242,15 +242,17 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
     # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
     detectors = _detectors(settings)
-    findings = detect_relations(stats, labels, detectors) if detectors else TypedFindings()
+    # The reruns below read the same layers again (stacks, depth-pruned children): read once per recovery.
+    reads = LayerReads(stats)
+    findings = detect_relations(stats, labels, detectors, reads) if detectors else TypedFindings()
     if any(stacked(link) for link in findings.links):  # split again without a stack's by-name distances
         labels, threshold = split_into_trees(unrelated_by_name(stats, list(findings.links), ev.relative),
                                              settings.n_trees)
-        findings = detect_relations(stats, labels, detectors)
+        findings = detect_relations(stats, labels, detectors, reads)
     joined = join_linked_trees(labels, findings.links)
     if not np.array_equal(joined, labels):  # a source found in another tree: one tree (merges are found per tree)
         labels = joined
-        findings = detect_relations(stats, labels, detectors)
+        findings = detect_relations(stats, labels, detectors, reads)
         labels = join_linked_trees(labels, findings.links)
     _, _, leaves = solver_constraints(list(findings.links), set())
     # A merged LoRA's link (relations/detect.lora_links) decides its own parent only: it stays a member

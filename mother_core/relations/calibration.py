@@ -4,7 +4,7 @@ Each typed edge has a kind (:func:`kind_of`); its confidence is the rate of righ
 on a fitting typed set, shrunk towards the pooled rate of all typed edges (empirical Bayes, a prior
 worth ten edges: a kind seen three times is not trusted on its own, and none reaches 1):
 ``benchmarks/calibrate_typed.py`` fits them and reports their calibration error on held-out sets
-(benchmarks/RESULTS.md, "Typed lineage graph").
+(benchmarks/RESULTS.md, "Typed lineage graph"; the later rows each name their own fitting sets).
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ DTYPES = ("fp64", "fp32", "fp16", "bf16")
 #: Words of a sparse merge's evidence when its entries confirm it (:data:`.merge.EQUAL_SHARE`): TIES and
 #: DARE keep the base's value exactly wherever every input's entry was trimmed or dropped.
 EQUAL_ENTRIES = "of its entries equal"
+#: Words of a depth-pruned child's detail when its layers were mapped onto its parent's (:mod:`.depth`).
+LAYERS_KEPT = "layers kept"
 
 #: Confidence per kind, fitted on the typed zoo's fitting collection only (seed 0: 42 of 42 typed edges
 #: right, pooled rate 0.977, prior strength 10 edges; refitted after sparse merges were told by their
 #: equal entries, ``benchmarks/calibrate_typed.py``; held-out seeds 1 and 3: benchmarks/RESULTS.md). Kinds
-#: it did not show (a distilled child, an adapter whose update the weights do not confirm as low-rank, a
-#: sparse merge whose entries do not confirm it) keep their detector's own value.
+#: it did not show (a distilled child, fitted since on profile S below; an adapter whose update the weights do
+#: not confirm as low-rank, a sparse merge whose entries do not confirm it) keep their detector's own value.
 CONFIDENCE: dict[str, float] = {
     "adapter: card base": 0.981, "adapter: config base": 0.979, "convert: cast": 0.983,
     "convert: same precision": 0.986, "lora": 0.983, "merge: exact": 0.986, "merge: sparse": 0.988,
@@ -34,6 +36,11 @@ CONFIDENCE: dict[str, float] = {
     # pooled rate 0.989 (91 of 91 typed edges); held-out S 401, 403: benchmarks/RESULTS.md, "Stacks in the typed
     # zoo and their calibrated confidence".
     "merge: passthrough": 0.997,
+    # A depth-pruned child's layer map (relations/depth.py), fitted on the typed profile S seeds 400-410 (even; one
+    # or two students each): 12 of 12 right, shrunk towards those sets' pooled rate 0.995 (186 of 186 typed edges);
+    # held-out S 401, 403: benchmarks/RESULTS.md, "Distill links calibrated, detector reruns read once". A forest edge
+    # read ``distill`` by its shapes alone (kind "distill: shapes only") is no such link and keeps its own 0.7.
+    "distill": 0.998,
 }
 
 
@@ -63,6 +70,11 @@ def kind_of(relation: str, detail: str, evidence: str = "") -> str:
         # fitting set kept its base's entries (equal share 0.32-0.56), while fine-tunes read as sparse
         # merges keep none (issue 12: a barely trained child at residual 0.39 read 0.99 as "sparse").
         return "merge: sparse" if EQUAL_ENTRIES in evidence else "merge: sparse, unconfirmed"
+    if relation == "distill" and LAYERS_KEPT not in detail:
+        # A forest edge read as ``distill`` by its shapes alone (detect.label_edge), not the depth detector's layer
+        # map (relations/depth.py): every such edge of the fitting profile S sets was wrong (a stack's parent hung
+        # under the stack's fine-tune, 0 of 7), a reading the calibrated layer map's rate does not speak for.
+        return "distill: shapes only"
     if relation == "adapter":
         if "do not confirm" in evidence:
             return "adapter: unconfirmed"

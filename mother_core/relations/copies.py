@@ -35,7 +35,9 @@ low-rank update (its untargeted layers Q's values to within float rounding) and 
 source does. A quantizer's rounding is full rank on every matrix it rounds; a difference from Q that is
 low rank on every changed weight matrix is a merged adapter on Q's values (:func:`_made_from`). Such a
 model is neither Q's source nor evidence that Q's source is missing; it is left to the adapter
-detectors as Q's child.
+detectors as Q's child. Near the float floor (a 5- or 6-bit grid against bf16) the rounding reads as low
+rank too; there Q's grid tells (:mod:`.grid`): Q's source rounds onto it, a model made from Q's values
+sits on its points plus an update.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from mother_core.relations.calibration import confidence, kind_of
 from mother_core.relations.evidence import (
     CONVERT_TOL, PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
 )
+from mother_core.relations.grid import read_grid
 from mother_core.relations.lowrank import reads_low_rank
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
@@ -71,11 +74,13 @@ SOURCE_INCONSISTENCY = 0.1
 #: from ``q``'s values lacks the rounding, so it sits among ``q``'s nearest.
 MADE_FROM_CANDIDATES = 3
 #: A quantizer's rounding (about 2^-bits relative) is told from float rounding by the rank test only when it
-#: is at least this many float roundoffs: 4-bit against bf16 (2^-4 against 2^-8), not 5-bit against bf16. At 8
+#: is at least this many float roundoffs: 6-bit against bf16 (2^-6 against 2^-8), not 8-bit against bf16. At 8
 #: roundoffs (a GGUF Q5_0 of a bf16 merged LoRA, typed profile D seed 204, a fitting set) the rounding's smaller
-#: singular values fall under the floor, the difference reads as low rank, and the GGUF's own source was taken
-#: for a QLoRA made from it (tests/test_gguf_of_merged_lora.py); it was 4, which let that case through.
-ROUNDING_VISIBLE = 16.0
+#: singular values fall under the floor and the difference reads as low rank: the grid then tells the source
+#: (:mod:`.grid`: its values rounded onto the quantized model's grid are the quantized values) from a model made
+#: from the quantized values (tests/test_gguf_of_merged_lora.py holds both). It was 16 for a while, which left a
+#: QLoRA on a 5- or 6-bit model unrecognised.
+ROUNDING_VISIBLE = 4.0
 
 
 def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) -> list[TypedLink]:
@@ -273,14 +278,21 @@ def _made_from(stats: WeightStatistics, pl: PairLayers, q: int, c: int, u: np.nd
     (:func:`.lowrank.lowrank_profile`) of the pair (the rank of
     the skeleton differences above the float floor) with its bar, at least half the changed weight matrices
     at low rank (a rank-r update of a matrix with fewer than r / LORA_RANK rows, grouped-query k / v, is full
-    rank there): a quantizer's rounding is full rank on each matrix it rounds, so its source never passes,
-    nor does a LoRA merged into the source (its difference from ``q`` carries the rounding too)."""
+    rank there): a quantizer's rounding is full rank on each matrix it rounds, so its source does not pass,
+    nor does a LoRA merged into the source (its difference from ``q`` carries the rounding too), except near the
+    float floor, where a pair that passes is read on ``q``'s grid (:func:`.grid.read_grid`): the source's values
+    rounded onto it are ``q``'s."""
     bits = scheme_bits(quantization_scheme(stats.models[q].format) or "")
     if bits is None or 2.0 ** -bits < ROUNDING_VISIBLE * max(u[q], u[c]):
         # A grid of 2^b levels per block rounds by about 2^-b relative; near the float floor (8 bits against
         # bf16's 2^-8) the rank test cannot see it, and the source itself would read as low rank.
         return False
-    return reads_low_rank(stats, pl, q, c, u)  # the profile's test, refitting only until it is decided
+    if not reads_low_rank(stats, pl, q, c, u):  # the profile's test, refitting only until it is decided
+        return False
+    # Near the float floor the rank test passes q's own source too (a 5-bit grid against bf16): the source's values
+    # sit within half a step of q's, filling the cells; a model made from q's values sits on the grid points plus
+    # its update, which knows nothing of the cells (read from both files, only for pairs that read low rank).
+    return not read_grid(stats, q, c).rounding
 
 
 def scheme_bits(scheme: str) -> int | None:

@@ -43,9 +43,9 @@ import numpy as np
 from mother_core.errors import MotherError
 from mother_core.io.registry import needs_base
 from mother_core.recovery.forest import UNRELATED
-from mother_core.relations.calibration import confidence
+from mother_core.relations.calibration import LAYERS_KEPT, confidence, kind_of
 from mother_core.relations.evidence import PairLayers, TypedLink
-from mother_core.relations.stack import SAMPLE, STACK_MARGIN, Block, _read_layers, blocks, stacked
+from mother_core.relations.stack import SAMPLE, STACK_MARGIN, Block, LayerReads, _read_layers, blocks, stacked
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -92,7 +92,7 @@ class DepthFit:
 
 
 def find_depth_pruned(stats: WeightStatistics, pl: PairLayers, skip: set[int],
-                      links: list[TypedLink]) -> list[TypedLink]:
+                      links: list[TypedLink], reads: LayerReads | None = None) -> list[TypedLink]:
     """A ``distill`` link for each model whose layers of a block are, in order, a subset of a deeper
     relative's (module docstring).
 
@@ -105,11 +105,14 @@ def find_depth_pruned(stats: WeightStatistics, pl: PairLayers, skip: set[int],
         copies and quantized models may be parents (a student pruned from a quantized model).
     links : list of TypedLink
         The links found so far (layer-stacking merges are left out as candidates, with their layout).
+    reads : LayerReads, optional
+        Layers already read from ``stats``' models (:class:`.stack.LayerReads`: the detectors' reruns within one
+        recovery read each once); a fresh one when not given.
     """
     usable = [m for m in range(stats.n_models) if not needs_base(stats.models[m])]
     layout = {m: blocks(stats, m, min_layers=1) for m in usable}
     barred = _stack_layouts(stats, pl, links)
-    read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}
+    read = LayerReads.of(stats, reads)
     copies = {link.child: link.parents[0] for link in links
               if link.relation in (Relation.CONVERT, Relation.QUANTIZED) and len(link.parents) == 1}
     fits: dict[int, DepthFit] = {}
@@ -146,8 +149,7 @@ def find_depth_pruned(stats: WeightStatistics, pl: PairLayers, skip: set[int],
     return out
 
 
-def _original_first(c: int, tried: dict[int, DepthFit], copies: dict[int, int],
-                    read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> DepthFit:
+def _original_first(c: int, tried: dict[int, DepthFit], copies: dict[int, int], read: LayerReads) -> DepthFit:
     """The nearest of ``tried`` (candidate -> fit), unless it is a copy or quantized model whose original fits
     by the same layers and the weights do not tell the two apart.
 
@@ -162,7 +164,7 @@ def _original_first(c: int, tried: dict[int, DepthFit], copies: dict[int, int],
     p = copies.get(q)
     if p is None or p not in tried or tried[p].kept != best.kept or tried[p].block != best.block:
         return best
-    mine, copy, original = (read[(m, best.block)] for m in (c, q, p))
+    mine, copy, original = (read.layers[(m, best.block)] for m in (c, q, p))
     diffs = []
     for k, j in zip(sorted(mine), best.kept):
         for r, x in mine[k].items():
@@ -223,8 +225,7 @@ def _likeliest(stats: WeightStatistics, pl: PairLayers, c: int, block: Block, de
     return sorted((h for h in deeper if np.isfinite(keys[h][1])), key=lambda h: keys[h])[:CANDIDATES]
 
 
-def _fit(stats: WeightStatistics, c: int, block: Block, h: int, deeper: Block,
-         read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> DepthFit | None:
+def _fit(stats: WeightStatistics, c: int, block: Block, h: int, deeper: Block, read: LayerReads) -> DepthFit | None:
     """The order-preserving map of ``c``'s layers onto ``h``'s nearest overall, or None when a mapped layer
     sits farther than :data:`UNRELATED` from its source (or the weights are no longer readable)."""
     try:
@@ -294,12 +295,12 @@ def _link(stats: WeightStatistics, c: int, fit: DepthFit, rival: float) -> Typed
     ids = [m.id for m in stats.models]
     n = len(fit.kept)
     dropped = sorted(set(range(fit.parent_layers)) - set(fit.kept))
-    detail = f"{n} of {fit.parent_layers} layers kept (dropped {', '.join(map(str, dropped))})"
+    detail = f"{n} of {fit.parent_layers} {LAYERS_KEPT} (dropped {', '.join(map(str, dropped))})"
     evidence = (f"its {n} layers ({fit.block}.N) are, in order, layers {', '.join(map(str, fit.kept))} of "
                 f"{ids[fit.parent]} ({fit.parent_layers} layers), at relative distance {max(fit.residual):.3f} at "
                 f"most (median {float(np.median(fit.residual)):.3f}, on up to {SAMPLE} entries per matrix): a "
                 "subset of its layers, kept and trained (depth pruning)"
                 + (f"; the nearest model of its own depth is {np.sqrt(rival):.3f} away by name" if np.isfinite(rival)
                    else "; no other model of its depth is related to it"))
-    return TypedLink(c, (fit.parent,), Relation.DISTILL, detail, confidence(Relation.DISTILL.value, 0.85),
-                     evidence=evidence)
+    conf = confidence(kind_of(Relation.DISTILL.value, detail), 0.85)
+    return TypedLink(c, (fit.parent,), Relation.DISTILL, detail, conf, evidence=evidence)

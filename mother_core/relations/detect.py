@@ -38,7 +38,7 @@ from mother_core.relations.lowrank import (
 )
 from mother_core.relations.merge import find_merges
 from mother_core.relations.prune import find_pruned
-from mother_core.relations.stack import find_stacks, quantized_sources
+from mother_core.relations.stack import LayerReads, find_stacks, quantized_sources
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -58,7 +58,7 @@ ADAPTER_CONFIDENCE = {(True, False): 0.95, (False, False): 0.6, (True, True): 0.
 
 
 def detect_relations(stats: WeightStatistics, labels: np.ndarray,
-                     detectors: tuple[str, ...] = DETECTORS) -> TypedFindings:
+                     detectors: tuple[str, ...] = DETECTORS, reads: LayerReads | None = None) -> TypedFindings:
     """Typed links decided before the forest, and labels for the edges the forest may choose.
 
     Parameters
@@ -68,7 +68,12 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         Tree of each model (:func:`mother_core.recovery.forest.split_into_trees`).
     detectors : tuple of str
         Which of :data:`DETECTORS` run.
+    reads : LayerReads, optional
+        Layers the stack and depth detectors read from ``stats``' models, kept across runs on the same
+        statistics (``recover`` reruns this after a stack's split and after joining trees: the reads do not
+        depend on ``labels``); a fresh one when not given.
     """
+    reads = LayerReads.of(stats, reads)
     pl = pair_layers(stats)
     adapters = {i for i, m in enumerate(stats.models) if needs_base(m)}
     links: list[TypedLink] = []
@@ -91,11 +96,11 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters; a
         # quantized model deeper than its source may be the quantized copy of a stack the set lacks
         quantized = quantized_sources(stats, pl, links)
-        found = [s for s in find_stacks(stats, pl, excluded, quantized) if s.child not in merged]
+        found = [s for s in find_stacks(stats, pl, excluded, quantized, reads) if s.child not in merged]
         restacked = {s.child for s in found} & set(quantized)
         links = [link for link in links if link.child not in restacked] + found
     if "shape" in detectors:
-        links += find_depth_pruned(stats, pl, {link.child for link in links} | adapters, links)
+        links += find_depth_pruned(stats, pl, {link.child for link in links} | adapters, links, reads)
         links += find_pruned(stats, pl, labels, {link.child for link in links} | adapters)
     partial: frozenset[int] = frozenset()
     if "lora" in detectors:
@@ -343,6 +348,7 @@ def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, st
         return (Relation.PRUNE, f"{len(narrower)} tensors narrower", confidence(Relation.PRUNE.value, 0.8),
                 f"{len(narrower)} of its tensors are narrower versions of the parent's; the rest match")
     if missing and set(names_c) <= set(names_p):
-        return (Relation.DISTILL, f"{len(missing)} fewer tensors", confidence(Relation.DISTILL.value, 0.7),
+        detail = f"{len(missing)} fewer tensors"
+        return (Relation.DISTILL, detail, confidence(kind_of(Relation.DISTILL.value, detail), 0.7),
                 f"holds a subset of the parent's tensors ({len(missing)} fewer: fewer layers)")
     return None

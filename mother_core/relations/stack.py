@@ -20,7 +20,7 @@ is a ``merge`` of the candidates whose layers it uses (one parent for a depth up
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -78,6 +78,47 @@ class Block:
         return frozenset((r, stats.tensors[s].shape) for r, s in self.layers[k].items())
 
 
+#: One model's sampled layers of a block: layer index -> (name within the layer -> sampled entries, float64).
+Layers = dict[int, dict[str, np.ndarray]]
+
+
+@dataclass
+class LayerReads:
+    """The sampled layers read from one statistics object's model files (:func:`_read_layers`), each read once.
+
+    ``recover`` runs the detectors up to three times on the same statistics (again after a stack's split, again
+    after :func:`mother_core.recovery.typed.join_linked_trees` joins trees), and the stack and depth detectors
+    read the same layers each time: on typed profile S seed 400, 111 and 51 files opened over three runs, two
+    thirds of them again (benchmarks/detect_rerun.py). What is read depends only on the model (its files, named
+    by ``stats``), the block's tensors and :data:`SAMPLE`, never on the trees or the links found, so one object
+    serves every run over ``stats``. Mutable on purpose: it is a cache, owned by one recovery (passed down, not a
+    global), and refuses another statistics object.
+
+    Attributes
+    ----------
+    stats : WeightStatistics
+        The statistics whose models are read.
+    layers : dict of (int, str) -> Layers
+        Per (model, block name) the sampled layers.
+    opened : int
+        Model files opened so far (a read).
+    """
+
+    stats: WeightStatistics
+    layers: dict[tuple[int, str], Layers] = field(default_factory=dict)
+    opened: int = 0
+
+    @classmethod
+    def of(cls, stats: WeightStatistics, reads: LayerReads | None) -> LayerReads:
+        """``reads`` when given (it must hold ``stats``' layers: a model index means another model in other
+        statistics), else a fresh one."""
+        if reads is None:
+            return cls(stats)
+        if reads.stats is not stats:
+            raise ValueError("these LayerReads hold the layers of another statistics object")
+        return reads
+
+
 def stacked(link: TypedLink) -> bool:
     """Whether ``link`` is a layer-stacking merge (it may parent models of its own, deeper layout)."""
     return link.relation is Relation.MERGE and link.detail.startswith(DETAIL)
@@ -111,7 +152,7 @@ class _Fit:
 
 
 def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
-                quantized: dict[int, float] | None = None) -> list[TypedLink]:
+                quantized: dict[int, float] | None = None, reads: LayerReads | None = None) -> list[TypedLink]:
     """A ``merge`` link (mergekit ``passthrough``) for each model whose every layer of a block is a layer of
     shallower relatives of the same layer layout.
 
@@ -132,12 +173,14 @@ def find_stacks(stats: WeightStatistics, pl: PairLayers, skip: set[int],
         copy of a stack the set lacks. Each is linked as a stack only where its fit is nearer than the
         relative distance to its source (by name) by the margin :data:`STACK_MARGIN` (a quantized copy of a
         stack that is in the set fits that stack's sources at its own rounding, as near as its source).
+    reads : LayerReads, optional
+        Layers already read from ``stats``' models (:class:`LayerReads`); a fresh one when not given.
     """
     quantized = quantized or {}
     usable = [m for m in range(stats.n_models) if m not in skip and not needs_base(stats.models[m])]
     layout = {m: blocks(stats, m) for m in sorted(set(usable) | set(quantized))}
     fits: dict[int, _Fit] = {}
-    read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}  # a model's sampled layers, read once
+    read = LayerReads.of(stats, reads)  # a model's sampled layers, read once
     for c in usable + sorted(set(quantized) - set(usable)):
         for name, block in layout[c].items():
             kinds = _layouts(stats, block)
@@ -189,7 +232,7 @@ def _teacher(stats: WeightStatistics, pl: PairLayers, c: int, fit: _Fit, layout:
 
 
 def _fine_tunes_of_stacks(stats: WeightStatistics, layout: dict[int, dict[str, Block]], fits: dict[int, _Fit],
-                          stacks: set[int], read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> set[int]:
+                          stacks: set[int], read: LayerReads) -> set[int]:
     """The fitted models that are a fine-tune of another fitted stack of their layout, not stacks themselves.
 
     A stack's fine-tune moves every layer by its own update, as large in a small model as the distance
@@ -204,7 +247,7 @@ def _fine_tunes_of_stacks(stats: WeightStatistics, layout: dict[int, dict[str, B
     out: set[int] = set()
     for c in stacks:
         fit = fits[c]
-        mine = read[(c, fit.block)]
+        mine = read.layers[(c, fit.block)]
         for s in stacks - {c}:
             other = fits[s]
             if other.block != fit.block or sum(np.square(other.residual)) >= sum(np.square(fit.residual)):
@@ -250,27 +293,26 @@ def _sample(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(SAMPLE, n)).round().astype(np.int64))
 
 
-def _read_layers(stats: WeightStatistics, m: int, block: Block,
-                 read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> dict[int, dict[str, np.ndarray]]:
+def _read_layers(stats: WeightStatistics, m: int, block: Block, read: LayerReads) -> Layers:
     """Model ``m``'s layers of ``block``, each matrix sampled (:func:`_sample`), float64; one tensor held at a
-    time; kept in ``read`` (a candidate of several deep models is read once)."""
+    time; kept in ``read`` (a candidate of several deep models, or of the detectors' reruns, is read once)."""
     from mother_core.io.readers import open_model
 
-    if (m, block.name) in read:
-        return read[(m, block.name)]
-    out: dict[int, dict[str, np.ndarray]] = {}
+    if (m, block.name) in read.layers:
+        return read.layers[(m, block.name)]
+    out: Layers = {}
+    read.opened += 1
     with open_model(stats.models[m]) as reader:
         for k, layer in block.layers.items():
             out[k] = {}
             for r, slot in layer.items():
                 flat = reader.read(stats.tensors[slot].name).float().numpy().reshape(-1)
                 out[k][r] = flat[_sample(flat.size)].astype(np.float64)
-    read[(m, block.name)] = out
+    read.layers[(m, block.name)] = out
     return out
 
 
-def _fit(stats: WeightStatistics, c: int, block: Block, held: dict[int, Block],
-         read: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]]) -> _Fit | None:
+def _fit(stats: WeightStatistics, c: int, block: Block, held: dict[int, Block], read: LayerReads) -> _Fit | None:
     """Each of ``c``'s layers matched to the nearest layer (same tensors within the layer) of the relatives
     in ``held``; None when a layer has no match within :data:`UNRELATED` (a layer of its own: trained from
     scratch, or the teacher's layer a distilled student dropped) or when the weights are no longer readable."""
@@ -430,13 +472,16 @@ def shallower_than(stats: WeightStatistics, links: list[TypedLink], relative: np
 
     A stack may parent its own fine-tunes (they keep its layout), but it never parents a model lacking a
     tensor it holds: on the tensors it shares by name with its parents' relatives it is a copy of some of
-    them, so the forest would hang them under it. And fine-tuning adds no layers: a model of the stack's
-    layout related to it (its fine-tunes) never has a forest parent lacking part of it."""
+    them, so the forest would hang them under it. Its fine-tunes and copies hold the same copies, moved by
+    their own update only, so neither do they (typed profile S seeds 400-410, fitting: in each, a parent of
+    a stack was hung under the stack's fine-tune, an edge read ``distill`` by its shapes, 0 of 7 right).
+    And fine-tuning adds no layers: a model of the stack's layout related to it (its fine-tunes) never has a
+    forest parent lacking part of it."""
     out: list[tuple[int, int]] = []
     for link in links:
         if stacked(link):
             mine, lacking = _layout_pairs(stats, link, relative)
-            out += [(link.child, g) for g in lacking]
+            out += [(g, h) for g in mine for h in lacking]
             out += [(h, g) for g in mine if g != link.child for h in lacking]
     return out
 
