@@ -322,7 +322,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             cost[a, b] = np.inf
     # Models identical on every selected layer (a BitFit child and its parent) tie on every cue: ordered by the
     # tensors that differ, never by input order (:mod:`.twins`).
-    twins = twin_groups(stats, ev.layer_index, labels) if settings.method != "paper" else []
+    twins = twin_groups(stats, ev.layer_index, labels, typed_children) if settings.method != "paper" else []
     cost = ordered_cost(cost, labels, twins)
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)

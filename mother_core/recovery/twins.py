@@ -21,6 +21,8 @@ caps the edges it decides (:func:`mother_core.recovery.solve._edge`).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from mother_core.recovery.problem import Twins
@@ -34,14 +36,18 @@ EXACT = 1e-12
 OFFSET = 1e-9
 
 
-def twin_groups(stats: WeightStatistics, layer_index: np.ndarray, labels: np.ndarray) -> list[Twins]:
+def twin_groups(stats: WeightStatistics, layer_index: np.ndarray, labels: np.ndarray,
+                typed: Collection[int] = ()) -> list[Twins]:
     """The groups of two or more models of one tree (``labels``) identical on every selected layer
-    (``layer_index``, slots of the statistics) they hold, each ordered by the other tensors."""
+    (``layer_index``, slots of the statistics) they hold, each ordered by the other tensors.
+
+    Models in ``typed`` (children whose relation a detector decided: a lossless conversion is identical to
+    its source on every tensor) take no part: their parent is their link's, not the forest's."""
     selected = np.asarray(layer_index, dtype=int)
     other = np.setdiff1d(np.arange(stats.sq_dist.shape[0]), selected)
     groups: list[Twins] = []
     for t in np.unique(labels):
-        members = np.flatnonzero(labels == t)
+        members = np.array([g for g in np.flatnonzero(labels == t) if int(g) not in typed], dtype=int)
         if len(members) < 2:
             continue
         found = _identical(stats, selected, members)
@@ -85,22 +91,24 @@ def _ordered(stats: WeightStatistics, other: np.ndarray, group: list[int], outsi
     if outside.size == 0 or other.size == 0:
         return Twins(tuple(sorted(group, key=lambda g: ids[g])), 0.5)
     # (slots, group, outside): each differing tensor's squared distance over its scale, a replicate
-    sq = stats.sq_dist[np.ix_(other, group, outside)]
+    g = np.array(group, dtype=int)
+    sq = stats.sq_dist[np.ix_(other, g, outside)]
     n2 = stats.norm[:, other].T ** 2  # (slots, N)
-    scale = (n2[:, group][:, :, None] + n2[:, outside][:, None, :]) / 2
+    scale = (n2[:, g][:, :, None] + n2[:, outside][:, None, :]) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(scale > 0, sq / scale, np.nan)
-    per_slot = np.nanmean(rel, axis=2) if np.isfinite(rel).any() else np.full((len(other), len(group)), np.nan)
+        rel = np.where(scale > 0, sq / scale, np.nan)  # (slots, group, outside); NaN where not shared
+        counted = np.isfinite(rel).sum(axis=2)
+        per_slot = np.where(counted > 0, np.nansum(rel, axis=2) / np.maximum(counted, 1), np.nan)
     # slots where the group's members differ among themselves: the only ones that can tell them apart
-    differ = np.array([np.nansum(stats.sq_dist[s][np.ix_(group, group)]) > 0 for s in other])
+    differ = np.array([np.nansum(stats.sq_dist[s][np.ix_(g, g)]) > 0 for s in other])
     score = np.nansum(per_slot[differ], axis=0) if differ.any() else np.zeros(len(group))
     order = sorted(range(len(group)), key=lambda k: (round(float(score[k]), 12), ids[group[k]]))
     if not differ.any() or score[order[0]] == score[order[1]]:
         return Twins(tuple(group[k] for k in order), 0.5)
     first, second = per_slot[differ][:, order[0]], per_slot[differ][:, order[1]]
-    counted = np.isfinite(first) & np.isfinite(second) & (first != second)
-    agree = int((first[counted] < second[counted]).sum())
-    return Twins(tuple(group[k] for k in order), (agree + 1) / (int(counted.sum()) + 2))
+    voting = np.isfinite(first) & np.isfinite(second) & (first != second)
+    agree = int((first[voting] < second[voting]).sum())
+    return Twins(tuple(group[k] for k in order), (agree + 1) / (int(voting.sum()) + 2))
 
 
 def ordered_cost(cost: np.ndarray, labels: np.ndarray, groups: list[Twins]) -> np.ndarray:
