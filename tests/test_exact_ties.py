@@ -7,19 +7,17 @@ On main the input order decided: with the BitFit child listed first, it parented
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from format_factory import elsewhere_family
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.recovery.result import Recovery
 
 pytest.importorskip("transformers")
 pytest.importorskip("mergekit")
 
-_BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 _ROLES = ("p_root", "p_wd", "p_bitfit", "p_frozen_emb", "p_linear", "p_ta")
 #: Two namings: the root listed first, then last (its BitFit child first).
 _NAMINGS = ({"p_root": "a_root", "p_bitfit": "z_bitfit", "p_wd": "m_wd", "p_frozen_emb": "n_fe",
@@ -30,22 +28,8 @@ _NAMINGS = ({"p_root": "a_root", "p_bitfit": "z_bitfit", "p_wd": "m_wd", "p_froz
 
 @pytest.fixture(scope="module")
 def recovered(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[dict[str, str], Recovery]]:
-    sys.path.insert(0, str(_BENCHMARKS))
-    try:
-        import elsewhere_set
-    finally:
-        sys.path.remove(str(_BENCHMARKS))
     made = tmp_path_factory.mktemp("phi")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the set is made: the same models, bit for bit
-    try:
-        folders: dict[str, Path] = {}
-        arch: dict[str, str] = {}
-        for node in (n for n in elsewhere_set.plan() if n.role in _ROLES):
-            folders[node.role] = made / node.role
-            arch[node.role] = elsewhere_set.make(node, folders, folders[node.role], arch)
-    finally:
-        torch.set_num_threads(threads)
+    elsewhere_family(_ROLES, made)
     out = []
     for k, names in enumerate(_NAMINGS):
         d = tmp_path_factory.mktemp(f"naming{k}")
