@@ -1068,3 +1068,27 @@ def assert_adapters_beside_one_problem(result, problem_file: str, phrases: tuple
         assert (edges[name].parent, edges[name].relation) == (base, "adapter"), edges[name]
         assert edges[name].relation_confidence >= 0.9, (name, edges[name].relation_confidence)
     return edges
+
+
+def elsewhere_family(roles: tuple[str, ...], out: Path) -> dict[str, Path]:
+    """The models ``roles`` of benchmarks/elsewhere_set.py's plan, made by the set's own recipe (real training,
+    mergekit) under ``out``, one folder per role, on one thread as the set is made (the same models, bit for bit)."""
+    import sys
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    try:
+        import elsewhere_set
+    finally:
+        sys.path.remove(str(benchmarks))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folders: dict[str, Path] = {}
+        arch: dict[str, str] = {}
+        for node in (n for n in elsewhere_set.plan() if n.role in roles):
+            folders[node.role] = out / node.role
+            arch[node.role] = elsewhere_set.make(node, folders, folders[node.role], arch)
+    finally:
+        torch.set_num_threads(threads)
+    return folders

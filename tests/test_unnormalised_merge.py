@@ -9,19 +9,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from format_factory import elsewhere_family
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.stats.result import WeightStatistics
 
 pytest.importorskip("transformers")
 pytest.importorskip("mergekit")
 
-_BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 #: The stress set's Phi family (benchmarks/elsewhere_set.py), made by the set's own recipe; its quantized copies
 #: are left out (they are decided before merges, and take time to write).
 _ROLES = ("p_root", "p_wd", "p_bitfit", "p_frozen_emb", "p_linear", "p_ta")
@@ -29,22 +27,8 @@ _ROLES = ("p_root", "p_wd", "p_bitfit", "p_frozen_emb", "p_linear", "p_ta")
 
 @pytest.fixture(scope="module")
 def phi_family(tmp_path_factory: pytest.TempPathFactory) -> WeightStatistics:
-    sys.path.insert(0, str(_BENCHMARKS))
-    try:
-        import elsewhere_set
-    finally:
-        sys.path.remove(str(_BENCHMARKS))
     out = tmp_path_factory.mktemp("phi")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the set is made: the same models, bit for bit
-    try:
-        folders: dict[str, Path] = {}
-        arch: dict[str, str] = {}
-        for node in (n for n in elsewhere_set.plan() if n.role in _ROLES):
-            folders[node.role] = out / node.role
-            arch[node.role] = elsewhere_set.make(node, folders, folders[node.role], arch)
-    finally:
-        torch.set_num_threads(threads)
+    elsewhere_family(_ROLES, out)
     return compute_statistics(discover([out]), device="cpu")
 
 

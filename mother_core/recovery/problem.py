@@ -72,6 +72,24 @@ class ModelFacts:
     n_params: int = 0
 
 
+@dataclass(frozen=True)
+class Twins:
+    """A group (:mod:`.twins`) of models identical on the selected layers, in the order the tie was broken.
+
+    Attributes
+    ----------
+    members : tuple of int
+        Model indices, the original first (the nearest to the rest of its tree on the other tensors).
+    support : float
+        The share of the other tensors that differ within the group and put the original nearer the rest
+        of the tree than the runner-up, by Laplace's rule ((agree + 1) / (differing + 2)): 0.5 where none
+        differ or nothing else is in the tree.
+    """
+
+    members: tuple[int, ...]
+    support: float
+
+
 @dataclass(frozen=True, eq=False)
 class LayerMargins:
     """One child's cheapest candidate parents (model indices) and ``effect[i, j]``: how consistently its
@@ -175,6 +193,15 @@ class RecoveryProblem:
     edge_labels: Mapping[str, Any] = field(default_factory=dict)
     layer_margins: Mapping[int, LayerMargins] = field(default_factory=dict)
     tie_kurtosis: Mapping[int, TieKurtosis] = field(default_factory=dict)
+    twins: tuple[Twins, ...] = ()
+
+    def twin_support(self, model: int) -> float | None:
+        """The support of the order that broke the tie of the twin group holding ``model`` (:mod:`.twins`),
+        or None when no group holds it."""
+        for group in self.twins:
+            if model in group.members:
+                return group.support
+        return None
 
     def layer_margin(self, parent: int, alternative: int, child: int) -> float | None:
         """The layers' effect size for ``parent`` over ``alternative`` as the parent of ``child``
@@ -229,6 +256,8 @@ class RecoveryProblem:
             out["tie_kurtosis"] = {str(c): [list(t.candidates), np.asarray(t.kurtosis).tolist(),
                                             *([] if t.layers is None else [np.asarray(t.layers).tolist()])]
                                    for c, t in self.tie_kurtosis.items()}
+        if self.twins:
+            out["twins"] = [[list(g.members), float(g.support)] for g in self.twins]
         return out
 
     @classmethod
@@ -288,6 +317,7 @@ class RecoveryProblem:
                                               np.array([[_f(x) for x in row] for row in v[2]], dtype=np.float64)
                                               .reshape(len(v[0]), -1) if len(v) > 2 else None)
                           for c, v in (extra.get("tie_kurtosis") or {}).items()},
+            twins=tuple(Twins(tuple(int(x) for x in v[0]), _f(v[1])) for v in extra.get("twins") or ()),
         )
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from mother_core.errors import ConstraintError, InputError, TooFewModelsError
 from mother_core.recovery.additive import MAX_TREE, squared_distances
+from mother_core.recovery.twins import ordered_cost, twin_groups
 from mother_core.recovery.arborescence import minimum_spanning_arborescence, tree_cost
 from mother_core.recovery.chain_ties import chain_ties_capped
 from mother_core.recovery.corrections import is_extension, local_edit
@@ -319,6 +320,10 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     if settings.method != "paper":  # a model at its initialisation is no trained model's child (relations/untrained)
         for a, b in trained_to_untrained(stats):
             cost[a, b] = np.inf
+    # Models identical on every selected layer (a BitFit child and its parent) tie on every cue: ordered by the
+    # tensors that differ, never by input order (:mod:`.twins`).
+    twins = twin_groups(stats, ev.layer_index, labels, typed_children) if settings.method != "paper" else []
+    cost = ordered_cost(cost, labels, twins)
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}
@@ -337,7 +342,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         squared=squared if np.isfinite(squared).any() else None,
         method=settings.method, refine=settings.refine, cue_votes=votes,
         links=tuple(link.to_dict() for link in findings.links),
-        layer_margins=margins, tie_kurtosis=ties,
+        layer_margins=margins, tie_kurtosis=ties, twins=tuple(twins),
     )
     base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,

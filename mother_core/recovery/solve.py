@@ -300,6 +300,16 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
     else:
         p_place = placement_confidence(float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]),
                                        problem.threshold, near)
+    support = problem.twin_support(p)
+    if support is not None:
+        # The parent was told from a twin (identical on every selected layer) by the other tensors alone: the
+        # order's support is all the evidence there is, for the direction inside the group and for the
+        # placement of a child its twin would have parented at the same cost (:mod:`.twins`).
+        alt = alternatives[0].parent if alternatives else None
+        if _twins(problem, p, c):
+            p_dir = min(p_dir, support)
+        elif alt is not None and _twins(problem, p, ids.index(alt)):
+            p_place = min(p_place, support)
     parts = ConfidenceParts(p_place, p_dir)
     return Edge(
         parent=ids[p], child=ids[c], distance=float(problem.distance[p, c]),
@@ -314,3 +324,8 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
         tie_displaced=None if tie is None else ids[tie.displaced],
         tie_lifted=tie is not None and tie.lifted,
     )
+
+
+def _twins(problem: RecoveryProblem, a: int, b: int) -> bool:
+    """Whether ``a`` and ``b`` are in one group of models identical on the selected layers."""
+    return any(a in g.members and b in g.members for g in problem.twins)
