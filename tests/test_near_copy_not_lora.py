@@ -13,12 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from checkpoint_factory import adam_steps
-from mother_core import RecoverySettings, compute_statistics, discover, recover
+from mother_core import compute_statistics, discover, recover
 from mother_core.relations import Relation
 
 pytestmark = pytest.mark.xdist_group("near-copy-not-lora")
@@ -32,14 +31,12 @@ def _load(folder: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The family's statistics, typed findings and recovery."""
+    """The family's statistics, typed links and recovery."""
     pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
     from transformers import GraniteConfig, GraniteForCausalLM
 
-    from mother_core.recovery.features import pair_evidence, select_layers
-    from mother_core.recovery.forest import split_into_trees
-    from mother_core.relations.detect import detect_relations
+    from mother_core.recovery.typed import links_of
 
     d = tmp_path_factory.mktemp("near-copy")
     torch.manual_seed(0)
@@ -55,12 +52,11 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     adam_steps(peft, 3, 8, 3e-3).merge_and_unload().save_pretrained(d / "m-lora")
     adam_steps(_load(d / "m-ft2"), 11, 4, 7.7e-5).to(torch.bfloat16).save_pretrained(d / "m-near")
     stats = compute_statistics(discover([d]), device="cpu")
-    ev = pair_evidence(stats, select_layers(stats, RecoverySettings().layers, None))
-    labels, _ = split_into_trees(ev.relative, None)
+    rec = recover(stats)
     ids = list(stats.model_ids)
-    findings = detect_relations(stats, labels)
-    links = {ids[x.child]: (ids[x.parents[0]], x.relation) for x in findings.links}
-    return {"stats": stats, "links": links, "labels": labels, "ids": ids, "rec": recover(stats)}
+    # the typed links the recovery solved with (relations/detect.py, decided before the forest)
+    links = {ids[x.child]: (ids[x.parents[0]], x.relation) for x in links_of(rec.problem)}
+    return {"stats": stats, "links": links, "ids": ids, "rec": rec}
 
 
 def test_near_copy_in_another_dtype_reads_no_untouched_layers(family: dict[str, Any]) -> None:
@@ -94,4 +90,4 @@ def test_near_copy_is_not_read_as_a_merged_lora(family: dict[str, Any]) -> None:
 def test_one_family(family: dict[str, Any]) -> None:
     """Every model is read and the family is one tree."""
     assert not family["stats"].problems
-    assert len(set(np.asarray(family["labels"]).tolist())) == 1
+    assert len({m.tree for m in family["rec"].models}) == 1
