@@ -262,7 +262,9 @@ def _scaled_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     model fitted by its descendants needs a negative coefficient. Subsets of 2 to 3 of the nearest
     :data:`CANDIDATES` relatives; the fit must be :data:`EXACT` over the layers all hold, every coefficient at
     least :data:`MIN_WEIGHT` on every layer, and the weights must miss 1 (by :data:`SCALED_SUM` on some layer):
-    otherwise an affine fit would have read it, and one that did not has a reason."""
+    otherwise an affine fit would have read it, and one that did not has a reason. It must hold off the ray
+    too (:func:`off_ray_ratio`): models on one ray of weight decay are free combinations of each other
+    (tests/test_merge_ray.py)."""
     n = stats.n_models
     found: list[tuple[float, TypedLink]] = []
     for c in range(n):
@@ -285,8 +287,14 @@ def _scaled_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
                     continue
                 nearest = min(float(pl.sq[layers, c, p].sum()) for p in parents)
                 ratio = sum(r for _, r in fits) / nearest if nearest > 0 else math.inf
-                if ratio <= EXACT and (best is None or ratio < best[0] / PARSIMONY):
-                    best = (ratio, parents, coeffs)
+                if ratio > EXACT or (best is not None and ratio >= best[0] / PARSIMONY):
+                    continue
+                # Off the child's own direction the weights' sum no longer matters (a = w / sum w fits exactly
+                # there), while a weight-decayed fine-tune on a ray of relatives leaves its own update
+                # unexplained: the ray check every merge fit passes (:func:`off_ray_ratio`, at EXACT).
+                if not off_ray_ratio(pl, c, parents, by_layer=True) <= EXACT:
+                    continue
+                best = (ratio, parents, coeffs)
             if best is not None:
                 break  # fewer parents first
         if best is None:
