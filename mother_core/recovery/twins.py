@@ -27,6 +27,7 @@ import numpy as np
 
 from mother_core.recovery.problem import Twins
 from mother_core.stats.result import WeightStatistics
+from mother_core.walk import components
 
 #: Two models are twins when their squared distance over the selected layers is at most this share of their
 #: squared norms there: exact up to float64 summation (identical tensors give exactly 0).
@@ -59,14 +60,7 @@ def twin_groups(stats: WeightStatistics, layer_index: np.ndarray, labels: np.nda
 
 def _identical(stats: WeightStatistics, selected: np.ndarray, members: np.ndarray) -> list[list[int]]:
     """Connected groups of ``members`` at (numerically) zero distance over the selected slots."""
-    root = {int(g): int(g) for g in members}
-
-    def find(x: int) -> int:
-        while root[x] != x:
-            root[x] = root[root[x]]
-            x = root[x]
-        return x
-
+    pairs: list[tuple[int, int]] = []
     for i, a in enumerate(members):
         for b in members[i + 1:]:
             if not np.array_equal(stats.present[a, selected], stats.present[b, selected]):
@@ -77,10 +71,10 @@ def _identical(stats: WeightStatistics, selected: np.ndarray, members: np.ndarra
             sq = stats.sq_dist[held, a, b]
             scale = float((stats.norm[a, held] ** 2 + stats.norm[b, held] ** 2).sum())
             if np.isfinite(sq).all() and float(sq.sum()) <= EXACT * max(scale, 1e-300):
-                root[find(int(a))] = find(int(b))
+                pairs.append((int(a), int(b)))
     out: dict[int, list[int]] = {}
-    for g in members:
-        out.setdefault(find(int(g)), []).append(int(g))
+    for g, comp in components([int(g) for g in members], pairs).items():
+        out.setdefault(comp, []).append(g)
     return [sorted(v) for v in out.values() if len(v) > 1]
 
 
