@@ -362,8 +362,70 @@ def pooled_confidence(rows: list[dict[str, object]], k: dict[str, float]) -> np.
     direction = np.where(c["flagged"], k.get("RADIAL_FLAG_CONFIDENCE", 0.5),
                          np.where(c["prior"], k["PRIOR_CONFIDENCE"], r * p + (1 - r) * (1 - p)))
     conf = place * direction
+    # the fitted maps' sure edges raised by one power (confidence.sure_raised)
+    sure = _maps_own(c) & (conf >= k.get("SURE_FROM", 0.8))
+    conf = np.where(sure, conf ** k.get("SURE_POWER", 1.0), conf)
     conf = np.where(c["sole"], np.minimum(conf, k["SOLE_CHILD_CONFIDENCE"]), conf)
     return np.where(c["typed"], c["confidence"], conf)
+
+
+def _maps_own(c: dict[str, np.ndarray]) -> np.ndarray:
+    """Edges whose confidence is the fitted maps' own: not a typed relation's, a near-tie parent's count, a tree
+    on the prior's or beyond the calibrated radial share's (those are counted shares of their own)."""
+    return ~c["typed"] & ~c["tie"] & ~c["prior"] & ~c["flagged"]
+
+
+def sure_count(rows: list[dict[str, object]]) -> tuple[int, int, np.ndarray]:
+    """(right, n, the maps' confidences) of the edges the fitted maps put at >= confidence.SURE_FROM (not a
+    root's only child; a capped chain edge reads below it): the count behind confidence.SURE_POWER. The
+    engine's confidences are read back through the power it ran with (an edge it raised reads
+    >= SURE_FROM ** SURE_POWER, every edge it did not below SURE_FROM), so the count is the same before and
+    after the change."""
+    from mother_core.recovery.confidence import SURE_FROM, SURE_POWER
+
+    c = _columns(rows)
+    conf = c["confidence"]
+    raised = conf >= SURE_FROM ** SURE_POWER
+    maps = np.where(raised, conf ** (1.0 / SURE_POWER), conf)
+    m = _maps_own(c) & ~c["sole"] & (maps >= SURE_FROM)
+    return int(c["right"][m].sum()), int(m.sum()), maps[m]
+
+
+def sure_power(right: int, n: int, maps: np.ndarray) -> float:
+    """The power g with mean(maps ** g) = (right + 1) / (n + 2), the counted share (1 where the maps already
+    say as much: they are never lowered here)."""
+    from scipy.optimize import brentq
+
+    rate = (right + 1) / (n + 2)
+    if n == 0 or float(np.mean(maps)) >= rate:
+        return 1.0
+    return float(brentq(lambda g: float(np.mean(maps ** g)) - rate, 1e-3, 1.0))
+
+
+def sure(fit: list[Path], check: list[Path], cache: Path | None) -> None:
+    """Count confidence.SURE_POWER on the ``fit`` collections and show what it does on the ``check`` ones,
+    which it was not counted on (ECE / AUROC / wrong at >= 0.8 of every recovered edge, from the edge tables:
+    the engine as it runs, and with the power counted here in its place)."""
+    from mother_core.recovery.confidence import SURE_POWER
+
+    fit_rows = [r for f in fit for r in edge_table(f, cache)]
+    right, n, maps = sure_count(fit_rows)
+    power = sure_power(right, n, maps)
+    print(f"counted on {len(fit)} collections: {right} of {n} sure edges right at mean {maps.mean():.3f}; "
+          f"(right + 1) / (n + 2) = {(right + 1) / (n + 2):.3f}; SURE_POWER = {power:.3f} (engine {SURE_POWER:.3f})")
+    print("\n| collections | edges | sure edges: right / n / mean before -> after | all: ECE / AUROC / wrong >= 0.8, "
+          "no power | with the power |")
+    print("|---|---|---|---|---|")
+    for name, rows in (("counted on", fit_rows), ("checked on", [r for f in check for r in edge_table(f, cache)])):
+        if not rows:
+            continue
+        k = engine_constants()
+        c = _columns(rows)
+        plain = np.where(c["confidence"] >= 0.8 ** SURE_POWER, c["confidence"] ** (1.0 / SURE_POWER), c["confidence"])
+        m = _maps_own(c) & ~c["sole"] & (plain >= k["SURE_FROM"])
+        after = np.where(m, plain ** power, plain)
+        print(f"| {name} | {len(rows)} | {int(c['right'][m].sum())} / {int(m.sum())} / {plain[m].mean():.3f} -> "
+              f"{after[m].mean():.3f} | {_cells(plain, c['right'])} | {_cells(after, c['right'])} |")
 
 
 def _ece(conf: np.ndarray, right: np.ndarray, bins: int = 5) -> float:
@@ -424,7 +486,8 @@ def engine_constants() -> dict[str, float]:
 
     names = ("PLACE_BIAS", "PLACE_MARGIN_SLOPE", "PLACE_NEAR_TIED", "PLACE_NO_ALTERNATIVE", "PLACEMENT_BIAS",
              "PLACEMENT_SLOPE", "PLACEMENT_NO_ALTERNATIVE", "CONTESTED_PLACEMENT", "EVIDENCE_BIAS", "SCALE_SLOPE",
-             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE", "TIE_PLACEMENT", "RADIAL_FLAG_CONFIDENCE")
+             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE", "TIE_PLACEMENT", "RADIAL_FLAG_CONFIDENCE",
+             "SURE_FROM", "SURE_POWER")
     return {"PRIOR_CONFIDENCE": PRIOR_CONFIDENCE, **{n: float(getattr(k, n)) for n in names}}
 
 
@@ -539,7 +602,14 @@ def main() -> None:
                          "prior/fitp-*), per collection report (issue 12, item 5)")
     ap.add_argument("--held-out", action="store_true",
                     help="with --pooled: the refit, frozen, on the held-out collections too (run once)")
+    ap.add_argument("--sure", nargs="+", type=Path, default=None,
+                    help="count confidence.SURE_POWER on these fitting collections (folders with truth.json)")
+    ap.add_argument("--check", nargs="*", type=Path, default=[],
+                    help="with --sure: fitting collections it was not counted on, to check it on")
     args = ap.parse_args()
+    if args.sure:
+        sure(args.sure, args.check, args.cache)
+        return
     if args.pooled:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         pooled(args.cache, args.held_out)
