@@ -11,6 +11,8 @@ Both are small monotone logistic maps of evidence a user can inspect (docs/METHO
   that the reading is right; a tree on the prior takes the counted share of such edges directed right
   (``direction.PRIOR_CONFIDENCE``); (paper method) the agreement of per-layer kurtosis votes with the
   regime, as a z-score (2f - 1) * sqrt(n) over n shared layers.
+- the maps' own edges (mother+) raised to the counted share right of their range, at or above 0.8 and below it,
+  never across 0.8 (:func:`recounted`).
 
 The constants are fitted on the FITTING collections only (``benchmarks/calibrate.py --pooled``), never on
 the held-out ones reported (benchmarks/RESULTS.md, issue 12). They hold within the domain they were fitted
