@@ -71,6 +71,7 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
     whether the radial-share rule flagged the tree, the tree's radial share, the edge's evidence E); the
     root-only-child cap; and candidate inputs (tree size, alternatives within a layer effect of 1, the
     relative distance, whether the parent is a root, the parent's number of children)."""
+    from mother_core.recovery.chain_ties import chain_tie_edges
     from mother_core.recovery.confidence import sole_child_edges, tree_radial_share
     from mother_core.recovery.features import pair_evidence, select_layers
 
@@ -83,6 +84,10 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
     problem = rec.problem
     typed = {int(link["child"]) for link in problem.links}
     sole = sole_child_edges([(e.parent, e.child, e.relation, e.constrained) for e in rec.edges])
+    chain: set[tuple[str, str]] = set()
+    if rec.distance_matrix is not None:  # the tie chains' edges (recovery/chain_ties.py: capped)
+        first, second = chain_tie_edges(list(rec.edges), np.asarray(rec.distance_matrix), list(rec.model_ids))
+        chain = set(first) | set(second)
     parent_of = {e.child: e.parent for e in rec.edges}
     n_children: dict[str, int] = {}
     for e in rec.edges:
@@ -123,6 +128,7 @@ def edge_table(split_dir: Path, cache: Path | None = None) -> list[dict[str, obj
             "reading": tree.regime_confidence, "basis": tree.direction_basis,
             "flagged": "radial share" in (tree.direction_note or ""), "share": share.get(tree.id, math.nan),
             "evidence": float(problem.evidence[p, c]), "sole": (e.parent, e.child) in sole,
+            "chain": (e.parent, e.child) in chain,
             "parent_is_root": e.parent not in parent_of, "parent_children": n_children[e.parent], "depth": depth,
             "cues": dict(e.cues), "tie_chosen": bool(e.tie_kurtosis), "tie_lifted": e.tie_lifted,
             "alt_margins": [math.log(max(a.cost, 1e-300) / max(chosen, 1e-300)) for a in e.alternatives],
@@ -362,8 +368,95 @@ def pooled_confidence(rows: list[dict[str, object]], k: dict[str, float]) -> np.
     direction = np.where(c["flagged"], k.get("RADIAL_FLAG_CONFIDENCE", 0.5),
                          np.where(c["prior"], k["PRIOR_CONFIDENCE"], r * p + (1 - r) * (1 - p)))
     conf = place * direction
+    conf = np.where(_maps_own(c), _recount(conf, k), conf)  # confidence.recounted
     conf = np.where(c["sole"], np.minimum(conf, k["SOLE_CHILD_CONFIDENCE"]), conf)
     return np.where(c["typed"], c["confidence"], conf)
+
+
+def _maps_own(c: dict[str, np.ndarray]) -> np.ndarray:
+    """Edges whose confidence is the fitted maps' own: not a typed relation's, a near-tie parent's count, a tree
+    on the prior's or beyond the calibrated radial share's (those are counted shares of their own)."""
+    return ~c["typed"] & ~c["tie"] & ~c["prior"] & ~c["flagged"]
+
+
+def _recount(conf: np.ndarray, k: dict[str, float]) -> np.ndarray:
+    """The fitted maps' products raised to their counted share (confidence.recounted), under constants ``k``."""
+    top, below = k.get("SURE_POWER", 1.0), k.get("BELOW_POWER", 1.0)
+    at = k.get("SURE_FROM", 0.8)
+    return np.where(conf >= at, conf ** top, at * (np.clip(conf, 0.0, None) / at) ** below)
+
+
+def maps_count(rows: list[dict[str, object]]) -> dict[str, tuple[int, int, np.ndarray]]:
+    """(right, n, the maps' products) of the fitted maps' own edges at >= confidence.SURE_FROM ("sure") and below
+    it ("below") (not a root's only child, not a capped tie chain's): the counts behind confidence.SURE_POWER and
+    BELOW_POWER. The engine's confidences are read back through the powers it ran with (confidence.recounted
+    keeps the two ranges apart), so the counts are the same before and after the change."""
+    from mother_core.recovery.confidence import BELOW_POWER, SURE_FROM, SURE_POWER
+
+    c = _columns(rows)
+    conf = c["confidence"]
+    maps = np.where(conf >= SURE_FROM ** SURE_POWER, conf ** (1.0 / SURE_POWER),
+                    SURE_FROM * (conf / SURE_FROM) ** (1.0 / BELOW_POWER))
+    own = _maps_own(c) & ~c["sole"] & ~np.array([bool(r.get("chain", False)) for r in rows])
+    out = {}
+    for name, m in (("sure", own & (maps >= SURE_FROM)), ("below", own & (maps < SURE_FROM))):
+        out[name] = (int(c["right"][m].sum()), int(m.sum()), maps[m])
+    return out
+
+
+def counted_power(right: int, n: int, maps: np.ndarray, at: float | None = None) -> float:
+    """The power g with mean(maps ** g) = (right + 1) / (n + 2), the counted share (with ``at``: of at *
+    (maps / at) ** g, the lower range's map); 1 where the maps already say as much (they are never lowered)."""
+    from scipy.optimize import brentq
+
+    rate = (right + 1) / (n + 2)
+
+    def f(g: float) -> float:
+        return float(np.mean(maps ** g if at is None else at * (maps / at) ** g)) - rate
+    if n == 0 or f(1.0) >= 0:
+        return 1.0
+    if f(1e-3) < 0:  # beyond what any power can say (below: SURE_FROM itself)
+        return math.nan
+    return float(brentq(f, 1e-3, 1.0))
+
+
+def sure(fit: list[Path], check: list[Path], cache: Path | None) -> None:
+    """Count confidence.SURE_POWER and BELOW_POWER on the ``fit`` collections and show what they do on the
+    ``check`` ones, which they were not counted on (ECE / AUROC / wrong at >= 0.8 of every recovered edge, from
+    the edge tables: the maps as they were, and raised by the powers counted here)."""
+    from mother_core.recovery.confidence import SURE_FROM
+
+    tables = {"counted on": [r for f in fit for r in edge_table(f, cache)],
+              "checked on": [r for f in check for r in edge_table(f, cache)]}
+    counts = maps_count(tables["counted on"])
+    powers = {}
+    for name, (right, n, maps) in counts.items():
+        powers[name] = counted_power(right, n, maps, None if name == "sure" else SURE_FROM)
+        print(f"{name}: {right} of {n} right at mean {maps.mean() if n else math.nan:.3f}; (right + 1) / (n + 2) = "
+              f"{(right + 1) / (n + 2):.3f}; power {powers[name]:.3f}")
+    engine = engine_constants()
+    k = {**engine, "SURE_POWER": powers["sure"], "BELOW_POWER": powers["below"]}
+    print("\n| collections | edges | maps' edges >= 0.8: right / n / mean before -> after | below 0.8 | "
+          "all: ECE / AUROC / wrong >= 0.8, maps as they were | raised by these powers |")
+    print("|---|---|---|---|---|---|")
+    for name, rows in tables.items():
+        if not rows:
+            continue
+        c = _columns(rows)
+        got = maps_count(rows)
+        # every edge as the maps gave it (the engine's read back where it raised it), then raised by k
+        conf = c["confidence"].copy()
+        own = _maps_own(c) & ~c["sole"] & ~np.array([bool(r.get("chain", False)) for r in rows])
+        maps = np.where(conf >= SURE_FROM ** engine["SURE_POWER"], conf ** (1.0 / engine["SURE_POWER"]),
+                        SURE_FROM * (conf / SURE_FROM) ** (1.0 / engine["BELOW_POWER"]))
+        plain = np.where(own, maps, conf)
+        after = np.where(own, _recount(maps, k), conf)
+        cells = []
+        for part in ("sure", "below"):
+            r_, n_, m_ = got[part]
+            cells.append(f"{r_} / {n_} / {m_.mean():.3f} -> {float(np.mean(_recount(m_, k))):.3f}" if n_ else "none")
+        print(f"| {name} | {len(rows)} | {cells[0]} | {cells[1]} | {_cells(plain, c['right'])} | "
+              f"{_cells(after, c['right'])} |")
 
 
 def _ece(conf: np.ndarray, right: np.ndarray, bins: int = 5) -> float:
@@ -424,7 +517,8 @@ def engine_constants() -> dict[str, float]:
 
     names = ("PLACE_BIAS", "PLACE_MARGIN_SLOPE", "PLACE_NEAR_TIED", "PLACE_NO_ALTERNATIVE", "PLACEMENT_BIAS",
              "PLACEMENT_SLOPE", "PLACEMENT_NO_ALTERNATIVE", "CONTESTED_PLACEMENT", "EVIDENCE_BIAS", "SCALE_SLOPE",
-             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE", "TIE_PLACEMENT", "RADIAL_FLAG_CONFIDENCE")
+             "READING_ODDS_POWER", "SOLE_CHILD_CONFIDENCE", "TIE_PLACEMENT", "RADIAL_FLAG_CONFIDENCE",
+             "SURE_FROM", "SURE_POWER", "BELOW_POWER")
     return {"PRIOR_CONFIDENCE": PRIOR_CONFIDENCE, **{n: float(getattr(k, n)) for n in names}}
 
 
@@ -539,7 +633,14 @@ def main() -> None:
                          "prior/fitp-*), per collection report (issue 12, item 5)")
     ap.add_argument("--held-out", action="store_true",
                     help="with --pooled: the refit, frozen, on the held-out collections too (run once)")
+    ap.add_argument("--sure", nargs="+", type=Path, default=None,
+                    help="count confidence.SURE_POWER and BELOW_POWER on these fitting collections (truth.json)")
+    ap.add_argument("--check", nargs="*", type=Path, default=[],
+                    help="with --sure: fitting collections it was not counted on, to check it on")
     args = ap.parse_args()
+    if args.sure:
+        sure(args.sure, args.check, args.cache)
+        return
     if args.pooled:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         pooled(args.cache, args.held_out)

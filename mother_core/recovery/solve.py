@@ -19,7 +19,7 @@ from mother_core.recovery.additive import orient, refine_topology
 from mother_core.recovery.arborescence import minimum_spanning_arborescence
 from mother_core.recovery.confidence import (
     ConfidenceParts, direction_confidence, evidence_confidence, near_tied, placement_confidence,
-    tie_placement_confidence,
+    recounted, tie_placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
 from mother_core.recovery.ties import TieChoice, choose_among_ties, lift_siblings
@@ -300,6 +300,10 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
     else:
         p_place = placement_confidence(float(problem.cost[p, c]), alt_cost, float(problem.relative[p, c]),
                                        problem.threshold, near)
+    if problem.method != "paper" and tie is None and not reading.counted:
+        # The fitted maps' edges read their counted share (confidence.recounted); counted readings, a near-tie
+        # parent's count and the paper method's votes are left as they are.
+        p_place, p_dir = recounted(p_place, p_dir)
     support = problem.twin_support(p)
     if support is not None:
         # The parent was told from a twin (identical on every selected layer) by the other tensors alone: the
