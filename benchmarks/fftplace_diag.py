@@ -205,7 +205,6 @@ def main() -> None:
                         return sum(true_root_par.get(c) == p for c, p in rooted(sub, r).items())
 
                     n = len(comp) - 1
-                    key = f"{which}:{'all' if True else recipe}"
                     for name, r in (("engine", eng_root), ("geometry", max(scores, key=scores.get))):
                         tally[f"{which} {name}"][0] += right(r)
                         tally[f"{which} {name}"][1] += n
@@ -216,7 +215,6 @@ def main() -> None:
                         r = best_r if scores[best_r] - scores[eng_root] > mg else eng_root
                         tally[f"{which} engine unless geometry +{mg}"][0] += right(r)
                         tally[f"{which} engine unless geometry +{mg}"][1] += n
-                    del key
             # 3. spectra on true triples
             for s in models:
                 for c in models:
@@ -271,14 +269,16 @@ def main() -> None:
                 if q is not None:
                     lr = np.log(er_layers(c, s_)) - np.log(er_layers(c, q))
                     lr = lr[np.isfinite(lr)]
-                    lift_rows.append({"folder": folder.name, "recipe": recipe, "kind": "lift", "mean": float(lr.mean()),
+                    lift_rows.append({"folder": folder.name, "recipe": recipe, "kind": "lift",
+                                      "mean": float(lr.mean()),
                                       "share": float((lr > 0).mean()), "now_right": tpar.get(c) == s_,
                                       "move_right": tpar.get(c) == q, "n": len(lr)})
                 for c2, s2 in rp.items():
                     if s2 == s_ and c2 != c:  # c and c2 siblings under s_: sink c under c2?
                         lr = np.log(er_layers(c, c2)) - np.log(er_layers(c, s_))
                         lr = lr[np.isfinite(lr)]
-                        lift_rows.append({"folder": folder.name, "recipe": recipe, "kind": "sink", "mean": float(lr.mean()),
+                        lift_rows.append({"folder": folder.name, "recipe": recipe, "kind": "sink",
+                                          "mean": float(lr.mean()),
                                           "share": float((lr > 0).mean()), "now_right": tpar.get(c) == s_,
                                           "move_right": tpar.get(c) == c2, "n": len(lr)})
         print(f"{folder}: done", flush=True)
@@ -315,7 +315,8 @@ def main() -> None:
         print(f"   hard {rec:22s} n={len(rows)} sib={sum(ys)}  sr {auroc([t['sr'] for t in rows], ys):.2f}"
               f"  sr_share {auroc([t['sr_share'] for t in rows], ys):.2f}  er {auroc([t['er'] for t in rows], ys):.2f}")
     report_moves(lift_rows)
-    print("\n5. lifts per collection (full fine-tuning trees; recovered edges right by the engine, then + fixes - breaks)")
+    print("\n5. lifts per collection (full fine-tuning trees; recovered edges right by the engine, "
+          "then + fixes - breaks)")
     for folder in sorted({r["folder"] for r in lift_rows}):
         right, n = engine_right.get(folder, (0, 0))
         line = f"   {folder:14s} engine {right:3d} / {n:3d}"

@@ -1,0 +1,111 @@
+"""Siblings read as a chain, lifted by the spectrum (effective rank) of the weight differences (issue 12;
+:func:`mother_core.recovery.ties.lift_by_spectrum`; benchmarks/RESULTS.md, issue 12, "Siblings told from
+chains by the spectrum of the difference"). Real training of tiny models with the fitting recipes of
+``benchmarks/generalise.py`` (:mod:`mother_zoo.variety`), no synthetic weights; the rule's bookkeeping is
+checked directly below."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mother_core.recovery.ties as ties_module
+from mother_core import compute_statistics, discover, recover
+from mother_core.evaluate import load_truth
+from mother_core.recovery.problem import TieSpectrum
+from mother_core.recovery.ties import SPECTRAL_LIFT, lift_by_spectrum, spectral_contrast
+
+
+@pytest.fixture(scope="module")
+def decayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mother_zoo.variety import Collection, Recipe, generate_collection
+
+    # The fitting-side decay recipe (benchmarks/generalise.py, _FIT_DECAY) with the seed of the fitw
+    # collection: AdamW with decoupled decay 0.1, a Llama tree. Its updates are near-Gaussian (excess kurtosis
+    # above 0), so the kurtosis rules (ties.py's gate) cannot read it; distance hangs one child under its
+    # sibling.
+    recipe = Recipe("fitw-llama-adamw", "llama", method="fft", optimizer="adamw", weight_decay=0.1,
+                    lr=(1e-3, 5e-3), child_steps=(60, 100))
+    return generate_collection(Collection("spectrum-test", ((recipe, 301),)), tmp_path_factory.mktemp("spectrum"))
+
+
+def test_a_sibling_hung_under_its_sibling_is_lifted_by_the_spectrum(decayed: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    stats = compute_statistics(discover([decayed]), device="cpu")
+    truth = set(load_truth(decayed / "truth.json"))
+    assert json.loads((decayed / "truth.json").read_text())["meta"]["trees"][0]["recipe"] == "fitw-llama-adamw"
+    rec = recover(stats)
+    assert rec.problem is not None and not rec.problem.tie_kurtosis, "the kurtosis gate does not read this tree"
+    assert rec.problem.tie_spectra
+    lifted = [e for e in rec.edges if e.tie_spectral]
+    assert len(lifted) == 1
+    e = lifted[0]
+    # Right, told as a lift, and the sibling distance had chosen is the child's true sibling.
+    assert e.tie_lifted and e.chosen_by_tie and (e.parent, e.child) in truth and (e.parent, e.tie_displaced) in truth
+    c, s, p = (rec.problem.ids.index(m) for m in (e.child, str(e.tie_displaced), e.parent))
+    assert spectral_contrast(rec.problem.tie_spectra[c], s, p) > SPECTRAL_LIFT
+    # Without the spectral lift the same statistics hang the child under its sibling; nothing else moves.
+    monkeypatch.setattr(ties_module, "SPECTRAL_LIFT", float("inf"))
+    off = {(x.parent, x.child) for x in recover(stats).edges}
+    on = {(x.parent, x.child) for x in rec.edges}
+    assert off - on == {(e.tie_displaced, e.child)}
+    assert on - off == {(e.parent, e.child)}
+
+
+def test_a_spectral_lift_survives_save_load_and_resolve_and_is_told(decayed: Path, tmp_path: Path) -> None:
+    from explorer_ui.views import tie_note
+    from mother_core import Constraints, resolve
+    from mother_core.recovery.result import Recovery
+
+    rec = recover(compute_statistics(discover([decayed]), device="cpu"))
+    rec.save(tmp_path / "result.json")
+    back = Recovery.load(tmp_path / "result.json")
+    lifted = [e for e in back.edges if e.tie_spectral]
+    assert [(e.parent, e.child, e.tie_displaced) for e in lifted] == \
+           [(e.parent, e.child, e.tie_displaced) for e in rec.edges if e.tie_spectral] and lifted
+    assert all("by the spectrum of the weight difference" in tie_note(e) for e in lifted)
+    assert back.problem is not None and rec.problem is not None
+    for c, t in rec.problem.tie_spectra.items():
+        np.testing.assert_array_equal(t.layers, back.problem.tie_spectra[c].layers)
+    # A global re-solve (a root fixed where it already is) reads the stored spectra: the same tree.
+    root = next(m.id for m in back.models if m.is_root)
+    again = resolve(back, Constraints(roots=(root,)))
+    assert {(e.parent, e.child) for e in again.edges} == {(e.parent, e.child) for e in rec.edges}
+
+
+def _spec(candidates: tuple[int, ...], per_candidate: list[float], layers: int = 6) -> TieSpectrum:
+    return TieSpectrum(candidates, np.array([[v] * layers for v in per_candidate], dtype=np.float64))
+
+
+def test_lift_by_spectrum_cascades_and_honours_constraints() -> None:
+    # 0 -> 1 -> 2 -> 3 read as a chain; the spectra say 2 and 3 are 0's children (siblings of 1): each one's
+    # difference to its recovered parent spreads over more directions (log effective rank higher by 0.3).
+    parent = np.array([-1, 0, 1, 2])
+    spectra = {1: _spec((0, 2), [2.0, 2.5]), 2: _spec((1, 0, 3), [2.3, 2.0, 2.6]),
+               3: _spec((2, 0, 1), [2.3, 2.0, 2.6])}
+    out, moved = lift_by_spectrum(parent, np.arange(4), spectra)
+    # 2 is lifted to 0; then 3, under 2, is asked against 2's new parent 0 and lifted too.
+    assert out.tolist() == [-1, 0, 0, 0]
+    assert moved[2].displaced == 1 and moved[2].candidates == (0, 1) and moved[2].spectral and moved[2].lifted
+    assert moved[3].displaced == 2 and moved[3].candidates == (0, 2)
+    assert all(np.isnan(moved[2].kurtosis))  # no kurtosis read: told as not measured
+    # Pinned children, a banned edge, a typed leaf as the new parent: nothing moves there.
+    assert lift_by_spectrum(parent, np.arange(4), spectra, pinned={2, 3})[0].tolist() == parent.tolist()
+    assert lift_by_spectrum(parent, np.arange(4), spectra, banned={(0, 2)})[0][2] == 1
+    assert lift_by_spectrum(parent, np.arange(4), spectra, no_children={0})[0].tolist() == parent.tolist()
+    # A parent without its own spectra (not a full fine-tune) is not lifted past.
+    assert lift_by_spectrum(parent, np.arange(4), {2: spectra[2]})[0].tolist() == parent.tolist()
+    # A chain the spectra confirm, or one inside the margin, stays.
+    for values in ([2.0, 2.3], [2.05, 2.0]):
+        chain = {1: spectra[1], 2: _spec((1, 0), values)}
+        assert lift_by_spectrum(parent[:3], np.arange(3), chain)[1] == {}
+
+
+def test_spectral_contrast_reads_layers_both_measured() -> None:
+    t = TieSpectrum((1, 0), np.array([[2.5, 2.5, np.nan], [2.0, 2.0, 9.0]]))
+    assert spectral_contrast(t, 1, 0) == pytest.approx(0.5)
+    assert np.isnan(spectral_contrast(t, 1, 7))
+    assert np.isnan(spectral_contrast(TieSpectrum((1, 0), np.full((2, 2), np.nan)), 1, 0))
