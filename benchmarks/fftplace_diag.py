@@ -306,7 +306,7 @@ def main() -> None:
         ys = [t["sib"] for t in rows]
         line = f"   {label:5s} n={len(rows)} siblings={sum(ys)}"
         for key in ("dist", "sr", "sr_share", "er", "er_share"):
-            sc = [-t[key] if key == "dist" else t[key] for t in rows]
+            sc = [t[key] for t in rows]  # dist: log d(s, c) / d(p, c), larger for siblings
             line += f"  {key} {auroc(sc, ys):.2f}"
         print(line)
     for rec in sorted({t["recipe"] for t in trip_rows}):
