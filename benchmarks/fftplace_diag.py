@@ -266,21 +266,16 @@ def main() -> None:
 
             for c, s_ in rp.items():
                 q = rp.get(s_)
-                if q is not None:
-                    lr = np.log(er_layers(c, s_)) - np.log(er_layers(c, q))
+                # (kind, x, y): the contrast read is log er(W_c - W_x) - log er(W_c - W_y). A lift (x = s, y = q)
+                # is asked where it is positive, a sink under the sibling x (y = s) where it is negative.
+                asked = [("lift", s_, q)] if q is not None else []
+                asked += [("sink", c2, s_) for c2, s2 in rp.items() if s2 == s_ and c2 != c]
+                for kind, x, y in asked:
+                    lr = np.log(er_layers(c, x)) - np.log(er_layers(c, y))
                     lr = lr[np.isfinite(lr)]
-                    lift_rows.append({"folder": folder.name, "recipe": recipe, "kind": "lift",
-                                      "mean": float(lr.mean()),
+                    lift_rows.append({"folder": folder.name, "recipe": recipe, "kind": kind, "mean": float(lr.mean()),
                                       "share": float((lr > 0).mean()), "now_right": tpar.get(c) == s_,
-                                      "move_right": tpar.get(c) == q, "n": len(lr)})
-                for c2, s2 in rp.items():
-                    if s2 == s_ and c2 != c:  # c and c2 siblings under s_: sink c under c2?
-                        lr = np.log(er_layers(c, c2)) - np.log(er_layers(c, s_))
-                        lr = lr[np.isfinite(lr)]
-                        lift_rows.append({"folder": folder.name, "recipe": recipe, "kind": "sink",
-                                          "mean": float(lr.mean()),
-                                          "share": float((lr > 0).mean()), "now_right": tpar.get(c) == s_,
-                                          "move_right": tpar.get(c) == c2, "n": len(lr)})
+                                      "move_right": tpar.get(c) == (q if kind == "lift" else x), "n": len(lr)})
         print(f"{folder}: done", flush=True)
 
     print("\n1. cos of the two updates seen from a node (mean over layers)")

@@ -19,6 +19,11 @@ from mother_core.recovery.ties import LIFT_ALPHA, LIFT_TREE_KURTOSIS, lift_sibli
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sibling_trees(tmp_path_factory.mktemp("siblings"))
+
+
+def sibling_trees(folder: Path) -> Path:
+    """Train the two trees of these tests under ``folder`` (also tests/test_siblings_spectrum.py's)."""
     from mother_zoo.variety import Collection, Recipe, generate_collection
 
     # Two fitting recipes (benchmarks/generalise.py, _FIT) with the seeds of the fitx-2 collection:
@@ -28,8 +33,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     continued = Recipe("fit-vit-continued", "vit", method="continued", shape=(1, 2), child_steps=(60, 90),
                        lr=(3e-4, 1e-3), weight_decay=0.05)
     barely = Recipe("fit-llama-barely", "llama", method="fft", root_steps=60, child_steps=(2, 5))
-    return generate_collection(Collection("siblings-test", ((continued, 247), (barely, 248))),
-                               tmp_path_factory.mktemp("siblings"))
+    return generate_collection(Collection("siblings-test", ((continued, 247), (barely, 248))), folder)
 
 
 def test_siblings_on_a_line_are_lifted_from_the_chain(trees: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,20 +16,15 @@ from mother_core import compute_statistics, discover, recover
 from mother_core.evaluate import load_truth
 from mother_core.recovery.problem import TieSpectrum
 from mother_core.recovery.ties import SPECTRAL_LIFT, lift_by_spectrum, spectral_contrast
+from tests.test_siblings import sibling_trees
 
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mother_zoo.variety import Collection, Recipe, generate_collection
-
-    # The trees of tests/test_siblings.py (two fitting recipes of benchmarks/generalise.py with the seeds of
-    # the fitx-2 collection): continued pre-training and a barely trained Llama tree, each with one sibling
-    # that distance hangs under another.
-    continued = Recipe("fit-vit-continued", "vit", method="continued", shape=(1, 2), child_steps=(60, 90),
-                       lr=(3e-4, 1e-3), weight_decay=0.05)
-    barely = Recipe("fit-llama-barely", "llama", method="fft", root_steps=60, child_steps=(2, 5))
-    return generate_collection(Collection("siblings-test", ((continued, 247), (barely, 248))),
-                               tmp_path_factory.mktemp("spectrum"))
+    # Those of tests/test_siblings.py (two fitting recipes of benchmarks/generalise.py with the seeds of the
+    # fitx-2 collection): continued pre-training and a barely trained Llama tree, each with one sibling that
+    # distance hangs under another.
+    return sibling_trees(tmp_path_factory.mktemp("spectrum"))
 
 
 def test_siblings_hung_under_siblings_are_lifted_by_the_spectrum(trees: Path,

@@ -311,34 +311,49 @@ def lift_siblings(parent: np.ndarray, members: np.ndarray, ties: Mapping[int, Ti
     nothing. Lifting a child to its grandparent cannot make a cycle. Nothing moves in a tree whose runs
     read too near-Gaussian for one run to look unlike two runs' difference (:func:`lift_trusted`).
     """
+    if not lift_trusted(parent, members, ties):  # the tree's runs read too near-Gaussian to tell
+        return parent.copy(), {}
+
+    def asks(c: int, s: int, p: int) -> bool:
+        # A single Adam run's difference is platykurtic (the gate's premise): an edge whose difference
+        # is not is questioned, and only a grandparent whose difference is can take the child.
+        k = dict(zip(ties[c].candidates, ties[c].kurtosis.tolist()))
+        return bool(k.get(s, np.nan) > PLATYKURTIC_GATE > k.get(p, np.nan)) and sign_test(ties[c], s, p) < LIFT_ALPHA
+
+    return _lift_up(parent, members, ties, asks, ties, False, pinned, banned, no_children, choices)
+
+
+def _lift_up(parent: np.ndarray, members: np.ndarray, read: Collection[int], asks: Callable[[int, int, int], bool],
+             ties: Mapping[int, TieKurtosis] | None, spectral: bool, pinned: Collection[int],
+             banned: Collection[tuple[int, int]], no_children: Collection[int],
+             choices: Mapping[int, TieChoice] | None) -> tuple[np.ndarray, dict[int, TieChoice]]:
+    """The walk both sibling lifts share: from the roots down, each child c in ``read`` whose parent s is in
+    ``read`` too goes to s's parent p while ``asks(c, s, p)`` (then is asked again against its new
+    grandparent); ``pinned`` children stay, ``banned`` edges and ``no_children`` parents are not taken.
+    Each child that moved gets a lifted :class:`TieChoice` (``ties`` gives the kurtosis it tells, NaN
+    where not read; ``choices``, an earlier step's, give the parent distance had chosen)."""
     out = parent.copy()
     moved: dict[int, TieChoice] = {}
-    if not lift_trusted(parent, members, ties):  # the tree's runs read too near-Gaussian to tell
-        return out, moved
     pinned, no_children, banned = set(pinned), set(no_children), set(banned)
     inside = {int(g) for g in members}
     stack = [g for g in inside if out[g] < 0 or int(out[g]) not in inside]
     while stack:
         c = stack.pop()
         passed: list[int] = []
-        while c in ties and c not in pinned:
+        while c in read and c not in pinned:
             s = int(out[c])
             p = int(out[s]) if s >= 0 else -1
-            if p < 0 or s not in ties or p in no_children or (p, c) in banned or p not in inside:
-                break
-            # A single Adam run's difference is platykurtic (the gate's premise): an edge whose difference
-            # is not is questioned, and only a grandparent whose difference is can take the child.
-            k = dict(zip(ties[c].candidates, ties[c].kurtosis.tolist()))
-            if not k.get(s, np.nan) > PLATYKURTIC_GATE > k.get(p, np.nan) or not sign_test(ties[c], s, p) < LIFT_ALPHA:
+            if p < 0 or s not in read or p in no_children or (p, c) in banned or p not in inside or not asks(c, s, p):
                 break
             passed.append(s)
             out[c] = p
         if passed:
             before = (choices or {}).get(c)
             displaced = before.displaced if before is not None else passed[0]
-            k = dict(zip(ties[c].candidates, ties[c].kurtosis.tolist()))
+            k = dict(zip(ties[c].candidates, ties[c].kurtosis.tolist())) if ties and c in ties else {}
             order = (int(out[c]), *reversed(passed))
-            moved[c] = TieChoice(displaced, order, tuple(float(k.get(q, np.nan)) for q in order), lifted=True)
+            moved[c] = TieChoice(displaced, order, tuple(float(k.get(q, math.nan)) for q in order),
+                                 lifted=True, spectral=spectral)
         stack.extend(int(w) for w in np.flatnonzero(out == c) if int(w) in inside)
     return out, moved
 
@@ -466,32 +481,9 @@ def lift_by_spectrum(parent: np.ndarray, members: np.ndarray, spectra: Mapping[i
     it) is only told on the moved edges. ``pinned`` children keep their parents, ``banned`` edges are not
     taken, ``no_children`` parent nothing. Lifting to a grandparent cannot make a cycle.
     """
-    out = parent.copy()
-    moved: dict[int, TieChoice] = {}
-    pinned, no_children, banned = set(pinned), set(no_children), set(banned)
-    inside = {int(g) for g in members}
-    stack = [g for g in inside if out[g] < 0 or int(out[g]) not in inside]
-    while stack:
-        c = stack.pop()
-        passed: list[int] = []
-        while c in spectra and c not in pinned:
-            s = int(out[c])
-            p = int(out[s]) if s >= 0 else -1
-            if p < 0 or s not in spectra or p in no_children or (p, c) in banned or p not in inside:
-                break
-            if not spectral_contrast(spectra[c], s, p) > SPECTRAL_LIFT:
-                break
-            passed.append(s)
-            out[c] = p
-        if passed:
-            before = (choices or {}).get(c)
-            displaced = before.displaced if before is not None else passed[0]
-            k = dict(zip(ties[c].candidates, ties[c].kurtosis.tolist())) if ties and c in ties else {}
-            order = (int(out[c]), *reversed(passed))
-            moved[c] = TieChoice(displaced, order, tuple(float(k.get(q, math.nan)) for q in order),
-                                 lifted=True, spectral=True)
-        stack.extend(int(w) for w in np.flatnonzero(out == c) if int(w) in inside)
-    return out, moved
+    return _lift_up(parent, members, spectra,
+                    lambda c, s, p: spectral_contrast(spectra[c], s, p) > SPECTRAL_LIFT,
+                    ties, True, pinned, banned, no_children, choices)
 
 
 def _descendants(parent: np.ndarray, c: int) -> set[int]:
