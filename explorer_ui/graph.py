@@ -175,7 +175,10 @@ def edge_tooltip(e: Edge, status: str | None) -> str:
         lines.append(f"{status}: {STATUS_TEXT.get(status, '')}")
     if e.constrained:
         lines.append("set by you (constraint)")
-    if getattr(e, "tie_lifted", False):  # getattr: survives module reloads, as relation() does
+    if getattr(e, "tie_spectral", False):  # getattr: survives module reloads, as relation() does
+        lines.append("moved from a chain to a sibling of its parent by the spectrum of the weight difference, "
+                     "not by distance")
+    elif getattr(e, "tie_lifted", False):
         lines.append("moved from a chain to a sibling of its parent by the shape of the weight difference, "
                      "not by distance")
     elif getattr(e, "tie_kurtosis", None):

@@ -596,6 +596,12 @@ def tie_note(e: Edge) -> str:
     distance; empty for every other edge."""
     if not e.chosen_by_tie:
         return ""
+    if getattr(e, "tie_spectral", False):
+        return ("**Moved from a chain to a sibling of its parent by the spectrum of the weight difference, not "
+                f"by distance.** Distance placed this model under {md(e.tie_displaced or '')}; its difference to "
+                f"{md(e.parent)} spreads over fewer directions (a lower effective rank, like one fine-tune's "
+                f"update) than its difference to {md(e.tie_displaced or '')}, which reads like two runs' "
+                "difference: siblings on a line, not a chain." + _TIE_COUNTED)
     if e.tie_lifted:
         values = "; ".join(f"{md(m)} " + (f"{v:+.2f}" if math.isfinite(v) else "n/a")
                            + (" (chosen)" if m == e.parent else " (parent by distance)" if m == e.tie_displaced else "")

@@ -225,13 +225,17 @@ def _cmd_recover(args) -> int:
     # Placement by the shape of the update, not by distance (mother_core/recovery/ties.py): a chain read as
     # siblings layer by layer, then parents chosen among near-tied candidates.
     for lifted, what in ((True, "child(ren) moved from a chain to a sibling of their parent by the shape of the "
-                                "weight difference in most layers (Adam-like updates), not by distance:"),
+                                "weight difference (its kurtosis in most layers, or its spectrum), not by distance:"),
                          (False, "parent(s) chosen among near-tied candidates by the shape of the weight difference "
                                  "(Adam-like updates), not by distance (each edge's tie_kurtosis):")):
         chosen = [e for e in result.edges if e.chosen_by_tie and e.tie_lifted == lifted]
         if chosen:
             print(f"{len(chosen)} {what}")
         for e in chosen:
+            if e.tie_spectral:
+                print(printable(f"  {e.parent} -> {e.child} (distance gave {e.tie_displaced}; read from the "
+                                "effective rank of the differences: fewer directions to the chosen parent)"))
+                continue
             ku = ", ".join(f"{m} {v:+.2f}" for m, v in e.tie_kurtosis.items())
             print(printable(f"  {e.parent} -> {e.child} (distance gave {e.tie_displaced}; "
                             f"difference kurtosis {ku})"))

@@ -113,7 +113,8 @@ SETTINGS: tuple[Setting, ...] = (
             True, type=bool),
     Setting("kurtosis_ties", "Near-tied parents by update shape", "In trees whose updates read Adam-like "
             "(platykurtic), a child whose candidate parents the layers cannot tell apart takes the one whose "
-            "difference to it is the most platykurtic; off: distance alone.", True, type=bool),
+            "difference to it is the most platykurtic, and siblings read as a chain are lifted by that kurtosis "
+            "or by the spectrum of the difference; off: distance alone.", True, type=bool),
     Setting("relations", "Relation detectors", "Relation detectors run before the fine-tune forest "
             "(docs/RELATIONS.md): all, none, or a list of convert,quantized,adapter,merge,shape,lora.", "all",
             choices=RELATION_DETECTORS, open_choices=True),
@@ -183,7 +184,9 @@ class RecoverySettings:
         child whose chosen parent the layers do not prefer beyond the noise over another candidate takes
         the candidate whose difference to it reads the most platykurtic, layer by layer
         (:mod:`mother_core.recovery.ties`; chosen on the fitting collections: benchmarks/RESULTS.md, issue 12,
-        "Near-tied parents", "Near-tied parents read layer by layer").
+        "Near-tied parents", "Near-tied parents read layer by layer"). It also switches the sibling lifts:
+        by the kurtosis in Adam-like trees, and by the spectrum (effective rank) of the differences in every
+        tree placed by distance ("Siblings told from chains by the spectrum of the difference").
     relations : str
         ``"mother+"`` only: which relation detectors run before the fine-tune forest is solved
         (:mod:`mother_core.relations.detect`): ``"all"`` (default), ``"none"`` (every edge a

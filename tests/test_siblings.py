@@ -19,6 +19,11 @@ from mother_core.recovery.ties import LIFT_ALPHA, LIFT_TREE_KURTOSIS, lift_sibli
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sibling_trees(tmp_path_factory.mktemp("siblings"))
+
+
+def sibling_trees(folder: Path) -> Path:
+    """Train the two trees of these tests under ``folder`` (also tests/test_siblings_spectrum.py's)."""
     from mother_zoo.variety import Collection, Recipe, generate_collection
 
     # Two fitting recipes (benchmarks/generalise.py, _FIT) with the seeds of the fitx-2 collection:
@@ -28,8 +33,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     continued = Recipe("fit-vit-continued", "vit", method="continued", shape=(1, 2), child_steps=(60, 90),
                        lr=(3e-4, 1e-3), weight_decay=0.05)
     barely = Recipe("fit-llama-barely", "llama", method="fft", root_steps=60, child_steps=(2, 5))
-    return generate_collection(Collection("siblings-test", ((continued, 247), (barely, 248))),
-                               tmp_path_factory.mktemp("siblings"))
+    return generate_collection(Collection("siblings-test", ((continued, 247), (barely, 248))), folder)
 
 
 def test_siblings_on_a_line_are_lifted_from_the_chain(trees: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,8 +53,10 @@ def test_siblings_on_a_line_are_lifted_from_the_chain(trees: Path, monkeypatch: 
         assert e.chosen_by_tie and (e.parent, e.child) in truth and (e.parent, e.tie_displaced) in truth
         assert e.tie_kurtosis[e.parent] < 0 < e.tie_kurtosis[str(e.tie_displaced)]
     assert not any(e.tie_lifted for e in rec.edges if not e.chosen_by_tie)
-    # Without the lift (no significance level passes) the same statistics give the chains, nothing else moves.
+    # Without the lift (no significance level passes) the same statistics give the chains, nothing else moves
+    # (the spectral lift, which finds the same two siblings here, set aside: tests/test_siblings_spectrum.py).
     monkeypatch.setattr(ties_module, "LIFT_ALPHA", 0.0)
+    monkeypatch.setattr(ties_module, "SPECTRAL_LIFT", float("inf"))
     off = {(e.parent, e.child) for e in recover(stats).edges}
     on = {(e.parent, e.child) for e in rec.edges}
     assert off - on == {(e.tie_displaced, e.child) for e in lifted}

@@ -115,6 +115,17 @@ class TieKurtosis:
 
 
 @dataclass(frozen=True, eq=False)
+class TieSpectrum:
+    """One child's candidate parents (those of its :class:`LayerMargins` in its tree, cheapest first) and
+    the log effective rank of the skeleton of W_child - W_candidate per selected layer (candidates x
+    layers, NaN where a layer did not measure a pair): the cue that tells a chain from siblings by the
+    spectrum of the difference (:func:`.ties.lift_by_spectrum`)."""
+
+    candidates: tuple[int, ...]
+    layers: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class RecoveryProblem:
     """The matrices, labels, direction cues and per-tree readings of one recovery.
 
@@ -171,6 +182,10 @@ class RecoveryProblem:
         Per child of a tree whose updates read platykurtic (Adam-like), the difference kurtosis to each
         candidate parent; the solver re-chooses near-tied parents by it (:mod:`.ties`). Empty when the
         ``kurtosis_ties`` setting is off.
+    tie_spectra : mapping of int to TieSpectrum
+        Per full fine-tune child of a tree placed by distance, the spectrum of its difference to each
+        candidate parent; the solver lifts chains read as siblings by it (:mod:`.ties`). Empty when the
+        ``kurtosis_ties`` setting is off, and in problems saved before it existed.
     """
 
     ids: tuple[str, ...]
@@ -194,6 +209,7 @@ class RecoveryProblem:
     layer_margins: Mapping[int, LayerMargins] = field(default_factory=dict)
     tie_kurtosis: Mapping[int, TieKurtosis] = field(default_factory=dict)
     twins: tuple[Twins, ...] = ()
+    tie_spectra: Mapping[int, TieSpectrum] = field(default_factory=dict)
 
     def twin_support(self, model: int) -> float | None:
         """The support of the order that broke the tie of the twin group holding ``model`` (:mod:`.twins`),
@@ -258,6 +274,9 @@ class RecoveryProblem:
                                    for c, t in self.tie_kurtosis.items()}
         if self.twins:
             out["twins"] = [[list(g.members), float(g.support)] for g in self.twins]
+        if self.tie_spectra:
+            out["tie_spectra"] = {str(c): [list(t.candidates), np.asarray(t.layers).tolist()]
+                                  for c, t in self.tie_spectra.items()}
         return out
 
     @classmethod
@@ -318,6 +337,10 @@ class RecoveryProblem:
                                               .reshape(len(v[0]), -1) if len(v) > 2 else None)
                           for c, v in (extra.get("tie_kurtosis") or {}).items()},
             twins=tuple(Twins(tuple(int(x) for x in v[0]), _f(v[1])) for v in extra.get("twins") or ()),
+            tie_spectra={int(c): TieSpectrum(tuple(int(x) for x in v[0]),
+                                             np.array([[_f(x) for x in row] for row in v[1]], dtype=np.float64)
+                                             .reshape(len(v[0]), -1))
+                         for c, v in (extra.get("tie_spectra") or {}).items()},
         )
 
 

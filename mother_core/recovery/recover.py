@@ -54,10 +54,17 @@ from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.confidence import (
     LAYER_CANDIDATES, capped, layer_effect, sole_child_edges, tree_radial_share, within_calibration,
 )
-from mother_core.recovery.problem import LayerMargins, ModelFacts, RecoveryProblem, TieKurtosis, TreeReading
+from mother_core.recovery.problem import (
+    LayerMargins,
+    ModelFacts,
+    RecoveryProblem,
+    TieKurtosis,
+    TieSpectrum,
+    TreeReading,
+)
 from mother_core.recovery.result import Constraints, LayerInfo, Recovery, RecoverySettings
 from mother_core.recovery.solve import assemble, model_indices, solve
-from mother_core.recovery.ties import TieChoice, tree_tie_kurtosis
+from mother_core.recovery.ties import TieChoice, tree_tie_kurtosis, tree_tie_spectra
 from mother_core.settings import METHODS, REGIMES
 from mother_core.recovery.typed import (
     apply_relations,
@@ -327,12 +334,14 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
     ties: dict[int, TieKurtosis] = {}
+    spectra: dict[int, TieSpectrum] = {}
     if settings.kurtosis_ties and settings.method != "paper":
         layers_once = functools.cache(functools.partial(pair_layers, stats))  # for the first tree that needs it
         for t, used in rank_used.items():
             members = np.array([g for g in np.flatnonzero(labels == t) if g not in typed_children], dtype=int)
             if not used and 3 <= len(members) <= MAX_TREE:
                 ties.update(tree_tie_kurtosis(stats, ev, members, margins, layers_once))
+                spectra.update(tree_tie_spectra(stats, ev, members, margins, layers_once))
     problem = RecoveryProblem(
         ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
         tree_of=labels, threshold=float(threshold), evidence=evidence, votes_up=ev.votes_up, shared=ev.shared,
@@ -342,7 +351,7 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         squared=squared if np.isfinite(squared).any() else None,
         method=settings.method, refine=settings.refine, cue_votes=votes,
         links=tuple(link.to_dict() for link in findings.links),
-        layer_margins=margins, tie_kurtosis=ties, twins=tuple(twins),
+        layer_margins=margins, tie_kurtosis=ties, twins=tuple(twins), tie_spectra=spectra,
     )
     base = Recovery(
         models=[], edges=[], trees=[], settings=settings, constraints=constraints,
@@ -533,7 +542,7 @@ def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | 
     known = {(e.parent, e.child): e.layer_distance for e in recovery.edges}
     # An edge the edit leaves in place keeps what its parent was chosen by (a near-tie's kurtosis).
     ties = {index[e.child]: TieChoice(index[e.tie_displaced], tuple(index[m] for m in e.tie_kurtosis),
-                                      tuple(e.tie_kurtosis.values()), e.tie_lifted)
+                                      tuple(e.tie_kurtosis.values()), e.tie_lifted, e.tie_spectral)
             for e in recovery.edges if e.tie_kurtosis and e.tie_displaced in index
             and all(m in index for m in e.tie_kurtosis)}
     solved = assemble(problem.with_trees(edited[1], cost), edited[0], constraints, set(forced),

@@ -26,7 +26,8 @@ parent was re-chosen among near-tied candidates by the kurtosis of the weight di
 (:mod:`mother_core.recovery.ties`) carries ``tie_kurtosis`` (the chosen parent first) and
 ``tie_displaced`` (the parent distance had chosen); files written before them load with neither. Where
 the parent was instead lifted from a chain to siblings (``ties.lift_siblings``: the child's recovered
-parent's parent, by the layers' sign test, not a near tie) ``tie_lifted`` is true.
+parent's parent, by the layers' sign test, not a near tie) ``tie_lifted`` is true; where that lift was
+read from the spectrum of the differences (``ties.lift_by_spectrum``) ``tie_spectral`` is true as well.
 A ``merge`` edge's ``confidence`` is its parent's own (that this parent is one of the child's), its
 ``relation_confidence`` the merge's (that the child is a merge); ``parent_note`` says what puts the parent
 in doubt (a relative that explains the child as well in its place), ``""`` where nothing does. Files
@@ -112,6 +113,9 @@ class Edge:
     # True where the parent is not a near tie's winner but the child was lifted from a chain p -> s -> c to
     # a sibling of s (the layers' sign test on the same kurtosis; mother_core.recovery.ties.lift_siblings).
     tie_lifted: bool = False
+    # True where that lift was read from the spectrum of the differences (their effective rank), not their
+    # kurtosis (mother_core.recovery.ties.lift_by_spectrum); tie_kurtosis is then only told.
+    tie_spectral: bool = False
 
     @property
     def chosen_by_tie(self) -> bool:

@@ -53,7 +53,7 @@ RESULT_SCHEMA: Mapping[str, Any] = {
                 "relation": {"type": "string"}, "relation_detail": {"type": "string"},
                 "relation_confidence": _NUM, "merge_weight": _NUM, "parent_note": {"type": "string"},
                 "tie_kurtosis": {"type": "object", "additionalProperties": _NUM}, "tie_displaced": _OPT_ID,
-                "tie_lifted": {"type": "boolean"},
+                "tie_lifted": {"type": "boolean"}, "tie_spectral": {"type": "boolean"},
             }}},
         "trees": {"type": "array", "items": {
             "type": "object", "required": ["id", "members", "root", "regime", "regime_confidence"],

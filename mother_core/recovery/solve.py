@@ -22,7 +22,7 @@ from mother_core.recovery.confidence import (
     recounted, tie_placement_confidence,
 )
 from mother_core.recovery.problem import RecoveryProblem
-from mother_core.recovery.ties import TieChoice, choose_among_ties, lift_siblings
+from mother_core.recovery.ties import TieChoice, choose_among_ties, lift_by_spectrum, lift_siblings
 from mother_core.recovery.typed import links_of, solver_constraints
 from mother_core.recovery.result import (
     Alternative, Constraints, Edge, ModelNode, Recovery, RecoverySettings, TreeInfo,
@@ -98,7 +98,7 @@ def solve(problem: RecoveryProblem, constraints: Constraints = Constraints(), *,
             raise e.named(ids, [int(g) for g in members], advice=ADVICE) from e
         if squared is not None:
             sol = _refined_core(sol, members, squared, sub, forced, forbidden, fixed_roots, leaves)
-        if problem.tie_kurtosis:
+        if problem.tie_kurtosis or problem.tie_spectra:
             sol, moved = _ties_broken(sol, members, problem, forced, forbidden, leaves)
             tie_choices.update(moved)
         for k, pk in enumerate(sol):
@@ -144,6 +144,10 @@ def _ties_broken(sol: np.ndarray, members: np.ndarray, problem: RecoveryProblem,
     # Then children read as a chain whose difference kurtosis says siblings (:func:`.ties.lift_siblings`).
     new, lifted = lift_siblings(new, members, problem.tie_kurtosis, pinned=pinned, banned=banned,
                                 no_children=leaves, choices=moved)
+    moved.update(lifted)
+    # Then chains whose differences' spectra say siblings (:func:`.ties.lift_by_spectrum`).
+    new, lifted = lift_by_spectrum(new, members, problem.tie_spectra, problem.tie_kurtosis, pinned=pinned,
+                                   banned=banned, no_children=leaves, choices=moved)
     moved.update(lifted)
     if np.array_equal(new[members], parent[members]):
         return sol, {}
@@ -327,6 +331,7 @@ def _edge(problem: RecoveryProblem, p: int, c: int, alternatives: tuple[Alternat
         tie_kurtosis={} if tie is None else {ids[q]: k for q, k in zip(tie.candidates, tie.kurtosis)},
         tie_displaced=None if tie is None else ids[tie.displaced],
         tie_lifted=tie is not None and tie.lifted,
+        tie_spectral=tie is not None and tie.spectral,
     )
 
 
