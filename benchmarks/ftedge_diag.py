@@ -8,6 +8,8 @@ steps) and a cause:
 
 - ``reversed as R``: the result holds c -> p, read as relation R (a fine-tune, or a typed relation);
 - ``read as R``: c was given a typed relation R (lora, merge...) to another parent;
+- ``under p's R child`` / ``under a R child``: c hung under a model that is, in the truth, a typed child (R:
+  lora, merge, quantized...) of p / of another model (a merged LoRA beside it, a merge the detectors missed);
 - ``under a sibling``: c hung under another fine-tune child of p (siblings read as a chain);
 - ``under its descendant`` / ``under a descendant of a sibling``, ``under p's parent`` (a level skipped),
   ``root``, ``other``.
@@ -45,7 +47,8 @@ def _truth(folder: Path) -> tuple[list[tuple[str, str, str]], dict[str, dict]]:
     return edges, d.get("meta", {}).get("models", {})
 
 
-def cause(p: str, c: str, found: list, par: dict[str, set[str]], kids: dict[str, set[str]]) -> str:
+def cause(p: str, c: str, found: list, par: dict[str, set[str]], kids: dict[str, set[str]],
+          rel_of: dict[tuple[str, str], str] | None = None) -> str:
     """The cause of a missed true fine-tune edge p -> c (see the module docstring)."""
     if not found:
         return "root"
@@ -53,6 +56,9 @@ def cause(p: str, c: str, found: list, par: dict[str, set[str]], kids: dict[str,
     if e.relation != "finetune":
         return f"read as {e.relation}"
     q = e.parent
+    typed_in = sorted({r for (a, k), r in (rel_of or {}).items() if k == q and r != "finetune"})
+    if typed_in:  # the parent found is a typed child in the truth: a LoRA, a merge (unread), a copy...
+        return f"under p's {typed_in[0]} child" if p in par.get(q, set()) else f"under a {typed_in[0]} child"
 
     def desc(x: str) -> set[str]:
         out, todo = set(), [x]
@@ -96,7 +102,7 @@ def read_set(folder: Path, cache: Path | None, settings: RecoverySettings, verbo
             continue
         found = by_child.get(c, [])
         rev = by_pair.get((c, p))
-        why = f"reversed as {rev.relation}" if rev is not None else cause(p, c, found, par, kids)
+        why = f"reversed as {rev.relation}" if rev is not None else cause(p, c, found, par, kids, rel_of)
         e = rev if rev is not None else (found[0] if found else None)
         prm = meta.get(c, {}).get("params", {})
 

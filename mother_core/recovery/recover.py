@@ -71,6 +71,7 @@ from mother_core.recovery.typed import (
     block_leaves,
     join_linked_trees,
     links_of,
+    lora_without_its_update,
     refinement_core,
     solver_constraints,
 )
@@ -324,6 +325,11 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
             cost[a, b] = np.inf
     for a, b in shallower_than(stats, list(findings.links), ev.relative):  # a stack parents only models of its layout
         cost[a, b] = np.inf
+    # A merged LoRA parents only models that carry its update: nearer it than its base (.typed).
+    linked = {link.child for link in findings.links}
+    for a, b in lora_without_its_update(list(findings.links), ev.distance, linked):
+        if labels[a] == labels[b]:
+            cost[a, b] = np.inf
     if settings.method != "paper":  # a model at its initialisation is no trained model's child (relations/untrained)
         for a, b in trained_to_untrained(stats):
             cost[a, b] = np.inf

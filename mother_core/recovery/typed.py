@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 import numpy as np
@@ -116,6 +117,34 @@ def refinement_core(stats: WeightStatistics, members: np.ndarray, typed: set[int
     present = stats.present[skeleton].astype(bool)
     common = 2 * present.sum(axis=0) > len(skeleton)  # the slots most of the skeleton holds
     return skeleton[present[:, common].all(axis=1)]
+
+
+def lora_without_its_update(links: Sequence[TypedLink], distance: np.ndarray,
+                            linked: AbstractSet[int]) -> list[tuple[int, int]]:
+    """(merged LoRA, model) pairs where the model is not the merged LoRA's child: it is nearer the LoRA's
+    base than the LoRA itself, so it does not carry the LoRA's update.
+
+    A merged LoRA ``L`` is its base ``p`` plus a low-rank update ``B·A`` on the targeted layers, and equal
+    to ``p`` elsewhere (:func:`mother_core.relations.detect.lora_links`). A model trained from ``L`` starts
+    from ``p + B·A``: on the layers where ``L`` and ``p`` are equal both are equally far from it, and on
+    the targeted ones it holds ``B·A`` plus its own update, so it lies nearer ``L`` unless its training
+    undid more than half of ``B·A``. A model nearer ``p`` than ``L`` (``distance`` counts only the
+    targeted layers' difference between the two) is one trained beside the LoRA, from ``p``; the cues
+    that may still favour ``L`` (kurtosis, norm growth) differ from ``p``'s only by the LoRA's rank-r
+    update, which says nothing about the model. Profile C seed 21: a fine-tune of the root 0.00192 from
+    it and 0.00198 from the root's merged LoRA was hung under the LoRA by the direction penalty.
+
+    ``linked`` (typed children: their parent is the detector's, a forced edge) are never returned, nor is
+    the base itself (``L``'s own parent).
+    """
+    out: list[tuple[int, int]] = []
+    for link in links:
+        if link.relation is not Relation.LORA or not link.parents:
+            continue
+        lora, base = link.child, link.parents[0]
+        nearer_base = np.flatnonzero(distance[base] < distance[lora])
+        out += [(lora, int(c)) for c in nearer_base if int(c) not in linked and int(c) not in (lora, base)]
+    return out
 
 
 def block_leaves(cost: np.ndarray, leaves: set[int]) -> np.ndarray:
