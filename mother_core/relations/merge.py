@@ -237,8 +237,15 @@ def _with_signs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     from mother_core.relations.merge_signs import sign_merges
 
     sparse = {link.child: link for ratio, link in fits if link.child not in settled}
-    children = {c for c in range(stats.n_models) if c not in excluded and c not in settled}
-    signed = sign_merges(stats, pl, labels, excluded, children, sparse, reads)
+    # A model the distance fits took as a merge's input is not read as a merge of that merge and its other
+    # relatives, nor is a found merge read as another's base: an exact merge (a task arithmetic that subtracts
+    # a task vector) puts its inputs in one another's span with weights of one sign too (profile D, seeds 200
+    # and 206: an input of a negation read so at 0.95), and a merge of a model's children sits where the
+    # model's own update, read from it, has the children's signs (seed 204).
+    inputs = {p for _, link in fits for p in link.parents}
+    merges = {link.child for _, link in fits}
+    children = {c for c in range(stats.n_models) if c not in excluded and c not in settled and c not in inputs}
+    signed = sign_merges(stats, pl, labels, excluded, children, sparse, reads, not_bases=merges)
     kept = [fit for fit in fits if fit[1].child not in signed]
     return kept + [(_whole_ratio(pl, c, link.parents), link) for c, link in signed.items()]
 

@@ -86,14 +86,18 @@ def confirms(against: int, agreeing: int) -> bool:
 
 
 def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int],
-                children: set[int], found: dict[int, TypedLink], reads: LayerReads) -> dict[int, TypedLink]:
+                children: set[int], found: dict[int, TypedLink], reads: LayerReads,
+                not_bases: set[int] = frozenset()) -> dict[int, TypedLink]:
     """Sparse merges among ``children`` confirmed by their signs, by child.
 
     For each child, every reading of its :data:`~mother_core.relations.merge.CANDIDATES` nearest relatives
     (not in ``excluded``) as a base and two or three inputs is fitted on the pass's squared distances; those
     within :data:`~mother_core.relations.merge.RESIDUAL_MAX_EQUAL` (of the nearest parent, or of the merge's own
     update: DELLA rescales past its heaviest input) and off the child's own direction are checked on the
-    sampled entries, fewest inputs first, the lowest residual first among as many. A child already read as a
+    sampled entries, the lowest residual first. A reading must leave more than
+    :data:`~mother_core.relations.merge.EXACT` (an exact combination is the distance detector's, whose guards
+    tell which of models in one another's span is the merge), its base not in ``not_bases`` (merges found),
+    and no child may be a parent of a merge read before it (lowest residual first): a cycle. A child already read as a
     sparse merge (``found``) keeps that reading where its signs confirm it or where none confirms another.
     The weights are not held to the affine fit's range: a random drop leaves coefficients far from the
     configured ones (a DELLA merge of weights 0.24 / 0.45 / 0.22 fits at -0.22 / 0.79 / 0.07), and the
@@ -103,7 +107,7 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     from mother_core.relations import merge as mg
 
     n = stats.n_models
-    out: dict[int, TypedLink] = {}
+    out: dict[int, tuple[float, TypedLink]] = {}
     cache: dict[int, dict[tuple[str, int, str], np.ndarray]] = {}
 
     def entries(m: int) -> dict[tuple[str, int, str], np.ndarray]:
@@ -130,7 +134,11 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
                 if (dc <= 0).any():
                     continue
                 a, res = mg.affine_fit(dc, total[idx[:, None], idx[None, :]])
+                if res / float(dc.min()) <= mg.EXACT:
+                    continue
                 for b in range(size):
+                    if subset[b] in not_bases:
+                        continue
                     ratio = res / float(dc.min())
                     own = res / float(dc[b])
                     if min(ratio, own) <= mg.RESIDUAL_MAX_EQUAL:
@@ -172,9 +180,15 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
                 continue
             idx = np.array(parents)
             coeffs, _ = mg.affine_fit(total[c, idx], total[idx[:, None], idx[None, :]])
-            out[c] = _link(stats, c, parents, base, coeffs, ratio, off_ray, counts)
+            out[c] = (ratio, _link(stats, c, parents, base, coeffs, ratio, off_ray, counts))
             break
-    return out
+    # (a merge's input read as a merge of it and the other inputs: keep the reading that leaves less)
+    kept: dict[int, TypedLink] = {}
+    for c, (_, link) in sorted(out.items(), key=lambda x: x[1][0]):
+        if any(c in k.parents for k in kept.values()) or any(p in kept for p in link.parents):
+            continue
+        kept[c] = link
+    return kept
 
 
 def _ratio(total: np.ndarray, c: int, parents: tuple[int, ...]) -> float:
