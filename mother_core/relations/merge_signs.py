@@ -87,7 +87,7 @@ def confirms(against: int, agreeing: int) -> bool:
 
 def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int],
                 children: set[int], found: dict[int, TypedLink], reads: LayerReads,
-                not_bases: set[int] = frozenset()) -> dict[int, TypedLink]:
+                not_bases: frozenset[int] | set[int] = frozenset()) -> dict[int, TypedLink]:
     """Sparse merges among ``children`` confirmed by their signs, by child.
 
     For each child, every reading of its :data:`~mother_core.relations.merge.CANDIDATES` nearest relatives
