@@ -233,20 +233,26 @@ def _with_signs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
                 ) -> list[tuple[float, TypedLink]]:
     """``fits`` with the sparse merges the signs of the entries confirm (:func:`.merge_signs.sign_merges`) added,
     or in place of a sparse fit of the same child they do not confirm; ``settled`` (exact, per-layer and scaled
-    fits) are left alone."""
-    from mother_core.relations.merge_signs import sign_merges
+    fits) are left alone. A sparse fit the signs refute gives way where it would close a cycle with a confirmed
+    one (a base read as the merge of its merge and that merge's inputs: weights summing under 1 shrink a merge
+    below its base's norm, which the distance fits read the other way round)."""
+    from mother_core.relations.merge_signs import refuted, sign_merges
 
     sparse = {link.child: link for ratio, link in fits if link.child not in settled}
-    # A model the distance fits took as a merge's input is not read as a merge of that merge and its other
-    # relatives, nor is a found merge read as another's base: an exact merge (a task arithmetic that subtracts
+    wrong = refuted(stats, list(sparse.values()), reads)
+    # A model a trusted fit took as a merge's input is not read as a merge of that merge and its other
+    # relatives, nor is a trusted merge read as another's base: an exact merge (a task arithmetic that subtracts
     # a task vector) puts its inputs in one another's span with weights of one sign too (profile D, seeds 200
     # and 206: an input of a negation read so at 0.95), and a merge of a model's children sits where the
     # model's own update, read from it, has the children's signs (seed 204).
-    inputs = {p for _, link in fits for p in link.parents}
-    merges = {link.child for _, link in fits}
+    trusted = [link for _, link in fits if link.child not in wrong]
+    inputs = {p for link in trusted for p in link.parents}
+    merges = {link.child for link in trusted}
     children = {c for c in range(stats.n_models) if c not in excluded and c not in settled and c not in inputs}
     signed = sign_merges(stats, pl, labels, excluded, children, sparse, reads, not_bases=merges)
-    kept = [fit for fit in fits if fit[1].child not in signed]
+    used = {p for link in signed.values() for p in link.parents}
+    kept = [fit for fit in fits if fit[1].child not in signed
+            and not (fit[1].child in wrong and (fit[1].child in used or signed.keys() & set(fit[1].parents)))]
     return kept + [(_whole_ratio(pl, c, link.parents), link) for c, link in signed.items()]
 
 

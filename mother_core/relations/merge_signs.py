@@ -191,6 +191,20 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     return kept
 
 
+def refuted(stats: WeightStatistics, links: list[TypedLink], reads: LayerReads) -> set[int]:
+    """The children of ``links`` (sparse merge readings) whose signs refute them under every choice of base: more
+    than :data:`AGAINST_MAX` of at least :data:`AGREEING_MIN` agreeing entries against."""
+    out: set[int] = set()
+    for link in links:
+        child = sampled(stats, link.child, reads)
+        vec = {p: _flat(sampled(stats, p, reads), child) for p in link.parents}
+        own = _flat(child, child)
+        counts = [against_share(own, vec[b], [vec[p] for p in link.parents if p != b]) for b in link.parents]
+        if all(agreeing >= AGREEING_MIN and not confirms(against, agreeing) for against, agreeing in counts):
+            out.add(link.child)
+    return out
+
+
 def _ratio(total: np.ndarray, c: int, parents: tuple[int, ...]) -> float:
     """The affine fit's residual of ``c`` on ``parents`` (summed squared distances ``total``) over the nearest
     parent's squared distance."""
@@ -224,4 +238,5 @@ def _link(stats: WeightStatistics, c: int, parents: tuple[int, ...], base: int, 
         "(dropped and rescaled entries: no combination explains them)"))
 
 
-__all__ = ["AGAINST_MAX", "AGREEING_MIN", "READINGS_MAX", "against_share", "confirms", "sign_merges", "sampled"]
+__all__ = ["AGAINST_MAX", "AGREEING_MIN", "READINGS_MAX", "against_share", "confirms", "refuted", "sign_merges",
+           "sampled"]
