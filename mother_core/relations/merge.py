@@ -239,7 +239,10 @@ def _with_signs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     from mother_core.relations.merge_signs import refuted, sign_merges
 
     sparse = {link.child: link for ratio, link in fits if link.child not in settled}
-    wrong = refuted(stats, list(sparse.values()), reads)
+    # (a fit whose base the equal entries name keeps its standing: the signs refute it where it lacks an input,
+    # and they cannot tell its direction where its base reads as the merge of it and its inputs as well: a
+    # DELLA merge at density 0.5, tests/test_sparse_merge.py)
+    wrong = refuted(stats, [link for link in sparse.values() if EQUAL_ENTRIES not in link.evidence], reads)
     # A model a trusted fit took as a merge's input is not read as a merge of that merge and its other
     # relatives, nor is a trusted merge read as another's base: an exact merge (a task arithmetic that subtracts
     # a task vector) puts its inputs in one another's span with weights of one sign too (profile D, seeds 200
