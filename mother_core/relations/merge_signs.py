@@ -101,8 +101,9 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     sparse merge (``found``) keeps that reading where its signs confirm it or where none confirms another.
     The weights are not held to the affine fit's range: a random drop leaves coefficients far from the
     configured ones (a DELLA merge of weights 0.24 / 0.45 / 0.22 fits at -0.22 / 0.79 / 0.07), and the
-    signs, not the fit, tell the reading here (a fine-tune read on its own parent, or a base on its merge,
-    has entries against).
+    signs, not the fit, tell the reading here (a fine-tune read on its relatives has entries against). They do
+    not always tell its direction (a base read as the merge of its merge and that merge's inputs may pass too:
+    :func:`mother_core.relations.merge._with_signs` keeps out the bases and inputs of the fits it trusts).
     """
     from mother_core.relations import merge as mg
 
