@@ -6,8 +6,8 @@ merge (density 0.75, epsilon 0.05) and a Breadcrumbs merge (density 0.8, gamma 0
 fine-tunes. At such densities the inputs rarely all drop an entry, so the merge keeps too few of its base's
 entries for ``merge.EQUAL_SHARE``, and its dropped entries leave more of its distance unexplained than the
 distance fit allows without them: on main the DELLA merge reads as a fine-tune (of the Breadcrumbs merge).
-Wherever the three task vectors agree in sign, each merge differs from the root with that sign (or not at all); a fine-tune's own update flips
-some, so the fine-tunes of the set stay fine-tunes.
+Wherever the three task vectors agree in sign, each merge differs from the root with that sign (or not at all);
+a fine-tune's own update flips some, so the fine-tunes of the set stay fine-tunes.
 """
 
 from __future__ import annotations
