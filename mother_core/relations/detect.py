@@ -91,7 +91,7 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         notes += a_notes
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
-        links += find_merges(stats, pl, labels, excluded)
+        links += find_merges(stats, pl, labels, excluded, reads)
         merged = {link.child for link in links} - excluded
         # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters; a
         # quantized model deeper than its source may be the quantized copy of a stack the set lacks
