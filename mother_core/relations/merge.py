@@ -869,8 +869,15 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # by at least their squared distance (BASE_GROWTH). Read backwards (a base solved out of
             # its merge and the merge's other parents) the norm shrinks; a parent taken for the
             # merge of its descendants grows by less (measured on a fine-tune forest: 0.1-0.7).
+            # An exact fit whose base weighs negative (task arithmetic whose weights sum past 1) is exempt: no
+            # other reading keeps the other weights in (0, 1] (solving an input out of it needs 1 / its weight),
+            # and with the fit exact the growth only restates whether the inputs' updates grew norms away from
+            # the base (|c|^2 - |b|^2 - |c - b|^2 = sum_i w_i (|P_i|^2 - |b|^2 - |P_i - b|^2)), which fine-tunes
+            # without weight decay need not do (elsewhere2 set: Mamba's A_log and embeddings shrink; a task
+            # arithmetic of three fine-tunes, exact at 2e-8, read 1.2 below its base's growth).
             additive = _additivity(dp)  # once per subset: both base tests read it
-            bases = {b: e for b, e in _bases(additive).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]}
+            bases = {b: e for b, e in _bases(additive).items() if norm2[c] - norm2[subset[b]] >= BASE_GROWTH * dc[b]
+                     or (ratio <= EXACT and a[b] < 0.0)}
             if ratio > EXACT:
                 bases.update(_entry_bases(pl, c, subset, additive, norm2, bases))
             kept = _keeps_entries(pl, c, subset, bases) if ratio > EXACT else set()
