@@ -90,3 +90,86 @@ def test_falcon_gguf_qkv_read_in_its_source_order(tmp_path: Path) -> None:
             a, b = a_model.read(n).double(), b_model.read(n).double()
             rel = float((a - b).norm() / a.norm())
             assert rel < 0.01, (kv, n, rel)  # Q8_0's noise is ~0.3%; permuted rows would be ~140%
+
+
+def _make(nodes: list, folder: Path) -> dict[str, Path]:
+    """``nodes`` made by the stress set's own recipe code (``benchmarks/elsewhere2_set.py``), ids = roles."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import elsewhere2_set as es
+
+    folders: dict[str, Path] = {}
+    arch: dict[str, str] = {}
+    for nd in nodes:
+        folders[nd.role] = folder / nd.role
+        arch[nd.role] = es.make(nd, folders, folders[nd.role], arch)
+    return folders
+
+
+def _recovered(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    from mother_core import RecoverySettings, compute_statistics, recover
+
+    rec = recover(compute_statistics(discover([folder]), device="cpu"), RecoverySettings())
+    out: dict[str, list[tuple[str, str]]] = {}
+    for e in rec.edges:
+        out.setdefault(e.child, []).append((e.parent, e.relation))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_bf16_copy_of_a_near_copy_fine_tune_is_not_a_bridge(tmp_path: Path) -> None:
+    """A preference-style fine-tune at a low learning rate moves every weight by ~0.1%, below bf16's rounding;
+    its bf16 copy is within bf16 rounding of both it and its parent. The copy's class must not make the two
+    fp32 models one original and its "duplicate" (every element differs): the copy converts the fine-tune."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from elsewhere2_set import Node
+
+    nodes = [Node("root", "root", params={"arch": "gemma2", "seed": 12, "steps": 60, "lr": 2e-3}),
+             Node("inst", "finetune", ("root",), "finetune", {"steps": 40, "lr": 6e-4, "tasks": [22]}),
+             Node("pref", "finetune", ("inst",), "finetune",
+                  {"steps": 30, "lr": 1e-4, "tasks": [23], "opt": "adafactor"}),
+             Node("pref_bf16", "cast", ("pref",), "convert", {"dtype": "bfloat16"})]
+    _make(nodes, tmp_path)
+    got = _recovered(tmp_path)
+    assert got.get("pref_bf16") == [("pref", "convert")], got
+    assert all(rel != "convert" for _, rel in got.get("pref", [])), got
+
+
+def test_exact_task_arithmetic_whose_base_neither_grows_nor_adds_up(tmp_path: Path) -> None:
+    """mergekit task arithmetic (three fine-tunes of a Mamba, weights 0.5 / 0.3 / 0.4: the base weighs -0.2) and
+    NuSLERP with a base (two masked-LM fine-tunes of a RoBERTa) are exact fits whose base weighs negative; the
+    Mamba's fine-tunes shrink norms (its base's growth test fails), the RoBERTa's share a direction (additivity
+    through the base fails). Both are merges of their true inputs, base included."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from elsewhere2_set import Node
+
+    nodes = [Node("m_root", "root", params={"arch": "mamba", "seed": 42, "steps": 80, "lr": 3e-3}),
+             *[Node(f"m_ft{k}", "finetune", ("m_root",), "finetune", {"steps": 35, "lr": 1e-3, "tasks": [49 + k]})
+               for k in (1, 2, 3)],
+             Node("m_ta3", "merge", ("m_root", "m_ft1", "m_ft2", "m_ft3"), "merge", {"config": "task_arithmetic3"}),
+             Node("r_root", "root", params={"arch": "roberta", "seed": 52, "steps": 200, "lr": 2e-3}),
+             Node("r_dom1", "finetune", ("r_root",), "finetune", {"steps": 100, "lr": 1e-3, "tasks": [66]}),
+             Node("r_dom2", "finetune", ("r_root",), "finetune", {"steps": 100, "lr": 1e-3, "tasks": [67]}),
+             Node("r_nuslerp", "merge", ("r_root", "r_dom1", "r_dom2"), "merge", {"config": "nuslerp"})]
+    _make(nodes, tmp_path)
+    got = _recovered(tmp_path)
+    assert got.get("m_ta3") == sorted((p, "merge") for p in ("m_root", "m_ft1", "m_ft2", "m_ft3")), got
+    assert got.get("r_nuslerp") == sorted((p, "merge") for p in ("r_root", "r_dom1", "r_dom2")), got
+
+
+def test_headless_fine_tune_is_no_distillation(tmp_path: Path) -> None:
+    """A sentence-embedding fine-tune of a masked-LM RoBERTa saved as ``AutoModel`` (no LM head, no pooler: 5
+    tensors fewer, every block there) is a fine-tune of it, not a distilled student (fewer layers)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from elsewhere2_set import Node
+
+    nodes = [Node("r_root", "root", params={"arch": "roberta", "seed": 52, "steps": 80, "lr": 2e-3}),
+             Node("r_embed", "embedder", ("r_root",), "finetune", {"steps": 60, "lr": 5e-4, "tasks": [68, 69]})]
+    _make(nodes, tmp_path)
+    assert _recovered(tmp_path).get("r_embed") == [("r_root", "finetune")]
