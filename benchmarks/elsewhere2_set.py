@@ -6,9 +6,9 @@ peft, mergekit, the ``gguf`` package's writer and quantizers, bitsandbytes and o
 noise added to weights):
 
 - architectures no profile and no earlier stress set uses: Gemma 2 (four norms per block, soft-capping, tied
-  head), Falcon (Falcon-40B's layout: grouped fused ``query_key_value``, two norms, parallel attention), GPT-J (rotary on part of
-  the head, untied head with a bias), Mamba (no attention at all: ``A_log``, ``D``, a depthwise conv), RoBERTa
-  (an encoder trained by masked-token prediction) and a DistilBERT distractor;
+  head), Falcon (Falcon-40B's layout: grouped fused ``query_key_value``, two norms, parallel attention),
+  GPT-J (rotary on part of the head, untied head with a bias), Mamba (no attention at all: ``A_log``, ``D``,
+  a depthwise conv), RoBERTa (an encoder trained by masked-token prediction) and a DistilBERT distractor;
 - its own data (sparse Markov chains over the tokens) and training loop (linear warm-up and decay, gradient
   accumulation; AdamW, Adafactor or SGD);
 - fine-tunes the hubs are full of: a chat fine-tune that EXTENDS THE VOCABULARY (``resize_token_embeddings``
@@ -19,9 +19,11 @@ noise added to weights):
 - adapters: DoRA on ``all-linear`` and rsLoRA with a Gaussian init, each shipped unmerged and merged;
 - mergekit methods with a base and two or three task models: ``della``, ``breadcrumbs_ties``,
   ``task_arithmetic`` over three fine-tunes, ``nuslerp`` with a base;
-- GGUF written with the ``gguf`` package (llama.cpp's conventions: Gemma's norms stored as 1 + w; a file
-  whose tensors mix Q8_0 and Q4_0 as llama.cpp's mixed presets do); (bitsandbytes leaves Falcon's ``FalconLinear`` in float: a copy, not used); quanto qint4 and
-  qint8; a bf16 cast sharded into safetensors with an index; an fp16 cast.
+- GGUF written with the ``gguf`` package (llama.cpp's conventions: Gemma's norms stored as 1 + w, Falcon's
+  fused ``query_key_value`` regrouped; a file whose tensors mix Q8_0 and Q4_0 as llama.cpp's mixed presets
+  do; Q5_0); quanto qint4 and qint8; a bf16 cast sharded into safetensors with an index; an fp16 cast
+  (bitsandbytes, int8 or 4-bit, left this Falcon's linear layers in float on the CPU: a copy, so not used;
+  the ``gguf`` package has no K-quant quantizer, so no Q4_K / Q6_K).
 
 Ids are random hex strings. The truth file (``typed/truth.json``) is in the engine's format; how each model
 was made is in ``recipe.json`` beside the ``typed`` folder (outside what the engine reads).
