@@ -30,6 +30,10 @@ NORM_PLUS_ONE: frozenset[str] = frozenset({"gemma", "gemma2", "gemma3"})
 #: Architectures whose fused ``query_key_value`` rows the converter regroups from per-head (q, k, v) to all
 #: q, all k, all v (``GPTNeoXModel`` and ``BloomModel``: "Map bloom-style qkv_linear to gpt-style").
 REGROUPED_QKV: frozenset[str] = frozenset({"gptneox", "bloom"})
+#: Architectures whose fused ``query_key_value`` holds one group per kv head (the group's query heads, then its
+#: key, then its value: Falcon-40B / 180B's ``new_decoder_architecture``, Falcon-7B's multi-query with one
+#: group), regrouped by the converter to all q, all k, all v (``FalconModel.modify_tensors``).
+GROUPED_QKV: frozenset[str] = frozenset({"falcon"})
 
 
 def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
@@ -53,6 +57,7 @@ class GGUFTensor:
     transposed: bool = False
     plus_one: bool = False  # stored as 1 + w (NORM_PLUS_ONE)
     regroup_heads: int = 0  # > 0: fused q/k/v rows regrouped by the converter for this many heads (REGROUPED_QKV)
+    regroup_groups: int = 0  # kv groups of those heads (GROUPED_QKV); 0: one group per head (REGROUPED_QKV)
 
 
 @dataclass(frozen=True)
@@ -164,10 +169,12 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
                 heads = n_kv or n_head or 0
             transposed = arch in _TRANSPOSED_ARCHS and name.endswith(_TRANSPOSED_SUFFIXES) and len(ne) == 2
             plus_one = arch in NORM_PLUS_ONE and name.endswith("norm.weight")
-            regroup = n_head if arch in REGROUPED_QKV and n_head and name.endswith(
-                (".query_key_value.weight", ".query_key_value.bias")) else 0
+            fused_qkv = name.endswith((".query_key_value.weight", ".query_key_value.bias"))
+            regroup = n_head if arch in REGROUPED_QKV | GROUPED_QKV and n_head and fused_qkv else 0
+            # Falcon without a kv head count is Falcon-7B's multi-query: one group.
+            groups = (n_kv or 1) if arch in GROUPED_QKV and regroup else 0
             info = GGUFTensor(t.name, int(qtype), qtype.name, tuple(reversed(ne)), offset, nbytes, row_bytes,
-                              heads, transposed, plus_one, regroup)
+                              heads, transposed, plus_one, regroup, groups)
             if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) \
                     and qtype not in _type_traits:
                 unsupported[name] = qtype.name

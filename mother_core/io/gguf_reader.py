@@ -21,7 +21,7 @@ its safetensors source compare tensor by tensor:
 * GPT-2's ``Conv1D`` weights are stored transposed by the converter; they are transposed back;
 * the converter's other per-architecture rewrites are undone too (:func:`_undo_converter`): Gemma's norm
   weights written as 1 + w, GPT-NeoX's and BLOOM's fused ``query_key_value`` rows regrouped from per-head
-  (q, k, v) to all q, all k, all v.
+  (q, k, v) to all q, all k, all v, Falcon's from per kv group (the group's q heads, k, v) likewise.
 
 A tensor type the package cannot dequantize is listed with the model's problems (the rest of the model is
 read); a file none of whose weights can be read is refused with a message naming the types.
@@ -60,14 +60,20 @@ def _unpermute_rows(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _regroup_rows(w: np.ndarray, heads: int) -> np.ndarray:
-    """Undo the converter's ``query_key_value`` regrouping: GGUF rows [all q; all k; all v] (each ``heads``
-    blocks of ``hd`` rows) back to HF's per-head [q_h; k_h; v_h]."""
+def _regroup_rows(w: np.ndarray, heads: int, groups: int = 0) -> np.ndarray:
+    """Undo the converter's ``query_key_value`` regrouping: GGUF rows [all q; all k; all v] back to HF's
+    per-group [q of the group's heads; k_g; v_g] (``groups`` kv groups of ``heads`` query heads; 0: one group
+    per head, GPT-NeoX's and BLOOM's per-head [q_h; k_h; v_h])."""
+    groups = groups or heads
     rows = w.shape[0]
-    if heads <= 0 or rows % (3 * heads):
+    if heads <= 0 or heads % groups or rows % (heads + 2 * groups):
         return w
-    hd = rows // (3 * heads)
-    return w.reshape(3, heads, hd, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+    hd = rows // (heads + 2 * groups)
+    rest = w.shape[1:]
+    q = w[: heads * hd].reshape(groups, heads // groups, hd, *rest)  # (groups, heads / groups, hd, ...)
+    k = w[heads * hd: (heads + groups) * hd].reshape(groups, 1, hd, *rest)
+    v = w[(heads + groups) * hd:].reshape(groups, 1, hd, *rest)
+    return np.concatenate((q, k, v), axis=1).reshape(w.shape)
 
 
 def _undo_converter(t: GGUFTensor, data: np.ndarray) -> np.ndarray:
@@ -76,7 +82,7 @@ def _undo_converter(t: GGUFTensor, data: np.ndarray) -> np.ndarray:
     if t.transposed:
         data = data.T
     if t.regroup_heads:
-        data = _regroup_rows(data, t.regroup_heads)
+        data = _regroup_rows(data, t.regroup_heads, t.regroup_groups)
     if t.plus_one:
         data = (data - np.float32(1.0)).astype(data.dtype, copy=False)
     return data

@@ -159,5 +159,7 @@ def peft_refusal(path: str, peft_type: str) -> str:
 register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=True, revision=6)
 # gguf 4: Qwen3-Next / Qwen3-VL / Qwen3.5 and Gemma 3n / 4 files name their q / k norms as transformers does
 # (``self_attn.q_norm``; were ``q_layernorm``, so they compared with no safetensors source) (2026-12-03).
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=4)
+# gguf 5: Falcon's fused query_key_value rows regrouped per kv group as its converter wrote them (were read in
+# the GGUF's all-q, all-k, all-v order; 2026-12-04).
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=5)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

@@ -120,9 +120,56 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
         classes.setdefault(find(i), []).append(i)
     times = file_times(stats)
     links = []
-    for members in classes.values():
-        if len(members) < 2:
-            continue
+    for whole in classes.values():
+        for members in _split_distinct_originals(whole, medians, pl, u):
+            links += _class_links(stats, members, worst, medians, u, times)
+    return links
+
+
+def _split_distinct_originals(members: list[int], medians: dict[tuple[int, int], float], pl: PairLayers,
+                              u: np.ndarray) -> list[list[int]]:
+    """A class joined through a coarser copy, split where its finest members hold different values.
+
+    Pairs join a class within the COARSER member's rounding, so a bf16 copy of A also joins a fine-tune B of A
+    whose update is below bf16's rounding (a preference fine-tune at a low learning rate moves each weight by
+    ~0.1%, bf16 rounds by 0.4%): A and B, both fp32, would become one original and its "duplicate" although
+    every element differs. The members holding the finest values (:func:`_value_roundoff`) are grouped by
+    whether they hold the same values (within the FINER storage's rounding, :func:`_same_values`); each group
+    is a class of its own, and every coarser member joins the group of the finest member nearest it (median
+    per-layer difference). A class whose finest members all hold the same values is returned whole.
+    """
+    if len(members) < 3:
+        return [members]
+    vu = _value_roundoff(members, medians, u)
+    finest = min(vu[k] for k in members)
+    fine = [k for k in members if vu[k] == finest]
+    groups: list[list[int]] = []
+    for k in fine:
+        home = next((g for g in groups if any(_same_values(medians, u, j, k) for j in g)), None)
+        if home is None:
+            groups.append([k])
+        else:
+            home.append(k)
+    if len(groups) < 2:
+        return [members]
+
+    def median_rel(i: int, j: int) -> float:
+        r = pl.rel[:, i, j]
+        r = r[np.isfinite(r)]
+        return float(np.median(r)) if r.size else math.inf
+
+    for k in members:
+        if vu[k] != finest:
+            min(groups, key=lambda g: min(median_rel(k, j) for j in g)).append(k)
+    return [g for g in groups if len(g) > 1]
+
+
+def _class_links(stats: WeightStatistics, members: list[int], worst: dict[tuple[int, int], float],
+                 medians: dict[tuple[int, int], float], u: np.ndarray,
+                 times: list[tuple[int, int]]) -> list[TypedLink]:
+    """One conversion link per non-original member of a class (its original chosen as documented above)."""
+    links = []
+    if len(members) >= 2:
         # The original: finest precision of the values, then the coarser storage (an upcast copy holds the
         # same values), then the oldest file, then model order (documented above).
         vu = _value_roundoff(members, medians, u)

@@ -24,6 +24,7 @@ layers only), ``prune`` (narrower layers), ``distill`` (fewer layers), else ``fi
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -337,6 +338,10 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
     return Relation.FINETUNE, "", math.nan, ""
 
 
+#: A tensor of a numbered block (``layers.3.``, ``h.3.``, ``encoder.layer.3.``).
+_BLOCK = re.compile(r"(^|\.)\d+\.")
+
+
 def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, str, float, str] | None:
     """``prune`` when the child holds narrower versions of the parent's tensors, ``distill`` when it
     holds fewer of them (fewer layers)."""
@@ -347,7 +352,10 @@ def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, st
     if narrower:
         return (Relation.PRUNE, f"{len(narrower)} tensors narrower", confidence(Relation.PRUNE.value, 0.8),
                 f"{len(narrower)} of its tensors are narrower versions of the parent's; the rest match")
-    if missing and set(names_c) <= set(names_p):
+    # Fewer LAYERS: some missing tensor sits in a numbered block. A child that lacks only tensors outside the
+    # blocks (its head, a pooler) is the same network saved without them (``AutoModel``: a sentence-embedding
+    # fine-tune of a masked LM, elsewhere2 set), not a distilled student: it is read as any other edge.
+    if missing and set(names_c) <= set(names_p) and any(_BLOCK.search(n) for n in missing):
         detail = f"{len(missing)} fewer tensors"
         return (Relation.DISTILL, detail, confidence(kind_of(Relation.DISTILL.value, detail), 0.7),
                 f"holds a subset of the parent's tensors ({len(missing)} fewer: fewer layers)")
