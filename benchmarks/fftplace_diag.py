@@ -34,6 +34,7 @@ from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -85,16 +86,10 @@ def spectra(x: np.ndarray) -> tuple[float, float]:
 
 def rooted(adj: dict[str, set[str]], root: str) -> dict[str, str]:
     """Child -> parent of an undirected tree rooted at ``root``."""
-    parent: dict[str, str] = {}
-    stack, seen = [root], {root}
-    while stack:
-        u = stack.pop()
-        for v in adj[u]:
-            if v not in seen:
-                seen.add(v)
-                parent[v] = u
-                stack.append(v)
-    return parent
+    tree = nx.Graph()
+    tree.add_nodes_from(adj)
+    tree.add_edges_from((u, v) for u in adj for v in adj[u])
+    return dict(nx.dfs_predecessors(tree, root))
 
 
 def geometry_score(adj: dict[str, set[str]], root: str, cos: dict[tuple[str, str, str], float]) -> float:
