@@ -14,6 +14,7 @@ import mother_core.recovery.ties as ties_module
 from mother_core import compute_statistics, discover, recover
 from mother_core.evaluate import load_truth
 from mother_core.recovery.problem import TieKurtosis
+from mother_core.recovery.result import Edge, Recovery
 from mother_core.recovery.ties import LIFT_ALPHA, LIFT_TREE_KURTOSIS, lift_siblings, lift_trusted, sign_test
 
 
@@ -34,6 +35,14 @@ def sibling_trees(folder: Path) -> Path:
                        lr=(3e-4, 1e-3), weight_decay=0.05)
     barely = Recipe("fit-llama-barely", "llama", method="fft", root_steps=60, child_steps=(2, 5))
     return generate_collection(Collection("siblings-test", ((continued, 247), (barely, 248))), folder)
+
+
+def assert_only_the_lifts_move(without: Recovery, with_lifts: Recovery, lifted: list[Edge]) -> None:
+    """The lifted children's edges are the only difference between a recovery without the lifts and one with."""
+    off = {(e.parent, e.child) for e in without.edges}
+    on = {(e.parent, e.child) for e in with_lifts.edges}
+    assert off - on == {(e.tie_displaced, e.child) for e in lifted}
+    assert on - off == {(e.parent, e.child) for e in lifted}
 
 
 def test_siblings_on_a_line_are_lifted_from_the_chain(trees: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,10 +66,7 @@ def test_siblings_on_a_line_are_lifted_from_the_chain(trees: Path, monkeypatch: 
     # (the spectral lift, which finds the same two siblings here, set aside: tests/test_siblings_spectrum.py).
     monkeypatch.setattr(ties_module, "LIFT_ALPHA", 0.0)
     monkeypatch.setattr(ties_module, "SPECTRAL_LIFT", float("inf"))
-    off = {(e.parent, e.child) for e in recover(stats).edges}
-    on = {(e.parent, e.child) for e in rec.edges}
-    assert off - on == {(e.tie_displaced, e.child) for e in lifted}
-    assert on - off == {(e.parent, e.child) for e in lifted}
+    assert_only_the_lifts_move(recover(stats), rec, lifted)
 
 
 def test_a_lift_survives_save_load_and_resolve_and_is_told(trees: Path, tmp_path: Path,
