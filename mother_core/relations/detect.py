@@ -38,6 +38,7 @@ from mother_core.relations.lowrank import (
     LORA_UNTOUCHED, LowRankProfile, lowrank_profile, reads_low_rank, untouched_share, untouched_tolerance,
 )
 from mother_core.relations.merge import find_merges
+from mother_core.relations.merge_signs import sign_step
 from mother_core.relations.prune import find_pruned
 from mother_core.relations.stack import LayerReads, find_stacks, quantized_sources
 from mother_core.relations.vocabulary import Relation
@@ -92,7 +93,7 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         notes += a_notes
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
-        links += find_merges(stats, pl, labels, excluded, reads)
+        links += find_merges(stats, pl, labels, excluded, sign_step(stats, labels, excluded, reads))
         merged = {link.child for link in links} - excluded
         # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters; a
         # quantized model deeper than its source may be the quantized copy of a stack the set lacks

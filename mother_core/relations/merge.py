@@ -27,7 +27,6 @@ import numpy as np
 
 from mother_core.relations.calibration import EQUAL_ENTRIES, confidence, kind_of
 from mother_core.relations.evidence import PairLayers, TypedLink, storage_roundoff
-from mother_core.relations.stack import LayerReads
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
@@ -162,8 +161,14 @@ def affine_fit(dc: np.ndarray, dp: np.ndarray) -> tuple[np.ndarray, float]:
     return a, max(res, 0.0)
 
 
+#: A step that widens the fits :func:`find_merges` found before they are made consistent: it is given the pair
+#: layers (entries above chance), every fit, and the children exact, per-layer or scaled fits settled
+#: (:func:`.merge_signs.sign_step` reads the rest on the signs of their entries).
+FitStep = Callable[[PairLayers, list[tuple[float, TypedLink]], set[int]], list[tuple[float, TypedLink]]]
+
+
 def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int],
-                reads: LayerReads | None = None) -> list[TypedLink]:
+                more: FitStep | None = None) -> list[TypedLink]:
     """Merged models among those not in ``excluded`` (copies, quantized models, adapters).
 
     For each model, subsets of its nearest ``CANDIDATES`` relatives in its tree are fitted; the
@@ -179,9 +184,9 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     Multi-SLERP and Karcher renormalise onto the sphere, which leaves their chord error along the
     child). An exact fit must also explain the child better, by :data:`PARSIMONY`, than any single
     relative alone (:func:`_one_parent_share`): a near-copy fine-tune of a model lying between two others
-    is exact on them with its own update for residual. With ``reads`` (the detectors' second read), the
-    children no exact or per-layer fit explains are also read on the signs of their sampled entries
-    (:mod:`.merge_signs`): high-density DELLA and Breadcrumbs merges, which keep too few of their base's
+    is exact on them with its own update for residual. With ``more`` (``detect`` passes
+    :func:`.merge_signs.sign_step`), the children no exact or per-layer fit explains are also read on the signs
+    of their sampled entries: high-density DELLA and Breadcrumbs merges, which keep too few of their base's
     entries for :data:`EQUAL_SHARE`, and sparse readings missing an input.
     """
     pl = _entries_above_chance(pl, labels, rounding_ratio(stats))
@@ -217,46 +222,14 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     # affine fit explains: only for the children nothing else read.
     scaled = _scaled_fits(stats, pl, labels, excluded | {link.child for _, link in exact + sparse + layered})
     fits = exact + sparse + layered + scaled
-    if reads is not None:
-        fits = _with_signs(stats, pl, labels, excluded, fits, {link.child for _, link in exact + layered + scaled},
-                           reads)
+    if more is not None:
+        fits = more(pl, fits, {link.child for _, link in exact + layered + scaled})
     links = _consistent([fit for fit in fits if _copied_parent(stats, pl, fit[1].child, fit[1].parents) is None])
     scaled_children = {link.child for _, link in scaled}
     # (a scaled merge's parents are not contested: the contest refits affinely, which no relative satisfies)
     return [link if link.child in scaled_children else
             contest_parents(stats, pl, labels, excluded, link, links, *modes.get(link.child, (False, False)))
             for link in links]
-
-
-def _with_signs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int],
-                fits: list[tuple[float, TypedLink]], settled: set[int], reads: LayerReads
-                ) -> list[tuple[float, TypedLink]]:
-    """``fits`` with the sparse merges the signs of the entries confirm (:func:`.merge_signs.sign_merges`) added,
-    or in place of a sparse fit of the same child they do not confirm; ``settled`` (exact, per-layer and scaled
-    fits) are left alone. A sparse fit the signs refute gives way where it would close a cycle with a confirmed
-    one (a base read as the merge of its merge and that merge's inputs: weights summing under 1 shrink a merge
-    below its base's norm, which the distance fits read the other way round)."""
-    from mother_core.relations.merge_signs import refuted, sign_merges
-
-    sparse = {link.child: link for ratio, link in fits if link.child not in settled}
-    # (a fit whose base the equal entries name keeps its standing: the signs refute it where it lacks an input,
-    # and they cannot tell its direction where its base reads as the merge of it and its inputs as well: a
-    # DELLA merge at density 0.5, tests/test_sparse_merge.py)
-    wrong = refuted(stats, [link for link in sparse.values() if EQUAL_ENTRIES not in link.evidence], reads)
-    # A model a trusted fit took as a merge's input is not read as a merge of that merge and its other
-    # relatives, nor is a trusted merge read as another's base: an exact merge (a task arithmetic that subtracts
-    # a task vector) puts its inputs in one another's span with weights of one sign too (profile D, seeds 200
-    # and 206: an input of a negation read so at 0.95), and a merge of a model's children sits where the
-    # model's own update, read from it, has the children's signs (seed 204).
-    trusted = [link for _, link in fits if link.child not in wrong]
-    inputs = {p for link in trusted for p in link.parents}
-    merges = {link.child for link in trusted}
-    children = {c for c in range(stats.n_models) if c not in excluded and c not in settled and c not in inputs}
-    signed = sign_merges(stats, pl, labels, excluded, children, sparse, reads, not_bases=merges)
-    used = {p for link in signed.values() for p in link.parents}
-    kept = [fit for fit in fits if fit[1].child not in signed
-            and not (fit[1].child in wrong and (fit[1].child in used or signed.keys() & set(fit[1].parents)))]
-    return kept + [(_whole_ratio(pl, c, link.parents), link) for c, link in signed.items()]
 
 
 def _copied_parent(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...]) -> int | None:

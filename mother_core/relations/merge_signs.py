@@ -32,6 +32,8 @@ import itertools
 
 import numpy as np
 
+from mother_core.relations import merge as mg
+from mother_core.relations.calibration import EQUAL_ENTRIES
 from mother_core.relations.evidence import PairLayers, TypedLink
 from mother_core.relations.stack import LayerReads, _read_layers, blocks
 from mother_core.stats.result import WeightStatistics
@@ -105,7 +107,6 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     not always tell its direction (a base read as the merge of its merge and that merge's inputs may pass too:
     :func:`mother_core.relations.merge._with_signs` keeps out the bases and inputs of the fits it trusts).
     """
-    from mother_core.relations import merge as mg
 
     n = stats.n_models
     out: dict[int, tuple[float, TypedLink]] = {}
@@ -209,7 +210,6 @@ def refuted(stats: WeightStatistics, links: list[TypedLink], reads: LayerReads) 
 def _ratio(total: np.ndarray, c: int, parents: tuple[int, ...]) -> float:
     """The affine fit's residual of ``c`` on ``parents`` (summed squared distances ``total``) over the nearest
     parent's squared distance."""
-    from mother_core.relations import merge as mg
 
     idx = np.array(parents)
     dc = total[c, idx]
@@ -217,11 +217,47 @@ def _ratio(total: np.ndarray, c: int, parents: tuple[int, ...]) -> float:
     return float(res / dc.min())
 
 
+def sign_step(stats: WeightStatistics, labels: np.ndarray, excluded: set[int], reads: LayerReads) -> mg.FitStep:
+    """The step :func:`.merge.find_merges` takes as ``more``: its fits widened by :func:`_with_signs`."""
+    def step(pl: PairLayers, fits: list[tuple[float, TypedLink]], settled: set[int]) -> list[tuple[float, TypedLink]]:
+        return _with_signs(stats, pl, labels, excluded, fits, settled, reads)
+    return step
+
+
+def _with_signs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int],
+                fits: list[tuple[float, TypedLink]], settled: set[int], reads: LayerReads
+                ) -> list[tuple[float, TypedLink]]:
+    """``fits`` with the sparse merges the signs of the entries confirm (:func:`sign_merges`) added,
+    or in place of a sparse fit of the same child they do not confirm; ``settled`` (exact, per-layer and scaled
+    fits) are left alone. A sparse fit the signs refute gives way where it would close a cycle with a confirmed
+    one (a base read as the merge of its merge and that merge's inputs: weights summing under 1 shrink a merge
+    below its base's norm, which the distance fits read the other way round)."""
+    sparse = {link.child: link for ratio, link in fits if link.child not in settled}
+    # (a fit whose base the equal entries name keeps its standing: the signs refute it where it lacks an input,
+    # and they cannot tell its direction where its base reads as the merge of it and its inputs as well: a
+    # DELLA merge at density 0.5, tests/test_sparse_merge.py)
+    wrong = refuted(stats, [link for link in sparse.values() if EQUAL_ENTRIES not in link.evidence], reads)
+    # A model a trusted fit took as a merge's input is not read as a merge of that merge and its other
+    # relatives, nor is a trusted merge read as another's base: an exact merge (a task arithmetic that subtracts
+    # a task vector) puts its inputs in one another's span with weights of one sign too (profile D, seeds 200
+    # and 206: an input of a negation read so at 0.95), and a merge of a model's children sits where the
+    # model's own update, read from it, has the children's signs (seed 204).
+    trusted = [link for _, link in fits if link.child not in wrong]
+    inputs = {p for link in trusted for p in link.parents}
+    merges = {link.child for link in trusted}
+    children = {c for c in range(stats.n_models) if c not in excluded and c not in settled and c not in inputs}
+    signed = sign_merges(stats, pl, labels, excluded, children, sparse, reads, not_bases=merges)
+    used = {p for link in signed.values() for p in link.parents}
+    kept = [fit for fit in fits if fit[1].child not in signed
+            and not (fit[1].child in wrong and (fit[1].child in used or signed.keys() & set(fit[1].parents)))]
+    return kept + [(mg._whole_ratio(pl, c, link.parents), link) for c, link in signed.items()]
+
+
+
 def _link(stats: WeightStatistics, c: int, parents: tuple[int, ...], base: int, coeffs: np.ndarray, ratio: float,
           off_ray: float, counts: tuple[int, int]) -> TypedLink:
     """The typed link of a sign-confirmed sparse merge; its confidence is the detector's own (no fitting set
     calibrated this kind): 0.95 falling to 0.55 at :data:`~mother_core.relations.merge.RESIDUAL_MAX_EQUAL`."""
-    from mother_core.relations import merge as mg
     from mother_core.relations.vocabulary import Relation
 
     order = np.argsort(-coeffs)
@@ -240,4 +276,4 @@ def _link(stats: WeightStatistics, c: int, parents: tuple[int, ...], base: int, 
 
 
 __all__ = ["AGAINST_MAX", "AGREEING_MIN", "READINGS_MAX", "against_share", "confirms", "refuted", "sign_merges",
-           "sampled"]
+           "sampled", "sign_step"]
