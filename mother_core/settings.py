@@ -116,7 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
             "difference to it is the most platykurtic, and siblings read as a chain are lifted by that kurtosis "
             "or by the spectrum of the difference; off: distance alone.", True, type=bool),
     Setting("relations", "Relation detectors", "Relation detectors run before the fine-tune forest "
-            "(docs/RELATIONS.md): all, none, or a list of convert,quantized,adapter,merge,shape,lora.", "all",
+            "(docs/RELATIONS.md): all, none, or a list of convert,quantized,adapter,merge,shape,lora (and "
+            "merge-signs, opt-in: sparse merges read by the signs of their entries).", "all",
             choices=RELATION_DETECTORS, open_choices=True),
     Setting("device", "Device", "Where the statistics pass runs (auto: a GPU when there is one).", "auto",
             choices=DEVICES, scope="run"),

@@ -20,6 +20,7 @@ import torch
 
 from checkpoint_factory import adam_steps, tiny_llama
 from mother_core import RecoverySettings, compute_statistics, discover, recover
+from mother_core.relations.detect import DETECTORS, OPTIONAL_DETECTORS
 from mother_core.relations.merge_signs import against_share, confirms
 
 #: Fine-tunes of the root: (name, task seed, AdamW steps); m-d and m-e are not merged (m-e: a child of m-a).
@@ -63,7 +64,8 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.xdist_group("sparse-merge")
 def test_high_density_della_and_breadcrumbs_merges_are_read_with_their_parents(family: Path) -> None:
     stats = compute_statistics(discover([family]), device="cpu")
-    rec = recover(stats, RecoverySettings())
+    # (the sign reading is opt-in: mother_core.relations.detect.OPTIONAL_DETECTORS)
+    rec = recover(stats, RecoverySettings(relations=",".join(DETECTORS + OPTIONAL_DETECTORS)))
     parents: dict[str, dict[str, str]] = {}
     for e in rec.edges:
         parents.setdefault(e.child, {})[e.parent] = str(e.relation)

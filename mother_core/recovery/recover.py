@@ -75,7 +75,7 @@ from mother_core.recovery.typed import (
     refinement_core,
     solver_constraints,
 )
-from mother_core.relations.detect import DETECTORS, detect_relations, label_edge
+from mother_core.relations.detect import DETECTORS, OPTIONAL_DETECTORS, detect_relations, label_edge
 from mother_core.relations.evidence import TypedFindings, pair_layers
 from mother_core.relations.prune import grown_vocabulary, narrow_to_wide
 from mother_core.relations.stack import LayerReads, shallower_than, stacked, unrelated_by_name
@@ -398,10 +398,10 @@ def _detectors(settings: RecoverySettings) -> tuple[str, ...]:
     if settings.relations == "all":
         return DETECTORS
     chosen = tuple(d.strip() for d in settings.relations.split(",") if d.strip())
-    unknown = [d for d in chosen if d not in DETECTORS]
+    unknown = [d for d in chosen if d not in DETECTORS + OPTIONAL_DETECTORS]
     if unknown:
         raise InputError(f"Unknown relation detector {unknown[0]!r}: use all, none or a list of "
-                         f"{', '.join(DETECTORS)}.")
+                         f"{', '.join(DETECTORS + OPTIONAL_DETECTORS)}.")
     return chosen
 
 

@@ -46,6 +46,11 @@ from mother_core.stats.result import WeightStatistics
 
 #: Detectors that can be switched off (benchmarks/typed.py's ablation).
 DETECTORS = ("convert", "quantized", "adapter", "merge", "shape", "lora")
+#: Detectors run only when named (``relations="convert,...,merge,merge-signs"``): sparse merges confirmed by the
+#: signs of their sampled entries (:mod:`.merge_signs`). Right on every fitting typed set where it read (36 of 36
+#: parents), but on the lead's held-out sets (benchmarks/RESULTS.md, "Fresh sets C 73, C 75, D 221, D 223") it
+#: put two wrong parents at 0.908 and reversed two edges of a fine-tune collection: opt-in until it is counted.
+OPTIONAL_DETECTORS = ("merge-signs",)
 #: Relative margin of summed rank (:func:`lora_links`) from which a merged LoRA's parent keeps its full
 #: confidence: the margin of a base over a sibling LoRA (or its own parent) of half the LoRA's rank, whose
 #: difference from the LoRA has rank r + r / 2. Below it the confidence falls linearly to half (a tie:
@@ -93,7 +98,8 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         notes += a_notes
     if "merge" in detectors:
         excluded = {link.child for link in links} | adapters
-        links += find_merges(stats, pl, labels, excluded, sign_step(stats, labels, excluded, reads))
+        signs = sign_step(stats, labels, excluded, reads) if "merge-signs" in detectors else None
+        links += find_merges(stats, pl, labels, excluded, signs)
         merged = {link.child for link in links} - excluded
         # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters; a
         # quantized model deeper than its source may be the quantized copy of a stack the set lacks
