@@ -45,7 +45,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, entropy
 
 from mother_core.recovery.features import PairEvidence
 from mother_core.recovery.problem import LayerMargins, TieKurtosis, TieSpectrum
@@ -419,12 +419,8 @@ def difference_spread_layers(stats: WeightStatistics, rms: np.ndarray, layer_ind
             at = counted[start:start + PAIRS_PER_BLOCK]
             u = (sk[a[at]] - sk[b[at]]).astype(np.float64)
             sv = np.linalg.svd(u, compute_uv=False)  # (block, min(k1, k2))
-            total = sv.sum(axis=1)
-            ok = total > 0
-            q = sv[ok] / total[ok, None]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                entropy = -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(axis=1)
-            out[at[ok], row] = entropy  # log of the effective rank exp(entropy)
+            ok = sv.sum(axis=1) > 0
+            out[at[ok], row] = entropy(sv[ok], axis=1)  # log of the effective rank exp(entropy)
     return out
 
 
