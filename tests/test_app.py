@@ -166,7 +166,7 @@ def test_select_edge_shows_its_evidence_and_highlights_it(app):
     assert target == f"{parent} → {child}"
     assert f"Kurtosis per layer: {target}" in plot_titles(at)
     # Each direction cue's vote is said beside the fused evidence (issue 12 item 4).
-    assert any("Direction cues" in m.value and "scale" in m.value and "norm growth" in m.value for m in at.markdown)
+    assert any("cue's vote" in m.value and "scale" in m.value and "norm growth" in m.value for m in at.markdown)
     assert graph_payload(at)["selected"]["edge"] == [parent, child]  # the graph highlights it
     assert any(f"Edge {target}" == s.value for s in at.subheader)
     assert at.query_params["parent"] == parent and at.query_params["child"] == child  # a shareable link
@@ -216,9 +216,13 @@ def test_an_edge_kept_over_a_cheaper_parent_says_so(tmp_path):
     rec = recover_paths([str(write_family(tmp_path / "fam"))])
     e = rec.edges[0]
     cheaper = replace(e, alternatives=(Alternative("other", 0.5, 0.4),), constrained=False)
-    assert "`other` is closer pairwise (extra cost -0.5)" in contested_note(cheaper, 1.0)
+    assert " other is closer pairwise (extra cost -0.5)" in contested_note(cheaper, 1.0)
     assert "refinement by additivity" in contested_note(cheaper, 1.0)
     assert "you set this one" in contested_note(replace(cheaper, constrained=True), 1.0)
+    # A cheaper parent closer than the tables' 4 decimals still says why it was not taken (the Edge page
+    # ranks it first): vit-tree's m-444322 -> m-ac5e7f, 1.3e-5 cheaper, had no word.
+    barely = replace(e, alternatives=(Alternative("other", 1.0 - 1.3e-5, 0.4),), constrained=False)
+    assert "extra cost -1.3e-05" in contested_note(barely, 1.0)
     assert contested_note(replace(e, alternatives=(Alternative("other", 1.5, 0.4),)), 1.0) == ""
 
 
@@ -707,3 +711,119 @@ def test_hostile_files_of_the_newer_readers_and_links_out_of_the_roots(app, tmp_
     for typed in (tmp_path / "door", tmp_path / "fam" / ".." / ".." / outside.name):
         at.sidebar.text_input(key="folder_path").input(str(typed)).run()
         assert not at.exception and "outside the folders this app may browse" in at.error[0].value, typed
+
+
+# --- a first-time user's review (branch appux) -----------------------------------------------------
+@pytest.fixture
+def demo_app(demo_root, monkeypatch, tmp_path):
+    """The app opening on one of the real demo sets (``assets/demo/<name>``), e.g. the typed one."""
+
+    def make(name: str) -> AppTest:
+        if demo_root or not (ROOT / "assets" / "demo" / name).is_dir():
+            pytest.skip(f"the demo set {name} is not in assets/demo/")
+        monkeypatch.delenv("MOTHER_DEMO_ROOT", raising=False)
+        monkeypatch.setenv("MOTHER_DEFAULT_DEMO", name)
+        monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+        monkeypatch.setenv("MOTHER_WARM_DEMOS", "0")
+        return AppTest.from_file(APP, default_timeout=300)
+
+    return make
+
+
+def test_each_relation_is_told_apart_in_the_tree_and_its_legend(demo_app):
+    """The typed demo draws adapters, LoRAs, quantized copies, conversions, merges and pruned children with
+    their own dash patterns: the legend shows each pattern (it drew one CSS dashed line for all of them),
+    and every dashed edge's gaps stay open at its width (vis draws round caps, which ate 3-5 px gaps on
+    edges 5-7 px wide: every relation looked solid)."""
+    from explorer_ui.graph import RELATIONS, vis_dashes
+
+    at = ok(demo_app("typed").run())
+    data = graph_payload(at)
+    dashed = [e for e in data["edges"] if e.get("dashes") and not str(e["id"]).startswith("m")]
+    assert len({json.dumps(e["dashes"]) for e in dashed}) >= 4, "the typed demo has several relations"
+    for e in dashed:
+        gaps = e["dashes"][1::2]
+        assert min(gaps) >= e["width"] + 2.5, (e["from"], e["to"], e["width"], e["dashes"])
+    swatches = re.findall(r'stroke-dasharray="([^"]+)"/></svg>([^<]+)<', data["legend"])
+    by_text = dict((t.strip(), d) for d, t in swatches)
+    drawn = {r for r, (_, pattern, _) in RELATIONS.items()
+             if pattern and any(e["dashes"] == vis_dashes(
+                 pattern, e["width"]) for e in dashed)}
+    assert drawn and all(RELATIONS[r][2] in by_text for r in drawn), (drawn, by_text)
+    assert len({by_text[RELATIONS[r][2]] for r in drawn}) == len(drawn), "two relations share a swatch"
+
+
+def test_an_edge_says_how_it_was_made_and_a_merge_names_every_parent(demo_app):
+    """The evidence of a merge's edge says it is a merge and lists every parent with its weight and own
+    confidence (it said neither the relation nor the other parents); model ids are never wrapped in
+    literal backticks (the escaped markdown showed them)."""
+    at = ok(demo_app("typed").run())
+    merges: dict[str, list[str]] = {}
+    for e in graph_payload(at)["edges"]:
+        if "relation: merge" in e.get("title", ""):
+            merges.setdefault(e["to"], []).append(e["from"])
+    child, parents = next((c, ps) for c, ps in merges.items() if len(ps) >= 2)
+    at.switch_page("app_pages/2_Edge.py").run()
+    box = edge_box(at)
+    box.set_value(box.options.index(f"{parents[0]} → {child}")).run()
+    text = " ".join(m.value for m in ok(at).markdown)
+    assert "**How it was made:** merge (several parents)" in text
+    assert f"{len(parents)} parents: " in text and all(p in text for p in parents), text
+    assert "\\`" not in text
+    box = edge_box(at)
+    other = next(i for i, o in enumerate(box.options) if o.split(" → ")[1] not in merges)
+    box.set_value(other).run()
+    assert "**How it was made:** " in " ".join(m.value for m in ok(at).markdown)
+
+
+def test_the_kurtosis_plot_compares_only_layers_both_models_have(demo_app):
+    """vit-tree's models carry classifier heads of different shapes: a head only one model of an edge has
+    was drawn as a stray dot with a gap in each line. The plot draws the layers both have and says how
+    many it left out."""
+    at = ok(demo_app("vit-tree").run())
+    at.switch_page("app_pages/2_Edge.py").run()
+    box = edge_box(at)
+    seen = False
+    for i in range(len(box.options)):
+        edge_box(at).set_value(i).run()
+        spec = next(json.loads(el.proto.spec) for el in ok(at).get("plotly_chart")
+                    if "Kurtosis per layer" in json.loads(el.proto.spec)["layout"]["title"]["text"])
+        parent, child = spec["data"][0]["y"], spec["data"][1]["y"]
+        assert len(parent) == len(child) and all(p is not None and c is not None for p, c in zip(parent, child))
+        seen |= "only one of them has left out" in spec["layout"]["xaxis"]["title"]["text"]
+    assert seen, "no edge of vit-tree joins models with different heads"
+
+
+def test_a_row_of_the_ambiguous_edges_opens_that_edge(app):
+    """The Ambiguous page lists every edge with its relation; a row clicked opens that edge's evidence on
+    the Edge page (the table was a dead end)."""
+    at = ok(app.run())
+    at.switch_page("app_pages/4_Ambiguous.py").run()
+    table_el = ok(at).dataframe[0]
+    df = table_el.value
+    assert "relation" in df.columns
+    row = len(df) - 1  # the most confident edge: not the one selected by default
+    at.session_state[table_el.key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    ok(at)
+    assert picked_edge(at) == (df["parent"].iloc[row], df["child"].iloc[row])
+    assert edge_label(at) == f"{df['parent'].iloc[row]} → {df['child'].iloc[row]}"
+
+
+def test_a_bad_file_says_what_is_wrong_before_listing_the_formats(app, tmp_path):
+    """A folder whose only file is corrupt: the message leads with that file and what to do; the list of
+    readable formats comes once, after it (it came first, twice for an empty folder)."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_bytes(b"this is not a checkpoint")
+    at = use_folder(app, folder)
+    if not at.error:
+        at.sidebar.button[0].click().run()
+    msg = at.error[0].value
+    assert not at.exception and msg.index("weights.safetensors") < msg.index("We read")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at.sidebar.text_input(key="folder_path").input(str(empty)).run()
+    if not at.error:
+        at.sidebar.button[0].click().run()
+    assert at.error[0].value.count("Hugging Face folders") == 1, at.error[0].value
