@@ -92,9 +92,9 @@ def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
                    hovertemplate="%{customdata}<br>kurtosis %{y:.3g}<extra></extra>")
               for y, color, role, mid in ((pk, PARENT, "parent", edge.parent), (ck, CHILD, "child", edge.child))]
     layout = _layout(f"Kurtosis per layer: {edge.parent} → {edge.child}", legend=True)
-    xtitle = "layer both models have (in model order; hover for its name)"
-    if alone:
-        xtitle += f"; {alone} layer{'s' if alone > 1 else ''} only one of them has left out"
+    # Short enough for the panel beside the tree (~60 characters): a longer title ran off both sides.
+    xtitle = (f"layer both have (hover for its name); {alone} only in one: not drawn" if alone else
+              "layer (in model order; hover for its name)")
     layout.update(xaxis=dict(title=dict(text=xtitle)),
                   yaxis=dict(title=dict(text="excess kurtosis")))
     return go.Figure(dict(data=traces, layout=layout), _validate=False)
