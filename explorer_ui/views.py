@@ -450,7 +450,10 @@ def summary(ctx: Loaded) -> None:
     c[1].metric("Edges", len(rec.edges))
     c[2].metric("Trees", len(rec.trees) or len(rec.roots))
     confs = [e.confidence for e in rec.edges if not math.isnan(e.confidence)]
-    c[3].metric("Mean confidence", f"{sum(confs) / len(confs):.2f}" if confs else "n/a")
+    c[3].metric("Mean confidence", f"{sum(confs) / len(confs):.2f}" if confs else "n/a",
+                help="Each edge's confidence, 0 to 1, is placement (is the child attached to the right model?) "
+                     "times direction (is the parent really the parent?), calibrated on sets of known lineage. "
+                     "Read an edge below 0.5 as a question: *Ambiguous edges* lists them, least confident first.")
     if ctx.truth and ctx.reference != "declared lineage":
         from mother_core.evaluate import evaluate
 
@@ -583,6 +586,12 @@ def ambiguous_table(ctx: Loaded) -> None:
     st.markdown(f"**{len(weak)}** of {len(df)} edges have confidence below 0.5.")
 
 
+def _on_worst(key: str, order: list[tuple[str, str]]) -> None:
+    rows = st.session_state[key].selection.rows
+    if rows:
+        state.select_edge(order[rows[0]])
+
+
 def least_confident(ctx: Loaded, rows: int = 3) -> None:
     """The few edges most worth a second look, with their best alternative parent (the home page's
     pointer into the Ambiguous and Edge pages), beside how confident the recovery is overall."""
@@ -592,8 +601,12 @@ def least_confident(ctx: Loaded, rows: int = 3) -> None:
 
     df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec).head(rows)
     left, right = st.columns([3, 2])
-    left.markdown("**Least confident edges**")
-    left.dataframe(df, hide_index=True, column_order=["edge", "confidence", "status", "best alternative parent"])
+    left.markdown("**Least confident edges**: click one for its evidence beside the tree")
+    order = list(zip(df["parent"], df["child"]))
+    key = f"worst_{ctx.key}"
+    left.dataframe(df, hide_index=True, column_order=["edge", "relation", "confidence", "status",
+                                                      "best alternative parent"],
+                   on_select=partial(_on_worst, key, order), selection_mode="single-row", key=key)
     right.plotly_chart(plots.edge_confidence(ctx.rec), key=f"conf_{ctx.key}")
 
 

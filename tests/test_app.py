@@ -829,3 +829,10 @@ def test_a_bad_file_says_what_is_wrong_before_listing_the_formats(app, tmp_path)
     if not at.error:
         at.sidebar.button[0].click().run()
     assert at.error[0].value.count("Hugging Face folders") == 1, at.error[0].value
+
+
+
+def test_the_home_page_says_what_confidence_is(app):
+    """The mean confidence's help says what an edge's confidence is and where the doubtful ones are."""
+    mean = next(m for m in ok(app.run()).metric if m.label == "Mean confidence")
+    assert "placement" in mean.proto.help and "direction" in mean.proto.help and "Ambiguous" in mean.proto.help
