@@ -624,6 +624,10 @@ def cue_note(e: Edge) -> str:
     return f" Each cue's vote, from -1 (against, ✗) to +1 (for this direction, ✓): {votes}."
 
 
+#: The ``--relations`` detector that types each relation (pruned and distilled children: the shape one).
+_DETECTOR = {"prune": "shape", "distill": "shape"}
+
+
 def relation_line(rec: Recovery, e: Edge) -> str:
     """How the child was made from this parent (markdown): the relation, what its detector read, how sure it
     is, and for a merge every parent with its weight and own confidence (this edge is one of them)."""
@@ -702,7 +706,11 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     if e.constrained:
         conf += " This edge was set by a constraint."
     lines.append(conf)
-    lines.append(f"**Direction:** kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} (child); "
+    typed = "" if graph.relation(e) == "finetune" else (
+        f"the {_DETECTOR.get(graph.relation(e), graph.relation(e))} detector reads it from what it recognises "
+        "(docs/RELATIONS.md); the fine-tune cues that follow are shown for reference and may disagree: ")
+    # A merge with "8 layers against" under "direction 0.99" read as a contradiction without this.
+    lines.append(f"**Direction:** {typed}kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} (child); "
                  f"{e.layers_voting_forward} layers vote for this direction, {e.layers_voting_backward} against."
                  + cue_note(e))
     place = f"**Placement:** distance {e.distance:.4g}."
