@@ -399,7 +399,7 @@ def node_card(ctx: Loaded, model: str) -> None:
     # One table, not a row of metrics: each metric is a few more elements to render and a label whose
     # width the browser measures (a forced layout) on every click.
     conf = parents[0].confidence if parents else None
-    rows = [("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
+    rows = [("Recovered parent", ", ".join(f"{e.parent} ({_relation_label(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "")
                                            + (f", confidence {e.confidence:.2f}" if len(parents) > 1 else "") + ")"
@@ -423,6 +423,13 @@ def node_card(ctx: Loaded, model: str) -> None:
         # A static table, not a data grid: a few rows, and mounting a grid costs ~0.1 s per click in the browser.
         st.table(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _fmt_num(a.cost),
                                 "distance": _fmt_num(a.distance)} for a in m.alternatives]).set_index("parent"))
+
+
+def _relation_label(e: Edge) -> str:
+    """The relation's short label ("pruned", "merged LoRA"): the card showed the stored word ("prune", "lora")."""
+    from mother_core.relations.vocabulary import parse_relation
+
+    return parse_relation(graph.relation(e)).info.label
 
 
 def _fmt_num(x: float | None) -> str:

@@ -838,3 +838,15 @@ def test_the_home_page_says_what_confidence_is(app):
     """The mean confidence's help says what an edge's confidence is and where the doubtful ones are."""
     mean = next(m for m in ok(app.run()).metric if m.label == "Mean confidence")
     assert "placement" in mean.proto.help and "direction" in mean.proto.help and "Ambiguous" in mean.proto.help
+
+
+def test_a_models_card_names_its_relation_in_words(demo_app):
+    """The card of a pruned child (the typed demo has some) says "pruned", not the stored word "prune"; a
+    merged LoRA reads "merged LoRA", not "lora"."""
+    at = ok(demo_app("typed").run())
+    at.switch_page("app_pages/1_Tree.py").run()
+    edges = graph_payload(at)["edges"]
+    child = next(e["to"] for e in edges if "relation: prune" in e.get("title", ""))
+    at.selectbox(key="find_tree").set_value(child).run()
+    card = ok(at).table[0].value
+    assert "(pruned" in card.loc["Recovered parent", "value"], card.loc["Recovered parent", "value"]
