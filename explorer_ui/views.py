@@ -245,7 +245,9 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
     lib = None if inline_library else static.vis_url()
     graph_widget(data, key=gkey, height=height, lib_url=lib, selected=selected,
                  on_event=_on_graph_event(ctx, data, gkey), dark=dark, big=font_size >= 20, keys=keys)
-    if data.folded:
+    # Not in talk mode: it has no "Find a model" box, the legend already explains the dashed boxes, and at
+    # talk type these two lines pushed the arrow-key line off a 1280x720 screen.
+    if data.folded and controls:
         st.caption(f"{len(data.hidden)} of {len(ctx.rec.models)} models are folded into {len(data.folded)} "
                    "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
 

@@ -850,3 +850,16 @@ def test_a_models_card_names_its_relation_in_words(demo_app):
     at.selectbox(key="find_tree").set_value(child).run()
     card = ok(at).table[0].value
     assert "(pruned" in card.loc["Recovered parent", "value"], card.loc["Recovered parent", "value"]
+
+
+def test_talk_mode_sends_no_one_to_a_search_box_it_lacks(demo_app):
+    """Talk mode has no "Find a model" box: the typed demo's folded subtrees are explained by the legend,
+    not by a caption saying "find a model above" (two lines at talk type that pushed the arrow-key hint
+    off a 1280x720 screen)."""
+    at = ok(demo_app("typed").run())
+    at.switch_page("app_pages/7_Talk_mode.py").run()
+    data = graph_payload(ok(at))
+    assert "models folded below" in data["legend"]  # the typed demo opens with folded subtrees
+    assert not any("find a model" in c.value for c in at.caption)
+    assert not [s for s in at.selectbox if s.label == "Find a model"]
+    assert any("steps through the edges" in m.value for m in at.markdown)
