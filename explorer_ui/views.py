@@ -641,9 +641,9 @@ def relation_line(rec: Recovery, e: Edge) -> str:
     """How the child was made from this parent (markdown): the relation, what its detector read, how sure it
     is, and for a merge every parent with its weight and own confidence (this edge is one of them)."""
     r = graph.relation(e)
-    line = f"**How it was made:** {graph.RELATIONS[r][2]}"
-    if e.relation_detail:
-        line += f" ({md(e.relation_detail)})"
+    # The detector's detail ("linear 0.56/0.44") beside the short label, else the legend's longer words.
+    line = "**How it was made:** " + (f"{_relation_label(e)} ({md(e.relation_detail)})" if e.relation_detail
+                                      else graph.RELATIONS[r][2])
     if not math.isnan(e.relation_confidence):
         line += f", {'that it is a merge' if r == 'merge' else 'relation'} confidence {e.relation_confidence:.2f}"
     line += "."
