@@ -719,7 +719,10 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
         f"the {_DETECTOR.get(graph.relation(e), graph.relation(e))} detector reads it from what it recognises "
         "(docs/RELATIONS.md); the fine-tune cues that follow are shown for reference and may disagree: ")
     # A merge with "8 layers against" under "direction 0.99" read as a contradiction without this.
-    lines.append(f"**Direction:** {typed}kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} (child); "
+    # "Kurtosis 2.78 -> 1.17" beside a plot of per-layer values near 0-1 did not say what it was: the sum
+    # (Recovery.models' kurtosis, the Matrices page's bars).
+    lines.append(f"**Direction:** {typed}sum of per-layer excess kurtosis {e.kurtosis_parent:.4g} (parent) → "
+                 f"{e.kurtosis_child:.4g} (child); "
                  f"{e.layers_voting_forward} layers vote for this direction, {e.layers_voting_backward} against."
                  + cue_note(e))
     place = f"**Placement:** distance {e.distance:.4g}."

@@ -771,6 +771,7 @@ def test_an_edge_says_how_it_was_made_and_a_merge_names_every_parent(demo_app):
     assert f"{len(parents)} parents: " in text and all(p in text for p in parents), text
     # its direction is the merge detector's, not the kurtosis votes' that follow (they may disagree)
     assert "the merge detector reads it" in text and "may disagree" in text
+    assert "sum of per-layer excess kurtosis" in text  # what the two numbers beside the per-layer plot are
     assert "\\`" not in text
     box = edge_box(at)
     other = next(i for i, o in enumerate(box.options) if o.split(" → ")[1] not in merges)
