@@ -864,7 +864,32 @@ def not_ready(why: NotReady) -> None:
     elif why.why == "preset" and why.detail:
         preset_info(*why.detail)
     elif why.why == "empty":
-        st.info("Pick a model set in the sidebar.")
+        st.info(empty_message(why.detail))
+
+
+def empty_message(source: str | None) -> str:
+    """What to do when the source picked in the sidebar offers nothing (markdown). "Pick a model set in
+    the sidebar" told someone who had just picked the Hugging Face cache nothing they could act on."""
+    if source == "Hugging Face cache":
+        import os
+
+        from huggingface_hub import constants
+
+        where = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+        return (f"The Hugging Face cache at {md(where)} holds no model with weights. This app downloads "
+                "nothing: fetch models with `hf download <id>` (on a machine with network access, then copy "
+                "the cache here), or start the app with `HF_HUB_CACHE` set to another cache. Meanwhile, "
+                "*Demo sets* in the sidebar has trees ready to explore.")
+    if source == "Local folder":
+        from explorer_ui.sources import browse_roots
+
+        roots = ", ".join(md(r) for r in browse_roots()) or "(none)"
+        return (f"Type the path of a folder of models under {roots}, or pick one from the list in the sidebar. "
+                "Other folders: start the app with `MOTHER_BROWSE_ROOTS` naming them.")
+    if source == "Saved result":
+        return ("No saved result to open: upload a `result.json` in the sidebar, or write one with "
+                "`mother recover <folder> --out result.json` into a browsable folder.")
+    return "Pick a model set in the sidebar."
 
 
 def about_preset() -> None:

@@ -864,3 +864,13 @@ def test_talk_mode_sends_no_one_to_a_search_box_it_lacks(demo_app):
     assert not any("find a model" in c.value for c in at.caption)
     assert not [s for s in at.selectbox if s.label == "Find a model"]
     assert any("steps through the edges" in m.value for m in at.markdown)
+
+
+def test_an_empty_hugging_face_cache_says_where_it_looked_and_what_to_do(app, tmp_path):
+    """Picking the Hugging Face cache with nothing in it: the page names the cache folder it scanned and how
+    models get there (it said "Pick a model set in the sidebar" to someone who just had)."""
+    at = ok(app.run())
+    at.sidebar.radio(key="source").set_value("Hugging Face cache").run()
+    text = " ".join(i.value for i in ok(at).info)
+    assert "hf-cache" in text and "hf download" in text and "HF_HUB_CACHE" in text, text
+    assert "Pick a model set in the sidebar" not in text
