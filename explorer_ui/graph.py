@@ -140,6 +140,20 @@ def edge_width(c: float | None) -> float:
     return 1.0 + 6.0 * (0.0 if c is None or math.isnan(c) else min(max(c, 0.0), 1.0))
 
 
+def vis_dashes(pattern: Any, width: float) -> Any:
+    """A relation's dash pattern (``RELATIONS``) for an edge ``width`` pixels wide, as vis-network draws it.
+
+    vis strokes dashed edges with round caps, which grow every dash by the line's width and eat as much of
+    every gap: at the widths of confident edges (up to 7 px) the patterns' 3-5 px gaps vanished and every
+    relation looked solid. Dashes scale with the width (from 3 px up) and each gap gains the width back, so
+    each relation keeps its look at every width. ``False`` (solid) stays solid.
+    """
+    if not pattern:
+        return False
+    k = max(1.0, width / 3.0)
+    return [round(v * k + (width if i % 2 else 0.0), 1) for i, v in enumerate(pattern)]
+
+
 def _fmt(x: float | None, nd: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}g}"
 
@@ -414,9 +428,10 @@ def build_graph(
         color = _edge_color(e, s, mode, models[e.child].tree)
         faded = lineage is not None and not (e.parent in lineage and e.child in lineage)
         extra_parent = forest.primary.get(e.child) != e.parent
-        net.add_edge(e.parent, e.child, id=eid, title=edge_tooltip(e, s), width=round(edge_width(e.confidence), 2),
+        width = round(edge_width(e.confidence), 2)
+        net.add_edge(e.parent, e.child, id=eid, title=edge_tooltip(e, s), width=width,
                      color={"color": color, "highlight": SELECTED, "hover": color, "opacity": 0.2 if faded else 1.0},
-                     dashes=RELATIONS[relation(e)][1],
+                     dashes=vis_dashes(RELATIONS[relation(e)][1], width),
                      label="✎ set by you" if e.constrained else None,
                      font={"size": max(10, font_size - 3), "color": text, "strokeWidth": 0} if e.constrained else None,
                      smooth={"enabled": True, "type": "curvedCW", "roundness": 0.25} if extra_parent else None)
@@ -504,8 +519,10 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
     else:
         items += [("line", confidence_color(0.1), "low confidence"), ("line", confidence_color(0.95),
                                                                        "high confidence")]
-    present = sorted({relation(e) for e in rec.edges} - {"finetune"})
-    items += [("dash", json.dumps(RELATIONS[r][1]), f"dashes: {RELATIONS[r][2]}") for r in present]
+    # One swatch per relation drawn, in its own pattern (fine-tunes solid), whatever colours the edges.
+    kinds = {relation(e) for e in rec.edges}
+    present = [r for r in RELATIONS if r in kinds] if kinds - {"finetune"} else []
+    items += [("dash", json.dumps(RELATIONS[r][1]), RELATIONS[r][2]) for r in present]
     if EdgeStatus.MISSING in set(statuses.values()):
         items.append(("dots", STATUS_COLORS[EdgeStatus.MISSING], f"in the {reference}, not recovered (curved)"))
     items += [("text", "", "width = confidence"), ("box", "#222222", "bold border = root"),
@@ -528,8 +545,11 @@ def legend_html(statuses: dict, reference: str, mode: str, rec: Recovery, *, fol
             out.append(f'<span class="mg-sw" style="background:{what}"></span>{t}')
         elif kind == "dots":
             out.append(f'<span class="mg-sw mg-dots" style="border-color:{what}"></span>{t}')
-        elif kind == "dash":
-            out.append(f'<span class="mg-sw mg-dash"></span>{t}')
+        elif kind == "dash":  # the relation's own pattern (a CSS dashed border draws one pattern for all)
+            dash = " ".join(str(v) for v in vis_dashes(json.loads(what), 2.5) or [30, 0])
+            out.append(f'<svg class="mg-dash" width="30" height="6" aria-hidden="true"><line x1="0" y1="3" x2="30" '
+                       f'y2="3" stroke="currentColor" stroke-width="2.5" stroke-linecap="round" '
+                       f'stroke-dasharray="{dash}"/></svg>{t}')
         elif kind in ("box", "fold"):
             style = "dashed" if kind == "fold" else "solid"
             out.append(f'<span class="mg-box" style="border:2px {style} {what}"></span>{t}')

@@ -48,7 +48,8 @@ _CSS = """
 .mg-item {white-space: nowrap; display: inline-block;}
 .mg-sw {display: inline-block; width: 22px; height: 4px; margin: 0 5px 3px 0; vertical-align: middle;}
 .mg-sw.mg-dots {height: 0; border-top: 3px dotted; background: none !important;}
-.mg-sw.mg-dash {height: 0; border-top: 3px dashed #666; background: none !important;}
+.mg-dash {display: inline-block; margin: 0 5px 1px 0; vertical-align: middle; color: #555;}
+.mg-dark .mg-dash {color: #BBB;}
 .mg-box {display: inline-block; width: 14px; height: 10px; margin: 0 5px 0 0; vertical-align: middle;}
 div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;}
 """

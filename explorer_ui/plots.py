@@ -82,14 +82,20 @@ def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
     if found is None:
         return _empty("Per-layer kurtosis (not in this result)")
     pk, ck, names = found
-    cols = np.flatnonzero(np.isfinite(pk) | np.isfinite(ck))  # layers the two models have
+    # Layers both models have: a layer only one has (a classifier head of another shape, an adapter's own
+    # tensors) has nothing to compare, and drawn alone it was a stray dot with a gap in each line.
+    cols = np.flatnonzero(np.isfinite(pk) & np.isfinite(ck))
+    alone = int((np.isfinite(pk) ^ np.isfinite(ck)).sum())
     layer_names = [str(n) for n in names[cols]]
     traces = [dict(type="scatter", x=list(range(cols.size)), y=_values(y[cols]), mode="lines+markers",
                    name=f"{role}: {mid}", line=dict(color=color), marker=dict(size=4), customdata=layer_names,
                    hovertemplate="%{customdata}<br>kurtosis %{y:.3g}<extra></extra>")
               for y, color, role, mid in ((pk, PARENT, "parent", edge.parent), (ck, CHILD, "child", edge.child))]
     layout = _layout(f"Kurtosis per layer: {edge.parent} → {edge.child}", legend=True)
-    layout.update(xaxis=dict(title=dict(text="layer (in model order; hover for its name)")),
+    # Short enough for the panel beside the tree (~60 characters): a longer title ran off both sides.
+    xtitle = (f"layer both have (hover for its name); {alone} only in one: not drawn" if alone else
+              "layer (in model order; hover for its name)")
+    layout.update(xaxis=dict(title=dict(text=xtitle)),
                   yaxis=dict(title=dict(text="excess kurtosis")))
     return go.Figure(dict(data=traces, layout=layout), _validate=False)
 

@@ -285,7 +285,7 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
         ms, settings, device = pick_model_set()
         if ms is None:
             src = st.session_state.get("source")
-            return NotReady("preset", state.preset_view()) if src == "Paper presets" else NotReady("empty")
+            return NotReady("preset", state.preset_view()) if src == "Paper presets" else NotReady("empty", src)
         ready = ms.auto_run or state.requested(ms.key) or ms.kind == "result" or engine.have_statistics(ms, device)
         if not ready:
             if st.sidebar.button("Recover the tree", type="primary", key=f"run_{ms.key}"):

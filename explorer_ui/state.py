@@ -59,8 +59,8 @@ class NotReady:
         ``pending``: a set waits for "Recover the tree"; ``preset``: a paper preset misses weights;
         ``empty``: nothing picked; ``error``: the recovery failed (the message is already shown).
     detail : object
-        What the explanation needs: the pending :class:`~explorer_ui.sources.ModelSet`, or the
-        ``(preset, availability)`` pair.
+        What the explanation needs: the pending :class:`~explorer_ui.sources.ModelSet`, the
+        ``(preset, availability)`` pair, or (``empty``) the source picked in the sidebar.
     """
 
     why: Why

@@ -67,14 +67,18 @@ def best_alternative(e: Edge, own: float | None) -> tuple[str, float | None]:
 
 
 def contested_note(e: Edge, own: float | None) -> str:
-    """A sentence for an edge kept although another parent is cheaper pairwise ("" otherwise)."""
-    alt, gap = best_alternative(e, own)
-    if gap is None or gap >= 0:
+    """A sentence for an edge kept although another parent is cheaper pairwise ("" otherwise).
+
+    The gap is the exact one: rounded to 4 decimals (as the tables show it) a cheaper parent 1e-5 away read
+    as no gap, and the Edge page ranked the chosen parent second without a word why."""
+    other = next((a for a in e.alternatives if a.parent != e.parent), None)
+    if other is None or own is None or math.isinf(other.cost) or other.cost >= own:
         return ""
+    alt, gap = other.parent or "(root)", other.cost - own
     why = ("you set this one" if e.constrained else
            "the shape of the weight difference chose this one among near-tied candidates" if e.chosen_by_tie else
            "the whole tree fits the measured distances better with this one (refinement by additivity)")
-    return f" `{alt}` is closer pairwise (extra cost {gap:.3g}), but {why}."
+    return f" {md(alt)} is closer pairwise (extra cost {gap:.3g}), but {why}."
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -87,7 +91,8 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
     for e in sorted(_rec.edges, key=lambda e: (_num(e.confidence) is None, e.confidence)):
         alt, gap = best_alternative(e, own_cost(_rec, e))
         s = st_map.get((e.parent, e.child), "")
-        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "confidence": _num(e.confidence, 2),
+        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "relation": graph.relation(e),
+                     "confidence": _num(e.confidence, 2),
                      "placement": _num(e.placement_confidence, 2), "direction": _num(e.direction_confidence, 2),
                      "distance": _num(e.distance, 4), "status": f"{STATUS_ICON.get(s, '')} {s}".strip(),
                      "best alternative parent": alt, "extra cost": gap, "set by you": e.constrained})
@@ -240,7 +245,9 @@ def tree(ctx: Loaded, *, height: int = 560, font_size: int = 15, aspect: float =
     lib = None if inline_library else static.vis_url()
     graph_widget(data, key=gkey, height=height, lib_url=lib, selected=selected,
                  on_event=_on_graph_event(ctx, data, gkey), dark=dark, big=font_size >= 20, keys=keys)
-    if data.folded:
+    # Not in talk mode: it has no "Find a model" box, the legend already explains the dashed boxes, and at
+    # talk type these two lines pushed the arrow-key line off a 1280x720 screen.
+    if data.folded and controls:
         st.caption(f"{len(data.hidden)} of {len(ctx.rec.models)} models are folded into {len(data.folded)} "
                    "subtrees (dashed boxes, ▸ +k): double-click one to open it, or find a model above.")
 
@@ -394,7 +401,7 @@ def node_card(ctx: Loaded, model: str) -> None:
     # One table, not a row of metrics: each metric is a few more elements to render and a label whose
     # width the browser measures (a forced layout) on every click.
     conf = parents[0].confidence if parents else None
-    rows = [("Recovered parent", ", ".join(f"{e.parent} ({graph.relation(e)}"
+    rows = [("Recovered parent", ", ".join(f"{e.parent} ({_relation_label(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "")
                                            + (f", confidence {e.confidence:.2f}" if len(parents) > 1 else "") + ")"
@@ -418,6 +425,13 @@ def node_card(ctx: Loaded, model: str) -> None:
         # A static table, not a data grid: a few rows, and mounting a grid costs ~0.1 s per click in the browser.
         st.table(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _fmt_num(a.cost),
                                 "distance": _fmt_num(a.distance)} for a in m.alternatives]).set_index("parent"))
+
+
+def _relation_label(e: Edge) -> str:
+    """The relation's short label ("pruned", "merged LoRA"): the card showed the stored word ("prune", "lora")."""
+    from mother_core.relations.vocabulary import parse_relation
+
+    return parse_relation(graph.relation(e)).info.label
 
 
 def _fmt_num(x: float | None) -> str:
@@ -445,7 +459,10 @@ def summary(ctx: Loaded) -> None:
     c[1].metric("Edges", len(rec.edges))
     c[2].metric("Trees", len(rec.trees) or len(rec.roots))
     confs = [e.confidence for e in rec.edges if not math.isnan(e.confidence)]
-    c[3].metric("Mean confidence", f"{sum(confs) / len(confs):.2f}" if confs else "n/a")
+    c[3].metric("Mean confidence", f"{sum(confs) / len(confs):.2f}" if confs else "n/a",
+                help="Each edge's confidence, 0 to 1, is placement (is the child attached to the right model?) "
+                     "times direction (is the parent really the parent?), calibrated on sets of known lineage. "
+                     "Read an edge below 0.5 as a question: *Ambiguous edges* lists them, least confident first.")
     if ctx.truth and ctx.reference != "declared lineage":
         from mother_core.evaluate import evaluate
 
@@ -558,6 +575,32 @@ def edge_picker(ctx: Loaded) -> Edge | None:
     return rec.edge(*sel)
 
 
+def ambiguous_table(ctx: Loaded) -> None:
+    """Every edge, least confident first; clicking a row opens that edge on the Edge page (its evidence, and
+    the controls to flip, force or forbid it)."""
+    df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec)
+    if df.empty:
+        st.info("No edges to rank: every model was recovered as its own root.")
+        return
+    st.caption("Click a row for the edge's evidence and to correct it.")
+    bar = st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0, format="%.2f")
+    picked = st.dataframe(df, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                          key=f"ambiguous_{ctx.key}", column_config={"confidence": bar},
+                          column_order=[c for c in df.columns if c not in ("parent", "child")])
+    rows = picked.selection.rows if picked is not None else []
+    if rows:
+        state.select_edge((df["parent"].iloc[rows[0]], df["child"].iloc[rows[0]]))
+        st.switch_page("app_pages/2_Edge.py")
+    weak = df[df["confidence"].fillna(0) < 0.5]
+    st.markdown(f"**{len(weak)}** of {len(df)} edges have confidence below 0.5.")
+
+
+def _on_worst(key: str, order: list[tuple[str, str]]) -> None:
+    rows = st.session_state[key].selection.rows
+    if rows:
+        state.select_edge(order[rows[0]])
+
+
 def least_confident(ctx: Loaded, rows: int = 3) -> None:
     """The few edges most worth a second look, with their best alternative parent (the home page's
     pointer into the Ambiguous and Edge pages), beside how confident the recovery is overall."""
@@ -567,8 +610,12 @@ def least_confident(ctx: Loaded, rows: int = 3) -> None:
 
     df = edge_table(ctx.key, st_key(ctx.statuses), ctx.rec).head(rows)
     left, right = st.columns([3, 2])
-    left.markdown("**Least confident edges**")
-    left.dataframe(df, hide_index=True, column_order=["edge", "confidence", "status", "best alternative parent"])
+    left.markdown("**Least confident edges**: click one for its evidence beside the tree")
+    order = list(zip(df["parent"], df["child"]))
+    key = f"worst_{ctx.key}"
+    left.dataframe(df, hide_index=True, column_order=["edge", "relation", "confidence", "status",
+                                                      "best alternative parent"],
+                   on_select=partial(_on_worst, key, order), selection_mode="single-row", key=key)
     right.plotly_chart(plots.edge_confidence(ctx.rec), key=f"conf_{ctx.key}")
 
 
@@ -577,11 +624,40 @@ CUE_NAMES = {"kurtosis": "kurtosis", "norm": "norm growth", "scale": "scale", "e
 
 
 def cue_note(e: Edge) -> str:
-    """One sentence with each direction cue's vote on the edge (issue 12 item 4), empty without votes."""
+    """One sentence with each direction cue's vote on the edge (issue 12 item 4), empty without votes: a
+    mark says at a glance which way each one points."""
     if not e.cues:
         return ""
-    votes = ", ".join(f"{CUE_NAMES.get(k, k)} {v:+.2f}" for k, v in e.cues.items())
-    return f" Direction cues, from -1 (against) to +1 (for this direction): {votes}."
+    votes = ", ".join(f"{CUE_NAMES.get(k, k)} {v:+.2f} {'✓' if round(v, 2) > 0 else '✗' if round(v, 2) < 0 else '·'}"
+                      for k, v in e.cues.items())
+    return f" Each cue's vote, from -1 (against, ✗) to +1 (for this direction, ✓): {votes}."
+
+
+#: The ``--relations`` detector that types each relation (pruned and distilled children: the shape one).
+_DETECTOR = {"prune": "shape", "distill": "shape"}
+
+
+def relation_line(rec: Recovery, e: Edge) -> str:
+    """How the child was made from this parent (markdown): the relation, what its detector read, how sure it
+    is, and for a merge every parent with its weight and own confidence (this edge is one of them)."""
+    r = graph.relation(e)
+    # The detector's detail ("linear 0.56/0.44") beside the short label, else the legend's longer words.
+    line = "**How it was made:** " + (f"{_relation_label(e)} ({md(e.relation_detail)})" if e.relation_detail
+                                      else graph.RELATIONS[r][2])
+    if not math.isnan(e.relation_confidence):
+        line += f", {'that it is a merge' if r == 'merge' else 'relation'} confidence {e.relation_confidence:.2f}"
+    line += "."
+    if r == "merge":
+        parents = [x for x in rec.edges if x.child == e.child and graph.relation(x) == "merge"]
+        parts = []
+        for x in sorted(parents, key=lambda x: -(x.merge_weight or 0.0)):
+            what = ([f"weight {x.merge_weight:.2f}"] if x.merge_weight is not None else []) + \
+                   [f"confidence {x.confidence:.2f}"]
+            this = x.parent == e.parent
+            parts.append(("**" if this else "") + md(x.parent) + ("** (this edge; " if this else " (")
+                         + ", ".join(what) + ")")
+        line += f" {len(parents)} parents: " + "; ".join(parts) + "."
+    return line
 
 
 #: Why such an edge's placement confidence is not its distance margin (confidence.TIE_PLACEMENT).
@@ -627,22 +703,35 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     """Why the edge is there: confidence parts, per-layer kurtosis, votes, distances, alternatives."""
 
     s = ctx.statuses.get((e.parent, e.child))
-    # One line, not a row of metrics (seven elements, each label measured by the browser): the panel beside
-    # the tree redraws it on every click, the Edge page on every page switch and constraint.
-    note = (f"Confidence **{e.confidence:.2f}** (placement {e.placement_confidence:.2f}: is the child attached "
-            f"to the right model? direction {e.direction_confidence:.2f}: is the parent really the parent?). ")
-    note += f"Distance {e.distance:.4g}. Kurtosis {e.kurtosis_parent:.4g} (parent) → {e.kurtosis_child:.4g} " \
-           f"(child); layers voting for this direction: {e.layers_voting_forward}, against: " \
-           f"{e.layers_voting_backward}."
-    note += cue_note(e)
-    parent_lines = graph.merge_parent_lines(e)  # a merge parent: its own confidence beside the merge's
-    if parent_lines:
-        note += " " + md(". ".join(line[0].upper() + line[1:] for line in parent_lines)) + "."
+    # One markdown element (lines, not a row of metrics: seven elements, each label measured by the browser):
+    # the panel beside the tree redraws it on every click, the Edge page on every page switch and constraint.
+    lines = [relation_line(ctx.rec, e)]
+    conf = (f"**Confidence {e.confidence:.2f}**: placement {e.placement_confidence:.2f} (is the child attached "
+            f"to the right model?), direction {e.direction_confidence:.2f} (is the parent really the parent?).")
     if s:
-        note += f" Versus {ctx.reference}: **{s}** ({graph.STATUS_TEXT.get(s, '')})."
+        meaning = graph.STATUS_TEXT.get(s, "")  # "correct (in the truth)": not "correct (correct (in the truth))"
+        conf += f" Versus {ctx.reference}: " + (f"**{s}**{meaning[len(s):]}." if meaning.startswith(s) else
+                                                 f"**{s}** ({meaning}).")
     if e.constrained:
-        note += " This edge was set by a constraint."
-    note += md(contested_note(e, own_cost(ctx.rec, e)))
+        conf += " This edge was set by a constraint."
+    lines.append(conf)
+    typed = "" if graph.relation(e) == "finetune" else (
+        f"the {_DETECTOR.get(graph.relation(e), graph.relation(e))} detector reads it from what it recognises "
+        "(docs/RELATIONS.md); the fine-tune cues that follow are shown for reference and may disagree: ")
+    # A merge with "8 layers against" under "direction 0.99" read as a contradiction without this.
+    # "Kurtosis 2.78 -> 1.17" beside a plot of per-layer values near 0-1 did not say what it was: the sum
+    # (Recovery.models' kurtosis, the Matrices page's bars).
+    lines.append(f"**Direction:** {typed}sum of per-layer excess kurtosis {e.kurtosis_parent:.4g} (parent) → "
+                 f"{e.kurtosis_child:.4g} (child); "
+                 f"{e.layers_voting_forward} layers vote for this direction, {e.layers_voting_backward} against."
+                 + cue_note(e))
+    place = f"**Placement:** distance {e.distance:.4g}."
+    note = getattr(e, "parent_note", "")
+    if graph.relation(e) == "merge" and note:
+        place += f" This parent is in doubt: {md(note)}."
+    place += contested_note(e, own_cost(ctx.rec, e))
+    lines.append(place)
+    note = "  \n".join(lines)
     st.markdown(note)
     if e.chosen_by_tie:
         st.markdown(tie_note(e))
@@ -775,7 +864,32 @@ def not_ready(why: NotReady) -> None:
     elif why.why == "preset" and why.detail:
         preset_info(*why.detail)
     elif why.why == "empty":
-        st.info("Pick a model set in the sidebar.")
+        st.info(empty_message(why.detail))
+
+
+def empty_message(source: str | None) -> str:
+    """What to do when the source picked in the sidebar offers nothing (markdown). "Pick a model set in
+    the sidebar" told someone who had just picked the Hugging Face cache nothing they could act on."""
+    if source == "Hugging Face cache":
+        import os
+
+        from huggingface_hub import constants
+
+        where = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+        return (f"The Hugging Face cache at {md(where)} holds no model with weights. This app downloads "
+                "nothing: fetch models with `hf download <id>` (on a machine with network access, then copy "
+                "the cache here), or start the app with `HF_HUB_CACHE` set to another cache. Meanwhile, "
+                "*Demo sets* in the sidebar has trees ready to explore.")
+    if source == "Local folder":
+        from explorer_ui.sources import browse_roots
+
+        roots = ", ".join(md(r) for r in browse_roots()) or "(none)"
+        return (f"Type the path of a folder of models under {roots}, or pick one from the list in the sidebar. "
+                "Other folders: start the app with `MOTHER_BROWSE_ROOTS` naming them.")
+    if source == "Saved result":
+        return ("No saved result to open: upload a `result.json` in the sidebar, or write one with "
+                "`mother recover <folder> --out result.json` into a browsable folder.")
+    return "Pick a model set in the sidebar."
 
 
 def about_preset() -> None:

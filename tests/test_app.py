@@ -166,7 +166,7 @@ def test_select_edge_shows_its_evidence_and_highlights_it(app):
     assert target == f"{parent} → {child}"
     assert f"Kurtosis per layer: {target}" in plot_titles(at)
     # Each direction cue's vote is said beside the fused evidence (issue 12 item 4).
-    assert any("Direction cues" in m.value and "scale" in m.value and "norm growth" in m.value for m in at.markdown)
+    assert any("cue's vote" in m.value and "scale" in m.value and "norm growth" in m.value for m in at.markdown)
     assert graph_payload(at)["selected"]["edge"] == [parent, child]  # the graph highlights it
     assert any(f"Edge {target}" == s.value for s in at.subheader)
     assert at.query_params["parent"] == parent and at.query_params["child"] == child  # a shareable link
@@ -216,9 +216,13 @@ def test_an_edge_kept_over_a_cheaper_parent_says_so(tmp_path):
     rec = recover_paths([str(write_family(tmp_path / "fam"))])
     e = rec.edges[0]
     cheaper = replace(e, alternatives=(Alternative("other", 0.5, 0.4),), constrained=False)
-    assert "`other` is closer pairwise (extra cost -0.5)" in contested_note(cheaper, 1.0)
+    assert " other is closer pairwise (extra cost -0.5)" in contested_note(cheaper, 1.0)
     assert "refinement by additivity" in contested_note(cheaper, 1.0)
     assert "you set this one" in contested_note(replace(cheaper, constrained=True), 1.0)
+    # A cheaper parent closer than the tables' 4 decimals still says why it was not taken (the Edge page
+    # ranks it first): vit-tree's m-444322 -> m-ac5e7f, 1.3e-5 cheaper, had no word.
+    barely = replace(e, alternatives=(Alternative("other", 1.0 - 1.3e-5, 0.4),), constrained=False)
+    assert "extra cost -1.3e-05" in contested_note(barely, 1.0)
     assert contested_note(replace(e, alternatives=(Alternative("other", 1.5, 0.4),)), 1.0) == ""
 
 
@@ -707,3 +711,166 @@ def test_hostile_files_of_the_newer_readers_and_links_out_of_the_roots(app, tmp_
     for typed in (tmp_path / "door", tmp_path / "fam" / ".." / ".." / outside.name):
         at.sidebar.text_input(key="folder_path").input(str(typed)).run()
         assert not at.exception and "outside the folders this app may browse" in at.error[0].value, typed
+
+
+# --- a first-time user's review (branch appux) -----------------------------------------------------
+@pytest.fixture
+def demo_app(demo_root, monkeypatch, tmp_path):
+    """The app opening on one of the real demo sets (``assets/demo/<name>``), e.g. the typed one."""
+
+    def make(name: str) -> AppTest:
+        if demo_root or not (ROOT / "assets" / "demo" / name).is_dir():
+            pytest.skip(f"the demo set {name} is not in assets/demo/")
+        monkeypatch.delenv("MOTHER_DEMO_ROOT", raising=False)
+        monkeypatch.setenv("MOTHER_DEFAULT_DEMO", name)
+        monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+        monkeypatch.setenv("MOTHER_WARM_DEMOS", "0")
+        return AppTest.from_file(APP, default_timeout=300)
+
+    return make
+
+
+def test_each_relation_is_told_apart_in_the_tree_and_its_legend(demo_app):
+    """The typed demo draws adapters, LoRAs, quantized copies, conversions, merges and pruned children with
+    their own dash patterns: the legend shows each pattern (it drew one CSS dashed line for all of them),
+    and every dashed edge's gaps stay open at its width (vis draws round caps, which ate 3-5 px gaps on
+    edges 5-7 px wide: every relation looked solid)."""
+    from explorer_ui.graph import RELATIONS, vis_dashes
+
+    at = ok(demo_app("typed").run())
+    data = graph_payload(at)
+    dashed = [e for e in data["edges"] if e.get("dashes") and not str(e["id"]).startswith("m")]
+    assert len({json.dumps(e["dashes"]) for e in dashed}) >= 4, "the typed demo has several relations"
+    for e in dashed:
+        gaps = e["dashes"][1::2]
+        assert min(gaps) >= e["width"] + 2.5, (e["from"], e["to"], e["width"], e["dashes"])
+    swatches = re.findall(r'stroke-dasharray="([^"]+)"/></svg>([^<]+)<', data["legend"])
+    by_text = dict((t.strip(), d) for d, t in swatches)
+    drawn = {r for r, (_, pattern, _) in RELATIONS.items()
+             if pattern and any(e["dashes"] == vis_dashes(
+                 pattern, e["width"]) for e in dashed)}
+    assert drawn and all(RELATIONS[r][2] in by_text for r in drawn), (drawn, by_text)
+    assert len({by_text[RELATIONS[r][2]] for r in drawn}) == len(drawn), "two relations share a swatch"
+
+
+def test_an_edge_says_how_it_was_made_and_a_merge_names_every_parent(demo_app):
+    """The evidence of a merge's edge says it is a merge and lists every parent with its weight and own
+    confidence (it said neither the relation nor the other parents); model ids are never wrapped in
+    literal backticks (the escaped markdown showed them)."""
+    at = ok(demo_app("typed").run())
+    merges: dict[str, list[str]] = {}
+    for e in graph_payload(at)["edges"]:
+        if "relation: merge" in e.get("title", ""):
+            merges.setdefault(e["to"], []).append(e["from"])
+    child, parents = next((c, ps) for c, ps in merges.items() if len(ps) >= 2)
+    at.switch_page("app_pages/2_Edge.py").run()
+    box = edge_box(at)
+    box.set_value(box.options.index(f"{parents[0]} → {child}")).run()
+    text = " ".join(m.value for m in ok(at).markdown)
+    assert "**How it was made:** merge" in text
+    assert f"{len(parents)} parents: " in text and all(p in text for p in parents), text
+    # its direction is the merge detector's, not the kurtosis votes' that follow (they may disagree)
+    assert "the merge detector reads it" in text and "may disagree" in text
+    assert "sum of per-layer excess kurtosis" in text  # what the two numbers beside the per-layer plot are
+    assert "\\`" not in text
+    box = edge_box(at)
+    other = next(i for i, o in enumerate(box.options) if o.split(" → ")[1] not in merges)
+    box.set_value(other).run()
+    assert "**How it was made:** " in " ".join(m.value for m in ok(at).markdown)
+
+
+def test_the_kurtosis_plot_compares_only_layers_both_models_have(demo_app):
+    """vit-tree's models carry classifier heads of different shapes: a head only one model of an edge has
+    was drawn as a stray dot with a gap in each line. The plot draws the layers both have and says how
+    many it left out."""
+    at = ok(demo_app("vit-tree").run())
+    at.switch_page("app_pages/2_Edge.py").run()
+    box = edge_box(at)
+    seen = False
+    for i in range(len(box.options)):
+        edge_box(at).set_value(i).run()
+        spec = next(json.loads(el.proto.spec) for el in ok(at).get("plotly_chart")
+                    if "Kurtosis per layer" in json.loads(el.proto.spec)["layout"]["title"]["text"])
+        parent, child = spec["data"][0]["y"], spec["data"][1]["y"]
+        assert len(parent) == len(child) and all(p is not None and c is not None for p, c in zip(parent, child))
+        title = spec["layout"]["xaxis"]["title"]["text"]
+        seen |= "only in one: not drawn" in title
+        assert len(title) <= 64, title  # fits the panel beside the tree
+    assert seen, "no edge of vit-tree joins models with different heads"
+
+
+def test_a_row_of_the_ambiguous_edges_opens_that_edge(app):
+    """The Ambiguous page lists every edge with its relation; a row clicked opens that edge's evidence on
+    the Edge page (the table was a dead end)."""
+    at = ok(app.run())
+    at.switch_page("app_pages/4_Ambiguous.py").run()
+    table_el = ok(at).dataframe[0]
+    df = table_el.value
+    assert "relation" in df.columns
+    row = len(df) - 1  # the most confident edge: not the one selected by default
+    at.session_state[table_el.key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    ok(at)
+    assert picked_edge(at) == (df["parent"].iloc[row], df["child"].iloc[row])
+    assert edge_label(at) == f"{df['parent'].iloc[row]} → {df['child'].iloc[row]}"
+
+
+def test_a_bad_file_says_what_is_wrong_before_listing_the_formats(app, tmp_path):
+    """A folder whose only file is corrupt: the message leads with that file and what to do; the list of
+    readable formats comes once, after it (it came first, twice for an empty folder)."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_bytes(b"this is not a checkpoint")
+    at = use_folder(app, folder)
+    if not at.error:
+        at.sidebar.button[0].click().run()
+    msg = at.error[0].value
+    assert not at.exception and msg.index("weights.safetensors") < msg.index("We read")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at.sidebar.text_input(key="folder_path").input(str(empty)).run()
+    if not at.error:
+        at.sidebar.button[0].click().run()
+    assert at.error[0].value.count("Hugging Face folders") == 1, at.error[0].value
+
+
+
+def test_the_home_page_says_what_confidence_is(app):
+    """The mean confidence's help says what an edge's confidence is and where the doubtful ones are."""
+    mean = next(m for m in ok(app.run()).metric if m.label == "Mean confidence")
+    assert "placement" in mean.proto.help and "direction" in mean.proto.help and "Ambiguous" in mean.proto.help
+
+
+def test_a_models_card_names_its_relation_in_words(demo_app):
+    """The card of a pruned child (the typed demo has some) says "pruned", not the stored word "prune"; a
+    merged LoRA reads "merged LoRA", not "lora"."""
+    at = ok(demo_app("typed").run())
+    at.switch_page("app_pages/1_Tree.py").run()
+    edges = graph_payload(at)["edges"]
+    child = next(e["to"] for e in edges if "relation: prune" in e.get("title", ""))
+    at.selectbox(key="find_tree").set_value(child).run()
+    card = ok(at).table[0].value
+    assert "(pruned" in card.loc["Recovered parent", "value"], card.loc["Recovered parent", "value"]
+
+
+def test_talk_mode_sends_no_one_to_a_search_box_it_lacks(demo_app):
+    """Talk mode has no "Find a model" box: the typed demo's folded subtrees are explained by the legend,
+    not by a caption saying "find a model above" (two lines at talk type that pushed the arrow-key hint
+    off a 1280x720 screen)."""
+    at = ok(demo_app("typed").run())
+    at.switch_page("app_pages/7_Talk_mode.py").run()
+    data = graph_payload(ok(at))
+    assert "models folded below" in data["legend"]  # the typed demo opens with folded subtrees
+    assert not any("find a model" in c.value for c in at.caption)
+    assert not [s for s in at.selectbox if s.label == "Find a model"]
+    assert any("steps through the edges" in m.value for m in at.markdown)
+
+
+def test_an_empty_hugging_face_cache_says_where_it_looked_and_what_to_do(app, tmp_path):
+    """Picking the Hugging Face cache with nothing in it: the page names the cache folder it scanned and how
+    models get there (it said "Pick a model set in the sidebar" to someone who just had)."""
+    at = ok(app.run())
+    at.sidebar.radio(key="source").set_value("Hugging Face cache").run()
+    text = " ".join(i.value for i in ok(at).info)
+    assert "hf-cache" in text and "hf download" in text and "HF_HUB_CACHE" in text, text
+    assert "Pick a model set in the sidebar" not in text

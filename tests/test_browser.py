@@ -302,3 +302,30 @@ def test_constraints_and_the_tree_on_demand(server):
         settled(page)
         assert not page.get_by_test_id("stException").count()
         browser.close()
+
+
+def test_a_row_of_the_home_pages_least_confident_edges_opens_its_evidence(server):
+    """The home page's least confident edges are a table a first-time user clicks: a row shows that edge's
+    evidence beside the tree and highlights it in the graph (the table was a dead end)."""
+    url = server[0]
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+        page.goto(url)
+        graph_drawn(page, timeout=240_000)
+        settled(page)
+        grid = page.get_by_test_id("stDataFrame").first
+        grid.wait_for(timeout=60_000)
+        page.wait_for_timeout(500)  # the grid draws its canvas after it mounts
+        box = grid.bounding_box()
+        row_h = 35  # glide-data-grid's default row (and header) height in Streamlit
+        page.mouse.click(box["x"] + 12, box["y"] + row_h * 1.5)  # the first row's selection cell
+        heading = page.get_by_role("heading", name="Edge ", exact=False).first
+        heading.wait_for(timeout=60_000)
+        parent, child = heading.inner_text().removeprefix("Edge ").split(" → ")
+        page.wait_for_function("pc => document.querySelector('.mg-root').dataset.selectedEdge === pc",
+                               arg=json.dumps([parent.strip(), child.strip()], separators=(",", ":")),
+                               timeout=60_000)
+        settled(page)
+        assert not page.get_by_test_id("stException").count()
+        browser.close()

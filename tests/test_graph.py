@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("pyvis")
 
-from explorer_ui.graph import FOLD_BUDGET, RELATIONS, Forest, build_graph, fold
+from explorer_ui.graph import FOLD_BUDGET, RELATIONS, Forest, build_graph, fold, vis_dashes
 from mother_core.layout import forest_positions
 from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo
 
@@ -69,7 +69,7 @@ def test_relations_styles_several_parents_and_legend():
     data = build_graph(rec, color_by="relation")
     drawn = {(e["from"], e["to"]): e for e in data.edges}
     assert {("ft", "m"), ("base", "m")} <= set(drawn)  # both parents of the merge drawn
-    assert drawn[("base", "q")]["dashes"] == RELATIONS["quantized"][1]
+    assert drawn[("base", "q")]["dashes"] == vis_dashes(RELATIONS["quantized"][1], drawn[("base", "q")]["width"])
     assert drawn[("ft", "m")]["color"]["color"] == RELATIONS["merge"][0]
     assert "smooth" in drawn[("base", "m")] and "smooth" not in drawn[("ft", "m")]  # the heavier parent places it
     texts = [t for _, _, t in data.legend_rows]

@@ -687,10 +687,13 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
         seen[m.id] = m
         unique.append(m)
     if not unique:
-        details = "; ".join(p.message for p in finder.problems[:5])
+        # What went wrong first (a corrupt file, an empty folder), then the formats, said once: after a
+        # 600-character list the problem itself was easy to miss.
+        details = " ".join(p.message.replace(f": expected {FORMATS_HELP}.", ".")
+                           for p in finder.problems[:5])
         raise ModelNotFoundError(
-            f"No model found in {', '.join(os.fspath(p) for p in paths)}. We read {FORMATS_HELP}."
-            + (f" Problems: {details}" if details else ""),
+            f"No model found in {', '.join(os.fspath(p) for p in paths)}."
+            + (f" {details}" if details else "") + f" We read {FORMATS_HELP}.",
             os.fspath(paths[0]) if paths else None,
         )
     ids = list(seen)
