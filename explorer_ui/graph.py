@@ -186,7 +186,8 @@ def edge_tooltip(e: Edge, status: str | None) -> str:
         lines.append(f"merge weight {_fmt(weight, 2)}")
     lines += merge_parent_lines(e)
     if status:
-        lines.append(f"{status}: {STATUS_TEXT.get(status, '')}")
+        # The status's own words carry its name ("correct (in the truth)"): "correct: correct (...)" read twice.
+        lines.append(STATUS_TEXT.get(status, status))
     if e.constrained:
         lines.append("set by you (constraint)")
     if getattr(e, "tie_spectral", False):  # getattr: survives module reloads, as relation() does

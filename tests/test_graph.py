@@ -75,3 +75,14 @@ def test_relations_styles_several_parents_and_legend():
     texts = [t for _, _, t in data.legend_rows]
     assert RELATIONS["quantized"][2] in texts and "selected" in texts and "width = confidence" in texts
     assert set(data.edge_ids.values()) == set(edges)
+
+
+def test_an_edge_tooltip_says_its_status_once() -> None:
+    """The tooltip names an edge's status in its own words, not "correct: correct (in the truth)"."""
+    from explorer_ui.graph import edge_tooltip
+
+    edge = Edge(parent="a", child="b", distance=0.1, confidence=0.9, placement_confidence=0.9,
+                direction_confidence=0.9)
+    tip = edge_tooltip(edge, "correct")
+    assert "correct (in the truth)" in tip
+    assert "correct: correct" not in tip
