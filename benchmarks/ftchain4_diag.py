@@ -105,7 +105,8 @@ def chain_rows(folder: Path, cache: Path | None) -> tuple[list[tuple], list[str]
     reversed_rows = []
     for p, c in sorted(true_ft):
         if (c, p) in pairs:
-            kids = [Counter(e.relation for e in rec.edges if e.parent == x and e.relation != "finetune") for x in (p, c)]
+            kids = [Counter(e.relation for e in rec.edges if e.parent == x and e.relation != "finetune")
+                    for x in (p, c)]
             reversed_rows.append(f"{folder.parent.name} {p} -> {c} read reversed; typed children: parent "
                                  f"{dict(kids[0])} ({sum(kids[0].values())}), child {dict(kids[1])} "
                                  f"({sum(kids[1].values())})")
@@ -131,7 +132,8 @@ def main() -> None:
         rows += r
         reversed_rows += rev
         print(f"{folder}: {len(r)} recovered fine-tune chains", flush=True)
-    print("\n| set | c | s | q | truth | placed by | contrast | confidence of s -> c |\n|---|---|---|---|---|---|---|---|")
+    print("\n| set | c | s | q | truth | placed by | contrast | confidence of s -> c |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r[4] != "chain" or not math.isfinite(r[6]):
             print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.3f} | {r[7]:.2f} |")
@@ -145,7 +147,8 @@ def main() -> None:
         cells = [f"{int((con['sib'] > m).sum())} / {int((con['chain'] > m).sum())} / {int((con['other'] > m).sum())}"
                  for m in MARGINS]
         counts = " / ".join(str(sum(1 for r in sub if r[4] == k)) for k in ("chain", "sib", "other"))
-        print(f"| {placed} | {counts} | {missing} | {auroc(con['sib'], con['chain']):.2f} | " + " | ".join(cells) + " |")
+        area = auroc(con["sib"], con["chain"])
+        print(f"| {placed} | {counts} | {missing} | {area:.2f} | " + " | ".join(cells) + " |")
     print("\nReversed fine-tune edges:")
     print("\n".join(reversed_rows) or "none")
 
