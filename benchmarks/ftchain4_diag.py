@@ -17,7 +17,9 @@ Printed: the chains that are not plain right chains; per placement, the chains b
 the contrast (siblings against chains) and, per margin, how many siblings a lift would fix, right chains
 it would break and other chains it would move; last, every reversed fine-tune edge with the typed
 children (adapters, LoRAs, copies, merges) each end holds in the recovery (does the family's typed
-graph name the root?).
+graph name the root?) and whether the true parent is the base of a merge the engine found with it among its
+parents (an oracle: the base is read from the generator's ``truth.json`` meta, which the engine never sees).
+Also the true fine-tune edges right per placement of their tree.
 
     python benchmarks/ftchain4_diag.py --cache /tmp/ftchain4/cache /work/data/typedc/seed5/typed ...
 """
@@ -41,6 +43,8 @@ from mother_core.recovery.ties import spectral_contrast, tree_tie_spectra  # noq
 from mother_core.relations.evidence import TypedLink  # noqa: E402
 
 MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2)
+#: (placement of the child's tree, right) -> true fine-tune edges, over all sets read
+PLACED: Counter = Counter()
 
 
 def recover_with_rank_spectra(folder: Path, cache: Path | None) -> tuple:
@@ -102,6 +106,17 @@ def chain_rows(folder: Path, cache: Path | None) -> tuple[list[tuple], list[str]
         rows.append((folder.parent.name, c, s, q, label, "rank" if ix[c] in rank_models else "dist", contrast,
                      e.confidence))
     pairs = {(e.parent, e.child) for e in rec.edges}
+    for p, c in true_ft:  # table 1: fine-tune edges right per placement of their tree
+        PLACED[("rank" if ix[c] in rank_models else "dist", (p, c) in pairs)] += 1
+    # the oracle bound of section 3: the base of each base-type merge, from the generator's meta (its index)
+    meta = truth.get("meta", {}).get("models", {})
+    names = list(meta)
+    merge_parents = {ids[k.child]: {ids[q] for q in k.parents} for k in map(lambda d: TypedLink.from_dict(dict(d)),
+                                                                          rec.problem.links)
+                     if k.relation.value == "merge"}
+    bases = {m: names[v["params"]["base"]] for m, v in meta.items()
+             if v.get("op") == "merge" and isinstance(v.get("params", {}).get("base"), int)
+             and v["params"]["base"] < len(names)}
     reversed_rows = []
     for p, c in sorted(true_ft):
         if (c, p) in pairs:
@@ -109,7 +124,8 @@ def chain_rows(folder: Path, cache: Path | None) -> tuple[list[tuple], list[str]
                     for x in (p, c)]
             reversed_rows.append(f"{folder.parent.name} {p} -> {c} read reversed; typed children: parent "
                                  f"{dict(kids[0])} ({sum(kids[0].values())}), child {dict(kids[1])} "
-                                 f"({sum(kids[1].values())})")
+                                 f"({sum(kids[1].values())}); the parent is the base of a found merge: "
+                                 f"{any(b == p and p in merge_parents.get(m, ()) for m, b in bases.items())}")
     return rows, reversed_rows
 
 
@@ -149,6 +165,8 @@ def main() -> None:
         counts = " / ".join(str(sum(1 for r in sub if r[4] == k)) for k in ("chain", "sib", "other"))
         area = auroc(con["sib"], con["chain"])
         print(f"| {placed} | {counts} | {missing} | {area:.2f} | " + " | ".join(cells) + " |")
+    print("\nTrue fine-tune edges right, by the placement of their tree: "
+          + ", ".join(f"{k} {PLACED[(k, True)]} of {PLACED[(k, True)] + PLACED[(k, False)]}" for k in ("dist", "rank")))
     print("\nReversed fine-tune edges:")
     print("\n".join(reversed_rows) or "none")
 
