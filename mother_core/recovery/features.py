@@ -289,6 +289,14 @@ def rank_evidence(stats: WeightStatistics, mask: np.ndarray, distance: np.ndarra
 ERANK_MAX_LAYERS = 24
 
 
+def skeleton_slots(stats: WeightStatistics, mask: np.ndarray, max_layers: int) -> list[int]:
+    """The selected slots with a skeleton, at most ``max_layers`` of them, evenly spread over the model."""
+    slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
+    if len(slots) > max_layers:
+        slots = [slots[i] for i in np.linspace(0, len(slots) - 1, max_layers).round().astype(int)]
+    return slots
+
+
 def effective_rank_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: int = ERANK_MAX_LAYERS) -> np.ndarray:
     """In [-1, 1]: the magnitude-weighted vote of per-layer changes of effective rank from i to j.
 
@@ -300,9 +308,7 @@ def effective_rank_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: 
     """
     from mother_core.stats.skeleton import singular_values
 
-    slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
-    if len(slots) > max_layers:
-        slots = [slots[i] for i in np.linspace(0, len(slots) - 1, max_layers).round().astype(int)]
+    slots = skeleton_slots(stats, mask, max_layers)
     n = stats.n_models
     total = np.zeros((n, n))
     magnitude = np.zeros((n, n))
@@ -355,9 +361,7 @@ def subspace_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: int = 
 
     from mother_core.device import one_torch_thread
 
-    slots = [int(s) for s in np.flatnonzero(mask) if s in stats.skeletons]
-    if len(slots) > max_layers:
-        slots = [slots[i] for i in np.linspace(0, len(slots) - 1, max_layers).round().astype(int)]
+    slots = skeleton_slots(stats, mask, max_layers)
     n = stats.n_models
     total = np.zeros((n, n))
     magnitude = np.zeros((n, n))
