@@ -46,6 +46,7 @@ from mother_core.recovery.direction import Reading, architecture_key, choose_rea
 from mother_core.recovery.features import (
     PairEvidence,
     effective_rank_trend,
+    subspace_pairs,
     subspace_trend,
     pair_evidence,
     rank_evidence,
@@ -254,8 +255,6 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
     if settings.method != "paper" and ("erank" in settings.direction_cues or stats.n_models <= ERANK_SHOWN_UP_TO):
         ev = replace(ev, effective_rank_trend=effective_rank_trend(stats, mask))
-    if settings.method != "paper" and ("subspace" in settings.direction_cues or stats.n_models <= ERANK_SHOWN_UP_TO):
-        ev = replace(ev, subspace_trend=subspace_trend(stats, mask))
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
     # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
     # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
@@ -272,6 +271,8 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         labels = joined
         findings = detect_relations(stats, labels, detectors, reads)
         labels = join_linked_trees(labels, findings.links)
+    if settings.method != "paper":  # within trees only, each model's nearest tree-mates: linear cost
+        ev = replace(ev, subspace_trend=subspace_trend(stats, mask, subspace_pairs(ev.distance, labels)))
     _, _, leaves = solver_constraints(list(findings.links), set())
     # A merged LoRA's link (relations/detect.lora_links) decides its own parent only: it stays a member
     # of the fine-tune skeleton for placing the others (placement distance, near ties, radial share), as
