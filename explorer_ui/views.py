@@ -620,7 +620,8 @@ def least_confident(ctx: Loaded, rows: int = 3) -> None:
 
 
 #: How the Edge page names each direction cue (``Edge.cues``; mother_core.recovery.recover.cue_votes).
-CUE_NAMES = {"kurtosis": "kurtosis", "norm": "norm growth", "scale": "scale", "effective_rank": "effective rank"}
+CUE_NAMES = {"kurtosis": "kurtosis", "norm": "norm growth", "scale": "scale", "effective_rank": "effective rank",
+             "subspace": "update in the child's own directions"}
 
 
 def cue_note(e: Edge) -> str:

@@ -27,7 +27,7 @@ REGIMES = ("auto", "specialization", "generalization")
 METHODS = ("mother+", "paper")
 #: Named layer selections (a comma-separated list of layer kinds is accepted too).
 LAYER_SELECTIONS = ("matrices", "all", "square-attention")
-DIRECTION_CUES = ("kurtosis+norm+scale", "kurtosis+norm", "kurtosis", "norm")
+DIRECTION_CUES = ("kurtosis+norm+scale+subspace", "kurtosis+norm+scale", "kurtosis+norm", "kurtosis", "norm")
 NORM_DIRECTIONS = ("auto", "growth")
 USE_RANK = ("auto", "never", "always")
 RELATION_DETECTORS = ("all", "none")
@@ -94,8 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lambda_", "lambda (direction penalty)", "Weight of the direction penalty in the cost "
             "M = D + lambda * mean(D) * K.", 0.3, type=float, minimum=0.0, maximum=2.0, step=0.05),
     Setting("direction_cues", "Direction cues", "Which cues orient edges (mother+ only): the per-layer "
-            "kurtosis trend, norm growth, scale (one rescaling of the parent plus orthogonal updates), or a "
-            "+-joined list.", "kurtosis+norm+scale", choices=DIRECTION_CUES, open_choices=True),
+            "kurtosis trend, norm growth, scale (one rescaling of the parent plus orthogonal updates), subspace "
+            "(the update lies in the child's own top singular directions), or a +-joined list.",
+            "kurtosis+norm+scale+subspace", choices=DIRECTION_CUES, open_choices=True),
     Setting("norm_direction", "Norm direction", "auto: whether norms grow or (under strong weight decay) shrink "
             "from parent to child is read per tree, shrinking only on evidence beyond the prior odds of growth; "
             "growth: always growth.", "auto", choices=NORM_DIRECTIONS),
@@ -157,8 +158,9 @@ class RecoverySettings:
         benchmarks/RESULTS.md has the sweep).
     direction_cues : str
         ``"mother+"`` only: which cues orient edges, a ``+``-joined list of ``kurtosis``, ``norm``,
-        ``scale`` and ``erank``; default ``"kurtosis+norm+scale"`` (chosen on the fitting collections:
-        benchmarks/RESULTS.md, issue 12, "Direction"; see
+        ``scale``, ``subspace`` and ``erank``; default ``"kurtosis+norm+scale+subspace"`` (chosen on the
+        fitting collections: benchmarks/RESULTS.md, issue 12, "Direction" and "Full fine-tune trees: wrong
+        edges by cause"; see
         :func:`mother_core.recovery.recover.direction_evidence`).
     norm_direction : str
         ``"auto"`` (whether norms grow or, under strong weight decay, shrink from parent to child is

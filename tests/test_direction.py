@@ -93,7 +93,7 @@ def test_every_tree_says_what_its_direction_rests_on(forest):
 
 def test_edges_carry_each_cues_vote(forest):
     for e in forest.edges:
-        assert {"kurtosis", "norm", "scale", "effective_rank"} <= set(e.cues)
+        assert {"kurtosis", "norm", "scale", "effective_rank", "subspace"} <= set(e.cues)
         assert all(-1.0 <= v <= 1.0 for v in e.cues.values())
     ids = forest.model_ids
     ev = forest.problem.evidence
@@ -101,11 +101,12 @@ def test_edges_carry_each_cues_vote(forest):
         tree = next(t for t in forest.trees if e.child in t.members)
         if tree.direction_basis == "prior":
             # Nothing tells the tree's regime, so the kurtosis cue (whose sign it is) does not vote:
-            # the edge points the way norm growth and scale (which has no sign to read) say.
-            assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(e.cues["norm"] + e.cues["scale"])
-            assert e.cues["norm"] + e.cues["scale"] >= 0
+            # the edge points the way norm growth, scale and subspace (which have no sign to read) say.
+            free = e.cues["norm"] + e.cues["scale"] + e.cues["subspace"]
+            assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(free)
+            assert free >= 0
         else:
-            fused = e.cues["kurtosis"] + e.cues["norm"] + e.cues["scale"]
+            fused = e.cues["kurtosis"] + e.cues["norm"] + e.cues["scale"] + e.cues["subspace"]
             assert ev[ids.index(e.parent), ids.index(e.child)] == pytest.approx(fused)
 
 

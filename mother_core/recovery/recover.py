@@ -46,6 +46,8 @@ from mother_core.recovery.direction import Reading, architecture_key, choose_rea
 from mother_core.recovery.features import (
     PairEvidence,
     effective_rank_trend,
+    subspace_pairs,
+    subspace_trend,
     pair_evidence,
     rank_evidence,
     select_layers,
@@ -89,10 +91,10 @@ ERANK_SHOWN_UP_TO = 400
 
 
 #: Every direction cue :func:`direction_evidence` knows.
-CUES = ("kurtosis", "norm", "erank", "scale")
+CUES = ("kurtosis", "norm", "erank", "scale", "subspace")
 
 
-def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm+scale",
+def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm+scale+subspace",
                        norm_sign: float = 1.0) -> np.ndarray:
     """E[p, c] in [-n, n] for n enabled cues: evidence that p is the parent of c rather than the reverse
     (antisymmetric).
@@ -108,6 +110,8 @@ def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm
     - ``scale``: the child is the parent rescaled by one factor in every layer plus updates
       orthogonal to it (:func:`.features.scale_fit`): growth (factor 1) and decoupled weight decay
       (factor < 1) alike, so it has no sign to read and is the same under every reading;
+    - ``subspace``: the update W_c - W_p lies more in the child's own top singular directions than in
+      the parent's (:func:`.features.subspace_trend`); sign-free like ``scale``;
     - ``erank``: the effective rank rises from parent to child (off by default; on the fitting
       collections it falls along 70% of the true edges: benchmarks/RESULTS.md, issue 12).
     """
@@ -121,6 +125,8 @@ def direction_evidence(ev: PairEvidence, regime: str, cues: str = "kurtosis+norm
         e = e + ev.effective_rank_trend
     if "scale" in cues and ev.scale_fit is not None:
         e = e + ev.scale_fit
+    if "subspace" in cues and ev.subspace_trend is not None:
+        e = e + ev.subspace_trend
     return e
 
 
@@ -133,11 +139,13 @@ def cue_votes(ev: PairEvidence, regime: str, norm_sign: float) -> dict[str, np.n
         votes["effective_rank"] = ev.effective_rank_trend
     if ev.scale_fit is not None:
         votes["scale"] = ev.scale_fit
+    if ev.subspace_trend is not None:
+        votes["subspace"] = ev.subspace_trend
     return votes
 
 
 def direction_penalty(ev: PairEvidence, regime: str, method: str = "mother+",
-                      cues: str = "kurtosis+norm+scale", norm_sign: float = 1.0) -> np.ndarray:
+                      cues: str = "kurtosis+norm+scale+subspace", norm_sign: float = 1.0) -> np.ndarray:
     """K[p, c] in [0, 1]: how much the edge p -> c goes against the direction evidence.
 
     ``"paper"``: 1 when the summed kurtosis change over shared layers has the wrong sign for the
@@ -263,6 +271,8 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         labels = joined
         findings = detect_relations(stats, labels, detectors, reads)
         labels = join_linked_trees(labels, findings.links)
+    if settings.method != "paper":  # within trees only, each model's nearest tree-mates: linear cost
+        ev = replace(ev, subspace_trend=subspace_trend(stats, mask, subspace_pairs(ev.distance, labels)))
     _, _, leaves = solver_constraints(list(findings.links), set())
     # A merged LoRA's link (relations/detect.lora_links) decides its own parent only: it stays a member
     # of the fine-tune skeleton for placing the others (placement distance, near ties, radial share), as
