@@ -368,6 +368,10 @@ def build(sp: Spec, folders: dict[str, Path], out: Path, family: dict[str, str],
         if sp.declares is not None:  # what the uploader's config says the base is: a wrong path, or nothing
             meta["base_model_name_or_path"] = str(folders[sp.declares]) if sp.declares else None
             adapter_cfg.write_text(json.dumps(meta, indent=2))
+            if sp.declares:  # PEFT's own card repeats the config's base: the uploader's wrong one
+                card(out, str(folders[sp.declares]), "adapter")
+            else:
+                (out / "README.md").write_text("---\nlibrary_name: peft\n---\n\nAn adapter.\n")
     elif sp.how == "fold":
         from peft import PeftModel
 

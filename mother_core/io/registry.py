@@ -135,16 +135,17 @@ register("torch-sharded", "mother_core.io.readers:open_torch", revision=5)
 # stacked experts (were refused as a base mismatch; 2026-12-03).
 # peft-lora 7: every other PEFT type (LoHa, LoKr, IA3, OFT, BOFT, VeRA, HRA) on single experts' modules merged into
 # the base's stacked experts likewise (were refused as a base mismatch; 2026-12-04).
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=7)
+# peft-lora 8: AdaLoRA adapters merged (were refused at discovery; 2026-12-05).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=8)
 #: The PEFT ``peft_type`` values the ``peft-lora`` reader merges (:mod:`.lora`); discovery refuses the
-#: others (FourierFT, AdaLoRA, prompt tuning, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`,
+#: others (FourierFT, prompt tuning, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`,
 #: because discovery imports no torch.
-PEFT_TYPES = ("LORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "LN_TUNING", "HRA")
+PEFT_TYPES = ("LORA", "ADALORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "LN_TUNING", "HRA")
 
 
 def peft_refusal(path: str, peft_type: str) -> str:
     """The message refusing a PEFT adapter of a type not in :data:`PEFT_TYPES`."""
-    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), LoHa, LoKr, IA3, "
+    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), AdaLoRA, LoHa, LoKr, IA3, "
             "OFT, BOFT, VeRA, LN-tuning and HRA adapters only. Merge it with PEFT (merge_and_unload) and add the "
             "merged model instead.")
 
