@@ -75,7 +75,8 @@ def make_config(family: str) -> Any:
                              tie_word_embeddings=False)
     if family == "t5":
         return tf.T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-                           num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0, feed_forward_proj="gated-gelu", pad_token_id=0,
+                           num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0,
+                           feed_forward_proj="gated-gelu", pad_token_id=0,
                            eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False)
     if family == "bloom":
         return tf.BloomConfig(vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4, hidden_dropout=0.0,

@@ -14,8 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.io.readers import open_model
 

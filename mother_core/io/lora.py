@@ -1,5 +1,5 @@
-"""PEFT adapters (LoRA, DoRA, AdaLoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning, HRA), presented as the base model with the
-adapter merged in.
+"""PEFT adapters (LoRA, DoRA, AdaLoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning, HRA), presented as the base
+model with the adapter merged in.
 
 For a module with adapter matrices A (r, in) and B (out, r), the merged weight is
 ``W + scale * B @ A`` with ``scale = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``), where ``r`` and

@@ -145,8 +145,8 @@ PEFT_TYPES = ("LORA", "ADALORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "
 
 def peft_refusal(path: str, peft_type: str) -> str:
     """The message refusing a PEFT adapter of a type not in :data:`PEFT_TYPES`."""
-    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), AdaLoRA, LoHa, LoKr, IA3, "
-            "OFT, BOFT, VeRA, LN-tuning and HRA adapters only. Merge it with PEFT (merge_and_unload) and add the "
+    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), AdaLoRA, LoHa, LoKr, "
+            "IA3, OFT, BOFT, VeRA, LN-tuning and HRA adapters only. Merge it with PEFT (merge_and_unload) and add the "
             "merged model instead.")
 
 
