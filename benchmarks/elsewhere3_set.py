@@ -22,8 +22,9 @@ torchao; never noise added to weights):
   ``TorchAoConfig``; a torch pickle ``pytorch_model.bin``; an fp16 ``.bin`` sharded with its index; a bf16
   and an fp16 cast;
 - declared metadata that is WRONG or missing, as cards often are: an adapter whose ``adapter_config.json``
-  names a sibling of its real base, an adapter with no base named, model cards whose ``base_model`` names
-  the grandparent or a merge's wrong input (the engine must follow the weights and show the declared one).
+  (and card) names a sibling of its real base, a LoRA with no base named anywhere, model cards whose
+  ``base_model`` names the grandparent or a merge's wrong input (the engine must follow the weights and show
+  the declared one).
 
 Ids are random hex strings. The truth file (``typed/truth.json``) is in the engine's format; how each model
 was made, and what its metadata declares, is in ``recipe.json`` beside the ``typed`` folder.
@@ -188,7 +189,7 @@ def specs() -> list[Spec]:
         s("glm_vera_merged", "fold", ("glm_b", "glm_vera"), "lora", truth=("glm_b",)),
         s("glm_pickle", "pickle", ("glm_b",), "convert"),
         s("glm_int8", "torchao", ("glm_long",), "quantized"),
-        # T5: karcher mean of two fine-tunes, AdaLoRA with no base named, an fp16 sharded .bin, a card that
+        # T5: karcher mean of two fine-tunes, AdaLoRA (unmerged and merged), an fp16 sharded .bin, a card that
         # names the grandparent
         s("t5_root", "pretrain", args={"family": "t5", "seed": 202, "steps": 220, "lr": 2e-3}),
         s("t5_a", "finetune", ("t5_root",), "finetune", {"tasks": [21], "steps": 90, "lr": 1e-3}),
@@ -197,8 +198,7 @@ def specs() -> list[Spec]:
         s("t5_karcher", "merge", ("t5_a", "t5_b"), "merge", {"method": "karcher"}),
         s("t5_a_more", "finetune", ("t5_a",), "finetune", {"tasks": [23], "steps": 70, "lr": 8e-4},
           declares="t5_root"),
-        s("t5_adalora", "adapter", ("t5_a",), "adapter", {"tasks": [24], "steps": 80, "lr": 3e-3, "kind": "adalora"},
-          declares=""),
+        s("t5_adalora", "adapter", ("t5_a",), "adapter", {"tasks": [24], "steps": 80, "lr": 3e-3, "kind": "adalora"}),
         s("t5_adalora_merged", "fold", ("t5_a", "t5_adalora"), "lora", truth=("t5_a",)),
         s("t5_fp16_bin", "bin_shards", ("t5_b",), "convert"),
         # BLOOM: a chain of five generations, GGUF Q4_1 / Q5_1, LoRA on the embeddings, a bf16 cast
@@ -216,7 +216,8 @@ def specs() -> list[Spec]:
                                                             "kind": "lora_embed"}),
         s("bl_emb_lora_merged", "fold", ("bl_g2", "bl_emb_lora"), "lora", truth=("bl_g2",)),
         s("bl_bf16", "cast", ("bl_g1",), "convert", {"dtype": "bfloat16"}),
-        # Cohere 2: arcee_fusion, nearswap, dare_linear with rescale (its card names a wrong input), an fp16 cast
+        # Cohere 2: arcee_fusion, nearswap, dare_linear with rescale (its card names a wrong input), an fp16 cast,
+        # a LoRA that names no base
         s("co_root", "pretrain", args={"family": "cohere2", "seed": 404, "steps": 220, "lr": 2e-3}),
         s("co_a", "finetune", ("co_root",), "finetune", {"tasks": [41], "steps": 90, "lr": 1e-3}),
         s("co_b", "finetune", ("co_root",), "finetune", {"tasks": [42], "steps": 90, "lr": 1e-3}),
@@ -225,6 +226,8 @@ def specs() -> list[Spec]:
         s("co_nearswap", "merge", ("co_b", "co_c"), "merge", {"method": "nearswap"}),
         s("co_dare", "merge", ("co_root", "co_a", "co_c"), "merge", {"method": "dare_linear"}, declares="co_b"),
         s("co_dare_fp16", "cast", ("co_dare",), "convert", {"dtype": "float16"}),
+        s("co_lora_nobase", "adapter", ("co_a",), "adapter", {"tasks": [44], "steps": 60, "lr": 3e-3, "kind": "lora"},
+          declares=""),
         # distractors: unrelated roots of two families, a CLIP text encoder
         s("x_glm", "pretrain", args={"family": "glm4", "seed": 505, "steps": 160, "lr": 2e-3}),
         s("x_bloom", "pretrain", args={"family": "bloom", "seed": 606, "steps": 160, "lr": 2e-3}),
@@ -353,9 +356,12 @@ def build(sp: Spec, folders: dict[str, Path], out: Path, family: dict[str, str],
         elif a["kind"] == "adalora":
             cfg = peft.AdaLoraConfig(init_r=8, target_r=4, tinit=10, tfinal=20, deltaT=5, total_step=a["steps"],
                                      target_modules=["q", "v", "wi_0", "wo"], lora_alpha=16, task_type="SEQ_2_SEQ_LM")
-        else:
+        elif a["kind"] == "lora_embed":
             cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["word_embeddings", "query_key_value"],
                                   lora_dropout=0.0, task_type="CAUSAL_LM")
+        else:
+            cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "o_proj"], lora_dropout=0.0,
+                                  task_type="CAUSAL_LM")
         pm = peft.get_peft_model(model, cfg)
         if a["kind"] == "adalora":
             def after(step: int) -> None:
