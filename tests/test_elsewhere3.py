@@ -75,7 +75,7 @@ def test_adalora_adapter_read_as_peft_merges_it(tmp_path: Path) -> None:
     """A PEFT AdaLoRA adapter (budget pruned during training, saved pruned with its rank masks) is read merged
     into its base exactly as PEFT's ``merge_and_unload`` writes it, and recovered as that base's adapter."""
     _make([ROOT, FT,
-           Spec("ada", "adapter", ("ft",), "adapter", {"tasks": [24], "steps": 20, "lr": 3e-3, "kind": "adalora"}),
+           Spec("ada", "adapter", ("ft",), "adapter", {"tasks": [24], "steps": 40, "lr": 3e-3, "kind": "adalora"}),
            Spec("ada_merged", "fold", ("ft", "ada"), "lora", truth=("ft",))], tmp_path)
     found = discover([tmp_path])
     assert not found.problems, found.problems

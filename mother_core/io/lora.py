@@ -495,9 +495,9 @@ class LoraReader:
         energies: dict[str, torch.Tensor] = {}  # AdaLoRA's singular values, lora_E (r, 1), per module
         for key, t in tensors.items():
             m = _LORA_KEY.match(key)
-            e = _ADALORA_E.match(key) if adalora else None
-            if e is not None:
-                energies[e["module"]] = t.float().reshape(-1, 1)
+            energy_key = _ADALORA_E.match(key) if adalora else None
+            if energy_key is not None:
+                energies[energy_key["module"]] = t.float().reshape(-1, 1)
                 continue
             if m is None:
                 if ".lora_magnitude_vector" in key:  # DoRA: PEFT saves <module>.lora_magnitude_vector[.<adapter>]

@@ -148,7 +148,7 @@ class _Reader:
         Only a name with its tie target present at the same shape is left out: what transformers loads.
         """
         infos = self._infos
-        drop = set()
+        drop: set[str] = set()
         shared = infos.get("shared.weight")
         if shared is not None:
             drop |= {n for n in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
