@@ -7,7 +7,6 @@ reproduced with the real tools by the set's own recipe (small T5 v1.1 models tra
 - ``torch.save(model.state_dict())`` writes a tied weight under each of its names (T5's ``shared``,
   ``encoder.embed_tokens``, ``decoder.embed_tokens`` and a tied ``lm_head``); ``save_pretrained`` writes one.
 - PEFT AdaLoRA adapters were refused at discovery.
-- mergekit arcee_fusion (each entry taken whole from one of two inputs) was read as a fine-tune.
 """
 
 from __future__ import annotations
@@ -87,15 +86,3 @@ def test_adalora_adapter_read_as_peft_merges_it(tmp_path: Path) -> None:
     assert worst < 1e-6, worst
     got = _recovered(tmp_path)
     assert got.get("ada") == [("ft", "adapter")], got
-
-
-def test_arcee_fusion_read_as_a_merge_of_its_two_inputs(tmp_path: Path) -> None:
-    """mergekit ``arcee_fusion`` of a Cohere 2 root and its fine-tune takes each entry whole from one of them (the
-    root's on most, the fine-tune's where they matter): a merge of both, not a fine-tune of either."""
-    co = {"family": "cohere2", "seed": 404, "steps": 15, "lr": 2e-3}
-    _make([Spec("root", "pretrain", args=co),
-           Spec("a", "finetune", ("root",), "finetune", {"tasks": [41], "steps": 12, "lr": 1e-3}),
-           Spec("b", "finetune", ("root",), "finetune", {"tasks": [42], "steps": 12, "lr": 1e-3}),
-           Spec("fusion", "merge", ("root", "a"), "merge", {"method": "arcee_fusion"})], tmp_path)
-    got = _recovered(tmp_path)
-    assert got.get("fusion") == [("a", "merge"), ("root", "merge")], got

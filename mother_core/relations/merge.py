@@ -76,10 +76,6 @@ MIN_WEIGHT = 0.05
 #: whole filters to one input: 0.12 of the elements in benchmarks/elsewhere_set.py), under a BitFit child's
 #: untouched matrices (0.99).
 COPIED_SHARE = 0.9
-#: An element-wise selection merge (:func:`_selection_fits`): the share of the child's entries its two inputs
-#: hold exactly, together, and the least share each must add that the other does not hold.
-SELECTED_SHARE = 0.95
-SELECTED_MIN = 0.02
 #: A linear merge whose weights miss 1 by more than this on some layer is read by :func:`_scaled_fits` (the affine
 #: fits cannot read it); nearer 1, the affine fits' residual is (1 - sum w)^2 |base|^2, within their exactness.
 SCALED_SUM = 0.02
@@ -225,12 +221,6 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     # Last, linear merges whose weights do not sum to 1 (mergekit ``linear`` with ``normalize: false``), which no
     # affine fit explains: only for the children nothing else read.
     scaled = _scaled_fits(stats, pl, labels, excluded | {link.child for _, link in exact + sparse + layered})
-    # And children made entry by entry from two inputs (arcee_fusion), which no combination of them explains; its
-    # exact entries outrank a sparse fit's reading of the same child (trimmed task vectors also keep a base's
-    # entries, but never take an input's whole).
-    selected = _selection_fits(stats, pl, labels, excluded | {link.child for _, link in exact + layered + scaled})
-    sparse = [x for x in sparse if x[1].child not in {link.child for _, link in selected}]
-    scaled += selected
     fits = exact + sparse + layered + scaled
     if more is not None:
         fits = more(pl, fits, {link.child for _, link in exact + layered + scaled})
@@ -336,50 +326,6 @@ def _scaled_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             + ", ".join(f"{w:.2f}" for w in mean) + f"; their sum {sums.min():.2f}-{sums.max():.2f} over layers, "
             f"not 1: no affine combination fits); residual {ratio:.2g} of its squared distance to the nearest "
             "parent (a fine-tune leaves ~1)"))))
-    return found
-
-
-def _selection_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
-                    excluded: set[int]) -> list[tuple[float, TypedLink]]:
-    """Merges that take each entry whole from one of two inputs: mergekit's ``arcee_fusion`` writes its base with
-    the other model's entries swapped in where they matter, so (median over tensors) each matrix equals the base
-    exactly on most entries and the other input on the rest (benchmarks/elsewhere3_set.py: 0.84-0.95 and
-    0.04-0.15, together 0.98-0.99), which no combination of the two fits. Read only for children nothing else
-    read: among the nearest :data:`CANDIDATES` relatives, two whose exact entries cover :data:`SELECTED_SHARE` of
-    the child's (the entries they share counted once), each supplying at least :data:`SELECTED_MIN` the other
-    does not hold. A fine-tune equals no relative on more than chance; a near-copy rounded back to its parent's
-    values in bf16 equals its parent, and a second near-copy sibling adds no entry the parent lacks."""
-    n = stats.n_models
-    share = pl.equal_counted if pl.equal_counted is not None else pl.equal_share
-    found: list[tuple[float, TypedLink]] = []
-    for c in range(n):
-        if c in excluded:
-            continue
-        pool = [p for p in range(n) if p != c and p not in excluded and labels[p] == labels[c]
-                and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]]
-        cand = [pool[k] for k in np.argsort([_total(pl, c, p) for p in pool])[:CANDIDATES]]
-        best: tuple[float, tuple[int, int], tuple[float, float]] | None = None
-        for p, q in itertools.combinations(cand, 2):
-            sp, sq, spq = share[c, p], share[c, q], share[p, q]
-            if not (np.isfinite(sp) and np.isfinite(sq)):
-                continue
-            spq = float(spq) if np.isfinite(spq) else 0.0
-            total = float(sp + sq - spq)
-            if min(sp, sq) - spq < SELECTED_MIN or total < SELECTED_SHARE:
-                continue
-            if best is None or total > best[0]:
-                best = (total, (p, q) if sp >= sq else (q, p), (float(max(sp, sq)), float(min(sp, sq))))
-        if best is None:
-            continue
-        total, parents, weights = best
-        detail = "element-wise selection " + "/".join(f"{w:.2f}" for w in weights)
-        names = " and ".join(stats.models[p].id for p in parents)
-        found.append((1.0 - total, TypedLink(c, parents, Relation.MERGE, detail,
-                                             merge_confidence(kind_of(Relation.MERGE.value, detail, ""), 1.0 - total),
-                                             weights, evidence=(
-            f"each entry taken whole from {names}: {weights[0]:.0%} of its entries (median over tensors) equal the "
-            f"first exactly, {weights[1]:.0%} the second, {total:.0%} together; no combination of the two fits "
-            "(an arcee_fusion-style merge)"))))
     return found
 
 
