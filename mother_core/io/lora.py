@@ -1,5 +1,5 @@
-"""PEFT adapters (LoRA, DoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning, HRA), presented as the base model with the
-adapter merged in.
+"""PEFT adapters (LoRA, DoRA, AdaLoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, LN tuning, HRA), presented as the base
+model with the adapter merged in.
 
 For a module with adapter matrices A (r, in) and B (out, r), the merged weight is
 ``W + scale * B @ A`` with ``scale = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``), where ``r`` and
@@ -16,6 +16,11 @@ to its learned norm (``LoraLayer`` / ``DoraLinearLayer.get_weight_norm``: the no
 each output row), so rows can be read in pieces as for LoRA. On a ``Conv1D`` (``fan_in_fan_out``, GPT-2)
 an output is a stored *column*: its norms come from the whole merged tensor, computed once per tensor.
 DoRA on an embedding or a convolution is refused.
+
+AdaLoRA (Zhang et al. 2023) stores ``lora_E`` (r, 1), singular values scaling A's rows, beside ``lora_A`` /
+``lora_B``, pruned to the ranks its budget kept (``rank_pattern`` holds the masks). PEFT merges
+``W + B @ (A * E) * alpha / (init_r + 1e-5)`` (``AdaLoraLayer.get_delta_weight``: ``ranknum`` is the initial rank
+and stays so when the pruned adapter is loaded), which is read as a LoRA with A scaled by E.
 
 The other PEFT types this reader merges, each as PEFT 0.21's ``merge`` does (``peft/tuners/loha``, ``lokr``,
 ``ia3``), all row-separable so rows are still read in pieces:
@@ -68,7 +73,7 @@ a dense module and applied to that expert's row of the stacked tensor (``_Update
 An adapter on an embedding makes PEFT save the embedding's ``base_layer.weight`` beside it: the update is applied
 to that copy (a resized vocabulary is then the adapter's own).
 
-Other PEFT types (FourierFT, AdaLoRA, prompt tuning, ...) are refused at discovery
+Other PEFT types (FourierFT, prompt tuning, ...) are refused at discovery
 (:data:`.registry.PEFT_TYPES`).
 """
 
@@ -101,6 +106,8 @@ _OTHER_KEY = re.compile(
 #: VeRA's shared random projections, saved once for the whole model (``base_model.vera_A[.<adapter>]``).
 _VERA_SHARED = re.compile(r"^base_model\.(?P<part>vera_[AB])(?:\.(?P<adapter>[^.]+))?$")
 
+#: AdaLoRA's singular values: ``<module>.lora_E[.<adapter>]`` (r, 1), beside LoRA's ``lora_A`` / ``lora_B``.
+_ADALORA_E = re.compile(r"^(?P<module>.+?)\.lora_E(?:\.(?P<adapter>[^.]+))?$")
 _LORA_KEY = re.compile(
     r"^(?P<module>.+?)\.lora_(?:(?P<ab>[AB])|embedding_(?P<emb>[AB]))(?:\.(?P<adapter>[^.]+))?"
     r"(?:\.(?P<param>weight|bias))?$"
@@ -478,14 +485,20 @@ class LoraReader:
         peft_type = str(config.get("peft_type", "LORA"))[:40].upper()
         if peft_type not in PEFT_TYPES:  # discovery refuses these first; a caller may open a ref directly
             raise UnreadableCheckpointError(peft_refusal(ref.path, peft_type), ref.path)
-        if peft_type != "LORA":
+        if peft_type not in ("LORA", "ADALORA"):
             self._read_other(peft_type, config, config_path, tensors)
             return
+        adalora = peft_type == "ADALORA"
 
         pairs: dict[tuple[str, bool], dict[str, torch.Tensor]] = {}
         magnitudes: dict[str, torch.Tensor] = {}
+        energies: dict[str, torch.Tensor] = {}  # AdaLoRA's singular values, lora_E (r, 1), per module
         for key, t in tensors.items():
             m = _LORA_KEY.match(key)
+            energy_key = _ADALORA_E.match(key) if adalora else None
+            if energy_key is not None:
+                energies[energy_key["module"]] = t.float().reshape(-1, 1)
+                continue
             if m is None:
                 if ".lora_magnitude_vector" in key:  # DoRA: PEFT saves <module>.lora_magnitude_vector[.<adapter>]
                     magnitudes[key.split(".lora_magnitude_vector")[0]] = t.float().reshape(-1)
@@ -502,8 +515,9 @@ class LoraReader:
 
         r_default = _number(config, "r", 8, config_path)
         alpha_default = _number(config, "lora_alpha", r_default, config_path)
-        rank_pattern = _patterns(config, "rank_pattern", config_path)
-        alpha_pattern = _patterns(config, "alpha_pattern", config_path)
+        # (AdaLoRA's rank_pattern holds each module's kept-rank mask, not a rank: its tensors are saved pruned)
+        rank_pattern = {} if adalora else _patterns(config, "rank_pattern", config_path)
+        alpha_pattern = {} if adalora else _patterns(config, "alpha_pattern", config_path)
         fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
         per_expert: dict[str, dict[int, _Update]] = {}
         for (module, is_embedding), ab in sorted(pairs.items()):
@@ -521,6 +535,15 @@ class LoraReader:
             if stored_r != r:
                 r = stored_r  # the tensors are the truth when config and file disagree
             scale = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
+            if adalora:  # PEFT's AdaLoRA merge: B @ (A * E) * alpha / (ranknum + 1e-5), ranknum init_r
+                energy = energies.pop(module, None)
+                if energy is None or energy.shape[0] != ab["A"].shape[0] or ab["A"].dim() != 2 or is_embedding:
+                    raise AdapterMismatchError(f"{adapter_file}: the AdaLoRA module {module} has no lora_E of its "
+                                               "rank (or is not a linear layer). The adapter is damaged.", adapter_file)
+                ab = {"A": ab["A"] * energy, "B": ab["B"]}
+                # (ranknum stays the initial rank when the saved, pruned adapter is loaded: "the scaling is
+                # exactly as the previous", AdaLoraModel.resize_modules_by_rank_pattern)
+                scale = (alpha if alpha > 0 else r) / (_number(config, "init_r", 12, config_path) + 1e-5)
             if is_embedding:
                 mode = "embedding"
             elif ab["A"].dim() > 2:

@@ -29,6 +29,7 @@ from mother_core.errors import MissingBaseModelError, NoTensorsError, Unreadable
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 from mother_core.io.staged import ShortRead, decode, pieces
 from mother_core.io.names import normalise_name
+from mother_core.io.quant_scheme import model_config
 from mother_core.io.safetensors_header import TensorEntry, describe_dtype, read_header
 from mother_core.io.sniff import check_torch_file
 from mother_core.io.sd_single_file import read_unet
@@ -100,6 +101,10 @@ def _unsupported_note(path: str, entries: Iterable[TensorEntry]) -> str:
             "compare; they were left out.")
 
 
+#: Input-embedding module names (the last part before ``.weight``, after :func:`normalise_name`) an untied
+#: ``lm_head`` can be an alias of: Llama-style, GPT-2, BLOOM / BERT, GPT-NeoX, T5.
+TIED_EMBEDDINGS = frozenset({"embed_tokens", "wte", "word_embeddings", "embed_in", "shared"})
+
 _R = TypeVar("_R", bound="_Reader")
 
 
@@ -130,6 +135,32 @@ class _Reader:
             shape, dtype = listed[name]
             self._infos[norm] = TensorInfo(norm, tuple(shape), dtype)
             self._where[norm] = (path, source[name])
+
+    def _drop_tied_aliases(self) -> None:
+        """Leave out the names a checkpoint stores a tied weight under a second (or third) time.
+
+        ``torch.save(model.state_dict())`` (and transformers 4's pickles) write a tied tensor under each of
+        its names, where ``save_pretrained``'s safetensors keep one: an encoder-decoder's
+        ``encoder.embed_tokens`` / ``decoder.embed_tokens`` beside ``shared`` (transformers ties them in
+        every such model: T5, BART, ...), and ``lm_head`` beside the input embeddings when the config says
+        ``tie_word_embeddings``. Kept, the same weights in two layouts differ by whole tensors (the pickle
+        reads as having more layers), so a copy is read as a fine-tune and its tree is rebuilt around it.
+        Only a name with its tie target present at the same shape is left out: what transformers loads.
+        """
+        infos = self._infos
+        drop: set[str] = set()
+        shared = infos.get("shared.weight")
+        if shared is not None:
+            drop |= {n for n in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+                     if n in infos and infos[n].shape == shared.shape}
+        head = infos.get("lm_head.weight")
+        if head is not None and model_config(self.ref.files[0]).get("tie_word_embeddings") is True:
+            if any(n != "lm_head.weight" and n not in drop and info.shape == head.shape
+                   and n.removesuffix(".weight").rsplit(".", 1)[-1] in TIED_EMBEDDINGS for n, info in infos.items()):
+                drop.add("lm_head.weight")
+        for name in drop:
+            del infos[name]
+            self._where.pop(name, None)
 
     def tensor_infos(self) -> Mapping[str, TensorInfo]:
         return self._infos
@@ -180,6 +211,7 @@ class SafetensorsReader(_Reader):
                     self._spans[norm] = (entries[raw].start, entries[raw].stop)
             if header.unsupported:
                 self.notes.append(_unsupported_note(path, header.unsupported))
+        self._drop_tied_aliases()
         _require_floats(ref, self._infos, self.notes)
         self._open_path: str | None = None
         self._handle: io.FileIO | None = None
@@ -345,6 +377,7 @@ class TorchReader(_Reader):
         for path in ref.files:
             state = self._load(path)
             self._add_file(path, {k: (tuple(t.shape), _dtype_name(t.dtype)) for k, t in state.items()})
+        self._drop_tied_aliases()
         _require_floats(ref, self._infos)
 
     def _load(self, path: str) -> dict[str, torch.Tensor]:

@@ -118,10 +118,13 @@ def containers() -> tuple[str, ...]:
 # safetensors 7, torch 4, gguf 3: mixture-of-experts blocks listed one tensor per projection, experts stacked
 # (experts, out, in), Mixtral's block_sparse_moe / w1-w3 under transformers 5's names (were per expert, or fused
 # and GGUF-stacked under three other names; 2026-12-03).
-register("safetensors", "mother_core.io.readers:open_safetensors", revision=7)
-register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=7)
-register("torch", "mother_core.io.readers:open_torch", revision=4)
-register("torch-sharded", "mother_core.io.readers:open_torch", revision=4)
+# safetensors 8, torch 5: a tied weight's second names (an encoder-decoder's encoder / decoder embed_tokens beside
+# shared, lm_head under tie_word_embeddings) left out, as save_pretrained leaves them out (were read as more
+# tensors; 2026-12-05).
+register("safetensors", "mother_core.io.readers:open_safetensors", revision=8)
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=8)
+register("torch", "mother_core.io.readers:open_torch", revision=5)
+register("torch-sharded", "mother_core.io.readers:open_torch", revision=5)
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's
 # regrouped query_key_value rows undone (2026-12-02); peft-lora 3: updates added in place by addmm_,
 # whose float32 rounding differs from a product then a sum in the last bit (2026-12-03); peft-lora 4: PEFT
@@ -132,17 +135,18 @@ register("torch-sharded", "mother_core.io.readers:open_torch", revision=4)
 # stacked experts (were refused as a base mismatch; 2026-12-03).
 # peft-lora 7: every other PEFT type (LoHa, LoKr, IA3, OFT, BOFT, VeRA, HRA) on single experts' modules merged into
 # the base's stacked experts likewise (were refused as a base mismatch; 2026-12-04).
-register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=7)
+# peft-lora 8: AdaLoRA adapters merged (were refused at discovery; 2026-12-05).
+register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision=8)
 #: The PEFT ``peft_type`` values the ``peft-lora`` reader merges (:mod:`.lora`); discovery refuses the
-#: others (FourierFT, AdaLoRA, prompt tuning, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`,
+#: others (FourierFT, prompt tuning, ...) with :func:`peft_refusal`. Here, not in :mod:`.lora`,
 #: because discovery imports no torch.
-PEFT_TYPES = ("LORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "LN_TUNING", "HRA")
+PEFT_TYPES = ("LORA", "ADALORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "LN_TUNING", "HRA")
 
 
 def peft_refusal(path: str, peft_type: str) -> str:
     """The message refusing a PEFT adapter of a type not in :data:`PEFT_TYPES`."""
-    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), LoHa, LoKr, IA3, "
-            "OFT, BOFT, VeRA, LN-tuning and HRA adapters only. Merge it with PEFT (merge_and_unload) and add the "
+    return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), AdaLoRA, LoHa, LoKr, "
+            "IA3, OFT, BOFT, VeRA, LN-tuning and HRA adapters only. Merge it with PEFT (merge_and_unload) and add the "
             "merged model instead.")
 
 

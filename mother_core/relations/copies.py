@@ -104,8 +104,11 @@ def find_conversions(stats: WeightStatistics, pl: PairLayers, skip: set[int]) ->
             if pl.shared[i, j] < SAME_SHAPES * max(pl.own[i], pl.own[j]) or pl.shared[i, j] == 0:
                 continue
             r = pl.rel[:, i, j]
-            # (an all-zero matrix, equal in every dtype, tells nothing)
-            if _partial_update(r, matrix & (pl.scale2[:, i, j] > 0), CONVERT_TOL * min(u[i], u[j])):
+            # (an all-zero matrix, equal in every dtype, tells nothing; nor does a matrix one of the two keeps
+            # in a finer dtype than the rest of it: a cast that kept some modules in float32 holds their values
+            # as they were, bit for bit)
+            kept = np.zeros_like(matrix) if stats.finer is None else stats.finer[i] | stats.finer[j]
+            if _partial_update(r, matrix & ~kept & (pl.scale2[:, i, j] > 0), CONVERT_TOL * min(u[i], u[j])):
                 continue
             r = r[np.isfinite(r)]
             if r.size == 0:

@@ -155,6 +155,7 @@ def _assemble_result(refs: list[ModelRef], listings: Sequence[Mapping[str, Tenso
     stats = _assemble(refs, plan, out, cache, known, known_equal)
     stats.skeletons = _assemble_skeletons(plan, out, cache)
     stats.roundoff = np.array([_roundoff(listing) for listing in listings])
+    stats.finer = _finer(listings, stats.tensors, stats.roundoff)
     del known, known_equal  # (T, N, N) each: as large as the result's distances
     keep = [m for m in range(len(refs)) if m not in out.failed]
     if len(keep) < 2:
@@ -467,6 +468,18 @@ def _roundoff(listing) -> float:
     return max((UNIT_ROUNDOFF.get(t.dtype, 2.0**-8) for t in listing.values() if t.is_float), default=2.0**-24)
 
 
+def _finer(listings: Sequence[Mapping[str, TensorInfo]], slots: Sequence, roundoff: np.ndarray) -> np.ndarray:
+    """(N, T): the slots each model stores in a float dtype finer than its coarsest (known from the listings
+    alone, so a warm cache gives the same answer)."""
+    out = np.zeros((len(listings), len(slots)), dtype=bool)
+    for m, listing in enumerate(listings):
+        for t, slot in enumerate(slots):
+            info = listing.get(slot.name)
+            if info is not None and info.is_float and tuple(info.shape) == tuple(slot.shape):
+                out[m, t] = UNIT_ROUNDOFF.get(info.dtype, 2.0**-8) < roundoff[m]
+    return out
+
+
 def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:
     if len(keep) == stats.n_models:
         return stats
@@ -482,4 +495,5 @@ def _subset(stats: WeightStatistics, keep: list[int]) -> WeightStatistics:
         skeletons={new_s: stats.skeletons[int(old_s)][idx] for new_s, old_s in
                    enumerate(np.flatnonzero(cols)) if int(old_s) in stats.skeletons},
         roundoff=None if stats.roundoff is None else stats.roundoff[idx],
+        finer=None if stats.finer is None else stats.finer[idx][:, cols],
     )

@@ -72,6 +72,9 @@ class WeightStatistics:
         recovery reads the rank of weight differences (:mod:`mother_core.stats.skeleton`).
     roundoff : ndarray (N,)
         Unit roundoff of each model's coarsest stored float dtype (rank thresholds depend on it).
+    finer : ndarray (N, T) of bool, optional
+        Slots a model stores in a float dtype finer than its coarsest (a cast that kept some modules in
+        float32, as transformers' ``_keep_in_fp32_modules`` does); None when not known.
     problems : list of Problem
         Inputs that were skipped, with the reason.
     settings : dict
@@ -89,6 +92,7 @@ class WeightStatistics:
     equal: np.ndarray | None = None
     skeletons: dict[int, np.ndarray] = field(default_factory=dict)
     roundoff: np.ndarray | None = None
+    finer: np.ndarray | None = None
     problems: list[Problem] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
 
@@ -140,6 +144,8 @@ class WeightStatistics:
             arrays["equal"] = self.equal
         if self.roundoff is not None:
             arrays["roundoff"] = self.roundoff
+        if self.finer is not None:
+            arrays["finer"] = self.finer
         for slot, sk in self.skeletons.items():
             arrays[f"skeleton_{slot}"] = sk
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -162,5 +168,5 @@ class WeightStatistics:
         return cls(
             models=models, tensors=tensors, problems=[Problem(**p) for p in header["problems"]],
             settings=header["settings"],
-            roundoff=arrays.pop("roundoff", None), skeletons=skeletons, **arrays,
+            roundoff=arrays.pop("roundoff", None), finer=arrays.pop("finer", None), skeletons=skeletons, **arrays,
         )
