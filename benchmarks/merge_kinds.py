@@ -106,10 +106,12 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--signs", action="store_true", help="also run with the opt-in sign reading (merge-signs)")
+    ap.add_argument("--signs-only", action="store_true",
+                    help="only the run with the sign reading (it holds the default run's exact merges too)")
     ap.add_argument("--json", type=Path, default=None, help="write every edge row here")
     ap.add_argument("--list", nargs="*", default=[], help="kinds whose merge edges are listed one by one")
     args = ap.parse_args()
-    runs = ["default", "signs"] if args.signs else ["default"]
+    runs = ["signs"] if args.signs_only else ["default", "signs"] if args.signs else ["default"]
     rows: list[dict] = []
     for folder in args.sets:
         rows += edge_rows(folder, args.cache, runs)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mother_core.relations.calibration import EQUAL_ENTRIES, confidence, kind_of
+from mother_core.relations.calibration import EQUAL_ENTRIES, ONE_BASE_TEST, confidence, counted_note, kind_of
 from mother_core.relations.evidence import PairLayers, TypedLink, storage_roundoff
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
@@ -135,12 +135,6 @@ SAME_READING = 1e-4
 #: the largest residual ratio its kind may leave, whether the coefficients are fitted layer by layer, whether its
 #: small-weight base passed one base test of two: :data:`ONE_BASE_TEST`).
 Fit = tuple[float, tuple[int, ...], np.ndarray, float, bool, bool]
-#: Words of an exact merge's evidence when its base, weighing negative, passed only one of the two base tests (norm
-#: growth, additivity): the relaxed test of :func:`_best_subset` (benchmarks/elsewhere2_set.py's Mamba task
-#: arithmetic and RoBERTa NuSLERP). :func:`.calibration.kind_of` reads it as its own kind: on the lead's held-out
-#: sets it added a wrong merge parent at 0.986, the strict exact merges' rate (benchmarks/RESULTS.md, "Merge
-#: parents' confidence per evidence kind").
-ONE_BASE_TEST = "passes one base test of two"
 
 
 def affine_fit(dc: np.ndarray, dp: np.ndarray) -> tuple[np.ndarray, float]:
@@ -1386,9 +1380,13 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
                + " (median over layers: trimmed or dropped task-vector entries keep the inputs' values; a "
                "fine-tune changes every entry)") if confirmed else ""
     if one_test:
+        # The relaxed base test (benchmarks/elsewhere2_set.py's Mamba task arithmetic and RoBERTa NuSLERP) is its own
+        # kind (:data:`.calibration.ONE_TEST_KIND`): on the lead's held-out sets it added a wrong merge parent at the
+        # strict exact merges' 0.986 (benchmarks/RESULTS.md, "Merge parents' confidence per evidence kind").
         base = int(np.argmin(coeffs))
         entries += (f"; its base {stats.models[parents[base]].id} (weight {coeffs[base]:.2f}) {ONE_BASE_TEST} (norm "
-                    "growth, additivity of the others through it)")
+                    "growth, additivity of the others through it): "
+                    + counted_note(kind_of(Relation.MERGE.value, detail, ONE_BASE_TEST)))
     conf = merge_confidence(kind_of(Relation.MERGE.value, detail, entries), ratio, confirmed)
     backwards = ""
     if confirmed and reverse is not None:
