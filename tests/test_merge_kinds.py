@@ -21,15 +21,13 @@ from pathlib import Path
 import pytest
 
 from mother_core import RecoverySettings, compute_statistics, discover, recover
-from mother_core.relations.calibration import (
-    ONE_BASE_TEST,
-    ONE_TEST_KIND,
-    SIGNS_KIND,
-    counted_note,
-    counted_rate,
-    kind_of,
-)
+from mother_core.relations.calibration import kind_of
 from mother_core.relations.detect import DETECTORS, OPTIONAL_DETECTORS
+
+#: What the evidence of a counted kind says (``calibration.counted_note``), and the relaxed reading's words
+#: (``calibration.ONE_BASE_TEST``), spelled out: main has neither, and the test must fail there on its assertions.
+COUNTED = "merge parents on the fitting sets: confidence"
+ONE_BASE_TEST = "passes one base test of two"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_merge_signs import family  # noqa: E402,F401  (the sign reading's real merges, built once)
@@ -66,20 +64,20 @@ def test_exact_merge_with_one_base_test_reads_its_counted_rate(tmp_path: Path) -
     assert sorted(e.parent for e in got) == ["r_dom1", "r_dom2", "r_root"], got
     # the reading's own kind, said in its evidence with its count (main: "merge: exact" at 0.986, no word of it)
     assert ONE_BASE_TEST in evidence["r_nuslerp"], evidence["r_nuslerp"]
-    assert kind_of("merge", got[0].relation_detail, evidence["r_nuslerp"]) == ONE_TEST_KIND
-    assert counted_note(ONE_TEST_KIND) in evidence["r_nuslerp"]
-    for e in got:
-        assert e.relation_confidence == pytest.approx(min(0.97, counted_rate(ONE_TEST_KIND)))
-        assert e.confidence <= counted_rate(ONE_TEST_KIND) + 1e-9
+    assert kind_of("merge", got[0].relation_detail, evidence["r_nuslerp"]) == "merge: exact, one base test"
+    assert COUNTED in evidence["r_nuslerp"] and "too few to read 0.8" in evidence["r_nuslerp"], evidence["r_nuslerp"]
+    # counted 7 of 7 on the fitting sets: under 0.8 (main: 0.986)
+    assert all(e.relation_confidence < 0.8 and e.confidence < 0.8 for e in got), [e.confidence for e in got]
 
 
 @pytest.mark.xdist_group("sparse-merge")
 def test_sign_read_merge_reads_its_counted_rate(family: Path) -> None:  # noqa: F811
     edges, evidence = _merge_edges(family, RecoverySettings(relations=",".join(DETECTORS + OPTIONAL_DETECTORS)))
-    signed = [c for c, es in edges.items() if kind_of("merge", es[0].relation_detail) == SIGNS_KIND]
+    signed = [c for c, es in edges.items() if "(signs of its entries)" in es[0].relation_detail]
     assert signed, {c: [e.relation_detail for e in es] for c, es in edges.items()}
     for c in signed:
-        # (main: the detector's own number, and no word of how often such readings were right)
-        assert counted_note(SIGNS_KIND) in evidence[c], evidence[c]
-        for e in edges[c]:
-            assert e.relation_confidence <= counted_rate(SIGNS_KIND) + 1e-9
+        # its own kind, its count in the evidence (main: the detector's own number, no word of how often such
+        # readings were right), its confidence never above the counted rate (39 of 39: 0.898)
+        assert kind_of("merge", edges[c][0].relation_detail) == "merge: signs"
+        assert COUNTED in evidence[c], evidence[c]
+        assert all(e.relation_confidence <= 0.9 for e in edges[c]), [e.relation_confidence for e in edges[c]]
