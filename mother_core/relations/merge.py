@@ -840,8 +840,8 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
 
     sizes = range(2, min(MAX_PARENTS, len(cand)) + 1)
     by_layer_res = _layerwise_all(sq_local, cand, sizes) if layerwise else {}
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float]] = {}
-    beyond: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float]] = {}
+    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float, bool]] = {}
+    beyond: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float, bool]] = {}
     # (with ``named``) every fit that competes, by size, with its residual: :func:`_distinct_input`
     rivals: dict[int, list[tuple[float, tuple]]] = {}
     rivals_beyond: dict[int, list[tuple[float, tuple]]] = {}
