@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mother_core import RecoverySettings, compute_statistics, discover, recover  # noqa: E402
 from mother_core.evaluate import confidence_auroc, evaluate, load_truth  # noqa: E402
 from mother_core.recovery.features import pair_evidence, select_layers  # noqa: E402
+from mother_core.relations.detect import DETECTORS  # noqa: E402
 from mother_zoo.variety import Collection, Recipe, generate_collection  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "_data" / "generalise"
@@ -202,6 +203,12 @@ ABLATIONS: list[tuple[str, RecoverySettings]] = [
     ("paper method", RecoverySettings(method="paper", layers="square-attention")),
 ]
 
+#: The defaults with the opt-in sign reading (``--signs``; benchmarks/RESULTS.md, "Merge parents' confidence per
+#: evidence kind").
+SIGNS: list[tuple[str, RecoverySettings]] = [
+    ("ours, with merge-signs", RecoverySettings(relations=",".join(DETECTORS) + ",merge-signs")),
+]
+
 
 def run_collection(folder: Path, settings: list[tuple[str, RecoverySettings]], cache: Path | None = None
                    ) -> dict[str, dict]:
@@ -221,11 +228,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="where collections are generated and read")
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument("--signs", action="store_true",
+                    help="a row with the opt-in sign reading of sparse merges (relations=...,merge-signs)")
     ap.add_argument("--cache", type=Path, default=DATA / "stats-cache", help="statistics cache (one per helper)")
     args = ap.parse_args()
     groups = [args.only] if args.only else list(COLLECTIONS)
     every = {**COLLECTIONS, **MORE_FITTING}
-    settings = SETTINGS + (ABLATIONS if args.ablations else [])
+    settings = SETTINGS + (ABLATIONS if args.ablations else []) + (SIGNS if args.signs else [])
     folders: dict[str, list[Path]] = {}
     for g in groups:
         folders[g] = []

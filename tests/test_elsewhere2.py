@@ -171,6 +171,12 @@ def test_exact_nuslerp_whose_base_does_not_add_up(tmp_path: Path) -> None:
     _make(nodes, tmp_path)
     got = _recovered(tmp_path)
     assert got.get("r_nuslerp") == sorted((p, "merge") for p in ("r_root", "r_dom1", "r_dom2")), got
+    # Its base passes one base test of two, a reading counted on the fitting sets at 10 of 16 right parents: it
+    # says so, and reads under 0.8 (it read "merge: exact" at 0.986 before; benchmarks/RESULTS.md, "Merge
+    # parents' confidence per evidence kind"). Asserted here, on the same trained family, so it is trained once.
+    from test_merge_kinds import assert_counted_one_base_test
+
+    assert_counted_one_base_test(tmp_path, "r_nuslerp")
 
 
 def test_headless_fine_tune_is_no_distillation(tmp_path: Path) -> None:

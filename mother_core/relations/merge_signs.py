@@ -33,7 +33,7 @@ import itertools
 import numpy as np
 
 from mother_core.relations import merge as mg
-from mother_core.relations.calibration import EQUAL_ENTRIES
+from mother_core.relations.calibration import EQUAL_ENTRIES, SIGNS_READ, confidence, counted_note, kind_of
 from mother_core.relations.evidence import PairLayers, TypedLink
 from mother_core.relations.stack import LayerReads, _read_layers, blocks
 from mother_core.stats.result import WeightStatistics
@@ -256,23 +256,26 @@ def _with_signs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
 
 def _link(stats: WeightStatistics, c: int, parents: tuple[int, ...], base: int, coeffs: np.ndarray, ratio: float,
           off_ray: float, counts: tuple[int, int]) -> TypedLink:
-    """The typed link of a sign-confirmed sparse merge; its confidence is the detector's own (no fitting set
-    calibrated this kind): 0.95 falling to 0.55 at :data:`~mother_core.relations.merge.RESIDUAL_MAX_EQUAL`."""
+    """The typed link of a sign-confirmed sparse merge; its confidence is the detector's own (0.95 falling to 0.55 at
+    :data:`~mother_core.relations.merge.RESIDUAL_MAX_EQUAL`), never more than the rate of right parents this kind
+    had on the fitting typed sets (:data:`.calibration.SIGNS_KIND`, :func:`.calibration.counted_rate`), which the
+    evidence gives."""
     from mother_core.relations.vocabulary import Relation
 
     order = np.argsort(-coeffs)
     parents = tuple(parents[k] for k in order)
     coeffs = coeffs[order]
-    conf = float(0.55 + 0.4 * (1.0 - min(ratio, mg.RESIDUAL_MAX_EQUAL) / mg.RESIDUAL_MAX_EQUAL))
     names = ", ".join(stats.models[p].id for p in parents)
     against, agreeing = counts
-    detail = "ties/dare/della/breadcrumbs (signs of its entries) " + "/".join(f"{w:.2f}" for w in coeffs)
+    detail = f"ties/dare/della/breadcrumbs {SIGNS_READ} " + "/".join(f"{w:.2f}" for w in coeffs)
+    kind = kind_of(Relation.MERGE.value, detail)
+    conf = confidence(kind, float(0.55 + 0.4 * (1.0 - min(ratio, mg.RESIDUAL_MAX_EQUAL) / mg.RESIDUAL_MAX_EQUAL)))
     return TypedLink(c, parents, Relation.MERGE, detail, conf, tuple(float(w) for w in coeffs), evidence=(
         f"its difference from {stats.models[base].id} has the inputs' sign wherever all of {names} but it "
         f"agree ({agreeing - against:,} of {agreeing:,} sampled entries; a sparse merge adds its inputs' task "
         "vectors with weights never negative, a fine-tune's own update flips some); residual "
         f"{ratio:.2g} of its squared distance to the nearest parent, {off_ray:.2g} off its own direction "
-        "(dropped and rescaled entries: no combination explains them)"))
+        "(dropped and rescaled entries: no combination explains them); " + counted_note(kind)))
 
 
 __all__ = ["AGAINST_MAX", "AGREEING_MIN", "READINGS_MAX", "against_share", "confirms", "refuted", "sign_merges",
