@@ -21,6 +21,9 @@ from mother_core.relations.calibration import EQUAL_ENTRIES, kind_of
 from mother_core.relations.merge import merge_confidence
 
 #: The highest confidence a later cap leaves an edge (recovery.chain_ties, confidence.SOLE_CHILD_CONFIDENCE).
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("barely-trained")
+
 CAP = max(CHAIN_TIE_SECOND, SOLE_CHILD_CONFIDENCE)
 
 

@@ -18,6 +18,9 @@ import pytest
 from typed_family import qwen3_family, qwen3_finetunes, qwen3_node
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("chain-ties")
+
 def _short_step(out: Path, name: str, index: int, tasks: tuple[int, int]) -> None:
     """``out/name``: 6 AdamW steps at lr 3e-4 on ``m-a`` (float32), on the sequence tasks ``tasks``."""
     from mother_zoo.data import SEQUENCE_TASKS, SequenceTask

@@ -11,6 +11,9 @@ from mother_core.errors import ConstraintError
 from mother_core.evaluate import evaluate, load_truth
 from mother_core.recovery.recover import use_parent
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("corrections")
+
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 

@@ -17,6 +17,9 @@ from mother_core import compute_statistics, discover, recover
 from mother_core.evaluate import evaluate, load_truth
 from mother_core.recovery.typed import refinement_core
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("demo-accuracy")
+
 VIT_TREE = Path(__file__).resolve().parent.parent / "assets" / "demo" / "vit-tree"
 
 

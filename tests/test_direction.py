@@ -9,6 +9,9 @@ import pytest
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.recovery.direction import GROWTH_PRIOR, PRIOR_CONFIDENCE, SHRINK_MARGIN, Reading, choose_readings
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("direction")
+
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 OPTIONS = [("specialization", 1.0), ("generalization", 1.0), ("specialization", -1.0), ("generalization", -1.0)]
 

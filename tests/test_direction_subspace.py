@@ -18,6 +18,9 @@ from mother_core.recovery.features import pair_evidence, select_layers, subspace
 from mother_core.stats.result import WeightStatistics
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("direction-subspace")
+
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mother_zoo.variety import Collection, Recipe, generate_collection

@@ -28,6 +28,9 @@ from mother_core.io.discovery import discover  # noqa: E402
 from mother_core.io.readers import open_model  # noqa: E402
 from mother_core.relations.evidence import quantization_scheme  # noqa: E402
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("dit-single-file")
+
 FLUX_PREFIXES = {"bfl": "", "comfyui": "model.diffusion_model."}
 #: What an all-in-one ComfyUI / Stability file holds beside the denoiser (left out by the reader).
 EXTRAS = {"vae.decoder.conv_in.weight": torch.ones(4, 4, 3, 3),

@@ -18,6 +18,9 @@ from mother_core.recovery.result import Recovery
 pytest.importorskip("transformers")
 pytest.importorskip("mergekit")
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("exact-ties")
+
 _ROLES = ("p_root", "p_wd", "p_bitfit", "p_frozen_emb", "p_linear", "p_ta")
 #: Two namings: the root listed first, then last (its BitFit child first).
 _NAMINGS = ({"p_root": "a_root", "p_bitfit": "z_bitfit", "p_wd": "m_wd", "p_frozen_emb": "n_fe",

@@ -20,6 +20,9 @@ import pytest
 from typed_family import qwen3_node
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("gguf-of-merged-lora")
+
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: Any) -> Path:
     pytest.importorskip("peft")

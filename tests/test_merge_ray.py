@@ -15,6 +15,9 @@ from mother_core.recovery.result import RecoverySettings
 from mother_core.relations.evidence import PairLayers, pair_layers
 from mother_core.relations.merge import EXACT, affine_fit, off_ray_ratio
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("merge-ray")
+
 NAMES = ("model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight",
          "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight")
 

@@ -79,6 +79,7 @@ def test_high_density_della_and_breadcrumbs_merges_are_read_with_their_parents(f
         assert len(got) <= 1 and not any(r.endswith("merge") for r in got.values()), (child, got)
 
 
+@pytest.mark.xdist_group("sparse-merge")
 def test_signs_of_a_merge_and_of_a_fine_tune(family: Path) -> None:
     """The premise on the files: the DELLA merge has no entry against its inputs' common sign; a fine-tune read on
     its parent and that parent's siblings has entries against, and so has the merge read without one input."""

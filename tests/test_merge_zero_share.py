@@ -21,6 +21,9 @@ from mother_core.relations.evidence import pair_layers
 from mother_core.relations.merge import EQUAL_SHARE, _entries_above_chance, rounding_ratio
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("merge-zero-share")
+
 @pytest.fixture(scope="module")
 def sgd_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mother_zoo.variety import Collection, Recipe, generate_collection

@@ -23,7 +23,9 @@ from mother_core.stats.compute import compute_statistics
 
 from moe_family import EDGES, moe_family, moe_node, moe_root
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+# Its tests share a module fixture (a trained family): one worker builds it once.
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"),
+              pytest.mark.xdist_group("moe")]
 
 EXPERTS = ("gate_proj", "up_proj", "down_proj")
 

@@ -38,6 +38,7 @@ def _detail(rec, child: str) -> str:
     return next(e.relation_detail for e in rec.edges if e.child == child)
 
 
+@pytest.mark.xdist_group("passthrough")
 def test_a_stacks_fine_tune_parents_no_model_lacking_its_layers(recovered):
     """A stack's fine-tune holds the stack's copies of its parents' layers, moved by its own update only: as the
     stack itself, it never parents a shallower model in the forest (typed profile S seeds 400-410, fitting: each

@@ -18,6 +18,9 @@ from mother_core.recovery.confidence import (
 )
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("recounted-confidence")
+
 @pytest.fixture(scope="module")
 def lora_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mother_zoo.variety import Collection, Recipe, generate_collection

@@ -33,6 +33,9 @@ from mother_core.io.sd_lora import KOHYA, lora_modules, resolve, sniff  # noqa: 
 
 #: name -> (algo, create_network arguments, parts the saved file must hold). Alphas differ from the ranks
 #: (scale alpha / r = 0.5 on linear layers, 0.25 on convolutions) so that a scale applied wrongly shows.
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("sd-lycoris")
+
 CASES = {
     # rank dropout and its rescaling act while training only (lycoris/modules/loha.py get_weight)
     "loha": ("loha", {"rank_dropout": 0.1, "rank_dropout_scale": True},

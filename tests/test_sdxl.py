@@ -30,6 +30,9 @@ from mother_core.io.readers import open_model  # noqa: E402
 from mother_core.io.sd_lora import KOHYA, lora_modules, resolve  # noqa: E402
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("sdxl")
+
 def _state(unet) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in unet.state_dict().items()}
 

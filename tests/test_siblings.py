@@ -18,6 +18,9 @@ from mother_core.recovery.result import Edge, Recovery
 from mother_core.recovery.ties import LIFT_ALPHA, LIFT_TREE_KURTOSIS, lift_siblings, lift_trusted, sign_test
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("siblings")
+
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sibling_trees(tmp_path_factory.mktemp("siblings"))

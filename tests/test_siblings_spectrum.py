@@ -19,6 +19,9 @@ from mother_core.recovery.ties import SPECTRAL_LIFT, lift_by_spectrum, spectral_
 from tests.test_siblings import assert_only_the_lifts_move, sibling_trees
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("siblings-spectrum")
+
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Those of tests/test_siblings.py (two fitting recipes of benchmarks/generalise.py with the seeds of the

@@ -16,6 +16,9 @@ from mother_core.recovery.problem import LayerMargins, TieKurtosis
 from mother_core.recovery.ties import TIE_EFFECT, choose_among_ties, more_platykurtic
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("ties")
+
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mother_zoo.variety import Collection, Recipe, generate_collection

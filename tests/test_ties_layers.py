@@ -18,6 +18,9 @@ from mother_core.recovery.problem import TieKurtosis
 from mother_core.recovery.ties import more_platykurtic
 
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("ties-layers")
+
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mother_zoo.variety import Collection, Recipe, generate_collection

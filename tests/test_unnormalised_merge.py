@@ -22,6 +22,9 @@ pytest.importorskip("mergekit")
 
 #: The stress set's Phi family (benchmarks/elsewhere_set.py), made by the set's own recipe; its quantized copies
 #: are left out (they are decided before merges, and take time to write).
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("unnormalised-merge")
+
 _ROLES = ("p_root", "p_wd", "p_bitfit", "p_frozen_emb", "p_linear", "p_ta")
 
 

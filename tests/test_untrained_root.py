@@ -19,6 +19,9 @@ from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.relations.untrained import at_initialisation
 from mother_core.stats.result import WeightStatistics
 
+# Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
+pytestmark = pytest.mark.xdist_group("untrained-root")
+
 transformers = pytest.importorskip("transformers")
 
 V, T = 256, 32
