@@ -177,6 +177,18 @@ def merge_parent_lines(e: Edge) -> list[str]:
     return out
 
 
+def status_phrase(status: str, strong: str = "") -> str:
+    """An edge status named once with its meaning: "correct (in the truth)", "wrong (not in the truth)".
+
+    Some meanings begin with the status's own name (:data:`STATUS_TEXT`): "correct: correct (in the truth)"
+    read it twice. ``strong`` wraps the name (``"**"``: bold in markdown)."""
+    meaning = STATUS_TEXT.get(status, "")
+    name = f"{strong}{status}{strong}"
+    if meaning.startswith(status):
+        return name + meaning[len(status):]
+    return f"{name} ({meaning})" if meaning else name
+
+
 def edge_tooltip(e: Edge, status: str | None) -> str:
     lines = [f"{e.parent} → {e.child}", f"relation: {relation(e)}", f"distance {_fmt(e.distance)}",
              (f"confidence {_fmt(e.confidence, 2)} (placement {_fmt(e.placement_confidence, 2)}, "
@@ -186,8 +198,7 @@ def edge_tooltip(e: Edge, status: str | None) -> str:
         lines.append(f"merge weight {_fmt(weight, 2)}")
     lines += merge_parent_lines(e)
     if status:
-        # The status's own words carry its name ("correct (in the truth)"): "correct: correct (...)" read twice.
-        lines.append(STATUS_TEXT.get(status, status))
+        lines.append(status_phrase(status))
     if e.constrained:
         lines.append("set by you (constraint)")
     if getattr(e, "tie_spectral", False):  # getattr: survives module reloads, as relation() does

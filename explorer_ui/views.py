@@ -710,9 +710,7 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     conf = (f"**Confidence {e.confidence:.2f}**: placement {e.placement_confidence:.2f} (is the child attached "
             f"to the right model?), direction {e.direction_confidence:.2f} (is the parent really the parent?).")
     if s:
-        meaning = graph.STATUS_TEXT.get(s, "")  # "correct (in the truth)": not "correct (correct (in the truth))"
-        conf += f" Versus {ctx.reference}: " + (f"**{s}**{meaning[len(s):]}." if meaning.startswith(s) else
-                                                 f"**{s}** ({meaning}).")
+        conf += f" Versus {ctx.reference}: {graph.status_phrase(s, strong='**')}."
     if e.constrained:
         conf += " This edge was set by a constraint."
     lines.append(conf)
@@ -727,13 +725,12 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
                  f"{e.layers_voting_forward} layers vote for this direction, {e.layers_voting_backward} against."
                  + cue_note(e))
     place = f"**Placement:** distance {e.distance:.4g}."
-    note = getattr(e, "parent_note", "")
-    if graph.relation(e) == "merge" and note:
-        place += f" This parent is in doubt: {md(note)}."
+    doubt = getattr(e, "parent_note", "")
+    if graph.relation(e) == "merge" and doubt:
+        place += f" This parent is in doubt: {md(doubt)}."
     place += contested_note(e, own_cost(ctx.rec, e))
     lines.append(place)
-    note = "  \n".join(lines)
-    st.markdown(note)
+    st.markdown("  \n".join(lines))
     if e.chosen_by_tie:
         st.markdown(tie_note(e))
     st.plotly_chart(evidence_figure("kurtosis", ctx.key, e.parent, e.child, ctx.rec, e), key=f"ku_{ctx.key}")

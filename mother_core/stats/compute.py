@@ -473,6 +473,8 @@ def _finer(listings: Sequence[Mapping[str, TensorInfo]], slots: Sequence, roundo
     alone, so a warm cache gives the same answer)."""
     out = np.zeros((len(listings), len(slots)), dtype=bool)
     for m, listing in enumerate(listings):
+        if len({t.dtype for t in listing.values() if t.is_float}) < 2:
+            continue  # one float dtype (most models): nothing finer than its coarsest
         for t, slot in enumerate(slots):
             info = listing.get(slot.name)
             if info is not None and info.is_float and tuple(info.shape) == tuple(slot.shape):
