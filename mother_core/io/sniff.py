@@ -101,10 +101,18 @@ def check_zip_members(path: str, zf: zipfile.ZipFile) -> None:
 
 
 def looks_like_safetensors(path: str) -> bool:
-    """True when the file starts like a safetensors file (8-byte length, then ``{``)."""
+    """True when the file starts like a safetensors file: an 8-byte header length that fits the file, then ``{``.
+
+    The length check matters: one random file in 256 has ``{`` at byte 8, and such noise must stay "not a
+    PyTorch checkpoint" rather than become a safetensors file with a broken header.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
     except OSError:
         return False
-    return len(head) == 9 and head[8:9] == b"{"
+    if len(head) != 9 or head[8:9] != b"{":
+        return False
+    header_bytes = int.from_bytes(head[:8], "little")
+    return header_bytes + 8 <= size
