@@ -6,7 +6,9 @@ is drawn the same way: the app turns vis.js physics off and uses these positions
 Each tree is laid out on its own by a classic leaf-slot algorithm: leaves take consecutive columns
 (left to right, in child order), and every parent sits midway between its first and last child. Trees
 are then placed side by side, ``forest_gap`` columns apart, wrapping into rows if ``max_width`` is given
-(:func:`wrap_width` picks it for a target aspect ratio). Depth grows downwards (``y`` = depth).
+(:func:`wrap_width` picks it for a target aspect ratio); models with no edge at all come after the trees,
+side by side without gaps (a strip: a graph of declared parents, where most models declare none, would
+otherwise open on a row of lone roots with the families off screen). Depth grows downwards (``y`` = depth).
 
 Examples
 --------
@@ -81,7 +83,8 @@ def tree_layout_edges(
     x_gap, y_gap : float
         Horizontal distance between neighbouring leaves, vertical distance between generations.
     forest_gap : float
-        Extra empty columns between two trees (and empty generations between two rows of trees).
+        Extra empty columns between two trees (and empty generations between two rows of trees); none
+        between two lone models (nodes without edges), which come after every tree.
     max_width : float, optional
         Wrap: start a new row of trees below when the next tree would end beyond this many columns
         (a wide forest then fits a screen). ``None``: one row.
@@ -93,6 +96,10 @@ def tree_layout_edges(
         at ``y = 0``, i.e. on top when y grows down).
     """
     roots, forest = _forest(nodes, edges)
+    # Trees first (by root id), then the lone models, packed side by side (the strip).
+    alone = [r for r in roots if not forest.children.get(r)]
+    roots = [r for r in roots if forest.children.get(r)] + alone
+    lone = set(alone)
     pos: dict[str, tuple[float, float]] = {}
     col, row_top, row_depth = 0.0, 0.0, 0
     for root in roots:
@@ -104,7 +111,7 @@ def tree_layout_edges(
             col, row_depth = 0.0, 0
         for n, (c, d) in tree.items():
             pos[n] = ((col + c) * x_gap, (row_top + d) * y_gap)
-        col += width + forest_gap
+        col += width + (0.0 if root in lone else forest_gap)
         row_depth = max(row_depth, depth)
     return {n: pos[n] for n in nodes}  # in the caller's order
 

@@ -97,3 +97,18 @@ def test_wrap_into_rows_for_a_wide_forest():
     assert wrap_width(nodes, edges, aspect=10.0) is None  # a very wide canvas: one row
     wide = wrap_width(nodes, edges, aspect=1.0)
     assert wide is not None and len({tree_layout_edges(nodes, edges, max_width=wide)[f"t{i}"][1] for i in range(6)}) > 1
+
+
+def test_lone_models_come_after_the_trees_in_a_strip():
+    # A declared-lineage graph: most models declare no parent. Sorted by id among the trees, the lone
+    # ones used to open the drawing (a row of lone roots, the family to the right, off screen).
+    lone = [f"a{i}" for i in range(6)]
+    edges = [("m", "m1"), ("m", "m2"), ("m1", "m3")]
+    nodes = lone + ["m", "m1", "m2", "m3"]
+    pos = tree_layout_edges(nodes, edges)
+    assert pos["m"][0] < min(pos[n][0] for n in lone)  # the family first
+    xs = sorted(pos[n][0] for n in lone)
+    assert [b - a for a, b in zip(xs, xs[1:])] == [1.0] * 5  # side by side, no gaps
+    assert {pos[n][1] for n in lone} == {0.0}
+    wrapped = tree_layout_edges(nodes, edges, max_width=4)  # a strip wraps like the trees
+    assert pos["m"] == wrapped["m"] and max(wrapped[n][0] for n in lone) < 4
