@@ -66,6 +66,7 @@ FOCUS = "#FFB000"  # amber border: the searched model; its ancestors and descend
 COLOR_MODES = ("auto", "confidence", "agreement", "family", "relation")
 BRANCHES = ("edges", "distance")
 FOLD_BUDGET = 90  # models shown before subtrees fold, at most (the canvas may allow fewer)
+GEN_PX = 80.0  # one generation, top-down, at font 15: a box (~30 px) and its edge (110 made forests too tall to read whole)
 MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
 LABEL_GROWTH = 1.8  # how much labels may grow (in canvas units, into free space) when zoomed out
 PACKING = 0.5  # share of a canvas a wrapped forest fills (rows of unequal trees leave gaps)
@@ -303,6 +304,9 @@ class GraphData:
     hidden: frozenset[str] = frozenset()
     legend_rows: tuple[tuple[str, str, str], ...] = ()  # (kind, colour or pattern, text): for slides
     label_growth: float = 1.0  # how much labels may grow when zoomed out without reaching a neighbour
+    # The same forest wrapped into other numbers of rows (node id -> [x, y]), the drawn one first: the
+    # browser draws the one that fits its canvas at the largest zoom (empty: only one way to draw it).
+    arrangements: tuple[dict[str, list[float]], ...] = ()
 
     def edge_id(self, edge: EdgeKey | None) -> str | None:
         if edge is None:
@@ -378,7 +382,7 @@ def build_graph(
     opened = set(opened) | (set(forest.ancestors(focus)) if focus else set())
     if height:
         cell_w = max(70.0, max((len(short_name(i)) for i in forest.ids), default=8) * font_size * 0.6 + 24)
-        room = readable_capacity(height, aspect, font_size, cell_w, 110.0 * max(1.0, font_size / 15))
+        room = readable_capacity(height, aspect, font_size, cell_w, GEN_PX * max(1.0, font_size / 15))
         budget = min(budget, len(forest.roots) + room)  # every root is shown; room for that many more
     shown, hidden_under = fold(forest, folded=folded, opened=opened, budget=budget)
     shown_set = set(shown)
@@ -388,23 +392,13 @@ def build_graph(
     lengths = ({(e.parent, e.child): e.distance for e in rec.edges} if branch == "distance" else None)
     longest = max((len(short_name(i)) for i in shown), default=8)
     label_px = longest * font_size * 0.6 + 24  # label width: neighbours never overlap
-    growth = 1.0  # how far labels may grow before reaching a neighbour (their column or row)
-    if layout == "left-right":
-        col, gen = font_size * 2.6, label_px + 50
-        growth = col / (font_size * 1.25 + 16)
-        width = wrap_width(shown, primary_edges, 1 / aspect, col, gen)
-        raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths, max_width=width)
-        pos = {n: (x * gen, y * col) for n, (x, y) in raw.items()}
-    elif layout == "radial":
+    if layout == "radial":
         unit = font_size * 3.0
         raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths)
         pos = {n: (x * unit * 2.2, y * unit * 2.2) for n, (x, y) in raw.items()}
+        growth, arrangements = 1.0, ()
     else:
-        col, gen = max(70.0, label_px), 110.0 * max(1.0, font_size / 15)
-        growth = col / label_px
-        width = wrap_width(shown, primary_edges, aspect, col, gen)
-        raw = forest_positions(shown, primary_edges, orientation="top-down", lengths=lengths, max_width=width)
-        pos = {n: (x * col, y * gen) for n, (x, y) in raw.items()}
+        pos, growth, arrangements = _arrange(shown, primary_edges, layout, lengths, font_size, label_px, aspect)
 
     text = "#F2F2F2" if dark else "#1A1A1A"
     net = Network(directed=True, cdn_resources="remote")
@@ -465,7 +459,48 @@ def build_graph(
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
     return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows,
-                     round(min(LABEL_GROWTH, max(1.0, growth)), 3))
+                     round(min(LABEL_GROWTH, max(1.0, growth)), 3), arrangements)
+
+
+def _arrange(shown: list[str], primary_edges: list[EdgeKey], layout: str, lengths: dict | None, font_size: int,
+             label_px: float, aspect: float) -> tuple[dict[str, tuple[float, float]], float, tuple[dict, ...]]:
+    """Positions (canvas px) of a top-down or left-right drawing, how far its labels may grow, and the same
+    forest wrapped into 1-6 rows, for the browser to pick the one that fits its canvas best.
+
+    ``aspect`` is the page's guess of the canvas' width / height; the real one depends on the window
+    (a 614 px column at 1500 px, 480 px at 1280): a forest wrapped for the guess opened zoomed in to its
+    top-left corner when the canvas was narrower. The browser measures it (:mod:`explorer_ui.graph_component`).
+    """
+    if layout == "left-right":
+        col, gen = font_size * 2.6, label_px + 50
+        growth = col / (font_size * 1.25 + 16)
+        guess = wrap_width(shown, primary_edges, 1 / aspect, col, gen)
+    else:
+        col, gen = max(70.0, label_px), GEN_PX * max(1.0, font_size / 15)
+        growth = col / label_px
+        guess = wrap_width(shown, primary_edges, aspect, col, gen)
+
+    def place(width: float | None) -> dict[str, tuple[float, float]]:
+        raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths, max_width=width)
+        if layout == "left-right":
+            return {n: (x * gen, y * col) for n, (x, y) in raw.items()}
+        return {n: (x * col, y * gen) for n, (x, y) in raw.items()}
+
+    pos = place(guess)
+    one_row = forest_positions(shown, primary_edges, orientation="top-down", max_width=None)
+    total = max((x for x, _ in one_row.values()), default=0.0) + 1
+    seen = {tuple(sorted(pos.items()))}
+    options = [pos]
+    for rows in range(1, 7):
+        alt = place(None if rows == 1 else total / rows + 1)
+        sig = tuple(sorted(alt.items()))
+        if sig not in seen:
+            seen.add(sig)
+            options.append(alt)
+    # The page's own choice first: the browser keeps it unless another fits its canvas at a larger zoom.
+    arrangements = tuple({n: [round(x, 1), round(y, 1)] for n, (x, y) in a.items()} for a in options) \
+        if len(options) > 1 else ()
+    return pos, growth, arrangements
 
 
 def readable_capacity(height: int, aspect: float, font_size: int, cell_w: float, cell_h: float) -> int:

@@ -88,6 +88,7 @@ function build(root, st, d) {
   root.querySelector('.mg-legend').innerHTML = d.legend;  // built and escaped in Python
   if (st.network) { st.network.destroy(); }
   const nodes = new vis.DataSet(d.nodes), edges = new vis.DataSet(d.edges);
+  arrange(root, d, nodes);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
   st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null;
   window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
@@ -115,6 +116,29 @@ function build(root, st, d) {
   });
 }
 
+// Python wraps a wide forest into rows for a guess of the canvas' shape; the canvas is narrower or wider
+// with the window (a 614 px column at 1500 px, 480 px at 1280). Draw the wrapping (d.arrangements, the
+// guess first) that fits this canvas at the largest zoom, so a forest whose labels are readable whole
+// opens whole instead of zoomed in to its top-left corner.
+function arrange(root, d, nodes) {
+  const list = d.arrangements || [];
+  const c = root.querySelector('.mg-canvas'), w = c.clientWidth, h = c.clientHeight;
+  if (list.length < 2 || !w || !h) return;
+  const font = d.options.nodes.font.size;
+  const cell = Math.max(...d.nodes.map(n => String(n.label || '').split('\n')[0].length)) * font * 0.6 + 24;
+  let best = 0, bestScale = 0;
+  list.forEach((pos, i) => {
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+    for (const [x, y] of Object.values(pos)) {
+      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    }
+    const s = Math.min(1.6, w / (x1 - x0 + cell), h / (y1 - y0 + 3 * font));  // fit() zooms to 1.6 at most
+    if (s > bestScale * 1.02) { best = i; bestScale = s; }  // a near tie keeps the earlier (fewer rows)
+  });
+  root.dataset.arrangement = String(best);
+  nodes.update(Object.entries(list[best]).map(([id, [x, y]]) => ({id, x, y})));
+}
+
 // Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
 // canvas units into the free space around them (up to d.label_growth x, computed from the layout so a
 // grown label never reaches its neighbour); further out, vis' drawThreshold hides them instead.
@@ -138,15 +162,18 @@ function fit(st, d, all) {
   const note = root.querySelector('.mg-note');
   note.style.display = 'none';
   if (!all && s * most < threshold) {
-    let x0 = Infinity, y0 = Infinity;
+    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
     for (const id of window.nodes.getIds()) {
       const b = net.getBoundingBox(id);
-      if (b) { x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); }
+      if (b) { x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); x1 = Math.max(x1, b.right); y1 = Math.max(y1, b.bottom); }
     }
     const w = net.body.container.clientWidth, h = net.body.container.clientHeight, pad = 12 / readable;
-    net.moveTo({position: {x: x0 - pad + w / 2 / readable, y: y0 - pad + h / 2 / readable}, scale: readable,
-                animation: false});
-    note.style.display = '';
+    // vis' fit keeps a margin: a forest it shrinks below readable may still fit whole at the readable zoom.
+    const whole = (x1 - x0 + 2 * pad) * readable <= w && (y1 - y0 + 2 * pad) * readable <= h;
+    net.moveTo({position: whole ? {x: (x0 + x1) / 2, y: (y0 + y1) / 2}
+                                : {x: x0 - pad + w / 2 / readable, y: y0 - pad + h / 2 / readable},
+                scale: readable, animation: false});
+    if (!whole) note.style.display = '';
   }
   relabel(st, d);
 }
@@ -212,7 +239,10 @@ export default function (component) {
   root.querySelector('.mg-fs').onclick = () => {
     const w = root.querySelector('.mg-wrap');
     if (document.fullscreenElement) document.exitFullscreen();
-    else if (w.requestFullscreen) w.requestFullscreen().then(() => setTimeout(() => fit(st, data), 200));
+    else if (w.requestFullscreen) w.requestFullscreen().then(() => setTimeout(() => {
+      if (window.nodes) arrange(root, data, window.nodes);
+      fit(st, data);
+    }, 200));
   };
   if (data.keys && !st.keys) {
     st.keys = (e) => {
@@ -287,5 +317,6 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
     payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
                "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
                "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
-               "selected_color": SELECTED, "label_growth": data.label_growth}
+               "selected_color": SELECTED, "label_growth": data.label_growth,
+               "arrangements": list(data.arrangements)}
     _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)
