@@ -91,7 +91,7 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
     for e in sorted(_rec.edges, key=lambda e: (_num(e.confidence) is None, e.confidence)):
         alt, gap = best_alternative(e, own_cost(_rec, e))
         s = st_map.get((e.parent, e.child), "")
-        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "relation": graph.relation(e),
+        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "relation": _relation_label(e),
                      "confidence": _num(e.confidence, 2),
                      "placement": _num(e.placement_confidence, 2), "direction": _num(e.direction_confidence, 2),
                      "distance": _num(e.distance, 4), "status": f"{STATUS_ICON.get(s, '')} {s}".strip(),

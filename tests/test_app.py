@@ -874,3 +874,14 @@ def test_an_empty_hugging_face_cache_says_where_it_looked_and_what_to_do(app, tm
     text = " ".join(i.value for i in ok(at).info)
     assert "hf-cache" in text and "hf download" in text and "HF_HUB_CACHE" in text, text
     assert "Pick a model set in the sidebar" not in text
+
+
+def test_the_edge_tables_name_relations_in_words_as_the_card_does(demo_app):
+    """The home page's least confident edges and *Ambiguous edges* said "finetune", "prune", "lora" (the
+    stored words) beside a card saying "pruned" and "merged LoRA"."""
+    at = ok(demo_app("typed").run())
+    words = set(at.dataframe[0].value["relation"])
+    assert words and not words & {"finetune", "prune", "lora", "convert"}, words
+    at.switch_page("app_pages/4_Ambiguous.py").run()
+    words = set(ok(at).dataframe[0].value["relation"])
+    assert {"fine-tune", "pruned", "merged LoRA"} <= words, words
