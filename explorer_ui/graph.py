@@ -66,7 +66,7 @@ FOCUS = "#FFB000"  # amber border: the searched model; its ancestors and descend
 COLOR_MODES = ("auto", "confidence", "agreement", "family", "relation")
 BRANCHES = ("edges", "distance")
 FOLD_BUDGET = 90  # models shown before subtrees fold, at most (the canvas may allow fewer)
-GEN_PX = 80.0  # one generation, top-down, at font 15: a box (~30 px) and its edge (110 made forests too tall to read whole)
+GEN_PX = 80.0  # one generation top-down at font 15: a box (~30 px) and its edge (110 made forests too tall)
 MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
 LABEL_GROWTH = 1.8  # how much labels may grow (in canvas units, into free space) when zoomed out
 PACKING = 0.5  # share of a canvas a wrapped forest fills (rows of unequal trees leave gaps)
@@ -392,11 +392,12 @@ def build_graph(
     lengths = ({(e.parent, e.child): e.distance for e in rec.edges} if branch == "distance" else None)
     longest = max((len(short_name(i)) for i in shown), default=8)
     label_px = longest * font_size * 0.6 + 24  # label width: neighbours never overlap
+    arrangements: tuple[dict[str, list[float]], ...] = ()
     if layout == "radial":
         unit = font_size * 3.0
         raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths)
         pos = {n: (x * unit * 2.2, y * unit * 2.2) for n, (x, y) in raw.items()}
-        growth, arrangements = 1.0, ()
+        growth = 1.0
     else:
         pos, growth, arrangements = _arrange(shown, primary_edges, layout, lengths, font_size, label_px, aspect)
 

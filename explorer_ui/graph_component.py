@@ -165,13 +165,15 @@ function fit(st, d, all) {
     let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
     for (const id of window.nodes.getIds()) {
       const b = net.getBoundingBox(id);
-      if (b) { x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); x1 = Math.max(x1, b.right); y1 = Math.max(y1, b.bottom); }
+      if (!b) continue;
+      x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); x1 = Math.max(x1, b.right); y1 = Math.max(y1, b.bottom);
     }
     const w = net.body.container.clientWidth, h = net.body.container.clientHeight, pad = 12 / readable;
+    const top = 40 / readable;  // the first row starts below the Fit / full-screen buttons, not under them
     // vis' fit keeps a margin: a forest it shrinks below readable may still fit whole at the readable zoom.
     const whole = (x1 - x0 + 2 * pad) * readable <= w && (y1 - y0 + 2 * pad) * readable <= h;
     net.moveTo({position: whole ? {x: (x0 + x1) / 2, y: (y0 + y1) / 2}
-                                : {x: x0 - pad + w / 2 / readable, y: y0 - pad + h / 2 / readable},
+                                : {x: x0 - pad + w / 2 / readable, y: y0 - top + h / 2 / readable},
                 scale: readable, animation: false});
     if (!whole) note.style.display = '';
   }

@@ -710,7 +710,7 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
     conf = (f"**Confidence {e.confidence:.2f}**: placement {e.placement_confidence:.2f} (is the child attached "
             f"to the right model?), direction {e.direction_confidence:.2f} (is the parent really the parent?).")
     if s:
-        conf += f" Versus {ctx.reference}: {graph.status_phrase(s, strong='**')}."
+        conf += f" Versus {ctx.reference}: {graph.status_phrase(s, strong='**')}." + truth_parent_note(ctx, e, s)
     if e.constrained:
         conf += " This edge was set by a constraint."
     lines.append(conf)
@@ -747,13 +747,7 @@ def edge_evidence(ctx: Loaded, e: Edge, *, full: bool = True) -> None:
                               key=f"votes_{ctx.key}")
             right.plotly_chart(evidence_figure("distance", ctx.key, e.parent, e.child, ctx.rec, e),
                                key=f"dist_{ctx.key}")
-    rows: list[dict[str, Any]] = [
-        {"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4), "distance": _num(a.distance, 4),
-         "chosen": "✓" if a.parent == e.parent else ""} for a in e.alternatives]
-    if not any(r["chosen"] for r in rows):
-        rows.append({"parent": e.parent, "cost": _num(own_cost(ctx.rec, e), 4), "distance": _num(e.distance, 4),
-                     "chosen": "✓"})
-    rows.sort(key=lambda r: (r["cost"] is None, r["cost"] if r["cost"] is not None else 0.0))
+    rows = alternative_rows(ctx.rec, e)
     # The ranked table's component (already loaded on the Tree page), not clickable: neither a data grid (~0.1 s
     # of the browser's time to mount under load) nor st.table, which renders every cell as markdown (28 here).
     table(["rank", "parent", "cost", "distance", "chosen"],
@@ -797,6 +791,15 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
              args=(Constraints(cons.forced, cons.forbidden, tuple(cons.roots) + (e.child,)),))
     c.button("Clear all constraints", key="clear", disabled=cons == Constraints(), on_click=apply,
              args=(Constraints(),))
+    # The ranked alternatives, one click each (the form below needed the parent picked among every model).
+    alts = [a.parent for a in e.alternatives if a.parent and a.parent != e.parent][:3]
+    if alts:
+        u = st.container(horizontal=True, vertical_alignment="center")
+        u.markdown("Use another parent:")
+        for i, p in enumerate(alts):
+            u.button(f"{md(p)} (rank {_alt_rank(ctx.rec, e, p)})", key=f"use_parent_{i}", on_click=apply,
+                     args=(_with_parent(cons, p, e.child), (p, e.child)),
+                     help=f"Move {e.child} (with its subtree) under {p} and re-solve the rest.")
     with st.form("force"):
         ids = ctx.rec.model_ids
         fc = st.container(horizontal=True)
@@ -806,6 +809,44 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
         if st.form_submit_button("Force this edge", on_click=_force, args=(apply, cons, pkey, ckey)) \
                 and parent == child:
             st.warning("A model cannot be its own parent.")
+
+
+def _with_parent(cons: Constraints, parent: str, child: str) -> Constraints:
+    """``cons`` with ``parent -> child`` forced (replacing an earlier forced parent of ``child``; a child
+    fixed as a root no longer is), as :func:`mother_core.recovery.recover.use_parent` does."""
+    return Constraints(tuple(x for x in cons.forced if x[1] != child) + ((parent, child),), cons.forbidden,
+                       tuple(r for r in cons.roots if r != child))
+
+
+def alternative_rows(rec: Recovery, e: Edge) -> list[dict[str, Any]]:
+    """The child's candidate parents, cheapest first, the chosen one marked (and added if the engine did not
+    rank it): the Edge page's table, and the ranks its buttons and notes quote."""
+    rows: list[dict[str, Any]] = [
+        {"parent": a.parent or "(no parent: a root)", "cost": _num(a.cost, 4), "distance": _num(a.distance, 4),
+         "chosen": "✓" if a.parent == e.parent else ""} for a in e.alternatives]
+    if not any(r["chosen"] for r in rows):
+        rows.append({"parent": e.parent, "cost": _num(own_cost(rec, e), 4), "distance": _num(e.distance, 4),
+                     "chosen": "✓"})
+    rows.sort(key=lambda r: (r["cost"] is None, r["cost"] if r["cost"] is not None else 0.0))
+    return rows
+
+
+def _alt_rank(rec: Recovery, e: Edge, parent: str) -> int | None:
+    return next((i + 1 for i, r in enumerate(alternative_rows(rec, e)) if r["parent"] == parent), None)
+
+
+def truth_parent_note(ctx: Loaded, e: Edge, status: str) -> str:
+    """For an edge the truth file calls wrong: which parent the truth gives the child (and its rank among
+    the alternatives), so the fix is one click away ("wrong (not in the truth)" said nothing of it)."""
+    if status != EdgeStatus.WRONG or not ctx.truth:
+        return ""
+    parents = [p for p, c in ctx.truth if c == e.child]
+    if not parents:
+        return f" The truth has {md(e.child)} as a root."
+    ranks = {p: _alt_rank(ctx.rec, e, p) for p in parents}
+    return " The truth's parent of " + md(e.child) + ": " + ", ".join(
+        md(p) + (f" (rank {ranks[p]} of the ranked parents)" if ranks[p] else " (not among the ranked parents)")
+        for p in parents) + "."
 
 
 def _constrain(base_key: str, old: Constraints, before: frozenset[tuple[str, str]], new: Constraints,
@@ -823,8 +864,7 @@ def _force(apply: partial, cons: Constraints, pkey: str, ckey: str) -> None:
     parent, child = st.session_state.get(pkey), st.session_state.get(ckey)
     if parent is None or child is None or parent == child:
         return  # the page says why
-    apply(Constraints(tuple(x for x in cons.forced if x[1] != child) + ((parent, child),), cons.forbidden,
-                      tuple(r for r in cons.roots if r != child)), (parent, child))
+    apply(_with_parent(cons, parent, child), (parent, child))
 
 
 def what_changed(ctx: Loaded) -> None:

@@ -885,3 +885,31 @@ def test_the_edge_tables_name_relations_in_words_as_the_card_does(demo_app):
     at.switch_page("app_pages/4_Ambiguous.py").run()
     words = set(ok(at).dataframe[0].value["relation"])
     assert {"fine-tune", "pruned", "merged LoRA"} <= words, words
+
+
+def test_a_wrong_edge_names_the_truths_parent_and_an_alternative_is_one_click(demo_app):
+    """An edge the truth file calls wrong says which parent the truth gives the child (and its rank among
+    the ranked parents); each of the top alternatives is a button that re-solves with it. Before, the page
+    said "wrong (not in the truth)" and the user had to find the parent in a list of every model."""
+    at = ok(demo_app("typed").run())
+    at.switch_page("app_pages/4_Ambiguous.py").run()
+    df = ok(at).dataframe[0].value
+    wrong = df[df["status"].str.contains("wrong")].iloc[0]
+    parent, child = wrong["parent"], wrong["child"]
+    at.switch_page("app_pages/2_Edge.py").run()
+    box = edge_box(ok(at))
+    box.set_value(box.options.index(f"{parent} → {child}")).run()
+    assert picked_edge(ok(at)) == (parent, child)
+    truth = json.loads((ROOT / "assets" / "demo" / "typed" / "truth.json").read_text())
+    rows = truth["edges"]
+    true_parents = [r["parent"] if isinstance(r, dict) else r[0] for r in rows
+                    if (r["child"] if isinstance(r, dict) else r[1]) == child]
+    text = " ".join(m.value for m in at.markdown)
+    assert f"The truth's parent of {child}: {true_parents[0]}" in text, text
+    buttons = [b for b in at.button if b.key and b.key.startswith("use_parent_")]
+    assert buttons, "no button for the ranked alternatives"
+    first = buttons[0].label.split(" (rank")[0]
+    buttons[0].click().run()
+    assert picked_edge(ok(at)) == (first, child)
+    assert f"{first} → {child}" in edge_box(at).options  # the re-solved tree has it
+    assert f"{parent} → {child}" not in edge_box(at).options
