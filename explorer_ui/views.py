@@ -291,8 +291,12 @@ def _talk_tree(ctx: Loaded, height: int) -> None:
     order = ranked_edges(ctx)
     rank = order.index((edge.parent, edge.child)) + 1 if (edge.parent, edge.child) in order else 0
     alt, gap = best_alternative(edge, own_cost(rec, edge))
-    st.markdown(f"**{md(edge.parent)} → {md(edge.child)}** · confidence **{edge.confidence:.2f}** "
-                f"({rank} of {len(order)}, least confident first) · best alternative parent: {md(alt)}"
+    # Names with non-breaking hyphens: at talk type the line wrapped inside a name ("m-" / "0643d0").
+    def name(m: str) -> str:
+        return md(m).replace("-", "\u2011")
+
+    st.markdown(f"**{name(edge.parent)} → {name(edge.child)}** · confidence **{edge.confidence:.2f}** "
+                f"({rank} of {len(order)}, least confident first) · best alternative parent: {name(alt)}"
                 + (f" (extra cost {gap:.3g})" if gap is not None else "") + " · → / ← for the next")
 
 

@@ -913,3 +913,26 @@ def test_a_wrong_edge_names_the_truths_parent_and_an_alternative_is_one_click(de
     assert picked_edge(ok(at)) == (first, child)
     assert f"{first} → {child}" in edge_box(at).options  # the re-solved tree has it
     assert f"{parent} → {child}" not in edge_box(at).options
+
+
+def test_talk_modes_edge_line_never_breaks_inside_a_model_name(demo_app):
+    """At 1280x720 the talk line wrapped "best alternative parent: m-" / "0643d0": names now carry
+    non-breaking hyphens (U+2011), so a line breaks between words only."""
+    at = demo_app("typed")
+    at.query_params.update({"source": "demo", "set": "typed"})
+    at = ok(at.run())
+    at.switch_page("app_pages/7_Talk_mode.py").run()
+    from explorer_ui.state import Selection
+
+    at.session_state["_selection"] = Selection(edge=graph_edges_first(ok(at)))
+    at.run()
+    line = next(m.value for m in ok(at).markdown if "least confident first)" in m.value)
+    parent, child = at.session_state["_selection"].edge
+    assert parent.replace("-", "\u2011") in line and child.replace("-", "\u2011") in line, line
+    assert "-" not in line.split("best alternative parent:")[1].split("(")[0], line
+
+
+def graph_edges_first(at: AppTest) -> tuple[str, str]:
+    """The first recovered edge the page's graph draws."""
+    e = next(x for x in graph_payload(at)["edges"] if not str(x.get("id", "")).startswith("m"))
+    return (e["from"], e["to"])
