@@ -35,7 +35,9 @@ st.download_button("⬇ Interactive tree (HTML, opens offline)", graph.tree_html
     rec, statuses=ctx.statuses, reference=ctx.reference, layout=view.layout, branch=view.branch,
     color_by=view.color_by), file_name=f"{stem}.html", mime="text/html", key="dl_html")
 
-st.subheader("Suggested base_model: lines")
-st.code(files[3][2] or "(no edges)", language="yaml")
+# The preview under its download buttons: below the base_model lines (three lines a model) it was
+# 2,500 px down the page on the typed demo.
 st.subheader("Preview")
 st.image(views.slide(ctx.key, statuses, ctx.reference, view, "png", ctx.model_set.label, rec))
+st.subheader("Suggested base_model: lines")
+st.code(files[3][2] or "(no edges)", language="yaml")

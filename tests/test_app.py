@@ -936,3 +936,12 @@ def graph_edges_first(at: AppTest) -> tuple[str, str]:
     """The first recovered edge the page's graph draws."""
     e = next(x for x in graph_payload(at)["edges"] if not str(x.get("id", "")).startswith("m"))
     return (e["from"], e["to"])
+
+
+def test_the_slide_preview_sits_under_its_download_buttons(demo_app):
+    """On the typed demo the base_model lines (three a model) pushed the slide's preview 2,500 px below
+    its download button: the preview now comes first."""
+    at = ok(demo_app("typed").run())
+    at.switch_page("app_pages/6_Export.py").run()
+    heads = [h.value for h in ok(at).subheader]
+    assert heads.index("Preview") < heads.index("Suggested base_model: lines"), heads
