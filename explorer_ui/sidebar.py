@@ -217,6 +217,26 @@ def _apply_link() -> None:
         return
     st.session_state["_keep_source"] = label
     st.session_state[f"_keep_{_WIDGET_OF[source]}"] = name  # the pickers check it is offered
+    st.session_state["_link_set"] = (label, name)  # to say so when they do not offer it
+
+
+# What a link's set must be, when the picker does not offer it (said beside the set shown instead).
+_OFFERED = {"Demo sets": "one of the demo sets",
+            "Local folder": "a folder with models under the folders this app may browse (MOTHER_BROWSE_ROOTS)",
+            "Saved result": "a result file under the folders this app may browse (MOTHER_BROWSE_ROOTS)"}
+
+
+def _link_fallback(src: str, ms: ModelSet | None) -> None:
+    """A link to a set the picker does not offer (a folder outside the browse roots, an empty one, a demo
+    set that is gone) opened another set without a word: the user read someone else's tree as the one
+    shared. Say it, once."""
+    asked = st.session_state.pop("_link_set", None)
+    if not asked or asked[0] != src:
+        return
+    if ms is not None and asked[1] in (ms.label, ms.result, *ms.paths):
+        return
+    instead = f": showing {md(ms.label)} instead" if ms is not None else ""
+    st.warning(f"The link asks for {md(asked[1])}, which is not {_OFFERED[src]}{instead}.")
 
 
 def pick_model_set() -> tuple[ModelSet | None, RecoverySettings, str]:
@@ -228,6 +248,7 @@ def pick_model_set() -> tuple[ModelSet | None, RecoverySettings, str]:
     picker = {"Demo sets": _pick_demo, "Local folder": _pick_folder, "Hugging Face cache": _pick_hf,
               "Paper presets": _pick_preset, "Saved result": _pick_result}[src]
     ms = picker()
+    _link_fallback(src, ms)
     settings, device = _settings(ms)
     return ms, settings, device
 

@@ -945,3 +945,16 @@ def test_the_slide_preview_sits_under_its_download_buttons(demo_app):
     at.switch_page("app_pages/6_Export.py").run()
     heads = [h.value for h in ok(at).subheader]
     assert heads.index("Preview") < heads.index("Suggested base_model: lines"), heads
+
+
+def test_a_link_to_a_set_not_offered_says_so(demo_app):
+    """A shared link to a demo set that is not there (or a folder outside the browse roots) opened another
+    set without a word; it now says which was asked for and which is shown."""
+    at = demo_app("vit-tree")
+    at.query_params.update({"source": "demo", "set": "no-such-set"})
+    at = at.run()
+    assert not at.exception
+    warned = [w.value for w in at.warning if "no-such-set" in w.value]
+    assert warned and "not one of the demo sets" in warned[0] and "showing vit-tree instead" in warned[0], warned
+    at.run()  # once
+    assert not [w for w in at.warning if "no-such-set" in w.value]
