@@ -382,7 +382,9 @@ def build_graph(
     opened = set(opened) | (set(forest.ancestors(focus)) if focus else set())
     if height:
         cell_w = max(70.0, max((len(short_name(i)) for i in forest.ids), default=8) * font_size * 0.6 + 24)
-        room = readable_capacity(height, aspect, font_size, cell_w, GEN_PX * max(1.0, font_size / 15))
+        # The folding budget keeps the cell it was sized with (110 px a generation): with the tighter
+        # drawing it admitted every model of the typed demo in talk mode, too many to read whole.
+        room = readable_capacity(height, aspect, font_size, cell_w, 110.0 * max(1.0, font_size / 15))
         budget = min(budget, len(forest.roots) + room)  # every root is shown; room for that many more
     shown, hidden_under = fold(forest, folded=folded, opened=opened, budget=budget)
     shown_set = set(shown)
