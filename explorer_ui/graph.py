@@ -65,6 +65,7 @@ SELECTED = "#7B2CBF"  # purple: the selected edge / model (in the legend too)
 FOCUS = "#FFB000"  # amber border: the searched model; its ancestors and descendants stay opaque
 COLOR_MODES = ("auto", "confidence", "agreement", "family", "relation")
 BRANCHES = ("edges", "distance")
+LAYOUTS = ("auto", "top-down", "left-right", "radial")
 FOLD_BUDGET = 90  # models shown before subtrees fold, at most (the canvas may allow fewer)
 GEN_PX = 80.0  # one generation top-down at font 15: a box (~30 px) and its edge (110 made forests too tall)
 MIN_LABEL_PX = 11  # labels smaller than this on screen are not drawn (hover still names the model)
@@ -304,9 +305,10 @@ class GraphData:
     hidden: frozenset[str] = frozenset()
     legend_rows: tuple[tuple[str, str, str], ...] = ()  # (kind, colour or pattern, text): for slides
     label_growth: float = 1.0  # how much labels may grow when zoomed out without reaching a neighbour
-    # The same forest wrapped into other numbers of rows (node id -> [x, y]), the drawn one first: the
-    # browser draws the one that fits its canvas at the largest zoom (empty: only one way to draw it).
-    arrangements: tuple[dict[str, list[float]], ...] = ()
+    # The same forest wrapped into other numbers of rows, or left to right with layout "auto"
+    # ({"pos": {id: [x, y]}, "dir", "growth"}), the drawn one first: the browser draws the one that fits
+    # its canvas best (:func:`_arrange`; empty: only one way to draw it).
+    arrangements: tuple[dict, ...] = ()
 
     def edge_id(self, edge: EdgeKey | None) -> str | None:
         if edge is None:
@@ -358,7 +360,8 @@ def build_graph(
         ``(parent, child) -> status`` against a truth or the declared lineage; ``"missing"`` edges that
         were not recovered are drawn dotted and curved, above the tree's own edges.
     layout, branch, color_by : str
-        :data:`mother_core.layout.ORIENTATIONS`, :data:`BRANCHES`, :data:`COLOR_MODES`.
+        :data:`LAYOUTS` (``"auto"``: top-down, or left to right in a canvas where only that is readable
+        whole; the browser decides), :data:`BRANCHES`, :data:`COLOR_MODES`.
     focus : str, optional
         A model shown with its ancestors and descendants; the rest is faded.
     folded, opened : iterable of str
@@ -394,7 +397,7 @@ def build_graph(
     lengths = ({(e.parent, e.child): e.distance for e in rec.edges} if branch == "distance" else None)
     longest = max((len(short_name(i)) for i in shown), default=8)
     label_px = longest * font_size * 0.6 + 24  # label width: neighbours never overlap
-    arrangements: tuple[dict[str, list[float]], ...] = ()
+    arrangements: tuple[dict, ...] = ()
     if layout == "radial":
         unit = font_size * 3.0
         raw = forest_positions(shown, primary_edges, orientation=layout, lengths=lengths)
@@ -456,7 +459,7 @@ def build_graph(
     nodes = [_clean(n) for n in net.nodes]
     edges = [_clean(e) for e in net.edges]
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
-    options = _options(font_size, layout)
+    options = _options(font_size, "top-down" if layout == "auto" else layout)
     rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus))
     legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus)
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
@@ -467,13 +470,34 @@ def build_graph(
 
 def _arrange(shown: list[str], primary_edges: list[EdgeKey], layout: str, lengths: dict | None, font_size: int,
              label_px: float, aspect: float) -> tuple[dict[str, tuple[float, float]], float, tuple[dict, ...]]:
-    """Positions (canvas px) of a top-down or left-right drawing, how far its labels may grow, and the same
-    forest wrapped into 1-6 rows, for the browser to pick the one that fits its canvas best.
+    """Positions (canvas px) of the drawing, how far its labels may grow, and its alternatives for the browser
+    (``{"pos": {id: [x, y]}, "dir": "vertical" | "horizontal", "growth": g}``, the drawn one first).
 
-    ``aspect`` is the page's guess of the canvas' width / height; the real one depends on the window
-    (a 614 px column at 1500 px, 480 px at 1280): a forest wrapped for the guess opened zoomed in to its
-    top-left corner when the canvas was narrower. The browser measures it (:mod:`explorer_ui.graph_component`).
+    The alternatives are the forest wrapped into 1-6 rows and, for ``layout="auto"``, the same left to right
+    (a single tree wider than the canvas, whose leaves no wrapping splits). ``aspect`` is the page's guess of
+    the canvas' width / height; the real one depends on the window (a 614 px column at 1500 px, 482 px at
+    1280): a forest wrapped for the guess opened zoomed in to its top-left corner when the canvas was
+    narrower. The browser measures it and picks (:mod:`explorer_ui.graph_component`).
     """
+    orientations = ("top-down", "left-right") if layout == "auto" else (layout,)
+    drawn: dict[str, tuple[float, float]] = {}
+    drawn_growth = 1.0
+    out: list[dict] = []
+    for orientation in orientations:
+        pos, growth, options = _wrappings(shown, primary_edges, orientation, lengths, font_size, label_px, aspect)
+        if not out:
+            drawn, drawn_growth = pos, growth
+        out += [{"pos": {n: [round(x, 1), round(y, 1)] for n, (x, y) in o.items()},
+                 "dir": "horizontal" if orientation == "left-right" else "vertical",
+                 "growth": round(min(LABEL_GROWTH, max(1.0, growth)), 3)} for o in options]
+    return drawn, drawn_growth, tuple(out) if len(out) > 1 else ()
+
+
+def _wrappings(shown: list[str], primary_edges: list[EdgeKey], layout: str, lengths: dict | None, font_size: int,
+               label_px: float, aspect: float) -> tuple[dict[str, tuple[float, float]], float,
+                                                        list[dict[str, tuple[float, float]]]]:
+    """One orientation: positions wrapped for ``aspect``, label growth, and every distinct wrapping (1-6 rows,
+    the first one first)."""
     if layout == "left-right":
         col, gen = font_size * 2.6, label_px + 50
         growth = col / (font_size * 1.25 + 16)
@@ -500,10 +524,7 @@ def _arrange(shown: list[str], primary_edges: list[EdgeKey], layout: str, length
         if sig not in seen:
             seen.add(sig)
             options.append(alt)
-    # The page's own choice first: the browser keeps it unless another fits its canvas at a larger zoom.
-    arrangements = tuple({n: [round(x, 1), round(y, 1)] for n, (x, y) in a.items()} for a in options) \
-        if len(options) > 1 else ()
-    return pos, growth, arrangements
+    return pos, growth, options
 
 
 def readable_capacity(height: int, aspect: float, font_size: int, cell_w: float, cell_h: float) -> int:

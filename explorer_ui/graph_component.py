@@ -117,26 +117,37 @@ function build(root, st, d) {
 }
 
 // Python wraps a wide forest into rows for a guess of the canvas' shape; the canvas is narrower or wider
-// with the window (a 614 px column at 1500 px, 480 px at 1280). Draw the wrapping (d.arrangements, the
-// guess first) that fits this canvas at the largest zoom, so a forest whose labels are readable whole
-// opens whole instead of zoomed in to its top-left corner.
-function arrange(root, d, nodes) {
+// with the window (a 614 px column at 1500 px, 482 px at 1280). Draw the arrangement (d.arrangements, the
+// guess first: wrappings, and with layout "auto" the same left to right) that fits this canvas best, so a
+// forest whose labels are readable whole opens whole instead of zoomed in to its top-left corner. The first
+// direction (top-down) stays unless it cannot be read whole and the other can (a single wide tree).
+function arrange(root, d, nodes, net) {
   const list = d.arrangements || [];
   const c = root.querySelector('.mg-canvas'), w = c.clientWidth, h = c.clientHeight;
   if (list.length < 2 || !w || !h) return;
-  const font = d.options.nodes.font.size;
+  const font = d.options.nodes.font.size, threshold = d.options.nodes.scaling.label.drawThreshold;
   const cell = Math.max(...d.nodes.map(n => String(n.label || '').split('\n')[0].length)) * font * 0.6 + 24;
-  let best = 0, bestScale = 0;
-  list.forEach((pos, i) => {
+  const scores = list.map((a, i) => {
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-    for (const [x, y] of Object.values(pos)) {
+    for (const [x, y] of Object.values(a.pos)) {
       x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
     }
     const s = Math.min(1.6, w / (x1 - x0 + cell), h / (y1 - y0 + 3 * font));  // fit() zooms to 1.6 at most
-    if (s > bestScale * 1.02) { best = i; bestScale = s; }  // a near tie keeps the earlier (fewer rows)
+    return {i, s, dir: a.dir, readable: s * font * a.growth >= threshold};
   });
-  root.dataset.arrangement = String(best);
-  nodes.update(Object.entries(list[best]).map(([id, [x, y]]) => ({id, x, y})));
+  // The largest zoom; a near tie keeps the earlier (fewer rows).
+  const best = cands => cands.reduce((b, x) => (x.s > b.s * 1.02 ? x : b));
+  let pick = best(scores.filter(x => x.dir === list[0].dir));
+  const other = scores.filter(x => x.dir !== list[0].dir);
+  if (!pick.readable && other.length && best(other).readable) pick = best(other);
+  const a = list[pick.i];
+  root.dataset.arrangement = String(pick.i); root.dataset.direction = a.dir;
+  d.label_growth = a.growth;
+  if (d.options.edges.smooth.enabled) {
+    d.options.edges.smooth.forceDirection = a.dir;
+    if (net) net.setOptions({edges: {smooth: d.options.edges.smooth}});
+  }
+  nodes.update(Object.entries(a.pos).map(([id, [x, y]]) => ({id, x, y})));
 }
 
 // Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
@@ -242,7 +253,7 @@ export default function (component) {
     const w = root.querySelector('.mg-wrap');
     if (document.fullscreenElement) document.exitFullscreen();
     else if (w.requestFullscreen) w.requestFullscreen().then(() => setTimeout(() => {
-      if (window.nodes) arrange(root, data, window.nodes);
+      if (window.nodes) arrange(root, data, window.nodes, st.network);
       fit(st, data);
     }, 200));
   };

@@ -71,7 +71,7 @@ class NotReady:
 class GraphView:
     """How the tree is drawn (graph toolbar): layout, branch length, colouring, search focus."""
 
-    layout: str = "top-down"  # top-down | left-right | radial
+    layout: str = "auto"  # auto (top-down, or left-right where only that is readable whole) | top-down | ...
     branch: str = "edges"  # edges (one generation per edge) | distance
     color_by: str = "auto"  # auto | family | relation | confidence | agreement
     focus: str | None = None  # a model whose ancestors and descendants are highlighted

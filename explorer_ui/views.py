@@ -166,8 +166,9 @@ def graph_controls(ctx: Loaded, where: str) -> GraphView:
                          index=(ids.index(view.focus) + 1) if view.focus in ids else 0, key=f"find_{where}",
                          help="Shows the model with its ancestors and descendants (the rest fades), "
                          "opens folded subtrees above it and its card.")
-    layout = row.selectbox("Layout", ("top-down", "left-right", "radial"), width=180,
-                           index=("top-down", "left-right", "radial").index(view.layout), key=f"layout_{where}")
+    layout = row.selectbox("Layout", graph.LAYOUTS, width=180, index=graph.LAYOUTS.index(view.layout),
+                           key=f"layout_{where}", help="auto: top-down, or left to right when only that shows "
+                           "the whole tree with readable labels in this window (a wide, shallow tree).")
     branch = row.selectbox("Branch length", graph.BRANCHES, index=graph.BRANCHES.index(view.branch), width=180,
                            key=f"branch_{where}", format_func=lambda b: {"edges": "one per edge",
                                                                          "distance": "distance"}[b])
