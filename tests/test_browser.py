@@ -331,15 +331,17 @@ def test_a_row_of_the_home_pages_least_confident_edges_opens_its_evidence(server
         browser.close()
 
 
-def test_a_forest_that_fits_the_canvas_opens_whole(server):
+@pytest.mark.parametrize("demo, models, direction", [("mixed-forest", 18, "vertical"), ("vit-tree", 13, "horizontal")])
+def test_a_forest_that_fits_the_canvas_opens_whole(server, demo, models, direction):
     """mixed-forest's 18 models in five trees fit the Tree page's canvas (614 x 553 px at 1500 px wide)
-    with readable labels, once wrapped for that canvas: the first view shows them all, with no "zoomed
-    in to the top-left" note (it opened on the top-left corner, the fifth tree cut off)."""
+    with readable labels, once wrapped for that canvas; vit-tree (one tree, nine leaves: 0.67 zoom top-down)
+    fits drawn left to right (layout "auto"). The first view shows them all, with no "zoomed in to the
+    top-left" note (both opened on the top-left corner, part of the forest cut off)."""
     url = server[0]
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1500, "height": 1400})
-        page.goto(f"{url}/tree?source=demo&set=mixed-forest")
+        page.goto(f"{url}/tree?source=demo&set={demo}")
         graph_drawn(page, timeout=240_000)
         settled(page)
         page.wait_for_timeout(300)
@@ -351,9 +353,11 @@ def test_a_forest_that_fits_the_canvas_opens_whole(server):
             if (tl.x < 0 || tl.y < 0 || br.x > c.clientWidth || br.y > c.clientHeight) out.push(id);
           }
           return {outside: out, n: nodes.length, scale: network.getScale(),
+                  direction: document.querySelector('.mg-root').dataset.direction || 'vertical',
                   note: document.querySelector('.mg-note').style.display !== 'none'};
         }""")
-        assert view["n"] == 18 and not view["outside"], view
+        assert view["n"] == models and not view["outside"], view
+        assert view["direction"] == direction, view
         assert not view["note"], view
         assert view["scale"] * 15 >= 12, view  # labels at least the readable size
         assert not page.get_by_test_id("stException").count()

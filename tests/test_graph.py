@@ -86,3 +86,20 @@ def test_an_edge_tooltip_says_its_status_once() -> None:
     tip = edge_tooltip(edge, "correct")
     assert "correct (in the truth)" in tip
     assert "correct: correct" not in tip
+
+
+def test_auto_layout_offers_the_browser_top_down_first_then_left_to_right():
+    """Layout "auto" draws top-down and sends every wrapping of both directions, top-down first, each with
+    its label growth: the browser keeps top-down unless only left to right is readable whole."""
+    edges = [("r", f"c{i}") for i in range(3)] + [(f"c{i}", f"g{i}{j}") for i in range(3) for j in range(3)]
+    rec = forest(edges)
+    auto = build_graph(rec, layout="auto")
+    down = build_graph(rec, layout="top-down")
+    assert [(n["x"], n["y"]) for n in auto.nodes] == [(n["x"], n["y"]) for n in down.nodes]
+    dirs = [a["dir"] for a in auto.arrangements]
+    assert dirs[0] == "vertical" and "horizontal" in dirs and dirs == sorted(dirs, reverse=True), dirs
+    first = auto.arrangements[0]["pos"]
+    assert {n["id"]: [n["x"], n["y"]] for n in auto.nodes} == first
+    assert all(a["growth"] >= 1.0 for a in auto.arrangements)
+    assert auto.options["edges"]["smooth"]["forceDirection"] == "vertical"
+    assert not any(a["dir"] == "horizontal" for a in down.arrangements)
