@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -24,9 +26,14 @@ from elsewhere4_set import Item, make  # noqa: E402
 def _make(items: list[Item], out: Path) -> None:
     where: dict[str, Path] = {}
     arch_of: dict[str, str] = {}
-    for it in items:
-        where[it.name] = out / it.name
-        arch_of[it.name] = make(it, where, where[it.name], arch_of, {i.name: i.name for i in items})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (models of width 64: more threads only wait on each other)
+    try:
+        for it in items:
+            where[it.name] = out / it.name
+            arch_of[it.name] = make(it, where, where[it.name], arch_of, {i.name: i.name for i in items})
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_merge_whose_inputs_the_forest_split_is_found(tmp_path: Path) -> None:
