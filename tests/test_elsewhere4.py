@@ -65,8 +65,7 @@ def test_prompt_tuning_adapter_is_refused_naming_its_declared_base(tmp_path: Pat
           tmp_path)
     found = discover([tmp_path])
     assert [Path(m.path).name for m in found.models] == ["root"]
-    (problem,) = [p for p in found.problems if "prompt" in p["path"]]
-    message = problem["message"]
+    (message,) = [p.message for p in found.problems if "prompt" in p.path]
     assert "PROMPT_TUNING" in message and "changes none of its weights" in message, message
     assert str(tmp_path / "root") in message, message
     assert "merge_and_unload" not in message, message
