@@ -497,7 +497,7 @@ class _Finder:
             return True
         peft_type = str(config.get("peft_type", "LORA"))[:40].upper()
         if peft_type not in PEFT_TYPES:
-            self.problem(folder, peft_refusal(folder, peft_type))
+            self.problem(folder, peft_refusal(folder, peft_type, config.get("base_model_name_or_path")))
             return True
         for name in ("adapter_model.safetensors", "adapter_model.bin"):
             path = os.path.join(folder, name)

@@ -484,7 +484,8 @@ class LoraReader:
         self._start(ref, base)
         peft_type = str(config.get("peft_type", "LORA"))[:40].upper()
         if peft_type not in PEFT_TYPES:  # discovery refuses these first; a caller may open a ref directly
-            raise UnreadableCheckpointError(peft_refusal(ref.path, peft_type), ref.path)
+            raise UnreadableCheckpointError(peft_refusal(ref.path, peft_type, config.get("base_model_name_or_path")),
+                                            ref.path)
         if peft_type not in ("LORA", "ADALORA"):
             self._read_other(peft_type, config, config_path, tensors)
             return

@@ -143,8 +143,21 @@ register("peft-lora", "mother_core.io.lora:open_lora", needs_base=True, revision
 PEFT_TYPES = ("LORA", "ADALORA", "LOHA", "LOKR", "IA3", "OFT", "BOFT", "VERA", "LN_TUNING", "HRA")
 
 
-def peft_refusal(path: str, peft_type: str) -> str:
-    """The message refusing a PEFT adapter of a type not in :data:`PEFT_TYPES`."""
+#: PEFT's prompt-learning types (``peft.utils.peft_types.PeftType``: ``PeftConfig.is_prompt_learning`` and
+#: LLaMA-Adapter's adaption prompt): they train virtual-token embeddings (or a prefix, or gated prompts) fed to
+#: a frozen base and change none of its weights, so no merge exists and the weights have nothing to compare.
+PROMPT_LEARNING = ("PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "ADAPTION_PROMPT", "CPT")
+
+
+def peft_refusal(path: str, peft_type: str, base: object = None) -> str:
+    """The message refusing a PEFT adapter of a type not in :data:`PEFT_TYPES`; ``base``: the config's
+    ``base_model_name_or_path``, named for prompt-learning adapters (the only lineage they carry)."""
+    if peft_type in PROMPT_LEARNING:
+        named = (f"its adapter_config.json names {str(base)[:300]!r} as its base (declared, not checked)"
+                 if isinstance(base, str) and base else "its adapter_config.json names no base")
+        return (f"{path} is a PEFT {peft_type} adapter: prompt learning trains virtual-token inputs for a frozen "
+                "base and changes none of its weights, so it has no weights to compare and cannot be merged into "
+                f"its base; {named}. It is left out of the tree.")
     return (f"{path} is a PEFT {peft_type} adapter; this version merges PEFT LoRA (and DoRA), AdaLoRA, LoHa, LoKr, "
             "IA3, OFT, BOFT, VeRA, LN-tuning and HRA adapters only. Merge it with PEFT (merge_and_unload) and add the "
             "merged model instead.")

@@ -52,6 +52,10 @@ FAR_INPUTS = 2
 SPARSE_CANDIDATES = 6
 #: Largest number of parents of one merge (MDGBench: 2 to 5).
 MAX_PARENTS = 4
+#: Other trees searched with a model's own for merges across trees (:func:`_bridging_fits`): those of its nearest
+#: relatives outside its tree, up to this many. Two: a merge of two inputs the forest split from each other and
+#: from the merge (each far from the rest) has one in each.
+BRIDGED_TREES = 2
 #: A merge's residual, as a share of its squared distance to the nearest parent, is at most this
 #: (TIES / DARE on the typed zoo's fitting collection: 0.31-0.47; a later set has one at 0.65, missed).
 #: Not higher: on a plain fine-tune tree (the zoo's ``fft`` split at test scale) a child reads as a
@@ -199,8 +203,9 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
     # merge sits between its parents, where it fits any combination of them as well as they do).
     modes: dict[int, tuple[bool, bool]] = {}  # each child's fit: (off the ray, coefficients per layer)
-    exact = _one_reading(pl, labels, excluded, [x for x in _fits(stats, pl, labels, excluded, modes=modes)
-                                                if x[0] <= EXACT])
+    own = [x for x in _fits(stats, pl, labels, excluded, modes=modes) if x[0] <= EXACT]
+    exact = _one_reading(pl, labels, excluded, own + _bridging_fits(stats, pl, labels, excluded,
+                                                                    {link.child for _, link in own}, modes))
     exact_children = {link.child for _, link in exact}
     sparse = [x for x in _fits(stats, pl, labels, excluded | exact_children, candidates=SPARSE_CANDIDATES,
                                modes=modes) if x[0] > EXACT]
@@ -332,6 +337,58 @@ def _scaled_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             + ", ".join(f"{w:.2f}" for w in mean) + f"; their sum {sums.min():.2f}-{sums.max():.2f} over layers, "
             f"not 1: no affine combination fits); residual {ratio:.2g} of its squared distance to the nearest "
             "parent (a fine-tune leaves ~1)"))))
+    return found
+
+
+def _bridging_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int], done: set[int],
+                   modes: dict[int, tuple[bool, bool]]) -> list[tuple[float, TypedLink]]:
+    """Exact merges whose inputs the forest put in other trees: each model's tree searched together with the
+    trees of its :data:`BRIDGED_TREES` nearest relatives outside it (same tensors), kept where the fit is exact
+    and takes an input from outside the child's tree.
+
+    The forest splits at a gap in relative distance, and an input that moved far from its family (a fine-tune
+    at a large learning rate: Adagrad at 0.05 moved a SmolLM3 ten times farther than its siblings, issue 11's
+    fourth stress set) lands in a tree of its own, and the merge that takes a share of it with it or alone:
+    the merge is then searched among fewer than two candidates and read as the far input's fine-tune, or left
+    a root. A merge lies between its inputs, so they are among its nearest relatives in other trees. Only exact
+    fits count (:data:`EXACT`): models of unrelated trees combine exactly only where the child is their merge,
+    and a loose (sparse) reading across trees would be a fine-tune's chance to pass as one. ``done``: children
+    an exact fit within their tree already read."""
+    n = stats.n_models
+    nearest: dict[int, list[int]] = {}  # each child's nearest other trees, nearest first
+    for c in range(n):
+        if c in excluded or c in done:
+            continue
+        others = sorted((p for p in range(n) if labels[p] != labels[c] and p not in excluded
+                         and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]),
+                        key=lambda p: _total(pl, c, p))
+        trees: list[int] = []
+        for p in others:
+            if int(labels[p]) not in trees:
+                trees.append(int(labels[p]))
+        nearest[c] = trees[:BRIDGED_TREES]
+    found: list[tuple[float, TypedLink]] = []
+    read: set[int] = set()
+    # One other tree first, then two for the children still unread: every further tree is another model set
+    # for the fit to borrow from (a third input of an unrelated tree at -0.17 fitted a wide-angle SLERP of two
+    # better than the two alone, at 3 trees).
+    for k in range(1, BRIDGED_TREES + 1):
+        groups: dict[tuple[int, ...], set[int]] = {}  # trees searched together -> children searched there
+        for c, trees in nearest.items():
+            if c not in read and len(trees) >= k:
+                groups.setdefault(tuple(sorted([int(labels[c]), *trees[:k]])), set()).add(c)
+        for searched, children in sorted(groups.items()):
+            joined = np.where(np.isin(labels, searched), searched[0], labels)
+            scratch: dict[int, tuple[bool, bool]] = {}  # (the modes of the fits kept only)
+            for fit in _fits(stats, pl, joined, excluded, children=children, modes=scratch):
+                link = fit[1]
+                # (positive weights only: a negative-weight input is its co-inputs' base, an ancestor the
+                # forest keeps in their tree, never a model the gap put elsewhere)
+                if (fit[0] <= EXACT and any(labels[p] != labels[link.child] for p in link.parents)
+                        and link.weights is not None and min(link.weights) >= MIN_WEIGHT):
+                    found.append(fit)
+                    read.add(link.child)
+                    modes[link.child] = scratch[link.child]
     return found
 
 
