@@ -21,6 +21,14 @@ def zoo_stats(small_zoo):
     return {name: compute_statistics(discover([folder]), device="cpu") for name, folder in small_zoo.items()}
 
 
+@pytest.fixture(scope="module")
+def recovered(zoo_stats):
+    """Each split recovered once with the default settings (a merged-LoRA split takes seconds): the tests
+    that only read a default recovery share it. ``resolve``, ``to_dict`` and ``save`` leave a result as it
+    was, which :func:`test_inputs_are_not_mutated` checks on a recovery of its own."""
+    return {name: recover(stats) for name, stats in zoo_stats.items()}
+
+
 def _truth(small_zoo, name):
     return load_truth(small_zoo[name] / "truth.json")
 
@@ -44,32 +52,32 @@ def _assert_forest_of_arborescences(rec: Recovery) -> None:
 
 
 @pytest.mark.parametrize("name, min_placed", [("fft", 0.9), ("lora16", 1.0)])
-def test_small_trees_placed(small_zoo, zoo_stats, name, min_placed):
-    rec = recover(zoo_stats[name])
+def test_small_trees_placed(small_zoo, recovered, name, min_placed):
+    rec = recovered[name]
     ev = evaluate(rec, _truth(small_zoo, name))
     assert ev.adjusted_rand_index == 1.0  # the two trees found without being told there are two
     assert ev.undirected_accuracy >= min_placed
     _assert_forest_of_arborescences(rec)
 
 
-def test_lora_tree_recovered_exactly_with_direction(small_zoo, zoo_stats):
-    ev = evaluate(recover(zoo_stats["lora16"]), _truth(small_zoo, "lora16"))
+def test_lora_tree_recovered_exactly_with_direction(small_zoo, recovered):
+    ev = evaluate(recovered["lora16"], _truth(small_zoo, "lora16"))
     assert ev.directed_accuracy == 1.0
     assert ev.root_precision == ev.root_recall == 1.0
 
 
-def test_beats_the_paper_method(small_zoo, zoo_stats):
+def test_beats_the_paper_method(small_zoo, zoo_stats, recovered):
     for name in ("fft", "lora16", "mixed"):
         truth = _truth(small_zoo, name)
-        ours = evaluate(recover(zoo_stats[name]), truth).directed_accuracy
+        ours = evaluate(recovered[name], truth).directed_accuracy
         paper = evaluate(recover(zoo_stats[name], RecoverySettings(method="paper")), truth).directed_accuracy
         assert ours >= paper, name
 
 
-def test_mixed_forest_unrelated_models_are_separate_roots(small_zoo, zoo_stats):
+def test_mixed_forest_unrelated_models_are_separate_roots(small_zoo, zoo_stats, recovered):
     stats = zoo_stats["mixed"]
     truth = _truth(small_zoo, "mixed")
-    rec = recover(stats)
+    rec = recovered["mixed"]
     _assert_forest_of_arborescences(rec)
     ev = evaluate(rec, truth)
     assert ev.adjusted_rand_index == 1.0
@@ -89,8 +97,8 @@ def test_known_number_of_trees_is_honoured(zoo_stats):
     assert len(rec.trees) == 1 and len(rec.edges) == len(rec.models) - 1
 
 
-def test_constraints_force_forbid_flip_root(zoo_stats):
-    rec = recover(zoo_stats["fft"])
+def test_constraints_force_forbid_flip_root(zoo_stats, recovered):
+    rec = recovered["fft"]
     edge = rec.edges[0]
     flipped = resolve(rec, Constraints().flipped(edge.parent, edge.child))
     assert flipped.edge(edge.child, edge.parent) is not None
@@ -116,8 +124,8 @@ def test_constraints_force_forbid_flip_root(zoo_stats):
     assert {(e.parent, e.child) for e in direct.edges} == {(e.parent, e.child) for e in rooted.edges}
 
 
-def test_contradictory_constraints_are_a_clear_error(zoo_stats):
-    rec = recover(zoo_stats["fft"])
+def test_contradictory_constraints_are_a_clear_error(recovered):
+    rec = recovered["fft"]
     e = rec.edges[0]
     with pytest.raises(ConstraintError):
         resolve(rec, Constraints(forced=((e.parent, e.child),), forbidden=((e.parent, e.child),)))
@@ -125,8 +133,8 @@ def test_contradictory_constraints_are_a_clear_error(zoo_stats):
         resolve(rec, Constraints(roots=("no-such-model",)))
 
 
-def test_solver_errors_name_models_by_id_and_carry_their_indices(zoo_stats):
-    rec = recover(zoo_stats["fft"])
+def test_solver_errors_name_models_by_id_and_carry_their_indices(recovered):
+    rec = recovered["fft"]
     ids = rec.model_ids
     tree = next(t for t in rec.trees if len(t.members) >= 3)
     child = next(m for m in tree.members if m != tree.root)
@@ -148,8 +156,8 @@ def test_solver_errors_name_models_by_id_and_carry_their_indices(zoo_stats):
     assert all(m in str(err) for m in pair)
 
 
-def test_old_result_files_still_load_and_resolve(zoo_stats, tmp_path):
-    rec = recover(zoo_stats["fft"])
+def test_old_result_files_still_load_and_resolve(recovered, tmp_path):
+    rec = recovered["fft"]
     data = rec.to_dict()
     # A file written before the per-tree norm sign, rank use and model facts were recorded.
     for key in ("norm_sign", "rank_distance_used", "model_paths", "model_formats", "declared_parents",
@@ -176,8 +184,8 @@ def test_inputs_are_not_mutated(zoo_stats):
     np.testing.assert_array_equal(rec.cost_matrix, cost)
 
 
-def test_confidence_and_alternatives_are_reported(zoo_stats):
-    rec = recover(zoo_stats["mixed"])
+def test_confidence_and_alternatives_are_reported(zoo_stats, recovered):
+    rec = recovered["mixed"]
     for e in rec.edges:
         assert 0.0 <= e.confidence <= 1.0
         assert e.confidence == pytest.approx(e.placement_confidence * e.direction_confidence)
@@ -202,8 +210,8 @@ def test_square_attention_selection_needs_square_matrices(zoo_stats):
         recover(zoo_stats["fft"], RecoverySettings(layers="matrices", name_pattern="no-such-layer"))
 
 
-def test_result_json_round_trip_and_resolve(zoo_stats, tmp_path):
-    rec = recover(zoo_stats["mixed"])
+def test_result_json_round_trip_and_resolve(recovered, tmp_path):
+    rec = recovered["mixed"]
     rec.save(tmp_path / "r.json")
     back = Recovery.load(tmp_path / "r.json")
     assert [(e.parent, e.child) for e in back.edges] == [(e.parent, e.child) for e in rec.edges]
@@ -230,9 +238,9 @@ def test_cli_recover_evaluate_export(small_zoo, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_rank_distance_is_used_for_lora_trees_only(zoo_stats):
-    lora = _readings(recover(zoo_stats["lora16"]), "rank_distance_used")
-    full = _readings(recover(zoo_stats["fft"]), "rank_distance_used")
+def test_rank_distance_is_used_for_lora_trees_only(zoo_stats, recovered):
+    lora = _readings(recovered["lora16"], "rank_distance_used")
+    full = _readings(recovered["fft"], "rank_distance_used")
     assert lora and all(lora.values())  # merged LoRA: differences are low rank
     assert full and not any(full.values())  # full fine-tuning: they are not
     never = _readings(recover(zoo_stats["lora16"], RecoverySettings(use_rank="never")), "rank_distance_used")
@@ -244,10 +252,10 @@ def _readings(rec, what):
     return {t.id: getattr(rec.problem.reading(t.id), what) for t in rec.trees if len(t.members) > 1}
 
 
-def test_norm_cue_reads_growth_for_merged_lora(zoo_stats):
+def test_norm_cue_reads_growth_for_merged_lora(recovered):
     # A merged LoRA adds B @ A to a frozen base: norms grow by construction, and the per-tree
     # reading of the norm cue's sign must find that from the tree's shape.
-    signs = _readings(recover(zoo_stats["lora16"]), "norm_sign")
+    signs = _readings(recovered["lora16"], "norm_sign")
     assert signs and all(v == 1.0 for v in signs.values())
 
 

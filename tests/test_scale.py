@@ -24,6 +24,9 @@ from mother_core.stats.fingerprint import fingerprint_model
 from mother_core.stats.sketch import HASH_BLOCK, SketchSpec, sketch, sketch_into
 from mother_zoo.mlp_forest import generate_forest
 
+# Its tests share the forest and its dense recovery (module fixtures): one worker makes them once.
+pytestmark = pytest.mark.xdist_group("scale")
+
 N_MODELS = 24
 
 
@@ -105,9 +108,15 @@ def test_true_parents_are_among_the_candidates(forest):
 
 
 # --- the sparse path -----------------------------------------------------------------------------
-def test_sparse_distances_equal_the_dense_path_on_candidate_pairs(forest):
+@pytest.fixture(scope="module")
+def dense(forest):
+    """The forest recovered on the dense path, once (its statistics pass and tree step are the module's
+    slowest part); the tests only read it."""
+    return recover_paths([str(forest[0])])
+
+
+def test_sparse_distances_equal_the_dense_path_on_candidate_pairs(forest, dense):
     out, _ = forest
-    dense = recover_paths([str(out)])
     sparse = sparse_statistics(discover([str(out)]), k=5)
     tab = pair_table(sparse, np.array([len(t.shape) >= 2 for t in sparse.tensors]))
     ids = dense.model_ids
@@ -136,7 +145,7 @@ def test_sparse_recovery_finds_the_trees_and_writes_no_dense_matrix(forest, tmp_
     assert to_newick(again).count(";") == len(again.trees)
 
 
-def test_the_sparse_path_says_it_does_not_break_near_ties_by_kurtosis(forest, tmp_path):
+def test_the_sparse_path_says_it_does_not_break_near_ties_by_kurtosis(forest, dense, tmp_path):
     """The near-tie rule (mother_core/recovery/ties.py) needs the skeletons the sparse path does not keep:
     the result says so, through save and load, and only when the rule was asked for."""
     from mother_core.recovery.sparse import SPARSE_TIES_NOTE
@@ -149,7 +158,7 @@ def test_the_sparse_path_says_it_does_not_break_near_ties_by_kurtosis(forest, tm
     assert Recovery.load(tmp_path / "result.json").notes == on.notes
     off = recover_paths([str(out)], RecoverySettings(kurtosis_ties=False), candidates=5)
     assert off.notes == [] and [(e.parent, e.child) for e in off.edges] == [(e.parent, e.child) for e in on.edges]
-    assert recover_paths([str(out)]).notes == []  # the dense path applies it: nothing to say
+    assert dense.notes == []  # the dense path applies it: nothing to say
 
 def test_adding_a_model_reads_it_and_its_candidates_only(forest, tmp_path):
     out, _ = forest

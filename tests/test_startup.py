@@ -106,8 +106,14 @@ def test_singular_values_on_one_thread_agree_with_numpy_and_restore_threads():
     batch = np.random.default_rng(0).standard_normal((5, 24, 16))
     batch[0] = np.outer(np.arange(24.0), np.arange(16.0))  # rank 1
     threads = torch.get_num_threads()
-    s = singular_values(batch)
-    assert torch.get_num_threads() == threads
+    # Test processes may run torch on one thread already (tests/conftest.py): start from two, so that the
+    # switch to one thread and back is what is checked.
+    torch.set_num_threads(2)
+    try:
+        s = singular_values(batch)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert s.shape == (5, 16) and s.dtype == np.float64
     np.testing.assert_allclose(s, np.linalg.svd(batch, compute_uv=False), rtol=1e-10, atol=1e-10)
     assert (s[0] > 1e-8 * s[0, 0]).sum() == 1

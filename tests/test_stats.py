@@ -325,9 +325,13 @@ def _equal_reference(x: torch.Tensor) -> np.ndarray:
 
 
 def _open_fresh_caches(args):
-    root, start_at, count = args
+    root, barrier, count = args
     from mother_core.stats.cache import StatsCache
 
+    # Start together once every worker has imported (a fixed delay let a loaded machine's slower workers
+    # start after the others had finished, and nothing raced).
+    barrier.wait(timeout=300)
+    start_at = time.time()
     for i in range(count):
         while time.time() < start_at + 0.05 * i:  # all workers race to create file i, then reopen it
             time.sleep(0.0005)
@@ -343,9 +347,11 @@ def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path, spawn_pool)
     """Creating the file (WAL switch, schema) and the last close (WAL checkpoint) take an exclusive
     lock for which SQLite does not wait: a second app session or test worker opening the cache then
     must retry, not report the cache as damaged."""
-    with spawn_pool(4) as pool:
-        start_at = time.time() + 3.0  # after the workers have imported
-        done = pool.map_async(_open_fresh_caches, [(tmp_path, start_at, 60)] * 4).get(timeout=600)
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Manager() as manager, spawn_pool(4) as pool:
+        barrier = manager.Barrier(4)  # four tasks on four workers: each blocks in it until all have come
+        done = pool.map_async(_open_fresh_caches, [(tmp_path, barrier, 60)] * 4).get(timeout=600)
     assert done == [60] * 4
 
 

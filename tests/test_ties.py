@@ -13,7 +13,9 @@ import pytest
 from mother_core import RecoverySettings, compute_statistics, discover, recover
 from mother_core.evaluate import load_truth
 from mother_core.recovery.problem import LayerMargins, TieKurtosis
+from mother_core.recovery.result import Recovery
 from mother_core.recovery.ties import TIE_EFFECT, choose_among_ties, more_platykurtic
+from mother_core.stats.result import WeightStatistics
 
 
 # Its tests share module-scoped fixtures: one xdist worker builds them once, not one each.
@@ -33,14 +35,26 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                tmp_path_factory.mktemp("ties"))
 
 
+#: The collection's statistics and its default recovery (fixture ``recovered``).
+Recovered = tuple[WeightStatistics, Recovery]
+
+
+@pytest.fixture(scope="module")
+def recovered(trees: Path) -> Recovered:
+    """The collection's statistics and its recovery with the default settings, made once: the tests read
+    them (``resolve``, ``save`` and the CLI's own run leave them as they were)."""
+    stats = compute_statistics(discover([trees]), device="cpu")
+    return stats, recover(stats)
+
+
 @pytest.mark.slow
-def test_ties_place_adam_trees_and_leave_sgd_alone(trees: Path) -> None:
+def test_ties_place_adam_trees_and_leave_sgd_alone(trees: Path, recovered: Recovered) -> None:
     import json
 
-    stats = compute_statistics(discover([trees]), device="cpu")
+    stats, on = recovered
     truth = set(load_truth(trees / "truth.json"))
     meta = json.loads((trees / "truth.json").read_text())["meta"]
-    on, off = recover(stats), recover(stats, RecoverySettings(kurtosis_ties=False))
+    off = recover(stats, RecoverySettings(kurtosis_ties=False))
     assert on.problem is not None and off.problem is not None
     index = {m: i for i, m in enumerate(on.model_ids)}
     gated = set(on.problem.tie_kurtosis)
@@ -91,13 +105,11 @@ def test_ties_are_broken_by_the_most_platykurtic_near_tie_and_keeps_a_tree() -> 
 
 
 @pytest.mark.slow
-def test_a_parent_chosen_by_a_near_tie_says_so_through_save_and_load(trees: Path, tmp_path: Path,
+def test_a_parent_chosen_by_a_near_tie_says_so_through_save_and_load(trees: Path, recovered: Recovered, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from mother_core.recovery.result import Recovery
-
-    rec = recover(compute_statistics(discover([trees]), device="cpu"))
+    rec = recovered[1]
     # Near ties only: a child lifted from a chain to a sibling of its parent (tests/test_siblings.py) is
     # told apart (``tie_lifted``) and listed separately.
     by_tie = [e for e in rec.edges if e.chosen_by_tie and not e.tie_lifted]
@@ -158,7 +170,7 @@ def test_choose_among_ties_records_what_moved_and_from_where() -> None:
     assert choose_among_ties(parent, np.arange(4), margins, {})[1] == {}
 
 
-def test_a_parent_chosen_by_a_near_tie_reads_the_counted_placement(trees: Path) -> None:
+def test_a_parent_chosen_by_a_near_tie_reads_the_counted_placement(recovered: Recovered) -> None:
     """Issue 12, item 5: the rule's negative margin is its premise, not evidence against the parent; such
     parents are right about 0.71 of the time on the fitting collections, which the margin map read as
     0.13-0.63. Their placement is the count (``confidence.TIE_PLACEMENT``), through a re-solve too."""
@@ -167,7 +179,7 @@ def test_a_parent_chosen_by_a_near_tie_reads_the_counted_placement(trees: Path) 
         TIE_PLACEMENT, near_tied, placement_confidence, related_confidence,
     )
 
-    rec = recover(compute_statistics(discover([trees]), device="cpu"))
+    rec = recovered[1]
     assert rec.problem is not None
     problem, index = rec.problem, {m: i for i, m in enumerate(rec.model_ids)}
     by_tie = [e for e in rec.edges if e.chosen_by_tie]

@@ -325,7 +325,8 @@ def test_a_source_found_in_another_tree_joins_its_tree(tmp_path: Path, monkeypat
     from mother_zoo.typed import generate_typed
 
     folder = generate_typed(tmp_path, size="small", seed=65, profile="C")
-    rec = recover(compute_statistics(discover([folder]), device="cpu"))
+    stats = compute_statistics(discover([folder]), device="cpu")
+    rec = recover(stats)
     tree = {m.id: m.tree for m in rec.models}
     adapters = [e for e in rec.edges if e.relation == Relation.ADAPTER.value]
     assert adapters and all(tree[e.parent] == tree[e.child] for e in rec.edges)
@@ -336,8 +337,7 @@ def test_a_source_found_in_another_tree_joins_its_tree(tmp_path: Path, monkeypat
     import mother_core.recovery.recover as recover_module
 
     monkeypatch.setattr(recover_module, "join_linked_trees", lambda labels, links: labels)
-    stats = compute_statistics(discover([folder]), device="cpu")
-    unjoined = recover(stats)
+    unjoined = recover(stats)  # the same statistics: the join is a step of recover, not of the pass
     assert unjoined.settings.relations == "none"
     assert len(unjoined.edges) == len(unjoined.models) - len(unjoined.roots) > 0
     assert any("could not be joined into one forest" in p["message"] for p in unjoined.problems)
