@@ -78,11 +78,17 @@ COUNTED: dict[str, tuple[int, int]] = {
     # set's Breadcrumbs-TIES merge of three: 39 of 39 parents right, 0.90. None on the profile D, S sets or on the
     # generalise fitting collections, where it read nothing (it stays opt-in: its held-out errors were on profile D).
     SIGNS_KIND: (39, 39),
-    # Exact merges whose combination solved for a parent weighing one or more is a merge again (negations that
-    # subtract at least what they add), counted on the fitting typed sets C 5-57, D 200-228, S 400-418
-    # (benchmarks/wrong_confident.py): PROVISIONAL
-    EXCHANGE_KIND: (12, 15),
+    # Exact merges whose combination solved for a parent weighing one or more is a plain merge (negations that
+    # subtract at least what they add), counted PER MERGE (:data:`PER_MERGE`) on the fitting typed sets C 5-57,
+    # D 200-228, S 400-418 (benchmarks/wrong_confident.py): 17 merges, all on profile D, 16 with every parent right
+    # (48 of 51 parents); D 222's `1.03/0.60/-0.63` was read backwards (three wrong parents at 0.986 before). None on
+    # profile C or S. 16 of 17 merges: 0.78.
+    EXCHANGE_KIND: (16, 17),
 }
+#: Counted kinds whose count is one per merge (right where every parent is), not one per parent: the question the
+#: kind leaves open is which model is the merge, so a merge's parents are right or wrong together, and three
+#: parents of one reading are not three draws (:data:`EXCHANGE_KIND`).
+PER_MERGE = frozenset({EXCHANGE_KIND})
 #: Strength, in edges, of the coin-flip prior a counted kind's rate is shrunk towards (:data:`CONTESTED`'s, too).
 COUNTED_PRIOR = 10
 
@@ -100,7 +106,8 @@ def counted_note(kind: str) -> str:
     right, n = COUNTED.get(kind, (0, 0))
     rate = counted_rate(kind)
     few = " (too few of them right to read 0.8 or more)" if rate < 0.8 else ""
-    return (f"readings of this kind were right for {right} of {n} merge parents on the fitting sets: "
+    unit = "merges (every parent right)" if kind in PER_MERGE else "merge parents"
+    return (f"readings of this kind were right for {right} of {n} {unit} on the fitting sets: "
             f"confidence {rate:.2f}{few}")
 
 
