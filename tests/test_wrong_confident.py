@@ -40,8 +40,8 @@ def test_only_a_parent_weighing_one_or_more_is_exchangeable() -> None:
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Qwen3 root, two fine-tunes of it and a third, and a real mergekit task arithmetic root + 0.6 (M1 - root)
-    - 0.7 (M2 - root): the root weighs 1.1 in it, and solved for the root the merge is 0.91 of the merge, 0.64 of
-    M2 and -0.55 of M1, a plain task arithmetic."""
+    - 0.7 (M2 - root): the root weighs 1.1 in it, and solved for it the same equation reads the root as 0.91 of the
+    merge, 0.64 of M2 and -0.55 of M1, a plain task arithmetic."""
     out = qwen3_family(tmp_path_factory, "exchange")
     qwen3_finetunes(out, [("m-m1", "m-root", 0, 10, 1e-3), ("m-m2", "m-root", 2, 10, 1e-3),
                           ("m-u1", "m-root", 4, 10, 8e-4)])
@@ -49,6 +49,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_exchangeable_merge_reads_its_counted_rate(exchange: Path) -> None:
     """The engine reads the merge the right way round (its base at 1.10), its evidence says the combination reads as
     exactly the other way round, and no parent reads 0.8 or more (main: kind "merge: exact", 0.986 each). (At 0.4 /
