@@ -1441,7 +1441,7 @@ def exchangeable_parent(coeffs: np.ndarray) -> int | None:
     (weights in (0, 1), its base's 1 - sum l <= 1) cannot. Where one can, the reading needs the negation allowance
     (a weight past one) while the same equation read for that parent is a plain merge: the fit itself does not say
     which model is the merge, only the tests that orient it (norm growth, additivity, the tree's reach through the
-    base: :func:`_negation`) do, and on the fitting typed sets they read one such merge of seventeen backwards (typed D
+    base: :func:`_negation`) do, and on the fitting typed sets they read one such merge of sixteen backwards (typed D
     222; :data:`.calibration.COUNTED`). The plain side of such a pair (weights under one) is not flagged here: read
     for any parent it needs a weight past one; where its base passed one base test only, it is its own kind
     (:data:`ONE_BASE_TEST`)."""
