@@ -23,8 +23,13 @@ ONE_BASE_TEST = "passes one base test of two"
 #: Words of a sparse merge's detail when the signs of its entries read it (:mod:`.merge_signs`), kind
 #: :data:`SIGNS_KIND`.
 SIGNS_READ = "(signs of its entries)"
+#: Words of an exact merge's evidence when its combination, solved for one of its parents instead, is itself a merge
+#: whose weights pass the merge test (:func:`.merge.exchangeable_parent`): kind :data:`EXCHANGE_KIND`.
+EXCHANGEABLE = "reads as a merge of this model as exactly"
 #: The kind of an exact merge whose base passed one base test of two (:data:`ONE_BASE_TEST`).
 ONE_TEST_KIND = "merge: exact, one base test"
+#: The kind of an exact merge that reads as exactly the other way round (:data:`EXCHANGEABLE`).
+EXCHANGE_KIND = "merge: exact, exchangeable"
 #: The kind of a sparse merge the signs of its entries read (:data:`SIGNS_READ`).
 SIGNS_KIND = "merge: signs"
 
@@ -73,7 +78,17 @@ COUNTED: dict[str, tuple[int, int]] = {
     # set's Breadcrumbs-TIES merge of three: 39 of 39 parents right, 0.90. None on the profile D, S sets or on the
     # generalise fitting collections, where it read nothing (it stays opt-in: its held-out errors were on profile D).
     SIGNS_KIND: (39, 39),
+    # Exact merges whose combination solved for a parent weighing one or more is a plain merge (negations that
+    # subtract at least what they add), counted PER MERGE (:data:`PER_MERGE`) on the fitting typed sets C 5-57,
+    # D 200-228, S 400-418 (benchmarks/wrong_confident.py): 16 merges, all on profile D, 15 with every parent right
+    # (45 of 48 parents); D 222's `1.03/0.60/-0.63` was read backwards (three wrong parents at 0.986 before). None on
+    # profile C or S. 15 of 16 merges: 0.77.
+    EXCHANGE_KIND: (15, 16),
 }
+#: Counted kinds whose count is one per merge (right where every parent is), not one per parent: the question the
+#: kind leaves open is which model is the merge, so a merge's parents are right or wrong together, and three
+#: parents of one reading are not three draws (:data:`EXCHANGE_KIND`).
+PER_MERGE = frozenset({EXCHANGE_KIND})
 #: Strength, in edges, of the coin-flip prior a counted kind's rate is shrunk towards (:data:`CONTESTED`'s, too).
 COUNTED_PRIOR = 10
 
@@ -91,7 +106,8 @@ def counted_note(kind: str) -> str:
     right, n = COUNTED.get(kind, (0, 0))
     rate = counted_rate(kind)
     few = " (too few of them right to read 0.8 or more)" if rate < 0.8 else ""
-    return (f"readings of this kind were right for {right} of {n} merge parents on the fitting sets: "
+    unit = "merges (every parent right)" if kind in PER_MERGE else "merge parents"
+    return (f"readings of this kind were right for {right} of {n} {unit} on the fitting sets: "
             f"confidence {rate:.2f}{few}")
 
 
@@ -120,7 +136,12 @@ def kind_of(relation: str, detail: str, evidence: str = "") -> str:
         if not detail.startswith("ties/dare"):
             # An exact merge whose negative-weight base passed one base test of two is a reading the strict exact
             # merges' rate does not speak for (on the lead's held-out sets it added a wrong parent at 0.986).
-            return ONE_TEST_KIND if ONE_BASE_TEST in evidence else "merge: exact"
+            if ONE_BASE_TEST in evidence:
+                return ONE_TEST_KIND
+            # An exact combination with a parent weighing one or more solves for that parent as a merge of the
+            # child as exactly: the fit cannot say which of the two is the merge (typed D 222: a negation read
+            # backwards, three wrong parents at 0.986), only the tests that orient can.
+            return EXCHANGE_KIND if EXCHANGEABLE in evidence else "merge: exact"
         # A sparse merge whose entries do not confirm it is another kind: every sparse merge of the
         # fitting set kept its base's entries (equal share 0.32-0.56), while fine-tunes read as sparse
         # merges keep none (issue 12: a barely trained child at residual 0.39 read 0.99 as "sparse").

@@ -25,7 +25,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mother_core.relations.calibration import EQUAL_ENTRIES, ONE_BASE_TEST, confidence, counted_note, kind_of
+from mother_core.relations.calibration import (
+    EQUAL_ENTRIES,
+    EXCHANGEABLE,
+    ONE_BASE_TEST,
+    confidence,
+    counted_note,
+    kind_of,
+)
 from mother_core.relations.evidence import PairLayers, TypedLink, storage_roundoff
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
@@ -1436,6 +1443,13 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
     entries = ("; " + " and ".join(f"{v:.0%} {EQUAL_ENTRIES} {stats.models[p].id}'s exactly" for p, v in kept)
                + " (median over layers: trimmed or dropped task-vector entries keep the inputs' values; a "
                "fine-tune changes every entry)") if confirmed else ""
+    swap = exchangeable_parent(coeffs) if ratio <= EXACT and not sphere and not by_layer else None
+    if swap is not None and not one_test:
+        entries += (f"; solved for {stats.models[parents[swap]].id} instead (weight {coeffs[swap]:.2f}), the same "
+                    f"combination {EXCHANGEABLE} (weights "
+                    + ", ".join(f"{w:.2f}" for w in _exchanged(coeffs, swap))
+                    + "): the fit does not tell which of the two is the merge: "
+                    + counted_note(kind_of(Relation.MERGE.value, detail, EXCHANGEABLE)))
     if one_test:
         # The relaxed base test (benchmarks/elsewhere2_set.py's Mamba task arithmetic and RoBERTa NuSLERP) is its own
         # kind (:data:`.calibration.ONE_TEST_KIND`): on the lead's held-out sets it added a wrong merge parent at the
@@ -1463,6 +1477,39 @@ def _merge_link(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[
         "nearest parent (a fine-tune leaves ~1); " + f"{off_ray:.2g} off its own direction"
         + (" (renormalised onto the sphere: the rest lies along the child, outside the chord)" if sphere else "")
         + entries + backwards))
+
+
+def _exchanged(coeffs: np.ndarray, k: int) -> np.ndarray:
+    """The weights of ``c = sum_i coeffs_i p_i`` solved for parent ``k``: ``p_k = (1 / a_k) c - sum_(i != k)
+    (a_i / a_k) p_i``, the child's weight first, then the other parents' in their order."""
+    a = np.asarray(coeffs, dtype=float)
+    return np.concatenate([[1.0 / a[k]], -np.delete(a, k) / a[k]])
+
+
+def exchangeable_parent(coeffs: np.ndarray) -> int | None:
+    """The parent (index into ``coeffs``) for which an exact merge's combination, solved for it, is itself a merge
+    of the child and the other parents whose weights pass the merge test of :func:`_best_subset` without its
+    negation allowance (every weight in [-1, 1], at most one under :data:`MIN_WEIGHT`, a base), or None.
+
+    An exact fit is an equation among models: it holds as well read for any of them. Read for a parent, the child's
+    weight is 1 / a_k, so only a parent weighing one or more (a task arithmetic's base whose inputs' weights sum
+    past what they take from it, or one that subtracts a task vector: base + l_1 (M_1 - base) - l_2 (M_2 - base)
+    has base weight 1 - l_1 + l_2) can be solved for as a merge; a linear, SLERP or plain task arithmetic merge
+    (weights in (0, 1), its base's 1 - sum l <= 1) cannot. Where one can, the reading needs the negation allowance
+    (a weight past one) while the same equation read for that parent is a plain merge: the fit itself does not say
+    which model is the merge, only the tests that orient it (norm growth, additivity, the tree's reach through the
+    base: :func:`_negation`) do, and on the fitting typed sets they read one such merge of sixteen backwards (typed D
+    222; :data:`.calibration.COUNTED`). The plain side of such a pair (weights under one) is not flagged here: read
+    for any parent it needs a weight past one; where its base passed one base test only, it is its own kind
+    (:data:`ONE_BASE_TEST`)."""
+    a = np.asarray(coeffs, dtype=float)
+    for k in np.argsort(-np.abs(a)).tolist():
+        if abs(a[k]) < 1.0 - 1e-3:
+            break
+        w = _exchanged(a, k)
+        if (w <= 1.0 + 1e-3).all() and (w >= -1.0).all() and int((w < MIN_WEIGHT).sum()) <= 1:
+            return int(k)
+    return None
 
 
 def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
