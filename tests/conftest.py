@@ -13,6 +13,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # checkpoint_factory
 SMALL_ZOO_SPLITS = ("fft", "lora16", "mixed")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Run torch's CPU ops on one intra-op thread in every test process.
+
+    ``pytest -n 2`` on a 2-core machine starts two workers, each with torch's default of one OpenMP thread per
+    core: four threads on two cores. The tests' models are tiny (hidden 32-64), so a second thread gains
+    nothing on their ops, and an OpenMP thread spin-waiting for a descheduled partner made training several
+    times slower (benchmarks/RESULTS.md, "Test suite time, part A"). One thread also makes every float
+    reduction, hence every trained fixture, the same on any machine whatever its core count. numpy's BLAS
+    is left alone: the engine limits it itself where it matters (``mother_core.device.one_blas_thread``),
+    and a test checks that limit.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _restore_main_module():
     """Put back the interpreter's ``__main__`` after every test.

@@ -1039,6 +1039,11 @@ def peft_llama_set(root: Path, configs: Mapping[str, Any], seed: int, biases: bo
     return merged
 
 
+#: The decoders :func:`use_table_kernel` built, by (module, permuted): each build is new numba functions, which
+#: compile at their first call (about 6 CPU seconds for the HQQ decoder), so a test process builds each once.
+_TABLE_KERNELS: dict[tuple[str, bool], Any] = {}
+
+
 def use_table_kernel(module, permuted: bool, monkeypatch) -> None:
     """Install ``module``'s compiled decoder (:mod:`mother_core.io.compressed_fast`, :mod:`~mother_core.io.hqq_fast`)
     with the AVX-512 lookups of 16 codes (``permuted``) or with the portable loops; skips the test where numba
@@ -1051,7 +1056,10 @@ def use_table_kernel(module, permuted: bool, monkeypatch) -> None:
         pytest.skip("numba is not installed")
     if permuted and not permute16.available():
         pytest.skip("no AVX-512 here: the portable loops only")
-    monkeypatch.setattr(module, "_KERNEL", module._build(permuted))
+    key = (module.__name__, permuted)
+    if key not in _TABLE_KERNELS:
+        _TABLE_KERNELS[key] = module._build(permuted)
+    monkeypatch.setattr(module, "_KERNEL", _TABLE_KERNELS[key])
 
 
 def assert_adapters_beside_one_problem(result, problem_file: str, phrases: tuple[str, ...], adapters, base: str):

@@ -358,7 +358,9 @@ def test_tree_cost():
 # --- speed ----------------------------------------------------------------------------------------
 def test_n1000_is_fast():
     cost = np.random.default_rng(0).random((1000, 1000))
-    t = time.perf_counter()
+    # CPU seconds of this process, not wall: on a busy machine (the suite's two workers beside other jobs) the
+    # wall time of a 0.1 s solve is whatever share of a core the process gets.
+    t = time.process_time()
     parent = minimum_spanning_arborescence(cost)
-    assert time.perf_counter() - t < 2.0  # target from the Performance issue; measured ~0.1 s
+    assert time.process_time() - t < 2.0  # target from the Performance issue; measured ~0.1 s
     assert_valid(parent, 1000)

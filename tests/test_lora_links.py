@@ -284,3 +284,19 @@ def test_one_blas_thread_limits_and_restores() -> None:
         single = a - (a @ basis.T) @ basis
     assert blas_threads() == before
     assert np.array_equal(single, threaded)
+
+
+def test_one_torch_thread_limits_and_restores() -> None:
+    """torch runs on one intra-op thread inside :func:`one_torch_thread` and on as many as before after it. The
+    test processes run torch on one thread (tests/conftest.py), where the context has nothing to restore: the
+    test sets two threads first, so the restore is checked whatever the process's setting."""
+    from mother_core.device import one_torch_thread
+
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_torch_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outer)
