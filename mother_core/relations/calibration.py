@@ -26,6 +26,11 @@ SIGNS_READ = "(signs of its entries)"
 #: Words of an exact merge's evidence when its combination, solved for one of its parents instead, is itself a merge
 #: whose weights pass the merge test (:func:`.merge.exchangeable_parent`): kind :data:`EXCHANGE_KIND`.
 EXCHANGEABLE = "reads as a merge of this model as exactly"
+#: Words of a quantized model's evidence when its next candidate source fits within the source identity's tolerance
+#: of the nearest (:func:`.copies._contested`), kind :data:`CONTESTED_SOURCE_KIND`.
+CONTESTED_SOURCE = "either could be the source"
+#: The kind of a quantized model whose source is contested (:data:`CONTESTED_SOURCE`).
+CONTESTED_SOURCE_KIND = "quantized: contested source"
 #: The kind of an exact merge whose base passed one base test of two (:data:`ONE_BASE_TEST`).
 ONE_TEST_KIND = "merge: exact, one base test"
 #: The kind of an exact merge that reads as exactly the other way round (:data:`EXCHANGEABLE`).
@@ -84,6 +89,8 @@ COUNTED: dict[str, tuple[int, int]] = {
     # (45 of 48 parents); D 222's `1.03/0.60/-0.63` was read backwards (three wrong parents at 0.986 before). None on
     # profile C or S. 15 of 16 merges: 0.77.
     EXCHANGE_KIND: (15, 16),
+    # Quantized models whose next candidate source fits within 10% (squared) of the nearest: COUNT_PENDING.
+    CONTESTED_SOURCE_KIND: (18, 18),
 }
 #: Counted kinds whose count is one per merge (right where every parent is), not one per parent: the question the
 #: kind leaves open is which model is the merge, so a merge's parents are right or wrong together, and three
@@ -106,7 +113,8 @@ def counted_note(kind: str) -> str:
     right, n = COUNTED.get(kind, (0, 0))
     rate = counted_rate(kind)
     few = " (too few of them right to read 0.8 or more)" if rate < 0.8 else ""
-    unit = "merges (every parent right)" if kind in PER_MERGE else "merge parents"
+    unit = ("merges (every parent right)" if kind in PER_MERGE
+            else "quantized models" if kind == CONTESTED_SOURCE_KIND else "merge parents")
     return (f"readings of this kind were right for {right} of {n} {unit} on the fitting sets: "
             f"confidence {rate:.2f}{few}")
 
@@ -151,6 +159,9 @@ def kind_of(relation: str, detail: str, evidence: str = "") -> str:
         # map (relations/depth.py): every such edge of the fitting profile S sets was wrong (a stack's parent hung
         # under the stack's fine-tune, 0 of 7), a reading the calibrated layer map's rate does not speak for.
         return "distill: shapes only"
+    if relation == "quantized" and CONTESTED_SOURCE in evidence:
+        # Two float models fit the quantized one about as well: its rounding noise does not say which is the source.
+        return CONTESTED_SOURCE_KIND
     if relation == "adapter":
         if "do not confirm" in evidence:
             return "adapter: unconfirmed"

@@ -48,7 +48,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mother_core.relations.calibration import confidence, kind_of
+from mother_core.relations.calibration import CONTESTED_SOURCE, CONTESTED_SOURCE_KIND, confidence, counted_note, kind_of
 from mother_core.relations.evidence import (
     CONVERT_TOL, PairLayers, TypedLink, dtype_name, file_times, quantization_scheme, split_format, storage_roundoff,
 )
@@ -244,14 +244,17 @@ def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u:
                      evidence=f"same weights on every shared layer ({noise}); {why}")
 
 
-def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int]) -> tuple[list[TypedLink],
-                                                                                           list[tuple[int, str]]]:
+def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int],
+                   copies: dict[int, int] | None = None) -> tuple[list[TypedLink], list[tuple[int, str]]]:
     """The source of every model whose format names a quantization scheme.
 
     Parameters
     ----------
     not_parents : set of int
-        Models that cannot be a source (conversion copies: their original stands for them; adapters).
+        Models that cannot be a source (adapters).
+    copies : dict of int to int, optional
+        Each conversion copy's original (:func:`find_conversions`). A copy is a source only where it fits
+        clearly better than its original (:func:`_copies_as_sources`); elsewhere its original stands for it.
 
     Returns
     -------
@@ -260,6 +263,8 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
     """
     n = stats.n_models
     quantized = [i for i in range(n) if quantization_scheme(stats.models[i].format) is not None]
+    copies = dict(copies or {})
+    excluded = set(not_parents) - set(copies)
     links, notes = [], []
     u = storage_roundoff(stats)
     tested: dict[tuple[int, int], bool] = {}
@@ -273,7 +278,7 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
         scheme = quantization_scheme(stats.models[q].format) or ""
         scored = []
         for c in range(n):
-            if c == q or c in quantized or c in not_parents or pl.shared[q, c] < QUANT_COVERAGE * pl.own[q]:
+            if c == q or c in quantized or c in excluded or pl.shared[q, c] < QUANT_COVERAGE * pl.own[q]:
                 continue
             ok = np.isfinite(pl.sq[:, q, c])
             num = float(pl.sq[ok, q, c].sum())
@@ -284,6 +289,7 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
         # other candidate (a pruned sibling shares less, and on fewer layers may sit closer).
         most = max((float(pl.shared[q, c]) for _, c, _ in scored), default=0.0)
         scored = sorted(x for x in scored if pl.shared[q, x[1]] >= SAME_SHAPES * most)
+        scored = _copies_as_sources(scored, copies)
         # A model made from q's values sits nearer q than q's source: the nearest are tested, and any other
         # model that would show the source missing (_between).
         made = {c for _, c, _ in scored[:MADE_FROM_CANDIDATES] if made_from(q, c)}
@@ -303,10 +309,14 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
                              "does"))
             continue
         conf, margin_txt = _source_confidence(scored, stats, q)
-        conf = confidence(Relation.QUANTIZED.value, conf)
-        links.append(TypedLink(q, (p,), Relation.QUANTIZED, scheme, conf, evidence=(
-            f"{scheme} rounding: relative distance {math.sqrt(s1):.3g} to its source over {n_layers} layers"
-            f"{margin_txt}; the quantized model is the child")))
+        contested = _contested(scored)
+        if contested is not None:
+            margin_txt += (f" ({stats.models[contested].id}, within {SOURCE_INCONSISTENCY:.0%} in squared distance: "
+                           f"{CONTESTED_SOURCE}; {counted_note(CONTESTED_SOURCE_KIND)})")
+        evidence = (f"{scheme} rounding: relative distance {math.sqrt(s1):.3g} to its source over {n_layers} "
+                    f"layers{margin_txt}; the quantized model is the child")
+        conf = confidence(kind_of(Relation.QUANTIZED.value, scheme, evidence), conf)
+        links.append(TypedLink(q, (p,), Relation.QUANTIZED, scheme, conf, evidence=evidence))
     # Each model made from a quantized one's values is that model's merged adapter (module docstring).
     adapted: set[int] = set()
     for (q, c), holds in sorted(tested.items()):
@@ -369,6 +379,35 @@ def _between(q: int, p: int, others: list[int], pl: PairLayers,
         if shortfall > SOURCE_INCONSISTENCY and (worst is None or shortfall > worst[1]) and not made_from(c):
             worst = (c, shortfall)
     return worst
+
+
+def _copies_as_sources(scored: list[tuple[float, int, int]], copies: dict[int, int]) -> list[tuple[float, int, int]]:
+    """``scored`` (sorted, nearest first) without the conversion copies that do not fit clearly better than their
+    original.
+
+    A copy holds its original's values to within float rounding, so it fits a quantized model as well as the
+    original does and the original stands for it (a cast's copy is never the source a hub lists). A "copy" whose
+    squared distance is shorter than its original's by more than :data:`SOURCE_INCONSISTENCY` (the identity's
+    tolerance) is not that: its small update (a merged LoRA within 1.5 x bf16 rounding of its base reads as a
+    convert, typed profile D seed 222) is what the quantized model was made from, since with P the source
+    ||Q - C||^2 = ||e||^2 + ||P - C||^2 for its original C too (module docstring)."""
+    dist = {c: s for s, c, _ in scored}
+    kept = []
+    for x in scored:
+        original = copies.get(x[1])
+        if original is None or (original in dist and x[0] < (1.0 - SOURCE_INCONSISTENCY) * dist[original]):
+            kept.append(x)
+    return kept
+
+
+def _contested(scored: list[tuple[float, int, int]]) -> int | None:
+    """The next candidate when it fits within the identity's tolerance (:data:`SOURCE_INCONSISTENCY`) of the nearest:
+    ||Q - C||^2 <= (1 + tol) ||Q - P||^2, the shortfall the detector reads as consistent with either being the
+    source (module docstring), whatever the cross term's fluctuation says (:func:`_source_confidence` reads that
+    alone, and it is tiny on every model of 10^5 values or more)."""
+    if len(scored) < 2 or scored[1][0] > (1.0 + SOURCE_INCONSISTENCY) * scored[0][0]:
+        return None
+    return scored[1][1]
 
 
 def _source_confidence(scored: list[tuple[float, int, int]], stats: WeightStatistics, q: int) -> tuple[float, str]:

@@ -90,9 +90,9 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
     notes: list[tuple[int, str]] = []
     if "convert" in detectors:
         links += find_conversions(stats, pl, skip=adapters)
-    copies = {link.child for link in links}
+    copies = {link.child: link.parents[0] for link in links}
     if "quantized" in detectors:
-        q_links, q_notes = find_quantized(stats, pl, not_parents=copies | adapters)
+        q_links, q_notes = find_quantized(stats, pl, not_parents=set(copies) | adapters, copies=copies)
         links += q_links
         notes += q_notes
     if "adapter" in detectors:
