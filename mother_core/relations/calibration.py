@@ -89,7 +89,10 @@ COUNTED: dict[str, tuple[int, int]] = {
     # (45 of 48 parents); D 222's `1.03/0.60/-0.63` was read backwards (three wrong parents at 0.986 before). None on
     # profile C or S. 15 of 16 merges: 0.77.
     EXCHANGE_KIND: (15, 16),
-    # Quantized models whose next candidate source fits within 10% (squared) of the nearest: COUNT_PENDING.
+    # Quantized models whose next candidate source fits within 10% of the nearest in squared distance
+    # (:func:`.copies._contested`), counted on the fitting typed sets C 5-57 and D 200-228 (even; branch quantmargin,
+    # benchmarks/RESULTS.md, "A quantized copy's contested source"): 18 (17 on profile D, one on C 21), every
+    # source right (none on S 400-418). 18 of 18: 0.82, where the quantized kind's 0.988 read before.
     CONTESTED_SOURCE_KIND: (18, 18),
 }
 #: Counted kinds whose count is one per merge (right where every parent is), not one per parent: the question the
