@@ -26,6 +26,10 @@ SIGNS_READ = "(signs of its entries)"
 #: Words of an exact merge's evidence when its combination, solved for one of its parents instead, is itself a merge
 #: whose weights pass the merge test (:func:`.merge.exchangeable_parent`): kind :data:`EXCHANGE_KIND`.
 EXCHANGEABLE = "reads as a merge of this model as exactly"
+#: Words of an adapter's evidence when another model of the set explains its update better than its declared base
+#: (:func:`.detect.declared_base_contradicted`): kind ``adapter: base contradicted``, never calibrated (no fitting
+#: typed set has one), its detector's own value.
+DECLARED_CONTRADICTED = "the weights contradict its declared base"
 #: The kind of an exact merge whose base passed one base test of two (:data:`ONE_BASE_TEST`).
 ONE_TEST_KIND = "merge: exact, one base test"
 #: The kind of an exact merge that reads as exactly the other way round (:data:`EXCHANGEABLE`).
@@ -154,6 +158,8 @@ def kind_of(relation: str, detail: str, evidence: str = "") -> str:
     if relation == "adapter":
         if "do not confirm" in evidence:
             return "adapter: unconfirmed"
+        if DECLARED_CONTRADICTED in evidence:
+            return "adapter: base contradicted"
         return "adapter: card base" if "model card" in evidence else "adapter: config base"
     return relation
 
