@@ -74,6 +74,9 @@ CONTRADICTED_CONFIDENCE = 0.3
 #: at most a quarter of ``||A - B||^2``. On the fitting typed sets (C 5-57, D 200-204) every other (M, C) pair
 #: leaves about the whole update (0.97 or more: a copy of C for M); the stress set's merged copy leaves 0.
 CONTRADICT_RESIDUAL = 0.25
+#: Residual share within which other candidate bases tie with the best (copies of one another: a pickle or a cast of
+#: the real base fits the merged copy to its rounding).
+CONTRADICT_TIE = 0.01
 
 
 def detect_relations(stats: WeightStatistics, labels: np.ndarray,
@@ -287,11 +290,12 @@ def _not_low_rank_form(ref: ModelRef) -> str | None:
     return None
 
 
-def declared_base_contradicted(pl: PairLayers, a: int, b: int) -> tuple[int, int, float] | None:
+def declared_base_contradicted(pl: PairLayers, a: int, b: int) -> tuple[tuple[int, ...], int, float] | None:
     """A model ``c`` (and the model ``m`` that shows it) that explains adapter ``a``'s update better than its
     declared base ``b``: ``m - c`` is the update ``a - b`` (``a`` is read as ``b`` plus the update, so its distance
     to ``b`` can never contradict the declaration; a copy of the update merged into another base can), while
-    nothing in the set is ``b`` plus it (no merged copy on the declared base). Returns (c, m, residual share) or None.
+    nothing in the set is ``b`` plus it (no merged copy on the declared base). Returns (the models ``c``, best first:
+    copies of one another fit alike; ``m``; the residual share) or None.
 
     The residual ``||m - c - (a - b)||^2`` needs no tensors: it is, per layer, ``sq(m,a) + sq(c,b) + sq(m,c) +
     sq(a,b) - sq(m,b) - sq(a,c)`` (the polarisation identity on four points), summed over the layers ``a`` and
@@ -326,7 +330,11 @@ def declared_base_contradicted(pl: PairLayers, a: int, b: int) -> tuple[int, int
     if not contra.any():
         return None
     m, c = np.unravel_index(np.argmin(np.where(contra, r, np.inf)), r.shape)
-    return int(c), int(m), float(max(r[m, c], 0.0))
+    best = float(max(r[m, c], 0.0))
+    # Copies of C (a pickle, a cast) fit M as well: every C within CONTRADICT_TIE of the best is named, best first,
+    # none picked by input order.
+    tied = np.flatnonzero(contra[m] & (r[m] <= best + CONTRADICT_TIE))
+    return tuple(int(x) for x in tied[np.argsort(r[m, tied], kind="stable")]), int(m), best
 
 
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
@@ -370,12 +378,14 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
                        "every model of the same shapes alike)" if by_card else ""))
         other = declared_base_contradicted(pl, a, base) if agree else None
         if other is not None:
-            c, m, res = other
+            cs, m, res = other
+            named_c = " or ".join(repr(stats.models[c].id) for c in cs)
             # The adapter's position is its declared base plus its update: only a copy of the update found on
             # another model can say the declaration is wrong, and then the edge must not keep metadata's 0.98.
-            evidence += (f"; {DECLARED_CONTRADICTED}: {stats.models[m].id!r} is {stats.models[c].id!r} plus this "
-                         f"adapter's update (residual {res:.1%} of it), while no model is {base_id!r} plus it: "
-                         f"{stats.models[c].id!r} fits better as the base it was trained on")
+            evidence += (f"; {DECLARED_CONTRADICTED}: {stats.models[m].id!r} is {named_c} plus this adapter's "
+                         f"update (residual {res:.1%} of it), while no model is {base_id!r} plus it: {named_c} "
+                         f"{'fits' if len(cs) == 1 else '(copies of one another) fit'} better as the base it was "
+                         "trained on")
             conf = CONTRADICTED_CONFIDENCE
         conf = confidence(kind_of(Relation.ADAPTER.value, "", evidence), conf)
         links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {base_id}", conf, evidence=evidence))
