@@ -31,6 +31,10 @@ EXCHANGEABLE = "reads as a merge of this model as exactly"
 CONTESTED_SOURCE = "either could be the source"
 #: The kind of a quantized model whose source is contested (:data:`CONTESTED_SOURCE`).
 CONTESTED_SOURCE_KIND = "quantized: contested source"
+#: Words of an adapter's evidence when another model of the set explains its update better than its declared base
+#: (:func:`.detect.declared_base_contradicted`): kind ``adapter: base contradicted``, never calibrated (no fitting
+#: typed set has one), its detector's own value.
+DECLARED_CONTRADICTED = "the weights contradict its declared base"
 #: The kind of an exact merge whose base passed one base test of two (:data:`ONE_BASE_TEST`).
 ONE_TEST_KIND = "merge: exact, one base test"
 #: The kind of an exact merge that reads as exactly the other way round (:data:`EXCHANGEABLE`).
@@ -168,6 +172,8 @@ def kind_of(relation: str, detail: str, evidence: str = "") -> str:
     if relation == "adapter":
         if "do not confirm" in evidence:
             return "adapter: unconfirmed"
+        if DECLARED_CONTRADICTED in evidence:
+            return "adapter: base contradicted"
         return "adapter: card base" if "model card" in evidence else "adapter: config base"
     return relation
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from mother_core.io.base import ModelRef
 from mother_core.io.registry import needs_base
-from mother_core.relations.calibration import confidence, kind_of
+from mother_core.relations.calibration import DECLARED_CONTRADICTED, confidence, kind_of
 from mother_core.relations.copies import find_conversions, find_quantized
 from mother_core.relations.depth import find_depth_pruned
 from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink, pair_layers, storage_roundoff
@@ -65,6 +65,18 @@ LORA_MARGIN = 1 / 3
 #: Confidence of an adapter's base by (weights confirm a low-rank update, base named only by the model
 #: card): benchmarks/calibrate_typed.py.
 ADAPTER_CONFIDENCE = {(True, False): 0.95, (False, False): 0.6, (True, True): 0.8, (False, True): 0.5}
+#: Confidence of an adapter's declared base when another model of the set explains the adapter's update better
+#: (:func:`declared_base_contradicted`): the set holds the update applied to that other model, none applied to the
+#: declared one. A constant of reasoning, below 0.5: the one case seen (the third stress set's VeRA, all three
+#: seeds) was wrong, and no fitting typed set has one.
+CONTRADICTED_CONFIDENCE = 0.3
+#: Largest residual of a contradicting fit, as a share of the update's squared size: ``||M - C - (A - B)||^2``
+#: at most a quarter of ``||A - B||^2``. On the fitting typed sets (C 5-57, D 200-204) every other (M, C) pair
+#: leaves about the whole update (0.97 or more: a copy of C for M); the stress set's merged copy leaves 0.
+CONTRADICT_RESIDUAL = 0.25
+#: Residual share within which other candidate bases tie with the best (copies of one another: a pickle or a cast of
+#: the real base fits the merged copy to its rounding).
+CONTRADICT_TIE = 0.01
 
 
 def detect_relations(stats: WeightStatistics, labels: np.ndarray,
@@ -278,6 +290,53 @@ def _not_low_rank_form(ref: ModelRef) -> str | None:
     return None
 
 
+def declared_base_contradicted(pl: PairLayers, a: int, b: int) -> tuple[tuple[int, ...], int, float] | None:
+    """A model ``c`` (and the model ``m`` that shows it) that explains adapter ``a``'s update better than its
+    declared base ``b``: ``m - c`` is the update ``a - b`` (``a`` is read as ``b`` plus the update, so its distance
+    to ``b`` can never contradict the declaration; a copy of the update merged into another base can), while
+    nothing in the set is ``b`` plus it (no merged copy on the declared base). Returns (the models ``c``, best first:
+    copies of one another fit alike; ``m``; the residual share) or None.
+
+    The residual ``||m - c - (a - b)||^2`` needs no tensors: it is, per layer, ``sq(m,a) + sq(c,b) + sq(m,c) +
+    sq(a,b) - sq(m,b) - sq(a,c)`` (the polarisation identity on four points), summed over the layers ``a`` and
+    ``b`` share and divided by ``||a - b||^2``. Only ``c`` farther from ``b`` than the update itself contradicts
+    (a quantized or cast copy of ``b`` is ``b``); a pair with ``c`` near ``b`` that fits as well confirms it.
+    """
+    sq = pl.sq
+    layers = np.flatnonzero(np.isfinite(sq[:, a, b]))
+    upd = float(sq[layers, a, b].sum()) if layers.size else 0.0
+    if upd <= 0:
+        return None
+    n = sq.shape[1]
+    # r[m, c] = sum over layers of the identity's terms (a layer at a time: N^2 memory); NaN (a layer not shared)
+    # leaves the pair out.
+    r = np.zeros((n, n))
+    for layer in layers:
+        s = sq[layer]
+        r += s[:, a, None] + s[None, :, b] + s + s[a, b] - s[:, b, None] - s[None, a, :]
+    r /= upd
+    far = sq[layers, :, b].sum(axis=0) / upd  # ||c - b||^2 over the update's
+    far[b] = 0.0
+    ok = np.isfinite(r)
+    ok[[a, b], :] = False  # m is neither the adapter nor its declared base
+    ok[:, a] = False
+    ok[np.arange(n), np.arange(n)] = False
+    if not ok.any():
+        return None
+    near = ok & (far[None, :] < 1.0)
+    if near.any() and float(r[near].min()) <= CONTRADICT_RESIDUAL:
+        return None  # the declared base (or a copy of it) has its merged copy in the set
+    contra = ok & (far[None, :] >= 1.0) & (r <= CONTRADICT_RESIDUAL)
+    if not contra.any():
+        return None
+    m, c = np.unravel_index(np.argmin(np.where(contra, r, np.inf)), r.shape)
+    best = float(max(r[m, c], 0.0))
+    # Copies of C (a pickle, a cast) fit M as well: every C within CONTRADICT_TIE of the best is named, best first,
+    # none picked by input order.
+    tied = np.flatnonzero(contra[m] & (r[m] <= best + CONTRADICT_TIE))
+    return tuple(int(x) for x in tied[np.argsort(r[m, tied], kind="stable")]), int(m), best
+
+
 def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tuple[list[TypedLink],
                                                                                   list[tuple[int, str]]]:
     """An adapter read merged into its declared base: the base is its parent when the weights agree."""
@@ -317,6 +376,17 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
                     + ("" if agree else " (the weights do not confirm a low-rank update)")
                     + ("; which model of its family it was trained on rests on metadata only (the weights fit "
                        "every model of the same shapes alike)" if by_card else ""))
+        other = declared_base_contradicted(pl, a, base) if agree else None
+        if other is not None:
+            cs, m, res = other
+            named_c = " or ".join(repr(stats.models[c].id) for c in cs)
+            # The adapter's position is its declared base plus its update: only a copy of the update found on
+            # another model can say the declaration is wrong, and then the edge must not keep metadata's 0.98.
+            evidence += (f"; {DECLARED_CONTRADICTED}: {stats.models[m].id!r} is {named_c} plus this adapter's "
+                         f"update (residual {res:.1%} of it), while no model is {base_id!r} plus it: {named_c} "
+                         f"{'fits' if len(cs) == 1 else '(copies of one another) fit'} better as the base it was "
+                         "trained on")
+            conf = CONTRADICTED_CONFIDENCE
         conf = confidence(kind_of(Relation.ADAPTER.value, "", evidence), conf)
         links.append(TypedLink(a, (base,), Relation.ADAPTER, f"declared base {base_id}", conf, evidence=evidence))
     return links, notes
