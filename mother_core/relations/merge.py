@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -146,6 +147,19 @@ SAME_READING = 1e-4
 #: the largest residual ratio its kind may leave, whether the coefficients are fitted layer by layer, whether its
 #: small-weight base passed one base test of two: :data:`ONE_BASE_TEST`).
 Fit = tuple[float, tuple[int, ...], np.ndarray, float, bool, bool]
+
+
+class SubsetFit(NamedTuple):
+    """One subset's fit inside :func:`_best_subset`, before it is judged against the other sizes."""
+
+    ratio: float  #: residual ratio (on the nearest parent's squared distance)
+    parents: tuple[int, ...]
+    weights: np.ndarray  #: affine coefficients, one per parent
+    score: float  #: the ratio plus, for a sparse merge, its base's additivity (lower is better)
+    confirmed: bool  #: a base named by the entries the child keeps (:data:`EQUAL_SHARE`)
+    by_layer: bool  #: coefficients fitted layer by layer (:func:`layerwise_residual`)
+    own: float  #: residual on the merge's own update (:func:`_own_update_ratio`), ``inf`` where none
+    one_test: bool  #: its small-weight base passed one base test of two (:data:`ONE_BASE_TEST`)
 
 
 def affine_fit(dc: np.ndarray, dp: np.ndarray) -> tuple[np.ndarray, float]:
@@ -904,11 +918,11 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
 
     sizes = range(2, min(MAX_PARENTS, len(cand)) + 1)
     by_layer_res = _layerwise_all(sq_local, cand, sizes) if layerwise else {}
-    per_size: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float, bool]] = {}
-    beyond: dict[int, tuple[float, tuple[int, ...], np.ndarray, float, bool, bool, float, bool]] = {}
+    per_size: dict[int, SubsetFit] = {}
+    beyond: dict[int, SubsetFit] = {}
     # (with ``named``) every fit that competes, by size, with its residual: :func:`_distinct_input`
-    rivals: dict[int, list[tuple[float, tuple]]] = {}
-    rivals_beyond: dict[int, list[tuple[float, tuple]]] = {}
+    rivals: dict[int, list[tuple[float, SubsetFit]]] = {}
+    rivals_beyond: dict[int, list[tuple[float, SubsetFit]]] = {}
     for size in sizes:
         for subset in itertools.combinations(cand, size):
             if named is not None and named.isdisjoint(subset):
@@ -989,10 +1003,9 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
             # leaves inputs out; where none is, the merge has moved past its heaviest input (DELLA), and the
             # own update is the only scale left (:func:`_own_update_ratio`).
             into = beyond if named is not None and ratio > RESIDUAL_MAX_EQUAL else per_size
-            # (the last field: its small-weight base passed one base test of two, :data:`ONE_BASE_TEST`)
             one_test = ratio <= EXACT and len(small) == 1 and int(small[0]) not in strict
-            entry = (ratio, subset, a, score, bool(kept & set(bases)), by_layer, own, one_test)
-            if size not in into or score < into[size][3]:
+            entry = SubsetFit(ratio, subset, a, score, bool(kept & set(bases)), by_layer, own, one_test)
+            if size not in into or score < into[size].score:
                 into[size] = entry
             if named is not None:
                 (rivals_beyond if into is beyond else rivals).setdefault(size, []).append((res, entry))
@@ -1000,7 +1013,7 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
         per_size, rivals = beyond, rivals_beyond
     if not per_size:
         return None
-    best_ratio = min(v[0] for v in per_size.values())
+    best_ratio = min(v.ratio for v in per_size.values())
     for size in sorted(per_size):
         ratio, subset, a, _, confirmed, by_layer, own, one_test = per_size[size]
         if named is not None:
@@ -1015,11 +1028,12 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
                 # own direction (the guard :func:`_fits` applies). The larger fit always leaves less there, and
                 # on weight-decayed fine-tunes that share untouched entries (SGD; generalise ``fitw``) it let
                 # fine-tunes the smaller fits leave as such through as merges.
-                if wider is not chosen and not off_ray_ratio(pl, c, chosen[1], by_layer=chosen[5]) <= _equal_cap(
-                        chosen[0], chosen[6]):
-                    wider = chosen
-                ratio, subset, a, _, confirmed, by_layer, own, one_test = wider
-                return ratio, subset, a, _equal_cap(ratio, own), by_layer, one_test
+                if wider is not chosen:
+                    off_ray = off_ray_ratio(pl, c, chosen.parents, by_layer=chosen.by_layer)
+                    if not off_ray <= _equal_cap(chosen.ratio, chosen.own):
+                        wider = chosen
+                return wider.ratio, wider.parents, wider.weights, _equal_cap(wider.ratio, wider.own), wider.by_layer, \
+                    wider.one_test
             continue
         if ratio <= best_ratio / PARSIMONY or (ratio <= EXACT_NOISE and _noise_only(pl, c, per_size[size], per_size)):
             cap = EXACT if ratio <= EXACT else RESIDUAL_MAX_EQUAL if confirmed else RESIDUAL_MAX
@@ -1027,7 +1041,7 @@ def _best_subset(pl: PairLayers, c: int, cand: list[int], layerwise: bool = Fals
     return None
 
 
-def _distinct_input(chosen: tuple, rivals: dict[int, list[tuple[float, tuple]]]) -> tuple:
+def _distinct_input(chosen: SubsetFit, rivals: dict[int, list[tuple[float, SubsetFit]]]) -> SubsetFit:
     """The fit of a sparse merge whose base its entries name: ``chosen`` (an entry of :func:`_best_subset`'s
     ``per_size``, chosen by explained share), or a fit with more parents where its added parent gains what no
     other relative could (``rivals``: every fit that competes, by size, with its residual).
@@ -1047,12 +1061,12 @@ def _distinct_input(chosen: tuple, rivals: dict[int, list[tuple[float, tuple]]])
     solving another parent out.
     """
     residual = {id(entry): r for fits in rivals.values() for r, entry in fits}
-    while len(chosen[1]) + 1 in rivals:
-        fits = rivals[len(chosen[1]) + 1]
+    while len(chosen.parents) + 1 in rivals:
+        fits = rivals[len(chosen.parents) + 1]
         r_big, big = min(fits, key=lambda x: x[0])
-        added = set(big[1]) - set(chosen[1])
+        added = set(big.parents) - set(chosen.parents)
         r_small = residual[id(chosen)]
-        rival = min((r for r, entry in fits if added.isdisjoint(entry[1])), default=r_small)
+        rival = min((r for r, entry in fits if added.isdisjoint(entry.parents)), default=r_small)
         gain = r_small - r_big
         if not (gain > 0 and gain * PARSIMONY >= r_small - rival):
             break
@@ -1096,7 +1110,7 @@ def _equal_cap(ratio: float, own: float) -> float:
     return RESIDUAL_MAX_EQUAL * ratio / own
 
 
-def _noise_only(pl: PairLayers, c: int, fit: tuple, per_size: dict) -> bool:
+def _noise_only(pl: PairLayers, c: int, fit: SubsetFit, per_size: dict[int, SubsetFit]) -> bool:
     """Whether the best fit, where it has more parents than ``fit`` (an entry of :func:`_best_subset`'s
     ``per_size``, under :data:`EXACT_NOISE`), gains only along the child's own direction.
 
@@ -1108,12 +1122,11 @@ def _noise_only(pl: PairLayers, c: int, fit: tuple, per_size: dict) -> bool:
     6e-4 and 6e-4): there the fit with more parents must win. Compared off the ray
     (:func:`off_ray_ratio`) the smaller fit must be within :data:`PARSIMONY` of the best.
     """
-    _, subset, _, _, _, by_layer, _, _ = fit
-    best = min(per_size.values(), key=lambda v: v[0])
-    if len(best[1]) <= len(subset):
+    best = min(per_size.values(), key=lambda v: v.ratio)
+    if len(best.parents) <= len(fit.parents):
         return True
-    off_best = off_ray_ratio(pl, c, best[1], by_layer=best[5])
-    return off_ray_ratio(pl, c, subset, by_layer=by_layer) * PARSIMONY <= off_best
+    off_best = off_ray_ratio(pl, c, best.parents, by_layer=best.by_layer)
+    return off_ray_ratio(pl, c, fit.parents, by_layer=fit.by_layer) * PARSIMONY <= off_best
 
 
 def _affine_residuals(dc: np.ndarray, dp: np.ndarray) -> np.ndarray:
