@@ -799,11 +799,12 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
     # The ranked alternatives, one click each (the form below needed the parent picked among every model).
     alts = [a.parent for a in e.alternatives if a.parent and a.parent != e.parent][:3]
     if alts:
+        ranks = alternative_ranks(ctx.rec, e)
         u = st.container(horizontal=True, vertical_alignment="center")
         u.markdown("Use another parent:")
         for i, p in enumerate(alts):
-            u.button(f"{md(p)} (rank {_alt_rank(ctx.rec, e, p)})", key=f"use_parent_{i}", on_click=apply,
-                     args=(_with_parent(cons, p, e.child), (p, e.child)),
+            u.button(f"{md(p)} (rank {ranks.get(p)})", key=f"use_parent_{i}", on_click=apply,
+                     args=(cons.with_parent(p, e.child), (p, e.child)),
                      help=f"Move {e.child} (with its subtree) under {p} and re-solve the rest.")
     with st.form("force"):
         ids = ctx.rec.model_ids
@@ -814,13 +815,6 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
         if st.form_submit_button("Force this edge", on_click=_force, args=(apply, cons, pkey, ckey)) \
                 and parent == child:
             st.warning("A model cannot be its own parent.")
-
-
-def _with_parent(cons: Constraints, parent: str, child: str) -> Constraints:
-    """``cons`` with ``parent -> child`` forced (replacing an earlier forced parent of ``child``; a child
-    fixed as a root no longer is), as :func:`mother_core.recovery.recover.use_parent` does."""
-    return Constraints(tuple(x for x in cons.forced if x[1] != child) + ((parent, child),), cons.forbidden,
-                       tuple(r for r in cons.roots if r != child))
 
 
 def alternative_rows(rec: Recovery, e: Edge) -> list[dict[str, Any]]:
@@ -836,8 +830,9 @@ def alternative_rows(rec: Recovery, e: Edge) -> list[dict[str, Any]]:
     return rows
 
 
-def _alt_rank(rec: Recovery, e: Edge, parent: str) -> int | None:
-    return next((i + 1 for i, r in enumerate(alternative_rows(rec, e)) if r["parent"] == parent), None)
+def alternative_ranks(rec: Recovery, e: Edge) -> dict[str, int]:
+    """Each candidate parent's rank (1: cheapest) in :func:`alternative_rows`."""
+    return {r["parent"]: i + 1 for i, r in enumerate(alternative_rows(rec, e))}
 
 
 def truth_parent_note(ctx: Loaded, e: Edge, status: str) -> str:
@@ -848,7 +843,8 @@ def truth_parent_note(ctx: Loaded, e: Edge, status: str) -> str:
     parents = [p for p, c in ctx.truth if c == e.child]
     if not parents:
         return f" The truth has {md(e.child)} as a root."
-    ranks = {p: _alt_rank(ctx.rec, e, p) for p in parents}
+    ranked = alternative_ranks(ctx.rec, e)
+    ranks = {p: ranked.get(p) for p in parents}
     return " The truth's parent of " + md(e.child) + ": " + ", ".join(
         md(p) + (f" (rank {ranks[p]} of the ranked parents)" if ranks[p] else " (not among the ranked parents)")
         for p in parents) + "."
@@ -869,7 +865,7 @@ def _force(apply: partial, cons: Constraints, pkey: str, ckey: str) -> None:
     parent, child = st.session_state.get(pkey), st.session_state.get(ckey)
     if parent is None or child is None or parent == child:
         return  # the page says why
-    apply(_with_parent(cons, parent, child), (parent, child))
+    apply(cons.with_parent(parent, child), (parent, child))
 
 
 def what_changed(ctx: Loaded) -> None:

@@ -182,6 +182,15 @@ class Constraints:
             roots=self.roots,
         )
 
+    def with_parent(self, parent: str, child: str) -> "Constraints":
+        """Constraints with ``parent -> child`` forced, replacing an earlier forced parent of ``child``; a child
+        fixed as a root no longer is (the Edge page's "use this parent" and its force form)."""
+        return Constraints(
+            forced=tuple(e for e in self.forced if e[1] != child) + ((parent, child),),
+            forbidden=self.forbidden,
+            roots=tuple(r for r in self.roots if r != child),
+        )
+
 
 @dataclass
 class Recovery:

@@ -264,7 +264,6 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
     n = stats.n_models
     quantized = [i for i in range(n) if quantization_scheme(stats.models[i].format) is not None]
     copies = dict(copies or {})
-    excluded = set(not_parents) - set(copies)
     links, notes = [], []
     u = storage_roundoff(stats)
     tested: dict[tuple[int, int], bool] = {}
@@ -278,7 +277,7 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
         scheme = quantization_scheme(stats.models[q].format) or ""
         scored = []
         for c in range(n):
-            if c == q or c in quantized or c in excluded or pl.shared[q, c] < QUANT_COVERAGE * pl.own[q]:
+            if c == q or c in quantized or c in not_parents or pl.shared[q, c] < QUANT_COVERAGE * pl.own[q]:
                 continue
             ok = np.isfinite(pl.sq[:, q, c])
             num = float(pl.sq[ok, q, c].sum())

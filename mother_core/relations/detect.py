@@ -104,7 +104,7 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         links += find_conversions(stats, pl, skip=adapters)
     copies = {link.child: link.parents[0] for link in links}
     if "quantized" in detectors:
-        q_links, q_notes = find_quantized(stats, pl, not_parents=set(copies) | adapters, copies=copies)
+        q_links, q_notes = find_quantized(stats, pl, not_parents=adapters, copies=copies)
         links += q_links
         notes += q_notes
     if "adapter" in detectors:
