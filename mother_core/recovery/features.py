@@ -305,30 +305,14 @@ def effective_rank_trend(stats: WeightStatistics, mask: np.ndarray, max_layers: 
     (method.md, "What the signals look like"). It is read from the fixed random submatrices the pass
     already keeps (:mod:`mother_core.stats.skeleton`), so it costs no extra read. +1 when every layer's
     effective rank rises from i to j; 0 where no layer has a skeleton.
-    """
-    from mother_core.stats.skeleton import singular_values
 
-    slots = skeleton_slots(stats, mask, max_layers)
-    n = stats.n_models
-    total = np.zeros((n, n))
-    magnitude = np.zeros((n, n))
-    for s in slots:
-        sk = stats.skeletons[s].astype(np.float64)  # (N, k1, k2)
-        ok = ~np.isnan(sk).any(axis=(1, 2))
-        if ok.sum() < 2:
-            continue
-        sv = singular_values(sk[ok])  # (n_ok, k); one thread: small SVDs (stats/skeleton.py)
-        p = sv / np.maximum(sv.sum(axis=1, keepdims=True), 1e-300)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-        er = np.full(n, np.nan)
-        er[ok] = np.exp(entropy)
-        delta = er[None, :] - er[:, None]  # er_j - er_i
-        delta = np.where(np.isfinite(delta), delta, 0.0)
-        total += delta
-        magnitude += np.abs(delta)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(magnitude > 0, total / magnitude, 0.0)
+    See Also
+    --------
+    spectral_trends : this cue and the subspace one from one SVD per model and layer.
+    """
+    trend = spectral_trends(stats, mask, np.zeros((0, 2), dtype=np.int64), max_layers, effective_rank=True)
+    assert trend.effective_rank is not None
+    return trend.effective_rank
 
 
 #: The top singular directions a model's own matrix spans, as a share of the skeleton's smaller side
@@ -385,48 +369,134 @@ def subspace_trend(stats: WeightStatistics, mask: np.ndarray, pairs: np.ndarray 
     pairs : ndarray (P, 2) of int, optional
         The pairs to measure (:func:`subspace_pairs`); every pair when None. 0 elsewhere, and where no
         layer has a skeleton for the pair.
+
+    See Also
+    --------
+    spectral_trends : this cue and the effective-rank one from one SVD per model and layer.
     """
+    return spectral_trends(stats, mask, pairs, max_layers).subspace
+
+
+@dataclass(frozen=True)
+class SpectralTrends:
+    """The two direction cues read from the singular value decomposition of the skeletons.
+
+    Attributes
+    ----------
+    effective_rank : ndarray (N, N) or None
+        :func:`effective_rank_trend`; None where it was not asked for.
+    subspace : ndarray (N, N)
+        :func:`subspace_trend` on the pairs asked for; 0 elsewhere.
+    """
+
+    effective_rank: np.ndarray | None
+    subspace: np.ndarray
+
+
+def spectral_trends(stats: WeightStatistics, mask: np.ndarray, pairs: np.ndarray | None = None,
+                    max_layers: int = ERANK_MAX_LAYERS, *, effective_rank: bool = False) -> SpectralTrends:
+    """:func:`subspace_trend` on ``pairs`` and, if asked, :func:`effective_rank_trend`, from one SVD each.
+
+    Both cues read the same skeletons (:func:`skeleton_slots`): the effective rank needs each model's
+    singular values, the subspace cue its top singular directions. One decomposition per model and layer
+    gives both; the recovery used to decompose every skeleton twice.
+
+    Parameters
+    ----------
+    pairs : ndarray (P, 2) of int, optional
+        The pairs the subspace cue measures (:func:`subspace_pairs`); every pair when None.
+    effective_rank : bool
+        Also compute the effective-rank cue (over every pair of models).
+    """
+    n = stats.n_models
+    if pairs is None:
+        pairs = np.stack(np.triu_indices(n, 1), axis=1)
+    in_pairs = np.isin(np.arange(n), pairs)
+    rank_total, rank_magnitude = np.zeros((n, n)), np.zeros((n, n))
+    space_total, space_magnitude = np.zeros(len(pairs)), np.zeros(len(pairs))
+    for s in skeleton_slots(stats, mask, max_layers) if effective_rank or len(pairs) else []:
+        sk = stats.skeletons[s].astype(np.float64)  # (N, k1, k2)
+        ok = np.asarray(~np.isnan(sk).any(axis=(1, 2)), dtype=bool)
+        # The effective rank compares every model with the layer; the subspace cue only the pairs' models.
+        rank_ok = effective_rank and ok.sum() >= 2
+        space_ok = np.count_nonzero(ok & in_pairs) >= 2
+        decomposed = ok if rank_ok else ok & in_pairs
+        if not (rank_ok or space_ok):
+            continue
+        spectrum = _skeleton_svd(sk, decomposed)
+        if rank_ok:
+            delta = _effective_rank_change(spectrum.singular, decomposed)
+            rank_total += delta
+            rank_magnitude += np.abs(delta)
+        if space_ok:
+            delta_p = _subspace_share_change(sk, ok, spectrum, pairs)
+            space_total += delta_p
+            space_magnitude += np.abs(delta_p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rank = np.where(rank_magnitude > 0, rank_total / rank_magnitude, 0.0) if effective_rank else None
+        value = np.where(space_magnitude > 0, space_total / space_magnitude, 0.0)
+    subspace = np.zeros((n, n))
+    if len(pairs):
+        subspace[pairs[:, 0], pairs[:, 1]] = value
+        subspace[pairs[:, 1], pairs[:, 0]] = -value
+    return SpectralTrends(rank, subspace)
+
+
+@dataclass(frozen=True)
+class _SkeletonSVD:
+    """One layer's skeletons decomposed: rows not decomposed hold NaN singular values and zero vectors."""
+
+    singular: np.ndarray  # (N, min(k1, k2)), descending
+    left: np.ndarray  # (N, k1, k): the top-k left singular vectors, k from SUBSPACE_SHARE
+    right_t: np.ndarray  # (N, k, k2): the matching right singular vectors, transposed
+
+
+def _skeleton_svd(sk: np.ndarray, rows: np.ndarray) -> _SkeletonSVD:
+    """The SVD of ``sk[rows]`` (one batch on one thread: small SVDs, stats/skeleton.py, singular_values)."""
     import torch
 
     from mother_core.device import one_torch_thread
 
-    n = stats.n_models
-    if pairs is None:
-        iu = np.triu_indices(n, 1)
-        pairs = np.stack(iu, axis=1)
-    total = np.zeros(len(pairs))
-    magnitude = np.zeros(len(pairs))
-    for s in skeleton_slots(stats, mask, max_layers) if len(pairs) else []:
-        sk = stats.skeletons[s].astype(np.float64)  # (N, k1, k2)
-        ok = np.asarray(~np.isnan(sk).any(axis=(1, 2)), dtype=bool)
-        used = np.flatnonzero(ok & np.isin(np.arange(n), pairs))
-        if len(used) < 2:
-            continue
-        k = max(1, int(round(SUBSPACE_SHARE * min(sk.shape[1:]))))
-        a_all = np.zeros((n, sk.shape[1], k))
-        bt_all = np.zeros((n, k, sk.shape[2]))
-        with one_torch_thread():  # small SVDs: one thread (stats/skeleton.py, singular_values)
-            a, _, bt = torch.linalg.svd(torch.as_tensor(sk[used]), full_matrices=False)
-        a_all[used], bt_all[used] = a[:, :, :k].numpy(), bt[:, :k, :].numpy()
-        for lo in range(0, len(pairs), SUBSPACE_BLOCK):
-            i, j = pairs[lo:lo + SUBSPACE_BLOCK, 0], pairs[lo:lo + SUBSPACE_BLOCK, 1]
-            both = ok[i] & ok[j]
-            u = sk[j] - sk[i]  # (P, k1, k2)
-            u2 = (u ** 2).sum(axis=(1, 2))
+    n, k1, k2 = sk.shape
+    k = max(1, int(round(SUBSPACE_SHARE * min(k1, k2))))
+    singular = np.full((n, min(k1, k2)), np.nan)
+    left, right_t = np.zeros((n, k1, k)), np.zeros((n, k, k2))
+    with one_torch_thread():
+        u, sv, vt = torch.linalg.svd(torch.as_tensor(sk[rows]), full_matrices=False)
+    singular[rows], left[rows], right_t[rows] = sv.numpy(), u[:, :, :k].numpy(), vt[:, :k, :].numpy()
+    return _SkeletonSVD(singular, left, right_t)
 
-            def energy(m: np.ndarray, u: np.ndarray = u) -> np.ndarray:
-                """||A_m^T U B_m||^2 per pair: U's energy in model m's top-k directions."""
-                t = np.einsum("pkr,pkl->prl", a_all[m], u, optimize=True)
-                return (np.einsum("prl,pql->prq", t, bt_all[m], optimize=True) ** 2).sum(axis=(1, 2))
 
-            with np.errstate(invalid="ignore", divide="ignore"):
-                delta = np.where(both & (u2 > 0), (energy(j) - energy(i)) / np.where(u2 > 0, u2, 1.0), 0.0)
-            total[lo:lo + SUBSPACE_BLOCK] += delta
-            magnitude[lo:lo + SUBSPACE_BLOCK] += np.abs(delta)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        value = np.where(magnitude > 0, total / magnitude, 0.0)
-    out = np.zeros((n, n))
-    if len(pairs):
-        out[pairs[:, 0], pairs[:, 1]] = value
-        out[pairs[:, 1], pairs[:, 0]] = -value
+def _effective_rank_change(singular: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """(N, N): er_j - er_i, the change of effective rank exp(entropy of the normalised singular values)
+    from model i to model j; 0 where either lacks the layer."""
+    n = len(singular)
+    sv = singular[ok]  # (n_ok, k)
+    p = sv / np.maximum(sv.sum(axis=1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    er = np.full(n, np.nan)
+    er[ok] = np.exp(entropy)
+    delta = er[None, :] - er[:, None]  # er_j - er_i
+    return np.where(np.isfinite(delta), delta, 0.0)
+
+
+def _subspace_share_change(sk: np.ndarray, ok: np.ndarray, svd: _SkeletonSVD, pairs: np.ndarray) -> np.ndarray:
+    """(P,): per pair (i, j), the share of ||U||^2, U = W_j - W_i, in j's top singular directions minus
+    the share in i's (:func:`subspace_trend`); 0 where either lacks the layer or U = 0."""
+    out = np.zeros(len(pairs))
+    for lo in range(0, len(pairs), SUBSPACE_BLOCK):
+        i, j = pairs[lo:lo + SUBSPACE_BLOCK, 0], pairs[lo:lo + SUBSPACE_BLOCK, 1]
+        both = ok[i] & ok[j]
+        u = sk[j] - sk[i]  # (P, k1, k2)
+        u2 = (u ** 2).sum(axis=(1, 2))
+
+        def energy(m: np.ndarray, u: np.ndarray = u) -> np.ndarray:
+            """||A_m^T U B_m||^2 per pair: U's energy in model m's top-k directions."""
+            t = np.einsum("pkr,pkl->prl", svd.left[m], u, optimize=True)
+            return (np.einsum("prl,pql->prq", t, svd.right_t[m], optimize=True) ** 2).sum(axis=(1, 2))
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[lo:lo + SUBSPACE_BLOCK] = np.where(both & (u2 > 0),
+                                                   (energy(j) - energy(i)) / np.where(u2 > 0, u2, 1.0), 0.0)
     return out

@@ -45,9 +45,8 @@ from mother_core.recovery.corrections import is_extension, local_edit
 from mother_core.recovery.direction import Reading, architecture_key, choose_readings
 from mother_core.recovery.features import (
     PairEvidence,
-    effective_rank_trend,
+    spectral_trends,
     subspace_pairs,
-    subspace_trend,
     pair_evidence,
     rank_evidence,
     select_layers,
@@ -85,8 +84,8 @@ from mother_core.relations.untrained import trained_to_untrained
 from mother_core.relations.vocabulary import Relation
 from mother_core.stats.result import WeightStatistics
 
-#: The effective-rank cue's vote is computed for display on sets up to this size (N x 24 small SVDs),
-#: and always when the cue is enabled.
+#: The effective-rank cue's vote is computed for display on sets up to this size (N x N votes from the
+#: subspace cue's SVDs), and always when the cue is enabled.
 ERANK_SHOWN_UP_TO = 400
 
 
@@ -253,8 +252,6 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
-    if settings.method != "paper" and ("erank" in settings.direction_cues or stats.n_models <= ERANK_SHOWN_UP_TO):
-        ev = replace(ev, effective_rank_trend=effective_rank_trend(stats, mask))
     labels, threshold = split_into_trees(ev.relative, settings.n_trees)
     # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
     # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
@@ -271,8 +268,12 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         labels = joined
         findings = detect_relations(stats, labels, detectors, reads)
         labels = join_linked_trees(labels, findings.links)
-    if settings.method != "paper":  # within trees only, each model's nearest tree-mates: linear cost
-        ev = replace(ev, subspace_trend=subspace_trend(stats, mask, subspace_pairs(ev.distance, labels)))
+    if settings.method != "paper":
+        # The subspace cue within trees only, each model's nearest tree-mates (linear cost); the
+        # effective-rank cue from the same SVDs, shown on sets up to ERANK_SHOWN_UP_TO models.
+        spectral = spectral_trends(stats, mask, subspace_pairs(ev.distance, labels), effective_rank=(
+            "erank" in settings.direction_cues or stats.n_models <= ERANK_SHOWN_UP_TO))
+        ev = replace(ev, effective_rank_trend=spectral.effective_rank, subspace_trend=spectral.subspace)
     _, _, leaves = solver_constraints(list(findings.links), set())
     # A merged LoRA's link (relations/detect.lora_links) decides its own parent only: it stays a member
     # of the fine-tune skeleton for placing the others (placement distance, near ties, radial share), as
