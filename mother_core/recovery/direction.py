@@ -44,7 +44,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PRIOR = ("specialization", 1.0)
 #: Own evidence counts from this margin (penalty units) between the best and next reading: above
 #: mirror ties. 1.0 (about one edge's worth of agreement) sent every tree of the zoo's own splits to
 #: the prior, UNet continued-pre-training trees included (zoo small: 87% -> 77% directed); the fitting
@@ -67,8 +66,6 @@ PRIOR_CONFIDENCE = 0.877
 #: With the second fitting draw ``calibrate.py`` counts 20 of 24 (0.808); that recount was checked and
 #: not adopted: it lost a barely-trained edge and held-out AUROC (benchmarks/RESULTS.md, issue 12).
 GROWTH_PRIOR = 0.786
-
-BASES = ("own", "pooled", "growth", "prior", "fixed")
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,6 @@ from typing import Any
 
 import numpy as np
 
-#: The kurtosis regimes a tree can be read under (docs/METHOD.md, "Direction").
-TREE_REGIMES = ("specialization", "generalization")
-
 
 @dataclass(frozen=True)
 class TreeReading:

@@ -111,12 +111,6 @@ class TypedFindings:
     notes: tuple[tuple[int, str], ...] = ()
     partial: frozenset[int] = frozenset()
 
-    def link_of(self, child: int) -> TypedLink | None:
-        for link in self.links:
-            if link.child == child:
-                return link
-        return None
-
 
 def split_format(fmt: str) -> tuple[str, str | None]:
     """``"gguf:Q4_0"`` -> ``("gguf", "Q4_0")``; ``"safetensors"`` -> ``("safetensors", None)``."""

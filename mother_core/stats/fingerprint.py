@@ -55,12 +55,6 @@ class Fingerprint:
     notes: tuple[str, ...] = ()
     nbytes: int = 0
 
-    def sketch_of(self, slot: str) -> np.ndarray | None:
-        try:
-            return self.sketches[self.slots.index(slot)]
-        except ValueError:
-            return None
-
 
 def fingerprint_model(ref: ModelRef, base: ModelRef | None = None, *, spec: SketchSpec = SketchSpec(),
                       content_hash: bool = False, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> Fingerprint:

@@ -30,10 +30,6 @@ class TensorMeta:
         return math.prod(self.shape)
 
     @property
-    def is_matrix(self) -> bool:
-        return len(self.shape) == 2
-
-    @property
     def is_square_attention(self) -> bool:
         """The paper's layer choice: square q/k/v/o attention matrices."""
         return (

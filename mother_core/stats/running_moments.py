@@ -79,11 +79,6 @@ class Moments:
             k = self.n * self.m4 / self.m2**2 - 3.0
         return np.where(self.m2 > 0, k, 0.0)
 
-    @property
-    def sum_of_squares(self) -> np.ndarray:
-        """sum(x**2) = M2 + n * mean**2, for the Frobenius norm."""
-        return self.m2 + self.n * self.mean**2
-
 
 def summarise_moments(cnt: np.ndarray, mean: np.ndarray, m2: np.ndarray, m4: np.ndarray,
                       present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
