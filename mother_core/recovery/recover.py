@@ -429,8 +429,9 @@ def _label_forest_edges(recovery: Recovery, stats: WeightStatistics, detectors: 
         p, c = index[e.parent], index[e.child]
         if c in linked:
             continue
-        rel, detail, conf, _ = label_edge(stats, pl, p, c, detectors)
-        labels[f"{e.parent}\t{e.child}"] = [rel.value, detail, None if math.isnan(conf) else conf]
+        label = label_edge(stats, pl, p, c, detectors)
+        labels[f"{e.parent}\t{e.child}"] = [label.relation.value, label.detail,
+                                           None if math.isnan(label.confidence) else label.confidence]
     return replace(recovery, problem=replace(recovery.problem, edge_labels=labels))
 
 

@@ -169,7 +169,7 @@ def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.nda
     # leaves most layers untouched, a pruned one is narrower) has no Adam entries to read.
     pl = layers() if layers is not None else pair_layers(stats)
     own = {c: cand for c, cand in own.items()
-           if label_edge(stats, pl, cand[0], c, NOT_FINETUNE)[0] is Relation.FINETUNE}
+           if label_edge(stats, pl, cand[0], c, NOT_FINETUNE).relation is Relation.FINETUNE}
     pairs = [(q, c) for c, cand in own.items() for q in cand]
     k, per_layer = difference_kurtosis_layers(stats, ev.rms, ev.layer_index, pairs)
     out, at = {}, 0
@@ -438,7 +438,7 @@ def tree_tie_spectra(stats: WeightStatistics, ev: PairEvidence, members: np.ndar
         return {}
     pl = layers() if layers is not None else pair_layers(stats)
     own = {c: cand for c, cand in own.items()
-           if label_edge(stats, pl, cand[0], c, NOT_FINETUNE)[0] is Relation.FINETUNE}
+           if label_edge(stats, pl, cand[0], c, NOT_FINETUNE).relation is Relation.FINETUNE}
     pairs = [(c, q) for c, cand in own.items() for q in cand]
     per_layer = difference_spread_layers(stats, ev.rms, ev.layer_index, pairs)
     out, at = {}, 0

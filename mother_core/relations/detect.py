@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -392,10 +393,19 @@ def _adapters(stats: WeightStatistics, pl: PairLayers, adapters: set[int]) -> tu
     return links, notes
 
 
+class EdgeLabel(NamedTuple):
+    """The relation :func:`label_edge` gives a forest edge, with what the result shows of it."""
+
+    relation: Relation
+    detail: str  # a short reading, e.g. "12 layers changed"; "" for a fine-tune
+    confidence: float  # NaN for a fine-tune (the edge's own confidence stands)
+    evidence: str  # the sentence the Edge page shows; "" for a fine-tune
+
+
 def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
-               detectors: tuple[str, ...] = DETECTORS) -> tuple[Relation, str, float, str]:
+               detectors: tuple[str, ...] = DETECTORS) -> EdgeLabel:
     """The relation of a forest edge p -> c: ``prune``/``distill`` by shapes, ``lora`` by rank, else
-    ``finetune``; returns (relation, detail, confidence, evidence)."""
+    ``finetune``."""
     if "shape" in detectors and pl.own[c] < 0.97 * pl.own[p]:
         kind = _shape_change(stats, p, c)
         if kind is not None:
@@ -408,21 +418,21 @@ def label_edge(stats: WeightStatistics, pl: PairLayers, p: int, c: int,
                 else LowRankProfile())
         untouched, low, changed, rescaled = prof.untouched, prof.low, prof.changed, prof.rescaled
         if changed and untouched >= LORA_UNTOUCHED and low >= 0.5:
-            return (Relation.LORA, f"{changed} layers changed"
+            return EdgeLabel(Relation.LORA, f"{changed} layers changed"
                     + (f", {rescaled} low rank after a DoRA-style row rescaling" if rescaled else ""),
                     confidence(Relation.LORA.value, 0.85),
                     f"differs from its parent on {changed} layers only ({untouched:.0%} of shared layers "
                     f"untouched), {low:.0%} of them at low rank"
                     + (f" ({rescaled} of them after a DoRA-style row rescaling: each output row scaled to "
                        "its own magnitude, as a merged DoRA does)" if rescaled else ""))
-    return Relation.FINETUNE, "", math.nan, ""
+    return EdgeLabel(Relation.FINETUNE, "", math.nan, "")
 
 
 #: A tensor of a numbered block (``layers.3.``, ``h.3.``, ``encoder.layer.3.``).
 _BLOCK = re.compile(r"(^|\.)\d+\.")
 
 
-def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, str, float, str] | None:
+def _shape_change(stats: WeightStatistics, p: int, c: int) -> EdgeLabel | None:
     """``prune`` when the child holds narrower versions of the parent's tensors, ``distill`` when it
     holds fewer of them (fewer layers)."""
     names_p = {t.name: t.shape for t, ok in zip(stats.tensors, stats.present[p]) if ok}
@@ -430,13 +440,13 @@ def _shape_change(stats: WeightStatistics, p: int, c: int) -> tuple[Relation, st
     narrower = [n for n in names_c if n in names_p and names_c[n] != names_p[n]]
     missing = [n for n in names_p if n not in names_c]
     if narrower:
-        return (Relation.PRUNE, f"{len(narrower)} tensors narrower", confidence(Relation.PRUNE.value, 0.8),
+        return EdgeLabel(Relation.PRUNE, f"{len(narrower)} tensors narrower", confidence(Relation.PRUNE.value, 0.8),
                 f"{len(narrower)} of its tensors are narrower versions of the parent's; the rest match")
     # Fewer LAYERS: some missing tensor sits in a numbered block. A child that lacks only tensors outside the
     # blocks (its head, a pooler) is the same network saved without them (``AutoModel``: a sentence-embedding
     # fine-tune of a masked LM, elsewhere2 set), not a distilled student: it is read as any other edge.
     if missing and set(names_c) <= set(names_p) and any(_BLOCK.search(n) for n in missing):
         detail = f"{len(missing)} fewer tensors"
-        return (Relation.DISTILL, detail, confidence(kind_of(Relation.DISTILL.value, detail), 0.7),
+        return EdgeLabel(Relation.DISTILL, detail, confidence(kind_of(Relation.DISTILL.value, detail), 0.7),
                 f"holds a subset of the parent's tensors ({len(missing)} fewer: fewer layers)")
     return None
