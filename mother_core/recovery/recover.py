@@ -241,33 +241,13 @@ def recover(
 
 
 def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: Constraints) -> Recovery:
-    """:func:`recover`'s body."""
-    if stats.n_models < 2:
-        raise TooFewModelsError("Recovery needs at least two models.")
-    if settings.regime not in REGIMES:
-        raise InputError(f"Unknown regime {settings.regime!r}: use one of {', '.join(REGIMES)}.")
-    if settings.method not in METHODS:
-        raise InputError(f"Unknown method {settings.method!r}: use one of {', '.join(METHODS)}.")
-    if not settings.lambda_ >= 0:
-        raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
+    """:func:`recover`'s body: check the settings, split into trees and find the typed relations, read
+    the direction cues, build and read each tree's cost, forbid impossible edges, solve."""
+    _check_settings(stats, settings)
     mask = select_layers(stats, settings.layers, settings.name_pattern)
     ev = pair_evidence(stats, mask, drop_reinitialised=settings.method != "paper")
-    labels, threshold = split_into_trees(ev.relative, settings.n_trees)
-    # Typed relations first (near-exact: copies, quantizations, adapters, merges); the forest is
-    # solved on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`).
     detectors = _detectors(settings)
-    # The reruns below read the same layers again (stacks, depth-pruned children): read once per recovery.
-    reads = LayerReads(stats)
-    findings = detect_relations(stats, labels, detectors, reads) if detectors else TypedFindings()
-    if any(stacked(link) for link in findings.links):  # split again without a stack's by-name distances
-        labels, threshold = split_into_trees(unrelated_by_name(stats, list(findings.links), ev.relative),
-                                             settings.n_trees)
-        findings = detect_relations(stats, labels, detectors, reads)
-    joined = join_linked_trees(labels, findings.links)
-    if not np.array_equal(joined, labels):  # a source found in another tree: one tree (merges are found per tree)
-        labels = joined
-        findings = detect_relations(stats, labels, detectors, reads)
-        labels = join_linked_trees(labels, findings.links)
+    labels, threshold, findings = _split_and_type(stats, settings, ev, detectors)
     if settings.method != "paper":
         # The subspace cue within trees only, each model's nearest tree-mates (linear cost); the
         # effective-rank cue from the same SVDs, shown on sets up to ERANK_SHOWN_UP_TO models.
@@ -329,36 +309,14 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
         evidence[sub] = direction_evidence(ev, chosen.regime, cues, chosen.norm_sign)[sub]
         for name, vote in cue_votes(ev, chosen.regime, chosen.norm_sign).items():
             votes.setdefault(name, np.zeros((n, n)))[sub] = vote[sub]
-    if "shape" in detectors:  # a pruned model never parents one holding the neurons it lost (relations/prune.py)
-        for a, b in narrow_to_wide(stats):
-            cost[a, b] = np.inf
-        for a, b in grown_vocabulary(stats):  # nor does a model with added tokens parent one without them
-            cost[a, b] = np.inf
-    for a, b in shallower_than(stats, list(findings.links), ev.relative):  # a stack parents only models of its layout
-        cost[a, b] = np.inf
-    # A merged LoRA parents only models that carry its update: nearer it than its base (.typed).
-    linked = {link.child for link in findings.links}
-    for a, b in lora_without_its_update(list(findings.links), ev.distance, linked):
-        if labels[a] == labels[b]:
-            cost[a, b] = np.inf
-    if settings.method != "paper":  # a model at its initialisation is no trained model's child (relations/untrained)
-        for a, b in trained_to_untrained(stats):
-            cost[a, b] = np.inf
+    _forbid_impossible_edges(cost, stats, settings, ev, labels, findings, detectors)
     # Models identical on every selected layer (a BitFit child and its parent) tie on every cue: ordered by the
     # tensors that differ, never by input order (:mod:`.twins`).
     twins = twin_groups(stats, ev.layer_index, labels, typed_children) if settings.method != "paper" else []
     cost = ordered_cost(cost, labels, twins)
     layer_kurtosis = stats.kurtosis[:, ev.layer_index].copy()
     margins = {} if settings.method == "paper" else layer_margins(ev.rms, cost)
-    ties: dict[int, TieKurtosis] = {}
-    spectra: dict[int, TieSpectrum] = {}
-    if settings.kurtosis_ties and settings.method != "paper":
-        layers_once = functools.cache(functools.partial(pair_layers, stats))  # for the first tree that needs it
-        for t, used in rank_used.items():
-            members = np.array([g for g in np.flatnonzero(labels == t) if g not in typed_children], dtype=int)
-            if not used and 3 <= len(members) <= MAX_TREE:
-                ties.update(tree_tie_kurtosis(stats, ev, members, margins, layers_once))
-                spectra.update(tree_tie_spectra(stats, ev, members, margins, layers_once))
+    ties, spectra = _near_ties(stats, settings, ev, labels, typed_children, rank_used, margins)
     problem = RecoveryProblem(
         ids=tuple(stats.model_ids), distance=ev.distance.copy(), relative=ev.relative, cost=cost,
         tree_of=labels, threshold=float(threshold), evidence=evidence, votes_up=ev.votes_up, shared=ev.shared,
@@ -382,6 +340,81 @@ def _recover(stats: WeightStatistics, settings: RecoverySettings, constraints: C
     rms = ev.rms
     recovery = solve(problem, constraints, layer_distance=lambda p, c: tuple(float(x) for x in rms[:, p, c]))
     return _capped(_with_votes(_carried(base, apply_relations(_label_forest_edges(recovery, stats, detectors))), base))
+
+
+def _check_settings(stats: WeightStatistics, settings: RecoverySettings) -> None:
+    """Raise :class:`TooFewModelsError` or :class:`InputError` where the set or the settings cannot be recovered."""
+    if stats.n_models < 2:
+        raise TooFewModelsError("Recovery needs at least two models.")
+    if settings.regime not in REGIMES:
+        raise InputError(f"Unknown regime {settings.regime!r}: use one of {', '.join(REGIMES)}.")
+    if settings.method not in METHODS:
+        raise InputError(f"Unknown method {settings.method!r}: use one of {', '.join(METHODS)}.")
+    if not settings.lambda_ >= 0:
+        raise InputError(f"lambda must be >= 0, got {settings.lambda_}.")
+
+
+def _split_and_type(stats: WeightStatistics, settings: RecoverySettings, ev: PairEvidence,
+                    detectors: tuple[str, ...]) -> tuple[np.ndarray, float, TypedFindings]:
+    """The trees (labels, the unrelated threshold) and the typed relations found in them.
+
+    Typed relations come first (near-exact: copies, quantizations, adapters, merges); the forest is solved
+    on the rest (:mod:`mother_core.relations.detect`, :mod:`.typed`). A stack's by-name distances or a
+    source found in another tree change the split, and the relations are found again on the new one.
+    """
+    labels, threshold = split_into_trees(ev.relative, settings.n_trees)
+    # The reruns below read the same layers again (stacks, depth-pruned children): read once per recovery.
+    reads = LayerReads(stats)
+    findings = detect_relations(stats, labels, detectors, reads) if detectors else TypedFindings()
+    if any(stacked(link) for link in findings.links):  # split again without a stack's by-name distances
+        labels, threshold = split_into_trees(unrelated_by_name(stats, list(findings.links), ev.relative),
+                                             settings.n_trees)
+        findings = detect_relations(stats, labels, detectors, reads)
+    joined = join_linked_trees(labels, findings.links)
+    if not np.array_equal(joined, labels):  # a source found in another tree: one tree (merges are found per tree)
+        labels = joined
+        findings = detect_relations(stats, labels, detectors, reads)
+        labels = join_linked_trees(labels, findings.links)
+    return labels, threshold, findings
+
+
+def _forbid_impossible_edges(cost: np.ndarray, stats: WeightStatistics, settings: RecoverySettings,
+                             ev: PairEvidence, labels: np.ndarray, findings: TypedFindings,
+                             detectors: tuple[str, ...]) -> None:
+    """Set ``cost[a, b]`` to inf (in place) where a cannot be b's parent whatever the distances say."""
+    if "shape" in detectors:  # a pruned model never parents one holding the neurons it lost (relations/prune.py)
+        for a, b in narrow_to_wide(stats):
+            cost[a, b] = np.inf
+        for a, b in grown_vocabulary(stats):  # nor does a model with added tokens parent one without them
+            cost[a, b] = np.inf
+    for a, b in shallower_than(stats, list(findings.links), ev.relative):  # a stack parents only models of its layout
+        cost[a, b] = np.inf
+    # A merged LoRA parents only models that carry its update: nearer it than its base (.typed).
+    linked = {link.child for link in findings.links}
+    for a, b in lora_without_its_update(list(findings.links), ev.distance, linked):
+        if labels[a] == labels[b]:
+            cost[a, b] = np.inf
+    if settings.method != "paper":  # a model at its initialisation is no trained model's child (relations/untrained)
+        for a, b in trained_to_untrained(stats):
+            cost[a, b] = np.inf
+
+
+def _near_ties(stats: WeightStatistics, settings: RecoverySettings, ev: PairEvidence, labels: np.ndarray,
+               typed_children: set[int], rank_used: dict[int, bool], margins: dict[int, LayerMargins],
+               ) -> tuple[dict[int, TieKurtosis], dict[int, TieSpectrum]]:
+    """Per child of a tree placed by distance (not rank) of 3 to MAX_TREE fine-tuned models, the kurtosis
+    and the spectrum of its differences to near-tied candidate parents (:mod:`.ties`); empty when
+    ``kurtosis_ties`` is off or for the paper's method."""
+    ties: dict[int, TieKurtosis] = {}
+    spectra: dict[int, TieSpectrum] = {}
+    if settings.kurtosis_ties and settings.method != "paper":
+        layers_once = functools.cache(functools.partial(pair_layers, stats))  # for the first tree that needs it
+        for t, used in rank_used.items():
+            members = np.array([g for g in np.flatnonzero(labels == t) if g not in typed_children], dtype=int)
+            if not used and 3 <= len(members) <= MAX_TREE:
+                ties.update(tree_tie_kurtosis(stats, ev, members, margins, layers_once))
+                spectra.update(tree_tie_spectra(stats, ev, members, margins, layers_once))
+    return ties, spectra
 
 
 def layer_margins(rms: np.ndarray, cost: np.ndarray, k: int = LAYER_CANDIDATES) -> dict[int, LayerMargins]:
