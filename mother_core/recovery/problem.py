@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from mother_core.recovery.json_numbers import from_json_number, matrix_from_json
+
 
 @dataclass(frozen=True)
 class TreeReading:
@@ -291,14 +293,14 @@ class RecoveryProblem:
             v = extra.get(key)
             if v is None:
                 return np.full((n, n), fill, dtype=dtype)
-            return np.array([[_f(x) for x in row] for row in v], dtype=dtype)
+            return matrix_from_json(v, dtype)
 
         readings: dict[int, TreeReading] = {}
         for k, v in (extra.get("regimes") or {}).items():
             readings[int(k)] = TreeReading(
-                regime=str(v[0]), confidence=_f(v[1]),
+                regime=str(v[0]), confidence=from_json_number(v[1]),
                 rank_distance_used=bool((extra.get("rank_distance_used") or {}).get(k, False)),
-                norm_sign=_f((extra.get("norm_sign") or {}).get(k, 1.0)),
+                norm_sign=from_json_number((extra.get("norm_sign") or {}).get(k, 1.0)),
                 basis=str(((extra.get("direction_basis") or {}).get(k) or ["", ""])[0]),
                 note=str(((extra.get("direction_basis") or {}).get(k) or ["", ""])[1]),
                 beyond_domain=bool((extra.get("beyond_domain") or {}).get(k, False)),
@@ -315,32 +317,23 @@ class RecoveryProblem:
             ids=tuple(ids), distance=distance, cost=cost,
             relative=matrix("relative_distance", math.nan),
             tree_of=np.array(extra.get("tree_of", list(tree_of)), dtype=int),
-            threshold=_f(extra.get("threshold", math.nan)),
+            threshold=from_json_number(extra.get("threshold", math.nan)),
             evidence=matrix("direction_evidence", 0.0),
             votes_up=matrix("votes_up", 0, np.int64),
             shared=matrix("shared_layers", 0, np.int64),
             kurtosis=np.nansum(lk, axis=1) if lk is not None and lk.size else np.zeros(n),
             readings=readings, models=facts,
-            squared=None if squared is None else np.array([[_f(x) for x in row] for row in squared]),
+            squared=None if squared is None else matrix_from_json(squared),
             method=method, refine=refine,
-            cue_votes={k: np.array([[_f(x) for x in row] for row in v], dtype=np.float64)
-                       for k, v in (extra.get("cue_votes") or {}).items()},
+            cue_votes={k: matrix_from_json(v) for k, v in (extra.get("cue_votes") or {}).items()},
             links=tuple(extra.get("typed_links") or ()), edge_labels=dict(extra.get("edge_labels") or {}),
-            layer_margins={int(c): LayerMargins(tuple(int(x) for x in v[0]),
-                                                np.array([[_f(x) for x in row] for row in v[1]], dtype=np.float64))
+            layer_margins={int(c): LayerMargins(tuple(int(x) for x in v[0]), matrix_from_json(v[1]))
                            for c, v in (extra.get("layer_margins") or {}).items()},
-            tie_kurtosis={int(c): TieKurtosis(tuple(int(x) for x in v[0]), np.array([_f(x) for x in v[1]]),
-                                              np.array([[_f(x) for x in row] for row in v[2]], dtype=np.float64)
-                                              .reshape(len(v[0]), -1) if len(v) > 2 else None)
+            tie_kurtosis={int(c): TieKurtosis(tuple(int(x) for x in v[0]),
+                                              np.array([from_json_number(x) for x in v[1]]),
+                                              matrix_from_json(v[2]).reshape(len(v[0]), -1) if len(v) > 2 else None)
                           for c, v in (extra.get("tie_kurtosis") or {}).items()},
-            twins=tuple(Twins(tuple(int(x) for x in v[0]), _f(v[1])) for v in extra.get("twins") or ()),
-            tie_spectra={int(c): TieSpectrum(tuple(int(x) for x in v[0]),
-                                             np.array([[_f(x) for x in row] for row in v[1]], dtype=np.float64)
-                                             .reshape(len(v[0]), -1))
+            twins=tuple(Twins(tuple(int(x) for x in v[0]), from_json_number(v[1])) for v in extra.get("twins") or ()),
+            tie_spectra={int(c): TieSpectrum(tuple(int(x) for x in v[0]), matrix_from_json(v[1]).reshape(len(v[0]), -1))
                          for c, v in (extra.get("tie_spectra") or {}).items()},
         )
-
-
-def _f(x: Any) -> float:
-    # result.json has no NaN/inf: they are written as null / "inf" strings.
-    return math.nan if x is None else float(x)

@@ -46,6 +46,7 @@ import numpy as np
 
 from mother_core.atomic import write_text_atomic
 from mother_core.errors import ResultFormatError
+from mother_core.recovery.json_numbers import from_json_number, matrix_from_json, to_json_number
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem
 from mother_core.recovery.schema import check_result
 from mother_core.relations.vocabulary import Relation, parse_relation
@@ -272,7 +273,7 @@ class Recovery:
         def matrix(a: np.ndarray | None) -> list | None:
             if a is None:
                 return None
-            return [[_num(x) for x in row] for row in np.asarray(a, dtype=np.float64).tolist()]
+            return [[to_json_number(x) for x in row] for row in np.asarray(a, dtype=np.float64).tolist()]
 
         return {
             "format": FORMAT_NAME,
@@ -289,7 +290,7 @@ class Recovery:
             "distance_matrix": matrix(self.distance_matrix),
             "cost_matrix": matrix(self.cost_matrix),
             "extra": {} if self.problem is None else _clean(self.problem.to_json()),
-            "run_seconds": _num(self.run_seconds),
+            "run_seconds": to_json_number(self.run_seconds),
         } | ({} if self.candidate_graph is None else {"candidate_graph": self.candidate_graph}) \
           | ({"notes": list(self.notes)} if self.notes else {})
 
@@ -311,9 +312,10 @@ class Recovery:
             for e in d["edges"]:
                 alts = tuple(_build(Alternative, a) for a in e.get("alternatives", ()))
                 edges.append(_build(Edge, {**e, "alternatives": alts,
-                                           "layer_distance": tuple(_f(x) for x in e.get("layer_distance", ())),
+                                           "layer_distance": tuple(from_json_number(x)
+                                                                   for x in e.get("layer_distance", ())),
                                            "layer_votes": tuple(int(x) for x in e.get("layer_votes", ())),
-                                           "tie_kurtosis": {str(k): _f(v) for k, v in
+                                           "tie_kurtosis": {str(k): from_json_number(v) for k, v in
                                                             (e.get("tie_kurtosis") or {}).items()}}))
             trees = [_build(TreeInfo, {**t, "members": tuple(t["members"])}) for t in d.get("trees", [])]
             c = d.get("constraints") or {}
@@ -328,7 +330,7 @@ class Recovery:
 
         def arr(key: str) -> np.ndarray | None:
             v = d.get(key)
-            return None if v is None else np.array([[_f(x) for x in row] for row in v], dtype=np.float64)
+            return None if v is None else matrix_from_json(v)
 
         settings = _build(RecoverySettings, d.get("settings") or {})
         layer_kurtosis = arr("layer_kurtosis")
@@ -346,7 +348,7 @@ class Recovery:
         return cls(
             models=models, edges=edges, trees=trees, settings=settings,
             constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
-            layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=_f(d.get("run_seconds")),
+            layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=from_json_number(d.get("run_seconds")),
             candidate_graph=d.get("candidate_graph") if isinstance(d.get("candidate_graph"), dict) else None,
             notes=[str(x) for x in d.get("notes") or []],
         )
@@ -366,25 +368,7 @@ class Recovery:
             raise ResultFormatError(f"{path}: {e.message}", path) from None
 
 
-# JSON has no NaN/inf: encode them as null / strings and decode back.
-def _num(x: Any) -> Any:
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        if math.isnan(x):
-            return None
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-    return x
-
-
-def _f(x: Any) -> float:
-    if x is None:
-        return math.nan
-    if isinstance(x, str):
-        return float(x)
-    return float(x)
-
-
+# Dataclasses to JSON-ready values (numbers as :mod:`.json_numbers` writes them) and back.
 _FIELDS: dict[type, tuple[str, ...]] = {}
 _PLAIN_LEAVES = (str, int, bool, type(None))
 
@@ -396,7 +380,7 @@ def _plain(obj: Any) -> Any:
     if type(obj) in _PLAIN_LEAVES:
         return obj
     if isinstance(obj, float):
-        return _num(obj)
+        return to_json_number(obj)
     names = _FIELDS.get(type(obj))
     if names is None and is_dataclass(obj) and not isinstance(obj, type):
         names = _FIELDS.setdefault(type(obj), tuple(f.name for f in fields(obj)))
@@ -418,7 +402,7 @@ def _clean(obj: Any) -> Any:
         return _clean(obj.tolist())
     if isinstance(obj, np.integer):
         return int(obj)
-    return _num(obj)
+    return to_json_number(obj)
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:
@@ -428,6 +412,6 @@ def _build(cls: type, d: dict[str, Any]) -> Any:
         if k not in names:
             continue  # fields added by newer versions are ignored, not fatal
         if names[k].type in ("float",) and (v is None or isinstance(v, str)):
-            v = _f(v)
+            v = from_json_number(v)
         kwargs[k] = v
     return cls(**kwargs)

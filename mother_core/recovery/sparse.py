@@ -46,6 +46,7 @@ from mother_core.recovery.confidence import (
 )
 from mother_core.recovery.features import REINITIALISED, select_layers
 from mother_core.recovery.forest import split_graph_into_trees
+from mother_core.recovery.json_numbers import to_json_number
 from mother_core.recovery.recover import sole_child_capped
 from mother_core.recovery.result import Alternative, Edge, LayerInfo, ModelNode, Recovery, RecoverySettings, TreeInfo
 from mother_core.settings import REGIMES
@@ -382,9 +383,9 @@ def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTabl
     layers = [LayerInfo(stats.tensors[s].name, stats.tensors[s].shape, stats.tensors[s].kind) for s in layer_idx]
     graph = {
         "pairs": stats.pairs.tolist(),
-        "distance": [_num(x) for x in tab.distance],
-        "relative": [_num(x) for x in tab.relative],
-        "threshold": _num(threshold),
+        "distance": [to_json_number(float(x)) for x in tab.distance],
+        "relative": [to_json_number(float(x)) for x in tab.relative],
+        "threshold": to_json_number(float(threshold)),
         **{k: v for k, v in stats.settings.items() if k in ("k", "sketch_dim", "sketch_seed")},
     }
     # The dense path applies the rule only outside the paper's method and in trees of 3 or more.
@@ -394,11 +395,4 @@ def _assemble(stats: SparseStatistics, settings: RecoverySettings, tab: PairTabl
                     problems=[{"path": p.path, "message": p.message} for p in stats.problems],
                     layers=layers, layer_kurtosis=stats.kurtosis[:, layer_idx].copy(), problem=None,
                     candidate_graph=graph, notes=[SPARSE_TIES_NOTE] if skipped_ties else [])
-
-
-def _num(x: float) -> float | str | None:
-    x = float(x)
-    if math.isnan(x):
-        return None
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 
