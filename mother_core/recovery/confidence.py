@@ -114,6 +114,9 @@ BELOW_POWER = 0.588
 
 @dataclass(frozen=True)
 class ConfidenceParts:
+    """An edge's confidence in two parts: that the parent is the right one (placement) and that the edge
+    points the right way given that (direction)."""
+
     placement: float
     direction: float
 
@@ -138,6 +141,7 @@ def recounted(placement: float, direction: float) -> tuple[float, float]:
     return placement ** a, direction ** a
 
 def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x), written so that neither branch overflows for large ``|x|``."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)

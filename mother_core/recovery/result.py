@@ -162,6 +162,9 @@ class TreeInfo:
 
 @dataclass(frozen=True)
 class LayerInfo:
+    """A layer the recovery compared: its tensor name, shape and kind (:func:`mother_core.io.names.layer_kind`),
+    in the order of the per-layer columns (``Edge.layer_distance``, ``Recovery.layer_kurtosis``)."""
+
     name: str
     shape: tuple[int, ...]
     kind: str

@@ -29,6 +29,7 @@ from mother_core.recovery.result import (
 )
 from mother_core.walk import Forest
 
+#: Alternative parents kept per edge, cheapest first (the Edge page's ranked list).
 MAX_ALTERNATIVES = 5
 
 #: Per-layer distances of the edge (p, c) by model index, in the order of ``Recovery.layers``.

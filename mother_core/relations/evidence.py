@@ -208,6 +208,7 @@ class PairLayers:
 
 
 def pair_layers(stats: WeightStatistics) -> PairLayers:
+    """:class:`PairLayers` of every float slot of ``stats`` (one (T, N, N) array each; no weights read)."""
     sq = stats.sq_dist
     norm2 = stats.norm.T ** 2  # (T, N)
     scale2 = (norm2[:, :, None] + norm2[:, None, :]) / 2

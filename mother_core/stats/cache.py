@@ -53,6 +53,7 @@ def model_key(ref: ModelRef, base: ModelRef | None = None, content_hash: bool = 
 
 
 def slot_key(name: str, shape: Sequence[int]) -> str:
+    """The cache's key of a tensor slot, ``"name|d1,d2"``: one name with another shape is another slot."""
     return f"{name}|{','.join(map(str, shape))}"
 
 

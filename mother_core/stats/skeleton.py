@@ -25,6 +25,8 @@ import torch
 if TYPE_CHECKING:
     from mother_core.stats.result import TensorMeta
 
+#: k, the side of a skeleton: the highest rank it can read (a rank-r difference keeps rank r in a k x k
+#: submatrix while r <= k); the paper's LoRA splits use ranks 8 to 64. k * k floats per model and layer.
 SKELETON_SIZE = 96
 # Unit roundoff of the storage dtypes: the size of rounding noise relative to a weight.
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
