@@ -19,6 +19,7 @@ from mother_core.settings import SETTINGS, RecoverySettings, recovery_settings
 
 
 def _pair(text: str) -> tuple[str, str]:
+    """``"PARENT:CHILD"`` (or ``"PARENT>CHILD"``, for ids that hold a colon) -> ``(parent, child)``."""
     if ":" not in text and ">" not in text:
         raise argparse.ArgumentTypeError(f"expected PARENT:CHILD, got {text!r}")
     sep = ">" if ">" in text else ":"
@@ -52,6 +53,25 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
+#: Help of the options that ``scan``, ``recover`` and ``fingerprint`` share.
+COMPONENT_HELP = ("sub-folder of multi-component (diffusers) repos; default: the denoiser, unet/ if present, "
+                  "else transformer/")
+CONFINE_HELP = ("read only files that resolve inside DIR (repeatable; symlinks, HF refs and shard indexes pointing "
+                "elsewhere are refused)")
+
+
+def _add_constraint_options(parser: argparse.ArgumentParser, *, flip: bool) -> None:
+    """The user's constraints on the tree, as ``recover`` and ``resolve`` take them (ids as in the result)."""
+    parser.add_argument("--force", type=_pair, action="append", default=[], metavar="PARENT:CHILD",
+                        help="this edge must be in the tree (repeatable)")
+    parser.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD",
+                        help="this edge must not be in the tree (repeatable)")
+    if flip:
+        parser.add_argument("--flip", type=_pair, action="append", default=[], metavar="PARENT:CHILD",
+                            help="reverse this edge of the result: forbid it and force CHILD:PARENT (repeatable)")
+    parser.add_argument("--root", action="append", default=[], help="model that must be a root (repeatable)")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``mother`` argument parser; ``argv`` (the arguments it will parse), when given, lets it
     leave out what those arguments do not use (the zoo's imports)."""
@@ -62,12 +82,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="list the models found under paths (reads no weights)")
-    scan.add_argument("paths", nargs="+")
-    scan.add_argument("--component", help="sub-folder of multi-component (diffusers) repos; default: the denoiser, "
-                      "unet/ if present, else transformer/")
-    scan.add_argument("--confine", action="append", metavar="DIR",
-                      help="read only files that resolve inside DIR (repeatable; symlinks, HF refs and shard "
-                           "indexes pointing elsewhere are refused)")
+    scan.add_argument("paths", nargs="+", help="models, or folders of models")
+    scan.add_argument("--component", help=COMPONENT_HELP)
+    scan.add_argument("--confine", action="append", metavar="DIR", help=CONFINE_HELP)
 
     rec = sub.add_parser("recover", help="recover the model graph of the models under paths")
     rec.add_argument("paths", nargs="+", help="models, or folders of models")
@@ -76,13 +93,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     rec.add_argument("--content-hash", action="store_true",
                      help="key the statistics cache on file content (SHA-256), not path/size/mtime")
     rec.add_argument("--cache-dir", help="statistics cache folder (re-runs then read nothing)")
-    rec.add_argument("--component", help="sub-folder of multi-component (diffusers) repos; default: the denoiser, "
-                      "unet/ if present, else transformer/")
-    rec.add_argument("--confine", action="append", metavar="DIR",
-                     help="read only files that resolve inside DIR (repeatable)")
-    rec.add_argument("--force", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
-    rec.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
-    rec.add_argument("--root", action="append", default=[], help="model that must be a root")
+    rec.add_argument("--component", help=COMPONENT_HELP)
+    rec.add_argument("--confine", action="append", metavar="DIR", help=CONFINE_HELP)
+    _add_constraint_options(rec, flip=False)
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.add_argument("--timings", action="store_true",
                      help="print the wall-clock seconds of each stage (start-up, headers, planning, read + reduce, "
@@ -98,25 +111,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     fp.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default: in this process")
     fp.add_argument("--local-workers", type=int, help="start a local Dask cluster of this many processes")
     fp.add_argument("--content-hash", action="store_true", help="key models on file content (SHA-256)")
-    fp.add_argument("--component", help="sub-folder of multi-component (diffusers) repos; default: the denoiser, "
-                      "unet/ if present, else transformer/")
-    fp.add_argument("--confine", action="append", metavar="DIR", help="read only files inside DIR (repeatable)")
+    fp.add_argument("--component", help=COMPONENT_HELP)
+    fp.add_argument("--confine", action="append", metavar="DIR", help=CONFINE_HELP)
 
     res = sub.add_parser("resolve", help="re-solve a result under constraints, without reading weights")
-    res.add_argument("result")
-    res.add_argument("--out", required=True)
-    res.add_argument("--force", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
-    res.add_argument("--forbid", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
-    res.add_argument("--flip", type=_pair, action="append", default=[], metavar="PARENT:CHILD")
-    res.add_argument("--root", action="append", default=[])
+    res.add_argument("result", help="a result.json written by `mother recover`")
+    res.add_argument("--out", required=True, help="where to write the re-solved result")
+    _add_constraint_options(res, flip=True)
 
     ev = sub.add_parser("evaluate", help="score a result against a truth file")
-    ev.add_argument("result")
+    ev.add_argument("result", help="a result.json written by `mother recover`")
     ev.add_argument("--truth", required=True,
                     help='JSON {"edges": [[parent, child], ...]} or [{"parent", "child", "relation"}, ...]')
 
     ex = sub.add_parser("export", help="export a result as node-link JSON, GraphML, Newick or base_model lines")
-    ex.add_argument("result")
+    ex.add_argument("result", help="a result.json written by `mother recover`")
     ex.add_argument("--format", choices=["node-link", "graphml", "newick", "base-model"], required=True)
     ex.add_argument("--out", help="file to write (default: standard output)")
 
