@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 STATUSES = TRUTH_STATUSES  # the words: mother_core/statuses.py
+#: Equal-width confidence bins of the calibration table and its expected calibration error (ECE); the
+#: benchmarks' ECE columns say "5 bins, as ``mother evaluate``".
 N_BINS = 5
 #: The confidence a user reads as "sure": the issue's "share of wrong edges at >= 0.8".
 CONFIDENT = 0.8
@@ -529,10 +531,12 @@ def _components(models: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict
 # text report
 # --------------------------------------------------------------------------------------------------
 def _pct(x: float) -> str:
+    """``x`` as a percentage with one decimal; "n/a" for NaN."""
     return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
-def _num(x: float, fmt: str = ".3f") -> str:
+def _shown(x: float, fmt: str = ".3f") -> str:
+    """``x`` formatted for the report; "n/a" for NaN (a score with nothing to count)."""
     return "n/a" if math.isnan(x) else format(x, fmt)
 
 
@@ -555,14 +559,14 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
         f"Undirected accuracy  {_pct(ev.undirected_accuracy):>7}  ({ev.n_undirected_correct}/{n} placed)",
         f"Root precision       {_pct(ev.root_precision):>7}",
         f"Root recall          {_pct(ev.root_recall):>7}",
-        f"Tree ARI             {_num(ev.adjusted_rand_index):>7}  (family clustering)",
+        f"Tree ARI             {_shown(ev.adjusted_rand_index):>7}  (family clustering)",
         f"Edge precision       {_pct(ev.edge_precision):>7}  (recovered edges that are true, any relation)",
         f"Edge recall          {_pct(ev.edge_recall):>7}",
-        f"Edge F1              {_num(ev.edge_f1):>7}",
+        f"Edge F1              {_shown(ev.edge_f1):>7}",
         f"Reachability         {_pct(ev.reachability):>7}  (share of true descendants reachable)",
         f"Relation accuracy    {_pct(ev.relation_accuracy):>7}  ({ev.n_relation_known} correct edges with a "
         "known relation)",
-        f"Run time             {_num(ev.run_seconds, '.1f'):>7} s",
+        f"Run time             {_shown(ev.run_seconds, '.1f'):>7} s",
         f"Models               {ev.n_models} in result, {ev.n_recovered_edges} recovered edges",
         f"Edges                correct {ev.n_correct}, flipped {ev.n_flipped}, wrong {ev.n_wrong}, "
         f"missing {ev.n_missing}",
@@ -579,10 +583,10 @@ def format_evaluation(ev: Evaluation, *, max_edges: int = 20) -> str:
     lines += ["", "Calibration (recovered edges by confidence)",
               f"  {'confidence':<11} {'edges':>5}  {'mean conf':>9}  {'correct':>7}"]
     for b in ev.calibration:
-        lines.append(f"  {b.lo:.1f}-{b.hi:.1f}     {b.n_edges:>5}  {_num(b.mean_confidence):>9}  "
-                     f"{_num(b.fraction_correct):>7}")
-    lines.append(f"  expected calibration error: {_num(ev.expected_calibration_error)}")
-    lines.append(f"  AUROC of confidence, right vs wrong: {_num(ev.confidence_auroc, '.2f')}")
+        lines.append(f"  {b.lo:.1f}-{b.hi:.1f}     {b.n_edges:>5}  {_shown(b.mean_confidence):>9}  "
+                     f"{_shown(b.fraction_correct):>7}")
+    lines.append(f"  expected calibration error: {_shown(ev.expected_calibration_error)}")
+    lines.append(f"  AUROC of confidence, right vs wrong: {_shown(ev.confidence_auroc, '.2f')}")
     lines.append(f"  wrong among edges at >= {CONFIDENT}: {ev.n_confident_wrong} of {ev.n_confident}")
     bad = [(k, s) for k, s in ev.edge_status.items() if s != EdgeStatus.CORRECT]
     if bad:
