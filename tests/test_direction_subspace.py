@@ -7,7 +7,9 @@ fitting-more collections whose edges the cue turned: no synthetic weights."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,3 +82,38 @@ def test_the_edge_page_says_the_subspace_vote(stats: WeightStatistics) -> None:
     e = recover(stats).edges[0]
     assert "subspace" in e.cues
     assert "update in the child's own directions" in cue_note(e)
+
+
+def test_one_svd_per_skeleton_serves_both_spectral_cues(stats: WeightStatistics,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The effective-rank cue (singular values) and the subspace cue (top singular directions) read the same
+    skeletons: a recovery decomposes each model's skeleton of a layer once, not once per cue."""
+    import collections
+
+    import torch
+
+    from mother_core.recovery.features import ERANK_MAX_LAYERS, skeleton_slots
+
+    mask = select_layers(stats, "matrices")
+    # The bytes of each model's skeleton of a layer -> how many models hold exactly those (a layer that partial
+    # fine-tuning froze is the same in parent and child).
+    holders: collections.Counter[bytes] = collections.Counter(
+        sk.tobytes() for s in skeleton_slots(stats, mask, ERANK_MAX_LAYERS)
+        for sk in stats.skeletons[s].astype(np.float64))
+    decomposed: collections.Counter[bytes] = collections.Counter()
+
+    def counting(decompose: Callable[..., Any]) -> Callable[..., Any]:
+        def run(a: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            for row in np.asarray(a, dtype=np.float64):
+                if row.tobytes() in holders:
+                    decomposed[row.tobytes()] += 1
+            return decompose(a, *args, **kwargs)
+        return run
+
+    monkeypatch.setattr(torch.linalg, "svd", counting(torch.linalg.svd))
+    monkeypatch.setattr(torch.linalg, "svdvals", counting(torch.linalg.svdvals))
+    rec = recover(stats, RecoverySettings())
+    votes = rec.problem.cue_votes if rec.problem is not None else {}
+    assert {"effective_rank", "subspace"} <= set(votes)  # both cues were read (a set this small shows both)
+    assert decomposed
+    assert all(decomposed[b] <= holders[b] for b in decomposed), "a skeleton was decomposed once per cue"
