@@ -354,8 +354,31 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
         # Tensors a reader left out (a dtype we do not compare, an impossible stride, a quantization it
         # cannot decode) are reported.
         if isinstance(reader, NotingReader):
-            problems.extend(Problem(reader.ref.path, note) for note in reader.notes)
+            problems.extend(bounded_notes(reader.ref.path, reader.notes))
     return readers, base_refs
+
+
+#: At most this many problems per model from its reader's notes; the rest are counted in one more.
+MAX_NOTES_PER_MODEL = 20
+
+
+def bounded_notes(path: str, notes: Sequence[str]) -> list[Problem]:
+    """One Problem per note of a model's reader, at most :data:`MAX_NOTES_PER_MODEL`: a file whose 5,000
+    quantized weights each lie about their scales made 5,000 problems (and as many lines on the app's page).
+
+    Examples
+    --------
+    >>> [p.message for p in bounded_notes("m", [f"note {i}" for i in range(3)])]
+    ['note 0', 'note 1', 'note 2']
+    >>> bounded_notes("m", [f"note {i}" for i in range(1000)])[-1].message[:61]
+    'm: 981 more notes like the ones above about this model (1,000'
+    """
+    if len(notes) <= MAX_NOTES_PER_MODEL:
+        return [Problem(path, note) for note in notes]
+    kept = MAX_NOTES_PER_MODEL - 1
+    return [Problem(path, note) for note in notes[:kept]] + [Problem(path, (
+        f"{path}: {len(notes) - kept:,} more notes like the ones above about this model ({len(notes):,} in all, "
+        "the rest not listed); the model was read with what they leave."))]
 
 
 def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
