@@ -438,6 +438,75 @@ def test_a_long_result_with_one_repeated_id_is_refused_in_linear_time(tmp_path):
     assert time.process_time() - start < 15  # ~4.5 CPU s on a loaded 2-core machine
 
 
+def _in_a_thread(fn, timeout_s: float = 60):
+    """``fn()``'s exception (or None) if it returns within ``timeout_s``; a hang fails the test, not the run."""
+    import threading
+
+    out: list = []
+
+    def run():
+        try:
+            fn()
+            out.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    assert out, f"still reading after {timeout_s} s"
+    return out[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "too-large"])
+@pytest.mark.parametrize("reader", ["result", "truth"])
+def test_result_and_truth_files_that_are_not_files_are_refused_at_once(tmp_path, monkeypatch, kind, reader):
+    """A result.json (or truth.json) that is a FIFO blocked the reader forever and one linked to /dev/zero read
+    without end; a regular file past the size limit is refused before it is parsed."""
+    from mother_core import evaluate
+    from mother_core.errors import ResultFormatError
+    from mother_core.recovery import result
+    from mother_core.recovery.result import Recovery
+
+    path = tmp_path / f"{kind}-result.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text(json.dumps(_result_dict() | {"edges": [[["a", "b"]] * 20]}))
+        monkeypatch.setattr(result, "MAX_RESULT_BYTES", 200)
+        monkeypatch.setattr(evaluate, "MAX_JSON_BYTES", 200)
+    load = (lambda: Recovery.load(path)) if reader == "result" else (lambda: evaluate.load_truth_edges(path))
+    err = _in_a_thread(load)
+    assert isinstance(err, ResultFormatError), err
+    what = {"fifo": "named pipe", "dev-zero": "character device", "too-large": "larger than 200 bytes"}[kind]
+    assert what in str(err) and str(path) in str(err)
+
+
+def test_the_app_offers_only_result_files_inside_its_roots(tmp_path, monkeypatch):
+    """The "Saved result" list: a result.json linked to a file outside the roots was offered (and read), and
+    so were a FIFO and a link to /dev/zero; a truth.json linked out was attached to the set."""
+    from explorer_ui.sources import list_result_files, truth_for
+
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    (inside / "runs").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "result.json").write_text(json.dumps(_result_dict()))
+    (inside / "runs" / "result.json").write_text(json.dumps(_result_dict()))
+    (inside / "runs" / "linked-result.json").symlink_to(outside / "result.json")
+    (inside / "runs" / "zero-result.json").symlink_to("/dev/zero")
+    os.mkfifo(inside / "runs" / "fifo-result.json")
+    assert list_result_files([inside]) == [str(inside / "runs" / "result.json")]
+    (outside / "truth.json").write_text(json.dumps({"edges": [["a", "b"]]}))
+    (inside / "runs" / "truth.json").symlink_to(outside / "truth.json")
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(inside))
+    assert truth_for(inside / "runs") is None
+    (inside / "runs" / "truth.json").unlink()
+    (inside / "runs" / "truth.json").write_text(json.dumps({"edges": [["a", "b"]]}))
+    assert truth_for(inside / "runs") == str(inside / "runs" / "truth.json")
+
+
 def test_the_real_result_still_loads(tmp_path):
     from mother_core.recovery.result import Recovery
 
