@@ -395,6 +395,7 @@ CRAFTED_RESULTS = {
     "tree-unknown-member": (lambda d: d["trees"][0].update(members=["a", "zz"]), "trees[0]"),
     "problem-not-text": (lambda d: d.update(problems=[{"path": 1, "message": []}]), "problems[0]"),
     "bool-tree": (lambda d: d["models"][0].update(tree="zero"), "models[0].tree"),
+    "unknown-relation": (lambda d: d["edges"][1].update(relation="<script>alert(1)</script>"), "edges[1].relation"),
 }
 
 
