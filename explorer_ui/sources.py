@@ -102,7 +102,11 @@ def browse_roots() -> list[Path]:
 def within_roots(path: str | Path, roots: list[Path] | None = None) -> Path:
     """``path`` resolved, if it lies inside a browse root; else :class:`InputError`."""
     roots = browse_roots() if roots is None else roots
-    p = Path(path).expanduser().resolve()
+    try:  # a typed or linked path is data: a NUL byte (ValueError) or a link loop (RuntimeError) is the user's
+        p = Path(path).expanduser().resolve()
+    except (ValueError, RuntimeError, OSError) as e:
+        raise InputError(f"{str(path)[:200]!r} is not a path this app can open ({e}). Type a folder's path.",
+                         str(path)[:200]) from None
     for r in roots:
         if p == r or r in p.parents:
             return p

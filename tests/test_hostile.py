@@ -508,6 +508,21 @@ def test_the_app_offers_only_result_files_inside_its_roots(tmp_path, monkeypatch
     assert truth_for(inside / "runs") == str(inside / "runs" / "truth.json")
 
 
+@pytest.mark.parametrize("typed", ["nul", "loop", "through-loop"])
+def test_a_typed_path_that_cannot_resolve_is_a_clear_refusal(tmp_path, typed):
+    """The sidebar's path box (and a shared link's folder) is data: a NUL byte raised ValueError and a symlink
+    loop RuntimeError out of the roots check (the page showed only a generic failure); now an InputError that
+    names the path, and listing the roots still works beside the loop."""
+    from explorer_ui.sources import list_folders, list_result_files, within_roots
+    from mother_core.errors import InputError
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    path = {"nul": f"{tmp_path}/a\x00b", "loop": tmp_path / "loop", "through-loop": tmp_path / "loop" / "x"}[typed]
+    with pytest.raises(InputError, match="not a path this app can open"):
+        within_roots(path, [tmp_path])
+    assert list_folders(tmp_path, roots=[tmp_path]) is not None and list_result_files([tmp_path]) == []
+
+
 def test_the_real_result_still_loads(tmp_path):
     from mother_core.recovery.result import Recovery
 
