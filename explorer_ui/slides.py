@@ -87,8 +87,8 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
         leg = fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False,
                          fontsize=font_pt + 1, labelcolor=fg)
         leg.set_zorder(3)
-        for text in leg.get_texts():  # "family 0 (root <a model id>)": data again
-            text.set_parse_math(False)
+        for label in leg.get_texts():  # "family 0 (root <a model id>)": data again
+            label.set_parse_math(False)
     if title:
         fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=0.08 + 0.025 * (len(handles) // 4))

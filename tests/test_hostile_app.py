@@ -28,7 +28,7 @@ def _cells(table) -> list[str]:
     return [str(x) for x in [*df.index, *df.to_numpy().ravel()]]
 
 
-def test_hostile_names_in_the_cards_tables_and_the_slide(app, tmp_path):
+def test_hostile_names_in_the_cards_tables_and_the_slide(app, tmp_path):  # noqa: F811 - the fixture
     fam = write_family(tmp_path / "fam", edges=EDGES, declared={"code": DECLARED, MATH: IMG})
     at = use_folder(app, fam)
     at.sidebar.button[0].click().run()
