@@ -953,7 +953,7 @@ def expert_groups_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
 
 def bnb4_notes_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     """A bitsandbytes nf4 model of 60 more weights than m9, every quant state claiming a block size of 0: one
-    problem per weight (73), now at most 20 with a count of the rest."""
+    problem per weight (72), now at most 20 with a count of the rest."""
     from format_factory import bnb_state
 
     g = torch.Generator().manual_seed(7)
