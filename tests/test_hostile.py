@@ -339,6 +339,8 @@ CACHE_DAMAGE = {
     "negative-values": (_sql("UPDATE model_slot SET m4 = -1; UPDATE pair_blob SET data = "
                              "(SELECT data FROM pair_blob LIMIT 0);"), "invalid"),
     "text-values": (_sql("UPDATE model_slot SET mean = 'x'; UPDATE model_skeleton SET k1 = 0;"), "invalid"),
+    # bytes that still add up to k1 x k2, another shape than the slot's sketch: ended the run (ValueError)
+    "skeleton-shape": (_sql("UPDATE model_skeleton SET k1 = k1 * k2, k2 = 1;"), "another shape"),
 }
 
 

@@ -154,6 +154,10 @@ def _assemble_result(refs: list[ModelRef], listings: Sequence[Mapping[str, Tenso
     problems.extend(_nonfinite_problems(refs, plan, out.nonfinite, set(out.failed)))
     stats = _assemble(refs, plan, out, cache, known, known_equal)
     stats.skeletons = _assemble_skeletons(plan, out, cache)
+    if cache.misshapen and cache.cache is not None:
+        problems.append(Problem(str(cache.cache.path), f"{cache.misshapen} cached value(s) in {cache.cache.path} "
+                                                       "were invalid (a sketch of another shape than its tensor's); "
+                                                       "they were computed again."))
     stats.roundoff = np.array([_roundoff(listing) for listing in listings])
     stats.finer = _finer(listings, stats.tensors, stats.roundoff)
     del known, known_equal  # (T, N, N) each: as large as the result's distances
@@ -183,6 +187,7 @@ class CacheSession:
         self.pairs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # key pair -> (slot ids, values)
         self.skeletons: dict[tuple[str, str], np.ndarray] = {}
         self.slot_names: dict[int, str] = {}  # cache slot id -> slot key
+        self.misshapen = 0  # cached skeletons of another shape than their slot's: read again
 
     @classmethod
     def open(cls, cache_dir: str | Path | None, keys: Sequence[str], problems: list[Problem]) -> CacheSession:
@@ -282,7 +287,15 @@ class CacheSession:
         needs: dict[int, list[int]] = {}
         for s, (meta, who) in enumerate(zip(slots, holders)):
             sk = slot_key(meta.name, meta.shape)
-            wants_skeleton = slot_skeleton(meta) is not None
+            index = slot_skeleton(meta)
+            wants_skeleton = index is not None
+            if index is not None:  # a cache file may lie about a skeleton's shape (its bytes still add up):
+                want = (len(index[0]), len(index[1]))  # taken as it was, it ended the run (a ValueError)
+                for m in who:
+                    got = self.skeletons.get((keys[m], sk))
+                    if got is not None and got.shape != want:
+                        del self.skeletons[(keys[m], sk)]
+                        self.misshapen += 1
             read = {m for m in who if (keys[m], sk) not in self.models
                     or (wants_skeleton and (keys[m], sk) not in self.skeletons)}
             if len(read) < len(who):  # some holders are cached: read those in a pair the cache lacks
