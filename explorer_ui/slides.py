@@ -57,8 +57,10 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
     for n in data.nodes:
         x, y = pos[n["id"]]
         col = n.get("color") or {}
+        # Names are data: a folder named "a$\frac{$" must be drawn as it is, not parsed as mathtext (which
+        # raised a ValueError on the Export page).
         ax.text(x, y, str(n.get("label", n["id"])), ha="center", va="center", fontsize=font_pt, color="#1A1A1A",
-                alpha=float(n.get("opacity", 1.0)), zorder=2,
+                alpha=float(n.get("opacity", 1.0)), zorder=2, parse_math=False,
                 bbox={"boxstyle": "round,pad=0.3", "fc": _color(col.get("background", "#EEF4FB")),
                       "ec": _color(col.get("border", "#777777")), "lw": 0.6 * float(n.get("borderWidth", 1)),
                       "alpha": float(n.get("opacity", 1.0))})
@@ -85,8 +87,10 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
         leg = fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False,
                          fontsize=font_pt + 1, labelcolor=fg)
         leg.set_zorder(3)
+        for label in leg.get_texts():  # "family 0 (root <a model id>)": data again
+            label.set_parse_math(False)
     if title:
-        fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold")
+        fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=0.08 + 0.025 * (len(handles) // 4))
     return fig
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mother_core.errors import InputError
 from mother_core.io.discovery import WEIGHT_SUFFIXES
+from mother_core.io.filekind import not_a_regular_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_ROOT = PROJECT_ROOT / "assets" / "demo"
@@ -101,7 +102,11 @@ def browse_roots() -> list[Path]:
 def within_roots(path: str | Path, roots: list[Path] | None = None) -> Path:
     """``path`` resolved, if it lies inside a browse root; else :class:`InputError`."""
     roots = browse_roots() if roots is None else roots
-    p = Path(path).expanduser().resolve()
+    try:  # a typed or linked path is data: a NUL byte (ValueError) or a link loop (RuntimeError) is the user's
+        p = Path(path).expanduser().resolve()
+    except (ValueError, RuntimeError, OSError) as e:
+        raise InputError(f"{str(path)[:200]!r} is not a path this app can open ({e}). Type a folder's path.",
+                         str(path)[:200]) from None
     for r in roots:
         if p == r or r in p.parents:
             return p
@@ -163,24 +168,38 @@ def list_folders(root: Path, max_depth: int = 3, limit: int = 400, roots: list[P
 
 
 def list_result_files(roots: list[Path] | None = None, max_depth: int = 4, limit: int = 200) -> list[str]:
-    """``*.json`` files under the browse roots whose name mentions "result" (saved CLI results)."""
+    """``*.json`` files under the browse roots whose name mentions "result" (saved CLI results): regular
+    files only, inside the roots once links are followed (a ``result.json`` linked to a file elsewhere was
+    offered and read, one linked to ``/dev/zero`` read without end)."""
+    roots = browse_roots() if roots is None else roots
     out: list[str] = []
-    for root in browse_roots() if roots is None else roots:
+    for root in roots:
         for folder in list_folders(root, max_depth=max_depth):
             try:
                 files = sorted(Path(folder).glob("*.json"))
             except OSError:
                 continue
-            out.extend(str(f) for f in files if "result" in f.name.lower())
+            out.extend(str(f) for f in files if "result" in f.name.lower() and _readable_inside(f, roots))
             if len(out) >= limit:
                 return out[:limit]
     return out
 
 
+def _readable_inside(path: Path, roots: list[Path]) -> bool:
+    """``path`` is a regular file (never opened to find out) that resolves inside one of ``roots``."""
+    if not_a_regular_file(path):
+        return False
+    try:
+        within_roots(path, roots)
+    except InputError:
+        return False
+    return True
+
+
 def truth_for(folder: str | Path) -> str | None:
-    """``truth.json`` in a model folder, if there is one."""
+    """``truth.json`` in a model folder, if there is one: a regular file inside the folders the app reads."""
     t = Path(folder) / "truth.json"
-    return str(t) if t.is_file() else None
+    return str(t) if _readable_inside(t, read_roots()) else None
 
 
 def human_bytes(n: float) -> str:

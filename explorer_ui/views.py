@@ -406,7 +406,9 @@ def node_card(ctx: Loaded, model: str) -> None:
     # One table, not a row of metrics: each metric is a few more elements to render and a label whose
     # width the browser measures (a forced layout) on every click.
     conf = parents[0].confidence if parents else None
-    rows = [("Recovered parent", ", ".join(f"{e.parent} ({_relation_label(e)}"
+    # st.table renders every cell as markdown: each name, path and declared parent (data from the models'
+    # folders and cards) goes through md(), or a declared parent "![x](https://...)" was an image request.
+    rows = [("Recovered parent", ", ".join(f"{md(e.parent)} ({_relation_label(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "")
                                            + (f", confidence {e.confidence:.2f}" if len(parents) > 1 else "") + ")"
@@ -414,10 +416,10 @@ def node_card(ctx: Loaded, model: str) -> None:
             ("Confidence of its edge", "(a root)" if conf is None else f"{conf:.2f}") if len(parents) < 2 else
             # a merge: each parent's own is above; this is the merge's (that the model is a merge at all)
             ("Confidence that it is a merge", f"{parents[0].relation_confidence:.2f}"),
-            ("Declared parent", plain(m.declared_parent or "(none declared)")),
-            ("Children", ", ".join(sorted(kids)) or "(none)"), ("Family (tree)", str(m.tree)),
-            ("Format", plain(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
-            ("Size on disk", _disk_size(m.path)), ("Kurtosis", _fmt_num(m.kurtosis)), ("Path", plain(m.path))]
+            ("Declared parent", md(m.declared_parent) if m.declared_parent else "(none declared)"),
+            ("Children", ", ".join(md(k) for k in sorted(kids)) or "(none)"), ("Family (tree)", str(m.tree)),
+            ("Format", md(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
+            ("Size on disk", _disk_size(m.path)), ("Kurtosis", _fmt_num(m.kurtosis)), ("Path", md(m.path))]
     st.table(pd.DataFrame(rows, columns=["", "value"]).set_index(""))
     for e in parents:
         if e.chosen_by_tie:
@@ -428,7 +430,7 @@ def node_card(ctx: Loaded, model: str) -> None:
     if m.alternatives:
         st.markdown("**Alternative parents** (lower cost is better)")
         # A static table, not a data grid: a few rows, and mounting a grid costs ~0.1 s per click in the browser.
-        st.table(pd.DataFrame([{"parent": a.parent or "(root)", "cost": _fmt_num(a.cost),
+        st.table(pd.DataFrame([{"parent": md(a.parent) if a.parent else "(root)", "cost": _fmt_num(a.cost),
                                 "distance": _fmt_num(a.distance)} for a in m.alternatives]).set_index("parent"))
 
 

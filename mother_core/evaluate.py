@@ -29,6 +29,7 @@ from scipy.special import comb
 from scipy.stats import mannwhitneyu
 
 from mother_core.errors import MotherError, ResultFormatError
+from mother_core.io.filekind import MAX_JSON_BYTES, read_bytes_file
 from mother_core.recovery.result import Recovery, TreeInfo
 from mother_core.relations.vocabulary import parse_relation
 from mother_core.statuses import TRUTH_STATUSES, EdgeStatus
@@ -115,7 +116,7 @@ def load_truth_edges(path: str | Path) -> list[TruthEdge]:
     """
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(read_bytes_file(p, MAX_JSON_BYTES).decode("utf-8"))  # never a FIFO or /dev/zero
     except FileNotFoundError:
         raise ResultFormatError(f"Truth file {p} does not exist. {_TRUTH_HELP}", p) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -20,6 +20,7 @@ import resource
 import shutil
 import signal
 import struct
+import threading
 import time
 import traceback
 import zipfile
@@ -96,11 +97,14 @@ class Case:
         regex is matched literally).
     words : tuple of str
         Words the Problem's message must contain (case-insensitive).
+    most_problems : int or None
+        At most this many Problems may name it (a flood of notes from one file is bounded).
     """
 
     name: str
     outcome: str
     words: tuple[str, ...] = ()
+    most_problems: int | None = None
 
 
 # --- torch pickles ------------------------------------------------------------------------------------
@@ -936,6 +940,35 @@ def odd_tensor_names(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("odd-names", "read")
 
 
+def expert_groups_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A fine-tune of m9 plus 600 one-expert groups (``layers.N.mlp.experts.1.up_proj``, no expert 0): each group
+    that does not stack made one note, so one file made 600 problems (and 600 lines on the app's page)."""
+    state = dict(sd)
+    for i in range(600):
+        state[f"model.layers.{i}.mlp.experts.1.up_proj.weight"] = torch.full((1, 1), 0.01 * (i % 7))
+    (folder / "moe-groups").mkdir()
+    save_file(state, str(folder / "moe-groups" / "model.safetensors"))
+    return Case("moe-groups", "partial", ("not numbered", "597 more"), most_problems=1)
+
+
+def bnb4_notes_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A bitsandbytes nf4 model of 60 more weights than m9, every quant state claiming a block size of 0: one
+    problem per weight (72), now at most 20 with a count of the rest."""
+    from format_factory import bnb_state
+
+    g = torch.Generator().manual_seed(7)
+    state = dict(sd) | {f"model.layers.{i}.mlp.gate_proj.weight": 0.02 * torch.randn(HIDDEN, HIDDEN, generator=g)
+                        for i in range(LAYERS, LAYERS + 60)}
+    state = bnb_state(state, "nf4")
+    for k in [k for k in state if ".quant_state.bitsandbytes__" in k]:
+        meta = json.loads(bytes(state[k].numpy()).decode())
+        meta["blocksize"] = 0
+        state[k] = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
+    (folder / "bnb4-flood").mkdir()
+    save_file(state, str(folder / "bnb4-flood" / "model.safetensors"))
+    return Case("bnb4-flood", "partial", ("block size is 0", "more notes like the ones above"), most_problems=20)
+
+
 def _sd_base_and_kohya(folder: Path, name: str) -> tuple[Path, dict[str, torch.Tensor]]:
     """A tiny SD UNet saved as a diffusers folder ``name``-base and a kohya-ss LoRA of it (``name``.safetensors)."""
     from format_factory import save_kohya_lora, sd_lora_unet
@@ -1037,6 +1070,11 @@ def run_isolated(paths: list[str], cpu_s: int = 90, hang_s: int = 300) -> dict:
             json.dump(out, f)
         os._exit(0)
     os.close(write_fd)
+    # The pipe is drained while the child runs: a result over the pipe's buffer (64 KB: 600 problems) blocked the
+    # child in its write while this waited for it to exit, and a run of a few seconds read as hung.
+    chunks: list[bytes] = []
+    drain = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_fd, 1 << 16), b"")), daemon=True)
+    drain.start()
     deadline = time.monotonic() + hang_s
     while time.monotonic() < deadline:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -1046,10 +1084,12 @@ def run_isolated(paths: list[str], cpu_s: int = 90, hang_s: int = 300) -> dict:
     else:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        drain.join()
         os.close(read_fd)
         return {"error": f"hung for {hang_s} s"}
-    with os.fdopen(read_fd) as f:
-        text = f.read()
+    drain.join()
+    os.close(read_fd)
+    text = b"".join(chunks).decode()
     return json.loads(text) if text else {"error": "the child died without a result (memory limit?)"}
 
 
@@ -1069,5 +1109,6 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         nvfp4_scales, ct_int4_scale_cut, hqq_lies, sd3_huge_block, flux_bad_splits, lokr_shapes, ia3_length,
         oft_neumann_terms, oft_eps_word, peft_absurd_config, pickle_os_system, pickle_tensor_flood, deep_folders,
         odd_tensor_names, sd_lora_rank, sd_lora_alphas, flux_kohya_lies, duplicate_id,
+        expert_groups_flood, bnb4_notes_flood,
     )
 }

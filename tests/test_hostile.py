@@ -80,6 +80,8 @@ def test_hostile_input_is_contained(good, tmp_path, generator):
         assert case.name in got["models"]
     if case.outcome == "partial":
         assert case.name in got["models"]
+    if case.most_problems is not None:
+        assert len(mentions) <= case.most_problems, len(mentions)
     assert got["seconds"] < TIME_LIMIT_S
     assert got["peak_mb"] < MEMORY_LIMIT_MB
 
@@ -337,6 +339,8 @@ CACHE_DAMAGE = {
     "negative-values": (_sql("UPDATE model_slot SET m4 = -1; UPDATE pair_blob SET data = "
                              "(SELECT data FROM pair_blob LIMIT 0);"), "invalid"),
     "text-values": (_sql("UPDATE model_slot SET mean = 'x'; UPDATE model_skeleton SET k1 = 0;"), "invalid"),
+    # bytes that still add up to k1 x k2, another shape than the slot's sketch: ended the run (ValueError)
+    "skeleton-shape": (_sql("UPDATE model_skeleton SET k1 = k1 * k2, k2 = 1;"), "another shape"),
 }
 
 
@@ -393,6 +397,7 @@ CRAFTED_RESULTS = {
     "tree-unknown-member": (lambda d: d["trees"][0].update(members=["a", "zz"]), "trees[0]"),
     "problem-not-text": (lambda d: d.update(problems=[{"path": 1, "message": []}]), "problems[0]"),
     "bool-tree": (lambda d: d["models"][0].update(tree="zero"), "models[0].tree"),
+    "unknown-relation": (lambda d: d["edges"][1].update(relation="<script>alert(1)</script>"), "edges[1].relation"),
 }
 
 
@@ -418,6 +423,106 @@ def test_unreadable_result_files_are_refused_clearly(tmp_path, raw):
     path.write_bytes(raw)
     with pytest.raises(ResultFormatError, match="result"):
         Recovery.load(path)
+
+
+def test_a_long_result_with_one_repeated_id_is_refused_in_linear_time(tmp_path):
+    """50,000 models, the last id repeated (a 4 MB file): the duplicate check counted every id in the whole list
+    (quadratic: 40,000 ids took 20 CPU s, these about 30); one pass over a set is what remains, plus the schema."""
+    import time
+
+    from mother_core.errors import ResultFormatError
+    from mother_core.recovery.result import Recovery
+
+    models = [{"id": f"m{i}", "path": "/x", "tree": 0, "kurtosis": 1.0, "is_root": True} for i in range(50_000)]
+    (tmp_path / "r.json").write_text(json.dumps({"models": [*models, models[-1]], "edges": []}))
+    start = time.process_time()
+    with pytest.raises(ResultFormatError, match="'m49999' appears twice"):
+        Recovery.load(tmp_path / "r.json")
+    assert time.process_time() - start < 15  # ~4.5 CPU s on a loaded 2-core machine
+
+
+def _in_a_thread(fn, timeout_s: float = 60):
+    """``fn()``'s exception (or None) if it returns within ``timeout_s``; a hang fails the test, not the run."""
+    import threading
+
+    out: list = []
+
+    def run():
+        try:
+            fn()
+            out.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    assert out, f"still reading after {timeout_s} s"
+    return out[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "too-large"])
+@pytest.mark.parametrize("reader", ["result", "truth"])
+def test_result_and_truth_files_that_are_not_files_are_refused_at_once(tmp_path, monkeypatch, kind, reader):
+    """A result.json (or truth.json) that is a FIFO blocked the reader forever and one linked to /dev/zero read
+    without end; a regular file past the size limit is refused before it is parsed."""
+    from mother_core import evaluate
+    from mother_core.errors import ResultFormatError
+    from mother_core.recovery import result
+    from mother_core.recovery.result import Recovery
+
+    path = tmp_path / f"{kind}-result.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text(json.dumps(_result_dict() | {"edges": [[["a", "b"]] * 20]}))
+        monkeypatch.setattr(result, "MAX_RESULT_BYTES", 200)
+        monkeypatch.setattr(evaluate, "MAX_JSON_BYTES", 200)
+    load = (lambda: Recovery.load(path)) if reader == "result" else (lambda: evaluate.load_truth_edges(path))
+    err = _in_a_thread(load)
+    assert isinstance(err, ResultFormatError), err
+    what = {"fifo": "named pipe", "dev-zero": "character device", "too-large": "larger than 200 bytes"}[kind]
+    assert what in str(err) and str(path) in str(err)
+
+
+def test_the_app_offers_only_result_files_inside_its_roots(tmp_path, monkeypatch):
+    """The "Saved result" list: a result.json linked to a file outside the roots was offered (and read), and
+    so were a FIFO and a link to /dev/zero; a truth.json linked out was attached to the set."""
+    from explorer_ui.sources import list_result_files, truth_for
+
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    (inside / "runs").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "result.json").write_text(json.dumps(_result_dict()))
+    (inside / "runs" / "result.json").write_text(json.dumps(_result_dict()))
+    (inside / "runs" / "linked-result.json").symlink_to(outside / "result.json")
+    (inside / "runs" / "zero-result.json").symlink_to("/dev/zero")
+    os.mkfifo(inside / "runs" / "fifo-result.json")
+    assert list_result_files([inside]) == [str(inside / "runs" / "result.json")]
+    (outside / "truth.json").write_text(json.dumps({"edges": [["a", "b"]]}))
+    (inside / "runs" / "truth.json").symlink_to(outside / "truth.json")
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(inside))
+    assert truth_for(inside / "runs") is None
+    (inside / "runs" / "truth.json").unlink()
+    (inside / "runs" / "truth.json").write_text(json.dumps({"edges": [["a", "b"]]}))
+    assert truth_for(inside / "runs") == str(inside / "runs" / "truth.json")
+
+
+@pytest.mark.parametrize("typed", ["nul", "loop", "through-loop"])
+def test_a_typed_path_that_cannot_resolve_is_a_clear_refusal(tmp_path, typed):
+    """The sidebar's path box (and a shared link's folder) is data: a NUL byte raised ValueError and a symlink
+    loop RuntimeError out of the roots check (the page showed only a generic failure); now an InputError that
+    names the path, and listing the roots still works beside the loop."""
+    from explorer_ui.sources import list_folders, list_result_files, within_roots
+    from mother_core.errors import InputError
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    path = {"nul": f"{tmp_path}/a\x00b", "loop": tmp_path / "loop", "through-loop": tmp_path / "loop" / "x"}[typed]
+    with pytest.raises(InputError, match="not a path this app can open"):
+        within_roots(path, [tmp_path])
+    assert list_folders(tmp_path, roots=[tmp_path]) is not None and list_result_files([tmp_path]) == []
 
 
 def test_the_real_result_still_loads(tmp_path):

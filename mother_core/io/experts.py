@@ -123,21 +123,20 @@ def layout(infos: Mapping[str, TensorInfo]) -> ExpertLayout | None:
             groups.setdefault((m["block"], m["rest"]), {})[int(m["index"])] = name
     sources: dict[str, tuple[Source, TensorInfo]] = {}
     per_expert: set[str] = set()
-    notes: list[str] = []
+    loose: list[str] = []  # per-expert groups that do not stack
     for (block, rest), members in sorted(groups.items()):
         target = _stacked_name(block, rest)
         first = infos[members[min(members)]]
         same = {(infos[n].shape, infos[n].dtype) for n in members.values()}
         if sorted(members) != list(range(len(members))) or len(same) != 1 or len(first.shape) != 2 \
                 or target in infos or target in sources:
-            notes.append(f"the experts of {block}.*.{rest} ({len(members)}) are not numbered 0..{len(members) - 1} "
-                         "with one shape and dtype, so they are compared one by one under their stored names, with "
-                         "files of the same layout only")
+            loose.append(f"{block}.*.{rest} ({len(members)})")
             continue
         names = tuple(members[e] for e in range(len(members)))
         sources[target] = (Source(names, per_expert=True), TensorInfo(target, (len(names), *first.shape), first.dtype))
         per_expert.update(names)
 
+    unfused: list[str] = []  # fused-looking tensors that are not (experts, 2 x inter, hidden) beside a down
     replaced: set[str] = set()
     downs = {m["block"]: n for n in infos if (m := _FUSED_DOWN.match(n)) is not None and len(infos[n].shape) == 3}
     for name, info in infos.items():
@@ -150,9 +149,7 @@ def layout(infos: Mapping[str, TensorInfo]) -> ExpertLayout | None:
         d = infos[down].shape if down is not None else ()
         if down is None or d[0] != experts or rows % 2 or d[1] != cols or 2 * d[2] != rows \
                 or f"{block}.experts.gate_proj.weight" in infos:
-            notes.append(f"{name} {info.shape} is not a fused (experts, 2 x inter, hidden) gate and up projection "
-                         "beside a (experts, hidden, inter) down projection, so it is compared under its stored "
-                         "name, with files of the same layout only")
+            unfused.append(f"{name} {info.shape}")
             downs.pop(block, None)
             continue
         half = rows // 2
@@ -164,9 +161,26 @@ def layout(infos: Mapping[str, TensorInfo]) -> ExpertLayout | None:
             sources[target] = (Source((down,)), TensorInfo(target, infos[down].shape, infos[down].dtype))
             replaced.add(down)
         replaced.add(name)
+    # One note for each kind, however many blocks: a file of 20,000 odd blocks made 20,000 problems (one line
+    # each on the app's page) out of one model.
+    notes: list[str] = []
+    if loose:
+        notes.append(f"the experts of {_some(loose)} are not numbered 0..E-1 with one shape and dtype, so they "
+                     "are compared one by one under their stored names, with files of the same layout only")
+    if unfused:
+        notes.append(f"{_some(unfused)} {'is' if len(unfused) == 1 else 'are'} not a fused (experts, 2 x inter, "
+                     "hidden) gate and up projection beside a (experts, hidden, inter) down projection, so "
+                     f"{'it is' if len(unfused) == 1 else 'they are'} compared under the stored names, with files "
+                     "of the same layout only")
     if not sources and not notes:
         return None
     return ExpertLayout(sources, frozenset(replaced | per_expert), tuple(notes))
+
+
+def _some(items: list[str], shown: int = 3) -> str:
+    """The first few of ``items`` and how many more (a note names a bounded number of tensors)."""
+    more = f" and {len(items) - shown:,} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 class ExpertReader(WrappingReader):

@@ -62,6 +62,25 @@ def read_text_file(path: str | os.PathLike[str], limit: int) -> str:
         return f.read(limit)
 
 
+def read_bytes_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (a result or truth file).
+
+    Never opens a FIFO or a device: a ``result.json`` linked to ``/dev/zero`` read without end (the app's
+    memory) and one that is a FIFO blocked its page forever. Raises OSError with a readable message
+    (``FileNotFoundError`` when there is nothing at ``path``).
+    """
+    why = not_a_regular_file(path)
+    if why == "it does not exist":
+        raise FileNotFoundError(errno.ENOENT, why, str(path))
+    if why:
+        raise OSError(why)
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"it is larger than {limit:,} bytes")
+    return data
+
+
 def read_json_file(path: str | os.PathLike[str]) -> object:
     """A JSON metadata file (config.json and the like), parsed with the same care as weights: a size
     limit, no FIFOs, and deep nesting (which overflows ``json``'s recursion) reported as ValueError.

@@ -46,11 +46,16 @@ import numpy as np
 
 from mother_core.atomic import write_text_atomic
 from mother_core.errors import ResultFormatError
+from mother_core.io.filekind import read_bytes_file
 from mother_core.recovery.json_numbers import from_json_number, matrix_from_json, to_json_number
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem
 from mother_core.recovery.schema import check_result
 from mother_core.relations.vocabulary import Relation, parse_relation
 from mother_core.settings import RecoverySettings
+
+#: Largest result file read (a dense result of 1,500 models, the most written without --candidates, is
+#: ~0.2 GB). A file of a result's name may be anything: a link to /dev/zero, a FIFO, a huge download.
+MAX_RESULT_BYTES = 1 << 30
 
 __all__ = ["Alternative", "Constraints", "Edge", "LayerInfo", "ModelNode", "Recovery", "RecoverySettings",
            "TreeInfo"]
@@ -359,7 +364,7 @@ class Recovery:
     @classmethod
     def load(cls, path: str | Path) -> "Recovery":
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(read_bytes_file(path, MAX_RESULT_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise ResultFormatError(f"Result file {path} does not exist.", path) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:

@@ -154,6 +154,10 @@ def _assemble_result(refs: list[ModelRef], listings: Sequence[Mapping[str, Tenso
     problems.extend(_nonfinite_problems(refs, plan, out.nonfinite, set(out.failed)))
     stats = _assemble(refs, plan, out, cache, known, known_equal)
     stats.skeletons = _assemble_skeletons(plan, out, cache)
+    if cache.misshapen and cache.cache is not None:
+        problems.append(Problem(str(cache.cache.path), f"{cache.misshapen} cached value(s) in {cache.cache.path} "
+                                                       "were invalid (a sketch of another shape than its tensor's); "
+                                                       "they were computed again."))
     stats.roundoff = np.array([_roundoff(listing) for listing in listings])
     stats.finer = _finer(listings, stats.tensors, stats.roundoff)
     del known, known_equal  # (T, N, N) each: as large as the result's distances
@@ -183,6 +187,7 @@ class CacheSession:
         self.pairs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # key pair -> (slot ids, values)
         self.skeletons: dict[tuple[str, str], np.ndarray] = {}
         self.slot_names: dict[int, str] = {}  # cache slot id -> slot key
+        self.misshapen = 0  # cached skeletons of another shape than their slot's: read again
 
     @classmethod
     def open(cls, cache_dir: str | Path | None, keys: Sequence[str], problems: list[Problem]) -> CacheSession:
@@ -282,7 +287,15 @@ class CacheSession:
         needs: dict[int, list[int]] = {}
         for s, (meta, who) in enumerate(zip(slots, holders)):
             sk = slot_key(meta.name, meta.shape)
-            wants_skeleton = slot_skeleton(meta) is not None
+            index = slot_skeleton(meta)
+            wants_skeleton = index is not None
+            if index is not None:  # a cache file may lie about a skeleton's shape (its bytes still add up):
+                want = (len(index[0]), len(index[1]))  # taken as it was, it ended the run (a ValueError)
+                for m in who:
+                    got = self.skeletons.get((keys[m], sk))
+                    if got is not None and got.shape != want:
+                        del self.skeletons[(keys[m], sk)]
+                        self.misshapen += 1
             read = {m for m in who if (keys[m], sk) not in self.models
                     or (wants_skeleton and (keys[m], sk) not in self.skeletons)}
             if len(read) < len(who):  # some holders are cached: read those in a pair the cache lacks
@@ -354,8 +367,31 @@ def _open_all(refs: list[ModelRef], problems: list[Problem], stack: contextlib.E
         # Tensors a reader left out (a dtype we do not compare, an impossible stride, a quantization it
         # cannot decode) are reported.
         if isinstance(reader, NotingReader):
-            problems.extend(Problem(reader.ref.path, note) for note in reader.notes)
+            problems.extend(bounded_notes(reader.ref.path, reader.notes))
     return readers, base_refs
+
+
+#: At most this many problems per model from its reader's notes; the rest are counted in one more.
+MAX_NOTES_PER_MODEL = 20
+
+
+def bounded_notes(path: str, notes: Sequence[str]) -> list[Problem]:
+    """One Problem per note of a model's reader, at most :data:`MAX_NOTES_PER_MODEL`: a file whose 5,000
+    quantized weights each lie about their scales made 5,000 problems (and as many lines on the app's page).
+
+    Examples
+    --------
+    >>> [p.message for p in bounded_notes("m", [f"note {i}" for i in range(3)])]
+    ['note 0', 'note 1', 'note 2']
+    >>> bounded_notes("m", [f"note {i}" for i in range(1000)])[-1].message[:61]
+    'm: 981 more notes like the ones above about this model (1,000'
+    """
+    if len(notes) <= MAX_NOTES_PER_MODEL:
+        return [Problem(path, note) for note in notes]
+    kept = MAX_NOTES_PER_MODEL - 1
+    return [Problem(path, note) for note in notes[:kept]] + [Problem(path, (
+        f"{path}: {len(notes) - kept:,} more notes like the ones above about this model ({len(notes):,} in all, "
+        "the rest not listed); the model was read with what they leave."))]
 
 
 def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:

@@ -1,0 +1,50 @@
+"""Hostile names through the app's own pages (red-team pass three, branch hostile3).
+
+Model ids come from folder names and declared parents from model cards: both are data an attacker writes.
+``st.table`` renders every cell as markdown (a model's card, its alternative parents), so a name there must
+be escaped like everywhere else; the Export page draws names with matplotlib, whose mathtext parsed a name
+holding ``$...$`` (and raised on one it could not parse).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("streamlit")
+
+from test_app import app, demo_root, graph_payload, use_folder, write_family  # noqa: E402,F401
+
+IMG = "![x](x.png)"  # a folder name: no '/' possible
+MATH = "a$\\frac{$b"  # mathtext cannot parse it: matplotlib raised ValueError on the Export page
+DECLARED = "![y](https://example.org/y.png)"  # a model card's base_model: any text
+EDGES = [("base", IMG), ("base", "code"), (IMG, MATH), ("code", "code-py")]
+UNESCAPED = re.compile(r"(?<!\\)!(?<!\\)\[|(?<!\\)\$")  # an image or LaTeX that markdown would render
+
+
+def _cells(table) -> list[str]:
+    df = table.value
+    return [str(x) for x in [*df.index, *df.to_numpy().ravel()]]
+
+
+def test_hostile_names_in_the_cards_tables_and_the_slide(app, tmp_path):  # noqa: F811 - the fixture
+    fam = write_family(tmp_path / "fam", edges=EDGES, declared={"code": DECLARED, MATH: IMG})
+    at = use_folder(app, fam)
+    at.sidebar.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("app_pages/1_Tree.py").run()
+    ids = [n["id"] for n in graph_payload(at)["nodes"]]
+    assert {IMG, MATH, "code"} <= set(ids)
+    shown = []
+    for model in ids:
+        at.selectbox(key="find_tree").set_value(model).run()
+        assert not at.exception, (model, [e.value for e in at.exception])
+        cells = [c for t in at.table for c in _cells(t)]
+        shown += cells
+        assert not [c for c in cells if UNESCAPED.search(c)], (model, cells)
+    text = " ".join(shown).replace("\\", "")
+    assert IMG in text and MATH.replace("\\", "") in text and DECLARED in text  # all there, escaped
+    at.switch_page("app_pages/6_Export.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("PNG" in b.label for b in at.get("download_button"))
