@@ -1,5 +1,5 @@
-"""A contested merge parent of an exact merge is replaced by the better reading the contest found (benchmarks/RESULTS.md,
-"Fine-tune edges and merge parents of typed sets, fifth pass").
+"""A contested merge parent of an exact merge is replaced by the better reading the contest found
+(benchmarks/RESULTS.md, "Fine-tune edges and merge parents of typed sets, fifth pass").
 
 On the typed profile D fitting sets every contested parent of an exact merge was wrong, and every rival the contest
 named was the true parent: a task arithmetic read on its true input's near-copy parent (a few small steps apart),
@@ -17,6 +17,7 @@ from typed_family import qwen3_family, qwen3_finetunes, qwen3_node, qwen3_task_a
 
 from mother_core import compute_statistics, discover
 from mother_core.relations import Relation
+from mother_core.relations.calibration import SWAPPED_KIND, counted_rate
 from mother_core.relations.evidence import TypedLink, pair_layers
 from mother_core.relations.merge import CONTESTED_NOTE_SWAPPED, affine_fit, contest_parents
 
@@ -68,7 +69,7 @@ def test_contested_parent_of_an_exact_merge_is_replaced(family: Path) -> None:
     assert sorted(names) == ["m-f11", "m-f2", "m-root"], (names, got.parent_notes)
     k = names.index("m-f11")
     assert CONTESTED_NOTE_SWAPPED in got.note_of(k) and "m-f1 " in got.note_of(k)
-    assert got.confidence_of(k) < 0.8
+    assert got.confidence_of(k) == pytest.approx(counted_rate(SWAPPED_KIND)) and got.confidence_of(k) < 0.8
     m1 = _read_as(stats, pl, "m-m1", ("m-f1", "m-f2"), "linear")
     mm = _read_as(stats, pl, "m-mm", ("m-f1", "m-f2", "m-f3"), "linear")
     got = contest_parents(stats, pl, labels, set(), mm, [m1, mm])

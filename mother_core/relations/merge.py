@@ -1730,9 +1730,9 @@ def _swapped(stats: WeightStatistics, pl: PairLayers, c: int, link: TypedLink,
 
 def _mark_swapped(stats: WeightStatistics, link: TypedLink, was: TypedLink) -> TypedLink:
     """``link`` (a reading :func:`_swapped` put in the place of ``was``) with each parent ``was`` did not hold at
-    most the contested parents' confidence and a note naming the parents it replaced: the rival the contest
-    preferred is a reading of the fit's own measure, not of a calibrated kind."""
-    from mother_core.relations.calibration import contested_confidence
+    most the counted rate of such parents (:data:`.calibration.SWAPPED_KIND`) and a note naming the parents it
+    replaced: the rival the contest preferred is a reading of the fit's own measure, counted on few merges."""
+    from mother_core.relations.calibration import SWAPPED_KIND, counted_note, counted_rate
 
     gone = [p for p in was.parents if p not in link.parents]
     conf = list(link.confidence_of(k) for k in range(len(link.parents)))
@@ -1740,11 +1740,11 @@ def _mark_swapped(stats: WeightStatistics, link: TypedLink, was: TypedLink) -> T
     for k, p in enumerate(link.parents):
         if p in was.parents:
             continue
-        conf[k] = min(conf[k], contested_confidence())
+        conf[k] = min(conf[k], counted_rate(SWAPPED_KIND))
         notes[k] = ((notes[k] + "; ") if notes[k] else "") + (
             f"{CONTESTED_NOTE_SWAPPED} " + " and ".join(stats.models[q].id for q in gone)
             + f" (read first as {was.detail}): in its place the child's residual is markedly smaller, or the same "
-            "with fewer parents")
+            "with fewer parents: " + counted_note(SWAPPED_KIND))
     return dataclasses.replace(link, parent_confidence=tuple(conf), parent_notes=tuple(notes))
 
 
