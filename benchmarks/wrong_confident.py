@@ -81,16 +81,120 @@ def edge_rows(rec: Recovery, folder: Path) -> list[dict]:
     return rows
 
 
-def run_set(folder: Path, cache: Path | None, settings: RecoverySettings) -> tuple[list[dict], dict]:
-    """Recover ``folder`` and return its edge rows and its scores (ECE, AUROC, wrong among edges at >= 0.8)."""
+def _truth_graph(folder: Path) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
+    """The true parents of each child (parent, relation) and each model's recipe op (``root``, ``finetune``,
+    ``merge``, ``lora`` ...), read from ``truth.json`` (its ``meta.models`` where the generator wrote one)."""
+    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    parents: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for t in load_truth_edges(folder / "truth.json"):
+        parents[t.child].append((t.parent, t.relation or "finetune"))
+    models = data.get("meta", {}).get("models", {}) if isinstance(data.get("meta"), dict) else {}
+    ops = {m: str(v.get("op", "")) for m, v in models.items()}
+    return parents, ops
+
+
+def cause_of(parent: str, child: str, relation: str, true_parents: dict[str, list[tuple[str, str]]],
+             ops: dict[str, str], found: dict[str, list[str]]) -> str:
+    """The cause of one wrong fine-tune edge or merge parent, read against the truth.
+
+    ``parent -> child`` is the true edge of ``relation`` that was not recovered (``found`` maps each child to the
+    parents the recovery gave it). Labels: the recipe step that made the true parent and the child, and where the
+    child went: ``reversed`` (the child parents its true parent), ``under a sibling`` / ``under a sibling's
+    descendant``, ``under its descendant``, ``level skipped`` (under the true parent's parent), ``under p's
+    <op> child`` (a typed child of the true parent), ``read as a merge`` (a fine-tune given several parents),
+    ``root`` (given none); for a merge parent also ``merge read with another parent`` (the true parent replaced
+    by a relative: its ``parent``, ``child`` or other) and ``merge not read`` (the child has one parent).
+    """
+    def ancestors(m: str) -> list[str]:
+        out, todo = [], [m]
+        while todo:
+            for q, _ in true_parents.get(todo.pop(), []):
+                if q not in out:
+                    out.append(q)
+                    todo.append(q)
+        return out
+
+    def kin(a: str, b: str) -> str:
+        if b in [q for q, _ in true_parents.get(a, [])]:
+            return "parent"
+        if a in [q for q, _ in true_parents.get(b, [])]:
+            return "child"
+        if b in ancestors(a):
+            return "ancestor"
+        if a in ancestors(b):
+            return "descendant"
+        pa = {q for q, _ in true_parents.get(a, [])}
+        pb = {q for q, _ in true_parents.get(b, [])}
+        if pa & pb:
+            return "sibling"
+        if any(q in pa for q in ancestors(b)) or any(pa & {x for x, _ in true_parents.get(y, [])}
+                                                     for y in ancestors(b)):
+            return "sibling's descendant"
+        return "unrelated" if not (set(ancestors(a)) & set(ancestors(b) + [b])) else "cousin"
+
+    got = found.get(child, [])
+    steps = f"{ops.get(parent, '?')} -> {ops.get(child, '?')}"
+    if relation == "merge":
+        if parent in got:
+            return f"{steps}: right"
+        if len(got) <= 1:
+            where = kin(child, got[0]) if got else "none"
+            return f"{steps}: merge not read (one parent, its {where})"
+        others = [kin(parent, g) for g in got if g not in [q for q, _ in true_parents.get(child, [])]]
+        return f"{steps}: merge read with another parent (the true one's {', '.join(sorted(others)) or '?'})"
+    if parent in found.get(child, []):
+        return f"{steps}: right"
+    if child in found.get(parent, []):
+        return f"{steps}: reversed"
+    if not got:
+        return f"{steps}: made a root"
+    if len(got) > 1:
+        return f"{steps}: read as a merge"
+    g = got[0]
+    if parent in [q for q, _ in true_parents.get(g, [])] and ops.get(g) not in ("finetune", "root"):
+        return f"{steps}: under the parent's {ops.get(g)} child"
+    if g in [q for q, _ in true_parents.get(parent, [])]:
+        return f"{steps}: level skipped"
+    where = {"child": "under its child (a chain in the other order)", "descendant": "under its descendant",
+             "ancestor": "under a farther ancestor", "sibling": "under a sibling",
+             "sibling's descendant": "under a sibling's descendant"}
+    k = kin(child, g)
+    return f"{steps}: {where.get(k, 'under a ' + k + ' model')} ({ops.get(g, '?')})"
+
+
+def missed_rows(rec: Recovery, folder: Path) -> list[dict]:
+    """One row per true fine-tune edge or merge parent the recovery did not give, with its cause
+    (:func:`cause_of`); the wrong recovered edges get their cause in :func:`edge_rows`."""
+    true_parents, ops = _truth_graph(folder)
+    found: dict[str, list[str]] = defaultdict(list)
+    for e in rec.edges:
+        found[e.child].append(e.parent)
+    rows = []
+    for child, ps in true_parents.items():
+        for parent, relation in ps:
+            if relation not in ("finetune", "merge") or parent in found.get(child, []):
+                continue
+            rows.append({"set": str(folder), "parent": parent, "child": child, "relation": relation,
+                         "status": "missed", "found": found.get(child, []),
+                         "cause": cause_of(parent, child, relation, true_parents, ops, found)})
+    return rows
+
+
+def run_set(folder: Path, cache: Path | None, settings: RecoverySettings,
+            save: Path | None = None) -> tuple[list[dict], dict]:
+    """Recover ``folder`` and return its edge rows (with the missed true fine-tune edges and merge parents) and
+    its scores (ECE, AUROC, wrong among edges at >= 0.8); ``save`` keeps the recovery as JSON."""
     t0 = time.time()
     stats = compute_statistics(discover([folder]), device="cpu", cache_dir=cache)
     rec = recover(stats, settings)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        rec.save(save / f"{label(str(folder)).replace('/', '_')}.json")
     ev = evaluate(rec, load_truth_edges(folder / "truth.json"))
     score = {"set": str(folder), "edges": ev.n_recovered_edges, "right": ev.n_correct,
              "ece": ev.expected_calibration_error, "auroc": ev.confidence_auroc,
              "high": ev.n_confident, "high_wrong": ev.n_confident_wrong, "seconds": time.time() - t0}
-    return edge_rows(rec, folder), score
+    return edge_rows(rec, folder) + missed_rows(rec, folder), score
 
 
 def label(folder: str) -> str:
@@ -100,7 +204,16 @@ def label(folder: str) -> str:
 
 
 def report(rows: list[dict], scores: list[dict], low: float) -> None:
-    """Print the wrong edges at >= ``low``, the counts per kind and the scores per set."""
+    """Print the wrong edges at >= ``low``, the counts per kind, the missed fine-tune edges and merge parents by
+    cause, and the scores per set."""
+    missed = [r for r in rows if r["status"] == "missed"]
+    rows = [r for r in rows if r["status"] != "missed"]
+    causes: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in missed:
+        causes[(r["relation"], r["cause"])].append(f"{label(r['set'])} {r['parent']}->{r['child']}")
+    print("Missed true fine-tune edges and merge parents, by cause:")
+    for (relation, cause), cases in sorted(causes.items(), key=lambda kv: (kv[0][0], -len(kv[1]))):
+        print(f"  {relation} | {cause} | {len(cases)} | {'; '.join(cases)}")
     print(f"Wrong edges at confidence >= {low}:")
     for r in sorted((r for r in rows if r["status"] != "right" and r["confidence"] >= low),
                     key=lambda r: -r["confidence"]):
@@ -140,11 +253,12 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="statistics cache folder")
     ap.add_argument("--json", type=Path, default=None, help="write every edge row and score here")
     ap.add_argument("--low", type=float, default=HIGH, help="list wrong edges at this confidence or more")
+    ap.add_argument("--save", type=Path, default=None, help="keep each recovery (Recovery.save) in this folder")
     args = ap.parse_args()
     rows: list[dict] = []
     scores: list[dict] = []
     for folder in args.sets:
-        mine, score = run_set(folder, args.cache, RecoverySettings())
+        mine, score = run_set(folder, args.cache, RecoverySettings(), args.save)
         rows += mine
         scores.append(score)
         print(f"  {label(str(folder))}: {score['edges']} edges, {score['seconds']:.0f} s", file=sys.stderr,

@@ -81,8 +81,9 @@ def _link(stats, child: str):
     return found[child], links
 
 
-def _forced(stats, link, links, true: str, wrong: str):
-    """``link`` with ``wrong`` in ``true``'s place (same weights), its parents contested afresh."""
+def _forced(stats, link, links, true: str, wrong: str, swap: bool = False):
+    """``link`` with ``wrong`` in ``true``'s place (same weights), its parents contested afresh (``swap``: an exact
+    merge's better reading taken, as the engine does; off, the contest's notes and numbers alone)."""
     at = {m.id: i for i, m in enumerate(stats.models)}
     parents = tuple(at[wrong] if p == at[true] else p for p in link.parents)
     forced = dataclasses.replace(link, parents=parents, parent_confidence=None, parent_notes=())
@@ -91,7 +92,7 @@ def _forced(stats, link, links, true: str, wrong: str):
     from mother_core.relations.merge import _entries_above_chance, rounding_ratio
 
     pl = _entries_above_chance(pair_layers(stats), np.zeros(len(ids), dtype=int), rounding_ratio(stats))
-    return contest_parents(stats, pl, np.zeros(len(ids), dtype=int), set(), forced, links), ids
+    return contest_parents(stats, pl, np.zeros(len(ids), dtype=int), set(), forced, links, swap=swap), ids
 
 
 @pytest.mark.xdist_group("sparse-merge")
@@ -113,6 +114,12 @@ def test_a_near_relative_in_an_inputs_place_reads_low(tmp_path):
     own = {ids[p]: forced.confidence_of(k) for k, p in enumerate(forced.parents)}
     assert own["m-a1"] < 0.8 and own["m-b"] == forced.confidence >= 0.9
     assert "m-a in its place" in forced.note_of(list(forced.parents).index(ids.index("m-a1")))
+    # The engine takes the better reading of an exact merge (merge._swapped): m-a back in m-a1's place, at the
+    # counted rate of such parents, its note naming m-a1.
+    swapped, ids = _forced(stats, link, links, "m-a", "m-a1", swap=True)
+    assert {ids[p] for p in swapped.parents} == {"m-a", "m-b"}
+    k = list(swapped.parents).index(ids.index("m-a"))
+    assert swapped.confidence_of(k) < 0.8 and "m-a1" in swapped.note_of(k)
 
     rec = recover(stats)  # the engine's reading, through the result: each parent edge its own number
     edges = {e.parent: e for e in rec.edges if e.child == "m-merge"}

@@ -39,6 +39,8 @@ DECLARED_CONTRADICTED = "the weights contradict its declared base"
 ONE_TEST_KIND = "merge: exact, one base test"
 #: The kind of an exact merge that reads as exactly the other way round (:data:`EXCHANGEABLE`).
 EXCHANGE_KIND = "merge: exact, exchangeable"
+#: The kind of a merge parent taken in the place of a contested one (:func:`.merge.contest_parents`).
+SWAPPED_KIND = "merge: taken in a contested parent's place"
 #: The kind of a sparse merge the signs of its entries read (:data:`SIGNS_READ`).
 SIGNS_KIND = "merge: signs"
 
@@ -98,6 +100,13 @@ COUNTED: dict[str, tuple[int, int]] = {
     # benchmarks/RESULTS.md, "A quantized copy's contested source"): 18 (17 on profile D, one on C 21), every
     # source right (none on S 400-418). 18 of 18: 0.82, where the quantized kind's 0.988 read before.
     CONTESTED_SOURCE_KIND: (18, 18),
+    # Merge parents taken in the place of a contested parent of an exact merge (:func:`.merge.contest_parents`: a
+    # near copy of the true input read in its place, a merge of a merge read as the merge's inputs, the input of a
+    # merge parent), counted on the fitting typed sets D 200-228 (even; benchmarks/wrong_confident.py, branch
+    # ftedge5, benchmarks/RESULTS.md, "Fine-tune edges and merge parents of typed sets, fifth pass"): 8 merges on
+    # D 204, 206, 208, 222, 226, 228, the parent taken in every one the true one; none on C 5-57 (their contested
+    # parents are of sparse merges, left alone) nor on S 400-418. 8 of 8: 0.72.
+    SWAPPED_KIND: (8, 8),
 }
 #: Counted kinds whose count is one per merge (right where every parent is), not one per parent: the question the
 #: kind leaves open is which model is the merge, so a merge's parents are right or wrong together, and three

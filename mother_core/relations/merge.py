@@ -141,6 +141,8 @@ CALIBRATED_RESIDUAL = 0.475
 #: also took (profile C: 26 pairs) 5e-4 and more (sparse merges, whose trimmed entries dominate the residual), 5e-2
 #: and more (Model Stock, per layer). The bar sits between, nearer the first.
 SAME_READING = 1e-4
+#: The words that open the note of a merge parent taken in the place of a contested one (:func:`_mark_swapped`).
+CONTESTED_NOTE_SWAPPED = "taken in the place of"
 
 
 #: A fit of :func:`_best_subset`, :func:`_completed` or :func:`_on_sphere`: (residual ratio, parents, coefficients,
@@ -1564,9 +1566,12 @@ def _per_layer(pl: PairLayers, c: int, parents: tuple[int, ...]) -> np.ndarray:
 
 
 def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int], link: TypedLink,
-                    links: list[TypedLink], sphere: bool = False, by_layer: bool = False) -> TypedLink:
+                    links: list[TypedLink], sphere: bool = False, by_layer: bool = False,
+                    swap: bool = True) -> TypedLink:
     """``link`` (a merge) with each parent's own confidence: the merge's, or for a parent another relative can
     take the place of, at most the calibrated rate of such contested parents (:data:`.calibration.CONTESTED`).
+    Where the fit is exact with one set of coefficients and the contest names a better reading, that reading
+    replaces the fit's (``swap``; :func:`_swapped`).
 
     A merge's confidence says that the child is a merge; the fit chose its parents among the child's relatives,
     and one of them may stand in for a relative that is the true input: an input's own fine-tune or parent,
@@ -1610,6 +1615,10 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     of_parents = {x.child: x.parents for x in links if x.child in rivals and set(x.parents) <= set(parents)}
     sparse = link.detail.startswith("ties/dare")
     notes = ["" for _ in parents]
+    # What each contested parent's better reading puts in its place (:func:`_swapped`): the merge of several
+    # parents that explains the child as well with fewer, an input of a merge parent, or a relative that leaves
+    # markedly less residual.
+    better: dict[int, tuple[int, float]] = {}
     shared = _common_layers(pl, [c, *parents])
     own_on: dict[bytes, float] = {}  # the merge's own residual, once per set of layers
 
@@ -1631,6 +1640,7 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         if fewer <= own * (1.0 + SAME_READING):
             for k, p in enumerate(parents):
                 if p in inner:
+                    better[k] = (r, 0.0)
                     notes[k] = (f"{stats.models[r].id}, a merge of "
                                 + " and ".join(stats.models[q].id for q in inner)
                                 + f", explains the child as well in their place, with fewer parents (residual "
@@ -1641,9 +1651,10 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
         if notes[k]:
             continue
         if p in inputs_of:  # (before the entries: a TIES merge keeps an input's values where it alone kept them)
-            notes[k] = _inner_input_contest(stats, pl, c, parents, p, inputs_of[p], rivals, own_residual, sphere,
-                                            by_layer, layers_with)
+            notes[k], q = _inner_input_contest(stats, pl, c, parents, p, inputs_of[p], rivals, own_residual, sphere,
+                                               by_layer, layers_with)
             if notes[k]:
+                better[k] = (q, 0.0)
                 continue
         if sparse and _kept_by(pl, c, p):
             notes[k] = _entries_contest(stats, pl, c, p, rivals)
@@ -1661,6 +1672,14 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
             swapped, own, r = best
             notes[k] = (f"{stats.models[r].id} in its place explains the child better (residual {swapped:.3g} "
                         f"against {own:.3g})")
+            if swapped < PARSIMONY * own:  # better by the bar a richer reading must clear (_best_subset)
+                better[k] = (r, swapped / own if own > 0 else 0.0)
+    if swap and better and not sparse and not sphere and not by_layer:
+        moved = _swapped(stats, pl, c, link, better)
+        if moved is not None:
+            # The better reading's own contest: its parents' confidence and notes (no second swap).
+            again = contest_parents(stats, pl, labels, excluded, moved, links, swap=False)
+            return _mark_swapped(stats, again, link)
     if not any(notes):
         return dataclasses.replace(link, parent_confidence=(link.confidence,) * len(parents),
                                    parent_notes=("",) * len(parents))
@@ -1668,9 +1687,70 @@ def contest_parents(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     return dataclasses.replace(link, parent_confidence=own_conf, parent_notes=tuple(notes))
 
 
+def _swapped(stats: WeightStatistics, pl: PairLayers, c: int, link: TypedLink,
+             better: dict[int, tuple[int, float]]) -> TypedLink | None:
+    """The reading of ``c`` with each contested parent ``k`` of ``better`` replaced by its better rival, refitted
+    with one set of coefficients over the layers they all hold, or None where that reading is no exact merge by
+    the detector's own tests (residual within :data:`EXACT`, weights as :func:`_best_subset` allows them).
+
+    An exact fit names parents whose combination *is* the child up to rounding; its search only looks at the
+    nearest :data:`CANDIDATES` relatives and the completions beyond them, and a subtracted task vector moves the
+    merge away from that input, so a near copy of the true input (a few small steps either way) can be nearer and
+    leave a residual that still passes. The contest (:func:`contest_parents`) tries every relative in each
+    parent's place; where one leaves markedly less (by :data:`PARSIMONY`, the bar a richer reading must clear),
+    the fit's own measure prefers it. So does parsimony where a found merge of some parents explains the child as
+    well in their place with fewer parents (a merge of a merge read as a merge of its inputs: profile D's
+    recipe), and where an input of a merge parent explains it about as well (the merge of an input read on a
+    merge that holds it). Profile D fitting sets (benchmarks/RESULTS.md, "Fine-tune edges and merge parents of
+    typed sets, fifth pass"): every such rival of an exact merge was the true parent. Sparse merges (TIES, DARE)
+    are left alone: their residual is mostly the entries they dropped, which no relative explains, and there the
+    rival was the true parent for 3 of 13 contested parents."""
+    new: list[int] = []
+    for k, p in enumerate(link.parents):
+        q = better[k][0] if k in better else p
+        if q not in new:  # (a merge of two parents takes both places)
+            new.append(q)
+    parents = tuple(new)
+    if len(parents) < 2 or c in parents:
+        return None
+    layers = _common_layers(pl, [c, *parents])
+    if not layers.any():
+        return None
+    idx = np.array(parents)
+    total = pl.sq[layers].sum(axis=0)
+    dc = total[c, idx]
+    coeffs, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
+    ratio = res / float(dc.min()) if dc.min() > 0 else math.nan
+    if not ratio <= EXACT or (coeffs > 1.0 + 1e-3).any() or (coeffs < -1.0).any() \
+            or int((coeffs < MIN_WEIGHT).sum()) > 1:
+        return None
+    return _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray_ratio(pl, c, parents),
+                       one_test=ONE_BASE_TEST in link.evidence)
+
+
+def _mark_swapped(stats: WeightStatistics, link: TypedLink, was: TypedLink) -> TypedLink:
+    """``link`` (a reading :func:`_swapped` put in the place of ``was``) with each parent ``was`` did not hold at
+    most the counted rate of such parents (:data:`.calibration.SWAPPED_KIND`) and a note naming the parents it
+    replaced: the rival the contest preferred is a reading of the fit's own measure, counted on few merges."""
+    from mother_core.relations.calibration import SWAPPED_KIND, counted_note, counted_rate
+
+    gone = [p for p in was.parents if p not in link.parents]
+    conf = list(link.confidence_of(k) for k in range(len(link.parents)))
+    notes = [link.note_of(k) for k in range(len(link.parents))]
+    for k, p in enumerate(link.parents):
+        if p in was.parents:
+            continue
+        conf[k] = min(conf[k], counted_rate(SWAPPED_KIND))
+        notes[k] = ((notes[k] + "; ") if notes[k] else "") + (
+            f"{CONTESTED_NOTE_SWAPPED} " + " and ".join(stats.models[q].id for q in gone)
+            + f" (read first as {was.detail}): in its place the child's residual is markedly smaller, or the same "
+            "with fewer parents: " + counted_note(SWAPPED_KIND))
+    return dataclasses.replace(link, parent_confidence=tuple(conf), parent_notes=tuple(notes))
+
+
 def _inner_input_contest(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...], p: int,
                          inner: tuple[int, ...], rivals: list[int], own_residual: Callable[[np.ndarray], float],
-                         sphere: bool, by_layer: bool, layers_with: Callable[[int], np.ndarray]) -> str:
+                         sphere: bool, by_layer: bool, layers_with: Callable[[int], np.ndarray]) -> tuple[str, int]:
     """What contests a merge parent ``p`` that is itself a found merge of ``inner`` (:func:`contest_parents`): one of
     its own inputs, not already a parent, that in its place leaves less than 1 / :data:`PARSIMONY` times the
     residual; ``""`` where none does.
@@ -1682,7 +1762,8 @@ def _inner_input_contest(stats: WeightStatistics, pl: PairLayers, c: int, parent
     explains it about as well, the merge parent is one reading of two, an input taken in the place of its own near
     copy (D 204: a task-arithmetic merge read on a SLERP that weighs the true input 0.65, that input leaving 0.7
     times its residual). The bar is the detector's own: more parents (a merge parent brings its inputs with it) must
-    lower the residual by :data:`PARSIMONY` to be preferred, as in :func:`_best_subset`; nothing was fitted."""
+    lower the residual by :data:`PARSIMONY` to be preferred, as in :func:`_best_subset`; nothing was fitted.
+    Returns the note and that input (-1 with ``""``)."""
     best: tuple[float, float, int] | None = None
     for q in inner:
         if q in parents or q not in rivals:
@@ -1695,12 +1776,12 @@ def _inner_input_contest(stats: WeightStatistics, pl: PairLayers, c: int, parent
         if best is None or swapped * best[1] < best[0] * own:
             best = (swapped, own, q)
     if best is None or not best[0] * PARSIMONY < best[1]:
-        return ""
+        return "", -1
     swapped, own, q = best
     return (f"{stats.models[q].id}, an input of this parent (itself a merge of "
             + " and ".join(stats.models[x].id for x in inner)
             + f"), explains the child about as well in its place (residual {swapped:.3g} against {own:.3g}): "
-            "the merge of a merge and the merge of its input are one reading of two")
+            "the merge of a merge and the merge of its input are one reading of two"), q
 
 
 def _subset_residual(pl: PairLayers, c: int, subset: tuple[int, ...], layers: np.ndarray, sphere: bool,
