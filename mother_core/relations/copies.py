@@ -246,7 +246,7 @@ def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u:
 
 def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int],
                    copies: dict[int, int] | None = None,
-                   made: dict[int, set[int]] | None = None) -> tuple[list[TypedLink], list[tuple[int, str]]]:
+                   merged_from: dict[int, set[int]] | None = None) -> tuple[list[TypedLink], list[tuple[int, str]]]:
     """The source of every model whose format names a quantization scheme.
 
     Parameters
@@ -256,7 +256,7 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
     copies : dict of int to int, optional
         Each conversion copy's original (:func:`find_conversions`). A copy is a source only where it fits
         clearly better than its original (:func:`_copies_as_sources`); elsewhere its original stands for it.
-    made : dict of int to set of int, optional
+    merged_from : dict of int to set of int, optional
         Models known to be made from a quantized model's values (the merges that take it as an input:
         :func:`mother_core.relations.detect.detect_relations`), keyed by that model. They are never its
         source, and only the quantized models named here are read (a second reading after the merges).
@@ -279,9 +279,9 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
         return tested[q, c]
 
     for q in quantized:
-        if made is not None and q not in made:
+        if merged_from is not None and q not in merged_from:
             continue
-        known = made.get(q, set()) if made is not None else set()
+        known = merged_from.get(q, set()) if merged_from is not None else set()
         scheme = quantization_scheme(stats.models[q].format) or ""
         scored = []
         for c in range(n):

@@ -169,7 +169,7 @@ def _quantized_merge_inputs(stats: WeightStatistics, pl: PairLayers, labels: np.
             added.append(fit)
     if not made:
         return links, notes
-    found, again = find_quantized(stats, pl, not_parents=adapters, copies=copies, made=made)
+    found, again = find_quantized(stats, pl, not_parents=adapters, copies=copies, merged_from=made)
     kept = [link for link in links if not (link.relation == Relation.QUANTIZED and link.child in made)]
     return (kept + found + added,
             [(q, text) for q, text in notes if q not in made] + [(q, text) for q, text in again])
