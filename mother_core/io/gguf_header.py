@@ -19,8 +19,12 @@ import numpy as np
 
 from mother_core.errors import UnreadableCheckpointError
 
-#: Architectures whose q/k rows llama.cpp's converter permutes (classes deriving from ``LlamaModel``).
-PERMUTED_QK: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "deci"})
+#: Architectures whose q/k rows llama.cpp's converter permutes: ``LlamaModel`` and the classes deriving from it
+#: that keep its ``modify_tensors`` with ``undo_permute`` left on (Granite, Arcee, SmolLM3, Llama-embed; not
+#: Llama 4, Apertus or Mistral's own format, which switch it off, nor AFMoE, which writes its tensors itself),
+#: and those calling ``LlamaModel.permute`` themselves (Deci, MiniCPM).
+PERMUTED_QK: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "deci", "arcee", "smollm3",
+                                         "llama-embed", "minicpm"})
 #: GPT-2 weights the converter transposes (HF ``Conv1D`` stores (in, out)).
 _TRANSPOSED_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 _TRANSPOSED_ARCHS = frozenset({"gpt2"})

@@ -245,7 +245,8 @@ def _conversion_link(stats: WeightStatistics, p: int, c: int, max_rel: float, u:
 
 
 def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int],
-                   copies: dict[int, int] | None = None) -> tuple[list[TypedLink], list[tuple[int, str]]]:
+                   copies: dict[int, int] | None = None,
+                   merged_from: dict[int, set[int]] | None = None) -> tuple[list[TypedLink], list[tuple[int, str]]]:
     """The source of every model whose format names a quantization scheme.
 
     Parameters
@@ -255,6 +256,10 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
     copies : dict of int to int, optional
         Each conversion copy's original (:func:`find_conversions`). A copy is a source only where it fits
         clearly better than its original (:func:`_copies_as_sources`); elsewhere its original stands for it.
+    merged_from : dict of int to set of int, optional
+        Models known to be made from a quantized model's values (the merges that take it as an input:
+        :func:`mother_core.relations.detect.detect_relations`), keyed by that model. They are never its
+        source, and only the quantized models named here are read (a second reading after the merges).
 
     Returns
     -------
@@ -274,10 +279,14 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
         return tested[q, c]
 
     for q in quantized:
+        if merged_from is not None and q not in merged_from:
+            continue
+        known = merged_from.get(q, set()) if merged_from is not None else set()
         scheme = quantization_scheme(stats.models[q].format) or ""
         scored = []
         for c in range(n):
-            if c == q or c in quantized or c in not_parents or pl.shared[q, c] < QUANT_COVERAGE * pl.own[q]:
+            if (c == q or c in quantized or c in not_parents or c in known
+                    or pl.shared[q, c] < QUANT_COVERAGE * pl.own[q]):
                 continue
             ok = np.isfinite(pl.sq[:, q, c])
             num = float(pl.sq[ok, q, c].sum())

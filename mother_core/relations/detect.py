@@ -38,7 +38,7 @@ from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink,
 from mother_core.relations.lowrank import (
     LORA_UNTOUCHED, LowRankProfile, lowrank_profile, reads_low_rank, untouched_share, untouched_tolerance,
 )
-from mother_core.relations.merge import find_merges
+from mother_core.relations.merge import exact_merge_of, find_merges
 from mother_core.relations.merge_signs import sign_step
 from mother_core.relations.prune import find_pruned
 from mother_core.relations.stack import LayerReads, find_stacks, quantized_sources
@@ -116,6 +116,8 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         excluded = {link.child for link in links} | adapters
         signs = sign_step(stats, labels, excluded, reads) if "merge-signs" in detectors else None
         links += find_merges(stats, pl, labels, excluded, signs)
+        if "quantized" in detectors:
+            links, notes = _quantized_merge_inputs(stats, pl, labels, adapters, copies, excluded, links, notes)
         merged = {link.child for link in links} - excluded
         # a stack's layers may come from merges (a frankenmerge of merges), not from copies or adapters; a
         # quantized model deeper than its source may be the quantized copy of a stack the set lacks
@@ -133,6 +135,45 @@ def detect_relations(stats: WeightStatistics, labels: np.ndarray,
         partial = frozenset(pairs)
         links += lora_links(stats, pl, pairs, _lora_minority(labels, skip, partial))
     return TypedFindings(links=tuple(links), notes=tuple(notes), partial=partial)
+
+
+def _quantized_merge_inputs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, adapters: set[int],
+                            copies: dict[int, int], excluded: set[int], links: list[TypedLink],
+                            notes: list[tuple[int, str]]) -> tuple[list[TypedLink], list[tuple[int, str]]]:
+    """Quantized models read again without the merges made from their values.
+
+    A merge of a quantized model's dequantized values (a user's GGUF read back and merged) holds a share of
+    them, rounding included, so it can sit nearer the quantized model than its float source does. It then
+    either shows the source "missing" (:func:`.copies._between`: the quantized model is left without one, and the
+    merge search, to which it is then an ordinary relative, reads the merge on it), or it is read as the source
+    itself (the quantized model is then a copy, never a merge input, and the merge is not read at all). Made from
+    the quantized model's values, such a merge is never its source: the merges found on a sourceless quantized
+    model, and a quantized model's source that is an exact merge with that model among its inputs
+    (:func:`.merge.exact_merge_of`), are set aside and the quantized model is read again.
+    """
+    noted = {q for q, _ in notes}
+    made: dict[int, set[int]] = {}
+    for link in links:
+        if link.relation == Relation.MERGE:
+            for p in link.parents:
+                if p in noted:
+                    made.setdefault(p, set()).add(link.child)
+    typed = {link.child for link in links}  # (a source read as anything else already is no merge to seek)
+    added: list[TypedLink] = []
+    for link in links:
+        if link.relation != Relation.QUANTIZED or link.parents[0] in typed:
+            continue
+        q, p = link.child, link.parents[0]
+        fit = exact_merge_of(stats, pl, labels, excluded - {q}, p)
+        if fit is not None and q in fit.parents:
+            made.setdefault(q, set()).add(p)
+            added.append(fit)
+    if not made:
+        return links, notes
+    found, again = find_quantized(stats, pl, not_parents=adapters, copies=copies, merged_from=made)
+    kept = [link for link in links if not (link.relation == Relation.QUANTIZED and link.child in made)]
+    return (kept + found + added,
+            [(q, text) for q, text in notes if q not in made] + [(q, text) for q, text in again])
 
 
 def _partial_pairs(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,

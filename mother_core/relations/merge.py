@@ -266,6 +266,18 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
             for link in links]
 
 
+def exact_merge_of(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int],
+                   child: int) -> TypedLink | None:
+    """The exact merge reading of ``child`` (:func:`_fits`, residual within :data:`EXACT`) on the relatives of its
+    tree not in ``excluded``, or None. For a model :func:`find_merges` never fitted on some input (a quantized
+    model's nearest float model, read as its source, which may be a merge of the quantized model's values)."""
+    pl = _entries_above_chance(pl, labels, rounding_ratio(stats))
+    fits = sorted((x for x in _fits(stats, pl, labels, excluded, children={child}) if x[0] <= EXACT),
+                  key=lambda x: x[0])
+    fits = [x for x in fits if _copied_parent(stats, pl, child, x[1].parents) is None]
+    return fits[0][1] if fits else None
+
+
 def _copied_parent(stats: WeightStatistics, pl: PairLayers, c: int, parents: tuple[int, ...]) -> int | None:
     """The parent ``c`` equals exactly on tensors holding at least :data:`COPIED_SHARE` of its elements where
     another parent differs from it there, or None.
