@@ -451,6 +451,7 @@ class _Finder:
     def _folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
         names = set(os.listdir(folder))
         if "adapter_config.json" in names:
+            self.named_adapters(folder, model_id, names)
             return self.adapter(folder, model_id)
         # Only model_index.json marks a diffusers repository: a folder of model folders looks the same.
         is_diffusers = "model_index.json" in names
@@ -478,6 +479,32 @@ class _Finder:
             self.add(model_id, folder, found[0], found[1], meta_folders=(folder,))
             return True
         return False
+
+    def named_adapters(self, folder: str, model_id: str, names: set[str]) -> bool:
+        """Add the named adapters PEFT saved beside (or instead of) a folder's ``default`` adapter.
+
+        ``PeftModel.save_pretrained`` writes the adapter named ``default`` at the top of the folder and every
+        other adapter in a sub-folder of its name (PEFT docs, "save_pretrained": ``selected_adapters``), each
+        with its own ``adapter_config.json``. Each is a model of its own (``folder/name``); without this the
+        sub-folders were neither read nor reported. Asked of a model's folder (beside its ``default``) and of
+        a set's entry that holds no model itself (adapters saved without a ``default``), never of the set's
+        own folder, whose sub-folders are its models. True when the folder held at least one.
+        """
+        found = False
+        for name in sorted(names):
+            sub = os.path.join(folder, name)
+            if name.startswith(".") or os.path.islink(sub) or not os.path.isdir(sub):
+                continue  # a link may leave the folder (or loop); the roots decide real folders below
+            try:
+                if not os.path.isfile(os.path.join(sub, "adapter_config.json")):
+                    continue
+            except OSError:
+                continue
+            if self.roots is not None and not self.roots.contains(sub):
+                self.problem(sub, self.roots.refusal(sub) or "")
+                continue
+            found = self.adapter(sub, f"{model_id}/{name}") or found
+        return found
 
     def component_model(self, folder: str, model_id: str, component: str) -> bool:
         sub = os.path.join(folder, component)
@@ -567,7 +594,8 @@ class _Finder:
         if os.path.isdir(full):
             if name.startswith("models--"):
                 self.hf_cache_entry(full)
-            elif not self.folder_model(full, name, loose=True):
+            elif not self.folder_model(full, name, loose=True) \
+                    and not self.named_adapters(full, name, set(os.listdir(full))):
                 self.problem(full, f"{full} holds no model we can read ({FORMATS_HELP}).")
         elif _weight_suffix(name) and not NOT_MODELS.match(name):
             if os.path.islink(full) or os.path.lexists(full) and not os.path.exists(full):

@@ -1,0 +1,60 @@
+"""Several named PEFT adapters saved in one folder are each a model (issue 14: "never lost work").
+
+``PeftModel.save_pretrained`` writes the adapter named ``default`` at the top of the folder and every other
+adapter in a sub-folder of its name, each with its own ``adapter_config.json``. Discovery read the top one
+and silently dropped the others (the fifth stress set, ``benchmarks/elsewhere5_set.py``). The adapters here
+are made by PEFT itself on a tiny Llama and trained for a few steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from checkpoint_factory import adam_steps, tiny_llama
+from mother_core import RecoverySettings, compute_statistics, discover, recover
+
+pytestmark = pytest.mark.xdist_group("named-adapters")
+
+
+@pytest.fixture(scope="module")
+def adapter_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from peft import LoraConfig, get_peft_model
+
+    root = tmp_path_factory.mktemp("named")
+    from transformers import LlamaForCausalLM
+
+    adam_steps(tiny_llama(seed=0), seed=1, steps=5, lr=3e-3).save_pretrained(root / "base")
+    base = LlamaForCausalLM.from_pretrained(root / "base")  # PEFT records this path as the adapters' base
+    config = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0}
+    torch.manual_seed(2)
+    model = get_peft_model(base, LoraConfig(**config))
+    model.add_adapter("second", LoraConfig(**config))
+    for name, seed in (("default", 3), ("second", 4)):
+        model.set_adapter(name)
+        adam_steps(model, seed=seed, steps=6, lr=3e-3)
+    model.save_pretrained(root / "two")  # default at the top, second in two/second
+    model.save_pretrained(root / "only", selected_adapters=["second"])  # no default: only/second
+    return root
+
+
+def test_every_named_adapter_is_a_model_on_its_base(adapter_set: Path) -> None:
+    assert (adapter_set / "two" / "second" / "adapter_config.json").is_file()  # PEFT's layout, as described
+    found = discover([adapter_set])
+    ids = sorted(m.id for m in found.models)
+    assert ids == ["base", "only/second", "two", "two/second"], (ids, found.problems)
+    assert not found.problems
+    assert {m.id: m.format for m in found.models if m.id != "base"} == dict.fromkeys(
+        ["only/second", "two", "two/second"], "peft-lora")
+
+    result = recover(compute_statistics(found.models), RecoverySettings())
+    parents = {e.child: e.parent for e in result.edges}
+    assert parents == {"two": "base", "two/second": "base", "only/second": "base"}, parents
+
+
+def test_a_folder_of_a_set_that_is_one_adapter_keeps_its_name(adapter_set: Path) -> None:
+    # The set's own folder is never read as a folder of named adapters: its sub-folders are its models.
+    found = discover([adapter_set / "two"])
+    assert sorted(m.id for m in found.models) == ["two", "two/second"]
