@@ -145,6 +145,17 @@ def test_home_recovers_the_default_demo_at_once(app):
     assert not at.status
 
 
+def test_no_pages_folder_beside_the_app():
+    """A ``pages/`` folder beside app.py switches Streamlit 1.67 to its v1 multipage mode on a server's
+    first session: a first deep link opens under a "Page not found" dialog with auto-discovered sidebar
+    entries (docs/ARCHITECTURE.md, "Why the pages live in app_pages/"). AppTest does not show it."""
+    import streamlit.runtime.pages_manager as pm
+
+    assert not (ROOT / "pages").exists(), "pages/ beside app.py turns on Streamlit's v1 auto-discovery"
+    # The mechanism this guards against is still there (drop this test when Streamlit drops it).
+    assert hasattr(pm.PagesManager, "uses_pages_directory")
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_opens(app, page):
     at = app.run()
