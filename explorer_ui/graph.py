@@ -166,6 +166,14 @@ def relation(e: Edge) -> str:
     return r if r in RELATIONS else "finetune"
 
 
+def relation_label(e: Edge) -> str:
+    """The edge's relation in words ("fine-tune", "pruned", "merged LoRA"): the card, the edge tables and the
+    tooltip name it so; the stored word (:func:`relation`: "prune", "lora") is the file's and the tests'."""
+    from mother_core.relations.vocabulary import parse_relation
+
+    return parse_relation(relation(e)).info.label
+
+
 def merge_parent_lines(e: Edge) -> list[str]:
     """For a merge parent's edge: the merge's own confidence beside this parent's (the edge's), and what puts the
     parent in doubt (``parent_note``); nothing for other edges."""
@@ -192,7 +200,7 @@ def status_phrase(status: str, strong: str = "") -> str:
 
 
 def edge_tooltip(e: Edge, status: str | None) -> str:
-    lines = [f"{e.parent} → {e.child}", f"relation: {relation(e)}", f"distance {_fmt(e.distance)}",
+    lines = [f"{e.parent} → {e.child}", f"how it was made: {relation_label(e)}", f"distance {_fmt(e.distance)}",
              (f"confidence {_fmt(e.confidence, 2)} (placement {_fmt(e.placement_confidence, 2)}, "
               f"direction {_fmt(e.direction_confidence, 2)})")]
     weight = getattr(e, "merge_weight", None)
@@ -441,7 +449,7 @@ def build_graph(
         faded = lineage is not None and not (e.parent in lineage and e.child in lineage)
         extra_parent = forest.primary.get(e.child) != e.parent
         width = round(edge_width(e.confidence), 2)
-        net.add_edge(e.parent, e.child, id=eid, title=edge_tooltip(e, s), width=width,
+        net.add_edge(e.parent, e.child, id=eid, title=edge_tooltip(e, s), width=width, relation=relation(e),
                      color={"color": color, "highlight": SELECTED, "hover": color, "opacity": 0.2 if faded else 1.0},
                      dashes=vis_dashes(RELATIONS[relation(e)][1], width),
                      label="✎ set by you" if e.constrained else None,

@@ -434,9 +434,7 @@ def node_card(ctx: Loaded, model: str) -> None:
 
 def _relation_label(e: Edge) -> str:
     """The relation's short label ("pruned", "merged LoRA"): the card showed the stored word ("prune", "lora")."""
-    from mother_core.relations.vocabulary import parse_relation
-
-    return parse_relation(graph.relation(e)).info.label
+    return graph.relation_label(e)
 
 
 def _fmt_num(x: float | None) -> str:

@@ -771,7 +771,7 @@ def test_an_edge_says_how_it_was_made_and_a_merge_names_every_parent(demo_app):
     at = ok(demo_app("typed").run())
     merges: dict[str, list[str]] = {}
     for e in graph_payload(at)["edges"]:
-        if "relation: merge" in e.get("title", ""):
+        if e.get("relation") == "merge":
             merges.setdefault(e["to"], []).append(e["from"])
     child, parents = next((c, ps) for c, ps in merges.items() if len(ps) >= 2)
     at.switch_page("app_pages/2_Edge.py").run()
@@ -858,7 +858,7 @@ def test_a_models_card_names_its_relation_in_words(demo_app):
     at = ok(demo_app("typed").run())
     at.switch_page("app_pages/1_Tree.py").run()
     edges = graph_payload(at)["edges"]
-    child = next(e["to"] for e in edges if "relation: prune" in e.get("title", ""))
+    child = next(e["to"] for e in edges if e.get("relation") == "prune")
     at.selectbox(key="find_tree").set_value(child).run()
     card = ok(at).table[0].value
     assert "(pruned" in card.loc["Recovered parent", "value"], card.loc["Recovered parent", "value"]

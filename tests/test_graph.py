@@ -103,3 +103,15 @@ def test_auto_layout_offers_the_browser_top_down_first_then_left_to_right():
     assert all(a["growth"] >= 1.0 for a in auto.arrangements)
     assert auto.options["edges"]["smooth"]["forceDirection"] == "vertical"
     assert not any(a["dir"] == "horizontal" for a in down.arrangements)
+
+
+def test_an_edge_tooltip_names_its_relation_in_words() -> None:
+    """The graph's tooltip says how the child was made as the card and the tables do ("pruned", "merged LoRA"),
+    not the stored word ("relation: prune"); the stored word stays on the drawn edge as data."""
+    edges = [("base", "p"), ("base", "l")]
+    rec = forest(edges, relations={("base", "p"): "prune", ("base", "l"): "lora"})
+    drawn = {(e["from"], e["to"]): e for e in build_graph(rec).edges}
+    assert "how it was made: pruned" in drawn[("base", "p")]["title"]
+    assert "how it was made: merged LoRA" in drawn[("base", "l")]["title"]
+    assert "relation: prune" not in drawn[("base", "p")]["title"]
+    assert drawn[("base", "p")]["relation"] == "prune" and drawn[("base", "l")]["relation"] == "lora"
