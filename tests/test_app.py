@@ -969,3 +969,18 @@ def test_a_link_to_a_set_not_offered_says_so(demo_app):
     assert warned and "not one of the demo sets" in warned[0] and "showing vit-tree instead" in warned[0], warned
     at.run()  # once
     assert not [w for w in at.warning if "no-such-set" in w.value]
+
+
+def test_an_adapter_in_a_folder_listing_names_its_base_not_unknown(app, tmp_path):
+    """A PEFT adapter stores no architecture (low-rank factors and its base's name): the folder listing said
+    "unknown"; it says "adapter on <base>", with the base's architecture when the base is in the folder."""
+    from checkpoint_factory import peft_adapter
+
+    fam = tmp_path / "fam"
+    sd = llama_state(0)
+    hf_folder(fam / "base", sd, {"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
+    peft_adapter(fam / "chat-lora", sd, "base")
+    at = ok(use_folder(app, fam))
+    listed = at.dataframe[0].value.set_index("model")
+    assert listed.loc["chat-lora", "architecture"] == "LlamaForCausalLM, adapter on base", listed
+    assert listed.loc["base", "architecture"] == "LlamaForCausalLM"
