@@ -362,3 +362,31 @@ def test_a_forest_that_fits_the_canvas_opens_whole(server, demo, models, directi
         assert view["scale"] * 15 >= 12, view  # labels at least the readable size
         assert not page.get_by_test_id("stException").count()
         browser.close()
+
+
+def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
+    """*Declared vs recovered* on the typed demo: both graphs open zoomed in (too many models to read whole),
+    and their labels are drawn at full colour. The "zoomed in" note, shown in the flow under the canvas,
+    shrank the canvas after the zoom was set; vis scaled the drawing down with it (0.875 and 0.89 of the
+    readable zoom) and the labels, 11.4 px on screen, fell under the 12 px draw threshold: faded."""
+    if not (ROOT / "assets" / "demo" / "typed").is_dir():
+        pytest.skip("the typed demo set is missing")
+    url = server[0]
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.goto(f"{url}/lineage?source=demo&set=typed")
+        page.wait_for_function("() => document.querySelectorAll('.mg-root[data-drawn=\"1\"]').length === 2",
+                               timeout=240_000)
+        settled(page)
+        page.wait_for_timeout(1500)  # vis checks its canvas' size every second
+        views = page.evaluate("""() => [...document.querySelectorAll('.mg-root')].map(r => {
+          const net = r.__mother.network, any = Object.values(net.body.nodes)[0].options;
+          const font = r.__mother.font || any.font.size;
+          return {screen_px: net.getScale() * font, threshold: any.scaling.label.drawThreshold,
+                  note: r.querySelector('.mg-note').style.display !== 'none'};
+        })""")
+        assert len(views) == 2 and all(v["note"] for v in views), views  # both zoomed in: the case at hand
+        assert all(v["screen_px"] >= v["threshold"] + 1 - 1e-6 for v in views), views
+        assert not page.get_by_test_id("stException").count()
+        browser.close()
