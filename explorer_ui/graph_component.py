@@ -30,7 +30,7 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import SELECTED, GraphData, vis_source
+from explorer_ui.graph import ARRANGE_JS, SELECTED, GraphData, vis_source
 
 _CSS = """
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
@@ -57,7 +57,7 @@ div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;
 """
 
 # One module per page: ``VIS`` caches the library load across mounts and reruns.
-_JS = r"""
+_JS = ARRANGE_JS + r"""
 let VIS = null;
 function loadVis(lib) {
   if (window.vis && window.vis.Network) return Promise.resolve(window.vis);
@@ -129,21 +129,8 @@ function arrange(root, d, nodes, net) {
   const list = d.arrangements || [];
   const c = root.querySelector('.mg-canvas'), w = c.clientWidth, h = c.clientHeight;
   if (list.length < 2 || !w || !h) return;
-  const font = d.options.nodes.font.size, threshold = d.options.nodes.scaling.label.drawThreshold;
-  const cell = Math.max(...d.nodes.map(n => String(n.label || '').split('\n')[0].length)) * font * 0.6 + 24;
-  const scores = list.map((a, i) => {
-    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-    for (const [x, y] of Object.values(a.pos)) {
-      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
-    }
-    const s = Math.min(1.6, w / (x1 - x0 + cell), h / (y1 - y0 + 3 * font));  // fit() zooms to 1.6 at most
-    return {i, s, dir: a.dir, readable: s * font * a.growth >= threshold};
-  });
-  // The largest zoom; a near tie keeps the earlier (fewer rows).
-  const best = cands => cands.reduce((b, x) => (x.s > b.s * 1.02 ? x : b));
-  let pick = best(scores.filter(x => x.dir === list[0].dir));
-  const other = scores.filter(x => x.dir !== list[0].dir);
-  if (!pick.readable && other.length && best(other).readable) pick = best(other);
+  const pick = {i: pickArrangement(list, w, h, d.options.nodes.font.size, d.options.nodes.scaling.label.drawThreshold,
+                                   d.nodes.map(n => n.label))};
   const a = list[pick.i];
   root.dataset.arrangement = String(pick.i); root.dataset.direction = a.dir;
   d.label_growth = a.growth;

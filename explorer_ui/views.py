@@ -117,6 +117,7 @@ def slide(key: str, statuses: tuple, reference: str, view: GraphView, fmt: str, 
     from explorer_ui import slides
 
     data = graph_data(key, statuses, reference, view, frozenset(), frozenset(), 15, 16 / 9, False, _rec)
+    data = graph.arranged(data, *slides.CANVAS_PX)  # layout "auto": the arrangement the slide's area fits
     return slides.render(slides.tree_figure(data, list(data.legend_rows), title), fmt)
 
 

@@ -390,3 +390,28 @@ def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
         assert all(v["screen_px"] >= v["threshold"] + 1 - 1e-6 for v in views), views
         assert not page.get_by_test_id("stException").count()
         browser.close()
+
+
+def test_the_exported_page_draws_what_its_window_fits(tmp_path):
+    """The interactive page (Export) of a wide, shallow tree with layout "auto" opens left to right in a window
+    the size of the app's graph column, as the app draws it there (it was always top-down: 12 leaves at 0.65
+    zoom, labels hidden); it makes no request."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_graph import star
+
+    from explorer_ui.graph import tree_html
+
+    path = tmp_path / "tree.html"
+    path.write_text(tree_html(star(12), layout="auto", height=560), encoding="utf-8")
+    requests: list[str] = []
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 640, "height": 700})
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        page.wait_for_function("() => window.network && document.body.dataset.direction", timeout=60_000)
+        view = page.evaluate("""() => ({direction: document.body.dataset.direction,
+          xs: [...new Set(nodes.get().filter(n => n.id !== 'root').map(n => Math.round(network.getPositions([n.id])[n.id].x)))]})""")
+        browser.close()
+    assert view["direction"] == "horizontal" and len(view["xs"]) == 1, view
+    assert all(u.startswith("file://") for u in requests), requests
