@@ -897,8 +897,16 @@ def what_changed(ctx: Loaded) -> None:
                    + ". Removed: " + (", ".join(md(label(x)) for x in removed) or "none") + ".")
     cons = ctx.constraints
     if cons != Constraints():
-        st.caption(md(f"Active constraints: forced {[label(x) for x in cons.forced]}, forbidden "
-                      f"{[label(x) for x in cons.forbidden]}, roots {list(cons.roots)}"))
+        st.caption(md(constraints_text(cons)))
+
+
+def constraints_text(cons: Constraints) -> str:
+    """The user's constraints in words ("Your corrections: forced a → b; forbidden c → d; root e."): the caption
+    showed Python lists ("forced ['a → b'], forbidden [], roots []")."""
+    parts = [f"{what} {', '.join(items)}" for what, items in (
+        ("forced", [label(x) for x in cons.forced]), ("forbidden", [label(x) for x in cons.forbidden]),
+        ("made a root:", list(cons.roots))) if items]
+    return "Your corrections: " + "; ".join(parts) + "."
 
 
 def not_ready(why: NotReady) -> None:

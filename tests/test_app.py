@@ -201,6 +201,8 @@ def test_edge_page_flip_force_and_clear(app):
     added = at.success[0].value.split("Added:")[1].split("Removed:")[0]
     assert f"{child} → {parent}" in added
     assert picked_edge(at) == (child, parent)
+    # The constraints in words, not Python lists ("forced [...], forbidden [], roots []").
+    assert f"Your corrections: forced {child} → {parent}; forbidden {parent} → {child}." in [c.value for c in at.caption]
 
     at.button(key="clear").click().run()
     ok(at)

@@ -284,10 +284,10 @@ def test_constraints_and_the_tree_on_demand(server):
         assert not page.locator(".mg-root").count()  # the folded tree is not drawn
 
         page.get_by_role("button", name="Forbid this edge").click()
-        page.get_by_text("Active constraints", exact=False).first.wait_for(timeout=60_000)
+        page.get_by_text("Your corrections", exact=False).first.wait_for(timeout=60_000)
         settled(page)
-        caption = page.get_by_text("Active constraints", exact=False).first.inner_text()
-        assert f"forbidden ['{edge}']" in caption, caption
+        caption = page.get_by_text("Your corrections", exact=False).first.inner_text()
+        assert caption.strip() == f"Your corrections: forbidden {edge}.", caption
         assert _shown_edge(page, edge) != edge  # re-solved: the edge is gone, another one's evidence is shown
 
         page.get_by_text("The tree with your constraints").click()
@@ -298,7 +298,7 @@ def test_constraints_and_the_tree_on_demand(server):
         assert drawn and edge.split(" → ") not in drawn
 
         page.get_by_role("button", name="Clear all constraints").click()
-        page.get_by_text("Active constraints", exact=False).first.wait_for(state="detached", timeout=60_000)
+        page.get_by_text("Your corrections", exact=False).first.wait_for(state="detached", timeout=60_000)
         settled(page)
         assert not page.get_by_test_id("stException").count()
         browser.close()
