@@ -202,7 +202,8 @@ def test_edge_page_flip_force_and_clear(app):
     assert f"{child} → {parent}" in added
     assert picked_edge(at) == (child, parent)
     # The constraints in words, not Python lists ("forced [...], forbidden [], roots []").
-    assert f"Your corrections: forced {child} → {parent}; forbidden {parent} → {child}." in [c.value for c in at.caption]
+    captions = [c.value for c in at.caption]
+    assert f"Your corrections: forced {child} → {parent}; forbidden {parent} → {child}." in captions, captions
 
     at.button(key="clear").click().run()
     ok(at)

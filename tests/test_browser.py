@@ -411,7 +411,8 @@ def test_the_exported_page_draws_what_its_window_fits(tmp_path):
         page.goto(path.as_uri())
         page.wait_for_function("() => window.network && document.body.dataset.direction", timeout=60_000)
         view = page.evaluate("""() => ({direction: document.body.dataset.direction,
-          xs: [...new Set(nodes.get().filter(n => n.id !== 'root').map(n => Math.round(network.getPositions([n.id])[n.id].x)))]})""")
+          xs: [...new Set(nodes.get().filter(n => n.id !== 'root')
+                          .map(n => Math.round(network.getPositions([n.id])[n.id].x)))]})""")
         browser.close()
     assert view["direction"] == "horizontal" and len(view["xs"]) == 1, view
     assert all(u.startswith("file://") for u in requests), requests
