@@ -987,3 +987,12 @@ def test_an_adapter_in_a_folder_listing_names_its_base_not_unknown(app, tmp_path
     listed = at.dataframe[0].value.set_index("model")
     assert listed.loc["chat-lora", "architecture"] == "LlamaForCausalLM, adapter on base", listed
     assert listed.loc["base", "architecture"] == "LlamaForCausalLM"
+
+
+def test_the_distance_heatmaps_blank_cells_are_explained(demo_app):
+    """The typed demo's families are of different architectures: their pairs have no distance and the Matrices
+    page's heatmap drew them as blank squares with no word; a caption says what they are."""
+    at = ok(demo_app("typed").run())
+    at.switch_page("app_pages/5_Matrices.py").run()
+    notes = [c.value for c in ok(at).caption if c.value.startswith("Blank cells:")]
+    assert notes and "share no layer" in notes[0], [c.value for c in at.caption]
