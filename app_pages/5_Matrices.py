@@ -9,6 +9,8 @@ ctx = views.page("Matrices", heading="Matrices")
 
 rec = ctx.rec
 st.plotly_chart(plots.distance_heatmap(rec), key=f"heat_{ctx.key}")
+if note := plots.distance_note(rec):
+    st.caption(note)
 st.plotly_chart(plots.kurtosis_models(rec), key=f"kmod_{ctx.key}")
 st.subheader("Models")
 parents = {e.child: e.parent for e in rec.edges}

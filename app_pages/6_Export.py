@@ -24,7 +24,8 @@ for i, (what, name, data, mime) in enumerate(files):
 
 st.subheader("Slide")
 st.caption("16:9, with the legend, drawn as the Tree page shows it (layout, branch length, colours, "
-           "folded subtrees).")
+           "folded subtrees). With layout *auto*, the slide and the interactive page draw the tree top-down or "
+           "left to right as their own size fits, as the Tree page does for your window.")
 fmt = st.radio("Format", list(slides.FORMATS), horizontal=True, key="slide_format",
                format_func=lambda f: f.upper())
 view, statuses = state.graph_view(), views.st_key(ctx.statuses)

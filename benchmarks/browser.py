@@ -254,12 +254,16 @@ _REDRAWN = """() => {
   if (window.__benchAt === null || !(window.__motherDataAt > window.__benchAt)) return false;
   const drawn = window.__motherDrawnAt;
   return drawn > window.__motherDataAt ? (drawn - window.__benchAt) / 1000 : false; }"""
-# The Edge page's caption of active constraints: ``kind`` ("forced" / "forbidden") not empty, or no caption.
+# The Edge page's caption of the user's corrections: ``kind`` ("forced" / "forbidden") listed (only kinds
+# that are set are), or no caption.
 _CONSTRAINED = """(kind) => {
   if (window.__benchAt === null) return false;
   const caps = Array.from(document.querySelectorAll('[data-testid="stCaptionContainer"]'))
-    .map(e => e.textContent).filter(t => t.includes('Active constraints'));
-  const ok = kind ? caps.some(t => t.includes(kind + ' [') && !t.includes(kind + ' []')) : caps.length === 0
+    .map(e => e.textContent).filter(t => t.includes('Your corrections:') || t.includes('Active constraints'));
+  // Checkouts before branch appux3 (a --baseline) wrote Python lists: "Active constraints: forced [...], ...".
+  const listed = t => t.includes('Your corrections:') ? t.includes(' ' + kind + ' ')
+                                                      : t.includes(kind + ' [') && !t.includes(kind + ' []');
+  const ok = kind ? caps.some(listed) : caps.length === 0
     && Array.from(document.querySelectorAll('[data-testid="stAlert"]')).some(e => e.textContent.includes('Re-solved'));
   return ok ? (performance.now() - window.__benchAt) / 1000 : false; }"""
 

@@ -26,7 +26,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,14 @@ def relation(e: Edge) -> str:
     return r if r in RELATIONS else "finetune"
 
 
+def relation_label(e: Edge) -> str:
+    """The edge's relation in words ("fine-tune", "pruned", "merged LoRA"): the card, the edge tables and the
+    tooltip name it so; the stored word (:func:`relation`: "prune", "lora") is the file's and the tests'."""
+    from mother_core.relations.vocabulary import parse_relation
+
+    return parse_relation(relation(e)).info.label
+
+
 def merge_parent_lines(e: Edge) -> list[str]:
     """For a merge parent's edge: the merge's own confidence beside this parent's (the edge's), and what puts the
     parent in doubt (``parent_note``); nothing for other edges."""
@@ -192,7 +200,7 @@ def status_phrase(status: str, strong: str = "") -> str:
 
 
 def edge_tooltip(e: Edge, status: str | None) -> str:
-    lines = [f"{e.parent} → {e.child}", f"relation: {relation(e)}", f"distance {_fmt(e.distance)}",
+    lines = [f"{e.parent} → {e.child}", f"how it was made: {relation_label(e)}", f"distance {_fmt(e.distance)}",
              (f"confidence {_fmt(e.confidence, 2)} (placement {_fmt(e.placement_confidence, 2)}, "
               f"direction {_fmt(e.direction_confidence, 2)})")]
     weight = getattr(e, "merge_weight", None)
@@ -441,7 +449,7 @@ def build_graph(
         faded = lineage is not None and not (e.parent in lineage and e.child in lineage)
         extra_parent = forest.primary.get(e.child) != e.parent
         width = round(edge_width(e.confidence), 2)
-        net.add_edge(e.parent, e.child, id=eid, title=edge_tooltip(e, s), width=width,
+        net.add_edge(e.parent, e.child, id=eid, title=edge_tooltip(e, s), width=width, relation=relation(e),
                      color={"color": color, "highlight": SELECTED, "hover": color, "opacity": 0.2 if faded else 1.0},
                      dashes=vis_dashes(RELATIONS[relation(e)][1], width),
                      label="✎ set by you" if e.constrained else None,
@@ -536,6 +544,77 @@ def readable_capacity(height: int, aspect: float, font_size: int, cell_w: float,
     """
     zoom = MIN_LABEL_PX / font_size
     return max(1, int(PACKING * height * height * aspect / (cell_w * cell_h * zoom * zoom)))
+
+
+# The choice among ``GraphData.arrangements`` for a canvas of a given size, in the browser (the app's graph and
+# the exported page) and in Python (the slide): one rule, written twice, kept alike by the tests.
+ARRANGE_JS = r"""
+// The index of the arrangement (d.arrangements: wrappings, and with layout "auto" the same left to right) that
+// fits a w x h canvas best: the largest zoom (a near tie keeps the earlier: fewer rows); the first direction
+// (top-down) stays unless it cannot be read whole and the other can (a single wide tree).
+function pickArrangement(list, w, h, font, threshold, labels) {
+  if (list.length < 2 || !w || !h) return 0;
+  const cell = Math.max(...labels.map(l => String(l || '').split('\n')[0].length)) * font * 0.6 + 24;
+  const scores = list.map((a, i) => {
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+    for (const [x, y] of Object.values(a.pos)) {
+      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    }
+    const s = Math.min(1.6, w / (x1 - x0 + cell), h / (y1 - y0 + 3 * font));  // fit() zooms to 1.6 at most
+    return {i, s, dir: a.dir, readable: s * font * a.growth >= threshold};
+  });
+  const best = cands => cands.reduce((b, x) => (x.s > b.s * 1.02 ? x : b));
+  let pick = best(scores.filter(x => x.dir === list[0].dir));
+  const other = scores.filter(x => x.dir !== list[0].dir);
+  if (!pick.readable && other.length && best(other).readable) pick = best(other);
+  return pick.i;
+}
+"""
+
+
+def pick_arrangement(data: GraphData, width: float, height: float) -> int:
+    """Which of ``data.arrangements`` a ``width`` x ``height`` canvas draws (0: the first, or none to choose):
+    :data:`ARRANGE_JS`'s rule, for drawings made without a browser (the slide)."""
+    items = data.arrangements
+    if len(items) < 2 or width <= 0 or height <= 0:
+        return 0
+    font = float(data.options["nodes"]["font"]["size"])
+    threshold = float(data.options["nodes"]["scaling"]["label"]["drawThreshold"])
+    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    scores = []
+    for i, a in enumerate(items):
+        xs = [p[0] for p in a["pos"].values()]
+        ys = [p[1] for p in a["pos"].values()]
+        s = min(1.6, width / (max(xs) - min(xs) + cell), height / (max(ys) - min(ys) + 3 * font))
+        scores.append((i, s, a["dir"], s * font * a["growth"] >= threshold))
+
+    def best(cands: list[tuple[int, float, str, bool]]) -> tuple[int, float, str, bool]:
+        out = cands[0]
+        for x in cands[1:]:
+            if x[1] > out[1] * 1.02:
+                out = x
+        return out
+
+    pick = best([x for x in scores if x[2] == items[0]["dir"]])
+    other = [x for x in scores if x[2] != items[0]["dir"]]
+    if not pick[3] and other and best(other)[3]:
+        pick = best(other)
+    return pick[0]
+
+
+def arranged(data: GraphData, width: float, height: float) -> GraphData:
+    """``data`` drawn as a ``width`` x ``height`` canvas draws it (:func:`pick_arrangement`): positions, edge
+    curves and label growth of the chosen arrangement; ``data`` itself when it is the first."""
+    i = pick_arrangement(data, width, height)
+    if i == 0:
+        return data
+    a = data.arrangements[i]
+    nodes = [{**n, "x": a["pos"][n["id"]][0], "y": a["pos"][n["id"]][1]} if n["id"] in a["pos"] else n
+             for n in data.nodes]
+    options = json.loads(json.dumps(data.options))
+    if options["edges"]["smooth"].get("enabled"):
+        options["edges"]["smooth"]["forceDirection"] = a["dir"]
+    return replace(data, nodes=nodes, options=options, label_growth=float(a["growth"]))
 
 
 def _clean(item: dict) -> dict:
@@ -648,5 +727,24 @@ def tree_html(rec: Recovery, *, statuses: dict[EdgeKey, str] | None = None, refe
     js, css = vis_source()
     html = html.replace("</head>", f"<style>{css}</style>\n<script>{js}</script>\n</head>", 1)
     legend = f'<div style="font:12px sans-serif;padding:4px">{data.legend}</div>'
-    html = html.replace("</body>", legend + "</body>", 1)
+    html = html.replace("</body>", legend + _arrange_script(data) + "</body>", 1)
     return html
+
+
+def _arrange_script(data: GraphData) -> str:
+    """The exported page draws the arrangement its window fits, as the app's graph does (with layout "auto" it
+    was always top-down, whatever the app showed); nothing when there is one way to draw it."""
+    if len(data.arrangements) < 2:
+        return ""
+    payload = json.dumps({"list": list(data.arrangements), "font": data.options["nodes"]["font"]["size"],
+                          "threshold": data.options["nodes"]["scaling"]["label"]["drawThreshold"],
+                          "smooth": data.options["edges"]["smooth"].get("enabled", False),
+                          "labels": [n.get("label", "") for n in data.nodes]}).replace("</", "<\\/")
+    return (f"<script>{ARRANGE_JS}\n(function () {{\n  const d = {payload};\n"
+            "  const c = document.getElementById('mynetwork');\n"
+            "  const i = pickArrangement(d.list, c.clientWidth, c.clientHeight, d.font, d.threshold, d.labels);\n"
+            "  const a = d.list[i];\n  document.body.dataset.arrangement = String(i);\n"
+            "  document.body.dataset.direction = a.dir;\n  if (i === 0) return;\n"
+            "  nodes.update(Object.entries(a.pos).map(([id, [x, y]]) => ({id, x, y})));\n"
+            "  if (d.smooth) network.setOptions({edges: {smooth: {forceDirection: a.dir}}});\n"
+            "  network.fit();\n})();\n</script>")

@@ -30,15 +30,17 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import SELECTED, GraphData, vis_source
+from explorer_ui.graph import ARRANGE_JS, SELECTED, GraphData, vis_source
 
 _CSS = """
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
           overflow: hidden; box-sizing: border-box; display: flex; flex-direction: column;}
 .mg-wrap.mg-dark {background: #14161A; border-color: #333;}
-.mg-canvas {width: 100%; flex: 1 1 auto; min-height: 0;}
+.mg-stage {position: relative; flex: 1 1 auto; min-height: 0;}
+.mg-canvas {position: absolute; inset: 0;}
 .mg-tools {position: absolute; top: 6px; right: 6px; z-index: 5; display: flex; gap: 6px;}
-.mg-note {flex: 0 0 auto; font: 12px/1.6 sans-serif; padding: 2px 8px; color: #222; background: #FFF6CC;}
+.mg-note {position: absolute; left: 0; right: 84px; top: 0; z-index: 4; font: 12px/1.6 sans-serif; padding: 2px 8px;
+           color: #222; background: rgba(255,246,204,.95);}
 .mg-tools button {font: 13px sans-serif; cursor: pointer; padding: 2px 8px; border-radius: 4px;
                   border: 1px solid #999; background: rgba(255,255,255,.9); color: #222;}
 .mg-legend {flex: 0 0 auto; font: 12px/1.6 sans-serif; color: #222; padding: 3px 8px;
@@ -55,7 +57,7 @@ div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;
 """
 
 # One module per page: ``VIS`` caches the library load across mounts and reruns.
-_JS = r"""
+_JS = ARRANGE_JS + r"""
 let VIS = null;
 function loadVis(lib) {
   if (window.vis && window.vis.Network) return Promise.resolve(window.vis);
@@ -106,6 +108,8 @@ function build(root, st, d) {
     }
   });
   net.on('zoom', () => relabel(st, d));
+  // vis keeps the visible area when its canvas resizes (the scale follows the size): size the labels again.
+  net.on('resize', () => relabel(st, d));
   net.on('doubleClick', p => {
     if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()});
   });
@@ -125,21 +129,8 @@ function arrange(root, d, nodes, net) {
   const list = d.arrangements || [];
   const c = root.querySelector('.mg-canvas'), w = c.clientWidth, h = c.clientHeight;
   if (list.length < 2 || !w || !h) return;
-  const font = d.options.nodes.font.size, threshold = d.options.nodes.scaling.label.drawThreshold;
-  const cell = Math.max(...d.nodes.map(n => String(n.label || '').split('\n')[0].length)) * font * 0.6 + 24;
-  const scores = list.map((a, i) => {
-    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-    for (const [x, y] of Object.values(a.pos)) {
-      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
-    }
-    const s = Math.min(1.6, w / (x1 - x0 + cell), h / (y1 - y0 + 3 * font));  // fit() zooms to 1.6 at most
-    return {i, s, dir: a.dir, readable: s * font * a.growth >= threshold};
-  });
-  // The largest zoom; a near tie keeps the earlier (fewer rows).
-  const best = cands => cands.reduce((b, x) => (x.s > b.s * 1.02 ? x : b));
-  let pick = best(scores.filter(x => x.dir === list[0].dir));
-  const other = scores.filter(x => x.dir !== list[0].dir);
-  if (!pick.readable && other.length && best(other).readable) pick = best(other);
+  const pick = {i: pickArrangement(list, w, h, d.options.nodes.font.size, d.options.nodes.scaling.label.drawThreshold,
+                                   d.nodes.map(n => n.label))};
   const a = list[pick.i];
   root.dataset.arrangement = String(pick.i); root.dataset.direction = a.dir;
   d.label_growth = a.growth;
@@ -180,7 +171,7 @@ function fit(st, d, all) {
       x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); x1 = Math.max(x1, b.right); y1 = Math.max(y1, b.bottom);
     }
     const w = net.body.container.clientWidth, h = net.body.container.clientHeight, pad = 12 / readable;
-    const top = 40 / readable;  // the first row starts below the Fit / full-screen buttons, not under them
+    const top = 48 / readable;  // the first row starts below the buttons and the note, not under them
     // vis' fit keeps a margin: a forest it shrinks below readable may still fit whole at the readable zoom.
     const whole = (x1 - x0 + 2 * pad) * readable <= w && (y1 - y0 + 2 * pad) * readable <= h;
     net.moveTo({position: whole ? {x: (x0 + x1) / 2, y: (y0 + y1) / 2}
@@ -236,14 +227,17 @@ export default function (component) {
   if (!root) {
     root = document.createElement('div');
     root.className = 'mg-root';
-    root.innerHTML = '<div class="mg-wrap"><div class="mg-canvas"></div>' +
+    // The note lies over the canvas' top strip (left of the buttons; the zoomed-in view starts below it): shown
+    // in the flow, it shrank the canvas after the zoom was set, vis scaled the drawing down with it and the
+    // labels fell under the draw threshold (faded).
+    root.innerHTML = '<div class="mg-wrap"><div class="mg-stage"><div class="mg-canvas"></div>' +
       '<div class="mg-tools"><button class="mg-fit" title="Show the whole tree">Fit</button>' +
       '<button class="mg-fs" title="Full screen" aria-label="Full screen">' +
       // an inline icon: the "square four corners" glyph (U+26F6) is missing from common Linux fonts
       '<svg width="12" height="12" viewBox="0 0 12 12" fill="none" stroke="currentColor" stroke-width="1.6">' +
       '<path d="M1 4V1h3M8 1h3v3M11 8v3H8M4 11H1V8"/></svg></button></div>' +
       '<div class="mg-note" style="display:none">Zoomed in to readable labels (the top-left of the forest): ' +
-      'drag to pan, scroll to zoom, <b>Fit</b> for all of it.</div><div class="mg-legend"></div></div>';
+      'drag to pan, scroll to zoom, <b>Fit</b> for all of it.</div></div><div class="mg-legend"></div></div>';
     parentElement.appendChild(root);
   }
   const st = root.__mother || (root.__mother = {});

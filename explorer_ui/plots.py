@@ -165,6 +165,20 @@ def distance_heatmap(rec: Recovery) -> go.Figure:
                   fixed=False)
 
 
+def distance_note(rec: Recovery) -> str:
+    """What the heatmap's blank cells are, when it has any ("" otherwise): pairs with no layer in common
+    (different architectures) have no distance; the page showed white squares without a word."""
+    if rec.distance_matrix is None:
+        return ""
+    d = np.asarray(rec.distance_matrix, dtype=float)
+    off = ~np.eye(len(d), dtype=bool)
+    blank = int((~np.isfinite(d[off])).sum()) // 2
+    if not blank:
+        return ""
+    return (f"Blank cells: {blank} pair(s) of models share no layer (different architectures or shapes), so "
+            "there is no distance between them. Yellow is close, dark is far.")
+
+
 def kurtosis_models(rec: Recovery) -> go.Figure:
     """Total kurtosis per model, in tree order, coloured by tree."""
     order = tree_order(rec)

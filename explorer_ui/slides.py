@@ -23,6 +23,9 @@ from explorer_ui.graph import GraphData
 
 FORMATS = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
+# The drawing's area in screen pixels of the app's canvas at zoom 1 (labels of 15 px there are 9 pt here, 1/8
+# inch): the axes' 13.1 x 5.9 inches. Used to choose the arrangement the slide fits (graph.arranged).
+CANVAS_PX = (1568.0, 711.0)
 
 
 def _dashes(pattern: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import partial
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
@@ -23,6 +24,7 @@ from explorer_ui.sidebar import Loaded
 from explorer_ui.sources import human_bytes
 from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
+from mother_core.io.base import ModelRef
 from mother_core.lineage import compare_declared
 from mother_core.recovery.confidence import TIE_PLACEMENT
 from mother_core.recovery.result import Constraints, Edge, Recovery
@@ -115,6 +117,7 @@ def slide(key: str, statuses: tuple, reference: str, view: GraphView, fmt: str, 
     from explorer_ui import slides
 
     data = graph_data(key, statuses, reference, view, frozenset(), frozenset(), 15, 16 / 9, False, _rec)
+    data = graph.arranged(data, *slides.CANVAS_PX)  # layout "auto": the arrangement the slide's area fits
     return slides.render(slides.tree_figure(data, list(data.legend_rows), title), fmt)
 
 
@@ -436,9 +439,7 @@ def node_card(ctx: Loaded, model: str) -> None:
 
 def _relation_label(e: Edge) -> str:
     """The relation's short label ("pruned", "merged LoRA"): the card showed the stored word ("prune", "lora")."""
-    from mother_core.relations.vocabulary import parse_relation
-
-    return parse_relation(graph.relation(e)).info.label
+    return graph.relation_label(e)
 
 
 def _fmt_num(x: float | None) -> str:
@@ -495,17 +496,31 @@ def problems(rec: Recovery) -> None:
                 st.markdown(f"- {md(p.get('path', '?'))}: {md(p.get('message', ''))}")
 
 
+def architecture_text(m: ModelRef, by_id: Mapping[str, ModelRef]) -> str:
+    """What the folder listing says of a model's architecture. An adapter stores none (only low-rank factors
+    and the base's name): it reads "adapter on <base>", with the base's architecture when the base is in the
+    set, instead of "unknown"; a model whose config names none reads "not in its config"."""
+    if m.architecture:
+        return m.architecture
+    if m.base_id:
+        base = by_id.get(m.base_id) or next((b for b in by_id.values() if b.path == m.base_id), None)
+        arch = f"{base.architecture}, " if base is not None and base.architecture else ""
+        return f"{arch}adapter on {m.base_id}"
+    return "not in its config"
+
+
 def discovery_table(discovery) -> None:
     """Models found in a folder, before anything is read."""
     import pandas as pd
 
     rows = []
+    by_id = {m.id: m for m in discovery.models}
     for m in discovery.models:
         try:
             size = human_bytes(m.size_bytes)
         except OSError:
             size = "?"
-        rows.append({"model": plain(m.id), "format": m.format, "architecture": plain(m.architecture or "unknown"),
+        rows.append({"model": plain(m.id), "format": m.format, "architecture": plain(architecture_text(m, by_id)),
                      "size": size, "declared parent": plain(m.declared_parent or ""), "path": plain(m.path)})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     for p in discovery.problems:
@@ -884,8 +899,16 @@ def what_changed(ctx: Loaded) -> None:
                    + ". Removed: " + (", ".join(md(label(x)) for x in removed) or "none") + ".")
     cons = ctx.constraints
     if cons != Constraints():
-        st.caption(md(f"Active constraints: forced {[label(x) for x in cons.forced]}, forbidden "
-                      f"{[label(x) for x in cons.forbidden]}, roots {list(cons.roots)}"))
+        st.caption(md(constraints_text(cons)))
+
+
+def constraints_text(cons: Constraints) -> str:
+    """The user's constraints in words ("Your corrections: forced a → b; forbidden c → d; root e."): the caption
+    showed Python lists ("forced ['a → b'], forbidden [], roots []")."""
+    parts = [f"{what} {', '.join(items)}" for what, items in (
+        ("forced", [label(x) for x in cons.forced]), ("forbidden", [label(x) for x in cons.forbidden]),
+        ("made a root:", list(cons.roots))) if items]
+    return "Your corrections: " + "; ".join(parts) + "."
 
 
 def not_ready(why: NotReady) -> None:

@@ -103,3 +103,49 @@ def test_auto_layout_offers_the_browser_top_down_first_then_left_to_right():
     assert all(a["growth"] >= 1.0 for a in auto.arrangements)
     assert auto.options["edges"]["smooth"]["forceDirection"] == "vertical"
     assert not any(a["dir"] == "horizontal" for a in down.arrangements)
+
+
+def test_an_edge_tooltip_names_its_relation_in_words() -> None:
+    """The graph's tooltip says how the child was made as the card and the tables do ("pruned", "merged LoRA"),
+    not the stored word ("relation: prune"); the stored word stays on the drawn edge as data."""
+    edges = [("base", "p"), ("base", "l")]
+    rec = forest(edges, relations={("base", "p"): "prune", ("base", "l"): "lora"})
+    drawn = {(e["from"], e["to"]): e for e in build_graph(rec).edges}
+    assert "how it was made: pruned" in drawn[("base", "p")]["title"]
+    assert "how it was made: merged LoRA" in drawn[("base", "l")]["title"]
+    assert "relation: prune" not in drawn[("base", "p")]["title"]
+    assert drawn[("base", "p")]["relation"] == "prune" and drawn[("base", "l")]["relation"] == "lora"
+
+
+def star(n: int) -> Recovery:
+    """One root with ``n`` children: a single wide, shallow tree no wrapping splits."""
+    return forest([("root", f"leaf-{i:02d}") for i in range(n)])
+
+
+def test_a_slide_of_a_wide_shallow_tree_is_drawn_left_to_right_with_layout_auto():
+    """With layout "auto" the slide drew the first arrangement (top-down) whatever fit: 25 leaves top-down need
+    0.69 zoom on a slide's area (10.4-px labels, under the readable 12), left to right they read (12.2 px). The
+    slide takes the arrangement the browser would take for a canvas of its size; a small tree stays top-down."""
+    from explorer_ui.graph import arranged, pick_arrangement
+    from explorer_ui.slides import CANVAS_PX
+
+    data = build_graph(star(25), layout="auto", aspect=16 / 9)
+    assert data.arrangements and data.arrangements[0]["dir"] == "vertical"
+    i = pick_arrangement(data, *CANVAS_PX)
+    assert data.arrangements[i]["dir"] == "horizontal"
+    slide = arranged(data, *CANVAS_PX)
+    xs = {round(n["x"], 1) for n in slide.nodes if n["id"] != "root"}
+    assert len(xs) == 1, xs  # left to right: every leaf one generation right of the root, same x
+    assert slide.options["edges"]["smooth"]["forceDirection"] == "horizontal"
+    small = build_graph(star(4), layout="auto", aspect=16 / 9)
+    assert arranged(small, *CANVAS_PX) is small  # top-down fits: nothing changes
+
+
+def test_the_exported_page_chooses_its_arrangement_as_the_app_does():
+    """The interactive page carries the arrangements and the app's own picking rule (it was drawn top-down with
+    layout "auto", whatever the app showed); with one way to draw it, no script."""
+    from explorer_ui.graph import ARRANGE_JS, tree_html
+
+    html = tree_html(star(20), layout="auto")
+    assert ARRANGE_JS.strip() in html and '"dir": "horizontal"' in html and "pickArrangement(d.list" in html
+    assert "pickArrangement" not in tree_html(star(20), layout="top-down")

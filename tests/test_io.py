@@ -560,3 +560,17 @@ def test_header_offsets_that_do_not_match_the_shape_are_reported(tmp_path):
     with pytest.raises(MotherError, match="model.safetensors"):
         with open_model(discover([folder]).models[0]) as reader:
             reader.read(key.removeprefix("model."))
+
+
+def test_a_folder_of_empty_folders_lists_the_formats_once(tmp_path):
+    """"No model found" in a folder of folders that hold none named every subfolder with the whole format list
+    (~500 characters each: four times for three subfolders); it names each subfolder, and the formats once."""
+    from mother_core.io.discovery import FORMATS_HELP
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(ModelNotFoundError) as err:
+        discover([tmp_path])
+    text = str(err.value)
+    assert text.count(FORMATS_HELP) == 1, text
+    assert all(f"{tmp_path / n} holds no model we can read." in text for n in ("a", "b", "c")), text

@@ -717,7 +717,9 @@ def discover(paths: Sequence[str | os.PathLike[str]], component: str | None = No
     if not unique:
         # What went wrong first (a corrupt file, an empty folder), then the formats, said once: after a
         # 600-character list the problem itself was easy to miss.
-        details = " ".join(p.message.replace(f": expected {FORMATS_HELP}.", ".")
+        # Each empty subfolder's problem names the formats too: a folder of three such folders listed them four
+        # times, a wall of red text.
+        details = " ".join(p.message.replace(f": expected {FORMATS_HELP}.", ".").replace(f" ({FORMATS_HELP})", "")
                            for p in finder.problems[:5])
         raise ModelNotFoundError(
             f"No model found in {', '.join(os.fspath(p) for p in paths)}."
