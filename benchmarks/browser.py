@@ -74,9 +74,11 @@ def big_result(copies: int, out: Path) -> tuple[Path, int, object]:
             models.append(replace(m, id=str(name[m.id]), tree=tree, is_root=(m.id == root and (k == 0 or k >= chained)),
                                   alternatives=tuple(Alternative(name.get(a.parent, a.parent), a.cost, a.distance)
                                                      for a in m.alternatives)))
-        for e in base.edges:
+        for e in base.edges:  # every field that names a model is renamed (the loader checks each one)
             edges.append(replace(e, parent=str(name[e.parent]), child=str(name[e.child]), alternatives=tuple(
-                Alternative(name.get(a.parent, a.parent), a.cost, a.distance) for a in e.alternatives)))
+                Alternative(name.get(a.parent, a.parent), a.cost, a.distance) for a in e.alternatives),
+                tie_kurtosis={str(name[m]): k for m, k in e.tie_kurtosis.items()},
+                tie_displaced=name.get(e.tie_displaced, e.tie_displaced)))
         if 0 < k < chained:  # hang this copy under a leaf of an earlier copy (a deep, wide family)
             host = f"{leaves[k % len(leaves)]}-{(k - 1) // 2:03d}"
             edges.append(replace(root_edge, parent=host, child=str(name[root]), alternatives=()))
