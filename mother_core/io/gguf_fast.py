@@ -40,6 +40,21 @@ _LAYOUT: dict[str, tuple[int, int]] = {
     "Q4_K": (144, 256), "Q5_K": (176, 256), "Q6_K": (210, 256), "BF16": (2, 1),
 }
 
+#: Types the pass may read at half width (bfloat16: the float32 decode rounded to nearest even, as
+#: ``torch``'s conversion rounds), when every model of a tensor holds it so (``stats/execute.py``): 4- to
+#: 6-bit codes, whose grid error (0.03-0.12 of a weight's spread for Q4, about 0.015 for Q6_K) is 10-70x
+#: bfloat16's rounding (0.0016). Q8_0 (0.005) stays float32: bfloat16 would be a third of its grid error.
+#: A Q4_K byte decodes to 7.1 bytes of float32; at half width the decoder stores half of that
+#: (``benchmarks/RESULTS.md``, "Q4_K at half width").
+HALF_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"})
+
+HalfKernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]  # (blocks, f16 table, uint16 out)
+_HALF: dict[str, HalfKernel] | None = None
+#: Blocks of a type decoded to float32 at a time before they are rounded to bfloat16 (the generic half
+#: path): 64 blocks of 256 values are a 64 KiB float32 scratch, which stays in the core's L1/L2.
+_HALF_STEP_VALUES = 1 << 14
+_SCRATCH = threading.local()  # per-thread float32 scratch of the generic half path
+
 
 def _build() -> dict[str, Kernel]:  # noqa: C901 - one small kernel per type
     from numba import njit
@@ -222,7 +237,7 @@ def _build() -> dict[str, Kernel]:  # noqa: C901 - one small kernel per type
     return table
 
 
-def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
+def _q4_k_permuted(njit: Callable, sig: str, h: Callable, half: bool = False) -> Kernel | None:
     """Q4_K with each sub-block's 16 possible values made once and picked by the codes (AVX-512).
 
     A Q4_K value is ``scale * q - min`` with ``q`` a 4-bit code: each 32-value sub-block has only 16
@@ -233,6 +248,10 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
     took 1.3x fewer CPU seconds at low load; with a 16 MiB output both kernels are bound by the stores
     (``benchmarks/RESULTS.md``, ``benchmarks/q4k_kernel.py``). None where it does not compile: the
     portable kernel is used.
+
+    ``half``: the output is bfloat16 bits (``uint16``): the 16 float32 values of a sub-block are rounded
+    to nearest even once (torch's rounding; a NaN becomes ``0x7FC0`` as torch makes it), picked by the
+    codes as above and narrowed to their top halves: half the stores of the float32 kernel.
     """
     try:
         from llvmlite import ir
@@ -251,7 +270,19 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
                 src_p = context.make_array(signature.args[2])(context, builder, src_v).data
                 i32 = ir.IntType(32)
                 v16i8, v16i32 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(i32, 16)
+                v16i16 = ir.VectorType(ir.IntType(16), 16)
                 v16f = ir.VectorType(ir.FloatType(), 16)
+
+                def to_bf16_table(builder, values):  # type: ignore[no-untyped-def]
+                    """float32 values rounded to nearest even at 8 significant bits (torch's rounding),
+                    as float32 whose low 16 bits are zero; NaN as 0x7FC0 (torch's)."""
+                    bits = builder.bitcast(values, v16i32)
+                    lsb = builder.and_(builder.lshr(bits, ir.Constant(v16i32, [16] * 16)), ir.Constant(v16i32, [1] * 16))
+                    up = builder.add(builder.add(bits, ir.Constant(v16i32, [0x7FFF] * 16)), lsb)
+                    kept = builder.and_(up, ir.Constant(v16i32, [-65536] * 16))
+                    nan = builder.fcmp_unordered("uno", values, values)
+                    kept = builder.select(nan, ir.Constant(v16i32, [0x7FC00000] * 16), kept)
+                    return builder.bitcast(kept, v16f)
 
                 def splat(x):  # type: ignore[no-untyped-def]
                     v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
@@ -260,17 +291,24 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
                 codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
                 low = builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v))  # no fusing: exact
                 high = builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v))
+                if half:  # round both tables to bfloat16 once (their top halves hold the result)
+                    low, high = to_bf16_table(builder, low), to_bf16_table(builder, high)
                 permute = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(v16f, [v16f, v16i32]), "llvm.x86.avx512.permvar.sf.512")
-                for half in range(2):
-                    at = builder.gep(src_p, [builder.add(q_v, ir.Constant(q_v.type, 16 * half))])
+                for part in range(2):
+                    at = builder.gep(src_p, [builder.add(q_v, ir.Constant(q_v.type, 16 * part))])
                     codes = builder.zext(builder.load(builder.bitcast(at, v16i8.as_pointer()), align=1), v16i32)
-                    for idx, values, off in ((builder.and_(codes, ir.Constant(v16i32, [15] * 16)), low, 16 * half),
+                    for idx, values, off in ((builder.and_(codes, ir.Constant(v16i32, [15] * 16)), low, 16 * part),
                                              (builder.lshr(codes, ir.Constant(v16i32, [4] * 16)), high,
-                                              32 + 16 * half)):
+                                              32 + 16 * part)):
                         dst = builder.gep(out_p, [ir.Constant(o_v.type, off)])
-                        builder.store(builder.call(permute, [values, idx]), builder.bitcast(dst, v16f.as_pointer()),
-                                      align=4)
+                        picked = builder.call(permute, [values, idx])
+                        if half:  # the top 16 bits of each rounded float32: its bfloat16
+                            narrow = builder.trunc(builder.lshr(builder.bitcast(picked, v16i32),
+                                                                ir.Constant(v16i32, [16] * 16)), v16i16)
+                            builder.store(narrow, builder.bitcast(dst, v16i16.as_pointer()), align=2)
+                        else:
+                            builder.store(picked, builder.bitcast(dst, v16f.as_pointer()), align=4)
                 return context.get_dummy_value()
 
             return sig_, codegen
@@ -278,6 +316,7 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
         with slp_vectorised():
             @njit(sig, cache=True, nogil=True)
             def q4_k_permuted(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+                # (``half``: ``out`` is uint16 bfloat16 bits; the same loop, another intrinsic body)
                 for b in range(out.shape[0] // 256):
                     p = b * 144
                     d = h(src, f16, p)
@@ -323,6 +362,84 @@ def slp_vectorised() -> Iterator[None]:
         setattr(config, "SLP_VECTORIZE", old)  # noqa: B010
 
 
+def _build_half() -> dict[str, HalfKernel]:
+    """The bfloat16-output kernels by type name: Q4_K's ``vpermps`` kernel with rounded tables where it
+    compiles (``"Q4_K"``), and for every type of :data:`HALF_TYPES` the generic path (``"<type>/generic"``;
+    the one used where no dedicated kernel is there): blocks decoded to float32 by the type's kernel into a
+    small per-thread scratch that stays in cache, then rounded. Both give the float32 decode rounded to
+    nearest even, bit for bit (``tests/test_formats.py``)."""
+    from numba import njit
+
+    table = kernels()
+    rounding = _round_bf16(njit)
+    half: dict[str, HalfKernel] = {}
+    for name in HALF_TYPES:
+        half[f"{name}/generic"] = _generic_half(table[name], rounding, *_LAYOUT[name])
+    if permute16.available():
+        sig = "void(uint8[::1], float32[::1], uint16[::1])"
+
+        @njit(cache=True, nogil=True, inline="always")
+        def h(src: np.ndarray, f16: np.ndarray, p: int) -> np.float32:  # pragma: no cover - compiled
+            return f16[np.int64(src[p]) | (np.int64(src[p + 1]) << 8)]
+
+        with slp_vectorised():
+            permuted = _q4_k_permuted(njit, sig, h, half=True)
+        if permuted is not None:
+            half["Q4_K"] = permuted
+    return half
+
+
+def _round_bf16(njit: Callable) -> Callable[[np.ndarray, np.ndarray], None]:
+    """A compiled ``bits(float32[::1]) -> uint16[::1]``: round to nearest even at bfloat16 (torch's
+    ``round_to_nearest_even``, a NaN as ``0x7FC0``), written on the bits so that it vectorises."""
+
+    @njit("void(float32[::1], uint16[::1])", cache=True, nogil=True)
+    def round_bf16(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        bits = x.view(np.uint32)
+        for i in range(out.shape[0]):
+            b = bits[i]
+            r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+            nan = (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+            out[i] = np.uint16(np.uint32(0x7FC0) if nan else r)
+
+    return round_bf16
+
+
+def _generic_half(kernel: Kernel, rounding: Callable[[np.ndarray, np.ndarray], None], nbytes: int,
+                  nvalues: int) -> HalfKernel:
+    """``kernel``'s values rounded to bfloat16, :data:`_HALF_STEP_VALUES` at a time through a per-thread
+    float32 scratch (so the float32 stores stay in cache and only the half-width output leaves it)."""
+    step = max(1, _HALF_STEP_VALUES // nvalues)  # blocks per step
+
+    def generic(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:
+        scratch = getattr(_SCRATCH, "buf", None)
+        if scratch is None:
+            scratch = _SCRATCH.buf = np.empty(max(_HALF_STEP_VALUES, nvalues), dtype=np.float32)
+        blocks = out.shape[0] // nvalues
+        for b0 in range(0, blocks, step):
+            b1 = min(blocks, b0 + step)
+            part = scratch[: (b1 - b0) * nvalues]
+            kernel(src[b0 * nbytes: b1 * nbytes], f16, part)
+            rounding(part, out[b0 * nvalues: b1 * nvalues])
+
+    return generic
+
+
+def half_kernels() -> dict[str, HalfKernel]:
+    """The bfloat16-output kernels by type name (:func:`_build_half`), built on first use."""
+    global _HALF
+    if _HALF is None:
+        table = _build_half()  # takes kernels()'s lock itself
+        with _BUILD_LOCK:
+            _HALF = _HALF or table
+    return _HALF
+
+
+def half_width(qtype_name: str) -> bool:
+    """Whether blocks of this type may be decoded to bfloat16 (:data:`HALF_TYPES`, a compiled kernel)."""
+    return qtype_name in HALF_TYPES and supports(qtype_name)
+
+
 def kernels() -> dict[str, Kernel]:
     """The compiled kernels by type name (compiled, or loaded from numba's cache, on first use)."""
     global _KERNELS, _F16
@@ -348,23 +465,39 @@ def supports(qtype_name: str) -> bool:
 
 def warm_up() -> None:
     """Load (or compile, the first time on a machine) every kernel now rather than inside a timed pass."""
-    for name, (nbytes, _) in _LAYOUT.items():
+    for name, (nbytes, nvalues) in _LAYOUT.items():
         dequantize(np.zeros(nbytes, dtype=np.uint8), name)
+        if name in HALF_TYPES:
+            dequantize(np.zeros(nbytes, dtype=np.uint8), name, np.empty(nvalues, dtype=np.uint16))
 
 
-def _decoder(qtype_name: str) -> tuple[Kernel, np.ndarray]:
-    """The compiled kernel of ``qtype_name`` and the f16 table it reads (built on first use; afterwards
-    without taking the build lock)."""
+def _decoder(qtype_name: str, half: bool = False) -> tuple[Kernel, np.ndarray]:
+    """The compiled kernel of ``qtype_name`` (``half``: its bfloat16-output one) and the f16 table it reads
+    (built on first use; afterwards without taking the build lock)."""
     table = kernels() if _KERNELS is None or _F16 is None else _KERNELS
     f16 = _F16
     assert f16 is not None  # made by kernels()
+    if half:
+        if qtype_name not in HALF_TYPES:
+            raise ValueError(f"{qtype_name} is not decoded to bfloat16 (only {', '.join(sorted(HALF_TYPES))})")
+        halves = half_kernels() if _HALF is None else _HALF
+        return halves.get(qtype_name) or halves[f"{qtype_name}/generic"], f16
     return table[qtype_name], f16
+
+
+def _output(out: np.ndarray) -> bool:
+    """Whether ``out`` is a bfloat16 (``uint16`` bits) output; raises for a dtype no kernel writes."""
+    if out.dtype == np.uint16:
+        return True
+    if out.dtype == np.float32:
+        return False
+    raise ValueError(f"an output of {out.dtype}: the decoders write float32, or bfloat16 as uint16 bits")
 
 
 def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray,
                     threads: int | None = None) -> np.ndarray:
     """Decode the blocks in bytes ``[start, stop)`` of an open file into ``out`` (contiguous float32, exactly
-    as many values), read in cache-sized pieces, each decoded as soon as it has arrived, by up to
+    as many values; or ``uint16``: bfloat16 bits, for :data:`HALF_TYPES`), read in cache-sized pieces, each decoded as soon as it has arrived, by up to
     ``threads`` threads (default: :func:`mother_core.io.staged.decode_threads`; see
     :func:`mother_core.io.staged.decode`).
 
@@ -377,10 +510,10 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     """
     from mother_core.io.staged import decode
 
-    kernel, f16 = _decoder(qtype_name)
+    kernel, f16 = _decoder(qtype_name, _output(out))
     nbytes, nvalues = _LAYOUT[qtype_name]
     n = (stop - start) // nbytes * nvalues
-    if (stop - start) % nbytes or out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
+    if (stop - start) % nbytes or out.size != n or not out.flags.c_contiguous:
         raise ValueError(f"{stop - start} bytes of {qtype_name} blocks do not fit an output of {out.size} {out.dtype}")
     flat = out.reshape(-1)
 
@@ -396,14 +529,15 @@ def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None)
     """Decode whole blocks of ``qtype_name`` (``data``: uint8, a multiple of the block size) to float32.
 
     ``out``, when given, is a contiguous float32 array of exactly that many values, filled in place (the
-    pass's chunk buffer: no intermediate copy).
+    pass's chunk buffer: no intermediate copy); or ``uint16`` for :data:`HALF_TYPES`: bfloat16 bits, the
+    float32 values rounded to nearest even.
 
     Returns
     -------
     numpy.ndarray
         1-D float32, ``len(data) / block_bytes * block_values`` values, as :func:`gguf.quants.dequantize`.
     """
-    kernel, f16 = _decoder(qtype_name)
+    kernel, f16 = _decoder(qtype_name, out is not None and _output(out))
     nbytes, nvalues = _LAYOUT[qtype_name]
     src = np.ascontiguousarray(data).reshape(-1)
     if src.dtype != np.uint8:
@@ -413,7 +547,7 @@ def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None)
     n = src.size // nbytes * nvalues
     if out is None:
         out = np.empty(n, dtype=np.float32)
-    elif out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
+    elif out.size != n or not out.flags.c_contiguous:
         raise ValueError(f"output buffer of {out.size} {out.dtype} does not fit {n} values")
     out = out.reshape(-1)
     kernel(src, f16, out)
