@@ -237,7 +237,7 @@ def _build() -> dict[str, Kernel]:  # noqa: C901 - one small kernel per type
     return table
 
 
-def _q4_k_permuted(njit: Callable, sig: str, h: Callable, half: bool = False) -> Kernel | None:
+def _q4_k_permuted(njit: Callable, sig: str, h: Callable, rounded: bool = False) -> Kernel | None:
     """Q4_K with each sub-block's 16 possible values made once and picked by the codes (AVX-512).
 
     A Q4_K value is ``scale * q - min`` with ``q`` a 4-bit code: each 32-value sub-block has only 16
@@ -249,9 +249,8 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable, half: bool = False) ->
     (``benchmarks/RESULTS.md``, ``benchmarks/q4k_kernel.py``). None where it does not compile: the
     portable kernel is used.
 
-    ``half``: the output is bfloat16 bits (``uint16``): the 16 float32 values of a sub-block are rounded
-    to nearest even once (torch's rounding; a NaN becomes ``0x7FC0`` as torch makes it), picked by the
-    codes as above and narrowed to their top halves: half the stores of the float32 kernel.
+    ``rounded``: each table is rounded to bfloat16 first (float32 values whose low 16 bits are zero,
+    :func:`_q4_k_half`'s values widened): the float32 reads of a tensor the pass may read at half width.
     """
     try:
         from llvmlite import ir
@@ -270,19 +269,7 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable, half: bool = False) ->
                 src_p = context.make_array(signature.args[2])(context, builder, src_v).data
                 i32 = ir.IntType(32)
                 v16i8, v16i32 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(i32, 16)
-                v16i16 = ir.VectorType(ir.IntType(16), 16)
                 v16f = ir.VectorType(ir.FloatType(), 16)
-
-                def to_bf16_table(builder, values):  # type: ignore[no-untyped-def]
-                    """float32 values rounded to nearest even at 8 significant bits (torch's rounding),
-                    as float32 whose low 16 bits are zero; NaN as 0x7FC0 (torch's)."""
-                    bits = builder.bitcast(values, v16i32)
-                    lsb = builder.and_(builder.lshr(bits, ir.Constant(v16i32, [16] * 16)), ir.Constant(v16i32, [1] * 16))
-                    up = builder.add(builder.add(bits, ir.Constant(v16i32, [0x7FFF] * 16)), lsb)
-                    kept = builder.and_(up, ir.Constant(v16i32, [-65536] * 16))
-                    nan = builder.fcmp_unordered("uno", values, values)
-                    kept = builder.select(nan, ir.Constant(v16i32, [0x7FC00000] * 16), kept)
-                    return builder.bitcast(kept, v16f)
 
                 def splat(x):  # type: ignore[no-untyped-def]
                     v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
@@ -291,24 +278,19 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable, half: bool = False) ->
                 codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
                 low = builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v))  # no fusing: exact
                 high = builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v))
-                if half:  # round both tables to bfloat16 once (their top halves hold the result)
-                    low, high = to_bf16_table(builder, low), to_bf16_table(builder, high)
+                if rounded:
+                    low, high = _bf16_table(builder, low), _bf16_table(builder, high)
                 permute = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(v16f, [v16f, v16i32]), "llvm.x86.avx512.permvar.sf.512")
-                for part in range(2):
-                    at = builder.gep(src_p, [builder.add(q_v, ir.Constant(q_v.type, 16 * part))])
+                for half in range(2):
+                    at = builder.gep(src_p, [builder.add(q_v, ir.Constant(q_v.type, 16 * half))])
                     codes = builder.zext(builder.load(builder.bitcast(at, v16i8.as_pointer()), align=1), v16i32)
-                    for idx, values, off in ((builder.and_(codes, ir.Constant(v16i32, [15] * 16)), low, 16 * part),
+                    for idx, values, off in ((builder.and_(codes, ir.Constant(v16i32, [15] * 16)), low, 16 * half),
                                              (builder.lshr(codes, ir.Constant(v16i32, [4] * 16)), high,
-                                              32 + 16 * part)):
+                                              32 + 16 * half)):
                         dst = builder.gep(out_p, [ir.Constant(o_v.type, off)])
-                        picked = builder.call(permute, [values, idx])
-                        if half:  # the top 16 bits of each rounded float32: its bfloat16
-                            narrow = builder.trunc(builder.lshr(builder.bitcast(picked, v16i32),
-                                                                ir.Constant(v16i32, [16] * 16)), v16i16)
-                            builder.store(narrow, builder.bitcast(dst, v16i16.as_pointer()), align=2)
-                        else:
-                            builder.store(picked, builder.bitcast(dst, v16f.as_pointer()), align=4)
+                        builder.store(builder.call(permute, [values, idx]), builder.bitcast(dst, v16f.as_pointer()),
+                                      align=4)
                 return context.get_dummy_value()
 
             return sig_, codegen
@@ -316,7 +298,6 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable, half: bool = False) ->
         with slp_vectorised():
             @njit(sig, cache=True, nogil=True)
             def q4_k_permuted(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-                # (``half``: ``out`` is uint16 bfloat16 bits; the same loop, another intrinsic body)
                 for b in range(out.shape[0] // 256):
                     p = b * 144
                     d = h(src, f16, p)
@@ -342,6 +323,115 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable, half: bool = False) ->
         return None
 
 
+def _bf16_bits(builder, values):  # type: ignore[no-untyped-def]
+    """LLVM IR: 16 float32 ``values`` rounded to nearest even at bfloat16 (torch's ``round_to_nearest_even``;
+    a NaN becomes ``0x7FC0``, as torch makes it), as 16 x i32 holding the bfloat16 bits in their low half."""
+    from llvmlite import ir
+
+    v16i32 = ir.VectorType(ir.IntType(32), 16)
+    bits = builder.bitcast(values, v16i32)
+    lsb = builder.and_(builder.lshr(bits, ir.Constant(v16i32, [16] * 16)), ir.Constant(v16i32, [1] * 16))
+    top = builder.lshr(builder.add(builder.add(bits, ir.Constant(v16i32, [0x7FFF] * 16)), lsb),
+                       ir.Constant(v16i32, [16] * 16))
+    return builder.select(builder.fcmp_unordered("uno", values, values), ir.Constant(v16i32, [0x7FC0] * 16), top)
+
+
+def _bf16_table(builder, values):  # type: ignore[no-untyped-def]
+    """LLVM IR: :func:`_bf16_bits` widened back to float32 (the bits in the top half, the rest zero)."""
+    from llvmlite import ir
+
+    v16i32 = ir.VectorType(ir.IntType(32), 16)
+    wide = builder.shl(_bf16_bits(builder, values), ir.Constant(v16i32, [16] * 16))
+    return builder.bitcast(wide, values.type)
+
+
+def _q4_k_half(njit: Callable, sig: str, h: Callable) -> HalfKernel | None:
+    """Q4_K to bfloat16 bits, 32 values a ``vpermw`` (AVX-512BW).
+
+    As :func:`_q4_k_permuted`, each 32-value sub-block's 16 possible values are made once with the
+    package's float32 multiply and subtract; here they are rounded to bfloat16 (nearest even on the bits,
+    torch's rounding; a NaN becomes ``0x7FC0``, as torch makes it) into a 32-lane table of 16-bit values
+    (the 16 repeated), and the sub-block's 32 codes pick their values with one
+    ``llvm.x86.avx512.permvar.hi.512``: a 64-byte store of 32 values, half the bytes of the float32
+    kernel's two stores, and one permute where it needs two. Bit for bit the float32 decode rounded
+    (``tests/test_formats.py``). None where it does not compile (the generic half path is used).
+    """
+    try:
+        from llvmlite import binding, ir
+        from numba import types
+        from numba.core import cgutils
+        from numba.extending import intrinsic
+
+        if not binding.get_host_cpu_features().get("avx512bw", False):
+            return None
+
+        @intrinsic
+        def two_sub_blocks_bf16(typingctx, out, o, src, qs, s0, m0, s1, m1):  # type: ignore[no-untyped-def]
+            """``out[o:o+32] = bf16(s0 * lo(src[qs:qs+32]) - m0)``, ``out[o+32:o+64] = bf16(s1 * hi(...) - m1)``."""
+            sig_ = types.void(out, o, src, qs, s0, m0, s1, m1)
+
+            def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+                out_v, o_v, src_v, q_v, s0v, m0v, s1v, m1v = args
+                out_p = builder.gep(context.make_array(signature.args[0])(context, builder, out_v).data, [o_v])
+                src_p = context.make_array(signature.args[2])(context, builder, src_v).data
+                i32, i16 = ir.IntType(32), ir.IntType(16)
+                v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(ir.FloatType(), 16)
+                v16i16, v32i16 = ir.VectorType(i16, 16), ir.VectorType(i16, 32)
+                v32i8 = ir.VectorType(ir.IntType(8), 32)
+
+                def splat(x):  # type: ignore[no-untyped-def]
+                    v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
+                    return builder.shuffle_vector(v, ir.Constant(v16f, ir.Undefined), ir.Constant(v16i32, [0] * 16))
+
+                def rounded(values):  # type: ignore[no-untyped-def]
+                    """16 float32 values as bfloat16 bits (nearest even; NaN 0x7FC0), twice: 32 lanes."""
+                    narrow = builder.trunc(_bf16_bits(builder, values), v16i16)
+                    return builder.shuffle_vector(narrow, narrow, ir.Constant(ir.VectorType(i32, 32), list(range(16)) * 2))
+
+                codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
+                low = rounded(builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v)))  # no fusing: exact
+                high = rounded(builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v)))
+                permute = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(v32i16, [v32i16, v32i16]), "llvm.x86.avx512.permvar.hi.512")
+                at = builder.gep(src_p, [q_v])
+                codes = builder.zext(builder.load(builder.bitcast(at, v32i8.as_pointer()), align=1), v32i16)
+                for idx, values, off in ((builder.and_(codes, ir.Constant(v32i16, [15] * 32)), low, 0),
+                                         (builder.lshr(codes, ir.Constant(v32i16, [4] * 32)), high, 32)):
+                    dst = builder.gep(out_p, [ir.Constant(o_v.type, off)])
+                    builder.store(builder.call(permute, [values, idx]), builder.bitcast(dst, v32i16.as_pointer()),
+                                  align=2)
+                return context.get_dummy_value()
+
+            return sig_, codegen
+
+        with slp_vectorised():
+            @njit(sig, cache=True, nogil=True)
+            def q4_k_bf16(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+                for b in range(out.shape[0] // 256):
+                    p = b * 144
+                    d = h(src, f16, p)
+                    dmin = h(src, f16, p + 2)
+                    s = p + 4  # 12 bytes of 6-bit scales and mins (as q4_k_permuted)
+                    for c in range(4):
+                        j0, j1 = 2 * c, 2 * c + 1
+                        if c < 2:
+                            s0 = d * np.float32(src[s + j0] & 0x3F)
+                            m0 = dmin * np.float32(src[s + 4 + j0] & 0x3F)
+                            s1 = d * np.float32(src[s + j1] & 0x3F)
+                            m1 = dmin * np.float32(src[s + 4 + j1] & 0x3F)
+                        else:
+                            k0, k1 = j0 - 4, j1 - 4
+                            s0 = d * np.float32((src[s + 8 + k0] & 0x0F) | ((src[s + k0] >> 2) & 0x30))
+                            m0 = dmin * np.float32((src[s + 8 + k0] >> 4) | ((src[s + 4 + k0] >> 2) & 0x30))
+                            s1 = d * np.float32((src[s + 8 + k1] & 0x0F) | ((src[s + k1] >> 2) & 0x30))
+                            m1 = dmin * np.float32((src[s + 8 + k1] >> 4) | ((src[s + 4 + k1] >> 2) & 0x30))
+                        two_sub_blocks_bf16(out, b * 256 + 64 * c, src, p + 16 + 32 * c, s0, m0, s1, m1)  # type: ignore[call-arg]
+
+        return q4_k_bf16
+    except Exception:  # noqa: BLE001 - an older numba / llvmlite, or the target refuses it: generic path
+        return None
+
+
 @contextmanager
 def slp_vectorised() -> Iterator[None]:
     """Compile with LLVM's SLP (straight-line) vectorizer on, for these kernels only.
@@ -363,52 +453,66 @@ def slp_vectorised() -> Iterator[None]:
 
 
 def _build_half() -> dict[str, HalfKernel]:
-    """The bfloat16-output kernels by type name: Q4_K's ``vpermps`` kernel with rounded tables where it
-    compiles (``"Q4_K"``), and for every type of :data:`HALF_TYPES` the generic path (``"<type>/generic"``;
-    the one used where no dedicated kernel is there): blocks decoded to float32 by the type's kernel into a
-    small per-thread scratch that stays in cache, then rounded. Both give the float32 decode rounded to
-    nearest even, bit for bit (``tests/test_formats.py``)."""
+    """The kernels that round to bfloat16, by type name: ``"<type>"`` writes the bfloat16 bits (``uint16``),
+    ``"<type>@float32"`` the same values widened (float32 whose low 16 bits are zero), each a dedicated
+    kernel where one compiles (Q4_K: :func:`_q4_k_half` and :func:`_q4_k_permuted` with rounded tables) or
+    the generic path (``"<type>/generic"``, ``"<type>@float32/generic"``): blocks decoded to float32 by the
+    type's kernel into a small per-thread scratch that stays in cache, then rounded. All give the float32
+    decode rounded to nearest even, bit for bit (``tests/test_formats.py``)."""
     from numba import njit
 
     table = kernels()
-    rounding = _round_bf16(njit)
+    to_bits, to_float = _roundings(njit)
     half: dict[str, HalfKernel] = {}
     for name in HALF_TYPES:
-        half[f"{name}/generic"] = _generic_half(table[name], rounding, *_LAYOUT[name])
+        half[f"{name}/generic"] = _generic_half(table[name], to_bits, *_LAYOUT[name])
+        half[f"{name}@float32/generic"] = _generic_half(table[name], to_float, *_LAYOUT[name])
     if permute16.available():
-        sig = "void(uint8[::1], float32[::1], uint16[::1])"
 
         @njit(cache=True, nogil=True, inline="always")
         def h(src: np.ndarray, f16: np.ndarray, p: int) -> np.float32:  # pragma: no cover - compiled
             return f16[np.int64(src[p]) | (np.int64(src[p + 1]) << 8)]
 
         with slp_vectorised():
-            permuted = _q4_k_permuted(njit, sig, h, half=True)
-        if permuted is not None:
-            half["Q4_K"] = permuted
+            bits = _q4_k_half(njit, "void(uint8[::1], float32[::1], uint16[::1])", h)
+            wide = _q4_k_permuted(njit, "void(uint8[::1], float32[::1], float32[::1])", h, rounded=True)
+        if bits is not None:
+            half["Q4_K"] = bits
+        if wide is not None:
+            half["Q4_K@float32"] = wide
     return half
 
 
-def _round_bf16(njit: Callable) -> Callable[[np.ndarray, np.ndarray], None]:
-    """A compiled ``bits(float32[::1]) -> uint16[::1]``: round to nearest even at bfloat16 (torch's
-    ``round_to_nearest_even``, a NaN as ``0x7FC0``), written on the bits so that it vectorises."""
+def _roundings(njit: Callable) -> tuple[Callable[[np.ndarray, np.ndarray], None], ...]:
+    """Compiled roundings of float32 to nearest even at bfloat16 (torch's ``round_to_nearest_even``, a NaN
+    as ``0x7FC0``), written on the bits so that they vectorise: ``(x, out uint16)`` the bfloat16 bits,
+    ``(x, out float32)`` those values as float32 (may be ``x`` itself)."""
+
+    @njit(cache=True, nogil=True, inline="always")
+    def top(b: np.uint32) -> np.uint32:  # pragma: no cover - compiled
+        r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        return np.uint32(0x7FC0) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else r
 
     @njit("void(float32[::1], uint16[::1])", cache=True, nogil=True)
-    def round_bf16(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    def to_bits(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
         bits = x.view(np.uint32)
         for i in range(out.shape[0]):
-            b = bits[i]
-            r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-            nan = (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-            out[i] = np.uint16(np.uint32(0x7FC0) if nan else r)
+            out[i] = np.uint16(top(bits[i]))
 
-    return round_bf16
+    @njit("void(float32[::1], float32[::1])", cache=True, nogil=True)
+    def to_float(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        bits = x.view(np.uint32)
+        wide = out.view(np.uint32)
+        for i in range(out.shape[0]):
+            wide[i] = top(bits[i]) << np.uint32(16)
+
+    return to_bits, to_float
 
 
 def _generic_half(kernel: Kernel, rounding: Callable[[np.ndarray, np.ndarray], None], nbytes: int,
                   nvalues: int) -> HalfKernel:
-    """``kernel``'s values rounded to bfloat16, :data:`_HALF_STEP_VALUES` at a time through a per-thread
-    float32 scratch (so the float32 stores stay in cache and only the half-width output leaves it)."""
+    """``kernel``'s values rounded by ``rounding``, :data:`_HALF_STEP_VALUES` at a time through a per-thread
+    float32 scratch (so the float32 stores stay in cache and only the rounded output leaves it)."""
     step = max(1, _HALF_STEP_VALUES // nvalues)  # blocks per step
 
     def generic(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:
@@ -426,7 +530,7 @@ def _generic_half(kernel: Kernel, rounding: Callable[[np.ndarray, np.ndarray], N
 
 
 def half_kernels() -> dict[str, HalfKernel]:
-    """The bfloat16-output kernels by type name (:func:`_build_half`), built on first use."""
+    """The rounding kernels by name (:func:`_build_half`), built on first use."""
     global _HALF
     if _HALF is None:
         table = _build_half()  # takes kernels()'s lock itself
@@ -471,17 +575,19 @@ def warm_up() -> None:
             dequantize(np.zeros(nbytes, dtype=np.uint8), name, np.empty(nvalues, dtype=np.uint16))
 
 
-def _decoder(qtype_name: str, half: bool = False) -> tuple[Kernel, np.ndarray]:
-    """The compiled kernel of ``qtype_name`` (``half``: its bfloat16-output one) and the f16 table it reads
-    (built on first use; afterwards without taking the build lock)."""
+def _decoder(qtype_name: str, half: bool = False, rounded: bool = False) -> tuple[Kernel, np.ndarray]:
+    """The compiled kernel of ``qtype_name`` and the f16 table it reads (built on first use; afterwards
+    without taking the build lock): ``half``, the one writing bfloat16 bits; ``rounded``, the one writing
+    float32 values rounded to bfloat16 (:func:`_build_half`)."""
     table = kernels() if _KERNELS is None or _F16 is None else _KERNELS
     f16 = _F16
     assert f16 is not None  # made by kernels()
-    if half:
+    if half or rounded:
         if qtype_name not in HALF_TYPES:
-            raise ValueError(f"{qtype_name} is not decoded to bfloat16 (only {', '.join(sorted(HALF_TYPES))})")
+            raise ValueError(f"{qtype_name} is not rounded to bfloat16 (only {', '.join(sorted(HALF_TYPES))})")
         halves = half_kernels() if _HALF is None else _HALF
-        return halves.get(qtype_name) or halves[f"{qtype_name}/generic"], f16
+        key = qtype_name if half else f"{qtype_name}@float32"
+        return halves.get(key) or halves[f"{key}/generic"], f16
     return table[qtype_name], f16
 
 
@@ -495,11 +601,12 @@ def _output(out: np.ndarray) -> bool:
 
 
 def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray,
-                    threads: int | None = None) -> np.ndarray:
+                    threads: int | None = None, rounded: bool = False) -> np.ndarray:
     """Decode the blocks in bytes ``[start, stop)`` of an open file into ``out`` (contiguous float32, exactly
     as many values; or ``uint16``: bfloat16 bits, for :data:`HALF_TYPES`), read in cache-sized pieces, each decoded as soon as it has arrived, by up to
     ``threads`` threads (default: :func:`mother_core.io.staged.decode_threads`; see
-    :func:`mother_core.io.staged.decode`).
+    :func:`mother_core.io.staged.decode`). ``rounded``: float32 values rounded to bfloat16 (as a ``uint16``
+    output is), for :data:`HALF_TYPES`.
 
     Raises
     ------
@@ -510,7 +617,7 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     """
     from mother_core.io.staged import decode
 
-    kernel, f16 = _decoder(qtype_name, _output(out))
+    kernel, f16 = _decoder(qtype_name, _output(out), rounded)
     nbytes, nvalues = _LAYOUT[qtype_name]
     n = (stop - start) // nbytes * nvalues
     if (stop - start) % nbytes or out.size != n or not out.flags.c_contiguous:
@@ -525,19 +632,19 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     return out
 
 
-def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None) -> np.ndarray:
+def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None, rounded: bool = False) -> np.ndarray:
     """Decode whole blocks of ``qtype_name`` (``data``: uint8, a multiple of the block size) to float32.
 
     ``out``, when given, is a contiguous float32 array of exactly that many values, filled in place (the
     pass's chunk buffer: no intermediate copy); or ``uint16`` for :data:`HALF_TYPES`: bfloat16 bits, the
-    float32 values rounded to nearest even.
+    float32 values rounded to nearest even. ``rounded``: float32 values rounded so (:data:`HALF_TYPES`).
 
     Returns
     -------
     numpy.ndarray
         1-D float32, ``len(data) / block_bytes * block_values`` values, as :func:`gguf.quants.dequantize`.
     """
-    kernel, f16 = _decoder(qtype_name, out is not None and _output(out))
+    kernel, f16 = _decoder(qtype_name, out is not None and _output(out), rounded)
     nbytes, nvalues = _LAYOUT[qtype_name]
     src = np.ascontiguousarray(data).reshape(-1)
     if src.dtype != np.uint8:
