@@ -178,5 +178,7 @@ register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=Tru
 # (``self_attn.q_norm``; were ``q_layernorm``, so they compared with no safetensors source) (2026-12-03).
 # gguf 5: Falcon's fused query_key_value rows regrouped per kv group as its converter wrote them (were read in
 # the GGUF's all-q, all-k, all-v order; 2026-12-04).
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=5)
+# gguf 6: 4- to 6-bit codes (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) read as their values rounded to bfloat16,
+# so that the pass may read them at half width (were float32; 2026-12-05).
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=6)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")
