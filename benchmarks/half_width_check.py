@@ -6,7 +6,8 @@ source (its parent in ``truth.json``), each float tensor is read three ways: the
 float32 exactly (the reader before this change: ``HALF_TYPES`` emptied) and as read now (rounded to
 bfloat16). Printed per model: the engine's signals computed both ways and how far they moved:
 
-* ``ku``: the sum over tensors of the excess kurtosis (population moments, float64), as the method orients;
+* ``ku``: the sum over tensors of the excess kurtosis (population moments, float64), as the method orients
+  (and the source's, to show how far the quantization itself moved it);
 * ``norm``: the Frobenius norm over all tensors;
 * ``dist``: l_FT to the source, the mean over tensors of RMS(W_gguf - W_source);
 * ``round / grid``: RMS of the bfloat16 rounding against RMS of the quantization's own error (W_gguf - W_source).
@@ -69,7 +70,8 @@ def _row(label: str, exact: dict[str, np.ndarray], half: dict[str, np.ndarray], 
     rnd = np.sqrt(np.mean([((half[n].astype(np.float64) - exact[n]) ** 2).mean() for n in names]))
     grid = np.sqrt(np.mean([((exact[n].astype(np.float64) - src[n]) ** 2).mean() for n in names]))
     changed = np.mean([float((half[n] != exact[n]).mean()) for n in names])
-    print(f"| {label} | {a['tensors']} | {a['ku']:.4f} -> {b['ku']:.4f} ({b['ku'] - a['ku']:+.1e}) | "
+    ku_src = sum(_kurtosis(src[n]) for n in names)
+    print(f"| {label} | {a['tensors']} | {ku_src:.4f} | {a['ku']:.4f} -> {b['ku']:.4f} ({b['ku'] - a['ku']:+.1e}) | "
           f"{(b['norm'] - a['norm']) / a['norm']:+.1e} | {a['dist']:.3e} -> {b['dist']:.3e} "
           f"({(b['dist'] - a['dist']) / a['dist']:+.1e}) | {rnd / grid:.3f} | {changed:.2f} |", flush=True)
 
@@ -85,9 +87,9 @@ def main() -> None:
     from mother_core.io.discovery import discover
     from mother_core.io.readers import open_model
 
-    print("| model (type) | tensors | ku: float32 -> bf16 (change) | norm (relative) | dist to source: float32 -> "
+    print("| model (type) | tensors | ku of the source | ku: float32 -> bf16 (change) | norm (relative) | dist to source: float32 -> "
           "bf16 (relative) | round / grid (RMS) | values changed |")
-    print("| --- " * 7 + "|")
+    print("| --- " * 8 + "|")
     for folder in args.sets:
         truth = json.loads((folder / "truth.json").read_text())
         parent = {e["child"]: e["parent"] for e in truth["edges"]}

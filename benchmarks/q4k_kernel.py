@@ -15,6 +15,8 @@ by:
 * **kernel, bf16 out** / **generic, bf16 out**: the half-width decoders the pass uses when every model of
   a tensor is 4- to 6-bit GGUF (``gguf_fast.half_kernels()``: the ``vpermps`` one with rounded tables, and
   the generic float32-scratch-then-round one the other types use);
+* **kernel, rounded f32**: the float32 kernel with its tables rounded to bfloat16 (the values every
+  other read of a 4- to 6-bit tensor gives, e.g. in a slot shared with a float32 model);
 * **copy**: ``numpy.copyto`` of the source bytes into a buffer of their size (a ``read()`` from the page
   cache is a copy like it, plus the kernel's work).
 
@@ -101,6 +103,8 @@ def main() -> None:
     halves = gguf_fast.half_kernels()
     half_out = {"kernel, bf16 out": halves["Q4_K"]} if "Q4_K" in halves else {}
     half_out["generic, bf16 out"] = halves["Q4_K/generic"]
+    if "Q4_K@float32" in halves:  # float32 output, tables rounded: what a mixed slot's read costs now
+        kernels["kernel, rounded f32"] = halves["Q4_K@float32"]
     kernels |= {"scales only": scales_only, "stores only": stores_only, "stores only, bf16 width": half_stores_only}
     print(f"load average {os.getloadavg()[0]:.1f}; seconds per GB of Q4_K file, median of {args.repeat}")
     for values in (1 << 22, 1 << 18):
