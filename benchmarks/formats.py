@@ -430,9 +430,9 @@ def main() -> None:
                    f"{med['reader']['base_rss_mib']:.0f} -> {med['reader']['rss_mib']:.0f} (reader)")
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
                   f"**{ratio('reader')}** | {ratio('reader@1')} | {ratio('reader32')} | {ratio('before')} | "
-                  f"{ratio('pass')} | {ratio('pass@1')} | {cpu} | {ratio('reader', 'cpu')} | {ratio('reader@1', 'cpu')} | "
-                  f"{ratio('reader32', 'cpu')} | {ratio('before', 'cpu')} | {ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | "
-                  f"{load:.1f} |", flush=True)
+                  f"{ratio('pass')} | {ratio('pass@1')} | {cpu} | {ratio('reader', 'cpu')} | "
+                  f"{ratio('reader@1', 'cpu')} | {ratio('reader32', 'cpu')} | {ratio('before', 'cpu')} | "
+                  f"{ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -87,8 +87,8 @@ def main() -> None:
     from mother_core.io.discovery import discover
     from mother_core.io.readers import open_model
 
-    print("| model (type) | tensors | ku of the source | ku: float32 -> bf16 (change) | norm (relative) | dist to source: float32 -> "
-          "bf16 (relative) | round / grid (RMS) | values changed |")
+    print("| model (type) | tensors | ku of the source | ku: float32 -> bf16 (change) | norm (relative) "
+          "| dist to source: float32 -> bf16 (relative) | round / grid (RMS) | values changed |")
     print("| --- " * 8 + "|")
     for folder in args.sets:
         truth = json.loads((folder / "truth.json").read_text())

@@ -522,8 +522,9 @@ def test_half_width_gguf_kernels_round_the_package_values(kind):
         np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, out), bits)
         np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, rounded=True).view(np.uint32),
                                       values.view(np.uint32))
-        for key, dtype, expected in ((f"{kind}/generic", np.uint16, bits), (f"{kind}@float32/generic", np.float32,
-                                                                             values), (f"{kind}@float32", np.float32, values)):
+        ways = ((f"{kind}/generic", np.uint16, bits), (f"{kind}@float32/generic", np.float32, values),
+                (f"{kind}@float32", np.float32, values))
+        for key, dtype, expected in ways:
             if key in halves:
                 buf = np.zeros(exact.size, dtype=dtype)
                 halves[key](np.ascontiguousarray(data), gguf_fast._F16, buf)

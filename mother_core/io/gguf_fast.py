@@ -386,7 +386,8 @@ def _q4_k_half(njit: Callable, sig: str, h: Callable) -> HalfKernel | None:
                 def rounded(values):  # type: ignore[no-untyped-def]
                     """16 float32 values as bfloat16 bits (nearest even; NaN 0x7FC0), twice: 32 lanes."""
                     narrow = builder.trunc(_bf16_bits(builder, values), v16i16)
-                    return builder.shuffle_vector(narrow, narrow, ir.Constant(ir.VectorType(i32, 32), list(range(16)) * 2))
+                    twice = ir.Constant(ir.VectorType(i32, 32), list(range(16)) * 2)
+                    return builder.shuffle_vector(narrow, narrow, twice)
 
                 codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
                 low = rounded(builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v)))  # no fusing: exact
@@ -603,10 +604,10 @@ def _output(out: np.ndarray) -> bool:
 def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray,
                     threads: int | None = None, rounded: bool = False) -> np.ndarray:
     """Decode the blocks in bytes ``[start, stop)`` of an open file into ``out`` (contiguous float32, exactly
-    as many values; or ``uint16``: bfloat16 bits, for :data:`HALF_TYPES`), read in cache-sized pieces, each decoded as soon as it has arrived, by up to
-    ``threads`` threads (default: :func:`mother_core.io.staged.decode_threads`; see
-    :func:`mother_core.io.staged.decode`). ``rounded``: float32 values rounded to bfloat16 (as a ``uint16``
-    output is), for :data:`HALF_TYPES`.
+    as many values; or ``uint16``: bfloat16 bits, for :data:`HALF_TYPES`), read in cache-sized pieces, each
+    decoded as soon as it has arrived, by up to ``threads`` threads (default:
+    :func:`mother_core.io.staged.decode_threads`; see :func:`mother_core.io.staged.decode`). ``rounded``:
+    float32 values rounded to bfloat16 (as a ``uint16`` output is), for :data:`HALF_TYPES`.
 
     Raises
     ------

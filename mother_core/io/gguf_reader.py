@@ -255,7 +255,8 @@ class GGUFReader:
         r0, r1 = rows if rows is not None else (0, info.shape[0] if info.shape else 1)
         shape = (r1 - r0, *info.shape[1:]) if info.shape else ()
         half = out.dtype == torch.bfloat16 and self.half_width(name)
-        if (out.dtype != getattr(torch, info.dtype) and not half) or not out.is_contiguous() or out.device.type != "cpu":
+        listed = out.dtype == getattr(torch, info.dtype) or half
+        if not listed or not out.is_contiguous() or out.device.type != "cpu":
             raise ValueError(f"read_into needs a contiguous CPU {info.dtype} buffer, got {out.dtype} on {out.device}.")
         direct = (len(info.shape) >= 2 and not t.permute_heads and not t.transposed and not t.regroup_heads
                   and not t.plus_one and rows is not None and 0 <= r0 <= r1 <= info.shape[0])
