@@ -264,20 +264,9 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable, rounded: bool = False)
             sig_ = types.void(out, o, src, qs, s0, m0, s1, m1)
 
             def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-                out_v, o_v, src_v, q_v, s0v, m0v, s1v, m1v = args
-                out_p = builder.gep(context.make_array(signature.args[0])(context, builder, out_v).data, [o_v])
-                src_p = context.make_array(signature.args[2])(context, builder, src_v).data
-                i32 = ir.IntType(32)
-                v16i8, v16i32 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(i32, 16)
+                out_p, src_p, q_v, o_v, low, high = _sub_block_tables(context, builder, signature, args)
+                v16i8, v16i32 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(ir.IntType(32), 16)
                 v16f = ir.VectorType(ir.FloatType(), 16)
-
-                def splat(x):  # type: ignore[no-untyped-def]
-                    v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
-                    return builder.shuffle_vector(v, ir.Constant(v16f, ir.Undefined), ir.Constant(v16i32, [0] * 16))
-
-                codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
-                low = builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v))  # no fusing: exact
-                high = builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v))
                 if rounded:
                     low, high = _bf16_table(builder, low), _bf16_table(builder, high)
                 permute = cgutils.get_or_insert_function(
@@ -295,32 +284,32 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable, rounded: bool = False)
 
             return sig_, codegen
 
-        with slp_vectorised():
-            @njit(sig, cache=True, nogil=True)
-            def q4_k_permuted(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-                for b in range(out.shape[0] // 256):
-                    p = b * 144
-                    d = h(src, f16, p)
-                    dmin = h(src, f16, p + 2)
-                    s = p + 4  # 12 bytes of 6-bit scales and mins (k_scales' unpacking, per sub-block pair)
-                    for c in range(4):
-                        j0, j1 = 2 * c, 2 * c + 1
-                        if c < 2:
-                            s0 = d * np.float32(src[s + j0] & 0x3F)
-                            m0 = dmin * np.float32(src[s + 4 + j0] & 0x3F)
-                            s1 = d * np.float32(src[s + j1] & 0x3F)
-                            m1 = dmin * np.float32(src[s + 4 + j1] & 0x3F)
-                        else:
-                            k0, k1 = j0 - 4, j1 - 4
-                            s0 = d * np.float32((src[s + 8 + k0] & 0x0F) | ((src[s + k0] >> 2) & 0x30))
-                            m0 = dmin * np.float32((src[s + 8 + k0] >> 4) | ((src[s + 4 + k0] >> 2) & 0x30))
-                            s1 = d * np.float32((src[s + 8 + k1] & 0x0F) | ((src[s + k1] >> 2) & 0x30))
-                            m1 = dmin * np.float32((src[s + 8 + k1] >> 4) | ((src[s + 4 + k1] >> 2) & 0x30))
-                        two_sub_blocks(out, b * 256 + 64 * c, src, p + 16 + 32 * c, s0, m0, s1, m1)  # type: ignore[call-arg]
-
-        return q4_k_permuted
+        return _q4_k_blocks(njit, sig, h, two_sub_blocks, cache=not rounded)
     except Exception:  # noqa: BLE001 - an older numba / llvmlite, or the target refuses it: portable kernel
         return None
+
+
+def _sub_block_tables(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    """LLVM IR shared by the Q4_K intrinsics (arguments ``out, o, src, qs, s0, m0, s1, m1``): the output's
+    pointer at ``o``, the source's data pointer, ``qs``, ``o``, and the two sub-blocks' 16 possible values
+    ``s * k - m`` (k = 0..15) as float32 vectors, with the package's multiply then subtract (no fusing: its
+    values bit for bit)."""
+    from llvmlite import ir
+
+    out_v, o_v, src_v, q_v, s0v, m0v, s1v, m1v = args
+    out_p = builder.gep(context.make_array(signature.args[0])(context, builder, out_v).data, [o_v])
+    src_p = context.make_array(signature.args[2])(context, builder, src_v).data
+    i32 = ir.IntType(32)
+    v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(ir.FloatType(), 16)
+
+    def splat(x):  # type: ignore[no-untyped-def]
+        v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
+        return builder.shuffle_vector(v, ir.Constant(v16f, ir.Undefined), ir.Constant(v16i32, [0] * 16))
+
+    codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
+    low = builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v))
+    high = builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v))
+    return out_p, src_p, q_v, o_v, low, high
 
 
 def _bf16_bits(builder, values):  # type: ignore[no-untyped-def]
@@ -371,17 +360,10 @@ def _q4_k_half(njit: Callable, sig: str, h: Callable) -> HalfKernel | None:
             sig_ = types.void(out, o, src, qs, s0, m0, s1, m1)
 
             def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-                out_v, o_v, src_v, q_v, s0v, m0v, s1v, m1v = args
-                out_p = builder.gep(context.make_array(signature.args[0])(context, builder, out_v).data, [o_v])
-                src_p = context.make_array(signature.args[2])(context, builder, src_v).data
+                out_p, src_p, q_v, o_v, low, high = _sub_block_tables(context, builder, signature, args)
                 i32, i16 = ir.IntType(32), ir.IntType(16)
-                v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(ir.FloatType(), 16)
                 v16i16, v32i16 = ir.VectorType(i16, 16), ir.VectorType(i16, 32)
                 v32i8 = ir.VectorType(ir.IntType(8), 32)
-
-                def splat(x):  # type: ignore[no-untyped-def]
-                    v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
-                    return builder.shuffle_vector(v, ir.Constant(v16f, ir.Undefined), ir.Constant(v16i32, [0] * 16))
 
                 def rounded(values):  # type: ignore[no-untyped-def]
                     """16 float32 values as bfloat16 bits (nearest even; NaN 0x7FC0), twice: 32 lanes."""
@@ -389,9 +371,7 @@ def _q4_k_half(njit: Callable, sig: str, h: Callable) -> HalfKernel | None:
                     twice = ir.Constant(ir.VectorType(i32, 32), list(range(16)) * 2)
                     return builder.shuffle_vector(narrow, narrow, twice)
 
-                codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
-                low = rounded(builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v)))  # no fusing: exact
-                high = rounded(builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v)))
+                low, high = rounded(low), rounded(high)
                 permute = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(v32i16, [v32i16, v32i16]), "llvm.x86.avx512.permvar.hi.512")
                 at = builder.gep(src_p, [q_v])
@@ -405,32 +385,40 @@ def _q4_k_half(njit: Callable, sig: str, h: Callable) -> HalfKernel | None:
 
             return sig_, codegen
 
-        with slp_vectorised():
-            @njit(sig, cache=True, nogil=True)
-            def q4_k_bf16(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-                for b in range(out.shape[0] // 256):
-                    p = b * 144
-                    d = h(src, f16, p)
-                    dmin = h(src, f16, p + 2)
-                    s = p + 4  # 12 bytes of 6-bit scales and mins (as q4_k_permuted)
-                    for c in range(4):
-                        j0, j1 = 2 * c, 2 * c + 1
-                        if c < 2:
-                            s0 = d * np.float32(src[s + j0] & 0x3F)
-                            m0 = dmin * np.float32(src[s + 4 + j0] & 0x3F)
-                            s1 = d * np.float32(src[s + j1] & 0x3F)
-                            m1 = dmin * np.float32(src[s + 4 + j1] & 0x3F)
-                        else:
-                            k0, k1 = j0 - 4, j1 - 4
-                            s0 = d * np.float32((src[s + 8 + k0] & 0x0F) | ((src[s + k0] >> 2) & 0x30))
-                            m0 = dmin * np.float32((src[s + 8 + k0] >> 4) | ((src[s + 4 + k0] >> 2) & 0x30))
-                            s1 = d * np.float32((src[s + 8 + k1] & 0x0F) | ((src[s + k1] >> 2) & 0x30))
-                            m1 = dmin * np.float32((src[s + 8 + k1] >> 4) | ((src[s + 4 + k1] >> 2) & 0x30))
-                        two_sub_blocks_bf16(out, b * 256 + 64 * c, src, p + 16 + 32 * c, s0, m0, s1, m1)  # type: ignore[call-arg]
-
-        return q4_k_bf16
+        return _q4_k_blocks(njit, sig, h, two_sub_blocks_bf16)
     except Exception:  # noqa: BLE001 - an older numba / llvmlite, or the target refuses it: generic path
         return None
+
+
+def _q4_k_blocks(njit: Callable, sig: str, h: Callable, pick: Callable, cache: bool = True) -> Kernel:
+    """The Q4_K block loop shared by the ``vpermps`` / ``vpermw`` kernels: per block its f16 scale and min,
+    per pair of sub-blocks their 6-bit scales and mins unpacked (``k_scales``' unpacking) and handed with the
+    codes to ``pick``, the intrinsic that makes their values and stores them. ``cache``: off for a second
+    kernel of the same signature (the rounded float32 one), which numba's cache would not tell apart."""
+    with slp_vectorised():
+        @njit(sig, cache=cache, nogil=True)
+        def q4_k_blocks(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+            for b in range(out.shape[0] // 256):
+                p = b * 144
+                d = h(src, f16, p)
+                dmin = h(src, f16, p + 2)
+                s = p + 4  # 12 bytes of 6-bit scales and mins (k_scales' unpacking, per sub-block pair)
+                for c in range(4):
+                    j0, j1 = 2 * c, 2 * c + 1
+                    if c < 2:
+                        s0 = d * np.float32(src[s + j0] & 0x3F)
+                        m0 = dmin * np.float32(src[s + 4 + j0] & 0x3F)
+                        s1 = d * np.float32(src[s + j1] & 0x3F)
+                        m1 = dmin * np.float32(src[s + 4 + j1] & 0x3F)
+                    else:
+                        k0, k1 = j0 - 4, j1 - 4
+                        s0 = d * np.float32((src[s + 8 + k0] & 0x0F) | ((src[s + k0] >> 2) & 0x30))
+                        m0 = dmin * np.float32((src[s + 8 + k0] >> 4) | ((src[s + 4 + k0] >> 2) & 0x30))
+                        s1 = d * np.float32((src[s + 8 + k1] & 0x0F) | ((src[s + k1] >> 2) & 0x30))
+                        m1 = dmin * np.float32((src[s + 8 + k1] >> 4) | ((src[s + 4 + k1] >> 2) & 0x30))
+                    pick(out, b * 256 + 64 * c, src, p + 16 + 32 * c, s0, m0, s1, m1)
+
+    return q4_k_blocks
 
 
 @contextmanager
