@@ -34,7 +34,10 @@ does not depend on the values).
 own ``formats.py`` in every repeat between this one's runs, so that a change is judged against the code it
 replaces in the same minutes; ``--caches warm`` / ``cold`` measures one page-cache state only;
 ``--threads-ab`` adds the reader (and the pass) with one decode thread (``decode_threads=1``, columns
-``reader@1`` / ``pass@1``) beside the default (every core available), in every repeat.
+``reader@1`` / ``pass@1``) beside the default (every core available), in every repeat; ``--float32-ab``
+adds this reader with every tensor read as float32 (``reader f32``): the reader column reads a GGUF 4- to
+6-bit tensor at half width (bfloat16), as the pass does when every model of the tensor may (the file and
+its copy), and as float32 beside a float32 model.
 
     .venv/bin/python benchmarks/formats.py --size-gb 1.0 --repeat 5 [--no-pass] [--before DIR] [--caches warm]
         [--threads-ab]
@@ -235,6 +238,8 @@ def _measure(what: str, paths: list[Path]) -> dict:
     base_rss = 0.0
     fill_values = 0
     what, _, threads = what.partition("@")
+    as_float32 = what == "reader32"  # this reader, every tensor read as float32 (no half-width reads)
+    what = "reader" if as_float32 else what
     if what in ("reader", "pass", "fill"):  # imports and the one-time kernel loads are a cost per run: not timed
         sys.path.insert(0, str(ROOT))
         import torch
@@ -287,9 +292,12 @@ def _measure(what: str, paths: list[Path]) -> dict:
         values = int(sum(t.numel for t in stats.tensors)) * len(paths)
     for ref in discover(paths).models if what == "reader" else ():
         buffer = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)  # the pass reuses its chunk buffers too
+        half_buffer = torch.empty(CHUNK_ELEMENTS, dtype=torch.bfloat16)
         with open_model(ref) as reader:
             read_into = getattr(reader, "read_into", None)
             prefetch = getattr(reader, "prefetch", None)
+            # The pass reads a tensor at half width when every model may (the file and its copy here)
+            half_width = None if as_float32 else getattr(reader, "half_width", None)
             chunks = []
             for name, info in reader.tensor_infos().items():
                 if not info.is_float:
@@ -309,7 +317,8 @@ def _measure(what: str, paths: list[Path]) -> dict:
                         ahead = chunks[k + PREFETCH_AHEAD - 1]
                         prefetch(ahead[0], ahead[2])
                 if read_into is not None and info.dtype == "float32" and n <= CHUNK_ELEMENTS:
-                    values += read_into(name, span, buffer[:n]).numel()  # as the pass reads float32
+                    into = half_buffer if half_width is not None and half_width(name) else buffer
+                    values += read_into(name, span, into[:n]).numel()  # as the pass reads float32 / bf16
                 else:
                     values += reader.read(name, span).numel()
     seconds = time.perf_counter() - start
@@ -348,6 +357,9 @@ def main() -> None:
     ap.add_argument("--threads-ab", action="store_true",
                     help="also measure the reader (and the pass) with one decode thread (decode_threads=1), "
                          "alternating with the default (every core available)")
+    ap.add_argument("--float32-ab", action="store_true",
+                    help="also measure this reader with every tensor read as float32 (column `reader f32`: what "
+                         "a GGUF 4- to 6-bit tensor costs beside a float32 model, whose slot is read as float32)")
     ap.add_argument("--measure", nargs="+", metavar="WHAT PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -385,14 +397,15 @@ def main() -> None:
         if path.exists() and not twin.exists():
             shutil.copyfile(path, twin)
     kinds = ("cat", "read", "fill", "reader") + (("reader@1",) if args.threads_ab else ())
+    kinds += ("reader32",) if args.float32_ab else ()
     kinds += (("before",) if args.before else ())
     kinds += () if args.no_pass else ("pass",) + (("pass@1",) if args.threads_ab else ())
     print(f"\ndecode threads (default): {_cores()}; columns `@1`: decode_threads=1")
     print("\n| file | size | cache | read() (s) | reader (s) | **reader / read()** | reader@1 / read() "
-          "| before / read() | pass / read() | pass@1 / read() "
-          f"| CPU s: {' / '.join(kinds)} | reader / read() CPU | reader@1 / read() CPU | before / read() CPU "
-          "| stores / read() CPU | values (G) | RSS after imports -> peak (MiB) | load avg |")
-    print("| --- " * 18 + "|")
+          "| reader f32 / read() | before / read() | pass / read() | pass@1 / read() "
+          f"| CPU s: {' / '.join(kinds)} | reader / read() CPU | reader@1 / read() CPU | reader f32 / read() CPU "
+          "| before / read() CPU | stores / read() CPU | values (G) | RSS after imports -> peak (MiB) | load avg |")
+    print("| --- " * 20 + "|")
     for label, path in files.items():
         if args.only not in label:
             continue
@@ -416,10 +429,10 @@ def main() -> None:
             rss = (f"{med['pass']['base_rss_mib']:.0f} -> {med['pass']['rss_mib']:.0f}" if "pass" in med else
                    f"{med['reader']['base_rss_mib']:.0f} -> {med['reader']['rss_mib']:.0f} (reader)")
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
-                  f"**{ratio('reader')}** | {ratio('reader@1')} | {ratio('before')} | {ratio('pass')} | "
-                  f"{ratio('pass@1')} | {cpu} | {ratio('reader', 'cpu')} | {ratio('reader@1', 'cpu')} | "
-                  f"{ratio('before', 'cpu')} | {ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | "
-                  f"{load:.1f} |", flush=True)
+                  f"**{ratio('reader')}** | {ratio('reader@1')} | {ratio('reader32')} | {ratio('before')} | "
+                  f"{ratio('pass')} | {ratio('pass@1')} | {cpu} | {ratio('reader', 'cpu')} | "
+                  f"{ratio('reader@1', 'cpu')} | {ratio('reader32', 'cpu')} | {ratio('before', 'cpu')} | "
+                  f"{ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

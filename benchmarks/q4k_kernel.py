@@ -12,6 +12,11 @@ by:
 * **scales only**: the same loop over blocks doing only the f16 and 6-bit scale and min unpacking;
 * **stores only**: writing every output value once (a constant): what any float32 decoder pays;
 * **stores only, bf16 width**: the same number of 2-byte values (what a decoder to bfloat16 would pay);
+* **kernel, bf16 out** / **generic, bf16 out**: the half-width decoders the pass uses when every model of
+  a tensor is 4- to 6-bit GGUF (``gguf_fast.half_kernels()``: the ``vpermps`` one with rounded tables, and
+  the generic float32-scratch-then-round one the other types use);
+* **kernel, rounded f32**: the float32 kernel with its tables rounded to bfloat16 (the values every
+  other read of a 4- to 6-bit tensor gives, e.g. in a slot shared with a float32 model);
 * **copy**: ``numpy.copyto`` of the source bytes into a buffer of their size (a ``read()`` from the page
   cache is a copy like it, plus the kernel's work).
 
@@ -95,19 +100,27 @@ def main() -> None:
     kernels = {"kernel (" + table["Q4_K"].py_func.__name__ + ")": table["Q4_K"]}
     if "Q4_K/portable" in table:
         kernels["portable"] = table["Q4_K/portable"]
+    halves = gguf_fast.half_kernels()
+    half_out = {"kernel, bf16 out": halves["Q4_K"]} if "Q4_K" in halves else {}
+    half_out["generic, bf16 out"] = halves["Q4_K/generic"]
+    if "Q4_K@float32" in halves:  # float32 output, tables rounded: what a mixed slot's read costs now
+        kernels["kernel, rounded f32"] = halves["Q4_K@float32"]
     kernels |= {"scales only": scales_only, "stores only": stores_only, "stores only, bf16 width": half_stores_only}
     print(f"load average {os.getloadavg()[0]:.1f}; seconds per GB of Q4_K file, median of {args.repeat}")
     for values in (1 << 22, 1 << 18):
         out = np.zeros(values, dtype=np.float32)
         nbytes = values // 256 * 144
         stage = np.empty(nbytes, dtype=np.uint8)
-        runs: dict[str, list[float]] = {name: [] for name in [*kernels, "copy"]}
+        half = np.zeros(values, dtype=np.uint16)
+        runs: dict[str, list[float]] = {name: [] for name in [*kernels, *half_out, "copy"]}
         for _ in range(args.repeat):
             for name in runs:
                 began, done = time.thread_time(), 0
                 for p in range(0, src.size - nbytes, nbytes):
                     if name == "copy":
                         np.copyto(stage, src[p:p + nbytes])
+                    elif name in half_out:
+                        half_out[name](src[p:p + nbytes], f16, half)
                     else:
                         kernels[name](src[p:p + nbytes], f16, out)
                     done += nbytes

@@ -40,8 +40,13 @@ def test_gguf_dequantized_under_transformers_names(tmp_path, qtype):
         for k, v in sd.items():
             got = reader.read(normalise_name(k)).float()
             assert got.shape == v.shape, k
-            # exactly what the package's dequantizer gives, q/k rows back in the transformers order
-            torch.testing.assert_close(got, expected[k].reshape(v.shape), rtol=0, atol=1e-6)
+            # exactly what the package's dequantizer gives, q/k rows back in the transformers order (4- to
+            # 6-bit codes rounded to bfloat16: what every read of them gives, so the pass may read them at
+            # half width)
+            want = expected[k].reshape(v.shape)
+            if v.ndim == 2 and qtype in ("Q4_0", "Q5_1", "Q4_K"):
+                want = want.bfloat16().float()
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
             # and within the scheme's rounding of the source
             tol = {"Q8_0": 0.01, "Q4_0": 0.15, "Q5_1": 0.08, "F16": 1e-3, "Q4_K": 0.15}[qtype]
             assert (got - v).abs().max() <= tol * v.abs().max() + 1e-6, k
@@ -476,13 +481,72 @@ def test_compiled_gguf_kernels_match_the_package(kind):
             np.testing.assert_array_equal(buf.view(np.uint32), theirs.view(np.uint32))
 
 
+def _bf16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values as torch rounds them to bfloat16 (nearest even), as uint16 bits."""
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).bfloat16().view(torch.int16).numpy().view(
+        np.uint16)
+
+
+def _bf16_values(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 by torch, as float32 again."""
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).bfloat16().float().numpy()
+
+
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K"])
+def test_half_width_gguf_kernels_round_the_package_values(kind):
+    """The 4- to 6-bit GGUF types are read as ``gguf.quants.dequantize``'s float32 values rounded to bfloat16
+    exactly as torch rounds (nearest even), bit for bit: as bfloat16 bits (the pass's half-width chunks) and
+    as float32 (every other read), by the dedicated kernels (Q4_K's ``vpermw`` one, where the CPU has
+    AVX-512BW) and the generic ones (float32 scratch, then rounded), on real and random blocks; Q8_0 is not
+    rounded."""
+    from format_factory import quantize
+
+    from mother_core.io import gguf_fast
+
+    q = gguf.GGMLQuantizationType[kind]
+    nbytes = gguf.GGML_QUANT_SIZES[q][1]
+    rng = np.random.default_rng(2)
+    noise = rng.integers(0, 256, size=nbytes * 300, dtype=np.uint8).reshape(300, nbytes)  # > one generic step
+    for a, b in _SCALE_BYTES[kind]:
+        noise[:, a:b] = rng.uniform(-2, 2, (300, (b - a) // 2)).astype(np.float16).view(np.uint8)
+    samples = [noise.reshape(-1)]
+    if kind not in ("Q5_K", "Q6_K"):  # no quantizer for these two: random blocks only
+        real = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
+        samples.append(quantize(real, kind).reshape(-1))
+    assert gguf_fast.half_width(kind) and not gguf_fast.half_width("Q8_0")
+    halves = gguf_fast.half_kernels()
+    if kind == "Q4_K" and "Q4_K" not in halves:
+        from llvmlite import binding
+
+        assert not binding.get_host_cpu_features().get("avx512bw", False), "the vpermw kernel did not compile"
+    for data in samples:
+        exact = gguf.quants.dequantize(data.reshape(-1, nbytes), q).reshape(-1)
+        bits, values = _bf16_bits(exact), _bf16_values(exact)
+        assert not np.array_equal(values, exact)  # the rounding is really there
+        out = np.full(exact.size, 0xFFFF, dtype=np.uint16)
+        np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, out), bits)
+        np.testing.assert_array_equal(gguf_fast.dequantize(data, kind, rounded=True).view(np.uint32),
+                                      values.view(np.uint32))
+        ways = ((f"{kind}/generic", np.uint16, bits), (f"{kind}@float32/generic", np.float32, values),
+                (f"{kind}@float32", np.float32, values))
+        for key, dtype, expected in ways:
+            if key in halves:
+                buf = np.zeros(exact.size, dtype=dtype)
+                halves[key](np.ascontiguousarray(data), gguf_fast._F16, buf)
+                np.testing.assert_array_equal(buf.view(expected.dtype), expected, err_msg=key)
+        np.testing.assert_array_equal(gguf_fast.dequantize(data, kind).view(np.uint32), exact.view(np.uint32))
+    with pytest.raises(ValueError, match="not rounded"):
+        gguf_fast.dequantize(np.zeros(34, np.uint8), "Q8_0", np.zeros(32, np.uint16))
+
+
 @pytest.mark.parametrize("arch,piece,threads", [("qwen2", None, 0), ("llama", None, 1), ("llama", 1000, 1),
                                                 ("llama", 1000, 3)])
 def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp_path, monkeypatch, arch, piece,
                                                                              threads):
     """A Q4_K GGUF file read the way the pass reads it (row chunks read in pieces, each decoded into a reused
     buffer as it arrives, the next chunks hinted ahead) and whole, gives exactly ``gguf.quants.dequantize``
-    of the file's own bytes as ``gguf.GGUFReader`` reads them, bit for bit; with pieces of a few blocks too
+    of the file's own bytes as ``gguf.GGUFReader`` reads them, rounded to bfloat16 as torch rounds, bit for
+    bit, into float32 buffers and into the bfloat16 ones the pass reads at half width; with pieces of a few blocks too
     (``piece``: every chunk spans many pieces, cut between blocks), decoded by one thread or shared by
     several (``threads``: the ``decode_threads`` setting; 0 every core). The file is written by
     ``gguf.GGUFWriter``; its Q4_K blocks come from ``format_factory.quantize_q4_k``, since the ``gguf``
@@ -510,16 +574,21 @@ def test_q4_k_file_read_as_the_pass_reads_it_is_bit_identical_to_the_package(tmp
             assert kinds[t.gguf_name] == "Q4_K", raw
             if t.permute_heads:
                 expected = _unpermute_rows(expected, t.permute_heads)
-            expected_bits = np.ascontiguousarray(expected).view(np.uint32)
+            assert reader.half_width(name)
+            expected_bits = _bf16_values(expected).view(np.uint32)
+            half_bits = _bf16_bits(expected)
             np.testing.assert_array_equal(reader.read(name).numpy().view(np.uint32), expected_bits)
             rows, cols = expected.shape
             for step in (5, 64, rows):  # the pass's row chunks, uneven ones too
                 buf = torch.full((step * cols,), float("nan"))
+                half = torch.full((step * cols,), float("nan"), dtype=torch.bfloat16)
                 for r0 in range(0, rows, step):
                     r1 = min(rows, r0 + step)
                     reader.prefetch(name, (min(rows, r1), min(rows, r1 + step)))
                     got = reader.read_into(name, (r0, r1), buf[: (r1 - r0) * cols])
                     np.testing.assert_array_equal(got.numpy().view(np.uint32), expected_bits[r0:r1])
+                    got = reader.read_into(name, (r0, r1), half[: (r1 - r0) * cols])
+                    np.testing.assert_array_equal(got.view(torch.int16).numpy().view(np.uint16), half_bits[r0:r1])
             checked += 1
     assert checked == 2 * 7 + 2  # every 2-D weight of the two layers, the embedding and the head
 
@@ -673,6 +742,62 @@ def test_pass_statistics_are_the_same_whatever_the_decode_threads(tmp_path, monk
     with open(tmp_path / "q8.gguf", "rb", buffering=0) as f, staged.shared_by(2):
         staged.decode(f, 0, 34 * 200, 34, lambda first, piece: used.add(threading.current_thread().name))
     assert used == {threading.current_thread().name}
+
+
+def test_pass_reads_4_bit_gguf_at_half_width_with_the_same_statistics(tmp_path, monkeypatch):
+    """Two Q4_K GGUF models (every 2-D tensor Q4_K) are reduced from bfloat16 chunks (half the stores); their
+    statistics equal, bit for bit, the same pass's from float32 chunks (the same rounded values, widened
+    exactly by the kernel), and stay within bfloat16's rounding of the exact float32 decode (the reader
+    before half-width reads). Beside a float32 model, a Q4_K model's slots are read as float32."""
+    from mother_core.io import gguf_fast
+    from mother_core.stats import execute, fused
+    from mother_core.stats.compute import compute_statistics
+
+    fused.warm_up()  # the fused kernel takes the chunks (as in any pass worth loading it)
+    root = llama_state(90, hidden=256, inter=256)
+    write_gguf(root, tmp_path / "a.gguf", qtype="Q4_K")
+    write_gguf(perturbed(root, 91), tmp_path / "b.gguf", qtype="Q4_K")
+    seen: list[torch.dtype] = []
+    add = fused.StreamReduction.add
+
+    def spy(self, x):  # noqa: ANN001, ANN202
+        seen.append(x.dtype)
+        return add(self, x)
+
+    monkeypatch.setattr(fused.StreamReduction, "add", spy)
+
+    def run(models: int = 2):  # noqa: ANN202
+        seen.clear()
+        stats = compute_statistics(discover([tmp_path]), device="cpu", cache_dir=None, chunk_elements=20000)
+        assert len(stats.models) == models and not stats.problems
+        return stats
+
+    half = run()
+    assert torch.bfloat16 in seen
+    with monkeypatch.context() as m:
+        m.setattr(execute, "_half_width", lambda reader, name: False)  # the same values, float32 chunks
+        wide = run()
+        assert seen and torch.bfloat16 not in seen
+    fields = ("present", "mean", "var", "kurtosis", "norm", "sq_dist")
+    for field in fields:
+        np.testing.assert_array_equal(getattr(half, field), getattr(wide, field), err_msg=field)
+    for slot, values in half.skeletons.items():
+        np.testing.assert_array_equal(values, wide.skeletons[slot])
+    with monkeypatch.context() as m:
+        m.setattr(gguf_fast, "HALF_TYPES", frozenset())  # the exact float32 decode
+        exact = run()
+        assert seen and torch.bfloat16 not in seen
+    assert not np.array_equal(half.norm, exact.norm)  # the rounding is there...
+    np.testing.assert_allclose(half.norm, exact.norm, rtol=2.0**-9)  # ... and within bfloat16's half ulp
+    np.testing.assert_allclose(half.var, exact.var, rtol=2.0**-8)
+    # Each value moves by at most 2^-9 of itself, at random: a tensor's excess kurtosis by about
+    # 4 sqrt(E[x^8]) / m2^2 * 2^-9 / sqrt(3n), 6e-4 at most here (n = 16K-64K values)
+    np.testing.assert_allclose(half.kurtosis, exact.kurtosis, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(half.sq_dist, exact.sq_dist, rtol=1e-2)
+
+    _save({k: v.float() for k, v in perturbed(root, 92).items()}, tmp_path / "c.safetensors")
+    run(3)
+    assert seen and torch.bfloat16 not in seen  # every 2-D slot has a float32 model now
 
 
 # --- GGUF files of real transformers models, compared with their source in the pass ----------------------

@@ -40,6 +40,21 @@ _LAYOUT: dict[str, tuple[int, int]] = {
     "Q4_K": (144, 256), "Q5_K": (176, 256), "Q6_K": (210, 256), "BF16": (2, 1),
 }
 
+#: Types the pass may read at half width (bfloat16: the float32 decode rounded to nearest even, as
+#: ``torch``'s conversion rounds), when every model of a tensor holds it so (``stats/execute.py``): 4- to
+#: 6-bit codes, whose grid error (0.03-0.12 of a weight's spread for Q4, about 0.015 for Q6_K) is 10-70x
+#: bfloat16's rounding (0.0016). Q8_0 (0.005) stays float32: bfloat16 would be a third of its grid error.
+#: A Q4_K byte decodes to 7.1 bytes of float32; at half width the decoder stores half of that
+#: (``benchmarks/RESULTS.md``, "Q4_K at half width").
+HALF_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"})
+
+HalfKernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]  # (blocks, f16 table, uint16 out)
+_HALF: dict[str, HalfKernel] | None = None
+#: Blocks of a type decoded to float32 at a time before they are rounded to bfloat16 (the generic half
+#: path): 64 blocks of 256 values are a 64 KiB float32 scratch, which stays in the core's L1/L2.
+_HALF_STEP_VALUES = 1 << 14
+_SCRATCH = threading.local()  # per-thread float32 scratch of the generic half path
+
 
 def _build() -> dict[str, Kernel]:  # noqa: C901 - one small kernel per type
     from numba import njit
@@ -222,7 +237,7 @@ def _build() -> dict[str, Kernel]:  # noqa: C901 - one small kernel per type
     return table
 
 
-def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
+def _q4_k_permuted(njit: Callable, sig: str, h: Callable, rounded: bool = False) -> Kernel | None:
     """Q4_K with each sub-block's 16 possible values made once and picked by the codes (AVX-512).
 
     A Q4_K value is ``scale * q - min`` with ``q`` a 4-bit code: each 32-value sub-block has only 16
@@ -233,6 +248,9 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
     took 1.3x fewer CPU seconds at low load; with a 16 MiB output both kernels are bound by the stores
     (``benchmarks/RESULTS.md``, ``benchmarks/q4k_kernel.py``). None where it does not compile: the
     portable kernel is used.
+
+    ``rounded``: each table is rounded to bfloat16 first (float32 values whose low 16 bits are zero,
+    :func:`_q4_k_half`'s values widened): the float32 reads of a tensor the pass may read at half width.
     """
     try:
         from llvmlite import ir
@@ -246,20 +264,11 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
             sig_ = types.void(out, o, src, qs, s0, m0, s1, m1)
 
             def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-                out_v, o_v, src_v, q_v, s0v, m0v, s1v, m1v = args
-                out_p = builder.gep(context.make_array(signature.args[0])(context, builder, out_v).data, [o_v])
-                src_p = context.make_array(signature.args[2])(context, builder, src_v).data
-                i32 = ir.IntType(32)
-                v16i8, v16i32 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(i32, 16)
+                out_p, src_p, q_v, o_v, low, high = _sub_block_tables(context, builder, signature, args)
+                v16i8, v16i32 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(ir.IntType(32), 16)
                 v16f = ir.VectorType(ir.FloatType(), 16)
-
-                def splat(x):  # type: ignore[no-untyped-def]
-                    v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
-                    return builder.shuffle_vector(v, ir.Constant(v16f, ir.Undefined), ir.Constant(v16i32, [0] * 16))
-
-                codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
-                low = builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v))  # no fusing: exact
-                high = builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v))
+                if rounded:
+                    low, high = _bf16_table(builder, low), _bf16_table(builder, high)
                 permute = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(v16f, [v16f, v16i32]), "llvm.x86.avx512.permvar.sf.512")
                 for half in range(2):
@@ -275,32 +284,141 @@ def _q4_k_permuted(njit: Callable, sig: str, h: Callable) -> Kernel | None:
 
             return sig_, codegen
 
-        with slp_vectorised():
-            @njit(sig, cache=True, nogil=True)
-            def q4_k_permuted(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-                for b in range(out.shape[0] // 256):
-                    p = b * 144
-                    d = h(src, f16, p)
-                    dmin = h(src, f16, p + 2)
-                    s = p + 4  # 12 bytes of 6-bit scales and mins (k_scales' unpacking, per sub-block pair)
-                    for c in range(4):
-                        j0, j1 = 2 * c, 2 * c + 1
-                        if c < 2:
-                            s0 = d * np.float32(src[s + j0] & 0x3F)
-                            m0 = dmin * np.float32(src[s + 4 + j0] & 0x3F)
-                            s1 = d * np.float32(src[s + j1] & 0x3F)
-                            m1 = dmin * np.float32(src[s + 4 + j1] & 0x3F)
-                        else:
-                            k0, k1 = j0 - 4, j1 - 4
-                            s0 = d * np.float32((src[s + 8 + k0] & 0x0F) | ((src[s + k0] >> 2) & 0x30))
-                            m0 = dmin * np.float32((src[s + 8 + k0] >> 4) | ((src[s + 4 + k0] >> 2) & 0x30))
-                            s1 = d * np.float32((src[s + 8 + k1] & 0x0F) | ((src[s + k1] >> 2) & 0x30))
-                            m1 = dmin * np.float32((src[s + 8 + k1] >> 4) | ((src[s + 4 + k1] >> 2) & 0x30))
-                        two_sub_blocks(out, b * 256 + 64 * c, src, p + 16 + 32 * c, s0, m0, s1, m1)  # type: ignore[call-arg]
-
-        return q4_k_permuted
+        return _q4_k_blocks(njit, sig, h, two_sub_blocks, cache=not rounded)
     except Exception:  # noqa: BLE001 - an older numba / llvmlite, or the target refuses it: portable kernel
         return None
+
+
+def _sub_block_tables(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    """LLVM IR shared by the Q4_K intrinsics (arguments ``out, o, src, qs, s0, m0, s1, m1``): the output's
+    pointer at ``o``, the source's data pointer, ``qs``, ``o``, and the two sub-blocks' 16 possible values
+    ``s * k - m`` (k = 0..15) as float32 vectors, with the package's multiply then subtract (no fusing: its
+    values bit for bit)."""
+    from llvmlite import ir
+
+    out_v, o_v, src_v, q_v, s0v, m0v, s1v, m1v = args
+    out_p = builder.gep(context.make_array(signature.args[0])(context, builder, out_v).data, [o_v])
+    src_p = context.make_array(signature.args[2])(context, builder, src_v).data
+    i32 = ir.IntType(32)
+    v16i32, v16f = ir.VectorType(i32, 16), ir.VectorType(ir.FloatType(), 16)
+
+    def splat(x):  # type: ignore[no-untyped-def]
+        v = builder.insert_element(ir.Constant(v16f, ir.Undefined), x, ir.Constant(i32, 0))
+        return builder.shuffle_vector(v, ir.Constant(v16f, ir.Undefined), ir.Constant(v16i32, [0] * 16))
+
+    codes_k = ir.Constant(v16f, [float(k) for k in range(16)])
+    low = builder.fsub(builder.fmul(splat(s0v), codes_k), splat(m0v))
+    high = builder.fsub(builder.fmul(splat(s1v), codes_k), splat(m1v))
+    return out_p, src_p, q_v, o_v, low, high
+
+
+def _bf16_bits(builder, values):  # type: ignore[no-untyped-def]
+    """LLVM IR: 16 float32 ``values`` rounded to nearest even at bfloat16 (torch's ``round_to_nearest_even``;
+    a NaN becomes ``0x7FC0``, as torch makes it), as 16 x i32 holding the bfloat16 bits in their low half."""
+    from llvmlite import ir
+
+    v16i32 = ir.VectorType(ir.IntType(32), 16)
+    bits = builder.bitcast(values, v16i32)
+    lsb = builder.and_(builder.lshr(bits, ir.Constant(v16i32, [16] * 16)), ir.Constant(v16i32, [1] * 16))
+    top = builder.lshr(builder.add(builder.add(bits, ir.Constant(v16i32, [0x7FFF] * 16)), lsb),
+                       ir.Constant(v16i32, [16] * 16))
+    return builder.select(builder.fcmp_unordered("uno", values, values), ir.Constant(v16i32, [0x7FC0] * 16), top)
+
+
+def _bf16_table(builder, values):  # type: ignore[no-untyped-def]
+    """LLVM IR: :func:`_bf16_bits` widened back to float32 (the bits in the top half, the rest zero)."""
+    from llvmlite import ir
+
+    v16i32 = ir.VectorType(ir.IntType(32), 16)
+    wide = builder.shl(_bf16_bits(builder, values), ir.Constant(v16i32, [16] * 16))
+    return builder.bitcast(wide, values.type)
+
+
+def _q4_k_half(njit: Callable, sig: str, h: Callable) -> HalfKernel | None:
+    """Q4_K to bfloat16 bits, 32 values a ``vpermw`` (AVX-512BW).
+
+    As :func:`_q4_k_permuted`, each 32-value sub-block's 16 possible values are made once with the
+    package's float32 multiply and subtract; here they are rounded to bfloat16 (nearest even on the bits,
+    torch's rounding; a NaN becomes ``0x7FC0``, as torch makes it) into a 32-lane table of 16-bit values
+    (the 16 repeated), and the sub-block's 32 codes pick their values with one
+    ``llvm.x86.avx512.permvar.hi.512``: a 64-byte store of 32 values, half the bytes of the float32
+    kernel's two stores, and one permute where it needs two. Bit for bit the float32 decode rounded
+    (``tests/test_formats.py``). None where it does not compile (the generic half path is used).
+    """
+    try:
+        from llvmlite import binding, ir
+        from numba import types
+        from numba.core import cgutils
+        from numba.extending import intrinsic
+
+        if not binding.get_host_cpu_features().get("avx512bw", False):
+            return None
+
+        @intrinsic
+        def two_sub_blocks_bf16(typingctx, out, o, src, qs, s0, m0, s1, m1):  # type: ignore[no-untyped-def]
+            """``out[o:o+32] = bf16(s0 * lo(src[qs:qs+32]) - m0)``, ``out[o+32:o+64] = bf16(s1 * hi(...) - m1)``."""
+            sig_ = types.void(out, o, src, qs, s0, m0, s1, m1)
+
+            def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+                out_p, src_p, q_v, o_v, low, high = _sub_block_tables(context, builder, signature, args)
+                i32, i16 = ir.IntType(32), ir.IntType(16)
+                v16i16, v32i16 = ir.VectorType(i16, 16), ir.VectorType(i16, 32)
+                v32i8 = ir.VectorType(ir.IntType(8), 32)
+
+                def rounded(values):  # type: ignore[no-untyped-def]
+                    """16 float32 values as bfloat16 bits (nearest even; NaN 0x7FC0), twice: 32 lanes."""
+                    narrow = builder.trunc(_bf16_bits(builder, values), v16i16)
+                    twice = ir.Constant(ir.VectorType(i32, 32), list(range(16)) * 2)
+                    return builder.shuffle_vector(narrow, narrow, twice)
+
+                low, high = rounded(low), rounded(high)
+                permute = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(v32i16, [v32i16, v32i16]), "llvm.x86.avx512.permvar.hi.512")
+                at = builder.gep(src_p, [q_v])
+                codes = builder.zext(builder.load(builder.bitcast(at, v32i8.as_pointer()), align=1), v32i16)
+                for idx, values, off in ((builder.and_(codes, ir.Constant(v32i16, [15] * 32)), low, 0),
+                                         (builder.lshr(codes, ir.Constant(v32i16, [4] * 32)), high, 32)):
+                    dst = builder.gep(out_p, [ir.Constant(o_v.type, off)])
+                    builder.store(builder.call(permute, [values, idx]), builder.bitcast(dst, v32i16.as_pointer()),
+                                  align=2)
+                return context.get_dummy_value()
+
+            return sig_, codegen
+
+        return _q4_k_blocks(njit, sig, h, two_sub_blocks_bf16)
+    except Exception:  # noqa: BLE001 - an older numba / llvmlite, or the target refuses it: generic path
+        return None
+
+
+def _q4_k_blocks(njit: Callable, sig: str, h: Callable, pick: Callable, cache: bool = True) -> Kernel:
+    """The Q4_K block loop shared by the ``vpermps`` / ``vpermw`` kernels: per block its f16 scale and min,
+    per pair of sub-blocks their 6-bit scales and mins unpacked (``k_scales``' unpacking) and handed with the
+    codes to ``pick``, the intrinsic that makes their values and stores them. ``cache``: off for a second
+    kernel of the same signature (the rounded float32 one), which numba's cache would not tell apart."""
+    with slp_vectorised():
+        @njit(sig, cache=cache, nogil=True)
+        def q4_k_blocks(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+            for b in range(out.shape[0] // 256):
+                p = b * 144
+                d = h(src, f16, p)
+                dmin = h(src, f16, p + 2)
+                s = p + 4  # 12 bytes of 6-bit scales and mins (k_scales' unpacking, per sub-block pair)
+                for c in range(4):
+                    j0, j1 = 2 * c, 2 * c + 1
+                    if c < 2:
+                        s0 = d * np.float32(src[s + j0] & 0x3F)
+                        m0 = dmin * np.float32(src[s + 4 + j0] & 0x3F)
+                        s1 = d * np.float32(src[s + j1] & 0x3F)
+                        m1 = dmin * np.float32(src[s + 4 + j1] & 0x3F)
+                    else:
+                        k0, k1 = j0 - 4, j1 - 4
+                        s0 = d * np.float32((src[s + 8 + k0] & 0x0F) | ((src[s + k0] >> 2) & 0x30))
+                        m0 = dmin * np.float32((src[s + 8 + k0] >> 4) | ((src[s + 4 + k0] >> 2) & 0x30))
+                        s1 = d * np.float32((src[s + 8 + k1] & 0x0F) | ((src[s + k1] >> 2) & 0x30))
+                        m1 = dmin * np.float32((src[s + 8 + k1] >> 4) | ((src[s + 4 + k1] >> 2) & 0x30))
+                    pick(out, b * 256 + 64 * c, src, p + 16 + 32 * c, s0, m0, s1, m1)
+
+    return q4_k_blocks
 
 
 @contextmanager
@@ -321,6 +439,98 @@ def slp_vectorised() -> Iterator[None]:
         yield
     finally:
         setattr(config, "SLP_VECTORIZE", old)  # noqa: B010
+
+
+def _build_half() -> dict[str, HalfKernel]:
+    """The kernels that round to bfloat16, by type name: ``"<type>"`` writes the bfloat16 bits (``uint16``),
+    ``"<type>@float32"`` the same values widened (float32 whose low 16 bits are zero), each a dedicated
+    kernel where one compiles (Q4_K: :func:`_q4_k_half` and :func:`_q4_k_permuted` with rounded tables) or
+    the generic path (``"<type>/generic"``, ``"<type>@float32/generic"``): blocks decoded to float32 by the
+    type's kernel into a small per-thread scratch that stays in cache, then rounded. All give the float32
+    decode rounded to nearest even, bit for bit (``tests/test_formats.py``)."""
+    from numba import njit
+
+    table = kernels()
+    to_bits, to_float = _roundings(njit)
+    half: dict[str, HalfKernel] = {}
+    for name in HALF_TYPES:
+        half[f"{name}/generic"] = _generic_half(table[name], to_bits, *_LAYOUT[name])
+        half[f"{name}@float32/generic"] = _generic_half(table[name], to_float, *_LAYOUT[name])
+    if permute16.available():
+
+        @njit(cache=True, nogil=True, inline="always")
+        def h(src: np.ndarray, f16: np.ndarray, p: int) -> np.float32:  # pragma: no cover - compiled
+            return f16[np.int64(src[p]) | (np.int64(src[p + 1]) << 8)]
+
+        with slp_vectorised():
+            bits = _q4_k_half(njit, "void(uint8[::1], float32[::1], uint16[::1])", h)
+            wide = _q4_k_permuted(njit, "void(uint8[::1], float32[::1], float32[::1])", h, rounded=True)
+        if bits is not None:
+            half["Q4_K"] = bits
+        if wide is not None:
+            half["Q4_K@float32"] = wide
+    return half
+
+
+def _roundings(njit: Callable) -> tuple[Callable[[np.ndarray, np.ndarray], None], ...]:
+    """Compiled roundings of float32 to nearest even at bfloat16 (torch's ``round_to_nearest_even``, a NaN
+    as ``0x7FC0``), written on the bits so that they vectorise: ``(x, out uint16)`` the bfloat16 bits,
+    ``(x, out float32)`` those values as float32 (may be ``x`` itself)."""
+
+    @njit(cache=True, nogil=True, inline="always")
+    def top(b: np.uint32) -> np.uint32:  # pragma: no cover - compiled
+        r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        return np.uint32(0x7FC0) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else r
+
+    @njit("void(float32[::1], uint16[::1])", cache=True, nogil=True)
+    def to_bits(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        bits = x.view(np.uint32)
+        for i in range(out.shape[0]):
+            out[i] = np.uint16(top(bits[i]))
+
+    @njit("void(float32[::1], float32[::1])", cache=True, nogil=True)
+    def to_float(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        bits = x.view(np.uint32)
+        wide = out.view(np.uint32)
+        for i in range(out.shape[0]):
+            wide[i] = top(bits[i]) << np.uint32(16)
+
+    return to_bits, to_float
+
+
+def _generic_half(kernel: Kernel, rounding: Callable[[np.ndarray, np.ndarray], None], nbytes: int,
+                  nvalues: int) -> HalfKernel:
+    """``kernel``'s values rounded by ``rounding``, :data:`_HALF_STEP_VALUES` at a time through a per-thread
+    float32 scratch (so the float32 stores stay in cache and only the rounded output leaves it)."""
+    step = max(1, _HALF_STEP_VALUES // nvalues)  # blocks per step
+
+    def generic(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:
+        scratch = getattr(_SCRATCH, "buf", None)
+        if scratch is None:
+            scratch = _SCRATCH.buf = np.empty(max(_HALF_STEP_VALUES, nvalues), dtype=np.float32)
+        blocks = out.shape[0] // nvalues
+        for b0 in range(0, blocks, step):
+            b1 = min(blocks, b0 + step)
+            part = scratch[: (b1 - b0) * nvalues]
+            kernel(src[b0 * nbytes: b1 * nbytes], f16, part)
+            rounding(part, out[b0 * nvalues: b1 * nvalues])
+
+    return generic
+
+
+def half_kernels() -> dict[str, HalfKernel]:
+    """The rounding kernels by name (:func:`_build_half`), built on first use."""
+    global _HALF
+    if _HALF is None:
+        table = _build_half()  # takes kernels()'s lock itself
+        with _BUILD_LOCK:
+            _HALF = _HALF or table
+    return _HALF
+
+
+def half_width(qtype_name: str) -> bool:
+    """Whether blocks of this type may be decoded to bfloat16 (:data:`HALF_TYPES`, a compiled kernel)."""
+    return qtype_name in HALF_TYPES and supports(qtype_name)
 
 
 def kernels() -> dict[str, Kernel]:
@@ -348,25 +558,44 @@ def supports(qtype_name: str) -> bool:
 
 def warm_up() -> None:
     """Load (or compile, the first time on a machine) every kernel now rather than inside a timed pass."""
-    for name, (nbytes, _) in _LAYOUT.items():
+    for name, (nbytes, nvalues) in _LAYOUT.items():
         dequantize(np.zeros(nbytes, dtype=np.uint8), name)
+        if name in HALF_TYPES:
+            dequantize(np.zeros(nbytes, dtype=np.uint8), name, np.empty(nvalues, dtype=np.uint16))
 
 
-def _decoder(qtype_name: str) -> tuple[Kernel, np.ndarray]:
+def _decoder(qtype_name: str, half: bool = False, rounded: bool = False) -> tuple[Kernel, np.ndarray]:
     """The compiled kernel of ``qtype_name`` and the f16 table it reads (built on first use; afterwards
-    without taking the build lock)."""
+    without taking the build lock): ``half``, the one writing bfloat16 bits; ``rounded``, the one writing
+    float32 values rounded to bfloat16 (:func:`_build_half`)."""
     table = kernels() if _KERNELS is None or _F16 is None else _KERNELS
     f16 = _F16
     assert f16 is not None  # made by kernels()
+    if half or rounded:
+        if qtype_name not in HALF_TYPES:
+            raise ValueError(f"{qtype_name} is not rounded to bfloat16 (only {', '.join(sorted(HALF_TYPES))})")
+        halves = half_kernels() if _HALF is None else _HALF
+        key = qtype_name if half else f"{qtype_name}@float32"
+        return halves.get(key) or halves[f"{key}/generic"], f16
     return table[qtype_name], f16
 
 
+def _output(out: np.ndarray) -> bool:
+    """Whether ``out`` is a bfloat16 (``uint16`` bits) output; raises for a dtype no kernel writes."""
+    if out.dtype == np.uint16:
+        return True
+    if out.dtype == np.float32:
+        return False
+    raise ValueError(f"an output of {out.dtype}: the decoders write float32, or bfloat16 as uint16 bits")
+
+
 def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, out: np.ndarray,
-                    threads: int | None = None) -> np.ndarray:
+                    threads: int | None = None, rounded: bool = False) -> np.ndarray:
     """Decode the blocks in bytes ``[start, stop)`` of an open file into ``out`` (contiguous float32, exactly
-    as many values), read in cache-sized pieces, each decoded as soon as it has arrived, by up to
-    ``threads`` threads (default: :func:`mother_core.io.staged.decode_threads`; see
-    :func:`mother_core.io.staged.decode`).
+    as many values; or ``uint16``: bfloat16 bits, for :data:`HALF_TYPES`), read in cache-sized pieces, each
+    decoded as soon as it has arrived, by up to ``threads`` threads (default:
+    :func:`mother_core.io.staged.decode_threads`; see :func:`mother_core.io.staged.decode`). ``rounded``:
+    float32 values rounded to bfloat16 (as a ``uint16`` output is), for :data:`HALF_TYPES`.
 
     Raises
     ------
@@ -377,10 +606,10 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     """
     from mother_core.io.staged import decode
 
-    kernel, f16 = _decoder(qtype_name)
+    kernel, f16 = _decoder(qtype_name, _output(out), rounded)
     nbytes, nvalues = _LAYOUT[qtype_name]
     n = (stop - start) // nbytes * nvalues
-    if (stop - start) % nbytes or out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
+    if (stop - start) % nbytes or out.size != n or not out.flags.c_contiguous:
         raise ValueError(f"{stop - start} bytes of {qtype_name} blocks do not fit an output of {out.size} {out.dtype}")
     flat = out.reshape(-1)
 
@@ -392,18 +621,19 @@ def dequantize_file(handle: io.FileIO, start: int, stop: int, qtype_name: str, o
     return out
 
 
-def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None) -> np.ndarray:
+def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None, rounded: bool = False) -> np.ndarray:
     """Decode whole blocks of ``qtype_name`` (``data``: uint8, a multiple of the block size) to float32.
 
     ``out``, when given, is a contiguous float32 array of exactly that many values, filled in place (the
-    pass's chunk buffer: no intermediate copy).
+    pass's chunk buffer: no intermediate copy); or ``uint16`` for :data:`HALF_TYPES`: bfloat16 bits, the
+    float32 values rounded to nearest even. ``rounded``: float32 values rounded so (:data:`HALF_TYPES`).
 
     Returns
     -------
     numpy.ndarray
         1-D float32, ``len(data) / block_bytes * block_values`` values, as :func:`gguf.quants.dequantize`.
     """
-    kernel, f16 = _decoder(qtype_name)
+    kernel, f16 = _decoder(qtype_name, out is not None and _output(out), rounded)
     nbytes, nvalues = _LAYOUT[qtype_name]
     src = np.ascontiguousarray(data).reshape(-1)
     if src.dtype != np.uint8:
@@ -413,7 +643,7 @@ def dequantize(data: np.ndarray, qtype_name: str, out: np.ndarray | None = None)
     n = src.size // nbytes * nvalues
     if out is None:
         out = np.empty(n, dtype=np.float32)
-    elif out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
+    elif out.size != n or not out.flags.c_contiguous:
         raise ValueError(f"output buffer of {out.size} {out.dtype} does not fit {n} values")
     out = out.reshape(-1)
     kernel(src, f16, out)

@@ -150,9 +150,22 @@ class GGUFReader:
                 raise _unreadable(path, str(e)) from e
         return handle
 
+    def half_width(self, name: str) -> bool:
+        """Whether ``name`` holds 4- to 6-bit codes (:data:`~mother_core.io.gguf_fast.HALF_TYPES`), whose
+        values this reader rounds to bfloat16 whatever the output (listed as float32, the
+        quantization's own grid being 10-70x coarser), so that :meth:`read_into` may also fill a bfloat16
+        buffer with the same values at half the stores: the pass does when every model of the tensor may
+        (``stats/execute.py``)."""
+        from mother_core.io import gguf_fast
+
+        t = self._tensors.get(name)
+        return t is not None and t.qtype_name in gguf_fast.HALF_TYPES
+
     def _read_rows(self, t: GGUFTensor, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner); decoded
-        straight into ``out`` (float32, as many values) when given and a compiled kernel takes the type."""
+        straight into ``out`` (float32, as many values; or uint16: bfloat16 bits of a half-width type) when
+        given and a compiled kernel takes the type. Values of a half-width type are rounded to bfloat16
+        (:meth:`half_width`) on every path."""
         import gguf
 
         if len(t.shape) <= 1:  # one stored row: read it whole, slice the values
@@ -163,10 +176,11 @@ class GGUFReader:
         from mother_core.io import gguf_fast
 
         start, stop = t.offset + r0 * per_outer, t.offset + r1 * per_outer
+        rounded = t.qtype_name in gguf_fast.HALF_TYPES
         if quantized and out is not None and gguf_fast.supports(t.qtype_name):
             # Read in cache-sized pieces, each decoded into the caller's buffer as it arrives (staged.py).
             try:
-                gguf_fast.dequantize_file(self._file(t), start, stop, t.qtype_name, out)
+                gguf_fast.dequantize_file(self._file(t), start, stop, t.qtype_name, out, rounded=rounded)
             except ShortRead as e:
                 raise _unreadable(self._path(t), f"the file ends inside tensor {t.gguf_name!r}") from e
             except ValueError as e:
@@ -195,8 +209,10 @@ class GGUFReader:
         try:
             if gguf_fast.supports(t.qtype_name):  # compiled, bit-identical to the package's numpy code
                 # (``out`` is None here: a supported type with ``out`` was decoded in pieces above)
-                return gguf_fast.dequantize(buf, t.qtype_name).reshape(shape)
+                return gguf_fast.dequantize(buf, t.qtype_name, rounded=rounded).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
+            if rounded:  # as the compiled path rounds (no numba here)
+                out = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).bfloat16().float().numpy()
         except Exception as e:
             raise _unreadable(self._path(t), f"tensor {t.gguf_name!r} ({t.qtype_name}) could not be dequantized "
                                          f"({type(e).__name__}: {str(e)[:160]})") from e
@@ -230,23 +246,25 @@ class GGUFReader:
 
     def read_into(self, name: str, rows: tuple[int, int] | None, out: torch.Tensor) -> torch.Tensor:
         """Read ``name`` (rows) into a caller's contiguous CPU buffer of the listed dtype (the pass's chunk
-        buffer); rows of a type with a compiled kernel (:mod:`~mother_core.io.gguf_fast`), in their stored
-        order, are decoded straight into it."""
+        buffer), or of bfloat16 where :meth:`half_width` (the same values); rows of a type with a compiled
+        kernel (:mod:`~mother_core.io.gguf_fast`), in their stored order, are decoded straight into it."""
         info = self._infos.get(name)
         if info is None:
             raise KeyError(f"Model {self.ref.id!r} has no tensor {name!r}.")
         t = self._tensors[name]
         r0, r1 = rows if rows is not None else (0, info.shape[0] if info.shape else 1)
         shape = (r1 - r0, *info.shape[1:]) if info.shape else ()
-        if out.dtype != getattr(torch, info.dtype) or not out.is_contiguous() or out.device.type != "cpu":
+        half = out.dtype == torch.bfloat16 and self.half_width(name)
+        listed = out.dtype == getattr(torch, info.dtype) or half
+        if not listed or not out.is_contiguous() or out.device.type != "cpu":
             raise ValueError(f"read_into needs a contiguous CPU {info.dtype} buffer, got {out.dtype} on {out.device}.")
         direct = (len(info.shape) >= 2 and not t.permute_heads and not t.transposed and not t.regroup_heads
-                  and not t.plus_one and out.dtype == torch.float32
-                  and rows is not None and 0 <= r0 <= r1 <= info.shape[0])
+                  and not t.plus_one and rows is not None and 0 <= r0 <= r1 <= info.shape[0])
         from mother_core.io import gguf_fast
 
         if direct and gguf_fast.supports(t.qtype_name):
-            self._read_rows(t, r0, r1, out.numpy().reshape(-1))
+            flat = out.view(torch.int16).numpy().view(np.uint16) if half else out.numpy()
+            self._read_rows(t, r0, r1, flat.reshape(-1))
             return out.view(shape)
         data = self.read(name, rows)
         if data.numel() != out.numel():

@@ -180,5 +180,7 @@ register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=Tru
 # the GGUF's all-q, all-k, all-v order; 2026-12-04).
 # gguf 6: Arcee, SmolLM3, Llama-embed and MiniCPM files' q / k rows un-permuted as for Llama (their converters
 # permute them as ``LlamaModel`` does; were read permuted, so no GGUF of them found its source; 2026-12-05).
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=6)
+# gguf 7: 4- to 6-bit codes (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) read as their values rounded to bfloat16,
+# so that the pass may read them at half width (were float32; 2026-12-05).
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=7)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

@@ -589,14 +589,33 @@ def _kernel_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReade
 
 
 def _stored_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReader]) -> torch.dtype | None:
-    """The dtype every model stores ``name`` in, when they all can read it straight into a buffer; else None."""
-    stored = set()
+    """The dtype every model stores ``name`` in, when they all can read it straight into a buffer; else None.
+
+    A model whose reader rounds ``name``'s values to bfloat16 (``half_width``: 4- to 6-bit GGUF codes,
+    listed as float32) counts as bfloat16 when every other model stores bfloat16 or is such a model too,
+    so the chunk is read at half width (half the decoder's stores, half the kernel's reads; the values are
+    the same either way), and as its listed float32 beside a float32 model."""
+    stored, half = set(), 0
     for m in models:
         info = readers[m].tensor_infos().get(name)
         if info is None or not isinstance(readers[m], BufferReader):
             return None
-        stored.add(info.dtype)
+        if _half_width(readers[m], name):
+            half += 1
+        else:
+            stored.add(info.dtype)
+    if half and stored <= {"bfloat16"}:
+        return torch.bfloat16
+    if half:
+        stored.add("float32")
     return getattr(torch, stored.pop(), None) if len(stored) == 1 else None
+
+
+def _half_width(reader: ModelReader, name: str) -> bool:
+    """Whether ``reader`` fills a bfloat16 buffer with ``name``'s values as they are (GGUF's 4- to 6-bit
+    codes, :meth:`~mother_core.io.gguf_reader.GGUFReader.half_width`)."""
+    half = getattr(reader, "half_width", None)
+    return bool(half is not None and half(name))
 
 
 def _chunk_numel(shape: tuple[int, ...], rows: tuple[int, int] | None) -> int:
@@ -618,7 +637,7 @@ def _fill_row(reader: ModelReader, name: str, rows: tuple[int, int] | None, row:
         row.copy_(t.reshape(-1))  # converts bf16/fp16 -> fp32 in the same pass
         return t.numel() * t.element_size()
     dtype = getattr(torch, info.dtype)
-    if dtype == row.dtype:
+    if dtype == row.dtype or (row.dtype == torch.bfloat16 and _half_width(reader, name)):
         with lock:
             read_into(name, rows, row)  # straight into the chunk buffer
         return row.numel() * row.element_size()
