@@ -155,6 +155,25 @@ def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
+def names_itself(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
+    """``(name, where)`` when the adapter ``ref`` names itself as its base (the name matches ``ref.id``
+    among ``ids``, by :func:`match_model_id`), in the order :func:`adapter_base` reads them; else None.
+
+    A copied ``adapter_config.json`` (or a folder renamed after its base) can do this; the adapter is in
+    the set, so "its base is not in the set" would mislead.
+
+    Examples
+    --------
+    >>> ref = ModelRef(id="lora", path="/m/lora", format="peft-lora", files=[], base_id="/home/u/lora")
+    >>> names_itself(ref, ["lora", "b"])
+    ('/home/u/lora', 'adapter_config.json')
+    """
+    for name, where in ((ref.base_id, ref.base_source or "adapter_config.json"), (ref.declared_parent, "model card")):
+        if name and match_model_id(name, ids) == ref.id:
+            return name, where
+    return None
+
+
 def base_model(ref: ModelRef, models: Mapping[str, ModelRef]) -> ModelRef | None:
     """The model of ``models`` (id -> model) the adapter ``ref`` is read on: :func:`adapter_base` among the
     models that are not adapters themselves (:func:`~mother_core.io.registry.needs_base`); None when none
