@@ -29,7 +29,7 @@ views.lineage_diff(ctx)
 views.selection_panel(ctx)
 with st.expander("Every model"):
     st.dataframe(pd.DataFrame([{"model": r.model, "status": f"{views.STATUS_ICON[r.status]} {r.status}",
-                                "declared parent": r.declared_parent or "", "recovered parent":
+                                **views.declared_cells(r.declared_parent, r.declared_in_set), "recovered parent":
                                 r.recovered_parent or "(root)", "note": r.note} for r in rows]), hide_index=True,
                  width="stretch")
 if ctx.truth and ctx.reference != "declared lineage":
