@@ -1,6 +1,5 @@
 """Matrices: distances between all models (ordered by tree), kurtosis per model, and the models."""
 
-import pandas as pd
 import streamlit as st
 
 from explorer_ui import plots, views
@@ -13,4 +12,4 @@ if note := plots.distance_note(rec):
     st.caption(note)
 st.plotly_chart(plots.kurtosis_models(rec), key=f"kmod_{ctx.key}")
 st.subheader("Models")
-st.dataframe(pd.DataFrame(views.model_rows(rec)), hide_index=True, width="stretch")
+st.dataframe(views.declared_frame(views.model_rows(rec)), hide_index=True, width="stretch")

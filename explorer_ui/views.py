@@ -331,8 +331,6 @@ def lineage_rows(key: str, _rec: Recovery) -> tuple[list, dict]:
 
 def lineage_diff(ctx: Loaded) -> None:
     """Declared and recovered trees side by side (same models, same selection), disagreements listed."""
-    import pandas as pd
-
     rows, recovered_status = lineage_rows(ctx.key, ctx.rec)
     declared, d_status = declared_graph(ctx.key, ctx.rec)
     left, right = st.columns(2)
@@ -350,7 +348,7 @@ def lineage_diff(ctx: Loaded) -> None:
     if not bad:
         st.success("None: every declared parent in the set matches the weights.")
     else:
-        df = pd.DataFrame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
+        df = declared_frame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
                             **declared_cells(r.declared_parent, r.declared_in_set),
                             "recovered parent": r.recovered_parent or "(root)", "note": r.note} for r in bad])
         order = [r.model for r in bad]
@@ -445,6 +443,17 @@ def declared_cells(declared: str | None, in_set: str | None) -> dict[str, str]:
     return {"declared parent": plain(shown), "declared as written": plain(written)}
 
 
+def declared_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A table of :func:`declared_cells` rows, without the "declared as written" column when every row's
+    declaration already reads as written (most sets: a column of blanks)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if "declared as written" in df and not df["declared as written"].astype(bool).any():
+        df = df.drop(columns="declared as written")
+    return df
+
+
 def model_rows(rec: Recovery) -> list[dict[str, Any]]:
     """The Matrices page's table of models: one row each, the declared parent as :func:`declared_cells`."""
     parents = {e.child: e.parent for e in rec.edges}
@@ -537,8 +546,6 @@ def architecture_text(m: ModelRef, by_id: Mapping[str, ModelRef]) -> str:
 
 def discovery_table(discovery) -> None:
     """Models found in a folder, before anything is read."""
-    import pandas as pd
-
     rows = []
     by_id = {m.id: m for m in discovery.models}
     match = IdMatcher(list(by_id))
@@ -550,7 +557,7 @@ def discovery_table(discovery) -> None:
         rows.append({"model": plain(m.id), "format": m.format, "architecture": plain(architecture_text(m, by_id)),
                      "size": size, **declared_cells(m.declared_parent, declared_in_set(m.id, m.declared_parent, match)),
                      "path": plain(m.path)})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(declared_frame(rows), hide_index=True, width="stretch")
     for p in discovery.problems:
         st.warning(f"Skipped {md(p.path)}: {md(p.message)}")
 

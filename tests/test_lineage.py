@@ -71,3 +71,12 @@ def test_declared_path_reads_as_the_model_it_names_in_the_graph_tooltip():
     assert tips["lora"][-2:] == ["declared parent: base", "  declared as: /home/someone/runs/base/"]
     assert tips["gone"][-1] == "declared parent: org/elsewhere"  # not in the set: as written, once
     assert tips["self"][-1] == "declared parent: /x/self"  # naming itself names no model of the set
+
+
+def test_the_as_written_column_only_where_a_declaration_reads_otherwise():
+    from explorer_ui.views import declared_cells, declared_frame
+
+    same = declared_frame([{"model": "b", **declared_cells("a", "a")}, {"model": "c", **declared_cells(None, None)}])
+    assert list(same.columns) == ["model", "declared parent"]
+    other = declared_frame([{"model": "b", **declared_cells("/runs/a", "a")}])
+    assert other.to_dict("records") == [{"model": "b", "declared parent": "a", "declared as written": "/runs/a"}]
