@@ -1,6 +1,5 @@
 """Declared vs recovered lineage: the two trees side by side, the disagreements listed and clickable."""
 
-import pandas as pd
 import streamlit as st
 
 from explorer_ui import views
@@ -28,8 +27,8 @@ if not found and not any(r.declared_parent for r in rows):
 views.lineage_diff(ctx)
 views.selection_panel(ctx)
 with st.expander("Every model"):
-    st.dataframe(pd.DataFrame([{"model": r.model, "status": f"{views.STATUS_ICON[r.status]} {r.status}",
-                                "declared parent": r.declared_parent or "", "recovered parent":
+    st.dataframe(views.declared_frame([{"model": r.model, "status": f"{views.STATUS_ICON[r.status]} {r.status}",
+                                **views.declared_cells(r.declared_parent, r.declared_in_set), "recovered parent":
                                 r.recovered_parent or "(root)", "note": r.note} for r in rows]), hide_index=True,
                  width="stretch")
 if ctx.truth and ctx.reference != "declared lineage":

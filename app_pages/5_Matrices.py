@@ -1,6 +1,5 @@
 """Matrices: distances between all models (ordered by tree), kurtosis per model, and the models."""
 
-import pandas as pd
 import streamlit as st
 
 from explorer_ui import plots, views
@@ -13,8 +12,4 @@ if note := plots.distance_note(rec):
     st.caption(note)
 st.plotly_chart(plots.kurtosis_models(rec), key=f"kmod_{ctx.key}")
 st.subheader("Models")
-parents = {e.child: e.parent for e in rec.edges}
-st.dataframe(pd.DataFrame([{"model": m.id, "tree": m.tree, "root": m.id in rec.roots,
-                            "recovered parent": parents.get(m.id, ""), "declared parent": m.declared_parent or "",
-                            "kurtosis": m.kurtosis, "format": m.format, "parameters": m.n_params, "path": m.path}
-                           for m in rec.models]), hide_index=True, width="stretch")
+st.dataframe(views.declared_frame(views.model_rows(rec)), hide_index=True, width="stretch")

@@ -34,6 +34,7 @@ import pyvis
 from pyvis.network import Network
 
 from mother_core.layout import forest_positions, wrap_width
+from mother_core.lineage import IdMatcher, declared_in_set, declared_text
 from mother_core.recovery.result import Edge, ModelNode, Recovery
 from mother_core import walk
 from mother_core.statuses import STATUS_INFO, EdgeStatus
@@ -416,6 +417,7 @@ def build_graph(
 
     text = "#F2F2F2" if dark else "#1A1A1A"
     net = Network(directed=True, cdn_resources="remote")
+    match = IdMatcher(rec.model_ids)  # once: every tooltip names the model its declared parent matches
     for mid in shown:
         m = models[mid]
         x, y = pos[mid]
@@ -427,7 +429,7 @@ def build_graph(
         label = short_name(mid) + (f"\n▸ +{n_hidden}" if n_hidden else "")  # the legend explains it
         faded = lineage is not None and mid not in lineage
         border = FOCUS if mid == focus else ("#222222" if is_root else "#777777")
-        net.add_node(mid, label=label, title=node_tooltip(m, rec, is_root, n_hidden), x=round(x, 1),
+        net.add_node(mid, label=label, title=node_tooltip(m, rec, is_root, n_hidden, match), x=round(x, 1),
                      y=round(y, 1), shape="box", physics=False,
                      borderWidth=4 if mid == focus else (3 if is_root else 1),
                      shapeProperties={"borderDashes": [5, 3] if n_hidden else False},
@@ -642,12 +644,18 @@ def _options(font_size: int, layout: str) -> dict:
     }
 
 
-def node_tooltip(m: ModelNode, rec: Recovery, is_root: bool, n_hidden: int = 0) -> str:
+def node_tooltip(m: ModelNode, rec: Recovery, is_root: bool, n_hidden: int = 0, match: IdMatcher | None = None) -> str:
+    """A node's hover text. Its declared parent reads as the model of the set it names, with the text as
+    written (a path on another machine) on the next line; ``match``: the set's ids, built once per graph."""
     fmt = f"format {m.format or '?'}"
     lines = [m.id, f"{fmt} · {m.n_params:,} parameters" if m.n_params else fmt,
              f"family (tree) {m.tree}" + (" · root" if is_root else ""), f"kurtosis {_fmt(m.kurtosis)}"]
     if m.declared_parent:
-        lines.append(f"declared parent: {m.declared_parent}")
+        shown, written = declared_text(m.declared_parent, declared_in_set(
+            m.id, m.declared_parent, match if match is not None else IdMatcher(rec.model_ids)))
+        lines.append(f"declared parent: {shown}")
+        if written:
+            lines.append(f"  declared as: {written}")
     if n_hidden:
         lines.append(f"{n_hidden} models folded below: double-click to open")
     return "\n".join(lines)

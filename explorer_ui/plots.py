@@ -1,4 +1,8 @@
-"""Plotly figures of a recovery: per-layer evidence for an edge, matrices, kurtosis per model."""
+"""Plotly figures of a recovery: per-layer evidence for an edge, matrices, kurtosis per model.
+
+Every model id and layer name in a figure goes through :func:`explorer_ui.safe_text.chart`: plotly draws
+its texts (titles, legends, hovers, axis ticks) with a small HTML subset, links included.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from mother_core.layout import tree_order
+from explorer_ui.safe_text import chart
 from mother_core.recovery.result import Edge, Recovery
 
 PARENT, CHILD = "#0072B2", "#D55E00"
@@ -15,7 +20,7 @@ FORWARD, BACKWARD = "#009E73", "#CC79A7"
 
 
 def _layer_names(rec: Recovery, n: int) -> list[str]:
-    names = [layer.name for layer in rec.layers]
+    names = [chart(layer.name) for layer in rec.layers]  # a result file's layer names are data too
     return names if len(names) == n else [f"layer {i}" for i in range(n)]
 
 
@@ -88,10 +93,10 @@ def kurtosis_layers(rec: Recovery, edge: Edge) -> go.Figure:
     alone = int((np.isfinite(pk) ^ np.isfinite(ck)).sum())
     layer_names = [str(n) for n in names[cols]]
     traces = [dict(type="scatter", x=list(range(cols.size)), y=_values(y[cols]), mode="lines+markers",
-                   name=f"{role}: {mid}", line=dict(color=color), marker=dict(size=4), customdata=layer_names,
+                   name=f"{role}: {chart(mid)}", line=dict(color=color), marker=dict(size=4), customdata=layer_names,
                    hovertemplate="%{customdata}<br>kurtosis %{y:.3g}<extra></extra>")
               for y, color, role, mid in ((pk, PARENT, "parent", edge.parent), (ck, CHILD, "child", edge.child))]
-    layout = _layout(f"Kurtosis per layer: {edge.parent} → {edge.child}", legend=True)
+    layout = _layout(f"Kurtosis per layer: {chart(edge.parent)} → {chart(edge.child)}", legend=True)
     # Short enough for the panel beside the tree (~60 characters): a longer title ran off both sides.
     xtitle = (f"layer both have (hover for its name); {alone} only in one: not drawn" if alone else
               "layer (in model order; hover for its name)")
@@ -158,9 +163,12 @@ def distance_heatmap(rec: Recovery) -> go.Figure:
     order = tree_order(rec)
     idx = [ids.index(i) for i in order]
     d = np.asarray(rec.distance_matrix, dtype=float)[np.ix_(idx, idx)]
-    fig.add_trace(go.Heatmap(z=d, x=order, y=order, colorscale="Viridis_r",
+    labels = [chart(i) for i in order]
+    fig.add_trace(go.Heatmap(z=d, x=labels, y=labels, colorscale="Viridis_r",
                              hovertemplate="%{y} ↔ %{x}<br>distance %{z:.3g}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
+    # Categories, always: ids such as "1" or "2024-01-05" were read as numbers or dates (a numeric axis).
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(autorange="reversed", type="category")
     return _style(fig, "Distance between models (ordered by tree)", height=max(420, 18 * len(order) + 120),
                   fixed=False)
 
@@ -184,8 +192,9 @@ def kurtosis_models(rec: Recovery) -> go.Figure:
     order = tree_order(rec)
     by_id = {m.id: m for m in rec.models}
     ku = [by_id[i].kurtosis for i in order]
-    fig = go.Figure(go.Bar(x=order, y=[None if math.isnan(v) else v for v in ku],
+    fig = go.Figure(go.Bar(x=[chart(i) for i in order], y=[None if math.isnan(v) else v for v in ku],
                            marker_color=[f"hsl({(by_id[i].tree * 67) % 360},55%,55%)" for i in order],
                            hovertemplate="%{x}<br>kurtosis %{y:.4g}<extra></extra>"))
+    fig.update_xaxes(type="category")
     fig.update_yaxes(title="sum of per-layer excess kurtosis")
     return _style(fig, "Kurtosis per model (tree order)", height=380, fixed=False)

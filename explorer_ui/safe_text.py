@@ -4,6 +4,8 @@ Streamlit renders markdown in ``st.markdown``, ``st.title``, ``st.error`` and fr
 ``![x](https://example.org/p.png)`` would make every browser showing the page fetch that URL, and one
 named ``**`` or with a backtick would garble the text. Every string that comes from the models or a
 result file goes through :func:`md` (inside markdown) or :func:`plain` (plain-text widgets) first.
+Plotly draws its titles, legends, hover labels and axis ticks with a small HTML subset (``<b>``,
+``<br>``, ``<a href=...>`` links): a model id or layer name put in a figure goes through :func:`chart`.
 No Streamlit here.
 """
 
@@ -31,3 +33,21 @@ def plain(text: object) -> str:
 def md(text: object) -> str:
     """``text`` escaped for Streamlit markdown: shown literally, never as a link, image, HTML or math."""
     return _MARKDOWN.sub(r"\\\1", plain(text))
+
+
+# plotly.js reads tags in every text it draws and decodes entities (named and numeric) in the text between
+# them; '$...$' would be typeset as LaTeX where MathJax is loaded. Each becomes a numeric entity, which
+# plotly.js draws back as the character itself.
+_PLOTLY = str.maketrans({"&": "&#38;", "<": "&#60;", ">": "&#62;", "$": "&#36;"})
+
+
+def chart(text: object) -> str:
+    """``text`` for a plotly figure (title, legend entry, hover text, axis category): drawn literally,
+    never as bold, a line break or a link.
+
+    Examples
+    --------
+    >>> chart('<a href="https://example.org">x</a> & $y$')
+    '&#60;a href="https://example.org"&#62;x&#60;/a&#62; &#38; &#36;y&#36;'
+    """
+    return plain(text).translate(_PLOTLY)

@@ -25,7 +25,7 @@ from explorer_ui.sources import human_bytes
 from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
 from mother_core.io.base import ModelRef
-from mother_core.lineage import compare_declared
+from mother_core.lineage import IdMatcher, compare_declared, declared_in_set, declared_text
 from mother_core.recovery.confidence import TIE_PLACEMENT
 from mother_core.recovery.result import Constraints, Edge, Recovery
 from mother_core.statuses import STATUS_INFO, EdgeStatus
@@ -323,7 +323,7 @@ def declared_graph(key: str, _rec: Recovery) -> tuple[Recovery, dict]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def lineage_rows(key: str, _rec: Recovery) -> tuple[list, dict]:
-    """``compare_declared`` and ``edge_lineage`` of a recovery, once (seconds at 1,000 models)."""
+    """``compare_declared`` and ``edge_lineage`` of a recovery, once per result (~5 ms at 2,000 models)."""
     from mother_core.lineage import edge_lineage
 
     return compare_declared(_rec), dict(edge_lineage(_rec))
@@ -331,8 +331,6 @@ def lineage_rows(key: str, _rec: Recovery) -> tuple[list, dict]:
 
 def lineage_diff(ctx: Loaded) -> None:
     """Declared and recovered trees side by side (same models, same selection), disagreements listed."""
-    import pandas as pd
-
     rows, recovered_status = lineage_rows(ctx.key, ctx.rec)
     declared, d_status = declared_graph(ctx.key, ctx.rec)
     left, right = st.columns(2)
@@ -350,9 +348,9 @@ def lineage_diff(ctx: Loaded) -> None:
     if not bad:
         st.success("None: every declared parent in the set matches the weights.")
     else:
-        df = pd.DataFrame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
-                            "declared parent": r.declared_parent or "", "recovered parent": r.recovered_parent
-                            or "(root)", "note": r.note} for r in bad])
+        df = declared_frame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
+                            **declared_cells(r.declared_parent, r.declared_in_set),
+                            "recovered parent": r.recovered_parent or "(root)", "note": r.note} for r in bad])
         order = [r.model for r in bad]
         st.dataframe(df, hide_index=True, width="stretch", key=f"disagree_{ctx.key}", selection_mode="single-row",
                      on_select=partial(_on_disagreement, f"disagree_{ctx.key}", order))
@@ -419,7 +417,7 @@ def node_card(ctx: Loaded, model: str) -> None:
             ("Confidence of its edge", "(a root)" if conf is None else f"{conf:.2f}") if len(parents) < 2 else
             # a merge: each parent's own is above; this is the merge's (that the model is a merge at all)
             ("Confidence that it is a merge", f"{parents[0].relation_confidence:.2f}"),
-            ("Declared parent", md(m.declared_parent) if m.declared_parent else "(none declared)"),
+            *_declared_rows(m.id, m.declared_parent, rec.model_ids),
             ("Children", ", ".join(md(k) for k in sorted(kids)) or "(none)"), ("Family (tree)", str(m.tree)),
             ("Format", md(m.format or "?")), ("Parameters", f"{m.n_params:,}" if m.n_params else "?"),
             ("Size on disk", _disk_size(m.path)), ("Kurtosis", _fmt_num(m.kurtosis)), ("Path", md(m.path))]
@@ -435,6 +433,43 @@ def node_card(ctx: Loaded, model: str) -> None:
         # A static table, not a data grid: a few rows, and mounting a grid costs ~0.1 s per click in the browser.
         st.table(pd.DataFrame([{"parent": md(a.parent) if a.parent else "(root)", "cost": _fmt_num(a.cost),
                                 "distance": _fmt_num(a.distance)} for a in m.alternatives]).set_index("parent"))
+
+
+def declared_cells(declared: str | None, in_set: str | None) -> dict[str, str]:
+    """A declared parent as two table columns (:func:`~mother_core.lineage.declared_text`): the model of the
+    set it names, else the text as written; and the text as written where it differs (an adapter's config
+    names its base by a path on the machine it was trained on), else empty. Plain text (data grids)."""
+    shown, written = declared_text(declared, in_set)
+    return {"declared parent": plain(shown), "declared as written": plain(written)}
+
+
+def declared_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A table of :func:`declared_cells` rows, without the "declared as written" column when every row's
+    declaration already reads as written (most sets: a column of blanks)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if "declared as written" in df and not df["declared as written"].astype(bool).any():
+        df = df.drop(columns="declared as written")
+    return df
+
+
+def model_rows(rec: Recovery) -> list[dict[str, Any]]:
+    """The Matrices page's table of models: one row each, the declared parent as :func:`declared_cells`."""
+    parents = {e.child: e.parent for e in rec.edges}
+    match, roots = IdMatcher(rec.model_ids), set(rec.roots)
+    return [{"model": m.id, "tree": m.tree, "root": m.id in roots, "recovered parent": parents.get(m.id, ""),
+             **declared_cells(m.declared_parent, declared_in_set(m.id, m.declared_parent, match)),
+             "kurtosis": m.kurtosis, "format": m.format, "parameters": m.n_params, "path": m.path}
+            for m in rec.models]
+
+
+def _declared_rows(model: str, declared: str | None, ids: list[str]) -> list[tuple[str, str]]:
+    """The model card's declared parent (markdown cells): the model of the set it names, and the text as
+    written on a second row where it differs."""
+    shown, written = declared_text(declared, declared_in_set(model, declared, IdMatcher(ids)))
+    rows = [("Declared parent", md(shown) if shown else "(none declared)")]
+    return rows + [("Declared as written", md(written))] if written else rows
 
 
 def _relation_label(e: Edge) -> str:
@@ -511,18 +546,18 @@ def architecture_text(m: ModelRef, by_id: Mapping[str, ModelRef]) -> str:
 
 def discovery_table(discovery) -> None:
     """Models found in a folder, before anything is read."""
-    import pandas as pd
-
     rows = []
     by_id = {m.id: m for m in discovery.models}
+    match = IdMatcher(list(by_id))
     for m in discovery.models:
         try:
             size = human_bytes(m.size_bytes)
         except OSError:
             size = "?"
         rows.append({"model": plain(m.id), "format": m.format, "architecture": plain(architecture_text(m, by_id)),
-                     "size": size, "declared parent": plain(m.declared_parent or ""), "path": plain(m.path)})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+                     "size": size, **declared_cells(m.declared_parent, declared_in_set(m.id, m.declared_parent, match)),
+                     "path": plain(m.path)})
+    st.dataframe(declared_frame(rows), hide_index=True, width="stretch")
     for p in discovery.problems:
         st.warning(f"Skipped {md(p.path)}: {md(p.message)}")
 

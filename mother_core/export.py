@@ -41,6 +41,8 @@ _FLOAT_FIELDS = {
     cls: {f.name for f in fields(cls) if f.type in ("float", float)} for cls in (ModelNode, Edge)
 }
 _NEWICK_PLAIN = re.compile(r"[A-Za-z0-9.\-]+")  # anything else is quoted (underscores read as blanks)
+# What forces a label into quotes for the `newick` package's reader: blanks, its punctuation, quotes, comments.
+_NEWICK_QUOTED_ONLY = re.compile(r"[\s()\[\]:;,']")
 _YAML_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/\-]*")
 
 
@@ -277,7 +279,20 @@ def _branch(name: str, e: Edge, descendants: list[newick.Node]) -> newick.Node:
 
 
 def _newick_name(model_id: str) -> str:
-    if _NEWICK_PLAIN.fullmatch(model_id):
+    r"""``model_id`` as a Newick label that ``newick.loads(...)[i].unquoted_name`` gives back exactly.
+
+    Plain ids stay bare; others are quoted with inner quotes doubled. A backslash (discovery writes
+    ``\xff`` for an undecodable folder-name byte) is literal in Newick, but the `newick` package (1.11)
+    reads ``\`` inside quotes as an escape and ends the label there ("Unterminated quote!"): an id
+    holding one is written bare, where ``\`` is an ordinary character to every reader, whenever it needs
+    no quotes otherwise. One that also holds a blank or one of ``()[]:;,'`` has no form that package
+    reads; it is written quoted as the standard says (other readers take it) and ``newick.loads``
+    refuses the file.
+
+    >>> [_newick_name(i) for i in ("llama-2", r"caf\xffe", "it's", "a b")]
+    ['llama-2', 'caf\\xffe', "'it''s'", "'a b'"]
+    """
+    if _NEWICK_PLAIN.fullmatch(model_id) or ("\\" in model_id and not _NEWICK_QUOTED_ONLY.search(model_id)):
         return model_id
     return "'" + model_id.replace("'", "''") + "'"
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mother_core.io.discovery import match_model_id  # the one matching rule, re-exported here
+from mother_core.io.discovery import IdMatcher, match_model_id  # the one matching rule, re-exported here
 from mother_core.statuses import DECLARED_STATUSES, EdgeStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from mother_core.recovery.result import Recovery
 
-__all__ = ["LineageRow", "compare_declared", "declared_edges", "edge_lineage", "findings", "match_model_id"]
+__all__ = ["IdMatcher", "LineageRow", "compare_declared", "declared_edges", "declared_in_set", "declared_text",
+           "edge_lineage", "findings", "match_model_id"]
 
 STATUSES = DECLARED_STATUSES  # the words: mother_core/statuses.py
 
@@ -72,6 +73,40 @@ class LineageRow:
     note: str
 
 
+def declared_in_set(model: str, declared: str | None, match: IdMatcher) -> str | None:
+    """The model of the set that ``model``'s declared parent names (``match``: the set's ids), or None.
+
+    A declaration is a hub id or a path on the machine the model was made on (an adapter's
+    ``base_model_name_or_path``): ``/home/someone/llama`` names the set's ``llama`` by its last component.
+    A model naming itself says nothing (None).
+
+    Examples
+    --------
+    >>> match = IdMatcher(["llama", "chat"])
+    >>> declared_in_set("chat", "/home/someone/llama/", match), declared_in_set("chat", "chat", match)
+    ('llama', None)
+    """
+    found = match(declared)
+    return None if found == model else found
+
+
+def declared_text(declared: str | None, in_set: str | None) -> tuple[str, str]:
+    """How a declared parent reads: ``(shown, as_written)``.
+
+    ``shown`` is the model of the set the declaration names (:func:`declared_in_set`), else the text as
+    written ("" when nothing is declared); ``as_written`` is the text as written when ``shown`` is not it
+    (a path on another machine, a hub id), else "". The app shows ``as_written`` as a second line or a
+    column of its own: a listing read "/home/someone/runs/llama" where the set holds "llama".
+
+    Examples
+    --------
+    >>> declared_text("/home/someone/llama", "llama"), declared_text("org/gone", None), declared_text(None, None)
+    (('llama', '/home/someone/llama'), ('org/gone', ''), ('', ''))
+    """
+    shown = in_set or declared or ""
+    return shown, declared if declared and shown != declared else ""
+
+
 def compare_declared(recovery: "Recovery") -> list[LineageRow]:
     """Compare each model's declared parent with its recovered parent.
 
@@ -85,15 +120,13 @@ def compare_declared(recovery: "Recovery") -> list[LineageRow]:
     list of LineageRow
         One row per model, in the recovery's model order.
     """
-    ids = recovery.model_ids
+    match = IdMatcher(recovery.model_ids)
     parent = {e.child: e.parent for e in recovery.edges}
     rows: list[LineageRow] = []
     for m in recovery.models:
         rec_parent = parent.get(m.id)
         declared = m.declared_parent or None
-        in_set = match_model_id(declared, ids)
-        if in_set == m.id:  # a model declaring itself says nothing
-            in_set = None
+        in_set = declared_in_set(m.id, declared, match)
         if declared is None:
             if rec_parent is None:
                 status, note = EdgeStatus.AGREE, "Declares no parent and was recovered as a root."

@@ -263,6 +263,23 @@ def test_newick_round_trip_with_special_ids(forest):
     assert "'it''s'" in text and "'under_score'" in text and "plain-1.0" in text
 
 
+# Discovery writes an undecodable folder-name byte as ``\xff``; the ids around it hold each character
+# Newick reserves, alone and beside an underscore or another backslash.
+BACKSLASHED = ["caf\\xffe", "back\\slash_x", "trail\\", "\\\\two", "q'uote", "pa(ren", "clo)se", "co:lon",
+               "semi;colon", "com,ma", "a space", "brack[", "et]"]
+
+
+def test_newick_reads_back_ids_with_backslashes_and_reserved_characters():
+    """hostile3's leftover: `newick` (1.11) read ``\\`` inside a quoted label as an escape ("Unterminated
+    quote!") and refused the whole export of a set with one such folder name."""
+    ids = BACKSLASHED
+    r = make_recovery(ids, [(ids[0], c) for c in ids[1:7]] + [(ids[3], c) for c in ids[7:]])
+    roots, pairs, nodes = newick_pairs(to_newick(r))
+    assert roots == [ids[0]]
+    assert sorted(nodes) == sorted(ids)
+    assert pairs == {(e.parent, e.child) for e in r.edges}
+
+
 def test_newick_nhx_after_length():
     r = make_recovery(["p", "c"], [("p", "c")], conf={("p", "c"): 0.93}, dist={("p", "c"): 0.25})
     assert to_newick(r) == "(c:0.25[&&NHX:support=0.930])p;"

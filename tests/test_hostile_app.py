@@ -48,3 +48,39 @@ def test_hostile_names_in_the_cards_tables_and_the_slide(app, tmp_path):  # noqa
     at.switch_page("app_pages/6_Export.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("PNG" in b.label for b in at.get("download_button"))
+
+
+# --- escape2: plotly texts and declared parents written as paths ---------------------------------------------
+BOLD = "<b>bold"  # plotly.js drew it bold (a folder name holds no '/', so no closing tag or link here)
+RUN_PATH = "/home/someone/runs/base"  # an adapter config's base_model_name_or_path: a path on another machine
+
+
+def _frame_cells(at) -> list[dict]:
+    return [row for df in at.dataframe for row in df.value.to_dict("records")]
+
+
+def test_plotly_figures_and_declared_paths_through_the_pages(app, tmp_path):  # noqa: F811 - the fixture
+    fam = write_family(tmp_path / "fam", edges=[("base", BOLD), ("base", "code"), ("code", "code-py")],
+                       declared={"code": RUN_PATH, "code-py": "code"})
+    at = use_folder(app, fam)
+    listing = [r for r in _frame_cells(at) if r.get("model") == "code"]  # the folder listing, before a run
+    assert listing and listing[0]["declared parent"] == "base" and listing[0]["declared as written"] == RUN_PATH
+    at.sidebar.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("app_pages/5_Matrices.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    specs = [el.proto.spec for el in at.get("plotly_chart")]
+    assert len(specs) == 2 and all("&#60;b&#62;bold" in s for s in specs), specs
+    assert not [s for s in specs if "<b>" in s]
+    rows = {r["model"]: r for r in _frame_cells(at) if "recovered parent" in r}
+    assert (rows["code"]["declared parent"], rows["code"]["declared as written"]) == ("base", RUN_PATH)
+    assert (rows["code-py"]["declared parent"], rows["code-py"]["declared as written"]) == ("code", "")
+    at.switch_page("app_pages/3_Lineage.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    lineage = {r["model"]: r for r in _frame_cells(at) if "note" in r}
+    assert (lineage["code"]["declared parent"], lineage["code"]["declared as written"]) == ("base", RUN_PATH)
+    at.switch_page("app_pages/1_Tree.py").run()
+    at.selectbox(key="find_tree").set_value("code").run()
+    assert not at.exception, [e.value for e in at.exception]
+    card = {str(k): str(v) for t in at.table for k, v in t.value.iloc[:, 0].items()}
+    assert card.get("Declared parent") == "base" and card.get("Declared as written", "").replace("\\", "") == RUN_PATH

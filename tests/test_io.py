@@ -307,6 +307,20 @@ def test_peft_without_base_and_with_wrong_base(tmp_path):
     assert "right base model" in str(e.value)
 
 
+def test_peft_naming_itself_as_its_base_is_told_so(tmp_path):
+    """hostile3's leftover: an adapter whose config names its own folder (a path on another machine
+    ending in its name) was told its base "is not in the set"; it is, as the adapter."""
+    from mother_core import compute_statistics
+
+    cf.hf_folder(tmp_path / "set" / "base", SD)
+    cf.hf_folder(tmp_path / "set" / "other", cf.llama_state(1))
+    cf.peft_adapter(tmp_path / "set" / "my-lora", SD, "/home/someone/runs/my-lora")
+    stats = compute_statistics(discover([tmp_path / "set"]), device="cpu")
+    (message,) = [p.message for p in stats.problems if "my-lora" in p.path]
+    assert "names itself as its base model" in message and "/home/someone/runs/my-lora" in message, message
+    assert "not in the set" not in message
+
+
 # --- names -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("raw,norm", [

@@ -58,3 +58,25 @@ def test_input_not_mutated():
     before = rec.to_dict()
     compare_declared(rec)
     assert rec.to_dict() == before
+
+
+def test_declared_path_reads_as_the_model_it_names_in_the_graph_tooltip():
+    """appux3's leftover: an adapter's declared parent (its config's base path on another machine) showed
+    as that path where the set holds the model it names; the graph's hover text names the model now."""
+    from explorer_ui.graph import node_tooltip
+
+    rec = _rec({"base": None, "lora": "/home/someone/runs/base/", "self": "/x/self", "gone": "org/elsewhere"},
+               [("base", "lora"), ("base", "self"), ("base", "gone")])
+    tips = {m.id: node_tooltip(m, rec, m.is_root).splitlines() for m in rec.models}
+    assert tips["lora"][-2:] == ["declared parent: base", "  declared as: /home/someone/runs/base/"]
+    assert tips["gone"][-1] == "declared parent: org/elsewhere"  # not in the set: as written, once
+    assert tips["self"][-1] == "declared parent: /x/self"  # naming itself names no model of the set
+
+
+def test_the_as_written_column_only_where_a_declaration_reads_otherwise():
+    from explorer_ui.views import declared_cells, declared_frame
+
+    same = declared_frame([{"model": "b", **declared_cells("a", "a")}, {"model": "c", **declared_cells(None, None)}])
+    assert list(same.columns) == ["model", "declared parent"]
+    other = declared_frame([{"model": "b", **declared_cells("/runs/a", "a")}])
+    assert other.to_dict("records") == [{"model": "b", "declared parent": "a", "declared as written": "/runs/a"}]

@@ -31,7 +31,7 @@ from mother_core.io.base import (
     ShapeAdoptingReader,
     TensorInfo,
 )
-from mother_core.io.discovery import base_model
+from mother_core.io.discovery import base_model, names_itself
 from mother_core.io.readers import open_model
 from mother_core.io.registry import needs_base
 from mother_core.stats.bounds import drop_oversized_models
@@ -399,6 +399,11 @@ def _find_base(ref: ModelRef, by_id: dict[str, ModelRef]) -> ModelRef:
     found = base_model(ref, by_id)
     if found is not None:
         return found
+    if (itself := names_itself(ref, list(by_id))) is not None:
+        raise MissingBaseModelError(
+            f"LoRA adapter {ref.path} names itself as its base model ({itself[0]!r} in {itself[1]} is this "
+            "adapter), so its base is not known. Correct the base's name there and add the base model's "
+            "folder to the paths you give.", ref.path)
     if ref.container == "sd-lora":
         from mother_core.io.sd_lora import missing_base_message
 
