@@ -1,26 +1,16 @@
 """Export the recovered tree: result JSON, GraphML, Newick, base_model lines, a slide (PNG, PDF, SVG with
 its legend) and an interactive page that opens offline."""
 
-import json
-
 import streamlit as st
 
-from explorer_ui import graph, slides, state, views
-from mother_core import export
+from explorer_ui import slides, state, views
 
 ctx = views.page("Export", heading="Export")
 
 rec, stem = ctx.rec, ctx.model_set.label.replace(" ", "_").replace("/", "_")
-files = [
-    ("Result (JSON, reload it here or in the CLI)", f"{stem}.result.json",
-     json.dumps(rec.to_dict(), indent=1, allow_nan=False), "application/json"),
-    ("GraphML (Gephi, yEd, networkx)", f"{stem}.graphml", export.to_graphml(rec), "application/xml"),
-    ("Newick (phylogenetics tools)", f"{stem}.nwk", export.to_newick(rec), "text/plain"),
-    ("Suggested base_model: lines for model cards", f"{stem}.base_model.txt", export.base_model_lines(rec),
-     "text/plain"),
-]
-for i, (what, name, data, mime) in enumerate(files):
-    st.download_button(f"⬇ {what}", data, file_name=name, mime=mime, key=f"dl_{i}")
+files = views.export_files(ctx.key, rec)
+for i, (what, suffix, data, mime) in enumerate(files):
+    st.download_button(f"⬇ {what}", data, file_name=f"{stem}.{suffix}", mime=mime, key=f"dl_{i}")
 
 st.subheader("Slide")
 st.caption("16:9, with the legend, drawn as the Tree page shows it (layout, branch length, colours, "
@@ -32,9 +22,8 @@ view, statuses = state.graph_view(), views.st_key(ctx.statuses)
 slide = views.slide(ctx.key, statuses, ctx.reference, view, fmt, ctx.model_set.label, rec)
 st.download_button(f"⬇ Tree slide ({fmt.upper()})", slide, file_name=f"{stem}.{fmt}", mime=slides.FORMATS[fmt],
                    key="dl_slide")
-st.download_button("⬇ Interactive tree (HTML, opens offline)", graph.tree_html(
-    rec, statuses=ctx.statuses, reference=ctx.reference, layout=view.layout, branch=view.branch,
-    color_by=view.color_by), file_name=f"{stem}.html", mime="text/html", key="dl_html")
+st.download_button("⬇ Interactive tree (HTML, opens offline)", views.tree_page(
+    ctx.key, statuses, ctx.reference, view, rec), file_name=f"{stem}.html", mime="text/html", key="dl_html")
 
 # The preview under its download buttons: below the base_model lines (three lines a model) it was
 # 2,500 px down the page on the typed demo.

@@ -121,6 +121,32 @@ def slide(key: str, statuses: tuple, reference: str, view: GraphView, fmt: str, 
     return slides.render(slides.tree_figure(data, list(data.legend_rows), title), fmt)
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def export_files(key: str, _rec: Recovery) -> tuple[tuple[str, str, str, str], ...]:
+    """The Export page's text files, (what, file suffix, data, mime) each, made once per result: the page
+    rebuilt them on every rerun (the result JSON of a large set alone takes a second)."""
+    import json
+
+    from mother_core import export
+
+    return (
+        ("Result (JSON, reload it here or in the CLI)", "result.json",
+         json.dumps(_rec.to_dict(), indent=1, allow_nan=False), "application/json"),
+        ("GraphML (Gephi, yEd, networkx)", "graphml", export.to_graphml(_rec), "application/xml"),
+        ("Newick (phylogenetics tools)", "nwk", export.to_newick(_rec), "text/plain"),
+        ("Suggested base_model: lines for model cards", "base_model.txt", export.base_model_lines(_rec),
+         "text/plain"),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def tree_page(key: str, statuses: tuple, reference: str, view: GraphView, _rec: Recovery) -> str:
+    """The interactive tree as one offline HTML page (:func:`explorer_ui.graph.tree_html`), made once per
+    result and view."""
+    return graph.tree_html(_rec, statuses=dict(statuses), reference=reference, layout=view.layout,
+                           branch=view.branch, color_by=view.color_by)
+
+
 def selected_edge(ctx: Loaded) -> Edge | None:
     """The selected edge, when it is an edge of the current tree."""
     sel = state.selection()

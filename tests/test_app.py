@@ -295,6 +295,28 @@ def test_export_offers_every_format(app):
     assert "base_model" in at.code[0].value
 
 
+def test_export_files_are_made_once_per_result(app, monkeypatch):
+    """The Export page rebuilt every file (result JSON, GraphML, Newick, the offline HTML page) on each rerun,
+    e.g. when only the slide's format changed; they are made once per result and view now (a spy on the real
+    functions counts the builds)."""
+    import streamlit as st
+
+    from explorer_ui import graph
+    from mother_core import export
+
+    built: list[str] = []
+    to_graphml, tree_html = export.to_graphml, graph.tree_html
+    monkeypatch.setattr(export, "to_graphml", lambda rec: built.append("graphml") or to_graphml(rec))
+    monkeypatch.setattr(graph, "tree_html", lambda rec, **kw: built.append("html") or tree_html(rec, **kw))
+    st.cache_data.clear()
+    at = app.run()
+    at.switch_page("app_pages/6_Export.py").run()
+    ok(at)
+    for fmt in ("pdf", "svg", "png"):
+        ok(at.radio(key="slide_format").set_value(fmt).run())
+    assert sorted(built) == ["graphml", "html"], built
+
+
 def test_lineage_page_compares_declared_parents(app):
     at = ok(app.run())
     at.switch_page("app_pages/3_Lineage.py").run()
