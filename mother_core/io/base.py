@@ -201,6 +201,14 @@ class PrefetchingReader(Protocol):
 
 
 @runtime_checkable
+class HalfWidthReader(Protocol):
+    """A reader whose values of some tensors are bfloat16 values whatever their listed dtype (GGUF's 4- to
+    6-bit codes, rounded on every read), so that it may also fill a bfloat16 buffer with them."""
+
+    def half_width(self, name: str) -> bool: ...
+
+
+@runtime_checkable
 class NotingReader(Protocol):
     """A reader that left tensors out and says why (reported as ``Problem``s of its model)."""
 

@@ -35,7 +35,7 @@ import torch
 from mother_core.device import one_torch_thread
 from mother_core.errors import MotherError
 from mother_core.io import staged
-from mother_core.io.base import BufferReader, ModelReader, PrefetchingReader
+from mother_core.io.base import BufferReader, HalfWidthReader, ModelReader, PrefetchingReader
 from mother_core.stats import fused
 from mother_core.stats.bounds import physical_memory
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
@@ -614,8 +614,7 @@ def _stored_dtype(name: str, models: Sequence[int], readers: Sequence[ModelReade
 def _half_width(reader: ModelReader, name: str) -> bool:
     """Whether ``reader`` fills a bfloat16 buffer with ``name``'s values as they are (GGUF's 4- to 6-bit
     codes, :meth:`~mother_core.io.gguf_reader.GGUFReader.half_width`)."""
-    half = getattr(reader, "half_width", None)
-    return bool(half is not None and half(name))
+    return isinstance(reader, HalfWidthReader) and reader.half_width(name)
 
 
 def _chunk_numel(shape: tuple[int, ...], rows: tuple[int, int] | None) -> int:
