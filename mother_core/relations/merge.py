@@ -1553,12 +1553,17 @@ def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
 
 def _whole_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
     """The affine fit's residual ratio of ``c`` on ``parents``, one set of coefficients over the layers all hold."""
-    layers = _common_layers(pl, [c, *parents])
+    return _whole_fit(pl, c, parents, _common_layers(pl, [c, *parents]))[1]
+
+
+def _whole_fit(pl: PairLayers, c: int, parents: tuple[int, ...], layers: np.ndarray) -> tuple[np.ndarray, float]:
+    """The affine coefficients of ``c`` on ``parents``, one set over ``layers``, and the residual ratio (on the
+    nearest parent's squared distance; NaN where a parent equals ``c``)."""
     idx = np.array(parents)
     total = pl.sq[layers].sum(axis=0)
     dc = total[c, idx]
-    _, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
-    return res / float(dc.min()) if dc.min() > 0 else math.nan
+    coeffs, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
+    return coeffs, res / float(dc.min()) if dc.min() > 0 else math.nan
 
 
 def _per_layer(pl: PairLayers, c: int, parents: tuple[int, ...]) -> np.ndarray:
@@ -1728,11 +1733,7 @@ def _swapped(stats: WeightStatistics, pl: PairLayers, c: int, link: TypedLink,
     layers = _common_layers(pl, [c, *parents])
     if not layers.any():
         return None
-    idx = np.array(parents)
-    total = pl.sq[layers].sum(axis=0)
-    dc = total[c, idx]
-    coeffs, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
-    ratio = res / float(dc.min()) if dc.min() > 0 else math.nan
+    coeffs, ratio = _whole_fit(pl, c, parents, layers)
     if not ratio <= EXACT or (coeffs > 1.0 + 1e-3).any() or (coeffs < -1.0).any() \
             or int((coeffs < MIN_WEIGHT).sum()) > 1:
         return None
