@@ -30,8 +30,10 @@ from mother_core.relations.calibration import (
     EQUAL_ENTRIES,
     EXCHANGEABLE,
     ONE_BASE_TEST,
+    SWAPPED_KIND,
     confidence,
     counted_note,
+    counted_rate,
     kind_of,
 )
 from mother_core.relations.evidence import PairLayers, TypedLink, storage_roundoff
@@ -1745,8 +1747,6 @@ def _mark_swapped(stats: WeightStatistics, link: TypedLink, was: TypedLink) -> T
     """``link`` (a reading :func:`_swapped` put in the place of ``was``) with each parent ``was`` did not hold at
     most the counted rate of such parents (:data:`.calibration.SWAPPED_KIND`) and a note naming the parents it
     replaced: the rival the contest preferred is a reading of the fit's own measure, counted on few merges."""
-    from mother_core.relations.calibration import SWAPPED_KIND, counted_note, counted_rate
-
     gone = [p for p in was.parents if p not in link.parents]
     conf = list(link.confidence_of(k) for k in range(len(link.parents)))
     notes = [link.note_of(k) for k in range(len(link.parents))]
