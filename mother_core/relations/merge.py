@@ -1535,10 +1535,15 @@ def exchangeable_parent(coeffs: np.ndarray) -> int | None:
     for k in np.argsort(-np.abs(a)).tolist():
         if abs(a[k]) < 1.0 - 1e-3:
             break
-        w = _exchanged(a, k)
-        if (w <= 1.0 + 1e-3).all() and (w >= -1.0).all() and int((w < MIN_WEIGHT).sum()) <= 1:
+        if _plain_weights(_exchanged(a, k)):
             return int(k)
     return None
+
+
+def _plain_weights(w: np.ndarray) -> bool:
+    """Whether merge weights pass the merge test of :func:`_best_subset` without its negation allowance: every
+    weight in [-1, 1] (past one by rounding only), at most one under :data:`MIN_WEIGHT` (a base)."""
+    return bool((w <= 1.0 + 1e-3).all() and (w >= -1.0).all() and int((w < MIN_WEIGHT).sum()) <= 1)
 
 
 def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
@@ -1736,8 +1741,7 @@ def _swapped(stats: WeightStatistics, pl: PairLayers, c: int, link: TypedLink,
     if not layers.any():
         return None
     coeffs, ratio = _whole_fit(pl, c, parents, layers)
-    if not ratio <= EXACT or (coeffs > 1.0 + 1e-3).any() or (coeffs < -1.0).any() \
-            or int((coeffs < MIN_WEIGHT).sum()) > 1:
+    if not ratio <= EXACT or not _plain_weights(coeffs):
         return None
     return _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray_ratio(pl, c, parents),
                        one_test=ONE_BASE_TEST in link.evidence)
