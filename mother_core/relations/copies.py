@@ -268,7 +268,7 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
     """
     n = stats.n_models
     quantized = [i for i in range(n) if quantization_scheme(stats.models[i].format) is not None]
-    copies = dict(copies or {})
+    copies = copies or {}  # (only read)
     links, notes = [], []
     u = storage_roundoff(stats)
     tested: dict[tuple[int, int], bool] = {}
@@ -278,10 +278,9 @@ def find_quantized(stats: WeightStatistics, pl: PairLayers, not_parents: set[int
             tested[q, c] = _made_from(stats, pl, q, c, u)
         return tested[q, c]
 
-    for q in quantized:
-        if merged_from is not None and q not in merged_from:
-            continue
-        known = merged_from.get(q, set()) if merged_from is not None else set()
+    # A second reading (``merged_from``) reads only the quantized models named there, without their merges.
+    for q in quantized if merged_from is None else [q for q in quantized if q in merged_from]:
+        known = set() if merged_from is None else merged_from[q]
         scheme = quantization_scheme(stats.models[q].format) or ""
         scored = []
         for c in range(n):

@@ -30,8 +30,10 @@ from mother_core.relations.calibration import (
     EQUAL_ENTRIES,
     EXCHANGEABLE,
     ONE_BASE_TEST,
+    SWAPPED_KIND,
     confidence,
     counted_note,
+    counted_rate,
     kind_of,
 )
 from mother_core.relations.evidence import PairLayers, TypedLink, storage_roundoff
@@ -1533,10 +1535,15 @@ def exchangeable_parent(coeffs: np.ndarray) -> int | None:
     for k in np.argsort(-np.abs(a)).tolist():
         if abs(a[k]) < 1.0 - 1e-3:
             break
-        w = _exchanged(a, k)
-        if (w <= 1.0 + 1e-3).all() and (w >= -1.0).all() and int((w < MIN_WEIGHT).sum()) <= 1:
+        if _plain_weights(_exchanged(a, k)):
             return int(k)
     return None
+
+
+def _plain_weights(w: np.ndarray) -> bool:
+    """Whether merge weights pass the merge test of :func:`_best_subset` without its negation allowance: every
+    weight in [-1, 1] (past one by rounding only), at most one under :data:`MIN_WEIGHT` (a base)."""
+    return bool((w <= 1.0 + 1e-3).all() and (w >= -1.0).all() and int((w < MIN_WEIGHT).sum()) <= 1)
 
 
 def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
@@ -1553,12 +1560,17 @@ def merge_confidence(kind: str, ratio: float, confirmed: bool = False) -> float:
 
 def _whole_ratio(pl: PairLayers, c: int, parents: tuple[int, ...]) -> float:
     """The affine fit's residual ratio of ``c`` on ``parents``, one set of coefficients over the layers all hold."""
-    layers = _common_layers(pl, [c, *parents])
+    return _whole_fit(pl, c, parents, _common_layers(pl, [c, *parents]))[1]
+
+
+def _whole_fit(pl: PairLayers, c: int, parents: tuple[int, ...], layers: np.ndarray) -> tuple[np.ndarray, float]:
+    """The affine coefficients of ``c`` on ``parents``, one set over ``layers``, and the residual ratio (on the
+    nearest parent's squared distance; NaN where a parent equals ``c``)."""
     idx = np.array(parents)
     total = pl.sq[layers].sum(axis=0)
     dc = total[c, idx]
-    _, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
-    return res / float(dc.min()) if dc.min() > 0 else math.nan
+    coeffs, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
+    return coeffs, res / float(dc.min()) if dc.min() > 0 else math.nan
 
 
 def _per_layer(pl: PairLayers, c: int, parents: tuple[int, ...]) -> np.ndarray:
@@ -1728,13 +1740,8 @@ def _swapped(stats: WeightStatistics, pl: PairLayers, c: int, link: TypedLink,
     layers = _common_layers(pl, [c, *parents])
     if not layers.any():
         return None
-    idx = np.array(parents)
-    total = pl.sq[layers].sum(axis=0)
-    dc = total[c, idx]
-    coeffs, res = affine_fit(dc, total[idx[:, None], idx[None, :]])
-    ratio = res / float(dc.min()) if dc.min() > 0 else math.nan
-    if not ratio <= EXACT or (coeffs > 1.0 + 1e-3).any() or (coeffs < -1.0).any() \
-            or int((coeffs < MIN_WEIGHT).sum()) > 1:
+    coeffs, ratio = _whole_fit(pl, c, parents, layers)
+    if not ratio <= EXACT or not _plain_weights(coeffs):
         return None
     return _merge_link(stats, pl, c, parents, coeffs, ratio, off_ray_ratio(pl, c, parents),
                        one_test=ONE_BASE_TEST in link.evidence)
@@ -1744,8 +1751,6 @@ def _mark_swapped(stats: WeightStatistics, link: TypedLink, was: TypedLink) -> T
     """``link`` (a reading :func:`_swapped` put in the place of ``was``) with each parent ``was`` did not hold at
     most the counted rate of such parents (:data:`.calibration.SWAPPED_KIND`) and a note naming the parents it
     replaced: the rival the contest preferred is a reading of the fit's own measure, counted on few merges."""
-    from mother_core.relations.calibration import SWAPPED_KIND, counted_note, counted_rate
-
     gone = [p for p in was.parents if p not in link.parents]
     conf = list(link.confidence_of(k) for k in range(len(link.parents)))
     notes = [link.note_of(k) for k in range(len(link.parents))]
