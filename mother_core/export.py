@@ -31,6 +31,7 @@ import newick
 import numpy as np
 
 from mother_core.errors import ResultFormatError
+from mother_core.recovery.json_numbers import to_json_number
 from mother_core.recovery.result import FORMAT_NAME, Edge, ModelNode, Recovery
 from mother_core.relations.vocabulary import Relation, parse_relation
 from mother_core.walk import Forest
@@ -105,13 +106,9 @@ def _plain(v: Any) -> Any:
 
 
 def _json_safe(v: Any) -> Any:
-    """NaN -> None and +-inf -> "inf"/"-inf", as in result.json, so the output is strict JSON."""
-    if isinstance(v, float):
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
+    """NaN -> None and +-inf -> "inf"/"-inf", as in result.json (its one codec), so the output is strict JSON."""
+    if isinstance(v, (float, np.floating)):
+        return to_json_number(v)
     if isinstance(v, (list, tuple)):
         return [_json_safe(x) for x in v]
     if isinstance(v, dict):
