@@ -141,6 +141,16 @@ def difference_kurtosis_layers(stats: WeightStatistics, rms: np.ndarray, layer_i
         return np.where(count > 0, out / np.maximum(count, 1), np.nan), per_layer
 
 
+def _fine_tunes_of_nearest(stats: WeightStatistics, pl: PairLayers,
+                           own: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+    """The members of ``own`` (member -> candidate parents, nearest first) whose update from their nearest
+    candidate reads as a full fine-tune (:func:`mother_core.relations.detect.label_edge`): a merged LoRA
+    leaves most layers untouched and a pruned model is narrower, so neither has the entries the tie rules
+    read."""
+    return {c: cand for c, cand in own.items()
+            if label_edge(stats, pl, cand[0], c, NOT_FINETUNE).relation is Relation.FINETUNE}
+
+
 def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.ndarray,
                       margins: Mapping[int, LayerMargins],
                       layers: Callable[[], PairLayers] | None = None) -> dict[int, TieKurtosis]:
@@ -167,9 +177,7 @@ def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.nda
         return {}
     # A member whose update from its cheapest candidate is not a full fine-tune (a merged LoRA child
     # leaves most layers untouched, a pruned one is narrower) has no Adam entries to read.
-    pl = layers() if layers is not None else pair_layers(stats)
-    own = {c: cand for c, cand in own.items()
-           if label_edge(stats, pl, cand[0], c, NOT_FINETUNE).relation is Relation.FINETUNE}
+    own = _fine_tunes_of_nearest(stats, layers() if layers is not None else pair_layers(stats), own)
     pairs = [(q, c) for c, cand in own.items() for q in cand]
     k, per_layer = difference_kurtosis_layers(stats, ev.rms, ev.layer_index, pairs)
     out, at = {}, 0
@@ -436,9 +444,7 @@ def tree_tie_spectra(stats: WeightStatistics, ev: PairEvidence, members: np.ndar
     own = {c: cand for c, cand in own.items() if cand}
     if len(own) < 3:
         return {}
-    pl = layers() if layers is not None else pair_layers(stats)
-    own = {c: cand for c, cand in own.items()
-           if label_edge(stats, pl, cand[0], c, NOT_FINETUNE).relation is Relation.FINETUNE}
+    own = _fine_tunes_of_nearest(stats, layers() if layers is not None else pair_layers(stats), own)
     pairs = [(c, q) for c, cand in own.items() for q in cand]
     per_layer = difference_spread_layers(stats, ev.rms, ev.layer_index, pairs)
     out, at = {}, 0
