@@ -25,7 +25,7 @@ from explorer_ui.sources import human_bytes
 from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
 from mother_core.io.base import ModelRef
-from mother_core.lineage import IdMatcher, compare_declared, declared_in_set, declared_text
+from mother_core.lineage import IdMatcher, LineageRow, compare_declared, declared_in_set, declared_text
 from mother_core.recovery.confidence import TIE_PLACEMENT
 from mother_core.recovery.result import Constraints, Edge, Recovery
 from mother_core.statuses import STATUS_INFO, EdgeStatus
@@ -374,9 +374,7 @@ def lineage_diff(ctx: Loaded) -> None:
     if not bad:
         st.success("None: every declared parent in the set matches the weights.")
     else:
-        df = declared_frame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
-                            **declared_cells(r.declared_parent, r.declared_in_set),
-                            "recovered parent": r.recovered_parent or "(root)", "note": r.note} for r in bad])
+        df = lineage_frame(bad)
         order = [r.model for r in bad]
         st.dataframe(df, hide_index=True, width="stretch", key=f"disagree_{ctx.key}", selection_mode="single-row",
                      on_select=partial(_on_disagreement, f"disagree_{ctx.key}", order))
@@ -478,6 +476,14 @@ def declared_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     if "declared as written" in df and not df["declared as written"].astype(bool).any():
         df = df.drop(columns="declared as written")
     return df
+
+
+def lineage_frame(rows: list[LineageRow]) -> pd.DataFrame:
+    """The Lineage page's tables (its disagreements, every model): one row per
+    :class:`~mother_core.lineage.LineageRow`, the declared parent as :func:`declared_cells`."""
+    return declared_frame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
+                            **declared_cells(r.declared_parent, r.declared_in_set),
+                            "recovered parent": r.recovered_parent or "(root)", "note": r.note} for r in rows])
 
 
 def model_rows(rec: Recovery) -> list[dict[str, Any]]:
