@@ -93,7 +93,7 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
     for e in sorted(_rec.edges, key=lambda e: (_num(e.confidence) is None, e.confidence)):
         alt, gap = best_alternative(e, own_cost(_rec, e))
         s = st_map.get((e.parent, e.child), "")
-        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "relation": _relation_label(e),
+        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "relation": graph.relation_label(e),
                      "confidence": _num(e.confidence, 2),
                      "placement": _num(e.placement_confidence, 2), "direction": _num(e.direction_confidence, 2),
                      "distance": _num(e.distance, 4), "status": f"{STATUS_ICON.get(s, '')} {s}".strip(),
@@ -433,7 +433,7 @@ def node_card(ctx: Loaded, model: str) -> None:
     conf = parents[0].confidence if parents else None
     # st.table renders every cell as markdown: each name, path and declared parent (data from the models'
     # folders and cards) goes through md(), or a declared parent "![x](https://...)" was an image request.
-    rows = [("Recovered parent", ", ".join(f"{md(e.parent)} ({_relation_label(e)}"
+    rows = [("Recovered parent", ", ".join(f"{md(e.parent)} ({graph.relation_label(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "")
                                            + (f", confidence {e.confidence:.2f}" if len(parents) > 1 else "") + ")"
@@ -502,11 +502,6 @@ def _declared_rows(model: str, declared: str | None, ids: list[str]) -> list[tup
     shown, written = declared_text(declared, declared_in_set(model, declared, IdMatcher(ids)))
     rows = [("Declared parent", md(shown) if shown else "(none declared)")]
     return rows + [("Declared as written", md(written))] if written else rows
-
-
-def _relation_label(e: Edge) -> str:
-    """The relation's short label ("pruned", "merged LoRA"): the card showed the stored word ("prune", "lora")."""
-    return graph.relation_label(e)
 
 
 def _fmt_num(x: float | None) -> str:
@@ -732,7 +727,7 @@ def relation_line(rec: Recovery, e: Edge) -> str:
     is, and for a merge every parent with its weight and own confidence (this edge is one of them)."""
     r = graph.relation(e)
     # The detector's detail ("linear 0.56/0.44") beside the short label, else the legend's longer words.
-    line = "**How it was made:** " + (f"{_relation_label(e)} ({md(e.relation_detail)})" if e.relation_detail
+    line = "**How it was made:** " + (f"{graph.relation_label(e)} ({md(e.relation_detail)})" if e.relation_detail
                                       else graph.RELATIONS[r][2])
     if not math.isnan(e.relation_confidence):
         line += f", {'that it is a merge' if r == 'merge' else 'relation'} confidence {e.relation_confidence:.2f}"
