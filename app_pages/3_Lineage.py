@@ -27,10 +27,7 @@ if not found and not any(r.declared_parent for r in rows):
 views.lineage_diff(ctx)
 views.selection_panel(ctx)
 with st.expander("Every model"):
-    st.dataframe(views.declared_frame([{"model": r.model, "status": f"{views.STATUS_ICON[r.status]} {r.status}",
-                                **views.declared_cells(r.declared_parent, r.declared_in_set), "recovered parent":
-                                r.recovered_parent or "(root)", "note": r.note} for r in rows]), hide_index=True,
-                 width="stretch")
+    st.dataframe(views.lineage_frame(rows), hide_index=True, width="stretch")
 if ctx.truth and ctx.reference != "declared lineage":
     st.caption(f"The tree page compares against the {ctx.reference}; with no truth, it compares against "
                "this declared lineage.")

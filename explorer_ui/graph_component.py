@@ -129,10 +129,10 @@ function arrange(root, d, nodes, net) {
   const list = d.arrangements || [];
   const c = root.querySelector('.mg-canvas'), w = c.clientWidth, h = c.clientHeight;
   if (list.length < 2 || !w || !h) return;
-  const pick = {i: pickArrangement(list, w, h, d.options.nodes.font.size, d.options.nodes.scaling.label.drawThreshold,
-                                   d.nodes.map(n => n.label))};
-  const a = list[pick.i];
-  root.dataset.arrangement = String(pick.i); root.dataset.direction = a.dir;
+  const i = pickArrangement(list, w, h, d.options.nodes.font.size, d.options.nodes.scaling.label.drawThreshold,
+                            d.nodes.map(n => n.label));
+  const a = list[i];
+  root.dataset.arrangement = String(i); root.dataset.direction = a.dir;
   d.label_growth = a.growth;
   if (d.options.edges.smooth.enabled) {
     d.options.edges.smooth.forceDirection = a.dir;

@@ -25,7 +25,7 @@ from explorer_ui.sources import human_bytes
 from explorer_ui.state import GraphView, NotReady
 from mother_core.errors import MotherError
 from mother_core.io.base import ModelRef
-from mother_core.lineage import IdMatcher, compare_declared, declared_in_set, declared_text
+from mother_core.lineage import IdMatcher, LineageRow, compare_declared, declared_in_set, declared_text
 from mother_core.recovery.confidence import TIE_PLACEMENT
 from mother_core.recovery.result import Constraints, Edge, Recovery
 from mother_core.statuses import STATUS_INFO, EdgeStatus
@@ -93,7 +93,7 @@ def edge_table(key: str, statuses: tuple, _rec: Recovery) -> pd.DataFrame:
     for e in sorted(_rec.edges, key=lambda e: (_num(e.confidence) is None, e.confidence)):
         alt, gap = best_alternative(e, own_cost(_rec, e))
         s = st_map.get((e.parent, e.child), "")
-        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "relation": _relation_label(e),
+        rows.append({"edge": label(e), "parent": e.parent, "child": e.child, "relation": graph.relation_label(e),
                      "confidence": _num(e.confidence, 2),
                      "placement": _num(e.placement_confidence, 2), "direction": _num(e.direction_confidence, 2),
                      "distance": _num(e.distance, 4), "status": f"{STATUS_ICON.get(s, '')} {s}".strip(),
@@ -374,9 +374,7 @@ def lineage_diff(ctx: Loaded) -> None:
     if not bad:
         st.success("None: every declared parent in the set matches the weights.")
     else:
-        df = declared_frame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
-                            **declared_cells(r.declared_parent, r.declared_in_set),
-                            "recovered parent": r.recovered_parent or "(root)", "note": r.note} for r in bad])
+        df = lineage_frame(bad)
         order = [r.model for r in bad]
         st.dataframe(df, hide_index=True, width="stretch", key=f"disagree_{ctx.key}", selection_mode="single-row",
                      on_select=partial(_on_disagreement, f"disagree_{ctx.key}", order))
@@ -435,7 +433,7 @@ def node_card(ctx: Loaded, model: str) -> None:
     conf = parents[0].confidence if parents else None
     # st.table renders every cell as markdown: each name, path and declared parent (data from the models'
     # folders and cards) goes through md(), or a declared parent "![x](https://...)" was an image request.
-    rows = [("Recovered parent", ", ".join(f"{md(e.parent)} ({_relation_label(e)}"
+    rows = [("Recovered parent", ", ".join(f"{md(e.parent)} ({graph.relation_label(e)}"
                                            + (f", weight {e.merge_weight:.2f}" if getattr(e, "merge_weight", None)
                                               is not None else "")
                                            + (f", confidence {e.confidence:.2f}" if len(parents) > 1 else "") + ")"
@@ -480,6 +478,14 @@ def declared_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def lineage_frame(rows: list[LineageRow]) -> pd.DataFrame:
+    """The Lineage page's tables (its disagreements, every model): one row per
+    :class:`~mother_core.lineage.LineageRow`, the declared parent as :func:`declared_cells`."""
+    return declared_frame([{"model": r.model, "status": f"{STATUS_ICON[r.status]} {r.status}",
+                            **declared_cells(r.declared_parent, r.declared_in_set),
+                            "recovered parent": r.recovered_parent or "(root)", "note": r.note} for r in rows])
+
+
 def model_rows(rec: Recovery) -> list[dict[str, Any]]:
     """The Matrices page's table of models: one row each, the declared parent as :func:`declared_cells`."""
     parents = {e.child: e.parent for e in rec.edges}
@@ -496,11 +502,6 @@ def _declared_rows(model: str, declared: str | None, ids: list[str]) -> list[tup
     shown, written = declared_text(declared, declared_in_set(model, declared, IdMatcher(ids)))
     rows = [("Declared parent", md(shown) if shown else "(none declared)")]
     return rows + [("Declared as written", md(written))] if written else rows
-
-
-def _relation_label(e: Edge) -> str:
-    """The relation's short label ("pruned", "merged LoRA"): the card showed the stored word ("prune", "lora")."""
-    return graph.relation_label(e)
 
 
 def _fmt_num(x: float | None) -> str:
@@ -726,7 +727,7 @@ def relation_line(rec: Recovery, e: Edge) -> str:
     is, and for a merge every parent with its weight and own confidence (this edge is one of them)."""
     r = graph.relation(e)
     # The detector's detail ("linear 0.56/0.44") beside the short label, else the legend's longer words.
-    line = "**How it was made:** " + (f"{_relation_label(e)} ({md(e.relation_detail)})" if e.relation_detail
+    line = "**How it was made:** " + (f"{graph.relation_label(e)} ({md(e.relation_detail)})" if e.relation_detail
                                       else graph.RELATIONS[r][2])
     if not math.isnan(e.relation_confidence):
         line += f", {'that it is a merge' if r == 'merge' else 'relation'} confidence {e.relation_confidence:.2f}"

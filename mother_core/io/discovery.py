@@ -157,6 +157,12 @@ class IdMatcher:
         return self(name.strip().rstrip("/")[:-len(suffix)]) if suffix and len(tail) > len(suffix) else None
 
 
+def _base_names(ref: ModelRef) -> tuple[tuple[str | None, str], ...]:
+    """The names an adapter gives its base, in the order they are read, each with where it is written:
+    its ``base_id`` (``adapter_config.json``, or ``ref.base_source``), then its card's ``base_model``."""
+    return (ref.base_id, ref.base_source or "adapter_config.json"), (ref.declared_parent, "model card")
+
+
 def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
     """The model of ``ids`` an adapter is read on, and which metadata named it: its
     ``adapter_config.json`` ``base_model_name_or_path`` first, else its model card's ``base_model``
@@ -170,7 +176,7 @@ def adapter_base(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
     that the update is low-rank, not which model of a family of fine-tunes it was trained on.
     """
     others = [i for i in ids if i != ref.id]
-    for name, source in ((ref.base_id, ref.base_source or "adapter_config.json"), (ref.declared_parent, "model card")):
+    for name, source in _base_names(ref):
         found = match_model_id(name, others)
         if found is not None:
             return found, source
@@ -190,7 +196,7 @@ def names_itself(ref: ModelRef, ids: Sequence[str]) -> tuple[str, str] | None:
     >>> names_itself(ref, ["lora", "b"])
     ('/home/u/lora', 'adapter_config.json')
     """
-    for name, where in ((ref.base_id, ref.base_source or "adapter_config.json"), (ref.declared_parent, "model card")):
+    for name, where in _base_names(ref):
         if name and match_model_id(name, ids) == ref.id:
             return name, where
     return None
