@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -44,6 +46,28 @@ def describe_device(device: str = "auto") -> str:
     if dev.type == "cuda":
         return f"CUDA: {torch.cuda.get_device_name(dev)}"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+_SETTLED_IN_PROCESS: int | None = None
+_SETTLE_LOCK = threading.Lock()
+
+
+def settle_torch_threads() -> None:
+    """Make torch's CPU thread pool whole in this process before our own threads start using torch.
+
+    After a ``fork`` the child inherits the parent's thread-pool object but not its threads; torch rebuilds
+    it on the first call that asks for it (``set_num_threads``, which every new thread makes on its first
+    parallel op once a thread count was set). That rebuild is not thread-safe: two threads making that first
+    call at once, one can get no pool at all ("pool INTERNAL ASSERT FAILED ... Invalid thread pool!"), a run
+    failing at random in a forked worker (seen once in about a thousand forked runs of the test suite).
+    Rebuilding it here, from the one thread that is about to start the others, closes that window. Cheap,
+    and once per process.
+    """
+    global _SETTLED_IN_PROCESS
+    with _SETTLE_LOCK:
+        if _SETTLED_IN_PROCESS != os.getpid():
+            torch.set_num_threads(torch.get_num_threads())
+            _SETTLED_IN_PROCESS = os.getpid()
 
 
 @contextmanager

@@ -41,6 +41,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from mother_core.device import settle_torch_threads
+
 #: Bytes read per piece: a quarter of a core's L2 (1 MiB here), so the piece stays cached while it is
 #: decoded; 64-256 KiB measured alike, 512 KiB and more slower (``benchmarks/RESULTS.md``).
 PIECE_BYTES = 256 << 10
@@ -113,6 +115,7 @@ def _pool(helpers: int) -> ThreadPoolExecutor:
     with _POOL_LOCK:
         # A forked child has the parent's pool object but not its threads: it makes its own.
         if _POOL is None or _POOL[:2] != (helpers, os.getpid()):
+            settle_torch_threads()  # the helpers' decoders may call torch
             old = _POOL
             _POOL = (helpers, os.getpid(), ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="mother-decode"))
             if old is not None and old[1] == os.getpid():

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mother_core.device import one_torch_thread
+from mother_core.device import one_torch_thread, settle_torch_threads
 from mother_core.errors import MotherError
 from mother_core.io import staged
 from mother_core.io.base import BufferReader, HalfWidthReader, ModelReader, PrefetchingReader
@@ -140,6 +140,7 @@ def execute_plan(
     A model that fails to read is recorded in ``PassOutput.failed`` and dropped from the rest of the
     pass; the other models carry on (one broken file must not sink a run of fifty).
     """
+    settle_torch_threads()  # before the kernel-load, read-ahead and worker threads below touch torch
     out = PassOutput()
     report = _Reporter(plan, out, device, progress)
     run = _set_up(plan, readers, device)
