@@ -29,8 +29,11 @@ PERMUTED_QK: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "deci
 _TRANSPOSED_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 _TRANSPOSED_ARCHS = frozenset({"gpt2"})
 #: Architectures whose converter writes every ``*norm.weight`` as 1 + w (``GemmaModel``, ``Gemma2Model``,
-#: ``Gemma3Model`` in ``convert_hf_to_gguf.py``: HF's Gemma RMSNorm scales by (1 + w), llama.cpp's by w).
-NORM_PLUS_ONE: frozenset[str] = frozenset({"gemma", "gemma2", "gemma3"})
+#: ``Gemma3Model`` in ``convert_hf_to_gguf.py``: HF's Gemma RMSNorm scales by (1 + w), llama.cpp's by w), and
+#: ``NemotronModel`` likewise ("Adding +1 to LayerNorm's weights here to implement layernorm1p": HF's
+#: ``NemotronLayerNorm1P`` scales by (1 + w); its biases are written as they are; transformers' own GGUF loader
+#: subtracts the one back for ``nemotron`` as for ``gemma2`` / ``gemma3``).
+NORM_PLUS_ONE: frozenset[str] = frozenset({"gemma", "gemma2", "gemma3", "nemotron"})
 #: Architectures whose fused ``query_key_value`` rows the converter regroups from per-head (q, k, v) to all
 #: q, all k, all v (``GPTNeoXModel`` and ``BloomModel``: "Map bloom-style qkv_linear to gpt-style").
 REGROUPED_QKV: frozenset[str] = frozenset({"gptneox", "bloom"})

@@ -19,8 +19,8 @@ its safetensors source compare tensor by tensor:
   halves interleaved per head, ``LlamaModel.permute`` in ``convert_hf_to_gguf.py``); the permutation is
   undone here for the architectures in :data:`PERMUTED_QK`, with the head counts of the file's metadata;
 * GPT-2's ``Conv1D`` weights are stored transposed by the converter; they are transposed back;
-* the converter's other per-architecture rewrites are undone too (:func:`_undo_converter`): Gemma's norm
-  weights written as 1 + w, GPT-NeoX's and BLOOM's fused ``query_key_value`` rows regrouped from per-head
+* the converter's other per-architecture rewrites are undone too (:func:`_undo_converter`): Gemma's and
+  Nemotron's norm weights written as 1 + w, GPT-NeoX's and BLOOM's fused ``query_key_value`` rows regrouped from per-head
   (q, k, v) to all q, all k, all v, Falcon's from per kv group (the group's q heads, k, v) likewise.
 
 A tensor type the package cannot dequantize is listed with the model's problems (the rest of the model is
