@@ -417,7 +417,8 @@ class SetBuilder:
         out.mkdir(parents=True)
         fam = self.family[parent]
         write_gguf(self.path[parent], out / f"{fam}-{qtype.lower()}.gguf", fam, qtype)
-        self.record(key, fam, (parent,), "quantized", "gguf", t0, qtype=qtype)
+        # an F16 GGUF is a conversion (the project's convention: elsewhere_set.py's F16 GGUF), Q8_0 a quantization
+        self.record(key, fam, (parent,), "convert" if qtype == "F16" else "quantized", "gguf", t0, qtype=qtype)
 
     def merge(self, key: str, method: str, base: str | None, others: list[str]) -> None:
         t0 = time.perf_counter()

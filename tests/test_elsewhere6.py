@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 from mother_core import discover
 from mother_core.io.readers import open_model
 

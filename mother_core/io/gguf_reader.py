@@ -20,8 +20,9 @@ its safetensors source compare tensor by tensor:
   undone here for the architectures in :data:`PERMUTED_QK`, with the head counts of the file's metadata;
 * GPT-2's ``Conv1D`` weights are stored transposed by the converter; they are transposed back;
 * the converter's other per-architecture rewrites are undone too (:func:`_undo_converter`): Gemma's and
-  Nemotron's norm weights written as 1 + w, GPT-NeoX's and BLOOM's fused ``query_key_value`` rows regrouped from per-head
-  (q, k, v) to all q, all k, all v, Falcon's from per kv group (the group's q heads, k, v) likewise.
+  Nemotron's norm weights written as 1 + w, GPT-NeoX's and BLOOM's fused ``query_key_value`` rows regrouped
+  from per-head (q, k, v) to all q, all k, all v, Falcon's from per kv group (the group's q heads, k, v)
+  likewise.
 
 A tensor type the package cannot dequantize is listed with the model's problems (the rest of the model is
 read); a file none of whose weights can be read is refused with a message naming the types.
