@@ -311,7 +311,8 @@ export default function (component) {
       '<svg width="12" height="12" viewBox="0 0 12 12" fill="none" stroke="currentColor" stroke-width="1.6">' +
       '<path d="M1 4V1h3M8 1h3v3M11 8v3H8M4 11H1V8"/></svg></button></div>' +
       '<div class="mg-note" style="display:none">The whole forest, families boxed: too many models to name ' +
-      'here. <b>Click</b> a model to centre it among named neighbours, scroll to zoom, <b>Fit</b> to come back.</div></div><div class="mg-legend"></div></div>';
+      'here. <b>Click</b> a model to centre it among named neighbours, scroll to zoom, <b>Fit</b> to come back.' +
+      '</div></div><div class="mg-legend"></div></div>';
     parentElement.appendChild(root);
   }
   const st = root.__mother || (root.__mother = {});

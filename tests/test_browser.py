@@ -377,7 +377,7 @@ def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
         page.goto(f"{url}/lineage?source=demo&set=typed")
-        page.wait_for_function("() => document.querySelectorAll('.mg-root[data-drawn=\\"1\\"]').length === 2",
+        page.wait_for_function("() => document.querySelectorAll('.mg-root[data-drawn=\"1\"]').length === 2",
                                timeout=240_000)
         settled(page)
         page.wait_for_timeout(1500)  # vis checks its canvas' size every second

@@ -159,9 +159,10 @@ def test_the_drawing_names_each_family_of_two_or_more_models_largest_first():
     small = [("r2", "c0"), ("r2", "c1")]
     rec = forest(big + small)
     trees = [TreeInfo(0, tuple(sorted({x for e in big for x in e})), "r1", "specialization", 0.9),
-             TreeInfo(1, ("c0", "c1", "r2"), "r2", "specialization", 0.9), TreeInfo(2, ("z",), "z", "specialization", 0.9)]
-    models = [ModelNode(m.id, m.path, t.id, 1.0, m.id == t.root) for t in trees for m in rec.models + [
-        ModelNode("z", "/m/z", 0, 1.0, True)] if m.id in t.members]
+             TreeInfo(1, ("c0", "c1", "r2"), "r2", "specialization", 0.9),
+             TreeInfo(2, ("z",), "z", "specialization", 0.9)]
+    every = [*rec.models, ModelNode("z", "/m/z", 0, 1.0, True)]
+    models = [ModelNode(m.id, m.path, t.id, 1.0, m.id == t.root) for t in trees for m in every if m.id in t.members]
     rec = Recovery(models, rec.edges, trees)
     data = build_graph(rec, budget=12)
     assert [f["label"] for f in data.families] == ["r1 · 37 models", "r2 · 3 models"]  # not the lone z
