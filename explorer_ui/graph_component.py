@@ -111,6 +111,7 @@ function build(root, st, d) {
   });
   net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx));
   net.on('zoom', () => relabel(st, d));
+  net.on('animationFinished', () => relabel(st, d));  // a centring moveTo sends no 'zoom'
   // vis keeps the visible area when its canvas resizes (the scale follows the size): size the labels again.
   net.on('resize', () => relabel(st, d));
   net.on('doubleClick', p => {
@@ -154,15 +155,17 @@ function relabel(st, d) {
   const threshold = d.options.nodes.scaling.label.drawThreshold, min = threshold + 1;
   const grown = base * d.label_growth;
   const size = base * s >= min ? base : grown * s >= min ? min / s : Math.min(grown, (threshold - 1.5) / s);
-  if (Math.abs((st.font || base) - size) > 0.25) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
+  // Within 0.05 screen px: no redraw of every label per zoom step, and never a label left just under the threshold.
+  if (Math.abs((st.font || base) - size) * s > 0.05) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
   // The overview's note says names are too small to draw: zoomed in to where they are drawn, it goes.
   const root = net.body.container.closest('.mg-root');
-  root.querySelector('.mg-note').style.display = root.dataset.overview === '1' && s < readableScale(d) ? '' : 'none';
+  root.querySelector('.mg-note').style.display = root.dataset.overview === '1' && s < readableScale(d) / 1.02 ? '' : 'none';
 }
 
 // The zoom from which model names are drawn (grown as far as the layout allows), at full colour.
 function readableScale(d) {
-  return (d.options.nodes.scaling.label.drawThreshold + 1) / (d.options.nodes.font.size * d.label_growth);
+  // 1% over: an animated zoom ends a hair short of its target, and the labels there are sized for it.
+  return 1.01 * (d.options.nodes.scaling.label.drawThreshold + 1) / (d.options.nodes.font.size * d.label_growth);
 }
 
 // The box (canvas units) around the given models, or every model.
