@@ -159,13 +159,14 @@ function relabel(st, d) {
   if (Math.abs((st.font || base) - size) * s > 0.05) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
   // The overview's note says names are too small to draw: zoomed in to where they are drawn, it goes.
   const root = net.body.container.closest('.mg-root');
-  root.querySelector('.mg-note').style.display = root.dataset.overview === '1' && s < readableScale(d) / 1.02 ? '' : 'none';
+  const overview = root.dataset.overview === '1' && s < readableScale(d) / 1.02;
+  root.querySelector('.mg-note').style.display = overview ? '' : 'none';
 }
 
 // The zoom from which model names are drawn (grown as far as the layout allows), at full colour.
-function readableScale(d) {
-  // 1% over: an animated zoom ends a hair short of its target, and the labels there are sized for it.
-  return 1.01 * (d.options.nodes.scaling.label.drawThreshold + 1) / (d.options.nodes.font.size * d.label_growth);
+function readableScale(d, margin = 1.01) {
+  // 1% over for a centring: an animated zoom ends a hair short of its target.
+  return margin * (d.options.nodes.scaling.label.drawThreshold + 1) / (d.options.nodes.font.size * d.label_growth);
 }
 
 // The box (canvas units) around the given models, or every model.
@@ -197,11 +198,15 @@ function fit(st, d, all) {
                                  (h - top - pad) / Math.max(1, b.y1 - b.y0));
     return {scale: s, position: {x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2 - (top - pad) / 2 / s}};
   };
-  let view = place(14);
-  if (view.scale < readableScale(d)) {  // names too small to draw: the overview, under the note
+  const named = d.families && d.families.length > 1 ? 24 : 0;  // room for the top row's family names
+  const readable = readableScale(d, 1);
+  let view = place(14 + named);
+  // Readable whole only without room for the top names: readable it is (drawFamilies keeps those names in sight).
+  if (view.scale < readable && place(14).scale >= readable) view = place(14);
+  else if (view.scale < readable) {  // names too small to draw: the overview, under the note
     note.style.display = '';
     root.dataset.overview = '1';
-    view = place(note.offsetHeight + (d.families && d.families.length ? 22 : 8));
+    view = place(note.offsetHeight + 8 + named);
   }
   net.moveTo({...view, animation: false});
   relabel(st, d);
@@ -228,8 +233,9 @@ function centre(st, d, ids, always) {
   net.moveTo({position: pos, scale, animation: {duration: 250, easingFunction: 'easeInOutQuad'}});
 }
 
-// Each family of two or more shown models on a tinted, rounded box; zoomed out past readable names, its
-// root and size above it (screen-size type, largest families first, none drawn over another).
+// Each family of two or more shown models on a tinted, rounded box, its root and size above it in screen-size
+// type (largest families first, none drawn over another, none past the forest's right edge): zoomed out past
+// readable model names, the forest still reads as named families; zoomed in, the name says whose box it is.
 function drawFamilies(root, st, d, ctx) {
   const fams = d.families || [];
   if (fams.length < 2 || !st.network) { root.dataset.families = '0'; return; }
@@ -238,6 +244,8 @@ function drawFamilies(root, st, d, ctx) {
   for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(n.id);
   const pad = 10;
   const boxes = fams.map(f => [f, boxOf(net, members[f.id] || [])]).filter(([, b]) => isFinite(b.x0));
+  const left = Math.min(...boxes.map(([, b]) => b.x0)) - pad;
+  const right = Math.max(...boxes.map(([, b]) => b.x1)) + pad, top = net.DOMtoCanvas({x: 0, y: 0}).y;
   ctx.save();
   for (const [f, b] of boxes) {
     ctx.beginPath();
@@ -248,17 +256,15 @@ function drawFamilies(root, st, d, ctx) {
   }
   ctx.globalAlpha = 1;
   let named = 0;
-  if (s < readableScale(d)) {
-    const px = d.big ? 18 : 13, taken = [];
-    ctx.font = `bold ${px / s}px sans-serif`; ctx.textBaseline = 'bottom'; ctx.lineJoin = 'round';
-    for (const [f, b] of boxes) {
-      const x = b.x0 - pad, y = b.y0 - pad - 2 / s, tw = ctx.measureText(f.label).width;
-      const r = {x0: x, x1: x + tw, y0: y - (px + 2) / s, y1: y};
-      if (taken.some(t => r.x0 < t.x1 && t.x0 < r.x1 && r.y0 < t.y1 && t.y0 < r.y1)) continue;
-      taken.push(r); named++;
-      ctx.lineWidth = 4 / s; ctx.strokeStyle = d.dark ? '#14161A' : '#FFFFFF'; ctx.strokeText(f.label, x, y);
-      ctx.fillStyle = d.dark ? '#F2F2F2' : '#1A1A1A'; ctx.fillText(f.label, x, y);
-    }
+  const px = d.big ? 18 : 13, taken = [];
+  ctx.font = `bold ${px / s}px sans-serif`; ctx.textBaseline = 'bottom'; ctx.lineJoin = 'round';
+  for (const [f, b] of boxes) {
+    const tw = ctx.measureText(f.label).width, x = Math.max(left, Math.min(b.x0 - pad, right - tw));
+    const y = Math.max(b.y0 - pad - 2 / s, top + (px + 4) / s), r = {x0: x, x1: x + tw, y0: y - (px + 2) / s, y1: y};
+    if (taken.some(t => r.x0 < t.x1 && t.x0 < r.x1 && r.y0 < t.y1 && t.y0 < r.y1)) continue;
+    taken.push(r); named++;
+    ctx.lineWidth = 4 / s; ctx.strokeStyle = d.dark ? '#14161A' : '#FFFFFF'; ctx.strokeText(f.label, x, y);
+    ctx.fillStyle = d.dark ? '#F2F2F2' : '#1A1A1A'; ctx.fillText(f.label, x, y);
   }
   ctx.restore();
   root.dataset.families = String(named);  // how many family names are drawn (tests)
