@@ -92,7 +92,7 @@ function build(root, st, d) {
   const nodes = new vis.DataSet(d.nodes), edges = new vis.DataSet(d.edges);
   arrange(root, d, nodes);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
-  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null;
+  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null; st.reveal = null;
   window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
   root.dataset.drawn = '0';
   // A click selects in the canvas at once (vis highlights it) and tells Python, which does not send the
@@ -120,6 +120,9 @@ function build(root, st, d) {
   });
   net.once('afterDrawing', () => {
     fit(st, d, false);
+    // A selection that came with this drawing (an arrow key or a table row that opened a folded subtree):
+    // bring it into sight after the first view, which would otherwise undo it.
+    if (st.reveal) { centre(st, d, st.reveal, false); st.reveal = null; }
     root.dataset.drawn = '1';
     window.__motherDrawnAt = performance.now();
   });
@@ -260,6 +263,7 @@ function drawFamilies(root, st, d, ctx) {
   ctx.font = `bold ${px / s}px sans-serif`; ctx.textBaseline = 'bottom'; ctx.lineJoin = 'round';
   for (const [f, b] of boxes) {
     const tw = ctx.measureText(f.label).width, x = Math.max(left, Math.min(b.x0 - pad, right - tw));
+    if (b.y1 + pad < top + (px + 4) / s) continue;  // the box is above the view: no name pinned to its top
     const y = Math.max(b.y0 - pad - 2 / s, top + (px + 4) / s), r = {x0: x, x1: x + tw, y0: y - (px + 2) / s, y1: y};
     if (taken.some(t => r.x0 < t.x1 && t.x0 < r.x1 && r.y0 < t.y1 && t.y0 < r.y1)) continue;
     taken.push(r); named++;
@@ -300,7 +304,7 @@ function select(root, st, sel, data) {
   }
   if (sel && sel.reveal) {  // chosen elsewhere (a table, a search, talk mode's arrows): bring it into sight
     const ids = sel.node ? [sel.node] : (sel.edge || []);
-    centre(st, data, ids, false);
+    if (root.dataset.drawn === '1') centre(st, data, ids, false); else st.reveal = ids;
   }
 }
 
