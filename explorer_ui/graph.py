@@ -486,16 +486,12 @@ def build_graph(
 def families_of(rec: Recovery, shown: set[str], mode: str = "confidence") -> tuple[dict, ...]:
     """The families (recovered trees) the drawing groups: those with two or more shown models, largest first,
     each labelled with its root and its size (folded models counted), in its models' fill colour."""
-    out = []
-    for t in rec.trees:
-        if sum(1 for m in t.members if m in shown) < 2:
-            continue  # a lone model needs no box; its own label names it
-        fill = FAMILY_EDGE[t.id % len(FAMILY_EDGE)] + "55" if mode == "family" else TREE_COLORS[t.id % len(TREE_COLORS)]
-        n = len(t.members)
-        out.append({"id": t.id, "label": f"{short_name(t.root)} · {n} model{'s' if n != 1 else ''}",
-                    "color": fill, "edge": FAMILY_EDGE[t.id % len(FAMILY_EDGE)], "size": n})
-    out.sort(key=lambda f: (-f["size"], f["id"]))
-    return tuple(out)
+    kept = sorted((t for t in rec.trees if sum(1 for m in t.members if m in shown) >= 2),  # a lone model: its label
+                  key=lambda t: (-len(t.members), t.id))
+    return tuple({"id": t.id, "label": f"{short_name(t.root)} · {len(t.members)} models",  # two or more
+                  "color": FAMILY_EDGE[t.id % len(FAMILY_EDGE)] + "55" if mode == "family"
+                  else TREE_COLORS[t.id % len(TREE_COLORS)],
+                  "edge": FAMILY_EDGE[t.id % len(FAMILY_EDGE)], "size": len(t.members)} for t in kept)
 
 
 def _arrange(shown: list[str], primary_edges: list[EdgeKey], layout: str, lengths: dict | None, font_size: int,
