@@ -11,6 +11,7 @@ enough for a loaded 2-core CI machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -364,19 +366,28 @@ def test_a_forest_that_fits_the_canvas_opens_whole(server, demo, models, directi
         browser.close()
 
 
+@contextlib.contextmanager
+def typed_demo_page(server, path: str, size: tuple[int, int]) -> Iterator:
+    """A Chromium page at ``size`` on ``path`` (a page's URL path) of the typed demo; skips without the set."""
+    if not (ROOT / "assets" / "demo" / "typed").is_dir():
+        pytest.skip("the typed demo set is missing")
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+            page.goto(f"{server[0]}{path}?source=demo&set=typed")
+            yield page
+        finally:
+            browser.close()
+
+
 def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
     """*Declared vs recovered* on the typed demo: both graphs open whole (too many models to name at that zoom),
     and their labels are never drawn faded: at full colour or not at all. The "zoomed in" note, shown in the
     flow under the canvas, once shrank the canvas after the zoom was set; vis scaled the drawing down with it
     and the labels, 11.4 px on screen, fell into vis' fade band (11-12 px); zoomed out, labels grown as far as
     the layout allows could land there too."""
-    if not (ROOT / "assets" / "demo" / "typed").is_dir():
-        pytest.skip("the typed demo set is missing")
-    url = server[0]
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1300})
-        page.goto(f"{url}/lineage?source=demo&set=typed")
+    with typed_demo_page(server, "/lineage", (1500, 1300)) as page:
         page.wait_for_function("() => document.querySelectorAll('.mg-root[data-drawn=\"1\"]').length === 2",
                                timeout=240_000)
         settled(page)
@@ -391,7 +402,6 @@ def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
         assert all(v["screen_px"] >= v["threshold"] + 1 - 1e-6 or v["screen_px"] < v["threshold"] - 1
                    for v in views), views
         assert not page.get_by_test_id("stException").count()
-        browser.close()
 
 
 # The first view of the page's first graph: models outside the canvas, label size on screen, overview state.
@@ -416,13 +426,7 @@ def test_a_large_set_opens_whole_with_its_families_named_and_a_click_centres_a_m
     opened zoomed in to its top-left corner (27 of 42 models outside the canvas at 1500 px, a note saying so);
     it now opens whole, each family boxed and named (root and size) while the model names are too small to
     draw, and a click on a model centres it at a zoom where its neighbours are named."""
-    if not (ROOT / "assets" / "demo" / "typed").is_dir():
-        pytest.skip("the typed demo set is missing")
-    url = server[0]
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": size[0], "height": size[1]})
-        page.goto(f"{url}/tree?source=demo&set=typed")
+    with typed_demo_page(server, "/tree", size) as page:
         graph_drawn(page, timeout=240_000)
         settled(page)
         page.wait_for_timeout(1200)  # vis checks its canvas' size every second
@@ -448,7 +452,6 @@ def test_a_large_set_opens_whole_with_its_families_named_and_a_click_centres_a_m
         assert abs(after["dx"]) < 8 and abs(after["dy"]) < 8, after  # centred
         assert after["px"] >= after["threshold"] + 1 - 1e-6 and not after["note"], after  # names drawn
         assert not page.get_by_test_id("stException").count()
-        browser.close()
 
 
 def test_the_exported_page_draws_what_its_window_fits(tmp_path):
@@ -481,13 +484,7 @@ def test_talk_modes_arrows_zoom_to_each_edge_from_the_overview(server):
     """Talk mode on the typed demo at 1280x720 opens whole (too many models to name); each arrow key then zooms to
     the next edge with names drawn, also when the edge lay in a folded subtree the page opens:
     that rebuilds the drawing, whose first view (the whole forest) undid the zoom to it."""
-    if not (ROOT / "assets" / "demo" / "typed").is_dir():
-        pytest.skip("the typed demo set is missing")
-    url = server[0]
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 720})
-        page.goto(f"{url}/talk?source=demo&set=typed")
+    with typed_demo_page(server, "/talk", (1280, 720)) as page:
         graph_drawn(page, timeout=240_000)
         settled(page)
         assert page.evaluate("() => document.querySelector('.mg-root').dataset.overview") == "1"
@@ -514,4 +511,3 @@ def test_talk_modes_arrows_zoom_to_each_edge_from_the_overview(server):
                 break
         assert len(keys) > 1, "no arrow opened a folded subtree: the case at hand did not occur"
         assert not page.get_by_test_id("stException").count()
-        browser.close()
