@@ -595,3 +595,34 @@ def test_folder_listing_never_leaves_the_roots(tmp_path):
     listed = list_folders(root, roots=[root.resolve()])
     assert not any("private" in f or f.endswith("escape") for f in listed)
     assert str(root / "models" / "inner") in listed
+
+
+# --- red-team pass four (branch hostile4) ---------------------------------------------------------------------
+
+def test_named_adapters_behind_links_are_refused_or_said_never_skipped(tmp_path):
+    """PEFT's named adapters sit in sub-folders of an adapter's folder, each read as a model. A sub-folder that
+    is a symbolic link was skipped without a word: one leaving the roots is now refused by the roots' message
+    (nothing under it looked at), one pointing back at the folder holding it is called a loop; without roots a
+    link to another adapter is read like the set's own linked entries."""
+    from mother_core.io.discovery import discover
+
+    inside, outside = tmp_path / "set", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    config = {"peft_type": "LORA", "base_model_name_or_path": "m9", "r": 4, "lora_alpha": 8,
+              "target_modules": ["q_proj", "v_proj"]}
+    base = hi.good_states()["m9"]
+    hi._adapter(outside, "secret", config, base)
+    multi = hi._adapter(inside, "multi", config, base)
+    hi._adapter(multi, "named", config, base)
+    (multi / "linked").symlink_to(outside / "secret", target_is_directory=True)
+    (multi / "loop").symlink_to(multi, target_is_directory=True)
+    found = discover([inside], roots=[inside])
+    assert sorted(m.id for m in found.models) == ["multi", "multi/named"]
+    said = {Path(p.path).name: p.message for p in found.problems}
+    assert set(said) == {"linked", "loop"}, said
+    assert "outside the folders this run may read" in said["linked"] and "secret" in said["linked"]
+    assert "loop" in said["loop"]
+    free = discover([inside])
+    assert sorted(m.id for m in free.models) == ["multi", "multi/linked", "multi/named"]
+    assert [Path(p.path).name for p in free.problems] == ["loop"]

@@ -538,10 +538,25 @@ class _Finder:
         own folder, whose sub-folders are its models. True when the folder held at least one.
         """
         found = False
+        here = os.path.realpath(folder)
         for name in sorted(names):
             sub = os.path.join(folder, name)
-            if name.startswith(".") or os.path.islink(sub) or not os.path.isdir(sub):
-                continue  # a link may leave the folder (or loop); the roots decide real folders below
+            if name.startswith("."):
+                continue
+            if os.path.islink(sub):
+                # A linked sub-folder is followed as the set's own entries are (it was skipped without a word):
+                # one leaving the roots is refused before anything under it is looked at, one pointing back
+                # at this folder or above it (a loop: the same adapter again, under another id) is said so.
+                real = os.path.realpath(sub)
+                if self.roots is not None and not self.roots.contains(sub):
+                    self.problem(sub, self.roots.refusal(sub) or "")
+                    continue
+                if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+                    self.problem(sub, f"Skipped {sub}: it is a symbolic link back to {real}, which holds it (a "
+                                      "loop), so it is not a named adapter of its own. Remove the link.")
+                    continue
+            if not os.path.isdir(sub):
+                continue
             try:
                 if not os.path.isfile(os.path.join(sub, "adapter_config.json")):
                     continue
