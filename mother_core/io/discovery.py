@@ -140,21 +140,24 @@ class IdMatcher:
             self._by_tail.setdefault(_norm_id(m).split("/")[-1], []).append(m)
 
     def __call__(self, name: str | None) -> str | None:
-        if not name:
-            return None
-        if name in self._ids:
-            return name
-        norm = _norm_id(name)
-        if norm in self._by_norm:
-            return self._by_norm[norm]
-        tail = norm.split("/")[-1]
-        hits = self._by_tail.get(tail, [])
-        if len(hits) == 1:
-            return hits[0]
         # A weight file's name ("v1-5-pruned-emaonly.safetensors", what kohya-ss records as the base): its
-        # model's id is the file stem.
-        suffix = _weight_suffix(tail)
-        return self(name.strip().rstrip("/")[:-len(suffix)]) if suffix and len(tail) > len(suffix) else None
+        # model's id is the file stem. Suffixes are taken off one at a time, in a loop: a name of a thousand
+        # ".pt" (a result.json's declared parent may be 2,000 characters) recursed past Python's limit.
+        while name:
+            if name in self._ids:
+                return name
+            norm = _norm_id(name)
+            if norm in self._by_norm:
+                return self._by_norm[norm]
+            tail = norm.split("/")[-1]
+            hits = self._by_tail.get(tail, [])
+            if len(hits) == 1:
+                return hits[0]
+            suffix = _weight_suffix(tail)
+            if not suffix or len(tail) <= len(suffix):
+                return None
+            name = name.strip().rstrip("/")[:-len(suffix)]
+        return None
 
 
 def _base_names(ref: ModelRef) -> tuple[tuple[str | None, str], ...]:
