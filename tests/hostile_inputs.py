@@ -1052,6 +1052,14 @@ def gguf_heads_past_rows(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("gguf-heads-past", "partial", ("head count 64", "head count -2"), most_problems=8)
 
 
+def gguf_metadata_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GGUF file whose metadata array holds 6 million one-byte values (6 MB): the gguf package parses each
+    entry as a Python object, about a minute of CPU before (20 million: over five minutes)."""
+    flood = ("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 0, 6_000_000) + b"\1" * 6_000_000)
+    _gguf_raw(folder / "gguf-meta-flood.gguf", [_ARCH, flood], [("token_embd.weight", [32, 2], 0, 0)], b"\0" * 256)
+    return Case("gguf-meta-flood", "refused", ("more than 2,000,000 values",))
+
+
 # --- running a case -------------------------------------------------------------------------------------
 
 def _rss_mb() -> float:
@@ -1140,5 +1148,6 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         oft_neumann_terms, oft_eps_word, peft_absurd_config, pickle_os_system, pickle_tensor_flood, deep_folders,
         odd_tensor_names, sd_lora_rank, sd_lora_alphas, flux_kohya_lies, duplicate_id,
         expert_groups_flood, bnb4_notes_flood, gguf_heads_uneven, gguf_heads_past_rows,
+        gguf_metadata_flood,
     )
 }

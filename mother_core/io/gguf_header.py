@@ -12,7 +12,9 @@ transformers checkpoint the file was converted from (:mod:`mother_core.io.gguf_n
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +40,67 @@ REGROUPED_QKV: frozenset[str] = frozenset({"gptneox", "bloom"})
 #: key, then its value: Falcon-40B / 180B's ``new_decoder_architecture``, Falcon-7B's multi-query with one
 #: group), regrouped by the converter to all q, all k, all v (``FalconModel.modify_tensors``).
 GROUPED_QKV: frozenset[str] = frozenset({"falcon"})
+
+
+#: Most entries the metadata's arrays may hold over a whole file. The ``gguf`` package parses every array entry
+#: as a Python object (10-16 us each on a busy 2-core machine): a crafted array of 20 million bytes took over
+#: five minutes to open. The largest real tokenizers hold under a million (Gemma 3: 262,144 tokens, scores and
+#: types; Qwen2.5: 151,936 tokens and types, 151,387 merges).
+MAX_METADATA_ENTRIES = 2_000_000
+#: Bytes of each scalar GGUF value type (``gguf.GGUFValueType``); 8 is a string, 9 an array.
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
+    """The values of a GGUF file's metadata (array entries, nested ones included), counted from its bytes
+    without parsing them, or the first count past ``stop``. Arrays of fixed-size values are stepped over at
+    once; strings one by one. A header that ends early or holds an unknown type ends the count (the
+    package's own parser then refuses the file).
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 24:
+            return 0
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _count_entries(buf, stop)
+
+
+def _count_entries(buf: mmap.mmap, stop: int) -> int:
+    end = len(buf)
+    order = "<" if struct.unpack_from("<I", buf, 4)[0] < 0x10000 else ">"  # the package reads big-endian files
+    u32, u64 = struct.Struct(order + "I"), struct.Struct(order + "Q")
+    n_kv = u64.unpack_from(buf, 16)[0]
+    offs, total = 24, 0
+    try:
+        for _ in range(min(n_kv, end)):
+            offs += 8 + u64.unpack_from(buf, offs)[0]  # the key
+            stack = [(u32.unpack_from(buf, offs)[0], 1)]  # (value type, values of it still to step over)
+            offs += 4
+            total += 1
+            while stack:
+                vtype, n = stack.pop()
+                if vtype in _SCALAR_BYTES:
+                    offs += _SCALAR_BYTES[vtype] * n
+                elif vtype == 8:
+                    for _ in range(n):
+                        offs += 8 + u64.unpack_from(buf, offs)[0]
+                        if offs > end:
+                            return total
+                elif vtype == 9 and n:
+                    if n > 1:
+                        stack.append((9, n - 1))  # the array's next siblings, after this one's entries
+                    itype, count = u32.unpack_from(buf, offs)[0], u64.unpack_from(buf, offs + 4)[0]
+                    offs += 12
+                    total += count
+                    if total > stop:
+                        return total
+                    stack.append((itype, count))
+                elif vtype != 9:
+                    return total
+                if offs > end:
+                    return total
+    except struct.error:  # the header ends early: the package says so
+        pass
+    return total
 
 
 def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
@@ -125,6 +188,14 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
 
     try:
         size = os.path.getsize(path)
+        entries = metadata_entries(path)
+    except (OSError, ValueError) as e:
+        raise _unreadable(path, f"its GGUF header cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
+    if entries > MAX_METADATA_ENTRIES:
+        raise _unreadable(path, f"its metadata holds more than {MAX_METADATA_ENTRIES:,} values (at least "
+                                f"{entries:,}; the largest real tokenizers hold under a million), which would "
+                                "take minutes to parse")
+    try:
         reader = gguf.GGUFReader(path, "r")
     except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
         if "GGMLQuantizationType" in str(e):  # a type newer than the installed package, not a broken file
