@@ -637,3 +637,28 @@ def test_a_declared_name_of_many_weight_suffixes_is_matched_without_recursion(na
 
     match = IdMatcher(["m1", "m2", "org/m2"])
     assert match(name) == ("m1" if name.endswith(("m1.bin", ".safetensors")) else None)
+
+
+def test_the_metadata_count_agrees_with_the_gguf_package_on_a_real_file(tmp_path):
+    """The GGUF metadata bound counts values from the bytes without parsing them: on a file the package's own
+    writer made (strings, string and number arrays, a tensor), the count is the package's."""
+    import gguf
+    import numpy as np
+
+    from mother_core.io.gguf_header import metadata_entries
+
+    path = tmp_path / "real.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("a name")
+    writer.add_head_count(4)
+    writer.add_token_list([f"tok{i}" for i in range(1000)] + ["", "é" * 300])
+    writer.add_token_scores([0.5] * 1002)
+    writer.add_array("test.bools", [True, False, True])
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    fields = gguf.GGUFReader(str(path)).fields.values()
+    assert metadata_entries(str(path)) == sum(len(f.data) for f in fields if not f.name.startswith("GGUF."))
+    assert metadata_entries(str(path), stop=100) > 100  # the count stops once past the bound

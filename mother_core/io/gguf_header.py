@@ -73,9 +73,11 @@ def _count_entries(buf: mmap.mmap, stop: int) -> int:
     try:
         for _ in range(min(n_kv, end)):
             offs += 8 + u64.unpack_from(buf, offs)[0]  # the key
+            if offs > end:
+                return total
             stack = [(u32.unpack_from(buf, offs)[0], 1)]  # (value type, values of it still to step over)
             offs += 4
-            total += 1
+            total += stack[0][0] != 9  # an array counts its entries
             while stack:
                 vtype, n = stack.pop()
                 if vtype in _SCALAR_BYTES:
@@ -98,7 +100,7 @@ def _count_entries(buf: mmap.mmap, stop: int) -> int:
                     return total
                 if offs > end:
                     return total
-    except struct.error:  # the header ends early: the package says so
+    except (struct.error, OverflowError):  # the header ends early, or a length past any file: the package says so
         pass
     return total
 
