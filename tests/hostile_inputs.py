@@ -1025,11 +1025,11 @@ def flux_kohya_lies(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
 # --- red-team pass four (branch hostile4) ------------------------------------------------------------------
 
 def _gguf_heads(folder: Path, name: str, sd: dict[str, torch.Tensor], heads: int, kv_heads: int) -> None:
-    """A real Llama GGUF of ``sd`` (Q8_0) whose head counts are then rewritten to ``heads`` / ``kv_heads`` (as
+    """A real Llama GGUF of ``sd`` (float32) whose head counts are then rewritten to ``heads`` / ``kv_heads`` (as
     int32: a negative count fits where the writer put an unsigned one)."""
     from format_factory import write_gguf
 
-    path = write_gguf(sd, folder / f"{name}.gguf", qtype="Q8_0")
+    path = write_gguf(sd, folder / f"{name}.gguf", qtype="F32")
     raw = bytearray(path.read_bytes())
     for key, value in (("llama.attention.head_count", heads), ("llama.attention.head_count_kv", kv_heads)):
         at = raw.index(_gguf_str(key.encode())) + len(_gguf_str(key.encode()))
