@@ -629,7 +629,7 @@ def test_named_adapters_behind_links_are_refused_or_said_never_skipped(tmp_path)
 
 
 @pytest.mark.parametrize("name", ["x" + ".pt" * 5000, "m1" + ".safetensors" * 2000, "/a/" * 50_000 + "m1.bin",
-                                  "y" * 10_000_000])
+                                  "y" * 10_000_000], ids=["pt-x5000", "safetensors-x2000", "deep-path", "10-MB"])
 def test_a_declared_name_of_many_weight_suffixes_is_matched_without_recursion(name):
     """Declared parents are matched to the set's ids taking weight-file suffixes off one by one: that was a
     recursion, which a name of a thousand suffixes ran past Python's limit (RecursionError)."""
