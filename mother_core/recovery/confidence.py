@@ -147,7 +147,7 @@ def recounted(placement: float, direction: float) -> tuple[float, float]:
 #: trees), (right + 1) / (n + 2) = (93 + 1) / (93 + 2) = 0.989; counted leave-one-collection-out it is
 #: 0.985-0.989 (benchmarks/RESULTS.md, issue 12, "Confidence honest on trees made elsewhere, sixth pass", branch
 #: calib6). The placement map reads their margin and near-tied candidates as it reads a full fine-tune's and gave
-#: them 0.95 on average (0.73 at the lowest), yet every one was placed right: a rank-r difference singles out a
+#: them 0.95 on average (0.63 at the lowest), yet every one was placed right: a rank-r difference singles out a
 #: parent (a sibling differs at rank 2r), where a full fine-tune's distance leaves candidates inside the noise.
 #: Their wrong edges are reversals (the direction part), which this leaves alone. Recount when the LoRA detector,
 #: the placement or the fitting collections change.
