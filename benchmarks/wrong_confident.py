@@ -216,7 +216,7 @@ def near_copy_mark(p: str, c: str, got: list[str], flipped: bool, dist: np.ndarr
     if dist is None or p not in ix or c not in ix:
         return ""
     d_pc = dist[ix[p], ix[c]]
-    if len(got) == 1 and got[0] in ix:
+    if len(got) == 1 and got[0] in ix and got[0] != p:
         g = got[0]
         d_pg, d_gc = dist[ix[p], ix[g]], dist[ix[g], ix[c]]
         if d_pg < NEAR_COPY * min(d_pc, d_gc):
