@@ -618,6 +618,24 @@ def _wilson_low(k: int, n: int, z: float = 1.96) -> float:
     return float((f + z * z / (2 * n) - z * math.sqrt(f * (1 - f) / n + z * z / (4 * n * n))) / (1 + z * z / n))
 
 
+def lora_count(rows: list[dict[str, object]]) -> tuple[int, int]:
+    """(placed right, n) among the forest's own edges typed ``lora`` (not a typed relation's child, not a parent
+    the near-tie rule chose): the count confidence.LORA_PLACEMENT is (right + 1) / (n + 2) of."""
+    own = [r for r in rows if r["relation"] == "lora" and not r["typed"] and not r["tie_chosen"]
+           and not r["tie_lifted"]]
+    return sum(bool(r["placed"]) for r in own), len(own)
+
+
+def lora(folders: list[Path], cache: Path | None) -> None:
+    """Count confidence.LORA_PLACEMENT on ``folders`` (fitting collections), in all and leaving each one out."""
+    tables = {f.name: edge_table(f, cache) for f in folders}
+    right, n = lora_count([r for t in tables.values() for r in t])
+    print(f"all: {right} of {n} placed right; (right + 1) / (n + 2) = {(right + 1) / (n + 2):.3f}")
+    for name in tables:
+        r_, n_ = lora_count([r for other, t in tables.items() if other != name for r in t])
+        print(f"without {name}: {r_} of {n_}; {(r_ + 1) / (n_ + 2):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -637,7 +655,12 @@ def main() -> None:
                     help="count confidence.SURE_POWER and BELOW_POWER on these fitting collections (truth.json)")
     ap.add_argument("--check", nargs="*", type=Path, default=[],
                     help="with --sure: fitting collections it was not counted on, to check it on")
+    ap.add_argument("--lora", nargs="+", type=Path, default=None,
+                    help="count confidence.LORA_PLACEMENT on these fitting collections (truth.json)")
     args = ap.parse_args()
+    if args.lora:
+        lora(args.lora, args.cache)
+        return
     if args.sure:
         sure(args.sure, args.check, args.cache)
         return

@@ -318,6 +318,10 @@ class GraphData:
     # ({"pos": {id: [x, y]}, "dir", "growth"}), the drawn one first: the browser draws the one that fits
     # its canvas best (:func:`_arrange`; empty: only one way to draw it).
     arrangements: tuple[dict, ...] = ()
+    # One per family (recovered tree) of two or more shown models, largest first: ``{"id": tree id, "label":
+    # "m-478868 · 31 models", "color": fill, "edge": border}``. The browser draws each family's models on a
+    # tinted box under this label, so a forest zoomed out past readable model names still reads as families.
+    families: tuple[dict, ...] = ()
 
     def edge_id(self, edge: EdgeKey | None) -> str | None:
         if edge is None:
@@ -435,7 +439,7 @@ def build_graph(
                      shapeProperties={"borderDashes": [5, 3] if n_hidden else False},
                      color={"background": fill, "border": border,
                             "highlight": {"background": "#E9D8FD", "border": SELECTED}},
-                     opacity=0.25 if faded else 1.0,
+                     opacity=0.25 if faded else 1.0, family=m.tree,
                      font={"face": "sans-serif", "color": "#1A1A1A"})
     edge_ids: dict[str, EdgeKey] = {}
     drawn: set[EdgeKey] = set()
@@ -475,7 +479,19 @@ def build_graph(
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
     return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows,
-                     round(min(LABEL_GROWTH, max(1.0, growth)), 3), arrangements)
+                     round(min(LABEL_GROWTH, max(1.0, growth)), 3), arrangements,
+                     families_of(rec, shown_set, mode))
+
+
+def families_of(rec: Recovery, shown: set[str], mode: str = "confidence") -> tuple[dict, ...]:
+    """The families (recovered trees) the drawing groups: those with two or more shown models, largest first,
+    each labelled with its root and its size (folded models counted), in its models' fill colour."""
+    kept = sorted((t for t in rec.trees if sum(1 for m in t.members if m in shown) >= 2),  # a lone model: its label
+                  key=lambda t: (-len(t.members), t.id))
+    return tuple({"id": t.id, "label": f"{short_name(t.root)} · {len(t.members)} models",  # two or more
+                  "color": FAMILY_EDGE[t.id % len(FAMILY_EDGE)] + "55" if mode == "family"
+                  else TREE_COLORS[t.id % len(TREE_COLORS)],
+                  "edge": FAMILY_EDGE[t.id % len(FAMILY_EDGE)], "size": len(t.members)} for t in kept)
 
 
 def _arrange(shown: list[str], primary_edges: list[EdgeKey], layout: str, lengths: dict | None, font_size: int,

@@ -92,7 +92,7 @@ function build(root, st, d) {
   const nodes = new vis.DataSet(d.nodes), edges = new vis.DataSet(d.edges);
   arrange(root, d, nodes);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
-  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null;
+  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null; st.reveal = null;
   window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
   root.dataset.drawn = '0';
   // A click selects in the canvas at once (vis highlights it) and tells Python, which does not send the
@@ -100,21 +100,29 @@ function build(root, st, d) {
   net.on('click', p => {
     if (p.nodes.length) {
       mark(root, {node: p.nodes[0]});
+      centreLater(st, d, [p.nodes[0]]);
       st.send('event', {type: 'node', id: p.nodes[0], t: Date.now()});
     } else if (p.edges.length && st.edgeIds[p.edges[0]]) {
       const [parent, child] = st.edgeIds[p.edges[0]];
       mark(root, {edge: [parent, child]});
+      centreLater(st, d, [parent, child]);
       st.send('event', {type: 'edge', parent, child, t: Date.now()});
     }
   });
+  net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx));
   net.on('zoom', () => relabel(st, d));
+  net.on('animationFinished', () => relabel(st, d));  // a centring moveTo sends no 'zoom'
   // vis keeps the visible area when its canvas resizes (the scale follows the size): size the labels again.
   net.on('resize', () => relabel(st, d));
   net.on('doubleClick', p => {
+    clearTimeout(st.centring);  // a double-click folds or opens: do not move the tree under the pointer
     if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()});
   });
   net.once('afterDrawing', () => {
     fit(st, d, false);
+    // A selection that came with this drawing (an arrow key or a table row that opened a folded subtree):
+    // bring it into sight after the first view, which would otherwise undo it.
+    if (st.reveal) { centre(st, d, st.reveal, false); st.reveal = null; }
     root.dataset.drawn = '1';
     window.__motherDrawnAt = performance.now();
   });
@@ -143,43 +151,127 @@ function arrange(root, d, nodes, net) {
 
 // Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
 // canvas units into the free space around them (up to d.label_growth x, computed from the layout so a
-// grown label never reaches its neighbour); further out, vis' drawThreshold hides them instead.
+// grown label never reaches its neighbour); further out they are hidden, never drawn faded (vis fades a
+// label between drawThreshold - 1 and drawThreshold px): the family labels name the groups instead.
 function relabel(st, d) {
   const net = st.network, s = net.getScale(), base = d.options.nodes.font.size;
-  const min = d.options.nodes.scaling.label.drawThreshold + 1;  // vis fades labels at the threshold itself
-  const size = base * s < min ? Math.min(min / s, base * d.label_growth) : base;
-  if (Math.abs((st.font || base) - size) > 0.25) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
+  const threshold = d.options.nodes.scaling.label.drawThreshold, min = threshold + 1;
+  const grown = base * d.label_growth;
+  const size = base * s >= min ? base : grown * s >= min ? min / s : Math.min(grown, (threshold - 1.5) / s);
+  // Within 0.05 screen px: no redraw of every label per zoom step, and never a label left just under the threshold.
+  if (Math.abs((st.font || base) - size) * s > 0.05) { st.font = size; net.setOptions({nodes: {font: {size}}}); }
+  // The overview's note says names are too small to draw: zoomed in to where they are drawn, it goes.
+  const root = net.body.container.closest('.mg-root');
+  const overview = root.dataset.overview === '1' && s < readableScale(d) / 1.02;
+  root.querySelector('.mg-note').style.display = overview ? '' : 'none';
 }
 
-// all: the whole forest (the Fit button). Otherwise (a new drawing), the whole forest when its labels
-// are readable at that zoom, else the readable zoom from the forest's top-left corner, with a note.
+// The zoom from which model names are drawn (grown as far as the layout allows), at full colour.
+function readableScale(d, margin = 1.01) {
+  // 1% over for a centring: an animated zoom ends a hair short of its target.
+  return margin * (d.options.nodes.scaling.label.drawThreshold + 1) / (d.options.nodes.font.size * d.label_growth);
+}
+
+// The box (canvas units) around the given models, or every model.
+function boxOf(net, ids) {
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const id of ids) {
+    const b = net.getBoundingBox(id);
+    if (!b) continue;
+    x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); x1 = Math.max(x1, b.right); y1 = Math.max(y1, b.bottom);
+  }
+  return {x0, y0, x1, y1};
+}
+
+// The first view (and Fit): the whole forest. When its model names are readable at the zoom that shows it
+// whole, that is all; when not (a large set in a small canvas), the whole forest still, with its families
+// boxed and named (drawFamilies) and a note on how to read names: a click centres a model at a readable
+// zoom. It used to open at the readable zoom on the forest's top-left corner, where a large set showed one
+// family of many and nothing said how big the rest was.
 function fit(st, d, all) {
   const net = st.network, root = net.body.container.closest('.mg-root');
-  net.fit({animation: false});
-  const s = net.getScale();
-  if (s > 1.6) net.moveTo({scale: 1.6});
-  // Zoom in only when the whole view would fade or hide the labels; then to full-colour labels.
-  const most = d.options.nodes.font.size * d.label_growth, threshold = d.options.nodes.scaling.label.drawThreshold;
-  const readable = (threshold + 1) / most;
   const note = root.querySelector('.mg-note');
+  const w = net.body.container.clientWidth, h = net.body.container.clientHeight;
+  const b = boxOf(net, window.nodes.getIds());
   note.style.display = 'none';
-  if (!all && s * most < threshold) {
-    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-    for (const id of window.nodes.getIds()) {
-      const b = net.getBoundingBox(id);
-      if (!b) continue;
-      x0 = Math.min(x0, b.left); y0 = Math.min(y0, b.top); x1 = Math.max(x1, b.right); y1 = Math.max(y1, b.bottom);
-    }
-    const w = net.body.container.clientWidth, h = net.body.container.clientHeight, pad = 12 / readable;
-    const top = 48 / readable;  // the first row starts below the buttons and the note, not under them
-    // vis' fit keeps a margin: a forest it shrinks below readable may still fit whole at the readable zoom.
-    const whole = (x1 - x0 + 2 * pad) * readable <= w && (y1 - y0 + 2 * pad) * readable <= h;
-    net.moveTo({position: whole ? {x: (x0 + x1) / 2, y: (y0 + y1) / 2}
-                                : {x: x0 - pad + w / 2 / readable, y: y0 - top + h / 2 / readable},
-                scale: readable, animation: false});
-    if (!whole) note.style.display = '';
+  root.dataset.overview = '0';
+  if (!isFinite(b.x0) || !w || !h) { net.fit({animation: false}); relabel(st, d); return; }
+  const place = (top) => {  // the scale and centre that show the box whole, ``top`` px free above it
+    const pad = 14, s = Math.min(1.6, (w - 2 * pad) / Math.max(1, b.x1 - b.x0),
+                                 (h - top - pad) / Math.max(1, b.y1 - b.y0));
+    return {scale: s, position: {x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2 - (top - pad) / 2 / s}};
+  };
+  const named = d.families && d.families.length > 1 ? 24 : 0;  // room for the top row's family names
+  const readable = readableScale(d, 1);
+  let view = place(14 + named);
+  // Readable whole only without room for the top names: readable it is (drawFamilies keeps those names in sight).
+  if (view.scale < readable && place(14).scale >= readable) view = place(14);
+  else if (view.scale < readable) {  // names too small to draw: the overview, under the note
+    note.style.display = '';
+    root.dataset.overview = '1';
+    view = place(note.offsetHeight + 8 + named);
   }
+  net.moveTo({...view, animation: false});
   relabel(st, d);
+}
+
+// Centre models (a clicked one, or an edge's two ends) at a zoom where their names are drawn: from the
+// overview a click shows the model among its named neighbours. Deferred a moment so that a double-click
+// (fold / open) lands where the first click was.
+function centreLater(st, d, ids) {
+  clearTimeout(st.centring);
+  st.centring = setTimeout(() => centre(st, d, ids, true), 260);
+}
+
+function centre(st, d, ids, always) {
+  const net = st.network;
+  if (!net) return;
+  const known = ids.filter(id => window.nodes.get(id));
+  if (!known.length) return;
+  const b = boxOf(net, known), s = net.getScale(), scale = Math.max(s, readableScale(d));
+  const c = net.body.container, pos = {x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2};
+  const dom = net.canvasToDOM(pos);
+  const out = dom.x < 20 || dom.y < 20 || dom.x > c.clientWidth - 20 || dom.y > c.clientHeight - 20;
+  if (!always && !out && scale === s) return;  // in sight at a readable zoom: leave the view alone
+  net.moveTo({position: pos, scale, animation: {duration: 250, easingFunction: 'easeInOutQuad'}});
+}
+
+// Each family of two or more shown models on a tinted, rounded box, its root and size above it in screen-size
+// type (largest families first, none drawn over another, none past the forest's right edge): zoomed out past
+// readable model names, the forest still reads as named families; zoomed in, the name says whose box it is.
+function drawFamilies(root, st, d, ctx) {
+  const fams = d.families || [];
+  if (fams.length < 2 || !st.network) { root.dataset.families = '0'; return; }
+  const net = st.network, s = net.getScale();
+  const members = {};
+  for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(n.id);
+  const pad = 10;
+  const boxes = fams.map(f => [f, boxOf(net, members[f.id] || [])]).filter(([, b]) => isFinite(b.x0));
+  const left = Math.min(...boxes.map(([, b]) => b.x0)) - pad;
+  const right = Math.max(...boxes.map(([, b]) => b.x1)) + pad, top = net.DOMtoCanvas({x: 0, y: 0}).y;
+  ctx.save();
+  for (const [f, b] of boxes) {
+    ctx.beginPath();
+    const x = b.x0 - pad, y = b.y0 - pad, bw = b.x1 - b.x0 + 2 * pad, bh = b.y1 - b.y0 + 2 * pad;
+    if (ctx.roundRect) ctx.roundRect(x, y, bw, bh, 12); else ctx.rect(x, y, bw, bh);
+    ctx.globalAlpha = d.dark ? 0.16 : 0.45; ctx.fillStyle = f.color; ctx.fill();
+    ctx.globalAlpha = 0.55; ctx.lineWidth = 1.5 / s; ctx.strokeStyle = f.edge; ctx.stroke();
+  }
+  ctx.globalAlpha = 1;
+  let named = 0;
+  const px = d.big ? 18 : 13, taken = [];
+  ctx.font = `bold ${px / s}px sans-serif`; ctx.textBaseline = 'bottom'; ctx.lineJoin = 'round';
+  for (const [f, b] of boxes) {
+    const tw = ctx.measureText(f.label).width, x = Math.max(left, Math.min(b.x0 - pad, right - tw));
+    if (b.y1 + pad < top + (px + 4) / s) continue;  // the box is above the view: no name pinned to its top
+    const y = Math.max(b.y0 - pad - 2 / s, top + (px + 4) / s), r = {x0: x, x1: x + tw, y0: y - (px + 2) / s, y1: y};
+    if (taken.some(t => r.x0 < t.x1 && t.x0 < r.x1 && r.y0 < t.y1 && t.y0 < r.y1)) continue;
+    taken.push(r); named++;
+    ctx.lineWidth = 4 / s; ctx.strokeStyle = d.dark ? '#14161A' : '#FFFFFF'; ctx.strokeText(f.label, x, y);
+    ctx.fillStyle = d.dark ? '#F2F2F2' : '#1A1A1A'; ctx.fillText(f.label, x, y);
+  }
+  ctx.restore();
+  root.dataset.families = String(named);  // how many family names are drawn (tests)
 }
 
 // What the canvas shows as selected, for tests and benchmarks (data-selected-edge / data-selected-node).
@@ -189,7 +281,7 @@ function mark(root, sel) {
   else if (sel && sel.node) root.dataset.selectedNode = sel.node;
 }
 
-function select(root, st, sel) {
+function select(root, st, sel, data) {
   const net = st.network;
   const want = JSON.stringify(sel || null);
   if (st.sel === want) return;
@@ -210,14 +302,9 @@ function select(root, st, sel) {
     net.unselectAll();
     mark(root, null);
   }
-  if (sel && sel.reveal) {
-    const id = sel.node || (sel.edge && sel.edge[1]);
-    if (id && window.nodes.get(id)) {  // pan to it only when it is out of sight; never change the zoom
-      const dom = net.canvasToDOM(net.getPositions([id])[id]);
-      const box = root.querySelector('.mg-canvas').getBoundingClientRect();
-      if (dom.x < 20 || dom.y < 20 || dom.x > box.width - 20 || dom.y > box.height - 20)
-        net.focus(id, {scale: net.getScale(), animation: {duration: 250}});
-    }
+  if (sel && sel.reveal) {  // chosen elsewhere (a table, a search, talk mode's arrows): bring it into sight
+    const ids = sel.node ? [sel.node] : (sel.edge || []);
+    if (root.dataset.drawn === '1') centre(st, data, ids, false); else st.reveal = ids;
   }
 }
 
@@ -236,8 +323,9 @@ export default function (component) {
       // an inline icon: the "square four corners" glyph (U+26F6) is missing from common Linux fonts
       '<svg width="12" height="12" viewBox="0 0 12 12" fill="none" stroke="currentColor" stroke-width="1.6">' +
       '<path d="M1 4V1h3M8 1h3v3M11 8v3H8M4 11H1V8"/></svg></button></div>' +
-      '<div class="mg-note" style="display:none">Zoomed in to readable labels (the top-left of the forest): ' +
-      'drag to pan, scroll to zoom, <b>Fit</b> for all of it.</div></div><div class="mg-legend"></div></div>';
+      '<div class="mg-note" style="display:none">The whole forest, families boxed: too many models to name ' +
+      'here. <b>Click</b> a model to centre it among named neighbours, scroll to zoom, <b>Fit</b> to come back.' +
+      '</div></div><div class="mg-legend"></div></div>';
     parentElement.appendChild(root);
   }
   const st = root.__mother || (root.__mother = {});
@@ -265,7 +353,7 @@ export default function (component) {
   if (st.key !== data.key) window.__motherDataAt = performance.now();
   loadVis(data.lib).then(() => {
     if (st.key !== data.key) build(root, st, data);
-    select(root, st, data.selected);
+    select(root, st, data.selected, data);
   }).catch(err => { root.textContent = 'The graph library could not load: ' + err.message; });
   return () => { if (st.keys) document.removeEventListener('keydown', st.keys); st.keys = null;
                  if (st.network) st.network.destroy(); st.network = null; st.key = null; };
@@ -325,5 +413,6 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
                "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
                "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
                "selected_color": SELECTED, "label_growth": data.label_growth,
+               "families": list(data.families),
                "arrangements": list(data.arrangements)}
     _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)

@@ -25,6 +25,7 @@ Why = Literal["pending", "preset", "empty", "error"]
 
 # Session-state keys (private to this module).
 _SELECTION = "_selection"
+_LINK_SELECTION = "_link_selection"  # what a shared link selected, until its first tree checks it
 _CONSTRAINTS = "_constraints"
 _CONSTRAINTS_PREV = "_constraints_prev"
 _REQUESTED = "_requested"
@@ -164,10 +165,27 @@ def url_request() -> tuple[str | None, str | None]:
     qp = st.query_params
     parent, child, model = qp.get(Q_PARENT), qp.get(Q_CHILD), qp.get(Q_MODEL)
     if parent and child:
-        st.session_state[_SELECTION] = Selection(edge=(parent, child))
+        st.session_state[_SELECTION] = st.session_state[_LINK_SELECTION] = Selection(edge=(parent, child))
     elif model:
-        st.session_state[_SELECTION] = Selection(node=model)
+        st.session_state[_SELECTION] = st.session_state[_LINK_SELECTION] = Selection(node=model)
     return qp.get(Q_SOURCE), qp.get(Q_SET)
+
+
+def link_selection_missing(edges: set[EdgeKey], models: set[str]) -> str | None:
+    """Once, after a link's first tree: what the link selected that this tree does not hold (the selection is
+    then cleared, URL included), or None. A link to an edge or model not in the set (a stale link, ids of
+    another set, text made up) showed the tree with nothing selected and no word why."""
+    sel = st.session_state.pop(_LINK_SELECTION, None)
+    if not isinstance(sel, Selection) or st.session_state.get(_SELECTION) != sel:
+        return None  # no link, or the user has selected something since
+    if sel.edge is not None and tuple(sel.edge) not in edges:
+        missing = f"the edge {sel.edge[0]} → {sel.edge[1]}"
+    elif sel.node is not None and sel.node not in models:
+        missing = f"the model {sel.node}"
+    else:
+        return None
+    _set_selection(Selection(), None)
+    return missing
 
 
 # --- constraints (per recovery) -------------------------------------------------------------------

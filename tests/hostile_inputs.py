@@ -1022,6 +1022,44 @@ def flux_kohya_lies(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
     return Case("flux-kohya-lies", "refused", ("img_attn_qkv", "47 rows", "damaged"))
 
 
+# --- red-team pass four (branch hostile4) ------------------------------------------------------------------
+
+def _gguf_heads(folder: Path, name: str, sd: dict[str, torch.Tensor], heads: int, kv_heads: int) -> None:
+    """A real Llama GGUF of ``sd`` (float32) whose head counts are then rewritten to ``heads`` / ``kv_heads`` (as
+    int32: a negative count fits where the writer put an unsigned one)."""
+    from format_factory import write_gguf
+
+    path = write_gguf(sd, folder / f"{name}.gguf", qtype="F32")
+    raw = bytearray(path.read_bytes())
+    for key, value in (("llama.attention.head_count", heads), ("llama.attention.head_count_kv", kv_heads)):
+        at = raw.index(_gguf_str(key.encode())) + len(_gguf_str(key.encode()))
+        struct.pack_into("<Ii", raw, at, 5, value)  # value type INT32, then the value
+    path.write_bytes(bytes(raw))
+
+
+def gguf_heads_uneven(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A Llama GGUF whose head counts (5, 3) do not divide the 32 rows of q_proj / k_proj: their llama.cpp row
+    order cannot be undone. Before: q_proj was read over whole heads past its end (rows of the next tensor
+    in the file), a k_proj last in the file refused the model as truncated."""
+    _gguf_heads(folder, "gguf-heads-uneven", sd, 5, 3)
+    return Case("gguf-heads-uneven", "partial", ("head count 5", "head count 3", "left out"), most_problems=8)
+
+
+def gguf_heads_past_rows(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """Head counts of 64 (more heads than q_proj's 32 rows) and -2. Before: a head of 0 rows, and a
+    ZeroDivisionError for the model; the negative count read rows that depended on the chunking."""
+    _gguf_heads(folder, "gguf-heads-past", sd, 64, -2)
+    return Case("gguf-heads-past", "partial", ("head count 64", "head count -2"), most_problems=8)
+
+
+def gguf_metadata_flood(folder: Path, sd: dict[str, torch.Tensor]) -> Case:
+    """A GGUF file whose metadata array holds 6 million one-byte values (6 MB): the gguf package parses each
+    entry as a Python object, about a minute of CPU before (20 million: over five minutes)."""
+    flood = ("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 0, 6_000_000) + b"\1" * 6_000_000)
+    _gguf_raw(folder / "gguf-meta-flood.gguf", [_ARCH, flood], [("token_embd.weight", [32, 2], 0, 0)], b"\0" * 256)
+    return Case("gguf-meta-flood", "refused", ("more than 2,000,000 values",))
+
+
 # --- running a case -------------------------------------------------------------------------------------
 
 def _rss_mb() -> float:
@@ -1109,6 +1147,7 @@ GENERATORS: dict[str, Callable[..., Case]] = {
         nvfp4_scales, ct_int4_scale_cut, hqq_lies, sd3_huge_block, flux_bad_splits, lokr_shapes, ia3_length,
         oft_neumann_terms, oft_eps_word, peft_absurd_config, pickle_os_system, pickle_tensor_flood, deep_folders,
         odd_tensor_names, sd_lora_rank, sd_lora_alphas, flux_kohya_lies, duplicate_id,
-        expert_groups_flood, bnb4_notes_flood,
+        expert_groups_flood, bnb4_notes_flood, gguf_heads_uneven, gguf_heads_past_rows,
+        gguf_metadata_flood,
     )
 }

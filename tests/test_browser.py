@@ -11,6 +11,7 @@ enough for a loaded 2-core CI machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -364,18 +366,28 @@ def test_a_forest_that_fits_the_canvas_opens_whole(server, demo, models, directi
         browser.close()
 
 
-def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
-    """*Declared vs recovered* on the typed demo: both graphs open zoomed in (too many models to read whole),
-    and their labels are drawn at full colour. The "zoomed in" note, shown in the flow under the canvas,
-    shrank the canvas after the zoom was set; vis scaled the drawing down with it (0.875 and 0.89 of the
-    readable zoom) and the labels, 11.4 px on screen, fell under the 12 px draw threshold: faded."""
+@contextlib.contextmanager
+def typed_demo_page(server, path: str, size: tuple[int, int]) -> Iterator:
+    """A Chromium page at ``size`` on ``path`` (a page's URL path) of the typed demo; skips without the set."""
     if not (ROOT / "assets" / "demo" / "typed").is_dir():
         pytest.skip("the typed demo set is missing")
-    url = server[0]
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1300})
-        page.goto(f"{url}/lineage?source=demo&set=typed")
+        try:
+            page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+            page.goto(f"{server[0]}{path}?source=demo&set=typed")
+            yield page
+        finally:
+            browser.close()
+
+
+def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
+    """*Declared vs recovered* on the typed demo: both graphs open whole (too many models to name at that zoom),
+    and their labels are never drawn faded: at full colour or not at all. The "zoomed in" note, shown in the
+    flow under the canvas, once shrank the canvas after the zoom was set; vis scaled the drawing down with it
+    and the labels, 11.4 px on screen, fell into vis' fade band (11-12 px); zoomed out, labels grown as far as
+    the layout allows could land there too."""
+    with typed_demo_page(server, "/lineage", (1500, 1300)) as page:
         page.wait_for_function("() => document.querySelectorAll('.mg-root[data-drawn=\"1\"]').length === 2",
                                timeout=240_000)
         settled(page)
@@ -384,12 +396,62 @@ def test_the_declared_and_recovered_graphs_draw_full_colour_labels(server):
           const net = r.__mother.network, any = Object.values(net.body.nodes)[0].options;
           const font = r.__mother.font || any.font.size;
           return {screen_px: net.getScale() * font, threshold: any.scaling.label.drawThreshold,
-                  note: r.querySelector('.mg-note').style.display !== 'none'};
+                  overview: r.dataset.overview === '1'};
         })""")
-        assert len(views) == 2 and all(v["note"] for v in views), views  # both zoomed in: the case at hand
-        assert all(v["screen_px"] >= v["threshold"] + 1 - 1e-6 for v in views), views
+        assert len(views) == 2 and all(v["overview"] for v in views), views  # both too big to name whole
+        assert all(v["screen_px"] >= v["threshold"] + 1 - 1e-6 or v["screen_px"] < v["threshold"] - 1
+                   for v in views), views
         assert not page.get_by_test_id("stException").count()
-        browser.close()
+
+
+# The first view of the page's first graph: models outside the canvas, label size on screen, overview state.
+_FIRST_VIEW = """() => {
+  const r = document.querySelector('.mg-root'), net = r.__mother.network, c = net.body.container;
+  const any = Object.values(net.body.nodes)[0].options, out = [];
+  for (const id of nodes.getIds()) {
+    const b = net.getBoundingBox(id);
+    const tl = net.canvasToDOM({x: b.left, y: b.top}), br = net.canvasToDOM({x: b.right, y: b.bottom});
+    if (tl.x < -1 || tl.y < -1 || br.x > c.clientWidth + 1 || br.y > c.clientHeight + 1) out.push(id);
+  }
+  return {n: nodes.length, outside: out, scale: net.getScale(), font: r.__mother.font || any.font.size,
+          threshold: any.scaling.label.drawThreshold, overview: r.dataset.overview === '1',
+          families: Number(r.dataset.families || 0), note: r.querySelector('.mg-note').style.display !== 'none',
+          w: c.clientWidth, h: c.clientHeight};
+}"""
+
+
+@pytest.mark.parametrize("size", [(1500, 1300), (1280, 720)], ids=["1500x1300", "1280x720"])
+def test_a_large_set_opens_whole_with_its_families_named_and_a_click_centres_a_model(server, size):
+    """The typed demo (46 models, 42 shown) on the Tree page is too big to name every model in its canvas. It
+    opened zoomed in to its top-left corner (27 of 42 models outside the canvas at 1500 px, a note saying so);
+    it now opens whole, each family boxed and named (root and size) while the model names are too small to
+    draw, and a click on a model centres it at a zoom where its neighbours are named."""
+    with typed_demo_page(server, "/tree", size) as page:
+        graph_drawn(page, timeout=240_000)
+        settled(page)
+        page.wait_for_timeout(1200)  # vis checks its canvas' size every second
+        view = page.evaluate(_FIRST_VIEW)
+        assert view["n"] >= 40 and not view["outside"], view
+        assert view["overview"] and view["note"] and view["families"] >= 3, view  # 3 families of 15 named
+        px = view["scale"] * view["font"]
+        assert px >= view["threshold"] + 1 or px < view["threshold"] - 1, view  # hidden, never faded
+        node = page.evaluate(_NODE_POINT, "")
+        assert node, "no clickable model in the graph"
+        page.mouse.click(node["x"], node["y"])
+        page.get_by_role("heading", name=f"Model {node['id']}").wait_for(timeout=60_000)
+        settled(page)
+        page.wait_for_timeout(800)  # the centring waits out a double-click (260 ms), then pans (250 ms)
+        after = page.evaluate("""id => {
+          const r = document.querySelector('.mg-root'), net = r.__mother.network, c = net.body.container;
+          const d = net.canvasToDOM(net.getPositions([id])[id]), any = Object.values(net.body.nodes)[0].options;
+          return {dx: d.x - c.clientWidth / 2, dy: d.y - c.clientHeight / 2,
+                  px: net.getScale() * (r.__mother.font || any.font.size),
+                  threshold: any.scaling.label.drawThreshold,
+                  note: r.querySelector('.mg-note').style.display !== 'none'};
+        }""", node["id"])
+        assert abs(after["dx"]) < 8 and abs(after["dy"]) < 8, after  # centred
+        assert after["px"] >= after["threshold"] + 1 - 1e-6 and not after["note"], after  # names drawn
+        assert not page.get_by_test_id("stException").count()
 
 
 def test_the_exported_page_draws_what_its_window_fits(tmp_path):
@@ -416,3 +478,36 @@ def test_the_exported_page_draws_what_its_window_fits(tmp_path):
         browser.close()
     assert view["direction"] == "horizontal" and len(view["xs"]) == 1, view
     assert all(u.startswith("file://") for u in requests), requests
+
+
+def test_talk_modes_arrows_zoom_to_each_edge_from_the_overview(server):
+    """Talk mode on the typed demo at 1280x720 opens whole (too many models to name); each arrow key then zooms to
+    the next edge with names drawn, also when the edge lay in a folded subtree the page opens:
+    that rebuilds the drawing, whose first view (the whole forest) undid the zoom to it."""
+    with typed_demo_page(server, "/talk", (1280, 720)) as page:
+        graph_drawn(page, timeout=240_000)
+        settled(page)
+        assert page.evaluate("() => document.querySelector('.mg-root').dataset.overview") == "1"
+        keys = set()
+        # Backwards from the most confident: the typed demo's folded subtrees hold edges of confidence 0.99 (the
+        # 6th-9th from the end open one).
+        for _ in range(9):
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_timeout(200)
+            settled(page)
+            page.wait_for_timeout(900)  # a rebuilt drawing, then the zoom to the edge (250 ms)
+            got = page.evaluate("""() => {
+              const r = document.querySelector('.mg-root'), net = r.__mother.network, c = net.body.container;
+              const [p, ch] = JSON.parse(r.dataset.selectedEdge), any = Object.values(net.body.nodes)[0].options;
+              const d = net.canvasToDOM(net.getPositions([ch])[ch]);
+              return {edge: [p, ch], x: d.x, y: d.y, w: c.clientWidth, h: c.clientHeight, key: r.__mother.key,
+                      px: net.getScale() * (r.__mother.font || any.font.size),
+                      threshold: any.scaling.label.drawThreshold};
+            }""")
+            keys.add(got["key"])
+            assert 0 <= got["x"] <= got["w"] and 0 <= got["y"] <= got["h"], got  # the edge's child in sight
+            assert got["px"] >= got["threshold"] + 1 - 1e-6, got  # named
+            if len(keys) > 1:
+                break
+        assert len(keys) > 1, "no arrow opened a folded subtree: the case at hand did not occur"
+        assert not page.get_by_test_id("stException").count()

@@ -149,3 +149,22 @@ def test_the_exported_page_chooses_its_arrangement_as_the_app_does():
     html = tree_html(star(20), layout="auto")
     assert ARRANGE_JS.strip() in html and '"dir": "horizontal"' in html and "pickArrangement(d.list" in html
     assert "pickArrangement" not in tree_html(star(20), layout="top-down")
+
+
+def test_the_drawing_names_each_family_of_two_or_more_models_largest_first():
+    """Zoomed out past readable model names, the browser boxes and names each family (recovered tree): the
+    drawing carries every family of two or more shown models, with its root and size (folded models
+    counted), largest first, and each model carries its family."""
+    big = [("r1", f"a{i}") for i in range(6)] + [(f"a{i}", f"b{i}_{j}") for i in range(6) for j in range(5)]
+    small = [("r2", "c0"), ("r2", "c1")]
+    rec = forest(big + small)
+    trees = [TreeInfo(0, tuple(sorted({x for e in big for x in e})), "r1", "specialization", 0.9),
+             TreeInfo(1, ("c0", "c1", "r2"), "r2", "specialization", 0.9),
+             TreeInfo(2, ("z",), "z", "specialization", 0.9)]
+    every = [*rec.models, ModelNode("z", "/m/z", 0, 1.0, True)]
+    models = [ModelNode(m.id, m.path, t.id, 1.0, m.id == t.root) for t in trees for m in every if m.id in t.members]
+    rec = Recovery(models, rec.edges, trees)
+    data = build_graph(rec, budget=12)
+    assert [f["label"] for f in data.families] == ["r1 · 37 models", "r2 · 3 models"]  # not the lone z
+    assert {n["id"]: n["family"] for n in data.nodes}["c0"] == 1
+    assert data.families[0]["color"] != data.families[1]["color"]

@@ -595,3 +595,70 @@ def test_folder_listing_never_leaves_the_roots(tmp_path):
     listed = list_folders(root, roots=[root.resolve()])
     assert not any("private" in f or f.endswith("escape") for f in listed)
     assert str(root / "models" / "inner") in listed
+
+
+# --- red-team pass four (branch hostile4) ---------------------------------------------------------------------
+
+def test_named_adapters_behind_links_are_refused_or_said_never_skipped(tmp_path):
+    """PEFT's named adapters sit in sub-folders of an adapter's folder, each read as a model. A sub-folder that
+    is a symbolic link was skipped without a word: one leaving the roots is now refused by the roots' message
+    (nothing under it looked at), one pointing back at the folder holding it is called a loop; without roots a
+    link to another adapter is read like the set's own linked entries."""
+    from mother_core.io.discovery import discover
+
+    inside, outside = tmp_path / "set", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    config = {"peft_type": "LORA", "base_model_name_or_path": "m9", "r": 4, "lora_alpha": 8,
+              "target_modules": ["q_proj", "v_proj"]}
+    base = hi.good_states()["m9"]
+    hi._adapter(outside, "secret", config, base)
+    multi = hi._adapter(inside, "multi", config, base)
+    hi._adapter(multi, "named", config, base)
+    (multi / "linked").symlink_to(outside / "secret", target_is_directory=True)
+    (multi / "loop").symlink_to(multi, target_is_directory=True)
+    found = discover([inside], roots=[inside])
+    assert sorted(m.id for m in found.models) == ["multi", "multi/named"]
+    said = {Path(p.path).name: p.message for p in found.problems}
+    assert set(said) == {"linked", "loop"}, said
+    assert "outside the folders this run may read" in said["linked"] and "secret" in said["linked"]
+    assert "loop" in said["loop"]
+    free = discover([inside])
+    assert sorted(m.id for m in free.models) == ["multi", "multi/linked", "multi/named"]
+    assert [Path(p.path).name for p in free.problems] == ["loop"]
+
+
+@pytest.mark.parametrize("name", ["x" + ".pt" * 5000, "m1" + ".safetensors" * 2000, "/a/" * 50_000 + "m1.bin",
+                                  "y" * 10_000_000], ids=["pt-x5000", "safetensors-x2000", "deep-path", "10-MB"])
+def test_a_declared_name_of_many_weight_suffixes_is_matched_without_recursion(name):
+    """Declared parents are matched to the set's ids taking weight-file suffixes off one by one: that was a
+    recursion, which a name of a thousand suffixes ran past Python's limit (RecursionError)."""
+    from mother_core.lineage import IdMatcher
+
+    match = IdMatcher(["m1", "m2", "org/m2"])
+    assert match(name) == ("m1" if name.endswith(("m1.bin", ".safetensors")) else None)
+
+
+def test_the_metadata_count_agrees_with_the_gguf_package_on_a_real_file(tmp_path):
+    """The GGUF metadata bound counts values from the bytes without parsing them: on a file the package's own
+    writer made (strings, string and number arrays, a tensor), the count is the package's."""
+    import gguf
+    import numpy as np
+
+    from mother_core.io.gguf_header import metadata_entries
+
+    path = tmp_path / "real.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("a name")
+    writer.add_head_count(4)
+    writer.add_token_list([f"tok{i}" for i in range(1000)] + ["", "é" * 300])
+    writer.add_token_scores([0.5] * 1002)
+    writer.add_array("test.bools", [True, False, True])
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    fields = gguf.GGUFReader(str(path)).fields.values()
+    assert metadata_entries(str(path)) == sum(len(f.data) for f in fields if not f.name.startswith("GGUF."))
+    assert metadata_entries(str(path), stop=100) > 100  # the count stops once past the bound

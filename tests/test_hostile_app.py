@@ -84,3 +84,28 @@ def test_plotly_figures_and_declared_paths_through_the_pages(app, tmp_path):  # 
     assert not at.exception, [e.value for e in at.exception]
     card = {str(k): str(v) for t in at.table for k, v in t.value.iloc[:, 0].items()}
     assert card.get("Declared parent") == "base" and card.get("Declared as written", "").replace("\\", "") == RUN_PATH
+
+
+# --- hostile4: deep links naming what the set does not hold ------------------------------------------------
+LINKS = {"script edge": {"parent": "<script>alert(1)</script>", "child": "<img src=x onerror=alert(2)>"},
+         "image model": {"model": "![y](https://example.org/y.png)"},
+         "long edge": {"parent": "p" * 200_000, "child": "c" * 10}}
+
+
+@pytest.mark.parametrize("link", sorted(LINKS))
+def test_a_link_to_what_the_set_does_not_hold_says_so_and_selects_nothing(app, link):  # noqa: F811
+    """A deep link's edge or model that is not in the tree (a stale link, another set's ids, made-up text) showed
+    the tree with nothing selected and no word why; it is now said once, escaped and cut, and the link's
+    selection is cleared from the URL. Nothing of it is rendered as HTML or markdown on any page."""
+    app.query_params.update(LINKS[link])
+    at = app.run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [w.value for w in at.warning if "The link selects" in w.value]
+    assert len(said) == 1 and "not in this tree" in said[0] and len(said[0]) < 1000, said
+    assert not UNESCAPED.search(said[0]) and not re.search(r"(?<!\\)<", said[0]), said  # markdown-escaped
+    assert at.session_state["_selection"].edge is None and at.session_state["_selection"].node is None
+    assert not {"parent", "child", "model"} & set(at.query_params)
+    for page in ("app_pages/2_Edge.py", "app_pages/1_Tree.py"):
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not [w for w in at.warning if "The link selects" in w.value]  # once

@@ -13,8 +13,10 @@ import pytest
 from mother_core import Constraints, compute_statistics, discover, recover, resolve
 from mother_core.recovery import confidence
 from mother_core.recovery.chain_ties import chain_tie_edges
+from mother_core.evaluate import load_truth
 from mother_core.recovery.confidence import (
-    BELOW_POWER, SKELETON_RELATIONS, SURE_FROM, SURE_POWER, recounted, sole_child_edges,
+    BELOW_POWER, LORA_PLACEMENT, RANK_PLACED_BELOW, SKELETON_RELATIONS, SURE_FROM, SURE_POWER, rank_placed,
+    recounted, related_confidence, sole_child_edges,
 )
 
 
@@ -54,6 +56,9 @@ def test_the_maps_edges_take_their_counted_share(lora_tree: Path, monkeypatch: p
     """Every edge the fitted maps read (not a near-tie parent's count, a tree on the prior's, a typed relation's,
     a capped chain or root's only child) reads its maps' confidence raised by its range's power, parts alike; no
     edge crosses SURE_FROM either way; a re-solve reads the same."""
+    # The merged LoRA's own edges then read their counted placement (rank_placed_edges, its own test below): off
+    # here, so that what is left is the power alone.
+    monkeypatch.setattr(confidence, "LORA_PLACEMENT", 0.0)
     stats = compute_statistics(discover([lora_tree]), device="cpu")
     rec = recover(stats)
     with monkeypatch.context() as m:
@@ -83,3 +88,51 @@ def test_the_maps_edges_take_their_counted_share(lora_tree: Path, monkeypatch: p
     # A re-solve (what a local correction runs) reads them the same way.
     again = {(e.parent, e.child): e.confidence for e in resolve(rec, Constraints()).edges}
     assert all(again[(e.parent, e.child)] == pytest.approx(e.confidence) for e in rec.edges)
+
+
+def test_rank_placed_raises_placement_and_never_across_sure_from() -> None:
+    assert rank_placed(0.90, 0.99, 1.0) == pytest.approx(LORA_PLACEMENT)
+    assert rank_placed(0.995, 0.99, 1.0) == 0.995  # never below what the map read
+    assert rank_placed(0.90, 0.99, 0.5) == 0.90  # far from the "unrelated" threshold's side: the map stands
+    # an edge below SURE_FROM stays at or below RANK_PLACED_BELOW, never lowered
+    assert rank_placed(0.85, 0.82, 1.0) * 0.82 == pytest.approx(RANK_PLACED_BELOW)
+    assert rank_placed(0.95, 0.842, 1.0) == 0.95
+    assert rank_placed(0.88, 0.52, 1.0) == pytest.approx(LORA_PLACEMENT)
+
+
+def test_merged_lora_edges_read_their_counted_placement(lora_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 (merged LoRA under-confident): every edge the LoRA detector types ``lora`` is placed right (the
+    count LORA_PLACEMENT rests on), and reads its placement at that count times the related term, not the
+    placement map's margin (0.85-0.97 on this tree); the direction part is untouched, no edge crosses SURE_FROM,
+    and a re-solve reads the same."""
+    stats = compute_statistics(discover([lora_tree]), device="cpu")
+    rec = recover(stats)
+    with monkeypatch.context() as m:
+        m.setattr(confidence, "LORA_PLACEMENT", 0.0)  # the placement map alone
+        before = {(e.parent, e.child): e for e in recover(stats).edges}
+    truth = {tuple(t) for t in load_truth(lora_tree / "truth.json")}
+    problem = rec.problem
+    assert problem is not None
+    ix = {m: i for i, m in enumerate(problem.ids)}
+    lora = [e for e in rec.edges if e.relation == "lora" and not e.chosen_by_tie]
+    assert len(lora) >= 5, [e.relation for e in rec.edges]
+    for e in lora:
+        b = before[(e.parent, e.child)]
+        assert (e.parent, e.child) in truth or (e.child, e.parent) in truth  # placed right, as counted
+        related = related_confidence(float(problem.relative[ix[e.parent], ix[e.child]]), problem.threshold)
+        assert e.placement_confidence >= b.placement_confidence
+        assert e.confidence == pytest.approx(e.placement_confidence * e.direction_confidence)
+        assert e.confidence >= b.confidence - 1e-12
+        if b.confidence >= SURE_FROM:
+            assert e.placement_confidence == pytest.approx(max(b.placement_confidence, LORA_PLACEMENT * related))
+        else:
+            assert e.confidence < SURE_FROM
+    gained = np.mean([e.placement_confidence - before[(e.parent, e.child)].placement_confidence for e in lora])
+    assert gained > 0.01, gained
+    assert np.mean([e.placement_confidence for e in lora]) > 0.97
+    # Other edges (a prune, a typed relation) are left as they were.
+    for e in rec.edges:
+        if e.relation != "lora":
+            assert e.confidence == pytest.approx(before[(e.parent, e.child)].confidence)
+    again = {(e.parent, e.child): e for e in resolve(rec, Constraints()).edges}
+    assert all(again[(e.parent, e.child)].confidence == pytest.approx(e.confidence) for e in rec.edges)

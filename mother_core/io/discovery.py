@@ -140,21 +140,24 @@ class IdMatcher:
             self._by_tail.setdefault(_norm_id(m).split("/")[-1], []).append(m)
 
     def __call__(self, name: str | None) -> str | None:
-        if not name:
-            return None
-        if name in self._ids:
-            return name
-        norm = _norm_id(name)
-        if norm in self._by_norm:
-            return self._by_norm[norm]
-        tail = norm.split("/")[-1]
-        hits = self._by_tail.get(tail, [])
-        if len(hits) == 1:
-            return hits[0]
         # A weight file's name ("v1-5-pruned-emaonly.safetensors", what kohya-ss records as the base): its
-        # model's id is the file stem.
-        suffix = _weight_suffix(tail)
-        return self(name.strip().rstrip("/")[:-len(suffix)]) if suffix and len(tail) > len(suffix) else None
+        # model's id is the file stem. Suffixes are taken off one at a time, in a loop: a name of a thousand
+        # ".pt" (a result.json's declared parent may be 2,000 characters) recursed past Python's limit.
+        while name:
+            if name in self._ids:
+                return name
+            norm = _norm_id(name)
+            if norm in self._by_norm:
+                return self._by_norm[norm]
+            tail = norm.split("/")[-1]
+            hits = self._by_tail.get(tail, [])
+            if len(hits) == 1:
+                return hits[0]
+            suffix = _weight_suffix(tail)
+            if not suffix or len(tail) <= len(suffix):
+                return None
+            name = name.strip().rstrip("/")[:-len(suffix)]
+        return None
 
 
 def _base_names(ref: ModelRef) -> tuple[tuple[str | None, str], ...]:
@@ -538,10 +541,25 @@ class _Finder:
         own folder, whose sub-folders are its models. True when the folder held at least one.
         """
         found = False
+        here = os.path.realpath(folder)
         for name in sorted(names):
             sub = os.path.join(folder, name)
-            if name.startswith(".") or os.path.islink(sub) or not os.path.isdir(sub):
-                continue  # a link may leave the folder (or loop); the roots decide real folders below
+            if name.startswith("."):
+                continue
+            if os.path.islink(sub):
+                # A linked sub-folder is followed as the set's own entries are (it was skipped without a word):
+                # one leaving the roots is refused before anything under it is looked at, one pointing back
+                # at this folder or above it (a loop: the same adapter again, under another id) is said so.
+                real = os.path.realpath(sub)
+                if self.roots is not None and not self.roots.contains(sub):
+                    self.problem(sub, self.roots.refusal(sub) or "")
+                    continue
+                if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+                    self.problem(sub, f"Skipped {sub}: it is a symbolic link back to {real}, which holds it (a "
+                                      "loop), so it is not a named adapter of its own. Remove the link.")
+                    continue
+            if not os.path.isdir(sub):
+                continue
             try:
                 if not os.path.isfile(os.path.join(sub, "adapter_config.json")):
                     continue

@@ -12,8 +12,10 @@ transformers checkpoint the file was converted from (:mod:`mother_core.io.gguf_n
 
 from __future__ import annotations
 
+import mmap
 import os
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +43,69 @@ REGROUPED_QKV: frozenset[str] = frozenset({"gptneox", "bloom"})
 #: key, then its value: Falcon-40B / 180B's ``new_decoder_architecture``, Falcon-7B's multi-query with one
 #: group), regrouped by the converter to all q, all k, all v (``FalconModel.modify_tensors``).
 GROUPED_QKV: frozenset[str] = frozenset({"falcon"})
+
+
+#: Most entries the metadata's arrays may hold over a whole file. The ``gguf`` package parses every array entry
+#: as a Python object (10-16 us each on a busy 2-core machine): a crafted array of 20 million bytes took over
+#: five minutes to open. The largest real tokenizers hold under a million (Gemma 3: 262,144 tokens, scores and
+#: types; Qwen2.5: 151,936 tokens and types, 151,387 merges).
+MAX_METADATA_ENTRIES = 2_000_000
+#: Bytes of each scalar GGUF value type (``gguf.GGUFValueType``); 8 is a string, 9 an array.
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
+    """The values of a GGUF file's metadata (array entries, nested ones included), counted from its bytes
+    without parsing them, or the first count past ``stop``. Arrays of fixed-size values are stepped over at
+    once; strings one by one. A header that ends early or holds an unknown type ends the count (the
+    package's own parser then refuses the file).
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 24:
+            return 0
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _count_entries(buf, stop)
+
+
+def _count_entries(buf: mmap.mmap, stop: int) -> int:
+    end = len(buf)
+    order = "<" if struct.unpack_from("<I", buf, 4)[0] < 0x10000 else ">"  # the package reads big-endian files
+    u32, u64 = struct.Struct(order + "I"), struct.Struct(order + "Q")
+    n_kv = u64.unpack_from(buf, 16)[0]
+    offs, total = 24, 0
+    try:
+        for _ in range(min(n_kv, end)):
+            offs += 8 + u64.unpack_from(buf, offs)[0]  # the key
+            if offs > end:
+                return total
+            stack = [(u32.unpack_from(buf, offs)[0], 1)]  # (value type, values of it still to step over)
+            offs += 4
+            total += stack[0][0] != 9  # an array counts its entries
+            while stack:
+                vtype, n = stack.pop()
+                if vtype in _SCALAR_BYTES:
+                    offs += _SCALAR_BYTES[vtype] * n
+                elif vtype == 8:
+                    for _ in range(n):
+                        offs += 8 + u64.unpack_from(buf, offs)[0]
+                        if offs > end:
+                            return total
+                elif vtype == 9 and n:
+                    if n > 1:
+                        stack.append((9, n - 1))  # the array's next siblings, after this one's entries
+                    itype, count = u32.unpack_from(buf, offs)[0], u64.unpack_from(buf, offs + 4)[0]
+                    offs += 12
+                    total += count
+                    if total > stop:
+                        return total
+                    stack.append((itype, count))
+                elif vtype != 9:
+                    return total
+                if offs > end:
+                    return total
+    except (struct.error, OverflowError):  # the header ends early, or a length past any file: the package says so
+        pass
+    return total
 
 
 def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
@@ -80,6 +145,8 @@ class GGUFHeader:
     head_count_kv: int | None = None
     split_count: int = 1  # split.count: files of a model split by gguf-split / GGUFWriter(split_max_*)
     split_no: int = 0  # split.no: this file's place among them
+    #: transformers name -> why it is left out though its type is read (a head count its rows cannot take)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def scheme(self) -> str:
@@ -126,6 +193,14 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
 
     try:
         size = os.path.getsize(path)
+        entries = metadata_entries(path)
+    except (OSError, ValueError) as e:
+        raise _unreadable(path, f"its GGUF header cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
+    if entries > MAX_METADATA_ENTRIES:
+        raise _unreadable(path, f"its metadata holds more than {MAX_METADATA_ENTRIES:,} values (at least "
+                                f"{entries:,}; the largest real tokenizers hold under a million), which would "
+                                "take minutes to parse")
+    try:
         reader = gguf.GGUFReader(path, "r")
     except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
         if "GGMLQuantizationType" in str(e):  # a type newer than the installed package, not a broken file
@@ -156,6 +231,7 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
         names = transformers_names(arch, [t.name for t in raw])
         tensors: dict[str, GGUFTensor] = {}
         unsupported: dict[str, str] = {}
+        left_out: dict[str, str] = {}
         for t in raw:
             qtype = gguf.GGMLQuantizationType(int(t.tensor_type))
             ne = [int(d) for d in t.shape]  # innermost first
@@ -169,17 +245,27 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
             if offset < 0 or offset + nbytes > size:
                 raise _unreadable(path, f"tensor {t.name!r} ends at byte {offset + nbytes} of a {size}-byte file")
             name = names.get(t.name, t.name)
-            heads = 0
-            if arch in PERMUTED_QK and name.endswith((".q_proj.weight", ".q_proj.bias")) and n_head:
-                heads = n_head
-            elif arch in PERMUTED_QK and name.endswith((".k_proj.weight", ".k_proj.bias")) and (n_kv or n_head):
-                heads = n_kv or n_head or 0
+            # The rows are put back in the source's order with the file's head counts only where they split
+            # the rows as the converter did; a count that cannot (0, negative, more heads than rows, not dividing
+            # them) is a damaged or crafted file: those rows cannot be ordered, so they are left out with a note
+            # (before, they were compared in another order, heads past the tensor's end were read, or the read
+            # divided by zero). An absent count reorders nothing, as before.
+            claim: int | None = None  # the q/k permutation's head count the file gives for this tensor
+            if arch in PERMUTED_QK and name.endswith((".q_proj.weight", ".q_proj.bias")):
+                claim = n_head
+            elif arch in PERMUTED_QK and name.endswith((".k_proj.weight", ".k_proj.bias")):
+                claim = n_kv if n_kv is not None else n_head
             transposed = arch in _TRANSPOSED_ARCHS and name.endswith(_TRANSPOSED_SUFFIXES) and len(ne) == 2
             plus_one = arch in NORM_PLUS_ONE and name.endswith("norm.weight")
             fused_qkv = name.endswith((".query_key_value.weight", ".query_key_value.bias"))
-            regroup = n_head if arch in REGROUPED_QKV | GROUPED_QKV and n_head and fused_qkv else 0
+            regroup_claim = n_head if arch in REGROUPED_QKV | GROUPED_QKV and fused_qkv else None
             # Falcon without a kv head count is Falcon-7B's multi-query: one group.
-            groups = (n_kv or 1) if arch in GROUPED_QKV and regroup else 0
+            groups = (1 if n_kv is None else n_kv) if arch in GROUPED_QKV and regroup_claim is not None else 0
+            why = _heads_misfit(ne[-1], claim, regroup_claim, groups)
+            heads, regroup = claim or 0, regroup_claim or 0
+            if why:
+                left_out[name] = why
+                continue
             info = GGUFTensor(t.name, int(qtype), qtype.name, tuple(reversed(ne)), offset, nbytes, row_bytes,
                               heads, transposed, plus_one, regroup, groups)
             if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) \
@@ -195,7 +281,24 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
                 mm._mmap.close()
             except (BufferError, ValueError):
                 pass  # views still alive: the map goes when they do
-    return GGUFHeader(arch, file_type, tensors, unsupported, metadata, n_head, n_kv, split_count, split_no)
+    return GGUFHeader(arch, file_type, tensors, unsupported, metadata, n_head, n_kv, split_count, split_no, left_out)
+
+
+def _heads_misfit(rows: int, heads: int | None, regroup: int | None, groups: int) -> str | None:
+    """Why a tensor's rows cannot be put back in the source's order with the file's head counts, or None.
+
+    ``rows``: the tensor's outermost length; ``heads``: the head count of the q/k permutation the file gives
+    for it (None: none given, nothing to undo); ``regroup`` / ``groups``: the fused qkv regrouping's query
+    heads (None: not regrouped) and kv groups (0: one group per head).
+    """
+    if heads is not None and (heads <= 0 or rows % heads or (rows // heads) % 2):
+        return (f"has {rows} rows, which the file's head count {heads} does not split into heads of an even "
+                "size, so llama.cpp's q/k row order cannot be undone")
+    g = groups or regroup or 0
+    if regroup is not None and (regroup <= 0 or g <= 0 or regroup % g or rows % (regroup + 2 * g)):
+        return (f"has {rows} rows, which the file's head counts ({regroup} heads, {g} kv groups) do not split "
+                "into query, key and value heads, so the converter's row order cannot be undone")
+    return None
 
 
 def _int_field(reader, key: str) -> int | None:

@@ -116,8 +116,10 @@ class GGUFReader:
         self._infos: dict[str, TensorInfo] = {}
         self._file_of: dict[str, str] = {}  # GGUF tensor name -> the file holding it
         unsupported: dict[str, str] = {}
+        left_out: dict[str, str] = {}
         for path, header in headers:
             unsupported.update(header.unsupported)
+            left_out.update(header.left_out)
             for raw, norm in normalised_names(header.tensors).items():
                 t = header.tensors[raw]
                 shape = (t.shape[1], t.shape[0]) if t.transposed else t.shape
@@ -128,6 +130,13 @@ class GGUFReader:
         self.notes = [
             f"{ref.path}: tensor {name!r} is stored as {q}, which the gguf package cannot dequantize; it is left "
             "out of the comparison." for name, q in sorted(unsupported.items())]
+        self.notes += [f"{ref.path}: tensor {name!r} {why}; it is left out of the comparison (the file's head "
+                       "counts are damaged: re-convert the model)." for name, why in sorted(left_out.items())]
+        if not self._infos and left_out and not unsupported:
+            raise NoTensorsError(
+                f"{ref.path}: every tensor's rows disagree with the file's head counts "
+                f"({next(iter(sorted(left_out.items())))[1]}): the file is damaged. Re-convert the model or "
+                "remove it from the set.", ref.path)
         if not self._infos:
             kinds = ", ".join(sorted(set(unsupported.values()))) or "none"
             raise NoTensorsError(

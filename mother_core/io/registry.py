@@ -182,7 +182,8 @@ register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=Tru
 # permute them as ``LlamaModel`` does; were read permuted, so no GGUF of them found its source; 2026-12-05).
 # gguf 7: 4- to 6-bit codes (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) read as their values rounded to bfloat16,
 # so that the pass may read them at half width (were float32; 2026-12-05).
-# gguf 8: Nemotron files' norm weights read as w, not 1 + w (its converter adds one, as Gemma's does; were read
+# gguf 8: misfit head counts leave the q / k tensors out (cached statistics of such files are stale; 2026-12-05).
+# gguf 9: Nemotron files' norm weights read as w, not 1 + w (its converter adds one, as Gemma's does; were read
 # one off, so a Nemotron GGUF was explained as a merge of the set's other GGUFs; 2026-12-05).
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=8)
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=9)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

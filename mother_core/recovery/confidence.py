@@ -140,6 +140,35 @@ def recounted(placement: float, direction: float) -> tuple[float, float]:
     a = math.log(raised) / math.log(c)
     return placement ** a, direction ** a
 
+# --- Edges placed by rank: a merged LoRA's own edges ---------------------------------------------------
+#: Placement confidence of a forest edge typed ``lora`` (the child differs from its parent at low rank on a few
+#: layers only, ``relations.detect.label_edge``): the counted share of such edges placed right on the fitting
+#: collections of ``benchmarks/generalise.py`` (fit-fft, fit-lora, fit-mixed, fitx-0..2, fitw; 12 merged-LoRA
+#: trees), (right + 1) / (n + 2) = (93 + 1) / (93 + 2) = 0.989; counted leave-one-collection-out it is
+#: 0.985-0.989 (benchmarks/RESULTS.md, issue 12, "Confidence honest on trees made elsewhere, sixth pass", branch
+#: calib6). The placement map reads their margin and near-tied candidates as it reads a full fine-tune's and gave
+#: them 0.95 on average (0.63 at the lowest), yet every one was placed right: a rank-r difference singles out a
+#: parent (a sibling differs at rank 2r), where a full fine-tune's distance leaves candidates inside the noise.
+#: Their wrong edges are reversals (the direction part), which this leaves alone. Recount when the LoRA detector,
+#: the placement or the fitting collections change.
+LORA_PLACEMENT = 0.989
+#: The most an edge below :data:`SURE_FROM` is raised to by :func:`rank_placed`: clear of SURE_FROM (also once
+#: rounded for display), so a raised edge never reads as sure.
+RANK_PLACED_BELOW = 0.79
+
+
+def rank_placed(placement: float, direction: float, related: float) -> float:
+    """The placement confidence of a merged LoRA's own edge (:data:`LORA_PLACEMENT`): the counted share times how
+    far the edge is from the "unrelated" threshold (``related``, :func:`related_confidence`), never below what the
+    map read. An edge whose confidence (``placement * direction``) was below :data:`SURE_FROM` stays at or below
+    :data:`RANK_PLACED_BELOW` (a reversal is what such edges get wrong, and the direction part that says so is
+    unchanged): no edge crosses SURE_FROM, as with :func:`recounted`."""
+    raised = max(placement, LORA_PLACEMENT * related)
+    if placement * direction < SURE_FROM and direction > 0.0:
+        raised = min(raised, max(placement, RANK_PLACED_BELOW / direction))
+    return raised
+
+
 def sigmoid(x: float) -> float:
     """1 / (1 + e^-x), written so that neither branch overflows for large ``|x|``."""
     if x >= 0:

@@ -53,7 +53,8 @@ from mother_core.recovery.features import (
 )
 from mother_core.recovery.forest import split_into_trees
 from mother_core.recovery.confidence import (
-    LAYER_CANDIDATES, capped, layer_effect, sole_child_edges, tree_radial_share, within_calibration,
+    LAYER_CANDIDATES, capped, layer_effect, rank_placed, related_confidence, sole_child_edges, tree_radial_share,
+    within_calibration,
 )
 from mother_core.recovery.problem import (
     LayerMargins,
@@ -486,9 +487,33 @@ def resolve(recovery: Recovery, constraints: Constraints) -> Recovery:
 
 
 def _capped(recovery: Recovery) -> Recovery:
-    """The confidence caps no single edge's evidence sees, applied to every result: a root's only child
+    """A merged LoRA's own edges read their counted placement (:func:`rank_placed_edges`), then the confidence caps
+    no single edge's evidence sees, applied to every result: a root's only child
     (:func:`sole_child_capped`) and fine-tune chains whose two orders tie (:func:`.chain_ties.chain_ties_capped`)."""
-    return chain_ties_capped(sole_child_capped(recovery))
+    return chain_ties_capped(sole_child_capped(rank_placed_edges(recovery)))
+
+
+def rank_placed_edges(recovery: Recovery) -> Recovery:
+    """Every forest edge typed ``lora`` (a merged LoRA's own edge, not a typed relation's child) with its
+    placement read as the counted share of such fitting edges placed right (:func:`.confidence.rank_placed`),
+    before the caps. Left as they are: a parent the near-tie rule chose (a count of its own), a parent told from a
+    twin (its support is the evidence), the paper method, and results without a recovery problem (the sparse
+    path)."""
+    problem = recovery.problem
+    if problem is None or problem.method == "paper" or not problem.edge_labels:
+        return recovery
+    index = {m: i for i, m in enumerate(problem.ids)}
+    edges = []
+    for e in recovery.edges:
+        label = problem.edge_labels.get(f"{e.parent}\t{e.child}")
+        p, c = index.get(e.parent), index.get(e.child)
+        if (label and label[0] == Relation.LORA.value and p is not None and c is not None and not e.chosen_by_tie
+                and problem.twin_support(p) is None):
+            place = rank_placed(e.placement_confidence, e.direction_confidence,
+                                related_confidence(float(problem.relative[p, c]), problem.threshold))
+            e = replace(e, confidence=place * e.direction_confidence, placement_confidence=place)
+        edges.append(e)
+    return replace(recovery, edges=edges)
 
 
 def sole_child_capped(recovery: Recovery) -> Recovery:
