@@ -50,8 +50,6 @@ GROUPED_QKV: frozenset[str] = frozenset({"falcon"})
 #: five minutes to open. The largest real tokenizers hold under a million (Gemma 3: 262,144 tokens, scores and
 #: types; Qwen2.5: 151,936 tokens and types, 151,387 merges).
 MAX_METADATA_ENTRIES = 2_000_000
-#: Bytes of each scalar GGUF value type (``gguf.GGUFValueType``); 8 is a string, 9 an array.
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
 def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
@@ -68,6 +66,11 @@ def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
 
 
 def _count_entries(buf: mmap.mmap, stop: int) -> int:
+    from gguf import GGUFReader, GGUFValueType
+
+    # Bytes of each scalar value type, as the package's own parser reads them (it is imported lazily: optional).
+    scalar_bytes = {int(t): np.dtype(np_type).itemsize for t, np_type in GGUFReader.gguf_scalar_to_np.items()}
+    string, array = int(GGUFValueType.STRING), int(GGUFValueType.ARRAY)
     end = len(buf)
     order = "<" if struct.unpack_from("<I", buf, 4)[0] < 0x10000 else ">"  # the package reads big-endian files
     u32, u64 = struct.Struct(order + "I"), struct.Struct(order + "Q")
@@ -80,26 +83,26 @@ def _count_entries(buf: mmap.mmap, stop: int) -> int:
                 return total
             stack = [(u32.unpack_from(buf, offs)[0], 1)]  # (value type, values of it still to step over)
             offs += 4
-            total += stack[0][0] != 9  # an array counts its entries
+            total += stack[0][0] != array  # an array counts its entries
             while stack:
                 vtype, n = stack.pop()
-                if vtype in _SCALAR_BYTES:
-                    offs += _SCALAR_BYTES[vtype] * n
-                elif vtype == 8:
+                if vtype in scalar_bytes:
+                    offs += scalar_bytes[vtype] * n
+                elif vtype == string:
                     for _ in range(n):
                         offs += 8 + u64.unpack_from(buf, offs)[0]
                         if offs > end:
                             return total
-                elif vtype == 9 and n:
+                elif vtype == array and n:
                     if n > 1:
-                        stack.append((9, n - 1))  # the array's next siblings, after this one's entries
+                        stack.append((array, n - 1))  # the array's next siblings, after this one's entries
                     itype, count = u32.unpack_from(buf, offs)[0], u64.unpack_from(buf, offs + 4)[0]
                     offs += 12
                     total += count
                     if total > stop:
                         return total
                     stack.append((itype, count))
-                elif vtype != 9:
+                elif vtype != array:
                     return total
                 if offs > end:
                     return total

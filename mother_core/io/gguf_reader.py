@@ -135,7 +135,7 @@ class GGUFReader:
         if not self._infos and left_out and not unsupported:
             raise NoTensorsError(
                 f"{ref.path}: no tensor's rows can be ordered with the file's head counts "
-                f"({next(iter(sorted(left_out.items())))[1]}): the file is damaged. Re-convert the model or "
+                f"({min(left_out.items())[1]}): the file is damaged. Re-convert the model or "
                 "remove it from the set.", ref.path)
         if not self._infos:
             kinds = ", ".join(sorted(set(unsupported.values()))) or "none"
