@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 
 from mother_core.errors import ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
-from mother_core.io.confine import Roots
+from mother_core.io.confine import Roots, at_or_below
 from mother_core.io.filekind import not_a_regular_file, read_json_file, read_text_file
 from mother_core.io.quant_scheme import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
@@ -560,7 +560,7 @@ class _Finder:
                 if self.roots is not None and not self.roots.contains(sub):
                     self.problem(sub, self.roots.refusal(sub) or "")
                     continue
-                if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+                if at_or_below(here, real):
                     self.problem(sub, f"Skipped {sub}: it is a symbolic link back to {real}, which holds it (a "
                                       "loop), so it is not a named adapter of its own. Remove the link.")
                     continue
