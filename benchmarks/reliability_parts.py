@@ -27,7 +27,7 @@ from calibrate import edge_table, lora_count  # noqa: E402
 from confidence_heldout import ece  # noqa: E402
 
 from mother_core.evaluate import confidence_auroc  # noqa: E402
-from mother_core.recovery.confidence import SURE_FROM  # noqa: E402
+from mother_core.recovery.confidence import SURE_FROM, sigmoid  # noqa: E402
 
 RANK_PLACED_BELOW = 0.79  # confidence.RANK_PLACED_BELOW (not imported: the base code has none)
 
@@ -52,13 +52,22 @@ def cells(conf: np.ndarray, right: np.ndarray) -> str:
     return f"{ece(conf, right.astype(float)):.3f} / {auroc:.2f} / {int((~right[hi]).sum())} of {int(hi.sum())}"
 
 
+def columns(rows: list[dict[str, object]]) -> tuple[np.ndarray, ...]:
+    """Placed right, right, placement, direction and confidence of each edge (calibrate.edge_table's rows)."""
+    pl = np.array([bool(r["placed"]) for r in rows])
+    y = np.array([bool(r["right"]) for r in rows])
+    P, D, c = (np.array([float(r[k]) for r in rows])  # type: ignore[arg-type]
+               for k in ("placement", "direction", "confidence"))
+    return pl, y, P, D, c
+
+
 def replay(rows: list[dict[str, object]], share: float) -> np.ndarray:
     """Each edge's confidence with a merged LoRA's own edges read at ``share`` (confidence.rank_placed)."""
     out = []
     for r in rows:
         c, p, d = float(r["confidence"]), float(r["placement"]), float(r["direction"])  # type: ignore[arg-type]
         if r["relation"] == "lora" and not (r["typed"] or r["tie_chosen"] or r["tie_lifted"] or r["sole"]):
-            related = 1.0 / (1.0 + math.exp(-4.0 * float(r["related"])))  # type: ignore[arg-type]
+            related = sigmoid(4.0 * float(r["related"]))  # type: ignore[arg-type]  # confidence.related_confidence
             raised = max(p, share * related)
             if c < SURE_FROM and d > 0:
                 raised = min(raised, max(p, RANK_PLACED_BELOW / d))
@@ -77,11 +86,7 @@ def main() -> None:
           "direction (placed): mean / right / ECE |")
     print("|---|---|---|---|---|---|")
     for name, rows in tables.items():
-        pl = np.array([bool(r["placed"]) for r in rows])
-        y = np.array([bool(r["right"]) for r in rows])
-        P = np.array([float(r["placement"]) for r in rows])  # type: ignore[arg-type]
-        D = np.array([float(r["direction"]) for r in rows])  # type: ignore[arg-type]
-        c = np.array([float(r["confidence"]) for r in rows])  # type: ignore[arg-type]
+        pl, y, P, D, c = columns(rows)
         print(f"| {name} | {len(rows)} | {y.mean():.2f} | {c.mean():.2f} | {P.mean():.2f} / {pl.mean():.2f} / "
               f"{ece(P, pl.astype(float)):.3f} | {D[pl].mean():.2f} / {y[pl].mean():.2f} / "
               f"{ece(D[pl], y[pl].astype(float)):.3f} |")
@@ -93,11 +98,7 @@ def main() -> None:
           "confidence mean / right |")
     print("|---|---|---|---|---|")
     for name, rows in sorted(by.items(), key=lambda kv: -len(kv[1])):
-        pl = np.array([bool(r["placed"]) for r in rows])
-        y = np.array([bool(r["right"]) for r in rows])
-        P = np.array([float(r["placement"]) for r in rows])  # type: ignore[arg-type]
-        D = np.array([float(r["direction"]) for r in rows])  # type: ignore[arg-type]
-        c = np.array([float(r["confidence"]) for r in rows])  # type: ignore[arg-type]
+        pl, y, P, D, c = columns(rows)
         dirs = f"{D[pl].mean():.2f} / {y[pl].mean():.2f}" if pl.any() else "-"
         print(f"| {name} | {len(rows)} | {P.mean():.2f} / {pl.mean():.2f} | {dirs} | {c.mean():.2f} / {y.mean():.2f} |")
     print("\n| collection | LORA_PLACEMENT counted without it | as read: ECE / AUROC / wrong >= 0.8 | replayed |")

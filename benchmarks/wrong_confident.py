@@ -103,13 +103,17 @@ def edge_rows(rec: Recovery, folder: Path) -> list[dict]:
 def _truth_graph(folder: Path) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
     """The true parents of each child (parent, relation) and each model's recipe op (``root``, ``finetune``,
     ``merge``, ``lora`` ...), read from ``truth.json`` (its ``meta.models`` where the generator wrote one)."""
-    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
     parents: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for t in load_truth_edges(folder / "truth.json"):
         parents[t.child].append((t.parent, t.relation or "finetune"))
-    models = data.get("meta", {}).get("models", {}) if isinstance(data.get("meta"), dict) else {}
-    ops = {m: str(v.get("op", "")) for m, v in models.items()}
+    ops = {m: str(v.get("op", "")) for m, v in _truth_models(folder).items()}
     return parents, ops
+
+
+def _truth_models(folder: Path) -> dict[str, dict]:
+    """``truth.json``'s ``meta.models`` (each model's recipe, as the typed generator writes it), or {}."""
+    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    return data.get("meta", {}).get("models", {}) if isinstance(data.get("meta"), dict) else {}
 
 
 def cause_of(parent: str, child: str, relation: str, true_parents: dict[str, list[tuple[str, str]]],
@@ -184,10 +188,8 @@ def cause_of(parent: str, child: str, relation: str, true_parents: dict[str, lis
 def recipes(folder: Path) -> dict[str, dict]:
     """Each model's recipe from ``truth.json``'s ``meta.models``: op, learning rate, steps and the task kinds
     it was trained on (``mother_zoo/typed/plan.py``); empty where the generator wrote none."""
-    data = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
-    models = data.get("meta", {}).get("models", {}) if isinstance(data.get("meta"), dict) else {}
     out = {}
-    for m, v in models.items():
+    for m, v in _truth_models(folder).items():
         params = v.get("params", {}) or {}
         task = params.get("task", {}) if isinstance(params.get("task"), dict) else {}
         out[m] = {"op": str(v.get("op", "")), "lr": params.get("lr"), "steps": params.get("steps"),

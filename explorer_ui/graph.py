@@ -329,11 +329,22 @@ class GraphData:
         return next((i for i, e in self.edge_ids.items() if e == tuple(edge)), None)
 
 
+def family_color(tree: int) -> str:
+    """The strong colour of family (recovered tree) ``tree``: its edges and legend line in the family view."""
+    return FAMILY_EDGE[tree % len(FAMILY_EDGE)]
+
+
+def node_fill(tree: int, mode: str) -> str:
+    """The fill of a model of family ``tree``: its family's colour, tinted, in the family view (so the edges
+    drawn in it stand out), else the soft per-tree colour."""
+    return family_color(tree) + "55" if mode == "family" else TREE_COLORS[tree % len(TREE_COLORS)]
+
+
 def _edge_color(e: Edge, status: str | None, mode: str, family: int) -> str:
     if mode == "agreement" and status:
         return STATUS_COLORS.get(status, "#444444")
     if mode == "family":
-        return FAMILY_EDGE[family % len(FAMILY_EDGE)]
+        return family_color(family)
     if mode == "relation":
         return RELATIONS[relation(e)][0]
     return confidence_color(e.confidence)
@@ -426,9 +437,7 @@ def build_graph(
         m = models[mid]
         x, y = pos[mid]
         is_root = mid not in forest.primary
-        fill = TREE_COLORS[m.tree % len(TREE_COLORS)]
-        if mode == "family":
-            fill = FAMILY_EDGE[m.tree % len(FAMILY_EDGE)] + "55"
+        fill = node_fill(m.tree, mode)
         n_hidden = hidden_under.get(mid, 0)
         label = short_name(mid) + (f"\n▸ +{n_hidden}" if n_hidden else "")  # the legend explains it
         faded = lineage is not None and mid not in lineage
@@ -486,12 +495,11 @@ def build_graph(
 def families_of(rec: Recovery, shown: set[str], mode: str = "confidence") -> tuple[dict, ...]:
     """The families (recovered trees) the drawing groups: those with two or more shown models, largest first,
     each labelled with its root and its size (folded models counted), in its models' fill colour."""
-    kept = sorted((t for t in rec.trees if sum(1 for m in t.members if m in shown) >= 2),  # a lone model: its label
+    # A lone shown model needs no box: its own label names it.
+    kept = sorted((t for t in rec.trees if sum(1 for m in t.members if m in shown) >= 2),
                   key=lambda t: (-len(t.members), t.id))
-    return tuple({"id": t.id, "label": f"{short_name(t.root)} · {len(t.members)} models",  # two or more
-                  "color": FAMILY_EDGE[t.id % len(FAMILY_EDGE)] + "55" if mode == "family"
-                  else TREE_COLORS[t.id % len(TREE_COLORS)],
-                  "edge": FAMILY_EDGE[t.id % len(FAMILY_EDGE)], "size": len(t.members)} for t in kept)
+    return tuple({"id": t.id, "label": f"{short_name(t.root)} · {len(t.members)} models",
+                  "color": node_fill(t.id, mode), "edge": family_color(t.id), "size": len(t.members)} for t in kept)
 
 
 def _arrange(shown: list[str], primary_edges: list[EdgeKey], layout: str, lengths: dict | None, font_size: int,
@@ -685,7 +693,7 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
         shown = [str(s) for s in LEGEND_STATUSES if s in set(statuses.values())]
         items += [("line", STATUS_COLORS[s], f"{s} vs {reference}") for s in shown]
     elif mode == "family":
-        items += [("line", FAMILY_EDGE[t.id % len(FAMILY_EDGE)], f"family {t.id} (root {t.root})")
+        items += [("line", family_color(t.id), f"family {t.id} (root {t.root})")
                   for t in rec.trees[:8]]
     elif mode == "relation":
         present = sorted({relation(e) for e in rec.edges})

@@ -119,7 +119,7 @@ function build(root, st, d) {
     if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()});
   });
   net.once('afterDrawing', () => {
-    fit(st, d, false);
+    fit(st, d);
     // A selection that came with this drawing (an arrow key or a table row that opened a folded subtree):
     // bring it into sight after the first view, which would otherwise undo it.
     if (st.reveal) { centre(st, d, st.reveal, false); st.reveal = null; }
@@ -188,7 +188,7 @@ function boxOf(net, ids) {
 // boxed and named (drawFamilies) and a note on how to read names: a click centres a model at a readable
 // zoom. It used to open at the readable zoom on the forest's top-left corner, where a large set showed one
 // family of many and nothing said how big the rest was.
-function fit(st, d, all) {
+function fit(st, d) {
   const net = st.network, root = net.body.container.closest('.mg-root');
   const note = root.querySelector('.mg-note');
   const w = net.body.container.clientWidth, h = net.body.container.clientHeight;
@@ -330,7 +330,7 @@ export default function (component) {
   }
   const st = root.__mother || (root.__mother = {});
   st.send = setTriggerValue;
-  root.querySelector('.mg-fit').onclick = () => st.network && fit(st, data, true);
+  root.querySelector('.mg-fit').onclick = () => st.network && fit(st, data);
   root.querySelector('.mg-fs').onclick = () => {
     const w = root.querySelector('.mg-wrap');
     if (document.fullscreenElement) document.exitFullscreen();

@@ -316,7 +316,8 @@ def base_model_lines(recovery: Recovery) -> str:
     detail) and the edge confidence, then the lines, with a blank line between models, in model
     order. A merge lists every parent (``base_model:`` as a YAML list, largest weight first); its comment
     gives the merge's confidence, and a parent another relative could take the place of (``parent_note``)
-    gets its own as a comment on its line. The
+    gets its own as a comment on its line. A parent the user set (a constraint, ``Edge.constrained``) is
+    called so, not "recovered". The
     relation is written in the hub's vocabulary (adapter, merge, quantized, finetune, distill); a
     conversion has no hub word, so its card gets ``base_model`` only. Ids that are not plain
     (letters, digits, ``._/-``) are written as YAML double-quoted strings.
@@ -350,7 +351,7 @@ def base_model_lines(recovery: Recovery) -> str:
             else e.confidence
         conf = f"confidence {shown:.2f}" if math.isfinite(shown) else "confidence unknown"
         what = relation.info.label + (f" {e.relation_detail}" if e.relation_detail else "")
-        comment = f"{m.id} (recovered {'parents' if len(edges) > 1 else 'parent'}, {what}, {conf})"
+        comment = f"{m.id} ({_parent_source(edges)}, {what}, {conf})"
         lines = [f"# {comment.replace(chr(10), ' ').replace(chr(13), ' ')}"]
         if len(edges) == 1:
             lines.append(f"base_model: {_yaml_scalar(e.parent)}")
@@ -362,6 +363,18 @@ def base_model_lines(recovery: Recovery) -> str:
             lines.append(f"base_model_relation: {relation.info.hub_relation}")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
+
+
+def _parent_source(edges: list[Edge]) -> str:
+    # A parent the user forced (a constraint: "use this parent", a flip) was not recovered from the
+    # weights: a card line calling it "recovered" would pass the user's choice off as the engine's.
+    forced = [e for e in edges if e.constrained]
+    noun = "parents" if len(edges) > 1 else "parent"
+    if not forced:
+        return f"recovered {noun}"
+    if len(forced) == len(edges):
+        return f"{noun} set by you (a constraint), not recovered"
+    return f"recovered {noun}, {', '.join(e.parent for e in forced)} set by you (a constraint)"
 
 
 def _yaml_scalar(s: str) -> str:

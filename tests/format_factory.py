@@ -57,7 +57,8 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def write_gguf(sd: Mapping[str, torch.Tensor], path: Path, qtype: str = "Q8_0", arch: str = "llama",
                heads: int = 4, kv_heads: int = 2, file_type: str | None = None,
-               force_types: Mapping[str, str] | None = None, split_max_tensors: int = 0) -> Path:
+               force_types: Mapping[str, str] | None = None, split_max_tensors: int = 0,
+               head_keys: tuple[str, ...] = ("head_count", "head_count_kv")) -> Path:
     """Write ``sd`` (transformers names) as a GGUF file the way llama.cpp's converter does.
 
     ``force_types`` maps transformers names to a type to store them in instead (``"F16"``, ``"Q4_K"``...).
@@ -73,8 +74,12 @@ def write_gguf(sd: Mapping[str, torch.Tensor], path: Path, qtype: str = "Q8_0", 
     names = gguf.TensorNameMap(arch_enum, n_blocks)
     writer = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     writer.add_block_count(n_blocks)
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
+    # q/k are permuted with ``heads`` / ``kv_heads`` either way; ``head_keys`` says which counts the file states
+    # (llama.cpp's converter writes head_count always, head_count_kv where the config has one).
+    if "head_count" in head_keys:
+        writer.add_head_count(heads)
+    if "head_count_kv" in head_keys:
+        writer.add_head_count_kv(kv_heads)
     writer.add_name(path.stem)
     if file_type is not None:
         writer.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{file_type}"]))

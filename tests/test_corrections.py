@@ -91,3 +91,18 @@ def test_contradictions_still_raise(demo):
     e = rec.edges[0]
     with pytest.raises(ConstraintError):
         resolve(rec, Constraints(forced=((e.parent, e.child),), forbidden=((e.parent, e.child),)))
+
+
+def test_card_lines_call_a_parent_the_user_set_so_not_recovered(demo):
+    # hostile4's leftover: the Export page's base_model lines called a forced edge a "recovered parent".
+    from mother_core.export import base_model_lines
+
+    rec, _ = demo
+    e = max(rec.edges, key=lambda x: len(x.alternatives))
+    moved = use_parent(rec, e.child, e.alternatives[0].parent)
+    flipped = resolve(rec, Constraints().flipped(e.parent, e.child))
+    for fixed, child in ((moved, e.child), (flipped, e.parent)):
+        blocks = {b.split(" (", 1)[0]: b for b in base_model_lines(fixed).strip().split("\n\n")}
+        assert blocks[f"# {child}"].startswith(f"# {child} (parent set by you (a constraint), not recovered, ")
+        others = [b for k, b in blocks.items() if k != f"# {child}"]  # the one forced edge is the child's
+        assert others and all("(recovered parent" in b for b in others)

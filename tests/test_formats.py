@@ -957,3 +957,28 @@ def test_sparse_path_takes_the_decode_threads_setting(tmp_path, monkeypatch):
     result = recover_paths([tmp_path], candidates=2, decode_threads=1)
     assert staged._THREADS_ASKED == 1
     assert len(result.model_ids) == 3 and not result.problems
+
+
+def test_gguf_without_a_head_count_leaves_q_and_k_out_and_says_so(tmp_path):
+    # llama.cpp's converter always writes head_count and, without head_count_kv, permutes k with it (its loader
+    # defaults head_count_kv the same way): such a file reads whole. Without head_count no order is defined:
+    # q/k were read in llama.cpp's order, compared with the source's; now they are left out with a note.
+    sd = llama_state(3, heads=4, kv_heads=4, layers=1)
+    no_kv = write_gguf(sd, tmp_path / "no-kv.gguf", qtype="F32", kv_heads=4, head_keys=("head_count",))
+    with open_model(_ref(no_kv, "gguf")) as reader:
+        assert not reader.notes and set(reader.tensor_infos()) == {normalise_name(k) for k in sd}
+        for k in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"):
+            torch.testing.assert_close(reader.read(normalise_name(k)), sd[k], rtol=0, atol=0)
+
+    for keys in ((), ("head_count_kv",)):
+        path = write_gguf(sd, tmp_path / f"no-heads-{len(keys)}.gguf", qtype="F32", kv_heads=4, head_keys=keys)
+        with open_model(_ref(path, "gguf")) as reader:
+            qk = {normalise_name(f"model.layers.0.self_attn.{p}_proj.weight") for p in "qk"}
+            if keys:  # k is permuted with head_count_kv, which the file gives: only q is left out
+                qk = {n for n in qk if ".q_proj." in n}
+            assert set(reader.tensor_infos()) == {normalise_name(k) for k in sd} - qk
+            assert len(reader.notes) == len(qk)
+            assert all("gives no head count (llama.attention.head_count" in n and "left out" in n
+                       for n in reader.notes), reader.notes
+            v = "model.layers.0.self_attn.v_proj.weight"
+            torch.testing.assert_close(reader.read(normalise_name(v)), sd[v], rtol=0, atol=0)

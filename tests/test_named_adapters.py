@@ -8,6 +8,7 @@ are made by PEFT itself on a tiny Llama and trained for a few steps.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,38 @@ def test_a_folder_of_a_set_that_is_one_adapter_keeps_its_name(adapter_set: Path)
     # The set's own folder is never read as a folder of named adapters: its sub-folders are its models.
     found = discover([adapter_set / "two"])
     assert sorted(m.id for m in found.models) == ["two", "two/second"]
+
+
+def test_an_adapter_named_with_a_slash_nests_its_folder_and_is_read(adapter_set: Path, tmp_path: Path) -> None:
+    # PEFT writes the adapter ``x/y`` to ``folder/x/y`` (``os.path.join(save_directory, name)``): inside the
+    # adapter ``x`` when there is one, else inside a plain folder ``x``. Discovery read neither nor said so.
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    config = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0}
+    torch.manual_seed(5)
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(adapter_set / "base"), LoraConfig(**config))
+    for name in ("second", "second/inner", "plain/deep"):
+        model.add_adapter(name, LoraConfig(**config))
+    for seed, name in enumerate(("default", "second", "second/inner", "plain/deep"), start=6):
+        model.set_adapter(name)
+        adam_steps(model, seed=seed, steps=2, lr=3e-3)
+    model.save_pretrained(tmp_path / "nest")
+    assert (tmp_path / "nest" / "second" / "inner" / "adapter_config.json").is_file()  # PEFT's layout
+    assert not (tmp_path / "nest" / "plain" / "adapter_config.json").exists()
+
+    found = discover([tmp_path])
+    assert not found.problems
+    assert sorted(m.id for m in found.models) == ["nest", "nest/plain/deep", "nest/second", "nest/second/inner"]
+    assert {m.format for m in found.models} == {"peft-lora"}
+
+    # Past the bound the walk stops and says so, naming the folder (never a silent skip).
+    from mother_core.io.discovery import NAMED_ADAPTER_DEPTH
+
+    deep = tmp_path.parent / f"{tmp_path.name}-deep"
+    shutil.copytree(tmp_path / "nest" / "second" / "inner",
+                    deep / "entry" / Path(*"abcdefghijkl"[:NAMED_ADAPTER_DEPTH]) / "far")
+    found = discover([deep, tmp_path / "nest"])
+    said = [p.message for p in found.problems if "/far" in p.message]
+    assert len(said) == 1 and f"more than {NAMED_ADAPTER_DEPTH} folders below" in said[0], found.problems
+    assert len(found.models) == 4

@@ -14,6 +14,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 
+def at_or_below(real: str, folder: str) -> bool:
+    """Whether the resolved path ``real`` is the resolved folder ``folder`` or lies below it (a whole path
+    component: ``/a/bc`` is not below ``/a/b``).
+
+    >>> at_or_below("/a/b/c", "/a/b"), at_or_below("/a/bc", "/a/b"), at_or_below("/a", "/")
+    (True, False, True)
+    """
+    return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 @dataclass(frozen=True)
 class Roots:
     """Resolved root folders; a path is inside when its real path is a root or lies below one."""
@@ -29,7 +39,7 @@ class Roots:
 
     def contains(self, path: str | os.PathLike[str]) -> bool:
         real = os.path.realpath(os.fspath(path))
-        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.paths)
+        return any(at_or_below(real, r) for r in self.paths)
 
     def refusal(self, path: str | os.PathLike[str]) -> str | None:
         """Why ``path`` may not be read (it resolves outside the roots), or None when it may."""

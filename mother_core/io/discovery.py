@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 
 from mother_core.errors import ModelNotFoundError, UnreadableCheckpointError
 from mother_core.io.base import Discovery, ModelRef, Problem
-from mother_core.io.confine import Roots
+from mother_core.io.confine import Roots, at_or_below
 from mother_core.io.filekind import not_a_regular_file, read_json_file, read_text_file
 from mother_core.io.quant_scheme import detect_scheme, quantization_config
 from mother_core.io.safetensors_header import read_header
@@ -62,6 +62,9 @@ FORMATS_HELP = (
 #: first: the UNet of Stable Diffusion 1.x / 2.x / XL, else the transformer of the DiT pipelines (Flux, SD3 /
 #: 3.5, PixArt, Sana), which have no ``unet/``. A pipeline has one or the other.
 DENOISERS: tuple[str, ...] = ("unet", "transformer")
+# How many folders deep a named PEFT adapter is looked for (a name ``a/b/c`` is three): PEFT sets no bound, but
+# a set's entry that holds no model is walked this deep, and real names hold a slash or two at most.
+NAMED_ADAPTER_DEPTH = 8
 _STANDARD = (  # per format, most preferred first
     ("model.safetensors", "safetensors"),
     ("diffusion_pytorch_model.safetensors", "safetensors"),
@@ -530,15 +533,18 @@ class _Finder:
             return True
         return False
 
-    def named_adapters(self, folder: str, model_id: str, names: set[str]) -> bool:
+    def named_adapters(self, folder: str, model_id: str, names: set[str], depth: int = 0) -> bool:
         """Add the named adapters PEFT saved beside (or instead of) a folder's ``default`` adapter.
 
         ``PeftModel.save_pretrained`` writes the adapter named ``default`` at the top of the folder and every
-        other adapter in a sub-folder of its name (PEFT docs, "save_pretrained": ``selected_adapters``), each
-        with its own ``adapter_config.json``. Each is a model of its own (``folder/name``); without this the
-        sub-folders were neither read nor reported. Asked of a model's folder (beside its ``default``) and of
-        a set's entry that holds no model itself (adapters saved without a ``default``), never of the set's
-        own folder, whose sub-folders are its models. True when the folder held at least one.
+        other adapter in ``os.path.join(folder, name)`` (PEFT 0.21 ``peft_model.py``; docs, "save_pretrained":
+        ``selected_adapters``), each with its own ``adapter_config.json``. A name may hold ``/`` (PEFT accepts
+        ``x/y``), which nests its folder, inside the adapter ``x`` or inside a plain folder ``x``: the walk goes
+        down every sub-folder, at most :data:`NAMED_ADAPTER_DEPTH` levels. Each is a model of its own
+        (``folder/x/y``); without this the sub-folders were neither read nor reported. Asked of a model's
+        folder (beside its ``default``) and of a set's entry that holds no model itself (adapters saved
+        without a ``default``), never of the set's own folder, whose sub-folders are its models. True when
+        the folder held at least one.
         """
         found = False
         here = os.path.realpath(folder)
@@ -554,21 +560,31 @@ class _Finder:
                 if self.roots is not None and not self.roots.contains(sub):
                     self.problem(sub, self.roots.refusal(sub) or "")
                     continue
-                if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+                if at_or_below(here, real):
                     self.problem(sub, f"Skipped {sub}: it is a symbolic link back to {real}, which holds it (a "
                                       "loop), so it is not a named adapter of its own. Remove the link.")
                     continue
-            if not os.path.isdir(sub):
-                continue
             try:
-                if not os.path.isfile(os.path.join(sub, "adapter_config.json")):
+                if not os.path.isdir(sub):
                     continue
+                inner = set(os.listdir(sub))
             except OSError:
                 continue
-            if self.roots is not None and not self.roots.contains(sub):
+            is_adapter = "adapter_config.json" in inner
+            if depth >= NAMED_ADAPTER_DEPTH:
+                if is_adapter or any(os.path.isfile(os.path.join(sub, n, "adapter_config.json")) for n in inner):
+                    self.problem(sub, f"Skipped {sub}: a PEFT adapter in it is more than {NAMED_ADAPTER_DEPTH} "
+                                      "folders below its model's folder, deeper than named adapters are looked "
+                                      "for. Move it up or give it a folder of its own.")
+                continue
+            if is_adapter and self.roots is not None and not self.roots.contains(sub):
                 self.problem(sub, self.roots.refusal(sub) or "")
                 continue
-            found = self.adapter(sub, f"{model_id}/{name}") or found
+            sub_id = f"{model_id}/{name}"
+            if is_adapter:
+                found = self.adapter(sub, sub_id) or found
+            # PEFT nests the adapter ``name/x`` in this one's folder (or in a plain folder ``name``).
+            found = self.named_adapters(sub, sub_id, inner, depth + 1) or found
         return found
 
     def component_model(self, folder: str, model_id: str, component: str) -> bool:

@@ -28,6 +28,9 @@ from mother_core.errors import UnreadableCheckpointError
 PERMUTED_QK: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "deci", "arcee", "smollm3",
                                          "llama-embed", "minicpm"})
 #: GPT-2 weights the converter transposes (HF ``Conv1D`` stores (in, out)).
+_PERMUTED_SUFFIXES = (".q_proj.weight", ".q_proj.bias", ".k_proj.weight", ".k_proj.bias")
+_NO_HEAD_COUNT = ("has {rows} rows in llama.cpp's q/k row order and the file gives no head count ({key}, which "
+                  "llama.cpp's converter always writes), so that order cannot be undone")
 _TRANSPOSED_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 _TRANSPOSED_ARCHS = frozenset({"gpt2"})
 #: Architectures whose converter writes every ``*norm.weight`` as 1 + w (``GemmaModel``, ``Gemma2Model``,
@@ -50,8 +53,6 @@ GROUPED_QKV: frozenset[str] = frozenset({"falcon"})
 #: five minutes to open. The largest real tokenizers hold under a million (Gemma 3: 262,144 tokens, scores and
 #: types; Qwen2.5: 151,936 tokens and types, 151,387 merges).
 MAX_METADATA_ENTRIES = 2_000_000
-#: Bytes of each scalar GGUF value type (``gguf.GGUFValueType``); 8 is a string, 9 an array.
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
 def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
@@ -68,6 +69,11 @@ def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
 
 
 def _count_entries(buf: mmap.mmap, stop: int) -> int:
+    from gguf import GGUFReader, GGUFValueType
+
+    # Bytes of each scalar value type, as the package's own parser reads them (it is imported lazily: optional).
+    scalar_bytes = {int(t): np.dtype(np_type).itemsize for t, np_type in GGUFReader.gguf_scalar_to_np.items()}
+    string, array = int(GGUFValueType.STRING), int(GGUFValueType.ARRAY)
     end = len(buf)
     order = "<" if struct.unpack_from("<I", buf, 4)[0] < 0x10000 else ">"  # the package reads big-endian files
     u32, u64 = struct.Struct(order + "I"), struct.Struct(order + "Q")
@@ -80,26 +86,26 @@ def _count_entries(buf: mmap.mmap, stop: int) -> int:
                 return total
             stack = [(u32.unpack_from(buf, offs)[0], 1)]  # (value type, values of it still to step over)
             offs += 4
-            total += stack[0][0] != 9  # an array counts its entries
+            total += stack[0][0] != array  # an array counts its entries
             while stack:
                 vtype, n = stack.pop()
-                if vtype in _SCALAR_BYTES:
-                    offs += _SCALAR_BYTES[vtype] * n
-                elif vtype == 8:
+                if vtype in scalar_bytes:
+                    offs += scalar_bytes[vtype] * n
+                elif vtype == string:
                     for _ in range(n):
                         offs += 8 + u64.unpack_from(buf, offs)[0]
                         if offs > end:
                             return total
-                elif vtype == 9 and n:
+                elif vtype == array and n:
                     if n > 1:
-                        stack.append((9, n - 1))  # the array's next siblings, after this one's entries
+                        stack.append((array, n - 1))  # the array's next siblings, after this one's entries
                     itype, count = u32.unpack_from(buf, offs)[0], u64.unpack_from(buf, offs + 4)[0]
                     offs += 12
                     total += count
                     if total > stop:
                         return total
                     stack.append((itype, count))
-                elif vtype != 9:
+                elif vtype != array:
                     return total
                 if offs > end:
                     return total
@@ -249,11 +255,14 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
             # the rows as the converter did; a count that cannot (0, negative, more heads than rows, not dividing
             # them) is a damaged or crafted file: those rows cannot be ordered, so they are left out with a note
             # (before, they were compared in another order, heads past the tensor's end were read, or the read
-            # divided by zero). An absent count reorders nothing, as before.
+            # divided by zero). So is an absent count: llama.cpp's converter always writes head_count and
+            # permutes k with it where head_count_kv is absent (``LlamaModel.permute``; its loader defaults
+            # head_count_kv the same way), but defines no order without head_count (read as stored before).
+            permuted = arch in PERMUTED_QK and name.endswith(_PERMUTED_SUFFIXES)
             claim: int | None = None  # the q/k permutation's head count the file gives for this tensor
-            if arch in PERMUTED_QK and name.endswith((".q_proj.weight", ".q_proj.bias")):
+            if permuted and ".q_proj." in name:
                 claim = n_head
-            elif arch in PERMUTED_QK and name.endswith((".k_proj.weight", ".k_proj.bias")):
+            elif permuted:
                 claim = n_kv if n_kv is not None else n_head
             transposed = arch in _TRANSPOSED_ARCHS and name.endswith(_TRANSPOSED_SUFFIXES) and len(ne) == 2
             plus_one = arch in NORM_PLUS_ONE and name.endswith("norm.weight")
@@ -261,7 +270,9 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
             regroup_claim = n_head if arch in REGROUPED_QKV | GROUPED_QKV and fused_qkv else None
             # Falcon without a kv head count is Falcon-7B's multi-query: one group.
             groups = (1 if n_kv is None else n_kv) if arch in GROUPED_QKV and regroup_claim is not None else 0
-            why = _heads_misfit(ne[-1], claim, regroup_claim, groups)
+            why = _heads_misfit(ne[-1], claim, regroup_claim, groups) \
+                or (_NO_HEAD_COUNT.format(rows=ne[-1], key=f"{arch}.attention.head_count")
+                    if permuted and claim is None else None)
             heads, regroup = claim or 0, regroup_claim or 0
             if why:
                 left_out[name] = why

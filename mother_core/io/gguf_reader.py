@@ -131,11 +131,12 @@ class GGUFReader:
             f"{ref.path}: tensor {name!r} is stored as {q}, which the gguf package cannot dequantize; it is left "
             "out of the comparison." for name, q in sorted(unsupported.items())]
         self.notes += [f"{ref.path}: tensor {name!r} {why}; it is left out of the comparison (the file's head "
-                       "counts are damaged: re-convert the model)." for name, why in sorted(left_out.items())]
+                       "counts are missing or damaged: re-convert the model)."
+                       for name, why in sorted(left_out.items())]
         if not self._infos and left_out and not unsupported:
             raise NoTensorsError(
-                f"{ref.path}: every tensor's rows disagree with the file's head counts "
-                f"({next(iter(sorted(left_out.items())))[1]}): the file is damaged. Re-convert the model or "
+                f"{ref.path}: no tensor's rows can be ordered with the file's head counts "
+                f"({min(left_out.items())[1]}): the file is damaged. Re-convert the model or "
                 "remove it from the set.", ref.path)
         if not self._infos:
             kinds = ", ".join(sorted(set(unsupported.values()))) or "none"

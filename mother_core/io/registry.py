@@ -182,8 +182,11 @@ register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=Tru
 # permute them as ``LlamaModel`` does; were read permuted, so no GGUF of them found its source; 2026-12-05).
 # gguf 7: 4- to 6-bit codes (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) read as their values rounded to bfloat16,
 # so that the pass may read them at half width (were float32; 2026-12-05).
-# gguf 8: misfit head counts leave the q / k tensors out (cached statistics of such files are stale; 2026-12-05).
+# gguf 8: q/k tensors whose head counts do not split their rows left out with a note (were read in another
+# order, past their end, or divided by zero; 2026-12-05).
 # gguf 9: Nemotron files' norm weights read as w, not 1 + w (its converter adds one, as Gemma's does; were read
 # one off, so a Nemotron GGUF was explained as a merge of the set's other GGUFs; 2026-12-05).
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=9)
+# gguf 10: q/k tensors of a file with no head count, whose llama.cpp order cannot be undone, left out with a
+# note (were read in that order; 2026-12-05).
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=10)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")

@@ -124,6 +124,12 @@ class TieSpectrum:
     layers: np.ndarray
 
 
+def edge_label_key(parent: str, child: str) -> str:
+    """The key of :attr:`RecoveryProblem.edge_labels` for the edge ``parent -> child`` (as result.json stores it:
+    JSON object keys are strings)."""
+    return f"{parent}\t{child}"
+
+
 @dataclass(frozen=True, eq=False)
 class RecoveryProblem:
     """The matrices, labels, direction cues and per-tree readings of one recovery.
@@ -209,6 +215,11 @@ class RecoveryProblem:
     tie_kurtosis: Mapping[int, TieKurtosis] = field(default_factory=dict)
     twins: tuple[Twins, ...] = ()
     tie_spectra: Mapping[int, TieSpectrum] = field(default_factory=dict)
+
+    def edge_label(self, parent: str, child: str) -> list | None:
+        """The relation a detector gave the forest's edge ``parent -> child`` (``[relation, detail,
+        confidence]``, :attr:`edge_labels`), or None where it has none."""
+        return self.edge_labels.get(edge_label_key(parent, child))
 
     def twin_support(self, model: int) -> float | None:
         """The support of the order that broke the tie of the twin group holding ``model`` (:mod:`.twins`),

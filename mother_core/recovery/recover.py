@@ -58,6 +58,7 @@ from mother_core.recovery.confidence import (
 )
 from mother_core.recovery.problem import (
     LayerMargins,
+    edge_label_key,
     ModelFacts,
     RecoveryProblem,
     TieKurtosis,
@@ -464,7 +465,7 @@ def _label_forest_edges(recovery: Recovery, stats: WeightStatistics, detectors: 
         if c in linked:
             continue
         label = label_edge(stats, pl, p, c, detectors)
-        labels[f"{e.parent}\t{e.child}"] = [label.relation.value, label.detail,
+        labels[edge_label_key(e.parent, e.child)] = [label.relation.value, label.detail,
                                            None if math.isnan(label.confidence) else label.confidence]
     return replace(recovery, problem=replace(recovery.problem, edge_labels=labels))
 
@@ -505,7 +506,7 @@ def rank_placed_edges(recovery: Recovery) -> Recovery:
     index = {m: i for i, m in enumerate(problem.ids)}
     edges = []
     for e in recovery.edges:
-        label = problem.edge_labels.get(f"{e.parent}\t{e.child}")
+        label = problem.edge_label(e.parent, e.child)
         p, c = index.get(e.parent), index.get(e.child)
         if (label and label[0] == Relation.LORA.value and p is not None and c is not None and not e.chosen_by_tie
                 and problem.twin_support(p) is None):

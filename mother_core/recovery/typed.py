@@ -25,7 +25,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from mother_core.recovery.problem import RecoveryProblem
+from mother_core.recovery.problem import RecoveryProblem, edge_label_key
 from mother_core.recovery.result import Edge, Recovery
 from mother_core.relations.evidence import TypedLink
 from mother_core.relations.stack import stacked
@@ -184,7 +184,7 @@ def apply_relations(recovery: Recovery) -> Recovery:
                                   relation_confidence=rel_conf, merge_weight=link.weights[k] if link.weights else None,
                                   parent_note=link.note_of(k)))
             continue
-        label = labels.get(f"{e.parent}\t{e.child}")
+        label = labels.get(edge_label_key(e.parent, e.child))
         if label is not None:
             edges.append(replace(e, relation=label[0], relation_detail=label[1],
                                  relation_confidence=float(label[2]) if label[2] is not None else math.nan))
