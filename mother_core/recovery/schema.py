@@ -17,7 +17,7 @@ import jsonschema  # type: ignore[import-untyped]
 from mother_core.errors import InputError, ResultFormatError
 from mother_core.relations.vocabulary import parse_relation
 
-_NUM = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["inf", "-inf", "nan", "NaN"]}]}
+_NUM = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["inf", "-inf", "nan", "NaN"]}]}  # _SPECIAL
 _ID = {"type": "string", "minLength": 1, "maxLength": 2000}
 _OPT_ID = {"anyOf": [_ID, {"type": "null"}]}
 _ALT = {"type": "object", "required": ["parent", "cost", "distance"],
@@ -97,7 +97,7 @@ def _shape_only(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _VALIDATOR = jsonschema.Draft202012Validator(_shape_only(RESULT_SCHEMA))
-_SPECIAL = frozenset(_NUM["anyOf"][2]["enum"])
+_SPECIAL = frozenset(("inf", "-inf", "nan", "NaN"))  # _NUM's enum
 
 
 def _not_number(x: Any) -> bool:
