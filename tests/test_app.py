@@ -601,14 +601,39 @@ def test_impossible_constraints_are_undone_with_a_message(app):
     at = app.run()
     at.switch_page("app_pages/2_Edge.py").run()
     parent, child = picked_edge(at)
-    at.button(key="flip").click().run()  # forbids parent -> child
-    cur = edge_label(at)  # now child -> parent
+    cur = edge_label(at)
     at.selectbox(key=f"fp_{cur}").set_value(parent)
     at.selectbox(key=f"fc_{cur}").set_value(child)
-    at.button(key="FormSubmitter:force-Force this edge").click().run()  # force what is forbidden
+    at.button(key="FormSubmitter:force-Force this edge").click().run()  # forces parent -> child
+    cur = edge_label(at)
+    at.selectbox(key=f"fp_{cur}").set_value(child)
+    at.selectbox(key=f"fc_{cur}").set_value(parent)
+    at.button(key="FormSubmitter:force-Force this edge").click().run()  # and child -> parent: a cycle
     assert not at.exception and not at.error
     assert any("cannot all hold" in w.value for w in at.warning)
-    assert at.session_state["_constraints"][next(iter(at.session_state["_constraints"]))].forbidden
+    assert at.session_state["_constraints"][next(iter(at.session_state["_constraints"]))].forced == ((parent, child),)
+
+
+def test_the_edge_pages_buttons_undo_each_other_without_a_conflict(app):
+    """Forbid an edge, then force it back (as "use another parent" does); flip, then flip back.
+    Each click appended to the constraints, leaving the edge forced and forbidden: the page said "These
+    constraints cannot all hold" and undid the click (found browsing the 279-model result)."""
+    at = app.run()
+    at.switch_page("app_pages/2_Edge.py").run()
+    parent, child = picked_edge(at)
+    at.button(key="forbid").click().run()
+    assert f"{parent} → {child}" not in edge_box(ok(at)).options
+    cur = edge_label(at)  # "use this parent" and the force form both force parent -> child (with_parent)
+    at.selectbox(key=f"fp_{cur}").set_value(parent)
+    at.selectbox(key=f"fc_{cur}").set_value(child)
+    at.button(key="FormSubmitter:force-Force this edge").click().run()
+    assert not any("cannot all hold" in w.value for w in ok(at).warning)
+    assert picked_edge(at) == (parent, child) and f"{parent} → {child}" in edge_box(at).options
+    at.button(key="flip").click().run()
+    assert picked_edge(ok(at)) == (child, parent)
+    at.button(key="flip").click().run()
+    assert not any("cannot all hold" in w.value for w in ok(at).warning)
+    assert picked_edge(at) == (parent, child) and f"{parent} → {child}" in edge_box(at).options
 
 
 def test_browse_roots_confine_paths_and_progress_line(tmp_path, monkeypatch):
