@@ -548,7 +548,8 @@ def test_the_slides_legend_fits_the_slide_with_every_relation_and_status(tmp_pat
               ("[6, 2, 2, 2]", "pruned")]
     rows = [r for r in data.legend_rows if r[0] == "line" and "vs declared" in r[2]] + \
         [("dash", d, t) for d, t in dashes] + [("text", "", "width = confidence"),
-                                               ("box", "#222222", "bold border = root"), ("line", "#7B2CBF", "selected"),
+                                               ("box", "#222222", "bold border = root"),
+                                               ("line", "#7B2CBF", "selected"),
          ("fold", "#777777", "dashed box, ▸ +k = k models folded below (double-click opens)")]
     assert len(rows) == 15
     fig = slides.tree_figure(data, rows, "big_result.json")
