@@ -169,8 +169,18 @@ def distance_heatmap(rec: Recovery) -> go.Figure:
     # Categories, always: ids such as "1" or "2024-01-05" were read as numbers or dates (a numeric axis).
     fig.update_xaxes(type="category")
     fig.update_yaxes(autorange="reversed", type="category")
-    return _style(fig, "Distance between models (ordered by tree)", height=max(420, 18 * len(order) + 120),
-                  fixed=False)
+    return _style(fig, "Distance between models (ordered by tree)", height=heatmap_height(len(order)), fixed=False)
+
+
+#: The heatmap's tallest drawing: one 18-px labelled row per model up to ~48 models; past that the rows
+#: shrink (plotly then labels every few) and a cell's hover names its two models. 18 px a row made the
+#: 279-model result's heatmap 5,142 px high: seven 720-px screens before the kurtosis chart and models.
+HEATMAP_MAX_HEIGHT = 1000
+
+
+def heatmap_height(n: int) -> int:
+    """The distance heatmap's height in px for ``n`` models."""
+    return min(HEATMAP_MAX_HEIGHT, max(420, 18 * n + 120))
 
 
 def distance_note(rec: Recovery) -> str:

@@ -86,16 +86,35 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
             handles.append(Patch(fc="none", ec=what, lw=2, linestyle="--" if kind == "fold" else "-", label=text))
         else:
             handles.append(Line2D([], [], color="none", label=text))
+    bottom = 0.08 + 0.025 * (len(handles) // 4)
     if handles:
-        leg = fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False,
-                         fontsize=font_pt + 1, labelcolor=fg)
+        bottom = _fitted_legend(fig, handles, font_pt + 1, fg)
+    if title:
+        fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=bottom)
+    return fig
+
+
+def _fitted_legend(fig: plt.Figure, handles: list[Artist], font_pt: float, fg: str) -> float:
+    """The legend under the tree, in 4 columns, in a smaller font (then fewer columns) until it fits the
+    slide's width; returns the axes' bottom (figure fraction) that clears it.
+
+    A set whose legend held the status rows and the fold row ("dashed box, ▸ +k = k models folded below
+    (double-click opens ...)") drew four columns wider than the slide: the first and last were cut at both
+    edges of the exported PNG (the 279-model result's Export preview, benchmarks/RESULTS.md)."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    for ncol, size in [(4, font_pt), (4, font_pt - 1), (4, font_pt - 2), (3, font_pt - 2), (2, font_pt - 2)]:
+        for old in fig.legends:
+            old.remove()
+        leg = fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), frameon=False,
+                         fontsize=size, labelcolor=fg)
         leg.set_zorder(3)
         for label in leg.get_texts():  # "family 0 (root <a model id>)": data again
             label.set_parse_math(False)
-    if title:
-        fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=0.08 + 0.025 * (len(handles) // 4))
-    return fig
+        box = leg.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        if box.x0 >= 0.005 and box.x1 <= 0.995:
+            break
+    return max(0.08, box.y1 + 0.02)
 
 
 def render(fig: plt.Figure, fmt: str, dpi: int = 150) -> bytes:

@@ -870,9 +870,9 @@ def constraint_controls(ctx: Loaded, e: Edge) -> None:
     c.button("Flip this edge", key="flip", on_click=apply, args=(cons.flipped(e.parent, e.child),
                                                                  (e.child, e.parent)))
     c.button("Forbid this edge", key="forbid", on_click=apply,
-             args=(Constraints(cons.forced, tuple(cons.forbidden) + ((e.parent, e.child),), cons.roots),))
+             args=(cons.forbidding(e.parent, e.child),))
     c.button(f"Make {md(e.child)} a root", key="root", on_click=apply,
-             args=(Constraints(cons.forced, cons.forbidden, tuple(cons.roots) + (e.child,)),))
+             args=(cons.with_root(e.child),))
     c.button("Clear all constraints", key="clear", disabled=cons == Constraints(), on_click=apply,
              args=(Constraints(),))
     # The ranked alternatives, one click each (the form below needed the parent picked among every model).

@@ -531,6 +531,35 @@ def test_graph_html_offline_and_svg_well_formed(tmp_path):
     assert slides.render(fig(), "png").startswith(b"\x89PNG") and slides.render(fig(), "pdf").startswith(b"%PDF")
 
 
+def test_the_slides_legend_fits_the_slide_with_every_relation_and_status(tmp_path):
+    """The 279-model result's legend (four declared-lineage statuses, seven relations, the fold row) drew four
+    columns wider than the slide: the exported PNG cut its first and last column at both edges."""
+    from explorer_ui import slides
+    from explorer_ui.graph import build_graph
+    from mother_core import recover_paths
+
+    rec = recover_paths([str(write_family(tmp_path / "fam"))])
+    words = ["agree", "conflict", "undocumented", "external"]
+    data = build_graph(rec, statuses={(e.parent, e.child): words[i % 4] for i, e in enumerate(rec.edges)},
+                       reference="declared lineage")
+    dashes = [("false", "fine-tune (all weights trained)"), ("[10, 4]", "adapter"),
+              ("[4, 4]", "LoRA (merged low-rank update)"), ("[2, 4]", "quantized copy"),
+              ("[12, 3, 2, 3]", "format conversion"), ("[14, 5]", "merge (several parents)"),
+              ("[6, 2, 2, 2]", "pruned")]
+    rows = [r for r in data.legend_rows if r[0] == "line" and "vs declared" in r[2]] + \
+        [("dash", d, t) for d, t in dashes] + [("text", "", "width = confidence"),
+                                               ("box", "#222222", "bold border = root"),
+                                               ("line", "#7B2CBF", "selected"),
+         ("fold", "#777777", "dashed box, ▸ +k = k models folded below (double-click opens)")]
+    assert len(rows) == 15
+    fig = slides.tree_figure(data, rows, "big_result.json")
+    fig.canvas.draw()
+    box = fig.legends[0].get_window_extent().transformed(fig.transFigure.inverted())
+    assert 0 <= box.x0 and box.x1 <= 1, (box.x0, box.x1)  # main: -0.004 to 1.004
+    assert fig.subplotpars.bottom > box.y1  # the tree is drawn above it
+    assert slides.render(fig, "png").startswith(b"\x89PNG")
+
+
 def test_vis_network_is_published_for_the_browser_to_cache(tmp_path):
     from explorer_ui import static
     from explorer_ui.graph import vis_assets
@@ -601,14 +630,39 @@ def test_impossible_constraints_are_undone_with_a_message(app):
     at = app.run()
     at.switch_page("app_pages/2_Edge.py").run()
     parent, child = picked_edge(at)
-    at.button(key="flip").click().run()  # forbids parent -> child
-    cur = edge_label(at)  # now child -> parent
+    cur = edge_label(at)
     at.selectbox(key=f"fp_{cur}").set_value(parent)
     at.selectbox(key=f"fc_{cur}").set_value(child)
-    at.button(key="FormSubmitter:force-Force this edge").click().run()  # force what is forbidden
+    at.button(key="FormSubmitter:force-Force this edge").click().run()  # forces parent -> child
+    cur = edge_label(at)
+    at.selectbox(key=f"fp_{cur}").set_value(child)
+    at.selectbox(key=f"fc_{cur}").set_value(parent)
+    at.button(key="FormSubmitter:force-Force this edge").click().run()  # and child -> parent: a cycle
     assert not at.exception and not at.error
     assert any("cannot all hold" in w.value for w in at.warning)
-    assert at.session_state["_constraints"][next(iter(at.session_state["_constraints"]))].forbidden
+    assert at.session_state["_constraints"][next(iter(at.session_state["_constraints"]))].forced == ((parent, child),)
+
+
+def test_the_edge_pages_buttons_undo_each_other_without_a_conflict(app):
+    """Forbid an edge, then force it back (as "use another parent" does); flip, then flip back.
+    Each click appended to the constraints, leaving the edge forced and forbidden: the page said "These
+    constraints cannot all hold" and undid the click (found browsing the 279-model result)."""
+    at = app.run()
+    at.switch_page("app_pages/2_Edge.py").run()
+    parent, child = picked_edge(at)
+    at.button(key="forbid").click().run()
+    assert f"{parent} → {child}" not in edge_box(ok(at)).options
+    cur = edge_label(at)  # "use this parent" and the force form both force parent -> child (with_parent)
+    at.selectbox(key=f"fp_{cur}").set_value(parent)
+    at.selectbox(key=f"fc_{cur}").set_value(child)
+    at.button(key="FormSubmitter:force-Force this edge").click().run()
+    assert not any("cannot all hold" in w.value for w in ok(at).warning)
+    assert picked_edge(at) == (parent, child) and f"{parent} → {child}" in edge_box(at).options
+    at.button(key="flip").click().run()
+    assert picked_edge(ok(at)) == (child, parent)
+    at.button(key="flip").click().run()
+    assert not any("cannot all hold" in w.value for w in ok(at).warning)
+    assert picked_edge(at) == (parent, child) and f"{parent} → {child}" in edge_box(at).options
 
 
 def test_browse_roots_confine_paths_and_progress_line(tmp_path, monkeypatch):
@@ -1009,6 +1063,40 @@ def test_an_adapter_in_a_folder_listing_names_its_base_not_unknown(app, tmp_path
     listed = at.dataframe[0].value.set_index("model")
     assert listed.loc["chat-lora", "architecture"] == "LlamaForCausalLM, adapter on base", listed
     assert listed.loc["base", "architecture"] == "LlamaForCausalLM"
+
+
+def test_a_large_sets_heatmap_stays_within_a_screen_or_so(tmp_path, monkeypatch):
+    """One 18-px row per model made the 279-model result's heatmap 5,142 px high: seven 720-px screens of it
+    before the kurtosis chart and the models table. Past ~48 models the rows shrink; the hover names each cell."""
+    from mother_core.recovery.result import Recovery
+
+    rec = recover_paths_family(tmp_path)
+    n = 150
+    d = rec.to_dict()
+    extra = [{"id": f"x{i:03d}", "path": f"/x/{i}", "tree": 100 + i, "kurtosis": 1.0, "is_root": True}
+             for i in range(n - len(d["models"]))]
+    d["models"] += extra
+    d["distance_matrix"] = d["cost_matrix"] = [[float(abs(i - j)) for j in range(n)] for i in range(n)]
+    d["layer_kurtosis"] = None
+    d["extra"] = {}
+    path = tmp_path / "results" / "wide_result.json"  # the sidebar lists *result*.json
+    path.parent.mkdir()
+    path.write_text(json.dumps(d))
+    assert len(Recovery.load(path).models) == n
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update({"source": "result", "set": str(path)})
+    ok(at.run())
+    at.switch_page("app_pages/5_Matrices.py").run()
+    heat = next(json.loads(el.proto.spec) for el in ok(at).get("plotly_chart")
+                if json.loads(el.proto.spec)["layout"]["title"]["text"].startswith("Distance between models"))
+    assert len(heat["data"][0]["y"]) == n and heat["layout"]["height"] <= 1000  # main: 2,820
+
+
+def recover_paths_family(tmp_path: Path):
+    from mother_core import recover_paths
+
+    return recover_paths([str(write_family(tmp_path / "fam"))])
 
 
 def test_the_distance_heatmaps_blank_cells_are_explained(demo_app):

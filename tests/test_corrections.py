@@ -106,3 +106,25 @@ def test_card_lines_call_a_parent_the_user_set_so_not_recovered(demo):
         assert blocks[f"# {child}"].startswith(f"# {child} (parent set by you (a constraint), not recovered, ")
         others = [b for k, b in blocks.items() if k != f"# {child}"]  # the one forced edge is the child's
         assert others and all("(recovered parent" in b for b in others)
+
+
+def test_a_later_click_overrides_an_earlier_constraint_on_the_same_edge(demo):
+    """The Edge page's controls in the orders a user clicks them (found browsing the 279-model result): each
+    left both a forced and a forbidden copy of one edge, which ``resolve`` refused ("cannot all hold"), so the
+    page undid the click."""
+    rec, _ = demo
+    e = next(x for x in rec.edges if not x.chosen_by_tie)
+    # Forbid the edge, then "use this parent" with its own parent: the edge comes back.
+    back = resolve(rec, Constraints().forbidding(e.parent, e.child).with_parent(e.parent, e.child))
+    assert back.parent_of(e.child) == e.parent
+    # Flip, then flip back: the first edge is restored.
+    once = Constraints().flipped(e.parent, e.child)
+    assert resolve(rec, once).parent_of(e.parent) == e.child
+    twice = once.flipped(e.child, e.parent)
+    assert resolve(rec, twice).parent_of(e.child) == e.parent
+    assert (e.parent, e.child) not in twice.forbidden and (e.child, e.parent) in twice.forbidden
+    # Force an edge, then forbid it: the forbid wins (the child takes another parent).
+    forbidden = resolve(rec, Constraints().with_parent(e.parent, e.child).forbidding(e.parent, e.child))
+    assert forbidden.parent_of(e.child) != e.parent
+    # Force a parent, then make the child a root: it is a root.
+    assert resolve(rec, Constraints().with_parent(e.parent, e.child).with_root(e.child)).parent_of(e.child) is None

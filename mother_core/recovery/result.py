@@ -183,21 +183,39 @@ class Constraints:
     forbidden: tuple[tuple[str, str], ...] = ()
     roots: tuple[str, ...] = ()
 
+    # Each control's latest click wins over an earlier constraint on the same pair or child: "use this
+    # parent" after forbidding it, a flip undone by flipping back, forbidding a forced edge. Appending
+    # alone left both (forced and forbidden), which ``resolve`` refuses: the page undid the click with
+    # "These constraints cannot all hold" (found browsing the Edge page, benchmarks/RESULTS.md).
     def flipped(self, parent: str, child: str) -> "Constraints":
-        """Constraints with the edge parent -> child replaced by child -> parent."""
-        return Constraints(
-            forced=tuple(e for e in self.forced if e != (parent, child)) + ((child, parent),),
-            forbidden=tuple(self.forbidden) + ((parent, child),),
-            roots=self.roots,
-        )
+        """Constraints with the edge parent -> child replaced by child -> parent: :meth:`with_parent` (so a
+        forbid of child -> parent, from an earlier flip the other way, is lifted), then :meth:`forbidding`."""
+        return self.with_parent(child, parent).forbidding(parent, child)
 
     def with_parent(self, parent: str, child: str) -> "Constraints":
         """Constraints with ``parent -> child`` forced, replacing an earlier forced parent of ``child``; a child
-        fixed as a root no longer is (the Edge page's "use this parent" and its force form)."""
+        fixed as a root no longer is, and a forbid of this very edge is lifted (the Edge page's "use this
+        parent" and its force form)."""
         return Constraints(
             forced=tuple(e for e in self.forced if e[1] != child) + ((parent, child),),
-            forbidden=self.forbidden,
+            forbidden=tuple(e for e in self.forbidden if e != (parent, child)),
             roots=tuple(r for r in self.roots if r != child),
+        )
+
+    def forbidding(self, parent: str, child: str) -> "Constraints":
+        """Constraints with ``parent -> child`` forbidden (no longer forced, if it was)."""
+        return Constraints(
+            forced=tuple(e for e in self.forced if e != (parent, child)),
+            forbidden=tuple(e for e in self.forbidden if e != (parent, child)) + ((parent, child),),
+            roots=self.roots,
+        )
+
+    def with_root(self, model: str) -> "Constraints":
+        """Constraints with ``model`` fixed as a root (a forced parent of it dropped)."""
+        return Constraints(
+            forced=tuple(e for e in self.forced if e[1] != model),
+            forbidden=self.forbidden,
+            roots=tuple(r for r in self.roots if r != model) + (model,),
         )
 
 
