@@ -441,9 +441,11 @@ def main() -> None:
                 rss += f" (before: {med['before-pass']['base_rss_mib']:.0f} -> {med['before-pass']['rss_mib']:.0f})"
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
                   f"**{ratio('reader')}** | {ratio('reader@1')} | {ratio('reader32')} | {ratio('before')} | "
-                  f"{ratio('pass')} | {ratio('pass@1')} | {ratio('before-pass')} | {cpu} | {ratio('reader', 'cpu')} | "
+                  f"{ratio('pass')} | {ratio('pass@1')} | {ratio('before-pass')} | {cpu} | "
+                  f"{ratio('reader', 'cpu')} | "
                   f"{ratio('reader@1', 'cpu')} | {ratio('reader32', 'cpu')} | {ratio('before', 'cpu')} | "
-                  f"{ratio('pass', 'cpu')} | {ratio('before-pass', 'cpu')} | {ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
+                  f"{ratio('pass', 'cpu')} | {ratio('before-pass', 'cpu')} | {ratio('fill', 'cpu')} | "
+                  f"{med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

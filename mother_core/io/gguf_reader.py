@@ -169,8 +169,8 @@ class GGUFReader:
         from mother_core.io import gguf_fast
 
         t = self._tensors.get(name)
-        if (t is None or not hasattr(os, "preadv") or len(t.shape) < 2 or t.permute_heads or t.transposed or t.regroup_heads or t.plus_one
-                or not gguf_fast.half_width(t.qtype_name)):
+        if (t is None or not hasattr(os, "preadv") or len(t.shape) < 2 or t.permute_heads or t.transposed
+                or t.regroup_heads or t.plus_one or not gguf_fast.half_width(t.qtype_name)):
             return None
         return t.qtype_name
 

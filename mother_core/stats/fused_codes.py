@@ -23,7 +23,7 @@ of the pass); until it is ready the pass takes the bfloat16 path, with the same 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -37,10 +37,12 @@ TYPES: tuple[str, ...] = ("Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1"
 #: so the reduction reads them from there (as :data:`mother_core.io.staged.PIECE_BYTES`).
 SCRATCH_BYTES = 256 << 10
 
-#: Values of one block type in a pass from which compiling its kernel (1-2 CPU s) is worth it: it saves
-#: about 0.2 CPU s per 1e9 Q4_K values (``benchmarks/RESULTS.md``, "Q4_K decoded inside the statistics
-#: kernel"). Smaller passes read those slots as bfloat16 pieces (the same results).
-WORTH_COMPILING_VALUES = 4e8
+#: Values of one block type in a pass from which compiling its kernel is worth it: the Q4_K kernel costs
+#: ~0.4 CPU s to compile (Q6_K's ~1 s) and saves ~0.34 CPU s per 1e9 Q4_K values (one thread, 2 GB Q4_K
+#: pair: 3.75 -> 2.53 CPU s for 3.56e9 values; ``benchmarks/RESULTS.md``, "Q4_K decoded inside the
+#: statistics kernel"); on two busy cores the compile is not hidden. Smaller passes read those slots as
+#: bfloat16 pieces (the same results); a process that has compiled it (the app) uses it in every pass.
+WORTH_COMPILING_VALUES = 1.5e9
 
 _KERNELS: dict[str, Callable[..., int]] = {}  # by block type
 _LOCK = threading.Lock()
@@ -89,7 +91,7 @@ def _kernel(qtype: str) -> Callable[..., int]:
     return kernel
 
 
-def _reduce_blocks() -> tuple[Callable[..., int], object]:
+def _reduce_blocks() -> tuple[Callable[..., int], Any]:
     """The fused kernel's ``reduce_blocks`` for bfloat16 bits, compiled (or loaded) as the bfloat16 path
     calls it, and its signature as a numba function type (a call through it is a call by address)."""
     import numba
