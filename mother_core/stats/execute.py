@@ -27,7 +27,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -504,24 +504,39 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
         piece = staging.get(dtype, len(models) * width).view(len(models), width)
         began = time.perf_counter()
         for i, m in enumerate(models):
-            try:
+            with _stream_read(locks[m]):
                 reader = readers[m]
                 assert isinstance(reader, BufferReader)  # _kernel_dtype chose this path for such readers
-                with locks[m]:
-                    reader.read_into(meta.name, (r0, r1), piece[i])
-            except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
-                raise _StreamFailed(str(e)) from e
+                reader.read_into(meta.name, (r0, r1), piece[i])
         reading += time.perf_counter() - began
         nbytes += piece.numel() * elsize
         reduction.add(piece)
         if skeleton is not None:
             found.append(gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
-    moments, dist, equal = reduction.finish()
+    return _streamed(models, reduction.finish(), found if skeleton is not None else None, nbytes)
+
+
+@contextlib.contextmanager
+def _stream_read(lock: threading.Lock) -> Iterator[None]:
+    """One model's read of a streamed piece, under its reader's lock; any failure is a :class:`_StreamFailed`
+    (the chunk path reads the chunk again and reports it)."""
+    try:
+        with lock:
+            yield
+    except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
+        raise _StreamFailed(str(e)) from e
+
+
+def _streamed(models: list[int], reduced: tuple[Moments, np.ndarray, np.ndarray],
+              found: list[tuple[np.ndarray, np.ndarray]] | None, nbytes: int) -> _Reduced:
+    """A streamed chunk's results (``found``: its skeleton entries piece by piece, None without a skeleton);
+    a chunk holding NaN/Inf is a :class:`_StreamFailed` (the chunk path reduces it again without those rows)."""
+    moments, dist, equal = reduced
     if _nonfinite(moments).any():
-        raise _StreamFailed("NaN/Inf values")  # the chunk path reduces it again without those rows
-    sk = None if skeleton is None else (np.concatenate([p for p, _ in found]),
-                                        np.concatenate([v for _, v in found], axis=1))
+        raise _StreamFailed("NaN/Inf values")
+    sk = None if found is None else (np.concatenate([p for p, _ in found]),
+                                     np.concatenate([v for _, v in found], axis=1))
     return _Reduced(models, moments, dist, equal, {}, nbytes, sk)
 
 
@@ -553,25 +568,17 @@ def _stream_reduce_codes(task: TensorTask, rows: tuple[int, int], plan: Plan, re
         r1 = min(stop, r0 + piece_rows)
         began = time.perf_counter()
         for i, m in enumerate(models):
-            try:
-                reader = readers[m]
-                assert isinstance(reader, CodedReader)  # _coded_type chose this path for such readers
-                with locks[m]:
-                    reader.read_codes(meta.name, (r0, r1), raw[i, : (r1 - r0) * row_bytes])
-            except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
-                raise _StreamFailed(str(e)) from e
+            with _stream_read(locks[m]):
+                coded = readers[m]
+                assert isinstance(coded, CodedReader)  # _coded_type chose this path for such readers
+                coded.read_codes(meta.name, (r0, r1), raw[i, : (r1 - r0) * row_bytes])
             nbytes += (r1 - r0) * row_bytes
         reading += time.perf_counter() - began
         reduction.add(raw, (r1 - r0) * per_row)
         if skeleton is not None:
             found.append(fused_codes.gather(raw, qtype, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
-    moments, dist, equal = reduction.finish()
-    if _nonfinite(moments).any():
-        raise _StreamFailed("NaN/Inf values")  # the chunk path reduces it again without those rows
-    sk = None if skeleton is None else (np.concatenate([p for p, _ in found]),
-                                        np.concatenate([v for _, v in found], axis=1))
-    return _Reduced(models, moments, dist, equal, {}, nbytes, sk)
+    return _streamed(models, reduction.finish(), found if skeleton is not None else None, nbytes)
 
 
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],
