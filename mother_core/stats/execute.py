@@ -10,7 +10,9 @@ torch path, which would take the CPU the load needs while saving no disk time.
 
 - **Fused CPU path** (bf16/fp32 sets large enough, see :mod:`~mother_core.stats.fused`): a chunk is
   read in pieces of whole rows (:data:`PIECE_BYTES` across models) into a small staging buffer in its
-  stored dtype, and each piece goes through the kernel while it is still in cache.
+  stored dtype, and each piece goes through the kernel while it is still in cache. Where every model holds
+  the slot as GGUF blocks of one 4- to 6-bit type, the pieces are read as those blocks and decoded inside
+  the kernel (:mod:`~mother_core.stats.fused_codes`; the same statistics bit for bit, no piece of values).
 - **Chunk path** (GPU, fp16, readers without ``read_into``, or while numba is still loading): the
   chunk is read into one of a ring of two reused buffers (fresh allocations cost ~0.4 s/GB in page
   faults) as float32 (half precision widened piece by piece through a small cache-resident staging
