@@ -4,7 +4,7 @@ The pass reads a slot whose every model holds GGUF 4- to 6-bit codes at half wid
 each model's rows were decoded into a bfloat16 piece (:data:`~mother_core.stats.execute.PIECE_BYTES`
 across models, 4 MiB: out to the L3 cache), which :class:`~mother_core.stats.fused.StreamReduction` then
 read back, block of :data:`~mother_core.stats.fused.KERNEL_BLOCK` columns by block. Here the piece's stored
-blocks themselves are read (0.28 bytes per value for Q4_K, against the piece's 2) and one compiled kernel
+blocks themselves are read (0.56 bytes per value for Q4_K, against the piece's 2) and one compiled kernel
 walks them: a few blocks of columns at a time (:data:`SCRATCH_BYTES` across models: stays in L2), each
 model's blocks are decoded to bfloat16 bits into a scratch by ``gguf_fast``'s decoders (Q4_K's ``vpermw``
 kernel; the other types' float32 kernel, then the rounding), and the scratch goes through the fused
