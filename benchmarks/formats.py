@@ -32,7 +32,8 @@ does not depend on the values).
 
 ``--before DIR`` adds the reader of another checkout (``git archive main | tar -x -C DIR``), measured by its
 own ``formats.py`` in every repeat between this one's runs, so that a change is judged against the code it
-replaces in the same minutes; ``--caches warm`` / ``cold`` measures one page-cache state only;
+replaces in the same minutes (and, unless ``--no-pass``, its whole pass: column ``pass before``);
+``--caches warm`` / ``cold`` measures one page-cache state only;
 ``--threads-ab`` adds the reader (and the pass) with one decode thread (``decode_threads=1``, columns
 ``reader@1`` / ``pass@1``) beside the default (every core available), in every repeat; ``--float32-ab``
 adds this reader with every tensor read as float32 (``reader f32``): the reader column reads a GGUF 4- to
@@ -259,6 +260,12 @@ def _measure(what: str, paths: list[Path]) -> dict:
         gguf_fast.warm_up()
         if what == "pass":
             fused.warm_up()
+            try:  # the kernels decoding GGUF blocks inside the reduction (compiled per process: not timed)
+                from mother_core.stats import fused_codes
+            except ImportError:  # a checkout before them (--before)
+                pass
+            else:
+                fused_codes.warm_up(["Q4_K", "Q6_K"])
         int8_fast.scale_rows(np.zeros((1, 4), np.int8), np.ones(1, np.float32), np.empty((1, 4), np.float32))
         compressed_fast.decode_codes(np.zeros((1, 1), np.uint8), 4, compressed_fast.integer_levels(4),
                                      np.ones((1, 1), np.float32), None, False, np.empty((1, 2), np.float32))
@@ -337,8 +344,8 @@ def _run(what: str, paths: list[Path], cold: bool, before: Path | None = None) -
         else:
             subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # fill the page cache
     script = __file__
-    if what == "before":  # the reader of another checkout (its own formats.py), in the same minutes
-        script, what = str(before / "benchmarks" / "formats.py"), "reader"
+    if what in ("before", "before-pass"):  # the reader (pass) of another checkout (its own formats.py)
+        script, what = str(before / "benchmarks" / "formats.py"), "reader" if what == "before" else "pass"
     out = subprocess.run([sys.executable, script, "--measure", what, *map(str, paths)], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -400,12 +407,14 @@ def main() -> None:
     kinds += ("reader32",) if args.float32_ab else ()
     kinds += (("before",) if args.before else ())
     kinds += () if args.no_pass else ("pass",) + (("pass@1",) if args.threads_ab else ())
+    kinds += ("before-pass",) if args.before and not args.no_pass else ()
     print(f"\ndecode threads (default): {_cores()}; columns `@1`: decode_threads=1")
     print("\n| file | size | cache | read() (s) | reader (s) | **reader / read()** | reader@1 / read() "
-          "| reader f32 / read() | before / read() | pass / read() | pass@1 / read() "
+          "| reader f32 / read() | before / read() | pass / read() | pass@1 / read() | pass before / read() "
           f"| CPU s: {' / '.join(kinds)} | reader / read() CPU | reader@1 / read() CPU | reader f32 / read() CPU "
-          "| before / read() CPU | stores / read() CPU | values (G) | RSS after imports -> peak (MiB) | load avg |")
-    print("| --- " * 20 + "|")
+          "| before / read() CPU | pass / read() CPU | pass before / read() CPU | stores / read() CPU | values (G) "
+          "| RSS after imports -> peak (MiB) | load avg |")
+    print("| --- " * 23 + "|")
     for label, path in files.items():
         if args.only not in label:
             continue
@@ -428,11 +437,15 @@ def main() -> None:
             cpu = " / ".join(f"{med[w]['cpu']:.2f}" for w in kinds)
             rss = (f"{med['pass']['base_rss_mib']:.0f} -> {med['pass']['rss_mib']:.0f}" if "pass" in med else
                    f"{med['reader']['base_rss_mib']:.0f} -> {med['reader']['rss_mib']:.0f} (reader)")
+            if "before-pass" in med:
+                rss += f" (before: {med['before-pass']['base_rss_mib']:.0f} -> {med['before-pass']['rss_mib']:.0f})"
             print(f"| {label} | {size / 1e9:.2f} GB | {'cold' if cold else 'warm'} | {read:.2f} | {rd:.2f} | "
                   f"**{ratio('reader')}** | {ratio('reader@1')} | {ratio('reader32')} | {ratio('before')} | "
-                  f"{ratio('pass')} | {ratio('pass@1')} | {cpu} | {ratio('reader', 'cpu')} | "
+                  f"{ratio('pass')} | {ratio('pass@1')} | {ratio('before-pass')} | {cpu} | "
+                  f"{ratio('reader', 'cpu')} | "
                   f"{ratio('reader@1', 'cpu')} | {ratio('reader32', 'cpu')} | {ratio('before', 'cpu')} | "
-                  f"{ratio('fill', 'cpu')} | {med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
+                  f"{ratio('pass', 'cpu')} | {ratio('before-pass', 'cpu')} | {ratio('fill', 'cpu')} | "
+                  f"{med['reader']['values'] / 1e9:.2f} | {rss} | {load:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -204,12 +204,38 @@ def quantize_q4_k(data: np.ndarray) -> np.ndarray:
     return blocks.reshape(*data.shape[:-1], data.shape[-1] // 256 * 144)
 
 
+def quantize_q6_k(data: np.ndarray) -> np.ndarray:
+    """Q6_K blocks laid out as ggml's ``block_q6_K``: 128 bytes of low nibbles ``ql``, 64 bytes of high bit pairs
+    ``qh``, 16 int8 scales (one per 16 values), f16 ``d``; a value is ``d * scale * (q - 32)`` with ``q`` 6 bits
+    (the package dequantizes Q6_K but has no quantizer for it; llama.cpp's reference rounding without its
+    search). Value ``128 h + 32 k + i`` of a block: low nibble of ``ql[64 h + 32 (k & 1) + i]`` (its upper
+    nibble for k >= 2), high bits ``(qh[32 h + i] >> 2 k) & 3``."""
+    rows = data.reshape(-1, 256).astype(np.float32)
+    groups = rows.reshape(-1, 16, 16)
+    scale = np.abs(groups).max(axis=2) / 31.0  # (blocks, 16)
+    d = (scale.max(axis=1) / 127.0).astype(np.float16).astype(np.float32)
+    sc = np.clip(np.round(scale / np.where(d == 0, 1, d)[:, None]), -128, 127).astype(np.int8)
+    step = (d[:, None] * sc)[:, :, None]
+    q = (np.clip(np.round(groups / np.where(step == 0, 1, step)), -32, 31) + 32).astype(np.uint8).reshape(-1, 256)
+    v = q.reshape(-1, 2, 4, 32)  # (blocks, half, k, i)
+    low, high = v & 0x0F, v >> 4
+    ql = np.concatenate([low[:, h, k] | (low[:, h, k + 2] << 4) for h in range(2) for k in range(2)],
+                        axis=1)  # ql[64 h + 32 k + i], k < 2
+    qh = (high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6))  # (blocks, 2, 32)
+    blocks = np.concatenate([ql.reshape(-1, 128), qh.reshape(-1, 64), sc.view(np.uint8),
+                             d.astype(np.float16).view(np.uint8).reshape(-1, 2)], axis=1)
+    return blocks.reshape(*data.shape[:-1], data.shape[-1] // 256 * 210)
+
+
 def quantize(data: np.ndarray, kind: str) -> np.ndarray:
-    """``data`` quantized to ``kind`` by the ``gguf`` package (Q4_K by :func:`quantize_q4_k`)."""
+    """``data`` quantized to ``kind`` by the ``gguf`` package (Q4_K by :func:`quantize_q4_k`, Q6_K by
+    :func:`quantize_q6_k`: the package has no quantizer for them)."""
     import gguf
 
     if kind == "Q4_K":
         return quantize_q4_k(data)
+    if kind == "Q6_K":
+        return quantize_q6_k(data)
     return gguf.quants.quantize(data, gguf.GGMLQuantizationType[kind])
 
 

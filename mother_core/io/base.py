@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Mapping, Protocol, TypeVar, runtime_checkable
 from mother_core.io.safetensors_header import DTYPES
 
 if TYPE_CHECKING:  # torch is imported where tensors are read, not where models are found (`mother scan`)
+    import numpy as np
     import torch
 
 FLOAT_DTYPES: frozenset[str] = frozenset({"float64", "float32", "float16", "bfloat16"})
@@ -206,6 +207,21 @@ class HalfWidthReader(Protocol):
     6-bit codes, rounded on every read), so that it may also fill a bfloat16 buffer with them."""
 
     def half_width(self, name: str) -> bool: ...
+
+
+@runtime_checkable
+class CodedReader(Protocol):
+    """A reader that can hand over the stored code blocks of some tensors' rows as they are in the file
+    (GGUF's 4- to 6-bit blocks, in row order), so the pass decodes them inside its statistics kernel
+    (:mod:`mother_core.stats.fused_codes`) instead of into a chunk buffer."""
+
+    def coded(self, name: str) -> str | None:
+        """The block type of ``name``'s rows (e.g. ``"Q4_K"``) when :meth:`read_codes` reads them, else None."""
+        ...
+
+    def read_codes(self, name: str, rows: tuple[int, int], out: np.ndarray) -> np.ndarray:
+        """The stored bytes of rows ``[start, stop)`` of ``name`` into ``out`` (uint8, exactly that many)."""
+        ...
 
 
 @runtime_checkable

@@ -545,6 +545,51 @@ def kernels() -> dict[str, Kernel]:
     return _KERNELS
 
 
+def block_layout(qtype_name: str) -> tuple[int, int]:
+    """Bytes and values of one block of ``qtype_name`` (a type with a compiled kernel)."""
+    return _LAYOUT[qtype_name]
+
+
+_HALF_BITS: dict[str, HalfKernel] = {}
+
+
+def half_bits_kernel(qtype_name: str) -> HalfKernel:
+    """A compiled ``(blocks, f16 table, uint16 out)`` of a :data:`HALF_TYPES` type writing the bfloat16 bits of
+    its float32 decode rounded to nearest even, callable from other numba code (``stats/fused_codes.py``
+    decodes into its own cache-sized scratch with it): Q4_K's ``vpermw`` kernel where it compiled, else the
+    type's float32 kernel into a scratch of the call's size, then the rounding (the generic half path's
+    values, without its Python loop)."""
+    if qtype_name not in HALF_TYPES:
+        raise ValueError(f"{qtype_name} is not rounded to bfloat16 (only {', '.join(sorted(HALF_TYPES))})")
+    dedicated = half_kernels().get(qtype_name)
+    if dedicated is not None:
+        return dedicated
+    with _BUILD_LOCK:
+        kernel = _HALF_BITS.get(qtype_name)
+        if kernel is None:
+            from numba import njit
+
+            assert _KERNELS is not None  # half_kernels() built the table
+            decode = _KERNELS[qtype_name]
+            to_bits, _ = _roundings(njit)
+
+            @njit("void(uint8[::1], float32[::1], uint16[::1])", nogil=True)
+            def bits(src: np.ndarray, f16: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+                wide = np.empty(out.shape[0], dtype=np.float32)
+                decode(src, f16, wide)
+                to_bits(wide, out)
+
+            kernel = _HALF_BITS[qtype_name] = bits
+    return kernel
+
+
+def f16_table() -> np.ndarray:
+    """Every f16 bit pattern's float32 value (65,536 entries), the table the kernels widen block scales with."""
+    kernels()
+    assert _F16 is not None  # made by kernels()
+    return _F16
+
+
 def supports(qtype_name: str) -> bool:
     """Whether a compiled kernel decodes this type (and numba is there to compile it)."""
     if qtype_name not in _LAYOUT:

@@ -172,6 +172,38 @@ class GGUFReader:
         t = self._tensors.get(name)
         return t is not None and t.qtype_name in gguf_fast.HALF_TYPES
 
+    def coded(self, name: str) -> str | None:
+        """``name``'s block type when its rows can be handed over as stored (:meth:`read_codes`) for the pass to
+        decode inside its statistics kernel: a 4- to 6-bit type of :data:`~mother_core.io.gguf_fast.HALF_TYPES`
+        with a compiled decoder, 2-D or more, stored as the transformers checkpoint held it (no converter
+        rewrite to undo: a row of the file is a row of the tensor); else None."""
+        from mother_core.io import gguf_fast
+
+        t = self._tensors.get(name)
+        if (t is None or not hasattr(os, "preadv") or len(t.shape) < 2 or t.permute_heads or t.transposed
+                or t.regroup_heads or t.plus_one or not gguf_fast.half_width(t.qtype_name)):
+            return None
+        return t.qtype_name
+
+    def read_codes(self, name: str, rows: tuple[int, int], out: np.ndarray) -> np.ndarray:
+        """The stored blocks of rows ``[start, stop)`` of a :meth:`coded` tensor into ``out`` (uint8, exactly
+        their bytes), with ``preadv``: what :meth:`read_into` decodes, left for the caller to decode."""
+        t = self._tensors[name]
+        r0, r1 = rows
+        inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
+        per_outer = t.row_bytes * inner
+        if self.coded(name) is None or not 0 <= r0 <= r1 <= t.shape[0] or out.nbytes != (r1 - r0) * per_outer:
+            raise ValueError(f"read_codes needs rows of a coded tensor and a buffer of their bytes, got {name!r} "
+                             f"rows {rows} and {out.nbytes} bytes.")
+        fh, done, start = self._file(t), 0, t.offset + r0 * per_outer
+        view = memoryview(out.reshape(-1))  # type: ignore[arg-type]  # a numpy array is a buffer
+        while done < out.nbytes:
+            n = os.preadv(fh.fileno(), [view[done:]], start + done)
+            if n <= 0:
+                raise _unreadable(self._path(t), f"the file ends inside tensor {t.gguf_name!r}")
+            done += n
+        return out
+
     def _read_rows(self, t: GGUFTensor, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner); decoded
         straight into ``out`` (float32, as many values; or uint16: bfloat16 bits of a half-width type) when

@@ -10,7 +10,9 @@ torch path, which would take the CPU the load needs while saving no disk time.
 
 - **Fused CPU path** (bf16/fp32 sets large enough, see :mod:`~mother_core.stats.fused`): a chunk is
   read in pieces of whole rows (:data:`PIECE_BYTES` across models) into a small staging buffer in its
-  stored dtype, and each piece goes through the kernel while it is still in cache.
+  stored dtype, and each piece goes through the kernel while it is still in cache. Where every model holds
+  the slot as GGUF blocks of one 4- to 6-bit type, the pieces are read as those blocks and decoded inside
+  the kernel (:mod:`~mother_core.stats.fused_codes`; the same statistics bit for bit, no piece of values).
 - **Chunk path** (GPU, fp16, readers without ``read_into``, or while numba is still loading): the
   chunk is read into one of a ring of two reused buffers (fresh allocations cost ~0.4 s/GB in page
   faults) as float32 (half precision widened piece by piece through a small cache-resident staging
@@ -27,7 +29,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,8 +37,8 @@ import torch
 from mother_core.device import one_torch_thread, settle_torch_threads
 from mother_core.errors import MotherError
 from mother_core.io import staged
-from mother_core.io.base import BufferReader, HalfWidthReader, ModelReader, PrefetchingReader
-from mother_core.stats import fused
+from mother_core.io.base import BufferReader, CodedReader, HalfWidthReader, ModelReader, PrefetchingReader
+from mother_core.stats import fused, fused_codes
 from mother_core.stats.bounds import physical_memory
 from mother_core.stats.moments import BLOCK_ELEMENTS, ChunkReducer, Moments
 from mother_core.stats.plan import Plan, TensorTask
@@ -152,6 +154,13 @@ def execute_plan(
         run.kernel_load = threading.Thread(target=fused.warm_up, args=(run.fused_dtypes or {torch.float32},),
                                            name="mother-kernel-load", daemon=True)
         run.kernel_load.start()
+    coded = sorted(t for t, v in run.coded_values.items() if v >= fused_codes.WORTH_COMPILING_VALUES
+                   and not fused_codes.ready(t))
+    if run.use_fused and coded:
+        # Compile the kernels that decode GGUF blocks inside the reduction (~1-2 CPU s a type, no disk
+        # cache); until they are ready those slots are read as bfloat16 pieces, with the same results.
+        threading.Thread(target=fused_codes.warm_up_quietly, args=(coded,), name="mother-codes-load",
+                         daemon=True).start()
     # On CPU the chunks are reduced by our own worker threads; torch's intra-op threads would compete.
     # The two workers decode quantized chunks themselves: decode helpers only take the cores left over.
     torch_threads = one_torch_thread() if device.type == "cpu" else contextlib.nullcontext()
@@ -200,6 +209,8 @@ class _PassRun:
     load_for_equal: bool  # load the kernels for the chunk path's counts of equal entries alone
     skeletons: dict[int, tuple[np.ndarray, np.ndarray]]  # slot -> skeleton rows and columns
     read_rate: _ReadRate
+    #: values of the slots whose every model hands over GGUF blocks of one type (``_coded_type``), by type
+    coded_values: dict[str, int] = field(default_factory=dict)
     kernel_load: threading.Thread | None = None  # loading numba and the fused kernels, while it runs
 
 
@@ -214,8 +225,15 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     # compares row against rows, several times slower on the CPU): load it for them when they are many.
     wide = sum(_task_values(plan, t) for t in plan.tasks if fused.MAX_MODELS < len(t.models) <= fused.MAX_EQUAL_MODELS)
     load_for_equal = device.type == "cpu" and fused.enabled() and wide >= fused.WORTH_LOADING_VALUES
+    coded_values: dict[str, int] = {}
+    for task in plan.tasks if use_fused else ():
+        name = plan.slots[task.slot].name
+        if _chunk_dtype(name, task.models, readers, device, True) == torch.bfloat16:
+            qtype = _coded_type(name, task.models, readers)
+            if qtype is not None:
+                coded_values[qtype] = coded_values.get(qtype, 0) + _task_values(plan, task)
     return _PassRun(
-        plan=plan, readers=readers, device=device,
+        plan=plan, readers=readers, device=device, coded_values=coded_values,
         steps=steps, batches=_batches([_step_bytes(plan, step) for step in steps]),
         ring=_BufferRing(pin=device.type == "cuda"),
         reducers=[ChunkReducer(block, use_fused), ChunkReducer(block, use_fused)],
@@ -306,7 +324,11 @@ def _read_and_reduce(run: _PassRun, k: int, slot: int, failed: dict[int, str]) -
     stored = (_kernel_dtype(plan.slots[task.slot].name, models, readers, run.device)
               if run.use_fused and fused.ready() and rows is not None and models else None)
     if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
+        coded = _coded_type(plan.slots[task.slot].name, models, readers) if stored == torch.bfloat16 else None
         try:
+            if coded is not None and fused_codes.ready(coded):  # the stored blocks, decoded inside the kernel
+                return _stream_reduce_codes(task, rows, plan, readers, models, coded, run.ring.staging_for(slot),
+                                            locks, run.skeletons.get(task.slot), read_rate)
             return _stream_reduce(task, rows, plan, readers, models, stored, run.ring.staging_for(slot), locks,
                                   run.skeletons.get(task.slot), read_rate)
         except _StreamFailed:
@@ -484,25 +506,81 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
         piece = staging.get(dtype, len(models) * width).view(len(models), width)
         began = time.perf_counter()
         for i, m in enumerate(models):
-            try:
+            with _stream_read(locks[m]):
                 reader = readers[m]
                 assert isinstance(reader, BufferReader)  # _kernel_dtype chose this path for such readers
-                with locks[m]:
-                    reader.read_into(meta.name, (r0, r1), piece[i])
-            except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
-                raise _StreamFailed(str(e)) from e
+                reader.read_into(meta.name, (r0, r1), piece[i])
         reading += time.perf_counter() - began
         nbytes += piece.numel() * elsize
         reduction.add(piece)
         if skeleton is not None:
             found.append(gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
-    moments, dist, equal = reduction.finish()
+    return _streamed(models, reduction.finish(), found if skeleton is not None else None, nbytes)
+
+
+@contextlib.contextmanager
+def _stream_read(lock: threading.Lock) -> Iterator[None]:
+    """One model's read of a streamed piece, under its reader's lock; any failure is a :class:`_StreamFailed`
+    (the chunk path reads the chunk again and reports it)."""
+    try:
+        with lock:
+            yield
+    except Exception as e:  # noqa: BLE001 - reported by the chunk path, which reads it again
+        raise _StreamFailed(str(e)) from e
+
+
+def _streamed(models: list[int], reduced: tuple[Moments, np.ndarray, np.ndarray],
+              found: list[tuple[np.ndarray, np.ndarray]] | None, nbytes: int) -> _Reduced:
+    """A streamed chunk's results (``found``: its skeleton entries piece by piece, None without a skeleton);
+    a chunk holding NaN/Inf is a :class:`_StreamFailed` (the chunk path reduces it again without those rows)."""
+    moments, dist, equal = reduced
     if _nonfinite(moments).any():
-        raise _StreamFailed("NaN/Inf values")  # the chunk path reduces it again without those rows
-    sk = None if skeleton is None else (np.concatenate([p for p, _ in found]),
-                                        np.concatenate([v for _, v in found], axis=1))
+        raise _StreamFailed("NaN/Inf values")
+    sk = None if found is None else (np.concatenate([p for p, _ in found]),
+                                     np.concatenate([v for _, v in found], axis=1))
     return _Reduced(models, moments, dist, equal, {}, nbytes, sk)
+
+
+def _coded_type(name: str, models: Sequence[int], readers: Sequence[ModelReader]) -> str | None:
+    """The block type of ``name`` when every model hands over its stored blocks of it, all of one type that
+    :mod:`~mother_core.stats.fused_codes` decodes (:class:`~mother_core.io.base.CodedReader`); else None."""
+    types = {reader.coded(name) if isinstance(reader, CodedReader) else None for reader in (readers[m] for m in models)}
+    qtype = types.pop() if len(types) == 1 else None
+    return qtype if qtype in fused_codes.TYPES and fused_codes.enabled() else None
+
+
+def _stream_reduce_codes(task: TensorTask, rows: tuple[int, int], plan: Plan, readers: Sequence[ModelReader],
+                         models: list[int], qtype: str, staging: _Staging, locks: Sequence[threading.Lock],
+                         skeleton: tuple[np.ndarray, np.ndarray] | None, read_rate: "_ReadRate") -> _Reduced:
+    """:func:`_stream_reduce` of a chunk whose every model holds GGUF 4- to 6-bit blocks: each piece (the rows
+    of a bfloat16 piece, so the kernel's blocks are the same) is read as its stored blocks and decoded inside
+    the kernel (:mod:`~mother_core.stats.fused_codes`): the same statistics, bit for bit, without the piece."""
+    meta = plan.slots[task.slot]
+    start, stop = rows
+    per_row = _chunk_numel(meta.shape, (0, 1))
+    piece_rows = max(1, PIECE_BYTES // max(1, len(models) * per_row * 2))  # as _stream_reduce's bfloat16 pieces
+    row_bytes = per_row // fused_codes.block_values(qtype) * fused_codes.block_bytes(qtype)
+    reduction = fused_codes.CodedReduction(qtype, len(models), True, (stop - start) * per_row)
+    cap = min(piece_rows, stop - start) * row_bytes
+    raw = staging.get(torch.uint8, len(models) * cap).numpy().reshape(len(models), cap)
+    found: list[tuple[np.ndarray, np.ndarray]] = []  # skeleton entries, piece by piece
+    nbytes, reading = 0, 0.0
+    for r0 in range(start, stop, piece_rows):
+        r1 = min(stop, r0 + piece_rows)
+        began = time.perf_counter()
+        for i, m in enumerate(models):
+            with _stream_read(locks[m]):
+                coded = readers[m]
+                assert isinstance(coded, CodedReader)  # _coded_type chose this path for such readers
+                coded.read_codes(meta.name, (r0, r1), raw[i, : (r1 - r0) * row_bytes])
+            nbytes += (r1 - r0) * row_bytes
+        reading += time.perf_counter() - began
+        reduction.add(raw, (r1 - r0) * per_row)
+        if skeleton is not None:
+            found.append(fused_codes.gather(raw, qtype, meta.shape, (r0, r1), skeleton))
+    read_rate.add(nbytes, reading)
+    return _streamed(models, reduction.finish(), found if skeleton is not None else None, nbytes)
 
 
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],

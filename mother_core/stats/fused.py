@@ -131,14 +131,18 @@ class StreamReduction:
     def add(self, x: torch.Tensor) -> None:
         """Fold in the next piece ``x`` (M, w) of the rows."""
         raw, shift = _as_bits(x)
-        need = self.blocks + -(-raw.shape[1] // KERNEL_BLOCK)
-        if need > len(self.counts):  # pieces ending in part-filled blocks: grow
+        self.reserve(raw.shape[1])
+        self.blocks = _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, self.blocks, self.want_dist,
+                                               self.counts, self.means, self.sums, self.dist, self.eq)
+
+    def reserve(self, columns: int) -> None:
+        """Room for the blocks of ``columns`` more columns (pieces ending in part-filled blocks: grow)."""
+        need = self.blocks + -(-columns // KERNEL_BLOCK)
+        if need > len(self.counts):
             grow = max(need, 2 * len(self.counts))
             self.counts = np.resize(self.counts, grow)
             self.means = np.resize(self.means, (grow, self.models))
             self.sums = np.resize(self.sums, (grow, 4, self.models))
-        self.blocks = _kernels().reduce_blocks(raw, shift, KERNEL_BLOCK, self.blocks, self.want_dist,
-                                               self.counts, self.means, self.sums, self.dist, self.eq)
 
     def finish(self) -> tuple[Moments, np.ndarray, np.ndarray]:
         """(moments per row, a constant row having zero central moments; squared distances (M, M)
