@@ -52,6 +52,18 @@ def _as_row(t: GGUFTensor) -> GGUFTensor:
                       t.offset, t.nbytes, t.row_bytes)
 
 
+def _outer_bytes(t: GGUFTensor) -> int:
+    """Stored bytes of one row of ``t``'s outermost dimension (every inner row of it; 2-D or more)."""
+    inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
+    return t.row_bytes * inner
+
+
+def _as_stored(t: GGUFTensor) -> bool:
+    """Whether a row of the file is a row of the tensor (2-D or more, no converter rewrite to undo), so that
+    a row range is one byte range, read (and decoded) as it lies."""
+    return len(t.shape) >= 2 and not (t.permute_heads or t.transposed or t.regroup_heads or t.plus_one)
+
+
 def _unpermute_rows(w: np.ndarray, heads: int) -> np.ndarray:
     """Undo llama.cpp's ``permute``: GGUF row ``h*hd + 2j + t`` holds HF row ``h*hd + t*hd/2 + j``."""
     rows = w.shape[0]
@@ -180,8 +192,7 @@ class GGUFReader:
         from mother_core.io import gguf_fast
 
         t = self._tensors.get(name)
-        if (t is None or not hasattr(os, "preadv") or len(t.shape) < 2 or t.permute_heads or t.transposed
-                or t.regroup_heads or t.plus_one or not gguf_fast.half_width(t.qtype_name)):
+        if t is None or not hasattr(os, "preadv") or not _as_stored(t) or not gguf_fast.half_width(t.qtype_name):
             return None
         return t.qtype_name
 
@@ -190,19 +201,21 @@ class GGUFReader:
         their bytes), with ``preadv``: what :meth:`read_into` decodes, left for the caller to decode."""
         t = self._tensors[name]
         r0, r1 = rows
-        inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
-        per_outer = t.row_bytes * inner
+        per_outer = _outer_bytes(t)
         if self.coded(name) is None or not 0 <= r0 <= r1 <= t.shape[0] or out.nbytes != (r1 - r0) * per_outer:
             raise ValueError(f"read_codes needs rows of a coded tensor and a buffer of their bytes, got {name!r} "
                              f"rows {rows} and {out.nbytes} bytes.")
-        fh, done, start = self._file(t), 0, t.offset + r0 * per_outer
-        view = memoryview(out.reshape(-1))  # type: ignore[arg-type]  # a numpy array is a buffer
-        while done < out.nbytes:
+        self._pread(t, t.offset + r0 * per_outer, memoryview(out.reshape(-1)))  # type: ignore[arg-type]
+        return out
+
+    def _pread(self, t: GGUFTensor, start: int, view: memoryview) -> None:
+        """Fill ``view`` with the bytes of ``t``'s file from ``start`` (``preadv`` until done)."""
+        fh, done = self._file(t), 0
+        while done < view.nbytes:
             n = os.preadv(fh.fileno(), [view[done:]], start + done)
             if n <= 0:
                 raise _unreadable(self._path(t), f"the file ends inside tensor {t.gguf_name!r}")
             done += n
-        return out
 
     def _read_rows(self, t: GGUFTensor, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Stored rows ``[r0, r1)`` (outermost dimension), dequantized, shape (r1 - r0, *inner); decoded
@@ -213,8 +226,7 @@ class GGUFReader:
 
         if len(t.shape) <= 1:  # one stored row: read it whole, slice the values
             return self._read_rows(_as_row(t), 0, 1).reshape(-1)[r0:r1]
-        inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
-        per_outer = t.row_bytes * inner
+        per_outer = _outer_bytes(t)
         quantized = t.qtype_name not in ("F16", "F32")
         from mother_core.io import gguf_fast
 
@@ -237,12 +249,7 @@ class GGUFReader:
             buf = staging[: (r1 - r0) * per_outer]
         else:  # returned (F16 / F32 views of it) or kept: a buffer of its own
             buf = np.empty((r1 - r0) * per_outer, dtype=np.uint8)
-        fh, done = self._file(t), 0
-        while done < buf.nbytes:
-            n = os.preadv(fh.fileno(), [buf.data[done:]], start + done)
-            if n <= 0:
-                raise _unreadable(self._path(t), f"the file ends inside tensor {t.gguf_name!r}")
-            done += n
+        self._pread(t, start, buf.data)
         shape = (r1 - r0, *t.shape[1:]) if len(t.shape) > 1 else (r1 - r0,)
         qtype = gguf.GGMLQuantizationType(t.qtype)
         if qtype == gguf.GGMLQuantizationType.F16:
@@ -301,8 +308,7 @@ class GGUFReader:
         listed = out.dtype == getattr(torch, info.dtype) or half
         if not listed or not out.is_contiguous() or out.device.type != "cpu":
             raise ValueError(f"read_into needs a contiguous CPU {info.dtype} buffer, got {out.dtype} on {out.device}.")
-        direct = (len(info.shape) >= 2 and not t.permute_heads and not t.transposed and not t.regroup_heads
-                  and not t.plus_one and rows is not None and 0 <= r0 <= r1 <= info.shape[0])
+        direct = _as_stored(t) and rows is not None and 0 <= r0 <= r1 <= info.shape[0]
         from mother_core.io import gguf_fast
 
         if direct and gguf_fast.supports(t.qtype_name):
@@ -321,8 +327,7 @@ class GGUFReader:
         t = self._tensors.get(name)
         if t is None or not hasattr(os, "posix_fadvise") or len(t.shape) < 2 or t.transposed:
             return
-        inner = int(np.prod(t.shape[1:-1], dtype=np.int64)) if len(t.shape) > 2 else 1
-        per_outer = t.row_bytes * inner
+        per_outer = _outer_bytes(t)
         r0, r1 = rows if rows is not None else (0, t.shape[0])
         if t.permute_heads:  # whole heads are read around the rows
             hd = t.shape[0] // t.permute_heads
