@@ -560,7 +560,7 @@ def _stream_reduce_codes(task: TensorTask, rows: tuple[int, int], plan: Plan, re
     start, stop = rows
     per_row = _chunk_numel(meta.shape, (0, 1))
     piece_rows = max(1, PIECE_BYTES // max(1, len(models) * per_row * 2))  # as _stream_reduce's bfloat16 pieces
-    row_bytes = per_row // fused_codes.block_values(qtype) * fused_codes.block_bytes(qtype)
+    row_bytes = fused_codes.stored_bytes(qtype, per_row)
     reduction = fused_codes.CodedReduction(qtype, len(models), True, (stop - start) * per_row)
     cap = min(piece_rows, stop - start) * row_bytes
     raw = staging.get(torch.uint8, len(models) * cap).numpy().reshape(len(models), cap)

@@ -174,18 +174,12 @@ class CodedReduction:
         return self.reduction.finish()
 
 
-def block_bytes(qtype: str) -> int:
-    """Bytes of one block of ``qtype``."""
+def stored_bytes(qtype: str, values: int) -> int:
+    """Bytes of ``values`` values (whole blocks) stored as ``qtype`` blocks: a row's, the pass's pieces'."""
     from mother_core.io import gguf_fast
 
-    return gguf_fast.block_layout(qtype)[0]
-
-
-def block_values(qtype: str) -> int:
-    """Values of one block of ``qtype``."""
-    from mother_core.io import gguf_fast
-
-    return gguf_fast.block_layout(qtype)[1]
+    nbytes, nvalues = gguf_fast.block_layout(qtype)
+    return values // nvalues * nbytes
 
 
 def gather(raw: np.ndarray, qtype: str, shape: tuple[int, ...], rows: tuple[int, int],
@@ -201,7 +195,7 @@ def gather(raw: np.ndarray, qtype: str, shape: tuple[int, ...], rows: tuple[int,
     inside = (r_idx >= start) & (r_idx < stop)
     positions = np.flatnonzero(inside)
     values = np.zeros((raw.shape[0], len(positions), len(c_idx)), dtype=np.float32)
-    line = shape[-1] // block_values(qtype) * block_bytes(qtype)  # bytes of one innermost row
+    line = stored_bytes(qtype, shape[-1])  # bytes of one innermost row
     for i in range(raw.shape[0]):
         for j, r in enumerate(r_idx[inside] - start):
             row = gguf_fast.dequantize(raw[i, r * line : (r + 1) * line], qtype, rounded=True)
