@@ -496,7 +496,7 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
     start, stop = rows
     elsize = torch.empty((), dtype=dtype).element_size()
     per_row = _chunk_numel(meta.shape, (0, 1))
-    piece_rows = max(1, PIECE_BYTES // max(1, len(models) * per_row * elsize))
+    piece_rows = _piece_rows(len(models), per_row, elsize)
     reduction = fused.StreamReduction(len(models), True, (stop - start) * per_row)
     found: list[tuple[np.ndarray, np.ndarray]] = []  # skeleton entries, piece by piece
     nbytes, reading = 0, 0.0
@@ -517,6 +517,13 @@ def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers:
             found.append(gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
     return _streamed(models, reduction.finish(), found if skeleton is not None else None, nbytes)
+
+
+def _piece_rows(models: int, per_row: int, elsize: int) -> int:
+    """Rows of a streamed piece: about :data:`PIECE_BYTES` of ``models`` rows of ``per_row`` values of
+    ``elsize`` bytes. The coded path cuts its pieces as the bfloat16 path does (``elsize`` 2), so that the
+    kernel's blocks, and so the statistics bit for bit, are the same."""
+    return max(1, PIECE_BYTES // max(1, models * per_row * elsize))
 
 
 @contextlib.contextmanager
@@ -559,7 +566,7 @@ def _stream_reduce_codes(task: TensorTask, rows: tuple[int, int], plan: Plan, re
     meta = plan.slots[task.slot]
     start, stop = rows
     per_row = _chunk_numel(meta.shape, (0, 1))
-    piece_rows = max(1, PIECE_BYTES // max(1, len(models) * per_row * 2))  # as _stream_reduce's bfloat16 pieces
+    piece_rows = _piece_rows(len(models), per_row, 2)  # _stream_reduce's bfloat16 pieces: the same blocks
     row_bytes = fused_codes.stored_bytes(qtype, per_row)
     reduction = fused_codes.CodedReduction(qtype, len(models), True, (stop - start) * per_row)
     cap = min(piece_rows, stop - start) * row_bytes
