@@ -228,7 +228,7 @@ def _set_up(plan: Plan, readers: Sequence[ModelReader], device: torch.device) ->
     coded_values: dict[str, int] = {}
     for task in plan.tasks if use_fused else ():
         name = plan.slots[task.slot].name
-        if _chunk_dtype(name, task.models, readers, device, True) == torch.bfloat16:
+        if _kernel_dtype(name, task.models, readers, device) == torch.bfloat16:  # as _read_and_reduce picks
             qtype = _coded_type(name, task.models, readers)
             if qtype is not None:
                 coded_values[qtype] = coded_values.get(qtype, 0) + _task_values(plan, task)
