@@ -188,16 +188,14 @@ def gather(raw: np.ndarray, qtype: str, shape: tuple[int, ...], rows: tuple[int,
     rows ``rows`` of the slot): the skeleton rows inside it decoded alone, rounded to bfloat16 as the
     bfloat16 piece holds them, and their skeleton columns picked (float32, the same values)."""
     from mother_core.io import gguf_fast
+    from mother_core.stats.skeleton import rows_inside
 
-    r_idx, c_idx = index
-    per = int(np.prod(shape[1:-1], dtype=np.int64))  # 1 for a 2-D slot; stacked experts: each expert's rows
-    start, stop = rows[0] * per, rows[1] * per
-    inside = (r_idx >= start) & (r_idx < stop)
-    positions = np.flatnonzero(inside)
+    c_idx = index[1]
+    positions, inner = rows_inside(index, shape, rows)
     values = np.zeros((raw.shape[0], len(positions), len(c_idx)), dtype=np.float32)
     line = stored_bytes(qtype, shape[-1])  # bytes of one innermost row
     for i in range(raw.shape[0]):
-        for j, r in enumerate(r_idx[inside] - start):
+        for j, r in enumerate(inner):
             row = gguf_fast.dequantize(raw[i, r * line : (r + 1) * line], qtype, rounded=True)
             values[i, j] = row[c_idx]
     return positions, values

@@ -80,19 +80,28 @@ def gather(data: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int] | N
         Which skeleton rows this chunk holds.
     values : ndarray (M, len(positions), k2) of float32
     """
-    r_idx, c_idx = index
+    c_idx = index[1]
+    positions, inner = rows_inside(index, shape, rows)
+    if len(positions) == 0:
+        return positions, np.zeros((data.shape[0], 0, len(c_idx)), dtype=np.float32)
+    local = torch.as_tensor(inner, device=data.device)
+    cols = torch.as_tensor(c_idx, device=data.device)
+    # index_select over advanced indexing: the streaming pass calls this once per 4 MB piece
+    block = data.view(data.shape[0], -1, shape[-1]).index_select(1, local).index_select(2, cols)
+    return positions, block.float().cpu().numpy()
+
+
+def rows_inside(index: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...],
+                rows: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Which skeleton rows of ``index`` a chunk (or piece) of rows ``rows`` of the slot holds (None: the whole
+    tensor): their positions in the index, and their innermost rows inside the chunk (:func:`gather`;
+    :func:`mother_core.stats.fused_codes.gather` of a piece held as GGUF blocks)."""
+    r_idx = index[0]
     start, stop = rows if rows is not None else (0, shape[0])
     per = math.prod(shape[1:-1])  # 1 for a 2-D slot; a stacked experts' slot: each expert's rows (its index rows)
     start, stop = start * per, stop * per
     inside = (r_idx >= start) & (r_idx < stop)
-    positions = np.flatnonzero(inside)
-    if len(positions) == 0:
-        return positions, np.zeros((data.shape[0], 0, len(c_idx)), dtype=np.float32)
-    local = torch.as_tensor(r_idx[inside] - start, device=data.device)
-    cols = torch.as_tensor(c_idx, device=data.device)
-    # index_select over advanced indexing: the streaming pass calls this once per 4 MB piece
-    block = data.view(data.shape[0], stop - start, shape[-1]).index_select(1, local).index_select(2, cols)
-    return positions, block.float().cpu().numpy()
+    return np.flatnonzero(inside), r_idx[inside] - start
 
 
 def singular_values(batch: np.ndarray) -> np.ndarray:
