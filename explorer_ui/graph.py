@@ -499,7 +499,7 @@ def families_of(rec: Recovery, shown: set[str], mode: str = "confidence") -> tup
     kept = sorted((t for t in rec.trees if sum(1 for m in t.members if m in shown) >= 2),
                   key=lambda t: (-len(t.members), t.id))
     return tuple({"id": t.id, "label": f"{short_name(t.root)} · {len(t.members)} models",
-                  "color": node_fill(t.id, mode), "edge": family_color(t.id), "size": len(t.members)} for t in kept)
+                  "color": node_fill(t.id, mode), "edge": family_color(t.id)} for t in kept)
 
 
 def _arrange(shown: list[str], primary_edges: list[EdgeKey], layout: str, lengths: dict | None, font_size: int,

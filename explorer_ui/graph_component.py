@@ -109,7 +109,9 @@ function build(root, st, d) {
       st.send('event', {type: 'edge', parent, child, t: Date.now()});
     }
   });
-  net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx));
+  const members = {};  // family id -> its models' ids, once per drawing (not per frame)
+  for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(n.id);
+  net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx, members));
   net.on('zoom', () => relabel(st, d));
   net.on('animationFinished', () => relabel(st, d));  // a centring moveTo sends no 'zoom'
   // vis keeps the visible area when its canvas resizes (the scale follows the size): size the labels again.
@@ -239,12 +241,10 @@ function centre(st, d, ids, always) {
 // Each family of two or more shown models on a tinted, rounded box, its root and size above it in screen-size
 // type (largest families first, none drawn over another, none past the forest's right edge): zoomed out past
 // readable model names, the forest still reads as named families; zoomed in, the name says whose box it is.
-function drawFamilies(root, st, d, ctx) {
+function drawFamilies(root, st, d, ctx, members) {
   const fams = d.families || [];
   if (fams.length < 2 || !st.network) { root.dataset.families = '0'; return; }
   const net = st.network, s = net.getScale();
-  const members = {};
-  for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(n.id);
   const pad = 10;
   const boxes = fams.map(f => [f, boxOf(net, members[f.id] || [])]).filter(([, b]) => isFinite(b.x0));
   const left = Math.min(...boxes.map(([, b]) => b.x0)) - pad;

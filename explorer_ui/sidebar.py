@@ -328,7 +328,7 @@ def page(title: str, *, heading: str | None = None, caption: str | None = None, 
             key, rec = engine.constrained(base_key, base, constraints)
         mtime = Path(ms.truth).stat().st_mtime if ms.truth and Path(ms.truth).is_file() else 0.0
         truth, ref, statuses = _reference(key, ms, mtime, rec)
-        missing = state.link_selection_missing({(e.parent, e.child) for e in rec.edges}, set(rec.model_ids))
+        missing = state.link_selection_missing(rec)
         if missing:
             shown = missing if len(missing) <= 300 else missing[:300] + "…"
             st.warning(f"The link selects {md(shown)}, which is not in this tree: nothing is selected.")

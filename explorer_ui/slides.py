@@ -86,9 +86,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
             handles.append(Patch(fc="none", ec=what, lw=2, linestyle="--" if kind == "fold" else "-", label=text))
         else:
             handles.append(Line2D([], [], color="none", label=text))
-    bottom = 0.08 + 0.025 * (len(handles) // 4)
-    if handles:
-        bottom = _fitted_legend(fig, handles, font_pt + 1, fg)
+    bottom = _fitted_legend(fig, handles, font_pt + 1, fg) if handles else 0.08
     if title:
         fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=bottom)
@@ -104,7 +102,7 @@ def _fitted_legend(fig: plt.Figure, handles: list[Artist], font_pt: float, fg: s
     edges of the exported PNG (the 279-model result's Export preview, benchmarks/RESULTS.md)."""
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     for ncol, size in [(4, font_pt), (4, font_pt - 1), (4, font_pt - 2), (3, font_pt - 2), (2, font_pt - 2)]:
-        for old in fig.legends:
+        for old in list(fig.legends):  # the previous try's (remove() edits the list)
             old.remove()
         leg = fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), frameon=False,
                          fontsize=size, labelcolor=fg)

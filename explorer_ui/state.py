@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from mother_core.recovery.result import Constraints
+from mother_core.recovery.result import Constraints, Recovery
 
 EdgeKey = tuple[str, str]
 Why = Literal["pending", "preset", "empty", "error"]
@@ -171,16 +171,16 @@ def url_request() -> tuple[str | None, str | None]:
     return qp.get(Q_SOURCE), qp.get(Q_SET)
 
 
-def link_selection_missing(edges: set[EdgeKey], models: set[str]) -> str | None:
-    """Once, after a link's first tree: what the link selected that this tree does not hold (the selection is
-    then cleared, URL included), or None. A link to an edge or model not in the set (a stale link, ids of
-    another set, text made up) showed the tree with nothing selected and no word why."""
+def link_selection_missing(rec: Recovery) -> str | None:
+    """Once, after a link's first tree: what the link selected that the tree ``rec`` does not hold (the
+    selection is then cleared, URL included), or None. A link to an edge or model not in the set (a stale
+    link, ids of another set, text made up) showed the tree with nothing selected and no word why."""
     sel = st.session_state.pop(_LINK_SELECTION, None)
     if not isinstance(sel, Selection) or st.session_state.get(_SELECTION) != sel:
-        return None  # no link, or the user has selected something since
-    if sel.edge is not None and tuple(sel.edge) not in edges:
+        return None  # no link, or the user has selected something since: the tree is not looked at
+    if sel.edge is not None and tuple(sel.edge) not in {(e.parent, e.child) for e in rec.edges}:
         missing = f"the edge {sel.edge[0]} → {sel.edge[1]}"
-    elif sel.node is not None and sel.node not in models:
+    elif sel.node is not None and sel.node not in rec.model_ids:
         missing = f"the model {sel.node}"
     else:
         return None

@@ -27,10 +27,8 @@ from mother_core.errors import UnreadableCheckpointError
 #: and those calling ``LlamaModel.permute`` themselves (Deci, MiniCPM).
 PERMUTED_QK: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "deci", "arcee", "smollm3",
                                          "llama-embed", "minicpm"})
-#: GPT-2 weights the converter transposes (HF ``Conv1D`` stores (in, out)).
 _PERMUTED_SUFFIXES = (".q_proj.weight", ".q_proj.bias", ".k_proj.weight", ".k_proj.bias")
-_NO_HEAD_COUNT = ("has {rows} rows in llama.cpp's q/k row order and the file gives no head count ({key}, which "
-                  "llama.cpp's converter always writes), so that order cannot be undone")
+#: GPT-2 weights the converter transposes (HF ``Conv1D`` stores (in, out)).
 _TRANSPOSED_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 _TRANSPOSED_ARCHS = frozenset({"gpt2"})
 #: Architectures whose converter writes every ``*norm.weight`` as 1 + w (``GemmaModel``, ``Gemma2Model``,
@@ -270,9 +268,8 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
             regroup_claim = n_head if arch in REGROUPED_QKV | GROUPED_QKV and fused_qkv else None
             # Falcon without a kv head count is Falcon-7B's multi-query: one group.
             groups = (1 if n_kv is None else n_kv) if arch in GROUPED_QKV and regroup_claim is not None else 0
-            why = _heads_misfit(ne[-1], claim, regroup_claim, groups) \
-                or (_NO_HEAD_COUNT.format(rows=ne[-1], key=f"{arch}.attention.head_count")
-                    if permuted and claim is None else None)
+            why = _heads_misfit(ne[-1], claim, regroup_claim, groups,
+                                f"{arch}.attention.head_count" if permuted and claim is None else None)
             heads, regroup = claim or 0, regroup_claim or 0
             if why:
                 left_out[name] = why
@@ -295,13 +292,18 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
     return GGUFHeader(arch, file_type, tensors, unsupported, metadata, n_head, n_kv, split_count, split_no, left_out)
 
 
-def _heads_misfit(rows: int, heads: int | None, regroup: int | None, groups: int) -> str | None:
+def _heads_misfit(rows: int, heads: int | None, regroup: int | None, groups: int,
+                  no_count: str | None = None) -> str | None:
     """Why a tensor's rows cannot be put back in the source's order with the file's head counts, or None.
 
     ``rows``: the tensor's outermost length; ``heads``: the head count of the q/k permutation the file gives
-    for it (None: none given, nothing to undo); ``regroup`` / ``groups``: the fused qkv regrouping's query
-    heads (None: not regrouped) and kv groups (0: one group per head).
+    for it (None: not permuted, or none given); ``regroup`` / ``groups``: the fused qkv regrouping's query
+    heads (None: not regrouped) and kv groups (0: one group per head); ``no_count``: the metadata key of the
+    head count a permuted tensor's file does not give (None: not permuted, or given).
     """
+    if no_count is not None:
+        return (f"has {rows} rows in llama.cpp's q/k row order and the file gives no head count ({no_count}, "
+                "which llama.cpp's converter always writes), so that order cannot be undone")
     if heads is not None and (heads <= 0 or rows % heads or (rows // heads) % 2):
         return (f"has {rows} rows, which the file's head count {heads} does not split into heads of an even "
                 "size, so llama.cpp's q/k row order cannot be undone")

@@ -196,26 +196,32 @@ class Constraints:
         """Constraints with ``parent -> child`` forced, replacing an earlier forced parent of ``child``; a child
         fixed as a root no longer is, and a forbid of this very edge is lifted (the Edge page's "use this
         parent" and its force form)."""
-        return Constraints(
-            forced=tuple(e for e in self.forced if e[1] != child) + ((parent, child),),
-            forbidden=tuple(e for e in self.forbidden if e != (parent, child)),
-            roots=tuple(r for r in self.roots if r != child),
-        )
+        return self._added(forced=(parent, child))
 
     def forbidding(self, parent: str, child: str) -> "Constraints":
         """Constraints with ``parent -> child`` forbidden (no longer forced, if it was)."""
-        return Constraints(
-            forced=tuple(e for e in self.forced if e != (parent, child)),
-            forbidden=tuple(e for e in self.forbidden if e != (parent, child)) + ((parent, child),),
-            roots=self.roots,
-        )
+        return self._added(forbidden=(parent, child))
 
     def with_root(self, model: str) -> "Constraints":
         """Constraints with ``model`` fixed as a root (a forced parent of it dropped)."""
+        return self._added(root=model)
+
+    def _added(self, forced: tuple[str, str] | None = None, forbidden: tuple[str, str] | None = None,
+               root: str | None = None) -> "Constraints":
+        """These constraints plus one more, which lifts every earlier one it contradicts (the one place the
+        "later click wins" rules live): a forced edge lifts the other forced parent of its child, a forbid of
+        the same edge and the child fixed as a root; a forbidden edge lifts forcing it; a root lifts a forced
+        parent of it. The new one goes last (an earlier copy of it is dropped)."""
+        edge = forced or forbidden
+        freed = {m for m in (forced[1] if forced else None, root) if m is not None}  # children that lose a parent
+
+        def one(x):  # the new constraint, where it is of this kind
+            return () if x is None else (x,)
+
         return Constraints(
-            forced=tuple(e for e in self.forced if e[1] != model),
-            forbidden=self.forbidden,
-            roots=tuple(r for r in self.roots if r != model) + (model,),
+            forced=tuple(e for e in self.forced if e[1] not in freed and e != edge) + one(forced),
+            forbidden=tuple(e for e in self.forbidden if e != edge) + one(forbidden),
+            roots=tuple(r for r in self.roots if r not in freed) + one(root),
         )
 
 

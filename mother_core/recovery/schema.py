@@ -17,12 +17,15 @@ import jsonschema  # type: ignore[import-untyped]
 from mother_core.errors import InputError, ResultFormatError
 from mother_core.relations.vocabulary import parse_relation
 
-_NUM = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["inf", "-inf", "nan", "NaN"]}]}  # _SPECIAL
+#: The strings a number may be written as (infinities, and NaN from other writers; ours writes NaN as null).
+_SPECIAL = ("inf", "-inf", "nan", "NaN")
+_NUM = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": list(_SPECIAL)}]}
+_NUM_ARRAY = {"type": "array", "items": _NUM}
 _ID = {"type": "string", "minLength": 1, "maxLength": 2000}
 _OPT_ID = {"anyOf": [_ID, {"type": "null"}]}
 _ALT = {"type": "object", "required": ["parent", "cost", "distance"],
         "properties": {"parent": _OPT_ID, "cost": _NUM, "distance": _NUM}}
-_MATRIX = {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "array", "items": _NUM}}]}
+_MATRIX = {"anyOf": [{"type": "null"}, {"type": "array", "items": _NUM_ARRAY}]}
 _PAIRS = {"type": "array", "items": {"type": "array", "items": _ID, "minItems": 2, "maxItems": 2}}
 
 #: The shape of a result file (fields may be added by newer versions: extra keys are allowed).
@@ -50,7 +53,7 @@ RESULT_SCHEMA: Mapping[str, Any] = {
                 "kurtosis_child": _NUM, "layers_voting_forward": {"type": "integer"},
                 "layers_voting_backward": {"type": "integer"}, "constrained": {"type": "boolean"},
                 "alternatives": {"type": "array", "items": _ALT},
-                "layer_distance": {"type": "array", "items": _NUM},
+                "layer_distance": _NUM_ARRAY,
                 "relation": {"type": "string"}, "relation_detail": {"type": "string"},
                 "relation_confidence": _NUM, "merge_weight": _NUM, "parent_note": {"type": "string"},
                 "tie_kurtosis": {"type": "object", "additionalProperties": _NUM}, "tie_displaced": _OPT_ID,
@@ -81,8 +84,11 @@ RESULT_SCHEMA: Mapping[str, Any] = {
 #: schema validator checked each cell against ``_NUM``'s three-way ``anyOf``: on a 279-model result
 #: (237,000 cells) that was 8 s of the 9 s it took to open it (17 s under a profiler), before any page
 #: drew. :func:`_number_error` checks the same cells in one plain pass; the validator sees them as arrays.
-_NUMBER_ARRAYS = {"layer_kurtosis": 2, "distance_matrix": 2, "cost_matrix": 2}
-_EDGE_NUMBER_ARRAYS = {"layer_distance": 1}
+#: Both are read off ``RESULT_SCHEMA`` (the fields declared ``_MATRIX`` / ``_NUM_ARRAY``): it stays the one
+#: place a number array is declared.
+_NUMBER_ARRAYS = tuple(k for k, v in RESULT_SCHEMA["properties"].items() if v is _MATRIX)
+_EDGE_NUMBER_ARRAYS = tuple(k for k, v in RESULT_SCHEMA["properties"]["edges"]["items"]["properties"].items()
+                            if v is _NUM_ARRAY)
 
 
 def _shape_only(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,13 +103,13 @@ def _shape_only(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _VALIDATOR = jsonschema.Draft202012Validator(_shape_only(RESULT_SCHEMA))
-_SPECIAL = frozenset(("inf", "-inf", "nan", "NaN"))  # _NUM's enum
+_SPECIAL_SET = frozenset(_SPECIAL)
 
 
 def _not_number(x: Any) -> bool:
     """Whether ``x`` is not what ``_NUM`` accepts (bool is no number in JSON Schema, as here)."""
     t = type(x)
-    return not (t is float or t is int or x is None or (t is str and x in _SPECIAL))
+    return not (t is float or t is int or x is None or (t is str and x in _SPECIAL_SET))
 
 
 def _number_error(d: dict[str, Any]) -> tuple[str, Any] | None:
