@@ -128,3 +128,14 @@ def test_a_later_click_overrides_an_earlier_constraint_on_the_same_edge(demo):
     assert forbidden.parent_of(e.child) != e.parent
     # Force a parent, then make the child a root: it is a root.
     assert resolve(rec, Constraints().with_parent(e.parent, e.child).with_root(e.child)).parent_of(e.child) is None
+
+
+def test_use_parent_wins_over_an_earlier_forbid_or_root(demo):
+    """The library's "use this parent" follows the Edge page's rule (the later choice wins); it used to keep a
+    forbid of the very edge asked for, or the child fixed as a root, and refuse the pair as contradictory."""
+    rec, _ = demo
+    e = next(x for x in rec.edges if not x.chosen_by_tie)
+    forbidden = resolve(rec, Constraints().forbidding(e.parent, e.child))
+    assert use_parent(forbidden, e.child, e.parent).parent_of(e.child) == e.parent
+    rooted = resolve(rec, Constraints().with_root(e.child))
+    assert use_parent(rooted, e.child, e.parent).parent_of(e.child) == e.parent

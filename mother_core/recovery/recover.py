@@ -581,12 +581,12 @@ def layer_votes(layer_kurtosis: np.ndarray | None, p: int, c: int, kept_distance
 def use_parent(recovery: Recovery, child: str, parent: str) -> Recovery:
     """``recovery`` with ``child`` moved under ``parent`` (its subtree with it), everything else kept.
 
-    The engine call behind "use this parent" for a ranked alternative: the edge is forced (replacing
-    any earlier forced parent of ``child``) and re-solved locally (:mod:`.corrections`).
+    The engine call behind "use this parent" for a ranked alternative: the edge is forced and re-solved
+    locally (:mod:`.corrections`). As on the Edge page, the later choice wins: it replaces an earlier
+    forced parent of ``child``, lifts a forbid of this edge and un-fixes ``child`` as a root
+    (:meth:`.Constraints.with_parent`).
     """
-    c = recovery.constraints
-    forced = tuple(e for e in c.forced if e[1] != child) + ((parent, child),)
-    return resolve(recovery, Constraints(forced=forced, forbidden=c.forbidden, roots=c.roots))
+    return resolve(recovery, recovery.constraints.with_parent(parent, child))
 
 
 def _edited_locally(recovery: Recovery, constraints: Constraints) -> Recovery | None:
