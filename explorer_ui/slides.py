@@ -9,6 +9,7 @@ would need a Chrome binary at export time.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import matplotlib
@@ -17,7 +18,8 @@ matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt
 from matplotlib.artist import Artist
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib import patheffects
+from matplotlib.patches import FancyBboxPatch, Patch
 
 from explorer_ui.graph import GraphData
 
@@ -28,8 +30,11 @@ SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
 CANVAS_PX = (1568.0, 711.0)
 
 
-def _dashes(pattern: Any) -> Any:
-    return (0, tuple(pattern)) if isinstance(pattern, list) and pattern else "solid"
+def _dashes(pattern: Any, scale: float = 1.0) -> Any:
+    """A vis dash pattern (canvas px) as a matplotlib line style; matplotlib multiplies it by the line's width,
+    ``scale`` undoes that (an edge's pattern is already sized for its width: graph.vis_dashes)."""
+    return (0, tuple(max(0.5, float(v) * scale) for v in pattern)) if isinstance(pattern, list) and pattern \
+        else "solid"
 
 
 def _color(c: Any) -> str:
@@ -40,38 +45,57 @@ def _color(c: Any) -> str:
 
 def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str = "", *, dark: bool = False,
                 font_pt: float = 9.0) -> plt.Figure:
-    """A 16:9 figure of the drawing ``data`` with ``legend`` rows (:func:`explorer_ui.graph.legend_items`)."""
+    """A 16:9 figure of the drawing ``data`` with ``legend`` rows (:func:`explorer_ui.graph.legend_items`).
+
+    The drawing is zoomed as the app zooms to fit: one scale for both axes and for the labels, so boxes keep
+    the gaps the layout gave them at any size of set (at most ``font_pt``; smaller still, measured, where a
+    label is wider than its column). Each family of two or more shown models sits on a tinted box named by
+    its root and size (``data.families``), as on the app's graph."""
     fg, bg = ("#F2F2F2", "#14161A") if dark else ("#1A1A1A", "white")
     fig, ax = plt.subplots(figsize=SLIDE_INCHES, facecolor=bg)
     ax.set_facecolor(bg)
     ax.set_axis_off()
+    handles = _legend_handles(legend)
+    bottom = _fitted_legend(fig, handles, font_pt + 1, fg) if handles else 0.08
+    if title:
+        fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=bottom)
     pos = {n["id"]: (float(n["x"]), -float(n["y"])) for n in data.nodes}
+    size = _fit_view(fig, ax, data, pos, font_pt)
+    texts = {}
+    for n in data.nodes:
+        x, y = pos[n["id"]]
+        col = n.get("color") or {}
+        # Names are data: a folder named "a$\frac{$" must be drawn as it is, not parsed as mathtext (which
+        # raised a ValueError on the Export page).
+        texts[n["id"]] = ax.text(
+            x, y, str(n.get("label", n["id"])), ha="center", va="center", fontsize=size, color="#1A1A1A",
+            alpha=float(n.get("opacity", 1.0)), zorder=2, parse_math=False, linespacing=1.1,
+            bbox={"boxstyle": "round,pad=0.3", "fc": _color(col.get("background", "#EEF4FB")),
+                  "ec": _color(col.get("border", "#777777")), "lw": 0.6 * float(n.get("borderWidth", 1)),
+                  "alpha": float(n.get("opacity", 1.0))})
+    size = _apart(fig, list(texts.values()), size)
+    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
+    k = min(1.0, size / font_pt)  # edges thin and arrows shrink with the labels they join
     for e in data.edges:
         a, b = pos.get(e["from"]), pos.get(e["to"])
         if a is None or b is None:
             continue
         color = _color(e.get("color"))
         alpha = float((e.get("color") or {}).get("opacity", 1.0)) if isinstance(e.get("color"), dict) else 1.0
+        lw = (0.5 + 0.35 * float(e.get("width", 1.0))) * max(0.4, k)
+        # Dashes as long (on the slide) as the app draws them at this zoom: the edges' own patterns (up to 20
+        # canvas px a dash) taken as points and multiplied by the width left one dash per edge.
         ax.annotate("", xy=b, xytext=a, zorder=1,
-                    arrowprops={"arrowstyle": "-|>", "color": color, "alpha": alpha, "shrinkA": 9, "shrinkB": 9,
-                                "lw": 0.5 + 0.35 * float(e.get("width", 1.0)),
-                                "linestyle": _dashes(e.get("dashes")),
+                    arrowprops={"arrowstyle": "-|>", "color": color, "alpha": alpha, "shrinkA": 9 * k,
+                                "shrinkB": 9 * k, "mutation_scale": 10 * max(0.5, k), "lw": lw,
+                                "linestyle": _dashes(e.get("dashes"), size / font / lw),
                                 "connectionstyle": "arc3,rad=0.25" if "smooth" in e else "arc3"})
-    for n in data.nodes:
-        x, y = pos[n["id"]]
-        col = n.get("color") or {}
-        # Names are data: a folder named "a$\frac{$" must be drawn as it is, not parsed as mathtext (which
-        # raised a ValueError on the Export page).
-        ax.text(x, y, str(n.get("label", n["id"])), ha="center", va="center", fontsize=font_pt, color="#1A1A1A",
-                alpha=float(n.get("opacity", 1.0)), zorder=2, parse_math=False,
-                bbox={"boxstyle": "round,pad=0.3", "fc": _color(col.get("background", "#EEF4FB")),
-                      "ec": _color(col.get("border", "#777777")), "lw": 0.6 * float(n.get("borderWidth", 1)),
-                      "alpha": float(n.get("opacity", 1.0))})
-    if pos:
-        xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
-        padx, pady = max(60.0, (max(xs) - min(xs)) * 0.04), max(40.0, (max(ys) - min(ys)) * 0.06)
-        ax.set_xlim(min(xs) - padx, max(xs) + padx)
-        ax.set_ylim(min(ys) - pady, max(ys) + pady)
+    _draw_families(fig, ax, data, texts, size, fg, bg, dark)
+    return fig
+
+
+def _legend_handles(legend: list[tuple[str, str, str]]) -> list[Artist]:
     handles: list[Artist] = []
     for kind, what, text in legend:
         if kind == "line":
@@ -79,18 +103,105 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
         elif kind == "dots":
             handles.append(Line2D([], [], color=what, lw=2, linestyle=":", label=text))
         elif kind == "dash":
-            import json
-
             handles.append(Line2D([], [], color="#666666", lw=2, linestyle=_dashes(json.loads(what)), label=text))
         elif kind in ("box", "fold"):
             handles.append(Patch(fc="none", ec=what, lw=2, linestyle="--" if kind == "fold" else "-", label=text))
         else:
             handles.append(Line2D([], [], color="none", label=text))
-    bottom = _fitted_legend(fig, handles, font_pt + 1, fg) if handles else 0.08
-    if title:
-        fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=bottom)
-    return fig
+    return handles
+
+
+def _fit_view(fig: plt.Figure, ax: plt.Axes, data: GraphData, pos: dict[str, tuple[float, float]],
+              font_pt: float) -> float:
+    """Zoom the axes to the whole drawing with one scale on both axes (the app's fit), centred; returns the
+    label size in points: the app's label (``font`` canvas px, grown by ``label_growth``) at that zoom, at most
+    ``font_pt``.
+
+    The slide drew every label at ``font_pt`` whatever the drawing's extent was squeezed into: on the
+    279-model result (90 models shown, 1.8 times wider than the slide at 9 pt) folded two-line boxes covered
+    their neighbours and the lone roots at the bottom right were drawn on top of each other."""
+    if not pos:
+        return font_pt
+    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
+    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    named = 2.0 * font if len(data.families) > 1 else 0.0  # room above the top row for the family names
+    boxed = 2.0 * font if named else 0.0  # the family boxes' padding (_draw_families) at both edges
+    xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
+    w, h = max(xs) - min(xs) + cell + boxed, max(ys) - min(ys) + 3 * font + named + boxed
+    box = ax.get_position()  # figure fraction
+    fw, fh = fig.get_size_inches()
+    wpt, hpt = box.width * fw * 72, box.height * fh * 72
+    s = min(wpt / w, hpt / h, font_pt / font * 1.6)  # points per canvas px; 1.6: fit() zooms in no further
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys) + named) / 2
+    ax.set_xlim(cx - wpt / s / 2, cx + wpt / s / 2)
+    ax.set_ylim(cy - hpt / s / 2, cy + hpt / s / 2)
+    return min(font_pt, font * s * max(1.0, float(data.label_growth)))
+
+
+def _apart(fig: plt.Figure, texts: list[Any], size: float, floor: float = 3.0) -> float:
+    """Shrink the labels ``texts`` (``size`` pt) until no two boxes overlap, measured as drawn (the layout's
+    column comes from a character count, and a label's real width depends on its letters); the size used."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    while size > floor:
+        boxes = [_box(t, renderer) for t in texts]
+        order = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
+        clash = False
+        for j, i in enumerate(order):  # sweep by left edge: O(n log n + overlaps)
+            for k in order[j + 1:]:
+                if boxes[k][0] >= boxes[i][2]:
+                    break
+                if boxes[k][1] < boxes[i][3] and boxes[i][1] < boxes[k][3]:
+                    clash = True
+                    break
+            if clash:
+                break
+        if not clash:
+            break
+        size = max(floor, size * 0.9)
+        for t in texts:
+            t.set_fontsize(size)
+    return size
+
+
+def _box(t: Any, renderer: Any) -> tuple[float, float, float, float]:
+    """A label's box (its text plus the 0.3 em pad and the border) in display pixels: x0, y0, x1, y1."""
+    bb = t.get_window_extent(renderer)
+    pad = (0.3 * t.get_fontsize() + 0.5) * t.figure.dpi / 72
+    return bb.x0 - pad, bb.y0 - pad, bb.x1 + pad, bb.y1 + pad
+
+
+def _draw_families(fig: plt.Figure, ax: plt.Axes, data: GraphData, texts: dict[str, Any], size: float, fg: str,
+                   bg: str, dark: bool) -> None:
+    """Each family of two or more shown models on a tinted rounded box, its name (root and size) above it,
+    largest first and none drawn over another (graph_component's drawFamilies, on paper)."""
+    if len(data.families) < 2:
+        return
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    to_data = ax.transData.inverted()
+    members: dict[Any, list[str]] = {}
+    for n in data.nodes:
+        members.setdefault(n.get("family"), []).append(n["id"])
+    pad = 0.8 * size * fig.dpi / 72  # display px
+    taken: list[tuple[float, float, float, float]] = []
+    for f in data.families:
+        boxes = [_box(texts[m], renderer) for m in members.get(f["id"], []) if m in texts]
+        if not boxes:
+            continue
+        x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
+        x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
+        (dx0, dy0), (dx1, dy1) = to_data.transform([(x0, y0), (x1, y1)])
+        ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
+                                    fc=_color(f.get("color", "#EEEEEE")), alpha=0.16 if dark else 0.45, lw=0))
+        ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
+                                    fc="none", ec=_color(f.get("edge", "#777777")), alpha=0.55, lw=0.8))
+        label = ax.text(dx0, dy1, str(f.get("label", "")), ha="left", va="bottom", fontsize=size,
+                        fontweight="bold", color=fg, zorder=2.5, parse_math=False)
+        lb = label.get_window_extent(renderer)
+        if any(lb.x0 < t[2] and t[0] < lb.x1 and lb.y0 < t[3] and t[1] < lb.y1 for t in taken):
+            label.remove()  # another family's name is there: its box still says which models belong together
+            continue
+        taken.append((lb.x0, lb.y0, lb.x1, lb.y1))
+        label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
 
 
 def _fitted_legend(fig: plt.Figure, handles: list[Artist], font_pt: float, fg: str) -> float:
