@@ -47,9 +47,9 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
                 font_pt: float = 9.0) -> plt.Figure:
     """A 16:9 figure of the drawing ``data`` with ``legend`` rows (:func:`explorer_ui.graph.legend_items`).
 
-    The drawing is zoomed as the app zooms to fit: one scale for both axes and for the labels, so boxes keep
-    the gaps the layout gave them at any size of set (at most ``font_pt``; smaller still, measured, where a
-    label is wider than its column). Each family of two or more shown models sits on a tinted box named by
+    The drawing fills the slide and its labels take the size its columns leave them (at most ``font_pt``;
+    smaller still, measured, until no two boxes overlap), so boxes keep the gaps the layout gave them at any
+    size of set. Each family of two or more shown models sits on a tinted box named by
     its root and size (``data.families``), as on the app's graph."""
     fg, bg = ("#F2F2F2", "#14161A") if dark else ("#1A1A1A", "white")
     fig, ax = plt.subplots(figsize=SLIDE_INCHES, facecolor=bg)
@@ -113,29 +113,40 @@ def _legend_handles(legend: list[tuple[str, str, str]]) -> list[Artist]:
 
 def _fit_view(fig: plt.Figure, ax: plt.Axes, data: GraphData, pos: dict[str, tuple[float, float]],
               font_pt: float) -> float:
-    """Zoom the axes to the whole drawing with one scale on both axes (the app's fit), centred; returns the
-    label size in points: the app's label (``font`` canvas px, grown by ``label_growth``) at that zoom, at most
-    ``font_pt``.
+    """Zoom the axes to the whole drawing, centred, with a margin of half a label (and the family boxes'
+    padding) on every side; returns the label size to start from (points): the app's label (``font`` canvas
+    px, grown by ``label_growth``) at the horizontal zoom, at most ``font_pt``.
 
-    The slide drew every label at ``font_pt`` whatever the drawing's extent was squeezed into: on the
+    The slide drew every label at ``font_pt`` whatever the drawing's width was squeezed into: on the
     279-model result (90 models shown, 1.8 times wider than the slide at 9 pt) folded two-line boxes covered
-    their neighbours and the lone roots at the bottom right were drawn on top of each other."""
+    their neighbours and the lone roots at the bottom right were drawn on top of each other. A label's room
+    is its column (the layout gives each label its width); across, rows are 80 canvas px a generation for a
+    box of ~35, so the height is stretched to fill the slide as before (one scale for both, as the app
+    zooms, left a set of three tall trees a narrow strip of 5.7-pt labels) and :func:`_apart` measures."""
     if not pos:
         return font_pt
     font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
     cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
-    named = 2.0 * font if len(data.families) > 1 else 0.0  # room above the top row for the family names
-    boxed = 2.0 * font if named else 0.0  # the family boxes' padding (_draw_families) at both edges
+    lines = max(str(n.get("label", "")).count("\n") + 1 for n in data.nodes)
+    families = len(data.families) > 1
+    # Margins in points, sized for the largest label: half a box (two lines for a folded one) and, with
+    # families, their boxes' padding and the names above the top row.
+    half = font_pt * (0.6 * lines + 0.5) + (0.9 * font_pt if families else 0.0)
+    top, bottom = half + (1.5 * font_pt if families else 0.0), half
+    side = 0.9 * font_pt if families else 0.0
     xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
-    w, h = max(xs) - min(xs) + cell + boxed, max(ys) - min(ys) + 3 * font + named + boxed
     box = ax.get_position()  # figure fraction
     fw, fh = fig.get_size_inches()
     wpt, hpt = box.width * fw * 72, box.height * fh * 72
-    s = min(wpt / w, hpt / h, font_pt / font * 1.6)  # points per canvas px; 1.6: fit() zooms in no further
-    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys) + named) / 2
-    ax.set_xlim(cx - wpt / s / 2, cx + wpt / s / 2)
-    ax.set_ylim(cy - hpt / s / 2, cy + hpt / s / 2)
-    return min(font_pt, font * s * max(1.0, float(data.label_growth)))
+    most = font_pt / font * 1.6  # points per canvas px: fit() zooms in no further than 1.6
+    sx = min((wpt - 2 * side) / (max(xs) - min(xs) + cell), most)
+    sy = min((hpt - top - bottom) / max(max(ys) - min(ys), 1.0), most)
+    x0, x1 = min(xs) - cell / 2 - side / sx, max(xs) + cell / 2 + side / sx
+    y0, y1 = min(ys) - bottom / sy, max(ys) + top / sy
+    spare_x, spare_y = wpt / sx - (x1 - x0), hpt / sy - (y1 - y0)  # centred
+    ax.set_xlim(x0 - spare_x / 2, x1 + spare_x / 2)
+    ax.set_ylim(y0 - spare_y / 2, y1 + spare_y / 2)
+    return min(font_pt, font * sx * max(1.0, float(data.label_growth)))
 
 
 def _apart(fig: plt.Figure, texts: list[Any], size: float, floor: float = 3.0) -> float:
