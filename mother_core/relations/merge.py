@@ -60,7 +60,11 @@ FAR_INPUTS = 2
 #: another chance for a fine-tune to pass as a sparse merge of its relatives (the generalise fitting
 #: collection fitx-0: a fine-tune read as a TIES merge of three with 8 candidates, not with 6).
 SPARSE_CANDIDATES = 6
-#: Largest number of parents of one merge (MDGBench: 2 to 5).
+#: Largest number of parents of one merge (MDGBench: 2 to 5). Not 5 (benchmarks/RESULTS.md, "Merges of five
+#: parents"): a real linear merge of five is then read (tests/test_merge_five.py), but on the profile C fitting
+#: sets a true merge of four gains a false fifth parent (C 5 and C 13, one each; on C 5 a second wrong edge at
+#: >= 0.8) and the solve takes 10-15% longer (C 5, C 13, D 200), while the sparse merges of a base and four
+#: (Breadcrumbs, TIES; the sixth stress set's) stay unread at 5 for reasons of their own.
 MAX_PARENTS = 4
 #: Other trees searched with a model's own for merges across trees (:func:`_bridging_fits`): those of its nearest
 #: relatives outside its tree, up to this many. Two: a merge of two inputs the forest split from each other and
