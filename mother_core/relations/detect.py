@@ -38,7 +38,7 @@ from mother_core.relations.evidence import PairLayers, TypedFindings, TypedLink,
 from mother_core.relations.lowrank import (
     LORA_UNTOUCHED, LowRankProfile, lowrank_profile, reads_low_rank, untouched_share, untouched_tolerance,
 )
-from mother_core.relations.merge import exact_merge_of, find_merges
+from mother_core.relations.merge import exact_merge_of, find_merges, merge_layers
 from mother_core.relations.merge_signs import sign_step
 from mother_core.relations.prune import find_pruned
 from mother_core.relations.stack import LayerReads, find_stacks, quantized_sources
@@ -160,11 +160,14 @@ def _quantized_merge_inputs(stats: WeightStatistics, pl: PairLayers, labels: np.
                     made.setdefault(p, set()).add(link.child)
     typed = {link.child for link in links}  # (a source read as anything else already is no merge to seek)
     added: list[TypedLink] = []
+    merge_pl: PairLayers | None = None  # made at the first quantized model to read, then shared
     for link in links:
         if link.relation != Relation.QUANTIZED or link.parents[0] in typed:
             continue
         q, p = link.child, link.parents[0]
-        fit = exact_merge_of(stats, pl, labels, excluded - {q}, p)
+        if merge_pl is None:
+            merge_pl = merge_layers(stats, pl, labels)
+        fit = exact_merge_of(stats, merge_pl, labels, excluded - {q}, p)
         if fit is not None and q in fit.parents:
             made.setdefault(q, set()).add(p)
             added.append(fit)

@@ -228,7 +228,7 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     of their sampled entries: high-density DELLA and Breadcrumbs merges, which keep too few of their base's
     entries for :data:`EQUAL_SHARE`, and sparse readings missing an input.
     """
-    pl = _entries_above_chance(pl, labels, rounding_ratio(stats))
+    pl = merge_layers(stats, pl, labels)
     # Exact merges first; they are not parents of the sparse ones (a merge of merges is rare, and a
     # merge sits between its parents, where it fits any combination of them as well as they do).
     modes: dict[int, tuple[bool, bool]] = {}  # each child's fit: (off the ray, coefficients per layer)
@@ -272,12 +272,19 @@ def find_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
             for link in links]
 
 
+def merge_layers(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray) -> PairLayers:
+    """``pl`` as the merge fits read it: each pair's equal shares against their bar, storage rounding counted
+    (:func:`_entries_above_chance` with :func:`rounding_ratio`). One (N, N) pass over the tensors: made once
+    per detection, then handed to every fit."""
+    return _entries_above_chance(pl, labels, rounding_ratio(stats))
+
+
 def exact_merge_of(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded: set[int],
                    child: int) -> TypedLink | None:
     """The exact merge reading of ``child`` (:func:`_fits`, residual within :data:`EXACT`) on the relatives of its
     tree not in ``excluded``, or None. For a model :func:`find_merges` never fitted on some input (a quantized
-    model's nearest float model, read as its source, which may be a merge of the quantized model's values)."""
-    pl = _entries_above_chance(pl, labels, rounding_ratio(stats))
+    model's nearest float model, read as its source, which may be a merge of the quantized model's values).
+    ``pl``: the pair layers from :func:`merge_layers` (made once by the caller, not per child)."""
     fits = sorted((x for x in _fits(stats, pl, labels, excluded, children={child}) if x[0] <= EXACT),
                   key=lambda x: x[0])
     fits = [x for x in fits if _copied_parent(stats, pl, child, x[1].parents) is None]
