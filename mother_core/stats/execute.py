@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Generic, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -326,10 +326,9 @@ def _read_and_reduce(run: _PassRun, k: int, slot: int, failed: dict[int, str]) -
     if stored is not None and rows is not None:  # the fused path: pieces straight into the kernel
         coded = _coded_type(plan.slots[task.slot].name, models, readers) if stored == torch.bfloat16 else None
         try:
-            if coded is not None and fused_codes.ready(coded):  # the stored blocks, decoded inside the kernel
-                return _stream_reduce_codes(task, rows, plan, readers, models, coded, run.ring.staging_for(slot),
-                                            locks, run.skeletons.get(task.slot), read_rate)
-            return _stream_reduce(task, rows, plan, readers, models, stored, run.ring.staging_for(slot), locks,
+            # Every model's stored blocks, decoded inside the kernel, once its kernel is compiled; else values.
+            held: torch.dtype | str = coded if coded is not None and fused_codes.ready(coded) else stored
+            return _stream_reduce(task, rows, plan, readers, models, held, run.ring.staging_for(slot), locks,
                                   run.skeletons.get(task.slot), read_rate)
         except _StreamFailed:
             pass  # a model failed mid-chunk: the chunk path below reports it and carries on
@@ -487,36 +486,137 @@ class _StreamFailed(Exception):
 
 
 def _stream_reduce(task: TensorTask, rows: tuple[int, int], plan: Plan, readers: Sequence[ModelReader],
-                   models: list[int], dtype: torch.dtype, staging: _Staging, locks: Sequence[threading.Lock],
+                   models: list[int], stored: torch.dtype | str, staging: _Staging, locks: Sequence[threading.Lock],
                    skeleton: tuple[np.ndarray, np.ndarray] | None, read_rate: "_ReadRate") -> _Reduced:
-    """Read ``rows`` (one chunk of ``task``) of ``models`` (all storing it as ``dtype``) in pieces of whole
-    rows (about :data:`PIECE_BYTES` across models) into a small staging buffer, and fold each piece into
-    the fused kernel while it is still in cache."""
+    """Read ``rows`` (one chunk of ``task``) of ``models`` in pieces of whole rows (about :data:`PIECE_BYTES`
+    across models) into a small staging buffer, and fold each piece into the fused kernel while it is still
+    in cache. ``stored``: the dtype every model stores the slot as (the pieces are values), or the GGUF block
+    type every model holds it in (the pieces are the stored blocks, decoded inside the kernel:
+    :class:`_CodedPieces`)."""
     meta = plan.slots[task.slot]
     start, stop = rows
-    elsize = torch.empty((), dtype=dtype).element_size()
     per_row = _chunk_numel(meta.shape, (0, 1))
-    piece_rows = _piece_rows(len(models), per_row, elsize)
-    reduction = fused.StreamReduction(len(models), True, (stop - start) * per_row)
+    pieces: _Pieces[Any] = (_CodedPieces(stored, len(models), per_row, (stop - start) * per_row)
+                            if isinstance(stored, str) else
+                            _ValuePieces(stored, len(models), per_row, (stop - start) * per_row))
+    piece_rows = _piece_rows(len(models), per_row, pieces.value_bytes)
     found: list[tuple[np.ndarray, np.ndarray]] = []  # skeleton entries, piece by piece
     nbytes, reading = 0, 0.0
     for r0 in range(start, stop, piece_rows):
         r1 = min(stop, r0 + piece_rows)
-        width = (r1 - r0) * per_row
-        piece = staging.get(dtype, len(models) * width).view(len(models), width)
+        piece = pieces.piece(staging, r1 - r0)
         began = time.perf_counter()
         for i, m in enumerate(models):
             with _stream_read(locks[m]):
-                reader = readers[m]
-                assert isinstance(reader, BufferReader)  # _kernel_dtype chose this path for such readers
-                reader.read_into(meta.name, (r0, r1), piece[i])
+                pieces.read(readers[m], meta.name, (r0, r1), piece[i])
         reading += time.perf_counter() - began
-        nbytes += piece.numel() * elsize
-        reduction.add(piece)
+        nbytes += len(models) * (r1 - r0) * pieces.row_bytes
+        pieces.add(piece, (r1 - r0) * per_row)
         if skeleton is not None:
-            found.append(gather(piece, meta.shape, (r0, r1), skeleton))
+            found.append(pieces.gather(piece, meta.shape, (r0, r1), skeleton))
     read_rate.add(nbytes, reading)
-    return _streamed(models, reduction.finish(), found if skeleton is not None else None, nbytes)
+    return _streamed(models, pieces.finish(), found if skeleton is not None else None, nbytes)
+
+
+_P = TypeVar("_P", torch.Tensor, np.ndarray)
+
+
+class _Pieces(Generic[_P]):
+    """What :func:`_stream_reduce` does with one chunk's pieces, the part that depends on what they hold:
+    values in their stored dtype (:class:`_ValuePieces`) or GGUF blocks decoded inside the kernel
+    (:class:`_CodedPieces`). One per chunk: it holds the chunk's reduction.
+
+    Attributes
+    ----------
+    value_bytes : int
+        Bytes per value that pieces are cut by (:func:`_piece_rows`).
+    row_bytes : int
+        Bytes one model's row takes in a piece (what is read).
+    """
+
+    value_bytes: int
+    row_bytes: int
+
+    def piece(self, staging: _Staging, rows: int) -> _P:
+        """The (M, ...) buffer of a piece of ``rows`` rows of every model, in ``staging``."""
+        raise NotImplementedError
+
+    def read(self, reader: ModelReader, name: str, rows: tuple[int, int], out: _P) -> None:
+        """Read ``rows`` of ``name`` from one model into its row ``out`` of the piece."""
+        raise NotImplementedError
+
+    def add(self, piece: _P, width: int) -> None:
+        """Fold a piece of ``width`` values per model into the chunk's reduction."""
+        raise NotImplementedError
+
+    def gather(self, piece: _P, shape: tuple[int, ...], rows: tuple[int, int],
+               skeleton: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The skeleton entries inside a piece holding ``rows`` of the slot (as :func:`gather`)."""
+        raise NotImplementedError
+
+    def finish(self) -> tuple[Moments, np.ndarray, np.ndarray]:
+        """Moments, squared distances and equal-entry counts of the chunk."""
+        raise NotImplementedError
+
+
+class _ValuePieces(_Pieces[torch.Tensor]):
+    """Pieces of values in the ``dtype`` every model stores them in (each a
+    :class:`~mother_core.io.base.BufferReader`), reduced by :class:`~mother_core.stats.fused.StreamReduction`."""
+
+    def __init__(self, dtype: torch.dtype, models: int, per_row: int, columns: int) -> None:
+        self.dtype, self.models, self.per_row = dtype, models, per_row
+        self.value_bytes = torch.empty((), dtype=dtype).element_size()
+        self.row_bytes = per_row * self.value_bytes
+        self.reduction = fused.StreamReduction(models, True, columns)
+
+    def piece(self, staging: _Staging, rows: int) -> torch.Tensor:
+        width = rows * self.per_row
+        return staging.get(self.dtype, self.models * width).view(self.models, width)
+
+    def read(self, reader: ModelReader, name: str, rows: tuple[int, int], out: torch.Tensor) -> None:
+        assert isinstance(reader, BufferReader)  # _kernel_dtype chose this path for such readers
+        reader.read_into(name, rows, out)
+
+    def add(self, piece: torch.Tensor, width: int) -> None:
+        self.reduction.add(piece)
+
+    def gather(self, piece: torch.Tensor, shape: tuple[int, ...], rows: tuple[int, int],
+               skeleton: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return gather(piece, shape, rows, skeleton)
+
+    def finish(self) -> tuple[Moments, np.ndarray, np.ndarray]:
+        return self.reduction.finish()
+
+
+class _CodedPieces(_Pieces[np.ndarray]):
+    """Pieces of GGUF 4- to 6-bit blocks of type ``qtype`` (every model a :class:`~mother_core.io.base.CodedReader`),
+    decoded inside the kernel (:class:`~mother_core.stats.fused_codes.CodedReduction`). A piece holds the rows
+    of a bfloat16 piece, so the kernel's blocks are the same: the statistics of :class:`_ValuePieces` of the
+    same rows read as bfloat16, bit for bit, without the piece of values."""
+
+    value_bytes = 2  # cut as the bfloat16 pieces are
+
+    def __init__(self, qtype: str, models: int, per_row: int, columns: int) -> None:
+        self.qtype, self.models = qtype, models
+        self.row_bytes = fused_codes.stored_bytes(qtype, per_row)
+        self.reduction = fused_codes.CodedReduction(qtype, models, True, columns)
+
+    def piece(self, staging: _Staging, rows: int) -> np.ndarray:
+        return staging.get(torch.uint8, self.models * rows * self.row_bytes).numpy().reshape(self.models, -1)
+
+    def read(self, reader: ModelReader, name: str, rows: tuple[int, int], out: np.ndarray) -> None:
+        assert isinstance(reader, CodedReader)  # _coded_type chose this path for such readers
+        reader.read_codes(name, rows, out)
+
+    def add(self, piece: np.ndarray, width: int) -> None:
+        self.reduction.add(piece, width)
+
+    def gather(self, piece: np.ndarray, shape: tuple[int, ...], rows: tuple[int, int],
+               skeleton: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return fused_codes.gather(piece, self.qtype, shape, rows, skeleton)
+
+    def finish(self) -> tuple[Moments, np.ndarray, np.ndarray]:
+        return self.reduction.finish()
 
 
 def _piece_rows(models: int, per_row: int, elsize: int) -> int:
@@ -555,39 +655,6 @@ def _coded_type(name: str, models: Sequence[int], readers: Sequence[ModelReader]
     types = {reader.coded(name) if isinstance(reader, CodedReader) else None for reader in (readers[m] for m in models)}
     qtype = types.pop() if len(types) == 1 else None
     return qtype if qtype in fused_codes.TYPES and fused_codes.enabled() else None
-
-
-def _stream_reduce_codes(task: TensorTask, rows: tuple[int, int], plan: Plan, readers: Sequence[ModelReader],
-                         models: list[int], qtype: str, staging: _Staging, locks: Sequence[threading.Lock],
-                         skeleton: tuple[np.ndarray, np.ndarray] | None, read_rate: "_ReadRate") -> _Reduced:
-    """:func:`_stream_reduce` of a chunk whose every model holds GGUF 4- to 6-bit blocks: each piece (the rows
-    of a bfloat16 piece, so the kernel's blocks are the same) is read as its stored blocks and decoded inside
-    the kernel (:mod:`~mother_core.stats.fused_codes`): the same statistics, bit for bit, without the piece."""
-    meta = plan.slots[task.slot]
-    start, stop = rows
-    per_row = _chunk_numel(meta.shape, (0, 1))
-    piece_rows = _piece_rows(len(models), per_row, 2)  # _stream_reduce's bfloat16 pieces: the same blocks
-    row_bytes = fused_codes.stored_bytes(qtype, per_row)
-    reduction = fused_codes.CodedReduction(qtype, len(models), True, (stop - start) * per_row)
-    cap = min(piece_rows, stop - start) * row_bytes
-    raw = staging.get(torch.uint8, len(models) * cap).numpy().reshape(len(models), cap)
-    found: list[tuple[np.ndarray, np.ndarray]] = []  # skeleton entries, piece by piece
-    nbytes, reading = 0, 0.0
-    for r0 in range(start, stop, piece_rows):
-        r1 = min(stop, r0 + piece_rows)
-        began = time.perf_counter()
-        for i, m in enumerate(models):
-            with _stream_read(locks[m]):
-                coded = readers[m]
-                assert isinstance(coded, CodedReader)  # _coded_type chose this path for such readers
-                coded.read_codes(meta.name, (r0, r1), raw[i, : (r1 - r0) * row_bytes])
-            nbytes += (r1 - r0) * row_bytes
-        reading += time.perf_counter() - began
-        reduction.add(raw, (r1 - r0) * per_row)
-        if skeleton is not None:
-            found.append(fused_codes.gather(raw, qtype, meta.shape, (r0, r1), skeleton))
-    read_rate.add(nbytes, reading)
-    return _streamed(models, reduction.finish(), found if skeleton is not None else None, nbytes)
 
 
 def _prefetch(plan: Plan, step: tuple[TensorTask, int], readers: Sequence[ModelReader],
