@@ -94,3 +94,28 @@ def test_an_adapter_named_with_a_slash_nests_its_folder_and_is_read(adapter_set:
     said = [p.message for p in found.problems if "/far" in p.message]
     assert len(said) == 1 and f"more than {NAMED_ADAPTER_DEPTH} folders below" in said[0], found.problems
     assert len(found.models) == 4
+
+
+def test_a_folder_holding_no_model_is_listed_once(adapter_set: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # An entry that is not one model (named adapters saved without a ``default``, or an empty folder) was
+    # listed to look for a model, then again to walk it for named adapters; the set's own folder twice too.
+    import os
+    from collections import Counter
+
+    shutil.copytree(adapter_set / "only", tmp_path / "set" / "only")
+    (tmp_path / "set" / "empty").mkdir()
+    listed: Counter[str] = Counter()
+    listdir = os.listdir
+
+    def counting(path: str | os.PathLike[str] = ".") -> list[str]:
+        listed[os.path.realpath(path)] += 1
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting)
+    found = discover([tmp_path / "set"])
+    assert [m.id for m in found.models] == ["only/second"]
+    assert [Path(p.path).name for p in found.problems] == ["empty"]  # said once, as before
+    twice = {p: n for p, n in listed.items() if n > 1}
+    assert not twice, twice
+    assert listed[os.path.realpath(tmp_path / "set" / "only")] == 1

@@ -493,16 +493,16 @@ class _Finder:
                                     base_id=base_id, declared_parent=declared, architecture=arch,
                                     base_source=base_source, adapter_kinds=kinds))
 
-    def folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
-        """Add the model stored in ``folder`` (or a problem about it); False when it is not one model."""
+    def folder_model(self, folder: str, model_id: str, loose: bool, names: set[str]) -> bool:
+        """Add the model stored in ``folder`` (or a problem about it), whose entries are ``names`` (listed
+        once by the caller, who walks them for named adapters when this is False: not one model)."""
         try:
-            return self._folder_model(folder, model_id, loose)
+            return self._folder_model(folder, model_id, loose, names)
         except UnreadableCheckpointError as e:  # a broken shard index
             self.problem(e.path or folder, f"Skipped model {model_id!r}: {e.message}")
             return True
 
-    def _folder_model(self, folder: str, model_id: str, loose: bool) -> bool:
-        names = set(os.listdir(folder))
+    def _folder_model(self, folder: str, model_id: str, loose: bool, names: set[str]) -> bool:
         if "adapter_config.json" in names:
             self.named_adapters(folder, model_id, names)
             return self.adapter(folder, model_id)
@@ -636,7 +636,7 @@ class _Finder:
             revs = [os.path.join(snapshots, r) for r in os.listdir(snapshots)] if os.path.isdir(snapshots) else []
             revs = [r for r in revs if os.path.isdir(r)]
             snapshot = max(revs, key=os.path.getmtime) if revs else None
-        if snapshot is None or not self.folder_model(snapshot, model_id, loose=True):
+        if snapshot is None or not self.folder_model(snapshot, model_id, True, set(os.listdir(snapshot))):
             self.problem(entry, f"The cache entry {entry} has no downloaded weights (no complete snapshot). "
                                 "Download the model again or remove the entry.")
 
@@ -675,8 +675,9 @@ class _Finder:
         if os.path.isdir(full):
             if name.startswith("models--"):
                 self.hf_cache_entry(full)
-            elif not self.folder_model(full, name, loose=True) \
-                    and not self.named_adapters(full, name, set(os.listdir(full))):
+                return
+            names = set(os.listdir(full))
+            if not self.folder_model(full, name, True, names) and not self.named_adapters(full, name, names):
                 self.problem(full, f"{full} holds no model we can read ({FORMATS_HELP}).")
         elif _weight_suffix(name) and not NOT_MODELS.match(name):
             if os.path.islink(full) or os.path.lexists(full) and not os.path.exists(full):
@@ -695,17 +696,18 @@ class _Finder:
         if name.startswith("models--"):
             self.hf_cache_entry(path)
             return
+        listing = os.listdir(path)  # once: the checks below and the walk of its entries share it
         hub = os.path.join(path, "hub")  # HF_HOME layout: the cache root is HF_HOME/hub
-        if os.path.isdir(hub) and not any(e.startswith("models--") for e in os.listdir(path)):
+        if os.path.isdir(hub) and not any(e.startswith("models--") for e in listing):
             entries = sorted(e for e in os.listdir(hub) if e.startswith("models--"))
             if entries:
                 for e in entries:
                     self.hf_cache_entry(os.path.join(hub, e))
                 return
-        if self.folder_model(path, name, loose=False):
+        if self.folder_model(path, name, False, set(listing)):
             return
         before = len(self.models) + len(self.problems)
-        children = sorted(os.listdir(path))
+        children = sorted(listing)
         # GGUF files split by gguf-split sit beside other models' files: each split model is one model,
         # named by the shards' common stem (safetensors / bin shards only come inside a model's folder).
         split: dict[str, list[str]] = {}
