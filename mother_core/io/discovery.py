@@ -65,6 +65,10 @@ DENOISERS: tuple[str, ...] = ("unet", "transformer")
 # How many folders deep a named PEFT adapter is looked for (a name ``a/b/c`` is three): PEFT sets no bound, but
 # a set's entry that holds no model is walked this deep, and real names hold a slash or two at most.
 NAMED_ADAPTER_DEPTH = 8
+# How many folders one walk for named adapters lists at most: a set's entry that holds no model is walked
+# NAMED_ADAPTER_DEPTH deep, and one holding a large tree of other folders (9,840 empty ones) cost 0.6-1.7 s.
+# PEFT's own folders are a handful; a training run's output (2,000 folders, adapters among them) fits.
+NAMED_ADAPTER_FOLDERS = 5000
 _STANDARD = (  # per format, most preferred first
     ("model.safetensors", "safetensors"),
     ("diffusion_pytorch_model.safetensors", "safetensors"),
@@ -533,7 +537,7 @@ class _Finder:
             return True
         return False
 
-    def named_adapters(self, folder: str, model_id: str, names: set[str], depth: int = 0) -> bool:
+    def named_adapters(self, folder: str, model_id: str, names: set[str]) -> bool:
         """Add the named adapters PEFT saved beside (or instead of) a folder's ``default`` adapter.
 
         ``PeftModel.save_pretrained`` writes the adapter named ``default`` at the top of the folder and every
@@ -545,10 +549,24 @@ class _Finder:
         folder (beside its ``default``) and of a set's entry that holds no model itself (adapters saved
         without a ``default``), never of the set's own folder, whose sub-folders are its models. True when
         the folder held at least one.
+
+        A walk lists at most :data:`NAMED_ADAPTER_FOLDERS` folders: an entry holding a large tree of other
+        folders costs that much, and where the walk stops there is a problem saying so (never a silent skip).
         """
+        budget = [NAMED_ADAPTER_FOLDERS]  # folders this walk may still list
+        found = self._named_adapters(folder, model_id, names, 0, budget)
+        if budget[0] < 0:
+            self.problem(folder, f"Stopped looking for named PEFT adapters in {folder} after {NAMED_ADAPTER_FOLDERS:,} "
+                                 "folders: the rest of its tree was not looked at. Give the adapters saved there a "
+                                 "folder of their own in the set (or move them up).")
+        return found
+
+    def _named_adapters(self, folder: str, model_id: str, names: set[str], depth: int, budget: list[int]) -> bool:
+        """:meth:`named_adapters` below ``folder``, ``depth`` folders down, ``budget[0]`` folders left to list."""
         found = False
-        here = os.path.realpath(folder)
         for name in sorted(names):
+            if budget[0] < 0:
+                break
             sub = os.path.join(folder, name)
             if name.startswith("."):
                 continue
@@ -560,13 +578,17 @@ class _Finder:
                 if self.roots is not None and not self.roots.contains(sub):
                     self.problem(sub, self.roots.refusal(sub) or "")
                     continue
-                if at_or_below(here, real):
+                # (Resolved here only: a real path costs a stat per folder of the path, at every level.)
+                if at_or_below(os.path.realpath(folder), real):
                     self.problem(sub, f"Skipped {sub}: it is a symbolic link back to {real}, which holds it (a "
                                       "loop), so it is not a named adapter of its own. Remove the link.")
                     continue
             try:
                 if not os.path.isdir(sub):
                     continue
+                budget[0] -= 1
+                if budget[0] < 0:
+                    break
                 inner = set(os.listdir(sub))
             except OSError:
                 continue
@@ -584,7 +606,7 @@ class _Finder:
             if is_adapter:
                 found = self.adapter(sub, sub_id) or found
             # PEFT nests the adapter ``name/x`` in this one's folder (or in a plain folder ``name``).
-            found = self.named_adapters(sub, sub_id, inner, depth + 1) or found
+            found = self._named_adapters(sub, sub_id, inner, depth + 1, budget) or found
         return found
 
     def component_model(self, folder: str, model_id: str, component: str) -> bool:
