@@ -72,9 +72,14 @@ def warm_up(dtypes: Iterable[torch.dtype] = _SUPPORTED) -> None:
     """Import numba and load (or, on a machine's first run, compile) the reduction kernel for ``dtypes``,
     then mark the kernels :func:`ready`. Blocking; the pass runs it on a background thread."""
     for dtype in dtypes:
-        reduce_chunk(torch.zeros((2, 8), dtype=dtype))
+        load(dtype)
     equal_counts(torch.zeros((2, 8)))  # the chunk path's rows are float32
     _READY.set()
+
+
+def load(dtype: torch.dtype) -> None:
+    """Load (or compile) the reduction kernel's overload for rows stored as ``dtype``: a tiny chunk through it."""
+    reduce_chunk(torch.zeros((2, 8), dtype=dtype))
 
 
 def ready() -> bool:

@@ -99,7 +99,7 @@ def _reduce_blocks() -> tuple[Callable[..., int], Any]:
 
     import torch
 
-    fused.reduce_chunk(torch.zeros((2, 8), dtype=torch.bfloat16))  # the overload the bfloat16 path uses
+    fused.load(torch.bfloat16)  # the overload the bfloat16 path uses
     reduce_blocks = fused.compiled("_fused_kernels").reduce_blocks
     sig = [s for s in reduce_blocks.signatures if s[0] == numba.typeof(np.zeros((2, 2), np.uint16))][0]
     return reduce_blocks, types.FunctionType(reduce_blocks.overloads[sig].signature)
