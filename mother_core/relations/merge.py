@@ -341,8 +341,7 @@ def _scaled_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray,
     for c in range(n):
         if c in excluded:
             continue
-        pool = [p for p in range(n) if p != c and p not in excluded and labels[p] == labels[c]
-                and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]]
+        pool = tree_inputs(pl, labels, excluded, c)
         if len(pool) < 2:
             continue
         cand = [pool[k] for k in np.argsort([_total(pl, c, p) for p in pool])[:CANDIDATES]]
@@ -408,8 +407,7 @@ def _bridging_fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, 
         if c in excluded or c in done:
             continue
         others = sorted((p for p in range(n) if labels[p] != labels[c] and p not in excluded
-                         and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]),
-                        key=lambda p: _total(pl, c, p))
+                         and can_be_input(pl, c, p)), key=lambda p: _total(pl, c, p))
         trees: list[int] = []
         for p in others:
             if int(labels[p]) not in trees:
@@ -581,8 +579,7 @@ def _fits(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, excluded:
     for c in range(n):
         if (c not in children) if children is not None else (c in excluded):
             continue
-        pool = [p for p in range(n) if p != c and p not in excluded and labels[p] == labels[c]
-                and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]]
+        pool = tree_inputs(pl, labels, excluded, c)
         if len(pool) < 2:
             continue
         d_all = np.array([_total(pl, c, p) for p in pool])
@@ -905,6 +902,19 @@ def _common_layers(pl: PairLayers, models: list[int]) -> np.ndarray:
             if a < b:
                 ok &= np.isfinite(pl.sq[:, a, b])
     return ok
+
+
+def can_be_input(pl: PairLayers, c: int, p: int) -> bool:
+    """Whether ``p`` may be an input of a merge into ``c``: it holds (nearly) every element ``c`` holds, and
+    hardly more (a merge has its inputs' layout)."""
+    return bool(pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c])
+
+
+def tree_inputs(pl: PairLayers, labels: np.ndarray, excluded: set[int], c: int) -> list[int]:
+    """The models of ``c``'s tree, other than ``c`` and not ``excluded``, that may be inputs of a merge into it
+    (:func:`can_be_input`), in model order."""
+    return [p for p in range(len(pl.own)) if p != c and p not in excluded and labels[p] == labels[c]
+            and can_be_input(pl, c, p)]
 
 
 def _total(pl: PairLayers, a: int, b: int) -> float:

@@ -108,7 +108,6 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
     :func:`mother_core.relations.merge._with_signs` keeps out the bases and inputs of the fits it trusts).
     """
 
-    n = stats.n_models
     out: dict[int, tuple[float, TypedLink]] = {}
     cache: dict[int, dict[tuple[str, int, str], np.ndarray]] = {}
 
@@ -118,8 +117,7 @@ def sign_merges(stats: WeightStatistics, pl: PairLayers, labels: np.ndarray, exc
         return cache[m]
 
     for c in sorted(children):
-        pool = [p for p in range(n) if p != c and p not in excluded and labels[p] == labels[c]
-                and pl.shared[c, p] >= 0.95 * pl.own[c] and pl.own[p] <= 1.05 * pl.own[c]]
+        pool = mg.tree_inputs(pl, labels, excluded, c)
         if len(pool) < 3:
             continue
         d_all = np.array([mg._total(pl, c, p) for p in pool])
