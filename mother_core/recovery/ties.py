@@ -141,6 +141,13 @@ def difference_kurtosis_layers(stats: WeightStatistics, rms: np.ndarray, layer_i
         return np.where(count > 0, out / np.maximum(count, 1), np.nan), per_layer
 
 
+def _candidates_inside(members: np.ndarray, margins: Mapping[int, LayerMargins]) -> dict[int, tuple[int, ...]]:
+    """Each member of the tree (``members``) that has candidate parents in it -> those, nearest first."""
+    inside = {int(g) for g in members}
+    own = {c: tuple(q for q in margins[c].candidates if q in inside) for c in map(int, members) if c in margins}
+    return {c: cand for c, cand in own.items() if cand}
+
+
 def _fine_tunes_of_nearest(stats: WeightStatistics, pl: PairLayers,
                            own: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
     """The members of ``own`` (member -> candidate parents, nearest first) whose update from their nearest
@@ -167,9 +174,7 @@ def tree_tie_kurtosis(stats: WeightStatistics, ev: PairEvidence, members: np.nda
     :func:`mother_core.relations.evidence.pair_layers` (computed here when omitted; a caller with many
     trees computes it once).
     """
-    inside = {int(g) for g in members}
-    own = {c: tuple(q for q in margins[c].candidates if q in inside) for c in map(int, members) if c in margins}
-    own = {c: cand for c, cand in own.items() if cand}
+    own = _candidates_inside(members, margins)
     if len(own) < 3:
         return {}
     nearest = difference_kurtosis(stats, ev.rms, ev.layer_index, [(cand[0], c) for c, cand in own.items()])
@@ -439,9 +444,7 @@ def tree_tie_spectra(stats: WeightStatistics, ev: PairEvidence, members: np.ndar
     the tree), for :func:`lift_by_spectrum`; a member whose update from its cheapest candidate is not a full
     fine-tune's (:data:`NOT_FINETUNE`, as :func:`tree_tie_kurtosis`) gets none. No gate: the contrast held
     on every fitting recipe's full fine-tunes, SGD and Adam alike (benchmarks/RESULTS.md, issue 12)."""
-    inside = {int(g) for g in members}
-    own = {c: tuple(q for q in margins[c].candidates if q in inside) for c in map(int, members) if c in margins}
-    own = {c: cand for c, cand in own.items() if cand}
+    own = _candidates_inside(members, margins)
     if len(own) < 3:
         return {}
     own = _fine_tunes_of_nearest(stats, layers() if layers is not None else pair_layers(stats), own)
