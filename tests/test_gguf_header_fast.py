@@ -117,9 +117,11 @@ def _real_files(tmp_path: Path) -> list[Path]:
              write_gguf({k: v.repeat(1, 4) if v.dim() == 2 and v.shape[1] == 64 else v for k, v in sd.items()},
                         tmp_path / "llama-k.gguf", force_types={"model.layers.0.mlp.up_proj.weight": "Q4_K"}),
              _zoo_file(tmp_path)]
-    gpt2 = {"transformer.wte.weight": sd["model.embed_tokens.weight"], "transformer.ln_f.weight": sd["model.norm.weight"],
-            "transformer.h.0.attn.c_attn.weight": sd["model.embed_tokens.weight"][:, :64].repeat(1, 3)[:64]}
+    embed = sd["model.embed_tokens.weight"]
+    gpt2 = {"transformer.wte.weight": embed, "transformer.ln_f.weight": sd["model.norm.weight"],
+            "transformer.h.0.attn.c_attn.weight": embed[:, :64].repeat(1, 3)[:64]}
     files.append(write_gguf(gpt2, tmp_path / "gpt2.gguf", arch="gpt2", qtype="F16"))
+    files.append(write_gguf(sd, tmp_path / "gemma3.gguf", arch="gemma3", qtype="Q8_0"))
     write_gguf(sd, tmp_path / "split.gguf", split_max_tensors=8)
     files += sorted(tmp_path.glob("split-*-of-*.gguf"))
     return files
