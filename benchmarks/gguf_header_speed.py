@@ -15,10 +15,11 @@ machine is shared, so wall time says little), the load average printed with each
 - this checkout's :func:`mother_core.io.gguf_header.read_header`;
 - ``gguf.GGUFReader(path)`` alone (the package's parse);
 - ``mother scan`` of a folder of ten such files (five of each), each checkout in its own process (CPU s of
-  the child, from ``getrusage``), including the interpreter's start-up and imports.
+  the child, from ``getrusage``; median of ``--scan-repeats``, default 1: the one before takes 90 CPU s),
+  including the interpreter's start-up and imports.
 
     python benchmarks/gguf_header_speed.py                          # --before /work/main, 3 repeats
-    python benchmarks/gguf_header_speed.py --before ../main --repeats 5 --out /tmp/gguf_bench
+    python benchmarks/gguf_header_speed.py --before ../main --repeats 5 --scan-repeats 3 --out /tmp/gguf_bench
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=Path("/work/main"), help="checkout of the code before")
     ap.add_argument("--out", type=Path, default=Path("/tmp/gguf_header_speed"), help="where the files go")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scan-repeats", type=int, default=1, help="runs of each mother scan (the one before: 90 CPU s)")
     ap.add_argument("--no-scan", action="store_true", help="skip the mother scan rows")
     args = ap.parse_args()
     files = make_files(args.out)
@@ -186,7 +188,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for label, checkout in (("before", args.before), ("after", ROOT)):
         load = os.getloadavg()[0]
-        cpu, wall, listed = _scan_cpu(checkout, args.out / "scan", args.repeats)
+        cpu, wall, listed = _scan_cpu(checkout, args.out / "scan", args.scan_repeats)
         print(f"| {label} ({checkout}) | {cpu:.2f} | {wall:.2f} | {listed} | {load:.1f} |")
 
 
