@@ -147,7 +147,8 @@ def _scan_cpu(checkout: Path, folder: Path, repeats: int) -> tuple[float, float,
     for _ in range(repeats):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "mother_core.cli", "scan", str(folder)], env=env,
+        # Run from the checkout: ``-m`` puts the working folder first on the path, ahead of PYTHONPATH.
+        done = subprocess.run([sys.executable, "-m", "mother_core.cli", "scan", str(folder)], env=env, cwd=checkout,
                               capture_output=True, text=True, check=True)
         wall.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
