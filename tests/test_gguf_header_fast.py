@@ -5,8 +5,8 @@ The package's reader builds a numpy view per metadata array entry: 8-9 CPU s for
 package's own writer made (several architectures, split files, a file of the zoo, a big-endian one, nested
 arrays): the walk reads exactly the keys, tensor directory, alignment and data offset the package reads;
 every hostile header is refused, with the same clear words as before (or clearer ones where the package's
-were an ``IndexError``), and where the package refuses it too; a 262,144-token header is read in well under
-a second.
+were an ``IndexError`` or a numpy error), and where the package refuses it too; a 262,144-token header is
+read in well under a second.
 """
 
 from __future__ import annotations
@@ -196,19 +196,19 @@ def _crafted(tmp: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
     put("magic", b"GGUX" + raw[4:], "magic invalid")
     put("version", raw[:4] + struct.pack("<I", 4) + raw[8:], "version 4")
     put("short", raw[:20], "shorter than a gguf header")
-    put("truncated", raw[: len(raw) // 4], "runs past the end")
+    put("truncated", raw[: len(raw) // 4], "past the end")
     put("counts", b"GGUF" + struct.pack("<IQQ", 3, 2**60, 2**60) + b"\0" * 40, "more than its")
-    craft("key-1gb", [_ARCH, ("x", U8, b"\1")], "runs past the end", "1,073,741,824 bytes claimed")
+    craft("key-1gb", [_ARCH, ("x", U8, b"\1")], "1,073,741,824 bytes claimed, past the end")
     data = (tmp / "key-1gb.gguf").read_bytes()
     at = data.index(_str(b"x"))
     (tmp / "key-1gb.gguf").write_bytes(data[:at] + struct.pack("<Q", 2**30) + data[at + 8:])
     craft("string-1gb", [_ARCH, ("general.name", STR, struct.pack("<Q", 2**30) + b"abc")],
-          "the value of 'general.name'", "runs past the end")
+          "the value of 'general.name'", "past the end")
     craft("strings-past-end", [_ARCH, ("tokenizer.ggml.tokens", ARR, struct.pack("<IQ", STR, 1000)
                                        + b"".join(_str(b"tok") for _ in range(10)))],
           "strings of 'tokenizer.ggml.tokens'", "run past the end")
     craft("numbers-past-end", [_ARCH, ("tokenizer.ggml.scores", ARR, struct.pack("<IQ", F32, 100_000))],
-          "values of 'tokenizer.ggml.scores'", "runs past the end")
+          "values of 'tokenizer.ggml.scores'", "past the end")
     craft("value-type", [_ARCH, ("x", 13, b"\0" * 8)], "13 is not a valid ggufvaluetype")
     craft("item-type", [_ARCH, ("x", ARR, struct.pack("<IQ", 77, 1) + b"\0" * 8)], "77 is not a valid ggufvaluetype")
     craft("nested-item-type", [_ARCH, ("x", ARR, struct.pack("<IQ", ARR, 2) + struct.pack("<IQ", U8, 1) + b"\1"
@@ -219,7 +219,7 @@ def _crafted(tmp: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
     craft("alignment-type", [_ARCH, ("general.alignment", U64, struct.pack("<Q", 32))], "bad type", "alignment")
     craft("tensor-type", [_ARCH], "does not know", tensors=[("a", [32], 200, 0)])
     craft("tensor-past-end", [_ARCH], "ends at byte", tensors=[("a", [32], 0, 2**40)])
-    craft("dims-past-end", [_ARCH], "dimensions", "runs past the end", tensors=[("a", [1] * 3, 0, 0)])
+    craft("dims-past-end", [_ARCH], "dimensions", "past the end", tensors=[("a", [1] * 3, 0, 0)])
     data = (tmp / "dims-past-end.gguf").read_bytes()
     at = data.index(_str(b"a")) + len(_str(b"a"))
     (tmp / "dims-past-end.gguf").write_bytes(data[:at] + struct.pack("<I", 2**31) + data[at + 4:])
@@ -231,7 +231,7 @@ def _crafted(tmp: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
 
 def test_hostile_headers_are_refused_with_their_reason(tmp_path):
     """Each crafted header is refused, saying why; the package's reader refuses each too (the walk refuses
-    nothing the package reads, and says more: an ``IndexError`` there is "runs past the end" here)."""
+    nothing the package reads, and says more: an ``IndexError`` there is "past the end" here)."""
     cases = _crafted(tmp_path)
     for name, (path, words) in cases.items():
         with pytest.raises(UnreadableCheckpointError) as caught:

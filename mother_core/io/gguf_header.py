@@ -200,8 +200,7 @@ class _Walk:
         """Step over ``n`` bytes of ``what``; the position they start at."""
         at = self.offs
         if n < 0 or at + n > self.end:
-            raise ValueError(f"{what} at byte {at} runs past the end of the {self.end}-byte file "
-                             f"({n:,} bytes claimed)")
+            raise ValueError(f"{what} at byte {at}: {n:,} bytes claimed, past the end of the {self.end}-byte file")
         self.offs = at + n
         return at
 
