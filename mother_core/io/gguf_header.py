@@ -116,7 +116,10 @@ def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
     without parsing them, or the first count past ``stop``. Arrays of fixed-size values are stepped over at
     once; strings one by one. A header that ends early or holds an unknown type ends the count there.
     """
-    walk = _Walk.open(path, stop)
+    try:
+        walk = _Walk.open(path, stop)
+    except ValueError:  # not a GGUF file: nothing to count
+        return 0
     if walk is None:
         return 0
     try:
@@ -172,6 +175,8 @@ class _Walk:
         self.u32, self.u64 = struct.Struct(self.order + "I"), struct.Struct(self.order + "Q")
         self.version = int(self.u32.unpack_from(buf, 4)[0])
         self.offs, self.total = 8, 0
+        self.n_tensors = 0  # the directory's count, once metadata() has read it
+        self.types: dict[str, int] = {}  # metadata key -> its value type
 
     @classmethod
     def open(cls, path: str, stop: int) -> _Walk | None:
@@ -227,7 +232,6 @@ class _Walk:
                              f"{self.end:,} bytes can hold")
         self.n_tensors = n_tensors
         fields: dict[str, object] = {}
-        self.types: dict[str, int] = {}
         for _ in range(n_kv):
             at = self.offs
             key = str(self._bytes("a metadata key"), encoding="utf-8")
