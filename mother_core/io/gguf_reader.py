@@ -1,9 +1,9 @@
 """GGUF files (llama.cpp), read and dequantized with the ``gguf`` package, under transformers names.
 
-The header (metadata and tensor directory) is parsed by :class:`gguf.GGUFReader`, whose own checks refuse a
-bad magic, an unknown version or a duplicate tensor; :mod:`mother_core.io.gguf_header` adds the ones a
-corrupt download needs (every tensor inside the file, sizes consistent with its type's block size) without
-importing torch, so that discovery does not. The tensor bytes are then
+The header (metadata and tensor directory) is walked by :mod:`mother_core.io.gguf_header` by byte arithmetic,
+with the ``gguf`` package's checks (bad magic, an unknown version, a duplicate tensor) and the ones a corrupt
+download needs (every tensor inside the file, sizes consistent with its type's block size), stepping over
+the tokenizer's arrays, without importing torch, so that discovery does not. The tensor bytes are then
 read with ``os.preadv`` of the rows asked for (a row range of a GGUF tensor is one byte range: blocks run
 along the innermost dimension), or, where the pass decodes them into its own buffer, in cache-sized pieces
 each decoded as it arrives (:mod:`mother_core.io.staged`), never through the package's memory map, so
