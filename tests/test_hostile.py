@@ -10,6 +10,7 @@ peak memory. Plus: loading a poisoned file and then a clean one changes no globa
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections import OrderedDict
@@ -403,6 +404,8 @@ CRAFTED_RESULTS = {
     "matrix-cell-bool": (lambda d: d.update(cost_matrix=[[0.0, 1, 2], [1, 0, 1], [2, 2, True]]), "cost_matrix[2][2]"),
     "matrix-row-number": (lambda d: d.update(cost_matrix=[[0.0, 1, 2], 3, [2, 2, 0]]), "cost_matrix[1]"),
     "layer-distance-list": (lambda d: d["edges"][1].update(layer_distance=[0.1, [2]]), "edges[1].layer_distance[1]"),
+    # hostile5: numpy refused a ragged matrix with a bare ValueError out of the loader (a traceback in the CLI)
+    "layer-kurtosis-ragged": (lambda d: d.update(layer_kurtosis=[[1.0, 2.0], [1.0], [1.0, 2.0]]), "layer_kurtosis"),
 }
 
 
@@ -428,6 +431,54 @@ def test_unreadable_result_files_are_refused_clearly(tmp_path, raw):
     path.write_bytes(raw)
     with pytest.raises(ResultFormatError, match="result"):
         Recovery.load(path)
+
+
+#: A result field and the JSON text that holds an integer literal there (``N``): where a literal past float's
+#: range was an int that ``float()`` / numpy refused with an ``OverflowError`` (a traceback in the CLI).
+LONG_INT_FIELDS = {
+    "distance cell": lambda d: d.update(distance_matrix=[[0.0, "N", 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]),
+    "layer kurtosis cell": lambda d: d.update(layer_kurtosis=[[1.0, "N"], [1.0, 2.0], [1.0, 2.0]]),
+    "edge layer distance": lambda d: d["edges"][0].update(layer_distance=["N", 0.5]),
+    "edge layer vote": lambda d: d["edges"][0].update(layer_votes=["N"]),
+    "tie kurtosis": lambda d: d["edges"][0].update(tie_kurtosis={"a": "N"}),
+    "run seconds": lambda d: d.update(run_seconds="N"),
+}
+
+
+@pytest.mark.parametrize("digits", [400, 5000])
+@pytest.mark.parametrize("field", sorted(LONG_INT_FIELDS))
+def test_integer_literals_past_floats_range_are_read_or_refused_never_a_traceback(tmp_path, field, digits):
+    """``10**400`` written out in a number field loads as an infinity or is refused with the file's name; 5,000
+    digits (past Python's 4,300-digit limit on parsing an int) made ``json`` itself raise a bare ValueError."""
+    from mother_core.errors import ResultFormatError
+    from mother_core.recovery.result import Recovery
+
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(_mutate(LONG_INT_FIELDS[field])).replace('"N"', "1" + "0" * digits))
+    try:
+        rec = Recovery.load(path)
+    except ResultFormatError as e:
+        assert str(path) in str(e)
+    else:
+        assert rec.run_seconds == math.inf if field == "run seconds" else len(rec.models) == 3
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000,
+                                 b'{"edges": [["a", "b"]], "n": ' + b"7" * 5000 + b"}"], ids=["nested", "long-int"])
+def test_truth_files_nested_deep_or_holding_a_long_integer_are_refused_clearly(tmp_path, raw):
+    """A truth file nested 100,000 deep (a ``RecursionError``) or holding a 5,000-digit integer (a ``ValueError``
+    of Python's int parse) came out of ``load_truth`` as bare exceptions; the result loader caught the first only."""
+    from mother_core.errors import ResultFormatError
+    from mother_core.evaluate import load_truth
+
+    path = tmp_path / "truth.json"
+    path.write_bytes(raw)
+    try:
+        edges = load_truth(path)
+    except ResultFormatError as e:
+        assert "truth file" in str(e).lower() and "nests too deeply" in str(e)
+    else:
+        assert list(edges) == [("a", "b")]
 
 
 def test_a_long_result_with_one_repeated_id_is_refused_in_linear_time(tmp_path):

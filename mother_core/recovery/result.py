@@ -47,7 +47,7 @@ import numpy as np
 from mother_core.atomic import write_text_atomic
 from mother_core.errors import ResultFormatError
 from mother_core.io.filekind import read_bytes_file
-from mother_core.recovery.json_numbers import from_json_number, matrix_from_json, to_json_number
+from mother_core.recovery.json_numbers import from_json_number, loads, matrix_from_json, to_json_number
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem
 from mother_core.recovery.schema import check_result
 from mother_core.relations.vocabulary import Relation, parse_relation
@@ -357,16 +357,13 @@ class Recovery:
                 roots=tuple(c.get("roots", ())),
             )
             layers = [LayerInfo(x["name"], tuple(x["shape"]), x["kind"]) for x in d.get("layers") or []]
-        except (KeyError, TypeError, ValueError) as e:
+            layer_kurtosis, distance, cost = (None if d.get(k) is None else matrix_from_json(d[k])
+                                              for k in ("layer_kurtosis", "distance_matrix", "cost_matrix"))
+            run_seconds = from_json_number(d.get("run_seconds"))
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: an int past float's range
             raise ResultFormatError(f"Malformed result file: {e!r}. Re-create it with `mother recover`.") from e
 
-        def arr(key: str) -> np.ndarray | None:
-            v = d.get(key)
-            return None if v is None else matrix_from_json(v)
-
         settings = _build(RecoverySettings, d.get("settings") or {})
-        layer_kurtosis = arr("layer_kurtosis")
-        distance, cost = arr("distance_matrix"), arr("cost_matrix")
         problem = None
         if distance is not None and cost is not None:
             try:
@@ -375,12 +372,12 @@ class Recovery:
                     layer_kurtosis=layer_kurtosis,
                     models=[ModelFacts(m.path, m.format, m.declared_parent, m.n_params) for m in models],
                     tree_of=[m.tree for m in models], method=settings.method, refine=settings.refine)
-            except (KeyError, TypeError, ValueError, IndexError) as e:
+            except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
                 raise ResultFormatError(f"Malformed result file: {e!r}. Re-create it with `mother recover`.") from e
         return cls(
             models=models, edges=edges, trees=trees, settings=settings,
             constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
-            layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=from_json_number(d.get("run_seconds")),
+            layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=run_seconds,
             candidate_graph=d.get("candidate_graph") if isinstance(d.get("candidate_graph"), dict) else None,
             notes=[str(x) for x in d.get("notes") or []],
         )
@@ -388,10 +385,10 @@ class Recovery:
     @classmethod
     def load(cls, path: str | Path) -> "Recovery":
         try:
-            d = json.loads(read_bytes_file(path, MAX_RESULT_BYTES).decode("utf-8"))
+            d = loads(read_bytes_file(path, MAX_RESULT_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise ResultFormatError(f"Result file {path} does not exist.", path) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        except (OSError, ValueError) as e:  # UnicodeDecodeError, JSONDecodeError and loads' own are ValueErrors
             raise ResultFormatError(f"Cannot read result file {path}: {str(e)[:200]}. Is it a result.json?",
                                     path) from None
         try:
