@@ -742,3 +742,59 @@ def test_the_metadata_count_agrees_with_the_gguf_package_on_a_real_file(tmp_path
     fields = gguf.GGUFReader(str(path)).fields.values()
     assert metadata_entries(str(path)) == sum(len(f.data) for f in fields if not f.name.startswith("GGUF."))
     assert metadata_entries(str(path), stop=100) > 100  # the count stops once past the bound
+
+
+# --- hostile5: corrections ("the later click wins") -------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_result():
+    from mother_core.pipeline import recover_paths
+
+    return recover_paths([str(Path(__file__).resolve().parent.parent / "assets" / "demo" / "vit-tree")])
+
+
+def _hostile_constraints(ids: list[str]):
+    from mother_core.recovery.result import Constraints
+
+    pairs = [(a, b) for a in ids for b in ids if a != b]
+    return {
+        "unknown id": Constraints(forced=(("ghost", ids[0]),)),
+        "script id": Constraints(forbidden=(("<script>alert(1)</script>", ids[0]),)),
+        "every pair forbidden x120": Constraints(forbidden=tuple(pairs) * 120),  # ~19,000 constraints
+        "every model a root x1000": Constraints(roots=tuple(ids) * 1000),
+        "a forced cycle of three": Constraints(forced=((ids[0], ids[1]), (ids[1], ids[2]), (ids[2], ids[0]))),
+    }
+
+
+@pytest.mark.parametrize("case", ["unknown id", "script id", "every pair forbidden x120", "every model a root x1000",
+                                  "a forced cycle of three"])
+def test_hostile_constraint_sets_are_refused_clearly_or_solved_quickly(demo_result, case):
+    """Thousands of constraints, contradictory ones, ids not in the set: a ``ConstraintError`` naming what to change
+    (the id cut and shown as text) or a tree, in well under a second each."""
+    import time
+
+    from mother_core.errors import ConstraintError
+    from mother_core.recovery.recover import resolve
+
+    constraints = _hostile_constraints(demo_result.model_ids)[case]
+    start = time.process_time()
+    try:
+        out = resolve(demo_result, constraints)
+    except ConstraintError as e:
+        assert "Remove or change" in str(e) or "unknown model" in str(e) or "roots are needed" in str(e), str(e)
+    else:
+        assert case == "every model a root x1000" and not out.edges
+    assert time.process_time() - start < 10  # ~0.2 CPU s at load 3
+
+
+def test_forcing_the_reverse_of_a_forced_edge_lifts_it(demo_result):
+    """"Use this parent" for ``a``'s parent ``b`` after ``a -> b`` was forced (a later click on the Edge page, or
+    ``use_parent`` on a result holding that constraint): the two forced edges made a cycle ``resolve`` refused, and
+    the page undid the click; the later choice wins, as for every other contradiction."""
+    from mother_core.recovery.recover import resolve, use_parent
+    from mother_core.recovery.result import Constraints
+
+    e = next(x for x in demo_result.edges if not x.chosen_by_tie)
+    forced = resolve(demo_result, Constraints().with_parent(e.parent, e.child))
+    back = use_parent(forced, e.parent, e.child)  # the child as its parent's parent: the later choice
+    assert back.parent_of(e.parent) == e.child and back.parent_of(e.child) != e.parent
+    assert back.constraints.forced == ((e.child, e.parent),)

@@ -195,7 +195,8 @@ class Constraints:
     def with_parent(self, parent: str, child: str) -> "Constraints":
         """Constraints with ``parent -> child`` forced, replacing an earlier forced parent of ``child``; a child
         fixed as a root no longer is, and a forbid of this very edge is lifted (the Edge page's "use this
-        parent" and its force form)."""
+        parent" and its force form). Forcing the reverse of a forced edge (``child -> parent``) lifts that one too:
+        kept, the two made a cycle that ``resolve`` refused (the Edge page undid the click)."""
         return self._added(forced=(parent, child))
 
     def forbidding(self, parent: str, child: str) -> "Constraints":
@@ -210,16 +211,17 @@ class Constraints:
                root: str | None = None) -> "Constraints":
         """These constraints plus one more, which lifts every earlier one it contradicts (the one place the
         "later click wins" rules live): a forced edge lifts the other forced parent of its child, a forbid of
-        the same edge and the child fixed as a root; a forbidden edge lifts forcing it; a root lifts a forced
-        parent of it. The new one goes last (an earlier copy of it is dropped)."""
+        the same edge, its reverse and the child fixed as a root; a forbidden edge lifts forcing it; a root lifts a
+        forced parent of it. The new one goes last (an earlier copy of it is dropped)."""
         edge = forced or forbidden
+        reverse = (forced[1], forced[0]) if forced else None
         freed = {m for m in (forced[1] if forced else None, root) if m is not None}  # children that lose a parent
 
         def one(x):  # the new constraint, where it is of this kind
             return () if x is None else (x,)
 
         return Constraints(
-            forced=tuple(e for e in self.forced if e[1] not in freed and e != edge) + one(forced),
+            forced=tuple(e for e in self.forced if e[1] not in freed and e != edge and e != reverse) + one(forced),
             forbidden=tuple(e for e in self.forbidden if e != edge) + one(forbidden),
             roots=tuple(r for r in self.roots if r not in freed) + one(root),
         )
