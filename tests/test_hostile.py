@@ -798,3 +798,39 @@ def test_forcing_the_reverse_of_a_forced_edge_lifts_it(demo_result):
     back = use_parent(forced, e.parent, e.child)  # the child as its parent's parent: the later choice
     assert back.parent_of(e.parent) == e.child and back.parent_of(e.child) != e.parent
     assert back.constraints.forced == ((e.child, e.parent),)
+
+
+# --- hostile5: a norm-plus-one architecture's claim on tensors that are not norms -------------------------------
+@pytest.mark.parametrize("arch", ["gemma", "nemotron"])
+def test_a_matrix_named_norm_in_a_norm_plus_one_file_is_read_as_stored_in_chunks(tmp_path, arch):
+    """Gemma and Nemotron GGUF files store each norm vector as 1 + w, undone on reading, whole (it is a vector).
+    A 2-D tensor named ``blk.0.attn_norm.weight`` in such a file (no real one has one) was undone too: read whole
+    and held for every chunk, with a copy minus 1 (an 8192 x 8192 float16 one: 901 MB peak against 340 for the
+    same file declared llama, 14 s against 4). It is read as stored, by rows; the file's real norm still loses its
+    1."""
+    import gguf
+    import numpy as np
+
+    from mother_core.io.discovery import ModelRef
+    from mother_core.io.readers import open_model
+
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((64, 256)).astype(np.float16)
+    norm = (1 + 0.1 * rng.standard_normal(256)).astype(np.float32)
+    path = tmp_path / f"{arch}.gguf"
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(1)
+    writer.add_tensor("blk.0.attn_norm.weight", matrix)  # a matrix under a norm's name
+    writer.add_tensor("blk.0.ffn_norm.weight", norm)  # a real norm, stored as 1 + w
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with open_model(ModelRef(id=arch, path=str(path), format="gguf", files=(str(path),))) as reader:
+        names = {n for n in reader.tensor_infos() if n.endswith("norm.weight")}
+        mat = next(n for n in names if reader.tensor_infos()[n].shape == (64, 256))
+        vec = next(n for n in names if n != mat)
+        rows = torch.cat([reader.read(mat, (r, min(64, r + 16))) for r in range(0, 64, 16)])
+        assert getattr(reader, "_cached", None) is None  # nothing held whole between the chunks
+        np.testing.assert_array_equal(rows.float().numpy(), matrix.astype(np.float32))
+        np.testing.assert_allclose(reader.read(vec).float().numpy(), norm - 1, atol=1e-6)
