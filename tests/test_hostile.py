@@ -834,3 +834,39 @@ def test_a_matrix_named_norm_in_a_norm_plus_one_file_is_read_as_stored_in_chunks
         assert getattr(reader, "_cached", None) is None  # nothing held whole between the chunks
         np.testing.assert_array_equal(rows.float().numpy(), matrix.astype(np.float32))
         np.testing.assert_allclose(reader.read(vec).float().numpy(), norm - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_folders_linking_to_each_other_are_walked_once(tmp_path, where):
+    """Two folders, each holding four links to the other, under a set entry of named adapters (``inside``) or
+    outside it (``outside``: reached through one link, no roots): the walk down to 8 folders followed every
+    link at every level, 4**8 paths, each adapter on them read again (past 400 s). Each real folder is entered once;
+    the links are said once per folder ("and 3 more"), the adapter in them read once, under its own name."""
+    import time
+
+    from mother_core.io.discovery import discover
+
+    config = {"peft_type": "LORA", "base_model_name_or_path": "m9", "r": 4, "lora_alpha": 8,
+              "target_modules": ["q_proj", "v_proj"]}
+    base = hi.good_states()["m9"]
+    entry = tmp_path / "set" / "multi"
+    entry.mkdir(parents=True)
+    hi._adapter(tmp_path / "set", "plain", config, base)  # a model beside it: the set is not empty
+    far = entry if where == "inside" else tmp_path / "far"
+    far.mkdir(exist_ok=True)
+    a, b = far / "a", far / "b"
+    hi._adapter(far, "a", config, base)
+    b.mkdir()
+    for i in range(4):
+        (a / f"to-b-{i}").symlink_to(b, target_is_directory=True)
+        (b / f"to-a-{i}").symlink_to(a, target_is_directory=True)
+    if where == "outside":
+        (entry / "far").symlink_to(far, target_is_directory=True)
+    start, got = time.perf_counter(), []
+    assert _in_a_thread(lambda: got.append(discover([tmp_path / "set"])), 120) is None  # before: past 400 s
+    assert time.perf_counter() - start < 60  # ~0.1 s
+    found = got[0]
+    named = sorted(m.id for m in found.models if m.id.startswith("multi"))
+    assert named == (["multi/a"] if where == "inside" else ["multi/far/a"]), named
+    links = [p.message for p in found.problems if "symbolic link" in p.message]
+    assert 1 <= len(links) <= 3 and all("more such links" in m for m in links), links  # one per folder, at most
