@@ -870,3 +870,41 @@ def test_folders_linking_to_each_other_are_walked_once(tmp_path, where):
     assert named == (["multi/a"] if where == "inside" else ["multi/far/a"]), named
     links = [p.message for p in found.problems if "symbolic link" in p.message]
     assert 1 <= len(links) <= 3 and all("more such links" in m for m in links), links  # one per folder, at most
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_fork_while_another_thread_settles_torch_does_not_deadlock_the_child():
+    """``device.settle_torch_threads`` runs under a lock; a fork while another thread of the parent held it (the
+    app's pass on one thread, a forked run started from another) copied it held into the child, whose first
+    settle then waited for ever. The child gets a lock of its own."""
+    import threading
+    import time
+
+    from mother_core import device
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # noqa: ANN202
+        with device._SETTLE_LOCK:
+            held.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=hold, daemon=True)
+    worker.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: settle (it takes the lock), then leave without running the parent's teardown
+        device.settle_torch_threads()
+        os._exit(0)
+    release.set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child never came back from settle_torch_threads")
+    assert os.waitstatus_to_exitcode(status) == 0
