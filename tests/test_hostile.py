@@ -878,7 +878,6 @@ def test_a_fork_while_another_thread_settles_torch_does_not_deadlock_the_child()
     app's pass on one thread, a forked run started from another) copied it held into the child, whose first
     settle then waited for ever. The child gets a lock of its own."""
     import threading
-    import time
 
     from mother_core import device
 
@@ -897,14 +896,6 @@ def test_a_fork_while_another_thread_settles_torch_does_not_deadlock_the_child()
         device.settle_torch_threads()
         os._exit(0)
     release.set()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child never came back from settle_torch_threads")
+    status = hi.wait_or_kill(pid, 60)
+    assert status is not None, "the forked child never came back from settle_torch_threads"
     assert os.waitstatus_to_exitcode(status) == 0
