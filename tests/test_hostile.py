@@ -899,3 +899,46 @@ def test_a_fork_while_another_thread_settles_torch_does_not_deadlock_the_child()
     status = hi.wait_or_kill(pid, 60)
     assert status is not None, "the forked child never came back from settle_torch_threads"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --- hostile5: GGUF blocks decoded inside the statistics kernel ------------------------------------------------
+FP16_SCALES = {"nan": 0x7E00, "nan-payload": 0x7FFF, "-nan": 0xFE01, "inf": 0x7C00, "-inf": 0xFC00,
+               "subnormal": 0x0001, "largest": 0x7BFF}
+
+
+@pytest.mark.parametrize("scale", sorted(FP16_SCALES))
+@pytest.mark.parametrize("qtype, offset", [("Q4_K", 0), ("Q4_K", 2), ("Q6_K", 208)],
+                         ids=["Q4_K-d", "Q4_K-dmin", "Q6_K-d"])
+def test_crafted_block_scales_reduce_in_the_kernel_as_the_bfloat16_path_does(qtype, offset, scale):
+    """Every third block's fp16 scale (Q4_K's d or dmin, Q6_K's d) set to NaN (with a payload whose rounding to
+    bfloat16 would carry into the sign), an infinity, a subnormal or the largest fp16: the coded kernel (the blocks
+    decoded inside the statistics pass) marks the same rows non-finite as the bfloat16 path (whose chunk is then
+    read again without them) and gives the same finite statistics, bit for bit; nothing is read past the blocks.
+    Probed: contained on main (no change)."""
+    import numpy as np
+    from format_factory import quantize
+
+    from mother_core.io import gguf_fast
+    from mother_core.stats import fused, fused_codes
+
+    if not fused_codes.enabled():
+        pytest.skip("no numba kernel here")
+    rng = np.random.default_rng(0)
+    cols = 256 * 8
+    raw = np.ascontiguousarray(quantize((rng.standard_normal((3, cols)) * 0.02).astype(np.float32), qtype))
+    raw = raw.view(np.uint8).reshape(3, -1).copy()
+    nbytes, _ = gguf_fast.block_layout(qtype)
+    blocks = raw[1].reshape(-1, nbytes)  # row 1 only: rows 0 and 2 stay finite
+    blocks[::3, offset:offset + 2] = np.array([FP16_SCALES[scale]], np.uint16).view(np.uint8)
+    bits = np.stack([gguf_fast.dequantize(r.copy(), qtype, np.empty(cols, np.uint16)) for r in raw])
+    plain = fused.StreamReduction(3, True, cols)
+    plain.add(torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16))
+    coded = fused_codes.CodedReduction(qtype, 3, True, cols)
+    coded.add(raw, cols)
+    (pm, pd, _), (cm, cd, _) = plain.finish(), coded.finish()
+    finite = np.isfinite(pm.m2) & np.isfinite(pm.mean)
+    np.testing.assert_array_equal(np.isfinite(cm.m2) & np.isfinite(cm.mean), finite)
+    assert finite[0] and finite[2] and finite[1] == (scale in ("subnormal", "largest"))
+    for field in ("n", "mean", "m2", "m3", "m4"):
+        np.testing.assert_array_equal(getattr(cm, field)[finite], getattr(pm, field)[finite], err_msg=field)
+    np.testing.assert_array_equal(cd[0, 2], pd[0, 2])
