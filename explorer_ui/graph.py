@@ -747,13 +747,33 @@ def lineage_of(rec: Recovery, model: str) -> tuple[list[str], list[str]]:
 
 
 # --- a standalone page (download) -----------------------------------------------------------------
+#: The properties every JavaScript object has (``Object.prototype``'s): vis-network keeps nodes in plain objects
+#: keyed by id, where a model named ``__proto__`` set the prototype and one named ``hasOwnProperty`` shadowed the
+#: method vis calls, and the model was not drawn. Such ids go to vis with :data:`VIS_MARK` in front (the app's
+#: graph does the same in the browser: ``graph_component.visId``).
+JS_OBJECT_PROPERTIES = frozenset({
+    "__proto__", "constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString",
+    "toString", "valueOf", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__"})
+VIS_MARK = "\u2063"  # INVISIBLE SEPARATOR: shown as nothing where vis writes an id
+
+
+def vis_id(model: str) -> str:
+    """The id vis-network is given for ``model`` (see :data:`JS_OBJECT_PROPERTIES`).
+
+    >>> vis_id("m1"), vis_id("__proto__") == VIS_MARK + "__proto__"
+    ('m1', True)
+    """
+    return VIS_MARK + model if model in JS_OBJECT_PROPERTIES or model.startswith(VIS_MARK) else model
+
+
 def tree_html(rec: Recovery, *, statuses: dict[EdgeKey, str] | None = None, reference: str = "",
               height: int = 620, **view: Any) -> str:
     """A self-contained interactive HTML page of the tree (pyvis' template, CDN tags stripped,
     vis-network inlined): opens offline in any browser, makes no request."""
     data = build_graph(rec, statuses=statuses, reference=reference, **view)
     net = Network(height=f"{height}px", width="100%", directed=True, cdn_resources="remote")
-    net.nodes, net.edges = data.nodes, data.edges
+    net.nodes = [{**n, "id": vis_id(n["id"])} for n in data.nodes]
+    net.edges = [{**e, "from": vis_id(e["from"]), "to": vis_id(e["to"])} for e in data.edges]
     net.set_options(json.dumps(data.options))
     html = strip_external(net.generate_html())
     js, css = vis_source()
@@ -768,7 +788,8 @@ def _arrange_script(data: GraphData) -> str:
     was always top-down, whatever the app showed); nothing when there is one way to draw it."""
     if len(data.arrangements) < 2:
         return ""
-    payload = json.dumps({"list": list(data.arrangements), "font": data.options["nodes"]["font"]["size"],
+    arrangements = [{**a, "pos": {vis_id(m): xy for m, xy in a["pos"].items()}} for a in data.arrangements]
+    payload = json.dumps({"list": arrangements, "font": data.options["nodes"]["font"]["size"],
                           "threshold": data.options["nodes"]["scaling"]["label"]["drawThreshold"],
                           "smooth": data.options["edges"]["smooth"].get("enabled", False),
                           "labels": [n.get("label", "") for n in data.nodes]}).replace("</", "<\\/")

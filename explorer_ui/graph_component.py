@@ -58,6 +58,14 @@ div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;
 
 # One module per page: ``VIS`` caches the library load across mounts and reruns.
 _JS = ARRANGE_JS + r"""
+// vis-network keeps nodes in plain objects keyed by their ids: a model named "__proto__" (a folder name, a
+// result.json id) set such an object's prototype, one named "hasOwnProperty" shadowed the method vis calls on it,
+// and the model was not drawn (its box empty, its edges gone). Ids that name a property every object has (or
+// that begin with the mark) go to vis with a mark in front; what leaves the graph is the model id again.
+const MARK = '\u2063';
+function visId(id) { return (id in Object.prototype || String(id).startsWith(MARK)) ? MARK + id : id; }
+function modelId(v) { return typeof v === 'string' && v.startsWith(MARK) ? v.slice(1) : v; }
+
 let VIS = null;
 function loadVis(lib) {
   if (window.vis && window.vis.Network) return Promise.resolve(window.vis);
@@ -89,7 +97,8 @@ function build(root, st, d) {
   wrap.classList.toggle('mg-big', !!d.big);
   root.querySelector('.mg-legend').innerHTML = d.legend;  // built and escaped in Python
   if (st.network) { st.network.destroy(); }
-  const nodes = new vis.DataSet(d.nodes), edges = new vis.DataSet(d.edges);
+  const nodes = new vis.DataSet(d.nodes.map(n => ({...n, id: visId(n.id)})));
+  const edges = new vis.DataSet(d.edges.map(e => ({...e, from: visId(e.from), to: visId(e.to)})));
   arrange(root, d, nodes);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
   st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null; st.reveal = null;
@@ -99,9 +108,10 @@ function build(root, st, d) {
   // selection back to this graph (the element stays the same: nothing to re-send or redo).
   net.on('click', p => {
     if (p.nodes.length) {
-      mark(root, {node: p.nodes[0]});
-      centreLater(st, d, [p.nodes[0]]);
-      st.send('event', {type: 'node', id: p.nodes[0], t: Date.now()});
+      const id = modelId(p.nodes[0]);
+      mark(root, {node: id});
+      centreLater(st, d, [id]);
+      st.send('event', {type: 'node', id, t: Date.now()});
     } else if (p.edges.length && st.edgeIds[p.edges[0]]) {
       const [parent, child] = st.edgeIds[p.edges[0]];
       mark(root, {edge: [parent, child]});
@@ -110,7 +120,7 @@ function build(root, st, d) {
     }
   });
   const members = {};  // family id -> its models' ids, once per drawing (not per frame)
-  for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(n.id);
+  for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(visId(n.id));
   net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx, members));
   net.on('zoom', () => relabel(st, d));
   net.on('animationFinished', () => relabel(st, d));  // a centring moveTo sends no 'zoom'
@@ -118,7 +128,7 @@ function build(root, st, d) {
   net.on('resize', () => relabel(st, d));
   net.on('doubleClick', p => {
     clearTimeout(st.centring);  // a double-click folds or opens: do not move the tree under the pointer
-    if (p.nodes.length) st.send('event', {type: 'toggle', id: p.nodes[0], t: Date.now()});
+    if (p.nodes.length) st.send('event', {type: 'toggle', id: modelId(p.nodes[0]), t: Date.now()});
   });
   net.once('afterDrawing', () => {
     fit(st, d);
@@ -148,7 +158,7 @@ function arrange(root, d, nodes, net) {
     d.options.edges.smooth.forceDirection = a.dir;
     if (net) net.setOptions({edges: {smooth: d.options.edges.smooth}});
   }
-  nodes.update(Object.entries(a.pos).map(([id, [x, y]]) => ({id, x, y})));
+  nodes.update(Object.entries(a.pos).map(([id, [x, y]]) => ({id: visId(id), x, y})));
 }
 
 // Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
@@ -228,7 +238,7 @@ function centreLater(st, d, ids) {
 function centre(st, d, ids, always) {
   const net = st.network;
   if (!net) return;
-  const known = ids.filter(id => window.nodes.get(id));
+  const known = ids.map(visId).filter(id => window.nodes.get(id));  // model ids in, vis ids from here
   if (!known.length) return;
   const b = boxOf(net, known), s = net.getScale(), scale = Math.max(s, readableScale(d));
   const c = net.body.container, pos = {x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2};
@@ -295,8 +305,8 @@ function select(root, st, sel, data) {
   if (edgeId) {
     net.setSelection({nodes: [], edges: [edgeId]}, {unselectAll: true, highlightEdges: false});
     mark(root, {edge: sel.edge});
-  } else if (sel && sel.node && window.nodes.get(sel.node)) {
-    net.setSelection({nodes: [sel.node], edges: []}, {unselectAll: true, highlightEdges: false});
+  } else if (sel && sel.node && window.nodes.get(visId(sel.node))) {
+    net.setSelection({nodes: [visId(sel.node)], edges: []}, {unselectAll: true, highlightEdges: false});
     mark(root, {node: sel.node});
   } else {
     net.unselectAll();

@@ -52,6 +52,17 @@ _SETTLED_IN_PROCESS: int | None = None
 _SETTLE_LOCK = threading.Lock()
 
 
+def _new_settle_lock() -> None:
+    """A forked child's own lock: one copied while another thread of the parent held it stays held for ever
+    in the child (whose copy of that thread is gone), and its first :func:`settle_torch_threads` never returned."""
+    global _SETTLE_LOCK
+    _SETTLE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_settle_lock)
+
+
 def settle_torch_threads() -> None:
     """Make torch's CPU thread pool whole in this process before our own threads start using torch.
 

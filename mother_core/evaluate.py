@@ -17,7 +17,6 @@ word of :class:`mother_core.relations.Relation`.)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from scipy.stats import mannwhitneyu
 
 from mother_core.errors import MotherError, ResultFormatError
 from mother_core.io.filekind import MAX_JSON_BYTES, read_bytes_file
+from mother_core.recovery.json_numbers import loads
 from mother_core.recovery.result import Recovery, TreeInfo
 from mother_core.relations.vocabulary import parse_relation
 from mother_core.statuses import TRUTH_STATUSES, EdgeStatus
@@ -116,10 +116,10 @@ def load_truth_edges(path: str | Path) -> list[TruthEdge]:
     """
     p = Path(path)
     try:
-        data = json.loads(read_bytes_file(p, MAX_JSON_BYTES).decode("utf-8"))  # never a FIFO or /dev/zero
+        data = loads(read_bytes_file(p, MAX_JSON_BYTES).decode("utf-8"))  # never a FIFO or /dev/zero
     except FileNotFoundError:
         raise ResultFormatError(f"Truth file {p} does not exist. {_TRUTH_HELP}", p) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # deep nesting, 5,000-digit ints: ValueErrors of loads (were tracebacks)
         raise ResultFormatError(f"Cannot read truth file {p}: {e}. {_TRUTH_HELP}", p) from e
     if not isinstance(data, dict) or not isinstance(data.get("edges"), list):
         raise ResultFormatError(f"Truth file {p} has no 'edges' list. {_TRUTH_HELP}", p)

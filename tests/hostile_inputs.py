@@ -1077,6 +1077,19 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def wait_or_kill(pid: int, seconds: float) -> int | None:
+    """The forked child ``pid``'s wait status once it exits, or None (it is killed) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
 def run_isolated(paths: list[str], cpu_s: int = 90, hang_s: int = 300) -> dict:
     """``recover_paths(paths)`` in a forked child with an address-space limit (+2 GB over what is mapped
     now) and a CPU limit of ``cpu_s``: {"parents", "models", "problems", "seconds" (CPU), "peak_mb"} or
@@ -1113,15 +1126,7 @@ def run_isolated(paths: list[str], cpu_s: int = 90, hang_s: int = 300) -> dict:
     chunks: list[bytes] = []
     drain = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_fd, 1 << 16), b"")), daemon=True)
     drain.start()
-    deadline = time.monotonic() + hang_s
-    while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    if wait_or_kill(pid, hang_s) is None:
         drain.join()
         os.close(read_fd)
         return {"error": f"hung for {hang_s} s"}

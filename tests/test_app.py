@@ -627,20 +627,26 @@ def test_a_shared_link_opens_the_set_on_the_edge(demo_root, monkeypatch, tmp_pat
 
 
 def test_impossible_constraints_are_undone_with_a_message(app):
+    """Three forced edges closing a cycle (two would not: forcing the reverse of a forced edge lifts it, the later
+    click wins) cannot all hold: the page says so and undoes the last click."""
     at = app.run()
     at.switch_page("app_pages/2_Edge.py").run()
     parent, child = picked_edge(at)
-    cur = edge_label(at)
-    at.selectbox(key=f"fp_{cur}").set_value(parent)
-    at.selectbox(key=f"fc_{cur}").set_value(child)
-    at.button(key="FormSubmitter:force-Force this edge").click().run()  # forces parent -> child
-    cur = edge_label(at)
-    at.selectbox(key=f"fp_{cur}").set_value(child)
-    at.selectbox(key=f"fc_{cur}").set_value(parent)
-    at.button(key="FormSubmitter:force-Force this edge").click().run()  # and child -> parent: a cycle
+
+    def force(p: str, c: str) -> None:
+        cur = edge_label(at)
+        at.selectbox(key=f"fp_{cur}").set_value(p)
+        at.selectbox(key=f"fc_{cur}").set_value(c)
+        at.button(key="FormSubmitter:force-Force this edge").click().run()
+
+    third = next(m for m in at.selectbox(key=f"fp_{edge_label(at)}").options if m not in (parent, child))
+    force(parent, child)
+    force(child, third)
+    force(third, parent)  # parent -> child -> third -> parent: a cycle
     assert not at.exception and not at.error
     assert any("cannot all hold" in w.value for w in at.warning)
-    assert at.session_state["_constraints"][next(iter(at.session_state["_constraints"]))].forced == ((parent, child),)
+    forced = at.session_state["_constraints"][next(iter(at.session_state["_constraints"]))].forced
+    assert forced == ((parent, child), (child, third))
 
 
 def test_the_edge_pages_buttons_undo_each_other_without_a_conflict(app):

@@ -109,3 +109,80 @@ def test_a_link_to_what_the_set_does_not_hold_says_so_and_selects_nothing(app, l
         at.switch_page(page).run()
         assert not at.exception, [e.value for e in at.exception]
         assert not [w for w in at.warning if "The link selects" in w.value]  # once
+
+
+# --- hostile5: model ids that name a property every JavaScript object has ---------------------------------
+PROTO_IDS = ("__proto__", "hasOwnProperty", "toString", "constructor", "valueOf")  # folder names or result ids
+
+
+def _chromium_page(html_path, run):  # noqa: ANN001, ANN202
+    """``run(page)`` on ``html_path`` in Chromium (skipped where Chromium or playwright is missing)."""
+    from pathlib import Path
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium is missing")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(html_path.as_uri())
+            return run(page), errors
+        finally:
+            browser.close()
+
+
+_DRAWN = """() => { const net = window.network; return {drawn: net.body.nodeIndices.length, nodes: window.nodes.length,
+  boxed: window.nodes.getIds().filter(i => { const b = net.getBoundingBox(i); return b && isFinite(b.left); }).length};
+}"""
+
+
+@pytest.mark.parametrize("where", ["app graph", "exported page"])
+def test_models_named_like_javascript_object_properties_are_drawn(tmp_path, where):
+    """vis-network keeps nodes in plain objects keyed by id: a model named ``__proto__`` set the object's
+    prototype, ``hasOwnProperty`` / ``toString`` / ``constructor`` / ``valueOf`` were left out of its drawing list;
+    each was not drawn (its family's box held its children and edges pointing at nothing: 7 of 12 nodes drawn).
+    The app's graph (the component's own script, mounted on a plain page) and the exported page draw all 12."""
+    import json
+
+    from test_graph import forest
+
+    from explorer_ui import graph_component as gc
+    from explorer_ui.graph import build_graph, tree_html, vis_source
+
+    a, b, c, d, e = PROTO_IDS
+    rec = forest([(a, "a1"), (a, "a2"), (b, "b1"), (b, "b2"), (c, "c1"), ("r", d), (d, "d1"), ("r", e)])
+    page_path = tmp_path / "graph.html"
+    if where == "exported page":
+        page_path.write_text(tree_html(rec), encoding="utf-8")
+    else:
+        data = build_graph(rec)
+        js, css = vis_source()
+        payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
+                   "legend": data.legend, "edge_ids": {i: list(x) for i, x in data.edge_ids.items()}, "height": 500,
+                   "lib": {"url": None, "js": js, "css": css}, "selected": {"node": a}, "dark": False, "big": False,
+                   "keys": False, "selected_color": "#7B2FBE", "label_growth": data.label_growth,
+                   "families": list(data.families), "arrangements": list(data.arrangements)}
+        mount = gc._JS.replace("export default function", "window.mount = function")  # as Streamlit calls it
+        text = json.dumps(payload).replace("</", "<\\/")
+        page_path.write_text(
+            f"<html><head><style>{gc._CSS}</style></head><body><div id='host' style='width:900px'></div>"
+            f"<script type='module'>{mount}\nwindow.mount({{data: {text}, "
+            "parentElement: document.getElementById('host'), setTriggerValue: () => {}});</script></body></html>",
+            encoding="utf-8")
+
+    def run(page):  # noqa: ANN001, ANN202
+        page.wait_for_function("() => window.network && window.nodes && window.nodes.length > 0", timeout=60_000)
+        page.wait_for_timeout(300)
+        got = page.evaluate(_DRAWN)
+        if where == "app graph":  # the selected model, named __proto__, reached the canvas' selection
+            got["selected"] = page.evaluate("() => document.querySelector('.mg-root').dataset.selectedNode")
+        return got
+
+    got, errors = _chromium_page(page_path, run)
+    assert not errors, errors
+    assert got["nodes"] == 12 and got["drawn"] == 12 and got["boxed"] == 12, got
+    if where == "app graph":
+        assert got["selected"] == a, got

@@ -459,6 +459,16 @@ def _components(folder: str, listing: set[str] | None = None) -> list[str]:
     return out
 
 
+@dataclasses.dataclass
+class _AdapterWalk:
+    """The state of one walk for named adapters (:meth:`_Finder.named_adapters`): the real path it started
+    from, the real folders it has entered, and how many more folders it may list."""
+
+    top: str
+    entered: set[str]
+    budget: int
+
+
 class _Finder:
     def __init__(self, component: str | None, roots: Roots | None = None) -> None:
         self.component = component
@@ -552,24 +562,33 @@ class _Finder:
 
         A walk lists at most :data:`NAMED_ADAPTER_FOLDERS` folders: an entry holding a large tree of other
         folders costs that much, and where the walk stops there is a problem saying so (never a silent skip).
+        A link to a folder the walk reads anyway (inside the starting folder) or has entered is said and not
+        followed: two folders each holding k links to the other were walked k**8 times (four links each: 22
+        CPU s; six: past 300 s).
         """
-        budget = [NAMED_ADAPTER_FOLDERS]  # folders this walk may still list
-        found = self._named_adapters(folder, model_id, names, 0, budget)
-        if budget[0] < 0:
+        top = os.path.realpath(folder)
+        walk = _AdapterWalk(top=top, entered={top}, budget=NAMED_ADAPTER_FOLDERS)
+        found = self._named_adapters(folder, top, model_id, names, 0, walk)
+        if walk.budget < 0:
             self.problem(folder, f"Stopped looking for named PEFT adapters in {folder} after {NAMED_ADAPTER_FOLDERS:,} "
                                  "folders: the rest of its tree was not looked at. Give the adapters saved there a "
                                  "folder of their own in the set (or move them up).")
         return found
 
-    def _named_adapters(self, folder: str, model_id: str, names: set[str], depth: int, budget: list[int]) -> bool:
-        """:meth:`named_adapters` below ``folder``, ``depth`` folders down, ``budget[0]`` folders left to list."""
+    def _named_adapters(self, folder: str, real_folder: str, model_id: str, names: set[str], depth: int,
+                        walk: _AdapterWalk) -> bool:
+        """:meth:`named_adapters` below ``folder`` (whose real path is ``real_folder``), ``depth`` folders down."""
         found = False
+        again: list[tuple[str, str]] = []  # links to folders the walk reads anyway: said once per folder
         for name in sorted(names):
-            if budget[0] < 0:
+            if walk.budget < 0:
                 break
             sub = os.path.join(folder, name)
             if name.startswith("."):
                 continue
+            # A plain sub-folder's real path is its parent's plus its name: resolving it would cost a stat per
+            # folder of the path, at every level; only a link is resolved.
+            real = os.path.join(real_folder, name)
             if os.path.islink(sub):
                 # A linked sub-folder is followed as the set's own entries are (it was skipped without a word):
                 # one leaving the roots is refused before anything under it is looked at, one pointing back
@@ -578,16 +597,18 @@ class _Finder:
                 if self.roots is not None and not self.roots.contains(sub):
                     self.problem(sub, self.roots.refusal(sub) or "")
                     continue
-                # (Resolved here only: a real path costs a stat per folder of the path, at every level.)
-                if at_or_below(os.path.realpath(folder), real):
+                if at_or_below(real_folder, real):
                     self.problem(sub, f"Skipped {sub}: it is a symbolic link back to {real}, which holds it (a "
                                       "loop), so it is not a named adapter of its own. Remove the link.")
                     continue
-            try:
-                if not os.path.isdir(sub):
+                if os.path.isdir(real) and (at_or_below(real, walk.top) or real in walk.entered):
+                    again.append((sub, real))
                     continue
-                budget[0] -= 1
-                if budget[0] < 0:
+            try:
+                if not os.path.isdir(sub) or real in walk.entered:  # entered through a link already
+                    continue
+                walk.budget -= 1
+                if walk.budget < 0:
                     break
                 inner = set(os.listdir(sub))
             except OSError:
@@ -606,7 +627,13 @@ class _Finder:
             if is_adapter:
                 found = self.adapter(sub, sub_id) or found
             # PEFT nests the adapter ``name/x`` in this one's folder (or in a plain folder ``name``).
-            found = self._named_adapters(sub, sub_id, inner, depth + 1, budget) or found
+            walk.entered.add(real)
+            found = self._named_adapters(sub, real, sub_id, inner, depth + 1, walk) or found
+        if again:
+            more = f" (and {len(again) - 1} more such links in {folder})" if len(again) > 1 else ""
+            self.problem(again[0][0], f"Skipped {again[0][0]}: it is a symbolic link to {again[0][1]}, which is read "
+                                      f"under its own name (or by another link) already{more}, so it is not a named "
+                                      "adapter of its own. Remove the link.")
         return found
 
     def component_model(self, folder: str, model_id: str, component: str) -> bool:

@@ -47,7 +47,7 @@ import numpy as np
 from mother_core.atomic import write_text_atomic
 from mother_core.errors import ResultFormatError
 from mother_core.io.filekind import read_bytes_file
-from mother_core.recovery.json_numbers import from_json_number, matrix_from_json, to_json_number
+from mother_core.recovery.json_numbers import from_json_number, loads, matrix_from_json, to_json_number
 from mother_core.recovery.problem import ModelFacts, RecoveryProblem
 from mother_core.recovery.schema import check_result
 from mother_core.relations.vocabulary import Relation, parse_relation
@@ -195,7 +195,8 @@ class Constraints:
     def with_parent(self, parent: str, child: str) -> "Constraints":
         """Constraints with ``parent -> child`` forced, replacing an earlier forced parent of ``child``; a child
         fixed as a root no longer is, and a forbid of this very edge is lifted (the Edge page's "use this
-        parent" and its force form)."""
+        parent" and its force form). Forcing the reverse of a forced edge (``child -> parent``) lifts that one too:
+        kept, the two made a cycle that ``resolve`` refused (the Edge page undid the click)."""
         return self._added(forced=(parent, child))
 
     def forbidding(self, parent: str, child: str) -> "Constraints":
@@ -210,16 +211,17 @@ class Constraints:
                root: str | None = None) -> "Constraints":
         """These constraints plus one more, which lifts every earlier one it contradicts (the one place the
         "later click wins" rules live): a forced edge lifts the other forced parent of its child, a forbid of
-        the same edge and the child fixed as a root; a forbidden edge lifts forcing it; a root lifts a forced
-        parent of it. The new one goes last (an earlier copy of it is dropped)."""
+        the same edge, its reverse and the child fixed as a root; a forbidden edge lifts forcing it; a root lifts a
+        forced parent of it. The new one goes last (an earlier copy of it is dropped)."""
         edge = forced or forbidden
+        reverse = (forced[1], forced[0]) if forced else None
         freed = {m for m in (forced[1] if forced else None, root) if m is not None}  # children that lose a parent
 
         def one(x):  # the new constraint, where it is of this kind
             return () if x is None else (x,)
 
         return Constraints(
-            forced=tuple(e for e in self.forced if e[1] not in freed and e != edge) + one(forced),
+            forced=tuple(e for e in self.forced if e[1] not in freed and e != edge and e != reverse) + one(forced),
             forbidden=tuple(e for e in self.forbidden if e != edge) + one(forbidden),
             roots=tuple(r for r in self.roots if r not in freed) + one(root),
         )
@@ -357,16 +359,13 @@ class Recovery:
                 roots=tuple(c.get("roots", ())),
             )
             layers = [LayerInfo(x["name"], tuple(x["shape"]), x["kind"]) for x in d.get("layers") or []]
-        except (KeyError, TypeError, ValueError) as e:
+            layer_kurtosis, distance, cost = (None if d.get(k) is None else matrix_from_json(d[k])
+                                              for k in ("layer_kurtosis", "distance_matrix", "cost_matrix"))
+            run_seconds = from_json_number(d.get("run_seconds"))
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: an int past float's range
             raise ResultFormatError(f"Malformed result file: {e!r}. Re-create it with `mother recover`.") from e
 
-        def arr(key: str) -> np.ndarray | None:
-            v = d.get(key)
-            return None if v is None else matrix_from_json(v)
-
         settings = _build(RecoverySettings, d.get("settings") or {})
-        layer_kurtosis = arr("layer_kurtosis")
-        distance, cost = arr("distance_matrix"), arr("cost_matrix")
         problem = None
         if distance is not None and cost is not None:
             try:
@@ -375,12 +374,12 @@ class Recovery:
                     layer_kurtosis=layer_kurtosis,
                     models=[ModelFacts(m.path, m.format, m.declared_parent, m.n_params) for m in models],
                     tree_of=[m.tree for m in models], method=settings.method, refine=settings.refine)
-            except (KeyError, TypeError, ValueError, IndexError) as e:
+            except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
                 raise ResultFormatError(f"Malformed result file: {e!r}. Re-create it with `mother recover`.") from e
         return cls(
             models=models, edges=edges, trees=trees, settings=settings,
             constraints=constraints, problems=list(d.get("problems") or []), layers=layers,
-            layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=from_json_number(d.get("run_seconds")),
+            layer_kurtosis=layer_kurtosis, problem=problem, run_seconds=run_seconds,
             candidate_graph=d.get("candidate_graph") if isinstance(d.get("candidate_graph"), dict) else None,
             notes=[str(x) for x in d.get("notes") or []],
         )
@@ -388,10 +387,10 @@ class Recovery:
     @classmethod
     def load(cls, path: str | Path) -> "Recovery":
         try:
-            d = json.loads(read_bytes_file(path, MAX_RESULT_BYTES).decode("utf-8"))
+            d = loads(read_bytes_file(path, MAX_RESULT_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise ResultFormatError(f"Result file {path} does not exist.", path) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        except (OSError, ValueError) as e:  # UnicodeDecodeError, JSONDecodeError and loads' own are ValueErrors
             raise ResultFormatError(f"Cannot read result file {path}: {str(e)[:200]}. Is it a result.json?",
                                     path) from None
         try:

@@ -181,6 +181,10 @@ def check_result(d: Any) -> None:
     lk = d.get("layer_kurtosis")
     if lk is not None and len(lk) != n:
         raise _bad("layer_kurtosis", f"it has {len(lk)} rows for {n} models")
+    widths = {len(row) for row in lk or ()}
+    if len(widths) > 1:  # a ragged matrix made numpy refuse it with a bare ValueError out of the loader
+        raise _bad("layer_kurtosis", f"its rows differ in length ({', '.join(map(str, sorted(widths)[:5]))}); "
+                                     "each holds one value per layer")
 
 
 def _check_acyclic(parents: dict[str, list[str]]) -> None:
