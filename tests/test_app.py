@@ -1079,7 +1079,7 @@ def test_a_large_sets_heatmap_stays_within_a_screen_or_so(tmp_path, monkeypatch)
     d["distance_matrix"] = d["cost_matrix"] = [[float(abs(i - j)) for j in range(n)] for i in range(n)]
     d["layer_kurtosis"] = None
     d["extra"] = {}
-    path = tmp_path / "results" / "wide_result.json"  # the sidebar lists *result*.json
+    path = tmp_path / "results" / "wide_result.json"  # opens with the marker: the sidebar lists it
     path.parent.mkdir()
     path.write_text(json.dumps(d))
     assert len(Recovery.load(path).models) == n
