@@ -1106,3 +1106,34 @@ def test_the_distance_heatmaps_blank_cells_are_explained(demo_app):
     at.switch_page("app_pages/5_Matrices.py").run()
     notes = [c.value for c in ok(at).caption if c.value.startswith("Blank cells:")]
     assert notes and "share no layer" in notes[0], [c.value for c in at.caption]
+
+
+def test_a_page_left_while_it_waits_for_a_set_leaves_the_set_unlocked(monkeypatch):
+    """appux5: a run waiting for a set another run was reading (the spinner "Preparing this set in the
+    background…") took the lock, then Streamlit stopped it as the spinner closed (the user had opened another
+    page: ``StopException`` from the spinner's last message) before ``_made_once``'s ``try``. The lock stayed
+    taken: every later visit to that set waited on the spinner with nothing running, until a server restart
+    (seen with four quick page switches on the typed demo; py-spy: 7 script threads in ``_wait_for``, no
+    holder)."""
+    import contextlib
+    import threading
+
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from explorer_ui import engine
+
+    @contextlib.contextmanager
+    def spinner(text):  # Streamlit's spinner in a run whose page was left: its closing message raises
+        yield
+        raise StopException()
+
+    monkeypatch.setattr(engine.st, "spinner", spinner)
+    store, key = engine._LRU(), "appux5-left-page"
+    lock = engine._step_lock(key)
+    lock.acquire()  # another run is reading the set
+    threading.Timer(0.2, lock.release).start()
+    with pytest.raises(StopException):
+        engine._made_once(store, key, lambda: "stats", in_page=True)
+    assert not lock.locked()
+    monkeypatch.undo()
+    assert engine._made_once(store, key, lambda: "stats", in_page=True) == "stats"  # the next visit gets it
