@@ -56,7 +56,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
     fig, ax = plt.subplots(figsize=SLIDE_INCHES, facecolor=bg)
     ax.set_facecolor(bg)
     ax.set_axis_off()
-    handles = _legend_handles(legend)
+    handles = _legend_handles(legend, dark)
     bottom = _fitted_legend(fig, handles, font_pt + 1, fg) if handles else 0.08
     if title:
         fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
@@ -163,7 +163,7 @@ def _draw_band(fig: plt.Figure, ax: plt.Axes, texts: list[Any], title: str, size
     label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
 
 
-def _legend_handles(legend: list[tuple[str, str, str]]) -> list[Artist]:
+def _legend_handles(legend: list[tuple[str, str, str]], dark: bool = False) -> list[Artist]:
     handles: list[Artist] = []
     for kind, what, text in legend:
         if kind == "line":
@@ -171,9 +171,12 @@ def _legend_handles(legend: list[tuple[str, str, str]]) -> list[Artist]:
         elif kind == "dots":
             handles.append(Line2D([], [], color=what, lw=2, linestyle=":", label=text))
         elif kind == "dash":
-            handles.append(Line2D([], [], color="#666666", lw=2, linestyle=_dashes(json.loads(what)), label=text))
+            handles.append(Line2D([], [], color="#BBBBBB" if dark else "#666666", lw=2,
+                                  linestyle=_dashes(json.loads(what)), label=text))
         elif kind in ("box", "fold"):
-            handles.append(Patch(fc="none", ec=what, lw=2, linestyle="--" if kind == "fold" else "-", label=text))
+            # On a dark slide a box swatch gets a model's light fill: the root's #222 border on it, as drawn.
+            handles.append(Patch(fc="#DCEBFA" if dark else "none", ec=what, lw=2,
+                                 linestyle="--" if kind == "fold" else "-", label=text))
         else:
             handles.append(Line2D([], [], color="none", label=text))
     return handles

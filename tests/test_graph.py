@@ -274,3 +274,23 @@ def test_a_slides_lone_models_sit_in_a_named_band_under_the_families(lone):
         assert band_box.y1 <= name.y0 + 1 and min(b.y0 for b in others) > band_box.y1
         assert min(t.get_fontsize() for t in ax.texts if t.get_bbox_patch() is not None) >= 5
         slides.render(fig, "png")
+
+
+def test_a_dark_drawing_keeps_every_edge_and_legend_line_visible():
+    """appux5: talk mode and a dark slide drew confident edges in #00408C on #14161A (1.9:1), the legend's
+    "high confidence" swatch as dark; the root's legend box was a #222 outline on the dark page. Every edge
+    and legend line of a dark drawing now stands out from its background by WCAG's 3:1 for marks, in each
+    colouring, and the light drawing is unchanged."""
+    from explorer_ui import slides
+    from explorer_ui.graph import DARK_BG, contrast
+
+    rec = families([(3, 2)] * 3 + [(0, 0)] * 2)
+    for mode in ("confidence", "family", "relation"):
+        dark, light = build_graph(rec, dark=True, color_by=mode), build_graph(rec, color_by=mode)
+        colours = [e["color"]["color"] for e in dark.edges] + [w for k, w, _ in dark.legend_rows if k in ("line", "dots")]
+        assert colours and min(contrast(c, DARK_BG) for c in colours) >= 3.0, mode
+        assert [e["color"]["color"] for e in light.edges] == [e["color"]["color"] for e in build_graph(rec, color_by=mode).edges]
+    fig = slides.tree_figure(dark, list(dark.legend_rows), "dark", dark=True)
+    box = next(h for h in fig.legends[0].legend_handles if h.get_label() == "bold border = root")
+    assert box.get_facecolor()[3] > 0  # a filled swatch (a model's light fill), not a dark outline on dark
+    slides.render(fig, "png")
