@@ -317,7 +317,8 @@ def newick_unreadable_note(recovery: Recovery, shown: int = 3) -> str | None:
     bad = newick_unreadable(recovery.model_ids)
     if not bad:
         return None
-    names = ", ".join(repr(m) for m in bad[:shown]) + (f" and {len(bad) - shown} more" if len(bad) > shown else "")
+    # The ids as they are: repr() would double each backslash.
+    names = ", ".join(f"“{m}”" for m in bad[:shown]) + (f" and {len(bad) - shown} more" if len(bad) > shown else "")
     return (f"{len(bad)} model id(s) hold a backslash and a blank or one of ()[]':;, ({names}). The Newick file "
             "quotes them as the Newick standard says (every character as itself, a quote doubled), which "
             "standard readers take; the Python `newick` package (1.11) reads a backslash inside quotes as an "

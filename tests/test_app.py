@@ -1137,3 +1137,26 @@ def test_a_page_left_while_it_waits_for_a_set_leaves_the_set_unlocked(monkeypatc
     assert not lock.locked()
     monkeypatch.undo()
     assert engine._made_once(store, key, lambda: "stats", in_page=True) == "stats"  # the next visit gets it
+
+
+def test_the_export_page_says_which_ids_newick_cannot_carry(tmp_path, monkeypatch):
+    """appux5: a set whose folder names hold a backslash and a blank (``C:\\models\\my model``) exported a
+    Newick file the Python `newick` package refuses whole, without a word. The Export page now names those
+    ids and says why; a saved result is opened by content, so its file need not be called "result"."""
+    from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo
+
+    ids = ["base", "C:\\models\\my model", "back\\slash (v2)"]
+    rec = Recovery([ModelNode(m, f"/m/{i}", 0, 1.0, m == "base") for i, m in enumerate(ids)],
+                   [Edge("base", c, 0.1, 0.9, 0.9, 0.9) for c in ids[1:]], [TreeInfo(0, tuple(ids), "base", "fft", 0.9)])
+    path = tmp_path / "runs" / "windows-run.json"
+    path.parent.mkdir()
+    rec.save(path)
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update({"source": "result", "set": str(path)})
+    ok(at.run())
+    at.switch_page("app_pages/6_Export.py").run()
+    ok(at)
+    warned = [re.sub(r"\\(.)", r"\1", w.value) for w in at.warning if "Newick" in w.value]  # markdown escapes off
+    assert len(warned) == 1, warned
+    assert "2 model id(s) hold a backslash" in warned[0] and "“C:\\models\\my model”" in warned[0], warned

@@ -318,7 +318,7 @@ def test_newick_says_which_ids_no_label_carries_through_the_newick_package(tmp_p
                 continue
             assert m not in back, label
     note = newick_unreadable_note(bad)
-    assert note.startswith("4 model id(s) hold a backslash") and repr(UNREADABLE[0]) in note
+    assert note.startswith("4 model id(s) hold a backslash") and f"“{UNREADABLE[0]}”" in note
     assert "and 1 more" in note and "GraphML" in note
     path = tmp_path / "bad.json"
     bad.save(path)
