@@ -1147,7 +1147,8 @@ def test_the_export_page_says_which_ids_newick_cannot_carry(tmp_path, monkeypatc
 
     ids = ["base", "C:\\models\\my model", "back\\slash (v2)"]
     rec = Recovery([ModelNode(m, f"/m/{i}", 0, 1.0, m == "base") for i, m in enumerate(ids)],
-                   [Edge("base", c, 0.1, 0.9, 0.9, 0.9) for c in ids[1:]], [TreeInfo(0, tuple(ids), "base", "fft", 0.9)])
+                   [Edge("base", c, 0.1, 0.9, 0.9, 0.9) for c in ids[1:]],
+                   [TreeInfo(0, tuple(ids), "base", "fft", 0.9)])
     path = tmp_path / "runs" / "windows-run.json"
     path.parent.mkdir()
     rec.save(path)

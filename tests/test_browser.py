@@ -530,7 +530,8 @@ _CONTRAST = r"""(sel) => {
     let n = el, bg = null;
     while (n && n.nodeType === 1 && !bg) { const b = parse(getComputedStyle(n).backgroundColor); if (b.a > 0.5) bg = b;
                                           n = n.parentElement; }
-    const [hi, lo] = [lum(parse(getComputedStyle(el).color)), lum(bg || {r: 255, g: 255, b: 255})].sort((a, b) => b - a);
+    const fg = lum(parse(getComputedStyle(el).color)), back = lum(bg || {r: 255, g: 255, b: 255});
+    const [hi, lo] = [fg, back].sort((a, b) => b - a);
     return (hi + 0.05) / (lo + 0.05);
   });
 }"""
