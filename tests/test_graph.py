@@ -290,8 +290,8 @@ def test_a_dark_drawing_keeps_every_edge_and_legend_line_visible():
         colours = [e["color"]["color"] for e in dark.edges]
         colours += [w for k, w, _ in dark.legend_rows if k in ("line", "dots")]
         assert colours and min(contrast(c, DARK_BG) for c in colours) >= 3.0, mode
-        if mode == "confidence":  # the light drawing keeps the scale's own colours
-            assert {e["color"]["color"] for e in light.edges} == {confidence_color(0.8)}  # families() gives each edge 0.8
+        if mode == "confidence":  # the light drawing keeps the scale's own colours (each edge 0.8)
+            assert {e["color"]["color"] for e in light.edges} == {confidence_color(0.8)}
     fig = slides.tree_figure(dark, list(dark.legend_rows), "dark", dark=True)
     box = next(h for h in fig.legends[0].legend_handles if h.get_label() == "bold border = root")
     assert box.get_facecolor()[3] > 0  # a filled swatch (a model's light fill), not a dark outline on dark
