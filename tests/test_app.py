@@ -451,12 +451,15 @@ def test_saved_result_is_browsed_without_recomputing(app, tmp_path, monkeypatch)
 
     fam = write_family(tmp_path / "runs" / "fam")
     recover_paths([str(fam)]).save(tmp_path / "runs" / "result.json")
-    (tmp_path / "runs" / "bad_result.json").write_text("{not json")
+    (tmp_path / "runs" / "not_a_result.json").write_text("{not json")  # not offered: no result's marker
+    # A result cut short (a copy that stopped): offered by its marker, refused with a message when opened.
+    (tmp_path / "runs" / "bad_result.json").write_text('{"format": "mother-recovery", "version": 1, "models": [')
     import mother_core
 
     monkeypatch.setattr(mother_core, "compute_statistics", lambda *a, **k: pytest.fail("recomputed"))
     at = app.run()
     at.sidebar.radio(key="source").set_value("Saved result").run()
+    assert str(tmp_path / "runs" / "not_a_result.json") not in at.sidebar.selectbox(key="result_file").options
     at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "runs" / "result.json")).run()
     ok(at)
     assert graph_payload(at)
