@@ -118,7 +118,7 @@ function build(root, st, d) {
   for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(n.id);
   net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx, members));
   net.on('zoom', () => relabel(st, d));
-  net.on('animationFinished', () => relabel(st, d));  // a centring moveTo sends no 'zoom'
+  net.on('animationFinished', () => { relabel(st, d); hidePopup(net); });  // a centring moveTo sends no 'zoom'
   // vis keeps the visible area when its canvas resizes (the scale follows the size): size the labels again.
   net.on('resize', () => relabel(st, d));
   net.on('doubleClick', p => {
@@ -225,6 +225,14 @@ function fit(st, d) {
 // Centre models (a clicked one, or an edge's two ends) at a zoom where their names are drawn: from the
 // overview a click shows the model among its named neighbours. Deferred a moment so that a double-click
 // (fold / open) lands where the first click was.
+// A tooltip shown before a centring moved the tree names whatever edge then lies under the resting pointer
+// (an edge click showed another edge's tooltip beside the clicked one's evidence): hide it; the next mouse move
+// shows the right one. vis has no public call for it (interactionHandler.popup, vis-network 9.1.2).
+function hidePopup(net) {
+  const ih = net.interactionHandler;
+  if (ih && ih.popup) { clearTimeout(ih.popupTimer); ih.popup.hide(); ih.popupObj = undefined; }
+}
+
 function centreLater(st, d, ids) {
   clearTimeout(st.centring);
   st.centring = setTimeout(() => centre(st, d, ids, true), 260);
