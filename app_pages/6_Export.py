@@ -4,6 +4,8 @@ its legend) and an interactive page that opens offline."""
 import streamlit as st
 
 from explorer_ui import slides, state, views
+from explorer_ui.safe_text import md
+from mother_core.export import newick_unreadable_note
 
 ctx = views.page("Export", heading="Export")
 
@@ -11,6 +13,8 @@ rec, stem = ctx.rec, ctx.model_set.label.replace(" ", "_").replace("/", "_")
 files = views.export_files(ctx.key, rec)
 for i, (what, suffix, data, mime) in enumerate(files):
     st.download_button(f"⬇ {what}", data, file_name=f"{stem}.{suffix}", mime=mime, key=f"dl_{i}")
+if note := newick_unreadable_note(rec):  # ids no Newick label carries through the `newick` package
+    st.warning(md(f"Newick: {note}"))
 
 st.subheader("Slide")
 st.caption("16:9, with the legend, drawn as the Tree page shows it (layout, branch length, colours, "

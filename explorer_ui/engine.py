@@ -77,10 +77,25 @@ def _step_lock(key: str) -> threading.Lock:
 
 
 def _wait_for(lock: threading.Lock) -> None:
-    """Acquire ``lock``; while the background warm-up holds it, say so in the page."""
-    if not lock.acquire(blocking=False):
+    """Acquire ``lock``; while another run or the background warm-up holds it, say so in the page.
+
+    Returns holding ``lock``, or raises holding nothing: a page left while it waited (another page opened,
+    the tab reloaded) has its run stopped by an exception from the spinner's exit, *after* the lock was
+    taken and before the caller's ``try``. The lock then stayed taken for good and every later visit to the
+    set waited on "Preparing this set in the background…" with nothing running (appux5: the typed demo
+    after two quick page switches, until the server was restarted).
+    """
+    if lock.acquire(blocking=False):
+        return
+    got = False
+    try:
         with st.spinner("Preparing this set in the background…"):
             lock.acquire()
+            got = True
+    except BaseException:
+        if got:
+            lock.release()
+        raise
 
 
 def _key(*parts: Any) -> str:

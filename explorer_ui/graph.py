@@ -139,6 +139,42 @@ def confidence_color(c: float | None) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+DARK_BG = "#14161A"  # the talk-mode canvas and a dark slide
+
+
+def _luminance(color: str) -> float:
+    """WCAG relative luminance of ``#rrggbb``."""
+    def f(v: int) -> float:
+        x = v / 255
+        return x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b)
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+    hi, lo = sorted((_luminance(a[:7]), _luminance(b[:7])), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def on_dark(color: str, bg: str = DARK_BG, ratio: float = 3.0) -> str:
+    """``color`` (``#rrggbb``) mixed towards white until it stands out from ``bg`` by ``ratio`` (WCAG's 3:1 for
+    lines and marks), else unchanged: the confident end of :func:`confidence_color` (#00408C) is 1.9:1 on the
+    talk-mode canvas, its edges and legend swatch all but invisible there.
+
+    >>> on_dark("#00408c"), on_dark("#e69f00")
+    ('#3366a3', '#e69f00')
+    """
+    if not (isinstance(color, str) and color.startswith("#") and len(color) >= 7):
+        return color
+    rgb = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+    for step in range(11):
+        mixed = "#" + "".join(f"{round(v + (255 - v) * step / 10):02x}" for v in rgb)
+        if contrast(mixed, bg) >= ratio:
+            return mixed
+    return "#ffffff"
+
+
 def edge_width(c: float | None) -> float:
     return 1.0 + 6.0 * (0.0 if c is None or math.isnan(c) else min(max(c, 0.0), 1.0))
 
@@ -461,6 +497,7 @@ def build_graph(
         eid = f"e{i}"
         edge_ids[eid] = key
         color = _edge_color(e, s, mode, models[e.child].tree)
+        color = on_dark(color) if dark else color
         faded = lineage is not None and not (e.parent in lineage and e.child in lineage)
         extra_parent = forest.primary.get(e.child) != e.parent
         width = round(edge_width(e.confidence), 2)
@@ -477,14 +514,15 @@ def build_graph(
             eid = f"m{n_missing}"
             edge_ids[eid] = (p, c)
             net.add_edge(p, c, id=eid, title=f"{p} → {c}\nmissing: {STATUS_TEXT['missing']}", width=2.5,
-                         dashes=[2, 5], color={"color": STATUS_COLORS[EdgeStatus.MISSING], "highlight": SELECTED},
+                         dashes=[2, 5], color={"color": on_dark(STATUS_COLORS[EdgeStatus.MISSING]) if dark else
+                                               STATUS_COLORS[EdgeStatus.MISSING], "highlight": SELECTED},
                          smooth={"enabled": True, "type": "curvedCCW", "roundness": 0.35})
     nodes = [_clean(n) for n in net.nodes]
     edges = [_clean(e) for e in net.edges]
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
     options = _options(font_size, "top-down" if layout == "auto" else layout)
-    rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus))
-    legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus)
+    rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark))
+    legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark)
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
     return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows,
@@ -686,8 +724,12 @@ def node_tooltip(m: ModelNode, rec: Recovery, is_root: bool, n_hidden: int = 0, 
 
 
 def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, folded_any: bool = False,
-                 focus: str | None = None) -> list[tuple[str, str, str]]:
-    """The legend as ``(kind, colour or pattern, text)`` rows: every mark the graph can show."""
+                 focus: str | None = None, dark: bool = False) -> list[tuple[str, str, str]]:
+    """The legend as ``(kind, colour or pattern, text)`` rows: every mark the graph can show; ``dark``: line
+    colours as a dark drawing draws them (:func:`on_dark`)."""
+    if dark:
+        return [(k, on_dark(w) if k in ("line", "dots") else w, t)
+                for k, w, t in legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus)]
     items: list[tuple[str, str, str]] = []
     if mode == "agreement":
         shown = [str(s) for s in LEGEND_STATUSES if s in set(statuses.values())]
@@ -719,9 +761,10 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
 
 
 def legend_html(statuses: dict, reference: str, mode: str, rec: Recovery, *, folded_any: bool = False,
-                focus: str | None = None) -> str:
+                focus: str | None = None, dark: bool = False) -> str:
     out = []
-    for kind, what, text in legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus):
+    for kind, what, text in legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus,
+                                         dark=dark):
         t = _html.escape(text)
         if kind == "line":
             out.append(f'<span class="mg-sw" style="background:{what}"></span>{t}')

@@ -20,6 +20,10 @@ benchmarks can drive them.
 
 The legend is a strip under the canvas, never drawn over it: ``fit`` places the whole tree in the canvas,
 so its lowest row stays visible (an overlaid legend hid it in talk mode at 1280x720).
+
+The graph is a white card (a dark one in talk mode) whatever the app's theme: it drew on the page's own
+background, so in Streamlit's dark theme its legend (#222 text), family names and the dark root borders
+sat on #0E1117 (contrast 1.2:1).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from explorer_ui.graph import ARRANGE_JS, SELECTED, GraphData, vis_source
 
 _CSS = """
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
-          overflow: hidden; box-sizing: border-box; display: flex; flex-direction: column;}
+          overflow: hidden; box-sizing: border-box; display: flex; flex-direction: column; background: #FFFFFF;}
 .mg-wrap.mg-dark {background: #14161A; border-color: #333;}
 .mg-stage {position: relative; flex: 1 1 auto; min-height: 0;}
 .mg-canvas {position: absolute; inset: 0;}
@@ -53,6 +57,7 @@ _CSS = """
 .mg-dash {display: inline-block; margin: 0 5px 1px 0; vertical-align: middle; color: #555;}
 .mg-dark .mg-dash {color: #BBB;}
 .mg-box {display: inline-block; width: 14px; height: 10px; margin: 0 5px 0 0; vertical-align: middle;}
+.mg-dark .mg-box {background: #DCEBFA;}
 div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;}
 """
 
@@ -123,7 +128,7 @@ function build(root, st, d) {
   for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(visId(n.id));
   net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx, members));
   net.on('zoom', () => relabel(st, d));
-  net.on('animationFinished', () => relabel(st, d));  // a centring moveTo sends no 'zoom'
+  net.on('animationFinished', () => { relabel(st, d); hidePopup(net); });  // a centring moveTo sends no 'zoom'
   // vis keeps the visible area when its canvas resizes (the scale follows the size): size the labels again.
   net.on('resize', () => relabel(st, d));
   net.on('doubleClick', p => {
@@ -230,6 +235,14 @@ function fit(st, d) {
 // Centre models (a clicked one, or an edge's two ends) at a zoom where their names are drawn: from the
 // overview a click shows the model among its named neighbours. Deferred a moment so that a double-click
 // (fold / open) lands where the first click was.
+// A tooltip shown before a centring moved the tree names whatever edge then lies under the resting pointer
+// (an edge click showed another edge's tooltip beside the clicked one's evidence): hide it; the next mouse move
+// shows the right one. vis has no public call for it (interactionHandler.popup, vis-network 9.1.2).
+function hidePopup(net) {
+  const ih = net.interactionHandler;
+  if (ih && ih.popup) { clearTimeout(ih.popupTimer); ih.popup.hide(); ih.popupObj = undefined; }
+}
+
 function centreLater(st, d, ids) {
   clearTimeout(st.centring);
   st.centring = setTimeout(() => centre(st, d, ids, true), 260);

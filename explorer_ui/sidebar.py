@@ -171,7 +171,8 @@ def _pick_result() -> ModelSet | None:
         dest.write_bytes(data)
         return ModelSet("result", up.name, result=str(dest), auto_run=True)
     if not files:
-        st.sidebar.info("No result*.json under the browsable folders; upload one.")
+        st.sidebar.info("No saved result (a JSON written by `mother recover --out` or the Export page) under "
+                        "the browsable folders; upload one.")
         return None
     path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files, format_func=plain)
     if path not in files:

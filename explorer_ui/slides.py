@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any
 
 import matplotlib
@@ -21,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from explorer_ui.graph import GraphData
+from explorer_ui.graph import GEN_PX, GraphData
 
 FORMATS = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
@@ -55,13 +56,14 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
     fig, ax = plt.subplots(figsize=SLIDE_INCHES, facecolor=bg)
     ax.set_facecolor(bg)
     ax.set_axis_off()
-    handles = _legend_handles(legend)
+    handles = _legend_handles(legend, dark)
     bottom = _fitted_legend(fig, handles, font_pt + 1, fg) if handles else 0.08
     if title:
         fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=bottom)
-    pos = {n["id"]: (float(n["x"]), -float(n["y"])) for n in data.nodes}
-    size = _fit_view(fig, ax, data, pos, font_pt)
+    pos, lone = _band_lone(data, {n["id"]: (float(n["x"]), float(n["y"])) for n in data.nodes})
+    pos = {k: (x, -y) for k, (x, y) in pos.items()}
+    size = _fit_view(fig, ax, data, pos, font_pt, boxed=len(data.families) > 1 or bool(lone))
     texts = {}
     for n in data.nodes:
         x, y = pos[n["id"]]
@@ -73,6 +75,8 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
             alpha=float(n.get("opacity", 1.0)), zorder=2, parse_math=False, linespacing=1.1,
             bbox={"boxstyle": "round,pad=0.3", "fc": _color(col.get("background", "#EEF4FB")),
                   "ec": _color(col.get("border", "#777777")), "lw": 0.6 * float(n.get("borderWidth", 1)),
+                  # a folded subtree's box is dashed, as the legend says ("dashed box, ▸ +k = ...")
+                  "ls": "--" if (n.get("shapeProperties") or {}).get("borderDashes") else "-",
                   "alpha": float(n.get("opacity", 1.0))})
     size = _apart(fig, list(texts.values()), size)
     font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
@@ -92,10 +96,74 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
                                 "linestyle": _dashes(e.get("dashes"), size / font / lw),
                                 "connectionstyle": "arc3,rad=0.25" if "smooth" in e else "arc3"})
     _draw_families(fig, ax, data, texts, size, fg, bg, dark)
+    if lone:
+        _draw_band(fig, ax, [texts[m] for m in lone], f"{len(lone)} unrelated model{'s' if len(lone) > 1 else ''}"
+                   " (no parent, no child found)", size, fg, bg, dark)
     return fig
 
 
-def _legend_handles(legend: list[tuple[str, str, str]]) -> list[Artist]:
+def _band_lone(data: GraphData, pos: dict[str, tuple[float, float]]) -> tuple[dict[str, tuple[float, float]],
+                                                                              list[str]]:
+    """Positions (canvas px, y down) with the lone models (no parent, no child, nothing folded under them) in a
+    grid under everything else, and those models in drawing order.
+
+    The layout packs models without an edge after the trees in a strip that wraps like them: on a slide it
+    read as an accident, one row of boxes with a last one alone below, mixed with families folded to their
+    root ("m-0466ed ▸ +2"). Those folded roots keep a grid of their own right under the trees; the lone models
+    get theirs below, a generation down, boxed and named by :func:`_draw_band`. Columns are the labels' width
+    (as the layout's); the grid is as wide as the trees, wider when that keeps it closer to the slide's shape.
+    """
+    linked = {e["from"] for e in data.edges} | {e["to"] for e in data.edges}
+    loose = [n["id"] for n in data.nodes if n["id"] not in linked]
+    lone = [m for m in loose if not data.folded.get(m)]
+    if not lone:
+        return pos, []
+    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
+    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    rest = {k: v for k, v in pos.items() if k in linked}
+    x0 = min((x for x, _ in rest.values()), default=0.0)
+    width = max((x for x, _ in rest.values()), default=x0) - x0 + cell
+    bottom = max((y for _, y in rest.values()), default=-GEN_PX)
+    out = dict(rest)
+
+    def grid(ids: list[str], top: float, row: float) -> float:
+        """``ids`` in rows from ``top``; the y of the last row."""
+        aspect = CANVAS_PX[0] / CANVAS_PX[1]
+        cols = max(1, int(width // cell), math.ceil(math.sqrt(len(ids) * aspect * row / cell)))
+        cols = min(cols, len(ids))
+        for i, m in enumerate(ids):
+            out[m] = (x0 + (i % cols) * cell, top + (i // cols) * row)
+        return top + (len(ids) - 1) // cols * row
+
+    folded = [m for m in loose if data.folded.get(m)]
+    if folded:  # families folded to their root: drawn as the strip drew them, but as a grid of their own
+        bottom = grid(folded, bottom + 1.5 * GEN_PX, GEN_PX)
+    # Two generations down: room for the box above's padding, the band's name and its own padding.
+    grid(lone, bottom + 2 * GEN_PX if out.keys() - set(lone) else 0.0, 0.75 * GEN_PX)
+    return {n["id"]: out[n["id"]] for n in data.nodes}, lone
+
+
+def _draw_band(fig: plt.Figure, ax: plt.Axes, texts: list[Any], title: str, size: float, fg: str, bg: str,
+               dark: bool) -> None:
+    """The lone models' grid on a neutral box (grey: no family colour) named ``title`` above its left corner,
+    as a family's box is named."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    to_data = ax.transData.inverted()
+    pad = 0.8 * size * fig.dpi / 72
+    boxes = [_box(t, renderer) for t in texts]
+    x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
+    x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
+    (dx0, dy0), (dx1, dy1) = to_data.transform([(x0, y0), (x1, y1)])
+    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
+                                fc="#8A8F98" if dark else "#D9DCE1", alpha=0.16 if dark else 0.45, lw=0))
+    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0, fc="none",
+                                ec="#8A8F98", alpha=0.8, lw=0.8))
+    label = ax.text(dx0, dy1, title, ha="left", va="bottom", fontsize=size, fontweight="bold", color=fg,
+                    zorder=2.5, parse_math=False)
+    label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
+
+
+def _legend_handles(legend: list[tuple[str, str, str]], dark: bool = False) -> list[Artist]:
     handles: list[Artist] = []
     for kind, what, text in legend:
         if kind == "line":
@@ -103,16 +171,19 @@ def _legend_handles(legend: list[tuple[str, str, str]]) -> list[Artist]:
         elif kind == "dots":
             handles.append(Line2D([], [], color=what, lw=2, linestyle=":", label=text))
         elif kind == "dash":
-            handles.append(Line2D([], [], color="#666666", lw=2, linestyle=_dashes(json.loads(what)), label=text))
+            handles.append(Line2D([], [], color="#BBBBBB" if dark else "#666666", lw=2,
+                                  linestyle=_dashes(json.loads(what)), label=text))
         elif kind in ("box", "fold"):
-            handles.append(Patch(fc="none", ec=what, lw=2, linestyle="--" if kind == "fold" else "-", label=text))
+            # On a dark slide a box swatch gets a model's light fill: the root's #222 border on it, as drawn.
+            handles.append(Patch(fc="#DCEBFA" if dark else "none", ec=what, lw=2,
+                                 linestyle="--" if kind == "fold" else "-", label=text))
         else:
             handles.append(Line2D([], [], color="none", label=text))
     return handles
 
 
 def _fit_view(fig: plt.Figure, ax: plt.Axes, data: GraphData, pos: dict[str, tuple[float, float]],
-              font_pt: float) -> float:
+              font_pt: float, boxed: bool) -> float:
     """Zoom the axes to the whole drawing, centred, with a margin of half a label (and the family boxes'
     padding) on every side; returns the label size to start from (points): the app's label (``font`` canvas
     px, grown by ``label_growth``) at the horizontal zoom, at most ``font_pt``.
@@ -128,7 +199,7 @@ def _fit_view(fig: plt.Figure, ax: plt.Axes, data: GraphData, pos: dict[str, tup
     font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
     cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
     lines = max(str(n.get("label", "")).count("\n") + 1 for n in data.nodes)
-    families = len(data.families) > 1
+    families = boxed  # family boxes or the lone models' band: their padding and names need room
     # Margins in points, sized for the largest label: half a box (two lines for a folded one) and, with
     # families, their boxes' padding and the names above the top row.
     half = font_pt * (0.6 * lines + 0.5) + (0.9 * font_pt if families else 0.0)

@@ -19,6 +19,7 @@ from pathlib import Path
 from mother_core.errors import InputError
 from mother_core.io.discovery import WEIGHT_SUFFIXES
 from mother_core.io.filekind import not_a_regular_file
+from mother_core.recovery.result import RESULT_HEAD_BYTES, is_result_head
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_ROOT = PROJECT_ROOT / "assets" / "demo"
@@ -168,9 +169,13 @@ def list_folders(root: Path, max_depth: int = 3, limit: int = 400, roots: list[P
 
 
 def list_result_files(roots: list[Path] | None = None, max_depth: int = 4, limit: int = 200) -> list[str]:
-    """``*.json`` files under the browse roots whose name mentions "result" (saved CLI results): regular
-    files only, inside the roots once links are followed (a ``result.json`` linked to a file elsewhere was
-    offered and read, one linked to ``/dev/zero`` read without end)."""
+    """``*.json`` files under the browse roots that are saved results (``mother recover --out``, the Export
+    page's result JSON), told by their content, whatever their name: each file's first
+    :data:`~mother_core.recovery.result.RESULT_HEAD_BYTES` bytes must open with the writer's marker
+    (:func:`~mother_core.recovery.result.is_result_head`). Only names with "result" were listed, so
+    ``run-c5.json`` was not and a ``results-table.json`` of something else was. Regular files only, inside
+    the roots once links are followed (a ``result.json`` linked to a file elsewhere was offered and read, one
+    linked to ``/dev/zero`` read without end)."""
     roots = browse_roots() if roots is None else roots
     out: list[str] = []
     for root in roots:
@@ -179,10 +184,20 @@ def list_result_files(roots: list[Path] | None = None, max_depth: int = 4, limit
                 files = sorted(Path(folder).glob("*.json"))
             except OSError:
                 continue
-            out.extend(str(f) for f in files if "result" in f.name.lower() and _readable_inside(f, roots))
+            out.extend(str(f) for f in files if _readable_inside(f, roots) and _opens_as_result(f))
             if len(out) >= limit:
                 return out[:limit]
     return out
+
+
+def _opens_as_result(path: Path) -> bool:
+    """Whether the regular file ``path`` opens with a result's marker: a bounded read (a huge JSON costs
+    its first few kilobytes), never a parse."""
+    try:
+        with open(path, "rb") as f:
+            return is_result_head(f.read(RESULT_HEAD_BYTES))
+    except OSError:
+        return False
 
 
 def _readable_inside(path: Path, roots: list[Path]) -> bool:

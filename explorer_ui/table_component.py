@@ -29,7 +29,7 @@ _CSS = """
 .mt-cap {font: 16px/1.6 "Source Sans", sans-serif; margin: 0 0 8px 0;}
 .mt-scroll {overflow: auto; border: 1px solid rgba(49,51,63,.15); border-radius: 6px;}
 .mt-table {border-collapse: collapse; width: 100%; font: 14px/1.5 "Source Sans", sans-serif; color: inherit;}
-.mt-table th {position: sticky; top: 0; background: #F6F7F9; text-align: left; font-weight: 600;
+.mt-table th {position: sticky; top: 0; background: #F6F7F9; color: #1A1A1A; text-align: left; font-weight: 600;
               cursor: pointer; user-select: none; white-space: nowrap; padding: 4px 10px;
               border-bottom: 1px solid rgba(49,51,63,.2);}
 .mt-table td {padding: 4px 10px; border-bottom: 1px solid rgba(49,51,63,.08); white-space: nowrap;}

@@ -315,6 +315,8 @@ def _cmd_export(args) -> int:
         "newick": lambda: export.to_newick(rec),
         "base-model": lambda: export.base_model_lines(rec),
     }[args.format]()
+    if args.format == "newick" and (note := export.newick_unreadable_note(rec)):
+        print(f"warning: {note}", file=sys.stderr)
     if args.out:
         write_text_atomic(args.out, text)
     else:

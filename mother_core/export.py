@@ -36,7 +36,8 @@ from mother_core.recovery.result import FORMAT_NAME, Edge, ModelNode, Recovery
 from mother_core.relations.vocabulary import Relation, parse_relation
 from mother_core.walk import Forest
 
-__all__ = ["base_model_lines", "to_graphml", "to_networkx", "to_newick", "to_node_link"]
+__all__ = ["base_model_lines", "newick_unreadable", "newick_unreadable_note", "to_graphml", "to_networkx", "to_newick",
+           "to_node_link"]
 
 _FLOAT_FIELDS = {
     cls: {f.name for f in fields(cls) if f.type in ("float", float)} for cls in (ModelNode, Edge)
@@ -292,6 +293,37 @@ def _newick_name(model_id: str) -> str:
     if _NEWICK_PLAIN.fullmatch(model_id) or ("\\" in model_id and not _NEWICK_QUOTED_ONLY.search(model_id)):
         return model_id
     return "'" + model_id.replace("'", "''") + "'"
+
+
+def newick_unreadable(model_ids: list[str]) -> list[str]:
+    r"""The ids that the `newick` package (1.11) cannot read back from any Newick label, in input order.
+
+    Newick (Felsenstein's specification, and the Newick/NHX readers that follow it) quotes a label with
+    blanks or ``()[]':;,`` in single quotes, where every character stands for itself and a quote is written
+    twice (``'it''s'``); a backslash is an ordinary character. The `newick` package reads a backslash inside
+    quotes as an escape: a quoted ``\`` not followed by ``'`` ends the label ("Unterminated quote!"), and
+    ``\'`` is read as a quote, so no quoted label gives a backslash back. Unquoted, a backslash is fine but a
+    blank or one of ``()[]':;,`` is not. An id with both, e.g. ``C:\models\my model``, has no form it reads.
+
+    >>> newick_unreadable(["llama-2", r"caf\xffe", "a b", r"C:\models\my model"])
+    ['C:\\models\\my model']
+    """
+    return [m for m in model_ids if "\\" in m and _NEWICK_QUOTED_ONLY.search(m)]
+
+
+def newick_unreadable_note(recovery: Recovery, shown: int = 3) -> str | None:
+    """What to tell someone exporting ``recovery`` as Newick when some ids cannot be read back by the `newick`
+    package (:func:`newick_unreadable`), naming up to ``shown`` of them; ``None`` when every id can."""
+    bad = newick_unreadable(recovery.model_ids)
+    if not bad:
+        return None
+    # The ids as they are: repr() would double each backslash.
+    names = ", ".join(f"“{m}”" for m in bad[:shown]) + (f" and {len(bad) - shown} more" if len(bad) > shown else "")
+    return (f"{len(bad)} model id(s) hold a backslash and a blank or one of ()[]':;, ({names}). The Newick file "
+            "quotes them as the Newick standard says (every character as itself, a quote doubled), which "
+            "standard readers take; the Python `newick` package (1.11) reads a backslash inside quotes as an "
+            "escape and refuses the whole file, and no other way of writing these ids survives it. For exact "
+            "ids in Python, use the GraphML or the result JSON, or rename those folders.")
 
 
 @contextmanager

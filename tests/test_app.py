@@ -451,12 +451,15 @@ def test_saved_result_is_browsed_without_recomputing(app, tmp_path, monkeypatch)
 
     fam = write_family(tmp_path / "runs" / "fam")
     recover_paths([str(fam)]).save(tmp_path / "runs" / "result.json")
-    (tmp_path / "runs" / "bad_result.json").write_text("{not json")
+    (tmp_path / "runs" / "not_a_result.json").write_text("{not json")  # not offered: no result's marker
+    # A result cut short (a copy that stopped): offered by its marker, refused with a message when opened.
+    (tmp_path / "runs" / "bad_result.json").write_text('{"format": "mother-recovery", "version": 1, "models": [')
     import mother_core
 
     monkeypatch.setattr(mother_core, "compute_statistics", lambda *a, **k: pytest.fail("recomputed"))
     at = app.run()
     at.sidebar.radio(key="source").set_value("Saved result").run()
+    assert str(tmp_path / "runs" / "not_a_result.json") not in at.sidebar.selectbox(key="result_file").options
     at.sidebar.selectbox(key="result_file").set_value(str(tmp_path / "runs" / "result.json")).run()
     ok(at)
     assert graph_payload(at)
@@ -1085,7 +1088,7 @@ def test_a_large_sets_heatmap_stays_within_a_screen_or_so(tmp_path, monkeypatch)
     d["distance_matrix"] = d["cost_matrix"] = [[float(abs(i - j)) for j in range(n)] for i in range(n)]
     d["layer_kurtosis"] = None
     d["extra"] = {}
-    path = tmp_path / "results" / "wide_result.json"  # the sidebar lists *result*.json
+    path = tmp_path / "results" / "wide_result.json"  # opens with the marker: the sidebar lists it
     path.parent.mkdir()
     path.write_text(json.dumps(d))
     assert len(Recovery.load(path).models) == n
@@ -1112,3 +1115,58 @@ def test_the_distance_heatmaps_blank_cells_are_explained(demo_app):
     at.switch_page("app_pages/5_Matrices.py").run()
     notes = [c.value for c in ok(at).caption if c.value.startswith("Blank cells:")]
     assert notes and "share no layer" in notes[0], [c.value for c in at.caption]
+
+
+def test_a_page_left_while_it_waits_for_a_set_leaves_the_set_unlocked(monkeypatch):
+    """appux5: a run waiting for a set another run was reading (the spinner "Preparing this set in the
+    background…") took the lock, then Streamlit stopped it as the spinner closed (the user had opened another
+    page: ``StopException`` from the spinner's last message) before ``_made_once``'s ``try``. The lock stayed
+    taken: every later visit to that set waited on the spinner with nothing running, until a server restart
+    (seen with four quick page switches on the typed demo; py-spy: 7 script threads in ``_wait_for``, no
+    holder)."""
+    import contextlib
+    import threading
+
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from explorer_ui import engine
+
+    @contextlib.contextmanager
+    def spinner(text):  # Streamlit's spinner in a run whose page was left: its closing message raises
+        yield
+        raise StopException()
+
+    monkeypatch.setattr(engine.st, "spinner", spinner)
+    store, key = engine._LRU(), "appux5-left-page"
+    lock = engine._step_lock(key)
+    lock.acquire()  # another run is reading the set
+    threading.Timer(0.2, lock.release).start()
+    with pytest.raises(StopException):
+        engine._made_once(store, key, lambda: "stats", in_page=True)
+    assert not lock.locked()
+    monkeypatch.undo()
+    assert engine._made_once(store, key, lambda: "stats", in_page=True) == "stats"  # the next visit gets it
+
+
+def test_the_export_page_says_which_ids_newick_cannot_carry(tmp_path, monkeypatch):
+    """appux5: a set whose folder names hold a backslash and a blank (``C:\\models\\my model``) exported a
+    Newick file the Python `newick` package refuses whole, without a word. The Export page now names those
+    ids and says why; a saved result is opened by content, so its file need not be called "result"."""
+    from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo
+
+    ids = ["base", "C:\\models\\my model", "back\\slash (v2)"]
+    rec = Recovery([ModelNode(m, f"/m/{i}", 0, 1.0, m == "base") for i, m in enumerate(ids)],
+                   [Edge("base", c, 0.1, 0.9, 0.9, 0.9) for c in ids[1:]],
+                   [TreeInfo(0, tuple(ids), "base", "fft", 0.9)])
+    path = tmp_path / "runs" / "windows-run.json"
+    path.parent.mkdir()
+    rec.save(path)
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update({"source": "result", "set": str(path)})
+    ok(at.run())
+    at.switch_page("app_pages/6_Export.py").run()
+    ok(at)
+    warned = [re.sub(r"\\(.)", r"\1", w.value) for w in at.warning if "Newick" in w.value]  # markdown escapes off
+    assert len(warned) == 1, warned
+    assert "2 model id(s) hold a backslash" in warned[0] and "“C:\\models\\my model”" in warned[0], warned

@@ -54,13 +54,20 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     """``streamlit run app.py`` on a free port; yields (url, seconds from spawn to healthy, spawn time)."""
+    with _streamlit([]) as up:
+        yield up
+
+
+@contextlib.contextmanager
+def _streamlit(args: list[str], log_name: str = "server.log") -> Iterator[tuple[str, float, float]]:
+    """A server with ``args`` added to its command line, stopped on exit."""
     port = _free_port()
     streamlit = Path(sys.executable).with_name("streamlit")
-    cmd = [str(streamlit), "run", "app.py", "--server.port", str(port), "--server.headless", "true"]
+    cmd = [str(streamlit), "run", "app.py", "--server.port", str(port), "--server.headless", "true", *args]
     # Extra server flags, for ablations (e.g. "--runner.postScriptGC true"); see benchmarks/RESULTS.md.
     cmd += shlex.split(os.environ.get("MOTHER_BROWSER_SERVER_ARGS", ""))
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "server.log", "w")
+    log = open(ARTIFACTS / log_name, "w")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"  # the project's config binds localhost only
@@ -511,3 +518,65 @@ def test_talk_modes_arrows_zoom_to_each_edge_from_the_overview(server):
                 break
         assert len(keys) > 1, "no arrow opened a folded subtree: the case at hand did not occur"
         assert not page.get_by_test_id("stException").count()
+
+
+# WCAG contrast of an element's text against the first ancestor background that is (mostly) opaque.
+_CONTRAST = r"""(sel) => {
+  const parse = c => { const m = c.match(/rgba?\(([^)]+)\)/); const v = m[1].split(',').map(Number);
+    return {r: v[0], g: v[1], b: v[2], a: v.length > 3 ? v[3] : 1}; };
+  const lum = c => { const f = x => { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+  return Array.from(document.querySelectorAll(sel)).map(el => {
+    let n = el, bg = null;
+    while (n && n.nodeType === 1 && !bg) { const b = parse(getComputedStyle(n).backgroundColor); if (b.a > 0.5) bg = b;
+                                          n = n.parentElement; }
+    const fg = lum(parse(getComputedStyle(el).color)), back = lum(bg || {r: 255, g: 255, b: 255});
+    const [hi, lo] = [fg, back].sort((a, b) => b - a);
+    return (hi + 0.05) / (lo + 0.05);
+  });
+}"""
+
+
+def test_the_graph_and_its_tables_stay_readable_in_the_dark_theme():
+    """appux5: in Streamlit's dark theme (``--theme.base dark``; an operator's choice, or a config without the
+    project's ``base = "light"`` and the OS in dark mode) the graph drew on the page's dark background: its
+    legend (#222 text) at contrast 1.1:1, the family names and root borders dark on dark; the edge tables'
+    sticky header was light grey behind the theme's light text (1.1:1). The graph is now a white card, the
+    header's text dark: every legend entry and header cell at WCAG's 4.5:1 or more."""
+    with _streamlit(["--theme.base", "dark"], "server-dark.log") as (url, _, _), \
+            playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+        page.goto(f"{url}/tree?source=demo&set=vit-tree")
+        graph_drawn(page)
+        settled(page)
+        page.locator(".mt-table th").first.wait_for(timeout=60_000)
+        assert page.evaluate("getComputedStyle(document.querySelector('.stApp')).backgroundColor") != \
+            "rgb(255, 255, 255)"  # the dark theme is on
+        legend, header = page.evaluate(_CONTRAST, ".mg-legend .mg-item"), page.evaluate(_CONTRAST, ".mt-table th")
+        browser.close()
+    assert legend and header
+    assert min(legend) >= 4.5 and min(header) >= 4.5, (min(legend), min(header))
+
+
+def test_an_edge_click_leaves_no_other_edges_tooltip_over_the_tree(server):
+    """appux5: on the typed demo a click on m-7c399e → m-0078da opened its evidence while vis showed the tooltip
+    of m-7c399e → m-27b02a over the tree: the click's centring had moved the tree under the resting pointer and
+    vis' popup named what lay there. The popup is hidden when a centring ends (the next mouse move shows the
+    right one)."""
+    url, _, _ = server
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        page.goto(f"{url}/tree?source=demo&set=typed")
+        graph_drawn(page)
+        settled(page)
+        pt = page.evaluate(_EDGE_POINT)
+        assert pt, "no edge in view to click"
+        page.mouse.click(pt["x"], pt["y"])
+        page.wait_for_timeout(2500)  # the centring (260 ms later, 250 ms long) and the evidence
+        tips = page.evaluate("() => Array.from(document.querySelectorAll('div.vis-tooltip'))"
+                             ".filter(e => getComputedStyle(e).visibility !== 'hidden')"
+                             ".map(e => e.innerText.split('\\n')[0])")
+        browser.close()
+    assert all(t == f"{pt['parent']} → {pt['child']}" for t in tips), (pt, tips)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import sys
 
 import networkx as nx
@@ -278,6 +279,52 @@ def test_newick_reads_back_ids_with_backslashes_and_reserved_characters():
     assert roots == [ids[0]]
     assert sorted(nodes) == sorted(ids)
     assert pairs == {(e.parent, e.child) for e in r.edges}
+
+
+NASTY = ["tab\there", "new\nline", "dq\"uote", "h#sh", "amp&=", "ünï", "two  blanks", "'lead", "trail'", "_under_",
+         "[&&NHX:x=1]", "a;b,c:d", "\\", "x\\_y"]
+UNREADABLE = ["C:\\models\\my model", "back\\slash (v2)", "it\\'s", "a\\b;c"]
+
+
+def _standard_labels(text: str) -> list[str]:
+    """The quoted labels of a Newick text as the standard reads them: every character itself, '' a quote."""
+    return [m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", text)]
+
+
+def test_newick_says_which_ids_no_label_carries_through_the_newick_package(tmp_path, capsys):
+    """appux5: an id with a backslash *and* a blank (or one of ``()[]':;,``) has no Newick form the `newick`
+    package (1.11) reads back: quoted, it takes ``\\`` as an escape; bare, the blank splits the label. Every
+    other nasty id round-trips through ``newick.loads``; those few are written as the standard says (quoted,
+    a quote doubled, the backslash literal) and the export says so, naming them, on the Export page and
+    on the CLI's stderr."""
+    from mother_core.cli import main
+    from mother_core.export import newick_unreadable, newick_unreadable_note
+
+    ids = NASTY + BACKSLASHED
+    assert newick_unreadable(ids) == [] and newick_unreadable_note(make_recovery(ids, [])) is None
+    r = make_recovery(ids, [(ids[0], c) for c in ids[1:9]] + [(ids[9], c) for c in ids[10:]])
+    roots, pairs, nodes = newick_pairs(to_newick(r))
+    assert sorted(nodes) == sorted(ids) and pairs == {(e.parent, e.child) for e in r.edges}
+
+    bad = make_recovery(["root"] + UNREADABLE, [("root", m) for m in UNREADABLE])
+    assert newick_unreadable(bad.model_ids) == UNREADABLE
+    text = to_newick(bad)
+    assert set(UNREADABLE) <= set(_standard_labels(text))  # the standard's form, backslashes literal
+    for m in UNREADABLE:  # and truly no form of it that the package reads back: quoted or bare
+        for label in ("'" + m.replace("'", "''") + "'", m, "'" + m.replace("'", "\\'") + "'"):
+            try:
+                back = [n.unquoted_name for n in newick.loads(f"({label}:1)root;")[0].walk()]
+            except ValueError:
+                continue
+            assert m not in back, label
+    note = newick_unreadable_note(bad)
+    assert note.startswith("4 model id(s) hold a backslash") and f"“{UNREADABLE[0]}”" in note
+    assert "and 1 more" in note and "GraphML" in note
+    path = tmp_path / "bad.json"
+    bad.save(path)
+    assert main(["export", str(path), "--format", "newick"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == text and "warning: 4 model id(s)" in err
 
 
 def test_newick_nhx_after_length():

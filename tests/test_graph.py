@@ -225,3 +225,74 @@ def test_no_two_boxes_of_a_large_sets_slide_overlap():
     names = [t.get_window_extent(renderer) for t in named]
     assert not any(a.overlaps(b) for i, a in enumerate(names) for b in names[i + 1:] + boxes)
     slides.render(fig, "png")
+
+
+@pytest.mark.parametrize("lone", [0, 3, 40])
+def test_a_slides_lone_models_sit_in_a_named_band_under_the_families(lone):
+    """appux5: models with no parent and no child were packed after the trees in a strip that wrapped (one
+    row, a last one alone below), mixed with families folded to their root: it read as an accident. They now
+    sit in a grid on a band of their own under everything else, named "40 unrelated models (no parent, no
+    child found)"; no two boxes overlap at 1280x720 or 1920x1080 (96 and 144 dpi), all inside the slide."""
+    from explorer_ui import slides
+    from explorer_ui.graph import arranged
+
+    rec = families([(6, 3)] * 13 + [(1, 1)] * 8 + [(0, 0)] * lone)  # folded families beside the lone ones
+    data = arranged(build_graph(rec, aspect=16 / 9), *slides.CANVAS_PX)
+    lone_ids = {n["id"] for n in data.nodes} - {e["from"] for e in data.edges} - {e["to"] for e in data.edges} \
+        - set(data.folded)
+    assert len(lone_ids) == lone
+    for dpi in (96, 144):
+        fig = slides.tree_figure(data, list(data.legend_rows), "lone")
+        fig.set_dpi(dpi)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        boxes = {t.get_text().split("\n")[0]: t.get_bbox_patch().get_window_extent(renderer)
+                 for t in ax.texts if t.get_bbox_patch() is not None}
+        assert len(boxes) == len(data.nodes)
+        drawn = list(boxes.values())
+        assert not any(a.overlaps(b) for i, a in enumerate(drawn) for b in drawn[i + 1:])
+        band = [t for t in ax.texts if "unrelated model" in t.get_text()]
+        if not lone:
+            assert not band
+            continue
+        assert band[0].get_text() == f"{lone} unrelated model{'s' if lone > 1 else ''} (no parent, no child found)"
+        mine = [boxes[m] for m in lone_ids]
+        others = [b for m, b in boxes.items() if m not in lone_ids]
+        assert max(b.y1 for b in mine) < min(b.y0 for b in others)  # all under the families (y grows up)
+        per_row = [sum(round(b.y0) == r for b in mine) for r in sorted({round(b.y0) for b in mine}, reverse=True)]
+        assert all(n == per_row[0] for n in per_row[:-1]) and per_row[-1] <= per_row[0]  # a grid, full rows
+        assert len({round((b.x0 + b.x1) / 2) for b in mine}) == per_row[0]  # in columns
+        name = band[0].get_window_extent(renderer)
+        assert name.y0 >= max(b.y1 for b in mine) and not any(name.overlaps(b) for b in drawn)
+        axes = ax.get_window_extent(renderer)
+        patches = [p.get_window_extent(renderer) for p in ax.patches]
+        assert all(axes.x0 <= b.x0 and b.x1 <= axes.x1 and axes.y0 <= b.y0 and b.y1 <= axes.y1
+                   for b in drawn + patches)
+        band_box = next(p for p in patches if all(p.x0 <= b.x0 and b.x1 <= p.x1 for b in mine)
+                        and p.y0 <= min(b.y0 for b in mine) and max(b.y1 for b in mine) <= p.y1)
+        assert band_box.y1 <= name.y0 + 1 and min(b.y0 for b in others) > band_box.y1
+        assert min(t.get_fontsize() for t in ax.texts if t.get_bbox_patch() is not None) >= 5
+        slides.render(fig, "png")
+
+
+def test_a_dark_drawing_keeps_every_edge_and_legend_line_visible():
+    """appux5: talk mode and a dark slide drew confident edges in #00408C on #14161A (1.9:1), the legend's
+    "high confidence" swatch as dark; the root's legend box was a #222 outline on the dark page. Every edge
+    and legend line of a dark drawing now stands out from its background by WCAG's 3:1 for marks, in each
+    colouring, and the light drawing is unchanged."""
+    from explorer_ui import slides
+    from explorer_ui.graph import DARK_BG, confidence_color, contrast
+
+    rec = families([(3, 2)] * 3 + [(0, 0)] * 2)
+    for mode in ("confidence", "family", "relation"):
+        dark, light = build_graph(rec, dark=True, color_by=mode), build_graph(rec, color_by=mode)
+        colours = [e["color"]["color"] for e in dark.edges]
+        colours += [w for k, w, _ in dark.legend_rows if k in ("line", "dots")]
+        assert colours and min(contrast(c, DARK_BG) for c in colours) >= 3.0, mode
+        if mode == "confidence":  # the light drawing keeps the scale's own colours (each edge 0.8)
+            assert {e["color"]["color"] for e in light.edges} == {confidence_color(0.8)}
+    fig = slides.tree_figure(dark, list(dark.legend_rows), "dark", dark=True)
+    box = next(h for h in fig.legends[0].legend_handles if h.get_label() == "bold border = root")
+    assert box.get_facecolor()[3] > 0  # a filled swatch (a model's light fill), not a dark outline on dark
+    slides.render(fig, "png")

@@ -942,3 +942,24 @@ def test_crafted_block_scales_reduce_in_the_kernel_as_the_bfloat16_path_does(qty
     for field in ("n", "mean", "m2", "m3", "m4"):
         np.testing.assert_array_equal(getattr(cm, field)[finite], getattr(pm, field)[finite], err_msg=field)
     np.testing.assert_array_equal(cd[0, 2], pd[0, 2])
+
+
+def test_saved_results_are_listed_by_their_content_not_their_name(tmp_path):
+    """The "Saved result" list took a ``*.json`` whose name held "result": a result saved as ``run-c5.json``
+    was not offered and a ``results-table.json`` that is no result was. A file is now a result when it opens
+    with the writer's marker; the check reads a bounded prefix (a 50 MB JSON costs 4 KB), never parses."""
+    from explorer_ui.sources import list_result_files
+    from mother_core.recovery.result import RESULT_HEAD_BYTES, Recovery
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "run-c5.json").write_text(json.dumps(_result_dict(), indent=1))  # as `mother recover --out` writes it
+    (runs / "results-table.json").write_text(json.dumps({"rows": [1, 2, 3]}))
+    (runs / "result-of-nothing.json").write_text("not json at all")
+    # A result's marker, but past the prefix the check reads: a huge or hostile JSON is not read through.
+    (runs / "huge-result.json").write_text("{" + " " * RESULT_HEAD_BYTES + '"format": "mother-recovery", "version": 1}')
+    # Another tool's JSON with "format" first, and a result's keys without the marker.
+    (runs / "other.json").write_text(json.dumps({"format": "graphml", "version": 1}))
+    (runs / "bare-result.json").write_text(json.dumps({"models": [], "edges": []}))
+    assert list_result_files([tmp_path]) == [str(runs / "run-c5.json")]
+    assert Recovery.load(runs / "run-c5.json").model_ids == ["a", "b", "c"]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,34 @@ from mother_core.settings import RecoverySettings
 MAX_RESULT_BYTES = 1 << 30
 
 __all__ = ["Alternative", "Constraints", "Edge", "LayerInfo", "ModelNode", "Recovery", "RecoverySettings",
-           "TreeInfo"]
+           "TreeInfo", "is_result_head"]
 
 FORMAT_NAME = "mother-recovery"
 FORMAT_VERSION = 1
+
+#: How much of a file :func:`is_result_head` reads: the writer puts the marker first (``to_dict``'s first
+#: key), so a result says what it is in its first few dozen bytes, whatever its size.
+RESULT_HEAD_BYTES = 4096
+_MARKER = re.compile(rb'^\s*\{\s*"format"\s*:\s*"' + re.escape(FORMAT_NAME.encode())
+                     + rb'"\s*,\s*"version"\s*:\s*\d+')
+
+
+def is_result_head(head: bytes) -> bool:
+    """Whether ``head`` (a file's first :data:`RESULT_HEAD_BYTES` bytes) opens a saved result.
+
+    A result file opens with ``{"format": "mother-recovery", "version": N`` (as :meth:`Recovery.save` and
+    ``mother recover --out`` write it, any indentation, a UTF-8 byte-order mark allowed): a cheap, bounded
+    test of what a file *is*, where its name may say anything. A result rewritten with its keys sorted
+    (``format`` after the matrices) is not recognised: it still loads as an upload.
+
+    Examples
+    --------
+    >>> is_result_head(b'{ "format": "mother-recovery", "version": 1, "models": []')
+    True
+    >>> is_result_head(b'{"models": [], "edges": []}')
+    False
+    """
+    return bool(_MARKER.match(head.removeprefix(b"\xef\xbb\xbf")))
 
 
 @dataclass(frozen=True)
