@@ -19,12 +19,13 @@ those of the transformers checkpoint the file was converted from (:mod:`mother_c
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Iterator
 
 import numpy as np
 
@@ -117,18 +118,12 @@ def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
     once; strings one by one. A header that ends early or holds an unknown type ends the count there.
     """
     try:
-        walk = _Walk.open(path, stop)
-    except ValueError:  # not a GGUF file: nothing to count
+        with _walk(path, stop) as walk:
+            with contextlib.suppress(ValueError):  # TooManyEntries included: the count so far is the answer
+                walk.metadata()
+            return walk.total
+    except ValueError:  # not a GGUF file, or too short to be one: nothing to count
         return 0
-    if walk is None:
-        return 0
-    try:
-        walk.metadata()
-    except ValueError:  # TooManyEntries included: the count so far is the answer
-        pass
-    finally:
-        walk.close()
-    return walk.total
 
 
 def parse_header(path: str, stop: int = MAX_METADATA_ENTRIES) -> RawHeader:
@@ -148,22 +143,30 @@ def parse_header(path: str, stop: int = MAX_METADATA_ENTRIES) -> RawHeader:
     ValueError
         Any other fault of the header (the message says which).
     """
-    walk = _Walk.open(path, stop)
-    if walk is None:
-        raise ValueError(f"the file is {os.path.getsize(path)} bytes, shorter than a GGUF header")
-    try:
+    with _walk(path, stop) as walk:
         return walk.header()
-    finally:
-        walk.close()
+
+
+@contextlib.contextmanager
+def _walk(path: str, stop: int) -> Iterator[_Walk]:
+    """The walk of ``path``'s header over a read-only memory map, unmapped on leaving (the map holds its own
+    handle of the file, which is closed at once)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 24:
+            raise ValueError(f"the file is {size} bytes, shorter than a GGUF header")
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    with buf:
+        yield _Walk(buf, stop)
 
 
 class _Walk:
     """One pass over a header's bytes (a read-only memory map), ``offs`` the position reached."""
 
-    def __init__(self, f: BinaryIO, buf: mmap.mmap, stop: int) -> None:
+    def __init__(self, buf: mmap.mmap, stop: int) -> None:
         from gguf import GGUF_MAGIC, GGUFReader, GGUFValueType
 
-        self.f, self.buf, self.stop, self.end = f, buf, stop, len(buf)
+        self.buf, self.stop, self.end = buf, stop, len(buf)
         if struct.unpack_from("<I", buf, 0)[0] != GGUF_MAGIC:
             raise ValueError("GGUF magic invalid")
         # The package reads files of the other byte order too: a version whose low half is 0 is swapped.
@@ -177,29 +180,6 @@ class _Walk:
         self.offs, self.total = 8, 0
         self.n_tensors = 0  # the directory's count, once metadata() has read it
         self.types: dict[str, int] = {}  # metadata key -> its value type
-
-    @classmethod
-    def open(cls, path: str, stop: int) -> _Walk | None:
-        """The walk of ``path``'s header, or None for a file too short to hold one (24 bytes)."""
-        f = open(path, "rb")  # noqa: SIM115 - closed by close(), or here when the walk cannot start
-        try:
-            if os.fstat(f.fileno()).st_size < 24:
-                f.close()
-                return None
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except BaseException:
-            f.close()
-            raise
-        try:
-            return cls(f, buf, stop)
-        except BaseException:
-            buf.close()
-            f.close()
-            raise
-
-    def close(self) -> None:
-        self.buf.close()
-        self.f.close()
 
     def _take(self, n: int, what: str) -> int:
         """Step over ``n`` bytes of ``what``; the position they start at."""
