@@ -297,7 +297,7 @@ class _Walk:
             dims = struct.unpack_from(f"{self.order}{n_dims}Q", self.buf, at)
             qtype = self._uint(self.u32, f"the type of tensor {name!r}")
             offset = self._uint(self.u64, f"the offset of tensor {name!r}")
-            tensors.append((name, tuple(int(d) for d in dims), qtype, offset))
+            tensors.append((name, dims, qtype, offset))
         alignment = GGUF_DEFAULT_ALIGNMENT
         if "general.alignment" in fields:
             if self.types["general.alignment"] != GGUFValueType.UINT32:
