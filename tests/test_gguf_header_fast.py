@@ -271,3 +271,16 @@ def test_odd_values_the_package_reads_are_read_alike(tmp_path):
     header = read_header(str(path))
     assert header.metadata == {} and header.head_count == 4 and list(header.tensors) == ["model.norm.weight"]
     assert _walk_view(path) == _package_view(path)
+
+
+def test_a_duplicate_named_like_a_type_is_refused_as_a_broken_file(tmp_path):
+    """A tensor type newer than the package is told apart from a broken header by its own exception, not by
+    searching the error's text: a duplicated tensor named ``GGMLQuantizationType`` was refused with "update
+    the gguf package" instead of "re-download or remove it"."""
+    path = _file(tmp_path / "dup.gguf", [_ARCH],
+                 tensors=[("GGMLQuantizationType", [32], 0, 0), ("GGMLQuantizationType", [32], 0, 128)])
+    with pytest.raises(UnreadableCheckpointError) as caught:
+        read_header(str(path))
+    text = str(caught.value)
+    assert "duplicated tensor" in text and "re-download or remove it" in text
+    assert "does not know" not in text and "pip install -U gguf" not in text

@@ -112,6 +112,15 @@ class TooManyEntries(ValueError):
         self.entries = entries
 
 
+class UnknownTensorType(ValueError):
+    """A tensor stored in a GGUF type the installed ``gguf`` package does not know (newer than it): not a
+    broken file, so its message says to update the package rather than to re-download."""
+
+    def __init__(self, name: str, qtype: int) -> None:
+        super().__init__(f"tensor {name!r} has type {qtype}")
+        self.qtype = qtype
+
+
 def metadata_entries(path: str, stop: int = MAX_METADATA_ENTRIES) -> int:
     """The values of a GGUF file's metadata (array entries, nested ones included), counted from its bytes
     without parsing them, or the first count past ``stop``. Arrays of fixed-size values are stepped over at
@@ -312,7 +321,10 @@ class _Walk:
             if name in seen:
                 raise ValueError(f"Found duplicated tensor with name {name}")
             seen.add(name)
-            GGMLQuantizationType(qtype)  # a type newer than the package: its ValueError, which read_header words
+            try:
+                GGMLQuantizationType(qtype)
+            except ValueError:
+                raise UnknownTensorType(name, qtype) from None
             out.append(RawTensor(name, dims, qtype, data_offset + offset))
         return RawHeader(self.version, fields, tuple(out), alignment, data_offset, self.total)
 
@@ -400,12 +412,12 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
                                 "model's header does") from e
     except OSError as e:
         raise _unreadable(path, f"its GGUF header cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
+    except UnknownTensorType as e:
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: a tensor is stored in a GGUF type the installed gguf package does not "
+            f"know ({str(e)[:120]}). Update the "
+            "package (pip install -U gguf) or convert the file to a common type (Q8_0, Q4_K).", path) from e
     except (ValueError, OverflowError, struct.error) as e:
-        if "GGMLQuantizationType" in str(e):  # a type newer than the installed package, not a broken file
-            raise UnreadableCheckpointError(
-                f"Cannot read {path}: a tensor is stored in a GGUF type the installed gguf package does not "
-                f"know ({str(e)[:120]}). Update the "
-                "package (pip install -U gguf) or convert the file to a common type (Q8_0, Q4_K).", path) from e
         raise _unreadable(path, f"its GGUF header is not valid ({type(e).__name__}: {str(e)[:200]})") from e
     fields = raw_header.fields
     arch = fields.get("general.architecture")
