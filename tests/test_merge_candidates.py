@@ -98,3 +98,37 @@ def test_a_merge_of_four_with_two_inputs_beyond_the_candidates(tmp_path, method)
     assert rec.relation_of("merged") == Relation.MERGE.value
     assert set(rec.parents_of("merged")) == {"ft_a", "ft_b", "ft_c", "ft_d"}
     assert {m for m in rec.model_ids if rec.relation_of(m) == Relation.MERGE.value} == {"merged"}
+
+
+@pytest.mark.xdist_group("merge-candidates")
+def test_a_completed_three_does_not_pre_empt_the_four_of_a_linear_merge(tmp_path):
+    """A linear merge of four (mergekit, exact up to rounding) whose inputs are two fine-tunes of the base, a near child
+    of one of them (a small further update) and a far fine-tune beyond the candidates (four merged LoRAs crowd it out,
+    as profile C seed 57's merged LoRA input): two nearest and the far one complete to a three under
+    ``merge.EXACT_NOISE`` (the left-out near child's small update), which main returned before trying the fours. The
+    four leave only rounding and are read."""
+    pytest.importorskip("mergekit")
+    pytest.importorskip("transformers")
+    base = _llama(0)
+    family = {"base": base, "ft_a": _fine_tune(base, 1), "ft_b": _fine_tune(base, 2),
+              "ft_d": _fine_tune(base, 4, scale=0.12)}
+    family["ft_e"] = _fine_tune(family["ft_b"], 5, scale=0.01)
+    for k in range(4):
+        family[f"lora{k}"] = _merged_lora(base, 10 + k)
+    for name, model in family.items():
+        model.save_pretrained(tmp_path / name, safe_serialization=True)
+    _mergekit_weighted(tmp_path / "merged", "linear", None,
+                       [(tmp_path / m, w) for m, w in zip(("ft_a", "ft_b", "ft_e", "ft_d"), (0.3, 0.25, 0.3, 0.15))])
+    stats = compute_statistics(discover([tmp_path]), device="cpu")
+    ids = list(stats.model_ids)
+    pl, c = pair_layers(stats), ids.index("merged")
+    order = sorted((p for p in range(len(ids)) if p != c), key=lambda p: _total(pl, c, p))
+    assert order.index(ids.index("ft_d")) >= CANDIDATES
+    three = [ids.index(m) for m in ("ft_a", "ft_e", "ft_d")]
+    dc = np.array([_total(pl, c, p) for p in three])
+    _, res = affine_fit(dc, np.array([[_total(pl, p, q) for q in three] for p in three]))
+    assert res / dc.min() <= EXACT_NOISE  # a completed three, under the noise an exact merge leaves
+    rec = recover(stats)
+    assert rec.relation_of("merged") == Relation.MERGE.value
+    assert set(rec.parents_of("merged")) == {"ft_a", "ft_b", "ft_e", "ft_d"}  # main: ft_a, ft_e, ft_d
+    assert {m for m in rec.model_ids if rec.relation_of(m) == Relation.MERGE.value} == {"merged"}

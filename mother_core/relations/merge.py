@@ -724,13 +724,13 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
     it, explains the share the others leave (a quarter of the update, 0.5-0.7 of the distance, which
     three of the nearest leave as well, so no ranking of the threes finds the right ones). A completed
     fit under :data:`EXACT` is then judged as any other (:func:`_best_subset` on its models: parsimony,
-    coefficients; the farther relative must stay in it) and must hold off the ray (its caller). Fewer
-    parents are tried first, but, as fewer parents win over more in :func:`_best_subset` only under
-    :data:`EXACT_NOISE` (the most an exact merge leaves) or within :data:`PARSIMONY`, a completed three
-    must leave at most :data:`EXACT_NOISE` to pre-empt the completed fours (profile C, seed 11: a Model
-    Stock merge, exact per layer only, fits two of its inputs and a near-copy of its base completed by
-    its farthest input at 0.018, its four parents at 0.012). Fits with coefficients per layer (Model
-    Stock) are not completed: per layer that batch costs the layers' count more.
+    coefficients; the farther relative must stay in it) and must hold off the ray (its caller). As fewer
+    parents win over more in :func:`_best_subset` only under :data:`EXACT_NOISE` (the most an exact merge
+    leaves) or within :data:`PARSIMONY`, a completed three must leave at most :data:`EXACT_NOISE` to compete
+    with the completed fours (profile C, seed 11: a Model Stock merge, exact per layer only, fits two of its
+    inputs and a near-copy of its base completed by its farthest input at 0.018, its four parents at 0.012),
+    and both sizes are tried, then judged by the same rules (:func:`_fewest`). Fits with coefficients per
+    layer (Model Stock) are not completed: per layer that batch costs the layers' count more.
     """
     if len(cand) < 2 or not rest:
         return None
@@ -740,6 +740,7 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
         return None
     idx = np.array(local)
     sq = pl.sq[layers][:, idx[:, None], idx[None, :]]  # (L, 1 + K + R, 1 + K + R): the child first
+    per_size: dict[int, Fit] = {}
     for size in range(3, min(MAX_PARENTS - 1, len(cand)) + 2):
         completed = np.array(_completions(len(cand), len(rest), size))
         ratios = _subset_ratios(sq, completed)
@@ -751,8 +752,31 @@ def _completed(pl: PairLayers, c: int, cand: list[int], rest: list[int],
                 break
             fit = _best_subset(pl, c, [local[m] for m in completed[j]], farther=farther)
             if fit is not None and fit[0] <= tol and len(fit[1]) == size:
-                return fit
-    return None
+                per_size[size] = fit
+                break
+    return _fewest(pl, c, per_size)
+
+
+def _fewest(pl: PairLayers, c: int, per_size: dict[int, Fit]) -> Fit | None:
+    """Of the completed fits by size (:func:`_completed`), the one :func:`_best_subset` would keep: the fewest parents
+    whose fit is within :data:`PARSIMONY` of the best, or under :data:`EXACT_NOISE` and within it of the best off the
+    child's own direction (:func:`_noise_only`).
+
+    A completed three under :data:`EXACT_NOISE` no longer pre-empts the fours untried: mergekit's linear merge and task
+    arithmetic are exact up to storage rounding, so a linear merge of four read on three of them leaves the fourth's
+    update, off the child's direction, and the four leave nothing (profile C seed 57: a linear merge of four whose
+    merged LoRA input, 9th nearest, completes two of the others at 3.0e-3, the four at 6.8e-5). A SLERP-family merge's
+    chord error lies along the child, where a further relative also gains, and there the three stay."""
+    if not per_size:
+        return None
+    best = min(per_size.values(), key=lambda f: f[0])
+    for size in sorted(per_size):
+        fit = per_size[size]
+        if fit is best or fit[0] <= best[0] / PARSIMONY:
+            return fit
+        if off_ray_ratio(pl, c, fit[1]) * PARSIMONY <= off_ray_ratio(pl, c, best[1]):
+            return fit
+    return best
 
 
 def _completions(n_cand: int, n_rest: int, size: int) -> list[tuple[int, ...]]:
