@@ -382,10 +382,11 @@ def _refuse_big_endian(path: str, header: GGUFHeader) -> None:
     if unknown:
         raise UnreadableCheckpointError(
             f"Cannot read {path}: it is a big-endian GGUF (written for s390x or another big-endian machine) with "
-            f"{', '.join(unknown)} tensors, whose big-endian block layout no tool defines (llama.cpp's "
-            "gguf_convert_endian.py converts only F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q6_K and MXFP4), so their "
-            "values cannot be read reliably. Convert the source model to a little-endian GGUF (or a big-endian "
-            "one of those types, which is read) or remove it from the set.", path)
+            f"{', '.join(unknown)} tensors, whose big-endian block layout is not known here (llama.cpp's "
+            "gguf_convert_endian.py, as the installed gguf package ships it, swaps only F32, F16, BF16, Q4_0, "
+            "Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4), so their values cannot be read reliably. Use a little-endian "
+            "GGUF of the model (convert_hf_to_gguf.py without --bigendian, or gguf_convert_endian.py MODEL little "
+            "where it takes the file's types) or remove it from the set.", path)
 
 
 def open_gguf(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
