@@ -24,6 +24,10 @@ its safetensors source compare tensor by tensor:
   from per-head (q, k, v) to all q, all k, all v, Falcon's from per kv group (the group's q heads, k, v)
   likewise.
 
+A big-endian file (s390x; llama.cpp's ``gguf_convert_endian.py``) has its bytes swapped to little-endian as they
+are read (:func:`~mother_core.io.gguf_header.to_little_endian`, the fields that script swaps), then decoded as any
+other; one holding a type whose big-endian layout is not known is refused.
+
 A tensor type the package cannot dequantize is listed with the model's problems (the rest of the model is
 read); a file none of whose weights can be read is refused with a message naming the types.
 """
