@@ -102,6 +102,7 @@ class RawHeader:
     alignment: int
     data_offset: int  # where the tensor data starts (after the directory, padded to the alignment)
     entries: int  # metadata values, arrays' entries included (the count :data:`MAX_METADATA_ENTRIES` bounds)
+    big_endian: bool = False  # written for a big-endian machine (s390x): header and tensor data swapped
 
 
 class TooManyEntries(ValueError):
@@ -326,7 +327,7 @@ class _Walk:
             except ValueError:
                 raise UnknownTensorType(name, qtype) from None
             out.append(RawTensor(name, dims, qtype, data_offset + offset))
-        return RawHeader(self.version, fields, tuple(out), alignment, data_offset, self.total)
+        return RawHeader(self.version, fields, tuple(out), alignment, data_offset, self.total, self.order == ">")
 
 
 def _unreadable(path: str, why: str) -> UnreadableCheckpointError:
@@ -351,6 +352,7 @@ class GGUFTensor:
     plus_one: bool = False  # stored as 1 + w (NORM_PLUS_ONE)
     regroup_heads: int = 0  # > 0: fused q/k/v rows regrouped by the converter for this many heads (REGROUPED_QKV)
     regroup_groups: int = 0  # kv groups of those heads (GROUPED_QKV); 0: one group per head (REGROUPED_QKV)
+    big_endian: bool = False  # its values' bytes in big-endian order (:func:`to_little_endian` before decoding)
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,7 @@ class GGUFHeader:
     split_no: int = 0  # split.no: this file's place among them
     #: transformers name -> why it is left out though its type is read (a head count its rows cannot take)
     left_out: dict[str, str] = field(default_factory=dict)
+    big_endian: bool = False  # a file written for a big-endian machine (:data:`BIG_ENDIAN_FIELDS`)
 
     @property
     def scheme(self) -> str:
@@ -480,13 +483,61 @@ def read_header(path: str, first: GGUFHeader | None = None) -> GGUFHeader:
             left_out[name] = why
             continue
         info = GGUFTensor(t.name, int(qtype), qtype.name, tuple(reversed(ne)), offset, nbytes, row_bytes,
-                          heads, transposed, plus_one, regroup, groups)
+                          heads, transposed, plus_one, regroup, groups, raw_header.big_endian)
         if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) \
                 and qtype not in _type_traits:
             unsupported[name] = qtype.name
             continue
         tensors[name] = info
-    return GGUFHeader(arch, file_type, tensors, unsupported, metadata, n_head, n_kv, split_count, split_no, left_out)
+    return GGUFHeader(arch, file_type, tensors, unsupported, metadata, n_head, n_kv, split_count, split_no, left_out,
+                      raw_header.big_endian)
+
+
+#: The tensor types whose big-endian bytes are known, as llama.cpp's ``gguf-py/gguf/scripts/gguf_convert_endian.py``
+#: (the one tool converting GGUF files between byte orders) swaps them: the byte offsets, inside one block, of its
+#: 16-bit fields (f16 scales: Q4_0's and Q8_0's ``d``, Q4_K's ``d`` and ``dmin``, Q6_K's ``d`` after its 208 bytes
+#: of codes); the rest of a block is bytes, the same in either order (MXFP4's and NVFP4's scales are bytes too).
+#: F32, F16 and BF16 are words of 4, 2 and 2 bytes. Every other type (Q4_1, Q5_0, Q5_K, IQ*...) the script
+#: refuses ("Cannot handle type"): no tool defines its big-endian layout (``GGUFWriter(endianess=BIG)`` byteswaps
+#: the uint8 array it is handed, so leaves blocks as they were quantized), so such a file is refused, not guessed.
+BIG_ENDIAN_FIELDS: dict[str, tuple[int, ...]] = {"Q4_0": (0,), "Q8_0": (0,), "Q4_K": (0, 2), "Q6_K": (208,),
+                                                 "MXFP4": (), "NVFP4": ()}
+_BIG_ENDIAN_WORDS = {"F32": np.uint32, "F16": np.uint16, "BF16": np.uint16}
+
+
+def big_endian_readable(qtype_name: str) -> bool:
+    """Whether a big-endian file's tensors of ``qtype_name`` are read (:data:`BIG_ENDIAN_FIELDS`)."""
+    return qtype_name in BIG_ENDIAN_FIELDS or qtype_name in _BIG_ENDIAN_WORDS
+
+
+def to_little_endian(buf: np.ndarray, qtype_name: str) -> np.ndarray:
+    """Swap, in place, the multi-byte fields of whole stored ``qtype_name`` values or blocks (``buf``: contiguous
+    uint8) from big- to little-endian order, as ``gguf_convert_endian.py`` does, so the little-endian decoders
+    read them. Returns ``buf``.
+
+    Raises
+    ------
+    ValueError
+        A type whose big-endian layout is not known (:func:`big_endian_readable`), or not whole blocks.
+    """
+    flat = buf.reshape(-1)  # a view: ``buf`` is contiguous
+    word = _BIG_ENDIAN_WORDS.get(qtype_name)
+    if word is not None:
+        flat.view(word).byteswap(inplace=True)
+        return buf
+    if qtype_name not in BIG_ENDIAN_FIELDS:
+        raise ValueError(f"the big-endian layout of {qtype_name} blocks is not known")
+    import gguf
+
+    size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype_name]][1]
+    if flat.size % size:
+        raise ValueError(f"{flat.size} bytes are not whole {qtype_name} blocks of {size} bytes")
+    blocks = flat.reshape(-1, size)  # (blocks, bytes of one)
+    for at in BIG_ENDIAN_FIELDS[qtype_name]:
+        high = blocks[:, at].copy()  # the two bytes of the field exchanged
+        blocks[:, at] = blocks[:, at + 1]
+        blocks[:, at + 1] = high
+    return buf
 
 
 def _heads_misfit(rows: int, heads: int | None, regroup: int | None, groups: int,

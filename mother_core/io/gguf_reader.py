@@ -24,6 +24,10 @@ its safetensors source compare tensor by tensor:
   from per-head (q, k, v) to all q, all k, all v, Falcon's from per kv group (the group's q heads, k, v)
   likewise.
 
+A big-endian file (s390x; llama.cpp's ``gguf_convert_endian.py``) has its bytes swapped to little-endian as they
+are read (:func:`~mother_core.io.gguf_header.to_little_endian`, the fields that script swaps), then decoded as any
+other; one holding a type whose big-endian layout is not known is refused.
+
 A tensor type the package cannot dequantize is listed with the model's problems (the rest of the model is
 read); a file none of whose weights can be read is refused with a message naming the types.
 """
@@ -42,14 +46,22 @@ from mother_core.errors import NoTensorsError, UnreadableCheckpointError
 from mother_core.io.base import ModelReader, ModelRef, TensorInfo
 
 # The header read needs no torch (discovery imports it alone); re-exported here, where it was defined.
-from mother_core.io.gguf_header import PERMUTED_QK, GGUFHeader, GGUFTensor, _unreadable, read_header  # noqa: F401
+from mother_core.io.gguf_header import (  # noqa: F401
+    PERMUTED_QK,
+    GGUFHeader,
+    GGUFTensor,
+    _unreadable,
+    big_endian_readable,
+    read_header,
+    to_little_endian,
+)
 from mother_core.io.staged import ShortRead
 
 
 def _as_row(t: GGUFTensor) -> GGUFTensor:
     """A 1-D (or 0-D) tensor seen as one row of a 2-D one."""
     return GGUFTensor(t.gguf_name, t.qtype, t.qtype_name, (1, max(1, int(np.prod(t.shape, dtype=np.int64)))),
-                      t.offset, t.nbytes, t.row_bytes)
+                      t.offset, t.nbytes, t.row_bytes, big_endian=t.big_endian)
 
 
 def _outer_bytes(t: GGUFTensor) -> int:
@@ -132,6 +144,8 @@ class GGUFReader:
                 f"{ref.path}: the GGUF file says the model is split in {self.header.split_count} files and "
                 f"{len(ref.files)} are there. Download the missing parts (same name, -0000k-of-0000n.gguf).",
                 ref.path)
+        for path, header in headers:
+            _refuse_big_endian(path, header)
         self._tensors: dict[str, GGUFTensor] = {}
         self._infos: dict[str, TensorInfo] = {}
         self._file_of: dict[str, str] = {}  # GGUF tensor name -> the file holding it
@@ -214,6 +228,8 @@ class GGUFReader:
             raise ValueError(f"read_codes needs rows of a coded tensor and a buffer of their bytes, got {name!r} "
                              f"rows {rows} and {out.nbytes} bytes.")
         self._pread(t, t.offset + r0 * per_outer, memoryview(out.reshape(-1)))  # type: ignore[arg-type]
+        if t.big_endian:  # the kernels read little-endian scales
+            to_little_endian(out, t.qtype_name)
         return out
 
     def _pread(self, t: GGUFTensor, start: int, view: memoryview) -> None:
@@ -240,7 +256,7 @@ class GGUFReader:
 
         start, stop = t.offset + r0 * per_outer, t.offset + r1 * per_outer
         rounded = t.qtype_name in gguf_fast.HALF_TYPES
-        if quantized and out is not None and gguf_fast.supports(t.qtype_name):
+        if quantized and out is not None and gguf_fast.supports(t.qtype_name) and not t.big_endian:
             # Read in cache-sized pieces, each decoded into the caller's buffer as it arrives (staged.py).
             try:
                 gguf_fast.dequantize_file(self._file(t), start, stop, t.qtype_name, out, rounded=rounded)
@@ -258,6 +274,8 @@ class GGUFReader:
         else:  # returned (F16 / F32 views of it) or kept: a buffer of its own
             buf = np.empty((r1 - r0) * per_outer, dtype=np.uint8)
         self._pread(t, start, buf.data)
+        if t.big_endian:  # swapped whole (decoded at once, not in staged pieces), then read as little-endian
+            to_little_endian(buf, t.qtype_name)
         shape = (r1 - r0, *t.shape[1:]) if len(t.shape) > 1 else (r1 - r0,)
         qtype = gguf.GGMLQuantizationType(t.qtype)
         if qtype == gguf.GGMLQuantizationType.F16:
@@ -266,8 +284,8 @@ class GGUFReader:
             return buf.view(np.float32).reshape(shape)
         try:
             if gguf_fast.supports(t.qtype_name):  # compiled, bit-identical to the package's numpy code
-                # (``out`` is None here: a supported type with ``out`` was decoded in pieces above)
-                return gguf_fast.dequantize(buf, t.qtype_name, rounded=rounded).reshape(shape)
+                # (``out`` is None here but for a big-endian file: others with ``out`` were decoded in pieces above)
+                return gguf_fast.dequantize(buf, t.qtype_name, out, rounded=rounded).reshape(shape)
             out = gguf.quants.dequantize(buf.reshape(-1, t.row_bytes), qtype)
             if rounded:  # as the compiled path rounds (no numba here)
                 out = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).bfloat16().float().numpy()
@@ -363,6 +381,24 @@ class GGUFReader:
 
     def __repr__(self) -> str:
         return f"<GGUFReader {self.ref.id!r} ({self.ref.format})>"
+
+
+def _refuse_big_endian(path: str, header: GGUFHeader) -> None:
+    """Refuse a big-endian file holding a tensor type whose big-endian layout is not known
+    (:func:`~mother_core.io.gguf_header.big_endian_readable`): read as little-endian its values would be wrong,
+    with nothing to show it."""
+    if not header.big_endian:
+        return
+    types = {t.qtype_name for t in header.tensors.values()} | set(header.unsupported.values())
+    unknown = sorted(q for q in types if not big_endian_readable(q))
+    if unknown:
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: it is a big-endian GGUF (written for s390x or another big-endian machine) with "
+            f"{', '.join(unknown)} tensors, whose big-endian block layout is not known here (llama.cpp's "
+            "gguf_convert_endian.py, as the installed gguf package ships it, swaps only F32, F16, BF16, Q4_0, "
+            "Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4), so their values cannot be read reliably. Use a little-endian "
+            "GGUF of the model (convert_hf_to_gguf.py without --bigendian, or gguf_convert_endian.py MODEL little "
+            "where it takes the file's types) or remove it from the set.", path)
 
 
 def open_gguf(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:

@@ -188,5 +188,8 @@ register("sd-lora", "mother_core.io.sd_lora_reader:open_sd_lora", needs_base=Tru
 # one off, so a Nemotron GGUF was explained as a merge of the set's other GGUFs; 2026-12-05).
 # gguf 10: q/k tensors of a file with no head count, whose llama.cpp order cannot be undone, left out with a
 # note (were read in that order; 2026-12-05).
-register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=10)
+# gguf 11: big-endian files' (s390x; gguf_convert_endian.py) tensor data swapped to little-endian for F32, F16, BF16,
+# Q4_0, Q8_0, Q4_K, Q6_K and MXFP4, other types refused (were decoded as little-endian: wrong values, whose cached
+# statistics revision 10 would keep serving; little-endian files read as before; 2026-12-05).
+register("gguf", "mother_core.io.gguf_reader:open_gguf", revision=11)
 register("tesseract", "mother_core.io.tesseract_reader:open_tesseract")
