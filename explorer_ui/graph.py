@@ -636,6 +636,17 @@ function pickArrangement(list, w, h, font, threshold, labels) {
 """
 
 
+def label_font(data: GraphData) -> float:
+    """The size of ``data``'s labels in canvas px (its options' node font, 15 when unset)."""
+    return float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
+
+
+def label_cell(data: GraphData) -> float:
+    """The width of one column of ``data`` in canvas px: its longest label's first line at 0.6 em a character
+    and a 24-px gap, as the layout sizes its columns (:data:`ARRANGE_JS`'s ``cell``, in the browser)."""
+    return max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * label_font(data) * 0.6 + 24
+
+
 def pick_arrangement(data: GraphData, width: float, height: float) -> int:
     """Which of ``data.arrangements`` a ``width`` x ``height`` canvas draws (0: the first, or none to choose):
     :data:`ARRANGE_JS`'s rule, for drawings made without a browser (the slide)."""
@@ -644,7 +655,7 @@ def pick_arrangement(data: GraphData, width: float, height: float) -> int:
         return 0
     font = float(data.options["nodes"]["font"]["size"])
     threshold = float(data.options["nodes"]["scaling"]["label"]["drawThreshold"])
-    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    cell = label_cell(data)
     scores = []
     for i, a in enumerate(items):
         xs = [p[0] for p in a["pos"].values()]

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from explorer_ui.graph import GEN_PX, GraphData
+from explorer_ui.graph import GEN_PX, GraphData, label_cell, label_font
 
 FORMATS = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
@@ -79,7 +79,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
                   "ls": "--" if (n.get("shapeProperties") or {}).get("borderDashes") else "-",
                   "alpha": float(n.get("opacity", 1.0))})
     size = _apart(fig, list(texts.values()), size)
-    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
+    font = label_font(data)
     k = min(1.0, size / font_pt)  # edges thin and arrows shrink with the labels they join
     for e in data.edges:
         a, b = pos.get(e["from"]), pos.get(e["to"])
@@ -118,8 +118,7 @@ def _band_lone(data: GraphData, pos: dict[str, tuple[float, float]]) -> tuple[di
     lone = [m for m in loose if not data.folded.get(m)]
     if not lone:
         return pos, []
-    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
-    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    cell = label_cell(data)
     rest = {k: v for k, v in pos.items() if k in linked}
     x0 = min((x for x, _ in rest.values()), default=0.0)
     width = max((x for x, _ in rest.values()), default=x0) - x0 + cell
@@ -196,15 +195,14 @@ def _fit_view(fig: plt.Figure, ax: plt.Axes, data: GraphData, pos: dict[str, tup
     zooms, left a set of three tall trees a narrow strip of 5.7-pt labels) and :func:`_apart` measures."""
     if not pos:
         return font_pt
-    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
-    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    font = label_font(data)
+    cell = label_cell(data)
     lines = max(str(n.get("label", "")).count("\n") + 1 for n in data.nodes)
-    families = boxed  # family boxes or the lone models' band: their padding and names need room
-    # Margins in points, sized for the largest label: half a box (two lines for a folded one) and, with
-    # families, their boxes' padding and the names above the top row.
-    half = font_pt * (0.6 * lines + 0.5) + (0.9 * font_pt if families else 0.0)
-    top, bottom = half + (1.5 * font_pt if families else 0.0), half
-    side = 0.9 * font_pt if families else 0.0
+    # Margins in points, sized for the largest label: half a box (two lines for a folded one) and, when
+    # ``boxed`` (family boxes or the lone models' band), their boxes' padding and the names above the top row.
+    half = font_pt * (0.6 * lines + 0.5) + (0.9 * font_pt if boxed else 0.0)
+    top, bottom = half + (1.5 * font_pt if boxed else 0.0), half
+    side = 0.9 * font_pt if boxed else 0.0
     xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
     box = ax.get_position()  # figure fraction
     fw, fh = fig.get_size_inches()
