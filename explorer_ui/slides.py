@@ -147,18 +147,8 @@ def _draw_band(fig: plt.Figure, ax: plt.Axes, texts: list[Any], title: str, size
     """The lone models' grid on a neutral box (grey: no family colour) named ``title`` above its left corner,
     as a family's box is named."""
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    to_data = ax.transData.inverted()
-    pad = 0.8 * size * fig.dpi / 72
-    boxes = [_box(t, renderer) for t in texts]
-    x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
-    x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
-    (dx0, dy0), (dx1, dy1) = to_data.transform([(x0, y0), (x1, y1)])
-    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
-                                fc="#8A8F98" if dark else "#D9DCE1", alpha=0.16 if dark else 0.45, lw=0))
-    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0, fc="none",
-                                ec="#8A8F98", alpha=0.8, lw=0.8))
-    label = ax.text(dx0, dy1, title, ha="left", va="bottom", fontsize=size, fontweight="bold", color=fg,
-                    zorder=2.5, parse_math=False)
+    label = _named_box(fig, ax, [_box(t, renderer) for t in texts], size, title, fg, dark,
+                       fill="#8A8F98" if dark else "#D9DCE1", edge="#8A8F98", edge_alpha=0.8)
     label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
 
 
@@ -257,31 +247,40 @@ def _draw_families(fig: plt.Figure, ax: plt.Axes, data: GraphData, texts: dict[s
     if len(data.families) < 2:
         return
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    to_data = ax.transData.inverted()
     members: dict[Any, list[str]] = {}
     for n in data.nodes:
         members.setdefault(n.get("family"), []).append(n["id"])
-    pad = 0.8 * size * fig.dpi / 72  # display px
     taken: list[tuple[float, float, float, float]] = []
     for f in data.families:
         boxes = [_box(texts[m], renderer) for m in members.get(f["id"], []) if m in texts]
         if not boxes:
             continue
-        x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
-        x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
-        (dx0, dy0), (dx1, dy1) = to_data.transform([(x0, y0), (x1, y1)])
-        ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
-                                    fc=_color(f.get("color", "#EEEEEE")), alpha=0.16 if dark else 0.45, lw=0))
-        ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
-                                    fc="none", ec=_color(f.get("edge", "#777777")), alpha=0.55, lw=0.8))
-        label = ax.text(dx0, dy1, str(f.get("label", "")), ha="left", va="bottom", fontsize=size,
-                        fontweight="bold", color=fg, zorder=2.5, parse_math=False)
+        label = _named_box(fig, ax, boxes, size, str(f.get("label", "")), fg, dark,
+                           fill=_color(f.get("color", "#EEEEEE")), edge=_color(f.get("edge", "#777777")),
+                           edge_alpha=0.55)
         lb = label.get_window_extent(renderer)
         if any(lb.x0 < t[2] and t[0] < lb.x1 and lb.y0 < t[3] and t[1] < lb.y1 for t in taken):
             label.remove()  # another family's name is there: its box still says which models belong together
             continue
         taken.append((lb.x0, lb.y0, lb.x1, lb.y1))
         label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
+
+
+def _named_box(fig: plt.Figure, ax: plt.Axes, boxes: list[tuple[float, float, float, float]], size: float,
+               name: str, fg: str, dark: bool, *, fill: str, edge: str, edge_alpha: float) -> Any:
+    """A tinted rounded box around the label ``boxes`` (display px, :func:`_box`) and their padding, outlined in
+    ``edge``, with ``name`` (``size`` pt, bold) above its left corner: a family's box or the lone models' band.
+    Returns the name's text, without its halo (a family's name that would cover another's is removed first)."""
+    pad = 0.8 * size * fig.dpi / 72  # display px
+    x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
+    x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
+    (dx0, dy0), (dx1, dy1) = ax.transData.inverted().transform([(x0, y0), (x1, y1)])
+    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
+                                fc=fill, alpha=0.16 if dark else 0.45, lw=0))
+    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
+                                fc="none", ec=edge, alpha=edge_alpha, lw=0.8))
+    return ax.text(dx0, dy1, name, ha="left", va="bottom", fontsize=size, fontweight="bold", color=fg,
+                   zorder=2.5, parse_math=False)
 
 
 def _fitted_legend(fig: plt.Figure, handles: list[Artist], font_pt: float, fg: str) -> float:
