@@ -139,7 +139,15 @@ def confidence_color(c: float | None) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+# The two palettes' own colours, used by the app's graph (graph_component's CSS), the slides and the edges'
+# labels here (graph_component's family names, in JavaScript, write the first three again).
 DARK_BG = "#14161A"  # the talk-mode canvas and a dark slide
+DARK_INK = "#F2F2F2"  # text on DARK_BG (16:1)
+LIGHT_INK = "#1A1A1A"  # text on white and on the models' light fills (17:1 on white)
+DARK_DASH = "#BBBBBB"  # a dash-pattern legend swatch on DARK_BG (9:1; the light theme's grey is 2.4-3.2:1 there)
+#: A box legend swatch's fill on DARK_BG: a model's light fill (:data:`TREE_COLORS`), so that the root's #222 border
+#: drawn on it shows, as on the canvas (on DARK_BG itself it was invisible).
+DARK_SWATCH_FILL = TREE_COLORS[0]
 
 
 def _luminance(color: str) -> float:
@@ -466,7 +474,7 @@ def build_graph(
     else:
         pos, growth, arrangements = _arrange(shown, primary_edges, layout, lengths, font_size, label_px, aspect)
 
-    text = "#F2F2F2" if dark else "#1A1A1A"
+    text = DARK_INK if dark else LIGHT_INK
     net = Network(directed=True, cdn_resources="remote")
     match = IdMatcher(rec.model_ids)  # once: every tooltip names the model its declared parent matches
     for mid in shown:
@@ -485,7 +493,7 @@ def build_graph(
                      color={"background": fill, "border": border,
                             "highlight": {"background": "#E9D8FD", "border": SELECTED}},
                      opacity=0.25 if faded else 1.0, family=m.tree,
-                     font={"face": "sans-serif", "color": "#1A1A1A"})
+                     font={"face": "sans-serif", "color": LIGHT_INK})
     edge_ids: dict[str, EdgeKey] = {}
     drawn: set[EdgeKey] = set()
     for i, e in enumerate(rec.edges):

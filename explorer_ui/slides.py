@@ -22,7 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from explorer_ui.graph import GEN_PX, GraphData, label_cell, label_font
+from explorer_ui.graph import (DARK_BG, DARK_DASH, DARK_INK, DARK_SWATCH_FILL, GEN_PX, LIGHT_INK, GraphData, label_cell,
+                               label_font)
 
 FORMATS = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
@@ -52,7 +53,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
     smaller still, measured, until no two boxes overlap), so boxes keep the gaps the layout gave them at any
     size of set. Each family of two or more shown models sits on a tinted box named by
     its root and size (``data.families``), as on the app's graph."""
-    fg, bg = ("#F2F2F2", "#14161A") if dark else ("#1A1A1A", "white")
+    fg, bg = (DARK_INK, DARK_BG) if dark else (LIGHT_INK, "white")
     fig, ax = plt.subplots(figsize=SLIDE_INCHES, facecolor=bg)
     ax.set_facecolor(bg)
     ax.set_axis_off()
@@ -71,7 +72,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
         # Names are data: a folder named "a$\frac{$" must be drawn as it is, not parsed as mathtext (which
         # raised a ValueError on the Export page).
         texts[n["id"]] = ax.text(
-            x, y, str(n.get("label", n["id"])), ha="center", va="center", fontsize=size, color="#1A1A1A",
+            x, y, str(n.get("label", n["id"])), ha="center", va="center", fontsize=size, color=LIGHT_INK,
             alpha=float(n.get("opacity", 1.0)), zorder=2, parse_math=False, linespacing=1.1,
             bbox={"boxstyle": "round,pad=0.3", "fc": _color(col.get("background", "#EEF4FB")),
                   "ec": _color(col.get("border", "#777777")), "lw": 0.6 * float(n.get("borderWidth", 1)),
@@ -160,11 +161,11 @@ def _legend_handles(legend: list[tuple[str, str, str]], dark: bool = False) -> l
         elif kind == "dots":
             handles.append(Line2D([], [], color=what, lw=2, linestyle=":", label=text))
         elif kind == "dash":
-            handles.append(Line2D([], [], color="#BBBBBB" if dark else "#666666", lw=2,
+            handles.append(Line2D([], [], color=DARK_DASH if dark else "#666666", lw=2,
                                   linestyle=_dashes(json.loads(what)), label=text))
         elif kind in ("box", "fold"):
             # On a dark slide a box swatch gets a model's light fill: the root's #222 border on it, as drawn.
-            handles.append(Patch(fc="#DCEBFA" if dark else "none", ec=what, lw=2,
+            handles.append(Patch(fc=DARK_SWATCH_FILL if dark else "none", ec=what, lw=2,
                                  linestyle="--" if kind == "fold" else "-", label=text))
         else:
             handles.append(Line2D([], [], color="none", label=text))
