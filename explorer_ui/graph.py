@@ -475,6 +475,10 @@ def build_graph(
         pos, growth, arrangements = _arrange(shown, primary_edges, layout, lengths, font_size, label_px, aspect)
 
     text = DARK_INK if dark else LIGHT_INK
+
+    def ink(color: str) -> str:  # a line's colour as this drawing draws it
+        return on_dark(color) if dark else color
+
     net = Network(directed=True, cdn_resources="remote")
     match = IdMatcher(rec.model_ids)  # once: every tooltip names the model its declared parent matches
     for mid in shown:
@@ -504,8 +508,7 @@ def build_graph(
         s = statuses.get(key)
         eid = f"e{i}"
         edge_ids[eid] = key
-        color = _edge_color(e, s, mode, models[e.child].tree)
-        color = on_dark(color) if dark else color
+        color = ink(_edge_color(e, s, mode, models[e.child].tree))
         faded = lineage is not None and not (e.parent in lineage and e.child in lineage)
         extra_parent = forest.primary.get(e.child) != e.parent
         width = round(edge_width(e.confidence), 2)
@@ -522,15 +525,14 @@ def build_graph(
             eid = f"m{n_missing}"
             edge_ids[eid] = (p, c)
             net.add_edge(p, c, id=eid, title=f"{p} → {c}\nmissing: {STATUS_TEXT['missing']}", width=2.5,
-                         dashes=[2, 5], color={"color": on_dark(STATUS_COLORS[EdgeStatus.MISSING]) if dark else
-                                               STATUS_COLORS[EdgeStatus.MISSING], "highlight": SELECTED},
+                         dashes=[2, 5], color={"color": ink(STATUS_COLORS[EdgeStatus.MISSING]), "highlight": SELECTED},
                          smooth={"enabled": True, "type": "curvedCCW", "roundness": 0.35})
     nodes = [_clean(n) for n in net.nodes]
     edges = [_clean(e) for e in net.edges]
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
     options = _options(font_size, "top-down" if layout == "auto" else layout)
     rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark))
-    legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark)
+    legend = _legend_markup(rows)
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
     return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows,
@@ -781,9 +783,15 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
 
 def legend_html(statuses: dict, reference: str, mode: str, rec: Recovery, *, folded_any: bool = False,
                 focus: str | None = None, dark: bool = False) -> str:
+    """The legend (:func:`legend_items`) as the HTML of the graph's legend strip."""
+    return _legend_markup(legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus,
+                                       dark=dark))
+
+
+def _legend_markup(rows: Iterable[tuple[str, str, str]]) -> str:
+    """Legend ``rows`` (:func:`legend_items`) as HTML, each row's text escaped."""
     out = []
-    for kind, what, text in legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus,
-                                         dark=dark):
+    for kind, what, text in rows:
         t = _html.escape(text)
         if kind == "line":
             out.append(f'<span class="mg-sw" style="background:{what}"></span>{t}')
