@@ -139,7 +139,15 @@ def confidence_color(c: float | None) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+# The two palettes' own colours, used by the app's graph (graph_component's CSS), the slides and the edges'
+# labels here (graph_component's family names, in JavaScript, write the first three again).
 DARK_BG = "#14161A"  # the talk-mode canvas and a dark slide
+DARK_INK = "#F2F2F2"  # text on DARK_BG (16:1)
+LIGHT_INK = "#1A1A1A"  # text on white and on the models' light fills (17:1 on white)
+DARK_DASH = "#BBBBBB"  # a dash-pattern legend swatch on DARK_BG (9:1; the light theme's grey is 2.4-3.2:1 there)
+#: A box legend swatch's fill on DARK_BG: a model's light fill (:data:`TREE_COLORS`), so that the root's #222 border
+#: drawn on it shows, as on the canvas (on DARK_BG itself it was invisible).
+DARK_SWATCH_FILL = TREE_COLORS[0]
 
 
 def _luminance(color: str) -> float:
@@ -466,7 +474,11 @@ def build_graph(
     else:
         pos, growth, arrangements = _arrange(shown, primary_edges, layout, lengths, font_size, label_px, aspect)
 
-    text = "#F2F2F2" if dark else "#1A1A1A"
+    text = DARK_INK if dark else LIGHT_INK
+
+    def ink(color: str) -> str:  # a line's colour as this drawing draws it
+        return on_dark(color) if dark else color
+
     net = Network(directed=True, cdn_resources="remote")
     match = IdMatcher(rec.model_ids)  # once: every tooltip names the model its declared parent matches
     for mid in shown:
@@ -485,7 +497,7 @@ def build_graph(
                      color={"background": fill, "border": border,
                             "highlight": {"background": "#E9D8FD", "border": SELECTED}},
                      opacity=0.25 if faded else 1.0, family=m.tree,
-                     font={"face": "sans-serif", "color": "#1A1A1A"})
+                     font={"face": "sans-serif", "color": LIGHT_INK})
     edge_ids: dict[str, EdgeKey] = {}
     drawn: set[EdgeKey] = set()
     for i, e in enumerate(rec.edges):
@@ -496,8 +508,7 @@ def build_graph(
         s = statuses.get(key)
         eid = f"e{i}"
         edge_ids[eid] = key
-        color = _edge_color(e, s, mode, models[e.child].tree)
-        color = on_dark(color) if dark else color
+        color = ink(_edge_color(e, s, mode, models[e.child].tree))
         faded = lineage is not None and not (e.parent in lineage and e.child in lineage)
         extra_parent = forest.primary.get(e.child) != e.parent
         width = round(edge_width(e.confidence), 2)
@@ -514,15 +525,14 @@ def build_graph(
             eid = f"m{n_missing}"
             edge_ids[eid] = (p, c)
             net.add_edge(p, c, id=eid, title=f"{p} → {c}\nmissing: {STATUS_TEXT['missing']}", width=2.5,
-                         dashes=[2, 5], color={"color": on_dark(STATUS_COLORS[EdgeStatus.MISSING]) if dark else
-                                               STATUS_COLORS[EdgeStatus.MISSING], "highlight": SELECTED},
+                         dashes=[2, 5], color={"color": ink(STATUS_COLORS[EdgeStatus.MISSING]), "highlight": SELECTED},
                          smooth={"enabled": True, "type": "curvedCCW", "roundness": 0.35})
     nodes = [_clean(n) for n in net.nodes]
     edges = [_clean(e) for e in net.edges]
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
     options = _options(font_size, "top-down" if layout == "auto" else layout)
     rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark))
-    legend = legend_html(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark)
+    legend = _legend_markup(rows)
     digest = hashlib.sha1(json.dumps([nodes, edges, options, legend], sort_keys=True, default=str).encode())
     hidden = frozenset(set(forest.ids) - shown_set)
     return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows,
@@ -636,6 +646,17 @@ function pickArrangement(list, w, h, font, threshold, labels) {
 """
 
 
+def label_font(data: GraphData) -> float:
+    """The size of ``data``'s labels in canvas px (its options' node font, 15 when unset)."""
+    return float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
+
+
+def label_cell(data: GraphData) -> float:
+    """The width of one column of ``data`` in canvas px: its longest label's first line at 0.6 em a character
+    and a 24-px gap, as the layout sizes its columns (:data:`ARRANGE_JS`'s ``cell``, in the browser)."""
+    return max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * label_font(data) * 0.6 + 24
+
+
 def pick_arrangement(data: GraphData, width: float, height: float) -> int:
     """Which of ``data.arrangements`` a ``width`` x ``height`` canvas draws (0: the first, or none to choose):
     :data:`ARRANGE_JS`'s rule, for drawings made without a browser (the slide)."""
@@ -644,7 +665,7 @@ def pick_arrangement(data: GraphData, width: float, height: float) -> int:
         return 0
     font = float(data.options["nodes"]["font"]["size"])
     threshold = float(data.options["nodes"]["scaling"]["label"]["drawThreshold"])
-    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    cell = label_cell(data)
     scores = []
     for i, a in enumerate(items):
         xs = [p[0] for p in a["pos"].values()]
@@ -762,9 +783,15 @@ def legend_items(statuses: dict, reference: str, mode: str, rec: Recovery, *, fo
 
 def legend_html(statuses: dict, reference: str, mode: str, rec: Recovery, *, folded_any: bool = False,
                 focus: str | None = None, dark: bool = False) -> str:
+    """The legend (:func:`legend_items`) as the HTML of the graph's legend strip."""
+    return _legend_markup(legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus,
+                                       dark=dark))
+
+
+def _legend_markup(rows: Iterable[tuple[str, str, str]]) -> str:
+    """Legend ``rows`` (:func:`legend_items`) as HTML, each row's text escaped."""
     out = []
-    for kind, what, text in legend_items(statuses, reference, mode, rec, folded_any=folded_any, focus=focus,
-                                         dark=dark):
+    for kind, what, text in rows:
         t = _html.escape(text)
         if kind == "line":
             out.append(f'<span class="mg-sw" style="background:{what}"></span>{t}')

@@ -29,17 +29,18 @@ sat on #0E1117 (contrast 1.2:1).
 from __future__ import annotations
 
 import functools
+import string
 from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import ARRANGE_JS, SELECTED, GraphData, vis_source
+from explorer_ui.graph import ARRANGE_JS, DARK_BG, DARK_DASH, DARK_SWATCH_FILL, SELECTED, GraphData, vis_source
 
-_CSS = """
+_CSS = string.Template("""
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
           overflow: hidden; box-sizing: border-box; display: flex; flex-direction: column; background: #FFFFFF;}
-.mg-wrap.mg-dark {background: #14161A; border-color: #333;}
+.mg-wrap.mg-dark {background: $dark_bg; border-color: #333;}
 .mg-stage {position: relative; flex: 1 1 auto; min-height: 0;}
 .mg-canvas {position: absolute; inset: 0;}
 .mg-tools {position: absolute; top: 6px; right: 6px; z-index: 5; display: flex; gap: 6px;}
@@ -55,11 +56,11 @@ _CSS = """
 .mg-sw {display: inline-block; width: 22px; height: 4px; margin: 0 5px 3px 0; vertical-align: middle;}
 .mg-sw.mg-dots {height: 0; border-top: 3px dotted; background: none !important;}
 .mg-dash {display: inline-block; margin: 0 5px 1px 0; vertical-align: middle; color: #555;}
-.mg-dark .mg-dash {color: #BBB;}
+.mg-dark .mg-dash {color: $dark_dash;}
 .mg-box {display: inline-block; width: 14px; height: 10px; margin: 0 5px 0 0; vertical-align: middle;}
-.mg-dark .mg-box {background: #DCEBFA;}
+.mg-dark .mg-box {background: $dark_swatch;}
 div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;}
-"""
+""").substitute(dark_bg=DARK_BG, dark_dash=DARK_DASH, dark_swatch=DARK_SWATCH_FILL)  # talk mode's, from graph's palette
 
 # One module per page: ``VIS`` caches the library load across mounts and reruns.
 _JS = ARRANGE_JS + r"""

@@ -22,7 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from explorer_ui.graph import GEN_PX, GraphData
+from explorer_ui.graph import (DARK_BG, DARK_DASH, DARK_INK, DARK_SWATCH_FILL, GEN_PX, LIGHT_INK, GraphData, label_cell,
+                               label_font)
 
 FORMATS = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
@@ -52,7 +53,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
     smaller still, measured, until no two boxes overlap), so boxes keep the gaps the layout gave them at any
     size of set. Each family of two or more shown models sits on a tinted box named by
     its root and size (``data.families``), as on the app's graph."""
-    fg, bg = ("#F2F2F2", "#14161A") if dark else ("#1A1A1A", "white")
+    fg, bg = (DARK_INK, DARK_BG) if dark else (LIGHT_INK, "white")
     fig, ax = plt.subplots(figsize=SLIDE_INCHES, facecolor=bg)
     ax.set_facecolor(bg)
     ax.set_axis_off()
@@ -71,7 +72,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
         # Names are data: a folder named "a$\frac{$" must be drawn as it is, not parsed as mathtext (which
         # raised a ValueError on the Export page).
         texts[n["id"]] = ax.text(
-            x, y, str(n.get("label", n["id"])), ha="center", va="center", fontsize=size, color="#1A1A1A",
+            x, y, str(n.get("label", n["id"])), ha="center", va="center", fontsize=size, color=LIGHT_INK,
             alpha=float(n.get("opacity", 1.0)), zorder=2, parse_math=False, linespacing=1.1,
             bbox={"boxstyle": "round,pad=0.3", "fc": _color(col.get("background", "#EEF4FB")),
                   "ec": _color(col.get("border", "#777777")), "lw": 0.6 * float(n.get("borderWidth", 1)),
@@ -79,7 +80,7 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
                   "ls": "--" if (n.get("shapeProperties") or {}).get("borderDashes") else "-",
                   "alpha": float(n.get("opacity", 1.0))})
     size = _apart(fig, list(texts.values()), size)
-    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
+    font = label_font(data)
     k = min(1.0, size / font_pt)  # edges thin and arrows shrink with the labels they join
     for e in data.edges:
         a, b = pos.get(e["from"]), pos.get(e["to"])
@@ -118,8 +119,7 @@ def _band_lone(data: GraphData, pos: dict[str, tuple[float, float]]) -> tuple[di
     lone = [m for m in loose if not data.folded.get(m)]
     if not lone:
         return pos, []
-    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
-    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    cell = label_cell(data)
     rest = {k: v for k, v in pos.items() if k in linked}
     x0 = min((x for x, _ in rest.values()), default=0.0)
     width = max((x for x, _ in rest.values()), default=x0) - x0 + cell
@@ -148,18 +148,8 @@ def _draw_band(fig: plt.Figure, ax: plt.Axes, texts: list[Any], title: str, size
     """The lone models' grid on a neutral box (grey: no family colour) named ``title`` above its left corner,
     as a family's box is named."""
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    to_data = ax.transData.inverted()
-    pad = 0.8 * size * fig.dpi / 72
-    boxes = [_box(t, renderer) for t in texts]
-    x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
-    x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
-    (dx0, dy0), (dx1, dy1) = to_data.transform([(x0, y0), (x1, y1)])
-    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
-                                fc="#8A8F98" if dark else "#D9DCE1", alpha=0.16 if dark else 0.45, lw=0))
-    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0, fc="none",
-                                ec="#8A8F98", alpha=0.8, lw=0.8))
-    label = ax.text(dx0, dy1, title, ha="left", va="bottom", fontsize=size, fontweight="bold", color=fg,
-                    zorder=2.5, parse_math=False)
+    label = _named_box(fig, ax, [_box(t, renderer) for t in texts], size, title, fg, dark,
+                       fill="#8A8F98" if dark else "#D9DCE1", edge="#8A8F98", edge_alpha=0.8)
     label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
 
 
@@ -171,11 +161,11 @@ def _legend_handles(legend: list[tuple[str, str, str]], dark: bool = False) -> l
         elif kind == "dots":
             handles.append(Line2D([], [], color=what, lw=2, linestyle=":", label=text))
         elif kind == "dash":
-            handles.append(Line2D([], [], color="#BBBBBB" if dark else "#666666", lw=2,
+            handles.append(Line2D([], [], color=DARK_DASH if dark else "#666666", lw=2,
                                   linestyle=_dashes(json.loads(what)), label=text))
         elif kind in ("box", "fold"):
             # On a dark slide a box swatch gets a model's light fill: the root's #222 border on it, as drawn.
-            handles.append(Patch(fc="#DCEBFA" if dark else "none", ec=what, lw=2,
+            handles.append(Patch(fc=DARK_SWATCH_FILL if dark else "none", ec=what, lw=2,
                                  linestyle="--" if kind == "fold" else "-", label=text))
         else:
             handles.append(Line2D([], [], color="none", label=text))
@@ -196,15 +186,14 @@ def _fit_view(fig: plt.Figure, ax: plt.Axes, data: GraphData, pos: dict[str, tup
     zooms, left a set of three tall trees a narrow strip of 5.7-pt labels) and :func:`_apart` measures."""
     if not pos:
         return font_pt
-    font = float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
-    cell = max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * font * 0.6 + 24
+    font = label_font(data)
+    cell = label_cell(data)
     lines = max(str(n.get("label", "")).count("\n") + 1 for n in data.nodes)
-    families = boxed  # family boxes or the lone models' band: their padding and names need room
-    # Margins in points, sized for the largest label: half a box (two lines for a folded one) and, with
-    # families, their boxes' padding and the names above the top row.
-    half = font_pt * (0.6 * lines + 0.5) + (0.9 * font_pt if families else 0.0)
-    top, bottom = half + (1.5 * font_pt if families else 0.0), half
-    side = 0.9 * font_pt if families else 0.0
+    # Margins in points, sized for the largest label: half a box (two lines for a folded one) and, when
+    # ``boxed`` (family boxes or the lone models' band), their boxes' padding and the names above the top row.
+    half = font_pt * (0.6 * lines + 0.5) + (0.9 * font_pt if boxed else 0.0)
+    top, bottom = half + (1.5 * font_pt if boxed else 0.0), half
+    side = 0.9 * font_pt if boxed else 0.0
     xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
     box = ax.get_position()  # figure fraction
     fw, fh = fig.get_size_inches()
@@ -259,31 +248,40 @@ def _draw_families(fig: plt.Figure, ax: plt.Axes, data: GraphData, texts: dict[s
     if len(data.families) < 2:
         return
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    to_data = ax.transData.inverted()
     members: dict[Any, list[str]] = {}
     for n in data.nodes:
         members.setdefault(n.get("family"), []).append(n["id"])
-    pad = 0.8 * size * fig.dpi / 72  # display px
     taken: list[tuple[float, float, float, float]] = []
     for f in data.families:
         boxes = [_box(texts[m], renderer) for m in members.get(f["id"], []) if m in texts]
         if not boxes:
             continue
-        x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
-        x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
-        (dx0, dy0), (dx1, dy1) = to_data.transform([(x0, y0), (x1, y1)])
-        ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
-                                    fc=_color(f.get("color", "#EEEEEE")), alpha=0.16 if dark else 0.45, lw=0))
-        ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
-                                    fc="none", ec=_color(f.get("edge", "#777777")), alpha=0.55, lw=0.8))
-        label = ax.text(dx0, dy1, str(f.get("label", "")), ha="left", va="bottom", fontsize=size,
-                        fontweight="bold", color=fg, zorder=2.5, parse_math=False)
+        label = _named_box(fig, ax, boxes, size, str(f.get("label", "")), fg, dark,
+                           fill=_color(f.get("color", "#EEEEEE")), edge=_color(f.get("edge", "#777777")),
+                           edge_alpha=0.55)
         lb = label.get_window_extent(renderer)
         if any(lb.x0 < t[2] and t[0] < lb.x1 and lb.y0 < t[3] and t[1] < lb.y1 for t in taken):
             label.remove()  # another family's name is there: its box still says which models belong together
             continue
         taken.append((lb.x0, lb.y0, lb.x1, lb.y1))
         label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
+
+
+def _named_box(fig: plt.Figure, ax: plt.Axes, boxes: list[tuple[float, float, float, float]], size: float,
+               name: str, fg: str, dark: bool, *, fill: str, edge: str, edge_alpha: float) -> Any:
+    """A tinted rounded box around the label ``boxes`` (display px, :func:`_box`) and their padding, outlined in
+    ``edge``, with ``name`` (``size`` pt, bold) above its left corner: a family's box or the lone models' band.
+    Returns the name's text, without its halo (a family's name that would cover another's is removed first)."""
+    pad = 0.8 * size * fig.dpi / 72  # display px
+    x0, y0 = min(b[0] for b in boxes) - pad, min(b[1] for b in boxes) - pad
+    x1, y1 = max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad
+    (dx0, dy0), (dx1, dy1) = ax.transData.inverted().transform([(x0, y0), (x1, y1)])
+    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
+                                fc=fill, alpha=0.16 if dark else 0.45, lw=0))
+    ax.add_patch(FancyBboxPatch((dx0, dy0), dx1 - dx0, dy1 - dy0, boxstyle="round,pad=0", zorder=0,
+                                fc="none", ec=edge, alpha=edge_alpha, lw=0.8))
+    return ax.text(dx0, dy1, name, ha="left", va="bottom", fontsize=size, fontweight="bold", color=fg,
+                   zorder=2.5, parse_math=False)
 
 
 def _fitted_legend(fig: plt.Figure, handles: list[Artist], font_pt: float, fg: str) -> float:
