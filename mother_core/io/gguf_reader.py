@@ -70,18 +70,10 @@ def _outer_bytes(t: GGUFTensor) -> int:
     return t.row_bytes * inner
 
 
-def _plus_one(t: GGUFTensor) -> bool:
-    """Whether ``t`` is a norm stored as 1 + w (:data:`~mother_core.io.gguf_header.NORM_PLUS_ONE`): the
-    architecture's claim holds for vectors only. A tensor of two or more dimensions named ``*norm.weight`` in such
-    a file is no norm: read as stored, in chunks (a crafted 8192 x 8192 one was read whole to undo the + 1: 901 MB
-    peak against 340, 14 s against 4)."""
-    return t.plus_one and len(t.shape) == 1
-
-
 def _as_stored(t: GGUFTensor) -> bool:
     """Whether a row of the file is a row of the tensor (2-D or more, no converter rewrite to undo), so that
     a row range is one byte range, read (and decoded) as it lies."""
-    return len(t.shape) >= 2 and not (t.permute_heads or t.transposed or t.regroup_heads or _plus_one(t))
+    return len(t.shape) >= 2 and not (t.permute_heads or t.transposed or t.regroup_heads or t.plus_one)
 
 
 def _unpermute_rows(w: np.ndarray, heads: int) -> np.ndarray:
@@ -116,7 +108,7 @@ def _undo_converter(t: GGUFTensor, data: np.ndarray) -> np.ndarray:
         data = data.T
     if t.regroup_heads:
         data = _regroup_rows(data, t.regroup_heads, t.regroup_groups)
-    if _plus_one(t):
+    if t.plus_one:
         data = (data - np.float32(1.0)).astype(data.dtype, copy=False)
     return data
 
@@ -303,7 +295,7 @@ class GGUFReader:
         if rows is not None and (not info.shape or not 0 <= r0 <= r1 <= n_rows):
             raise ValueError(f"Rows {rows} out of range for {name!r} of shape {info.shape}.")
         t = self._tensors[name]
-        if t.transposed or t.regroup_heads or _plus_one(t):
+        if t.transposed or t.regroup_heads or t.plus_one:
             # Rewritten by the converter (a transpose: rows of the transpose are columns on disk): read whole
             # once, undone, sliced per chunk.
             if self._cached is None or self._cached[0] != name:
