@@ -68,7 +68,8 @@ def gratings(n_classes: int, seed: int, size: int = 16) -> torch.Tensor:
     return protos / 3
 
 
-def image_batch(protos: torch.Tensor, classes: list[int], n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def image_batch(protos: torch.Tensor, classes: list[int], n: int,
+                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     pick = torch.tensor(classes)[torch.randint(len(classes), (n,), generator=g)]
     x = protos[pick] + 0.3 * torch.randn(n, *protos.shape[1:], generator=g)
     return x.clamp(-1, 1), pick
@@ -196,7 +197,8 @@ def ldm_unet(sd: dict[str, torch.Tensor], layers: int, levels: int, attn_down: l
             if attn_down[i]:
                 table.append((f"input_blocks.{k}.1.", f"down_blocks.{i}.attentions.{j}."))
         if i < levels - 1:
-            table.append((f"input_blocks.{1 + i * (layers + 1) + layers}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
+            k = 1 + i * (layers + 1) + layers
+            table.append((f"input_blocks.{k}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
         for j in range(layers + 1):
             k = i * (layers + 1) + j
             table.append((f"output_blocks.{k}.0.", f"up_blocks.{i}.resnets.{j}."))

@@ -49,3 +49,26 @@ def test_torchao_weights_described_under_renamed_modules_are_decoded(tmp_path: P
                            ("intermediate.dense", block.mlp.fc1)):
         want = module.weight.dequantize().float()
         assert torch.equal(got.read(f"encoder.layers.1.blocks.1.{stored}.weight").float(), want), stored
+
+
+def test_linear_probe_root_is_not_a_merge_of_its_children(tmp_path: Path) -> None:
+    """A SigLIP classifier trained by the set's loop, a full fine-tune of it and a linear probe (backbone frozen,
+    the classifier alone trained): the root is not read as a merge of the two (was a SLERP of them at 0.99, the
+    probe equal to the root on 0.995 of its elements but counted against all of them, SigLIP's attention-pooling
+    head, which no step reaches, included)."""
+    import elsewhere7_set as es
+    from mother_core import recover_paths
+
+    protos = es.gratings(12, 31)
+    base = es.vision_model("siglip", 3)
+    es.train_cls(base, protos, list(range(es.N_CLASSES)), 80, 2e-3, 1)
+    base.save_pretrained(tmp_path / "base")
+    for name, classes, steps, lr, seed, only in (("full", [6, 7, 8], 50, 5e-4, 2, None),
+                                                 ("probe", [0, 2, 4, 6, 8, 10], 60, 3e-3, 4, "classifier")):
+        m = type(base).from_pretrained(tmp_path / "base")
+        es.train_cls(m, protos, classes, steps, lr, seed, only=only)
+        m.save_pretrained(tmp_path / name)
+    r = recover_paths([tmp_path])
+    assert not r.problems
+    assert r.relation_of("base") != "merge", [(e.parent, e.child, e.relation) for e in r.edges]
+    assert len(r.parents_of("base")) <= 1
