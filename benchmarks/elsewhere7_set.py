@@ -430,14 +430,18 @@ def build_sd(b: Builder) -> None:
     data = SDData(11)
     all_styles = list(range(STYLES))
 
-    out = b.new("sd_base")
-    base = sd_parts(1)
-    train_vae(base["vae"], data, 60, 1)
-    base["text_encoder"].requires_grad_(True)
-    loss = train_sd(base, data, all_styles, 80, 1e-3, 1, train_te=True)
-    save_pipeline(base, out)
-    b.done("sd_base", (), None, "pipeline", steps=80, loss=loss)
-    base_dir = out
+    def root(key: str, init: int, d: SDData, vae_steps: int, steps: int, seed: int) -> Path:
+        """A pipeline trained from scratch: the VAE on reconstruction, then text encoder and UNet together."""
+        out = b.new(key)
+        parts = sd_parts(init)
+        train_vae(parts["vae"], d, vae_steps, seed)
+        parts["text_encoder"].requires_grad_(True)
+        loss = train_sd(parts, d, all_styles, steps, 1e-3, seed, train_te=True)
+        save_pipeline(parts, out)
+        b.done(key, (), None, "pipeline", steps=steps, loss=loss)
+        return out
+
+    base_dir = root("sd_base", 1, data, 60, 80, 1)
 
     def fresh() -> dict[str, Any]:
         return load_pipeline_parts(base_dir)
@@ -550,14 +554,7 @@ def build_sd(b: Builder) -> None:
     save_file(merged, str(out / "merge_ft_db.safetensors"))
     b.done("sd_merge", ("sd_ft_ema", "sd_db"), "merge", "weighted-sum", alpha=alpha)
 
-    out = b.new("sd_other")
-    other = sd_parts(99)
-    data_o = SDData(77)
-    train_vae(other["vae"], data_o, 40, 9)
-    other["text_encoder"].requires_grad_(True)
-    loss = train_sd(other, data_o, all_styles, 60, 1e-3, 9, train_te=True)
-    save_pipeline(other, out)
-    b.done("sd_other", (), None, "pipeline", steps=60, loss=loss)
+    root("sd_other", 99, SDData(77), 40, 60, 9)
 
 
 def build_dit(b: Builder) -> None:
