@@ -120,9 +120,11 @@ def containers() -> tuple[str, ...]:
 # and GGUF-stacked under three other names; 2026-12-03).
 # safetensors 8, torch 5: a tied weight's second names (an encoder-decoder's encoder / decoder embed_tokens beside
 # shared, lm_head under tie_word_embeddings) left out, as save_pretrained leaves them out (were read as more
-# tensors; 2026-12-05).
-register("safetensors", "mother_core.io.readers:open_safetensors", revision=8)
-register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=8)
+# tensors; 2026-12-05). safetensors 9: torchao weights whose description transformers 5 wrote under the module's
+# name in memory (Swin's ``q_proj`` for the saved ``self.query``) decoded by the one description left over that fits
+# them (were left out; 2026-12-05).
+register("safetensors", "mother_core.io.readers:open_safetensors", revision=9)
+register("safetensors-sharded", "mother_core.io.readers:open_safetensors", revision=9)
 register("torch", "mother_core.io.readers:open_torch", revision=5)
 register("torch-sharded", "mother_core.io.readers:open_torch", revision=5)
 # peft-lora 2: DoRA adapters merged as PEFT does; gguf 2: Gemma's 1 + w norms and GPT-NeoX/BLOOM's

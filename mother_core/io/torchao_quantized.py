@@ -157,6 +157,50 @@ def describe_all(shapes: Shapes, metadata: Mapping[str, str]) -> dict[str, Torch
             out[stored] = _describe(name, parts, shapes, metadata.get(name))
         except ValueError as e:
             out[stored] = Undecoded(name, parts, str(e))
+    return _described_under_other_names(out, shapes, metadata)
+
+
+def _described_under_other_names(out: dict[str, TorchaoWeight | Undecoded], shapes: Shapes,
+                                 metadata: Mapping[str, str]) -> dict[str, TorchaoWeight | Undecoded]:
+    """Weights whose description is missing, decoded by the descriptions left over under other names.
+
+    transformers >= 5 renames some modules when it loads a model (its conversion mapping: Swin's
+    ``attention.self.query`` is ``attention.q_proj`` in memory) and renames the tensors back when it saves,
+    but torchao's flattening writes the header's descriptions under the names in memory: the file then holds
+    ``...self.query._weight_qdata`` and a description of ``...q_proj.weight`` only. The renaming is one to
+    one, so when as many quantized descriptions name no stored tensor as weights lack one, and every such
+    description that fits a weight (its tensors, block and scale counts) decodes it the same way (one config
+    for every layer, as ``TorchAoConfig`` applies it), that is the weight's description. Otherwise the weight
+    stays undecoded, with the reason.
+    """
+    missing = [s for s, w in out.items() if isinstance(w, Undecoded) and w.name not in metadata]
+    if not missing:
+        return out
+    modules = {n.rpartition(".")[0] for n in shapes}
+    spare: list[str] = []
+    for key, text in metadata.items():
+        if key in shapes or key.rpartition(".")[0] in modules:
+            continue  # a plain tensor's entry, or the entry of a stored module
+        try:
+            if entry(text)["_type"] != "Tensor":
+                spare.append(text)
+        except ValueError:
+            continue
+    if len(spare) != len(missing):
+        return out
+    texts = sorted(set(spare))
+    for stored in missing:
+        w = out[stored]
+        assert isinstance(w, Undecoded)
+        fits: dict[tuple[object, ...], TorchaoWeight] = {}
+        for text in texts:
+            try:
+                got = _describe(w.name, w.parts, shapes, text)
+            except ValueError:
+                continue
+            fits.setdefault((got.kind, got.dtype, got.block, got.by_rows), got)
+        if len(fits) == 1:
+            out[stored] = next(iter(fits.values()))
     return out
 
 
