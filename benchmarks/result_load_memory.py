@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mother_core.recovery.result import Edge, ModelNode, Recovery, TreeInfo  # noqa: E402
+from mother_core.recovery.result import Alternative, Recovery  # noqa: E402
 
 CHILD = """
 import sys, time
@@ -53,9 +53,21 @@ def tiled(real: Recovery, n: int) -> Recovery:
     assert p is not None
     k = -(-n // len(real.models))
     name = lambda i, c: f"{i}~{c}"  # noqa: E731
-    models = [replace(m, id=name(m.id, c), tree=m.tree + c * 1000) for c in range(k) for m in real.models][:n]
-    keep = {m.id for m in models}
-    edges = [replace(e, parent=name(e.parent, c), child=name(e.child, c), alternatives=(), tie_kurtosis={})
+    keep = {name(m.id, c) for c in range(k) for m in real.models[:n - c * len(real.models)]}
+
+    def alts(c: int, alternatives: tuple[Alternative, ...]) -> tuple[Alternative, ...]:
+        return tuple(replace(a, parent=None if a.parent is None else name(a.parent, c)) for a in alternatives
+                     if a.parent is None or name(a.parent, c) in keep)
+
+    def other(c: int, m: str | None) -> str | None:
+        return None if m is None or name(m, c) not in keep else name(m, c)
+
+    models = [replace(m, id=name(m.id, c), tree=m.tree + c * 1000, alternatives=alts(c, m.alternatives),
+                      declared_parent=other(c, m.declared_parent))
+              for c in range(k) for m in real.models if name(m.id, c) in keep]
+    edges = [replace(e, parent=name(e.parent, c), child=name(e.child, c), alternatives=alts(c, e.alternatives),
+                     tie_kurtosis={name(m, c): v for m, v in e.tie_kurtosis.items() if name(m, c) in keep},
+                     tie_displaced=other(c, e.tie_displaced))
              for c in range(k) for e in real.edges if name(e.child, c) in keep and name(e.parent, c) in keep]
     trees = [replace(t, id=t.id + c * 1000, members=tuple(name(x, c) for x in t.members if name(x, c) in keep),
                      root=name(t.root, c)) for c in range(k) for t in real.trees if name(t.root, c) in keep]
