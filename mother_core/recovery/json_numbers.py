@@ -134,21 +134,25 @@ def loads_result(text: str) -> Any:
         used[k] = True
         return k
 
+    def listed(k: int) -> Any:
+        """Row ``k`` as the list ``json.loads`` makes of it."""
+        return json.loads(text[spans[k][0]:spans[k][1]], parse_int=_json_int)
+
     def matrix(rows: Any) -> Any:
         """An array where ``rows`` are all placeholders of one length; else ``rows`` with lists put back."""
         if type(rows) is not list or not rows:
             return restore(rows)
         ks = [row_index(r) for r in rows]
-        if any(k is None for k in ks):
-            return restore([json.loads(text[slice(*spans[k])], parse_int=_json_int) if k is not None else r
-                            for k, r in zip(ks, rows)])
+        whole = [k for k in ks if k is not None]
+        if len(whole) < len(ks):
+            return restore([r if k is None else listed(k) for k, r in zip(ks, rows)])
         out: np.ndarray | None = None
-        for i, k in enumerate(ks):
-            row = _row(text[slice(*spans[k])])  # type: ignore[misc]
+        for i, k in enumerate(whole):
+            row = _row(text[spans[k][0]:spans[k][1]])
             if out is None:
                 out = np.empty((len(rows), len(row)), dtype=np.float64)  # (N, width)
             if len(row) != out.shape[1]:  # ragged: the lists, for the schema's message
-                return [json.loads(text[slice(*spans[k])], parse_int=_json_int) for k in ks]  # type: ignore[misc]
+                return [listed(k) for k in whole]
             out[i] = row
         return out
 
@@ -161,7 +165,7 @@ def loads_result(text: str) -> Any:
             for key, v in list(items):
                 k = row_index(v)
                 if k is not None:
-                    node[key] = json.loads(text[slice(*spans[k])], parse_int=_json_int)
+                    node[key] = listed(k)
                 elif type(v) in (dict, list):
                     stack.append(v)
         return x
