@@ -33,8 +33,8 @@ def matrix_from_json(rows: Any, dtype: type = np.float64) -> np.ndarray:
     """A matrix written as lists of result.json numbers (rows), read back as an array of ``dtype``; an array
     (:func:`loads_result` reads a result's matrices as float64 arrays) is taken as it is."""
     if isinstance(rows, np.ndarray):
-        if np.dtype(dtype).kind in "iu" and not np.isfinite(rows).all():
-            raise ValueError("cannot convert float NaN or infinity to integer")  # what np.array(lists) says
+        if np.dtype(dtype).kind in "iu" and not (np.abs(rows) < 2.0**63).all():  # NaN, inf, past int64
+            raise ValueError("a count is NaN, infinite or past 64-bit integers")  # np.array(lists) refused them
         return rows if rows.dtype == dtype else rows.astype(dtype)
     return np.array([[from_json_number(x) for x in row] for row in rows], dtype=dtype)
 
