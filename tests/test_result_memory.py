@@ -120,3 +120,13 @@ def test_text_that_looks_like_a_row_inside_strings_is_left_alone(tmp_path, resul
     (tmp_path / "r.json").write_text(json.dumps(d2))
     with pytest.raises(ResultFormatError, match=r"distance_matrix\[1\]\[0\]"):
         Recovery.load(tmp_path / "r.json")
+
+
+@pytest.mark.parametrize("raw", ["[1.0, 2.5]", "[[1.0, 2.5], [3, null]]"])
+def test_a_file_that_is_itself_a_row_or_a_matrix_reads_as_lists_and_is_refused(tmp_path, raw):
+    from mother_core.errors import ResultFormatError
+
+    (tmp_path / "r.json").write_text(raw)
+    assert loads_result(raw) == loads(raw)  # the lists, not a placeholder
+    with pytest.raises(ResultFormatError, match="not a MoTHer result: expected a JSON object"):
+        Recovery.load(tmp_path / "r.json")

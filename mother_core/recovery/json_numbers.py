@@ -128,8 +128,8 @@ def loads_result(text: str) -> Any:
     def row_index(x: Any) -> int | None:
         if type(x) is not str or not x.startswith(mark):
             return None
-        k = int(x[len(mark):])
-        if used[k]:  # a string in the file spelled a placeholder: no row stands for two places
+        k = int(x[len(mark):]) if x[len(mark):].isdigit() else -1
+        if not 0 <= k < len(spans) or used[k]:  # a string of the file spelled a placeholder: no row is two
             raise _Forged
         used[k] = True
         return k
@@ -184,7 +184,8 @@ def loads_result(text: str) -> Any:
                 if type(votes) is dict:
                     for key in votes:
                         votes[key] = matrix(votes[key])
-        return restore(d)
+        whole_file = [d]  # the file itself may be one row ("[1, 2]"): the schema says what it holds
+        return restore(whole_file)[0]
     except _Forged:
         return loads(text)
 
