@@ -75,7 +75,9 @@ def read_bytes_file(path: str | os.PathLike[str], limit: int) -> bytes:
     if why:
         raise OSError(why)
     with open(path, "rb") as f:
-        data = f.read(limit + 1)
+        # Asked for ``limit + 1`` bytes, ``read`` allocated that much first (1 GiB for every result opened, however
+        # small): ask for what the file holds, one more to see it is past the limit
+        data = f.read(min(limit, os.fstat(f.fileno()).st_size) + 1)
     if len(data) > limit:
         raise OSError(f"it is larger than {limit:,} bytes")
     return data

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import secrets
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,12 @@ def from_json_number(x: Any) -> float:
 
 
 def matrix_from_json(rows: Any, dtype: type = np.float64) -> np.ndarray:
-    """A matrix written as lists of result.json numbers (rows), read back as an array of ``dtype``."""
+    """A matrix written as lists of result.json numbers (rows), read back as an array of ``dtype``; an array
+    (:func:`loads_result` reads a result's matrices as float64 arrays) is taken as it is."""
+    if isinstance(rows, np.ndarray):
+        if np.dtype(dtype).kind in "iu" and not (np.abs(rows) < 2.0**63).all():  # NaN, inf, past int64
+            raise ValueError("a count is NaN, infinite or past 64-bit integers")  # np.array(lists) refused them
+        return rows if rows.dtype == dtype else rows.astype(dtype)
     return np.array([[from_json_number(x) for x in row] for row in rows], dtype=dtype)
 
 
@@ -55,3 +62,133 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text, parse_int=_json_int)
     except RecursionError:
         raise ValueError("it nests too deeply to be one") from None
+
+
+# --- Reading a result's matrices without a Python float per cell ------------------------------------------
+# ``json.loads`` makes every cell of an N x N matrix a Python float in a list (32 bytes against the ~20 to 25
+# characters the writer spends on it), and the arrays were then built from those lists through a second list
+# per row: 9 bytes of memory per byte of file at the peak (540 MB for 58 MB, branch hostile5). A result's
+# bulk is its matrices, so :func:`loads_result` reads each row of plain numbers by itself: it finds them in
+# the text (lexically, outside strings), lets ``json`` parse the rest with a short placeholder per row, and
+# puts a float64 array where a whole matrix of equal rows is expected (:data:`MATRIX_KEYS`); every other row
+# goes back to the lists ``json.loads`` would have made. A row's cells are exactly what the schema's ``_NUM``
+# accepts (a JSON number, ``null``, ``"inf"``, ``"-inf"``, ``"nan"``, ``"NaN"``); anything else in a row (a
+# ``true``, ``"1.0"``, a nested list, a ``NaN`` literal) leaves it to the lists and the schema, as before.
+
+#: Where a result holds (N, N) or (N, layers) matrices: top-level keys, and keys of its ``extra``
+#: (:meth:`mother_core.recovery.problem.RecoveryProblem.to_json`; ``cue_votes`` maps a cue to one).
+MATRIX_KEYS = ("layer_kurtosis", "distance_matrix", "cost_matrix")
+EXTRA_MATRIX_KEYS = ("relative_distance", "direction_evidence", "votes_up", "shared_layers", "squared_distance")
+
+_NUMBER = r'-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|null|"(?:-?inf|nan|NaN)"'
+# A JSON string (skipped whole, so no row is found inside one) or a row of one or more plain numbers.
+# Possessive quantifiers: no backtracking state kept per cell, so a row of millions of cells costs no stack.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|\[[ \t\n\r]*+(?:' + _NUMBER + r')(?:[ \t\n\r]*+,[ \t\n\r]*+(?:'
+                    + _NUMBER + r'))*+[ \t\n\r]*+\]', re.DOTALL)
+
+
+def _row(text: str) -> np.ndarray:
+    """One row of plain numbers (a span :data:`_TOKEN` matched) as float64, read as :func:`matrix_from_json` does."""
+    cells = json.loads(text, parse_int=_json_int)
+    if '"' in text or "n" in text:  # null or a spelled infinity / NaN among the cells
+        cells = [from_json_number(x) for x in cells]
+    return np.array(cells, dtype=np.float64)
+
+
+def loads_result(text: str) -> Any:
+    """A result file's JSON as :func:`loads` reads it, but for its matrices (:data:`MATRIX_KEYS`, and
+    :data:`EXTRA_MATRIX_KEYS` and ``cue_votes`` in ``extra``): a matrix whose rows are all plain numbers of one
+    length is a float64 array, read one row at a time (memory: the text plus 8 bytes a cell, not a list of
+    Python floats); any other matrix stays lists, for the schema to judge as before.
+
+    >>> d = loads_result('{"distance_matrix": [[0, 1.5], [null, "inf"]], "layers": [{"shape": [2, 3]}]}')
+    >>> d["distance_matrix"]
+    array([[0. , 1.5],
+           [nan, inf]])
+    >>> d["layers"]
+    [{'shape': [2, 3]}]
+    """
+    spans: list[tuple[int, int]] = []
+    pieces: list[str] = []
+    mark = f"\x00row-{secrets.token_hex(16)}:"
+    last = 0
+    for m in _TOKEN.finditer(text):
+        if m.group().startswith('"'):
+            continue
+        pieces += [text[last:m.start()], json.dumps(f"{mark}{len(spans)}")]
+        spans.append(m.span())
+        last = m.end()
+    if not spans:
+        return loads(text)
+    pieces.append(text[last:])
+    d = loads("".join(pieces))
+    del pieces
+    used = [False] * len(spans)
+
+    def row_index(x: Any) -> int | None:
+        if type(x) is not str or not x.startswith(mark):
+            return None
+        k = int(x[len(mark):]) if x[len(mark):].isdigit() else -1
+        if not 0 <= k < len(spans) or used[k]:  # a string of the file spelled a placeholder: no row is two
+            raise _Forged
+        used[k] = True
+        return k
+
+    def listed(k: int) -> Any:
+        """Row ``k`` as the list ``json.loads`` makes of it."""
+        return json.loads(text[spans[k][0]:spans[k][1]], parse_int=_json_int)
+
+    def matrix(rows: Any) -> Any:
+        """An array where ``rows`` are all placeholders of one length; else ``rows`` with lists put back."""
+        if type(rows) is not list or not rows:
+            return restore(rows)
+        ks = [row_index(r) for r in rows]
+        whole = [k for k in ks if k is not None]
+        if len(whole) < len(ks):
+            return restore([r if k is None else listed(k) for k, r in zip(ks, rows)])
+        out: np.ndarray | None = None
+        for i, k in enumerate(whole):
+            row = _row(text[spans[k][0]:spans[k][1]])
+            if out is None:
+                out = np.empty((len(rows), len(row)), dtype=np.float64)  # (N, width)
+            if len(row) != out.shape[1]:  # ragged: the lists, for the schema's message
+                return [listed(k) for k in whole]
+            out[i] = row
+        return out
+
+    def restore(x: Any) -> Any:
+        """``x`` with every placeholder back as the list ``json.loads`` makes of its row (iteratively: any depth)."""
+        stack = [x]
+        while stack:
+            node = stack.pop()
+            items = node.items() if type(node) is dict else enumerate(node) if type(node) is list else ()
+            for key, v in list(items):
+                k = row_index(v)
+                if k is not None:
+                    node[key] = listed(k)
+                elif type(v) in (dict, list):
+                    stack.append(v)
+        return x
+
+    try:
+        if type(d) is dict:
+            for key in MATRIX_KEYS:
+                if key in d:
+                    d[key] = matrix(d[key])
+            extra = d.get("extra")
+            if type(extra) is dict:
+                for key in EXTRA_MATRIX_KEYS:
+                    if key in extra:
+                        extra[key] = matrix(extra[key])
+                votes = extra.get("cue_votes")
+                if type(votes) is dict:
+                    for key in votes:
+                        votes[key] = matrix(votes[key])
+        whole_file = [d]  # the file itself may be one row ("[1, 2]"): the schema says what it holds
+        return restore(whole_file)[0]
+    except _Forged:
+        return loads(text)
+
+
+class _Forged(Exception):
+    """A string of the file spelled a row placeholder (a 1 in 2**128 guess): read the file the plain way."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
+import numpy as np
 
 from mother_core.errors import InputError, ResultFormatError
 from mother_core.relations.vocabulary import parse_relation
@@ -115,6 +116,8 @@ def _not_number(x: Any) -> bool:
 def _number_error(d: dict[str, Any]) -> tuple[str, Any] | None:
     """The first cell of a long number array that is not a number, null or a spelled infinity/NaN."""
     for key in _NUMBER_ARRAYS:
+        if isinstance(d.get(key), np.ndarray):
+            continue  # read row by row from plain numbers only (json_numbers.loads_result): every cell one
         for i, row in enumerate(d.get(key) or ()):
             for j, x in enumerate(row):
                 if _not_number(x):
@@ -136,7 +139,10 @@ def check_result(d: Any) -> None:
     """Raise :class:`ResultFormatError` unless ``d`` is a well-formed result (see the module docstring)."""
     if not isinstance(d, dict):
         raise _bad("the file", f"it holds a JSON {type(d).__name__}, not an object with 'models' and 'edges'")
-    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(d))
+    # A matrix read as an array (json_numbers.loads_result) holds only numbers of equal rows: the validator,
+    # which knows no arrays, sees it as an empty list; its size is checked below as any matrix's is.
+    shown = {**d, **{k: [] for k in _NUMBER_ARRAYS if isinstance(d.get(k), np.ndarray)}}
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(shown))
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path) or "the file"
         raise _bad(where.lstrip("."), error.message[:300])
@@ -181,7 +187,7 @@ def check_result(d: Any) -> None:
     lk = d.get("layer_kurtosis")
     if lk is not None and len(lk) != n:
         raise _bad("layer_kurtosis", f"it has {len(lk)} rows for {n} models")
-    widths = {len(row) for row in lk or ()}
+    widths = {len(row) for row in (() if lk is None else lk)}
     if len(widths) > 1:  # a ragged matrix made numpy refuse it with a bare ValueError out of the loader
         raise _bad("layer_kurtosis", f"its rows differ in length ({', '.join(map(str, sorted(widths)[:5]))}); "
                                      "each holds one value per layer")
