@@ -527,7 +527,7 @@ def build_graph(
     labels = {n["id"]: str(n.get("label", "")) for n in nodes}
     ends = [(e["from"], e["to"]) for e in edges]
     pos, lone = lone_band(shown, labels, ends, hidden_under, {n["id"]: (n["x"], n["y"]) for n in nodes},
-                          font_size, aspect, min(LABEL_GROWTH, max(1.0, growth)))
+                          font_size, aspect, round(min(LABEL_GROWTH, max(1.0, growth)), 3))  # as label_growth
     if lone:
         nodes = [{**n, "x": round(pos[n["id"]][0], 1), "y": round(pos[n["id"]][1], 1)} for n in nodes]
         arrangements = tuple(
