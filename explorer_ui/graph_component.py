@@ -107,7 +107,8 @@ function build(root, st, d) {
   const edges = new vis.DataSet(d.edges.map(e => ({...e, from: visId(e.from), to: visId(e.to)})));
   arrange(root, d, nodes);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
-  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.lone = d.lone || []; st.sel = null; st.font = null; st.reveal = null;
+  st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null; st.reveal = null;
+  st.lone = d.lone || [];  // the band's models (tests)
   window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
   root.dataset.drawn = '0';
   // A click selects in the canvas at once (vis highlights it) and tells Python, which does not send the
@@ -215,12 +216,17 @@ function fit(st, d) {
   note.style.display = 'none';
   root.dataset.overview = '0';
   if (!isFinite(b.x0) || !w || !h) { net.fit({animation: false}); relabel(st, d); return; }
+  // The lone models' grey box reaches 10 canvas px past its models (16 screen px at the largest zoom, 1.6): more
+  // margin, or its sides and bottom touched the canvas' edges.
+  const band = (d.lone || []).length ? 16 : 0;
   const place = (top) => {  // the scale and centre that show the box whole, ``top`` px free above it
-    const pad = 14, s = Math.min(1.6, (w - 2 * pad) / Math.max(1, b.x1 - b.x0),
+    const pad = 14 + band, s = Math.min(1.6, (w - 2 * pad) / Math.max(1, b.x1 - b.x0),
                                  (h - top - pad) / Math.max(1, b.y1 - b.y0));
     return {scale: s, position: {x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2 - (top - pad) / 2 / s}};
   };
-  const named = d.families && d.families.length > 1 ? 24 : 0;  // room for the top row's family names
+  // Room for the top row's family names, or for the band's name when lone models are all there is.
+  const onlyLone = (d.lone || []).length > 0 && d.lone.length === d.nodes.length;
+  const named = (d.families && d.families.length > 1) || onlyLone ? 24 : 0;
   const readable = readableScale(d, 1);
   let view = place(14 + named);
   // Readable whole only without room for the top names: readable it is (drawFamilies keeps those names in sight).
@@ -302,7 +308,7 @@ function drawFamilies(root, st, d, ctx, members) {
     ctx.fillStyle = d.dark ? '#F2F2F2' : '#1A1A1A'; ctx.fillText(f.label, x, y);
   }
   ctx.restore();
-  root.dataset.families = String(named);  // how many family names are drawn (tests); data-lone: the band named (1) or not
+  root.dataset.families = String(named);  // how many family names are drawn (tests); data-lone: the band's (0/1)
 }
 
 // What the canvas shows as selected, for tests and benchmarks (data-selected-edge / data-selected-node).
