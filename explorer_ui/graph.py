@@ -563,8 +563,8 @@ def lone_band(order: list[str], labels: dict[str, str], edges: Iterable[EdgeKey]
     to their root ("m-0466ed ▸ +2"). Those folded roots keep a grid of their own right under the trees; the lone
     models get theirs below, two generations down (room for the band's name), boxed and named
     (:func:`lone_title`) by the canvas' ``drawFamilies`` and the slide's ``_draw_band``. Columns are the labels'
-    width (as the layout's); the grid is as wide as the trees, wider when that keeps it closer to the canvas'
-    shape (``aspect``, width / height).
+    width (as the layout's); the band is as wide as the trees, wider when the whole drawing then fits a canvas
+    of ``aspect`` (width / height) at a larger zoom.
 
     Parameters
     ----------
@@ -602,9 +602,20 @@ def lone_band(order: list[str], labels: dict[str, str], edges: Iterable[EdgeKey]
     bottom = max((y for _, y in rest.values()), default=-gen)
     out = dict(rest)
 
-    def grid(ids: list[str], top: float, row: float) -> float:
-        """``ids`` in rows from ``top``; the y of the last row."""
+    def grid(ids: list[str], top: float, row: float, fit: bool = False) -> float:
+        """``ids`` in rows from ``top``; the y of the last row. ``fit``: as many columns as make the whole drawing
+        (what is already placed and this grid) fit a canvas of ``aspect`` at the largest zoom (a near tie keeps
+        fewer): in talk mode's wide canvas a grid shaped by its own count (8 x 5 for 40) left the drawing
+        at half the zoom the layout's strip had."""
         cols = max(1, int(width // cell), math.ceil(math.sqrt(len(ids) * aspect * row / cell)))
+        if fit:
+            y0 = min((y for _, y in out.values()), default=top)
+            cols, best = max(1, min(int(width // cell), len(ids))), 0.0
+            for c in range(cols, len(ids) + 1):
+                rows = math.ceil(len(ids) / c)
+                zoom = min(aspect / max(width, c * cell), 1 / (top - y0 + rows * row))
+                if zoom > best * 1.02:
+                    cols, best = c, zoom
         cols = min(cols, len(ids))
         for i, m in enumerate(ids):
             out[m] = (x0 + (i % cols) * cell, top + (i // cols) * row)
@@ -614,7 +625,7 @@ def lone_band(order: list[str], labels: dict[str, str], edges: Iterable[EdgeKey]
     if folds:  # families folded to their root: drawn as the strip drew them, but as a grid of their own
         bottom = grid(folds, bottom + 1.5 * gen, gen)
     # Two generations down: room for the box above's padding, the band's name and its own padding.
-    grid(lone, bottom + 2 * gen if out.keys() - set(lone) else 0.0, 0.75 * gen)
+    grid(lone, bottom + 2 * gen if out.keys() - set(lone) else 0.0, 0.75 * gen, fit=True)
     return {m: out[m] for m in order}, lone
 
 
