@@ -530,10 +530,18 @@ def build_graph(
                           font_size, aspect, round(min(LABEL_GROWTH, max(1.0, growth)), 3))  # as label_growth
     if lone:
         nodes = [{**n, "x": round(pos[n["id"]][0], 1), "y": round(pos[n["id"]][1], 1)} for n in nodes]
-        arrangements = tuple(
-            {**a, "pos": {m: [round(x, 1), round(y, 1)] for m, (x, y) in lone_band(
-                shown, labels, ends, hidden_under, {m: (xy[0], xy[1]) for m, xy in a["pos"].items()}, font_size,
-                aspect, a["growth"])[0].items()}} for a in arrangements)
+        # Each arrangement with the band shaped for the page's guess of the canvas, then (for the browser to pick
+        # where it fits better) for a canvas 2.5 times as wide: talk mode's canvas is ~5:1 where the page guesses
+        # 16:7, and a band of 40 in 4 rows under the trees left the drawing at half the zoom of the old strip.
+        banded: list[dict] = []
+        for wide in (1.0, 2.5):
+            for a in arrangements:
+                alt = {**a, "pos": {m: [round(x, 1), round(y, 1)] for m, (x, y) in lone_band(
+                    shown, labels, ends, hidden_under, {m: (xy[0], xy[1]) for m, xy in a["pos"].items()},
+                    font_size, aspect * wide, a["growth"])[0].items()}}
+                if alt not in banded:
+                    banded.append(alt)
+        arrangements = tuple(banded)
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
     options = _options(font_size, "top-down" if layout == "auto" else layout)
     rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark))
