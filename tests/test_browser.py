@@ -340,7 +340,8 @@ def test_a_row_of_the_home_pages_least_confident_edges_opens_its_evidence(server
         browser.close()
 
 
-@pytest.mark.parametrize("demo, models, direction", [("mixed-forest", 18, "horizontal"), ("vit-tree", 13, "horizontal")])
+@pytest.mark.parametrize("demo, models, direction",
+                         [("mixed-forest", 18, "horizontal"), ("vit-tree", 13, "horizontal")])
 def test_a_forest_that_fits_the_canvas_opens_whole(server, demo, models, direction):
     """mixed-forest's 18 models in five trees fit the Tree page's canvas (614 x 553 px at 1500 px wide)
     with readable labels, once wrapped for that canvas; vit-tree (one tree, nine leaves: 0.67 zoom top-down)
