@@ -366,6 +366,9 @@ class GraphData:
     # "m-478868 · 31 models", "color": fill, "edge": border}``. The browser draws each family's models on a
     # tinted box under this label, so a forest zoomed out past readable model names still reads as families.
     families: tuple[dict, ...] = ()
+    # The lone models (no parent, no child, nothing folded under them), in drawing order: laid out in a grid under
+    # everything else (:func:`lone_band`) and drawn on a grey box named :func:`lone_title`.
+    lone: tuple[str, ...] = ()
 
     def edge_id(self, edge: EdgeKey | None) -> str | None:
         if edge is None:
@@ -529,6 +532,26 @@ def build_graph(
                          smooth={"enabled": True, "type": "curvedCCW", "roundness": 0.35})
     nodes = [_clean(n) for n in net.nodes]
     edges = [_clean(e) for e in net.edges]
+    # Lone models (no parent, no child) in a named band under the families, in every arrangement the browser
+    # may pick (and the slide draws): the layout's wrapped strip of them read as an accident.
+    labels = {n["id"]: str(n.get("label", "")) for n in nodes}
+    ends = [(e["from"], e["to"]) for e in edges]
+    pos, lone = lone_band(shown, labels, ends, hidden_under, {n["id"]: (n["x"], n["y"]) for n in nodes},
+                          font_size, aspect, round(min(LABEL_GROWTH, max(1.0, growth)), 3))  # as label_growth
+    if lone:
+        nodes = [{**n, "x": round(pos[n["id"]][0], 1), "y": round(pos[n["id"]][1], 1)} for n in nodes]
+        # Each arrangement with the band shaped for the page's guess of the canvas, then (for the browser to pick
+        # where it fits better) for a canvas 2.5 times as wide: talk mode's canvas is ~5:1 where the page guesses
+        # 16:7, and a band of 40 in 4 rows under the trees left the drawing at half the zoom of the old strip.
+        banded: list[dict] = []
+        for wide in (1.0, 2.5):
+            for a in arrangements:
+                alt = {**a, "pos": {m: [round(x, 1), round(y, 1)] for m, (x, y) in lone_band(
+                    shown, labels, ends, hidden_under, {m: (xy[0], xy[1]) for m, xy in a["pos"].items()},
+                    font_size, aspect * wide, a["growth"])[0].items()}}
+                if alt not in banded:
+                    banded.append(alt)
+        arrangements = tuple(banded)
     edges.sort(key=lambda e: 1 if str(e.get("id", "")).startswith("m") else 0)  # missing on top
     options = _options(font_size, "top-down" if layout == "auto" else layout)
     rows = tuple(legend_items(statuses, reference, mode, rec, folded_any=bool(hidden_under), focus=focus, dark=dark))
@@ -537,7 +560,91 @@ def build_graph(
     hidden = frozenset(set(forest.ids) - shown_set)
     return GraphData(digest.hexdigest()[:16], nodes, edges, options, legend, edge_ids, hidden_under, hidden, rows,
                      round(min(LABEL_GROWTH, max(1.0, growth)), 3), arrangements,
-                     families_of(rec, shown_set, mode))
+                     families_of(rec, shown_set, mode), tuple(lone))
+
+
+def lone_title(n: int) -> str:
+    """The name of the lone models' band (the app's canvas and the slide): ``"3 unrelated models (no parent, no
+    child found)"``."""
+    return f"{n} unrelated model{'s' if n != 1 else ''} (no parent, no child found)"
+
+
+def lone_band(order: list[str], labels: dict[str, str], edges: Iterable[EdgeKey], folded: dict[str, int],
+              pos: dict[str, tuple[float, float]], font: float, aspect: float,
+              growth: float = 1.0) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Positions (canvas px, y down) with the lone models (no parent, no child, nothing folded under them) in a
+    grid under everything else, and those models in drawing order; the one home of that decision for the app's
+    canvas and the slide (:func:`build_graph` applies it to every arrangement, the slide draws what it gets).
+
+    The layout packs models without an edge after the trees in a strip that wraps like them: on a slide and on
+    the canvas it read as an accident, one row of boxes with a last one alone below, mixed with families folded
+    to their root ("m-0466ed ▸ +2"). Those folded roots keep a grid of their own right under the trees; the lone
+    models get theirs below, two generations down (room for the band's name), boxed and named
+    (:func:`lone_title`) by the canvas' ``drawFamilies`` and the slide's ``_draw_band``. Columns are the labels'
+    width (as the layout's); the band is as wide as the trees, wider when the whole drawing then fits a canvas
+    of ``aspect`` (width / height) at a larger zoom.
+
+    Parameters
+    ----------
+    order : list of str
+        The models drawn, in drawing order.
+    labels : dict
+        Model -> its label (a folded one has a second line).
+    edges : iterable of (str, str)
+        Every edge drawn (a model at either end of one is not lone).
+    folded : dict
+        Shown model -> models folded under it.
+    pos : dict
+        Model -> ``(x, y)`` as laid out.
+    font : float
+        Label size in canvas px (the grid's cells and rows grow with it).
+    aspect : float
+        Width / height of the canvas the drawing is meant for.
+    growth : float
+        How much the arrangement lets labels grow zoomed out (``GraphData.label_growth``): the grid's columns
+        leave room for that (left to right, 1.12: the band's grown boxes touched their neighbours).
+    """
+    linked = {x for e in edges for x in e}
+    loose = [m for m in order if m not in linked]
+    lone = [m for m in loose if not folded.get(m)]
+    if not lone:
+        return pos, []
+    # A column wider than the layout's (0.6 em a character, 24 px): every lone model is a root, its border bold
+    # (3 px a side), and its "m-" + hex digits are 0.64 em wide in the browser's sans-serif; at 0.6 em and 24 px
+    # the band's boxes overlapped their neighbours on the canvas (105 px boxes 97 px apart).
+    cell = max(len(str(labels.get(m, "")).split("\n")[0]) for m in order) * font * 0.72 * max(1.0, growth) + 32
+    gen = GEN_PX * max(1.0, font / 15)
+    rest = {k: v for k, v in pos.items() if k in linked}
+    x0 = min((x for x, _ in rest.values()), default=0.0)
+    width = max((x for x, _ in rest.values()), default=x0) - x0 + cell
+    bottom = max((y for _, y in rest.values()), default=-gen)
+    out = dict(rest)
+
+    def grid(ids: list[str], top: float, row: float, fit: bool = False) -> float:
+        """``ids`` in rows from ``top``; the y of the last row. ``fit``: as many columns as make the whole drawing
+        (what is already placed and this grid) fit a canvas of ``aspect`` at the largest zoom (a near tie keeps
+        fewer): in talk mode's wide canvas a grid shaped by its own count (8 x 5 for 40) left the drawing
+        at half the zoom the layout's strip had."""
+        cols = max(1, int(width // cell), math.ceil(math.sqrt(len(ids) * aspect * row / cell)))
+        if fit:
+            y0 = min((y for _, y in out.values()), default=top)
+            cols, best = max(1, min(int(width // cell), len(ids))), 0.0
+            for c in range(cols, len(ids) + 1):
+                rows = math.ceil(len(ids) / c)
+                zoom = min(aspect / max(width, c * cell), 1 / (top - y0 + rows * row))
+                if zoom > best * 1.02:
+                    cols, best = c, zoom
+        cols = min(cols, len(ids))
+        for i, m in enumerate(ids):
+            out[m] = (x0 + (i % cols) * cell, top + (i // cols) * row)
+        return top + (len(ids) - 1) // cols * row
+
+    folds = [m for m in loose if folded.get(m)]
+    if folds:  # families folded to their root: drawn as the strip drew them, but as a grid of their own
+        bottom = grid(folds, bottom + 1.5 * gen, gen)
+    # Two generations down: room for the box above's padding, the band's name and its own padding.
+    grid(lone, bottom + 2 * gen if out.keys() - set(lone) else 0.0, 0.75 * gen, fit=True)
+    return {m: out[m] for m in order}, lone
 
 
 def families_of(rec: Recovery, shown: set[str], mode: str = "confidence") -> tuple[dict, ...]:

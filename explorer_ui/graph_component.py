@@ -35,7 +35,8 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import ARRANGE_JS, DARK_BG, DARK_DASH, DARK_SWATCH_FILL, SELECTED, GraphData, vis_source
+from explorer_ui.graph import (ARRANGE_JS, DARK_BG, DARK_DASH, DARK_SWATCH_FILL, SELECTED, GraphData, lone_title,
+                               vis_source)
 
 _CSS = string.Template("""
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
@@ -72,6 +73,7 @@ const MARK = '\u2063';
 function visId(id) { return (id in Object.prototype || String(id).startsWith(MARK)) ? MARK + id : id; }
 function modelId(v) { return typeof v === 'string' && v.startsWith(MARK) ? v.slice(1) : v; }
 
+const LONE = '\u2063lone';  // the lone models' band among the families (no family id is a string)
 let VIS = null;
 function loadVis(lib) {
   if (window.vis && window.vis.Network) return Promise.resolve(window.vis);
@@ -108,6 +110,7 @@ function build(root, st, d) {
   arrange(root, d, nodes);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
   st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null; st.reveal = null;
+  st.lone = d.lone || [];  // the band's models (tests)
   window.network = net; window.nodes = nodes; window.edges = edges;  // as pyvis pages: tests drive them
   root.dataset.drawn = '0';
   // A click selects in the canvas at once (vis highlights it) and tells Python, which does not send the
@@ -127,6 +130,7 @@ function build(root, st, d) {
   });
   const members = {};  // family id -> its models' ids, once per drawing (not per frame)
   for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(visId(n.id));
+  members[LONE] = (d.lone || []).map(visId);
   net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx, members));
   net.on('zoom', () => relabel(st, d));
   net.on('animationFinished', () => { relabel(st, d); hidePopup(net); });  // a centring moveTo sends no 'zoom'
@@ -214,12 +218,17 @@ function fit(st, d) {
   note.style.display = 'none';
   root.dataset.overview = '0';
   if (!isFinite(b.x0) || !w || !h) { net.fit({animation: false}); relabel(st, d); return; }
+  // The lone models' grey box reaches 10 canvas px past its models (16 screen px at the largest zoom, 1.6): more
+  // margin, or its sides and bottom touched the canvas' edges.
+  const band = (d.lone || []).length ? 16 : 0;
   const place = (top) => {  // the scale and centre that show the box whole, ``top`` px free above it
-    const pad = 14, s = Math.min(1.6, (w - 2 * pad) / Math.max(1, b.x1 - b.x0),
+    const pad = 14 + band, s = Math.min(1.6, (w - 2 * pad) / Math.max(1, b.x1 - b.x0),
                                  (h - top - pad) / Math.max(1, b.y1 - b.y0));
     return {scale: s, position: {x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2 - (top - pad) / 2 / s}};
   };
-  const named = d.families && d.families.length > 1 ? 24 : 0;  // room for the top row's family names
+  // Room for the top row's family names, or for the band's name when lone models are all there is.
+  const onlyLone = (d.lone || []).length > 0 && d.lone.length === d.nodes.length;
+  const named = (d.families && d.families.length > 1) || onlyLone ? 24 : 0;
   const readable = readableScale(d, 1);
   let view = place(14 + named);
   // Readable whole only without room for the top names: readable it is (drawFamilies keeps those names in sight).
@@ -265,9 +274,14 @@ function centre(st, d, ids, always) {
 // Each family of two or more shown models on a tinted, rounded box, its root and size above it in screen-size
 // type (largest families first, none drawn over another, none past the forest's right edge): zoomed out past
 // readable model names, the forest still reads as named families; zoomed in, the name says whose box it is.
+// The lone models (no parent, no child: d.lone, laid out by Python in a grid under everything else) get a grey box
+// of the same kind, named "40 unrelated models (no parent, no child found)", as the slide draws them.
 function drawFamilies(root, st, d, ctx, members) {
-  const fams = d.families || [];
-  if (fams.length < 2 || !st.network) { root.dataset.families = '0'; return; }
+  const band = (d.lone || []).length ? [{id: LONE, label: d.lone_title, color: d.dark ? '#8A8F98' : '#D9DCE1',
+                                         edge: '#8A8F98'}] : [];
+  const fams = ((d.families || []).length >= 2 ? d.families : []).concat(band);
+  root.dataset.lone = '0';
+  if (!fams.length || !st.network) { root.dataset.families = '0'; return; }
   const net = st.network, s = net.getScale();
   const pad = 10;
   const boxes = fams.map(f => [f, boxOf(net, members[f.id] || [])]).filter(([, b]) => isFinite(b.x0));
@@ -290,12 +304,13 @@ function drawFamilies(root, st, d, ctx, members) {
     if (b.y1 + pad < top + (px + 4) / s) continue;  // the box is above the view: no name pinned to its top
     const y = Math.max(b.y0 - pad - 2 / s, top + (px + 4) / s), r = {x0: x, x1: x + tw, y0: y - (px + 2) / s, y1: y};
     if (taken.some(t => r.x0 < t.x1 && t.x0 < r.x1 && r.y0 < t.y1 && t.y0 < r.y1)) continue;
-    taken.push(r); named++;
+    taken.push(r);
+    if (f.id === LONE) root.dataset.lone = '1'; else named++;
     ctx.lineWidth = 4 / s; ctx.strokeStyle = d.dark ? '#14161A' : '#FFFFFF'; ctx.strokeText(f.label, x, y);
     ctx.fillStyle = d.dark ? '#F2F2F2' : '#1A1A1A'; ctx.fillText(f.label, x, y);
   }
   ctx.restore();
-  root.dataset.families = String(named);  // how many family names are drawn (tests)
+  root.dataset.families = String(named);  // how many family names are drawn (tests); data-lone: the band's (0/1)
 }
 
 // What the canvas shows as selected, for tests and benchmarks (data-selected-edge / data-selected-node).
@@ -437,6 +452,6 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
                "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
                "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
                "selected_color": SELECTED, "label_growth": data.label_growth,
-               "families": list(data.families),
+               "families": list(data.families), "lone": list(data.lone), "lone_title": lone_title(len(data.lone)),
                "arrangements": list(data.arrangements)}
     _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)

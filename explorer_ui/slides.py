@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from typing import Any
 
 import matplotlib
@@ -22,8 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from explorer_ui.graph import (DARK_BG, DARK_DASH, DARK_INK, DARK_SWATCH_FILL, GEN_PX, LIGHT_INK, GraphData, label_cell,
-                               label_font)
+from explorer_ui.graph import (DARK_BG, DARK_DASH, DARK_INK, DARK_SWATCH_FILL, LIGHT_INK, GraphData, label_cell,
+                               label_font, lone_title)
 
 FORMATS = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
@@ -62,8 +61,9 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
     if title:
         fig.suptitle(title, fontsize=font_pt + 9, color=fg, x=0.02, ha="left", fontweight="bold", parse_math=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92 if title else 0.98, bottom=bottom)
-    pos, lone = _band_lone(data, {n["id"]: (float(n["x"]), float(n["y"])) for n in data.nodes})
-    pos = {k: (x, -y) for k, (x, y) in pos.items()}
+    # The lone models' band is laid out where the app's canvas has it (graph.lone_band): drawn here, not moved.
+    lone = list(data.lone)
+    pos = {n["id"]: (float(n["x"]), -float(n["y"])) for n in data.nodes}
     size = _fit_view(fig, ax, data, pos, font_pt, boxed=len(data.families) > 1 or bool(lone))
     texts = {}
     for n in data.nodes:
@@ -98,49 +98,8 @@ def tree_figure(data: GraphData, legend: list[tuple[str, str, str]], title: str 
                                 "connectionstyle": "arc3,rad=0.25" if "smooth" in e else "arc3"})
     _draw_families(fig, ax, data, texts, size, fg, bg, dark)
     if lone:
-        _draw_band(fig, ax, [texts[m] for m in lone], f"{len(lone)} unrelated model{'s' if len(lone) > 1 else ''}"
-                   " (no parent, no child found)", size, fg, bg, dark)
+        _draw_band(fig, ax, [texts[m] for m in lone], lone_title(len(lone)), size, fg, bg, dark)
     return fig
-
-
-def _band_lone(data: GraphData, pos: dict[str, tuple[float, float]]) -> tuple[dict[str, tuple[float, float]],
-                                                                              list[str]]:
-    """Positions (canvas px, y down) with the lone models (no parent, no child, nothing folded under them) in a
-    grid under everything else, and those models in drawing order.
-
-    The layout packs models without an edge after the trees in a strip that wraps like them: on a slide it
-    read as an accident, one row of boxes with a last one alone below, mixed with families folded to their
-    root ("m-0466ed ▸ +2"). Those folded roots keep a grid of their own right under the trees; the lone models
-    get theirs below, a generation down, boxed and named by :func:`_draw_band`. Columns are the labels' width
-    (as the layout's); the grid is as wide as the trees, wider when that keeps it closer to the slide's shape.
-    """
-    linked = {e["from"] for e in data.edges} | {e["to"] for e in data.edges}
-    loose = [n["id"] for n in data.nodes if n["id"] not in linked]
-    lone = [m for m in loose if not data.folded.get(m)]
-    if not lone:
-        return pos, []
-    cell = label_cell(data)
-    rest = {k: v for k, v in pos.items() if k in linked}
-    x0 = min((x for x, _ in rest.values()), default=0.0)
-    width = max((x for x, _ in rest.values()), default=x0) - x0 + cell
-    bottom = max((y for _, y in rest.values()), default=-GEN_PX)
-    out = dict(rest)
-
-    def grid(ids: list[str], top: float, row: float) -> float:
-        """``ids`` in rows from ``top``; the y of the last row."""
-        aspect = CANVAS_PX[0] / CANVAS_PX[1]
-        cols = max(1, int(width // cell), math.ceil(math.sqrt(len(ids) * aspect * row / cell)))
-        cols = min(cols, len(ids))
-        for i, m in enumerate(ids):
-            out[m] = (x0 + (i % cols) * cell, top + (i // cols) * row)
-        return top + (len(ids) - 1) // cols * row
-
-    folded = [m for m in loose if data.folded.get(m)]
-    if folded:  # families folded to their root: drawn as the strip drew them, but as a grid of their own
-        bottom = grid(folded, bottom + 1.5 * GEN_PX, GEN_PX)
-    # Two generations down: room for the box above's padding, the band's name and its own padding.
-    grid(lone, bottom + 2 * GEN_PX if out.keys() - set(lone) else 0.0, 0.75 * GEN_PX)
-    return {n["id"]: out[n["id"]] for n in data.nodes}, lone
 
 
 def _draw_band(fig: plt.Figure, ax: plt.Axes, texts: list[Any], title: str, size: float, fg: str, bg: str,

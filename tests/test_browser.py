@@ -340,12 +340,15 @@ def test_a_row_of_the_home_pages_least_confident_edges_opens_its_evidence(server
         browser.close()
 
 
-@pytest.mark.parametrize("demo, models, direction", [("mixed-forest", 18, "vertical"), ("vit-tree", 13, "horizontal")])
+@pytest.mark.parametrize("demo, models, direction",
+                         [("mixed-forest", 18, "horizontal"), ("vit-tree", 13, "horizontal")])
 def test_a_forest_that_fits_the_canvas_opens_whole(server, demo, models, direction):
     """mixed-forest's 18 models in five trees fit the Tree page's canvas (614 x 553 px at 1500 px wide)
     with readable labels, once wrapped for that canvas; vit-tree (one tree, nine leaves: 0.67 zoom top-down)
     fits drawn left to right (layout "auto"). The first view shows them all, with no "zoomed in to the
-    top-left" note (both opened on the top-left corner, part of the forest cut off)."""
+    top-left" note (both opened on the top-left corner, part of the forest cut off). lonecanvas: mixed-forest's
+    two unrelated models now sit in a band under the trees, which makes the top-down drawing too tall to read
+    whole there (10.8-px labels); left to right reads (0.94 zoom, 14 px), so "auto" takes it."""
     url = server[0]
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -580,3 +583,52 @@ def test_an_edge_click_leaves_no_other_edges_tooltip_over_the_tree(server):
                              ".map(e => e.innerText.split('\\n')[0])")
         browser.close()
     assert all(t == f"{pt['parent']} → {pt['child']}" for t in tips), (pt, tips)
+
+
+def test_lone_models_are_drawn_in_their_band_and_clickable(tmp_path, monkeypatch):
+    """lonecanvas: the Tree page's canvas packed models with no parent and no child after the trees in a strip
+    that wrapped like them (mixed with the families' rows, names hidden at 1280x720 with three of them). A saved
+    result of three families and three unrelated models now draws those three in a grey band named "3 unrelated
+    models (no parent, no child found)" under every other model, the whole graph in the first view, none of
+    their boxes over another; a click on one opens its card."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_graph import families
+
+    (tmp_path / "results").mkdir()
+    result = tmp_path / "results" / "lone.json"
+    families([(2, 1)] * 3 + [(0, 0)] * 3).save(result)
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    with _streamlit([], "server-lone.log") as (url, _, _), playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(f"{url}/tree?source=result&set={result}")
+        graph_drawn(page)
+        settled(page)
+        page.wait_for_timeout(1200)  # vis checks its canvas' size every second
+        view = page.evaluate(_FIRST_VIEW)
+        assert view["n"] == 18 and not view["outside"], view
+        band = page.evaluate("""() => {
+          const r = document.querySelector('.mg-root'), net = r.__mother.network;
+          const ends = new Set(edges.get().flatMap(e => [e.from, e.to]));
+          const lone = nodes.getIds().filter(id => !ends.has(id)), box = id => net.getBoundingBox(id);
+          const over = lone.filter(a => nodes.getIds().some(b => b !== a && box(a).left < box(b).right
+            && box(b).left < box(a).right && box(a).top < box(b).bottom && box(b).top < box(a).bottom));
+          return {lone, named: r.dataset.lone, over, top: Math.min(...lone.map(id => box(id).top)),
+                  above: Math.max(...[...ends].map(id => box(id).bottom))};
+        }""")
+        assert len(band["lone"]) == 3 and band["named"] == "1" and not band["over"], band
+        assert band["top"] > band["above"], band  # under every model of a family
+        target = band["lone"][1]
+        page.evaluate("document.querySelector('.mg-root .vis-network canvas').scrollIntoView({block: 'end'})")
+        page.wait_for_timeout(300)
+        point = page.evaluate("""id => {
+          const box = document.querySelector('.mg-root .vis-network canvas').getBoundingClientRect();
+          const dom = network.canvasToDOM(network.getPositions([id])[id]);
+          return network.getNodeAt(dom) === id ? {x: box.left + dom.x, y: box.top + dom.y} : null;
+        }""", target)
+        assert point, target
+        page.mouse.click(point["x"], point["y"])
+        page.get_by_role("heading", name=f"Model {target}").wait_for(timeout=60_000)
+        assert page.locator(".mg-root").first.get_attribute("data-selected-node") == target
+        assert not page.get_by_test_id("stException").count()
+        browser.close()

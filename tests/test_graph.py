@@ -276,6 +276,46 @@ def test_a_slides_lone_models_sit_in_a_named_band_under_the_families(lone):
         slides.render(fig, "png")
 
 
+@pytest.mark.parametrize("lone", [0, 3, 40])
+@pytest.mark.parametrize("layout", ["top-down", "auto", "left-right"])
+def test_the_canvas_puts_lone_models_in_a_band_under_the_families(lone, layout):
+    """lonecanvas: the app's canvas packed models with no parent and no child after the trees in a strip that
+    wrapped like them (the slide had its band since appux5). Every arrangement the browser may draw now holds
+    them (``GraphData.lone``, in drawing order) in a grid of full rows two generations under every other model,
+    no two of their boxes overlapping (a box as wide as the browser draws a root's label: 0.64 em a character
+    and 3-px borders, grown as far as the arrangement lets labels grow); the folded roots keep their own grid
+    above it; the slide draws the same positions (one layout decision for both)."""
+    from explorer_ui.graph import GEN_PX, lone_title
+
+    rec = families([(2, 1)] * 3 + [(6, 3)] * 6 + [(0, 0)] * lone)  # some folded to their root (budget)
+    data = build_graph(rec, layout=layout, budget=40, aspect=16 / 9)
+    ends = {e["from"] for e in data.edges} | {e["to"] for e in data.edges}
+    expect = [n["id"] for n in data.nodes if n["id"] not in ends and n["id"] not in data.folded]
+    assert list(data.lone) == expect and len(expect) == lone
+    assert data.folded and lone_title(1) == "1 unrelated model (no parent, no child found)"
+    font = data.options["nodes"]["font"]["size"]
+    labels = {n["id"]: n["label"] for n in data.nodes}
+    arrangements = [a["pos"] for a in data.arrangements] or [{n["id"]: [n["x"], n["y"]] for n in data.nodes}]
+    assert {n["id"]: [n["x"], n["y"]] for n in data.nodes} == arrangements[0]  # the drawn one is the first
+    for i, pos in enumerate(arrangements):
+        growth = data.arrangements[i]["growth"] if data.arrangements else data.label_growth
+        mine = [pos[m] for m in data.lone]
+        others = [xy for m, xy in pos.items() if m not in set(data.lone)]
+        if not lone:
+            continue
+        assert min(y for _, y in mine) >= max(y for _, y in others) + 2 * GEN_PX - 1e-6  # under, room for the name
+        width = max(len(labels[m].split("\n")[0]) for m in data.lone) * font * 0.64 * growth + 2 * 8 + 2 * 3
+        height = font * growth + 2 * 8 + 2 * 3
+        assert not [(a, b) for j, a in enumerate(mine) for b in mine[j + 1:]
+                    if abs(a[0] - b[0]) < width and abs(a[1] - b[1]) < height]
+        rows = sorted({y for _, y in mine})
+        per_row = [sum(y == r for _, y in mine) for r in rows]
+        assert all(k == per_row[0] for k in per_row[:-1]) and per_row[-1] <= per_row[0]  # a grid of full rows
+        assert len({x for x, _ in mine}) == per_row[0]  # in columns
+        folded = [pos[m] for m in data.folded if m not in ends]
+        assert all(y < min(r for r in rows) for _, y in folded)  # the folded roots' grid stays above the band
+
+
 def test_a_dark_drawing_keeps_every_edge_and_legend_line_visible():
     """appux5: talk mode and a dark slide drew confident edges in #00408C on #14161A (1.9:1), the legend's
     "high confidence" swatch as dark; the root's legend box was a #222 outline on the dark page. Every edge
