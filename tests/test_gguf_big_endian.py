@@ -176,7 +176,10 @@ def test_a_big_endian_file_of_an_unknown_block_order_is_refused_and_the_run_goes
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    stats = compute_statistics(discover([tmp_path]), device="cpu", cache_dir=None)
+    found = discover([tmp_path])  # said when the set is listed (`mother scan`), not only when it is read
+    assert sorted(m.id for m in found.models) == ["a", "b"]
+    assert any(p.path.endswith("odd.gguf") and "big-endian GGUF" in p.message for p in found.problems)
+    stats = compute_statistics(found, device="cpu", cache_dir=None)
     assert sorted(m.id for m in stats.models) == ["a", "b"]
     (problem,) = [p for p in stats.problems if p.path.endswith("odd.gguf")]
     assert "big-endian GGUF" in problem.message and "Q4_1" in problem.message

@@ -354,9 +354,11 @@ def _check_files(files: Sequence[str], fmt: str, roots: Roots | None = None) -> 
         else:
             check_torch_file(f)
     if fmt == "gguf":
-        from mother_core.io.gguf_header import read_header as gguf_header  # the gguf package, not torch
+        from mother_core.io.gguf_header import check_byte_order, read_header as gguf_header  # gguf, not torch
 
-        return f"gguf:{gguf_header(files[0]).scheme}"
+        first = gguf_header(files[0])
+        check_byte_order(files[0], first)
+        return f"gguf:{first.scheme}"
     return fmt
 
 

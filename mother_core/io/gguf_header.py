@@ -568,3 +568,22 @@ def _heads_misfit(rows: int, heads: int | None, regroup: int | None, groups: int
 def _int_field(fields: dict[str, object], key: str) -> int | None:
     value = fields.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_byte_order(path: str, header: GGUFHeader) -> None:
+    """Refuse a big-endian file holding a tensor type whose big-endian layout is not known
+    (:func:`big_endian_readable`): read as little-endian its values would be wrong, with nothing to show it.
+    Asked by discovery (so `mother scan` lists the file as a problem, not as a model) and by the reader (every
+    part of a split model)."""
+    if not header.big_endian:
+        return
+    types = {t.qtype_name for t in header.tensors.values()} | set(header.unsupported.values())
+    unknown = sorted(q for q in types if not big_endian_readable(q))
+    if unknown:
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: it is a big-endian GGUF (written for s390x or another big-endian machine) with "
+            f"{', '.join(unknown)} tensors, whose big-endian block layout is not known here (llama.cpp's "
+            "gguf_convert_endian.py, as the installed gguf package ships it, swaps only F32, F16, BF16, Q4_0, "
+            "Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4), so their values cannot be read reliably. Use a little-endian "
+            "GGUF of the model (convert_hf_to_gguf.py without --bigendian, or gguf_convert_endian.py MODEL little "
+            "where it takes the file's types) or remove it from the set.", path)

@@ -50,8 +50,8 @@ from mother_core.io.gguf_header import (  # noqa: F401
     PERMUTED_QK,
     GGUFHeader,
     GGUFTensor,
+    check_byte_order,
     _unreadable,
-    big_endian_readable,
     read_header,
     to_little_endian,
 )
@@ -137,7 +137,7 @@ class GGUFReader:
                 f"{len(ref.files)} are there. Download the missing parts (same name, -0000k-of-0000n.gguf).",
                 ref.path)
         for path, header in headers:
-            _refuse_big_endian(path, header)
+            check_byte_order(path, header)
         self._tensors: dict[str, GGUFTensor] = {}
         self._infos: dict[str, TensorInfo] = {}
         self._file_of: dict[str, str] = {}  # GGUF tensor name -> the file holding it
@@ -373,24 +373,6 @@ class GGUFReader:
 
     def __repr__(self) -> str:
         return f"<GGUFReader {self.ref.id!r} ({self.ref.format})>"
-
-
-def _refuse_big_endian(path: str, header: GGUFHeader) -> None:
-    """Refuse a big-endian file holding a tensor type whose big-endian layout is not known
-    (:func:`~mother_core.io.gguf_header.big_endian_readable`): read as little-endian its values would be wrong,
-    with nothing to show it."""
-    if not header.big_endian:
-        return
-    types = {t.qtype_name for t in header.tensors.values()} | set(header.unsupported.values())
-    unknown = sorted(q for q in types if not big_endian_readable(q))
-    if unknown:
-        raise UnreadableCheckpointError(
-            f"Cannot read {path}: it is a big-endian GGUF (written for s390x or another big-endian machine) with "
-            f"{', '.join(unknown)} tensors, whose big-endian block layout is not known here (llama.cpp's "
-            "gguf_convert_endian.py, as the installed gguf package ships it, swaps only F32, F16, BF16, Q4_0, "
-            "Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4), so their values cannot be read reliably. Use a little-endian "
-            "GGUF of the model (convert_hf_to_gguf.py without --bigendian, or gguf_convert_endian.py MODEL little "
-            "where it takes the file's types) or remove it from the set.", path)
 
 
 def open_gguf(ref: ModelRef, base: ModelReader | None = None) -> ModelReader:
