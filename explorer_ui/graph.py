@@ -926,8 +926,9 @@ def lineage_of(rec: Recovery, model: str) -> tuple[list[str], list[str]]:
 # --- a standalone page (download) -----------------------------------------------------------------
 #: The properties every JavaScript object has (``Object.prototype``'s): vis-network keeps nodes in plain objects
 #: keyed by id, where a model named ``__proto__`` set the prototype and one named ``hasOwnProperty`` shadowed the
-#: method vis calls, and the model was not drawn. Such ids go to vis with :data:`VIS_MARK` in front (the app's
-#: graph does the same in the browser: ``graph_component.visId``).
+#: method vis calls, and the model was not drawn. Such ids go to vis with :data:`VIS_MARK` in front: here for the
+#: exported page, and for the app's graph through the table :func:`vis_id_table` gives its script (one rule, this
+#: one: the script only looks ids up in that table, both ways).
 JS_OBJECT_PROPERTIES = frozenset({
     "__proto__", "constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString",
     "toString", "valueOf", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__"})
@@ -941,6 +942,16 @@ def vis_id(model: str) -> str:
     ('m1', True)
     """
     return VIS_MARK + model if model in JS_OBJECT_PROPERTIES or model.startswith(VIS_MARK) else model
+
+
+def vis_id_table(data: GraphData) -> list[list[str]]:
+    """``[model, vis id]`` for each model of ``data`` whose :func:`vis_id` is not its own id (most often none).
+
+    The app's graph component is given this table and maps ids through it, model to vis id on the way in and
+    back on the way out (a click): it holds no rule of its own that could drift from :func:`vis_id`. Pairs,
+    not an object, so that a model named ``__proto__`` is a key like any other in the script's ``Map``.
+    """
+    return [[n["id"], v] for n in data.nodes if (v := vis_id(n["id"])) != n["id"]]
 
 
 def tree_html(rec: Recovery, *, statuses: dict[EdgeKey, str] | None = None, reference: str = "",

@@ -36,7 +36,7 @@ from typing import Any
 import streamlit as st
 
 from explorer_ui.graph import (ARRANGE_JS, DARK_BG, DARK_DASH, DARK_SWATCH_FILL, SELECTED, GraphData, lone_title,
-                               vis_source)
+                               vis_id_table, vis_source)
 
 _CSS = string.Template("""
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
@@ -67,11 +67,21 @@ div.vis-tooltip {white-space: pre-line; font: 13px sans-serif; max-width: 420px;
 _JS = ARRANGE_JS + r"""
 // vis-network keeps nodes in plain objects keyed by their ids: a model named "__proto__" (a folder name, a
 // result.json id) set such an object's prototype, one named "hasOwnProperty" shadowed the method vis calls on it,
-// and the model was not drawn (its box empty, its edges gone). Ids that name a property every object has (or
-// that begin with the mark) go to vis with a mark in front; what leaves the graph is the model id again.
-const MARK = '\u2063';
-function visId(id) { return (id in Object.prototype || String(id).startsWith(MARK)) ? MARK + id : id; }
-function modelId(v) { return typeof v === 'string' && v.startsWith(MARK) ? v.slice(1) : v; }
+// and the model was not drawn (its box empty, its edges gone). Python decides which ids go to vis renamed
+// (graph.vis_id, the one rule, also the exported page's) and sends the pairs (d.vis_ids, [model, vis id]): here
+// they are only looked up, model id to vis id into the graph and back for what leaves it.
+const ID_TABLES = new WeakMap();  // one drawing's data -> its two lookups, built once
+function idTables(d) {
+  let t = ID_TABLES.get(d);
+  if (!t) {
+    const pairs = d.vis_ids || [];
+    t = {toVis: new Map(pairs), toModel: new Map(pairs.map(([m, v]) => [v, m]))};
+    ID_TABLES.set(d, t);
+  }
+  return t;
+}
+function visId(d, id) { const t = idTables(d).toVis; return t.has(id) ? t.get(id) : id; }
+function modelId(d, v) { const t = idTables(d).toModel; return t.has(v) ? t.get(v) : v; }
 
 const LONE = '\u2063lone';  // the lone models' band among the families (no family id is a string)
 let VIS = null;
@@ -105,8 +115,8 @@ function build(root, st, d) {
   wrap.classList.toggle('mg-big', !!d.big);
   root.querySelector('.mg-legend').innerHTML = d.legend;  // built and escaped in Python
   if (st.network) { st.network.destroy(); }
-  const nodes = new vis.DataSet(d.nodes.map(n => ({...n, id: visId(n.id)})));
-  const edges = new vis.DataSet(d.edges.map(e => ({...e, from: visId(e.from), to: visId(e.to)})));
+  const nodes = new vis.DataSet(d.nodes.map(n => ({...n, id: visId(d, n.id)})));
+  const edges = new vis.DataSet(d.edges.map(e => ({...e, from: visId(d, e.from), to: visId(d, e.to)})));
   arrange(root, d, nodes);
   const net = new vis.Network(root.querySelector('.mg-canvas'), {nodes, edges}, d.options);
   st.network = net; st.key = d.key; st.edgeIds = d.edge_ids; st.sel = null; st.font = null; st.reveal = null;
@@ -117,7 +127,7 @@ function build(root, st, d) {
   // selection back to this graph (the element stays the same: nothing to re-send or redo).
   net.on('click', p => {
     if (p.nodes.length) {
-      const id = modelId(p.nodes[0]);
+      const id = modelId(d, p.nodes[0]);
       mark(root, {node: id});
       centreLater(st, d, [id]);
       st.send('event', {type: 'node', id, t: Date.now()});
@@ -129,8 +139,8 @@ function build(root, st, d) {
     }
   });
   const members = {};  // family id -> its models' ids, once per drawing (not per frame)
-  for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(visId(n.id));
-  members[LONE] = (d.lone || []).map(visId);
+  for (const n of d.nodes) (members[n.family] = members[n.family] || []).push(visId(d, n.id));
+  members[LONE] = (d.lone || []).map(id => visId(d, id));
   net.on('beforeDrawing', ctx => drawFamilies(root, st, d, ctx, members));
   net.on('zoom', () => relabel(st, d));
   net.on('animationFinished', () => { relabel(st, d); hidePopup(net); });  // a centring moveTo sends no 'zoom'
@@ -138,7 +148,7 @@ function build(root, st, d) {
   net.on('resize', () => relabel(st, d));
   net.on('doubleClick', p => {
     clearTimeout(st.centring);  // a double-click folds or opens: do not move the tree under the pointer
-    if (p.nodes.length) st.send('event', {type: 'toggle', id: modelId(p.nodes[0]), t: Date.now()});
+    if (p.nodes.length) st.send('event', {type: 'toggle', id: modelId(d, p.nodes[0]), t: Date.now()});
   });
   net.once('afterDrawing', () => {
     fit(st, d);
@@ -168,7 +178,7 @@ function arrange(root, d, nodes, net) {
     d.options.edges.smooth.forceDirection = a.dir;
     if (net) net.setOptions({edges: {smooth: d.options.edges.smooth}});
   }
-  nodes.update(Object.entries(a.pos).map(([id, [x, y]]) => ({id: visId(id), x, y})));
+  nodes.update(Object.entries(a.pos).map(([id, [x, y]]) => ({id: visId(d, id), x, y})));
 }
 
 // Labels scale with zoom but never drop below the readable size on screen: zoomed out, they grow in
@@ -261,7 +271,7 @@ function centreLater(st, d, ids) {
 function centre(st, d, ids, always) {
   const net = st.network;
   if (!net) return;
-  const known = ids.map(visId).filter(id => window.nodes.get(id));  // model ids in, vis ids from here
+  const known = ids.map(id => visId(d, id)).filter(id => window.nodes.get(id));  // model ids in, vis ids from here
   if (!known.length) return;
   const b = boxOf(net, known), s = net.getScale(), scale = Math.max(s, readableScale(d));
   const c = net.body.container, pos = {x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2};
@@ -334,8 +344,8 @@ function select(root, st, sel, data) {
   if (edgeId) {
     net.setSelection({nodes: [], edges: [edgeId]}, {unselectAll: true, highlightEdges: false});
     mark(root, {edge: sel.edge});
-  } else if (sel && sel.node && window.nodes.get(visId(sel.node))) {
-    net.setSelection({nodes: [visId(sel.node)], edges: []}, {unselectAll: true, highlightEdges: false});
+  } else if (sel && sel.node && window.nodes.get(visId(data, sel.node))) {
+    net.setSelection({nodes: [visId(data, sel.node)], edges: []}, {unselectAll: true, highlightEdges: false});
     mark(root, {node: sel.node});
   } else {
     net.unselectAll();
@@ -448,10 +458,18 @@ def graph(data: GraphData, *, key: str, height: int, lib_url: str | None, select
         if isinstance(event, dict):
             on_event(event)
 
-    payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
-               "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
-               "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
-               "selected_color": SELECTED, "label_growth": data.label_growth,
-               "families": list(data.families), "lone": list(data.lone), "lone_title": lone_title(len(data.lone)),
-               "arrangements": list(data.arrangements)}
-    _mount()(key=key, data=payload, height=height + 4, on_event_change=_changed)
+    _mount()(key=key, data=component_data(data, height=height, lib=lib, selected=selected, dark=dark, big=big,
+                                           keys=keys), height=height + 4, on_event_change=_changed)
+
+
+def component_data(data: GraphData, *, height: int, lib: dict[str, Any], selected: dict | None, dark: bool = False,
+                   big: bool = False, keys: bool = False) -> dict[str, Any]:
+    """What the component's script is given to draw ``data`` (the arguments as :func:`graph`'s; ``lib`` where
+    vis-network comes from: ``{"url": ...}`` or ``{"url": None, "js": ..., "css": ...}``). ``vis_ids`` holds the
+    models vis is given under another id (:func:`explorer_ui.graph.vis_id_table`), the script's only source for it."""
+    return {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
+            "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
+            "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
+            "selected_color": SELECTED, "label_growth": data.label_growth,
+            "families": list(data.families), "lone": list(data.lone), "lone_title": lone_title(len(data.lone)),
+            "arrangements": list(data.arrangements), "vis_ids": vis_id_table(data)}

@@ -160,17 +160,14 @@ def test_models_named_like_javascript_object_properties_are_drawn(tmp_path, wher
     else:
         data = build_graph(rec)
         js, css = vis_source()
-        payload = {"key": data.key, "nodes": data.nodes, "edges": data.edges, "options": data.options,
-                   "legend": data.legend, "edge_ids": {i: list(x) for i, x in data.edge_ids.items()}, "height": 500,
-                   "lib": {"url": None, "js": js, "css": css}, "selected": {"node": a}, "dark": False, "big": False,
-                   "keys": False, "selected_color": "#7B2FBE", "label_growth": data.label_growth,
-                   "families": list(data.families), "arrangements": list(data.arrangements)}
+        payload = gc.component_data(data, height=500, lib={"url": None, "js": js, "css": css}, selected={"node": a})
         mount = gc._JS.replace("export default function", "window.mount = function")  # as Streamlit calls it
         text = json.dumps(payload).replace("</", "<\\/")
         page_path.write_text(
             f"<html><head><style>{gc._CSS}</style></head><body><div id='host' style='width:900px'></div>"
             f"<script type='module'>{mount}\nwindow.mount({{data: {text}, "
-            "parentElement: document.getElementById('host'), setTriggerValue: () => {}});</script></body></html>",
+            "parentElement: document.getElementById('host'), "
+            "setTriggerValue: (k, v) => (window.sent = window.sent || []).push(v)});</script></body></html>",
             encoding="utf-8")
 
     def run(page):  # noqa: ANN001, ANN202
@@ -179,10 +176,13 @@ def test_models_named_like_javascript_object_properties_are_drawn(tmp_path, wher
         got = page.evaluate(_DRAWN)
         if where == "app graph":  # the selected model, named __proto__, reached the canvas' selection
             got["selected"] = page.evaluate("() => document.querySelector('.mg-root').dataset.selectedNode")
+            # a click on it (vis names it by its vis id) reaches Python as the model's own id
+            got["clicked"] = page.evaluate("""() => { const v = window.nodes.getIds().find(i => i.endsWith('__proto__'));
+              window.network.emit('click', {nodes: [v], edges: []}); return window.sent.map(e => e.id); }""")
         return got
 
     got, errors = _chromium_page(page_path, run)
     assert not errors, errors
     assert got["nodes"] == 12 and got["drawn"] == 12 and got["boxed"] == 12, got
     if where == "app graph":
-        assert got["selected"] == a, got
+        assert got["selected"] == a and got["clicked"] == [a], got
