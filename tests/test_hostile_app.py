@@ -177,7 +177,8 @@ def test_models_named_like_javascript_object_properties_are_drawn(tmp_path, wher
         if where == "app graph":  # the selected model, named __proto__, reached the canvas' selection
             got["selected"] = page.evaluate("() => document.querySelector('.mg-root').dataset.selectedNode")
             # a click on it (vis names it by its vis id) reaches Python as the model's own id
-            got["clicked"] = page.evaluate("""() => { const v = window.nodes.getIds().find(i => i.endsWith('__proto__'));
+            got["clicked"] = page.evaluate("""() => {
+              const v = window.nodes.getIds().find(i => i.endsWith('__proto__'));
               window.network.emit('click', {nodes: [v], edges: []}); return window.sent.map(e => e.id); }""")
         return got
 
