@@ -22,7 +22,7 @@ from explorer_ui.sources import ModelSet
 from explorer_ui.state import NotReady
 from mother_core.errors import MotherError
 from mother_core.lineage import declared_edges, edge_lineage, match_model_id
-from mother_core.recovery.result import Constraints, Recovery, RecoverySettings
+from mother_core.recovery.result import RESULT_HEAD_BYTES, Constraints, Recovery, RecoverySettings
 from mother_core.statuses import EdgeStatus
 
 SOURCES = ("Demo sets", "Local folder", "Hugging Face cache", "Paper presets", "Saved result")
@@ -161,9 +161,22 @@ def _pick_preset() -> ModelSet | None:
                     component=preset.component, known_edges=preset.edges, regime=preset.regime)
 
 
+#: What the saved-result list holds, and what it leaves to the uploader: a file is listed by the marker the writer
+#: puts first (``sources.list_result_files``, a bounded read). A result rewritten with sorted keys (jq -S,
+#: ``json.dump(..., sort_keys=True)``) has it after the matrices and edges, ~88% into the file (a 13-model result:
+#: byte 149,882 of 169,378), so no bounded read finds it there; it still loads, by upload.
+RESULT_LIST_HELP = (f"The `*.json` files under the browsable folders that open with a result's marker, "
+                    f'`{{"format": "mother-recovery", "version": N` (read from each file\'s first '
+                    f"{RESULT_HEAD_BYTES // 1024} KB), as `mother recover --out` and the Export page write it. "
+                    "A result rewritten with its keys sorted (`jq -S`, `json.dump(..., sort_keys=True)`) has the "
+                    "marker near its end and is not listed: open it with **Upload a result.json**.")
+
+
 def _pick_result() -> ModelSet | None:
     files = sources.list_result_files()
-    up = st.sidebar.file_uploader("Upload a result.json", type=["json"], key="upload")
+    up = st.sidebar.file_uploader("Upload a result.json", type=["json"], key="upload",
+                                  help="Any saved result, including one whose keys were sorted (not listed under "
+                                       "Saved result).")
     if up is not None:
         data = up.getvalue()
         dest = Path(engine.CACHE_DIR) / "uploads" / f"{hashlib.sha1(data).hexdigest()[:16]}.json"
@@ -172,9 +185,10 @@ def _pick_result() -> ModelSet | None:
         return ModelSet("result", up.name, result=str(dest), auto_run=True)
     if not files:
         st.sidebar.info("No saved result (a JSON written by `mother recover --out` or the Export page) under "
-                        "the browsable folders; upload one.")
+                        "the browsable folders; upload one (a result rewritten with sorted keys is opened that way).")
         return None
-    path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files, format_func=plain)
+    path = _widget(st.sidebar.selectbox, "Saved result", "result_file", files[0], options=files, format_func=plain,
+                   help=RESULT_LIST_HELP)
     if path not in files:
         return None
     truth = _truth_file(str(Path(path).parent), [])

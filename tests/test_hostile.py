@@ -944,10 +944,14 @@ def test_crafted_block_scales_reduce_in_the_kernel_as_the_bfloat16_path_does(qty
     np.testing.assert_array_equal(cd[0, 2], pd[0, 2])
 
 
-def test_saved_results_are_listed_by_their_content_not_their_name(tmp_path):
+def test_saved_results_are_listed_by_their_content_not_their_name(tmp_path, monkeypatch):
     """The "Saved result" list took a ``*.json`` whose name held "result": a result saved as ``run-c5.json``
     was not offered and a ``results-table.json`` that is no result was. A file is now a result when it opens
-    with the writer's marker; the check reads a bounded prefix (a 50 MB JSON costs 4 KB), never parses."""
+    with the writer's marker; the check reads a bounded prefix (a 50 MB JSON costs 4 KB), never parses.
+    A result rewritten with sorted keys has the marker after its matrices (no bounded read reaches it): it is
+    not listed, and the list's help said nothing of it; it now says to upload such a file."""
+    from streamlit.testing.v1 import AppTest
+
     from explorer_ui.sources import list_result_files
     from mother_core.recovery.result import RESULT_HEAD_BYTES, Recovery
 
@@ -961,5 +965,22 @@ def test_saved_results_are_listed_by_their_content_not_their_name(tmp_path):
     # Another tool's JSON with "format" first, and a result's keys without the marker.
     (runs / "other.json").write_text(json.dumps({"format": "graphml", "version": 1}))
     (runs / "bare-result.json").write_text(json.dumps({"models": [], "edges": []}))
+    # jq -S: "format" after "constraints", "cost_matrix", "distance_matrix", "edges", "extra" (not listed; it loads)
+    from mother_core.recovery.result import Edge, ModelNode, TreeInfo
+
+    ids = [f"m{i}" for i in range(40)]  # a chain of 40: its edges alone are well past the 4 KB read
+    chain = Recovery(models=[ModelNode(m, f"/x/{m}", 0, 1.0, m == "m0") for m in ids],
+                     edges=[Edge(p, c, 0.1, 0.9, 0.9, 0.9) for p, c in zip(ids, ids[1:])],
+                     trees=[TreeInfo(0, tuple(ids), "m0", "fft", 0.9)])
+    (runs / "sorted.json").write_text(json.dumps(chain.to_dict(), indent=1, sort_keys=True))
     assert list_result_files([tmp_path]) == [str(runs / "run-c5.json")]
     assert Recovery.load(runs / "run-c5.json").model_ids == ["a", "b", "c"]
+    assert Recovery.load(runs / "sorted.json").model_ids == ids
+    monkeypatch.setenv("MOTHER_BROWSE_ROOTS", str(tmp_path))
+    monkeypatch.delenv("MOTHER_DEMO_ROOT", raising=False)
+    monkeypatch.setenv("MOTHER_WARM_DEMOS", "0")
+    at = AppTest.from_file(str(Path(__file__).parent.parent / "app.py"), default_timeout=180).run()
+    at.sidebar.radio(key="source").set_value("Saved result").run()
+    listed = at.sidebar.selectbox(key="result_file")
+    assert listed.options == [str(runs / "run-c5.json")]
+    assert "sort" in listed.proto.help and "Upload a result.json" in listed.proto.help, listed.proto.help
