@@ -148,6 +148,10 @@ DARK_DASH = "#BBBBBB"  # a dash-pattern legend swatch on DARK_BG (9:1; the light
 #: A box legend swatch's fill on DARK_BG: a model's light fill (:data:`TREE_COLORS`), so that the root's #222 border
 #: drawn on it shows, as on the canvas (on DARK_BG itself it was invisible).
 DARK_SWATCH_FILL = TREE_COLORS[0]
+#: The lone models' band (:func:`lone_band`): no family's colour, a neutral grey box outlined in LONE_EDGE (its
+#: fill on DARK_BG too), on the app's canvas (graph_component's ``drawFamilies``) as on the slide.
+LONE_FILL = "#D9DCE1"
+LONE_EDGE = "#8A8F98"
 
 
 def _luminance(color: str) -> float:
