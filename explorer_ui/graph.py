@@ -148,6 +148,10 @@ DARK_DASH = "#BBBBBB"  # a dash-pattern legend swatch on DARK_BG (9:1; the light
 #: A box legend swatch's fill on DARK_BG: a model's light fill (:data:`TREE_COLORS`), so that the root's #222 border
 #: drawn on it shows, as on the canvas (on DARK_BG itself it was invisible).
 DARK_SWATCH_FILL = TREE_COLORS[0]
+#: The lone models' band (:func:`lone_band`): no family's colour, a neutral grey box outlined in LONE_EDGE (its
+#: fill on DARK_BG too), on the app's canvas (graph_component's ``drawFamilies``) as on the slide.
+LONE_FILL = "#D9DCE1"
+LONE_EDGE = "#8A8F98"
 
 
 def _luminance(color: str) -> float:
@@ -612,7 +616,7 @@ def lone_band(order: list[str], labels: dict[str, str], edges: Iterable[EdgeKey]
     # A column wider than the layout's (0.6 em a character, 24 px): every lone model is a root, its border bold
     # (3 px a side), and its "m-" + hex digits are 0.64 em wide in the browser's sans-serif; at 0.6 em and 24 px
     # the band's boxes overlapped their neighbours on the canvas (105 px boxes 97 px apart).
-    cell = max(len(str(labels.get(m, "")).split("\n")[0]) for m in order) * font * 0.72 * max(1.0, growth) + 32
+    cell = label_chars(labels.get(m, "") for m in order) * font * 0.72 * max(1.0, growth) + 32
     gen = GEN_PX * max(1.0, font / 15)
     rest = {k: v for k, v in pos.items() if k in linked}
     x0 = min((x for x, _ in rest.values()), default=0.0)
@@ -758,10 +762,16 @@ def label_font(data: GraphData) -> float:
     return float(data.options.get("nodes", {}).get("font", {}).get("size", 15))
 
 
+def label_chars(labels: Iterable[object]) -> int:
+    """The characters of the longest of ``labels``' first lines (a folded model's label has a second): what a
+    column's width is sized by, in the layout's grid (:func:`label_cell`) and the lone models' (:func:`lone_band`)."""
+    return max(len(str(label).split("\n")[0]) for label in labels)
+
+
 def label_cell(data: GraphData) -> float:
     """The width of one column of ``data`` in canvas px: its longest label's first line at 0.6 em a character
     and a 24-px gap, as the layout sizes its columns (:data:`ARRANGE_JS`'s ``cell``, in the browser)."""
-    return max(len(str(n.get("label", "")).split("\n")[0]) for n in data.nodes) * label_font(data) * 0.6 + 24
+    return label_chars(n.get("label", "") for n in data.nodes) * label_font(data) * 0.6 + 24
 
 
 def pick_arrangement(data: GraphData, width: float, height: float) -> int:

@@ -35,8 +35,8 @@ from typing import Any
 
 import streamlit as st
 
-from explorer_ui.graph import (ARRANGE_JS, DARK_BG, DARK_DASH, DARK_SWATCH_FILL, SELECTED, GraphData, lone_title,
-                               vis_id_table, vis_source)
+from explorer_ui.graph import (ARRANGE_JS, DARK_BG, DARK_DASH, DARK_SWATCH_FILL, LONE_EDGE, LONE_FILL, SELECTED,
+                               GraphData, lone_title, vis_id_table, vis_source)
 
 _CSS = string.Template("""
 .mg-wrap {position: relative; width: 100%; border: 1px solid rgba(128,128,128,.25); border-radius: 6px;
@@ -287,8 +287,7 @@ function centre(st, d, ids, always) {
 // The lone models (no parent, no child: d.lone, laid out by Python in a grid under everything else) get a grey box
 // of the same kind, named "40 unrelated models (no parent, no child found)", as the slide draws them.
 function drawFamilies(root, st, d, ctx, members) {
-  const band = (d.lone || []).length ? [{id: LONE, label: d.lone_title, color: d.dark ? '#8A8F98' : '#D9DCE1',
-                                         edge: '#8A8F98'}] : [];
+  const band = (d.lone || []).length ? [{id: LONE, ...d.lone_band}] : [];  // its name and colours: Python's
   const fams = ((d.families || []).length >= 2 ? d.families : []).concat(band);
   root.dataset.lone = '0';
   if (!fams.length || !st.network) { root.dataset.families = '0'; return; }
@@ -471,5 +470,7 @@ def component_data(data: GraphData, *, height: int, lib: dict[str, Any], selecte
             "legend": data.legend, "edge_ids": {i: list(e) for i, e in data.edge_ids.items()},
             "height": height, "lib": lib, "selected": selected, "dark": dark, "big": big, "keys": keys,
             "selected_color": SELECTED, "label_growth": data.label_growth,
-            "families": list(data.families), "lone": list(data.lone), "lone_title": lone_title(len(data.lone)),
+            "families": list(data.families), "lone": list(data.lone),
+            "lone_band": {"label": lone_title(len(data.lone)), "color": LONE_EDGE if dark else LONE_FILL,
+                          "edge": LONE_EDGE},
             "arrangements": list(data.arrangements), "vis_ids": vis_id_table(data)}

@@ -21,8 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from explorer_ui.graph import (DARK_BG, DARK_DASH, DARK_INK, DARK_SWATCH_FILL, LIGHT_INK, GraphData, label_cell,
-                               label_font, lone_title)
+from explorer_ui.graph import (DARK_BG, DARK_DASH, DARK_INK, DARK_SWATCH_FILL, LIGHT_INK, LONE_EDGE, LONE_FILL,
+                               GraphData, label_cell, label_font, lone_title)
 
 FORMATS = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 SLIDE_INCHES = (13.333, 7.5)  # a 16:9 slide (PowerPoint/Keynote default)
@@ -108,7 +108,7 @@ def _draw_band(fig: plt.Figure, ax: plt.Axes, texts: list[Any], title: str, size
     as a family's box is named."""
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     label = _named_box(fig, ax, [_box(t, renderer) for t in texts], size, title, fg, dark,
-                       fill="#8A8F98" if dark else "#D9DCE1", edge="#8A8F98", edge_alpha=0.8)
+                       fill=LONE_EDGE if dark else LONE_FILL, edge=LONE_EDGE, edge_alpha=0.8)
     label.set_path_effects([patheffects.withStroke(linewidth=2, foreground=bg)])
 
 

@@ -580,10 +580,11 @@ def check_byte_order(path: str, header: GGUFHeader) -> None:
     types = {t.qtype_name for t in header.tensors.values()} | set(header.unsupported.values())
     unknown = sorted(q for q in types if not big_endian_readable(q))
     if unknown:
+        *known, last = [*_BIG_ENDIAN_WORDS, *BIG_ENDIAN_FIELDS]  # the types big_endian_readable takes
         raise UnreadableCheckpointError(
             f"Cannot read {path}: it is a big-endian GGUF (written for s390x or another big-endian machine) with "
             f"{', '.join(unknown)} tensors, whose big-endian block layout is not known here (llama.cpp's "
-            "gguf_convert_endian.py, as the installed gguf package ships it, swaps only F32, F16, BF16, Q4_0, "
-            "Q8_0, Q4_K, Q6_K, MXFP4 and NVFP4), so their values cannot be read reliably. Use a little-endian "
+            f"gguf_convert_endian.py, as the installed gguf package ships it, swaps only {', '.join(known)} and "
+            f"{last}), so their values cannot be read reliably. Use a little-endian "
             "GGUF of the model (convert_hf_to_gguf.py without --bigendian, or gguf_convert_endian.py MODEL little "
             "where it takes the file's types) or remove it from the set.", path)

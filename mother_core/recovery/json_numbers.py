@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import secrets
 from typing import Any
 
 import numpy as np
@@ -69,11 +68,12 @@ def loads(text: str | bytes) -> Any:
 # characters the writer spends on it), and the arrays were then built from those lists through a second list
 # per row: 9 bytes of memory per byte of file at the peak (540 MB for 58 MB, branch hostile5). A result's
 # bulk is its matrices, so :func:`loads_result` reads each row of plain numbers by itself: it finds them in
-# the text (lexically, outside strings), lets ``json`` parse the rest with a short placeholder per row, and
-# puts a float64 array where a whole matrix of equal rows is expected (:data:`MATRIX_KEYS`); every other row
-# goes back to the lists ``json.loads`` would have made. A row's cells are exactly what the schema's ``_NUM``
-# accepts (a JSON number, ``null``, ``"inf"``, ``"-inf"``, ``"nan"``, ``"NaN"``); anything else in a row (a
-# ``true``, ``"1.0"``, a nested list, a ``NaN`` literal) leaves it to the lists and the schema, as before.
+# the text (lexically, outside strings), lets ``json`` parse the rest with the constant ``NaN`` in each row's
+# place (handed back as the row, in order, by ``parse_constant``), and puts a float64 array where a whole
+# matrix of equal rows is expected (:data:`MATRIX_KEYS`); every other row goes back to the lists
+# ``json.loads`` would have made. A row's cells are exactly what the schema's ``_NUM`` accepts (a JSON number,
+# ``null``, ``"inf"``, ``"-inf"``, ``"nan"``, ``"NaN"``); anything else in a row (a ``true``, ``"1.0"``, a
+# nested list) leaves it to the lists and the schema, as before.
 
 #: Where a result holds (N, N) or (N, layers) matrices: top-level keys, and keys of its ``extra``
 #: (:meth:`mother_core.recovery.problem.RecoveryProblem.to_json`; ``cue_votes`` maps a cue to one).
@@ -81,10 +81,21 @@ MATRIX_KEYS = ("layer_kurtosis", "distance_matrix", "cost_matrix")
 EXTRA_MATRIX_KEYS = ("relative_distance", "direction_evidence", "votes_up", "shared_layers", "squared_distance")
 
 _NUMBER = r'-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|null|"(?:-?inf|nan|NaN)"'
-# A JSON string (skipped whole, so no row is found inside one) or a row of one or more plain numbers.
-# Possessive quantifiers: no backtracking state kept per cell, so a row of millions of cells costs no stack.
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|\[[ \t\n\r]*+(?:' + _NUMBER + r')(?:[ \t\n\r]*+,[ \t\n\r]*+(?:'
-                    + _NUMBER + r'))*+[ \t\n\r]*+\]', re.DOTALL)
+# A JSON string (skipped whole, so no row is found inside one), a bare constant (``NaN``, ``Infinity``,
+# ``-Infinity``: ``json`` calls ``parse_constant`` for it too) or a row of one or more plain numbers. Possessive
+# quantifiers: no backtracking state kept per cell, so a row of millions of cells costs no stack.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|NaN|-?Infinity|\[[ \t\n\r]*+(?:' + _NUMBER + r')(?:[ \t\n\r]*+,'
+                    r'[ \t\n\r]*+(?:' + _NUMBER + r'))*+[ \t\n\r]*+\]', re.DOTALL)
+
+
+class _Row:
+    """Where a row of plain numbers stood in the text (a span :data:`_TOKEN` matched), as ``json`` hands it back:
+    an object of this module's type, which no string or number of the file can spell."""
+
+    __slots__ = ("start", "end")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
 
 
 def _row(text: str) -> np.ndarray:
@@ -108,87 +119,74 @@ def loads_result(text: str) -> Any:
     >>> d["layers"]
     [{'shape': [2, 3]}]
     """
-    spans: list[tuple[int, int]] = []
+    # Each row is replaced by the bare constant ``NaN``, and ``json`` hands the rows back through
+    # ``parse_constant``, which it calls in the text's order: a row becomes a :class:`_Row` where it stood, and
+    # a constant of the file's own the float ``json`` makes of it.
+    turns: list[_Row | float] = []
     pieces: list[str] = []
-    mark = f"\x00row-{secrets.token_hex(16)}:"
     last = 0
     for m in _TOKEN.finditer(text):
-        if m.group().startswith('"'):
-            continue
-        pieces += [text[last:m.start()], json.dumps(f"{mark}{len(spans)}")]
-        spans.append(m.span())
-        last = m.end()
-    if not spans:
+        first = text[m.start()]
+        if first == "[":
+            pieces += [text[last:m.start()], "NaN"]
+            turns.append(_Row(*m.span()))
+            last = m.end()
+        elif first != '"':
+            turns.append(float(m.group().replace("Infinity", "inf")))
+    if not pieces:  # no row
         return loads(text)
     pieces.append(text[last:])
-    d = loads("".join(pieces))
+    turn = iter(turns)
+    try:
+        d = json.loads("".join(pieces), parse_int=_json_int, parse_constant=lambda _: next(turn))
+    except RecursionError:
+        raise ValueError("it nests too deeply to be one") from None
     del pieces
-    used = [False] * len(spans)
 
-    def row_index(x: Any) -> int | None:
-        if type(x) is not str or not x.startswith(mark):
-            return None
-        k = int(x[len(mark):]) if x[len(mark):].isdigit() else -1
-        if not 0 <= k < len(spans) or used[k]:  # a string of the file spelled a placeholder: no row is two
-            raise _Forged
-        used[k] = True
-        return k
+    def listed(r: _Row) -> Any:
+        """The list ``json.loads`` makes of row ``r``."""
+        return json.loads(text[r.start:r.end], parse_int=_json_int)
 
-    def listed(k: int) -> Any:
-        """Row ``k`` as the list ``json.loads`` makes of it."""
-        return json.loads(text[spans[k][0]:spans[k][1]], parse_int=_json_int)
-
-    def matrix(rows: Any) -> Any:
-        """An array where ``rows`` are all placeholders of one length; else ``rows`` with lists put back."""
-        if type(rows) is not list or not rows:
-            return restore(rows)
-        ks = [row_index(r) for r in rows]
-        whole = [k for k in ks if k is not None]
-        if len(whole) < len(ks):
-            return restore([r if k is None else listed(k) for k, r in zip(ks, rows)])
+    def matrix(x: Any) -> Any:
+        """An array where ``x`` is a list of rows of one length; else ``x`` with lists put back."""
+        if type(x) is not list or not x or not all(type(r) is _Row for r in x):
+            return restore(x)
         out: np.ndarray | None = None
-        for i, k in enumerate(whole):
-            row = _row(text[spans[k][0]:spans[k][1]])
+        for i, r in enumerate(x):
+            row = _row(text[r.start:r.end])
             if out is None:
-                out = np.empty((len(rows), len(row)), dtype=np.float64)  # (N, width)
+                out = np.empty((len(x), len(row)), dtype=np.float64)  # (N, width)
             if len(row) != out.shape[1]:  # ragged: the lists, for the schema's message
-                return [listed(k) for k in whole]
+                return [listed(r) for r in x]
             out[i] = row
         return out
 
     def restore(x: Any) -> Any:
-        """``x`` with every placeholder back as the list ``json.loads`` makes of its row (iteratively: any depth)."""
+        """``x`` with every row back as the list ``json.loads`` makes of it (iteratively: any depth)."""
+        if type(x) is _Row:  # the file itself may be one row ("[1, 2]"): the schema says what it holds
+            return listed(x)
         stack = [x]
         while stack:
             node = stack.pop()
             items = node.items() if type(node) is dict else enumerate(node) if type(node) is list else ()
             for key, v in list(items):
-                k = row_index(v)
-                if k is not None:
-                    node[key] = listed(k)
+                if type(v) is _Row:
+                    node[key] = listed(v)
                 elif type(v) in (dict, list):
                     stack.append(v)
         return x
 
-    try:
-        if type(d) is dict:
-            for key in MATRIX_KEYS:
-                if key in d:
-                    d[key] = matrix(d[key])
-            extra = d.get("extra")
-            if type(extra) is dict:
-                for key in EXTRA_MATRIX_KEYS:
-                    if key in extra:
-                        extra[key] = matrix(extra[key])
-                votes = extra.get("cue_votes")
-                if type(votes) is dict:
-                    for key in votes:
-                        votes[key] = matrix(votes[key])
-        whole_file = [d]  # the file itself may be one row ("[1, 2]"): the schema says what it holds
-        return restore(whole_file)[0]
-    except _Forged:
-        return loads(text)
-
-
-class _Forged(Exception):
-    """A string of the file spelled a row placeholder (a 1 in 2**128 guess): read the file the plain way."""
+    if type(d) is dict:
+        for key in MATRIX_KEYS:
+            if key in d:
+                d[key] = matrix(d[key])
+        extra = d.get("extra")
+        if type(extra) is dict:
+            for key in EXTRA_MATRIX_KEYS:
+                if key in extra:
+                    extra[key] = matrix(extra[key])
+            votes = extra.get("cue_votes")
+            if type(votes) is dict:
+                for key in votes:
+                    votes[key] = matrix(votes[key])
+    return restore(d)
