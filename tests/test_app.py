@@ -124,6 +124,11 @@ def use_folder(at: AppTest, folder: Path) -> AppTest:
 
 # --- the demo, every page --------------------------------------------------------------------------
 def test_home_recovers_the_default_demo_at_once(app):
+    from explorer_ui import engine
+
+    # The statistics store is process-wide (``st.cache_resource``): a test that opened the default demo earlier in
+    # this worker (xdist's order varies) would leave it read, and this first visit would show no pass.
+    engine._store.clear()
     at = ok(app.run())
     assert at.title[0].value == "MoTHer Explorer"
     metrics = {m.label: m.value for m in at.metric}
